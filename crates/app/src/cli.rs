@@ -1,0 +1,394 @@
+//! The `clientflow` command line.
+
+#![allow(clippy::print_stdout)] // a command line prints to standard output
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::platform::clock::SystemClock;
+use crate::platform::config::{Config, TlsMode};
+use crate::platform::db::provision::{self, Mode};
+use crate::platform::db::{Db, MigrationStatus};
+use crate::platform::http::{self, server, tls};
+use crate::platform::telemetry;
+use crate::state::AppState;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "clientflow",
+    version,
+    about = "ClientFlow: client work for agencies and service teams."
+)]
+#[command(
+    long_about = "ClientFlow: clients, projects, tasks, invoices, files and a client portal, \
+for agencies and service teams.\n\nWith no configuration, `clientflow serve` starts a private PostgreSQL \
+cluster under ./data, generates a certificate for localhost and serves https://localhost:8443.\n\n\
+Configuration: a TOML file (--config, default ./clientflow.toml) and CLIENTFLOW_* environment variables \
+(nested keys joined with __, e.g. CLIENTFLOW_SERVER__LISTEN=0.0.0.0:443); DATABASE_URL and REDIS_URL are \
+honoured; any setting can be read from a file with a _FILE suffix. See README.md for every setting."
+)]
+pub struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, global = true, env = "CLIENTFLOW_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server (applies pending migrations first).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Check configuration, database, roles, row-level security, Redis and certificates.
+    Doctor,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => serve(config).await,
+            Command::Migrate => migrate(config).await,
+            Command::Doctor => doctor(config).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    telemetry::init_tracing(&config.log);
+    let resolved = provision::resolve(&config).await?;
+    tracing::info!(database = resolved.mode.describe(), "database");
+    provision::migrate(&resolved).await?;
+    provision::guard_runtime_role(&resolved.app).await?;
+    let db = Db::connect(
+        resolved.app.clone(),
+        config.database.max_connections,
+        std::time::Duration::from_secs(config.database.acquire_timeout_secs),
+    )
+    .await?;
+    let tls = tls::load(&config)?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {} (server.listen): {e}",
+                config.server.listen
+            )
+        })?;
+    let bound = listener.local_addr()?;
+    match &tls {
+        Some((_, tls::CertificateSource::Generated { cert })) => tracing::info!(
+            certificate = %cert.display(),
+            "generated a self-signed certificate for localhost; browsers will ask you to trust it \
+             (or configure server.tls = \"files\" with your own certificate)"
+        ),
+        Some((_, tls::CertificateSource::Existing { cert })) => {
+            tracing::info!(certificate = %cert.display(), "using the self-signed certificate for localhost")
+        }
+        Some((_, tls::CertificateSource::Files { cert })) => {
+            tracing::info!(certificate = %cert.display(), "using certificate")
+        }
+        None => tracing::info!(
+            trusted_proxies = ?config.server.trusted_proxies,
+            "TLS terminated by a proxy: plain HTTP, accepted only from the trusted proxies"
+        ),
+    }
+    let scheme = if config.server.tls == TlsMode::Proxy {
+        "http"
+    } else {
+        "https"
+    };
+    tracing::info!(listen = %bound, url = %config.public_url(), "ClientFlow is ready: open {}", config.public_url());
+    if config.server.tls == TlsMode::Proxy {
+        tracing::info!("listening for the proxy on {scheme}://{bound}");
+    }
+    let redirect = match config.server.http_redirect_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!("cannot listen on {addr} (server.http_redirect_listen): {e}")
+            })?;
+            tracing::info!(listen = %addr, "plain HTTP redirects to HTTPS");
+            Some(tokio::spawn(server::serve_redirect(
+                l,
+                config.public_url(),
+                server::shutdown_signal(),
+            )))
+        }
+        None => None,
+    };
+    let grace = std::time::Duration::from_secs(config.server.shutdown_grace_secs);
+    let state = AppState::new(config, db.clone(), Arc::new(SystemClock));
+    let router = http::router(state);
+    server::serve(
+        listener,
+        tls.map(|t| t.0),
+        router,
+        server::shutdown_signal(),
+        grace,
+    )
+    .await;
+    if let Some(r) = redirect {
+        r.abort();
+    }
+    db.close().await;
+    if let Some((cluster, true)) = &resolved.cluster {
+        tracing::info!("stopping the private PostgreSQL cluster");
+        let cluster = cluster.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || cluster.stop()).await? {
+            tracing::warn!(error = %e, "could not stop PostgreSQL");
+        }
+    }
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
+    telemetry::init_tracing(&config.log);
+    let resolved = provision::resolve(&config).await?;
+    if resolved.owner.is_none() {
+        anyhow::bail!(
+            "migrations run as the owner role: set CLIENTFLOW_DATABASE__ADMIN_URL to the clientflow_owner \
+             role's connection URL"
+        );
+    }
+    provision::migrate(&resolved).await?;
+    println!(
+        "migrations: current ({} known)",
+        crate::platform::db::MIGRATOR.iter().count()
+    );
+    if let Some((cluster, true)) = &resolved.cluster {
+        let cluster = cluster.clone();
+        tokio::task::spawn_blocking(move || cluster.stop()).await??;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints one line per check and exits non-zero when any check fails.
+async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
+    let mut report = Report::default();
+    report.ok("configuration", "loaded and valid");
+
+    // Data directory.
+    match std::fs::create_dir_all(&config.data_dir).and_then(|_| {
+        let probe = config.data_dir.join(".doctor-probe");
+        std::fs::write(&probe, b"").and_then(|_| std::fs::remove_file(&probe))
+    }) {
+        Ok(()) => report.ok(
+            "data directory",
+            &format!("{} is writable", config.data_dir.display()),
+        ),
+        Err(e) => report.fail(
+            "data directory",
+            &format!("{}: {e} (set data_dir)", config.data_dir.display()),
+        ),
+    }
+
+    // Database.
+    let resolved = if config.database.url.is_none() {
+        match crate::platform::db::cluster::PrivateCluster::new(
+            &config.data_dir,
+            config.database.postgres_bin_dir.as_deref(),
+            true,
+        ) {
+            Ok(cluster) if cluster.is_running() => {
+                report.ok("database", "private cluster is running");
+                provision::resolve(&config)
+                    .await
+                    .map_err(|e| report.fail("database", &e.to_string()))
+                    .ok()
+            }
+            Ok(_) => {
+                report.warn(
+                    "database",
+                    "private cluster is not running (`clientflow serve` starts it)",
+                );
+                None
+            }
+            Err(e) => {
+                report.fail("database", &e.to_string());
+                None
+            }
+        }
+    } else {
+        match provision::resolve(&config).await {
+            Ok(r) => {
+                report.ok("database", r.mode.describe());
+                Some(r)
+            }
+            Err(e) => {
+                report.fail("database", &e.to_string());
+                None
+            }
+        }
+    };
+    if let Some(resolved) = &resolved {
+        if resolved.mode == Mode::AppRole && resolved.owner.is_none() {
+            report.warn(
+                "database",
+                "no database.admin_url: migrations can't be applied from here",
+            );
+        }
+        match provision::connect(&resolved.app, "app role").await {
+            Ok(mut conn) => {
+                match crate::platform::db::role_facts(&mut conn).await {
+                    Ok(facts) => match facts.unsafe_for_runtime() {
+                        None => report.ok(
+                            "app role",
+                            &format!("{}: not superuser, no BYPASSRLS, owns nothing", facts.name),
+                        ),
+                        Some(why) => report.fail("app role", &why),
+                    },
+                    Err(e) => report.fail("app role", &e.to_string()),
+                }
+                let applied: Result<Vec<(i64, bool, Vec<u8>)>, _> = sqlx::query_as(
+                    "SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version",
+                )
+                .fetch_all(&mut conn)
+                .await;
+                match applied.map(|a| MigrationStatus::compare(&a)) {
+                    Ok(MigrationStatus::Current) => report.ok("migrations", "current"),
+                    Ok(MigrationStatus::Pending(v)) => report.fail(
+                        "migrations",
+                        &format!("pending {v:?}: run `clientflow migrate`"),
+                    ),
+                    Ok(MigrationStatus::Diverged(why)) => report.fail("migrations", &why),
+                    Err(_) => {
+                        report.fail("migrations", "not applied yet: run `clientflow migrate`")
+                    }
+                }
+            }
+            Err(e) => report.fail("app role", &e.to_string()),
+        }
+        if let Some(owner) = &resolved.owner {
+            match provision::connect(owner, "owner role").await {
+                Ok(mut conn) => {
+                    match crate::platform::db::catalog::tenant_invariant_problems(&mut conn).await {
+                        Ok(problems) if problems.is_empty() => report.ok(
+                            "row-level security",
+                            "every tenant table: enabled, forced, policy WITH CHECK",
+                        ),
+                        Ok(problems) => {
+                            for p in problems {
+                                report.fail("row-level security", &p);
+                            }
+                        }
+                        Err(e) => report.fail("row-level security", &e.to_string()),
+                    }
+                }
+                Err(e) => report.fail("owner role", &e.to_string()),
+            }
+        }
+    }
+
+    // Redis.
+    match &config.redis.url {
+        None => report.ok(
+            "redis",
+            "not configured: single-node mode (in-process limiter and cache)",
+        ),
+        Some(url) => match redis_ping(url.expose()).await {
+            Ok(()) => report.ok("redis", "PING answered"),
+            Err(e) => report.fail("redis", &format!("{e} (check redis.url / REDIS_URL)")),
+        },
+    }
+
+    // Certificates.
+    match config.server.tls {
+        TlsMode::Proxy => report.ok("tls", "terminated by the trusted proxy"),
+        TlsMode::SelfSigned if !config.data_dir.join("tls/localhost.crt").exists() => report.ok(
+            "tls",
+            "a self-signed certificate will be generated on first start",
+        ),
+        _ => match tls::load(&config) {
+            Ok(_) => report.ok(
+                "tls",
+                "certificate and key load and fit together (TLS 1.3 only)",
+            ),
+            Err(e) => report.fail("tls", &e.to_string()),
+        },
+    }
+
+    report.print();
+    Ok(if report.failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn redis_ping(url: &str) -> Result<(), String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let mut conn = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .map_err(|_| "timed out connecting".to_string())?
+    .map_err(|e| e.to_string())?;
+    let pong: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    if pong == "PONG" {
+        Ok(())
+    } else {
+        Err(format!("unexpected reply {pong:?}"))
+    }
+}
+
+#[derive(Default)]
+struct Report {
+    lines: Vec<(&'static str, String, String)>,
+    failed: bool,
+}
+
+impl Report {
+    fn ok(&mut self, what: &str, detail: &str) {
+        self.lines
+            .push(("ok  ", what.to_string(), detail.to_string()));
+    }
+    fn warn(&mut self, what: &str, detail: &str) {
+        self.lines
+            .push(("warn", what.to_string(), detail.to_string()));
+    }
+    fn fail(&mut self, what: &str, detail: &str) {
+        self.failed = true;
+        self.lines
+            .push(("FAIL", what.to_string(), detail.to_string()));
+    }
+    #[allow(clippy::print_stdout)]
+    fn print(&self) {
+        for (status, what, detail) in &self.lines {
+            println!("{status}  {what:<20} {detail}");
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! ClientFlow: client work for agencies and service teams.
+//!
+//! Layout (see docs/ARCHITECTURE.md): `platform` is what every area stands on (config, db and
+//! the tenant door, HTTP, TLS, telemetry); each domain area owns its routes, SQL and types.
+
+pub mod cli;
+pub mod identity;
+pub mod ops;
+pub mod platform;
+pub mod routes;
+pub mod state;
+pub mod tenancy;
+pub mod web;
+pub mod work;

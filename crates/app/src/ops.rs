@@ -1,0 +1,80 @@
+//! Operations endpoints: liveness, readiness, metrics.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::platform::db::MigrationStatus;
+use crate::platform::http::route::{Access, RouteDef, Surface};
+use crate::route;
+use crate::state::AppState;
+
+pub fn routes() -> Vec<RouteDef> {
+    vec![
+        route!(GET "/healthz", Surface::Ops, Access::Public, healthz),
+        route!(GET "/readyz", Surface::Ops, Access::Public, readyz),
+        route!(GET "/metrics", Surface::Ops, Access::Operator, metrics),
+    ]
+}
+
+/// The process is up and serving.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// The database answers and its schema matches this binary.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let database =
+        match tokio::time::timeout(std::time::Duration::from_secs(3), state.db.ping()).await {
+            Ok(Ok(())) => "ok".to_string(),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness: database unreachable");
+                "unreachable".to_string()
+            }
+            Err(_) => "timeout".to_string(),
+        };
+    let migrations = if database == "ok" {
+        match state.db.migration_status().await {
+            Ok(MigrationStatus::Current) => "current".to_string(),
+            Ok(MigrationStatus::Pending(v)) => format!("pending: {v:?}"),
+            Ok(MigrationStatus::Diverged(why)) => format!("diverged: {why}"),
+            Err(e) => {
+                tracing::warn!(error = %e, "readiness: cannot read migrations");
+                "unknown".to_string()
+            }
+        }
+    } else {
+        "unknown".to_string()
+    };
+    let ready = database == "ok" && migrations == "current";
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "checks": { "database": database, "migrations": migrations },
+    });
+    let mut res = (status, Json(body)).into_response();
+    if !ready {
+        // The body is the useful part here; don't let the error renderer replace it.
+        res.extensions_mut()
+            .insert(crate::platform::http::error::RenderedByHandler);
+    }
+    res
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let body = state.metrics.render(state.db.pool_usage());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}

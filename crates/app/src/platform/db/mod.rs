@@ -1,0 +1,216 @@
+//! Database access.
+//!
+//! The pool is a private field of [`Db`]: no code outside this module tree can run SQL on an
+//! arbitrary pooled connection. There are exactly two ways in:
+//!
+//! * [`OrgTx`] (module [`tenant`]): the only door to tenant data. It is built from an
+//!   [`OrgPrincipal`], which only the verification functions in [`tenant`] produce, and sets the
+//!   tenant for the lifetime of its transaction.
+//! * [`GlobalTx`]: global tables (users, sessions). No tenant is set on it, so row-level
+//!   security shows it zero rows of every tenant table.
+
+pub mod catalog;
+pub mod cluster;
+pub mod provision;
+pub mod tenant;
+
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+pub use tenant::{OrgPrincipal, OrgTx, UserTx};
+
+/// The migrations compiled into the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// The role the server runs as. Migrations grant it exactly what it needs.
+pub const APP_ROLE: &str = "clientflow_app";
+/// The role that owns the schema and runs migrations.
+pub const OWNER_ROLE: &str = "clientflow_owner";
+
+/// A handle to the application database, connected as the app role.
+#[derive(Clone)]
+pub struct Db {
+    pool: PgPool,
+}
+
+impl Db {
+    /// Connects a pool as the app role.
+    pub async fn connect(
+        options: PgConnectOptions,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Self, sqlx::Error> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
+            .connect_with(options.application_name("clientflow"))
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// A transaction for global tables (no tenant context).
+    pub async fn global(&self) -> Result<GlobalTx, sqlx::Error> {
+        Ok(GlobalTx {
+            tx: self.pool.begin().await?,
+        })
+    }
+
+    /// Cheap liveness query.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    /// (connections open, of which idle, configured maximum)
+    pub fn pool_usage(&self) -> (u32, u32, u32) {
+        (
+            self.pool.size(),
+            self.pool.num_idle() as u32,
+            self.pool.options().get_max_connections(),
+        )
+    }
+
+    /// Versions of applied migrations compared with those compiled in.
+    pub async fn migration_status(&self) -> Result<MigrationStatus, sqlx::Error> {
+        let applied: Vec<(i64, bool, Vec<u8>)> = sqlx::query_as(
+            "SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(MigrationStatus::compare(&applied))
+    }
+
+    /// Facts about the role this pool connects as, for the start-up guard and `doctor`.
+    pub async fn role_facts(&self) -> Result<RoleFacts, sqlx::Error> {
+        role_facts(&mut *self.pool.acquire().await?).await
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MigrationStatus {
+    Current,
+    /// Compiled-in migrations not yet applied.
+    Pending(Vec<i64>),
+    /// The database has migrations this binary doesn't know, or a checksum differs.
+    Diverged(String),
+}
+
+impl MigrationStatus {
+    pub fn compare(applied: &[(i64, bool, Vec<u8>)]) -> Self {
+        for (version, success, checksum) in applied {
+            if !success {
+                return Self::Diverged(format!("migration {version} failed part-way"));
+            }
+            match MIGRATOR.iter().find(|m| m.version == *version) {
+                None => {
+                    return Self::Diverged(format!(
+                        "migration {version} is unknown to this binary"
+                    ));
+                }
+                Some(m) if m.checksum.as_ref() != checksum.as_slice() => {
+                    return Self::Diverged(format!(
+                        "migration {version} was changed after it was applied"
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        let pending: Vec<i64> = MIGRATOR
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .map(|m| m.version)
+            .filter(|v| !applied.iter().any(|(a, _, _)| a == v))
+            .collect();
+        if pending.is_empty() {
+            Self::Current
+        } else {
+            Self::Pending(pending)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RoleFacts {
+    pub name: String,
+    pub superuser: bool,
+    pub bypass_rls: bool,
+    pub create_role: bool,
+    pub owned_relations: i64,
+}
+
+impl RoleFacts {
+    /// Why this role must not serve requests, if it must not.
+    pub fn unsafe_for_runtime(&self) -> Option<String> {
+        if self.superuser {
+            return Some(format!(
+                "role {} is a superuser (row-level security would not apply)",
+                self.name
+            ));
+        }
+        if self.bypass_rls {
+            return Some(format!("role {} has BYPASSRLS", self.name));
+        }
+        if self.owned_relations > 0 {
+            return Some(format!(
+                "role {} owns {} tables/views; the app role must own nothing",
+                self.name, self.owned_relations
+            ));
+        }
+        None
+    }
+}
+
+pub(crate) async fn role_facts(conn: &mut PgConnection) -> Result<RoleFacts, sqlx::Error> {
+    let (name, superuser, bypass_rls, create_role): (String, bool, bool, bool) = sqlx::query_as(
+        "SELECT rolname::text, rolsuper, rolbypassrls, rolcreaterole FROM pg_roles WHERE rolname = current_user",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let (owned_relations,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user) \
+         AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(RoleFacts {
+        name,
+        superuser,
+        bypass_rls,
+        create_role,
+        owned_relations,
+    })
+}
+
+/// A transaction on global tables. Row-level security hides every tenant row from it.
+pub struct GlobalTx {
+    tx: Transaction<'static, Postgres>,
+}
+
+impl GlobalTx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl Deref for GlobalTx {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for GlobalTx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+}

@@ -1,0 +1,445 @@
+//! From configuration to a migrated database and an app-role connection.
+//!
+//! Three ways to get there:
+//!
+//! 1. **Nothing configured**: start the private cluster under the data directory, create the
+//!    owner and app roles and the `clientflow` database in it, migrate as the owner.
+//! 2. **`DATABASE_URL` of a superuser**: the same provisioning against that server. Role
+//!    passwords are generated once and kept in `<data_dir>/secrets/postgres-roles.json`; they
+//!    are sent to the server as SCRAM verifiers, never in the clear.
+//! 3. **`DATABASE_URL` of the app role** (production): used as is. Migrations need the owner
+//!    role's URL in `database.admin_url`; without it, pending migrations stop the start-up
+//!    with a message saying so.
+//!
+//! In every case the server refuses to run if its runtime role is a superuser, has
+//! `BYPASSRLS` or owns any table: row-level security must apply to it.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection};
+
+use super::cluster::{ClusterError, PrivateCluster};
+use super::{APP_ROLE, MIGRATOR, MigrationStatus, OWNER_ROLE};
+use crate::platform::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("cannot connect to PostgreSQL ({target}): {cause}. {hint}")]
+    Connect {
+        target: String,
+        cause: String,
+        hint: String,
+    },
+    #[error("database setup: {0}")]
+    Sql(String),
+    #[error("migrations: {0}")]
+    Migrate(String),
+    #[error(
+        "refusing to serve: {0}. Point DATABASE_URL at the unprivileged clientflow_app role (docs/operations.md, \"Database roles\")"
+    )]
+    UnsafeRuntimeRole(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+impl From<sqlx::Error> for SetupError {
+    fn from(e: sqlx::Error) -> Self {
+        SetupError::Sql(e.to_string())
+    }
+}
+
+/// How to reach the database once set up.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The app role: what the server runs as.
+    pub app: PgConnectOptions,
+    /// The owner role, when known: what migrations run as.
+    pub owner: Option<PgConnectOptions>,
+    /// The private cluster, when that is what we use, and whether we started it.
+    pub cluster: Option<(PrivateCluster, bool)>,
+    pub mode: Mode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    PrivateCluster,
+    Provisioned,
+    AppRole,
+}
+
+impl Mode {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Mode::PrivateCluster => {
+                "private PostgreSQL cluster under the data directory (Unix socket only)"
+            }
+            Mode::Provisioned => {
+                "DATABASE_URL (superuser): ClientFlow provisioned its owner and app roles"
+            }
+            Mode::AppRole => "DATABASE_URL (app role)",
+        }
+    }
+}
+
+/// Works out the connections for `config`, starting the private cluster and provisioning
+/// roles when that is the mode. Doesn't migrate.
+pub async fn resolve(config: &Config) -> Result<Resolved, SetupError> {
+    let secrets_dir = config.data_dir.join("secrets");
+    match &config.database.url {
+        None => {
+            let cluster = PrivateCluster::new(
+                &config.data_dir,
+                config.database.postgres_bin_dir.as_deref(),
+                true,
+            )?;
+            let cluster_for_task = cluster.clone();
+            let started = tokio::task::spawn_blocking(move || cluster_for_task.ensure_running())
+                .await
+                .map_err(|e| SetupError::Io(e.to_string()))??;
+            let admin = cluster.admin_options();
+            let provisioned = provision(&admin, &secrets_dir, None).await?;
+            Ok(Resolved {
+                app: provisioned.app,
+                owner: Some(provisioned.owner),
+                cluster: Some((cluster, started)),
+                mode: Mode::PrivateCluster,
+            })
+        }
+        Some(url) => {
+            let options = parse_url(url.expose(), "database.url (DATABASE_URL)")?;
+            let mut conn = connect(&options, "DATABASE_URL").await?;
+            let facts = super::role_facts(&mut conn).await?;
+            conn.close().await.ok();
+            if facts.superuser {
+                let provisioned = provision(&options, &secrets_dir, options.get_database()).await?;
+                return Ok(Resolved {
+                    app: provisioned.app,
+                    owner: Some(provisioned.owner),
+                    cluster: None,
+                    mode: Mode::Provisioned,
+                });
+            }
+            let owner = match &config.database.admin_url {
+                Some(admin) => Some(parse_url(admin.expose(), "database.admin_url")?),
+                None => None,
+            };
+            Ok(Resolved {
+                app: options,
+                owner,
+                cluster: None,
+                mode: Mode::AppRole,
+            })
+        }
+    }
+}
+
+/// Applies pending migrations as the owner role, or explains why it can't.
+pub async fn migrate(resolved: &Resolved) -> Result<MigrationStatus, SetupError> {
+    match &resolved.owner {
+        Some(owner) => {
+            run_migrations(owner).await?;
+            Ok(MigrationStatus::Current)
+        }
+        None => {
+            let mut conn = connect(&resolved.app, "DATABASE_URL").await?;
+            let applied: Vec<(i64, bool, Vec<u8>)> = sqlx::query_as(
+                "SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default();
+            let status = MigrationStatus::compare(&applied);
+            match &status {
+                MigrationStatus::Current => Ok(status),
+                MigrationStatus::Pending(v) => Err(SetupError::Migrate(format!(
+                    "{} migration(s) pending ({v:?}) and no owner-role connection to apply them: set \
+                     CLIENTFLOW_DATABASE__ADMIN_URL to the clientflow_owner role and run `clientflow migrate`",
+                    v.len()
+                ))),
+                MigrationStatus::Diverged(why) => Err(SetupError::Migrate(why.clone())),
+            }
+        }
+    }
+}
+
+/// Runs the compiled-in migrations on `owner` (sqlx takes an advisory lock, so concurrent
+/// starts are safe).
+pub async fn run_migrations(owner: &PgConnectOptions) -> Result<(), SetupError> {
+    let mut conn = connect(owner, "owner role").await?;
+    MIGRATOR
+        .run(&mut conn)
+        .await
+        .map_err(|e| SetupError::Migrate(e.to_string()))?;
+    conn.close().await.ok();
+    Ok(())
+}
+
+/// Refuses a runtime role to which row-level security would not apply.
+pub async fn guard_runtime_role(app: &PgConnectOptions) -> Result<(), SetupError> {
+    let mut conn = connect(app, "app role").await?;
+    let facts = super::role_facts(&mut conn).await?;
+    conn.close().await.ok();
+    match facts.unsafe_for_runtime() {
+        Some(why) => Err(SetupError::UnsafeRuntimeRole(why)),
+        None => Ok(()),
+    }
+}
+
+pub struct Provisioned {
+    pub owner: PgConnectOptions,
+    pub app: PgConnectOptions,
+    pub database: String,
+}
+
+/// Creates (or updates) the owner and app roles and the database, as a superuser.
+///
+/// `database`: the database named in the URL, used unless it is a maintenance database
+/// (`postgres`, `template1`), in which case `clientflow` is created.
+pub async fn provision(
+    admin: &PgConnectOptions,
+    secrets_dir: &Path,
+    database: Option<&str>,
+) -> Result<Provisioned, SetupError> {
+    let database = match database {
+        Some(db) if !matches!(db, "postgres" | "template0" | "template1") => db.to_string(),
+        _ => "clientflow".to_string(),
+    };
+    let passwords = RolePasswords::load_or_create(secrets_dir)?;
+    let mut conn = connect(admin, "admin").await?;
+    ensure_roles(&mut conn, &passwords).await?;
+    let exists: Option<(String,)> =
+        sqlx::query_as("SELECT datname::text FROM pg_database WHERE datname = $1")
+            .bind(&database)
+            .fetch_optional(&mut conn)
+            .await?;
+    if exists.is_none() {
+        let created = sqlx::query(&format!(
+            "CREATE DATABASE {} OWNER {OWNER_ROLE}",
+            quote_ident(&database)
+        ))
+        .execute(&mut conn)
+        .await;
+        if let Err(e) = created {
+            // Another process may have created it in the meantime.
+            let exists: Option<(String,)> =
+                sqlx::query_as("SELECT datname::text FROM pg_database WHERE datname = $1")
+                    .bind(&database)
+                    .fetch_optional(&mut conn)
+                    .await?;
+            if exists.is_none() {
+                return Err(e.into());
+            }
+        }
+    }
+    conn.close().await.ok();
+    prepare_database(admin, &database).await?;
+    Ok(Provisioned {
+        owner: role_options(admin, OWNER_ROLE, &passwords.owner, &database),
+        app: role_options(admin, APP_ROLE, &passwords.app, &database),
+        database,
+    })
+}
+
+/// Schema privileges and connect rights on a database the owner role will migrate.
+pub async fn prepare_database(admin: &PgConnectOptions, database: &str) -> Result<(), SetupError> {
+    let mut conn = connect(&admin.clone().database(database), "admin").await?;
+    let db = quote_ident(database);
+    for stmt in [
+        format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC"),
+        format!("GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {OWNER_ROLE}, {APP_ROLE}"),
+        format!("GRANT ALL ON SCHEMA public TO {OWNER_ROLE}"),
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC".to_string(),
+    ] {
+        sqlx::query(&stmt).execute(&mut conn).await?;
+    }
+    conn.close().await.ok();
+    Ok(())
+}
+
+/// Creates the two roles if missing and (re)sets their passwords, under an advisory lock so
+/// concurrent starts don't race.
+pub async fn ensure_roles(
+    conn: &mut PgConnection,
+    passwords: &RolePasswords,
+) -> Result<(), SetupError> {
+    sqlx::query("SELECT pg_advisory_lock(hashtext('clientflow:provision'))")
+        .execute(&mut *conn)
+        .await?;
+    let result = async {
+        for (role, password) in [(OWNER_ROLE, &passwords.owner), (APP_ROLE, &passwords.app)] {
+            let verifier = scram_verifier(password);
+            let attrs = "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION";
+            let exists: Option<(i32,)> =
+                sqlx::query_as("SELECT 1 FROM pg_roles WHERE rolname = $1")
+                    .bind(role)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            let verb = if exists.is_some() { "ALTER" } else { "CREATE" };
+            sqlx::query(&format!("{verb} ROLE {role} {attrs} PASSWORD '{verifier}'"))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok::<(), SetupError>(())
+    }
+    .await;
+    sqlx::query("SELECT pg_advisory_unlock(hashtext('clientflow:provision'))")
+        .execute(&mut *conn)
+        .await?;
+    result
+}
+
+/// The same server as `admin`, as `role` on `database`.
+pub fn role_options(
+    admin: &PgConnectOptions,
+    role: &str,
+    password: &str,
+    database: &str,
+) -> PgConnectOptions {
+    admin
+        .clone()
+        .username(role)
+        .password(password)
+        .database(database)
+}
+
+/// Passwords of the provisioned roles, kept under the data directory (mode 0600).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct RolePasswords {
+    pub owner: String,
+    pub app: String,
+}
+
+impl RolePasswords {
+    pub fn load_or_create(secrets_dir: &Path) -> Result<Self, SetupError> {
+        let path = secrets_dir.join("postgres-roles.json");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            return serde_json::from_str(&text).map_err(|e| {
+                SetupError::Io(format!(
+                    "{} is damaged ({e}); remove it to regenerate",
+                    path.display()
+                ))
+            });
+        }
+        let fresh = RolePasswords {
+            owner: random_hex(32),
+            app: random_hex(32),
+        };
+        crate::platform::fsutil::write_private(
+            &path,
+            serde_json::to_string_pretty(&fresh)
+                .unwrap_or_default()
+                .as_bytes(),
+        )
+        .map_err(SetupError::Io)?;
+        Ok(fresh)
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+/// A SCRAM-SHA-256 verifier (RFC 5802 / 7677) in PostgreSQL's storage format, so the password
+/// itself never travels to the server or into its statement log.
+pub fn scram_verifier(password: &str) -> String {
+    let mut salt = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    scram_verifier_with(password, &salt, 4096)
+}
+
+fn scram_verifier_with(password: &str, salt: &[u8], iterations: u32) -> String {
+    type HmacSha256 = Hmac<Sha256>;
+    let hmac = |key: &[u8], data: &[u8]| -> [u8; 32] {
+        let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    };
+    // PBKDF2-HMAC-SHA256, one block.
+    let mut block = salt.to_vec();
+    block.extend_from_slice(&1u32.to_be_bytes());
+    let mut u = hmac(password.as_bytes(), &block);
+    let mut salted = u;
+    for _ in 1..iterations {
+        u = hmac(password.as_bytes(), &u);
+        for (s, x) in salted.iter_mut().zip(u.iter()) {
+            *s ^= x;
+        }
+    }
+    let client_key = hmac(&salted, b"Client Key");
+    let stored_key = Sha256::digest(client_key);
+    let server_key = hmac(&salted, b"Server Key");
+    format!(
+        "SCRAM-SHA-256${iterations}:{}${}:{}",
+        B64.encode(salt),
+        B64.encode(stored_key),
+        B64.encode(server_key)
+    )
+}
+
+pub fn parse_url(url: &str, setting: &str) -> Result<PgConnectOptions, SetupError> {
+    PgConnectOptions::from_str(url).map_err(|e| SetupError::Connect {
+        target: setting.to_string(),
+        cause: format!("not a valid PostgreSQL URL ({e})"),
+        hint: "Expected postgres://user:password@host:5432/database".into(),
+    })
+}
+
+/// One connection with statement logging off (provisioning statements carry verifiers).
+pub async fn connect(options: &PgConnectOptions, what: &str) -> Result<PgConnection, SetupError> {
+    options.clone().disable_statement_logging().connect().await.map_err(|e| SetupError::Connect {
+        target: format!(
+            "{what}: {}@{}",
+            options.get_username(),
+            options
+                .get_socket()
+                .map(|s| s.display().to_string())
+                .unwrap_or_else(|| format!("{}:{}", options.get_host(), options.get_port()))
+        ),
+        cause: e.to_string(),
+        hint: "Check that PostgreSQL is running and the URL's user, password and database are right".into(),
+    })
+}
+
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Where `serve` keeps per-install secrets.
+pub fn secrets_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("secrets")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scram_verifier_matches_rfc7677_vector() {
+        // RFC 7677 §3: password "pencil", salt W22ZaJ0SNY7soEsUEjb6gQ==, 4096 iterations.
+        let salt = B64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
+        let v = scram_verifier_with("pencil", &salt, 4096);
+        // Expected keys computed independently (Python hashlib.pbkdf2_hmac + hmac).
+        assert_eq!(
+            v,
+            "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$\
+             WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU="
+        );
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}

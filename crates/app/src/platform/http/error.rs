@@ -1,0 +1,235 @@
+//! One error type for handlers, rendered as RFC 9457 problem+json on the API and as a plain
+//! error page on the web.
+//!
+//! Handlers return [`AppError`]. Its `IntoResponse` only records *what* went wrong (a
+//! [`Problem`] in the response extensions); the `render_errors` middleware decides *how* to
+//! show it, so errors produced outside handlers (unknown route, wrong method, body too large,
+//! timeout) get exactly the same treatment. A 500 never shows its cause: the cause is logged
+//! with the request id, and the client gets the request id to quote.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("authentication required")]
+    Unauthorized(String),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
+    #[error("too many requests")]
+    TooManyRequests { retry_after_secs: u64 },
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0:#}")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl AppError {
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        AppError::Validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        AppError::Internal(anyhow::anyhow!("{e}"))
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::NotFound => StatusCode::NOT_FOUND,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The user-safe description. Never includes the cause of an internal error.
+    pub fn problem(&self) -> Problem {
+        let status = self.status();
+        let (detail, errors) = match self {
+            AppError::BadRequest(m)
+            | AppError::Unauthorized(m)
+            | AppError::Forbidden(m)
+            | AppError::Conflict(m)
+            | AppError::UnsupportedMediaType(m)
+            | AppError::Unavailable(m) => (m.clone(), vec![]),
+            AppError::Validation(errs) => (
+                match errs.as_slice() {
+                    [one] => format!("{}: {}", one.field, one.message),
+                    _ => "Some fields are not valid.".to_string(),
+                },
+                errs.clone(),
+            ),
+            AppError::NotFound => ("The requested resource does not exist.".into(), vec![]),
+            AppError::PayloadTooLarge => ("The request body is too large.".into(), vec![]),
+            AppError::TooManyRequests { retry_after_secs } => (
+                format!("Too many requests. Try again in {retry_after_secs} seconds."),
+                vec![],
+            ),
+            AppError::Internal(_) => (
+                "Something went wrong on our side. Quote the request id if you contact support."
+                    .into(),
+                vec![],
+            ),
+        };
+        Problem {
+            status: status.as_u16(),
+            title: title_for(status).into(),
+            detail,
+            errors,
+        }
+    }
+}
+
+/// What went wrong, independent of how it is shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    pub status: u16,
+    pub title: String,
+    pub detail: String,
+    pub errors: Vec<FieldError>,
+}
+
+impl Problem {
+    /// The description used when a response carries no `Problem` (errors from layers and the
+    /// router itself).
+    pub fn for_status(status: StatusCode) -> Self {
+        let detail = match status.as_u16() {
+            404 => "The requested resource does not exist.",
+            405 => "This method is not allowed on this resource.",
+            408 => "The request took too long to arrive.",
+            413 => "The request body is too large.",
+            415 => "This content type is not supported here.",
+            422 => "The request could not be processed.",
+            429 => "Too many requests.",
+            503 => {
+                "The service is temporarily unavailable or the request took too long. Try again."
+            }
+            s if s >= 500 => {
+                "Something went wrong on our side. Quote the request id if you contact support."
+            }
+            _ => "The request could not be processed.",
+        };
+        Problem {
+            status: status.as_u16(),
+            title: title_for(status).into(),
+            detail: detail.into(),
+            errors: vec![],
+        }
+    }
+}
+
+fn title_for(status: StatusCode) -> &'static str {
+    status.canonical_reason().unwrap_or("Error")
+}
+
+/// Marks a 4xx/5xx response whose body a handler rendered itself (for example a form page
+/// with validation messages) so the error renderer leaves it alone.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderedByHandler;
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        if let AppError::Internal(cause) = &self {
+            tracing::error!(error = %format!("{cause:#}"), "internal error");
+        }
+        let problem = self.problem();
+        let mut response = self.status().into_response();
+        if let AppError::TooManyRequests { retry_after_secs } = &self {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, (*retry_after_secs).into());
+        }
+        response.extensions_mut().insert(problem);
+        response
+    }
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(e: sqlx::Error) -> Self {
+        from_db(e)
+    }
+}
+
+/// Maps database errors to what a client may learn. A foreign-key or row-level-security
+/// violation is a reference to something that doesn't exist *for this tenant*: 404, so a
+/// foreign id can't be told apart from a missing one.
+pub fn from_db(e: sqlx::Error) -> AppError {
+    match &e {
+        sqlx::Error::RowNotFound => AppError::NotFound,
+        sqlx::Error::PoolTimedOut => {
+            AppError::Unavailable("The database is busy. Try again.".into())
+        }
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("23505") => {
+                AppError::Conflict("A record with these values already exists.".into())
+            }
+            Some("23503") => AppError::NotFound,
+            Some("42501") => AppError::NotFound,
+            Some("23514") | Some("22001") | Some("23502") => {
+                AppError::BadRequest("A value is out of the allowed range.".into())
+            }
+            Some("22P02") => AppError::BadRequest("A value has the wrong format.".into()),
+            _ => AppError::Internal(anyhow::Error::new(e)),
+        },
+        _ => AppError::Internal(anyhow::Error::new(e)),
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let e = AppError::Internal(anyhow::anyhow!("password=hunter2 connection refused"));
+        let p = e.problem();
+        assert_eq!(p.status, 500);
+        assert!(!p.detail.contains("hunter2"));
+        assert!(!p.detail.contains("refused"));
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let p = AppError::field("name", "must not be empty").problem();
+        assert_eq!(p.status, 422);
+        assert_eq!(p.errors[0].field, "name");
+        assert!(p.detail.contains("name"));
+    }
+}

@@ -1,0 +1,336 @@
+//! Middleware every request passes through, outermost first:
+//! request id → access log and metrics → security headers → error rendering → client IP →
+//! timeout → body limit → router (→ per-route access guard → handler).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+
+use super::error::{Problem, RenderedByHandler};
+use crate::platform::config::TlsMode;
+use crate::platform::net;
+use crate::state::AppState;
+
+/// The request id of the current request (also in the `x-request-id` response header).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// The real client address (trusted-proxy aware). Rate limits, allowlists and audit use this,
+/// never a header directly.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+/// The matched route template, passed outwards for the access log and metrics so that raw
+/// paths (which may carry tokens) never reach them.
+#[derive(Debug, Clone)]
+struct RouteName(String);
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Accepts a caller's request id only when it is short and plain; otherwise makes one.
+fn sane_request_id(value: &str) -> bool {
+    (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+pub async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| sane_request_id(v))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut res = next.run(req).instrument(span).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(&X_REQUEST_ID, v);
+    }
+    res
+}
+
+/// One log line and one metrics observation per request.
+pub async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let res = next.run(req).await;
+    let elapsed = start.elapsed();
+    let route = res
+        .extensions()
+        .get::<RouteName>()
+        .map(|r| r.0.clone())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let status = res.status().as_u16();
+    state
+        .metrics
+        .observe_request(&route, method.as_str(), status, elapsed.as_secs_f64());
+    let client_ip = res
+        .extensions()
+        .get::<ClientIp>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    tracing::info!(
+        target: "clientflow::access",
+        method = %method,
+        route = %route,
+        status,
+        latency_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+        request_id = %request_id,
+        client_ip = %client_ip,
+        "request"
+    );
+    res
+}
+
+/// Records the matched route template on the response (installed as a route layer, where
+/// `MatchedPath` is known).
+pub async fn mark_route(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let mut res = next.run(req).await;
+    if let Some(route) = route {
+        res.extensions_mut().insert(RouteName(route));
+    }
+    res
+}
+
+/// Header values computed once from the configuration.
+#[derive(Clone)]
+pub struct SecurityHeaders {
+    hsts: HeaderValue,
+}
+
+/// No inline script, no framing, nothing from other origins.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; font-src 'self'; connect-src 'self'; form-action 'self'; \
+     frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
+
+impl SecurityHeaders {
+    pub fn new(preload: bool) -> Self {
+        let hsts = if preload {
+            "max-age=63072000; includeSubDomains; preload"
+        } else {
+            "max-age=63072000; includeSubDomains"
+        };
+        Self {
+            hsts: HeaderValue::from_static(hsts),
+        }
+    }
+
+    fn apply(&self, headers: &mut HeaderMap) {
+        let set = |headers: &mut HeaderMap, name: HeaderName, value: HeaderValue| {
+            headers.entry(name).or_insert(value);
+        };
+        set(
+            headers,
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        );
+        set(
+            headers,
+            header::STRICT_TRANSPORT_SECURITY,
+            self.hsts.clone(),
+        );
+        set(
+            headers,
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        set(
+            headers,
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        );
+        set(
+            headers,
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        );
+        set(
+            headers,
+            HeaderName::from_static("permissions-policy"),
+            HeaderValue::from_static(
+                "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), \
+                 microphone=(), payment=(), usb=(), interest-cohort=()",
+            ),
+        );
+        set(
+            headers,
+            HeaderName::from_static("cross-origin-opener-policy"),
+            HeaderValue::from_static("same-origin"),
+        );
+        set(
+            headers,
+            HeaderName::from_static("cross-origin-resource-policy"),
+            HeaderValue::from_static("same-origin"),
+        );
+        // Anything that didn't choose a caching policy (static assets do) is never stored:
+        // that covers every authenticated response.
+        set(
+            headers,
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+    }
+}
+
+pub async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    state.security_headers.apply(res.headers_mut());
+    res
+}
+
+/// Whether the client gets problem+json (API, operations endpoints, JSON-preferring clients)
+/// or an HTML page.
+fn wants_json(path: &str, headers: &HeaderMap) -> bool {
+    if path.starts_with("/api/")
+        || path == "/api"
+        || matches!(path, "/healthz" | "/readyz" | "/metrics")
+    {
+        return true;
+    }
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    accept.contains("json") && !accept.contains("text/html")
+}
+
+/// Gives every error response a body in the surface's format, with the request id.
+pub async fn render_errors(req: Request, next: Next) -> Response {
+    let json = wants_json(req.uri().path(), req.headers());
+    let is_head = req.method() == Method::HEAD;
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let res = next.run(req).await;
+    let status = res.status();
+    if status.as_u16() < 400 || res.extensions().get::<RenderedByHandler>().is_some() {
+        return res;
+    }
+    let problem = res
+        .extensions()
+        .get::<Problem>()
+        .cloned()
+        .unwrap_or_else(|| Problem::for_status(status));
+    let (mut parts, _discarded_body) = res.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let (content_type, body) = if json {
+        let mut doc = serde_json::json!({
+            "type": "about:blank",
+            "title": problem.title,
+            "status": problem.status,
+            "detail": problem.detail,
+            "request_id": request_id,
+        });
+        if !problem.errors.is_empty() {
+            doc["errors"] = serde_json::to_value(&problem.errors).unwrap_or_default();
+        }
+        ("application/problem+json", doc.to_string())
+    } else {
+        (
+            "text/html; charset=utf-8",
+            crate::web::error_page(&problem, &request_id),
+        )
+    };
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if is_head {
+        return Response::from_parts(parts, Body::empty());
+    }
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// Works out the client address. In proxy mode, only the configured proxies may talk to us
+/// (the health check excepted, for load balancers), and a request that reached the proxy over
+/// plain HTTP is redirected to HTTPS.
+pub async fn client_ip(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let trusted = &state.config.server.trusted_proxies;
+    let ip = net::client_ip(peer, req.headers(), trusted);
+    req.extensions_mut().insert(ClientIp(ip));
+    if state.config.server.tls == TlsMode::Proxy && req.uri().path() != "/healthz" {
+        if !net::contains(trusted, peer) {
+            let mut res = crate::platform::http::error::AppError::Forbidden(
+                "This server only accepts requests through its configured proxy.".into(),
+            )
+            .into_response();
+            res.extensions_mut().insert(ClientIp(ip));
+            return res;
+        }
+        let proto = req
+            .headers()
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("https");
+        if proto.eq_ignore_ascii_case("http") {
+            return https_redirect(&state.config.public_url(), &req);
+        }
+    }
+    let mut res = next.run(req).await;
+    res.extensions_mut().insert(ClientIp(ip));
+    res
+}
+
+/// 308 to the same path on the configured public URL. The target host comes from
+/// configuration, never from the request's `Host` header (no open redirect).
+pub fn https_redirect<B>(public_url: &str, req: &axum::http::Request<B>) -> Response {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let location = format!("{public_url}{path}");
+    match HeaderValue::from_str(&location) {
+        Ok(v) => (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, v)]).into_response(),
+        Err(_) => StatusCode::BAD_REQUEST.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_sanitized() {
+        assert!(sane_request_id("abc-123_X.y:z"));
+        assert!(!sane_request_id(""));
+        assert!(!sane_request_id("a b"));
+        assert!(!sane_request_id("<script>"));
+        assert!(!sane_request_id(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn surface_detection() {
+        let h = HeaderMap::new();
+        assert!(wants_json("/api/v1/clients", &h));
+        assert!(wants_json("/readyz", &h));
+        assert!(!wants_json("/app", &h));
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        assert!(wants_json("/nope", &h));
+    }
+}

@@ -1,0 +1,141 @@
+//! The route table is data: every route is declared with the access it needs, and the router
+//! is assembled from those declarations. Tests walk the same table.
+
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+
+use super::error::AppError;
+use super::middleware::ClientIp;
+use crate::platform::net;
+use crate::state::AppState;
+
+/// What a route requires before its handler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, signed in or not.
+    Public,
+    /// Operations endpoints: from `metrics.allow` addresses or with the metrics token.
+    Operator,
+}
+
+/// Which surface a route belongs to (decides error format and authentication later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    Web,
+    Api,
+    Ops,
+}
+
+pub struct RouteDef {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+    pub surface: Surface,
+    pub handler: MethodRouter<AppState>,
+}
+
+impl RouteDef {
+    pub fn new(
+        method: Method,
+        path: &'static str,
+        surface: Surface,
+        access: Access,
+        handler: MethodRouter<AppState>,
+    ) -> Self {
+        Self {
+            method,
+            path,
+            access,
+            surface,
+            handler,
+        }
+    }
+}
+
+/// Declares a route: `route!(GET "/path", Surface::Web, Access::Public, handler)`.
+#[macro_export]
+macro_rules! route {
+    (GET $path:literal, $surface:expr, $access:expr, $handler:expr) => {
+        $crate::platform::http::route::RouteDef::new(
+            ::axum::http::Method::GET,
+            $path,
+            $surface,
+            $access,
+            ::axum::routing::get($handler),
+        )
+    };
+    (POST $path:literal, $surface:expr, $access:expr, $handler:expr) => {
+        $crate::platform::http::route::RouteDef::new(
+            ::axum::http::Method::POST,
+            $path,
+            $surface,
+            $access,
+            ::axum::routing::post($handler),
+        )
+    };
+    (PUT $path:literal, $surface:expr, $access:expr, $handler:expr) => {
+        $crate::platform::http::route::RouteDef::new(
+            ::axum::http::Method::PUT,
+            $path,
+            $surface,
+            $access,
+            ::axum::routing::put($handler),
+        )
+    };
+    (PATCH $path:literal, $surface:expr, $access:expr, $handler:expr) => {
+        $crate::platform::http::route::RouteDef::new(
+            ::axum::http::Method::PATCH,
+            $path,
+            $surface,
+            $access,
+            ::axum::routing::patch($handler),
+        )
+    };
+    (DELETE $path:literal, $surface:expr, $access:expr, $handler:expr) => {
+        $crate::platform::http::route::RouteDef::new(
+            ::axum::http::Method::DELETE,
+            $path,
+            $surface,
+            $access,
+            ::axum::routing::delete($handler),
+        )
+    };
+}
+
+/// The per-route guard: runs before the handler, with the route's declared access.
+pub async fn guard(
+    State((state, access)): State<(AppState, Access)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match access {
+        Access::Public => next.run(req).await,
+        Access::Operator => {
+            let ip = req.extensions().get::<ClientIp>().map(|c| c.0);
+            let from_allowed = ip.is_some_and(|ip| net::contains(&state.config.metrics.allow, ip));
+            let token_ok = match (&state.config.metrics.token, bearer(&req)) {
+                (Some(expected), Some(given)) => expected.ct_eq(given),
+                _ => false,
+            };
+            if from_allowed || token_ok {
+                next.run(req).await
+            } else {
+                AppError::Forbidden(
+                    "Operations endpoints are available from allowed addresses or with the metrics token.".into(),
+                )
+                .into_response()
+            }
+        }
+    }
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    req.headers()
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}

@@ -1,0 +1,13 @@
+//! The platform: what every domain area stands on.
+
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod fsutil;
+pub mod http;
+pub mod ids;
+pub mod net;
+pub mod secret;
+pub mod telemetry;
+pub mod types;

@@ -1,0 +1,10 @@
+//! The whole route table: each area contributes its declared routes.
+
+use crate::platform::http::route::RouteDef;
+
+pub fn all() -> Vec<RouteDef> {
+    let mut routes = Vec::new();
+    routes.extend(crate::ops::routes());
+    routes.extend(crate::web::routes());
+    routes
+}

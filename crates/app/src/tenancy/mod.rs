@@ -1,0 +1,4 @@
+//! Organizations, memberships, roles and permissions.
+
+pub mod repo;
+pub mod role;

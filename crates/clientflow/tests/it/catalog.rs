@@ -1,0 +1,225 @@
+//! Catalog tests: the tenant invariants, read from pg_class / pg_policy / pg_constraint /
+//! pg_roles. They find tenant tables by their `organization_id` column, so tables added by
+//! later migrations are covered without touching this file.
+
+use clientflow_test_support::TestDb;
+use sqlx::PgConnection;
+
+/// Every table in `public` that has an `organization_id` column.
+async fn tenant_tables(conn: &mut PgConnection) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'organization_id' AND NOT a.attisdropped \
+         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY 1",
+    )
+    .fetch_all(conn)
+    .await
+    .unwrap()
+}
+
+/// Everything wrong with the tenant tables, as readable lines. Separate from the test so a
+/// negative control can prove it detects violations.
+async fn violations(conn: &mut PgConnection) -> Vec<String> {
+    let mut out = Vec::new();
+    let tables = tenant_tables(conn).await;
+    for t in &tables {
+        let (rls, forced): (bool, bool) = sqlx::query_as(
+            "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = ('public.' || quote_ident($1))::regclass",
+        )
+        .bind(t)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        if !rls {
+            out.push(format!("{t}: RLS not enabled"));
+        }
+        if !forced {
+            out.push(format!("{t}: RLS not forced"));
+        }
+        // A policy that applies to every command, compares organization_id with app.org_id
+        // in both USING and WITH CHECK.
+        let good: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_policy p WHERE p.polrelid = ('public.' || quote_ident($1))::regclass \
+             AND p.polcmd = '*' AND p.polpermissive \
+             AND pg_get_expr(p.polqual, p.polrelid) ~ 'organization_id = .*current_setting\\(''app\\.org_id''::text, true\\)' \
+             AND pg_get_expr(p.polwithcheck, p.polrelid) ~ 'organization_id = .*current_setting\\(''app\\.org_id''::text, true\\)'",
+        )
+        .bind(t)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        if good == 0 {
+            out.push(format!(
+                "{t}: no ALL policy on organization_id = app.org_id with WITH CHECK"
+            ));
+        }
+        // Any other permissive policy must not allow writes (it would widen WITH CHECK).
+        let writable_others: Vec<String> = sqlx::query_scalar(
+            "SELECT polname::text FROM pg_policy p WHERE p.polrelid = ('public.' || quote_ident($1))::regclass \
+             AND p.polcmd <> 'r' AND NOT (pg_get_expr(p.polqual, p.polrelid) ~ 'current_setting\\(''app\\.org_id''')",
+        )
+        .bind(t)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        for p in writable_others {
+            out.push(format!(
+                "{t}: policy {p} allows writes without the tenant check"
+            ));
+        }
+        // The primary key starts with organization_id.
+        let pk_first: Option<String> = sqlx::query_scalar(
+            "SELECT a.attname::text FROM pg_constraint c \
+             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1] \
+             WHERE c.conrelid = ('public.' || quote_ident($1))::regclass AND c.contype = 'p'",
+        )
+        .bind(t)
+        .fetch_optional(&mut *conn)
+        .await
+        .unwrap();
+        if pk_first.as_deref() != Some("organization_id") {
+            out.push(format!(
+                "{t}: primary key does not start with organization_id ({pk_first:?})"
+            ));
+        }
+    }
+    // Foreign keys between tenant tables include organization_id on both sides, at the same
+    // position.
+    let fks: Vec<(String, String, String, bool)> = sqlx::query_as(
+        "SELECT c.conname::text, src.relname::text, dst.relname::text, \
+           EXISTS (SELECT 1 FROM unnest(c.conkey, c.confkey) AS k(s, d) \
+                   JOIN pg_attribute sa ON sa.attrelid = c.conrelid AND sa.attnum = k.s \
+                   JOIN pg_attribute da ON da.attrelid = c.confrelid AND da.attnum = k.d \
+                   WHERE sa.attname = 'organization_id' AND da.attname = 'organization_id') \
+         FROM pg_constraint c JOIN pg_class src ON src.oid = c.conrelid JOIN pg_class dst ON dst.oid = c.confrelid \
+         JOIN pg_namespace n ON n.oid = src.relnamespace \
+         WHERE c.contype = 'f' AND n.nspname = 'public'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    for (name, src, dst, has_org) in fks {
+        if tables.contains(&src) && tables.contains(&dst) && !has_org {
+            out.push(format!(
+                "foreign key {name} ({src} -> {dst}) does not include organization_id"
+            ));
+        }
+    }
+    // Views must run with the caller's rights (else they bypass RLS as their owner).
+    let views: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'public' AND c.relkind IN ('v', 'm') \
+           AND NOT coalesce('security_invoker=true' = ANY(c.reloptions) OR 'security_invoker=on' = ANY(c.reloptions), false)",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    for v in views {
+        out.push(format!("view {v} is not security_invoker"));
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_tenant_table_is_isolated_by_construction() {
+    let db = TestDb::new().await;
+    let mut conn = db.owner_conn().await;
+    let tables = tenant_tables(&mut conn).await;
+    for expected in ["clients", "memberships", "projects"] {
+        assert!(
+            tables.iter().any(|t| t == expected),
+            "{expected} not found among {tables:?}"
+        );
+    }
+    let v = violations(&mut conn).await;
+    assert!(
+        v.is_empty(),
+        "tenant invariants violated:\n{}",
+        v.join("\n")
+    );
+    // organizations is keyed by id, not organization_id; it is isolated the same way.
+    let (rls, forced): (bool, bool) =
+        sqlx::query_as("SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = 'public.organizations'::regclass")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(rls && forced);
+}
+
+#[tokio::test]
+async fn the_catalog_check_catches_a_careless_table() {
+    // Negative control: the check above must fail for tables that break the rules.
+    let db = TestDb::new().await;
+    let mut conn = db.owner_conn().await;
+    for stmt in [
+        "CREATE TABLE careless (organization_id uuid NOT NULL, id uuid NOT NULL, PRIMARY KEY (id))",
+        "CREATE TABLE careless_child (organization_id uuid NOT NULL, id uuid NOT NULL, parent uuid, \
+         PRIMARY KEY (organization_id, id), FOREIGN KEY (parent) REFERENCES careless (id))",
+        "ALTER TABLE careless_child ENABLE ROW LEVEL SECURITY",
+        "CREATE POLICY read_all ON careless_child USING (true)",
+        "CREATE VIEW careless_view AS SELECT * FROM clients",
+    ] {
+        sqlx::query(stmt).execute(&mut conn).await.unwrap();
+    }
+    let v = violations(&mut conn).await.join("\n");
+    for needle in [
+        "careless: RLS not enabled",
+        "careless: RLS not forced",
+        "careless: primary key does not start with organization_id",
+        "careless_child: RLS not forced",
+        "careless_child: no ALL policy",
+        "careless_child: policy read_all allows writes",
+        "foreign key careless_child_parent_fkey (careless_child -> careless) does not include organization_id",
+        "view careless_view is not security_invoker",
+    ] {
+        assert!(v.contains(needle), "expected {needle:?} in:\n{v}");
+    }
+}
+
+#[tokio::test]
+async fn the_app_role_is_unprivileged_and_owns_nothing() {
+    let db = TestDb::new().await;
+    let mut conn = db.app_conn().await;
+    let (name, superuser, bypass, createrole, createdb): (String, bool, bool, bool, bool) = sqlx::query_as(
+        "SELECT rolname::text, rolsuper, rolbypassrls, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = current_user",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(name, "clientflow_app");
+    assert!(!superuser && !bypass && !createrole && !createdb);
+    let owned: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_class c WHERE c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(owned, 0, "the app role owns relations");
+    let owned_fns: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_proc WHERE proowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(owned_fns, 0);
+    // It can't create objects either (so it can't create a table that escapes the rules).
+    let err = sqlx::query("CREATE TABLE sneaky (id int)")
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err}");
+    // Nor switch RLS off.
+    let err = sqlx::query("ALTER TABLE clients DISABLE ROW LEVEL SECURITY")
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("must be owner"), "{err}");
+    // The owner role is no superuser either.
+    let mut owner = db.owner_conn().await;
+    let (superuser, bypass): (bool, bool) =
+        sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(&mut owner)
+            .await
+            .unwrap();
+    assert!(!superuser && !bypass);
+}

@@ -1,0 +1,250 @@
+//! The binary itself: help, configuration errors, zero-configuration start with the private
+//! cluster, refusal of a privileged runtime role.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clientflow_test_support::TestDb;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_clientflow"));
+    // A clean environment: nothing from the developer's shell leaks into these runs.
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    c
+}
+
+#[test]
+fn help_lists_every_command() {
+    let out = bin().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["serve", "migrate", "doctor"] {
+        assert!(text.contains(cmd), "{cmd} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn bad_configuration_names_the_setting() {
+    let out = bin()
+        .arg("doctor")
+        .env("CLIENTFLOW_SERVER__TLS", "proxy")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.trusted_proxies"), "{err}");
+
+    let out = bin()
+        .arg("serve")
+        .env("CLIENTFLOW_SERVER__LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
+}
+
+#[test]
+fn an_unreachable_database_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .arg("serve")
+        .env("CLIENTFLOW_DATA_DIR", dir.path())
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/nothing")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot connect to PostgreSQL"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `serve` with nothing configured: private cluster, migrations, self-signed TLS, graceful
+/// stop on SIGTERM (which also stops the cluster it started).
+#[tokio::test]
+async fn serve_runs_with_no_configuration_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = bin()
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("CLIENTFLOW_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let data = dir.path().join("data");
+    let cert = data.join("tls/localhost.crt");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let client = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "serve exited early with {status}:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(Instant::now() < deadline, "serve did not become ready");
+        if cert.exists() {
+            let client = clientflow_test_support::client_for(
+                &cert,
+                format!("127.0.0.1:{port}").parse().unwrap(),
+            )
+            .build()
+            .unwrap();
+            let ready = client
+                .get(format!("https://localhost:{port}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|res| res.status() == 200);
+            if ready {
+                break client;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The private cluster is there, and listens on no TCP port.
+    assert!(data.join("postgres/data/PG_VERSION").exists());
+    let conf =
+        std::fs::read_to_string(data.join("postgres/data/postmaster.opts")).unwrap_or_default();
+    assert!(conf.contains("listen_addresses="), "{conf}");
+    let res = client
+        .get(format!("https://localhost:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    nix_kill_term(child.id());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("https://localhost:"),
+        "start-up log prints the URL:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("self-signed"),
+        "start-up log mentions the certificate:\n{stdout}"
+    );
+    assert!(
+        !data.join("postgres/data/postmaster.pid").exists(),
+        "the cluster was not stopped"
+    );
+}
+
+fn nix_kill_term(pid: u32) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+}
+
+/// A runtime role that owns the tables (or is a superuser) would not be subject to row-level
+/// security: the server refuses to start with it.
+#[tokio::test]
+async fn serve_refuses_a_role_that_owns_the_tables() {
+    let db = TestDb::new().await;
+    let passwords = clientflow_test_support::role_passwords().await;
+    let url = crate::support::url_of(&db.owner, Some(&passwords.owner));
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        bin()
+            .arg("serve")
+            .env("CLIENTFLOW_DATA_DIR", dir.path())
+            .env("CLIENTFLOW_SERVER__LISTEN", "127.0.0.1:0")
+            .env("DATABASE_URL", url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to serve") && err.contains("owns"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn doctor_reports_a_healthy_app_role_setup() {
+    let db = TestDb::new().await;
+    let passwords = clientflow_test_support::role_passwords().await;
+    let app_url = crate::support::url_of(&db.app, Some(&passwords.app));
+    let owner_url = crate::support::url_of(&db.owner, Some(&passwords.owner));
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        bin()
+            .arg("doctor")
+            .env("CLIENTFLOW_DATA_DIR", dir.path())
+            .env("DATABASE_URL", app_url)
+            .env("CLIENTFLOW_DATABASE__ADMIN_URL", owner_url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "app role",
+        "migrations",
+        "row-level security",
+        "redis",
+        "tls",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("ok") && l.contains(line)),
+            "{line} not ok in:\n{text}"
+        );
+    }
+    // Break an invariant the way a careless migration would: doctor must say so.
+    let mut owner = db.owner_conn().await;
+    sqlx::query("ALTER TABLE clients NO FORCE ROW LEVEL SECURITY")
+        .execute(&mut owner)
+        .await
+        .unwrap();
+    let app_url = crate::support::url_of(&db.app, Some(&passwords.app));
+    let owner_url = crate::support::url_of(&db.owner, Some(&passwords.owner));
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        bin()
+            .arg("doctor")
+            .env("CLIENTFLOW_DATA_DIR", dir.path())
+            .env("DATABASE_URL", app_url)
+            .env("CLIENTFLOW_DATABASE__ADMIN_URL", owner_url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("FAIL") && text.contains("clients: row-level security is not forced"),
+        "{text}"
+    );
+}

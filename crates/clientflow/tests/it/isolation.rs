@@ -1,0 +1,248 @@
+//! Behaviour tests of tenant isolation, as the app role.
+
+use clientflow::platform::db::OrgTx;
+use clientflow::work::{clients, projects};
+use clientflow_test_support::TestDb;
+use sqlx::Connection;
+
+use crate::support::seed_org;
+
+async fn tenant_tables(conn: &mut sqlx::PgConnection) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'public' AND c.relkind = 'r' AND (c.relname = 'organizations' OR EXISTS \
+         (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'organization_id' AND NOT a.attisdropped)) \
+         ORDER BY 1",
+    )
+    .fetch_all(conn)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn without_a_tenant_every_tenant_table_reads_zero_rows() {
+    let tdb = TestDb::new().await;
+    let db = tdb.app_db(2).await;
+    seed_org(&db, "alpha").await;
+    seed_org(&db, "beta").await;
+    // Seed one membership too, so memberships isn't trivially empty.
+    let mut admin = tdb.admin_conn().await;
+    sqlx::query("INSERT INTO users (id, email) VALUES (gen_random_uuid(), 'a@example.com')")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO memberships (organization_id, user_id, role) \
+         SELECT (SELECT id FROM organizations LIMIT 1), id, 'owner' FROM users",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+
+    let tables = tenant_tables(&mut admin).await;
+    assert!(tables.len() >= 4, "{tables:?}");
+    let mut app = tdb.app_conn().await;
+    for t in &tables {
+        let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {t}"))
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        assert!(
+            total > 0,
+            "seed data missing in {t}: the check would be vacuous"
+        );
+        let seen: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {t}"))
+            .fetch_one(&mut app)
+            .await
+            .unwrap();
+        assert_eq!(seen, 0, "{t} leaks rows without a tenant");
+        // A reset setting (empty string) behaves the same, and is no error.
+        let mut tx = app.begin().await.unwrap();
+        sqlx::query("SELECT set_config('app.org_id', '', true)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let seen: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {t}"))
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(seen, 0, "{t} leaks rows with an empty tenant");
+        tx.rollback().await.unwrap();
+    }
+    // Through the app's own global transaction as well.
+    let mut g = db.global().await.unwrap();
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM clients")
+        .fetch_one(&mut *g)
+        .await
+        .unwrap();
+    assert_eq!(seen, 0);
+}
+
+#[tokio::test]
+async fn a_tenant_sees_and_writes_only_its_own_rows() {
+    let tdb = TestDb::new().await;
+    let db = tdb.app_db(2).await;
+    let a = seed_org(&db, "alpha").await;
+    let b = seed_org(&db, "beta").await;
+
+    let mut tx = OrgTx::begin(&db, &a.principal).await.unwrap();
+    let listed = clients::repo::list(&mut tx, 100).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed.iter().all(|c| c.organization_id == a.id));
+    assert!(
+        clients::repo::get(&mut tx, b.client)
+            .await
+            .unwrap()
+            .is_none(),
+        "B's client visible to A"
+    );
+    assert!(
+        !clients::repo::rename(&mut tx, b.client, "pwned")
+            .await
+            .unwrap(),
+        "A updated B's client"
+    );
+    let orgs: i64 = sqlx::query_scalar("SELECT count(*) FROM organizations")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(orgs, 1);
+    let deleted = sqlx::query("DELETE FROM projects WHERE id = $1")
+        .bind(b.project)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(deleted.rows_affected(), 0);
+    tx.rollback().await.unwrap();
+
+    // Inserting a row that names B fails the WITH CHECK.
+    let mut tx = OrgTx::begin(&db, &a.principal).await.unwrap();
+    let err = sqlx::query(
+        "INSERT INTO clients (organization_id, id, name) VALUES ($1, gen_random_uuid(), 'x')",
+    )
+    .bind(b.id)
+    .execute(&mut *tx)
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("row-level security"), "{err}");
+    tx.rollback().await.unwrap();
+
+    // Moving one of A's rows into B fails too.
+    let mut tx = OrgTx::begin(&db, &a.principal).await.unwrap();
+    let err = sqlx::query("UPDATE clients SET organization_id = $1 WHERE id = $2")
+        .bind(b.id)
+        .bind(a.client)
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("row-level security"), "{err}");
+    tx.rollback().await.unwrap();
+
+    // Nothing of B changed.
+    let mut tx = OrgTx::begin(&db, &b.principal).await.unwrap();
+    let c = clients::repo::get(&mut tx, b.client)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.name, "beta client");
+    assert_eq!(projects::repo::list(&mut tx, 10).await.unwrap().len(), 1);
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_project_cannot_reference_another_tenants_client() {
+    let tdb = TestDb::new().await;
+    let db = tdb.app_db(2).await;
+    let a = seed_org(&db, "alpha").await;
+    let b = seed_org(&db, "beta").await;
+    let mut tx = OrgTx::begin(&db, &a.principal).await.unwrap();
+    let err = projects::repo::create(&mut tx, Some(b.client), "sneaky")
+        .await
+        .unwrap_err();
+    let code = err
+        .as_database_error()
+        .and_then(|d| d.code())
+        .map(|c| c.to_string());
+    assert_eq!(code.as_deref(), Some("23503"), "{err}");
+    tx.rollback().await.unwrap();
+    // Even the superuser can't make such a row: the composite key forbids it.
+    let mut admin = tdb.admin_conn().await;
+    let err = sqlx::query("INSERT INTO projects (organization_id, id, client_id, name) VALUES ($1, gen_random_uuid(), $2, 'x')")
+        .bind(a.id)
+        .bind(b.client)
+        .execute(&mut admin)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("foreign key"), "{err}");
+    // And the app maps it to "not found", not a 500.
+    let mapped = clientflow::platform::http::error::from_db(err);
+    assert_eq!(mapped.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn a_pooled_connection_never_carries_a_tenant_into_the_next_request() {
+    let tdb = TestDb::new().await;
+    // One connection: every transaction below runs on the same backend.
+    let db = tdb.app_db(1).await;
+    let a = seed_org(&db, "alpha").await;
+    let b = seed_org(&db, "beta").await;
+
+    let mut tx = OrgTx::begin(&db, &a.principal).await.unwrap();
+    let pid_a: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(
+        clients::repo::list(&mut tx, 10).await.unwrap()[0].organization_id,
+        a.id
+    );
+    tx.commit().await.unwrap();
+
+    let mut tx = OrgTx::begin(&db, &b.principal).await.unwrap();
+    let pid_b: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(pid_a, pid_b, "test needs the same pooled connection");
+    let seen = clients::repo::list(&mut tx, 10).await.unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].organization_id, b.id);
+    tx.commit().await.unwrap();
+
+    // A rolled-back tenant transaction leaves nothing behind either.
+    let tx = OrgTx::begin(&db, &a.principal).await.unwrap();
+    tx.rollback().await.unwrap();
+    let mut g = db.global().await.unwrap();
+    let pid_g: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *g)
+        .await
+        .unwrap();
+    assert_eq!(pid_g, pid_a);
+    let setting: Option<String> = sqlx::query_scalar("SELECT current_setting('app.org_id', true)")
+        .fetch_one(&mut *g)
+        .await
+        .unwrap();
+    assert!(
+        setting.unwrap_or_default().is_empty(),
+        "tenant setting survived the transaction"
+    );
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM clients")
+        .fetch_one(&mut *g)
+        .await
+        .unwrap();
+    assert_eq!(seen, 0);
+}
+
+#[tokio::test]
+async fn an_org_tx_can_only_be_opened_for_an_existing_org_by_the_operator() {
+    let tdb = TestDb::new().await;
+    let db = tdb.app_db(1).await;
+    let missing = clientflow::platform::db::tenant::operator(
+        &db,
+        clientflow::platform::ids::OrgId::new(),
+        "t",
+    )
+    .await
+    .unwrap();
+    assert!(missing.is_none());
+}

@@ -1,0 +1,9 @@
+//! The integration test binary: every test gets its own database and (where it needs one) its
+//! own server on port 0. See `clientflow-test-support`.
+
+mod catalog;
+mod cli;
+mod http;
+mod isolation;
+mod support;
+mod tls;

@@ -1,0 +1,467 @@
+//! Test harness: a fresh database per test, cloned from a migrated template, and the real
+//! server (TLS included) on port 0.
+//!
+//! PostgreSQL comes from `TEST_DATABASE_URL` (a superuser URL) when set, and otherwise from a
+//! private cluster under `target/clientflow-test`, started with the same code `serve` uses.
+//! The owner and app roles are provisioned exactly as in production, and the app under test
+//! connects as the unprivileged app role, so row-level security is really in force.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use clientflow::platform::clock::{ManualClock, SharedClock, SystemClock};
+use clientflow::platform::config::Config;
+use clientflow::platform::db::cluster::PrivateCluster;
+use clientflow::platform::db::provision::{self, RolePasswords};
+use clientflow::platform::db::{APP_ROLE, Db, MIGRATOR, OWNER_ROLE};
+use clientflow::platform::http::{self, server, tls};
+use clientflow::state::AppState;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection};
+use tokio::sync::{OnceCell, oneshot};
+
+struct Shared {
+    admin: PgConnectOptions,
+    passwords: RolePasswords,
+    template: String,
+}
+
+static SHARED: OnceCell<Shared> = OnceCell::const_new();
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Where the harness keeps its private cluster and secrets.
+pub fn work_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    target.join("clientflow-test")
+}
+
+async fn shared() -> &'static Shared {
+    SHARED
+        .get_or_init(|| async {
+            init_shared()
+                .await
+                .unwrap_or_else(|e| panic!("test database setup failed: {e:#}"))
+        })
+        .await
+}
+
+async fn init_shared() -> anyhow::Result<Shared> {
+    let dir = work_dir();
+    std::fs::create_dir_all(&dir)?;
+    let admin = match std::env::var("TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => provision::parse_url(&url, "TEST_DATABASE_URL")?,
+        _ => {
+            let cluster = PrivateCluster::new(&dir, None, false)?;
+            let c = cluster.clone();
+            tokio::task::spawn_blocking(move || c.ensure_running()).await??;
+            cluster.admin_options()
+        }
+    };
+    let passwords = RolePasswords::load_or_create(&dir.join("secrets"))?;
+    let mut conn = provision::connect(&admin, "test admin").await?;
+    provision::ensure_roles(&mut conn, &passwords).await?;
+
+    // The template is named after the migrations it holds, so a changed migration gets a
+    // fresh template and concurrent test processes agree on the name.
+    let mut digest = Vec::new();
+    for m in MIGRATOR.iter() {
+        digest.extend_from_slice(&m.version.to_be_bytes());
+        digest.extend_from_slice(&m.checksum);
+    }
+    let template = format!(
+        "cf_tpl_{}",
+        &clientflow::platform::crypto::sha256_hex(&digest)[..16]
+    );
+
+    sqlx::query("SELECT pg_advisory_lock(hashtext('clientflow:test-template'))")
+        .execute(&mut conn)
+        .await?;
+    let result = build_template(&mut conn, &admin, &passwords, &template).await;
+    sqlx::query("SELECT pg_advisory_unlock(hashtext('clientflow:test-template'))")
+        .execute(&mut conn)
+        .await?;
+    result?;
+    drop_stale(&mut conn, &template).await;
+    conn.close().await.ok();
+    Ok(Shared {
+        admin,
+        passwords,
+        template,
+    })
+}
+
+async fn build_template(
+    conn: &mut PgConnection,
+    admin: &PgConnectOptions,
+    passwords: &RolePasswords,
+    template: &str,
+) -> anyhow::Result<()> {
+    let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(template)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if exists.is_some() {
+        return Ok(());
+    }
+    let building = format!("{template}_build");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {building} OWNER {OWNER_ROLE}"))
+        .execute(&mut *conn)
+        .await?;
+    provision::prepare_database(admin, &building).await?;
+    let owner = provision::role_options(admin, OWNER_ROLE, &passwords.owner, &building);
+    provision::run_migrations(&owner).await?;
+    sqlx::query(&format!("ALTER DATABASE {building} RENAME TO {template}"))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(&format!("ALTER DATABASE {template} IS_TEMPLATE true"))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Drops test databases left behind by crashed runs (older than an hour) and old templates.
+async fn drop_stale(conn: &mut PgConnection, current_template: &str) {
+    let now = unix_now();
+    let names: Vec<(String,)> =
+        sqlx::query_as("SELECT datname::text FROM pg_database WHERE datname LIKE 'cf\\_test\\_%' OR datname LIKE 'cf\\_tpl\\_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_default();
+    for (name,) in names {
+        let stale = if let Some(rest) = name.strip_prefix("cf_test_") {
+            rest.split('_')
+                .next()
+                .and_then(|t| t.parse::<u64>().ok())
+                .is_some_and(|t| t + 3600 < now)
+        } else {
+            name != current_template && !name.ends_with("_build")
+        };
+        if stale {
+            if name.starts_with("cf_tpl_") {
+                let _ = sqlx::query(&format!("ALTER DATABASE {name} IS_TEMPLATE false"))
+                    .execute(&mut *conn)
+                    .await;
+            }
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut *conn)
+                .await;
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A fresh, migrated database of its own, dropped when this value is dropped.
+pub struct TestDb {
+    pub name: String,
+    /// Superuser on this database: for tampering the way an attacker with the server could.
+    pub admin: PgConnectOptions,
+    /// The owner role (what migrations run as).
+    pub owner: PgConnectOptions,
+    /// The unprivileged app role (what the server runs as).
+    pub app: PgConnectOptions,
+    server_admin: PgConnectOptions,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let shared = shared().await;
+        let name = format!(
+            "cf_test_{}_{}_{}",
+            unix_now(),
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut conn = provision::connect(&shared.admin, "test admin")
+            .await
+            .expect("admin connection");
+        let mut attempt = 0;
+        loop {
+            let created = sqlx::query(&format!(
+                "CREATE DATABASE {name} TEMPLATE {} OWNER {OWNER_ROLE}",
+                shared.template
+            ))
+            .execute(&mut conn)
+            .await;
+            match created {
+                Ok(_) => break,
+                // "source database is being accessed by other users": another process is
+                // still finishing the template; wait and retry.
+                Err(e) if attempt < 50 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, "retrying CREATE DATABASE");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot create test database: {e}"),
+            }
+        }
+        conn.close().await.ok();
+        TestDb {
+            admin: shared.admin.clone().database(&name),
+            owner: provision::role_options(
+                &shared.admin,
+                OWNER_ROLE,
+                &shared.passwords.owner,
+                &name,
+            ),
+            app: provision::role_options(&shared.admin, APP_ROLE, &shared.passwords.app, &name),
+            server_admin: shared.admin.clone(),
+            name,
+        }
+    }
+
+    pub async fn admin_conn(&self) -> PgConnection {
+        self.admin
+            .clone()
+            .disable_statement_logging()
+            .connect()
+            .await
+            .expect("superuser connection")
+    }
+
+    pub async fn owner_conn(&self) -> PgConnection {
+        self.owner
+            .clone()
+            .connect()
+            .await
+            .expect("owner connection")
+    }
+
+    pub async fn app_conn(&self) -> PgConnection {
+        self.app.clone().connect().await.expect("app connection")
+    }
+
+    /// A `Db` (the app's own handle) on this database as the app role.
+    pub async fn app_db(&self, max_connections: u32) -> Db {
+        Db::connect(self.app.clone(), max_connections, Duration::from_secs(5))
+            .await
+            .expect("app pool")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if std::env::var_os("CLIENTFLOW_KEEP_TEST_DB").is_some() {
+            return;
+        }
+        let admin = self.server_admin.clone();
+        let name = self.name.clone();
+        // Drop runs outside any async context we can rely on; use a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(mut conn) = admin.disable_statement_logging().connect().await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+type ConfigTweak = Box<dyn FnOnce(&mut Config)>;
+
+/// How to start a test app.
+pub struct TestAppBuilder {
+    tweak: Option<ConfigTweak>,
+    clock: Option<SharedClock>,
+    routes: Option<Box<dyn FnOnce() -> Vec<clientflow::platform::http::route::RouteDef>>>,
+    pool_size: u32,
+}
+
+impl Default for TestAppBuilder {
+    fn default() -> Self {
+        Self {
+            tweak: None,
+            clock: None,
+            routes: None,
+            pool_size: 5,
+        }
+    }
+}
+
+impl TestAppBuilder {
+    pub fn config(mut self, f: impl FnOnce(&mut Config) + 'static) -> Self {
+        self.tweak = Some(Box::new(f));
+        self
+    }
+
+    pub fn clock(mut self, clock: ManualClock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Serve an explicit route table instead of the application's (for middleware tests).
+    pub fn routes(
+        mut self,
+        f: impl FnOnce() -> Vec<clientflow::platform::http::route::RouteDef> + 'static,
+    ) -> Self {
+        self.routes = Some(Box::new(f));
+        self
+    }
+
+    pub fn pool_size(mut self, n: u32) -> Self {
+        self.pool_size = n;
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        let db = TestDb::new().await;
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config {
+            data_dir: data_dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        config.server.listen = "127.0.0.1:0".parse().expect("literal");
+        config.server.shutdown_grace_secs = 5;
+        if let Some(f) = self.tweak {
+            f(&mut config);
+        }
+        let tls = tls::load(&config).expect("tls");
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        if config.public_url.is_none() {
+            config.public_url = Some(format!("https://localhost:{}", addr.port()));
+        }
+        let app_db = db.app_db(self.pool_size).await;
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let state = AppState::new(config.clone(), app_db.clone(), clock);
+        let router = match self.routes {
+            Some(f) => http::router_from(state.clone(), f()),
+            None => http::router(state.clone()),
+        };
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+        let handle = tokio::spawn(server::serve(
+            listener,
+            tls.as_ref().map(|t| t.0.clone()),
+            router,
+            async move {
+                let _ = stop_rx.await;
+            },
+            grace,
+        ));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base_url = format!("{scheme}://localhost:{}", addr.port());
+        let cert = config.data_dir.join("tls/localhost.crt");
+        let client = client_for(&cert, addr)
+            .cookie_store(true)
+            .build()
+            .expect("client");
+        TestApp {
+            addr,
+            base_url,
+            client,
+            db,
+            app_db,
+            state,
+            config,
+            stop: Some(stop_tx),
+            server: Some(handle),
+            _data_dir: data_dir,
+        }
+    }
+}
+
+/// A reqwest builder that trusts the app's self-signed certificate, pins `localhost` to the
+/// app's address and never follows redirects.
+pub fn client_for(cert: &std::path::Path, addr: SocketAddr) -> reqwest::ClientBuilder {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve("localhost", addr)
+        .timeout(Duration::from_secs(30));
+    if let Ok(pem) = std::fs::read(cert) {
+        builder = builder
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("certificate"));
+    }
+    builder
+}
+
+/// A running app on port 0 with its own database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base_url: String,
+    pub client: reqwest::Client,
+    pub db: TestDb,
+    pub app_db: Db,
+    pub state: AppState,
+    pub config: Config,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder::default()
+    }
+
+    pub async fn spawn() -> TestApp {
+        TestAppBuilder::default().spawn().await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Begins graceful shutdown and waits for the server loop to finish.
+    pub async fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.server.take() {
+            let _ = h.await;
+        }
+    }
+
+    pub fn cert_path(&self) -> PathBuf {
+        self.config.data_dir.join("tls/localhost.crt")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.server.take() {
+            h.abort();
+        }
+    }
+}
+
+/// The provisioned roles' passwords (for handing connection URLs to the binary).
+pub async fn role_passwords() -> RolePasswords {
+    shared().await.passwords.clone()
+}
