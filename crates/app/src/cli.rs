@@ -46,6 +46,21 @@ pub enum Command {
     Migrate,
     /// Check configuration, database, roles, row-level security, Redis and certificates.
     Doctor,
+    /// Read the local mail drop (where mail goes when no mail provider is configured).
+    Mail {
+        #[command(subcommand)]
+        command: MailCommand,
+    },
+    /// Deliver queued mail without serving HTTP (for running the worker as its own process).
+    Worker,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MailCommand {
+    /// List the messages in the mail drop, oldest first.
+    List,
+    /// Print one message (by the id `mail list` shows, or a unique prefix of it).
+    Show { id: String },
 }
 
 pub fn main() -> ExitCode {
@@ -72,6 +87,8 @@ pub fn main() -> ExitCode {
             Command::Serve => serve(config).await,
             Command::Migrate => migrate(config).await,
             Command::Doctor => doctor(config).await,
+            Command::Mail { command } => mail(config, command),
+            Command::Worker => worker(config).await,
         }
     });
     match result {
@@ -146,7 +163,17 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let grace = std::time::Duration::from_secs(config.server.shutdown_grace_secs);
-    let state = AppState::new(config, db.clone(), Arc::new(SystemClock));
+    let transport =
+        crate::mail::transport::Transport::from_config(&config).map_err(anyhow::Error::msg)?;
+    let state = AppState::new(config, db.clone(), Arc::new(SystemClock))?;
+    let (stop_worker, worker_stopped) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(crate::mail::outbox::run_worker(
+        db.clone(),
+        transport,
+        state.clock.clone(),
+        state.mail_wake.clone(),
+        worker_stopped,
+    ));
     let router = http::router(state);
     server::serve(
         listener,
@@ -159,6 +186,8 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     if let Some(r) = redirect {
         r.abort();
     }
+    let _ = stop_worker.send(true);
+    let _ = worker.await;
     db.close().await;
     if let Some((cluster, true)) = &resolved.cluster {
         tracing::info!("stopping the private PostgreSQL cluster");
@@ -168,6 +197,82 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         }
     }
     tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mail(config: Config, command: MailCommand) -> anyhow::Result<ExitCode> {
+    let messages = crate::mail::transport::read_maildrop(&config.data_dir);
+    match command {
+        MailCommand::List => {
+            if messages.is_empty() {
+                println!(
+                    "The mail drop ({}) is empty.",
+                    crate::mail::transport::maildrop_dir(&config.data_dir).display()
+                );
+            }
+            for (name, raw) in &messages {
+                let header = |h: &str| {
+                    raw.lines()
+                        .take_while(|l| !l.is_empty())
+                        .find_map(|l| l.strip_prefix(h).map(str::trim))
+                        .unwrap_or("")
+                        .to_string()
+                };
+                println!(
+                    "{}  {}  {:<32}  {}",
+                    name.trim_end_matches(".eml"),
+                    header("Date:"),
+                    header("To:"),
+                    header("Subject:")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        MailCommand::Show { id } => {
+            let found: Vec<_> = messages
+                .iter()
+                .filter(|(name, _)| name.starts_with(&id))
+                .collect();
+            match found.as_slice() {
+                [(_, raw)] => {
+                    println!("{raw}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                [] => {
+                    anyhow::bail!("no message {id} in the mail drop (see `clientflow mail list`)")
+                }
+                _ => anyhow::bail!("{id} matches several messages; give more of the id"),
+            }
+        }
+    }
+}
+
+async fn worker(config: Config) -> anyhow::Result<ExitCode> {
+    telemetry::init_tracing(&config.log);
+    let resolved = provision::resolve(&config).await?;
+    provision::migrate(&resolved).await?;
+    provision::guard_runtime_role(&resolved.app).await?;
+    let db = Db::connect(
+        resolved.app.clone(),
+        4,
+        std::time::Duration::from_secs(config.database.acquire_timeout_secs),
+    )
+    .await?;
+    let transport =
+        crate::mail::transport::Transport::from_config(&config).map_err(anyhow::Error::msg)?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(crate::mail::outbox::run_worker(
+        db.clone(),
+        transport,
+        Arc::new(SystemClock),
+        Arc::new(tokio::sync::Notify::new()),
+        stopped,
+    ));
+    tracing::info!("delivering queued mail; stop with Ctrl-C");
+    server::shutdown_signal().await;
+    let _ = stop.send(true);
+    let _ = task.await;
+    db.close().await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod identity;
+pub mod mail;
 pub mod ops;
 pub mod platform;
 pub mod routes;

@@ -6,5 +6,6 @@ pub fn all() -> Vec<RouteDef> {
     let mut routes = Vec::new();
     routes.extend(crate::ops::routes());
     routes.extend(crate::web::routes());
+    routes.extend(crate::identity::web::routes());
     routes
 }

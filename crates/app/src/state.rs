@@ -3,10 +3,16 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::identity::google::GoogleSignIn;
+use crate::identity::password::PasswordHasher;
 use crate::platform::clock::SharedClock;
 use crate::platform::config::Config;
 use crate::platform::db::Db;
 use crate::platform::http::middleware::SecurityHeaders;
+use crate::platform::seal::Sealer;
 use crate::platform::telemetry::Metrics;
 
 #[derive(Clone)]
@@ -20,21 +26,49 @@ pub struct AppStateInner {
     pub metrics: Metrics,
     pub clock: SharedClock,
     pub security_headers: SecurityHeaders,
+    pub hasher: PasswordHasher,
+    pub sealer: Sealer,
+    /// Key for the anonymous CSRF tokens (derived from the master key, so every server
+    /// process of an installation agrees).
+    pub csrf_key: [u8; 32],
+    /// Wakes the outbox worker when a transaction has queued mail.
+    pub mail_wake: Arc<tokio::sync::Notify>,
+    pub google: Option<GoogleSignIn>,
 }
 
 impl AppState {
-    pub fn new(config: Config, db: Db, clock: SharedClock) -> Self {
+    pub fn new(config: Config, db: Db, clock: SharedClock) -> anyhow::Result<Self> {
         let security_headers = SecurityHeaders::new(config.server.hsts_preload);
-        Self {
+        let sealer = Sealer::load(config.secrets.master_key.as_ref(), &config.data_dir)?;
+        let csrf_key = derive_key(&sealer, "clientflow csrf v1");
+        let hasher = PasswordHasher::new(
+            config.identity.hashing_concurrency,
+            config.identity.hashing_queue,
+        );
+        let google = GoogleSignIn::from_config(&config)?;
+        Ok(Self {
             inner: Arc::new(AppStateInner {
                 config,
                 db,
                 metrics: Metrics::new(),
                 clock,
                 security_headers,
+                hasher,
+                sealer,
+                csrf_key,
+                mail_wake: Arc::new(tokio::sync::Notify::new()),
+                google,
             }),
-        }
+        })
     }
+}
+
+/// A purpose-specific key: HMAC of a label under the sealer's derivation key.
+fn derive_key(sealer: &Sealer, label: &str) -> [u8; 32] {
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(&sealer.derivation_key()).expect("any key length");
+    mac.update(label.as_bytes());
+    mac.finalize().into_bytes().into()
 }
 
 impl Deref for AppState {

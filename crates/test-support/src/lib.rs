@@ -6,6 +6,10 @@
 //! The owner and app roles are provisioned exactly as in production, and the app under test
 //! connects as the unprivileged app role, so row-level security is really in force.
 
+pub mod browser;
+pub mod oidc;
+pub mod smtp;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -285,6 +289,7 @@ type ConfigTweak = Box<dyn FnOnce(&mut Config)>;
 pub struct TestAppBuilder {
     tweak: Option<ConfigTweak>,
     clock: Option<SharedClock>,
+    manual: Option<ManualClock>,
     routes: Option<Box<dyn FnOnce() -> Vec<clientflow::platform::http::route::RouteDef>>>,
     pool_size: u32,
 }
@@ -294,6 +299,7 @@ impl Default for TestAppBuilder {
         Self {
             tweak: None,
             clock: None,
+            manual: None,
             routes: None,
             pool_size: 5,
         }
@@ -306,8 +312,15 @@ impl TestAppBuilder {
         self
     }
 
-    pub fn clock(mut self, clock: ManualClock) -> Self {
-        self.clock = Some(Arc::new(clock));
+    /// Start the app's manual clock at a given time.
+    pub fn manual_clock(mut self, clock: ManualClock) -> Self {
+        self.manual = Some(clock);
+        self
+    }
+
+    /// Use the real system clock instead of the (default) manual one.
+    pub fn system_clock(mut self) -> Self {
+        self.clock = Some(Arc::new(SystemClock));
         self
     }
 
@@ -346,8 +359,14 @@ impl TestAppBuilder {
             config.public_url = Some(format!("https://localhost:{}", addr.port()));
         }
         let app_db = db.app_db(self.pool_size).await;
-        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let state = AppState::new(config.clone(), app_db.clone(), clock);
+        let manual = self
+            .manual
+            .unwrap_or_else(|| ManualClock::new(time::OffsetDateTime::now_utc()));
+        let clock: SharedClock = match self.clock {
+            Some(c) => c,
+            None => Arc::new(manual.clone()),
+        };
+        let state = AppState::new(config.clone(), app_db.clone(), clock).expect("app state");
         let router = match self.routes {
             Some(f) => http::router_from(state.clone(), f()),
             None => http::router(state.clone()),
@@ -374,6 +393,7 @@ impl TestAppBuilder {
             addr,
             base_url,
             client,
+            clock: manual,
             db,
             app_db,
             state,
@@ -405,6 +425,9 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub base_url: String,
     pub client: reqwest::Client,
+    /// The app's clock (a manual one unless `system_clock()` was asked for): tests move time
+    /// with it instead of sleeping.
+    pub clock: ManualClock,
     pub db: TestDb,
     pub app_db: Db,
     pub state: AppState,
@@ -447,6 +470,53 @@ impl TestApp {
 
     pub fn cert_path(&self) -> PathBuf {
         self.config.data_dir.join("tls/localhost.crt")
+    }
+
+    /// A fresh browser (own cookie jar).
+    pub fn browser(&self) -> browser::Browser {
+        browser::Browser::new(&self.cert_path(), self.addr, &self.base_url)
+    }
+
+    /// Runs the outbox worker once (at the app's clock) into the mail drop.
+    pub async fn deliver_mail(&self) -> usize {
+        let transport = clientflow::mail::transport::Transport::from_config(&self.config)
+            .expect("mail transport");
+        clientflow::mail::outbox::deliver_due(&self.app_db, &transport, self.clock.now_utc(), 1000)
+            .await
+            .expect("deliver mail")
+    }
+
+    /// Delivers queued mail and returns the raw messages sent to `to`, oldest first.
+    pub async fn mail_to(&self, to: &str) -> Vec<String> {
+        self.deliver_mail().await;
+        clientflow::mail::transport::read_maildrop(&self.config.data_dir)
+            .into_iter()
+            .map(|(_, raw)| raw)
+            .filter(|raw| {
+                raw.lines()
+                    .take_while(|l| !l.is_empty())
+                    .any(|l| l.starts_with("To:") && l.contains(to))
+            })
+            .collect()
+    }
+
+    /// The first link to `{base_url}{path_prefix}` in the newest message to `to`.
+    pub async fn link_in_mail(&self, to: &str, path_prefix: &str) -> String {
+        let mails = self.mail_to(to).await;
+        let needle = format!("{}{}", self.base_url, path_prefix);
+        for raw in mails.iter().rev() {
+            if let Some(at) = raw.find(&needle) {
+                let link: String = raw[at..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect();
+                return link;
+            }
+        }
+        panic!(
+            "no link to {needle} in mail to {to}:\n{}",
+            mails.join("\n----\n")
+        );
     }
 }
 

@@ -31,6 +31,10 @@ impl ManualClock {
         *t += by;
     }
 
+    pub fn now_utc(&self) -> OffsetDateTime {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn set(&self, to: OffsetDateTime) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = to;
     }

@@ -31,6 +31,66 @@ pub struct Config {
     pub redis: RedisConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    pub identity: IdentityConfig,
+    pub google: GoogleConfig,
+    pub mail: MailConfig,
+    pub secrets: SecretsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// A session unused for this long ends (ASVS 3.3.2 level 2: 30 minutes).
+    pub session_idle_minutes: u32,
+    /// A session ends this long after sign-in, however active (ASVS 3.3.2 level 2: 12 hours).
+    pub session_absolute_hours: u32,
+    /// Failed password (or second-factor) attempts allowed per window before the lock.
+    pub lockout_threshold: u32,
+    pub lockout_window_minutes: u32,
+    pub lockout_minutes: u32,
+    /// Concurrent password hashes (argon2id is deliberately expensive). 0: one less than the
+    /// number of CPUs, at least one.
+    pub hashing_concurrency: usize,
+    /// Sign-ins waiting for a hashing slot beyond this number are answered 503 at once.
+    pub hashing_queue: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoogleConfig {
+    /// OAuth client id; Google sign-in is off while unset.
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    /// The OpenID issuer (discovery at `<issuer>/.well-known/openid-configuration`).
+    pub issuer_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MailTransport {
+    /// Messages are written under `<data_dir>/mail`; read them with `clientflow mail`.
+    Maildrop,
+    /// Messages are sent through `mail.smtp_url`.
+    Smtp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailConfig {
+    pub transport: MailTransport,
+    /// `From:` of every message.
+    pub from: String,
+    /// `smtps://user:pass@host:465` (implicit TLS) or `smtp://user:pass@host:587?tls=required`
+    /// (STARTTLS). Plain `smtp://` is accepted only for a relay on this machine.
+    pub smtp_url: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// 32 bytes, base64: the key that seals stored secrets (TOTP secrets). Unset: a key is
+    /// generated once into `<data_dir>/secrets/master.key`.
+    pub master_key: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +209,22 @@ impl Default for Config {
                 ],
                 token: None,
             },
+            identity: IdentityConfig {
+                session_idle_minutes: 30,
+                session_absolute_hours: 12,
+                lockout_threshold: 5,
+                lockout_window_minutes: 15,
+                lockout_minutes: 15,
+                hashing_concurrency: 0,
+                hashing_queue: 64,
+            },
+            google: GoogleConfig::default(),
+            mail: MailConfig {
+                transport: MailTransport::Maildrop,
+                from: "ClientFlow <no-reply@localhost>".into(),
+                smtp_url: None,
+            },
+            secrets: SecretsConfig::default(),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod fsutil;
 pub mod http;
 pub mod ids;
 pub mod net;
+pub mod seal;
 pub mod secret;
 pub mod telemetry;
 pub mod types;

@@ -3,7 +3,10 @@
 
 mod catalog;
 mod cli;
+mod google;
 mod http;
+mod identity;
 mod isolation;
+mod mail;
 mod support;
 mod tls;

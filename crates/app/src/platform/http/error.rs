@@ -46,6 +46,11 @@ pub enum AppError {
     UnsupportedMediaType(String),
     #[error("too many requests")]
     TooManyRequests { retry_after_secs: u64 },
+    #[error("throttled: {message}")]
+    Throttled {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0:#}")]
@@ -71,7 +76,9 @@ impl AppError {
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::TooManyRequests { .. } | AppError::Throttled { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -96,6 +103,7 @@ impl AppError {
             ),
             AppError::NotFound => ("The requested resource does not exist.".into(), vec![]),
             AppError::PayloadTooLarge => ("The request body is too large.".into(), vec![]),
+            AppError::Throttled { message, .. } => (message.clone(), vec![]),
             AppError::TooManyRequests { retry_after_secs } => (
                 format!("Too many requests. Try again in {retry_after_secs} seconds."),
                 vec![],
@@ -169,7 +177,11 @@ impl IntoResponse for AppError {
         }
         let problem = self.problem();
         let mut response = self.status().into_response();
-        if let AppError::TooManyRequests { retry_after_secs } = &self {
+        if let AppError::TooManyRequests { retry_after_secs }
+        | AppError::Throttled {
+            retry_after_secs, ..
+        } = &self
+        {
             response
                 .headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, (*retry_after_secs).into());

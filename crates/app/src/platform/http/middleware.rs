@@ -310,6 +310,21 @@ pub fn https_redirect<B>(public_url: &str, req: &axum::http::Request<B>) -> Resp
     }
 }
 
+/// Web pages (not the API, static files or operations endpoints) get the anonymous CSRF
+/// cookie that forms shown before sign-in rely on.
+pub async fn web_page_cookies(req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let is_page = req.method() == Method::GET
+        && !path.starts_with("/api/")
+        && !path.starts_with("/static/")
+        && !matches!(path, "/healthz" | "/readyz" | "/metrics");
+    if is_page {
+        crate::identity::guard::anon_csrf_cookie(req, next).await
+    } else {
+        next.run(req).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

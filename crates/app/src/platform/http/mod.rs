@@ -33,7 +33,7 @@ pub fn router_from(state: AppState, defs: Vec<RouteDef>) -> Router {
         let handler = def
             .handler
             .route_layer(from_fn_with_state(
-                (state.clone(), def.access),
+                (state.clone(), def.access, def.surface),
                 route::guard,
             ))
             .route_layer(from_fn(middleware::mark_route));
@@ -53,6 +53,7 @@ pub fn router_from(state: AppState, defs: Vec<RouteDef>) -> Router {
                 ))
                 .layer(from_fn(middleware::render_errors))
                 .layer(from_fn_with_state(state.clone(), middleware::client_ip))
+                .layer(from_fn(middleware::web_page_cookies))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::SERVICE_UNAVAILABLE,
                     timeout,

@@ -9,6 +9,8 @@ use axum::routing::MethodRouter;
 
 use super::error::AppError;
 use super::middleware::ClientIp;
+use crate::identity::guard as identity_guard;
+use crate::identity::session::Stage;
 use crate::platform::net;
 use crate::state::AppState;
 
@@ -19,6 +21,12 @@ pub enum Access {
     Public,
     /// Operations endpoints: from `metrics.allow` addresses or with the metrics token.
     Operator,
+    /// A fully signed-in user (second factor done when the account has one).
+    SignedIn,
+    /// A sign-in waiting for its second factor (the second-factor page only).
+    SecondFactor,
+    /// Any session, finished or not (signing out).
+    AnySession,
 }
 
 /// Which surface a route belongs to (decides error format and authentication later).
@@ -107,12 +115,37 @@ macro_rules! route {
 
 /// The per-route guard: runs before the handler, with the route's declared access.
 pub async fn guard(
-    State((state, access)): State<(AppState, Access)>,
+    State((state, access, surface)): State<(AppState, Access, Surface)>,
     req: Request,
     next: Next,
 ) -> Response {
+    let resolved = match access {
+        Access::SignedIn => identity_guard::require_session(&state, req, Stage::Complete).await,
+        Access::SecondFactor => identity_guard::require_session(&state, req, Stage::Pending).await,
+        Access::AnySession => identity_guard::require_any_session(&state, req).await,
+        Access::Public | Access::Operator => Ok(identity_guard::Resolved::Ok(req)),
+    };
+    let req = match resolved {
+        Ok(identity_guard::Resolved::Ok(req)) => req,
+        Ok(identity_guard::Resolved::Respond(res)) => return res,
+        Err(e) => return e.into_response(),
+    };
+    // Public web forms are protected too (sign-in and sign-up CSRF).
+    let req = if access == Access::Public
+        && surface == Surface::Web
+        && identity_guard::is_unsafe(req.method())
+    {
+        match identity_guard::check_csrf(&state, req, None).await {
+            Ok(req) => req,
+            Err(e) => return e.into_response(),
+        }
+    } else {
+        req
+    };
     match access {
-        Access::Public => next.run(req).await,
+        Access::Public | Access::SignedIn | Access::SecondFactor | Access::AnySession => {
+            next.run(req).await
+        }
         Access::Operator => {
             let ip = req.extensions().get::<ClientIp>().map(|c| c.0);
             let from_allowed = ip.is_some_and(|ip| net::contains(&state.config.metrics.allow, ip));

@@ -1,0 +1,326 @@
+//! Sign in with Google: OpenID Connect authorization code flow with PKCE (S256), `state` and
+//! `nonce`, through the `openidconnect` crate, which checks the ID token's signature against
+//! the provider's JWKS, its issuer, audience, expiry and nonce.
+//!
+//! The in-flight `state` is stored hashed, single use, ten minutes, and bound to the browser
+//! that started the flow by a cookie (so an attacker can't make a victim's browser finish the
+//! attacker's sign-in). Identities are keyed on (issuer, subject); an identity is linked to an
+//! existing account by email only when the provider says the email is verified.
+
+use std::time::{Duration as StdDuration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use openidconnect::core::{CoreClient, CoreProviderMetadata, CoreResponseType};
+use openidconnect::{
+    AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+};
+use serde_json::json;
+use time::Duration;
+use tokio::sync::RwLock;
+
+use super::repo;
+use super::service::{SignedIn, establish_session};
+use super::session::{Method, RequestMeta};
+use crate::platform::config::Config;
+use crate::platform::crypto::{random_token, sha256};
+use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::types::Email;
+use crate::state::AppState;
+
+pub const DEFAULT_ISSUER: &str = "https://accounts.google.com";
+const FLOW_LIFETIME: Duration = Duration::minutes(10);
+const METADATA_TTL: StdDuration = StdDuration::from_secs(3600);
+
+pub struct GoogleSignIn {
+    client_id: ClientId,
+    client_secret: ClientSecret,
+    issuer: IssuerUrl,
+    redirect: RedirectUrl,
+    http: openidconnect::reqwest::Client,
+    metadata: RwLock<Option<(Instant, CoreProviderMetadata)>>,
+}
+
+/// What the provider vouched for.
+#[derive(Debug, Clone)]
+pub struct VerifiedIdentity {
+    pub issuer: String,
+    pub subject: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub name: Option<String>,
+}
+
+impl GoogleSignIn {
+    pub fn from_config(config: &Config) -> anyhow::Result<Option<Self>> {
+        let (Some(id), Some(secret)) = (&config.google.client_id, &config.google.client_secret)
+        else {
+            return Ok(None);
+        };
+        let issuer = config
+            .google
+            .issuer_url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ISSUER.to_string());
+        let http = openidconnect::reqwest::Client::builder()
+            // Following redirects would open the server to SSRF through a hostile provider.
+            .redirect(openidconnect::reqwest::redirect::Policy::none())
+            .timeout(StdDuration::from_secs(10))
+            .build()?;
+        Ok(Some(Self {
+            client_id: ClientId::new(id.clone()),
+            client_secret: ClientSecret::new(secret.expose().to_string()),
+            issuer: IssuerUrl::new(issuer)?,
+            redirect: RedirectUrl::new(format!("{}/login/google/callback", config.public_url()))?,
+            http,
+            metadata: RwLock::new(None),
+        }))
+    }
+
+    async fn metadata(&self, refresh: bool) -> AppResult<CoreProviderMetadata> {
+        if !refresh
+            && let Some((at, m)) = self.metadata.read().await.as_ref()
+            && at.elapsed() < METADATA_TTL
+        {
+            return Ok(m.clone());
+        }
+        let m = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "OpenID discovery failed");
+                AppError::Unavailable(
+                    "Google sign-in is unavailable right now. Try again, or use your password."
+                        .into(),
+                )
+            })?;
+        *self.metadata.write().await = Some((Instant::now(), m.clone()));
+        Ok(m)
+    }
+
+    fn client(
+        &self,
+        metadata: CoreProviderMetadata,
+    ) -> CoreClient<
+        openidconnect::EndpointSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointNotSet,
+        openidconnect::EndpointMaybeSet,
+        openidconnect::EndpointMaybeSet,
+    > {
+        CoreClient::from_provider_metadata(
+            metadata,
+            self.client_id.clone(),
+            Some(self.client_secret.clone()),
+        )
+        .set_redirect_uri(self.redirect.clone())
+    }
+
+    /// The authorization URL plus what must be remembered: (url, state, nonce, verifier).
+    pub async fn begin(&self) -> AppResult<(String, String, String, String)> {
+        let client = self.client(self.metadata(false).await?);
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (url, state, nonce) = client
+            .authorize_url(
+                AuthenticationFlow::<CoreResponseType>::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .add_scope(Scope::new("email".into()))
+            .add_scope(Scope::new("profile".into()))
+            .set_pkce_challenge(challenge)
+            .url();
+        Ok((
+            url.to_string(),
+            state.secret().clone(),
+            nonce.secret().clone(),
+            verifier.secret().clone(),
+        ))
+    }
+
+    /// Exchanges the code (with the PKCE verifier) and verifies the ID token.
+    pub async fn finish(
+        &self,
+        code: &str,
+        nonce: &str,
+        verifier: &str,
+    ) -> AppResult<VerifiedIdentity> {
+        let refused = |what: &str, e: &dyn std::fmt::Display| {
+            tracing::warn!(error = %e, "Google sign-in refused: {what}");
+            AppError::Forbidden("Google sign-in failed. Try again, or use your password.".into())
+        };
+        let client = self.client(self.metadata(false).await?);
+        let response = client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .map_err(|e| refused("no token endpoint", &e))?
+            .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_string()))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| refused("code exchange", &e))?;
+        let id_token = response
+            .extra_fields()
+            .id_token()
+            .ok_or_else(|| refused("no ID token", &"missing"))?;
+        let verifier = client.id_token_verifier();
+        let claims = id_token
+            .claims(&verifier, &Nonce::new(nonce.to_string()))
+            .map_err(|e| refused("ID token verification", &e))?;
+        Ok(VerifiedIdentity {
+            issuer: claims.issuer().to_string(),
+            subject: claims.subject().to_string(),
+            email: claims.email().map(|e| e.to_string()),
+            email_verified: claims.email_verified().unwrap_or(false),
+            name: claims
+                .name()
+                .and_then(|n| n.get(None))
+                .map(|n| n.to_string()),
+        })
+    }
+}
+
+fn google(state: &AppState) -> AppResult<&GoogleSignIn> {
+    state.google.as_ref().ok_or(AppError::NotFound)
+}
+
+/// Starts a sign-in: returns the provider URL to redirect to and the browser-binding token
+/// to set as a cookie.
+pub async fn start(state: &AppState, meta: &RequestMeta) -> AppResult<(String, String)> {
+    let g = google(state)?;
+    let (url, oidc_state, nonce, verifier) = g.begin().await?;
+    let browser = random_token();
+    let mut tx = state.db.global().await?;
+    sqlx::query("DELETE FROM oidc_login_states WHERE expires_at < $1")
+        .bind(meta.now)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO oidc_login_states (state_hash, browser_hash, nonce, pkce_verifier, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&sha256(oidc_state.as_bytes())[..])
+    .bind(&sha256(browser.as_bytes())[..])
+    .bind(&nonce)
+    .bind(B64.encode(state.sealer.seal(verifier.as_bytes(), "oidc-pkce")))
+    .bind(meta.now)
+    .bind(meta.now + FLOW_LIFETIME)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((url, browser))
+}
+
+/// Finishes a sign-in from the provider's redirect.
+pub async fn callback(
+    state: &AppState,
+    meta: &RequestMeta,
+    code: &str,
+    oidc_state: &str,
+    browser: Option<&str>,
+    device: Option<&str>,
+) -> AppResult<SignedIn> {
+    let g = google(state)?;
+    let stale = || {
+        AppError::BadRequest(
+            "This sign-in link is no longer valid. Start again from the sign-in page.".into(),
+        )
+    };
+    let browser = browser.ok_or_else(stale)?;
+    // Use the state up, whatever happens next: a state is good for one attempt.
+    let row: Option<(String, String)> = {
+        let mut tx = state.db.global().await?;
+        let row = sqlx::query_as(
+            "UPDATE oidc_login_states SET used_at = $3 \
+             WHERE state_hash = $1 AND browser_hash = $2 AND used_at IS NULL AND expires_at > $3 \
+             RETURNING nonce, pkce_verifier",
+        )
+        .bind(&sha256(oidc_state.as_bytes())[..])
+        .bind(&sha256(browser.as_bytes())[..])
+        .bind(meta.now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row
+    };
+    let (nonce, sealed_verifier) = row.ok_or_else(stale)?;
+    let verifier = B64
+        .decode(sealed_verifier)
+        .ok()
+        .and_then(|s| state.sealer.open(&s, "oidc-pkce").ok())
+        .and_then(|v| String::from_utf8(v).ok())
+        .ok_or_else(stale)?;
+    let identity = g.finish(code, &nonce, &verifier).await?;
+
+    let mut tx = state.db.global().await?;
+    let linked: Option<(crate::platform::ids::UserId,)> =
+        sqlx::query_as("SELECT user_id FROM oidc_identities WHERE issuer = $1 AND subject = $2")
+            .bind(&identity.issuer)
+            .bind(&identity.subject)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let user = match linked {
+        Some((user_id,)) => {
+            sqlx::query(
+                "UPDATE oidc_identities SET last_used_at = $3 WHERE issuer = $1 AND subject = $2",
+            )
+            .bind(&identity.issuer)
+            .bind(&identity.subject)
+            .bind(meta.now)
+            .execute(&mut *tx)
+            .await?;
+            repo::get(&mut tx, user_id)
+                .await?
+                .ok_or(AppError::NotFound)?
+        }
+        None => {
+            let email = identity
+                .email
+                .as_deref()
+                .and_then(|e| Email::parse(e).ok())
+                .ok_or_else(|| {
+                    AppError::Forbidden(
+                        "Your Google account did not share an email address.".into(),
+                    )
+                })?;
+            if !identity.email_verified {
+                return Err(AppError::Forbidden(
+                    "Google has not verified the email address of this Google account, so it can't be used to sign in."
+                        .into(),
+                ));
+            }
+            let user = match repo::find_by_email(&mut tx, &email).await? {
+                Some(existing) => existing,
+                None => {
+                    let name = identity.name.clone().unwrap_or_default();
+                    let name: String = name.chars().filter(|c| !c.is_control()).take(200).collect();
+                    repo::create(&mut tx, &email, name.trim(), None, Some(meta.now), meta.now)
+                        .await?
+                }
+            };
+            sqlx::query(
+                "INSERT INTO oidc_identities (issuer, subject, user_id, email, created_at, last_used_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5)",
+            )
+            .bind(&identity.issuer)
+            .bind(&identity.subject)
+            .bind(user.id)
+            .bind(email.as_str())
+            .bind(meta.now)
+            .execute(&mut *tx)
+            .await?;
+            repo::mark_email_verified(&mut tx, user.id, meta.now).await?;
+            super::events::record(
+                &mut tx,
+                Some(user.id),
+                "google_linked",
+                meta,
+                json!({ "issuer": identity.issuer }),
+            )
+            .await?;
+            user
+        }
+    };
+    let signed_in = establish_session(&mut tx, state, &user, Method::Google, meta, device).await?;
+    tx.commit().await?;
+    Ok(signed_in)
+}

@@ -1,0 +1,293 @@
+//! Request-level enforcement for the web surface: who is signed in, and cross-site request
+//! forgery protection for every cookie-authenticated state-changing request.
+//!
+//! CSRF has two independent checks, both required on every unsafe method:
+//! 1. the `Origin` header (or, without one, the `Referer`) must be this site's public origin;
+//! 2. the form's `csrf_token` (or an `X-CSRF-Token` header) must match the synchronizer token
+//!    of the session, or — before sign-in — an HMAC of the `__Host-cf_csrf` cookie.
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::session::{
+    self, CSRF_COOKIE, CurrentSession, RequestMeta, SESSION_COOKIE, Stage, read_cookie,
+};
+use crate::platform::http::error::AppError;
+use crate::platform::http::middleware::ClientIp;
+use crate::platform::secret::ct_eq;
+use crate::state::AppState;
+
+/// The anonymous CSRF cookie value for this request (set by [`anon_csrf_cookie`]).
+#[derive(Debug, Clone)]
+pub struct AnonCsrf(pub String);
+
+pub fn is_unsafe(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Gives every browser an anonymous CSRF cookie on its first page view, so forms shown
+/// before sign-in (sign-in, sign-up, reset) can carry a token.
+pub async fn anon_csrf_cookie(mut req: Request, next: axum::middleware::Next) -> Response {
+    let existing = read_cookie(req.headers(), CSRF_COOKIE).filter(|v| v.len() == 43);
+    let (value, fresh) = match existing {
+        Some(v) => (v, false),
+        None => (crate::platform::crypto::random_token(), true),
+    };
+    req.extensions_mut().insert(AnonCsrf(value.clone()));
+    let mut res = next.run(req).await;
+    if fresh && let Ok(v) = HeaderValue::from_str(&session::set_cookie(CSRF_COOKIE, &value, None)) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    res
+}
+
+pub fn anon_token(state: &AppState, cookie_value: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&state.csrf_key).expect("any key length");
+    mac.update(b"anon-csrf:");
+    mac.update(cookie_value.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The token a form on this page must carry.
+#[derive(Debug, Clone)]
+pub struct FormToken(pub String);
+
+impl FromRequestParts<AppState> for FormToken {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(s) = parts.extensions.get::<CurrentSession>() {
+            return Ok(FormToken(s.csrf_token.clone()));
+        }
+        let cookie = parts
+            .extensions
+            .get::<AnonCsrf>()
+            .map(|a| a.0.clone())
+            .or_else(|| read_cookie(&parts.headers, CSRF_COOKIE));
+        Ok(FormToken(
+            cookie.map(|c| anon_token(state, &c)).unwrap_or_default(),
+        ))
+    }
+}
+
+impl FromRequestParts<AppState> for RequestMeta {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<ClientIp>()
+            .map(|c| c.0)
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let user_agent: String = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(512)
+            .collect();
+        Ok(RequestMeta {
+            ip,
+            user_agent,
+            now: state.clock.now(),
+        })
+    }
+}
+
+impl FromRequestParts<AppState> for CurrentSession {
+    type Rejection = AppError;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<CurrentSession>()
+            .cloned()
+            .ok_or_else(|| {
+                AppError::internal(
+                    "route handler expects a session but its route is not declared SignedIn",
+                )
+            })
+    }
+}
+
+/// Origin check: the request must come from a page of this site.
+fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
+    let public = state.config.public_url();
+    let origin = url::Url::parse(&public)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or(public.clone());
+    if let Some(o) = headers.get(header::ORIGIN) {
+        return o.to_str().map(|o| o == origin).unwrap_or(false);
+    }
+    match headers.get(header::REFERER).and_then(|r| r.to_str().ok()) {
+        Some(r) => url::Url::parse(r)
+            .map(|u| u.origin().ascii_serialization() == origin)
+            .unwrap_or(false),
+        None => false,
+    }
+}
+
+/// Verifies both CSRF checks on an unsafe web request and hands the request (body restored)
+/// back.
+pub async fn check_csrf(
+    state: &AppState,
+    req: Request,
+    session: Option<&CurrentSession>,
+) -> Result<Request, AppError> {
+    let refused = || {
+        AppError::Forbidden(
+            "This form could not be accepted (it came from another site or the page was too old). \
+             Go back, reload the page and try again."
+                .into(),
+        )
+    };
+    if !same_origin(state, req.headers()) {
+        return Err(refused());
+    }
+    let expected = match session {
+        Some(s) => s.csrf_token.clone(),
+        None => match read_cookie(req.headers(), CSRF_COOKIE) {
+            Some(c) => anon_token(state, &c),
+            None => return Err(refused()),
+        },
+    };
+    let header_token = req
+        .headers()
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (parts, body) = req.into_parts();
+    let is_form = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    let (given, body) = if is_form {
+        let bytes = to_bytes(body, state.config.server.body_limit_bytes)
+            .await
+            .map_err(|_| AppError::PayloadTooLarge)?;
+        let token = form_urlencoded::parse(&bytes)
+            .find(|(k, _)| k == "csrf_token")
+            .map(|(_, v)| v.into_owned());
+        (token.or(header_token), Body::from(bytes))
+    } else {
+        (header_token, body)
+    };
+    match given {
+        Some(t) if !expected.is_empty() && ct_eq(t.as_bytes(), expected.as_bytes()) => {
+            Ok(Request::from_parts(parts, body))
+        }
+        _ => Err(refused()),
+    }
+}
+
+pub enum Resolved {
+    Ok(Request),
+    Respond(Response),
+}
+
+fn is_api(req: &Request) -> bool {
+    req.uri().path().starts_with("/api/")
+}
+
+fn to_login(req: &Request) -> Response {
+    let next = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/app");
+    let target = if req.method() == Method::GET {
+        format!(
+            "/login?next={}",
+            percent_encoding::utf8_percent_encode(next, percent_encoding::NON_ALPHANUMERIC)
+        )
+    } else {
+        "/login".to_string()
+    };
+    let mut res = Redirect::to(&target).into_response();
+    if read_cookie(req.headers(), SESSION_COOKIE).is_some()
+        && let Ok(v) = HeaderValue::from_str(&session::clear_cookie(SESSION_COOKIE))
+    {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    res
+}
+
+/// The session of this request, if the cookie names a live one.
+pub async fn current_session(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<CurrentSession>, AppError> {
+    let Some(token) = read_cookie(headers, SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    let idle = time::Duration::minutes(state.config.identity.session_idle_minutes.into());
+    let mut tx = state.db.global().await?;
+    let s = session::lookup(&mut tx, &token, state.clock.now(), idle).await?;
+    tx.commit().await?;
+    Ok(s)
+}
+
+/// For routes that need a fully signed-in user (`stage`: Complete) or a half-finished sign-in
+/// (`stage`: Pending, the second-factor page only).
+pub async fn require_session(
+    state: &AppState,
+    req: Request,
+    stage: Stage,
+) -> Result<Resolved, AppError> {
+    let session = current_session(state, req.headers()).await?;
+    let session = match (session, stage) {
+        (Some(s), wanted) if s.stage == wanted => s,
+        (Some(s), Stage::Complete) if s.stage == Stage::Pending => {
+            return Ok(Resolved::Respond(if is_api(&req) {
+                AppError::Unauthorized("Finish signing in first.".into()).into_response()
+            } else {
+                Redirect::to("/login/two-factor").into_response()
+            }));
+        }
+        (Some(_), Stage::Pending) => {
+            return Ok(Resolved::Respond(Redirect::to("/app").into_response()));
+        }
+        (_, _) => {
+            return Ok(Resolved::Respond(if is_api(&req) {
+                AppError::Unauthorized("Sign in first.".into()).into_response()
+            } else {
+                to_login(&req)
+            }));
+        }
+    };
+    let mut req = if is_unsafe(req.method()) {
+        check_csrf(state, req, Some(&session)).await?
+    } else {
+        req
+    };
+    req.extensions_mut().insert(session);
+    Ok(Resolved::Ok(req))
+}
+
+/// For signing out: any session, finished or not.
+pub async fn require_any_session(state: &AppState, req: Request) -> Result<Resolved, AppError> {
+    let Some(session) = current_session(state, req.headers()).await? else {
+        return Ok(Resolved::Respond(Redirect::to("/login").into_response()));
+    };
+    let mut req = if is_unsafe(req.method()) {
+        check_csrf(state, req, Some(&session)).await?
+    } else {
+        req
+    };
+    req.extensions_mut().insert(session);
+    Ok(Resolved::Ok(req))
+}

@@ -1,0 +1,1148 @@
+//! Account flows. Every way of obtaining a session ends in [`establish_session`], the one
+//! second-factor gate: a user with two-factor authentication gets a *pending* session that
+//! only the second-factor page accepts, whichever way they came in.
+//!
+//! Messages never tell an outsider whether an email has an account: sign-up, sign-in and
+//! password reset answer the same way (and take the same password-hashing time) for known
+//! and unknown addresses.
+
+use serde_json::json;
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+
+use super::repo::{self, User};
+use super::session::{self, CurrentSession, Method, NewSession, RequestMeta, Stage};
+use super::throttle::{self, Kind};
+use super::tokens::{self, Purpose};
+use super::{events, totp};
+use crate::mail::messages;
+use crate::mail::outbox::{self, OutgoingMail};
+use crate::platform::crypto::sha256;
+use crate::platform::http::error::{AppError, AppResult, FieldError};
+use crate::platform::ids::UserId;
+use crate::platform::secret::Secret;
+use crate::platform::types::{Email, parse_name};
+use crate::state::AppState;
+
+pub const BAD_CREDENTIALS: &str = "Email or password is incorrect.";
+
+/// A session handed to the browser, with the device cookie to set when it is complete.
+pub struct SignedIn {
+    pub session: NewSession,
+    pub device_token: Option<String>,
+}
+
+impl From<super::password::Busy> for AppError {
+    fn from(e: super::password::Busy) -> Self {
+        AppError::Unavailable(e.to_string())
+    }
+}
+
+fn totp_context(user: UserId) -> String {
+    format!("totp:{user}")
+}
+
+/// Queues a message and wakes the mail worker once the transaction commits.
+async fn send(
+    conn: &mut PgConnection,
+    mail: OutgoingMail,
+    key: String,
+    now: OffsetDateTime,
+) -> AppResult<()> {
+    outbox::enqueue(conn, &mail, &key, now).await?;
+    Ok(())
+}
+
+/// The second-factor gate. Creates the session a successful first step earns: complete, or
+/// pending when the user has a second factor.
+pub async fn establish_session(
+    conn: &mut PgConnection,
+    state: &AppState,
+    user: &User,
+    method: Method,
+    meta: &RequestMeta,
+    device: Option<&str>,
+) -> AppResult<SignedIn> {
+    if user.disabled_at.is_some() {
+        return Err(AppError::Forbidden("This account is disabled.".into()));
+    }
+    let stage = if user.two_factor_enabled() {
+        Stage::Pending
+    } else {
+        Stage::Complete
+    };
+    let session =
+        session::create(conn, user.id, stage, method, meta, &state.config.identity).await?;
+    let device_token = match stage {
+        Stage::Complete => Some(session::remember_device(conn, user.id, device, meta.now).await?),
+        Stage::Pending => None,
+    };
+    let kind = if stage == Stage::Pending {
+        "sign_in_first_factor"
+    } else {
+        "sign_in"
+    };
+    events::record(
+        conn,
+        Some(user.id),
+        kind,
+        meta,
+        json!({ "method": method.label() }),
+    )
+    .await?;
+    Ok(SignedIn {
+        session,
+        device_token,
+    })
+}
+
+pub async fn sign_up(
+    state: &AppState,
+    meta: &RequestMeta,
+    email: &str,
+    password: &Secret,
+    display_name: &str,
+) -> AppResult<()> {
+    let mut errors = Vec::new();
+    let email = Email::parse(email)
+        .map_err(|m| errors.push(FieldError::new("email", m)))
+        .ok();
+    let display_name = if display_name.trim().is_empty() {
+        String::new()
+    } else {
+        parse_name(display_name)
+            .map_err(|m| errors.push(FieldError::new("display_name", m)))
+            .unwrap_or_default()
+    };
+    if let Some(email) = &email
+        && let Err(m) =
+            super::password::check_policy(password.expose(), email.as_str(), &display_name)
+    {
+        errors.push(FieldError::new("password", m));
+    }
+    let Some(email) = email.filter(|_| errors.is_empty()) else {
+        return Err(AppError::Validation(errors));
+    };
+    // Hash whether or not the account exists: the same work either way.
+    let hash = state.hasher.hash(password).await?;
+    let base = state.config.public_url();
+    let mut tx = state.db.global().await?;
+    match repo::find_by_email(&mut tx, &email).await? {
+        Some(existing) => {
+            // Tell the owner, at most once an hour, instead of telling the requester.
+            let hour = meta.now.unix_timestamp() / 3600;
+            send(
+                &mut tx,
+                messages::signup_attempt_on_existing(&existing.email, &base),
+                format!("signup-existing:{}:{hour}", existing.id),
+                meta.now,
+            )
+            .await?;
+            events::record(
+                &mut tx,
+                Some(existing.id),
+                "sign_up_attempt_existing",
+                meta,
+                json!({}),
+            )
+            .await?;
+        }
+        None => {
+            let user =
+                match repo::create(&mut tx, &email, &display_name, Some(&hash), None, meta.now)
+                    .await
+                {
+                    Ok(u) => u,
+                    // A concurrent sign-up for the same address: answer as for an existing one.
+                    Err(e) if is_unique_violation(&e) => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                };
+            let token =
+                tokens::issue(&mut tx, user.id, Purpose::VerifyEmail, None, meta.now).await?;
+            let link = format!("{base}/verify-email?token={token}");
+            send(
+                &mut tx,
+                messages::verify_email(&user.email, &link),
+                format!("verify:{token}"),
+                meta.now,
+            )
+            .await?;
+            events::record(&mut tx, Some(user.id), "sign_up", meta, json!({})).await?;
+        }
+    }
+    tx.commit().await?;
+    state.mail_wake.notify_one();
+    Ok(())
+}
+
+/// 429 with `Retry-After` and a message saying how long (`{m}` is replaced by minutes).
+fn locked_error(until: OffsetDateTime, now: OffsetDateTime, message: &str) -> AppError {
+    AppError::Throttled {
+        message: message.replace("{m}", &throttle::minutes_left(until, now).to_string()),
+        retry_after_secs: (until - now).whole_seconds().max(1) as u64,
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error().and_then(|d| d.code()).as_deref() == Some("23505")
+}
+
+pub async fn verify_email(
+    state: &AppState,
+    meta: &RequestMeta,
+    token: &str,
+    device: Option<&str>,
+) -> AppResult<SignedIn> {
+    let mut tx = state.db.global().await?;
+    let Some(redeemed) = tokens::consume(&mut tx, token, Purpose::VerifyEmail, meta.now).await?
+    else {
+        return Err(AppError::BadRequest(
+            "This link is invalid, expired or already used. Sign in to get a new one.".into(),
+        ));
+    };
+    repo::mark_email_verified(&mut tx, redeemed.user_id, meta.now).await?;
+    let user = repo::get(&mut tx, redeemed.user_id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    events::record(&mut tx, Some(user.id), "email_verified", meta, json!({})).await?;
+    let signed_in = establish_session(
+        &mut tx,
+        state,
+        &user,
+        Method::EmailVerification,
+        meta,
+        device,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(signed_in)
+}
+
+/// Whether a password attempt for `key` may proceed: not locked, or locked but coming from a
+/// device this user has signed in from before.
+async fn password_gate(
+    conn: &mut PgConnection,
+    state: &AppState,
+    key: &[u8; 32],
+    user: Option<&User>,
+    device: Option<&str>,
+    now: OffsetDateTime,
+) -> AppResult<Option<String>> {
+    let known_device = match (user, device) {
+        (Some(u), Some(d)) => session::is_known_device(conn, u.id, d, now)
+            .await?
+            .then(|| d.to_string()),
+        _ => None,
+    };
+    let locked = match &known_device {
+        // A known device has a budget of its own.
+        Some(d) => {
+            throttle::locked_until(conn, &throttle::key(Kind::Device, d), Kind::Device, now).await?
+        }
+        None => throttle::locked_until(conn, key, Kind::Password, now).await?,
+    };
+    if let Some(until) = locked {
+        let _ = state;
+        return Err(locked_error(
+            until,
+            now,
+            "Too many failed attempts. Try again in {m} minutes, or reset your password.",
+        ));
+    }
+    Ok(known_device)
+}
+
+pub async fn sign_in(
+    state: &AppState,
+    meta: &RequestMeta,
+    email: &str,
+    password: &Secret,
+    device: Option<&str>,
+) -> AppResult<SignedIn> {
+    let email = Email::parse(email).ok();
+    let key = throttle::key(
+        Kind::Password,
+        email.as_ref().map(Email::as_str).unwrap_or(""),
+    );
+    let mut conn = state.db.global().await?;
+    let user = match &email {
+        Some(e) => repo::find_by_email(&mut conn, e).await?,
+        None => None,
+    };
+    let known_device =
+        password_gate(&mut conn, state, &key, user.as_ref(), device, meta.now).await?;
+    // Don't hold a connection while hashing.
+    conn.commit().await?;
+    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+    let ok = state.hasher.verify(password, stored.as_deref()).await?;
+
+    let mut tx = state.db.global().await?;
+    if !ok {
+        let failure = match &known_device {
+            Some(d) => {
+                throttle::record_failure(
+                    &mut tx,
+                    &throttle::key(Kind::Device, d),
+                    Kind::Device,
+                    meta.now,
+                    &state.config.identity,
+                )
+                .await?
+            }
+            None => {
+                throttle::record_failure(
+                    &mut tx,
+                    &key,
+                    Kind::Password,
+                    meta.now,
+                    &state.config.identity,
+                )
+                .await?
+            }
+        };
+        events::record(
+            &mut tx,
+            user.as_ref().map(|u| u.id),
+            "sign_in_failed",
+            meta,
+            json!({}),
+        )
+        .await?;
+        if failure.locked_now
+            && let Some(u) = &user
+        {
+            let minutes = state.config.identity.lockout_minutes as i64;
+            events::record(
+                &mut tx,
+                Some(u.id),
+                "lockout",
+                meta,
+                json!({ "minutes": minutes }),
+            )
+            .await?;
+            send(
+                &mut tx,
+                messages::lockout(&u.email, minutes, &state.config.public_url()),
+                format!("lockout:{}:{}", u.id, meta.now.unix_timestamp()),
+                meta.now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        state.mail_wake.notify_one();
+        return Err(AppError::Unauthorized(BAD_CREDENTIALS.into()));
+    }
+    let user = user.ok_or_else(|| AppError::Unauthorized(BAD_CREDENTIALS.into()))?;
+    throttle::clear(&mut tx, &key, Kind::Password).await?;
+    if user.email_verified_at.is_none() {
+        // Only someone who knows the password learns this.
+        let token = tokens::issue(&mut tx, user.id, Purpose::VerifyEmail, None, meta.now).await?;
+        let link = format!("{}/verify-email?token={token}", state.config.public_url());
+        send(
+            &mut tx,
+            messages::verify_email(&user.email, &link),
+            format!("verify:{token}"),
+            meta.now,
+        )
+        .await?;
+        tx.commit().await?;
+        state.mail_wake.notify_one();
+        return Err(AppError::Forbidden(
+            "Confirm your email address first: we just sent you a new link.".into(),
+        ));
+    }
+    let signed_in =
+        establish_session(&mut tx, state, &user, Method::Password, meta, device).await?;
+    tx.commit().await?;
+    Ok(signed_in)
+}
+
+/// The second step: a TOTP code (each accepted at most once) or a recovery code. Replaces the
+/// pending session with a new, complete one.
+pub async fn complete_second_factor(
+    state: &AppState,
+    meta: &RequestMeta,
+    pending: &CurrentSession,
+    code: &str,
+    device: Option<&str>,
+) -> AppResult<SignedIn> {
+    let user_id = pending.user.id();
+    let key = throttle::key(Kind::SecondFactor, &user_id.to_string());
+    let mut tx = state.db.global().await?;
+    if let Some(until) = throttle::locked_until(&mut tx, &key, Kind::SecondFactor, meta.now).await?
+    {
+        return Err(locked_error(
+            until,
+            meta.now,
+            "Too many wrong codes. Try again in {m} minutes.",
+        ));
+    }
+    let user = repo::get_for_update(&mut tx, user_id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let accepted = match verify_second_factor(&mut tx, state, &user, code, meta).await? {
+        Some(how) => how,
+        None => {
+            let failure = throttle::record_failure(
+                &mut tx,
+                &key,
+                Kind::SecondFactor,
+                meta.now,
+                &state.config.identity,
+            )
+            .await?;
+            events::record(
+                &mut tx,
+                Some(user.id),
+                "second_factor_failed",
+                meta,
+                json!({}),
+            )
+            .await?;
+            if failure.locked_now {
+                let minutes = state.config.identity.lockout_minutes as i64;
+                events::record(
+                    &mut tx,
+                    Some(user.id),
+                    "second_factor_lockout",
+                    meta,
+                    json!({}),
+                )
+                .await?;
+                send(
+                    &mut tx,
+                    messages::second_factor_lockout(&user.email, minutes),
+                    format!("2fa-lockout:{}:{}", user.id, meta.now.unix_timestamp()),
+                    meta.now,
+                )
+                .await?;
+                // The half-finished sign-in is over: start again from the password.
+                session::delete(&mut tx, pending.id).await?;
+            }
+            tx.commit().await?;
+            state.mail_wake.notify_one();
+            return Err(AppError::Unauthorized(
+                "That code is not valid. Check your authenticator app and try again.".into(),
+            ));
+        }
+    };
+    throttle::clear(&mut tx, &key, Kind::SecondFactor).await?;
+    session::delete(&mut tx, pending.id).await?;
+    let session = session::create(
+        &mut tx,
+        user.id,
+        Stage::Complete,
+        pending.method,
+        meta,
+        &state.config.identity,
+    )
+    .await?;
+    let device_token = session::remember_device(&mut tx, user.id, device, meta.now).await?;
+    events::record(
+        &mut tx,
+        Some(user.id),
+        "sign_in",
+        meta,
+        json!({ "method": pending.method.label(), "second_factor": accepted }),
+    )
+    .await?;
+    tx.commit().await?;
+    state.mail_wake.notify_one();
+    Ok(SignedIn {
+        session,
+        device_token: Some(device_token),
+    })
+}
+
+/// Checks a TOTP or recovery code for `user`; on success records its use (replay-proof) and
+/// says which kind it was.
+async fn verify_second_factor(
+    conn: &mut PgConnection,
+    state: &AppState,
+    user: &User,
+    code: &str,
+    meta: &RequestMeta,
+) -> AppResult<Option<&'static str>> {
+    let Some(sealed) = user
+        .totp_secret
+        .as_deref()
+        .filter(|_| user.two_factor_enabled())
+    else {
+        return Ok(None);
+    };
+    let trimmed: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+    if trimmed.len() == totp::DIGITS && trimmed.bytes().all(|b| b.is_ascii_digit()) {
+        let secret = state
+            .sealer
+            .open(sealed, &totp_context(user.id))
+            .map_err(AppError::internal)?;
+        let Some(step) =
+            totp::matching_step(&secret, &trimmed, meta.now.unix_timestamp().max(0) as u64)
+        else {
+            return Ok(None);
+        };
+        // Compare-and-set: a code is good for one use, and never for a step before the last.
+        let done = sqlx::query(
+            "UPDATE users SET totp_last_step = $2 WHERE id = $1 AND (totp_last_step IS NULL OR totp_last_step < $2)",
+        )
+        .bind(user.id)
+        .bind(step as i64)
+        .execute(&mut *conn)
+        .await?;
+        return Ok((done.rows_affected() == 1).then_some("totp"));
+    }
+    let normalized = totp::normalize_recovery_code(code);
+    if normalized.len() != 12 {
+        return Ok(None);
+    }
+    let done = sqlx::query(
+        "UPDATE recovery_codes SET used_at = $3 WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL",
+    )
+    .bind(user.id)
+    .bind(&sha256(normalized.as_bytes())[..])
+    .bind(meta.now)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Ok(None);
+    }
+    let (remaining,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL",
+    )
+    .bind(user.id)
+    .fetch_one(&mut *conn)
+    .await?;
+    events::record(
+        conn,
+        Some(user.id),
+        "recovery_code_used",
+        meta,
+        json!({ "remaining": remaining }),
+    )
+    .await?;
+    send(
+        conn,
+        messages::recovery_code_used(&user.email, remaining, &state.config.public_url()),
+        format!(
+            "recovery-used:{}:{}",
+            user.id,
+            meta.now.unix_timestamp_nanos()
+        ),
+        meta.now,
+    )
+    .await?;
+    Ok(Some("recovery_code"))
+}
+
+pub async fn request_password_reset(
+    state: &AppState,
+    meta: &RequestMeta,
+    email: &str,
+) -> AppResult<()> {
+    let Ok(email) = Email::parse(email) else {
+        return Err(AppError::field(
+            "email",
+            "must be an email address like name@example.com",
+        ));
+    };
+    let mut tx = state.db.global().await?;
+    if let Some(user) = repo::find_by_email(&mut tx, &email).await?
+        && user.disabled_at.is_none()
+    {
+        let token = tokens::issue(&mut tx, user.id, Purpose::ResetPassword, None, meta.now).await?;
+        let link = format!("{}/reset-password?token={token}", state.config.public_url());
+        send(
+            &mut tx,
+            messages::reset_password(&user.email, &link),
+            format!("reset:{token}"),
+            meta.now,
+        )
+        .await?;
+        events::record(
+            &mut tx,
+            Some(user.id),
+            "password_reset_requested",
+            meta,
+            json!({}),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    state.mail_wake.notify_one();
+    Ok(())
+}
+
+/// Whether a reset link is still good (to show the form or say it isn't).
+pub async fn reset_token_valid(
+    state: &AppState,
+    token: &str,
+    now: OffsetDateTime,
+) -> AppResult<bool> {
+    let mut conn = state.db.global().await?;
+    Ok(tokens::peek(&mut conn, token, Purpose::ResetPassword, now)
+        .await?
+        .is_some())
+}
+
+pub async fn reset_password(
+    state: &AppState,
+    meta: &RequestMeta,
+    token: &str,
+    password: &Secret,
+    device: Option<&str>,
+) -> AppResult<SignedIn> {
+    let invalid = || {
+        AppError::BadRequest(
+            "This reset link is invalid, expired or already used. Ask for a new one.".into(),
+        )
+    };
+    let user = {
+        let mut conn = state.db.global().await?;
+        let redeemed = tokens::peek(&mut conn, token, Purpose::ResetPassword, meta.now)
+            .await?
+            .ok_or_else(invalid)?;
+        repo::get(&mut conn, redeemed.user_id)
+            .await?
+            .ok_or_else(invalid)?
+    };
+    super::password::check_policy(password.expose(), &user.email, &user.display_name)
+        .map_err(|m| AppError::field("password", m))?;
+    let hash = state.hasher.hash(password).await?;
+    let mut tx = state.db.global().await?;
+    let redeemed = tokens::consume(&mut tx, token, Purpose::ResetPassword, meta.now)
+        .await?
+        .ok_or_else(invalid)?;
+    let user = repo::get_for_update(&mut tx, redeemed.user_id)
+        .await?
+        .ok_or_else(invalid)?;
+    repo::set_password(&mut tx, user.id, &hash, meta.now).await?;
+    // Whoever held a session with the old password is out.
+    session::revoke_all(&mut tx, user.id, None).await?;
+    throttle::clear(
+        &mut tx,
+        &throttle::key(Kind::Password, &user.email),
+        Kind::Password,
+    )
+    .await?;
+    // Proving control of the mailbox also verifies it.
+    repo::mark_email_verified(&mut tx, user.id, meta.now).await?;
+    events::record(&mut tx, Some(user.id), "password_reset", meta, json!({})).await?;
+    send(
+        &mut tx,
+        messages::password_changed(&user.email),
+        format!("pw-changed:{}:{}", user.id, meta.now.unix_timestamp_nanos()),
+        meta.now,
+    )
+    .await?;
+    let signed_in = establish_session(&mut tx, state, &user, Method::Reset, meta, device).await?;
+    tx.commit().await?;
+    state.mail_wake.notify_one();
+    Ok(signed_in)
+}
+
+/// Re-authentication for sensitive changes: the password when the account has one, a
+/// current second-factor code otherwise.
+pub async fn reauthenticate(
+    state: &AppState,
+    meta: &RequestMeta,
+    user: &User,
+    password: &Secret,
+    code: &str,
+) -> AppResult<()> {
+    let key = throttle::key(Kind::Password, &user.email);
+    let ok = match &user.password_hash {
+        Some(hash) => {
+            {
+                let mut conn = state.db.global().await?;
+                if let Some(until) =
+                    throttle::locked_until(&mut conn, &key, Kind::Password, meta.now).await?
+                {
+                    return Err(locked_error(
+                        until,
+                        meta.now,
+                        "Too many failed attempts. Try again in {m} minutes.",
+                    ));
+                }
+            }
+            state.hasher.verify(password, Some(hash)).await?
+        }
+        None => {
+            let mut tx = state.db.global().await?;
+            let ok = verify_second_factor(&mut tx, state, user, code, meta)
+                .await?
+                .is_some();
+            tx.commit().await?;
+            ok
+        }
+    };
+    if !ok {
+        let mut tx = state.db.global().await?;
+        throttle::record_failure(
+            &mut tx,
+            &key,
+            Kind::Password,
+            meta.now,
+            &state.config.identity,
+        )
+        .await?;
+        events::record(
+            &mut tx,
+            Some(user.id),
+            "reauthentication_failed",
+            meta,
+            json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+        let field = if user.password_hash.is_some() {
+            "current_password"
+        } else {
+            "code"
+        };
+        return Err(AppError::field(field, "is not correct"));
+    }
+    Ok(())
+}
+
+/// Replaces the current session with a fresh one (same user, complete) after a privilege or
+/// credential change, ending every other session when `end_others`.
+async fn rotate(
+    conn: &mut PgConnection,
+    state: &AppState,
+    current: &CurrentSession,
+    meta: &RequestMeta,
+    end_others: bool,
+) -> AppResult<NewSession> {
+    if end_others {
+        session::revoke_all(conn, current.user.id(), None).await?;
+    } else {
+        session::delete(conn, current.id).await?;
+    }
+    Ok(session::create(
+        conn,
+        current.user.id(),
+        Stage::Complete,
+        current.method,
+        meta,
+        &state.config.identity,
+    )
+    .await?)
+}
+
+pub async fn load_user(state: &AppState, id: UserId) -> AppResult<User> {
+    let mut conn = state.db.global().await?;
+    repo::get(&mut conn, id).await?.ok_or(AppError::NotFound)
+}
+
+pub async fn change_password(
+    state: &AppState,
+    meta: &RequestMeta,
+    current: &CurrentSession,
+    current_password: &Secret,
+    new_password: &Secret,
+) -> AppResult<NewSession> {
+    let user = load_user(state, current.user.id()).await?;
+    if user.password_hash.is_some() {
+        reauthenticate(state, meta, &user, current_password, "").await?;
+    }
+    super::password::check_policy(new_password.expose(), &user.email, &user.display_name)
+        .map_err(|m| AppError::field("new_password", m))?;
+    let hash = state.hasher.hash(new_password).await?;
+    let mut tx = state.db.global().await?;
+    repo::set_password(&mut tx, user.id, &hash, meta.now).await?;
+    let session = rotate(&mut tx, state, current, meta, true).await?;
+    events::record(&mut tx, Some(user.id), "password_changed", meta, json!({})).await?;
+    send(
+        &mut tx,
+        messages::password_changed(&user.email),
+        format!("pw-changed:{}:{}", user.id, meta.now.unix_timestamp_nanos()),
+        meta.now,
+    )
+    .await?;
+    tx.commit().await?;
+    state.mail_wake.notify_one();
+    Ok(session)
+}
+
+pub async fn request_email_change(
+    state: &AppState,
+    meta: &RequestMeta,
+    current: &CurrentSession,
+    password: &Secret,
+    code: &str,
+    new_email: &str,
+) -> AppResult<()> {
+    let new_email = Email::parse(new_email).map_err(|m| AppError::field("new_email", m))?;
+    let user = load_user(state, current.user.id()).await?;
+    if new_email.as_str() == user.email {
+        return Err(AppError::field(
+            "new_email",
+            "is already your email address",
+        ));
+    }
+    reauthenticate(state, meta, &user, password, code).await?;
+    let mut tx = state.db.global().await?;
+    // Whether the new address is taken is only revealed at confirmation, to its owner.
+    let token = tokens::issue(
+        &mut tx,
+        user.id,
+        Purpose::ChangeEmail,
+        Some(new_email.as_str()),
+        meta.now,
+    )
+    .await?;
+    let link = format!(
+        "{}/account/email/confirm?token={token}",
+        state.config.public_url()
+    );
+    send(
+        &mut tx,
+        messages::confirm_new_email(new_email.as_str(), &link),
+        format!("email-change:{token}"),
+        meta.now,
+    )
+    .await?;
+    send(
+        &mut tx,
+        messages::email_change_requested(&user.email, new_email.as_str()),
+        format!("email-change-notice:{token}"),
+        meta.now,
+    )
+    .await?;
+    events::record(
+        &mut tx,
+        Some(user.id),
+        "email_change_requested",
+        meta,
+        json!({}),
+    )
+    .await?;
+    tx.commit().await?;
+    state.mail_wake.notify_one();
+    Ok(())
+}
+
+/// Confirms a new email address: every session ends (the account's identifier changed), and
+/// the browser that confirmed gets a new one through the second-factor gate.
+pub async fn confirm_email_change(
+    state: &AppState,
+    meta: &RequestMeta,
+    token: &str,
+    device: Option<&str>,
+) -> AppResult<SignedIn> {
+    let mut tx = state.db.global().await?;
+    let invalid = || AppError::BadRequest("This link is invalid, expired or already used.".into());
+    let redeemed = tokens::consume(&mut tx, token, Purpose::ChangeEmail, meta.now)
+        .await?
+        .ok_or_else(invalid)?;
+    let new_email = redeemed.new_email.ok_or_else(invalid)?;
+    let user = repo::get_for_update(&mut tx, redeemed.user_id)
+        .await?
+        .ok_or_else(invalid)?;
+    let old_email = user.email.clone();
+    let updated = sqlx::query(
+        "UPDATE users SET email = $2, email_verified_at = $3, updated_at = $3 WHERE id = $1",
+    )
+    .bind(user.id)
+    .bind(&new_email)
+    .bind(meta.now)
+    .execute(&mut *tx)
+    .await;
+    match updated {
+        Err(e) if is_unique_violation(&e) => {
+            return Err(AppError::Conflict(
+                "Another account already uses this email address.".into(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+        Ok(_) => {}
+    }
+    session::revoke_all(&mut tx, user.id, None).await?;
+    events::record(&mut tx, Some(user.id), "email_changed", meta, json!({})).await?;
+    send(
+        &mut tx,
+        messages::email_changed(&old_email, &new_email),
+        format!(
+            "email-changed:{}:{}",
+            user.id,
+            meta.now.unix_timestamp_nanos()
+        ),
+        meta.now,
+    )
+    .await?;
+    let user = repo::get(&mut tx, user.id).await?.ok_or_else(invalid)?;
+    let signed_in =
+        establish_session(&mut tx, state, &user, Method::EmailChange, meta, device).await?;
+    tx.commit().await?;
+    state.mail_wake.notify_one();
+    Ok(signed_in)
+}
+
+pub struct Enrollment {
+    pub secret_base32: String,
+    pub otpauth_uri: String,
+    pub qr_svg: String,
+}
+
+/// Starts (or resumes) two-factor enrollment: a new secret is stored sealed but not enabled
+/// until a code from it is confirmed.
+pub async fn start_totp_enrollment(
+    state: &AppState,
+    current: &CurrentSession,
+) -> AppResult<Enrollment> {
+    let mut tx = state.db.global().await?;
+    let user = repo::get_for_update(&mut tx, current.user.id())
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if user.two_factor_enabled() {
+        return Err(AppError::Conflict(
+            "Two-factor authentication is already on.".into(),
+        ));
+    }
+    let secret = match user
+        .totp_secret
+        .as_deref()
+        .map(|s| state.sealer.open(s, &totp_context(user.id)))
+    {
+        Some(Ok(secret)) => secret,
+        _ => {
+            let secret = totp::new_secret();
+            sqlx::query("UPDATE users SET totp_secret = $2, totp_last_step = NULL WHERE id = $1")
+                .bind(user.id)
+                .bind(state.sealer.seal(&secret, &totp_context(user.id)))
+                .execute(&mut *tx)
+                .await?;
+            secret
+        }
+    };
+    tx.commit().await?;
+    let uri = totp::otpauth_uri(&secret, &user.email);
+    Ok(Enrollment {
+        secret_base32: totp::base32(&secret),
+        qr_svg: totp::qr_svg(&uri),
+        otpauth_uri: uri,
+    })
+}
+
+async fn store_new_recovery_codes(
+    conn: &mut PgConnection,
+    user: UserId,
+    now: OffsetDateTime,
+) -> AppResult<Vec<String>> {
+    sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+        .bind(user)
+        .execute(&mut *conn)
+        .await?;
+    let codes = totp::new_recovery_codes();
+    for code in &codes {
+        sqlx::query(
+            "INSERT INTO recovery_codes (user_id, code_hash, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(user)
+        .bind(&sha256(totp::normalize_recovery_code(code).as_bytes())[..])
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(codes)
+}
+
+/// Confirms enrollment with a code from the new secret: turns two-factor on, issues recovery
+/// codes (returned once, stored hashed), ends other sessions and rotates this one.
+pub async fn confirm_totp_enrollment(
+    state: &AppState,
+    meta: &RequestMeta,
+    current: &CurrentSession,
+    code: &str,
+) -> AppResult<(NewSession, Vec<String>)> {
+    let mut tx = state.db.global().await?;
+    let user = repo::get_for_update(&mut tx, current.user.id())
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if user.two_factor_enabled() {
+        return Err(AppError::Conflict(
+            "Two-factor authentication is already on.".into(),
+        ));
+    }
+    let sealed = user
+        .totp_secret
+        .as_deref()
+        .ok_or_else(|| AppError::BadRequest("Start the set-up again.".into()))?;
+    let secret = state
+        .sealer
+        .open(sealed, &totp_context(user.id))
+        .map_err(AppError::internal)?;
+    let Some(step) = totp::matching_step(&secret, code, meta.now.unix_timestamp().max(0) as u64)
+    else {
+        return Err(AppError::field(
+            "code",
+            "is not the current code of your authenticator app",
+        ));
+    };
+    sqlx::query("UPDATE users SET totp_enabled_at = $2, totp_last_step = $3 WHERE id = $1")
+        .bind(user.id)
+        .bind(meta.now)
+        .bind(step as i64)
+        .execute(&mut *tx)
+        .await?;
+    let codes = store_new_recovery_codes(&mut tx, user.id, meta.now).await?;
+    let session = rotate(&mut tx, state, current, meta, true).await?;
+    events::record(
+        &mut tx,
+        Some(user.id),
+        "two_factor_enabled",
+        meta,
+        json!({}),
+    )
+    .await?;
+    send(
+        &mut tx,
+        messages::two_factor_changed(&user.email, true),
+        format!("2fa-on:{}:{}", user.id, meta.now.unix_timestamp_nanos()),
+        meta.now,
+    )
+    .await?;
+    tx.commit().await?;
+    state.mail_wake.notify_one();
+    Ok((session, codes))
+}
+
+pub async fn disable_totp(
+    state: &AppState,
+    meta: &RequestMeta,
+    current: &CurrentSession,
+    password: &Secret,
+    code: &str,
+) -> AppResult<NewSession> {
+    let user = load_user(state, current.user.id()).await?;
+    if !user.two_factor_enabled() {
+        return Err(AppError::Conflict(
+            "Two-factor authentication is not on.".into(),
+        ));
+    }
+    reauthenticate(state, meta, &user, password, code).await?;
+    let mut tx = state.db.global().await?;
+    sqlx::query("UPDATE users SET totp_secret = NULL, totp_enabled_at = NULL, totp_last_step = NULL WHERE id = $1")
+        .bind(user.id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+        .bind(user.id)
+        .execute(&mut *tx)
+        .await?;
+    let session = rotate(&mut tx, state, current, meta, true).await?;
+    events::record(
+        &mut tx,
+        Some(user.id),
+        "two_factor_disabled",
+        meta,
+        json!({}),
+    )
+    .await?;
+    send(
+        &mut tx,
+        messages::two_factor_changed(&user.email, false),
+        format!("2fa-off:{}:{}", user.id, meta.now.unix_timestamp_nanos()),
+        meta.now,
+    )
+    .await?;
+    tx.commit().await?;
+    state.mail_wake.notify_one();
+    Ok(session)
+}
+
+pub async fn regenerate_recovery_codes(
+    state: &AppState,
+    meta: &RequestMeta,
+    current: &CurrentSession,
+    password: &Secret,
+    code: &str,
+) -> AppResult<Vec<String>> {
+    let user = load_user(state, current.user.id()).await?;
+    if !user.two_factor_enabled() {
+        return Err(AppError::Conflict(
+            "Two-factor authentication is not on.".into(),
+        ));
+    }
+    reauthenticate(state, meta, &user, password, code).await?;
+    let mut tx = state.db.global().await?;
+    let codes = store_new_recovery_codes(&mut tx, user.id, meta.now).await?;
+    events::record(
+        &mut tx,
+        Some(user.id),
+        "recovery_codes_regenerated",
+        meta,
+        json!({}),
+    )
+    .await?;
+    send(
+        &mut tx,
+        messages::recovery_codes_regenerated(&user.email),
+        format!("codes:{}:{}", user.id, meta.now.unix_timestamp_nanos()),
+        meta.now,
+    )
+    .await?;
+    tx.commit().await?;
+    state.mail_wake.notify_one();
+    Ok(codes)
+}
+
+pub async fn sign_out(
+    state: &AppState,
+    meta: &RequestMeta,
+    current: &CurrentSession,
+) -> AppResult<()> {
+    let mut tx = state.db.global().await?;
+    session::delete(&mut tx, current.id).await?;
+    events::record(
+        &mut tx,
+        Some(current.user.id()),
+        "signed_out",
+        meta,
+        json!({}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn revoke_session(
+    state: &AppState,
+    meta: &RequestMeta,
+    current: &CurrentSession,
+    id: uuid::Uuid,
+) -> AppResult<()> {
+    let mut tx = state.db.global().await?;
+    if !session::revoke(&mut tx, current.user.id(), id).await? {
+        return Err(AppError::NotFound);
+    }
+    events::record(
+        &mut tx,
+        Some(current.user.id()),
+        "session_revoked",
+        meta,
+        json!({ "session": id }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn revoke_other_sessions(
+    state: &AppState,
+    meta: &RequestMeta,
+    current: &CurrentSession,
+) -> AppResult<u64> {
+    let mut tx = state.db.global().await?;
+    let n = session::revoke_all(&mut tx, current.user.id(), Some(current.id)).await?;
+    events::record(
+        &mut tx,
+        Some(current.user.id()),
+        "sessions_revoked",
+        meta,
+        json!({ "count": n }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(n)
+}

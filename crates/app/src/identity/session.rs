@@ -1,0 +1,326 @@
+//! Server-side sessions.
+//!
+//! The cookie carries a 256-bit random token; the database keeps only its SHA-256 digest, so
+//! a leaked database can't be replayed as cookies. Cookies are `__Host-` prefixed, `Secure`,
+//! `HttpOnly`, `SameSite=Lax`. A session is `pending` between the first factor and the second,
+//! and only the second-factor page accepts it; completing the second factor replaces it with
+//! a new `complete` session (new token), as does every sign-in (no fixation).
+
+use std::net::IpAddr;
+
+use sqlx::PgConnection;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use super::AuthenticatedUser;
+use crate::platform::config::IdentityConfig;
+use crate::platform::crypto::{random_token, sha256};
+use crate::platform::ids::UserId;
+
+pub const SESSION_COOKIE: &str = "__Host-cf_session";
+pub const DEVICE_COOKIE: &str = "__Host-cf_device";
+pub const CSRF_COOKIE: &str = "__Host-cf_csrf";
+pub const OIDC_COOKIE: &str = "__Host-cf_oidc";
+
+/// How long a half-finished sign-in (second factor outstanding) lives.
+pub const PENDING_LIFETIME: Duration = Duration::minutes(10);
+/// How long a device stays known after its last successful sign-in.
+pub const DEVICE_LIFETIME: Duration = Duration::days(180);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum Stage {
+    Pending,
+    Complete,
+}
+
+/// How a session came to be (shown on the sessions page, recorded in security events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum Method {
+    Password,
+    Google,
+    Reset,
+    EmailChange,
+    EmailVerification,
+    Invitation,
+}
+
+impl Method {
+    pub fn label(self) -> &'static str {
+        match self {
+            Method::Password => "password",
+            Method::Google => "Google",
+            Method::Reset => "password reset",
+            Method::EmailChange => "email change",
+            Method::EmailVerification => "email verification",
+            Method::Invitation => "invitation",
+        }
+    }
+}
+
+/// The session of the current request, verified.
+#[derive(Debug, Clone)]
+pub struct CurrentSession {
+    pub id: Uuid,
+    pub user: AuthenticatedUser,
+    pub email: String,
+    pub stage: Stage,
+    pub method: Method,
+    pub csrf_token: String,
+    pub created_at: OffsetDateTime,
+}
+
+/// Where a request comes from, for sessions and security events.
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    pub ip: IpAddr,
+    pub user_agent: String,
+    pub now: OffsetDateTime,
+}
+
+pub struct NewSession {
+    pub id: Uuid,
+    pub token: String,
+    pub stage: Stage,
+    pub expires_at: OffsetDateTime,
+}
+
+pub async fn create(
+    conn: &mut PgConnection,
+    user_id: UserId,
+    stage: Stage,
+    method: Method,
+    meta: &RequestMeta,
+    config: &IdentityConfig,
+) -> Result<NewSession, sqlx::Error> {
+    let token = random_token();
+    let id = Uuid::now_v7();
+    let expires_at = match stage {
+        Stage::Pending => meta.now + PENDING_LIFETIME,
+        Stage::Complete => meta.now + Duration::hours(config.session_absolute_hours.into()),
+    };
+    sqlx::query(
+        "INSERT INTO sessions (id, token_hash, user_id, stage, method, csrf_token, created_at, last_seen_at, expires_at, ip, user_agent) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10)",
+    )
+    .bind(id)
+    .bind(&sha256(token.as_bytes())[..])
+    .bind(user_id)
+    .bind(stage)
+    .bind(method)
+    .bind(random_token())
+    .bind(meta.now)
+    .bind(expires_at)
+    .bind(meta.ip)
+    .bind(&meta.user_agent)
+    .execute(conn)
+    .await?;
+    Ok(NewSession {
+        id,
+        token,
+        stage,
+        expires_at,
+    })
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    user_id: UserId,
+    email: String,
+    stage: Stage,
+    method: Method,
+    csrf_token: String,
+    created_at: OffsetDateTime,
+    last_seen_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
+}
+
+/// The live session for a cookie token: not expired (absolute), not idle too long (complete
+/// sessions), its user not disabled. Expired sessions are deleted on sight.
+pub async fn lookup(
+    conn: &mut PgConnection,
+    token: &str,
+    now: OffsetDateTime,
+    idle: Duration,
+) -> Result<Option<CurrentSession>, sqlx::Error> {
+    if token.len() != 43 {
+        return Ok(None);
+    }
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT s.id, s.user_id, u.email, s.stage, s.method, s.csrf_token, s.created_at, s.last_seen_at, s.expires_at \
+         FROM sessions s JOIN users u ON u.id = s.user_id \
+         WHERE s.token_hash = $1 AND u.disabled_at IS NULL",
+    )
+    .bind(&sha256(token.as_bytes())[..])
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let idle_expired = row.stage == Stage::Complete && row.last_seen_at + idle <= now;
+    if row.expires_at <= now || idle_expired {
+        sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(row.id)
+            .execute(&mut *conn)
+            .await?;
+        return Ok(None);
+    }
+    if now - row.last_seen_at > Duration::seconds(60) {
+        sqlx::query("UPDATE sessions SET last_seen_at = $2 WHERE id = $1")
+            .bind(row.id)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(Some(CurrentSession {
+        id: row.id,
+        user: AuthenticatedUser { id: row.user_id },
+        email: row.email,
+        stage: row.stage,
+        method: row.method,
+        csrf_token: row.csrf_token,
+        created_at: row.created_at,
+    }))
+}
+
+pub async fn delete(conn: &mut PgConnection, session_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM sessions WHERE id = $1")
+        .bind(session_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Revokes one of the user's sessions; false if it isn't theirs or doesn't exist.
+pub async fn revoke(
+    conn: &mut PgConnection,
+    user_id: UserId,
+    session_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM sessions WHERE id = $1 AND user_id = $2")
+        .bind(session_id)
+        .bind(user_id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Ends every session of the user except `keep`.
+pub async fn revoke_all(
+    conn: &mut PgConnection,
+    user_id: UserId,
+    keep: Option<Uuid>,
+) -> Result<u64, sqlx::Error> {
+    let done =
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND ($2::uuid IS NULL OR id <> $2)")
+            .bind(user_id)
+            .bind(keep)
+            .execute(conn)
+            .await?;
+    Ok(done.rows_affected())
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionInfo {
+    pub id: Uuid,
+    pub method: Method,
+    pub created_at: OffsetDateTime,
+    pub last_seen_at: OffsetDateTime,
+    pub ip: Option<ipnet::IpNet>,
+    pub user_agent: String,
+}
+
+pub async fn list(
+    conn: &mut PgConnection,
+    user_id: UserId,
+) -> Result<Vec<SessionInfo>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, method, created_at, last_seen_at, ip, user_agent FROM sessions \
+         WHERE user_id = $1 AND stage = 'complete' ORDER BY last_seen_at DESC",
+    )
+    .bind(user_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// Registers (or refreshes) the device cookie after a complete sign-in; returns the token.
+pub async fn remember_device(
+    conn: &mut PgConnection,
+    user_id: UserId,
+    existing: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<String, sqlx::Error> {
+    if let Some(token) = existing {
+        let done = sqlx::query(
+            "UPDATE known_devices SET last_used_at = $3, expires_at = $4 \
+             WHERE token_hash = $1 AND user_id = $2 AND expires_at > $3",
+        )
+        .bind(&sha256(token.as_bytes())[..])
+        .bind(user_id)
+        .bind(now)
+        .bind(now + DEVICE_LIFETIME)
+        .execute(&mut *conn)
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(token.to_string());
+        }
+    }
+    let token = random_token();
+    sqlx::query(
+        "INSERT INTO known_devices (token_hash, user_id, created_at, last_used_at, expires_at) VALUES ($1, $2, $3, $3, $4)",
+    )
+    .bind(&sha256(token.as_bytes())[..])
+    .bind(user_id)
+    .bind(now)
+    .bind(now + DEVICE_LIFETIME)
+    .execute(conn)
+    .await?;
+    Ok(token)
+}
+
+/// Whether `token` is a known device of `user_id`.
+pub async fn is_known_device(
+    conn: &mut PgConnection,
+    user_id: UserId,
+    token: &str,
+    now: OffsetDateTime,
+) -> Result<bool, sqlx::Error> {
+    let found: Option<(i32,)> = sqlx::query_as(
+        "SELECT 1 FROM known_devices WHERE token_hash = $1 AND user_id = $2 AND expires_at > $3",
+    )
+    .bind(&sha256(token.as_bytes())[..])
+    .bind(user_id)
+    .bind(now)
+    .fetch_optional(conn)
+    .await?;
+    Ok(found.is_some())
+}
+
+/// `Set-Cookie` for a `__Host-` cookie. `max_age: None` makes it a browser-session cookie.
+pub fn set_cookie(name: &str, value: &str, max_age: Option<Duration>) -> String {
+    let mut c = cookie::Cookie::build((name.to_string(), value.to_string()))
+        .path("/")
+        .secure(true)
+        .http_only(true)
+        .same_site(cookie::SameSite::Lax);
+    if let Some(age) = max_age {
+        c = c.max_age(cookie::time::Duration::seconds(age.whole_seconds()));
+    }
+    c.build().to_string()
+}
+
+pub fn clear_cookie(name: &str) -> String {
+    set_cookie(name, "", Some(Duration::ZERO))
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub fn read_cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_string())
+}

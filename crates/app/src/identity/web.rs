@@ -1,0 +1,1102 @@
+//! Web pages for accounts: sign-up, sign-in, second factor, reset, Google, account security.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use time::Duration;
+
+use super::guard::FormToken;
+use super::service::{self, SignedIn};
+use super::session::{
+    self, CurrentSession, DEVICE_COOKIE, DEVICE_LIFETIME, OIDC_COOKIE, RequestMeta, SESSION_COOKIE,
+    Stage,
+};
+use super::{events, google};
+use crate::platform::db::UserTx;
+use crate::platform::http::error::{AppError, AppResult, FieldError, RenderedByHandler};
+use crate::platform::http::route::{Access, RouteDef, Surface};
+use crate::platform::secret::Secret;
+use crate::route;
+use crate::state::AppState;
+use crate::tenancy::repo as orgs;
+
+pub fn routes() -> Vec<RouteDef> {
+    vec![
+        route!(GET "/login", Surface::Web, Access::Public, login_page),
+        route!(POST "/login", Surface::Web, Access::Public, login_submit),
+        route!(GET "/login/two-factor", Surface::Web, Access::SecondFactor, two_factor_page),
+        route!(POST "/login/two-factor", Surface::Web, Access::SecondFactor, two_factor_submit),
+        route!(GET "/login/google", Surface::Web, Access::Public, google_start),
+        route!(GET "/login/google/callback", Surface::Web, Access::Public, google_callback),
+        route!(POST "/logout", Surface::Web, Access::AnySession, logout),
+        route!(GET "/signup", Surface::Web, Access::Public, signup_page),
+        route!(POST "/signup", Surface::Web, Access::Public, signup_submit),
+        route!(GET "/signup/check-email", Surface::Web, Access::Public, signup_sent),
+        route!(GET "/verify-email", Surface::Web, Access::Public, verify_page),
+        route!(POST "/verify-email", Surface::Web, Access::Public, verify_submit),
+        route!(GET "/forgot-password", Surface::Web, Access::Public, forgot_page),
+        route!(POST "/forgot-password", Surface::Web, Access::Public, forgot_submit),
+        route!(GET "/forgot-password/sent", Surface::Web, Access::Public, forgot_sent),
+        route!(GET "/reset-password", Surface::Web, Access::Public, reset_page),
+        route!(POST "/reset-password", Surface::Web, Access::Public, reset_submit),
+        route!(GET "/app", Surface::Web, Access::SignedIn, app_home),
+        route!(GET "/account/security", Surface::Web, Access::SignedIn, security_page),
+        route!(POST "/account/password", Surface::Web, Access::SignedIn, change_password),
+        route!(POST "/account/email", Surface::Web, Access::SignedIn, change_email),
+        route!(GET "/account/email/confirm", Surface::Web, Access::Public, email_confirm_page),
+        route!(POST "/account/email/confirm", Surface::Web, Access::Public, email_confirm_submit),
+        route!(GET "/account/two-factor/setup", Surface::Web, Access::SignedIn, totp_setup_page),
+        route!(POST "/account/two-factor/setup", Surface::Web, Access::SignedIn, totp_setup_submit),
+        route!(POST "/account/two-factor/disable", Surface::Web, Access::SignedIn, totp_disable),
+        route!(POST "/account/two-factor/recovery-codes", Surface::Web, Access::SignedIn, recovery_codes),
+        route!(POST "/account/sessions/{id}/revoke", Surface::Web, Access::SignedIn, revoke_session),
+        route!(POST "/account/sessions/revoke-others", Surface::Web, Access::SignedIn, revoke_others),
+    ]
+}
+
+/// A page rendered with an error status (a form with its messages).
+fn page_with_status<T: Template>(status: StatusCode, page: &T) -> AppResult<Response> {
+    let html = crate::web::render(page)?;
+    let mut res = (status, html).into_response();
+    res.extensions_mut().insert(RenderedByHandler);
+    Ok(res)
+}
+
+fn page<T: Template>(page: &T) -> AppResult<Response> {
+    Ok(crate::web::render(page)?.into_response())
+}
+
+/// `Retry-After` for a throttled form, kept when the form is re-rendered.
+fn with_retry_after(mut res: Response, retry_after: Option<u64>) -> Response {
+    if let Some(secs) = retry_after {
+        res.headers_mut().insert(header::RETRY_AFTER, secs.into());
+    }
+    res
+}
+
+fn retry_after(e: &AppError) -> Option<u64> {
+    match e {
+        AppError::Throttled {
+            retry_after_secs, ..
+        }
+        | AppError::TooManyRequests { retry_after_secs } => Some(*retry_after_secs),
+        _ => None,
+    }
+}
+
+/// Expected failures shown on the form; anything else propagates (and is rendered as an
+/// error page).
+fn form_failure(e: AppError) -> Result<(StatusCode, Option<String>, Vec<FieldError>), AppError> {
+    let status = e.status();
+    match e {
+        AppError::Validation(errors) => Ok((status, None, errors)),
+        AppError::Unauthorized(m)
+        | AppError::Forbidden(m)
+        | AppError::BadRequest(m)
+        | AppError::Conflict(m)
+        | AppError::Unavailable(m)
+        | AppError::Throttled { message: m, .. } => Ok((status, Some(m), vec![])),
+        other => Err(other),
+    }
+}
+
+/// Only local paths: `/x`, never `//host` or `/\host` (no open redirect).
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.starts_with("/\\")
+                && !n.contains(['\r', '\n']) =>
+        {
+            n.to_string()
+        }
+        _ => "/app".to_string(),
+    }
+}
+
+fn with_cookies(mut res: Response, cookies: &[String]) -> Response {
+    for c in cookies {
+        if let Ok(v) = HeaderValue::from_str(c) {
+            res.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    res
+}
+
+/// The redirect after a session is established, carrying its cookies.
+fn signed_in_response(signed_in: SignedIn, next: &str) -> Response {
+    let mut cookies = vec![session::set_cookie(
+        SESSION_COOKIE,
+        &signed_in.session.token,
+        None,
+    )];
+    if let Some(device) = &signed_in.device_token {
+        cookies.push(session::set_cookie(
+            DEVICE_COOKIE,
+            device,
+            Some(DEVICE_LIFETIME),
+        ));
+    }
+    let target = if signed_in.session.stage == Stage::Pending {
+        "/login/two-factor"
+    } else {
+        next
+    };
+    with_cookies(Redirect::to(target).into_response(), &cookies)
+}
+
+fn device(headers: &HeaderMap) -> Option<String> {
+    session::read_cookie(headers, DEVICE_COOKIE)
+}
+
+// ---- sign-in ----
+
+#[derive(Template)]
+#[template(path = "identity/login.html")]
+struct LoginPage {
+    csrf: String,
+    next: String,
+    email: String,
+    google: bool,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+}
+
+#[derive(Deserialize)]
+struct NextQuery {
+    next: Option<String>,
+    error: Option<String>,
+}
+
+async fn login_page(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    Query(q): Query<NextQuery>,
+    headers: HeaderMap,
+) -> AppResult<Response> {
+    if let Some(s) = super::guard::current_session(&state, &headers).await?
+        && s.stage == Stage::Complete
+    {
+        return Ok(Redirect::to(&safe_next(q.next.as_deref())).into_response());
+    }
+    let message = match q.error.as_deref() {
+        Some("google") => {
+            Some("Google sign-in failed. Try again, or use your password.".to_string())
+        }
+        _ => None,
+    };
+    page(&LoginPage {
+        csrf,
+        next: safe_next(q.next.as_deref()),
+        email: String::new(),
+        google: state.google.is_some(),
+        message,
+        errors: vec![],
+    })
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    email: String,
+    password: String,
+    next: Option<String>,
+}
+
+async fn login_submit(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    meta: RequestMeta,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> AppResult<Response> {
+    let next = safe_next(form.next.as_deref());
+    match service::sign_in(
+        &state,
+        &meta,
+        &form.email,
+        &Secret::new(form.password),
+        device(&headers).as_deref(),
+    )
+    .await
+    {
+        Ok(signed_in) => Ok(signed_in_response(signed_in, &next)),
+        Err(e) => {
+            let retry = retry_after(&e);
+            let (status, message, errors) = form_failure(e)?;
+            let res = page_with_status(
+                status,
+                &LoginPage {
+                    csrf,
+                    next,
+                    email: form.email,
+                    google: state.google.is_some(),
+                    message,
+                    errors,
+                },
+            )?;
+            Ok(with_retry_after(res, retry))
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "identity/two_factor.html")]
+struct TwoFactorPage {
+    csrf: String,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+}
+
+async fn two_factor_page(FormToken(csrf): FormToken) -> AppResult<Response> {
+    page(&TwoFactorPage {
+        csrf,
+        message: None,
+        errors: vec![],
+    })
+}
+
+#[derive(Deserialize)]
+struct CodeForm {
+    code: String,
+}
+
+async fn two_factor_submit(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    meta: RequestMeta,
+    current: CurrentSession,
+    headers: HeaderMap,
+    Form(form): Form<CodeForm>,
+) -> AppResult<Response> {
+    match service::complete_second_factor(
+        &state,
+        &meta,
+        &current,
+        &form.code,
+        device(&headers).as_deref(),
+    )
+    .await
+    {
+        Ok(signed_in) => Ok(signed_in_response(signed_in, "/app")),
+        Err(e) => {
+            let retry = retry_after(&e);
+            let (status, message, errors) = form_failure(e)?;
+            let res = page_with_status(
+                status,
+                &TwoFactorPage {
+                    csrf,
+                    message,
+                    errors,
+                },
+            )?;
+            Ok(with_retry_after(res, retry))
+        }
+    }
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    current: CurrentSession,
+) -> AppResult<Response> {
+    service::sign_out(&state, &meta, &current).await?;
+    Ok(with_cookies(
+        Redirect::to("/login").into_response(),
+        &[session::clear_cookie(SESSION_COOKIE)],
+    ))
+}
+
+// ---- Google ----
+
+async fn google_start(State(state): State<AppState>, meta: RequestMeta) -> AppResult<Response> {
+    let (url, browser) = google::start(&state, &meta).await?;
+    Ok(with_cookies(
+        Redirect::to(&url).into_response(),
+        &[session::set_cookie(
+            OIDC_COOKIE,
+            &browser,
+            Some(Duration::minutes(10)),
+        )],
+    ))
+}
+
+#[derive(Deserialize)]
+struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+async fn google_callback(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    meta: RequestMeta,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> AppResult<Response> {
+    let clear = session::clear_cookie(OIDC_COOKIE);
+    let result = match (&q.code, &q.state, &q.error) {
+        (Some(code), Some(oidc_state), None) => {
+            let browser = session::read_cookie(&headers, OIDC_COOKIE);
+            google::callback(
+                &state,
+                &meta,
+                code,
+                oidc_state,
+                browser.as_deref(),
+                device(&headers).as_deref(),
+            )
+            .await
+        }
+        _ => Err(AppError::Forbidden(
+            "Google sign-in was cancelled or refused.".into(),
+        )),
+    };
+    match result {
+        Ok(signed_in) => Ok(with_cookies(
+            signed_in_response(signed_in, "/app"),
+            &[clear],
+        )),
+        Err(e) => {
+            let (status, message, errors) = form_failure(e)?;
+            let res = page_with_status(
+                status,
+                &LoginPage {
+                    csrf,
+                    next: "/app".into(),
+                    email: String::new(),
+                    google: state.google.is_some(),
+                    message,
+                    errors,
+                },
+            )?;
+            Ok(with_cookies(res, &[clear]))
+        }
+    }
+}
+
+// ---- sign-up and verification ----
+
+#[derive(Template)]
+#[template(path = "identity/signup.html")]
+struct SignupPage {
+    csrf: String,
+    email: String,
+    display_name: String,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+}
+
+async fn signup_page(FormToken(csrf): FormToken) -> AppResult<Response> {
+    page(&SignupPage {
+        csrf,
+        email: String::new(),
+        display_name: String::new(),
+        message: None,
+        errors: vec![],
+    })
+}
+
+#[derive(Deserialize)]
+struct SignupForm {
+    email: String,
+    password: String,
+    #[serde(default)]
+    display_name: String,
+}
+
+async fn signup_submit(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    meta: RequestMeta,
+    Form(form): Form<SignupForm>,
+) -> AppResult<Response> {
+    match service::sign_up(
+        &state,
+        &meta,
+        &form.email,
+        &Secret::new(form.password),
+        &form.display_name,
+    )
+    .await
+    {
+        Ok(()) => Ok(Redirect::to("/signup/check-email").into_response()),
+        Err(e) => {
+            let (status, message, errors) = form_failure(e)?;
+            page_with_status(
+                status,
+                &SignupPage {
+                    csrf,
+                    email: form.email,
+                    display_name: form.display_name,
+                    message,
+                    errors,
+                },
+            )
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "identity/notice.html")]
+struct Notice {
+    title: &'static str,
+    paragraphs: Vec<&'static str>,
+    link: Option<(&'static str, &'static str)>,
+}
+
+async fn signup_sent() -> AppResult<Response> {
+    page(&Notice {
+        title: "Check your email",
+        paragraphs: vec![
+            "If you can create an account with this address, we've sent it a link to confirm it.",
+            "The link expires in 24 hours.",
+        ],
+        link: Some(("/login", "Back to sign in")),
+    })
+}
+
+#[derive(Template)]
+#[template(path = "identity/confirm_token.html")]
+struct ConfirmToken {
+    title: &'static str,
+    explanation: &'static str,
+    action: &'static str,
+    button: &'static str,
+    csrf: String,
+    token: String,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    #[serde(default)]
+    token: String,
+}
+
+const VERIFY: (&str, &str, &str, &str) = (
+    "Confirm your email address",
+    "Confirm this address to finish creating your account.",
+    "/verify-email",
+    "Confirm",
+);
+
+/// The link in the email only shows a button: a mail scanner fetching the link doesn't use up
+/// the token; the person clicking does.
+async fn verify_page(
+    FormToken(csrf): FormToken,
+    Query(q): Query<TokenQuery>,
+) -> AppResult<Response> {
+    let (title, explanation, action, button) = VERIFY;
+    page(&ConfirmToken {
+        title,
+        explanation,
+        action,
+        button,
+        csrf,
+        token: q.token,
+        message: None,
+        errors: vec![],
+    })
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    token: String,
+}
+
+async fn verify_submit(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    meta: RequestMeta,
+    headers: HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> AppResult<Response> {
+    match service::verify_email(&state, &meta, &form.token, device(&headers).as_deref()).await {
+        Ok(signed_in) => Ok(signed_in_response(signed_in, "/app")),
+        Err(e) => {
+            let (status, message, errors) = form_failure(e)?;
+            let (title, explanation, action, button) = VERIFY;
+            page_with_status(
+                status,
+                &ConfirmToken {
+                    title,
+                    explanation,
+                    action,
+                    button,
+                    csrf,
+                    token: form.token,
+                    message,
+                    errors,
+                },
+            )
+        }
+    }
+}
+
+// ---- password reset ----
+
+#[derive(Template)]
+#[template(path = "identity/forgot.html")]
+struct ForgotPage {
+    csrf: String,
+    email: String,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+}
+
+async fn forgot_page(FormToken(csrf): FormToken) -> AppResult<Response> {
+    page(&ForgotPage {
+        csrf,
+        email: String::new(),
+        message: None,
+        errors: vec![],
+    })
+}
+
+#[derive(Deserialize)]
+struct EmailForm {
+    email: String,
+}
+
+async fn forgot_submit(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    meta: RequestMeta,
+    Form(form): Form<EmailForm>,
+) -> AppResult<Response> {
+    match service::request_password_reset(&state, &meta, &form.email).await {
+        Ok(()) => Ok(Redirect::to("/forgot-password/sent").into_response()),
+        Err(e) => {
+            let (status, message, errors) = form_failure(e)?;
+            page_with_status(
+                status,
+                &ForgotPage {
+                    csrf,
+                    email: form.email,
+                    message,
+                    errors,
+                },
+            )
+        }
+    }
+}
+
+async fn forgot_sent() -> AppResult<Response> {
+    page(&Notice {
+        title: "Check your email",
+        paragraphs: vec![
+            "If an account uses this address, we've sent it a link to choose a new password.",
+            "The link expires in one hour.",
+        ],
+        link: Some(("/login", "Back to sign in")),
+    })
+}
+
+#[derive(Template)]
+#[template(path = "identity/reset.html")]
+struct ResetPage {
+    csrf: String,
+    token: String,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+}
+
+async fn reset_page(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    Query(q): Query<TokenQuery>,
+) -> AppResult<Response> {
+    if !service::reset_token_valid(&state, &q.token, state.clock.now()).await? {
+        return page_with_status(
+            StatusCode::BAD_REQUEST,
+            &Notice {
+                title: "This link has expired",
+                paragraphs: vec!["Reset links work once and expire after an hour."],
+                link: Some(("/forgot-password", "Ask for a new link")),
+            },
+        );
+    }
+    page(&ResetPage {
+        csrf,
+        token: q.token,
+        message: None,
+        errors: vec![],
+    })
+}
+
+#[derive(Deserialize)]
+struct ResetForm {
+    token: String,
+    password: String,
+}
+
+async fn reset_submit(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    meta: RequestMeta,
+    headers: HeaderMap,
+    Form(form): Form<ResetForm>,
+) -> AppResult<Response> {
+    let result = service::reset_password(
+        &state,
+        &meta,
+        &form.token,
+        &Secret::new(form.password),
+        device(&headers).as_deref(),
+    )
+    .await;
+    match result {
+        Ok(signed_in) => Ok(signed_in_response(signed_in, "/app")),
+        Err(e) => {
+            let (status, message, errors) = form_failure(e)?;
+            page_with_status(
+                status,
+                &ResetPage {
+                    csrf,
+                    token: form.token,
+                    message,
+                    errors,
+                },
+            )
+        }
+    }
+}
+
+// ---- signed in ----
+
+#[derive(Template)]
+#[template(path = "identity/app_home.html")]
+struct AppHome {
+    csrf: String,
+    email: String,
+    display_name: String,
+    organizations: Vec<(String, String)>,
+}
+
+async fn app_home(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    current: CurrentSession,
+) -> AppResult<Response> {
+    let user = service::load_user(&state, current.user.id()).await?;
+    let mut tx = UserTx::begin(&state.db, &current.user).await?;
+    let organizations = orgs::list_for_user(&mut tx)
+        .await?
+        .into_iter()
+        .map(|(o, role)| (o.name, role.label().to_string()))
+        .collect();
+    tx.commit().await?;
+    page(&AppHome {
+        csrf,
+        email: user.email,
+        display_name: user.display_name,
+        organizations,
+    })
+}
+
+struct SessionRow {
+    id: String,
+    device: String,
+    ip: String,
+    created: String,
+    last_seen: String,
+    current: bool,
+}
+
+#[derive(Template)]
+#[template(path = "identity/security.html")]
+struct SecurityPage {
+    csrf: String,
+    email: String,
+    two_factor: bool,
+    has_password: bool,
+    sessions: Vec<SessionRow>,
+    events: Vec<(String, String, String)>,
+    notice: Option<&'static str>,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+}
+
+#[derive(Deserialize)]
+struct DoneQuery {
+    done: Option<String>,
+}
+
+fn when(t: time::OffsetDateTime) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    t.format(&fmt).unwrap_or_default()
+}
+
+/// "Firefox on Linux" from a user agent, roughly.
+pub fn describe_device(ua: &str) -> String {
+    let browser = if ua.contains("Edg/") {
+        "Edge"
+    } else if ua.contains("Firefox/") {
+        "Firefox"
+    } else if ua.contains("Chrome/") || ua.contains("Chromium/") {
+        "Chrome"
+    } else if ua.contains("Safari/") {
+        "Safari"
+    } else if ua.is_empty() {
+        "Unknown browser"
+    } else {
+        "Other client"
+    };
+    let os = if ua.contains("Windows") {
+        " on Windows"
+    } else if ua.contains("iPhone") || ua.contains("iPad") {
+        " on iOS"
+    } else if ua.contains("Mac OS X") {
+        " on macOS"
+    } else if ua.contains("Android") {
+        " on Android"
+    } else if ua.contains("Linux") {
+        " on Linux"
+    } else {
+        ""
+    };
+    format!("{browser}{os}")
+}
+
+async fn security_view(
+    state: &AppState,
+    csrf: String,
+    current: &CurrentSession,
+    notice: Option<&'static str>,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+) -> AppResult<SecurityPage> {
+    let user = service::load_user(state, current.user.id()).await?;
+    let mut conn = state.db.global().await?;
+    let sessions = session::list(&mut conn, user.id)
+        .await?
+        .into_iter()
+        .map(|s| SessionRow {
+            id: s.id.to_string(),
+            device: describe_device(&s.user_agent),
+            ip: s.ip.map(|i| i.addr().to_string()).unwrap_or_default(),
+            created: when(s.created_at),
+            last_seen: when(s.last_seen_at),
+            current: s.id == current.id,
+        })
+        .collect();
+    let events = events::recent(&mut conn, user.id, 20)
+        .await?
+        .into_iter()
+        .map(|e| {
+            (
+                when(e.occurred_at),
+                e.kind.replace('_', " "),
+                e.ip.map(|i| i.addr().to_string()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    conn.commit().await?;
+    Ok(SecurityPage {
+        csrf,
+        email: user.email.clone(),
+        two_factor: user.two_factor_enabled(),
+        has_password: user.password_hash.is_some(),
+        sessions,
+        events,
+        notice,
+        message,
+        errors,
+    })
+}
+
+async fn security_page(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    current: CurrentSession,
+    Query(q): Query<DoneQuery>,
+) -> AppResult<Response> {
+    let notice = match q.done.as_deref() {
+        Some("password") => {
+            Some("Your password was changed and your other sessions were signed out.")
+        }
+        Some("email") => Some("Check your new email address for a confirmation link."),
+        Some("2fa-off") => Some("Two-factor authentication is off."),
+        Some("revoked") => Some("The session was signed out."),
+        Some("revoked-others") => Some("All other sessions were signed out."),
+        _ => None,
+    };
+    page(&security_view(&state, csrf, &current, notice, None, vec![]).await?)
+}
+
+/// Re-renders the security page with the failure of one of its forms.
+async fn security_failure(
+    state: &AppState,
+    csrf: String,
+    current: &CurrentSession,
+    e: AppError,
+) -> AppResult<Response> {
+    let (status, message, errors) = form_failure(e)?;
+    page_with_status(
+        status,
+        &security_view(state, csrf, current, None, message, errors).await?,
+    )
+}
+
+fn rotated(new: &session::NewSession, target: &str) -> Response {
+    with_cookies(
+        Redirect::to(target).into_response(),
+        &[session::set_cookie(SESSION_COOKIE, &new.token, None)],
+    )
+}
+
+#[derive(Deserialize)]
+struct PasswordForm {
+    #[serde(default)]
+    current_password: String,
+    new_password: String,
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    meta: RequestMeta,
+    current: CurrentSession,
+    Form(form): Form<PasswordForm>,
+) -> AppResult<Response> {
+    let result = service::change_password(
+        &state,
+        &meta,
+        &current,
+        &Secret::new(form.current_password),
+        &Secret::new(form.new_password),
+    )
+    .await;
+    match result {
+        Ok(new) => Ok(rotated(&new, "/account/security?done=password")),
+        Err(e) => security_failure(&state, csrf, &current, e).await,
+    }
+}
+
+#[derive(Deserialize)]
+struct EmailChangeForm {
+    new_email: String,
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    code: String,
+}
+
+async fn change_email(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    meta: RequestMeta,
+    current: CurrentSession,
+    Form(form): Form<EmailChangeForm>,
+) -> AppResult<Response> {
+    let result = service::request_email_change(
+        &state,
+        &meta,
+        &current,
+        &Secret::new(form.current_password),
+        &form.code,
+        &form.new_email,
+    )
+    .await;
+    match result {
+        Ok(()) => Ok(Redirect::to("/account/security?done=email").into_response()),
+        Err(e) => security_failure(&state, csrf, &current, e).await,
+    }
+}
+
+const EMAIL_CONFIRM: (&str, &str, &str, &str) = (
+    "Confirm your new email address",
+    "Confirm to make this the email address of your account. You will be signed out everywhere else.",
+    "/account/email/confirm",
+    "Confirm new address",
+);
+
+async fn email_confirm_page(
+    FormToken(csrf): FormToken,
+    Query(q): Query<TokenQuery>,
+) -> AppResult<Response> {
+    let (title, explanation, action, button) = EMAIL_CONFIRM;
+    page(&ConfirmToken {
+        title,
+        explanation,
+        action,
+        button,
+        csrf,
+        token: q.token,
+        message: None,
+        errors: vec![],
+    })
+}
+
+async fn email_confirm_submit(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    meta: RequestMeta,
+    headers: HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> AppResult<Response> {
+    match service::confirm_email_change(&state, &meta, &form.token, device(&headers).as_deref())
+        .await
+    {
+        Ok(signed_in) => Ok(signed_in_response(signed_in, "/account/security")),
+        Err(e) => {
+            let (status, message, errors) = form_failure(e)?;
+            let (title, explanation, action, button) = EMAIL_CONFIRM;
+            page_with_status(
+                status,
+                &ConfirmToken {
+                    title,
+                    explanation,
+                    action,
+                    button,
+                    csrf,
+                    token: form.token,
+                    message,
+                    errors,
+                },
+            )
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "identity/totp_setup.html")]
+struct TotpSetup {
+    csrf: String,
+    qr_svg: String,
+    secret: String,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+}
+
+async fn totp_setup_page(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    current: CurrentSession,
+) -> AppResult<Response> {
+    match service::start_totp_enrollment(&state, &current).await {
+        Ok(e) => page(&TotpSetup {
+            csrf,
+            qr_svg: e.qr_svg,
+            secret: e.secret_base32,
+            message: None,
+            errors: vec![],
+        }),
+        Err(AppError::Conflict(_)) => Ok(Redirect::to("/account/security").into_response()),
+        Err(e) => Err(e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "identity/recovery_codes.html")]
+struct RecoveryCodes {
+    codes: Vec<String>,
+}
+
+async fn totp_setup_submit(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    meta: RequestMeta,
+    current: CurrentSession,
+    Form(form): Form<CodeForm>,
+) -> AppResult<Response> {
+    match service::confirm_totp_enrollment(&state, &meta, &current, &form.code).await {
+        Ok((new, codes)) => {
+            let res = page(&RecoveryCodes { codes })?;
+            Ok(with_cookies(
+                res,
+                &[session::set_cookie(SESSION_COOKIE, &new.token, None)],
+            ))
+        }
+        Err(e) => {
+            let (status, message, errors) = form_failure(e)?;
+            let enrollment = service::start_totp_enrollment(&state, &current).await?;
+            page_with_status(
+                status,
+                &TotpSetup {
+                    csrf,
+                    qr_svg: enrollment.qr_svg,
+                    secret: enrollment.secret_base32,
+                    message,
+                    errors,
+                },
+            )
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ReauthForm {
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    code: String,
+}
+
+async fn totp_disable(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    meta: RequestMeta,
+    current: CurrentSession,
+    Form(form): Form<ReauthForm>,
+) -> AppResult<Response> {
+    match service::disable_totp(
+        &state,
+        &meta,
+        &current,
+        &Secret::new(form.current_password),
+        &form.code,
+    )
+    .await
+    {
+        Ok(new) => Ok(rotated(&new, "/account/security?done=2fa-off")),
+        Err(e) => security_failure(&state, csrf, &current, e).await,
+    }
+}
+
+async fn recovery_codes(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    meta: RequestMeta,
+    current: CurrentSession,
+    Form(form): Form<ReauthForm>,
+) -> AppResult<Response> {
+    match service::regenerate_recovery_codes(
+        &state,
+        &meta,
+        &current,
+        &Secret::new(form.current_password),
+        &form.code,
+    )
+    .await
+    {
+        Ok(codes) => page(&RecoveryCodes { codes }),
+        Err(e) => security_failure(&state, csrf, &current, e).await,
+    }
+}
+
+async fn revoke_session(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    current: CurrentSession,
+    Path(id): Path<String>,
+) -> AppResult<Response> {
+    let id = uuid::Uuid::parse_str(&id).map_err(|_| AppError::NotFound)?;
+    service::revoke_session(&state, &meta, &current, id).await?;
+    Ok(Redirect::to("/account/security?done=revoked").into_response())
+}
+
+async fn revoke_others(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    current: CurrentSession,
+) -> AppResult<Response> {
+    service::revoke_other_sessions(&state, &meta, &current).await?;
+    Ok(Redirect::to("/account/security?done=revoked-others").into_response())
+}

@@ -1,0 +1,156 @@
+//! The text of every message ClientFlow sends. Plain text, no tracking, links to the
+//! configured public URL only.
+
+use super::outbox::{Category, OutgoingMail};
+
+fn mail(to: &str, subject: &str, body: String) -> OutgoingMail {
+    OutgoingMail {
+        to: to.to_string(),
+        subject: subject.to_string(),
+        body: format!("{body}\n\n-- \nClientFlow\n"),
+        category: Category::Critical,
+    }
+}
+
+pub fn verify_email(to: &str, link: &str) -> OutgoingMail {
+    mail(
+        to,
+        "Confirm your email address",
+        format!(
+            "Welcome to ClientFlow.\n\nConfirm your email address to finish creating your account:\n\n{link}\n\n\
+             The link works once and expires in 24 hours. If you didn't sign up, ignore this message."
+        ),
+    )
+}
+
+pub fn signup_attempt_on_existing(to: &str, base: &str) -> OutgoingMail {
+    mail(
+        to,
+        "Someone tried to sign up with your email address",
+        format!(
+            "Someone tried to create a ClientFlow account with this email address, which already has one.\n\n\
+             If it was you, sign in at {base}/login, or reset your password at {base}/forgot-password.\n\
+             If it wasn't you, you don't need to do anything."
+        ),
+    )
+}
+
+pub fn reset_password(to: &str, link: &str) -> OutgoingMail {
+    mail(
+        to,
+        "Reset your password",
+        format!(
+            "Someone (hopefully you) asked to reset the password of your ClientFlow account.\n\n\
+             Choose a new password here:\n\n{link}\n\n\
+             The link works once and expires in one hour. Resetting your password signs you out everywhere;\n\
+             if you use two-factor authentication you will still need your code.\n\
+             If you didn't ask for this, ignore this message: your password stays as it is."
+        ),
+    )
+}
+
+pub fn password_changed(to: &str) -> OutgoingMail {
+    mail(
+        to,
+        "Your password was changed",
+        "The password of your ClientFlow account was just changed, and your other sessions were signed out.\n\n\
+         If this wasn't you, reset your password now and contact your administrator."
+            .to_string(),
+    )
+}
+
+pub fn lockout(to: &str, minutes: i64, base: &str) -> OutgoingMail {
+    mail(
+        to,
+        "Sign-in attempts to your account were paused",
+        format!(
+            "There were several failed attempts to sign in to your ClientFlow account, so password sign-in\n\
+             from new devices is paused for {minutes} minutes. Devices you have signed in from before are not affected.\n\n\
+             If this wasn't you, someone may be guessing your password: consider changing it, and turn on\n\
+             two-factor authentication at {base}/account/security."
+        ),
+    )
+}
+
+pub fn second_factor_lockout(to: &str, minutes: i64) -> OutgoingMail {
+    mail(
+        to,
+        "Two-factor attempts to your account were paused",
+        format!(
+            "Someone entered your password correctly and then several wrong two-factor codes.\n\
+             Two-factor sign-in is paused for {minutes} minutes.\n\n\
+             If this wasn't you, your password is known to someone else: change it now."
+        ),
+    )
+}
+
+pub fn recovery_code_used(to: &str, remaining: i64, base: &str) -> OutgoingMail {
+    mail(
+        to,
+        "A recovery code was used to sign in",
+        format!(
+            "One of your ClientFlow recovery codes was just used to sign in. {remaining} unused codes remain.\n\n\
+             If this wasn't you, change your password and generate new recovery codes at {base}/account/security."
+        ),
+    )
+}
+
+pub fn two_factor_changed(to: &str, enabled: bool) -> OutgoingMail {
+    let (subject, what) = if enabled {
+        ("Two-factor authentication is on", "turned on")
+    } else {
+        ("Two-factor authentication was turned off", "turned off")
+    };
+    mail(
+        to,
+        subject,
+        format!(
+            "Two-factor authentication was just {what} for your ClientFlow account, and your other sessions were signed out.\n\n\
+             If this wasn't you, reset your password now and contact your administrator."
+        ),
+    )
+}
+
+pub fn recovery_codes_regenerated(to: &str) -> OutgoingMail {
+    mail(
+        to,
+        "New recovery codes were generated",
+        "New two-factor recovery codes were just generated for your ClientFlow account; the old ones no longer work.\n\n\
+         If this wasn't you, reset your password now."
+            .to_string(),
+    )
+}
+
+pub fn confirm_new_email(to: &str, link: &str) -> OutgoingMail {
+    mail(
+        to,
+        "Confirm your new email address",
+        format!(
+            "Confirm that this is the new email address of your ClientFlow account:\n\n{link}\n\n\
+             The link works once and expires in 24 hours. If you didn't ask for this, ignore this message."
+        ),
+    )
+}
+
+pub fn email_change_requested(to: &str, new_email: &str) -> OutgoingMail {
+    mail(
+        to,
+        "Your email address is being changed",
+        format!(
+            "Someone signed in to your ClientFlow account asked to change its email address to {new_email}.\n\
+             The change happens when the new address is confirmed.\n\n\
+             If this wasn't you, change your password now."
+        ),
+    )
+}
+
+pub fn email_changed(to: &str, new_email: &str) -> OutgoingMail {
+    mail(
+        to,
+        "Your email address was changed",
+        format!(
+            "The email address of your ClientFlow account is now {new_email}, and all sessions were signed out.\n\n\
+             If this wasn't you, contact your administrator."
+        ),
+    )
+}
