@@ -53,6 +53,19 @@ pub enum Command {
     },
     /// Deliver queued mail without serving HTTP (for running the worker as its own process).
     Worker,
+    /// Manage user accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Disable an account: every session ends at once and sign-in is refused.
+    Disable { email: String },
+    /// Enable a disabled account again.
+    Enable { email: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -89,6 +102,7 @@ pub fn main() -> ExitCode {
             Command::Doctor => doctor(config).await,
             Command::Mail { command } => mail(config, command),
             Command::Worker => worker(config).await,
+            Command::User { command } => user(config, command).await,
         }
     });
     match result {
@@ -247,17 +261,54 @@ fn mail(config: Config, command: MailCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn worker(config: Config) -> anyhow::Result<ExitCode> {
-    telemetry::init_tracing(&config.log);
-    let resolved = provision::resolve(&config).await?;
+/// Connects as the app role after the same checks `serve` makes (for operator commands).
+async fn connect_app(config: &Config) -> anyhow::Result<Db> {
+    let resolved = provision::resolve(config).await?;
     provision::migrate(&resolved).await?;
     provision::guard_runtime_role(&resolved.app).await?;
-    let db = Db::connect(
+    Ok(Db::connect(
         resolved.app.clone(),
-        4,
+        2,
         std::time::Duration::from_secs(config.database.acquire_timeout_secs),
     )
-    .await?;
+    .await?)
+}
+
+async fn user(config: Config, command: UserCommand) -> anyhow::Result<ExitCode> {
+    let db = connect_app(&config).await?;
+    let (email, disable) = match &command {
+        UserCommand::Disable { email } => (email, true),
+        UserCommand::Enable { email } => (email, false),
+    };
+    let email =
+        crate::platform::types::Email::parse(email).map_err(|m| anyhow::anyhow!("email {m}"))?;
+    let now = time::OffsetDateTime::now_utc();
+    let mut tx = db.global().await?;
+    let Some(user) = crate::identity::repo::find_by_email(&mut tx, &email).await? else {
+        anyhow::bail!("no account with the email address {email}");
+    };
+    crate::identity::repo::set_disabled(&mut tx, user.id, disable, now).await?;
+    let meta = crate::identity::session::RequestMeta {
+        ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        user_agent: "clientflow cli".into(),
+        now,
+    };
+    let kind = if disable {
+        "disabled_by_operator"
+    } else {
+        "enabled_by_operator"
+    };
+    crate::identity::events::record(&mut tx, Some(user.id), kind, &meta, serde_json::json!({}))
+        .await?;
+    tx.commit().await?;
+    println!("{} {}", if disable { "disabled" } else { "enabled" }, email);
+    db.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn worker(config: Config) -> anyhow::Result<ExitCode> {
+    telemetry::init_tracing(&config.log);
+    let db = connect_app(&config).await?;
     let transport =
         crate::mail::transport::Transport::from_config(&config).map_err(anyhow::Error::msg)?;
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -481,9 +481,14 @@ impl TestApp {
     pub async fn deliver_mail(&self) -> usize {
         let transport = clientflow::mail::transport::Transport::from_config(&self.config)
             .expect("mail transport");
-        clientflow::mail::outbox::deliver_due(&self.app_db, &transport, self.clock.now_utc(), 1000)
-            .await
-            .expect("deliver mail")
+        clientflow::mail::outbox::deliver_due(
+            &self.app_db,
+            &transport,
+            self.state.clock.now(),
+            1000,
+        )
+        .await
+        .expect("deliver mail")
     }
 
     /// Delivers queued mail and returns the raw messages sent to `to`, oldest first.

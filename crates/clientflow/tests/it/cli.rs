@@ -248,3 +248,55 @@ async fn doctor_reports_a_healthy_app_role_setup() {
         "{text}"
     );
 }
+
+/// The operator disables an account from the command line: its sessions end at once.
+#[tokio::test]
+async fn the_operator_can_disable_and_enable_a_user() {
+    let app = clientflow_test_support::TestApp::spawn().await;
+    let mut b = crate::identity::sign_up(&app, "op@example.com").await;
+    assert_eq!(b.get("/app").await.status(), 200);
+    let passwords = clientflow_test_support::role_passwords().await;
+    let app_url = crate::support::url_of(&app.db.app, Some(&passwords.app));
+    let owner_url = crate::support::url_of(&app.db.owner, Some(&passwords.owner));
+    let dir = tempfile::tempdir().unwrap();
+    let run = move |args: Vec<&'static str>| {
+        let mut c = bin();
+        c.args(args)
+            .env("CLIENTFLOW_DATA_DIR", dir.path())
+            .env("DATABASE_URL", &app_url)
+            .env("CLIENTFLOW_DATABASE__ADMIN_URL", &owner_url);
+        c.output().unwrap()
+    };
+    let run = std::sync::Arc::new(run);
+    let r = run.clone();
+    let out = tokio::task::spawn_blocking(move || r(vec!["user", "disable", "OP@example.com"]))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        b.get("/app").await.status(),
+        303,
+        "session survived disabling"
+    );
+    let res =
+        crate::identity::sign_in(&app, &mut b, "op@example.com", crate::identity::PASSWORD).await;
+    assert_eq!(res.status(), 403);
+    let r = run.clone();
+    let out = tokio::task::spawn_blocking(move || r(vec!["user", "enable", "op@example.com"]))
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let res =
+        crate::identity::sign_in(&app, &mut b, "op@example.com", crate::identity::PASSWORD).await;
+    assert_eq!(res.status(), 303);
+    let r = run.clone();
+    let out = tokio::task::spawn_blocking(move || r(vec!["user", "disable", "nobody@example.com"]))
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no account"));
+}
