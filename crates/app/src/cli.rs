@@ -17,19 +17,13 @@ use crate::platform::telemetry;
 use crate::state::AppState;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "clientflow",
-    version,
-    about = "ClientFlow: client work for agencies and service teams."
-)]
-#[command(
-    long_about = "ClientFlow: clients, projects, tasks, invoices, files and a client portal, \
+#[command(name = "clientflow", version, about = "ClientFlow: client work for agencies and service teams.")]
+#[command(long_about = "ClientFlow: clients, projects, tasks, invoices, files and a client portal, \
 for agencies and service teams.\n\nWith no configuration, `clientflow serve` starts a private PostgreSQL \
 cluster under ./data, generates a certificate for localhost and serves https://localhost:8443.\n\n\
 Configuration: a TOML file (--config, default ./clientflow.toml) and CLIENTFLOW_* environment variables \
 (nested keys joined with __, e.g. CLIENTFLOW_SERVER__LISTEN=0.0.0.0:443); DATABASE_URL and REDIS_URL are \
-honoured; any setting can be read from a file with a _FILE suffix. See README.md for every setting."
-)]
+honoured; any setting can be read from a file with a _FILE suffix. See README.md for every setting.")]
 pub struct Cli {
     /// Configuration file (TOML).
     #[arg(long, global = true, env = "CLIENTFLOW_CONFIG")]
@@ -58,6 +52,46 @@ pub enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// The audit log: verify the hash chains, sign their heads, apply retention.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Print generated documentation.
+    Docs {
+        #[command(subcommand)]
+        command: DocsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Walk every organization's chain (or one, with --org) and report the first broken link.
+    /// Exits non-zero when any chain is broken.
+    Verify {
+        /// Organization id or slug (default: all organizations; needs the auditor role).
+        #[arg(long)]
+        org: Option<String>,
+        /// Additional accepted checkpoint public keys (base64), e.g. after a key rotation.
+        #[arg(long = "public-key")]
+        public_keys: Vec<String>,
+    },
+    /// Sign the current head of every organization's chain (or one) now.
+    Checkpoint {
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Remove events older than audit.retention_days, keeping a checkpoint where the chain
+    /// is cut.
+    Retention,
+    /// Print the public key that verifies signed checkpoints (keep a copy away from the server).
+    PublicKey,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DocsCommand {
+    /// The permission matrix (docs/permissions.md).
+    Permissions,
 }
 
 #[derive(Subcommand, Debug)]
@@ -85,10 +119,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -103,6 +134,11 @@ pub fn main() -> ExitCode {
             Command::Mail { command } => mail(config, command),
             Command::Worker => worker(config).await,
             Command::User { command } => user(config, command).await,
+            Command::Audit { command } => audit(config, command).await,
+            Command::Docs { command: DocsCommand::Permissions } => {
+                print!("{}", crate::tenancy::role::permissions_markdown());
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {
@@ -129,12 +165,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let tls = tls::load(&config)?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen on {} (server.listen): {e}",
-                config.server.listen
-            )
-        })?;
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (server.listen): {e}", config.server.listen))?;
     let bound = listener.local_addr()?;
     match &tls {
         Some((_, tls::CertificateSource::Generated { cert })) => tracing::info!(
@@ -153,32 +184,23 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             "TLS terminated by a proxy: plain HTTP, accepted only from the trusted proxies"
         ),
     }
-    let scheme = if config.server.tls == TlsMode::Proxy {
-        "http"
-    } else {
-        "https"
-    };
+    let scheme = if config.server.tls == TlsMode::Proxy { "http" } else { "https" };
     tracing::info!(listen = %bound, url = %config.public_url(), "ClientFlow is ready: open {}", config.public_url());
     if config.server.tls == TlsMode::Proxy {
         tracing::info!("listening for the proxy on {scheme}://{bound}");
     }
     let redirect = match config.server.http_redirect_listen {
         Some(addr) => {
-            let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                anyhow::anyhow!("cannot listen on {addr} (server.http_redirect_listen): {e}")
-            })?;
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (server.http_redirect_listen): {e}"))?;
             tracing::info!(listen = %addr, "plain HTTP redirects to HTTPS");
-            Some(tokio::spawn(server::serve_redirect(
-                l,
-                config.public_url(),
-                server::shutdown_signal(),
-            )))
+            Some(tokio::spawn(server::serve_redirect(l, config.public_url(), server::shutdown_signal())))
         }
         None => None,
     };
     let grace = std::time::Duration::from_secs(config.server.shutdown_grace_secs);
-    let transport =
-        crate::mail::transport::Transport::from_config(&config).map_err(anyhow::Error::msg)?;
+    let transport = crate::mail::transport::Transport::from_config(&config).map_err(anyhow::Error::msg)?;
     let state = AppState::new(config, db.clone(), Arc::new(SystemClock))?;
     let (stop_worker, worker_stopped) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(crate::mail::outbox::run_worker(
@@ -189,14 +211,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         worker_stopped,
     ));
     let router = http::router(state);
-    server::serve(
-        listener,
-        tls.map(|t| t.0),
-        router,
-        server::shutdown_signal(),
-        grace,
-    )
-    .await;
+    server::serve(listener, tls.map(|t| t.0), router, server::shutdown_signal(), grace).await;
     if let Some(r) = redirect {
         r.abort();
     }
@@ -243,10 +258,7 @@ fn mail(config: Config, command: MailCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         MailCommand::Show { id } => {
-            let found: Vec<_> = messages
-                .iter()
-                .filter(|(name, _)| name.starts_with(&id))
-                .collect();
+            let found: Vec<_> = messages.iter().filter(|(name, _)| name.starts_with(&id)).collect();
             match found.as_slice() {
                 [(_, raw)] => {
                     println!("{raw}");
@@ -266,12 +278,8 @@ async fn connect_app(config: &Config) -> anyhow::Result<Db> {
     let resolved = provision::resolve(config).await?;
     provision::migrate(&resolved).await?;
     provision::guard_runtime_role(&resolved.app).await?;
-    Ok(Db::connect(
-        resolved.app.clone(),
-        2,
-        std::time::Duration::from_secs(config.database.acquire_timeout_secs),
-    )
-    .await?)
+    Ok(Db::connect(resolved.app.clone(), 2, std::time::Duration::from_secs(config.database.acquire_timeout_secs))
+        .await?)
 }
 
 async fn user(config: Config, command: UserCommand) -> anyhow::Result<ExitCode> {
@@ -280,8 +288,7 @@ async fn user(config: Config, command: UserCommand) -> anyhow::Result<ExitCode> 
         UserCommand::Disable { email } => (email, true),
         UserCommand::Enable { email } => (email, false),
     };
-    let email =
-        crate::platform::types::Email::parse(email).map_err(|m| anyhow::anyhow!("email {m}"))?;
+    let email = crate::platform::types::Email::parse(email).map_err(|m| anyhow::anyhow!("email {m}"))?;
     let now = time::OffsetDateTime::now_utc();
     let mut tx = db.global().await?;
     let Some(user) = crate::identity::repo::find_by_email(&mut tx, &email).await? else {
@@ -292,25 +299,130 @@ async fn user(config: Config, command: UserCommand) -> anyhow::Result<ExitCode> 
         ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
         user_agent: "clientflow cli".into(),
         now,
+        request_id: String::new(),
     };
-    let kind = if disable {
-        "disabled_by_operator"
-    } else {
-        "enabled_by_operator"
-    };
-    crate::identity::events::record(&mut tx, Some(user.id), kind, &meta, serde_json::json!({}))
-        .await?;
+    let kind = if disable { "disabled_by_operator" } else { "enabled_by_operator" };
+    crate::identity::events::record(&mut tx, Some(user.id), kind, &meta, serde_json::json!({})).await?;
     tx.commit().await?;
     println!("{} {}", if disable { "disabled" } else { "enabled" }, email);
     db.close().await;
     Ok(ExitCode::SUCCESS)
 }
 
+/// Organizations to work on: the one named, or all of them (listed through the auditor role,
+/// the only role that sees across organizations).
+async fn target_orgs(
+    resolved: &provision::Resolved,
+    org: Option<&str>,
+) -> anyhow::Result<Vec<(crate::platform::ids::OrgId, String)>> {
+    let auditor = resolved.auditor.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "working across organizations needs the auditor role: set CLIENTFLOW_DATABASE__AUDITOR_URL \
+             (docs/operations.md, \"Database roles\")"
+        )
+    })?;
+    let mut conn = provision::connect(auditor, "auditor role").await?;
+    let all: Vec<(crate::platform::ids::OrgId, String)> =
+        sqlx::query_as("SELECT id, slug FROM organizations ORDER BY created_at, id").fetch_all(&mut conn).await?;
+    Ok(match org {
+        None => all,
+        Some(wanted) => {
+            let found: Vec<_> = all.into_iter().filter(|(id, slug)| id.to_string() == wanted || slug == wanted).collect();
+            if found.is_empty() {
+                anyhow::bail!("no organization {wanted}");
+            }
+            found
+        }
+    })
+}
+
+async fn audit(config: Config, command: AuditCommand) -> anyhow::Result<ExitCode> {
+    use base64::Engine;
+    let signer = crate::audit::chain::Signer::load(config.audit.signing_key.as_ref(), &config.data_dir)
+        .map_err(anyhow::Error::msg)?;
+    if let AuditCommand::PublicKey = command {
+        println!("{}", base64::engine::general_purpose::STANDARD.encode(signer.verifying_key().as_bytes()));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let resolved = provision::resolve(&config).await?;
+    provision::migrate(&resolved).await?;
+    provision::guard_runtime_role(&resolved.app).await?;
+    let db = Db::connect(resolved.app.clone(), 2, std::time::Duration::from_secs(config.database.acquire_timeout_secs))
+        .await?;
+    let now = time::OffsetDateTime::now_utc();
+    let code = match command {
+        AuditCommand::Verify { org, public_keys } => {
+            let mut keys = vec![signer.verifying_key()];
+            for k in public_keys {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(k.trim())
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or_else(|| anyhow::anyhow!("--public-key must be 32 bytes of base64"))?;
+                keys.push(ed25519_dalek::VerifyingKey::from_bytes(&bytes)?);
+            }
+            let orgs = target_orgs(&resolved, org.as_deref()).await?;
+            let auditor = resolved.auditor.clone().ok_or_else(|| anyhow::anyhow!("auditor role needed"))?;
+            let mut conn = provision::connect(&auditor, "auditor role").await?;
+            let started = std::time::Instant::now();
+            let (mut events, mut broken) = (0u64, 0usize);
+            for (id, slug) in &orgs {
+                let report = crate::audit::chain::verify_org(&mut conn, *id, &keys).await?;
+                events += report.events;
+                match &report.first_break {
+                    None => println!(
+                        "ok      {slug} ({id}): {} events, {} signed checkpoints",
+                        report.events, report.signed_checkpoints
+                    ),
+                    Some(b) => {
+                        broken += 1;
+                        println!("BROKEN  {slug} ({id}): at event {}: {}", b.seq, b.message);
+                    }
+                }
+            }
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "verified {} organizations, {events} events in {secs:.2} s ({:.0} events/s); {broken} broken",
+                orgs.len(),
+                events as f64 / secs.max(1e-9)
+            );
+            if broken > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+        }
+        AuditCommand::Checkpoint { org } => {
+            for (id, slug) in target_orgs(&resolved, org.as_deref()).await? {
+                let Some(principal) = crate::platform::db::tenant::operator(&db, id, "audit checkpoint").await? else {
+                    continue;
+                };
+                let mut tx = crate::platform::db::OrgTx::begin(&db, &principal).await?;
+                match crate::audit::chain::sign_head_now(&mut tx, &signer, id, now).await? {
+                    Some(seq) => println!("signed  {slug}: head at event {seq} (key {})", signer.key_id()),
+                    None => println!("empty   {slug}: no events yet"),
+                }
+                tx.commit().await?;
+            }
+            ExitCode::SUCCESS
+        }
+        AuditCommand::Retention => {
+            let cutoff = now - time::Duration::days(config.audit.retention_days.into());
+            for (id, slug) in target_orgs(&resolved, None).await? {
+                let mut g = db.global().await?;
+                let deleted: i64 =
+                    sqlx::query_scalar("SELECT audit_apply_retention($1, $2)").bind(id).bind(cutoff).fetch_one(&mut *g).await?;
+                g.commit().await?;
+                println!("{slug}: removed {deleted} events older than {} days", config.audit.retention_days);
+            }
+            ExitCode::SUCCESS
+        }
+        AuditCommand::PublicKey => ExitCode::SUCCESS,
+    };
+    db.close().await;
+    Ok(code)
+}
+
 async fn worker(config: Config) -> anyhow::Result<ExitCode> {
     telemetry::init_tracing(&config.log);
     let db = connect_app(&config).await?;
-    let transport =
-        crate::mail::transport::Transport::from_config(&config).map_err(anyhow::Error::msg)?;
+    let transport = crate::mail::transport::Transport::from_config(&config).map_err(anyhow::Error::msg)?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(crate::mail::outbox::run_worker(
         db.clone(),
@@ -337,10 +449,7 @@ async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
         );
     }
     provision::migrate(&resolved).await?;
-    println!(
-        "migrations: current ({} known)",
-        crate::platform::db::MIGRATOR.iter().count()
-    );
+    println!("migrations: current ({} known)", crate::platform::db::MIGRATOR.iter().count());
     if let Some((cluster, true)) = &resolved.cluster {
         let cluster = cluster.clone();
         tokio::task::spawn_blocking(move || cluster.stop()).await??;
@@ -358,14 +467,8 @@ async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
         let probe = config.data_dir.join(".doctor-probe");
         std::fs::write(&probe, b"").and_then(|_| std::fs::remove_file(&probe))
     }) {
-        Ok(()) => report.ok(
-            "data directory",
-            &format!("{} is writable", config.data_dir.display()),
-        ),
-        Err(e) => report.fail(
-            "data directory",
-            &format!("{}: {e} (set data_dir)", config.data_dir.display()),
-        ),
+        Ok(()) => report.ok("data directory", &format!("{} is writable", config.data_dir.display())),
+        Err(e) => report.fail("data directory", &format!("{}: {e} (set data_dir)", config.data_dir.display())),
     }
 
     // Database.
@@ -377,16 +480,10 @@ async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
         ) {
             Ok(cluster) if cluster.is_running() => {
                 report.ok("database", "private cluster is running");
-                provision::resolve(&config)
-                    .await
-                    .map_err(|e| report.fail("database", &e.to_string()))
-                    .ok()
+                provision::resolve(&config).await.map_err(|e| report.fail("database", &e.to_string())).ok()
             }
             Ok(_) => {
-                report.warn(
-                    "database",
-                    "private cluster is not running (`clientflow serve` starts it)",
-                );
+                report.warn("database", "private cluster is not running (`clientflow serve` starts it)");
                 None
             }
             Err(e) => {
@@ -408,58 +505,47 @@ async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
     };
     if let Some(resolved) = &resolved {
         if resolved.mode == Mode::AppRole && resolved.owner.is_none() {
-            report.warn(
-                "database",
-                "no database.admin_url: migrations can't be applied from here",
-            );
+            report.warn("database", "no database.admin_url: migrations can't be applied from here");
         }
         match provision::connect(&resolved.app, "app role").await {
             Ok(mut conn) => {
                 match crate::platform::db::role_facts(&mut conn).await {
                     Ok(facts) => match facts.unsafe_for_runtime() {
-                        None => report.ok(
-                            "app role",
-                            &format!("{}: not superuser, no BYPASSRLS, owns nothing", facts.name),
-                        ),
+                        None => {
+                            report.ok("app role", &format!("{}: not superuser, no BYPASSRLS, owns nothing", facts.name))
+                        }
                         Some(why) => report.fail("app role", &why),
                     },
                     Err(e) => report.fail("app role", &e.to_string()),
                 }
-                let applied: Result<Vec<(i64, bool, Vec<u8>)>, _> = sqlx::query_as(
-                    "SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version",
-                )
-                .fetch_all(&mut conn)
-                .await;
+                let applied: Result<Vec<(i64, bool, Vec<u8>)>, _> =
+                    sqlx::query_as("SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version")
+                        .fetch_all(&mut conn)
+                        .await;
                 match applied.map(|a| MigrationStatus::compare(&a)) {
                     Ok(MigrationStatus::Current) => report.ok("migrations", "current"),
-                    Ok(MigrationStatus::Pending(v)) => report.fail(
-                        "migrations",
-                        &format!("pending {v:?}: run `clientflow migrate`"),
-                    ),
-                    Ok(MigrationStatus::Diverged(why)) => report.fail("migrations", &why),
-                    Err(_) => {
-                        report.fail("migrations", "not applied yet: run `clientflow migrate`")
+                    Ok(MigrationStatus::Pending(v)) => {
+                        report.fail("migrations", &format!("pending {v:?}: run `clientflow migrate`"))
                     }
+                    Ok(MigrationStatus::Diverged(why)) => report.fail("migrations", &why),
+                    Err(_) => report.fail("migrations", "not applied yet: run `clientflow migrate`"),
                 }
             }
             Err(e) => report.fail("app role", &e.to_string()),
         }
         if let Some(owner) = &resolved.owner {
             match provision::connect(owner, "owner role").await {
-                Ok(mut conn) => {
-                    match crate::platform::db::catalog::tenant_invariant_problems(&mut conn).await {
-                        Ok(problems) if problems.is_empty() => report.ok(
-                            "row-level security",
-                            "every tenant table: enabled, forced, policy WITH CHECK",
-                        ),
-                        Ok(problems) => {
-                            for p in problems {
-                                report.fail("row-level security", &p);
-                            }
-                        }
-                        Err(e) => report.fail("row-level security", &e.to_string()),
+                Ok(mut conn) => match crate::platform::db::catalog::tenant_invariant_problems(&mut conn).await {
+                    Ok(problems) if problems.is_empty() => {
+                        report.ok("row-level security", "every tenant table: enabled, forced, policy WITH CHECK")
                     }
-                }
+                    Ok(problems) => {
+                        for p in problems {
+                            report.fail("row-level security", &p);
+                        }
+                    }
+                    Err(e) => report.fail("row-level security", &e.to_string()),
+                },
                 Err(e) => report.fail("owner role", &e.to_string()),
             }
         }
@@ -467,10 +553,7 @@ async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
 
     // Redis.
     match &config.redis.url {
-        None => report.ok(
-            "redis",
-            "not configured: single-node mode (in-process limiter and cache)",
-        ),
+        None => report.ok("redis", "not configured: single-node mode (in-process limiter and cache)"),
         Some(url) => match redis_ping(url.expose()).await {
             Ok(()) => report.ok("redis", "PING answered"),
             Err(e) => report.fail("redis", &format!("{e} (check redis.url / REDIS_URL)")),
@@ -480,45 +563,27 @@ async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
     // Certificates.
     match config.server.tls {
         TlsMode::Proxy => report.ok("tls", "terminated by the trusted proxy"),
-        TlsMode::SelfSigned if !config.data_dir.join("tls/localhost.crt").exists() => report.ok(
-            "tls",
-            "a self-signed certificate will be generated on first start",
-        ),
+        TlsMode::SelfSigned if !config.data_dir.join("tls/localhost.crt").exists() => {
+            report.ok("tls", "a self-signed certificate will be generated on first start")
+        }
         _ => match tls::load(&config) {
-            Ok(_) => report.ok(
-                "tls",
-                "certificate and key load and fit together (TLS 1.3 only)",
-            ),
+            Ok(_) => report.ok("tls", "certificate and key load and fit together (TLS 1.3 only)"),
             Err(e) => report.fail("tls", &e.to_string()),
         },
     }
 
     report.print();
-    Ok(if report.failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if report.failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 async fn redis_ping(url: &str) -> Result<(), String> {
     let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-    let mut conn = tokio::time::timeout(
-        std::time::Duration::from_secs(3),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .map_err(|_| "timed out connecting".to_string())?
-    .map_err(|e| e.to_string())?;
-    let pong: String = redis::cmd("PING")
-        .query_async(&mut conn)
+    let mut conn = tokio::time::timeout(std::time::Duration::from_secs(3), client.get_multiplexed_async_connection())
         .await
+        .map_err(|_| "timed out connecting".to_string())?
         .map_err(|e| e.to_string())?;
-    if pong == "PONG" {
-        Ok(())
-    } else {
-        Err(format!("unexpected reply {pong:?}"))
-    }
+    let pong: String = redis::cmd("PING").query_async(&mut conn).await.map_err(|e| e.to_string())?;
+    if pong == "PONG" { Ok(()) } else { Err(format!("unexpected reply {pong:?}")) }
 }
 
 #[derive(Default)]
@@ -529,17 +594,14 @@ struct Report {
 
 impl Report {
     fn ok(&mut self, what: &str, detail: &str) {
-        self.lines
-            .push(("ok  ", what.to_string(), detail.to_string()));
+        self.lines.push(("ok  ", what.to_string(), detail.to_string()));
     }
     fn warn(&mut self, what: &str, detail: &str) {
-        self.lines
-            .push(("warn", what.to_string(), detail.to_string()));
+        self.lines.push(("warn", what.to_string(), detail.to_string()));
     }
     fn fail(&mut self, what: &str, detail: &str) {
         self.failed = true;
-        self.lines
-            .push(("FAIL", what.to_string(), detail.to_string()));
+        self.lines.push(("FAIL", what.to_string(), detail.to_string()));
     }
     #[allow(clippy::print_stdout)]
     fn print(&self) {

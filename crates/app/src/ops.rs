@@ -26,15 +26,14 @@ async fn healthz() -> Json<serde_json::Value> {
 
 /// The database answers and its schema matches this binary.
 async fn readyz(State(state): State<AppState>) -> Response {
-    let database =
-        match tokio::time::timeout(std::time::Duration::from_secs(3), state.db.ping()).await {
-            Ok(Ok(())) => "ok".to_string(),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "readiness: database unreachable");
-                "unreachable".to_string()
-            }
-            Err(_) => "timeout".to_string(),
-        };
+    let database = match tokio::time::timeout(std::time::Duration::from_secs(3), state.db.ping()).await {
+        Ok(Ok(())) => "ok".to_string(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: database unreachable");
+            "unreachable".to_string()
+        }
+        Err(_) => "timeout".to_string(),
+    };
     let migrations = if database == "ok" {
         match state.db.migration_status().await {
             Ok(MigrationStatus::Current) => "current".to_string(),
@@ -49,11 +48,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "unknown".to_string()
     };
     let ready = database == "ok" && migrations == "current";
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "status": if ready { "ready" } else { "not ready" },
         "checks": { "database": database, "migrations": migrations },
@@ -61,20 +56,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let mut res = (status, Json(body)).into_response();
     if !ready {
         // The body is the useful part here; don't let the error renderer replace it.
-        res.extensions_mut()
-            .insert(crate::platform::http::error::RenderedByHandler);
+        res.extensions_mut().insert(crate::platform::http::error::RenderedByHandler);
     }
     res
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let body = state.metrics.render(state.db.pool_usage());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
 }

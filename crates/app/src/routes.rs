@@ -7,5 +7,7 @@ pub fn all() -> Vec<RouteDef> {
     routes.extend(crate::ops::routes());
     routes.extend(crate::web::routes());
     routes.extend(crate::identity::web::routes());
+    routes.extend(crate::tenancy::web::routes());
+    routes.extend(crate::audit::web::routes());
     routes
 }

@@ -34,6 +34,7 @@ pub struct AppStateInner {
     /// Wakes the outbox worker when a transaction has queued mail.
     pub mail_wake: Arc<tokio::sync::Notify>,
     pub google: Option<GoogleSignIn>,
+    pub audit_signer: Arc<crate::audit::chain::Signer>,
 }
 
 impl AppState {
@@ -41,11 +42,13 @@ impl AppState {
         let security_headers = SecurityHeaders::new(config.server.hsts_preload);
         let sealer = Sealer::load(config.secrets.master_key.as_ref(), &config.data_dir)?;
         let csrf_key = derive_key(&sealer, "clientflow csrf v1");
-        let hasher = PasswordHasher::new(
-            config.identity.hashing_concurrency,
-            config.identity.hashing_queue,
-        );
+        let hasher = PasswordHasher::new(config.identity.hashing_concurrency, config.identity.hashing_queue);
         let google = GoogleSignIn::from_config(&config)?;
+        let audit_signer = Arc::new(
+            crate::audit::chain::Signer::load(config.audit.signing_key.as_ref(), &config.data_dir)
+                .map_err(anyhow::Error::msg)?
+                .with_retention(config.audit.retention_days),
+        );
         Ok(Self {
             inner: Arc::new(AppStateInner {
                 config,
@@ -58,6 +61,7 @@ impl AppState {
                 csrf_key,
                 mail_wake: Arc::new(tokio::sync::Notify::new()),
                 google,
+                audit_signer,
             }),
         })
     }
@@ -65,8 +69,7 @@ impl AppState {
 
 /// A purpose-specific key: HMAC of a label under the sealer's derivation key.
 fn derive_key(sealer: &Sealer, label: &str) -> [u8; 32] {
-    let mut mac =
-        <Hmac<Sha256> as Mac>::new_from_slice(&sealer.derivation_key()).expect("any key length");
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&sealer.derivation_key()).expect("any key length");
     mac.update(label.as_bytes());
     mac.finalize().into_bytes().into()
 }

@@ -47,27 +47,18 @@ pub fn error_page(problem: &Problem, request_id: &str) -> String {
         errors: &problem.errors,
         request_id,
     };
-    page.render()
-        .unwrap_or_else(|_| format!("{} {}", problem.status, problem.title))
+    page.render().unwrap_or_else(|_| format!("{} {}", problem.status, problem.title))
 }
 
 /// Assets compiled into the binary: no file-system path is ever built from the request.
-const ASSETS: &[(&str, &str, &[u8])] = &[(
-    "app.css",
-    "text/css; charset=utf-8",
-    include_bytes!("../static/app.css"),
-)];
+const ASSETS: &[(&str, &str, &[u8])] = &[("app.css", "text/css; charset=utf-8", include_bytes!("../static/app.css"))];
 
 async fn static_file(Path(file): Path<String>) -> Response {
     match ASSETS.iter().find(|(name, _, _)| *name == file) {
         Some((_, content_type, body)) => {
             let mut res = body.to_vec().into_response();
-            res.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-            res.headers_mut().insert(
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=3600"),
-            );
+            res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
             res
         }
         None => AppError::NotFound.into_response(),

@@ -50,22 +50,11 @@ async fn main() {
     let app = TestApp::builder().system_clock().spawn().await;
     // A signed-in user.
     let mut user = app.browser();
-    user.submit(
-        "/signup",
-        "/signup",
-        &[
-            ("email", "bench@example.com"),
-            ("password", "correct horse battery staple"),
-        ],
-    )
-    .await;
-    let link = app
-        .link_in_mail("bench@example.com", "/verify-email?token=")
+    user.submit("/signup", "/signup", &[("email", "bench@example.com"), ("password", "correct horse battery staple")])
         .await;
+    let link = app.link_in_mail("bench@example.com", "/verify-email?token=").await;
     let token = link.split("token=").nth(1).unwrap().to_string();
-    let res = user
-        .submit(&link, "/verify-email", &[("token", &token)])
-        .await;
+    let res = user.submit(&link, "/verify-email", &[("token", &token)]).await;
     assert_eq!(location(&res), "/app");
 
     // Warm up, then the reference run.
@@ -89,12 +78,7 @@ async fn main() {
             while !stop.load(Ordering::Relaxed) {
                 let email = format!("victim{i}-{n}@example.com");
                 let res = b
-                    .post_with(
-                        "/login",
-                        &[("email", &email), ("password", "wrong password guess")],
-                        Some(&token),
-                        true,
-                    )
+                    .post_with("/login", &[("email", &email), ("password", "wrong password guess")], Some(&token), true)
                     .await;
                 if res.status() == 503 {
                     busy.fetch_add(1, Ordering::Relaxed);
@@ -116,9 +100,7 @@ async fn main() {
     }
 
     println!();
-    println!(
-        "sign-in storm: {STORM_CLIENTS} clients posting wrong passwords for distinct accounts"
-    );
+    println!("sign-in storm: {STORM_CLIENTS} clients posting wrong passwords for distinct accounts");
     println!(
         "storm throughput: {:.1} attempts/s ({} answered 503 busy)",
         during as f64 / elapsed.as_secs_f64(),

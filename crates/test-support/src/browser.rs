@@ -15,23 +15,12 @@ pub struct Browser {
 
 impl Browser {
     pub fn new(cert: &Path, addr: SocketAddr, base_url: &str) -> Self {
-        let client = crate::client_for(cert, addr)
-            .cookie_store(true)
-            .build()
-            .expect("client");
-        Self {
-            client,
-            base_url: base_url.to_string(),
-            last_page: String::new(),
-        }
+        let client = crate::client_for(cert, addr).cookie_store(true).build().expect("client");
+        Self { client, base_url: base_url.to_string(), last_page: String::new() }
     }
 
     pub fn url(&self, path: &str) -> String {
-        if path.starts_with("http") {
-            path.to_string()
-        } else {
-            format!("{}{}", self.base_url, path)
-        }
+        if path.starts_with("http") { path.to_string() } else { format!("{}{}", self.base_url, path) }
     }
 
     /// GETs a path (doesn't remember the page).
@@ -69,10 +58,7 @@ impl Browser {
         token: Option<&str>,
         origin: bool,
     ) -> Response {
-        let mut form: Vec<(String, String)> = fields
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let mut form: Vec<(String, String)> = fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         if let Some(t) = token {
             form.push(("csrf_token".into(), t.to_string()));
         }
@@ -93,18 +79,10 @@ pub fn csrf_token(html: &str) -> Option<String> {
 
 /// The `Location` of a redirect.
 pub fn location(res: &Response) -> String {
-    res.headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
+    res.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
 }
 
 /// All `Set-Cookie` values of a response.
 pub fn set_cookies(res: &Response) -> Vec<String> {
-    res.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok().map(str::to_string))
-        .collect()
+    res.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok().map(str::to_string)).collect()
 }

@@ -20,7 +20,7 @@ use clientflow::platform::clock::{ManualClock, SharedClock, SystemClock};
 use clientflow::platform::config::Config;
 use clientflow::platform::db::cluster::PrivateCluster;
 use clientflow::platform::db::provision::{self, RolePasswords};
-use clientflow::platform::db::{APP_ROLE, Db, MIGRATOR, OWNER_ROLE};
+use clientflow::platform::db::{APP_ROLE, AUDITOR_ROLE, Db, MIGRATOR, OWNER_ROLE};
 use clientflow::platform::http::{self, server, tls};
 use clientflow::state::AppState;
 use sqlx::postgres::PgConnectOptions;
@@ -46,11 +46,7 @@ pub fn work_dir() -> PathBuf {
 
 async fn shared() -> &'static Shared {
     SHARED
-        .get_or_init(|| async {
-            init_shared()
-                .await
-                .unwrap_or_else(|e| panic!("test database setup failed: {e:#}"))
-        })
+        .get_or_init(|| async { init_shared().await.unwrap_or_else(|e| panic!("test database setup failed: {e:#}")) })
         .await
 }
 
@@ -77,26 +73,15 @@ async fn init_shared() -> anyhow::Result<Shared> {
         digest.extend_from_slice(&m.version.to_be_bytes());
         digest.extend_from_slice(&m.checksum);
     }
-    let template = format!(
-        "cf_tpl_{}",
-        &clientflow::platform::crypto::sha256_hex(&digest)[..16]
-    );
+    let template = format!("cf_tpl_{}", &clientflow::platform::crypto::sha256_hex(&digest)[..16]);
 
-    sqlx::query("SELECT pg_advisory_lock(hashtext('clientflow:test-template'))")
-        .execute(&mut conn)
-        .await?;
+    sqlx::query("SELECT pg_advisory_lock(hashtext('clientflow:test-template'))").execute(&mut conn).await?;
     let result = build_template(&mut conn, &admin, &passwords, &template).await;
-    sqlx::query("SELECT pg_advisory_unlock(hashtext('clientflow:test-template'))")
-        .execute(&mut conn)
-        .await?;
+    sqlx::query("SELECT pg_advisory_unlock(hashtext('clientflow:test-template'))").execute(&mut conn).await?;
     result?;
     drop_stale(&mut conn, &template).await;
     conn.close().await.ok();
-    Ok(Shared {
-        admin,
-        passwords,
-        template,
-    })
+    Ok(Shared { admin, passwords, template })
 }
 
 async fn build_template(
@@ -113,59 +98,42 @@ async fn build_template(
         return Ok(());
     }
     let building = format!("{template}_build");
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(&format!("CREATE DATABASE {building} OWNER {OWNER_ROLE}"))
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)")).execute(&mut *conn).await?;
+    sqlx::query(&format!("CREATE DATABASE {building} OWNER {OWNER_ROLE}")).execute(&mut *conn).await?;
     provision::prepare_database(admin, &building).await?;
     let owner = provision::role_options(admin, OWNER_ROLE, &passwords.owner, &building);
     provision::run_migrations(&owner).await?;
-    sqlx::query(&format!("ALTER DATABASE {building} RENAME TO {template}"))
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(&format!("ALTER DATABASE {template} IS_TEMPLATE true"))
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(&format!("ALTER DATABASE {building} RENAME TO {template}")).execute(&mut *conn).await?;
+    sqlx::query(&format!("ALTER DATABASE {template} IS_TEMPLATE true")).execute(&mut *conn).await?;
     Ok(())
 }
 
 /// Drops test databases left behind by crashed runs (older than an hour) and old templates.
 async fn drop_stale(conn: &mut PgConnection, current_template: &str) {
     let now = unix_now();
-    let names: Vec<(String,)> =
-        sqlx::query_as("SELECT datname::text FROM pg_database WHERE datname LIKE 'cf\\_test\\_%' OR datname LIKE 'cf\\_tpl\\_%'")
-            .fetch_all(&mut *conn)
-            .await
-            .unwrap_or_default();
+    let names: Vec<(String,)> = sqlx::query_as(
+        "SELECT datname::text FROM pg_database WHERE datname LIKE 'cf\\_test\\_%' OR datname LIKE 'cf\\_tpl\\_%'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap_or_default();
     for (name,) in names {
         let stale = if let Some(rest) = name.strip_prefix("cf_test_") {
-            rest.split('_')
-                .next()
-                .and_then(|t| t.parse::<u64>().ok())
-                .is_some_and(|t| t + 3600 < now)
+            rest.split('_').next().and_then(|t| t.parse::<u64>().ok()).is_some_and(|t| t + 3600 < now)
         } else {
             name != current_template && !name.ends_with("_build")
         };
         if stale {
             if name.starts_with("cf_tpl_") {
-                let _ = sqlx::query(&format!("ALTER DATABASE {name} IS_TEMPLATE false"))
-                    .execute(&mut *conn)
-                    .await;
+                let _ = sqlx::query(&format!("ALTER DATABASE {name} IS_TEMPLATE false")).execute(&mut *conn).await;
             }
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut *conn)
-                .await;
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut *conn).await;
         }
     }
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// A fresh, migrated database of its own, dropped when this value is dropped.
@@ -177,29 +145,22 @@ pub struct TestDb {
     pub owner: PgConnectOptions,
     /// The unprivileged app role (what the server runs as).
     pub app: PgConnectOptions,
+    /// The read-only auditor role (operator commands across organizations).
+    pub auditor: PgConnectOptions,
     server_admin: PgConnectOptions,
 }
 
 impl TestDb {
     pub async fn new() -> TestDb {
         let shared = shared().await;
-        let name = format!(
-            "cf_test_{}_{}_{}",
-            unix_now(),
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut conn = provision::connect(&shared.admin, "test admin")
-            .await
-            .expect("admin connection");
+        let name = format!("cf_test_{}_{}_{}", unix_now(), std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let mut conn = provision::connect(&shared.admin, "test admin").await.expect("admin connection");
         let mut attempt = 0;
         loop {
-            let created = sqlx::query(&format!(
-                "CREATE DATABASE {name} TEMPLATE {} OWNER {OWNER_ROLE}",
-                shared.template
-            ))
-            .execute(&mut conn)
-            .await;
+            let created =
+                sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {} OWNER {OWNER_ROLE}", shared.template))
+                    .execute(&mut conn)
+                    .await;
             match created {
                 Ok(_) => break,
                 // "source database is being accessed by other users": another process is
@@ -215,33 +176,20 @@ impl TestDb {
         conn.close().await.ok();
         TestDb {
             admin: shared.admin.clone().database(&name),
-            owner: provision::role_options(
-                &shared.admin,
-                OWNER_ROLE,
-                &shared.passwords.owner,
-                &name,
-            ),
+            owner: provision::role_options(&shared.admin, OWNER_ROLE, &shared.passwords.owner, &name),
             app: provision::role_options(&shared.admin, APP_ROLE, &shared.passwords.app, &name),
+            auditor: provision::role_options(&shared.admin, AUDITOR_ROLE, &shared.passwords.auditor, &name),
             server_admin: shared.admin.clone(),
             name,
         }
     }
 
     pub async fn admin_conn(&self) -> PgConnection {
-        self.admin
-            .clone()
-            .disable_statement_logging()
-            .connect()
-            .await
-            .expect("superuser connection")
+        self.admin.clone().disable_statement_logging().connect().await.expect("superuser connection")
     }
 
     pub async fn owner_conn(&self) -> PgConnection {
-        self.owner
-            .clone()
-            .connect()
-            .await
-            .expect("owner connection")
+        self.owner.clone().connect().await.expect("owner connection")
     }
 
     pub async fn app_conn(&self) -> PgConnection {
@@ -250,9 +198,7 @@ impl TestDb {
 
     /// A `Db` (the app's own handle) on this database as the app role.
     pub async fn app_db(&self, max_connections: u32) -> Db {
-        Db::connect(self.app.clone(), max_connections, Duration::from_secs(5))
-            .await
-            .expect("app pool")
+        Db::connect(self.app.clone(), max_connections, Duration::from_secs(5)).await.expect("app pool")
     }
 }
 
@@ -265,17 +211,13 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop runs outside any async context we can rely on; use a thread of its own.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
             };
             rt.block_on(async move {
                 if let Ok(mut conn) = admin.disable_statement_logging().connect().await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
+                    let _ =
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
                 }
             });
         })
@@ -296,13 +238,7 @@ pub struct TestAppBuilder {
 
 impl Default for TestAppBuilder {
     fn default() -> Self {
-        Self {
-            tweak: None,
-            clock: None,
-            manual: None,
-            routes: None,
-            pool_size: 5,
-        }
+        Self { tweak: None, clock: None, manual: None, routes: None, pool_size: 5 }
     }
 }
 
@@ -325,10 +261,7 @@ impl TestAppBuilder {
     }
 
     /// Serve an explicit route table instead of the application's (for middleware tests).
-    pub fn routes(
-        mut self,
-        f: impl FnOnce() -> Vec<clientflow::platform::http::route::RouteDef> + 'static,
-    ) -> Self {
+    pub fn routes(mut self, f: impl FnOnce() -> Vec<clientflow::platform::http::route::RouteDef> + 'static) -> Self {
         self.routes = Some(Box::new(f));
         self
     }
@@ -341,27 +274,20 @@ impl TestAppBuilder {
     pub async fn spawn(self) -> TestApp {
         let db = TestDb::new().await;
         let data_dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config {
-            data_dir: data_dir.path().to_path_buf(),
-            ..Config::default()
-        };
+        let mut config = Config { data_dir: data_dir.path().to_path_buf(), ..Config::default() };
         config.server.listen = "127.0.0.1:0".parse().expect("literal");
         config.server.shutdown_grace_secs = 5;
         if let Some(f) = self.tweak {
             f(&mut config);
         }
         let tls = tls::load(&config).expect("tls");
-        let listener = tokio::net::TcpListener::bind(config.server.listen)
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind(config.server.listen).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         if config.public_url.is_none() {
             config.public_url = Some(format!("https://localhost:{}", addr.port()));
         }
         let app_db = db.app_db(self.pool_size).await;
-        let manual = self
-            .manual
-            .unwrap_or_else(|| ManualClock::new(time::OffsetDateTime::now_utc()));
+        let manual = self.manual.unwrap_or_else(|| ManualClock::new(time::OffsetDateTime::now_utc()));
         let clock: SharedClock = match self.clock {
             Some(c) => c,
             None => Arc::new(manual.clone()),
@@ -385,10 +311,7 @@ impl TestAppBuilder {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let base_url = format!("{scheme}://localhost:{}", addr.port());
         let cert = config.data_dir.join("tls/localhost.crt");
-        let client = client_for(&cert, addr)
-            .cookie_store(true)
-            .build()
-            .expect("client");
+        let client = client_for(&cert, addr).cookie_store(true).build().expect("client");
         TestApp {
             addr,
             base_url,
@@ -451,11 +374,7 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("request")
+        self.client.get(self.url(path)).send().await.expect("request")
     }
 
     /// Begins graceful shutdown and waits for the server loop to finish.
@@ -479,16 +398,10 @@ impl TestApp {
 
     /// Runs the outbox worker once (at the app's clock) into the mail drop.
     pub async fn deliver_mail(&self) -> usize {
-        let transport = clientflow::mail::transport::Transport::from_config(&self.config)
-            .expect("mail transport");
-        clientflow::mail::outbox::deliver_due(
-            &self.app_db,
-            &transport,
-            self.state.clock.now(),
-            1000,
-        )
-        .await
-        .expect("deliver mail")
+        let transport = clientflow::mail::transport::Transport::from_config(&self.config).expect("mail transport");
+        clientflow::mail::outbox::deliver_due(&self.app_db, &transport, self.state.clock.now(), 1000)
+            .await
+            .expect("deliver mail")
     }
 
     /// Delivers queued mail and returns the raw messages sent to `to`, oldest first.
@@ -497,11 +410,7 @@ impl TestApp {
         clientflow::mail::transport::read_maildrop(&self.config.data_dir)
             .into_iter()
             .map(|(_, raw)| raw)
-            .filter(|raw| {
-                raw.lines()
-                    .take_while(|l| !l.is_empty())
-                    .any(|l| l.starts_with("To:") && l.contains(to))
-            })
+            .filter(|raw| raw.lines().take_while(|l| !l.is_empty()).any(|l| l.starts_with("To:") && l.contains(to)))
             .collect()
     }
 
@@ -511,17 +420,11 @@ impl TestApp {
         let needle = format!("{}{}", self.base_url, path_prefix);
         for raw in mails.iter().rev() {
             if let Some(at) = raw.find(&needle) {
-                let link: String = raw[at..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace())
-                    .collect();
+                let link: String = raw[at..].chars().take_while(|c| !c.is_whitespace()).collect();
                 return link;
             }
         }
-        panic!(
-            "no link to {needle} in mail to {to}:\n{}",
-            mails.join("\n----\n")
-        );
+        panic!("no link to {needle} in mail to {to}:\n{}", mails.join("\n----\n"));
     }
 }
 

@@ -88,10 +88,7 @@ fn keys() -> &'static Keys {
         // Two cores are usually available; generate the two keys in parallel.
         let forgery = std::thread::spawn(generate);
         let provider = generate();
-        Keys {
-            provider,
-            forgery: forgery.join().expect("forgery key thread"),
-        }
+        Keys { provider, forgery: forgery.join().expect("forgery key thread") }
     })
 }
 
@@ -124,12 +121,8 @@ impl FakeOidc {
     /// Starts a provider on `127.0.0.1`, port 0, for one registered client.
     pub async fn start(client_id: &str, client_secret: &str) -> FakeOidc {
         // Key generation is CPU-bound and may take seconds in debug builds.
-        tokio::task::spawn_blocking(keys)
-            .await
-            .expect("key generation task");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake OIDC provider");
+        tokio::task::spawn_blocking(keys).await.expect("key generation task");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake OIDC provider");
         let port = listener.local_addr().expect("local addr").port();
         let issuer = format!("http://127.0.0.1:{port}");
         let state = Arc::new(Shared {
@@ -153,11 +146,7 @@ impl FakeOidc {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        FakeOidc {
-            issuer,
-            state,
-            task,
-        }
+        FakeOidc { issuer, state, task }
     }
 
     /// The issuer identifier, e.g. `http://127.0.0.1:PORT` (no trailing slash).
@@ -258,8 +247,7 @@ fn parse_form(text: &str) -> Result<HashMap<String, String>, String> {
 /// RFC 7636 §4.1/§4.2: 43–128 characters of `[A-Za-z0-9-._~]`.
 fn is_pkce_string(s: &str) -> bool {
     (43..=128).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 fn random_token() -> String {
@@ -269,10 +257,7 @@ fn random_token() -> String {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 async fn authorize(State(s): AppState, RawQuery(query): RawQuery) -> Response {
@@ -280,12 +265,7 @@ async fn authorize(State(s): AppState, RawQuery(query): RawQuery) -> Response {
         Ok(p) => p,
         Err(e) => return bad_request(&e),
     };
-    let param = |name: &str| {
-        params
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    };
+    let param = |name: &str| params.get(name).map(String::as_str).filter(|v| !v.is_empty());
 
     match param("client_id") {
         None => return bad_request("missing client_id"),
@@ -346,38 +326,24 @@ async fn authorize(State(s): AppState, RawQuery(query): RawQuery) -> Response {
             },
         );
     }
-    location
-        .query_pairs_mut()
-        .append_pair("code", &code)
-        .append_pair("state", state);
+    location.query_pairs_mut().append_pair("code", &code).append_pair("state", state);
     let mut response = StatusCode::FOUND.into_response();
-    response.headers_mut().insert(
-        header::LOCATION,
-        HeaderValue::from_str(location.as_str()).expect("URL is a valid header value"),
-    );
+    response
+        .headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_str(location.as_str()).expect("URL is a valid header value"));
     response
 }
 
 /// An RFC 6749 §5.2 error response.
 fn token_error(error: &str, description: &str) -> Response {
-    let status = if error == "invalid_client" {
-        StatusCode::UNAUTHORIZED
-    } else {
-        StatusCode::BAD_REQUEST
-    };
-    let mut response = (
-        status,
-        axum::Json(json!({ "error": error, "error_description": description })),
-    )
-        .into_response();
+    let status = if error == "invalid_client" { StatusCode::UNAUTHORIZED } else { StatusCode::BAD_REQUEST };
+    let mut response =
+        (status, axum::Json(json!({ "error": error, "error_description": description }))).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     if status == StatusCode::UNAUTHORIZED {
-        headers.insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"fake-oidc\""),
-        );
+        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"fake-oidc\""));
     }
     response
 }
@@ -392,23 +358,16 @@ fn decode_basic(value: &str) -> Option<(String, String)> {
     let decoded = String::from_utf8(STANDARD.decode(rest.trim()).ok()?).ok()?;
     let (id, secret) = decoded.split_once(':')?;
     let unescape = |s: &str| -> String {
-        url::form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
+        url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
     };
     Some((unescape(id), unescape(secret)))
 }
 
 async fn token(State(s): AppState, headers: HeaderMap, body: String) -> Response {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let parsed = parse_form(&body);
     {
-        let mut record: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
-            .into_owned()
-            .collect();
+        let mut record: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
         if let Some(a) = &authorization {
             record.insert("authorization".to_owned(), a.clone());
         }
@@ -419,35 +378,21 @@ async fn token(State(s): AppState, headers: HeaderMap, body: String) -> Response
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
     if !is_form {
-        return token_error(
-            "invalid_request",
-            "body must be application/x-www-form-urlencoded",
-        );
+        return token_error("invalid_request", "body must be application/x-www-form-urlencoded");
     }
     let params = match parsed {
         Ok(p) => p,
         Err(e) => return token_error("invalid_request", &e),
     };
-    let param = |name: &str| {
-        params
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    };
+    let param = |name: &str| params.get(name).map(String::as_str).filter(|v| !v.is_empty());
 
     // Client authentication (RFC 6749 §2.3.1): exactly one method.
     let (client_id, client_secret) = match &authorization {
         Some(value) => {
             if params.contains_key("client_secret") {
-                return token_error(
-                    "invalid_request",
-                    "more than one client authentication method",
-                );
+                return token_error("invalid_request", "more than one client authentication method");
             }
             let Some((id, secret)) = decode_basic(value) else {
                 return token_error("invalid_client", "malformed Basic credentials");
@@ -497,13 +442,9 @@ async fn token(State(s): AppState, headers: HeaderMap, body: String) -> Response
         return token_error("invalid_grant", "redirect_uri differs from /authorize");
     }
     let verifier = param("code_verifier").unwrap_or("");
-    if !is_pkce_string(verifier)
-        || URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) != grant.code_challenge
+    if !is_pkce_string(verifier) || URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) != grant.code_challenge
     {
-        return token_error(
-            "invalid_grant",
-            "code_verifier does not match code_challenge",
-        );
+        return token_error("invalid_grant", "code_verifier does not match code_challenge");
     }
 
     let access_token = random_token();
@@ -561,32 +502,24 @@ fn id_token(s: &Shared, grant: &Grant, access_token: &str, m: Misbehavior) -> St
         map.insert("nonce".to_owned(), Value::String(n));
     }
     let header = json!({ "alg": "RS256", "typ": "JWT", "kid": KID });
-    let signing_input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
+    let signing_input =
+        format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
     let key = match m {
         Misbehavior::ForgedSignature => &keys().forgery,
         _ => &keys().provider,
     };
-    let signature = SigningKey::<Sha256>::new(key.clone())
-        .sign(signing_input.as_bytes())
-        .to_bytes();
+    let signature = SigningKey::<Sha256>::new(key.clone()).sign(signing_input.as_bytes()).to_bytes();
     format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openidconnect::core::{
-        CoreAuthenticationFlow, CoreClient, CoreErrorResponseType, CoreProviderMetadata,
-    };
+    use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreErrorResponseType, CoreProviderMetadata};
     use openidconnect::{
-        AccessTokenHash, AuthType, AuthorizationCode, ClaimsVerificationError, ClientId,
-        ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce,
-        OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RequestTokenError,
-        Scope, TokenResponse,
+        AccessTokenHash, AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken,
+        EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
+        PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope, TokenResponse,
     };
 
     const CLIENT_ID: &str = "clientflow-test.apps.example";
@@ -595,14 +528,8 @@ mod tests {
     const REDIRECT: &str = "http://127.0.0.1:9/auth/google/callback";
 
     /// What `CoreClient::from_provider_metadata(..).set_redirect_uri(..)` returns.
-    type DiscoveredClient = CoreClient<
-        EndpointSet,
-        EndpointNotSet,
-        EndpointNotSet,
-        EndpointNotSet,
-        EndpointMaybeSet,
-        EndpointMaybeSet,
-    >;
+    type DiscoveredClient =
+        CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointMaybeSet, EndpointMaybeSet>;
 
     fn user() -> OidcUser {
         OidcUser {
@@ -614,22 +541,17 @@ mod tests {
     }
 
     fn http_client() -> reqwest::Client {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("reqwest client")
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("reqwest client")
     }
 
     async fn setup() -> (FakeOidc, DiscoveredClient, reqwest::Client) {
         let provider = FakeOidc::start(CLIENT_ID, CLIENT_SECRET).await;
         provider.set_user(user());
         let http = http_client();
-        let metadata = CoreProviderMetadata::discover_async(
-            IssuerUrl::new(provider.issuer()).expect("issuer URL"),
-            &http,
-        )
-        .await
-        .expect("discovery");
+        let metadata =
+            CoreProviderMetadata::discover_async(IssuerUrl::new(provider.issuer()).expect("issuer URL"), &http)
+                .await
+                .expect("discovery");
         let client = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(CLIENT_ID.into()),
@@ -651,11 +573,7 @@ mod tests {
     async fn authorize(client: &DiscoveredClient, http: &reqwest::Client) -> Login {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let (url, csrf, nonce) = client
-            .authorize_url(
-                CoreAuthenticationFlow::AuthorizationCode,
-                CsrfToken::new_random,
-                Nonce::new_random,
-            )
+            .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
             .add_scope(Scope::new("email".into()))
             .add_scope(Scope::new("profile".into()))
             .set_pkce_challenge(challenge)
@@ -672,11 +590,7 @@ mod tests {
         assert!(location.as_str().starts_with(REDIRECT), "{location}");
         let pairs: HashMap<String, String> = location.query_pairs().into_owned().collect();
         assert_eq!(pairs.get("state"), Some(csrf.secret()));
-        Login {
-            code: AuthorizationCode::new(pairs["code"].clone()),
-            verifier,
-            nonce,
-        }
+        Login { code: AuthorizationCode::new(pairs["code"].clone()), verifier, nonce }
     }
 
     #[tokio::test]
@@ -692,21 +606,13 @@ mod tests {
             .expect("token exchange");
         let id_token = response.id_token().expect("an ID token");
         let verifier = client.id_token_verifier();
-        let claims = id_token
-            .claims(&verifier, &login.nonce)
-            .expect("a valid ID token");
+        let claims = id_token.claims(&verifier, &login.nonce).expect("a valid ID token");
         assert_eq!(claims.subject().as_str(), "1234567890");
         assert_eq!(claims.issuer().as_str(), provider.issuer());
         assert_eq!(claims.email().map(|e| e.as_str()), Some("ada@example.com"));
         assert_eq!(claims.email_verified(), Some(true));
-        assert_eq!(
-            claims.name().and_then(|n| n.get(None)).map(|n| n.as_str()),
-            Some("Ada Lovelace")
-        );
-        assert_eq!(
-            claims.authorized_party().map(|a| a.as_str()),
-            Some(CLIENT_ID)
-        );
+        assert_eq!(claims.name().and_then(|n| n.get(None)).map(|n| n.as_str()), Some("Ada Lovelace"));
+        assert_eq!(claims.authorized_party().map(|a| a.as_str()), Some(CLIENT_ID));
         let expected_hash = AccessTokenHash::from_token(
             response.access_token(),
             id_token.signing_alg().expect("alg"),
@@ -714,20 +620,13 @@ mod tests {
         )
         .expect("at_hash");
         assert_eq!(claims.access_token_hash(), Some(&expected_hash));
-        assert_eq!(
-            response.scopes().map(|s| s.len()),
-            Some(3),
-            "openid email profile"
-        );
+        assert_eq!(response.scopes().map(|s| s.len()), Some(3), "openid email profile");
 
         // openidconnect authenticates with HTTP Basic, each part form-url-encoded first.
         let requests = provider.token_requests();
         assert_eq!(requests.len(), 1);
         let request = &requests[0];
-        assert_eq!(
-            decode_basic(&request["authorization"]),
-            Some((CLIENT_ID.to_owned(), CLIENT_SECRET.to_owned()))
-        );
+        assert_eq!(decode_basic(&request["authorization"]), Some((CLIENT_ID.to_owned(), CLIENT_SECRET.to_owned())));
         assert!(!request.contains_key("client_secret"));
         assert_eq!(request["grant_type"], "authorization_code");
         assert_eq!(request["redirect_uri"], REDIRECT);
@@ -763,11 +662,8 @@ mod tests {
             .request_async(&http)
             .await
             .expect("token exchange with client_secret_post");
-        let claims = response
-            .id_token()
-            .expect("an ID token")
-            .claims(&verifier, &login.nonce)
-            .expect("a valid ID token");
+        let claims =
+            response.id_token().expect("an ID token").claims(&verifier, &login.nonce).expect("a valid ID token");
         assert_eq!(claims.subject().as_str(), "1234567890");
         let last = provider.token_requests().pop().expect("a request");
         assert_eq!(last["client_secret"], CLIENT_SECRET);
@@ -775,10 +671,7 @@ mod tests {
     }
 
     fn assert_invalid_grant<T: std::fmt::Debug, RE: std::error::Error>(
-        result: Result<
-            T,
-            RequestTokenError<RE, openidconnect::StandardErrorResponse<CoreErrorResponseType>>,
-        >,
+        result: Result<T, RequestTokenError<RE, openidconnect::StandardErrorResponse<CoreErrorResponseType>>>,
     ) {
         match result {
             Err(RequestTokenError::ServerResponse(e)) => {
@@ -818,16 +711,10 @@ mod tests {
                 .map(|c| c.subject().to_string());
             match (m, result) {
                 (Misbehavior::None, Ok(sub)) => assert_eq!(sub, "1234567890"),
-                (
-                    Misbehavior::ForgedSignature,
-                    Err(ClaimsVerificationError::SignatureVerification(_)),
-                )
+                (Misbehavior::ForgedSignature, Err(ClaimsVerificationError::SignatureVerification(_)))
                 | (Misbehavior::WrongAudience, Err(ClaimsVerificationError::InvalidAudience(_)))
                 | (Misbehavior::Expired, Err(ClaimsVerificationError::Expired(_)))
-                | (
-                    Misbehavior::WrongNonce | Misbehavior::OmitNonce,
-                    Err(ClaimsVerificationError::InvalidNonce(_)),
-                )
+                | (Misbehavior::WrongNonce | Misbehavior::OmitNonce, Err(ClaimsVerificationError::InvalidNonce(_)))
                 | (Misbehavior::WrongIssuer, Err(ClaimsVerificationError::InvalidIssuer(_))) => {}
                 (m, other) => panic!("{m:?}: unexpected verification result {other:?}"),
             }
@@ -892,21 +779,11 @@ mod tests {
         }
 
         // A redirect URI with a query gets the code appended with `&`, properly encoded.
-        let r = get(authorize_url(
-            &issuer,
-            &[
-                ("redirect_uri", "https://app.example/cb?x=1"),
-                ("nonce", "n-0"),
-            ],
-            &[],
-        ))
-        .await;
+        let r =
+            get(authorize_url(&issuer, &[("redirect_uri", "https://app.example/cb?x=1"), ("nonce", "n-0")], &[])).await;
         assert_eq!(r.status(), 302);
         let location = r.headers()["location"].to_str().expect("ASCII").to_owned();
-        assert!(
-            location.starts_with("https://app.example/cb?x=1&code="),
-            "{location}"
-        );
+        assert!(location.starts_with("https://app.example/cb?x=1&code="), "{location}");
         assert!(location.ends_with("&state=st%26te%3D1"), "{location}");
         let code = Url::parse(&location)
             .expect("URL")
@@ -942,36 +819,21 @@ mod tests {
             post(form(good_redirect, &verifier), Some((CLIENT_ID, "wrong"))).await,
             (401, "invalid_client".to_owned())
         );
-        assert_eq!(
-            post(form(good_redirect, &verifier), None).await,
-            (401, "invalid_client".to_owned())
-        );
+        assert_eq!(post(form(good_redirect, &verifier), None).await, (401, "invalid_client".to_owned()));
         let mut with_secret = form(good_redirect, &verifier);
         with_secret.push(("client_id", CLIENT_ID.to_owned()));
         with_secret.push(("client_secret", CLIENT_SECRET.to_owned()));
         let mut unsupported = with_secret.clone();
         unsupported[0].1 = "password".to_owned();
-        assert_eq!(
-            post(unsupported, None).await,
-            (400, "unsupported_grant_type".to_owned())
-        );
+        assert_eq!(post(unsupported, None).await, (400, "unsupported_grant_type".to_owned()));
         let mut missing_code = with_secret.clone();
         missing_code.remove(1);
-        assert_eq!(
-            post(missing_code, None).await,
-            (400, "invalid_request".to_owned())
-        );
+        assert_eq!(post(missing_code, None).await, (400, "invalid_request".to_owned()));
         // A mismatched redirect_uri burns the code.
         let mut wrong_redirect = with_secret.clone();
         wrong_redirect[2].1 = "https://app.example/cb".to_owned();
-        assert_eq!(
-            post(wrong_redirect, None).await,
-            (400, "invalid_grant".to_owned())
-        );
-        assert_eq!(
-            post(with_secret, None).await,
-            (400, "invalid_grant".to_owned())
-        );
+        assert_eq!(post(wrong_redirect, None).await, (400, "invalid_grant".to_owned()));
+        assert_eq!(post(with_secret, None).await, (400, "invalid_grant".to_owned()));
 
         // Discovery and JWKS.
         let doc: Value = http
@@ -984,25 +846,13 @@ mod tests {
             .expect("JSON");
         assert_eq!(doc["issuer"], issuer.as_str());
         assert_eq!(doc["jwks_uri"], format!("{issuer}/jwks"));
-        let jwks: Value = http
-            .get(format!("{issuer}/jwks"))
-            .send()
-            .await
-            .expect("GET jwks")
-            .json()
-            .await
-            .expect("JSON");
+        let jwks: Value =
+            http.get(format!("{issuer}/jwks")).send().await.expect("GET jwks").json().await.expect("JSON");
         let key = &jwks["keys"][0];
         assert_eq!(key["kty"], "RSA");
         assert_eq!(key["kid"], KID);
         assert_eq!(key["e"], "AQAB");
-        assert_eq!(
-            URL_SAFE_NO_PAD
-                .decode(key["n"].as_str().expect("n"))
-                .expect("base64url")
-                .len(),
-            256
-        );
+        assert_eq!(URL_SAFE_NO_PAD.decode(key["n"].as_str().expect("n")).expect("base64url").len(), 256);
         let r = get(format!("{issuer}/userinfo")).await;
         assert_eq!(r.status(), 404);
     }

@@ -60,18 +60,11 @@ impl Shared {
 impl SmtpSink {
     /// Starts a sink on `127.0.0.1`, port 0.
     pub async fn start() -> SmtpSink {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind SMTP sink");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind SMTP sink");
         let addr = listener.local_addr().expect("local addr");
         let (count_tx, count) = watch::channel(0);
-        let state = Arc::new(Shared {
-            inner: Mutex::new(Inner {
-                messages: Vec::new(),
-                fail_next: 0,
-            }),
-            count: count_tx,
-        });
+        let state =
+            Arc::new(Shared { inner: Mutex::new(Inner { messages: Vec::new(), fail_next: 0 }), count: count_tx });
         let shared = state.clone();
         let task = tokio::spawn(async move {
             // Connections live in this set, so aborting the accept loop closes them too.
@@ -87,12 +80,7 @@ impl SmtpSink {
                 }
             }
         });
-        SmtpSink {
-            addr,
-            state,
-            count,
-            task,
-        }
+        SmtpSink { addr, state, count, task }
     }
 
     /// Where the sink listens.
@@ -111,10 +99,9 @@ impl SmtpSink {
         let mut count = self.count.clone();
         match tokio::time::timeout(timeout, count.wait_for(|c| *c >= n)).await {
             Ok(Ok(_)) => self.messages(),
-            _ => panic!(
-                "SMTP sink: expected at least {n} message(s) within {timeout:?}, got {}",
-                self.messages().len()
-            ),
+            _ => {
+                panic!("SMTP sink: expected at least {n} message(s) within {timeout:?}, got {}", self.messages().len())
+            }
         }
     }
 
@@ -153,10 +140,7 @@ async fn read_line<R: AsyncRead + Unpin>(
             return Ok(true);
         }
         if buf.len() > max {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "line too long",
-            ));
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "line too long"));
         }
     }
 }
@@ -226,10 +210,7 @@ async fn run_session(stream: TcpStream, state: &Shared) -> std::io::Result<()> {
                 greeted = true;
                 mail_from = None;
                 rcpt_to.clear();
-                let text = format!(
-                    "250-127.0.0.1 greets {}\r\n250-8BITMIME\r\n250 SIZE {MAX_SIZE}\r\n",
-                    arg.trim()
-                );
+                let text = format!("250-127.0.0.1 greets {}\r\n250-8BITMIME\r\n250 SIZE {MAX_SIZE}\r\n", arg.trim());
                 reply(&mut w, &text).await?;
             }
             "HELO" => {
@@ -249,8 +230,7 @@ async fn run_session(stream: TcpStream, state: &Shared) -> std::io::Result<()> {
                         Some((path, params)) => {
                             let too_big = params.split_ascii_whitespace().any(|p| {
                                 p.split_once('=').is_some_and(|(k, v)| {
-                                    k.eq_ignore_ascii_case("SIZE")
-                                        && v.parse::<usize>().map_or(true, |s| s > MAX_SIZE)
+                                    k.eq_ignore_ascii_case("SIZE") && v.parse::<usize>().map_or(true, |s| s > MAX_SIZE)
                                 })
                             });
                             if too_big {
@@ -354,18 +334,12 @@ mod tests {
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
     fn transport(sink: &SmtpSink) -> AsyncSmtpTransport<Tokio1Executor> {
-        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
-            .port(sink.addr().port())
-            .build()
+        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1").port(sink.addr().port()).build()
     }
 
     fn message(subject: &str, body: &str) -> Message {
         Message::builder()
-            .from(
-                "ClientFlow <noreply@clientflow.test>"
-                    .parse::<Mailbox>()
-                    .expect("from"),
-            )
+            .from("ClientFlow <noreply@clientflow.test>".parse::<Mailbox>().expect("from"))
             .to("ada@example.com".parse::<Mailbox>().expect("to"))
             .cc("bob@example.com".parse::<Mailbox>().expect("cc"))
             .subject(subject)
@@ -377,26 +351,14 @@ mod tests {
     async fn lettre_delivers_to_the_sink() {
         let sink = SmtpSink::start().await;
         let body = "Hello Ada,\r\n.leading dot must survive\r\n..two dots\r\nbye\r\n";
-        transport(&sink)
-            .send(message("Welcome to ClientFlow", body))
-            .await
-            .expect("send");
+        transport(&sink).send(message("Welcome to ClientFlow", body)).await.expect("send");
         let mails = sink.wait_for(1, Duration::from_secs(5)).await;
         assert_eq!(mails.len(), 1);
         let mail = &mails[0];
         assert_eq!(mail.mail_from, "noreply@clientflow.test");
         assert_eq!(mail.rcpt_to, ["ada@example.com", "bob@example.com"]);
-        assert!(
-            mail.data.contains("Subject: Welcome to ClientFlow\r\n"),
-            "{}",
-            mail.data
-        );
-        assert!(
-            mail.data
-                .contains("\r\n.leading dot must survive\r\n..two dots\r\nbye"),
-            "{}",
-            mail.data
-        );
+        assert!(mail.data.contains("Subject: Welcome to ClientFlow\r\n"), "{}", mail.data);
+        assert!(mail.data.contains("\r\n.leading dot must survive\r\n..two dots\r\nbye"), "{}", mail.data);
         assert!(mail.data.ends_with("\r\n"));
         assert!(!mail.data.ends_with(".\r\n"));
     }
@@ -406,16 +368,10 @@ mod tests {
         let sink = SmtpSink::start().await;
         sink.fail_next(1);
         let mailer = transport(&sink);
-        let err = mailer
-            .send(message("first", "try 1\r\n"))
-            .await
-            .expect_err("the first attempt fails");
+        let err = mailer.send(message("first", "try 1\r\n")).await.expect_err("the first attempt fails");
         assert!(err.is_transient(), "{err:?}");
         assert!(sink.messages().is_empty());
-        mailer
-            .send(message("second", "try 2\r\n"))
-            .await
-            .expect("the retry succeeds");
+        mailer.send(message("second", "try 2\r\n")).await.expect("the retry succeeds");
         let mails = sink.wait_for(1, Duration::from_secs(5)).await;
         assert!(mails[0].data.contains("Subject: second"));
     }
@@ -437,14 +393,8 @@ mod tests {
 
     impl Client {
         async fn connect(sink: &SmtpSink) -> Client {
-            let (r, w) = TcpStream::connect(sink.addr())
-                .await
-                .expect("connect")
-                .into_split();
-            let mut c = Client {
-                r: BufReader::new(r),
-                w,
-            };
+            let (r, w) = TcpStream::connect(sink.addr()).await.expect("connect").into_split();
+            let mut c = Client { r: BufReader::new(r), w };
             assert!(c.reply().await.starts_with("220 "));
             c
         }
@@ -464,10 +414,7 @@ mod tests {
         }
 
         async fn cmd(&mut self, line: &str) -> String {
-            self.w
-                .write_all(format!("{line}\r\n").as_bytes())
-                .await
-                .expect("write");
+            self.w.write_all(format!("{line}\r\n").as_bytes()).await.expect("write");
             self.reply().await
         }
     }
@@ -482,10 +429,7 @@ mod tests {
         let ehlo = a.cmd("EHLO client.test").await;
         assert!(ehlo.starts_with("250-"), "{ehlo}");
         assert!(ehlo.contains("8BITMIME") && ehlo.contains("SIZE"), "{ehlo}");
-        assert!(
-            !ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"),
-            "{ehlo}"
-        );
+        assert!(!ehlo.contains("STARTTLS") && !ehlo.contains("AUTH"), "{ehlo}");
         assert!(b.cmd("helo other.test").await.starts_with("250 "));
 
         assert!(a.cmd("STARTTLS").await.starts_with("502 "));
@@ -494,30 +438,18 @@ mod tests {
         assert!(a.cmd("RCPT TO:<r@example.com>").await.starts_with("503 "));
         assert!(a.cmd("DATA").await.starts_with("503 "));
         assert!(a.cmd("MAIL FROM:no-brackets").await.starts_with("501 "));
-        assert!(
-            a.cmd("MAIL FROM:<a@example.com> BODY=8BITMIME SIZE=100")
-                .await
-                .starts_with("250 ")
-        );
+        assert!(a.cmd("MAIL FROM:<a@example.com> BODY=8BITMIME SIZE=100").await.starts_with("250 "));
         assert!(a.cmd("RCPT TO:<r1@example.com>").await.starts_with("250 "));
 
         // Interleave a whole transaction on the other connection.
         assert!(b.cmd("MAIL FROM:<>").await.starts_with("250 "));
         assert!(b.cmd("RCPT TO:<r3@example.com>").await.starts_with("250 "));
         assert!(b.cmd("DATA").await.starts_with("354 "));
-        assert!(
-            b.cmd("Subject: b\r\n\r\n..x\r\n.")
-                .await
-                .starts_with("250 ")
-        );
+        assert!(b.cmd("Subject: b\r\n\r\n..x\r\n.").await.starts_with("250 "));
 
         assert!(a.cmd("rcpt to:<r2@example.com>").await.starts_with("250 "));
         assert!(a.cmd("DATA").await.starts_with("354 "));
-        assert!(
-            a.cmd("Subject: a\r\n\r\nbody\r\n.")
-                .await
-                .starts_with("250 ")
-        );
+        assert!(a.cmd("Subject: a\r\n\r\nbody\r\n.").await.starts_with("250 "));
 
         // RSET drops a transaction in progress.
         assert!(a.cmd("MAIL FROM:<c@example.com>").await.starts_with("250 "));

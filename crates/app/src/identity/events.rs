@@ -39,11 +39,7 @@ pub struct SecurityEvent {
     pub user_agent: String,
 }
 
-pub async fn recent(
-    conn: &mut PgConnection,
-    user_id: UserId,
-    limit: i64,
-) -> Result<Vec<SecurityEvent>, sqlx::Error> {
+pub async fn recent(conn: &mut PgConnection, user_id: UserId, limit: i64) -> Result<Vec<SecurityEvent>, sqlx::Error> {
     sqlx::query_as(
         "SELECT occurred_at, kind, ip, user_agent FROM security_events WHERE user_id = $1 \
          ORDER BY occurred_at DESC LIMIT $2",

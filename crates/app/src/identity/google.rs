@@ -13,8 +13,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use openidconnect::core::{CoreClient, CoreProviderMetadata, CoreResponseType};
 use openidconnect::{
-    AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope,
 };
 use serde_json::json;
 use time::Duration;
@@ -54,15 +54,10 @@ pub struct VerifiedIdentity {
 
 impl GoogleSignIn {
     pub fn from_config(config: &Config) -> anyhow::Result<Option<Self>> {
-        let (Some(id), Some(secret)) = (&config.google.client_id, &config.google.client_secret)
-        else {
+        let (Some(id), Some(secret)) = (&config.google.client_id, &config.google.client_secret) else {
             return Ok(None);
         };
-        let issuer = config
-            .google
-            .issuer_url
-            .clone()
-            .unwrap_or_else(|| DEFAULT_ISSUER.to_string());
+        let issuer = config.google.issuer_url.clone().unwrap_or_else(|| DEFAULT_ISSUER.to_string());
         let http = openidconnect::reqwest::Client::builder()
             // Following redirects would open the server to SSRF through a hostile provider.
             .redirect(openidconnect::reqwest::redirect::Policy::none())
@@ -85,15 +80,10 @@ impl GoogleSignIn {
         {
             return Ok(m.clone());
         }
-        let m = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "OpenID discovery failed");
-                AppError::Unavailable(
-                    "Google sign-in is unavailable right now. Try again, or use your password."
-                        .into(),
-                )
-            })?;
+        let m = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http).await.map_err(|e| {
+            tracing::warn!(error = %e, "OpenID discovery failed");
+            AppError::Unavailable("Google sign-in is unavailable right now. Try again, or use your password.".into())
+        })?;
         *self.metadata.write().await = Some((Instant::now(), m.clone()));
         Ok(m)
     }
@@ -109,12 +99,8 @@ impl GoogleSignIn {
         openidconnect::EndpointMaybeSet,
         openidconnect::EndpointMaybeSet,
     > {
-        CoreClient::from_provider_metadata(
-            metadata,
-            self.client_id.clone(),
-            Some(self.client_secret.clone()),
-        )
-        .set_redirect_uri(self.redirect.clone())
+        CoreClient::from_provider_metadata(metadata, self.client_id.clone(), Some(self.client_secret.clone()))
+            .set_redirect_uri(self.redirect.clone())
     }
 
     /// The authorization URL plus what must be remembered: (url, state, nonce, verifier).
@@ -131,21 +117,11 @@ impl GoogleSignIn {
             .add_scope(Scope::new("profile".into()))
             .set_pkce_challenge(challenge)
             .url();
-        Ok((
-            url.to_string(),
-            state.secret().clone(),
-            nonce.secret().clone(),
-            verifier.secret().clone(),
-        ))
+        Ok((url.to_string(), state.secret().clone(), nonce.secret().clone(), verifier.secret().clone()))
     }
 
     /// Exchanges the code (with the PKCE verifier) and verifies the ID token.
-    pub async fn finish(
-        &self,
-        code: &str,
-        nonce: &str,
-        verifier: &str,
-    ) -> AppResult<VerifiedIdentity> {
+    pub async fn finish(&self, code: &str, nonce: &str, verifier: &str) -> AppResult<VerifiedIdentity> {
         let refused = |what: &str, e: &dyn std::fmt::Display| {
             tracing::warn!(error = %e, "Google sign-in refused: {what}");
             AppError::Forbidden("Google sign-in failed. Try again, or use your password.".into())
@@ -158,10 +134,7 @@ impl GoogleSignIn {
             .request_async(&self.http)
             .await
             .map_err(|e| refused("code exchange", &e))?;
-        let id_token = response
-            .extra_fields()
-            .id_token()
-            .ok_or_else(|| refused("no ID token", &"missing"))?;
+        let id_token = response.extra_fields().id_token().ok_or_else(|| refused("no ID token", &"missing"))?;
         let verifier = client.id_token_verifier();
         let claims = id_token
             .claims(&verifier, &Nonce::new(nonce.to_string()))
@@ -171,10 +144,7 @@ impl GoogleSignIn {
             subject: claims.subject().to_string(),
             email: claims.email().map(|e| e.to_string()),
             email_verified: claims.email_verified().unwrap_or(false),
-            name: claims
-                .name()
-                .and_then(|n| n.get(None))
-                .map(|n| n.to_string()),
+            name: claims.name().and_then(|n| n.get(None)).map(|n| n.to_string()),
         })
     }
 }
@@ -190,10 +160,7 @@ pub async fn start(state: &AppState, meta: &RequestMeta) -> AppResult<(String, S
     let (url, oidc_state, nonce, verifier) = g.begin().await?;
     let browser = random_token();
     let mut tx = state.db.global().await?;
-    sqlx::query("DELETE FROM oidc_login_states WHERE expires_at < $1")
-        .bind(meta.now)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("DELETE FROM oidc_login_states WHERE expires_at < $1").bind(meta.now).execute(&mut *tx).await?;
     sqlx::query(
         "INSERT INTO oidc_login_states (state_hash, browser_hash, nonce, pkce_verifier, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -220,11 +187,8 @@ pub async fn callback(
     device: Option<&str>,
 ) -> AppResult<SignedIn> {
     let g = google(state)?;
-    let stale = || {
-        AppError::BadRequest(
-            "This sign-in link is no longer valid. Start again from the sign-in page.".into(),
-        )
-    };
+    let stale =
+        || AppError::BadRequest("This sign-in link is no longer valid. Start again from the sign-in page.".into());
     let browser = browser.ok_or_else(stale)?;
     // Use the state up, whatever happens next: a state is good for one attempt.
     let row: Option<(String, String)> = {
@@ -260,28 +224,20 @@ pub async fn callback(
             .await?;
     let user = match linked {
         Some((user_id,)) => {
-            sqlx::query(
-                "UPDATE oidc_identities SET last_used_at = $3 WHERE issuer = $1 AND subject = $2",
-            )
-            .bind(&identity.issuer)
-            .bind(&identity.subject)
-            .bind(meta.now)
-            .execute(&mut *tx)
-            .await?;
-            repo::get(&mut tx, user_id)
-                .await?
-                .ok_or(AppError::NotFound)?
+            sqlx::query("UPDATE oidc_identities SET last_used_at = $3 WHERE issuer = $1 AND subject = $2")
+                .bind(&identity.issuer)
+                .bind(&identity.subject)
+                .bind(meta.now)
+                .execute(&mut *tx)
+                .await?;
+            repo::get(&mut tx, user_id).await?.ok_or(AppError::NotFound)?
         }
         None => {
             let email = identity
                 .email
                 .as_deref()
                 .and_then(|e| Email::parse(e).ok())
-                .ok_or_else(|| {
-                    AppError::Forbidden(
-                        "Your Google account did not share an email address.".into(),
-                    )
-                })?;
+                .ok_or_else(|| AppError::Forbidden("Your Google account did not share an email address.".into()))?;
             if !identity.email_verified {
                 return Err(AppError::Forbidden(
                     "Google has not verified the email address of this Google account, so it can't be used to sign in."
@@ -293,8 +249,7 @@ pub async fn callback(
                 None => {
                     let name = identity.name.clone().unwrap_or_default();
                     let name: String = name.chars().filter(|c| !c.is_control()).take(200).collect();
-                    repo::create(&mut tx, &email, name.trim(), None, Some(meta.now), meta.now)
-                        .await?
+                    repo::create(&mut tx, &email, name.trim(), None, Some(meta.now), meta.now).await?
                 }
             };
             sqlx::query(
@@ -309,14 +264,8 @@ pub async fn callback(
             .execute(&mut *tx)
             .await?;
             repo::mark_email_verified(&mut tx, user.id, meta.now).await?;
-            super::events::record(
-                &mut tx,
-                Some(user.id),
-                "google_linked",
-                meta,
-                json!({ "issuer": identity.issuer }),
-            )
-            .await?;
+            super::events::record(&mut tx, Some(user.id), "google_linked", meta, json!({ "issuer": identity.issuer }))
+                .await?;
             user
         }
     };

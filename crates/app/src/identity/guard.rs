@@ -14,9 +14,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::session::{
-    self, CSRF_COOKIE, CurrentSession, RequestMeta, SESSION_COOKIE, Stage, read_cookie,
-};
+use super::session::{self, CSRF_COOKIE, CurrentSession, RequestMeta, SESSION_COOKIE, Stage, read_cookie};
 use crate::platform::http::error::AppError;
 use crate::platform::http::middleware::ClientIp;
 use crate::platform::secret::ct_eq;
@@ -59,10 +57,7 @@ pub struct FormToken(pub String);
 
 impl FromRequestParts<AppState> for FormToken {
     type Rejection = std::convert::Infallible;
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         if let Some(s) = parts.extensions.get::<CurrentSession>() {
             return Ok(FormToken(s.csrf_token.clone()));
         }
@@ -71,18 +66,13 @@ impl FromRequestParts<AppState> for FormToken {
             .get::<AnonCsrf>()
             .map(|a| a.0.clone())
             .or_else(|| read_cookie(&parts.headers, CSRF_COOKIE));
-        Ok(FormToken(
-            cookie.map(|c| anon_token(state, &c)).unwrap_or_default(),
-        ))
+        Ok(FormToken(cookie.map(|c| anon_token(state, &c)).unwrap_or_default()))
     }
 }
 
 impl FromRequestParts<AppState> for RequestMeta {
     type Rejection = std::convert::Infallible;
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let ip = parts
             .extensions
             .get::<ClientIp>()
@@ -97,56 +87,42 @@ impl FromRequestParts<AppState> for RequestMeta {
             .filter(|c| !c.is_control())
             .take(512)
             .collect();
-        Ok(RequestMeta {
-            ip,
-            user_agent,
-            now: state.clock.now(),
-        })
+        let request_id = parts
+            .extensions
+            .get::<crate::platform::http::middleware::RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        Ok(RequestMeta { ip, user_agent, now: state.clock.now(), request_id })
     }
 }
 
 impl FromRequestParts<AppState> for CurrentSession {
     type Rejection = AppError;
-    async fn from_request_parts(
-        parts: &mut Parts,
-        _state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Self::Rejection> {
         parts
             .extensions
             .get::<CurrentSession>()
             .cloned()
-            .ok_or_else(|| {
-                AppError::internal(
-                    "route handler expects a session but its route is not declared SignedIn",
-                )
-            })
+            .ok_or_else(|| AppError::internal("route handler expects a session but its route is not declared SignedIn"))
     }
 }
 
 /// Origin check: the request must come from a page of this site.
 fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
     let public = state.config.public_url();
-    let origin = url::Url::parse(&public)
-        .map(|u| u.origin().ascii_serialization())
-        .unwrap_or(public.clone());
+    let origin = url::Url::parse(&public).map(|u| u.origin().ascii_serialization()).unwrap_or(public.clone());
     if let Some(o) = headers.get(header::ORIGIN) {
         return o.to_str().map(|o| o == origin).unwrap_or(false);
     }
     match headers.get(header::REFERER).and_then(|r| r.to_str().ok()) {
-        Some(r) => url::Url::parse(r)
-            .map(|u| u.origin().ascii_serialization() == origin)
-            .unwrap_or(false),
+        Some(r) => url::Url::parse(r).map(|u| u.origin().ascii_serialization() == origin).unwrap_or(false),
         None => false,
     }
 }
 
 /// Verifies both CSRF checks on an unsafe web request and hands the request (body restored)
 /// back.
-pub async fn check_csrf(
-    state: &AppState,
-    req: Request,
-    session: Option<&CurrentSession>,
-) -> Result<Request, AppError> {
+pub async fn check_csrf(state: &AppState, req: Request, session: Option<&CurrentSession>) -> Result<Request, AppError> {
     let refused = || {
         AppError::Forbidden(
             "This form could not be accepted (it came from another site or the page was too old). \
@@ -164,24 +140,27 @@ pub async fn check_csrf(
             None => return Err(refused()),
         },
     };
-    let header_token = req
-        .headers()
-        .get("x-csrf-token")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let header_token = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()).map(str::to_string);
     let (parts, body) = req.into_parts();
-    let is_form = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-    let (given, body) = if is_form {
-        let bytes = to_bytes(body, state.config.server.body_limit_bytes)
-            .await
-            .map_err(|_| AppError::PayloadTooLarge)?;
-        let token = form_urlencoded::parse(&bytes)
-            .find(|(k, _)| k == "csrf_token")
-            .map(|(_, v)| v.into_owned());
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let limit = state.config.server.body_limit_bytes;
+    let (given, body) = if content_type.starts_with("application/x-www-form-urlencoded") {
+        let bytes = to_bytes(body, limit).await.map_err(|_| AppError::PayloadTooLarge)?;
+        // The token is consumed here: handlers see the form without it, so their form types
+        // can refuse unknown fields (mass assignment) without listing it.
+        let mut token = None;
+        let mut rest = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in form_urlencoded::parse(&bytes) {
+            if k == "csrf_token" {
+                token = Some(v.into_owned());
+            } else {
+                rest.append_pair(&k, &v);
+            }
+        }
+        (token.or(header_token), Body::from(rest.finish()))
+    } else if content_type.starts_with("multipart/form-data") {
+        let bytes = to_bytes(body, limit).await.map_err(|_| AppError::PayloadTooLarge)?;
+        let token = multipart_token(&content_type, bytes.clone()).await;
         (token.or(header_token), Body::from(bytes))
     } else {
         (header_token, body)
@@ -194,6 +173,19 @@ pub async fn check_csrf(
     }
 }
 
+/// The `csrf_token` field of a multipart form (file uploads work without JavaScript too).
+async fn multipart_token(content_type: &str, bytes: axum::body::Bytes) -> Option<String> {
+    let boundary = multer::parse_boundary(content_type).ok()?;
+    let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(bytes) });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    while let Ok(Some(field)) = multipart.next_field().await {
+        if field.name() == Some("csrf_token") {
+            return field.text().await.ok();
+        }
+    }
+    None
+}
+
 pub enum Resolved {
     Ok(Request),
     Respond(Response),
@@ -204,16 +196,9 @@ fn is_api(req: &Request) -> bool {
 }
 
 fn to_login(req: &Request) -> Response {
-    let next = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/app");
+    let next = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/app");
     let target = if req.method() == Method::GET {
-        format!(
-            "/login?next={}",
-            percent_encoding::utf8_percent_encode(next, percent_encoding::NON_ALPHANUMERIC)
-        )
+        format!("/login?next={}", percent_encoding::utf8_percent_encode(next, percent_encoding::NON_ALPHANUMERIC))
     } else {
         "/login".to_string()
     };
@@ -227,10 +212,7 @@ fn to_login(req: &Request) -> Response {
 }
 
 /// The session of this request, if the cookie names a live one.
-pub async fn current_session(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Result<Option<CurrentSession>, AppError> {
+pub async fn current_session(state: &AppState, headers: &HeaderMap) -> Result<Option<CurrentSession>, AppError> {
     let Some(token) = read_cookie(headers, SESSION_COOKIE) else {
         return Ok(None);
     };
@@ -243,11 +225,7 @@ pub async fn current_session(
 
 /// For routes that need a fully signed-in user (`stage`: Complete) or a half-finished sign-in
 /// (`stage`: Pending, the second-factor page only).
-pub async fn require_session(
-    state: &AppState,
-    req: Request,
-    stage: Stage,
-) -> Result<Resolved, AppError> {
+pub async fn require_session(state: &AppState, req: Request, stage: Stage) -> Result<Resolved, AppError> {
     let session = current_session(state, req.headers()).await?;
     let session = match (session, stage) {
         (Some(s), wanted) if s.stage == wanted => s,
@@ -269,11 +247,7 @@ pub async fn require_session(
             }));
         }
     };
-    let mut req = if is_unsafe(req.method()) {
-        check_csrf(state, req, Some(&session)).await?
-    } else {
-        req
-    };
+    let mut req = if is_unsafe(req.method()) { check_csrf(state, req, Some(&session)).await? } else { req };
     req.extensions_mut().insert(session);
     Ok(Resolved::Ok(req))
 }
@@ -283,11 +257,7 @@ pub async fn require_any_session(state: &AppState, req: Request) -> Result<Resol
     let Some(session) = current_session(state, req.headers()).await? else {
         return Ok(Resolved::Respond(Redirect::to("/login").into_response()));
     };
-    let mut req = if is_unsafe(req.method()) {
-        check_csrf(state, req, Some(&session)).await?
-    } else {
-        req
-    };
+    let mut req = if is_unsafe(req.method()) { check_csrf(state, req, Some(&session)).await? } else { req };
     req.extensions_mut().insert(session);
     Ok(Resolved::Ok(req))
 }

@@ -20,8 +20,7 @@ pub const MIN_LENGTH: usize = 12;
 pub const MAX_LENGTH: usize = 256;
 
 fn argon2() -> Argon2<'static> {
-    let params =
-        Params::new(MEMORY_KIB, ITERATIONS, PARALLELISM, None).expect("valid argon2 parameters");
+    let params = Params::new(MEMORY_KIB, ITERATIONS, PARALLELISM, None).expect("valid argon2 parameters");
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
@@ -44,26 +43,15 @@ pub struct PasswordHasher {
 impl PasswordHasher {
     pub fn new(concurrency: usize, queue: usize) -> Self {
         let concurrency = if concurrency == 0 {
-            std::thread::available_parallelism()
-                .map(|n| n.get().saturating_sub(1))
-                .unwrap_or(1)
-                .max(1)
+            std::thread::available_parallelism().map(|n| n.get().saturating_sub(1)).unwrap_or(1).max(1)
         } else {
             concurrency
         };
         let dummy = hash_blocking(&crate::platform::crypto::random_token());
-        Self {
-            permits: Arc::new(Semaphore::new(concurrency)),
-            waiting: AtomicUsize::new(0),
-            queue,
-            dummy,
-        }
+        Self { permits: Arc::new(Semaphore::new(concurrency)), waiting: AtomicUsize::new(0), queue, dummy }
     }
 
-    async fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, Busy> {
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Busy> {
         if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
             return Err(Busy);
@@ -96,11 +84,7 @@ impl PasswordHasher {
         let ok = self
             .run(move || {
                 PasswordHash::new(&phc)
-                    .map(|parsed| {
-                        argon2()
-                            .verify_password(password.expose().as_bytes(), &parsed)
-                            .is_ok()
-                    })
+                    .map(|parsed| argon2().verify_password(password.expose().as_bytes(), &parsed).is_ok())
                     .unwrap_or(false)
             })
             .await?;
@@ -121,20 +105,14 @@ fn hash_blocking(password: &str) -> String {
 pub fn check_policy(password: &str, email: &str, display_name: &str) -> Result<(), String> {
     let length = password.chars().count();
     if length < MIN_LENGTH {
-        return Err(format!(
-            "must be at least {MIN_LENGTH} characters (a few words make a good one)"
-        ));
+        return Err(format!("must be at least {MIN_LENGTH} characters (a few words make a good one)"));
     }
     if length > MAX_LENGTH {
         return Err(format!("must be at most {MAX_LENGTH} characters"));
     }
     let lowered = password.to_lowercase();
     let local = email.split('@').next().unwrap_or("").to_lowercase();
-    let mut context: Vec<String> = vec![
-        "clientflow".into(),
-        "client flow".into(),
-        "client-flow".into(),
-    ];
+    let mut context: Vec<String> = vec!["clientflow".into(), "client flow".into(), "client-flow".into()];
     if local.chars().count() >= 4 {
         context.push(local.clone());
     }
@@ -146,9 +124,7 @@ pub fn check_policy(password: &str, email: &str, display_name: &str) -> Result<(
     }
     for c in &context {
         if lowered.contains(c.as_str()) && c.chars().count() * 2 >= length {
-            return Err(
-                "must not be based on your email address, your name or the product name".into(),
-            );
+            return Err("must not be based on your email address, your name or the product name".into());
         }
     }
     // zxcvbn's cost grows with length; the first 100 characters decide well enough.
@@ -156,14 +132,8 @@ pub fn check_policy(password: &str, email: &str, display_name: &str) -> Result<(
     let inputs: Vec<&str> = context.iter().map(String::as_str).collect();
     let estimate = zxcvbn::zxcvbn(&sample, &inputs);
     if (estimate.score() as u8) < 3 {
-        let hint = estimate
-            .feedback()
-            .and_then(|f| f.warning())
-            .map(|w| format!(" ({w})"))
-            .unwrap_or_default();
-        return Err(format!(
-            "is too easy to guess{hint}; use a longer phrase of unrelated words"
-        ));
+        let hint = estimate.feedback().and_then(|f| f.warning()).map(|w| format!(" ({w})")).unwrap_or_default();
+        return Err(format!("is too easy to guess{hint}; use a longer phrase of unrelated words"));
     }
     Ok(())
 }
@@ -177,40 +147,17 @@ mod tests {
         assert!(check_policy("correct horse battery staple", "ann@example.com", "Ann").is_ok());
         assert!(check_policy("purple elephants juggle quietly", "ann@example.com", "Ann").is_ok());
         // 64 characters and more are allowed.
-        assert!(
-            check_policy(
-                &"tomato-umbrella-violin-glacier-".repeat(3),
-                "a@example.com",
-                ""
-            )
-            .is_ok()
-        );
+        assert!(check_policy(&"tomato-umbrella-violin-glacier-".repeat(3), "a@example.com", "").is_ok());
     }
 
     #[test]
     fn policy_rejects_short_common_and_contextual_passwords() {
-        assert!(
-            check_policy("short", "a@example.com", "")
-                .unwrap_err()
-                .contains("at least 12")
-        );
-        assert!(
-            check_policy("password1234", "a@example.com", "")
-                .unwrap_err()
-                .contains("too easy")
-        );
-        assert!(
-            check_policy("qwertyuiop123", "a@example.com", "")
-                .unwrap_err()
-                .contains("too easy")
-        );
+        assert!(check_policy("short", "a@example.com", "").unwrap_err().contains("at least 12"));
+        assert!(check_policy("password1234", "a@example.com", "").unwrap_err().contains("too easy"));
+        assert!(check_policy("qwertyuiop123", "a@example.com", "").unwrap_err().contains("too easy"));
         assert!(check_policy("annabelle.smith2024", "annabelle.smith@example.com", "").is_err());
         assert!(check_policy("clientflow2024!", "a@example.com", "").is_err());
-        assert!(
-            check_policy(&"x".repeat(300), "a@example.com", "")
-                .unwrap_err()
-                .contains("at most")
-        );
+        assert!(check_policy(&"x".repeat(300), "a@example.com", "").unwrap_err().contains("at most"));
     }
 
     #[tokio::test]
@@ -220,11 +167,7 @@ mod tests {
         let phc = h.hash(&pw).await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
         assert!(h.verify(&pw, Some(&phc)).await.unwrap());
-        assert!(
-            !h.verify(&Secret::new("wrong horse battery staple"), Some(&phc))
-                .await
-                .unwrap()
-        );
+        assert!(!h.verify(&Secret::new("wrong horse battery staple"), Some(&phc)).await.unwrap());
         // Unknown account: the dummy is checked, and the answer is no even for its password.
         assert!(!h.verify(&pw, None).await.unwrap());
     }

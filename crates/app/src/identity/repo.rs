@@ -29,10 +29,7 @@ impl User {
 const COLUMNS: &str = "id, email, display_name, password_hash, email_verified_at, totp_secret, totp_enabled_at, \
                        totp_last_step, disabled_at, created_at";
 
-pub async fn find_by_email(
-    conn: &mut PgConnection,
-    email: &Email,
-) -> Result<Option<User>, sqlx::Error> {
+pub async fn find_by_email(conn: &mut PgConnection, email: &Email) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE email = $1"))
         .bind(email.as_str())
         .fetch_optional(conn)
@@ -40,23 +37,12 @@ pub async fn find_by_email(
 }
 
 pub async fn get(conn: &mut PgConnection, id: UserId) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE id = $1")).bind(id).fetch_optional(conn).await
 }
 
 /// Like `get`, locking the row for the rest of the transaction.
-pub async fn get_for_update(
-    conn: &mut PgConnection,
-    id: UserId,
-) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM users WHERE id = $1 FOR UPDATE"
-    ))
-    .bind(id)
-    .fetch_optional(conn)
-    .await
+pub async fn get_for_update(conn: &mut PgConnection, id: UserId) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE id = $1 FOR UPDATE")).bind(id).fetch_optional(conn).await
 }
 
 pub async fn create(
@@ -96,11 +82,7 @@ pub async fn set_password(
     Ok(())
 }
 
-pub async fn mark_email_verified(
-    conn: &mut PgConnection,
-    id: UserId,
-    now: OffsetDateTime,
-) -> Result<(), sqlx::Error> {
+pub async fn mark_email_verified(conn: &mut PgConnection, id: UserId, now: OffsetDateTime) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE users SET email_verified_at = coalesce(email_verified_at, $2), updated_at = $2 WHERE id = $1")
         .bind(id)
         .bind(now)
@@ -116,12 +98,13 @@ pub async fn set_disabled(
     disabled: bool,
     now: OffsetDateTime,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("UPDATE users SET disabled_at = CASE WHEN $2 THEN $3 ELSE NULL END, updated_at = $3 WHERE id = $1")
-        .bind(id)
-        .bind(disabled)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+    let done =
+        sqlx::query("UPDATE users SET disabled_at = CASE WHEN $2 THEN $3 ELSE NULL END, updated_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(disabled)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
     if disabled {
         super::session::revoke_all(conn, id, None).await?;
     }

@@ -42,13 +42,31 @@ fn totp_context(user: UserId) -> String {
     format!("totp:{user}")
 }
 
-/// Queues a message and wakes the mail worker once the transaction commits.
-async fn send(
+/// Records an account event in the audit log of each of the user's organizations, in the
+/// caller's transaction.
+async fn audit_account(
     conn: &mut PgConnection,
-    mail: OutgoingMail,
-    key: String,
-    now: OffsetDateTime,
+    state: &AppState,
+    meta: &RequestMeta,
+    user_id: UserId,
+    email: &str,
+    action: &str,
+    detail: serde_json::Value,
 ) -> AppResult<()> {
+    let ctx = crate::audit::Context {
+        ip: Some(meta.ip),
+        user_agent: meta.user_agent.clone(),
+        request_id: meta.request_id.clone(),
+        now: meta.now,
+        signer: Some(state.audit_signer.clone()),
+    };
+    let entry = crate::audit::Entry::new(action, "user", user_id).after(detail);
+    crate::platform::db::tenant::audit_account_event(conn, user_id, email, &entry, &ctx).await?;
+    Ok(())
+}
+
+/// Queues a message and wakes the mail worker once the transaction commits.
+async fn send(conn: &mut PgConnection, mail: OutgoingMail, key: String, now: OffsetDateTime) -> AppResult<()> {
     outbox::enqueue(conn, &mail, &key, now).await?;
     Ok(())
 }
@@ -66,34 +84,19 @@ pub async fn establish_session(
     if user.disabled_at.is_some() {
         return Err(AppError::Forbidden("This account is disabled.".into()));
     }
-    let stage = if user.two_factor_enabled() {
-        Stage::Pending
-    } else {
-        Stage::Complete
-    };
-    let session =
-        session::create(conn, user.id, stage, method, meta, &state.config.identity).await?;
+    let stage = if user.two_factor_enabled() { Stage::Pending } else { Stage::Complete };
+    let session = session::create(conn, user.id, stage, method, meta, &state.config.identity).await?;
     let device_token = match stage {
         Stage::Complete => Some(session::remember_device(conn, user.id, device, meta.now).await?),
         Stage::Pending => None,
     };
-    let kind = if stage == Stage::Pending {
-        "sign_in_first_factor"
-    } else {
-        "sign_in"
-    };
-    events::record(
-        conn,
-        Some(user.id),
-        kind,
-        meta,
-        json!({ "method": method.label() }),
-    )
-    .await?;
-    Ok(SignedIn {
-        session,
-        device_token,
-    })
+    let kind = if stage == Stage::Pending { "sign_in_first_factor" } else { "sign_in" };
+    events::record(conn, Some(user.id), kind, meta, json!({ "method": method.label() })).await?;
+    if stage == Stage::Complete {
+        audit_account(conn, state, meta, user.id, &user.email, "member.signed_in", json!({ "method": method.label() }))
+            .await?;
+    }
+    Ok(SignedIn { session, device_token })
 }
 
 pub async fn sign_up(
@@ -104,19 +107,14 @@ pub async fn sign_up(
     display_name: &str,
 ) -> AppResult<()> {
     let mut errors = Vec::new();
-    let email = Email::parse(email)
-        .map_err(|m| errors.push(FieldError::new("email", m)))
-        .ok();
+    let email = Email::parse(email).map_err(|m| errors.push(FieldError::new("email", m))).ok();
     let display_name = if display_name.trim().is_empty() {
         String::new()
     } else {
-        parse_name(display_name)
-            .map_err(|m| errors.push(FieldError::new("display_name", m)))
-            .unwrap_or_default()
+        parse_name(display_name).map_err(|m| errors.push(FieldError::new("display_name", m))).unwrap_or_default()
     };
     if let Some(email) = &email
-        && let Err(m) =
-            super::password::check_policy(password.expose(), email.as_str(), &display_name)
+        && let Err(m) = super::password::check_policy(password.expose(), email.as_str(), &display_name)
     {
         errors.push(FieldError::new("password", m));
     }
@@ -138,35 +136,18 @@ pub async fn sign_up(
                 meta.now,
             )
             .await?;
-            events::record(
-                &mut tx,
-                Some(existing.id),
-                "sign_up_attempt_existing",
-                meta,
-                json!({}),
-            )
-            .await?;
+            events::record(&mut tx, Some(existing.id), "sign_up_attempt_existing", meta, json!({})).await?;
         }
         None => {
-            let user =
-                match repo::create(&mut tx, &email, &display_name, Some(&hash), None, meta.now)
-                    .await
-                {
-                    Ok(u) => u,
-                    // A concurrent sign-up for the same address: answer as for an existing one.
-                    Err(e) if is_unique_violation(&e) => return Ok(()),
-                    Err(e) => return Err(e.into()),
-                };
-            let token =
-                tokens::issue(&mut tx, user.id, Purpose::VerifyEmail, None, meta.now).await?;
+            let user = match repo::create(&mut tx, &email, &display_name, Some(&hash), None, meta.now).await {
+                Ok(u) => u,
+                // A concurrent sign-up for the same address: answer as for an existing one.
+                Err(e) if is_unique_violation(&e) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            let token = tokens::issue(&mut tx, user.id, Purpose::VerifyEmail, None, meta.now).await?;
             let link = format!("{base}/verify-email?token={token}");
-            send(
-                &mut tx,
-                messages::verify_email(&user.email, &link),
-                format!("verify:{token}"),
-                meta.now,
-            )
-            .await?;
+            send(&mut tx, messages::verify_email(&user.email, &link), format!("verify:{token}"), meta.now).await?;
             events::record(&mut tx, Some(user.id), "sign_up", meta, json!({})).await?;
         }
     }
@@ -194,26 +175,15 @@ pub async fn verify_email(
     device: Option<&str>,
 ) -> AppResult<SignedIn> {
     let mut tx = state.db.global().await?;
-    let Some(redeemed) = tokens::consume(&mut tx, token, Purpose::VerifyEmail, meta.now).await?
-    else {
+    let Some(redeemed) = tokens::consume(&mut tx, token, Purpose::VerifyEmail, meta.now).await? else {
         return Err(AppError::BadRequest(
             "This link is invalid, expired or already used. Sign in to get a new one.".into(),
         ));
     };
     repo::mark_email_verified(&mut tx, redeemed.user_id, meta.now).await?;
-    let user = repo::get(&mut tx, redeemed.user_id)
-        .await?
-        .ok_or(AppError::NotFound)?;
+    let user = repo::get(&mut tx, redeemed.user_id).await?.ok_or(AppError::NotFound)?;
     events::record(&mut tx, Some(user.id), "email_verified", meta, json!({})).await?;
-    let signed_in = establish_session(
-        &mut tx,
-        state,
-        &user,
-        Method::EmailVerification,
-        meta,
-        device,
-    )
-    .await?;
+    let signed_in = establish_session(&mut tx, state, &user, Method::EmailVerification, meta, device).await?;
     tx.commit().await?;
     Ok(signed_in)
 }
@@ -229,16 +199,12 @@ async fn password_gate(
     now: OffsetDateTime,
 ) -> AppResult<Option<String>> {
     let known_device = match (user, device) {
-        (Some(u), Some(d)) => session::is_known_device(conn, u.id, d, now)
-            .await?
-            .then(|| d.to_string()),
+        (Some(u), Some(d)) => session::is_known_device(conn, u.id, d, now).await?.then(|| d.to_string()),
         _ => None,
     };
     let locked = match &known_device {
         // A known device has a budget of its own.
-        Some(d) => {
-            throttle::locked_until(conn, &throttle::key(Kind::Device, d), Kind::Device, now).await?
-        }
+        Some(d) => throttle::locked_until(conn, &throttle::key(Kind::Device, d), Kind::Device, now).await?,
         None => throttle::locked_until(conn, key, Kind::Password, now).await?,
     };
     if let Some(until) = locked {
@@ -260,17 +226,13 @@ pub async fn sign_in(
     device: Option<&str>,
 ) -> AppResult<SignedIn> {
     let email = Email::parse(email).ok();
-    let key = throttle::key(
-        Kind::Password,
-        email.as_ref().map(Email::as_str).unwrap_or(""),
-    );
+    let key = throttle::key(Kind::Password, email.as_ref().map(Email::as_str).unwrap_or(""));
     let mut conn = state.db.global().await?;
     let user = match &email {
         Some(e) => repo::find_by_email(&mut conn, e).await?,
         None => None,
     };
-    let known_device =
-        password_gate(&mut conn, state, &key, user.as_ref(), device, meta.now).await?;
+    let known_device = password_gate(&mut conn, state, &key, user.as_ref(), device, meta.now).await?;
     // Don't hold a connection while hashing.
     conn.commit().await?;
     let stored = user.as_ref().and_then(|u| u.password_hash.clone());
@@ -289,37 +251,18 @@ pub async fn sign_in(
                 )
                 .await?
             }
-            None => {
-                throttle::record_failure(
-                    &mut tx,
-                    &key,
-                    Kind::Password,
-                    meta.now,
-                    &state.config.identity,
-                )
-                .await?
-            }
+            None => throttle::record_failure(&mut tx, &key, Kind::Password, meta.now, &state.config.identity).await?,
         };
-        events::record(
-            &mut tx,
-            user.as_ref().map(|u| u.id),
-            "sign_in_failed",
-            meta,
-            json!({}),
-        )
-        .await?;
+        events::record(&mut tx, user.as_ref().map(|u| u.id), "sign_in_failed", meta, json!({})).await?;
+        if let Some(u) = &user {
+            audit_account(&mut tx, state, meta, u.id, &u.email, "member.sign_in_failed", json!({})).await?;
+        }
         if failure.locked_now
             && let Some(u) = &user
         {
             let minutes = state.config.identity.lockout_minutes as i64;
-            events::record(
-                &mut tx,
-                Some(u.id),
-                "lockout",
-                meta,
-                json!({ "minutes": minutes }),
-            )
-            .await?;
+            events::record(&mut tx, Some(u.id), "lockout", meta, json!({ "minutes": minutes })).await?;
+            audit_account(&mut tx, state, meta, u.id, &u.email, "member.locked_out", json!({ "minutes": minutes })).await?;
             send(
                 &mut tx,
                 messages::lockout(&u.email, minutes, &state.config.public_url()),
@@ -338,21 +281,12 @@ pub async fn sign_in(
         // Only someone who knows the password learns this.
         let token = tokens::issue(&mut tx, user.id, Purpose::VerifyEmail, None, meta.now).await?;
         let link = format!("{}/verify-email?token={token}", state.config.public_url());
-        send(
-            &mut tx,
-            messages::verify_email(&user.email, &link),
-            format!("verify:{token}"),
-            meta.now,
-        )
-        .await?;
+        send(&mut tx, messages::verify_email(&user.email, &link), format!("verify:{token}"), meta.now).await?;
         tx.commit().await?;
         state.mail_wake.notify_one();
-        return Err(AppError::Forbidden(
-            "Confirm your email address first: we just sent you a new link.".into(),
-        ));
+        return Err(AppError::Forbidden("Confirm your email address first: we just sent you a new link.".into()));
     }
-    let signed_in =
-        establish_session(&mut tx, state, &user, Method::Password, meta, device).await?;
+    let signed_in = establish_session(&mut tx, state, &user, Method::Password, meta, device).await?;
     tx.commit().await?;
     Ok(signed_in)
 }
@@ -369,46 +303,19 @@ pub async fn complete_second_factor(
     let user_id = pending.user.id();
     let key = throttle::key(Kind::SecondFactor, &user_id.to_string());
     let mut tx = state.db.global().await?;
-    if let Some(until) = throttle::locked_until(&mut tx, &key, Kind::SecondFactor, meta.now).await?
-    {
-        return Err(locked_error(
-            until,
-            meta.now,
-            "Too many wrong codes. Try again in {m} minutes.",
-        ));
+    if let Some(until) = throttle::locked_until(&mut tx, &key, Kind::SecondFactor, meta.now).await? {
+        return Err(locked_error(until, meta.now, "Too many wrong codes. Try again in {m} minutes."));
     }
-    let user = repo::get_for_update(&mut tx, user_id)
-        .await?
-        .ok_or(AppError::NotFound)?;
+    let user = repo::get_for_update(&mut tx, user_id).await?.ok_or(AppError::NotFound)?;
     let accepted = match verify_second_factor(&mut tx, state, &user, code, meta).await? {
         Some(how) => how,
         None => {
-            let failure = throttle::record_failure(
-                &mut tx,
-                &key,
-                Kind::SecondFactor,
-                meta.now,
-                &state.config.identity,
-            )
-            .await?;
-            events::record(
-                &mut tx,
-                Some(user.id),
-                "second_factor_failed",
-                meta,
-                json!({}),
-            )
-            .await?;
+            let failure =
+                throttle::record_failure(&mut tx, &key, Kind::SecondFactor, meta.now, &state.config.identity).await?;
+            events::record(&mut tx, Some(user.id), "second_factor_failed", meta, json!({})).await?;
             if failure.locked_now {
                 let minutes = state.config.identity.lockout_minutes as i64;
-                events::record(
-                    &mut tx,
-                    Some(user.id),
-                    "second_factor_lockout",
-                    meta,
-                    json!({}),
-                )
-                .await?;
+                events::record(&mut tx, Some(user.id), "second_factor_lockout", meta, json!({})).await?;
                 send(
                     &mut tx,
                     messages::second_factor_lockout(&user.email, minutes),
@@ -428,15 +335,8 @@ pub async fn complete_second_factor(
     };
     throttle::clear(&mut tx, &key, Kind::SecondFactor).await?;
     session::delete(&mut tx, pending.id).await?;
-    let session = session::create(
-        &mut tx,
-        user.id,
-        Stage::Complete,
-        pending.method,
-        meta,
-        &state.config.identity,
-    )
-    .await?;
+    let session =
+        session::create(&mut tx, user.id, Stage::Complete, pending.method, meta, &state.config.identity).await?;
     let device_token = session::remember_device(&mut tx, user.id, device, meta.now).await?;
     events::record(
         &mut tx,
@@ -446,12 +346,19 @@ pub async fn complete_second_factor(
         json!({ "method": pending.method.label(), "second_factor": accepted }),
     )
     .await?;
+    audit_account(
+        &mut tx,
+        state,
+        meta,
+        user.id,
+        &user.email,
+        "member.signed_in",
+        json!({ "method": pending.method.label(), "second_factor": accepted }),
+    )
+    .await?;
     tx.commit().await?;
     state.mail_wake.notify_one();
-    Ok(SignedIn {
-        session,
-        device_token: Some(device_token),
-    })
+    Ok(SignedIn { session, device_token: Some(device_token) })
 }
 
 /// Checks a TOTP or recovery code for `user`; on success records its use (replay-proof) and
@@ -463,22 +370,13 @@ async fn verify_second_factor(
     code: &str,
     meta: &RequestMeta,
 ) -> AppResult<Option<&'static str>> {
-    let Some(sealed) = user
-        .totp_secret
-        .as_deref()
-        .filter(|_| user.two_factor_enabled())
-    else {
+    let Some(sealed) = user.totp_secret.as_deref().filter(|_| user.two_factor_enabled()) else {
         return Ok(None);
     };
     let trimmed: String = code.chars().filter(|c| !c.is_whitespace()).collect();
     if trimmed.len() == totp::DIGITS && trimmed.bytes().all(|b| b.is_ascii_digit()) {
-        let secret = state
-            .sealer
-            .open(sealed, &totp_context(user.id))
-            .map_err(AppError::internal)?;
-        let Some(step) =
-            totp::matching_step(&secret, &trimmed, meta.now.unix_timestamp().max(0) as u64)
-        else {
+        let secret = state.sealer.open(sealed, &totp_context(user.id)).map_err(AppError::internal)?;
+        let Some(step) = totp::matching_step(&secret, &trimmed, meta.now.unix_timestamp().max(0) as u64) else {
             return Ok(None);
         };
         // Compare-and-set: a code is good for one use, and never for a step before the last.
@@ -495,55 +393,37 @@ async fn verify_second_factor(
     if normalized.len() != 12 {
         return Ok(None);
     }
-    let done = sqlx::query(
-        "UPDATE recovery_codes SET used_at = $3 WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL",
-    )
-    .bind(user.id)
-    .bind(&sha256(normalized.as_bytes())[..])
-    .bind(meta.now)
-    .execute(&mut *conn)
-    .await?;
+    let done =
+        sqlx::query("UPDATE recovery_codes SET used_at = $3 WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL")
+            .bind(user.id)
+            .bind(&sha256(normalized.as_bytes())[..])
+            .bind(meta.now)
+            .execute(&mut *conn)
+            .await?;
     if done.rows_affected() != 1 {
         return Ok(None);
     }
-    let (remaining,): (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL",
-    )
-    .bind(user.id)
-    .fetch_one(&mut *conn)
-    .await?;
-    events::record(
-        conn,
-        Some(user.id),
-        "recovery_code_used",
-        meta,
-        json!({ "remaining": remaining }),
-    )
-    .await?;
+    let (remaining,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL")
+            .bind(user.id)
+            .fetch_one(&mut *conn)
+            .await?;
+    events::record(conn, Some(user.id), "recovery_code_used", meta, json!({ "remaining": remaining })).await?;
+    audit_account(conn, state, meta, user.id, &user.email, "member.recovery_code_used", json!({ "remaining": remaining }))
+        .await?;
     send(
         conn,
         messages::recovery_code_used(&user.email, remaining, &state.config.public_url()),
-        format!(
-            "recovery-used:{}:{}",
-            user.id,
-            meta.now.unix_timestamp_nanos()
-        ),
+        format!("recovery-used:{}:{}", user.id, meta.now.unix_timestamp_nanos()),
         meta.now,
     )
     .await?;
     Ok(Some("recovery_code"))
 }
 
-pub async fn request_password_reset(
-    state: &AppState,
-    meta: &RequestMeta,
-    email: &str,
-) -> AppResult<()> {
+pub async fn request_password_reset(state: &AppState, meta: &RequestMeta, email: &str) -> AppResult<()> {
     let Ok(email) = Email::parse(email) else {
-        return Err(AppError::field(
-            "email",
-            "must be an email address like name@example.com",
-        ));
+        return Err(AppError::field("email", "must be an email address like name@example.com"));
     };
     let mut tx = state.db.global().await?;
     if let Some(user) = repo::find_by_email(&mut tx, &email).await?
@@ -551,21 +431,8 @@ pub async fn request_password_reset(
     {
         let token = tokens::issue(&mut tx, user.id, Purpose::ResetPassword, None, meta.now).await?;
         let link = format!("{}/reset-password?token={token}", state.config.public_url());
-        send(
-            &mut tx,
-            messages::reset_password(&user.email, &link),
-            format!("reset:{token}"),
-            meta.now,
-        )
-        .await?;
-        events::record(
-            &mut tx,
-            Some(user.id),
-            "password_reset_requested",
-            meta,
-            json!({}),
-        )
-        .await?;
+        send(&mut tx, messages::reset_password(&user.email, &link), format!("reset:{token}"), meta.now).await?;
+        events::record(&mut tx, Some(user.id), "password_reset_requested", meta, json!({})).await?;
     }
     tx.commit().await?;
     state.mail_wake.notify_one();
@@ -573,15 +440,9 @@ pub async fn request_password_reset(
 }
 
 /// Whether a reset link is still good (to show the form or say it isn't).
-pub async fn reset_token_valid(
-    state: &AppState,
-    token: &str,
-    now: OffsetDateTime,
-) -> AppResult<bool> {
+pub async fn reset_token_valid(state: &AppState, token: &str, now: OffsetDateTime) -> AppResult<bool> {
     let mut conn = state.db.global().await?;
-    Ok(tokens::peek(&mut conn, token, Purpose::ResetPassword, now)
-        .await?
-        .is_some())
+    Ok(tokens::peek(&mut conn, token, Purpose::ResetPassword, now).await?.is_some())
 }
 
 pub async fn reset_password(
@@ -591,42 +452,27 @@ pub async fn reset_password(
     password: &Secret,
     device: Option<&str>,
 ) -> AppResult<SignedIn> {
-    let invalid = || {
-        AppError::BadRequest(
-            "This reset link is invalid, expired or already used. Ask for a new one.".into(),
-        )
-    };
+    let invalid =
+        || AppError::BadRequest("This reset link is invalid, expired or already used. Ask for a new one.".into());
     let user = {
         let mut conn = state.db.global().await?;
-        let redeemed = tokens::peek(&mut conn, token, Purpose::ResetPassword, meta.now)
-            .await?
-            .ok_or_else(invalid)?;
-        repo::get(&mut conn, redeemed.user_id)
-            .await?
-            .ok_or_else(invalid)?
+        let redeemed = tokens::peek(&mut conn, token, Purpose::ResetPassword, meta.now).await?.ok_or_else(invalid)?;
+        repo::get(&mut conn, redeemed.user_id).await?.ok_or_else(invalid)?
     };
     super::password::check_policy(password.expose(), &user.email, &user.display_name)
         .map_err(|m| AppError::field("password", m))?;
     let hash = state.hasher.hash(password).await?;
     let mut tx = state.db.global().await?;
-    let redeemed = tokens::consume(&mut tx, token, Purpose::ResetPassword, meta.now)
-        .await?
-        .ok_or_else(invalid)?;
-    let user = repo::get_for_update(&mut tx, redeemed.user_id)
-        .await?
-        .ok_or_else(invalid)?;
+    let redeemed = tokens::consume(&mut tx, token, Purpose::ResetPassword, meta.now).await?.ok_or_else(invalid)?;
+    let user = repo::get_for_update(&mut tx, redeemed.user_id).await?.ok_or_else(invalid)?;
     repo::set_password(&mut tx, user.id, &hash, meta.now).await?;
     // Whoever held a session with the old password is out.
     session::revoke_all(&mut tx, user.id, None).await?;
-    throttle::clear(
-        &mut tx,
-        &throttle::key(Kind::Password, &user.email),
-        Kind::Password,
-    )
-    .await?;
+    throttle::clear(&mut tx, &throttle::key(Kind::Password, &user.email), Kind::Password).await?;
     // Proving control of the mailbox also verifies it.
     repo::mark_email_verified(&mut tx, user.id, meta.now).await?;
     events::record(&mut tx, Some(user.id), "password_reset", meta, json!({})).await?;
+    audit_account(&mut tx, state, meta, user.id, &user.email, "member.password_reset", json!({})).await?;
     send(
         &mut tx,
         messages::password_changed(&user.email),
@@ -654,51 +500,25 @@ pub async fn reauthenticate(
         Some(hash) => {
             {
                 let mut conn = state.db.global().await?;
-                if let Some(until) =
-                    throttle::locked_until(&mut conn, &key, Kind::Password, meta.now).await?
-                {
-                    return Err(locked_error(
-                        until,
-                        meta.now,
-                        "Too many failed attempts. Try again in {m} minutes.",
-                    ));
+                if let Some(until) = throttle::locked_until(&mut conn, &key, Kind::Password, meta.now).await? {
+                    return Err(locked_error(until, meta.now, "Too many failed attempts. Try again in {m} minutes."));
                 }
             }
             state.hasher.verify(password, Some(hash)).await?
         }
         None => {
             let mut tx = state.db.global().await?;
-            let ok = verify_second_factor(&mut tx, state, user, code, meta)
-                .await?
-                .is_some();
+            let ok = verify_second_factor(&mut tx, state, user, code, meta).await?.is_some();
             tx.commit().await?;
             ok
         }
     };
     if !ok {
         let mut tx = state.db.global().await?;
-        throttle::record_failure(
-            &mut tx,
-            &key,
-            Kind::Password,
-            meta.now,
-            &state.config.identity,
-        )
-        .await?;
-        events::record(
-            &mut tx,
-            Some(user.id),
-            "reauthentication_failed",
-            meta,
-            json!({}),
-        )
-        .await?;
+        throttle::record_failure(&mut tx, &key, Kind::Password, meta.now, &state.config.identity).await?;
+        events::record(&mut tx, Some(user.id), "reauthentication_failed", meta, json!({})).await?;
         tx.commit().await?;
-        let field = if user.password_hash.is_some() {
-            "current_password"
-        } else {
-            "code"
-        };
+        let field = if user.password_hash.is_some() { "current_password" } else { "code" };
         return Err(AppError::field(field, "is not correct"));
     }
     Ok(())
@@ -718,15 +538,7 @@ async fn rotate(
     } else {
         session::delete(conn, current.id).await?;
     }
-    Ok(session::create(
-        conn,
-        current.user.id(),
-        Stage::Complete,
-        current.method,
-        meta,
-        &state.config.identity,
-    )
-    .await?)
+    Ok(session::create(conn, current.user.id(), Stage::Complete, current.method, meta, &state.config.identity).await?)
 }
 
 pub async fn load_user(state: &AppState, id: UserId) -> AppResult<User> {
@@ -752,6 +564,7 @@ pub async fn change_password(
     repo::set_password(&mut tx, user.id, &hash, meta.now).await?;
     let session = rotate(&mut tx, state, current, meta, true).await?;
     events::record(&mut tx, Some(user.id), "password_changed", meta, json!({})).await?;
+    audit_account(&mut tx, state, meta, user.id, &user.email, "member.password_changed", json!({})).await?;
     send(
         &mut tx,
         messages::password_changed(&user.email),
@@ -775,33 +588,15 @@ pub async fn request_email_change(
     let new_email = Email::parse(new_email).map_err(|m| AppError::field("new_email", m))?;
     let user = load_user(state, current.user.id()).await?;
     if new_email.as_str() == user.email {
-        return Err(AppError::field(
-            "new_email",
-            "is already your email address",
-        ));
+        return Err(AppError::field("new_email", "is already your email address"));
     }
     reauthenticate(state, meta, &user, password, code).await?;
     let mut tx = state.db.global().await?;
     // Whether the new address is taken is only revealed at confirmation, to its owner.
-    let token = tokens::issue(
-        &mut tx,
-        user.id,
-        Purpose::ChangeEmail,
-        Some(new_email.as_str()),
-        meta.now,
-    )
-    .await?;
-    let link = format!(
-        "{}/account/email/confirm?token={token}",
-        state.config.public_url()
-    );
-    send(
-        &mut tx,
-        messages::confirm_new_email(new_email.as_str(), &link),
-        format!("email-change:{token}"),
-        meta.now,
-    )
-    .await?;
+    let token = tokens::issue(&mut tx, user.id, Purpose::ChangeEmail, Some(new_email.as_str()), meta.now).await?;
+    let link = format!("{}/account/email/confirm?token={token}", state.config.public_url());
+    send(&mut tx, messages::confirm_new_email(new_email.as_str(), &link), format!("email-change:{token}"), meta.now)
+        .await?;
     send(
         &mut tx,
         messages::email_change_requested(&user.email, new_email.as_str()),
@@ -809,14 +604,7 @@ pub async fn request_email_change(
         meta.now,
     )
     .await?;
-    events::record(
-        &mut tx,
-        Some(user.id),
-        "email_change_requested",
-        meta,
-        json!({}),
-    )
-    .await?;
+    events::record(&mut tx, Some(user.id), "email_change_requested", meta, json!({})).await?;
     tx.commit().await?;
     state.mail_wake.notify_one();
     Ok(())
@@ -832,47 +620,35 @@ pub async fn confirm_email_change(
 ) -> AppResult<SignedIn> {
     let mut tx = state.db.global().await?;
     let invalid = || AppError::BadRequest("This link is invalid, expired or already used.".into());
-    let redeemed = tokens::consume(&mut tx, token, Purpose::ChangeEmail, meta.now)
-        .await?
-        .ok_or_else(invalid)?;
+    let redeemed = tokens::consume(&mut tx, token, Purpose::ChangeEmail, meta.now).await?.ok_or_else(invalid)?;
     let new_email = redeemed.new_email.ok_or_else(invalid)?;
-    let user = repo::get_for_update(&mut tx, redeemed.user_id)
-        .await?
-        .ok_or_else(invalid)?;
+    let user = repo::get_for_update(&mut tx, redeemed.user_id).await?.ok_or_else(invalid)?;
     let old_email = user.email.clone();
-    let updated = sqlx::query(
-        "UPDATE users SET email = $2, email_verified_at = $3, updated_at = $3 WHERE id = $1",
-    )
-    .bind(user.id)
-    .bind(&new_email)
-    .bind(meta.now)
-    .execute(&mut *tx)
-    .await;
+    let updated = sqlx::query("UPDATE users SET email = $2, email_verified_at = $3, updated_at = $3 WHERE id = $1")
+        .bind(user.id)
+        .bind(&new_email)
+        .bind(meta.now)
+        .execute(&mut *tx)
+        .await;
     match updated {
         Err(e) if is_unique_violation(&e) => {
-            return Err(AppError::Conflict(
-                "Another account already uses this email address.".into(),
-            ));
+            return Err(AppError::Conflict("Another account already uses this email address.".into()));
         }
         Err(e) => return Err(e.into()),
         Ok(_) => {}
     }
     session::revoke_all(&mut tx, user.id, None).await?;
     events::record(&mut tx, Some(user.id), "email_changed", meta, json!({})).await?;
+    audit_account(&mut tx, state, meta, user.id, &user.email, "member.email_changed", json!({})).await?;
     send(
         &mut tx,
         messages::email_changed(&old_email, &new_email),
-        format!(
-            "email-changed:{}:{}",
-            user.id,
-            meta.now.unix_timestamp_nanos()
-        ),
+        format!("email-changed:{}:{}", user.id, meta.now.unix_timestamp_nanos()),
         meta.now,
     )
     .await?;
     let user = repo::get(&mut tx, user.id).await?.ok_or_else(invalid)?;
-    let signed_in =
-        establish_session(&mut tx, state, &user, Method::EmailChange, meta, device).await?;
+    let signed_in = establish_session(&mut tx, state, &user, Method::EmailChange, meta, device).await?;
     tx.commit().await?;
     state.mail_wake.notify_one();
     Ok(signed_in)
@@ -886,24 +662,13 @@ pub struct Enrollment {
 
 /// Starts (or resumes) two-factor enrollment: a new secret is stored sealed but not enabled
 /// until a code from it is confirmed.
-pub async fn start_totp_enrollment(
-    state: &AppState,
-    current: &CurrentSession,
-) -> AppResult<Enrollment> {
+pub async fn start_totp_enrollment(state: &AppState, current: &CurrentSession) -> AppResult<Enrollment> {
     let mut tx = state.db.global().await?;
-    let user = repo::get_for_update(&mut tx, current.user.id())
-        .await?
-        .ok_or(AppError::NotFound)?;
+    let user = repo::get_for_update(&mut tx, current.user.id()).await?.ok_or(AppError::NotFound)?;
     if user.two_factor_enabled() {
-        return Err(AppError::Conflict(
-            "Two-factor authentication is already on.".into(),
-        ));
+        return Err(AppError::Conflict("Two-factor authentication is already on.".into()));
     }
-    let secret = match user
-        .totp_secret
-        .as_deref()
-        .map(|s| state.sealer.open(s, &totp_context(user.id)))
-    {
+    let secret = match user.totp_secret.as_deref().map(|s| state.sealer.open(s, &totp_context(user.id))) {
         Some(Ok(secret)) => secret,
         _ => {
             let secret = totp::new_secret();
@@ -917,11 +682,7 @@ pub async fn start_totp_enrollment(
     };
     tx.commit().await?;
     let uri = totp::otpauth_uri(&secret, &user.email);
-    Ok(Enrollment {
-        secret_base32: totp::base32(&secret),
-        qr_svg: totp::qr_svg(&uri),
-        otpauth_uri: uri,
-    })
+    Ok(Enrollment { secret_base32: totp::base32(&secret), qr_svg: totp::qr_svg(&uri), otpauth_uri: uri })
 }
 
 async fn store_new_recovery_codes(
@@ -929,20 +690,15 @@ async fn store_new_recovery_codes(
     user: UserId,
     now: OffsetDateTime,
 ) -> AppResult<Vec<String>> {
-    sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
-        .bind(user)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1").bind(user).execute(&mut *conn).await?;
     let codes = totp::new_recovery_codes();
     for code in &codes {
-        sqlx::query(
-            "INSERT INTO recovery_codes (user_id, code_hash, created_at) VALUES ($1, $2, $3)",
-        )
-        .bind(user)
-        .bind(&sha256(totp::normalize_recovery_code(code).as_bytes())[..])
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+        sqlx::query("INSERT INTO recovery_codes (user_id, code_hash, created_at) VALUES ($1, $2, $3)")
+            .bind(user)
+            .bind(&sha256(totp::normalize_recovery_code(code).as_bytes())[..])
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(codes)
 }
@@ -956,28 +712,14 @@ pub async fn confirm_totp_enrollment(
     code: &str,
 ) -> AppResult<(NewSession, Vec<String>)> {
     let mut tx = state.db.global().await?;
-    let user = repo::get_for_update(&mut tx, current.user.id())
-        .await?
-        .ok_or(AppError::NotFound)?;
+    let user = repo::get_for_update(&mut tx, current.user.id()).await?.ok_or(AppError::NotFound)?;
     if user.two_factor_enabled() {
-        return Err(AppError::Conflict(
-            "Two-factor authentication is already on.".into(),
-        ));
+        return Err(AppError::Conflict("Two-factor authentication is already on.".into()));
     }
-    let sealed = user
-        .totp_secret
-        .as_deref()
-        .ok_or_else(|| AppError::BadRequest("Start the set-up again.".into()))?;
-    let secret = state
-        .sealer
-        .open(sealed, &totp_context(user.id))
-        .map_err(AppError::internal)?;
-    let Some(step) = totp::matching_step(&secret, code, meta.now.unix_timestamp().max(0) as u64)
-    else {
-        return Err(AppError::field(
-            "code",
-            "is not the current code of your authenticator app",
-        ));
+    let sealed = user.totp_secret.as_deref().ok_or_else(|| AppError::BadRequest("Start the set-up again.".into()))?;
+    let secret = state.sealer.open(sealed, &totp_context(user.id)).map_err(AppError::internal)?;
+    let Some(step) = totp::matching_step(&secret, code, meta.now.unix_timestamp().max(0) as u64) else {
+        return Err(AppError::field("code", "is not the current code of your authenticator app"));
     };
     sqlx::query("UPDATE users SET totp_enabled_at = $2, totp_last_step = $3 WHERE id = $1")
         .bind(user.id)
@@ -987,14 +729,8 @@ pub async fn confirm_totp_enrollment(
         .await?;
     let codes = store_new_recovery_codes(&mut tx, user.id, meta.now).await?;
     let session = rotate(&mut tx, state, current, meta, true).await?;
-    events::record(
-        &mut tx,
-        Some(user.id),
-        "two_factor_enabled",
-        meta,
-        json!({}),
-    )
-    .await?;
+    events::record(&mut tx, Some(user.id), "two_factor_enabled", meta, json!({})).await?;
+    audit_account(&mut tx, state, meta, user.id, &user.email, "member.two_factor_enabled", json!({})).await?;
     send(
         &mut tx,
         messages::two_factor_changed(&user.email, true),
@@ -1016,9 +752,7 @@ pub async fn disable_totp(
 ) -> AppResult<NewSession> {
     let user = load_user(state, current.user.id()).await?;
     if !user.two_factor_enabled() {
-        return Err(AppError::Conflict(
-            "Two-factor authentication is not on.".into(),
-        ));
+        return Err(AppError::Conflict("Two-factor authentication is not on.".into()));
     }
     reauthenticate(state, meta, &user, password, code).await?;
     let mut tx = state.db.global().await?;
@@ -1026,19 +760,10 @@ pub async fn disable_totp(
         .bind(user.id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
-        .bind(user.id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1").bind(user.id).execute(&mut *tx).await?;
     let session = rotate(&mut tx, state, current, meta, true).await?;
-    events::record(
-        &mut tx,
-        Some(user.id),
-        "two_factor_disabled",
-        meta,
-        json!({}),
-    )
-    .await?;
+    events::record(&mut tx, Some(user.id), "two_factor_disabled", meta, json!({})).await?;
+    audit_account(&mut tx, state, meta, user.id, &user.email, "member.two_factor_disabled", json!({})).await?;
     send(
         &mut tx,
         messages::two_factor_changed(&user.email, false),
@@ -1060,21 +785,12 @@ pub async fn regenerate_recovery_codes(
 ) -> AppResult<Vec<String>> {
     let user = load_user(state, current.user.id()).await?;
     if !user.two_factor_enabled() {
-        return Err(AppError::Conflict(
-            "Two-factor authentication is not on.".into(),
-        ));
+        return Err(AppError::Conflict("Two-factor authentication is not on.".into()));
     }
     reauthenticate(state, meta, &user, password, code).await?;
     let mut tx = state.db.global().await?;
     let codes = store_new_recovery_codes(&mut tx, user.id, meta.now).await?;
-    events::record(
-        &mut tx,
-        Some(user.id),
-        "recovery_codes_regenerated",
-        meta,
-        json!({}),
-    )
-    .await?;
+    events::record(&mut tx, Some(user.id), "recovery_codes_regenerated", meta, json!({})).await?;
     send(
         &mut tx,
         messages::recovery_codes_regenerated(&user.email),
@@ -1087,21 +803,10 @@ pub async fn regenerate_recovery_codes(
     Ok(codes)
 }
 
-pub async fn sign_out(
-    state: &AppState,
-    meta: &RequestMeta,
-    current: &CurrentSession,
-) -> AppResult<()> {
+pub async fn sign_out(state: &AppState, meta: &RequestMeta, current: &CurrentSession) -> AppResult<()> {
     let mut tx = state.db.global().await?;
     session::delete(&mut tx, current.id).await?;
-    events::record(
-        &mut tx,
-        Some(current.user.id()),
-        "signed_out",
-        meta,
-        json!({}),
-    )
-    .await?;
+    events::record(&mut tx, Some(current.user.id()), "signed_out", meta, json!({})).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -1116,33 +821,69 @@ pub async fn revoke_session(
     if !session::revoke(&mut tx, current.user.id(), id).await? {
         return Err(AppError::NotFound);
     }
-    events::record(
-        &mut tx,
-        Some(current.user.id()),
-        "session_revoked",
-        meta,
-        json!({ "session": id }),
-    )
-    .await?;
+    events::record(&mut tx, Some(current.user.id()), "session_revoked", meta, json!({ "session": id })).await?;
     tx.commit().await?;
     Ok(())
 }
 
-pub async fn revoke_other_sessions(
-    state: &AppState,
-    meta: &RequestMeta,
-    current: &CurrentSession,
-) -> AppResult<u64> {
+pub async fn revoke_other_sessions(state: &AppState, meta: &RequestMeta, current: &CurrentSession) -> AppResult<u64> {
     let mut tx = state.db.global().await?;
     let n = session::revoke_all(&mut tx, current.user.id(), Some(current.id)).await?;
-    events::record(
-        &mut tx,
-        Some(current.user.id()),
-        "sessions_revoked",
-        meta,
-        json!({ "count": n }),
-    )
-    .await?;
+    events::record(&mut tx, Some(current.user.id()), "sessions_revoked", meta, json!({ "count": n })).await?;
     tx.commit().await?;
     Ok(n)
+}
+
+/// The invitee of an invitation signs in with their password, or — with no account yet —
+/// creates one (the invitation link proves the mailbox, so the address counts as verified).
+/// Either way the session comes from the second-factor gate; the user is returned only when
+/// the session is complete.
+pub async fn sign_in_for_invitation(
+    state: &AppState,
+    meta: &RequestMeta,
+    email: &str,
+    password: &Secret,
+    display_name: &str,
+    device: Option<&str>,
+) -> AppResult<(SignedIn, Option<super::AuthenticatedUser>)> {
+    let parsed = Email::parse(email).map_err(AppError::internal)?;
+    let existing = {
+        let mut conn = state.db.global().await?;
+        repo::find_by_email(&mut conn, &parsed).await?
+    };
+    let signed_in = match existing {
+        Some(_) => sign_in(state, meta, email, password, device).await?,
+        None => {
+            let name = if display_name.trim().is_empty() {
+                String::new()
+            } else {
+                parse_name(display_name).map_err(|m| AppError::field("display_name", m))?
+            };
+            super::password::check_policy(password.expose(), parsed.as_str(), &name)
+                .map_err(|m| AppError::field("password", m))?;
+            let hash = state.hasher.hash(password).await?;
+            let mut tx = state.db.global().await?;
+            let user = match repo::create(&mut tx, &parsed, &name, Some(&hash), Some(meta.now), meta.now).await {
+                Ok(u) => u,
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(AppError::Conflict(
+                        "An account with this address was just created; sign in instead.".into(),
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            events::record(&mut tx, Some(user.id), "sign_up", meta, json!({ "via": "invitation" })).await?;
+            let signed_in = establish_session(&mut tx, state, &user, Method::Invitation, meta, device).await?;
+            tx.commit().await?;
+            signed_in
+        }
+    };
+    let user = {
+        let mut conn = state.db.global().await?;
+        let idle = time::Duration::minutes(state.config.identity.session_idle_minutes.into());
+        let s = session::lookup(&mut conn, &signed_in.session.token, meta.now, idle).await?;
+        conn.commit().await?;
+        s.filter(|s| s.stage == Stage::Complete).map(|s| s.user)
+    };
+    Ok((signed_in, user))
 }

@@ -69,6 +69,10 @@ pub struct CurrentSession {
     pub method: Method,
     pub csrf_token: String,
     pub created_at: OffsetDateTime,
+    /// Whether the user has two-factor authentication on (organizations may require it).
+    pub two_factor: bool,
+    /// How long the session had been idle before this request.
+    pub idle_for: Duration,
 }
 
 /// Where a request comes from, for sessions and security events.
@@ -77,6 +81,7 @@ pub struct RequestMeta {
     pub ip: IpAddr,
     pub user_agent: String,
     pub now: OffsetDateTime,
+    pub request_id: String,
 }
 
 pub struct NewSession {
@@ -116,12 +121,7 @@ pub async fn create(
     .bind(&meta.user_agent)
     .execute(conn)
     .await?;
-    Ok(NewSession {
-        id,
-        token,
-        stage,
-        expires_at,
-    })
+    Ok(NewSession { id, token, stage, expires_at })
 }
 
 #[derive(sqlx::FromRow)]
@@ -135,6 +135,7 @@ struct Row {
     created_at: OffsetDateTime,
     last_seen_at: OffsetDateTime,
     expires_at: OffsetDateTime,
+    two_factor: bool,
 }
 
 /// The live session for a cookie token: not expired (absolute), not idle too long (complete
@@ -149,7 +150,8 @@ pub async fn lookup(
         return Ok(None);
     }
     let row: Option<Row> = sqlx::query_as(
-        "SELECT s.id, s.user_id, u.email, s.stage, s.method, s.csrf_token, s.created_at, s.last_seen_at, s.expires_at \
+        "SELECT s.id, s.user_id, u.email, s.stage, s.method, s.csrf_token, s.created_at, s.last_seen_at, s.expires_at, \
+         (u.totp_enabled_at IS NOT NULL AND u.totp_secret IS NOT NULL) AS two_factor \
          FROM sessions s JOIN users u ON u.id = s.user_id \
          WHERE s.token_hash = $1 AND u.disabled_at IS NULL",
     )
@@ -159,10 +161,7 @@ pub async fn lookup(
     let Some(row) = row else { return Ok(None) };
     let idle_expired = row.stage == Stage::Complete && row.last_seen_at + idle <= now;
     if row.expires_at <= now || idle_expired {
-        sqlx::query("DELETE FROM sessions WHERE id = $1")
-            .bind(row.id)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query("DELETE FROM sessions WHERE id = $1").bind(row.id).execute(&mut *conn).await?;
         return Ok(None);
     }
     if now - row.last_seen_at > Duration::seconds(60) {
@@ -180,23 +179,18 @@ pub async fn lookup(
         method: row.method,
         csrf_token: row.csrf_token,
         created_at: row.created_at,
+        two_factor: row.two_factor,
+        idle_for: now - row.last_seen_at,
     }))
 }
 
 pub async fn delete(conn: &mut PgConnection, session_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM sessions WHERE id = $1")
-        .bind(session_id)
-        .execute(conn)
-        .await?;
+    sqlx::query("DELETE FROM sessions WHERE id = $1").bind(session_id).execute(conn).await?;
     Ok(())
 }
 
 /// Revokes one of the user's sessions; false if it isn't theirs or doesn't exist.
-pub async fn revoke(
-    conn: &mut PgConnection,
-    user_id: UserId,
-    session_id: Uuid,
-) -> Result<bool, sqlx::Error> {
+pub async fn revoke(conn: &mut PgConnection, user_id: UserId, session_id: Uuid) -> Result<bool, sqlx::Error> {
     let done = sqlx::query("DELETE FROM sessions WHERE id = $1 AND user_id = $2")
         .bind(session_id)
         .bind(user_id)
@@ -206,17 +200,12 @@ pub async fn revoke(
 }
 
 /// Ends every session of the user except `keep`.
-pub async fn revoke_all(
-    conn: &mut PgConnection,
-    user_id: UserId,
-    keep: Option<Uuid>,
-) -> Result<u64, sqlx::Error> {
-    let done =
-        sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND ($2::uuid IS NULL OR id <> $2)")
-            .bind(user_id)
-            .bind(keep)
-            .execute(conn)
-            .await?;
+pub async fn revoke_all(conn: &mut PgConnection, user_id: UserId, keep: Option<Uuid>) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND ($2::uuid IS NULL OR id <> $2)")
+        .bind(user_id)
+        .bind(keep)
+        .execute(conn)
+        .await?;
     Ok(done.rows_affected())
 }
 
@@ -230,10 +219,7 @@ pub struct SessionInfo {
     pub user_agent: String,
 }
 
-pub async fn list(
-    conn: &mut PgConnection,
-    user_id: UserId,
-) -> Result<Vec<SessionInfo>, sqlx::Error> {
+pub async fn list(conn: &mut PgConnection, user_id: UserId) -> Result<Vec<SessionInfo>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, method, created_at, last_seen_at, ip, user_agent FROM sessions \
          WHERE user_id = $1 AND stage = 'complete' ORDER BY last_seen_at DESC",
@@ -285,14 +271,13 @@ pub async fn is_known_device(
     token: &str,
     now: OffsetDateTime,
 ) -> Result<bool, sqlx::Error> {
-    let found: Option<(i32,)> = sqlx::query_as(
-        "SELECT 1 FROM known_devices WHERE token_hash = $1 AND user_id = $2 AND expires_at > $3",
-    )
-    .bind(&sha256(token.as_bytes())[..])
-    .bind(user_id)
-    .bind(now)
-    .fetch_optional(conn)
-    .await?;
+    let found: Option<(i32,)> =
+        sqlx::query_as("SELECT 1 FROM known_devices WHERE token_hash = $1 AND user_id = $2 AND expires_at > $3")
+            .bind(&sha256(token.as_bytes())[..])
+            .bind(user_id)
+            .bind(now)
+            .fetch_optional(conn)
+            .await?;
     Ok(found.is_some())
 }
 

@@ -85,15 +85,9 @@ pub async fn record_failure(
         .bind(now)
         .execute(conn)
         .await?;
-        return Ok(Failure {
-            locked_now: true,
-            locked_until: Some(until),
-        });
+        return Ok(Failure { locked_now: true, locked_until: Some(until) });
     }
-    Ok(Failure {
-        locked_now: false,
-        locked_until: None,
-    })
+    Ok(Failure { locked_now: false, locked_until: None })
 }
 
 pub async fn clear(conn: &mut PgConnection, key: &[u8; 32], kind: Kind) -> Result<(), sqlx::Error> {

@@ -66,11 +66,7 @@ pub fn otpauth_uri(secret: &[u8], account: &str) -> String {
 /// The QR code of `data` as an SVG document (rendered server-side; no external service).
 pub fn qr_svg(data: &str) -> String {
     match qrcode::QrCode::new(data.as_bytes()) {
-        Ok(code) => code
-            .render::<qrcode::render::svg::Color<'_>>()
-            .min_dimensions(200, 200)
-            .quiet_zone(true)
-            .build(),
+        Ok(code) => code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(200, 200).quiet_zone(true).build(),
         Err(_) => String::new(),
     }
 }
@@ -81,10 +77,7 @@ pub fn new_recovery_codes() -> Vec<String> {
     (0..10)
         .map(|_| {
             let bytes = random_bytes::<12>();
-            let chars: Vec<char> = bytes
-                .iter()
-                .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-                .collect();
+            let chars: Vec<char> = bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect();
             format!(
                 "{}-{}-{}",
                 chars[0..4].iter().collect::<String>(),
@@ -97,11 +90,7 @@ pub fn new_recovery_codes() -> Vec<String> {
 
 /// Recovery codes are compared after normalization (case, spaces, hyphens).
 pub fn normalize_recovery_code(input: &str) -> String {
-    input
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .map(|c| c.to_ascii_lowercase())
-        .collect()
+    input.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect()
 }
 
 #[cfg(test)]
@@ -129,26 +118,11 @@ mod tests {
         let secret = new_secret();
         let now = 1_700_000_000;
         let step = step_at(now);
-        assert_eq!(
-            matching_step(&secret, &code_for_step(&secret, step), now),
-            Some(step)
-        );
-        assert_eq!(
-            matching_step(&secret, &code_for_step(&secret, step - 1), now),
-            Some(step - 1)
-        );
-        assert_eq!(
-            matching_step(&secret, &code_for_step(&secret, step + 1), now),
-            Some(step + 1)
-        );
-        assert_eq!(
-            matching_step(&secret, &code_for_step(&secret, step - 2), now),
-            None
-        );
-        assert_eq!(
-            matching_step(&secret, &code_for_step(&secret, step + 2), now),
-            None
-        );
+        assert_eq!(matching_step(&secret, &code_for_step(&secret, step), now), Some(step));
+        assert_eq!(matching_step(&secret, &code_for_step(&secret, step - 1), now), Some(step - 1));
+        assert_eq!(matching_step(&secret, &code_for_step(&secret, step + 1), now), Some(step + 1));
+        assert_eq!(matching_step(&secret, &code_for_step(&secret, step - 2), now), None);
+        assert_eq!(matching_step(&secret, &code_for_step(&secret, step + 2), now), None);
         assert_eq!(matching_step(&secret, "12345", now), None);
         assert_eq!(matching_step(&secret, "abcdef", now), None);
     }
@@ -157,17 +131,11 @@ mod tests {
     fn secrets_codes_and_uris() {
         assert_eq!(new_secret().len(), 20);
         let uri = otpauth_uri(&[0u8; 20], "ann@example.com");
-        assert!(
-            uri.starts_with("otpauth://totp/ClientFlow%3Aann%40example%2Ecom?secret=AAAAAAAA"),
-            "{uri}"
-        );
+        assert!(uri.starts_with("otpauth://totp/ClientFlow%3Aann%40example%2Ecom?secret=AAAAAAAA"), "{uri}");
         assert!(qr_svg(&uri).contains("<svg"));
         let codes = new_recovery_codes();
         assert_eq!(codes.len(), 10);
-        assert_eq!(
-            codes.iter().collect::<std::collections::HashSet<_>>().len(),
-            10
-        );
+        assert_eq!(codes.iter().collect::<std::collections::HashSet<_>>().len(), 10);
         assert_eq!(normalize_recovery_code(" ABCD-efgh-2345 "), "abcdefgh2345");
     }
 }

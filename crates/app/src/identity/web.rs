@@ -11,8 +11,7 @@ use time::Duration;
 use super::guard::FormToken;
 use super::service::{self, SignedIn};
 use super::session::{
-    self, CurrentSession, DEVICE_COOKIE, DEVICE_LIFETIME, OIDC_COOKIE, RequestMeta, SESSION_COOKIE,
-    Stage,
+    self, CurrentSession, DEVICE_COOKIE, DEVICE_LIFETIME, OIDC_COOKIE, RequestMeta, SESSION_COOKIE, Stage,
 };
 use super::{events, google};
 use crate::platform::db::UserTx;
@@ -79,10 +78,9 @@ fn with_retry_after(mut res: Response, retry_after: Option<u64>) -> Response {
 
 fn retry_after(e: &AppError) -> Option<u64> {
     match e {
-        AppError::Throttled {
-            retry_after_secs, ..
+        AppError::Throttled { retry_after_secs, .. } | AppError::TooManyRequests { retry_after_secs } => {
+            Some(*retry_after_secs)
         }
-        | AppError::TooManyRequests { retry_after_secs } => Some(*retry_after_secs),
         _ => None,
     }
 }
@@ -106,12 +104,7 @@ fn form_failure(e: AppError) -> Result<(StatusCode, Option<String>, Vec<FieldErr
 /// Only local paths: `/x`, never `//host` or `/\host` (no open redirect).
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n)
-            if n.starts_with('/')
-                && !n.starts_with("//")
-                && !n.starts_with("/\\")
-                && !n.contains(['\r', '\n']) =>
-        {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") && !n.contains(['\r', '\n']) => {
             n.to_string()
         }
         _ => "/app".to_string(),
@@ -129,23 +122,11 @@ fn with_cookies(mut res: Response, cookies: &[String]) -> Response {
 
 /// The redirect after a session is established, carrying its cookies.
 fn signed_in_response(signed_in: SignedIn, next: &str) -> Response {
-    let mut cookies = vec![session::set_cookie(
-        SESSION_COOKIE,
-        &signed_in.session.token,
-        None,
-    )];
+    let mut cookies = vec![session::set_cookie(SESSION_COOKIE, &signed_in.session.token, None)];
     if let Some(device) = &signed_in.device_token {
-        cookies.push(session::set_cookie(
-            DEVICE_COOKIE,
-            device,
-            Some(DEVICE_LIFETIME),
-        ));
+        cookies.push(session::set_cookie(DEVICE_COOKIE, device, Some(DEVICE_LIFETIME)));
     }
-    let target = if signed_in.session.stage == Stage::Pending {
-        "/login/two-factor"
-    } else {
-        next
-    };
+    let target = if signed_in.session.stage == Stage::Pending { "/login/two-factor" } else { next };
     with_cookies(Redirect::to(target).into_response(), &cookies)
 }
 
@@ -184,9 +165,7 @@ async fn login_page(
         return Ok(Redirect::to(&safe_next(q.next.as_deref())).into_response());
     }
     let message = match q.error.as_deref() {
-        Some("google") => {
-            Some("Google sign-in failed. Try again, or use your password.".to_string())
-        }
+        Some("google") => Some("Google sign-in failed. Try again, or use your password.".to_string()),
         _ => None,
     };
     page(&LoginPage {
@@ -214,29 +193,14 @@ async fn login_submit(
     Form(form): Form<LoginForm>,
 ) -> AppResult<Response> {
     let next = safe_next(form.next.as_deref());
-    match service::sign_in(
-        &state,
-        &meta,
-        &form.email,
-        &Secret::new(form.password),
-        device(&headers).as_deref(),
-    )
-    .await
-    {
+    match service::sign_in(&state, &meta, &form.email, &Secret::new(form.password), device(&headers).as_deref()).await {
         Ok(signed_in) => Ok(signed_in_response(signed_in, &next)),
         Err(e) => {
             let retry = retry_after(&e);
             let (status, message, errors) = form_failure(e)?;
             let res = page_with_status(
                 status,
-                &LoginPage {
-                    csrf,
-                    next,
-                    email: form.email,
-                    google: state.google.is_some(),
-                    message,
-                    errors,
-                },
+                &LoginPage { csrf, next, email: form.email, google: state.google.is_some(), message, errors },
             )?;
             Ok(with_retry_after(res, retry))
         }
@@ -247,21 +211,19 @@ async fn login_submit(
 #[template(path = "identity/two_factor.html")]
 struct TwoFactorPage {
     csrf: String,
+    next: String,
     message: Option<String>,
     errors: Vec<FieldError>,
 }
 
-async fn two_factor_page(FormToken(csrf): FormToken) -> AppResult<Response> {
-    page(&TwoFactorPage {
-        csrf,
-        message: None,
-        errors: vec![],
-    })
+async fn two_factor_page(FormToken(csrf): FormToken, Query(q): Query<NextQuery>) -> AppResult<Response> {
+    page(&TwoFactorPage { csrf, next: safe_next(q.next.as_deref()), message: None, errors: vec![] })
 }
 
 #[derive(Deserialize)]
 struct CodeForm {
     code: String,
+    next: Option<String>,
 }
 
 async fn two_factor_submit(
@@ -272,42 +234,21 @@ async fn two_factor_submit(
     headers: HeaderMap,
     Form(form): Form<CodeForm>,
 ) -> AppResult<Response> {
-    match service::complete_second_factor(
-        &state,
-        &meta,
-        &current,
-        &form.code,
-        device(&headers).as_deref(),
-    )
-    .await
-    {
-        Ok(signed_in) => Ok(signed_in_response(signed_in, "/app")),
+    let next = safe_next(form.next.as_deref());
+    match service::complete_second_factor(&state, &meta, &current, &form.code, device(&headers).as_deref()).await {
+        Ok(signed_in) => Ok(signed_in_response(signed_in, &next)),
         Err(e) => {
             let retry = retry_after(&e);
             let (status, message, errors) = form_failure(e)?;
-            let res = page_with_status(
-                status,
-                &TwoFactorPage {
-                    csrf,
-                    message,
-                    errors,
-                },
-            )?;
+            let res = page_with_status(status, &TwoFactorPage { csrf, next, message, errors })?;
             Ok(with_retry_after(res, retry))
         }
     }
 }
 
-async fn logout(
-    State(state): State<AppState>,
-    meta: RequestMeta,
-    current: CurrentSession,
-) -> AppResult<Response> {
+async fn logout(State(state): State<AppState>, meta: RequestMeta, current: CurrentSession) -> AppResult<Response> {
     service::sign_out(&state, &meta, &current).await?;
-    Ok(with_cookies(
-        Redirect::to("/login").into_response(),
-        &[session::clear_cookie(SESSION_COOKIE)],
-    ))
+    Ok(with_cookies(Redirect::to("/login").into_response(), &[session::clear_cookie(SESSION_COOKIE)]))
 }
 
 // ---- Google ----
@@ -316,11 +257,7 @@ async fn google_start(State(state): State<AppState>, meta: RequestMeta) -> AppRe
     let (url, browser) = google::start(&state, &meta).await?;
     Ok(with_cookies(
         Redirect::to(&url).into_response(),
-        &[session::set_cookie(
-            OIDC_COOKIE,
-            &browser,
-            Some(Duration::minutes(10)),
-        )],
+        &[session::set_cookie(OIDC_COOKIE, &browser, Some(Duration::minutes(10)))],
     ))
 }
 
@@ -342,25 +279,12 @@ async fn google_callback(
     let result = match (&q.code, &q.state, &q.error) {
         (Some(code), Some(oidc_state), None) => {
             let browser = session::read_cookie(&headers, OIDC_COOKIE);
-            google::callback(
-                &state,
-                &meta,
-                code,
-                oidc_state,
-                browser.as_deref(),
-                device(&headers).as_deref(),
-            )
-            .await
+            google::callback(&state, &meta, code, oidc_state, browser.as_deref(), device(&headers).as_deref()).await
         }
-        _ => Err(AppError::Forbidden(
-            "Google sign-in was cancelled or refused.".into(),
-        )),
+        _ => Err(AppError::Forbidden("Google sign-in was cancelled or refused.".into())),
     };
     match result {
-        Ok(signed_in) => Ok(with_cookies(
-            signed_in_response(signed_in, "/app"),
-            &[clear],
-        )),
+        Ok(signed_in) => Ok(with_cookies(signed_in_response(signed_in, "/app"), &[clear])),
         Err(e) => {
             let (status, message, errors) = form_failure(e)?;
             let res = page_with_status(
@@ -392,13 +316,7 @@ struct SignupPage {
 }
 
 async fn signup_page(FormToken(csrf): FormToken) -> AppResult<Response> {
-    page(&SignupPage {
-        csrf,
-        email: String::new(),
-        display_name: String::new(),
-        message: None,
-        errors: vec![],
-    })
+    page(&SignupPage { csrf, email: String::new(), display_name: String::new(), message: None, errors: vec![] })
 }
 
 #[derive(Deserialize)]
@@ -415,27 +333,13 @@ async fn signup_submit(
     meta: RequestMeta,
     Form(form): Form<SignupForm>,
 ) -> AppResult<Response> {
-    match service::sign_up(
-        &state,
-        &meta,
-        &form.email,
-        &Secret::new(form.password),
-        &form.display_name,
-    )
-    .await
-    {
+    match service::sign_up(&state, &meta, &form.email, &Secret::new(form.password), &form.display_name).await {
         Ok(()) => Ok(Redirect::to("/signup/check-email").into_response()),
         Err(e) => {
             let (status, message, errors) = form_failure(e)?;
             page_with_status(
                 status,
-                &SignupPage {
-                    csrf,
-                    email: form.email,
-                    display_name: form.display_name,
-                    message,
-                    errors,
-                },
+                &SignupPage { csrf, email: form.email, display_name: form.display_name, message, errors },
             )
         }
     }
@@ -443,10 +347,10 @@ async fn signup_submit(
 
 #[derive(Template)]
 #[template(path = "identity/notice.html")]
-struct Notice {
-    title: &'static str,
-    paragraphs: Vec<&'static str>,
-    link: Option<(&'static str, &'static str)>,
+pub struct Notice {
+    pub title: &'static str,
+    pub paragraphs: Vec<&'static str>,
+    pub link: Option<(&'static str, &'static str)>,
 }
 
 async fn signup_sent() -> AppResult<Response> {
@@ -479,30 +383,14 @@ struct TokenQuery {
     token: String,
 }
 
-const VERIFY: (&str, &str, &str, &str) = (
-    "Confirm your email address",
-    "Confirm this address to finish creating your account.",
-    "/verify-email",
-    "Confirm",
-);
+const VERIFY: (&str, &str, &str, &str) =
+    ("Confirm your email address", "Confirm this address to finish creating your account.", "/verify-email", "Confirm");
 
 /// The link in the email only shows a button: a mail scanner fetching the link doesn't use up
 /// the token; the person clicking does.
-async fn verify_page(
-    FormToken(csrf): FormToken,
-    Query(q): Query<TokenQuery>,
-) -> AppResult<Response> {
+async fn verify_page(FormToken(csrf): FormToken, Query(q): Query<TokenQuery>) -> AppResult<Response> {
     let (title, explanation, action, button) = VERIFY;
-    page(&ConfirmToken {
-        title,
-        explanation,
-        action,
-        button,
-        csrf,
-        token: q.token,
-        message: None,
-        errors: vec![],
-    })
+    page(&ConfirmToken { title, explanation, action, button, csrf, token: q.token, message: None, errors: vec![] })
 }
 
 #[derive(Deserialize)]
@@ -524,16 +412,7 @@ async fn verify_submit(
             let (title, explanation, action, button) = VERIFY;
             page_with_status(
                 status,
-                &ConfirmToken {
-                    title,
-                    explanation,
-                    action,
-                    button,
-                    csrf,
-                    token: form.token,
-                    message,
-                    errors,
-                },
+                &ConfirmToken { title, explanation, action, button, csrf, token: form.token, message, errors },
             )
         }
     }
@@ -551,12 +430,7 @@ struct ForgotPage {
 }
 
 async fn forgot_page(FormToken(csrf): FormToken) -> AppResult<Response> {
-    page(&ForgotPage {
-        csrf,
-        email: String::new(),
-        message: None,
-        errors: vec![],
-    })
+    page(&ForgotPage { csrf, email: String::new(), message: None, errors: vec![] })
 }
 
 #[derive(Deserialize)]
@@ -574,15 +448,7 @@ async fn forgot_submit(
         Ok(()) => Ok(Redirect::to("/forgot-password/sent").into_response()),
         Err(e) => {
             let (status, message, errors) = form_failure(e)?;
-            page_with_status(
-                status,
-                &ForgotPage {
-                    csrf,
-                    email: form.email,
-                    message,
-                    errors,
-                },
-            )
+            page_with_status(status, &ForgotPage { csrf, email: form.email, message, errors })
         }
     }
 }
@@ -622,12 +488,7 @@ async fn reset_page(
             },
         );
     }
-    page(&ResetPage {
-        csrf,
-        token: q.token,
-        message: None,
-        errors: vec![],
-    })
+    page(&ResetPage { csrf, token: q.token, message: None, errors: vec![] })
 }
 
 #[derive(Deserialize)]
@@ -643,27 +504,14 @@ async fn reset_submit(
     headers: HeaderMap,
     Form(form): Form<ResetForm>,
 ) -> AppResult<Response> {
-    let result = service::reset_password(
-        &state,
-        &meta,
-        &form.token,
-        &Secret::new(form.password),
-        device(&headers).as_deref(),
-    )
-    .await;
+    let result =
+        service::reset_password(&state, &meta, &form.token, &Secret::new(form.password), device(&headers).as_deref())
+            .await;
     match result {
         Ok(signed_in) => Ok(signed_in_response(signed_in, "/app")),
         Err(e) => {
             let (status, message, errors) = form_failure(e)?;
-            page_with_status(
-                status,
-                &ResetPage {
-                    csrf,
-                    token: form.token,
-                    message,
-                    errors,
-                },
-            )
+            page_with_status(status, &ResetPage { csrf, token: form.token, message, errors })
         }
     }
 }
@@ -686,18 +534,10 @@ async fn app_home(
 ) -> AppResult<Response> {
     let user = service::load_user(&state, current.user.id()).await?;
     let mut tx = UserTx::begin(&state.db, &current.user).await?;
-    let organizations = orgs::list_for_user(&mut tx)
-        .await?
-        .into_iter()
-        .map(|(o, role)| (o.name, role.label().to_string()))
-        .collect();
+    let organizations =
+        orgs::list_for_user(&mut tx).await?.into_iter().map(|(o, role)| (o.name, role.label().to_string())).collect();
     tx.commit().await?;
-    page(&AppHome {
-        csrf,
-        email: user.email,
-        display_name: user.display_name,
-        organizations,
-    })
+    page(&AppHome { csrf, email: user.email, display_name: user.display_name, organizations })
 }
 
 struct SessionRow {
@@ -728,7 +568,7 @@ struct DoneQuery {
     done: Option<String>,
 }
 
-fn when(t: time::OffsetDateTime) -> String {
+pub fn when(t: time::OffsetDateTime) -> String {
     let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
     t.format(&fmt).unwrap_or_default()
 }
@@ -790,11 +630,7 @@ async fn security_view(
         .await?
         .into_iter()
         .map(|e| {
-            (
-                when(e.occurred_at),
-                e.kind.replace('_', " "),
-                e.ip.map(|i| i.addr().to_string()).unwrap_or_default(),
-            )
+            (when(e.occurred_at), e.kind.replace('_', " "), e.ip.map(|i| i.addr().to_string()).unwrap_or_default())
         })
         .collect();
     conn.commit().await?;
@@ -818,9 +654,7 @@ async fn security_page(
     Query(q): Query<DoneQuery>,
 ) -> AppResult<Response> {
     let notice = match q.done.as_deref() {
-        Some("password") => {
-            Some("Your password was changed and your other sessions were signed out.")
-        }
+        Some("password") => Some("Your password was changed and your other sessions were signed out."),
         Some("email") => Some("Check your new email address for a confirmation link."),
         Some("2fa-off") => Some("Two-factor authentication is off."),
         Some("revoked") => Some("The session was signed out."),
@@ -838,17 +672,11 @@ async fn security_failure(
     e: AppError,
 ) -> AppResult<Response> {
     let (status, message, errors) = form_failure(e)?;
-    page_with_status(
-        status,
-        &security_view(state, csrf, current, None, message, errors).await?,
-    )
+    page_with_status(status, &security_view(state, csrf, current, None, message, errors).await?)
 }
 
 fn rotated(new: &session::NewSession, target: &str) -> Response {
-    with_cookies(
-        Redirect::to(target).into_response(),
-        &[session::set_cookie(SESSION_COOKIE, &new.token, None)],
-    )
+    with_cookies(Redirect::to(target).into_response(), &[session::set_cookie(SESSION_COOKIE, &new.token, None)])
 }
 
 #[derive(Deserialize)]
@@ -917,21 +745,9 @@ const EMAIL_CONFIRM: (&str, &str, &str, &str) = (
     "Confirm new address",
 );
 
-async fn email_confirm_page(
-    FormToken(csrf): FormToken,
-    Query(q): Query<TokenQuery>,
-) -> AppResult<Response> {
+async fn email_confirm_page(FormToken(csrf): FormToken, Query(q): Query<TokenQuery>) -> AppResult<Response> {
     let (title, explanation, action, button) = EMAIL_CONFIRM;
-    page(&ConfirmToken {
-        title,
-        explanation,
-        action,
-        button,
-        csrf,
-        token: q.token,
-        message: None,
-        errors: vec![],
-    })
+    page(&ConfirmToken { title, explanation, action, button, csrf, token: q.token, message: None, errors: vec![] })
 }
 
 async fn email_confirm_submit(
@@ -941,25 +757,14 @@ async fn email_confirm_submit(
     headers: HeaderMap,
     Form(form): Form<TokenForm>,
 ) -> AppResult<Response> {
-    match service::confirm_email_change(&state, &meta, &form.token, device(&headers).as_deref())
-        .await
-    {
+    match service::confirm_email_change(&state, &meta, &form.token, device(&headers).as_deref()).await {
         Ok(signed_in) => Ok(signed_in_response(signed_in, "/account/security")),
         Err(e) => {
             let (status, message, errors) = form_failure(e)?;
             let (title, explanation, action, button) = EMAIL_CONFIRM;
             page_with_status(
                 status,
-                &ConfirmToken {
-                    title,
-                    explanation,
-                    action,
-                    button,
-                    csrf,
-                    token: form.token,
-                    message,
-                    errors,
-                },
+                &ConfirmToken { title, explanation, action, button, csrf, token: form.token, message, errors },
             )
         }
     }
@@ -981,13 +786,7 @@ async fn totp_setup_page(
     current: CurrentSession,
 ) -> AppResult<Response> {
     match service::start_totp_enrollment(&state, &current).await {
-        Ok(e) => page(&TotpSetup {
-            csrf,
-            qr_svg: e.qr_svg,
-            secret: e.secret_base32,
-            message: None,
-            errors: vec![],
-        }),
+        Ok(e) => page(&TotpSetup { csrf, qr_svg: e.qr_svg, secret: e.secret_base32, message: None, errors: vec![] }),
         Err(AppError::Conflict(_)) => Ok(Redirect::to("/account/security").into_response()),
         Err(e) => Err(e),
     }
@@ -1009,23 +808,14 @@ async fn totp_setup_submit(
     match service::confirm_totp_enrollment(&state, &meta, &current, &form.code).await {
         Ok((new, codes)) => {
             let res = page(&RecoveryCodes { codes })?;
-            Ok(with_cookies(
-                res,
-                &[session::set_cookie(SESSION_COOKIE, &new.token, None)],
-            ))
+            Ok(with_cookies(res, &[session::set_cookie(SESSION_COOKIE, &new.token, None)]))
         }
         Err(e) => {
             let (status, message, errors) = form_failure(e)?;
             let enrollment = service::start_totp_enrollment(&state, &current).await?;
             page_with_status(
                 status,
-                &TotpSetup {
-                    csrf,
-                    qr_svg: enrollment.qr_svg,
-                    secret: enrollment.secret_base32,
-                    message,
-                    errors,
-                },
+                &TotpSetup { csrf, qr_svg: enrollment.qr_svg, secret: enrollment.secret_base32, message, errors },
             )
         }
     }
@@ -1046,15 +836,7 @@ async fn totp_disable(
     current: CurrentSession,
     Form(form): Form<ReauthForm>,
 ) -> AppResult<Response> {
-    match service::disable_totp(
-        &state,
-        &meta,
-        &current,
-        &Secret::new(form.current_password),
-        &form.code,
-    )
-    .await
-    {
+    match service::disable_totp(&state, &meta, &current, &Secret::new(form.current_password), &form.code).await {
         Ok(new) => Ok(rotated(&new, "/account/security?done=2fa-off")),
         Err(e) => security_failure(&state, csrf, &current, e).await,
     }
@@ -1067,14 +849,8 @@ async fn recovery_codes(
     current: CurrentSession,
     Form(form): Form<ReauthForm>,
 ) -> AppResult<Response> {
-    match service::regenerate_recovery_codes(
-        &state,
-        &meta,
-        &current,
-        &Secret::new(form.current_password),
-        &form.code,
-    )
-    .await
+    match service::regenerate_recovery_codes(&state, &meta, &current, &Secret::new(form.current_password), &form.code)
+        .await
     {
         Ok(codes) => page(&RecoveryCodes { codes }),
         Err(e) => security_failure(&state, csrf, &current, e).await,
@@ -1099,4 +875,47 @@ async fn revoke_others(
 ) -> AppResult<Response> {
     service::revoke_other_sessions(&state, &meta, &current).await?;
     Ok(Redirect::to("/account/security?done=revoked-others").into_response())
+}
+
+/// Signs in (or signs up) the invitee of an invitation and, once fully signed in, accepts it.
+/// A user with two-factor authentication is sent to the second-factor page first, and comes
+/// back to the invitation afterwards: the invitation never skips the gate.
+pub async fn invitation_sign_in(
+    state: &AppState,
+    ctx: &crate::audit::Context,
+    meta: &RequestMeta,
+    headers: &HeaderMap,
+    token: &str,
+    password: &Secret,
+    display_name: &str,
+) -> AppResult<Response> {
+    let invitation = crate::platform::db::tenant::find_invitation(&state.db, token, meta.now)
+        .await?
+        .ok_or_else(|| AppError::BadRequest("This invitation is invalid, expired or already answered.".into()))?;
+    let (signed_in, user) = service::sign_in_for_invitation(
+        state,
+        meta,
+        &invitation.email,
+        password,
+        display_name,
+        device(headers).as_deref(),
+    )
+    .await?;
+    let next = format!("/invitations/accept?token={token}");
+    match user {
+        Some(user) => {
+            let org =
+                crate::tenancy::service::accept_invitation(&state.db, ctx, &user, &invitation.email, token).await?;
+            Ok(signed_in_response(signed_in, &format!("/o/{}", org.slug)))
+        }
+        None => {
+            let mut res = signed_in_response(signed_in, &next);
+            let target = format!(
+                "/login/two-factor?next={}",
+                percent_encoding::utf8_percent_encode(&next, percent_encoding::NON_ALPHANUMERIC)
+            );
+            res.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&target).map_err(AppError::internal)?);
+            Ok(res)
+        }
+    }
 }

@@ -92,12 +92,7 @@ pub async fn deliver_due(
         let Some(mail) = row else { break };
         let outcome = tokio::time::timeout(StdDuration::from_secs(30), transport.send(&mail))
             .await
-            .unwrap_or_else(|_| {
-                Err(SendError {
-                    transient: true,
-                    message: "timed out".into(),
-                })
-            });
+            .unwrap_or_else(|_| Err(SendError { transient: true, message: "timed out".into() }));
         let attempts = mail.attempts + 1;
         match outcome {
             Ok(provider_id) => {

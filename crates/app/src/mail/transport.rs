@@ -19,7 +19,10 @@ pub struct SendError {
 #[derive(Clone)]
 pub enum Transport {
     /// RFC 5322 files under a directory, for the operator to read (`clientflow mail`).
-    Maildrop { dir: PathBuf, from: Mailbox },
+    Maildrop {
+        dir: PathBuf,
+        from: Mailbox,
+    },
     Smtp {
         smtp: AsyncSmtpTransport<Tokio1Executor>,
         from: Mailbox,
@@ -28,20 +31,15 @@ pub enum Transport {
 
 impl Transport {
     pub fn from_config(config: &Config) -> Result<Self, String> {
-        let from: Mailbox = config.mail.from.parse().map_err(|e| {
-            format!("mail.from is not a valid mailbox ({e}): use \"Name <address@example.com>\"")
-        })?;
+        let from: Mailbox = config
+            .mail
+            .from
+            .parse()
+            .map_err(|e| format!("mail.from is not a valid mailbox ({e}): use \"Name <address@example.com>\""))?;
         match config.mail.transport {
-            MailTransport::Maildrop => Ok(Transport::Maildrop {
-                dir: maildrop_dir(&config.data_dir),
-                from,
-            }),
+            MailTransport::Maildrop => Ok(Transport::Maildrop { dir: maildrop_dir(&config.data_dir), from }),
             MailTransport::Smtp => {
-                let url = config
-                    .mail
-                    .smtp_url
-                    .as_ref()
-                    .ok_or("mail.smtp_url is not set")?;
+                let url = config.mail.smtp_url.as_ref().ok_or("mail.smtp_url is not set")?;
                 require_tls(url.expose())?;
                 let smtp = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())
                     .map_err(|e| format!("mail.smtp_url: {e}"))?
@@ -53,25 +51,18 @@ impl Transport {
     }
 
     fn message(from: &Mailbox, mail: &QueuedMail) -> Result<Message, SendError> {
-        let to: Mailbox = mail.recipient.parse().map_err(|e| SendError {
-            transient: false,
-            message: format!("bad recipient: {e}"),
-        })?;
+        let to: Mailbox = mail
+            .recipient
+            .parse()
+            .map_err(|e| SendError { transient: false, message: format!("bad recipient: {e}") })?;
         let domain = from.email.domain().to_string();
         Message::builder()
             .from(from.clone())
             .to(to)
             .subject(&mail.subject)
             .message_id(Some(format!("<{}@{}>", mail.id, domain)))
-            .singlepart(
-                SinglePart::builder()
-                    .header(ContentType::TEXT_PLAIN)
-                    .body(plain_body(&mail.body_text)),
-            )
-            .map_err(|e| SendError {
-                transient: false,
-                message: format!("cannot build message: {e}"),
-            })
+            .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(plain_body(&mail.body_text)))
+            .map_err(|e| SendError { transient: false, message: format!("cannot build message: {e}") })
     }
 
     /// Sends one message; returns the provider's message id when there is one.
@@ -86,20 +77,16 @@ impl Transport {
                     std::fs::write(&tmp, message.formatted())?;
                     std::fs::rename(&tmp, dir.join(&name))
                 };
-                write().map_err(|e| SendError {
-                    transient: true,
-                    message: format!("mail drop: {e}"),
-                })?;
+                write().map_err(|e| SendError { transient: true, message: format!("mail drop: {e}") })?;
                 Ok(Some(name))
             }
             Transport::Smtp { smtp, from } => {
                 let message = Self::message(from, mail)?;
                 match smtp.send(message).await {
                     Ok(response) => Ok(response.message().next().map(str::to_string)),
-                    Err(e) => Err(SendError {
-                        transient: e.is_transient() || !e.is_permanent(),
-                        message: e.to_string(),
-                    }),
+                    Err(e) => {
+                        Err(SendError { transient: e.is_transient() || !e.is_permanent(), message: e.to_string() })
+                    }
                 }
             }
         }
@@ -122,39 +109,29 @@ fn plain_body(text: &str) -> Body {
 
 /// Message bodies travel with CRLF line ends (RFC 5322).
 fn crlf(text: &str) -> String {
-    text.replace("\r\n", "\n")
-        .replace('\r', "\n")
-        .replace('\n', "\r\n")
+    text.replace("\r\n", "\n").replace('\r', "\n").replace('\n', "\r\n")
 }
 
 /// SMTP credentials and mail content must not cross a network in the clear: `smtps://` or
 /// `smtp://…?tls=required`, except to a relay on this machine.
 fn require_tls(url: &str) -> Result<(), String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("mail.smtp_url: {e}"))?;
-    let tls_required = parsed.scheme() == "smtps"
-        || parsed
-            .query_pairs()
-            .any(|(k, v)| k == "tls" && v == "required");
+    let tls_required = parsed.scheme() == "smtps" || parsed.query_pairs().any(|(k, v)| k == "tls" && v == "required");
     let local = match parsed.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         // `smtp:` is not a special scheme, so even an IP address arrives as an opaque host.
         Some(url::Host::Domain(d)) => {
-            d == "localhost"
-                || d.trim_matches(['[', ']'])
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
+            d == "localhost" || d.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
         }
         None => false,
     };
     if tls_required || local {
         Ok(())
     } else {
-        Err(
-            "mail.smtp_url must use TLS: smtps://host:465, or smtp://host:587?tls=required \
+        Err("mail.smtp_url must use TLS: smtps://host:465, or smtp://host:587?tls=required \
              (plain SMTP is allowed only to a relay on this machine)"
-                .into(),
-        )
+            .into())
     }
 }
 
@@ -174,9 +151,7 @@ pub fn read_maildrop(data_dir: &Path) -> Vec<(String, String)> {
             if !name.ends_with(".eml") || name.starts_with('.') {
                 return None;
             }
-            std::fs::read_to_string(e.path())
-                .ok()
-                .map(|body| (name, body))
+            std::fs::read_to_string(e.path()).ok().map(|body| (name, body))
         })
         .collect();
     // UUIDv7 names sort by creation time.

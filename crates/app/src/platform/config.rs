@@ -35,6 +35,17 @@ pub struct Config {
     pub google: GoogleConfig,
     pub mail: MailConfig,
     pub secrets: SecretsConfig,
+    pub audit: AuditConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Audit events older than this are removed (a checkpoint keeps the chain verifiable).
+    pub retention_days: u32,
+    /// Ed25519 seed (32 bytes, base64) that signs chain heads. Unset: generated once into
+    /// `<data_dir>/secrets/audit-signing.key`. Keep a copy of the public key elsewhere.
+    pub signing_key: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,6 +143,8 @@ pub struct DatabaseConfig {
     pub url: Option<Secret>,
     /// Connection used for migrations (the owner role) when `url` is the app role.
     pub admin_url: Option<Secret>,
+    /// The read-only auditor role (operator commands across organizations, e.g. `audit verify`).
+    pub auditor_url: Option<Secret>,
     pub max_connections: u32,
     pub acquire_timeout_secs: u64,
     /// Directory holding `initdb`, `pg_ctl` and `postgres` for the private cluster.
@@ -193,20 +206,15 @@ impl Default for Config {
             database: DatabaseConfig {
                 url: None,
                 admin_url: None,
+                auditor_url: None,
                 max_connections: 20,
                 acquire_timeout_secs: 5,
                 postgres_bin_dir: None,
             },
             redis: RedisConfig::default(),
-            log: LogConfig {
-                format: LogFormat::Auto,
-                filter: "info".into(),
-            },
+            log: LogConfig { format: LogFormat::Auto, filter: "info".into() },
             metrics: MetricsConfig {
-                allow: vec![
-                    "127.0.0.0/8".parse().expect("valid literal"),
-                    "::1/128".parse().expect("valid literal"),
-                ],
+                allow: vec!["127.0.0.0/8".parse().expect("valid literal"), "::1/128".parse().expect("valid literal")],
                 token: None,
             },
             identity: IdentityConfig {
@@ -225,6 +233,7 @@ impl Default for Config {
                 smtp_url: None,
             },
             secrets: SecretsConfig::default(),
+            audit: AuditConfig { retention_days: 365, signing_key: None },
         }
     }
 }
@@ -234,10 +243,7 @@ pub enum ConfigError {
     #[error("configuration: {0}")]
     Load(String),
     #[error("configuration: {setting}: {message}")]
-    Invalid {
-        setting: &'static str,
-        message: String,
-    },
+    Invalid { setting: &'static str, message: String },
 }
 
 impl Config {
@@ -253,10 +259,7 @@ impl Config {
         match file {
             Some(path) => {
                 if !path.exists() {
-                    return Err(ConfigError::Load(format!(
-                        "the configuration file {} does not exist",
-                        path.display()
-                    )));
+                    return Err(ConfigError::Load(format!("the configuration file {} does not exist", path.display())));
                 }
                 figment = figment.merge(Toml::file(path));
             }
@@ -284,10 +287,7 @@ impl Config {
                 }
             }
         }
-        for (key, file_path) in vars
-            .iter()
-            .filter(|(k, _)| k.starts_with("CLIENTFLOW_") && k.ends_with("_FILE"))
-        {
+        for (key, file_path) in vars.iter().filter(|(k, _)| k.starts_with("CLIENTFLOW_") && k.ends_with("_FILE")) {
             let setting_key = &key[..key.len() - "_FILE".len()];
             let content = std::fs::read_to_string(file_path)
                 .map_err(|e| ConfigError::Load(format!("{key}: cannot read {file_path}: {e}")))?;
@@ -351,23 +351,13 @@ impl Config {
             });
         }
         if let Some(url) = &self.public_url {
-            let parsed = url::Url::parse(url).map_err(|e| ConfigError::Invalid {
-                setting: "public_url",
-                message: format!("not a URL: {e}"),
-            })?;
+            let parsed = url::Url::parse(url)
+                .map_err(|e| ConfigError::Invalid { setting: "public_url", message: format!("not a URL: {e}") })?;
             if parsed.scheme() != "https" {
-                return Err(ConfigError::Invalid {
-                    setting: "public_url",
-                    message: "must start with https://".into(),
-                });
+                return Err(ConfigError::Invalid { setting: "public_url", message: "must start with https://".into() });
             }
         }
-        if self
-            .log
-            .filter
-            .parse::<tracing_subscriber::EnvFilter>()
-            .is_err()
-        {
+        if self.log.filter.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return Err(ConfigError::Invalid {
                 setting: "log.filter",
                 message: format!("not a valid filter: {:?}", self.log.filter),
@@ -385,11 +375,7 @@ impl Config {
             Some(u) => u.trim_end_matches('/').to_string(),
             None => {
                 let port = self.server.listen.port();
-                if port == 443 {
-                    "https://localhost".into()
-                } else {
-                    format!("https://localhost:{port}")
-                }
+                if port == 443 { "https://localhost".into() } else { format!("https://localhost:{port}") }
             }
         }
     }
@@ -397,19 +383,13 @@ impl Config {
 
 /// `CLIENTFLOW_SERVER__LISTEN` → `server.listen`.
 fn env_key_to_path(key: &str) -> String {
-    key.trim_start_matches("CLIENTFLOW_")
-        .to_lowercase()
-        .split("__")
-        .collect::<Vec<_>>()
-        .join(".")
+    key.trim_start_matches("CLIENTFLOW_").to_lowercase().split("__").collect::<Vec<_>>().join(".")
 }
 
 /// Environment values are strings; numbers, booleans and `[a, b]` lists are recognised the
 /// way `figment`'s own environment provider does.
 fn parse_env_value(value: &str) -> figment::value::Value {
-    value
-        .parse::<figment::value::Value>()
-        .unwrap_or_else(|_| figment::value::Value::from(value.to_string()))
+    value.parse::<figment::value::Value>().unwrap_or_else(|_| figment::value::Value::from(value.to_string()))
 }
 
 /// Accepts a list of CIDRs or bare addresses, or one comma-separated string.
@@ -421,17 +401,10 @@ fn cidr_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
         Many(Vec<String>),
     }
     let items = match Raw::deserialize(d)? {
-        Raw::One(s) => s
-            .split(',')
-            .map(|p| p.trim().to_string())
-            .filter(|p| !p.is_empty())
-            .collect(),
+        Raw::One(s) => s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect(),
         Raw::Many(v) => v,
     };
-    items
-        .iter()
-        .map(|s| crate::platform::net::parse_cidr(s).map_err(serde::de::Error::custom))
-        .collect()
+    items.iter().map(|s| crate::platform::net::parse_cidr(s).map_err(serde::de::Error::custom)).collect()
 }
 
 #[cfg(test)]
@@ -439,9 +412,7 @@ mod tests {
     use super::*;
 
     fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -457,10 +428,7 @@ mod tests {
             None,
             &vars(&[
                 ("CLIENTFLOW_SERVER__LISTEN", "0.0.0.0:9443"),
-                (
-                    "CLIENTFLOW_SERVER__TRUSTED_PROXIES",
-                    "10.0.0.0/8, 192.168.1.1",
-                ),
+                ("CLIENTFLOW_SERVER__TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.1"),
                 ("DATABASE_URL", "postgres://x@localhost/db"),
             ]),
         )
@@ -468,10 +436,7 @@ mod tests {
         assert_eq!(c.server.listen.port(), 9443);
         assert_eq!(c.server.trusted_proxies.len(), 2);
         assert_eq!(c.server.trusted_proxies[1].to_string(), "192.168.1.1/32");
-        assert_eq!(
-            c.database.url.as_ref().unwrap().expose(),
-            "postgres://x@localhost/db"
-        );
+        assert_eq!(c.database.url.as_ref().unwrap().expose(), "postgres://x@localhost/db");
     }
 
     #[test]
@@ -479,23 +444,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("db");
         std::fs::write(&p, "postgres://secret@localhost/db\n").unwrap();
-        let c = Config::load_from(
-            None,
-            &vars(&[("CLIENTFLOW_DATABASE__URL_FILE", p.to_str().unwrap())]),
-        )
-        .unwrap();
-        assert_eq!(
-            c.database.url.as_ref().unwrap().expose(),
-            "postgres://secret@localhost/db"
-        );
+        let c = Config::load_from(None, &vars(&[("CLIENTFLOW_DATABASE__URL_FILE", p.to_str().unwrap())])).unwrap();
+        assert_eq!(c.database.url.as_ref().unwrap().expose(), "postgres://secret@localhost/db");
     }
 
     #[test]
     fn invalid_settings_name_the_setting() {
         let e = Config::load_from(None, &vars(&[("CLIENTFLOW_SERVER__TLS", "proxy")])).unwrap_err();
         assert!(e.to_string().contains("server.trusted_proxies"), "{e}");
-        let e =
-            Config::load_from(None, &vars(&[("CLIENTFLOW_SERVER__LISTEN", "nope")])).unwrap_err();
+        let e = Config::load_from(None, &vars(&[("CLIENTFLOW_SERVER__LISTEN", "nope")])).unwrap_err();
         assert!(e.to_string().contains("server.listen"), "{e}");
         let e = Config::load_from(None, &vars(&[("CLIENTFLOW_SERVER__BOGUS", "1")])).unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");

@@ -38,9 +38,7 @@ fn normalize_net(net: IpNet) -> IpNet {
         IpNet::V6(v6) => {
             let addr: Ipv6Addr = v6.addr();
             match (addr.to_ipv4_mapped(), v6.prefix_len()) {
-                (Some(v4), len) if len >= 96 => IpNet::new(IpAddr::V4(v4), len - 96)
-                    .map(|n| n.trunc())
-                    .unwrap_or(net),
+                (Some(v4), len) if len >= 96 => IpNet::new(IpAddr::V4(v4), len - 96).map(|n| n.trunc()).unwrap_or(net),
                 _ => IpNet::V6(v6.trunc()),
             }
         }
@@ -82,11 +80,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
 }
 
 fn forwarded_chain(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let forwarded: Vec<&str> = headers
-        .get_all("forwarded")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
+    let forwarded: Vec<&str> = headers.get_all("forwarded").iter().filter_map(|v| v.to_str().ok()).collect();
     if !forwarded.is_empty() {
         let mut out = Vec::new();
         for value in forwarded {
@@ -144,18 +138,9 @@ mod tests {
     fn cidr_parsing_normalizes() {
         assert_eq!(parse_cidr("10.1.2.3").unwrap().to_string(), "10.1.2.3/32");
         assert_eq!(parse_cidr("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
-        assert_eq!(
-            parse_cidr("::ffff:10.0.0.1").unwrap().to_string(),
-            "10.0.0.1/32"
-        );
-        assert_eq!(
-            parse_cidr("::ffff:10.0.0.0/104").unwrap().to_string(),
-            "10.0.0.0/8"
-        );
-        assert_eq!(
-            parse_cidr("2001:db8::1/32").unwrap().to_string(),
-            "2001:db8::/32"
-        );
+        assert_eq!(parse_cidr("::ffff:10.0.0.1").unwrap().to_string(), "10.0.0.1/32");
+        assert_eq!(parse_cidr("::ffff:10.0.0.0/104").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(parse_cidr("2001:db8::1/32").unwrap().to_string(), "2001:db8::/32");
         assert!(parse_cidr("10.0.0.0/33").is_err());
         assert!(parse_cidr("example.com").is_err());
         assert!(parse_cidr("").is_err());
@@ -166,10 +151,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
         h.insert("forwarded", HeaderValue::from_static("for=2.2.2.2"));
-        assert_eq!(
-            client_ip(ip("203.0.113.9"), &h, &nets(&["10.0.0.0/8"])),
-            ip("203.0.113.9")
-        );
+        assert_eq!(client_ip(ip("203.0.113.9"), &h, &nets(&["10.0.0.0/8"])), ip("203.0.113.9"));
         assert_eq!(client_ip(ip("203.0.113.9"), &h, &[]), ip("203.0.113.9"));
     }
 
@@ -178,41 +160,23 @@ mod tests {
         let trusted = nets(&["10.0.0.0/8"]);
         let mut h = HeaderMap::new();
         // The client forged the left-most entry; the proxy appended the real address.
-        h.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("6.6.6.6, 198.51.100.7, 10.0.0.3"),
-        );
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6, 198.51.100.7, 10.0.0.3"));
         assert_eq!(client_ip(ip("10.0.0.2"), &h, &trusted), ip("198.51.100.7"));
 
         let mut h = HeaderMap::new();
-        h.insert(
-            "forwarded",
-            HeaderValue::from_static("for=6.6.6.6, for=\"[2001:db8::7]:4711\";proto=https"),
-        );
+        h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6, for=\"[2001:db8::7]:4711\";proto=https"));
         assert_eq!(client_ip(ip("10.0.0.2"), &h, &trusted), ip("2001:db8::7"));
 
         let mut h = HeaderMap::new();
-        h.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("::ffff:198.51.100.8"),
-        );
-        assert_eq!(
-            client_ip(ip("::ffff:10.0.0.2"), &h, &trusted),
-            ip("198.51.100.8")
-        );
+        h.insert("x-forwarded-for", HeaderValue::from_static("::ffff:198.51.100.8"));
+        assert_eq!(client_ip(ip("::ffff:10.0.0.2"), &h, &trusted), ip("198.51.100.8"));
 
         // Garbage in the chain stops the walk at the last verified hop.
         let mut h = HeaderMap::new();
-        h.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("1.2.3.4, garbage"),
-        );
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4, garbage"));
         assert_eq!(client_ip(ip("10.0.0.2"), &h, &trusted), ip("10.0.0.2"));
 
         // No header from a trusted proxy: the proxy itself is the client.
-        assert_eq!(
-            client_ip(ip("10.0.0.2"), &HeaderMap::new(), &trusted),
-            ip("10.0.0.2")
-        );
+        assert_eq!(client_ip(ip("10.0.0.2"), &HeaderMap::new(), &trusted), ip("10.0.0.2"));
     }
 }

@@ -47,13 +47,9 @@ pub enum SealError {
 impl Sealer {
     pub fn from_key(key: &[u8; 32]) -> Self {
         use hmac::Mac;
-        let mut mac =
-            <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("any key length");
+        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("any key length");
         mac.update(b"clientflow derive v1");
-        Self {
-            cipher: Aes256Gcm::new(key.into()),
-            derivation: mac.finalize().into_bytes().into(),
-        }
+        Self { cipher: Aes256Gcm::new(key.into()), derivation: mac.finalize().into_bytes().into() }
     }
 
     /// Root key for purpose-specific derived keys.
@@ -87,13 +83,7 @@ impl Sealer {
         let nonce_bytes = random_bytes::<12>();
         let ciphertext = self
             .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce_bytes),
-                Payload {
-                    msg: plaintext,
-                    aad: context.as_bytes(),
-                },
-            )
+            .encrypt(Nonce::from_slice(&nonce_bytes), Payload { msg: plaintext, aad: context.as_bytes() })
             .expect("AES-GCM encryption of an in-memory buffer does not fail");
         let mut out = Vec::with_capacity(1 + 12 + ciphertext.len());
         out.push(VERSION);
@@ -108,13 +98,7 @@ impl Sealer {
         }
         let (nonce, ciphertext) = sealed[1..].split_at(12);
         self.cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: context.as_bytes(),
-                },
-            )
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: context.as_bytes() })
             .map_err(|_| SealError::Open)
     }
 }
@@ -133,20 +117,12 @@ mod tests {
         let s = Sealer::from_key(&[7u8; 32]);
         let sealed = s.seal(b"totp secret", "totp:user-a");
         assert_eq!(s.open(&sealed, "totp:user-a").unwrap(), b"totp secret");
-        assert!(
-            s.open(&sealed, "totp:user-b").is_err(),
-            "moved to another user"
-        );
+        assert!(s.open(&sealed, "totp:user-b").is_err(), "moved to another user");
         let mut tampered = sealed.clone();
         let last = tampered.len() - 1;
         tampered[last] ^= 1;
         assert!(s.open(&tampered, "totp:user-a").is_err());
-        assert!(
-            Sealer::from_key(&[8u8; 32])
-                .open(&sealed, "totp:user-a")
-                .is_err(),
-            "wrong key"
-        );
+        assert!(Sealer::from_key(&[8u8; 32]).open(&sealed, "totp:user-a").is_err(), "wrong key");
         assert_ne!(s.seal(b"x", "c"), s.seal(b"x", "c"), "nonces are fresh");
     }
 
@@ -156,9 +132,6 @@ mod tests {
         let a = Sealer::load(None, dir.path()).unwrap();
         let b = Sealer::load(None, dir.path()).unwrap();
         assert_eq!(b.open(&a.seal(b"v", "c"), "c").unwrap(), b"v");
-        assert!(matches!(
-            Sealer::load(Some(&Secret::new("short")), dir.path()),
-            Err(SealError::BadKey)
-        ));
+        assert!(matches!(Sealer::load(Some(&Secret::new("short")), dir.path()), Err(SealError::BadKey)));
     }
 }

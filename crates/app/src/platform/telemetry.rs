@@ -23,16 +23,9 @@ pub fn init_tracing(config: &LogConfig) {
         LogFormat::Pretty => false,
         LogFormat::Auto => !std::io::stdout().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
     let _ = if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .try_init()
+        builder.json().flatten_event(true).with_current_span(false).with_span_list(false).try_init()
     } else {
         builder.try_init()
     };
@@ -86,58 +79,20 @@ impl Metrics {
         let pool_open = Gauge::default();
         let pool_idle = Gauge::default();
         let pool_max = Gauge::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests by route, method and status",
-            requests.clone(),
-        );
-        registry.register(
-            "http_request_duration_seconds",
-            "HTTP request latency by route",
-            latency.clone(),
-        );
-        registry.register(
-            "db_pool_connections",
-            "Open database connections",
-            pool_open.clone(),
-        );
-        registry.register(
-            "db_pool_idle_connections",
-            "Idle database connections",
-            pool_idle.clone(),
-        );
-        registry.register(
-            "db_pool_max_connections",
-            "Configured maximum database connections",
-            pool_max.clone(),
-        );
-        Self {
-            inner: Arc::new(MetricsInner {
-                registry,
-                requests,
-                latency,
-                pool_open,
-                pool_idle,
-                pool_max,
-            }),
-        }
+        registry.register("http_requests", "HTTP requests by route, method and status", requests.clone());
+        registry.register("http_request_duration_seconds", "HTTP request latency by route", latency.clone());
+        registry.register("db_pool_connections", "Open database connections", pool_open.clone());
+        registry.register("db_pool_idle_connections", "Idle database connections", pool_idle.clone());
+        registry.register("db_pool_max_connections", "Configured maximum database connections", pool_max.clone());
+        Self { inner: Arc::new(MetricsInner { registry, requests, latency, pool_open, pool_idle, pool_max }) }
     }
 
     pub fn observe_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
         self.inner
             .requests
-            .get_or_create(&RequestLabels {
-                route: route.to_string(),
-                method: method.to_string(),
-                status,
-            })
+            .get_or_create(&RequestLabels { route: route.to_string(), method: method.to_string(), status })
             .inc();
-        self.inner
-            .latency
-            .get_or_create(&RouteLabels {
-                route: route.to_string(),
-            })
-            .observe(seconds);
+        self.inner.latency.get_or_create(&RouteLabels { route: route.to_string() }).observe(seconds);
     }
 
     /// Renders all metrics; `pool` is (open, idle, max) read at scrape time.

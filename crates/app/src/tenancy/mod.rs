@@ -1,4 +1,7 @@
-//! Organizations, memberships, roles and permissions.
+//! Organizations, memberships, invitations, roles and permissions.
 
+pub mod guard;
 pub mod repo;
 pub mod role;
+pub mod service;
+pub mod web;

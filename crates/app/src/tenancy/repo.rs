@@ -13,20 +13,14 @@ pub struct Organization {
 }
 
 /// Inserts the organization of a transaction opened with `OrgTx::begin_new_organization`.
-pub async fn insert_organization(
-    tx: &mut OrgTx,
-    slug: &Slug,
-    name: &str,
-) -> Result<Organization, sqlx::Error> {
+pub async fn insert_organization(tx: &mut OrgTx, slug: &Slug, name: &str) -> Result<Organization, sqlx::Error> {
     let id = tx.org_id();
-    sqlx::query_as(
-        "INSERT INTO organizations (id, slug, name) VALUES ($1, $2, $3) RETURNING id, slug, name",
-    )
-    .bind(id)
-    .bind(slug.as_str())
-    .bind(name)
-    .fetch_one(&mut **tx)
-    .await
+    sqlx::query_as("INSERT INTO organizations (id, slug, name) VALUES ($1, $2, $3) RETURNING id, slug, name")
+        .bind(id)
+        .bind(slug.as_str())
+        .bind(name)
+        .fetch_one(&mut **tx)
+        .await
 }
 
 pub async fn add_member(tx: &mut OrgTx, user_id: UserId, role: Role) -> Result<(), sqlx::Error> {
@@ -50,8 +44,5 @@ pub async fn list_for_user(tx: &mut UserTx) -> Result<Vec<(Organization, Role)>,
     .bind(tx.user_id())
     .fetch_all(&mut **tx)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, slug, name, role)| (Organization { id, slug, name }, role))
-        .collect())
+    Ok(rows.into_iter().map(|(id, slug, name, role)| (Organization { id, slug, name }, role)).collect())
 }

@@ -49,9 +49,7 @@ async fn violations(conn: &mut PgConnection) -> Vec<String> {
         .await
         .unwrap();
         if good == 0 {
-            out.push(format!(
-                "{t}: no ALL policy on organization_id = app.org_id with WITH CHECK"
-            ));
+            out.push(format!("{t}: no ALL policy on organization_id = app.org_id with WITH CHECK"));
         }
         // Any other permissive policy must not allow writes (it would widen WITH CHECK).
         let writable_others: Vec<String> = sqlx::query_scalar(
@@ -63,9 +61,7 @@ async fn violations(conn: &mut PgConnection) -> Vec<String> {
         .await
         .unwrap();
         for p in writable_others {
-            out.push(format!(
-                "{t}: policy {p} allows writes without the tenant check"
-            ));
+            out.push(format!("{t}: policy {p} allows writes without the tenant check"));
         }
         // The primary key starts with organization_id.
         let pk_first: Option<String> = sqlx::query_scalar(
@@ -78,9 +74,7 @@ async fn violations(conn: &mut PgConnection) -> Vec<String> {
         .await
         .unwrap();
         if pk_first.as_deref() != Some("organization_id") {
-            out.push(format!(
-                "{t}: primary key does not start with organization_id ({pk_first:?})"
-            ));
+            out.push(format!("{t}: primary key does not start with organization_id ({pk_first:?})"));
         }
     }
     // Foreign keys between tenant tables include organization_id on both sides, at the same
@@ -100,9 +94,7 @@ async fn violations(conn: &mut PgConnection) -> Vec<String> {
     .unwrap();
     for (name, src, dst, has_org) in fks {
         if tables.contains(&src) && tables.contains(&dst) && !has_org {
-            out.push(format!(
-                "foreign key {name} ({src} -> {dst}) does not include organization_id"
-            ));
+            out.push(format!("foreign key {name} ({src} -> {dst}) does not include organization_id"));
         }
     }
     // Views must run with the caller's rights (else they bypass RLS as their owner).
@@ -126,23 +118,17 @@ async fn every_tenant_table_is_isolated_by_construction() {
     let mut conn = db.owner_conn().await;
     let tables = tenant_tables(&mut conn).await;
     for expected in ["clients", "memberships", "projects"] {
-        assert!(
-            tables.iter().any(|t| t == expected),
-            "{expected} not found among {tables:?}"
-        );
+        assert!(tables.iter().any(|t| t == expected), "{expected} not found among {tables:?}");
     }
     let v = violations(&mut conn).await;
-    assert!(
-        v.is_empty(),
-        "tenant invariants violated:\n{}",
-        v.join("\n")
-    );
+    assert!(v.is_empty(), "tenant invariants violated:\n{}", v.join("\n"));
     // organizations is keyed by id, not organization_id; it is isolated the same way.
-    let (rls, forced): (bool, bool) =
-        sqlx::query_as("SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = 'public.organizations'::regclass")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
+    let (rls, forced): (bool, bool) = sqlx::query_as(
+        "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = 'public.organizations'::regclass",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
     assert!(rls && forced);
 }
 
@@ -203,16 +189,10 @@ async fn the_app_role_is_unprivileged_and_owns_nothing() {
     .unwrap();
     assert_eq!(owned_fns, 0);
     // It can't create objects either (so it can't create a table that escapes the rules).
-    let err = sqlx::query("CREATE TABLE sneaky (id int)")
-        .execute(&mut conn)
-        .await
-        .unwrap_err();
+    let err = sqlx::query("CREATE TABLE sneaky (id int)").execute(&mut conn).await.unwrap_err();
     assert!(err.to_string().contains("permission denied"), "{err}");
     // Nor switch RLS off.
-    let err = sqlx::query("ALTER TABLE clients DISABLE ROW LEVEL SECURITY")
-        .execute(&mut conn)
-        .await
-        .unwrap_err();
+    let err = sqlx::query("ALTER TABLE clients DISABLE ROW LEVEL SECURITY").execute(&mut conn).await.unwrap_err();
     assert!(err.to_string().contains("must be owner"), "{err}");
     // The owner role is no superuser either.
     let mut owner = db.owner_conn().await;

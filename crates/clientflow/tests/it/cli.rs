@@ -9,8 +9,7 @@ use clientflow_test_support::TestDb;
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_clientflow"));
     // A clean environment: nothing from the developer's shell leaks into these runs.
-    c.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
     c
 }
 
@@ -26,20 +25,12 @@ fn help_lists_every_command() {
 
 #[test]
 fn bad_configuration_names_the_setting() {
-    let out = bin()
-        .arg("doctor")
-        .env("CLIENTFLOW_SERVER__TLS", "proxy")
-        .output()
-        .unwrap();
+    let out = bin().arg("doctor").env("CLIENTFLOW_SERVER__TLS", "proxy").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("server.trusted_proxies"), "{err}");
 
-    let out = bin()
-        .arg("serve")
-        .env("CLIENTFLOW_SERVER__LISTEN", "not-an-address")
-        .output()
-        .unwrap();
+    let out = bin().arg("serve").env("CLIENTFLOW_SERVER__LISTEN", "not-an-address").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
 }
@@ -60,11 +51,7 @@ fn an_unreachable_database_is_explained() {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// `serve` with nothing configured: private cluster, migrations, self-signed TLS, graceful
@@ -95,12 +82,9 @@ async fn serve_runs_with_no_configuration_at_all() {
         }
         assert!(Instant::now() < deadline, "serve did not become ready");
         if cert.exists() {
-            let client = clientflow_test_support::client_for(
-                &cert,
-                format!("127.0.0.1:{port}").parse().unwrap(),
-            )
-            .build()
-            .unwrap();
+            let client = clientflow_test_support::client_for(&cert, format!("127.0.0.1:{port}").parse().unwrap())
+                .build()
+                .unwrap();
             let ready = client
                 .get(format!("https://localhost:{port}/readyz"))
                 .send()
@@ -114,47 +98,22 @@ async fn serve_runs_with_no_configuration_at_all() {
     };
     // The private cluster is there, and listens on no TCP port.
     assert!(data.join("postgres/data/PG_VERSION").exists());
-    let conf =
-        std::fs::read_to_string(data.join("postgres/data/postmaster.opts")).unwrap_or_default();
+    let conf = std::fs::read_to_string(data.join("postgres/data/postmaster.opts")).unwrap_or_default();
     assert!(conf.contains("listen_addresses="), "{conf}");
-    let res = client
-        .get(format!("https://localhost:{port}/"))
-        .send()
-        .await
-        .unwrap();
+    let res = client.get(format!("https://localhost:{port}/")).send().await.unwrap();
     assert_eq!(res.status(), 200);
 
     nix_kill_term(child.id());
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exit {:?}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("https://localhost:"),
-        "start-up log prints the URL:\n{stdout}"
-    );
-    assert!(
-        stdout.contains("self-signed"),
-        "start-up log mentions the certificate:\n{stdout}"
-    );
-    assert!(
-        !data.join("postgres/data/postmaster.pid").exists(),
-        "the cluster was not stopped"
-    );
+    assert!(out.status.success(), "exit {:?}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("https://localhost:"), "start-up log prints the URL:\n{stdout}");
+    assert!(stdout.contains("self-signed"), "start-up log mentions the certificate:\n{stdout}");
+    assert!(!data.join("postgres/data/postmaster.pid").exists(), "the cluster was not stopped");
 }
 
 fn nix_kill_term(pid: u32) {
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status();
+    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
 }
 
 /// A runtime role that owns the tables (or is a superuser) would not be subject to row-level
@@ -178,10 +137,7 @@ async fn serve_refuses_a_role_that_owns_the_tables() {
     .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("refusing to serve") && err.contains("owns"),
-        "{err}"
-    );
+    assert!(err.contains("refusing to serve") && err.contains("owns"), "{err}");
 }
 
 #[tokio::test]
@@ -203,30 +159,13 @@ async fn doctor_reports_a_healthy_app_role_setup() {
     .await
     .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for line in [
-        "app role",
-        "migrations",
-        "row-level security",
-        "redis",
-        "tls",
-    ] {
-        assert!(
-            text.lines()
-                .any(|l| l.starts_with("ok") && l.contains(line)),
-            "{line} not ok in:\n{text}"
-        );
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for line in ["app role", "migrations", "row-level security", "redis", "tls"] {
+        assert!(text.lines().any(|l| l.starts_with("ok") && l.contains(line)), "{line} not ok in:\n{text}");
     }
     // Break an invariant the way a careless migration would: doctor must say so.
     let mut owner = db.owner_conn().await;
-    sqlx::query("ALTER TABLE clients NO FORCE ROW LEVEL SECURITY")
-        .execute(&mut owner)
-        .await
-        .unwrap();
+    sqlx::query("ALTER TABLE clients NO FORCE ROW LEVEL SECURITY").execute(&mut owner).await.unwrap();
     let app_url = crate::support::url_of(&db.app, Some(&passwords.app));
     let owner_url = crate::support::url_of(&db.owner, Some(&passwords.owner));
     let dir = tempfile::tempdir().unwrap();
@@ -243,10 +182,7 @@ async fn doctor_reports_a_healthy_app_role_setup() {
     .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
-    assert!(
-        text.contains("FAIL") && text.contains("clients: row-level security is not forced"),
-        "{text}"
-    );
+    assert!(text.contains("FAIL") && text.contains("clients: row-level security is not forced"), "{text}");
 }
 
 /// The operator disables an account from the command line: its sessions end at once.
@@ -269,34 +205,18 @@ async fn the_operator_can_disable_and_enable_a_user() {
     };
     let run = std::sync::Arc::new(run);
     let r = run.clone();
-    let out = tokio::task::spawn_blocking(move || r(vec!["user", "disable", "OP@example.com"]))
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        b.get("/app").await.status(),
-        303,
-        "session survived disabling"
-    );
-    let res =
-        crate::identity::sign_in(&app, &mut b, "op@example.com", crate::identity::PASSWORD).await;
+    let out = tokio::task::spawn_blocking(move || r(vec!["user", "disable", "OP@example.com"])).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(b.get("/app").await.status(), 303, "session survived disabling");
+    let res = crate::identity::sign_in(&app, &mut b, "op@example.com", crate::identity::PASSWORD).await;
     assert_eq!(res.status(), 403);
     let r = run.clone();
-    let out = tokio::task::spawn_blocking(move || r(vec!["user", "enable", "op@example.com"]))
-        .await
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || r(vec!["user", "enable", "op@example.com"])).await.unwrap();
     assert!(out.status.success());
-    let res =
-        crate::identity::sign_in(&app, &mut b, "op@example.com", crate::identity::PASSWORD).await;
+    let res = crate::identity::sign_in(&app, &mut b, "op@example.com", crate::identity::PASSWORD).await;
     assert_eq!(res.status(), 303);
     let r = run.clone();
-    let out = tokio::task::spawn_blocking(move || r(vec!["user", "disable", "nobody@example.com"]))
-        .await
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || r(vec!["user", "disable", "nobody@example.com"])).await.unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no account"));
 }

@@ -13,9 +13,7 @@ async fn app_with_google() -> (TestApp, FakeOidc) {
     let app = TestApp::builder()
         .config(move |c| {
             c.google.client_id = Some("clientflow-test-client".into());
-            c.google.client_secret = Some(clientflow::platform::secret::Secret::new(
-                "test client secret",
-            ));
+            c.google.client_secret = Some(clientflow::platform::secret::Secret::new("test client secret"));
             c.google.issuer_url = Some(issuer);
         })
         .spawn()
@@ -24,12 +22,7 @@ async fn app_with_google() -> (TestApp, FakeOidc) {
 }
 
 fn user(sub: &str, email: &str, verified: bool) -> OidcUser {
-    OidcUser {
-        sub: sub.into(),
-        email: email.into(),
-        email_verified: verified,
-        name: "Zoe Example".into(),
-    }
+    OidcUser { sub: sub.into(), email: email.into(), email_verified: verified, name: "Zoe Example".into() }
 }
 
 /// Runs the browser through the provider and back; returns the callback URL and the app's
@@ -38,19 +31,11 @@ async fn google_round_trip(b: &mut Browser) -> (String, reqwest::Response) {
     let res = b.get("/login/google").await;
     assert_eq!(res.status(), 303);
     let authorize = location(&res);
-    assert!(
-        authorize.contains("code_challenge_method=S256"),
-        "{authorize}"
-    );
+    assert!(authorize.contains("code_challenge_method=S256"), "{authorize}");
     assert!(authorize.contains("nonce="), "{authorize}");
     assert!(authorize.contains("state="), "{authorize}");
     let res = b.client.get(&authorize).send().await.unwrap();
-    assert_eq!(
-        res.status(),
-        302,
-        "{}",
-        res.text().await.unwrap_or_default()
-    );
+    assert_eq!(res.status(), 302, "{}", res.text().await.unwrap_or_default());
     let callback = location(&res);
     let res = b.client.get(&callback).send().await.unwrap();
     (callback, res)
@@ -75,16 +60,8 @@ async fn google_sign_in_creates_an_account_keyed_on_issuer_and_subject() {
     // PKCE: the verifier went to the token endpoint, with client authentication.
     let requests = provider.token_requests();
     assert_eq!(requests.len(), 1);
-    assert!(
-        requests[0]
-            .get("code_verifier")
-            .is_some_and(|v| v.len() >= 43)
-    );
-    assert!(
-        requests[0]
-            .get("authorization")
-            .is_some_and(|v| v.starts_with("Basic "))
-    );
+    assert!(requests[0].get("code_verifier").is_some_and(|v| v.len() >= 43));
+    assert!(requests[0].get("authorization").is_some_and(|v| v.starts_with("Basic ")));
 
     let mut db = app.db.admin_conn().await;
     let (issuer, subject, has_password): (String, String, bool) = sqlx::query_as(
@@ -93,20 +70,14 @@ async fn google_sign_in_creates_an_account_keyed_on_issuer_and_subject() {
     .fetch_one(&mut db)
     .await
     .unwrap();
-    assert_eq!(
-        (issuer.as_str(), subject.as_str(), has_password),
-        (provider.issuer().as_str(), "google-sub-1", false)
-    );
+    assert_eq!((issuer.as_str(), subject.as_str(), has_password), (provider.issuer().as_str(), "google-sub-1", false));
 
     // The provider changes the email: the same (issuer, subject) still lands on the account.
     provider.set_user(user("google-sub-1", "zoe.new@example.com", true));
     let mut c = app.browser();
     let (_, res) = google_round_trip(&mut c).await;
     assert_eq!(res.status(), 303);
-    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&mut db).await.unwrap();
     assert_eq!(users, 1);
 }
 
@@ -155,10 +126,7 @@ async fn forged_or_wrong_id_tokens_are_refused() {
         assert!(!is_signed_in(&mut b).await, "{m:?} signed in");
     }
     let mut db = app.db.admin_conn().await;
-    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&mut db).await.unwrap();
     assert_eq!(users, 0, "no account was created from a bad token");
     provider.misbehave(Misbehavior::None);
     let mut b = app.browser();
@@ -190,19 +158,9 @@ async fn a_callback_is_good_once_and_only_in_the_browser_that_started_it() {
     assert!(!is_signed_in(&mut victim).await);
 
     // A made-up state, and a provider error.
-    let res = b
-        .client
-        .get(b.url("/login/google/callback?code=x&state=made-up"))
-        .send()
-        .await
-        .unwrap();
+    let res = b.client.get(b.url("/login/google/callback?code=x&state=made-up")).send().await.unwrap();
     assert_eq!(res.status(), 400);
-    let res = b
-        .client
-        .get(b.url("/login/google/callback?error=access_denied&state=x"))
-        .send()
-        .await
-        .unwrap();
+    let res = b.client.get(b.url("/login/google/callback?error=access_denied&state=x")).send().await.unwrap();
     assert_eq!(res.status(), 403);
 }
 
@@ -217,11 +175,7 @@ async fn google_sign_in_is_off_unless_configured() {
 
 async fn assert_pending(app: &TestApp, b: &mut Browser, path: &str) {
     let res = b.get("/app").await;
-    assert_eq!(
-        res.status(),
-        303,
-        "{path}: got a usable session without the second factor"
-    );
+    assert_eq!(res.status(), 303, "{path}: got a usable session without the second factor");
     assert_eq!(location(&res), "/login/two-factor", "{path}");
     let mut db = app.db.admin_conn().await;
     let complete: i64 = sqlx::query_scalar(
@@ -230,10 +184,7 @@ async fn assert_pending(app: &TestApp, b: &mut Browser, path: &str) {
     .fetch_one(&mut db)
     .await
     .unwrap();
-    assert_eq!(
-        complete, 1,
-        "{path}: only the original browser's session is complete"
-    );
+    assert_eq!(complete, 1, "{path}: only the original browser's session is complete");
 }
 
 /// Every way to obtain a session demands the second factor from a user who has one.
@@ -261,35 +212,16 @@ async fn every_sign_in_path_goes_through_the_second_factor() {
 
     // 3. Password reset.
     let mut b = app.browser();
-    b.submit(
-        "/forgot-password",
-        "/forgot-password",
-        &[("email", "gate@example.com")],
-    )
-    .await;
-    let link = app
-        .link_in_mail("gate@example.com", "/reset-password?token=")
-        .await;
+    b.submit("/forgot-password", "/forgot-password", &[("email", "gate@example.com")]).await;
+    let link = app.link_in_mail("gate@example.com", "/reset-password?token=").await;
     let token = link.split("token=").nth(1).unwrap().to_string();
-    let res = b
-        .submit(
-            &link,
-            "/reset-password",
-            &[("token", &token), ("password", PASSWORD)],
-        )
-        .await;
+    let res = b.submit(&link, "/reset-password", &[("token", &token), ("password", PASSWORD)]).await;
     assert_eq!(location(&res), "/login/two-factor");
     // The reset signed every session out, the owner's too; sign the owner back in fully.
     let res = sign_in(&app, &mut owner, "gate@example.com", PASSWORD).await;
     assert_eq!(location(&res), "/login/two-factor");
     next_step(&app);
-    let res = owner
-        .submit(
-            "/login/two-factor",
-            "/login/two-factor",
-            &[("code", &current_code(&app, &secret))],
-        )
-        .await;
+    let res = owner.submit("/login/two-factor", "/login/two-factor", &[("code", &current_code(&app, &secret))]).await;
     assert_eq!(location(&res), "/app");
     assert_pending(&app, &mut b, "reset").await;
     paths += 1;
@@ -299,21 +231,14 @@ async fn every_sign_in_path_goes_through_the_second_factor() {
         .submit(
             "/account/security",
             "/account/email",
-            &[
-                ("new_email", "gate@elsewhere.example"),
-                ("current_password", PASSWORD),
-            ],
+            &[("new_email", "gate@elsewhere.example"), ("current_password", PASSWORD)],
         )
         .await;
     assert_eq!(res.status(), 303);
-    let link = app
-        .link_in_mail("gate@elsewhere.example", "/account/email/confirm?token=")
-        .await;
+    let link = app.link_in_mail("gate@elsewhere.example", "/account/email/confirm?token=").await;
     let token = link.split("token=").nth(1).unwrap().to_string();
     let mut b = app.browser();
-    let res = b
-        .submit(&link, "/account/email/confirm", &[("token", &token)])
-        .await;
+    let res = b.submit(&link, "/account/email/confirm", &[("token", &token)]).await;
     assert_eq!(location(&res), "/login/two-factor");
     let res = b.get("/app").await;
     assert_eq!(location(&res), "/login/two-factor", "email change");

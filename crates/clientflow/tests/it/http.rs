@@ -28,20 +28,12 @@ fn assert_security_headers(res: &reqwest::Response, what: &str) {
         assert!(h.contains_key(*name), "{what}: missing {name}");
     }
     let csp = h["content-security-policy"].to_str().unwrap();
-    assert!(
-        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
-        "{what}: {csp}"
-    );
+    assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{what}: {csp}");
     assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
     assert!(csp.contains("script-src 'self'"), "{what}: {csp}");
     assert_eq!(h["x-frame-options"], "DENY");
     assert_eq!(h["x-content-type-options"], "nosniff");
-    assert!(
-        h["strict-transport-security"]
-            .to_str()
-            .unwrap()
-            .starts_with("max-age=63072000")
-    );
+    assert!(h["strict-transport-security"].to_str().unwrap().starts_with("max-age=63072000"));
 }
 
 #[tokio::test]
@@ -50,12 +42,7 @@ async fn every_kind_of_response_carries_the_security_headers() {
     // HTML
     let res = app.get("/").await;
     assert_eq!(res.status(), 200);
-    assert!(
-        res.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/html")
-    );
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
     assert_security_headers(&res, "html");
     assert_eq!(res.headers()["cache-control"], "no-store");
     // JSON
@@ -65,28 +52,13 @@ async fn every_kind_of_response_carries_the_security_headers() {
     // Static
     let res = app.get("/static/app.css").await;
     assert_eq!(res.status(), 200);
-    assert!(
-        res.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/css")
-    );
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/css"));
     assert_security_headers(&res, "static");
-    assert!(
-        res.headers()["cache-control"]
-            .to_str()
-            .unwrap()
-            .starts_with("public")
-    );
+    assert!(res.headers()["cache-control"].to_str().unwrap().starts_with("public"));
     // Errors, web and API
     let res = app.get("/no/such/page").await;
     assert_eq!(res.status(), 404);
-    assert!(
-        res.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/html")
-    );
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
     assert_security_headers(&res, "html error");
     assert_eq!(res.headers()["cache-control"], "no-store");
     let res = app.get("/api/v1/no-such-thing").await;
@@ -102,13 +74,7 @@ async fn every_kind_of_response_carries_the_security_headers() {
 #[tokio::test]
 async fn errors_are_problem_json_on_the_api_and_a_page_on_the_web_with_the_request_id() {
     let app = TestApp::spawn().await;
-    let res = app
-        .client
-        .get(app.url("/api/v1/nothing"))
-        .header("x-request-id", "trace-123")
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.get(app.url("/api/v1/nothing")).header("x-request-id", "trace-123").send().await.unwrap();
     assert_eq!(res.headers()["x-request-id"], "trace-123");
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["status"], 404);
@@ -116,13 +82,7 @@ async fn errors_are_problem_json_on_the_api_and_a_page_on_the_web_with_the_reque
     assert_eq!(body["request_id"], "trace-123");
     assert!(body["detail"].as_str().unwrap().len() > 5);
 
-    let res = app
-        .client
-        .get(app.url("/nothing"))
-        .header("x-request-id", "trace-456")
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.get(app.url("/nothing")).header("x-request-id", "trace-456").send().await.unwrap();
     let html = res.text().await.unwrap();
     assert!(html.contains("trace-456"), "{html}");
     assert!(html.contains("Not Found"));
@@ -137,24 +97,13 @@ async fn errors_are_problem_json_on_the_api_and_a_page_on_the_web_with_the_reque
 #[tokio::test]
 async fn request_ids_are_echoed_only_when_sane() {
     let app = TestApp::spawn().await;
-    let res = app
-        .client
-        .get(app.url("/healthz"))
-        .header("x-request-id", "<script>alert(1)</script>")
-        .send()
-        .await
-        .unwrap();
+    let res =
+        app.client.get(app.url("/healthz")).header("x-request-id", "<script>alert(1)</script>").send().await.unwrap();
     let id = res.headers()["x-request-id"].to_str().unwrap();
     assert_ne!(id, "<script>alert(1)</script>");
     assert!(uuid::Uuid::parse_str(id).is_ok());
     let long = "a".repeat(200);
-    let res = app
-        .client
-        .get(app.url("/healthz"))
-        .header("x-request-id", &long)
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.get(app.url("/healthz")).header("x-request-id", &long).send().await.unwrap();
     assert_ne!(res.headers()["x-request-id"], long.as_str());
     let a = app.get("/healthz").await.headers()["x-request-id"].clone();
     let b = app.get("/healthz").await.headers()["x-request-id"].clone();
@@ -184,51 +133,24 @@ fn test_routes() -> Vec<RouteDef> {
 
 #[tokio::test]
 async fn oversized_bodies_are_refused_with_413() {
-    let app = TestApp::builder()
-        .config(|c| c.server.body_limit_bytes = 4096)
-        .routes(test_routes)
-        .spawn()
-        .await;
-    let res = app
-        .client
-        .post(app.url("/api/v1/echo"))
-        .body(vec![b'x'; 1000])
-        .send()
-        .await
-        .unwrap();
+    let app = TestApp::builder().config(|c| c.server.body_limit_bytes = 4096).routes(test_routes).spawn().await;
+    let res = app.client.post(app.url("/api/v1/echo")).body(vec![b'x'; 1000]).send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.text().await.unwrap(), "1000 bytes");
     // Declared too large.
-    let res = app
-        .client
-        .post(app.url("/api/v1/echo"))
-        .body(vec![b'x'; 10_000])
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.post(app.url("/api/v1/echo")).body(vec![b'x'; 10_000]).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(res.headers()["content-type"], "application/problem+json");
     // Streamed (no Content-Length) and too large.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        (0..10).map(|_| Ok(vec![b'y'; 1000])).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..10).map(|_| Ok(vec![b'y'; 1000])).collect();
     let stream = futures::stream::iter(chunks);
-    let res = app
-        .client
-        .post(app.url("/api/v1/echo"))
-        .body(reqwest::Body::wrap_stream(stream))
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.post(app.url("/api/v1/echo")).body(reqwest::Body::wrap_stream(stream)).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
 }
 
 #[tokio::test]
 async fn slow_requests_time_out_with_a_problem_body() {
-    let app = TestApp::builder()
-        .config(|c| c.server.request_timeout_secs = 1)
-        .routes(test_routes)
-        .spawn()
-        .await;
+    let app = TestApp::builder().config(|c| c.server.request_timeout_secs = 1).routes(test_routes).spawn().await;
     let res = app.get("/api/v1/slow").await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: serde_json::Value = res.json().await.unwrap();
@@ -242,10 +164,7 @@ async fn internal_errors_never_reach_the_client() {
     assert_eq!(res.status(), 500);
     let id = res.headers()["x-request-id"].to_str().unwrap().to_string();
     let text = res.text().await.unwrap();
-    assert!(
-        !text.contains("hunter2") && !text.contains("postgres://"),
-        "{text}"
-    );
+    assert!(!text.contains("hunter2") && !text.contains("postgres://"), "{text}");
     assert!(text.contains(&id));
 }
 
@@ -288,26 +207,10 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_used() {
     let res = app.get("/healthz").await;
     assert!(res.headers().contains_key("strict-transport-security"));
     // A request that reached the proxy over plain HTTP is redirected.
-    let res = app
-        .client
-        .get(app.url("/api/v1/whoami?x=1"))
-        .header("x-forwarded-proto", "http")
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.get(app.url("/api/v1/whoami?x=1")).header("x-forwarded-proto", "http").send().await.unwrap();
     assert_eq!(res.status(), StatusCode::PERMANENT_REDIRECT);
-    assert!(
-        res.headers()["location"]
-            .to_str()
-            .unwrap()
-            .ends_with("/api/v1/whoami?x=1")
-    );
-    assert!(
-        res.headers()["location"]
-            .to_str()
-            .unwrap()
-            .starts_with("https://")
-    );
+    assert!(res.headers()["location"].to_str().unwrap().ends_with("/api/v1/whoami?x=1"));
+    assert!(res.headers()["location"].to_str().unwrap().starts_with("https://"));
 }
 
 #[tokio::test]
@@ -320,13 +223,7 @@ async fn in_proxy_mode_only_the_proxy_may_connect() {
         .routes(test_routes)
         .spawn()
         .await;
-    let res = app
-        .client
-        .get(app.url("/api/v1/whoami"))
-        .header("x-forwarded-for", "10.9.9.9")
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.get(app.url("/api/v1/whoami")).header("x-forwarded-for", "10.9.9.9").send().await.unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert_eq!(res.headers()["content-type"], "application/problem+json");
     // Health checks from load balancers still work.
@@ -344,32 +241,22 @@ async fn readiness_reports_database_and_migrations() {
 
     // Pretend a migration is missing: readiness must drop.
     let mut admin = app.db.admin_conn().await;
-    sqlx::query(
-        "DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)",
-    )
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)")
+        .execute(&mut admin)
+        .await
+        .unwrap();
     let res = app.get("/readyz").await;
     assert_eq!(res.status(), 503);
     let body: serde_json::Value = res.json().await.unwrap();
-    assert!(
-        body["checks"]["migrations"]
-            .as_str()
-            .unwrap()
-            .starts_with("pending"),
-        "{body}"
-    );
+    assert!(body["checks"]["migrations"].as_str().unwrap().starts_with("pending"), "{body}");
 
     // And when the database goes away: the app role may no longer connect, and its open
     // connections are cut.
     let name = &app.db.name;
-    sqlx::query(&format!(
-        "REVOKE CONNECT ON DATABASE {name} FROM PUBLIC, clientflow_app"
-    ))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    sqlx::query(&format!("REVOKE CONNECT ON DATABASE {name} FROM PUBLIC, clientflow_app"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
     sqlx::query(&format!(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND usename = 'clientflow_app'"
     ))
@@ -380,17 +267,8 @@ async fn readiness_reports_database_and_migrations() {
     assert_eq!(res.status(), 503);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_ne!(body["checks"]["database"], "ok");
-    assert_eq!(
-        app.get("/healthz").await.status(),
-        200,
-        "liveness doesn't depend on the database"
-    );
-    sqlx::query(&format!(
-        "GRANT CONNECT ON DATABASE {name} TO clientflow_app"
-    ))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    assert_eq!(app.get("/healthz").await.status(), 200, "liveness doesn't depend on the database");
+    sqlx::query(&format!("GRANT CONNECT ON DATABASE {name} TO clientflow_app")).execute(&mut admin).await.unwrap();
     let res = app.get("/readyz").await;
     assert_eq!(res.status(), 503, "migrations are still pending");
     let body: serde_json::Value = res.json().await.unwrap();
@@ -406,52 +284,24 @@ async fn metrics_count_requests_by_route_and_are_restricted() {
     let res = app.get("/metrics").await;
     assert_eq!(res.status(), 200);
     let text = res.text().await.unwrap();
-    assert!(
-        text.contains(
-            r#"clientflow_http_requests_total{route="/healthz",method="GET",status="200"} 2"#
-        ),
-        "{text}"
-    );
-    assert!(
-        text.contains(r#"route="unmatched",method="GET",status="404""#),
-        "{text}"
-    );
-    assert!(
-        text.contains("clientflow_http_request_duration_seconds_bucket"),
-        "{text}"
-    );
-    assert!(
-        text.contains("clientflow_db_pool_max_connections 5"),
-        "{text}"
-    );
+    assert!(text.contains(r#"clientflow_http_requests_total{route="/healthz",method="GET",status="200"} 2"#), "{text}");
+    assert!(text.contains(r#"route="unmatched",method="GET",status="404""#), "{text}");
+    assert!(text.contains("clientflow_http_request_duration_seconds_bucket"), "{text}");
+    assert!(text.contains("clientflow_db_pool_max_connections 5"), "{text}");
     // Raw paths never appear (they could carry tokens).
     assert!(!text.contains("/no/such"));
 
     let app = TestApp::builder()
         .config(|c| {
             c.metrics.allow = vec![];
-            c.metrics.token = Some(clientflow::platform::secret::Secret::new(
-                "m3trics-t0ken-long-enough",
-            ));
+            c.metrics.token = Some(clientflow::platform::secret::Secret::new("m3trics-t0ken-long-enough"));
         })
         .spawn()
         .await;
     assert_eq!(app.get("/metrics").await.status(), StatusCode::FORBIDDEN);
-    let res = app
-        .client
-        .get(app.url("/metrics"))
-        .bearer_auth("wrong")
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.get(app.url("/metrics")).bearer_auth("wrong").send().await.unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
-    let res = app
-        .client
-        .get(app.url("/metrics"))
-        .bearer_auth("m3trics-t0ken-long-enough")
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.get(app.url("/metrics")).bearer_auth("m3trics-t0ken-long-enough").send().await.unwrap();
     assert_eq!(res.status(), 200);
 }
 
@@ -464,19 +314,11 @@ async fn shutdown_lets_in_flight_requests_finish() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = std::time::Instant::now();
     app.shutdown().await;
-    let res = in_flight
-        .await
-        .unwrap()
-        .expect("in-flight request completed");
+    let res = in_flight.await.unwrap().expect("in-flight request completed");
     assert_eq!(res.status(), 200);
     assert_eq!(res.text().await.unwrap(), "done");
-    assert!(
-        started.elapsed() >= Duration::from_millis(800),
-        "shutdown did not wait"
-    );
+    assert!(started.elapsed() >= Duration::from_millis(800), "shutdown did not wait");
     // New connections are refused once shut down.
-    let fresh = clientflow_test_support::client_for(&app.cert_path(), app.addr)
-        .build()
-        .unwrap();
+    let fresh = clientflow_test_support::client_for(&app.cert_path(), app.addr).build().unwrap();
     assert!(fresh.get(app.url("/healthz")).send().await.is_err());
 }

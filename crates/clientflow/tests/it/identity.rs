@@ -11,15 +11,7 @@ pub const PASSWORD: &str = "correct horse battery staple";
 pub async fn sign_up(app: &TestApp, email: &str) -> Browser {
     let mut b = app.browser();
     let res = b
-        .submit(
-            "/signup",
-            "/signup",
-            &[
-                ("email", email),
-                ("password", PASSWORD),
-                ("display_name", "Test User"),
-            ],
-        )
+        .submit("/signup", "/signup", &[("email", email), ("password", PASSWORD), ("display_name", "Test User")])
         .await;
     assert_eq!(res.status(), 303, "{}", res.text().await.unwrap());
     assert_eq!(location(&res), "/signup/check-email");
@@ -31,19 +23,9 @@ pub async fn sign_up(app: &TestApp, email: &str) -> Browser {
     b
 }
 
-pub async fn sign_in(
-    app: &TestApp,
-    b: &mut Browser,
-    email: &str,
-    password: &str,
-) -> reqwest::Response {
+pub async fn sign_in(app: &TestApp, b: &mut Browser, email: &str, password: &str) -> reqwest::Response {
     let _ = app;
-    b.submit(
-        "/login",
-        "/login",
-        &[("email", email), ("password", password)],
-    )
-    .await
+    b.submit("/login", "/login", &[("email", email), ("password", password)]).await
 }
 
 /// Turns on two-factor for the signed-in browser; returns (secret, recovery codes).
@@ -51,43 +33,19 @@ pub async fn enable_totp(app: &TestApp, b: &mut Browser) -> (Vec<u8>, Vec<String
     let (status, html) = b.page("/account/two-factor/setup").await;
     assert_eq!(status, 200);
     assert!(html.contains("<svg"), "QR code missing");
-    let secret_b32 = html
-        .split("<code>")
-        .nth(1)
-        .unwrap()
-        .split("</code>")
-        .next()
-        .unwrap()
-        .to_string();
+    let secret_b32 = html.split("<code>").nth(1).unwrap().split("</code>").next().unwrap().to_string();
     let secret = data_encoding_decode(&secret_b32);
     assert_eq!(secret.len(), 20, "160-bit secret");
     let token = b.token();
     // A wrong code doesn't turn it on.
-    let res = b
-        .post_with(
-            "/account/two-factor/setup",
-            &[("code", "000000")],
-            Some(&token),
-            true,
-        )
-        .await;
+    let res = b.post_with("/account/two-factor/setup", &[("code", "000000")], Some(&token), true).await;
     assert_eq!(res.status(), 422);
     let code = current_code(app, &secret);
-    let res = b
-        .post_with(
-            "/account/two-factor/setup",
-            &[("code", &code)],
-            Some(&b.token()),
-            true,
-        )
-        .await;
+    let res = b.post_with("/account/two-factor/setup", &[("code", &code)], Some(&b.token()), true).await;
     assert_eq!(res.status(), 200);
     let html = res.text().await.unwrap();
-    let codes: Vec<String> = html
-        .split("<li><code>")
-        .skip(1)
-        .map(|s| s.split("</code>").next().unwrap().to_string())
-        .collect();
+    let codes: Vec<String> =
+        html.split("<li><code>").skip(1).map(|s| s.split("</code>").next().unwrap().to_string()).collect();
     assert_eq!(codes.len(), 10);
     (secret, codes)
 }
@@ -149,34 +107,19 @@ async fn sign_up_verify_sign_out_and_in() {
 async fn verification_links_are_single_use() {
     let app = TestApp::spawn().await;
     let mut b = app.browser();
-    b.submit(
-        "/signup",
-        "/signup",
-        &[("email", "bob@example.com"), ("password", PASSWORD)],
-    )
-    .await;
-    let link = app
-        .link_in_mail("bob@example.com", "/verify-email?token=")
-        .await;
+    b.submit("/signup", "/signup", &[("email", "bob@example.com"), ("password", PASSWORD)]).await;
+    let link = app.link_in_mail("bob@example.com", "/verify-email?token=").await;
     let token = link.split("token=").nth(1).unwrap().to_string();
     // Fetching the link (a mail scanner) doesn't use it up.
     b.page(&link).await;
     let res = b.submit(&link, "/verify-email", &[("token", &token)]).await;
     assert_eq!(res.status(), 303);
     let mut other = app.browser();
-    let res = other
-        .submit(&link, "/verify-email", &[("token", &token)])
-        .await;
+    let res = other.submit(&link, "/verify-email", &[("token", &token)]).await;
     assert_eq!(res.status(), 400);
     assert!(res.text().await.unwrap().contains("already used"));
     // Unverified accounts can't sign in; a made-up token does nothing.
-    let res = other
-        .submit(
-            "/verify-email?token=x",
-            "/verify-email",
-            &[("token", "made-up")],
-        )
-        .await;
+    let res = other.submit("/verify-email?token=x", "/verify-email", &[("token", "made-up")]).await;
     assert_eq!(res.status(), 400);
 }
 
@@ -184,20 +127,10 @@ async fn verification_links_are_single_use() {
 async fn unverified_accounts_must_confirm_first() {
     let app = TestApp::spawn().await;
     let mut b = app.browser();
-    b.submit(
-        "/signup",
-        "/signup",
-        &[("email", "cat@example.com"), ("password", PASSWORD)],
-    )
-    .await;
+    b.submit("/signup", "/signup", &[("email", "cat@example.com"), ("password", PASSWORD)]).await;
     let res = sign_in(&app, &mut b, "cat@example.com", PASSWORD).await;
     assert_eq!(res.status(), 403);
-    assert!(
-        res.text()
-            .await
-            .unwrap()
-            .contains("Confirm your email address first")
-    );
+    assert!(res.text().await.unwrap().contains("Confirm your email address first"));
     assert!(!is_signed_in(&mut b).await);
 }
 
@@ -209,76 +142,31 @@ async fn existing_and_unknown_emails_get_the_same_answers() {
     // Sign-up: same redirect; the owner is told by mail instead.
     let mut b = app.browser();
     let again = b
-        .submit(
-            "/signup",
-            "/signup",
-            &[
-                ("email", "dan@example.com"),
-                ("password", "another long passphrase here"),
-            ],
-        )
+        .submit("/signup", "/signup", &[("email", "dan@example.com"), ("password", "another long passphrase here")])
         .await;
     let fresh = b
-        .submit(
-            "/signup",
-            "/signup",
-            &[
-                ("email", "eve@example.com"),
-                ("password", "another long passphrase here"),
-            ],
-        )
+        .submit("/signup", "/signup", &[("email", "eve@example.com"), ("password", "another long passphrase here")])
         .await;
-    assert_eq!(
-        (again.status(), location(&again)),
-        (fresh.status(), location(&fresh))
-    );
+    assert_eq!((again.status(), location(&again)), (fresh.status(), location(&fresh)));
     let mails = app.mail_to("dan@example.com").await;
-    assert!(
-        mails.iter().any(|m| m.contains("Someone tried to sign up")),
-        "{mails:?}"
-    );
+    assert!(mails.iter().any(|m| m.contains("Someone tried to sign up")), "{mails:?}");
 
     // Sign-in: wrong password and unknown account look identical.
     let wrong = sign_in(&app, &mut b, "dan@example.com", "not the password at all").await;
     let wrong_status = wrong.status();
     let wrong_body = wrong.text().await.unwrap();
-    let unknown = sign_in(
-        &app,
-        &mut b,
-        "nobody@example.com",
-        "not the password at all",
-    )
-    .await;
+    let unknown = sign_in(&app, &mut b, "nobody@example.com", "not the password at all").await;
     assert_eq!(unknown.status(), wrong_status);
     assert_eq!(wrong_status, 401);
     let unknown_body = unknown.text().await.unwrap();
-    let message = |html: &str| {
-        html.split("role=\"alert\">")
-            .nth(1)
-            .unwrap_or("")
-            .split('<')
-            .next()
-            .unwrap_or("")
-            .to_string()
-    };
+    let message =
+        |html: &str| html.split("role=\"alert\">").nth(1).unwrap_or("").split('<').next().unwrap_or("").to_string();
     assert_eq!(message(&wrong_body), message(&unknown_body));
     assert_eq!(message(&wrong_body), "Email or password is incorrect.");
 
     // Reset: same redirect for both.
-    let a = b
-        .submit(
-            "/forgot-password",
-            "/forgot-password",
-            &[("email", "dan@example.com")],
-        )
-        .await;
-    let u = b
-        .submit(
-            "/forgot-password",
-            "/forgot-password",
-            &[("email", "nobody@example.com")],
-        )
-        .await;
+    let a = b.submit("/forgot-password", "/forgot-password", &[("email", "dan@example.com")]).await;
+    let u = b.submit("/forgot-password", "/forgot-password", &[("email", "nobody@example.com")]).await;
     assert_eq!((a.status(), location(&a)), (u.status(), location(&u)));
     assert!(app.mail_to("nobody@example.com").await.is_empty());
 }
@@ -293,39 +181,18 @@ async fn the_password_policy_explains_itself() {
         ("frank.smith.2024", "email address"),
         ("clientflow-rocks!", "product name"),
     ] {
-        let res = b
-            .submit(
-                "/signup",
-                "/signup",
-                &[("email", "frank.smith@example.com"), ("password", password)],
-            )
-            .await;
+        let res = b.submit("/signup", "/signup", &[("email", "frank.smith@example.com"), ("password", password)]).await;
         assert_eq!(res.status(), 422, "{password}");
         let html = res.text().await.unwrap();
         assert!(html.contains(expected), "{password}: {html}");
-        assert!(
-            html.contains("<strong>password</strong>"),
-            "names the field"
-        );
+        assert!(html.contains("<strong>password</strong>"), "names the field");
     }
-    let res = b
-        .submit(
-            "/signup",
-            "/signup",
-            &[("email", "not-an-email"), ("password", PASSWORD)],
-        )
-        .await;
+    let res = b.submit("/signup", "/signup", &[("email", "not-an-email"), ("password", PASSWORD)]).await;
     assert_eq!(res.status(), 422);
     assert!(res.text().await.unwrap().contains("<strong>email</strong>"));
     // 64+ characters are fine.
     let long = "the quick brown fox jumps over the lazy dog and keeps on running far away";
-    let res = b
-        .submit(
-            "/signup",
-            "/signup",
-            &[("email", "gus@example.com"), ("password", long)],
-        )
-        .await;
+    let res = b.submit("/signup", "/signup", &[("email", "gus@example.com"), ("password", long)]).await;
     assert_eq!(res.status(), 303);
 }
 
@@ -336,44 +203,27 @@ async fn session_cookies_are_host_prefixed_secure_and_stored_hashed() {
     let mut b = app.browser();
     let res = sign_in(&app, &mut b, "hal@example.com", PASSWORD).await;
     let cookies = set_cookies(&res);
-    let session = cookies
-        .iter()
-        .find(|c| c.starts_with("__Host-cf_session="))
-        .expect("session cookie");
+    let session = cookies.iter().find(|c| c.starts_with("__Host-cf_session=")).expect("session cookie");
     for attr in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
         assert!(session.contains(attr), "{session} lacks {attr}");
     }
     assert!(!session.contains("Domain"), "{session}");
-    let token = session
-        .split(';')
-        .next()
-        .unwrap()
-        .trim_start_matches("__Host-cf_session=")
-        .to_string();
+    let token = session.split(';').next().unwrap().trim_start_matches("__Host-cf_session=").to_string();
     assert_eq!(token.len(), 43, "256-bit token");
     let mut db = app.db.admin_conn().await;
-    let rows = sqlx::query("SELECT token_hash FROM sessions")
-        .fetch_all(&mut db)
-        .await
-        .unwrap();
+    let rows = sqlx::query("SELECT token_hash FROM sessions").fetch_all(&mut db).await.unwrap();
     assert!(!rows.is_empty());
     let digest = clientflow::platform::crypto::sha256(token.as_bytes()).to_vec();
-    assert!(
-        rows.iter().any(|r| r.get::<Vec<u8>, _>(0) == digest),
-        "stored as SHA-256"
-    );
-    let raw: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM sessions WHERE encode(token_hash, 'escape') LIKE '%' || $1 || '%'",
-    )
-    .bind(&token)
-    .fetch_one(&mut db)
-    .await
-    .unwrap();
+    assert!(rows.iter().any(|r| r.get::<Vec<u8>, _>(0) == digest), "stored as SHA-256");
+    let raw: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sessions WHERE encode(token_hash, 'escape') LIKE '%' || $1 || '%'")
+            .bind(&token)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
     assert_eq!(raw, 0);
     // Session fixation: a session cookie planted before sign-in is never adopted.
-    let bare = clientflow_test_support::client_for(&app.cert_path(), app.addr)
-        .build()
-        .unwrap();
+    let bare = clientflow_test_support::client_for(&app.cert_path(), app.addr).build().unwrap();
     let res = bare.get(app.url("/login")).send().await.unwrap();
     let csrf_cookie = set_cookies(&res)
         .into_iter()
@@ -389,23 +239,13 @@ async fn session_cookies_are_host_prefixed_secure_and_stored_hashed() {
     let res = bare
         .post(app.url("/login"))
         .header("origin", app.base_url.clone())
-        .header(
-            "cookie",
-            format!("{csrf_cookie}; __Host-cf_session={planted}"),
-        )
-        .form(&[
-            ("email", "hal@example.com"),
-            ("password", PASSWORD),
-            ("csrf_token", &form_token),
-        ])
+        .header("cookie", format!("{csrf_cookie}; __Host-cf_session={planted}"))
+        .form(&[("email", "hal@example.com"), ("password", PASSWORD), ("csrf_token", &form_token)])
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 303);
-    let issued = set_cookies(&res)
-        .into_iter()
-        .find(|c| c.starts_with("__Host-cf_session="))
-        .unwrap();
+    let issued = set_cookies(&res).into_iter().find(|c| c.starts_with("__Host-cf_session=")).unwrap();
     assert!(!issued.contains(&planted));
     assert_ne!(session, &issued, "each sign-in gets a fresh token");
 }
@@ -416,15 +256,10 @@ async fn csrf_is_enforced_on_every_form() {
     let mut victim = sign_up(&app, "ida@example.com").await;
     victim.page("/account/security").await;
     let token = victim.token();
-    let change = [
-        ("current_password", PASSWORD),
-        ("new_password", "a completely new passphrase"),
-    ];
+    let change = [("current_password", PASSWORD), ("new_password", "a completely new passphrase")];
 
     // No Origin (and no Referer): refused.
-    let res = victim
-        .post_with("/account/password", &change, Some(&token), false)
-        .await;
+    let res = victim.post_with("/account/password", &change, Some(&token), false).await;
     assert_eq!(res.status(), 403);
     // Another site's Origin: refused.
     let res = victim
@@ -441,20 +276,14 @@ async fn csrf_is_enforced_on_every_form() {
         .unwrap();
     assert_eq!(res.status(), 403);
     // Right Origin, no token / wrong token: refused.
-    let res = victim
-        .post_with("/account/password", &change, None, true)
-        .await;
+    let res = victim.post_with("/account/password", &change, None, true).await;
     assert_eq!(res.status(), 403);
-    let res = victim
-        .post_with("/account/password", &change, Some("forged"), true)
-        .await;
+    let res = victim.post_with("/account/password", &change, Some("forged"), true).await;
     assert_eq!(res.status(), 403);
     // Another session's token: refused.
     let mut attacker = sign_up(&app, "jay@example.com").await;
     attacker.page("/account/security").await;
-    let res = victim
-        .post_with("/account/password", &change, Some(&attacker.token()), true)
-        .await;
+    let res = victim.post_with("/account/password", &change, Some(&attacker.token()), true).await;
     assert_eq!(res.status(), 403);
     // A Referer from this site is accepted when Origin is missing.
     let res = victim
@@ -472,14 +301,7 @@ async fn csrf_is_enforced_on_every_form() {
     assert_eq!(res.status(), 303);
     // Sign-in forms are protected too (login CSRF).
     let fresh = app.browser();
-    let res = fresh
-        .post_with(
-            "/login",
-            &[("email", "ida@example.com"), ("password", PASSWORD)],
-            None,
-            true,
-        )
-        .await;
+    let res = fresh.post_with("/login", &[("email", "ida@example.com"), ("password", PASSWORD)], None, true).await;
     assert_eq!(res.status(), 403);
 }
 
@@ -493,29 +315,16 @@ async fn sessions_can_be_listed_and_revoked() {
     sign_in(&app, &mut tablet, "kim@example.com", PASSWORD).await;
 
     let (_, html) = laptop.page("/account/security").await;
-    assert_eq!(
-        html.matches("/revoke\"").count(),
-        2,
-        "two other sessions listed"
-    );
+    assert_eq!(html.matches("/revoke\"").count(), 2, "two other sessions listed");
     assert!(html.contains("(this session)"));
     assert!(html.contains("127.0.0.1"));
 
     // Revoke the phone.
     let mut db = app.db.admin_conn().await;
-    let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM sessions ORDER BY created_at")
-        .fetch_all(&mut db)
-        .await
-        .unwrap();
+    let ids: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM sessions ORDER BY created_at").fetch_all(&mut db).await.unwrap();
     assert_eq!(ids.len(), 3);
-    let res = laptop
-        .post_with(
-            &format!("/account/sessions/{}/revoke", ids[1]),
-            &[],
-            Some(&laptop.token()),
-            true,
-        )
-        .await;
+    let res = laptop.post_with(&format!("/account/sessions/{}/revoke", ids[1]), &[], Some(&laptop.token()), true).await;
     assert_eq!(res.status(), 303);
     assert!(!is_signed_in(&mut phone).await);
     assert!(is_signed_in(&mut tablet).await);
@@ -523,27 +332,13 @@ async fn sessions_can_be_listed_and_revoked() {
     // Someone else's session id: not found, nothing revoked.
     let mut other = sign_up(&app, "lee@example.com").await;
     other.page("/account/security").await;
-    let res = other
-        .post_with(
-            &format!("/account/sessions/{}/revoke", ids[2]),
-            &[],
-            Some(&other.token()),
-            true,
-        )
-        .await;
+    let res = other.post_with(&format!("/account/sessions/{}/revoke", ids[2]), &[], Some(&other.token()), true).await;
     assert_eq!(res.status(), 404);
     assert!(is_signed_in(&mut tablet).await);
 
     // Sign out everywhere else.
     laptop.page("/account/security").await;
-    let res = laptop
-        .post_with(
-            "/account/sessions/revoke-others",
-            &[],
-            Some(&laptop.token()),
-            true,
-        )
-        .await;
+    let res = laptop.post_with("/account/sessions/revoke-others", &[], Some(&laptop.token()), true).await;
     assert_eq!(res.status(), 303);
     assert!(!is_signed_in(&mut tablet).await);
     assert!(is_signed_in(&mut laptop).await);
@@ -561,10 +356,7 @@ async fn changing_the_password_ends_other_sessions_and_rotates_this_one() {
         .submit(
             "/account/security",
             "/account/password",
-            &[
-                ("current_password", "nope nope nope"),
-                ("new_password", "brand new passphrase words"),
-            ],
+            &[("current_password", "nope nope nope"), ("new_password", "brand new passphrase words")],
         )
         .await;
     assert_eq!(res.status(), 422);
@@ -572,36 +364,17 @@ async fn changing_the_password_ends_other_sessions_and_rotates_this_one() {
         .submit(
             "/account/security",
             "/account/password",
-            &[
-                ("current_password", PASSWORD),
-                ("new_password", "brand new passphrase words"),
-            ],
+            &[("current_password", PASSWORD), ("new_password", "brand new passphrase words")],
         )
         .await;
     assert_eq!(res.status(), 303);
-    assert!(
-        set_cookies(&res)
-            .iter()
-            .any(|c| c.starts_with("__Host-cf_session=")),
-        "rotated"
-    );
+    assert!(set_cookies(&res).iter().any(|c| c.starts_with("__Host-cf_session=")), "rotated");
     assert!(is_signed_in(&mut a).await);
     assert!(!is_signed_in(&mut other).await);
-    assert!(
-        app.mail_to("max@example.com")
-            .await
-            .iter()
-            .any(|m| m.contains("Your password was changed"))
-    );
+    assert!(app.mail_to("max@example.com").await.iter().any(|m| m.contains("Your password was changed")));
     let res = sign_in(&app, &mut other, "max@example.com", PASSWORD).await;
     assert_eq!(res.status(), 401);
-    let res = sign_in(
-        &app,
-        &mut other,
-        "max@example.com",
-        "brand new passphrase words",
-    )
-    .await;
+    let res = sign_in(&app, &mut other, "max@example.com", "brand new passphrase words").await;
     assert_eq!(res.status(), 303);
 }
 
@@ -612,13 +385,8 @@ async fn disabling_a_user_ends_all_sessions() {
     assert!(is_signed_in(&mut a).await);
     let mut tx = app.app_db.global().await.unwrap();
     let id: clientflow::platform::ids::UserId =
-        sqlx::query_scalar("SELECT id FROM users WHERE email = 'ned@example.com'")
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap();
-    clientflow::identity::repo::set_disabled(&mut tx, id, true, app.clock.now_utc())
-        .await
-        .unwrap();
+        sqlx::query_scalar("SELECT id FROM users WHERE email = 'ned@example.com'").fetch_one(&mut *tx).await.unwrap();
+    clientflow::identity::repo::set_disabled(&mut tx, id, true, app.clock.now_utc()).await.unwrap();
     tx.commit().await.unwrap();
     assert!(!is_signed_in(&mut a).await);
     let res = sign_in(&app, &mut a, "ned@example.com", PASSWORD).await;
@@ -667,21 +435,13 @@ async fn five_failures_lock_new_devices_out_but_not_known_ones() {
     let res = sign_in(&app, &mut attacker, "pia@example.com", PASSWORD).await;
     assert_eq!(res.status(), 429);
     assert!(res.headers().contains_key("retry-after"));
-    assert!(
-        res.text()
-            .await
-            .unwrap()
-            .contains("Too many failed attempts")
-    );
+    assert!(res.text().await.unwrap().contains("Too many failed attempts"));
     let mut stranger = app.browser();
     let res = sign_in(&app, &mut stranger, "pia@example.com", PASSWORD).await;
     assert_eq!(res.status(), 429);
     // The owner was told.
     assert!(
-        app.mail_to("pia@example.com")
-            .await
-            .iter()
-            .any(|m| m.contains("Sign-in attempts to your account were paused"))
+        app.mail_to("pia@example.com").await.iter().any(|m| m.contains("Sign-in attempts to your account were paused"))
     );
     // The owner's own device is not locked out.
     let res = sign_in(&app, &mut known, "pia@example.com", PASSWORD).await;
@@ -693,21 +453,9 @@ async fn five_failures_lock_new_devices_out_but_not_known_ones() {
 
     // Unknown accounts lock the same way (no enumeration through the lockout).
     for _ in 0..5 {
-        sign_in(
-            &app,
-            &mut attacker,
-            "ghost@example.com",
-            "guess guess guess",
-        )
-        .await;
+        sign_in(&app, &mut attacker, "ghost@example.com", "guess guess guess").await;
     }
-    let res = sign_in(
-        &app,
-        &mut attacker,
-        "ghost@example.com",
-        "guess guess guess",
-    )
-    .await;
+    let res = sign_in(&app, &mut attacker, "ghost@example.com", "guess guess guess").await;
     assert_eq!(res.status(), 429);
 }
 
@@ -730,26 +478,18 @@ async fn totp_enrollment_sign_in_replay_and_recovery_codes() {
     let app = TestApp::spawn().await;
     let mut a = sign_up(&app, "ray@example.com").await;
     let (secret, codes) = enable_totp(&app, &mut a).await;
-    assert!(
-        app.mail_to("ray@example.com")
-            .await
-            .iter()
-            .any(|m| m.contains("Two-factor authentication is on"))
-    );
+    assert!(app.mail_to("ray@example.com").await.iter().any(|m| m.contains("Two-factor authentication is on")));
 
     // The secret is stored sealed, never in the clear.
     let mut db = app.db.admin_conn().await;
-    let stored: Vec<u8> =
-        sqlx::query_scalar("SELECT totp_secret FROM users WHERE email = 'ray@example.com'")
-            .fetch_one(&mut db)
-            .await
-            .unwrap();
-    assert!(!stored.windows(secret.len()).any(|w| w == secret.as_slice()));
-    // Recovery codes are stored hashed.
-    let hashes: Vec<Vec<u8>> = sqlx::query_scalar("SELECT code_hash FROM recovery_codes")
-        .fetch_all(&mut db)
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT totp_secret FROM users WHERE email = 'ray@example.com'")
+        .fetch_one(&mut db)
         .await
         .unwrap();
+    assert!(!stored.windows(secret.len()).any(|w| w == secret.as_slice()));
+    // Recovery codes are stored hashed.
+    let hashes: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT code_hash FROM recovery_codes").fetch_all(&mut db).await.unwrap();
     assert_eq!(hashes.len(), 10);
     assert!(hashes.iter().all(|h| h.len() == 32));
 
@@ -757,82 +497,44 @@ async fn totp_enrollment_sign_in_replay_and_recovery_codes() {
     let mut b = app.browser();
     let res = sign_in(&app, &mut b, "ray@example.com", PASSWORD).await;
     assert_eq!(location(&res), "/login/two-factor");
-    let pending_cookie = set_cookies(&res)
-        .into_iter()
-        .find(|c| c.starts_with("__Host-cf_session="))
-        .unwrap();
+    let pending_cookie = set_cookies(&res).into_iter().find(|c| c.starts_with("__Host-cf_session=")).unwrap();
     let res = b.get("/app").await;
-    assert_eq!(
-        location(&res),
-        "/login/two-factor",
-        "pending session reaches nothing else"
-    );
+    assert_eq!(location(&res), "/login/two-factor", "pending session reaches nothing else");
     let res = b.get("/account/security").await;
     assert_eq!(res.status(), 303);
 
     next_step(&app);
     let code = current_code(&app, &secret);
-    let res = b
-        .submit("/login/two-factor", "/login/two-factor", &[("code", &code)])
-        .await;
+    let res = b.submit("/login/two-factor", "/login/two-factor", &[("code", &code)]).await;
     assert_eq!(res.status(), 303);
     assert_eq!(location(&res), "/app");
-    let complete_cookie = set_cookies(&res)
-        .into_iter()
-        .find(|c| c.starts_with("__Host-cf_session="))
-        .unwrap();
-    assert_ne!(
-        pending_cookie, complete_cookie,
-        "rotated on second-factor completion"
-    );
+    let complete_cookie = set_cookies(&res).into_iter().find(|c| c.starts_with("__Host-cf_session=")).unwrap();
+    assert_ne!(pending_cookie, complete_cookie, "rotated on second-factor completion");
     assert!(is_signed_in(&mut b).await);
 
     // The same code can't be used again (replay), not even within its window.
     let mut c = app.browser();
     sign_in(&app, &mut c, "ray@example.com", PASSWORD).await;
-    let res = c
-        .submit("/login/two-factor", "/login/two-factor", &[("code", &code)])
-        .await;
+    let res = c.submit("/login/two-factor", "/login/two-factor", &[("code", &code)]).await;
     assert_eq!(res.status(), 401);
     // Nor the previous step's code (older than the last accepted).
     let step = totp::step_at(app.clock.now_utc().unix_timestamp() as u64);
-    let res = c
-        .submit(
-            "/login/two-factor",
-            "/login/two-factor",
-            &[("code", &totp::code_for_step(&secret, step - 1))],
-        )
-        .await;
+    let res =
+        c.submit("/login/two-factor", "/login/two-factor", &[("code", &totp::code_for_step(&secret, step - 1))]).await;
     assert_eq!(res.status(), 401);
     // Two steps away is out of tolerance.
-    let res = c
-        .submit(
-            "/login/two-factor",
-            "/login/two-factor",
-            &[("code", &totp::code_for_step(&secret, step + 2))],
-        )
-        .await;
+    let res =
+        c.submit("/login/two-factor", "/login/two-factor", &[("code", &totp::code_for_step(&secret, step + 2))]).await;
     assert_eq!(res.status(), 401);
     // The next step's code (clock skew +1) is fine.
-    let res = c
-        .submit(
-            "/login/two-factor",
-            "/login/two-factor",
-            &[("code", &totp::code_for_step(&secret, step + 1))],
-        )
-        .await;
+    let res =
+        c.submit("/login/two-factor", "/login/two-factor", &[("code", &totp::code_for_step(&secret, step + 1))]).await;
     assert_eq!(res.status(), 303);
 
     // A recovery code works once, and its use is announced.
     let mut d = app.browser();
     sign_in(&app, &mut d, "ray@example.com", PASSWORD).await;
-    let res = d
-        .submit(
-            "/login/two-factor",
-            "/login/two-factor",
-            &[("code", &codes[3].to_uppercase())],
-        )
-        .await;
+    let res = d.submit("/login/two-factor", "/login/two-factor", &[("code", &codes[3].to_uppercase())]).await;
     assert_eq!(res.status(), 303);
     assert!(
         app.mail_to("ray@example.com")
@@ -842,13 +544,7 @@ async fn totp_enrollment_sign_in_replay_and_recovery_codes() {
     );
     let mut e = app.browser();
     sign_in(&app, &mut e, "ray@example.com", PASSWORD).await;
-    let res = e
-        .submit(
-            "/login/two-factor",
-            "/login/two-factor",
-            &[("code", &codes[3])],
-        )
-        .await;
+    let res = e.submit("/login/two-factor", "/login/two-factor", &[("code", &codes[3])]).await;
     assert_eq!(res.status(), 401);
 }
 
@@ -860,51 +556,22 @@ async fn second_factor_attempts_are_throttled() {
     let mut b = app.browser();
     sign_in(&app, &mut b, "sam@example.com", PASSWORD).await;
     for _ in 0..4 {
-        let res = b
-            .submit(
-                "/login/two-factor",
-                "/login/two-factor",
-                &[("code", "123456")],
-            )
-            .await;
+        let res = b.submit("/login/two-factor", "/login/two-factor", &[("code", "123456")]).await;
         assert_eq!(res.status(), 401);
     }
     // The fifth failure locks the second factor and ends the half-finished sign-in.
-    let res = b
-        .submit(
-            "/login/two-factor",
-            "/login/two-factor",
-            &[("code", "123456")],
-        )
-        .await;
+    let res = b.submit("/login/two-factor", "/login/two-factor", &[("code", "123456")]).await;
     assert_eq!(res.status(), 401);
-    assert!(
-        app.mail_to("sam@example.com")
-            .await
-            .iter()
-            .any(|m| m.contains("Two-factor attempts"))
-    );
+    assert!(app.mail_to("sam@example.com").await.iter().any(|m| m.contains("Two-factor attempts")));
     let mut c = app.browser();
     sign_in(&app, &mut c, "sam@example.com", PASSWORD).await;
     next_step(&app);
-    let res = c
-        .submit(
-            "/login/two-factor",
-            "/login/two-factor",
-            &[("code", &current_code(&app, &secret))],
-        )
-        .await;
+    let res = c.submit("/login/two-factor", "/login/two-factor", &[("code", &current_code(&app, &secret))]).await;
     assert_eq!(res.status(), 429, "locked even with the right code");
     app.clock.advance(time::Duration::minutes(16));
     let mut d = app.browser();
     sign_in(&app, &mut d, "sam@example.com", PASSWORD).await;
-    let res = d
-        .submit(
-            "/login/two-factor",
-            "/login/two-factor",
-            &[("code", &current_code(&app, &secret))],
-        )
-        .await;
+    let res = d.submit("/login/two-factor", "/login/two-factor", &[("code", &current_code(&app, &secret))]).await;
     assert_eq!(res.status(), 303);
 }
 
@@ -918,47 +585,25 @@ async fn turning_two_factor_off_or_regenerating_codes_needs_the_password() {
     sign_in(&app, &mut other, "tia@example.com", PASSWORD).await;
 
     let res = a
-        .submit(
-            "/account/security",
-            "/account/two-factor/recovery-codes",
-            &[("current_password", "wrong wrong wrong")],
-        )
+        .submit("/account/security", "/account/two-factor/recovery-codes", &[("current_password", "wrong wrong wrong")])
         .await;
     assert_eq!(res.status(), 422);
-    let res = a
-        .submit(
-            "/account/security",
-            "/account/two-factor/recovery-codes",
-            &[("current_password", PASSWORD)],
-        )
-        .await;
+    let res =
+        a.submit("/account/security", "/account/two-factor/recovery-codes", &[("current_password", PASSWORD)]).await;
     assert_eq!(res.status(), 200);
     let html = res.text().await.unwrap();
     assert!(!html.contains(&old_codes[0]));
     assert_eq!(html.matches("<li><code>").count(), 10);
 
     let res = a
-        .submit(
-            "/account/security",
-            "/account/two-factor/disable",
-            &[("current_password", "wrong wrong wrong")],
-        )
+        .submit("/account/security", "/account/two-factor/disable", &[("current_password", "wrong wrong wrong")])
         .await;
     assert_eq!(res.status(), 422);
-    let res = a
-        .submit(
-            "/account/security",
-            "/account/two-factor/disable",
-            &[("current_password", PASSWORD)],
-        )
-        .await;
+    let res = a.submit("/account/security", "/account/two-factor/disable", &[("current_password", PASSWORD)]).await;
     assert_eq!(res.status(), 303);
     assert!(is_signed_in(&mut a).await);
     let mut db = app.db.admin_conn().await;
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM recovery_codes")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM recovery_codes").fetch_one(&mut db).await.unwrap();
     assert_eq!(left, 0);
     // Password alone signs in again.
     let mut c = app.browser();
@@ -971,27 +616,13 @@ async fn password_reset_links_work_once_and_expire() {
     let app = TestApp::spawn().await;
     let mut a = sign_up(&app, "uma@example.com").await;
     let mut b = app.browser();
-    b.submit(
-        "/forgot-password",
-        "/forgot-password",
-        &[("email", "uma@example.com")],
-    )
-    .await;
-    let link = app
-        .link_in_mail("uma@example.com", "/reset-password?token=")
-        .await;
+    b.submit("/forgot-password", "/forgot-password", &[("email", "uma@example.com")]).await;
+    let link = app.link_in_mail("uma@example.com", "/reset-password?token=").await;
     let token = link.split("token=").nth(1).unwrap().to_string();
     let (status, _) = b.page(&link).await;
     assert_eq!(status, 200);
     // Policy applies.
-    let res = b
-        .post_with(
-            "/reset-password",
-            &[("token", &token), ("password", "short")],
-            Some(&b.token()),
-            true,
-        )
-        .await;
+    let res = b.post_with("/reset-password", &[("token", &token), ("password", "short")], Some(&b.token()), true).await;
     assert_eq!(res.status(), 422);
     let res = b
         .post_with(
@@ -1008,15 +639,8 @@ async fn password_reset_links_work_once_and_expire() {
     let (status, _) = b.page(&link).await;
     assert_eq!(status, 400);
     // A second link expires after an hour.
-    b.submit(
-        "/forgot-password",
-        "/forgot-password",
-        &[("email", "uma@example.com")],
-    )
-    .await;
-    let link2 = app
-        .link_in_mail("uma@example.com", "/reset-password?token=")
-        .await;
+    b.submit("/forgot-password", "/forgot-password", &[("email", "uma@example.com")]).await;
+    let link2 = app.link_in_mail("uma@example.com", "/reset-password?token=").await;
     assert_ne!(link, link2);
     app.clock.advance(time::Duration::minutes(61));
     let (status, _) = b.page(&link2).await;
@@ -1033,10 +657,7 @@ async fn changing_the_email_is_verified_and_announced() {
         .submit(
             "/account/security",
             "/account/email",
-            &[
-                ("new_email", "val@new.example"),
-                ("current_password", "wrong wrong"),
-            ],
+            &[("new_email", "val@new.example"), ("current_password", "wrong wrong")],
         )
         .await;
     assert_eq!(res.status(), 422);
@@ -1044,48 +665,21 @@ async fn changing_the_email_is_verified_and_announced() {
         .submit(
             "/account/security",
             "/account/email",
-            &[
-                ("new_email", "val@new.example"),
-                ("current_password", PASSWORD),
-            ],
+            &[("new_email", "val@new.example"), ("current_password", PASSWORD)],
         )
         .await;
     assert_eq!(res.status(), 303);
-    assert!(
-        app.mail_to("val@example.com")
-            .await
-            .iter()
-            .any(|m| m.contains("is being changed"))
-    );
-    let link = app
-        .link_in_mail("val@new.example", "/account/email/confirm?token=")
-        .await;
+    assert!(app.mail_to("val@example.com").await.iter().any(|m| m.contains("is being changed")));
+    let link = app.link_in_mail("val@new.example", "/account/email/confirm?token=").await;
     let token = link.split("token=").nth(1).unwrap().to_string();
-    let res = a
-        .submit(&link, "/account/email/confirm", &[("token", &token)])
-        .await;
+    let res = a.submit(&link, "/account/email/confirm", &[("token", &token)]).await;
     assert_eq!(res.status(), 303);
     assert!(!is_signed_in(&mut other).await, "other sessions end");
     assert!(is_signed_in(&mut a).await);
-    assert!(
-        app.mail_to("val@example.com")
-            .await
-            .iter()
-            .any(|m| m.contains("is now val@new.example"))
-    );
+    assert!(app.mail_to("val@example.com").await.iter().any(|m| m.contains("is now val@new.example")));
     let mut c = app.browser();
-    assert_eq!(
-        sign_in(&app, &mut c, "val@example.com", PASSWORD)
-            .await
-            .status(),
-        401
-    );
-    assert_eq!(
-        sign_in(&app, &mut c, "val@new.example", PASSWORD)
-            .await
-            .status(),
-        303
-    );
+    assert_eq!(sign_in(&app, &mut c, "val@example.com", PASSWORD).await.status(), 401);
+    assert_eq!(sign_in(&app, &mut c, "val@new.example", PASSWORD).await.status(), 303);
 }
 
 #[tokio::test]
@@ -1102,24 +696,12 @@ async fn security_events_record_what_happened() {
     .fetch_all(&mut db)
     .await
     .unwrap();
-    for k in [
-        "sign_up",
-        "email_verified",
-        "sign_in",
-        "sign_in_failed",
-        "two_factor_enabled",
-    ] {
+    for k in ["sign_up", "email_verified", "sign_in", "sign_in_failed", "two_factor_enabled"] {
         assert!(kinds.iter().any(|x| x == k), "{k} missing from {kinds:?}");
     }
-    let details: Vec<String> = sqlx::query_scalar("SELECT detail::text FROM security_events")
-        .fetch_all(&mut db)
-        .await
-        .unwrap();
-    assert!(
-        details
-            .iter()
-            .all(|d| !d.contains(PASSWORD) && !d.contains("wrong wrong"))
-    );
+    let details: Vec<String> =
+        sqlx::query_scalar("SELECT detail::text FROM security_events").fetch_all(&mut db).await.unwrap();
+    assert!(details.iter().all(|d| !d.contains(PASSWORD) && !d.contains("wrong wrong")));
     let (_, html) = a.page("/account/security").await;
     assert!(html.contains("two factor enabled"));
 }

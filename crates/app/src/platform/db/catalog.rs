@@ -4,9 +4,7 @@
 use sqlx::PgConnection;
 
 /// Problems found with the tenant invariants; empty when all hold.
-pub async fn tenant_invariant_problems(
-    conn: &mut PgConnection,
-) -> Result<Vec<String>, sqlx::Error> {
+pub async fn tenant_invariant_problems(conn: &mut PgConnection) -> Result<Vec<String>, sqlx::Error> {
     let mut problems = Vec::new();
     let tables: Vec<(String, bool, bool)> = sqlx::query_as(
         "SELECT c.relname::text, c.relrowsecurity, c.relforcerowsecurity FROM pg_class c \
@@ -35,9 +33,7 @@ pub async fn tenant_invariant_problems(
         .fetch_one(&mut *conn)
         .await?;
         if policies == 0 {
-            problems.push(format!(
-                "table {table}: no tenant policy on app.org_id with WITH CHECK"
-            ));
+            problems.push(format!("table {table}: no tenant policy on app.org_id with WITH CHECK"));
         }
     }
     Ok(problems)

@@ -30,9 +30,7 @@ pub enum ClusterError {
          user (Debian's postgresql package does), run ClientFlow as a normal user, or set DATABASE_URL"
     )]
     NoUnprivilegedUser,
-    #[error(
-        "`runuser` is needed to start PostgreSQL as the postgres user when running as root (package util-linux)"
-    )]
+    #[error("`runuser` is needed to start PostgreSQL as the postgres user when running as root (package util-linux)")]
     NoRunuser,
     #[error("{step} failed: {detail}")]
     Command { step: String, detail: String },
@@ -56,54 +54,32 @@ impl PrivateCluster {
     /// Describes (but doesn't start) the cluster under `data_dir/postgres`.
     ///
     /// `durable = false` turns off fsync: only for throwaway test clusters.
-    pub fn new(
-        data_dir: &Path,
-        bin_dir: Option<&Path>,
-        durable: bool,
-    ) -> Result<Self, ClusterError> {
+    pub fn new(data_dir: &Path, bin_dir: Option<&Path>, durable: bool) -> Result<Self, ClusterError> {
         let bin_dir = match bin_dir {
             Some(dir) => dir.to_path_buf(),
             None => find_bin_dir()?,
         };
         if !bin_dir.join("initdb").exists() || !bin_dir.join("pg_ctl").exists() {
-            return Err(ClusterError::NoBinaries {
-                searched: bin_dir.display().to_string(),
-            });
+            return Err(ClusterError::NoBinaries { searched: bin_dir.display().to_string() });
         }
-        fs::create_dir_all(data_dir)
-            .map_err(|e| io_err("create the data directory", data_dir, e))?;
-        let data_dir = fs::canonicalize(data_dir)
-            .map_err(|e| io_err("resolve the data directory", data_dir, e))?;
+        fs::create_dir_all(data_dir).map_err(|e| io_err("create the data directory", data_dir, e))?;
+        let data_dir = fs::canonicalize(data_dir).map_err(|e| io_err("resolve the data directory", data_dir, e))?;
         let root = data_dir.join("postgres");
         let pgdata = root.join("data");
         let mut socket_dir = root.join("run");
         // Unix socket paths are limited to ~107 bytes; fall back to a short private directory.
-        if socket_dir
-            .join(format!(".s.PGSQL.{PORT}"))
-            .as_os_str()
-            .len()
-            > 100
-        {
+        if socket_dir.join(format!(".s.PGSQL.{PORT}")).as_os_str().len() > 100 {
             let digest = crate::platform::crypto::sha256_hex(root.as_os_str().as_encoded_bytes());
             socket_dir = PathBuf::from(format!("/tmp/clientflow-pg-{}", &digest[..16]));
         }
         let run_as = if nix::unistd::geteuid().is_root() {
-            let user = nix::unistd::User::from_name("postgres")
-                .ok()
-                .flatten()
-                .ok_or(ClusterError::NoUnprivilegedUser)?;
+            let user =
+                nix::unistd::User::from_name("postgres").ok().flatten().ok_or(ClusterError::NoUnprivilegedUser)?;
             Some((user.uid.as_raw(), user.gid.as_raw(), user.name))
         } else {
             None
         };
-        Ok(Self {
-            root,
-            pgdata,
-            socket_dir,
-            bin_dir,
-            run_as,
-            durable,
-        })
+        Ok(Self { root, pgdata, socket_dir, bin_dir, run_as, durable })
     }
 
     pub fn socket_dir(&self) -> &Path {
@@ -116,21 +92,13 @@ impl PrivateCluster {
 
     /// Connection options for the cluster's superuser over the socket.
     pub fn admin_options(&self) -> PgConnectOptions {
-        PgConnectOptions::new()
-            .socket(&self.socket_dir)
-            .port(PORT)
-            .username(SUPERUSER)
-            .database("postgres")
+        PgConnectOptions::new().socket(&self.socket_dir).port(PORT).username(SUPERUSER).database("postgres")
     }
 
     /// Options for `role` on `database` over the socket (no password: the socket directory's
     /// permissions are the access control).
     pub fn options_for(&self, role: &str, database: &str) -> PgConnectOptions {
-        PgConnectOptions::new()
-            .socket(&self.socket_dir)
-            .port(PORT)
-            .username(role)
-            .database(database)
+        PgConnectOptions::new().socket(&self.socket_dir).port(PORT).username(role).database(database)
     }
 
     /// Initializes the cluster if needed and starts it if it isn't running. Returns whether
@@ -141,9 +109,7 @@ impl PrivateCluster {
         if self.run_as.is_some() {
             // The postgres user must be able to reach its directory through ours.
             if let Some(parent) = self.root.parent() {
-                let mode = fs::metadata(parent)
-                    .map(|m| m.permissions().mode())
-                    .unwrap_or(0o700);
+                let mode = fs::metadata(parent).map(|m| m.permissions().mode()).unwrap_or(0o700);
                 if mode & 0o001 == 0 {
                     set_mode(parent, (mode | 0o711) & 0o7777)?;
                 }
@@ -191,11 +157,7 @@ impl PrivateCluster {
         .map_err(|e| match e {
             ClusterError::Command { step, detail } => ClusterError::Command {
                 step,
-                detail: format!(
-                    "{detail}\nlast lines of {}:\n{}",
-                    log.display(),
-                    tail(&log, 15)
-                ),
+                detail: format!("{detail}\nlast lines of {}:\n{}", log.display(), tail(&log, 15)),
             },
             other => other,
         })?;
@@ -204,14 +166,7 @@ impl PrivateCluster {
 
     pub fn is_running(&self) -> bool {
         let pg_ctl = self.bin_dir.join("pg_ctl");
-        self.run(
-            "pg_ctl status",
-            Command::new(pg_ctl)
-                .arg("status")
-                .arg("-D")
-                .arg(&self.pgdata),
-        )
-        .is_ok()
+        self.run("pg_ctl status", Command::new(pg_ctl).arg("status").arg("-D").arg(&self.pgdata)).is_ok()
     }
 
     /// Stops the cluster (fast shutdown: open transactions roll back).
@@ -219,11 +174,7 @@ impl PrivateCluster {
         let pg_ctl = self.bin_dir.join("pg_ctl");
         self.run(
             "stopping PostgreSQL",
-            Command::new(pg_ctl)
-                .arg("stop")
-                .args(["-m", "fast", "-w"])
-                .arg("-D")
-                .arg(&self.pgdata),
+            Command::new(pg_ctl).arg("stop").args(["-m", "fast", "-w"]).arg("-D").arg(&self.pgdata),
         )
     }
 
@@ -239,18 +190,13 @@ impl PrivateCluster {
                 .arg("-D")
                 .arg(&self.pgdata)
                 .args(["-U", SUPERUSER, "-E", "UTF8", "--locale=C.UTF-8"])
-                .args([
-                    "--auth-local=trust",
-                    "--auth-host=reject",
-                    "--data-checksums",
-                ]),
+                .args(["--auth-local=trust", "--auth-host=reject", "--data-checksums"]),
         )
     }
 
     fn chown(&self, path: &Path) -> Result<(), ClusterError> {
         if let Some((uid, gid, _)) = &self.run_as {
-            std::os::unix::fs::chown(path, Some(*uid), Some(*gid))
-                .map_err(|e| io_err("chown", path, e))?;
+            std::os::unix::fs::chown(path, Some(*uid), Some(*gid)).map_err(|e| io_err("chown", path, e))?;
         }
         Ok(())
     }
@@ -264,19 +210,14 @@ impl PrivateCluster {
                     .find(|p| Path::new(p).exists())
                     .ok_or(ClusterError::NoRunuser)?;
                 let mut wrapped = Command::new(runuser);
-                wrapped
-                    .args(["-u", user, "--"])
-                    .arg(command.get_program())
-                    .args(command.get_args());
+                wrapped.args(["-u", user, "--"]).arg(command.get_program()).args(command.get_args());
                 wrapped
             }
         };
         // Not inside our data directory's cwd: postgres as another user may not be able to read it.
         command.current_dir("/");
-        let output = command.output().map_err(|e| ClusterError::Command {
-            step: step.into(),
-            detail: e.to_string(),
-        })?;
+        let output =
+            command.output().map_err(|e| ClusterError::Command { step: step.into(), detail: e.to_string() })?;
         if output.status.success() {
             Ok(())
         } else {
@@ -329,14 +270,11 @@ fn find_bin_dir() -> Result<PathBuf, ClusterError> {
         }
         searched.push(dir.display().to_string());
     }
-    Err(ClusterError::NoBinaries {
-        searched: searched.join(", "),
-    })
+    Err(ClusterError::NoBinaries { searched: searched.join(", ") })
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), ClusterError> {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(|e| io_err("chmod", path, e))
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| io_err("chmod", path, e))
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> ClusterError {

@@ -29,6 +29,9 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations"
 pub const APP_ROLE: &str = "clientflow_app";
 /// The role that owns the schema and runs migrations.
 pub const OWNER_ROLE: &str = "clientflow_owner";
+/// A read-only role that bypasses row-level security, for operator commands that work across
+/// organizations (audit verification). Never what the server runs as.
+pub const AUDITOR_ROLE: &str = "clientflow_auditor";
 
 /// A handle to the application database, connected as the app role.
 #[derive(Clone)]
@@ -53,35 +56,25 @@ impl Db {
 
     /// A transaction for global tables (no tenant context).
     pub async fn global(&self) -> Result<GlobalTx, sqlx::Error> {
-        Ok(GlobalTx {
-            tx: self.pool.begin().await?,
-        })
+        Ok(GlobalTx { tx: self.pool.begin().await? })
     }
 
     /// Cheap liveness query.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
     }
 
     /// (connections open, of which idle, configured maximum)
     pub fn pool_usage(&self) -> (u32, u32, u32) {
-        (
-            self.pool.size(),
-            self.pool.num_idle() as u32,
-            self.pool.options().get_max_connections(),
-        )
+        (self.pool.size(), self.pool.num_idle() as u32, self.pool.options().get_max_connections())
     }
 
     /// Versions of applied migrations compared with those compiled in.
     pub async fn migration_status(&self) -> Result<MigrationStatus, sqlx::Error> {
-        let applied: Vec<(i64, bool, Vec<u8>)> = sqlx::query_as(
-            "SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let applied: Vec<(i64, bool, Vec<u8>)> =
+            sqlx::query_as("SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(&self.pool)
+                .await?;
         Ok(MigrationStatus::compare(&applied))
     }
 
@@ -112,14 +105,10 @@ impl MigrationStatus {
             }
             match MIGRATOR.iter().find(|m| m.version == *version) {
                 None => {
-                    return Self::Diverged(format!(
-                        "migration {version} is unknown to this binary"
-                    ));
+                    return Self::Diverged(format!("migration {version} is unknown to this binary"));
                 }
                 Some(m) if m.checksum.as_ref() != checksum.as_slice() => {
-                    return Self::Diverged(format!(
-                        "migration {version} was changed after it was applied"
-                    ));
+                    return Self::Diverged(format!("migration {version} was changed after it was applied"));
                 }
                 Some(_) => {}
             }
@@ -130,11 +119,7 @@ impl MigrationStatus {
             .map(|m| m.version)
             .filter(|v| !applied.iter().any(|(a, _, _)| a == v))
             .collect();
-        if pending.is_empty() {
-            Self::Current
-        } else {
-            Self::Pending(pending)
-        }
+        if pending.is_empty() { Self::Current } else { Self::Pending(pending) }
     }
 }
 
@@ -151,10 +136,7 @@ impl RoleFacts {
     /// Why this role must not serve requests, if it must not.
     pub fn unsafe_for_runtime(&self) -> Option<String> {
         if self.superuser {
-            return Some(format!(
-                "role {} is a superuser (row-level security would not apply)",
-                self.name
-            ));
+            return Some(format!("role {} is a superuser (row-level security would not apply)", self.name));
         }
         if self.bypass_rls {
             return Some(format!("role {} has BYPASSRLS", self.name));
@@ -182,13 +164,7 @@ pub(crate) async fn role_facts(conn: &mut PgConnection) -> Result<RoleFacts, sql
     )
     .fetch_one(&mut *conn)
     .await?;
-    Ok(RoleFacts {
-        name,
-        superuser,
-        bypass_rls,
-        create_role,
-        owned_relations,
-    })
+    Ok(RoleFacts { name, superuser, bypass_rls, create_role, owned_relations })
 }
 
 /// A transaction on global tables. Row-level security hides every tenant row from it.

@@ -27,7 +27,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 
 use super::cluster::{ClusterError, PrivateCluster};
-use super::{APP_ROLE, MIGRATOR, MigrationStatus, OWNER_ROLE};
+use super::{APP_ROLE, AUDITOR_ROLE, MIGRATOR, MigrationStatus, OWNER_ROLE};
 use crate::platform::config::Config;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,11 +35,7 @@ pub enum SetupError {
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     #[error("cannot connect to PostgreSQL ({target}): {cause}. {hint}")]
-    Connect {
-        target: String,
-        cause: String,
-        hint: String,
-    },
+    Connect { target: String, cause: String, hint: String },
     #[error("database setup: {0}")]
     Sql(String),
     #[error("migrations: {0}")]
@@ -65,6 +61,8 @@ pub struct Resolved {
     pub app: PgConnectOptions,
     /// The owner role, when known: what migrations run as.
     pub owner: Option<PgConnectOptions>,
+    /// The auditor role, when known: operator commands that read across organizations.
+    pub auditor: Option<PgConnectOptions>,
     /// The private cluster, when that is what we use, and whether we started it.
     pub cluster: Option<(PrivateCluster, bool)>,
     pub mode: Mode,
@@ -80,12 +78,8 @@ pub enum Mode {
 impl Mode {
     pub fn describe(self) -> &'static str {
         match self {
-            Mode::PrivateCluster => {
-                "private PostgreSQL cluster under the data directory (Unix socket only)"
-            }
-            Mode::Provisioned => {
-                "DATABASE_URL (superuser): ClientFlow provisioned its owner and app roles"
-            }
+            Mode::PrivateCluster => "private PostgreSQL cluster under the data directory (Unix socket only)",
+            Mode::Provisioned => "DATABASE_URL (superuser): ClientFlow provisioned its owner and app roles",
             Mode::AppRole => "DATABASE_URL (app role)",
         }
     }
@@ -97,11 +91,7 @@ pub async fn resolve(config: &Config) -> Result<Resolved, SetupError> {
     let secrets_dir = config.data_dir.join("secrets");
     match &config.database.url {
         None => {
-            let cluster = PrivateCluster::new(
-                &config.data_dir,
-                config.database.postgres_bin_dir.as_deref(),
-                true,
-            )?;
+            let cluster = PrivateCluster::new(&config.data_dir, config.database.postgres_bin_dir.as_deref(), true)?;
             let cluster_for_task = cluster.clone();
             let started = tokio::task::spawn_blocking(move || cluster_for_task.ensure_running())
                 .await
@@ -111,6 +101,7 @@ pub async fn resolve(config: &Config) -> Result<Resolved, SetupError> {
             Ok(Resolved {
                 app: provisioned.app,
                 owner: Some(provisioned.owner),
+                auditor: Some(provisioned.auditor),
                 cluster: Some((cluster, started)),
                 mode: Mode::PrivateCluster,
             })
@@ -125,6 +116,7 @@ pub async fn resolve(config: &Config) -> Result<Resolved, SetupError> {
                 return Ok(Resolved {
                     app: provisioned.app,
                     owner: Some(provisioned.owner),
+                    auditor: Some(provisioned.auditor),
                     cluster: None,
                     mode: Mode::Provisioned,
                 });
@@ -133,12 +125,11 @@ pub async fn resolve(config: &Config) -> Result<Resolved, SetupError> {
                 Some(admin) => Some(parse_url(admin.expose(), "database.admin_url")?),
                 None => None,
             };
-            Ok(Resolved {
-                app: options,
-                owner,
-                cluster: None,
-                mode: Mode::AppRole,
-            })
+            let auditor = match &config.database.auditor_url {
+                Some(url) => Some(parse_url(url.expose(), "database.auditor_url")?),
+                None => None,
+            };
+            Ok(Resolved { app: options, owner, auditor, cluster: None, mode: Mode::AppRole })
         }
     }
 }
@@ -152,12 +143,11 @@ pub async fn migrate(resolved: &Resolved) -> Result<MigrationStatus, SetupError>
         }
         None => {
             let mut conn = connect(&resolved.app, "DATABASE_URL").await?;
-            let applied: Vec<(i64, bool, Vec<u8>)> = sqlx::query_as(
-                "SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version",
-            )
-            .fetch_all(&mut conn)
-            .await
-            .unwrap_or_default();
+            let applied: Vec<(i64, bool, Vec<u8>)> =
+                sqlx::query_as("SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version")
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap_or_default();
             let status = MigrationStatus::compare(&applied);
             match &status {
                 MigrationStatus::Current => Ok(status),
@@ -176,10 +166,7 @@ pub async fn migrate(resolved: &Resolved) -> Result<MigrationStatus, SetupError>
 /// starts are safe).
 pub async fn run_migrations(owner: &PgConnectOptions) -> Result<(), SetupError> {
     let mut conn = connect(owner, "owner role").await?;
-    MIGRATOR
-        .run(&mut conn)
-        .await
-        .map_err(|e| SetupError::Migrate(e.to_string()))?;
+    MIGRATOR.run(&mut conn).await.map_err(|e| SetupError::Migrate(e.to_string()))?;
     conn.close().await.ok();
     Ok(())
 }
@@ -198,6 +185,7 @@ pub async fn guard_runtime_role(app: &PgConnectOptions) -> Result<(), SetupError
 pub struct Provisioned {
     pub owner: PgConnectOptions,
     pub app: PgConnectOptions,
+    pub auditor: PgConnectOptions,
     pub database: String,
 }
 
@@ -217,25 +205,20 @@ pub async fn provision(
     let passwords = RolePasswords::load_or_create(secrets_dir)?;
     let mut conn = connect(admin, "admin").await?;
     ensure_roles(&mut conn, &passwords).await?;
-    let exists: Option<(String,)> =
-        sqlx::query_as("SELECT datname::text FROM pg_database WHERE datname = $1")
-            .bind(&database)
-            .fetch_optional(&mut conn)
-            .await?;
+    let exists: Option<(String,)> = sqlx::query_as("SELECT datname::text FROM pg_database WHERE datname = $1")
+        .bind(&database)
+        .fetch_optional(&mut conn)
+        .await?;
     if exists.is_none() {
-        let created = sqlx::query(&format!(
-            "CREATE DATABASE {} OWNER {OWNER_ROLE}",
-            quote_ident(&database)
-        ))
-        .execute(&mut conn)
-        .await;
+        let created = sqlx::query(&format!("CREATE DATABASE {} OWNER {OWNER_ROLE}", quote_ident(&database)))
+            .execute(&mut conn)
+            .await;
         if let Err(e) = created {
             // Another process may have created it in the meantime.
-            let exists: Option<(String,)> =
-                sqlx::query_as("SELECT datname::text FROM pg_database WHERE datname = $1")
-                    .bind(&database)
-                    .fetch_optional(&mut conn)
-                    .await?;
+            let exists: Option<(String,)> = sqlx::query_as("SELECT datname::text FROM pg_database WHERE datname = $1")
+                .bind(&database)
+                .fetch_optional(&mut conn)
+                .await?;
             if exists.is_none() {
                 return Err(e.into());
             }
@@ -246,6 +229,7 @@ pub async fn provision(
     Ok(Provisioned {
         owner: role_options(admin, OWNER_ROLE, &passwords.owner, &database),
         app: role_options(admin, APP_ROLE, &passwords.app, &database),
+        auditor: role_options(admin, AUDITOR_ROLE, &passwords.auditor, &database),
         database,
     })
 }
@@ -257,6 +241,7 @@ pub async fn prepare_database(admin: &PgConnectOptions, database: &str) -> Resul
     for stmt in [
         format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC"),
         format!("GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {OWNER_ROLE}, {APP_ROLE}"),
+        format!("GRANT CONNECT ON DATABASE {db} TO {AUDITOR_ROLE}"),
         format!("GRANT ALL ON SCHEMA public TO {OWNER_ROLE}"),
         "REVOKE CREATE ON SCHEMA public FROM PUBLIC".to_string(),
     ] {
@@ -268,48 +253,37 @@ pub async fn prepare_database(admin: &PgConnectOptions, database: &str) -> Resul
 
 /// Creates the two roles if missing and (re)sets their passwords, under an advisory lock so
 /// concurrent starts don't race.
-pub async fn ensure_roles(
-    conn: &mut PgConnection,
-    passwords: &RolePasswords,
-) -> Result<(), SetupError> {
-    sqlx::query("SELECT pg_advisory_lock(hashtext('clientflow:provision'))")
-        .execute(&mut *conn)
-        .await?;
+pub async fn ensure_roles(conn: &mut PgConnection, passwords: &RolePasswords) -> Result<(), SetupError> {
+    sqlx::query("SELECT pg_advisory_lock(hashtext('clientflow:provision'))").execute(&mut *conn).await?;
     let result = async {
-        for (role, password) in [(OWNER_ROLE, &passwords.owner), (APP_ROLE, &passwords.app)] {
+        for (role, password) in
+            [(OWNER_ROLE, &passwords.owner), (APP_ROLE, &passwords.app), (AUDITOR_ROLE, &passwords.auditor)]
+        {
             let verifier = scram_verifier(password);
-            let attrs = "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION";
-            let exists: Option<(i32,)> =
-                sqlx::query_as("SELECT 1 FROM pg_roles WHERE rolname = $1")
-                    .bind(role)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            let verb = if exists.is_some() { "ALTER" } else { "CREATE" };
-            sqlx::query(&format!("{verb} ROLE {role} {attrs} PASSWORD '{verifier}'"))
-                .execute(&mut *conn)
+            // The auditor reads across organizations (audit verification, retention): it
+            // bypasses row-level security but is granted SELECT only, on a few tables.
+            let attrs = if role == AUDITOR_ROLE {
+                "LOGIN NOSUPERUSER BYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION NOINHERIT"
+            } else {
+                "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION"
+            };
+            let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_roles WHERE rolname = $1")
+                .bind(role)
+                .fetch_optional(&mut *conn)
                 .await?;
+            let verb = if exists.is_some() { "ALTER" } else { "CREATE" };
+            sqlx::query(&format!("{verb} ROLE {role} {attrs} PASSWORD '{verifier}'")).execute(&mut *conn).await?;
         }
         Ok::<(), SetupError>(())
     }
     .await;
-    sqlx::query("SELECT pg_advisory_unlock(hashtext('clientflow:provision'))")
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query("SELECT pg_advisory_unlock(hashtext('clientflow:provision'))").execute(&mut *conn).await?;
     result
 }
 
 /// The same server as `admin`, as `role` on `database`.
-pub fn role_options(
-    admin: &PgConnectOptions,
-    role: &str,
-    password: &str,
-    database: &str,
-) -> PgConnectOptions {
-    admin
-        .clone()
-        .username(role)
-        .password(password)
-        .database(database)
+pub fn role_options(admin: &PgConnectOptions, role: &str, password: &str, database: &str) -> PgConnectOptions {
+    admin.clone().username(role).password(password).database(database)
 }
 
 /// Passwords of the provisioned roles, kept under the data directory (mode 0600).
@@ -317,28 +291,35 @@ pub fn role_options(
 pub struct RolePasswords {
     pub owner: String,
     pub app: String,
+    /// The auditor role (read-only across tenants, for operator commands).
+    #[serde(default = "fresh_password")]
+    pub auditor: String,
+}
+
+fn fresh_password() -> String {
+    random_hex(32)
 }
 
 impl RolePasswords {
     pub fn load_or_create(secrets_dir: &Path) -> Result<Self, SetupError> {
         let path = secrets_dir.join("postgres-roles.json");
         if let Ok(text) = std::fs::read_to_string(&path) {
-            return serde_json::from_str(&text).map_err(|e| {
-                SetupError::Io(format!(
-                    "{} is damaged ({e}); remove it to regenerate",
-                    path.display()
-                ))
-            });
+            let loaded: RolePasswords = serde_json::from_str(&text)
+                .map_err(|e| SetupError::Io(format!("{} is damaged ({e}); remove it to regenerate", path.display())))?;
+            if !text.contains("\"auditor\"") {
+                // Written before the auditor role existed: keep its new password.
+                crate::platform::fsutil::write_private(
+                    &path,
+                    serde_json::to_string_pretty(&loaded).unwrap_or_default().as_bytes(),
+                )
+                .map_err(SetupError::Io)?;
+            }
+            return Ok(loaded);
         }
-        let fresh = RolePasswords {
-            owner: random_hex(32),
-            app: random_hex(32),
-        };
+        let fresh = RolePasswords { owner: random_hex(32), app: random_hex(32), auditor: random_hex(32) };
         crate::platform::fsutil::write_private(
             &path,
-            serde_json::to_string_pretty(&fresh)
-                .unwrap_or_default()
-                .as_bytes(),
+            serde_json::to_string_pretty(&fresh).unwrap_or_default().as_bytes(),
         )
         .map_err(SetupError::Io)?;
         Ok(fresh)
@@ -380,12 +361,7 @@ fn scram_verifier_with(password: &str, salt: &[u8], iterations: u32) -> String {
     let client_key = hmac(&salted, b"Client Key");
     let stored_key = Sha256::digest(client_key);
     let server_key = hmac(&salted, b"Server Key");
-    format!(
-        "SCRAM-SHA-256${iterations}:{}${}:{}",
-        B64.encode(salt),
-        B64.encode(stored_key),
-        B64.encode(server_key)
-    )
+    format!("SCRAM-SHA-256${iterations}:{}${}:{}", B64.encode(salt), B64.encode(stored_key), B64.encode(server_key))
 }
 
 pub fn parse_url(url: &str, setting: &str) -> Result<PgConnectOptions, SetupError> {
@@ -402,10 +378,11 @@ pub async fn connect(options: &PgConnectOptions, what: &str) -> Result<PgConnect
         target: format!(
             "{what}: {}@{}",
             options.get_username(),
-            options
-                .get_socket()
-                .map(|s| s.display().to_string())
-                .unwrap_or_else(|| format!("{}:{}", options.get_host(), options.get_port()))
+            options.get_socket().map(|s| s.display().to_string()).unwrap_or_else(|| format!(
+                "{}:{}",
+                options.get_host(),
+                options.get_port()
+            ))
         ),
         cause: e.to_string(),
         hint: "Check that PostgreSQL is running and the URL's user, password and database are right".into(),

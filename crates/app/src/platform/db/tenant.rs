@@ -44,12 +44,14 @@ use sqlx::{PgConnection, Postgres, Transaction};
 use super::Db;
 use crate::identity::AuthenticatedUser;
 use crate::platform::ids::{ClientId, OrgId, UserId};
-use crate::tenancy::role::Role;
+use crate::tenancy::role::{Permission, PermissionSet, Role, default_permissions, effective_permissions};
 
 /// Who is acting, for authorization and the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
     User(UserId),
+    /// An organization API key (its id).
+    ApiKey(uuid::Uuid),
     /// An operator running the `clientflow` CLI on the server.
     System(String),
 }
@@ -62,6 +64,8 @@ pub struct OrgPrincipal {
     role: Role,
     /// For the Client role: the one client record this user may see.
     client_id: Option<ClientId>,
+    /// Effective permissions (role, organization customization, member overrides).
+    permissions: PermissionSet,
 }
 
 impl OrgPrincipal {
@@ -84,9 +88,47 @@ impl OrgPrincipal {
     pub fn user_id(&self) -> Option<UserId> {
         match &self.actor {
             Actor::User(id) => Some(*id),
-            Actor::System(_) => None,
+            Actor::ApiKey(_) | Actor::System(_) => None,
         }
     }
+
+    pub fn can(&self, p: Permission) -> bool {
+        self.permissions.contains(p)
+    }
+
+    pub fn permissions(&self) -> PermissionSet {
+        self.permissions
+    }
+}
+
+/// Loads the organization's customization of `role` and the member's overrides (inside a
+/// transaction whose tenant is already set).
+async fn load_permissions(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    user_id: UserId,
+    role: Role,
+) -> Result<PermissionSet, sqlx::Error> {
+    if !crate::tenancy::role::customizable(role) {
+        return Ok(default_permissions(role));
+    }
+    let parse = |rows: Vec<(String, bool)>| -> Vec<(Permission, bool)> {
+        rows.into_iter().filter_map(|(p, g)| p.parse().ok().map(|p| (p, g))).collect()
+    };
+    let role_rows: Vec<(String, bool)> =
+        sqlx::query_as("SELECT permission, granted FROM role_permissions WHERE organization_id = $1 AND role = $2")
+            .bind(org_id)
+            .bind(role)
+            .fetch_all(&mut *conn)
+            .await?;
+    let member_rows: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT permission, granted FROM member_permissions WHERE organization_id = $1 AND user_id = $2",
+    )
+    .bind(org_id)
+    .bind(user_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(effective_permissions(role, &parse(role_rows), &parse(member_rows)))
 }
 
 /// Verifies that `user` is an active member of `org_id` and returns the principal, or `None`
@@ -97,7 +139,8 @@ pub async fn verify_member(
     user: &AuthenticatedUser,
     org_id: OrgId,
 ) -> Result<Option<OrgPrincipal>, sqlx::Error> {
-    let mut tx = UserTx::begin(db, user).await?;
+    let mut tx = db.pool.begin().await?;
+    set_tenant(&mut tx, org_id).await?;
     let row: Option<(Role, Option<ClientId>)> = sqlx::query_as(
         "SELECT m.role, m.client_id FROM memberships m \
          WHERE m.organization_id = $1 AND m.user_id = $2 AND m.status = 'active'",
@@ -106,34 +149,152 @@ pub async fn verify_member(
     .bind(user.id())
     .fetch_optional(&mut *tx)
     .await?;
+    let Some((role, client_id)) = row else {
+        tx.commit().await?;
+        return Ok(None);
+    };
+    let permissions = load_permissions(&mut tx, org_id, user.id(), role).await?;
     tx.commit().await?;
-    Ok(row.map(|(role, client_id)| OrgPrincipal {
-        org_id,
-        actor: Actor::User(user.id()),
+    Ok(Some(OrgPrincipal { org_id, actor: Actor::User(user.id()), role, client_id, permissions }))
+}
+
+/// Like [`verify_member`], finding the organization by its slug among the user's own
+/// organizations (a slug of an organization they don't belong to is simply not found).
+pub async fn verify_member_by_slug(
+    db: &Db,
+    user: &AuthenticatedUser,
+    slug: &str,
+) -> Result<Option<OrgPrincipal>, sqlx::Error> {
+    let mut tx = UserTx::begin(db, user).await?;
+    let org: Option<(OrgId,)> = sqlx::query_as(
+        "SELECT o.id FROM organizations o JOIN memberships m ON m.organization_id = o.id \
+         WHERE o.slug = $1 AND m.user_id = $2 AND m.status = 'active'",
+    )
+    .bind(slug)
+    .bind(user.id())
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    match org {
+        Some((org_id,)) => verify_member(db, user, org_id).await,
+        None => Ok(None),
+    }
+}
+
+/// An open invitation, found by its token (for someone who is not a member yet).
+#[derive(Debug, Clone)]
+pub struct OpenInvitation {
+    pub organization_id: OrgId,
+    pub id: uuid::Uuid,
+    pub email: String,
+    pub role: Role,
+    pub organization_name: String,
+}
+
+/// Looks up an open invitation by token through the reviewed `invitation_by_token` function.
+pub async fn find_invitation(
+    db: &Db,
+    token: &str,
+    now: time::OffsetDateTime,
+) -> Result<Option<OpenInvitation>, sqlx::Error> {
+    let row: Option<(OrgId, uuid::Uuid, String, Role, String)> =
+        sqlx::query_as("SELECT * FROM invitation_by_token($1, $2)")
+            .bind(&crate::platform::crypto::sha256(token.as_bytes())[..])
+            .bind(now)
+            .fetch_optional(&db.pool)
+            .await?;
+    Ok(row.map(|(organization_id, id, email, role, organization_name)| OpenInvitation {
+        organization_id,
+        id,
+        email,
         role,
-        client_id,
+        organization_name,
     }))
+}
+
+/// The transaction that accepts an invitation: the invited person is not a member yet, so the
+/// principal is the invitee acting on that one invitation, with no permissions at all. The
+/// token is checked again inside the transaction (the caller can't forge an invitation), and
+/// the email must be the user's own.
+pub async fn begin_invitation_acceptance(
+    db: &Db,
+    user: &AuthenticatedUser,
+    user_email: &str,
+    token: &str,
+    now: time::OffsetDateTime,
+) -> Result<Option<(OrgTx, OpenInvitation)>, sqlx::Error> {
+    let Some(invitation) = find_invitation(db, token, now).await? else { return Ok(None) };
+    if !invitation.email.eq_ignore_ascii_case(user_email) {
+        return Ok(None);
+    }
+    let principal = OrgPrincipal {
+        org_id: invitation.organization_id,
+        actor: Actor::User(user.id()),
+        role: invitation.role,
+        client_id: None,
+        permissions: PermissionSet::default(),
+    };
+    Ok(Some((OrgTx::begin(db, &principal).await?, invitation)))
+}
+
+/// The transaction that declines an invitation: whoever holds the token may decline it (the
+/// link in the email), acting as a system actor on that one invitation.
+pub async fn begin_invitation_decline(
+    db: &Db,
+    token: &str,
+    now: time::OffsetDateTime,
+) -> Result<Option<(OrgTx, OpenInvitation)>, sqlx::Error> {
+    let Some(invitation) = find_invitation(db, token, now).await? else { return Ok(None) };
+    let principal = OrgPrincipal {
+        org_id: invitation.organization_id,
+        actor: Actor::System(format!("invitee {}", invitation.email)),
+        role: invitation.role,
+        client_id: None,
+        permissions: PermissionSet::default(),
+    };
+    Ok(Some((OrgTx::begin(db, &principal).await?, invitation)))
+}
+
+/// Writes an event about `user_id`'s account (sign-in, lockout, two-factor change…) into the
+/// audit log of every organization they are an active member of, inside the caller's
+/// transaction. The tenant is set and cleared here, one organization at a time; the caller
+/// only chooses the event.
+pub async fn audit_account_event(
+    conn: &mut PgConnection,
+    user_id: UserId,
+    actor_label: &str,
+    event: &crate::audit::Entry,
+    ctx: &crate::audit::Context,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT set_config('app.user_id', $1, true)").bind(user_id.to_string()).execute(&mut *conn).await?;
+    let orgs: Vec<(OrgId,)> =
+        sqlx::query_as("SELECT organization_id FROM memberships WHERE user_id = $1 AND status = 'active'")
+            .bind(user_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    sqlx::query("SELECT set_config('app.user_id', '', true)").execute(&mut *conn).await?;
+    for (org_id,) in orgs {
+        set_tenant(&mut *conn, org_id).await?;
+        crate::audit::append(&mut *conn, org_id, &Actor::User(user_id), actor_label, event, ctx).await?;
+    }
+    sqlx::query("SELECT set_config('app.org_id', '', true)").execute(&mut *conn).await?;
+    Ok(())
 }
 
 /// The operator of this installation acting on an organization from the command line. The
 /// CLI runs on the server with the server's own credentials; its actions are audited under a
 /// system actor. Returns `None` when the organization doesn't exist.
-pub async fn operator(
-    db: &Db,
-    org_id: OrgId,
-    reason: &str,
-) -> Result<Option<OrgPrincipal>, sqlx::Error> {
+pub async fn operator(db: &Db, org_id: OrgId, reason: &str) -> Result<Option<OrgPrincipal>, sqlx::Error> {
     let principal = OrgPrincipal {
         org_id,
         actor: Actor::System(format!("operator: {reason}")),
         role: Role::Owner,
         client_id: None,
+        permissions: default_permissions(Role::Owner),
     };
     let mut tx = OrgTx::begin(db, &principal).await?;
-    let exists: Option<(OrgId,)> = sqlx::query_as("SELECT id FROM organizations WHERE id = $1")
-        .bind(org_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let exists: Option<(OrgId,)> =
+        sqlx::query_as("SELECT id FROM organizations WHERE id = $1").bind(org_id).fetch_optional(&mut *tx).await?;
     tx.commit().await?;
     Ok(exists.map(|_| principal))
 }
@@ -148,18 +309,12 @@ impl OrgTx {
     pub async fn begin(db: &Db, principal: &OrgPrincipal) -> Result<Self, sqlx::Error> {
         let mut tx = db.pool.begin().await?;
         set_tenant(&mut tx, principal.org_id).await?;
-        Ok(Self {
-            tx,
-            principal: principal.clone(),
-        })
+        Ok(Self { tx, principal: principal.clone() })
     }
 
     /// Opens the transaction that creates a new organization: its tenant is the fresh id,
     /// and the creator becomes its Owner in the same transaction.
-    pub async fn begin_new_organization(
-        db: &Db,
-        creator: NewOrgCreator<'_>,
-    ) -> Result<Self, sqlx::Error> {
+    pub async fn begin_new_organization(db: &Db, creator: NewOrgCreator<'_>) -> Result<Self, sqlx::Error> {
         let org_id = OrgId::new();
         let actor = match creator {
             NewOrgCreator::User(u) => Actor::User(u.id()),
@@ -170,6 +325,7 @@ impl OrgTx {
             actor,
             role: Role::Owner,
             client_id: None,
+            permissions: default_permissions(Role::Owner),
         };
         Self::begin(db, &principal).await
     }
@@ -220,14 +376,8 @@ pub struct UserTx {
 impl UserTx {
     pub async fn begin(db: &Db, user: &AuthenticatedUser) -> Result<Self, sqlx::Error> {
         let mut tx = db.pool.begin().await?;
-        sqlx::query("SELECT set_config('app.user_id', $1, true)")
-            .bind(user.id().to_string())
-            .execute(&mut *tx)
-            .await?;
-        Ok(Self {
-            tx,
-            user_id: user.id(),
-        })
+        sqlx::query("SELECT set_config('app.user_id', $1, true)").bind(user.id().to_string()).execute(&mut *tx).await?;
+        Ok(Self { tx, user_id: user.id() })
     }
 
     pub fn user_id(&self) -> UserId {
@@ -254,9 +404,6 @@ impl DerefMut for UserTx {
 
 /// The one place the tenant is set. `true`: local to the transaction.
 async fn set_tenant(conn: &mut PgConnection, org_id: OrgId) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT set_config('app.org_id', $1, true)")
-        .bind(org_id.to_string())
-        .execute(conn)
-        .await?;
+    sqlx::query("SELECT set_config('app.org_id', $1, true)").bind(org_id.to_string()).execute(conn).await?;
     Ok(())
 }

@@ -19,10 +19,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
+        Self { field: field.into(), message: message.into() }
     }
 }
 
@@ -47,10 +44,7 @@ pub enum AppError {
     #[error("too many requests")]
     TooManyRequests { retry_after_secs: u64 },
     #[error("throttled: {message}")]
-    Throttled {
-        message: String,
-        retry_after_secs: u64,
-    },
+    Throttled { message: String, retry_after_secs: u64 },
     #[error("unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0:#}")]
@@ -76,9 +70,7 @@ impl AppError {
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AppError::TooManyRequests { .. } | AppError::Throttled { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            AppError::TooManyRequests { .. } | AppError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -104,22 +96,14 @@ impl AppError {
             AppError::NotFound => ("The requested resource does not exist.".into(), vec![]),
             AppError::PayloadTooLarge => ("The request body is too large.".into(), vec![]),
             AppError::Throttled { message, .. } => (message.clone(), vec![]),
-            AppError::TooManyRequests { retry_after_secs } => (
-                format!("Too many requests. Try again in {retry_after_secs} seconds."),
-                vec![],
-            ),
-            AppError::Internal(_) => (
-                "Something went wrong on our side. Quote the request id if you contact support."
-                    .into(),
-                vec![],
-            ),
+            AppError::TooManyRequests { retry_after_secs } => {
+                (format!("Too many requests. Try again in {retry_after_secs} seconds."), vec![])
+            }
+            AppError::Internal(_) => {
+                ("Something went wrong on our side. Quote the request id if you contact support.".into(), vec![])
+            }
         };
-        Problem {
-            status: status.as_u16(),
-            title: title_for(status).into(),
-            detail,
-            errors,
-        }
+        Problem { status: status.as_u16(), title: title_for(status).into(), detail, errors }
     }
 }
 
@@ -144,20 +128,11 @@ impl Problem {
             415 => "This content type is not supported here.",
             422 => "The request could not be processed.",
             429 => "Too many requests.",
-            503 => {
-                "The service is temporarily unavailable or the request took too long. Try again."
-            }
-            s if s >= 500 => {
-                "Something went wrong on our side. Quote the request id if you contact support."
-            }
+            503 => "The service is temporarily unavailable or the request took too long. Try again.",
+            s if s >= 500 => "Something went wrong on our side. Quote the request id if you contact support.",
             _ => "The request could not be processed.",
         };
-        Problem {
-            status: status.as_u16(),
-            title: title_for(status).into(),
-            detail: detail.into(),
-            errors: vec![],
-        }
+        Problem { status: status.as_u16(), title: title_for(status).into(), detail: detail.into(), errors: vec![] }
     }
 }
 
@@ -177,14 +152,8 @@ impl IntoResponse for AppError {
         }
         let problem = self.problem();
         let mut response = self.status().into_response();
-        if let AppError::TooManyRequests { retry_after_secs }
-        | AppError::Throttled {
-            retry_after_secs, ..
-        } = &self
-        {
-            response
-                .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, (*retry_after_secs).into());
+        if let AppError::TooManyRequests { retry_after_secs } | AppError::Throttled { retry_after_secs, .. } = &self {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, (*retry_after_secs).into());
         }
         response.extensions_mut().insert(problem);
         response
@@ -203,13 +172,9 @@ impl From<sqlx::Error> for AppError {
 pub fn from_db(e: sqlx::Error) -> AppError {
     match &e {
         sqlx::Error::RowNotFound => AppError::NotFound,
-        sqlx::Error::PoolTimedOut => {
-            AppError::Unavailable("The database is busy. Try again.".into())
-        }
+        sqlx::Error::PoolTimedOut => AppError::Unavailable("The database is busy. Try again.".into()),
         sqlx::Error::Database(db) => match db.code().as_deref() {
-            Some("23505") => {
-                AppError::Conflict("A record with these values already exists.".into())
-            }
+            Some("23505") => AppError::Conflict("A record with these values already exists.".into()),
             Some("23503") => AppError::NotFound,
             Some("42501") => AppError::NotFound,
             Some("23514") | Some("22001") | Some("23502") => {

@@ -36,9 +36,7 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Accepts a caller's request id only when it is short and plain; otherwise makes one.
 fn sane_request_id(value: &str) -> bool {
     (1..=64).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 pub async fn request_id(mut req: Request, next: Next) -> Response {
@@ -62,27 +60,13 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
 pub async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
     let res = next.run(req).await;
     let elapsed = start.elapsed();
-    let route = res
-        .extensions()
-        .get::<RouteName>()
-        .map(|r| r.0.clone())
-        .unwrap_or_else(|| "unmatched".to_string());
+    let route = res.extensions().get::<RouteName>().map(|r| r.0.clone()).unwrap_or_else(|| "unmatched".to_string());
     let status = res.status().as_u16();
-    state
-        .metrics
-        .observe_request(&route, method.as_str(), status, elapsed.as_secs_f64());
-    let client_ip = res
-        .extensions()
-        .get::<ClientIp>()
-        .map(|c| c.0.to_string())
-        .unwrap_or_default();
+    state.metrics.observe_request(&route, method.as_str(), status, elapsed.as_secs_f64());
+    let client_ip = res.extensions().get::<ClientIp>().map(|c| c.0.to_string()).unwrap_or_default();
     tracing::info!(
         target: "clientflow::access",
         method = %method,
@@ -99,10 +83,7 @@ pub async fn access_log(State(state): State<AppState>, req: Request, next: Next)
 /// Records the matched route template on the response (installed as a route layer, where
 /// `MatchedPath` is known).
 pub async fn mark_route(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string());
+    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string());
     let mut res = next.run(req).await;
     if let Some(route) = route {
         res.extensions_mut().insert(RouteName(route));
@@ -128,40 +109,18 @@ impl SecurityHeaders {
         } else {
             "max-age=63072000; includeSubDomains"
         };
-        Self {
-            hsts: HeaderValue::from_static(hsts),
-        }
+        Self { hsts: HeaderValue::from_static(hsts) }
     }
 
     fn apply(&self, headers: &mut HeaderMap) {
         let set = |headers: &mut HeaderMap, name: HeaderName, value: HeaderValue| {
             headers.entry(name).or_insert(value);
         };
-        set(
-            headers,
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        );
-        set(
-            headers,
-            header::STRICT_TRANSPORT_SECURITY,
-            self.hsts.clone(),
-        );
-        set(
-            headers,
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        set(
-            headers,
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        );
-        set(
-            headers,
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("same-origin"),
-        );
+        set(headers, header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+        set(headers, header::STRICT_TRANSPORT_SECURITY, self.hsts.clone());
+        set(headers, header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        set(headers, header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        set(headers, header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
         set(
             headers,
             HeaderName::from_static("permissions-policy"),
@@ -170,23 +129,11 @@ impl SecurityHeaders {
                  microphone=(), payment=(), usb=(), interest-cohort=()",
             ),
         );
-        set(
-            headers,
-            HeaderName::from_static("cross-origin-opener-policy"),
-            HeaderValue::from_static("same-origin"),
-        );
-        set(
-            headers,
-            HeaderName::from_static("cross-origin-resource-policy"),
-            HeaderValue::from_static("same-origin"),
-        );
+        set(headers, HeaderName::from_static("cross-origin-opener-policy"), HeaderValue::from_static("same-origin"));
+        set(headers, HeaderName::from_static("cross-origin-resource-policy"), HeaderValue::from_static("same-origin"));
         // Anything that didn't choose a caching policy (static assets do) is never stored:
         // that covers every authenticated response.
-        set(
-            headers,
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        );
+        set(headers, header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
 }
 
@@ -199,16 +146,10 @@ pub async fn security_headers(State(state): State<AppState>, req: Request, next:
 /// Whether the client gets problem+json (API, operations endpoints, JSON-preferring clients)
 /// or an HTML page.
 fn wants_json(path: &str, headers: &HeaderMap) -> bool {
-    if path.starts_with("/api/")
-        || path == "/api"
-        || matches!(path, "/healthz" | "/readyz" | "/metrics")
-    {
+    if path.starts_with("/api/") || path == "/api" || matches!(path, "/healthz" | "/readyz" | "/metrics") {
         return true;
     }
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     accept.contains("json") && !accept.contains("text/html")
 }
 
@@ -216,21 +157,13 @@ fn wants_json(path: &str, headers: &HeaderMap) -> bool {
 pub async fn render_errors(req: Request, next: Next) -> Response {
     let json = wants_json(req.uri().path(), req.headers());
     let is_head = req.method() == Method::HEAD;
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
     let res = next.run(req).await;
     let status = res.status();
     if status.as_u16() < 400 || res.extensions().get::<RenderedByHandler>().is_some() {
         return res;
     }
-    let problem = res
-        .extensions()
-        .get::<Problem>()
-        .cloned()
-        .unwrap_or_else(|| Problem::for_status(status));
+    let problem = res.extensions().get::<Problem>().cloned().unwrap_or_else(|| Problem::for_status(status));
     let (mut parts, _discarded_body) = res.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
     let (content_type, body) = if json {
@@ -246,14 +179,9 @@ pub async fn render_errors(req: Request, next: Next) -> Response {
         }
         ("application/problem+json", doc.to_string())
     } else {
-        (
-            "text/html; charset=utf-8",
-            crate::web::error_page(&problem, &request_id),
-        )
+        ("text/html; charset=utf-8", crate::web::error_page(&problem, &request_id))
     };
-    parts
-        .headers
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if is_head {
         return Response::from_parts(parts, Body::empty());
     }
@@ -281,11 +209,7 @@ pub async fn client_ip(State(state): State<AppState>, mut req: Request, next: Ne
             res.extensions_mut().insert(ClientIp(ip));
             return res;
         }
-        let proto = req
-            .headers()
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("https");
+        let proto = req.headers().get("x-forwarded-proto").and_then(|v| v.to_str().ok()).unwrap_or("https");
         if proto.eq_ignore_ascii_case("http") {
             return https_redirect(&state.config.public_url(), &req);
         }
@@ -298,11 +222,7 @@ pub async fn client_ip(State(state): State<AppState>, mut req: Request, next: Ne
 /// 308 to the same path on the configured public URL. The target host comes from
 /// configuration, never from the request's `Host` header (no open redirect).
 pub fn https_redirect<B>(public_url: &str, req: &axum::http::Request<B>) -> Response {
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
+    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let location = format!("{public_url}{path}");
     match HeaderValue::from_str(&location) {
         Ok(v) => (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, v)]).into_response(),
@@ -318,11 +238,7 @@ pub async fn web_page_cookies(req: Request, next: Next) -> Response {
         && !path.starts_with("/api/")
         && !path.starts_with("/static/")
         && !matches!(path, "/healthz" | "/readyz" | "/metrics");
-    if is_page {
-        crate::identity::guard::anon_csrf_cookie(req, next).await
-    } else {
-        next.run(req).await
-    }
+    if is_page { crate::identity::guard::anon_csrf_cookie(req, next).await } else { next.run(req).await }
 }
 
 #[cfg(test)]

@@ -32,10 +32,7 @@ pub fn router_from(state: AppState, defs: Vec<RouteDef>) -> Router {
     for def in defs {
         let handler = def
             .handler
-            .route_layer(from_fn_with_state(
-                (state.clone(), def.access, def.surface),
-                route::guard,
-            ))
+            .route_layer(from_fn_with_state((state.clone(), def.access, def.surface), route::guard))
             .route_layer(from_fn(middleware::mark_route));
         router = router.route(def.path, handler);
     }
@@ -47,17 +44,11 @@ pub fn router_from(state: AppState, defs: Vec<RouteDef>) -> Router {
             ServiceBuilder::new()
                 .layer(from_fn(middleware::request_id))
                 .layer(from_fn_with_state(state.clone(), middleware::access_log))
-                .layer(from_fn_with_state(
-                    state.clone(),
-                    middleware::security_headers,
-                ))
+                .layer(from_fn_with_state(state.clone(), middleware::security_headers))
                 .layer(from_fn(middleware::render_errors))
                 .layer(from_fn_with_state(state.clone(), middleware::client_ip))
                 .layer(from_fn(middleware::web_page_cookies))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    timeout,
-                ))
+                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
                 .layer(MapResponseBodyLayer::new(Body::new))
                 .layer(RequestBodyLimitLayer::new(body_limit))
                 .layer(DefaultBodyLimit::max(body_limit)),

@@ -27,6 +27,8 @@ pub enum Access {
     SecondFactor,
     /// Any session, finished or not (signing out).
     AnySession,
+    /// A member of the organization in the `{org}` path segment holding this permission.
+    Org(crate::tenancy::role::Permission),
 }
 
 /// Which surface a route belongs to (decides error format and authentication later).
@@ -53,13 +55,7 @@ impl RouteDef {
         access: Access,
         handler: MethodRouter<AppState>,
     ) -> Self {
-        Self {
-            method,
-            path,
-            access,
-            surface,
-            handler,
-        }
+        Self { method, path, access, surface, handler }
     }
 }
 
@@ -123,6 +119,7 @@ pub async fn guard(
         Access::SignedIn => identity_guard::require_session(&state, req, Stage::Complete).await,
         Access::SecondFactor => identity_guard::require_session(&state, req, Stage::Pending).await,
         Access::AnySession => identity_guard::require_any_session(&state, req).await,
+        Access::Org(permission) => crate::tenancy::guard::require_org(&state, req, permission).await,
         Access::Public | Access::Operator => Ok(identity_guard::Resolved::Ok(req)),
     };
     let req = match resolved {
@@ -131,10 +128,7 @@ pub async fn guard(
         Err(e) => return e.into_response(),
     };
     // Public web forms are protected too (sign-in and sign-up CSRF).
-    let req = if access == Access::Public
-        && surface == Surface::Web
-        && identity_guard::is_unsafe(req.method())
-    {
+    let req = if access == Access::Public && surface == Surface::Web && identity_guard::is_unsafe(req.method()) {
         match identity_guard::check_csrf(&state, req, None).await {
             Ok(req) => req,
             Err(e) => return e.into_response(),
@@ -143,7 +137,7 @@ pub async fn guard(
         req
     };
     match access {
-        Access::Public | Access::SignedIn | Access::SecondFactor | Access::AnySession => {
+        Access::Public | Access::SignedIn | Access::SecondFactor | Access::AnySession | Access::Org(_) => {
             next.run(req).await
         }
         Access::Operator => {
@@ -166,9 +160,5 @@ pub async fn guard(
 }
 
 fn bearer(req: &Request) -> Option<&str> {
-    req.headers()
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
+    req.headers().get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
 }

@@ -29,14 +29,8 @@ pub async fn serve(
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(200);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(200);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -61,18 +55,11 @@ pub async fn serve(
             let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
                 let router = router.clone();
-                async move {
-                    Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {}))
-                }
+                async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|e| match e {})) }
             });
             match acceptor {
                 Some(acceptor) => {
-                    let tls_stream = match tokio::time::timeout(
-                        HANDSHAKE_TIMEOUT,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
+                    let tls_stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::debug!(peer = %peer, error = %e, "TLS handshake refused");
@@ -83,17 +70,13 @@ pub async fn serve(
                             return;
                         }
                     };
-                    let conn = builder
-                        .serve_connection(TokioIo::new(tls_stream), service)
-                        .into_owned();
+                    let conn = builder.serve_connection(TokioIo::new(tls_stream), service).into_owned();
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
                     }
                 }
                 None => {
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
+                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
                     }
@@ -102,24 +85,14 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tracing::info!(
-        connections = graceful.count(),
-        "shutting down: waiting for in-flight requests"
-    );
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    tracing::info!(connections = graceful.count(), "shutting down: waiting for in-flight requests");
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("grace period over; closing remaining connections");
     }
 }
 
 /// A plain-HTTP listener that answers everything with a redirect to the HTTPS address.
-pub async fn serve_redirect(
-    listener: TcpListener,
-    public_url: String,
-    shutdown: impl Future<Output = ()> + Send,
-) {
+pub async fn serve_redirect(listener: TcpListener, public_url: String, shutdown: impl Future<Output = ()> + Send) {
     let public_url = Arc::new(public_url);
     let router = Router::new().fallback(move |req: axum::extract::Request| {
         let public_url = public_url.clone();

@@ -71,25 +71,16 @@ pub fn load(config: &Config) -> Result<Option<(Arc<ServerConfig>, CertificateSou
 
 /// A self-signed certificate for `localhost`, `127.0.0.1` and `::1`; the key is written 0600.
 pub fn generate_self_signed(cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
-    let names = vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "::1".to_string(),
-    ];
-    let certified =
-        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Setup(e.to_string()))?;
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let certified = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Setup(e.to_string()))?;
     crate::platform::fsutil::write_private(key_path, certified.key_pair.serialize_pem().as_bytes())
         .map_err(TlsError::Setup)?;
-    crate::platform::fsutil::write_private(cert_path, certified.cert.pem().as_bytes())
-        .map_err(TlsError::Setup)?;
+    crate::platform::fsutil::write_private(cert_path, certified.cert.pem().as_bytes()).map_err(TlsError::Setup)?;
     Ok(())
 }
 
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let err = |message: String| TlsError::Certificate {
-        path: path.display().to_string(),
-        message,
-    };
+    let err = |message: String| TlsError::Certificate { path: path.display().to_string(), message };
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
         .map_err(|e| err(format!("cannot read: {e}")))?
         .collect::<Result<_, _>>()

@@ -32,12 +32,10 @@ pub async fn get(tx: &mut OrgTx, id: ClientId) -> Result<Option<Client>, sqlx::E
 }
 
 pub async fn list(tx: &mut OrgTx, limit: i64) -> Result<Vec<Client>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT organization_id, id, name, status FROM clients ORDER BY name, id LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(&mut **tx)
-    .await
+    sqlx::query_as("SELECT organization_id, id, name, status FROM clients ORDER BY name, id LIMIT $1")
+        .bind(limit)
+        .fetch_all(&mut **tx)
+        .await
 }
 
 pub async fn rename(tx: &mut OrgTx, id: ClientId, name: &str) -> Result<bool, sqlx::Error> {

@@ -14,11 +14,7 @@ pub struct Project {
 
 /// A client id of another organization fails here (composite foreign key), whatever the
 /// caller does.
-pub async fn create(
-    tx: &mut OrgTx,
-    client_id: Option<ClientId>,
-    name: &str,
-) -> Result<Project, sqlx::Error> {
+pub async fn create(tx: &mut OrgTx, client_id: Option<ClientId>, name: &str) -> Result<Project, sqlx::Error> {
     let org = tx.org_id();
     sqlx::query_as(
         "INSERT INTO projects (organization_id, id, client_id, name) VALUES ($1, $2, $3, $4) \
@@ -33,10 +29,8 @@ pub async fn create(
 }
 
 pub async fn list(tx: &mut OrgTx, limit: i64) -> Result<Vec<Project>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT organization_id, id, client_id, name, status FROM projects ORDER BY name, id LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(&mut **tx)
-    .await
+    sqlx::query_as("SELECT organization_id, id, client_id, name, status FROM projects ORDER BY name, id LIMIT $1")
+        .bind(limit)
+        .fetch_all(&mut **tx)
+        .await
 }

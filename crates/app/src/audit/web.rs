@@ -1,0 +1,230 @@
+//! The audit viewer (Owner and Admin by default): filters, pagination, CSV export.
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::{Context, Entry, STORED_COLUMNS, StoredEvent};
+use crate::platform::db::OrgTx;
+use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::http::route::{Access, RouteDef, Surface};
+use crate::route;
+use crate::state::AppState;
+use crate::tenancy::guard::OrgAccess;
+use crate::tenancy::role::Permission;
+use crate::tenancy::web::{OrgNav, page};
+
+pub fn routes() -> Vec<RouteDef> {
+    vec![
+        route!(GET "/o/{org}/audit", Surface::Web, Access::Org(Permission::AuditRead), viewer),
+        route!(GET "/o/{org}/audit.csv", Surface::Web, Access::Org(Permission::AuditRead), export_csv),
+    ]
+}
+
+const PAGE: i64 = 50;
+const EXPORT_CAP: i64 = 100_000;
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Filter {
+    #[serde(default)]
+    pub actor: String,
+    #[serde(default)]
+    pub action: String,
+    #[serde(default)]
+    pub target: String,
+    #[serde(default)]
+    pub from: String,
+    #[serde(default)]
+    pub to: String,
+    /// Keyset pagination: events with a sequence number below this.
+    #[serde(default)]
+    pub before: Option<i64>,
+}
+
+fn parse_day(s: &str, field: &str) -> AppResult<Option<OffsetDateTime>> {
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    let date =
+        time::Date::parse(s.trim(), &fmt).map_err(|_| AppError::field(field, "must be a date like 2026-01-31"))?;
+    Ok(Some(date.midnight().assume_utc()))
+}
+
+/// Events matching `f`, newest first.
+async fn query(tx: &mut OrgTx, f: &Filter, limit: i64) -> AppResult<Vec<StoredEvent>> {
+    let from = parse_day(&f.from, "from")?;
+    let to = parse_day(&f.to, "to")?.map(|t| t + time::Duration::days(1));
+    let like = |s: &str| format!("%{}%", s.trim().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+    let sql = format!(
+        "SELECT {STORED_COLUMNS} FROM audit_events WHERE organization_id = $1 \
+         AND ($2 = '' OR actor_label ILIKE $3 OR actor_id = $2) \
+         AND ($4 = '' OR action = $4 OR action LIKE $5) \
+         AND ($6 = '' OR target_id = $6 OR target_type = $6) \
+         AND ($7::timestamptz IS NULL OR occurred_at >= $7) AND ($8::timestamptz IS NULL OR occurred_at < $8) \
+         AND ($9::bigint IS NULL OR seq < $9) \
+         ORDER BY seq DESC LIMIT $10"
+    );
+    let org = tx.org_id();
+    Ok(sqlx::query_as(&sql)
+        .bind(org)
+        .bind(f.actor.trim())
+        .bind(like(&f.actor))
+        .bind(f.action.trim())
+        .bind(format!("{}.%", f.action.trim()))
+        .bind(f.target.trim())
+        .bind(from)
+        .bind(to)
+        .bind(f.before)
+        .bind(limit)
+        .fetch_all(&mut **tx)
+        .await?)
+}
+
+struct Row {
+    seq: i64,
+    time: String,
+    actor: String,
+    ip: String,
+    action: String,
+    target: String,
+    before: String,
+    after: String,
+}
+
+#[derive(Template)]
+#[template(path = "tenancy/audit.html")]
+struct ViewerPage {
+    org: OrgNav,
+    filter: Filter,
+    query: String,
+    events: Vec<Row>,
+    prev_page: Option<String>,
+    next_page: Option<String>,
+}
+
+fn qs(f: &Filter) -> String {
+    serde_urlencoded::to_string(f).unwrap_or_default()
+}
+
+async fn viewer(State(state): State<AppState>, access: OrgAccess, Query(f): Query<Filter>) -> AppResult<Response> {
+    let mut tx = OrgTx::begin(&state.db, &access.principal).await?;
+    let events = query(&mut tx, &f, PAGE + 1).await?;
+    tx.commit().await?;
+    let more = events.len() as i64 > PAGE;
+    let events: Vec<StoredEvent> = events.into_iter().take(PAGE as usize).collect();
+    let next_page = if more { events.last().map(|e| qs(&Filter { before: Some(e.seq), ..f.clone() })) } else { None };
+    let prev_page = f.before.map(|_| qs(&Filter { before: None, ..f.clone() }));
+    let rows = events
+        .into_iter()
+        .map(|e| Row {
+            seq: e.seq,
+            time: crate::identity::web::when(e.occurred_at),
+            actor: if e.actor_label.is_empty() { e.actor_id.clone() } else { e.actor_label.clone() },
+            ip: e.ip.map(|i| i.addr().to_string()).unwrap_or_default(),
+            action: e.action,
+            target: format!("{} {}", e.target_type, e.target_id),
+            before: e.before.map(|v| v.to_string()).unwrap_or_default(),
+            after: e.after.map(|v| v.to_string()).unwrap_or_default(),
+        })
+        .collect();
+    page(&ViewerPage {
+        org: OrgNav::of(&access),
+        query: qs(&Filter { before: None, ..f.clone() }),
+        filter: f,
+        events: rows,
+        prev_page,
+        next_page,
+    })
+}
+
+/// Spreadsheet formula injection: a cell starting with `=`, `+`, `-`, `@` (or a tab or
+/// carriage return) is prefixed with `'` so it is shown as text.
+pub fn neutralize(cell: &str) -> String {
+    match cell.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}"),
+        _ => cell.to_string(),
+    }
+}
+
+async fn export_csv(
+    State(state): State<AppState>,
+    ctx: Context,
+    access: OrgAccess,
+    Query(f): Query<Filter>,
+) -> AppResult<Response> {
+    let mut tx = OrgTx::begin(&state.db, &access.principal).await?;
+    let events = query(&mut tx, &f, EXPORT_CAP).await?;
+    // The export is itself audited, in the same transaction that read it.
+    super::record(
+        &mut tx,
+        &ctx,
+        Entry::new("audit.exported", "audit_log", access.principal.org_id())
+            .after(json!({ "filter": Filter { before: None, ..f.clone() }, "rows": events.len() })),
+    )
+    .await?;
+    tx.commit().await?;
+    let mut out = csv::Writer::from_writer(Vec::new());
+    let header = [
+        "seq",
+        "occurred_at",
+        "actor_type",
+        "actor_id",
+        "actor",
+        "ip",
+        "user_agent",
+        "action",
+        "target_type",
+        "target_id",
+        "before",
+        "after",
+        "request_id",
+        "hash",
+    ];
+    out.write_record(header).map_err(AppError::internal)?;
+    for e in events {
+        let fields = [
+            e.seq.to_string(),
+            e.occurred_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            e.actor_type,
+            e.actor_id,
+            e.actor_label,
+            e.ip.map(|i| i.addr().to_string()).unwrap_or_default(),
+            e.user_agent,
+            e.action,
+            e.target_type,
+            e.target_id,
+            e.before.map(|v| v.to_string()).unwrap_or_default(),
+            e.after.map(|v| v.to_string()).unwrap_or_default(),
+            e.request_id,
+            hex::encode(&e.hash),
+        ];
+        out.write_record(fields.iter().map(|c| neutralize(c))).map_err(AppError::internal)?;
+    }
+    let bytes = out.into_inner().map_err(AppError::internal)?;
+    let mut res = bytes.into_response();
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    let name = format!("attachment; filename=\"audit-{}.csv\"", access.slug);
+    res.headers_mut().insert(header::CONTENT_DISPOSITION, HeaderValue::from_str(&name).map_err(AppError::internal)?);
+    Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::neutralize;
+
+    #[test]
+    fn formula_cells_are_neutralized() {
+        assert_eq!(neutralize("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        assert_eq!(neutralize("+1"), "'+1");
+        assert_eq!(neutralize("-2"), "'-2");
+        assert_eq!(neutralize("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(neutralize("\tx"), "'\tx");
+        assert_eq!(neutralize("plain"), "plain");
+        assert_eq!(neutralize(""), "");
+    }
+}

@@ -1,0 +1,112 @@
+//! The organization guard: for routes declared `Access::Org(permission)`, resolves the
+//! organization from the `{org}` path segment among the signed-in user's own memberships,
+//! enforces the organization's security settings, checks the permission, and hands the handler
+//! a verified principal. A foreign or unknown organization is 404, an insufficient role 403.
+
+use axum::extract::{FromRequestParts, RawPathParams, Request};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Redirect};
+
+use super::role::Permission;
+use crate::identity::guard::{Resolved, require_session};
+use crate::identity::session::{self, CurrentSession, Stage};
+use crate::platform::db::OrgTx;
+use crate::platform::db::tenant::{self, OrgPrincipal};
+use crate::platform::http::error::AppError;
+use crate::platform::http::middleware::{ClientIp, RequestId};
+use crate::state::AppState;
+
+/// What an organization route's handler gets: the verified principal and the organization's
+/// display facts.
+#[derive(Debug, Clone)]
+pub struct OrgAccess {
+    pub principal: OrgPrincipal,
+    pub slug: String,
+    pub name: String,
+    pub brand_color: String,
+}
+
+pub async fn require_org(state: &AppState, req: Request, permission: Permission) -> Result<Resolved, AppError> {
+    let is_api = req.uri().path().starts_with("/api/");
+    let mut req = match require_session(state, req, Stage::Complete).await? {
+        Resolved::Ok(req) => req,
+        respond => return Ok(respond),
+    };
+    let session = req.extensions().get::<CurrentSession>().cloned().ok_or_else(|| AppError::internal("no session"))?;
+    let (mut parts, body) = req.into_parts();
+    let slug = RawPathParams::from_request_parts(&mut parts, state)
+        .await
+        .ok()
+        .and_then(|p| p.iter().find(|(k, _)| *k == "org").map(|(_, v)| v.to_string()))
+        .ok_or_else(|| AppError::internal("an organization route without an {org} segment"))?;
+    req = Request::from_parts(parts, body);
+    let principal = tenant::verify_member_by_slug(&state.db, &session.user, &slug).await?.ok_or(AppError::NotFound)?;
+
+    let mut tx = OrgTx::begin(&state.db, &principal).await?;
+    let (name, brand_color, timeout, require_2fa): (String, String, Option<i32>, bool) = sqlx::query_as(
+        "SELECT name, brand_color, session_timeout_minutes, require_two_factor FROM organizations WHERE id = $1",
+    )
+    .bind(principal.org_id())
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+
+    // The organization's shorter idle timeout ends the session, for every organization.
+    if let Some(minutes) = timeout
+        && session.idle_for >= time::Duration::minutes(minutes.into())
+    {
+        let mut g = state.db.global().await?;
+        session::delete(&mut g, session.id).await?;
+        g.commit().await?;
+        return Ok(Resolved::Respond(if is_api {
+            AppError::Unauthorized("Your session ended after inactivity. Sign in again.".into()).into_response()
+        } else {
+            Redirect::to("/login").into_response()
+        }));
+    }
+    if require_2fa && !session.two_factor {
+        return Ok(Resolved::Respond(if is_api {
+            AppError::Forbidden(format!("{name} requires two-factor authentication. Turn it on first.")).into_response()
+        } else {
+            Redirect::to("/account/two-factor/setup?required=1").into_response()
+        }));
+    }
+    if !principal.can(permission) {
+        return Err(AppError::Forbidden(format!("Your role in {name} doesn't allow this ({}).", permission.as_str())));
+    }
+    req.extensions_mut().insert(OrgAccess { principal, slug, name, brand_color });
+    Ok(Resolved::Ok(req))
+}
+
+impl FromRequestParts<AppState> for OrgAccess {
+    type Rejection = AppError;
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<OrgAccess>()
+            .cloned()
+            .ok_or_else(|| AppError::internal("handler expects an organization but its route is not declared Org"))
+    }
+}
+
+impl FromRequestParts<AppState> for crate::audit::Context {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let user_agent: String = parts
+            .headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(512)
+            .collect();
+        Ok(crate::audit::Context {
+            ip: parts.extensions.get::<ClientIp>().map(|c| c.0),
+            user_agent,
+            request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default(),
+            now: state.clock.now(),
+            signer: Some(state.audit_signer.clone()),
+        })
+    }
+}

@@ -1,0 +1,898 @@
+//! Web pages for organizations: creation, members and invitations, settings, roles.
+
+use askama::Template;
+use axum::Form;
+use axum::body::Bytes;
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::guard::OrgAccess;
+use super::role::{Permission, PermissionSet, Role, admin_bound, default_permissions};
+use super::service::{self, GeneralSettings};
+use crate::audit::Context;
+use crate::identity::guard::FormToken;
+use crate::identity::session::{CurrentSession, RequestMeta};
+use crate::platform::db::OrgTx;
+use crate::platform::http::error::{AppError, AppResult, FieldError, RenderedByHandler};
+use crate::platform::http::route::{Access, RouteDef, Surface};
+use crate::platform::ids::{ClientId, UserId};
+use crate::route;
+use crate::state::AppState;
+
+use Permission as P;
+
+pub fn routes() -> Vec<RouteDef> {
+    vec![
+        route!(GET "/orgs/new", Surface::Web, Access::SignedIn, new_org_page),
+        route!(POST "/orgs", Surface::Web, Access::SignedIn, create_org),
+        route!(GET "/o/{org}", Surface::Web, Access::Org(P::OrgAccess), org_home),
+        route!(GET "/o/{org}/logo", Surface::Web, Access::Org(P::OrgAccess), logo),
+        route!(POST "/o/{org}/leave", Surface::Web, Access::Org(P::OrgAccess), leave),
+        route!(GET "/o/{org}/members", Surface::Web, Access::Org(P::MembersRead), members_page),
+        route!(POST "/o/{org}/invitations", Surface::Web, Access::Org(P::MembersInvite), invite),
+        route!(POST "/o/{org}/invitations/{invitation}/revoke", Surface::Web, Access::Org(P::MembersInvite), revoke_invitation),
+        route!(POST "/o/{org}/invitations/{invitation}/resend", Surface::Web, Access::Org(P::MembersInvite), resend_invitation),
+        route!(POST "/o/{org}/members/{member}/role", Surface::Web, Access::Org(P::MembersManage), change_role),
+        route!(POST "/o/{org}/members/{member}/suspend", Surface::Web, Access::Org(P::MembersManage), suspend),
+        route!(POST "/o/{org}/members/{member}/reactivate", Surface::Web, Access::Org(P::MembersManage), reactivate),
+        route!(POST "/o/{org}/members/{member}/remove", Surface::Web, Access::Org(P::MembersManage), remove),
+        route!(POST "/o/{org}/members/{member}/permissions", Surface::Web, Access::Org(P::RolesManage), member_permissions),
+        route!(POST "/o/{org}/transfer", Surface::Web, Access::Org(P::OrgTransfer), transfer),
+        route!(GET "/o/{org}/settings", Surface::Web, Access::Org(P::SettingsManage), settings_page),
+        route!(POST "/o/{org}/settings", Surface::Web, Access::Org(P::SettingsManage), save_settings),
+        route!(POST "/o/{org}/settings/logo", Surface::Web, Access::Org(P::SettingsManage), upload_logo),
+        route!(GET "/o/{org}/settings/security", Surface::Web, Access::Org(P::SettingsSecurity), security_page),
+        route!(POST "/o/{org}/settings/security", Surface::Web, Access::Org(P::SettingsSecurity), save_security),
+        route!(GET "/o/{org}/settings/roles", Surface::Web, Access::Org(P::RolesManage), roles_page),
+        route!(POST "/o/{org}/settings/roles", Surface::Web, Access::Org(P::RolesManage), save_roles),
+        route!(GET "/invitations/accept", Surface::Web, Access::Public, invitation_page),
+        route!(POST "/invitations/accept", Surface::Web, Access::Public, accept_invitation),
+        route!(POST "/invitations/decline", Surface::Web, Access::Public, decline_invitation),
+    ]
+}
+
+/// What the organization navigation needs.
+pub struct OrgNav {
+    pub slug: String,
+    pub name: String,
+    pub can_members: bool,
+    pub can_settings: bool,
+    pub can_security: bool,
+    pub can_roles: bool,
+    pub can_audit: bool,
+}
+
+impl OrgNav {
+    pub fn of(access: &OrgAccess) -> Self {
+        let p = &access.principal;
+        Self {
+            slug: access.slug.clone(),
+            name: access.name.clone(),
+            can_members: p.can(P::MembersRead),
+            can_settings: p.can(P::SettingsManage),
+            can_security: p.can(P::SettingsSecurity),
+            can_roles: p.can(P::RolesManage),
+            can_audit: p.can(P::AuditRead),
+        }
+    }
+}
+
+pub fn page<T: Template>(t: &T) -> AppResult<Response> {
+    Ok(crate::web::render(t)?.into_response())
+}
+
+pub fn page_with_status<T: Template>(status: StatusCode, t: &T) -> AppResult<Response> {
+    let mut res = (status, crate::web::render(t)?).into_response();
+    res.extensions_mut().insert(RenderedByHandler);
+    Ok(res)
+}
+
+/// Expected failures shown on the page; anything else propagates.
+pub fn failure(e: AppError) -> Result<(StatusCode, Option<String>, Vec<FieldError>), AppError> {
+    let status = e.status();
+    match e {
+        AppError::Validation(errors) => Ok((status, None, errors)),
+        AppError::Forbidden(m) | AppError::BadRequest(m) | AppError::Conflict(m) | AppError::Unauthorized(m) => {
+            Ok((status, Some(m), vec![]))
+        }
+        other => Err(other),
+    }
+}
+
+fn parse_id<T: std::str::FromStr>(raw: &str) -> AppResult<T> {
+    raw.parse().map_err(|_| AppError::NotFound)
+}
+
+// ---- creating and leaving ----
+
+#[derive(Template)]
+#[template(path = "tenancy/new_org.html")]
+struct NewOrgPage {
+    csrf: String,
+    name: String,
+    slug: String,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+}
+
+async fn new_org_page(FormToken(csrf): FormToken) -> AppResult<Response> {
+    page(&NewOrgPage { csrf, name: String::new(), slug: String::new(), message: None, errors: vec![] })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewOrgForm {
+    name: String,
+    #[serde(default)]
+    slug: String,
+}
+
+async fn create_org(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    current: CurrentSession,
+    Form(form): Form<NewOrgForm>,
+) -> AppResult<Response> {
+    match service::create_organization(&state.db, &ctx, &current.user, &form.name, &form.slug).await {
+        Ok(org) => Ok(Redirect::to(&format!("/o/{}", org.slug)).into_response()),
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            page_with_status(status, &NewOrgPage { csrf, name: form.name, slug: form.slug, message, errors })
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "tenancy/org_home.html")]
+struct OrgHome {
+    csrf: String,
+    org: OrgNav,
+    role: &'static str,
+}
+
+async fn org_home(FormToken(csrf): FormToken, access: OrgAccess) -> AppResult<Response> {
+    if access.principal.role() == Role::Client {
+        // Clients have the portal, nothing else.
+        return Ok(Redirect::to(&format!("/portal/{}", access.slug)).into_response());
+    }
+    page(&OrgHome { csrf, role: access.principal.role().label(), org: OrgNav::of(&access) })
+}
+
+async fn logo(State(state): State<AppState>, access: OrgAccess) -> AppResult<Response> {
+    let mut tx = OrgTx::begin(&state.db, &access.principal).await?;
+    let row: Option<(String, Vec<u8>)> =
+        sqlx::query_as("SELECT content_type, bytes FROM organization_logos WHERE organization_id = $1")
+            .bind(tx.org_id())
+            .fetch_optional(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    let (content_type, bytes) = row.ok_or(AppError::NotFound)?;
+    let mut res = bytes.into_response();
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_str(&content_type).map_err(AppError::internal)?);
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=300"));
+    Ok(res)
+}
+
+async fn leave(State(state): State<AppState>, ctx: Context, access: OrgAccess) -> AppResult<Response> {
+    let me = access.principal.user_id().ok_or(AppError::NotFound)?;
+    service::remove_member(&state.db, &ctx, &access.principal, me).await?;
+    Ok(Redirect::to("/app").into_response())
+}
+
+// ---- members ----
+
+struct MemberView {
+    user_id: String,
+    email: String,
+    display_name: String,
+    role: String,
+    status: String,
+    manageable: bool,
+    transferable: bool,
+}
+
+struct InvitationView {
+    id: String,
+    email: String,
+    role: &'static str,
+    expires: String,
+}
+
+#[derive(Template)]
+#[template(path = "tenancy/members.html")]
+struct MembersPage {
+    csrf: String,
+    org: OrgNav,
+    members: Vec<MemberView>,
+    invitations: Vec<InvitationView>,
+    grantable: Vec<String>,
+    can_manage: bool,
+    can_invite: bool,
+    can_transfer: bool,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+}
+
+async fn members_view(
+    state: &AppState,
+    csrf: String,
+    access: &OrgAccess,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+) -> AppResult<MembersPage> {
+    let p = &access.principal;
+    let mut tx = OrgTx::begin(&state.db, p).await?;
+    let rows = service::members(&mut tx).await?;
+    let invitations = service::open_invitations(&mut tx, state.clock.now()).await?;
+    tx.commit().await?;
+    let me = p.user_id();
+    Ok(MembersPage {
+        csrf,
+        org: OrgNav::of(access),
+        members: rows
+            .into_iter()
+            .map(|m| MemberView {
+                manageable: Some(m.user_id) != me && service::may_act_on(p.role(), m.role),
+                transferable: Some(m.user_id) != me && m.status == "active" && m.role != Role::Client,
+                user_id: m.user_id.to_string(),
+                email: m.email,
+                display_name: m.display_name,
+                role: m.role.as_str().to_string(),
+                status: m.status,
+            })
+            .collect(),
+        invitations: invitations
+            .into_iter()
+            .map(|i| InvitationView {
+                id: i.id.to_string(),
+                email: i.email,
+                role: i.role.as_str(),
+                expires: crate::identity::web::when(i.expires_at),
+            })
+            .collect(),
+        grantable: Role::ALL
+            .into_iter()
+            .filter(|r| service::may_grant(p.role(), *r))
+            .map(|r| r.as_str().to_string())
+            .collect(),
+        can_manage: p.can(P::MembersManage),
+        can_invite: p.can(P::MembersInvite),
+        can_transfer: p.can(P::OrgTransfer),
+        message,
+        errors,
+    })
+}
+
+async fn members_page(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    access: OrgAccess,
+) -> AppResult<Response> {
+    page(&members_view(&state, csrf, &access, None, vec![]).await?)
+}
+
+/// After a members action: back to the list, or the list with the failure.
+async fn members_result(
+    state: &AppState,
+    csrf: String,
+    access: &OrgAccess,
+    result: AppResult<()>,
+) -> AppResult<Response> {
+    match result {
+        Ok(()) => Ok(Redirect::to(&format!("/o/{}/members", access.slug)).into_response()),
+        Err(AppError::NotFound) => Err(AppError::NotFound),
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            page_with_status(status, &members_view(state, csrf, access, message, errors).await?)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteForm {
+    email: String,
+    role: String,
+    #[serde(default)]
+    client_id: String,
+}
+
+async fn invite(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Form(form): Form<InviteForm>,
+) -> AppResult<Response> {
+    let result = async {
+        let role: Role = form.role.parse().map_err(|m: String| AppError::field("role", m))?;
+        let client_id = match form.client_id.trim() {
+            "" => None,
+            raw => Some(raw.parse::<ClientId>().map_err(|_| AppError::field("client_id", "is not a client id"))?),
+        };
+        service::invite(&state.db, &ctx, &access.principal, &state.config.public_url(), &form.email, role, client_id)
+            .await
+            .map(|_| ())
+    }
+    .await;
+    if result.is_ok() {
+        state.mail_wake.notify_one();
+    }
+    members_result(&state, csrf, &access, result).await
+}
+
+async fn revoke_invitation(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    let id = parse_id(&id)?;
+    let r = service::revoke_or_resend(&state.db, &ctx, &access.principal, &state.config.public_url(), id, false).await;
+    members_result(&state, csrf, &access, r).await
+}
+
+async fn resend_invitation(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    let id = parse_id(&id)?;
+    let r = service::revoke_or_resend(&state.db, &ctx, &access.principal, &state.config.public_url(), id, true).await;
+    state.mail_wake.notify_one();
+    members_result(&state, csrf, &access, r).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleForm {
+    role: String,
+    #[serde(default)]
+    client_id: String,
+}
+
+async fn change_role(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, member)): Path<(String, String)>,
+    Form(form): Form<RoleForm>,
+) -> AppResult<Response> {
+    let member: UserId = parse_id(&member)?;
+    let result = async {
+        let role: Role = form.role.parse().map_err(|m: String| AppError::field("role", m))?;
+        let client_id = match form.client_id.trim() {
+            "" => None,
+            raw => Some(raw.parse::<ClientId>().map_err(|_| AppError::field("client_id", "is not a client id"))?),
+        };
+        service::change_role(&state.db, &ctx, &access.principal, member, role, client_id).await
+    }
+    .await;
+    members_result(&state, csrf, &access, result).await
+}
+
+async fn suspend(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, member)): Path<(String, String)>,
+) -> AppResult<Response> {
+    let member: UserId = parse_id(&member)?;
+    let r = service::set_suspended(&state.db, &ctx, &access.principal, member, true).await;
+    members_result(&state, csrf, &access, r).await
+}
+
+async fn reactivate(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, member)): Path<(String, String)>,
+) -> AppResult<Response> {
+    let member: UserId = parse_id(&member)?;
+    let r = service::set_suspended(&state.db, &ctx, &access.principal, member, false).await;
+    members_result(&state, csrf, &access, r).await
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, member)): Path<(String, String)>,
+) -> AppResult<Response> {
+    let member: UserId = parse_id(&member)?;
+    let r = service::remove_member(&state.db, &ctx, &access.principal, member).await;
+    members_result(&state, csrf, &access, r).await
+}
+
+/// Parses repeated form fields (`permission=a&permission=b`, `grant=…`, `deny=…`).
+fn repeated(body: &Bytes, name: &str) -> Result<Vec<Permission>, AppError> {
+    form_urlencoded::parse(body)
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.parse::<Permission>().map_err(|m| AppError::field(name, m)))
+        .collect()
+}
+
+fn only_fields(body: &Bytes, allowed: &[&str]) -> Result<(), AppError> {
+    match form_urlencoded::parse(body).find(|(k, _)| !allowed.contains(&k.as_ref())) {
+        Some((k, _)) => Err(AppError::field(&k, "is not a field of this form")),
+        None => Ok(()),
+    }
+}
+
+async fn member_permissions(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, member)): Path<(String, String)>,
+    body: Bytes,
+) -> AppResult<Response> {
+    let member: UserId = parse_id(&member)?;
+    let result = async {
+        only_fields(&body, &["grant", "deny"])?;
+        let mut overrides: Vec<(Permission, bool)> = repeated(&body, "grant")?.into_iter().map(|p| (p, true)).collect();
+        overrides.extend(repeated(&body, "deny")?.into_iter().map(|p| (p, false)));
+        service::set_member_overrides(&state.db, &ctx, &access.principal, member, &overrides).await
+    }
+    .await;
+    members_result(&state, csrf, &access, result).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferForm {
+    member: String,
+}
+
+async fn transfer(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Form(form): Form<TransferForm>,
+) -> AppResult<Response> {
+    let result = async {
+        let member: UserId = form.member.parse().map_err(|_| AppError::field("member", "choose a member"))?;
+        service::transfer_ownership(&state.db, &ctx, &access.principal, member).await
+    }
+    .await;
+    members_result(&state, csrf, &access, result).await
+}
+
+// ---- settings ----
+
+#[derive(Template)]
+#[template(path = "tenancy/settings.html")]
+struct SettingsPage {
+    csrf: String,
+    org: OrgNav,
+    settings: service::Settings,
+    has_logo: bool,
+    saved: bool,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+}
+
+#[derive(Deserialize)]
+struct SavedQuery {
+    saved: Option<String>,
+}
+
+async fn settings_view(
+    state: &AppState,
+    csrf: String,
+    access: &OrgAccess,
+    saved: bool,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+) -> AppResult<SettingsPage> {
+    let mut tx = OrgTx::begin(&state.db, &access.principal).await?;
+    let settings = service::settings(&mut tx).await?;
+    let has_logo: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organization_logos WHERE organization_id = $1)")
+            .bind(tx.org_id())
+            .fetch_one(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    Ok(SettingsPage { csrf, org: OrgNav::of(access), settings, has_logo, saved, message, errors })
+}
+
+async fn settings_page(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    access: OrgAccess,
+    Query(q): Query<SavedQuery>,
+) -> AppResult<Response> {
+    page(&settings_view(&state, csrf, &access, q.saved.is_some(), None, vec![]).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsForm {
+    name: String,
+    slug: String,
+    brand_color: String,
+    timezone: String,
+    currency: String,
+}
+
+async fn save_settings(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Form(form): Form<SettingsForm>,
+) -> AppResult<Response> {
+    let input = GeneralSettings {
+        name: form.name,
+        slug: form.slug,
+        brand_color: form.brand_color,
+        timezone: form.timezone,
+        currency: form.currency,
+    };
+    match service::update_general(&state.db, &ctx, &access.principal, input).await {
+        Ok(()) => {
+            let mut tx = OrgTx::begin(&state.db, &access.principal).await?;
+            let slug = service::settings(&mut tx).await?.slug;
+            tx.commit().await?;
+            Ok(Redirect::to(&format!("/o/{slug}/settings?saved=1")).into_response())
+        }
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            page_with_status(status, &settings_view(&state, csrf, &access, false, message, errors).await?)
+        }
+    }
+}
+
+async fn upload_logo(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    mut multipart: Multipart,
+) -> AppResult<Response> {
+    let mut bytes = None;
+    while let Some(field) =
+        multipart.next_field().await.map_err(|e| AppError::BadRequest(format!("Bad upload: {e}")))?
+    {
+        if field.name() == Some("logo") {
+            bytes = Some(field.bytes().await.map_err(|_| AppError::PayloadTooLarge)?);
+        }
+    }
+    let result = match bytes {
+        Some(b) => service::set_logo(&state.db, &ctx, &access.principal, &b).await,
+        None => Err(AppError::field("logo", "choose an image")),
+    };
+    match result {
+        Ok(()) => Ok(Redirect::to(&format!("/o/{}/settings?saved=1", access.slug)).into_response()),
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            page_with_status(status, &settings_view(&state, csrf, &access, false, message, errors).await?)
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "tenancy/security.html")]
+struct SecurityPage {
+    csrf: String,
+    org: OrgNav,
+    settings: service::Settings,
+    saved: bool,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+}
+
+async fn security_view(
+    state: &AppState,
+    csrf: String,
+    access: &OrgAccess,
+    saved: bool,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+) -> AppResult<SecurityPage> {
+    let mut tx = OrgTx::begin(&state.db, &access.principal).await?;
+    let settings = service::settings(&mut tx).await?;
+    tx.commit().await?;
+    Ok(SecurityPage { csrf, org: OrgNav::of(access), settings, saved, message, errors })
+}
+
+async fn security_page(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    access: OrgAccess,
+    Query(q): Query<SavedQuery>,
+) -> AppResult<Response> {
+    page(&security_view(&state, csrf, &access, q.saved.is_some(), None, vec![]).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecurityForm {
+    #[serde(default)]
+    session_timeout_minutes: String,
+    #[serde(default)]
+    require_two_factor: Option<String>,
+}
+
+async fn save_security(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    current: CurrentSession,
+    access: OrgAccess,
+    Form(form): Form<SecurityForm>,
+) -> AppResult<Response> {
+    let result = async {
+        let timeout = match form.session_timeout_minutes.trim() {
+            "" => None,
+            raw => Some(
+                raw.parse::<i32>()
+                    .map_err(|_| AppError::field("session_timeout_minutes", "must be a number of minutes"))?,
+            ),
+        };
+        let require = form.require_two_factor.as_deref() == Some("on");
+        service::update_security(&state.db, &ctx, &access.principal, current.two_factor, timeout, require).await
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(Redirect::to(&format!("/o/{}/settings/security?saved=1", access.slug)).into_response()),
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            page_with_status(status, &security_view(&state, csrf, &access, false, message, errors).await?)
+        }
+    }
+}
+
+struct RoleView {
+    name: &'static str,
+    label: &'static str,
+    permissions: Vec<(&'static str, bool, &'static str)>,
+}
+
+#[derive(Template)]
+#[template(path = "tenancy/roles.html")]
+struct RolesPage {
+    csrf: String,
+    org: OrgNav,
+    roles: Vec<RoleView>,
+    saved: bool,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+}
+
+async fn roles_view(
+    state: &AppState,
+    csrf: String,
+    access: &OrgAccess,
+    saved: bool,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+) -> AppResult<RolesPage> {
+    let mut tx = OrgTx::begin(&state.db, &access.principal).await?;
+    let mut roles = Vec::new();
+    for role in [Role::Manager, Role::Member] {
+        let custom = service::role_customization(&mut tx, role).await?;
+        let effective = super::role::effective_permissions(role, &custom, &[]);
+        roles.push(RoleView {
+            name: role.as_str(),
+            label: role.label(),
+            permissions: admin_bound()
+                .iter()
+                .filter(|p| *p != P::OrgAccess)
+                .map(|p| (p.as_str(), effective.contains(p), p.describe()))
+                .collect(),
+        });
+    }
+    tx.commit().await?;
+    Ok(RolesPage { csrf, org: OrgNav::of(access), roles, saved, message, errors })
+}
+
+async fn roles_page(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    access: OrgAccess,
+    Query(q): Query<SavedQuery>,
+) -> AppResult<Response> {
+    page(&roles_view(&state, csrf, &access, q.saved.is_some(), None, vec![]).await?)
+}
+
+async fn save_roles(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    body: Bytes,
+) -> AppResult<Response> {
+    let result = async {
+        only_fields(&body, &["role", "permission"])?;
+        let role: Role = form_urlencoded::parse(&body)
+            .find(|(k, _)| k == "role")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+            .parse()
+            .map_err(|m: String| AppError::field("role", m))?;
+        let mut wanted = PermissionSet::of(&repeated(&body, "permission")?);
+        wanted.insert(P::OrgAccess);
+        let _ = default_permissions(role);
+        service::set_role_permissions(&state.db, &ctx, &access.principal, role, wanted).await
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(Redirect::to(&format!("/o/{}/settings/roles?saved=1", access.slug)).into_response()),
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            page_with_status(status, &roles_view(&state, csrf, &access, false, message, errors).await?)
+        }
+    }
+}
+
+// ---- invitations (for the invitee) ----
+
+#[derive(Template)]
+#[template(path = "tenancy/invitation.html")]
+struct InvitationPage {
+    csrf: String,
+    token: String,
+    organization: String,
+    role: &'static str,
+    email: String,
+    mode: &'static str,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    #[serde(default)]
+    token: String,
+}
+
+async fn invitation_view(
+    state: &AppState,
+    headers: &HeaderMap,
+    csrf: String,
+    token: String,
+) -> AppResult<Option<InvitationPage>> {
+    let Some(invitation) = crate::platform::db::tenant::find_invitation(&state.db, &token, state.clock.now()).await?
+    else {
+        return Ok(None);
+    };
+    let session = crate::identity::guard::current_session(state, headers).await?;
+    let mode = match session {
+        Some(s) if s.stage == crate::identity::session::Stage::Complete => {
+            if s.email.eq_ignore_ascii_case(&invitation.email) { "signed-in" } else { "wrong-account" }
+        }
+        _ => {
+            let mut g = state.db.global().await?;
+            let email = crate::platform::types::Email::parse(&invitation.email).map_err(AppError::internal)?;
+            let exists = crate::identity::repo::find_by_email(&mut g, &email).await?.is_some();
+            g.commit().await?;
+            if exists { "sign-in" } else { "new-account" }
+        }
+    };
+    Ok(Some(InvitationPage {
+        csrf,
+        token,
+        organization: invitation.organization_name,
+        role: invitation.role.label(),
+        email: invitation.email,
+        mode,
+        message: None,
+        errors: vec![],
+    }))
+}
+
+fn invitation_gone() -> AppResult<Response> {
+    let mut res = (
+        StatusCode::BAD_REQUEST,
+        crate::web::render(&crate::identity::web::Notice {
+            title: "This invitation is no longer valid",
+            paragraphs: vec!["It may have expired, been revoked or already been answered. Ask for a new one."],
+            link: Some(("/login", "Sign in")),
+        })?,
+    )
+        .into_response();
+    res.extensions_mut().insert(RenderedByHandler);
+    Ok(res)
+}
+
+async fn invitation_page(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    headers: HeaderMap,
+    Query(q): Query<TokenQuery>,
+) -> AppResult<Response> {
+    match invitation_view(&state, &headers, csrf, q.token).await? {
+        Some(p) => page(&p),
+        None => invitation_gone(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcceptForm {
+    token: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    display_name: String,
+}
+
+/// Accepts for the signed-in invitee, or signs the invitee in (through the second-factor
+/// gate) or creates their account first.
+async fn accept_invitation(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    meta: RequestMeta,
+    headers: HeaderMap,
+    Form(form): Form<AcceptForm>,
+) -> AppResult<Response> {
+    let session = crate::identity::guard::current_session(&state, &headers).await?;
+    let result = match session {
+        Some(s) if s.stage == crate::identity::session::Stage::Complete => {
+            service::accept_invitation(&state.db, &ctx, &s.user, &s.email, &form.token)
+                .await
+                .map(|org| Redirect::to(&format!("/o/{}", org.slug)).into_response())
+        }
+        _ => {
+            crate::identity::web::invitation_sign_in(
+                &state,
+                &ctx,
+                &meta,
+                &headers,
+                &form.token,
+                &crate::platform::secret::Secret::new(form.password),
+                &form.display_name,
+            )
+            .await
+        }
+    };
+    match result {
+        Ok(res) => Ok(res),
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            match invitation_view(&state, &headers, csrf, form.token).await? {
+                Some(mut p) => {
+                    p.message = message;
+                    p.errors = errors;
+                    page_with_status(status, &p)
+                }
+                None => invitation_gone(),
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeclineForm {
+    token: String,
+}
+
+async fn decline_invitation(
+    State(state): State<AppState>,
+    ctx: Context,
+    Form(form): Form<DeclineForm>,
+) -> AppResult<Response> {
+    match service::decline_invitation(&state.db, &ctx, &form.token).await {
+        Ok(()) => page(&crate::identity::web::Notice {
+            title: "Invitation declined",
+            paragraphs: vec!["Nothing else will happen; you can close this page."],
+            link: None,
+        }),
+        Err(AppError::BadRequest(_)) => invitation_gone(),
+        Err(e) => Err(e),
+    }
+}
