@@ -169,20 +169,6 @@ $$;
 REVOKE ALL ON FUNCTION audit_apply_retention(uuid, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION audit_apply_retention(uuid, timestamptz) TO clientflow_app;
 
--- Invitation lookup by token for someone who is not (yet) a member: RLS rightly hides the
--- invitation from them, so this reviewed SECURITY DEFINER function returns just what the
--- acceptance page needs, for an open, unexpired invitation only.
-CREATE FUNCTION invitation_by_token(token bytea, at timestamptz)
-RETURNS TABLE (organization_id uuid, id uuid, email text, role text, organization_name text)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
-    SELECT i.organization_id, i.id, i.email, i.role, o.name
-      FROM invitations i JOIN organizations o ON o.id = i.organization_id
-     WHERE i.token_hash = token AND i.accepted_at IS NULL AND i.declined_at IS NULL
-       AND i.revoked_at IS NULL AND i.expires_at > at
-$$;
-REVOKE ALL ON FUNCTION invitation_by_token(bytea, timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION invitation_by_token(bytea, timestamptz) TO clientflow_app;
-
 -- Row-level security on the new tenant tables (the pattern of 0001).
 ALTER TABLE organization_logos ENABLE ROW LEVEL SECURITY;
 ALTER TABLE organization_logos FORCE ROW LEVEL SECURITY;
@@ -195,6 +181,17 @@ ALTER TABLE invitations FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON invitations
     USING (organization_id = NULLIF(current_setting('app.org_id', true), '')::uuid)
     WITH CHECK (organization_id = NULLIF(current_setting('app.org_id', true), '')::uuid);
+-- The token is a capability: a transaction that presents the digest of an invitation's token
+-- (app.invitation_token, hex) may read that one invitation, and the name of its organization
+-- (policy on organizations below), and nothing else. Read-only.
+CREATE POLICY invitation_by_token ON invitations FOR SELECT
+    USING (token_hash = decode(NULLIF(current_setting('app.invitation_token', true), ''), 'hex'));
+CREATE POLICY invited_organization ON organizations FOR SELECT
+    USING (EXISTS (
+        SELECT 1 FROM invitations i
+        WHERE i.organization_id = organizations.id
+          AND i.token_hash = decode(NULLIF(current_setting('app.invitation_token', true), ''), 'hex')
+    ));
 
 ALTER TABLE role_permissions ENABLE ROW LEVEL SECURITY;
 ALTER TABLE role_permissions FORCE ROW LEVEL SECURITY;

@@ -327,7 +327,8 @@ async fn target_orgs(
     Ok(match org {
         None => all,
         Some(wanted) => {
-            let found: Vec<_> = all.into_iter().filter(|(id, slug)| id.to_string() == wanted || slug == wanted).collect();
+            let found: Vec<_> =
+                all.into_iter().filter(|(id, slug)| id.to_string() == wanted || slug == wanted).collect();
             if found.is_empty() {
                 anyhow::bail!("no organization {wanted}");
             }
@@ -406,8 +407,11 @@ async fn audit(config: Config, command: AuditCommand) -> anyhow::Result<ExitCode
             let cutoff = now - time::Duration::days(config.audit.retention_days.into());
             for (id, slug) in target_orgs(&resolved, None).await? {
                 let mut g = db.global().await?;
-                let deleted: i64 =
-                    sqlx::query_scalar("SELECT audit_apply_retention($1, $2)").bind(id).bind(cutoff).fetch_one(&mut *g).await?;
+                let deleted: i64 = sqlx::query_scalar("SELECT audit_apply_retention($1, $2)")
+                    .bind(id)
+                    .bind(cutoff)
+                    .fetch_one(&mut *g)
+                    .await?;
                 g.commit().await?;
                 println!("{slug}: removed {deleted} events older than {} days", config.audit.retention_days);
             }

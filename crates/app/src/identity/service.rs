@@ -262,7 +262,8 @@ pub async fn sign_in(
         {
             let minutes = state.config.identity.lockout_minutes as i64;
             events::record(&mut tx, Some(u.id), "lockout", meta, json!({ "minutes": minutes })).await?;
-            audit_account(&mut tx, state, meta, u.id, &u.email, "member.locked_out", json!({ "minutes": minutes })).await?;
+            audit_account(&mut tx, state, meta, u.id, &u.email, "member.locked_out", json!({ "minutes": minutes }))
+                .await?;
             send(
                 &mut tx,
                 messages::lockout(&u.email, minutes, &state.config.public_url()),
@@ -409,8 +410,16 @@ async fn verify_second_factor(
             .fetch_one(&mut *conn)
             .await?;
     events::record(conn, Some(user.id), "recovery_code_used", meta, json!({ "remaining": remaining })).await?;
-    audit_account(conn, state, meta, user.id, &user.email, "member.recovery_code_used", json!({ "remaining": remaining }))
-        .await?;
+    audit_account(
+        conn,
+        state,
+        meta,
+        user.id,
+        &user.email,
+        "member.recovery_code_used",
+        json!({ "remaining": remaining }),
+    )
+    .await?;
     send(
         conn,
         messages::recovery_code_used(&user.email, remaining, &state.config.public_url()),

@@ -244,7 +244,40 @@ async fn every_sign_in_path_goes_through_the_second_factor() {
     assert_eq!(location(&res), "/login/two-factor", "email change");
     paths += 1;
 
-    // Invitation acceptance goes through the same gate (establish_session); it is covered
-    // with invitations.
-    assert_eq!(paths, 4);
+    // 5. Accepting an invitation as an existing account.
+    let mut inviter = sign_up(&app, "inviter@example.com").await;
+    let slug = crate::tenancy::create_org(&mut inviter, "Gate Org").await;
+    let token = crate::tenancy::session_token(&mut inviter).await;
+    let res = inviter
+        .post_with(
+            &format!("/o/{slug}/invitations"),
+            &[("email", "gate@elsewhere.example"), ("role", "member"), ("client_id", "")],
+            Some(&token),
+            true,
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let link = app.link_in_mail("gate@elsewhere.example", "/invitations/accept?token=").await;
+    let token = link.split("token=").nth(1).unwrap().to_string();
+    let mut b = app.browser();
+    let res = b.submit(&link, "/invitations/accept", &[("token", &token), ("password", PASSWORD)]).await;
+    assert!(location(&res).starts_with("/login/two-factor?next="), "{}", location(&res));
+    let res = b.get("/app").await;
+    assert_eq!(location(&res), "/login/two-factor", "invitation");
+    assert_eq!(b.get(&format!("/o/{slug}")).await.status(), 303, "not a member before the second factor");
+    // After the second factor, back to the invitation, which now accepts.
+    next_step(&app);
+    let next = format!("/invitations/accept?token={token}");
+    let res = b
+        .submit(
+            &format!("/login/two-factor?next={}", next.replace('?', "%3F").replace('=', "%3D")),
+            "/login/two-factor",
+            &[("code", &current_code(&app, &secret)), ("next", &next)],
+        )
+        .await;
+    assert_eq!(location(&res), next);
+    let res = b.submit(&next, "/invitations/accept", &[("token", &token)]).await;
+    assert_eq!(location(&res), format!("/o/{slug}"));
+    paths += 1;
+    assert_eq!(paths, 5);
 }

@@ -191,18 +191,30 @@ pub struct OpenInvitation {
     pub organization_name: String,
 }
 
-/// Looks up an open invitation by token through the reviewed `invitation_by_token` function.
+/// Looks up an open invitation by token. The invitee is not a member, so row-level security
+/// hides the invitation from every tenant context; presenting the token's digest (the
+/// `invitation_by_token` policy) makes exactly that invitation readable in this transaction.
 pub async fn find_invitation(
     db: &Db,
     token: &str,
     now: time::OffsetDateTime,
 ) -> Result<Option<OpenInvitation>, sqlx::Error> {
-    let row: Option<(OrgId, uuid::Uuid, String, Role, String)> =
-        sqlx::query_as("SELECT * FROM invitation_by_token($1, $2)")
-            .bind(&crate::platform::crypto::sha256(token.as_bytes())[..])
-            .bind(now)
-            .fetch_optional(&db.pool)
-            .await?;
+    let mut tx = db.pool.begin().await?;
+    sqlx::query("SELECT set_config('app.invitation_token', $1, true)")
+        .bind(hex::encode(crate::platform::crypto::sha256(token.as_bytes())))
+        .execute(&mut *tx)
+        .await?;
+    let row: Option<(OrgId, uuid::Uuid, String, Role, String)> = sqlx::query_as(
+        "SELECT i.organization_id, i.id, i.email, i.role, o.name FROM invitations i \
+         JOIN organizations o ON o.id = i.organization_id \
+         WHERE i.token_hash = $1 AND i.accepted_at IS NULL AND i.declined_at IS NULL \
+           AND i.revoked_at IS NULL AND i.expires_at > $2",
+    )
+    .bind(&crate::platform::crypto::sha256(token.as_bytes())[..])
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
     Ok(row.map(|(organization_id, id, email, role, organization_name)| OpenInvitation {
         organization_id,
         id,

@@ -1,0 +1,645 @@
+//! Organizations, invitations, roles and the permission matrix over the whole route table.
+
+use std::collections::HashMap;
+
+use clientflow::platform::http::route::Access;
+use clientflow::tenancy::role::{Permission, Role, default_permissions};
+use clientflow_test_support::TestApp;
+use clientflow_test_support::browser::{Browser, location};
+
+use crate::identity::{PASSWORD, sign_up};
+
+pub struct Person {
+    pub user_id: String,
+    pub browser: Browser,
+}
+
+pub struct Org {
+    pub slug: String,
+    pub id: String,
+    pub client_id: String,
+    pub people: HashMap<&'static str, Person>,
+}
+
+pub async fn user_id(app: &TestApp, email: &str) -> String {
+    let mut db = app.db.admin_conn().await;
+    let id: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM users WHERE email = $1").bind(email).fetch_one(&mut db).await.unwrap();
+    id.to_string()
+}
+
+/// The token of the signed-in browser's session (any page of the app carries it).
+pub async fn session_token(b: &mut Browser) -> String {
+    b.page("/app").await;
+    b.token()
+}
+
+pub async fn create_org(b: &mut Browser, name: &str) -> String {
+    let res = b.submit("/orgs/new", "/orgs", &[("name", name)]).await;
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
+    location(&res).trim_start_matches("/o/").to_string()
+}
+
+/// Invites `email` with `role` (and client record) as `inviter`, and has the invitee accept
+/// by creating an account: returns the invitee's signed-in browser.
+pub async fn invite_and_join(
+    app: &TestApp,
+    inviter: &mut Browser,
+    slug: &str,
+    email: &str,
+    role: &str,
+    client_id: Option<&str>,
+) -> Browser {
+    let res = inviter
+        .submit(
+            &format!("/o/{slug}/members"),
+            &format!("/o/{slug}/invitations"),
+            &[("email", email), ("role", role), ("client_id", client_id.unwrap_or(""))],
+        )
+        .await;
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
+    let link = app.link_in_mail(email, "/invitations/accept?token=").await;
+    let token = link.split("token=").nth(1).unwrap().to_string();
+    let mut b = app.browser();
+    let res = b
+        .submit(&link, "/invitations/accept", &[("token", &token), ("password", PASSWORD), ("display_name", "")])
+        .await;
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
+    assert_eq!(location(&res), format!("/o/{slug}"));
+    b
+}
+
+/// An organization with one person in each role (the Client linked to a client record).
+pub async fn org_with_every_role(app: &TestApp, name: &str) -> Org {
+    let owner_email = format!("owner@{name}.test");
+    let mut owner = sign_up(app, &owner_email).await;
+    let slug = create_org(&mut owner, name).await;
+    let mut db = app.db.admin_conn().await;
+    let org_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM organizations WHERE slug = $1")
+        .bind(&slug)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    let client_id = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO clients (organization_id, id, name) VALUES ($1, $2, $3)")
+        .bind(org_id)
+        .bind(client_id)
+        .bind(format!("{name} client"))
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO organization_logos VALUES ($1, 'image/png', '\\x89504e470d0a1a0a', now())")
+        .bind(org_id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let mut people = HashMap::new();
+    for role in ["admin", "manager", "member", "client"] {
+        let email = format!("{role}@{name}.test");
+        let cid = client_id.to_string();
+        let b = invite_and_join(app, &mut owner, &slug, &email, role, (role == "client").then_some(cid.as_str())).await;
+        people.insert(role, Person { user_id: user_id(app, &email).await, browser: b });
+    }
+    people.insert("owner", Person { user_id: user_id(app, &owner_email).await, browser: owner });
+    Org { slug, id: org_id.to_string(), client_id: client_id.to_string(), people }
+}
+
+async fn role_of(app: &TestApp, slug: &str, email: &str) -> Option<(String, String)> {
+    let mut db = app.db.admin_conn().await;
+    sqlx::query_as(
+        "SELECT m.role, m.status FROM memberships m JOIN users u ON u.id = m.user_id \
+         JOIN organizations o ON o.id = m.organization_id WHERE o.slug = $1 AND u.email = $2",
+    )
+    .bind(slug)
+    .bind(email)
+    .fetch_optional(&mut db)
+    .await
+    .unwrap()
+}
+
+async fn post(b: &mut Browser, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+    let token = session_token(b).await;
+    b.post_with(path, fields, Some(&token), true).await
+}
+
+#[tokio::test]
+async fn create_an_organization_and_switch_between_them() {
+    let app = TestApp::spawn().await;
+    let mut a = sign_up(&app, "founder@example.com").await;
+    let one = create_org(&mut a, "Acme & Co").await;
+    assert_eq!(one, "acme-co");
+    let two = create_org(&mut a, "Beta Studio").await;
+    let (_, home) = a.page("/app").await;
+    assert!(home.contains("Acme") && home.contains("Beta Studio"), "{home}");
+    for slug in [&one, &two] {
+        let (status, html) = a.page(&format!("/o/{slug}")).await;
+        assert_eq!(status, 200);
+        assert!(html.contains("Owner"));
+    }
+    // A taken slug is refused with a field message.
+    let res = a.submit("/orgs/new", "/orgs", &[("name", "Other"), ("slug", "acme-co")]).await;
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("already taken"));
+    // Someone else can't see either.
+    let mut b = sign_up(&app, "stranger@example.com").await;
+    assert_eq!(b.get(&format!("/o/{one}")).await.status(), 404);
+}
+
+#[tokio::test]
+async fn the_role_hierarchy_is_enforced() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "hier").await;
+    let slug = org.slug.clone();
+    let owner_id = org.people["owner"].user_id.clone();
+    let member_id = org.people["member"].user_id.clone();
+    let admin_id = org.people["admin"].user_id.clone();
+
+    // An Admin can't invite an Owner, can't demote, suspend or remove the Owner.
+    let admin = &mut org.people.get_mut("admin").unwrap().browser;
+    let res = post(
+        admin,
+        &format!("/o/{slug}/invitations"),
+        &[("email", "x@hier.test"), ("role", "owner"), ("client_id", "")],
+    )
+    .await;
+    assert_eq!(res.status(), 403);
+    for action in ["suspend", "remove"] {
+        let res = post(admin, &format!("/o/{slug}/members/{owner_id}/{action}"), &[]).await;
+        assert_eq!(res.status(), 403, "admin could {action} the owner");
+    }
+    let res =
+        post(admin, &format!("/o/{slug}/members/{owner_id}/role"), &[("role", "member"), ("client_id", "")]).await;
+    assert_eq!(res.status(), 403);
+    // Self-promotion: an Admin can't make themselves Owner.
+    let res = post(admin, &format!("/o/{slug}/members/{admin_id}/role"), &[("role", "owner"), ("client_id", "")]).await;
+    assert_eq!(res.status(), 403);
+    // An Admin may manage a Member.
+    let res =
+        post(admin, &format!("/o/{slug}/members/{member_id}/role"), &[("role", "manager"), ("client_id", "")]).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(role_of(&app, &slug, "member@hier.test").await.unwrap().0, "manager");
+
+    // A Member (now Manager) can't invite or manage at all.
+    let manager = &mut org.people.get_mut("manager").unwrap().browser;
+    let res = post(
+        manager,
+        &format!("/o/{slug}/invitations"),
+        &[("email", "y@hier.test"), ("role", "member"), ("client_id", "")],
+    )
+    .await;
+    assert_eq!(res.status(), 403);
+    let res = post(manager, &format!("/o/{slug}/members/{member_id}/suspend"), &[]).await;
+    assert_eq!(res.status(), 403);
+
+    // The last Owner can neither leave nor be demoted by themselves.
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let res = post(owner, &format!("/o/{slug}/leave"), &[]).await;
+    assert_eq!(res.status(), 409);
+    let res = post(owner, &format!("/o/{slug}/members/{owner_id}/role"), &[("role", "admin"), ("client_id", "")]).await;
+    assert_eq!(res.status(), 409);
+    assert_eq!(role_of(&app, &slug, "owner@hier.test").await.unwrap().0, "owner");
+
+    // Explicit transfer: the Admin becomes Owner, the Owner becomes Admin.
+    let res = post(owner, &format!("/o/{slug}/transfer"), &[("member", &admin_id)]).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(role_of(&app, &slug, "admin@hier.test").await.unwrap().0, "owner");
+    assert_eq!(role_of(&app, &slug, "owner@hier.test").await.unwrap().0, "admin");
+    // Now the former owner (an Admin) can't touch the new Owner.
+    let res = post(owner, &format!("/o/{slug}/members/{admin_id}/suspend"), &[]).await;
+    assert_eq!(res.status(), 403);
+}
+
+#[tokio::test]
+async fn mass_assignment_is_refused() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "mass").await;
+    let slug = org.slug.clone();
+    let member_id = org.people["member"].user_id.clone();
+    let admin = &mut org.people.get_mut("admin").unwrap().browser;
+    // Settings with smuggled fields.
+    let res = post(
+        admin,
+        &format!("/o/{slug}/settings"),
+        &[
+            ("name", "Renamed"),
+            ("slug", "mass"),
+            ("brand_color", "#112233"),
+            ("timezone", "UTC"),
+            ("currency", "EUR"),
+            ("organization_id", "00000000-0000-0000-0000-000000000000"),
+            ("require_two_factor", "on"),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), 422);
+    let mut db = app.db.admin_conn().await;
+    let (name, require): (String, bool) =
+        sqlx::query_as("SELECT name, require_two_factor FROM organizations WHERE slug = 'mass'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!((name.as_str(), require), ("mass", false));
+    // An invitation that smuggles an owner flag.
+    let res = post(
+        admin,
+        &format!("/o/{slug}/invitations"),
+        &[("email", "z@mass.test"), ("role", "member"), ("client_id", ""), ("owner", "true")],
+    )
+    .await;
+    assert_eq!(res.status(), 422);
+    // A role change can't carry an organization.
+    let res = post(
+        admin,
+        &format!("/o/{slug}/members/{member_id}/role"),
+        &[("role", "manager"), ("client_id", ""), ("organization_id", "x")],
+    )
+    .await;
+    assert_eq!(res.status(), 422);
+    assert_eq!(role_of(&app, &slug, "member@mass.test").await.unwrap().0, "member");
+    // The member's own override attempt: no permission at all.
+    let member = &mut org.people.get_mut("member").unwrap().browser;
+    let res = post(member, &format!("/o/{slug}/members/{member_id}/permissions"), &[("grant", "members.manage")]).await;
+    assert_eq!(res.status(), 403);
+}
+
+#[tokio::test]
+async fn suspension_and_removal_end_access_at_once() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "susp").await;
+    let slug = org.slug.clone();
+    let member_id = org.people["member"].user_id.clone();
+    assert_eq!(org.people.get_mut("member").unwrap().browser.get(&format!("/o/{slug}/members")).await.status(), 200);
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    assert_eq!(post(owner, &format!("/o/{slug}/members/{member_id}/suspend"), &[]).await.status(), 303);
+    let member = &mut org.people.get_mut("member").unwrap().browser;
+    assert_eq!(member.get(&format!("/o/{slug}/members")).await.status(), 404, "suspended member kept access");
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    assert_eq!(post(owner, &format!("/o/{slug}/members/{member_id}/reactivate"), &[]).await.status(), 303);
+    let member = &mut org.people.get_mut("member").unwrap().browser;
+    assert_eq!(member.get(&format!("/o/{slug}/members")).await.status(), 200);
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    assert_eq!(post(owner, &format!("/o/{slug}/members/{member_id}/remove"), &[]).await.status(), 303);
+    let member = &mut org.people.get_mut("member").unwrap().browser;
+    assert_eq!(member.get(&format!("/o/{slug}")).await.status(), 404);
+}
+
+#[tokio::test]
+async fn roles_can_be_customized_within_bounds() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "cust").await;
+    let slug = org.slug.clone();
+    let member_id = org.people["member"].user_id.clone();
+    // Members can't invite by default.
+    let member = &mut org.people.get_mut("member").unwrap().browser;
+    let invite = [("email", "new@cust.test"), ("role", "member"), ("client_id", "")];
+    assert_eq!(post(member, &format!("/o/{slug}/invitations"), &invite).await.status(), 403);
+    // The Admin widens Members with members.invite, and tightens away members.read.
+    let admin = &mut org.people.get_mut("admin").unwrap().browser;
+    let mut fields: Vec<(&str, &str)> = vec![("role", "member")];
+    for p in default_permissions(Role::Member).iter().filter(|p| *p != Permission::MembersRead) {
+        fields.push(("permission", p.as_str()));
+    }
+    fields.push(("permission", "members.invite"));
+    let res = post(admin, &format!("/o/{slug}/settings/roles"), &fields).await;
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap());
+    let member = &mut org.people.get_mut("member").unwrap().browser;
+    assert_eq!(member.get(&format!("/o/{slug}/members")).await.status(), 403, "members.read was removed");
+    assert_eq!(
+        post(member, &format!("/o/{slug}/invitations"), &invite).await.status(),
+        303,
+        "members.invite was granted"
+    );
+    // Never beyond the Admin bound, never beyond the granter's own permissions.
+    let admin = &mut org.people.get_mut("admin").unwrap().browser;
+    let res =
+        post(admin, &format!("/o/{slug}/settings/roles"), &[("role", "member"), ("permission", "billing.manage")])
+            .await;
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("billing.manage"));
+    let res =
+        post(admin, &format!("/o/{slug}/settings/roles"), &[("role", "admin"), ("permission", "clients.read")]).await;
+    assert_eq!(res.status(), 422);
+    // A per-member override beats the role.
+    let res = post(admin, &format!("/o/{slug}/members/{member_id}/permissions"), &[("grant", "members.read")]).await;
+    assert_eq!(res.status(), 303);
+    let member = &mut org.people.get_mut("member").unwrap().browser;
+    assert_eq!(member.get(&format!("/o/{slug}/members")).await.status(), 200);
+    let admin = &mut org.people.get_mut("admin").unwrap().browser;
+    let res = post(admin, &format!("/o/{slug}/members/{member_id}/permissions"), &[("grant", "org.delete")]).await;
+    assert_eq!(res.status(), 422);
+    // The customization page shows exactly what the server enforces.
+    let (_, html) = admin.page(&format!("/o/{slug}/settings/roles")).await;
+    let member_section = html.split("<h2>Member</h2>").nth(1).unwrap();
+    assert!(member_section.contains("value=\"members.invite\" checked"));
+    assert!(!member_section.contains("value=\"members.read\" checked"));
+}
+
+#[tokio::test]
+async fn an_organization_can_require_two_factor_and_a_shorter_session() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "sec").await;
+    let slug = org.slug.clone();
+    // The Owner can't require two-factor before having it (would lock themselves out).
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let res = post(
+        owner,
+        &format!("/o/{slug}/settings/security"),
+        &[("require_two_factor", "on"), ("session_timeout_minutes", "")],
+    )
+    .await;
+    assert_eq!(res.status(), 422);
+    crate::identity::enable_totp(&app, owner).await;
+    let res = post(
+        owner,
+        &format!("/o/{slug}/settings/security"),
+        &[("require_two_factor", "on"), ("session_timeout_minutes", "10")],
+    )
+    .await;
+    assert_eq!(res.status(), 303);
+    // A member without two-factor is sent to set it up, on every page of the organization.
+    let member = &mut org.people.get_mut("member").unwrap().browser;
+    let res = member.get(&format!("/o/{slug}/members")).await;
+    assert_eq!(location(&res), "/account/two-factor/setup?required=1");
+    assert_eq!(member.get("/app").await.status(), 200, "only this organization requires it");
+    // The shorter idle timeout ends the session.
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    assert_eq!(owner.get(&format!("/o/{slug}")).await.status(), 200);
+    app.clock.advance(time::Duration::minutes(11));
+    let res = owner.get(&format!("/o/{slug}")).await;
+    assert_eq!(location(&res), "/login");
+    assert_eq!(owner.get("/app").await.status(), 303, "the session is gone everywhere");
+}
+
+#[tokio::test]
+async fn invitations_can_be_revoked_resent_and_declined() {
+    let app = TestApp::spawn().await;
+    let mut owner = sign_up(&app, "boss@inv.test").await;
+    let slug = create_org(&mut owner, "inv").await;
+    let invite = |email: &'static str| [("email", email), ("role", "member"), ("client_id", "")];
+    assert_eq!(post(&mut owner, &format!("/o/{slug}/invitations"), &invite("a@inv.test")).await.status(), 303);
+    // A second open invitation for the same address: conflict.
+    assert_eq!(post(&mut owner, &format!("/o/{slug}/invitations"), &invite("a@inv.test")).await.status(), 409);
+    let first = app.link_in_mail("a@inv.test", "/invitations/accept?token=").await;
+    let mut db = app.db.admin_conn().await;
+    let id: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM invitations WHERE email = 'a@inv.test'").fetch_one(&mut db).await.unwrap();
+    // Resend: a new link; the old one stops working.
+    assert_eq!(post(&mut owner, &format!("/o/{slug}/invitations/{id}/resend"), &[]).await.status(), 303);
+    let second = app.link_in_mail("a@inv.test", "/invitations/accept?token=").await;
+    assert_ne!(first, second);
+    let mut invitee = app.browser();
+    assert_eq!(invitee.page(&first).await.0, 400);
+    assert_eq!(invitee.page(&second).await.0, 200);
+    // Revoke: the link is dead.
+    assert_eq!(post(&mut owner, &format!("/o/{slug}/invitations/{id}/revoke"), &[]).await.status(), 303);
+    assert_eq!(invitee.page(&second).await.0, 400);
+    // Decline.
+    assert_eq!(post(&mut owner, &format!("/o/{slug}/invitations"), &invite("b@inv.test")).await.status(), 303);
+    let link = app.link_in_mail("b@inv.test", "/invitations/accept?token=").await;
+    let token = link.split("token=").nth(1).unwrap().to_string();
+    let res = invitee.submit(&link, "/invitations/decline", &[("token", &token)]).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(invitee.page(&link).await.0, 400);
+    // An invitation is bound to its address: another signed-in user can't take it.
+    assert_eq!(post(&mut owner, &format!("/o/{slug}/invitations"), &invite("c@inv.test")).await.status(), 303);
+    let link = app.link_in_mail("c@inv.test", "/invitations/accept?token=").await;
+    let token = link.split("token=").nth(1).unwrap().to_string();
+    let mut thief = sign_up(&app, "thief@example.com").await;
+    let (_, html) = thief.page(&link).await;
+    assert!(html.contains("another address"), "{html}");
+    let res = thief.submit(&link, "/invitations/accept", &[("token", &token)]).await;
+    assert_ne!(res.status(), 303);
+    let members: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM memberships m JOIN users u ON u.id = m.user_id WHERE u.email = 'thief@example.com'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(members, 0);
+    // Expired invitations don't work.
+    app.clock.advance(time::Duration::days(8));
+    assert_eq!(invitee.page(&link).await.0, 400);
+}
+
+#[tokio::test]
+async fn the_permission_document_is_generated_from_the_matrix() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/permissions.md")).unwrap();
+    assert_eq!(
+        doc,
+        clientflow::tenancy::role::permissions_markdown(),
+        "docs/permissions.md is stale: run `cargo run -p clientflow -- docs permissions > docs/permissions.md`"
+    );
+}
+
+/// Routes anyone may call without signing in. Adding a public route means adding it here,
+/// where a reviewer sees it.
+const PUBLIC_ROUTES: &[&str] = &[
+    "GET /",
+    "GET /static/{file}",
+    "GET /healthz",
+    "GET /readyz",
+    "GET /login",
+    "POST /login",
+    "GET /login/google",
+    "GET /login/google/callback",
+    "GET /signup",
+    "POST /signup",
+    "GET /signup/check-email",
+    "GET /verify-email",
+    "POST /verify-email",
+    "GET /forgot-password",
+    "POST /forgot-password",
+    "GET /forgot-password/sent",
+    "GET /reset-password",
+    "POST /reset-password",
+    "GET /account/email/confirm",
+    "POST /account/email/confirm",
+    "GET /invitations/accept",
+    "POST /invitations/accept",
+    "POST /invitations/decline",
+];
+
+#[test]
+fn every_route_declares_its_access_and_public_routes_are_intended() {
+    let routes = clientflow::routes::all();
+    assert!(routes.len() > 40);
+    let mut seen = std::collections::HashSet::new();
+    for r in &routes {
+        let key = format!("{} {}", r.method, r.path);
+        assert!(seen.insert(key.clone()), "{key} declared twice");
+        match r.access {
+            Access::Public => {
+                assert!(PUBLIC_ROUTES.contains(&key.as_str()), "{key} is public but not in PUBLIC_ROUTES")
+            }
+            Access::Org(_) => {
+                assert!(r.path.contains("{org}"), "{key}: organization access without an {{org}} segment")
+            }
+            _ => assert!(!r.path.contains("{org}"), "{key} has an {{org}} segment but isn't declared Org(permission)"),
+        }
+    }
+    for p in PUBLIC_ROUTES {
+        assert!(seen.contains(*p), "{p} is listed as public but doesn't exist");
+    }
+}
+
+/// Values for the path parameters of organization routes: fresh entities per case, so a case
+/// that mutates never breaks the next one.
+async fn fresh_param(app: &TestApp, org: &Org, name: &str) -> String {
+    let mut db = app.db.admin_conn().await;
+    let org_id: uuid::Uuid = org.id.parse().unwrap();
+    match name {
+        "member" => {
+            let user = uuid::Uuid::now_v7();
+            sqlx::query("INSERT INTO users (id, email) VALUES ($1, $2)")
+                .bind(user)
+                .bind(format!("target-{user}@example.com"))
+                .execute(&mut db)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO memberships (organization_id, user_id, role) VALUES ($1, $2, 'member')")
+                .bind(org_id)
+                .bind(user)
+                .execute(&mut db)
+                .await
+                .unwrap();
+            user.to_string()
+        }
+        "invitation" => {
+            let id = uuid::Uuid::now_v7();
+            let inviter: uuid::Uuid = org.people["owner"].user_id.parse().unwrap();
+            sqlx::query(
+                "INSERT INTO invitations (organization_id, id, email, role, token_hash, invited_by, created_at, expires_at) \
+                 VALUES ($1, $2, $3, 'member', $4, $5, now(), now() + interval '7 days')",
+            )
+            .bind(org_id)
+            .bind(id)
+            .bind(format!("invitee-{id}@example.com"))
+            .bind(id.as_bytes().to_vec())
+            .bind(inviter)
+            .execute(&mut db)
+            .await
+            .unwrap();
+            id.to_string()
+        }
+        other => panic!("no fixture for path parameter {{{other}}}: add one to fresh_param"),
+    }
+}
+
+async fn url_for(app: &TestApp, path: &str, org: &Org, ids_from: &Org) -> String {
+    let mut out = String::new();
+    let mut rest = path;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('}').unwrap() + start;
+        let name = &rest[start + 1..end];
+        if name == "org" {
+            out.push_str(&org.slug);
+        } else {
+            out.push_str(&fresh_param(app, ids_from, name).await);
+        }
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Puts the caller back in place before each case (a case may have changed them).
+async fn restore_membership(app: &TestApp, org: &Org, role: &str) {
+    let mut db = app.db.admin_conn().await;
+    let user: uuid::Uuid = org.people[role].user_id.parse().unwrap();
+    let org_id: uuid::Uuid = org.id.parse().unwrap();
+    let client: Option<uuid::Uuid> = (role == "client").then(|| org.client_id.parse().unwrap());
+    sqlx::query(
+        "INSERT INTO memberships (organization_id, user_id, role, client_id) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (organization_id, user_id) DO UPDATE SET role = $3, client_id = $4, status = 'active'",
+    )
+    .bind(org_id)
+    .bind(user)
+    .bind(role)
+    .bind(client)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM member_permissions WHERE organization_id = $1")
+        .bind(org_id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM role_permissions WHERE organization_id = $1").bind(org_id).execute(&mut db).await.unwrap();
+    sqlx::query(
+        "UPDATE organizations SET require_two_factor = false, session_timeout_minutes = NULL, slug = $2 WHERE id = $1",
+    )
+    .bind(org_id)
+    .bind(&org.slug)
+    .execute(&mut db)
+    .await
+    .unwrap();
+}
+
+/// Every organization route × every role × {own organization, foreign organization, own
+/// organization with a foreign organization's ids}: foreign → 404, insufficient role → 403,
+/// allowed → neither.
+#[tokio::test]
+async fn the_cross_tenant_cross_role_matrix_over_every_route() {
+    let app = TestApp::spawn().await;
+    let mut a = org_with_every_role(&app, "alpha").await;
+    let b = org_with_every_role(&app, "bravo").await;
+    let routes: Vec<_> = clientflow::routes::all().into_iter().filter(|r| matches!(r.access, Access::Org(_))).collect();
+    assert!(routes.len() >= 20, "only {} organization routes?", routes.len());
+    let mut cases = 0;
+    let mut foreign_id_routes = 0;
+    let mut failures = Vec::new();
+    for route in &routes {
+        let Access::Org(permission) = route.access else { unreachable!() };
+        let has_ids = route.path.matches('{').count() > 1;
+        for role_name in ["owner", "admin", "manager", "member", "client"] {
+            let role: Role = role_name.parse().unwrap();
+            let allowed = default_permissions(role).contains(permission);
+            let mut variants = vec![("foreign organization", url_for(&app, route.path, &b, &b).await, Some(404))];
+            variants.push((
+                "own organization",
+                url_for(&app, route.path, &a, &a).await,
+                if allowed { None } else { Some(403) },
+            ));
+            if has_ids {
+                variants.push((
+                    "own organization, foreign ids",
+                    url_for(&app, route.path, &a, &b).await,
+                    Some(if allowed { 404 } else { 403 }),
+                ));
+                foreign_id_routes += 1;
+            }
+            for (what, url, expected) in variants {
+                restore_membership(&app, &a, role_name).await;
+                let person = a.people.get_mut(role_name).unwrap();
+                let status = if route.method == axum::http::Method::GET {
+                    person.browser.get(&url).await.status().as_u16()
+                } else {
+                    let token = session_token(&mut person.browser).await;
+                    person.browser.post_with(&url, &[], Some(&token), true).await.status().as_u16()
+                };
+                cases += 1;
+                let ok = match (what, expected) {
+                    // With an empty form, validation may answer before the id is looked up:
+                    // any refusal is fine, success never.
+                    ("own organization, foreign ids", Some(404)) => matches!(status, 404 | 400 | 422),
+                    (_, Some(code)) => status == code,
+                    (_, None) => !matches!(status, 401 | 403 | 404 | 500),
+                };
+                if !ok {
+                    failures.push(format!(
+                        "{} {} as {role_name} ({what}): got {status}, expected {}",
+                        route.method,
+                        route.path,
+                        expected.map(|c| c.to_string()).unwrap_or_else(|| "allowed".into())
+                    ));
+                }
+            }
+        }
+    }
+    eprintln!(
+        "permission matrix: {cases} cases over {} organization routes ({foreign_id_routes} with foreign ids)",
+        routes.len()
+    );
+    assert!(failures.is_empty(), "{} of {cases} cases failed:\n{}", failures.len(), failures.join("\n"));
+}
