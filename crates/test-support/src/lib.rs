@@ -9,6 +9,7 @@
 pub mod browser;
 pub mod oidc;
 pub mod smtp;
+pub mod turnstile;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -2,6 +2,7 @@
 //! own server on port 0. See `clientflow-test-support`.
 
 mod audit;
+mod botcheck;
 mod catalog;
 mod cli;
 mod google;
