@@ -4,6 +4,7 @@
 //! the tenant door, HTTP, TLS, telemetry); each domain area owns its routes, SQL and types.
 
 pub mod abuse;
+pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod identity;

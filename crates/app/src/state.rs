@@ -35,6 +35,9 @@ pub struct AppStateInner {
     pub mail_wake: Arc<tokio::sync::Notify>,
     pub google: Option<GoogleSignIn>,
     pub audit_signer: Arc<crate::audit::chain::Signer>,
+    pub storage: crate::work::files::Storage,
+    /// Key of signed file download links.
+    pub file_link_key: [u8; 32],
 }
 
 impl AppState {
@@ -42,6 +45,10 @@ impl AppState {
         let security_headers = SecurityHeaders::new(config.server.hsts_preload);
         let sealer = Sealer::load(config.secrets.master_key.as_ref(), &config.data_dir)?;
         let csrf_key = derive_key(&sealer, "clientflow csrf v1");
+        let file_link_key = derive_key(&sealer, "clientflow file links v1");
+        let storage = crate::work::files::Storage::local(
+            &config.files.dir.clone().unwrap_or_else(|| config.data_dir.join("files")),
+        );
         let hasher = PasswordHasher::new(config.identity.hashing_concurrency, config.identity.hashing_queue);
         let google = GoogleSignIn::from_config(&config)?;
         let audit_signer = Arc::new(
@@ -62,6 +69,8 @@ impl AppState {
                 mail_wake: Arc::new(tokio::sync::Notify::new()),
                 google,
                 audit_signer,
+                storage,
+                file_link_key,
             }),
         })
     }

@@ -36,6 +36,18 @@ pub struct Config {
     pub mail: MailConfig,
     pub secrets: SecretsConfig,
     pub audit: AuditConfig,
+    pub files: FilesConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesConfig {
+    /// Largest accepted upload.
+    pub max_upload_bytes: usize,
+    /// Where encrypted file contents are kept (default `<data_dir>/files`).
+    pub dir: Option<PathBuf>,
+    /// How long a signed download link works.
+    pub link_minutes: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -234,6 +246,7 @@ impl Default for Config {
             },
             secrets: SecretsConfig::default(),
             audit: AuditConfig { retention_days: 365, signing_key: None },
+            files: FilesConfig { max_upload_bytes: 25 * 1024 * 1024, dir: None, link_minutes: 5 },
         }
     }
 }

@@ -1,4 +1,101 @@
-//! The work domain: clients, projects (tasks, invoices and files follow the same pattern).
+//! The work domain: clients, projects, tasks, time, invoices and files, with the client portal.
+//!
+//! Every function takes the verified principal and opens its own `OrgTx`; every write is
+//! audited in the same transaction; references between records are checked by composite
+//! foreign keys (a foreign id is "not found", never a 500); and what a principal may see is
+//! part of each query (`ProjectScope`), not a filter applied after fetching.
 
 pub mod clients;
+pub mod files;
+pub mod invoices;
+pub mod portal;
 pub mod projects;
+pub mod tasks;
+pub mod time_entries;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::platform::db::tenant::{OrgPrincipal, ProjectScope};
+use crate::platform::http::error::{AppError, AppResult};
+
+/// Limit/offset pagination with a server-side cap.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, utoipa::IntoParams)]
+pub struct Page {
+    /// At most this many items (1–100, default 50).
+    pub limit: Option<i64>,
+    /// Skip this many items (default 0).
+    pub offset: Option<i64>,
+}
+
+pub const MAX_PAGE: i64 = 100;
+
+impl Page {
+    pub fn limit(&self) -> i64 {
+        self.limit.unwrap_or(50).clamp(1, MAX_PAGE)
+    }
+
+    pub fn offset(&self) -> i64 {
+        self.offset.unwrap_or(0).clamp(0, 1_000_000)
+    }
+}
+
+/// The query arguments that implement `ProjectScope` for internal (non-portal) queries: the
+/// user whose project memberships bound the result, and whether nothing is visible at all.
+/// Use with `($n::uuid IS NULL OR EXISTS (SELECT 1 FROM project_members …))`.
+pub fn member_filter(principal: &OrgPrincipal) -> AppResult<Option<Uuid>> {
+    match principal.project_scope() {
+        ProjectScope::All => Ok(None),
+        ProjectScope::MemberOf(user) => Ok(Some(user.as_uuid())),
+        // Internal pages and the API are not the portal.
+        ProjectScope::Client(_) | ProjectScope::Nothing => {
+            Err(AppError::Forbidden("This is not available to your role.".into()))
+        }
+    }
+}
+
+/// The SQL condition for "project `alias` is visible", with the member filter as `$n`.
+pub fn project_visible(alias: &str, param: usize) -> String {
+    format!(
+        "(${param}::uuid IS NULL OR EXISTS (SELECT 1 FROM project_members pm WHERE pm.organization_id = {alias}.organization_id \
+         AND pm.project_id = {alias}.id AND pm.user_id = ${param}))"
+    )
+}
+
+/// Trims a required text field and checks its length.
+pub fn required(field: &str, value: &str, max: usize) -> AppResult<String> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(AppError::field(field, "is required"));
+    }
+    if v.chars().count() > max {
+        return Err(AppError::field(field, format!("is too long (at most {max} characters)")));
+    }
+    if v.chars().any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t') {
+        return Err(AppError::field(field, "must not contain control characters"));
+    }
+    Ok(v.to_string())
+}
+
+/// An optional text field (empty means none).
+pub fn optional(field: &str, value: Option<&str>, max: usize) -> AppResult<Option<String>> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(v) => required(field, v, max).map(Some),
+    }
+}
+
+/// A free text field that may be empty.
+pub fn text(field: &str, value: Option<&str>, max: usize) -> AppResult<String> {
+    Ok(optional(field, value, max)?.unwrap_or_default())
+}
+
+pub fn parse_date(field: &str, value: Option<&str>) -> AppResult<Option<time::Date>> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(v) => {
+            let fmt = time::macros::format_description!("[year]-[month]-[day]");
+            time::Date::parse(v, &fmt).map(Some).map_err(|_| AppError::field(field, "must be a date like 2026-01-31"))
+        }
+    }
+}

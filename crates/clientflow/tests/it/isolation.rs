@@ -40,6 +40,26 @@ async fn without_a_tenant_every_tenant_table_reads_zero_rows() {
         "INSERT INTO audit_events (organization_id, seq, occurred_at, actor_type, actor_id, actor_label, action, target_type, target_id, prev_hash, hash) \
          SELECT id, 1, now(), 'system', 'x', 'x', 'test', 'x', 'x', decode(repeat('00', 32), 'hex'), decode(repeat('00', 32), 'hex') FROM organizations",
         "INSERT INTO audit_checkpoints (organization_id, seq, kind, hash, created_at) SELECT id, 1, 'retention', decode(repeat('00', 32), 'hex'), now() FROM organizations",
+        "INSERT INTO client_contacts SELECT organization_id, gen_random_uuid(), id, 'Contact', NULL, NULL, '', now() FROM clients",
+        "INSERT INTO project_members SELECT p.organization_id, p.id, m.user_id, now() FROM projects p JOIN memberships m ON m.organization_id = p.organization_id",
+        "INSERT INTO board_columns SELECT organization_id, gen_random_uuid(), id, 'To do', 0 FROM projects",
+        "INSERT INTO tasks (organization_id, id, project_id, column_id, title, created_at, updated_at) \
+         SELECT organization_id, gen_random_uuid(), project_id, id, 'Task', now(), now() FROM board_columns",
+        "INSERT INTO task_assignees SELECT t.organization_id, t.id, m.user_id FROM tasks t JOIN memberships m ON m.organization_id = t.organization_id",
+        "INSERT INTO comments (organization_id, id, task_id, body, created_at) SELECT organization_id, gen_random_uuid(), id, 'Hi', now() FROM tasks",
+        "INSERT INTO task_activity SELECT organization_id, gen_random_uuid(), id, 'x', 'title', NULL, 'Task', now() FROM tasks",
+        "INSERT INTO time_entries SELECT t.organization_id, gen_random_uuid(), t.project_id, t.id, m.user_id, 30, current_date, '', now() \
+         FROM tasks t JOIN memberships m ON m.organization_id = t.organization_id",
+        "INSERT INTO invoice_counters SELECT id, 2 FROM organizations",
+        "INSERT INTO invoices (organization_id, id, number, client_id, currency, issue_date, due_date, created_at) \
+         SELECT organization_id, gen_random_uuid(), 1, id, 'EUR', current_date, current_date, now() FROM clients",
+        "INSERT INTO invoice_lines SELECT organization_id, id, 0, 'Work', 1000, 100, 100 FROM invoices",
+        "INSERT INTO files (organization_id, id, project_id, name, content_type, size_bytes, sha256, storage_key, created_at) \
+         SELECT organization_id, gen_random_uuid(), id, 'a.txt', 'text/plain', 1, decode(repeat('00', 32), 'hex'), 'k', now() FROM projects",
+        "INSERT INTO api_keys (organization_id, id, name, prefix, key_hash, role, created_at) \
+         SELECT id, gen_random_uuid(), 'k', 'cf_live_x', decode(md5(id::text) || md5(id::text), 'hex'), 'member', now() FROM organizations",
+        "INSERT INTO idempotency_keys (organization_id, api_key_id, key, method, path, request_hash, created_at) \
+         SELECT organization_id, id, 'k', 'POST', '/x', '\\x00', now() FROM api_keys",
     ] {
         sqlx::query(stmt).execute(&mut admin).await.unwrap();
     }

@@ -13,3 +13,4 @@ mod mail;
 mod support;
 mod tenancy;
 mod tls;
+mod work;

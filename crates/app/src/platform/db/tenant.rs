@@ -66,6 +66,20 @@ pub struct OrgPrincipal {
     client_id: Option<ClientId>,
     /// Effective permissions (role, organization customization, member overrides).
     permissions: PermissionSet,
+    /// For API keys: the user who created the key (a Member-role key sees their projects).
+    scope_user: Option<UserId>,
+}
+
+/// The projects a principal may see and work in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectScope {
+    /// Every project of the organization (Owner, Admin, Manager).
+    All,
+    /// Projects this user is a member of.
+    MemberOf(UserId),
+    /// The client portal: projects of this client that are visible to the client.
+    Client(ClientId),
+    Nothing,
 }
 
 impl OrgPrincipal {
@@ -94,6 +108,31 @@ impl OrgPrincipal {
 
     pub fn can(&self, p: Permission) -> bool {
         self.permissions.contains(p)
+    }
+
+    /// Which projects this principal works in. Resource-level rules live in the queries
+    /// (`work::scope_sql`), not in checks after fetching.
+    pub fn project_scope(&self) -> ProjectScope {
+        match self.role {
+            Role::Owner | Role::Admin | Role::Manager => ProjectScope::All,
+            Role::Member => match (&self.actor, self.scope_user) {
+                (Actor::User(id), _) => ProjectScope::MemberOf(*id),
+                // A Member-role API key works in its creator's projects.
+                (_, Some(id)) => ProjectScope::MemberOf(id),
+                (_, None) => ProjectScope::Nothing,
+            },
+            Role::Client => match self.client_id {
+                Some(c) => ProjectScope::Client(c),
+                None => ProjectScope::Nothing,
+            },
+        }
+    }
+
+    pub fn api_key_id(&self) -> Option<uuid::Uuid> {
+        match &self.actor {
+            Actor::ApiKey(id) => Some(*id),
+            _ => None,
+        }
     }
 
     pub fn permissions(&self) -> PermissionSet {
@@ -155,7 +194,7 @@ pub async fn verify_member(
     };
     let permissions = load_permissions(&mut tx, org_id, user.id(), role).await?;
     tx.commit().await?;
-    Ok(Some(OrgPrincipal { org_id, actor: Actor::User(user.id()), role, client_id, permissions }))
+    Ok(Some(OrgPrincipal { org_id, actor: Actor::User(user.id()), role, client_id, permissions, scope_user: None }))
 }
 
 /// Like [`verify_member`], finding the organization by its slug among the user's own
@@ -245,6 +284,7 @@ pub async fn begin_invitation_acceptance(
         role: invitation.role,
         client_id: None,
         permissions: PermissionSet::default(),
+        scope_user: None,
     };
     Ok(Some((OrgTx::begin(db, &principal).await?, invitation)))
 }
@@ -263,8 +303,122 @@ pub async fn begin_invitation_decline(
         role: invitation.role,
         client_id: None,
         permissions: PermissionSet::default(),
+        scope_user: None,
     };
     Ok(Some((OrgTx::begin(db, &principal).await?, invitation)))
+}
+
+/// The prefix that makes ClientFlow API keys recognizable (to people and secret scanners).
+pub const API_KEY_PREFIX: &str = "cf_live_";
+
+/// Verifies an API key: unknown, revoked, expired and malformed keys all answer `None` (the
+/// caller answers them identically). The key's digest is a capability that makes exactly its
+/// own row readable; everything after that happens inside the key's organization.
+pub async fn verify_api_key(
+    db: &Db,
+    presented: &str,
+    now: time::OffsetDateTime,
+) -> Result<Option<OrgPrincipal>, sqlx::Error> {
+    let Some(secret) = presented.strip_prefix(API_KEY_PREFIX) else { return Ok(None) };
+    if secret.len() != 43 || !secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Ok(None);
+    }
+    let digest = crate::platform::crypto::sha256(presented.as_bytes());
+    let mut tx = db.pool.begin().await?;
+    sqlx::query("SELECT set_config('app.api_key_hash', $1, true)").bind(hex::encode(digest)).execute(&mut *tx).await?;
+    type KeyRow = (
+        OrgId,
+        uuid::Uuid,
+        Role,
+        Option<Vec<String>>,
+        Option<UserId>,
+        Option<time::OffsetDateTime>,
+        Option<time::OffsetDateTime>,
+        Option<time::OffsetDateTime>,
+    );
+    let row: Option<KeyRow> = sqlx::query_as(
+        "SELECT organization_id, id, role, permissions, created_by, expires_at, revoked_at, last_used_at FROM api_keys WHERE key_hash = $1",
+    )
+    .bind(&digest[..])
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((org_id, key_id, role, explicit, created_by, expires_at, revoked_at, last_used_at)) = row else {
+        tx.commit().await?;
+        return Ok(None);
+    };
+    if revoked_at.is_some() || expires_at.is_some_and(|e| e <= now) {
+        tx.commit().await?;
+        return Ok(None);
+    }
+    sqlx::query("SELECT set_config('app.api_key_hash', '', true)").execute(&mut *tx).await?;
+    set_tenant(&mut tx, org_id).await?;
+    // The organization must still exist and the creator, if any, still be an active member
+    // holding at least the key's role.
+    let creator_ok: bool = match created_by {
+        Some(uid) => sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM memberships WHERE organization_id = $1 AND user_id = $2 AND status = 'active' \
+             AND CASE role WHEN 'owner' THEN 5 WHEN 'admin' THEN 4 WHEN 'manager' THEN 3 WHEN 'member' THEN 2 ELSE 1 END >= $3)",
+        )
+        .bind(org_id)
+        .bind(uid)
+        .bind(role.rank() as i32)
+        .fetch_one(&mut *tx)
+        .await?,
+        None => true,
+    };
+    if !creator_ok {
+        tx.commit().await?;
+        return Ok(None);
+    }
+    if last_used_at.is_none_or(|t| now - t > time::Duration::seconds(60)) {
+        sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
+            .bind(key_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    let mut permissions = default_permissions(role).intersect(crate::tenancy::role::admin_bound());
+    if let Some(list) = explicit {
+        let wanted = PermissionSet::of(&list.iter().filter_map(|p| p.parse().ok()).collect::<Vec<Permission>>());
+        permissions = permissions.intersect(wanted);
+    }
+    Ok(Some(OrgPrincipal {
+        org_id,
+        actor: Actor::ApiKey(key_id),
+        role,
+        client_id: None,
+        permissions,
+        scope_user: created_by,
+    }))
+}
+
+/// The principal behind a signed file download link: checks the signature and expiry, then
+/// acts inside that one organization with nothing but `files.read`.
+pub async fn verify_file_link(
+    db: &Db,
+    key: &[u8; 32],
+    org_id: OrgId,
+    file: uuid::Uuid,
+    expires: i64,
+    signature: &str,
+    now: time::OffsetDateTime,
+) -> Result<Option<OrgPrincipal>, sqlx::Error> {
+    let expected = crate::work::files::link_signature(key, org_id, file, expires);
+    if expires <= now.unix_timestamp() || !crate::platform::secret::ct_eq(expected.as_bytes(), signature.as_bytes()) {
+        return Ok(None);
+    }
+    let principal = OrgPrincipal {
+        org_id,
+        actor: Actor::System("signed file link".into()),
+        // Manager: scope over every project (the link was issued to someone allowed to see it).
+        role: Role::Manager,
+        client_id: None,
+        permissions: PermissionSet::of(&[Permission::FilesRead]),
+        scope_user: None,
+    };
+    let _ = db;
+    Ok(Some(principal))
 }
 
 /// Writes an event about `user_id`'s account (sign-in, lockout, two-factor change…) into the
@@ -303,6 +457,7 @@ pub async fn operator(db: &Db, org_id: OrgId, reason: &str) -> Result<Option<Org
         role: Role::Owner,
         client_id: None,
         permissions: default_permissions(Role::Owner),
+        scope_user: None,
     };
     let mut tx = OrgTx::begin(db, &principal).await?;
     let exists: Option<(OrgId,)> =
@@ -338,6 +493,7 @@ impl OrgTx {
             role: Role::Owner,
             client_id: None,
             permissions: default_permissions(Role::Owner),
+            scope_user: None,
         };
         Self::begin(db, &principal).await
     }

@@ -29,6 +29,8 @@ pub enum Access {
     AnySession,
     /// A member of the organization in the `{org}` path segment holding this permission.
     Org(crate::tenancy::role::Permission),
+    /// An organization API key (bearer) holding this permission.
+    Api(crate::tenancy::role::Permission),
 }
 
 /// Which surface a route belongs to (decides error format and authentication later).
@@ -120,6 +122,7 @@ pub async fn guard(
         Access::SecondFactor => identity_guard::require_session(&state, req, Stage::Pending).await,
         Access::AnySession => identity_guard::require_any_session(&state, req).await,
         Access::Org(permission) => crate::tenancy::guard::require_org(&state, req, permission).await,
+        Access::Api(permission) => crate::api::guard::require_key(&state, req, permission).await,
         Access::Public | Access::Operator => Ok(identity_guard::Resolved::Ok(req)),
     };
     let req = match resolved {
@@ -137,9 +140,12 @@ pub async fn guard(
         req
     };
     match access {
-        Access::Public | Access::SignedIn | Access::SecondFactor | Access::AnySession | Access::Org(_) => {
-            next.run(req).await
-        }
+        Access::Public
+        | Access::SignedIn
+        | Access::SecondFactor
+        | Access::AnySession
+        | Access::Org(_)
+        | Access::Api(_) => next.run(req).await,
         Access::Operator => {
             let ip = req.extensions().get::<ClientIp>().map(|c| c.0);
             let from_allowed = ip.is_some_and(|ip| net::contains(&state.config.metrics.allow, ip));

@@ -1,0 +1,52 @@
+//! The API guard: `Authorization: Bearer cf_live_…` → the key's principal, the same
+//! permission check as the web, and nothing else (no cookies: the API is not reachable with a
+//! browser session, so it needs no CSRF protection).
+
+use axum::extract::{FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+
+use crate::identity::guard::Resolved;
+use crate::platform::db::tenant::{self, OrgPrincipal};
+use crate::platform::http::error::AppError;
+use crate::state::AppState;
+use crate::tenancy::role::Permission;
+
+/// The verified API key principal of this request.
+#[derive(Debug, Clone)]
+pub struct ApiAccess {
+    pub principal: OrgPrincipal,
+}
+
+/// Unknown, revoked, expired and foreign keys all fail the same way.
+fn invalid() -> AppError {
+    AppError::Unauthorized("A valid API key is required: Authorization: Bearer cf_live_…".into())
+}
+
+pub async fn require_key(state: &AppState, mut req: Request, permission: Permission) -> Result<Resolved, AppError> {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(invalid)?
+        .to_string();
+    let principal = tenant::verify_api_key(&state.db, &presented, state.clock.now()).await?.ok_or_else(invalid)?;
+    if !principal.can(permission) {
+        return Err(AppError::Forbidden(format!("This API key doesn't allow this ({}).", permission.as_str())));
+    }
+    req.extensions_mut().insert(ApiAccess { principal });
+    Ok(Resolved::Ok(req))
+}
+
+impl FromRequestParts<AppState> for ApiAccess {
+    type Rejection = AppError;
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<ApiAccess>()
+            .cloned()
+            .ok_or_else(|| AppError::internal("handler expects an API key but its route is not declared Api"))
+    }
+}

@@ -1,0 +1,162 @@
+//! Organization API keys: random with a recognizable prefix, shown once, stored as a SHA-256
+//! digest, with a role or permission subset never above the creator's, optional expiry,
+//! last-used time and revocation.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::audit::{self, Context, Entry};
+use crate::platform::crypto::{random_token, sha256};
+use crate::platform::db::tenant::{API_KEY_PREFIX, OrgPrincipal};
+use crate::platform::db::{Db, OrgTx};
+use crate::platform::http::error::{AppError, AppResult};
+use crate::tenancy::role::{Permission, PermissionSet, Role, admin_bound, default_permissions};
+
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub name: String,
+    /// The first characters of the key, to recognize it.
+    pub prefix: String,
+    pub role: String,
+    pub permissions: Option<Vec<String>>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+const COLUMNS: &str = "id, name, prefix, role, permissions, created_at, expires_at, last_used_at, revoked_at";
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    pub name: String,
+    /// admin, manager or member (never above the creator's role).
+    pub role: String,
+    /// Optional subset of the role's permissions.
+    pub permissions: Option<Vec<String>>,
+    /// Days until the key stops working (1–3650); none for no expiry.
+    pub expires_in_days: Option<i64>,
+}
+
+/// The key itself, returned exactly once.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    pub key: ApiKey,
+    /// Store it now: it is never shown again.
+    pub secret: String,
+}
+
+pub async fn list(db: &Db, p: &OrgPrincipal) -> AppResult<Vec<ApiKey>> {
+    if !p.can(Permission::ApiKeysManage) {
+        return Err(AppError::Forbidden("Your role doesn't allow this (api_keys.manage).".into()));
+    }
+    let mut tx = OrgTx::begin(db, p).await?;
+    let rows =
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at DESC")).fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// Creates a key as `p` (or as the operator, who may create any role but Owner).
+pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &NewKey) -> AppResult<CreatedKey> {
+    if !p.can(Permission::ApiKeysManage) {
+        return Err(AppError::Forbidden("Your role doesn't allow this (api_keys.manage).".into()));
+    }
+    let name = crate::work::required("name", &input.name, 100)?;
+    let role: Role = input.role.parse().map_err(|m: String| AppError::field("role", m))?;
+    if !matches!(role, Role::Admin | Role::Manager | Role::Member) {
+        return Err(AppError::field("role", "must be admin, manager or member"));
+    }
+    if role.rank() > p.role().rank() {
+        return Err(AppError::Forbidden("A key can't have a role above your own.".into()));
+    }
+    let mut granted = default_permissions(role).intersect(admin_bound()).intersect(p.permissions());
+    let explicit = match &input.permissions {
+        None => None,
+        Some(list) => {
+            let perms: Vec<Permission> = list
+                .iter()
+                .map(|s| s.parse::<Permission>().map_err(|m| AppError::field("permissions", m)))
+                .collect::<AppResult<_>>()?;
+            let wanted = PermissionSet::of(&perms);
+            if !wanted.is_subset(granted) {
+                let beyond: Vec<&str> =
+                    wanted.iter().filter(|x| !granted.contains(*x)).map(Permission::as_str).collect();
+                return Err(AppError::field(
+                    "permissions",
+                    format!("not within the key's role and your own: {}", beyond.join(", ")),
+                ));
+            }
+            granted = wanted;
+            Some(wanted.iter().map(|x| x.as_str().to_string()).collect::<Vec<_>>())
+        }
+    };
+    let expires_at = match input.expires_in_days {
+        None => None,
+        Some(d) if (1..=3650).contains(&d) => Some(ctx.now + time::Duration::days(d)),
+        Some(_) => return Err(AppError::field("expires_in_days", "must be between 1 and 3650")),
+    };
+    let secret = format!("{API_KEY_PREFIX}{}", random_token());
+    let prefix: String = secret.chars().take(API_KEY_PREFIX.len() + 4).collect();
+    let mut tx = OrgTx::begin(db, p).await?;
+    let key: ApiKey = sqlx::query_as(&format!(
+        "INSERT INTO api_keys (organization_id, id, name, prefix, key_hash, role, permissions, created_by, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
+    ))
+    .bind(tx.org_id())
+    .bind(Uuid::now_v7())
+    .bind(&name)
+    .bind(&prefix)
+    .bind(&sha256(secret.as_bytes())[..])
+    .bind(role)
+    .bind(&explicit)
+    .bind(p.user_id())
+    .bind(ctx.now)
+    .bind(expires_at)
+    .fetch_one(&mut *tx)
+    .await?;
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new("api_key.created", "api_key", key.id).after(json!({
+            "name": name, "prefix": prefix, "role": role, "permissions": granted.iter().map(Permission::as_str).collect::<Vec<_>>(),
+            "expires_at": expires_at.map(|e| e.to_string()),
+        })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(CreatedKey { key, secret })
+}
+
+pub async fn revoke(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid) -> AppResult<ApiKey> {
+    if !p.can(Permission::ApiKeysManage) {
+        return Err(AppError::Forbidden("Your role doesn't allow this (api_keys.manage).".into()));
+    }
+    let mut tx = OrgTx::begin(db, p).await?;
+    let key: ApiKey = sqlx::query_as(&format!(
+        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(ctx.now)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(AppError::NotFound)?;
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new("api_key.revoked", "api_key", id).before(json!({ "name": key.name, "prefix": key.prefix })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(key)
+}

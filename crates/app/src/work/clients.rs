@@ -1,0 +1,376 @@
+//! Clients and their contacts.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{Page, optional, required, text};
+use crate::audit::{self, Context, Entry};
+use crate::platform::db::tenant::OrgPrincipal;
+use crate::platform::db::{Db, OrgTx};
+use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::ids::{ClientId, OrgId};
+use crate::platform::types::Email;
+
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Client {
+    #[schema(value_type = String, format = Uuid)]
+    pub organization_id: OrgId,
+    #[schema(value_type = String, format = Uuid)]
+    pub id: ClientId,
+    pub name: String,
+    pub company: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub notes: String,
+    /// `active` or `archived`.
+    pub status: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+const COLUMNS: &str = "organization_id, id, name, company, email, phone, notes, status, created_at, updated_at";
+
+/// Fields of a client; on update, absent fields stay as they are.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientInput {
+    pub name: Option<String>,
+    pub company: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub notes: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+pub struct ClientFilter {
+    /// Matches name, company or email (case-insensitive).
+    pub q: Option<String>,
+    /// `active` (default), `archived` or `all`.
+    pub status: Option<String>,
+}
+
+fn clean_email(field: &str, v: Option<&str>) -> AppResult<Option<String>> {
+    match v.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(e) => Email::parse(e).map(|e| Some(e.as_str().to_string())).map_err(|m| AppError::field(field, m)),
+    }
+}
+
+fn require_can(p: &OrgPrincipal, perm: crate::tenancy::role::Permission) -> AppResult<()> {
+    if p.can(perm) { Ok(()) } else { Err(AppError::Forbidden(format!("Your role doesn't allow this ({perm})."))) }
+}
+
+pub async fn list(db: &Db, p: &OrgPrincipal, filter: &ClientFilter, page: Page) -> AppResult<(Vec<Client>, i64)> {
+    require_can(p, crate::tenancy::role::Permission::ClientsRead)?;
+    let status = match filter.status.as_deref().unwrap_or("active") {
+        "active" => Some("active"),
+        "archived" => Some("archived"),
+        "all" => None,
+        _ => return Err(AppError::field("status", "must be active, archived or all")),
+    };
+    let q = filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty()).map(|q| format!("%{}%", like_escape(q)));
+    let mut tx = OrgTx::begin(db, p).await?;
+    let where_ = "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR name ILIKE $2 OR company ILIKE $2 OR email ILIKE $2)";
+    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM clients WHERE {where_}"))
+        .bind(status)
+        .bind(&q)
+        .fetch_one(&mut *tx)
+        .await?;
+    let items = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM clients WHERE {where_} ORDER BY lower(name), id LIMIT $3 OFFSET $4"
+    ))
+    .bind(status)
+    .bind(&q)
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((items, total))
+}
+
+pub fn like_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
+pub async fn get(db: &Db, p: &OrgPrincipal, id: ClientId) -> AppResult<Client> {
+    require_can(p, crate::tenancy::role::Permission::ClientsRead)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let c = fetch(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(c)
+}
+
+async fn fetch(tx: &mut OrgTx, id: ClientId) -> AppResult<Client> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM clients WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(AppError::NotFound)
+}
+
+pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ClientInput) -> AppResult<Client> {
+    require_can(p, crate::tenancy::role::Permission::ClientsCreate)?;
+    let name = required("name", input.name.as_deref().unwrap_or(""), 200)?;
+    let company = text("company", input.company.as_deref(), 200)?;
+    let email = clean_email("email", input.email.as_deref())?;
+    let phone = optional("phone", input.phone.as_deref(), 50)?;
+    let notes = text("notes", input.notes.as_deref(), 20000)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let c: Client = sqlx::query_as(&format!(
+        "INSERT INTO clients (organization_id, id, name, company, email, phone, notes, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING {COLUMNS}"
+    ))
+    .bind(tx.org_id())
+    .bind(ClientId::new())
+    .bind(&name)
+    .bind(&company)
+    .bind(&email)
+    .bind(&phone)
+    .bind(&notes)
+    .bind(ctx.now)
+    .fetch_one(&mut *tx)
+    .await?;
+    audit::record(&mut tx, ctx, Entry::new("client.created", "client", c.id).after(snapshot(&c))).await?;
+    tx.commit().await?;
+    Ok(c)
+}
+
+fn snapshot(c: &Client) -> serde_json::Value {
+    json!({ "name": c.name, "company": c.company, "email": c.email, "phone": c.phone, "status": c.status })
+}
+
+pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ClientId, input: &ClientInput) -> AppResult<Client> {
+    require_can(p, crate::tenancy::role::Permission::ClientsUpdate)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let before = fetch(&mut tx, id).await?;
+    let name = match &input.name {
+        Some(n) => required("name", n, 200)?,
+        None => before.name.clone(),
+    };
+    let company = match &input.company {
+        Some(c) => text("company", Some(c), 200)?,
+        None => before.company.clone(),
+    };
+    let email = match &input.email {
+        Some(e) => clean_email("email", Some(e))?,
+        None => before.email.clone(),
+    };
+    let phone = match &input.phone {
+        Some(ph) => optional("phone", Some(ph), 50)?,
+        None => before.phone.clone(),
+    };
+    let notes = match &input.notes {
+        Some(n) => text("notes", Some(n), 20000)?,
+        None => before.notes.clone(),
+    };
+    let after: Client = sqlx::query_as(&format!(
+        "UPDATE clients SET name = $2, company = $3, email = $4, phone = $5, notes = $6, updated_at = $7 \
+         WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(&name)
+    .bind(&company)
+    .bind(&email)
+    .bind(&phone)
+    .bind(&notes)
+    .bind(ctx.now)
+    .fetch_one(&mut *tx)
+    .await?;
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new("client.updated", "client", id).before(snapshot(&before)).after(snapshot(&after)),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+pub async fn set_archived(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ClientId, archived: bool) -> AppResult<Client> {
+    require_can(p, crate::tenancy::role::Permission::ClientsUpdate)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let before = fetch(&mut tx, id).await?;
+    let status = if archived { "archived" } else { "active" };
+    let after: Client = sqlx::query_as(&format!(
+        "UPDATE clients SET status = $2, archived_at = CASE WHEN $3 THEN $4 ELSE NULL END, updated_at = $4 \
+         WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(status)
+    .bind(archived)
+    .bind(ctx.now)
+    .fetch_one(&mut *tx)
+    .await?;
+    let action = if archived { "client.archived" } else { "client.restored" };
+    audit::record(&mut tx, ctx, Entry::new(action, "client", id).before(snapshot(&before)).after(snapshot(&after)))
+        .await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// Deletes a client with no projects, invoices or portal users (archive it otherwise).
+pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ClientId) -> AppResult<()> {
+    require_can(p, crate::tenancy::role::Permission::ClientsDelete)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let before = fetch(&mut tx, id).await?;
+    let in_use: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM projects WHERE client_id = $1) OR EXISTS (SELECT 1 FROM invoices WHERE client_id = $1) \
+         OR EXISTS (SELECT 1 FROM memberships WHERE client_id = $1)",
+    )
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if in_use {
+        return Err(AppError::Conflict(
+            "This client has projects, invoices or portal users; archive it instead.".into(),
+        ));
+    }
+    sqlx::query("DELETE FROM clients WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    audit::record(&mut tx, ctx, Entry::new("client.deleted", "client", id).before(snapshot(&before))).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Contact {
+    pub id: Uuid,
+    #[schema(value_type = String, format = Uuid)]
+    pub client_id: ClientId,
+    pub name: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub title: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactInput {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub title: Option<String>,
+}
+
+pub async fn contacts(db: &Db, p: &OrgPrincipal, client: ClientId) -> AppResult<Vec<Contact>> {
+    require_can(p, crate::tenancy::role::Permission::ClientsRead)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    fetch(&mut tx, client).await?;
+    let rows = sqlx::query_as(
+        "SELECT id, client_id, name, email, phone, title FROM client_contacts WHERE client_id = $1 ORDER BY name, id",
+    )
+    .bind(client)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+pub async fn add_contact(
+    db: &Db,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    client: ClientId,
+    input: &ContactInput,
+) -> AppResult<Contact> {
+    require_can(p, crate::tenancy::role::Permission::ClientsUpdate)?;
+    let name = required("name", input.name.as_deref().unwrap_or(""), 200)?;
+    let email = clean_email("email", input.email.as_deref())?;
+    let phone = optional("phone", input.phone.as_deref(), 50)?;
+    let title = text("title", input.title.as_deref(), 200)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let c: Contact = sqlx::query_as(
+        "INSERT INTO client_contacts (organization_id, id, client_id, name, email, phone, title, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id, client_id, name, email, phone, title",
+    )
+    .bind(tx.org_id())
+    .bind(Uuid::now_v7())
+    .bind(client)
+    .bind(&name)
+    .bind(&email)
+    .bind(&phone)
+    .bind(&title)
+    .bind(ctx.now)
+    .fetch_one(&mut *tx)
+    .await?;
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new("client.contact_added", "client", client)
+            .after(json!({ "contact": c.id, "name": c.name, "email": c.email })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(c)
+}
+
+pub async fn remove_contact(
+    db: &Db,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    client: ClientId,
+    contact: Uuid,
+) -> AppResult<()> {
+    require_can(p, crate::tenancy::role::Permission::ClientsUpdate)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let done = sqlx::query("DELETE FROM client_contacts WHERE id = $1 AND client_id = $2")
+        .bind(contact)
+        .bind(client)
+        .execute(&mut *tx)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(AppError::NotFound);
+    }
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new("client.contact_removed", "client", client).before(json!({ "contact": contact })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Minimal repository functions over an open `OrgTx` (used by seeding and tests).
+pub mod repo {
+    use super::{COLUMNS, Client};
+    use crate::platform::db::OrgTx;
+    use crate::platform::ids::ClientId;
+
+    pub async fn create(tx: &mut OrgTx, name: &str) -> Result<Client, sqlx::Error> {
+        let org = tx.org_id();
+        sqlx::query_as(&format!(
+            "INSERT INTO clients (organization_id, id, name) VALUES ($1, $2, $3) RETURNING {COLUMNS}"
+        ))
+        .bind(org)
+        .bind(ClientId::new())
+        .bind(name)
+        .fetch_one(&mut **tx)
+        .await
+    }
+
+    pub async fn get(tx: &mut OrgTx, id: ClientId) -> Result<Option<Client>, sqlx::Error> {
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM clients WHERE id = $1")).bind(id).fetch_optional(&mut **tx).await
+    }
+
+    pub async fn list(tx: &mut OrgTx, limit: i64) -> Result<Vec<Client>, sqlx::Error> {
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM clients ORDER BY name, id LIMIT $1"))
+            .bind(limit)
+            .fetch_all(&mut **tx)
+            .await
+    }
+
+    pub async fn rename(tx: &mut OrgTx, id: ClientId, name: &str) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query("UPDATE clients SET name = $2, updated_at = now() WHERE id = $1")
+            .bind(id)
+            .bind(name)
+            .execute(&mut **tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,400 @@
+//! Files on projects and tasks: type- and size-checked uploads, contents sealed with
+//! AES-256-GCM (bound to organization and file id) in a storage adapter, downloads only through
+//! an authorized request or a short-lived signed link.
+
+use std::path::{Path, PathBuf};
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::projects::{fetch_visible, require};
+use super::{member_filter, project_visible};
+use crate::audit::{self, Context, Entry};
+use crate::platform::db::tenant::OrgPrincipal;
+use crate::platform::db::{Db, OrgTx};
+use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::ids::{OrgId, ProjectId};
+use crate::platform::seal::Sealer;
+use crate::tenancy::role::Permission;
+
+/// Where file contents live. Local directory by default; object stores plug in here.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    Local { dir: PathBuf },
+}
+
+impl Storage {
+    pub fn local(dir: &Path) -> Self {
+        Storage::Local { dir: dir.to_path_buf() }
+    }
+
+    fn path(dir: &Path, key: &str) -> PathBuf {
+        // Keys are generated here (`<org uuid>/<file uuid>`), never taken from a request.
+        dir.join(key)
+    }
+
+    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> std::io::Result<()> {
+        match self {
+            Storage::Local { dir } => {
+                let path = Self::path(dir, key);
+                if let Some(parent) = path.parent() {
+                    tokio::fs::create_dir_all(parent).await?;
+                }
+                let tmp = path.with_extension("tmp");
+                tokio::fs::write(&tmp, bytes).await?;
+                tokio::fs::rename(&tmp, &path).await
+            }
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> std::io::Result<Vec<u8>> {
+        match self {
+            Storage::Local { dir } => tokio::fs::read(Self::path(dir, key)).await,
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> std::io::Result<()> {
+        match self {
+            Storage::Local { dir } => match tokio::fs::remove_file(Self::path(dir, key)).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct FileMeta {
+    pub id: Uuid,
+    #[schema(value_type = String, format = Uuid)]
+    pub project_id: ProjectId,
+    pub task_id: Option<Uuid>,
+    pub name: String,
+    pub content_type: String,
+    pub size_bytes: i64,
+    pub shared_with_client: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+pub const COLUMNS: &str =
+    "f.id, f.project_id, f.task_id, f.name, f.content_type, f.size_bytes, f.shared_with_client, f.created_at";
+
+/// The content type, from the bytes themselves (the declared type is ignored): PDF, PNG, JPEG,
+/// GIF, WebP, Office/ZIP, or plain text/CSV when the bytes are UTF-8.
+pub fn detect_type(bytes: &[u8], name: &str) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    if bytes.starts_with(b"%PDF-") {
+        Some("application/pdf")
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("image/png")
+    } else if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
+        Some("image/jpeg")
+    } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        Some("image/gif")
+    } else if bytes.len() > 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        Some("image/webp")
+    } else if bytes.starts_with(b"PK\x03\x04") {
+        Some(if lower.ends_with(".docx") {
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+        } else if lower.ends_with(".xlsx") {
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+        } else if lower.ends_with(".pptx") {
+            "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+        } else {
+            "application/zip"
+        })
+    } else if std::str::from_utf8(bytes).is_ok() && !bytes.contains(&0) {
+        Some(if lower.ends_with(".csv") { "text/csv" } else { "text/plain" })
+    } else {
+        None
+    }
+}
+
+/// A file name safe to store and to put in a `Content-Disposition` header.
+pub fn clean_name(name: &str) -> AppResult<String> {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or("");
+    let cleaned: String = base.chars().filter(|c| !c.is_control() && *c != '"').collect::<String>().trim().to_string();
+    if cleaned.is_empty() || cleaned == "." || cleaned == ".." {
+        return Err(AppError::field("file", "needs a file name"));
+    }
+    Ok(cleaned.chars().take(255).collect())
+}
+
+fn context(org: OrgId, id: Uuid) -> String {
+    format!("file:{org}:{id}")
+}
+
+pub struct Upload<'a> {
+    pub project_id: ProjectId,
+    pub task_id: Option<Uuid>,
+    pub name: &'a str,
+    pub bytes: Vec<u8>,
+    pub shared_with_client: bool,
+}
+
+pub async fn upload(
+    db: &Db,
+    storage: &Storage,
+    sealer: &Sealer,
+    max_bytes: usize,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    up: Upload<'_>,
+) -> AppResult<FileMeta> {
+    require(p, Permission::FilesUpload)?;
+    if up.bytes.is_empty() {
+        return Err(AppError::field("file", "is empty"));
+    }
+    if up.bytes.len() > max_bytes {
+        return Err(AppError::PayloadTooLarge);
+    }
+    let name = clean_name(up.name)?;
+    let content_type = detect_type(&up.bytes, &name).ok_or_else(|| {
+        AppError::UnsupportedMediaType(
+            "Only PDF, images (PNG, JPEG, GIF, WebP), Office documents, ZIP archives and text files can be uploaded."
+                .into(),
+        )
+    })?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    fetch_visible(&mut tx, p, up.project_id).await?;
+    if let Some(t) = up.task_id {
+        let same: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND project_id = $2)")
+            .bind(t)
+            .bind(up.project_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !same {
+            return Err(AppError::NotFound);
+        }
+    }
+    let org = tx.org_id();
+    let id = Uuid::now_v7();
+    let key = format!("{org}/{id}");
+    let digest: [u8; 32] = Sha256::digest(&up.bytes).into();
+    let size = up.bytes.len() as i64;
+    storage.put(&key, sealer.seal(&up.bytes, &context(org, id))).await.map_err(AppError::internal)?;
+    let inserted = sqlx::query_as::<_, FileMeta>(&format!(
+        "INSERT INTO files AS f (organization_id, id, project_id, task_id, name, content_type, size_bytes, sha256, storage_key, \
+         shared_with_client, uploaded_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}"
+    ))
+    .bind(org)
+    .bind(id)
+    .bind(up.project_id)
+    .bind(up.task_id)
+    .bind(&name)
+    .bind(content_type)
+    .bind(size)
+    .bind(&digest[..])
+    .bind(&key)
+    .bind(up.shared_with_client)
+    .bind(p.user_id())
+    .bind(ctx.now)
+    .fetch_one(&mut *tx)
+    .await;
+    let meta = match inserted {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = storage.delete(&key).await;
+            return Err(e.into());
+        }
+    };
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new("file.uploaded", "file", id).after(json!({
+            "name": name, "content_type": content_type, "size_bytes": size, "project_id": up.project_id, "task_id": up.task_id,
+            "shared_with_client": up.shared_with_client, "sha256": hex::encode(digest),
+        })),
+    )
+    .await?;
+    if let Err(e) = tx.commit().await {
+        let _ = storage.delete(&key).await;
+        return Err(e.into());
+    }
+    Ok(meta)
+}
+
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+pub struct FileFilter {
+    pub project_id: Option<String>,
+    pub task_id: Option<String>,
+}
+
+pub async fn list(db: &Db, p: &OrgPrincipal, f: &FileFilter, page: super::Page) -> AppResult<Vec<FileMeta>> {
+    require(p, Permission::FilesRead)?;
+    let member = member_filter(p)?;
+    let project: Option<Uuid> = f
+        .project_id
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|_| AppError::field("project_id", "is not a valid id")))
+        .transpose()?;
+    let task: Option<Uuid> = f
+        .task_id
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|_| AppError::field("task_id", "is not a valid id")))
+        .transpose()?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let rows = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM files f JOIN projects p ON p.organization_id = f.organization_id AND p.id = f.project_id \
+         WHERE {} AND ($2::uuid IS NULL OR f.project_id = $2) AND ($3::uuid IS NULL OR f.task_id = $3) \
+         ORDER BY f.created_at DESC LIMIT $4 OFFSET $5",
+        project_visible("p", 1)
+    ))
+    .bind(member)
+    .bind(project)
+    .bind(task)
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+async fn fetch(tx: &mut OrgTx, p: &OrgPrincipal, id: Uuid) -> AppResult<(FileMeta, String)> {
+    let member = member_filter(p)?;
+    let row: Option<(Uuid, String)> = sqlx::query_as(&format!(
+        "SELECT f.id, f.storage_key FROM files f JOIN projects p ON p.organization_id = f.organization_id AND p.id = f.project_id \
+         WHERE f.id = $2 AND {}",
+        project_visible("p", 1)
+    ))
+    .bind(member)
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let (_, key) = row.ok_or(AppError::NotFound)?;
+    let meta =
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM files f WHERE f.id = $1")).bind(id).fetch_one(&mut **tx).await?;
+    Ok((meta, key))
+}
+
+pub async fn get(db: &Db, p: &OrgPrincipal, id: Uuid) -> AppResult<FileMeta> {
+    require(p, Permission::FilesRead)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let (meta, _) = fetch(&mut tx, p, id).await?;
+    tx.commit().await?;
+    Ok(meta)
+}
+
+/// Reads and opens a file's contents (the caller has checked access through `fetch`).
+pub async fn read_contents(storage: &Storage, sealer: &Sealer, org: OrgId, id: Uuid, key: &str) -> AppResult<Vec<u8>> {
+    let sealed = storage.get(key).await.map_err(AppError::internal)?;
+    sealer.open(&sealed, &context(org, id)).map_err(AppError::internal)
+}
+
+pub async fn download(
+    db: &Db,
+    storage: &Storage,
+    sealer: &Sealer,
+    p: &OrgPrincipal,
+    id: Uuid,
+) -> AppResult<(FileMeta, Vec<u8>)> {
+    require(p, Permission::FilesRead)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let (meta, key) = fetch(&mut tx, p, id).await?;
+    tx.commit().await?;
+    let bytes = read_contents(storage, sealer, p.org_id(), id, &key).await?;
+    Ok((meta, bytes))
+}
+
+pub async fn delete(db: &Db, storage: &Storage, ctx: &Context, p: &OrgPrincipal, id: Uuid) -> AppResult<()> {
+    require(p, Permission::FilesDelete)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let (meta, key) = fetch(&mut tx, p, id).await?;
+    sqlx::query("DELETE FROM files WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new("file.deleted", "file", id).before(json!({ "name": meta.name, "size_bytes": meta.size_bytes })),
+    )
+    .await?;
+    tx.commit().await?;
+    // After the commit: a failed delete leaves an orphan blob, never a row without contents.
+    if let Err(e) = storage.delete(&key).await {
+        tracing::warn!(file = %id, error = %e, "could not remove file contents");
+    }
+    Ok(())
+}
+
+pub async fn set_shared(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, shared: bool) -> AppResult<FileMeta> {
+    require(p, Permission::FilesUpload)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    fetch(&mut tx, p, id).await?;
+    let meta: FileMeta =
+        sqlx::query_as(&format!("UPDATE files AS f SET shared_with_client = $2 WHERE f.id = $1 RETURNING {COLUMNS}"))
+            .bind(id)
+            .bind(shared)
+            .fetch_one(&mut *tx)
+            .await?;
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new("file.sharing_changed", "file", id).after(json!({ "shared_with_client": shared })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(meta)
+}
+
+/// A signed, short-lived download link's signature: HMAC over organization, file and expiry.
+pub fn link_signature(key: &[u8; 32], org: OrgId, file: Uuid, expires: i64) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
+    mac.update(format!("file-link v1\n{org}\n{file}\n{expires}").as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// `/files/{org}/{file}?expires=…&signature=…`, valid for `minutes`.
+pub fn signed_link(
+    base: &str,
+    key: &[u8; 32],
+    org: OrgId,
+    file: Uuid,
+    now: OffsetDateTime,
+    minutes: u32,
+) -> (String, OffsetDateTime) {
+    let expires = now + time::Duration::minutes(minutes.into());
+    let ts = expires.unix_timestamp();
+    (format!("{base}/files/{org}/{file}?expires={ts}&signature={}", link_signature(key, org, file, ts)), expires)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_come_from_the_bytes() {
+        assert_eq!(detect_type(b"%PDF-1.7 ...", "x.exe"), Some("application/pdf"));
+        assert_eq!(detect_type(b"hello, world", "notes.txt"), Some("text/plain"));
+        assert_eq!(detect_type(b"a,b\n1,2", "data.csv"), Some("text/csv"));
+        assert_eq!(detect_type(b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\xff\xff", "setup.pdf"), None);
+        assert_eq!(detect_type(&[0u8, 159, 146, 150], "x.txt"), None);
+    }
+
+    #[test]
+    fn names_are_cleaned() {
+        assert_eq!(clean_name("../../etc/passwd").unwrap(), "passwd");
+        assert_eq!(clean_name("C:\\Users\\a\\report \"final\".pdf").unwrap(), "report final.pdf");
+        assert!(clean_name("..").is_err());
+        assert!(clean_name("  ").is_err());
+    }
+
+    #[test]
+    fn link_signatures_bind_everything() {
+        let k = [3u8; 32];
+        let org = OrgId::new();
+        let f = Uuid::now_v7();
+        let s = link_signature(&k, org, f, 100);
+        assert_ne!(s, link_signature(&k, org, f, 101));
+        assert_ne!(s, link_signature(&k, OrgId::new(), f, 100));
+        assert_ne!(s, link_signature(&k, org, Uuid::now_v7(), 100));
+        assert_ne!(s, link_signature(&[4u8; 32], org, f, 100));
+    }
+}

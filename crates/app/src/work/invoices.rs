@@ -1,0 +1,571 @@
+//! Invoices: line items in integer minor units, tax in basis points, a gapless number
+//! sequence per organization assigned when an invoice is sent.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::{Date, Duration, OffsetDateTime};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::projects::require;
+use super::{Page, parse_date, required, text};
+use crate::audit::{self, Context, Entry};
+use crate::platform::db::tenant::OrgPrincipal;
+use crate::platform::db::{Db, OrgTx};
+use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::ids::ClientId;
+use crate::tenancy::role::Permission;
+
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Invoice {
+    pub id: Uuid,
+    /// Assigned when sent.
+    pub number: Option<i64>,
+    #[schema(value_type = String, format = Uuid)]
+    pub client_id: ClientId,
+    pub currency: String,
+    pub tax_rate_bp: i32,
+    /// `draft`, `sent`, `paid`, `void`, or `overdue` (sent and past its due date).
+    pub status: String,
+    #[schema(value_type = String, format = Date)]
+    pub issue_date: Date,
+    #[schema(value_type = String, format = Date)]
+    pub due_date: Date,
+    pub notes: String,
+    pub subtotal_minor: i64,
+    pub tax_minor: i64,
+    pub total_minor: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+pub const COLUMNS: &str = "i.id, i.number, i.client_id, i.currency, i.tax_rate_bp, i.status, i.issue_date, i.due_date, i.notes, \
+     i.subtotal_minor, i.tax_minor, i.total_minor, i.created_at";
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct Line {
+    pub description: String,
+    /// Thousandths: 1.5 hours is 1500.
+    pub quantity_milli: i64,
+    /// Minor units (cents).
+    pub unit_price_minor: i64,
+    /// Computed: quantity × unit price, rounded half up to a minor unit.
+    #[serde(default)]
+    pub amount_minor: i64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvoiceInput {
+    pub client_id: Option<String>,
+    /// ISO 4217; default: the organization's currency.
+    pub currency: Option<String>,
+    pub tax_rate_bp: Option<i32>,
+    pub issue_date: Option<String>,
+    pub due_date: Option<String>,
+    pub notes: Option<String>,
+    pub lines: Option<Vec<LineInput>>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineInput {
+    pub description: String,
+    pub quantity_milli: i64,
+    pub unit_price_minor: i64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+pub struct InvoiceFilter {
+    pub client_id: Option<String>,
+    /// draft, sent, paid, void or overdue.
+    pub status: Option<String>,
+}
+
+/// `a × b / d` rounded half up, in i128, checked to fit i64.
+fn mul_div_round(a: i64, b: i64, d: i64) -> Option<i64> {
+    let n = (a as i128).checked_mul(b as i128)?;
+    let q = (n + (d as i128) / 2).div_euclid(d as i128);
+    i64::try_from(q).ok()
+}
+
+/// Computes line amounts and totals. Errors name the offending line.
+pub fn compute(lines: &mut [Line], tax_rate_bp: i32) -> AppResult<(i64, i64, i64)> {
+    let mut subtotal: i64 = 0;
+    for (i, l) in lines.iter_mut().enumerate() {
+        if l.quantity_milli <= 0 || l.quantity_milli > 1_000_000_000 {
+            return Err(AppError::field(&format!("lines[{i}].quantity_milli"), "must be between 1 and 1000000000"));
+        }
+        if l.unit_price_minor < 0 || l.unit_price_minor > 100_000_000_000 {
+            return Err(AppError::field(&format!("lines[{i}].unit_price_minor"), "must be between 0 and 100000000000"));
+        }
+        l.amount_minor = mul_div_round(l.quantity_milli, l.unit_price_minor, 1000)
+            .ok_or_else(|| AppError::field(&format!("lines[{i}]"), "amount is too large"))?;
+        subtotal =
+            subtotal.checked_add(l.amount_minor).ok_or_else(|| AppError::field("lines", "total is too large"))?;
+    }
+    let tax = mul_div_round(subtotal, tax_rate_bp as i64, 10_000)
+        .ok_or_else(|| AppError::field("lines", "total is too large"))?;
+    let total = subtotal.checked_add(tax).ok_or_else(|| AppError::field("lines", "total is too large"))?;
+    Ok((subtotal, tax, total))
+}
+
+fn shown_status(mut inv: Invoice, today: Date) -> Invoice {
+    if inv.status == "sent" && inv.due_date < today {
+        inv.status = "overdue".into();
+    }
+    inv
+}
+
+pub async fn list(
+    db: &Db,
+    ctx_today: Date,
+    p: &OrgPrincipal,
+    f: &InvoiceFilter,
+    page: Page,
+) -> AppResult<(Vec<Invoice>, i64)> {
+    require(p, Permission::InvoicesRead)?;
+    let client: Option<ClientId> = f
+        .client_id
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|_| AppError::field("client_id", "is not a valid id")))
+        .transpose()?;
+    let status = f.status.clone().filter(|s| !s.is_empty());
+    if let Some(s) = &status
+        && !["draft", "sent", "paid", "void", "overdue"].contains(&s.as_str())
+    {
+        return Err(AppError::field("status", "is not an invoice status"));
+    }
+    let where_ = "($1::uuid IS NULL OR i.client_id = $1) AND (CASE WHEN $2::text IS NULL THEN true \
+                  WHEN $2 = 'overdue' THEN i.status = 'sent' AND i.due_date < $3 \
+                  WHEN $2 = 'sent' THEN i.status = 'sent' AND i.due_date >= $3 ELSE i.status = $2 END)";
+    let mut tx = OrgTx::begin(db, p).await?;
+    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM invoices i WHERE {where_}"))
+        .bind(client)
+        .bind(&status)
+        .bind(ctx_today)
+        .fetch_one(&mut *tx)
+        .await?;
+    let rows: Vec<Invoice> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM invoices i WHERE {where_} ORDER BY i.issue_date DESC, i.created_at DESC LIMIT $4 OFFSET $5"
+    ))
+    .bind(client)
+    .bind(&status)
+    .bind(ctx_today)
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((rows.into_iter().map(|i| shown_status(i, ctx_today)).collect(), total))
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct InvoiceDetail {
+    #[serde(flatten)]
+    pub invoice: Invoice,
+    pub lines: Vec<Line>,
+    pub client_name: String,
+}
+
+async fn fetch(tx: &mut OrgTx, id: Uuid) -> AppResult<Invoice> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM invoices i WHERE i.id = $1"))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(AppError::NotFound)
+}
+
+pub async fn lines(tx: &mut OrgTx, id: Uuid) -> Result<Vec<Line>, sqlx::Error> {
+    sqlx::query_as("SELECT description, quantity_milli, unit_price_minor, amount_minor FROM invoice_lines WHERE invoice_id = $1 ORDER BY position")
+        .bind(id)
+        .fetch_all(&mut **tx)
+        .await
+}
+
+pub async fn detail_in(tx: &mut OrgTx, id: Uuid, today: Date) -> AppResult<InvoiceDetail> {
+    let invoice = fetch(tx, id).await?;
+    let lines = lines(tx, id).await?;
+    let client_name: String = sqlx::query_scalar("SELECT name FROM clients WHERE id = $1")
+        .bind(invoice.client_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(InvoiceDetail { invoice: shown_status(invoice, today), lines, client_name })
+}
+
+pub async fn get(db: &Db, today: Date, p: &OrgPrincipal, id: Uuid) -> AppResult<InvoiceDetail> {
+    require(p, Permission::InvoicesRead)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let d = detail_in(&mut tx, id, today).await?;
+    tx.commit().await?;
+    Ok(d)
+}
+
+fn parse_lines(input: &[LineInput]) -> AppResult<Vec<Line>> {
+    if input.len() > 200 {
+        return Err(AppError::field("lines", "at most 200 lines"));
+    }
+    input
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            Ok(Line {
+                description: required(&format!("lines[{i}].description"), &l.description, 500)?,
+                quantity_milli: l.quantity_milli,
+                unit_price_minor: l.unit_price_minor,
+                amount_minor: 0,
+            })
+        })
+        .collect()
+}
+
+async fn write_lines(tx: &mut OrgTx, id: Uuid, lines: &[Line]) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM invoice_lines WHERE invoice_id = $1").bind(id).execute(&mut **tx).await?;
+    for (pos, l) in lines.iter().enumerate() {
+        let org = tx.org_id();
+        sqlx::query(
+            "INSERT INTO invoice_lines (organization_id, invoice_id, position, description, quantity_milli, unit_price_minor, amount_minor) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(org)
+        .bind(id)
+        .bind(pos as i32)
+        .bind(&l.description)
+        .bind(l.quantity_milli)
+        .bind(l.unit_price_minor)
+        .bind(l.amount_minor)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+fn snapshot(i: &Invoice) -> serde_json::Value {
+    json!({ "number": i.number, "client_id": i.client_id, "status": i.status, "currency": i.currency, "total_minor": i.total_minor })
+}
+
+pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInput) -> AppResult<Invoice> {
+    require(p, Permission::InvoicesCreate)?;
+    let client: ClientId = input
+        .client_id
+        .as_deref()
+        .ok_or_else(|| AppError::field("client_id", "is required"))?
+        .trim()
+        .parse()
+        .map_err(|_| AppError::field("client_id", "is not a valid id"))?;
+    let tax = input.tax_rate_bp.unwrap_or(0);
+    if !(0..=10_000).contains(&tax) {
+        return Err(AppError::field("tax_rate_bp", "must be between 0 and 10000 (basis points)"));
+    }
+    let issue = parse_date("issue_date", input.issue_date.as_deref())?.unwrap_or(ctx.now.date());
+    let due = parse_date("due_date", input.due_date.as_deref())?.unwrap_or(issue + Duration::days(30));
+    if due < issue {
+        return Err(AppError::field("due_date", "must not be before the issue date"));
+    }
+    let notes = text("notes", input.notes.as_deref(), 5000)?;
+    let mut lines = parse_lines(input.lines.as_deref().unwrap_or(&[]))?;
+    let (subtotal, tax_minor, total) = compute(&mut lines, tax)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let client_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)")
+        .bind(client)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !client_exists {
+        return Err(AppError::field("client_id", "no such client"));
+    }
+    let currency = match input.currency.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
+        Some(c) if c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()) => c.to_string(),
+        Some(_) => return Err(AppError::field("currency", "must be a three-letter ISO 4217 code like EUR")),
+        None => {
+            sqlx::query_scalar("SELECT currency FROM organizations WHERE id = $1")
+                .bind(tx.org_id())
+                .fetch_one(&mut *tx)
+                .await?
+        }
+    };
+    let id = Uuid::now_v7();
+    let inv: Invoice = sqlx::query_as(&format!(
+        "INSERT INTO invoices AS i (organization_id, id, client_id, currency, tax_rate_bp, issue_date, due_date, notes, subtotal_minor, \
+         tax_minor, total_minor, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}"
+    ))
+    .bind(tx.org_id())
+    .bind(id)
+    .bind(client)
+    .bind(&currency)
+    .bind(tax)
+    .bind(issue)
+    .bind(due)
+    .bind(&notes)
+    .bind(subtotal)
+    .bind(tax_minor)
+    .bind(total)
+    .bind(ctx.now)
+    .fetch_one(&mut *tx)
+    .await?;
+    write_lines(&mut tx, id, &lines).await?;
+    audit::record(&mut tx, ctx, Entry::new("invoice.created", "invoice", id).after(snapshot(&inv))).await?;
+    tx.commit().await?;
+    Ok(inv)
+}
+
+/// Replaces a draft's fields and lines (sent invoices are immutable; void them instead).
+pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &InvoiceInput) -> AppResult<Invoice> {
+    require(p, Permission::InvoicesUpdate)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let before = fetch(&mut tx, id).await?;
+    if before.status != "draft" {
+        return Err(AppError::Conflict(
+            "Only draft invoices can be edited; void this one and create a new one.".into(),
+        ));
+    }
+    if input.client_id.as_deref().is_some_and(|c| c.trim() != before.client_id.to_string()) {
+        let c: ClientId = input
+            .client_id
+            .as_deref()
+            .unwrap_or("")
+            .trim()
+            .parse()
+            .map_err(|_| AppError::field("client_id", "is not a valid id"))?;
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)")
+            .bind(c)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !exists {
+            return Err(AppError::field("client_id", "no such client"));
+        }
+    }
+    let client: ClientId = match &input.client_id {
+        Some(c) => c.trim().parse().map_err(|_| AppError::field("client_id", "is not a valid id"))?,
+        None => before.client_id,
+    };
+    let tax = input.tax_rate_bp.unwrap_or(before.tax_rate_bp);
+    if !(0..=10_000).contains(&tax) {
+        return Err(AppError::field("tax_rate_bp", "must be between 0 and 10000 (basis points)"));
+    }
+    let issue = if input.issue_date.is_some() {
+        parse_date("issue_date", input.issue_date.as_deref())?.unwrap_or(before.issue_date)
+    } else {
+        before.issue_date
+    };
+    let due = if input.due_date.is_some() {
+        parse_date("due_date", input.due_date.as_deref())?.unwrap_or(before.due_date)
+    } else {
+        before.due_date
+    };
+    if due < issue {
+        return Err(AppError::field("due_date", "must not be before the issue date"));
+    }
+    let notes = match &input.notes {
+        Some(n) => text("notes", Some(n), 5000)?,
+        None => before.notes.clone(),
+    };
+    let mut lines = match &input.lines {
+        Some(l) => parse_lines(l)?,
+        None => lines(&mut tx, id).await?,
+    };
+    let (subtotal, tax_minor, total) = compute(&mut lines, tax)?;
+    let after: Invoice = sqlx::query_as(&format!(
+        "UPDATE invoices AS i SET client_id = $2, tax_rate_bp = $3, issue_date = $4, due_date = $5, notes = $6, subtotal_minor = $7, \
+         tax_minor = $8, total_minor = $9 WHERE i.id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(client)
+    .bind(tax)
+    .bind(issue)
+    .bind(due)
+    .bind(&notes)
+    .bind(subtotal)
+    .bind(tax_minor)
+    .bind(total)
+    .fetch_one(&mut *tx)
+    .await?;
+    write_lines(&mut tx, id, &lines).await?;
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new("invoice.updated", "invoice", id).before(snapshot(&before)).after(snapshot(&after)),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// Moves an invoice along: `send` (draft → sent, assigns the number), `pay` (sent → paid),
+/// `void` (draft or sent → void).
+pub async fn transition(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, action: &str) -> AppResult<Invoice> {
+    require(p, Permission::InvoicesUpdate)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let before: Invoice = sqlx::query_as(&format!("SELECT {COLUMNS} FROM invoices i WHERE i.id = $1 FOR UPDATE"))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let after: Invoice = match (action, before.status.as_str()) {
+        ("send", "draft") => {
+            let has_lines: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM invoice_lines WHERE invoice_id = $1)")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if !has_lines {
+                return Err(AppError::Conflict("An invoice needs at least one line before it is sent.".into()));
+            }
+            let org = tx.org_id();
+            sqlx::query("INSERT INTO invoice_counters (organization_id) VALUES ($1) ON CONFLICT DO NOTHING")
+                .bind(org)
+                .execute(&mut *tx)
+                .await?;
+            let number: i64 =
+                sqlx::query_scalar("SELECT next_number FROM invoice_counters WHERE organization_id = $1 FOR UPDATE")
+                    .bind(org)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            sqlx::query("UPDATE invoice_counters SET next_number = next_number + 1 WHERE organization_id = $1")
+                .bind(org)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query_as(&format!("UPDATE invoices AS i SET status = 'sent', number = $2, sent_at = $3 WHERE i.id = $1 RETURNING {COLUMNS}"))
+                .bind(id)
+                .bind(number)
+                .bind(ctx.now)
+                .fetch_one(&mut *tx)
+                .await?
+        }
+        ("pay", "sent") => {
+            sqlx::query_as(&format!(
+                "UPDATE invoices AS i SET status = 'paid', paid_at = $2 WHERE i.id = $1 RETURNING {COLUMNS}"
+            ))
+            .bind(id)
+            .bind(ctx.now)
+            .fetch_one(&mut *tx)
+            .await?
+        }
+        ("void", "draft" | "sent") => {
+            sqlx::query_as(&format!(
+                "UPDATE invoices AS i SET status = 'void', voided_at = $2 WHERE i.id = $1 RETURNING {COLUMNS}"
+            ))
+            .bind(id)
+            .bind(ctx.now)
+            .fetch_one(&mut *tx)
+            .await?
+        }
+        ("send" | "pay" | "void", current) => {
+            return Err(AppError::Conflict(format!(
+                "A {current} invoice can't be {}.",
+                match action {
+                    "send" => "sent",
+                    "pay" => "marked paid",
+                    _ => "voided",
+                }
+            )));
+        }
+        _ => return Err(AppError::field("action", "must be send, pay or void")),
+    };
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new(
+            &format!(
+                "invoice.{}",
+                match action {
+                    "send" => "sent",
+                    "pay" => "paid",
+                    _ => "voided",
+                }
+            ),
+            "invoice",
+            id,
+        )
+        .before(snapshot(&before))
+        .after(snapshot(&after)),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(shown_status(after, ctx.now.date()))
+}
+
+pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid) -> AppResult<()> {
+    require(p, Permission::InvoicesDelete)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let before = fetch(&mut tx, id).await?;
+    if before.status != "draft" {
+        return Err(AppError::Conflict("Only drafts can be deleted; void a sent invoice instead.".into()));
+    }
+    sqlx::query("DELETE FROM invoices WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    audit::record(&mut tx, ctx, Entry::new("invoice.deleted", "invoice", id).before(snapshot(&before))).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// "12.5" → 12500 (thousandths); "12,50" is refused (use a dot).
+pub fn parse_decimal(field: &str, v: &str, scale: u32) -> AppResult<i64> {
+    let v = v.trim();
+    let err = || AppError::field(field, format!("must be a number with at most {scale} decimals, like 12.50"));
+    let (int, frac) = v.split_once('.').unwrap_or((v, ""));
+    if int.is_empty() && frac.is_empty()
+        || frac.len() > scale as usize
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(err());
+    }
+    let int: i64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| err())? };
+    let frac_val: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<width$}", width = scale as usize).parse().map_err(|_| err())?
+    };
+    int.checked_mul(10i64.pow(scale)).and_then(|x| x.checked_add(frac_val)).ok_or_else(err)
+}
+
+/// 123456 minor units → "1234.56".
+pub fn format_minor(v: i64) -> String {
+    let sign = if v < 0 { "-" } else { "" };
+    let a = v.unsigned_abs();
+    format!("{sign}{}.{:02}", a / 100, a % 100)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_use_integer_minor_units_with_half_up_rounding() {
+        let mut lines = vec![
+            Line { description: "Design".into(), quantity_milli: 1500, unit_price_minor: 9999, amount_minor: 0 },
+            Line { description: "Hosting".into(), quantity_milli: 1000, unit_price_minor: 1, amount_minor: 0 },
+            Line { description: "Third".into(), quantity_milli: 333, unit_price_minor: 3, amount_minor: 0 },
+        ];
+        // 1.5 × 99.99 = 149.985 → 149.99; 0.333 × 0.03 = 0.000999 → 0.00
+        let (sub, tax, total) = compute(&mut lines, 1900).unwrap();
+        assert_eq!(lines[0].amount_minor, 14999);
+        assert_eq!(lines[2].amount_minor, 1);
+        assert_eq!(sub, 14999 + 1 + 1);
+        assert_eq!(tax, (15001 * 1900 + 5000) / 10000);
+        assert_eq!(total, sub + tax);
+        let mut huge = vec![Line {
+            description: "x".into(),
+            quantity_milli: 1_000_000_000,
+            unit_price_minor: 100_000_000_000,
+            amount_minor: 0,
+        }];
+        assert!(compute(&mut huge, 0).is_ok());
+        let mut many: Vec<Line> = (0..200).map(|_| huge[0].clone()).collect();
+        assert!(compute(&mut many, 10_000).is_err(), "overflow is an error, not a wrap");
+        let mut bad = vec![Line { description: "x".into(), quantity_milli: 0, unit_price_minor: 1, amount_minor: 0 }];
+        assert!(compute(&mut bad, 0).is_err());
+    }
+
+    #[test]
+    fn decimals_parse_exactly() {
+        assert_eq!(parse_decimal("q", "12.5", 3).unwrap(), 12500);
+        assert_eq!(parse_decimal("p", "0.07", 2).unwrap(), 7);
+        assert_eq!(parse_decimal("p", "3", 2).unwrap(), 300);
+        for bad in ["", ".", "1.234", "-1", "1,5", "1e3", "abc"] {
+            assert!(parse_decimal("p", bad, 2).is_err(), "{bad}");
+        }
+        assert_eq!(format_minor(123456), "1234.56");
+        assert_eq!(format_minor(-5), "-0.05");
+    }
+}

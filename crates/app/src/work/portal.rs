@@ -1,0 +1,167 @@
+//! The client portal: a Client user sees their own client's projects that are marked visible
+//! to the client, the client-visible tasks and comments in them, the invoices addressed to the
+//! client (never drafts), and the files shared with the client — read-only. Every query is
+//! bounded by the principal's client id; nothing here works for any other scope.
+
+use serde::Serialize;
+use time::Date;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::files::{self, FileMeta, Storage};
+use super::invoices::{self, Invoice, InvoiceDetail};
+use super::projects::{self, Project};
+use super::tasks::{self, Comment, Task};
+use crate::platform::db::tenant::{OrgPrincipal, ProjectScope};
+use crate::platform::db::{Db, OrgTx};
+use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::ids::{ClientId, ProjectId};
+use crate::platform::seal::Sealer;
+use crate::tenancy::role::Permission;
+
+fn client_of(p: &OrgPrincipal) -> AppResult<ClientId> {
+    if !p.can(Permission::PortalRead) {
+        return Err(AppError::Forbidden("The portal is for client users.".into()));
+    }
+    match p.project_scope() {
+        ProjectScope::Client(c) => Ok(c),
+        _ => Err(AppError::Forbidden("The portal is for client users.".into())),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PortalHome {
+    pub client_name: String,
+    pub projects: Vec<Project>,
+    pub invoices: Vec<Invoice>,
+}
+
+const VISIBLE_PROJECT: &str = "p.client_id = $1 AND p.visible_to_client AND p.status <> 'archived'";
+
+pub async fn home(db: &Db, today: Date, p: &OrgPrincipal) -> AppResult<PortalHome> {
+    let client = client_of(p)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let client_name: String =
+        sqlx::query_scalar("SELECT name FROM clients WHERE id = $1").bind(client).fetch_one(&mut *tx).await?;
+    let projects = sqlx::query_as(&format!(
+        "SELECT {} FROM projects p WHERE {VISIBLE_PROJECT} ORDER BY lower(p.name), p.id",
+        projects::COLUMNS
+    ))
+    .bind(client)
+    .fetch_all(&mut *tx)
+    .await?;
+    let invoices: Vec<Invoice> = sqlx::query_as(&format!(
+        "SELECT {} FROM invoices i WHERE i.client_id = $1 AND i.status <> 'draft' ORDER BY i.issue_date DESC",
+        invoices::COLUMNS
+    ))
+    .bind(client)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let invoices = invoices
+        .into_iter()
+        .map(|mut i| {
+            if i.status == "sent" && i.due_date < today {
+                i.status = "overdue".into();
+            }
+            i
+        })
+        .collect();
+    Ok(PortalHome { client_name, projects, invoices })
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PortalProject {
+    pub project: Project,
+    pub tasks: Vec<(Task, Vec<Comment>)>,
+    pub files: Vec<FileMeta>,
+}
+
+async fn visible_project(tx: &mut OrgTx, client: ClientId, id: ProjectId) -> AppResult<Project> {
+    sqlx::query_as(&format!("SELECT {} FROM projects p WHERE p.id = $2 AND {VISIBLE_PROJECT}", projects::COLUMNS))
+        .bind(client)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(AppError::NotFound)
+}
+
+pub async fn project(db: &Db, p: &OrgPrincipal, id: ProjectId) -> AppResult<PortalProject> {
+    let client = client_of(p)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let project = visible_project(&mut tx, client, id).await?;
+    let task_rows: Vec<Task> = sqlx::query_as(&format!(
+        "SELECT {} FROM tasks t WHERE t.project_id = $1 AND t.visible_to_client ORDER BY t.created_at",
+        tasks::COLUMNS
+    ))
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut tasks_out = Vec::new();
+    for t in task_rows {
+        let comments: Vec<Comment> = sqlx::query_as(&format!(
+            "SELECT {} FROM comments c LEFT JOIN users u ON u.id = c.author_id WHERE c.task_id = $1 AND c.client_visible \
+             ORDER BY c.created_at",
+            tasks::COMMENT_COLUMNS
+        ))
+        .bind(t.id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tasks_out.push((t, comments));
+    }
+    let files = sqlx::query_as(&format!(
+        "SELECT {} FROM files f WHERE f.project_id = $1 AND f.shared_with_client ORDER BY f.created_at DESC",
+        files::COLUMNS
+    ))
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(PortalProject { project, tasks: tasks_out, files })
+}
+
+pub async fn invoice(db: &Db, today: Date, p: &OrgPrincipal, id: Uuid) -> AppResult<InvoiceDetail> {
+    let client = client_of(p)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let mine: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM invoices WHERE id = $1 AND client_id = $2 AND status <> 'draft')",
+    )
+    .bind(id)
+    .bind(client)
+    .fetch_one(&mut *tx)
+    .await?;
+    if !mine {
+        return Err(AppError::NotFound);
+    }
+    let d = invoices::detail_in(&mut tx, id, today).await?;
+    tx.commit().await?;
+    Ok(d)
+}
+
+/// A file shared with the client, in one of the client's visible projects.
+pub async fn download(
+    db: &Db,
+    storage: &Storage,
+    sealer: &Sealer,
+    p: &OrgPrincipal,
+    id: Uuid,
+) -> AppResult<(FileMeta, Vec<u8>)> {
+    let client = client_of(p)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let row: Option<(String,)> = sqlx::query_as(&format!(
+        "SELECT f.storage_key FROM files f JOIN projects p ON p.organization_id = f.organization_id AND p.id = f.project_id \
+         WHERE f.id = $2 AND f.shared_with_client AND {VISIBLE_PROJECT}"
+    ))
+    .bind(client)
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (key,) = row.ok_or(AppError::NotFound)?;
+    let meta: FileMeta = sqlx::query_as(&format!("SELECT {} FROM files f WHERE f.id = $1", files::COLUMNS))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let bytes = files::read_contents(storage, sealer, p.org_id(), id, &key).await?;
+    Ok((meta, bytes))
+}

@@ -1,0 +1,560 @@
+//! Projects, their members and their board columns.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::{Date, OffsetDateTime};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{Page, member_filter, parse_date, project_visible, required, text};
+use crate::audit::{self, Context, Entry};
+use crate::platform::db::tenant::OrgPrincipal;
+use crate::platform::db::{Db, OrgTx};
+use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::ids::{ClientId, OrgId, ProjectId, UserId};
+use crate::tenancy::role::Permission;
+
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Project {
+    #[schema(value_type = String, format = Uuid)]
+    pub organization_id: OrgId,
+    #[schema(value_type = String, format = Uuid)]
+    pub id: ProjectId,
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub client_id: Option<ClientId>,
+    pub name: String,
+    pub description: String,
+    /// `planned`, `active`, `on_hold`, `completed` or `archived`.
+    pub status: String,
+    /// In minor units of the organization's currency.
+    pub budget_minor: Option<i64>,
+    #[schema(value_type = Option<String>, format = Date)]
+    pub start_date: Option<Date>,
+    #[schema(value_type = Option<String>, format = Date)]
+    pub due_date: Option<Date>,
+    pub visible_to_client: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+pub const COLUMNS: &str = "p.organization_id, p.id, p.client_id, p.name, p.description, p.status, p.budget_minor, \
+     p.start_date, p.due_date, p.visible_to_client, p.created_at, p.updated_at";
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectInput {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// Client id, or an empty string for none.
+    pub client_id: Option<String>,
+    pub status: Option<String>,
+    pub budget_minor: Option<i64>,
+    /// YYYY-MM-DD, or empty for none.
+    pub start_date: Option<String>,
+    pub due_date: Option<String>,
+    pub visible_to_client: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+pub struct ProjectFilter {
+    pub q: Option<String>,
+    /// A status, or `all` (default: everything but archived).
+    pub status: Option<String>,
+    pub client_id: Option<String>,
+}
+
+const STATUSES: [&str; 5] = ["planned", "active", "on_hold", "completed", "archived"];
+
+pub(crate) fn require(p: &OrgPrincipal, perm: Permission) -> AppResult<()> {
+    if p.can(perm) { Ok(()) } else { Err(AppError::Forbidden(format!("Your role doesn't allow this ({perm})."))) }
+}
+
+fn parse_client(v: Option<&str>) -> AppResult<Option<Option<ClientId>>> {
+    match v.map(str::trim) {
+        None => Ok(None),
+        Some("") => Ok(Some(None)),
+        Some(s) => s.parse().map(|c| Some(Some(c))).map_err(|_| AppError::field("client_id", "is not a client id")),
+    }
+}
+
+pub async fn list(db: &Db, p: &OrgPrincipal, f: &ProjectFilter, page: Page) -> AppResult<(Vec<Project>, i64)> {
+    require(p, Permission::ProjectsRead)?;
+    let member = member_filter(p)?;
+    let status = match f.status.as_deref() {
+        None | Some("") => None,
+        Some("all") => Some("all".to_string()),
+        Some(s) if STATUSES.contains(&s) => Some(s.to_string()),
+        Some(_) => return Err(AppError::field("status", "is not a project status")),
+    };
+    let client = parse_client(f.client_id.as_deref())?.flatten();
+    let q =
+        f.q.as_deref()
+            .map(str::trim)
+            .filter(|q| !q.is_empty())
+            .map(|q| format!("%{}%", super::clients::like_escape(q)));
+    let where_ = format!(
+        "{} AND (CASE WHEN $2::text IS NULL THEN p.status <> 'archived' WHEN $2 = 'all' THEN true ELSE p.status = $2 END) \
+         AND ($3::uuid IS NULL OR p.client_id = $3) AND ($4::text IS NULL OR p.name ILIKE $4)",
+        project_visible("p", 1)
+    );
+    let mut tx = OrgTx::begin(db, p).await?;
+    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM projects p WHERE {where_}"))
+        .bind(member)
+        .bind(&status)
+        .bind(client)
+        .bind(&q)
+        .fetch_one(&mut *tx)
+        .await?;
+    let items = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM projects p WHERE {where_} ORDER BY lower(p.name), p.id LIMIT $5 OFFSET $6"
+    ))
+    .bind(member)
+    .bind(&status)
+    .bind(client)
+    .bind(&q)
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((items, total))
+}
+
+/// A project the principal may see (404 otherwise, including other organizations').
+pub async fn fetch_visible(tx: &mut OrgTx, p: &OrgPrincipal, id: ProjectId) -> AppResult<Project> {
+    let member = member_filter(p)?;
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM projects p WHERE p.id = $2 AND {}", project_visible("p", 1)))
+        .bind(member)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(AppError::NotFound)
+}
+
+pub async fn get(db: &Db, p: &OrgPrincipal, id: ProjectId) -> AppResult<Project> {
+    require(p, Permission::ProjectsRead)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let project = fetch_visible(&mut tx, p, id).await?;
+    tx.commit().await?;
+    Ok(project)
+}
+
+fn snapshot(p: &Project) -> serde_json::Value {
+    json!({
+        "name": p.name, "client_id": p.client_id, "status": p.status, "budget_minor": p.budget_minor,
+        "start_date": p.start_date.map(|d| d.to_string()), "due_date": p.due_date.map(|d| d.to_string()),
+        "visible_to_client": p.visible_to_client,
+    })
+}
+
+async fn check_client(tx: &mut OrgTx, client: Option<ClientId>) -> AppResult<()> {
+    if let Some(c) = client {
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)")
+            .bind(c)
+            .fetch_one(&mut **tx)
+            .await?;
+        if !exists {
+            // A client of another organization looks exactly like a missing one.
+            return Err(AppError::field("client_id", "no such client"));
+        }
+    }
+    Ok(())
+}
+
+pub const DEFAULT_COLUMNS: [&str; 3] = ["To do", "In progress", "Done"];
+
+pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ProjectInput) -> AppResult<Project> {
+    require(p, Permission::ProjectsCreate)?;
+    let name = required("name", input.name.as_deref().unwrap_or(""), 200)?;
+    let description = text("description", input.description.as_deref(), 20000)?;
+    let client = parse_client(input.client_id.as_deref())?.flatten();
+    let status = input.status.clone().unwrap_or_else(|| "active".into());
+    if !STATUSES.contains(&status.as_str()) {
+        return Err(AppError::field("status", "is not a project status"));
+    }
+    if input.budget_minor.is_some_and(|b| b < 0) {
+        return Err(AppError::field("budget_minor", "must not be negative"));
+    }
+    let start = parse_date("start_date", input.start_date.as_deref())?;
+    let due = parse_date("due_date", input.due_date.as_deref())?;
+    if let (Some(s), Some(d)) = (start, due)
+        && d < s
+    {
+        return Err(AppError::field("due_date", "must not be before the start date"));
+    }
+    let mut tx = OrgTx::begin(db, p).await?;
+    check_client(&mut tx, client).await?;
+    let id = ProjectId::new();
+    let project: Project = sqlx::query_as(&format!(
+        "INSERT INTO projects AS p (organization_id, id, client_id, name, description, status, budget_minor, start_date, due_date, \
+         visible_to_client, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING {COLUMNS}"
+    ))
+    .bind(tx.org_id())
+    .bind(id)
+    .bind(client)
+    .bind(&name)
+    .bind(&description)
+    .bind(&status)
+    .bind(input.budget_minor)
+    .bind(start)
+    .bind(due)
+    .bind(input.visible_to_client.unwrap_or(false))
+    .bind(ctx.now)
+    .fetch_one(&mut *tx)
+    .await?;
+    for (i, col) in DEFAULT_COLUMNS.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO board_columns (organization_id, id, project_id, name, position) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(tx.org_id())
+        .bind(Uuid::now_v7())
+        .bind(id)
+        .bind(col)
+        .bind(i as i32)
+        .execute(&mut *tx)
+        .await?;
+    }
+    // The creator works in the project they created.
+    if let Some(user) = p.user_id() {
+        sqlx::query(
+            "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(tx.org_id())
+        .bind(id)
+        .bind(user)
+        .bind(ctx.now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    audit::record(&mut tx, ctx, Entry::new("project.created", "project", id).after(snapshot(&project))).await?;
+    tx.commit().await?;
+    Ok(project)
+}
+
+pub async fn update(
+    db: &Db,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    id: ProjectId,
+    input: &ProjectInput,
+) -> AppResult<Project> {
+    require(p, Permission::ProjectsUpdate)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let before = fetch_visible(&mut tx, p, id).await?;
+    let name = match &input.name {
+        Some(n) => required("name", n, 200)?,
+        None => before.name.clone(),
+    };
+    let description = match &input.description {
+        Some(d) => text("description", Some(d), 20000)?,
+        None => before.description.clone(),
+    };
+    let client = match parse_client(input.client_id.as_deref())? {
+        Some(c) => c,
+        None => before.client_id,
+    };
+    let status = input.status.clone().unwrap_or_else(|| before.status.clone());
+    if !STATUSES.contains(&status.as_str()) {
+        return Err(AppError::field("status", "is not a project status"));
+    }
+    let budget = input.budget_minor.or(before.budget_minor);
+    if budget.is_some_and(|b| b < 0) {
+        return Err(AppError::field("budget_minor", "must not be negative"));
+    }
+    let start = if input.start_date.is_some() {
+        parse_date("start_date", input.start_date.as_deref())?
+    } else {
+        before.start_date
+    };
+    let due =
+        if input.due_date.is_some() { parse_date("due_date", input.due_date.as_deref())? } else { before.due_date };
+    if let (Some(s), Some(d)) = (start, due)
+        && d < s
+    {
+        return Err(AppError::field("due_date", "must not be before the start date"));
+    }
+    check_client(&mut tx, client).await?;
+    let after: Project = sqlx::query_as(&format!(
+        "UPDATE projects AS p SET name = $2, description = $3, client_id = $4, status = $5, budget_minor = $6, start_date = $7, \
+         due_date = $8, visible_to_client = $9, archived_at = CASE WHEN $5 = 'archived' THEN coalesce(p.archived_at, $10) ELSE NULL END, \
+         updated_at = $10 WHERE p.id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(&name)
+    .bind(&description)
+    .bind(client)
+    .bind(&status)
+    .bind(budget)
+    .bind(start)
+    .bind(due)
+    .bind(input.visible_to_client.unwrap_or(before.visible_to_client))
+    .bind(ctx.now)
+    .fetch_one(&mut *tx)
+    .await?;
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new("project.updated", "project", id).before(snapshot(&before)).after(snapshot(&after)),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// Deletes a project with its tasks, board and time; refused while it still has files.
+pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ProjectId) -> AppResult<()> {
+    require(p, Permission::ProjectsDelete)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let before = fetch_visible(&mut tx, p, id).await?;
+    let files: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM files WHERE project_id = $1)")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if files {
+        return Err(AppError::Conflict("Delete the project's files first, or archive the project.".into()));
+    }
+    sqlx::query("DELETE FROM projects WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    audit::record(&mut tx, ctx, Entry::new("project.deleted", "project", id).before(snapshot(&before))).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct ProjectMember {
+    #[schema(value_type = String, format = Uuid)]
+    pub user_id: UserId,
+    pub email: String,
+    pub display_name: String,
+    pub role: String,
+}
+
+pub async fn members(db: &Db, p: &OrgPrincipal, id: ProjectId) -> AppResult<Vec<ProjectMember>> {
+    require(p, Permission::ProjectsRead)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    fetch_visible(&mut tx, p, id).await?;
+    let rows = sqlx::query_as(
+        "SELECT pm.user_id, u.email, u.display_name, m.role FROM project_members pm \
+         JOIN memberships m ON m.organization_id = pm.organization_id AND m.user_id = pm.user_id \
+         JOIN users u ON u.id = pm.user_id WHERE pm.project_id = $1 ORDER BY u.email",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+pub async fn add_member(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ProjectId, user: UserId) -> AppResult<()> {
+    require(p, Permission::ProjectsUpdate)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    fetch_visible(&mut tx, p, id).await?;
+    let role: Option<String> =
+        sqlx::query_scalar("SELECT role FROM memberships WHERE user_id = $1 AND status = 'active'")
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await?;
+    match role.as_deref() {
+        None => return Err(AppError::field("user_id", "is not an active member of this organization")),
+        Some("client") => return Err(AppError::field("user_id", "Client users see projects through the portal")),
+        Some(_) => {}
+    }
+    sqlx::query(
+        "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+    )
+    .bind(tx.org_id())
+    .bind(id)
+    .bind(user)
+    .bind(ctx.now)
+    .execute(&mut *tx)
+    .await?;
+    audit::record(&mut tx, ctx, Entry::new("project.member_added", "project", id).after(json!({ "user_id": user })))
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn remove_member(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ProjectId, user: UserId) -> AppResult<()> {
+    require(p, Permission::ProjectsUpdate)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    fetch_visible(&mut tx, p, id).await?;
+    let done = sqlx::query("DELETE FROM project_members WHERE project_id = $1 AND user_id = $2")
+        .bind(id)
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(AppError::NotFound);
+    }
+    // Their task assignments in this project go with them.
+    sqlx::query(
+        "DELETE FROM task_assignees ta USING tasks t WHERE ta.task_id = t.id AND t.project_id = $1 AND ta.user_id = $2",
+    )
+    .bind(id)
+    .bind(user)
+    .execute(&mut *tx)
+    .await?;
+    audit::record(&mut tx, ctx, Entry::new("project.member_removed", "project", id).before(json!({ "user_id": user })))
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Column {
+    pub id: Uuid,
+    #[schema(value_type = String, format = Uuid)]
+    pub project_id: ProjectId,
+    pub name: String,
+    pub position: i32,
+}
+
+pub async fn columns(tx: &mut OrgTx, project: ProjectId) -> Result<Vec<Column>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, project_id, name, position FROM board_columns WHERE project_id = $1 ORDER BY position, id",
+    )
+    .bind(project)
+    .fetch_all(&mut **tx)
+    .await
+}
+
+pub async fn list_columns(db: &Db, p: &OrgPrincipal, project: ProjectId) -> AppResult<Vec<Column>> {
+    require(p, Permission::ProjectsRead)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    fetch_visible(&mut tx, p, project).await?;
+    let c = columns(&mut tx, project).await?;
+    tx.commit().await?;
+    Ok(c)
+}
+
+pub async fn add_column(db: &Db, ctx: &Context, p: &OrgPrincipal, project: ProjectId, name: &str) -> AppResult<Column> {
+    require(p, Permission::ProjectsUpdate)?;
+    let name = required("name", name, 100)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    fetch_visible(&mut tx, p, project).await?;
+    let next: i32 =
+        sqlx::query_scalar("SELECT coalesce(max(position) + 1, 0) FROM board_columns WHERE project_id = $1")
+            .bind(project)
+            .fetch_one(&mut *tx)
+            .await?;
+    let col: Column = sqlx::query_as(
+        "INSERT INTO board_columns (organization_id, id, project_id, name, position) VALUES ($1, $2, $3, $4, $5) \
+         RETURNING id, project_id, name, position",
+    )
+    .bind(tx.org_id())
+    .bind(Uuid::now_v7())
+    .bind(project)
+    .bind(&name)
+    .bind(next)
+    .fetch_one(&mut *tx)
+    .await?;
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new("project.column_added", "project", project).after(json!({ "column": col.id, "name": name })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(col)
+}
+
+/// Moves a column one place left (`delta = -1`) or right (`+1`), keeping positions dense.
+pub async fn move_column(
+    db: &Db,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    project: ProjectId,
+    column: Uuid,
+    delta: i32,
+) -> AppResult<()> {
+    require(p, Permission::ProjectsUpdate)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    fetch_visible(&mut tx, p, project).await?;
+    let mut cols = columns(&mut tx, project).await?;
+    let i = cols.iter().position(|c| c.id == column).ok_or(AppError::NotFound)?;
+    let j = i as i64 + delta.signum() as i64;
+    if j < 0 || j >= cols.len() as i64 {
+        return Ok(());
+    }
+    cols.swap(i, j as usize);
+    for (pos, c) in cols.iter().enumerate() {
+        sqlx::query("UPDATE board_columns SET position = $2 WHERE id = $1")
+            .bind(c.id)
+            .bind(pos as i32)
+            .execute(&mut *tx)
+            .await?;
+    }
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new("project.column_moved", "project", project).after(json!({ "column": column, "delta": delta })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn delete_column(
+    db: &Db,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    project: ProjectId,
+    column: Uuid,
+) -> AppResult<()> {
+    require(p, Permission::ProjectsUpdate)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    fetch_visible(&mut tx, p, project).await?;
+    let used: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE column_id = $1)")
+        .bind(column)
+        .fetch_one(&mut *tx)
+        .await?;
+    if used {
+        return Err(AppError::Conflict("Move this column's tasks elsewhere first.".into()));
+    }
+    let done = sqlx::query("DELETE FROM board_columns WHERE id = $1 AND project_id = $2")
+        .bind(column)
+        .bind(project)
+        .execute(&mut *tx)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(AppError::NotFound);
+    }
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new("project.column_deleted", "project", project).before(json!({ "column": column })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Minimal repository functions over an open `OrgTx` (used by seeding and tests).
+pub mod repo {
+    use super::{COLUMNS, Project};
+    use crate::platform::db::OrgTx;
+    use crate::platform::ids::{ClientId, ProjectId};
+
+    /// A client id of another organization fails here (composite foreign key), whatever the
+    /// caller does.
+    pub async fn create(tx: &mut OrgTx, client_id: Option<ClientId>, name: &str) -> Result<Project, sqlx::Error> {
+        let org = tx.org_id();
+        sqlx::query_as(&format!(
+            "INSERT INTO projects AS p (organization_id, id, client_id, name) VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}"
+        ))
+        .bind(org)
+        .bind(ProjectId::new())
+        .bind(client_id)
+        .bind(name)
+        .fetch_one(&mut **tx)
+        .await
+    }
+
+    pub async fn list(tx: &mut OrgTx, limit: i64) -> Result<Vec<Project>, sqlx::Error> {
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM projects p ORDER BY p.name, p.id LIMIT $1"))
+            .bind(limit)
+            .fetch_all(&mut **tx)
+            .await
+    }
+}

@@ -1,0 +1,651 @@
+//! Tasks: board placement, subtasks, assignees, comments and field-by-field activity.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::{Date, OffsetDateTime};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::projects::{fetch_visible, require};
+use super::{Page, member_filter, parse_date, project_visible, required, text};
+use crate::audit::{self, Context, Entry};
+use crate::platform::db::tenant::OrgPrincipal;
+use crate::platform::db::{Db, OrgTx};
+use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::ids::{OrgId, ProjectId, UserId};
+use crate::tenancy::role::Permission;
+
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Task {
+    #[schema(value_type = String, format = Uuid)]
+    pub organization_id: OrgId,
+    pub id: Uuid,
+    #[schema(value_type = String, format = Uuid)]
+    pub project_id: ProjectId,
+    pub column_id: Uuid,
+    pub parent_id: Option<Uuid>,
+    pub title: String,
+    pub description: String,
+    /// `todo`, `in_progress`, `blocked` or `done`.
+    pub status: String,
+    /// `low`, `normal`, `high` or `urgent`.
+    pub priority: String,
+    #[schema(value_type = Option<String>, format = Date)]
+    pub due_date: Option<Date>,
+    pub estimate_minutes: Option<i32>,
+    pub visible_to_client: bool,
+    pub position: i32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+pub const COLUMNS: &str = "t.organization_id, t.id, t.project_id, t.column_id, t.parent_id, t.title, t.description, t.status, \
+     t.priority, t.due_date, t.estimate_minutes, t.visible_to_client, t.position, t.created_at, t.updated_at";
+
+const STATUSES: [&str; 4] = ["todo", "in_progress", "blocked", "done"];
+const PRIORITIES: [&str; 4] = ["low", "normal", "high", "urgent"];
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskInput {
+    /// Required on create; a task never changes project.
+    pub project_id: Option<String>,
+    pub column_id: Option<String>,
+    /// Makes this a subtask of a task in the same project.
+    pub parent_id: Option<String>,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub status: Option<String>,
+    pub priority: Option<String>,
+    /// YYYY-MM-DD, or empty for none.
+    pub due_date: Option<String>,
+    pub estimate_minutes: Option<i32>,
+    pub visible_to_client: Option<bool>,
+    /// Replaces the assignees (organization members with access to the project).
+    pub assignees: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+pub struct TaskFilter {
+    pub project_id: Option<String>,
+    pub status: Option<String>,
+    pub assignee: Option<String>,
+    pub q: Option<String>,
+}
+
+fn parse_uuid(field: &str, v: &str) -> AppResult<Uuid> {
+    v.trim().parse().map_err(|_| AppError::field(field, "is not a valid id"))
+}
+
+/// The SQL that lists tasks (also used by the reference handler of the API benchmark, which
+/// runs exactly this statement on a plain connection).
+pub fn list_sql() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM tasks t JOIN projects p ON p.organization_id = t.organization_id AND p.id = t.project_id \
+         WHERE {} AND ($2::uuid IS NULL OR t.project_id = $2) AND ($3::text IS NULL OR t.status = $3) \
+         AND ($4::uuid IS NULL OR EXISTS (SELECT 1 FROM task_assignees a WHERE a.organization_id = t.organization_id \
+              AND a.task_id = t.id AND a.user_id = $4)) \
+         AND ($5::text IS NULL OR t.title ILIKE $5) \
+         ORDER BY t.created_at DESC, t.id DESC LIMIT $6 OFFSET $7",
+        project_visible("p", 1)
+    )
+}
+
+pub async fn list(db: &Db, p: &OrgPrincipal, f: &TaskFilter, page: Page) -> AppResult<Vec<Task>> {
+    require(p, Permission::TasksRead)?;
+    let member = member_filter(p)?;
+    let project = f.project_id.as_deref().filter(|s| !s.is_empty()).map(|s| parse_uuid("project_id", s)).transpose()?;
+    let status = f.status.clone().filter(|s| !s.is_empty());
+    if let Some(s) = &status
+        && !STATUSES.contains(&s.as_str())
+    {
+        return Err(AppError::field("status", "is not a task status"));
+    }
+    let assignee = f.assignee.as_deref().filter(|s| !s.is_empty()).map(|s| parse_uuid("assignee", s)).transpose()?;
+    let q =
+        f.q.as_deref()
+            .map(str::trim)
+            .filter(|q| !q.is_empty())
+            .map(|q| format!("%{}%", super::clients::like_escape(q)));
+    let mut tx = OrgTx::begin(db, p).await?;
+    let items = sqlx::query_as(&list_sql())
+        .bind(member)
+        .bind(project)
+        .bind(&status)
+        .bind(assignee)
+        .bind(&q)
+        .bind(page.limit())
+        .bind(page.offset())
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(items)
+}
+
+/// A task the principal may see (404 otherwise).
+pub async fn fetch_visible_task(tx: &mut OrgTx, p: &OrgPrincipal, id: Uuid) -> AppResult<Task> {
+    let member = member_filter(p)?;
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM tasks t JOIN projects p ON p.organization_id = t.organization_id AND p.id = t.project_id \
+         WHERE t.id = $2 AND {}",
+        project_visible("p", 1)
+    ))
+    .bind(member)
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(AppError::NotFound)
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TaskDetail {
+    #[serde(flatten)]
+    pub task: Task,
+    #[schema(value_type = Vec<String>)]
+    pub assignees: Vec<UserId>,
+    pub subtasks: Vec<Task>,
+}
+
+pub async fn get(db: &Db, p: &OrgPrincipal, id: Uuid) -> AppResult<TaskDetail> {
+    require(p, Permission::TasksRead)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let task = fetch_visible_task(&mut tx, p, id).await?;
+    let assignees = assignees(&mut tx, id).await?;
+    let subtasks = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM tasks t WHERE t.parent_id = $1 ORDER BY t.position, t.created_at"
+    ))
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(TaskDetail { task, assignees, subtasks })
+}
+
+pub async fn assignees(tx: &mut OrgTx, task: Uuid) -> Result<Vec<UserId>, sqlx::Error> {
+    sqlx::query_scalar("SELECT user_id FROM task_assignees WHERE task_id = $1 ORDER BY user_id")
+        .bind(task)
+        .fetch_all(&mut **tx)
+        .await
+}
+
+/// Checks that every user may be assigned in `project`: an active, non-Client member who sees
+/// every project (Owner, Admin, Manager) or belongs to this one.
+async fn check_assignees(tx: &mut OrgTx, project: ProjectId, users: &[UserId]) -> AppResult<()> {
+    for u in users {
+        let ok: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = $1 AND m.status = 'active' AND m.role <> 'client' \
+             AND (m.role IN ('owner', 'admin', 'manager') OR EXISTS (SELECT 1 FROM project_members pm \
+                  WHERE pm.organization_id = m.organization_id AND pm.project_id = $2 AND pm.user_id = m.user_id)))",
+        )
+        .bind(u)
+        .bind(project)
+        .fetch_one(&mut **tx)
+        .await?;
+        if !ok {
+            return Err(AppError::field("assignees", format!("{u} is not a member with access to this project")));
+        }
+    }
+    Ok(())
+}
+
+fn parse_users(v: &[String]) -> AppResult<Vec<UserId>> {
+    let mut out: Vec<UserId> = v
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().map_err(|_| AppError::field("assignees", "contains an invalid id")))
+        .collect::<AppResult<_>>()?;
+    out.sort();
+    out.dedup();
+    if out.len() > 20 {
+        return Err(AppError::field("assignees", "at most 20"));
+    }
+    Ok(out)
+}
+
+async fn column_of(tx: &mut OrgTx, project: ProjectId, column: Option<Uuid>) -> AppResult<Uuid> {
+    let found: Option<Uuid> = match column {
+        Some(c) => {
+            sqlx::query_scalar("SELECT id FROM board_columns WHERE id = $1 AND project_id = $2")
+                .bind(c)
+                .bind(project)
+                .fetch_optional(&mut **tx)
+                .await?
+        }
+        None => {
+            sqlx::query_scalar("SELECT id FROM board_columns WHERE project_id = $1 ORDER BY position, id LIMIT 1")
+                .bind(project)
+                .fetch_optional(&mut **tx)
+                .await?
+        }
+    };
+    found.ok_or_else(|| AppError::field("column_id", "is not a column of this project"))
+}
+
+fn validate_enum(field: &str, v: &str, allowed: &[&str]) -> AppResult<()> {
+    if allowed.contains(&v) {
+        Ok(())
+    } else {
+        Err(AppError::field(field, format!("must be one of {}", allowed.join(", "))))
+    }
+}
+
+async fn actor_label(tx: &mut OrgTx, p: &OrgPrincipal) -> Result<String, sqlx::Error> {
+    Ok(match p.user_id() {
+        Some(u) => sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
+            .bind(u)
+            .fetch_optional(&mut **tx)
+            .await?
+            .unwrap_or_default(),
+        None => p.api_key_id().map(|k| format!("API key {k}")).unwrap_or_else(|| "system".into()),
+    })
+}
+
+async fn activity(
+    tx: &mut OrgTx,
+    task: Uuid,
+    actor: &str,
+    field: &str,
+    old: Option<String>,
+    new: Option<String>,
+    now: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    let org = tx.org_id();
+    sqlx::query(
+        "INSERT INTO task_activity (organization_id, id, task_id, actor_label, field, old_value, new_value, occurred_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(org)
+    .bind(Uuid::now_v7())
+    .bind(task)
+    .bind(actor)
+    .bind(field)
+    .bind(old)
+    .bind(new)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn snapshot(t: &Task) -> serde_json::Value {
+    json!({
+        "project_id": t.project_id, "column_id": t.column_id, "parent_id": t.parent_id, "title": t.title,
+        "status": t.status, "priority": t.priority, "due_date": t.due_date.map(|d| d.to_string()),
+        "estimate_minutes": t.estimate_minutes, "visible_to_client": t.visible_to_client,
+    })
+}
+
+pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput) -> AppResult<Task> {
+    require(p, Permission::TasksCreate)?;
+    let project: ProjectId = input
+        .project_id
+        .as_deref()
+        .ok_or_else(|| AppError::field("project_id", "is required"))?
+        .trim()
+        .parse()
+        .map_err(|_| AppError::field("project_id", "is not a valid id"))?;
+    let title = required("title", input.title.as_deref().unwrap_or(""), 300)?;
+    let description = text("description", input.description.as_deref(), 50000)?;
+    let status = input.status.clone().unwrap_or_else(|| "todo".into());
+    validate_enum("status", &status, &STATUSES)?;
+    let priority = input.priority.clone().unwrap_or_else(|| "normal".into());
+    validate_enum("priority", &priority, &PRIORITIES)?;
+    let due = parse_date("due_date", input.due_date.as_deref())?;
+    if input.estimate_minutes.is_some_and(|m| !(0..=1_000_000).contains(&m)) {
+        return Err(AppError::field("estimate_minutes", "must be between 0 and 1000000"));
+    }
+    let column =
+        input.column_id.as_deref().filter(|s| !s.is_empty()).map(|s| parse_uuid("column_id", s)).transpose()?;
+    let parent =
+        input.parent_id.as_deref().filter(|s| !s.is_empty()).map(|s| parse_uuid("parent_id", s)).transpose()?;
+    let users = parse_users(input.assignees.as_deref().unwrap_or(&[]))?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    fetch_visible(&mut tx, p, project).await.map_err(|e| match e {
+        AppError::NotFound => AppError::field("project_id", "no such project"),
+        other => other,
+    })?;
+    let column = column_of(&mut tx, project, column).await?;
+    if let Some(parent) = parent {
+        let same: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND project_id = $2)")
+            .bind(parent)
+            .bind(project)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !same {
+            return Err(AppError::field("parent_id", "is not a task of this project"));
+        }
+    }
+    check_assignees(&mut tx, project, &users).await?;
+    let position: i32 = sqlx::query_scalar("SELECT coalesce(max(position) + 1, 0) FROM tasks WHERE column_id = $1")
+        .bind(column)
+        .fetch_one(&mut *tx)
+        .await?;
+    let id = Uuid::now_v7();
+    let task: Task = sqlx::query_as(&format!(
+        "INSERT INTO tasks AS t (organization_id, id, project_id, column_id, parent_id, title, description, status, priority, due_date, \
+         estimate_minutes, visible_to_client, position, created_by, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15) RETURNING {COLUMNS}"
+    ))
+    .bind(tx.org_id())
+    .bind(id)
+    .bind(project)
+    .bind(column)
+    .bind(parent)
+    .bind(&title)
+    .bind(&description)
+    .bind(&status)
+    .bind(&priority)
+    .bind(due)
+    .bind(input.estimate_minutes)
+    .bind(input.visible_to_client.unwrap_or(false))
+    .bind(position)
+    .bind(p.user_id())
+    .bind(ctx.now)
+    .fetch_one(&mut *tx)
+    .await?;
+    for u in &users {
+        sqlx::query("INSERT INTO task_assignees (organization_id, task_id, user_id) VALUES ($1, $2, $3)")
+            .bind(tx.org_id())
+            .bind(id)
+            .bind(u)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let actor = actor_label(&mut tx, p).await?;
+    activity(&mut tx, id, &actor, "created", None, Some(title.clone()), ctx.now).await?;
+    audit::record(&mut tx, ctx, Entry::new("task.created", "task", id).after(snapshot(&task))).await?;
+    tx.commit().await?;
+    Ok(task)
+}
+
+pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &TaskInput) -> AppResult<Task> {
+    require(p, Permission::TasksUpdate)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let before = fetch_visible_task(&mut tx, p, id).await?;
+    if let Some(project) = &input.project_id
+        && project.trim() != before.project_id.to_string()
+    {
+        return Err(AppError::field("project_id", "a task can't move to another project"));
+    }
+    let title = match &input.title {
+        Some(t) => required("title", t, 300)?,
+        None => before.title.clone(),
+    };
+    let description = match &input.description {
+        Some(d) => text("description", Some(d), 50000)?,
+        None => before.description.clone(),
+    };
+    let status = input.status.clone().unwrap_or_else(|| before.status.clone());
+    validate_enum("status", &status, &STATUSES)?;
+    let priority = input.priority.clone().unwrap_or_else(|| before.priority.clone());
+    validate_enum("priority", &priority, &PRIORITIES)?;
+    let due =
+        if input.due_date.is_some() { parse_date("due_date", input.due_date.as_deref())? } else { before.due_date };
+    let estimate = input.estimate_minutes.or(before.estimate_minutes);
+    if estimate.is_some_and(|m| !(0..=1_000_000).contains(&m)) {
+        return Err(AppError::field("estimate_minutes", "must be between 0 and 1000000"));
+    }
+    let column = match input.column_id.as_deref().filter(|s| !s.is_empty()) {
+        Some(c) => column_of(&mut tx, before.project_id, Some(parse_uuid("column_id", c)?)).await?,
+        None => before.column_id,
+    };
+    let parent = match input.parent_id.as_deref() {
+        None => before.parent_id,
+        Some("") => None,
+        Some(s) => {
+            let parent = parse_uuid("parent_id", s)?;
+            let same: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND project_id = $2 AND id <> $3)",
+            )
+            .bind(parent)
+            .bind(before.project_id)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if !same {
+                return Err(AppError::field("parent_id", "is not another task of this project"));
+            }
+            Some(parent)
+        }
+    };
+    let position = if column != before.column_id {
+        sqlx::query_scalar("SELECT coalesce(max(position) + 1, 0) FROM tasks WHERE column_id = $1")
+            .bind(column)
+            .fetch_one(&mut *tx)
+            .await?
+    } else {
+        before.position
+    };
+    let after: Task = sqlx::query_as(&format!(
+        "UPDATE tasks AS t SET column_id = $2, parent_id = $3, title = $4, description = $5, status = $6, priority = $7, due_date = $8, \
+         estimate_minutes = $9, visible_to_client = $10, position = $11, updated_at = $12 WHERE t.id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(column)
+    .bind(parent)
+    .bind(&title)
+    .bind(&description)
+    .bind(&status)
+    .bind(&priority)
+    .bind(due)
+    .bind(estimate)
+    .bind(input.visible_to_client.unwrap_or(before.visible_to_client))
+    .bind(position)
+    .bind(ctx.now)
+    .fetch_one(&mut *tx)
+    .await?;
+    if let Some(list) = &input.assignees {
+        let users = parse_users(list)?;
+        check_assignees(&mut tx, before.project_id, &users).await?;
+        let old = assignees(&mut tx, id).await?;
+        if old != users {
+            sqlx::query("DELETE FROM task_assignees WHERE task_id = $1").bind(id).execute(&mut *tx).await?;
+            for u in &users {
+                sqlx::query("INSERT INTO task_assignees (organization_id, task_id, user_id) VALUES ($1, $2, $3)")
+                    .bind(tx.org_id())
+                    .bind(id)
+                    .bind(u)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let join = |v: &[UserId]| v.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(",");
+            let actor = actor_label(&mut tx, p).await?;
+            activity(&mut tx, id, &actor, "assignees", Some(join(&old)), Some(join(&users)), ctx.now).await?;
+        }
+    }
+    let actor = actor_label(&mut tx, p).await?;
+    let changes: [(&str, Option<String>, Option<String>); 9] = [
+        ("title", Some(before.title.clone()), Some(after.title.clone())),
+        ("description", Some(before.description.clone()), Some(after.description.clone())),
+        ("status", Some(before.status.clone()), Some(after.status.clone())),
+        ("priority", Some(before.priority.clone()), Some(after.priority.clone())),
+        ("due_date", before.due_date.map(|d| d.to_string()), after.due_date.map(|d| d.to_string())),
+        (
+            "estimate_minutes",
+            before.estimate_minutes.map(|m| m.to_string()),
+            after.estimate_minutes.map(|m| m.to_string()),
+        ),
+        ("column", Some(before.column_id.to_string()), Some(after.column_id.to_string())),
+        ("parent", before.parent_id.map(|u| u.to_string()), after.parent_id.map(|u| u.to_string())),
+        ("visible_to_client", Some(before.visible_to_client.to_string()), Some(after.visible_to_client.to_string())),
+    ];
+    for (field, old, new) in changes {
+        if old != new {
+            activity(&mut tx, id, &actor, field, old, new, ctx.now).await?;
+        }
+    }
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new("task.updated", "task", id).before(snapshot(&before)).after(snapshot(&after)),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid) -> AppResult<()> {
+    require(p, Permission::TasksDelete)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let before = fetch_visible_task(&mut tx, p, id).await?;
+    let files: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM files WHERE task_id = $1)")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if files {
+        return Err(AppError::Conflict("Delete the task's files first.".into()));
+    }
+    sqlx::query("DELETE FROM tasks WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    audit::record(&mut tx, ctx, Entry::new("task.deleted", "task", id).before(snapshot(&before))).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Comment {
+    pub id: Uuid,
+    pub task_id: Uuid,
+    pub author: String,
+    pub body: String,
+    pub client_visible: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommentInput {
+    pub body: Option<String>,
+    /// Shown to the client in the portal.
+    pub client_visible: Option<bool>,
+}
+
+pub const COMMENT_COLUMNS: &str =
+    "c.id, c.task_id, coalesce(u.display_name, u.email, 'API key') AS author, c.body, c.client_visible, c.created_at";
+
+pub async fn comments(db: &Db, p: &OrgPrincipal, task: Uuid) -> AppResult<Vec<Comment>> {
+    require(p, Permission::TasksRead)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    fetch_visible_task(&mut tx, p, task).await?;
+    let rows = sqlx::query_as(&format!(
+        "SELECT {COMMENT_COLUMNS} FROM comments c LEFT JOIN users u ON u.id = c.author_id WHERE c.task_id = $1 ORDER BY c.created_at, c.id"
+    ))
+    .bind(task)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+pub async fn add_comment(
+    db: &Db,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    task: Uuid,
+    input: &CommentInput,
+) -> AppResult<Comment> {
+    require(p, Permission::CommentsCreate)?;
+    let body = required("body", input.body.as_deref().unwrap_or(""), 20000)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    fetch_visible_task(&mut tx, p, task).await?;
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO comments (organization_id, id, task_id, author_id, api_key_id, body, client_visible, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(tx.org_id())
+    .bind(id)
+    .bind(task)
+    .bind(p.user_id())
+    .bind(p.api_key_id())
+    .bind(&body)
+    .bind(input.client_visible.unwrap_or(false))
+    .bind(ctx.now)
+    .execute(&mut *tx)
+    .await?;
+    let comment: Comment = sqlx::query_as(&format!(
+        "SELECT {COMMENT_COLUMNS} FROM comments c LEFT JOIN users u ON u.id = c.author_id WHERE c.id = $1"
+    ))
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new("comment.created", "task", task)
+            .after(json!({ "comment": id, "client_visible": comment.client_visible })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(comment)
+}
+
+pub async fn delete_comment(db: &Db, ctx: &Context, p: &OrgPrincipal, task: Uuid, comment: Uuid) -> AppResult<()> {
+    require(p, Permission::TasksUpdate)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    fetch_visible_task(&mut tx, p, task).await?;
+    let done = sqlx::query("DELETE FROM comments WHERE id = $1 AND task_id = $2")
+        .bind(comment)
+        .bind(task)
+        .execute(&mut *tx)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(AppError::NotFound);
+    }
+    audit::record(&mut tx, ctx, Entry::new("comment.deleted", "task", task).before(json!({ "comment": comment })))
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Activity {
+    pub actor_label: String,
+    pub field: String,
+    pub old_value: Option<String>,
+    pub new_value: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+}
+
+pub async fn activity_log(db: &Db, p: &OrgPrincipal, task: Uuid) -> AppResult<Vec<Activity>> {
+    require(p, Permission::TasksRead)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    fetch_visible_task(&mut tx, p, task).await?;
+    let rows = sqlx::query_as(
+        "SELECT actor_label, field, old_value, new_value, occurred_at FROM task_activity WHERE task_id = $1 ORDER BY occurred_at, id",
+    )
+    .bind(task)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// The board of a project: its columns with their (top-level) tasks in order.
+pub async fn board(
+    db: &Db,
+    p: &OrgPrincipal,
+    project: ProjectId,
+) -> AppResult<Vec<(super::projects::Column, Vec<Task>)>> {
+    require(p, Permission::TasksRead)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    fetch_visible(&mut tx, p, project).await?;
+    let cols = super::projects::columns(&mut tx, project).await?;
+    let tasks: Vec<Task> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM tasks t WHERE t.project_id = $1 AND t.parent_id IS NULL ORDER BY t.position, t.created_at"
+    ))
+    .bind(project)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(cols
+        .into_iter()
+        .map(|c| {
+            let in_col = tasks.iter().filter(|t| t.column_id == c.id).cloned().collect();
+            (c, in_col)
+        })
+        .collect())
+}

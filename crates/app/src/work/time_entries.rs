@@ -1,0 +1,178 @@
+//! Time entries per project (and optionally per task).
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::{Date, OffsetDateTime};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::projects::{fetch_visible, require};
+use super::{Page, member_filter, parse_date, project_visible, text};
+use crate::audit::{self, Context, Entry};
+use crate::platform::db::tenant::OrgPrincipal;
+use crate::platform::db::{Db, OrgTx};
+use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::ids::{ProjectId, UserId};
+use crate::tenancy::role::Permission;
+
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct TimeEntry {
+    pub id: Uuid,
+    #[schema(value_type = String, format = Uuid)]
+    pub project_id: ProjectId,
+    pub task_id: Option<Uuid>,
+    #[schema(value_type = String, format = Uuid)]
+    pub user_id: UserId,
+    pub minutes: i32,
+    #[schema(value_type = String, format = Date)]
+    pub spent_on: Date,
+    pub note: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+const COLUMNS: &str = "e.id, e.project_id, e.task_id, e.user_id, e.minutes, e.spent_on, e.note, e.created_at";
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimeInput {
+    pub project_id: Option<String>,
+    pub task_id: Option<String>,
+    /// 1–1440.
+    pub minutes: Option<i32>,
+    /// YYYY-MM-DD (default: today).
+    pub spent_on: Option<String>,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+pub struct TimeFilter {
+    pub project_id: Option<String>,
+    pub task_id: Option<String>,
+}
+
+pub async fn list(db: &Db, p: &OrgPrincipal, f: &TimeFilter, page: Page) -> AppResult<Vec<TimeEntry>> {
+    require(p, Permission::ProjectsRead)?;
+    let member = member_filter(p)?;
+    let project: Option<Uuid> = f
+        .project_id
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|_| AppError::field("project_id", "is not a valid id")))
+        .transpose()?;
+    let task: Option<Uuid> = f
+        .task_id
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|_| AppError::field("task_id", "is not a valid id")))
+        .transpose()?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let rows = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM time_entries e JOIN projects p ON p.organization_id = e.organization_id AND p.id = e.project_id \
+         WHERE {} AND ($2::uuid IS NULL OR e.project_id = $2) AND ($3::uuid IS NULL OR e.task_id = $3) \
+         ORDER BY e.spent_on DESC, e.created_at DESC LIMIT $4 OFFSET $5",
+        project_visible("p", 1)
+    ))
+    .bind(member)
+    .bind(project)
+    .bind(task)
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TimeInput) -> AppResult<TimeEntry> {
+    require(p, Permission::TimeTrack)?;
+    let user = p.user_id().ok_or_else(|| AppError::Forbidden("Time is recorded by people, not API keys.".into()))?;
+    let project: ProjectId = input
+        .project_id
+        .as_deref()
+        .ok_or_else(|| AppError::field("project_id", "is required"))?
+        .trim()
+        .parse()
+        .map_err(|_| AppError::field("project_id", "is not a valid id"))?;
+    let task: Option<Uuid> = input
+        .task_id
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().map_err(|_| AppError::field("task_id", "is not a valid id")))
+        .transpose()?;
+    let minutes = input.minutes.ok_or_else(|| AppError::field("minutes", "is required"))?;
+    if !(1..=1440).contains(&minutes) {
+        return Err(AppError::field("minutes", "must be between 1 and 1440"));
+    }
+    let spent_on = parse_date("spent_on", input.spent_on.as_deref())?.unwrap_or(ctx.now.date());
+    let note = text("note", input.note.as_deref(), 2000)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    fetch_visible(&mut tx, p, project).await.map_err(|e| match e {
+        AppError::NotFound => AppError::field("project_id", "no such project"),
+        other => other,
+    })?;
+    if let Some(t) = task {
+        let same: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND project_id = $2)")
+            .bind(t)
+            .bind(project)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !same {
+            return Err(AppError::field("task_id", "is not a task of this project"));
+        }
+    }
+    let entry: TimeEntry = sqlx::query_as(&format!(
+        "INSERT INTO time_entries AS e (organization_id, id, project_id, task_id, user_id, minutes, spent_on, note, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
+    ))
+    .bind(tx.org_id())
+    .bind(Uuid::now_v7())
+    .bind(project)
+    .bind(task)
+    .bind(user)
+    .bind(minutes)
+    .bind(spent_on)
+    .bind(&note)
+    .bind(ctx.now)
+    .fetch_one(&mut *tx)
+    .await?;
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new("time.recorded", "time_entry", entry.id).after(
+            json!({ "project_id": project, "task_id": task, "minutes": minutes, "spent_on": spent_on.to_string() }),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(entry)
+}
+
+/// Deletes an entry: one's own, or anyone's with `projects.update`.
+pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid) -> AppResult<()> {
+    require(p, Permission::TimeTrack)?;
+    let member = member_filter(p)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let entry: TimeEntry = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM time_entries e JOIN projects p ON p.organization_id = e.organization_id AND p.id = e.project_id \
+         WHERE e.id = $2 AND {}",
+        project_visible("p", 1)
+    ))
+    .bind(member)
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(AppError::NotFound)?;
+    if Some(entry.user_id) != p.user_id() && !p.can(Permission::ProjectsUpdate) {
+        return Err(AppError::Forbidden("You can delete only your own time entries.".into()));
+    }
+    sqlx::query("DELETE FROM time_entries WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new("time.deleted", "time_entry", id).before(json!({ "minutes": entry.minutes })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
