@@ -3,6 +3,7 @@
 //! Layout (see docs/ARCHITECTURE.md): `platform` is what every area stands on (config, db and
 //! the tenant door, HTTP, TLS, telemetry); each domain area owns its routes, SQL and types.
 
+pub mod abuse;
 pub mod cli;
 pub mod identity;
 pub mod mail;

@@ -8,5 +8,6 @@ mod http;
 mod identity;
 mod isolation;
 mod mail;
+mod ratelimit;
 mod support;
 mod tls;

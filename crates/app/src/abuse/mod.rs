@@ -1,0 +1,3 @@
+//! Abuse resistance: rate limiting now; bot checks (Turnstile, proof of work) will live here too.
+
+pub mod ratelimit;
