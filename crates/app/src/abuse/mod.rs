@@ -1,2 +1,4 @@
-//! Abuse controls for the public surface: bot checks (and rate limits).
+//! Abuse controls: sliding-window rate limits and bot checks (Turnstile or proof of work).
+
 pub mod botcheck;
+pub mod ratelimit;

@@ -10,6 +10,7 @@ mod http;
 mod identity;
 mod isolation;
 mod mail;
+mod ratelimit;
 mod support;
 mod tenancy;
 mod tls;
