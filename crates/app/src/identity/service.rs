@@ -192,7 +192,6 @@ pub async fn verify_email(
 /// device this user has signed in from before.
 async fn password_gate(
     conn: &mut PgConnection,
-    state: &AppState,
     key: &[u8; 32],
     user: Option<&User>,
     device: Option<&str>,
@@ -208,7 +207,6 @@ async fn password_gate(
         None => throttle::locked_until(conn, key, Kind::Password, now).await?,
     };
     if let Some(until) = locked {
-        let _ = state;
         return Err(locked_error(
             until,
             now,
@@ -232,7 +230,7 @@ pub async fn sign_in(
         Some(e) => repo::find_by_email(&mut conn, e).await?,
         None => None,
     };
-    let known_device = password_gate(&mut conn, state, &key, user.as_ref(), device, meta.now).await?;
+    let known_device = password_gate(&mut conn, &key, user.as_ref(), device, meta.now).await?;
     // Don't hold a connection while hashing.
     conn.commit().await?;
     let stored = user.as_ref().and_then(|u| u.password_hash.clone());
