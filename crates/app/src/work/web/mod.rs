@@ -143,27 +143,35 @@ impl FormFields {
     }
 }
 
-/// Collects several independent field errors into one validation error.
+/// Collects several independent field errors into one validation error (any other error
+/// wins: it is not the form's fault).
 #[derive(Default)]
-pub struct Errors(Vec<FieldError>);
+pub struct Errors {
+    fields: Vec<FieldError>,
+    other: Option<AppError>,
+}
 
 impl Errors {
     pub fn check<T>(&mut self, r: AppResult<T>) -> Option<T> {
         match r {
             Ok(v) => Some(v),
             Err(AppError::Validation(mut e)) => {
-                self.0.append(&mut e);
+                self.fields.append(&mut e);
                 None
             }
             Err(other) => {
-                self.0.push(FieldError::new("form", other.to_string()));
+                self.other.get_or_insert(other);
                 None
             }
         }
     }
 
     pub fn into_result(self) -> AppResult<()> {
-        if self.0.is_empty() { Ok(()) } else { Err(AppError::Validation(self.0)) }
+        match (self.other, self.fields.is_empty()) {
+            (Some(e), _) => Err(e),
+            (None, true) => Ok(()),
+            (None, false) => Err(AppError::Validation(self.fields)),
+        }
     }
 }
 

@@ -250,7 +250,11 @@ async fn task_view(
     let p = &access.principal;
     let detail = tasks::get(&state.db, p, id).await?;
     let task = detail.task;
-    let project = projects::get(&state.db, p, task.project_id).await?;
+    // A role may be allowed tasks without projects (customized roles): the page then leaves
+    // out what needs the project.
+    let can_projects = p.can(P::ProjectsRead);
+    let project_name =
+        if can_projects { projects::get(&state.db, p, task.project_id).await?.name } else { "Project".to_string() };
     let board = tasks::board(&state.db, p, task.project_id).await?;
     let columns: Vec<(String, String)> = board.iter().map(|(c, _)| (c.id.to_string(), c.name.clone())).collect();
     let mut parents: Vec<(String, String)> = board
@@ -265,7 +269,7 @@ async fn task_view(
         let title = tasks::get(&state.db, p, parent).await?.task.title;
         parents.push((parent.to_string(), title));
     }
-    let members = projects::members(&state.db, p, task.project_id).await?;
+    let members = if can_projects { projects::members(&state.db, p, task.project_id).await? } else { vec![] };
     let everyone = people(state, access).await?;
     let email: HashMap<String, String> = everyone.iter().map(|m| (m.user_id.to_string(), m.email.clone())).collect();
     let candidates: Vec<(String, String)> = everyone
@@ -347,7 +351,7 @@ async fn task_view(
     Ok(TaskPage {
         csrf,
         org: OrgNav::of(access),
-        project_name: project.name,
+        project_name,
         edit,
         statuses: STATUSES,
         priorities: PRIORITIES,
