@@ -159,6 +159,13 @@ pub async fn check_csrf(state: &AppState, req: Request, session: Option<&Current
         }
         (token.or(header_token), Body::from(rest.finish()))
     } else if content_type.starts_with("multipart/form-data") {
+        // Multipart forms carry file uploads: a signed-in user's may be as large as an upload
+        // (the route's handler then enforces the file limit); before sign-in nothing needs
+        // more than an ordinary form.
+        let limit = match session {
+            Some(_) => limit.max(crate::platform::http::upload_body_limit(&state.config)),
+            None => limit,
+        };
         let bytes = to_bytes(body, limit).await.map_err(|_| AppError::PayloadTooLarge)?;
         let token = multipart_token(&content_type, bytes.clone()).await;
         (token.or(header_token), Body::from(bytes))

@@ -62,6 +62,10 @@ pub struct OrgNav {
     pub can_security: bool,
     pub can_roles: bool,
     pub can_audit: bool,
+    pub can_clients: bool,
+    pub can_projects: bool,
+    pub can_invoices: bool,
+    pub can_api_keys: bool,
 }
 
 impl OrgNav {
@@ -75,6 +79,10 @@ impl OrgNav {
             can_security: p.can(P::SettingsSecurity),
             can_roles: p.can(P::RolesManage),
             can_audit: p.can(P::AuditRead),
+            can_clients: p.can(P::ClientsRead),
+            can_projects: p.can(P::ProjectsRead),
+            can_invoices: p.can(P::InvoicesRead),
+            can_api_keys: p.can(P::ApiKeysManage),
         }
     }
 }

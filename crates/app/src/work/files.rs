@@ -365,6 +365,32 @@ pub fn signed_link(
     (format!("{base}/files/{org}/{file}?expires={ts}&signature={}", link_signature(key, org, file, ts)), expires)
 }
 
+/// Issues a signed link to a file the principal may download, and records who shared it.
+pub async fn issue_link(
+    db: &Db,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    base: &str,
+    key: &[u8; 32],
+    id: Uuid,
+    minutes: u32,
+) -> AppResult<(FileMeta, String, OffsetDateTime)> {
+    require(p, Permission::FilesRead)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let (meta, _) = fetch(&mut tx, p, id).await?;
+    let (link, expires) = signed_link(base, key, p.org_id(), id, ctx.now, minutes);
+    // The link itself is a bearer credential: the log records that one was issued, not it.
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new("file.link_issued", "file", id)
+            .after(json!({ "name": meta.name, "expires_at": expires.to_string() })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((meta, link, expires))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

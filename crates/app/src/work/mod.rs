@@ -12,6 +12,7 @@ pub mod portal;
 pub mod projects;
 pub mod tasks;
 pub mod time_entries;
+pub mod web;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

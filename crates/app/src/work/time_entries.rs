@@ -84,6 +84,25 @@ pub async fn list(db: &Db, p: &OrgPrincipal, f: &TimeFilter, page: Page) -> AppR
     Ok(rows)
 }
 
+/// One entry in a project the principal may see (404 otherwise).
+pub async fn get(db: &Db, p: &OrgPrincipal, id: Uuid) -> AppResult<TimeEntry> {
+    require(p, Permission::ProjectsRead)?;
+    let member = member_filter(p)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let entry = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM time_entries e JOIN projects p ON p.organization_id = e.organization_id AND p.id = e.project_id \
+         WHERE e.id = $2 AND {}",
+        project_visible("p", 1)
+    ))
+    .bind(member)
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(AppError::NotFound)?;
+    tx.commit().await?;
+    Ok(entry)
+}
+
 pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TimeInput) -> AppResult<TimeEntry> {
     require(p, Permission::TimeTrack)?;
     let user = p.user_id().ok_or_else(|| AppError::Forbidden("Time is recorded by people, not API keys.".into()))?;

@@ -14,4 +14,5 @@ mod ratelimit;
 mod support;
 mod tenancy;
 mod tls;
+mod web_work;
 mod work;

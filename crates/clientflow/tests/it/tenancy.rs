@@ -457,6 +457,7 @@ const PUBLIC_ROUTES: &[&str] = &[
     "GET /invitations/accept",
     "POST /invitations/accept",
     "POST /invitations/decline",
+    "GET /files/{org}/{file}",
 ];
 
 #[test]
@@ -483,8 +484,9 @@ fn every_route_declares_its_access_and_public_routes_are_intended() {
 }
 
 /// Values for the path parameters of organization routes: fresh entities per case, so a case
-/// that mutates never breaks the next one.
-async fn fresh_param(app: &TestApp, org: &Org, name: &str) -> String {
+/// that mutates never breaks the next one. `earlier` holds the values of the parameters before
+/// this one in the path, so a nested entity (a column of `{project}`) belongs to its parent.
+async fn fresh_param(app: &TestApp, org: &Org, name: &str, earlier: &[(String, String)]) -> String {
     let mut db = app.db.admin_conn().await;
     let org_id: uuid::Uuid = org.id.parse().unwrap();
     match name {
@@ -521,13 +523,16 @@ async fn fresh_param(app: &TestApp, org: &Org, name: &str) -> String {
             .unwrap();
             id.to_string()
         }
-        other => panic!("no fixture for path parameter {{{other}}}: add one to fresh_param"),
+        other => crate::web_work::fixture(app, org, other, earlier)
+            .await
+            .unwrap_or_else(|| panic!("no fixture for path parameter {{{other}}}: add one to fresh_param")),
     }
 }
 
 async fn url_for(app: &TestApp, path: &str, org: &Org, ids_from: &Org) -> String {
     let mut out = String::new();
     let mut rest = path;
+    let mut earlier = Vec::new();
     while let Some(start) = rest.find('{') {
         out.push_str(&rest[..start]);
         let end = rest[start..].find('}').unwrap() + start;
@@ -535,7 +540,9 @@ async fn url_for(app: &TestApp, path: &str, org: &Org, ids_from: &Org) -> String
         if name == "org" {
             out.push_str(&org.slug);
         } else {
-            out.push_str(&fresh_param(app, ids_from, name).await);
+            let value = fresh_param(app, ids_from, name, &earlier).await;
+            out.push_str(&value);
+            earlier.push((name.to_string(), value));
         }
         rest = &rest[end + 1..];
     }

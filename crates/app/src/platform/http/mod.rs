@@ -37,6 +37,9 @@ pub fn router_from(state: AppState, defs: Vec<RouteDef>) -> Router {
         router = router.route(def.path, handler);
     }
     let body_limit = state.config.server.body_limit_bytes;
+    // The outer limit admits a file upload; every extractor stays at `body_limit` through
+    // `DefaultBodyLimit`, except the upload route, which counts the file itself.
+    let outer_limit = body_limit.max(upload_body_limit(&state.config));
     let timeout = Duration::from_secs(state.config.server.request_timeout_secs);
     router
         .fallback(|| async { error::AppError::NotFound })
@@ -50,8 +53,13 @@ pub fn router_from(state: AppState, defs: Vec<RouteDef>) -> Router {
                 .layer(from_fn(middleware::web_page_cookies))
                 .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
                 .layer(MapResponseBodyLayer::new(Body::new))
-                .layer(RequestBodyLimitLayer::new(body_limit))
+                .layer(RequestBodyLimitLayer::new(outer_limit))
                 .layer(DefaultBodyLimit::max(body_limit)),
         )
         .with_state(state)
+}
+
+/// The largest request body of a file upload: the file and its multipart framing.
+pub fn upload_body_limit(config: &crate::platform::config::Config) -> usize {
+    config.files.max_upload_bytes.saturating_add(crate::work::web::files::MULTIPART_OVERHEAD)
 }

@@ -1,0 +1,357 @@
+//! Client pages: list with search, status filter and pagination; create, edit, archive and
+//! restore, delete; contacts.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{PAGE_SIZE, Pager, path_id};
+use crate::audit::Context;
+use crate::identity::guard::FormToken;
+use crate::platform::http::error::{AppResult, FieldError};
+use crate::platform::http::route::{Access, RouteDef, Surface};
+use crate::platform::ids::ClientId;
+use crate::route;
+use crate::state::AppState;
+use crate::tenancy::guard::OrgAccess;
+use crate::tenancy::role::Permission as P;
+use crate::tenancy::web::{OrgNav, failure, page, page_with_status};
+use crate::work::Page;
+use crate::work::clients::{self, Client, ClientFilter, ClientInput, Contact, ContactInput};
+
+pub fn routes() -> Vec<RouteDef> {
+    vec![
+        route!(GET "/o/{org}/clients", Surface::Web, Access::Org(P::ClientsRead), list),
+        route!(GET "/o/{org}/clients/new", Surface::Web, Access::Org(P::ClientsCreate), new_page),
+        route!(POST "/o/{org}/clients", Surface::Web, Access::Org(P::ClientsCreate), create),
+        route!(GET "/o/{org}/clients/{client}", Surface::Web, Access::Org(P::ClientsRead), detail),
+        route!(GET "/o/{org}/clients/{client}/edit", Surface::Web, Access::Org(P::ClientsUpdate), edit_page),
+        route!(POST "/o/{org}/clients/{client}/edit", Surface::Web, Access::Org(P::ClientsUpdate), update),
+        route!(POST "/o/{org}/clients/{client}/archive", Surface::Web, Access::Org(P::ClientsUpdate), archive),
+        route!(POST "/o/{org}/clients/{client}/restore", Surface::Web, Access::Org(P::ClientsUpdate), restore),
+        route!(POST "/o/{org}/clients/{client}/delete", Surface::Web, Access::Org(P::ClientsDelete), delete),
+        route!(POST "/o/{org}/clients/{client}/contacts", Surface::Web, Access::Org(P::ClientsUpdate), add_contact),
+        route!(POST "/o/{org}/clients/{client}/contacts/{contact}/delete", Surface::Web, Access::Org(P::ClientsUpdate), remove_contact),
+    ]
+}
+
+// ---- list ----
+
+#[derive(Deserialize, Default)]
+struct ListQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    offset: i64,
+}
+
+#[derive(Template)]
+#[template(path = "work/clients.html")]
+struct ListPage {
+    org: OrgNav,
+    clients: Vec<Client>,
+    q: String,
+    status: String,
+    pager: Pager,
+    can_create: bool,
+}
+
+async fn list(State(state): State<AppState>, access: OrgAccess, Query(q): Query<ListQuery>) -> AppResult<Response> {
+    let filter = ClientFilter {
+        q: Some(q.q.clone()),
+        status: Some(if q.status.is_empty() { "active".into() } else { q.status.clone() }),
+    };
+    let page_req = Page { limit: Some(PAGE_SIZE), offset: Some(q.offset) };
+    let (items, total) = clients::list(&state.db, &access.principal, &filter, page_req).await?;
+    let base = format!("/o/{}/clients", access.slug);
+    let pager = Pager::new(&base, &[("q", &q.q), ("status", &q.status)], page_req.offset(), items.len(), total);
+    page(&ListPage {
+        can_create: access.principal.can(P::ClientsCreate),
+        org: OrgNav::of(&access),
+        clients: items,
+        q: q.q,
+        status: q.status,
+        pager,
+    })
+}
+
+// ---- create and edit ----
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct ClientForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    company: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    phone: String,
+    #[serde(default)]
+    notes: String,
+}
+
+impl ClientForm {
+    fn of(c: &Client) -> Self {
+        Self {
+            name: c.name.clone(),
+            company: c.company.clone(),
+            email: c.email.clone().unwrap_or_default(),
+            phone: c.phone.clone().unwrap_or_default(),
+            notes: c.notes.clone(),
+        }
+    }
+
+    fn input(&self) -> ClientInput {
+        ClientInput {
+            name: Some(self.name.clone()),
+            company: Some(self.company.clone()),
+            email: Some(self.email.clone()),
+            phone: Some(self.phone.clone()),
+            notes: Some(self.notes.clone()),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "work/client_form.html")]
+struct FormPage {
+    csrf: String,
+    org: OrgNav,
+    /// `None` when creating.
+    client_id: Option<String>,
+    form: ClientForm,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+}
+
+async fn new_page(FormToken(csrf): FormToken, access: OrgAccess) -> AppResult<Response> {
+    page(&FormPage {
+        csrf,
+        org: OrgNav::of(&access),
+        client_id: None,
+        form: ClientForm::default(),
+        message: None,
+        errors: vec![],
+    })
+}
+
+async fn create(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Form(form): Form<ClientForm>,
+) -> AppResult<Response> {
+    match clients::create(&state.db, &ctx, &access.principal, &form.input()).await {
+        Ok(c) => Ok(Redirect::to(&format!("/o/{}/clients/{}", access.slug, c.id)).into_response()),
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            page_with_status(
+                status,
+                &FormPage { csrf, org: OrgNav::of(&access), client_id: None, form, message, errors },
+            )
+        }
+    }
+}
+
+async fn edit_page(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    let c = clients::get(&state.db, &access.principal, path_id(&id)?).await?;
+    page(&FormPage {
+        csrf,
+        org: OrgNav::of(&access),
+        client_id: Some(c.id.to_string()),
+        form: ClientForm::of(&c),
+        message: None,
+        errors: vec![],
+    })
+}
+
+async fn update(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+    Form(form): Form<ClientForm>,
+) -> AppResult<Response> {
+    let id: ClientId = path_id(&id)?;
+    match clients::update(&state.db, &ctx, &access.principal, id, &form.input()).await {
+        Ok(c) => Ok(Redirect::to(&format!("/o/{}/clients/{}", access.slug, c.id)).into_response()),
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            page_with_status(
+                status,
+                &FormPage { csrf, org: OrgNav::of(&access), client_id: Some(id.to_string()), form, message, errors },
+            )
+        }
+    }
+}
+
+// ---- detail, contacts, archive, delete ----
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct ContactForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    phone: String,
+    #[serde(default)]
+    title: String,
+}
+
+#[derive(Template)]
+#[template(path = "work/client.html")]
+struct DetailPage {
+    csrf: String,
+    org: OrgNav,
+    client: Client,
+    contacts: Vec<Contact>,
+    contact: ContactForm,
+    can_update: bool,
+    can_delete: bool,
+    can_projects: bool,
+    can_invoices: bool,
+    can_invoice: bool,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+}
+
+async fn detail_view(
+    state: &AppState,
+    csrf: String,
+    access: &OrgAccess,
+    id: ClientId,
+    contact: ContactForm,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+) -> AppResult<DetailPage> {
+    let p = &access.principal;
+    let client = clients::get(&state.db, p, id).await?;
+    let contacts = clients::contacts(&state.db, p, id).await?;
+    Ok(DetailPage {
+        csrf,
+        org: OrgNav::of(access),
+        client,
+        contacts,
+        contact,
+        can_update: p.can(P::ClientsUpdate),
+        can_delete: p.can(P::ClientsDelete),
+        can_projects: p.can(P::ProjectsRead),
+        can_invoices: p.can(P::InvoicesRead),
+        can_invoice: p.can(P::InvoicesCreate),
+        message,
+        errors,
+    })
+}
+
+async fn detail(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    page(&detail_view(&state, csrf, &access, path_id(&id)?, ContactForm::default(), None, vec![]).await?)
+}
+
+/// After an action on a client: back to its page, or its page with the failure.
+async fn detail_result(
+    state: &AppState,
+    csrf: String,
+    access: &OrgAccess,
+    id: ClientId,
+    contact: ContactForm,
+    result: AppResult<()>,
+) -> AppResult<Response> {
+    match result {
+        Ok(()) => Ok(Redirect::to(&format!("/o/{}/clients/{id}", access.slug)).into_response()),
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            page_with_status(status, &detail_view(state, csrf, access, id, contact, message, errors).await?)
+        }
+    }
+}
+
+async fn archive(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    let id: ClientId = path_id(&id)?;
+    let r = clients::set_archived(&state.db, &ctx, &access.principal, id, true).await.map(|_| ());
+    detail_result(&state, csrf, &access, id, ContactForm::default(), r).await
+}
+
+async fn restore(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    let id: ClientId = path_id(&id)?;
+    let r = clients::set_archived(&state.db, &ctx, &access.principal, id, false).await.map(|_| ());
+    detail_result(&state, csrf, &access, id, ContactForm::default(), r).await
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    let id: ClientId = path_id(&id)?;
+    match clients::delete(&state.db, &ctx, &access.principal, id).await {
+        Ok(()) => Ok(Redirect::to(&format!("/o/{}/clients", access.slug)).into_response()),
+        Err(e) => detail_result(&state, csrf, &access, id, ContactForm::default(), Err(e)).await,
+    }
+}
+
+async fn add_contact(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+    Form(form): Form<ContactForm>,
+) -> AppResult<Response> {
+    let id: ClientId = path_id(&id)?;
+    let input = ContactInput {
+        name: Some(form.name.clone()),
+        email: Some(form.email.clone()),
+        phone: Some(form.phone.clone()),
+        title: Some(form.title.clone()),
+    };
+    let r = clients::add_contact(&state.db, &ctx, &access.principal, id, &input).await.map(|_| ());
+    detail_result(&state, csrf, &access, id, form, r).await
+}
+
+async fn remove_contact(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id, contact)): Path<(String, String, String)>,
+) -> AppResult<Response> {
+    let id: ClientId = path_id(&id)?;
+    let contact: Uuid = path_id(&contact)?;
+    let r = clients::remove_contact(&state.db, &ctx, &access.principal, id, contact).await;
+    detail_result(&state, csrf, &access, id, ContactForm::default(), r).await
+}

@@ -1,0 +1,643 @@
+//! Invoice pages: list with status (overdue included) and client filters, drafts with line
+//! items, sending, payment and voiding, and a print view.
+//!
+//! Amounts are typed as decimals ("12.50", quantity "1.5") and become integer minor units and
+//! thousandths with `invoices::parse_decimal` before the service sees them; totals are shown
+//! with `invoices::format_minor`. Without JavaScript the form shows the existing lines and
+//! three empty rows; empty rows are ignored.
+
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::projects::{client_names, client_options};
+use super::{Errors, FormFields, PAGE_SIZE, Pager, form_id, milli, path_id, percent};
+use crate::audit::Context;
+use crate::identity::guard::FormToken;
+use crate::platform::http::error::{AppError, AppResult, FieldError};
+use crate::platform::http::route::{Access, RouteDef, Surface};
+use crate::platform::ids::ClientId;
+use crate::route;
+use crate::state::AppState;
+use crate::tenancy::guard::OrgAccess;
+use crate::tenancy::role::Permission as P;
+use crate::tenancy::web::{OrgNav, failure, page, page_with_status};
+use crate::work::Page;
+use crate::work::invoices::{self, InvoiceDetail, InvoiceFilter, InvoiceInput, LineInput, format_minor, parse_decimal};
+
+pub fn routes() -> Vec<RouteDef> {
+    vec![
+        route!(GET "/o/{org}/invoices", Surface::Web, Access::Org(P::InvoicesRead), list),
+        route!(GET "/o/{org}/invoices/new", Surface::Web, Access::Org(P::InvoicesCreate), new_page),
+        route!(POST "/o/{org}/invoices", Surface::Web, Access::Org(P::InvoicesCreate), create),
+        route!(GET "/o/{org}/invoices/{invoice}", Surface::Web, Access::Org(P::InvoicesRead), detail),
+        route!(GET "/o/{org}/invoices/{invoice}/edit", Surface::Web, Access::Org(P::InvoicesUpdate), edit_page),
+        route!(POST "/o/{org}/invoices/{invoice}/edit", Surface::Web, Access::Org(P::InvoicesUpdate), update),
+        route!(POST "/o/{org}/invoices/{invoice}/send", Surface::Web, Access::Org(P::InvoicesUpdate), send),
+        route!(POST "/o/{org}/invoices/{invoice}/pay", Surface::Web, Access::Org(P::InvoicesUpdate), pay),
+        route!(POST "/o/{org}/invoices/{invoice}/void", Surface::Web, Access::Org(P::InvoicesUpdate), void),
+        route!(POST "/o/{org}/invoices/{invoice}/delete", Surface::Web, Access::Org(P::InvoicesDelete), delete),
+        route!(GET "/o/{org}/invoices/{invoice}/print", Surface::Web, Access::Org(P::InvoicesRead), print),
+    ]
+}
+
+const STATUSES: [(&str, &str); 5] =
+    [("draft", "Draft"), ("sent", "Sent"), ("overdue", "Overdue"), ("paid", "Paid"), ("void", "Void")];
+
+/// Empty rows offered below the existing lines.
+const EMPTY_ROWS: usize = 3;
+/// Row numbers beyond this are not accepted (the service allows 200 lines).
+const MAX_ROWS: usize = 250;
+
+fn title(number: Option<i64>) -> String {
+    match number {
+        Some(n) => format!("Invoice {n}"),
+        None => "Draft invoice".into(),
+    }
+}
+
+// ---- list ----
+
+#[derive(Deserialize, Default)]
+struct ListQuery {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    client_id: String,
+    #[serde(default)]
+    offset: i64,
+}
+
+struct Row {
+    id: String,
+    title: String,
+    client: String,
+    issued: String,
+    due: String,
+    status: String,
+    total: String,
+}
+
+#[derive(Template)]
+#[template(path = "work/invoices.html")]
+struct ListPage {
+    org: OrgNav,
+    rows: Vec<Row>,
+    status: String,
+    client_id: String,
+    statuses: [(&'static str, &'static str); 5],
+    clients: Option<Vec<(String, String)>>,
+    pager: Pager,
+    can_create: bool,
+}
+
+async fn list(State(state): State<AppState>, access: OrgAccess, Query(q): Query<ListQuery>) -> AppResult<Response> {
+    let filter = InvoiceFilter { client_id: Some(q.client_id.clone()), status: Some(q.status.clone()) };
+    let page_req = Page { limit: Some(PAGE_SIZE), offset: Some(q.offset) };
+    let today = state.clock.now().date();
+    let (items, total) = invoices::list(&state.db, today, &access.principal, &filter, page_req).await?;
+    let names = client_names(&state, &access, items.iter().map(|i| i.client_id).collect()).await?;
+    let base = format!("/o/{}/invoices", access.slug);
+    let pager =
+        Pager::new(&base, &[("status", &q.status), ("client_id", &q.client_id)], page_req.offset(), items.len(), total);
+    let current = form_id::<ClientId>("client_id", &q.client_id).ok().flatten();
+    page(&ListPage {
+        clients: client_options(&state, &access, current).await?,
+        can_create: access.principal.can(P::InvoicesCreate),
+        org: OrgNav::of(&access),
+        rows: items
+            .into_iter()
+            .map(|i| Row {
+                id: i.id.to_string(),
+                title: title(i.number),
+                client: names.get(&i.client_id).cloned().unwrap_or_default(),
+                issued: i.issue_date.to_string(),
+                due: i.due_date.to_string(),
+                total: format!("{} {}", format_minor(i.total_minor), i.currency),
+                status: i.status,
+            })
+            .collect(),
+        status: q.status,
+        client_id: q.client_id,
+        statuses: STATUSES,
+        pager,
+    })
+}
+
+// ---- the draft form ----
+
+#[derive(Clone, Default)]
+pub struct LineRow {
+    description: String,
+    quantity: String,
+    price: String,
+}
+
+#[derive(Clone, Default)]
+pub struct InvoiceForm {
+    client_id: String,
+    currency: String,
+    tax_rate: String,
+    issue_date: String,
+    due_date: String,
+    notes: String,
+    rows: Vec<LineRow>,
+}
+
+impl InvoiceForm {
+    fn of(d: &InvoiceDetail) -> Self {
+        let i = &d.invoice;
+        let mut rows: Vec<LineRow> = d
+            .lines
+            .iter()
+            .map(|l| LineRow {
+                description: l.description.clone(),
+                quantity: milli(l.quantity_milli),
+                price: format_minor(l.unit_price_minor),
+            })
+            .collect();
+        rows.extend((0..EMPTY_ROWS).map(|_| LineRow::default()));
+        Self {
+            client_id: i.client_id.to_string(),
+            currency: i.currency.clone(),
+            tax_rate: percent(i.tax_rate_bp),
+            issue_date: i.issue_date.to_string(),
+            due_date: i.due_date.to_string(),
+            notes: i.notes.clone(),
+            rows,
+        }
+    }
+
+    fn parse(body: &Bytes) -> AppResult<Self> {
+        const FIXED: [&str; 6] = ["client_id", "currency", "tax_rate", "issue_date", "due_date", "notes"];
+        let row_of = |k: &str| -> Option<usize> {
+            let (_, n) = k.split_once('_')?;
+            let n: usize = n.parse().ok()?;
+            (["description_", "quantity_", "price_"].iter().any(|p| k.starts_with(p)) && n < MAX_ROWS).then_some(n)
+        };
+        let fields = FormFields::parse(body, |k| FIXED.contains(&k) || row_of(k).is_some())?;
+        let rows_needed =
+            form_urlencoded::parse(body).filter_map(|(k, _)| row_of(&k)).max().map(|n| n + 1).unwrap_or(0);
+        Ok(Self {
+            client_id: fields.get("client_id").to_string(),
+            currency: fields.get("currency").to_string(),
+            tax_rate: fields.get("tax_rate").to_string(),
+            issue_date: fields.get("issue_date").to_string(),
+            due_date: fields.get("due_date").to_string(),
+            notes: fields.get("notes").to_string(),
+            rows: (0..rows_needed)
+                .map(|n| LineRow {
+                    description: fields.get(&format!("description_{n}")).to_string(),
+                    quantity: fields.get(&format!("quantity_{n}")).to_string(),
+                    price: fields.get(&format!("price_{n}")).to_string(),
+                })
+                .collect(),
+        })
+    }
+
+    /// The lines for the service and, for each, the form row it came from (to name the row in
+    /// the service's messages).
+    fn lines(&self) -> AppResult<(Vec<LineInput>, Vec<usize>)> {
+        let mut errors = Errors::default();
+        let mut lines = Vec::new();
+        let mut rows = Vec::new();
+        for (n, r) in self.rows.iter().enumerate() {
+            if r.description.trim().is_empty() && r.quantity.trim().is_empty() && r.price.trim().is_empty() {
+                continue;
+            }
+            let label = |what: &str| format!("line {} {what}", n + 1);
+            let quantity = errors.check(parse_decimal(&label("quantity"), &r.quantity, 3));
+            let price = errors.check(parse_decimal(&label("unit price"), &r.price, 2));
+            if let (Some(quantity_milli), Some(unit_price_minor)) = (quantity, price) {
+                lines.push(LineInput { description: r.description.clone(), quantity_milli, unit_price_minor });
+                rows.push(n);
+            }
+        }
+        errors.into_result()?;
+        Ok((lines, rows))
+    }
+
+    fn tax_rate_bp(&self) -> AppResult<i32> {
+        match self.tax_rate.trim() {
+            "" => Ok(0),
+            v => i32::try_from(parse_decimal("tax_rate", v, 2)?)
+                .map_err(|_| AppError::field("tax_rate", "must be a percentage between 0 and 100")),
+        }
+    }
+
+    fn input(&self) -> AppResult<(InvoiceInput, Vec<usize>)> {
+        let mut errors = Errors::default();
+        let tax = errors.check(self.tax_rate_bp());
+        let lines = errors.check(self.lines());
+        errors.into_result()?;
+        let (lines, rows) = lines.unwrap_or_default();
+        let opt = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
+        Ok((
+            InvoiceInput {
+                client_id: opt(&self.client_id),
+                currency: opt(&self.currency),
+                tax_rate_bp: tax,
+                issue_date: Some(self.issue_date.clone()),
+                due_date: Some(self.due_date.clone()),
+                notes: Some(self.notes.clone()),
+                lines: Some(lines),
+            },
+            rows,
+        ))
+    }
+}
+
+/// The service names lines by their position among the non-empty rows (`lines[0].…`); the
+/// person filling the form counts rows on the page.
+fn name_rows(e: AppError, rows: &[usize]) -> AppError {
+    match e {
+        AppError::Validation(list) => AppError::Validation(
+            list.into_iter()
+                .map(|f| {
+                    let renamed = f.field.strip_prefix("lines[").and_then(|rest| {
+                        let (k, what) = rest.split_once(']')?;
+                        let row = rows.get(k.parse::<usize>().ok()?)?;
+                        let what = match what.trim_start_matches('.') {
+                            "quantity_milli" => "quantity",
+                            "unit_price_minor" => "unit price",
+                            "" => "amount",
+                            other => other,
+                        };
+                        Some(format!("line {} {what}", row + 1))
+                    });
+                    FieldError { field: renamed.unwrap_or(f.field), message: f.message }
+                })
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "work/invoice_form.html")]
+struct FormPage {
+    csrf: String,
+    org: OrgNav,
+    invoice_id: Option<String>,
+    heading: String,
+    form: InvoiceForm,
+    clients: Option<Vec<(String, String)>>,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn form_page(
+    state: &AppState,
+    csrf: String,
+    access: &OrgAccess,
+    invoice_id: Option<Uuid>,
+    heading: String,
+    form: InvoiceForm,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+) -> AppResult<FormPage> {
+    let current = form_id::<ClientId>("client_id", &form.client_id).ok().flatten();
+    Ok(FormPage {
+        csrf,
+        org: OrgNav::of(access),
+        invoice_id: invoice_id.map(|i| i.to_string()),
+        heading,
+        clients: client_options(state, access, current).await?,
+        form,
+        message,
+        errors,
+    })
+}
+
+#[derive(Deserialize, Default)]
+struct NewQuery {
+    #[serde(default)]
+    client_id: String,
+}
+
+async fn new_page(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    access: OrgAccess,
+    Query(q): Query<NewQuery>,
+) -> AppResult<Response> {
+    let form = InvoiceForm {
+        client_id: q.client_id,
+        tax_rate: "0".into(),
+        rows: (0..EMPTY_ROWS).map(|_| LineRow::default()).collect(),
+        ..InvoiceForm::default()
+    };
+    page(&form_page(&state, csrf, &access, None, "New invoice".into(), form, None, vec![]).await?)
+}
+
+async fn create(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    body: Bytes,
+) -> AppResult<Response> {
+    let form = InvoiceForm::parse(&body)?;
+    let result = match form.input() {
+        Ok((input, rows)) => {
+            invoices::create(&state.db, &ctx, &access.principal, &input).await.map_err(|e| name_rows(e, &rows))
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(inv) => Ok(Redirect::to(&format!("/o/{}/invoices/{}", access.slug, inv.id)).into_response()),
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            let heading = "New invoice".to_string();
+            page_with_status(status, &form_page(&state, csrf, &access, None, heading, form, message, errors).await?)
+        }
+    }
+}
+
+async fn edit_page(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    let id: Uuid = path_id(&id)?;
+    let today = state.clock.now().date();
+    let d = invoices::get(&state.db, today, &access.principal, id).await?;
+    if d.invoice.status != "draft" {
+        // Sent invoices are immutable: the invoice's page says so and offers voiding.
+        return detail_result(
+            &state,
+            csrf,
+            &access,
+            id,
+            Err(AppError::Conflict("Only draft invoices can be edited; void this one and create a new one.".into())),
+        )
+        .await;
+    }
+    let heading = format!("Edit {}", title(d.invoice.number));
+    page(&form_page(&state, csrf, &access, Some(id), heading, InvoiceForm::of(&d), None, vec![]).await?)
+}
+
+async fn update(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+    body: Bytes,
+) -> AppResult<Response> {
+    let id: Uuid = path_id(&id)?;
+    let form = InvoiceForm::parse(&body)?;
+    let result = match form.input() {
+        Ok((mut input, rows)) => {
+            // The currency is fixed once the draft exists.
+            input.currency = None;
+            invoices::update(&state.db, &ctx, &access.principal, id, &input).await.map_err(|e| name_rows(e, &rows))
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(inv) => Ok(Redirect::to(&format!("/o/{}/invoices/{}", access.slug, inv.id)).into_response()),
+        Err(AppError::Conflict(m)) => detail_result(&state, csrf, &access, id, Err(AppError::Conflict(m))).await,
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            let heading = "Edit draft invoice".to_string();
+            page_with_status(status, &form_page(&state, csrf, &access, Some(id), heading, form, message, errors).await?)
+        }
+    }
+}
+
+// ---- the invoice page ----
+
+pub struct LineView {
+    pub description: String,
+    pub quantity: String,
+    pub unit_price: String,
+    pub amount: String,
+}
+
+/// An invoice as shown on screen and on paper.
+pub struct InvoiceView {
+    pub id: String,
+    pub title: String,
+    pub client: String,
+    pub client_id: String,
+    pub status: String,
+    pub issued: String,
+    pub due: String,
+    pub currency: String,
+    pub notes: String,
+    pub lines: Vec<LineView>,
+    pub subtotal: String,
+    pub tax_rate: String,
+    pub tax: String,
+    pub total: String,
+}
+
+pub fn invoice_view(d: InvoiceDetail) -> InvoiceView {
+    let i = d.invoice;
+    InvoiceView {
+        id: i.id.to_string(),
+        title: title(i.number),
+        client: d.client_name,
+        client_id: i.client_id.to_string(),
+        status: i.status,
+        issued: i.issue_date.to_string(),
+        due: i.due_date.to_string(),
+        notes: i.notes,
+        lines: d
+            .lines
+            .into_iter()
+            .map(|l| LineView {
+                description: l.description,
+                quantity: milli(l.quantity_milli),
+                unit_price: format_minor(l.unit_price_minor),
+                amount: format_minor(l.amount_minor),
+            })
+            .collect(),
+        subtotal: format_minor(i.subtotal_minor),
+        tax_rate: percent(i.tax_rate_bp),
+        tax: format_minor(i.tax_minor),
+        total: format_minor(i.total_minor),
+        currency: i.currency,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "work/invoice.html")]
+struct DetailPage {
+    csrf: String,
+    org: OrgNav,
+    invoice: InvoiceView,
+    can_update: bool,
+    can_delete: bool,
+    can_clients: bool,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+}
+
+async fn detail_view(
+    state: &AppState,
+    csrf: String,
+    access: &OrgAccess,
+    id: Uuid,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+) -> AppResult<DetailPage> {
+    let p = &access.principal;
+    let d = invoices::get(&state.db, state.clock.now().date(), p, id).await?;
+    Ok(DetailPage {
+        csrf,
+        org: OrgNav::of(access),
+        invoice: invoice_view(d),
+        can_update: p.can(P::InvoicesUpdate),
+        can_delete: p.can(P::InvoicesDelete),
+        can_clients: p.can(P::ClientsRead),
+        message,
+        errors,
+    })
+}
+
+async fn detail(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    page(&detail_view(&state, csrf, &access, path_id(&id)?, None, vec![]).await?)
+}
+
+async fn detail_result(
+    state: &AppState,
+    csrf: String,
+    access: &OrgAccess,
+    id: Uuid,
+    result: AppResult<()>,
+) -> AppResult<Response> {
+    match result {
+        Ok(()) => Ok(Redirect::to(&format!("/o/{}/invoices/{id}", access.slug)).into_response()),
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            page_with_status(status, &detail_view(state, csrf, access, id, message, errors).await?)
+        }
+    }
+}
+
+async fn transition(
+    state: AppState,
+    csrf: String,
+    ctx: Context,
+    access: OrgAccess,
+    id: String,
+    action: &str,
+) -> AppResult<Response> {
+    let id: Uuid = path_id(&id)?;
+    let r = invoices::transition(&state.db, &ctx, &access.principal, id, action).await.map(|_| ());
+    detail_result(&state, csrf, &access, id, r).await
+}
+
+async fn send(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    transition(state, csrf, ctx, access, id, "send").await
+}
+
+async fn pay(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    transition(state, csrf, ctx, access, id, "pay").await
+}
+
+async fn void(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    transition(state, csrf, ctx, access, id, "void").await
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    let id: Uuid = path_id(&id)?;
+    match invoices::delete(&state.db, &ctx, &access.principal, id).await {
+        Ok(()) => Ok(Redirect::to(&format!("/o/{}/invoices", access.slug)).into_response()),
+        Err(e) => detail_result(&state, csrf, &access, id, Err(e)).await,
+    }
+}
+
+// ---- print ----
+
+#[derive(Template)]
+#[template(path = "work/invoice_print.html")]
+pub struct PrintPage {
+    pub organization: String,
+    pub invoice: InvoiceView,
+    /// Where "back" leads (not printed).
+    pub back: String,
+}
+
+async fn print(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    let id: Uuid = path_id(&id)?;
+    let d = invoices::get(&state.db, state.clock.now().date(), &access.principal, id).await?;
+    page(&PrintPage {
+        organization: access.name.clone(),
+        invoice: invoice_view(d),
+        back: format!("/o/{}/invoices/{id}", access.slug),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_form_reads_numbered_rows_and_skips_empty_ones() {
+        let body = Bytes::from_static(
+            b"client_id=&tax_rate=19&description_0=Design&quantity_0=1.5&price_0=99.99\
+              &description_1=&quantity_1=&price_1=&description_2=Hosting&quantity_2=1&price_2=10",
+        );
+        let form = InvoiceForm::parse(&body).unwrap();
+        let (input, rows) = form.input().unwrap();
+        let lines = input.lines.unwrap();
+        assert_eq!(lines.len(), 2);
+        assert_eq!((lines[0].quantity_milli, lines[0].unit_price_minor), (1500, 9999));
+        assert_eq!(rows, vec![0, 2]);
+        assert_eq!(input.tax_rate_bp, Some(1900));
+        let renamed = name_rows(AppError::field("lines[1].description", "is required"), &rows);
+        let AppError::Validation(v) = renamed else { panic!() };
+        assert_eq!(v[0].field, "line 3 description");
+    }
+
+    #[test]
+    fn bad_amounts_and_unknown_fields_are_refused() {
+        let form = InvoiceForm::parse(&Bytes::from_static(b"description_0=x&quantity_0=1,5&price_0=abc")).unwrap();
+        let AppError::Validation(v) = form.input().unwrap_err() else { panic!() };
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].field, "line 1 quantity");
+        assert!(InvoiceForm::parse(&Bytes::from_static(b"status=paid")).is_err());
+        assert!(InvoiceForm::parse(&Bytes::from_static(b"description_9999=x")).is_err());
+    }
+}

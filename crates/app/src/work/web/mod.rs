@@ -1,0 +1,212 @@
+//! Server-rendered pages of the work domain (`/o/{org}/…`) and the client portal
+//! (`/portal/{org}/…`).
+//!
+//! Handlers are thin: they parse the form, call the domain service with the verified
+//! principal (the service checks the permission again, scopes the query and audits), and
+//! either redirect (303, so a reload never re-posts) or re-render the page with the service's
+//! field messages and its status (422, 409…). Sections of a page that need a permission the
+//! viewer lacks are left out rather than failing the whole page.
+
+pub mod clients;
+pub mod files;
+pub mod invoices;
+pub mod portal;
+pub mod projects;
+pub mod tasks;
+
+use std::str::FromStr;
+
+use axum::body::Bytes;
+use time::{Date, OffsetDateTime};
+
+use crate::platform::http::error::{AppError, AppResult, FieldError};
+use crate::platform::http::route::RouteDef;
+
+pub fn routes() -> Vec<RouteDef> {
+    let mut routes = Vec::new();
+    routes.extend(clients::routes());
+    routes.extend(projects::routes());
+    routes.extend(tasks::routes());
+    routes.extend(invoices::routes());
+    routes.extend(files::routes());
+    routes.extend(portal::routes());
+    routes
+}
+
+/// Items per page on the list pages.
+pub const PAGE_SIZE: i64 = 25;
+
+/// An id from the path: anything that doesn't parse is simply not found.
+pub fn path_id<T: FromStr>(raw: &str) -> AppResult<T> {
+    raw.parse().map_err(|_| AppError::NotFound)
+}
+
+/// An id from a form field: a bad one is the field's fault.
+pub fn form_id<T: FromStr>(field: &str, raw: &str) -> AppResult<Option<T>> {
+    match raw.trim() {
+        "" => Ok(None),
+        v => v.parse().map(Some).map_err(|_| AppError::field(field, "is not a valid choice")),
+    }
+}
+
+pub fn day(d: Option<Date>) -> String {
+    d.map(|d| d.to_string()).unwrap_or_default()
+}
+
+pub fn when(t: OffsetDateTime) -> String {
+    crate::identity::web::when(t)
+}
+
+/// 90 → "1h 30m".
+pub fn duration(minutes: i64) -> String {
+    match (minutes / 60, minutes % 60) {
+        (0, m) => format!("{m}m"),
+        (h, 0) => format!("{h}h"),
+        (h, m) => format!("{h}h {m}m"),
+    }
+}
+
+/// Thousandths → "1.5" (no trailing zeros).
+pub fn milli(v: i64) -> String {
+    let s = format!("{}.{:03}", v / 1000, (v % 1000).abs());
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// Basis points → "19" or "7.25" (percent).
+pub fn percent(bp: i32) -> String {
+    let s = format!("{}.{:02}", bp / 100, (bp % 100).abs());
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// Prev/next links of a list page, keeping its filters.
+pub struct Pager {
+    pub first: i64,
+    pub last: i64,
+    pub total: i64,
+    pub prev: Option<String>,
+    pub next: Option<String>,
+}
+
+impl Pager {
+    pub fn new(base: &str, filters: &[(&str, &str)], offset: i64, shown: usize, total: i64) -> Self {
+        let link = |offset: i64| {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in filters {
+                if !v.is_empty() {
+                    q.append_pair(k, v);
+                }
+            }
+            if offset > 0 {
+                q.append_pair("offset", &offset.to_string());
+            }
+            let q = q.finish();
+            if q.is_empty() { base.to_string() } else { format!("{base}?{q}") }
+        };
+        let shown = shown as i64;
+        Self {
+            first: if shown == 0 { 0 } else { offset + 1 },
+            last: offset + shown,
+            total,
+            prev: (offset > 0).then(|| link((offset - PAGE_SIZE).max(0))),
+            next: (offset + shown < total).then(|| link(offset + PAGE_SIZE)),
+        }
+    }
+}
+
+/// The fields of a urlencoded form, for forms with repeated or numbered fields that a struct
+/// can't describe. Unknown fields are refused (no mass assignment), like
+/// `#[serde(deny_unknown_fields)]` does for the fixed forms.
+pub struct FormFields(Vec<(String, String)>);
+
+impl FormFields {
+    pub fn parse(body: &Bytes, allowed: impl Fn(&str) -> bool) -> AppResult<Self> {
+        let fields: Vec<(String, String)> =
+            form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        if let Some((k, _)) = fields.iter().find(|(k, _)| !allowed(k)) {
+            return Err(AppError::field(k, "is not a field of this form"));
+        }
+        Ok(Self(fields))
+    }
+
+    /// The first value of `name` ("" when absent).
+    pub fn get(&self, name: &str) -> &str {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("")
+    }
+
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect()
+    }
+
+    /// A checkbox: present means checked.
+    pub fn checked(&self, name: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == name)
+    }
+}
+
+/// Collects several independent field errors into one validation error (any other error
+/// wins: it is not the form's fault).
+#[derive(Default)]
+pub struct Errors {
+    fields: Vec<FieldError>,
+    other: Option<AppError>,
+}
+
+impl Errors {
+    pub fn check<T>(&mut self, r: AppResult<T>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(AppError::Validation(mut e)) => {
+                self.fields.append(&mut e);
+                None
+            }
+            Err(other) => {
+                self.other.get_or_insert(other);
+                None
+            }
+        }
+    }
+
+    pub fn into_result(self) -> AppResult<()> {
+        match (self.other, self.fields.is_empty()) {
+            (Some(e), _) => Err(e),
+            (None, true) => Ok(()),
+            (None, false) => Err(AppError::Validation(self.fields)),
+        }
+    }
+}
+
+/// An optional whole number typed into a text field.
+pub fn number<T: FromStr>(field: &str, raw: &str) -> AppResult<Option<T>> {
+    match raw.trim() {
+        "" => Ok(None),
+        v => v.parse().map(Some).map_err(|_| AppError::field(field, "must be a whole number")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_shown_without_noise() {
+        assert_eq!(milli(1500), "1.5");
+        assert_eq!(milli(1000), "1");
+        assert_eq!(milli(333), "0.333");
+        assert_eq!(percent(1900), "19");
+        assert_eq!(percent(725), "7.25");
+        assert_eq!(percent(0), "0");
+        assert_eq!(duration(90), "1h 30m");
+        assert_eq!(duration(45), "45m");
+        assert_eq!(duration(120), "2h");
+    }
+
+    #[test]
+    fn pager_links_keep_filters() {
+        let p = Pager::new("/o/a/clients", &[("q", "a b"), ("status", "")], 25, 25, 60);
+        assert_eq!(p.prev.as_deref(), Some("/o/a/clients?q=a+b"));
+        assert_eq!(p.next.as_deref(), Some("/o/a/clients?q=a+b&offset=50"));
+        assert_eq!((p.first, p.last), (26, 50));
+        let p = Pager::new("/o/a/clients", &[], 0, 3, 3);
+        assert!(p.prev.is_none() && p.next.is_none());
+    }
+}

@@ -1,0 +1,156 @@
+//! The client portal: what a Client user sees of their own client's work — visible projects,
+//! client-visible tasks and comments, shared files, and invoices (never drafts) — read-only.
+//! Every page goes through `work::portal`, whose queries are bounded by the principal's
+//! client; nothing here reads anything else.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use uuid::Uuid;
+
+use super::invoices::{InvoiceView, PrintPage, invoice_view};
+use super::projects::{FileView, file_view};
+use super::{day, path_id, when};
+use crate::platform::http::error::AppResult;
+use crate::platform::http::route::{Access, RouteDef, Surface};
+use crate::platform::ids::ProjectId;
+use crate::route;
+use crate::state::AppState;
+use crate::tenancy::guard::OrgAccess;
+use crate::tenancy::role::Permission as P;
+use crate::tenancy::web::page;
+use crate::work::invoices::format_minor;
+use crate::work::portal;
+use crate::work::projects::Project;
+
+pub fn routes() -> Vec<RouteDef> {
+    vec![
+        route!(GET "/portal/{org}", Surface::Web, Access::Org(P::PortalRead), home),
+        route!(GET "/portal/{org}/projects/{project}", Surface::Web, Access::Org(P::PortalRead), project),
+        route!(GET "/portal/{org}/invoices/{invoice}", Surface::Web, Access::Org(P::PortalRead), invoice),
+        route!(GET "/portal/{org}/files/{file}", Surface::Web, Access::Org(P::PortalRead), download),
+    ]
+}
+
+/// The portal's navigation: the organization and nothing of its internal pages.
+pub struct PortalNav {
+    pub slug: String,
+    pub name: String,
+}
+
+impl PortalNav {
+    fn of(access: &OrgAccess) -> Self {
+        Self { slug: access.slug.clone(), name: access.name.clone() }
+    }
+}
+
+struct InvoiceRow {
+    id: String,
+    title: String,
+    issued: String,
+    due: String,
+    status: String,
+    total: String,
+}
+
+#[derive(Template)]
+#[template(path = "portal/home.html")]
+struct HomePage {
+    nav: PortalNav,
+    client_name: String,
+    projects: Vec<Project>,
+    invoices: Vec<InvoiceRow>,
+}
+
+async fn home(State(state): State<AppState>, access: OrgAccess) -> AppResult<Response> {
+    let h = portal::home(&state.db, state.clock.now().date(), &access.principal).await?;
+    page(&HomePage {
+        nav: PortalNav::of(&access),
+        client_name: h.client_name,
+        projects: h.projects,
+        invoices: h
+            .invoices
+            .into_iter()
+            .map(|i| InvoiceRow {
+                id: i.id.to_string(),
+                title: i.number.map(|n| format!("Invoice {n}")).unwrap_or_else(|| "Invoice".into()),
+                issued: i.issue_date.to_string(),
+                due: i.due_date.to_string(),
+                total: format!("{} {}", format_minor(i.total_minor), i.currency),
+                status: i.status,
+            })
+            .collect(),
+    })
+}
+
+struct CommentView {
+    author: String,
+    body: String,
+    at: String,
+}
+
+struct TaskView {
+    title: String,
+    description: String,
+    status: String,
+    due: String,
+    comments: Vec<CommentView>,
+}
+
+#[derive(Template)]
+#[template(path = "portal/project.html")]
+struct ProjectPage {
+    nav: PortalNav,
+    project: Project,
+    tasks: Vec<TaskView>,
+    files: Vec<FileView>,
+}
+
+async fn project(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    let id: ProjectId = path_id(&id)?;
+    let p = portal::project(&state.db, &access.principal, id).await?;
+    page(&ProjectPage {
+        nav: PortalNav::of(&access),
+        project: p.project,
+        tasks: p
+            .tasks
+            .into_iter()
+            .map(|(t, comments)| TaskView {
+                title: t.title,
+                description: t.description,
+                status: t.status,
+                due: day(t.due_date),
+                comments: comments
+                    .into_iter()
+                    .map(|c| CommentView { author: c.author, body: c.body, at: when(c.created_at) })
+                    .collect(),
+            })
+            .collect(),
+        files: p.files.into_iter().map(file_view).collect(),
+    })
+}
+
+async fn invoice(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    let id: Uuid = path_id(&id)?;
+    let d = portal::invoice(&state.db, state.clock.now().date(), &access.principal, id).await?;
+    let invoice: InvoiceView = invoice_view(d);
+    page(&PrintPage { organization: access.name.clone(), invoice, back: format!("/portal/{}", access.slug) })
+}
+
+async fn download(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    let id: Uuid = path_id(&id)?;
+    let (meta, bytes) = portal::download(&state.db, &state.storage, &state.sealer, &access.principal, id).await?;
+    super::files::attachment(&meta, bytes)
+}

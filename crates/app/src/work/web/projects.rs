@@ -1,0 +1,815 @@
+//! Project pages: list with search, status and client filters; create, edit, delete; the
+//! project page with its task board, members, board columns, time entries and files.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{PAGE_SIZE, Pager, day, duration, form_id, path_id, when};
+use crate::audit::Context;
+use crate::identity::guard::FormToken;
+use crate::platform::db::OrgTx;
+use crate::platform::http::error::{AppError, AppResult, FieldError};
+use crate::platform::http::route::{Access, RouteDef, Surface};
+use crate::platform::ids::{ClientId, ProjectId, UserId};
+use crate::route;
+use crate::state::AppState;
+use crate::tenancy::guard::OrgAccess;
+use crate::tenancy::role::{Permission as P, Role};
+use crate::tenancy::web::{OrgNav, failure, page, page_with_status};
+use crate::work::invoices::{format_minor, parse_decimal};
+use crate::work::projects::{self, Project, ProjectFilter, ProjectInput};
+use crate::work::time_entries::{self, TimeFilter, TimeInput};
+use crate::work::{Page, clients, files, tasks};
+
+pub fn routes() -> Vec<RouteDef> {
+    vec![
+        route!(GET "/o/{org}/projects", Surface::Web, Access::Org(P::ProjectsRead), list),
+        route!(GET "/o/{org}/projects/new", Surface::Web, Access::Org(P::ProjectsCreate), new_page),
+        route!(POST "/o/{org}/projects", Surface::Web, Access::Org(P::ProjectsCreate), create),
+        route!(GET "/o/{org}/projects/{project}", Surface::Web, Access::Org(P::ProjectsRead), detail),
+        route!(GET "/o/{org}/projects/{project}/edit", Surface::Web, Access::Org(P::ProjectsUpdate), edit_page),
+        route!(POST "/o/{org}/projects/{project}/edit", Surface::Web, Access::Org(P::ProjectsUpdate), update),
+        route!(POST "/o/{org}/projects/{project}/delete", Surface::Web, Access::Org(P::ProjectsDelete), delete),
+        route!(POST "/o/{org}/projects/{project}/members", Surface::Web, Access::Org(P::ProjectsUpdate), add_member),
+        route!(POST "/o/{org}/projects/{project}/members/{user}/remove", Surface::Web, Access::Org(P::ProjectsUpdate), remove_member),
+        route!(POST "/o/{org}/projects/{project}/columns", Surface::Web, Access::Org(P::ProjectsUpdate), add_column),
+        route!(POST "/o/{org}/projects/{project}/columns/{column}/move", Surface::Web, Access::Org(P::ProjectsUpdate), move_column),
+        route!(POST "/o/{org}/projects/{project}/columns/{column}/delete", Surface::Web, Access::Org(P::ProjectsUpdate), delete_column),
+        route!(POST "/o/{org}/projects/{project}/time", Surface::Web, Access::Org(P::TimeTrack), record_time),
+        route!(POST "/o/{org}/projects/{project}/time/{entry}/delete", Surface::Web, Access::Org(P::TimeTrack), delete_time),
+    ]
+}
+
+const STATUSES: [(&str, &str); 5] = [
+    ("planned", "Planned"),
+    ("active", "Active"),
+    ("on_hold", "On hold"),
+    ("completed", "Completed"),
+    ("archived", "Archived"),
+];
+
+/// Clients to choose from: `None` when the viewer may not read clients (the form then takes
+/// a client id). At most one page of active clients, plus the currently chosen one.
+pub async fn client_options(
+    state: &AppState,
+    access: &OrgAccess,
+    current: Option<ClientId>,
+) -> AppResult<Option<Vec<(String, String)>>> {
+    let p = &access.principal;
+    if !p.can(P::ClientsRead) {
+        return Ok(None);
+    }
+    let filter = clients::ClientFilter { q: None, status: Some("active".into()) };
+    let (list, _) =
+        clients::list(&state.db, p, &filter, Page { limit: Some(crate::work::MAX_PAGE), offset: None }).await?;
+    let mut out: Vec<(String, String)> = list.into_iter().map(|c| (c.id.to_string(), c.name)).collect();
+    if let Some(c) = current
+        && !out.iter().any(|(id, _)| *id == c.to_string())
+    {
+        out.push((c.to_string(), clients::get(&state.db, p, c).await?.name));
+    }
+    Ok(Some(out))
+}
+
+/// Client names for a page of records (only when the viewer may read clients).
+pub async fn client_names(
+    state: &AppState,
+    access: &OrgAccess,
+    ids: Vec<ClientId>,
+) -> AppResult<HashMap<ClientId, String>> {
+    let mut names = HashMap::new();
+    if !access.principal.can(P::ClientsRead) {
+        return Ok(names);
+    }
+    for id in ids {
+        if let std::collections::hash_map::Entry::Vacant(e) = names.entry(id) {
+            e.insert(clients::get(&state.db, &access.principal, id).await?.name);
+        }
+    }
+    Ok(names)
+}
+
+// ---- list ----
+
+#[derive(Deserialize, Default)]
+struct ListQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    client_id: String,
+    #[serde(default)]
+    offset: i64,
+}
+
+struct Row {
+    id: String,
+    name: String,
+    client: String,
+    status: String,
+    due: String,
+}
+
+#[derive(Template)]
+#[template(path = "work/projects.html")]
+struct ListPage {
+    org: OrgNav,
+    rows: Vec<Row>,
+    q: String,
+    status: String,
+    client_id: String,
+    clients: Option<Vec<(String, String)>>,
+    statuses: [(&'static str, &'static str); 5],
+    pager: Pager,
+    can_create: bool,
+}
+
+async fn list(State(state): State<AppState>, access: OrgAccess, Query(q): Query<ListQuery>) -> AppResult<Response> {
+    let filter =
+        ProjectFilter { q: Some(q.q.clone()), status: Some(q.status.clone()), client_id: Some(q.client_id.clone()) };
+    let page_req = Page { limit: Some(PAGE_SIZE), offset: Some(q.offset) };
+    let (items, total) = projects::list(&state.db, &access.principal, &filter, page_req).await?;
+    let names = client_names(&state, &access, items.iter().filter_map(|p| p.client_id).collect()).await?;
+    let base = format!("/o/{}/projects", access.slug);
+    let pager = Pager::new(
+        &base,
+        &[("q", &q.q), ("status", &q.status), ("client_id", &q.client_id)],
+        page_req.offset(),
+        items.len(),
+        total,
+    );
+    let current_client = form_id::<ClientId>("client_id", &q.client_id).ok().flatten();
+    page(&ListPage {
+        clients: client_options(&state, &access, current_client).await?,
+        can_create: access.principal.can(P::ProjectsCreate),
+        org: OrgNav::of(&access),
+        rows: items
+            .into_iter()
+            .map(|p| Row {
+                id: p.id.to_string(),
+                client: p.client_id.and_then(|c| names.get(&c).cloned()).unwrap_or_default(),
+                name: p.name,
+                status: p.status,
+                due: day(p.due_date),
+            })
+            .collect(),
+        q: q.q,
+        status: q.status,
+        client_id: q.client_id,
+        statuses: STATUSES,
+        pager,
+    })
+}
+
+// ---- create and edit ----
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    client_id: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    budget: String,
+    #[serde(default)]
+    start_date: String,
+    #[serde(default)]
+    due_date: String,
+    #[serde(default)]
+    visible_to_client: Option<String>,
+}
+
+impl ProjectForm {
+    fn of(p: &Project) -> Self {
+        Self {
+            name: p.name.clone(),
+            description: p.description.clone(),
+            client_id: p.client_id.map(|c| c.to_string()).unwrap_or_default(),
+            status: p.status.clone(),
+            budget: p.budget_minor.map(format_minor).unwrap_or_default(),
+            start_date: day(p.start_date),
+            due_date: day(p.due_date),
+            visible_to_client: p.visible_to_client.then(|| "on".into()),
+        }
+    }
+
+    fn input(&self) -> AppResult<ProjectInput> {
+        let budget = match self.budget.trim() {
+            "" => None,
+            b => Some(parse_decimal("budget", b, 2)?),
+        };
+        Ok(ProjectInput {
+            name: Some(self.name.clone()),
+            description: Some(self.description.clone()),
+            client_id: Some(self.client_id.clone()),
+            status: Some(if self.status.is_empty() { "active".into() } else { self.status.clone() }),
+            budget_minor: budget,
+            start_date: Some(self.start_date.clone()),
+            due_date: Some(self.due_date.clone()),
+            visible_to_client: Some(self.visible_to_client.is_some()),
+        })
+    }
+}
+
+#[derive(Template)]
+#[template(path = "work/project_form.html")]
+struct FormPage {
+    csrf: String,
+    org: OrgNav,
+    project_id: Option<String>,
+    form: ProjectForm,
+    clients: Option<Vec<(String, String)>>,
+    statuses: [(&'static str, &'static str); 5],
+    message: Option<String>,
+    errors: Vec<FieldError>,
+}
+
+#[derive(Deserialize, Default)]
+struct NewQuery {
+    #[serde(default)]
+    client_id: String,
+}
+
+async fn form_page(
+    state: &AppState,
+    csrf: String,
+    access: &OrgAccess,
+    project_id: Option<String>,
+    form: ProjectForm,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+) -> AppResult<FormPage> {
+    let current = form_id::<ClientId>("client_id", &form.client_id).ok().flatten();
+    Ok(FormPage {
+        csrf,
+        org: OrgNav::of(access),
+        project_id,
+        clients: client_options(state, access, current).await?,
+        form,
+        statuses: STATUSES,
+        message,
+        errors,
+    })
+}
+
+async fn new_page(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    access: OrgAccess,
+    Query(q): Query<NewQuery>,
+) -> AppResult<Response> {
+    let form = ProjectForm { client_id: q.client_id, status: "active".into(), ..ProjectForm::default() };
+    page(&form_page(&state, csrf, &access, None, form, None, vec![]).await?)
+}
+
+async fn create(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Form(form): Form<ProjectForm>,
+) -> AppResult<Response> {
+    let result = match form.input() {
+        Ok(input) => projects::create(&state.db, &ctx, &access.principal, &input).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(p) => Ok(Redirect::to(&format!("/o/{}/projects/{}", access.slug, p.id)).into_response()),
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            page_with_status(status, &form_page(&state, csrf, &access, None, form, message, errors).await?)
+        }
+    }
+}
+
+async fn edit_page(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    let p = projects::get(&state.db, &access.principal, path_id(&id)?).await?;
+    let form = ProjectForm::of(&p);
+    page(&form_page(&state, csrf, &access, Some(p.id.to_string()), form, None, vec![]).await?)
+}
+
+async fn update(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+    Form(form): Form<ProjectForm>,
+) -> AppResult<Response> {
+    let id: ProjectId = path_id(&id)?;
+    let result = match form.input() {
+        Ok(input) => projects::update(&state.db, &ctx, &access.principal, id, &input).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(p) => Ok(Redirect::to(&format!("/o/{}/projects/{}", access.slug, p.id)).into_response()),
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            page_with_status(
+                status,
+                &form_page(&state, csrf, &access, Some(id.to_string()), form, message, errors).await?,
+            )
+        }
+    }
+}
+
+// ---- the project page ----
+
+pub struct CardView {
+    pub id: String,
+    pub title: String,
+    pub status: String,
+    pub priority: String,
+    pub due: String,
+    pub visible_to_client: bool,
+    pub column_id: String,
+}
+
+pub struct ColumnView {
+    pub id: String,
+    pub name: String,
+    pub first: bool,
+    pub last: bool,
+    pub cards: Vec<CardView>,
+}
+
+pub struct TimeView {
+    pub id: String,
+    pub minutes: String,
+    pub spent_on: String,
+    pub note: String,
+    pub who: String,
+    pub task: Option<(String, String)>,
+    pub deletable: bool,
+}
+
+pub struct FileView {
+    pub id: String,
+    pub name: String,
+    pub size: String,
+    pub content_type: String,
+    pub shared: bool,
+    pub added: String,
+}
+
+pub fn file_view(f: files::FileMeta) -> FileView {
+    FileView {
+        id: f.id.to_string(),
+        size: size(f.size_bytes),
+        name: f.name,
+        content_type: f.content_type,
+        shared: f.shared_with_client,
+        added: when(f.created_at),
+    }
+}
+
+pub fn size(bytes: i64) -> String {
+    match bytes {
+        b if b < 1024 => format!("{b} B"),
+        b if b < 1024 * 1024 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)),
+    }
+}
+
+/// Values typed into the project page's forms, shown again when one of them fails.
+#[derive(Default, Clone)]
+pub struct ProjectForms {
+    pub task_title: String,
+    pub column_name: String,
+    pub minutes: String,
+    pub spent_on: String,
+    pub note: String,
+}
+
+#[derive(Template)]
+#[template(path = "work/project.html")]
+pub struct ProjectPage {
+    csrf: String,
+    org: OrgNav,
+    project: Project,
+    client: Option<(String, String)>,
+    budget: String,
+    board: Vec<ColumnView>,
+    members: Vec<projects::ProjectMember>,
+    candidates: Vec<(String, String)>,
+    time: Vec<TimeView>,
+    time_total: String,
+    files: Vec<FileView>,
+    forms: ProjectForms,
+    can_tasks: bool,
+    can_create_task: bool,
+    can_move: bool,
+    can_update: bool,
+    can_delete: bool,
+    can_track: bool,
+    can_files: bool,
+    can_upload: bool,
+    can_delete_files: bool,
+    max_upload: String,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+}
+
+/// Emails of the organization's people, for showing who did what.
+pub async fn people(state: &AppState, access: &OrgAccess) -> AppResult<Vec<crate::tenancy::service::MemberRow>> {
+    let mut tx = OrgTx::begin(&state.db, &access.principal).await?;
+    let rows = crate::tenancy::service::members(&mut tx).await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+pub async fn project_view(
+    state: &AppState,
+    csrf: String,
+    access: &OrgAccess,
+    id: ProjectId,
+    forms: ProjectForms,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+) -> AppResult<ProjectPage> {
+    let p = &access.principal;
+    let project = projects::get(&state.db, p, id).await?;
+    let client = match project.client_id {
+        Some(c) if p.can(P::ClientsRead) => Some((c.to_string(), clients::get(&state.db, p, c).await?.name)),
+        _ => None,
+    };
+    let columns: Vec<(projects::Column, Vec<tasks::Task>)> = if p.can(P::TasksRead) {
+        tasks::board(&state.db, p, id).await?
+    } else {
+        projects::list_columns(&state.db, p, id).await?.into_iter().map(|c| (c, vec![])).collect()
+    };
+    let n = columns.len();
+    let board = columns
+        .into_iter()
+        .enumerate()
+        .map(|(i, (c, cards))| ColumnView {
+            id: c.id.to_string(),
+            name: c.name,
+            first: i == 0,
+            last: i + 1 == n,
+            cards: cards
+                .into_iter()
+                .map(|t| CardView {
+                    id: t.id.to_string(),
+                    title: t.title,
+                    status: t.status,
+                    priority: t.priority,
+                    due: day(t.due_date),
+                    visible_to_client: t.visible_to_client,
+                    column_id: t.column_id.to_string(),
+                })
+                .collect(),
+        })
+        .collect();
+    let members = projects::members(&state.db, p, id).await?;
+    let everyone = people(state, access).await?;
+    let candidates = everyone
+        .iter()
+        .filter(|m| m.status == "active" && m.role != Role::Client)
+        .filter(|m| !members.iter().any(|pm| pm.user_id == m.user_id))
+        .map(|m| (m.user_id.to_string(), format!("{} ({})", m.email, m.role.label())))
+        .collect();
+    let email: HashMap<UserId, String> = everyone.iter().map(|m| (m.user_id, m.email.clone())).collect();
+    let entries = time_entries::list(
+        &state.db,
+        p,
+        &TimeFilter { project_id: Some(id.to_string()), task_id: None },
+        Page { limit: Some(crate::work::MAX_PAGE), offset: None },
+    )
+    .await?;
+    let titles: HashMap<Uuid, String> = board_titles(&state.db, p, id).await?;
+    let me = p.user_id();
+    let may_delete_any = p.can(P::ProjectsUpdate);
+    let total: i64 = entries.iter().map(|e| e.minutes as i64).sum();
+    let time = entries
+        .into_iter()
+        .map(|e| TimeView {
+            id: e.id.to_string(),
+            minutes: duration(e.minutes.into()),
+            spent_on: e.spent_on.to_string(),
+            who: email.get(&e.user_id).cloned().unwrap_or_else(|| e.user_id.to_string()),
+            task: e.task_id.map(|t| (t.to_string(), titles.get(&t).cloned().unwrap_or_default())),
+            deletable: p.can(P::TimeTrack) && (may_delete_any || Some(e.user_id) == me),
+            note: e.note,
+        })
+        .collect();
+    let files = if p.can(P::FilesRead) {
+        files::list(
+            &state.db,
+            p,
+            &files::FileFilter { project_id: Some(id.to_string()), task_id: None },
+            Page { limit: Some(crate::work::MAX_PAGE), offset: None },
+        )
+        .await?
+        .into_iter()
+        .map(file_view)
+        .collect()
+    } else {
+        vec![]
+    };
+    Ok(ProjectPage {
+        csrf,
+        org: OrgNav::of(access),
+        client,
+        budget: project.budget_minor.map(format_minor).unwrap_or_default(),
+        project,
+        board,
+        members,
+        candidates,
+        time,
+        time_total: duration(total),
+        files,
+        forms,
+        can_tasks: p.can(P::TasksRead),
+        can_create_task: p.can(P::TasksCreate),
+        can_move: p.can(P::TasksUpdate),
+        can_update: p.can(P::ProjectsUpdate),
+        can_delete: p.can(P::ProjectsDelete),
+        can_track: p.can(P::TimeTrack),
+        can_files: p.can(P::FilesRead),
+        can_upload: p.can(P::FilesUpload),
+        can_delete_files: p.can(P::FilesDelete),
+        max_upload: size(state.config.files.max_upload_bytes as i64),
+        message,
+        errors,
+    })
+}
+
+/// Titles of the project's tasks (subtasks included), for labelling time entries.
+async fn board_titles(
+    db: &crate::platform::db::Db,
+    p: &crate::platform::db::OrgPrincipal,
+    project: ProjectId,
+) -> AppResult<HashMap<Uuid, String>> {
+    if !p.can(P::TasksRead) {
+        return Ok(HashMap::new());
+    }
+    let filter = tasks::TaskFilter { project_id: Some(project.to_string()), ..Default::default() };
+    let list = tasks::list(db, p, &filter, Page { limit: Some(crate::work::MAX_PAGE), offset: None }).await?;
+    Ok(list.into_iter().map(|t| (t.id, t.title)).collect())
+}
+
+async fn detail(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    page(&project_view(&state, csrf, &access, path_id(&id)?, ProjectForms::default(), None, vec![]).await?)
+}
+
+/// After an action on the project page: back to it (at `anchor`), or it with the failure.
+pub async fn project_result(
+    state: &AppState,
+    csrf: String,
+    access: &OrgAccess,
+    id: ProjectId,
+    anchor: &str,
+    forms: ProjectForms,
+    result: AppResult<()>,
+) -> AppResult<Response> {
+    match result {
+        Ok(()) => Ok(Redirect::to(&format!("/o/{}/projects/{id}#{anchor}", access.slug)).into_response()),
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            project_failure(state, csrf, access, id, forms, status, message, errors).await
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn project_failure(
+    state: &AppState,
+    csrf: String,
+    access: &OrgAccess,
+    id: ProjectId,
+    forms: ProjectForms,
+    status: StatusCode,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+) -> AppResult<Response> {
+    page_with_status(status, &project_view(state, csrf, access, id, forms, message, errors).await?)
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    let id: ProjectId = path_id(&id)?;
+    match projects::delete(&state.db, &ctx, &access.principal, id).await {
+        Ok(()) => Ok(Redirect::to(&format!("/o/{}/projects", access.slug)).into_response()),
+        Err(e) => project_result(&state, csrf, &access, id, "", ProjectForms::default(), Err(e)).await,
+    }
+}
+
+// ---- members ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberForm {
+    #[serde(default)]
+    user_id: String,
+}
+
+async fn add_member(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+    Form(form): Form<MemberForm>,
+) -> AppResult<Response> {
+    let id: ProjectId = path_id(&id)?;
+    let result = async {
+        let user: UserId =
+            form_id("user_id", &form.user_id)?.ok_or_else(|| AppError::field("user_id", "choose a person"))?;
+        projects::add_member(&state.db, &ctx, &access.principal, id, user).await
+    }
+    .await;
+    project_result(&state, csrf, &access, id, "members", ProjectForms::default(), result).await
+}
+
+async fn remove_member(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id, user)): Path<(String, String, String)>,
+) -> AppResult<Response> {
+    let id: ProjectId = path_id(&id)?;
+    let user: UserId = path_id(&user)?;
+    let r = projects::remove_member(&state.db, &ctx, &access.principal, id, user).await;
+    project_result(&state, csrf, &access, id, "members", ProjectForms::default(), r).await
+}
+
+// ---- board columns ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ColumnForm {
+    #[serde(default)]
+    name: String,
+}
+
+async fn add_column(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+    Form(form): Form<ColumnForm>,
+) -> AppResult<Response> {
+    let id: ProjectId = path_id(&id)?;
+    let r = projects::add_column(&state.db, &ctx, &access.principal, id, &form.name).await.map(|_| ());
+    let forms = ProjectForms { column_name: form.name, ..ProjectForms::default() };
+    project_result(&state, csrf, &access, id, "board", forms, r).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoveColumnForm {
+    #[serde(default)]
+    direction: String,
+}
+
+async fn move_column(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id, column)): Path<(String, String, String)>,
+    Form(form): Form<MoveColumnForm>,
+) -> AppResult<Response> {
+    let id: ProjectId = path_id(&id)?;
+    let column: Uuid = path_id(&column)?;
+    let result = async {
+        let delta = match form.direction.as_str() {
+            "left" => -1,
+            "right" => 1,
+            _ => return Err(AppError::field("direction", "must be left or right")),
+        };
+        projects::move_column(&state.db, &ctx, &access.principal, id, column, delta).await
+    }
+    .await;
+    project_result(&state, csrf, &access, id, "board", ProjectForms::default(), result).await
+}
+
+async fn delete_column(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id, column)): Path<(String, String, String)>,
+) -> AppResult<Response> {
+    let id: ProjectId = path_id(&id)?;
+    let column: Uuid = path_id(&column)?;
+    let r = projects::delete_column(&state.db, &ctx, &access.principal, id, column).await;
+    project_result(&state, csrf, &access, id, "board", ProjectForms::default(), r).await
+}
+
+// ---- time ----
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TimeForm {
+    #[serde(default)]
+    pub minutes: String,
+    #[serde(default)]
+    pub spent_on: String,
+    #[serde(default)]
+    pub note: String,
+    /// Set by the form on a task's page.
+    #[serde(default)]
+    pub task_id: String,
+}
+
+async fn record_time(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+    Form(form): Form<TimeForm>,
+) -> AppResult<Response> {
+    let id: ProjectId = path_id(&id)?;
+    let result = async {
+        let minutes = super::number::<i32>("minutes", &form.minutes)?;
+        let input = TimeInput {
+            project_id: Some(id.to_string()),
+            task_id: Some(form.task_id.clone()),
+            minutes,
+            spent_on: Some(form.spent_on.clone()),
+            note: Some(form.note.clone()),
+        };
+        time_entries::create(&state.db, &ctx, &access.principal, &input).await
+    }
+    .await;
+    // The project in the address is not one the caller may see.
+    if let Err(AppError::Validation(v)) = &result
+        && v.iter().any(|f| f.field == "project_id")
+    {
+        return Err(AppError::NotFound);
+    }
+    let task: Option<Uuid> = form.task_id.trim().parse().ok();
+    match (result, task) {
+        (Ok(_), Some(task)) => Ok(Redirect::to(&format!("/o/{}/tasks/{task}#time", access.slug)).into_response()),
+        (Err(e), Some(task)) if !matches!(e, AppError::NotFound) => {
+            let (status, message, errors) = failure(e)?;
+            let forms = super::tasks::TaskForms {
+                minutes: form.minutes,
+                spent_on: form.spent_on,
+                note: form.note,
+                ..Default::default()
+            };
+            super::tasks::task_failure(&state, csrf, &access, task, forms, status, message, errors).await
+        }
+        (result, _) => {
+            let forms = ProjectForms {
+                minutes: form.minutes,
+                spent_on: form.spent_on,
+                note: form.note,
+                ..ProjectForms::default()
+            };
+            project_result(&state, csrf, &access, id, "time", forms, result.map(|_| ())).await
+        }
+    }
+}
+
+async fn delete_time(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id, entry)): Path<(String, String, String)>,
+) -> AppResult<Response> {
+    let id: ProjectId = path_id(&id)?;
+    let entry: Uuid = path_id(&entry)?;
+    // The entry must belong to the project in the address (its page is where we return).
+    let found = time_entries::get(&state.db, &access.principal, entry).await?;
+    if found.project_id != id {
+        return Err(AppError::NotFound);
+    }
+    let r = time_entries::delete(&state.db, &ctx, &access.principal, entry).await;
+    project_result(&state, csrf, &access, id, "time", ProjectForms::default(), r).await
+}

@@ -1,0 +1,559 @@
+//! Task pages: creating tasks on a project's board, moving them between columns (a form per
+//! card; `board.js` posts the same form when a card is dragged), the task page with its
+//! editor, subtasks, comments, activity history and time.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::Form;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::projects::{ProjectForms, people, project_failure};
+use super::{Errors, FormFields, day, duration, form_id, number, path_id, when};
+use crate::audit::Context;
+use crate::identity::guard::FormToken;
+use crate::platform::http::error::{AppError, AppResult, FieldError};
+use crate::platform::http::route::{Access, RouteDef, Surface};
+use crate::platform::ids::{ProjectId, UserId};
+use crate::route;
+use crate::state::AppState;
+use crate::tenancy::guard::OrgAccess;
+use crate::tenancy::role::{Permission as P, Role};
+use crate::tenancy::web::{OrgNav, failure, page, page_with_status};
+use crate::work::tasks::{self, CommentInput, Task, TaskInput};
+use crate::work::time_entries::{self, TimeFilter};
+use crate::work::{Page, projects};
+
+pub fn routes() -> Vec<RouteDef> {
+    vec![
+        route!(POST "/o/{org}/projects/{project}/tasks", Surface::Web, Access::Org(P::TasksCreate), create),
+        route!(GET "/o/{org}/tasks/{task}", Surface::Web, Access::Org(P::TasksRead), detail),
+        route!(POST "/o/{org}/tasks/{task}/edit", Surface::Web, Access::Org(P::TasksUpdate), update),
+        route!(POST "/o/{org}/tasks/{task}/move", Surface::Web, Access::Org(P::TasksUpdate), move_task),
+        route!(POST "/o/{org}/tasks/{task}/subtasks", Surface::Web, Access::Org(P::TasksCreate), create_subtask),
+        route!(POST "/o/{org}/tasks/{task}/comments", Surface::Web, Access::Org(P::CommentsCreate), add_comment),
+        route!(POST "/o/{org}/tasks/{task}/comments/{comment}/delete", Surface::Web, Access::Org(P::TasksUpdate), delete_comment),
+        route!(POST "/o/{org}/tasks/{task}/delete", Surface::Web, Access::Org(P::TasksDelete), delete),
+    ]
+}
+
+const STATUSES: [(&str, &str); 4] =
+    [("todo", "To do"), ("in_progress", "In progress"), ("blocked", "Blocked"), ("done", "Done")];
+const PRIORITIES: [(&str, &str); 4] = [("low", "Low"), ("normal", "Normal"), ("high", "High"), ("urgent", "Urgent")];
+
+// ---- creating from the board ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTaskForm {
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    column_id: String,
+    #[serde(default)]
+    visible_to_client: Option<String>,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, project)): Path<(String, String)>,
+    Form(form): Form<NewTaskForm>,
+) -> AppResult<Response> {
+    let project: ProjectId = path_id(&project)?;
+    let input = TaskInput {
+        project_id: Some(project.to_string()),
+        column_id: Some(form.column_id.clone()),
+        title: Some(form.title.clone()),
+        visible_to_client: Some(form.visible_to_client.is_some()),
+        ..TaskInput::default()
+    };
+    match tasks::create(&state.db, &ctx, &access.principal, &input).await {
+        Ok(_) => Ok(Redirect::to(&format!("/o/{}/projects/{project}#board", access.slug)).into_response()),
+        // The project in the address is not one the caller may see.
+        Err(AppError::Validation(v)) if v.iter().any(|f| f.field == "project_id") => Err(AppError::NotFound),
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            let forms = ProjectForms { task_title: form.title, ..ProjectForms::default() };
+            project_failure(&state, csrf, &access, project, forms, status, message, errors).await
+        }
+    }
+}
+
+// ---- moving on the board ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoveForm {
+    #[serde(default)]
+    column_id: String,
+}
+
+/// `board.js` asks for JSON: it gets 204 (or a problem+json error) instead of the page.
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("application/json"))
+}
+
+async fn move_task(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    headers: HeaderMap,
+    Path((_, id)): Path<(String, String)>,
+    Form(form): Form<MoveForm>,
+) -> AppResult<Response> {
+    let id: Uuid = path_id(&id)?;
+    let result = async {
+        let column: Uuid =
+            form_id("column_id", &form.column_id)?.ok_or_else(|| AppError::field("column_id", "choose a column"))?;
+        let input = TaskInput { column_id: Some(column.to_string()), ..TaskInput::default() };
+        tasks::update(&state.db, &ctx, &access.principal, id, &input).await
+    }
+    .await;
+    match result {
+        Ok(_) if wants_json(&headers) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Ok(task) => Ok(Redirect::to(&format!("/o/{}/projects/{}#board", access.slug, task.project_id)).into_response()),
+        Err(e) if wants_json(&headers) => Err(e),
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            let task = tasks::get(&state.db, &access.principal, id).await?.task;
+            project_failure(&state, csrf, &access, task.project_id, ProjectForms::default(), status, message, errors)
+                .await
+        }
+    }
+}
+
+// ---- the task page ----
+
+/// The editor's values: the task's own, or what was typed when saving failed.
+#[derive(Clone, Default)]
+pub struct TaskEdit {
+    title: String,
+    description: String,
+    status: String,
+    priority: String,
+    due_date: String,
+    estimate_minutes: String,
+    column_id: String,
+    parent_id: String,
+    visible_to_client: bool,
+    assignees: Vec<String>,
+}
+
+impl TaskEdit {
+    fn of(t: &Task, assignees: &[UserId]) -> Self {
+        Self {
+            title: t.title.clone(),
+            description: t.description.clone(),
+            status: t.status.clone(),
+            priority: t.priority.clone(),
+            due_date: day(t.due_date),
+            estimate_minutes: t.estimate_minutes.map(|m| m.to_string()).unwrap_or_default(),
+            column_id: t.column_id.to_string(),
+            parent_id: t.parent_id.map(|p| p.to_string()).unwrap_or_default(),
+            visible_to_client: t.visible_to_client,
+            assignees: assignees.iter().map(|u| u.to_string()).collect(),
+        }
+    }
+}
+
+/// Values typed into the task page's forms, shown again when one of them fails.
+#[derive(Clone, Default)]
+pub struct TaskForms {
+    pub edit: Option<TaskEdit>,
+    pub subtask_title: String,
+    pub comment: String,
+    pub minutes: String,
+    pub spent_on: String,
+    pub note: String,
+}
+
+struct CommentView {
+    id: String,
+    author: String,
+    body: String,
+    client_visible: bool,
+    at: String,
+}
+
+struct ActivityView {
+    who: String,
+    field: String,
+    old: String,
+    new: String,
+    at: String,
+}
+
+struct TimeRow {
+    id: String,
+    who: String,
+    minutes: String,
+    spent_on: String,
+    note: String,
+    deletable: bool,
+}
+
+#[derive(Template)]
+#[template(path = "work/task.html")]
+struct TaskPage {
+    csrf: String,
+    org: OrgNav,
+    task: Task,
+    project_name: String,
+    edit: TaskEdit,
+    statuses: [(&'static str, &'static str); 4],
+    priorities: [(&'static str, &'static str); 4],
+    columns: Vec<(String, String)>,
+    parents: Vec<(String, String)>,
+    candidates: Vec<(String, String, bool)>,
+    assignee_names: Vec<String>,
+    subtasks: Vec<Task>,
+    comments: Vec<CommentView>,
+    activity: Vec<ActivityView>,
+    time: Vec<TimeRow>,
+    time_total: String,
+    forms: TaskForms,
+    can_update: bool,
+    can_create: bool,
+    can_comment: bool,
+    can_delete: bool,
+    can_track: bool,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+}
+
+fn shorten(s: &str) -> String {
+    let mut out: String = s.chars().take(80).collect();
+    if s.chars().count() > 80 {
+        out.push('…');
+    }
+    out
+}
+
+async fn task_view(
+    state: &AppState,
+    csrf: String,
+    access: &OrgAccess,
+    id: Uuid,
+    forms: TaskForms,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+) -> AppResult<TaskPage> {
+    let p = &access.principal;
+    let detail = tasks::get(&state.db, p, id).await?;
+    let task = detail.task;
+    // A role may be allowed tasks without projects (customized roles): the page then leaves
+    // out what needs the project.
+    let can_projects = p.can(P::ProjectsRead);
+    let project_name =
+        if can_projects { projects::get(&state.db, p, task.project_id).await?.name } else { "Project".to_string() };
+    let board = tasks::board(&state.db, p, task.project_id).await?;
+    let columns: Vec<(String, String)> = board.iter().map(|(c, _)| (c.id.to_string(), c.name.clone())).collect();
+    let mut parents: Vec<(String, String)> = board
+        .iter()
+        .flat_map(|(_, ts)| ts.iter())
+        .filter(|t| t.id != id)
+        .map(|t| (t.id.to_string(), t.title.clone()))
+        .collect();
+    if let Some(parent) = task.parent_id
+        && !parents.iter().any(|(pid, _)| *pid == parent.to_string())
+    {
+        let title = tasks::get(&state.db, p, parent).await?.task.title;
+        parents.push((parent.to_string(), title));
+    }
+    let members = if can_projects { projects::members(&state.db, p, task.project_id).await? } else { vec![] };
+    let everyone = people(state, access).await?;
+    let email: HashMap<String, String> = everyone.iter().map(|m| (m.user_id.to_string(), m.email.clone())).collect();
+    let candidates: Vec<(String, String)> = everyone
+        .iter()
+        .filter(|m| m.status == "active" && m.role != Role::Client)
+        .filter(|m| {
+            matches!(m.role, Role::Owner | Role::Admin | Role::Manager)
+                || members.iter().any(|pm| pm.user_id == m.user_id)
+                || detail.assignees.contains(&m.user_id)
+        })
+        .map(|m| (m.user_id.to_string(), m.email.clone()))
+        .collect();
+    let assignee_names =
+        detail.assignees.iter().map(|u| email.get(&u.to_string()).cloned().unwrap_or_else(|| u.to_string())).collect();
+    let column_name: HashMap<String, String> = columns.iter().cloned().collect();
+    let show = |field: &str, v: Option<String>| -> String {
+        let v = v.unwrap_or_default();
+        match field {
+            "column" => column_name.get(&v).cloned().unwrap_or(v),
+            "assignees" => v
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(|u| email.get(u).cloned().unwrap_or_else(|| u.to_string()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            _ => shorten(&v),
+        }
+    };
+    let activity = tasks::activity_log(&state.db, p, id)
+        .await?
+        .into_iter()
+        .map(|a| ActivityView {
+            old: show(&a.field, a.old_value),
+            new: show(&a.field, a.new_value),
+            who: a.actor_label,
+            field: a.field,
+            at: when(a.occurred_at),
+        })
+        .collect();
+    let comments = tasks::comments(&state.db, p, id)
+        .await?
+        .into_iter()
+        .map(|c| CommentView {
+            id: c.id.to_string(),
+            author: c.author,
+            body: c.body,
+            client_visible: c.client_visible,
+            at: when(c.created_at),
+        })
+        .collect();
+    let entries = time_entries::list(
+        &state.db,
+        p,
+        &TimeFilter { project_id: None, task_id: Some(id.to_string()) },
+        Page { limit: Some(crate::work::MAX_PAGE), offset: None },
+    )
+    .await?;
+    let total: i64 = entries.iter().map(|e| e.minutes as i64).sum();
+    let me = p.user_id();
+    let time = entries
+        .into_iter()
+        .map(|e| TimeRow {
+            id: e.id.to_string(),
+            who: email.get(&e.user_id.to_string()).cloned().unwrap_or_else(|| e.user_id.to_string()),
+            minutes: duration(e.minutes.into()),
+            spent_on: e.spent_on.to_string(),
+            note: e.note,
+            deletable: p.can(P::TimeTrack) && (p.can(P::ProjectsUpdate) || Some(e.user_id) == me),
+        })
+        .collect();
+    let edit = forms.edit.clone().unwrap_or_else(|| TaskEdit::of(&task, &detail.assignees));
+    let candidates = candidates
+        .into_iter()
+        .map(|(id, label): (String, String)| {
+            let checked = edit.assignees.contains(&id);
+            (id, label, checked)
+        })
+        .collect();
+    Ok(TaskPage {
+        csrf,
+        org: OrgNav::of(access),
+        project_name,
+        edit,
+        statuses: STATUSES,
+        priorities: PRIORITIES,
+        columns,
+        parents,
+        candidates,
+        assignee_names,
+        subtasks: detail.subtasks,
+        comments,
+        activity,
+        time,
+        time_total: duration(total),
+        forms,
+        can_update: p.can(P::TasksUpdate),
+        can_create: p.can(P::TasksCreate),
+        can_comment: p.can(P::CommentsCreate),
+        can_delete: p.can(P::TasksDelete),
+        can_track: p.can(P::TimeTrack),
+        task,
+        message,
+        errors,
+    })
+}
+
+async fn detail(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    page(&task_view(&state, csrf, &access, path_id(&id)?, TaskForms::default(), None, vec![]).await?)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn task_failure(
+    state: &AppState,
+    csrf: String,
+    access: &OrgAccess,
+    id: Uuid,
+    forms: TaskForms,
+    status: StatusCode,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+) -> AppResult<Response> {
+    page_with_status(status, &task_view(state, csrf, access, id, forms, message, errors).await?)
+}
+
+/// After an action on the task page: back to it (at `anchor`), or it with the failure.
+async fn task_result(
+    state: &AppState,
+    csrf: String,
+    access: &OrgAccess,
+    id: Uuid,
+    anchor: &str,
+    forms: TaskForms,
+    result: AppResult<()>,
+) -> AppResult<Response> {
+    match result {
+        Ok(()) => Ok(Redirect::to(&format!("/o/{}/tasks/{id}#{anchor}", access.slug)).into_response()),
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            task_failure(state, csrf, access, id, forms, status, message, errors).await
+        }
+    }
+}
+
+const EDIT_FIELDS: [&str; 10] = [
+    "title",
+    "description",
+    "status",
+    "priority",
+    "due_date",
+    "estimate_minutes",
+    "column_id",
+    "parent_id",
+    "visible_to_client",
+    "assignee",
+];
+
+async fn update(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+    body: Bytes,
+) -> AppResult<Response> {
+    let id: Uuid = path_id(&id)?;
+    let fields = FormFields::parse(&body, |k| EDIT_FIELDS.contains(&k))?;
+    let edit = TaskEdit {
+        title: fields.get("title").to_string(),
+        description: fields.get("description").to_string(),
+        status: fields.get("status").to_string(),
+        priority: fields.get("priority").to_string(),
+        due_date: fields.get("due_date").to_string(),
+        estimate_minutes: fields.get("estimate_minutes").to_string(),
+        column_id: fields.get("column_id").to_string(),
+        parent_id: fields.get("parent_id").to_string(),
+        visible_to_client: fields.checked("visible_to_client"),
+        assignees: fields.all("assignee"),
+    };
+    let result = async {
+        let mut errors = Errors::default();
+        let estimate = errors.check(number::<i32>("estimate_minutes", &edit.estimate_minutes)).flatten();
+        errors.into_result()?;
+        let input = TaskInput {
+            project_id: None,
+            column_id: Some(edit.column_id.clone()),
+            parent_id: Some(edit.parent_id.clone()),
+            title: Some(edit.title.clone()),
+            description: Some(edit.description.clone()),
+            status: Some(edit.status.clone()),
+            priority: Some(edit.priority.clone()),
+            due_date: Some(edit.due_date.clone()),
+            estimate_minutes: estimate,
+            visible_to_client: Some(edit.visible_to_client),
+            assignees: Some(edit.assignees.clone()),
+        };
+        tasks::update(&state.db, &ctx, &access.principal, id, &input).await.map(|_| ())
+    }
+    .await;
+    let forms = TaskForms { edit: Some(edit), ..TaskForms::default() };
+    task_result(&state, csrf, &access, id, "details", forms, result).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubtaskForm {
+    #[serde(default)]
+    title: String,
+}
+
+async fn create_subtask(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+    Form(form): Form<SubtaskForm>,
+) -> AppResult<Response> {
+    let id: Uuid = path_id(&id)?;
+    let parent = tasks::get(&state.db, &access.principal, id).await?.task;
+    let input = TaskInput {
+        project_id: Some(parent.project_id.to_string()),
+        parent_id: Some(id.to_string()),
+        column_id: Some(parent.column_id.to_string()),
+        title: Some(form.title.clone()),
+        ..TaskInput::default()
+    };
+    let r = tasks::create(&state.db, &ctx, &access.principal, &input).await.map(|_| ());
+    let forms = TaskForms { subtask_title: form.title, ..TaskForms::default() };
+    task_result(&state, csrf, &access, id, "subtasks", forms, r).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommentForm {
+    #[serde(default)]
+    body: String,
+    #[serde(default)]
+    client_visible: Option<String>,
+}
+
+async fn add_comment(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+    Form(form): Form<CommentForm>,
+) -> AppResult<Response> {
+    let id: Uuid = path_id(&id)?;
+    let input = CommentInput { body: Some(form.body.clone()), client_visible: Some(form.client_visible.is_some()) };
+    let r = tasks::add_comment(&state.db, &ctx, &access.principal, id, &input).await.map(|_| ());
+    let forms = TaskForms { comment: form.body, ..TaskForms::default() };
+    task_result(&state, csrf, &access, id, "comments", forms, r).await
+}
+
+async fn delete_comment(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id, comment)): Path<(String, String, String)>,
+) -> AppResult<Response> {
+    let id: Uuid = path_id(&id)?;
+    let comment: Uuid = path_id(&comment)?;
+    let r = tasks::delete_comment(&state.db, &ctx, &access.principal, id, comment).await;
+    task_result(&state, csrf, &access, id, "comments", TaskForms::default(), r).await
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    let id: Uuid = path_id(&id)?;
+    let task = tasks::get(&state.db, &access.principal, id).await?.task;
+    match tasks::delete(&state.db, &ctx, &access.principal, id).await {
+        Ok(()) => Ok(Redirect::to(&format!("/o/{}/projects/{}#board", access.slug, task.project_id)).into_response()),
+        Err(e) => task_result(&state, csrf, &access, id, "", TaskForms::default(), Err(e)).await,
+    }
+}

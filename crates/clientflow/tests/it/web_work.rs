@@ -1,0 +1,847 @@
+//! The work domain's web pages and the client portal, through real HTTP with a browser-like
+//! client: the main flows, what Members and Clients may see, uploads and signed links, API keys.
+//! Also the fixtures that give the permission matrix (tenancy.rs) an entity for each path
+//! parameter these pages introduce.
+
+use clientflow::api::keys::{self, NewKey};
+use clientflow::audit::Context;
+use clientflow::platform::db::tenant;
+use clientflow::platform::ids::{ClientId, OrgId, ProjectId, UserId};
+use clientflow::work::{clients, files, invoices, projects, tasks};
+use clientflow_test_support::TestApp;
+use clientflow_test_support::browser::{Browser, location};
+
+use crate::identity::sign_up;
+use crate::tenancy::{Org, create_org, org_with_every_role, session_token};
+
+// ---- fixtures for the permission matrix ----
+
+fn ctx(app: &TestApp) -> Context {
+    Context::system(app.clock.now_utc(), Some(app.state.audit_signer.clone()))
+}
+
+fn earlier_value<T: std::str::FromStr>(earlier: &[(String, String)], name: &str) -> Option<T> {
+    earlier.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.parse().ok())
+}
+
+/// A project of the organization's (portal) client, visible to the client, with the
+/// organization's Member in it: every role that may see projects sees this one.
+async fn fixture_project(app: &TestApp, org: &Org, operator: &tenant::OrgPrincipal) -> ProjectId {
+    let input = projects::ProjectInput {
+        name: Some("Fixture project".into()),
+        client_id: Some(org.client_id.clone()),
+        visible_to_client: Some(true),
+        ..Default::default()
+    };
+    let project = projects::create(&app.app_db, &ctx(app), operator, &input).await.unwrap();
+    let member: UserId = org.people["member"].user_id.parse().unwrap();
+    projects::add_member(&app.app_db, &ctx(app), operator, project.id, member).await.unwrap();
+    project.id
+}
+
+/// The project named earlier in the path, or a new one.
+async fn parent_project(
+    app: &TestApp,
+    org: &Org,
+    operator: &tenant::OrgPrincipal,
+    earlier: &[(String, String)],
+) -> ProjectId {
+    match earlier_value::<ProjectId>(earlier, "project") {
+        Some(p) => p,
+        None => fixture_project(app, org, operator).await,
+    }
+}
+
+async fn fixture_task(app: &TestApp, operator: &tenant::OrgPrincipal, project: ProjectId) -> uuid::Uuid {
+    let input = tasks::TaskInput {
+        project_id: Some(project.to_string()),
+        title: Some("Fixture task".into()),
+        visible_to_client: Some(true),
+        ..Default::default()
+    };
+    tasks::create(&app.app_db, &ctx(app), operator, &input).await.unwrap().id
+}
+
+/// An entity of `org` for the path parameter `name` (nested in the parent named earlier in
+/// the path, when there is one), created through the services as the operator; `None` for a
+/// parameter these pages don't introduce.
+pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, String)]) -> Option<String> {
+    let db = &app.app_db;
+    let org_id: OrgId = org.id.parse().unwrap();
+    let op = tenant::operator(db, org_id, "permission matrix fixture").await.unwrap().unwrap();
+    let c = ctx(app);
+    Some(match name {
+        "client" => {
+            let input = clients::ClientInput { name: Some("Fixture client".into()), ..Default::default() };
+            clients::create(db, &c, &op, &input).await.unwrap().id.to_string()
+        }
+        "contact" => {
+            let client = match earlier_value::<ClientId>(earlier, "client") {
+                Some(client) => client,
+                None => {
+                    let input = clients::ClientInput { name: Some("Fixture client".into()), ..Default::default() };
+                    clients::create(db, &c, &op, &input).await.unwrap().id
+                }
+            };
+            let input = clients::ContactInput { name: Some("Fixture contact".into()), ..Default::default() };
+            clients::add_contact(db, &c, &op, client, &input).await.unwrap().id.to_string()
+        }
+        "project" => fixture_project(app, org, &op).await.to_string(),
+        "user" => {
+            let project = parent_project(app, org, &op, earlier).await;
+            let user = uuid::Uuid::now_v7();
+            let mut admin = app.db.admin_conn().await;
+            sqlx::query("INSERT INTO users (id, email) VALUES ($1, $2)")
+                .bind(user)
+                .bind(format!("project-member-{user}@example.com"))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO memberships (organization_id, user_id, role) VALUES ($1, $2, 'member')")
+                .bind(org_id.as_uuid())
+                .bind(user)
+                .execute(&mut admin)
+                .await
+                .unwrap();
+            projects::add_member(db, &c, &op, project, UserId::from_uuid(user)).await.unwrap();
+            user.to_string()
+        }
+        "column" => {
+            let project = parent_project(app, org, &op, earlier).await;
+            projects::add_column(db, &c, &op, project, "Fixture column").await.unwrap().id.to_string()
+        }
+        "task" => {
+            let project = parent_project(app, org, &op, earlier).await;
+            fixture_task(app, &op, project).await.to_string()
+        }
+        "comment" => {
+            let task = match earlier_value::<uuid::Uuid>(earlier, "task") {
+                Some(t) => t,
+                None => fixture_task(app, &op, parent_project(app, org, &op, earlier).await).await,
+            };
+            let input = tasks::CommentInput { body: Some("Fixture comment".into()), client_visible: Some(true) };
+            tasks::add_comment(db, &c, &op, task, &input).await.unwrap().id.to_string()
+        }
+        "entry" => {
+            // Recorded by the organization's Member, who may delete their own entries.
+            let project = parent_project(app, org, &op, earlier).await;
+            let id = uuid::Uuid::now_v7();
+            let member: uuid::Uuid = org.people["member"].user_id.parse().unwrap();
+            let mut admin = app.db.admin_conn().await;
+            sqlx::query(
+                "INSERT INTO time_entries (organization_id, id, project_id, user_id, minutes, spent_on, created_at) \
+                 VALUES ($1, $2, $3, $4, 30, current_date, now())",
+            )
+            .bind(org_id.as_uuid())
+            .bind(id)
+            .bind(project.as_uuid())
+            .bind(member)
+            .execute(&mut admin)
+            .await
+            .unwrap();
+            id.to_string()
+        }
+        "invoice" => {
+            // Sent, to the portal's client: the portal shows it, and internal pages may act on it.
+            let input = invoices::InvoiceInput {
+                client_id: Some(org.client_id.clone()),
+                lines: Some(vec![invoices::LineInput {
+                    description: "Fixture work".into(),
+                    quantity_milli: 1000,
+                    unit_price_minor: 10_000,
+                }]),
+                ..Default::default()
+            };
+            let inv = invoices::create(db, &c, &op, &input).await.unwrap();
+            invoices::transition(db, &c, &op, inv.id, "send").await.unwrap();
+            inv.id.to_string()
+        }
+        "file" => {
+            let project = parent_project(app, org, &op, earlier).await;
+            let up = files::Upload {
+                project_id: project,
+                task_id: None,
+                name: "fixture.txt",
+                bytes: b"fixture contents\n".to_vec(),
+                shared_with_client: true,
+            };
+            let max = app.config.files.max_upload_bytes;
+            files::upload(db, &app.state.storage, &app.state.sealer, max, &c, &op, up).await.unwrap().id.to_string()
+        }
+        "key" => {
+            let input =
+                NewKey { name: "Fixture key".into(), role: "member".into(), permissions: None, expires_in_days: None };
+            keys::create(db, &c, &op, &input).await.unwrap().key.id.to_string()
+        }
+        _ => return None,
+    })
+}
+
+// ---- helpers ----
+
+async fn post(b: &Browser, token: &str, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+    b.post_with(path, fields, Some(token), true).await
+}
+
+async fn redirected(res: reqwest::Response) -> String {
+    let status = res.status();
+    let loc = location(&res);
+    assert_eq!(status, 303, "{}", res.text().await.unwrap_or_default());
+    loc
+}
+
+/// The id at the end of a redirect to `…/{kind}/{id}`.
+fn id_in(loc: &str, kind: &str) -> String {
+    let at = loc.find(&format!("/{kind}/")).unwrap_or_else(|| panic!("{loc} has no /{kind}/"));
+    loc[at + kind.len() + 2..].split(['/', '#', '?']).next().unwrap().to_string()
+}
+
+async fn page(b: &mut Browser, path: &str) -> String {
+    let (status, html) = b.page(path).await;
+    assert_eq!(status, 200, "GET {path}: {html}");
+    assert_csp_clean(&html);
+    html
+}
+
+/// Nothing the CSP would block: no inline script or style, no event handler attributes.
+fn assert_csp_clean(html: &str) {
+    assert!(!html.contains(" style="), "inline style attribute");
+    assert!(!html.contains("<style"), "inline style element");
+    for tag in html.split("<script").skip(1) {
+        let open = tag.split('>').next().unwrap();
+        assert!(open.contains("src=\"/static/"), "inline script: <script{open}>");
+        assert!(tag[open.len() + 1..].starts_with("</script>"), "script with a body");
+    }
+    assert!(!html.contains(" onclick=") && !html.contains(" onsubmit="), "inline event handler");
+}
+
+async fn id_by(app: &TestApp, sql: &str, arg: &str) -> String {
+    let mut db = app.db.admin_conn().await;
+    let id: uuid::Uuid = sqlx::query_scalar(sql).bind(arg).fetch_one(&mut db).await.unwrap();
+    id.to_string()
+}
+
+async fn columns_of(app: &TestApp, project: &str) -> Vec<String> {
+    let mut db = app.db.admin_conn().await;
+    let ids: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM board_columns WHERE project_id = $1::uuid ORDER BY position")
+            .bind(project)
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    ids.into_iter().map(|i| i.to_string()).collect()
+}
+
+/// The board column (`<section … data-column="id">`) of the project page that holds `text`.
+fn column_holding(html: &str, text: &str) -> Option<String> {
+    html.split("data-column=\"")
+        .skip(1)
+        .find(|section| {
+            let section = section.split("</section>").next().unwrap();
+            section.contains(text)
+        })
+        .map(|s| s.split('"').next().unwrap().to_string())
+}
+
+/// A multipart upload like a browser sends it (the CSRF token is one of the form's fields).
+async fn upload(
+    b: &Browser,
+    token: Option<&str>,
+    path: &str,
+    name: &str,
+    bytes: &[u8],
+    shared: bool,
+) -> reqwest::Response {
+    let boundary = "----clientflow-test-7d2f91";
+    let mut body = Vec::new();
+    let mut text = |k: &str, v: &str| {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes(),
+        )
+    };
+    if let Some(t) = token {
+        text("csrf_token", t);
+    }
+    if shared {
+        text("shared_with_client", "on");
+    }
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    b.client
+        .post(b.url(path))
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .header("origin", b.base_url.clone())
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+struct Owner {
+    browser: Browser,
+    token: String,
+    slug: String,
+}
+
+async fn owner_with_org(app: &TestApp, name: &str) -> Owner {
+    let mut browser = sign_up(app, &format!("owner@{name}.test")).await;
+    let slug = create_org(&mut browser, name).await;
+    let token = session_token(&mut browser).await;
+    Owner { browser, token, slug }
+}
+
+async fn new_client(o: &Owner, name: &str) -> String {
+    let loc = redirected(post(&o.browser, &o.token, &format!("/o/{}/clients", o.slug), &[("name", name)]).await).await;
+    id_in(&loc, "clients")
+}
+
+async fn new_project(o: &Owner, name: &str, client: &str, visible: bool) -> String {
+    let mut fields = vec![("name", name), ("client_id", client), ("status", "active")];
+    if visible {
+        fields.push(("visible_to_client", "on"));
+    }
+    let loc = redirected(post(&o.browser, &o.token, &format!("/o/{}/projects", o.slug), &fields).await).await;
+    id_in(&loc, "projects")
+}
+
+async fn new_task(app: &TestApp, o: &Owner, project: &str, title: &str, visible: bool) -> String {
+    let mut fields = vec![("title", title)];
+    if visible {
+        fields.push(("visible_to_client", "on"));
+    }
+    let path = format!("/o/{}/projects/{project}/tasks", o.slug);
+    redirected(post(&o.browser, &o.token, &path, &fields).await).await;
+    id_by(app, "SELECT id FROM tasks WHERE title = $1", title).await
+}
+
+async fn new_invoice(o: &Owner, client: &str, lines: &[(&str, &str, &str)], extra: &[(&str, &str)]) -> String {
+    let names: Vec<[String; 3]> =
+        (0..lines.len()).map(|i| [format!("description_{i}"), format!("quantity_{i}"), format!("price_{i}")]).collect();
+    let mut fields: Vec<(&str, &str)> = vec![("client_id", client)];
+    for (n, (d, q, p)) in names.iter().zip(lines) {
+        fields.extend([(n[0].as_str(), *d), (n[1].as_str(), *q), (n[2].as_str(), *p)]);
+    }
+    fields.extend_from_slice(extra);
+    let loc = redirected(post(&o.browser, &o.token, &format!("/o/{}/invoices", o.slug), &fields).await).await;
+    id_in(&loc, "invoices")
+}
+
+// ---- the main flow ----
+
+#[tokio::test]
+async fn clients_projects_board_comments_time_and_invoices_through_the_pages() {
+    let app = TestApp::spawn().await;
+    let mut o = owner_with_org(&app, "flow").await;
+    let slug = o.slug.clone();
+
+    // The navigation leads to the new pages.
+    let home = page(&mut o.browser, &format!("/o/{slug}")).await;
+    for link in ["clients", "projects", "invoices", "settings/api-keys"] {
+        assert!(home.contains(&format!("href=\"/o/{slug}/{link}\"")), "{link} missing from the navigation");
+    }
+
+    // Clients: a form with a per-field message, then a client with a contact.
+    let res = post(&o.browser, &o.token, &format!("/o/{slug}/clients"), &[("name", " "), ("email", "nope")]).await;
+    assert_eq!(res.status(), 422);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("<strong>name</strong> is required"), "{html}");
+    let acme = new_client(&o, "Acme Corp").await;
+    let res = post(
+        &o.browser,
+        &o.token,
+        &format!("/o/{slug}/clients/{acme}/contacts"),
+        &[("name", "Ada Buyer"), ("email", "ada@acme.test"), ("phone", ""), ("title", "Purchasing")],
+    )
+    .await;
+    redirected(res).await;
+    let detail = page(&mut o.browser, &format!("/o/{slug}/clients/{acme}")).await;
+    assert!(detail.contains("Ada Buyer") && detail.contains("Purchasing"));
+    let contact = id_by(&app, "SELECT id FROM client_contacts WHERE name = $1", "Ada Buyer").await;
+    let path = format!("/o/{slug}/clients/{acme}/contacts/{contact}/delete");
+    redirected(post(&o.browser, &o.token, &path, &[]).await).await;
+    assert!(!page(&mut o.browser, &format!("/o/{slug}/clients/{acme}")).await.contains("Ada Buyer"));
+    // Edit with a bad email: 422 and the typed values come back.
+    let path = format!("/o/{slug}/clients/{acme}/edit");
+    let res = post(&o.browser, &o.token, &path, &[("name", "Acme Corporation"), ("email", "not-an-email")]).await;
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("value=\"Acme Corporation\""));
+    redirected(post(&o.browser, &o.token, &path, &[("name", "Acme Corp"), ("company", "Acme Holdings")]).await).await;
+
+    // Search, status filter and pagination.
+    {
+        let mut db = app.db.admin_conn().await;
+        for i in 0..30 {
+            sqlx::query(
+                "INSERT INTO clients (organization_id, id, name) SELECT id, $2, $3 FROM organizations WHERE slug = $1",
+            )
+            .bind(&slug)
+            .bind(uuid::Uuid::now_v7())
+            .bind(format!("Filler {i:02}"))
+            .execute(&mut db)
+            .await
+            .unwrap();
+        }
+    }
+    let list = page(&mut o.browser, &format!("/o/{slug}/clients?q=acme")).await;
+    assert!(list.contains("Acme Corp") && !list.contains("Filler"));
+    let first = page(&mut o.browser, &format!("/o/{slug}/clients")).await;
+    assert!(first.contains("1–25 of 31"), "{first}");
+    assert!(first.contains(&format!("href=\"/o/{slug}/clients?offset=25\"")));
+    let second = page(&mut o.browser, &format!("/o/{slug}/clients?offset=25")).await;
+    assert!(second.contains("26–31 of 31") && second.contains("Filler 29"));
+    let throwaway = new_client(&o, "Short-lived").await;
+    redirected(post(&o.browser, &o.token, &format!("/o/{slug}/clients/{throwaway}/archive"), &[]).await).await;
+    assert!(!page(&mut o.browser, &format!("/o/{slug}/clients?q=short")).await.contains("Short-lived"));
+    assert!(page(&mut o.browser, &format!("/o/{slug}/clients?q=short&status=archived")).await.contains("Short-lived"));
+    redirected(post(&o.browser, &o.token, &format!("/o/{slug}/clients/{throwaway}/restore"), &[]).await).await;
+    let loc = redirected(post(&o.browser, &o.token, &format!("/o/{slug}/clients/{throwaway}/delete"), &[]).await).await;
+    assert_eq!(loc, format!("/o/{slug}/clients"));
+
+    // A project with its board.
+    let res =
+        post(&o.browser, &o.token, &format!("/o/{slug}/projects"), &[("name", "Site"), ("due_date", "31/12")]).await;
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("<strong>due_date</strong>"));
+    let project = new_project(&o, "Website relaunch", &acme, true).await;
+    let cols = columns_of(&app, &project).await;
+    assert_eq!(cols.len(), 3);
+    let task = new_task(&app, &o, &project, "Design the homepage", false).await;
+    let board = page(&mut o.browser, &format!("/o/{slug}/projects/{project}")).await;
+    assert!(board.contains("src=\"/static/board.js\""));
+    assert_eq!(column_holding(&board, "Design the homepage").as_deref(), Some(cols[0].as_str()));
+    assert!(page(&mut o.browser, &format!("/o/{slug}/projects?q=relaunch")).await.contains("Website relaunch"));
+    assert!(!page(&mut o.browser, &format!("/o/{slug}/projects?status=completed")).await.contains("Website relaunch"));
+
+    // Moving a card without JavaScript: the card's own form.
+    let move_path = format!("/o/{slug}/tasks/{task}/move");
+    let loc = redirected(post(&o.browser, &o.token, &move_path, &[("column_id", &cols[1])]).await).await;
+    assert_eq!(loc, format!("/o/{slug}/projects/{project}#board"));
+    let board = page(&mut o.browser, &format!("/o/{slug}/projects/{project}")).await;
+    assert_eq!(column_holding(&board, "Design the homepage").as_deref(), Some(cols[1].as_str()));
+    // What board.js sends: the token in a header, asking for JSON.
+    let js_move = |token: Option<&str>| {
+        let mut req = o
+            .browser
+            .client
+            .post(o.browser.url(&move_path))
+            .header("origin", o.browser.base_url.clone())
+            .header("accept", "application/json")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("column_id={}", cols[2]));
+        if let Some(t) = token {
+            req = req.header("x-csrf-token", t);
+        }
+        req.send()
+    };
+    assert_eq!(js_move(None).await.unwrap().status(), 403, "no token, no move");
+    assert_eq!(js_move(Some(&o.token)).await.unwrap().status(), 204);
+    let board = page(&mut o.browser, &format!("/o/{slug}/projects/{project}")).await;
+    assert_eq!(column_holding(&board, "Design the homepage").as_deref(), Some(cols[2].as_str()));
+    // A column of another project is refused with a field message.
+    let other = new_project(&o, "Other project", "", false).await;
+    let other_cols = columns_of(&app, &other).await;
+    let res = post(&o.browser, &o.token, &move_path, &[("column_id", &other_cols[0])]).await;
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("column_id"));
+
+    // Columns: add, move left, delete.
+    let path = format!("/o/{slug}/projects/{project}/columns");
+    redirected(post(&o.browser, &o.token, &path, &[("name", "Review")]).await).await;
+    let cols = columns_of(&app, &project).await;
+    assert_eq!(cols.len(), 4);
+    let review = cols[3].clone();
+    let path = format!("/o/{slug}/projects/{project}/columns/{review}/move");
+    redirected(post(&o.browser, &o.token, &path, &[("direction", "left")]).await).await;
+    assert_eq!(columns_of(&app, &project).await[2], review);
+    let path = format!("/o/{slug}/projects/{project}/columns/{review}/delete");
+    redirected(post(&o.browser, &o.token, &path, &[]).await).await;
+    assert_eq!(columns_of(&app, &project).await.len(), 3);
+
+    // The task page: edit, subtask, comments, time, activity.
+    let owner_id = crate::tenancy::user_id(&app, "owner@flow.test").await;
+    let edit = format!("/o/{slug}/tasks/{task}/edit");
+    let mut fields = vec![
+        ("title", "Design the homepage"),
+        ("description", "Hero, navigation, footer"),
+        ("status", "in_progress"),
+        ("priority", "high"),
+        ("due_date", "2030-02-30"),
+        ("estimate_minutes", "240"),
+        ("column_id", cols[2].as_str()),
+        ("parent_id", ""),
+        ("visible_to_client", "on"),
+        ("assignee", owner_id.as_str()),
+    ];
+    let res = post(&o.browser, &o.token, &edit, &fields).await;
+    assert_eq!(res.status(), 422, "an impossible date is refused");
+    let html = res.text().await.unwrap();
+    assert!(html.contains("<strong>due_date</strong>") && html.contains("Hero, navigation, footer"));
+    fields[4] = ("due_date", "2030-02-28");
+    redirected(post(&o.browser, &o.token, &edit, &fields).await).await;
+    let res = post(&o.browser, &o.token, &edit, &[("title", "x"), ("project_id", &other)]).await;
+    assert_eq!(res.status(), 422, "unknown fields are refused");
+    let path = format!("/o/{slug}/tasks/{task}/subtasks");
+    redirected(post(&o.browser, &o.token, &path, &[("title", "Pick the fonts")]).await).await;
+    let path = format!("/o/{slug}/tasks/{task}/comments");
+    redirected(post(&o.browser, &o.token, &path, &[("body", "Internal: budget is tight")]).await).await;
+    redirected(
+        post(&o.browser, &o.token, &path, &[("body", "Draft is ready for you"), ("client_visible", "on")]).await,
+    )
+    .await;
+    let res = post(&o.browser, &o.token, &path, &[("body", "")]).await;
+    assert_eq!(res.status(), 422);
+    let time = format!("/o/{slug}/projects/{project}/time");
+    let res = post(&o.browser, &o.token, &time, &[("minutes", "0"), ("task_id", &task)]).await;
+    assert_eq!(res.status(), 422);
+    let loc = redirected(
+        post(&o.browser, &o.token, &time, &[("minutes", "90"), ("task_id", &task), ("note", "Wireframes")]).await,
+    )
+    .await;
+    assert_eq!(loc, format!("/o/{slug}/tasks/{task}#time"));
+    let html = page(&mut o.browser, &format!("/o/{slug}/tasks/{task}")).await;
+    for expected in ["Pick the fonts", "Internal: budget is tight", "Draft is ready for you", "1h 30m", "Wireframes"] {
+        assert!(html.contains(expected), "{expected} missing from the task page");
+    }
+    let activity = html.split("id=\"activity\"").nth(1).unwrap();
+    assert!(activity.contains("<td>priority</td><td>normal</td><td>high</td>"), "{activity}");
+    assert!(activity.contains("owner@flow.test"), "assignees are shown by email: {activity}");
+    let comment = id_by(&app, "SELECT id FROM comments WHERE body = $1", "Internal: budget is tight").await;
+    let path = format!("/o/{slug}/tasks/{task}/comments/{comment}/delete");
+    redirected(post(&o.browser, &o.token, &path, &[]).await).await;
+    assert!(!page(&mut o.browser, &format!("/o/{slug}/tasks/{task}")).await.contains("budget is tight"));
+    let project_page = page(&mut o.browser, &format!("/o/{slug}/projects/{project}")).await;
+    assert!(project_page.contains("Wireframes") && project_page.contains("<th>1h 30m</th>"));
+    let entry = id_by(&app, "SELECT id FROM time_entries WHERE note = $1", "Wireframes").await;
+    let path = format!("/o/{slug}/projects/{other}/time/{entry}/delete");
+    assert_eq!(post(&o.browser, &o.token, &path, &[]).await.status(), 404, "the entry is not in that project");
+    let path = format!("/o/{slug}/projects/{project}/time/{entry}/delete");
+    redirected(post(&o.browser, &o.token, &path, &[]).await).await;
+
+    // Invoices: lines typed as decimals, totals in integer minor units.
+    let res = post(
+        &o.browser,
+        &o.token,
+        &format!("/o/{slug}/invoices"),
+        &[("client_id", &acme), ("description_0", "Design"), ("quantity_0", "1,5"), ("price_0", "99.99")],
+    )
+    .await;
+    assert_eq!(res.status(), 422);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("line 1 quantity") && html.contains("value=\"1,5\""), "{html}");
+    let form = page(&mut o.browser, &format!("/o/{slug}/invoices/new?client_id={acme}")).await;
+    assert!(form.contains("name=\"description_2\"") && !form.contains("name=\"description_3\""), "three empty rows");
+    let invoice = new_invoice(
+        &o,
+        &acme,
+        &[("Design", "1.5", "99.99"), ("", "", ""), ("Hosting", "1", "10")],
+        &[("tax_rate", "19"), ("currency", "EUR")],
+    )
+    .await;
+    let html = page(&mut o.browser, &format!("/o/{slug}/invoices/{invoice}")).await;
+    for expected in ["Draft invoice", "149.99", "159.99", "Tax (19%)", "30.40", "190.39 EUR"] {
+        assert!(html.contains(expected), "{expected} missing: {html}");
+    }
+    let edit_form = page(&mut o.browser, &format!("/o/{slug}/invoices/{invoice}/edit")).await;
+    assert!(edit_form.contains("value=\"1.5\"") && edit_form.contains("value=\"99.99\""));
+    assert!(edit_form.contains("name=\"description_4\"") && !edit_form.contains("name=\"description_5\""));
+    redirected(post(&o.browser, &o.token, &format!("/o/{slug}/invoices/{invoice}/send"), &[]).await).await;
+    let html = page(&mut o.browser, &format!("/o/{slug}/invoices/{invoice}")).await;
+    assert!(html.contains("Invoice 1") && html.contains(">sent<"));
+    let res = post(&o.browser, &o.token, &format!("/o/{slug}/invoices/{invoice}/edit"), &[("notes", "x")]).await;
+    assert_eq!(res.status(), 409, "a sent invoice is immutable");
+    let print = page(&mut o.browser, &format!("/o/{slug}/invoices/{invoice}/print")).await;
+    assert!(print.contains("/static/print.css") && print.contains("190.39 EUR") && print.contains("Acme Corp"));
+    assert!(!print.contains("org_nav") && !print.contains("/settings"), "the print view has no navigation");
+    // Filters: status (overdue included) and client.
+    let late =
+        new_invoice(&o, &acme, &[("Old work", "2", "50")], &[("issue_date", "2020-01-01"), ("due_date", "2020-01-31")])
+            .await;
+    redirected(post(&o.browser, &o.token, &format!("/o/{slug}/invoices/{late}/send"), &[]).await).await;
+    let overdue = page(&mut o.browser, &format!("/o/{slug}/invoices?status=overdue")).await;
+    assert!(overdue.contains(&late) && !overdue.contains(&invoice));
+    let sent = page(&mut o.browser, &format!("/o/{slug}/invoices?status=sent&client_id={acme}")).await;
+    assert!(sent.contains(&invoice) && !sent.contains(&late));
+    redirected(post(&o.browser, &o.token, &format!("/o/{slug}/invoices/{invoice}/pay"), &[]).await).await;
+    assert!(page(&mut o.browser, &format!("/o/{slug}/invoices?status=paid")).await.contains(&invoice));
+    let draft = new_invoice(&o, &acme, &[("Maybe", "1", "1")], &[]).await;
+    let loc = redirected(post(&o.browser, &o.token, &format!("/o/{slug}/invoices/{draft}/delete"), &[]).await).await;
+    assert_eq!(loc, format!("/o/{slug}/invoices"));
+    let res = post(&o.browser, &o.token, &format!("/o/{slug}/invoices/{late}/delete"), &[]).await;
+    assert_eq!(res.status(), 409, "only drafts are deleted");
+}
+
+#[tokio::test]
+async fn files_upload_download_and_signed_links() {
+    let app = TestApp::builder()
+        .config(|c| {
+            c.server.body_limit_bytes = 16 * 1024;
+            c.files.max_upload_bytes = 64 * 1024;
+        })
+        .spawn()
+        .await;
+    let mut o = owner_with_org(&app, "files").await;
+    let slug = o.slug.clone();
+    let client = new_client(&o, "Files client").await;
+    let project = new_project(&o, "Files project", &client, true).await;
+    let path = format!("/o/{slug}/projects/{project}/files");
+
+    // Larger than an ordinary form may be, within the upload limit.
+    let contents: Vec<u8> = b"quarterly report\n".iter().cycle().take(40 * 1024).copied().collect();
+    let loc = redirected(upload(&o.browser, Some(&o.token), &path, "report.txt", &contents, false).await).await;
+    assert_eq!(loc, format!("/o/{slug}/projects/{project}#files"));
+    let file = id_by(&app, "SELECT id FROM files WHERE name = $1", "report.txt").await;
+    let html = page(&mut o.browser, &format!("/o/{slug}/projects/{project}")).await;
+    assert!(html.contains("report.txt") && html.contains("40.0 KiB"));
+    // Other routes keep the ordinary limit.
+    let big_form = "x".repeat(40 * 1024);
+    let res = post(&o.browser, &o.token, &format!("/o/{slug}/clients"), &[("name", &big_form)]).await;
+    assert_eq!(res.status(), 413);
+
+    // Download through an authorized request.
+    let res = o.browser.get(&format!("/o/{slug}/files/{file}/download")).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["content-disposition"],
+        "attachment; filename=\"report.txt\"; filename*=UTF-8''report%2Etxt"
+    );
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(res.headers()["content-security-policy"], "sandbox; default-src 'none'");
+    assert_eq!(res.headers()["content-type"], "text/plain");
+    assert_eq!(res.bytes().await.unwrap().as_ref(), contents.as_slice());
+    assert_eq!(app.browser().get(&format!("/o/{slug}/files/{file}/download")).await.status(), 303, "signed out");
+
+    // Refused uploads.
+    let res = upload(&o.browser, None, &path, "notes.txt", b"hello", false).await;
+    assert_eq!(res.status(), 403, "no CSRF token");
+    let exe = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00";
+    let res = upload(&o.browser, Some(&o.token), &path, "invoice.pdf", exe, false).await;
+    assert_eq!(res.status(), 415);
+    assert!(res.text().await.unwrap().contains("can be uploaded"));
+    let too_big = vec![b'a'; 64 * 1024 + 1];
+    let res = upload(&o.browser, Some(&o.token), &path, "big.txt", &too_big, false).await;
+    assert_eq!(res.status(), 413);
+    let far_too_big = vec![b'a'; 512 * 1024];
+    let res = upload(&o.browser, Some(&o.token), &path, "huge.txt", &far_too_big, false).await;
+    assert_eq!(res.status(), 413);
+    let mut db = app.db.admin_conn().await;
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM files").fetch_one(&mut db).await.unwrap();
+    assert_eq!(count, 1, "refused uploads leave nothing behind");
+
+    // Sharing with the client toggles.
+    redirected(post(&o.browser, &o.token, &format!("/o/{slug}/files/{file}/share"), &[("shared", "on")]).await).await;
+    let shared: bool = sqlx::query_scalar("SELECT shared_with_client FROM files").fetch_one(&mut db).await.unwrap();
+    assert!(shared);
+
+    // A signed link works without a session until it expires, and only as signed.
+    let res = post(&o.browser, &o.token, &format!("/o/{slug}/files/{file}/link"), &[]).await;
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    let start = html.find(&format!("{}/files/", app.base_url)).expect("a link on the page");
+    let link = html[start..].split('"').next().unwrap().replace("&#38;", "&");
+    let stranger = app.browser();
+    let res = stranger.client.get(&link).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{link}");
+    assert_eq!(
+        res.headers()["content-disposition"],
+        "attachment; filename=\"report.txt\"; filename*=UTF-8''report%2Etxt"
+    );
+    assert_eq!(res.bytes().await.unwrap().len(), contents.len());
+    let (base, signature) = link.split_once("signature=").unwrap();
+    let mut forged = signature.to_string();
+    forged.replace_range(0..1, if signature.starts_with('0') { "1" } else { "0" });
+    let res = stranger.client.get(format!("{base}signature={forged}")).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    let expires: i64 = link.split("expires=").nth(1).unwrap().split('&').next().unwrap().parse().unwrap();
+    let longer = link.replace(&format!("expires={expires}"), &format!("expires={}", expires + 3600));
+    assert_eq!(stranger.client.get(&longer).send().await.unwrap().status(), 403, "the expiry is signed");
+    let other_org = link.replace(
+        &format!("/files/{}/", link.split('/').nth(4).unwrap()),
+        "/files/00000000-0000-0000-0000-000000000000/",
+    );
+    assert_eq!(stranger.client.get(&other_org).send().await.unwrap().status(), 403);
+    app.clock.advance(time::Duration::minutes(i64::from(app.config.files.link_minutes) + 1));
+    assert_eq!(stranger.client.get(&link).send().await.unwrap().status(), 403, "expired");
+
+    // Deletion.
+    redirected(post(&o.browser, &o.token, &format!("/o/{slug}/files/{file}/delete"), &[]).await).await;
+    assert_eq!(o.browser.get(&format!("/o/{slug}/files/{file}/download")).await.status(), 404);
+}
+
+#[tokio::test]
+async fn an_api_key_is_shown_once_and_can_be_revoked() {
+    let app = TestApp::spawn().await;
+    let mut o = owner_with_org(&app, "keys").await;
+    let slug = o.slug.clone();
+    let path = format!("/o/{slug}/settings/api-keys");
+    let res = post(&o.browser, &o.token, &path, &[("name", ""), ("role", "member"), ("expires_in_days", "")]).await;
+    assert_eq!(res.status(), 422);
+    let res = post(&o.browser, &o.token, &path, &[("name", "CI"), ("role", "member"), ("expires_in_days", "0")]).await;
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("expires_in_days"));
+    let res =
+        post(&o.browser, &o.token, &path, &[("name", "Deploy bot"), ("role", "manager"), ("expires_in_days", "30")])
+            .await;
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    let at = html.find("value=\"cf_live_").expect("the secret is shown");
+    let secret = html[at + 7..].split('"').next().unwrap().to_string();
+    let now = app.clock.now_utc();
+    let principal = tenant::verify_api_key(&app.app_db, &secret, now).await.unwrap().expect("the key works");
+    assert_eq!(principal.role().as_str(), "manager");
+    // Never again: the list shows the prefix only.
+    let list = page(&mut o.browser, &path).await;
+    assert!(!list.contains(&secret));
+    assert!(list.contains("Deploy bot") && list.contains(&secret[..12]) && list.contains(">manager<"));
+    let mut db = app.db.admin_conn().await;
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT key_hash FROM api_keys").fetch_one(&mut db).await.unwrap();
+    assert!(!String::from_utf8_lossy(&stored).contains(&secret[8..]), "stored hashed");
+    // Revoked: the key stops working and the list says when.
+    let key = id_by(&app, "SELECT id FROM api_keys WHERE name = $1", "Deploy bot").await;
+    let loc = redirected(post(&o.browser, &o.token, &format!("{path}/{key}/revoke"), &[]).await).await;
+    assert_eq!(loc, path);
+    assert!(tenant::verify_api_key(&app.app_db, &secret, now).await.unwrap().is_none());
+    let list = page(&mut o.browser, &path).await;
+    assert!(!list.contains(&format!("{key}/revoke")));
+}
+
+// ---- who sees what ----
+
+#[tokio::test]
+async fn members_see_only_the_projects_they_belong_to() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "scope").await;
+    let slug = org.slug.clone();
+    let owner_browser = org.people.remove("owner").unwrap().browser;
+    let mut o = Owner { token: String::new(), browser: owner_browser, slug: slug.clone() };
+    o.token = session_token(&mut o.browser).await;
+    let mine = new_project(&o, "Member project", &org.client_id, false).await;
+    let theirs = new_project(&o, "Team project", &org.client_id, false).await;
+    let member_id = org.people["member"].user_id.clone();
+    let path = format!("/o/{slug}/projects/{mine}/members");
+    redirected(post(&o.browser, &o.token, &path, &[("user_id", &member_id)]).await).await;
+    let my_task = new_task(&app, &o, &mine, "Visible task", false).await;
+    let their_task = new_task(&app, &o, &theirs, "Hidden task", false).await;
+    let upload_path = format!("/o/{slug}/projects/{theirs}/files");
+    redirected(upload(&o.browser, Some(&o.token), &upload_path, "secret.txt", b"secret plans", false).await).await;
+    let their_file = id_by(&app, "SELECT id FROM files WHERE name = $1", "secret.txt").await;
+
+    let member = &mut org.people.get_mut("member").unwrap().browser;
+    let token = session_token(member).await;
+    let list = page(member, &format!("/o/{slug}/projects?status=all")).await;
+    assert!(list.contains("Member project"), "{list}");
+    assert!(!list.contains("Team project"));
+    assert!(!list.contains(&format!("href=\"/o/{slug}/invoices\"")), "no invoices in a Member's navigation");
+    assert_eq!(member.get(&format!("/o/{slug}/projects/{mine}")).await.status(), 200);
+    assert_eq!(member.get(&format!("/o/{slug}/tasks/{my_task}")).await.status(), 200);
+    for url in [
+        format!("/o/{slug}/projects/{theirs}"),
+        format!("/o/{slug}/tasks/{their_task}"),
+        format!("/o/{slug}/files/{their_file}/download"),
+    ] {
+        assert_eq!(member.get(&url).await.status(), 404, "{url}");
+    }
+    for (url, fields) in [
+        (format!("/o/{slug}/projects/{theirs}/tasks"), vec![("title", "sneaky")]),
+        (format!("/o/{slug}/tasks/{their_task}/comments"), vec![("body", "sneaky")]),
+        (format!("/o/{slug}/tasks/{their_task}/move"), vec![("column_id", "00000000-0000-0000-0000-000000000000")]),
+        (format!("/o/{slug}/projects/{theirs}/time"), vec![("minutes", "5")]),
+    ] {
+        assert_eq!(member.post_with(&url, &fields, Some(&token), true).await.status(), 404, "{url}");
+    }
+    // Taken off the project: gone from the list and from direct addresses.
+    let path = format!("/o/{slug}/projects/{mine}/members/{member_id}/remove");
+    redirected(post(&o.browser, &o.token, &path, &[]).await).await;
+    let member = &mut org.people.get_mut("member").unwrap().browser;
+    assert!(!page(member, &format!("/o/{slug}/projects?status=all")).await.contains("Member project"));
+    assert_eq!(member.get(&format!("/o/{slug}/projects/{mine}")).await.status(), 404);
+    assert_eq!(member.get(&format!("/o/{slug}/tasks/{my_task}")).await.status(), 404);
+}
+
+#[tokio::test]
+async fn the_portal_shows_a_client_exactly_its_own_visible_work() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "portal").await;
+    let slug = org.slug.clone();
+    let mine = org.client_id.clone();
+    let owner_browser = org.people.remove("owner").unwrap().browser;
+    let mut o = Owner { token: String::new(), browser: owner_browser, slug: slug.clone() };
+    o.token = session_token(&mut o.browser).await;
+    let other = new_client(&o, "Other client").await;
+    let shown = new_project(&o, "Shown project", &mine, true).await;
+    let internal = new_project(&o, "Internal project", &mine, false).await;
+    let others = new_project(&o, "Other client project", &other, true).await;
+    let visible_task = new_task(&app, &o, &shown, "Client-facing task", true).await;
+    new_task(&app, &o, &shown, "Behind the scenes task", false).await;
+    new_task(&app, &o, &others, "Other client task", true).await;
+    let comments = format!("/o/{slug}/tasks/{visible_task}/comments");
+    redirected(post(&o.browser, &o.token, &comments, &[("body", "Hello client"), ("client_visible", "on")]).await)
+        .await;
+    redirected(post(&o.browser, &o.token, &comments, &[("body", "Team-only remark")]).await).await;
+    let files = format!("/o/{slug}/projects/{shown}/files");
+    redirected(upload(&o.browser, Some(&o.token), &files, "deliverable.pdf", b"%PDF-1.7 final", true).await).await;
+    redirected(upload(&o.browser, Some(&o.token), &files, "draft.txt", b"internal draft", false).await).await;
+    let other_files = format!("/o/{slug}/projects/{others}/files");
+    redirected(upload(&o.browser, Some(&o.token), &other_files, "theirs.txt", b"other client", true).await).await;
+    let deliverable = id_by(&app, "SELECT id FROM files WHERE name = $1", "deliverable.pdf").await;
+    let draft_file = id_by(&app, "SELECT id FROM files WHERE name = $1", "draft.txt").await;
+    let their_file = id_by(&app, "SELECT id FROM files WHERE name = $1", "theirs.txt").await;
+    let sent = new_invoice(&o, &mine, &[("Work", "1", "100")], &[]).await;
+    redirected(post(&o.browser, &o.token, &format!("/o/{slug}/invoices/{sent}/send"), &[]).await).await;
+    let draft = new_invoice(&o, &mine, &[("Not yet", "1", "5")], &[]).await;
+    let theirs = new_invoice(&o, &other, &[("Other work", "1", "7")], &[]).await;
+    redirected(post(&o.browser, &o.token, &format!("/o/{slug}/invoices/{theirs}/send"), &[]).await).await;
+
+    let client = &mut org.people.get_mut("client").unwrap().browser;
+    let res = client.get(&format!("/o/{slug}")).await;
+    assert_eq!(location(&res), format!("/portal/{slug}"));
+    let home = page(client, &format!("/portal/{slug}")).await;
+    assert!(home.contains("Shown project") && home.contains(&sent));
+    for hidden in ["Internal project", "Other client", &draft, &theirs, "href=\"/o/"] {
+        assert!(!home.contains(hidden), "{hidden} shown on the portal home");
+    }
+    let project = page(client, &format!("/portal/{slug}/projects/{shown}")).await;
+    assert!(project.contains("Client-facing task") && project.contains("Hello client"));
+    assert!(project.contains(&format!("/portal/{slug}/files/{deliverable}")));
+    for hidden in ["Behind the scenes", "Team-only remark", "draft.txt", &draft_file] {
+        assert!(!project.contains(hidden), "{hidden} shown on the portal project page");
+    }
+    let invoice = page(client, &format!("/portal/{slug}/invoices/{sent}")).await;
+    assert!(invoice.contains("100.00") && invoice.contains("/static/print.css"));
+    assert!(!invoice.contains("method=\"post\""), "the portal is read-only");
+    let res = client.get(&format!("/portal/{slug}/files/{deliverable}")).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(res.bytes().await.unwrap().as_ref(), b"%PDF-1.7 final");
+    for url in [
+        format!("/portal/{slug}/projects/{internal}"),
+        format!("/portal/{slug}/projects/{others}"),
+        format!("/portal/{slug}/invoices/{draft}"),
+        format!("/portal/{slug}/invoices/{theirs}"),
+        format!("/portal/{slug}/files/{draft_file}"),
+        format!("/portal/{slug}/files/{their_file}"),
+    ] {
+        assert_eq!(client.get(&url).await.status(), 404, "{url}");
+    }
+    // Nothing internal, lists included.
+    for url in [
+        format!("/o/{slug}/clients"),
+        format!("/o/{slug}/projects"),
+        format!("/o/{slug}/projects/{shown}"),
+        format!("/o/{slug}/tasks/{visible_task}"),
+        format!("/o/{slug}/invoices"),
+        format!("/o/{slug}/invoices/{sent}/print"),
+        format!("/o/{slug}/files/{deliverable}/download"),
+        format!("/o/{slug}/settings/api-keys"),
+    ] {
+        assert_eq!(client.get(&url).await.status(), 403, "{url}");
+    }
+    // And the portal is the Client's alone.
+    assert_eq!(o.browser.get(&format!("/portal/{slug}")).await.status(), 403);
+}
