@@ -457,6 +457,7 @@ const PUBLIC_ROUTES: &[&str] = &[
     "GET /invitations/accept",
     "POST /invitations/accept",
     "POST /invitations/decline",
+    "GET /api/v1/openapi.json",
 ];
 
 #[test]

@@ -128,6 +128,17 @@ impl OrgPrincipal {
         }
     }
 
+    /// The person this principal acts for: the user themselves, or the member who created an
+    /// API key (a key never holds more than that person's role). Records that need a person
+    /// (time entries, project membership of a new project) and "one's own" rules use this.
+    pub fn on_behalf_of(&self) -> Option<UserId> {
+        match &self.actor {
+            Actor::User(id) => Some(*id),
+            Actor::ApiKey(_) => self.scope_user,
+            Actor::System(_) => None,
+        }
+    }
+
     pub fn api_key_id(&self) -> Option<uuid::Uuid> {
         match &self.actor {
             Actor::ApiKey(id) => Some(*id),
