@@ -16,18 +16,34 @@ use serde::de::DeserializeOwned;
 
 use crate::platform::http::error::{AppError, FieldError, Problem};
 
-/// A rejection that carries its field errors whatever the status (`AppError` only carries
-/// them for 422).
-pub fn problem(status: StatusCode, field: &str, message: impl Into<String>) -> Response {
+/// A request that could not be parsed. Unlike `AppError`, it carries its field errors whatever
+/// the status (`AppError` only has them for 422); the error renderer shows it like any problem.
+#[derive(Debug, Clone)]
+pub struct Rejection(pub Problem);
+
+/// A rejection naming `field`.
+pub fn problem(status: StatusCode, field: &str, message: impl Into<String>) -> Rejection {
     let message = message.into();
-    let mut res = status.into_response();
-    res.extensions_mut().insert(Problem {
+    Rejection(Problem {
         status: status.as_u16(),
         title: status.canonical_reason().unwrap_or("Error").into(),
         detail: format!("{field}: {message}"),
         errors: vec![FieldError::new(field, message)],
-    });
-    res
+    })
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let mut res = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::BAD_REQUEST).into_response();
+        res.extensions_mut().insert(self.0);
+        res
+    }
+}
+
+impl From<AppError> for Rejection {
+    fn from(e: AppError) -> Self {
+        Rejection(e.problem())
+    }
 }
 
 /// A JSON request body (`Content-Type: application/json` or any `+json` type).
@@ -41,16 +57,16 @@ fn is_json(content_type: Option<&str>) -> bool {
 }
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
-    type Rejection = Response;
+    type Rejection = Rejection;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+    async fn from_request(req: Request, state: &S) -> Result<Self, Rejection> {
         let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
         if !is_json(content_type) {
             return Err(problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type", "must be application/json"));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::PayloadTooLarge.into_response()
+                AppError::PayloadTooLarge.into()
             } else {
                 problem(StatusCode::BAD_REQUEST, "body", "could not be read")
             }
@@ -60,7 +76,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 }
 
 /// Parses a JSON document into `T`, naming the offending field on failure.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Rejection> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(problem(StatusCode::BAD_REQUEST, "body", "is required (a JSON object)"));
     }
@@ -76,6 +92,13 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
             ),
         )
     };
+    // serde also fills a struct from an array, by position; a request body is an object.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => problem(StatusCode::UNPROCESSABLE_ENTITY, "body", "must be a JSON object"),
+            Err(e) => not_json(&e),
+        });
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let inner = e.inner();
@@ -131,9 +154,9 @@ fn field_of(path: &str, message: &str) -> (String, String) {
 pub struct ApiQuery<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
-    type Rejection = Response;
+    type Rejection = Rejection;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Response> {
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Rejection> {
         let query = parts.uri.query().unwrap_or("");
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(de).map(ApiQuery).map_err(|e| {
@@ -190,8 +213,7 @@ mod tests {
     }
 
     fn field(body: &str) -> (u16, String, String) {
-        let res = parse_json::<Doc>(body.as_bytes()).unwrap_err();
-        let p = res.extensions().get::<Problem>().unwrap().clone();
+        let p = parse_json::<Doc>(body.as_bytes()).unwrap_err().0;
         (p.status, p.errors[0].field.clone(), p.errors[0].message.clone())
     }
 
@@ -205,7 +227,8 @@ mod tests {
         assert_eq!(field(r#"{"lines": [{"description": "a", "quantity_milli": "1"}]}"#).1, "lines[0].quantity_milli");
         assert_eq!(field(r#"{"lines": [{"description": "a"}]}"#).1, "lines[0].quantity_milli");
         assert_eq!(field(r#"{"lines": [{"description": "a", "quantity_milli": 1, "x": 1}]}"#).1, "lines[0].x");
-        assert_eq!(field(r#"[1]"#), (422, "body".into(), "invalid type: sequence, expected struct Doc".into()));
+        assert_eq!(field(r#"["a", null]"#), (422, "body".into(), "must be a JSON object".into()));
+        assert_eq!(field(r#"[1"#).0, 400);
         let (status, f, m) = field(r#"{"name": "#);
         assert_eq!((status, f.as_str()), (400, "body"));
         assert!(m.contains("line 1"), "{m}");

@@ -28,8 +28,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
+use tracing::Instrument;
 
-use super::extract::problem;
+use super::extract::{Rejection, problem};
 use super::guard::ApiAccess;
 use crate::platform::crypto::sha256;
 use crate::platform::db::OrgTx;
@@ -56,7 +57,7 @@ pub async fn wrap(state: &AppState, req: Request, next: Next) -> Response {
 
 /// A key is 1–255 visible ASCII characters, optionally as a structured-field string
 /// (`"…"`, as the draft writes it).
-fn parse_key(value: &HeaderValue) -> Result<String, Response> {
+fn parse_key(value: &HeaderValue) -> Result<String, Rejection> {
     let bad = || problem(StatusCode::BAD_REQUEST, "Idempotency-Key", "must be 1 to 255 visible ASCII characters");
     let raw = value.to_str().map_err(|_| bad())?.trim();
     let key = raw.strip_prefix('"').and_then(|k| k.strip_suffix('"')).unwrap_or(raw);
@@ -95,7 +96,7 @@ enum Claim {
 }
 
 async fn run(state: &AppState, req: Request, next: Next) -> Result<Response, Response> {
-    let key = parse_key(&req.headers()[&IDEMPOTENCY_KEY])?;
+    let key = parse_key(&req.headers()[&IDEMPOTENCY_KEY]).map_err(IntoResponse::into_response)?;
     let principal = req
         .extensions()
         .get::<ApiAccess>()
@@ -115,11 +116,15 @@ async fn run(state: &AppState, req: Request, next: Next) -> Result<Response, Res
         Ok(Claim::New) => {
             let req = Request::from_parts(parts, Body::from(bytes));
             let state = state.clone();
-            // Its own task: see the module documentation.
-            let task = tokio::spawn(async move {
-                let res = next.run(req).await;
-                settle(&state, &principal, &key, res).await
-            });
+            // Its own task: see the module documentation. The span keeps the request id on
+            // the handler's log lines.
+            let task = tokio::spawn(
+                async move {
+                    let res = next.run(req).await;
+                    settle(&state, &principal, &key, res).await
+                }
+                .instrument(tracing::Span::current()),
+            );
             Ok(task.await.unwrap_or_else(|e| AppError::internal(format!("request task failed: {e}")).into_response()))
         }
     }
