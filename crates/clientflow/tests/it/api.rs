@@ -1049,7 +1049,7 @@ async fn the_api_matrix_over_every_route_and_key() {
 
     let routes: Vec<_> = clientflow::routes::all().into_iter().filter(|r| matches!(r.access, Access::Api(_))).collect();
     assert!(routes.len() >= 30, "only {} API routes?", routes.len());
-    let (mut cases, mut failures) = (0, Vec::new());
+    let (mut cases, mut failures, mut statuses) = (0, Vec::new(), BTreeMap::<u16, usize>::new());
     for route in &routes {
         let Access::Api(permission) = route.access else { unreachable!() };
         assert_eq!(route.surface, Surface::Api, "{} {}", route.method, route.path);
@@ -1067,6 +1067,7 @@ async fn the_api_matrix_over_every_route_and_key() {
                 let body = body_for(&route.method, route.path, &own);
                 let res = send(&app, route.method.clone(), &url, secret, body).await;
                 cases += 1;
+                *statuses.entry(res.status).or_default() += 1;
                 let ok = match expected {
                     Some(code) => res.status == code,
                     None => !matches!(res.status, 401 | 403 | 404 | 500),
@@ -1090,7 +1091,11 @@ async fn the_api_matrix_over_every_route_and_key() {
             }
         }
     }
-    eprintln!("API matrix: {cases} cases over {} API routes and {} keys", routes.len(), keys.len());
+    eprintln!(
+        "API matrix: {cases} cases over {} API routes and {} keys; statuses {statuses:?}",
+        routes.len(),
+        keys.len()
+    );
     assert!(failures.is_empty(), "{} of {cases} cases failed:\n{}", failures.len(), failures.join("\n"));
 }
 
