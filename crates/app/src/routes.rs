@@ -11,5 +11,6 @@ pub fn all() -> Vec<RouteDef> {
     routes.extend(crate::audit::web::routes());
     routes.extend(crate::work::web::routes());
     routes.extend(crate::api::web::routes());
+    routes.extend(crate::api::routes());
     routes
 }

@@ -110,20 +110,23 @@ async fn build_template(
     Ok(())
 }
 
-/// Drops test databases left behind by crashed runs (older than an hour) and old templates.
+/// Drops test databases left behind by crashed runs (older than an hour) and templates of
+/// other migration sets that nobody has used for a day (another checkout running its tests on
+/// the same server may still need its own template).
 async fn drop_stale(conn: &mut PgConnection, current_template: &str) {
     let now = unix_now();
-    let names: Vec<(String,)> = sqlx::query_as(
-        "SELECT datname::text FROM pg_database WHERE datname LIKE 'cf\\_test\\_%' OR datname LIKE 'cf\\_tpl\\_%'",
+    let names: Vec<(String, Option<i64>)> = sqlx::query_as(
+        "SELECT datname::text, extract(epoch FROM (pg_stat_file('base/' || oid || '/PG_VERSION')).modification)::bigint \
+         FROM pg_database WHERE datname LIKE 'cf\\_test\\_%' OR datname LIKE 'cf\\_tpl\\_%'",
     )
     .fetch_all(&mut *conn)
     .await
     .unwrap_or_default();
-    for (name,) in names {
+    for (name, modified) in names {
         let stale = if let Some(rest) = name.strip_prefix("cf_test_") {
             rest.split('_').next().and_then(|t| t.parse::<u64>().ok()).is_some_and(|t| t + 3600 < now)
         } else {
-            name != current_template && !name.ends_with("_build")
+            name != current_template && !name.ends_with("_build") && modified.is_some_and(|m| (m as u64) + 86_400 < now)
         };
         if stale {
             if name.starts_with("cf_tpl_") {

@@ -3,8 +3,9 @@
 //! browser session, so it needs no CSRF protection).
 
 use axum::extract::{FromRequestParts, Request};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, header};
+use axum::response::IntoResponse;
 
 use crate::identity::guard::Resolved;
 use crate::platform::db::tenant::{self, OrgPrincipal};
@@ -18,9 +19,13 @@ pub struct ApiAccess {
     pub principal: OrgPrincipal,
 }
 
-/// Unknown, revoked, expired and foreign keys all fail the same way.
-fn invalid() -> AppError {
-    AppError::Unauthorized("A valid API key is required: Authorization: Bearer cf_live_…".into())
+/// Missing, malformed, unknown, revoked and expired keys all get exactly this answer, with the
+/// RFC 6750 challenge.
+fn invalid() -> Resolved {
+    let mut res =
+        AppError::Unauthorized("A valid API key is required: Authorization: Bearer cf_live_…".into()).into_response();
+    res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"ClientFlow API\""));
+    Resolved::Respond(res)
 }
 
 pub async fn require_key(state: &AppState, mut req: Request, permission: Permission) -> Result<Resolved, AppError> {
@@ -28,11 +33,14 @@ pub async fn require_key(state: &AppState, mut req: Request, permission: Permiss
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        // The scheme name is case-insensitive (RFC 9110 §11.1).
+        .and_then(|v| v.get(..7).filter(|scheme| scheme.eq_ignore_ascii_case("bearer ")).map(|_| &v[7..]))
         .map(str::trim)
-        .ok_or_else(invalid)?
-        .to_string();
-    let principal = tenant::verify_api_key(&state.db, &presented, state.clock.now()).await?.ok_or_else(invalid)?;
+        .map(str::to_string);
+    let Some(presented) = presented else { return Ok(invalid()) };
+    let Some(principal) = tenant::verify_api_key(&state.db, &presented, state.clock.now()).await? else {
+        return Ok(invalid());
+    };
     if !principal.can(permission) {
         return Err(AppError::Forbidden(format!("This API key doesn't allow this ({}).", permission.as_str())));
     }

@@ -216,8 +216,9 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ProjectInp
         .execute(&mut *tx)
         .await?;
     }
-    // The creator works in the project they created.
-    if let Some(user) = p.user_id() {
+    // The creator works in the project they created (for an API key: the member who created
+    // the key, or a Member-role key could not see the project it just made).
+    if let Some(user) = p.on_behalf_of() {
         sqlx::query(
             "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, $4)",
         )

@@ -84,28 +84,12 @@ pub async fn list(db: &Db, p: &OrgPrincipal, f: &TimeFilter, page: Page) -> AppR
     Ok(rows)
 }
 
-/// One entry in a project the principal may see (404 otherwise).
-pub async fn get(db: &Db, p: &OrgPrincipal, id: Uuid) -> AppResult<TimeEntry> {
-    require(p, Permission::ProjectsRead)?;
-    let member = member_filter(p)?;
-    let mut tx = OrgTx::begin(db, p).await?;
-    let entry = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM time_entries e JOIN projects p ON p.organization_id = e.organization_id AND p.id = e.project_id \
-         WHERE e.id = $2 AND {}",
-        project_visible("p", 1)
-    ))
-    .bind(member)
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or(AppError::NotFound)?;
-    tx.commit().await?;
-    Ok(entry)
-}
-
 pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TimeInput) -> AppResult<TimeEntry> {
     require(p, Permission::TimeTrack)?;
-    let user = p.user_id().ok_or_else(|| AppError::Forbidden("Time is recorded by people, not API keys.".into()))?;
+    // Time belongs to a person: through an API key, to the member who created the key.
+    let user = p.on_behalf_of().ok_or_else(|| {
+        AppError::Forbidden("Time is recorded for a person; this key was not created by a member.".into())
+    })?;
     let project: ProjectId = input
         .project_id
         .as_deref()
@@ -167,22 +151,35 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TimeInput)
     Ok(entry)
 }
 
-/// Deletes an entry: one's own, or anyone's with `projects.update`.
-pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid) -> AppResult<()> {
-    require(p, Permission::TimeTrack)?;
+/// An entry in a project the principal may see (404 otherwise).
+async fn fetch_visible_entry(tx: &mut OrgTx, p: &OrgPrincipal, id: Uuid) -> AppResult<TimeEntry> {
     let member = member_filter(p)?;
-    let mut tx = OrgTx::begin(db, p).await?;
-    let entry: TimeEntry = sqlx::query_as(&format!(
+    sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM time_entries e JOIN projects p ON p.organization_id = e.organization_id AND p.id = e.project_id \
          WHERE e.id = $2 AND {}",
         project_visible("p", 1)
     ))
     .bind(member)
     .bind(id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?
-    .ok_or(AppError::NotFound)?;
-    if Some(entry.user_id) != p.user_id() && !p.can(Permission::ProjectsUpdate) {
+    .ok_or(AppError::NotFound)
+}
+
+pub async fn get(db: &Db, p: &OrgPrincipal, id: Uuid) -> AppResult<TimeEntry> {
+    require(p, Permission::ProjectsRead)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let entry = fetch_visible_entry(&mut tx, p, id).await?;
+    tx.commit().await?;
+    Ok(entry)
+}
+
+/// Deletes an entry: one's own, or anyone's with `projects.update`.
+pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid) -> AppResult<()> {
+    require(p, Permission::TimeTrack)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let entry = fetch_visible_entry(&mut tx, p, id).await?;
+    if Some(entry.user_id) != p.on_behalf_of() && !p.can(Permission::ProjectsUpdate) {
         return Err(AppError::Forbidden("You can delete only your own time entries.".into()));
     }
     sqlx::query("DELETE FROM time_entries WHERE id = $1").bind(id).execute(&mut *tx).await?;

@@ -458,6 +458,7 @@ const PUBLIC_ROUTES: &[&str] = &[
     "POST /invitations/accept",
     "POST /invitations/decline",
     "GET /files/{org}/{file}",
+    "GET /api/v1/openapi.json",
 ];
 
 #[test]

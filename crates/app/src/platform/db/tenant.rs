@@ -128,6 +128,17 @@ impl OrgPrincipal {
         }
     }
 
+    /// The person this principal acts for: the user themselves, or the member who created an
+    /// API key (a key never holds more than that person's role). Records that need a person
+    /// (time entries, project membership of a new project) and "one's own" rules use this.
+    pub fn on_behalf_of(&self) -> Option<UserId> {
+        match &self.actor {
+            Actor::User(id) => Some(*id),
+            Actor::ApiKey(_) => self.scope_user,
+            Actor::System(_) => None,
+        }
+    }
+
     pub fn api_key_id(&self) -> Option<uuid::Uuid> {
         match &self.actor {
             Actor::ApiKey(id) => Some(*id),
@@ -377,8 +388,18 @@ pub async fn verify_api_key(
             .execute(&mut *tx)
             .await?;
     }
+    // The role as this organization customized it (tightening applies to keys too), within
+    // the Admin bound, narrowed to the key's explicit subset.
+    let customized: Vec<(String, bool)> =
+        sqlx::query_as("SELECT permission, granted FROM role_permissions WHERE organization_id = $1 AND role = $2")
+            .bind(org_id)
+            .bind(role)
+            .fetch_all(&mut *tx)
+            .await?;
     tx.commit().await?;
-    let mut permissions = default_permissions(role).intersect(crate::tenancy::role::admin_bound());
+    let customized: Vec<(Permission, bool)> =
+        customized.into_iter().filter_map(|(p, g)| p.parse().ok().map(|p| (p, g))).collect();
+    let mut permissions = effective_permissions(role, &customized, &[]).intersect(crate::tenancy::role::admin_bound());
     if let Some(list) = explicit {
         let wanted = PermissionSet::of(&list.iter().filter_map(|p| p.parse().ok()).collect::<Vec<Permission>>());
         permissions = permissions.intersect(wanted);

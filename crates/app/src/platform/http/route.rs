@@ -140,12 +140,10 @@ pub async fn guard(
         req
     };
     match access {
-        Access::Public
-        | Access::SignedIn
-        | Access::SecondFactor
-        | Access::AnySession
-        | Access::Org(_)
-        | Access::Api(_) => next.run(req).await,
+        Access::Public | Access::SignedIn | Access::SecondFactor | Access::AnySession | Access::Org(_) => {
+            next.run(req).await
+        }
+        Access::Api(_) => crate::api::idempotency::wrap(&state, req, next).await,
         Access::Operator => {
             let ip = req.extensions().get::<ClientIp>().map(|c| c.0);
             let from_allowed = ip.is_some_and(|ip| net::contains(&state.config.metrics.allow, ip));

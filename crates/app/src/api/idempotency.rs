@@ -1,0 +1,284 @@
+//! `Idempotency-Key` for the API's POST requests (draft-ietf-httpapi-idempotency-key-header),
+//! implemented once, in the API route guard, for every POST route rather than per handler.
+//!
+//! - The key is scoped to the API key that sends it: two keys never see each other's records.
+//! - The request's fingerprint is SHA-256 of method, path and the body (as canonical JSON when it
+//!   parses, so re-serializing the same object with other key order or spacing is the same
+//!   request).
+//! - First use: a *pending* record is committed before the handler runs, so a concurrent
+//!   duplicate finds it and gets 409 instead of doing the work a second time.
+//! - A successful (2xx) response is stored (status, `Location`, body) and replayed for the same
+//!   key and fingerprint, with `Idempotent-Replayed: true`; nothing runs again. The same key
+//!   with a different fingerprint is 409.
+//! - An error response releases the key: nothing was created, so trying again (with the same key,
+//!   after fixing the request) can't create a duplicate.
+//! - The handler runs in a task of its own, so a client that disconnects (or the request
+//!   timeout) can't leave the record pending while the work commits. A record left pending by a
+//!   crash stays a 409 until it expires: answering "interrupted" is safe, guessing is not.
+//! - Records expire after 24 hours; an expired key may be used again.
+//!
+//! The draft recommends 422 for a key reused with another payload; we answer 409 because 422
+//! means "a field of this body is invalid" everywhere else in this API, and the conflict is with
+//! stored state, not with the body.
+
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+use tracing::Instrument;
+
+use super::extract::{Rejection, problem};
+use super::guard::ApiAccess;
+use crate::platform::crypto::sha256;
+use crate::platform::db::OrgTx;
+use crate::platform::db::tenant::OrgPrincipal;
+use crate::platform::http::error::{AppError, AppResult};
+use crate::state::AppState;
+
+pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// How long a key's record is kept (and a key can't be reused).
+pub const RETENTION: Duration = Duration::hours(24);
+
+/// Wraps an API request that passed the route guard.
+pub async fn wrap(state: &AppState, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST || !req.headers().contains_key(&IDEMPOTENCY_KEY) {
+        return next.run(req).await;
+    }
+    match run(state, req, next).await {
+        Ok(res) => res,
+        Err(res) => res,
+    }
+}
+
+/// A key is 1–255 visible ASCII characters, optionally as a structured-field string
+/// (`"…"`, as the draft writes it).
+fn parse_key(value: &HeaderValue) -> Result<String, Rejection> {
+    let bad = || problem(StatusCode::BAD_REQUEST, "Idempotency-Key", "must be 1 to 255 visible ASCII characters");
+    let raw = value.to_str().map_err(|_| bad())?.trim();
+    let key = raw.strip_prefix('"').and_then(|k| k.strip_suffix('"')).unwrap_or(raw);
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad());
+    }
+    Ok(key.to_string())
+}
+
+/// Method, path and query, and the body (canonical JSON when it is JSON).
+fn fingerprint(method: &Method, path_and_query: &str, body: &[u8]) -> [u8; 32] {
+    let canonical = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v) => {
+            let mut out = String::new();
+            crate::audit::canonical_json(&v, &mut out);
+            out.into_bytes()
+        }
+        Err(_) => body.to_vec(),
+    };
+    let mut input = format!("{method}\n{path_and_query}\n").into_bytes();
+    input.extend_from_slice(&canonical);
+    sha256(&input)
+}
+
+/// What is stored for a completed request.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    location: Option<String>,
+    content_type: Option<String>,
+    body: String,
+}
+
+enum Claim {
+    New,
+    Replay { status: u16, stored: Stored },
+}
+
+async fn run(state: &AppState, req: Request, next: Next) -> Result<Response, Response> {
+    let key = parse_key(&req.headers()[&IDEMPOTENCY_KEY]).map_err(IntoResponse::into_response)?;
+    let principal = req
+        .extensions()
+        .get::<ApiAccess>()
+        .map(|a| a.principal.clone())
+        .ok_or_else(|| AppError::internal("idempotency outside an API route").into_response())?;
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, state.config.server.body_limit_bytes)
+        .await
+        .map_err(|_| AppError::PayloadTooLarge.into_response())?;
+    let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+    let hash = fingerprint(&parts.method, &target, &bytes);
+    let now = state.clock.now();
+    let stale_after = Duration::seconds(state.config.server.request_timeout_secs as i64 * 2);
+    match claim(state, &principal, &key, &parts.method, &target, &hash, now, stale_after).await {
+        Err(e) => Err(e.into_response()),
+        Ok(Claim::Replay { status, stored }) => Ok(replay(status, stored)),
+        Ok(Claim::New) => {
+            let req = Request::from_parts(parts, Body::from(bytes));
+            let state = state.clone();
+            // Its own task: see the module documentation. The span keeps the request id on
+            // the handler's log lines.
+            let task = tokio::spawn(
+                async move {
+                    let res = next.run(req).await;
+                    settle(&state, &principal, &key, res).await
+                }
+                .instrument(tracing::Span::current()),
+            );
+            Ok(task.await.unwrap_or_else(|e| AppError::internal(format!("request task failed: {e}")).into_response()))
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn claim(
+    state: &AppState,
+    principal: &OrgPrincipal,
+    key: &str,
+    method: &Method,
+    target: &str,
+    hash: &[u8; 32],
+    now: OffsetDateTime,
+    stale_after: Duration,
+) -> AppResult<Claim> {
+    let api_key = principal.api_key_id().ok_or_else(|| AppError::internal("idempotency without an API key"))?;
+    let mut tx = OrgTx::begin(&state.db, principal).await?;
+    // Expired records of this key go first, so an expired key can be used again.
+    sqlx::query("DELETE FROM idempotency_keys WHERE api_key_id = $1 AND created_at < $2")
+        .bind(api_key)
+        .bind(now - RETENTION)
+        .execute(&mut *tx)
+        .await?;
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (organization_id, api_key_id, key, method, path, request_hash, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+    )
+    .bind(tx.org_id())
+    .bind(api_key)
+    .bind(key)
+    .bind(method.as_str())
+    .bind(target)
+    .bind(&hash[..])
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        tx.commit().await?;
+        return Ok(Claim::New);
+    }
+    let (stored_hash, status, body, created_at): (Vec<u8>, Option<i32>, Option<Vec<u8>>, OffsetDateTime) =
+        sqlx::query_as(
+            "SELECT request_hash, status, response_body, created_at FROM idempotency_keys WHERE api_key_id = $1 AND key = $2",
+        )
+        .bind(api_key)
+        .bind(key)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    if stored_hash != hash[..] {
+        return Err(AppError::Conflict(
+            "This Idempotency-Key was already used for a different request; use a new key for a new request.".into(),
+        ));
+    }
+    match (status, body) {
+        (Some(status), Some(body)) => {
+            let stored: Stored = serde_json::from_slice(&body).map_err(AppError::internal)?;
+            Ok(Claim::Replay { status: status as u16, stored })
+        }
+        _ if now - created_at > stale_after => Err(AppError::Conflict(
+            "The first request with this Idempotency-Key was interrupted and may or may not have taken effect; \
+             check, then retry with a new key."
+                .into(),
+        )),
+        _ => {
+            Err(AppError::Conflict("A request with this Idempotency-Key is still being processed; retry later.".into()))
+        }
+    }
+}
+
+/// Stores a successful response, or releases the key after an error.
+async fn settle(state: &AppState, principal: &OrgPrincipal, key: &str, res: Response) -> Response {
+    let Some(api_key) = principal.api_key_id() else { return res };
+    if !res.status().is_success() {
+        let released = async {
+            let mut tx = OrgTx::begin(&state.db, principal).await?;
+            sqlx::query("DELETE FROM idempotency_keys WHERE api_key_id = $1 AND key = $2 AND status IS NULL")
+                .bind(api_key)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        };
+        if let Err(e) = released.await {
+            tracing::error!(error = %e, "could not release an idempotency key");
+        }
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let bytes: Bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => return AppError::internal(format!("reading the response: {e}")).into_response(),
+    };
+    let header_text = |name: &HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let stored = Stored {
+        location: header_text(&header::LOCATION),
+        content_type: header_text(&header::CONTENT_TYPE),
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    };
+    let saved = async {
+        let mut tx = OrgTx::begin(&state.db, principal).await?;
+        sqlx::query("UPDATE idempotency_keys SET status = $3, response_body = $4 WHERE api_key_id = $1 AND key = $2")
+            .bind(api_key)
+            .bind(key)
+            .bind(parts.status.as_u16() as i32)
+            .bind(serde_json::to_vec(&stored).unwrap_or_default())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    };
+    // The work is done whatever happens here; a record that stays pending answers 409
+    // ("interrupted") rather than ever running the request twice.
+    if let Err(e) = saved.await {
+        tracing::error!(error = %e, "could not store an idempotent response");
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+fn replay(status: u16, stored: Stored) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let mut res = (status, stored.body).into_response();
+    let headers = res.headers_mut();
+    if let Some(v) = stored.content_type.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    if let Some(v) = stored.location.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        headers.insert(header::LOCATION, v);
+    }
+    headers.insert(&IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_plain_or_structured_strings() {
+        assert_eq!(parse_key(&HeaderValue::from_static("abc-123")).unwrap(), "abc-123");
+        assert_eq!(parse_key(&HeaderValue::from_static("\"8e03978e-40d5\"")).unwrap(), "8e03978e-40d5");
+        assert!(parse_key(&HeaderValue::from_static("")).is_err());
+        assert!(parse_key(&HeaderValue::from_static("\"\"")).is_err());
+        assert!(parse_key(&HeaderValue::from_static("has space")).is_err());
+        assert!(parse_key(&HeaderValue::from_str(&"k".repeat(256)).unwrap()).is_err());
+    }
+
+    #[test]
+    fn fingerprints_ignore_json_formatting_but_not_content() {
+        let a = fingerprint(&Method::POST, "/api/v1/clients", br#"{"name":"A","email":"a@x.io"}"#);
+        let b = fingerprint(&Method::POST, "/api/v1/clients", b"{ \"email\": \"a@x.io\",\n \"name\": \"A\" }");
+        assert_eq!(a, b);
+        assert_ne!(a, fingerprint(&Method::POST, "/api/v1/clients", br#"{"name":"B","email":"a@x.io"}"#));
+        assert_ne!(a, fingerprint(&Method::POST, "/api/v1/projects", br#"{"name":"A","email":"a@x.io"}"#));
+    }
+}

@@ -1,0 +1,793 @@
+//! `/api/v1`: the work domain over HTTP for API keys.
+//!
+//! Handlers are thin: parse (`ApiJson`, `ApiQuery`, `PathIds`), call the domain service with the
+//! key's verified principal (the service checks the permission again, opens the tenant door,
+//! applies the project scope and writes the audit event), and shape the response. Every
+//! successful body is `{"data": …}`; lists add `"pagination"`. Creating POSTs answer 201 with a
+//! `Location` header and the same representation a GET of that location returns.
+//!
+//! Each handler carries its `#[utoipa::path]`; [`ApiDoc`] collects them into the OpenAPI
+//! document, and a test checks it against the route table both ways.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use uuid::Uuid;
+
+use super::extract::{ApiJson, ApiQuery, PathIds};
+use super::guard::ApiAccess;
+use super::openapi::Conventions;
+use crate::audit::Context;
+use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::http::route::{Access, RouteDef, Surface};
+use crate::platform::ids::{ClientId, ProjectId};
+use crate::route;
+use crate::state::AppState;
+use crate::tenancy::role::Permission as P;
+use crate::work::clients::{self, Client, ClientFilter, ClientInput};
+use crate::work::files::{self, FileFilter, FileMeta};
+use crate::work::invoices::{self, InvoiceDetail, InvoiceFilter, InvoiceInput};
+use crate::work::projects::{self, Column, Project, ProjectFilter, ProjectInput};
+use crate::work::tasks::{self, Comment, CommentInput, TaskDetail, TaskFilter, TaskInput};
+use crate::work::time_entries::{self, TimeEntry, TimeFilter, TimeInput};
+use crate::work::{MAX_PAGE, Page};
+
+#[rustfmt::skip]
+pub fn routes() -> Vec<RouteDef> {
+    vec![
+        route!(GET "/api/v1/openapi.json", Surface::Api, Access::Public, openapi_json),
+
+        route!(GET "/api/v1/clients", Surface::Api, Access::Api(P::ClientsRead), list_clients),
+        route!(POST "/api/v1/clients", Surface::Api, Access::Api(P::ClientsCreate), create_client),
+        route!(GET "/api/v1/clients/{client}", Surface::Api, Access::Api(P::ClientsRead), get_client),
+        route!(PATCH "/api/v1/clients/{client}", Surface::Api, Access::Api(P::ClientsUpdate), update_client),
+        route!(DELETE "/api/v1/clients/{client}", Surface::Api, Access::Api(P::ClientsDelete), delete_client),
+        route!(POST "/api/v1/clients/{client}/archive", Surface::Api, Access::Api(P::ClientsUpdate), archive_client),
+        route!(POST "/api/v1/clients/{client}/restore", Surface::Api, Access::Api(P::ClientsUpdate), restore_client),
+
+        route!(GET "/api/v1/projects", Surface::Api, Access::Api(P::ProjectsRead), list_projects),
+        route!(POST "/api/v1/projects", Surface::Api, Access::Api(P::ProjectsCreate), create_project),
+        route!(GET "/api/v1/projects/{project}", Surface::Api, Access::Api(P::ProjectsRead), get_project),
+        route!(PATCH "/api/v1/projects/{project}", Surface::Api, Access::Api(P::ProjectsUpdate), update_project),
+        route!(DELETE "/api/v1/projects/{project}", Surface::Api, Access::Api(P::ProjectsDelete), delete_project),
+        route!(GET "/api/v1/projects/{project}/columns", Surface::Api, Access::Api(P::ProjectsRead), list_columns),
+
+        route!(GET "/api/v1/tasks", Surface::Api, Access::Api(P::TasksRead), list_tasks),
+        route!(POST "/api/v1/tasks", Surface::Api, Access::Api(P::TasksCreate), create_task),
+        route!(GET "/api/v1/tasks/{task}", Surface::Api, Access::Api(P::TasksRead), get_task),
+        route!(PATCH "/api/v1/tasks/{task}", Surface::Api, Access::Api(P::TasksUpdate), update_task),
+        route!(DELETE "/api/v1/tasks/{task}", Surface::Api, Access::Api(P::TasksDelete), delete_task),
+        route!(GET "/api/v1/tasks/{task}/comments", Surface::Api, Access::Api(P::TasksRead), list_comments),
+        route!(POST "/api/v1/tasks/{task}/comments", Surface::Api, Access::Api(P::CommentsCreate), create_comment),
+        route!(GET "/api/v1/tasks/{task}/comments/{comment}", Surface::Api, Access::Api(P::TasksRead), get_comment),
+
+        route!(GET "/api/v1/time-entries", Surface::Api, Access::Api(P::ProjectsRead), list_time_entries),
+        route!(POST "/api/v1/time-entries", Surface::Api, Access::Api(P::TimeTrack), create_time_entry),
+        route!(GET "/api/v1/time-entries/{time_entry}", Surface::Api, Access::Api(P::ProjectsRead), get_time_entry),
+        route!(DELETE "/api/v1/time-entries/{time_entry}", Surface::Api, Access::Api(P::TimeTrack), delete_time_entry),
+
+        route!(GET "/api/v1/invoices", Surface::Api, Access::Api(P::InvoicesRead), list_invoices),
+        route!(POST "/api/v1/invoices", Surface::Api, Access::Api(P::InvoicesCreate), create_invoice),
+        route!(GET "/api/v1/invoices/{invoice}", Surface::Api, Access::Api(P::InvoicesRead), get_invoice),
+        route!(PATCH "/api/v1/invoices/{invoice}", Surface::Api, Access::Api(P::InvoicesUpdate), update_invoice),
+        route!(DELETE "/api/v1/invoices/{invoice}", Surface::Api, Access::Api(P::InvoicesDelete), delete_invoice),
+        route!(POST "/api/v1/invoices/{invoice}/send", Surface::Api, Access::Api(P::InvoicesUpdate), send_invoice),
+        route!(POST "/api/v1/invoices/{invoice}/pay", Surface::Api, Access::Api(P::InvoicesUpdate), pay_invoice),
+        route!(POST "/api/v1/invoices/{invoice}/void", Surface::Api, Access::Api(P::InvoicesUpdate), void_invoice),
+
+        route!(GET "/api/v1/files", Surface::Api, Access::Api(P::FilesRead), list_files),
+        route!(GET "/api/v1/files/{file}", Surface::Api, Access::Api(P::FilesRead), get_file),
+        route!(DELETE "/api/v1/files/{file}", Surface::Api, Access::Api(P::FilesDelete), delete_file),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Envelopes
+
+/// A single resource.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Data<T> {
+    pub data: T,
+}
+
+/// One page of a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct List<T> {
+    pub data: Vec<T>,
+    pub pagination: Pagination,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Pagination {
+    /// The page size used (requests above 100 are capped at 100).
+    pub limit: i64,
+    pub offset: i64,
+    /// Items matching the filters in all pages; null where the list is not counted (tasks,
+    /// time entries and files, which are read in pages only).
+    pub total: Option<i64>,
+    /// The offset of the next page, or null on the last page. Uncounted lists give one while a
+    /// page is full, so the last page may be empty.
+    pub next_offset: Option<i64>,
+}
+
+fn ok<T: Serialize>(data: T) -> Response {
+    Json(Data { data }).into_response()
+}
+
+fn created<T: Serialize>(location: String, data: T) -> Response {
+    (StatusCode::CREATED, [(header::LOCATION, location)], Json(Data { data })).into_response()
+}
+
+fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn listed<T: Serialize>(items: Vec<T>, page: Page, total: Option<i64>) -> Response {
+    let (limit, offset) = (page.limit(), page.offset());
+    let end = offset + items.len() as i64;
+    let next_offset = match total {
+        Some(total) => (end < total).then_some(end),
+        None => (items.len() as i64 == limit).then_some(end),
+    };
+    Json(List { data: items, pagination: Pagination { limit, offset, total, next_offset } }).into_response()
+}
+
+/// A page of a list the service returns whole (short, per-parent lists).
+fn listed_whole<T: Serialize>(items: Vec<T>, page: Page) -> Response {
+    let total = items.len() as i64;
+    let slice: Vec<T> = items.into_iter().skip(page.offset() as usize).take(page.limit() as usize).collect();
+    listed(slice, page, Some(total))
+}
+
+fn page(limit: Option<i64>, offset: Option<i64>) -> AppResult<Page> {
+    if limit.is_some_and(|l| l < 1) {
+        return Err(AppError::field("limit", format!("must be at least 1 (at most {MAX_PAGE} are returned)")));
+    }
+    if offset.is_some_and(|o| o < 0) {
+        return Err(AppError::field("offset", "must not be negative"));
+    }
+    Ok(Page { limit, offset })
+}
+
+/// Pagination only (lists of one parent).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Page size, 1–100 (default 50; larger values are capped at 100).
+    pub limit: Option<i64>,
+    /// Items to skip (default 0).
+    pub offset: Option<i64>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenAPI
+
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", security(()),
+    responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json")))]
+pub async fn openapi_json() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], super::openapi::document()).into_response()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ClientFlow API",
+        version = "1",
+        description = "Clients, projects, tasks, time, invoices and files of one organization, for an \
+            organization API key (`Authorization: Bearer cf_live_…`). Each operation's security \
+            requirement names the permission the key needs. Errors are RFC 9457 problem documents \
+            (`application/problem+json`) whose `errors` name the offending fields. Lists take \
+            `limit` (at most 100) and `offset`. POST requests accept an `Idempotency-Key`."
+    ),
+    paths(
+        openapi_json,
+        list_clients, create_client, get_client, update_client, delete_client, archive_client, restore_client,
+        list_projects, create_project, get_project, update_project, delete_project, list_columns,
+        list_tasks, create_task, get_task, update_task, delete_task, list_comments, create_comment, get_comment,
+        list_time_entries, create_time_entry, get_time_entry, delete_time_entry,
+        list_invoices, create_invoice, get_invoice, update_invoice, delete_invoice, send_invoice, pay_invoice,
+        void_invoice,
+        list_files, get_file, delete_file,
+    ),
+    modifiers(&Conventions),
+    tags(
+        (name = "clients", description = "The organization's clients"),
+        (name = "projects", description = "Projects (Member-role keys see the projects of the member who created the key)"),
+        (name = "tasks", description = "Tasks, their assignees, subtasks and comments"),
+        (name = "time", description = "Time entries"),
+        (name = "invoices", description = "Invoices: drafts are editable; send assigns the number"),
+        (name = "files", description = "File metadata and short-lived download links"),
+        (name = "meta", description = "This document"),
+    )
+)]
+pub struct ApiDoc;
+
+// ---------------------------------------------------------------------------------------------
+// Clients
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ClientQuery {
+    /// Matches name, company or email (case-insensitive).
+    pub q: Option<String>,
+    /// `active` (default), `archived` or `all`.
+    pub status: Option<String>,
+    /// Page size, 1–100 (default 50; larger values are capped at 100).
+    pub limit: Option<i64>,
+    /// Items to skip (default 0).
+    pub offset: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/clients", tag = "clients", params(ClientQuery),
+    responses((status = 200, description = "A page of clients", body = List<Client>)),
+    security(("api_key" = ["clients.read"])))]
+pub async fn list_clients(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ApiQuery(q): ApiQuery<ClientQuery>,
+) -> AppResult<Response> {
+    let page = page(q.limit, q.offset)?;
+    let filter = ClientFilter { q: q.q, status: q.status };
+    let (items, total) = clients::list(&s.db, &api.principal, &filter, page).await?;
+    Ok(listed(items, page, Some(total)))
+}
+
+#[utoipa::path(post, path = "/api/v1/clients", tag = "clients", request_body = ClientInput,
+    responses((status = 201, description = "Created", body = Data<Client>)),
+    security(("api_key" = ["clients.create"])))]
+pub async fn create_client(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ApiJson(input): ApiJson<ClientInput>,
+) -> AppResult<Response> {
+    let c = clients::create(&s.db, &ctx, &api.principal, &input).await?;
+    Ok(created(format!("/api/v1/clients/{}", c.id), c))
+}
+
+#[utoipa::path(get, path = "/api/v1/clients/{client}", tag = "clients",
+    params(("client" = Uuid, Path, description = "Client id")),
+    responses((status = 200, description = "The client", body = Data<Client>)),
+    security(("api_key" = ["clients.read"])))]
+pub async fn get_client(State(s): State<AppState>, api: ApiAccess, ids: PathIds) -> AppResult<Response> {
+    Ok(ok(clients::get(&s.db, &api.principal, ids.get::<ClientId>("client")?).await?))
+}
+
+#[utoipa::path(patch, path = "/api/v1/clients/{client}", tag = "clients", request_body = ClientInput,
+    params(("client" = Uuid, Path, description = "Client id")),
+    responses((status = 200, description = "Updated (absent fields are unchanged)", body = Data<Client>)),
+    security(("api_key" = ["clients.update"])))]
+pub async fn update_client(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+    ApiJson(input): ApiJson<ClientInput>,
+) -> AppResult<Response> {
+    Ok(ok(clients::update(&s.db, &ctx, &api.principal, ids.get("client")?, &input).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/clients/{client}", tag = "clients",
+    params(("client" = Uuid, Path, description = "Client id")),
+    responses((status = 204, description = "Deleted (refused with 409 while it has projects, invoices or portal users)")),
+    security(("api_key" = ["clients.delete"])))]
+pub async fn delete_client(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+) -> AppResult<Response> {
+    clients::delete(&s.db, &ctx, &api.principal, ids.get("client")?).await?;
+    Ok(no_content())
+}
+
+#[utoipa::path(post, path = "/api/v1/clients/{client}/archive", tag = "clients",
+    params(("client" = Uuid, Path, description = "Client id")),
+    responses((status = 200, description = "Archived", body = Data<Client>)),
+    security(("api_key" = ["clients.update"])))]
+pub async fn archive_client(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+) -> AppResult<Response> {
+    Ok(ok(clients::set_archived(&s.db, &ctx, &api.principal, ids.get("client")?, true).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/clients/{client}/restore", tag = "clients",
+    params(("client" = Uuid, Path, description = "Client id")),
+    responses((status = 200, description = "Active again", body = Data<Client>)),
+    security(("api_key" = ["clients.update"])))]
+pub async fn restore_client(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+) -> AppResult<Response> {
+    Ok(ok(clients::set_archived(&s.db, &ctx, &api.principal, ids.get("client")?, false).await?))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Projects
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ProjectQuery {
+    /// Matches the name (case-insensitive).
+    pub q: Option<String>,
+    /// A status (`planned`, `active`, `on_hold`, `completed`, `archived`) or `all`; default:
+    /// everything but archived.
+    pub status: Option<String>,
+    /// Only this client's projects.
+    pub client_id: Option<String>,
+    /// Page size, 1–100 (default 50; larger values are capped at 100).
+    pub limit: Option<i64>,
+    /// Items to skip (default 0).
+    pub offset: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/projects", tag = "projects", params(ProjectQuery),
+    responses((status = 200, description = "A page of projects", body = List<Project>)),
+    security(("api_key" = ["projects.read"])))]
+pub async fn list_projects(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ApiQuery(q): ApiQuery<ProjectQuery>,
+) -> AppResult<Response> {
+    let page = page(q.limit, q.offset)?;
+    let filter = ProjectFilter { q: q.q, status: q.status, client_id: q.client_id };
+    let (items, total) = projects::list(&s.db, &api.principal, &filter, page).await?;
+    Ok(listed(items, page, Some(total)))
+}
+
+#[utoipa::path(post, path = "/api/v1/projects", tag = "projects", request_body = ProjectInput,
+    responses((status = 201, description = "Created, with the default board columns", body = Data<Project>)),
+    security(("api_key" = ["projects.create"])))]
+pub async fn create_project(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ApiJson(input): ApiJson<ProjectInput>,
+) -> AppResult<Response> {
+    let p = projects::create(&s.db, &ctx, &api.principal, &input).await?;
+    Ok(created(format!("/api/v1/projects/{}", p.id), p))
+}
+
+#[utoipa::path(get, path = "/api/v1/projects/{project}", tag = "projects",
+    params(("project" = Uuid, Path, description = "Project id")),
+    responses((status = 200, description = "The project", body = Data<Project>)),
+    security(("api_key" = ["projects.read"])))]
+pub async fn get_project(State(s): State<AppState>, api: ApiAccess, ids: PathIds) -> AppResult<Response> {
+    Ok(ok(projects::get(&s.db, &api.principal, ids.get::<ProjectId>("project")?).await?))
+}
+
+#[utoipa::path(patch, path = "/api/v1/projects/{project}", tag = "projects", request_body = ProjectInput,
+    params(("project" = Uuid, Path, description = "Project id")),
+    responses((status = 200, description = "Updated (absent fields are unchanged)", body = Data<Project>)),
+    security(("api_key" = ["projects.update"])))]
+pub async fn update_project(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+    ApiJson(input): ApiJson<ProjectInput>,
+) -> AppResult<Response> {
+    Ok(ok(projects::update(&s.db, &ctx, &api.principal, ids.get("project")?, &input).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/projects/{project}", tag = "projects",
+    params(("project" = Uuid, Path, description = "Project id")),
+    responses((status = 204, description = "Deleted with its tasks and time (refused with 409 while it has files)")),
+    security(("api_key" = ["projects.delete"])))]
+pub async fn delete_project(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+) -> AppResult<Response> {
+    projects::delete(&s.db, &ctx, &api.principal, ids.get("project")?).await?;
+    Ok(no_content())
+}
+
+#[utoipa::path(get, path = "/api/v1/projects/{project}/columns", tag = "projects",
+    params(("project" = Uuid, Path, description = "Project id"), PageQuery),
+    responses((status = 200, description = "The project's board columns in order (for a task's `column_id`)", body = List<Column>)),
+    security(("api_key" = ["projects.read"])))]
+pub async fn list_columns(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ids: PathIds,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> AppResult<Response> {
+    let page = page(q.limit, q.offset)?;
+    let cols = projects::list_columns(&s.db, &api.principal, ids.get("project")?).await?;
+    Ok(listed_whole(cols, page))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tasks and comments
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TaskQuery {
+    /// Only this project's tasks.
+    pub project_id: Option<String>,
+    /// `todo`, `in_progress`, `blocked` or `done`.
+    pub status: Option<String>,
+    /// Only tasks assigned to this user id.
+    pub assignee: Option<String>,
+    /// Matches the title (case-insensitive).
+    pub q: Option<String>,
+    /// Page size, 1–100 (default 50; larger values are capped at 100).
+    pub limit: Option<i64>,
+    /// Items to skip (default 0).
+    pub offset: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks", params(TaskQuery),
+    responses((status = 200, description = "A page of tasks, newest first", body = List<crate::work::tasks::Task>)),
+    security(("api_key" = ["tasks.read"])))]
+pub async fn list_tasks(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ApiQuery(q): ApiQuery<TaskQuery>,
+) -> AppResult<Response> {
+    let page = page(q.limit, q.offset)?;
+    let filter = TaskFilter { project_id: q.project_id, status: q.status, assignee: q.assignee, q: q.q };
+    let items = tasks::list(&s.db, &api.principal, &filter, page).await?;
+    Ok(listed(items, page, None))
+}
+
+#[utoipa::path(post, path = "/api/v1/tasks", tag = "tasks", request_body = TaskInput,
+    responses((status = 201, description = "Created", body = Data<TaskDetail>)),
+    security(("api_key" = ["tasks.create"])))]
+pub async fn create_task(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ApiJson(input): ApiJson<TaskInput>,
+) -> AppResult<Response> {
+    let t = tasks::create(&s.db, &ctx, &api.principal, &input).await?;
+    let detail = tasks::get(&s.db, &api.principal, t.id).await?;
+    Ok(created(format!("/api/v1/tasks/{}", t.id), detail))
+}
+
+#[utoipa::path(get, path = "/api/v1/tasks/{task}", tag = "tasks",
+    params(("task" = Uuid, Path, description = "Task id")),
+    responses((status = 200, description = "The task with its assignees and subtasks", body = Data<TaskDetail>)),
+    security(("api_key" = ["tasks.read"])))]
+pub async fn get_task(State(s): State<AppState>, api: ApiAccess, ids: PathIds) -> AppResult<Response> {
+    Ok(ok(tasks::get(&s.db, &api.principal, ids.get::<Uuid>("task")?).await?))
+}
+
+#[utoipa::path(patch, path = "/api/v1/tasks/{task}", tag = "tasks", request_body = TaskInput,
+    params(("task" = Uuid, Path, description = "Task id")),
+    responses((status = 200, description = "Updated (absent fields are unchanged; `assignees` replaces the list)", body = Data<TaskDetail>)),
+    security(("api_key" = ["tasks.update"])))]
+pub async fn update_task(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+    ApiJson(input): ApiJson<TaskInput>,
+) -> AppResult<Response> {
+    let id: Uuid = ids.get("task")?;
+    tasks::update(&s.db, &ctx, &api.principal, id, &input).await?;
+    Ok(ok(tasks::get(&s.db, &api.principal, id).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/tasks/{task}", tag = "tasks",
+    params(("task" = Uuid, Path, description = "Task id")),
+    responses((status = 204, description = "Deleted with its subtasks and comments (refused with 409 while it has files)")),
+    security(("api_key" = ["tasks.delete"])))]
+pub async fn delete_task(State(s): State<AppState>, api: ApiAccess, ctx: Context, ids: PathIds) -> AppResult<Response> {
+    tasks::delete(&s.db, &ctx, &api.principal, ids.get("task")?).await?;
+    Ok(no_content())
+}
+
+#[utoipa::path(get, path = "/api/v1/tasks/{task}/comments", tag = "tasks",
+    params(("task" = Uuid, Path, description = "Task id"), PageQuery),
+    responses((status = 200, description = "The task's comments, oldest first", body = List<Comment>)),
+    security(("api_key" = ["tasks.read"])))]
+pub async fn list_comments(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ids: PathIds,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> AppResult<Response> {
+    let page = page(q.limit, q.offset)?;
+    let all = tasks::comments(&s.db, &api.principal, ids.get("task")?).await?;
+    Ok(listed_whole(all, page))
+}
+
+#[utoipa::path(post, path = "/api/v1/tasks/{task}/comments", tag = "tasks", request_body = CommentInput,
+    params(("task" = Uuid, Path, description = "Task id")),
+    responses((status = 201, description = "Created", body = Data<Comment>)),
+    security(("api_key" = ["comments.create"])))]
+pub async fn create_comment(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+    ApiJson(input): ApiJson<CommentInput>,
+) -> AppResult<Response> {
+    let task: Uuid = ids.get("task")?;
+    let c = tasks::add_comment(&s.db, &ctx, &api.principal, task, &input).await?;
+    Ok(created(format!("/api/v1/tasks/{task}/comments/{}", c.id), c))
+}
+
+#[utoipa::path(get, path = "/api/v1/tasks/{task}/comments/{comment}", tag = "tasks",
+    params(("task" = Uuid, Path, description = "Task id"), ("comment" = Uuid, Path, description = "Comment id")),
+    responses((status = 200, description = "The comment", body = Data<Comment>)),
+    security(("api_key" = ["tasks.read"])))]
+pub async fn get_comment(State(s): State<AppState>, api: ApiAccess, ids: PathIds) -> AppResult<Response> {
+    let id: Uuid = ids.get("comment")?;
+    let all = tasks::comments(&s.db, &api.principal, ids.get("task")?).await?;
+    all.into_iter().find(|c| c.id == id).map(ok).ok_or(AppError::NotFound)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time entries
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TimeQuery {
+    /// Only this project's entries.
+    pub project_id: Option<String>,
+    /// Only this task's entries.
+    pub task_id: Option<String>,
+    /// Page size, 1–100 (default 50; larger values are capped at 100).
+    pub limit: Option<i64>,
+    /// Items to skip (default 0).
+    pub offset: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/time-entries", tag = "time", params(TimeQuery),
+    responses((status = 200, description = "A page of time entries, most recent first", body = List<TimeEntry>)),
+    security(("api_key" = ["projects.read"])))]
+pub async fn list_time_entries(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ApiQuery(q): ApiQuery<TimeQuery>,
+) -> AppResult<Response> {
+    let page = page(q.limit, q.offset)?;
+    let filter = TimeFilter { project_id: q.project_id, task_id: q.task_id };
+    let items = time_entries::list(&s.db, &api.principal, &filter, page).await?;
+    Ok(listed(items, page, None))
+}
+
+#[utoipa::path(post, path = "/api/v1/time-entries", tag = "time", request_body = TimeInput,
+    responses((status = 201, description = "Recorded for the member who created the API key", body = Data<TimeEntry>)),
+    security(("api_key" = ["time.track"])))]
+pub async fn create_time_entry(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ApiJson(input): ApiJson<TimeInput>,
+) -> AppResult<Response> {
+    let e = time_entries::create(&s.db, &ctx, &api.principal, &input).await?;
+    Ok(created(format!("/api/v1/time-entries/{}", e.id), e))
+}
+
+#[utoipa::path(get, path = "/api/v1/time-entries/{time_entry}", tag = "time",
+    params(("time_entry" = Uuid, Path, description = "Time entry id")),
+    responses((status = 200, description = "The time entry", body = Data<TimeEntry>)),
+    security(("api_key" = ["projects.read"])))]
+pub async fn get_time_entry(State(s): State<AppState>, api: ApiAccess, ids: PathIds) -> AppResult<Response> {
+    Ok(ok(time_entries::get(&s.db, &api.principal, ids.get("time_entry")?).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/time-entries/{time_entry}", tag = "time",
+    params(("time_entry" = Uuid, Path, description = "Time entry id")),
+    responses((status = 204, description = "Deleted (the key creator's own entries; anyone's with projects.update)")),
+    security(("api_key" = ["time.track"])))]
+pub async fn delete_time_entry(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+) -> AppResult<Response> {
+    time_entries::delete(&s.db, &ctx, &api.principal, ids.get("time_entry")?).await?;
+    Ok(no_content())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Invoices
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct InvoiceQuery {
+    /// Only this client's invoices.
+    pub client_id: Option<String>,
+    /// `draft`, `sent`, `paid`, `void` or `overdue`.
+    pub status: Option<String>,
+    /// Page size, 1–100 (default 50; larger values are capped at 100).
+    pub limit: Option<i64>,
+    /// Items to skip (default 0).
+    pub offset: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/invoices", tag = "invoices", params(InvoiceQuery),
+    responses((status = 200, description = "A page of invoices, newest first", body = List<crate::work::invoices::Invoice>)),
+    security(("api_key" = ["invoices.read"])))]
+pub async fn list_invoices(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ApiQuery(q): ApiQuery<InvoiceQuery>,
+) -> AppResult<Response> {
+    let page = page(q.limit, q.offset)?;
+    let filter = InvoiceFilter { client_id: q.client_id, status: q.status };
+    let (items, total) = invoices::list(&s.db, s.clock.now().date(), &api.principal, &filter, page).await?;
+    Ok(listed(items, page, Some(total)))
+}
+
+#[utoipa::path(post, path = "/api/v1/invoices", tag = "invoices", request_body = InvoiceInput,
+    responses((status = 201, description = "Created as a draft", body = Data<InvoiceDetail>)),
+    security(("api_key" = ["invoices.create"])))]
+pub async fn create_invoice(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ApiJson(input): ApiJson<InvoiceInput>,
+) -> AppResult<Response> {
+    let inv = invoices::create(&s.db, &ctx, &api.principal, &input).await?;
+    let detail = invoices::get(&s.db, ctx.now.date(), &api.principal, inv.id).await?;
+    Ok(created(format!("/api/v1/invoices/{}", inv.id), detail))
+}
+
+#[utoipa::path(get, path = "/api/v1/invoices/{invoice}", tag = "invoices",
+    params(("invoice" = Uuid, Path, description = "Invoice id")),
+    responses((status = 200, description = "The invoice with its lines", body = Data<InvoiceDetail>)),
+    security(("api_key" = ["invoices.read"])))]
+pub async fn get_invoice(State(s): State<AppState>, api: ApiAccess, ids: PathIds) -> AppResult<Response> {
+    Ok(ok(invoices::get(&s.db, s.clock.now().date(), &api.principal, ids.get("invoice")?).await?))
+}
+
+#[utoipa::path(patch, path = "/api/v1/invoices/{invoice}", tag = "invoices", request_body = InvoiceInput,
+    params(("invoice" = Uuid, Path, description = "Invoice id")),
+    responses((status = 200, description = "Updated draft (409 once sent; `lines` replaces the lines)", body = Data<InvoiceDetail>)),
+    security(("api_key" = ["invoices.update"])))]
+pub async fn update_invoice(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+    ApiJson(input): ApiJson<InvoiceInput>,
+) -> AppResult<Response> {
+    let id: Uuid = ids.get("invoice")?;
+    invoices::update(&s.db, &ctx, &api.principal, id, &input).await?;
+    Ok(ok(invoices::get(&s.db, ctx.now.date(), &api.principal, id).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/invoices/{invoice}", tag = "invoices",
+    params(("invoice" = Uuid, Path, description = "Invoice id")),
+    responses((status = 204, description = "Deleted draft (409 once sent: void it instead)")),
+    security(("api_key" = ["invoices.delete"])))]
+pub async fn delete_invoice(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+) -> AppResult<Response> {
+    invoices::delete(&s.db, &ctx, &api.principal, ids.get("invoice")?).await?;
+    Ok(no_content())
+}
+
+async fn transition(s: &AppState, api: &ApiAccess, ctx: &Context, ids: &PathIds, action: &str) -> AppResult<Response> {
+    let id: Uuid = ids.get("invoice")?;
+    invoices::transition(&s.db, ctx, &api.principal, id, action).await?;
+    Ok(ok(invoices::get(&s.db, ctx.now.date(), &api.principal, id).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/invoices/{invoice}/send", tag = "invoices",
+    params(("invoice" = Uuid, Path, description = "Invoice id")),
+    responses((status = 200, description = "Sent: numbered and frozen (409 unless a draft with lines)", body = Data<InvoiceDetail>)),
+    security(("api_key" = ["invoices.update"])))]
+pub async fn send_invoice(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+) -> AppResult<Response> {
+    transition(&s, &api, &ctx, &ids, "send").await
+}
+
+#[utoipa::path(post, path = "/api/v1/invoices/{invoice}/pay", tag = "invoices",
+    params(("invoice" = Uuid, Path, description = "Invoice id")),
+    responses((status = 200, description = "Marked paid (409 unless sent)", body = Data<InvoiceDetail>)),
+    security(("api_key" = ["invoices.update"])))]
+pub async fn pay_invoice(State(s): State<AppState>, api: ApiAccess, ctx: Context, ids: PathIds) -> AppResult<Response> {
+    transition(&s, &api, &ctx, &ids, "pay").await
+}
+
+#[utoipa::path(post, path = "/api/v1/invoices/{invoice}/void", tag = "invoices",
+    params(("invoice" = Uuid, Path, description = "Invoice id")),
+    responses((status = 200, description = "Voided (409 once paid or void)", body = Data<InvoiceDetail>)),
+    security(("api_key" = ["invoices.update"])))]
+pub async fn void_invoice(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+) -> AppResult<Response> {
+    transition(&s, &api, &ctx, &ids, "void").await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FileQuery {
+    /// Only this project's files.
+    pub project_id: Option<String>,
+    /// Only this task's files.
+    pub task_id: Option<String>,
+    /// Page size, 1–100 (default 50; larger values are capped at 100).
+    pub limit: Option<i64>,
+    /// Items to skip (default 0).
+    pub offset: Option<i64>,
+}
+
+/// A file's metadata with a download link. The link is a bearer capability, so it is only
+/// handed out one file at a time (never in lists) and expires within minutes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FileWithLink {
+    #[serde(flatten)]
+    pub file: FileMeta,
+    /// Downloads the file without an API key until `download_url_expires_at`.
+    pub download_url: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub download_url_expires_at: OffsetDateTime,
+}
+
+#[utoipa::path(get, path = "/api/v1/files", tag = "files", params(FileQuery),
+    responses((status = 200, description = "A page of file metadata, newest first", body = List<FileMeta>)),
+    security(("api_key" = ["files.read"])))]
+pub async fn list_files(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ApiQuery(q): ApiQuery<FileQuery>,
+) -> AppResult<Response> {
+    let page = page(q.limit, q.offset)?;
+    let filter = FileFilter { project_id: q.project_id, task_id: q.task_id };
+    let items = files::list(&s.db, &api.principal, &filter, page).await?;
+    Ok(listed(items, page, None))
+}
+
+#[utoipa::path(get, path = "/api/v1/files/{file}", tag = "files",
+    params(("file" = Uuid, Path, description = "File id")),
+    responses((status = 200, description = "The file's metadata and a short-lived signed download link", body = Data<FileWithLink>)),
+    security(("api_key" = ["files.read"])))]
+pub async fn get_file(State(s): State<AppState>, api: ApiAccess, ids: PathIds) -> AppResult<Response> {
+    let file = files::get(&s.db, &api.principal, ids.get("file")?).await?;
+    let (download_url, download_url_expires_at) = files::signed_link(
+        &s.config.public_url(),
+        &s.file_link_key,
+        api.principal.org_id(),
+        file.id,
+        s.clock.now(),
+        s.config.files.link_minutes,
+    );
+    Ok(ok(FileWithLink { file, download_url, download_url_expires_at }))
+}
+
+#[utoipa::path(delete, path = "/api/v1/files/{file}", tag = "files",
+    params(("file" = Uuid, Path, description = "File id")),
+    responses((status = 204, description = "Deleted with its contents")),
+    security(("api_key" = ["files.delete"])))]
+pub async fn delete_file(State(s): State<AppState>, api: ApiAccess, ctx: Context, ids: PathIds) -> AppResult<Response> {
+    files::delete(&s.db, &s.storage, &ctx, &api.principal, ids.get("file")?).await?;
+    Ok(no_content())
+}
