@@ -10,6 +10,7 @@ mod http;
 mod identity;
 mod isolation;
 mod mail;
+mod operator;
 mod ratelimit;
 mod support;
 mod tenancy;
