@@ -2,6 +2,9 @@
 
 #![allow(clippy::print_stdout)] // a command line prints to standard output
 
+mod operator;
+mod seed;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -28,6 +31,10 @@ pub struct Cli {
     /// Configuration file (TOML).
     #[arg(long, global = true, env = "CLIENTFLOW_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Print one JSON document on standard output instead of text (user, org, member, api-key,
+    /// seed); errors go to standard error as {"error": {...}}.
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -52,6 +59,24 @@ pub enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Create and list organizations.
+    Org {
+        #[command(subcommand)]
+        command: operator::OrgCommand,
+    },
+    /// Add members to an organization and list them.
+    Member {
+        #[command(subcommand)]
+        command: operator::MemberCommand,
+    },
+    /// Create, list and revoke an organization's API keys.
+    ApiKey {
+        #[command(subcommand)]
+        command: operator::ApiKeyCommand,
+    },
+    /// Generate a realistic data set (organizations, people, clients, projects, tasks, time,
+    /// invoices) for development and benchmarks.
+    Seed(seed::SeedArgs),
     /// The audit log: verify the hash chains, sign their heads, apply retention.
     Audit {
         #[command(subcommand)]
@@ -96,6 +121,22 @@ pub enum DocsCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum UserCommand {
+    /// Create an account with a verified email address (the operator vouches for it). The
+    /// password is read from standard input with --password-stdin, or generated and printed
+    /// once.
+    Create {
+        /// The account's email address (sign-in name).
+        #[arg(long)]
+        email: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Read the password from the first line of standard input instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List every account.
+    List,
     /// Disable an account: every session ends at once and sign-in is refused.
     Disable { email: String },
     /// Enable a disabled account again.
@@ -133,7 +174,11 @@ pub fn main() -> ExitCode {
             Command::Doctor => doctor(config).await,
             Command::Mail { command } => mail(config, command),
             Command::Worker => worker(config).await,
-            Command::User { command } => user(config, command).await,
+            Command::User { command } => operator::user(config, cli.json, command).await,
+            Command::Org { command } => operator::org(config, cli.json, command).await,
+            Command::Member { command } => operator::member(config, cli.json, command).await,
+            Command::ApiKey { command } => operator::api_key(config, cli.json, command).await,
+            Command::Seed(args) => seed::run(config, cli.json, args).await,
             Command::Audit { command } => audit(config, command).await,
             Command::Docs { command: DocsCommand::Permissions } => {
                 print!("{}", crate::tenancy::role::permissions_markdown());
@@ -280,33 +325,6 @@ async fn connect_app(config: &Config) -> anyhow::Result<Db> {
     provision::guard_runtime_role(&resolved.app).await?;
     Ok(Db::connect(resolved.app.clone(), 2, std::time::Duration::from_secs(config.database.acquire_timeout_secs))
         .await?)
-}
-
-async fn user(config: Config, command: UserCommand) -> anyhow::Result<ExitCode> {
-    let db = connect_app(&config).await?;
-    let (email, disable) = match &command {
-        UserCommand::Disable { email } => (email, true),
-        UserCommand::Enable { email } => (email, false),
-    };
-    let email = crate::platform::types::Email::parse(email).map_err(|m| anyhow::anyhow!("email {m}"))?;
-    let now = time::OffsetDateTime::now_utc();
-    let mut tx = db.global().await?;
-    let Some(user) = crate::identity::repo::find_by_email(&mut tx, &email).await? else {
-        anyhow::bail!("no account with the email address {email}");
-    };
-    crate::identity::repo::set_disabled(&mut tx, user.id, disable, now).await?;
-    let meta = crate::identity::session::RequestMeta {
-        ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-        user_agent: "clientflow cli".into(),
-        now,
-        request_id: String::new(),
-    };
-    let kind = if disable { "disabled_by_operator" } else { "enabled_by_operator" };
-    crate::identity::events::record(&mut tx, Some(user.id), kind, &meta, serde_json::json!({})).await?;
-    tx.commit().await?;
-    println!("{} {}", if disable { "disabled" } else { "enabled" }, email);
-    db.close().await;
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Organizations to work on: the one named, or all of them (listed through the auditor role,

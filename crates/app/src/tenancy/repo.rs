@@ -46,3 +46,22 @@ pub async fn list_for_user(tx: &mut UserTx) -> Result<Vec<(Organization, Role)>,
     .await?;
     Ok(rows.into_iter().map(|(id, slug, name, role)| (Organization { id, slug, name }, role)).collect())
 }
+
+/// Adds an active member with any role; a Client-role member is linked to `client_id` (the
+/// table's check constraint insists on exactly that pairing).
+pub async fn insert_membership(
+    tx: &mut OrgTx,
+    user_id: UserId,
+    role: Role,
+    client_id: Option<crate::platform::ids::ClientId>,
+) -> Result<(), sqlx::Error> {
+    let org_id = tx.org_id();
+    sqlx::query("INSERT INTO memberships (organization_id, user_id, role, client_id) VALUES ($1, $2, $3, $4)")
+        .bind(org_id)
+        .bind(user_id)
+        .bind(role)
+        .bind(client_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

@@ -18,7 +18,7 @@ fn help_lists_every_command() {
     let out = bin().arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["serve", "migrate", "doctor"] {
+    for cmd in ["serve", "migrate", "doctor", "user", "org", "member", "api-key", "seed"] {
         assert!(text.contains(cmd), "{cmd} missing from:\n{text}");
     }
 }

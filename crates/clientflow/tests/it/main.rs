@@ -11,6 +11,7 @@ mod http;
 mod identity;
 mod isolation;
 mod mail;
+mod operator;
 mod ratelimit;
 mod support;
 mod tenancy;

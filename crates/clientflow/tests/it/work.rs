@@ -369,9 +369,14 @@ async fn api_keys_are_hashed_scoped_and_fail_identically() {
     assert!(p.can(clientflow::tenancy::role::Permission::TasksRead));
     assert!(!p.can(clientflow::tenancy::role::Permission::TasksCreate));
     // The organization's customization of a role binds its keys too.
-    let full = keys::create(db, &c, &a.principal, &NewKey { name: "m".into(), role: "manager".into(), permissions: None, expires_in_days: None })
-        .await
-        .unwrap();
+    let full = keys::create(
+        db,
+        &c,
+        &a.principal,
+        &NewKey { name: "m".into(), role: "manager".into(), permissions: None, expires_in_days: None },
+    )
+    .await
+    .unwrap();
     let p = tenant::verify_api_key(db, &full.secret, now).await.unwrap().unwrap();
     assert!(p.can(clientflow::tenancy::role::Permission::ClientsDelete));
     sqlx::query("INSERT INTO role_permissions VALUES ($1, 'manager', 'clients.delete', false)")

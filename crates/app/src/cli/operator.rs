@@ -1,0 +1,830 @@
+//! Operator commands: accounts, organizations, memberships and API keys from the command line.
+//!
+//! The operator runs these on the server with the server's own database credentials, so they
+//! act as the installation itself: organization-scoped actions go through the tenant door with
+//! [`tenant::operator`] (an Owner-level principal whose actor is `System("operator: …")`) and
+//! write their audit event in the same transaction; creating an account, which belongs to no
+//! organization yet, is recorded as a security event on the account.
+//!
+//! Output is a short text for people, or with `--json` exactly one JSON document on standard
+//! output with stable field names. Errors go to standard error — as `{"error": {"kind",
+//! "message", "fields"}}` with `--json` — and exit with status 1. Nothing secret is printed
+//! except the one thing the operator must copy: a generated password or a new API key, once.
+
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::Connection as _;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::UserCommand;
+use crate::api::keys::{self, ApiKey, NewKey};
+use crate::audit::{self, Context, Entry};
+use crate::identity::password::{PasswordHasher, check_policy};
+use crate::identity::repo as users;
+use crate::identity::session::RequestMeta;
+use crate::platform::config::Config;
+use crate::platform::db::provision::{self, Resolved};
+use crate::platform::db::tenant::{self, NewOrgCreator, OrgPrincipal};
+use crate::platform::db::{Db, OrgTx};
+use crate::platform::http::error::{AppError, FieldError};
+use crate::platform::ids::{ClientId, OrgId, UserId};
+use crate::platform::secret::Secret;
+use crate::platform::types::{Email, Slug, parse_name};
+use crate::tenancy::repo as orgs;
+use crate::tenancy::role::Role;
+
+#[derive(Subcommand, Debug)]
+pub enum OrgCommand {
+    /// Create an organization with an existing account as its Owner.
+    Create {
+        /// Display name, e.g. "Acme Studio".
+        #[arg(long)]
+        name: String,
+        /// URL handle: 1-63 lower-case letters, digits or inner hyphens (default: made from the
+        /// name).
+        #[arg(long)]
+        slug: Option<String>,
+        /// Email of the existing account that becomes the Owner (see `clientflow user create`).
+        #[arg(long)]
+        owner: String,
+    },
+    /// List every organization. Reads across organizations, so it needs the auditor role
+    /// (CLIENTFLOW_DATABASE__AUDITOR_URL unless ClientFlow provisioned its own roles).
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MemberCommand {
+    /// Add an existing account to an organization with a role.
+    Add {
+        /// Organization id or slug (a slug is looked up with the auditor role).
+        #[arg(long)]
+        org: String,
+        /// Email of the existing account.
+        #[arg(long)]
+        email: String,
+        /// owner, admin, manager, member or client.
+        #[arg(long)]
+        role: String,
+        /// For the client role (and only for it): the id of the client record the person may
+        /// see in the portal.
+        #[arg(long)]
+        client: Option<String>,
+    },
+    /// List an organization's members.
+    List {
+        /// Organization id or slug.
+        #[arg(long)]
+        org: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ApiKeyCommand {
+    /// Create an API key and print it once (only its SHA-256 digest is stored).
+    Create {
+        /// Organization id or slug.
+        #[arg(long)]
+        org: String,
+        /// What the key is for, e.g. "CI deploys".
+        #[arg(long)]
+        name: String,
+        /// admin, manager or member (never owner: a key can't manage owners or billing).
+        #[arg(long)]
+        role: String,
+        /// Restrict the key to these permissions of its role (comma-separated, e.g.
+        /// tasks.read,tasks.create; `clientflow docs permissions` lists them).
+        #[arg(long, value_delimiter = ',')]
+        permissions: Option<Vec<String>>,
+        /// Days until the key stops working (1-3650; default: no expiry).
+        #[arg(long)]
+        expires_in_days: Option<i64>,
+    },
+    /// List an organization's API keys (never the keys themselves).
+    List {
+        /// Organization id or slug.
+        #[arg(long)]
+        org: String,
+    },
+    /// Revoke an API key: requests using it fail from now on.
+    Revoke {
+        /// Organization id or slug.
+        #[arg(long)]
+        org: String,
+        /// The key's id (from `api-key list`).
+        #[arg(long)]
+        id: String,
+    },
+}
+
+/// Why an operator command did not do what was asked. `kind` is part of the JSON contract.
+#[derive(Debug)]
+pub(crate) enum OpError {
+    /// An argument is not acceptable; `field` is the option's name without dashes.
+    Invalid(Vec<FieldError>),
+    NotFound(String),
+    Conflict(String),
+    /// A rule of the domain refuses it (whatever the arguments' shape).
+    Refused(String),
+    Failed(anyhow::Error),
+}
+
+impl OpError {
+    fn invalid(field: &str, message: impl Into<String>) -> Self {
+        OpError::Invalid(vec![FieldError::new(field, message)])
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            OpError::Invalid(_) => "invalid",
+            OpError::NotFound(_) => "not_found",
+            OpError::Conflict(_) => "conflict",
+            OpError::Refused(_) => "refused",
+            OpError::Failed(_) => "failed",
+        }
+    }
+
+    /// Adds what the operator should know about the state things were left in.
+    pub(crate) fn with_note(self, note: &str) -> Self {
+        match self {
+            OpError::NotFound(m) => OpError::NotFound(format!("{m} ({note})")),
+            OpError::Conflict(m) => OpError::Conflict(format!("{m} ({note})")),
+            OpError::Refused(m) => OpError::Refused(format!("{m} ({note})")),
+            OpError::Invalid(f) => OpError::Invalid(f),
+            OpError::Failed(e) => OpError::Failed(anyhow::anyhow!("{e:#} ({note})")),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            OpError::Invalid(fields) => {
+                fields.iter().map(|f| format!("--{}: {}", f.field, f.message)).collect::<Vec<_>>().join("; ")
+            }
+            OpError::NotFound(m) | OpError::Conflict(m) | OpError::Refused(m) => m.clone(),
+            OpError::Failed(e) => format!("{e:#}"),
+        }
+    }
+
+    fn fields(&self) -> &[FieldError] {
+        match self {
+            OpError::Invalid(fields) => fields,
+            _ => &[],
+        }
+    }
+}
+
+impl From<AppError> for OpError {
+    fn from(e: AppError) -> Self {
+        match e {
+            // The services name fields as the API does (expires_in_days); the CLI's options
+            // are kebab-case.
+            AppError::Validation(fields) => OpError::Invalid(
+                fields.into_iter().map(|f| FieldError::new(f.field.replace('_', "-"), f.message)).collect(),
+            ),
+            AppError::NotFound => OpError::NotFound("not found".into()),
+            AppError::Conflict(m) => OpError::Conflict(m),
+            AppError::BadRequest(m) | AppError::Forbidden(m) => OpError::Refused(m),
+            AppError::Internal(e) => OpError::Failed(e),
+            other => OpError::Failed(anyhow::anyhow!("{other}")),
+        }
+    }
+}
+
+impl From<sqlx::Error> for OpError {
+    fn from(e: sqlx::Error) -> Self {
+        OpError::Failed(e.into())
+    }
+}
+
+impl From<anyhow::Error> for OpError {
+    fn from(e: anyhow::Error) -> Self {
+        OpError::Failed(e)
+    }
+}
+
+impl From<provision::SetupError> for OpError {
+    fn from(e: provision::SetupError) -> Self {
+        OpError::Failed(e.into())
+    }
+}
+
+pub(crate) type OpResult<T> = Result<T, OpError>;
+
+/// What a command reports: the JSON document and the text for people.
+pub(crate) struct Report {
+    pub json: Value,
+    pub text: String,
+}
+
+/// Prints the report (or the error) the way the operator asked for and picks the exit status.
+pub(crate) fn finish(json: bool, result: OpResult<Report>) -> ExitCode {
+    match result {
+        Ok(report) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report.json).unwrap_or_default());
+            } else {
+                print!("{}", report.text);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if json {
+                let fields: Vec<Value> =
+                    e.fields().iter().map(|f| json!({ "field": f.field, "message": f.message })).collect();
+                let doc = json!({ "error": { "kind": e.kind(), "message": e.message(), "fields": fields } });
+                eprintln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            } else {
+                eprintln!("error: {}", e.message());
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A connection as the app role (after the same checks `serve` makes), and what `resolve`
+/// found (the auditor role, a private cluster this process started).
+pub(crate) struct Session {
+    pub resolved: Resolved,
+    pub db: Db,
+}
+
+impl Session {
+    pub async fn open(config: &Config, pool_size: u32) -> OpResult<Self> {
+        let resolved = provision::resolve(config).await?;
+        provision::migrate(&resolved).await?;
+        provision::guard_runtime_role(&resolved.app).await?;
+        let db = Db::connect(
+            resolved.app.clone(),
+            pool_size,
+            std::time::Duration::from_secs(config.database.acquire_timeout_secs),
+        )
+        .await?;
+        Ok(Self { resolved, db })
+    }
+
+    /// Closes the pool, and stops the private cluster if this command started it (a running
+    /// server keeps its own).
+    pub async fn close(self) {
+        self.db.close().await;
+        if let Some((cluster, true)) = &self.resolved.cluster {
+            let cluster = cluster.clone();
+            let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
+        }
+    }
+}
+
+/// Runs `f` with a session and closes it whatever happened.
+async fn with_session<F>(config: &Config, json: bool, f: F) -> anyhow::Result<ExitCode>
+where
+    F: AsyncFnOnce(&Session) -> OpResult<Report>,
+{
+    let result = match Session::open(config, 2).await {
+        Ok(session) => {
+            let r = f(&session).await;
+            session.close().await;
+            r
+        }
+        Err(e) => Err(e),
+    };
+    Ok(finish(json, result))
+}
+
+/// The audit context of operator actions: no request behind them, marked as the CLI.
+pub(crate) fn audit_context(now: OffsetDateTime) -> Context {
+    Context { user_agent: "clientflow cli".into(), ..Context::system(now, None) }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// An organization as the commands show it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub(crate) struct OrgOut {
+    pub id: OrgId,
+    pub slug: String,
+    pub name: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// Finds the organization `wanted` (an id, or a slug looked up with the auditor role, the only
+/// role that sees across organizations) and returns the operator's principal in it.
+async fn org_principal(s: &Session, wanted: &str, reason: &str) -> OpResult<(OrgPrincipal, OrgOut)> {
+    let not_found = || OpError::NotFound(format!("no organization {wanted}"));
+    let id = match wanted.trim().parse::<OrgId>() {
+        Ok(id) => id,
+        Err(_) => {
+            if Slug::parse(wanted).is_err() {
+                return Err(not_found());
+            }
+            let Some(auditor) = &s.resolved.auditor else {
+                return Err(OpError::invalid(
+                    "org",
+                    "is a slug, and finding an organization by slug needs the auditor role: pass the \
+                     organization's id, or set CLIENTFLOW_DATABASE__AUDITOR_URL",
+                ));
+            };
+            let mut conn = provision::connect(auditor, "auditor role").await?;
+            let found: Option<OrgId> = sqlx::query_scalar("SELECT id FROM organizations WHERE slug = $1")
+                .bind(wanted.trim())
+                .fetch_optional(&mut conn)
+                .await?;
+            let _ = conn.close().await;
+            found.ok_or_else(not_found)?
+        }
+    };
+    let principal = tenant::operator(&s.db, id, reason).await?.ok_or_else(not_found)?;
+    let mut tx = OrgTx::begin(&s.db, &principal).await?;
+    let org: OrgOut = sqlx::query_as("SELECT id, slug, name, created_at FROM organizations WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok((principal, org))
+}
+
+fn parse_email(field: &str, v: &str) -> OpResult<Email> {
+    Email::parse(v).map_err(|m| OpError::invalid(field, m))
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error().and_then(|d| d.code()).as_deref() == Some("23505")
+}
+
+/// Column-aligned text for lists.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// user
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+struct UserOut {
+    id: UserId,
+    email: String,
+    name: String,
+    email_verified: bool,
+    two_factor: bool,
+    disabled: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+}
+
+const USER_COLUMNS: &str = "id, email, display_name AS name, email_verified_at IS NOT NULL AS email_verified, \
+     (totp_enabled_at IS NOT NULL AND totp_secret IS NOT NULL) AS two_factor, disabled_at IS NOT NULL AS disabled, created_at";
+
+async fn user_out(conn: &mut sqlx::PgConnection, id: UserId) -> Result<UserOut, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1")).bind(id).fetch_one(conn).await
+}
+
+fn cli_meta(now: OffsetDateTime) -> RequestMeta {
+    RequestMeta {
+        ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        user_agent: "clientflow cli".into(),
+        now,
+        request_id: String::new(),
+    }
+}
+
+pub async fn user(config: Config, json: bool, command: UserCommand) -> anyhow::Result<ExitCode> {
+    // Read the password before connecting, so a pipe that closes early fails fast.
+    let password = match &command {
+        UserCommand::Create { password_stdin: true, .. } => match read_password_line() {
+            Ok(p) => Some(p),
+            Err(e) => return Ok(finish(json, Err(e))),
+        },
+        _ => None,
+    };
+    with_session(&config, json, async move |s| match command {
+        UserCommand::Create { email, name, .. } => create_user(s, &email, name.as_deref(), password).await,
+        UserCommand::List => list_users(s).await,
+        UserCommand::Disable { email } => set_disabled(s, &email, true).await,
+        UserCommand::Enable { email } => set_disabled(s, &email, false).await,
+    })
+    .await
+}
+
+fn read_password_line() -> OpResult<Secret> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| OpError::Failed(anyhow::anyhow!("cannot read the password from standard input: {e}")))?;
+    let password = line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&line);
+    if password.is_empty() {
+        return Err(OpError::invalid("password-stdin", "got an empty line; write the password to standard input"));
+    }
+    Ok(Secret::new(password))
+}
+
+async fn create_user(s: &Session, email: &str, name: Option<&str>, password: Option<Secret>) -> OpResult<Report> {
+    let email = parse_email("email", email)?;
+    let name = match name {
+        Some(n) => parse_name(n).map_err(|m| OpError::invalid("name", m))?,
+        None => String::new(),
+    };
+    // 256 random bits, base64url: far beyond the policy, and copyable.
+    let generated = password.is_none();
+    let password = password.unwrap_or_else(|| Secret::new(crate::platform::crypto::random_token()));
+    check_policy(password.expose(), email.as_str(), &name).map_err(|m| OpError::invalid("password-stdin", m))?;
+    let hash = PasswordHasher::new(1, 1)
+        .hash(&password)
+        .await
+        .map_err(|e| OpError::Failed(anyhow::anyhow!("cannot hash the password: {e}")))?;
+    let now = OffsetDateTime::now_utc();
+    let mut tx = s.db.global().await?;
+    if users::find_by_email(&mut tx, &email).await?.is_some() {
+        return Err(OpError::Conflict(format!("an account with the email address {email} already exists")));
+    }
+    let created = match users::create(&mut tx, &email, &name, Some(&hash), Some(now), now).await {
+        Ok(u) => u,
+        Err(e) if is_unique_violation(&e) => {
+            return Err(OpError::Conflict(format!("an account with the email address {email} already exists")));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    crate::identity::events::record(
+        &mut tx,
+        Some(created.id),
+        "created_by_operator",
+        &cli_meta(now),
+        json!({
+            "actor": "operator: user create",
+            "email_verified": true,
+            "password_source": if generated { "generated" } else { "stdin" },
+        }),
+    )
+    .await?;
+    let out = user_out(&mut tx, created.id).await?;
+    tx.commit().await?;
+    let mut text = format!("created user {} ({}), email verified\n", out.email, out.id);
+    let mut doc = json!({ "user": out });
+    if generated {
+        text.push_str(&format!("password (shown once, store it now): {}\n", password.expose()));
+        doc["password"] = Value::from(password.expose());
+    }
+    Ok(Report { json: doc, text })
+}
+
+async fn list_users(s: &Session) -> OpResult<Report> {
+    let mut tx = s.db.global().await?;
+    let rows: Vec<UserOut> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, email"))
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
+    let text = table(
+        &["EMAIL", "NAME", "VERIFIED", "2FA", "STATUS", "CREATED", "ID"],
+        &rows
+            .iter()
+            .map(|u| {
+                vec![
+                    u.email.clone(),
+                    u.name.clone(),
+                    yes_no(u.email_verified),
+                    yes_no(u.two_factor),
+                    if u.disabled { "disabled" } else { "active" }.to_string(),
+                    rfc3339(u.created_at),
+                    u.id.to_string(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    Ok(Report { json: json!({ "users": rows }), text })
+}
+
+async fn set_disabled(s: &Session, email: &str, disable: bool) -> OpResult<Report> {
+    let email = parse_email("email", email)?;
+    let now = OffsetDateTime::now_utc();
+    let mut tx = s.db.global().await?;
+    let Some(user) = users::find_by_email(&mut tx, &email).await? else {
+        return Err(OpError::NotFound(format!("no account with the email address {email}")));
+    };
+    users::set_disabled(&mut tx, user.id, disable, now).await?;
+    let kind = if disable { "disabled_by_operator" } else { "enabled_by_operator" };
+    crate::identity::events::record(&mut tx, Some(user.id), kind, &cli_meta(now), json!({})).await?;
+    let out = user_out(&mut tx, user.id).await?;
+    tx.commit().await?;
+    let text = format!("{} {}\n", if disable { "disabled" } else { "enabled" }, email);
+    Ok(Report { json: json!({ "user": out }), text })
+}
+
+// ---------------------------------------------------------------------------------------------
+// org
+
+pub async fn org(config: Config, json: bool, command: OrgCommand) -> anyhow::Result<ExitCode> {
+    with_session(&config, json, async move |s| match command {
+        OrgCommand::Create { name, slug, owner } => create_org(s, &name, slug.as_deref(), &owner).await,
+        OrgCommand::List => list_orgs(s).await,
+    })
+    .await
+}
+
+async fn create_org(s: &Session, name: &str, slug: Option<&str>, owner: &str) -> OpResult<Report> {
+    let name = parse_name(name).map_err(|m| OpError::invalid("name", m))?;
+    let slug = match slug {
+        Some(v) => Slug::parse(v).map_err(|m| OpError::invalid("slug", m))?,
+        None => Slug::from_name(&name)
+            .ok_or_else(|| OpError::invalid("slug", "can't be made from this name; choose one with --slug"))?,
+    };
+    let owner_email = parse_email("owner", owner)?;
+    let now = OffsetDateTime::now_utc();
+    let ctx = audit_context(now);
+    let mut tx = OrgTx::begin_new_organization(&s.db, NewOrgCreator::Operator("org create")).await?;
+    // `users` is global: readable inside the new organization's transaction.
+    let Some(owner) = users::find_by_email(&mut tx, &owner_email).await? else {
+        return Err(OpError::NotFound(format!(
+            "no account with the email address {owner_email} (create it with `clientflow user create`)"
+        )));
+    };
+    if owner.disabled_at.is_some() {
+        return Err(OpError::invalid("owner", "is a disabled account; enable it first (`clientflow user enable`)"));
+    }
+    let org = match orgs::insert_organization(&mut tx, &slug, &name).await {
+        Ok(o) => o,
+        Err(e) if is_unique_violation(&e) => {
+            return Err(OpError::Conflict(format!(
+                "the slug {} is already taken; choose another with --slug",
+                slug.as_str()
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    orgs::add_member(&mut tx, owner.id, Role::Owner).await?;
+    audit::record(
+        &mut tx,
+        &ctx,
+        Entry::new("organization.created", "organization", org.id).after(json!({ "name": org.name, "slug": org.slug })),
+    )
+    .await?;
+    audit::record(
+        &mut tx,
+        &ctx,
+        Entry::new("member.added", "member", owner.id)
+            .after(json!({ "role": "owner", "status": "active", "email": owner.email })),
+    )
+    .await?;
+    let out: OrgOut = sqlx::query_as("SELECT id, slug, name, created_at FROM organizations WHERE id = $1")
+        .bind(org.id)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let text = format!("created organization {} ({}, {}) with owner {}\n", out.slug, out.name, out.id, owner.email);
+    Ok(Report { json: json!({ "organization": out, "owner": { "id": owner.id, "email": owner.email } }), text })
+}
+
+async fn list_orgs(s: &Session) -> OpResult<Report> {
+    let Some(auditor) = &s.resolved.auditor else {
+        return Err(OpError::Failed(anyhow::anyhow!(
+            "listing organizations reads across them and needs the auditor role: set \
+             CLIENTFLOW_DATABASE__AUDITOR_URL (docs/operations.md, \"Database roles\")"
+        )));
+    };
+    let mut conn = provision::connect(auditor, "auditor role").await?;
+    let rows: Vec<OrgOut> =
+        sqlx::query_as("SELECT id, slug, name, created_at FROM organizations ORDER BY created_at, slug")
+            .fetch_all(&mut conn)
+            .await?;
+    let _ = conn.close().await;
+    let text = table(
+        &["SLUG", "NAME", "CREATED", "ID"],
+        &rows
+            .iter()
+            .map(|o| vec![o.slug.clone(), o.name.clone(), rfc3339(o.created_at), o.id.to_string()])
+            .collect::<Vec<_>>(),
+    );
+    Ok(Report { json: json!({ "organizations": rows }), text })
+}
+
+// ---------------------------------------------------------------------------------------------
+// member
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+struct MemberOut {
+    user_id: UserId,
+    email: String,
+    name: String,
+    role: Role,
+    status: String,
+    client_id: Option<ClientId>,
+}
+
+const MEMBER_COLUMNS: &str = "m.user_id, u.email, u.display_name AS name, m.role, m.status, m.client_id";
+
+pub async fn member(config: Config, json: bool, command: MemberCommand) -> anyhow::Result<ExitCode> {
+    with_session(&config, json, async move |s| match command {
+        MemberCommand::Add { org, email, role, client } => add_member(s, &org, &email, &role, client.as_deref()).await,
+        MemberCommand::List { org } => list_members(s, &org).await,
+    })
+    .await
+}
+
+async fn add_member(s: &Session, org: &str, email: &str, role: &str, client: Option<&str>) -> OpResult<Report> {
+    let role: Role = role.trim().parse().map_err(|m: String| OpError::invalid("role", m))?;
+    let client: Option<ClientId> =
+        client.map(|c| c.trim().parse().map_err(|_| OpError::invalid("client", "is not a client id"))).transpose()?;
+    match (role, client) {
+        (Role::Client, None) => {
+            return Err(OpError::invalid("client", "is required for the client role: the client record they may see"));
+        }
+        (r, Some(_)) if r != Role::Client => {
+            return Err(OpError::invalid("client", "is only for the client role"));
+        }
+        _ => {}
+    }
+    let email = parse_email("email", email)?;
+    let (principal, org) = org_principal(s, org, "member add").await?;
+    let ctx = audit_context(OffsetDateTime::now_utc());
+    let mut tx = OrgTx::begin(&s.db, &principal).await?;
+    let Some(user) = users::find_by_email(&mut tx, &email).await? else {
+        return Err(OpError::NotFound(format!(
+            "no account with the email address {email} (create it with `clientflow user create`)"
+        )));
+    };
+    if let Some(c) = client {
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)")
+            .bind(c)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !exists {
+            return Err(OpError::invalid("client", format!("is not a client of {}", org.slug)));
+        }
+    }
+    match orgs::insert_membership(&mut tx, user.id, role, client).await {
+        Err(e) if is_unique_violation(&e) => {
+            return Err(OpError::Conflict(format!("{email} is already a member of {}", org.slug)));
+        }
+        Err(e) => return Err(e.into()),
+        Ok(()) => {}
+    }
+    audit::record(
+        &mut tx,
+        &ctx,
+        Entry::new("member.added", "member", user.id)
+            .after(json!({ "role": role, "status": "active", "client_id": client, "email": email.as_str() })),
+    )
+    .await?;
+    let out: MemberOut = sqlx::query_as(&format!(
+        "SELECT {MEMBER_COLUMNS} FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.user_id = $1"
+    ))
+    .bind(user.id)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let text = format!("added {} to {} as {}\n", out.email, org.slug, out.role);
+    Ok(Report { json: json!({ "organization": org, "member": out }), text })
+}
+
+async fn list_members(s: &Session, org: &str) -> OpResult<Report> {
+    let (principal, org) = org_principal(s, org, "member list").await?;
+    let mut tx = OrgTx::begin(&s.db, &principal).await?;
+    let rows: Vec<MemberOut> = sqlx::query_as(&format!(
+        "SELECT {MEMBER_COLUMNS} FROM memberships m JOIN users u ON u.id = m.user_id \
+         ORDER BY CASE m.role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 WHEN 'manager' THEN 2 WHEN 'member' THEN 3 ELSE 4 END, u.email"
+    ))
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let text = table(
+        &["EMAIL", "NAME", "ROLE", "STATUS", "CLIENT", "USER ID"],
+        &rows
+            .iter()
+            .map(|m| {
+                vec![
+                    m.email.clone(),
+                    m.name.clone(),
+                    m.role.to_string(),
+                    m.status.clone(),
+                    m.client_id.map(|c| c.to_string()).unwrap_or_default(),
+                    m.user_id.to_string(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    Ok(Report { json: json!({ "organization": org, "members": rows }), text })
+}
+
+// ---------------------------------------------------------------------------------------------
+// api-key
+
+pub async fn api_key(config: Config, json: bool, command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
+    with_session(&config, json, async move |s| match command {
+        ApiKeyCommand::Create { org, name, role, permissions, expires_in_days } => {
+            let permissions = permissions.map(|list| list.iter().map(|p| p.trim().to_string()).collect());
+            let input = NewKey { name, role: role.trim().to_string(), permissions, expires_in_days };
+            create_key(s, &org, &input).await
+        }
+        ApiKeyCommand::List { org } => list_keys(s, &org).await,
+        ApiKeyCommand::Revoke { org, id } => revoke_key(s, &org, &id).await,
+    })
+    .await
+}
+
+fn describe_key(k: &ApiKey) -> String {
+    let perms = match &k.permissions {
+        Some(p) => p.join(","),
+        None => "(the role's)".into(),
+    };
+    format!("\"{}\" ({}, role {}, permissions {perms}, prefix {})", k.name, k.id, k.role, k.prefix)
+}
+
+async fn create_key(s: &Session, org: &str, input: &NewKey) -> OpResult<Report> {
+    // Checked here too so the refusal names the option before any lookup.
+    if input.role.parse::<Role>().is_ok_and(|r| r == Role::Owner) {
+        return Err(OpError::invalid("role", "can't be owner: an API key is admin, manager or member"));
+    }
+    let (principal, org) = org_principal(s, org, "api-key create").await?;
+    let ctx = audit_context(OffsetDateTime::now_utc());
+    let created = keys::create(&s.db, &ctx, &principal, input).await?;
+    let expires = created.key.expires_at.map(rfc3339).unwrap_or_else(|| "never".into());
+    let text = format!(
+        "created API key {} in {}, expires {expires}\nkey (shown once, store it now): {}\n",
+        describe_key(&created.key),
+        org.slug,
+        created.secret
+    );
+    Ok(Report { json: json!({ "organization": org, "api_key": created.key, "secret": created.secret }), text })
+}
+
+async fn list_keys(s: &Session, org: &str) -> OpResult<Report> {
+    let (principal, org) = org_principal(s, org, "api-key list").await?;
+    let rows = keys::list(&s.db, &principal).await?;
+    let when = |t: Option<OffsetDateTime>| t.map(rfc3339).unwrap_or_else(|| "-".into());
+    let text = table(
+        &["NAME", "ROLE", "PREFIX", "CREATED", "EXPIRES", "LAST USED", "REVOKED", "ID"],
+        &rows
+            .iter()
+            .map(|k| {
+                vec![
+                    k.name.clone(),
+                    k.role.clone(),
+                    k.prefix.clone(),
+                    rfc3339(k.created_at),
+                    when(k.expires_at),
+                    when(k.last_used_at),
+                    when(k.revoked_at),
+                    k.id.to_string(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    Ok(Report { json: json!({ "organization": org, "api_keys": rows }), text })
+}
+
+async fn revoke_key(s: &Session, org: &str, id: &str) -> OpResult<Report> {
+    let id: Uuid = id.trim().parse().map_err(|_| OpError::invalid("id", "is not an API key id"))?;
+    let (principal, org) = org_principal(s, org, "api-key revoke").await?;
+    let ctx = audit_context(OffsetDateTime::now_utc());
+    let key = keys::revoke(&s.db, &ctx, &principal, id).await.map_err(|e| match e {
+        AppError::NotFound => OpError::NotFound(format!("no API key {id} in {}", org.slug)),
+        other => other.into(),
+    })?;
+    let text = format!("revoked API key {} in {}\n", describe_key(&key), org.slug);
+    Ok(Report { json: json!({ "organization": org, "api_key": key }), text })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(&["A", "BB"], &[vec!["long value".into(), "x".into()], vec!["s".into(), "y".into()]]);
+        assert_eq!(t, "A           BB\nlong value  x\ns           y\n");
+    }
+
+    #[test]
+    fn service_field_names_become_option_names() {
+        let e: OpError = AppError::field("expires_in_days", "must be between 1 and 3650").into();
+        assert_eq!(e.kind(), "invalid");
+        assert_eq!(e.message(), "--expires-in-days: must be between 1 and 3650");
+    }
+}
