@@ -1,0 +1,215 @@
+//! `GET /api/v1/tasks?limit=50` on the seeded data set (100 organizations, 1,000,000 tasks by
+//! default): the full stack — API key verification, permission check, the tenant door with
+//! row-level security, the JSON envelope — against a bare reference handler in the same binary
+//! that runs the same SQL (`work::tasks::list_sql`) on a plain pooled connection and returns the
+//! rows as JSON. Both go through the same server, TLS and middleware; the difference is what
+//! ClientFlow adds per request. Prints throughput and latency of both, and the ratio.
+//!
+//! Run: `cargo bench --bench api_tasks` (PostgreSQL: `TEST_DATABASE_URL` as for the tests).
+//! `BENCH_ORGS`, `BENCH_TASKS`, `BENCH_SECONDS`, `BENCH_CONCURRENCY` change the size.
+
+#![allow(clippy::print_stdout)] // a benchmark reports on standard output
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::Query;
+use axum::response::{IntoResponse, Response};
+use clientflow::platform::http::route::{Access, RouteDef, Surface};
+use clientflow::work::tasks::{Task, list_sql};
+use clientflow_test_support::TestApp;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+static BARE_POOL: OnceLock<PgPool> = OnceLock::new();
+static BARE_ORG: OnceLock<uuid::Uuid> = OnceLock::new();
+
+#[derive(serde::Deserialize)]
+struct Limit {
+    limit: Option<i64>,
+}
+
+/// The reference: the same statement, the tenant set on a plain pooled transaction, no key, no
+/// permission, no principal.
+async fn bare(Query(q): Query<Limit>) -> Response {
+    let pool = BARE_POOL.get().expect("pool");
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query("SELECT set_config('app.org_id', $1, true)")
+        .bind(BARE_ORG.get().expect("org").to_string())
+        .execute(&mut *tx)
+        .await
+        .expect("tenant");
+    let rows: Vec<Task> = sqlx::query_as(&list_sql())
+        .bind(None::<uuid::Uuid>)
+        .bind(None::<uuid::Uuid>)
+        .bind(None::<String>)
+        .bind(None::<uuid::Uuid>)
+        .bind(None::<String>)
+        .bind(q.limit.unwrap_or(50).clamp(1, 100))
+        .bind(0i64)
+        .fetch_all(&mut *tx)
+        .await
+        .expect("query");
+    tx.commit().await.expect("commit");
+    Json(serde_json::json!({ "data": rows })).into_response()
+}
+
+fn routes() -> Vec<RouteDef> {
+    let mut all = clientflow::routes::all();
+    all.push(clientflow::route!(GET "/bench/bare-tasks", Surface::Api, Access::Public, bare));
+    all
+}
+
+fn url_of(o: &PgConnectOptions, password: &str) -> String {
+    let user = o.get_username();
+    let db = o.get_database().unwrap_or("postgres");
+    match o.get_socket() {
+        Some(dir) => format!("postgres://{user}:{password}@localhost:{}/{db}?host={}", o.get_port(), dir.display()),
+        None => format!("postgres://{user}:{password}@{}:{}/{db}", o.get_host(), o.get_port()),
+    }
+}
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+struct Run {
+    requests: u64,
+    seconds: f64,
+    latencies: Vec<Duration>,
+}
+
+async fn load(client: &reqwest::Client, url: &str, key: Option<&str>, concurrency: usize, seconds: u64) -> Run {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let url = url.to_string();
+        let key = key.map(str::to_string);
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let mut req = client.get(&url);
+                if let Some(k) = &key {
+                    req = req.bearer_auth(k);
+                }
+                let res = req.send().await.expect("request");
+                assert_eq!(res.status(), 200, "{url}");
+                let body = res.bytes().await.expect("body");
+                assert!(body.len() > 100);
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.expect("task"));
+    }
+    Run { requests: latencies.len() as u64, seconds: started.elapsed().as_secs_f64(), latencies }
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
+}
+
+fn report(name: &str, runs: &[Run]) -> f64 {
+    let requests: u64 = runs.iter().map(|r| r.requests).sum();
+    let seconds: f64 = runs.iter().map(|r| r.seconds).sum();
+    let mut lat: Vec<Duration> = runs.iter().flat_map(|r| r.latencies.iter().copied()).collect();
+    lat.sort();
+    let rps = requests as f64 / seconds;
+    println!(
+        "{name:<44} {rps:>8.0} req/s   p50 {:>6.2} ms   p95 {:>6.2} ms   p99 {:>6.2} ms   ({requests} requests)",
+        pct(&lat, 0.5),
+        pct(&lat, 0.95),
+        pct(&lat, 0.99)
+    );
+    rps
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let orgs = env_num("BENCH_ORGS", 100);
+    let tasks = env_num("BENCH_TASKS", 1_000_000);
+    let seconds = env_num("BENCH_SECONDS", 5);
+    let concurrency = env_num("BENCH_CONCURRENCY", 16) as usize;
+
+    let app = TestApp::builder().system_clock().pool_size(20).routes(routes).spawn().await;
+    let passwords = clientflow_test_support::role_passwords().await;
+
+    // The data set, generated by the real `clientflow seed`.
+    let started = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clientflow"))
+        .args(["seed", "--orgs", &orgs.to_string(), "--clients", "25", "--projects", "40"])
+        .args(["--tasks", &tasks.to_string(), "--users", "15", "--seed", "1"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CLIENTFLOW_DATA_DIR", &app.config.data_dir)
+        .env("DATABASE_URL", url_of(&app.db.app, &passwords.app))
+        .env("CLIENTFLOW_DATABASE__ADMIN_URL", url_of(&app.db.owner, &passwords.owner))
+        .env("CLIENTFLOW_DATABASE__AUDITOR_URL", url_of(&app.db.auditor, &passwords.auditor))
+        .output()
+        .expect("seed");
+    assert!(out.status.success(), "seed failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    println!("seeded {orgs} organizations with {tasks} tasks in {:.1} s", started.elapsed().as_secs_f64());
+
+    // One organization, an API key for it, and the reference pool.
+    let mut admin = app.db.admin_conn().await;
+    let (org_id, org_tasks): (uuid::Uuid, i64) = sqlx::query_as(
+        "SELECT organization_id, count(*) FROM tasks GROUP BY organization_id ORDER BY organization_id LIMIT 1",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .expect("an organization");
+    let org = clientflow::platform::ids::OrgId::from_uuid(org_id);
+    let principal = clientflow::platform::db::tenant::operator(&app.app_db, org, "bench").await.unwrap().unwrap();
+    let ctx = clientflow::audit::Context::system(time::OffsetDateTime::now_utc(), None);
+    let key = clientflow::api::keys::create(
+        &app.app_db,
+        &ctx,
+        &principal,
+        &clientflow::api::keys::NewKey {
+            name: "bench".into(),
+            role: "manager".into(),
+            permissions: None,
+            expires_in_days: None,
+        },
+    )
+    .await
+    .expect("key");
+    let _ = BARE_ORG.set(org_id);
+    let pool = PgPoolOptions::new()
+        .max_connections(20)
+        .connect_with(app.db.app.clone().disable_statement_logging())
+        .await
+        .expect("reference pool");
+    let _ = BARE_POOL.set(pool);
+
+    let client = clientflow_test_support::client_for(&app.cert_path(), app.addr).build().expect("client");
+    let full_url = app.url("/api/v1/tasks?limit=50");
+    let bare_url = app.url("/bench/bare-tasks?limit=50");
+    // Same rows from both.
+    let full: serde_json::Value =
+        client.get(&full_url).bearer_auth(&key.secret).send().await.unwrap().json().await.unwrap();
+    let bare_rows: serde_json::Value = client.get(&bare_url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(full["data"], bare_rows["data"], "the two endpoints must return the same tasks");
+    assert_eq!(full["data"].as_array().map(Vec::len), Some(50));
+
+    println!(
+        "organization {org_id}: {org_tasks} tasks; {concurrency} concurrent clients, {seconds} s per round, 3 rounds each"
+    );
+    load(&client, &bare_url, None, concurrency, 2).await;
+    load(&client, &full_url, Some(&key.secret), concurrency, 2).await;
+    let (mut bare_runs, mut full_runs) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        bare_runs.push(load(&client, &bare_url, None, concurrency, seconds).await);
+        full_runs.push(load(&client, &full_url, Some(&key.secret), concurrency, seconds).await);
+    }
+    let bare_rps = report("reference: same SQL, plain pooled connection", &bare_runs);
+    let full_rps = report("GET /api/v1/tasks?limit=50 (full stack)", &full_runs);
+    println!("ratio (full stack / reference throughput): {:.2}  (goal: at least 0.70)", full_rps / bare_rps);
+}
