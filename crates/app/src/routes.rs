@@ -9,5 +9,6 @@ pub fn all() -> Vec<RouteDef> {
     routes.extend(crate::identity::web::routes());
     routes.extend(crate::tenancy::web::routes());
     routes.extend(crate::audit::web::routes());
+    routes.extend(crate::contact::routes());
     routes
 }

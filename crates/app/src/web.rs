@@ -51,7 +51,11 @@ pub fn error_page(problem: &Problem, request_id: &str) -> String {
 }
 
 /// Assets compiled into the binary: no file-system path is ever built from the request.
-const ASSETS: &[(&str, &str, &[u8])] = &[("app.css", "text/css; charset=utf-8", include_bytes!("../static/app.css"))];
+const ASSETS: &[(&str, &str, &[u8])] = &[
+    ("app.css", "text/css; charset=utf-8", include_bytes!("../static/app.css")),
+    // The proof-of-work solver of the bot check (`abuse::botcheck`).
+    ("pow.js", "text/javascript; charset=utf-8", crate::abuse::botcheck::POW_JS.as_bytes()),
+];
 
 async fn static_file(Path(file): Path<String>) -> Response {
     match ASSETS.iter().find(|(name, _, _)| *name == file) {

@@ -279,6 +279,7 @@ impl TestAppBuilder {
         let mut config = Config { data_dir: data_dir.path().to_path_buf(), ..Config::default() };
         config.server.listen = "127.0.0.1:0".parse().expect("literal");
         config.server.shutdown_grace_secs = 5;
+        relax_abuse_controls(&mut config);
         if let Some(f) = self.tweak {
             f(&mut config);
         }
@@ -294,7 +295,7 @@ impl TestAppBuilder {
             Some(c) => c,
             None => Arc::new(manual.clone()),
         };
-        let state = AppState::new(config.clone(), app_db.clone(), clock).expect("app state");
+        let state = AppState::new(config.clone(), app_db.clone(), clock).await.expect("app state");
         let router = match self.routes {
             Some(f) => http::router_from(state.clone(), f()),
             None => http::router(state.clone()),
@@ -328,6 +329,16 @@ impl TestAppBuilder {
             _data_dir: data_dir,
         }
     }
+}
+
+/// Tests sign up many people from one address and solve many proofs of work: every rate limit
+/// is raised out of reach and the proof of work is made as cheap as configuration allows, so
+/// only the tests about abuse controls (which set their own numbers) ever meet them.
+fn relax_abuse_controls(config: &mut Config) {
+    for id in clientflow::abuse::limits::PolicyId::ALL {
+        *config.rate_limits.get_mut(id) = clientflow::abuse::limits::LimitConfig::new(1_000_000, 60);
+    }
+    config.bot_check.pow_difficulty = 8;
 }
 
 /// A reqwest builder that trusts the app's self-signed certificate, pins `localhost` to the

@@ -457,6 +457,9 @@ const PUBLIC_ROUTES: &[&str] = &[
     "GET /invitations/accept",
     "POST /invitations/accept",
     "POST /invitations/decline",
+    "GET /contact/{slug}",
+    "POST /contact/{slug}",
+    "GET /contact/{slug}/sent",
 ];
 
 #[test]
