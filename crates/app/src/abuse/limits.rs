@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use axum::body::{Body, to_bytes};
 use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
@@ -600,19 +600,6 @@ async fn read_form(state: &AppState, req: Request) -> Result<(Request, Vec<(Stri
     Ok((Request::from_parts(parts, Body::from(bytes)), fields))
 }
 
-/// `RateLimit-Policy` values of a response, for tests and tools: every field line, split into
-/// list members.
-pub fn header_members(headers: &axum::http::HeaderMap, name: &HeaderName) -> Vec<String> {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v: &HeaderValue| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|m| m.trim().to_string())
-        .filter(|m| !m.is_empty())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -644,8 +631,7 @@ mod tests {
         let mut c = RateLimitsConfig::default();
         c.api_key.window_secs = 0;
         assert_eq!(c.invalid().map(|(s, _)| s), Some("rate_limits.api_key"));
-        let mut c = RateLimitsConfig::default();
-        c.api_ip = LimitConfig::new(1 << 40, 86_400);
+        let c = RateLimitsConfig { api_ip: LimitConfig::new(1 << 40, 86_400), ..RateLimitsConfig::default() };
         assert_eq!(c.invalid().map(|(s, _)| s), Some("rate_limits.api_ip"));
     }
 
