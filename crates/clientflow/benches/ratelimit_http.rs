@@ -22,7 +22,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
-use clientflow::abuse::limits::{AUTH_PER_IP, API_PER_IP, LimitConfig, PolicyId};
+use clientflow::abuse::limits::{API_PER_IP, AUTH_PER_IP, LimitConfig, PolicyId};
 use clientflow::platform::http::route::{Access, RouteDef, Surface};
 use clientflow::route;
 use clientflow_test_support::TestApp;

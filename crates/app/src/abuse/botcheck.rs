@@ -259,8 +259,8 @@ pub struct BotCheckConfig {
     pub pow_difficulty: u8,
     /// How long a challenge stays valid after the page was rendered.
     pub pow_ttl_secs: u64,
-    /// Bound of the in-process replay guard, for whoever builds it
-    /// (`MemoryReplayGuard::new(clock, replay_capacity)`); a shared store ignores it.
+    /// Bound of the in-process replay guard (`MemoryReplayGuard::new(clock, replay_capacity)`),
+    /// and of the in-process mirror of [`RedisReplayGuard`] when Redis is configured.
     pub replay_capacity: usize,
 }
 

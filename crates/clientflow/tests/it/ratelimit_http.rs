@@ -388,6 +388,17 @@ async fn two_server_processes_sharing_redis_enforce_one_budget() {
     let token = b.token();
     let res = b.post_with("/signup", &fields("second@example.com"), Some(&token), true).await;
     assert_eq!(res.status(), 400, "replayed on the other process");
+    // Not for want of agreeing on keys: a fresh challenge of the first process is good on the
+    // second.
+    let (_, page) = a.page("/signup").await;
+    let (fresh, fresh_solution) = clientflow_test_support::browser::pow_fields(&page).expect("a challenge");
+    let proof = [
+        ("email", "third@example.com"),
+        ("password", crate::identity::PASSWORD),
+        ("pow_challenge", fresh.as_str()),
+        ("pow_solution", fresh_solution.as_str()),
+    ];
+    assert_eq!(b.post_with("/signup", &proof, Some(&token), true).await.status(), 303);
 }
 
 #[tokio::test]
