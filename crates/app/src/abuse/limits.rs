@@ -64,8 +64,8 @@ use crate::tenancy::guard::OrgAccess;
 /// messages are fixed here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PolicyId {
-    /// Every authentication form (sign-in, sign-up, reset, second factor, invitation, Google
-    /// callback) from one client address, together.
+    /// Every way of signing in or up (password, second factor, Google, email confirmation,
+    /// reset, invitation) from one client address, together.
     AuthIp,
     /// Authentication requests naming one account.
     AuthAccount,

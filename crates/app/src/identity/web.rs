@@ -34,7 +34,8 @@ pub fn routes() -> Vec<RouteDef> {
         route!(GET "/login/two-factor", Surface::Web, Access::SecondFactor, two_factor_page),
         route!(POST "/login/two-factor", Surface::Web, Access::SecondFactor, two_factor_submit)
             .limited(&[AUTH_PER_IP, SECOND_FACTOR_PER_USER]),
-        route!(GET "/login/google", Surface::Web, Access::Public, google_start),
+        // Starting Google sign-in stores a state row: anonymous writes are limited too.
+        route!(GET "/login/google", Surface::Web, Access::Public, google_start).limited(&[AUTH_PER_IP]),
         route!(GET "/login/google/callback", Surface::Web, Access::Public, google_callback).limited(&[AUTH_PER_IP]),
         route!(POST "/logout", Surface::Web, Access::AnySession, logout),
         route!(GET "/signup", Surface::Web, Access::Public, signup_page),
@@ -45,7 +46,8 @@ pub fn routes() -> Vec<RouteDef> {
         ]),
         route!(GET "/signup/check-email", Surface::Web, Access::Public, signup_sent),
         route!(GET "/verify-email", Surface::Web, Access::Public, verify_page),
-        route!(POST "/verify-email", Surface::Web, Access::Public, verify_submit),
+        // Confirming an address (or an address change) signs the person in: a sign-in path.
+        route!(POST "/verify-email", Surface::Web, Access::Public, verify_submit).limited(&[AUTH_PER_IP]),
         route!(GET "/forgot-password", Surface::Web, Access::Public, forgot_page),
         route!(POST "/forgot-password", Surface::Web, Access::Public, forgot_submit)
             .limited(&[AUTH_PER_IP, MAIL_PER_ACCOUNT]),
@@ -58,7 +60,8 @@ pub fn routes() -> Vec<RouteDef> {
         route!(POST "/account/password", Surface::Web, Access::SignedIn, change_password),
         route!(POST "/account/email", Surface::Web, Access::SignedIn, change_email),
         route!(GET "/account/email/confirm", Surface::Web, Access::Public, email_confirm_page),
-        route!(POST "/account/email/confirm", Surface::Web, Access::Public, email_confirm_submit),
+        route!(POST "/account/email/confirm", Surface::Web, Access::Public, email_confirm_submit)
+            .limited(&[AUTH_PER_IP]),
         route!(GET "/account/two-factor/setup", Surface::Web, Access::SignedIn, totp_setup_page),
         route!(POST "/account/two-factor/setup", Surface::Web, Access::SignedIn, totp_setup_submit),
         route!(POST "/account/two-factor/disable", Surface::Web, Access::SignedIn, totp_disable),

@@ -58,7 +58,10 @@ fn the_route_table_says_which_routes_are_limited_and_how() {
     let expected: BTreeMap<String, Vec<&str>> = [
         ("POST /login", vec!["auth-ip", "auth-account"]),
         ("POST /login/two-factor", vec!["auth-ip", "second-factor"]),
+        ("GET /login/google", vec!["auth-ip"]),
         ("GET /login/google/callback", vec!["auth-ip"]),
+        ("POST /verify-email", vec!["auth-ip"]),
+        ("POST /account/email/confirm", vec!["auth-ip"]),
         ("POST /signup", vec!["signup-ip", "auth-ip", "auth-account"]),
         ("POST /forgot-password", vec!["auth-ip", "auth-account"]),
         ("POST /reset-password", vec!["auth-ip", "auth-account"]),
