@@ -20,8 +20,9 @@
 //! Keys taken before authentication are checked before the route's access guard runs, so a
 //! flood is refused before it costs a session lookup, a CSRF check or a password hash; the
 //! others once the principal is known, so a made-up API key can't spend a real one's budget.
-//! Decisions run in the declared order and stop at the first refusal (a refused request is not
-//! counted by the later policies).
+//! Decisions run in stages (client address, then form fields, then principal), in the declared
+//! order within each, and stop at the first refusal (a refused request is not counted by the
+//! later policies).
 //!
 //! Every response of a limited route carries `RateLimit-Policy` and `RateLimit` for each policy
 //! that decided (one field line per policy), and a refusal is a 429 with `Retry-After`: the

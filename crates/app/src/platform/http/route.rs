@@ -1,13 +1,13 @@
-//! The route table is data: every route is declared with the access it needs, and the router
-//! is assembled from those declarations. Tests walk the same table.
+//! The route table is data: every route is declared with the access it needs (and its rate
+//! limits), and the router is assembled from those declarations. Tests walk the same table.
+
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
-
-use std::sync::Arc;
 
 use super::error::AppError;
 use super::middleware::ClientIp;
