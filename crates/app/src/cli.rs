@@ -114,6 +114,26 @@ pub enum AuditCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum AllowlistCommand {
+    /// Print the organization's IP allowlist (one entry per line; nothing when empty).
+    Show {
+        /// Organization id, or its slug (a slug needs the auditor role, CLIENTFLOW_DATABASE__AUDITOR_URL).
+        #[arg(long)]
+        org: String,
+    },
+    /// Empty the organization's IP allowlist, for Owners who locked themselves out. Recorded in
+    /// the organization's audit log under the operator, with the list that was removed.
+    Clear {
+        /// Organization id, or its slug (a slug needs the auditor role, CLIENTFLOW_DATABASE__AUDITOR_URL).
+        #[arg(long)]
+        org: String,
+        /// Why (recorded in the audit log), e.g. a ticket number.
+        #[arg(long, default_value = "owner locked out")]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum DocsCommand {
     /// The permission matrix (docs/permissions.md).
     Permissions,
@@ -246,7 +266,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     };
     let grace = std::time::Duration::from_secs(config.server.shutdown_grace_secs);
     let transport = crate::mail::transport::Transport::from_config(&config).map_err(anyhow::Error::msg)?;
-    let state = AppState::new(config, db.clone(), Arc::new(SystemClock))?;
+    let state = AppState::new(config, db.clone(), Arc::new(SystemClock)).await?;
     let (stop_worker, worker_stopped) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(crate::mail::outbox::run_worker(
         db.clone(),
@@ -353,6 +373,61 @@ async fn target_orgs(
             found
         }
     })
+}
+
+/// The organization an operator command names: an id works with the app role alone; a slug is
+/// looked up through the auditor role (the only one that reads across organizations).
+async fn named_org(resolved: &provision::Resolved, org: &str) -> anyhow::Result<(crate::platform::ids::OrgId, String)> {
+    if let Ok(id) = org.parse::<crate::platform::ids::OrgId>() {
+        return Ok((id, org.to_string()));
+    }
+    target_orgs(resolved, Some(org)).await?.into_iter().next().ok_or_else(|| anyhow::anyhow!("no organization {org}"))
+}
+
+/// `clientflow org allowlist …`: the operator's recovery for Owners who locked themselves out.
+pub(crate) async fn org_allowlist(config: Config, command: AllowlistCommand) -> anyhow::Result<ExitCode> {
+    let signer = crate::audit::chain::Signer::load(config.audit.signing_key.as_ref(), &config.data_dir)
+        .map_err(anyhow::Error::msg)?
+        .with_retention(config.audit.retention_days);
+    let resolved = provision::resolve(&config).await?;
+    provision::migrate(&resolved).await?;
+    provision::guard_runtime_role(&resolved.app).await?;
+    let db = Db::connect(resolved.app.clone(), 2, std::time::Duration::from_secs(config.database.acquire_timeout_secs))
+        .await?;
+    let (wanted, reason) = match &command {
+        AllowlistCommand::Show { org } => (org.clone(), "show the IP allowlist".to_string()),
+        AllowlistCommand::Clear { org, reason } => (org.clone(), format!("cleared the IP allowlist ({reason})")),
+    };
+    let (id, label) = named_org(&resolved, &wanted).await?;
+    let Some(principal) = crate::platform::db::tenant::operator(&db, id, &reason).await? else {
+        anyhow::bail!("no organization {wanted}");
+    };
+    match command {
+        AllowlistCommand::Show { .. } => {
+            let list = crate::tenancy::allowlist::load(&db, &principal).await?;
+            if !list.is_empty() {
+                println!("{}", crate::tenancy::allowlist::render(&list));
+            }
+        }
+        AllowlistCommand::Clear { .. } => {
+            let mut ctx = crate::audit::Context::system(time::OffsetDateTime::now_utc(), Some(Arc::new(signer)));
+            ctx.user_agent = "clientflow cli".into();
+            let removed = crate::tenancy::allowlist::clear(&db, &ctx, &principal)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.problem().detail))?;
+            if removed.is_empty() {
+                println!("{label}: the IP allowlist was already empty");
+            } else {
+                println!(
+                    "{label}: removed the IP allowlist ({} entries: {}); every address may sign in again",
+                    removed.len(),
+                    crate::tenancy::allowlist::render(&removed).replace('\n', ", ")
+                );
+            }
+        }
+    }
+    db.close().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn audit(config: Config, command: AuditCommand) -> anyhow::Result<ExitCode> {

@@ -7,6 +7,7 @@ pub mod abuse;
 pub mod api;
 pub mod audit;
 pub mod cli;
+pub mod contact;
 pub mod identity;
 pub mod mail;
 pub mod ops;

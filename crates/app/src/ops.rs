@@ -24,6 +24,19 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// How the rate limiter decides right now, for `/readyz`. A degraded limiter is reported but
+/// does not make the instance unready: it still limits (with its in-process store), and taking
+/// every instance out of rotation because Redis failed would turn a Redis outage into an outage
+/// of the whole site.
+async fn rate_limiter_check(state: &AppState) -> &'static str {
+    let limiter = state.rate_limits.limiter();
+    match limiter.probe().await {
+        None => "in-process",
+        Some(true) => "redis",
+        Some(false) => "degraded: Redis unreachable, limiting in-process",
+    }
+}
+
 /// The database answers and its schema matches this binary.
 async fn readyz(State(state): State<AppState>) -> Response {
     let database = match tokio::time::timeout(std::time::Duration::from_secs(3), state.db.ping()).await {
@@ -47,11 +60,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         "unknown".to_string()
     };
+    let rate_limiter = rate_limiter_check(&state).await;
     let ready = database == "ok" && migrations == "current";
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "status": if ready { "ready" } else { "not ready" },
-        "checks": { "database": database, "migrations": migrations },
+        "checks": { "database": database, "migrations": migrations, "rate_limiter": rate_limiter },
     });
     let mut res = (status, Json(body)).into_response();
     if !ready {
@@ -62,6 +76,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    // A scrape doubles as a health probe of Redis, so the gauge is current even when no
+    // request has needed a decision lately.
+    let limiter = state.rate_limits.limiter();
+    limiter.probe().await;
+    state.metrics.set_rate_limiter_degraded(limiter.is_degraded());
     let body = state.metrics.render(state.db.pool_usage());
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
 }

@@ -12,5 +12,6 @@ pub fn all() -> Vec<RouteDef> {
     routes.extend(crate::work::web::routes());
     routes.extend(crate::api::web::routes());
     routes.extend(crate::api::routes());
+    routes.extend(crate::contact::routes());
     routes
 }

@@ -38,10 +38,17 @@ pub struct AppStateInner {
     pub storage: crate::work::files::Storage,
     /// Key of signed file download links.
     pub file_link_key: [u8; 32],
+    /// The rate limiter (shared through Redis when `redis.url` is set) and its policies.
+    pub rate_limits: crate::abuse::limits::RateLimits,
+    /// The bot check of the public forms: Turnstile when configured, proof of work otherwise.
+    pub bot_check: crate::abuse::botcheck::BotCheck,
 }
 
 impl AppState {
-    pub fn new(config: Config, db: Db, clock: SharedClock) -> anyhow::Result<Self> {
+    /// Builds the state. Async because a configured Redis is connected here: the rate limiter
+    /// and the bot-check replay guard share it, and a Redis that can't be reached at start is
+    /// reported now rather than at the first request.
+    pub async fn new(config: Config, db: Db, clock: SharedClock) -> anyhow::Result<Self> {
         let security_headers = SecurityHeaders::new(config.server.hsts_preload);
         let sealer = Sealer::load(config.secrets.master_key.as_ref(), &config.data_dir)?;
         let csrf_key = derive_key(&sealer, "clientflow csrf v1");
@@ -56,6 +63,12 @@ impl AppState {
                 .map_err(anyhow::Error::msg)?
                 .with_retention(config.audit.retention_days),
         );
+        let redis_url = config.redis.url.as_ref().map(|u| u.expose().to_string());
+        let rate_limits =
+            crate::abuse::limits::RateLimits::new(&config.rate_limits, redis_url.as_deref(), clock.clone())
+                .await
+                .map_err(anyhow::Error::msg)?;
+        let bot_check = bot_check(&config, &sealer, redis_url.as_deref(), clock.clone()).await?;
         Ok(Self {
             inner: Arc::new(AppStateInner {
                 config,
@@ -71,9 +84,45 @@ impl AppState {
                 audit_signer,
                 storage,
                 file_link_key,
+                rate_limits,
+                bot_check,
             }),
         })
     }
+}
+
+/// The bot check: its proof-of-work key derived from the master key (every process of an
+/// installation must accept the others' challenges), Turnstile's expected hostname taken from
+/// `public_url`, and a replay guard shared through Redis when there is one.
+async fn bot_check(
+    config: &Config,
+    sealer: &Sealer,
+    redis_url: Option<&str>,
+    clock: SharedClock,
+) -> anyhow::Result<crate::abuse::botcheck::BotCheck> {
+    use crate::abuse::botcheck::{BotCheck, MemoryReplayGuard, RedisReplayGuard, ReplayGuard};
+    let capacity = config.bot_check.replay_capacity;
+    let replay: Arc<dyn ReplayGuard> = match redis_url {
+        Some(url) => Arc::new(
+            RedisReplayGuard::connect(
+                url,
+                clock.clone(),
+                capacity,
+                std::time::Duration::from_millis(config.rate_limits.redis_timeout_ms),
+                std::time::Duration::from_millis(config.rate_limits.redis_connect_timeout_ms),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("redis.url: {e} (the bot check's replay guard uses Redis)"))?,
+        ),
+        None => Arc::new(MemoryReplayGuard::new(clock.clone(), capacity)),
+    };
+    let public_url = config.public_url();
+    let hostname = url::Url::parse(&public_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .ok_or_else(|| anyhow::anyhow!("public_url: no host in {public_url}"))?;
+    let pow_key = derive_key(sealer, "clientflow proof of work v1");
+    Ok(BotCheck::from_config(&config.bot_check, pow_key, &hostname, clock, replay)?)
 }
 
 /// A purpose-specific key: HMAC of a label under the sealer's derivation key.

@@ -56,6 +56,8 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("print.css", "text/css; charset=utf-8", include_bytes!("../static/print.css")),
     ("board.js", "text/javascript; charset=utf-8", include_bytes!("../static/board.js")),
     ("print.js", "text/javascript; charset=utf-8", include_bytes!("../static/print.js")),
+    // The proof-of-work solver of the bot check (`abuse::botcheck`).
+    ("pow.js", "text/javascript; charset=utf-8", crate::abuse::botcheck::POW_JS.as_bytes()),
 ];
 
 async fn static_file(Path(file): Path<String>) -> Response {

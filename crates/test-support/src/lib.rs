@@ -77,13 +77,23 @@ async fn init_shared() -> anyhow::Result<Shared> {
     }
     let template = format!("cf_tpl_{}", &clientflow::platform::crypto::sha256_hex(&digest)[..16]);
 
-    sqlx::query("SELECT pg_advisory_lock(hashtext('clientflow:test-template'))").execute(&mut conn).await?;
-    let result = build_template(&mut conn, &admin, &passwords, &template).await;
-    sqlx::query("SELECT pg_advisory_unlock(hashtext('clientflow:test-template'))").execute(&mut conn).await?;
-    result?;
+    ensure_template(&mut conn, &admin, &passwords, &template).await?;
     drop_stale(&mut conn, &template).await;
     conn.close().await.ok();
     Ok(Shared { admin, passwords, template })
+}
+
+/// Builds the template unless it exists, serialized across processes.
+async fn ensure_template(
+    conn: &mut PgConnection,
+    admin: &PgConnectOptions,
+    passwords: &RolePasswords,
+    template: &str,
+) -> anyhow::Result<()> {
+    sqlx::query("SELECT pg_advisory_lock(hashtext('clientflow:test-template'))").execute(&mut *conn).await?;
+    let result = build_template(conn, admin, passwords, template).await;
+    sqlx::query("SELECT pg_advisory_unlock(hashtext('clientflow:test-template'))").execute(&mut *conn).await?;
+    result
 }
 
 async fn build_template(
@@ -110,23 +120,28 @@ async fn build_template(
     Ok(())
 }
 
-/// Drops test databases left behind by crashed runs (older than an hour) and templates of
-/// other migration sets that nobody has used for a day (another checkout running its tests on
-/// the same server may still need its own template).
+/// Drops test databases left behind by crashed runs (older than an hour) and templates of other
+/// migration sets untouched for a day. Another checkout (a branch with other migrations) may be
+/// running its tests against the same server right now: a template younger than that is
+/// probably in use, and dropping it would fail that run.
 async fn drop_stale(conn: &mut PgConnection, current_template: &str) {
     let now = unix_now();
+    // A database's age: when its PG_VERSION file was written (readable by a superuser only,
+    // which the harness is).
     let names: Vec<(String, Option<i64>)> = sqlx::query_as(
-        "SELECT datname::text, extract(epoch FROM (pg_stat_file('base/' || oid || '/PG_VERSION')).modification)::bigint \
+        "SELECT datname::text, \
+           extract(epoch FROM (pg_stat_file('base/' || oid || '/PG_VERSION', true)).modification)::bigint \
          FROM pg_database WHERE datname LIKE 'cf\\_test\\_%' OR datname LIKE 'cf\\_tpl\\_%'",
     )
     .fetch_all(&mut *conn)
     .await
     .unwrap_or_default();
-    for (name, modified) in names {
+    for (name, created) in names {
         let stale = if let Some(rest) = name.strip_prefix("cf_test_") {
             rest.split('_').next().and_then(|t| t.parse::<u64>().ok()).is_some_and(|t| t + 3600 < now)
         } else {
-            name != current_template && !name.ends_with("_build") && modified.is_some_and(|m| (m as u64) + 86_400 < now)
+            let old = created.is_some_and(|t| u64::try_from(t).unwrap_or(0) + 24 * 3600 < now);
+            name != current_template && !name.ends_with("_build") && old
         };
         if stale {
             if name.starts_with("cf_tpl_") {
@@ -168,6 +183,14 @@ impl TestDb {
                     .await;
             match created {
                 Ok(_) => break,
+                // Dropped by a test run of an older checkout that took it for stale: build it
+                // again and carry on.
+                Err(e) if attempt < 50 && e.to_string().contains("does not exist") => {
+                    attempt += 1;
+                    ensure_template(&mut conn, &shared.admin, &shared.passwords, &shared.template)
+                        .await
+                        .unwrap_or_else(|e| panic!("cannot rebuild the test template: {e:#}"));
+                }
                 // "source database is being accessed by other users": another process is
                 // still finishing the template; wait and retry.
                 Err(e) if attempt < 50 => {
@@ -282,6 +305,7 @@ impl TestAppBuilder {
         let mut config = Config { data_dir: data_dir.path().to_path_buf(), ..Config::default() };
         config.server.listen = "127.0.0.1:0".parse().expect("literal");
         config.server.shutdown_grace_secs = 5;
+        relax_abuse_controls(&mut config);
         if let Some(f) = self.tweak {
             f(&mut config);
         }
@@ -297,7 +321,7 @@ impl TestAppBuilder {
             Some(c) => c,
             None => Arc::new(manual.clone()),
         };
-        let state = AppState::new(config.clone(), app_db.clone(), clock).expect("app state");
+        let state = AppState::new(config.clone(), app_db.clone(), clock).await.expect("app state");
         let router = match self.routes {
             Some(f) => http::router_from(state.clone(), f()),
             None => http::router(state.clone()),
@@ -331,6 +355,16 @@ impl TestAppBuilder {
             _data_dir: data_dir,
         }
     }
+}
+
+/// Tests sign up many people from one address and solve many proofs of work: every rate limit
+/// is raised out of reach and the proof of work is made as cheap as configuration allows, so
+/// only the tests about abuse controls (which set their own numbers) ever meet them.
+fn relax_abuse_controls(config: &mut Config) {
+    for id in clientflow::abuse::limits::PolicyId::ALL {
+        *config.rate_limits.get_mut(id) = clientflow::abuse::limits::LimitConfig::new(1_000_000, 60);
+    }
+    config.bot_check.pow_difficulty = 8;
 }
 
 /// A reqwest builder that trusts the app's self-signed certificate, pins `localhost` to the

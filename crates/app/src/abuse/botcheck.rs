@@ -259,8 +259,8 @@ pub struct BotCheckConfig {
     pub pow_difficulty: u8,
     /// How long a challenge stays valid after the page was rendered.
     pub pow_ttl_secs: u64,
-    /// Bound of the in-process replay guard, for whoever builds it
-    /// (`MemoryReplayGuard::new(clock, replay_capacity)`); a shared store ignores it.
+    /// Bound of the in-process replay guard (`MemoryReplayGuard::new(clock, replay_capacity)`),
+    /// and of the in-process mirror of [`RedisReplayGuard`] when Redis is configured.
     pub replay_capacity: usize,
 }
 
@@ -512,6 +512,113 @@ impl fmt::Debug for MemoryReplayGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryReplayGuard").field("capacity", &self.capacity).field("len", &self.len()).finish()
     }
+}
+
+/// Replay guard shared by every server process through Redis (used when `redis.url` is set),
+/// so a proof accepted by one process is refused by all the others.
+///
+/// Each id is also remembered in an in-process [`MemoryReplayGuard`], which answers first. When
+/// Redis fails, that local answer stands: replays are then refused per process rather than
+/// across processes, until Redis answers again. Refusing every proof instead would close
+/// sign-up and the contact forms for the length of a Redis outage, which costs real people more
+/// than it costs a bot that has paid for one proof per process. (This is the one deliberate
+/// exception to "a guard that can't answer says no": it can still answer for this process.)
+pub struct RedisReplayGuard {
+    conn: redis::aio::ConnectionManager,
+    timeout: Duration,
+    clock: SharedClock,
+    local: MemoryReplayGuard,
+    degraded: std::sync::atomic::AtomicBool,
+}
+
+/// Prefix of the replay guard's Redis keys (the rate limiter's are `cf:rl:`).
+pub const REPLAY_KEY_PREFIX: &str = "cf:bc:";
+
+impl RedisReplayGuard {
+    /// Connects (waiting at most `timeout` per command, `connect_timeout` for the first
+    /// connection).
+    pub async fn connect(
+        url: &str,
+        clock: SharedClock,
+        capacity: usize,
+        timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout)
+            .set_number_of_retries(0);
+        let conn =
+            tokio::time::timeout(connect_timeout, redis::aio::ConnectionManager::new_with_config(client, config))
+                .await
+                .map_err(|_| "timed out connecting to Redis".to_string())?
+                .map_err(|e| format!("connecting to Redis: {e}"))?;
+        Ok(Self {
+            conn,
+            timeout,
+            local: MemoryReplayGuard::new(clock.clone(), capacity),
+            clock,
+            degraded: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    async fn first_use_shared(&self, id: &str, expires_at: OffsetDateTime) -> bool {
+        if !self.local.check_and_insert(id, expires_at) {
+            return false;
+        }
+        let ttl_ms = (expires_at - self.clock.now()).whole_milliseconds().max(1);
+        let key = format!("{REPLAY_KEY_PREFIX}{}", sha256_hex(id.as_bytes()));
+        let mut conn = self.conn.clone();
+        let set = async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(i64::try_from(ttl_ms).unwrap_or(i64::MAX))
+                .query_async::<Option<String>>(&mut conn)
+                .await
+        };
+        let answer = tokio::time::timeout(self.timeout, set).await;
+        use std::sync::atomic::Ordering;
+        match answer {
+            Ok(Ok(stored)) => {
+                if self.degraded.swap(false, Ordering::AcqRel) {
+                    tracing::warn!("bot-check replay guard: Redis answers again");
+                }
+                stored.is_some()
+            }
+            Ok(Err(_)) | Err(_) => {
+                if !self.degraded.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(
+                        "bot-check replay guard: Redis failed; replays are refused per process until it answers"
+                    );
+                }
+                true
+            }
+        }
+    }
+}
+
+impl ReplayGuard for RedisReplayGuard {
+    fn first_use<'a>(&'a self, id: &'a str, expires_at: OffsetDateTime) -> BoxFuture<'a, bool> {
+        Box::pin(self.first_use_shared(id, expires_at))
+    }
+}
+
+impl fmt::Debug for RedisReplayGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisReplayGuard").field("local", &self.local).finish_non_exhaustive()
+    }
+}
+
+/// Checks a configuration the way [`BotCheck::from_config`] will, without keys or a clock (for
+/// validating the configuration at start, before anything else is set up).
+pub fn validate_config(config: &BotCheckConfig) -> Result<(), BotCheckConfigError> {
+    let clock: SharedClock = Arc::new(crate::platform::clock::SystemClock);
+    let guard: Arc<dyn ReplayGuard> = Arc::new(MemoryReplayGuard::new(clock.clone(), 1));
+    BotCheck::from_config(config, [0; 32], "localhost", clock, guard).map(|_| ())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-//! Abuse controls: sliding-window rate limits and bot checks (Turnstile or proof of work).
+//! Abuse controls: sliding-window rate limits declared on routes, bot checks (Turnstile or
+//! proof of work) on the public forms.
 
 pub mod botcheck;
+pub mod limits;
 pub mod ratelimit;
+pub mod web;

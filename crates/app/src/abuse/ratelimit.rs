@@ -320,6 +320,24 @@ impl RateLimiter {
         }
     }
 
+    /// Asks Redis for a `PING` (within the decision timeout) and records the outcome the way a
+    /// decision would: readiness checks call this so that an outage is noticed even when no
+    /// request has needed a decision since. `None` without Redis.
+    pub async fn probe(&self) -> Option<bool> {
+        let redis = self.0.redis.as_ref()?;
+        let mut conn = redis.conn.clone();
+        let ping = async move { redis::cmd("PING").query_async::<String>(&mut conn).await };
+        let ok = matches!(tokio::time::timeout(redis.timeout, ping).await, Ok(Ok(_)));
+        if ok {
+            if redis.health.succeeded() {
+                tracing::warn!("rate limiter: Redis answers again; decisions are back on Redis");
+            }
+        } else if redis.health.failed() {
+            tracing::warn!("rate limiter: Redis does not answer; deciding with the in-process store until it does");
+        }
+        Some(ok)
+    }
+
     /// True while the last attempt to reach Redis failed.
     pub fn is_degraded(&self) -> bool {
         self.0.redis.as_ref().is_some_and(|r| r.health.degraded.load(Ordering::Acquire))

@@ -1,5 +1,5 @@
-//! The API guard: `Authorization: Bearer cf_live_…` → the key's principal, the same
-//! permission check as the web, and nothing else (no cookies: the API is not reachable with a
+//! The API guard: `Authorization: Bearer cf_live_…` → the key's principal, the organization's
+//! IP allowlist, the same permission check as the web, and nothing else (no cookies: the API is not reachable with a
 //! browser session, so it needs no CSRF protection).
 
 use axum::extract::{FromRequestParts, Request};
@@ -10,6 +10,7 @@ use axum::response::IntoResponse;
 use crate::identity::guard::Resolved;
 use crate::platform::db::tenant::{self, OrgPrincipal};
 use crate::platform::http::error::AppError;
+use crate::platform::http::middleware::ClientIp;
 use crate::state::AppState;
 use crate::tenancy::role::Permission;
 
@@ -41,6 +42,17 @@ pub async fn require_key(state: &AppState, mut req: Request, permission: Permiss
     let Some(principal) = tenant::verify_api_key(&state.db, &presented, state.clock.now()).await? else {
         return Ok(invalid());
     };
+    // The organization's IP allowlist holds for its keys as for its members: a leaked key is
+    // useless outside the listed networks.
+    let ip = req.extensions().get::<ClientIp>().map(|c| c.0).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let allowlist = crate::tenancy::allowlist::load(&state.db, &principal).await?;
+    if !crate::tenancy::allowlist::permits(&allowlist, ip) {
+        return Err(AppError::Forbidden(format!(
+            "This organization only accepts API requests from its approved network addresses, and this \
+             request came from {}. Call the API from an approved network, or ask an Owner to add this address.",
+            crate::platform::net::normalize_ip(ip)
+        )));
+    }
     if !principal.can(permission) {
         return Err(AppError::Forbidden(format!("This API key doesn't allow this ({}).", permission.as_str())));
     }

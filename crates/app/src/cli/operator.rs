@@ -56,6 +56,11 @@ pub enum OrgCommand {
     /// List every organization. Reads across organizations, so it needs the auditor role
     /// (CLIENTFLOW_DATABASE__AUDITOR_URL unless ClientFlow provisioned its own roles).
     List,
+    /// An organization's IP allowlist: show it, or clear it for an Owner who locked themselves out.
+    Allowlist {
+        #[command(subcommand)]
+        command: super::AllowlistCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -541,9 +546,14 @@ async fn set_disabled(s: &Session, email: &str, disable: bool) -> OpResult<Repor
 // org
 
 pub async fn org(config: Config, json: bool, command: OrgCommand) -> anyhow::Result<ExitCode> {
+    let command = match command {
+        OrgCommand::Allowlist { command } => return super::org_allowlist(config, command).await,
+        other => other,
+    };
     with_session(&config, json, async move |s| match command {
         OrgCommand::Create { name, slug, owner } => create_org(s, &name, slug.as_deref(), &owner).await,
         OrgCommand::List => list_orgs(s).await,
+        OrgCommand::Allowlist { .. } => unreachable!("handled above"),
     })
     .await
 }

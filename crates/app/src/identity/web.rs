@@ -14,6 +14,11 @@ use super::session::{
     self, CurrentSession, DEVICE_COOKIE, DEVICE_LIFETIME, OIDC_COOKIE, RequestMeta, SESSION_COOKIE, Stage,
 };
 use super::{events, google};
+use crate::abuse::botcheck::Purpose;
+use crate::abuse::limits::{
+    AUTH_PER_IP, MAIL_PER_ACCOUNT, SECOND_FACTOR_PER_USER, SIGN_IN_PER_ACCOUNT, SIGNUP_PER_IP, TOKEN_PER_ACCOUNT,
+};
+use crate::abuse::web::{BotCheckView, SubmittedProof};
 use crate::platform::db::UserTx;
 use crate::platform::http::error::{AppError, AppResult, FieldError, RenderedByHandler};
 use crate::platform::http::route::{Access, RouteDef, Surface};
@@ -25,28 +30,38 @@ use crate::tenancy::repo as orgs;
 pub fn routes() -> Vec<RouteDef> {
     vec![
         route!(GET "/login", Surface::Web, Access::Public, login_page),
-        route!(POST "/login", Surface::Web, Access::Public, login_submit),
+        route!(POST "/login", Surface::Web, Access::Public, login_submit).limited(&[AUTH_PER_IP, SIGN_IN_PER_ACCOUNT]),
         route!(GET "/login/two-factor", Surface::Web, Access::SecondFactor, two_factor_page),
-        route!(POST "/login/two-factor", Surface::Web, Access::SecondFactor, two_factor_submit),
-        route!(GET "/login/google", Surface::Web, Access::Public, google_start),
-        route!(GET "/login/google/callback", Surface::Web, Access::Public, google_callback),
+        route!(POST "/login/two-factor", Surface::Web, Access::SecondFactor, two_factor_submit)
+            .limited(&[AUTH_PER_IP, SECOND_FACTOR_PER_USER]),
+        // Starting Google sign-in stores a state row: anonymous writes are limited too.
+        route!(GET "/login/google", Surface::Web, Access::Public, google_start).limited(&[AUTH_PER_IP]),
+        route!(GET "/login/google/callback", Surface::Web, Access::Public, google_callback).limited(&[AUTH_PER_IP]),
         route!(POST "/logout", Surface::Web, Access::AnySession, logout),
         route!(GET "/signup", Surface::Web, Access::Public, signup_page),
-        route!(POST "/signup", Surface::Web, Access::Public, signup_submit),
+        route!(POST "/signup", Surface::Web, Access::Public, signup_submit).limited(&[
+            SIGNUP_PER_IP,
+            AUTH_PER_IP,
+            MAIL_PER_ACCOUNT,
+        ]),
         route!(GET "/signup/check-email", Surface::Web, Access::Public, signup_sent),
         route!(GET "/verify-email", Surface::Web, Access::Public, verify_page),
-        route!(POST "/verify-email", Surface::Web, Access::Public, verify_submit),
+        // Confirming an address (or an address change) signs the person in: a sign-in path.
+        route!(POST "/verify-email", Surface::Web, Access::Public, verify_submit).limited(&[AUTH_PER_IP]),
         route!(GET "/forgot-password", Surface::Web, Access::Public, forgot_page),
-        route!(POST "/forgot-password", Surface::Web, Access::Public, forgot_submit),
+        route!(POST "/forgot-password", Surface::Web, Access::Public, forgot_submit)
+            .limited(&[AUTH_PER_IP, MAIL_PER_ACCOUNT]),
         route!(GET "/forgot-password/sent", Surface::Web, Access::Public, forgot_sent),
         route!(GET "/reset-password", Surface::Web, Access::Public, reset_page),
-        route!(POST "/reset-password", Surface::Web, Access::Public, reset_submit),
+        route!(POST "/reset-password", Surface::Web, Access::Public, reset_submit)
+            .limited(&[AUTH_PER_IP, TOKEN_PER_ACCOUNT]),
         route!(GET "/app", Surface::Web, Access::SignedIn, app_home),
         route!(GET "/account/security", Surface::Web, Access::SignedIn, security_page),
         route!(POST "/account/password", Surface::Web, Access::SignedIn, change_password),
         route!(POST "/account/email", Surface::Web, Access::SignedIn, change_email),
         route!(GET "/account/email/confirm", Surface::Web, Access::Public, email_confirm_page),
-        route!(POST "/account/email/confirm", Surface::Web, Access::Public, email_confirm_submit),
+        route!(POST "/account/email/confirm", Surface::Web, Access::Public, email_confirm_submit)
+            .limited(&[AUTH_PER_IP]),
         route!(GET "/account/two-factor/setup", Surface::Web, Access::SignedIn, totp_setup_page),
         route!(POST "/account/two-factor/setup", Surface::Web, Access::SignedIn, totp_setup_submit),
         route!(POST "/account/two-factor/disable", Surface::Web, Access::SignedIn, totp_disable),
@@ -311,12 +326,22 @@ struct SignupPage {
     csrf: String,
     email: String,
     display_name: String,
+    bot: BotCheckView,
     message: Option<String>,
     errors: Vec<FieldError>,
 }
 
-async fn signup_page(FormToken(csrf): FormToken) -> AppResult<Response> {
-    page(&SignupPage { csrf, email: String::new(), display_name: String::new(), message: None, errors: vec![] })
+async fn signup_page(State(state): State<AppState>, FormToken(csrf): FormToken) -> AppResult<Response> {
+    let bot = BotCheckView::new(&state.bot_check, Purpose::Signup);
+    let res = page(&SignupPage {
+        csrf,
+        email: String::new(),
+        display_name: String::new(),
+        bot,
+        message: None,
+        errors: vec![],
+    })?;
+    Ok(crate::abuse::web::with_widget_policy(&state, res))
 }
 
 #[derive(Deserialize)]
@@ -325,6 +350,8 @@ struct SignupForm {
     password: String,
     #[serde(default)]
     display_name: String,
+    #[serde(flatten)]
+    proof: SubmittedProof,
 }
 
 async fn signup_submit(
@@ -333,14 +360,22 @@ async fn signup_submit(
     meta: RequestMeta,
     Form(form): Form<SignupForm>,
 ) -> AppResult<Response> {
-    match service::sign_up(&state, &meta, &form.email, &Secret::new(form.password), &form.display_name).await {
+    // The bot check comes before the password is hashed: its point is that a bulk sign-up
+    // costs the sender, so a refused one must cost us as little as possible.
+    let result = match crate::abuse::web::verify_form(&state, form.proof, meta.ip, Purpose::Signup).await {
+        Ok(()) => service::sign_up(&state, &meta, &form.email, &Secret::new(form.password), &form.display_name).await,
+        Err(e) => Err(e.into()),
+    };
+    match result {
         Ok(()) => Ok(Redirect::to("/signup/check-email").into_response()),
         Err(e) => {
             let (status, message, errors) = form_failure(e)?;
-            page_with_status(
+            let bot = BotCheckView::new(&state.bot_check, Purpose::Signup);
+            let res = page_with_status(
                 status,
-                &SignupPage { csrf, email: form.email, display_name: form.display_name, message, errors },
-            )
+                &SignupPage { csrf, email: form.email, display_name: form.display_name, bot, message, errors },
+            )?;
+            Ok(crate::abuse::web::with_widget_policy(&state, res))
         }
     }
 }

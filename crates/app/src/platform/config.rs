@@ -37,6 +37,10 @@ pub struct Config {
     pub secrets: SecretsConfig,
     pub audit: AuditConfig,
     pub files: FilesConfig,
+    /// `[rate_limits]`: every rate-limit policy's numbers (`abuse::limits`).
+    pub rate_limits: crate::abuse::limits::RateLimitsConfig,
+    /// `[bot_check]`: Turnstile keys, or the proof-of-work difficulty (`abuse::botcheck`).
+    pub bot_check: crate::abuse::botcheck::BotCheckConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -247,6 +251,8 @@ impl Default for Config {
             secrets: SecretsConfig::default(),
             audit: AuditConfig { retention_days: 365, signing_key: None },
             files: FilesConfig { max_upload_bytes: 25 * 1024 * 1024, dir: None, link_minutes: 5 },
+            rate_limits: crate::abuse::limits::RateLimitsConfig::default(),
+            bot_check: crate::abuse::botcheck::BotCheckConfig::default(),
         }
     }
 }
@@ -370,6 +376,12 @@ impl Config {
                 return Err(ConfigError::Invalid { setting: "public_url", message: "must start with https://".into() });
             }
         }
+        if let Some((setting, message)) = self.rate_limits.invalid() {
+            return Err(ConfigError::Invalid { setting, message });
+        }
+        if let Err(e) = crate::abuse::botcheck::validate_config(&self.bot_check) {
+            return Err(ConfigError::Load(e.to_string()));
+        }
         if self.log.filter.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return Err(ConfigError::Invalid {
                 setting: "log.filter",
@@ -459,6 +471,27 @@ mod tests {
         std::fs::write(&p, "postgres://secret@localhost/db\n").unwrap();
         let c = Config::load_from(None, &vars(&[("CLIENTFLOW_DATABASE__URL_FILE", p.to_str().unwrap())])).unwrap();
         assert_eq!(c.database.url.as_ref().unwrap().expose(), "postgres://secret@localhost/db");
+    }
+
+    #[test]
+    fn rate_limits_and_bot_checks_are_configured_in_their_sections() {
+        let c = Config::load_from(
+            None,
+            &vars(&[
+                ("CLIENTFLOW_RATE_LIMITS__API_KEY__LIMIT", "50"),
+                ("CLIENTFLOW_RATE_LIMITS__AUTH_IP__WINDOW_SECS", "120"),
+                ("CLIENTFLOW_BOT_CHECK__POW_DIFFICULTY", "18"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.rate_limits.api_key.limit, 50);
+        assert_eq!(c.rate_limits.api_key.window_secs, 60);
+        assert_eq!(c.rate_limits.auth_ip.window_secs, 120);
+        assert_eq!(c.bot_check.pow_difficulty, 18);
+        let e = Config::load_from(None, &vars(&[("CLIENTFLOW_RATE_LIMITS__CONTACT_IP__LIMIT", "0")])).unwrap_err();
+        assert!(e.to_string().contains("rate_limits.contact_ip"), "{e}");
+        let e = Config::load_from(None, &vars(&[("CLIENTFLOW_BOT_CHECK__TURNSTILE_SITE_KEY", "0x4AAA")])).unwrap_err();
+        assert!(e.to_string().contains("bot_check.turnstile_secret_key"), "{e}");
     }
 
     #[test]

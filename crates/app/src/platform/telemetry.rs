@@ -43,6 +43,12 @@ struct RouteLabels {
     route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RateLimitLabels {
+    policy: String,
+    outcome: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 1 ms .. ~16 s
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
@@ -61,6 +67,8 @@ struct MetricsInner {
     pool_open: Gauge,
     pool_idle: Gauge,
     pool_max: Gauge,
+    rate_limit_decisions: Family<RateLimitLabels, Counter>,
+    rate_limiter_degraded: Gauge,
 }
 
 impl Default for Metrics {
@@ -84,7 +92,30 @@ impl Metrics {
         registry.register("db_pool_connections", "Open database connections", pool_open.clone());
         registry.register("db_pool_idle_connections", "Idle database connections", pool_idle.clone());
         registry.register("db_pool_max_connections", "Configured maximum database connections", pool_max.clone());
-        Self { inner: Arc::new(MetricsInner { registry, requests, latency, pool_open, pool_idle, pool_max }) }
+        let rate_limit_decisions = Family::<RateLimitLabels, Counter>::default();
+        let rate_limiter_degraded = Gauge::default();
+        registry.register(
+            "rate_limit_decisions",
+            "Rate-limit decisions by policy and outcome (allowed, limited)",
+            rate_limit_decisions.clone(),
+        );
+        registry.register(
+            "rate_limiter_degraded",
+            "1 while the configured Redis is failing and the in-process store decides",
+            rate_limiter_degraded.clone(),
+        );
+        Self {
+            inner: Arc::new(MetricsInner {
+                registry,
+                requests,
+                latency,
+                pool_open,
+                pool_idle,
+                pool_max,
+                rate_limit_decisions,
+                rate_limiter_degraded,
+            }),
+        }
     }
 
     pub fn observe_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
@@ -93,6 +124,16 @@ impl Metrics {
             .get_or_create(&RequestLabels { route: route.to_string(), method: method.to_string(), status })
             .inc();
         self.inner.latency.get_or_create(&RouteLabels { route: route.to_string() }).observe(seconds);
+    }
+
+    pub fn observe_rate_limit(&self, policy: &str, allowed: bool) {
+        let outcome = if allowed { "allowed" } else { "limited" };
+        self.inner.rate_limit_decisions.get_or_create(&RateLimitLabels { policy: policy.to_string(), outcome }).inc();
+    }
+
+    /// Set at scrape time from the limiter's own state.
+    pub fn set_rate_limiter_degraded(&self, degraded: bool) {
+        self.inner.rate_limiter_degraded.set(i64::from(degraded));
     }
 
     /// Renders all metrics; `pool` is (open, idle, max) read at scrape time.

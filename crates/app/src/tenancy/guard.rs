@@ -1,7 +1,8 @@
 //! The organization guard: for routes declared `Access::Org(permission)`, resolves the
 //! organization from the `{org}` path segment among the signed-in user's own memberships,
-//! enforces the organization's security settings, checks the permission, and hands the handler
-//! a verified principal. A foreign or unknown organization is 404, an insufficient role 403.
+//! enforces the organization's security settings (IP allowlist, idle timeout, required second
+//! factor), checks the permission, and hands the handler a verified principal. A foreign or
+//! unknown organization is 404, an address outside the allowlist or an insufficient role 403.
 
 use axum::extract::{FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
@@ -43,13 +44,24 @@ pub async fn require_org(state: &AppState, req: Request, permission: Permission)
     let principal = tenant::verify_member_by_slug(&state.db, &session.user, &slug).await?.ok_or(AppError::NotFound)?;
 
     let mut tx = OrgTx::begin(&state.db, &principal).await?;
-    let (name, brand_color, timeout, require_2fa): (String, String, Option<i32>, bool) = sqlx::query_as(
-        "SELECT name, brand_color, session_timeout_minutes, require_two_factor FROM organizations WHERE id = $1",
+    type Row = (String, String, Option<i32>, bool, Vec<ipnet::IpNet>);
+    let (name, brand_color, timeout, require_2fa, allowlist): Row = sqlx::query_as(
+        "SELECT name, brand_color, session_timeout_minutes, require_two_factor, ip_allowlist \
+         FROM organizations WHERE id = $1",
     )
     .bind(principal.org_id())
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
+
+    // The allowlist before anything else the organization's settings decide: from outside, a
+    // member gets this refusal on every page and nothing more. (Client-role members use the
+    // portal from their own networks: see `super::allowlist`.)
+    // No address at all (never the case behind the client-IP middleware) counts as outside.
+    let ip = req.extensions().get::<ClientIp>().map(|c| c.0).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    if principal.role() != super::role::Role::Client && !super::allowlist::permits(&allowlist, ip) {
+        return Err(super::allowlist::refusal(&name, ip));
+    }
 
     // The organization's shorter idle timeout ends the session, for every organization.
     if let Some(minutes) = timeout

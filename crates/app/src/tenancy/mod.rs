@@ -1,5 +1,6 @@
 //! Organizations, memberships, invitations, roles and permissions.
 
+pub mod allowlist;
 pub mod guard;
 pub mod repo;
 pub mod role;

@@ -227,7 +227,9 @@ impl Permission {
             Permission::MembersInvite => "Invite people (never above one's own role)",
             Permission::MembersManage => "Change roles, suspend and remove members",
             Permission::RolesManage => "Customize Manager and Member permissions, set per-member overrides",
-            Permission::SettingsManage => "Edit name, address, branding, timezone and currency",
+            Permission::SettingsManage => {
+                "Edit name, address, branding, timezone, currency and the public contact form"
+            }
             Permission::SettingsSecurity => "Edit session timeout and the two-factor requirement",
             Permission::IpAllowlistManage => "Edit the IP allowlist",
             Permission::BillingManage => "Manage billing",

@@ -559,12 +559,14 @@ pub struct Settings {
     pub currency: String,
     pub session_timeout_minutes: Option<i32>,
     pub require_two_factor: bool,
+    pub contact_form_enabled: bool,
+    pub contact_email: Option<String>,
 }
 
 pub async fn settings(tx: &mut OrgTx) -> Result<Settings, sqlx::Error> {
     sqlx::query_as(
-        "SELECT name, slug, brand_color, timezone, currency, session_timeout_minutes, require_two_factor \
-         FROM organizations WHERE id = $1",
+        "SELECT name, slug, brand_color, timezone, currency, session_timeout_minutes, require_two_factor, \
+         contact_form_enabled, contact_email FROM organizations WHERE id = $1",
     )
     .bind(tx.org_id())
     .fetch_one(&mut **tx)
@@ -679,6 +681,48 @@ pub async fn update_security(
         Entry::new("organization.security_changed", "organization", org_id)
             .before(json!({ "session_timeout_minutes": before.session_timeout_minutes, "require_two_factor": before.require_two_factor }))
             .after(json!({ "session_timeout_minutes": session_timeout_minutes, "require_two_factor": require_two_factor })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Turns the public contact form (`/contact/<slug>`) on or off and sets the address each
+/// submission is announced to. The form can only be on with an address to tell.
+pub async fn update_contact_form(
+    db: &Db,
+    ctx: &Context,
+    principal: &OrgPrincipal,
+    enabled: bool,
+    contact_email: &str,
+) -> AppResult<()> {
+    let email = match contact_email.trim() {
+        "" if enabled => {
+            return Err(AppError::field("contact_email", "is needed to turn the contact form on"));
+        }
+        "" => None,
+        raw => Some(Email::parse(raw).map_err(|m| AppError::field("contact_email", m))?),
+    };
+    let mut tx = OrgTx::begin(db, principal).await?;
+    let org_id = tx.org_id();
+    let before = settings(&mut tx).await?;
+    sqlx::query(
+        "UPDATE organizations SET contact_form_enabled = $2, contact_email = $3, updated_at = $4 WHERE id = $1",
+    )
+    .bind(org_id)
+    .bind(enabled)
+    .bind(email.as_ref().map(Email::as_str))
+    .bind(ctx.now)
+    .execute(&mut *tx)
+    .await?;
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new("organization.contact_form_changed", "organization", org_id)
+            .before(
+                json!({ "contact_form_enabled": before.contact_form_enabled, "contact_email": before.contact_email }),
+            )
+            .after(json!({ "contact_form_enabled": enabled, "contact_email": email.as_ref().map(Email::as_str) })),
     )
     .await?;
     tx.commit().await?;

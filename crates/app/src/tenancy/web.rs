@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::guard::OrgAccess;
 use super::role::{Permission, PermissionSet, Role, admin_bound, default_permissions};
 use super::service::{self, GeneralSettings};
+use crate::abuse::limits::{AUTH_PER_IP, TOKEN_PER_ACCOUNT};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
 use crate::identity::session::{CurrentSession, RequestMeta};
@@ -43,12 +44,15 @@ pub fn routes() -> Vec<RouteDef> {
         route!(GET "/o/{org}/settings", Surface::Web, Access::Org(P::SettingsManage), settings_page),
         route!(POST "/o/{org}/settings", Surface::Web, Access::Org(P::SettingsManage), save_settings),
         route!(POST "/o/{org}/settings/logo", Surface::Web, Access::Org(P::SettingsManage), upload_logo),
+        route!(POST "/o/{org}/settings/contact", Surface::Web, Access::Org(P::SettingsManage), save_contact_form),
         route!(GET "/o/{org}/settings/security", Surface::Web, Access::Org(P::SettingsSecurity), security_page),
         route!(POST "/o/{org}/settings/security", Surface::Web, Access::Org(P::SettingsSecurity), save_security),
+        route!(POST "/o/{org}/settings/allowlist", Surface::Web, Access::Org(P::IpAllowlistManage), save_allowlist),
         route!(GET "/o/{org}/settings/roles", Surface::Web, Access::Org(P::RolesManage), roles_page),
         route!(POST "/o/{org}/settings/roles", Surface::Web, Access::Org(P::RolesManage), save_roles),
         route!(GET "/invitations/accept", Surface::Web, Access::Public, invitation_page),
-        route!(POST "/invitations/accept", Surface::Web, Access::Public, accept_invitation),
+        route!(POST "/invitations/accept", Surface::Web, Access::Public, accept_invitation)
+            .limited(&[AUTH_PER_IP, TOKEN_PER_ACCOUNT]),
         route!(POST "/invitations/decline", Surface::Web, Access::Public, decline_invitation),
     ]
 }
@@ -590,6 +594,32 @@ async fn upload_logo(
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContactFormSettingsForm {
+    #[serde(default)]
+    contact_form_enabled: Option<String>,
+    #[serde(default)]
+    contact_email: String,
+}
+
+async fn save_contact_form(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Form(form): Form<ContactFormSettingsForm>,
+) -> AppResult<Response> {
+    let enabled = form.contact_form_enabled.as_deref() == Some("on");
+    match service::update_contact_form(&state.db, &ctx, &access.principal, enabled, &form.contact_email).await {
+        Ok(()) => Ok(Redirect::to(&format!("/o/{}/settings?saved=1", access.slug)).into_response()),
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            page_with_status(status, &settings_view(&state, csrf, &access, false, message, errors).await?)
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "tenancy/security.html")]
 struct SecurityPage {
@@ -599,6 +629,20 @@ struct SecurityPage {
     saved: bool,
     message: Option<String>,
     errors: Vec<FieldError>,
+    /// The allowlist as the textarea shows it (what was submitted, after a refused save).
+    allowlist: String,
+    can_allowlist: bool,
+    /// The address this request came from, as the allowlist sees it.
+    client_ip: String,
+    /// A save was refused because it would lock the saver out: show the confirmation box.
+    confirm_lockout: bool,
+}
+
+/// What the security page shows besides the settings.
+struct AllowlistView {
+    /// `None`: the stored list.
+    submitted: Option<String>,
+    client_ip: std::net::IpAddr,
 }
 
 async fn security_view(
@@ -608,20 +652,73 @@ async fn security_view(
     saved: bool,
     message: Option<String>,
     errors: Vec<FieldError>,
+    allowlist: AllowlistView,
 ) -> AppResult<SecurityPage> {
     let mut tx = OrgTx::begin(&state.db, &access.principal).await?;
     let settings = service::settings(&mut tx).await?;
+    let stored: Vec<ipnet::IpNet> = sqlx::query_scalar("SELECT ip_allowlist FROM organizations WHERE id = $1")
+        .bind(tx.org_id())
+        .fetch_one(&mut *tx)
+        .await?;
     tx.commit().await?;
-    Ok(SecurityPage { csrf, org: OrgNav::of(access), settings, saved, message, errors })
+    let confirm_lockout = errors.iter().any(|e| e.field == "confirm_lockout");
+    Ok(SecurityPage {
+        csrf,
+        org: OrgNav::of(access),
+        settings,
+        saved,
+        message,
+        errors,
+        allowlist: allowlist.submitted.unwrap_or_else(|| super::allowlist::render(&stored)),
+        can_allowlist: access.principal.can(P::IpAllowlistManage),
+        client_ip: crate::platform::net::normalize_ip(allowlist.client_ip).to_string(),
+        confirm_lockout,
+    })
 }
 
 async fn security_page(
     State(state): State<AppState>,
     FormToken(csrf): FormToken,
+    meta: RequestMeta,
     access: OrgAccess,
     Query(q): Query<SavedQuery>,
 ) -> AppResult<Response> {
-    page(&security_view(&state, csrf, &access, q.saved.is_some(), None, vec![]).await?)
+    let allowlist = AllowlistView { submitted: None, client_ip: meta.ip };
+    page(&security_view(&state, csrf, &access, q.saved.is_some(), None, vec![], allowlist).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllowlistForm {
+    #[serde(default)]
+    ip_allowlist: String,
+    /// "I understand this locks me out": required to save a list without one's own address.
+    #[serde(default)]
+    confirm_lockout: Option<String>,
+}
+
+async fn save_allowlist(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    meta: RequestMeta,
+    access: OrgAccess,
+    Form(form): Form<AllowlistForm>,
+) -> AppResult<Response> {
+    let confirmed = form.confirm_lockout.as_deref() == Some("on");
+    let result = async {
+        let list = super::allowlist::parse(&form.ip_allowlist)?;
+        super::allowlist::save(&state.db, &ctx, &access.principal, list, meta.ip, confirmed).await
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(Redirect::to(&format!("/o/{}/settings/security?saved=1", access.slug)).into_response()),
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            let allowlist = AllowlistView { submitted: Some(form.ip_allowlist), client_ip: meta.ip };
+            page_with_status(status, &security_view(&state, csrf, &access, false, message, errors, allowlist).await?)
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -637,6 +734,7 @@ async fn save_security(
     State(state): State<AppState>,
     FormToken(csrf): FormToken,
     ctx: Context,
+    meta: RequestMeta,
     current: CurrentSession,
     access: OrgAccess,
     Form(form): Form<SecurityForm>,
@@ -657,7 +755,8 @@ async fn save_security(
         Ok(()) => Ok(Redirect::to(&format!("/o/{}/settings/security?saved=1", access.slug)).into_response()),
         Err(e) => {
             let (status, message, errors) = failure(e)?;
-            page_with_status(status, &security_view(&state, csrf, &access, false, message, errors).await?)
+            let allowlist = AllowlistView { submitted: None, client_ip: meta.ip };
+            page_with_status(status, &security_view(&state, csrf, &access, false, message, errors, allowlist).await?)
         }
     }
 }

@@ -7,7 +7,9 @@ use sqlx::Row;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
-/// Signs up `email` and follows the verification link: returns a signed-in browser.
+/// Signs up `email` and follows the verification link: returns a signed-in browser. The sign-up
+/// form carries a proof-of-work challenge, which `Browser::submit` solves as `pow.js` would
+/// (cheaply: the test apps run at the lowest configurable difficulty).
 pub async fn sign_up(app: &TestApp, email: &str) -> Browser {
     let mut b = app.browser();
     let res = b

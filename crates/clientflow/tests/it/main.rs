@@ -1,11 +1,14 @@
 //! The integration test binary: every test gets its own database and (where it needs one) its
 //! own server on port 0. See `clientflow-test-support`.
 
+mod allowlist;
 mod api;
 mod audit;
 mod botcheck;
+mod botcheck_forms;
 mod catalog;
 mod cli;
+mod contact;
 mod google;
 mod http;
 mod identity;
@@ -13,6 +16,7 @@ mod isolation;
 mod mail;
 mod operator;
 mod ratelimit;
+mod ratelimit_http;
 mod support;
 mod tenancy;
 mod tls;

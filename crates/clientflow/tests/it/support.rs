@@ -42,3 +42,48 @@ pub fn url_of(o: &PgConnectOptions, password: Option<&str>) -> String {
         None => format!("postgres://{auth}@{}:{}/{db}", o.get_host(), o.get_port()),
     }
 }
+
+/// The application's routes plus one API-key route (`GET /api/v1/test/whoami`, answering the
+/// client address it saw), for tests of what every API route gets from its guard and its
+/// surface: there are no API routes in the table of this branch's tests otherwise.
+pub fn routes_with_an_api_route() -> Vec<clientflow::platform::http::route::RouteDef> {
+    use clientflow::platform::http::middleware::ClientIp;
+    use clientflow::platform::http::route::{Access, Surface};
+    use clientflow::tenancy::role::Permission;
+    let mut routes = clientflow::routes::all();
+    routes.push(clientflow::route!(
+        GET "/api/v1/test/whoami",
+        Surface::Api,
+        Access::Api(Permission::ClientsRead),
+        |axum::Extension(ip): axum::Extension<ClientIp>| async move { ip.0.to_string() }
+    ));
+    routes
+}
+
+/// A new API key (Manager role) of the organization `org_id`, created as the operator.
+pub async fn api_key(app: &clientflow_test_support::TestApp, org_id: uuid::Uuid, name: &str) -> String {
+    use clientflow::api::keys::{self, NewKey};
+    let id: OrgId = org_id.to_string().parse().unwrap();
+    let principal = tenant::operator(&app.app_db, id, "test").await.unwrap().expect("organization exists");
+    let ctx = clientflow::audit::Context::system(app.clock.now_utc(), Some(app.state.audit_signer.clone()));
+    let input = NewKey { name: name.into(), role: "manager".into(), permissions: None, expires_in_days: None };
+    keys::create(&app.app_db, &ctx, &principal, &input).await.unwrap().secret
+}
+
+/// The id of the organization with this slug (read as the superuser).
+pub async fn org_id(app: &clientflow_test_support::TestApp, slug: &str) -> uuid::Uuid {
+    let mut db = app.db.admin_conn().await;
+    sqlx::query_scalar("SELECT id FROM organizations WHERE slug = $1").bind(slug).fetch_one(&mut db).await.unwrap()
+}
+
+/// All values of a header that may repeat, as one list (`RateLimit`, `RateLimit-Policy`).
+pub fn header_list(res: &reqwest::Response, name: &str) -> Vec<String> {
+    res.headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty())
+        .collect()
+}

@@ -459,6 +459,9 @@ const PUBLIC_ROUTES: &[&str] = &[
     "POST /invitations/decline",
     "GET /files/{org}/{file}",
     "GET /api/v1/openapi.json",
+    "GET /contact/{slug}",
+    "POST /contact/{slug}",
+    "GET /contact/{slug}/sent",
 ];
 
 #[test]

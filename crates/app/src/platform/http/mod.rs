@@ -30,9 +30,15 @@ pub fn router(state: AppState) -> Router {
 pub fn router_from(state: AppState, defs: Vec<RouteDef>) -> Router {
     let mut router: Router<AppState> = Router::new();
     for def in defs {
+        let guard = route::RouteGuard {
+            state: state.clone(),
+            access: def.access,
+            surface: def.surface,
+            limits: def.limits.into(),
+        };
         let handler = def
             .handler
-            .route_layer(from_fn_with_state((state.clone(), def.access, def.surface), route::guard))
+            .route_layer(from_fn_with_state(guard, route::guard))
             .route_layer(from_fn(middleware::mark_route));
         router = router.route(def.path, handler);
     }

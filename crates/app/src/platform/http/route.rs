@@ -1,5 +1,7 @@
-//! The route table is data: every route is declared with the access it needs, and the router
-//! is assembled from those declarations. Tests walk the same table.
+//! The route table is data: every route is declared with the access it needs (and its rate
+//! limits), and the router is assembled from those declarations. Tests walk the same table.
+
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::Method;
@@ -9,6 +11,7 @@ use axum::routing::MethodRouter;
 
 use super::error::AppError;
 use super::middleware::ClientIp;
+use crate::abuse::limits::{self, Applied, Limit};
 use crate::identity::guard as identity_guard;
 use crate::identity::session::Stage;
 use crate::platform::net;
@@ -46,6 +49,9 @@ pub struct RouteDef {
     pub path: &'static str,
     pub access: Access,
     pub surface: Surface,
+    /// Rate limits, checked by the route guard (`abuse::limits`): the surface's defaults plus
+    /// what [`RouteDef::limited`] adds.
+    pub limits: Vec<Limit>,
     pub handler: MethodRouter<AppState>,
 }
 
@@ -57,8 +63,24 @@ impl RouteDef {
         access: Access,
         handler: MethodRouter<AppState>,
     ) -> Self {
-        Self { method, path, access, surface, handler }
+        Self { method, path, access, surface, limits: limits::default_limits(surface, access), handler }
     }
+
+    /// Declares rate limits on this route, checked in this order after the surface's own:
+    /// `route!(POST "/login", …).limited(&[AUTH_PER_IP, SIGN_IN_PER_ACCOUNT])`.
+    pub fn limited(mut self, limits: &[Limit]) -> Self {
+        self.limits.extend_from_slice(limits);
+        self
+    }
+}
+
+/// What the per-route guard knows about its route.
+#[derive(Clone)]
+pub struct RouteGuard {
+    pub state: AppState,
+    pub access: Access,
+    pub surface: Surface,
+    pub limits: Arc<[Limit]>,
 }
 
 /// Declares a route: `route!(GET "/path", Surface::Web, Access::Public, handler)`.
@@ -111,18 +133,28 @@ macro_rules! route {
     };
 }
 
-/// The per-route guard: runs before the handler, with the route's declared access.
-pub async fn guard(
-    State((state, access, surface)): State<(AppState, Access, Surface)>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// The per-route guard: runs before the handler, with the route's declared access and rate
+/// limits. Every response of a limited route carries its rate-limit headers.
+pub async fn guard(State(route): State<RouteGuard>, req: Request, next: Next) -> Response {
+    let mut applied = Applied::default();
+    let res = guarded(&route, req, next, &mut applied).await;
+    applied.decorate(res)
+}
+
+async fn guarded(route: &RouteGuard, req: Request, next: Next, applied: &mut Applied) -> Response {
+    let (state, access, surface) = (&route.state, route.access, route.surface);
+    // Limits keyed on the address or the form come first: a flood is refused before it
+    // costs a session lookup or a CSRF check.
+    let req = match limits::enforce_before_access(state, &route.limits, req, applied).await {
+        Ok(req) => req,
+        Err(res) => return res,
+    };
     let resolved = match access {
-        Access::SignedIn => identity_guard::require_session(&state, req, Stage::Complete).await,
-        Access::SecondFactor => identity_guard::require_session(&state, req, Stage::Pending).await,
-        Access::AnySession => identity_guard::require_any_session(&state, req).await,
-        Access::Org(permission) => crate::tenancy::guard::require_org(&state, req, permission).await,
-        Access::Api(permission) => crate::api::guard::require_key(&state, req, permission).await,
+        Access::SignedIn => identity_guard::require_session(state, req, Stage::Complete).await,
+        Access::SecondFactor => identity_guard::require_session(state, req, Stage::Pending).await,
+        Access::AnySession => identity_guard::require_any_session(state, req).await,
+        Access::Org(permission) => crate::tenancy::guard::require_org(state, req, permission).await,
+        Access::Api(permission) => crate::api::guard::require_key(state, req, permission).await,
         Access::Public | Access::Operator => Ok(identity_guard::Resolved::Ok(req)),
     };
     let req = match resolved {
@@ -132,18 +164,22 @@ pub async fn guard(
     };
     // Public web forms are protected too (sign-in and sign-up CSRF).
     let req = if access == Access::Public && surface == Surface::Web && identity_guard::is_unsafe(req.method()) {
-        match identity_guard::check_csrf(&state, req, None).await {
+        match identity_guard::check_csrf(state, req, None).await {
             Ok(req) => req,
             Err(e) => return e.into_response(),
         }
     } else {
         req
     };
+    let keys = limits::principal_keys(&route.limits, &req);
+    if let Err(res) = limits::enforce_after_access(state, keys, applied).await {
+        return res;
+    }
     match access {
         Access::Public | Access::SignedIn | Access::SecondFactor | Access::AnySession | Access::Org(_) => {
             next.run(req).await
         }
-        Access::Api(_) => crate::api::idempotency::wrap(&state, req, next).await,
+        Access::Api(_) => crate::api::idempotency::wrap(state, req, next).await,
         Access::Operator => {
             let ip = req.extensions().get::<ClientIp>().map(|c| c.0);
             let from_allowed = ip.is_some_and(|ip| net::contains(&state.config.metrics.allow, ip));

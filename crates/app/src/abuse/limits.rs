@@ -1,0 +1,654 @@
+//! Rate limits as the application applies them: the policies (configured in one place, the
+//! `[rate_limits]` section), what each route declares, and the step of the route guard that
+//! enforces the declaration.
+//!
+//! A route declares its limits in the route table ([`RouteDef::limited`]), so the table says
+//! which routes are limited and a test lists them. API routes get theirs from their surface
+//! ([`default_limits`]): every `/api` route is limited per client address, every API-key route
+//! per key too. A limit is a policy and the request property that keys it:
+//!
+//! | Key | From | Taken |
+//! |---|---|---|
+//! | [`KeyBy::ClientIp`] | [`ClientIp`] (trusted-proxy aware), IPv6 by its /64 | before authentication |
+//! | [`KeyBy::FormEmail`] | a form field, normalized like [`Email`] | before authentication |
+//! | [`KeyBy::FormEmailPerDevice`] | the same, plus the known-device cookie when present | before authentication |
+//! | [`KeyBy::FormSecret`] | a form field holding a token (only its digest is kept) | before authentication |
+//! | [`KeyBy::SessionUser`] | the session's user (a pending one on the second-factor page) | after authentication |
+//! | [`KeyBy::ApiKey`] | the verified API key | after authentication |
+//! | [`KeyBy::Organization`] | the verified organization of the member or key | after authentication |
+//!
+//! Keys taken before authentication are checked before the route's access guard runs, so a
+//! flood is refused before it costs a session lookup, a CSRF check or a password hash; the
+//! others once the principal is known, so a made-up API key can't spend a real one's budget.
+//! Decisions run in stages (client address, then form fields, then principal), in the declared
+//! order within each, and stop at the first refusal (a refused request is not counted by the
+//! later policies).
+//!
+//! Every response of a limited route carries `RateLimit-Policy` and `RateLimit` for each policy
+//! that decided (one field line per policy), and a refusal is a 429 with `Retry-After`: the
+//! error renderer makes it problem+json on the API and an HTML page on the web.
+//!
+//! # Why the per-account key on sign-in includes the device
+//!
+//! A budget per email address alone would let anyone lock a person out of signing in by
+//! sending a few requests with their address: the abuse the sign-in lockout was designed to
+//! blunt (docs/ARCHITECTURE.md, "Lockout without victim lockout"). So on `POST /login` a request
+//! that presents the known-device cookie is counted in a budget of its own for that address and
+//! device. A forged device cookie only buys its sender a fresh per-account budget, still inside
+//! the per-address budget and still subject to the lockout, which does verify the device.
+//! Password-reset and sign-up requests send mail to the address, so their per-account budget
+//! counts every request for the address, whatever device sent it.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::Request;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::ratelimit::{Decision, FailurePolicy, Policy, RateLimitConfig, RateLimiter};
+use crate::api::guard::ApiAccess;
+use crate::identity::session::{self, CurrentSession, DEVICE_COOKIE};
+use crate::platform::clock::SharedClock;
+use crate::platform::crypto::sha256_hex;
+use crate::platform::http::error::AppError;
+use crate::platform::http::middleware::ClientIp;
+use crate::platform::http::route::{Access, Surface};
+use crate::platform::net;
+use crate::platform::types::Email;
+use crate::state::AppState;
+use crate::tenancy::guard::OrgAccess;
+
+/// The policies. Their limits come from configuration; their names, failure behaviour and
+/// messages are fixed here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PolicyId {
+    /// Every way of signing in or up (password, second factor, Google, email confirmation,
+    /// reset, invitation) from one client address, together.
+    AuthIp,
+    /// Authentication requests naming one account.
+    AuthAccount,
+    /// Second-factor attempts of one pending sign-in's user.
+    SecondFactor,
+    /// Sign-ups from one client address.
+    SignupIp,
+    /// Contact-form submissions from one client address.
+    ContactIp,
+    /// Unsubscribe requests from one client address (for the unsubscribe endpoint).
+    UnsubscribeIp,
+    /// API requests from one client address, whatever key they carry.
+    ApiIp,
+    /// API requests made with one API key.
+    ApiKey,
+    /// Billing actions of one organization (for the billing routes).
+    BillingOrg,
+}
+
+impl PolicyId {
+    pub const ALL: [PolicyId; 9] = [
+        PolicyId::AuthIp,
+        PolicyId::AuthAccount,
+        PolicyId::SecondFactor,
+        PolicyId::SignupIp,
+        PolicyId::ContactIp,
+        PolicyId::UnsubscribeIp,
+        PolicyId::ApiIp,
+        PolicyId::ApiKey,
+        PolicyId::BillingOrg,
+    ];
+
+    /// The name in `RateLimit-Policy`, logs, metrics and Redis keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicyId::AuthIp => "auth-ip",
+            PolicyId::AuthAccount => "auth-account",
+            PolicyId::SecondFactor => "second-factor",
+            PolicyId::SignupIp => "signup-ip",
+            PolicyId::ContactIp => "contact-ip",
+            PolicyId::UnsubscribeIp => "unsubscribe-ip",
+            PolicyId::ApiIp => "api-ip",
+            PolicyId::ApiKey => "api-key",
+            PolicyId::BillingOrg => "billing-org",
+        }
+    }
+
+    /// The configuration key under `[rate_limits]`.
+    pub fn setting(self) -> &'static str {
+        match self {
+            PolicyId::AuthIp => "rate_limits.auth_ip",
+            PolicyId::AuthAccount => "rate_limits.auth_account",
+            PolicyId::SecondFactor => "rate_limits.second_factor",
+            PolicyId::SignupIp => "rate_limits.signup_ip",
+            PolicyId::ContactIp => "rate_limits.contact_ip",
+            PolicyId::UnsubscribeIp => "rate_limits.unsubscribe_ip",
+            PolicyId::ApiIp => "rate_limits.api_ip",
+            PolicyId::ApiKey => "rate_limits.api_key",
+            PolicyId::BillingOrg => "rate_limits.billing_org",
+        }
+    }
+
+    /// What happens while Redis is failing. Authentication, second-factor and billing limits
+    /// keep the budgets this process has seen (an outage must not reopen a guessing or
+    /// card-testing window); the others start afresh per process, which only makes them
+    /// looser for the length of the outage.
+    pub fn on_backend_failure(self) -> FailurePolicy {
+        match self {
+            PolicyId::AuthIp | PolicyId::AuthAccount | PolicyId::SecondFactor | PolicyId::BillingOrg => {
+                FailurePolicy::FailClosedToLocal
+            }
+            PolicyId::SignupIp | PolicyId::ContactIp | PolicyId::UnsubscribeIp | PolicyId::ApiIp | PolicyId::ApiKey => {
+                FailurePolicy::DegradeToLocal
+            }
+        }
+    }
+
+    /// The refusal shown to the user (`{t}` becomes the wait).
+    fn refusal(self) -> &'static str {
+        match self {
+            PolicyId::AuthIp => "Too many sign-in attempts from your network. Try again in {t}.",
+            PolicyId::AuthAccount => "Too many attempts for this account. Try again in {t}.",
+            PolicyId::SecondFactor => "Too many attempts. Try again in {t}.",
+            PolicyId::SignupIp | PolicyId::ContactIp | PolicyId::UnsubscribeIp => {
+                "Too many submissions from your network. Try again in {t}."
+            }
+            PolicyId::ApiIp => "Too many requests from this address. Retry after {t}.",
+            PolicyId::ApiKey => "Too many requests with this API key. Retry after {t}.",
+            PolicyId::BillingOrg => "Too many billing changes for this organization. Try again in {t}.",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What a limit counts requests by (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyBy {
+    ClientIp,
+    FormEmail(&'static str),
+    FormEmailPerDevice(&'static str),
+    FormSecret(&'static str),
+    SessionUser,
+    ApiKey,
+    Organization,
+}
+
+impl KeyBy {
+    /// Whether the key is known before the route's access guard runs.
+    pub fn before_authentication(self) -> bool {
+        matches!(self, KeyBy::ClientIp | KeyBy::FormEmail(_) | KeyBy::FormEmailPerDevice(_) | KeyBy::FormSecret(_))
+    }
+
+    fn form_field(self) -> Option<&'static str> {
+        match self {
+            KeyBy::FormEmail(f) | KeyBy::FormEmailPerDevice(f) | KeyBy::FormSecret(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+/// One limit a route declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub policy: PolicyId,
+    pub key: KeyBy,
+}
+
+impl Limit {
+    pub const fn new(policy: PolicyId, key: KeyBy) -> Self {
+        Self { policy, key }
+    }
+}
+
+/// Authentication forms, per client address.
+pub const AUTH_PER_IP: Limit = Limit::new(PolicyId::AuthIp, KeyBy::ClientIp);
+/// Sign-in per account (and device, see the module documentation).
+pub const SIGN_IN_PER_ACCOUNT: Limit = Limit::new(PolicyId::AuthAccount, KeyBy::FormEmailPerDevice("email"));
+/// Forms that mail the address they name (sign-up, password reset), per account.
+pub const MAIL_PER_ACCOUNT: Limit = Limit::new(PolicyId::AuthAccount, KeyBy::FormEmail("email"));
+/// Forms whose token names exactly one account (password reset, invitation), per account.
+pub const TOKEN_PER_ACCOUNT: Limit = Limit::new(PolicyId::AuthAccount, KeyBy::FormSecret("token"));
+/// The second factor, per user.
+pub const SECOND_FACTOR_PER_USER: Limit = Limit::new(PolicyId::SecondFactor, KeyBy::SessionUser);
+/// Sign-up, per client address.
+pub const SIGNUP_PER_IP: Limit = Limit::new(PolicyId::SignupIp, KeyBy::ClientIp);
+/// Contact form, per client address.
+pub const CONTACT_PER_IP: Limit = Limit::new(PolicyId::ContactIp, KeyBy::ClientIp);
+/// Unsubscribe, per client address.
+pub const UNSUBSCRIBE_PER_IP: Limit = Limit::new(PolicyId::UnsubscribeIp, KeyBy::ClientIp);
+/// Every API request, per client address.
+pub const API_PER_IP: Limit = Limit::new(PolicyId::ApiIp, KeyBy::ClientIp);
+/// Every API-key request, per key.
+pub const API_PER_KEY: Limit = Limit::new(PolicyId::ApiKey, KeyBy::ApiKey);
+/// Billing actions, per organization.
+pub const BILLING_PER_ORG: Limit = Limit::new(PolicyId::BillingOrg, KeyBy::Organization);
+
+/// The limits a route has from its surface and access alone.
+pub fn default_limits(surface: Surface, access: Access) -> Vec<Limit> {
+    let mut out = Vec::new();
+    if surface == Surface::Api {
+        out.push(API_PER_IP);
+    }
+    if matches!(access, Access::Api(_)) {
+        out.push(API_PER_KEY);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+
+/// One policy's numbers: at most `limit` requests per sliding window of `window_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    pub limit: u64,
+    pub window_secs: u64,
+}
+
+impl LimitConfig {
+    pub const fn new(limit: u64, window_secs: u64) -> Self {
+        Self { limit, window_secs }
+    }
+}
+
+/// `[rate_limits]`: every policy's numbers, and how long to wait for Redis (`redis.url`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    /// Longest a decision waits for Redis before the in-process store decides.
+    pub redis_timeout_ms: u64,
+    /// While Redis is failing, at most one decision per this interval tries it again.
+    pub redis_retry_ms: u64,
+    /// Longest the start waits for the first Redis connection.
+    pub redis_connect_timeout_ms: u64,
+    pub auth_ip: LimitConfig,
+    pub auth_account: LimitConfig,
+    pub second_factor: LimitConfig,
+    pub signup_ip: LimitConfig,
+    pub contact_ip: LimitConfig,
+    pub unsubscribe_ip: LimitConfig,
+    pub api_ip: LimitConfig,
+    pub api_key: LimitConfig,
+    pub billing_org: LimitConfig,
+}
+
+impl Default for RateLimitsConfig {
+    /// The defaults, and why:
+    /// - `auth_ip` 30 per 5 minutes: an office behind one address signs in a few times a
+    ///   minute at most; a script trying passwords gets 8,640 a day, spread over accounts
+    ///   that each lock after 5 failures.
+    /// - `auth_account` 20 per 15 minutes: above the lockout (5 failures per 15 minutes), so a
+    ///   person sees the lockout's explanation first; it caps reset and sign-up mail to one
+    ///   address and guessing from many addresses at one account.
+    /// - `second_factor` 10 per 15 minutes per user: a six-digit code can't be walked.
+    /// - `signup_ip` 10 per hour, `contact_ip` 5 per 10 minutes, `unsubscribe_ip` 30 per
+    ///   hour: what a person does, with room for a shared address.
+    /// - `api_key` 1,000 per minute; `api_ip` 2,000 per minute, so that several keys used from
+    ///   one address (a NAT, an integration server) are not limited by the address first.
+    /// - `billing_org` 20 per hour: plan and payment changes are rare; card testing is not.
+    fn default() -> Self {
+        let redis = RateLimitConfig::default();
+        Self {
+            redis_timeout_ms: redis.redis_timeout_ms,
+            redis_retry_ms: redis.redis_retry_ms,
+            redis_connect_timeout_ms: redis.redis_connect_timeout_ms,
+            auth_ip: LimitConfig::new(30, 300),
+            auth_account: LimitConfig::new(20, 900),
+            second_factor: LimitConfig::new(10, 900),
+            signup_ip: LimitConfig::new(10, 3600),
+            contact_ip: LimitConfig::new(5, 600),
+            unsubscribe_ip: LimitConfig::new(30, 3600),
+            api_ip: LimitConfig::new(2000, 60),
+            api_key: LimitConfig::new(1000, 60),
+            billing_org: LimitConfig::new(20, 3600),
+        }
+    }
+}
+
+/// The longest window accepted (the limiter's own cap).
+const MAX_WINDOW_SECS: u64 = 31 * 24 * 3600;
+
+impl RateLimitsConfig {
+    pub fn get(&self, id: PolicyId) -> LimitConfig {
+        match id {
+            PolicyId::AuthIp => self.auth_ip,
+            PolicyId::AuthAccount => self.auth_account,
+            PolicyId::SecondFactor => self.second_factor,
+            PolicyId::SignupIp => self.signup_ip,
+            PolicyId::ContactIp => self.contact_ip,
+            PolicyId::UnsubscribeIp => self.unsubscribe_ip,
+            PolicyId::ApiIp => self.api_ip,
+            PolicyId::ApiKey => self.api_key,
+            PolicyId::BillingOrg => self.billing_org,
+        }
+    }
+
+    pub fn get_mut(&mut self, id: PolicyId) -> &mut LimitConfig {
+        match id {
+            PolicyId::AuthIp => &mut self.auth_ip,
+            PolicyId::AuthAccount => &mut self.auth_account,
+            PolicyId::SecondFactor => &mut self.second_factor,
+            PolicyId::SignupIp => &mut self.signup_ip,
+            PolicyId::ContactIp => &mut self.contact_ip,
+            PolicyId::UnsubscribeIp => &mut self.unsubscribe_ip,
+            PolicyId::ApiIp => &mut self.api_ip,
+            PolicyId::ApiKey => &mut self.api_key,
+            PolicyId::BillingOrg => &mut self.billing_org,
+        }
+    }
+
+    /// The first setting that can't work: (setting, why).
+    pub fn invalid(&self) -> Option<(&'static str, String)> {
+        for id in PolicyId::ALL {
+            let c = self.get(id);
+            if c.limit == 0 {
+                return Some((id.setting(), "limit must be at least 1".into()));
+            }
+            if !(1..=MAX_WINDOW_SECS).contains(&c.window_secs) {
+                return Some((id.setting(), format!("window_secs must be between 1 and {MAX_WINDOW_SECS} (31 days)")));
+            }
+            // The Redis script counts in Lua's doubles: count × window in ms must stay exact.
+            if u128::from(c.limit) * u128::from(c.window_secs) * 1000 >= 1 << 53 {
+                return Some((
+                    id.setting(),
+                    "limit × window is too large (keep limit × window_secs below 9e12)".into(),
+                ));
+            }
+        }
+        if self.redis_timeout_ms == 0 || self.redis_timeout_ms > 60_000 {
+            return Some(("rate_limits.redis_timeout_ms", "must be between 1 and 60000".into()));
+        }
+        if self.redis_connect_timeout_ms == 0 || self.redis_connect_timeout_ms > 600_000 {
+            return Some(("rate_limits.redis_connect_timeout_ms", "must be between 1 and 600000".into()));
+        }
+        None
+    }
+
+    fn redis(&self) -> RateLimitConfig {
+        RateLimitConfig {
+            redis_timeout_ms: self.redis_timeout_ms,
+            redis_retry_ms: self.redis_retry_ms,
+            redis_connect_timeout_ms: self.redis_connect_timeout_ms,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The resolved policies and the limiter
+
+/// The limiter and the policies in force, built once at start.
+pub struct RateLimits {
+    limiter: RateLimiter,
+    policies: Vec<Policy>,
+}
+
+impl RateLimits {
+    /// One shared limiter over Redis when `redis_url` is set (several processes then share
+    /// every budget), in-process otherwise. A Redis that can't be reached at start is an
+    /// error: the operator asked for shared budgets, and silently running per-process ones
+    /// would multiply every limit by the number of processes.
+    pub async fn new(config: &RateLimitsConfig, redis_url: Option<&str>, clock: SharedClock) -> Result<Self, String> {
+        if let Some((setting, why)) = config.invalid() {
+            return Err(format!("{setting}: {why}"));
+        }
+        let limiter = match redis_url {
+            Some(url) => RateLimiter::with_redis_config(url, clock, &config.redis())
+                .await
+                .map_err(|e| format!("redis.url: {e} (the rate limiter shares its budgets through Redis)"))?,
+            None => RateLimiter::in_process(clock),
+        };
+        let policies = PolicyId::ALL
+            .iter()
+            .map(|id| {
+                let c = config.get(*id);
+                Policy::sliding_window(id.name(), c.limit, Duration::from_secs(c.window_secs), id.on_backend_failure())
+            })
+            .collect();
+        Ok(Self { limiter, policies })
+    }
+
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.limiter
+    }
+
+    pub fn policy(&self, id: PolicyId) -> &Policy {
+        &self.policies[id.index()]
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Enforcement (called by the route guard)
+
+/// The decisions taken for one request, for its response headers.
+#[derive(Debug, Default)]
+pub struct Applied {
+    decisions: Vec<(Policy, Decision)>,
+}
+
+impl Applied {
+    /// Adds `RateLimit-Policy` and `RateLimit` for each decision (one field line each, which
+    /// is the same as one comma-separated list) and, after a refusal, `Retry-After`.
+    pub fn decorate(self, mut res: Response) -> Response {
+        for (policy, decision) in &self.decisions {
+            for (name, value) in super::ratelimit::headers(policy, decision) {
+                if name == header::RETRY_AFTER {
+                    res.headers_mut().insert(name, value);
+                } else {
+                    res.headers_mut().append(name, value);
+                }
+            }
+        }
+        res
+    }
+}
+
+/// Checks the limits keyed before authentication. `Err` is the 429 to send.
+pub async fn enforce_before_access(
+    state: &AppState,
+    limits: &[Limit],
+    req: Request,
+    applied: &mut Applied,
+) -> Result<Request, Response> {
+    if !limits.iter().any(|l| l.key.before_authentication()) {
+        return Ok(req);
+    }
+    let ip = client_ip(&req);
+    // Addresses first: they need nothing from the body.
+    for limit in limits.iter().filter(|l| l.key == KeyBy::ClientIp) {
+        decide(state, limit.policy, &ip_key(ip), applied).await?;
+    }
+    let form_limits: Vec<&Limit> = limits.iter().filter(|l| l.key.form_field().is_some()).collect();
+    if form_limits.is_empty() {
+        return Ok(req);
+    }
+    let (req, fields) = read_form(state, req).await?;
+    let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("");
+    for limit in form_limits {
+        let key = match limit.key {
+            KeyBy::FormEmail(f) => format!("email:{}", normalized_email(field(f))),
+            KeyBy::FormEmailPerDevice(f) => match session::read_cookie(req.headers(), DEVICE_COOKIE) {
+                Some(device) => {
+                    format!("email:{}|device:{}", normalized_email(field(f)), sha256_hex(device.as_bytes()))
+                }
+                None => format!("email:{}", normalized_email(field(f))),
+            },
+            KeyBy::FormSecret(f) => format!("secret:{}", sha256_hex(field(f).as_bytes())),
+            _ => continue,
+        };
+        decide(state, limit.policy, &key, applied).await?;
+    }
+    Ok(req)
+}
+
+/// Checks the limits keyed on the principal the access guard established, with the keys
+/// [`principal_keys`] read from the request. (Two steps because a borrowed request can't be
+/// held across an await by a future that must be `Send`: its body is not `Sync`.)
+pub async fn enforce_after_access(
+    state: &AppState,
+    keys: Vec<(Limit, Option<String>)>,
+    applied: &mut Applied,
+) -> Result<(), Response> {
+    for (limit, key) in keys {
+        // A declaration the route's access can't satisfy is a programming error; refusing
+        // the request beats quietly not limiting it.
+        let Some(key) = key else {
+            return Err(AppError::internal(format!(
+                "route declares rate limit {} keyed by {:?}, which its access does not provide",
+                limit.policy.name(),
+                limit.key
+            ))
+            .into_response());
+        };
+        decide(state, limit.policy, &key, applied).await?;
+    }
+    Ok(())
+}
+
+/// The keys of the limits taken after authentication (`None`: the request has no such
+/// principal).
+pub fn principal_keys(limits: &[Limit], req: &Request) -> Vec<(Limit, Option<String>)> {
+    let ext = req.extensions();
+    limits
+        .iter()
+        .filter(|l| !l.key.before_authentication())
+        .map(|limit| {
+            let key = match limit.key {
+                KeyBy::SessionUser => ext.get::<CurrentSession>().map(|s| format!("user:{}", s.user.id())),
+                KeyBy::ApiKey => {
+                    ext.get::<ApiAccess>().and_then(|a| a.principal.api_key_id()).map(|id| format!("api-key:{id}"))
+                }
+                KeyBy::Organization => ext
+                    .get::<OrgAccess>()
+                    .map(|o| o.principal.org_id())
+                    .or_else(|| ext.get::<ApiAccess>().map(|a| a.principal.org_id()))
+                    .map(|id| format!("org:{id}")),
+                _ => None,
+            };
+            (*limit, key)
+        })
+        .collect()
+}
+
+async fn decide(state: &AppState, id: PolicyId, key: &str, applied: &mut Applied) -> Result<(), Response> {
+    let policy = *state.rate_limits.policy(id);
+    let decision = state.rate_limits.limiter().check(&policy, key).await;
+    state.metrics.observe_rate_limit(policy.name, decision.allowed);
+    applied.decisions.push((policy, decision));
+    if decision.allowed {
+        return Ok(());
+    }
+    let wait = decision.retry_after.unwrap_or(decision.reset_after);
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    tracing::info!(policy = policy.name, retry_after_secs = secs, "rate limited");
+    Err(AppError::Throttled {
+        message: id.refusal().replace("{t}", &describe_wait(secs)),
+        retry_after_secs: secs.max(1),
+    }
+    .into_response())
+}
+
+fn describe_wait(secs: u64) -> String {
+    match secs {
+        0..=1 => "a second".into(),
+        2..=90 => format!("{secs} seconds"),
+        _ => {
+            let minutes = secs.div_ceil(60);
+            if minutes == 1 { "a minute".into() } else { format!("{minutes} minutes") }
+        }
+    }
+}
+
+fn client_ip(req: &Request) -> IpAddr {
+    req.extensions().get::<ClientIp>().map(|c| c.0).unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+}
+
+/// The key of a client address. An IPv6 client usually holds a whole /64 (its ISP hands out
+/// prefixes, and privacy addresses rotate inside it), so it is counted by that prefix;
+/// counting single IPv6 addresses would give every client 2^64 budgets.
+pub fn ip_key(ip: IpAddr) -> String {
+    match net::normalize_ip(ip) {
+        IpAddr::V4(v4) => format!("ip:{v4}"),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("ip6:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
+fn normalized_email(raw: &str) -> String {
+    Email::parse(raw).map(|e| e.as_str().to_string()).unwrap_or_else(|_| raw.trim().to_lowercase())
+}
+
+/// The fields of a URL-encoded form body, with the request rebuilt around the same bytes.
+async fn read_form(state: &AppState, req: Request) -> Result<(Request, Vec<(String, String)>), Response> {
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Ok((req, Vec::new()));
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = to_bytes(body, state.config.server.body_limit_bytes)
+        .await
+        .map_err(|_| AppError::PayloadTooLarge.into_response())?;
+    let fields = form_urlencoded::parse(&bytes).into_owned().collect();
+    Ok((Request::from_parts(parts, Body::from(bytes)), fields))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64_and_mapped_v4_as_v4() {
+        assert_eq!(ip_key("203.0.113.9".parse().unwrap()), "ip:203.0.113.9");
+        assert_eq!(ip_key("::ffff:203.0.113.9".parse().unwrap()), "ip:203.0.113.9");
+        assert_eq!(ip_key("2001:db8:1:2:aaaa::1".parse().unwrap()), ip_key("2001:db8:1:2:bbbb::9".parse().unwrap()));
+        assert_ne!(ip_key("2001:db8:1:2::1".parse().unwrap()), ip_key("2001:db8:1:3::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn defaults_are_valid_and_each_policy_has_a_distinct_name() {
+        assert_eq!(RateLimitsConfig::default().invalid(), None);
+        assert_eq!(RateLimitsConfig::default().api_key, LimitConfig::new(1000, 60));
+        let names: std::collections::HashSet<_> = PolicyId::ALL.iter().map(|p| p.name()).collect();
+        assert_eq!(names.len(), PolicyId::ALL.len());
+        for (i, id) in PolicyId::ALL.iter().enumerate() {
+            assert_eq!(id.index(), i);
+        }
+    }
+
+    #[test]
+    fn impossible_settings_name_themselves() {
+        let mut c = RateLimitsConfig::default();
+        c.contact_ip.limit = 0;
+        assert_eq!(c.invalid().map(|(s, _)| s), Some("rate_limits.contact_ip"));
+        let mut c = RateLimitsConfig::default();
+        c.api_key.window_secs = 0;
+        assert_eq!(c.invalid().map(|(s, _)| s), Some("rate_limits.api_key"));
+        let c = RateLimitsConfig { api_ip: LimitConfig::new(1 << 40, 86_400), ..RateLimitsConfig::default() };
+        assert_eq!(c.invalid().map(|(s, _)| s), Some("rate_limits.api_ip"));
+    }
+
+    #[test]
+    fn waits_read_naturally() {
+        assert_eq!(describe_wait(1), "a second");
+        assert_eq!(describe_wait(42), "42 seconds");
+        assert_eq!(describe_wait(100), "2 minutes");
+        assert_eq!(describe_wait(60 * 15), "15 minutes");
+    }
+
+    #[test]
+    fn surfaces_give_api_routes_their_limits() {
+        use crate::tenancy::role::Permission;
+        assert_eq!(default_limits(Surface::Web, Access::Public), vec![]);
+        assert_eq!(default_limits(Surface::Api, Access::Public), vec![API_PER_IP]);
+        assert_eq!(default_limits(Surface::Api, Access::Api(Permission::ClientsRead)), vec![API_PER_IP, API_PER_KEY]);
+    }
+}

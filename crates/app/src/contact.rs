@@ -1,0 +1,302 @@
+//! The public contact form of an organization (`/contact/{slug}`): anyone may write to an
+//! organization that has enabled it, each submission is stored in the organization's
+//! `contact_submissions` and announced by mail to its contact address (through the outbox, in
+//! the same transaction), and the form is rate limited per client address and bot-checked.
+//!
+//! The visitor is not a member, so the organization is reached through the tenant door's
+//! contact-form capability (`platform::db::tenant::contact_form`): a disabled form and an
+//! unknown slug both answer 404. Members with `settings.manage` read the submissions at
+//! `/o/{org}/contact-submissions`.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::abuse::botcheck::Purpose;
+use crate::abuse::limits::CONTACT_PER_IP;
+use crate::abuse::web::{BotCheckView, SubmittedProof, verify_form, with_widget_policy};
+use crate::identity::guard::FormToken;
+use crate::identity::session::RequestMeta;
+use crate::mail::outbox::{self, Category, OutgoingMail};
+use crate::platform::db::{OrgPrincipal, OrgTx, tenant};
+use crate::platform::http::error::{AppError, AppResult, FieldError, RenderedByHandler};
+use crate::platform::http::route::{Access, RouteDef, Surface};
+use crate::platform::types::{Email, parse_name};
+use crate::route;
+use crate::state::AppState;
+use crate::tenancy::guard::OrgAccess;
+use crate::tenancy::role::Permission;
+use crate::tenancy::web::OrgNav;
+
+/// Longest message accepted (the column allows exactly this).
+pub const MAX_MESSAGE_CHARS: usize = 5000;
+
+pub fn routes() -> Vec<RouteDef> {
+    vec![
+        route!(GET "/contact/{slug}", Surface::Web, Access::Public, form_page),
+        route!(POST "/contact/{slug}", Surface::Web, Access::Public, submit).limited(&[CONTACT_PER_IP]),
+        route!(GET "/contact/{slug}/sent", Surface::Web, Access::Public, sent_page),
+        route!(
+            GET "/o/{org}/contact-submissions",
+            Surface::Web,
+            Access::Org(Permission::SettingsManage),
+            submissions_page
+        ),
+    ]
+}
+
+/// A validated submission.
+pub struct Submission {
+    pub name: String,
+    pub email: Email,
+    pub message: String,
+}
+
+impl Submission {
+    pub fn parse(name: &str, email: &str, message: &str) -> AppResult<Self> {
+        let mut errors = Vec::new();
+        let name = parse_name(name).map_err(|m| errors.push(FieldError::new("name", m))).ok();
+        let email = Email::parse(email).map_err(|m| errors.push(FieldError::new("email", m))).ok();
+        let message = message.trim().replace("\r\n", "\n");
+        if message.is_empty() {
+            errors.push(FieldError::new("message", "is required"));
+        } else if message.chars().count() > MAX_MESSAGE_CHARS {
+            errors.push(FieldError::new("message", format!("is too long (at most {MAX_MESSAGE_CHARS} characters)")));
+        } else if message.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+            errors.push(FieldError::new("message", "must not contain control characters"));
+        }
+        match (name, email) {
+            (Some(name), Some(email)) if errors.is_empty() => Ok(Self { name, email, message }),
+            _ => Err(AppError::Validation(errors)),
+        }
+    }
+}
+
+/// Stores the submission and queues the notification to the organization's contact address,
+/// in one transaction. The form's settings are read again inside it, so a form disabled a
+/// moment ago takes nothing more.
+pub async fn record(
+    state: &AppState,
+    principal: &OrgPrincipal,
+    submission: &Submission,
+    meta: &RequestMeta,
+) -> AppResult<()> {
+    let mut tx = OrgTx::begin(&state.db, principal).await?;
+    let row: Option<(String, String, bool, Option<String>)> =
+        sqlx::query_as("SELECT name, slug, contact_form_enabled, contact_email FROM organizations WHERE id = $1")
+            .bind(tx.org_id())
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((org_name, slug, true, Some(to))) = row else {
+        return Err(AppError::NotFound);
+    };
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO contact_submissions (organization_id, id, name, email, message, ip, user_agent, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(tx.org_id())
+    .bind(id)
+    .bind(&submission.name)
+    .bind(submission.email.as_str())
+    .bind(&submission.message)
+    .bind(meta.ip)
+    .bind(&meta.user_agent)
+    .bind(meta.now)
+    .execute(&mut *tx)
+    .await?;
+    let mail = notification(&to, &org_name, &format!("{}/contact/{slug}", state.config.public_url()), submission);
+    outbox::enqueue(&mut tx, &mail, &format!("contact:{id}"), meta.now).await?;
+    tx.commit().await?;
+    state.mail_wake.notify_one();
+    Ok(())
+}
+
+/// The message to the organization. What the visitor wrote goes in the body only: the subject
+/// is ours (a header built from visitor input would be a header-injection surface).
+fn notification(to: &str, org_name: &str, form_url: &str, s: &Submission) -> OutgoingMail {
+    OutgoingMail {
+        to: to.to_string(),
+        subject: format!("New message through the contact form of {org_name}"),
+        body: format!(
+            "Someone wrote to {org_name} through the contact form at {form_url}.\n\n\
+             Name: {}\nEmail: {}\n\n{}\n\n\
+             Reply to them at the address above; it was not verified.\n\n-- \nClientFlow\n",
+            s.name, s.email, s.message
+        ),
+        category: Category::Transactional,
+    }
+}
+
+// ---- pages ----
+
+#[derive(Template)]
+#[template(path = "contact/form.html")]
+struct FormPage {
+    csrf: String,
+    slug: String,
+    organization: String,
+    name: String,
+    email: String,
+    message_text: String,
+    bot: BotCheckView,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+}
+
+async fn form_page(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    Path(slug): Path<String>,
+) -> AppResult<Response> {
+    let (_, organization) = tenant::contact_form(&state.db, &slug).await?.ok_or(AppError::NotFound)?;
+    let bot = BotCheckView::new(&state.bot_check, Purpose::Contact);
+    let page = FormPage {
+        csrf,
+        slug,
+        organization,
+        name: String::new(),
+        email: String::new(),
+        message_text: String::new(),
+        bot,
+        message: None,
+        errors: vec![],
+    };
+    Ok(with_widget_policy(&state, crate::web::render(&page)?.into_response()))
+}
+
+#[derive(Deserialize)]
+struct ContactForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    message: String,
+    #[serde(flatten)]
+    proof: SubmittedProof,
+}
+
+async fn submit(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    meta: RequestMeta,
+    Path(slug): Path<String>,
+    Form(form): Form<ContactForm>,
+) -> AppResult<Response> {
+    let (principal, organization) = tenant::contact_form(&state.db, &slug).await?.ok_or(AppError::NotFound)?;
+    let result = async {
+        let submission = Submission::parse(&form.name, &form.email, &form.message)?;
+        verify_form(&state, form.proof, meta.ip, Purpose::Contact).await?;
+        record(&state, &principal, &submission, &meta).await
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(Redirect::to(&format!("/contact/{slug}/sent")).into_response()),
+        Err(e) => {
+            let status = e.status();
+            let (message, errors) = match e {
+                AppError::Validation(errors) => (None, errors),
+                AppError::BadRequest(m) | AppError::Unavailable(m) => (Some(m), vec![]),
+                other => return Err(other),
+            };
+            let page = FormPage {
+                csrf,
+                slug,
+                organization,
+                name: form.name,
+                email: form.email,
+                message_text: form.message,
+                bot: BotCheckView::new(&state.bot_check, Purpose::Contact),
+                message,
+                errors,
+            };
+            let mut res = (status, crate::web::render(&page)?).into_response();
+            res.extensions_mut().insert(RenderedByHandler);
+            Ok(with_widget_policy(&state, res))
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "contact/sent.html")]
+struct SentPage {
+    organization: String,
+}
+
+async fn sent_page(State(state): State<AppState>, Path(slug): Path<String>) -> AppResult<Response> {
+    let (_, organization) = tenant::contact_form(&state.db, &slug).await?.ok_or(AppError::NotFound)?;
+    Ok(crate::web::render(&SentPage { organization })?.into_response())
+}
+
+struct SubmissionView {
+    when: String,
+    name: String,
+    email: String,
+    message: String,
+}
+
+#[derive(Template)]
+#[template(path = "contact/submissions.html")]
+struct SubmissionsPage {
+    org: OrgNav,
+    enabled: bool,
+    submissions: Vec<SubmissionView>,
+}
+
+/// The latest submissions, newest first.
+async fn submissions_page(State(state): State<AppState>, access: OrgAccess) -> AppResult<Response> {
+    let mut tx = OrgTx::begin(&state.db, &access.principal).await?;
+    let enabled: bool = sqlx::query_scalar("SELECT contact_form_enabled FROM organizations WHERE id = $1")
+        .bind(tx.org_id())
+        .fetch_one(&mut *tx)
+        .await?;
+    let rows: Vec<(time::OffsetDateTime, String, String, String)> = sqlx::query_as(
+        "SELECT created_at, name, email, message FROM contact_submissions WHERE organization_id = $1 \
+         ORDER BY created_at DESC, id DESC LIMIT 200",
+    )
+    .bind(tx.org_id())
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let submissions = rows
+        .into_iter()
+        .map(|(at, name, email, message)| SubmissionView { when: crate::identity::web::when(at), name, email, message })
+        .collect();
+    let res = crate::web::render(&SubmissionsPage { org: OrgNav::of(&access), enabled, submissions })?;
+    Ok((StatusCode::OK, res).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn submissions_are_parsed_at_the_edge() {
+        let ok = Submission::parse(" Ada ", "ADA@example.com", "Hello\r\nthere").map_err(|e| e.problem()).unwrap();
+        assert_eq!(ok.name, "Ada");
+        assert_eq!(ok.email.as_str(), "ada@example.com");
+        assert_eq!(ok.message, "Hello\nthere");
+        let Err(AppError::Validation(errors)) = Submission::parse("", "nope", "") else { panic!("accepted") };
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["name", "email", "message"]);
+        let long = "x".repeat(MAX_MESSAGE_CHARS + 1);
+        assert!(Submission::parse("A", "a@example.com", &long).is_err());
+        assert!(Submission::parse("A", "a@example.com", "bell \u{7}").is_err());
+    }
+
+    #[test]
+    fn the_notification_keeps_visitor_input_out_of_the_headers() {
+        let s = Submission::parse("Mallory", "m@example.com", "Subject: spoofed\nBcc: everyone").unwrap_or_else(|e| {
+            panic!("{:?}", e.problem());
+        });
+        let mail = notification("team@acme.test", "Acme", "https://cf.test/contact/acme", &s);
+        assert_eq!(mail.subject, "New message through the contact form of Acme");
+        assert!(mail.body.contains("Bcc: everyone"));
+        assert_eq!(mail.to, "team@acme.test");
+    }
+}
