@@ -39,6 +39,7 @@ pub fn routes() -> Vec<RouteDef> {
         route!(POST "/o/{org}/members/{member}/suspend", Surface::Web, Access::Org(P::MembersManage), suspend),
         route!(POST "/o/{org}/members/{member}/reactivate", Surface::Web, Access::Org(P::MembersManage), reactivate),
         route!(POST "/o/{org}/members/{member}/remove", Surface::Web, Access::Org(P::MembersManage), remove),
+        route!(GET "/o/{org}/members/{member}/permissions", Surface::Web, Access::Org(P::RolesManage), member_permissions_page),
         route!(POST "/o/{org}/members/{member}/permissions", Surface::Web, Access::Org(P::RolesManage), member_permissions),
         route!(POST "/o/{org}/transfer", Surface::Web, Access::Org(P::OrgTransfer), transfer),
         route!(GET "/o/{org}/settings", Surface::Web, Access::Org(P::SettingsManage), settings_page),
@@ -224,6 +225,7 @@ struct MembersPage {
     can_manage: bool,
     can_invite: bool,
     can_transfer: bool,
+    can_roles: bool,
     message: Option<String>,
     errors: Vec<FieldError>,
 }
@@ -273,6 +275,7 @@ async fn members_view(
         can_manage: p.can(P::MembersManage),
         can_invite: p.can(P::MembersInvite),
         can_transfer: p.can(P::OrgTransfer),
+        can_roles: p.can(P::RolesManage),
         message,
         errors,
     })
@@ -458,6 +461,78 @@ async fn member_permissions(
     }
     .await;
     members_result(&state, csrf, &access, result).await
+}
+
+struct PermissionRow {
+    name: &'static str,
+    describe: &'static str,
+    from_role: bool,
+    granted: bool,
+    denied: bool,
+    effective: bool,
+}
+
+#[derive(Template)]
+#[template(path = "tenancy/member_permissions.html")]
+struct MemberPermissionsPage {
+    csrf: String,
+    org: OrgNav,
+    user_id: String,
+    email: String,
+    role: &'static str,
+    permissions: Vec<PermissionRow>,
+}
+
+/// Per-member overrides: what the role gives (as customized here), what is granted or denied
+/// on top, and the effective result — computed by the same function the server enforces with.
+async fn member_permissions_page(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    access: OrgAccess,
+    Path((_, member)): Path<(String, String)>,
+) -> AppResult<Response> {
+    let member: UserId = parse_id(&member)?;
+    let mut tx = OrgTx::begin(&state.db, &access.principal).await?;
+    let row = service::members(&mut tx).await?.into_iter().find(|m| m.user_id == member).ok_or(AppError::NotFound)?;
+    if !super::role::customizable(row.role) {
+        return Err(AppError::Conflict(format!(
+            "{} permissions are fixed; only Managers and Members have individual permissions.",
+            row.role.label()
+        )));
+    }
+    let role_custom = service::role_customization(&mut tx, row.role).await?;
+    let overrides: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT permission, granted FROM member_permissions WHERE organization_id = $1 AND user_id = $2",
+    )
+    .bind(tx.org_id())
+    .bind(member)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let overrides: Vec<(Permission, bool)> =
+        overrides.into_iter().filter_map(|(p, g)| p.parse().ok().map(|p| (p, g))).collect();
+    let from_role = super::role::effective_permissions(row.role, &role_custom, &[]);
+    let effective = super::role::effective_permissions(row.role, &role_custom, &overrides);
+    let permissions = admin_bound()
+        .iter()
+        .filter(|p| *p != P::OrgAccess)
+        .map(|p| PermissionRow {
+            name: p.as_str(),
+            describe: p.describe(),
+            from_role: from_role.contains(p),
+            granted: overrides.contains(&(p, true)),
+            denied: overrides.contains(&(p, false)),
+            effective: effective.contains(p),
+        })
+        .collect();
+    page(&MemberPermissionsPage {
+        csrf,
+        org: OrgNav::of(&access),
+        user_id: member.to_string(),
+        email: row.email,
+        role: row.role.label(),
+        permissions,
+    })
 }
 
 #[derive(Deserialize)]

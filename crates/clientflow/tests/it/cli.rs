@@ -109,6 +109,22 @@ async fn serve_runs_with_no_configuration_at_all() {
     assert!(out.status.success(), "exit {:?}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("https://localhost:"), "start-up log prints the URL:\n{stdout}");
     assert!(stdout.contains("self-signed"), "start-up log mentions the certificate:\n{stdout}");
+    // Logs are JSON lines when standard output isn't a terminal: one access line per request,
+    // with the route template, status, latency and request id — and never a raw path.
+    let access: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "clientflow::access")
+        .collect();
+    let home = access.iter().find(|v| v["route"] == "/").expect("an access line for /");
+    assert_eq!(home["status"], 200);
+    assert!(home["latency_ms"].is_number());
+    assert!(home["request_id"].as_str().is_some_and(|r| !r.is_empty()));
+    assert!(access.iter().any(|v| v["route"] == "/readyz"));
+    assert!(
+        stdout.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+        "non-JSON log line:\n{stdout}"
+    );
     assert!(!data.join("postgres/data/postmaster.pid").exists(), "the cluster was not stopped");
 }
 

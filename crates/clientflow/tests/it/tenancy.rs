@@ -327,6 +327,16 @@ async fn roles_can_be_customized_within_bounds() {
     let admin = &mut org.people.get_mut("admin").unwrap().browser;
     let res = post(admin, &format!("/o/{slug}/members/{member_id}/permissions"), &[("grant", "org.delete")]).await;
     assert_eq!(res.status(), 422);
+    // The per-member page shows the override and its effect, as the server computes them.
+    let (status, html) = admin.page(&format!("/o/{slug}/members/{member_id}/permissions")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("name=\"grant\" value=\"members.read\" checked"), "{html}");
+    let row = html.split("<code>members.read</code>").nth(1).unwrap().split("</tr>").next().unwrap();
+    assert!(row.ends_with("<td>yes</td>\n"), "{row}");
+    // Owners' and Admins' permissions are fixed.
+    let owner_id = org.people["owner"].user_id.clone();
+    let admin = &mut org.people.get_mut("admin").unwrap().browser;
+    assert_eq!(admin.get(&format!("/o/{slug}/members/{owner_id}/permissions")).await.status(), 409);
     // The customization page shows exactly what the server enforces.
     let (_, html) = admin.page(&format!("/o/{slug}/settings/roles")).await;
     let member_section = html.split("<h2>Member</h2>").nth(1).unwrap();
