@@ -39,13 +39,14 @@ pub async fn require_key(state: &AppState, mut req: Request, permission: Permiss
         .map(str::trim)
         .map(str::to_string);
     let Some(presented) = presented else { return Ok(invalid()) };
-    let Some(principal) = tenant::verify_api_key(&state.db, &presented, state.clock.now()).await? else {
+    let Some((principal, allowlist)) =
+        tenant::verify_api_key_with_allowlist(&state.db, &presented, state.clock.now()).await?
+    else {
         return Ok(invalid());
     };
     // The organization's IP allowlist holds for its keys as for its members: a leaked key is
     // useless outside the listed networks.
     let ip = req.extensions().get::<ClientIp>().map(|c| c.0).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-    let allowlist = crate::tenancy::allowlist::load(&state.db, &principal).await?;
     if !crate::tenancy::allowlist::permits(&allowlist, ip) {
         return Err(AppError::Forbidden(format!(
             "This organization only accepts API requests from its approved network addresses, and this \

@@ -360,6 +360,16 @@ pub async fn verify_api_key(
     presented: &str,
     now: time::OffsetDateTime,
 ) -> Result<Option<OrgPrincipal>, sqlx::Error> {
+    Ok(verify_api_key_with_allowlist(db, presented, now).await?.map(|(p, _)| p))
+}
+
+/// [`verify_api_key`], also returning the organization's IP allowlist (read in the same
+/// transaction: API requests are frequent, and this keeps the guard to one round of queries).
+pub async fn verify_api_key_with_allowlist(
+    db: &Db,
+    presented: &str,
+    now: time::OffsetDateTime,
+) -> Result<Option<(OrgPrincipal, Vec<ipnet::IpNet>)>, sqlx::Error> {
     let Some(secret) = presented.strip_prefix(API_KEY_PREFIX) else { return Ok(None) };
     if secret.len() != 43 || !secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return Ok(None);
@@ -391,26 +401,33 @@ pub async fn verify_api_key(
         tx.commit().await?;
         return Ok(None);
     }
-    sqlx::query("SELECT set_config('app.api_key_hash', '', true)").execute(&mut *tx).await?;
-    set_tenant(&mut tx, org_id).await?;
-    // The organization must still exist and the creator, if any, still be an active member
-    // holding at least the key's role.
-    let creator_ok: bool = match created_by {
-        Some(uid) => sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM memberships WHERE organization_id = $1 AND user_id = $2 AND status = 'active' \
-             AND CASE role WHEN 'owner' THEN 5 WHEN 'admin' THEN 4 WHEN 'manager' THEN 3 WHEN 'member' THEN 2 ELSE 1 END >= $3)",
-        )
-        .bind(org_id)
-        .bind(uid)
-        .bind(role.rank() as i32)
-        .fetch_one(&mut *tx)
-        .await?,
-        None => true,
-    };
-    if !creator_ok {
+    // The capability has done its job; from here on the key's organization is the tenant.
+    sqlx::query("SELECT set_config('app.api_key_hash', '', true), set_config('app.org_id', $1, true)")
+        .bind(org_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+    // In one statement: the creator (if any) is still an active member holding at least the
+    // key's role; the organization's customization of that role (tightening applies to keys
+    // too); the organization's IP allowlist (NULL when the organization is gone).
+    type FactsRow = (bool, Vec<String>, Option<Vec<ipnet::IpNet>>);
+    let (creator_ok, customized, allowlist): FactsRow = sqlx::query_as(
+        "SELECT ($2::uuid IS NULL OR EXISTS (SELECT 1 FROM memberships WHERE organization_id = $1 AND user_id = $2 \
+                   AND status = 'active' AND CASE role WHEN 'owner' THEN 5 WHEN 'admin' THEN 4 WHEN 'manager' THEN 3 \
+                   WHEN 'member' THEN 2 ELSE 1 END >= $3)), \
+                coalesce((SELECT array_agg(CASE WHEN granted THEN '+' ELSE '-' END || permission) FROM role_permissions \
+                   WHERE organization_id = $1 AND role = $4), '{}'), \
+                (SELECT ip_allowlist FROM organizations WHERE id = $1)",
+    )
+    .bind(org_id)
+    .bind(created_by)
+    .bind(role.rank() as i32)
+    .bind(role)
+    .fetch_one(&mut *tx)
+    .await?;
+    let Some(allowlist) = allowlist.filter(|_| creator_ok) else {
         tx.commit().await?;
         return Ok(None);
-    }
+    };
     if last_used_at.is_none_or(|t| now - t > time::Duration::seconds(60)) {
         sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
             .bind(key_id)
@@ -418,30 +435,28 @@ pub async fn verify_api_key(
             .execute(&mut *tx)
             .await?;
     }
-    // The role as this organization customized it (tightening applies to keys too), within
-    // the Admin bound, narrowed to the key's explicit subset.
-    let customized: Vec<(String, bool)> =
-        sqlx::query_as("SELECT permission, granted FROM role_permissions WHERE organization_id = $1 AND role = $2")
-            .bind(org_id)
-            .bind(role)
-            .fetch_all(&mut *tx)
-            .await?;
     tx.commit().await?;
-    let customized: Vec<(Permission, bool)> =
-        customized.into_iter().filter_map(|(p, g)| p.parse().ok().map(|p| (p, g))).collect();
+    let customized: Vec<(Permission, bool)> = customized
+        .iter()
+        .filter_map(|c| {
+            let (sign, name) = c.split_at(1);
+            name.parse().ok().map(|p| (p, sign == "+"))
+        })
+        .collect();
     let mut permissions = effective_permissions(role, &customized, &[]).intersect(crate::tenancy::role::admin_bound());
     if let Some(list) = explicit {
         let wanted = PermissionSet::of(&list.iter().filter_map(|p| p.parse().ok()).collect::<Vec<Permission>>());
         permissions = permissions.intersect(wanted);
     }
-    Ok(Some(OrgPrincipal {
+    let principal = OrgPrincipal {
         org_id,
         actor: Actor::ApiKey(key_id),
         role,
         client_id: None,
         permissions,
         scope_user: created_by,
-    }))
+    };
+    Ok(Some((principal, allowlist)))
 }
 
 /// The principal behind a signed file download link: checks the signature and expiry, then
