@@ -316,8 +316,9 @@ async fn api_keys_are_hashed_scoped_and_fail_identically() {
     assert_eq!(stored, clientflow::platform::crypto::sha256(created.secret.as_bytes()).to_vec());
     // Unknown, tampered, expired and revoked keys all give the same answer.
     let mut tampered = created.secret.clone();
-    tampered.pop();
-    tampered.push('A');
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    assert_ne!(tampered, created.secret);
     for bad in ["", "cf_live_", "Bearer x", tampered.as_str(), "cf_test_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"] {
         assert!(tenant::verify_api_key(db, bad, now).await.unwrap().is_none(), "{bad}");
     }
