@@ -13,6 +13,7 @@ mod google;
 mod http;
 mod identity;
 mod isolation;
+mod keys;
 mod mail;
 mod operator;
 mod ratelimit;

@@ -363,6 +363,17 @@ pub async fn verify_api_key(
     Ok(verify_api_key_with_allowlist(db, presented, now).await?.map(|(p, _)| p))
 }
 
+/// `+name` / `-name` grants as aggregated by SQL; unknown names are ignored.
+fn parse_grants(grants: &[String]) -> Vec<(Permission, bool)> {
+    grants
+        .iter()
+        .filter_map(|c| {
+            let (sign, name) = c.split_at(1);
+            name.parse().ok().map(|p| (p, sign == "+"))
+        })
+        .collect()
+}
+
 /// [`verify_api_key`], also returning the organization's IP allowlist (read in the same
 /// transaction: API requests are frequent, and this keeps the guard to one round of queries).
 pub async fn verify_api_key_with_allowlist(
@@ -406,25 +417,43 @@ pub async fn verify_api_key_with_allowlist(
         .bind(org_id.to_string())
         .execute(&mut *tx)
         .await?;
-    // In one statement: the creator (if any) is still an active member holding at least the
-    // key's role; the organization's customization of that role (tightening applies to keys
-    // too); the organization's IP allowlist (NULL when the organization is gone).
-    type FactsRow = (bool, Vec<String>, Option<Vec<ipnet::IpNet>>);
-    let (creator_ok, customized, allowlist): FactsRow = sqlx::query_as(
-        "SELECT ($2::uuid IS NULL OR EXISTS (SELECT 1 FROM memberships WHERE organization_id = $1 AND user_id = $2 \
-                   AND status = 'active' AND CASE role WHEN 'owner' THEN 5 WHEN 'admin' THEN 4 WHEN 'manager' THEN 3 \
-                   WHEN 'member' THEN 2 ELSE 1 END >= $3)), \
+    // In one statement: the creator's current standing (role, that role's customization and the
+    // creator's own overrides: a key never holds what its creator no longer could), the
+    // organization's customization of the key's role (tightening applies to keys too), and the
+    // organization's IP allowlist (NULL when the organization is gone).
+    type FactsRow = (Option<Role>, Vec<String>, Vec<String>, Vec<String>, Option<Vec<ipnet::IpNet>>);
+    let (creator_role, key_role_custom, creator_role_custom, creator_overrides, allowlist): FactsRow =
+        sqlx::query_as(
+            "SELECT (SELECT role FROM memberships WHERE organization_id = $1 AND user_id = $2 AND status = 'active'), \
                 coalesce((SELECT array_agg(CASE WHEN granted THEN '+' ELSE '-' END || permission) FROM role_permissions \
-                   WHERE organization_id = $1 AND role = $4), '{}'), \
+                   WHERE organization_id = $1 AND role = $3), '{}'), \
+                coalesce((SELECT array_agg(CASE WHEN rp.granted THEN '+' ELSE '-' END || rp.permission) \
+                   FROM role_permissions rp JOIN memberships m ON m.organization_id = rp.organization_id AND m.role = rp.role \
+                   WHERE rp.organization_id = $1 AND m.user_id = $2), '{}'), \
+                coalesce((SELECT array_agg(CASE WHEN granted THEN '+' ELSE '-' END || permission) FROM member_permissions \
+                   WHERE organization_id = $1 AND user_id = $2), '{}'), \
                 (SELECT ip_allowlist FROM organizations WHERE id = $1)",
-    )
-    .bind(org_id)
-    .bind(created_by)
-    .bind(role.rank() as i32)
-    .bind(role)
-    .fetch_one(&mut *tx)
-    .await?;
-    let Some(allowlist) = allowlist.filter(|_| creator_ok) else {
+        )
+        .bind(org_id)
+        .bind(created_by)
+        .bind(role)
+        .fetch_one(&mut *tx)
+        .await?;
+    let creator_bound = match (created_by, creator_role) {
+        // Made by the operator (system actor): bounded by the key's role alone.
+        (None, _) => None,
+        (Some(_), Some(creator_role)) if creator_role.rank() >= role.rank() => Some(effective_permissions(
+            creator_role,
+            &parse_grants(&creator_role_custom),
+            &parse_grants(&creator_overrides),
+        )),
+        // The creator left, was suspended, or now ranks below the key.
+        (Some(_), _) => {
+            tx.commit().await?;
+            return Ok(None);
+        }
+    };
+    let Some(allowlist) = allowlist else {
         tx.commit().await?;
         return Ok(None);
     };
@@ -436,14 +465,11 @@ pub async fn verify_api_key_with_allowlist(
             .await?;
     }
     tx.commit().await?;
-    let customized: Vec<(Permission, bool)> = customized
-        .iter()
-        .filter_map(|c| {
-            let (sign, name) = c.split_at(1);
-            name.parse().ok().map(|p| (p, sign == "+"))
-        })
-        .collect();
-    let mut permissions = effective_permissions(role, &customized, &[]).intersect(crate::tenancy::role::admin_bound());
+    let mut permissions = effective_permissions(role, &parse_grants(&key_role_custom), &[])
+        .intersect(crate::tenancy::role::admin_bound());
+    if let Some(bound) = creator_bound {
+        permissions = permissions.intersect(bound);
+    }
     if let Some(list) = explicit {
         let wanted = PermissionSet::of(&list.iter().filter_map(|p| p.parse().ok()).collect::<Vec<Permission>>());
         permissions = permissions.intersect(wanted);
