@@ -33,9 +33,9 @@
 //! A budget per email address alone would let anyone lock a person out of signing in by
 //! sending a few requests with their address: the abuse the sign-in lockout was designed to
 //! blunt (docs/ARCHITECTURE.md, "Lockout without victim lockout"). So on `POST /login` a request
-//! that presents the known-device cookie is counted in a budget of its own for that address and
-//! device. A forged device cookie only buys its sender a fresh per-account budget, still inside
-//! the per-address budget and still subject to the lockout, which does verify the device.
+//! that presents a known-device cookie of that account (checked against the stored devices, one
+//! indexed lookup) is counted in a budget of its own for that address and device. A made-up,
+//! expired or other account's cookie counts as none: rotating forged cookies buys no budget.
 //! Password-reset and sign-up requests send mail to the address, so their per-account budget
 //! counts every request for the address, whatever device sent it.
 
@@ -470,12 +470,15 @@ pub async fn enforce_before_access(
     for limit in form_limits {
         let key = match limit.key {
             KeyBy::FormEmail(f) => format!("email:{}", normalized_email(field(f))),
-            KeyBy::FormEmailPerDevice(f) => match session::read_cookie(req.headers(), DEVICE_COOKIE) {
-                Some(device) => {
-                    format!("email:{}|device:{}", normalized_email(field(f)), sha256_hex(device.as_bytes()))
+            KeyBy::FormEmailPerDevice(f) => {
+                let email = normalized_email(field(f));
+                match session::read_cookie(req.headers(), DEVICE_COOKIE) {
+                    Some(device) if known_device(state, &email, &device).await => {
+                        format!("email:{email}|device:{}", sha256_hex(device.as_bytes()))
+                    }
+                    _ => format!("email:{email}"),
                 }
-                None => format!("email:{}", normalized_email(field(f))),
-            },
+            }
             KeyBy::FormSecret(f) => format!("secret:{}", sha256_hex(field(f).as_bytes())),
             _ => continue,
         };
@@ -577,6 +580,15 @@ pub fn ip_key(ip: IpAddr) -> String {
             format!("ip6:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
         }
     }
+}
+
+/// Whether a device cookie is one the account really signed in from. A made-up or stale
+/// cookie (or a database error) counts as no device: the request shares the address's budget.
+async fn known_device(state: &AppState, email: &str, device: &str) -> bool {
+    let Ok(mut conn) = state.db.global().await else { return false };
+    let known = session::is_known_device_of_email(&mut conn, email, device, state.clock.now()).await;
+    let _ = conn.commit().await;
+    known.unwrap_or(false)
 }
 
 fn normalized_email(raw: &str) -> String {

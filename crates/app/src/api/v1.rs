@@ -770,16 +770,18 @@ pub async fn list_files(
     params(("file" = Uuid, Path, description = "File id")),
     responses((status = 200, description = "The file's metadata and a short-lived signed download link", body = Data<FileWithLink>)),
     security(("api_key" = ["files.read"])))]
-pub async fn get_file(State(s): State<AppState>, api: ApiAccess, ids: PathIds) -> AppResult<Response> {
-    let file = files::get(&s.db, &api.principal, ids.get("file")?).await?;
-    let (download_url, download_url_expires_at) = files::signed_link(
+pub async fn get_file(State(s): State<AppState>, api: ApiAccess, ctx: Context, ids: PathIds) -> AppResult<Response> {
+    // Issued like a link from the web page: checked, and recorded in the audit log.
+    let (file, download_url, download_url_expires_at) = files::issue_link(
+        &s.db,
+        &ctx,
+        &api.principal,
         &s.config.public_url(),
         &s.file_link_key,
-        api.principal.org_id(),
-        file.id,
-        s.clock.now(),
+        ids.get("file")?,
         s.config.files.link_minutes,
-    );
+    )
+    .await?;
     Ok(ok(FileWithLink { file, download_url, download_url_expires_at }))
 }
 

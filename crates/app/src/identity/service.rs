@@ -333,7 +333,11 @@ pub async fn complete_second_factor(
         }
     };
     throttle::clear(&mut tx, &key, Kind::SecondFactor).await?;
-    session::delete(&mut tx, pending.id).await?;
+    match session::held_password(&mut tx, pending.id).await? {
+        // A reset waiting on this second factor: now it happens (and ends every session).
+        Some(hash) => apply_reset_password(&mut tx, state, meta, &user, &hash).await?,
+        None => session::delete(&mut tx, pending.id).await?,
+    }
     let session =
         session::create(&mut tx, user.id, Stage::Complete, pending.method, meta, &state.config.identity).await?;
     let device_token = session::remember_device(&mut tx, user.id, device, meta.now).await?;
@@ -472,62 +476,111 @@ pub async fn reset_password(
     let mut tx = state.db.global().await?;
     let redeemed = tokens::consume(&mut tx, token, Purpose::ResetPassword, meta.now).await?.ok_or_else(invalid)?;
     let user = repo::get_for_update(&mut tx, redeemed.user_id).await?.ok_or_else(invalid)?;
-    repo::set_password(&mut tx, user.id, &hash, meta.now).await?;
-    // Whoever held a session with the old password is out.
-    session::revoke_all(&mut tx, user.id, None).await?;
-    throttle::clear(&mut tx, &throttle::key(Kind::Password, &user.email), Kind::Password).await?;
-    // Proving control of the mailbox also verifies it.
-    repo::mark_email_verified(&mut tx, user.id, meta.now).await?;
-    events::record(&mut tx, Some(user.id), "password_reset", meta, json!({})).await?;
-    audit_account(&mut tx, state, meta, user.id, &user.email, "member.password_reset", json!({})).await?;
-    send(
-        &mut tx,
-        messages::password_changed(&user.email),
-        format!("pw-changed:{}:{}", user.id, meta.now.unix_timestamp_nanos()),
-        meta.now,
-    )
-    .await?;
-    let signed_in = establish_session(&mut tx, state, &user, Method::Reset, meta, device).await?;
+    let signed_in = if user.two_factor_enabled() {
+        // The mailbox alone changes nothing on an account with a second factor: the new
+        // password waits on the pending session and is applied when the second factor is
+        // given (`complete_second_factor`). Until then the old password and every session
+        // stay as they were.
+        let signed_in = establish_session(&mut tx, state, &user, Method::Reset, meta, device).await?;
+        session::hold_password(&mut tx, signed_in.session.id, &hash).await?;
+        events::record(&mut tx, Some(user.id), "password_reset_pending", meta, json!({})).await?;
+        signed_in
+    } else {
+        apply_reset_password(&mut tx, state, meta, &user, &hash).await?;
+        establish_session(&mut tx, state, &user, Method::Reset, meta, device).await?
+    };
     tx.commit().await?;
     state.mail_wake.notify_one();
     Ok(signed_in)
 }
 
-/// Re-authentication for sensitive changes: the password when the account has one, a
-/// current second-factor code otherwise.
+/// Sets the password chosen through a reset link and ends every session of the account.
+async fn apply_reset_password(
+    conn: &mut PgConnection,
+    state: &AppState,
+    meta: &RequestMeta,
+    user: &User,
+    hash: &str,
+) -> AppResult<()> {
+    repo::set_password(conn, user.id, hash, meta.now).await?;
+    // Whoever held a session with the old password is out.
+    session::revoke_all(conn, user.id, None).await?;
+    throttle::clear(conn, &throttle::key(Kind::Password, &user.email), Kind::Password).await?;
+    // Proving control of the mailbox also verifies it.
+    repo::mark_email_verified(conn, user.id, meta.now).await?;
+    events::record(conn, Some(user.id), "password_reset", meta, json!({})).await?;
+    audit_account(conn, state, meta, user.id, &user.email, "member.password_reset", json!({})).await?;
+    send(
+        conn,
+        messages::password_changed(&user.email),
+        format!("pw-changed:{}:{}", user.id, meta.now.unix_timestamp_nanos()),
+        meta.now,
+    )
+    .await?;
+    Ok(())
+}
+
+/// How long after signing in an account with neither a password nor a second factor (Google
+/// only) may make a sensitive change: the sign-in itself is the proof, and it must be fresh.
+pub const RECENT_SIGN_IN: time::Duration = time::Duration::minutes(10);
+
+/// Re-authentication for sensitive changes inside a signed-in session: the password when the
+/// account has one, a current second-factor code when it has only that, and a recent sign-in
+/// (within [`RECENT_SIGN_IN`]) when it has neither.
+///
+/// Failures count in a budget of the user's own (`Kind::Reauth`), not in the sign-in lockout:
+/// a stolen session can't be used to lock the owner out of signing in, and a lockout started
+/// by strangers guessing at the sign-in form doesn't stop the owner, already signed in, from
+/// confirming a change.
 pub async fn reauthenticate(
     state: &AppState,
     meta: &RequestMeta,
     user: &User,
+    current: &CurrentSession,
     password: &Secret,
     code: &str,
 ) -> AppResult<()> {
-    let key = throttle::key(Kind::Password, &user.email);
-    let ok = match &user.password_hash {
-        Some(hash) => {
-            {
-                let mut conn = state.db.global().await?;
-                if let Some(until) = throttle::locked_until(&mut conn, &key, Kind::Password, meta.now).await? {
-                    return Err(locked_error(until, meta.now, "Too many failed attempts. Try again in {m} minutes."));
-                }
-            }
-            state.hasher.verify(password, Some(hash)).await?
+    let key = throttle::key(Kind::Reauth, &user.id.to_string());
+    {
+        let mut conn = state.db.global().await?;
+        if let Some(until) = throttle::locked_until(&mut conn, &key, Kind::Reauth, meta.now).await? {
+            return Err(locked_error(
+                until,
+                meta.now,
+                "Too many failed attempts to confirm it's you. Try again in {m} minutes.",
+            ));
         }
-        None => {
+    }
+    let (ok, field) = match &user.password_hash {
+        Some(hash) => (state.hasher.verify(password, Some(hash)).await?, "current_password"),
+        None if user.two_factor_enabled() => {
             let mut tx = state.db.global().await?;
             let ok = verify_second_factor(&mut tx, state, user, code, meta).await?.is_some();
             tx.commit().await?;
-            ok
+            (ok, "code")
+        }
+        None => {
+            if meta.now - current.created_at <= RECENT_SIGN_IN {
+                return Ok(());
+            }
+            return Err(AppError::Forbidden(format!(
+                "To confirm it's you, sign out and sign in again, then make this change within {} minutes.",
+                RECENT_SIGN_IN.whole_minutes()
+            )));
         }
     };
+    let mut tx = state.db.global().await?;
     if !ok {
-        let mut tx = state.db.global().await?;
-        throttle::record_failure(&mut tx, &key, Kind::Password, meta.now, &state.config.identity).await?;
+        let failure = throttle::record_failure(&mut tx, &key, Kind::Reauth, meta.now, &state.config.identity).await?;
         events::record(&mut tx, Some(user.id), "reauthentication_failed", meta, json!({})).await?;
+        if failure.locked_now {
+            events::record(&mut tx, Some(user.id), "reauthentication_locked", meta, json!({})).await?;
+        }
         tx.commit().await?;
-        let field = if user.password_hash.is_some() { "current_password" } else { "code" };
         return Err(AppError::field(field, "is not correct"));
     }
+    throttle::clear(&mut tx, &key, Kind::Reauth).await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -558,12 +611,12 @@ pub async fn change_password(
     meta: &RequestMeta,
     current: &CurrentSession,
     current_password: &Secret,
+    code: &str,
     new_password: &Secret,
 ) -> AppResult<NewSession> {
     let user = load_user(state, current.user.id()).await?;
-    if user.password_hash.is_some() {
-        reauthenticate(state, meta, &user, current_password, "").await?;
-    }
+    // Setting a first password (a Google-only account) is as sensitive as changing one.
+    reauthenticate(state, meta, &user, current, current_password, code).await?;
     super::password::check_policy(new_password.expose(), &user.email, &user.display_name)
         .map_err(|m| AppError::field("new_password", m))?;
     let hash = state.hasher.hash(new_password).await?;
@@ -597,7 +650,7 @@ pub async fn request_email_change(
     if new_email.as_str() == user.email {
         return Err(AppError::field("new_email", "is already your email address"));
     }
-    reauthenticate(state, meta, &user, password, code).await?;
+    reauthenticate(state, meta, &user, current, password, code).await?;
     let mut tx = state.db.global().await?;
     // Whether the new address is taken is only revealed at confirmation, to its owner.
     let token = tokens::issue(&mut tx, user.id, Purpose::ChangeEmail, Some(new_email.as_str()), meta.now).await?;
@@ -761,7 +814,7 @@ pub async fn disable_totp(
     if !user.two_factor_enabled() {
         return Err(AppError::Conflict("Two-factor authentication is not on.".into()));
     }
-    reauthenticate(state, meta, &user, password, code).await?;
+    reauthenticate(state, meta, &user, current, password, code).await?;
     let mut tx = state.db.global().await?;
     sqlx::query("UPDATE users SET totp_secret = NULL, totp_enabled_at = NULL, totp_last_step = NULL WHERE id = $1")
         .bind(user.id)
@@ -794,7 +847,7 @@ pub async fn regenerate_recovery_codes(
     if !user.two_factor_enabled() {
         return Err(AppError::Conflict("Two-factor authentication is not on.".into()));
     }
-    reauthenticate(state, meta, &user, password, code).await?;
+    reauthenticate(state, meta, &user, current, password, code).await?;
     let mut tx = state.db.global().await?;
     let codes = store_new_recovery_codes(&mut tx, user.id, meta.now).await?;
     events::record(&mut tx, Some(user.id), "recovery_codes_regenerated", meta, json!({})).await?;

@@ -184,6 +184,30 @@ pub async fn lookup(
     }))
 }
 
+/// Keeps the hash of a password chosen through a reset link on the pending session that waits
+/// for the second factor; only a pending session can hold one.
+pub async fn hold_password(conn: &mut PgConnection, session_id: Uuid, hash: &str) -> Result<(), sqlx::Error> {
+    let done = sqlx::query("UPDATE sessions SET pending_password_hash = $2 WHERE id = $1 AND stage = 'pending'")
+        .bind(session_id)
+        .bind(hash)
+        .execute(conn)
+        .await?;
+    if done.rows_affected() != 1 {
+        return Err(sqlx::Error::Protocol("a reset password can only wait on a pending session".into()));
+    }
+    Ok(())
+}
+
+/// The password a pending session holds for a reset, if any.
+pub async fn held_password(conn: &mut PgConnection, session_id: Uuid) -> Result<Option<String>, sqlx::Error> {
+    let held: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT pending_password_hash FROM sessions WHERE id = $1 AND stage = 'pending'")
+            .bind(session_id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(held.and_then(|(h,)| h))
+}
+
 pub async fn delete(conn: &mut PgConnection, session_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM sessions WHERE id = $1").bind(session_id).execute(conn).await?;
     Ok(())
@@ -278,6 +302,25 @@ pub async fn is_known_device(
             .bind(now)
             .fetch_optional(conn)
             .await?;
+    Ok(found.is_some())
+}
+
+/// Whether `token` is a live known-device cookie of the account with this (normalized) email.
+pub async fn is_known_device_of_email(
+    conn: &mut PgConnection,
+    email: &str,
+    token: &str,
+    now: OffsetDateTime,
+) -> Result<bool, sqlx::Error> {
+    let found: Option<(i32,)> = sqlx::query_as(
+        "SELECT 1 FROM known_devices d JOIN users u ON u.id = d.user_id \
+         WHERE d.token_hash = $1 AND u.email = $2 AND d.expires_at > $3",
+    )
+    .bind(&sha256(token.as_bytes())[..])
+    .bind(email)
+    .bind(now)
+    .fetch_optional(conn)
+    .await?;
     Ok(found.is_some())
 }
 

@@ -3,7 +3,7 @@
 //! A counter per (key, kind) with a fixed window: after `threshold` failures within
 //! `window`, the key is locked for `lockout`. Keys are digests of what is guessed at — the
 //! normalized email for passwords (so an unknown email behaves exactly like a known one), the
-//! user id for second factors, the device cookie for known devices.
+//! user id for second factors and re-authentication, the device cookie for known devices.
 
 use sqlx::PgConnection;
 use time::{Duration, OffsetDateTime};
@@ -17,6 +17,8 @@ pub enum Kind {
     Password,
     SecondFactor,
     Device,
+    /// Re-authentication inside a signed-in session, per user: a budget apart from sign-in's.
+    Reauth,
 }
 
 pub fn key(kind: Kind, subject: &str) -> [u8; 32] {
@@ -24,6 +26,7 @@ pub fn key(kind: Kind, subject: &str) -> [u8; 32] {
         Kind::Password => "password",
         Kind::SecondFactor => "second_factor",
         Kind::Device => "device",
+        Kind::Reauth => "reauth",
     };
     sha256(format!("{tag}:{subject}").as_bytes())
 }

@@ -591,6 +591,7 @@ struct SecurityPage {
     email: String,
     two_factor: bool,
     has_password: bool,
+    recent_minutes: i64,
     sessions: Vec<SessionRow>,
     events: Vec<(String, String, String)>,
     notice: Option<&'static str>,
@@ -674,6 +675,7 @@ async fn security_view(
         email: user.email.clone(),
         two_factor: user.two_factor_enabled(),
         has_password: user.password_hash.is_some(),
+        recent_minutes: service::RECENT_SIGN_IN.whole_minutes(),
         sessions,
         events,
         notice,
@@ -718,6 +720,8 @@ fn rotated(new: &session::NewSession, target: &str) -> Response {
 struct PasswordForm {
     #[serde(default)]
     current_password: String,
+    #[serde(default)]
+    code: String,
     new_password: String,
 }
 
@@ -733,6 +737,7 @@ async fn change_password(
         &meta,
         &current,
         &Secret::new(form.current_password),
+        &form.code,
         &Secret::new(form.new_password),
     )
     .await;

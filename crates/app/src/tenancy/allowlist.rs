@@ -1,7 +1,9 @@
 //! Per-organization IP allowlists: when an organization's list is non-empty, its dashboard
 //! (every `Access::Org` route, checked in [`super::guard::require_org`]) and its API keys
 //! (`api::guard::require_key`) answer 403 to any client address outside the list. File
-//! downloads, exports and the JSON API go through those guards, so they are covered too.
+//! downloads, exports and the JSON API go through those guards, so they are covered too; the
+//! one public route that serves organization data, a signed file link
+//! (`work::web::files::signed_download`), checks the list itself before serving a byte.
 //!
 //! The address is the [`ClientIp`](crate::platform::http::middleware::ClientIp) of the request:
 //! the socket peer, or the forwarded client only behind a configured trusted proxy, so a
@@ -89,6 +91,17 @@ pub async fn load(db: &Db, principal: &OrgPrincipal) -> Result<Vec<IpNet>, sqlx:
     let list = current(&mut tx).await?;
     tx.commit().await?;
     Ok(list)
+}
+
+/// The organization's name and list, for a refusal that names it.
+pub async fn load_with_name(db: &Db, principal: &OrgPrincipal) -> Result<(String, Vec<IpNet>), sqlx::Error> {
+    let mut tx = OrgTx::begin(db, principal).await?;
+    let row = sqlx::query_as("SELECT name, ip_allowlist FROM organizations WHERE id = $1")
+        .bind(tx.org_id())
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(row)
 }
 
 async fn current(tx: &mut OrgTx) -> Result<Vec<IpNet>, sqlx::Error> {

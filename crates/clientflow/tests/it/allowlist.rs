@@ -278,3 +278,73 @@ async fn the_operator_clears_the_list_from_the_command_line() {
     let out = cli(&["audit", "verify", "--org", &slug], true).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// A signed download link is a bearer capability, but not a way around the list: from outside
+/// it is refused like any other download, from inside it serves the file.
+#[tokio::test]
+async fn signed_file_links_are_held_to_the_list() {
+    let app = proxied_app().await;
+    let mut owner = person_at(&app, "owner@links.test", OFFICE).await;
+    let slug = create_org(&mut owner, "Links").await;
+    let org = org_id(&app, &slug).await;
+    let key = api_key(&app, org, "integration").await;
+    let api = async |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
+        let mut req = app.client.request(method, app.url(path)).bearer_auth(&key).header("x-forwarded-for", OFFICE);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap();
+        assert!(res.status().is_success(), "{path}: {}", res.status());
+        res.json::<serde_json::Value>().await.unwrap()
+    };
+    let project = api(reqwest::Method::POST, "/api/v1/projects", Some(serde_json::json!({"name": "Site"}))).await;
+    let project: clientflow::platform::ids::ProjectId = project["data"]["id"].as_str().unwrap().parse().unwrap();
+    let principal = clientflow::platform::db::tenant::operator(&app.app_db, org.to_string().parse().unwrap(), "test")
+        .await
+        .unwrap()
+        .unwrap();
+    let ctx = clientflow::audit::Context::system(app.clock.now_utc(), Some(app.state.audit_signer.clone()));
+    let up = clientflow::work::files::Upload {
+        project_id: project,
+        task_id: None,
+        name: "plan.txt",
+        bytes: b"the plan".to_vec(),
+        shared_with_client: false,
+    };
+    let meta = clientflow::work::files::upload(
+        &app.app_db,
+        &app.state.storage,
+        &app.state.sealer,
+        1 << 20,
+        &ctx,
+        &principal,
+        up,
+    )
+    .await
+    .unwrap();
+    let file = api(reqwest::Method::GET, &format!("/api/v1/files/{}", meta.id), None).await;
+    let url = file["data"]["download_url"].as_str().unwrap();
+    let path = &url[url.find("/files/").unwrap()..];
+    let fetch = async |addr: &str| app.client.get(app.url(path)).header("x-forwarded-for", addr).send().await.unwrap();
+    assert_eq!(fetch("192.0.2.1").await.status(), 200, "no list: the link works anywhere");
+
+    assert_eq!(save(&mut owner, &slug, "203.0.113.0/24", false).await.status(), 303);
+    let res = fetch("192.0.2.1").await;
+    assert_eq!(res.status(), 403);
+    let body = res.text().await.unwrap();
+    assert!(body.contains("approved network addresses") && !body.contains("the plan"), "{body}");
+    let res = fetch("::ffff:203.0.113.9").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.bytes().await.unwrap().as_ref(), b"the plan");
+
+    // Handing out the link is on the record, whichever surface did it.
+    let mut db = app.db.admin_conn().await;
+    let issued: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE organization_id = $1 AND action = 'file.link_issued'",
+    )
+    .bind(org)
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(issued, 1);
+}

@@ -461,6 +461,62 @@ async fn five_failures_lock_new_devices_out_but_not_known_ones() {
     assert_eq!(res.status(), 429);
 }
 
+/// Re-authentication inside a session has its own budget: a sign-in lockout started by
+/// strangers doesn't stop the signed-in owner from confirming a change, and failed
+/// confirmations (say, from a stolen session) don't lock the owner out of signing in.
+#[tokio::test]
+async fn reauthentication_has_a_budget_of_its_own() {
+    let app = TestApp::spawn().await;
+    let mut owner = sign_up(&app, "rex@example.com").await;
+    let mut attacker = app.browser();
+    for _ in 0..5 {
+        assert_eq!(sign_in(&app, &mut attacker, "rex@example.com", "guess guess guess").await.status(), 401);
+    }
+    assert_eq!(sign_in(&app, &mut attacker, "rex@example.com", PASSWORD).await.status(), 429);
+    // Locked for sign-in from new devices, the owner's session still confirms a change.
+    let res = owner
+        .submit(
+            "/account/security",
+            "/account/password",
+            &[("current_password", PASSWORD), ("new_password", "second passphrase of rex")],
+        )
+        .await;
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
+
+    // Five wrong confirmations lock confirmations (even a right one), not the sign-in.
+    app.clock.advance(time::Duration::minutes(16));
+    for _ in 0..5 {
+        let res = owner
+            .submit(
+                "/account/security",
+                "/account/password",
+                &[("current_password", "not the password"), ("new_password", "third passphrase of rex")],
+            )
+            .await;
+        assert_eq!(res.status(), 422);
+    }
+    let res = owner
+        .submit(
+            "/account/security",
+            "/account/password",
+            &[("current_password", "second passphrase of rex"), ("new_password", "third passphrase of rex")],
+        )
+        .await;
+    assert_eq!(res.status(), 429);
+    assert!(res.text().await.unwrap().contains("confirm it"));
+    let res = sign_in(&app, &mut app.browser(), "rex@example.com", "second passphrase of rex").await;
+    assert_eq!(res.status(), 303, "failed confirmations locked the sign-in");
+    app.clock.advance(time::Duration::minutes(16));
+    let res = owner
+        .submit(
+            "/account/security",
+            "/account/password",
+            &[("current_password", "second passphrase of rex"), ("new_password", "third passphrase of rex")],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+}
+
 #[tokio::test]
 async fn failures_spread_over_more_than_the_window_do_not_lock() {
     let app = TestApp::spawn().await;

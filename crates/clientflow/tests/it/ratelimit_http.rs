@@ -464,3 +464,44 @@ async fn redis_dying_keeps_authentication_limited_and_degrades_the_api_to_in_pro
     assert!(metrics.contains("clientflow_rate_limiter_degraded 0"), "{metrics}");
     assert_eq!(statuses(&mut b, &mut n, 1).await, [429], "the restart reset nothing");
 }
+
+/// The per-account sign-in budget gives a device of its own only to a device the account
+/// really signed in from: forged device cookies all share the address's budget, while the
+/// owner's own device keeps signing in.
+#[tokio::test]
+async fn forged_device_cookies_buy_no_sign_in_budget() {
+    let app = TestApp::builder()
+        .manual_clock(midnight())
+        .config(|c| {
+            set(c, PolicyId::AuthAccount, 3, 900);
+            set(c, PolicyId::AuthIp, 1000, 60);
+        })
+        .spawn()
+        .await;
+    let mut owner = crate::identity::sign_up(&app, "dev@example.com").await;
+    // Signed out, the browser keeps its device cookie.
+    owner.page("/app").await;
+    let t = owner.token();
+    owner.post_with("/logout", &[], Some(&t), true).await;
+    let attempt = async |cookie: &str| {
+        app.client
+            .post(app.url("/login"))
+            .header("cookie", format!("{}={cookie}", clientflow::identity::session::DEVICE_COOKIE))
+            .form(&[("email", "dev@example.com"), ("password", "guess guess guess")])
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let mut codes = Vec::new();
+    for n in 0..5 {
+        codes.push(attempt(&format!("forged-device-{n:040}")).await);
+    }
+    // The sign-up named the address once; two more (refused by the CSRF check, which runs
+    // after the limiter), then nothing, whatever cookie comes along.
+    assert_eq!(codes, [403, 403, 429, 429, 429]);
+    // The owner's real device has its own budget.
+    let res = crate::identity::sign_in(&app, &mut owner, "dev@example.com", crate::identity::PASSWORD).await;
+    assert_eq!(res.status(), 303);
+}

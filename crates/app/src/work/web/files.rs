@@ -9,10 +9,10 @@
 //! rendered as a page of this site, whatever its bytes are.
 
 use askama::Template;
-use axum::Form;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -22,10 +22,12 @@ use crate::audit::Context;
 use crate::identity::guard::FormToken;
 use crate::platform::db::tenant;
 use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::http::middleware::ClientIp;
 use crate::platform::http::route::{Access, RouteDef, Surface};
 use crate::platform::ids::{OrgId, ProjectId};
 use crate::route;
 use crate::state::AppState;
+use crate::tenancy::allowlist;
 use crate::tenancy::guard::OrgAccess;
 use crate::tenancy::role::Permission as P;
 use crate::tenancy::web::{OrgNav, failure, page};
@@ -253,6 +255,7 @@ async fn signed_download(
     State(state): State<AppState>,
     Path((org, id)): Path<(String, String)>,
     Query(q): Query<LinkQuery>,
+    client_ip: Option<Extension<ClientIp>>,
 ) -> AppResult<Response> {
     let invalid = || AppError::Forbidden("This download link has expired or is not valid. Ask for a new one.".into());
     let (Ok(org), Ok(id)) = (org.parse::<OrgId>(), id.parse::<Uuid>()) else {
@@ -262,6 +265,13 @@ async fn signed_download(
         tenant::verify_file_link(&state.db, &state.file_link_key, org, id, q.expires, &q.signature, state.clock.now())
             .await?
             .ok_or_else(invalid)?;
+    // A link is a bearer capability, not a way around the organization's network rules: from
+    // outside its IP allowlist it is refused like any other download.
+    let ip = client_ip.map(|Extension(ClientIp(ip))| ip).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let (name, list) = allowlist::load_with_name(&state.db, &principal).await?;
+    if !allowlist::permits(&list, ip) {
+        return Err(allowlist::refusal(&name, ip));
+    }
     let (meta, bytes) = files::download(&state.db, &state.storage, &state.sealer, &principal, id).await?;
     attachment(&meta, bytes)
 }
