@@ -78,6 +78,8 @@ pub enum PolicyId {
     ContactIp,
     /// Unsubscribe requests from one client address (for the unsubscribe endpoint).
     UnsubscribeIp,
+    /// Status-page subscriptions from one client address (for the status page's form).
+    StatusSubscribeIp,
     /// API requests from one client address, whatever key they carry.
     ApiIp,
     /// API requests made with one API key.
@@ -87,13 +89,14 @@ pub enum PolicyId {
 }
 
 impl PolicyId {
-    pub const ALL: [PolicyId; 9] = [
+    pub const ALL: [PolicyId; 10] = [
         PolicyId::AuthIp,
         PolicyId::AuthAccount,
         PolicyId::SecondFactor,
         PolicyId::SignupIp,
         PolicyId::ContactIp,
         PolicyId::UnsubscribeIp,
+        PolicyId::StatusSubscribeIp,
         PolicyId::ApiIp,
         PolicyId::ApiKey,
         PolicyId::BillingOrg,
@@ -108,6 +111,7 @@ impl PolicyId {
             PolicyId::SignupIp => "signup-ip",
             PolicyId::ContactIp => "contact-ip",
             PolicyId::UnsubscribeIp => "unsubscribe-ip",
+            PolicyId::StatusSubscribeIp => "status-subscribe-ip",
             PolicyId::ApiIp => "api-ip",
             PolicyId::ApiKey => "api-key",
             PolicyId::BillingOrg => "billing-org",
@@ -123,6 +127,7 @@ impl PolicyId {
             PolicyId::SignupIp => "rate_limits.signup_ip",
             PolicyId::ContactIp => "rate_limits.contact_ip",
             PolicyId::UnsubscribeIp => "rate_limits.unsubscribe_ip",
+            PolicyId::StatusSubscribeIp => "rate_limits.status_subscribe_ip",
             PolicyId::ApiIp => "rate_limits.api_ip",
             PolicyId::ApiKey => "rate_limits.api_key",
             PolicyId::BillingOrg => "rate_limits.billing_org",
@@ -138,9 +143,12 @@ impl PolicyId {
             PolicyId::AuthIp | PolicyId::AuthAccount | PolicyId::SecondFactor | PolicyId::BillingOrg => {
                 FailurePolicy::FailClosedToLocal
             }
-            PolicyId::SignupIp | PolicyId::ContactIp | PolicyId::UnsubscribeIp | PolicyId::ApiIp | PolicyId::ApiKey => {
-                FailurePolicy::DegradeToLocal
-            }
+            PolicyId::SignupIp
+            | PolicyId::ContactIp
+            | PolicyId::UnsubscribeIp
+            | PolicyId::StatusSubscribeIp
+            | PolicyId::ApiIp
+            | PolicyId::ApiKey => FailurePolicy::DegradeToLocal,
         }
     }
 
@@ -150,7 +158,7 @@ impl PolicyId {
             PolicyId::AuthIp => "Too many sign-in attempts from your network. Try again in {t}.",
             PolicyId::AuthAccount => "Too many attempts for this account. Try again in {t}.",
             PolicyId::SecondFactor => "Too many attempts. Try again in {t}.",
-            PolicyId::SignupIp | PolicyId::ContactIp | PolicyId::UnsubscribeIp => {
+            PolicyId::SignupIp | PolicyId::ContactIp | PolicyId::UnsubscribeIp | PolicyId::StatusSubscribeIp => {
                 "Too many submissions from your network. Try again in {t}."
             }
             PolicyId::ApiIp => "Too many requests from this address. Retry after {t}.",
@@ -219,6 +227,8 @@ pub const SIGNUP_PER_IP: Limit = Limit::new(PolicyId::SignupIp, KeyBy::ClientIp)
 pub const CONTACT_PER_IP: Limit = Limit::new(PolicyId::ContactIp, KeyBy::ClientIp);
 /// Unsubscribe, per client address.
 pub const UNSUBSCRIBE_PER_IP: Limit = Limit::new(PolicyId::UnsubscribeIp, KeyBy::ClientIp);
+/// Status-page subscription, per client address.
+pub const STATUS_SUBSCRIBE_PER_IP: Limit = Limit::new(PolicyId::StatusSubscribeIp, KeyBy::ClientIp);
 /// Every API request, per client address.
 pub const API_PER_IP: Limit = Limit::new(PolicyId::ApiIp, KeyBy::ClientIp);
 /// Every API-key request, per key.
@@ -241,17 +251,51 @@ pub fn default_limits(surface: Surface, access: Access) -> Vec<Limit> {
 // ---------------------------------------------------------------------------------------------
 // Configuration
 
-/// One policy's numbers: at most `limit` requests per sliding window of `window_secs`.
+/// How a policy counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitAlgorithm {
+    /// At most `limit` requests in any `window_secs` (two-bucket weighted sliding window).
+    #[default]
+    SlidingWindow,
+    /// A bucket of `limit` tokens refilled at `limit` per `window_secs`, continuously: the same
+    /// long-run rate, with bursts of up to `limit` after a quiet spell and a steady trickle
+    /// (rather than a wait for the window to slide) once the bucket is empty.
+    TokenBucket,
+}
+
+/// One policy's numbers: at most `limit` requests per `window_secs`, counted by `algorithm`
+/// (a sliding window unless configured otherwise).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitConfig {
     pub limit: u64,
     pub window_secs: u64,
+    #[serde(default)]
+    pub algorithm: LimitAlgorithm,
 }
 
 impl LimitConfig {
+    /// A sliding window.
     pub const fn new(limit: u64, window_secs: u64) -> Self {
-        Self { limit, window_secs }
+        Self { limit, window_secs, algorithm: LimitAlgorithm::SlidingWindow }
+    }
+
+    /// A token bucket of `limit` tokens refilled at `limit` per `window_secs`.
+    pub const fn token_bucket(limit: u64, window_secs: u64) -> Self {
+        Self { limit, window_secs, algorithm: LimitAlgorithm::TokenBucket }
+    }
+
+    /// The limiter's policy for these numbers.
+    pub fn policy(self, name: &'static str, on_backend_failure: FailurePolicy) -> Policy {
+        match self.algorithm {
+            LimitAlgorithm::SlidingWindow => {
+                Policy::sliding_window(name, self.limit, Duration::from_secs(self.window_secs), on_backend_failure)
+            }
+            LimitAlgorithm::TokenBucket => {
+                Policy::token_bucket(name, self.limit, self.limit as f64 / self.window_secs as f64, on_backend_failure)
+            }
+        }
     }
 }
 
@@ -271,6 +315,7 @@ pub struct RateLimitsConfig {
     pub signup_ip: LimitConfig,
     pub contact_ip: LimitConfig,
     pub unsubscribe_ip: LimitConfig,
+    pub status_subscribe_ip: LimitConfig,
     pub api_ip: LimitConfig,
     pub api_key: LimitConfig,
     pub billing_org: LimitConfig,
@@ -286,9 +331,13 @@ impl Default for RateLimitsConfig {
     ///   address and guessing from many addresses at one account.
     /// - `second_factor` 10 per 15 minutes per user: a six-digit code can't be walked.
     /// - `signup_ip` 10 per hour, `contact_ip` 5 per 10 minutes, `unsubscribe_ip` 30 per
-    ///   hour: what a person does, with room for a shared address.
-    /// - `api_key` 1,000 per minute; `api_ip` 2,000 per minute, so that several keys used from
-    ///   one address (a NAT, an integration server) are not limited by the address first.
+    ///   hour, `status_subscribe_ip` 10 per hour: what a person does, with room for a shared
+    ///   address.
+    /// - `api_key` 1,000 per minute as a token bucket: integrations work in bursts (a sync
+    ///   run, then quiet), and a bucket lets a burst of 1,000 through after a quiet spell and
+    ///   then a steady 16.7 per second, where a sliding window would stall the client for up
+    ///   to a minute. `api_ip` 2,000 per minute (sliding window), so that several keys used
+    ///   from one address (a NAT, an integration server) are not limited by the address first.
     /// - `billing_org` 20 per hour: plan and payment changes are rare; card testing is not.
     fn default() -> Self {
         let redis = RateLimitConfig::default();
@@ -302,8 +351,9 @@ impl Default for RateLimitsConfig {
             signup_ip: LimitConfig::new(10, 3600),
             contact_ip: LimitConfig::new(5, 600),
             unsubscribe_ip: LimitConfig::new(30, 3600),
+            status_subscribe_ip: LimitConfig::new(10, 3600),
             api_ip: LimitConfig::new(2000, 60),
-            api_key: LimitConfig::new(1000, 60),
+            api_key: LimitConfig::token_bucket(1000, 60),
             billing_org: LimitConfig::new(20, 3600),
         }
     }
@@ -321,6 +371,7 @@ impl RateLimitsConfig {
             PolicyId::SignupIp => self.signup_ip,
             PolicyId::ContactIp => self.contact_ip,
             PolicyId::UnsubscribeIp => self.unsubscribe_ip,
+            PolicyId::StatusSubscribeIp => self.status_subscribe_ip,
             PolicyId::ApiIp => self.api_ip,
             PolicyId::ApiKey => self.api_key,
             PolicyId::BillingOrg => self.billing_org,
@@ -335,6 +386,7 @@ impl RateLimitsConfig {
             PolicyId::SignupIp => &mut self.signup_ip,
             PolicyId::ContactIp => &mut self.contact_ip,
             PolicyId::UnsubscribeIp => &mut self.unsubscribe_ip,
+            PolicyId::StatusSubscribeIp => &mut self.status_subscribe_ip,
             PolicyId::ApiIp => &mut self.api_ip,
             PolicyId::ApiKey => &mut self.api_key,
             PolicyId::BillingOrg => &mut self.billing_org,
@@ -401,13 +453,8 @@ impl RateLimits {
                 .map_err(|e| format!("redis.url: {e} (the rate limiter shares its budgets through Redis)"))?,
             None => RateLimiter::in_process(clock),
         };
-        let policies = PolicyId::ALL
-            .iter()
-            .map(|id| {
-                let c = config.get(*id);
-                Policy::sliding_window(id.name(), c.limit, Duration::from_secs(c.window_secs), id.on_backend_failure())
-            })
-            .collect();
+        let policies =
+            PolicyId::ALL.iter().map(|id| config.get(*id).policy(id.name(), id.on_backend_failure())).collect();
         Ok(Self { limiter, policies })
     }
 

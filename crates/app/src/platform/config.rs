@@ -488,6 +488,22 @@ mod tests {
         assert_eq!(c.rate_limits.api_key.window_secs, 60);
         assert_eq!(c.rate_limits.auth_ip.window_secs, 120);
         assert_eq!(c.bot_check.pow_difficulty, 18);
+        // The API key's budget is a token bucket by default; any policy can be either.
+        use crate::abuse::limits::LimitAlgorithm;
+        assert_eq!(c.rate_limits.api_key.algorithm, LimitAlgorithm::TokenBucket);
+        assert_eq!(c.rate_limits.auth_ip.algorithm, LimitAlgorithm::SlidingWindow);
+        let c = Config::load_from(
+            None,
+            &vars(&[
+                ("CLIENTFLOW_RATE_LIMITS__API_KEY__ALGORITHM", "sliding_window"),
+                ("CLIENTFLOW_RATE_LIMITS__CONTACT_IP__ALGORITHM", "token_bucket"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.rate_limits.api_key.algorithm, LimitAlgorithm::SlidingWindow);
+        assert_eq!(c.rate_limits.contact_ip.algorithm, LimitAlgorithm::TokenBucket);
+        let e = Config::load_from(None, &vars(&[("CLIENTFLOW_RATE_LIMITS__API_KEY__ALGORITHM", "leaky")])).unwrap_err();
+        assert!(e.to_string().contains("leaky"), "{e}");
         let e = Config::load_from(None, &vars(&[("CLIENTFLOW_RATE_LIMITS__CONTACT_IP__LIMIT", "0")])).unwrap_err();
         assert!(e.to_string().contains("rate_limits.contact_ip"), "{e}");
         let e = Config::load_from(None, &vars(&[("CLIENTFLOW_BOT_CHECK__TURNSTILE_SITE_KEY", "0x4AAA")])).unwrap_err();

@@ -113,7 +113,17 @@ fn the_route_table_says_which_routes_are_limited_and_how() {
         assert_eq!(id.on_backend_failure(), expected, "{id:?}");
         assert!(config.get(id).limit > 0);
     }
-    assert_eq!(config.api_key, LimitConfig::new(1000, 60), "1,000 requests a minute per API key");
+    assert_eq!(config.api_key, LimitConfig::token_bucket(1000, 60), "1,000 requests a minute per API key");
+    // Every public form the issue names has its policy, per client address.
+    for (id, name) in [
+        (PolicyId::SignupIp, "signup-ip"),
+        (PolicyId::ContactIp, "contact-ip"),
+        (PolicyId::UnsubscribeIp, "unsubscribe-ip"),
+        (PolicyId::StatusSubscribeIp, "status-subscribe-ip"),
+    ] {
+        assert_eq!(id.name(), name);
+        assert!(config.get(id).limit <= 30, "{name}: a public form allows at most a person's pace");
+    }
 }
 
 #[tokio::test]
@@ -504,4 +514,43 @@ async fn forged_device_cookies_buy_no_sign_in_budget() {
     // The owner's real device has its own budget.
     let res = crate::identity::sign_in(&app, &mut owner, "dev@example.com", crate::identity::PASSWORD).await;
     assert_eq!(res.status(), 303);
+}
+
+/// A policy configured as a token bucket lets a burst through, then a steady trickle: here 3
+/// tokens refilled at 3 per 3 s, one a second.
+#[tokio::test]
+async fn a_token_bucket_policy_allows_a_burst_then_a_steady_rate() {
+    let app = TestApp::builder()
+        .manual_clock(midnight())
+        .config(|c| {
+            *c.rate_limits.get_mut(PolicyId::ApiKey) = LimitConfig::token_bucket(3, 3);
+            set(c, PolicyId::ApiIp, 1000, 60);
+        })
+        .routes(routes_with_an_api_route)
+        .spawn()
+        .await;
+    let seeded = crate::support::seed_org(&app.app_db, "bucket").await;
+    let key = api_key(&app, seeded.id.to_string().parse().unwrap(), "burst").await;
+    let call = async || app.client.get(app.url("/api/v1/test/whoami")).bearer_auth(&key).send().await.unwrap();
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(call().await.status().as_u16());
+    }
+    assert_eq!(codes, [200, 200, 200, 429]);
+    // Half a second refills half a token: still nothing.
+    app.clock.advance(time::Duration::milliseconds(500));
+    assert_eq!(call().await.status(), 429);
+    // A whole token: exactly one request.
+    app.clock.advance(time::Duration::milliseconds(500));
+    let res = call().await;
+    assert_eq!(res.status(), 200);
+    assert!(header_list(&res, "ratelimit-policy").contains(&"\"api-key\";q=3;w=3".to_string()));
+    assert_eq!(call().await.status(), 429);
+    // A quiet spell refills the whole bucket, and no more than it.
+    app.clock.advance(time::Duration::seconds(60));
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(call().await.status().as_u16());
+    }
+    assert_eq!(codes, [200, 200, 200, 429]);
 }
