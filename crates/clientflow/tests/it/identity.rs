@@ -173,6 +173,53 @@ async fn existing_and_unknown_emails_get_the_same_answers() {
     assert!(app.mail_to("nobody@example.com").await.is_empty());
 }
 
+/// The same argon2 work for a known and an unknown address, on every form that takes an
+/// address and a password: time doesn't tell which accounts exist.
+#[tokio::test]
+async fn known_and_unknown_emails_cost_the_same_password_work() {
+    let app = TestApp::spawn().await;
+    sign_up(&app, "kim@example.com").await;
+    let hasher = &app.state.hasher;
+    let mut b = app.browser();
+    let mut work = async |email: &str, path: &str, fields: &[(&str, &str)]| {
+        let before = hasher.runs();
+        let mut all = vec![("email", email)];
+        all.extend_from_slice(fields);
+        let res = b.submit(path, path, &all).await;
+        (res.status().as_u16(), hasher.runs() - before)
+    };
+    let wrong = [("password", "not the password at all")];
+    let known = work("kim@example.com", "/login", &wrong).await;
+    let unknown = work("nobody-here@example.com", "/login", &wrong).await;
+    assert_eq!(known, (401, 1));
+    assert_eq!(unknown, known, "sign-in: an unknown address skipped the hash");
+    let fields = [("password", "another long passphrase here"), ("display_name", "")];
+    let known = work("kim@example.com", "/signup", &fields).await;
+    let unknown = work("new-person@example.com", "/signup", &fields).await;
+    assert_eq!(known, (303, 1));
+    assert_eq!(unknown, known, "sign-up: an existing address skipped the hash");
+    let known = work("kim@example.com", "/forgot-password", &[]).await;
+    let unknown = work("nobody-here@example.com", "/forgot-password", &[]).await;
+    assert_eq!(unknown, known, "reset");
+}
+
+/// The per-account lockout counts failures for the account whatever address they come from:
+/// spreading guesses over many client addresses (behind a trusted proxy, so each really is a
+/// different client) doesn't buy more of them.
+#[tokio::test]
+async fn the_lockout_holds_across_client_addresses() {
+    let app =
+        TestApp::builder().config(|c| c.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).spawn().await;
+    sign_up(&app, "lou@example.com").await;
+    for n in 1..=5 {
+        let mut b = app.browser().from_address(&format!("198.51.100.{n}"));
+        assert_eq!(sign_in(&app, &mut b, "lou@example.com", "guess guess guess").await.status(), 401);
+    }
+    let mut b = app.browser().from_address("2001:db8:77::1");
+    let res = sign_in(&app, &mut b, "lou@example.com", PASSWORD).await;
+    assert_eq!(res.status(), 429, "a sixth address got a fresh budget");
+}
+
 #[tokio::test]
 async fn the_password_policy_explains_itself() {
     let app = TestApp::spawn().await;
@@ -637,10 +684,17 @@ async fn second_factor_attempts_are_throttled() {
 async fn turning_two_factor_off_or_regenerating_codes_needs_the_password() {
     let app = TestApp::spawn().await;
     let mut a = sign_up(&app, "tia@example.com").await;
-    let (_secret, old_codes) = enable_totp(&app, &mut a).await;
     let mut other = app.browser();
-    // Enabling 2FA ended other sessions; sign the second browser in fully.
-    sign_in(&app, &mut other, "tia@example.com", PASSWORD).await;
+    assert_eq!(location(&sign_in(&app, &mut other, "tia@example.com", PASSWORD).await), "/app");
+    let (secret, old_codes) = enable_totp(&app, &mut a).await;
+    assert!(is_signed_in(&mut a).await);
+    assert!(!is_signed_in(&mut other).await, "turning two-factor on left another session signed in");
+    // Sign the second browser in fully.
+    assert_eq!(location(&sign_in(&app, &mut other, "tia@example.com", PASSWORD).await), "/login/two-factor");
+    next_step(&app);
+    let res = other.submit("/login/two-factor", "/login/two-factor", &[("code", &current_code(&app, &secret))]).await;
+    assert_eq!(location(&res), "/app");
+    assert!(is_signed_in(&mut other).await);
 
     let res = a
         .submit("/account/security", "/account/two-factor/recovery-codes", &[("current_password", "wrong wrong wrong")])
@@ -660,6 +714,7 @@ async fn turning_two_factor_off_or_regenerating_codes_needs_the_password() {
     let res = a.submit("/account/security", "/account/two-factor/disable", &[("current_password", PASSWORD)]).await;
     assert_eq!(res.status(), 303);
     assert!(is_signed_in(&mut a).await);
+    assert!(!is_signed_in(&mut other).await, "turning two-factor off left another session signed in");
     let mut db = app.db.admin_conn().await;
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM recovery_codes").fetch_one(&mut db).await.unwrap();
     assert_eq!(left, 0);
