@@ -265,7 +265,7 @@ async fn submissions_page(State(state): State<AppState>, access: OrgAccess) -> A
     tx.commit().await?;
     let submissions = rows
         .into_iter()
-        .map(|(at, name, email, message)| SubmissionView { when: crate::identity::web::when(at), name, email, message })
+        .map(|(at, name, email, message)| SubmissionView { when: access.when(at), name, email, message })
         .collect();
     let res = crate::web::render(&SubmissionsPage { org: OrgNav::of(&access), enabled, submissions })?;
     Ok((StatusCode::OK, res).into_response())

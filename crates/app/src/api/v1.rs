@@ -627,7 +627,7 @@ pub async fn list_invoices(
 ) -> AppResult<Response> {
     let page = page(q.limit, q.offset)?;
     let filter = InvoiceFilter { client_id: q.client_id, status: q.status };
-    let (items, total) = invoices::list(&s.db, s.clock.now().date(), &api.principal, &filter, page).await?;
+    let (items, total) = invoices::list(&s.db, s.clock.now(), &api.principal, &filter, page).await?;
     Ok(listed(items, page, Some(total)))
 }
 
@@ -641,7 +641,7 @@ pub async fn create_invoice(
     ApiJson(input): ApiJson<InvoiceInput>,
 ) -> AppResult<Response> {
     let inv = invoices::create(&s.db, &ctx, &api.principal, &input).await?;
-    let detail = invoices::get(&s.db, ctx.now.date(), &api.principal, inv.id).await?;
+    let detail = invoices::get(&s.db, ctx.now, &api.principal, inv.id).await?;
     Ok(created(format!("/api/v1/invoices/{}", inv.id), detail))
 }
 
@@ -650,7 +650,7 @@ pub async fn create_invoice(
     responses((status = 200, description = "The invoice with its lines", body = Data<InvoiceDetail>)),
     security(("api_key" = ["invoices.read"])))]
 pub async fn get_invoice(State(s): State<AppState>, api: ApiAccess, ids: PathIds) -> AppResult<Response> {
-    Ok(ok(invoices::get(&s.db, s.clock.now().date(), &api.principal, ids.get("invoice")?).await?))
+    Ok(ok(invoices::get(&s.db, s.clock.now(), &api.principal, ids.get("invoice")?).await?))
 }
 
 #[utoipa::path(patch, path = "/api/v1/invoices/{invoice}", tag = "invoices", request_body = InvoiceInput,
@@ -666,7 +666,7 @@ pub async fn update_invoice(
 ) -> AppResult<Response> {
     let id: Uuid = ids.get("invoice")?;
     invoices::update(&s.db, &ctx, &api.principal, id, &input).await?;
-    Ok(ok(invoices::get(&s.db, ctx.now.date(), &api.principal, id).await?))
+    Ok(ok(invoices::get(&s.db, ctx.now, &api.principal, id).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/invoices/{invoice}", tag = "invoices",
@@ -686,7 +686,7 @@ pub async fn delete_invoice(
 async fn transition(s: &AppState, api: &ApiAccess, ctx: &Context, ids: &PathIds, action: &str) -> AppResult<Response> {
     let id: Uuid = ids.get("invoice")?;
     invoices::transition(&s.db, ctx, &api.principal, id, action).await?;
-    Ok(ok(invoices::get(&s.db, ctx.now.date(), &api.principal, id).await?))
+    Ok(ok(invoices::get(&s.db, ctx.now, &api.principal, id).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/invoices/{invoice}/send", tag = "invoices",

@@ -18,7 +18,7 @@ use crate::state::AppState;
 use crate::tenancy::guard::OrgAccess;
 use crate::tenancy::role::{Permission as P, Role};
 use crate::tenancy::web::{OrgNav, failure, page, page_with_status};
-use crate::work::web::{number, path_id, when};
+use crate::work::web::{number, path_id};
 
 pub fn routes() -> Vec<RouteDef> {
     vec![
@@ -77,7 +77,7 @@ async fn keys_view(
     let p = &access.principal;
     let now = state.clock.now();
     let list: Vec<ApiKey> = keys::list(&state.db, p).await?;
-    let opt = |t: Option<time::OffsetDateTime>| t.map(when).unwrap_or_default();
+    let opt = |t: Option<time::OffsetDateTime>| t.map(|t| access.when(t)).unwrap_or_default();
     Ok(KeysPage {
         csrf,
         org: OrgNav::of(access),
@@ -89,8 +89,8 @@ async fn keys_view(
                 name: k.name,
                 prefix: k.prefix,
                 role: k.role,
-                created: when(k.created_at),
-                last_used: k.last_used_at.map(when).unwrap_or_else(|| "never".into()),
+                created: access.when(k.created_at),
+                last_used: k.last_used_at.map(|t| access.when(t)).unwrap_or_else(|| "never".into()),
                 expires: opt(k.expires_at),
                 revoked: opt(k.revoked_at),
             })

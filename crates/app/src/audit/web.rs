@@ -123,7 +123,7 @@ async fn viewer(State(state): State<AppState>, access: OrgAccess, Query(f): Quer
         .into_iter()
         .map(|e| Row {
             seq: e.seq,
-            time: crate::identity::web::when(e.occurred_at),
+            time: access.when(e.occurred_at),
             actor: if e.actor_label.is_empty() { e.actor_id.clone() } else { e.actor_label.clone() },
             ip: e.ip.map(|i| i.addr().to_string()).unwrap_or_default(),
             action: e.action,

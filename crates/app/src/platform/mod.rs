@@ -12,3 +12,4 @@ pub mod seal;
 pub mod secret;
 pub mod telemetry;
 pub mod types;
+pub mod tz;

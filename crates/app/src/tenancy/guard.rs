@@ -25,6 +25,15 @@ pub struct OrgAccess {
     pub slug: String,
     pub name: String,
     pub brand_color: String,
+    /// The organization's IANA time zone: its pages show times in it.
+    pub timezone: String,
+}
+
+impl OrgAccess {
+    /// A time as this organization's pages show it, in its time zone.
+    pub fn when(&self, t: time::OffsetDateTime) -> String {
+        crate::platform::tz::format(t, &self.timezone)
+    }
 }
 
 pub async fn require_org(state: &AppState, req: Request, permission: Permission) -> Result<Resolved, AppError> {
@@ -44,9 +53,9 @@ pub async fn require_org(state: &AppState, req: Request, permission: Permission)
     let principal = tenant::verify_member_by_slug(&state.db, &session.user, &slug).await?.ok_or(AppError::NotFound)?;
 
     let mut tx = OrgTx::begin(&state.db, &principal).await?;
-    type Row = (String, String, Option<i32>, bool, Vec<ipnet::IpNet>);
-    let (name, brand_color, timeout, require_2fa, allowlist): Row = sqlx::query_as(
-        "SELECT name, brand_color, session_timeout_minutes, require_two_factor, ip_allowlist \
+    type Row = (String, String, String, Option<i32>, bool, Vec<ipnet::IpNet>);
+    let (name, brand_color, timezone, timeout, require_2fa, allowlist): Row = sqlx::query_as(
+        "SELECT name, brand_color, timezone, session_timeout_minutes, require_two_factor, ip_allowlist \
          FROM organizations WHERE id = $1",
     )
     .bind(principal.org_id())
@@ -86,7 +95,7 @@ pub async fn require_org(state: &AppState, req: Request, permission: Permission)
     if !principal.can(permission) {
         return Err(AppError::Forbidden(format!("Your role in {name} doesn't allow this ({}).", permission.as_str())));
     }
-    req.extensions_mut().insert(OrgAccess { principal, slug, name, brand_color });
+    req.extensions_mut().insert(OrgAccess { principal, slug, name, brand_color, timezone });
     Ok(Resolved::Ok(req))
 }
 

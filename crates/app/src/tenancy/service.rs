@@ -634,14 +634,9 @@ pub async fn update_general(db: &Db, ctx: &Context, principal: &OrgPrincipal, in
     Ok(())
 }
 
-/// Common IANA zone names are accepted by shape; the full database isn't compiled in.
+/// A zone of the IANA database (`platform::tz`).
 fn valid_timezone(tz: &str) -> bool {
-    tz == "UTC"
-        || (tz.contains('/')
-            && tz.len() <= 64
-            && tz
-                .split('/')
-                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+'))))
+    crate::platform::tz::is_known(tz)
 }
 
 pub async fn update_security(

@@ -264,7 +264,7 @@ async fn members_view(
                 id: i.id.to_string(),
                 email: i.email,
                 role: i.role.as_str(),
-                expires: crate::identity::web::when(i.expires_at),
+                expires: access.when(i.expires_at),
             })
             .collect(),
         grantable: Role::ALL

@@ -119,7 +119,7 @@ fn shown_status(mut inv: Invoice, today: Date) -> Invoice {
 
 pub async fn list(
     db: &Db,
-    ctx_today: Date,
+    now: OffsetDateTime,
     p: &OrgPrincipal,
     f: &InvoiceFilter,
     page: Page,
@@ -141,6 +141,8 @@ pub async fn list(
                   WHEN $2 = 'overdue' THEN i.status = 'sent' AND i.due_date < $3 \
                   WHEN $2 = 'sent' THEN i.status = 'sent' AND i.due_date >= $3 ELSE i.status = $2 END)";
     let mut tx = OrgTx::begin(db, p).await?;
+    // Overdue is decided by the organization's own calendar.
+    let ctx_today = super::org_today(&mut tx, now).await?;
     let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM invoices i WHERE {where_}"))
         .bind(client)
         .bind(&status)
@@ -194,9 +196,10 @@ pub async fn detail_in(tx: &mut OrgTx, id: Uuid, today: Date) -> AppResult<Invoi
     Ok(InvoiceDetail { invoice: shown_status(invoice, today), lines, client_name })
 }
 
-pub async fn get(db: &Db, today: Date, p: &OrgPrincipal, id: Uuid) -> AppResult<InvoiceDetail> {
+pub async fn get(db: &Db, now: OffsetDateTime, p: &OrgPrincipal, id: Uuid) -> AppResult<InvoiceDetail> {
     require(p, Permission::InvoicesRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
+    let today = super::org_today(&mut tx, now).await?;
     let d = detail_in(&mut tx, id, today).await?;
     tx.commit().await?;
     Ok(d)
@@ -258,15 +261,21 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInp
     if !(0..=10_000).contains(&tax) {
         return Err(AppError::field("tax_rate_bp", "must be between 0 and 10000 (basis points)"));
     }
-    let issue = parse_date("issue_date", input.issue_date.as_deref())?.unwrap_or(ctx.now.date());
-    let due = parse_date("due_date", input.due_date.as_deref())?.unwrap_or(issue + Duration::days(30));
-    if due < issue {
-        return Err(AppError::field("due_date", "must not be before the issue date"));
-    }
+    let issue = parse_date("issue_date", input.issue_date.as_deref())?;
+    let due = parse_date("due_date", input.due_date.as_deref())?;
     let notes = text("notes", input.notes.as_deref(), 5000)?;
     let mut lines = parse_lines(input.lines.as_deref().unwrap_or(&[]))?;
     let (subtotal, tax_minor, total) = compute(&mut lines, tax)?;
     let mut tx = OrgTx::begin(db, p).await?;
+    // Without a date, the invoice is issued today where the organization is.
+    let issue = match issue {
+        Some(d) => d,
+        None => super::org_today(&mut tx, ctx.now).await?,
+    };
+    let due = due.unwrap_or(issue + Duration::days(30));
+    if due < issue {
+        return Err(AppError::field("due_date", "must not be before the issue date"));
+    }
     let client_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)")
         .bind(client)
         .fetch_one(&mut *tx)
@@ -481,8 +490,9 @@ pub async fn transition(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, acti
         .after(snapshot(&after)),
     )
     .await?;
+    let today = super::org_today(&mut tx, ctx.now).await?;
     tx.commit().await?;
-    Ok(shown_status(after, ctx.now.date()))
+    Ok(shown_status(after, today))
 }
 
 pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid) -> AppResult<()> {

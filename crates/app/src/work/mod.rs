@@ -17,6 +17,7 @@ pub mod web;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::platform::db::OrgTx;
 use crate::platform::db::tenant::{OrgPrincipal, ProjectScope};
 use crate::platform::http::error::{AppError, AppResult};
 
@@ -89,6 +90,15 @@ pub fn optional(field: &str, value: Option<&str>, max: usize) -> AppResult<Optio
 /// A free text field that may be empty.
 pub fn text(field: &str, value: Option<&str>, max: usize) -> AppResult<String> {
     Ok(optional(field, value, max)?.unwrap_or_default())
+}
+
+/// The date it is for the transaction's organization (in its time zone) at `now`.
+pub async fn org_today(tx: &mut OrgTx, now: time::OffsetDateTime) -> Result<time::Date, sqlx::Error> {
+    let zone: String = sqlx::query_scalar("SELECT timezone FROM organizations WHERE id = $1")
+        .bind(tx.org_id())
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(crate::platform::tz::today(now, &zone))
 }
 
 pub fn parse_date(field: &str, value: Option<&str>) -> AppResult<Option<time::Date>> {

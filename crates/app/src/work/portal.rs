@@ -4,7 +4,7 @@
 //! bounded by the principal's client id; nothing here works for any other scope.
 
 use serde::Serialize;
-use time::Date;
+use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -38,9 +38,10 @@ pub struct PortalHome {
 
 const VISIBLE_PROJECT: &str = "p.client_id = $1 AND p.visible_to_client AND p.status <> 'archived'";
 
-pub async fn home(db: &Db, today: Date, p: &OrgPrincipal) -> AppResult<PortalHome> {
+pub async fn home(db: &Db, now: OffsetDateTime, p: &OrgPrincipal) -> AppResult<PortalHome> {
     let client = client_of(p)?;
     let mut tx = OrgTx::begin(db, p).await?;
+    let today = super::org_today(&mut tx, now).await?;
     let client_name: String =
         sqlx::query_scalar("SELECT name FROM clients WHERE id = $1").bind(client).fetch_one(&mut *tx).await?;
     let projects = sqlx::query_as(&format!(
@@ -120,9 +121,10 @@ pub async fn project(db: &Db, p: &OrgPrincipal, id: ProjectId) -> AppResult<Port
     Ok(PortalProject { project, tasks: tasks_out, files })
 }
 
-pub async fn invoice(db: &Db, today: Date, p: &OrgPrincipal, id: Uuid) -> AppResult<InvoiceDetail> {
+pub async fn invoice(db: &Db, now: OffsetDateTime, p: &OrgPrincipal, id: Uuid) -> AppResult<InvoiceDetail> {
     let client = client_of(p)?;
     let mut tx = OrgTx::begin(db, p).await?;
+    let today = super::org_today(&mut tx, now).await?;
     let mine: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM invoices WHERE id = $1 AND client_id = $2 AND status <> 'draft')",
     )

@@ -40,7 +40,7 @@ pub struct TimeInput {
     pub task_id: Option<String>,
     /// 1–1440.
     pub minutes: Option<i32>,
-    /// YYYY-MM-DD (default: today).
+    /// YYYY-MM-DD (default: today in the organization's time zone).
     pub spent_on: Option<String>,
     pub note: Option<String>,
 }
@@ -107,9 +107,14 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TimeInput)
     if !(1..=1440).contains(&minutes) {
         return Err(AppError::field("minutes", "must be between 1 and 1440"));
     }
-    let spent_on = parse_date("spent_on", input.spent_on.as_deref())?.unwrap_or(ctx.now.date());
+    let spent_on = parse_date("spent_on", input.spent_on.as_deref())?;
     let note = text("note", input.note.as_deref(), 2000)?;
     let mut tx = OrgTx::begin(db, p).await?;
+    // Without a date, the time is booked on the organization's today.
+    let spent_on = match spent_on {
+        Some(d) => d,
+        None => super::org_today(&mut tx, ctx.now).await?,
+    };
     fetch_visible(&mut tx, p, project).await.map_err(|e| match e {
         AppError::NotFound => AppError::field("project_id", "no such project"),
         other => other,

@@ -106,6 +106,10 @@ async fn actions_are_audited_with_actor_context_and_redacted_snapshots() {
     assert_eq!(before["name"], "ctx");
     assert_eq!(after["name"], "Renamed");
     assert_eq!(after["timezone"], "Europe/Berlin");
+    // The organization's pages show times in its zone.
+    let (status, html) = owner.page(&format!("/o/{slug}/audit")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("(Europe/Berlin)") && !html.contains(" UTC<"), "{html}");
     // Sign-ins of members reach the organization's log too.
     let actions: Vec<String> =
         sqlx::query_scalar("SELECT action FROM audit_events WHERE organization_id = $1 ORDER BY seq")

@@ -212,15 +212,10 @@ async fn invoices_number_gaplessly_and_freeze_once_sent() {
     invoices::delete(db, &c, &a.principal, draft.id).await.unwrap();
     // Overdue is computed from the due date.
     app.clock.advance(time::Duration::days(31));
-    let (list, _) = invoices::list(
-        db,
-        app.clock.now_utc().date(),
-        &a.principal,
-        &Default::default(),
-        Page { limit: None, offset: None },
-    )
-    .await
-    .unwrap();
+    let (list, _) =
+        invoices::list(db, app.clock.now_utc(), &a.principal, &Default::default(), Page { limit: None, offset: None })
+            .await
+            .unwrap();
     assert!(list.iter().all(|i| i.status == "overdue"), "{list:?}");
     // Another tenant's client can't be billed.
     let b = seed_org(db, "other").await;
@@ -233,6 +228,54 @@ async fn invoices_number_gaplessly_and_freeze_once_sent() {
     .await
     .unwrap_err();
     assert_eq!(field_of(&err).as_deref(), Some("client_id"));
+}
+
+/// "Today" is the organization's: an invoice is overdue once its due date has passed where
+/// the organization is, and an invoice without a date is issued on its local day.
+#[tokio::test]
+async fn today_is_the_organizations_own_day() {
+    use time::macros::{date, datetime};
+    let app = TestApp::spawn().await;
+    let db = &app.app_db;
+    // 20:00 UTC on 1 March: already 2 March in Kiritimati (UTC+14), still 1 March in Pago Pago
+    // (UTC-11).
+    app.clock.set(datetime!(2026-03-01 20:00 UTC));
+    let mut results = Vec::new();
+    for (slug, zone) in [("east", "Pacific/Kiritimati"), ("west", "Pacific/Pago_Pago")] {
+        let org = seed_org(db, slug).await;
+        let mut admin = app.db.admin_conn().await;
+        sqlx::query("UPDATE organizations SET timezone = $2 WHERE id = $1")
+            .bind(org.id)
+            .bind(zone)
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let c = ctx(&app);
+        let input = invoices::InvoiceInput {
+            client_id: Some(org.client.to_string()),
+            issue_date: Some("2026-02-01".into()),
+            due_date: Some("2026-03-01".into()),
+            lines: Some(vec![invoices::LineInput {
+                description: "Work".into(),
+                quantity_milli: 1000,
+                unit_price_minor: 5000,
+            }]),
+            ..Default::default()
+        };
+        let inv = invoices::create(db, &c, &org.principal, &input).await.unwrap();
+        let sent = invoices::transition(db, &c, &org.principal, inv.id, "send").await.unwrap();
+        let shown = invoices::get(db, app.clock.now_utc(), &org.principal, inv.id).await.unwrap();
+        let undated = invoices::InvoiceInput { client_id: Some(org.client.to_string()), ..Default::default() };
+        let fresh = invoices::create(db, &c, &org.principal, &undated).await.unwrap();
+        results.push((sent.status, shown.invoice.status, fresh.issue_date));
+    }
+    assert_eq!(
+        results,
+        [
+            ("overdue".to_string(), "overdue".to_string(), date!(2026 - 03 - 02)),
+            ("sent".to_string(), "sent".to_string(), date!(2026 - 03 - 01)),
+        ]
+    );
 }
 
 #[tokio::test]

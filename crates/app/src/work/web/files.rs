@@ -238,7 +238,7 @@ async fn link(
         minutes,
     )
     .await?;
-    page(&LinkPage { org: OrgNav::of(&access), file, link, expires: super::when(expires), minutes })
+    page(&LinkPage { org: OrgNav::of(&access), file, link, expires: access.when(expires), minutes })
 }
 
 #[derive(Deserialize)]

@@ -97,8 +97,7 @@ struct ListPage {
 async fn list(State(state): State<AppState>, access: OrgAccess, Query(q): Query<ListQuery>) -> AppResult<Response> {
     let filter = InvoiceFilter { client_id: Some(q.client_id.clone()), status: Some(q.status.clone()) };
     let page_req = Page { limit: Some(PAGE_SIZE), offset: Some(q.offset) };
-    let today = state.clock.now().date();
-    let (items, total) = invoices::list(&state.db, today, &access.principal, &filter, page_req).await?;
+    let (items, total) = invoices::list(&state.db, state.clock.now(), &access.principal, &filter, page_req).await?;
     let names = client_names(&state, &access, items.iter().map(|i| i.client_id).collect()).await?;
     let base = format!("/o/{}/invoices", access.slug);
     let pager =
@@ -365,8 +364,7 @@ async fn edit_page(
     Path((_, id)): Path<(String, String)>,
 ) -> AppResult<Response> {
     let id: Uuid = path_id(&id)?;
-    let today = state.clock.now().date();
-    let d = invoices::get(&state.db, today, &access.principal, id).await?;
+    let d = invoices::get(&state.db, state.clock.now(), &access.principal, id).await?;
     if d.invoice.status != "draft" {
         // Sent invoices are immutable: the invoice's page says so and offers voiding.
         return detail_result(
@@ -489,7 +487,7 @@ async fn detail_view(
     errors: Vec<FieldError>,
 ) -> AppResult<DetailPage> {
     let p = &access.principal;
-    let d = invoices::get(&state.db, state.clock.now().date(), p, id).await?;
+    let d = invoices::get(&state.db, state.clock.now(), p, id).await?;
     Ok(DetailPage {
         csrf,
         org: OrgNav::of(access),
@@ -601,7 +599,7 @@ async fn print(
     Path((_, id)): Path<(String, String)>,
 ) -> AppResult<Response> {
     let id: Uuid = path_id(&id)?;
-    let d = invoices::get(&state.db, state.clock.now().date(), &access.principal, id).await?;
+    let d = invoices::get(&state.db, state.clock.now(), &access.principal, id).await?;
     page(&PrintPage {
         organization: access.name.clone(),
         invoice: invoice_view(d),

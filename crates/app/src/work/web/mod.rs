@@ -17,7 +17,7 @@ pub mod tasks;
 use std::str::FromStr;
 
 use axum::body::Bytes;
-use time::{Date, OffsetDateTime};
+use time::Date;
 
 use crate::platform::http::error::{AppError, AppResult, FieldError};
 use crate::platform::http::route::RouteDef;
@@ -51,10 +51,6 @@ pub fn form_id<T: FromStr>(field: &str, raw: &str) -> AppResult<Option<T>> {
 
 pub fn day(d: Option<Date>) -> String {
     d.map(|d| d.to_string()).unwrap_or_default()
-}
-
-pub fn when(t: OffsetDateTime) -> String {
-    crate::identity::web::when(t)
 }
 
 /// 90 → "1h 30m".

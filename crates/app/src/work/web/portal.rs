@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::invoices::{InvoiceView, PrintPage, invoice_view};
 use super::projects::{FileView, file_view};
-use super::{day, path_id, when};
+use super::{day, path_id};
 use crate::platform::http::error::AppResult;
 use crate::platform::http::route::{Access, RouteDef, Surface};
 use crate::platform::ids::ProjectId;
@@ -63,7 +63,7 @@ struct HomePage {
 }
 
 async fn home(State(state): State<AppState>, access: OrgAccess) -> AppResult<Response> {
-    let h = portal::home(&state.db, state.clock.now().date(), &access.principal).await?;
+    let h = portal::home(&state.db, state.clock.now(), &access.principal).await?;
     page(&HomePage {
         nav: PortalNav::of(&access),
         client_name: h.client_name,
@@ -126,11 +126,11 @@ async fn project(
                 due: day(t.due_date),
                 comments: comments
                     .into_iter()
-                    .map(|c| CommentView { author: c.author, body: c.body, at: when(c.created_at) })
+                    .map(|c| CommentView { author: c.author, body: c.body, at: access.when(c.created_at) })
                     .collect(),
             })
             .collect(),
-        files: p.files.into_iter().map(file_view).collect(),
+        files: p.files.into_iter().map(|f| file_view(&access, f)).collect(),
     })
 }
 
@@ -140,7 +140,7 @@ async fn invoice(
     Path((_, id)): Path<(String, String)>,
 ) -> AppResult<Response> {
     let id: Uuid = path_id(&id)?;
-    let d = portal::invoice(&state.db, state.clock.now().date(), &access.principal, id).await?;
+    let d = portal::invoice(&state.db, state.clock.now(), &access.principal, id).await?;
     let invoice: InvoiceView = invoice_view(d);
     page(&PrintPage { organization: access.name.clone(), invoice, back: format!("/portal/{}", access.slug) })
 }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{PAGE_SIZE, Pager, day, duration, form_id, path_id, when};
+use super::{PAGE_SIZE, Pager, day, duration, form_id, path_id};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
 use crate::platform::db::OrgTx;
@@ -370,14 +370,14 @@ pub struct FileView {
     pub added: String,
 }
 
-pub fn file_view(f: files::FileMeta) -> FileView {
+pub fn file_view(access: &OrgAccess, f: files::FileMeta) -> FileView {
     FileView {
         id: f.id.to_string(),
         size: size(f.size_bytes),
         name: f.name,
         content_type: f.content_type,
         shared: f.shared_with_client,
-        added: when(f.created_at),
+        added: access.when(f.created_at),
     }
 }
 
@@ -520,7 +520,7 @@ pub async fn project_view(
         )
         .await?
         .into_iter()
-        .map(file_view)
+        .map(|f| file_view(access, f))
         .collect()
     } else {
         vec![]

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::projects::{ProjectForms, people, project_failure};
-use super::{Errors, FormFields, day, duration, form_id, number, path_id, when};
+use super::{Errors, FormFields, day, duration, form_id, number, path_id};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
 use crate::platform::http::error::{AppError, AppResult, FieldError};
@@ -306,7 +306,7 @@ async fn task_view(
             new: show(&a.field, a.new_value),
             who: a.actor_label,
             field: a.field,
-            at: when(a.occurred_at),
+            at: access.when(a.occurred_at),
         })
         .collect();
     let comments = tasks::comments(&state.db, p, id)
@@ -317,7 +317,7 @@ async fn task_view(
             author: c.author,
             body: c.body,
             client_visible: c.client_visible,
-            at: when(c.created_at),
+            at: access.when(c.created_at),
         })
         .collect();
     let entries = time_entries::list(
