@@ -202,7 +202,7 @@ impl Permission {
         match self {
             Permission::OrgAccess => "Be a member of the organization (sign in to it, leave it)",
             Permission::OrgView => "See the organization's internal pages",
-            Permission::ClientsRead => "See clients",
+            Permission::ClientsRead => "See clients (Members: only the clients of projects they belong to)",
             Permission::ClientsCreate => "Create clients",
             Permission::ClientsUpdate => "Edit, archive and restore clients",
             Permission::ClientsDelete => "Delete clients",

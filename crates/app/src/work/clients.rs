@@ -65,8 +65,19 @@ fn require_can(p: &OrgPrincipal, perm: crate::tenancy::role::Permission) -> AppR
     if p.can(perm) { Ok(()) } else { Err(AppError::Forbidden(format!("Your role doesn't allow this ({perm})."))) }
 }
 
+/// The SQL condition for "client `alias` is visible", with the member filter as `$n`: a
+/// Member sees the clients of the projects they belong to, and no others.
+fn client_visible(alias: &str, param: usize) -> String {
+    format!(
+        "(${param}::uuid IS NULL OR EXISTS (SELECT 1 FROM projects vp JOIN project_members vm \
+         ON vm.organization_id = vp.organization_id AND vm.project_id = vp.id \
+         WHERE vp.organization_id = {alias}.organization_id AND vp.client_id = {alias}.id AND vm.user_id = ${param}))"
+    )
+}
+
 pub async fn list(db: &Db, p: &OrgPrincipal, filter: &ClientFilter, page: Page) -> AppResult<(Vec<Client>, i64)> {
     require_can(p, crate::tenancy::role::Permission::ClientsRead)?;
+    let member = super::member_filter(p)?;
     let status = match filter.status.as_deref().unwrap_or("active") {
         "active" => Some("active"),
         "archived" => Some("archived"),
@@ -75,17 +86,23 @@ pub async fn list(db: &Db, p: &OrgPrincipal, filter: &ClientFilter, page: Page) 
     };
     let q = filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty()).map(|q| format!("%{}%", like_escape(q)));
     let mut tx = OrgTx::begin(db, p).await?;
-    let where_ = "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR name ILIKE $2 OR company ILIKE $2 OR email ILIKE $2)";
+    let where_ = format!(
+        "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR name ILIKE $2 OR company ILIKE $2 OR email ILIKE $2) \
+         AND {}",
+        client_visible("clients", 3)
+    );
     let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM clients WHERE {where_}"))
         .bind(status)
         .bind(&q)
+        .bind(member)
         .fetch_one(&mut *tx)
         .await?;
     let items = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM clients WHERE {where_} ORDER BY lower(name), id LIMIT $3 OFFSET $4"
+        "SELECT {COLUMNS} FROM clients WHERE {where_} ORDER BY lower(name), id LIMIT $4 OFFSET $5"
     ))
     .bind(status)
     .bind(&q)
+    .bind(member)
     .bind(page.limit())
     .bind(page.offset())
     .fetch_all(&mut *tx)
@@ -100,8 +117,15 @@ pub fn like_escape(s: &str) -> String {
 
 pub async fn get(db: &Db, p: &OrgPrincipal, id: ClientId) -> AppResult<Client> {
     require_can(p, crate::tenancy::role::Permission::ClientsRead)?;
+    let member = super::member_filter(p)?;
     let mut tx = OrgTx::begin(db, p).await?;
-    let c = fetch(&mut tx, id).await?;
+    let c =
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM clients WHERE id = $1 AND {}", client_visible("clients", 2)))
+            .bind(id)
+            .bind(member)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(AppError::NotFound)?;
     tx.commit().await?;
     Ok(c)
 }

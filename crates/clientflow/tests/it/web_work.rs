@@ -72,8 +72,19 @@ pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, S
     let c = ctx(app);
     Some(match name {
         "client" => {
+            // With a project the organization's Member belongs to: Members see only the
+            // clients of their projects.
             let input = clients::ClientInput { name: Some("Fixture client".into()), ..Default::default() };
-            clients::create(db, &c, &op, &input).await.unwrap().id.to_string()
+            let client = clients::create(db, &c, &op, &input).await.unwrap().id;
+            let input = projects::ProjectInput {
+                name: Some("Fixture client's project".into()),
+                client_id: Some(client.to_string()),
+                ..Default::default()
+            };
+            let project = projects::create(db, &c, &op, &input).await.unwrap();
+            let member: UserId = org.people["member"].user_id.parse().unwrap();
+            projects::add_member(db, &c, &op, project.id, member).await.unwrap();
+            client.to_string()
         }
         "contact" => {
             let client = match earlier_value::<ClientId>(earlier, "client") {
@@ -731,9 +742,17 @@ async fn members_see_only_the_projects_they_belong_to() {
     let upload_path = format!("/o/{slug}/projects/{theirs}/files");
     redirected(upload(&o.browser, Some(&o.token), &upload_path, "secret.txt", b"secret plans", false).await).await;
     let their_file = id_by(&app, "SELECT id FROM files WHERE name = $1", "secret.txt").await;
+    let other_client = new_client(&o, "Unrelated Holdings").await;
+    new_project(&o, "Unrelated work", &other_client, false).await;
 
     let member = &mut org.people.get_mut("member").unwrap().browser;
     let token = session_token(member).await;
+    // Clients: only those of the member's projects.
+    let clients = page(member, &format!("/o/{slug}/clients?status=all")).await;
+    assert!(!clients.contains("Unrelated Holdings"), "{clients}");
+    assert!(!page(member, &format!("/o/{slug}/clients?q=Unrelated")).await.contains("Unrelated Holdings"));
+    assert_eq!(member.get(&format!("/o/{slug}/clients/{other_client}")).await.status(), 404);
+    assert_eq!(member.get(&format!("/o/{slug}/clients/{}", org.client_id)).await.status(), 200);
     let list = page(member, &format!("/o/{slug}/projects?status=all")).await;
     assert!(list.contains("Member project"), "{list}");
     assert!(!list.contains("Team project"));
@@ -762,6 +781,7 @@ async fn members_see_only_the_projects_they_belong_to() {
     assert!(!page(member, &format!("/o/{slug}/projects?status=all")).await.contains("Member project"));
     assert_eq!(member.get(&format!("/o/{slug}/projects/{mine}")).await.status(), 404);
     assert_eq!(member.get(&format!("/o/{slug}/tasks/{my_task}")).await.status(), 404);
+    assert_eq!(member.get(&format!("/o/{slug}/clients/{}", org.client_id)).await.status(), 404);
 }
 
 #[tokio::test]
