@@ -675,7 +675,15 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_each_policy_has_a_distinct_name() {
         assert_eq!(RateLimitsConfig::default().invalid(), None);
-        assert_eq!(RateLimitsConfig::default().api_key, LimitConfig::new(1000, 60));
+        assert_eq!(RateLimitsConfig::default().api_key, LimitConfig::token_bucket(1000, 60));
+        // A bucket of 1,000 refilled at 1,000 a minute: the same long-run rate as the window.
+        let bucket = RateLimitsConfig::default().api_key.policy("api-key", FailurePolicy::DegradeToLocal);
+        assert_eq!(bucket.limit, 1000);
+        assert_eq!(bucket.window, Duration::from_secs(60));
+        assert!(matches!(
+            bucket.algorithm,
+            super::super::ratelimit::Algorithm::TokenBucket { refill_per_second } if (refill_per_second - 1000.0 / 60.0).abs() < 1e-9
+        ));
         let names: std::collections::HashSet<_> = PolicyId::ALL.iter().map(|p| p.name()).collect();
         assert_eq!(names.len(), PolicyId::ALL.len());
         for (i, id) in PolicyId::ALL.iter().enumerate() {

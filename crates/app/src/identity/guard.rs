@@ -20,6 +20,26 @@ use crate::platform::http::middleware::ClientIp;
 use crate::platform::secret::ct_eq;
 use crate::state::AppState;
 
+/// The session's token was rotated during this request (its user's privileges changed): the
+/// route guard sends the new cookie with whatever the response is — the handler's, or a
+/// refusal of a later check (the old token is already dead).
+#[derive(Debug, Clone)]
+pub struct RotatedSession(pub String);
+
+impl RotatedSession {
+    /// Adds the new session cookie, unless the handler already set a session cookie of its
+    /// own (it signed in again, or rotated the session itself).
+    pub fn apply(self, mut res: Response) -> Response {
+        let prefix = format!("{SESSION_COOKIE}=");
+        let already =
+            res.headers().get_all(header::SET_COOKIE).iter().any(|v| v.to_str().is_ok_and(|v| v.starts_with(&prefix)));
+        if !already && let Ok(v) = HeaderValue::from_str(&session::set_cookie(SESSION_COOKIE, &self.0, None)) {
+            res.headers_mut().append(header::SET_COOKIE, v);
+        }
+        res
+    }
+}
+
 /// The anonymous CSRF cookie value for this request (set by [`anon_csrf_cookie`]).
 #[derive(Debug, Clone)]
 pub struct AnonCsrf(pub String);
@@ -232,7 +252,15 @@ pub async fn current_session(state: &AppState, headers: &HeaderMap) -> Result<Op
 
 /// For routes that need a fully signed-in user (`stage`: Complete) or a half-finished sign-in
 /// (`stage`: Pending, the second-factor page only).
-pub async fn require_session(state: &AppState, req: Request, stage: Stage) -> Result<Resolved, AppError> {
+///
+/// A complete session whose user's privileges changed since its token was issued gets a new
+/// token here, put in `rotated` for the route guard to send with whatever the response is.
+pub async fn require_session(
+    state: &AppState,
+    req: Request,
+    stage: Stage,
+    rotated: &mut Option<RotatedSession>,
+) -> Result<Resolved, AppError> {
     let session = current_session(state, req.headers()).await?;
     let session = match (session, stage) {
         (Some(s), wanted) if s.stage == wanted => s,
@@ -255,6 +283,21 @@ pub async fn require_session(state: &AppState, req: Request, stage: Stage) -> Re
         }
     };
     let mut req = if is_unsafe(req.method()) { check_csrf(state, req, Some(&session)).await? } else { req };
+    // After a privilege change the token is replaced (the check above used the old one).
+    let session = if session.stage == Stage::Complete && session.privileges_changed {
+        let mut tx = state.db.global().await?;
+        let fresh = session::rotate_token(&mut tx, session.id).await?;
+        tx.commit().await?;
+        match fresh {
+            Some((token, csrf_token)) => {
+                *rotated = Some(RotatedSession(token));
+                CurrentSession { csrf_token, privileges_changed: false, ..session }
+            }
+            None => return Ok(Resolved::Respond(to_login(&req))),
+        }
+    } else {
+        session
+    };
     req.extensions_mut().insert(session);
     Ok(Resolved::Ok(req))
 }

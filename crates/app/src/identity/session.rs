@@ -73,6 +73,9 @@ pub struct CurrentSession {
     pub two_factor: bool,
     /// How long the session had been idle before this request.
     pub idle_for: Duration,
+    /// The user's privileges changed since this session's token was issued: it is due for a
+    /// new one (`rotate_token`).
+    pub privileges_changed: bool,
 }
 
 /// Where a request comes from, for sessions and security events.
@@ -106,8 +109,9 @@ pub async fn create(
         Stage::Complete => meta.now + Duration::hours(config.session_absolute_hours.into()),
     };
     sqlx::query(
-        "INSERT INTO sessions (id, token_hash, user_id, stage, method, csrf_token, created_at, last_seen_at, expires_at, ip, user_agent) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10)",
+        "INSERT INTO sessions (id, token_hash, user_id, stage, method, csrf_token, created_at, last_seen_at, expires_at, ip, user_agent, \
+         privilege_epoch) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10, (SELECT privilege_epoch FROM users WHERE id = $3))",
     )
     .bind(id)
     .bind(&sha256(token.as_bytes())[..])
@@ -136,6 +140,7 @@ struct Row {
     last_seen_at: OffsetDateTime,
     expires_at: OffsetDateTime,
     two_factor: bool,
+    privileges_changed: bool,
 }
 
 /// The live session for a cookie token: not expired (absolute), not idle too long (complete
@@ -151,7 +156,8 @@ pub async fn lookup(
     }
     let row: Option<Row> = sqlx::query_as(
         "SELECT s.id, s.user_id, u.email, s.stage, s.method, s.csrf_token, s.created_at, s.last_seen_at, s.expires_at, \
-         (u.totp_enabled_at IS NOT NULL AND u.totp_secret IS NOT NULL) AS two_factor \
+         (u.totp_enabled_at IS NOT NULL AND u.totp_secret IS NOT NULL) AS two_factor, \
+         s.privilege_epoch < u.privilege_epoch AS privileges_changed \
          FROM sessions s JOIN users u ON u.id = s.user_id \
          WHERE s.token_hash = $1 AND u.disabled_at IS NULL",
     )
@@ -181,7 +187,26 @@ pub async fn lookup(
         created_at: row.created_at,
         two_factor: row.two_factor,
         idle_for: now - row.last_seen_at,
+        privileges_changed: row.privileges_changed,
     }))
+}
+
+/// Gives a session a new token and synchronizer token, at the user's current privilege epoch;
+/// the old token stops working at once. The session keeps its lifetime (creation, absolute
+/// expiry, method). Returns the new token, or `None` when the session is gone.
+pub async fn rotate_token(conn: &mut PgConnection, session_id: Uuid) -> Result<Option<(String, String)>, sqlx::Error> {
+    let token = random_token();
+    let csrf = random_token();
+    let done = sqlx::query(
+        "UPDATE sessions s SET token_hash = $2, csrf_token = $3, privilege_epoch = u.privilege_epoch \
+         FROM users u WHERE s.id = $1 AND u.id = s.user_id",
+    )
+    .bind(session_id)
+    .bind(&sha256(token.as_bytes())[..])
+    .bind(&csrf)
+    .execute(conn)
+    .await?;
+    Ok((done.rows_affected() == 1).then_some((token, csrf)))
 }
 
 /// Keeps the hash of a password chosen through a reset link on the pending session that waits

@@ -227,12 +227,19 @@ async fn login_submit(
 struct TwoFactorPage {
     csrf: String,
     next: String,
+    /// The pending session comes from a password reset, which the code completes.
+    resetting: bool,
     message: Option<String>,
     errors: Vec<FieldError>,
 }
 
-async fn two_factor_page(FormToken(csrf): FormToken, Query(q): Query<NextQuery>) -> AppResult<Response> {
-    page(&TwoFactorPage { csrf, next: safe_next(q.next.as_deref()), message: None, errors: vec![] })
+async fn two_factor_page(
+    FormToken(csrf): FormToken,
+    current: CurrentSession,
+    Query(q): Query<NextQuery>,
+) -> AppResult<Response> {
+    let resetting = current.method == super::session::Method::Reset;
+    page(&TwoFactorPage { csrf, next: safe_next(q.next.as_deref()), resetting, message: None, errors: vec![] })
 }
 
 #[derive(Deserialize)]
@@ -255,7 +262,8 @@ async fn two_factor_submit(
         Err(e) => {
             let retry = retry_after(&e);
             let (status, message, errors) = form_failure(e)?;
-            let res = page_with_status(status, &TwoFactorPage { csrf, next, message, errors })?;
+            let resetting = current.method == super::session::Method::Reset;
+            let res = page_with_status(status, &TwoFactorPage { csrf, next, resetting, message, errors })?;
             Ok(with_retry_after(res, retry))
         }
     }

@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect};
 
 use super::role::Permission;
-use crate::identity::guard::{Resolved, require_session};
+use crate::identity::guard::{Resolved, RotatedSession, require_session};
 use crate::identity::session::{self, CurrentSession, Stage};
 use crate::platform::db::OrgTx;
 use crate::platform::db::tenant::{self, OrgPrincipal};
@@ -36,9 +36,14 @@ impl OrgAccess {
     }
 }
 
-pub async fn require_org(state: &AppState, req: Request, permission: Permission) -> Result<Resolved, AppError> {
+pub async fn require_org(
+    state: &AppState,
+    req: Request,
+    permission: Permission,
+    rotated: &mut Option<RotatedSession>,
+) -> Result<Resolved, AppError> {
     let is_api = req.uri().path().starts_with("/api/");
-    let mut req = match require_session(state, req, Stage::Complete).await? {
+    let mut req = match require_session(state, req, Stage::Complete, rotated).await? {
         Resolved::Ok(req) => req,
         respond => return Ok(respond),
     };

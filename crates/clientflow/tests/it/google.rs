@@ -238,6 +238,8 @@ async fn every_sign_in_path_goes_through_the_second_factor() {
                 let res = b.submit(&link, "/reset-password", &[("token", &token), ("password", NEW_PASSWORD)]).await;
                 assert_eq!(location(&res), "/login/two-factor");
                 assert_pending(&app, &mut b, "reset").await;
+                let (_, html) = b.page("/login/two-factor").await;
+                assert!(html.contains("new password takes effect when you enter the code"), "{html}");
                 // The mailbox alone changed nothing: the old password still signs in, the new
                 // one doesn't, and the owner's session is still there.
                 let mut probe = app.browser();

@@ -818,3 +818,80 @@ async fn security_events_record_what_happened() {
     let (_, html) = a.page("/account/security").await;
     assert!(html.contains("two factor enabled"));
 }
+
+fn session_cookie(res: &reqwest::Response) -> Option<String> {
+    set_cookies(res)
+        .into_iter()
+        .find(|c| c.starts_with("__Host-cf_session="))
+        .map(|c| c.trim_start_matches("__Host-cf_session=").split(';').next().unwrap_or("").to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// A change to what a user may do gives their session a new token on its next request: the
+/// token from before the change stops working, and the session goes on with the new one.
+#[tokio::test]
+async fn a_privilege_change_rotates_the_session_token() {
+    let app = TestApp::spawn().await;
+    let mut org = crate::tenancy::org_with_every_role(&app, "rot").await;
+    let slug = org.slug.clone();
+    let member_id = org.people["member"].user_id.clone();
+    let mut b = app.browser();
+    let res = sign_in(&app, &mut b, "member@rot.test", PASSWORD).await;
+    let first = session_cookie(&res).expect("signed in");
+    let with_token = async |token: &str, path: &str| {
+        app.client
+            .get(app.url(path))
+            .header("cookie", format!("__Host-cf_session={token}"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let home = format!("/o/{slug}");
+    // No change, no new token.
+    let res = b.get(&home).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(session_cookie(&res), None);
+
+    // Promoted to Manager by the Owner.
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let token = crate::tenancy::session_token(owner).await;
+    let path = format!("/o/{slug}/members/{member_id}/role");
+    let res = owner.post_with(&path, &[("role", "manager"), ("client_id", "")], Some(&token), true).await;
+    assert_eq!(res.status(), 303);
+    let res = b.get(&home).await;
+    assert_eq!(res.status(), 200);
+    let second = session_cookie(&res).expect("a new token after the role change");
+    assert_ne!(second, first);
+    assert_eq!(with_token(&first, &home).await, 303, "the token from before the change still works");
+    assert_eq!(with_token(&second, &home).await, 200);
+    // The browser goes on with the new token, and forms carry the new session's CSRF token.
+    let res = b.get(&format!("/o/{slug}/clients")).await;
+    assert_eq!((res.status().as_u16(), session_cookie(&res)), (200, None));
+    let res = b.submit("/account/security", "/account/sessions/revoke-others", &[]).await;
+    assert_eq!(res.status(), 303, "a form from the rotated session is accepted");
+
+    // A per-member override is a privilege change too.
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let token = crate::tenancy::session_token(owner).await;
+    let path = format!("/o/{slug}/members/{member_id}/permissions");
+    let res = owner.post_with(&path, &[("grant", "invoices.read")], Some(&token), true).await;
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
+    let res = b.get("/app").await;
+    let third = session_cookie(&res).expect("a new token after the override");
+    assert!(third != second && third != first);
+    assert_eq!(with_token(&second, "/app").await, 303);
+
+    // Demoted back to Member: the next request is refused (no invoices for a Member), and the
+    // refusal still carries the new token, so the browser stays signed in.
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let token = crate::tenancy::session_token(owner).await;
+    let path = format!("/o/{slug}/members/{member_id}/role");
+    let res = owner.post_with(&path, &[("role", "member"), ("client_id", "")], Some(&token), true).await;
+    assert_eq!(res.status(), 303);
+    let res = b.get(&format!("/o/{slug}/invoices/new")).await;
+    assert_eq!(res.status(), 403);
+    assert!(session_cookie(&res).is_some_and(|t| t != third), "a refusal dropped the rotated token");
+    assert_eq!(b.get(&home).await.status(), 200);
+}

@@ -137,11 +137,22 @@ macro_rules! route {
 /// limits. Every response of a limited route carries its rate-limit headers.
 pub async fn guard(State(route): State<RouteGuard>, req: Request, next: Next) -> Response {
     let mut applied = Applied::default();
-    let res = guarded(&route, req, next, &mut applied).await;
+    let mut rotated = None;
+    let res = guarded(&route, req, next, &mut applied, &mut rotated).await;
+    let res = match rotated {
+        Some(rotated) => rotated.apply(res),
+        None => res,
+    };
     applied.decorate(res)
 }
 
-async fn guarded(route: &RouteGuard, req: Request, next: Next, applied: &mut Applied) -> Response {
+async fn guarded(
+    route: &RouteGuard,
+    req: Request,
+    next: Next,
+    applied: &mut Applied,
+    rotated: &mut Option<identity_guard::RotatedSession>,
+) -> Response {
     let (state, access, surface) = (&route.state, route.access, route.surface);
     // Limits keyed on the address or the form come first: a flood is refused before it
     // costs a session lookup or a CSRF check.
@@ -150,10 +161,10 @@ async fn guarded(route: &RouteGuard, req: Request, next: Next, applied: &mut App
         Err(res) => return res,
     };
     let resolved = match access {
-        Access::SignedIn => identity_guard::require_session(state, req, Stage::Complete).await,
-        Access::SecondFactor => identity_guard::require_session(state, req, Stage::Pending).await,
+        Access::SignedIn => identity_guard::require_session(state, req, Stage::Complete, rotated).await,
+        Access::SecondFactor => identity_guard::require_session(state, req, Stage::Pending, rotated).await,
         Access::AnySession => identity_guard::require_any_session(state, req).await,
-        Access::Org(permission) => crate::tenancy::guard::require_org(state, req, permission).await,
+        Access::Org(permission) => crate::tenancy::guard::require_org(state, req, permission, rotated).await,
         Access::Api(permission) => crate::api::guard::require_key(state, req, permission).await,
         Access::Public | Access::Operator => Ok(identity_guard::Resolved::Ok(req)),
     };
