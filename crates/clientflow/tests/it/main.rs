@@ -9,6 +9,7 @@ mod botcheck_forms;
 mod catalog;
 mod cli;
 mod contact;
+mod door;
 mod google;
 mod http;
 mod identity;
