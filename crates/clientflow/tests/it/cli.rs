@@ -181,7 +181,17 @@ async fn doctor_reports_a_healthy_app_role_setup() {
     }
     // Break an invariant the way a careless migration would: doctor must say so.
     let mut owner = db.owner_conn().await;
-    sqlx::query("ALTER TABLE clients NO FORCE ROW LEVEL SECURITY").execute(&mut owner).await.unwrap();
+    for stmt in [
+        "ALTER TABLE clients NO FORCE ROW LEVEL SECURITY",
+        // The tenant policy of projects, recreated without WITH CHECK.
+        "DROP POLICY tenant_isolation ON projects",
+        "CREATE POLICY tenant_isolation ON projects \
+         USING (organization_id = (NULLIF(current_setting('app.org_id', true), ''))::uuid)",
+        // An extra policy on tasks that admits rows of any tenant.
+        "CREATE POLICY open_insert ON tasks FOR INSERT WITH CHECK (true)",
+    ] {
+        sqlx::query(stmt).execute(&mut owner).await.unwrap();
+    }
     let app_url = crate::support::url_of(&db.app, Some(&passwords.app));
     let owner_url = crate::support::url_of(&db.owner, Some(&passwords.owner));
     let dir = tempfile::tempdir().unwrap();
@@ -198,7 +208,20 @@ async fn doctor_reports_a_healthy_app_role_setup() {
     .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
-    assert!(text.contains("FAIL") && text.contains("clients: row-level security is not forced"), "{text}");
+    for problem in [
+        "table clients: row-level security is not forced",
+        "table projects: no tenant policy on app.org_id with WITH CHECK",
+        "table projects: policy tenant_isolation allows INSERT/UPDATE without WITH CHECK",
+        "table tasks: policy open_insert has a WITH CHECK that ignores app.org_id",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with("FAIL") && l.contains("row-level security") && l.contains(problem)),
+            "{problem} not reported in:\n{text}"
+        );
+    }
+    // The tables that are still right are not reported.
+    assert!(!text.contains("table tasks: policy tenant_isolation"), "{text}");
+    assert!(!text.contains("table memberships"), "{text}");
 }
 
 /// The operator disables an account from the command line: its sessions end at once.
