@@ -138,7 +138,14 @@ macro_rules! route {
 pub async fn guard(State(route): State<RouteGuard>, req: Request, next: Next) -> Response {
     let mut applied = Applied::default();
     let res = guarded(&route, req, next, &mut applied).await;
-    applied.decorate(res)
+    let mut res = applied.decorate(res);
+    // A response behind authentication is never stored, whatever its handler chose: the rule
+    // follows the route's declared access, so a new authenticated route can't slip past it.
+    // Only `Public` routes (static assets, signed links) pick their own caching.
+    if route.access != Access::Public {
+        res.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    }
+    res
 }
 
 async fn guarded(route: &RouteGuard, req: Request, next: Next, applied: &mut Applied) -> Response {
