@@ -5,6 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clientflow_test_support::TestDb;
+use sqlx::Connection;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_clientflow"));
@@ -96,10 +97,24 @@ async fn serve_runs_with_no_configuration_at_all() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    // The private cluster is there, and listens on no TCP port.
+    // The private cluster is there, and listens on its Unix socket only: asked over that socket,
+    // the running server's listen_addresses is exactly empty, and its postmaster holds no
+    // listening TCP socket.
     assert!(data.join("postgres/data/PG_VERSION").exists());
-    let conf = std::fs::read_to_string(data.join("postgres/data/postmaster.opts")).unwrap_or_default();
-    assert!(conf.contains("listen_addresses="), "{conf}");
+    let cluster = clientflow::platform::db::cluster::PrivateCluster::new(&data, None, true).unwrap();
+    let mut pg = sqlx::PgConnection::connect_with(&cluster.admin_options()).await.unwrap();
+    let listen: String = sqlx::query_scalar("SHOW listen_addresses").fetch_one(&mut pg).await.unwrap();
+    assert_eq!(listen, "", "listen_addresses must be empty (no TCP)");
+    let server_addr: Option<String> =
+        sqlx::query_scalar("SELECT inet_server_addr()::text").fetch_one(&mut pg).await.unwrap();
+    assert_eq!(server_addr, None, "connected over TCP, not the Unix socket");
+    let socket_mode: String = sqlx::query_scalar("SHOW unix_socket_permissions").fetch_one(&mut pg).await.unwrap();
+    assert_eq!(socket_mode, "0700");
+    pg.close().await.unwrap();
+    let pid = std::fs::read_to_string(data.join("postgres/data/postmaster.pid")).unwrap();
+    let pid = pid.lines().next().unwrap().trim().to_string();
+    let listening = tcp_listening_sockets_of(&pid);
+    assert!(listening.is_empty(), "the postmaster ({pid}) listens on TCP: {listening:?}");
     let res = client.get(format!("https://localhost:{port}/")).send().await.unwrap();
     assert_eq!(res.status(), 200);
 
@@ -126,6 +141,33 @@ async fn serve_runs_with_no_configuration_at_all() {
         "non-JSON log line:\n{stdout}"
     );
     assert!(!data.join("postgres/data/postmaster.pid").exists(), "the cluster was not stopped");
+}
+
+/// The listening TCP sockets (IPv4 and IPv6) held open by process `pid`, as lines of
+/// /proc/net/tcp{,6}: its socket inodes matched against the kernel's table of listeners.
+fn tcp_listening_sockets_of(pid: &str) -> Vec<String> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("cannot read the file descriptors of {pid}: {e}"))
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let t = target.to_string_lossy().to_string();
+            t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')).map(str::to_string)
+        })
+        .collect();
+    assert!(!inodes.is_empty(), "the postmaster holds no socket at all (its Unix socket should be there)");
+    let mut found = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // st 0A is LISTEN; column 9 is the inode.
+            if cols.len() > 9 && cols[3] == "0A" && inodes.iter().any(|i| i == cols[9]) {
+                found.push(format!("{table}: {line}"));
+            }
+        }
+    }
+    found
 }
 
 fn nix_kill_term(pid: u32) {
