@@ -36,19 +36,154 @@ fn bad_configuration_names_the_setting() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
 }
 
+/// `serve` and `migrate` with nothing to run on (no DATABASE_URL, no PostgreSQL server binaries
+/// where the configuration points) say what to install or set, and create nothing.
+#[test]
+fn without_a_database_or_postgresql_binaries_the_message_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty_bin = dir.path().join("no-postgres-here");
+    std::fs::create_dir(&empty_bin).unwrap();
+    for command in ["serve", "migrate"] {
+        let out = bin()
+            .arg(command)
+            .current_dir(dir.path())
+            .env("RUST_BACKTRACE", "1")
+            .env("CLIENTFLOW_SERVER__LISTEN", "127.0.0.1:0")
+            .env("CLIENTFLOW_DATABASE__POSTGRES_BIN_DIR", &empty_bin)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command}: {err}");
+        for needle in [
+            "no PostgreSQL server binaries found",
+            empty_bin.to_str().unwrap(),
+            "apt install postgresql",
+            "CLIENTFLOW_DATABASE__POSTGRES_BIN_DIR",
+            "DATABASE_URL",
+        ] {
+            assert!(err.contains(needle), "{command}: {needle:?} missing from:\n{err}");
+        }
+        assert!(!err.contains("panicked") && !err.contains("stack backtrace"), "{command}:\n{err}");
+        assert!(!dir.path().join("data/postgres").exists(), "{command} started a cluster anyway");
+    }
+}
+
+/// A database that can't be reached (refused, unknown host, malformed URL) gets a clear hint
+/// naming the setting, a non-zero exit and no panic or backtrace; the URL's password is never
+/// echoed.
 #[test]
 fn an_unreachable_database_is_explained() {
     let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .arg("serve")
-        .env("CLIENTFLOW_DATA_DIR", dir.path())
-        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/nothing")
-        .output()
+    let secret = "hunter2-not-for-logs";
+    let cases = [
+        (
+            format!("postgres://nobody:{secret}@127.0.0.1:1/nothing"),
+            "cannot connect to PostgreSQL",
+            "Check that PostgreSQL is running",
+        ),
+        (
+            format!("postgres://nobody:{secret}@no-such-host.invalid/nothing"),
+            "cannot connect to PostgreSQL",
+            "Check that PostgreSQL is running",
+        ),
+        (
+            format!("postgres://nobody:{secret}@127.0.0.1:notaport/x"),
+            "not a valid PostgreSQL URL",
+            "Expected postgres://user:password@host:5432/database",
+        ),
+    ];
+    for command in ["serve", "migrate"] {
+        for (url, what, hint) in &cases {
+            let out = bin()
+                .arg(command)
+                .env("RUST_BACKTRACE", "1")
+                .env("CLIENTFLOW_DATA_DIR", dir.path())
+                .env("CLIENTFLOW_SERVER__LISTEN", "127.0.0.1:0")
+                .env("DATABASE_URL", url)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            let all = format!("{err}{}", String::from_utf8_lossy(&out.stdout));
+            assert_eq!(out.status.code(), Some(1), "{command} {url}: {all}");
+            assert!(err.starts_with("error: ") && err.contains(what) && err.contains(hint), "{command} {url}:\n{err}");
+            assert!(err.contains("DATABASE_URL"), "the message names the setting:\n{err}");
+            assert!(!all.contains("panicked") && !all.contains("stack backtrace"), "{command} {url}:\n{all}");
+            assert!(!all.contains(secret), "{command} echoed the password:\n{all}");
+        }
+    }
+}
+
+/// `clientflow migrate` on a fresh, empty database (prepared as docs/operations.md says) applies
+/// every migration as the owner role, and a second run has nothing left to do.
+#[tokio::test]
+async fn migrate_applies_every_migration_to_a_fresh_database() {
+    let db = TestDb::new().await;
+    let passwords = clientflow_test_support::role_passwords().await;
+    let fresh = format!("{}_fresh", db.name);
+    let mut admin = db.admin_conn().await;
+    sqlx::query(&format!("CREATE DATABASE {fresh} OWNER {}", clientflow::platform::db::OWNER_ROLE))
+        .execute(&mut admin)
+        .await
         .unwrap();
+    clientflow::platform::db::provision::prepare_database(&db.admin, &fresh).await.unwrap();
+    let owner = db.owner.clone().database(&fresh);
+    let app_url = crate::support::url_of(&db.app.clone().database(&fresh), Some(&passwords.app));
+    let owner_url = crate::support::url_of(&owner, Some(&passwords.owner));
+    let mut conn = sqlx::PgConnection::connect_with(&owner).await.unwrap();
+    let before: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(before, None, "the database is not fresh");
+
+    let dir = tempfile::tempdir().unwrap();
+    let run = {
+        let dir = dir.path().to_path_buf();
+        move |admin_url: Option<String>| {
+            let mut c = bin();
+            c.arg("migrate").env("CLIENTFLOW_DATA_DIR", &dir).env("DATABASE_URL", &app_url);
+            if let Some(u) = admin_url {
+                c.env("CLIENTFLOW_DATABASE__ADMIN_URL", u);
+            }
+            c.output().unwrap()
+        }
+    };
+    let run = std::sync::Arc::new(run);
+
+    // Without the owner role's URL there is no one to run them as: it says which setting.
+    let r = run.clone();
+    let out = tokio::task::spawn_blocking(move || r(None)).await.unwrap();
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot connect to PostgreSQL"), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CLIENTFLOW_DATABASE__ADMIN_URL"));
+    let still: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(still, None, "migrations ran without the owner role");
+
+    let known: Vec<i64> = clientflow::platform::db::MIGRATOR.iter().map(|m| m.version).collect();
+    for attempt in ["first", "second"] {
+        let r = run.clone();
+        let url = owner_url.clone();
+        let out = tokio::task::spawn_blocking(move || r(Some(url))).await.unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{attempt} run: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains(&format!("migrations: current ({} known)", known.len())), "{stdout}");
+        let applied: Vec<(i64, bool)> =
+            sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(applied.iter().map(|a| a.0).collect::<Vec<_>>(), known, "{attempt} run");
+        assert!(applied.iter().all(|a| a.1), "{attempt} run: a migration failed: {applied:?}");
+    }
+    // The schema is there, owned by the owner role, with its row-level security.
+    let (owner_name, forced): (String, bool) = sqlx::query_as(
+        "SELECT pg_get_userbyid(relowner)::text, relforcerowsecurity FROM pg_class WHERE oid = 'public.clients'::regclass",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(owner_name, clientflow::platform::db::OWNER_ROLE);
+    assert!(forced);
+    conn.close().await.unwrap();
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {fresh} WITH (FORCE)")).execute(&mut admin).await;
 }
 
 fn free_port() -> u16 {
