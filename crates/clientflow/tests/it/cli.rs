@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use clientflow_test_support::TestDb;
 use sqlx::Connection;
 
-fn bin() -> Command {
+pub(crate) fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_clientflow"));
     // A clean environment: nothing from the developer's shell leaks into these runs.
     c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
@@ -186,7 +186,7 @@ async fn migrate_applies_every_migration_to_a_fresh_database() {
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {fresh} WITH (FORCE)")).execute(&mut admin).await;
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -305,7 +305,7 @@ fn tcp_listening_sockets_of(pid: &str) -> Vec<String> {
     found
 }
 
-fn nix_kill_term(pid: u32) {
+pub(crate) fn nix_kill_term(pid: u32) {
     let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
 }
 

@@ -15,6 +15,7 @@ mod http;
 mod identity;
 mod isolation;
 mod keys;
+mod logs;
 mod mail;
 mod operator;
 mod ratelimit;
