@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use crate::platform::clock::SystemClock;
 use crate::platform::config::{Config, TlsMode};
 use crate::platform::db::provision::{self, Mode};
+use crate::platform::db::tenant::OperatorAuthority;
 use crate::platform::db::{Db, MigrationStatus};
 use crate::platform::http::{self, server, tls};
 use crate::platform::telemetry;
@@ -187,6 +188,10 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The one place the application assumes the operator's authority: whoever runs this binary
+    // on the server with its credentials is the installation's operator. Commands that act
+    // inside an organization take it from here; request handlers never see one.
+    let operator = crate::platform::db::tenant::OperatorAuthority::unsafe_assume_cli_operator();
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve => serve(config).await,
@@ -194,12 +199,12 @@ pub fn main() -> ExitCode {
             Command::Doctor => doctor(config).await,
             Command::Mail { command } => mail(config, command),
             Command::Worker => worker(config).await,
-            Command::User { command } => operator::user(config, cli.json, command).await,
-            Command::Org { command } => operator::org(config, cli.json, command).await,
-            Command::Member { command } => operator::member(config, cli.json, command).await,
-            Command::ApiKey { command } => operator::api_key(config, cli.json, command).await,
-            Command::Seed(args) => seed::run(config, cli.json, args).await,
-            Command::Audit { command } => audit(config, command).await,
+            Command::User { command } => operator::user(config, cli.json, operator, command).await,
+            Command::Org { command } => operator::org(config, cli.json, operator, command).await,
+            Command::Member { command } => operator::member(config, cli.json, operator, command).await,
+            Command::ApiKey { command } => operator::api_key(config, cli.json, operator, command).await,
+            Command::Seed(args) => seed::run(config, cli.json, operator, args).await,
+            Command::Audit { command } => audit(config, &operator, command).await,
             Command::Docs { command: DocsCommand::Permissions } => {
                 print!("{}", crate::tenancy::role::permissions_markdown());
                 Ok(ExitCode::SUCCESS)
@@ -385,7 +390,11 @@ async fn named_org(resolved: &provision::Resolved, org: &str) -> anyhow::Result<
 }
 
 /// `clientflow org allowlist …`: the operator's recovery for Owners who locked themselves out.
-pub(crate) async fn org_allowlist(config: Config, command: AllowlistCommand) -> anyhow::Result<ExitCode> {
+pub(crate) async fn org_allowlist(
+    config: Config,
+    operator: &OperatorAuthority,
+    command: AllowlistCommand,
+) -> anyhow::Result<ExitCode> {
     let signer = crate::audit::chain::Signer::load(config.audit.signing_key.as_ref(), &config.data_dir)
         .map_err(anyhow::Error::msg)?
         .with_retention(config.audit.retention_days);
@@ -399,7 +408,7 @@ pub(crate) async fn org_allowlist(config: Config, command: AllowlistCommand) -> 
         AllowlistCommand::Clear { org, reason } => (org.clone(), format!("cleared the IP allowlist ({reason})")),
     };
     let (id, label) = named_org(&resolved, &wanted).await?;
-    let Some(principal) = crate::platform::db::tenant::operator(&db, id, &reason).await? else {
+    let Some(principal) = crate::platform::db::tenant::operator(&db, operator, id, &reason).await? else {
         anyhow::bail!("no organization {wanted}");
     };
     match command {
@@ -430,7 +439,7 @@ pub(crate) async fn org_allowlist(config: Config, command: AllowlistCommand) -> 
     Ok(ExitCode::SUCCESS)
 }
 
-async fn audit(config: Config, command: AuditCommand) -> anyhow::Result<ExitCode> {
+async fn audit(config: Config, operator: &OperatorAuthority, command: AuditCommand) -> anyhow::Result<ExitCode> {
     use base64::Engine;
     let signer = crate::audit::chain::Signer::load(config.audit.signing_key.as_ref(), &config.data_dir)
         .map_err(anyhow::Error::msg)?;
@@ -484,7 +493,9 @@ async fn audit(config: Config, command: AuditCommand) -> anyhow::Result<ExitCode
         }
         AuditCommand::Checkpoint { org } => {
             for (id, slug) in target_orgs(&resolved, org.as_deref()).await? {
-                let Some(principal) = crate::platform::db::tenant::operator(&db, id, "audit checkpoint").await? else {
+                let Some(principal) =
+                    crate::platform::db::tenant::operator(&db, operator, id, "audit checkpoint").await?
+                else {
                     continue;
                 };
                 let mut tx = crate::platform::db::OrgTx::begin(&db, &principal).await?;

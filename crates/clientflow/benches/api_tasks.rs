@@ -166,7 +166,15 @@ async fn main() {
     .await
     .expect("an organization");
     let org = clientflow::platform::ids::OrgId::from_uuid(org_id);
-    let principal = clientflow::platform::db::tenant::operator(&app.app_db, org, "bench").await.unwrap().unwrap();
+    let principal = clientflow::platform::db::tenant::operator(
+        &app.app_db,
+        &clientflow::platform::db::tenant::OperatorAuthority::unsafe_assume_cli_operator(),
+        org,
+        "bench",
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let ctx = clientflow::audit::Context::system(time::OffsetDateTime::now_utc(), None);
     let key = clientflow::api::keys::create(
         &app.app_db,

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use clientflow::audit::chain::{SIGN_EVERY, Signer, verify_org};
 use clientflow::audit::{self, Context};
-use clientflow::platform::db::tenant::{self, NewOrgCreator};
+use clientflow::platform::db::tenant::{self, NewOrgCreator, OperatorAuthority};
 use clientflow::platform::db::{Db, OrgPrincipal, OrgTx};
 use clientflow::platform::ids::OrgId;
 use clientflow::platform::types::{Slug, parse_name};
@@ -166,10 +166,18 @@ async fn mutate(kind: Kind, db: &Db, principal: &OrgPrincipal, signer: &Arc<Sign
 }
 
 async fn new_org(db: &Db, slug: &str) -> OrgPrincipal {
-    let mut tx = OrgTx::begin_new_organization(db, NewOrgCreator::Operator("bench")).await.expect("begin");
+    let mut tx = OrgTx::begin_new_organization(
+        db,
+        NewOrgCreator::Operator(&OperatorAuthority::unsafe_assume_cli_operator(), "bench"),
+    )
+    .await
+    .expect("begin");
     let org = repo::insert_organization(&mut tx, &Slug::parse(slug).expect("slug"), "Bench Agency").await.expect("org");
     tx.commit().await.expect("commit");
-    tenant::operator(db, org.id, "bench").await.expect("operator").expect("organization exists")
+    tenant::operator(db, &OperatorAuthority::unsafe_assume_cli_operator(), org.id, "bench")
+        .await
+        .expect("operator")
+        .expect("organization exists")
 }
 
 async fn bench_mutations(test_db: &TestDb, db: &Db, signer: &Arc<Signer>) {

@@ -2,7 +2,8 @@
 //!
 //! The operator runs these on the server with the server's own database credentials, so they
 //! act as the installation itself: organization-scoped actions go through the tenant door with
-//! [`tenant::operator`] (an Owner-level principal whose actor is `System("operator: …")`) and
+//! [`tenant::operator`] and the [`OperatorAuthority`] the CLI's entry point hands down (an
+//! Owner-level principal whose actor is `System("operator: …")`) and
 //! write their audit event in the same transaction; creating an account, which belongs to no
 //! organization yet, is recorded as a security event on the account.
 //!
@@ -29,7 +30,7 @@ use crate::identity::repo as users;
 use crate::identity::session::RequestMeta;
 use crate::platform::config::Config;
 use crate::platform::db::provision::{self, Resolved};
-use crate::platform::db::tenant::{self, NewOrgCreator, OrgPrincipal};
+use crate::platform::db::tenant::{self, NewOrgCreator, OperatorAuthority, OrgPrincipal};
 use crate::platform::db::{Db, OrgTx};
 use crate::platform::http::error::{AppError, FieldError};
 use crate::platform::ids::{ClientId, OrgId, UserId};
@@ -256,10 +257,12 @@ pub(crate) fn finish(json: bool, result: OpResult<Report>) -> ExitCode {
 pub(crate) struct Session {
     pub resolved: Resolved,
     pub db: Db,
+    /// The operator's authority, handed down from the CLI's entry point.
+    pub operator: OperatorAuthority,
 }
 
 impl Session {
-    pub async fn open(config: &Config, pool_size: u32) -> OpResult<Self> {
+    pub async fn open(config: &Config, pool_size: u32, operator: OperatorAuthority) -> OpResult<Self> {
         let resolved = provision::resolve(config).await?;
         provision::migrate(&resolved).await?;
         provision::guard_runtime_role(&resolved.app).await?;
@@ -269,7 +272,7 @@ impl Session {
             std::time::Duration::from_secs(config.database.acquire_timeout_secs),
         )
         .await?;
-        Ok(Self { resolved, db })
+        Ok(Self { resolved, db, operator })
     }
 
     /// Closes the pool, and stops the private cluster if this command started it (a running
@@ -284,11 +287,11 @@ impl Session {
 }
 
 /// Runs `f` with a session and closes it whatever happened.
-async fn with_session<F>(config: &Config, json: bool, f: F) -> anyhow::Result<ExitCode>
+async fn with_session<F>(config: &Config, json: bool, operator: OperatorAuthority, f: F) -> anyhow::Result<ExitCode>
 where
     F: AsyncFnOnce(&Session) -> OpResult<Report>,
 {
-    let result = match Session::open(config, 2).await {
+    let result = match Session::open(config, 2, operator).await {
         Ok(session) => {
             let r = f(&session).await;
             session.close().await;
@@ -344,7 +347,7 @@ async fn org_principal(s: &Session, wanted: &str, reason: &str) -> OpResult<(Org
             found.ok_or_else(not_found)?
         }
     };
-    let principal = tenant::operator(&s.db, id, reason).await?.ok_or_else(not_found)?;
+    let principal = tenant::operator(&s.db, &s.operator, id, reason).await?.ok_or_else(not_found)?;
     let mut tx = OrgTx::begin(&s.db, &principal).await?;
     let org: OrgOut = sqlx::query_as("SELECT id, slug, name, created_at FROM organizations WHERE id = $1")
         .bind(id)
@@ -419,7 +422,12 @@ fn cli_meta(now: OffsetDateTime) -> RequestMeta {
     }
 }
 
-pub async fn user(config: Config, json: bool, command: UserCommand) -> anyhow::Result<ExitCode> {
+pub async fn user(
+    config: Config,
+    json: bool,
+    operator: OperatorAuthority,
+    command: UserCommand,
+) -> anyhow::Result<ExitCode> {
     // Read the password before connecting, so a pipe that closes early fails fast.
     let password = match &command {
         UserCommand::Create { password_stdin: true, .. } => match read_password_line() {
@@ -428,7 +436,7 @@ pub async fn user(config: Config, json: bool, command: UserCommand) -> anyhow::R
         },
         _ => None,
     };
-    with_session(&config, json, async move |s| match command {
+    with_session(&config, json, operator, async move |s| match command {
         UserCommand::Create { email, name, .. } => create_user(s, &email, name.as_deref(), password).await,
         UserCommand::List => list_users(s).await,
         UserCommand::Disable { email } => set_disabled(s, &email, true).await,
@@ -545,12 +553,17 @@ async fn set_disabled(s: &Session, email: &str, disable: bool) -> OpResult<Repor
 // ---------------------------------------------------------------------------------------------
 // org
 
-pub async fn org(config: Config, json: bool, command: OrgCommand) -> anyhow::Result<ExitCode> {
+pub async fn org(
+    config: Config,
+    json: bool,
+    operator: OperatorAuthority,
+    command: OrgCommand,
+) -> anyhow::Result<ExitCode> {
     let command = match command {
-        OrgCommand::Allowlist { command } => return super::org_allowlist(config, command).await,
+        OrgCommand::Allowlist { command } => return super::org_allowlist(config, &operator, command).await,
         other => other,
     };
-    with_session(&config, json, async move |s| match command {
+    with_session(&config, json, operator, async move |s| match command {
         OrgCommand::Create { name, slug, owner } => create_org(s, &name, slug.as_deref(), &owner).await,
         OrgCommand::List => list_orgs(s).await,
         OrgCommand::Allowlist { .. } => unreachable!("handled above"),
@@ -568,7 +581,7 @@ async fn create_org(s: &Session, name: &str, slug: Option<&str>, owner: &str) ->
     let owner_email = parse_email("owner", owner)?;
     let now = OffsetDateTime::now_utc();
     let ctx = audit_context(now);
-    let mut tx = OrgTx::begin_new_organization(&s.db, NewOrgCreator::Operator("org create")).await?;
+    let mut tx = OrgTx::begin_new_organization(&s.db, NewOrgCreator::Operator(&s.operator, "org create")).await?;
     // `users` is global: readable inside the new organization's transaction.
     let Some(owner) = users::find_by_email(&mut tx, &owner_email).await? else {
         return Err(OpError::NotFound(format!(
@@ -649,8 +662,13 @@ struct MemberOut {
 
 const MEMBER_COLUMNS: &str = "m.user_id, u.email, u.display_name AS name, m.role, m.status, m.client_id";
 
-pub async fn member(config: Config, json: bool, command: MemberCommand) -> anyhow::Result<ExitCode> {
-    with_session(&config, json, async move |s| match command {
+pub async fn member(
+    config: Config,
+    json: bool,
+    operator: OperatorAuthority,
+    command: MemberCommand,
+) -> anyhow::Result<ExitCode> {
+    with_session(&config, json, operator, async move |s| match command {
         MemberCommand::Add { org, email, role, client } => add_member(s, &org, &email, &role, client.as_deref()).await,
         MemberCommand::List { org } => list_members(s, &org).await,
     })
@@ -745,8 +763,13 @@ async fn list_members(s: &Session, org: &str) -> OpResult<Report> {
 // ---------------------------------------------------------------------------------------------
 // api-key
 
-pub async fn api_key(config: Config, json: bool, command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
-    with_session(&config, json, async move |s| match command {
+pub async fn api_key(
+    config: Config,
+    json: bool,
+    operator: OperatorAuthority,
+    command: ApiKeyCommand,
+) -> anyhow::Result<ExitCode> {
+    with_session(&config, json, operator, async move |s| match command {
         ApiKeyCommand::Create { org, name, role, permissions, expires_in_days } => {
             let permissions = permissions.map(|list| list.iter().map(|p| p.trim().to_string()).collect());
             let input = NewKey { name, role: role.trim().to_string(), permissions, expires_in_days };

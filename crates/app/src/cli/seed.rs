@@ -38,7 +38,7 @@ use super::operator::{OpError, OpResult, Report, Session, audit_context, finish}
 use crate::audit::{self, Entry};
 use crate::platform::config::Config;
 use crate::platform::db::provision;
-use crate::platform::db::tenant::{self, NewOrgCreator};
+use crate::platform::db::tenant::{self, NewOrgCreator, OperatorAuthority};
 use crate::platform::db::{Db, OrgTx};
 use crate::platform::ids::OrgId;
 use crate::platform::types::Slug;
@@ -177,11 +177,11 @@ struct OrgDone {
     seconds: f64,
 }
 
-pub async fn run(config: Config, json: bool, args: SeedArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(config: Config, json: bool, operator: OperatorAuthority, args: SeedArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = args.check() {
         return Ok(finish(json, Err(e)));
     }
-    let session = match Session::open(&config, args.jobs() + 1).await {
+    let session = match Session::open(&config, args.jobs() + 1, operator).await {
         Ok(s) => s,
         Err(e) => return Ok(finish(json, Err(e))),
     };
@@ -223,7 +223,7 @@ async fn seed(s: &Session, json: bool, args: &SeedArgs) -> OpResult<Report> {
             let plan = plan_org(args, index, tasks, now);
             async move {
                 let t = Instant::now();
-                let (id, counts) = write_org(&s.db, &plan, args.seed, now).await?;
+                let (id, counts) = write_org(&s.db, &s.operator, &plan, args.seed, now).await?;
                 Ok::<_, OpError>((
                     index,
                     OrgDone { id, slug: plan.slug, name: plan.name, counts, seconds: t.elapsed().as_secs_f64() },
@@ -280,7 +280,7 @@ async fn seed(s: &Session, json: bool, args: &SeedArgs) -> OpResult<Report> {
         Err(e) => progress(json, &format!("note: ANALYZE failed: {e}")),
     }
     let plan = match done.first() {
-        Some((_, org)) => Some(list_plan(&s.db, org.id).await?),
+        Some((_, org)) => Some(list_plan(&s.db, &s.operator, org.id).await?),
         None => None,
     };
     if let Some(p) = &plan {
@@ -346,8 +346,8 @@ struct ListPlan {
     execution_ms: f64,
 }
 
-async fn list_plan(db: &Db, org: OrgId) -> OpResult<ListPlan> {
-    let principal = tenant::operator(db, org, "seed plan check")
+async fn list_plan(db: &Db, operator: &OperatorAuthority, org: OrgId) -> OpResult<ListPlan> {
+    let principal = tenant::operator(db, operator, org, "seed plan check")
         .await?
         .ok_or_else(|| OpError::Failed(anyhow::anyhow!("organization {org} vanished")))?;
     let mut tx = OrgTx::begin(db, &principal).await?;
@@ -738,8 +738,14 @@ fn spread_tasks(rng: &mut StdRng, projects: &mut [ProjectPlan], total: u64) {
 // ---------------------------------------------------------------------------------------------
 // Writing one organization
 
-async fn write_org(db: &Db, plan: &OrgPlan, seed: u64, now: OffsetDateTime) -> OpResult<(OrgId, Counts)> {
-    let mut tx = OrgTx::begin_new_organization(db, NewOrgCreator::Operator("seed")).await?;
+async fn write_org(
+    db: &Db,
+    operator: &OperatorAuthority,
+    plan: &OrgPlan,
+    seed: u64,
+    now: OffsetDateTime,
+) -> OpResult<(OrgId, Counts)> {
+    let mut tx = OrgTx::begin_new_organization(db, NewOrgCreator::Operator(operator, "seed")).await?;
     let org_id = tx.org_id();
     let slug =
         Slug::parse(&plan.slug).map_err(|m| OpError::Failed(anyhow::anyhow!("generated slug {}: {m}", plan.slug)))?;

@@ -185,7 +185,6 @@ async fn logo(State(state): State<AppState>, access: OrgAccess) -> AppResult<Res
     let (content_type, bytes) = row.ok_or(AppError::NotFound)?;
     let mut res = bytes.into_response();
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_str(&content_type).map_err(AppError::internal)?);
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=300"));
     Ok(res)
 }
 

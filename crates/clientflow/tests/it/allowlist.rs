@@ -299,10 +299,15 @@ async fn signed_file_links_are_held_to_the_list() {
     };
     let project = api(reqwest::Method::POST, "/api/v1/projects", Some(serde_json::json!({"name": "Site"}))).await;
     let project: clientflow::platform::ids::ProjectId = project["data"]["id"].as_str().unwrap().parse().unwrap();
-    let principal = clientflow::platform::db::tenant::operator(&app.app_db, org.to_string().parse().unwrap(), "test")
-        .await
-        .unwrap()
-        .unwrap();
+    let principal = clientflow::platform::db::tenant::operator(
+        &app.app_db,
+        &crate::support::operator(),
+        org.to_string().parse().unwrap(),
+        "test",
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let ctx = clientflow::audit::Context::system(app.clock.now_utc(), Some(app.state.audit_signer.clone()));
     let up = clientflow::work::files::Upload {
         project_id: project,

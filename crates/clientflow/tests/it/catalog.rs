@@ -51,18 +51,7 @@ async fn violations(conn: &mut PgConnection) -> Vec<String> {
         if good == 0 {
             out.push(format!("{t}: no ALL policy on organization_id = app.org_id with WITH CHECK"));
         }
-        // Any other permissive policy must not allow writes (it would widen WITH CHECK).
-        let writable_others: Vec<String> = sqlx::query_scalar(
-            "SELECT polname::text FROM pg_policy p WHERE p.polrelid = ('public.' || quote_ident($1))::regclass \
-             AND p.polcmd <> 'r' AND NOT (pg_get_expr(p.polqual, p.polrelid) ~ 'current_setting\\(''app\\.org_id''')",
-        )
-        .bind(t)
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
-        for p in writable_others {
-            out.push(format!("{t}: policy {p} allows writes without the tenant check"));
-        }
+        out.extend(policy_violations(conn, t, "organization_id").await);
         // The primary key starts with organization_id.
         let pk_first: Option<String> = sqlx::query_scalar(
             "SELECT a.attname::text FROM pg_constraint c \
@@ -77,6 +66,8 @@ async fn violations(conn: &mut PgConnection) -> Vec<String> {
             out.push(format!("{t}: primary key does not start with organization_id ({pk_first:?})"));
         }
     }
+    // organizations is its own tenant, keyed by id: the same rules for its policies.
+    out.extend(policy_violations(conn, "organizations", "id").await);
     // Foreign keys between tenant tables include organization_id on both sides, at the same
     // position.
     let fks: Vec<(String, String, String, bool)> = sqlx::query_as(
@@ -112,6 +103,47 @@ async fn violations(conn: &mut PgConnection) -> Vec<String> {
     out
 }
 
+/// Every permissive policy of `table` that lets rows in (INSERT, UPDATE, ALL) has a WITH CHECK
+/// comparing `key` with app.org_id, and every one that reaches existing rows for a write
+/// (UPDATE, DELETE, ALL) has a USING that does. Permissive policies are OR-ed together, so a
+/// single one without the tenant check opens the table to writes into any tenant; SELECT-only
+/// policies (capabilities such as an invitation token) can't write.
+async fn policy_violations(conn: &mut PgConnection, table: &str, key: &str) -> Vec<String> {
+    let tenant_check = format!("(^|[^a-z_]){key} = .*current_setting\\('app\\.org_id'::text, true\\)");
+    let policies: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT p.polname::text, p.polcmd::text, pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid) \
+         FROM pg_policy p WHERE p.polrelid = ('public.' || quote_ident($1))::regclass AND p.polpermissive ORDER BY 1",
+    )
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    for (name, cmd, using, check) in policies {
+        let lets_rows_in = matches!(cmd.as_str(), "a" | "w" | "*");
+        let writes_existing = matches!(cmd.as_str(), "w" | "d" | "*");
+        if lets_rows_in {
+            match &check {
+                None => out.push(format!("{table}: policy {name} allows INSERT/UPDATE without WITH CHECK")),
+                Some(c) if !regex_match(conn, c, &tenant_check).await => out.push(format!(
+                    "{table}: policy {name} has a WITH CHECK that does not compare {key} with app.org_id"
+                )),
+                Some(_) => {}
+            }
+        }
+        if writes_existing && !regex_match(conn, using.as_deref().unwrap_or(""), &tenant_check).await {
+            out.push(format!("{table}: policy {name} allows writes without the tenant check in USING"));
+        }
+    }
+    out
+}
+
+/// PostgreSQL's own regular expressions (the test has no regex crate, and the patterns are
+/// about PostgreSQL's rendering of the expressions anyway).
+async fn regex_match(conn: &mut PgConnection, text: &str, pattern: &str) -> bool {
+    sqlx::query_scalar("SELECT $1 ~ $2").bind(text).bind(pattern).fetch_one(conn).await.unwrap()
+}
+
 #[tokio::test]
 async fn every_tenant_table_is_isolated_by_construction() {
     let db = TestDb::new().await;
@@ -144,8 +176,45 @@ async fn the_catalog_check_catches_a_careless_table() {
         "ALTER TABLE careless_child ENABLE ROW LEVEL SECURITY",
         "CREATE POLICY read_all ON careless_child USING (true)",
         "CREATE VIEW careless_view AS SELECT * FROM clients",
+        // Tables that get everything right except one policy each.
+        "CREATE TABLE careless_insert (organization_id uuid NOT NULL, id uuid NOT NULL, PRIMARY KEY (organization_id, id))",
+        "CREATE TABLE careless_nocheck (organization_id uuid NOT NULL, id uuid NOT NULL, PRIMARY KEY (organization_id, id))",
+        "CREATE TABLE careless_update (organization_id uuid NOT NULL, id uuid NOT NULL, PRIMARY KEY (organization_id, id))",
+        "CREATE TABLE careless_delete (organization_id uuid NOT NULL, id uuid NOT NULL, PRIMARY KEY (organization_id, id))",
+        "CREATE TABLE careless_othercheck (organization_id uuid NOT NULL, id uuid NOT NULL, owner uuid, \
+         PRIMARY KEY (organization_id, id))",
     ] {
         sqlx::query(stmt).execute(&mut conn).await.unwrap();
+    }
+    let good = "organization_id = (NULLIF(current_setting('app.org_id', true), ''))::uuid";
+    for t in ["careless_insert", "careless_nocheck", "careless_update", "careless_delete", "careless_othercheck"] {
+        sqlx::query(&format!("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY")).execute(&mut conn).await.unwrap();
+        sqlx::query(&format!("ALTER TABLE {t} FORCE ROW LEVEL SECURITY")).execute(&mut conn).await.unwrap();
+        if t != "careless_nocheck" {
+            sqlx::query(&format!("CREATE POLICY tenant_isolation ON {t} USING ({good}) WITH CHECK ({good})"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+    for stmt in [
+        // An INSERT policy with no tenant check: OR-ed with the good one, it admits any tenant's rows.
+        "CREATE POLICY open_insert ON careless_insert FOR INSERT WITH CHECK (true)".to_string(),
+        // The tenant policy without WITH CHECK (PostgreSQL would reuse USING; the rule asks for it
+        // spelled out).
+        format!("CREATE POLICY tenant_isolation ON careless_nocheck USING ({good})"),
+        format!("CREATE POLICY move_rows ON careless_update FOR UPDATE USING ({good}) WITH CHECK (true)"),
+        "CREATE POLICY purge ON careless_delete FOR DELETE USING (true)".to_string(),
+        // A WITH CHECK on app.org_id that compares the wrong column.
+        "CREATE POLICY by_owner ON careless_othercheck FOR INSERT \
+         WITH CHECK (owner = (NULLIF(current_setting('app.org_id', true), ''))::uuid)"
+            .to_string(),
+        // organizations is covered too (keyed by id).
+        "CREATE POLICY open_signup ON organizations FOR INSERT WITH CHECK (true)".to_string(),
+        // A SELECT-only capability policy is fine: it can't write.
+        "CREATE POLICY by_token ON careless_update FOR SELECT USING (id = gen_random_uuid())".to_string(),
+    ] {
+        sqlx::query(&stmt).execute(&mut conn).await.unwrap();
     }
     let v = violations(&mut conn).await.join("\n");
     for needle in [
@@ -154,11 +223,23 @@ async fn the_catalog_check_catches_a_careless_table() {
         "careless: primary key does not start with organization_id",
         "careless_child: RLS not forced",
         "careless_child: no ALL policy",
-        "careless_child: policy read_all allows writes",
+        "careless_child: policy read_all allows INSERT/UPDATE without WITH CHECK",
+        "careless_child: policy read_all allows writes without the tenant check in USING",
+        "careless_insert: policy open_insert has a WITH CHECK that does not compare organization_id with app.org_id",
+        "careless_nocheck: no ALL policy on organization_id = app.org_id with WITH CHECK",
+        "careless_nocheck: policy tenant_isolation allows INSERT/UPDATE without WITH CHECK",
+        "careless_update: policy move_rows has a WITH CHECK that does not compare organization_id",
+        "careless_delete: policy purge allows writes without the tenant check in USING",
+        "careless_othercheck: policy by_owner has a WITH CHECK that does not compare organization_id",
+        "organizations: policy open_signup has a WITH CHECK that does not compare id with app.org_id",
         "foreign key careless_child_parent_fkey (careless_child -> careless) does not include organization_id",
         "view careless_view is not security_invoker",
     ] {
         assert!(v.contains(needle), "expected {needle:?} in:\n{v}");
+    }
+    // Only what is wrong is reported: the good policies and the SELECT-only one are not.
+    for clean in ["tenant_isolation has", "careless_update: policy tenant_isolation", "by_token", "clients:"] {
+        assert!(!v.contains(clean), "unexpected {clean:?} in:\n{v}");
     }
 }
 

@@ -5,8 +5,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clientflow_test_support::TestDb;
+use sqlx::Connection;
 
-fn bin() -> Command {
+pub(crate) fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_clientflow"));
     // A clean environment: nothing from the developer's shell leaks into these runs.
     c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
@@ -35,22 +36,157 @@ fn bad_configuration_names_the_setting() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
 }
 
+/// `serve` and `migrate` with nothing to run on (no DATABASE_URL, no PostgreSQL server binaries
+/// where the configuration points) say what to install or set, and create nothing.
+#[test]
+fn without_a_database_or_postgresql_binaries_the_message_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty_bin = dir.path().join("no-postgres-here");
+    std::fs::create_dir(&empty_bin).unwrap();
+    for command in ["serve", "migrate"] {
+        let out = bin()
+            .arg(command)
+            .current_dir(dir.path())
+            .env("RUST_BACKTRACE", "1")
+            .env("CLIENTFLOW_SERVER__LISTEN", "127.0.0.1:0")
+            .env("CLIENTFLOW_DATABASE__POSTGRES_BIN_DIR", &empty_bin)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command}: {err}");
+        for needle in [
+            "no PostgreSQL server binaries found",
+            empty_bin.to_str().unwrap(),
+            "apt install postgresql",
+            "CLIENTFLOW_DATABASE__POSTGRES_BIN_DIR",
+            "DATABASE_URL",
+        ] {
+            assert!(err.contains(needle), "{command}: {needle:?} missing from:\n{err}");
+        }
+        assert!(!err.contains("panicked") && !err.contains("stack backtrace"), "{command}:\n{err}");
+        assert!(!dir.path().join("data/postgres").exists(), "{command} started a cluster anyway");
+    }
+}
+
+/// A database that can't be reached (refused, unknown host, malformed URL) gets a clear hint
+/// naming the setting, a non-zero exit and no panic or backtrace; the URL's password is never
+/// echoed.
 #[test]
 fn an_unreachable_database_is_explained() {
     let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .arg("serve")
-        .env("CLIENTFLOW_DATA_DIR", dir.path())
-        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/nothing")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot connect to PostgreSQL"), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
+    let secret = "hunter2-not-for-logs";
+    let cases = [
+        (
+            format!("postgres://nobody:{secret}@127.0.0.1:1/nothing"),
+            "cannot connect to PostgreSQL",
+            "Check that PostgreSQL is running",
+        ),
+        (
+            format!("postgres://nobody:{secret}@no-such-host.invalid/nothing"),
+            "cannot connect to PostgreSQL",
+            "Check that PostgreSQL is running",
+        ),
+        (
+            format!("postgres://nobody:{secret}@127.0.0.1:notaport/x"),
+            "not a valid PostgreSQL URL",
+            "Expected postgres://user:password@host:5432/database",
+        ),
+    ];
+    for command in ["serve", "migrate"] {
+        for (url, what, hint) in &cases {
+            let out = bin()
+                .arg(command)
+                .env("RUST_BACKTRACE", "1")
+                .env("CLIENTFLOW_DATA_DIR", dir.path())
+                .env("CLIENTFLOW_SERVER__LISTEN", "127.0.0.1:0")
+                .env("DATABASE_URL", url)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            let all = format!("{err}{}", String::from_utf8_lossy(&out.stdout));
+            assert_eq!(out.status.code(), Some(1), "{command} {url}: {all}");
+            assert!(err.starts_with("error: ") && err.contains(what) && err.contains(hint), "{command} {url}:\n{err}");
+            assert!(err.contains("DATABASE_URL"), "the message names the setting:\n{err}");
+            assert!(!all.contains("panicked") && !all.contains("stack backtrace"), "{command} {url}:\n{all}");
+            assert!(!all.contains(secret), "{command} echoed the password:\n{all}");
+        }
+    }
 }
 
-fn free_port() -> u16 {
+/// `clientflow migrate` on a fresh, empty database (prepared as docs/operations.md says) applies
+/// every migration as the owner role, and a second run has nothing left to do.
+#[tokio::test]
+async fn migrate_applies_every_migration_to_a_fresh_database() {
+    let db = TestDb::new().await;
+    let passwords = clientflow_test_support::role_passwords().await;
+    let fresh = format!("{}_fresh", db.name);
+    let mut admin = db.admin_conn().await;
+    sqlx::query(&format!("CREATE DATABASE {fresh} OWNER {}", clientflow::platform::db::OWNER_ROLE))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    clientflow::platform::db::provision::prepare_database(&db.admin, &fresh).await.unwrap();
+    let owner = db.owner.clone().database(&fresh);
+    let app_url = crate::support::url_of(&db.app.clone().database(&fresh), Some(&passwords.app));
+    let owner_url = crate::support::url_of(&owner, Some(&passwords.owner));
+    let mut conn = sqlx::PgConnection::connect_with(&owner).await.unwrap();
+    let before: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(before, None, "the database is not fresh");
+
+    let dir = tempfile::tempdir().unwrap();
+    let run = {
+        let dir = dir.path().to_path_buf();
+        move |admin_url: Option<String>| {
+            let mut c = bin();
+            c.arg("migrate").env("CLIENTFLOW_DATA_DIR", &dir).env("DATABASE_URL", &app_url);
+            if let Some(u) = admin_url {
+                c.env("CLIENTFLOW_DATABASE__ADMIN_URL", u);
+            }
+            c.output().unwrap()
+        }
+    };
+    let run = std::sync::Arc::new(run);
+
+    // Without the owner role's URL there is no one to run them as: it says which setting.
+    let r = run.clone();
+    let out = tokio::task::spawn_blocking(move || r(None)).await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CLIENTFLOW_DATABASE__ADMIN_URL"));
+    let still: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(still, None, "migrations ran without the owner role");
+
+    let known: Vec<i64> = clientflow::platform::db::MIGRATOR.iter().map(|m| m.version).collect();
+    for attempt in ["first", "second"] {
+        let r = run.clone();
+        let url = owner_url.clone();
+        let out = tokio::task::spawn_blocking(move || r(Some(url))).await.unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{attempt} run: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains(&format!("migrations: current ({} known)", known.len())), "{stdout}");
+        let applied: Vec<(i64, bool)> =
+            sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(applied.iter().map(|a| a.0).collect::<Vec<_>>(), known, "{attempt} run");
+        assert!(applied.iter().all(|a| a.1), "{attempt} run: a migration failed: {applied:?}");
+    }
+    // The schema is there, owned by the owner role, with its row-level security.
+    let (owner_name, forced): (String, bool) = sqlx::query_as(
+        "SELECT pg_get_userbyid(relowner)::text, relforcerowsecurity FROM pg_class WHERE oid = 'public.clients'::regclass",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(owner_name, clientflow::platform::db::OWNER_ROLE);
+    assert!(forced);
+    conn.close().await.unwrap();
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {fresh} WITH (FORCE)")).execute(&mut admin).await;
+}
+
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -96,10 +232,24 @@ async fn serve_runs_with_no_configuration_at_all() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    // The private cluster is there, and listens on no TCP port.
+    // The private cluster is there, and listens on its Unix socket only: asked over that socket,
+    // the running server's listen_addresses is exactly empty, and its postmaster holds no
+    // listening TCP socket.
     assert!(data.join("postgres/data/PG_VERSION").exists());
-    let conf = std::fs::read_to_string(data.join("postgres/data/postmaster.opts")).unwrap_or_default();
-    assert!(conf.contains("listen_addresses="), "{conf}");
+    let cluster = clientflow::platform::db::cluster::PrivateCluster::new(&data, None, true).unwrap();
+    let mut pg = sqlx::PgConnection::connect_with(&cluster.admin_options()).await.unwrap();
+    let listen: String = sqlx::query_scalar("SHOW listen_addresses").fetch_one(&mut pg).await.unwrap();
+    assert_eq!(listen, "", "listen_addresses must be empty (no TCP)");
+    let server_addr: Option<String> =
+        sqlx::query_scalar("SELECT inet_server_addr()::text").fetch_one(&mut pg).await.unwrap();
+    assert_eq!(server_addr, None, "connected over TCP, not the Unix socket");
+    let socket_mode: String = sqlx::query_scalar("SHOW unix_socket_permissions").fetch_one(&mut pg).await.unwrap();
+    assert_eq!(socket_mode, "0700");
+    pg.close().await.unwrap();
+    let pid = std::fs::read_to_string(data.join("postgres/data/postmaster.pid")).unwrap();
+    let pid = pid.lines().next().unwrap().trim().to_string();
+    let listening = tcp_listening_sockets_of(&pid);
+    assert!(listening.is_empty(), "the postmaster ({pid}) listens on TCP: {listening:?}");
     let res = client.get(format!("https://localhost:{port}/")).send().await.unwrap();
     assert_eq!(res.status(), 200);
 
@@ -128,7 +278,34 @@ async fn serve_runs_with_no_configuration_at_all() {
     assert!(!data.join("postgres/data/postmaster.pid").exists(), "the cluster was not stopped");
 }
 
-fn nix_kill_term(pid: u32) {
+/// The listening TCP sockets (IPv4 and IPv6) held open by process `pid`, as lines of
+/// /proc/net/tcp{,6}: its socket inodes matched against the kernel's table of listeners.
+fn tcp_listening_sockets_of(pid: &str) -> Vec<String> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("cannot read the file descriptors of {pid}: {e}"))
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let t = target.to_string_lossy().to_string();
+            t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')).map(str::to_string)
+        })
+        .collect();
+    assert!(!inodes.is_empty(), "the postmaster holds no socket at all (its Unix socket should be there)");
+    let mut found = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // st 0A is LISTEN; column 9 is the inode.
+            if cols.len() > 9 && cols[3] == "0A" && inodes.iter().any(|i| i == cols[9]) {
+                found.push(format!("{table}: {line}"));
+            }
+        }
+    }
+    found
+}
+
+pub(crate) fn nix_kill_term(pid: u32) {
     let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
 }
 
@@ -181,7 +358,17 @@ async fn doctor_reports_a_healthy_app_role_setup() {
     }
     // Break an invariant the way a careless migration would: doctor must say so.
     let mut owner = db.owner_conn().await;
-    sqlx::query("ALTER TABLE clients NO FORCE ROW LEVEL SECURITY").execute(&mut owner).await.unwrap();
+    for stmt in [
+        "ALTER TABLE clients NO FORCE ROW LEVEL SECURITY",
+        // The tenant policy of projects, recreated without WITH CHECK.
+        "DROP POLICY tenant_isolation ON projects",
+        "CREATE POLICY tenant_isolation ON projects \
+         USING (organization_id = (NULLIF(current_setting('app.org_id', true), ''))::uuid)",
+        // An extra policy on tasks that admits rows of any tenant.
+        "CREATE POLICY open_insert ON tasks FOR INSERT WITH CHECK (true)",
+    ] {
+        sqlx::query(stmt).execute(&mut owner).await.unwrap();
+    }
     let app_url = crate::support::url_of(&db.app, Some(&passwords.app));
     let owner_url = crate::support::url_of(&db.owner, Some(&passwords.owner));
     let dir = tempfile::tempdir().unwrap();
@@ -198,7 +385,20 @@ async fn doctor_reports_a_healthy_app_role_setup() {
     .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
-    assert!(text.contains("FAIL") && text.contains("clients: row-level security is not forced"), "{text}");
+    for problem in [
+        "table clients: row-level security is not forced",
+        "table projects: no tenant policy on app.org_id with WITH CHECK",
+        "table projects: policy tenant_isolation allows INSERT/UPDATE without WITH CHECK",
+        "table tasks: policy open_insert has a WITH CHECK that ignores app.org_id",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with("FAIL") && l.contains("row-level security") && l.contains(problem)),
+            "{problem} not reported in:\n{text}"
+        );
+    }
+    // The tables that are still right are not reported.
+    assert!(!text.contains("table tasks: policy tenant_isolation"), "{text}");
+    assert!(!text.contains("table memberships"), "{text}");
 }
 
 /// The operator disables an account from the command line: its sessions end at once.

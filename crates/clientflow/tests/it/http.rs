@@ -322,3 +322,74 @@ async fn shutdown_lets_in_flight_requests_finish() {
     let fresh = clientflow_test_support::client_for(&app.cert_path(), app.addr).build().unwrap();
     assert!(fresh.get(app.url("/healthz")).send().await.is_err());
 }
+
+/// The organization logo is an authenticated response: never stored, with every security
+/// header, like a page; a foreign organization's logo is a 404 and equally uncached.
+#[tokio::test]
+async fn the_organization_logo_is_never_stored() {
+    let app = TestApp::spawn().await;
+    let mut owner = crate::identity::sign_up(&app, "owner@logo.test").await;
+    let slug = crate::tenancy::create_org(&mut owner, "Logo").await;
+    let org_id = crate::support::org_id(&app, &slug).await;
+    let mut db = app.db.admin_conn().await;
+    sqlx::query("INSERT INTO organization_logos VALUES ($1, 'image/png', '\\x89504e470d0a1a0a', now())")
+        .bind(org_id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let res = owner.get(&format!("/o/{slug}/logo")).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "image/png");
+    assert_security_headers(&res, "logo");
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    assert_eq!(res.bytes().await.unwrap().as_ref(), b"\x89PNG\r\n\x1a\n");
+
+    let mut stranger = crate::identity::sign_up(&app, "stranger@logo.test").await;
+    let res = stranger.get(&format!("/o/{slug}/logo")).await;
+    assert_eq!(res.status(), 404);
+    assert_security_headers(&res, "foreign logo");
+    assert_eq!(res.headers()["cache-control"], "no-store");
+}
+
+/// The rule is general: a handler behind authentication that asks for caching still gets
+/// `no-store`; a public one keeps its choice.
+#[tokio::test]
+async fn authenticated_routes_are_never_stored_whatever_the_handler_says() {
+    fn cached() -> axum::response::Response {
+        use axum::response::IntoResponse;
+        ([(axum::http::header::CACHE_CONTROL, "public, max-age=600")], "cacheable?").into_response()
+    }
+    let app = TestApp::builder()
+        .routes(|| {
+            let mut routes = crate::support::routes_with_an_api_route();
+            routes.push(route!(
+                GET "/api/v1/test/cached",
+                Surface::Api,
+                Access::Api(clientflow::tenancy::role::Permission::ClientsRead),
+                || async { cached() }
+            ));
+            routes.push(route!(GET "/test/public-cached", Surface::Web, Access::Public, || async { cached() }));
+            routes.push(route!(GET "/test/signed-in-cached", Surface::Web, Access::SignedIn, || async { cached() }));
+            routes
+        })
+        .spawn()
+        .await;
+    let mut owner = crate::identity::sign_up(&app, "owner@cache.test").await;
+    let slug = crate::tenancy::create_org(&mut owner, "Cache").await;
+    let key = crate::support::api_key(&app, crate::support::org_id(&app, &slug).await, "k").await;
+
+    let res = app.client.get(app.url("/api/v1/test/cached")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let res = owner.get("/test/signed-in-cached").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    // Refused requests too.
+    let res = app.client.get(app.url("/api/v1/test/cached")).bearer_auth("cf_live_nope").send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    // A public route keeps the caching it chose.
+    let res = app.get("/test/public-cached").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "public, max-age=600");
+}

@@ -1,6 +1,7 @@
 //! Behaviour tests of tenant isolation, as the app role.
 
 use clientflow::platform::db::OrgTx;
+use clientflow::platform::ids::OrgId;
 use clientflow::work::{clients, projects};
 use clientflow_test_support::TestDb;
 use sqlx::Connection;
@@ -19,20 +20,28 @@ async fn tenant_tables(conn: &mut sqlx::PgConnection) -> Vec<String> {
     .unwrap()
 }
 
-#[tokio::test]
-async fn without_a_tenant_every_tenant_table_reads_zero_rows() {
-    let tdb = TestDb::new().await;
-    let db = tdb.app_db(2).await;
-    seed_org(&db, "alpha").await;
-    seed_org(&db, "beta").await;
-    // Seed the other tenant tables through the superuser (a member, an invitation, a role
-    // customization, an override, a logo, audit rows).
+/// The column that names a table's tenant: `organization_id`, or `id` for organizations.
+fn tenant_column(table: &str) -> &'static str {
+    if table == "organizations" { "id" } else { "organization_id" }
+}
+
+/// Two organizations, alpha and beta, with at least one row of their own in every tenant table:
+/// clients and projects through the app's own door, the rest as the superuser (a member, an
+/// invitation, a role customization, an override, a logo, audit rows, work, invoices, files,
+/// API keys, a contact submission). Returns (alpha, beta) and the tenant tables, read from the
+/// catalog; fails naming any table that didn't get rows for both, so a table added later
+/// must be seeded here before this file passes.
+async fn seed_every_tenant_table(tdb: &TestDb, db: &clientflow::platform::db::Db) -> (OrgId, OrgId, Vec<String>) {
+    let a = seed_org(db, "alpha").await;
+    let b = seed_org(db, "beta").await;
     let mut admin = tdb.admin_conn().await;
     for stmt in [
-        "INSERT INTO users (id, email) VALUES (gen_random_uuid(), 'a@example.com')",
-        "INSERT INTO memberships (organization_id, user_id, role) SELECT (SELECT id FROM organizations LIMIT 1), id, 'member' FROM users",
+        "INSERT INTO users (id, email) SELECT gen_random_uuid(), slug || '@example.com' FROM organizations",
+        "INSERT INTO memberships (organization_id, user_id, role) \
+         SELECT o.id, u.id, 'member' FROM organizations o JOIN users u ON u.email = o.slug || '@example.com'",
         "INSERT INTO invitations (organization_id, id, email, role, token_hash, invited_by, created_at, expires_at) \
-         SELECT organization_id, gen_random_uuid(), 'b@example.com', 'member', '\\x01', user_id, now(), now() + interval '1 day' FROM memberships",
+         SELECT organization_id, gen_random_uuid(), 'b@example.com', 'member', decode(md5(organization_id::text), 'hex'), \
+           user_id, now(), now() + interval '1 day' FROM memberships",
         "INSERT INTO role_permissions SELECT id, 'member', 'invoices.read', true FROM organizations",
         "INSERT INTO member_permissions SELECT organization_id, user_id, 'invoices.read', true FROM memberships",
         "INSERT INTO organization_logos SELECT id, 'image/png', '\\x89504e47', now() FROM organizations",
@@ -60,19 +69,39 @@ async fn without_a_tenant_every_tenant_table_reads_zero_rows() {
          SELECT id, gen_random_uuid(), 'k', 'cf_live_x', decode(md5(id::text) || md5(id::text), 'hex'), 'member', now() FROM organizations",
         "INSERT INTO idempotency_keys (organization_id, api_key_id, key, method, path, request_hash, created_at) \
          SELECT organization_id, id, 'k', 'POST', '/x', '\\x00', now() FROM api_keys",
+        "INSERT INTO contact_submissions (organization_id, id, name, email, message, created_at) \
+         SELECT id, gen_random_uuid(), 'Visitor', 'v@example.com', 'Hello', now() FROM organizations",
     ] {
-        sqlx::query(stmt).execute(&mut admin).await.unwrap();
+        sqlx::query(stmt).execute(&mut admin).await.unwrap_or_else(|e| panic!("{e}\n{stmt}"));
     }
-
     let tables = tenant_tables(&mut admin).await;
-    assert!(tables.len() >= 10, "{tables:?}");
-    let mut app = tdb.app_conn().await;
-    let mut empty = Vec::new();
+    assert!(tables.len() >= 20, "{tables:?}");
+    let mut unseeded = Vec::new();
     for t in &tables {
-        let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {t}")).fetch_one(&mut admin).await.unwrap();
-        if total == 0 {
-            empty.push(t.clone());
+        let key = tenant_column(t);
+        let (of_a, of_b): (i64, i64) = sqlx::query_as(&format!(
+            "SELECT count(*) FILTER (WHERE {key} = $1), count(*) FILTER (WHERE {key} = $2) FROM {t}"
+        ))
+        .bind(a.id)
+        .bind(b.id)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        if of_a == 0 || of_b == 0 {
+            unseeded.push(format!("{t} (alpha {of_a}, beta {of_b})"));
         }
+    }
+    assert!(unseeded.is_empty(), "tenant tables without rows for both organizations: {unseeded:?}: seed them above");
+    (a.id, b.id, tables)
+}
+
+#[tokio::test]
+async fn without_a_tenant_every_tenant_table_reads_zero_rows() {
+    let tdb = TestDb::new().await;
+    let db = tdb.app_db(2).await;
+    let (_, _, tables) = seed_every_tenant_table(&tdb, &db).await;
+    let mut app = tdb.app_conn().await;
+    for t in &tables {
         let seen: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {t}")).fetch_one(&mut app).await.unwrap();
         assert_eq!(seen, 0, "{t} leaks rows without a tenant");
         // A reset setting (empty string) behaves the same, and is no error.
@@ -82,12 +111,117 @@ async fn without_a_tenant_every_tenant_table_reads_zero_rows() {
         assert_eq!(seen, 0, "{t} leaks rows with an empty tenant");
         tx.rollback().await.unwrap();
     }
-    // Tables added later may start empty here, but never most of them: the check must bite.
-    assert!(empty.len() * 4 < tables.len(), "too many unseeded tenant tables ({empty:?}): seed them above");
     // Through the app's own global transaction as well.
     let mut g = db.global().await.unwrap();
-    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM clients").fetch_one(&mut *g).await.unwrap();
-    assert_eq!(seen, 0);
+    for t in &tables {
+        let seen: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {t}")).fetch_one(&mut *g).await.unwrap();
+        assert_eq!(seen, 0, "{t} leaks rows to a global transaction");
+    }
+}
+
+/// Runs `sql` in a savepoint of `tx` and returns the rows it affected or its error (the
+/// savepoint is rolled back either way, so one refused statement doesn't end the transaction).
+async fn attempt(tx: &mut sqlx::PgConnection, sql: &str, bind: OrgId) -> Result<u64, sqlx::Error> {
+    sqlx::query("SAVEPOINT attempt").execute(&mut *tx).await.unwrap();
+    let result = sqlx::query(sql).bind(bind).execute(&mut *tx).await.map(|r| r.rows_affected());
+    sqlx::query("ROLLBACK TO SAVEPOINT attempt").execute(&mut *tx).await.unwrap();
+    result
+}
+
+/// With tenant A set, as the app role, over every tenant table from the catalog: A's own rows
+/// are there (the policy is no blanket "deny"), B's are invisible and untouchable, and a row
+/// naming B can neither be inserted nor made by updating one of A's.
+#[tokio::test]
+async fn with_a_tenant_set_every_tenant_table_hides_and_refuses_the_other_tenant() {
+    let tdb = TestDb::new().await;
+    let db = tdb.app_db(2).await;
+    let (a, b, tables) = seed_every_tenant_table(&tdb, &db).await;
+    let mut admin = tdb.admin_conn().await;
+    let mut app = tdb.app_conn().await;
+    let mut failures = Vec::new();
+    for t in &tables {
+        let key = tenant_column(t);
+        let own: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {t} WHERE {key} = $1"))
+            .bind(a)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        let mut tx = app.begin().await.unwrap();
+        sqlx::query("SELECT set_config('app.org_id', $1, true)").bind(a.to_string()).execute(&mut *tx).await.unwrap();
+
+        // Reads: exactly A's rows.
+        let (seen, of_b): (i64, i64) =
+            sqlx::query_as(&format!("SELECT count(*), count(*) FILTER (WHERE {key} = $1) FROM {t}"))
+                .bind(b)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+        if seen != own || of_b != 0 {
+            failures.push(format!("{t}: tenant A sees {seen} rows ({of_b} of B), expected its own {own}"));
+        }
+
+        // B's rows can't be reached for a write: zero rows, or no privilege at all.
+        for (verb, sql) in [
+            ("UPDATE", format!("UPDATE {t} SET {key} = {key} WHERE {key} = $1")),
+            ("DELETE", format!("DELETE FROM {t} WHERE {key} = $1")),
+        ] {
+            match attempt(&mut tx, &sql, b).await {
+                Ok(0) => {}
+                Ok(n) => failures.push(format!("{t}: tenant A's {verb} reached {n} rows of B")),
+                Err(e) if e.to_string().contains("permission denied") => {}
+                Err(e) => failures.push(format!("{t}: {verb} of B's rows failed oddly: {e}")),
+            }
+        }
+
+        // A copy of one of A's rows, naming B: the WITH CHECK refuses it (or the app role
+        // may not insert into the table at all).
+        let columns: Vec<String> = sqlx::query_scalar(
+            "SELECT quote_ident(attname) FROM pg_attribute WHERE attrelid = ('public.' || quote_ident($1))::regclass \
+             AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+        )
+        .bind(t)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+        let (may_insert, may_update): (bool, bool) = sqlx::query_as(
+            "SELECT has_table_privilege(current_user, ('public.' || quote_ident($1))::regclass, 'INSERT'), \
+                    has_column_privilege(current_user, ('public.' || quote_ident($1))::regclass, $2, 'UPDATE')",
+        )
+        .bind(t)
+        .bind(key)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        let list = columns.join(", ");
+        let values = columns.iter().map(|c| if c == key { "$1" } else { c.as_str() }).collect::<Vec<_>>().join(", ");
+        let insert = format!("INSERT INTO {t} ({list}) SELECT {values} FROM {t} LIMIT 1");
+        let update = format!("UPDATE {t} SET {key} = $1 WHERE ctid = (SELECT ctid FROM {t} LIMIT 1)");
+        for (verb, sql, privileged) in [("INSERT", insert, may_insert), ("UPDATE", update, may_update)] {
+            match attempt(&mut tx, &sql, b).await {
+                Ok(n) => failures.push(format!("{t}: tenant A's {verb} of a row naming B succeeded ({n} rows)")),
+                Err(e) => {
+                    let msg = e.to_string();
+                    let expected = if privileged { "violates row-level security policy" } else { "permission denied" };
+                    if !msg.contains(expected) {
+                        failures.push(format!("{t}: {verb} naming B: expected {expected:?}, got: {msg}"));
+                    }
+                }
+            }
+        }
+        tx.rollback().await.unwrap();
+    }
+    assert!(failures.is_empty(), "tenant isolation broken:\n{}", failures.join("\n"));
+
+    // Nothing of B changed (everything above was rolled back, but prove it).
+    for t in &tables {
+        let key = tenant_column(t);
+        let of_b: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {t} WHERE {key} = $1"))
+            .bind(b)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        assert!(of_b > 0, "{t}: B's rows are gone");
+    }
 }
 
 #[tokio::test]
@@ -203,7 +337,13 @@ async fn a_pooled_connection_never_carries_a_tenant_into_the_next_request() {
 async fn an_org_tx_can_only_be_opened_for_an_existing_org_by_the_operator() {
     let tdb = TestDb::new().await;
     let db = tdb.app_db(1).await;
-    let missing =
-        clientflow::platform::db::tenant::operator(&db, clientflow::platform::ids::OrgId::new(), "t").await.unwrap();
+    let missing = clientflow::platform::db::tenant::operator(
+        &db,
+        &crate::support::operator(),
+        clientflow::platform::ids::OrgId::new(),
+        "t",
+    )
+    .await
+    .unwrap();
     assert!(missing.is_none());
 }

@@ -202,7 +202,7 @@ async fn operator_commands_work_and_print_stable_json() {
     assert_eq!(added["member"]["status"], "active");
     assert_eq!(added["member"]["client_id"], Value::Null);
     let app_db = db.app_db(2).await;
-    let principal = tenant::operator(&app_db, org_id.parse::<OrgId>().unwrap(), "test")
+    let principal = tenant::operator(&app_db, &crate::support::operator(), org_id.parse::<OrgId>().unwrap(), "test")
         .await
         .unwrap()
         .expect("organization exists");

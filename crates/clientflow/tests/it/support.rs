@@ -1,12 +1,17 @@
 //! Helpers shared by the integration tests.
 
-use clientflow::platform::db::tenant::{self, NewOrgCreator};
+use clientflow::platform::db::tenant::{self, NewOrgCreator, OperatorAuthority};
 use clientflow::platform::db::{Db, OrgPrincipal, OrgTx};
 use clientflow::platform::ids::{ClientId, OrgId, ProjectId};
 use clientflow::platform::types::Slug;
 use clientflow::tenancy::repo as orgs;
 use clientflow::work::{clients, projects};
 use sqlx::postgres::PgConnectOptions;
+
+/// The operator's authority, as the CLI's entry point holds it: tests seed data as the operator.
+pub fn operator() -> OperatorAuthority {
+    OperatorAuthority::unsafe_assume_cli_operator()
+}
 
 pub struct SeededOrg {
     pub id: OrgId,
@@ -18,10 +23,10 @@ pub struct SeededOrg {
 /// An organization with one client and one project on it, created through the app's own
 /// door as the operator.
 pub async fn seed_org(db: &Db, slug: &str) -> SeededOrg {
-    let mut tx = OrgTx::begin_new_organization(db, NewOrgCreator::Operator("test seed")).await.unwrap();
+    let mut tx = OrgTx::begin_new_organization(db, NewOrgCreator::Operator(&operator(), "test seed")).await.unwrap();
     let org = orgs::insert_organization(&mut tx, &Slug::parse(slug).unwrap(), slug).await.unwrap();
     tx.commit().await.unwrap();
-    let principal = tenant::operator(db, org.id, "test seed").await.unwrap().expect("org exists");
+    let principal = tenant::operator(db, &operator(), org.id, "test seed").await.unwrap().expect("org exists");
     let mut tx = OrgTx::begin(db, &principal).await.unwrap();
     let client = clients::repo::create(&mut tx, &format!("{slug} client")).await.unwrap();
     let project = projects::repo::create(&mut tx, Some(client.id), &format!("{slug} project")).await.unwrap();
@@ -64,7 +69,7 @@ pub fn routes_with_an_api_route() -> Vec<clientflow::platform::http::route::Rout
 pub async fn api_key(app: &clientflow_test_support::TestApp, org_id: uuid::Uuid, name: &str) -> String {
     use clientflow::api::keys::{self, NewKey};
     let id: OrgId = org_id.to_string().parse().unwrap();
-    let principal = tenant::operator(&app.app_db, id, "test").await.unwrap().expect("organization exists");
+    let principal = tenant::operator(&app.app_db, &operator(), id, "test").await.unwrap().expect("organization exists");
     let ctx = clientflow::audit::Context::system(app.clock.now_utc(), Some(app.state.audit_signer.clone()));
     let input = NewKey { name: name.into(), role: "manager".into(), permissions: None, expires_in_days: None };
     keys::create(&app.app_db, &ctx, &principal, &input).await.unwrap().secret

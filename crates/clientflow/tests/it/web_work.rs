@@ -68,7 +68,8 @@ async fn fixture_task(app: &TestApp, operator: &tenant::OrgPrincipal, project: P
 pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, String)]) -> Option<String> {
     let db = &app.app_db;
     let org_id: OrgId = org.id.parse().unwrap();
-    let op = tenant::operator(db, org_id, "permission matrix fixture").await.unwrap().unwrap();
+    let op =
+        tenant::operator(db, &crate::support::operator(), org_id, "permission matrix fixture").await.unwrap().unwrap();
     let c = ctx(app);
     Some(match name {
         "client" => {

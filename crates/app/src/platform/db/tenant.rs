@@ -8,27 +8,99 @@
 //! security does the rest: every tenant table's policy compares `organization_id` with that
 //! setting, and with no setting no rows are visible.
 //!
-//! Forgetting the tenant is a compile error:
+//! Forgetting the tenant is a compile error. Stable rustdoc doesn't check the error codes of
+//! `compile_fail` examples, so each one below has a twin that compiles and differs only in the
+//! one forbidden step: the examples fail for the reason they name, not for a typo.
 //!
-//! ```compile_fail
-//! // No public constructor: a principal can't be made up.
-//! let p = clientflow::platform::db::OrgPrincipal { };
+//! A principal can't be made up: its fields are private (E0451), even when every one of them
+//! is given a valid value.
+//!
+//! ```compile_fail,E0451
+//! use clientflow::platform::db::tenant::{Actor, OrgPrincipal};
+//! use clientflow::platform::ids::OrgId;
+//! use clientflow::tenancy::role::{PermissionSet, Role};
+//! let _p = OrgPrincipal {
+//!     org_id: OrgId::new(),
+//!     actor: Actor::System("made up".into()),
+//!     role: Role::Owner,
+//!     client_id: None,
+//!     permissions: PermissionSet::default(),
+//!     scope_user: None,
+//! };
 //! ```
 //!
-//! ```compile_fail
-//! // The pool is private: there is no way to run tenant SQL without `OrgTx`.
-//! async fn f(db: &clientflow::platform::db::Db) { let _ = &db.pool; }
+//! The twin: the same paths and values are all public (the field names are the ones this
+//! module's own constructors use); only the struct literal is refused.
+//!
+//! ```no_run
+//! use clientflow::platform::db::tenant::{Actor, OrgPrincipal};
+//! use clientflow::platform::ids::{ClientId, OrgId, UserId};
+//! use clientflow::tenancy::role::{PermissionSet, Role};
+//! let _values: (OrgId, Actor, Role, Option<ClientId>, PermissionSet, Option<UserId>) =
+//!     (OrgId::new(), Actor::System("made up".into()), Role::Owner, None, PermissionSet::default(), None);
+//! let _type: Option<OrgPrincipal> = None;
 //! ```
 //!
-//! ```compile_fail
-//! // Tenant repositories take `&mut OrgTx`, not a global transaction.
+//! Nor can the operator's authority, the one value that opens any organization as its Owner,
+//! be made up (E0451):
+//!
+//! ```compile_fail,E0451
+//! use clientflow::platform::db::tenant::{self, OperatorAuthority};
+//! async fn f(db: &clientflow::platform::db::Db, org: clientflow::platform::ids::OrgId) {
+//!     let authority = OperatorAuthority { _private: () };
+//!     let _ = tenant::operator(db, &authority, org, "reason").await;
+//! }
+//! ```
+//!
+//! and without it there is no way to call [`operator`] (E0061, wrong number of arguments):
+//!
+//! ```compile_fail,E0061
+//! use clientflow::platform::db::tenant;
+//! async fn f(db: &clientflow::platform::db::Db, org: clientflow::platform::ids::OrgId) {
+//!     let _ = tenant::operator(db, org, "reason").await;
+//! }
+//! ```
+//!
+//! The twin: the operator's authority assumed by name. In the application only the CLI's entry
+//! point does this; a test scans the sources for it.
+//!
+//! ```no_run
+//! use clientflow::platform::db::tenant::{self, OperatorAuthority};
+//! async fn f(db: &clientflow::platform::db::Db, org: clientflow::platform::ids::OrgId) {
+//!     let authority = OperatorAuthority::unsafe_assume_cli_operator();
+//!     let _ = tenant::operator(db, &authority, org, "reason").await;
+//! }
+//! ```
+//!
+//! The pool is private (E0616): no SQL runs on a raw pooled connection.
+//!
+//! ```compile_fail,E0616
+//! async fn f(db: &clientflow::platform::db::Db) {
+//!     let mut conn = db.pool.acquire().await.unwrap();
+//!     sqlx::query("SELECT * FROM clients").execute(&mut *conn).await.unwrap();
+//! }
+//! ```
+//!
+//! The twin: the same query through [`GlobalTx`](super::GlobalTx) compiles, and sees zero rows
+//! of `clients`, because it sets no tenant.
+//!
+//! ```no_run
+//! async fn f(db: &clientflow::platform::db::Db) {
+//!     let mut conn = db.global().await.unwrap();
+//!     sqlx::query("SELECT * FROM clients").execute(&mut *conn).await.unwrap();
+//! }
+//! ```
+//!
+//! Tenant repositories take `&mut OrgTx`, not a global transaction (E0308, mismatched types):
+//!
+//! ```compile_fail,E0308
 //! async fn f(db: &clientflow::platform::db::Db) {
 //!     let mut tx = db.global().await.unwrap();
 //!     clientflow::work::clients::repo::list(&mut tx, 10).await.unwrap();
 //! }
 //! ```
 //!
-//! The same code with a principal compiles:
+//! The twin: the same call with a verified principal's `OrgTx` compiles.
 //!
 //! ```no_run
 //! async fn f(db: &clientflow::platform::db::Db, p: &clientflow::platform::db::OrgPrincipal) {
@@ -539,10 +611,40 @@ pub async fn audit_account_event(
     Ok(())
 }
 
+/// The authority of this installation's operator: a person on the server running the
+/// `clientflow` command line with the server's own database credentials.
+///
+/// Holding one lets code open any organization as its Owner ([`operator`],
+/// [`NewOrgCreator::Operator`]), bypassing every check a request goes through. It has a private
+/// field, so the only way to get one is [`OperatorAuthority::unsafe_assume_cli_operator`].
+#[derive(Debug, Clone)]
+pub struct OperatorAuthority {
+    _private: (),
+}
+
+impl OperatorAuthority {
+    /// Asserts that the code running is the operator's command line, and hands out the
+    /// operator's authority.
+    ///
+    /// Not `unsafe` in Rust's memory sense: the prefix marks a bypass of the tenant door's
+    /// authorization, so that every use stands out in review. The application calls it in one
+    /// place, the CLI's entry point (`cli.rs`); tests and benchmarks call it to seed data. A test
+    /// (`it::door::only_the_cli_assumes_the_operator_authority`) scans `crates/app/src` and
+    /// fails when it appears anywhere else, so a request handler can never hold one.
+    pub fn unsafe_assume_cli_operator() -> Self {
+        Self { _private: () }
+    }
+}
+
 /// The operator of this installation acting on an organization from the command line. The
 /// CLI runs on the server with the server's own credentials; its actions are audited under a
 /// system actor. Returns `None` when the organization doesn't exist.
-pub async fn operator(db: &Db, org_id: OrgId, reason: &str) -> Result<Option<OrgPrincipal>, sqlx::Error> {
+pub async fn operator(
+    db: &Db,
+    _authority: &OperatorAuthority,
+    org_id: OrgId,
+    reason: &str,
+) -> Result<Option<OrgPrincipal>, sqlx::Error> {
     let principal = OrgPrincipal {
         org_id,
         actor: Actor::System(format!("operator: {reason}")),
@@ -577,7 +679,7 @@ impl OrgTx {
         let org_id = OrgId::new();
         let actor = match creator {
             NewOrgCreator::User(u) => Actor::User(u.id()),
-            NewOrgCreator::Operator(reason) => Actor::System(format!("operator: {reason}")),
+            NewOrgCreator::Operator(_authority, reason) => Actor::System(format!("operator: {reason}")),
         };
         let principal = OrgPrincipal {
             org_id,
@@ -610,7 +712,8 @@ impl OrgTx {
 /// Who creates a new organization.
 pub enum NewOrgCreator<'a> {
     User(&'a AuthenticatedUser),
-    Operator(&'a str),
+    /// The operator's command line, with the reason recorded as the actor.
+    Operator(&'a OperatorAuthority, &'a str),
 }
 
 impl Deref for OrgTx {

@@ -131,8 +131,9 @@ impl SecurityHeaders {
         );
         set(headers, HeaderName::from_static("cross-origin-opener-policy"), HeaderValue::from_static("same-origin"));
         set(headers, HeaderName::from_static("cross-origin-resource-policy"), HeaderValue::from_static("same-origin"));
-        // Anything that didn't choose a caching policy (static assets do) is never stored:
-        // that covers every authenticated response.
+        // Anything that didn't choose a caching policy (static assets do) is never stored. Routes
+        // behind authentication get `no-store` from their guard (`route::guard`) whatever their
+        // handler set.
         set(headers, header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
 }

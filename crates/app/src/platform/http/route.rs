@@ -143,7 +143,14 @@ pub async fn guard(State(route): State<RouteGuard>, req: Request, next: Next) ->
         Some(rotated) => rotated.apply(res),
         None => res,
     };
-    applied.decorate(res)
+    let mut res = applied.decorate(res);
+    // A response behind authentication is never stored, whatever its handler chose: the rule
+    // follows the route's declared access, so a new authenticated route can't slip past it.
+    // Only `Public` routes (static assets, signed links) pick their own caching.
+    if route.access != Access::Public {
+        res.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    }
+    res
 }
 
 async fn guarded(
