@@ -223,7 +223,7 @@ async fn seed(s: &Session, json: bool, args: &SeedArgs) -> OpResult<Report> {
             let plan = plan_org(args, index, tasks, now);
             async move {
                 let t = Instant::now();
-                let (id, counts) = write_org(&s.db, &plan, args.seed, now).await?;
+                let (id, counts) = write_org(s, &plan, args.seed, now).await?;
                 Ok::<_, OpError>((
                     index,
                     OrgDone { id, slug: plan.slug, name: plan.name, counts, seconds: t.elapsed().as_secs_f64() },
@@ -738,7 +738,8 @@ fn spread_tasks(rng: &mut StdRng, projects: &mut [ProjectPlan], total: u64) {
 // ---------------------------------------------------------------------------------------------
 // Writing one organization
 
-async fn write_org(db: &Db, plan: &OrgPlan, seed: u64, now: OffsetDateTime) -> OpResult<(OrgId, Counts)> {
+async fn write_org(s: &Session, plan: &OrgPlan, seed: u64, now: OffsetDateTime) -> OpResult<(OrgId, Counts)> {
+    let db = &s.db;
     let mut tx = OrgTx::begin_new_organization(db, NewOrgCreator::Operator("seed")).await?;
     let org_id = tx.org_id();
     let slug =
@@ -953,7 +954,7 @@ async fn write_org(db: &Db, plan: &OrgPlan, seed: u64, now: OffsetDateTime) -> O
 
     audit::record(
         &mut tx,
-        &audit_context(now),
+        &audit_context(s, now),
         Entry::new("seed.generated", "organization", org_id).after(json!({
             "name": plan.name,
             "slug": plan.slug,
