@@ -794,10 +794,158 @@ async fn quiet_chains_are_signed_by_the_sweep_and_on_demand_by_the_checkpoint_co
     assert!(b.message.contains("not covered by a signed checkpoint"), "{b:?}");
 }
 
+/// (seq, action, target) of the rows of an audit viewer page, in page order.
+fn viewer_rows(html: &str) -> Vec<(i64, String, String)> {
+    let body = html.split("<tbody>").nth(1).and_then(|b| b.split("</tbody>").next()).expect("a table body");
+    body.split("<tr>")
+        .skip(1)
+        .map(|row| {
+            let cells: Vec<&str> =
+                row.split("<td>").skip(1).map(|c| c.split("</td>").next().unwrap_or_default()).collect();
+            (cells[0].parse().expect("seq"), cells[4].to_string(), cells[5].to_string())
+        })
+        .collect()
+}
+
+/// The "Older" link of a viewer page, unescaped.
+fn older_link(html: &str) -> Option<String> {
+    let end = html.find("\">Older</a>")?;
+    let start = html[..end].rfind("href=\"")? + "href=\"".len();
+    let mut link = html[start..end].to_string();
+    for (escaped, plain) in [("&amp;", "&"), ("&#38;", "&"), ("&#x26;", "&"), ("&#61;", "="), ("&#x3D;", "=")] {
+        link = link.replace(escaped, plain);
+    }
+    Some(link)
+}
+
+/// A minimal RFC 4180 reader (quoted cells may hold commas, quotes and line breaks).
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let (mut rows, mut row, mut cell) = (Vec::new(), Vec::new(), String::new());
+    let mut chars = text.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                cell.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => cell.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut cell)),
+            // Part of a CRLF terminator (a cell holding a carriage return is quoted).
+            (false, '\r') => {}
+            (false, '\n') => {
+                row.push(std::mem::take(&mut cell));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) => cell.push(c),
+        }
+    }
+    if !cell.is_empty() || !row.is_empty() {
+        row.push(cell);
+        rows.push(row);
+    }
+    rows
+}
+
+fn day(y: i32, m: u8, d: u8) -> time::OffsetDateTime {
+    time::Date::from_calendar_date(y, time::Month::try_from(m).unwrap(), d)
+        .unwrap()
+        .with_hms(12, 0, 0)
+        .unwrap()
+        .assume_utc()
+}
+
 #[tokio::test]
-async fn the_viewer_filters_and_the_csv_export_is_neutralized_and_audited() {
+async fn each_viewer_filter_narrows_the_log_to_matching_events() {
     let app = TestApp::spawn().await;
-    let (org, slug, mut owner) = busy_org(&app, "view").await;
+    let (org, slug, mut owner) = busy_org(&app, "filters").await;
+    for (who, action, target_type, target_id, at) in [
+        ("alice", "client.created", "client", "c-1", day(2021, 3, 1)),
+        ("bob", "client.deleted", "client", "c-2", day(2021, 3, 5)),
+        ("alice", "project.created", "project", "p-1", day(2021, 3, 10)),
+    ] {
+        record_at(&app, org, who, at, Entry::new(action, target_type, target_id)).await;
+    }
+    let actions = |rows: Vec<(i64, String, String)>| {
+        let mut v: Vec<String> = rows.into_iter().map(|r| r.1).collect();
+        v.sort();
+        v
+    };
+    let mut page = async |query: &str| {
+        let (status, html) = owner.page(&format!("/o/{slug}/audit?{query}")).await;
+        assert_eq!(status, 200, "{query}: {html}");
+        actions(viewer_rows(&html))
+    };
+    let everything = page("").await;
+    assert!(everything.len() >= 8, "{everything:?}");
+    assert!(everything.contains(&"invitation.created".to_string()));
+    // Actor: by label, case-insensitively, as a substring.
+    assert_eq!(page("actor=ALICE").await, ["client.created", "project.created"]);
+    assert_eq!(page("actor=operator%3A+bob").await, ["client.deleted"]);
+    assert_eq!(page("actor=owner%40filters.test").await.len(), everything.len() - 3);
+    assert!(page("actor=nobody").await.is_empty());
+    // Action: exactly, or everything under a prefix.
+    assert_eq!(page("action=client").await, ["client.created", "client.deleted"]);
+    assert_eq!(page("action=client.deleted").await, ["client.deleted"]);
+    assert!(page("action=client.del").await.is_empty(), "a prefix must end at a dot");
+    // Target: by id or by type.
+    assert_eq!(page("target=c-2").await, ["client.deleted"]);
+    assert_eq!(page("target=project").await, ["project.created"]);
+    // Dates: whole days, both ends included.
+    assert_eq!(page("from=2021-03-04&to=2021-03-09").await, ["client.deleted"]);
+    assert_eq!(page("from=2021-03-05&to=2021-03-05").await, ["client.deleted"]);
+    assert_eq!(page("to=2021-03-05").await, ["client.created", "client.deleted"]);
+    assert_eq!(page("from=2021-03-06&to=2021-12-31").await, ["project.created"]);
+    // Filters combine.
+    assert_eq!(page("actor=alice&action=client").await, ["client.created"]);
+    assert!(page("actor=alice&from=2021-03-02&to=2021-03-09").await.is_empty());
+    // Bad dates are a clear 422, not a 500.
+    for bad in ["from=yesterday", "to=2021-02-30", "from=2021-13-01"] {
+        let res = owner.get(&format!("/o/{slug}/audit?{bad}")).await;
+        assert_eq!(res.status(), 422, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn the_viewer_pages_through_the_whole_log_without_gaps_or_repeats() {
+    let app = TestApp::spawn().await;
+    let (org, slug, mut owner) = busy_org(&app, "pages").await;
+    for i in 0..120 {
+        record_at(&app, org, "bulk", app.clock.now_utc(), Entry::new("bulk.event", "item", i)).await;
+    }
+    let mut url = format!("/o/{slug}/audit?action=bulk.event");
+    let (mut sizes, mut seqs, mut targets) = (Vec::new(), Vec::new(), Vec::new());
+    for page in 0.. {
+        assert!(page < 5, "pagination doesn't end");
+        let (status, html) = owner.page(&url).await;
+        assert_eq!(status, 200);
+        let rows = viewer_rows(&html);
+        sizes.push(rows.len());
+        assert!(rows.iter().all(|r| r.1 == "bulk.event"), "the filter holds on every page");
+        seqs.extend(rows.iter().map(|r| r.0));
+        targets.extend(rows.into_iter().map(|r| r.2));
+        assert_eq!(html.contains(">Newer</a>"), page > 0, "{url}: {}", &html[html.find("<p>").unwrap_or(0)..]);
+        match older_link(&html) {
+            Some(next) => {
+                assert!(next.contains("action=bulk.event"), "{next}");
+                url = next;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(sizes, [50, 50, 20]);
+    assert!(seqs.windows(2).all(|w| w[0] > w[1]), "newest first, no repeats: {seqs:?}");
+    let mut ids: Vec<i64> = targets.iter().map(|t| t.trim_start_matches("item ").parse().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, (0..120).collect::<Vec<_>>(), "every event exactly once");
+}
+
+#[tokio::test]
+async fn the_csv_export_neutralizes_formula_cells_and_is_itself_audited() {
+    let app = TestApp::spawn().await;
+    let (org, slug, mut owner) = busy_org(&app, "csv").await;
     let token = session_token(&mut owner).await;
     // A user agent is attacker-controlled text that lands in a cell of its own.
     let res = owner
@@ -806,7 +954,7 @@ async fn the_viewer_filters_and_the_csv_export_is_neutralized_and_audited() {
         .header("origin", owner.base_url.clone())
         .header("user-agent", "=HYPERLINK(\"http://evil\")")
         .form(&[
-            ("name", "View"),
+            ("name", "Csv"),
             ("slug", &slug),
             ("brand_color", "#112233"),
             ("timezone", "UTC"),
@@ -817,31 +965,85 @@ async fn the_viewer_filters_and_the_csv_export_is_neutralized_and_audited() {
         .await
         .unwrap();
     assert_eq!(res.status(), 303);
-    let (status, html) = owner.page(&format!("/o/{slug}/audit?action=invitation")).await;
-    assert_eq!(status, 200);
-    assert!(html.contains("invitation.created"));
-    assert!(!html.contains("organization.settings_changed"));
-    let (_, html) = owner.page(&format!("/o/{slug}/audit?actor=nobody")).await;
-    assert!(!html.contains("invitation.created"));
+    let dangerous = ["=1+1", "+SUM(A1:A9)", "-2+3", "@cmd", "\tindented", "\rreturn"];
+    for target in dangerous {
+        record_at(&app, org, "importer", app.clock.now_utc(), Entry::new("formula.test", "cell", target)).await;
+    }
+    let exported = || {
+        count(&app, "SELECT count(*) FROM audit_events WHERE organization_id = $1 AND action = 'audit.exported'", org)
+    };
+    assert_eq!(exported().await, 0);
+
     let res = owner.get(&format!("/o/{slug}/audit.csv")).await;
     assert_eq!(res.status(), 200);
     assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
-    let csv = res.text().await.unwrap();
-    assert!(csv.contains("'=HYPERLINK"), "{csv}");
-    assert!(!csv.contains(",=HYPERLINK") && !csv.contains("\"=HYPERLINK"), "{csv}");
+    assert!(res.headers()["content-disposition"].to_str().unwrap().contains(&format!("audit-{slug}.csv")));
+    let rows = parse_csv(&res.text().await.unwrap());
+    let header = &rows[0];
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let data = &rows[1..];
+    for row in data {
+        assert_eq!(row.len(), header.len(), "{row:?}");
+        for cell in row {
+            assert!(!cell.starts_with(['=', '+', '-', '@', '\t', '\r']), "live formula cell {cell:?} in {row:?}");
+        }
+    }
+    let targets: Vec<&str> = data.iter().map(|r| r[col("target_id")].as_str()).collect();
+    for target in dangerous {
+        assert!(targets.contains(&format!("'{target}").as_str()), "{target:?} not neutralized: {targets:?}");
+    }
+    assert!(data.iter().any(|r| r[col("user_agent")] == "'=HYPERLINK(\"http://evil\")"));
+    // Harmless cells are left as they are.
+    assert!(data.iter().any(|r| r[col("action")] == "invitation.created"));
+    // The export is audited, with the filter and the number of rows, under the owner.
+    assert_eq!(exported().await, 1);
+    let res = owner.get(&format!("/o/{slug}/audit.csv?action=formula.test")).await;
+    let filtered = parse_csv(&res.text().await.unwrap());
+    assert_eq!(filtered.len() - 1, dangerous.len());
+    assert_eq!(exported().await, 2);
     let mut db = app.db.admin_conn().await;
-    let exported: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM audit_events WHERE organization_id = $1 AND action = 'audit.exported'",
+    let (label, after): (String, serde_json::Value) = sqlx::query_as(
+        "SELECT actor_label, after FROM audit_events WHERE organization_id = $1 AND action = 'audit.exported' \
+         ORDER BY seq DESC LIMIT 1",
     )
     .bind(org)
     .fetch_one(&mut db)
     .await
     .unwrap();
-    assert_eq!(exported, 1);
-    // Members can't read the log.
-    let mut member = crate::tenancy::invite_and_join(&app, &mut owner, &slug, "m@view.test", "member", None).await;
-    assert_eq!(member.get(&format!("/o/{slug}/audit")).await.status(), 403);
-    assert_eq!(member.get(&format!("/o/{slug}/audit.csv")).await.status(), 403);
-    // Bad filter input is a clear 422, not a 500.
-    assert_eq!(owner.get(&format!("/o/{slug}/audit?from=yesterday")).await.status(), 422);
+    assert_eq!(label, "owner@csv.test");
+    assert_eq!(after["rows"], dangerous.len());
+    assert_eq!(after["filter"]["action"], "formula.test");
+    assert!(verify(&app, org).await.first_break.is_none());
+}
+
+#[tokio::test]
+async fn only_owners_and_admins_read_the_log_and_other_organizations_get_not_found() {
+    let app = TestApp::spawn().await;
+    let mut org = crate::tenancy::org_with_every_role(&app, "roles").await;
+    let mut other = crate::tenancy::org_with_every_role(&app, "other").await;
+    let id = OrgId::from_uuid(org.id.parse().unwrap());
+    let slug = org.slug.clone();
+    let exported = || {
+        count(&app, "SELECT count(*) FROM audit_events WHERE organization_id = $1 AND action = 'audit.exported'", id)
+    };
+    for role in ["owner", "admin"] {
+        let b = &mut org.people.get_mut(role).unwrap().browser;
+        assert_eq!(b.get(&format!("/o/{slug}/audit")).await.status(), 200, "{role}");
+        assert_eq!(b.get(&format!("/o/{slug}/audit.csv")).await.status(), 200, "{role}");
+    }
+    assert_eq!(exported().await, 2);
+    for role in ["manager", "member"] {
+        let b = &mut org.people.get_mut(role).unwrap().browser;
+        assert_eq!(b.get(&format!("/o/{slug}/audit")).await.status(), 403, "{role}");
+        assert_eq!(b.get(&format!("/o/{slug}/audit.csv")).await.status(), 403, "{role}");
+        assert_eq!(b.get(&format!("/o/{slug}/audit?action=member")).await.status(), 403, "{role}");
+    }
+    // The Owner of another organization: not found, whatever the query.
+    let b = &mut other.people.get_mut("owner").unwrap().browser;
+    for path in [format!("/o/{slug}/audit"), format!("/o/{slug}/audit.csv"), format!("/o/{slug}/audit.csv?actor=owner")]
+    {
+        assert_eq!(b.get(&path).await.status(), 404, "{path}");
+    }
+    // Refused requests export nothing, so nothing was audited either.
+    assert_eq!(exported().await, 2);
 }
