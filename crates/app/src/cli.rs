@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use crate::audit::chain::{KnownHead, Verification};
 use crate::platform::clock::SystemClock;
 use crate::platform::config::{Config, TlsMode};
 use crate::platform::db::provision::{self, Mode};
@@ -94,6 +95,11 @@ pub enum Command {
 pub enum AuditCommand {
     /// Walk every organization's chain (or one, with --org) and report the first broken link.
     /// Exits non-zero when any chain is broken.
+    ///
+    /// Besides every link and signature, a chain fails when its newest signed checkpoint is
+    /// missing, or older than 80 minutes while events follow it (heads are signed at least
+    /// hourly, so newer signed checkpoints were deleted). Keep a --state file (away from the
+    /// server) to also catch a chain cut back to an older head.
     Verify {
         /// Organization id or slug (default: all organizations; needs the auditor role).
         #[arg(long)]
@@ -101,14 +107,21 @@ pub enum AuditCommand {
         /// Additional accepted checkpoint public keys (base64), e.g. after a key rotation.
         #[arg(long = "public-key")]
         public_keys: Vec<String>,
+        /// A JSON file of the heads seen by the previous run: each chain must still contain
+        /// its head, and the file is updated with the heads verified now (created if missing).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// The head seen earlier, as SEQ:HASH (printed by verify); needs --org.
+        #[arg(long, requires = "org")]
+        expect_head: Option<String>,
     },
     /// Sign the current head of every organization's chain (or one) now.
     Checkpoint {
         #[arg(long)]
         org: Option<String>,
     },
-    /// Remove events older than audit.retention_days, keeping a checkpoint where the chain
-    /// is cut.
+    /// Remove events older than the retention horizon (audit.retention_days, as written into
+    /// the database by `clientflow migrate`), keeping a signed checkpoint where the chain is cut.
     Retention,
     /// Print the public key that verifies signed checkpoints (keep a copy away from the server).
     PublicKey,
@@ -226,6 +239,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     tracing::info!(database = resolved.mode.describe(), "database");
     provision::migrate(&resolved).await?;
     provision::guard_runtime_role(&resolved.app).await?;
+    sync_retention_policy(&resolved, config.audit.retention_days).await?;
     let db = Db::connect(
         resolved.app.clone(),
         config.database.max_connections,
@@ -280,6 +294,13 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         state.mail_wake.clone(),
         worker_stopped,
     ));
+    // Chain heads are signed on append, and by this sweep for organizations that went quiet.
+    let signer_task = tokio::spawn(crate::audit::chain::run_signer(
+        db.clone(),
+        state.audit_signer.clone(),
+        state.clock.clone(),
+        stop_worker.subscribe(),
+    ));
     let router = http::router(state);
     server::serve(listener, tls.map(|t| t.0), router, server::shutdown_signal(), grace).await;
     if let Some(r) = redirect {
@@ -287,6 +308,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     }
     let _ = stop_worker.send(true);
     let _ = worker.await;
+    let _ = signer_task.await;
     db.close().await;
     if let Some((cluster, true)) = &resolved.cluster {
         tracing::info!("stopping the private PostgreSQL cluster");
@@ -397,7 +419,7 @@ pub(crate) async fn org_allowlist(
 ) -> anyhow::Result<ExitCode> {
     let signer = crate::audit::chain::Signer::load(config.audit.signing_key.as_ref(), &config.data_dir)
         .map_err(anyhow::Error::msg)?
-        .with_retention(config.audit.retention_days);
+        .applying_retention();
     let resolved = provision::resolve(&config).await?;
     provision::migrate(&resolved).await?;
     provision::guard_runtime_role(&resolved.app).await?;
@@ -454,7 +476,7 @@ async fn audit(config: Config, operator: &OperatorAuthority, command: AuditComma
         .await?;
     let now = time::OffsetDateTime::now_utc();
     let code = match command {
-        AuditCommand::Verify { org, public_keys } => {
+        AuditCommand::Verify { org, public_keys, state, expect_head } => {
             let mut keys = vec![signer.verifying_key()];
             for k in public_keys {
                 let bytes = base64::engine::general_purpose::STANDARD
@@ -464,24 +486,55 @@ async fn audit(config: Config, operator: &OperatorAuthority, command: AuditComma
                     .ok_or_else(|| anyhow::anyhow!("--public-key must be 32 bytes of base64"))?;
                 keys.push(ed25519_dalek::VerifyingKey::from_bytes(&bytes)?);
             }
+            let expect_head: Option<KnownHead> = expect_head
+                .map(|h| h.parse().map_err(|e: String| anyhow::anyhow!("--expect-head: {e}")))
+                .transpose()?;
+            let mut known = match &state {
+                Some(path) => read_state(path)?,
+                None => std::collections::BTreeMap::new(),
+            };
             let orgs = target_orgs(&resolved, org.as_deref()).await?;
             let auditor = resolved.auditor.clone().ok_or_else(|| anyhow::anyhow!("auditor role needed"))?;
             let mut conn = provision::connect(&auditor, "auditor role").await?;
             let started = std::time::Instant::now();
             let (mut events, mut broken) = (0u64, 0usize);
             for (id, slug) in &orgs {
-                let report = crate::audit::chain::verify_org(&mut conn, *id, &keys).await?;
+                let remembered = known.get(&id.to_string()).cloned();
+                let expected = expect_head.as_ref().or(remembered.as_ref());
+                let verification = Verification::new(&keys, now).knowing(expected);
+                let report = crate::audit::chain::verify_org(&mut conn, *id, &verification).await?;
                 events += report.events;
                 match &report.first_break {
-                    None => println!(
-                        "ok      {slug} ({id}): {} events, {} signed checkpoints",
-                        report.events, report.signed_checkpoints
-                    ),
+                    None => {
+                        let head = report.head.as_ref().map(|h| format!(", head {h}")).unwrap_or_default();
+                        println!(
+                            "ok      {slug} ({id}): {} events, {} signed checkpoints{head}",
+                            report.events, report.signed_checkpoints
+                        );
+                        if let Some(h) = report.head {
+                            known.insert(id.to_string(), h);
+                        }
+                    }
                     Some(b) => {
                         broken += 1;
                         println!("BROKEN  {slug} ({id}): at event {}: {}", b.seq, b.message);
                     }
                 }
+            }
+            // A chain the state file knows that is no longer there at all.
+            if org.is_none() {
+                for id in known.keys() {
+                    if !orgs.iter().any(|(o, _)| &o.to_string() == id) {
+                        broken += 1;
+                        println!(
+                            "BROKEN  {id}: an earlier verification saw this organization's chain and it is gone \
+                             (remove it from the state file if the organization was deleted on purpose)"
+                        );
+                    }
+                }
+            }
+            if let Some(path) = &state {
+                write_state(path, &known)?;
             }
             let secs = started.elapsed().as_secs_f64();
             println!(
@@ -508,16 +561,16 @@ async fn audit(config: Config, operator: &OperatorAuthority, command: AuditComma
             ExitCode::SUCCESS
         }
         AuditCommand::Retention => {
-            let cutoff = now - time::Duration::days(config.audit.retention_days.into());
             for (id, slug) in target_orgs(&resolved, None).await? {
-                let mut g = db.global().await?;
-                let deleted: i64 = sqlx::query_scalar("SELECT audit_apply_retention($1, $2)")
-                    .bind(id)
-                    .bind(cutoff)
-                    .fetch_one(&mut *g)
-                    .await?;
-                g.commit().await?;
-                println!("{slug}: removed {deleted} events older than {} days", config.audit.retention_days);
+                let Some(principal) =
+                    crate::platform::db::tenant::operator(&db, operator, id, "audit retention").await?
+                else {
+                    continue;
+                };
+                let mut tx = crate::platform::db::OrgTx::begin(&db, &principal).await?;
+                let deleted = crate::audit::chain::apply_retention(&mut tx, &signer, id, now).await?;
+                tx.commit().await?;
+                println!("{slug}: removed {deleted} events older than the retention horizon");
             }
             ExitCode::SUCCESS
         }
@@ -527,8 +580,68 @@ async fn audit(config: Config, operator: &OperatorAuthority, command: AuditComma
     Ok(code)
 }
 
+/// Reads `audit verify --state`: organization id → the head seen last time. A missing file is
+/// an empty state (the first run).
+fn read_state(path: &std::path::Path) -> anyhow::Result<std::collections::BTreeMap<String, KnownHead>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => anyhow::bail!("--state {}: {e}", path.display()),
+    };
+    let raw: std::collections::BTreeMap<String, String> = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("--state {}: not a verify state file: {e}", path.display()))?;
+    raw.into_iter()
+        .map(|(org, head)| {
+            let head = head.parse().map_err(|e: String| anyhow::anyhow!("--state {}: {org}: {e}", path.display()))?;
+            Ok((org, head))
+        })
+        .collect()
+}
+
+fn write_state(path: &std::path::Path, heads: &std::collections::BTreeMap<String, KnownHead>) -> anyhow::Result<()> {
+    let raw: std::collections::BTreeMap<&String, String> = heads.iter().map(|(k, v)| (k, v.to_string())).collect();
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&raw)?)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| anyhow::anyhow!("--state {}: {e}", path.display()))
+}
+
+/// Writes `audit.retention_days` into the database's retention horizon, which only the owner
+/// role may change (the app role can never make retention cut younger events). Without an
+/// owner connection the database keeps its horizon, and a difference is reported.
+async fn sync_retention_policy(resolved: &provision::Resolved, days: u32) -> anyhow::Result<()> {
+    let days = i32::try_from(days).unwrap_or(i32::MAX);
+    match &resolved.owner {
+        Some(owner) => {
+            let mut conn = provision::connect(owner, "owner role").await?;
+            sqlx::query("UPDATE audit_retention_policy SET keep_days = $1")
+                .bind(days)
+                .execute(&mut conn)
+                .await
+                .map_err(|e| anyhow::anyhow!("audit.retention_days = {days}: {e} (1 to 36500 days)"))?;
+        }
+        None => {
+            let mut conn = provision::connect(&resolved.app, "app role").await?;
+            let current: i32 =
+                sqlx::query_scalar("SELECT keep_days FROM audit_retention_policy").fetch_one(&mut conn).await?;
+            if current != days {
+                tracing::warn!(
+                    database = current,
+                    configured = days,
+                    "audit.retention_days differs from the database's retention horizon; run `clientflow migrate` \
+                     with the owner role to apply it"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn worker(config: Config) -> anyhow::Result<ExitCode> {
     telemetry::init_tracing(&config.log);
+    let signer = crate::audit::chain::Signer::load(config.audit.signing_key.as_ref(), &config.data_dir)
+        .map_err(anyhow::Error::msg)?
+        .applying_retention();
     let db = connect_app(&config).await?;
     let transport = crate::mail::transport::Transport::from_config(&config).map_err(anyhow::Error::msg)?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -539,10 +652,17 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
         Arc::new(tokio::sync::Notify::new()),
         stopped,
     ));
-    tracing::info!("delivering queued mail; stop with Ctrl-C");
+    let signing = tokio::spawn(crate::audit::chain::run_signer(
+        db.clone(),
+        Arc::new(signer),
+        Arc::new(SystemClock),
+        stop.subscribe(),
+    ));
+    tracing::info!("delivering queued mail and signing audit chain heads; stop with Ctrl-C");
     server::shutdown_signal().await;
     let _ = stop.send(true);
     let _ = task.await;
+    let _ = signing.await;
     db.close().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -557,6 +677,7 @@ async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
         );
     }
     provision::migrate(&resolved).await?;
+    sync_retention_policy(&resolved, config.audit.retention_days).await?;
     println!("migrations: current ({} known)", crate::platform::db::MIGRATOR.iter().count());
     if let Some((cluster, true)) = &resolved.cluster {
         let cluster = cluster.clone();

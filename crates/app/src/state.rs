@@ -61,7 +61,7 @@ impl AppState {
         let audit_signer = Arc::new(
             crate::audit::chain::Signer::load(config.audit.signing_key.as_ref(), &config.data_dir)
                 .map_err(anyhow::Error::msg)?
-                .with_retention(config.audit.retention_days),
+                .applying_retention(),
         );
         let redis_url = config.redis.url.as_ref().map(|u| u.expose().to_string());
         let rate_limits =

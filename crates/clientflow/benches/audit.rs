@@ -23,7 +23,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clientflow::audit::chain::{SIGN_EVERY, Signer, verify_org};
+use clientflow::audit::chain::{CheckpointKind, SIGN_EVERY, Signer, Verification, verify_org};
 use clientflow::audit::{self, Context};
 use clientflow::platform::db::tenant::{self, NewOrgCreator, OperatorAuthority};
 use clientflow::platform::db::{Db, OrgPrincipal, OrgTx};
@@ -206,7 +206,10 @@ async fn bench_mutations(test_db: &TestDb, db: &Db, signer: &Arc<Signer>) {
     // The audited runs really wrote a valid chain.
     let org = principal.org_id();
     let mut auditor = test_db.auditor.clone().connect().await.expect("auditor connection");
-    let report = verify_org(&mut auditor, org, &[signer.verifying_key()]).await.expect("verify");
+    let report =
+        verify_org(&mut auditor, org, &Verification::new(&[signer.verifying_key()], OffsetDateTime::now_utc()))
+            .await
+            .expect("verify");
     assert_eq!(report.first_break, None);
     assert_eq!(report.events as usize, WARMUP + MUTATIONS);
 
@@ -373,7 +376,7 @@ async fn build_chain(
                 checkpoints.seq.push(seq);
                 checkpoints.hash.push(hash.to_vec());
                 checkpoints.created_at.push(occurred_at);
-                checkpoints.signature.push(signer.sign(org, seq, &hash));
+                checkpoints.signature.push(signer.sign(CheckpointKind::Signed, org, seq, &hash, occurred_at));
                 last_signed = Some(occurred_at);
             }
             b.seq.push(seq);
@@ -503,7 +506,8 @@ async fn bench_verify(test_db: &TestDb, db: &Db, seed: &[u8; 32], signer: &Signe
     let mut runs = Vec::with_capacity(VERIFY_RUNS);
     for _ in 0..VERIFY_RUNS {
         let t = Instant::now();
-        let report = verify_org(&mut auditor, org, &keys).await.expect("verify");
+        let report =
+            verify_org(&mut auditor, org, &Verification::new(&keys, OffsetDateTime::now_utc())).await.expect("verify");
         runs.push(t.elapsed());
         assert_eq!(report.first_break, None, "the generated chain must verify");
         assert_eq!(report.events as usize, events);

@@ -259,10 +259,15 @@ pub(crate) struct Session {
     pub db: Db,
     /// The operator's authority, handed down from the CLI's entry point.
     pub operator: OperatorAuthority,
+    /// The audit key: operator actions sign chain heads like the server's do.
+    pub signer: std::sync::Arc<crate::audit::chain::Signer>,
 }
 
 impl Session {
     pub async fn open(config: &Config, pool_size: u32, operator: OperatorAuthority) -> OpResult<Self> {
+        let signer = crate::audit::chain::Signer::load(config.audit.signing_key.as_ref(), &config.data_dir)
+            .map_err(|e| OpError::Failed(anyhow::anyhow!(e)))?
+            .applying_retention();
         let resolved = provision::resolve(config).await?;
         provision::migrate(&resolved).await?;
         provision::guard_runtime_role(&resolved.app).await?;
@@ -272,7 +277,7 @@ impl Session {
             std::time::Duration::from_secs(config.database.acquire_timeout_secs),
         )
         .await?;
-        Ok(Self { resolved, db, operator })
+        Ok(Self { resolved, db, operator, signer: std::sync::Arc::new(signer) })
     }
 
     /// Closes the pool, and stops the private cluster if this command started it (a running
@@ -303,8 +308,8 @@ where
 }
 
 /// The audit context of operator actions: no request behind them, marked as the CLI.
-pub(crate) fn audit_context(now: OffsetDateTime) -> Context {
-    Context { user_agent: "clientflow cli".into(), ..Context::system(now, None) }
+pub(crate) fn audit_context(s: &Session, now: OffsetDateTime) -> Context {
+    Context { user_agent: "clientflow cli".into(), ..Context::system(now, Some(s.signer.clone())) }
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
@@ -580,7 +585,7 @@ async fn create_org(s: &Session, name: &str, slug: Option<&str>, owner: &str) ->
     };
     let owner_email = parse_email("owner", owner)?;
     let now = OffsetDateTime::now_utc();
-    let ctx = audit_context(now);
+    let ctx = audit_context(s, now);
     let mut tx = OrgTx::begin_new_organization(&s.db, NewOrgCreator::Operator(&s.operator, "org create")).await?;
     // `users` is global: readable inside the new organization's transaction.
     let Some(owner) = users::find_by_email(&mut tx, &owner_email).await? else {
@@ -690,7 +695,7 @@ async fn add_member(s: &Session, org: &str, email: &str, role: &str, client: Opt
     }
     let email = parse_email("email", email)?;
     let (principal, org) = org_principal(s, org, "member add").await?;
-    let ctx = audit_context(OffsetDateTime::now_utc());
+    let ctx = audit_context(s, OffsetDateTime::now_utc());
     let mut tx = OrgTx::begin(&s.db, &principal).await?;
     let Some(user) = users::find_by_email(&mut tx, &email).await? else {
         return Err(OpError::NotFound(format!(
@@ -795,7 +800,7 @@ async fn create_key(s: &Session, org: &str, input: &NewKey) -> OpResult<Report> 
         return Err(OpError::invalid("role", "can't be owner: an API key is admin, manager or member"));
     }
     let (principal, org) = org_principal(s, org, "api-key create").await?;
-    let ctx = audit_context(OffsetDateTime::now_utc());
+    let ctx = audit_context(s, OffsetDateTime::now_utc());
     let created = keys::create(&s.db, &ctx, &principal, input).await?;
     let expires = created.key.expires_at.map(rfc3339).unwrap_or_else(|| "never".into());
     let text = format!(
@@ -835,7 +840,7 @@ async fn list_keys(s: &Session, org: &str) -> OpResult<Report> {
 async fn revoke_key(s: &Session, org: &str, id: &str) -> OpResult<Report> {
     let id: Uuid = id.trim().parse().map_err(|_| OpError::invalid("id", "is not an API key id"))?;
     let (principal, org) = org_principal(s, org, "api-key revoke").await?;
-    let ctx = audit_context(OffsetDateTime::now_utc());
+    let ctx = audit_context(s, OffsetDateTime::now_utc());
     let key = keys::revoke(&s.db, &ctx, &principal, id).await.map_err(|e| match e {
         AppError::NotFound => OpError::NotFound(format!("no API key {id} in {}", org.slug)),
         other => other.into(),

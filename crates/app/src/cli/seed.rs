@@ -223,7 +223,7 @@ async fn seed(s: &Session, json: bool, args: &SeedArgs) -> OpResult<Report> {
             let plan = plan_org(args, index, tasks, now);
             async move {
                 let t = Instant::now();
-                let (id, counts) = write_org(&s.db, &s.operator, &plan, args.seed, now).await?;
+                let (id, counts) = write_org(s, &plan, args.seed, now).await?;
                 Ok::<_, OpError>((
                     index,
                     OrgDone { id, slug: plan.slug, name: plan.name, counts, seconds: t.elapsed().as_secs_f64() },
@@ -738,14 +738,9 @@ fn spread_tasks(rng: &mut StdRng, projects: &mut [ProjectPlan], total: u64) {
 // ---------------------------------------------------------------------------------------------
 // Writing one organization
 
-async fn write_org(
-    db: &Db,
-    operator: &OperatorAuthority,
-    plan: &OrgPlan,
-    seed: u64,
-    now: OffsetDateTime,
-) -> OpResult<(OrgId, Counts)> {
-    let mut tx = OrgTx::begin_new_organization(db, NewOrgCreator::Operator(operator, "seed")).await?;
+async fn write_org(s: &Session, plan: &OrgPlan, seed: u64, now: OffsetDateTime) -> OpResult<(OrgId, Counts)> {
+    let db = &s.db;
+    let mut tx = OrgTx::begin_new_organization(db, NewOrgCreator::Operator(&s.operator, "seed")).await?;
     let org_id = tx.org_id();
     let slug =
         Slug::parse(&plan.slug).map_err(|m| OpError::Failed(anyhow::anyhow!("generated slug {}: {m}", plan.slug)))?;
@@ -959,7 +954,7 @@ async fn write_org(
 
     audit::record(
         &mut tx,
-        &audit_context(now),
+        &audit_context(s, now),
         Entry::new("seed.generated", "organization", org_id).after(json!({
             "name": plan.name,
             "slug": plan.slug,

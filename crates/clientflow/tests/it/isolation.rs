@@ -48,7 +48,8 @@ async fn seed_every_tenant_table(tdb: &TestDb, db: &clientflow::platform::db::Db
         "INSERT INTO audit_heads SELECT id, 1, decode(repeat('00', 32), 'hex') FROM organizations",
         "INSERT INTO audit_events (organization_id, seq, occurred_at, actor_type, actor_id, actor_label, action, target_type, target_id, prev_hash, hash) \
          SELECT id, 1, now(), 'system', 'x', 'x', 'test', 'x', 'x', decode(repeat('00', 32), 'hex'), decode(repeat('00', 32), 'hex') FROM organizations",
-        "INSERT INTO audit_checkpoints (organization_id, seq, kind, hash, created_at) SELECT id, 1, 'retention', decode(repeat('00', 32), 'hex'), now() FROM organizations",
+        "INSERT INTO audit_checkpoints (organization_id, seq, kind, hash, created_at, key_id, signature) \
+         SELECT id, 1, 'retention', decode(repeat('00', 32), 'hex'), now(), 'k', '\\x00' FROM organizations",
         "INSERT INTO client_contacts SELECT organization_id, gen_random_uuid(), id, 'Contact', NULL, NULL, '', now() FROM clients",
         "INSERT INTO project_members SELECT p.organization_id, p.id, m.user_id, now() FROM projects p JOIN memberships m ON m.organization_id = p.organization_id",
         "INSERT INTO board_columns SELECT organization_id, gen_random_uuid(), id, 'To do', 0 FROM projects",

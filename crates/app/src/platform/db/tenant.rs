@@ -660,6 +660,26 @@ pub async fn operator(
     Ok(exists.map(|_| principal))
 }
 
+/// The server's own scheduled audit maintenance (signing quiet chain heads,
+/// `audit::chain::sign_due_heads`): a system principal holding no permission at all. It can
+/// open the organization's transaction, which is all signing a head needs, and nothing a
+/// permission check guards. Returns `None` when the organization doesn't exist.
+pub async fn audit_maintenance(db: &Db, org_id: OrgId) -> Result<Option<OrgPrincipal>, sqlx::Error> {
+    let principal = OrgPrincipal {
+        org_id,
+        actor: Actor::System("audit maintenance".into()),
+        role: Role::Member,
+        client_id: None,
+        permissions: PermissionSet::of(&[]),
+        scope_user: None,
+    };
+    let mut tx = OrgTx::begin(db, &principal).await?;
+    let exists: Option<(OrgId,)> =
+        sqlx::query_as("SELECT id FROM organizations WHERE id = $1").bind(org_id).fetch_optional(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(exists.map(|_| principal))
+}
+
 /// A transaction inside one organization.
 pub struct OrgTx {
     tx: Transaction<'static, Postgres>,
