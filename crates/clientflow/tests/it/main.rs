@@ -15,6 +15,7 @@ mod identity;
 mod isolation;
 mod keys;
 mod mail;
+mod matrix;
 mod operator;
 mod ratelimit;
 mod ratelimit_http;

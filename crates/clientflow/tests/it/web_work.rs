@@ -156,6 +156,19 @@ pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, S
             invoices::transition(db, &c, &op, inv.id, "send").await.unwrap();
             inv.id.to_string()
         }
+        "draft_invoice" => {
+            // A draft, to the portal's client: the only state that may still be edited, sent or deleted.
+            let input = invoices::InvoiceInput {
+                client_id: Some(org.client_id.clone()),
+                lines: Some(vec![invoices::LineInput {
+                    description: "Fixture draft".into(),
+                    quantity_milli: 1000,
+                    unit_price_minor: 5_000,
+                }]),
+                ..Default::default()
+            };
+            invoices::create(db, &c, &op, &input).await.unwrap().id.to_string()
+        }
         "file" => {
             let project = parent_project(app, org, &op, earlier).await;
             let up = files::Upload {
