@@ -898,12 +898,13 @@ async fn save_roles(
 ) -> AppResult<Response> {
     let result = async {
         only_fields(&body, &["role", "permission"])?;
-        let role: Role = form_urlencoded::parse(&body)
-            .find(|(k, _)| k == "role")
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
-            .parse()
-            .map_err(|m: String| AppError::field("role", m))?;
+        // Exactly one role: with two, which one a save changes would depend on field order.
+        let roles: Vec<String> =
+            form_urlencoded::parse(&body).filter(|(k, _)| k == "role").map(|(_, v)| v.into_owned()).collect();
+        let [role] = roles.as_slice() else {
+            return Err(AppError::field("role", "choose exactly one role to customize"));
+        };
+        let role: Role = role.parse().map_err(|m: String| AppError::field("role", m))?;
         let mut wanted = PermissionSet::of(&repeated(&body, "permission")?);
         wanted.insert(P::OrgAccess);
         let _ = default_permissions(role);

@@ -638,6 +638,15 @@ async fn mass_assignment_is_refused_and_writes_nothing() {
             "organization_id",
         ),
         (Method::POST, "/api/v1/clients".to_string(), json!({"name": "x", "id": Uuid::now_v7()}), "id"),
+        (Method::POST, "/api/v1/clients".to_string(), json!({"name": "x", "role": "owner"}), "role"),
+        (Method::POST, "/api/v1/clients".to_string(), json!({"name": "x", "owner": true}), "owner"),
+        (Method::PATCH, format!("/api/v1/projects/{}", t.org.project), json!({"is_owner": true}), "is_owner"),
+        (
+            Method::POST,
+            "/api/v1/tasks".to_string(),
+            json!({"project_id": t.org.project, "title": "x", "organization_id": other.org.id}),
+            "organization_id",
+        ),
         (Method::POST, "/api/v1/clients".to_string(), json!({"name": "x", "status": "archived"}), "status"),
         (
             Method::PATCH,

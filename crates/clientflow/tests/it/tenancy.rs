@@ -496,3 +496,130 @@ fn every_route_declares_its_access_and_public_routes_are_intended() {
         assert!(seen.contains(*p), "{p} is listed as public but doesn't exist");
     }
 }
+
+// ---- privilege escalation ----
+
+async fn count(app: &TestApp, sql: &str, arg: &str) -> i64 {
+    let mut db = app.db.admin_conn().await;
+    sqlx::query_scalar(sql).bind(arg).fetch_one(&mut db).await.unwrap()
+}
+
+/// What the organization's people, invitations, keys and settings look like: a refused request
+/// must leave all of it exactly as it was.
+async fn org_state(app: &TestApp, org_id: &str) -> String {
+    let mut db = app.db.admin_conn().await;
+    let row: (String,) = sqlx::query_as(
+        "SELECT concat_ws(' | ', \
+           (SELECT string_agg(user_id || ':' || role || ':' || status || ':' || coalesce(client_id::text, ''), ',' ORDER BY user_id) \
+              FROM memberships WHERE organization_id = $1::uuid), \
+           (SELECT string_agg(email || ':' || role, ',' ORDER BY email) FROM invitations WHERE organization_id = $1::uuid), \
+           (SELECT string_agg(name || ':' || role || ':' || coalesce(array_to_string(permissions, '+'), ''), ',' ORDER BY name) \
+              FROM api_keys WHERE organization_id = $1::uuid), \
+           (SELECT string_agg(role || ':' || permission || ':' || granted, ',' ORDER BY role, permission) \
+              FROM role_permissions WHERE organization_id = $1::uuid), \
+           (SELECT string_agg(user_id || ':' || permission || ':' || granted, ',' ORDER BY user_id, permission) \
+              FROM member_permissions WHERE organization_id = $1::uuid), \
+           (SELECT concat_ws(':', id, slug, name, brand_color, timezone, currency, require_two_factor, session_timeout_minutes) \
+              FROM organizations WHERE id = $1::uuid))",
+    )
+    .bind(org_id)
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    row.0
+}
+
+/// An extra `role`, `organization_id`, `owner` or `is_owner` on any form that manages people,
+/// keys or settings is refused, and nothing changes — on the forms of
+/// members, invitations, settings (general, security, roles, per-member permissions), API keys,
+/// organization creation and invitation acceptance.
+#[tokio::test]
+async fn mass_assignment_of_role_organization_and_owner_is_refused_on_every_form() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "smuggle").await;
+    let other = org_with_every_role(&app, "target").await;
+    let slug = org.slug.clone();
+    let member_id = org.people["member"].user_id.clone();
+    let smuggled: [(&str, &str); 5] = [
+        ("role", "owner"),
+        ("organization_id", other.id.as_str()),
+        ("owner", "true"),
+        ("is_owner", "on"),
+        ("owner", "on"),
+    ];
+    let settings = [
+        ("name", "Smuggled"),
+        ("slug", "smuggle"),
+        ("brand_color", "#112233"),
+        ("timezone", "UTC"),
+        ("currency", "EUR"),
+    ];
+    let forms: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (format!("/o/{slug}/settings"), settings.to_vec()),
+        (format!("/o/{slug}/settings/security"), vec![("session_timeout_minutes", "30")]),
+        (format!("/o/{slug}/settings/contact"), vec![("contact_email", "c@smuggle.test")]),
+        (format!("/o/{slug}/invitations"), vec![("email", "new@smuggle.test"), ("role", "member"), ("client_id", "")]),
+        (format!("/o/{slug}/members/{member_id}/role"), vec![("role", "manager"), ("client_id", "")]),
+        (format!("/o/{slug}/members/{member_id}/permissions"), vec![("grant", "tasks.delete")]),
+        (format!("/o/{slug}/settings/roles"), vec![("role", "member"), ("permission", "clients.read")]),
+        (
+            format!("/o/{slug}/settings/api-keys"),
+            vec![("name", "Smuggled key"), ("role", "member"), ("expires_in_days", "")],
+        ),
+    ];
+    let before = org_state(&app, &org.id).await;
+    let other_before = org_state(&app, &other.id).await;
+    for as_role in ["admin", "owner"] {
+        for (path, fields) in &forms {
+            for (name, value) in smuggled {
+                // `role` is a real field of some forms: smuggle it twice there instead.
+                let mut all = fields.clone();
+                all.push((name, value));
+                let b = &mut org.people.get_mut(as_role).unwrap().browser;
+                let res = post(b, path, &all).await;
+                assert_eq!(res.status(), 422, "{as_role}: {path} with {name}={value}");
+            }
+        }
+    }
+    assert_eq!(org_state(&app, &org.id).await, before, "a refused form changed the organization");
+    assert_eq!(org_state(&app, &other.id).await, other_before, "a refused form changed another organization");
+
+    // Creating an organization can't adopt another one's id or hand out roles.
+    let admin = &mut org.people.get_mut("admin").unwrap().browser;
+    for (name, value) in smuggled {
+        let res = admin.submit("/orgs/new", "/orgs", &[("name", "Adopted"), (name, value)]).await;
+        assert_eq!(res.status(), 422, "/orgs with {name}");
+    }
+    assert_eq!(count(&app, "SELECT count(*) FROM organizations WHERE name = $1", "Adopted").await, 0);
+
+    // The invitee can't pick a role (or an organization) when accepting.
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let res = post(
+        owner,
+        &format!("/o/{slug}/invitations"),
+        &[("email", "joiner@smuggle.test"), ("role", "member"), ("client_id", "")],
+    )
+    .await;
+    assert_eq!(res.status(), 303);
+    let link = app.link_in_mail("joiner@smuggle.test", "/invitations/accept?token=").await;
+    let token = link.split("token=").nth(1).unwrap().to_string();
+    for (name, value) in smuggled {
+        let mut invitee = app.browser();
+        let res = invitee
+            .submit(
+                &link,
+                "/invitations/accept",
+                &[("token", &token), ("password", PASSWORD), ("display_name", ""), (name, value)],
+            )
+            .await;
+        assert_eq!(res.status(), 422, "accepting with {name}");
+    }
+    assert_eq!(role_of(&app, &slug, "joiner@smuggle.test").await, None);
+    let mut invitee = app.browser();
+    let res = invitee
+        .submit(&link, "/invitations/accept", &[("token", &token), ("password", PASSWORD), ("display_name", "")])
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(role_of(&app, &slug, "joiner@smuggle.test").await, Some(("member".into(), "active".into())));
+    assert_eq!(role_of(&app, &slug, "admin@smuggle.test").await.unwrap().0, "admin");
+}
