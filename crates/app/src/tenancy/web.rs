@@ -863,7 +863,8 @@ async fn roles_view(
 ) -> AppResult<RolesPage> {
     let mut tx = OrgTx::begin(&state.db, &access.principal).await?;
     let mut roles = Vec::new();
-    for role in [Role::Manager, Role::Member] {
+    // Only the roles the viewer may reshape (a Member with `roles.manage` sees the Member role).
+    for role in [Role::Manager, Role::Member].into_iter().filter(|r| service::may_act_on(access.principal.role(), *r)) {
         let custom = service::role_customization(&mut tx, role).await?;
         let effective = super::role::effective_permissions(role, &custom, &[]);
         roles.push(RoleView {

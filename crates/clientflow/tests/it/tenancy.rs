@@ -623,3 +623,181 @@ async fn mass_assignment_of_role_organization_and_owner_is_refused_on_every_form
     assert_eq!(role_of(&app, &slug, "joiner@smuggle.test").await, Some(("member".into(), "active".into())));
     assert_eq!(role_of(&app, &slug, "admin@smuggle.test").await.unwrap().0, "admin");
 }
+
+/// The permissions of the Member role as the customization form sends them, plus `extra`.
+fn member_role_form(extra: &[&'static str]) -> Vec<(&'static str, &'static str)> {
+    let mut fields = vec![("role", "member")];
+    for p in default_permissions(Role::Member).iter().filter(|p| *p != Permission::OrgAccess) {
+        fields.push(("permission", p.as_str()));
+    }
+    fields.extend(extra.iter().map(|p| ("permission", *p)));
+    fields
+}
+
+/// Being handed `members.invite` or `members.manage` (per member, or through a customized
+/// role) never lets anyone invite above their own role, promote themselves, or act on someone
+/// above them.
+#[tokio::test]
+async fn nobody_invites_above_their_role_or_promotes_themselves() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "climb").await;
+    let slug = org.slug.clone();
+    let member_id = org.people["member"].user_id.clone();
+    let manager_id = org.people["manager"].user_id.clone();
+    let client_id = org.people["client"].user_id.clone();
+    let admin_id = org.people["admin"].user_id.clone();
+
+    // The Admin hands the Member both people permissions, and Managers `members.manage`.
+    let admin = &mut org.people.get_mut("admin").unwrap().browser;
+    let res = post(
+        admin,
+        &format!("/o/{slug}/members/{member_id}/permissions"),
+        &[("grant", "members.invite"), ("grant", "members.manage")],
+    )
+    .await;
+    assert_eq!(res.status(), 303);
+    let mut manager_role = vec![("role", "manager")];
+    for p in default_permissions(Role::Manager).iter().filter(|p| *p != Permission::OrgAccess) {
+        manager_role.push(("permission", p.as_str()));
+    }
+    manager_role.push(("permission", "members.manage"));
+    assert_eq!(post(admin, &format!("/o/{slug}/settings/roles"), &manager_role).await.status(), 303);
+    // Admins' own permissions are not customizable, not even by themselves.
+    let res = post(admin, &format!("/o/{slug}/members/{admin_id}/permissions"), &[("grant", "org.transfer")]).await;
+    assert_eq!(res.status(), 422);
+
+    let member = &mut org.people.get_mut("member").unwrap().browser;
+    for role in ["owner", "admin", "manager"] {
+        let email = format!("{role}-by-member@climb.test");
+        let res =
+            post(member, &format!("/o/{slug}/invitations"), &[("email", &email), ("role", role), ("client_id", "")])
+                .await;
+        assert_eq!(res.status(), 403, "a Member invited a {role}");
+    }
+    let res = post(
+        member,
+        &format!("/o/{slug}/invitations"),
+        &[("email", "peer@climb.test"), ("role", "member"), ("client_id", "")],
+    )
+    .await;
+    assert_eq!(res.status(), 303, "inviting at one's own level is what the permission is for");
+    // Self-promotion, and acting on people above.
+    for role in ["manager", "admin", "owner"] {
+        let res =
+            post(member, &format!("/o/{slug}/members/{member_id}/role"), &[("role", role), ("client_id", "")]).await;
+        assert_eq!(res.status(), 403, "a Member made themselves {role}");
+        let res =
+            post(member, &format!("/o/{slug}/members/{client_id}/role"), &[("role", role), ("client_id", "")]).await;
+        assert_eq!(res.status(), 403, "a Member made someone else {role}");
+    }
+    for action in ["suspend", "remove"] {
+        let res = post(member, &format!("/o/{slug}/members/{manager_id}/{action}"), &[]).await;
+        assert_eq!(res.status(), 403, "a Member could {action} a Manager");
+    }
+    let res =
+        post(member, &format!("/o/{slug}/members/{manager_id}/role"), &[("role", "member"), ("client_id", "")]).await;
+    assert_eq!(res.status(), 403, "a Member demoted a Manager");
+
+    let manager = &mut org.people.get_mut("manager").unwrap().browser;
+    for role in ["admin", "owner"] {
+        let res =
+            post(manager, &format!("/o/{slug}/members/{manager_id}/role"), &[("role", role), ("client_id", "")]).await;
+        assert_eq!(res.status(), 403, "a Manager made themselves {role}");
+    }
+    let res =
+        post(manager, &format!("/o/{slug}/members/{admin_id}/role"), &[("role", "member"), ("client_id", "")]).await;
+    assert_eq!(res.status(), 403, "a Manager demoted an Admin");
+
+    for (email, role) in [
+        ("owner@climb.test", "owner"),
+        ("admin@climb.test", "admin"),
+        ("manager@climb.test", "manager"),
+        ("member@climb.test", "member"),
+        ("client@climb.test", "client"),
+    ] {
+        assert_eq!(role_of(&app, &slug, email).await, Some((role.into(), "active".into())), "{email}");
+    }
+    let invited: Vec<String> = {
+        let mut db = app.db.admin_conn().await;
+        sqlx::query_scalar("SELECT email FROM invitations WHERE email LIKE '%@climb.test' ORDER BY email")
+            .fetch_all(&mut db)
+            .await
+            .unwrap()
+    };
+    assert!(!invited.iter().any(|e| e.contains("-by-member")), "refused invitations were stored: {invited:?}");
+}
+
+/// A Manager whose role was given `roles.manage` customizes within the Admin bound and within
+/// what they hold themselves, and never touches a role above their own; the same goes for a
+/// Member given `roles.manage` by override.
+#[tokio::test]
+async fn a_manager_who_manages_roles_stays_within_bounds() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "bound").await;
+    let slug = org.slug.clone();
+    let member_id = org.people["member"].user_id.clone();
+    let manager_id = org.people["manager"].user_id.clone();
+    let roles = format!("/o/{slug}/settings/roles");
+    let admin = &mut org.people.get_mut("admin").unwrap().browser;
+    let mut manager_role = vec![("role", "manager")];
+    for p in default_permissions(Role::Manager).iter().filter(|p| *p != Permission::OrgAccess) {
+        manager_role.push(("permission", p.as_str()));
+    }
+    let mut with_roles = manager_role.clone();
+    with_roles.push(("permission", "roles.manage"));
+    assert_eq!(post(admin, &roles, &with_roles).await.status(), 303);
+    let before = org_state(&app, &org.id).await;
+
+    let manager = &mut org.people.get_mut("manager").unwrap().browser;
+    assert_eq!(manager.get(&roles).await.status(), 200, "the customized role took effect");
+    // Beyond the Admin bound: refused whoever asks.
+    for p in ["billing.manage", "org.delete", "org.export", "ip_allowlist.manage", "org.transfer", "portal.read"] {
+        let res = post(manager, &roles, &member_role_form(&[p])).await;
+        assert!(matches!(res.status().as_u16(), 403 | 422), "{p} granted to Members: {}", res.status());
+    }
+    // Within the bound but beyond the Manager's own permissions.
+    for p in ["audit.read", "members.manage", "settings.manage", "api_keys.manage", "members.invite"] {
+        let res = post(manager, &roles, &member_role_form(&[p])).await;
+        assert_eq!(res.status(), 403, "{p} granted to Members by a Manager");
+        let mut own = with_roles.clone();
+        own.push(("permission", p));
+        let res = post(manager, &roles, &own).await;
+        assert_eq!(res.status(), 403, "{p} granted to the Manager's own role");
+        let res = post(manager, &format!("/o/{slug}/members/{manager_id}/permissions"), &[("grant", p)]).await;
+        assert_eq!(res.status(), 403, "{p} granted to themselves");
+        let res = post(manager, &format!("/o/{slug}/members/{member_id}/permissions"), &[("grant", p)]).await;
+        assert_eq!(res.status(), 403, "{p} granted to a Member");
+    }
+    // Admin and Owner are not customizable at all.
+    for role in ["admin", "owner", "client"] {
+        let res = post(manager, &roles, &[("role", role), ("permission", "clients.read")]).await;
+        assert_eq!(res.status(), 422, "{role} customized");
+    }
+    assert_eq!(org_state(&app, &org.id).await, before, "a refused customization changed something");
+    // What the Manager holds may be handed on.
+    let res = post(manager, &roles, &member_role_form(&["invoices.read"])).await;
+    assert_eq!(res.status(), 303);
+    let member = &mut org.people.get_mut("member").unwrap().browser;
+    assert_eq!(member.get(&format!("/o/{slug}/invoices")).await.status(), 200);
+
+    // A Member given `roles.manage` can't reshape the Manager role above them, not even by
+    // taking permissions away from it.
+    let admin = &mut org.people.get_mut("admin").unwrap().browser;
+    let res = post(admin, &format!("/o/{slug}/members/{member_id}/permissions"), &[("grant", "roles.manage")]).await;
+    assert_eq!(res.status(), 303);
+    let before = org_state(&app, &org.id).await;
+    let member = &mut org.people.get_mut("member").unwrap().browser;
+    let mut tightened = vec![("role", "manager")];
+    for p in default_permissions(Role::Member).iter().filter(|p| *p != Permission::OrgAccess) {
+        tightened.push(("permission", p.as_str()));
+    }
+    let (_, html) = member.page(&roles).await;
+    assert!(html.contains("<h2>Member</h2>") && !html.contains("<h2>Manager</h2>"), "{html}");
+    let res = post(member, &roles, &tightened).await;
+    assert_eq!(res.status(), 403, "a Member reshaped the Manager role");
+    let res = post(member, &format!("/o/{slug}/members/{manager_id}/permissions"), &[("deny", "clients.read")]).await;
+    assert_eq!(res.status(), 403, "a Member took a Manager's permission away");
+    assert_eq!(org_state(&app, &org.id).await, before);
+    let manager = &mut org.people.get_mut("manager").unwrap().browser;
+    assert_eq!(manager.get(&format!("/o/{slug}/clients")).await.status(), 200);
+}
