@@ -801,3 +801,156 @@ async fn a_manager_who_manages_roles_stays_within_bounds() {
     let manager = &mut org.people.get_mut("manager").unwrap().browser;
     assert_eq!(manager.get(&format!("/o/{slug}/clients")).await.status(), 200);
 }
+
+/// Creates an API key on the keys page as `b` and returns its secret (shown once).
+async fn key_from_the_page(b: &mut Browser, slug: &str, name: &str, role: &str) -> String {
+    let res =
+        post(b, &format!("/o/{slug}/settings/api-keys"), &[("name", name), ("role", role), ("expires_in_days", "")])
+            .await;
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    let at = html.find("value=\"cf_live_").expect("the secret is shown");
+    html[at + 7..].split('"').next().unwrap().to_string()
+}
+
+async fn api_status(app: &TestApp, key: &str, path: &str) -> u16 {
+    app.client
+        .get(app.url(path))
+        .header("authorization", format!("Bearer {key}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// A key stands on its creator: suspending the creator stops it on the next request,
+/// reactivating brings it back, removing the creator ends it for good.
+#[tokio::test]
+async fn an_api_key_stops_working_when_its_creator_is_suspended_or_removed() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "keyman").await;
+    let slug = org.slug.clone();
+    let admin_id = org.people["admin"].user_id.clone();
+    let admin = &mut org.people.get_mut("admin").unwrap().browser;
+    let key = key_from_the_page(admin, &slug, "Admin's bot", "manager").await;
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let owners_key = key_from_the_page(owner, &slug, "Owner's bot", "manager").await;
+    assert_eq!(api_status(&app, &key, "/api/v1/clients").await, 200);
+
+    assert_eq!(post(owner, &format!("/o/{slug}/members/{admin_id}/suspend"), &[]).await.status(), 303);
+    assert_eq!(api_status(&app, &key, "/api/v1/clients").await, 401, "the suspended creator's key still works");
+    assert_eq!(api_status(&app, &key, &format!("/api/v1/clients/{}", org.client_id)).await, 401);
+    assert_eq!(api_status(&app, &owners_key, "/api/v1/clients").await, 200, "other keys are untouched");
+
+    assert_eq!(post(owner, &format!("/o/{slug}/members/{admin_id}/reactivate"), &[]).await.status(), 303);
+    assert_eq!(api_status(&app, &key, "/api/v1/clients").await, 200);
+
+    assert_eq!(post(owner, &format!("/o/{slug}/members/{admin_id}/remove"), &[]).await.status(), 303);
+    assert_eq!(api_status(&app, &key, "/api/v1/clients").await, 401, "the removed creator's key still works");
+    assert_eq!(api_status(&app, &owners_key, "/api/v1/clients").await, 200);
+}
+
+/// Changing a role takes effect on the very next request of the person's existing session and
+/// of the keys they made: nothing is cached from before.
+#[tokio::test]
+async fn a_downgraded_admin_loses_access_on_the_very_next_request() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "demote").await;
+    let slug = org.slug.clone();
+    let admin_id = org.people["admin"].user_id.clone();
+    let member_id = org.people["member"].user_id.clone();
+    let admin = &mut org.people.get_mut("admin").unwrap().browser;
+    let key = key_from_the_page(admin, &slug, "Admin's key", "admin").await;
+    let internal = [
+        format!("/o/{slug}/settings"),
+        format!("/o/{slug}/settings/security"),
+        format!("/o/{slug}/settings/roles"),
+        format!("/o/{slug}/settings/api-keys"),
+        format!("/o/{slug}/audit"),
+        format!("/o/{slug}/members/{member_id}/permissions"),
+        format!("/o/{slug}/invoices"),
+    ];
+    for path in &internal {
+        assert_eq!(admin.get(path).await.status(), 200, "{path} before");
+    }
+    let token = session_token(admin).await;
+    assert_eq!(api_status(&app, &key, "/api/v1/invoices").await, 200);
+
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let res =
+        post(owner, &format!("/o/{slug}/members/{admin_id}/role"), &[("role", "member"), ("client_id", "")]).await;
+    assert_eq!(res.status(), 303);
+
+    // The same browser, the same session, the same form token.
+    let admin = &mut org.people.get_mut("admin").unwrap().browser;
+    for path in &internal {
+        assert_eq!(admin.get(path).await.status(), 403, "{path} after the downgrade");
+    }
+    let res = admin
+        .post_with(
+            &format!("/o/{slug}/invitations"),
+            &[("email", "late@demote.test"), ("role", "admin"), ("client_id", "")],
+            Some(&token),
+            true,
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+    let res = admin
+        .post_with(
+            &format!("/o/{slug}/members/{member_id}/role"),
+            &[("role", "admin"), ("client_id", "")],
+            Some(&token),
+            true,
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(admin.get(&format!("/o/{slug}/projects")).await.status(), 200, "still a Member");
+    assert_eq!(api_status(&app, &key, "/api/v1/invoices").await, 401, "an Admin key outranks its creator now");
+    assert_eq!(role_of(&app, &slug, "member@demote.test").await.unwrap().0, "member");
+    assert_eq!(count(&app, "SELECT count(*) FROM invitations WHERE email = $1", "late@demote.test").await, 0);
+}
+
+/// An organization always keeps an active Owner: the last one (another Owner being suspended
+/// doesn't count) can't leave, remove themselves, be demoted or suspend themselves; once another
+/// Owner is active, leaving works.
+#[tokio::test]
+async fn the_last_active_owner_can_neither_leave_nor_be_demoted() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "lastone").await;
+    let slug = org.slug.clone();
+    let owner_id = org.people["owner"].user_id.clone();
+    let admin_id = org.people["admin"].user_id.clone();
+    // The Admin becomes a second Owner, then is suspended.
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let res = post(owner, &format!("/o/{slug}/members/{admin_id}/role"), &[("role", "owner"), ("client_id", "")]).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(post(owner, &format!("/o/{slug}/members/{admin_id}/suspend"), &[]).await.status(), 303);
+
+    assert_eq!(post(owner, &format!("/o/{slug}/leave"), &[]).await.status(), 409);
+    assert_eq!(post(owner, &format!("/o/{slug}/members/{owner_id}/remove"), &[]).await.status(), 409);
+    for role in ["admin", "member"] {
+        let res =
+            post(owner, &format!("/o/{slug}/members/{owner_id}/role"), &[("role", role), ("client_id", "")]).await;
+        assert_eq!(res.status(), 409, "the last active Owner became {role}");
+    }
+    assert_eq!(post(owner, &format!("/o/{slug}/members/{owner_id}/suspend"), &[]).await.status(), 403);
+    assert_eq!(role_of(&app, &slug, "owner@lastone.test").await, Some(("owner".into(), "active".into())));
+    // The suspended Owner can't act at all.
+    let suspended = &mut org.people.get_mut("admin").unwrap().browser;
+    assert_eq!(suspended.get(&format!("/o/{slug}")).await.status(), 404);
+
+    // With another active Owner, the first may go.
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    assert_eq!(post(owner, &format!("/o/{slug}/members/{admin_id}/reactivate"), &[]).await.status(), 303);
+    let res = post(owner, &format!("/o/{slug}/leave"), &[]).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), "/app");
+    assert_eq!(role_of(&app, &slug, "owner@lastone.test").await, None);
+    // And now the former Admin is the last Owner.
+    let remaining = &mut org.people.get_mut("admin").unwrap().browser;
+    assert_eq!(post(remaining, &format!("/o/{slug}/leave"), &[]).await.status(), 409);
+    let res =
+        post(remaining, &format!("/o/{slug}/members/{admin_id}/role"), &[("role", "admin"), ("client_id", "")]).await;
+    assert_eq!(res.status(), 409);
+}
