@@ -7,7 +7,7 @@
 
 use axum::http::Method;
 use clientflow::platform::http::route::{Access, RouteDef, Surface};
-use clientflow::tenancy::role::{Role, default_permissions};
+use clientflow::tenancy::role::{Permission, Role, default_permissions};
 use clientflow_test_support::TestApp;
 use clientflow_test_support::browser::{Browser, location};
 
@@ -296,10 +296,17 @@ pub async fn fresh_param(app: &TestApp, org: &Org, fixture: &str, earlier: &[(St
     }
 }
 
+/// A request path and the values of its parameters (by name).
+pub type Target = (String, Vec<(String, String)>);
+
 /// The route's path for `org`'s slug with fresh entities of `ids_from` for its parameters, and
 /// the parameters' values.
-pub async fn url_for(app: &TestApp, route: &RouteDef, org: &Org, ids_from: &Org) -> (String, Vec<(String, String)>) {
-    let fixtures = fixtures_of(route);
+pub async fn url_for(app: &TestApp, route: &RouteDef, org: &Org, ids_from: &Org) -> Target {
+    url_with(app, route, org, ids_from, fixtures_of(route)).await
+}
+
+/// [`url_for`] with the given `(parameter, fixture)` choices.
+pub async fn url_with(app: &TestApp, route: &RouteDef, org: &Org, ids_from: &Org, fixtures: &[(&str, &str)]) -> Target {
     let mut out = String::new();
     let mut rest = route.path;
     let mut params = Vec::new();
@@ -571,4 +578,121 @@ async fn the_cross_tenant_cross_role_matrix_over_every_route() {
     assert!(failures.is_empty(), "{} of {cases} cases failed:\n{}", failures.len(), failures.join("\n"));
     assert_eq!(cases, expected_cases);
     assert!(allowed_cases > routes.len(), "{allowed_cases} allowed cases");
+}
+
+/// Names of records only the organization's team may see; no page a Client reaches shows them.
+const INTERNAL: [&str; 3] = ["Internal-only client", "Internal-only project", "Another client"];
+
+/// A Client user over the whole route table: every organization route but the portal's and
+/// membership itself (the organization's home, which sends a Client to the portal; its logo;
+/// leaving) answers 403, and 404 in another organization; every API route answers 401 to the
+/// Client's session (the API takes keys only; a key whose creator became a Client is refused
+/// in the API matrix); the portal serves the Client's own client's records and answers 404
+/// for another client's project, invoice or file; and no page the Client reaches — account
+/// and public pages included — shows an internal record.
+#[tokio::test]
+#[allow(clippy::print_stdout)] // the case count is part of the report
+async fn a_client_user_reaches_nothing_internal_over_the_whole_route_table() {
+    let app = TestApp::spawn().await;
+    let mut a = org_with_every_role(&app, "portalside").await;
+    let b = org_with_every_role(&app, "otherside").await;
+    {
+        let mut db = app.db.admin_conn().await;
+        let (client, project) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        let org_id: uuid::Uuid = a.id.parse().unwrap();
+        sqlx::query("INSERT INTO clients (organization_id, id, name) VALUES ($1, $2, $3)")
+            .bind(org_id)
+            .bind(client)
+            .bind(INTERNAL[0])
+            .execute(&mut db)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO projects (organization_id, id, client_id, name) VALUES ($1, $2, $3, $4)")
+            .bind(org_id)
+            .bind(project)
+            .bind(client)
+            .bind(INTERNAL[1])
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+    let mut person = a.people.remove("client").unwrap();
+    let routes = clientflow::routes::all();
+    let (mut cases, mut expected_cases, mut failures) = (0usize, 0usize, Vec::new());
+    let shows_internal = |html: &str| INTERNAL.iter().find(|n| html.contains(*n)).map(|n| n.to_string());
+    for route in &routes {
+        let has_ids = route.path.matches('{').count() > 1;
+        let mut checks: Vec<(&str, Target, Option<u16>)> = Vec::new();
+        match route.access {
+            Access::Org(p) => {
+                let portal = p == Permission::PortalRead;
+                expected_cases += 2 + usize::from(portal && has_ids);
+                checks.push(("another organization", url_for(&app, route, &b, &b).await, Some(404)));
+                let own = url_for(&app, route, &a, &a).await;
+                let expected = if portal || p == Permission::OrgAccess { None } else { Some(403) };
+                checks.push(("own organization", own, expected));
+                if portal && has_ids {
+                    let names: Vec<String> = route
+                        .path
+                        .split('{')
+                        .skip(1)
+                        .map(|s| s.split('}').next().unwrap().to_string())
+                        .filter(|n| n != "org")
+                        .collect();
+                    let fixtures: Vec<(String, String)> =
+                        names.iter().map(|n| (n.clone(), format!("another_clients_{n}"))).collect();
+                    let fixtures: Vec<(&str, &str)> = fixtures.iter().map(|(p, f)| (p.as_str(), f.as_str())).collect();
+                    checks.push(("another client's record", url_with(&app, route, &a, &a, &fixtures).await, Some(404)));
+                }
+            }
+            Access::Api(_) => {
+                expected_cases += 1;
+                let fixtures = [("time_entry", "entry")];
+                checks.push(("session instead of a key", url_with(&app, route, &a, &a, &fixtures).await, Some(401)));
+            }
+            // Personal and public pages: whatever they answer, nothing internal on them.
+            _ if route.method == Method::GET && !route.path.contains('{') => {
+                expected_cases += 1;
+                let html = person.browser.get(route.path).await.text().await.unwrap_or_default();
+                cases += 1;
+                if let Some(name) = shows_internal(&html) {
+                    failures.push(format!("{} shows {name} to a Client", key(route)));
+                }
+                continue;
+            }
+            _ => continue,
+        }
+        for (what, (url, params), expected) in checks {
+            a.people.insert("client", person);
+            restore_membership(&app, &a, "client").await;
+            person = a.people.remove("client").unwrap();
+            let res = if route.surface == Surface::Api {
+                person.browser.client.request(route.method.clone(), person.browser.url(&url)).send().await.unwrap()
+            } else {
+                send(&app, &mut person.browser, route, &url, &a, &params).await
+            };
+            cases += 1;
+            let status = res.status().as_u16();
+            let verdict = match expected {
+                Some(code) if status == code => Ok(()),
+                Some(_) => Err(status.to_string()),
+                None if route.method == Method::GET && status == 200 => {
+                    let html = res.text().await.unwrap_or_default();
+                    shows_internal(&html).map_or(Ok(()), |name| Err(format!("200 showing {name}")))
+                }
+                None => succeeded(&mut person.browser, res).await,
+            };
+            if let Err(got) = verdict {
+                failures.push(format!(
+                    "{} as the Client ({what}): got {got}; expected {}",
+                    key(route),
+                    expected.map(|c| c.to_string()).unwrap_or_else(|| "success".into())
+                ));
+            }
+        }
+    }
+    println!("Client sweep: {cases} cases over all {} routes of the table", routes.len());
+    assert!(failures.is_empty(), "{} of {cases} cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert_eq!(cases, expected_cases);
+    assert!(cases > routes.len(), "{cases} cases");
 }
