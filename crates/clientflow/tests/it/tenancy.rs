@@ -1,4 +1,6 @@
-//! Organizations, invitations, roles and the permission matrix over the whole route table.
+//! Organizations, invitations, roles, the route declarations, and privilege-escalation attempts
+//! (mass assignment, self-promotion, inviting above one's role, stale standing, the last Owner).
+//! The permission matrix over the route table is in `matrix.rs`.
 
 use std::collections::HashMap;
 

@@ -1,6 +1,6 @@
 //! The work domain's web pages and the client portal, through real HTTP with a browser-like
 //! client: the main flows, what Members and Clients may see, uploads and signed links, API keys.
-//! Also the fixtures that give the permission matrix (tenancy.rs) an entity for each path
+//! Also the fixtures that give the permission matrix (matrix.rs) an entity for each path
 //! parameter these pages introduce.
 
 use clientflow::api::keys::{self, NewKey};
