@@ -747,6 +747,11 @@ pub async fn set_role_permissions(
     if !customizable(role) {
         return Err(AppError::field("role", "only the Manager and Member roles can be customized"));
     }
+    // Like people, roles are shaped only from at or above them: a Member handed `roles.manage`
+    // can't tighten the Managers.
+    if !may_act_on(principal.role(), role) {
+        return Err(forbidden("You can't change the permissions of a role above your own."));
+    }
     check_bound(principal, wanted)?;
     let defaults = super::role::default_permissions(role);
     let mut tx = OrgTx::begin(db, principal).await?;

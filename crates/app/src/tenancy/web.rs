@@ -862,7 +862,8 @@ async fn roles_view(
 ) -> AppResult<RolesPage> {
     let mut tx = OrgTx::begin(&state.db, &access.principal).await?;
     let mut roles = Vec::new();
-    for role in [Role::Manager, Role::Member] {
+    // Only the roles the viewer may reshape (a Member with `roles.manage` sees the Member role).
+    for role in [Role::Manager, Role::Member].into_iter().filter(|r| service::may_act_on(access.principal.role(), *r)) {
         let custom = service::role_customization(&mut tx, role).await?;
         let effective = super::role::effective_permissions(role, &custom, &[]);
         roles.push(RoleView {
@@ -897,12 +898,13 @@ async fn save_roles(
 ) -> AppResult<Response> {
     let result = async {
         only_fields(&body, &["role", "permission"])?;
-        let role: Role = form_urlencoded::parse(&body)
-            .find(|(k, _)| k == "role")
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
-            .parse()
-            .map_err(|m: String| AppError::field("role", m))?;
+        // Exactly one role: with two, which one a save changes would depend on field order.
+        let roles: Vec<String> =
+            form_urlencoded::parse(&body).filter(|(k, _)| k == "role").map(|(_, v)| v.into_owned()).collect();
+        let [role] = roles.as_slice() else {
+            return Err(AppError::field("role", "choose exactly one role to customize"));
+        };
+        let role: Role = role.parse().map_err(|m: String| AppError::field("role", m))?;
         let mut wanted = PermissionSet::of(&repeated(&body, "permission")?);
         wanted.insert(P::OrgAccess);
         let _ = default_permissions(role);

@@ -638,6 +638,15 @@ async fn mass_assignment_is_refused_and_writes_nothing() {
             "organization_id",
         ),
         (Method::POST, "/api/v1/clients".to_string(), json!({"name": "x", "id": Uuid::now_v7()}), "id"),
+        (Method::POST, "/api/v1/clients".to_string(), json!({"name": "x", "role": "owner"}), "role"),
+        (Method::POST, "/api/v1/clients".to_string(), json!({"name": "x", "owner": true}), "owner"),
+        (Method::PATCH, format!("/api/v1/projects/{}", t.org.project), json!({"is_owner": true}), "is_owner"),
+        (
+            Method::POST,
+            "/api/v1/tasks".to_string(),
+            json!({"project_id": t.org.project, "title": "x", "organization_id": other.org.id}),
+            "organization_id",
+        ),
         (Method::POST, "/api/v1/clients".to_string(), json!({"name": "x", "status": "archived"}), "status"),
         (
             Method::PATCH,
@@ -927,6 +936,7 @@ async fn fresh_ids(app: &TestApp, t: &Tenant) -> BTreeMap<&'static str, String> 
     let id = || Uuid::now_v7();
     let (bare_client, client, project, column, task, comment, entry, invoice, file_project, file) =
         (id(), id(), id(), id(), id(), id(), id(), id(), id(), id());
+    let sent_invoice = id();
     let statements: Vec<(&str, Vec<Uuid>)> = vec![
         ("INSERT INTO clients (organization_id, id, name) VALUES ($1, $2, 'Fixture')", vec![bare_client]),
         ("INSERT INTO clients (organization_id, id, name) VALUES ($1, $2, 'Fixture with work')", vec![client]),
@@ -976,6 +986,17 @@ async fn fresh_ids(app: &TestApp, t: &Tenant) -> BTreeMap<&'static str, String> 
              VALUES ($1, $2, $3, 'fixture.txt', 'text/plain', 1, decode(repeat('00', 32), 'hex'), 'nowhere', now())",
             vec![file, file_project],
         ),
+        (
+            "INSERT INTO invoices (organization_id, id, client_id, currency, issue_date, due_date, created_at, status, number, sent_at) \
+             VALUES ($1, $2, $3, 'EUR', current_date, current_date + 30, now(), 'sent', \
+                     (SELECT greatest(max(number), 1000000) + 1 FROM invoices WHERE organization_id = $1), now())",
+            vec![sent_invoice, client],
+        ),
+        (
+            "INSERT INTO invoice_lines (organization_id, invoice_id, position, description, quantity_milli, unit_price_minor, amount_minor) \
+             VALUES ($1, $2, 0, 'Fixture', 1000, 100, 100)",
+            vec![sent_invoice],
+        ),
     ];
     for (sql, binds) in statements {
         let mut q = sqlx::query(sql).bind(org);
@@ -992,6 +1013,7 @@ async fn fresh_ids(app: &TestApp, t: &Tenant) -> BTreeMap<&'static str, String> 
         ("comment", comment),
         ("time_entry", entry),
         ("invoice", invoice),
+        ("sent_invoice", sent_invoice),
         ("file", file),
     ]
     .into_iter()
@@ -999,8 +1021,13 @@ async fn fresh_ids(app: &TestApp, t: &Tenant) -> BTreeMap<&'static str, String> 
     .collect()
 }
 
-fn fill(path: &str, ids: &BTreeMap<&'static str, String>) -> String {
+/// The route's path with fresh ids of one organization; `fixtures` picks the record for a
+/// parameter that needs one in a particular state (`{invoice}` already sent).
+fn fill(path: &str, ids: &BTreeMap<&'static str, String>, fixtures: &[(&str, &str)]) -> String {
     let mut out = path.to_string();
+    for (param, fixture) in fixtures {
+        out = out.replace(&format!("{{{param}}}"), &ids[fixture]);
+    }
     for (name, value) in ids {
         out = out.replace(&format!("{{{name}}}"), value);
     }
@@ -1008,30 +1035,83 @@ fn fill(path: &str, ids: &BTreeMap<&'static str, String>) -> String {
     out
 }
 
-/// A valid body for each writing route (ids from the caller's own organization), so a refusal
-/// can only come from the key or the path's ids.
-fn body_for(method: &Method, path: &str, own: &BTreeMap<&'static str, String>) -> Option<Value> {
-    let body = match (method.as_str(), path) {
-        ("POST", "/api/v1/clients") => json!({"name": "Matrix"}),
-        ("POST", "/api/v1/projects") => json!({"name": "Matrix", "client_id": own["work_client"]}),
-        ("POST", "/api/v1/tasks") => json!({"project_id": own["project"], "title": "Matrix"}),
-        ("POST", "/api/v1/tasks/{task}/comments") => json!({"body": "Matrix"}),
-        ("POST", "/api/v1/time-entries") => json!({"project_id": own["project"], "minutes": 15}),
-        ("POST", "/api/v1/invoices") => json!({"client_id": own["work_client"]}),
-        ("PATCH", "/api/v1/clients/{client}") => json!({"name": "Matrix"}),
-        ("PATCH", "/api/v1/projects/{project}") => json!({"name": "Matrix"}),
-        ("PATCH", "/api/v1/tasks/{task}") => json!({"title": "Matrix"}),
-        ("PATCH", "/api/v1/invoices/{invoice}") => json!({"notes": "Matrix"}),
-        ("POST", _) => json!({}),
-        _ => return None,
-    };
-    Some(body)
+/// A valid body for every writing API route (ids from the caller's own organization, filled in
+/// by [`body_for`]: `"$client"` is a client with work, `"$project"` a project), and the path
+/// parameters that need a record in a particular state. A new writing route needs an entry
+/// here: the matrix fails without one.
+/// `("METHOD /path", JSON body or "", [(parameter, fixture)])`.
+type ApiWrite = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+
+const API_WRITES: &[ApiWrite] = &[
+    ("POST /api/v1/clients", r#"{"name": "Matrix", "company": "Matrix Ltd", "email": "m@matrix.test"}"#, &[]),
+    ("PATCH /api/v1/clients/{client}", r#"{"name": "Matrix renamed", "notes": "edited"}"#, &[]),
+    ("DELETE /api/v1/clients/{client}", "", &[]),
+    ("POST /api/v1/clients/{client}/archive", "", &[]),
+    ("POST /api/v1/clients/{client}/restore", "", &[]),
+    ("POST /api/v1/projects", r#"{"name": "Matrix", "client_id": "$client", "budget_minor": 120000}"#, &[]),
+    ("PATCH /api/v1/projects/{project}", r#"{"name": "Matrix renamed", "status": "on_hold"}"#, &[]),
+    ("DELETE /api/v1/projects/{project}", "", &[]),
+    ("POST /api/v1/tasks", r#"{"project_id": "$project", "title": "Matrix", "priority": "high"}"#, &[]),
+    ("PATCH /api/v1/tasks/{task}", r#"{"title": "Matrix renamed", "status": "in_progress"}"#, &[]),
+    ("DELETE /api/v1/tasks/{task}", "", &[]),
+    ("POST /api/v1/tasks/{task}/comments", r#"{"body": "Matrix", "client_visible": true}"#, &[]),
+    ("POST /api/v1/time-entries", r#"{"project_id": "$project", "minutes": 15, "note": "Matrix"}"#, &[]),
+    ("DELETE /api/v1/time-entries/{time_entry}", "", &[]),
+    (
+        "POST /api/v1/invoices",
+        r#"{"client_id": "$client", "currency": "EUR", "lines": [{"description": "Matrix", "quantity_milli": 1500, "unit_price_minor": 9999}]}"#,
+        &[],
+    ),
+    ("PATCH /api/v1/invoices/{invoice}", r#"{"notes": "Matrix"}"#, &[]),
+    ("DELETE /api/v1/invoices/{invoice}", "", &[]),
+    ("POST /api/v1/invoices/{invoice}/send", "", &[]),
+    ("POST /api/v1/invoices/{invoice}/pay", "", &[("invoice", "sent_invoice")]),
+    ("POST /api/v1/invoices/{invoice}/void", "", &[("invoice", "sent_invoice")]),
+    ("DELETE /api/v1/files/{file}", "", &[]),
+];
+
+/// The entry of a writing route (every route but GET must have one).
+fn api_write(method: &Method, path: &str) -> Option<&'static ApiWrite> {
+    let key = format!("{method} {path}");
+    let found = API_WRITES.iter().find(|(k, _, _)| *k == key);
+    assert!(
+        method == Method::GET || found.is_some(),
+        "{key} has no entry in API_WRITES: add a valid body so the matrix proves the route works"
+    );
+    found
 }
 
-/// Every `Access::Api` route × keys of every grantable role and an explicit subset × {own ids,
-/// another organization's ids}: 403 when the key lacks the route's permission, 404 for foreign
-/// ids, and otherwise neither 401, 403, 404 nor 500.
+/// The route's body, with the caller's own ids.
+fn body_for(method: &Method, path: &str, own: &BTreeMap<&'static str, String>) -> Option<Value> {
+    let (_, body, _) = api_write(method, path)?;
+    if body.is_empty() {
+        return None;
+    }
+    let filled = body.replace("$client", &own["work_client"]).replace("$project", &own["project"]);
+    Some(serde_json::from_str(&filled).unwrap_or_else(|e| panic!("{method} {path}: bad body: {e}")))
+}
+
+#[test]
+fn every_writing_api_route_has_an_entry_and_every_entry_a_route() {
+    let routes: Vec<String> = clientflow::routes::all()
+        .into_iter()
+        .filter(|r| matches!(r.access, Access::Api(_)))
+        .map(|r| {
+            api_write(&r.method, r.path);
+            format!("{} {}", r.method, r.path)
+        })
+        .collect();
+    for (k, _, _) in API_WRITES {
+        assert!(routes.contains(&k.to_string()), "API_WRITES names {k}, which is not an API route");
+    }
+}
+
+/// Every `Access::Api` route × keys of every grantable role, an explicit subset and a key whose
+/// creator is now a Client × {own ids, another organization's ids}: 403 when the key lacks the
+/// route's permission, 404 for foreign ids, and otherwise a success (2xx) with a valid body.
+/// Prints how many cases ran.
 #[tokio::test]
+#[allow(clippy::print_stdout)] // the case count is part of the report
 async fn the_api_matrix_over_every_route_and_key() {
     let app = TestApp::spawn().await;
     let a = tenant(&app, "matrix").await;
@@ -1041,20 +1121,50 @@ async fn the_api_matrix_over_every_route_and_key() {
     for role in ["admin", "manager", "member"] {
         let (_, secret) = api_key(&app, &a, role, None).await;
         let r: Role = role.parse().unwrap();
-        keys.push((role.to_string(), secret, default_permissions(r).intersect(admin_bound())));
+        keys.push((role.to_string(), secret, default_permissions(r).intersect(admin_bound()), None));
     }
     let (_, secret) = api_key(&app, &a, "manager", Some(&subset)).await;
     let perms: Vec<Permission> = subset.iter().map(|p| p.parse().unwrap()).collect();
-    keys.push(("manager with a subset".into(), secret, PermissionSet::of(&perms)));
+    keys.push(("manager with a subset".into(), secret, PermissionSet::of(&perms), None));
+    // A Manager key whose creator has since become a Client: its creator no longer stands
+    // behind it, so it is no key at all (401, like a revoked one) and reaches nothing.
+    let (client_key_id, secret) = api_key(&app, &a, "manager", None).await;
+    {
+        let client_user = Uuid::now_v7();
+        let mut db = app.db.admin_conn().await;
+        sqlx::query("INSERT INTO users (id, email) VALUES ($1, 'former-manager@example.com')")
+            .bind(client_user)
+            .execute(&mut db)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO memberships (organization_id, user_id, role, client_id) VALUES ($1, $2, 'client', $3)",
+        )
+        .bind(a.org.id)
+        .bind(client_user)
+        .bind(a.org.client)
+        .execute(&mut db)
+        .await
+        .unwrap();
+        sqlx::query("UPDATE api_keys SET created_by = $1 WHERE id = $2")
+            .bind(client_user)
+            .bind(client_key_id)
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+    keys.push(("manager key of a Client".into(), secret, default_permissions(Role::Client), Some(401)));
 
     let routes: Vec<_> = clientflow::routes::all().into_iter().filter(|r| matches!(r.access, Access::Api(_))).collect();
     assert!(routes.len() >= 30, "only {} API routes?", routes.len());
-    let (mut cases, mut failures, mut statuses) = (0, Vec::new(), BTreeMap::<u16, usize>::new());
+    let with_ids = routes.iter().filter(|r| r.path.contains('{')).count();
+    let (mut cases, mut allowed_cases, mut failures, mut statuses) = (0, 0, Vec::new(), BTreeMap::<u16, usize>::new());
     for route in &routes {
         let Access::Api(permission) = route.access else { unreachable!() };
         assert_eq!(route.surface, Surface::Api, "{} {}", route.method, route.path);
         let has_ids = route.path.contains('{');
-        for (name, secret, perms) in &keys {
+        let fixtures = api_write(&route.method, route.path).map(|(_, _, f)| *f).unwrap_or(&[]);
+        for (name, secret, perms, always) in &keys {
             let allowed = perms.contains(permission);
             let mut variants = Vec::new();
             let mut own = fresh_ids(&app, &a).await;
@@ -1062,19 +1172,27 @@ async fn the_api_matrix_over_every_route_and_key() {
                 // A Member-role key sees only the clients of its creator's projects.
                 own.insert("client", own["work_client"].clone());
             }
-            variants.push(("own ids", fill(route.path, &own), if allowed { None } else { Some(403) }));
+            variants.push(("own ids", fill(route.path, &own, fixtures), if allowed { None } else { Some(403) }));
             if has_ids {
                 let foreign = fresh_ids(&app, &b).await;
-                variants.push(("foreign ids", fill(route.path, &foreign), Some(if allowed { 404 } else { 403 })));
+                variants.push((
+                    "foreign ids",
+                    fill(route.path, &foreign, fixtures),
+                    Some(if allowed { 404 } else { 403 }),
+                ));
             }
             for (what, url, expected) in variants {
+                let expected = always.or(expected);
                 let body = body_for(&route.method, route.path, &own);
                 let res = send(&app, route.method.clone(), &url, secret, body).await;
                 cases += 1;
                 *statuses.entry(res.status).or_default() += 1;
                 let ok = match expected {
                     Some(code) => res.status == code,
-                    None => !matches!(res.status, 401 | 403 | 404 | 500),
+                    None => {
+                        allowed_cases += 1;
+                        (200..300).contains(&res.status)
+                    }
                 };
                 if res.status >= 400 && res.header("content-type") != Some("application/problem+json") {
                     failures.push(format!(
@@ -1084,23 +1202,27 @@ async fn the_api_matrix_over_every_route_and_key() {
                 }
                 if !ok {
                     failures.push(format!(
-                        "{} {} as {name} ({what}): got {} {}, expected {}",
+                        "{} {} as {name} ({what}): got {} {} {}, expected {}",
                         route.method,
                         route.path,
                         res.status,
                         res.body["detail"],
-                        expected.map(|c| c.to_string()).unwrap_or_else(|| "allowed".into())
+                        res.body["errors"],
+                        expected.map(|c| c.to_string()).unwrap_or_else(|| "success".into())
                     ));
                 }
             }
         }
     }
-    eprintln!(
-        "API matrix: {cases} cases over {} API routes and {} keys; statuses {statuses:?}",
+    println!(
+        "API matrix: {cases} cases = {} keys × ({} API routes + {with_ids} with ids); {allowed_cases} allowed \
+         cases proven by a success; statuses {statuses:?}",
+        keys.len(),
         routes.len(),
-        keys.len()
     );
     assert!(failures.is_empty(), "{} of {cases} cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert_eq!(cases, keys.len() * (routes.len() + with_ids));
+    assert!(allowed_cases > routes.len(), "{allowed_cases} allowed cases");
 }
 
 #[tokio::test]

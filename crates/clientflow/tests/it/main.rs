@@ -17,6 +17,7 @@ mod isolation;
 mod keys;
 mod logs;
 mod mail;
+mod matrix;
 mod operator;
 mod ratelimit;
 mod ratelimit_http;

@@ -1,4 +1,6 @@
-//! Organizations, invitations, roles and the permission matrix over the whole route table.
+//! Organizations, invitations, roles, the route declarations, and privilege-escalation attempts
+//! (mass assignment, self-promotion, inviting above one's role, stale standing, the last Owner).
+//! The permission matrix over the route table is in `matrix.rs`.
 
 use std::collections::HashMap;
 
@@ -497,170 +499,460 @@ fn every_route_declares_its_access_and_public_routes_are_intended() {
     }
 }
 
-/// Values for the path parameters of organization routes: fresh entities per case, so a case
-/// that mutates never breaks the next one. `earlier` holds the values of the parameters before
-/// this one in the path, so a nested entity (a column of `{project}`) belongs to its parent.
-async fn fresh_param(app: &TestApp, org: &Org, name: &str, earlier: &[(String, String)]) -> String {
+// ---- privilege escalation ----
+
+async fn count(app: &TestApp, sql: &str, arg: &str) -> i64 {
     let mut db = app.db.admin_conn().await;
-    let org_id: uuid::Uuid = org.id.parse().unwrap();
-    match name {
-        "member" => {
-            let user = uuid::Uuid::now_v7();
-            sqlx::query("INSERT INTO users (id, email) VALUES ($1, $2)")
-                .bind(user)
-                .bind(format!("target-{user}@example.com"))
-                .execute(&mut db)
-                .await
-                .unwrap();
-            sqlx::query("INSERT INTO memberships (organization_id, user_id, role) VALUES ($1, $2, 'member')")
-                .bind(org_id)
-                .bind(user)
-                .execute(&mut db)
-                .await
-                .unwrap();
-            user.to_string()
-        }
-        "invitation" => {
-            let id = uuid::Uuid::now_v7();
-            let inviter: uuid::Uuid = org.people["owner"].user_id.parse().unwrap();
-            sqlx::query(
-                "INSERT INTO invitations (organization_id, id, email, role, token_hash, invited_by, created_at, expires_at) \
-                 VALUES ($1, $2, $3, 'member', $4, $5, now(), now() + interval '7 days')",
-            )
-            .bind(org_id)
-            .bind(id)
-            .bind(format!("invitee-{id}@example.com"))
-            .bind(id.as_bytes().to_vec())
-            .bind(inviter)
-            .execute(&mut db)
-            .await
-            .unwrap();
-            id.to_string()
-        }
-        other => crate::web_work::fixture(app, org, other, earlier)
-            .await
-            .unwrap_or_else(|| panic!("no fixture for path parameter {{{other}}}: add one to fresh_param")),
-    }
+    sqlx::query_scalar(sql).bind(arg).fetch_one(&mut db).await.unwrap()
 }
 
-async fn url_for(app: &TestApp, path: &str, org: &Org, ids_from: &Org) -> String {
-    let mut out = String::new();
-    let mut rest = path;
-    let mut earlier = Vec::new();
-    while let Some(start) = rest.find('{') {
-        out.push_str(&rest[..start]);
-        let end = rest[start..].find('}').unwrap() + start;
-        let name = &rest[start + 1..end];
-        if name == "org" {
-            out.push_str(&org.slug);
-        } else {
-            let value = fresh_param(app, ids_from, name, &earlier).await;
-            out.push_str(&value);
-            earlier.push((name.to_string(), value));
-        }
-        rest = &rest[end + 1..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Puts the caller back in place before each case (a case may have changed them).
-async fn restore_membership(app: &TestApp, org: &Org, role: &str) {
+/// What the organization's people, invitations, keys and settings look like: a refused request
+/// must leave all of it exactly as it was.
+async fn org_state(app: &TestApp, org_id: &str) -> String {
     let mut db = app.db.admin_conn().await;
-    let user: uuid::Uuid = org.people[role].user_id.parse().unwrap();
-    let org_id: uuid::Uuid = org.id.parse().unwrap();
-    let client: Option<uuid::Uuid> = (role == "client").then(|| org.client_id.parse().unwrap());
-    sqlx::query(
-        "INSERT INTO memberships (organization_id, user_id, role, client_id) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (organization_id, user_id) DO UPDATE SET role = $3, client_id = $4, status = 'active'",
+    let row: (String,) = sqlx::query_as(
+        "SELECT concat_ws(' | ', \
+           (SELECT string_agg(user_id || ':' || role || ':' || status || ':' || coalesce(client_id::text, ''), ',' ORDER BY user_id) \
+              FROM memberships WHERE organization_id = $1::uuid), \
+           (SELECT string_agg(email || ':' || role, ',' ORDER BY email) FROM invitations WHERE organization_id = $1::uuid), \
+           (SELECT string_agg(name || ':' || role || ':' || coalesce(array_to_string(permissions, '+'), ''), ',' ORDER BY name) \
+              FROM api_keys WHERE organization_id = $1::uuid), \
+           (SELECT string_agg(role || ':' || permission || ':' || granted, ',' ORDER BY role, permission) \
+              FROM role_permissions WHERE organization_id = $1::uuid), \
+           (SELECT string_agg(user_id || ':' || permission || ':' || granted, ',' ORDER BY user_id, permission) \
+              FROM member_permissions WHERE organization_id = $1::uuid), \
+           (SELECT concat_ws(':', id, slug, name, brand_color, timezone, currency, require_two_factor, session_timeout_minutes) \
+              FROM organizations WHERE id = $1::uuid))",
     )
     .bind(org_id)
-    .bind(user)
-    .bind(role)
-    .bind(client)
-    .execute(&mut db)
+    .fetch_one(&mut db)
     .await
     .unwrap();
-    sqlx::query("DELETE FROM member_permissions WHERE organization_id = $1")
-        .bind(org_id)
-        .execute(&mut db)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM role_permissions WHERE organization_id = $1").bind(org_id).execute(&mut db).await.unwrap();
-    sqlx::query(
-        "UPDATE organizations SET require_two_factor = false, session_timeout_minutes = NULL, slug = $2 WHERE id = $1",
-    )
-    .bind(org_id)
-    .bind(&org.slug)
-    .execute(&mut db)
-    .await
-    .unwrap();
+    row.0
 }
 
-/// Every organization route × every role × {own organization, foreign organization, own
-/// organization with a foreign organization's ids}: foreign → 404, insufficient role → 403,
-/// allowed → neither.
+/// An extra `role`, `organization_id`, `owner` or `is_owner` on any form that manages people,
+/// keys or settings is refused, and nothing changes — on the forms of
+/// members, invitations, settings (general, security, roles, per-member permissions), API keys,
+/// organization creation and invitation acceptance.
 #[tokio::test]
-async fn the_cross_tenant_cross_role_matrix_over_every_route() {
+async fn mass_assignment_of_role_organization_and_owner_is_refused_on_every_form() {
     let app = TestApp::spawn().await;
-    let mut a = org_with_every_role(&app, "alpha").await;
-    let b = org_with_every_role(&app, "bravo").await;
-    let routes: Vec<_> = clientflow::routes::all().into_iter().filter(|r| matches!(r.access, Access::Org(_))).collect();
-    assert!(routes.len() >= 20, "only {} organization routes?", routes.len());
-    let mut cases = 0;
-    let mut foreign_id_routes = 0;
-    let mut failures = Vec::new();
-    for route in &routes {
-        let Access::Org(permission) = route.access else { unreachable!() };
-        let has_ids = route.path.matches('{').count() > 1;
-        for role_name in ["owner", "admin", "manager", "member", "client"] {
-            let role: Role = role_name.parse().unwrap();
-            let allowed = default_permissions(role).contains(permission);
-            let mut variants = vec![("foreign organization", url_for(&app, route.path, &b, &b).await, Some(404))];
-            variants.push((
-                "own organization",
-                url_for(&app, route.path, &a, &a).await,
-                if allowed { None } else { Some(403) },
-            ));
-            if has_ids {
-                variants.push((
-                    "own organization, foreign ids",
-                    url_for(&app, route.path, &a, &b).await,
-                    Some(if allowed { 404 } else { 403 }),
-                ));
-                foreign_id_routes += 1;
-            }
-            for (what, url, expected) in variants {
-                restore_membership(&app, &a, role_name).await;
-                let person = a.people.get_mut(role_name).unwrap();
-                let status = if route.method == axum::http::Method::GET {
-                    person.browser.get(&url).await.status().as_u16()
-                } else {
-                    let token = session_token(&mut person.browser).await;
-                    person.browser.post_with(&url, &[], Some(&token), true).await.status().as_u16()
-                };
-                cases += 1;
-                let ok = match (what, expected) {
-                    // With an empty form, validation may answer before the id is looked up:
-                    // any refusal is fine, success never.
-                    ("own organization, foreign ids", Some(404)) => matches!(status, 404 | 400 | 422),
-                    (_, Some(code)) => status == code,
-                    (_, None) => !matches!(status, 401 | 403 | 404 | 500),
-                };
-                if !ok {
-                    failures.push(format!(
-                        "{} {} as {role_name} ({what}): got {status}, expected {}",
-                        route.method,
-                        route.path,
-                        expected.map(|c| c.to_string()).unwrap_or_else(|| "allowed".into())
-                    ));
-                }
+    let mut org = org_with_every_role(&app, "smuggle").await;
+    let other = org_with_every_role(&app, "target").await;
+    let slug = org.slug.clone();
+    let member_id = org.people["member"].user_id.clone();
+    let smuggled: [(&str, &str); 5] = [
+        ("role", "owner"),
+        ("organization_id", other.id.as_str()),
+        ("owner", "true"),
+        ("is_owner", "on"),
+        ("owner", "on"),
+    ];
+    let settings = [
+        ("name", "Smuggled"),
+        ("slug", "smuggle"),
+        ("brand_color", "#112233"),
+        ("timezone", "UTC"),
+        ("currency", "EUR"),
+    ];
+    let forms: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (format!("/o/{slug}/settings"), settings.to_vec()),
+        (format!("/o/{slug}/settings/security"), vec![("session_timeout_minutes", "30")]),
+        (format!("/o/{slug}/settings/contact"), vec![("contact_email", "c@smuggle.test")]),
+        (format!("/o/{slug}/invitations"), vec![("email", "new@smuggle.test"), ("role", "member"), ("client_id", "")]),
+        (format!("/o/{slug}/members/{member_id}/role"), vec![("role", "manager"), ("client_id", "")]),
+        (format!("/o/{slug}/members/{member_id}/permissions"), vec![("grant", "tasks.delete")]),
+        (format!("/o/{slug}/settings/roles"), vec![("role", "member"), ("permission", "clients.read")]),
+        (
+            format!("/o/{slug}/settings/api-keys"),
+            vec![("name", "Smuggled key"), ("role", "member"), ("expires_in_days", "")],
+        ),
+    ];
+    let before = org_state(&app, &org.id).await;
+    let other_before = org_state(&app, &other.id).await;
+    for as_role in ["admin", "owner"] {
+        for (path, fields) in &forms {
+            for (name, value) in smuggled {
+                // `role` is a real field of some forms: smuggle it twice there instead.
+                let mut all = fields.clone();
+                all.push((name, value));
+                let b = &mut org.people.get_mut(as_role).unwrap().browser;
+                let res = post(b, path, &all).await;
+                assert_eq!(res.status(), 422, "{as_role}: {path} with {name}={value}");
             }
         }
     }
-    eprintln!(
-        "permission matrix: {cases} cases over {} organization routes ({foreign_id_routes} with foreign ids)",
-        routes.len()
-    );
-    assert!(failures.is_empty(), "{} of {cases} cases failed:\n{}", failures.len(), failures.join("\n"));
+    assert_eq!(org_state(&app, &org.id).await, before, "a refused form changed the organization");
+    assert_eq!(org_state(&app, &other.id).await, other_before, "a refused form changed another organization");
+
+    // Creating an organization can't adopt another one's id or hand out roles.
+    let admin = &mut org.people.get_mut("admin").unwrap().browser;
+    for (name, value) in smuggled {
+        let res = admin.submit("/orgs/new", "/orgs", &[("name", "Adopted"), (name, value)]).await;
+        assert_eq!(res.status(), 422, "/orgs with {name}");
+    }
+    assert_eq!(count(&app, "SELECT count(*) FROM organizations WHERE name = $1", "Adopted").await, 0);
+
+    // The invitee can't pick a role (or an organization) when accepting.
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let res = post(
+        owner,
+        &format!("/o/{slug}/invitations"),
+        &[("email", "joiner@smuggle.test"), ("role", "member"), ("client_id", "")],
+    )
+    .await;
+    assert_eq!(res.status(), 303);
+    let link = app.link_in_mail("joiner@smuggle.test", "/invitations/accept?token=").await;
+    let token = link.split("token=").nth(1).unwrap().to_string();
+    for (name, value) in smuggled {
+        let mut invitee = app.browser();
+        let res = invitee
+            .submit(
+                &link,
+                "/invitations/accept",
+                &[("token", &token), ("password", PASSWORD), ("display_name", ""), (name, value)],
+            )
+            .await;
+        assert_eq!(res.status(), 422, "accepting with {name}");
+    }
+    assert_eq!(role_of(&app, &slug, "joiner@smuggle.test").await, None);
+    let mut invitee = app.browser();
+    let res = invitee
+        .submit(&link, "/invitations/accept", &[("token", &token), ("password", PASSWORD), ("display_name", "")])
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(role_of(&app, &slug, "joiner@smuggle.test").await, Some(("member".into(), "active".into())));
+    assert_eq!(role_of(&app, &slug, "admin@smuggle.test").await.unwrap().0, "admin");
+}
+
+/// The permissions of the Member role as the customization form sends them, plus `extra`.
+fn member_role_form(extra: &[&'static str]) -> Vec<(&'static str, &'static str)> {
+    let mut fields = vec![("role", "member")];
+    for p in default_permissions(Role::Member).iter().filter(|p| *p != Permission::OrgAccess) {
+        fields.push(("permission", p.as_str()));
+    }
+    fields.extend(extra.iter().map(|p| ("permission", *p)));
+    fields
+}
+
+/// Being handed `members.invite` or `members.manage` (per member, or through a customized
+/// role) never lets anyone invite above their own role, promote themselves, or act on someone
+/// above them.
+#[tokio::test]
+async fn nobody_invites_above_their_role_or_promotes_themselves() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "climb").await;
+    let slug = org.slug.clone();
+    let member_id = org.people["member"].user_id.clone();
+    let manager_id = org.people["manager"].user_id.clone();
+    let client_id = org.people["client"].user_id.clone();
+    let admin_id = org.people["admin"].user_id.clone();
+
+    // The Admin hands the Member both people permissions, and Managers `members.manage`.
+    let admin = &mut org.people.get_mut("admin").unwrap().browser;
+    let res = post(
+        admin,
+        &format!("/o/{slug}/members/{member_id}/permissions"),
+        &[("grant", "members.invite"), ("grant", "members.manage")],
+    )
+    .await;
+    assert_eq!(res.status(), 303);
+    let mut manager_role = vec![("role", "manager")];
+    for p in default_permissions(Role::Manager).iter().filter(|p| *p != Permission::OrgAccess) {
+        manager_role.push(("permission", p.as_str()));
+    }
+    manager_role.push(("permission", "members.manage"));
+    assert_eq!(post(admin, &format!("/o/{slug}/settings/roles"), &manager_role).await.status(), 303);
+    // Admins' own permissions are not customizable, not even by themselves.
+    let res = post(admin, &format!("/o/{slug}/members/{admin_id}/permissions"), &[("grant", "org.transfer")]).await;
+    assert_eq!(res.status(), 422);
+
+    let member = &mut org.people.get_mut("member").unwrap().browser;
+    for role in ["owner", "admin", "manager"] {
+        let email = format!("{role}-by-member@climb.test");
+        let res =
+            post(member, &format!("/o/{slug}/invitations"), &[("email", &email), ("role", role), ("client_id", "")])
+                .await;
+        assert_eq!(res.status(), 403, "a Member invited a {role}");
+    }
+    let res = post(
+        member,
+        &format!("/o/{slug}/invitations"),
+        &[("email", "peer@climb.test"), ("role", "member"), ("client_id", "")],
+    )
+    .await;
+    assert_eq!(res.status(), 303, "inviting at one's own level is what the permission is for");
+    // Self-promotion, and acting on people above.
+    for role in ["manager", "admin", "owner"] {
+        let res =
+            post(member, &format!("/o/{slug}/members/{member_id}/role"), &[("role", role), ("client_id", "")]).await;
+        assert_eq!(res.status(), 403, "a Member made themselves {role}");
+        let res =
+            post(member, &format!("/o/{slug}/members/{client_id}/role"), &[("role", role), ("client_id", "")]).await;
+        assert_eq!(res.status(), 403, "a Member made someone else {role}");
+    }
+    for action in ["suspend", "remove"] {
+        let res = post(member, &format!("/o/{slug}/members/{manager_id}/{action}"), &[]).await;
+        assert_eq!(res.status(), 403, "a Member could {action} a Manager");
+    }
+    let res =
+        post(member, &format!("/o/{slug}/members/{manager_id}/role"), &[("role", "member"), ("client_id", "")]).await;
+    assert_eq!(res.status(), 403, "a Member demoted a Manager");
+
+    let manager = &mut org.people.get_mut("manager").unwrap().browser;
+    for role in ["admin", "owner"] {
+        let res =
+            post(manager, &format!("/o/{slug}/members/{manager_id}/role"), &[("role", role), ("client_id", "")]).await;
+        assert_eq!(res.status(), 403, "a Manager made themselves {role}");
+    }
+    let res =
+        post(manager, &format!("/o/{slug}/members/{admin_id}/role"), &[("role", "member"), ("client_id", "")]).await;
+    assert_eq!(res.status(), 403, "a Manager demoted an Admin");
+
+    for (email, role) in [
+        ("owner@climb.test", "owner"),
+        ("admin@climb.test", "admin"),
+        ("manager@climb.test", "manager"),
+        ("member@climb.test", "member"),
+        ("client@climb.test", "client"),
+    ] {
+        assert_eq!(role_of(&app, &slug, email).await, Some((role.into(), "active".into())), "{email}");
+    }
+    let invited: Vec<String> = {
+        let mut db = app.db.admin_conn().await;
+        sqlx::query_scalar("SELECT email FROM invitations WHERE email LIKE '%@climb.test' ORDER BY email")
+            .fetch_all(&mut db)
+            .await
+            .unwrap()
+    };
+    assert!(!invited.iter().any(|e| e.contains("-by-member")), "refused invitations were stored: {invited:?}");
+}
+
+/// A Manager whose role was given `roles.manage` customizes within the Admin bound and within
+/// what they hold themselves, and never touches a role above their own; the same goes for a
+/// Member given `roles.manage` by override.
+#[tokio::test]
+async fn a_manager_who_manages_roles_stays_within_bounds() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "bound").await;
+    let slug = org.slug.clone();
+    let member_id = org.people["member"].user_id.clone();
+    let manager_id = org.people["manager"].user_id.clone();
+    let roles = format!("/o/{slug}/settings/roles");
+    let admin = &mut org.people.get_mut("admin").unwrap().browser;
+    let mut manager_role = vec![("role", "manager")];
+    for p in default_permissions(Role::Manager).iter().filter(|p| *p != Permission::OrgAccess) {
+        manager_role.push(("permission", p.as_str()));
+    }
+    let mut with_roles = manager_role.clone();
+    with_roles.push(("permission", "roles.manage"));
+    assert_eq!(post(admin, &roles, &with_roles).await.status(), 303);
+    let before = org_state(&app, &org.id).await;
+
+    let manager = &mut org.people.get_mut("manager").unwrap().browser;
+    assert_eq!(manager.get(&roles).await.status(), 200, "the customized role took effect");
+    // Beyond the Admin bound: refused whoever asks.
+    for p in ["billing.manage", "org.delete", "org.export", "ip_allowlist.manage", "org.transfer", "portal.read"] {
+        let res = post(manager, &roles, &member_role_form(&[p])).await;
+        assert!(matches!(res.status().as_u16(), 403 | 422), "{p} granted to Members: {}", res.status());
+    }
+    // Within the bound but beyond the Manager's own permissions.
+    for p in ["audit.read", "members.manage", "settings.manage", "api_keys.manage", "members.invite"] {
+        let res = post(manager, &roles, &member_role_form(&[p])).await;
+        assert_eq!(res.status(), 403, "{p} granted to Members by a Manager");
+        let mut own = with_roles.clone();
+        own.push(("permission", p));
+        let res = post(manager, &roles, &own).await;
+        assert_eq!(res.status(), 403, "{p} granted to the Manager's own role");
+        let res = post(manager, &format!("/o/{slug}/members/{manager_id}/permissions"), &[("grant", p)]).await;
+        assert_eq!(res.status(), 403, "{p} granted to themselves");
+        let res = post(manager, &format!("/o/{slug}/members/{member_id}/permissions"), &[("grant", p)]).await;
+        assert_eq!(res.status(), 403, "{p} granted to a Member");
+    }
+    // Admin and Owner are not customizable at all.
+    for role in ["admin", "owner", "client"] {
+        let res = post(manager, &roles, &[("role", role), ("permission", "clients.read")]).await;
+        assert_eq!(res.status(), 422, "{role} customized");
+    }
+    assert_eq!(org_state(&app, &org.id).await, before, "a refused customization changed something");
+    // What the Manager holds may be handed on.
+    let res = post(manager, &roles, &member_role_form(&["invoices.read"])).await;
+    assert_eq!(res.status(), 303);
+    let member = &mut org.people.get_mut("member").unwrap().browser;
+    assert_eq!(member.get(&format!("/o/{slug}/invoices")).await.status(), 200);
+
+    // A Member given `roles.manage` can't reshape the Manager role above them, not even by
+    // taking permissions away from it.
+    let admin = &mut org.people.get_mut("admin").unwrap().browser;
+    let res = post(admin, &format!("/o/{slug}/members/{member_id}/permissions"), &[("grant", "roles.manage")]).await;
+    assert_eq!(res.status(), 303);
+    let before = org_state(&app, &org.id).await;
+    let member = &mut org.people.get_mut("member").unwrap().browser;
+    let mut tightened = vec![("role", "manager")];
+    for p in default_permissions(Role::Member).iter().filter(|p| *p != Permission::OrgAccess) {
+        tightened.push(("permission", p.as_str()));
+    }
+    let (_, html) = member.page(&roles).await;
+    assert!(html.contains("<h2>Member</h2>") && !html.contains("<h2>Manager</h2>"), "{html}");
+    let res = post(member, &roles, &tightened).await;
+    assert_eq!(res.status(), 403, "a Member reshaped the Manager role");
+    let res = post(member, &format!("/o/{slug}/members/{manager_id}/permissions"), &[("deny", "clients.read")]).await;
+    assert_eq!(res.status(), 403, "a Member took a Manager's permission away");
+    assert_eq!(org_state(&app, &org.id).await, before);
+    let manager = &mut org.people.get_mut("manager").unwrap().browser;
+    assert_eq!(manager.get(&format!("/o/{slug}/clients")).await.status(), 200);
+}
+
+/// Creates an API key on the keys page as `b` and returns its secret (shown once).
+async fn key_from_the_page(b: &mut Browser, slug: &str, name: &str, role: &str) -> String {
+    let res =
+        post(b, &format!("/o/{slug}/settings/api-keys"), &[("name", name), ("role", role), ("expires_in_days", "")])
+            .await;
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    let at = html.find("value=\"cf_live_").expect("the secret is shown");
+    html[at + 7..].split('"').next().unwrap().to_string()
+}
+
+async fn api_status(app: &TestApp, key: &str, path: &str) -> u16 {
+    app.client
+        .get(app.url(path))
+        .header("authorization", format!("Bearer {key}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// A key stands on its creator: suspending the creator stops it on the next request,
+/// reactivating brings it back, removing the creator ends it for good.
+#[tokio::test]
+async fn an_api_key_stops_working_when_its_creator_is_suspended_or_removed() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "keyman").await;
+    let slug = org.slug.clone();
+    let admin_id = org.people["admin"].user_id.clone();
+    let admin = &mut org.people.get_mut("admin").unwrap().browser;
+    let key = key_from_the_page(admin, &slug, "Admin's bot", "manager").await;
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let owners_key = key_from_the_page(owner, &slug, "Owner's bot", "manager").await;
+    assert_eq!(api_status(&app, &key, "/api/v1/clients").await, 200);
+
+    assert_eq!(post(owner, &format!("/o/{slug}/members/{admin_id}/suspend"), &[]).await.status(), 303);
+    assert_eq!(api_status(&app, &key, "/api/v1/clients").await, 401, "the suspended creator's key still works");
+    assert_eq!(api_status(&app, &key, &format!("/api/v1/clients/{}", org.client_id)).await, 401);
+    assert_eq!(api_status(&app, &owners_key, "/api/v1/clients").await, 200, "other keys are untouched");
+
+    assert_eq!(post(owner, &format!("/o/{slug}/members/{admin_id}/reactivate"), &[]).await.status(), 303);
+    assert_eq!(api_status(&app, &key, "/api/v1/clients").await, 200);
+
+    assert_eq!(post(owner, &format!("/o/{slug}/members/{admin_id}/remove"), &[]).await.status(), 303);
+    assert_eq!(api_status(&app, &key, "/api/v1/clients").await, 401, "the removed creator's key still works");
+    assert_eq!(api_status(&app, &owners_key, "/api/v1/clients").await, 200);
+}
+
+/// Changing a role takes effect on the very next request of the person's existing session and
+/// of the keys they made: nothing is cached from before.
+#[tokio::test]
+async fn a_downgraded_admin_loses_access_on_the_very_next_request() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "demote").await;
+    let slug = org.slug.clone();
+    let admin_id = org.people["admin"].user_id.clone();
+    let member_id = org.people["member"].user_id.clone();
+    let admin = &mut org.people.get_mut("admin").unwrap().browser;
+    let key = key_from_the_page(admin, &slug, "Admin's key", "admin").await;
+    let internal = [
+        format!("/o/{slug}/settings"),
+        format!("/o/{slug}/settings/security"),
+        format!("/o/{slug}/settings/roles"),
+        format!("/o/{slug}/settings/api-keys"),
+        format!("/o/{slug}/audit"),
+        format!("/o/{slug}/members/{member_id}/permissions"),
+        format!("/o/{slug}/invoices"),
+    ];
+    for path in &internal {
+        assert_eq!(admin.get(path).await.status(), 200, "{path} before");
+    }
+    let token = session_token(admin).await;
+    assert_eq!(api_status(&app, &key, "/api/v1/invoices").await, 200);
+
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let res =
+        post(owner, &format!("/o/{slug}/members/{admin_id}/role"), &[("role", "member"), ("client_id", "")]).await;
+    assert_eq!(res.status(), 303);
+
+    // The same browser, the same session, the same form token.
+    let admin = &mut org.people.get_mut("admin").unwrap().browser;
+    for path in &internal {
+        assert_eq!(admin.get(path).await.status(), 403, "{path} after the downgrade");
+    }
+    let res = admin
+        .post_with(
+            &format!("/o/{slug}/invitations"),
+            &[("email", "late@demote.test"), ("role", "admin"), ("client_id", "")],
+            Some(&token),
+            true,
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+    let res = admin
+        .post_with(
+            &format!("/o/{slug}/members/{member_id}/role"),
+            &[("role", "admin"), ("client_id", "")],
+            Some(&token),
+            true,
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(admin.get(&format!("/o/{slug}/projects")).await.status(), 200, "still a Member");
+    assert_eq!(api_status(&app, &key, "/api/v1/invoices").await, 401, "an Admin key outranks its creator now");
+    assert_eq!(role_of(&app, &slug, "member@demote.test").await.unwrap().0, "member");
+    assert_eq!(count(&app, "SELECT count(*) FROM invitations WHERE email = $1", "late@demote.test").await, 0);
+}
+
+/// An organization always keeps an active Owner: the last one (another Owner being suspended
+/// doesn't count) can't leave, remove themselves, be demoted or suspend themselves; once another
+/// Owner is active, leaving works.
+#[tokio::test]
+async fn the_last_active_owner_can_neither_leave_nor_be_demoted() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "lastone").await;
+    let slug = org.slug.clone();
+    let owner_id = org.people["owner"].user_id.clone();
+    let admin_id = org.people["admin"].user_id.clone();
+    // The Admin becomes a second Owner, then is suspended.
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let res = post(owner, &format!("/o/{slug}/members/{admin_id}/role"), &[("role", "owner"), ("client_id", "")]).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(post(owner, &format!("/o/{slug}/members/{admin_id}/suspend"), &[]).await.status(), 303);
+
+    assert_eq!(post(owner, &format!("/o/{slug}/leave"), &[]).await.status(), 409);
+    assert_eq!(post(owner, &format!("/o/{slug}/members/{owner_id}/remove"), &[]).await.status(), 409);
+    for role in ["admin", "member"] {
+        let res =
+            post(owner, &format!("/o/{slug}/members/{owner_id}/role"), &[("role", role), ("client_id", "")]).await;
+        assert_eq!(res.status(), 409, "the last active Owner became {role}");
+    }
+    assert_eq!(post(owner, &format!("/o/{slug}/members/{owner_id}/suspend"), &[]).await.status(), 403);
+    assert_eq!(role_of(&app, &slug, "owner@lastone.test").await, Some(("owner".into(), "active".into())));
+    // The suspended Owner can't act at all.
+    let suspended = &mut org.people.get_mut("admin").unwrap().browser;
+    assert_eq!(suspended.get(&format!("/o/{slug}")).await.status(), 404);
+
+    // With another active Owner, the first may go.
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    assert_eq!(post(owner, &format!("/o/{slug}/members/{admin_id}/reactivate"), &[]).await.status(), 303);
+    let res = post(owner, &format!("/o/{slug}/leave"), &[]).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), "/app");
+    assert_eq!(role_of(&app, &slug, "owner@lastone.test").await, None);
+    // And now the former Admin is the last Owner.
+    let remaining = &mut org.people.get_mut("admin").unwrap().browser;
+    assert_eq!(post(remaining, &format!("/o/{slug}/leave"), &[]).await.status(), 409);
+    let res =
+        post(remaining, &format!("/o/{slug}/members/{admin_id}/role"), &[("role", "admin"), ("client_id", "")]).await;
+    assert_eq!(res.status(), 409);
 }

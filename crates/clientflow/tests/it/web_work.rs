@@ -1,6 +1,6 @@
 //! The work domain's web pages and the client portal, through real HTTP with a browser-like
 //! client: the main flows, what Members and Clients may see, uploads and signed links, API keys.
-//! Also the fixtures that give the permission matrix (tenancy.rs) an entity for each path
+//! Also the fixtures that give the permission matrix (matrix.rs) an entity for each path
 //! parameter these pages introduce.
 
 use clientflow::api::keys::{self, NewKey};
@@ -37,6 +37,23 @@ async fn fixture_project(app: &TestApp, org: &Org, operator: &tenant::OrgPrincip
     let member: UserId = org.people["member"].user_id.parse().unwrap();
     projects::add_member(&app.app_db, &ctx(app), operator, project.id, member).await.unwrap();
     project.id
+}
+
+async fn another_client(app: &TestApp, operator: &tenant::OrgPrincipal) -> ClientId {
+    let input = clients::ClientInput { name: Some("Another client".into()), ..Default::default() };
+    clients::create(&app.app_db, &ctx(app), operator, &input).await.unwrap().id
+}
+
+/// A project visible to its client, of a client other than the portal's.
+async fn another_clients_project(app: &TestApp, operator: &tenant::OrgPrincipal) -> ProjectId {
+    let client = another_client(app, operator).await;
+    let input = projects::ProjectInput {
+        name: Some("Another client's project".into()),
+        client_id: Some(client.to_string()),
+        visible_to_client: Some(true),
+        ..Default::default()
+    };
+    projects::create(&app.app_db, &ctx(app), operator, &input).await.unwrap().id
 }
 
 /// The project named earlier in the path, or a new one.
@@ -168,6 +185,19 @@ pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, S
             invoices::transition(db, &c, &op, inv.id, "send").await.unwrap();
             inv.id.to_string()
         }
+        "draft_invoice" => {
+            // A draft, to the portal's client: the only state that may still be edited, sent or deleted.
+            let input = invoices::InvoiceInput {
+                client_id: Some(org.client_id.clone()),
+                lines: Some(vec![invoices::LineInput {
+                    description: "Fixture draft".into(),
+                    quantity_milli: 1000,
+                    unit_price_minor: 5_000,
+                }]),
+                ..Default::default()
+            };
+            invoices::create(db, &c, &op, &input).await.unwrap().id.to_string()
+        }
         "file" => {
             let project = parent_project(app, org, &op, earlier).await;
             let up = files::Upload {
@@ -175,6 +205,35 @@ pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, S
                 task_id: None,
                 name: "fixture.txt",
                 bytes: b"fixture contents\n".to_vec(),
+                shared_with_client: true,
+            };
+            let max = app.config.files.max_upload_bytes;
+            files::upload(db, &app.state.storage, &app.state.sealer, max, &c, &op, up).await.unwrap().id.to_string()
+        }
+        // The same records, but of another client of the organization: the portal's Client must
+        // not reach them.
+        "another_clients_project" => another_clients_project(app, &op).await.to_string(),
+        "another_clients_invoice" => {
+            let client = another_client(app, &op).await;
+            let input = invoices::InvoiceInput {
+                client_id: Some(client.to_string()),
+                lines: Some(vec![invoices::LineInput {
+                    description: "Another client's work".into(),
+                    quantity_milli: 1000,
+                    unit_price_minor: 7_000,
+                }]),
+                ..Default::default()
+            };
+            let inv = invoices::create(db, &c, &op, &input).await.unwrap();
+            invoices::transition(db, &c, &op, inv.id, "send").await.unwrap();
+            inv.id.to_string()
+        }
+        "another_clients_file" => {
+            let up = files::Upload {
+                project_id: another_clients_project(app, &op).await,
+                task_id: None,
+                name: "another-clients.txt",
+                bytes: b"another client's file\n".to_vec(),
                 shared_with_client: true,
             };
             let max = app.config.files.max_upload_bytes;
