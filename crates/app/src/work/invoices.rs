@@ -28,8 +28,10 @@ pub struct Invoice {
     /// `draft`, `sent`, `paid`, `void`, or `overdue` (sent and past its due date).
     pub status: String,
     #[schema(value_type = String, format = Date)]
+    #[serde(with = "super::iso_date")]
     pub issue_date: Date,
     #[schema(value_type = String, format = Date)]
+    #[serde(with = "super::iso_date")]
     pub due_date: Date,
     pub notes: String,
     pub subtotal_minor: i64,

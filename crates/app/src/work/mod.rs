@@ -91,6 +91,11 @@ pub fn text(field: &str, value: Option<&str>, max: usize) -> AppResult<String> {
     Ok(optional(field, value, max)?.unwrap_or_default())
 }
 
+// Calendar dates in JSON as `YYYY-MM-DD` (what the OpenAPI document says, `format: date`),
+// not `time`'s default `[year, ordinal]` pair. Use `#[serde(with = "crate::work::iso_date")]`,
+// or `crate::work::iso_date::option` for an `Option<Date>`.
+time::serde::format_description!(iso_date, Date, "[year]-[month]-[day]");
+
 pub fn parse_date(field: &str, value: Option<&str>) -> AppResult<Option<time::Date>> {
     match value.map(str::trim) {
         None | Some("") => Ok(None),

@@ -120,7 +120,17 @@ pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, S
                 None => fixture_task(app, &op, parent_project(app, org, &op, earlier).await).await,
             };
             let input = tasks::CommentInput { body: Some("Fixture comment".into()), client_visible: Some(true) };
-            tasks::add_comment(db, &c, &op, task, &input).await.unwrap().id.to_string()
+            let id = tasks::add_comment(db, &c, &op, task, &input).await.unwrap().id;
+            // Written by the organization's Member, who may delete their own comments.
+            let member: uuid::Uuid = org.people["member"].user_id.parse().unwrap();
+            let mut admin = app.db.admin_conn().await;
+            sqlx::query("UPDATE comments SET author_id = $2 WHERE id = $1")
+                .bind(id)
+                .bind(member)
+                .execute(&mut admin)
+                .await
+                .unwrap();
+            id.to_string()
         }
         "entry" => {
             // Recorded by the organization's Member, who may delete their own entries.
