@@ -661,6 +661,9 @@ pub struct InvoiceQuery {
     pub client_id: Option<String>,
     /// `draft`, `sent`, `paid`, `void` or `overdue`.
     pub status: Option<String>,
+    /// An invoice number (`42` or `#42`) or part of the client's name or company
+    /// (case-insensitive).
+    pub q: Option<String>,
     /// Page size, 1–100 (default 50; larger values are capped at 100).
     pub limit: Option<i64>,
     /// Items to skip (default 0).
@@ -676,7 +679,7 @@ pub async fn list_invoices(
     ApiQuery(q): ApiQuery<InvoiceQuery>,
 ) -> AppResult<Response> {
     let page = page(q.limit, q.offset)?;
-    let filter = InvoiceFilter { client_id: q.client_id, status: q.status };
+    let filter = InvoiceFilter { client_id: q.client_id, status: q.status, q: q.q };
     let (items, total) = invoices::list(&s.db, s.clock.now().date(), &api.principal, &filter, page).await?;
     Ok(listed(items, page, Some(total)))
 }

@@ -245,7 +245,7 @@ pub async fn list(db: &Db, p: &OrgPrincipal, f: &FileFilter, page: super::Page) 
     let rows = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM files f JOIN projects p ON p.organization_id = f.organization_id AND p.id = f.project_id \
          WHERE {} AND ($2::uuid IS NULL OR f.project_id = $2) AND ($3::uuid IS NULL OR f.task_id = $3) \
-         ORDER BY f.created_at DESC LIMIT $4 OFFSET $5",
+         ORDER BY f.created_at DESC, f.id DESC LIMIT $4 OFFSET $5",
         project_visible("p", 1)
     ))
     .bind(member)

@@ -71,7 +71,7 @@ pub async fn list(db: &Db, p: &OrgPrincipal, f: &TimeFilter, page: Page) -> AppR
     let rows = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM time_entries e JOIN projects p ON p.organization_id = e.organization_id AND p.id = e.project_id \
          WHERE {} AND ($2::uuid IS NULL OR e.project_id = $2) AND ($3::uuid IS NULL OR e.task_id = $3) \
-         ORDER BY e.spent_on DESC, e.created_at DESC LIMIT $4 OFFSET $5",
+         ORDER BY e.spent_on DESC, e.created_at DESC, e.id DESC LIMIT $4 OFFSET $5",
         project_visible("p", 1)
     ))
     .bind(member)

@@ -1,4 +1,5 @@
-//! Editing through the API: comments (one's own; others' only to delete, with projects.update),
+//! Editing and listing through the API: invoice search, long uncounted lists page by page;
+//! comments (one's own; others' only to delete, with projects.update),
 //! time entries, file metadata, and file uploads with the web's size and type limits. Each
 //! change is audited with its before and after, refuses foreign ids with 404 and bad fields
 //! with a problem naming them.
@@ -349,4 +350,98 @@ async fn files_are_uploaded_with_the_web_limits_and_their_metadata_edited() {
         (res.body["data"]["name"].as_str(), res.body["data"]["task_id"].clone()),
         (Some("Minutes Q1.txt"), Value::Null)
     );
+}
+
+/// `n` time entries and `n` files in `project`, all with the same timestamps (so only a
+/// complete sort order keeps the pages apart).
+async fn bulk_time_and_files(app: &TestApp, t: &Tenant, project: &str, n: i32) {
+    let mut db = app.db.admin_conn().await;
+    sqlx::query(
+        "INSERT INTO time_entries (organization_id, id, project_id, user_id, minutes, spent_on, note, created_at) \
+         SELECT $1, gen_random_uuid(), $2::uuid, $3, 15, date '2030-01-01', 'bulk ' || i, timestamptz '2030-01-01 12:00Z' \
+         FROM generate_series(1, $4) i",
+    )
+    .bind(t.org.id)
+    .bind(project)
+    .bind(t.admin)
+    .bind(n)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO files (organization_id, id, project_id, name, content_type, size_bytes, sha256, storage_key, created_at) \
+         SELECT $1, gen_random_uuid(), $2::uuid, 'bulk-' || i || '.txt', 'text/plain', 1, decode(repeat('00', 32), 'hex'), \
+                'nowhere', timestamptz '2030-01-01 12:00Z' \
+         FROM generate_series(1, $3) i",
+    )
+    .bind(t.org.id)
+    .bind(project)
+    .bind(n)
+    .execute(&mut db)
+    .await
+    .unwrap();
+}
+
+fn ids_of(res: &crate::api::Res) -> Vec<String> {
+    res.body["data"].as_array().unwrap().iter().map(|x| x["id"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test]
+async fn invoices_are_searched_and_long_lists_are_paged_to_the_end() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "apilists").await;
+    let key = key_of(&app, &t, "admin", t.admin).await;
+
+    // Search: by the client's name or company, by number (with or without `#`).
+    let north = post(&app, "/api/v1/clients", &key, json!({"name": "Northwind", "company": "Traders Ltd"})).await.id();
+    let acme = post(&app, "/api/v1/clients", &key, json!({"name": "Acme 50%"})).await.id();
+    let lines = json!([{"description": "Work", "quantity_milli": 1000, "unit_price_minor": 100}]);
+    let sent = post(&app, "/api/v1/invoices", &key, json!({"client_id": north, "lines": lines})).await.id();
+    post(&app, &format!("/api/v1/invoices/{sent}/send"), &key, json!({})).await;
+    let north_draft = post(&app, "/api/v1/invoices", &key, json!({"client_id": north})).await.id();
+    let acme_draft = post(&app, "/api/v1/invoices", &key, json!({"client_id": acme})).await.id();
+    let search = |q: &str| {
+        let (app, key, q) = (&app, key.clone(), q.to_string());
+        async move {
+            let res = get(app, &format!("/api/v1/invoices?q={q}"), &key).await;
+            assert_eq!(res.status, 200, "{}", res.body);
+            let mut ids = ids_of(&res);
+            ids.sort();
+            assert_eq!(res.body["pagination"]["total"], ids.len(), "q={q}");
+            ids
+        }
+    };
+    let sorted = |mut v: Vec<&String>| {
+        v.sort();
+        v.into_iter().cloned().collect::<Vec<_>>()
+    };
+    assert_eq!(search("NORTH").await, sorted(vec![&sent, &north_draft]));
+    assert_eq!(search("traders").await, sorted(vec![&sent, &north_draft]));
+    assert_eq!(search("1").await, vec![sent.clone()], "number 1 (no client name has a 1)");
+    assert_eq!(search("%231").await, vec![sent.clone()], "#1");
+    assert_eq!(search("50%25").await, vec![acme_draft.clone()], "% is a literal character");
+    assert_eq!(search("%25").await, vec![acme_draft.clone()]);
+    assert_eq!(search("nobody").await, Vec::<String>::new());
+    let res = get(&app, "/api/v1/invoices?q=north&status=draft", &key).await;
+    assert_eq!(ids_of(&res), vec![north_draft.clone()], "search combines with the other filters");
+    get(&app, &format!("/api/v1/invoices?q={}", "x".repeat(201)), &key).await.assert_problem_field(422, "q");
+
+    // Time entries and files beyond one page: capped at 100, page two reachable, every item
+    // exactly once.
+    let project = post(&app, "/api/v1/projects", &key, json!({"name": "Busy"})).await.id();
+    bulk_time_and_files(&app, &t, &project, 130).await;
+    for list in ["time-entries", "files"] {
+        let first = get(&app, &format!("/api/v1/{list}?project_id={project}&limit=1000"), &key).await;
+        assert_eq!(first.body["data"].as_array().unwrap().len(), 100, "{list}: the cap");
+        assert_eq!(first.body["pagination"], json!({"limit": 100, "offset": 0, "total": null, "next_offset": 100}));
+        let second = get(&app, &format!("/api/v1/{list}?project_id={project}&limit=100&offset=100"), &key).await;
+        assert_eq!(second.body["data"].as_array().unwrap().len(), 30, "{list}: page two");
+        assert_eq!(second.body["pagination"]["next_offset"], Value::Null);
+        let mut all: Vec<String> = ids_of(&first).into_iter().chain(ids_of(&second)).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 130, "{list}: pages overlap or miss items");
+        get(&app, &format!("/api/v1/{list}?offset=-1"), &key).await.assert_problem_field(422, "offset");
+        get(&app, &format!("/api/v1/{list}?limit=0"), &key).await.assert_problem_field(422, "limit");
+    }
 }

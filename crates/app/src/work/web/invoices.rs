@@ -64,6 +64,8 @@ fn title(number: Option<i64>) -> String {
 #[derive(Deserialize, Default)]
 struct ListQuery {
     #[serde(default)]
+    q: String,
+    #[serde(default)]
     status: String,
     #[serde(default)]
     client_id: String,
@@ -86,6 +88,7 @@ struct Row {
 struct ListPage {
     org: OrgNav,
     rows: Vec<Row>,
+    q: String,
     status: String,
     client_id: String,
     statuses: [(&'static str, &'static str); 5],
@@ -95,14 +98,15 @@ struct ListPage {
 }
 
 async fn list(State(state): State<AppState>, access: OrgAccess, Query(q): Query<ListQuery>) -> AppResult<Response> {
-    let filter = InvoiceFilter { client_id: Some(q.client_id.clone()), status: Some(q.status.clone()) };
+    let filter =
+        InvoiceFilter { client_id: Some(q.client_id.clone()), status: Some(q.status.clone()), q: Some(q.q.clone()) };
     let page_req = Page { limit: Some(PAGE_SIZE), offset: Some(q.offset) };
     let today = state.clock.now().date();
     let (items, total) = invoices::list(&state.db, today, &access.principal, &filter, page_req).await?;
     let names = client_names(&state, &access, items.iter().map(|i| i.client_id).collect()).await?;
     let base = format!("/o/{}/invoices", access.slug);
-    let pager =
-        Pager::new(&base, &[("status", &q.status), ("client_id", &q.client_id)], page_req.offset(), items.len(), total);
+    let filters = [("q", q.q.as_str()), ("status", &q.status), ("client_id", &q.client_id)];
+    let pager = Pager::new(&base, &filters, page_req.offset(), items.len(), total);
     let current = form_id::<ClientId>("client_id", &q.client_id).ok().flatten();
     page(&ListPage {
         clients: client_options(&state, &access, current).await?,
@@ -120,6 +124,7 @@ async fn list(State(state): State<AppState>, access: OrgAccess, Query(q): Query<
                 status: i.status,
             })
             .collect(),
+        q: q.q,
         status: q.status,
         client_id: q.client_id,
         statuses: STATUSES,

@@ -10,6 +10,7 @@
 pub mod clients;
 pub mod files;
 pub mod invoices;
+pub mod lists;
 pub mod portal;
 pub mod projects;
 pub mod tasks;
@@ -29,6 +30,7 @@ pub fn routes() -> Vec<RouteDef> {
     routes.extend(tasks::routes());
     routes.extend(invoices::routes());
     routes.extend(files::routes());
+    routes.extend(lists::routes());
     routes.extend(portal::routes());
     routes
 }
@@ -83,11 +85,22 @@ pub struct Pager {
     pub first: i64,
     pub last: i64,
     pub total: i64,
+    /// Whether `total` is known (lists read a page at a time only know whether more follow).
+    pub counted: bool,
     pub prev: Option<String>,
     pub next: Option<String>,
 }
 
 impl Pager {
+    /// For a list read a page at a time: `more` says whether another page follows (read one
+    /// item beyond the page to know).
+    pub fn uncounted(base: &str, filters: &[(&str, &str)], offset: i64, shown: usize, more: bool) -> Self {
+        let end = offset + shown as i64;
+        let mut pager = Self::new(base, filters, offset, shown, if more { end + 1 } else { end });
+        pager.counted = false;
+        pager
+    }
+
     pub fn new(base: &str, filters: &[(&str, &str)], offset: i64, shown: usize, total: i64) -> Self {
         let link = |offset: i64| {
             let mut q = form_urlencoded::Serializer::new(String::new());
@@ -107,6 +120,7 @@ impl Pager {
             first: if shown == 0 { 0 } else { offset + 1 },
             last: offset + shown,
             total,
+            counted: true,
             prev: (offset > 0).then(|| link((offset - PAGE_SIZE).max(0))),
             next: (offset + shown < total).then(|| link(offset + PAGE_SIZE)),
         }
@@ -208,5 +222,10 @@ mod tests {
         assert_eq!((p.first, p.last), (26, 50));
         let p = Pager::new("/o/a/clients", &[], 0, 3, 3);
         assert!(p.prev.is_none() && p.next.is_none());
+        let p = Pager::uncounted("/o/a/files", &[("project_id", "x")], 0, 25, true);
+        assert_eq!(p.next.as_deref(), Some("/o/a/files?project_id=x&offset=25"));
+        assert!(!p.counted);
+        let p = Pager::uncounted("/o/a/files", &[], 25, 3, false);
+        assert_eq!((p.prev.as_deref(), p.next.as_deref(), p.last), (Some("/o/a/files"), None, 28));
     }
 }

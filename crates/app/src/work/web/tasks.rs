@@ -42,7 +42,7 @@ pub fn routes() -> Vec<RouteDef> {
     ]
 }
 
-const STATUSES: [(&str, &str); 4] =
+pub(super) const STATUSES: [(&str, &str); 4] =
     [("todo", "To do"), ("in_progress", "In progress"), ("blocked", "Blocked"), ("done", "Done")];
 const PRIORITIES: [(&str, &str); 4] = [("low", "Low"), ("normal", "Normal"), ("high", "High"), ("urgent", "Urgent")];
 
