@@ -365,6 +365,7 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &
     require(p, Permission::TasksUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch_visible_task(&mut tx, p, id).await?;
+    let assignees_before = assignees(&mut tx, id).await?;
     if let Some(project) = &input.project_id
         && project.trim() != before.project_id.to_string()
     {
@@ -440,7 +441,7 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &
     if let Some(list) = &input.assignees {
         let users = parse_users(list)?;
         check_assignees(&mut tx, before.project_id, &users).await?;
-        let old = assignees(&mut tx, id).await?;
+        let old = assignees_before.clone();
         if old != users {
             sqlx::query("DELETE FROM task_assignees WHERE task_id = $1").bind(id).execute(&mut *tx).await?;
             for u in &users {
@@ -477,10 +478,17 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &
             activity(&mut tx, id, &actor, field, old, new, ctx.now).await?;
         }
     }
+    let assignees_after = assignees(&mut tx, id).await?;
+    let with_assignees = |mut v: serde_json::Value, users: &[UserId]| {
+        v["assignees"] = json!(users);
+        v
+    };
     audit::record(
         &mut tx,
         ctx,
-        Entry::new("task.updated", "task", id).before(snapshot(&before)).after(snapshot(&after)),
+        Entry::new("task.updated", "task", id)
+            .before(with_assignees(snapshot(&before), &assignees_before))
+            .after(with_assignees(snapshot(&after), &assignees_after)),
     )
     .await?;
     tx.commit().await?;

@@ -445,3 +445,96 @@ async fn invoices_are_searched_and_long_lists_are_paged_to_the_end() {
         get(&app, &format!("/api/v1/{list}?limit=0"), &key).await.assert_problem_field(422, "limit");
     }
 }
+
+/// A task's activity rows: (actor, field, old, new), in the order they were written.
+pub(crate) async fn activity_of(app: &TestApp, task: &str) -> Vec<(String, String, Option<String>, Option<String>)> {
+    let mut db = app.db.admin_conn().await;
+    sqlx::query_as(
+        "SELECT actor_label, field, old_value, new_value FROM task_activity WHERE task_id = $1::uuid ORDER BY occurred_at, id",
+    )
+    .bind(task)
+    .fetch_all(&mut db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn task_updates_record_exact_old_and_new_values() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "activity").await;
+    let (key_id, key) = api_key(&app, &t, "admin", None).await;
+    let project = post(&app, "/api/v1/projects", &key, json!({"name": "Tracked"})).await.id();
+    let second = add_member(&app, &t.org, "manager").await;
+    let (first_assignee, second_assignee) = (t.admin.to_string(), second.to_string());
+    let res = post(
+        &app,
+        "/api/v1/tasks",
+        &key,
+        json!({"project_id": project, "title": "Draft plan", "due_date": "2030-01-31", "assignees": [t.admin]}),
+    )
+    .await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    let task = res.id();
+    let actor = format!("API key {key_id}");
+    let created = activity_of(&app, &task).await;
+    assert_eq!(created, vec![(actor.clone(), "created".into(), None, Some("Draft plan".into()))]);
+
+    let res = patch(
+        &app,
+        &format!("/api/v1/tasks/{task}"),
+        &key,
+        json!({"title": "Final plan", "status": "in_progress", "priority": "urgent", "due_date": "2030-02-15",
+               "assignees": [second]}),
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let mut changes = activity_of(&app, &task).await.split_off(1);
+    changes.sort_by(|a, b| a.1.cmp(&b.1));
+    let row =
+        |field: &str, old: &str, new: &str| (actor.clone(), field.to_string(), Some(old.into()), Some(new.into()));
+    assert_eq!(
+        changes,
+        vec![
+            row("assignees", &first_assignee, &second_assignee),
+            row("due_date", "2030-01-31", "2030-02-15"),
+            row("priority", "normal", "urgent"),
+            row("status", "todo", "in_progress"),
+            row("title", "Draft plan", "Final plan"),
+        ],
+        "exactly the changed fields, each with its old and new value"
+    );
+    // The audit event carries the same change as whole snapshots.
+    let (actor_type, before, after) = last_audit(&app, "task.updated", &task).await;
+    assert_eq!(actor_type, "api_key");
+    for (field, old, new) in [
+        ("title", json!("Draft plan"), json!("Final plan")),
+        ("status", json!("todo"), json!("in_progress")),
+        ("priority", json!("normal"), json!("urgent")),
+        ("due_date", json!("2030-01-31"), json!("2030-02-15")),
+        ("assignees", json!([t.admin]), json!([second])),
+        ("estimate_minutes", Value::Null, Value::Null),
+    ] {
+        assert_eq!((&before[field], &after[field]), (&old, &new), "{field}: {before} → {after}");
+    }
+
+    // Clearing the due date records the old date and no new one; an update that changes
+    // nothing records nothing.
+    patch(&app, &format!("/api/v1/tasks/{task}"), &key, json!({"due_date": ""})).await;
+    let last = activity_of(&app, &task).await.pop().unwrap();
+    assert_eq!(last, (actor.clone(), "due_date".into(), Some("2030-02-15".into()), None));
+    let rows = activity_of(&app, &task).await.len();
+    let res = patch(
+        &app,
+        &format!("/api/v1/tasks/{task}"),
+        &key,
+        json!({"title": "Final plan", "status": "in_progress", "assignees": [second]}),
+    )
+    .await;
+    assert_eq!(res.status, 200);
+    assert_eq!(activity_of(&app, &task).await.len(), rows, "nothing changed, nothing recorded");
+    // A refused update records nothing either.
+    patch(&app, &format!("/api/v1/tasks/{task}"), &key, json!({"title": "Again", "status": "finished"}))
+        .await
+        .assert_problem_field(422, "status");
+    assert_eq!(activity_of(&app, &task).await.len(), rows);
+}

@@ -946,3 +946,64 @@ async fn lists_search_and_page_tasks_time_files_and_invoices() {
     let html = page(&mut o.browser, &format!("/o/{slug}/invoices?q=%231")).await;
     assert!(html.contains(&acme_invoice) && !html.contains(&north_invoice), "{html}");
 }
+
+#[tokio::test]
+async fn task_edits_on_the_page_record_exact_old_and_new_values() {
+    let app = TestApp::spawn().await;
+    let mut o = owner_with_org(&app, "webactivity").await;
+    let slug = o.slug.clone();
+    let client = new_client(&o, "Activity client").await;
+    let project = new_project(&o, "Activity project", &client, false).await;
+    let task = new_task(&app, &o, &project, "Sketch", false).await;
+    let owner_id = id_by(&app, "SELECT id FROM users WHERE email = $1", "owner@webactivity.test").await;
+    let column = columns_of(&app, &project).await.remove(0);
+    let edit = |fields: Vec<(&'static str, String)>| {
+        let (o, path) = (&o, format!("/o/{slug}/tasks/{task}/edit"));
+        async move {
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            post(&o.browser, &o.token, &path, &fields).await
+        }
+    };
+    let form = |title: &str, status: &str, priority: &str, due: &str, assignee: Option<&str>| {
+        let mut f = vec![
+            ("title", title.to_string()),
+            ("description", String::new()),
+            ("status", status.to_string()),
+            ("priority", priority.to_string()),
+            ("due_date", due.to_string()),
+            ("estimate_minutes", String::new()),
+            ("column_id", column.clone()),
+            ("parent_id", String::new()),
+        ];
+        if let Some(a) = assignee {
+            f.push(("assignee", a.to_string()));
+        }
+        f
+    };
+    redirected(edit(form("Sketch", "todo", "normal", "2030-03-01", None)).await).await;
+    redirected(edit(form("Blueprint", "blocked", "high", "2030-04-02", Some(&owner_id))).await).await;
+
+    let rows = crate::api_edits::activity_of(&app, &task).await;
+    let who = "owner@webactivity.test".to_string();
+    let row = |field: &str, old: Option<&str>, new: Option<&str>| {
+        (who.clone(), field.to_string(), old.map(str::to_string), new.map(str::to_string))
+    };
+    let mut second_edit = rows[2..].to_vec();
+    second_edit.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        (rows[..2].to_vec(), second_edit),
+        (
+            vec![row("created", None, Some("Sketch")), row("due_date", None, Some("2030-03-01"))],
+            vec![
+                row("assignees", Some(""), Some(&owner_id)),
+                row("due_date", Some("2030-03-01"), Some("2030-04-02")),
+                row("priority", Some("normal"), Some("high")),
+                row("status", Some("todo"), Some("blocked")),
+                row("title", Some("Sketch"), Some("Blueprint")),
+            ]
+        )
+    );
+    // The page shows the history.
+    let html = page(&mut o.browser, &format!("/o/{slug}/tasks/{task}")).await;
+    assert!(html.contains("Sketch") && html.contains("Blueprint") && html.contains("2030-04-02"), "{html}");
+}
