@@ -4,7 +4,8 @@
 //! - The key is scoped to the API key that sends it: two keys never see each other's records.
 //! - The request's fingerprint is SHA-256 of method, path and the body (as canonical JSON when it
 //!   parses, so re-serializing the same object with other key order or spacing is the same
-//!   request).
+//!   request; a multipart upload without its boundary, which clients pick at random per
+//!   attempt).
 //! - First use: a *pending* record is committed before the handler runs, so a concurrent
 //!   duplicate finds it and gets 409 instead of doing the work a second time.
 //! - A successful (2xx) response is stored (status, `Location`, body) and replayed for the same
@@ -82,6 +83,40 @@ fn fingerprint(method: &Method, path_and_query: &str, body: &[u8]) -> [u8; 32] {
     sha256(&input)
 }
 
+/// The boundary of a `multipart/form-data` body.
+fn multipart_boundary(headers: &axum::http::HeaderMap) -> Option<String> {
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let mut parts = ct.split(';');
+    if !parts.next()?.trim().eq_ignore_ascii_case("multipart/form-data") {
+        return None;
+    }
+    parts
+        .find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim().eq_ignore_ascii_case("boundary").then(|| v.trim().trim_matches('"').to_string())
+        })
+        .filter(|b| !b.is_empty())
+}
+
+/// The body with every delimiter (`--boundary`) reduced to `--`. A boundary never occurs inside
+/// the parts (RFC 2046 §5.1.1), so what remains is the parts themselves: two attempts of one
+/// upload with different boundaries are the same request.
+fn without_boundary(body: &[u8], boundary: &str) -> Vec<u8> {
+    let delimiter = format!("--{boundary}").into_bytes();
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        if body[i..].starts_with(&delimiter) {
+            out.extend_from_slice(b"--");
+            i += delimiter.len();
+        } else {
+            out.push(body[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 /// What is stored for a completed request.
 #[derive(Serialize, Deserialize)]
 struct Stored {
@@ -103,11 +138,19 @@ async fn run(state: &AppState, req: Request, next: Next) -> Result<Response, Res
         .map(|a| a.principal.clone())
         .ok_or_else(|| AppError::internal("idempotency outside an API route").into_response())?;
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, state.config.server.body_limit_bytes)
-        .await
-        .map_err(|_| AppError::PayloadTooLarge.into_response())?;
+    let boundary = multipart_boundary(&parts.headers);
+    // A file upload may be larger than other bodies (the global body limit still caps it, and
+    // the upload handler counts the file itself); any other route refuses a multipart body.
+    let limit = match boundary {
+        Some(_) => crate::platform::http::upload_body_limit(&state.config).max(state.config.server.body_limit_bytes),
+        None => state.config.server.body_limit_bytes,
+    };
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| AppError::PayloadTooLarge.into_response())?;
     let target = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
-    let hash = fingerprint(&parts.method, &target, &bytes);
+    let hash = match &boundary {
+        Some(b) => fingerprint(&parts.method, &target, &without_boundary(&bytes, b)),
+        None => fingerprint(&parts.method, &target, &bytes),
+    };
     let now = state.clock.now();
     let stale_after = Duration::seconds(state.config.server.request_timeout_secs as i64 * 2);
     match claim(state, &principal, &key, &parts.method, &target, &hash, now, stale_after).await {
@@ -280,5 +323,25 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, fingerprint(&Method::POST, "/api/v1/clients", br#"{"name":"B","email":"a@x.io"}"#));
         assert_ne!(a, fingerprint(&Method::POST, "/api/v1/projects", br#"{"name":"A","email":"a@x.io"}"#));
+    }
+
+    #[test]
+    fn multipart_fingerprints_ignore_the_boundary_but_not_the_parts() {
+        let body = |b: &str, content: &str| {
+            format!(
+                "--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\n{content}\r\n--{b}--\r\n"
+            )
+            .into_bytes()
+        };
+        let print = |b: &str, content: &str| {
+            fingerprint(&Method::POST, "/api/v1/files", &without_boundary(&body(b, content), b))
+        };
+        assert_eq!(print("XyZ123", "hello"), print("other-boundary-9", "hello"));
+        assert_ne!(print("XyZ123", "hello"), print("XyZ123", "hellO"));
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("multipart/form-data; boundary=\"abc\""));
+        assert_eq!(multipart_boundary(&headers).as_deref(), Some("abc"));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        assert_eq!(multipart_boundary(&headers), None);
     }
 }

@@ -13,7 +13,7 @@ use crate::platform::crypto::{random_token, sha256};
 use crate::platform::db::tenant::{API_KEY_PREFIX, OrgPrincipal};
 use crate::platform::db::{Db, OrgTx};
 use crate::platform::http::error::{AppError, AppResult};
-use crate::tenancy::role::{Permission, PermissionSet, Role, admin_bound, default_permissions};
+use crate::tenancy::role::{Permission, PermissionSet, Role, admin_bound, effective_permissions};
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct ApiKey {
@@ -67,6 +67,31 @@ pub async fn list(db: &Db, p: &OrgPrincipal) -> AppResult<Vec<ApiKey>> {
     Ok(rows)
 }
 
+/// What a key of `role` made by `p` can hold at most: the role's permissions in this
+/// organization (its customization applies to keys, as when a key is verified) within the Admin
+/// bound and `p`'s own effective permissions.
+async fn bound_of(tx: &mut OrgTx, p: &OrgPrincipal, role: Role) -> AppResult<PermissionSet> {
+    let customization = crate::tenancy::service::role_customization(tx, role).await?;
+    Ok(effective_permissions(role, &customization, &[]).intersect(admin_bound()).intersect(p.permissions()))
+}
+
+/// The role a key with an explicit permission subset carries: its creator's, at most Admin (the
+/// subset, not the role, says what it may do; the role keeps it tied to its creator's standing).
+pub fn subset_role(p: &OrgPrincipal) -> Role {
+    if p.role().rank() >= Role::Admin.rank() { Role::Admin } else { p.role() }
+}
+
+/// The permissions `p` may put into a key's explicit subset, for the key page's checkboxes.
+pub async fn grantable(db: &Db, p: &OrgPrincipal) -> AppResult<PermissionSet> {
+    if !p.can(Permission::ApiKeysManage) {
+        return Err(AppError::Forbidden("Your role doesn't allow this (api_keys.manage).".into()));
+    }
+    let mut tx = OrgTx::begin(db, p).await?;
+    let set = bound_of(&mut tx, p, subset_role(p)).await?;
+    tx.commit().await?;
+    Ok(set)
+}
+
 /// Creates a key as `p` (or as the operator, who may create any role but Owner).
 pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &NewKey) -> AppResult<CreatedKey> {
     if !p.can(Permission::ApiKeysManage) {
@@ -80,15 +105,24 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &NewKey) ->
     if role.rank() > p.role().rank() {
         return Err(AppError::Forbidden("A key can't have a role above your own.".into()));
     }
-    let mut granted = default_permissions(role).intersect(admin_bound()).intersect(p.permissions());
-    let explicit = match &input.permissions {
+    let wanted = match &input.permissions {
         None => None,
         Some(list) => {
             let perms: Vec<Permission> = list
                 .iter()
                 .map(|s| s.parse::<Permission>().map_err(|m| AppError::field("permissions", m)))
                 .collect::<AppResult<_>>()?;
-            let wanted = PermissionSet::of(&perms);
+            if perms.is_empty() {
+                return Err(AppError::field("permissions", "choose at least one permission"));
+            }
+            Some(PermissionSet::of(&perms))
+        }
+    };
+    let mut tx = OrgTx::begin(db, p).await?;
+    let mut granted = bound_of(&mut tx, p, role).await?;
+    let explicit = match wanted {
+        None => None,
+        Some(wanted) => {
             if !wanted.is_subset(granted) {
                 let beyond: Vec<&str> =
                     wanted.iter().filter(|x| !granted.contains(*x)).map(Permission::as_str).collect();
@@ -108,7 +142,6 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &NewKey) ->
     };
     let secret = format!("{API_KEY_PREFIX}{}", random_token());
     let prefix: String = secret.chars().take(API_KEY_PREFIX.len() + 4).collect();
-    let mut tx = OrgTx::begin(db, p).await?;
     let key: ApiKey = sqlx::query_as(&format!(
         "INSERT INTO api_keys (organization_id, id, name, prefix, key_hash, role, permissions, created_by, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"

@@ -112,6 +112,7 @@ fn conventions_of(method: &str, has_ids: bool, op: &mut Operation) {
     });
     let has_query = op.parameters.as_ref().is_some_and(|ps| ps.iter().any(|p| p.parameter_in == ParameterIn::Query));
     let has_body = op.request_body.is_some();
+    let is_multipart = op.request_body.as_ref().is_some_and(|b| b.content.keys().any(|k| k.starts_with("multipart/")));
     let responses = &mut op.responses.responses;
     for (status, response) in responses.iter_mut() {
         if status == "201"
@@ -145,14 +146,23 @@ fn conventions_of(method: &str, has_ids: bool, op: &mut Operation) {
     if has_body {
         add(
             "400",
-            if method == "POST" {
+            if is_multipart {
+                "The body is not a readable multipart body, or the Idempotency-Key is malformed"
+            } else if method == "POST" {
                 "The body is not JSON (empty, malformed or truncated), or the Idempotency-Key is malformed"
             } else {
                 "The body is not JSON (empty, malformed or truncated)"
             },
         );
         add("413", "The body is too large");
-        add("415", "The body is not declared as `application/json`");
+        add(
+            "415",
+            if is_multipart {
+                "The body is not declared as `multipart/form-data`, or the file's type is not accepted"
+            } else {
+                "The body is not declared as `application/json`"
+            },
+        );
         add("422", "A field is invalid, missing, unknown or of the wrong type (named in `errors`)");
     }
     if method != "GET" {

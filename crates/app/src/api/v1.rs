@@ -29,7 +29,7 @@ use crate::route;
 use crate::state::AppState;
 use crate::tenancy::role::Permission as P;
 use crate::work::clients::{self, Client, ClientFilter, ClientInput};
-use crate::work::files::{self, FileFilter, FileMeta};
+use crate::work::files::{self, FileFilter, FileMeta, FileUpdate};
 use crate::work::invoices::{self, InvoiceDetail, InvoiceFilter, InvoiceInput};
 use crate::work::projects::{self, Column, Project, ProjectFilter, ProjectInput};
 use crate::work::tasks::{self, Comment, CommentInput, TaskDetail, TaskFilter, TaskInput};
@@ -64,10 +64,13 @@ pub fn routes() -> Vec<RouteDef> {
         route!(GET "/api/v1/tasks/{task}/comments", Surface::Api, Access::Api(P::TasksRead), list_comments),
         route!(POST "/api/v1/tasks/{task}/comments", Surface::Api, Access::Api(P::CommentsCreate), create_comment),
         route!(GET "/api/v1/tasks/{task}/comments/{comment}", Surface::Api, Access::Api(P::TasksRead), get_comment),
+        route!(PATCH "/api/v1/tasks/{task}/comments/{comment}", Surface::Api, Access::Api(P::CommentsCreate), update_comment),
+        route!(DELETE "/api/v1/tasks/{task}/comments/{comment}", Surface::Api, Access::Api(P::CommentsCreate), delete_comment),
 
         route!(GET "/api/v1/time-entries", Surface::Api, Access::Api(P::ProjectsRead), list_time_entries),
         route!(POST "/api/v1/time-entries", Surface::Api, Access::Api(P::TimeTrack), create_time_entry),
         route!(GET "/api/v1/time-entries/{time_entry}", Surface::Api, Access::Api(P::ProjectsRead), get_time_entry),
+        route!(PATCH "/api/v1/time-entries/{time_entry}", Surface::Api, Access::Api(P::TimeTrack), update_time_entry),
         route!(DELETE "/api/v1/time-entries/{time_entry}", Surface::Api, Access::Api(P::TimeTrack), delete_time_entry),
 
         route!(GET "/api/v1/invoices", Surface::Api, Access::Api(P::InvoicesRead), list_invoices),
@@ -80,7 +83,9 @@ pub fn routes() -> Vec<RouteDef> {
         route!(POST "/api/v1/invoices/{invoice}/void", Surface::Api, Access::Api(P::InvoicesUpdate), void_invoice),
 
         route!(GET "/api/v1/files", Surface::Api, Access::Api(P::FilesRead), list_files),
+        upload_route(),
         route!(GET "/api/v1/files/{file}", Surface::Api, Access::Api(P::FilesRead), get_file),
+        route!(PATCH "/api/v1/files/{file}", Surface::Api, Access::Api(P::FilesUpload), update_file),
         route!(DELETE "/api/v1/files/{file}", Surface::Api, Access::Api(P::FilesDelete), delete_file),
     ]
 }
@@ -189,10 +194,11 @@ pub async fn openapi_json() -> Response {
         list_clients, create_client, get_client, update_client, delete_client, archive_client, restore_client,
         list_projects, create_project, get_project, update_project, delete_project, list_columns,
         list_tasks, create_task, get_task, update_task, delete_task, list_comments, create_comment, get_comment,
-        list_time_entries, create_time_entry, get_time_entry, delete_time_entry,
+        update_comment, delete_comment,
+        list_time_entries, create_time_entry, get_time_entry, update_time_entry, delete_time_entry,
         list_invoices, create_invoice, get_invoice, update_invoice, delete_invoice, send_invoice, pay_invoice,
         void_invoice,
-        list_files, get_file, delete_file,
+        list_files, upload_file, get_file, update_file, delete_file,
     ),
     modifiers(&Conventions),
     tags(
@@ -201,7 +207,7 @@ pub async fn openapi_json() -> Response {
         (name = "tasks", description = "Tasks, their assignees, subtasks and comments"),
         (name = "time", description = "Time entries"),
         (name = "invoices", description = "Invoices: drafts are editable; send assigns the number"),
-        (name = "files", description = "File metadata and short-lived download links"),
+        (name = "files", description = "Uploads, file metadata and short-lived download links"),
         (name = "meta", description = "This document"),
     )
 )]
@@ -534,6 +540,35 @@ pub async fn get_comment(State(s): State<AppState>, api: ApiAccess, ids: PathIds
     all.into_iter().find(|c| c.id == id).map(ok).ok_or(AppError::NotFound)
 }
 
+#[utoipa::path(patch, path = "/api/v1/tasks/{task}/comments/{comment}", tag = "tasks", request_body = CommentInput,
+    params(("task" = Uuid, Path, description = "Task id"), ("comment" = Uuid, Path, description = "Comment id")),
+    responses((status = 200, description = "Updated (absent fields are unchanged; 403 unless the key creator wrote it)", body = Data<Comment>)),
+    security(("api_key" = ["comments.create"])))]
+pub async fn update_comment(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+    ApiJson(input): ApiJson<CommentInput>,
+) -> AppResult<Response> {
+    let (task, comment) = (ids.get("task")?, ids.get("comment")?);
+    Ok(ok(tasks::update_comment(&s.db, &ctx, &api.principal, task, comment, &input).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/tasks/{task}/comments/{comment}", tag = "tasks",
+    params(("task" = Uuid, Path, description = "Task id"), ("comment" = Uuid, Path, description = "Comment id")),
+    responses((status = 204, description = "Deleted (the key creator's own comments; anyone's with projects.update)")),
+    security(("api_key" = ["comments.create"])))]
+pub async fn delete_comment(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+) -> AppResult<Response> {
+    tasks::delete_comment(&s.db, &ctx, &api.principal, ids.get("task")?, ids.get("comment")?).await?;
+    Ok(no_content())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Time entries
 
@@ -586,6 +621,21 @@ pub async fn get_time_entry(State(s): State<AppState>, api: ApiAccess, ids: Path
     Ok(ok(time_entries::get(&s.db, &api.principal, ids.get("time_entry")?).await?))
 }
 
+#[utoipa::path(patch, path = "/api/v1/time-entries/{time_entry}", tag = "time", request_body = TimeInput,
+    params(("time_entry" = Uuid, Path, description = "Time entry id")),
+    responses((status = 200, description = "Updated (absent fields are unchanged; an empty `task_id` detaches it from its task; \
+        the key creator's own entries, anyone's with projects.update)", body = Data<TimeEntry>)),
+    security(("api_key" = ["time.track"])))]
+pub async fn update_time_entry(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+    ApiJson(input): ApiJson<TimeInput>,
+) -> AppResult<Response> {
+    Ok(ok(time_entries::update(&s.db, &ctx, &api.principal, ids.get("time_entry")?, &input).await?))
+}
+
 #[utoipa::path(delete, path = "/api/v1/time-entries/{time_entry}", tag = "time",
     params(("time_entry" = Uuid, Path, description = "Time entry id")),
     responses((status = 204, description = "Deleted (the key creator's own entries; anyone's with projects.update)")),
@@ -611,6 +661,9 @@ pub struct InvoiceQuery {
     pub client_id: Option<String>,
     /// `draft`, `sent`, `paid`, `void` or `overdue`.
     pub status: Option<String>,
+    /// An invoice number (`42` or `#42`) or part of the client's name or company
+    /// (case-insensitive).
+    pub q: Option<String>,
     /// Page size, 1–100 (default 50; larger values are capped at 100).
     pub limit: Option<i64>,
     /// Items to skip (default 0).
@@ -626,7 +679,7 @@ pub async fn list_invoices(
     ApiQuery(q): ApiQuery<InvoiceQuery>,
 ) -> AppResult<Response> {
     let page = page(q.limit, q.offset)?;
-    let filter = InvoiceFilter { client_id: q.client_id, status: q.status };
+    let filter = InvoiceFilter { client_id: q.client_id, status: q.status, q: q.q };
     let (items, total) = invoices::list(&s.db, s.clock.now(), &api.principal, &filter, page).await?;
     Ok(listed(items, page, Some(total)))
 }
@@ -766,6 +819,156 @@ pub async fn list_files(
     Ok(listed(items, page, None))
 }
 
+fn upload_route() -> RouteDef {
+    let mut r = route!(POST "/api/v1/files", Surface::Api, Access::Api(P::FilesUpload), upload_file);
+    // Like the web upload: the handler counts the file against `files.max_upload_bytes`; the
+    // global body limit still caps the whole request.
+    r.handler = r.handler.layer(axum::extract::DefaultBodyLimit::disable());
+    r
+}
+
+/// The parts of `POST /api/v1/files` (`multipart/form-data`).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct FileUploadForm {
+    /// The file (its name is the part's filename). PDF, images, Office documents, ZIP or text,
+    /// decided from the bytes; at most `files.max_upload_bytes`.
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+    /// The project the file belongs to.
+    #[schema(value_type = String, format = Uuid)]
+    pub project_id: String,
+    /// A task of that project.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub task_id: Option<String>,
+    /// `true` shows the file to the client in the portal (default `false`).
+    pub shared_with_client: Option<bool>,
+}
+
+/// A problem naming a part of the upload, with any status.
+fn upload_problem(status: StatusCode, field: &str, message: impl Into<String>) -> Response {
+    super::extract::problem(status, field, message).into_response()
+}
+
+struct ReceivedUpload {
+    name: String,
+    bytes: Vec<u8>,
+    project_id: String,
+    task_id: Option<String>,
+    shared: bool,
+}
+
+async fn receive_upload(mut multipart: axum::extract::Multipart, max: usize) -> Result<ReceivedUpload, Response> {
+    let unreadable = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            upload_problem(StatusCode::PAYLOAD_TOO_LARGE, "file", format!("is larger than {max} bytes"))
+        } else {
+            upload_problem(
+                StatusCode::BAD_REQUEST,
+                "body",
+                format!("is not a readable multipart body: {}", e.body_text()),
+            )
+        }
+    };
+    let (mut file, mut project_id, mut task_id, mut shared) = (None, None, None, false);
+    while let Some(mut field) = multipart.next_field().await.map_err(unreadable)? {
+        let name = field.name().unwrap_or("").to_string();
+        match name.as_str() {
+            "file" => {
+                if file.is_some() {
+                    return Err(upload_problem(StatusCode::UNPROCESSABLE_ENTITY, "file", "only one file per request"));
+                }
+                let file_name = field.file_name().unwrap_or("").to_string();
+                let mut bytes = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(unreadable)? {
+                    // Counted as it arrives: a too-large file is refused without holding it.
+                    if bytes.len() + chunk.len() > max {
+                        return Err(upload_problem(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "file",
+                            format!("is larger than {max} bytes"),
+                        ));
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                file = Some((file_name, bytes));
+            }
+            "project_id" => project_id = Some(field.text().await.map_err(unreadable)?),
+            "task_id" => task_id = Some(field.text().await.map_err(unreadable)?),
+            "shared_with_client" => {
+                shared = match field.text().await.map_err(unreadable)?.trim() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(upload_problem(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            "shared_with_client",
+                            "must be true or false",
+                        ));
+                    }
+                }
+            }
+            other => {
+                let field = if other.is_empty() { "body" } else { other };
+                return Err(upload_problem(StatusCode::UNPROCESSABLE_ENTITY, field, "is not an accepted part"));
+            }
+        }
+    }
+    let (name, bytes) = file.ok_or_else(|| upload_problem(StatusCode::UNPROCESSABLE_ENTITY, "file", "is required"))?;
+    let project_id =
+        project_id.ok_or_else(|| upload_problem(StatusCode::UNPROCESSABLE_ENTITY, "project_id", "is required"))?;
+    Ok(ReceivedUpload { name, bytes, project_id, task_id, shared })
+}
+
+#[utoipa::path(post, path = "/api/v1/files", tag = "files",
+    request_body(content = FileUploadForm, content_type = "multipart/form-data"),
+    responses((status = 201, description = "Stored (encrypted); a GET of the Location issues a download link", body = Data<FileMeta>)),
+    security(("api_key" = ["files.upload"])))]
+pub async fn upload_file(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    req: axum::extract::Request,
+) -> Response {
+    use axum::extract::FromRequest;
+    let is_multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("multipart/form-data"));
+    if !is_multipart {
+        return upload_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type", "must be multipart/form-data");
+    }
+    let multipart = match axum::extract::Multipart::from_request(req, &s).await {
+        Ok(m) => m,
+        Err(_) => return upload_problem(StatusCode::BAD_REQUEST, "Content-Type", "needs a multipart boundary"),
+    };
+    let max = s.config.files.max_upload_bytes;
+    let got = match receive_upload(multipart, max).await {
+        Ok(got) => got,
+        Err(res) => return res,
+    };
+    let Ok(project_id) = got.project_id.trim().parse::<ProjectId>() else {
+        return AppError::field("project_id", "is not a valid id").into_response();
+    };
+    let task_id = match got.task_id.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::parse::<Uuid>) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(_)) => return AppError::field("task_id", "is not a valid id").into_response(),
+    };
+    let up = files::Upload { project_id, task_id, name: &got.name, bytes: got.bytes, shared_with_client: got.shared };
+    match files::upload(&s.db, &s.storage, &s.sealer, max, &ctx, &api.principal, up).await {
+        Ok(meta) => created(format!("/api/v1/files/{}", meta.id), meta),
+        // The project is named in the body: one the key can't see is a field to fix.
+        Err(AppError::NotFound) => AppError::field("project_id", "no such project").into_response(),
+        Err(AppError::PayloadTooLarge) => {
+            upload_problem(StatusCode::PAYLOAD_TOO_LARGE, "file", format!("is larger than {max} bytes"))
+        }
+        Err(AppError::UnsupportedMediaType(m)) => upload_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "file", m),
+        Err(e) => e.into_response(),
+    }
+}
+
 #[utoipa::path(get, path = "/api/v1/files/{file}", tag = "files",
     params(("file" = Uuid, Path, description = "File id")),
     responses((status = 200, description = "The file's metadata and a short-lived signed download link", body = Data<FileWithLink>)),
@@ -783,6 +986,20 @@ pub async fn get_file(State(s): State<AppState>, api: ApiAccess, ctx: Context, i
     )
     .await?;
     Ok(ok(FileWithLink { file, download_url, download_url_expires_at }))
+}
+
+#[utoipa::path(patch, path = "/api/v1/files/{file}", tag = "files", request_body = FileUpdate,
+    params(("file" = Uuid, Path, description = "File id")),
+    responses((status = 200, description = "Updated metadata (absent fields are unchanged)", body = Data<FileMeta>)),
+    security(("api_key" = ["files.upload"])))]
+pub async fn update_file(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+    ApiJson(input): ApiJson<FileUpdate>,
+) -> AppResult<Response> {
+    Ok(ok(files::update(&s.db, &ctx, &api.principal, ids.get("file")?, &input).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/files/{file}", tag = "files",

@@ -1,11 +1,14 @@
 //! The API keys page (`/o/{org}/settings/api-keys`): list, create (the secret is shown once,
 //! on the response to the creating request, and never stored in plain text), revoke.
+//!
+//! A key gets either a role or an explicit subset of permissions; the page offers as checkboxes
+//! only the permissions its viewer holds, and the service refuses anything beyond them, so a
+//! forged form can't mint a key stronger than the person making it.
 
 use askama::Template;
-use axum::Form;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use serde::Deserialize;
 use uuid::Uuid;
 
 use super::keys::{self, ApiKey, NewKey};
@@ -16,9 +19,9 @@ use crate::platform::http::route::{Access, RouteDef, Surface};
 use crate::route;
 use crate::state::AppState;
 use crate::tenancy::guard::OrgAccess;
-use crate::tenancy::role::{Permission as P, Role};
+use crate::tenancy::role::{Permission, Permission as P, Role};
 use crate::tenancy::web::{OrgNav, failure, page, page_with_status};
-use crate::work::web::{number, path_id};
+use crate::work::web::{FormFields, number, path_id};
 
 pub fn routes() -> Vec<RouteDef> {
     vec![
@@ -33,6 +36,8 @@ struct KeyView {
     name: String,
     prefix: String,
     role: String,
+    /// The explicit subset, when the key has one.
+    permissions: String,
     created: String,
     last_used: String,
     expires: String,
@@ -40,15 +45,45 @@ struct KeyView {
     active: bool,
 }
 
-#[derive(Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
+#[derive(Default, Clone)]
 struct KeyForm {
-    #[serde(default)]
     name: String,
-    #[serde(default)]
     role: String,
-    #[serde(default)]
+    /// `role` or `permissions`: what bounds the key.
+    mode: String,
+    permissions: Vec<String>,
     expires_in_days: String,
+}
+
+const KEY_FIELDS: [&str; 6] = ["csrf_token", "name", "role", "mode", "permissions", "expires_in_days"];
+
+impl KeyForm {
+    fn fresh() -> Self {
+        KeyForm { role: "member".into(), mode: "role".into(), ..KeyForm::default() }
+    }
+
+    fn parse(body: &Bytes) -> AppResult<Self> {
+        let f = FormFields::parse(body, |k| KEY_FIELDS.contains(&k))?.only_once(&[
+            "name",
+            "role",
+            "mode",
+            "expires_in_days",
+        ])?;
+        Ok(KeyForm {
+            name: f.get("name").to_string(),
+            role: f.get("role").to_string(),
+            mode: if f.get("mode").is_empty() { "role".into() } else { f.get("mode").to_string() },
+            permissions: f.all("permissions"),
+            expires_in_days: f.get("expires_in_days").to_string(),
+        })
+    }
+}
+
+/// A permission checkbox: value, description, checked.
+struct PermissionChoice {
+    name: &'static str,
+    describe: &'static str,
+    checked: bool,
 }
 
 #[derive(Template)]
@@ -58,6 +93,10 @@ struct KeysPage {
     org: OrgNav,
     keys: Vec<KeyView>,
     roles: Vec<String>,
+    /// The permissions the viewer may put into a key (their own, within the Admin bound).
+    choices: Vec<PermissionChoice>,
+    /// The role a key with a permission subset carries.
+    subset_role: String,
     form: KeyForm,
     /// The new key's secret, on the page that created it and nowhere else.
     created: Option<(String, String)>,
@@ -77,6 +116,17 @@ async fn keys_view(
     let p = &access.principal;
     let now = state.clock.now();
     let list: Vec<ApiKey> = keys::list(&state.db, p).await?;
+    let grantable = keys::grantable(&state.db, p).await?;
+    let choices = grantable
+        .iter()
+        // Membership itself is not something an API route asks for.
+        .filter(|x| !matches!(x, Permission::OrgAccess | Permission::OrgView))
+        .map(|x| PermissionChoice {
+            name: x.as_str(),
+            describe: x.describe(),
+            checked: form.permissions.iter().any(|c| c == x.as_str()),
+        })
+        .collect();
     let opt = |t: Option<time::OffsetDateTime>| t.map(|t| access.when(t)).unwrap_or_default();
     Ok(KeysPage {
         csrf,
@@ -89,6 +139,7 @@ async fn keys_view(
                 name: k.name,
                 prefix: k.prefix,
                 role: k.role,
+                permissions: k.permissions.map(|ps| ps.join(", ")).unwrap_or_default(),
                 created: access.when(k.created_at),
                 last_used: k.last_used_at.map(|t| access.when(t)).unwrap_or_else(|| "never".into()),
                 expires: opt(k.expires_at),
@@ -100,6 +151,8 @@ async fn keys_view(
             .filter(|r| r.rank() <= p.role().rank())
             .map(|r| r.as_str().to_string())
             .collect(),
+        choices,
+        subset_role: keys::subset_role(p).as_str().to_string(),
         form,
         created,
         message,
@@ -112,8 +165,7 @@ async fn keys_page(
     FormToken(csrf): FormToken,
     access: OrgAccess,
 ) -> AppResult<Response> {
-    let form = KeyForm { role: "member".into(), ..KeyForm::default() };
-    page(&keys_view(&state, csrf, &access, form, None, None, vec![]).await?)
+    page(&keys_view(&state, csrf, &access, KeyForm::fresh(), None, None, vec![]).await?)
 }
 
 async fn create(
@@ -121,11 +173,21 @@ async fn create(
     FormToken(csrf): FormToken,
     ctx: Context,
     access: OrgAccess,
-    Form(form): Form<KeyForm>,
+    body: Bytes,
 ) -> AppResult<Response> {
+    let form = KeyForm::parse(&body)?;
     let result = async {
         let expires_in_days = number::<i64>("expires_in_days", &form.expires_in_days)?;
-        let input = NewKey { name: form.name.clone(), role: form.role.clone(), permissions: None, expires_in_days };
+        let (role, permissions) = match form.mode.as_str() {
+            "role" => (form.role.clone(), None),
+            // The checked boxes, whatever they are: the service decides whether they are the
+            // creator's to give.
+            "permissions" => {
+                (keys::subset_role(&access.principal).as_str().to_string(), Some(form.permissions.clone()))
+            }
+            _ => return Err(crate::platform::http::error::AppError::field("mode", "choose a role or permissions")),
+        };
+        let input = NewKey { name: form.name.clone(), role, permissions, expires_in_days };
         keys::create(&state.db, &ctx, &access.principal, &input).await
     }
     .await;
@@ -134,8 +196,7 @@ async fn create(
         // through a URL or survive into a later page view.
         Ok(created) => {
             let shown = Some((created.key.name.clone(), created.secret));
-            let form = KeyForm { role: "member".into(), ..KeyForm::default() };
-            page(&keys_view(&state, csrf, &access, form, shown, None, vec![]).await?)
+            page(&keys_view(&state, csrf, &access, KeyForm::fresh(), shown, None, vec![]).await?)
         }
         Err(e) => {
             let (status, message, errors) = failure(e)?;

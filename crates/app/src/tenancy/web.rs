@@ -71,6 +71,8 @@ pub struct OrgNav {
     pub can_projects: bool,
     pub can_invoices: bool,
     pub can_api_keys: bool,
+    pub can_tasks: bool,
+    pub can_files: bool,
 }
 
 impl OrgNav {
@@ -88,6 +90,8 @@ impl OrgNav {
             can_projects: p.can(P::ProjectsRead),
             can_invoices: p.can(P::InvoicesRead),
             can_api_keys: p.can(P::ApiKeysManage),
+            can_tasks: p.can(P::TasksRead),
+            can_files: p.can(P::FilesRead),
         }
     }
 }

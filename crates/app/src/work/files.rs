@@ -170,7 +170,7 @@ pub async fn upload(
             .fetch_one(&mut *tx)
             .await?;
         if !same {
-            return Err(AppError::NotFound);
+            return Err(AppError::field("task_id", "is not a task of this project"));
         }
     }
     let org = tx.org_id();
@@ -245,7 +245,7 @@ pub async fn list(db: &Db, p: &OrgPrincipal, f: &FileFilter, page: super::Page) 
     let rows = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM files f JOIN projects p ON p.organization_id = f.organization_id AND p.id = f.project_id \
          WHERE {} AND ($2::uuid IS NULL OR f.project_id = $2) AND ($3::uuid IS NULL OR f.task_id = $3) \
-         ORDER BY f.created_at DESC LIMIT $4 OFFSET $5",
+         ORDER BY f.created_at DESC, f.id DESC LIMIT $4 OFFSET $5",
         project_visible("p", 1)
     ))
     .bind(member)
@@ -342,6 +342,71 @@ pub async fn set_shared(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, shar
     .await?;
     tx.commit().await?;
     Ok(meta)
+}
+
+/// Changes to a file's metadata (its contents never change: upload a new file instead).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpdate {
+    /// A new name (cleaned like an upload's: no path, no control characters).
+    pub name: Option<String>,
+    /// Shown to the client in the portal.
+    pub shared_with_client: Option<bool>,
+    /// Attaches the file to a task of its project; null or empty detaches it from its task.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub task_id: Option<Option<String>>,
+}
+
+/// Tells an explicit `null` (`Some(None)`) from an absent field (`None`, by `default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// Renames a file, shares or unshares it, or moves it between the tasks of its project.
+pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &FileUpdate) -> AppResult<FileMeta> {
+    require(p, Permission::FilesUpload)?;
+    let name = match input.name.as_deref() {
+        None => None,
+        Some(n) => Some(clean_name(n).map_err(|_| AppError::field("name", "needs a file name"))?),
+    };
+    let task: Option<Option<Uuid>> = match &input.task_id {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(v)) if v.trim().is_empty() => Some(None),
+        Some(Some(v)) => Some(Some(v.trim().parse().map_err(|_| AppError::field("task_id", "is not a valid id"))?)),
+    };
+    let mut tx = OrgTx::begin(db, p).await?;
+    let (before, _) = fetch(&mut tx, p, id).await?;
+    if let Some(Some(t)) = task {
+        let same: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND project_id = $2)")
+            .bind(t)
+            .bind(before.project_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !same {
+            return Err(AppError::field("task_id", "is not a task of this file's project"));
+        }
+    }
+    let after: FileMeta = sqlx::query_as(&format!(
+        "UPDATE files AS f SET name = $2, shared_with_client = $3, task_id = $4 WHERE f.id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(name.as_deref().unwrap_or(&before.name))
+    .bind(input.shared_with_client.unwrap_or(before.shared_with_client))
+    .bind(task.unwrap_or(before.task_id))
+    .fetch_one(&mut *tx)
+    .await?;
+    let snapshot =
+        |f: &FileMeta| json!({ "name": f.name, "shared_with_client": f.shared_with_client, "task_id": f.task_id });
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new("file.updated", "file", id).before(snapshot(&before)).after(snapshot(&after)),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(after)
 }
 
 /// A signed, short-lived download link's signature: HMAC over organization, file and expiry.

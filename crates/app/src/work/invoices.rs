@@ -28,8 +28,10 @@ pub struct Invoice {
     /// `draft`, `sent`, `paid`, `void`, or `overdue` (sent and past its due date).
     pub status: String,
     #[schema(value_type = String, format = Date)]
+    #[serde(with = "super::iso_date")]
     pub issue_date: Date,
     #[schema(value_type = String, format = Date)]
+    #[serde(with = "super::iso_date")]
     pub due_date: Date,
     pub notes: String,
     pub subtotal_minor: i64,
@@ -80,6 +82,8 @@ pub struct InvoiceFilter {
     pub client_id: Option<String>,
     /// draft, sent, paid, void or overdue.
     pub status: Option<String>,
+    /// An invoice number (`42`, `#42`) or part of the client's name or company.
+    pub q: Option<String>,
 }
 
 /// `a × b / d` rounded half up, in i128, checked to fit i64.
@@ -137,9 +141,18 @@ pub async fn list(
     {
         return Err(AppError::field("status", "is not an invoice status"));
     }
+    let q = f.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+    if q.is_some_and(|q| q.chars().count() > 200) {
+        return Err(AppError::field("q", "is too long (at most 200 characters)"));
+    }
+    let pattern = q.map(|q| format!("%{}%", super::clients::like_escape(q)));
+    let number: Option<i64> = q.and_then(|q| q.trim_start_matches('#').trim().parse().ok());
     let where_ = "($1::uuid IS NULL OR i.client_id = $1) AND (CASE WHEN $2::text IS NULL THEN true \
                   WHEN $2 = 'overdue' THEN i.status = 'sent' AND i.due_date < $3 \
-                  WHEN $2 = 'sent' THEN i.status = 'sent' AND i.due_date >= $3 ELSE i.status = $2 END)";
+                  WHEN $2 = 'sent' THEN i.status = 'sent' AND i.due_date >= $3 ELSE i.status = $2 END) \
+                  AND ($4::text IS NULL OR i.number = $5::bigint OR EXISTS (SELECT 1 FROM clients c \
+                       WHERE c.organization_id = i.organization_id AND c.id = i.client_id \
+                       AND (c.name ILIKE $4 OR c.company ILIKE $4)))";
     let mut tx = OrgTx::begin(db, p).await?;
     // Overdue is decided by the organization's own calendar.
     let ctx_today = super::org_today(&mut tx, now).await?;
@@ -147,14 +160,18 @@ pub async fn list(
         .bind(client)
         .bind(&status)
         .bind(ctx_today)
+        .bind(&pattern)
+        .bind(number)
         .fetch_one(&mut *tx)
         .await?;
     let rows: Vec<Invoice> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM invoices i WHERE {where_} ORDER BY i.issue_date DESC, i.created_at DESC LIMIT $4 OFFSET $5"
+        "SELECT {COLUMNS} FROM invoices i WHERE {where_} ORDER BY i.issue_date DESC, i.created_at DESC, i.id DESC LIMIT $6 OFFSET $7"
     ))
     .bind(client)
     .bind(&status)
     .bind(ctx_today)
+    .bind(&pattern)
+    .bind(number)
     .bind(page.limit())
     .bind(page.offset())
     .fetch_all(&mut *tx)

@@ -101,6 +101,11 @@ pub async fn org_today(tx: &mut OrgTx, now: time::OffsetDateTime) -> Result<time
     Ok(crate::platform::tz::today(now, &zone))
 }
 
+// Calendar dates in JSON as `YYYY-MM-DD` (what the OpenAPI document says, `format: date`),
+// not `time`'s default `[year, ordinal]` pair. Use `#[serde(with = "crate::work::iso_date")]`,
+// or `crate::work::iso_date::option` for an `Option<Date>`.
+time::serde::format_description!(iso_date, Date, "[year]-[month]-[day]");
+
 pub fn parse_date(field: &str, value: Option<&str>) -> AppResult<Option<time::Date>> {
     match value.map(str::trim) {
         None | Some("") => Ok(None),

@@ -29,8 +29,10 @@ pub struct Project {
     /// In minor units of the organization's currency.
     pub budget_minor: Option<i64>,
     #[schema(value_type = Option<String>, format = Date)]
+    #[serde(with = "super::iso_date::option")]
     pub start_date: Option<Date>,
     #[schema(value_type = Option<String>, format = Date)]
+    #[serde(with = "super::iso_date::option")]
     pub due_date: Option<Date>,
     pub visible_to_client: bool,
     #[serde(with = "time::serde::rfc3339")]

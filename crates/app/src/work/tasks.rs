@@ -31,6 +31,7 @@ pub struct Task {
     /// `low`, `normal`, `high` or `urgent`.
     pub priority: String,
     #[schema(value_type = Option<String>, format = Date)]
+    #[serde(with = "super::iso_date::option")]
     pub due_date: Option<Date>,
     pub estimate_minutes: Option<i32>,
     pub visible_to_client: bool,
@@ -364,6 +365,7 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &
     require(p, Permission::TasksUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch_visible_task(&mut tx, p, id).await?;
+    let assignees_before = assignees(&mut tx, id).await?;
     if let Some(project) = &input.project_id
         && project.trim() != before.project_id.to_string()
     {
@@ -439,7 +441,7 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &
     if let Some(list) = &input.assignees {
         let users = parse_users(list)?;
         check_assignees(&mut tx, before.project_id, &users).await?;
-        let old = assignees(&mut tx, id).await?;
+        let old = assignees_before.clone();
         if old != users {
             sqlx::query("DELETE FROM task_assignees WHERE task_id = $1").bind(id).execute(&mut *tx).await?;
             for u in &users {
@@ -476,10 +478,17 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &
             activity(&mut tx, id, &actor, field, old, new, ctx.now).await?;
         }
     }
+    let assignees_after = assignees(&mut tx, id).await?;
+    let with_assignees = |mut v: serde_json::Value, users: &[UserId]| {
+        v["assignees"] = json!(users);
+        v
+    };
     audit::record(
         &mut tx,
         ctx,
-        Entry::new("task.updated", "task", id).before(snapshot(&before)).after(snapshot(&after)),
+        Entry::new("task.updated", "task", id)
+            .before(with_assignees(snapshot(&before), &assignees_before))
+            .after(with_assignees(snapshot(&after), &assignees_after)),
     )
     .await?;
     tx.commit().await?;
@@ -508,10 +517,16 @@ pub struct Comment {
     pub id: Uuid,
     pub task_id: Uuid,
     pub author: String,
+    /// The member who wrote it; null when an API key or the operator did.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub author_id: Option<UserId>,
     pub body: String,
     pub client_visible: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// When its author last changed it (null if never).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub edited_at: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -522,8 +537,8 @@ pub struct CommentInput {
     pub client_visible: Option<bool>,
 }
 
-pub const COMMENT_COLUMNS: &str =
-    "c.id, c.task_id, coalesce(u.display_name, u.email, 'API key') AS author, c.body, c.client_visible, c.created_at";
+pub const COMMENT_COLUMNS: &str = "c.id, c.task_id, coalesce(u.display_name, u.email, 'API key') AS author, c.author_id, \
+     c.body, c.client_visible, c.created_at, c.edited_at";
 
 pub async fn comments(db: &Db, p: &OrgPrincipal, task: Uuid) -> AppResult<Vec<Comment>> {
     require(p, Permission::TasksRead)?;
@@ -582,20 +597,101 @@ pub async fn add_comment(
     Ok(comment)
 }
 
-pub async fn delete_comment(db: &Db, ctx: &Context, p: &OrgPrincipal, task: Uuid, comment: Uuid) -> AppResult<()> {
-    require(p, Permission::TasksUpdate)?;
+/// A comment of a task the principal may see, with whether it is the principal's own: written
+/// by the person they act for, directly or through an API key that person created.
+async fn fetch_comment(tx: &mut OrgTx, p: &OrgPrincipal, task: Uuid, comment: Uuid) -> AppResult<(Comment, bool)> {
+    fetch_visible_task(tx, p, task).await?;
+    let found: Option<(Option<UserId>, Option<UserId>)> = sqlx::query_as(
+        "SELECT c.author_id, k.created_by FROM comments c \
+         LEFT JOIN api_keys k ON k.organization_id = c.organization_id AND k.id = c.api_key_id \
+         WHERE c.id = $1 AND c.task_id = $2",
+    )
+    .bind(comment)
+    .bind(task)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let (author, key_creator) = found.ok_or(AppError::NotFound)?;
+    let me = p.on_behalf_of();
+    let own = me.is_some() && (author == me || (author.is_none() && key_creator == me));
+    let row: Comment = sqlx::query_as(&format!(
+        "SELECT {COMMENT_COLUMNS} FROM comments c LEFT JOIN users u ON u.id = c.author_id WHERE c.id = $1"
+    ))
+    .bind(comment)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok((row, own))
+}
+
+/// Changes a comment's text or visibility. Only its author may: words are not put in someone
+/// else's mouth (a moderator deletes instead).
+pub async fn update_comment(
+    db: &Db,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    task: Uuid,
+    comment: Uuid,
+    input: &CommentInput,
+) -> AppResult<Comment> {
+    require(p, Permission::CommentsCreate)?;
+    let body = input.body.as_deref().map(|b| required("body", b, 20000)).transpose()?;
     let mut tx = OrgTx::begin(db, p).await?;
-    fetch_visible_task(&mut tx, p, task).await?;
-    let done = sqlx::query("DELETE FROM comments WHERE id = $1 AND task_id = $2")
+    let (before, own) = fetch_comment(&mut tx, p, task, comment).await?;
+    if !own {
+        return Err(AppError::Forbidden("You can edit only your own comments.".into()));
+    }
+    let body = body.unwrap_or_else(|| before.body.clone());
+    let client_visible = input.client_visible.unwrap_or(before.client_visible);
+    if body == before.body && client_visible == before.client_visible {
+        tx.commit().await?;
+        return Ok(before);
+    }
+    sqlx::query("UPDATE comments SET body = $2, client_visible = $3, edited_at = $4 WHERE id = $1")
+        .bind(comment)
+        .bind(&body)
+        .bind(client_visible)
+        .bind(ctx.now)
+        .execute(&mut *tx)
+        .await?;
+    let after: Comment = sqlx::query_as(&format!(
+        "SELECT {COMMENT_COLUMNS} FROM comments c LEFT JOIN users u ON u.id = c.author_id WHERE c.id = $1"
+    ))
+    .bind(comment)
+    .fetch_one(&mut *tx)
+    .await?;
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new("comment.updated", "task", task)
+            .before(json!({ "comment": comment, "body": before.body, "client_visible": before.client_visible }))
+            .after(json!({ "comment": comment, "body": after.body, "client_visible": after.client_visible })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// Deletes a comment: one's own, or anyone's with `projects.update` (moderation, like others'
+/// time entries).
+pub async fn delete_comment(db: &Db, ctx: &Context, p: &OrgPrincipal, task: Uuid, comment: Uuid) -> AppResult<()> {
+    require(p, Permission::CommentsCreate)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let (before, own) = fetch_comment(&mut tx, p, task, comment).await?;
+    if !own && !p.can(Permission::ProjectsUpdate) {
+        return Err(AppError::Forbidden("You can delete only your own comments.".into()));
+    }
+    sqlx::query("DELETE FROM comments WHERE id = $1 AND task_id = $2")
         .bind(comment)
         .bind(task)
         .execute(&mut *tx)
         .await?;
-    if done.rows_affected() == 0 {
-        return Err(AppError::NotFound);
-    }
-    audit::record(&mut tx, ctx, Entry::new("comment.deleted", "task", task).before(json!({ "comment": comment })))
-        .await?;
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new("comment.deleted", "task", task).before(json!({
+            "comment": comment, "author": before.author, "body": before.body, "client_visible": before.client_visible,
+        })),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }

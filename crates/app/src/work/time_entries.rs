@@ -25,6 +25,7 @@ pub struct TimeEntry {
     pub user_id: UserId,
     pub minutes: i32,
     #[schema(value_type = String, format = Date)]
+    #[serde(with = "super::iso_date")]
     pub spent_on: Date,
     pub note: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -70,7 +71,7 @@ pub async fn list(db: &Db, p: &OrgPrincipal, f: &TimeFilter, page: Page) -> AppR
     let rows = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM time_entries e JOIN projects p ON p.organization_id = e.organization_id AND p.id = e.project_id \
          WHERE {} AND ($2::uuid IS NULL OR e.project_id = $2) AND ($3::uuid IS NULL OR e.task_id = $3) \
-         ORDER BY e.spent_on DESC, e.created_at DESC LIMIT $4 OFFSET $5",
+         ORDER BY e.spent_on DESC, e.created_at DESC, e.id DESC LIMIT $4 OFFSET $5",
         project_visible("p", 1)
     ))
     .bind(member)
@@ -177,6 +178,66 @@ pub async fn get(db: &Db, p: &OrgPrincipal, id: Uuid) -> AppResult<TimeEntry> {
     let entry = fetch_visible_entry(&mut tx, p, id).await?;
     tx.commit().await?;
     Ok(entry)
+}
+
+/// Changes an entry: one's own, or anyone's with `projects.update` (as for deleting). Absent
+/// fields are unchanged; an empty `task_id` detaches it from its task. An entry stays in its
+/// project and with its person.
+pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &TimeInput) -> AppResult<TimeEntry> {
+    require(p, Permission::TimeTrack)?;
+    if input.minutes.is_some_and(|m| !(1..=1440).contains(&m)) {
+        return Err(AppError::field("minutes", "must be between 1 and 1440"));
+    }
+    let spent_on = match input.spent_on.as_deref().map(str::trim) {
+        None => None,
+        Some("") => return Err(AppError::field("spent_on", "is required (a date like 2026-01-31)")),
+        Some(v) => parse_date("spent_on", Some(v))?,
+    };
+    let note = input.note.as_deref().map(|n| text("note", Some(n), 2000)).transpose()?;
+    let task: Option<Option<Uuid>> = match input.task_id.as_deref().map(str::trim) {
+        None => None,
+        Some("") => Some(None),
+        Some(v) => Some(Some(v.parse().map_err(|_| AppError::field("task_id", "is not a valid id"))?)),
+    };
+    let mut tx = OrgTx::begin(db, p).await?;
+    let before = fetch_visible_entry(&mut tx, p, id).await?;
+    if Some(before.user_id) != p.on_behalf_of() && !p.can(Permission::ProjectsUpdate) {
+        return Err(AppError::Forbidden("You can change only your own time entries.".into()));
+    }
+    if let Some(project) = input.project_id.as_deref()
+        && project.trim() != before.project_id.to_string()
+    {
+        return Err(AppError::field("project_id", "a time entry can't move to another project"));
+    }
+    if let Some(Some(t)) = task {
+        let same: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND project_id = $2)")
+            .bind(t)
+            .bind(before.project_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !same {
+            return Err(AppError::field("task_id", "is not a task of this entry's project"));
+        }
+    }
+    let after: TimeEntry = sqlx::query_as(&format!(
+        "UPDATE time_entries AS e SET task_id = $2, minutes = $3, spent_on = $4, note = $5 WHERE e.id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(task.unwrap_or(before.task_id))
+    .bind(input.minutes.unwrap_or(before.minutes))
+    .bind(spent_on.unwrap_or(before.spent_on))
+    .bind(note.as_deref().unwrap_or(&before.note))
+    .fetch_one(&mut *tx)
+    .await?;
+    let snapshot = |e: &TimeEntry| json!({ "task_id": e.task_id, "minutes": e.minutes, "spent_on": e.spent_on.to_string(), "note": e.note });
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new("time.updated", "time_entry", id).before(snapshot(&before)).after(snapshot(&after)),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(after)
 }
 
 /// Deletes an entry: one's own, or anyone's with `projects.update`.

@@ -16,31 +16,31 @@ use uuid::Uuid;
 
 use crate::support::{SeededOrg, seed_org};
 
-struct Res {
-    status: u16,
-    headers: HeaderMap,
-    body: Value,
+pub(crate) struct Res {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
 }
 
 impl Res {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// The field errors of a problem document.
-    fn fields(&self) -> Vec<String> {
+    pub fn fields(&self) -> Vec<String> {
         self.body["errors"]
             .as_array()
             .map(|a| a.iter().filter_map(|e| e["field"].as_str().map(str::to_string)).collect())
             .unwrap_or_default()
     }
 
-    fn id(&self) -> String {
+    pub fn id(&self) -> String {
         self.body["data"]["id"].as_str().unwrap_or_else(|| panic!("no id in {}", self.body)).to_string()
     }
 
     /// A problem document with the request id, as every API error must be.
-    fn assert_problem(&self, status: u16) {
+    pub fn assert_problem(&self, status: u16) {
         assert_eq!(self.status, status, "{}", self.body);
         assert_eq!(self.header("content-type"), Some("application/problem+json"), "{}", self.body);
         assert_eq!(self.body["status"], status, "{}", self.body);
@@ -49,13 +49,13 @@ impl Res {
         }
     }
 
-    fn assert_problem_field(&self, status: u16, field: &str) {
+    pub fn assert_problem_field(&self, status: u16, field: &str) {
         self.assert_problem(status);
         assert!(self.fields().iter().any(|f| f == field), "expected field {field}: {}", self.body);
     }
 }
 
-async fn send_raw(
+pub(crate) async fn send_raw(
     app: &TestApp,
     method: Method,
     path: &str,
@@ -81,38 +81,73 @@ async fn send_raw(
     Res { status, headers, body }
 }
 
-async fn send(app: &TestApp, method: Method, path: &str, key: &str, body: Option<Value>) -> Res {
+pub(crate) async fn send(app: &TestApp, method: Method, path: &str, key: &str, body: Option<Value>) -> Res {
     send_raw(app, method, path, Some(key), body.map(|b| ("application/json", b.to_string().into_bytes())), &[]).await
 }
 
-async fn get(app: &TestApp, path: &str, key: &str) -> Res {
+/// A `multipart/form-data` upload to `POST /api/v1/files`: the text parts, then the file.
+pub(crate) async fn upload(app: &TestApp, key: &str, parts: &[(&str, &str)], file: Option<(&str, &[u8])>) -> Res {
+    upload_with(app, key, parts, file, "cf-test-boundary-1", &[]).await
+}
+
+pub(crate) async fn upload_with(
+    app: &TestApp,
+    key: &str,
+    parts: &[(&str, &str)],
+    file: Option<(&str, &[u8])>,
+    boundary: &str,
+    headers: &[(&str, &str)],
+) -> Res {
+    let mut body = Vec::new();
+    for (k, v) in parts {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes(),
+        );
+    }
+    if let Some((name, bytes)) = file {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let content_type = format!("multipart/form-data; boundary={boundary}");
+    send_raw(app, Method::POST, "/api/v1/files", Some(key), Some((&content_type, body)), headers).await
+}
+
+pub(crate) async fn get(app: &TestApp, path: &str, key: &str) -> Res {
     send(app, Method::GET, path, key, None).await
 }
 
-async fn post(app: &TestApp, path: &str, key: &str, body: Value) -> Res {
+pub(crate) async fn post(app: &TestApp, path: &str, key: &str, body: Value) -> Res {
     send(app, Method::POST, path, key, Some(body)).await
 }
 
-async fn patch(app: &TestApp, path: &str, key: &str, body: Value) -> Res {
+pub(crate) async fn patch(app: &TestApp, path: &str, key: &str, body: Value) -> Res {
     send(app, Method::PATCH, path, key, Some(body)).await
 }
 
-async fn delete(app: &TestApp, path: &str, key: &str) -> Res {
+pub(crate) async fn delete(app: &TestApp, path: &str, key: &str) -> Res {
     send(app, Method::DELETE, path, key, None).await
 }
 
-fn ctx(app: &TestApp) -> Context {
+pub(crate) fn ctx(app: &TestApp) -> Context {
     Context::system(app.clock.now_utc(), Some(app.state.audit_signer.clone()))
 }
 
 /// An organization with a client and a project (from `seed_org`) and an Admin member who
 /// stands behind its API keys.
-struct Tenant {
-    org: SeededOrg,
-    admin: Uuid,
+pub(crate) struct Tenant {
+    pub org: SeededOrg,
+    pub admin: Uuid,
 }
 
-async fn add_member(app: &TestApp, org: &SeededOrg, role: &str) -> Uuid {
+pub(crate) async fn add_member(app: &TestApp, org: &SeededOrg, role: &str) -> Uuid {
     let mut db = app.db.admin_conn().await;
     let user = Uuid::now_v7();
     sqlx::query("INSERT INTO users (id, email) VALUES ($1, $2)")
@@ -131,7 +166,7 @@ async fn add_member(app: &TestApp, org: &SeededOrg, role: &str) -> Uuid {
     user
 }
 
-async fn tenant(app: &TestApp, slug: &str) -> Tenant {
+pub(crate) async fn tenant(app: &TestApp, slug: &str) -> Tenant {
     let org = seed_org(&app.app_db, slug).await;
     let admin = add_member(app, &org, "admin").await;
     Tenant { org, admin }
@@ -140,7 +175,7 @@ async fn tenant(app: &TestApp, slug: &str) -> Tenant {
 /// An API key made with `api::keys::create` (as the operator), then attributed to the tenant's
 /// Admin as if they had made it in the web app: the creator bounds the key's role, is the
 /// person its time entries are recorded for, and gives a Member-role key its projects.
-async fn api_key(app: &TestApp, t: &Tenant, role: &str, permissions: Option<&[&str]>) -> (Uuid, String) {
+pub(crate) async fn api_key(app: &TestApp, t: &Tenant, role: &str, permissions: Option<&[&str]>) -> (Uuid, String) {
     let created = keys::create(
         &app.app_db,
         &ctx(app),
@@ -164,7 +199,7 @@ async fn api_key(app: &TestApp, t: &Tenant, role: &str, permissions: Option<&[&s
     (created.key.id, created.secret)
 }
 
-async fn count(app: &TestApp, sql: &str) -> i64 {
+pub(crate) async fn count(app: &TestApp, sql: &str) -> i64 {
     let mut db = app.db.admin_conn().await;
     sqlx::query_scalar(sql).fetch_one(&mut db).await.unwrap()
 }
@@ -227,6 +262,7 @@ async fn crud_round_trips_over_http() {
     assert_eq!(res.status, 201, "{}", res.body);
     let task = res.id();
     assert_eq!(res.body["data"]["assignees"], json!([t.admin]));
+    assert_eq!(res.body["data"]["due_date"], "2030-01-31", "dates are ISO 8601, as documented");
     let res =
         post(&app, "/api/v1/tasks", &key, json!({"project_id": project, "title": "Copy", "parent_id": task})).await;
     assert_eq!(res.status, 201, "{}", res.body);
@@ -963,8 +999,10 @@ async fn fresh_ids(app: &TestApp, t: &Tenant) -> BTreeMap<&'static str, String> 
             vec![task, project, column],
         ),
         (
-            "INSERT INTO comments (organization_id, id, task_id, body, created_at) VALUES ($1, $2, $3, 'Fixture', now())",
-            vec![comment, task],
+            // Written by the member behind every matrix key, so it is each key's own.
+            "INSERT INTO comments (organization_id, id, task_id, author_id, body, created_at) \
+             VALUES ($1, $2, $3, $4, 'Fixture', now())",
+            vec![comment, task, t.admin],
         ),
         (
             "INSERT INTO time_entries (organization_id, id, project_id, user_id, minutes, spent_on, created_at) \
@@ -1067,6 +1105,12 @@ const API_WRITES: &[ApiWrite] = &[
     ("POST /api/v1/invoices/{invoice}/send", "", &[]),
     ("POST /api/v1/invoices/{invoice}/pay", "", &[("invoice", "sent_invoice")]),
     ("POST /api/v1/invoices/{invoice}/void", "", &[("invoice", "sent_invoice")]),
+    ("PATCH /api/v1/tasks/{task}/comments/{comment}", r#"{"body": "Matrix, edited"}"#, &[]),
+    ("DELETE /api/v1/tasks/{task}/comments/{comment}", "", &[]),
+    ("PATCH /api/v1/time-entries/{time_entry}", r#"{"minutes": 45, "note": "Matrix"}"#, &[]),
+    // A multipart upload (the matrix sends one); no JSON body.
+    ("POST /api/v1/files", "", &[]),
+    ("PATCH /api/v1/files/{file}", r#"{"name": "matrix.txt", "shared_with_client": true}"#, &[]),
     ("DELETE /api/v1/files/{file}", "", &[]),
 ];
 
@@ -1183,8 +1227,12 @@ async fn the_api_matrix_over_every_route_and_key() {
             }
             for (what, url, expected) in variants {
                 let expected = always.or(expected);
-                let body = body_for(&route.method, route.path, &own);
-                let res = send(&app, route.method.clone(), &url, secret, body).await;
+                let res = if route.method == Method::POST && route.path == "/api/v1/files" {
+                    upload(&app, secret, &[("project_id", &own["project"])], Some(("matrix.txt", b"matrix"))).await
+                } else {
+                    let body = body_for(&route.method, route.path, &own);
+                    send(&app, route.method.clone(), &url, secret, body).await
+                };
                 cases += 1;
                 *statuses.entry(res.status).or_default() += 1;
                 let ok = match expected {

@@ -75,3 +75,107 @@ async fn a_key_never_exceeds_its_creators_own_overrides() {
     // And the Owner's Manager key could delete all along (the role is not what refused it).
     assert_eq!(delete_client(&app, &owners_key, &new_client(&app, &org.id).await).await, 204);
 }
+
+async fn api_status(app: &TestApp, key: &str, method: reqwest::Method, path: &str) -> u16 {
+    let mut req = app.browser().client.request(method.clone(), app.url(path)).bearer_auth(key);
+    if method == reqwest::Method::POST {
+        req = req.json(&serde_json::json!({"name": "Made by a subset key"}));
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
+async fn key_count(app: &TestApp) -> i64 {
+    let mut db = app.db.admin_conn().await;
+    sqlx::query_scalar("SELECT count(*) FROM api_keys").fetch_one(&mut db).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_key_page_offers_and_grants_only_the_creators_own_permissions() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "ksub").await;
+    let slug = org.slug.clone();
+    let manager_id = org.people["manager"].user_id.clone();
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let res =
+        post(owner, &format!("/o/{slug}/members/{manager_id}/permissions"), &[("grant", "api_keys.manage")]).await;
+    assert_eq!(res.status(), 303);
+    let page_url = format!("/o/{slug}/settings/api-keys");
+
+    // The checkboxes are the viewer's own permissions: a Manager deletes clients but doesn't
+    // read the audit log; an Admin does, and neither manages billing.
+    let manager = &mut org.people.get_mut("manager").unwrap().browser;
+    let html = manager.get(&page_url).await.text().await.unwrap();
+    assert!(html.contains(r#"name="permissions" value="clients.delete""#), "{html}");
+    assert!(!html.contains(r#"value="audit.read""#), "a Manager was offered audit.read");
+    assert!(!html.contains(r#"value="billing.manage""#));
+    let admin = &mut org.people.get_mut("admin").unwrap().browser;
+    let html = admin.get(&page_url).await.text().await.unwrap();
+    assert!(html.contains(r#"value="audit.read""#));
+    assert!(!html.contains(r#"value="billing.manage""#), "billing is the Owner's alone");
+
+    // A Manager picks two permissions: the key reads clients but can't create them, although
+    // its creator could.
+    let manager = &mut org.people.get_mut("manager").unwrap().browser;
+    let fields = [
+        ("name", "reporting"),
+        ("mode", "permissions"),
+        ("role", "member"),
+        ("permissions", "clients.read"),
+        ("permissions", "projects.read"),
+        ("expires_in_days", ""),
+    ];
+    let res = post(manager, &page_url, &fields).await;
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    let start = html.find("cf_live_").expect("the page shows the new key");
+    let key: String =
+        html[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').collect();
+    assert!(html.contains("only clients.read, projects.read"), "the list shows the subset");
+    let mut db = app.db.admin_conn().await;
+    let (role, perms): (String, Option<Vec<String>>) =
+        sqlx::query_as("SELECT role, permissions FROM api_keys WHERE name = 'reporting'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(
+        (role.as_str(), perms),
+        ("manager", Some(vec!["clients.read".to_string(), "projects.read".to_string()]))
+    );
+    assert_eq!(api_status(&app, &key, reqwest::Method::GET, "/api/v1/clients").await, 200);
+    assert_eq!(api_status(&app, &key, reqwest::Method::POST, "/api/v1/clients").await, 403);
+    assert_eq!(api_status(&app, &key, reqwest::Method::GET, "/api/v1/invoices").await, 403);
+
+    // Forged forms: permissions the Manager doesn't hold, an Owner-only one, unknown ones, an
+    // empty subset, an unknown mode, a role above theirs. Each is refused; no key is made.
+    let before = key_count(&app).await;
+    let manager = &mut org.people.get_mut("manager").unwrap().browser;
+    type Forged<'a> = (Vec<(&'a str, &'a str)>, u16, &'a str);
+    let forged: Vec<Forged> = vec![
+        (
+            vec![("mode", "permissions"), ("permissions", "clients.read"), ("permissions", "audit.read")],
+            422,
+            "audit.read",
+        ),
+        (
+            vec![("mode", "permissions"), ("permissions", "api_keys.manage"), ("permissions", "members.manage")],
+            422,
+            "members.manage",
+        ),
+        (vec![("mode", "permissions"), ("permissions", "billing.manage")], 422, "billing.manage"),
+        (vec![("mode", "permissions"), ("permissions", "everything")], 422, "everything"),
+        (vec![("mode", "permissions")], 422, "at least one"),
+        (vec![("mode", "superuser"), ("role", "manager")], 422, "mode"),
+        (vec![("mode", "role"), ("role", "admin")], 403, "above your own"),
+        (vec![("mode", "role"), ("role", "manager"), ("organization_id", "x")], 422, "organization_id"),
+    ];
+    for (extra, status, says) in forged {
+        let mut fields = vec![("name", "forged"), ("expires_in_days", "")];
+        fields.extend(extra.iter().copied());
+        let res = post(manager, &page_url, &fields).await;
+        assert_eq!(res.status(), status, "{extra:?}");
+        let html = res.text().await.unwrap();
+        assert!(html.contains(says), "{extra:?}: the page should say {says:?}");
+        assert!(!html.contains("shown only this once"), "{extra:?} made a key");
+    }
+    assert_eq!(key_count(&app).await, before, "no forged key was stored");
+}

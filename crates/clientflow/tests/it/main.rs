@@ -3,6 +3,7 @@
 
 mod allowlist;
 mod api;
+mod api_edits;
 mod audit;
 mod botcheck;
 mod botcheck_forms;

@@ -149,7 +149,17 @@ pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, S
                 None => fixture_task(app, &op, parent_project(app, org, &op, earlier).await).await,
             };
             let input = tasks::CommentInput { body: Some("Fixture comment".into()), client_visible: Some(true) };
-            tasks::add_comment(db, &c, &op, task, &input).await.unwrap().id.to_string()
+            let id = tasks::add_comment(db, &c, &op, task, &input).await.unwrap().id;
+            // Written by the organization's Member, who may delete their own comments.
+            let member: uuid::Uuid = org.people["member"].user_id.parse().unwrap();
+            let mut admin = app.db.admin_conn().await;
+            sqlx::query("UPDATE comments SET author_id = $2 WHERE id = $1")
+                .bind(id)
+                .bind(member)
+                .execute(&mut admin)
+                .await
+                .unwrap();
+            id.to_string()
         }
         "entry" => {
             // Recorded by the organization's Member, who may delete their own entries.
@@ -924,4 +934,156 @@ async fn the_portal_shows_a_client_exactly_its_own_visible_work() {
     }
     // And the portal is the Client's alone.
     assert_eq!(o.browser.get(&format!("/portal/{slug}")).await.status(), 403);
+}
+
+/// How many links to `/o/{slug}/{kind}/…` a page has.
+fn links_to(html: &str, slug: &str, kind: &str) -> usize {
+    html.matches(&format!("href=\"/o/{slug}/{kind}/")).count()
+}
+
+#[tokio::test]
+async fn lists_search_and_page_tasks_time_files_and_invoices() {
+    let app = TestApp::spawn().await;
+    let mut o = owner_with_org(&app, "lists").await;
+    let slug = o.slug.clone();
+    let north = new_client(&o, "Northwind").await;
+    let acme = new_client(&o, "Acme").await;
+    let project = new_project(&o, "Busy project", &north, false).await;
+    let org_id = id_by(&app, "SELECT id FROM organizations WHERE slug = $1", &slug).await;
+    let owner_id = id_by(&app, "SELECT id FROM users WHERE email = $1", "owner@lists.test").await;
+    let column = columns_of(&app, &project).await.remove(0);
+    {
+        let mut db = app.db.admin_conn().await;
+        for sql in [
+            "INSERT INTO tasks (organization_id, id, project_id, column_id, title, position, created_at, updated_at) \
+             SELECT $1::uuid, gen_random_uuid(), $2::uuid, $3::uuid, 'Routine chore ' || i, i, now(), now() \
+             FROM generate_series(1, 30) i",
+            "INSERT INTO tasks (organization_id, id, project_id, column_id, title, position, created_at, updated_at) \
+             SELECT $1::uuid, gen_random_uuid(), $2::uuid, $3::uuid, 'Special widget ' || i, 100 + i, now(), now() \
+             FROM generate_series(1, 2) i",
+        ] {
+            sqlx::query(sql).bind(&org_id).bind(&project).bind(&column).execute(&mut db).await.unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO time_entries (organization_id, id, project_id, user_id, minutes, spent_on, created_at) \
+             SELECT $1::uuid, gen_random_uuid(), $2::uuid, $3::uuid, 30, current_date, now() FROM generate_series(1, 32)",
+        )
+        .bind(&org_id)
+        .bind(&project)
+        .bind(&owner_id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO files (organization_id, id, project_id, name, content_type, size_bytes, sha256, storage_key, created_at) \
+             SELECT $1::uuid, gen_random_uuid(), $2::uuid, 'bulk-' || i || '.txt', 'text/plain', 1, \
+                    decode(repeat('00', 32), 'hex'), 'nowhere', now() FROM generate_series(1, 32) i",
+        )
+        .bind(&org_id)
+        .bind(&project)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    }
+
+    // Tasks: searched by title, paged 25 at a time with the filters kept.
+    let html = page(&mut o.browser, &format!("/o/{slug}/tasks?q=widget")).await;
+    assert_eq!(links_to(&html, &slug, "tasks"), 2, "{html}");
+    assert!(html.contains("Special widget 1") && !html.contains("Routine chore"));
+    let html = page(&mut o.browser, &format!("/o/{slug}/tasks?q=chore&project_id={project}")).await;
+    assert_eq!(links_to(&html, &slug, "tasks"), 25);
+    let next = format!("/o/{slug}/tasks?q=chore&#38;project_id={project}&#38;offset=25");
+    assert!(html.contains(&format!("href=\"{next}\" rel=\"next\"")), "{html}");
+    let html = page(&mut o.browser, &next.replace("&#38;", "&")).await;
+    assert_eq!(links_to(&html, &slug, "tasks"), 5);
+    assert!(!html.contains("rel=\"next\""));
+    assert!(html.contains("rel=\"prev\""));
+
+    // Time and files: 32 each, 25 on the first page, 7 on the second.
+    for (kind, row_link) in [("time", "projects"), ("files", "files")] {
+        let first = page(&mut o.browser, &format!("/o/{slug}/{kind}")).await;
+        // The nav links to projects too; count the rows' links only.
+        let rows = |html: &str| html.split("<tbody>").nth(1).map(|b| links_to(b, &slug, row_link)).unwrap_or(0);
+        assert_eq!(rows(&first), 25, "{kind}: {first}");
+        assert!(first.contains(&format!("href=\"/o/{slug}/{kind}?offset=25\" rel=\"next\"")), "{kind}: {first}");
+        let second = page(&mut o.browser, &format!("/o/{slug}/{kind}?offset=25")).await;
+        assert_eq!(rows(&second), 7, "{kind}");
+        assert!(!second.contains("rel=\"next\""), "{kind}");
+        let elsewhere = page(&mut o.browser, &format!("/o/{slug}/{kind}?project_id={acme}")).await;
+        assert_eq!(rows(&elsewhere), 0, "{kind}: the project filter (an id that is no project's)");
+    }
+    let (status, _) = o.browser.page(&format!("/o/{slug}/files?project_id=nope")).await;
+    assert_eq!(status, 422, "a malformed filter is the filter's fault");
+
+    // Invoices: by client name or number.
+    let lines = [("Work", "1", "100")];
+    let north_invoice = new_invoice(&o, &north, &lines, &[]).await;
+    let acme_invoice = new_invoice(&o, &acme, &lines, &[]).await;
+    redirected(post(&o.browser, &o.token, &format!("/o/{slug}/invoices/{acme_invoice}/send"), &[]).await).await;
+    let html = page(&mut o.browser, &format!("/o/{slug}/invoices?q=northw")).await;
+    assert!(html.contains(&north_invoice) && !html.contains(&acme_invoice), "{html}");
+    assert!(html.contains("1–1 of 1"));
+    let html = page(&mut o.browser, &format!("/o/{slug}/invoices?q=%231")).await;
+    assert!(html.contains(&acme_invoice) && !html.contains(&north_invoice), "{html}");
+}
+
+#[tokio::test]
+async fn task_edits_on_the_page_record_exact_old_and_new_values() {
+    let app = TestApp::spawn().await;
+    let mut o = owner_with_org(&app, "webactivity").await;
+    let slug = o.slug.clone();
+    let client = new_client(&o, "Activity client").await;
+    let project = new_project(&o, "Activity project", &client, false).await;
+    let task = new_task(&app, &o, &project, "Sketch", false).await;
+    let owner_id = id_by(&app, "SELECT id FROM users WHERE email = $1", "owner@webactivity.test").await;
+    let column = columns_of(&app, &project).await.remove(0);
+    let edit = |fields: Vec<(&'static str, String)>| {
+        let (o, path) = (&o, format!("/o/{slug}/tasks/{task}/edit"));
+        async move {
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            post(&o.browser, &o.token, &path, &fields).await
+        }
+    };
+    let form = |title: &str, status: &str, priority: &str, due: &str, assignee: Option<&str>| {
+        let mut f = vec![
+            ("title", title.to_string()),
+            ("description", String::new()),
+            ("status", status.to_string()),
+            ("priority", priority.to_string()),
+            ("due_date", due.to_string()),
+            ("estimate_minutes", String::new()),
+            ("column_id", column.clone()),
+            ("parent_id", String::new()),
+        ];
+        if let Some(a) = assignee {
+            f.push(("assignee", a.to_string()));
+        }
+        f
+    };
+    redirected(edit(form("Sketch", "todo", "normal", "2030-03-01", None)).await).await;
+    redirected(edit(form("Blueprint", "blocked", "high", "2030-04-02", Some(&owner_id))).await).await;
+
+    let rows = crate::api_edits::activity_of(&app, &task).await;
+    let who = "owner@webactivity.test".to_string();
+    let row = |field: &str, old: Option<&str>, new: Option<&str>| {
+        (who.clone(), field.to_string(), old.map(str::to_string), new.map(str::to_string))
+    };
+    let mut second_edit = rows[2..].to_vec();
+    second_edit.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        (rows[..2].to_vec(), second_edit),
+        (
+            vec![row("created", None, Some("Sketch")), row("due_date", None, Some("2030-03-01"))],
+            vec![
+                row("assignees", Some(""), Some(&owner_id)),
+                row("due_date", Some("2030-03-01"), Some("2030-04-02")),
+                row("priority", Some("normal"), Some("high")),
+                row("status", Some("todo"), Some("blocked")),
+                row("title", Some("Sketch"), Some("Blueprint")),
+            ]
+        )
+    );
+    // The page shows the history.
+    let html = page(&mut o.browser, &format!("/o/{slug}/tasks/{task}")).await;
+    assert!(html.contains("Sketch") && html.contains("Blueprint") && html.contains("2030-04-02"), "{html}");
 }

@@ -64,6 +64,8 @@ fn title(number: Option<i64>) -> String {
 #[derive(Deserialize, Default)]
 struct ListQuery {
     #[serde(default)]
+    q: String,
+    #[serde(default)]
     status: String,
     #[serde(default)]
     client_id: String,
@@ -86,6 +88,7 @@ struct Row {
 struct ListPage {
     org: OrgNav,
     rows: Vec<Row>,
+    q: String,
     status: String,
     client_id: String,
     statuses: [(&'static str, &'static str); 5],
@@ -95,13 +98,14 @@ struct ListPage {
 }
 
 async fn list(State(state): State<AppState>, access: OrgAccess, Query(q): Query<ListQuery>) -> AppResult<Response> {
-    let filter = InvoiceFilter { client_id: Some(q.client_id.clone()), status: Some(q.status.clone()) };
+    let filter =
+        InvoiceFilter { client_id: Some(q.client_id.clone()), status: Some(q.status.clone()), q: Some(q.q.clone()) };
     let page_req = Page { limit: Some(PAGE_SIZE), offset: Some(q.offset) };
     let (items, total) = invoices::list(&state.db, state.clock.now(), &access.principal, &filter, page_req).await?;
     let names = client_names(&state, &access, items.iter().map(|i| i.client_id).collect()).await?;
     let base = format!("/o/{}/invoices", access.slug);
-    let pager =
-        Pager::new(&base, &[("status", &q.status), ("client_id", &q.client_id)], page_req.offset(), items.len(), total);
+    let filters = [("q", q.q.as_str()), ("status", &q.status), ("client_id", &q.client_id)];
+    let pager = Pager::new(&base, &filters, page_req.offset(), items.len(), total);
     let current = form_id::<ClientId>("client_id", &q.client_id).ok().flatten();
     page(&ListPage {
         clients: client_options(&state, &access, current).await?,
@@ -119,6 +123,7 @@ async fn list(State(state): State<AppState>, access: OrgAccess, Query(q): Query<
                 status: i.status,
             })
             .collect(),
+        q: q.q,
         status: q.status,
         client_id: q.client_id,
         statuses: STATUSES,
@@ -177,7 +182,11 @@ impl InvoiceForm {
             let n: usize = n.parse().ok()?;
             (["description_", "quantity_", "price_"].iter().any(|p| k.starts_with(p)) && n < MAX_ROWS).then_some(n)
         };
+        // Every field takes one value (line items are numbered, not repeated).
         let fields = FormFields::parse(body, |k| FIXED.contains(&k) || row_of(k).is_some())?;
+        let rows: Vec<String> = fields.names().filter(|k| row_of(k).is_some()).map(str::to_string).collect();
+        let single: Vec<&str> = FIXED.iter().copied().chain(rows.iter().map(String::as_str)).collect();
+        let fields = fields.only_once(&single)?;
         let rows_needed =
             form_urlencoded::parse(body).filter_map(|(k, _)| row_of(&k)).max().map(|n| n + 1).unwrap_or(0);
         Ok(Self {

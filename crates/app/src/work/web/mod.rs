@@ -10,6 +10,7 @@
 pub mod clients;
 pub mod files;
 pub mod invoices;
+pub mod lists;
 pub mod portal;
 pub mod projects;
 pub mod tasks;
@@ -29,6 +30,7 @@ pub fn routes() -> Vec<RouteDef> {
     routes.extend(tasks::routes());
     routes.extend(invoices::routes());
     routes.extend(files::routes());
+    routes.extend(lists::routes());
     routes.extend(portal::routes());
     routes
 }
@@ -79,11 +81,22 @@ pub struct Pager {
     pub first: i64,
     pub last: i64,
     pub total: i64,
+    /// Whether `total` is known (lists read a page at a time only know whether more follow).
+    pub counted: bool,
     pub prev: Option<String>,
     pub next: Option<String>,
 }
 
 impl Pager {
+    /// For a list read a page at a time: `more` says whether another page follows (read one
+    /// item beyond the page to know).
+    pub fn uncounted(base: &str, filters: &[(&str, &str)], offset: i64, shown: usize, more: bool) -> Self {
+        let end = offset + shown as i64;
+        let mut pager = Self::new(base, filters, offset, shown, if more { end + 1 } else { end });
+        pager.counted = false;
+        pager
+    }
+
     pub fn new(base: &str, filters: &[(&str, &str)], offset: i64, shown: usize, total: i64) -> Self {
         let link = |offset: i64| {
             let mut q = form_urlencoded::Serializer::new(String::new());
@@ -103,6 +116,7 @@ impl Pager {
             first: if shown == 0 { 0 } else { offset + 1 },
             last: offset + shown,
             total,
+            counted: true,
             prev: (offset > 0).then(|| link((offset - PAGE_SIZE).max(0))),
             next: (offset + shown < total).then(|| link(offset + PAGE_SIZE)),
         }
@@ -122,6 +136,22 @@ impl FormFields {
             return Err(AppError::field(k, "is not a field of this form"));
         }
         Ok(Self(fields))
+    }
+
+    /// Refuses a form that repeats any of `single`: a field that takes one value sent twice is
+    /// a smuggling attempt (which of the two would count?), never a browser's doing.
+    pub fn only_once(self, single: &[&str]) -> AppResult<Self> {
+        for name in single {
+            if self.0.iter().filter(|(k, _)| k == name).count() > 1 {
+                return Err(AppError::field(name, "was sent more than once"));
+            }
+        }
+        Ok(self)
+    }
+
+    /// The names of the fields sent, in order (with repeats).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| k.as_str())
     }
 
     /// The first value of `name` ("" when absent).
@@ -184,6 +214,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn single_fields_may_not_repeat() {
+        let body = Bytes::from_static(b"title=a&assignee=1&assignee=2");
+        let f = FormFields::parse(&body, |_| true).unwrap().only_once(&["title"]).unwrap();
+        assert_eq!(f.all("assignee"), ["1", "2"]);
+        let body = Bytes::from_static(b"title=a&role=member&role=owner");
+        let e = FormFields::parse(&body, |_| true).unwrap().only_once(&["title", "role"]).err().unwrap();
+        assert!(matches!(e, AppError::Validation(ref v) if v[0].field == "role"), "{e:?}");
+        let unknown = FormFields::parse(&body, |k| k != "role").err().unwrap();
+        assert!(matches!(unknown, AppError::Validation(_)));
+    }
+
+    #[test]
     fn numbers_are_shown_without_noise() {
         assert_eq!(milli(1500), "1.5");
         assert_eq!(milli(1000), "1");
@@ -204,5 +246,10 @@ mod tests {
         assert_eq!((p.first, p.last), (26, 50));
         let p = Pager::new("/o/a/clients", &[], 0, 3, 3);
         assert!(p.prev.is_none() && p.next.is_none());
+        let p = Pager::uncounted("/o/a/files", &[("project_id", "x")], 0, 25, true);
+        assert_eq!(p.next.as_deref(), Some("/o/a/files?project_id=x&offset=25"));
+        assert!(!p.counted);
+        let p = Pager::uncounted("/o/a/files", &[], 25, 3, false);
+        assert_eq!((p.prev.as_deref(), p.next.as_deref(), p.last), (Some("/o/a/files"), None, 28));
     }
 }

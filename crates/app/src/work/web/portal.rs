@@ -87,6 +87,7 @@ struct CommentView {
     author: String,
     body: String,
     at: String,
+    edited: bool,
 }
 
 struct TaskView {
@@ -126,7 +127,12 @@ async fn project(
                 due: day(t.due_date),
                 comments: comments
                     .into_iter()
-                    .map(|c| CommentView { author: c.author, body: c.body, at: access.when(c.created_at) })
+                    .map(|c| CommentView {
+                        author: c.author,
+                        body: c.body,
+                        at: access.when(c.created_at),
+                        edited: c.edited_at.is_some(),
+                    })
                     .collect(),
             })
             .collect(),

@@ -37,12 +37,12 @@ pub fn routes() -> Vec<RouteDef> {
         route!(POST "/o/{org}/tasks/{task}/move", Surface::Web, Access::Org(P::TasksUpdate), move_task),
         route!(POST "/o/{org}/tasks/{task}/subtasks", Surface::Web, Access::Org(P::TasksCreate), create_subtask),
         route!(POST "/o/{org}/tasks/{task}/comments", Surface::Web, Access::Org(P::CommentsCreate), add_comment),
-        route!(POST "/o/{org}/tasks/{task}/comments/{comment}/delete", Surface::Web, Access::Org(P::TasksUpdate), delete_comment),
+        route!(POST "/o/{org}/tasks/{task}/comments/{comment}/delete", Surface::Web, Access::Org(P::CommentsCreate), delete_comment),
         route!(POST "/o/{org}/tasks/{task}/delete", Surface::Web, Access::Org(P::TasksDelete), delete),
     ]
 }
 
-const STATUSES: [(&str, &str); 4] =
+pub(super) const STATUSES: [(&str, &str); 4] =
     [("todo", "To do"), ("in_progress", "In progress"), ("blocked", "Blocked"), ("done", "Done")];
 const PRIORITIES: [(&str, &str); 4] = [("low", "Low"), ("normal", "Normal"), ("high", "High"), ("urgent", "Urgent")];
 
@@ -182,6 +182,8 @@ struct CommentView {
     body: String,
     client_visible: bool,
     at: String,
+    edited: bool,
+    deletable: bool,
 }
 
 struct ActivityView {
@@ -314,10 +316,13 @@ async fn task_view(
         .into_iter()
         .map(|c| CommentView {
             id: c.id.to_string(),
+            deletable: p.can(P::CommentsCreate)
+                && (p.can(P::ProjectsUpdate) || (c.author_id.is_some() && c.author_id == p.user_id())),
             author: c.author,
             body: c.body,
             client_visible: c.client_visible,
             at: access.when(c.created_at),
+            edited: c.edited_at.is_some(),
         })
         .collect();
     let entries = time_entries::list(
@@ -440,7 +445,8 @@ async fn update(
     body: Bytes,
 ) -> AppResult<Response> {
     let id: Uuid = path_id(&id)?;
-    let fields = FormFields::parse(&body, |k| EDIT_FIELDS.contains(&k))?;
+    // Every field but the assignees takes one value.
+    let fields = FormFields::parse(&body, |k| EDIT_FIELDS.contains(&k))?.only_once(&EDIT_FIELDS[..9])?;
     let edit = TaskEdit {
         title: fields.get("title").to_string(),
         description: fields.get("description").to_string(),
