@@ -591,6 +591,11 @@ async fn mass_assignment_of_role_organization_and_owner_is_refused_on_every_form
     for (name, value) in smuggled {
         let res = admin.submit("/orgs/new", "/orgs", &[("name", "Adopted"), (name, value)]).await;
         assert_eq!(res.status(), 422, "/orgs with {name}");
+        let page = res.text().await.unwrap();
+        assert!(
+            page.contains(&format!("<strong>{name}</strong>: is not a field of this form")),
+            "the refusal doesn't name {name}: {page}"
+        );
     }
     assert_eq!(count(&app, "SELECT count(*) FROM organizations WHERE name = $1", "Adopted").await, 0);
 

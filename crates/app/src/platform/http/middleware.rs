@@ -164,8 +164,18 @@ pub async fn render_errors(req: Request, next: Next) -> Response {
     if status.as_u16() < 400 || res.extensions().get::<RenderedByHandler>().is_some() {
         return res;
     }
-    let problem = res.extensions().get::<Problem>().cloned().unwrap_or_else(|| Problem::for_status(status));
-    let (mut parts, _discarded_body) = res.into_parts();
+    let given = res.extensions().get::<Problem>().cloned();
+    let (mut parts, body) = res.into_parts();
+    let problem = match given {
+        Some(p) => p,
+        // A form the extractor refused: say which field, not just "could not be processed".
+        None if matches!(status.as_u16(), 400 | 422) => {
+            let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+            form_rejection_problem(status, &String::from_utf8_lossy(&text))
+                .unwrap_or_else(|| Problem::for_status(status))
+        }
+        None => Problem::for_status(status),
+    };
     parts.headers.remove(header::CONTENT_LENGTH);
     let (content_type, body) = if json {
         let mut doc = serde_json::json!({
@@ -187,6 +197,41 @@ pub async fn render_errors(req: Request, next: Next) -> Response {
         return Response::from_parts(parts, Body::empty());
     }
     Response::from_parts(parts, Body::from(body))
+}
+
+/// The problem for axum's refusal of a urlencoded form (`Failed to deserialize form…: <serde's
+/// message>`), naming the field: an unknown field (every form refuses fields it doesn't
+/// declare), a missing one, or a value of the wrong kind. Anything else keeps the generic text.
+fn form_rejection_problem(status: StatusCode, text: &str) -> Option<Problem> {
+    let message = text.strip_prefix("Failed to deserialize form")?.split_once(": ")?.1.trim();
+    // serde_path_to_error puts the field's path first: `minutes: invalid digit found in string`.
+    let is_path = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.'));
+    let (path, message) = match message.split_once(": ") {
+        Some((p, rest)) if is_path(p) => (Some(p), rest.trim()),
+        _ => (None, message),
+    };
+    let quoted = |m: &str| m.split('`').nth(1).map(str::to_string);
+    let (field, short, detail) = if let Some(rest) = message.strip_prefix("unknown field ") {
+        let field = quoted(rest)?;
+        let detail = format!("This form has no field named \"{field}\"; nothing was changed.");
+        (field, "is not a field of this form", detail)
+    } else if let Some(rest) = message.strip_prefix("missing field ") {
+        let field = quoted(rest)?;
+        let detail = format!("The field \"{field}\" is required.");
+        (field, "is required", detail)
+    } else if let Some(rest) = message.strip_prefix("duplicate field ") {
+        let field = quoted(rest)?;
+        let detail = format!("The field \"{field}\" was sent more than once; nothing was changed.");
+        (field, "was sent more than once", detail)
+    } else {
+        let field = path.filter(|p| *p != ".").unwrap_or("form").to_string();
+        let detail = format!("The field \"{field}\" has the wrong format ({message}).");
+        (field, "has the wrong format", detail)
+    };
+    let mut problem = Problem::for_status(status);
+    problem.detail = detail;
+    problem.errors = vec![super::error::FieldError::new(field, short)];
+    Some(problem)
 }
 
 /// Works out the client address. In proxy mode, only the configured proxies may talk to us
@@ -245,6 +290,39 @@ pub async fn web_page_cookies(req: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn form_refusals_name_their_field() {
+        let p = form_rejection_problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Failed to deserialize form body: unknown field `owner`, expected `name` or `slug`",
+        )
+        .unwrap();
+        assert_eq!(p.errors[0].field, "owner");
+        assert!(p.detail.contains("no field named \"owner\""), "{}", p.detail);
+        let p = form_rejection_problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Failed to deserialize form body: missing field `email`",
+        )
+        .unwrap();
+        assert_eq!((p.errors[0].field.as_str(), p.status), ("email", 422));
+        assert!(form_rejection_problem(StatusCode::BAD_REQUEST, "something else entirely").is_none());
+        // With the path serde_path_to_error puts first.
+        let p = form_rejection_problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Failed to deserialize form body: role: unknown field `role`, expected `name` or `slug`",
+        )
+        .unwrap();
+        assert_eq!(p.errors[0].field, "role");
+        assert!(p.detail.contains("no field named \"role\""), "{}", p.detail);
+        let p = form_rejection_problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Failed to deserialize form body: minutes: invalid digit found in string",
+        )
+        .unwrap();
+        assert_eq!(p.errors[0].field, "minutes");
+        assert!(p.detail.contains("\"minutes\" has the wrong format"), "{}", p.detail);
+    }
 
     #[test]
     fn request_ids_are_sanitized() {
