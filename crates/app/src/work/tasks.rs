@@ -62,10 +62,23 @@ pub struct TaskInput {
     pub priority: Option<String>,
     /// YYYY-MM-DD, or empty for none.
     pub due_date: Option<String>,
-    pub estimate_minutes: Option<i32>,
+    /// Minutes, 0–1000000. On an update, `null` clears the estimate and leaving it out keeps it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i32>)]
+    pub estimate_minutes: Option<Option<i32>>,
     pub visible_to_client: Option<bool>,
     /// Replaces the assignees (organization members with access to the project).
     pub assignees: Option<Vec<String>>,
+}
+
+/// A field that was sent, `null` included (`Some(None)`), as opposed to one left out (`None`,
+/// by `#[serde(default)]`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
@@ -294,7 +307,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput)
     let priority = input.priority.clone().unwrap_or_else(|| "normal".into());
     validate_enum("priority", &priority, &PRIORITIES)?;
     let due = parse_date("due_date", input.due_date.as_deref())?;
-    if input.estimate_minutes.is_some_and(|m| !(0..=1_000_000).contains(&m)) {
+    if input.estimate_minutes.flatten().is_some_and(|m| !(0..=1_000_000).contains(&m)) {
         return Err(AppError::field("estimate_minutes", "must be between 0 and 1000000"));
     }
     let column =
@@ -339,7 +352,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput)
     .bind(&status)
     .bind(&priority)
     .bind(due)
-    .bind(input.estimate_minutes)
+    .bind(input.estimate_minutes.flatten())
     .bind(input.visible_to_client.unwrap_or(false))
     .bind(position)
     .bind(p.user_id())
@@ -385,7 +398,10 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &
     validate_enum("priority", &priority, &PRIORITIES)?;
     let due =
         if input.due_date.is_some() { parse_date("due_date", input.due_date.as_deref())? } else { before.due_date };
-    let estimate = input.estimate_minutes.or(before.estimate_minutes);
+    let estimate = match input.estimate_minutes {
+        Some(sent) => sent,
+        None => before.estimate_minutes,
+    };
     if estimate.is_some_and(|m| !(0..=1_000_000).contains(&m)) {
         return Err(AppError::field("estimate_minutes", "must be between 0 and 1000000"));
     }

@@ -537,4 +537,14 @@ async fn task_updates_record_exact_old_and_new_values() {
         .await
         .assert_problem_field(422, "status");
     assert_eq!(activity_of(&app, &task).await.len(), rows);
+
+    // The estimate: set, kept when left out, cleared by null.
+    let res = patch(&app, &format!("/api/v1/tasks/{task}"), &key, json!({"estimate_minutes": 90})).await;
+    assert_eq!(res.body["data"]["estimate_minutes"], 90, "{}", res.body);
+    let res = patch(&app, &format!("/api/v1/tasks/{task}"), &key, json!({"title": "Final plan v2"})).await;
+    assert_eq!(res.body["data"]["estimate_minutes"], 90, "left out: kept");
+    let res = patch(&app, &format!("/api/v1/tasks/{task}"), &key, json!({"estimate_minutes": null})).await;
+    assert_eq!(res.body["data"]["estimate_minutes"], Value::Null, "null: cleared");
+    let last = activity_of(&app, &task).await.pop().unwrap();
+    assert_eq!(last, (actor.clone(), "estimate_minutes".into(), Some("90".into()), None));
 }

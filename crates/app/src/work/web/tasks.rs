@@ -472,7 +472,8 @@ async fn update(
             status: Some(edit.status.clone()),
             priority: Some(edit.priority.clone()),
             due_date: Some(edit.due_date.clone()),
-            estimate_minutes: estimate,
+            // The form always sends the field: empty clears the estimate.
+            estimate_minutes: Some(estimate),
             visible_to_client: Some(edit.visible_to_client),
             assignees: Some(edit.assignees.clone()),
         };
