@@ -59,6 +59,7 @@ pub fn routes() -> Vec<RouteDef> {
         route!(GET "/api/v1/tasks", Surface::Api, Access::Api(P::TasksRead), list_tasks),
         route!(POST "/api/v1/tasks", Surface::Api, Access::Api(P::TasksCreate), create_task),
         route!(GET "/api/v1/tasks/{task}", Surface::Api, Access::Api(P::TasksRead), get_task),
+        route!(GET "/api/v1/tasks/{task}/activity", Surface::Api, Access::Api(P::TasksRead), task_activity),
         route!(PATCH "/api/v1/tasks/{task}", Surface::Api, Access::Api(P::TasksUpdate), update_task),
         route!(DELETE "/api/v1/tasks/{task}", Surface::Api, Access::Api(P::TasksDelete), delete_task),
         route!(GET "/api/v1/tasks/{task}/comments", Surface::Api, Access::Api(P::TasksRead), list_comments),
@@ -193,7 +194,8 @@ pub async fn openapi_json() -> Response {
         openapi_json,
         list_clients, create_client, get_client, update_client, delete_client, archive_client, restore_client,
         list_projects, create_project, get_project, update_project, delete_project, list_columns,
-        list_tasks, create_task, get_task, update_task, delete_task, list_comments, create_comment, get_comment,
+        list_tasks, create_task, get_task, task_activity, update_task, delete_task, list_comments, create_comment,
+        get_comment,
         update_comment, delete_comment,
         list_time_entries, create_time_entry, get_time_entry, update_time_entry, delete_time_entry,
         list_invoices, create_invoice, get_invoice, update_invoice, delete_invoice, send_invoice, pay_invoice,
@@ -472,6 +474,14 @@ pub async fn create_task(
     security(("api_key" = ["tasks.read"])))]
 pub async fn get_task(State(s): State<AppState>, api: ApiAccess, ids: PathIds) -> AppResult<Response> {
     Ok(ok(tasks::get(&s.db, &api.principal, ids.get::<Uuid>("task")?).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/tasks/{task}/activity", tag = "tasks",
+    params(("task" = Uuid, Path, description = "Task id")),
+    responses((status = 200, description = "The task's history: one entry per changed field, with its old and new value, oldest first", body = Data<Vec<tasks::Activity>>)),
+    security(("api_key" = ["tasks.read"])))]
+pub async fn task_activity(State(s): State<AppState>, api: ApiAccess, ids: PathIds) -> AppResult<Response> {
+    Ok(ok(tasks::activity_log(&s.db, &api.principal, ids.get::<Uuid>("task")?).await?))
 }
 
 #[utoipa::path(patch, path = "/api/v1/tasks/{task}", tag = "tasks", request_body = TaskInput,

@@ -547,4 +547,21 @@ async fn task_updates_record_exact_old_and_new_values() {
     assert_eq!(res.body["data"]["estimate_minutes"], Value::Null, "null: cleared");
     let last = activity_of(&app, &task).await.pop().unwrap();
     assert_eq!(last, (actor.clone(), "estimate_minutes".into(), Some("90".into()), None));
+
+    // The same history through the API, oldest first.
+    let res = get(&app, &format!("/api/v1/tasks/{task}/activity"), &key).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let entries = res.body["data"].as_array().unwrap();
+    let stored = activity_of(&app, &task).await;
+    assert_eq!(entries.len(), stored.len());
+    for (entry, (who, field, old, new)) in entries.iter().zip(&stored) {
+        assert_eq!(entry["actor_label"].as_str(), Some(who.as_str()));
+        assert_eq!(entry["field"].as_str(), Some(field.as_str()));
+        assert_eq!(entry["old_value"].as_str(), old.as_deref());
+        assert_eq!(entry["new_value"].as_str(), new.as_deref());
+    }
+    // Another organization's key finds no such task.
+    let other = tenant(&app, "activity-elsewhere").await;
+    let (_, foreign_key) = api_key(&app, &other, "admin", None).await;
+    assert_eq!(get(&app, &format!("/api/v1/tasks/{task}/activity"), &foreign_key).await.status, 404);
 }
