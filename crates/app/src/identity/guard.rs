@@ -284,19 +284,22 @@ pub async fn require_session(
     };
     let mut req = if is_unsafe(req.method()) { check_csrf(state, req, Some(&session)).await? } else { req };
     // After a privilege change the token is replaced (the check above used the old one).
-    let session = if session.stage == Stage::Complete && session.privileges_changed {
-        let mut tx = state.db.global().await?;
-        let fresh = session::rotate_token(&mut tx, session.id).await?;
-        tx.commit().await?;
-        match fresh {
-            Some((token, csrf_token)) => {
-                *rotated = Some(RotatedSession(token));
-                CurrentSession { csrf_token, privileges_changed: false, ..session }
+    let session = match read_cookie(req.headers(), SESSION_COOKIE) {
+        Some(old) if session.stage == Stage::Complete && session.privileges_changed => {
+            let mut tx = state.db.global().await?;
+            let fresh = session::rotate_token(&mut tx, session.id, &old).await?;
+            tx.commit().await?;
+            match fresh {
+                Some((token, csrf_token)) => {
+                    *rotated = Some(RotatedSession(token));
+                    CurrentSession { csrf_token, privileges_changed: false, ..session }
+                }
+                // A request racing with this one rotated first: its response carries the
+                // new token; this one, authenticated a moment ago, goes on without.
+                None => session,
             }
-            None => return Ok(Resolved::Respond(to_login(&req))),
         }
-    } else {
-        session
+        _ => session,
     };
     req.extensions_mut().insert(session);
     Ok(Resolved::Ok(req))

@@ -193,15 +193,23 @@ pub async fn lookup(
 
 /// Gives a session a new token and synchronizer token, at the user's current privilege epoch;
 /// the old token stops working at once. The session keeps its lifetime (creation, absolute
-/// expiry, method). Returns the new token, or `None` when the session is gone.
-pub async fn rotate_token(conn: &mut PgConnection, session_id: Uuid) -> Result<Option<(String, String)>, sqlx::Error> {
+/// expiry, method). Only the holder of the current token `old` rotates, and only while the
+/// session is behind its user's epoch: of two requests racing with the same old token, one
+/// rotates and the other (`None`) goes on without a new cookie, so the browser keeps the one
+/// that counts.
+pub async fn rotate_token(
+    conn: &mut PgConnection,
+    session_id: Uuid,
+    old: &str,
+) -> Result<Option<(String, String)>, sqlx::Error> {
     let token = random_token();
     let csrf = random_token();
     let done = sqlx::query(
-        "UPDATE sessions s SET token_hash = $2, csrf_token = $3, privilege_epoch = u.privilege_epoch \
-         FROM users u WHERE s.id = $1 AND u.id = s.user_id",
+        "UPDATE sessions s SET token_hash = $3, csrf_token = $4, privilege_epoch = u.privilege_epoch \
+         FROM users u WHERE s.id = $1 AND s.token_hash = $2 AND u.id = s.user_id AND s.privilege_epoch < u.privilege_epoch",
     )
     .bind(session_id)
+    .bind(&sha256(old.as_bytes())[..])
     .bind(&sha256(token.as_bytes())[..])
     .bind(&csrf)
     .execute(conn)

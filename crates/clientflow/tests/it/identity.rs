@@ -895,3 +895,42 @@ async fn a_privilege_change_rotates_the_session_token() {
     assert!(session_cookie(&res).is_some_and(|t| t != third), "a refusal dropped the rotated token");
     assert_eq!(b.get(&home).await.status(), 200);
 }
+
+/// Two requests racing with the same old token after a privilege change: one rotates, the other
+/// finds nothing to do (and sends no cookie), so the browser keeps the token that counts.
+#[tokio::test]
+async fn only_the_first_of_racing_requests_rotates_the_token() {
+    use clientflow::identity::session;
+    let app = TestApp::spawn().await;
+    sign_up(&app, "race@example.com").await;
+    let res = sign_in(&app, &mut app.browser(), "race@example.com", PASSWORD).await;
+    let token = session_cookie(&res).expect("signed in");
+    let mut db = app.db.admin_conn().await;
+    let hash = clientflow::platform::crypto::sha256(token.as_bytes());
+    let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM sessions WHERE token_hash = $1")
+        .bind(&hash[..])
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    let mut tx = app.app_db.global().await.unwrap();
+    assert!(session::rotate_token(&mut tx, id, &token).await.unwrap().is_none(), "nothing changed: no rotation");
+    tx.commit().await.unwrap();
+    sqlx::query("UPDATE users SET privilege_epoch = privilege_epoch + 1 WHERE email = 'race@example.com'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let mut tx = app.app_db.global().await.unwrap();
+    let first = session::rotate_token(&mut tx, id, &token).await.unwrap();
+    let second = session::rotate_token(&mut tx, id, &token).await.unwrap();
+    tx.commit().await.unwrap();
+    let (new_token, _) = first.expect("the first rotates");
+    assert!(second.is_none(), "the second rotated again");
+    assert_eq!(
+        sqlx::query_scalar::<_, Vec<u8>>("SELECT token_hash FROM sessions WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut db)
+            .await
+            .unwrap(),
+        clientflow::platform::crypto::sha256(new_token.as_bytes()).to_vec()
+    );
+}
