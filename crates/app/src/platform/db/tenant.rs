@@ -653,9 +653,16 @@ pub async fn operator(
         permissions: default_permissions(Role::Owner),
         scope_user: None,
     };
+    if_exists(db, principal).await
+}
+
+/// The principal, if its organization exists (looked up through its own door).
+async fn if_exists(db: &Db, principal: OrgPrincipal) -> Result<Option<OrgPrincipal>, sqlx::Error> {
     let mut tx = OrgTx::begin(db, &principal).await?;
-    let exists: Option<(OrgId,)> =
-        sqlx::query_as("SELECT id FROM organizations WHERE id = $1").bind(org_id).fetch_optional(&mut *tx).await?;
+    let exists: Option<(OrgId,)> = sqlx::query_as("SELECT id FROM organizations WHERE id = $1")
+        .bind(principal.org_id)
+        .fetch_optional(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(exists.map(|_| principal))
 }
@@ -673,11 +680,7 @@ pub async fn audit_maintenance(db: &Db, org_id: OrgId) -> Result<Option<OrgPrinc
         permissions: PermissionSet::of(&[]),
         scope_user: None,
     };
-    let mut tx = OrgTx::begin(db, &principal).await?;
-    let exists: Option<(OrgId,)> =
-        sqlx::query_as("SELECT id FROM organizations WHERE id = $1").bind(org_id).fetch_optional(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(exists.map(|_| principal))
+    if_exists(db, principal).await
 }
 
 /// A transaction inside one organization.
