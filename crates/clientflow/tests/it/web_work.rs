@@ -952,6 +952,11 @@ async fn lists_search_and_page_tasks_time_files_and_invoices() {
     let org_id = id_by(&app, "SELECT id FROM organizations WHERE slug = $1", &slug).await;
     let owner_id = id_by(&app, "SELECT id FROM users WHERE email = $1", "owner@lists.test").await;
     let column = columns_of(&app, &project).await.remove(0);
+    // A malformed page number is refused with a page that names it.
+    let res = o.browser.get(&format!("/o/{slug}/time?offset=lots")).await;
+    assert_eq!(res.status(), 400);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("<strong>offset</strong>: has the wrong format"), "{html}");
     {
         let mut db = app.db.admin_conn().await;
         for sql in [

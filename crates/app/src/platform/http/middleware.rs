@@ -199,11 +199,16 @@ pub async fn render_errors(req: Request, next: Next) -> Response {
     Response::from_parts(parts, Body::from(body))
 }
 
-/// The problem for axum's refusal of a urlencoded form (`Failed to deserialize form…: <serde's
-/// message>`), naming the field: an unknown field (every form refuses fields it doesn't
+/// The problem for axum's refusal of a urlencoded form or query string (`Failed to deserialize
+/// form…: <serde's message>`), naming the field: an unknown field (every form refuses fields it doesn't
 /// declare), a missing one, or a value of the wrong kind. Anything else keeps the generic text.
 fn form_rejection_problem(status: StatusCode, text: &str) -> Option<Problem> {
-    let message = text.strip_prefix("Failed to deserialize form")?.split_once(": ")?.1.trim();
+    let message = text
+        .strip_prefix("Failed to deserialize form")
+        .or_else(|| text.strip_prefix("Failed to deserialize query string"))?
+        .split_once(": ")?
+        .1
+        .trim();
     // serde_path_to_error puts the field's path first: `minutes: invalid digit found in string`.
     let is_path = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.'));
     let (path, message) = match message.split_once(": ") {
@@ -322,6 +327,13 @@ mod tests {
         .unwrap();
         assert_eq!(p.errors[0].field, "minutes");
         assert!(p.detail.contains("\"minutes\" has the wrong format"), "{}", p.detail);
+        // A query string the extractor refused, the same way.
+        let p = form_rejection_problem(
+            StatusCode::BAD_REQUEST,
+            "Failed to deserialize query string: offset: invalid digit found in string",
+        )
+        .unwrap();
+        assert_eq!((p.errors[0].field.as_str(), p.status), ("offset", 400));
     }
 
     #[test]
