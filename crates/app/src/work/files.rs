@@ -164,14 +164,7 @@ pub async fn upload(
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible(&mut tx, p, up.project_id).await?;
     if let Some(t) = up.task_id {
-        let same: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND project_id = $2)")
-            .bind(t)
-            .bind(up.project_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        if !same {
-            return Err(AppError::field("task_id", "is not a task of this project"));
-        }
+        super::require_task_in_project(&mut tx, t, up.project_id, "task_id", "is not a task of this project").await?;
     }
     let org = tx.org_id();
     let id = Uuid::now_v7();
@@ -379,14 +372,14 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &
     let mut tx = OrgTx::begin(db, p).await?;
     let (before, _) = fetch(&mut tx, p, id).await?;
     if let Some(Some(t)) = task {
-        let same: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND project_id = $2)")
-            .bind(t)
-            .bind(before.project_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        if !same {
-            return Err(AppError::field("task_id", "is not a task of this file's project"));
-        }
+        super::require_task_in_project(
+            &mut tx,
+            t,
+            before.project_id,
+            "task_id",
+            "is not a task of this file's project",
+        )
+        .await?;
     }
     let after: FileMeta = sqlx::query_as(&format!(
         "UPDATE files AS f SET name = $2, shared_with_client = $3, task_id = $4 WHERE f.id = $1 RETURNING {COLUMNS}"

@@ -92,6 +92,23 @@ pub fn text(field: &str, value: Option<&str>, max: usize) -> AppResult<String> {
     Ok(optional(field, value, max)?.unwrap_or_default())
 }
 
+/// Refuses a task reference (`field`) that is not a task of `project`: subtasks, and the tasks
+/// that files and time entries are attached to, stay inside their project.
+pub async fn require_task_in_project(
+    tx: &mut OrgTx,
+    task: Uuid,
+    project: crate::platform::ids::ProjectId,
+    field: &str,
+    message: &str,
+) -> AppResult<()> {
+    let same: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND project_id = $2)")
+        .bind(task)
+        .bind(project)
+        .fetch_one(&mut **tx)
+        .await?;
+    if same { Ok(()) } else { Err(AppError::field(field, message)) }
+}
+
 /// The date it is for the transaction's organization (in its time zone) at `now`.
 pub async fn org_today(tx: &mut OrgTx, now: time::OffsetDateTime) -> Result<time::Date, sqlx::Error> {
     let zone: String = sqlx::query_scalar("SELECT timezone FROM organizations WHERE id = $1")

@@ -322,14 +322,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput)
     })?;
     let column = column_of(&mut tx, project, column).await?;
     if let Some(parent) = parent {
-        let same: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND project_id = $2)")
-            .bind(parent)
-            .bind(project)
-            .fetch_one(&mut *tx)
-            .await?;
-        if !same {
-            return Err(AppError::field("parent_id", "is not a task of this project"));
-        }
+        super::require_task_in_project(&mut tx, parent, project, "parent_id", "is not a task of this project").await?;
     }
     check_assignees(&mut tx, project, &users).await?;
     let position: i32 = sqlx::query_scalar("SELECT coalesce(max(position) + 1, 0) FROM tasks WHERE column_id = $1")

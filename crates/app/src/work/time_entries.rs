@@ -121,14 +121,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TimeInput)
         other => other,
     })?;
     if let Some(t) = task {
-        let same: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND project_id = $2)")
-            .bind(t)
-            .bind(project)
-            .fetch_one(&mut *tx)
-            .await?;
-        if !same {
-            return Err(AppError::field("task_id", "is not a task of this project"));
-        }
+        super::require_task_in_project(&mut tx, t, project, "task_id", "is not a task of this project").await?;
     }
     let entry: TimeEntry = sqlx::query_as(&format!(
         "INSERT INTO time_entries AS e (organization_id, id, project_id, task_id, user_id, minutes, spent_on, note, created_at) \
@@ -210,14 +203,14 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &
         return Err(AppError::field("project_id", "a time entry can't move to another project"));
     }
     if let Some(Some(t)) = task {
-        let same: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND project_id = $2)")
-            .bind(t)
-            .bind(before.project_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        if !same {
-            return Err(AppError::field("task_id", "is not a task of this entry's project"));
-        }
+        super::require_task_in_project(
+            &mut tx,
+            t,
+            before.project_id,
+            "task_id",
+            "is not a task of this entry's project",
+        )
+        .await?;
     }
     let after: TimeEntry = sqlx::query_as(&format!(
         "UPDATE time_entries AS e SET task_id = $2, minutes = $3, spent_on = $4, note = $5 WHERE e.id = $1 RETURNING {COLUMNS}"
