@@ -13,8 +13,11 @@ pub fn is_known(name: &str) -> bool {
 
 /// `t` seen in the zone `name`; UTC for a name the database doesn't know.
 pub fn local(t: OffsetDateTime, name: &str) -> OffsetDateTime {
-    let offset = jiff::tz::TimeZone::get(name)
-        .ok()
+    in_zone(t, jiff::tz::TimeZone::get(name).ok().as_ref())
+}
+
+fn in_zone(t: OffsetDateTime, zone: Option<&jiff::tz::TimeZone>) -> OffsetDateTime {
+    let offset = zone
         .zip(jiff::Timestamp::from_second(t.unix_timestamp()).ok())
         .and_then(|(tz, ts)| UtcOffset::from_whole_seconds(tz.to_offset(ts).seconds()).ok())
         .unwrap_or(UtcOffset::UTC);
@@ -29,8 +32,9 @@ pub fn today(now: OffsetDateTime, name: &str) -> Date {
 /// `2026-03-01 14:05 (Europe/Berlin)`: a time as an organization's pages show it.
 pub fn format(t: OffsetDateTime, name: &str) -> String {
     let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
-    let zone = if is_known(name) { name } else { "UTC" };
-    format!("{} ({zone})", local(t, name).format(&fmt).unwrap_or_default())
+    let zone = jiff::tz::TimeZone::get(name).ok().filter(|_| name.len() <= 64);
+    let label = if zone.is_some() { name } else { "UTC" };
+    format!("{} ({label})", in_zone(t, zone.as_ref()).format(&fmt).unwrap_or_default())
 }
 
 #[cfg(test)]
