@@ -87,10 +87,7 @@ pub fn refusal(org_name: &str, ip: IpAddr) -> AppError {
 
 /// The organization's list, read through the principal's own door.
 pub async fn load(db: &Db, principal: &OrgPrincipal) -> Result<Vec<IpNet>, sqlx::Error> {
-    let mut tx = OrgTx::begin(db, principal).await?;
-    let list = current(&mut tx).await?;
-    tx.commit().await?;
-    Ok(list)
+    Ok(load_with_name(db, principal).await?.1)
 }
 
 /// The organization's name and list, for a refusal that names it.
@@ -102,13 +99,6 @@ pub async fn load_with_name(db: &Db, principal: &OrgPrincipal) -> Result<(String
         .await?;
     tx.commit().await?;
     Ok(row)
-}
-
-async fn current(tx: &mut OrgTx) -> Result<Vec<IpNet>, sqlx::Error> {
-    sqlx::query_scalar("SELECT ip_allowlist FROM organizations WHERE id = $1")
-        .bind(tx.org_id())
-        .fetch_one(&mut **tx)
-        .await
 }
 
 /// Replaces the list. Refused when the new list is non-empty, does not contain `saver_ip`
