@@ -14,6 +14,7 @@ mod door;
 mod google;
 mod http;
 mod identity;
+mod input;
 mod isolation;
 mod keys;
 mod logs;
