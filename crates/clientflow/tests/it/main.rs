@@ -24,6 +24,7 @@ mod operator;
 mod ratelimit;
 mod ratelimit_http;
 mod support;
+mod task_tree;
 mod tenancy;
 mod tls;
 mod web_work;
