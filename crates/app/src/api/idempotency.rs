@@ -6,16 +6,21 @@
 //!   parses, so re-serializing the same object with other key order or spacing is the same
 //!   request; a multipart upload without its boundary, which clients pick at random per
 //!   attempt).
-//! - First use: a *pending* record is committed before the handler runs, so a concurrent
-//!   duplicate finds it and gets 409 instead of doing the work a second time.
-//! - A successful (2xx) response is stored (status, `Location`, body) and replayed for the same
-//!   key and fingerprint, with `Idempotent-Replayed: true`; nothing runs again. The same key
-//!   with a different fingerprint is 409.
-//! - An error response releases the key: nothing was created, so trying again (with the same key,
-//!   after fixing the request) can't create a duplicate.
+//! - One request per key at a time: the key's lock (a transaction-scoped advisory lock) is taken
+//!   first; a concurrent duplicate that can't take it gets 409 "still being processed".
+//! - First use: the key's record is written in a transaction that the request then runs in
+//!   (`tenant::with_request_tx`: the handler's own `OrgTx` joins it, and its commit is deferred).
+//!   A successful (2xx) response is added to the record and committed *with* the work, so the
+//!   work and its stored answer exist together or not at all. A crash, a kill or a lost
+//!   connection at any moment rolls both back: a retry with the same key either replays the
+//!   saved answer or runs the request for the first time, never neither.
+//! - A replay (same key and fingerprint) returns the stored status, `Location` and body with
+//!   `Idempotent-Replayed: true`; nothing runs again. The same key with a different fingerprint
+//!   is 409.
+//! - An error response rolls back (the record with it): nothing was created, so trying again
+//!   (with the same key, after fixing the request) can't create a duplicate.
 //! - The handler runs in a task of its own, so a client that disconnects (or the request
-//!   timeout) can't leave the record pending while the work commits. A record left pending by a
-//!   crash stays a 409 until it expires: answering "interrupted" is safe, guessing is not.
+//!   timeout) doesn't cancel work that is about to commit.
 //! - Records expire after 24 hours; an expired key may be used again.
 //!
 //! The draft recommends 422 for a key reused with another payload; we answer 409 because 422
@@ -35,7 +40,7 @@ use super::extract::{Rejection, problem};
 use super::guard::ApiAccess;
 use crate::platform::crypto::sha256;
 use crate::platform::db::OrgTx;
-use crate::platform::db::tenant::OrgPrincipal;
+use crate::platform::db::tenant::{self, OrgPrincipal};
 use crate::platform::http::error::{AppError, AppResult};
 use crate::state::AppState;
 
@@ -126,8 +131,13 @@ struct Stored {
 }
 
 enum Claim {
-    New,
-    Replay { status: u16, stored: Stored },
+    /// First use: the request runs inside this transaction, which holds the key's lock and
+    /// its (uncommitted) record.
+    New(OrgTx),
+    Replay {
+        status: u16,
+        stored: Stored,
+    },
 }
 
 async fn run(state: &AppState, req: Request, next: Next) -> Result<Response, Response> {
@@ -152,19 +162,17 @@ async fn run(state: &AppState, req: Request, next: Next) -> Result<Response, Res
         None => fingerprint(&parts.method, &target, &bytes),
     };
     let now = state.clock.now();
-    let stale_after = Duration::seconds(state.config.server.request_timeout_secs as i64 * 2);
-    match claim(state, &principal, &key, &parts.method, &target, &hash, now, stale_after).await {
+    match claim(state, &principal, &key, &parts.method, &target, &hash, now).await {
         Err(e) => Err(e.into_response()),
         Ok(Claim::Replay { status, stored }) => Ok(replay(status, stored)),
-        Ok(Claim::New) => {
+        Ok(Claim::New(tx)) => {
             let req = Request::from_parts(parts, Body::from(bytes));
-            let state = state.clone();
             // Its own task: see the module documentation. The span keeps the request id on
             // the handler's log lines.
             let task = tokio::spawn(
                 async move {
-                    let res = next.run(req).await;
-                    settle(&state, &principal, &key, res).await
+                    let (res, tx) = tenant::with_request_tx(tx, next.run(req)).await;
+                    settle(&principal, &key, res, tx).await
                 }
                 .instrument(tracing::Span::current()),
             );
@@ -173,7 +181,8 @@ async fn run(state: &AppState, req: Request, next: Next) -> Result<Response, Res
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Looks the key up under its lock. Returns the stored answer, a refusal, or (first use) the
+/// open transaction holding the lock and the new record, for the request to run in.
 async fn claim(
     state: &AppState,
     principal: &OrgPrincipal,
@@ -182,19 +191,64 @@ async fn claim(
     target: &str,
     hash: &[u8; 32],
     now: OffsetDateTime,
-    stale_after: Duration,
 ) -> AppResult<Claim> {
     let api_key = principal.api_key_id().ok_or_else(|| AppError::internal("idempotency without an API key"))?;
     let mut tx = OrgTx::begin(&state.db, principal).await?;
+    // One request per key at a time: the lock is the transaction's, so it is released when the
+    // request's work commits or rolls back, and by PostgreSQL itself when the process dies.
+    let locked: bool = sqlx::query_scalar(
+        "SELECT pg_try_advisory_xact_lock(hashtextextended('clientflow:idempotency:' || $1 || ':' || $2, 0))",
+    )
+    .bind(api_key.to_string())
+    .bind(key)
+    .fetch_one(&mut *tx)
+    .await?;
+    if !locked {
+        return Err(AppError::Conflict(
+            "A request with this Idempotency-Key is still being processed; retry later.".into(),
+        ));
+    }
     // Expired records of this key go first, so an expired key can be used again.
-    sqlx::query("DELETE FROM idempotency_keys WHERE api_key_id = $1 AND created_at < $2")
+    sqlx::query("DELETE FROM idempotency_keys WHERE api_key_id = $1 AND key = $2 AND created_at < $3")
         .bind(api_key)
+        .bind(key)
         .bind(now - RETENTION)
         .execute(&mut *tx)
         .await?;
-    let inserted = sqlx::query(
+    // The fingerprint, and the stored status and answer.
+    type Record = (Vec<u8>, Option<i32>, Option<Vec<u8>>);
+    let existing: Option<Record> = sqlx::query_as(
+        "SELECT request_hash, status, response_body FROM idempotency_keys WHERE api_key_id = $1 AND key = $2",
+    )
+    .bind(api_key)
+    .bind(key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((stored_hash, status, body)) = existing {
+        tx.commit().await?;
+        if stored_hash != hash[..] {
+            return Err(AppError::Conflict(
+                "This Idempotency-Key was already used for a different request; use a new key for a new request."
+                    .into(),
+            ));
+        }
+        return match (status, body) {
+            (Some(status), Some(body)) => {
+                let stored: Stored = serde_json::from_slice(&body).map_err(AppError::internal)?;
+                Ok(Claim::Replay { status: status as u16, stored })
+            }
+            // Only an older version of this server committed a record before its request's
+            // work; whether that work happened can't be known.
+            _ => Err(AppError::Conflict(
+                "The first request with this Idempotency-Key was interrupted and may or may not have taken effect; \
+                 check, then retry with a new key."
+                    .into(),
+            )),
+        };
+    }
+    sqlx::query(
         "INSERT INTO idempotency_keys (organization_id, api_key_id, key, method, path, request_hash, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(tx.org_id())
     .bind(api_key)
@@ -204,57 +258,26 @@ async fn claim(
     .bind(&hash[..])
     .bind(now)
     .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if inserted == 1 {
-        tx.commit().await?;
-        return Ok(Claim::New);
-    }
-    let (stored_hash, status, body, created_at): (Vec<u8>, Option<i32>, Option<Vec<u8>>, OffsetDateTime) =
-        sqlx::query_as(
-            "SELECT request_hash, status, response_body, created_at FROM idempotency_keys WHERE api_key_id = $1 AND key = $2",
-        )
-        .bind(api_key)
-        .bind(key)
-        .fetch_one(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    if stored_hash != hash[..] {
-        return Err(AppError::Conflict(
-            "This Idempotency-Key was already used for a different request; use a new key for a new request.".into(),
-        ));
-    }
-    match (status, body) {
-        (Some(status), Some(body)) => {
-            let stored: Stored = serde_json::from_slice(&body).map_err(AppError::internal)?;
-            Ok(Claim::Replay { status: status as u16, stored })
-        }
-        _ if now - created_at > stale_after => Err(AppError::Conflict(
-            "The first request with this Idempotency-Key was interrupted and may or may not have taken effect; \
-             check, then retry with a new key."
-                .into(),
-        )),
-        _ => {
-            Err(AppError::Conflict("A request with this Idempotency-Key is still being processed; retry later.".into()))
-        }
-    }
+    .await?;
+    Ok(Claim::New(tx))
 }
 
-/// Stores a successful response, or releases the key after an error.
-async fn settle(state: &AppState, principal: &OrgPrincipal, key: &str, res: Response) -> Response {
+/// Finishes a request that ran in the key's transaction: a success stores its answer and
+/// commits with the work; anything else rolls back (the key's record with it, so the key may be
+/// used again: nothing happened).
+async fn settle(principal: &OrgPrincipal, key: &str, res: Response, tx: Option<OrgTx>) -> Response {
     let Some(api_key) = principal.api_key_id() else { return res };
+    let Some(mut tx) = tx else {
+        if res.status().is_success() {
+            tracing::warn!(
+                "a request with an Idempotency-Key succeeded without its transaction; its answer is not stored"
+            );
+        }
+        return res;
+    };
     if !res.status().is_success() {
-        let released = async {
-            let mut tx = OrgTx::begin(&state.db, principal).await?;
-            sqlx::query("DELETE FROM idempotency_keys WHERE api_key_id = $1 AND key = $2 AND status IS NULL")
-                .bind(api_key)
-                .bind(key)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await
-        };
-        if let Err(e) = released.await {
-            tracing::error!(error = %e, "could not release an idempotency key");
+        if let Err(e) = tx.rollback().await {
+            tracing::warn!(error = %e, "rolling back a refused idempotent request");
         }
         return res;
     }
@@ -270,7 +293,6 @@ async fn settle(state: &AppState, principal: &OrgPrincipal, key: &str, res: Resp
         body: String::from_utf8_lossy(&bytes).into_owned(),
     };
     let saved = async {
-        let mut tx = OrgTx::begin(&state.db, principal).await?;
         sqlx::query("UPDATE idempotency_keys SET status = $3, response_body = $4 WHERE api_key_id = $1 AND key = $2")
             .bind(api_key)
             .bind(key)
@@ -280,12 +302,11 @@ async fn settle(state: &AppState, principal: &OrgPrincipal, key: &str, res: Resp
             .await?;
         tx.commit().await
     };
-    // The work is done whatever happens here; a record that stays pending answers 409
-    // ("interrupted") rather than ever running the request twice.
-    if let Err(e) = saved.await {
-        tracing::error!(error = %e, "could not store an idempotent response");
+    match saved.await {
+        Ok(()) => Response::from_parts(parts, Body::from(bytes)),
+        // Neither the work nor its record was committed: the request didn't happen.
+        Err(e) => AppError::from(e).into_response(),
     }
-    Response::from_parts(parts, Body::from(bytes))
 }
 
 fn replay(status: u16, stored: Stored) -> Response {

@@ -636,7 +636,15 @@ async fn idempotency_keys_replay_conflict_and_belong_to_one_api_key() {
     });
     let mut pending = false;
     for _ in 0..100 {
-        if count(&app, "SELECT count(*) FROM idempotency_keys WHERE key = 'slow' AND status IS NULL").await == 1 {
+        // The first request holds its key's lock (its record is not committed before its work).
+        if count(
+            &app,
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+             WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()",
+        )
+        .await
+            >= 1
+        {
             pending = true;
             break;
         }

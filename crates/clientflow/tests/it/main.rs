@@ -13,6 +13,7 @@ mod contact;
 mod door;
 mod google;
 mod http;
+mod idempotency;
 mod identity;
 mod input;
 mod isolation;

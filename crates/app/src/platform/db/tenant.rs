@@ -687,13 +687,70 @@ pub async fn audit_maintenance(db: &Db, org_id: OrgId) -> Result<Option<OrgPrinc
 pub struct OrgTx {
     tx: Transaction<'static, Postgres>,
     principal: OrgPrincipal,
+    /// Set when this transaction is the request's own (see [`with_request_tx`]): committing
+    /// hands it back instead of committing.
+    request: Option<RequestSlot>,
+}
+
+tokio::task_local! {
+    /// The request transaction of the task running a request, if its caller opened one.
+    static REQUEST_TX: RequestSlot;
+}
+
+/// Where the request transaction waits between the `OrgTx`s that join it.
+#[derive(Clone)]
+struct RequestSlot {
+    org_id: OrgId,
+    tx: std::sync::Arc<std::sync::Mutex<Option<Transaction<'static, Postgres>>>>,
+}
+
+impl RequestSlot {
+    fn take(&self) -> Option<Transaction<'static, Postgres>> {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn put(&self, tx: Transaction<'static, Postgres>) {
+        *self.tx.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+    }
+}
+
+/// Runs `work` with `tx` as the request's transaction.
+///
+/// Inside `work`, [`OrgTx::begin`] for the same organization joins `tx` instead of opening a
+/// transaction of its own, and [`OrgTx::commit`] hands it back instead of committing; an `OrgTx`
+/// dropped or rolled back takes it (and everything written in it, `tx`'s own rows included) down
+/// with it. When `work` is done, the caller gets back the transaction if the work left it
+/// committed, to add what it must and commit once: the request's effects and the caller's
+/// record of them become durable together or not at all. This is how an `Idempotency-Key`'s
+/// stored answer is written in the same transaction as the effect it describes
+/// (`api::idempotency`).
+///
+/// An `OrgTx` opened while another holds the request transaction (nested), or for another
+/// organization, is an ordinary transaction of its own.
+pub async fn with_request_tx<F: std::future::Future>(tx: OrgTx, work: F) -> (F::Output, Option<OrgTx>) {
+    let OrgTx { tx, principal, request } = tx;
+    debug_assert!(request.is_none(), "a request transaction can't be nested");
+    let slot = RequestSlot { org_id: principal.org_id, tx: Default::default() };
+    slot.put(tx);
+    let output = REQUEST_TX.scope(slot.clone(), work).await;
+    let back = slot.take().map(|tx| OrgTx { tx, principal, request: None });
+    (output, back)
 }
 
 impl OrgTx {
     pub async fn begin(db: &Db, principal: &OrgPrincipal) -> Result<Self, sqlx::Error> {
+        let joined = REQUEST_TX
+            .try_with(|slot| (slot.org_id == principal.org_id).then(|| slot.take().map(|tx| (slot.clone(), tx))))
+            .ok()
+            .flatten()
+            .flatten();
+        if let Some((slot, tx)) = joined {
+            // The tenant was set when the request transaction was opened.
+            return Ok(Self { tx, principal: principal.clone(), request: Some(slot) });
+        }
         let mut tx = db.pool.begin().await?;
         set_tenant(&mut tx, principal.org_id).await?;
-        Ok(Self { tx, principal: principal.clone() })
+        Ok(Self { tx, principal: principal.clone(), request: None })
     }
 
     /// Opens the transaction that creates a new organization: its tenant is the fresh id,
@@ -723,8 +780,15 @@ impl OrgTx {
         &self.principal
     }
 
+    /// Commits; inside a request transaction, hands it back for the request to commit.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+        match self.request {
+            Some(slot) => {
+                slot.put(self.tx);
+                Ok(())
+            }
+            None => self.tx.commit().await,
+        }
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
