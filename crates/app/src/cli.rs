@@ -100,13 +100,24 @@ pub enum AuditCommand {
     /// missing, or older than 80 minutes while events follow it (heads are signed at least
     /// hourly, so newer signed checkpoints were deleted). Keep a --state file (away from the
     /// server) to also catch a chain cut back to an older head.
+    ///
+    /// For independent verification, pin the public key kept away from the server:
+    /// `--trust-only --public-key KEY`. Without --trust-only the server's own signing key is
+    /// trusted too, and whoever can rewrite the database and replace that key can re-sign a
+    /// rewritten chain.
     Verify {
         /// Organization id or slug (default: all organizations; needs the auditor role).
         #[arg(long)]
         org: Option<String>,
-        /// Additional accepted checkpoint public keys (base64), e.g. after a key rotation.
+        /// A checkpoint public key to trust (base64, as `clientflow audit public-key` prints
+        /// it); repeat it for keys used before a rotation. Without --trust-only, trusted
+        /// besides the server's own signing key.
         #[arg(long = "public-key")]
         public_keys: Vec<String>,
+        /// Trust only the --public-key keys, not the key the server signs with (which is not
+        /// even read): a checkpoint signed with any other key is a break.
+        #[arg(long, requires = "public_keys")]
+        trust_only: bool,
         /// A JSON file of the heads seen by the previous run: each chain must still contain
         /// its head, and the file is updated with the heads verified now (created if missing).
         #[arg(long)]
@@ -463,12 +474,21 @@ pub(crate) async fn org_allowlist(
 
 async fn audit(config: Config, operator: &OperatorAuthority, command: AuditCommand) -> anyhow::Result<ExitCode> {
     use base64::Engine;
-    let signer = crate::audit::chain::Signer::load(config.audit.signing_key.as_ref(), &config.data_dir)
-        .map_err(anyhow::Error::msg)?;
+    let load_signer = || {
+        crate::audit::chain::Signer::load(config.audit.signing_key.as_ref(), &config.data_dir)
+            .map_err(anyhow::Error::msg)
+    };
     if let AuditCommand::PublicKey = command {
+        let signer = load_signer()?;
         println!("{}", base64::engine::general_purpose::STANDARD.encode(signer.verifying_key().as_bytes()));
         return Ok(ExitCode::SUCCESS);
     }
+    // A pinned verification never reads (or generates) the server's key: it trusts nothing
+    // the server holds.
+    let signer = match &command {
+        AuditCommand::Verify { trust_only: true, .. } => None,
+        _ => Some(load_signer()?),
+    };
     let resolved = provision::resolve(&config).await?;
     provision::migrate(&resolved).await?;
     provision::guard_runtime_role(&resolved.app).await?;
@@ -476,15 +496,32 @@ async fn audit(config: Config, operator: &OperatorAuthority, command: AuditComma
         .await?;
     let now = time::OffsetDateTime::now_utc();
     let code = match command {
-        AuditCommand::Verify { org, public_keys, state, expect_head } => {
-            let mut keys = vec![signer.verifying_key()];
+        AuditCommand::Verify { org, public_keys, trust_only, state, expect_head } => {
+            let mut keys: Vec<ed25519_dalek::VerifyingKey> = signer.iter().map(|s| s.verifying_key()).collect();
             for k in public_keys {
-                let bytes = base64::engine::general_purpose::STANDARD
+                let key = base64::engine::general_purpose::STANDARD
                     .decode(k.trim())
                     .ok()
                     .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                    .ok_or_else(|| anyhow::anyhow!("--public-key must be 32 bytes of base64"))?;
-                keys.push(ed25519_dalek::VerifyingKey::from_bytes(&bytes)?);
+                    .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--public-key {:?} is not an Ed25519 public key (32 bytes of base64, as \
+                             `clientflow audit public-key` prints it)",
+                            k.trim()
+                        )
+                    })?;
+                keys.push(key);
+            }
+            let ids: Vec<String> = keys.iter().map(crate::audit::chain::key_id).collect();
+            if trust_only {
+                println!("trusting only the given keys: {}", ids.join(", "));
+            } else {
+                println!(
+                    "trusting keys: {} (the first is this server's own; pin a key kept elsewhere with \
+                     --trust-only --public-key KEY)",
+                    ids.join(", ")
+                );
             }
             let expect_head: Option<KnownHead> = expect_head
                 .map(|h| h.parse().map_err(|e: String| anyhow::anyhow!("--expect-head: {e}")))
@@ -545,6 +582,7 @@ async fn audit(config: Config, operator: &OperatorAuthority, command: AuditComma
             if broken > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
         }
         AuditCommand::Checkpoint { org } => {
+            let signer = signer.ok_or_else(|| anyhow::anyhow!("audit checkpoint needs the signing key"))?;
             for (id, slug) in target_orgs(&resolved, org.as_deref()).await? {
                 let Some(principal) =
                     crate::platform::db::tenant::operator(&db, operator, id, "audit checkpoint").await?
@@ -561,6 +599,7 @@ async fn audit(config: Config, operator: &OperatorAuthority, command: AuditComma
             ExitCode::SUCCESS
         }
         AuditCommand::Retention => {
+            let signer = signer.ok_or_else(|| anyhow::anyhow!("audit retention needs the signing key"))?;
             for (id, slug) in target_orgs(&resolved, None).await? {
                 let Some(principal) =
                     crate::platform::db::tenant::operator(&db, operator, id, "audit retention").await?
