@@ -285,14 +285,11 @@ impl Session {
         Ok(Self { resolved, db, operator, signer: std::sync::Arc::new(signer) })
     }
 
-    /// Closes the pool, and stops the private cluster if this command started it (a running
-    /// server keeps its own).
+    /// Closes the pool and ends this command's use of the private cluster, which stops it
+    /// unless another process (a running server) uses it.
     pub async fn close(self) {
         self.db.close().await;
-        if let Some((cluster, true)) = &self.resolved.cluster {
-            let cluster = cluster.clone();
-            let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
-        }
+        self.resolved.finish().await;
     }
 }
 
