@@ -100,13 +100,24 @@ pub enum AuditCommand {
     /// missing, or older than 80 minutes while events follow it (heads are signed at least
     /// hourly, so newer signed checkpoints were deleted). Keep a --state file (away from the
     /// server) to also catch a chain cut back to an older head.
+    ///
+    /// For independent verification, pin the public key kept away from the server:
+    /// `--trust-only --public-key KEY`. Without --trust-only the server's own signing key is
+    /// trusted too, and whoever can rewrite the database and replace that key can re-sign a
+    /// rewritten chain.
     Verify {
         /// Organization id or slug (default: all organizations; needs the auditor role).
         #[arg(long)]
         org: Option<String>,
-        /// Additional accepted checkpoint public keys (base64), e.g. after a key rotation.
+        /// A checkpoint public key to trust (base64, as `clientflow audit public-key` prints
+        /// it); repeat it for keys used before a rotation. Without --trust-only, trusted
+        /// besides the server's own signing key.
         #[arg(long = "public-key")]
         public_keys: Vec<String>,
+        /// Trust only the --public-key keys, not the key the server signs with (which is not
+        /// even read): a checkpoint signed with any other key is a break.
+        #[arg(long, requires = "public_keys")]
+        trust_only: bool,
         /// A JSON file of the heads seen by the previous run: each chain must still contain
         /// its head, and the file is updated with the heads verified now (created if missing).
         #[arg(long)]
@@ -235,21 +246,77 @@ pub fn main() -> ExitCode {
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     telemetry::init_tracing(&config.log);
-    let resolved = provision::resolve(&config).await?;
+    // From here on SIGTERM and SIGINT are ours: a stop requested during start-up still stops
+    // the private cluster this process started or took over.
+    let stop = server::stop_requests()?;
+    let resolved = tokio::select! {
+        r = provision::resolve(&config) => r?,
+        // Dropping the resolution ends this process's use of the cluster (see `ClusterUse`).
+        _ = server::stopped(stop.clone()) => {
+            tracing::info!("stopped during start-up");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     tracing::info!(database = resolved.mode.describe(), "database");
-    provision::migrate(&resolved).await?;
-    provision::guard_runtime_role(&resolved.app).await?;
-    sync_retention_policy(&resolved, config.audit.retention_days).await?;
-    let db = Db::connect(
-        resolved.app.clone(),
-        config.database.max_connections,
-        std::time::Duration::from_secs(config.database.acquire_timeout_secs),
-    )
-    .await?;
-    let tls = tls::load(&config)?;
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {} (server.listen): {e}", config.server.listen))?;
+    // Every way out after this point — an error, a stop during start-up, a clean shutdown —
+    // goes through `finish`, which stops the private cluster unless another process uses it.
+    let outcome = serve_with(config, &resolved, stop).await;
+    resolved.finish().await;
+    if outcome.is_ok() {
+        tracing::info!("stopped");
+    }
+    outcome.map(|()| ExitCode::SUCCESS)
+}
+
+/// What `serve` runs once the database is resolved: migrations, the listeners, the server.
+async fn serve_with(
+    config: Config,
+    resolved: &provision::Resolved,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let start = async {
+        provision::migrate(resolved).await?;
+        provision::guard_runtime_role(&resolved.app).await?;
+        sync_retention_policy(resolved, config.audit.retention_days).await?;
+        let db = Db::connect(
+            resolved.app.clone(),
+            config.database.max_connections,
+            std::time::Duration::from_secs(config.database.acquire_timeout_secs),
+        )
+        .await?;
+        let listening = async {
+            let tls = tls::load(&config)?;
+            let listener = tokio::net::TcpListener::bind(config.server.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {} (server.listen): {e}", config.server.listen))?;
+            let redirect = match config.server.http_redirect_listen {
+                Some(addr) => Some(
+                    tokio::net::TcpListener::bind(addr)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (server.http_redirect_listen): {e}"))?,
+                ),
+                None => None,
+            };
+            let transport = crate::mail::transport::Transport::from_config(&config).map_err(anyhow::Error::msg)?;
+            let state = AppState::new(config.clone(), db.clone(), Arc::new(SystemClock)).await?;
+            anyhow::Ok((tls, listener, redirect, transport, state))
+        }
+        .await;
+        match listening {
+            Ok(parts) => anyhow::Ok((db, parts)),
+            Err(e) => {
+                db.close().await;
+                Err(e)
+            }
+        }
+    };
+    let (db, (tls, listener, redirect, transport, state)) = tokio::select! {
+        started = start => started?,
+        _ = server::stopped(stop.clone()) => {
+            tracing::info!("stopped during start-up");
+            return Ok(());
+        }
+    };
     let bound = listener.local_addr()?;
     match &tls {
         Some((_, tls::CertificateSource::Generated { cert })) => tracing::info!(
@@ -273,19 +340,11 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     if config.server.tls == TlsMode::Proxy {
         tracing::info!("listening for the proxy on {scheme}://{bound}");
     }
-    let redirect = match config.server.http_redirect_listen {
-        Some(addr) => {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (server.http_redirect_listen): {e}"))?;
-            tracing::info!(listen = %addr, "plain HTTP redirects to HTTPS");
-            Some(tokio::spawn(server::serve_redirect(l, config.public_url(), server::shutdown_signal())))
-        }
-        None => None,
-    };
+    let redirect = redirect.map(|l| {
+        tracing::info!(listen = ?l.local_addr().ok(), "plain HTTP redirects to HTTPS");
+        tokio::spawn(server::serve_redirect(l, config.public_url(), server::stopped(stop.clone())))
+    });
     let grace = std::time::Duration::from_secs(config.server.shutdown_grace_secs);
-    let transport = crate::mail::transport::Transport::from_config(&config).map_err(anyhow::Error::msg)?;
-    let state = AppState::new(config, db.clone(), Arc::new(SystemClock)).await?;
     let (stop_worker, worker_stopped) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(crate::mail::outbox::run_worker(
         db.clone(),
@@ -302,7 +361,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         stop_worker.subscribe(),
     ));
     let router = http::router(state);
-    server::serve(listener, tls.map(|t| t.0), router, server::shutdown_signal(), grace).await;
+    server::serve(listener, tls.map(|t| t.0), router, server::stopped(stop), grace).await;
     if let Some(r) = redirect {
         r.abort();
     }
@@ -310,15 +369,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let _ = worker.await;
     let _ = signer_task.await;
     db.close().await;
-    if let Some((cluster, true)) = &resolved.cluster {
-        tracing::info!("stopping the private PostgreSQL cluster");
-        let cluster = cluster.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || cluster.stop()).await? {
-            tracing::warn!(error = %e, "could not stop PostgreSQL");
-        }
-    }
-    tracing::info!("stopped");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn mail(config: Config, command: MailCommand) -> anyhow::Result<ExitCode> {
@@ -365,13 +416,15 @@ fn mail(config: Config, command: MailCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Connects as the app role after the same checks `serve` makes (for operator commands).
-async fn connect_app(config: &Config) -> anyhow::Result<Db> {
+/// Connects as the app role after the same checks `serve` makes. The resolution holds this
+/// process's use of a private cluster: `finish` it after closing the pool.
+async fn connect_app(config: &Config) -> anyhow::Result<(Db, provision::Resolved)> {
     let resolved = provision::resolve(config).await?;
     provision::migrate(&resolved).await?;
     provision::guard_runtime_role(&resolved.app).await?;
-    Ok(Db::connect(resolved.app.clone(), 2, std::time::Duration::from_secs(config.database.acquire_timeout_secs))
-        .await?)
+    let db = Db::connect(resolved.app.clone(), 2, std::time::Duration::from_secs(config.database.acquire_timeout_secs))
+        .await?;
+    Ok((db, resolved))
 }
 
 /// Organizations to work on: the one named, or all of them (listed through the auditor role,
@@ -420,11 +473,7 @@ pub(crate) async fn org_allowlist(
     let signer = crate::audit::chain::Signer::load(config.audit.signing_key.as_ref(), &config.data_dir)
         .map_err(anyhow::Error::msg)?
         .applying_retention();
-    let resolved = provision::resolve(&config).await?;
-    provision::migrate(&resolved).await?;
-    provision::guard_runtime_role(&resolved.app).await?;
-    let db = Db::connect(resolved.app.clone(), 2, std::time::Duration::from_secs(config.database.acquire_timeout_secs))
-        .await?;
+    let (db, resolved) = connect_app(&config).await?;
     let (wanted, reason) = match &command {
         AllowlistCommand::Show { org } => (org.clone(), "show the IP allowlist".to_string()),
         AllowlistCommand::Clear { org, reason } => (org.clone(), format!("cleared the IP allowlist ({reason})")),
@@ -458,33 +507,56 @@ pub(crate) async fn org_allowlist(
         }
     }
     db.close().await;
+    resolved.finish().await;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn audit(config: Config, operator: &OperatorAuthority, command: AuditCommand) -> anyhow::Result<ExitCode> {
     use base64::Engine;
-    let signer = crate::audit::chain::Signer::load(config.audit.signing_key.as_ref(), &config.data_dir)
-        .map_err(anyhow::Error::msg)?;
+    let load_signer = || {
+        crate::audit::chain::Signer::load(config.audit.signing_key.as_ref(), &config.data_dir)
+            .map_err(anyhow::Error::msg)
+    };
     if let AuditCommand::PublicKey = command {
+        let signer = load_signer()?;
         println!("{}", base64::engine::general_purpose::STANDARD.encode(signer.verifying_key().as_bytes()));
         return Ok(ExitCode::SUCCESS);
     }
-    let resolved = provision::resolve(&config).await?;
-    provision::migrate(&resolved).await?;
-    provision::guard_runtime_role(&resolved.app).await?;
-    let db = Db::connect(resolved.app.clone(), 2, std::time::Duration::from_secs(config.database.acquire_timeout_secs))
-        .await?;
+    // A pinned verification never reads (or generates) the server's key: it trusts nothing
+    // the server holds.
+    let signer = match &command {
+        AuditCommand::Verify { trust_only: true, .. } => None,
+        _ => Some(load_signer()?),
+    };
+    let (db, resolved) = connect_app(&config).await?;
     let now = time::OffsetDateTime::now_utc();
     let code = match command {
-        AuditCommand::Verify { org, public_keys, state, expect_head } => {
-            let mut keys = vec![signer.verifying_key()];
+        AuditCommand::Verify { org, public_keys, trust_only, state, expect_head } => {
+            let mut keys: Vec<ed25519_dalek::VerifyingKey> = signer.iter().map(|s| s.verifying_key()).collect();
             for k in public_keys {
-                let bytes = base64::engine::general_purpose::STANDARD
+                let key = base64::engine::general_purpose::STANDARD
                     .decode(k.trim())
                     .ok()
                     .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                    .ok_or_else(|| anyhow::anyhow!("--public-key must be 32 bytes of base64"))?;
-                keys.push(ed25519_dalek::VerifyingKey::from_bytes(&bytes)?);
+                    .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--public-key {:?} is not an Ed25519 public key (32 bytes of base64, as \
+                             `clientflow audit public-key` prints it)",
+                            k.trim()
+                        )
+                    })?;
+                keys.push(key);
+            }
+            let ids: Vec<String> = keys.iter().map(crate::audit::chain::key_id).collect();
+            if trust_only {
+                println!("trusting only the given keys: {}", ids.join(", "));
+            } else {
+                println!(
+                    "trusting keys: {} (the first is this server's own; pin a key kept elsewhere with \
+                     --trust-only --public-key KEY)",
+                    ids.join(", ")
+                );
             }
             let expect_head: Option<KnownHead> = expect_head
                 .map(|h| h.parse().map_err(|e: String| anyhow::anyhow!("--expect-head: {e}")))
@@ -545,6 +617,7 @@ async fn audit(config: Config, operator: &OperatorAuthority, command: AuditComma
             if broken > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
         }
         AuditCommand::Checkpoint { org } => {
+            let signer = signer.ok_or_else(|| anyhow::anyhow!("audit checkpoint needs the signing key"))?;
             for (id, slug) in target_orgs(&resolved, org.as_deref()).await? {
                 let Some(principal) =
                     crate::platform::db::tenant::operator(&db, operator, id, "audit checkpoint").await?
@@ -561,6 +634,7 @@ async fn audit(config: Config, operator: &OperatorAuthority, command: AuditComma
             ExitCode::SUCCESS
         }
         AuditCommand::Retention => {
+            let signer = signer.ok_or_else(|| anyhow::anyhow!("audit retention needs the signing key"))?;
             for (id, slug) in target_orgs(&resolved, None).await? {
                 let Some(principal) =
                     crate::platform::db::tenant::operator(&db, operator, id, "audit retention").await?
@@ -577,6 +651,7 @@ async fn audit(config: Config, operator: &OperatorAuthority, command: AuditComma
         AuditCommand::PublicKey => ExitCode::SUCCESS,
     };
     db.close().await;
+    resolved.finish().await;
     Ok(code)
 }
 
@@ -642,8 +717,19 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
     let signer = crate::audit::chain::Signer::load(config.audit.signing_key.as_ref(), &config.data_dir)
         .map_err(anyhow::Error::msg)?
         .applying_retention();
-    let db = connect_app(&config).await?;
-    let transport = crate::mail::transport::Transport::from_config(&config).map_err(anyhow::Error::msg)?;
+    let stop_requests = server::stop_requests()?;
+    let (db, resolved) = tokio::select! {
+        connected = connect_app(&config) => connected?,
+        _ = server::stopped(stop_requests.clone()) => return Ok(ExitCode::SUCCESS),
+    };
+    let transport = match crate::mail::transport::Transport::from_config(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            db.close().await;
+            resolved.finish().await;
+            anyhow::bail!(e);
+        }
+    };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(crate::mail::outbox::run_worker(
         db.clone(),
@@ -659,11 +745,12 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
         stop.subscribe(),
     ));
     tracing::info!("delivering queued mail and signing audit chain heads; stop with Ctrl-C");
-    server::shutdown_signal().await;
+    server::stopped(stop_requests).await;
     let _ = stop.send(true);
     let _ = task.await;
     let _ = signing.await;
     db.close().await;
+    resolved.finish().await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -679,10 +766,7 @@ async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
     provision::migrate(&resolved).await?;
     sync_retention_policy(&resolved, config.audit.retention_days).await?;
     println!("migrations: current ({} known)", crate::platform::db::MIGRATOR.iter().count());
-    if let Some((cluster, true)) = &resolved.cluster {
-        let cluster = cluster.clone();
-        tokio::task::spawn_blocking(move || cluster.stop()).await??;
-    }
+    resolved.finish().await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -708,8 +792,12 @@ async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
             true,
         ) {
             Ok(cluster) if cluster.is_running() => {
-                report.ok("database", "private cluster is running");
-                provision::resolve(&config).await.map_err(|e| report.fail("database", &e.to_string())).ok()
+                report.ok("database", &format!("private cluster in {} is running", cluster.root().display()));
+                // Only looked at: doctor neither starts nor stops the cluster.
+                provision::resolve_without_starting(&config)
+                    .await
+                    .map_err(|e| report.fail("database", &e.to_string()))
+                    .ok()
             }
             Ok(_) => {
                 report.warn("database", "private cluster is not running (`clientflow serve` starts it)");

@@ -175,11 +175,19 @@ async fn main() {
     .await
     .unwrap()
     .unwrap();
+    let owner: uuid::Uuid = sqlx::query_scalar(
+        "SELECT user_id FROM memberships WHERE organization_id = $1 AND role = 'owner' ORDER BY created_at LIMIT 1",
+    )
+    .bind(org_id)
+    .fetch_one(&mut admin)
+    .await
+    .expect("the organization has an Owner");
     let ctx = clientflow::audit::Context::system(time::OffsetDateTime::now_utc(), None);
-    let key = clientflow::api::keys::create(
+    let key = clientflow::api::keys::create_for(
         &app.app_db,
         &ctx,
         &principal,
+        owner.to_string().parse().expect("a user id"),
         &clientflow::api::keys::NewKey {
             name: "bench".into(),
             role: "manager".into(),

@@ -60,7 +60,8 @@ async fn init_shared() -> anyhow::Result<Shared> {
         _ => {
             let cluster = PrivateCluster::new(&dir, None, false)?;
             let c = cluster.clone();
-            tokio::task::spawn_blocking(move || c.ensure_running()).await??;
+            // Shared by every test process and left running for the next run.
+            tokio::task::spawn_blocking(move || c.ensure_running()).await??.keep_running();
             cluster.admin_options()
         }
     };

@@ -1,6 +1,12 @@
 //! Organization API keys: random with a recognizable prefix, shown once, stored as a SHA-256
 //! digest, with a role or permission subset never above the creator's, optional expiry,
 //! last-used time and revocation.
+//!
+//! Every key acts for one member of its organization (`created_by`): the person whose projects a
+//! Member-role key sees, whose time it records and whose comments it may edit, and whose
+//! standing bounds it (a key never holds more than that member, now or later: the guard checks
+//! again on every request). On the web that is the member who makes it; the operator's command
+//! line names one.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -13,6 +19,7 @@ use crate::platform::crypto::{random_token, sha256};
 use crate::platform::db::tenant::{API_KEY_PREFIX, OrgPrincipal};
 use crate::platform::db::{Db, OrgTx};
 use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::ids::UserId;
 use crate::tenancy::role::{Permission, PermissionSet, Role, admin_bound, effective_permissions};
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -31,9 +38,14 @@ pub struct ApiKey {
     pub last_used_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub revoked_at: Option<OffsetDateTime>,
+    /// The member the key acts for (null only for keys made by the command line before keys
+    /// were bound to a member: such a key records nothing as anyone's; replace it).
+    #[schema(value_type = Option<String>)]
+    pub acts_for: Option<UserId>,
 }
 
-const COLUMNS: &str = "id, name, prefix, role, permissions, created_at, expires_at, last_used_at, revoked_at";
+const COLUMNS: &str =
+    "id, name, prefix, role, permissions, created_at, expires_at, last_used_at, revoked_at, created_by AS acts_for";
 
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -92,8 +104,64 @@ pub async fn grantable(db: &Db, p: &OrgPrincipal) -> AppResult<PermissionSet> {
     Ok(set)
 }
 
-/// Creates a key as `p` (or as the operator, who may create any role but Owner).
+fn article(role: Role) -> &'static str {
+    if matches!(role, Role::Owner | Role::Admin) { "an" } else { "a" }
+}
+
+/// The member a key acts for, as they stand now.
+struct Holder {
+    role: Role,
+    permissions: PermissionSet,
+}
+
+/// Reads `user`'s standing in the transaction's organization: an active member of the team
+/// (a Client is a portal user, whose role no key can hold). Refusals name the `as` field.
+async fn holder(tx: &mut OrgTx, user: UserId) -> AppResult<Holder> {
+    let row: Option<(Role, String)> =
+        sqlx::query_as("SELECT role, status FROM memberships WHERE organization_id = $1 AND user_id = $2")
+            .bind(tx.org_id())
+            .bind(user)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let (role, status) = row.ok_or_else(|| AppError::field("as", "is not a member of this organization"))?;
+    if status != "active" {
+        return Err(AppError::field("as", "is a suspended member: a key acts only for an active member"));
+    }
+    if role == Role::Client {
+        return Err(AppError::field("as", "is a client (portal user): a key acts only for a member of the team"));
+    }
+    let customization = crate::tenancy::service::role_customization(tx, role).await?;
+    let overrides: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT permission, granted FROM member_permissions WHERE organization_id = $1 AND user_id = $2",
+    )
+    .bind(tx.org_id())
+    .bind(user)
+    .fetch_all(&mut **tx)
+    .await?;
+    let overrides: Vec<(Permission, bool)> =
+        overrides.into_iter().filter_map(|(p, g)| p.parse().ok().map(|p| (p, g))).collect();
+    Ok(Holder { role, permissions: effective_permissions(role, &customization, &overrides) })
+}
+
+/// Creates a key as `p`, acting for `p`'s own person (the web: the signed-in member). A
+/// principal that is no person (the operator) must name the member: [`create_for`].
 pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &NewKey) -> AppResult<CreatedKey> {
+    let Some(member) = p.on_behalf_of() else {
+        return Err(AppError::field("as", "an API key acts for a member of the organization: name one"));
+    };
+    create_for(db, ctx, p, member, input).await
+}
+
+/// Creates a key as `p` that acts for `member` (the operator's command line, which may create
+/// any role but Owner). The key holds at most what `member` holds: a role above theirs is
+/// refused, and its permissions are bounded by theirs, exactly as if they had made it.
+pub async fn create_for(
+    db: &Db,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    member: UserId,
+    input: &NewKey,
+) -> AppResult<CreatedKey> {
     if !p.can(Permission::ApiKeysManage) {
         return Err(AppError::Forbidden("Your role doesn't allow this (api_keys.manage).".into()));
     }
@@ -119,7 +187,19 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &NewKey) ->
         }
     };
     let mut tx = OrgTx::begin(db, p).await?;
-    let mut granted = bound_of(&mut tx, p, role).await?;
+    let holder = holder(&mut tx, member).await?;
+    if role.rank() > holder.role.rank() {
+        return Err(AppError::field(
+            "as",
+            format!(
+                "is {} {}, and a key never holds more than the member it acts for: {} {role} key can't act for them",
+                article(holder.role),
+                holder.role,
+                article(role)
+            ),
+        ));
+    }
+    let mut granted = bound_of(&mut tx, p, role).await?.intersect(holder.permissions);
     let explicit = match wanted {
         None => None,
         Some(wanted) => {
@@ -128,7 +208,10 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &NewKey) ->
                     wanted.iter().filter(|x| !granted.contains(*x)).map(Permission::as_str).collect();
                 return Err(AppError::field(
                     "permissions",
-                    format!("not within the key's role and your own: {}", beyond.join(", ")),
+                    format!(
+                        "not within the key's role, your own and those of the member it acts for: {}",
+                        beyond.join(", ")
+                    ),
                 ));
             }
             granted = wanted;
@@ -153,7 +236,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &NewKey) ->
     .bind(&sha256(secret.as_bytes())[..])
     .bind(role)
     .bind(&explicit)
-    .bind(p.user_id())
+    .bind(member)
     .bind(ctx.now)
     .bind(expires_at)
     .fetch_one(&mut *tx)
@@ -163,7 +246,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &NewKey) ->
         ctx,
         Entry::new("api_key.created", "api_key", key.id).after(json!({
             "name": name, "prefix": prefix, "role": role, "permissions": granted.iter().map(Permission::as_str).collect::<Vec<_>>(),
-            "expires_at": expires_at.map(|e| e.to_string()),
+            "expires_at": expires_at.map(|e| e.to_string()), "acts_for": member,
         })),
     )
     .await?;

@@ -392,13 +392,17 @@ pub async fn verify_org(conn: &mut PgConnection, org: OrgId, v: &Verification<'_
             _ => false,
         };
         if !ok {
-            note(Break {
-                seq: *seq,
-                message: format!(
-                    "{} checkpoint at event {seq} has an invalid signature or unknown key (forged or altered)",
+            let message = match key_id {
+                Some(kid) if !v.keys.iter().any(|k| &self::key_id(k) == kid) => format!(
+                    "{} checkpoint at event {seq} is signed with key {kid}, which is not a trusted key \
+                     (the signing key was replaced, or pass the key with --public-key)",
                     kind.as_str()
                 ),
-            });
+                _ => {
+                    format!("{} checkpoint at event {seq} has an invalid signature (forged or altered)", kind.as_str())
+                }
+            };
+            note(Break { seq: *seq, message });
         }
         match kind {
             CheckpointKind::Signed => {

@@ -110,6 +110,11 @@ pub enum ApiKeyCommand {
         /// Days until the key stops working (1-3650; default: no expiry).
         #[arg(long)]
         expires_in_days: Option<i64>,
+        /// Email of the member the key acts for (default: the organization's first Owner).
+        /// Its projects are a member key's, time it records is theirs, comments it writes are
+        /// theirs to edit, and the key never holds more than they do.
+        #[arg(long = "as", value_name = "EMAIL")]
+        acting_for: Option<String>,
     },
     /// List an organization's API keys (never the keys themselves).
     List {
@@ -280,14 +285,11 @@ impl Session {
         Ok(Self { resolved, db, operator, signer: std::sync::Arc::new(signer) })
     }
 
-    /// Closes the pool, and stops the private cluster if this command started it (a running
-    /// server keeps its own).
+    /// Closes the pool and ends this command's use of the private cluster, which stops it
+    /// unless another process (a running server) uses it.
     pub async fn close(self) {
         self.db.close().await;
-        if let Some((cluster, true)) = &self.resolved.cluster {
-            let cluster = cluster.clone();
-            let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
-        }
+        self.resolved.finish().await;
     }
 }
 
@@ -775,10 +777,10 @@ pub async fn api_key(
     command: ApiKeyCommand,
 ) -> anyhow::Result<ExitCode> {
     with_session(&config, json, operator, async move |s| match command {
-        ApiKeyCommand::Create { org, name, role, permissions, expires_in_days } => {
+        ApiKeyCommand::Create { org, name, role, permissions, expires_in_days, acting_for } => {
             let permissions = permissions.map(|list| list.iter().map(|p| p.trim().to_string()).collect());
             let input = NewKey { name, role: role.trim().to_string(), permissions, expires_in_days };
-            create_key(s, &org, &input).await
+            create_key(s, &org, &input, acting_for.as_deref()).await
         }
         ApiKeyCommand::List { org } => list_keys(s, &org).await,
         ApiKeyCommand::Revoke { org, id } => revoke_key(s, &org, &id).await,
@@ -794,36 +796,111 @@ fn describe_key(k: &ApiKey) -> String {
     format!("\"{}\" ({}, role {}, permissions {perms}, prefix {})", k.name, k.id, k.role, k.prefix)
 }
 
-async fn create_key(s: &Session, org: &str, input: &NewKey) -> OpResult<Report> {
+/// The member a new key acts for: the one named with `--as`, or the organization's first
+/// active Owner.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+struct KeyHolderOut {
+    user_id: UserId,
+    email: String,
+    role: Role,
+}
+
+async fn key_holder(s: &Session, principal: &OrgPrincipal, acting_for: Option<&str>) -> OpResult<KeyHolderOut> {
+    let mut tx = OrgTx::begin(&s.db, principal).await?;
+    let holder = match acting_for {
+        Some(email) => {
+            let email = parse_email("as", email)?;
+            // `users` is global: readable inside the organization's transaction.
+            let Some(user) = users::find_by_email(&mut tx, &email).await? else {
+                return Err(OpError::NotFound(format!("no account with the email address {email}")));
+            };
+            let role: Option<Role> = sqlx::query_scalar("SELECT role FROM memberships WHERE user_id = $1")
+                .bind(user.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(role) = role else {
+                return Err(OpError::invalid("as", format!("{email} is not a member of this organization")));
+            };
+            KeyHolderOut { user_id: user.id, email: user.email, role }
+        }
+        None => sqlx::query_as(
+            "SELECT m.user_id, u.email, m.role FROM memberships m JOIN users u ON u.id = m.user_id \
+             WHERE m.role = 'owner' AND m.status = 'active' ORDER BY m.created_at, u.email LIMIT 1",
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| {
+            OpError::Refused(
+                "the organization has no active Owner for the key to act for: name a member with --as EMAIL".into(),
+            )
+        })?,
+    };
+    tx.commit().await?;
+    Ok(holder)
+}
+
+async fn create_key(s: &Session, org: &str, input: &NewKey, acting_for: Option<&str>) -> OpResult<Report> {
     // Checked here too so the refusal names the option before any lookup.
     if input.role.parse::<Role>().is_ok_and(|r| r == Role::Owner) {
         return Err(OpError::invalid("role", "can't be owner: an API key is admin, manager or member"));
     }
     let (principal, org) = org_principal(s, org, "api-key create").await?;
+    let holder = key_holder(s, &principal, acting_for).await?;
     let ctx = audit_context(s, OffsetDateTime::now_utc());
-    let created = keys::create(&s.db, &ctx, &principal, input).await?;
+    let created = keys::create_for(&s.db, &ctx, &principal, holder.user_id, input).await.map_err(|e| match e {
+        // The service names the member by the field; the operator knows them by email.
+        AppError::Validation(fields) => OpError::Invalid(
+            fields
+                .into_iter()
+                .map(|f| {
+                    let message = if f.field == "as" { format!("{} {}", holder.email, f.message) } else { f.message };
+                    FieldError::new(f.field.replace('_', "-"), message)
+                })
+                .collect(),
+        ),
+        other => other.into(),
+    })?;
     let expires = created.key.expires_at.map(rfc3339).unwrap_or_else(|| "never".into());
     let text = format!(
-        "created API key {} in {}, expires {expires}\nkey (shown once, store it now): {}\n",
+        "created API key {} in {}, acting for {} ({}), expires {expires}\nkey (shown once, store it now): {}\n",
         describe_key(&created.key),
         org.slug,
+        holder.email,
+        holder.role,
         created.secret
     );
-    Ok(Report { json: json!({ "organization": org, "api_key": created.key, "secret": created.secret }), text })
+    Ok(Report {
+        json: json!({ "organization": org, "api_key": created.key, "acts_for": holder, "secret": created.secret }),
+        text,
+    })
 }
 
 async fn list_keys(s: &Session, org: &str) -> OpResult<Report> {
     let (principal, org) = org_principal(s, org, "api-key list").await?;
     let rows = keys::list(&s.db, &principal).await?;
+    let holders: Vec<UserId> = rows.iter().filter_map(|k| k.acts_for).collect();
+    let mut tx = OrgTx::begin(&s.db, &principal).await?;
+    let emails: std::collections::HashMap<UserId, String> =
+        sqlx::query_as::<_, (UserId, String)>("SELECT id, email FROM users WHERE id = ANY($1)")
+            .bind(&holders)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+    tx.commit().await?;
     let when = |t: Option<OffsetDateTime>| t.map(rfc3339).unwrap_or_else(|| "-".into());
     let text = table(
-        &["NAME", "ROLE", "PREFIX", "CREATED", "EXPIRES", "LAST USED", "REVOKED", "ID"],
+        &["NAME", "ROLE", "ACTS FOR", "PREFIX", "CREATED", "EXPIRES", "LAST USED", "REVOKED", "ID"],
         &rows
             .iter()
             .map(|k| {
                 vec![
                     k.name.clone(),
                     k.role.clone(),
+                    match k.acts_for {
+                        Some(u) => emails.get(&u).cloned().unwrap_or_else(|| u.to_string()),
+                        None => "nobody (replace this key)".into(),
+                    },
                     k.prefix.clone(),
                     rfc3339(k.created_at),
                     when(k.expires_at),

@@ -172,14 +172,15 @@ pub(crate) async fn tenant(app: &TestApp, slug: &str) -> Tenant {
     Tenant { org, admin }
 }
 
-/// An API key made with `api::keys::create` (as the operator), then attributed to the tenant's
-/// Admin as if they had made it in the web app: the creator bounds the key's role, is the
-/// person its time entries are recorded for, and gives a Member-role key its projects.
+/// An API key made by the operator acting for the tenant's Admin (`api::keys::create_for`),
+/// as if the Admin had made it in the web app: the Admin bounds the key's role, is the person
+/// its time entries are recorded for, and gives a Member-role key its projects.
 pub(crate) async fn api_key(app: &TestApp, t: &Tenant, role: &str, permissions: Option<&[&str]>) -> (Uuid, String) {
-    let created = keys::create(
+    let created = keys::create_for(
         &app.app_db,
         &ctx(app),
         &t.org.principal,
+        t.admin.to_string().parse().unwrap(),
         &NewKey {
             name: format!("{role} key"),
             role: role.into(),
@@ -189,13 +190,6 @@ pub(crate) async fn api_key(app: &TestApp, t: &Tenant, role: &str, permissions: 
     )
     .await
     .unwrap();
-    let mut db = app.db.admin_conn().await;
-    sqlx::query("UPDATE api_keys SET created_by = $1 WHERE id = $2")
-        .bind(t.admin)
-        .bind(created.key.id)
-        .execute(&mut db)
-        .await
-        .unwrap();
     (created.key.id, created.secret)
 }
 
@@ -877,10 +871,11 @@ async fn bad_keys_fail_alike_and_foreign_ids_are_not_found() {
     let (_, good) = api_key(&app, &a, "admin", None).await;
     let (revoked_id, revoked) = api_key(&app, &a, "admin", None).await;
     keys::revoke(&app.app_db, &ctx(&app), &a.org.principal, revoked_id).await.unwrap();
-    let expiring = keys::create(
+    let expiring = keys::create_for(
         &app.app_db,
         &ctx(&app),
         &a.org.principal,
+        a.admin.to_string().parse().unwrap(),
         &NewKey { name: "short".into(), role: "admin".into(), permissions: None, expires_in_days: Some(1) },
     )
     .await

@@ -1054,3 +1054,101 @@ async fn only_owners_and_admins_read_the_log_and_other_organizations_get_not_fou
     // Refused requests export nothing, so nothing was audited either.
     assert_eq!(exported().await, 2);
 }
+
+/// Whoever holds the server can replace its signing key, rewrite a whole chain and re-sign
+/// every checkpoint with the new key: every link and every signature is then genuine for the
+/// key the server holds. Only a verifier that trusts nothing but the public key it kept
+/// elsewhere (`--trust-only --public-key`) catches it, naming the key it does not trust.
+#[tokio::test]
+async fn a_chain_re_signed_with_a_substituted_key_fails_pinned_verification() {
+    use base64::Engine;
+    let app = TestApp::spawn().await;
+    let (org, slug, _) = busy_org(&app, "pinned").await;
+    // The key to pin, as the documented command prints it.
+    let (ok, printed) = cli(&app, &["audit", "public-key"]).await;
+    assert!(ok, "{printed}");
+    let original = printed.trim().to_string();
+    let server_key = app.state.audit_signer.verifying_key();
+    assert_eq!(original, base64::engine::general_purpose::STANDARD.encode(server_key.as_bytes()));
+    let pinned = ["audit", "verify", "--org", &slug, "--trust-only", "--public-key", &original];
+    let (ok, text) = cli(&app, &pinned).await;
+    assert!(ok && text.contains("ok      pinned"), "the genuine chain must verify pinned:\n{text}");
+
+    // The attack: a new key on the server, the first event edited, every hash recomputed and
+    // every checkpoint re-signed with the new key.
+    let substitute = Signer::from_seed(&[42u8; 32]);
+    std::fs::write(
+        app.config.data_dir.join("secrets/audit-signing.key"),
+        base64::engine::general_purpose::STANDARD.encode([42u8; 32]),
+    )
+    .unwrap();
+    {
+        let mut db = app.db.admin_conn().await;
+        let mut tx = db.begin().await.unwrap();
+        sqlx::query("SET LOCAL session_replication_role = replica").execute(&mut *tx).await.unwrap();
+        sqlx::query("UPDATE audit_events SET actor_label = 'someone else' WHERE organization_id = $1 AND seq = 1")
+            .bind(org)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        rehash_from(&mut tx, org, 1).await;
+        let checkpoints: Vec<(i64, String, time::OffsetDateTime)> =
+            sqlx::query_as("SELECT seq, kind, created_at FROM audit_checkpoints WHERE organization_id = $1")
+                .bind(org)
+                .fetch_all(&mut *tx)
+                .await
+                .unwrap();
+        assert!(!checkpoints.is_empty());
+        for (seq, kind, at) in checkpoints {
+            assert_eq!(kind, "signed");
+            let hash: Vec<u8> =
+                sqlx::query_scalar("SELECT hash FROM audit_events WHERE organization_id = $1 AND seq = $2")
+                    .bind(org)
+                    .bind(seq)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .unwrap();
+            sqlx::query(
+                "UPDATE audit_checkpoints SET hash = $3, key_id = $4, signature = $5 \
+                 WHERE organization_id = $1 AND seq = $2 AND kind = 'signed'",
+            )
+            .bind(org)
+            .bind(seq)
+            .bind(&hash)
+            .bind(substitute.key_id())
+            .bind(substitute.sign(CheckpointKind::Signed, org, seq, &hash, at))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    // Trusting the server's key, the rewritten chain looks whole — even with the original
+    // public key passed, since it is only added to the keys trusted.
+    let (ok, text) = cli(&app, &["audit", "verify", "--org", &slug]).await;
+    assert!(ok && text.contains("ok      pinned"), "{text}");
+    let (ok, text) = cli(&app, &["audit", "verify", "--org", &slug, "--public-key", &original]).await;
+    assert!(ok && text.contains("ok      pinned"), "{text}");
+    // Pinned, it fails and names the key it does not trust.
+    let (ok, text) = cli(&app, &pinned).await;
+    assert!(!ok, "a chain re-signed with a substituted key passed pinned verification:\n{text}");
+    assert!(text.contains("BROKEN  pinned"), "{text}");
+    assert!(
+        text.contains(&format!("signed with key {}, which is not a trusted key", substitute.key_id())),
+        "the untrusted key is not named:\n{text}"
+    );
+    assert!(text.contains(&format!("trusting only the given keys: {}", app.state.audit_signer.key_id())), "{text}");
+
+    // Pinning needs a key to pin, and never reads or creates the server's key.
+    let (ok, text) = cli(&app, &["audit", "verify", "--trust-only"]).await;
+    assert!(!ok && text.contains("--public-key"), "{text}");
+    std::fs::remove_file(app.config.data_dir.join("secrets/audit-signing.key")).unwrap();
+    let (ok, text) = cli(&app, &pinned).await;
+    assert!(!ok && text.contains("not a trusted key"), "{text}");
+    assert!(
+        !app.config.data_dir.join("secrets/audit-signing.key").exists(),
+        "pinned verification generated a signing key"
+    );
+    let (ok, text) = cli(&app, &["audit", "verify", "--trust-only", "--public-key", "bm90IGEga2V5"]).await;
+    assert!(!ok && text.contains("is not an Ed25519 public key"), "{text}");
+}

@@ -190,31 +190,30 @@ pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// `serve` with nothing configured: private cluster, migrations, self-signed TLS, graceful
-/// stop on SIGTERM (which also stops the cluster it started).
-#[tokio::test]
-async fn serve_runs_with_no_configuration_at_all() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = bin()
+/// `clientflow serve` with nothing configured, started in `dir` (so its data is `dir/data`).
+fn spawn_serve(dir: &std::path::Path, port: u16) -> std::process::Child {
+    bin()
         .arg("serve")
-        .current_dir(dir.path())
+        .current_dir(dir)
         .env("CLIENTFLOW_SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    let data = dir.path().join("data");
+        .unwrap()
+}
+
+/// Waits until the server started by [`spawn_serve`] answers `/readyz` (panicking with its
+/// output if it exits first), and returns a client that trusts its certificate.
+async fn wait_until_ready(child: &mut std::process::Child, data: &std::path::Path, port: u16) -> reqwest::Client {
     let cert = data.join("tls/localhost.crt");
     let deadline = Instant::now() + Duration::from_secs(120);
-    let client = loop {
+    loop {
         if let Ok(Some(status)) = child.try_wait() {
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "serve exited early with {status}:\n{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            use std::io::Read;
+            let (mut out, mut err) = (String::new(), String::new());
+            let _ = child.stdout.take().map(|mut o| o.read_to_string(&mut out));
+            let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+            panic!("serve exited early with {status}:\n{out}\n{err}");
         }
         assert!(Instant::now() < deadline, "serve did not become ready");
         if cert.exists() {
@@ -227,11 +226,22 @@ async fn serve_runs_with_no_configuration_at_all() {
                 .await
                 .is_ok_and(|res| res.status() == 200);
             if ready {
-                break client;
+                return client;
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    }
+}
+
+/// `serve` with nothing configured: private cluster, migrations, self-signed TLS, graceful
+/// stop on SIGTERM (which also stops the cluster it started).
+#[tokio::test]
+async fn serve_runs_with_no_configuration_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = spawn_serve(dir.path(), port);
+    let data = dir.path().join("data");
+    let client = wait_until_ready(&mut child, &data, port).await;
     // The private cluster is there, and listens on its Unix socket only: asked over that socket,
     // the running server's listen_addresses is exactly empty, and its postmaster holds no
     // listening TCP socket.
@@ -435,4 +445,204 @@ async fn the_operator_can_disable_and_enable_a_user() {
     let out = tokio::task::spawn_blocking(move || r(vec!["user", "disable", "nobody@example.com"])).await.unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no account"));
+}
+
+/// The postmasters running on `pgdata` (the process given `-D pgdata`), from /proc.
+fn postmasters_of(pgdata: &std::path::Path) -> Vec<String> {
+    let wanted = pgdata.to_string_lossy().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<String> = raw.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).to_string()).collect();
+        let is_postgres = args.first().is_some_and(|a| a.ends_with("/postgres") || a == "postgres");
+        if is_postgres && args.windows(2).any(|w| w[0] == "-D" && w[1] == wanted) {
+            found.push(format!("{}: {}", entry.file_name().to_string_lossy(), args.join(" ")));
+        }
+    }
+    found
+}
+
+/// Stops a private cluster a test left running (when it failed half-way) and removes the
+/// cluster's directory outside the data directory, if the test made one.
+struct ClusterCleanup {
+    data: std::path::PathBuf,
+    outside: Option<std::path::PathBuf>,
+}
+
+impl Drop for ClusterCleanup {
+    fn drop(&mut self) {
+        if let Ok(cluster) = clientflow::platform::db::cluster::PrivateCluster::new(&self.data, None, true)
+            && cluster.is_running()
+        {
+            let _ = cluster.stop();
+        }
+        if let Some(dir) = &self.outside {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+async fn run_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let (dir, args): (std::path::PathBuf, Vec<String>) =
+        (dir.to_path_buf(), args.iter().map(|a| a.to_string()).collect());
+    tokio::task::spawn_blocking(move || bin().args(&args).current_dir(&dir).output().unwrap()).await.unwrap()
+}
+
+/// `serve` that can't bind its port (taken) exits with the reason, and stops the private
+/// cluster it had started: no PostgreSQL of that data directory is left running.
+#[tokio::test]
+async fn a_start_that_fails_stops_the_private_cluster_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let _cleanup = ClusterCleanup { data: data.clone(), outside: None };
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = {
+        let dir = dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            bin()
+                .arg("serve")
+                .current_dir(&dir)
+                .env("CLIENTFLOW_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{stderr}");
+    // The cluster was made and started (the migrations ran in it)…
+    let pgdata = std::fs::canonicalize(data.join("postgres/data")).unwrap();
+    assert!(pgdata.join("PG_VERSION").exists());
+    // …and is not running any more.
+    assert_eq!(postmasters_of(&pgdata), Vec::<String>::new(), "the cluster was left running");
+    assert!(!pgdata.join("postmaster.pid").exists(), "the cluster was left running");
+    assert!(stdout.contains("stopped the private PostgreSQL cluster"), "{stdout}");
+    drop(taken);
+}
+
+/// After a `kill -9`, the next `serve` takes over the private cluster that was left running,
+/// and stops it on SIGTERM. Commands run beside the server leave its cluster alone; a command
+/// run with no server starts the cluster and stops it again.
+#[tokio::test]
+async fn a_cluster_left_running_by_a_crash_is_stopped_by_the_next_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let _cleanup = ClusterCleanup { data: data.clone(), outside: None };
+    let port = free_port();
+    let mut crashed = spawn_serve(dir.path(), port);
+    wait_until_ready(&mut crashed, &data, port).await;
+    let pgdata = std::fs::canonicalize(data.join("postgres/data")).unwrap();
+    crashed.kill().unwrap();
+    crashed.wait().unwrap();
+    assert_eq!(postmasters_of(&pgdata).len(), 1, "kill -9 of serve does not stop PostgreSQL");
+
+    let port = free_port();
+    let mut server = spawn_serve(dir.path(), port);
+    let client = wait_until_ready(&mut server, &data, port).await;
+    let running = postmasters_of(&pgdata);
+    assert_eq!(running.len(), 1, "{running:?}");
+    // Commands beside the running server: they work, and the server's cluster keeps running.
+    for args in [&["migrate"][..], &["user", "create", "--email", "beside@example.com"][..]] {
+        let out = run_in(dir.path(), args).await;
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(postmasters_of(&pgdata), running, "{args:?} stopped the server's cluster");
+    }
+    let res = client.get(format!("https://localhost:{port}/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+
+    nix_kill_term(server.id());
+    let out = tokio::task::spawn_blocking(move || server.wait_with_output()).await.unwrap().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(postmasters_of(&pgdata), Vec::<String>::new(), "the adopted cluster was left running");
+    assert!(!pgdata.join("postmaster.pid").exists());
+
+    // A command with no server: it starts the cluster for itself and stops it when done.
+    let out = run_in(dir.path(), &["user", "list"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("beside@example.com"));
+    assert_eq!(postmasters_of(&pgdata), Vec::<String>::new(), "a command left the cluster running");
+}
+
+/// As root, from a directory the `postgres` user can't enter (a clone under /root, mode
+/// 0700), `serve` keeps the cluster's files where `postgres` can reach them, links them from
+/// the data directory, says where, and starts — without loosening any directory's mode.
+#[tokio::test]
+async fn serve_starts_as_root_from_a_directory_postgres_cannot_enter() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: not running as root");
+        return;
+    }
+    let Some(postgres) = nix::unistd::User::from_name("postgres").unwrap() else {
+        eprintln!("skipped: no postgres user");
+        return;
+    };
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let clone = private.path().join("clone");
+    std::fs::create_dir(&clone).unwrap();
+    let data = clone.join("data");
+    let digest = clientflow::platform::crypto::sha256_hex(
+        std::fs::canonicalize(&clone).unwrap().join("data").as_os_str().as_encoded_bytes(),
+    );
+    let outside = std::path::Path::new(clientflow::platform::db::cluster::RELOCATED_BASE).join(&digest[..16]);
+    let _cleanup = ClusterCleanup { data: data.clone(), outside: Some(outside.clone()) };
+    // What a start that failed here with "Permission denied" left behind.
+    std::fs::create_dir_all(data.join("postgres/data")).unwrap();
+    std::fs::write(data.join("postgres/.lock"), b"").unwrap();
+
+    let port = free_port();
+    let mut server = spawn_serve(&clone, port);
+    wait_until_ready(&mut server, &data, port).await;
+    let link = data.join("postgres");
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "{} is not a link", link.display());
+    assert_eq!(std::fs::read_link(&link).unwrap(), outside);
+    let meta = std::fs::metadata(&outside).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (postgres.uid.as_raw(), 0o700));
+    assert!(std::fs::read_to_string(outside.join("CLIENTFLOW_DATA_DIR")).unwrap().contains("clone/data"));
+    // The socket directory is still the postgres user's alone.
+    let cluster = clientflow::platform::db::cluster::PrivateCluster::new(&data, None, true).unwrap();
+    let socket = std::fs::metadata(cluster.socket_dir()).unwrap();
+    assert_eq!((socket.uid(), socket.mode() & 0o7777), (postgres.uid.as_raw(), 0o700));
+    let mut pg = sqlx::PgConnection::connect_with(&cluster.admin_options()).await.unwrap();
+    let socket_mode: String = sqlx::query_scalar("SHOW unix_socket_permissions").fetch_one(&mut pg).await.unwrap();
+    assert_eq!(socket_mode, "0700");
+    let listen: String = sqlx::query_scalar("SHOW listen_addresses").fetch_one(&mut pg).await.unwrap();
+    assert_eq!(listen, "");
+    pg.close().await.unwrap();
+    // Nothing on the way was opened up for it.
+    assert_eq!(std::fs::metadata(private.path()).unwrap().mode() & 0o777, 0o700);
+
+    nix_kill_term(server.id());
+    let out = tokio::task::spawn_blocking(move || server.wait_with_output()).await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains(&format!("the private PostgreSQL cluster is kept in {}", outside.display())),
+        "the log does not say where the cluster is:\n{stdout}"
+    );
+    assert_eq!(postmasters_of(&outside.join("data")), Vec::<String>::new());
+
+    // The next start follows the link to the same cluster.
+    let port = free_port();
+    let mut server = spawn_serve(&clone, port);
+    wait_until_ready(&mut server, &data, port).await;
+    assert_eq!(postmasters_of(&outside.join("data")).len(), 1);
+    nix_kill_term(server.id());
+    let out = tokio::task::spawn_blocking(move || server.wait_with_output()).await.unwrap().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(postmasters_of(&outside.join("data")), Vec::<String>::new());
+
+    // Without the link (the data directory was removed and made again), the old cluster —
+    // whose keys went with the data directory — is not silently taken over: the message says
+    // how to keep it or start afresh.
+    std::fs::remove_file(&link).unwrap();
+    let out = run_in(&clone, &["serve"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no longer links to it") && err.contains(&format!("ln -s {}", outside.display())), "{err}");
+    assert!(!link.exists());
 }

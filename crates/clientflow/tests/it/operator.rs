@@ -618,3 +618,163 @@ async fn seed_refuses_impossible_arguments() {
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("--tasks") && help.contains("in total"), "{help}");
 }
+
+/// A key made with the command line acts for a member (`--as`, by default the organization's
+/// first Owner) and works as its role through the API: reads, time recorded for that member,
+/// comments that are theirs to edit. A key that would hold more than its member is refused.
+#[tokio::test]
+async fn api_keys_made_with_the_command_line_act_for_a_member_and_work_as_their_role() {
+    use crate::api::{get, patch, post};
+    use serde_json::json;
+    let app = clientflow_test_support::TestApp::spawn().await;
+    let cli = Cli::new(&app.db).await;
+    let olive =
+        cli.ok(&["user", "create", "--email", "olive@example.com"]).await["user"]["id"].as_str().unwrap().to_string();
+    let max =
+        cli.ok(&["user", "create", "--email", "max@example.com"]).await["user"]["id"].as_str().unwrap().to_string();
+    cli.ok(&["user", "create", "--email", "nomad@example.com"]).await;
+    let org_id =
+        cli.ok(&["org", "create", "--name", "Acme", "--owner", "olive@example.com"]).await["organization"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    cli.ok(&["member", "add", "--org", "acme", "--email", "max@example.com", "--role", "member"]).await;
+    let key = |role: &'static str, acting_for: Option<&'static str>| {
+        let cli = cli.clone();
+        async move {
+            let mut args = vec!["api-key", "create", "--org", "acme", "--name", role, "--role", role];
+            if let Some(email) = acting_for {
+                args.extend(["--as", email]);
+            }
+            cli.ok(&args).await
+        }
+    };
+
+    // Keys of each role; by default they act for the Owner.
+    let admin = key("admin", None).await;
+    assert_eq!(admin["acts_for"]["email"], "olive@example.com");
+    assert_eq!(admin["acts_for"]["role"], "owner");
+    assert_eq!(admin["api_key"]["acts_for"], olive.as_str());
+    let admin = admin["secret"].as_str().unwrap().to_string();
+    let manager = key("manager", None).await["secret"].as_str().unwrap().to_string();
+    let owners_member_key = key("member", None).await["secret"].as_str().unwrap().to_string();
+    let max_key = key("member", Some("max@example.com")).await;
+    assert_eq!(
+        (max_key["acts_for"]["email"].as_str(), max_key["acts_for"]["role"].as_str()),
+        (Some("max@example.com"), Some("member"))
+    );
+    let max_key = max_key["secret"].as_str().unwrap().to_string();
+    let text = String::from_utf8_lossy(
+        &cli.run(&["api-key", "create", "--org", "acme", "--name", "t", "--role", "manager"]).await.stdout,
+    )
+    .to_string();
+    assert!(text.contains("acting for olive@example.com (owner)"), "{text}");
+    let listed = String::from_utf8_lossy(&cli.run(&["api-key", "list", "--org", "acme"]).await.stdout).to_string();
+    assert!(listed.contains("ACTS FOR") && listed.contains("max@example.com"), "{listed}");
+
+    // A project made through the Owner's admin key has the Owner in it; Max is added.
+    let res = post(&app, "/api/v1/projects", &admin, json!({"name": "Launch"})).await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    let project = res.id();
+    let org: OrgId = org_id.parse().unwrap();
+    let principal = tenant::operator(&app.app_db, &crate::support::operator(), org, "test").await.unwrap().unwrap();
+    clientflow::work::projects::add_member(
+        &app.app_db,
+        &crate::api::ctx(&app),
+        &principal,
+        project.parse().unwrap(),
+        max.parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let res = post(&app, "/api/v1/tasks", &admin, json!({"project_id": project, "title": "Ship it"})).await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    let task = res.id();
+
+    for (name, secret, person) in [
+        ("admin", &admin, &olive),
+        ("manager", &manager, &olive),
+        ("member acting for the Owner", &owners_member_key, &olive),
+        ("member acting for Max", &max_key, &max),
+    ] {
+        // Reads its role holds.
+        let res = get(&app, "/api/v1/projects", secret).await;
+        assert_eq!(res.status, 200, "{name}: {}", res.body);
+        let ids: Vec<&str> = res.body["data"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, [project.as_str()], "{name}");
+        let res = get(&app, &format!("/api/v1/tasks/{task}"), secret).await;
+        assert_eq!(res.status, 200, "{name}: {}", res.body);
+        // Time, recorded for the member it acts for.
+        let res =
+            post(&app, "/api/v1/time-entries", secret, json!({"project_id": project, "task_id": task, "minutes": 15}))
+                .await;
+        assert_eq!(res.status, 201, "{name}: {}", res.body);
+        assert_eq!(res.body["data"]["user_id"].as_str(), Some(person.as_str()), "{name}");
+        // A comment, then editing it: it is theirs.
+        let res = post(&app, &format!("/api/v1/tasks/{task}/comments"), secret, json!({"body": name})).await;
+        assert_eq!(res.status, 201, "{name}: {}", res.body);
+        let comment = res.header("location").unwrap().to_string();
+        let res = patch(&app, &comment, secret, json!({"body": format!("{name}, edited")})).await;
+        assert_eq!(res.status, 200, "{name}: {}", res.body);
+        assert_eq!(res.body["data"]["body"].as_str(), Some(format!("{name}, edited").as_str()));
+    }
+
+    // A key never holds more than the member it acts for.
+    for role in ["admin", "manager"] {
+        let e = cli
+            .refused(&["api-key", "create", "--org", "acme", "--name", "k", "--role", role, "--as", "max@example.com"])
+            .await;
+        assert_eq!((e["kind"].as_str().unwrap(), field_of(&e).as_str()), ("invalid", "as"), "{e}");
+        let message = e["fields"][0]["message"].as_str().unwrap();
+        assert!(message.contains("max@example.com is a member") && message.contains("never holds more"), "{message}");
+    }
+    let e = cli
+        .refused(&[
+            "api-key",
+            "create",
+            "--org",
+            "acme",
+            "--name",
+            "k",
+            "--role",
+            "member",
+            "--permissions",
+            "audit.read",
+            "--as",
+            "max@example.com",
+        ])
+        .await;
+    assert_eq!(field_of(&e), "permissions", "{e}");
+    let e = cli
+        .refused(&[
+            "api-key",
+            "create",
+            "--org",
+            "acme",
+            "--name",
+            "k",
+            "--role",
+            "member",
+            "--as",
+            "nomad@example.com",
+        ])
+        .await;
+    assert_eq!(field_of(&e), "as", "someone outside the organization: {e}");
+    let e = cli
+        .refused(&[
+            "api-key",
+            "create",
+            "--org",
+            "acme",
+            "--name",
+            "k",
+            "--role",
+            "member",
+            "--as",
+            "ghost@example.com",
+        ])
+        .await;
+    assert_eq!(e["kind"], "not_found", "{e}");
+    let listed = cli.ok(&["api-key", "list", "--org", "acme"]).await;
+    assert_eq!(listed["api_keys"].as_array().unwrap().len(), 5, "a refused key was written: {listed}");
+}

@@ -65,14 +65,43 @@ pub fn routes_with_an_api_route() -> Vec<clientflow::platform::http::route::Rout
     routes
 }
 
-/// A new API key (Manager role) of the organization `org_id`, created as the operator.
+/// A new API key (Manager role) of the organization `org_id`, created as the operator and
+/// acting for the organization's first Owner (one is added if it has none, as seeded
+/// organizations don't).
 pub async fn api_key(app: &clientflow_test_support::TestApp, org_id: uuid::Uuid, name: &str) -> String {
     use clientflow::api::keys::{self, NewKey};
     let id: OrgId = org_id.to_string().parse().unwrap();
     let principal = tenant::operator(&app.app_db, &operator(), id, "test").await.unwrap().expect("organization exists");
+    let mut db = app.db.admin_conn().await;
+    let owner: Option<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT user_id FROM memberships WHERE organization_id = $1 AND role = 'owner' ORDER BY created_at LIMIT 1",
+    )
+    .bind(org_id)
+    .fetch_optional(&mut db)
+    .await
+    .unwrap();
+    let owner = match owner {
+        Some(owner) => owner,
+        None => {
+            let owner = uuid::Uuid::now_v7();
+            sqlx::query("INSERT INTO users (id, email) VALUES ($1, $2)")
+                .bind(owner)
+                .bind(format!("owner-{owner}@example.com"))
+                .execute(&mut db)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO memberships (organization_id, user_id, role) VALUES ($1, $2, 'owner')")
+                .bind(org_id)
+                .bind(owner)
+                .execute(&mut db)
+                .await
+                .unwrap();
+            owner
+        }
+    };
     let ctx = clientflow::audit::Context::system(app.clock.now_utc(), Some(app.state.audit_signer.clone()));
     let input = NewKey { name: name.into(), role: "manager".into(), permissions: None, expires_in_days: None };
-    keys::create(&app.app_db, &ctx, &principal, &input).await.unwrap().secret
+    keys::create_for(&app.app_db, &ctx, &principal, owner.to_string().parse().unwrap(), &input).await.unwrap().secret
 }
 
 /// The id of the organization with this slug (read as the superuser).

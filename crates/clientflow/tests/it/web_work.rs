@@ -252,7 +252,8 @@ pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, S
         "key" => {
             let input =
                 NewKey { name: "Fixture key".into(), role: "member".into(), permissions: None, expires_in_days: None };
-            keys::create(db, &c, &op, &input).await.unwrap().key.id.to_string()
+            let member = org.people["member"].user_id.parse().unwrap();
+            keys::create_for(db, &c, &op, member, &input).await.unwrap().key.id.to_string()
         }
         _ => return None,
     })

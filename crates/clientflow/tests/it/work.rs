@@ -339,10 +339,23 @@ async fn api_keys_are_hashed_scoped_and_fail_identically() {
     let db = &app.app_db;
     let a = seed_org(db, "keys").await;
     let c = ctx(&app);
-    let created = keys::create(
+    // A key acts for a member: the operator, who is nobody, must name one.
+    let err = keys::create(
         db,
         &c,
         &a.principal,
+        &NewKey { name: "CI".into(), role: "manager".into(), permissions: None, expires_in_days: None },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(field_of(&err).as_deref(), Some("as"));
+    let owner: clientflow::platform::ids::UserId =
+        crate::api::add_member(&app, &a, "owner").await.to_string().parse().unwrap();
+    let created = keys::create_for(
+        db,
+        &c,
+        &a.principal,
+        owner,
         &NewKey { name: "CI".into(), role: "manager".into(), permissions: None, expires_in_days: Some(1) },
     )
     .await
@@ -372,10 +385,11 @@ async fn api_keys_are_hashed_scoped_and_fail_identically() {
     keys::revoke(db, &c, &a.principal, created.key.id).await.unwrap();
     assert!(tenant::verify_api_key(db, &created.secret, now).await.unwrap().is_none(), "revoked");
     // A key can't be given more than its role allows.
-    let err = keys::create(
+    let err = keys::create_for(
         db,
         &c,
         &a.principal,
+        owner,
         &NewKey {
             name: "x".into(),
             role: "member".into(),
@@ -386,20 +400,22 @@ async fn api_keys_are_hashed_scoped_and_fail_identically() {
     .await
     .unwrap_err();
     assert_eq!(field_of(&err).as_deref(), Some("permissions"));
-    let err = keys::create(
+    let err = keys::create_for(
         db,
         &c,
         &a.principal,
+        owner,
         &NewKey { name: "x".into(), role: "owner".into(), permissions: None, expires_in_days: None },
     )
     .await
     .unwrap_err();
     assert_eq!(field_of(&err).as_deref(), Some("role"));
     // A key with an explicit subset has exactly that.
-    let k = keys::create(
+    let k = keys::create_for(
         db,
         &c,
         &a.principal,
+        owner,
         &NewKey {
             name: "ro".into(),
             role: "manager".into(),
@@ -413,10 +429,11 @@ async fn api_keys_are_hashed_scoped_and_fail_identically() {
     assert!(p.can(clientflow::tenancy::role::Permission::TasksRead));
     assert!(!p.can(clientflow::tenancy::role::Permission::TasksCreate));
     // The organization's customization of a role binds its keys too.
-    let full = keys::create(
+    let full = keys::create_for(
         db,
         &c,
         &a.principal,
+        owner,
         &NewKey { name: "m".into(), role: "manager".into(), permissions: None, expires_in_days: None },
     )
     .await

@@ -4,6 +4,21 @@
 //! directory is mode 0700, so only the operating-system user that runs the cluster (and root)
 //! can connect. When ClientFlow is started as root, the PostgreSQL processes run as the
 //! unprivileged `postgres` user (PostgreSQL refuses to run as root, rightly).
+//!
+//! **Where.** That user must be able to reach the cluster's files. When it can't reach the data
+//! directory — a clone under root's own home (mode 0700) is the usual case — a new cluster is
+//! kept in `/var/lib/clientflow/<digest of the data directory's path>` (owned by `postgres`,
+//! mode 0700) and `<data_dir>/postgres` is a symbolic link to it. The data directory's own
+//! permissions are left alone.
+//!
+//! **Who stops it.** The cluster under a data directory is the installation's, not the
+//! process's that happened to start it. Every process that uses it holds a [`ClusterUse`]: a
+//! shared `flock` on `<cluster>/.in-use`, which the kernel releases however the process ends
+//! (a `kill -9` included). Ending a use takes the start/stop lock, gives up the shared lock and
+//! tries for an exclusive one: only when no other process uses the cluster does it stop it. So
+//! `serve` stops on shutdown a cluster that an earlier, crashed `serve` left running; a command
+//! run beside a server never stops the server's cluster; and a command run alone stops the
+//! cluster it started.
 
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
@@ -32,15 +47,35 @@ pub enum ClusterError {
     NoUnprivilegedUser,
     #[error("`runuser` is needed to start PostgreSQL as the postgres user when running as root (package util-linux)")]
     NoRunuser,
+    #[error(
+        "PostgreSQL runs as the `{user}` user, which can't reach {path} (a directory above it is \
+         not searchable by others). Make the directories above it searchable (chmod o+x), or stop \
+         ClientFlow, move {path} to a directory `{user}` can reach and leave a symbolic link to it \
+         in its place"
+    )]
+    Unreachable { user: String, path: String },
+    #[error(
+        "{cluster} holds a PostgreSQL cluster made for the data directory {data_dir}, but \
+         {data_dir}/postgres no longer links to it (was the data directory removed?). To keep that \
+         database, link it again: `ln -s {cluster} {data_dir}/postgres`. To start afresh, stop it \
+         if it runs (`runuser -u postgres -- pg_ctl stop -D {cluster}/data`) and remove {cluster}"
+    )]
+    Orphaned { cluster: String, data_dir: String },
     #[error("{step} failed: {detail}")]
     Command { step: String, detail: String },
     #[error("{0}")]
     Io(String),
 }
 
+/// Where clusters are kept whose data directory the `postgres` user can't reach.
+pub const RELOCATED_BASE: &str = "/var/lib/clientflow";
+
 /// A private cluster on disk.
 #[derive(Debug, Clone)]
 pub struct PrivateCluster {
+    /// `<data_dir>/postgres`: the cluster itself, or a symbolic link to it.
+    link: PathBuf,
+    /// The cluster's own directory (`link`, or where it points).
     root: PathBuf,
     pgdata: PathBuf,
     socket_dir: PathBuf,
@@ -64,14 +99,6 @@ impl PrivateCluster {
         }
         fs::create_dir_all(data_dir).map_err(|e| io_err("create the data directory", data_dir, e))?;
         let data_dir = fs::canonicalize(data_dir).map_err(|e| io_err("resolve the data directory", data_dir, e))?;
-        let root = data_dir.join("postgres");
-        let pgdata = root.join("data");
-        let mut socket_dir = root.join("run");
-        // Unix socket paths are limited to ~107 bytes; fall back to a short private directory.
-        if socket_dir.join(format!(".s.PGSQL.{PORT}")).as_os_str().len() > 100 {
-            let digest = crate::platform::crypto::sha256_hex(root.as_os_str().as_encoded_bytes());
-            socket_dir = PathBuf::from(format!("/tmp/clientflow-pg-{}", &digest[..16]));
-        }
         let run_as = if nix::unistd::geteuid().is_root() {
             let user =
                 nix::unistd::User::from_name("postgres").ok().flatten().ok_or(ClusterError::NoUnprivilegedUser)?;
@@ -79,7 +106,52 @@ impl PrivateCluster {
         } else {
             None
         };
-        Ok(Self { root, pgdata, socket_dir, bin_dir, run_as, durable })
+        let link = data_dir.join("postgres");
+        let unreachable = || run_as.as_ref().is_some_and(|(_, _, user)| !reachable_by(user, &data_dir));
+        let root = match fs::symlink_metadata(&link) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = fs::read_link(&link).map_err(|e| io_err("read the link", &link, e))?;
+                data_dir.join(target)
+            }
+            // A start that failed before clusters could be kept elsewhere leaves an
+            // uninitialized directory here; it holds nothing, and the postgres user can't use it.
+            Ok(m) if m.is_dir() && is_leftover(&link) && unreachable() => relocated_root(&data_dir),
+            Ok(m) if m.is_dir() => link.clone(),
+            Ok(_) => return Err(ClusterError::Io(format!("{} is not a directory", link.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if unreachable() {
+                    let root = relocated_root(&data_dir);
+                    if root.join("data").join("PG_VERSION").exists() {
+                        return Err(ClusterError::Orphaned {
+                            cluster: root.display().to_string(),
+                            data_dir: data_dir.display().to_string(),
+                        });
+                    }
+                    root
+                } else {
+                    link.clone()
+                }
+            }
+            Err(e) => return Err(io_err("inspect", &link, e)),
+        };
+        let pgdata = root.join("data");
+        let mut socket_dir = root.join("run");
+        // Unix socket paths are limited to ~107 bytes; fall back to a short private directory.
+        if socket_dir.join(format!(".s.PGSQL.{PORT}")).as_os_str().len() > 100 {
+            let digest = crate::platform::crypto::sha256_hex(root.as_os_str().as_encoded_bytes());
+            socket_dir = PathBuf::from(format!("/tmp/clientflow-pg-{}", &digest[..16]));
+        }
+        Ok(Self { link, root, pgdata, socket_dir, bin_dir, run_as, durable })
+    }
+
+    /// The cluster's own directory: `<data_dir>/postgres`, or where that link points.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether the cluster is kept outside the data directory (linked from it).
+    pub fn is_linked(&self) -> bool {
+        self.root != self.link
     }
 
     pub fn socket_dir(&self) -> &Path {
@@ -101,26 +173,112 @@ impl PrivateCluster {
         PgConnectOptions::new().socket(&self.socket_dir).port(PORT).username(role).database(database)
     }
 
-    /// Initializes the cluster if needed and starts it if it isn't running. Returns whether
-    /// this call started it (and so should stop it on shutdown). Safe to call from several
-    /// processes at once.
-    pub fn ensure_running(&self) -> Result<bool, ClusterError> {
-        fs::create_dir_all(&self.root).map_err(|e| io_err("create", &self.root, e))?;
-        if self.run_as.is_some() {
-            // The postgres user must be able to reach its directory through ours.
-            if let Some(parent) = self.root.parent() {
-                let mode = fs::metadata(parent).map(|m| m.permissions().mode()).unwrap_or(0o700);
-                if mode & 0o001 == 0 {
-                    set_mode(parent, (mode | 0o711) & 0o7777)?;
+    /// Initializes the cluster if needed, starts it if it isn't running, and registers this
+    /// process as one of its users until the returned [`ClusterUse`] ends (or is dropped). Safe
+    /// to call from several processes at once.
+    pub fn ensure_running(&self) -> Result<ClusterUse, ClusterError> {
+        if self.is_linked() {
+            self.prepare_linked()?;
+        } else {
+            fs::create_dir_all(&self.root).map_err(|e| io_err("create", &self.root, e))?;
+            if self.run_as.is_some() {
+                // The postgres user must be able to reach its directory through ours.
+                if let Some(parent) = self.root.parent() {
+                    let mode = fs::metadata(parent).map(|m| m.permissions().mode()).unwrap_or(0o700);
+                    if mode & 0o001 == 0 {
+                        set_mode(parent, (mode | 0o711) & 0o7777)?;
+                    }
                 }
             }
         }
         self.chown(&self.root)?;
         set_mode(&self.root, 0o700)?;
+        if let Some((_, _, user)) = &self.run_as
+            && !reachable_by(user, &self.root)
+        {
+            return Err(ClusterError::Unreachable { user: user.clone(), path: self.root.display().to_string() });
+        }
+        let lock = self.lock()?;
+        let in_use = self.root.join(".in-use");
+        let users = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&in_use)
+            .map_err(|e| io_err("create", &in_use, e))?;
+        // Never waits: a process holds it exclusively only while it holds `lock`.
+        users.lock_shared().map_err(|e| io_err("lock", &in_use, e))?;
+        let mut used = ClusterUse { cluster: self.clone(), users: Some(users), started: false };
+        // Should starting fail half-way, dropping `used` stops what was started (after `lock`
+        // is released: ending a use takes it again).
+        used.started = match self.start_locked() {
+            Ok(started) => started,
+            Err(e) => {
+                drop(lock);
+                drop(used);
+                return Err(e);
+            }
+        };
+        drop(lock);
+        Ok(used)
+    }
+
+    /// Creates the cluster's directory outside the data directory and the link to it.
+    fn prepare_linked(&self) -> Result<(), ClusterError> {
+        if let Some(base) = self.root.parent() {
+            fs::create_dir_all(base).map_err(|e| io_err("create", base, e))?;
+            // Searchable (not listable) by the postgres user on its way to its own directory.
+            let mode = fs::metadata(base).map(|m| m.permissions().mode()).unwrap_or(0o700);
+            if mode & 0o001 == 0 {
+                set_mode(base, (mode | 0o711) & 0o7777)?;
+            }
+        }
+        fs::create_dir_all(&self.root).map_err(|e| io_err("create", &self.root, e))?;
+        let data_dir = self.link.parent().unwrap_or(Path::new("/"));
+        let note = self.root.join("CLIENTFLOW_DATA_DIR");
+        fs::write(&note, format!("{}\n", data_dir.display())).map_err(|e| io_err("write", &note, e))?;
+        if fs::symlink_metadata(&self.link).is_ok_and(|m| m.is_dir()) && is_leftover(&self.link) {
+            // What a start that failed left behind (see `new`): our own lock files and empty
+            // directories, never a cluster.
+            match fs::remove_dir_all(&self.link) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err("remove", &self.link, e)),
+                _ => {}
+            }
+        }
+        match std::os::unix::fs::symlink(&self.root, &self.link) {
+            Ok(()) => tracing::info!(
+                cluster = %self.root.display(),
+                link = %self.link.display(),
+                "the postgres user can't reach the data directory: the private PostgreSQL cluster is kept in {} \
+                 (linked from {})",
+                self.root.display(),
+                self.link.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // Another process made it at the same moment; it must point here.
+                if fs::read_link(&self.link).ok().map(|t| data_dir.join(t)) != Some(self.root.clone()) {
+                    return Err(ClusterError::Io(format!(
+                        "{} exists and does not link to {}",
+                        self.link.display(),
+                        self.root.display()
+                    )));
+                }
+            }
+            Err(e) => return Err(io_err("link", &self.link, e)),
+        }
+        Ok(())
+    }
+
+    /// The lock that serializes starting and stopping the cluster between processes.
+    fn lock(&self) -> Result<File, ClusterError> {
         let lock_path = self.root.join(".lock");
         let lock = File::create(&lock_path).map_err(|e| io_err("create", &lock_path, e))?;
         lock.lock().map_err(|e| io_err("lock", &lock_path, e))?;
+        Ok(lock)
+    }
 
+    /// Initializes and starts the cluster (holding [`Self::lock`]); whether it started it.
+    fn start_locked(&self) -> Result<bool, ClusterError> {
         if !self.pgdata.join("PG_VERSION").exists() {
             self.initdb()?;
         }
@@ -169,7 +327,8 @@ impl PrivateCluster {
         self.run("pg_ctl status", Command::new(pg_ctl).arg("status").arg("-D").arg(&self.pgdata)).is_ok()
     }
 
-    /// Stops the cluster (fast shutdown: open transactions roll back).
+    /// Stops the cluster (fast shutdown: open transactions roll back), whoever uses it. Ending
+    /// a [`ClusterUse`] is the way to stop it when done with it.
     pub fn stop(&self) -> Result<(), ClusterError> {
         let pg_ctl = self.bin_dir.join("pg_ctl");
         self.run(
@@ -205,10 +364,7 @@ impl PrivateCluster {
         let mut command = match &self.run_as {
             None => std::mem::replace(command, Command::new("true")),
             Some((_, _, user)) => {
-                let runuser = ["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser"]
-                    .into_iter()
-                    .find(|p| Path::new(p).exists())
-                    .ok_or(ClusterError::NoRunuser)?;
+                let runuser = runuser().ok_or(ClusterError::NoRunuser)?;
                 let mut wrapped = Command::new(runuser);
                 wrapped.args(["-u", user, "--"]).arg(command.get_program()).args(command.get_args());
                 wrapped
@@ -233,6 +389,109 @@ impl PrivateCluster {
             })
         }
     }
+}
+
+/// A process's use of the private cluster (see the module's documentation). Ending it —
+/// [`ClusterUse::end`], or dropping it — stops the cluster when no other process uses it.
+#[derive(Debug)]
+pub struct ClusterUse {
+    cluster: PrivateCluster,
+    /// The shared lock on `.in-use`; `None` once ended.
+    users: Option<File>,
+    started: bool,
+}
+
+impl ClusterUse {
+    pub fn cluster(&self) -> &PrivateCluster {
+        &self.cluster
+    }
+
+    /// Whether this process started the cluster (rather than finding it running).
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
+    /// Ends this process's use; stops the cluster if no other process uses it. Returns
+    /// whether it stopped it.
+    pub fn end(mut self) -> Result<bool, ClusterError> {
+        self.end_now()
+    }
+
+    /// Ends this process's use and leaves the cluster running, whoever else uses it (the test
+    /// harness shares one cluster between test processes).
+    pub fn keep_running(mut self) {
+        self.users = None;
+    }
+
+    fn end_now(&mut self) -> Result<bool, ClusterError> {
+        let Some(users) = self.users.take() else { return Ok(false) };
+        let lock = self.cluster.lock()?;
+        let in_use = self.cluster.root.join(".in-use");
+        users.unlock().map_err(|e| io_err("unlock", &in_use, e))?;
+        let last = match users.try_lock() {
+            Ok(()) => true,
+            Err(std::fs::TryLockError::WouldBlock) => false,
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err("lock", &in_use, e)),
+        };
+        let stopped = if last && self.cluster.is_running() {
+            self.cluster.stop()?;
+            true
+        } else {
+            false
+        };
+        // Release the exclusive lock before the start/stop lock: a process waiting to start
+        // then finds the cluster free.
+        drop(users);
+        drop(lock);
+        Ok(stopped)
+    }
+}
+
+impl Drop for ClusterUse {
+    fn drop(&mut self) {
+        if self.users.is_some() {
+            match self.end_now() {
+                Ok(true) => tracing::info!("stopped the private PostgreSQL cluster"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "could not stop the private PostgreSQL cluster"),
+            }
+        }
+    }
+}
+
+/// Whether `dir` holds only what an unsuccessful start leaves (lock files, empty run and log
+/// directories, a data directory without a cluster).
+fn is_leftover(dir: &Path) -> bool {
+    if dir.join("data").join("PG_VERSION").exists() {
+        return false;
+    }
+    fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().all(|e| matches!(e.file_name().to_str(), Some(".lock" | ".in-use" | "run" | "log" | "data")))
+    })
+}
+
+/// Where a cluster whose data directory the postgres user can't reach is kept.
+fn relocated_root(data_dir: &Path) -> PathBuf {
+    let digest = crate::platform::crypto::sha256_hex(data_dir.as_os_str().as_encoded_bytes());
+    Path::new(RELOCATED_BASE).join(&digest[..16])
+}
+
+/// Whether `user` can reach `dir` (search it and every directory above it). Asked of the
+/// system as that user, so ACLs and group memberships count.
+fn reachable_by(user: &str, dir: &Path) -> bool {
+    let Some(runuser) = runuser() else { return true };
+    Command::new(runuser)
+        .args(["-u", user, "--", "test", "-x"])
+        .arg(dir)
+        .current_dir("/")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn runuser() -> Option<&'static str> {
+    ["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser"].into_iter().find(|p| Path::new(p).exists())
 }
 
 fn find_bin_dir() -> Result<PathBuf, ClusterError> {

@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 
-use super::cluster::{ClusterError, PrivateCluster};
+use super::cluster::{ClusterError, ClusterUse, PrivateCluster};
 use super::{APP_ROLE, AUDITOR_ROLE, MIGRATOR, MigrationStatus, OWNER_ROLE};
 use crate::platform::config::Config;
 
@@ -55,7 +55,7 @@ impl From<sqlx::Error> for SetupError {
 }
 
 /// How to reach the database once set up.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Resolved {
     /// The app role: what the server runs as.
     pub app: PgConnectOptions,
@@ -63,9 +63,24 @@ pub struct Resolved {
     pub owner: Option<PgConnectOptions>,
     /// The auditor role, when known: operator commands that read across organizations.
     pub auditor: Option<PgConnectOptions>,
-    /// The private cluster, when that is what we use, and whether we started it.
-    pub cluster: Option<(PrivateCluster, bool)>,
+    /// This process's use of the private cluster, when that is what we use: dropping it (or
+    /// [`Resolved::finish`]) stops the cluster unless another process still uses it.
+    pub cluster: Option<ClusterUse>,
     pub mode: Mode,
+}
+
+impl Resolved {
+    /// Ends this process's use of the private cluster (if any), stopping it when no other
+    /// process uses it. Call it after closing the pools.
+    pub async fn finish(mut self) {
+        let Some(cluster) = self.cluster.take() else { return };
+        match tokio::task::spawn_blocking(move || cluster.end()).await {
+            Ok(Ok(true)) => tracing::info!("stopped the private PostgreSQL cluster"),
+            Ok(Ok(false)) => tracing::debug!("the private PostgreSQL cluster is still in use by another process"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not stop the private PostgreSQL cluster"),
+            Err(e) => tracing::warn!(error = %e, "could not stop the private PostgreSQL cluster"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,21 +103,41 @@ impl Mode {
 /// Works out the connections for `config`, starting the private cluster and provisioning
 /// roles when that is the mode. Doesn't migrate.
 pub async fn resolve(config: &Config) -> Result<Resolved, SetupError> {
+    resolve_with(config, true).await
+}
+
+/// Like [`resolve`], for a check that must not change what runs (`doctor`): a private cluster
+/// that isn't running is an error rather than started, and this process takes no part in its
+/// lifecycle (it never stops it).
+pub async fn resolve_without_starting(config: &Config) -> Result<Resolved, SetupError> {
+    resolve_with(config, false).await
+}
+
+async fn resolve_with(config: &Config, start: bool) -> Result<Resolved, SetupError> {
     let secrets_dir = config.data_dir.join("secrets");
     match &config.database.url {
         None => {
             let cluster = PrivateCluster::new(&config.data_dir, config.database.postgres_bin_dir.as_deref(), true)?;
-            let cluster_for_task = cluster.clone();
-            let started = tokio::task::spawn_blocking(move || cluster_for_task.ensure_running())
-                .await
-                .map_err(|e| SetupError::Io(e.to_string()))??;
-            let admin = cluster.admin_options();
+            let (admin, in_use) = if start {
+                // Taken inside the blocking task: if this future is dropped (a stop requested
+                // during start-up), the use still ends, and stops what it started.
+                let in_use = tokio::task::spawn_blocking(move || cluster.ensure_running())
+                    .await
+                    .map_err(|e| SetupError::Io(e.to_string()))??;
+                if in_use.cluster().is_linked() {
+                    tracing::info!(cluster = %in_use.cluster().root().display(), "private PostgreSQL cluster");
+                }
+                (in_use.cluster().admin_options(), Some(in_use))
+            } else {
+                (cluster.admin_options(), None)
+            };
+            // On an error the use is dropped, which stops the cluster if nobody else uses it.
             let provisioned = provision(&admin, &secrets_dir, None).await?;
             Ok(Resolved {
                 app: provisioned.app,
                 owner: Some(provisioned.owner),
                 auditor: Some(provisioned.auditor),
-                cluster: Some((cluster, started)),
+                cluster: in_use,
                 mode: Mode::PrivateCluster,
             })
         }

@@ -512,7 +512,8 @@ pub async fn verify_api_key_with_allowlist(
         .fetch_one(&mut *tx)
         .await?;
     let creator_bound = match (created_by, creator_role) {
-        // Made by the operator (system actor): bounded by the key's role alone.
+        // Made by the command line before every key acted for a member: bounded by its role
+        // alone, and it acts for nobody (it records nothing as anyone's).
         (None, _) => None,
         (Some(_), Some(creator_role)) if creator_role.rank() >= role.rank() => Some(effective_permissions(
             creator_role,

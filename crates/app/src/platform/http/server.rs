@@ -103,6 +103,33 @@ pub async fn serve_redirect(listener: TcpListener, public_url: String, shutdown:
 }
 
 /// Resolves on SIGINT or SIGTERM.
+/// Registers SIGTERM and SIGINT at once — from here on they no longer end the process on the
+/// spot — and reports the first one on the returned channel, so that a stop requested while
+/// the server is still starting can stop what it started (`stopped` waits for it).
+pub fn stop_requests() -> std::io::Result<tokio::sync::watch::Receiver<bool>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        // (tokio keeps its handlers for the life of the process: a second signal doesn't
+        // kill a process that is stopping.)
+        let _ = tx.send(true);
+    });
+    Ok(rx)
+}
+
+/// Resolves once [`stop_requests`] saw a signal.
+pub async fn stopped(mut requests: tokio::sync::watch::Receiver<bool>) {
+    if requests.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
