@@ -21,6 +21,7 @@ mod keys;
 mod logs;
 mod mail;
 mod matrix;
+mod migrations;
 mod operator;
 mod ratelimit;
 mod ratelimit_http;
