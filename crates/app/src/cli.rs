@@ -175,6 +175,17 @@ pub enum UserCommand {
     Disable { email: String },
     /// Enable a disabled account again.
     Enable { email: String },
+    /// Remove an account's two-factor authentication — its authenticator and recovery codes —
+    /// for an owner who lost it, or whose account had someone else's enrolled. Every session of
+    /// the account ends, the account is told by email, and the reset is recorded as a security
+    /// event and in the audit log of each of its organizations under the operator. Confirm who
+    /// is asking before running it: it leaves the password as the only factor.
+    ResetTwoFactor {
+        email: String,
+        /// Why (recorded in the audit log), e.g. a ticket number.
+        #[arg(long, default_value = "second factor lost")]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -285,6 +296,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     };
     let grace = std::time::Duration::from_secs(config.server.shutdown_grace_secs);
     let transport = crate::mail::transport::Transport::from_config(&config).map_err(anyhow::Error::msg)?;
+    let public_url = config.public_url();
     let state = AppState::new(config, db.clone(), Arc::new(SystemClock)).await?;
     let (stop_worker, worker_stopped) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(crate::mail::outbox::run_worker(
@@ -293,6 +305,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         state.clock.clone(),
         state.mail_wake.clone(),
         worker_stopped,
+        public_url,
     ));
     // Chain heads are signed on append, and by this sweep for organizations that went quiet.
     let signer_task = tokio::spawn(crate::audit::chain::run_signer(
@@ -651,6 +664,7 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
         Arc::new(SystemClock),
         Arc::new(tokio::sync::Notify::new()),
         stopped,
+        config.public_url(),
     ));
     let signing = tokio::spawn(crate::audit::chain::run_signer(
         db.clone(),

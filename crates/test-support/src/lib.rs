@@ -435,12 +435,27 @@ impl TestApp {
         browser::Browser::new(&self.cert_path(), self.addr, &self.base_url)
     }
 
-    /// Runs the outbox worker once (at the app's clock) into the mail drop.
+    /// Runs the outbox worker once (at the app's clock) into the mail drop: decides the waiting
+    /// sign-up and reset requests, then delivers what is due.
     pub async fn deliver_mail(&self) -> usize {
+        self.process_requests().await;
         let transport = clientflow::mail::transport::Transport::from_config(&self.config).expect("mail transport");
         clientflow::mail::outbox::deliver_due(&self.app_db, &transport, self.state.clock.now(), 1000)
             .await
             .expect("deliver mail")
+    }
+
+    /// Decides the waiting sign-up and reset requests as the worker would (accounts are
+    /// created, links queued), without delivering mail.
+    pub async fn process_requests(&self) -> usize {
+        clientflow::identity::requests::process_due(
+            &self.app_db,
+            &self.config.public_url(),
+            self.state.clock.now(),
+            1000,
+        )
+        .await
+        .expect("account requests")
     }
 
     /// Delivers queued mail and returns the raw messages sent to `to`, oldest first.

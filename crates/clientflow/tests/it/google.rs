@@ -286,7 +286,8 @@ async fn every_sign_in_path_goes_through_the_second_factor() {
                 let token = link.split("token=").nth(1).unwrap().to_string();
                 let mut b = app.browser();
                 let res = b.submit(&link, "/account/email/confirm", &[("token", &token)]).await;
-                assert_eq!(location(&res), "/login/two-factor");
+                // The second factor first, then on to the security page.
+                assert_eq!(location(&res), "/login/two-factor?next=%2Faccount%2Fsecurity");
                 let res = b.get("/app").await;
                 assert_eq!(location(&res), "/login/two-factor", "email change");
             }

@@ -40,11 +40,20 @@ pub async fn enable_totp(app: &TestApp, b: &mut Browser) -> (Vec<u8>, Vec<String
     assert_eq!(secret.len(), 20, "160-bit secret");
     let token = b.token();
     // A wrong code doesn't turn it on.
-    let res = b.post_with("/account/two-factor/setup", &[("code", "000000")], Some(&token), true).await;
+    let res = b
+        .post_with(
+            "/account/two-factor/setup",
+            &[("code", "000000"), ("current_password", PASSWORD)],
+            Some(&token),
+            true,
+        )
+        .await;
     assert_eq!(res.status(), 422);
     let code = current_code(app, &secret);
-    let res = b.post_with("/account/two-factor/setup", &[("code", &code)], Some(&b.token()), true).await;
-    assert_eq!(res.status(), 200);
+    let res = b
+        .post_with("/account/two-factor/setup", &[("code", &code), ("current_password", PASSWORD)], Some(&token), true)
+        .await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap_or_default());
     let html = res.text().await.unwrap();
     let codes: Vec<String> =
         html.split("<li><code>").skip(1).map(|s| s.split("</code>").next().unwrap().to_string()).collect();
@@ -130,6 +139,7 @@ async fn unverified_accounts_must_confirm_first() {
     let app = TestApp::spawn().await;
     let mut b = app.browser();
     b.submit("/signup", "/signup", &[("email", "cat@example.com"), ("password", PASSWORD)]).await;
+    app.process_requests().await;
     let res = sign_in(&app, &mut b, "cat@example.com", PASSWORD).await;
     assert_eq!(res.status(), 403);
     assert!(res.text().await.unwrap().contains("Confirm your email address first"));
@@ -680,8 +690,19 @@ async fn second_factor_attempts_are_throttled() {
     assert_eq!(res.status(), 303);
 }
 
+/// Signs `b` in fully (password, then a fresh code).
+async fn sign_in_with_code(app: &TestApp, b: &mut Browser, email: &str, secret: &[u8]) {
+    assert_eq!(location(&sign_in(app, b, email, PASSWORD).await), "/login/two-factor");
+    next_step(app);
+    let res = b.submit("/login/two-factor", "/login/two-factor", &[("code", &current_code(app, secret))]).await;
+    assert_eq!(location(&res), "/app");
+}
+
+/// New recovery codes and turning two-factor off need the password *and* the second factor
+/// (a current code or a recovery code): neither a stolen session nor a stolen password alone
+/// does it. Both end the other sessions, rotate this one and are announced.
 #[tokio::test]
-async fn turning_two_factor_off_or_regenerating_codes_needs_the_password() {
+async fn turning_two_factor_off_or_regenerating_codes_needs_the_password_and_a_code() {
     let app = TestApp::spawn().await;
     let mut a = sign_up(&app, "tia@example.com").await;
     let mut other = app.browser();
@@ -689,32 +710,67 @@ async fn turning_two_factor_off_or_regenerating_codes_needs_the_password() {
     let (secret, old_codes) = enable_totp(&app, &mut a).await;
     assert!(is_signed_in(&mut a).await);
     assert!(!is_signed_in(&mut other).await, "turning two-factor on left another session signed in");
-    // Sign the second browser in fully.
-    assert_eq!(location(&sign_in(&app, &mut other, "tia@example.com", PASSWORD).await), "/login/two-factor");
+    sign_in_with_code(&app, &mut other, "tia@example.com", &secret).await;
+
+    // The password alone, a wrong password with a right code, a wrong code: refused.
     next_step(&app);
-    let res = other.submit("/login/two-factor", "/login/two-factor", &[("code", &current_code(&app, &secret))]).await;
-    assert_eq!(location(&res), "/app");
+    let code = current_code(&app, &secret);
+    let codes_path = "/account/two-factor/recovery-codes";
+    let off_path = "/account/two-factor/disable";
+    for (path, fields) in [
+        (codes_path, vec![("current_password", PASSWORD)]),
+        (off_path, vec![("current_password", PASSWORD)]),
+        (codes_path, vec![("current_password", "wrong wrong wrong"), ("code", code.as_str())]),
+        (off_path, vec![("current_password", PASSWORD), ("code", "000000")]),
+        (codes_path, vec![("code", code.as_str())]),
+    ] {
+        let res = a.submit("/account/security", path, &fields).await;
+        assert_eq!(res.status(), 422, "{path} {fields:?}");
+    }
     assert!(is_signed_in(&mut other).await);
 
+    let before = session_count(&app, "tia@example.com").await;
+    assert_eq!(before, 2);
     let res = a
-        .submit("/account/security", "/account/two-factor/recovery-codes", &[("current_password", "wrong wrong wrong")])
+        .submit(
+            "/account/security",
+            "/account/two-factor/recovery-codes",
+            &[("current_password", PASSWORD), ("code", &current_code(&app, &secret))],
+        )
         .await;
-    assert_eq!(res.status(), 422);
-    let res =
-        a.submit("/account/security", "/account/two-factor/recovery-codes", &[("current_password", PASSWORD)]).await;
     assert_eq!(res.status(), 200);
+    assert!(session_cookie(&res).is_some(), "the session was not rotated");
     let html = res.text().await.unwrap();
     assert!(!html.contains(&old_codes[0]));
     assert_eq!(html.matches("<li><code>").count(), 10);
+    assert!(is_signed_in(&mut a).await);
+    assert!(!is_signed_in(&mut other).await, "new recovery codes left another session signed in");
+    let mail = critical_mail(&app, "tia@example.com", "New recovery codes were generated").await;
+    assert!(mail.contains("other sessions were signed out"), "{mail}");
+    let new_codes: Vec<String> =
+        html.split("<li><code>").skip(1).map(|s| s.split("</code>").next().unwrap().to_string()).collect();
 
+    // A recovery code stands in for the authenticator: turning it off with one.
+    sign_in_with_code(&app, &mut other, "tia@example.com", &secret).await;
     let res = a
-        .submit("/account/security", "/account/two-factor/disable", &[("current_password", "wrong wrong wrong")])
+        .submit(
+            "/account/security",
+            "/account/two-factor/disable",
+            &[("current_password", PASSWORD), ("code", &old_codes[1])],
+        )
         .await;
-    assert_eq!(res.status(), 422);
-    let res = a.submit("/account/security", "/account/two-factor/disable", &[("current_password", PASSWORD)]).await;
+    assert_eq!(res.status(), 422, "an old recovery code still worked");
+    let res = a
+        .submit(
+            "/account/security",
+            "/account/two-factor/disable",
+            &[("current_password", PASSWORD), ("code", &new_codes[0])],
+        )
+        .await;
     assert_eq!(res.status(), 303);
     assert!(is_signed_in(&mut a).await);
     assert!(!is_signed_in(&mut other).await, "turning two-factor off left another session signed in");
+    critical_mail(&app, "tia@example.com", "Two-factor authentication was turned off").await;
     let mut db = app.db.admin_conn().await;
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM recovery_codes").fetch_one(&mut db).await.unwrap();
     assert_eq!(left, 0);
@@ -722,6 +778,32 @@ async fn turning_two_factor_off_or_regenerating_codes_needs_the_password() {
     let mut c = app.browser();
     let res = sign_in(&app, &mut c, "tia@example.com", PASSWORD).await;
     assert_eq!(location(&res), "/app");
+}
+
+async fn session_count(app: &TestApp, email: &str) -> i64 {
+    let mut db = app.db.admin_conn().await;
+    sqlx::query_scalar("SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id WHERE u.email = $1")
+        .bind(email)
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+}
+
+/// The body of the newest message to `to` with `subject`, which must be queued as critical
+/// mail (it bypasses suppression).
+pub async fn critical_mail(app: &TestApp, to: &str, subject: &str) -> String {
+    let mut db = app.db.admin_conn().await;
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT category, body_text FROM outbox WHERE recipient = $1 AND subject = $2 ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .bind(to)
+    .bind(subject)
+    .fetch_optional(&mut db)
+    .await
+    .unwrap();
+    let (category, body) = row.unwrap_or_else(|| panic!("no mail \"{subject}\" to {to}"));
+    assert_eq!(category, "critical", "{subject}");
+    body
 }
 
 #[tokio::test]
@@ -933,4 +1015,175 @@ async fn only_the_first_of_racing_requests_rotates_the_token() {
             .unwrap(),
         clientflow::platform::crypto::sha256(new_token.as_bytes()).to_vec()
     );
+}
+
+/// The share of `slow` samples above the median of `base`: about one half when both come from
+/// the same distribution, near 1 when `slow` is systematically slower.
+pub fn share_above_median(slow: &[f64], base: &[f64]) -> f64 {
+    let m = median(base);
+    slow.iter().filter(|s| **s > m).count() as f64 / slow.len() as f64
+}
+
+pub fn median(samples: &[f64]) -> f64 {
+    let mut s = samples.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = s.len();
+    if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 }
+}
+
+/// Sends `rounds` requests for a known address and as many for unknown ones, interleaved
+/// (which of the pair goes first alternates), after a few uncounted warm-up rounds; returns
+/// the times in milliseconds (known, unknown). `send(known, round)` sends one request and
+/// answers how long it took.
+async fn interleaved_timings(rounds: usize, mut send: impl AsyncFnMut(bool, usize) -> f64) -> (Vec<f64>, Vec<f64>) {
+    const WARM_UP: usize = 5;
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    for round in 0..WARM_UP + rounds {
+        for known_first in [round % 2 == 0, round % 2 == 1] {
+            let ms = send(known_first, round).await;
+            if round >= WARM_UP {
+                if known_first { known.push(ms) } else { unknown.push(ms) }
+            }
+        }
+    }
+    (known, unknown)
+}
+
+/// Timing tells nothing when the known-address samples are not systematically slower (or
+/// faster): about half of them lie above the unknown-address median. A rank measure, so a
+/// loaded machine's outliers don't decide it; with 40 samples a fair split falls outside
+/// 0.2–0.8 about once in ten thousand runs, while a real difference (every known sample
+/// slower) gives 1.0.
+fn assert_same_timing(what: &str, known: &[f64], unknown: &[f64]) {
+    let share = share_above_median(known, unknown);
+    eprintln!(
+        "{what}: known median {:.3} ms, unknown median {:.3} ms, share of known above the unknown median {share:.2}",
+        median(known),
+        median(unknown)
+    );
+    assert!(
+        (0.2..=0.8).contains(&share),
+        "{what}: {:.0}% of the known-address requests were slower than the unknown-address median \
+         (medians {:.3} ms and {:.3} ms): timing tells which addresses have accounts",
+        share * 100.0,
+        median(known),
+        median(unknown)
+    );
+}
+
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    let mut db = app.db.admin_conn().await;
+    sqlx::query_scalar(sql).fetch_one(&mut db).await.unwrap()
+}
+
+/// A reset request for an address with an account does exactly what one for an unknown address
+/// does — it records the request — and the worker decides the rest: so it takes the same time.
+#[tokio::test]
+async fn password_reset_requests_take_the_same_time_for_known_and_unknown_addresses() {
+    let app = TestApp::spawn().await;
+    sign_up(&app, "kim@example.com").await;
+    let mut b = app.browser();
+    b.page("/forgot-password").await;
+    let token = b.token();
+    let outbox_before = count(&app, "SELECT count(*) FROM outbox").await;
+    for email in ["kim@example.com", "nobody@example.com"] {
+        let res = b.post_with("/forgot-password", &[("email", email)], Some(&token), true).await;
+        assert_eq!((res.status().as_u16(), location(&res)), (303, "/forgot-password/sent".to_string()));
+    }
+    // Until the worker runs, the request for the real account left what the other one left.
+    assert_eq!(count(&app, "SELECT count(*) FROM email_tokens WHERE purpose = 'reset_password'").await, 0);
+    assert_eq!(count(&app, "SELECT count(*) FROM outbox").await, outbox_before);
+    assert_eq!(count(&app, "SELECT count(*) FROM account_requests").await, 2);
+    // The worker sends the link to the account, and nothing to the unknown address.
+    app.link_in_mail("kim@example.com", "/reset-password?token=").await;
+    assert!(app.mail_to("nobody@example.com").await.is_empty());
+    assert_eq!(count(&app, "SELECT count(*) FROM account_requests").await, 0);
+
+    let (known, unknown) = interleaved_timings(40, async |known, round| {
+        let email = if known { "kim@example.com".to_string() } else { format!("nobody{round}@example.com") };
+        let start = std::time::Instant::now();
+        let res = b.post_with("/forgot-password", &[("email", &email)], Some(&token), true).await;
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        assert_eq!(res.status(), 303);
+        ms
+    })
+    .await;
+    assert_same_timing("password reset", &known, &unknown);
+}
+
+/// Sign-up hashes the password and records the request either way; the worker creates the
+/// account or tells the existing one's owner. The same work, the same time.
+#[tokio::test]
+async fn sign_up_takes_the_same_time_for_new_and_taken_addresses() {
+    let app = TestApp::spawn().await;
+    sign_up(&app, "kim@example.com").await;
+    let mut b = app.browser();
+    let users_before = count(&app, "SELECT count(*) FROM users").await;
+    let outbox_before = count(&app, "SELECT count(*) FROM outbox").await;
+    let mut sign_up_timed = async |email: &str| {
+        b.page("/signup").await;
+        let token = b.token();
+        let (challenge, solution) = clientflow_test_support::browser::pow_fields(&b.last_page).expect("a challenge");
+        let fields = [
+            ("email", email),
+            ("password", "another long passphrase here"),
+            ("display_name", ""),
+            ("pow_challenge", challenge.as_str()),
+            ("pow_solution", solution.as_str()),
+        ];
+        let start = std::time::Instant::now();
+        let res = b.post_with("/signup", &fields, Some(&token), true).await;
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        assert_eq!((res.status().as_u16(), location(&res)), (303, "/signup/check-email".to_string()));
+        ms
+    };
+    sign_up_timed("kim@example.com").await;
+    sign_up_timed("lee@example.com").await;
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM users").await,
+        users_before,
+        "an account was created before the worker ran"
+    );
+    assert_eq!(count(&app, "SELECT count(*) FROM outbox").await, outbox_before);
+    assert!(app.mail_to("kim@example.com").await.iter().any(|m| m.contains("Someone tried to sign up")));
+    app.link_in_mail("lee@example.com", "/verify-email?token=").await;
+    assert_eq!(count(&app, "SELECT count(*) FROM users").await, users_before + 1);
+
+    let (known, unknown) = interleaved_timings(40, async |known, round| {
+        let email = if known { "kim@example.com".to_string() } else { format!("new{round}@example.com") };
+        sign_up_timed(&email).await
+    })
+    .await;
+    assert_same_timing("sign-up", &known, &unknown);
+}
+
+/// Asking to move to an address that another account uses looks exactly like asking for a free
+/// one: the same mails, the same time (the conflict shows only to whoever confirms from that
+/// mailbox).
+#[tokio::test]
+async fn an_email_change_to_a_taken_address_looks_like_any_other() {
+    let app = TestApp::spawn().await;
+    sign_up(&app, "kim@example.com").await;
+    let mut a = sign_up(&app, "ada@example.com").await;
+    a.page("/account/security").await;
+    let token = a.token();
+    let change = async |new_email: &str| {
+        let fields = [("new_email", new_email), ("current_password", PASSWORD)];
+        let start = std::time::Instant::now();
+        let res = a.post_with("/account/email", &fields, Some(&token), true).await;
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        assert_eq!((res.status().as_u16(), location(&res)), (303, "/account/security?done=email".to_string()));
+        ms
+    };
+    change("kim@example.com").await;
+    change("free@example.com").await;
+    app.link_in_mail("kim@example.com", "/account/email/confirm?token=").await;
+    app.link_in_mail("free@example.com", "/account/email/confirm?token=").await;
+
+    let (known, unknown) = interleaved_timings(40, async |known, round| {
+        let email = if known { "kim@example.com".to_string() } else { format!("free{round}@example.com") };
+        change(&email).await
+    })
+    .await;
+    assert_same_timing("email change", &known, &unknown);
 }
