@@ -1187,3 +1187,279 @@ async fn an_email_change_to_a_taken_address_looks_like_any_other() {
     .await;
     assert_same_timing("email change", &known, &unknown);
 }
+
+/// Opens the set-up page and returns the secret it shows.
+pub async fn setup_secret(b: &mut Browser) -> Vec<u8> {
+    let (status, html) = b.page("/account/two-factor/setup").await;
+    assert_eq!(status, 200, "{html}");
+    secret_on_page(&html)
+}
+
+fn secret_on_page(html: &str) -> Vec<u8> {
+    data_encoding_decode(html.split("<code>").nth(1).expect("a secret").split("</code>").next().unwrap())
+}
+
+async fn post_setup(b: &mut Browser, fields: &[(&str, &str)]) -> reqwest::Response {
+    b.page("/account/security").await;
+    b.post_with("/account/two-factor/setup", fields, Some(&b.token()), true).await
+}
+
+async fn two_factor_on(app: &TestApp, email: &str) -> bool {
+    let mut db = app.db.admin_conn().await;
+    sqlx::query_scalar("SELECT totp_enabled_at IS NOT NULL FROM users WHERE email = $1")
+        .bind(email)
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+}
+
+/// A stolen session cookie is not enough to put the thief's authenticator on the account (which
+/// would then stop the owner's password sign-in and reset at a factor only the thief has).
+#[tokio::test]
+async fn turning_two_factor_on_needs_the_password_not_just_a_session() {
+    let app = TestApp::spawn().await;
+    // `stolen` holds the owner's session, as a thief with the cookie would; no password.
+    let mut stolen = sign_up(&app, "nia@example.com").await;
+    let mut other = app.browser();
+    assert_eq!(location(&sign_in(&app, &mut other, "nia@example.com", PASSWORD).await), "/app");
+    let secret = setup_secret(&mut stolen).await;
+    let code = current_code(&app, &secret);
+    for fields in
+        [vec![("code", code.as_str())], vec![("code", code.as_str()), ("current_password", "a guess a guess")]]
+    {
+        let res = post_setup(&mut stolen, &fields).await;
+        assert_eq!(res.status(), 422, "{fields:?}");
+        let html = res.text().await.unwrap();
+        assert!(html.contains("<strong>current_password</strong>"), "{html}");
+        assert!(!html.contains("<li><code>"), "recovery codes were shown");
+    }
+    assert!(!two_factor_on(&app, "nia@example.com").await, "a session alone turned two-factor on");
+    assert_eq!(count(&app, "SELECT count(*) FROM recovery_codes").await, 0);
+    assert!(is_signed_in(&mut other).await);
+    // The owner's password still signs in without a second factor.
+    assert_eq!(location(&sign_in(&app, &mut app.browser(), "nia@example.com", PASSWORD).await), "/app");
+
+    // With the password: on, other sessions end, this one is rotated, the account is told.
+    let res = post_setup(&mut stolen, &[("code", &code), ("current_password", PASSWORD)]).await;
+    assert_eq!(res.status(), 200);
+    assert!(session_cookie(&res).is_some(), "the session was not rotated");
+    assert_eq!(res.text().await.unwrap().matches("<li><code>").count(), 10);
+    assert!(two_factor_on(&app, "nia@example.com").await);
+    assert!(!is_signed_in(&mut other).await, "turning two-factor on left another session signed in");
+    assert!(is_signed_in(&mut stolen).await);
+    let mail = critical_mail(&app, "nia@example.com", "Two-factor authentication is on").await;
+    assert!(mail.contains("other sessions were signed out") && mail.contains("reset your two-factor"), "{mail}");
+}
+
+/// Replacing the authenticator needs the password and a code from the current one: a stolen
+/// session (or a stolen password with it) can't swap in the thief's app.
+#[tokio::test]
+async fn replacing_the_authenticator_needs_the_password_and_the_current_code() {
+    let app = TestApp::spawn().await;
+    let mut owner = sign_up(&app, "oli@example.com").await;
+    let (old_secret, old_codes) = enable_totp(&app, &mut owner).await;
+    let mut other = app.browser();
+    sign_in_with_code(&app, &mut other, "oli@example.com", &old_secret).await;
+
+    let (status, html) = owner.page("/account/two-factor/setup").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Replace your authenticator app") && html.contains("name=\"current_code\""), "{html}");
+    let new_secret = secret_on_page(&html);
+    assert_ne!(new_secret, old_secret);
+    next_step(&app);
+    let new_code = current_code(&app, &new_secret);
+    let old_code = current_code(&app, &old_secret);
+    for fields in [
+        vec![("code", new_code.as_str()), ("current_password", PASSWORD)],
+        vec![("code", new_code.as_str()), ("current_password", PASSWORD), ("current_code", "000000")],
+        vec![("code", new_code.as_str()), ("current_password", "a guess a guess"), ("current_code", old_code.as_str())],
+    ] {
+        let res = post_setup(&mut owner, &fields).await;
+        assert_eq!(res.status(), 422, "{fields:?}");
+        assert!(!res.text().await.unwrap().contains("<li><code>"));
+    }
+    assert!(is_signed_in(&mut other).await);
+
+    let res =
+        post_setup(&mut owner, &[("code", &new_code), ("current_password", PASSWORD), ("current_code", &old_code)])
+            .await;
+    assert_eq!(res.status(), 200);
+    assert!(session_cookie(&res).is_some());
+    assert_eq!(res.text().await.unwrap().matches("<li><code>").count(), 10);
+    assert!(!is_signed_in(&mut other).await, "replacing the authenticator left another session signed in");
+    critical_mail(&app, "oli@example.com", "Your two-factor authenticator was replaced").await;
+    // The old app and the old recovery codes are done; the new app signs in.
+    next_step(&app);
+    let mut b = app.browser();
+    sign_in(&app, &mut b, "oli@example.com", PASSWORD).await;
+    let res = b.submit("/login/two-factor", "/login/two-factor", &[("code", &current_code(&app, &old_secret))]).await;
+    assert_eq!(res.status(), 401);
+    let res = b.submit("/login/two-factor", "/login/two-factor", &[("code", &old_codes[0])]).await;
+    assert_eq!(res.status(), 401);
+    let res = b.submit("/login/two-factor", "/login/two-factor", &[("code", &current_code(&app, &new_secret))]).await;
+    assert_eq!(location(&res), "/app");
+}
+
+/// A secret shown on the set-up page belongs to the session that saw it and to that one
+/// attempt: a session that signed out took its secret with it, showing the page again starts a
+/// new attempt, and nothing is stored on the account until a code is confirmed.
+#[tokio::test]
+async fn a_set_up_secret_belongs_to_one_session_and_one_attempt() {
+    let app = TestApp::spawn().await;
+    let mut owner = sign_up(&app, "pat@example.com").await;
+    let mut earlier = app.browser();
+    assert_eq!(location(&sign_in(&app, &mut earlier, "pat@example.com", PASSWORD).await), "/app");
+    let seen_earlier = setup_secret(&mut earlier).await;
+    assert_eq!(count(&app, "SELECT count(*) FROM users WHERE totp_secret IS NOT NULL").await, 0);
+    let res = earlier.post_with("/logout", &[], Some(&earlier.token()), true).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(count(&app, "SELECT count(*) FROM totp_enrollments").await, 0, "signing out kept the secret");
+
+    // The owner's set-up is a new secret; the earlier one's codes are refused.
+    let first = setup_secret(&mut owner).await;
+    assert_ne!(first, seen_earlier, "the owner was shown the secret an earlier session saw");
+    let res =
+        post_setup(&mut owner, &[("code", &current_code(&app, &seen_earlier)), ("current_password", PASSWORD)]).await;
+    assert_eq!(res.status(), 422);
+    // A mistyped code keeps the same attempt (the page shows the same secret again).
+    assert_eq!(secret_on_page(&res.text().await.unwrap()), first);
+    // Showing the page again is a new attempt: the first secret stops working.
+    let second = setup_secret(&mut owner).await;
+    assert_ne!(second, first);
+    let res = post_setup(&mut owner, &[("code", &current_code(&app, &first)), ("current_password", PASSWORD)]).await;
+    assert_eq!(res.status(), 422);
+    assert!(!two_factor_on(&app, "pat@example.com").await);
+    assert_eq!(count(&app, "SELECT count(*) FROM totp_enrollments").await, 1);
+
+    // It expires after ten minutes: refused, and a new secret is shown.
+    app.clock.advance(time::Duration::minutes(11));
+    let res = post_setup(&mut owner, &[("code", &current_code(&app, &second)), ("current_password", PASSWORD)]).await;
+    assert_eq!(res.status(), 409);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("expired"), "{html}");
+    let third = secret_on_page(&html);
+    assert_ne!(third, second);
+    let res = post_setup(&mut owner, &[("code", &current_code(&app, &third)), ("current_password", PASSWORD)]).await;
+    assert_eq!(res.status(), 200);
+    // Confirmed once: the attempt is over.
+    assert_eq!(count(&app, "SELECT count(*) FROM totp_enrollments").await, 0);
+    assert!(two_factor_on(&app, "pat@example.com").await);
+}
+
+/// A password change ends the sessions, and the set-up secrets they were shown with them.
+#[tokio::test]
+async fn a_password_change_discards_set_up_secrets() {
+    let app = TestApp::spawn().await;
+    let mut owner = sign_up(&app, "quy@example.com").await;
+    let mut other = app.browser();
+    sign_in(&app, &mut other, "quy@example.com", PASSWORD).await;
+    let seen_by_other = setup_secret(&mut other).await;
+    let seen = setup_secret(&mut owner).await;
+    const NEW: &str = "quite another passphrase";
+    let res = owner
+        .submit("/account/security", "/account/password", &[("current_password", PASSWORD), ("new_password", NEW)])
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(count(&app, "SELECT count(*) FROM totp_enrollments").await, 0, "a set-up secret outlived the change");
+    // The first try finds no set-up (a new secret is shown), the second one the new secret.
+    let res = post_setup(&mut owner, &[("code", &current_code(&app, &seen)), ("current_password", NEW)]).await;
+    assert_eq!(res.status(), 409, "a secret shown before the password change was accepted");
+    let fresh = secret_on_page(&res.text().await.unwrap());
+    assert!(fresh != seen && fresh != seen_by_other);
+    let res = post_setup(&mut owner, &[("code", &current_code(&app, &seen_by_other)), ("current_password", NEW)]).await;
+    assert_eq!(res.status(), 422, "a secret another session saw before the password change was accepted");
+    assert!(!two_factor_on(&app, "quy@example.com").await);
+}
+
+/// `next` values and where each must lead: hostile ones to the default page, odd but local
+/// ones to their normalized form (what a browser makes of them), never elsewhere, never a 500.
+pub fn next_values() -> Vec<(String, String)> {
+    let mut values: Vec<(String, String)> = [
+        ("/\t/evil.example/a", "/app"),
+        ("/\n/evil.example", "/app"),
+        ("/\r\n/evil.example", "/app"),
+        ("\t//evil.example", "/app"),
+        ("/\\evil.example", "/app"),
+        ("\\\\evil.example", "/app"),
+        ("//evil.example", "/app"),
+        ("///evil.example", "/app"),
+        ("/.//evil.example", "/app"),
+        ("https://evil.example/", "/app"),
+        ("HTTPS:evil.example", "/evil.example"),
+        ("javascript:alert(1)", "/app"),
+        (" JavaScript:alert(1)", "/app"),
+        ("data:text/html,<script>alert(1)</script>", "/app"),
+        ("\u{0}//evil.example", "/app"),
+        ("/a\u{0}b", "/a%00b"),
+        ("/\u{0}", "/"),
+        ("\u{b}//evil.example", "/app"),
+        ("/\u{b}/evil.example", "/%0B/evil.example"),
+        ("/%2F%2Fevil.example", "/%2F%2Fevil.example"),
+        ("/%09/evil.example", "/%09/evil.example"),
+        ("//ｅｖｉｌ.example", "/app"),
+        ("/ünïcode", "/%C3%BCn%C3%AFcode"),
+        ("", "/app"),
+        ("/account/security", "/account/security"),
+        ("/o/acme/projects?view=board#top", "/o/acme/projects?view=board"),
+    ]
+    .iter()
+    .map(|(raw, to)| (raw.to_string(), to.to_string()))
+    .collect();
+    values.push((format!("/{}", "a".repeat(3000)), "/app".into()));
+    values
+}
+
+pub fn encode(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// The hidden `next` of a page's form, as the browser will send it back.
+pub fn next_on_page(html: &str) -> String {
+    clientflow_test_support::browser::hidden_value(html, "next").expect("a next field").replace("&#x2f;", "/")
+}
+
+/// Every entry point that takes a `next` — the sign-in page (signed in and not), the sign-in
+/// form, the second-factor page and form — sends the browser only to a path on this site, in
+/// the form a browser would read it (Google's is in `google.rs`).
+#[tokio::test]
+async fn next_never_leads_off_the_site_from_any_entry_point() {
+    let app = TestApp::spawn().await;
+    let mut plain = sign_up(&app, "ned@example.com").await;
+    let mut owner = sign_up(&app, "two@example.com").await;
+    let (secret, _) = enable_totp(&app, &mut owner).await;
+    for (raw, expected) in next_values() {
+        let what = format!("{raw:?}");
+        let query = format!("/login?next={}", encode(&raw));
+        // The sign-in page, signed in: straight there.
+        let res = plain.get(&query).await;
+        assert_eq!((res.status().as_u16(), location(&res)), (303, expected.clone()), "GET /login signed in: {what}");
+        // Not signed in: the form carries it.
+        let mut b = app.browser();
+        let (status, html) = b.page(&query).await;
+        assert_eq!(status, 200, "GET /login: {what}");
+        assert_eq!(next_on_page(&html), expected, "GET /login: {what}");
+        // The sign-in form.
+        let fields = [("email", "ned@example.com"), ("password", PASSWORD), ("next", raw.as_str())];
+        let res = b.post_with("/login", &fields, Some(&b.token()), true).await;
+        assert_eq!((res.status().as_u16(), location(&res)), (303, expected.clone()), "POST /login: {what}");
+        // With a second factor: the page in between carries it on.
+        let mut c = app.browser();
+        c.page(&query).await;
+        let fields = [("email", "two@example.com"), ("password", PASSWORD), ("next", raw.as_str())];
+        let res = c.post_with("/login", &fields, Some(&c.token()), true).await;
+        let between = if expected == "/app" {
+            "/login/two-factor".to_string()
+        } else {
+            format!("/login/two-factor?next={}", encode(&expected))
+        };
+        assert_eq!((res.status().as_u16(), location(&res)), (303, between), "POST /login, two-factor: {what}");
+        let (status, html) = c.page(&format!("/login/two-factor?next={}", encode(&raw))).await;
+        assert_eq!(status, 200, "GET /login/two-factor: {what}");
+        assert_eq!(next_on_page(&html), expected, "GET /login/two-factor: {what}");
+        next_step(&app);
+        let fields = [("code", current_code(&app, &secret)), ("next", raw.clone())];
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let res = c.post_with("/login/two-factor", &fields, Some(&c.token()), true).await;
+        assert_eq!((res.status().as_u16(), location(&res)), (303, expected.clone()), "POST /login/two-factor: {what}");
+    }
+}
