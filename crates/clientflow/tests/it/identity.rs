@@ -1017,13 +1017,6 @@ async fn only_the_first_of_racing_requests_rotates_the_token() {
     );
 }
 
-/// The share of `slow` samples above the median of `base`: about one half when both come from
-/// the same distribution, near 1 when `slow` is systematically slower.
-pub fn share_above_median(slow: &[f64], base: &[f64]) -> f64 {
-    let m = median(base);
-    slow.iter().filter(|s| **s > m).count() as f64 / slow.len() as f64
-}
-
 pub fn median(samples: &[f64]) -> f64 {
     let mut s = samples.to_vec();
     s.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -1039,33 +1032,38 @@ async fn interleaved_timings(rounds: usize, mut send: impl AsyncFnMut(bool, usiz
     const WARM_UP: usize = 5;
     let (mut known, mut unknown) = (Vec::new(), Vec::new());
     for round in 0..WARM_UP + rounds {
-        for known_first in [round % 2 == 0, round % 2 == 1] {
-            let ms = send(known_first, round).await;
+        for is_known in [round % 2 == 0, round % 2 == 1] {
+            let ms = send(is_known, round).await;
             if round >= WARM_UP {
-                if known_first { known.push(ms) } else { unknown.push(ms) }
+                if is_known { known.push(ms) } else { unknown.push(ms) }
             }
         }
     }
     (known, unknown)
 }
 
-/// Timing tells nothing when the known-address samples are not systematically slower (or
-/// faster): about half of them lie above the unknown-address median. A rank measure, so a
-/// loaded machine's outliers don't decide it; with 40 samples a fair split falls outside
-/// 0.2–0.8 about once in ten thousand runs, while a real difference (every known sample
-/// slower) gives 1.0.
+/// Timing tells nothing when a request for a known address is as likely to be the slower of
+/// its pair as the one for an unknown address it was interleaved with (pairing cancels the
+/// load of a busy machine, which drifts slowly). The share of pairs where the known one was
+/// slower is about one half then; `within` is how far from one half it may be (four standard
+/// deviations of a fair split: with 100 pairs 0.2, with 40 pairs 0.3 — a false alarm about once
+/// in fifteen thousand runs), while a real difference drives it towards 1.
 fn assert_same_timing(what: &str, known: &[f64], unknown: &[f64]) {
-    let share = share_above_median(known, unknown);
+    assert_eq!(known.len(), unknown.len());
+    let n = known.len() as f64;
+    let slower = known.iter().zip(unknown).filter(|(k, u)| k > u).count() as f64 / n;
+    let within = 2.0 / n.sqrt();
     eprintln!(
-        "{what}: known median {:.3} ms, unknown median {:.3} ms, share of known above the unknown median {share:.2}",
+        "{what}: known median {:.3} ms, unknown median {:.3} ms; the known request was the slower in {:.0}% of {n} pairs",
         median(known),
-        median(unknown)
+        median(unknown),
+        slower * 100.0
     );
     assert!(
-        (0.2..=0.8).contains(&share),
-        "{what}: {:.0}% of the known-address requests were slower than the unknown-address median \
+        (slower - 0.5).abs() <= within,
+        "{what}: the request for a known address was the slower of its pair in {:.0}% of {n} pairs \
          (medians {:.3} ms and {:.3} ms): timing tells which addresses have accounts",
-        share * 100.0,
+        slower * 100.0,
         median(known),
         median(unknown)
     );
@@ -1099,7 +1097,7 @@ async fn password_reset_requests_take_the_same_time_for_known_and_unknown_addres
     assert!(app.mail_to("nobody@example.com").await.is_empty());
     assert_eq!(count(&app, "SELECT count(*) FROM account_requests").await, 0);
 
-    let (known, unknown) = interleaved_timings(40, async |known, round| {
+    let (known, unknown) = interleaved_timings(100, async |known, round| {
         let email = if known { "kim@example.com".to_string() } else { format!("nobody{round}@example.com") };
         let start = std::time::Instant::now();
         let res = b.post_with("/forgot-password", &[("email", &email)], Some(&token), true).await;
