@@ -24,21 +24,24 @@ UPDATE users SET totp_enabled_at = NULL WHERE totp_secret IS NULL;
 ALTER TABLE users ADD CONSTRAINT users_totp_secret_enrolled
     CHECK ((totp_secret IS NULL) = (totp_enabled_at IS NULL));
 
--- Sign-up and password-reset requests. The request only writes this row (after hashing the
--- chosen password, for a sign-up), whether or not the address has an account, so the time it
--- takes says nothing about which addresses exist; the mail worker decides what the request
--- means — a new account and its verification link, a note to an existing account's owner, a
--- reset link, or nothing — and deletes the row in the same transaction
--- (identity::requests). The IP address and user agent are kept only until then, for the
--- account's security events.
+-- Requests that name an address: sign-up, password reset, and failed sign-ins. The request only
+-- writes this row (after hashing the chosen password for a sign-up, after checking the password
+-- and counting the failure for a sign-in), whether or not the address has an account, so the
+-- time it takes says nothing about which addresses exist; the mail worker decides what the
+-- request means — a new account and its verification link, a note to an existing account's
+-- owner, a reset link, the failed sign-in's security event and audit events (and the lockout
+-- notice), or nothing — and deletes the row in the same transaction (identity::requests). The
+-- IP address and user agent are kept only until then, for the account's security events.
 CREATE TABLE account_requests (
     id uuid PRIMARY KEY,
-    kind text NOT NULL CHECK (kind IN ('sign_up', 'password_reset')),
+    kind text NOT NULL CHECK (kind IN ('sign_up', 'password_reset', 'sign_in_failed')),
     -- As typed, normalized (trimmed, lower-cased) like users.email.
     email text NOT NULL CHECK (char_length(email) BETWEEN 3 AND 254),
     -- sign_up only: the argon2id hash of the chosen password, and the display name.
     password_hash text,
     display_name text NOT NULL DEFAULT '' CHECK (char_length(display_name) <= 200),
+    -- sign_in_failed: whether this failure started a lockout, and for how many minutes.
+    detail jsonb NOT NULL DEFAULT '{}',
     ip inet,
     user_agent text NOT NULL DEFAULT '' CHECK (char_length(user_agent) <= 512),
     request_id text NOT NULL DEFAULT '' CHECK (char_length(request_id) <= 64),

@@ -298,6 +298,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let transport = crate::mail::transport::Transport::from_config(&config).map_err(anyhow::Error::msg)?;
     let public_url = config.public_url();
     let state = AppState::new(config, db.clone(), Arc::new(SystemClock)).await?;
+    let requests = crate::identity::requests::Settings { public_url, audit_signer: Some(state.audit_signer.clone()) };
     let (stop_worker, worker_stopped) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(crate::mail::outbox::run_worker(
         db.clone(),
@@ -305,7 +306,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         state.clock.clone(),
         state.mail_wake.clone(),
         worker_stopped,
-        public_url,
+        requests,
     ));
     // Chain heads are signed on append, and by this sweep for organizations that went quiet.
     let signer_task = tokio::spawn(crate::audit::chain::run_signer(
@@ -655,23 +656,22 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
     let signer = crate::audit::chain::Signer::load(config.audit.signing_key.as_ref(), &config.data_dir)
         .map_err(anyhow::Error::msg)?
         .applying_retention();
+    let signer = Arc::new(signer);
     let db = connect_app(&config).await?;
     let transport = crate::mail::transport::Transport::from_config(&config).map_err(anyhow::Error::msg)?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let requests =
+        crate::identity::requests::Settings { public_url: config.public_url(), audit_signer: Some(signer.clone()) };
     let task = tokio::spawn(crate::mail::outbox::run_worker(
         db.clone(),
         transport,
         Arc::new(SystemClock),
         Arc::new(tokio::sync::Notify::new()),
         stopped,
-        config.public_url(),
+        requests,
     ));
-    let signing = tokio::spawn(crate::audit::chain::run_signer(
-        db.clone(),
-        Arc::new(signer),
-        Arc::new(SystemClock),
-        stop.subscribe(),
-    ));
+    let signing =
+        tokio::spawn(crate::audit::chain::run_signer(db.clone(), signer, Arc::new(SystemClock), stop.subscribe()));
     tracing::info!("delivering queued mail and signing audit chain heads; stop with Ctrl-C");
     server::shutdown_signal().await;
     let _ = stop.send(true);

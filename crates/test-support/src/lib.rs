@@ -436,7 +436,7 @@ impl TestApp {
     }
 
     /// Runs the outbox worker once (at the app's clock) into the mail drop: decides the waiting
-    /// sign-up and reset requests, then delivers what is due.
+    /// account requests (`identity::requests`), then delivers what is due.
     pub async fn deliver_mail(&self) -> usize {
         self.process_requests().await;
         let transport = clientflow::mail::transport::Transport::from_config(&self.config).expect("mail transport");
@@ -445,12 +445,20 @@ impl TestApp {
             .expect("deliver mail")
     }
 
-    /// Decides the waiting sign-up and reset requests as the worker would (accounts are
+    /// What the app's worker decides account requests with.
+    pub fn request_settings(&self) -> clientflow::identity::requests::Settings {
+        clientflow::identity::requests::Settings {
+            public_url: self.config.public_url(),
+            audit_signer: Some(self.state.audit_signer.clone()),
+        }
+    }
+
+    /// Decides the waiting sign-up, reset and failed sign-in requests as the worker would (accounts are
     /// created, links queued), without delivering mail.
     pub async fn process_requests(&self) -> usize {
         clientflow::identity::requests::process_due(
             &self.app_db,
-            &self.config.public_url(),
+            &self.request_settings(),
             self.state.clock.now(),
             1000,
         )

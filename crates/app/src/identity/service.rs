@@ -126,10 +126,9 @@ pub async fn sign_up(
     let hash = state.hasher.hash(password).await?;
     let mut tx = state.db.global().await?;
     let request = requests::Request {
-        kind: requests::Kind::SignUp,
-        email: &email,
         password_hash: Some(&hash),
         display_name: &display_name,
+        ..requests::Request::new(requests::Kind::SignUp, &email)
     };
     requests::enqueue(&mut tx, &request, meta).await?;
     tx.commit().await?;
@@ -232,24 +231,18 @@ pub async fn sign_in(
             }
             None => throttle::record_failure(&mut tx, &key, Kind::Password, meta.now, &state.config.identity).await?,
         };
-        events::record(&mut tx, user.as_ref().map(|u| u.id), "sign_in_failed", meta, json!({})).await?;
-        if let Some(u) = &user {
-            audit_account(&mut tx, state, meta, u.id, &u.email, "member.sign_in_failed", json!({})).await?;
-        }
-        if failure.locked_now
-            && let Some(u) = &user
-        {
-            let minutes = state.config.identity.lockout_minutes as i64;
-            events::record(&mut tx, Some(u.id), "lockout", meta, json!({ "minutes": minutes })).await?;
-            audit_account(&mut tx, state, meta, u.id, &u.email, "member.locked_out", json!({ "minutes": minutes }))
-                .await?;
-            send(
-                &mut tx,
-                messages::lockout(&u.email, minutes, &state.config.public_url()),
-                format!("lockout:{}:{}", u.id, meta.now.unix_timestamp()),
-                meta.now,
-            )
-            .await?;
+        // What the failure means for an account — its security event, the audit log of its
+        // organizations, a lockout notice — the worker records: the same work here for every
+        // address (`requests`).
+        match &email {
+            Some(email) => {
+                let mut request = requests::Request::new(requests::Kind::SignInFailed, email);
+                if failure.locked_now {
+                    request.detail = json!({ "lockout_minutes": state.config.identity.lockout_minutes });
+                }
+                requests::enqueue(&mut tx, &request, meta).await?;
+            }
+            None => events::record(&mut tx, None, "sign_in_failed", meta, json!({})).await?,
         }
         tx.commit().await?;
         state.mail_wake.notify_one();
@@ -421,8 +414,7 @@ pub async fn request_password_reset(state: &AppState, meta: &RequestMeta, email:
         return Err(AppError::field("email", "must be an email address like name@example.com"));
     };
     let mut tx = state.db.global().await?;
-    let request =
-        requests::Request { kind: requests::Kind::PasswordReset, email: &email, password_hash: None, display_name: "" };
+    let request = requests::Request::new(requests::Kind::PasswordReset, &email);
     requests::enqueue(&mut tx, &request, meta).await?;
     tx.commit().await?;
     state.mail_wake.notify_one();

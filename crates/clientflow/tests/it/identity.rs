@@ -884,6 +884,7 @@ async fn security_events_record_what_happened() {
     let mut b = app.browser();
     sign_in(&app, &mut b, "wes@example.com", "wrong wrong wrong").await;
     enable_totp(&app, &mut a).await;
+    app.process_requests().await;
     let mut db = app.db.admin_conn().await;
     let kinds: Vec<String> = sqlx::query_scalar(
         "SELECT kind FROM security_events e JOIN users u ON u.id = e.user_id WHERE u.email = 'wes@example.com' ORDER BY e.occurred_at, e.id",
@@ -1460,4 +1461,41 @@ async fn next_never_leads_off_the_site_from_any_entry_point() {
         let res = c.post_with("/login/two-factor", &fields, Some(&c.token()), true).await;
         assert_eq!((res.status().as_u16(), location(&res)), (303, expected.clone()), "POST /login/two-factor: {what}");
     }
+}
+
+/// A failed sign-in for an address with an account — a member of organizations, whose audit
+/// logs record it — does here what one for an unknown address does: the failure is counted and
+/// the request recorded; the worker writes the account's security and audit events. So a wrong
+/// password takes the same time whichever address it was tried for.
+#[tokio::test]
+async fn a_failed_sign_in_takes_the_same_time_for_known_and_unknown_addresses() {
+    let app = TestApp::spawn().await;
+    let mut owner = sign_up(&app, "kim@example.com").await;
+    crate::tenancy::create_org(&mut owner, "Kim One").await;
+    crate::tenancy::create_org(&mut owner, "Kim Two").await;
+    let failed = "SELECT count(*) FROM audit_events WHERE action = 'member.sign_in_failed'";
+    let mut b = app.browser();
+    b.page("/login").await;
+    let token = b.token();
+    let fields = [("email", "kim@example.com"), ("password", "not the password at all")];
+    let res = b.post_with("/login", &fields, Some(&token), true).await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(count(&app, failed).await, 0, "the account's audit events were written by the request");
+    assert_eq!(count(&app, "SELECT count(*) FROM account_requests WHERE kind = 'sign_in_failed'").await, 1);
+    app.process_requests().await;
+    assert_eq!(count(&app, failed).await, 2, "one event in each organization");
+
+    let (known, unknown) = interleaved_timings(60, async |known, round| {
+        let email = if known { "kim@example.com".to_string() } else { format!("nobody{round}@example.com") };
+        let fields = [("email", email.as_str()), ("password", "not the password at all")];
+        let start = std::time::Instant::now();
+        let res = b.post_with("/login", &fields, Some(&token), true).await;
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        assert_eq!(res.status(), 401);
+        // Fewer failures than lock an address within the window.
+        app.clock.advance(time::Duration::minutes(4));
+        ms
+    })
+    .await;
+    assert_same_timing("failed sign-in", &known, &unknown);
 }

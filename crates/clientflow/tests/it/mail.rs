@@ -166,7 +166,7 @@ async fn the_worker_decides_account_requests_and_delivers_their_mail() {
         app.state.clock.clone(),
         app.state.mail_wake.clone(),
         stopped,
-        app.config.public_url(),
+        app.request_settings(),
     ));
     let reset_mail = || {
         clientflow::mail::transport::read_maildrop(&app.config.data_dir)
