@@ -5,7 +5,9 @@
 //! [`tenant::operator`] and the [`OperatorAuthority`] the CLI's entry point hands down (an
 //! Owner-level principal whose actor is `System("operator: …")`) and
 //! write their audit event in the same transaction; creating an account, which belongs to no
-//! organization yet, is recorded as a security event on the account.
+//! organization yet, is recorded as a security event on the account; resetting an account's
+//! second factor is recorded as a security event and in the audit log of each of its
+//! organizations under the operator.
 //!
 //! Output is a short text for people, or with `--json` exactly one JSON document on standard
 //! output with stable field names. Errors go to standard error — as `{"error": {"kind",

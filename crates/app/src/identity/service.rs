@@ -3,8 +3,9 @@
 //! only the second-factor page accepts, whichever way they came in.
 //!
 //! Messages never tell an outsider whether an email has an account: sign-up, sign-in and
-//! password reset answer the same way (and take the same password-hashing time) for known
-//! and unknown addresses.
+//! password reset answer the same way, with the same password-hashing work, for known and
+//! unknown addresses, and leave whatever depends on the answer to the worker (`requests`), so
+//! they take the same time too.
 
 use serde_json::json;
 use sqlx::PgConnection;
