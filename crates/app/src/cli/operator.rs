@@ -566,12 +566,12 @@ async fn reset_two_factor(s: &Session, email: &str, reason: &str) -> OpResult<Re
     }
     let ctx = audit_context(s, OffsetDateTime::now_utc());
     let mut tx = s.db.global().await?;
-    let done = crate::identity::service::reset_two_factor_by_operator(&mut tx, &s.operator, &email, reason, &ctx)
-        .await
-        .map_err(|e| match e {
+    let done = crate::identity::service::reset_two_factor_by_operator(&mut tx, &email, reason, &ctx).await.map_err(
+        |e| match e {
             AppError::NotFound => OpError::NotFound(format!("no account with the email address {email}")),
             other => other.into(),
-        })?;
+        },
+    )?;
     let out = user_out(&mut tx, done.user.id).await?;
     tx.commit().await?;
     let text = format!(

@@ -1020,12 +1020,10 @@ pub struct OperatorReset {
 /// one in their account): the factor, its recovery codes and any set-up in progress go, every
 /// session of the user ends, the account is told by critical mail, and the action is recorded
 /// as a security event and in the audit log of each of the user's organizations under the
-/// operator (a system actor). Only the command line holds an [`OperatorAuthority`].
-///
-/// [`OperatorAuthority`]: crate::platform::db::tenant::OperatorAuthority
+/// operator (a system actor). For the operator's command line only (`user reset-two-factor`):
+/// no route reaches it.
 pub async fn reset_two_factor_by_operator(
     conn: &mut PgConnection,
-    _authority: &crate::platform::db::tenant::OperatorAuthority,
     email: &Email,
     reason: &str,
     ctx: &crate::audit::Context,
