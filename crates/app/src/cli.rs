@@ -186,6 +186,17 @@ pub enum UserCommand {
     Disable { email: String },
     /// Enable a disabled account again.
     Enable { email: String },
+    /// Remove an account's two-factor authentication — its authenticator and recovery codes —
+    /// for an owner who lost it, or whose account had someone else's enrolled. Every session of
+    /// the account ends, the account is told by email, and the reset is recorded as a security
+    /// event and in the audit log of each of its organizations under the operator. Confirm who
+    /// is asking before running it: it leaves the password as the only factor.
+    ResetTwoFactor {
+        email: String,
+        /// Why (recorded in the audit log), e.g. a ticket number.
+        #[arg(long, default_value = "second factor lost")]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -345,6 +356,10 @@ async fn serve_with(
         tokio::spawn(server::serve_redirect(l, config.public_url(), server::stopped(stop.clone())))
     });
     let grace = std::time::Duration::from_secs(config.server.shutdown_grace_secs);
+    let requests = crate::identity::requests::Settings {
+        public_url: config.public_url(),
+        audit_signer: Some(state.audit_signer.clone()),
+    };
     let (stop_worker, worker_stopped) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(crate::mail::outbox::run_worker(
         db.clone(),
@@ -352,6 +367,7 @@ async fn serve_with(
         state.clock.clone(),
         state.mail_wake.clone(),
         worker_stopped,
+        requests,
     ));
     // Chain heads are signed on append, and by this sweep for organizations that went quiet.
     let signer_task = tokio::spawn(crate::audit::chain::run_signer(
@@ -730,20 +746,20 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
             anyhow::bail!(e);
         }
     };
+    let signer = Arc::new(signer);
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let requests =
+        crate::identity::requests::Settings { public_url: config.public_url(), audit_signer: Some(signer.clone()) };
     let task = tokio::spawn(crate::mail::outbox::run_worker(
         db.clone(),
         transport,
         Arc::new(SystemClock),
         Arc::new(tokio::sync::Notify::new()),
         stopped,
+        requests,
     ));
-    let signing = tokio::spawn(crate::audit::chain::run_signer(
-        db.clone(),
-        Arc::new(signer),
-        Arc::new(SystemClock),
-        stop.subscribe(),
-    ));
+    let signing =
+        tokio::spawn(crate::audit::chain::run_signer(db.clone(), signer, Arc::new(SystemClock), stop.subscribe()));
     tracing::info!("delivering queued mail and signing audit chain heads; stop with Ctrl-C");
     server::stopped(stop_requests).await;
     let _ = stop.send(true);

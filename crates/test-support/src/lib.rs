@@ -436,12 +436,35 @@ impl TestApp {
         browser::Browser::new(&self.cert_path(), self.addr, &self.base_url)
     }
 
-    /// Runs the outbox worker once (at the app's clock) into the mail drop.
+    /// Runs the outbox worker once (at the app's clock) into the mail drop: decides the waiting
+    /// account requests (`identity::requests`), then delivers what is due.
     pub async fn deliver_mail(&self) -> usize {
+        self.process_requests().await;
         let transport = clientflow::mail::transport::Transport::from_config(&self.config).expect("mail transport");
         clientflow::mail::outbox::deliver_due(&self.app_db, &transport, self.state.clock.now(), 1000)
             .await
             .expect("deliver mail")
+    }
+
+    /// What the app's worker decides account requests with.
+    pub fn request_settings(&self) -> clientflow::identity::requests::Settings {
+        clientflow::identity::requests::Settings {
+            public_url: self.config.public_url(),
+            audit_signer: Some(self.state.audit_signer.clone()),
+        }
+    }
+
+    /// Decides the waiting sign-up, reset and failed sign-in requests as the worker would (accounts are
+    /// created, links queued), without delivering mail.
+    pub async fn process_requests(&self) -> usize {
+        clientflow::identity::requests::process_due(
+            &self.app_db,
+            &self.request_settings(),
+            self.state.clock.now(),
+            1000,
+        )
+        .await
+        .expect("account requests")
     }
 
     /// Delivers queued mail and returns the raw messages sent to `to`, oldest first.

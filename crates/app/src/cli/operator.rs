@@ -5,7 +5,9 @@
 //! [`tenant::operator`] and the [`OperatorAuthority`] the CLI's entry point hands down (an
 //! Owner-level principal whose actor is `System("operator: …")`) and
 //! write their audit event in the same transaction; creating an account, which belongs to no
-//! organization yet, is recorded as a security event on the account.
+//! organization yet, is recorded as a security event on the account; resetting an account's
+//! second factor is recorded as a security event and in the audit log of each of its
+//! organizations under the operator.
 //!
 //! Output is a short text for people, or with `--json` exactly one JSON document on standard
 //! output with stable field names. Errors go to standard error — as `{"error": {"kind",
@@ -448,6 +450,7 @@ pub async fn user(
         UserCommand::List => list_users(s).await,
         UserCommand::Disable { email } => set_disabled(s, &email, true).await,
         UserCommand::Enable { email } => set_disabled(s, &email, false).await,
+        UserCommand::ResetTwoFactor { email, reason } => reset_two_factor(s, &email, &reason).await,
     })
     .await
 }
@@ -555,6 +558,35 @@ async fn set_disabled(s: &Session, email: &str, disable: bool) -> OpResult<Repor
     tx.commit().await?;
     let text = format!("{} {}\n", if disable { "disabled" } else { "enabled" }, email);
     Ok(Report { json: json!({ "user": out }), text })
+}
+
+async fn reset_two_factor(s: &Session, email: &str, reason: &str) -> OpResult<Report> {
+    let email = parse_email("email", email)?;
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > 200 || reason.chars().any(char::is_control) {
+        return Err(OpError::invalid("reason", "must be 1 to 200 characters on one line, e.g. a ticket number"));
+    }
+    let ctx = audit_context(s, OffsetDateTime::now_utc());
+    let mut tx = s.db.global().await?;
+    let done = crate::identity::service::reset_two_factor_by_operator(&mut tx, &email, reason, &ctx).await.map_err(
+        |e| match e {
+            AppError::NotFound => OpError::NotFound(format!("no account with the email address {email}")),
+            other => other.into(),
+        },
+    )?;
+    let out = user_out(&mut tx, done.user.id).await?;
+    tx.commit().await?;
+    let text = format!(
+        "reset the two-factor authentication of {email}: removed its authenticator and {} unused recovery codes, \
+         ended {} sessions, and told the account by email\n",
+        done.recovery_codes_removed, done.sessions_ended
+    );
+    let doc = json!({
+        "user": out,
+        "recovery_codes_removed": done.recovery_codes_removed,
+        "sessions_ended": done.sessions_ended,
+    });
+    Ok(Report { json: doc, text })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -20,9 +20,9 @@ use serde_json::json;
 use time::Duration;
 use tokio::sync::RwLock;
 
-use super::repo;
 use super::service::{SignedIn, establish_session};
 use super::session::{Method, RequestMeta};
+use super::{repo, return_to};
 use crate::platform::config::Config;
 use crate::platform::crypto::{random_token, sha256};
 use crate::platform::http::error::{AppError, AppResult};
@@ -154,16 +154,17 @@ fn google(state: &AppState) -> AppResult<&GoogleSignIn> {
 }
 
 /// Starts a sign-in: returns the provider URL to redirect to and the browser-binding token
-/// to set as a cookie.
-pub async fn start(state: &AppState, meta: &RequestMeta) -> AppResult<(String, String)> {
+/// to set as a cookie. `next` (where to go afterwards) is kept with the state, as a path on
+/// this site ([`return_to::local_path`]).
+pub async fn start(state: &AppState, meta: &RequestMeta, next: Option<&str>) -> AppResult<(String, String)> {
     let g = google(state)?;
     let (url, oidc_state, nonce, verifier) = g.begin().await?;
     let browser = random_token();
     let mut tx = state.db.global().await?;
     sqlx::query("DELETE FROM oidc_login_states WHERE expires_at < $1").bind(meta.now).execute(&mut *tx).await?;
     sqlx::query(
-        "INSERT INTO oidc_login_states (state_hash, browser_hash, nonce, pkce_verifier, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO oidc_login_states (state_hash, browser_hash, nonce, pkce_verifier, created_at, expires_at, return_to) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&sha256(oidc_state.as_bytes())[..])
     .bind(&sha256(browser.as_bytes())[..])
@@ -171,13 +172,15 @@ pub async fn start(state: &AppState, meta: &RequestMeta) -> AppResult<(String, S
     .bind(B64.encode(state.sealer.seal(verifier.as_bytes(), "oidc-pkce")))
     .bind(meta.now)
     .bind(meta.now + FLOW_LIFETIME)
+    .bind(return_to::local_path(&state.config.public_url(), next))
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok((url, browser))
 }
 
-/// Finishes a sign-in from the provider's redirect.
+/// Finishes a sign-in from the provider's redirect. Returns the session and where the browser
+/// asked to go when it started (checked again: [`return_to::local_path`]).
 pub async fn callback(
     state: &AppState,
     meta: &RequestMeta,
@@ -185,18 +188,18 @@ pub async fn callback(
     oidc_state: &str,
     browser: Option<&str>,
     device: Option<&str>,
-) -> AppResult<SignedIn> {
+) -> AppResult<(SignedIn, String)> {
     let g = google(state)?;
     let stale =
         || AppError::BadRequest("This sign-in link is no longer valid. Start again from the sign-in page.".into());
     let browser = browser.ok_or_else(stale)?;
     // Use the state up, whatever happens next: a state is good for one attempt.
-    let row: Option<(String, String)> = {
+    let row: Option<(String, String, String)> = {
         let mut tx = state.db.global().await?;
         let row = sqlx::query_as(
             "UPDATE oidc_login_states SET used_at = $3 \
              WHERE state_hash = $1 AND browser_hash = $2 AND used_at IS NULL AND expires_at > $3 \
-             RETURNING nonce, pkce_verifier",
+             RETURNING nonce, pkce_verifier, return_to",
         )
         .bind(&sha256(oidc_state.as_bytes())[..])
         .bind(&sha256(browser.as_bytes())[..])
@@ -206,7 +209,8 @@ pub async fn callback(
         tx.commit().await?;
         row
     };
-    let (nonce, sealed_verifier) = row.ok_or_else(stale)?;
+    let (nonce, sealed_verifier, next) = row.ok_or_else(stale)?;
+    let next = return_to::local_path(&state.config.public_url(), Some(&next));
     let verifier = B64
         .decode(sealed_verifier)
         .ok()
@@ -271,5 +275,5 @@ pub async fn callback(
     };
     let signed_in = establish_session(&mut tx, state, &user, Method::Google, meta, device).await?;
     tx.commit().await?;
-    Ok(signed_in)
+    Ok((signed_in, next))
 }

@@ -5,6 +5,8 @@ pub mod google;
 pub mod guard;
 pub mod password;
 pub mod repo;
+pub mod requests;
+pub mod return_to;
 pub mod service;
 pub mod session;
 pub mod throttle;

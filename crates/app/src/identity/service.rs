@@ -3,8 +3,9 @@
 //! only the second-factor page accepts, whichever way they came in.
 //!
 //! Messages never tell an outsider whether an email has an account: sign-up, sign-in and
-//! password reset answer the same way (and take the same password-hashing time) for known
-//! and unknown addresses.
+//! password reset answer the same way, with the same password-hashing work, for known and
+//! unknown addresses, and leave whatever depends on the answer to the worker (`requests`), so
+//! they take the same time too.
 
 use serde_json::json;
 use sqlx::PgConnection;
@@ -14,7 +15,7 @@ use super::repo::{self, User};
 use super::session::{self, CurrentSession, Method, NewSession, RequestMeta, Stage};
 use super::throttle::{self, Kind};
 use super::tokens::{self, Purpose};
-use super::{events, totp};
+use super::{events, requests, totp};
 use crate::mail::messages;
 use crate::mail::outbox::{self, OutgoingMail};
 use crate::platform::crypto::sha256;
@@ -121,36 +122,16 @@ pub async fn sign_up(
     let Some(email) = email.filter(|_| errors.is_empty()) else {
         return Err(AppError::Validation(errors));
     };
-    // Hash whether or not the account exists: the same work either way.
+    // Hash whether or not the account exists, and write one request row either way: the same
+    // work for every address. The worker decides what the request means (`requests`).
     let hash = state.hasher.hash(password).await?;
-    let base = state.config.public_url();
     let mut tx = state.db.global().await?;
-    match repo::find_by_email(&mut tx, &email).await? {
-        Some(existing) => {
-            // Tell the owner, at most once an hour, instead of telling the requester.
-            let hour = meta.now.unix_timestamp() / 3600;
-            send(
-                &mut tx,
-                messages::signup_attempt_on_existing(&existing.email, &base),
-                format!("signup-existing:{}:{hour}", existing.id),
-                meta.now,
-            )
-            .await?;
-            events::record(&mut tx, Some(existing.id), "sign_up_attempt_existing", meta, json!({})).await?;
-        }
-        None => {
-            let user = match repo::create(&mut tx, &email, &display_name, Some(&hash), None, meta.now).await {
-                Ok(u) => u,
-                // A concurrent sign-up for the same address: answer as for an existing one.
-                Err(e) if is_unique_violation(&e) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            };
-            let token = tokens::issue(&mut tx, user.id, Purpose::VerifyEmail, None, meta.now).await?;
-            let link = format!("{base}/verify-email?token={token}");
-            send(&mut tx, messages::verify_email(&user.email, &link), format!("verify:{token}"), meta.now).await?;
-            events::record(&mut tx, Some(user.id), "sign_up", meta, json!({})).await?;
-        }
-    }
+    let request = requests::Request {
+        password_hash: Some(&hash),
+        display_name: &display_name,
+        ..requests::Request::new(requests::Kind::SignUp, &email)
+    };
+    requests::enqueue(&mut tx, &request, meta).await?;
     tx.commit().await?;
     state.mail_wake.notify_one();
     Ok(())
@@ -251,24 +232,18 @@ pub async fn sign_in(
             }
             None => throttle::record_failure(&mut tx, &key, Kind::Password, meta.now, &state.config.identity).await?,
         };
-        events::record(&mut tx, user.as_ref().map(|u| u.id), "sign_in_failed", meta, json!({})).await?;
-        if let Some(u) = &user {
-            audit_account(&mut tx, state, meta, u.id, &u.email, "member.sign_in_failed", json!({})).await?;
-        }
-        if failure.locked_now
-            && let Some(u) = &user
-        {
-            let minutes = state.config.identity.lockout_minutes as i64;
-            events::record(&mut tx, Some(u.id), "lockout", meta, json!({ "minutes": minutes })).await?;
-            audit_account(&mut tx, state, meta, u.id, &u.email, "member.locked_out", json!({ "minutes": minutes }))
-                .await?;
-            send(
-                &mut tx,
-                messages::lockout(&u.email, minutes, &state.config.public_url()),
-                format!("lockout:{}:{}", u.id, meta.now.unix_timestamp()),
-                meta.now,
-            )
-            .await?;
+        // What the failure means for an account — its security event, the audit log of its
+        // organizations, a lockout notice — the worker records: the same work here for every
+        // address (`requests`).
+        match &email {
+            Some(email) => {
+                let mut request = requests::Request::new(requests::Kind::SignInFailed, email);
+                if failure.locked_now {
+                    request.detail = json!({ "lockout_minutes": state.config.identity.lockout_minutes });
+                }
+                requests::enqueue(&mut tx, &request, meta).await?;
+            }
+            None => events::record(&mut tx, None, "sign_in_failed", meta, json!({})).await?,
         }
         tx.commit().await?;
         state.mail_wake.notify_one();
@@ -432,19 +407,16 @@ async fn verify_second_factor(
     Ok(Some("recovery_code"))
 }
 
+/// Asks for a reset link. The request is one row whatever the address (`requests`): whether
+/// it has an account, and so whether a link is sent, is decided by the worker, so the answer
+/// takes the same time for every address.
 pub async fn request_password_reset(state: &AppState, meta: &RequestMeta, email: &str) -> AppResult<()> {
     let Ok(email) = Email::parse(email) else {
         return Err(AppError::field("email", "must be an email address like name@example.com"));
     };
     let mut tx = state.db.global().await?;
-    if let Some(user) = repo::find_by_email(&mut tx, &email).await?
-        && user.disabled_at.is_none()
-    {
-        let token = tokens::issue(&mut tx, user.id, Purpose::ResetPassword, None, meta.now).await?;
-        let link = format!("{}/reset-password?token={token}", state.config.public_url());
-        send(&mut tx, messages::reset_password(&user.email, &link), format!("reset:{token}"), meta.now).await?;
-        events::record(&mut tx, Some(user.id), "password_reset_requested", meta, json!({})).await?;
-    }
+    let request = requests::Request::new(requests::Kind::PasswordReset, &email);
+    requests::enqueue(&mut tx, &request, meta).await?;
     tx.commit().await?;
     state.mail_wake.notify_one();
     Ok(())
@@ -524,9 +496,9 @@ async fn apply_reset_password(
 /// only) may make a sensitive change: the sign-in itself is the proof, and it must be fresh.
 pub const RECENT_SIGN_IN: time::Duration = time::Duration::minutes(10);
 
-/// Re-authentication for sensitive changes inside a signed-in session: the password when the
-/// account has one, a current second-factor code when it has only that, and a recent sign-in
-/// (within [`RECENT_SIGN_IN`]) when it has neither.
+/// Re-authentication for sensitive changes inside a signed-in session (the password, the
+/// email address): the password when the account has one, a current second-factor code when it
+/// has only that, and a recent sign-in (within [`RECENT_SIGN_IN`]) when it has neither.
 ///
 /// Failures count in a budget of the user's own (`Kind::Reauth`), not in the sign-in lockout:
 /// a stolen session can't be used to lock the owner out of signing in, and a lockout started
@@ -540,6 +512,49 @@ pub async fn reauthenticate(
     password: &Secret,
     code: &str,
 ) -> AppResult<()> {
+    confirm_identity(state, meta, user, current, password, code, Factors::One, "code").await
+}
+
+/// Re-authentication for changing the second factor itself — setting one up, replacing or
+/// removing it, new recovery codes: the first factor again (the password; for an account
+/// without one, a sign-in within [`RECENT_SIGN_IN`]) and, when a factor is enrolled, a current
+/// code from it or one of its recovery codes (`code`, named `code_field` on the form). A
+/// stolen session alone changes nothing, and neither does a stolen password.
+pub async fn reauthenticate_every_factor(
+    state: &AppState,
+    meta: &RequestMeta,
+    user: &User,
+    current: &CurrentSession,
+    password: &Secret,
+    code: &str,
+    code_field: &'static str,
+) -> AppResult<()> {
+    confirm_identity(state, meta, user, current, password, code, Factors::Every, code_field).await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Factors {
+    /// One proof: the password, else a code, else a recent sign-in.
+    One,
+    /// The first factor (password or recent sign-in) and the enrolled second factor.
+    Every,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn confirm_identity(
+    state: &AppState,
+    meta: &RequestMeta,
+    user: &User,
+    current: &CurrentSession,
+    password: &Secret,
+    code: &str,
+    factors: Factors,
+    code_field: &'static str,
+) -> AppResult<()> {
+    let wants_code = factors == Factors::Every && user.two_factor_enabled();
+    if wants_code && code.trim().is_empty() {
+        return Err(AppError::field(code_field, "is required: a code from your authenticator app, or a recovery code"));
+    }
     let key = throttle::key(Kind::Reauth, &user.id.to_string());
     {
         let mut conn = state.db.global().await?;
@@ -551,24 +566,41 @@ pub async fn reauthenticate(
             ));
         }
     }
-    let (ok, field) = match &user.password_hash {
+    let recent = || {
+        if meta.now - current.created_at <= RECENT_SIGN_IN {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden(format!(
+                "To confirm it's you, sign out and sign in again, then make this change within {} minutes.",
+                RECENT_SIGN_IN.whole_minutes()
+            )))
+        }
+    };
+    let mut code_checked = false;
+    let (mut ok, mut field) = match &user.password_hash {
         Some(hash) => (state.hasher.verify(password, Some(hash)).await?, "current_password"),
-        None if user.two_factor_enabled() => {
+        None if factors == Factors::One && user.two_factor_enabled() => {
             let mut tx = state.db.global().await?;
             let ok = verify_second_factor(&mut tx, state, user, code, meta).await?.is_some();
             tx.commit().await?;
-            (ok, "code")
+            code_checked = true;
+            (ok, code_field)
         }
         None => {
-            if meta.now - current.created_at <= RECENT_SIGN_IN {
-                return Ok(());
-            }
-            return Err(AppError::Forbidden(format!(
-                "To confirm it's you, sign out and sign in again, then make this change within {} minutes.",
-                RECENT_SIGN_IN.whole_minutes()
-            )));
+            recent()?;
+            (true, "")
         }
     };
+    if ok && wants_code && !code_checked {
+        let mut tx = state.db.global().await?;
+        ok = verify_second_factor(&mut tx, state, user, code, meta).await?.is_some();
+        tx.commit().await?;
+        field = code_field;
+    }
+    if ok && field.is_empty() {
+        // Only a recent sign-in was asked for: nothing was guessed, nothing to count.
+        return Ok(());
+    }
     let mut tx = state.db.global().await?;
     if !ok {
         let failure = throttle::record_failure(&mut tx, &key, Kind::Reauth, meta.now, &state.config.identity).await?;
@@ -714,35 +746,97 @@ pub async fn confirm_email_change(
     Ok(signed_in)
 }
 
+/// How long a secret shown on the set-up page waits for its confirming code.
+pub const ENROLLMENT_LIFETIME: time::Duration = time::Duration::minutes(10);
+
+/// A set-up secret is sealed to the user and to the session it was shown to.
+fn enrollment_context(user: UserId, session: uuid::Uuid) -> String {
+    format!("totp-enrollment:{user}:{session}")
+}
+
+/// A set-up attempt as the page shows it.
 pub struct Enrollment {
     pub secret_base32: String,
     pub otpauth_uri: String,
     pub qr_svg: String,
+    /// The account already has a second factor: this replaces it.
+    pub replacing: bool,
+    /// The account has a password (the form asks for it; otherwise a recent sign-in counts).
+    pub has_password: bool,
 }
 
-/// Starts (or resumes) two-factor enrollment: a new secret is stored sealed but not enabled
-/// until a code from it is confirmed.
-pub async fn start_totp_enrollment(state: &AppState, current: &CurrentSession) -> AppResult<Enrollment> {
-    let mut tx = state.db.global().await?;
-    let user = repo::get_for_update(&mut tx, current.user.id()).await?.ok_or(AppError::NotFound)?;
-    if user.two_factor_enabled() {
-        return Err(AppError::Conflict("Two-factor authentication is already on.".into()));
+fn enrollment_view(user: &User, secret: &[u8]) -> Enrollment {
+    let uri = totp::otpauth_uri(secret, &user.email);
+    Enrollment {
+        secret_base32: totp::base32(secret),
+        qr_svg: totp::qr_svg(&uri),
+        otpauth_uri: uri,
+        replacing: user.two_factor_enabled(),
+        has_password: user.password_hash.is_some(),
     }
-    let secret = match user.totp_secret.as_deref().map(|s| state.sealer.open(s, &totp_context(user.id))) {
-        Some(Ok(secret)) => secret,
-        _ => {
-            let secret = totp::new_secret();
-            sqlx::query("UPDATE users SET totp_secret = $2, totp_last_step = NULL WHERE id = $1")
-                .bind(user.id)
-                .bind(state.sealer.seal(&secret, &totp_context(user.id)))
-                .execute(&mut *tx)
-                .await?;
-            secret
-        }
-    };
+}
+
+/// Starts a set-up attempt for this session: a fresh secret, shown to this session only, good
+/// for [`ENROLLMENT_LIFETIME`]. It replaces whatever this session was shown before; it is never
+/// stored on the user until a code from it is confirmed (with re-authentication), and it goes
+/// with the session (sign-out, password change or reset, email change, rotation).
+pub async fn start_totp_enrollment(
+    state: &AppState,
+    current: &CurrentSession,
+    now: OffsetDateTime,
+) -> AppResult<Enrollment> {
+    let mut tx = state.db.global().await?;
+    let user = repo::get(&mut tx, current.user.id()).await?.ok_or(AppError::NotFound)?;
+    let secret = totp::new_secret();
+    sqlx::query(
+        "INSERT INTO totp_enrollments (session_id, user_id, secret, created_at, expires_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (session_id) DO UPDATE SET secret = EXCLUDED.secret, created_at = EXCLUDED.created_at, \
+         expires_at = EXCLUDED.expires_at",
+    )
+    .bind(current.id)
+    .bind(user.id)
+    .bind(state.sealer.seal(&secret, &enrollment_context(user.id, current.id)))
+    .bind(now)
+    .bind(now + ENROLLMENT_LIFETIME)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
-    let uri = totp::otpauth_uri(&secret, &user.email);
-    Ok(Enrollment { secret_base32: totp::base32(&secret), qr_svg: totp::qr_svg(&uri), otpauth_uri: uri })
+    Ok(enrollment_view(&user, &secret))
+}
+
+/// This session's set-up secret, while it is still good.
+async fn enrollment_secret(
+    conn: &mut PgConnection,
+    state: &AppState,
+    current: &CurrentSession,
+    now: OffsetDateTime,
+) -> AppResult<Option<Vec<u8>>> {
+    let sealed: Option<Vec<u8>> = sqlx::query_scalar(
+        "SELECT secret FROM totp_enrollments WHERE session_id = $1 AND user_id = $2 AND expires_at > $3",
+    )
+    .bind(current.id)
+    .bind(current.user.id())
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(sealed.and_then(|s| state.sealer.open(&s, &enrollment_context(current.user.id(), current.id)).ok()))
+}
+
+/// The set-up page again after a refused confirmation: the same secret while it is good (the
+/// person may have mistyped), a fresh one once it has expired.
+pub async fn resume_totp_enrollment(
+    state: &AppState,
+    current: &CurrentSession,
+    now: OffsetDateTime,
+) -> AppResult<Enrollment> {
+    let mut conn = state.db.global().await?;
+    let secret = enrollment_secret(&mut conn, state, current, now).await?;
+    let user = repo::get(&mut conn, current.user.id()).await?.ok_or(AppError::NotFound)?;
+    conn.commit().await?;
+    match secret {
+        Some(secret) => Ok(enrollment_view(&user, &secret)),
+        None => start_totp_enrollment(state, current, now).await,
+    }
 }
 
 async fn store_new_recovery_codes(
@@ -763,46 +857,87 @@ async fn store_new_recovery_codes(
     Ok(codes)
 }
 
-/// Confirms enrollment with a code from the new secret: turns two-factor on, issues recovery
-/// codes (returned once, stored hashed), ends other sessions and rotates this one.
+/// What confirming a set-up needs besides the new code.
+pub struct FactorProof<'a> {
+    /// The account's password (ignored for an account without one, which needs a recent
+    /// sign-in instead).
+    pub password: &'a Secret,
+    /// When replacing a factor: a current code from it, or a recovery code.
+    pub current_code: &'a str,
+}
+
+/// Confirms this session's set-up with a code from the new secret and a re-authentication
+/// ([`reauthenticate_every_factor`]): the secret becomes the account's second factor (turning
+/// two-factor on, or replacing the one there was), new recovery codes are issued (returned
+/// once, stored hashed), every other session ends, this one gets a new token, and the account
+/// is told by mail.
 pub async fn confirm_totp_enrollment(
     state: &AppState,
     meta: &RequestMeta,
     current: &CurrentSession,
+    proof: &FactorProof<'_>,
     code: &str,
 ) -> AppResult<(NewSession, Vec<String>)> {
-    let mut tx = state.db.global().await?;
-    let user = repo::get_for_update(&mut tx, current.user.id()).await?.ok_or(AppError::NotFound)?;
-    if user.two_factor_enabled() {
-        return Err(AppError::Conflict("Two-factor authentication is already on.".into()));
-    }
-    let sealed = user.totp_secret.as_deref().ok_or_else(|| AppError::BadRequest("Start the set-up again.".into()))?;
-    let secret = state.sealer.open(sealed, &totp_context(user.id)).map_err(AppError::internal)?;
+    let expired = || {
+        AppError::Conflict(format!(
+            "This set-up code has expired (they last {} minutes): scan the new one below and try again.",
+            ENROLLMENT_LIFETIME.whole_minutes()
+        ))
+    };
+    let user = load_user(state, current.user.id()).await?;
+    let secret = {
+        let mut conn = state.db.global().await?;
+        let secret = enrollment_secret(&mut conn, state, current, meta.now).await?;
+        conn.commit().await?;
+        secret.ok_or_else(expired)?
+    };
+    // The new code first: it has no side effects, and a mistyped one shouldn't use up a code
+    // of the factor being replaced.
     let Some(step) = totp::matching_step(&secret, code, meta.now.unix_timestamp().max(0) as u64) else {
         return Err(AppError::field("code", "is not the current code of your authenticator app"));
     };
-    sqlx::query("UPDATE users SET totp_enabled_at = $2, totp_last_step = $3 WHERE id = $1")
+    reauthenticate_every_factor(state, meta, &user, current, proof.password, proof.current_code, "current_code")
+        .await?;
+
+    let mut tx = state.db.global().await?;
+    let locked = repo::get_for_update(&mut tx, user.id).await?.ok_or(AppError::NotFound)?;
+    if locked.two_factor_enabled() != user.two_factor_enabled() {
+        return Err(AppError::Conflict("Two-factor authentication changed meanwhile. Reload the page.".into()));
+    }
+    // Used up: the secret is confirmed once, by this session.
+    let taken = sqlx::query("DELETE FROM totp_enrollments WHERE session_id = $1 AND expires_at > $2")
+        .bind(current.id)
+        .bind(meta.now)
+        .execute(&mut *tx)
+        .await?;
+    if taken.rows_affected() != 1 {
+        return Err(expired());
+    }
+    sqlx::query("DELETE FROM totp_enrollments WHERE user_id = $1").bind(user.id).execute(&mut *tx).await?;
+    sqlx::query("UPDATE users SET totp_secret = $2, totp_enabled_at = $3, totp_last_step = $4 WHERE id = $1")
         .bind(user.id)
+        .bind(state.sealer.seal(&secret, &totp_context(user.id)))
         .bind(meta.now)
         .bind(step as i64)
         .execute(&mut *tx)
         .await?;
     let codes = store_new_recovery_codes(&mut tx, user.id, meta.now).await?;
     let session = rotate(&mut tx, state, current, meta, true).await?;
-    events::record(&mut tx, Some(user.id), "two_factor_enabled", meta, json!({})).await?;
-    audit_account(&mut tx, state, meta, user.id, &user.email, "member.two_factor_enabled", json!({})).await?;
-    send(
-        &mut tx,
-        messages::two_factor_changed(&user.email, true),
-        format!("2fa-on:{}:{}", user.id, meta.now.unix_timestamp_nanos()),
-        meta.now,
-    )
-    .await?;
+    let (kind, mail) = if user.two_factor_enabled() {
+        ("two_factor_replaced", messages::two_factor_replaced(&user.email))
+    } else {
+        ("two_factor_enabled", messages::two_factor_changed(&user.email, true))
+    };
+    events::record(&mut tx, Some(user.id), kind, meta, json!({})).await?;
+    audit_account(&mut tx, state, meta, user.id, &user.email, &format!("member.{kind}"), json!({})).await?;
+    send(&mut tx, mail, format!("{kind}:{}:{}", user.id, meta.now.unix_timestamp_nanos()), meta.now).await?;
     tx.commit().await?;
     state.mail_wake.notify_one();
     Ok((session, codes))
 }
 
+/// Turns two-factor off, after [`reauthenticate_every_factor`]: every other session ends,
+/// this one gets a new token, and the account is told by mail.
 pub async fn disable_totp(
     state: &AppState,
     meta: &RequestMeta,
@@ -814,13 +949,9 @@ pub async fn disable_totp(
     if !user.two_factor_enabled() {
         return Err(AppError::Conflict("Two-factor authentication is not on.".into()));
     }
-    reauthenticate(state, meta, &user, current, password, code).await?;
+    reauthenticate_every_factor(state, meta, &user, current, password, code, "code").await?;
     let mut tx = state.db.global().await?;
-    sqlx::query("UPDATE users SET totp_secret = NULL, totp_enabled_at = NULL, totp_last_step = NULL WHERE id = $1")
-        .bind(user.id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1").bind(user.id).execute(&mut *tx).await?;
+    remove_second_factor(&mut tx, user.id).await?;
     let session = rotate(&mut tx, state, current, meta, true).await?;
     events::record(&mut tx, Some(user.id), "two_factor_disabled", meta, json!({})).await?;
     audit_account(&mut tx, state, meta, user.id, &user.email, "member.two_factor_disabled", json!({})).await?;
@@ -836,21 +967,36 @@ pub async fn disable_totp(
     Ok(session)
 }
 
+/// Removes the second factor, its recovery codes and any set-up in progress.
+async fn remove_second_factor(conn: &mut PgConnection, user: UserId) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET totp_secret = NULL, totp_enabled_at = NULL, totp_last_step = NULL WHERE id = $1")
+        .bind(user)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1").bind(user).execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM totp_enrollments WHERE user_id = $1").bind(user).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// New recovery codes (the old ones stop working), after [`reauthenticate_every_factor`]:
+/// every other session ends, this one gets a new token, and the account is told by mail.
 pub async fn regenerate_recovery_codes(
     state: &AppState,
     meta: &RequestMeta,
     current: &CurrentSession,
     password: &Secret,
     code: &str,
-) -> AppResult<Vec<String>> {
+) -> AppResult<(NewSession, Vec<String>)> {
     let user = load_user(state, current.user.id()).await?;
     if !user.two_factor_enabled() {
         return Err(AppError::Conflict("Two-factor authentication is not on.".into()));
     }
-    reauthenticate(state, meta, &user, current, password, code).await?;
+    reauthenticate_every_factor(state, meta, &user, current, password, code, "code").await?;
     let mut tx = state.db.global().await?;
     let codes = store_new_recovery_codes(&mut tx, user.id, meta.now).await?;
+    let session = rotate(&mut tx, state, current, meta, true).await?;
     events::record(&mut tx, Some(user.id), "recovery_codes_regenerated", meta, json!({})).await?;
+    audit_account(&mut tx, state, meta, user.id, &user.email, "member.recovery_codes_regenerated", json!({})).await?;
     send(
         &mut tx,
         messages::recovery_codes_regenerated(&user.email),
@@ -860,7 +1006,69 @@ pub async fn regenerate_recovery_codes(
     .await?;
     tx.commit().await?;
     state.mail_wake.notify_one();
-    Ok(codes)
+    Ok((session, codes))
+}
+
+/// What the operator's second-factor reset did.
+pub struct OperatorReset {
+    pub user: User,
+    pub sessions_ended: u64,
+    pub recovery_codes_removed: u64,
+}
+
+/// The operator removes a user's second factor (the owner lost it, or someone else enrolled
+/// one in their account): the factor, its recovery codes and any set-up in progress go, every
+/// session of the user ends, the account is told by critical mail, and the action is recorded
+/// as a security event and in the audit log of each of the user's organizations under the
+/// operator (a system actor). For the operator's command line only (`user reset-two-factor`):
+/// no route reaches it.
+pub async fn reset_two_factor_by_operator(
+    conn: &mut PgConnection,
+    email: &Email,
+    reason: &str,
+    ctx: &crate::audit::Context,
+) -> AppResult<OperatorReset> {
+    let user = repo::find_by_email(conn, email).await?.ok_or(AppError::NotFound)?;
+    let user = repo::get_for_update(conn, user.id).await?.ok_or(AppError::NotFound)?;
+    if !user.two_factor_enabled() {
+        return Err(AppError::Conflict(format!("{} has no two-factor authentication to reset", user.email)));
+    }
+    let (recovery_codes_removed,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL")
+            .bind(user.id)
+            .fetch_one(&mut *conn)
+            .await?;
+    remove_second_factor(conn, user.id).await?;
+    let sessions_ended = session::revoke_all(conn, user.id, None).await?;
+    let meta = RequestMeta {
+        ip: ctx.ip.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+        user_agent: ctx.user_agent.clone(),
+        now: ctx.now,
+        request_id: ctx.request_id.clone(),
+    };
+    let actor = "operator: user reset-two-factor".to_string();
+    let detail = json!({ "actor": actor, "reason": reason, "sessions_ended": sessions_ended });
+    events::record(conn, Some(user.id), "two_factor_reset_by_operator", &meta, detail.clone()).await?;
+    let entry = crate::audit::Entry::new("member.two_factor_reset", "user", user.id)
+        .before(json!({ "two_factor": true }))
+        .after(json!({ "two_factor": false, "reason": reason, "sessions_ended": sessions_ended }));
+    crate::platform::db::tenant::audit_account_event_as(
+        conn,
+        user.id,
+        &crate::platform::db::tenant::Actor::System(actor.clone()),
+        &actor,
+        &entry,
+        ctx,
+    )
+    .await?;
+    send(
+        conn,
+        messages::two_factor_reset_by_operator(&user.email),
+        format!("2fa-reset:{}:{}", user.id, ctx.now.unix_timestamp_nanos()),
+        ctx.now,
+    )
+    .await?;
+    Ok(OperatorReset { user, sessions_ended, recovery_codes_removed: recovery_codes_removed as u64 })
 }
 
 pub async fn sign_out(state: &AppState, meta: &RequestMeta, current: &CurrentSession) -> AppResult<()> {

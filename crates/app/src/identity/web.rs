@@ -2,7 +2,7 @@
 
 use askama::Template;
 use axum::Form;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -13,7 +13,7 @@ use super::service::{self, SignedIn};
 use super::session::{
     self, CurrentSession, DEVICE_COOKIE, DEVICE_LIFETIME, OIDC_COOKIE, RequestMeta, SESSION_COOKIE, Stage,
 };
-use super::{events, google};
+use super::{events, google, return_to};
 use crate::abuse::botcheck::Purpose;
 use crate::abuse::limits::{
     AUTH_PER_IP, MAIL_PER_ACCOUNT, SECOND_FACTOR_PER_USER, SIGN_IN_PER_ACCOUNT, SIGNUP_PER_IP, TOKEN_PER_ACCOUNT,
@@ -116,13 +116,23 @@ fn form_failure(e: AppError) -> Result<(StatusCode, Option<String>, Vec<FieldErr
     }
 }
 
-/// Only local paths: `/x`, never `//host` or `/\host` (no open redirect).
-fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") && !n.contains(['\r', '\n']) => {
-            n.to_string()
-        }
-        _ => "/app".to_string(),
+/// Where to go after signing in: every `next` goes through here (`return_to`).
+fn next_path(state: &AppState, raw: Option<&str>) -> String {
+    return_to::local_path(&state.config.public_url(), raw)
+}
+
+/// A query parameter, decoded leniently (invalid UTF-8 becomes U+FFFD): a hostile `next` falls
+/// back to the default page instead of failing the request.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+/// `path`, carrying `next` when it isn't the default page.
+fn with_next(path: &str, next: &str) -> String {
+    if next == return_to::DEFAULT {
+        path.to_string()
+    } else {
+        format!("{path}?next={}", percent_encoding::utf8_percent_encode(next, percent_encoding::NON_ALPHANUMERIC))
     }
 }
 
@@ -135,14 +145,17 @@ fn with_cookies(mut res: Response, cookies: &[String]) -> Response {
     res
 }
 
-/// The redirect after a session is established, carrying its cookies.
+/// The redirect after a session is established, carrying its cookies: to `next` (a path that
+/// went through [`next_path`]), or — for a pending session — to the second-factor page, which
+/// carries `next` on.
 fn signed_in_response(signed_in: SignedIn, next: &str) -> Response {
     let mut cookies = vec![session::set_cookie(SESSION_COOKIE, &signed_in.session.token, None)];
     if let Some(device) = &signed_in.device_token {
         cookies.push(session::set_cookie(DEVICE_COOKIE, device, Some(DEVICE_LIFETIME)));
     }
-    let target = if signed_in.session.stage == Stage::Pending { "/login/two-factor" } else { next };
-    with_cookies(Redirect::to(target).into_response(), &cookies)
+    let target =
+        if signed_in.session.stage == Stage::Pending { with_next("/login/two-factor", next) } else { next.to_string() };
+    with_cookies(Redirect::to(&target).into_response(), &cookies)
 }
 
 fn device(headers: &HeaderMap) -> Option<String> {
@@ -158,39 +171,43 @@ struct LoginPage {
     next: String,
     email: String,
     google: bool,
+    /// The Google link, carrying `next`.
+    google_href: String,
     message: Option<String>,
     errors: Vec<FieldError>,
 }
 
-#[derive(Deserialize)]
-struct NextQuery {
-    next: Option<String>,
-    error: Option<String>,
+impl LoginPage {
+    fn new(state: &AppState, csrf: String, next: String, email: String) -> Self {
+        Self {
+            csrf,
+            google_href: with_next("/login/google", &next),
+            next,
+            email,
+            google: state.google.is_some(),
+            message: None,
+            errors: vec![],
+        }
+    }
 }
 
 async fn login_page(
     State(state): State<AppState>,
     FormToken(csrf): FormToken,
-    Query(q): Query<NextQuery>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> AppResult<Response> {
+    let next = next_path(&state, query_param(query.as_deref(), "next").as_deref());
     if let Some(s) = super::guard::current_session(&state, &headers).await?
         && s.stage == Stage::Complete
     {
-        return Ok(Redirect::to(&safe_next(q.next.as_deref())).into_response());
+        return Ok(Redirect::to(&next).into_response());
     }
-    let message = match q.error.as_deref() {
-        Some("google") => Some("Google sign-in failed. Try again, or use your password.".to_string()),
-        _ => None,
-    };
-    page(&LoginPage {
-        csrf,
-        next: safe_next(q.next.as_deref()),
-        email: String::new(),
-        google: state.google.is_some(),
-        message,
-        errors: vec![],
-    })
+    let mut login = LoginPage::new(&state, csrf, next, String::new());
+    if query_param(query.as_deref(), "error").as_deref() == Some("google") {
+        login.message = Some("Google sign-in failed. Try again, or use your password.".to_string());
+    }
+    page(&login)
 }
 
 #[derive(Deserialize)]
@@ -207,7 +224,7 @@ async fn login_submit(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> AppResult<Response> {
-    let next = safe_next(form.next.as_deref());
+    let next = next_path(&state, form.next.as_deref());
     match service::sign_in(&state, &meta, &form.email, &Secret::new(form.password), device(&headers).as_deref()).await {
         Ok(signed_in) => Ok(signed_in_response(signed_in, &next)),
         Err(e) => {
@@ -215,7 +232,7 @@ async fn login_submit(
             let (status, message, errors) = form_failure(e)?;
             let res = page_with_status(
                 status,
-                &LoginPage { csrf, next, email: form.email, google: state.google.is_some(), message, errors },
+                &LoginPage { message, errors, ..LoginPage::new(&state, csrf, next, form.email) },
             )?;
             Ok(with_retry_after(res, retry))
         }
@@ -234,12 +251,14 @@ struct TwoFactorPage {
 }
 
 async fn two_factor_page(
+    State(state): State<AppState>,
     FormToken(csrf): FormToken,
     current: CurrentSession,
-    Query(q): Query<NextQuery>,
+    RawQuery(query): RawQuery,
 ) -> AppResult<Response> {
     let resetting = current.method == super::session::Method::Reset;
-    page(&TwoFactorPage { csrf, next: safe_next(q.next.as_deref()), resetting, message: None, errors: vec![] })
+    let next = next_path(&state, query_param(query.as_deref(), "next").as_deref());
+    page(&TwoFactorPage { csrf, next, resetting, message: None, errors: vec![] })
 }
 
 #[derive(Deserialize)]
@@ -256,7 +275,7 @@ async fn two_factor_submit(
     headers: HeaderMap,
     Form(form): Form<CodeForm>,
 ) -> AppResult<Response> {
-    let next = safe_next(form.next.as_deref());
+    let next = next_path(&state, form.next.as_deref());
     match service::complete_second_factor(&state, &meta, &current, &form.code, device(&headers).as_deref()).await {
         Ok(signed_in) => Ok(signed_in_response(signed_in, &next)),
         Err(e) => {
@@ -276,8 +295,13 @@ async fn logout(State(state): State<AppState>, meta: RequestMeta, current: Curre
 
 // ---- Google ----
 
-async fn google_start(State(state): State<AppState>, meta: RequestMeta) -> AppResult<Response> {
-    let (url, browser) = google::start(&state, &meta).await?;
+async fn google_start(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    RawQuery(query): RawQuery,
+) -> AppResult<Response> {
+    let next = next_path(&state, query_param(query.as_deref(), "next").as_deref());
+    let (url, browser) = google::start(&state, &meta, Some(&next)).await?;
     Ok(with_cookies(
         Redirect::to(&url).into_response(),
         &[session::set_cookie(OIDC_COOKIE, &browser, Some(Duration::minutes(10)))],
@@ -307,20 +331,11 @@ async fn google_callback(
         _ => Err(AppError::Forbidden("Google sign-in was cancelled or refused.".into())),
     };
     match result {
-        Ok(signed_in) => Ok(with_cookies(signed_in_response(signed_in, "/app"), &[clear])),
+        Ok((signed_in, next)) => Ok(with_cookies(signed_in_response(signed_in, &next), &[clear])),
         Err(e) => {
             let (status, message, errors) = form_failure(e)?;
-            let res = page_with_status(
-                status,
-                &LoginPage {
-                    csrf,
-                    next: "/app".into(),
-                    email: String::new(),
-                    google: state.google.is_some(),
-                    message,
-                    errors,
-                },
-            )?;
+            let login = LoginPage::new(&state, csrf, return_to::DEFAULT.into(), String::new());
+            let res = page_with_status(status, &LoginPage { message, errors, ..login })?;
             Ok(with_cookies(res, &[clear]))
         }
     }
@@ -824,20 +839,38 @@ struct TotpSetup {
     csrf: String,
     qr_svg: String,
     secret: String,
+    replacing: bool,
+    has_password: bool,
+    recent_minutes: i64,
+    lifetime_minutes: i64,
     message: Option<String>,
     errors: Vec<FieldError>,
 }
 
+impl TotpSetup {
+    fn new(csrf: String, e: service::Enrollment, message: Option<String>, errors: Vec<FieldError>) -> Self {
+        Self {
+            csrf,
+            qr_svg: e.qr_svg,
+            secret: e.secret_base32,
+            replacing: e.replacing,
+            has_password: e.has_password,
+            recent_minutes: service::RECENT_SIGN_IN.whole_minutes(),
+            lifetime_minutes: service::ENROLLMENT_LIFETIME.whole_minutes(),
+            message,
+            errors,
+        }
+    }
+}
+
+/// Each visit starts a new set-up attempt for this session only (a new secret).
 async fn totp_setup_page(
     State(state): State<AppState>,
     FormToken(csrf): FormToken,
     current: CurrentSession,
 ) -> AppResult<Response> {
-    match service::start_totp_enrollment(&state, &current).await {
-        Ok(e) => page(&TotpSetup { csrf, qr_svg: e.qr_svg, secret: e.secret_base32, message: None, errors: vec![] }),
-        Err(AppError::Conflict(_)) => Ok(Redirect::to("/account/security").into_response()),
-        Err(e) => Err(e),
-    }
+    let enrollment = service::start_totp_enrollment(&state, &current, state.clock.now()).await?;
+    page(&TotpSetup::new(csrf, enrollment, None, vec![]))
 }
 
 #[derive(Template)]
@@ -846,25 +879,36 @@ struct RecoveryCodes {
     codes: Vec<String>,
 }
 
+#[derive(Deserialize)]
+struct SetupForm {
+    code: String,
+    #[serde(default)]
+    current_password: String,
+    /// When replacing a factor: a code from the current one (or a recovery code).
+    #[serde(default)]
+    current_code: String,
+}
+
 async fn totp_setup_submit(
     State(state): State<AppState>,
     FormToken(csrf): FormToken,
     meta: RequestMeta,
     current: CurrentSession,
-    Form(form): Form<CodeForm>,
+    Form(form): Form<SetupForm>,
 ) -> AppResult<Response> {
-    match service::confirm_totp_enrollment(&state, &meta, &current, &form.code).await {
+    let password = Secret::new(form.current_password);
+    let proof = service::FactorProof { password: &password, current_code: &form.current_code };
+    match service::confirm_totp_enrollment(&state, &meta, &current, &proof, &form.code).await {
         Ok((new, codes)) => {
             let res = page(&RecoveryCodes { codes })?;
             Ok(with_cookies(res, &[session::set_cookie(SESSION_COOKIE, &new.token, None)]))
         }
         Err(e) => {
+            let retry = retry_after(&e);
             let (status, message, errors) = form_failure(e)?;
-            let enrollment = service::start_totp_enrollment(&state, &current).await?;
-            page_with_status(
-                status,
-                &TotpSetup { csrf, qr_svg: enrollment.qr_svg, secret: enrollment.secret_base32, message, errors },
-            )
+            let enrollment = service::resume_totp_enrollment(&state, &current, meta.now).await?;
+            let res = page_with_status(status, &TotpSetup::new(csrf, enrollment, message, errors))?;
+            Ok(with_retry_after(res, retry))
         }
     }
 }
@@ -900,7 +944,10 @@ async fn recovery_codes(
     match service::regenerate_recovery_codes(&state, &meta, &current, &Secret::new(form.current_password), &form.code)
         .await
     {
-        Ok(codes) => page(&RecoveryCodes { codes }),
+        Ok((new, codes)) => {
+            let res = page(&RecoveryCodes { codes })?;
+            Ok(with_cookies(res, &[session::set_cookie(SESSION_COOKIE, &new.token, None)]))
+        }
         Err(e) => security_failure(&state, csrf, &current, e).await,
     }
 }
@@ -949,21 +996,19 @@ pub async fn invitation_sign_in(
         device(headers).as_deref(),
     )
     .await?;
-    let next = format!("/invitations/accept?token={token}");
     match user {
         Some(user) => {
             let org =
                 crate::tenancy::service::accept_invitation(&state.db, ctx, &user, &invitation.email, token).await?;
-            Ok(signed_in_response(signed_in, &format!("/o/{}", org.slug)))
+            Ok(signed_in_response(signed_in, &next_path(state, Some(&format!("/o/{}", org.slug)))))
         }
+        // The second factor first; then back to the invitation.
         None => {
-            let mut res = signed_in_response(signed_in, &next);
-            let target = format!(
-                "/login/two-factor?next={}",
-                percent_encoding::utf8_percent_encode(&next, percent_encoding::NON_ALPHANUMERIC)
+            let back = format!(
+                "/invitations/accept?token={}",
+                percent_encoding::utf8_percent_encode(token, percent_encoding::NON_ALPHANUMERIC)
             );
-            res.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&target).map_err(AppError::internal)?);
-            Ok(res)
+            Ok(signed_in_response(signed_in, &next_path(state, Some(&back))))
         }
     }
 }

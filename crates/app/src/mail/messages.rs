@@ -106,8 +106,21 @@ pub fn two_factor_changed(to: &str, enabled: bool) -> OutgoingMail {
         subject,
         format!(
             "Two-factor authentication was just {what} for your ClientFlow account, and your other sessions were signed out.\n\n\
-             If this wasn't you, reset your password now and contact your administrator."
+             If this wasn't you, reset your password now and ask the administrator of your ClientFlow installation\n\
+             to reset your two-factor authentication."
         ),
+    )
+}
+
+pub fn two_factor_replaced(to: &str) -> OutgoingMail {
+    mail(
+        to,
+        "Your two-factor authenticator was replaced",
+        "The authenticator app of your ClientFlow account was just replaced by a new one, new recovery codes were\n\
+         issued, and your other sessions were signed out. Codes from the old app and the old recovery codes no longer work.\n\n\
+         If this wasn't you, reset your password now and ask the administrator of your ClientFlow installation\n\
+         to reset your two-factor authentication."
+            .to_string(),
     )
 }
 
@@ -115,8 +128,21 @@ pub fn recovery_codes_regenerated(to: &str) -> OutgoingMail {
     mail(
         to,
         "New recovery codes were generated",
-        "New two-factor recovery codes were just generated for your ClientFlow account; the old ones no longer work.\n\n\
+        "New two-factor recovery codes were just generated for your ClientFlow account; the old ones no longer work,\n\
+         and your other sessions were signed out.\n\n\
          If this wasn't you, reset your password now."
+            .to_string(),
+    )
+}
+
+pub fn two_factor_reset_by_operator(to: &str) -> OutgoingMail {
+    mail(
+        to,
+        "Your two-factor authentication was reset",
+        "The administrator of your ClientFlow installation removed the two-factor authentication of your account,\n\
+         with its recovery codes, and signed out all of your sessions. You can sign in with your password alone\n\
+         now; turn two-factor authentication on again on your account's security page.\n\n\
+         If you didn't ask for this, contact your administrator and change your password now."
             .to_string(),
     )
 }

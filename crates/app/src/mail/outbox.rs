@@ -131,15 +131,21 @@ pub async fn deliver_due(
     Ok(delivered)
 }
 
-/// The worker loop: delivers what is due every few seconds, or at once when woken.
+/// The worker loop: every few seconds, or at once when woken, decides the waiting sign-up and
+/// reset requests (which queue their mail: `identity::requests`), then delivers what is due.
+/// `requests` says where the links in that mail point and holds the audit key.
 pub async fn run_worker(
     db: Db,
     transport: Transport,
     clock: crate::platform::clock::SharedClock,
     wake: std::sync::Arc<tokio::sync::Notify>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
+    requests: crate::identity::requests::Settings,
 ) {
     loop {
+        if let Err(e) = crate::identity::requests::process_due(&db, &requests, clock.now(), 100).await {
+            tracing::warn!(error = %e, "outbox worker: account requests: database error");
+        }
         if let Err(e) = deliver_due(&db, &transport, clock.now(), 100).await {
             tracing::warn!(error = %e, "outbox worker: database error");
         }

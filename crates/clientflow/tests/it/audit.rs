@@ -198,6 +198,8 @@ async fn actions_are_audited_with_actor_context_and_redacted_snapshots() {
     crate::identity::sign_in(&app, &mut b, "owner@ctx.test", crate::identity::PASSWORD).await;
     let mut c = app.browser();
     assert_eq!(crate::identity::sign_in(&app, &mut c, "owner@ctx.test", "wrong wrong wrong").await.status(), 401);
+    // The failure's events are written by the worker (`identity::requests`).
+    app.process_requests().await;
     let actions: Vec<String> =
         sqlx::query_scalar("SELECT action FROM audit_events WHERE organization_id = $1 ORDER BY seq")
             .bind(org)

@@ -16,7 +16,9 @@ use crate::identity::PASSWORD;
 const SITE_KEY: &str = "0x4AAAAAAAtestsitekey";
 const SECRET: &str = "0x4AAAAAAAtest-secret-key";
 
+/// Accounts, once the worker has decided the sign-ups waiting for it (`identity::requests`).
 async fn accounts(app: &TestApp) -> i64 {
+    app.process_requests().await;
     let mut db = app.db.admin_conn().await;
     sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&mut db).await.unwrap()
 }

@@ -286,7 +286,8 @@ async fn every_sign_in_path_goes_through_the_second_factor() {
                 let token = link.split("token=").nth(1).unwrap().to_string();
                 let mut b = app.browser();
                 let res = b.submit(&link, "/account/email/confirm", &[("token", &token)]).await;
-                assert_eq!(location(&res), "/login/two-factor");
+                // The second factor first, then on to the security page.
+                assert_eq!(location(&res), "/login/two-factor?next=%2Faccount%2Fsecurity");
                 let res = b.get("/app").await;
                 assert_eq!(location(&res), "/login/two-factor", "email change");
             }
@@ -396,4 +397,125 @@ async fn a_google_only_account_sets_a_password_only_soon_after_signing_in() {
     assert_eq!(res.status(), 303);
     let res = sign_in(&app, &mut app.browser(), "gil@example.com", "a fresh passphrase here").await;
     assert_eq!(location(&res), "/app");
+}
+
+/// Runs a Google sign-in started with `next` (as the sign-in page's Google link would).
+async fn google_round_trip_to(b: &mut Browser, next: &str) -> reqwest::Response {
+    let res = b.get(&format!("/login/google?next={}", crate::identity::encode(next))).await;
+    assert_eq!(res.status(), 303, "{next:?}");
+    let res = b.client.get(location(&res)).send().await.unwrap();
+    assert_eq!(res.status(), 302);
+    b.client.get(location(&res)).send().await.unwrap()
+}
+
+/// The return address a Google sign-in keeps in its state goes through the same check as every
+/// other `next`: only a path on this site, in the form a browser would read it.
+#[tokio::test]
+async fn a_google_sign_in_returns_only_to_a_path_on_this_site() {
+    let (app, provider) = app_with_google().await;
+    provider.set_user(user("sub-next", "nell@example.com", true));
+    let (_, html) = app.browser().page("/login?next=%2Faccount%2Fsecurity").await;
+    assert!(html.contains("href=\"/login/google?next=%2Faccount%2Fsecurity\""), "the Google link lost next");
+    for (raw, expected) in crate::identity::next_values() {
+        let mut b = app.browser();
+        let res = google_round_trip_to(&mut b, &raw).await;
+        assert_eq!((res.status().as_u16(), location(&res)), (303, expected), "{raw:?}");
+    }
+    // With a second factor, the page in between carries it on.
+    let mut owner = app.browser();
+    google_round_trip(&mut owner).await;
+    owner.submit("/account/security", "/account/password", &[("new_password", "nell's own passphrase")]).await;
+    let (secret, _) = enable_totp_with(&app, &mut owner, "nell's own passphrase").await;
+    let mut b = app.browser();
+    let res = google_round_trip_to(&mut b, "/\t/evil.example").await;
+    assert_eq!(location(&res), "/login/two-factor");
+    let res = google_round_trip_to(&mut b, "/account/security").await;
+    assert_eq!(location(&res), "/login/two-factor?next=%2Faccount%2Fsecurity");
+    next_step(&app);
+    let (_, html) = b.page(&location(&res)).await;
+    assert_eq!(crate::identity::next_on_page(&html), "/account/security");
+    let res = b
+        .post_with(
+            "/login/two-factor",
+            &[("code", &current_code(&app, &secret)), ("next", "/account/security")],
+            Some(&b.token()),
+            true,
+        )
+        .await;
+    assert_eq!(location(&res), "/account/security");
+}
+
+/// `enable_totp` for an account whose password is `password`.
+async fn enable_totp_with(app: &TestApp, b: &mut Browser, password: &str) -> (Vec<u8>, Vec<String>) {
+    let secret = crate::identity::setup_secret(b).await;
+    b.page("/account/security").await;
+    let code = current_code(app, &secret);
+    let res = b
+        .post_with(
+            "/account/two-factor/setup",
+            &[("code", &code), ("current_password", password)],
+            Some(&b.token()),
+            true,
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    (secret, html.split("<li><code>").skip(1).map(|s| s.split("</code>").next().unwrap().to_string()).collect())
+}
+
+/// An account without a password proves who it is for a change to its second factor by a
+/// fresh sign-in (and, once it has a factor, a code from it): a session that is not fresh can't
+/// put an authenticator on the account, nor take it off.
+#[tokio::test]
+async fn a_google_only_account_changes_its_second_factor_only_soon_after_signing_in() {
+    let (app, provider) = app_with_google().await;
+    provider.set_user(user("sub-2fa", "gia@example.com", true));
+    let mut b = app.browser();
+    let (_, res) = google_round_trip(&mut b).await;
+    assert_eq!(location(&res), "/app");
+    let minutes = clientflow::identity::service::RECENT_SIGN_IN.whole_minutes();
+    app.clock.advance(time::Duration::minutes(minutes) / 2);
+    b.page("/app").await; // active, so the session stays alive
+    app.clock.advance(time::Duration::minutes(minutes) / 2 + time::Duration::minutes(1));
+    let secret = crate::identity::setup_secret(&mut b).await;
+    assert!(b.last_page.contains(&format!("signed in within the last {minutes} minutes")));
+    let res = b
+        .post_with("/account/two-factor/setup", &[("code", &current_code(&app, &secret))], Some(&b.token()), true)
+        .await;
+    assert_eq!(res.status(), 403);
+    assert!(res.text().await.unwrap().contains("sign in again"));
+    let mut db = app.db.admin_conn().await;
+    let on = "SELECT totp_enabled_at IS NOT NULL FROM users WHERE email = 'gia@example.com'";
+    assert!(!sqlx::query_scalar::<_, bool>(on).fetch_one(&mut db).await.unwrap(), "a stale session turned it on");
+
+    // Signed in again: it turns on.
+    let (_, res) = google_round_trip(&mut b).await;
+    assert_eq!(location(&res), "/app");
+    let secret = crate::identity::setup_secret(&mut b).await;
+    let res = b
+        .post_with("/account/two-factor/setup", &[("code", &current_code(&app, &secret))], Some(&b.token()), true)
+        .await;
+    assert_eq!(res.status(), 200);
+    assert!(sqlx::query_scalar::<_, bool>(on).fetch_one(&mut db).await.unwrap());
+
+    // Turning it off later needs a fresh sign-in as well as a code.
+    app.clock.advance(time::Duration::minutes(minutes) / 2);
+    b.page("/app").await;
+    app.clock.advance(time::Duration::minutes(minutes) / 2 + time::Duration::minutes(1));
+    let res =
+        b.submit("/account/security", "/account/two-factor/disable", &[("code", &current_code(&app, &secret))]).await;
+    assert_eq!(res.status(), 403);
+    assert!(sqlx::query_scalar::<_, bool>(on).fetch_one(&mut db).await.unwrap());
+    let (_, res) = google_round_trip(&mut b).await;
+    assert_eq!(location(&res), "/login/two-factor");
+    next_step(&app);
+    let res = b.submit("/login/two-factor", "/login/two-factor", &[("code", &current_code(&app, &secret))]).await;
+    assert_eq!(location(&res), "/app");
+    let res = b.submit("/account/security", "/account/two-factor/disable", &[("code", "000000")]).await;
+    assert_eq!(res.status(), 422, "a fresh sign-in without the code turned it off");
+    next_step(&app);
+    let res =
+        b.submit("/account/security", "/account/two-factor/disable", &[("code", &current_code(&app, &secret))]).await;
+    assert_eq!(res.status(), 303);
+    assert!(!sqlx::query_scalar::<_, bool>(on).fetch_one(&mut db).await.unwrap());
 }

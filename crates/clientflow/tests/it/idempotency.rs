@@ -268,7 +268,21 @@ async fn a_request_cut_off_by_a_killed_server_runs_once_on_retry() {
         permissions: None,
         expires_in_days: None,
     };
-    let key = clientflow::api::keys::create(&app_db, &ctx, &org.principal, &new_key).await.unwrap().secret;
+    let owner = uuid::Uuid::now_v7();
+    let mut admin = db.admin_conn().await;
+    sqlx::query("INSERT INTO users (id, email) VALUES ($1, 'owner@killed.test')")
+        .bind(owner)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO memberships (organization_id, user_id, role) VALUES ($1, $2, 'owner')")
+        .bind(org.id)
+        .bind(owner)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let owner: clientflow::platform::ids::UserId = owner.to_string().parse().unwrap();
+    let key = clientflow::api::keys::create_for(&app_db, &ctx, &org.principal, owner, &new_key).await.unwrap().secret;
     let dir = tempfile::tempdir().unwrap();
     let clients_named = |name: &'static str| {
         let admin = db.admin.clone();

@@ -40,11 +40,20 @@ pub async fn enable_totp(app: &TestApp, b: &mut Browser) -> (Vec<u8>, Vec<String
     assert_eq!(secret.len(), 20, "160-bit secret");
     let token = b.token();
     // A wrong code doesn't turn it on.
-    let res = b.post_with("/account/two-factor/setup", &[("code", "000000")], Some(&token), true).await;
+    let res = b
+        .post_with(
+            "/account/two-factor/setup",
+            &[("code", "000000"), ("current_password", PASSWORD)],
+            Some(&token),
+            true,
+        )
+        .await;
     assert_eq!(res.status(), 422);
     let code = current_code(app, &secret);
-    let res = b.post_with("/account/two-factor/setup", &[("code", &code)], Some(&b.token()), true).await;
-    assert_eq!(res.status(), 200);
+    let res = b
+        .post_with("/account/two-factor/setup", &[("code", &code), ("current_password", PASSWORD)], Some(&token), true)
+        .await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap_or_default());
     let html = res.text().await.unwrap();
     let codes: Vec<String> =
         html.split("<li><code>").skip(1).map(|s| s.split("</code>").next().unwrap().to_string()).collect();
@@ -130,6 +139,7 @@ async fn unverified_accounts_must_confirm_first() {
     let app = TestApp::spawn().await;
     let mut b = app.browser();
     b.submit("/signup", "/signup", &[("email", "cat@example.com"), ("password", PASSWORD)]).await;
+    app.process_requests().await;
     let res = sign_in(&app, &mut b, "cat@example.com", PASSWORD).await;
     assert_eq!(res.status(), 403);
     assert!(res.text().await.unwrap().contains("Confirm your email address first"));
@@ -680,8 +690,19 @@ async fn second_factor_attempts_are_throttled() {
     assert_eq!(res.status(), 303);
 }
 
+/// Signs `b` in fully (password, then a fresh code).
+async fn sign_in_with_code(app: &TestApp, b: &mut Browser, email: &str, secret: &[u8]) {
+    assert_eq!(location(&sign_in(app, b, email, PASSWORD).await), "/login/two-factor");
+    next_step(app);
+    let res = b.submit("/login/two-factor", "/login/two-factor", &[("code", &current_code(app, secret))]).await;
+    assert_eq!(location(&res), "/app");
+}
+
+/// New recovery codes and turning two-factor off need the password *and* the second factor
+/// (a current code or a recovery code): neither a stolen session nor a stolen password alone
+/// does it. Both end the other sessions, rotate this one and are announced.
 #[tokio::test]
-async fn turning_two_factor_off_or_regenerating_codes_needs_the_password() {
+async fn turning_two_factor_off_or_regenerating_codes_needs_the_password_and_a_code() {
     let app = TestApp::spawn().await;
     let mut a = sign_up(&app, "tia@example.com").await;
     let mut other = app.browser();
@@ -689,32 +710,67 @@ async fn turning_two_factor_off_or_regenerating_codes_needs_the_password() {
     let (secret, old_codes) = enable_totp(&app, &mut a).await;
     assert!(is_signed_in(&mut a).await);
     assert!(!is_signed_in(&mut other).await, "turning two-factor on left another session signed in");
-    // Sign the second browser in fully.
-    assert_eq!(location(&sign_in(&app, &mut other, "tia@example.com", PASSWORD).await), "/login/two-factor");
+    sign_in_with_code(&app, &mut other, "tia@example.com", &secret).await;
+
+    // The password alone, a wrong password with a right code, a wrong code: refused.
     next_step(&app);
-    let res = other.submit("/login/two-factor", "/login/two-factor", &[("code", &current_code(&app, &secret))]).await;
-    assert_eq!(location(&res), "/app");
+    let code = current_code(&app, &secret);
+    let codes_path = "/account/two-factor/recovery-codes";
+    let off_path = "/account/two-factor/disable";
+    for (path, fields) in [
+        (codes_path, vec![("current_password", PASSWORD)]),
+        (off_path, vec![("current_password", PASSWORD)]),
+        (codes_path, vec![("current_password", "wrong wrong wrong"), ("code", code.as_str())]),
+        (off_path, vec![("current_password", PASSWORD), ("code", "000000")]),
+        (codes_path, vec![("code", code.as_str())]),
+    ] {
+        let res = a.submit("/account/security", path, &fields).await;
+        assert_eq!(res.status(), 422, "{path} {fields:?}");
+    }
     assert!(is_signed_in(&mut other).await);
 
+    let before = session_count(&app, "tia@example.com").await;
+    assert_eq!(before, 2);
     let res = a
-        .submit("/account/security", "/account/two-factor/recovery-codes", &[("current_password", "wrong wrong wrong")])
+        .submit(
+            "/account/security",
+            "/account/two-factor/recovery-codes",
+            &[("current_password", PASSWORD), ("code", &current_code(&app, &secret))],
+        )
         .await;
-    assert_eq!(res.status(), 422);
-    let res =
-        a.submit("/account/security", "/account/two-factor/recovery-codes", &[("current_password", PASSWORD)]).await;
     assert_eq!(res.status(), 200);
+    assert!(session_cookie(&res).is_some(), "the session was not rotated");
     let html = res.text().await.unwrap();
     assert!(!html.contains(&old_codes[0]));
     assert_eq!(html.matches("<li><code>").count(), 10);
+    assert!(is_signed_in(&mut a).await);
+    assert!(!is_signed_in(&mut other).await, "new recovery codes left another session signed in");
+    let mail = critical_mail(&app, "tia@example.com", "New recovery codes were generated").await;
+    assert!(mail.contains("other sessions were signed out"), "{mail}");
+    let new_codes: Vec<String> =
+        html.split("<li><code>").skip(1).map(|s| s.split("</code>").next().unwrap().to_string()).collect();
 
+    // A recovery code stands in for the authenticator: turning it off with one.
+    sign_in_with_code(&app, &mut other, "tia@example.com", &secret).await;
     let res = a
-        .submit("/account/security", "/account/two-factor/disable", &[("current_password", "wrong wrong wrong")])
+        .submit(
+            "/account/security",
+            "/account/two-factor/disable",
+            &[("current_password", PASSWORD), ("code", &old_codes[1])],
+        )
         .await;
-    assert_eq!(res.status(), 422);
-    let res = a.submit("/account/security", "/account/two-factor/disable", &[("current_password", PASSWORD)]).await;
+    assert_eq!(res.status(), 422, "an old recovery code still worked");
+    let res = a
+        .submit(
+            "/account/security",
+            "/account/two-factor/disable",
+            &[("current_password", PASSWORD), ("code", &new_codes[0])],
+        )
+        .await;
     assert_eq!(res.status(), 303);
     assert!(is_signed_in(&mut a).await);
     assert!(!is_signed_in(&mut other).await, "turning two-factor off left another session signed in");
+    critical_mail(&app, "tia@example.com", "Two-factor authentication was turned off").await;
     let mut db = app.db.admin_conn().await;
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM recovery_codes").fetch_one(&mut db).await.unwrap();
     assert_eq!(left, 0);
@@ -722,6 +778,32 @@ async fn turning_two_factor_off_or_regenerating_codes_needs_the_password() {
     let mut c = app.browser();
     let res = sign_in(&app, &mut c, "tia@example.com", PASSWORD).await;
     assert_eq!(location(&res), "/app");
+}
+
+async fn session_count(app: &TestApp, email: &str) -> i64 {
+    let mut db = app.db.admin_conn().await;
+    sqlx::query_scalar("SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id WHERE u.email = $1")
+        .bind(email)
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+}
+
+/// The body of the newest message to `to` with `subject`, which must be queued as critical
+/// mail (it bypasses suppression).
+pub async fn critical_mail(app: &TestApp, to: &str, subject: &str) -> String {
+    let mut db = app.db.admin_conn().await;
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT category, body_text FROM outbox WHERE recipient = $1 AND subject = $2 ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .bind(to)
+    .bind(subject)
+    .fetch_optional(&mut db)
+    .await
+    .unwrap();
+    let (category, body) = row.unwrap_or_else(|| panic!("no mail \"{subject}\" to {to}"));
+    assert_eq!(category, "critical", "{subject}");
+    body
 }
 
 #[tokio::test]
@@ -802,6 +884,7 @@ async fn security_events_record_what_happened() {
     let mut b = app.browser();
     sign_in(&app, &mut b, "wes@example.com", "wrong wrong wrong").await;
     enable_totp(&app, &mut a).await;
+    app.process_requests().await;
     let mut db = app.db.admin_conn().await;
     let kinds: Vec<String> = sqlx::query_scalar(
         "SELECT kind FROM security_events e JOIN users u ON u.id = e.user_id WHERE u.email = 'wes@example.com' ORDER BY e.occurred_at, e.id",
@@ -933,4 +1016,503 @@ async fn only_the_first_of_racing_requests_rotates_the_token() {
             .unwrap(),
         clientflow::platform::crypto::sha256(new_token.as_bytes()).to_vec()
     );
+}
+
+pub fn median(samples: &[f64]) -> f64 {
+    let mut s = samples.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = s.len();
+    if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 }
+}
+
+/// Sends `rounds` requests for a known address and as many for unknown ones, interleaved
+/// (which of the pair goes first alternates), after a few uncounted warm-up rounds; returns
+/// the times in milliseconds (known, unknown). `send(known, round)` sends one request and
+/// answers how long it took.
+async fn interleaved_timings(rounds: usize, mut send: impl AsyncFnMut(bool, usize) -> f64) -> (Vec<f64>, Vec<f64>) {
+    const WARM_UP: usize = 5;
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    for round in 0..WARM_UP + rounds {
+        for is_known in [round % 2 == 0, round % 2 == 1] {
+            let ms = send(is_known, round).await;
+            if round >= WARM_UP {
+                if is_known { known.push(ms) } else { unknown.push(ms) }
+            }
+        }
+    }
+    (known, unknown)
+}
+
+/// Timing tells nothing when a request for a known address is as likely to be the slower of
+/// its pair as the one for an unknown address it was interleaved with (pairing cancels the
+/// load of a busy machine, which drifts slowly). The share of pairs where the known one was
+/// slower is about one half then; `within` is how far from one half it may be (four standard
+/// deviations of a fair split: with 100 pairs 0.2, with 40 pairs 0.3 — a false alarm about once
+/// in fifteen thousand runs), while a real difference drives it towards 1.
+fn assert_same_timing(what: &str, known: &[f64], unknown: &[f64]) {
+    assert_eq!(known.len(), unknown.len());
+    let n = known.len() as f64;
+    let slower = known.iter().zip(unknown).filter(|(k, u)| k > u).count() as f64 / n;
+    let within = 2.0 / n.sqrt();
+    eprintln!(
+        "{what}: known median {:.3} ms, unknown median {:.3} ms; the known request was the slower in {:.0}% of {n} pairs",
+        median(known),
+        median(unknown),
+        slower * 100.0
+    );
+    assert!(
+        (slower - 0.5).abs() <= within,
+        "{what}: the request for a known address was the slower of its pair in {:.0}% of {n} pairs \
+         (medians {:.3} ms and {:.3} ms): timing tells which addresses have accounts",
+        slower * 100.0,
+        median(known),
+        median(unknown)
+    );
+}
+
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    let mut db = app.db.admin_conn().await;
+    sqlx::query_scalar(sql).fetch_one(&mut db).await.unwrap()
+}
+
+/// A reset request for an address with an account does exactly what one for an unknown address
+/// does — it records the request — and the worker decides the rest: so it takes the same time.
+#[tokio::test]
+async fn password_reset_requests_take_the_same_time_for_known_and_unknown_addresses() {
+    let app = TestApp::spawn().await;
+    sign_up(&app, "kim@example.com").await;
+    let mut b = app.browser();
+    b.page("/forgot-password").await;
+    let token = b.token();
+    let outbox_before = count(&app, "SELECT count(*) FROM outbox").await;
+    for email in ["kim@example.com", "nobody@example.com"] {
+        let res = b.post_with("/forgot-password", &[("email", email)], Some(&token), true).await;
+        assert_eq!((res.status().as_u16(), location(&res)), (303, "/forgot-password/sent".to_string()));
+    }
+    // Until the worker runs, the request for the real account left what the other one left.
+    assert_eq!(count(&app, "SELECT count(*) FROM email_tokens WHERE purpose = 'reset_password'").await, 0);
+    assert_eq!(count(&app, "SELECT count(*) FROM outbox").await, outbox_before);
+    assert_eq!(count(&app, "SELECT count(*) FROM account_requests").await, 2);
+    // The worker sends the link to the account, and nothing to the unknown address.
+    app.link_in_mail("kim@example.com", "/reset-password?token=").await;
+    assert!(app.mail_to("nobody@example.com").await.is_empty());
+    assert_eq!(count(&app, "SELECT count(*) FROM account_requests").await, 0);
+
+    let (known, unknown) = interleaved_timings(100, async |known, round| {
+        let email = if known { "kim@example.com".to_string() } else { format!("nobody{round}@example.com") };
+        let start = std::time::Instant::now();
+        let res = b.post_with("/forgot-password", &[("email", &email)], Some(&token), true).await;
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        assert_eq!(res.status(), 303);
+        ms
+    })
+    .await;
+    assert_same_timing("password reset", &known, &unknown);
+}
+
+/// Sign-up hashes the password and records the request either way; the worker creates the
+/// account or tells the existing one's owner. The same work, the same time.
+#[tokio::test]
+async fn sign_up_takes_the_same_time_for_new_and_taken_addresses() {
+    let app = TestApp::spawn().await;
+    sign_up(&app, "kim@example.com").await;
+    let mut b = app.browser();
+    let users_before = count(&app, "SELECT count(*) FROM users").await;
+    let outbox_before = count(&app, "SELECT count(*) FROM outbox").await;
+    let mut sign_up_timed = async |email: &str| {
+        b.page("/signup").await;
+        let token = b.token();
+        let (challenge, solution) = clientflow_test_support::browser::pow_fields(&b.last_page).expect("a challenge");
+        let fields = [
+            ("email", email),
+            ("password", "another long passphrase here"),
+            ("display_name", ""),
+            ("pow_challenge", challenge.as_str()),
+            ("pow_solution", solution.as_str()),
+        ];
+        let start = std::time::Instant::now();
+        let res = b.post_with("/signup", &fields, Some(&token), true).await;
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        assert_eq!((res.status().as_u16(), location(&res)), (303, "/signup/check-email".to_string()));
+        ms
+    };
+    sign_up_timed("kim@example.com").await;
+    sign_up_timed("lee@example.com").await;
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM users").await,
+        users_before,
+        "an account was created before the worker ran"
+    );
+    assert_eq!(count(&app, "SELECT count(*) FROM outbox").await, outbox_before);
+    assert!(app.mail_to("kim@example.com").await.iter().any(|m| m.contains("Someone tried to sign up")));
+    app.link_in_mail("lee@example.com", "/verify-email?token=").await;
+    assert_eq!(count(&app, "SELECT count(*) FROM users").await, users_before + 1);
+
+    let (known, unknown) = interleaved_timings(40, async |known, round| {
+        let email = if known { "kim@example.com".to_string() } else { format!("new{round}@example.com") };
+        sign_up_timed(&email).await
+    })
+    .await;
+    assert_same_timing("sign-up", &known, &unknown);
+}
+
+/// Asking to move to an address that another account uses looks exactly like asking for a free
+/// one: the same mails, the same time (the conflict shows only to whoever confirms from that
+/// mailbox).
+#[tokio::test]
+async fn an_email_change_to_a_taken_address_looks_like_any_other() {
+    let app = TestApp::spawn().await;
+    sign_up(&app, "kim@example.com").await;
+    let mut a = sign_up(&app, "ada@example.com").await;
+    a.page("/account/security").await;
+    let token = a.token();
+    let change = async |new_email: &str| {
+        let fields = [("new_email", new_email), ("current_password", PASSWORD)];
+        let start = std::time::Instant::now();
+        let res = a.post_with("/account/email", &fields, Some(&token), true).await;
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        assert_eq!((res.status().as_u16(), location(&res)), (303, "/account/security?done=email".to_string()));
+        ms
+    };
+    change("kim@example.com").await;
+    change("free@example.com").await;
+    app.link_in_mail("kim@example.com", "/account/email/confirm?token=").await;
+    app.link_in_mail("free@example.com", "/account/email/confirm?token=").await;
+
+    let (known, unknown) = interleaved_timings(40, async |known, round| {
+        let email = if known { "kim@example.com".to_string() } else { format!("free{round}@example.com") };
+        change(&email).await
+    })
+    .await;
+    assert_same_timing("email change", &known, &unknown);
+}
+
+/// Opens the set-up page and returns the secret it shows.
+pub async fn setup_secret(b: &mut Browser) -> Vec<u8> {
+    let (status, html) = b.page("/account/two-factor/setup").await;
+    assert_eq!(status, 200, "{html}");
+    secret_on_page(&html)
+}
+
+fn secret_on_page(html: &str) -> Vec<u8> {
+    data_encoding_decode(html.split("<code>").nth(1).expect("a secret").split("</code>").next().unwrap())
+}
+
+async fn post_setup(b: &mut Browser, fields: &[(&str, &str)]) -> reqwest::Response {
+    b.page("/account/security").await;
+    b.post_with("/account/two-factor/setup", fields, Some(&b.token()), true).await
+}
+
+async fn two_factor_on(app: &TestApp, email: &str) -> bool {
+    let mut db = app.db.admin_conn().await;
+    sqlx::query_scalar("SELECT totp_enabled_at IS NOT NULL FROM users WHERE email = $1")
+        .bind(email)
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+}
+
+/// A stolen session cookie is not enough to put the thief's authenticator on the account (which
+/// would then stop the owner's password sign-in and reset at a factor only the thief has).
+#[tokio::test]
+async fn turning_two_factor_on_needs_the_password_not_just_a_session() {
+    let app = TestApp::spawn().await;
+    // `stolen` holds the owner's session, as a thief with the cookie would; no password.
+    let mut stolen = sign_up(&app, "nia@example.com").await;
+    let mut other = app.browser();
+    assert_eq!(location(&sign_in(&app, &mut other, "nia@example.com", PASSWORD).await), "/app");
+    let secret = setup_secret(&mut stolen).await;
+    let code = current_code(&app, &secret);
+    for fields in
+        [vec![("code", code.as_str())], vec![("code", code.as_str()), ("current_password", "a guess a guess")]]
+    {
+        let res = post_setup(&mut stolen, &fields).await;
+        assert_eq!(res.status(), 422, "{fields:?}");
+        let html = res.text().await.unwrap();
+        assert!(html.contains("<strong>current_password</strong>"), "{html}");
+        assert!(!html.contains("<li><code>"), "recovery codes were shown");
+    }
+    assert!(!two_factor_on(&app, "nia@example.com").await, "a session alone turned two-factor on");
+    assert_eq!(count(&app, "SELECT count(*) FROM recovery_codes").await, 0);
+    assert!(is_signed_in(&mut other).await);
+    // The owner's password still signs in without a second factor.
+    assert_eq!(location(&sign_in(&app, &mut app.browser(), "nia@example.com", PASSWORD).await), "/app");
+
+    // With the password: on, other sessions end, this one is rotated, the account is told.
+    let res = post_setup(&mut stolen, &[("code", &code), ("current_password", PASSWORD)]).await;
+    assert_eq!(res.status(), 200);
+    assert!(session_cookie(&res).is_some(), "the session was not rotated");
+    assert_eq!(res.text().await.unwrap().matches("<li><code>").count(), 10);
+    assert!(two_factor_on(&app, "nia@example.com").await);
+    assert!(!is_signed_in(&mut other).await, "turning two-factor on left another session signed in");
+    assert!(is_signed_in(&mut stolen).await);
+    let mail = critical_mail(&app, "nia@example.com", "Two-factor authentication is on").await;
+    assert!(mail.contains("other sessions were signed out") && mail.contains("reset your two-factor"), "{mail}");
+}
+
+/// Replacing the authenticator needs the password and a code from the current one: a stolen
+/// session (or a stolen password with it) can't swap in the thief's app.
+#[tokio::test]
+async fn replacing_the_authenticator_needs_the_password_and_the_current_code() {
+    let app = TestApp::spawn().await;
+    let mut owner = sign_up(&app, "oli@example.com").await;
+    let (old_secret, old_codes) = enable_totp(&app, &mut owner).await;
+    let mut other = app.browser();
+    sign_in_with_code(&app, &mut other, "oli@example.com", &old_secret).await;
+
+    let (status, html) = owner.page("/account/two-factor/setup").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Replace your authenticator app") && html.contains("name=\"current_code\""), "{html}");
+    let new_secret = secret_on_page(&html);
+    assert_ne!(new_secret, old_secret);
+    next_step(&app);
+    let new_code = current_code(&app, &new_secret);
+    let old_code = current_code(&app, &old_secret);
+    for fields in [
+        vec![("code", new_code.as_str()), ("current_password", PASSWORD)],
+        vec![("code", new_code.as_str()), ("current_password", PASSWORD), ("current_code", "000000")],
+        vec![("code", new_code.as_str()), ("current_password", "a guess a guess"), ("current_code", old_code.as_str())],
+    ] {
+        let res = post_setup(&mut owner, &fields).await;
+        assert_eq!(res.status(), 422, "{fields:?}");
+        assert!(!res.text().await.unwrap().contains("<li><code>"));
+    }
+    assert!(is_signed_in(&mut other).await);
+
+    let res =
+        post_setup(&mut owner, &[("code", &new_code), ("current_password", PASSWORD), ("current_code", &old_code)])
+            .await;
+    assert_eq!(res.status(), 200);
+    assert!(session_cookie(&res).is_some());
+    assert_eq!(res.text().await.unwrap().matches("<li><code>").count(), 10);
+    assert!(!is_signed_in(&mut other).await, "replacing the authenticator left another session signed in");
+    critical_mail(&app, "oli@example.com", "Your two-factor authenticator was replaced").await;
+    // The old app and the old recovery codes are done; the new app signs in.
+    next_step(&app);
+    let mut b = app.browser();
+    sign_in(&app, &mut b, "oli@example.com", PASSWORD).await;
+    let res = b.submit("/login/two-factor", "/login/two-factor", &[("code", &current_code(&app, &old_secret))]).await;
+    assert_eq!(res.status(), 401);
+    let res = b.submit("/login/two-factor", "/login/two-factor", &[("code", &old_codes[0])]).await;
+    assert_eq!(res.status(), 401);
+    let res = b.submit("/login/two-factor", "/login/two-factor", &[("code", &current_code(&app, &new_secret))]).await;
+    assert_eq!(location(&res), "/app");
+}
+
+/// A secret shown on the set-up page belongs to the session that saw it and to that one
+/// attempt: a session that signed out took its secret with it, showing the page again starts a
+/// new attempt, and nothing is stored on the account until a code is confirmed.
+#[tokio::test]
+async fn a_set_up_secret_belongs_to_one_session_and_one_attempt() {
+    let app = TestApp::spawn().await;
+    let mut owner = sign_up(&app, "pat@example.com").await;
+    let mut earlier = app.browser();
+    assert_eq!(location(&sign_in(&app, &mut earlier, "pat@example.com", PASSWORD).await), "/app");
+    let seen_earlier = setup_secret(&mut earlier).await;
+    assert_eq!(count(&app, "SELECT count(*) FROM users WHERE totp_secret IS NOT NULL").await, 0);
+    let res = earlier.post_with("/logout", &[], Some(&earlier.token()), true).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(count(&app, "SELECT count(*) FROM totp_enrollments").await, 0, "signing out kept the secret");
+
+    // The owner's set-up is a new secret; the earlier one's codes are refused.
+    let first = setup_secret(&mut owner).await;
+    assert_ne!(first, seen_earlier, "the owner was shown the secret an earlier session saw");
+    let res =
+        post_setup(&mut owner, &[("code", &current_code(&app, &seen_earlier)), ("current_password", PASSWORD)]).await;
+    assert_eq!(res.status(), 422);
+    // A mistyped code keeps the same attempt (the page shows the same secret again).
+    assert_eq!(secret_on_page(&res.text().await.unwrap()), first);
+    // Showing the page again is a new attempt: the first secret stops working.
+    let second = setup_secret(&mut owner).await;
+    assert_ne!(second, first);
+    let res = post_setup(&mut owner, &[("code", &current_code(&app, &first)), ("current_password", PASSWORD)]).await;
+    assert_eq!(res.status(), 422);
+    assert!(!two_factor_on(&app, "pat@example.com").await);
+    assert_eq!(count(&app, "SELECT count(*) FROM totp_enrollments").await, 1);
+
+    // It expires after ten minutes: refused, and a new secret is shown.
+    app.clock.advance(time::Duration::minutes(11));
+    let res = post_setup(&mut owner, &[("code", &current_code(&app, &second)), ("current_password", PASSWORD)]).await;
+    assert_eq!(res.status(), 409);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("expired"), "{html}");
+    let third = secret_on_page(&html);
+    assert_ne!(third, second);
+    let res = post_setup(&mut owner, &[("code", &current_code(&app, &third)), ("current_password", PASSWORD)]).await;
+    assert_eq!(res.status(), 200);
+    // Confirmed once: the attempt is over.
+    assert_eq!(count(&app, "SELECT count(*) FROM totp_enrollments").await, 0);
+    assert!(two_factor_on(&app, "pat@example.com").await);
+}
+
+/// A password change ends the sessions, and the set-up secrets they were shown with them.
+#[tokio::test]
+async fn a_password_change_discards_set_up_secrets() {
+    let app = TestApp::spawn().await;
+    let mut owner = sign_up(&app, "quy@example.com").await;
+    let mut other = app.browser();
+    sign_in(&app, &mut other, "quy@example.com", PASSWORD).await;
+    let seen_by_other = setup_secret(&mut other).await;
+    let seen = setup_secret(&mut owner).await;
+    const NEW: &str = "quite another passphrase";
+    let res = owner
+        .submit("/account/security", "/account/password", &[("current_password", PASSWORD), ("new_password", NEW)])
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(count(&app, "SELECT count(*) FROM totp_enrollments").await, 0, "a set-up secret outlived the change");
+    // The first try finds no set-up (a new secret is shown), the second one the new secret.
+    let res = post_setup(&mut owner, &[("code", &current_code(&app, &seen)), ("current_password", NEW)]).await;
+    assert_eq!(res.status(), 409, "a secret shown before the password change was accepted");
+    let fresh = secret_on_page(&res.text().await.unwrap());
+    assert!(fresh != seen && fresh != seen_by_other);
+    let res = post_setup(&mut owner, &[("code", &current_code(&app, &seen_by_other)), ("current_password", NEW)]).await;
+    assert_eq!(res.status(), 422, "a secret another session saw before the password change was accepted");
+    assert!(!two_factor_on(&app, "quy@example.com").await);
+}
+
+/// `next` values and where each must lead: hostile ones to the default page, odd but local
+/// ones to their normalized form (what a browser makes of them), never elsewhere, never a 500.
+pub fn next_values() -> Vec<(String, String)> {
+    let mut values: Vec<(String, String)> = [
+        ("/\t/evil.example/a", "/app"),
+        ("/\n/evil.example", "/app"),
+        ("/\r\n/evil.example", "/app"),
+        ("\t//evil.example", "/app"),
+        ("/\\evil.example", "/app"),
+        ("\\\\evil.example", "/app"),
+        ("//evil.example", "/app"),
+        ("///evil.example", "/app"),
+        ("/.//evil.example", "/app"),
+        ("https://evil.example/", "/app"),
+        ("HTTPS:evil.example", "/evil.example"),
+        ("javascript:alert(1)", "/app"),
+        (" JavaScript:alert(1)", "/app"),
+        ("data:text/html,<script>alert(1)</script>", "/app"),
+        ("\u{b}//evil.example", "/app"),
+        ("/\u{b}/evil.example", "/%0B/evil.example"),
+        ("/%2F%2Fevil.example", "/%2F%2Fevil.example"),
+        ("/%09/evil.example", "/%09/evil.example"),
+        ("//ｅｖｉｌ.example", "/app"),
+        ("/ünïcode", "/%C3%BCn%C3%AFcode"),
+        ("", "/app"),
+        ("/account/security", "/account/security"),
+        ("/o/acme/projects?view=board#top", "/o/acme/projects?view=board"),
+    ]
+    .iter()
+    .map(|(raw, to)| (raw.to_string(), to.to_string()))
+    .collect();
+    values.push((format!("/{}", "a".repeat(3000)), "/app".into()));
+    values
+}
+
+pub fn encode(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// The hidden `next` of a page's form, as the browser will send it back.
+pub fn next_on_page(html: &str) -> String {
+    clientflow_test_support::browser::hidden_value(html, "next").expect("a next field").replace("&#x2f;", "/")
+}
+
+/// A NUL in `next` never reaches the return-address check (or anything else): like every NUL in
+/// a request, it is refused first, naming the field (`platform::http::input`).
+#[tokio::test]
+async fn a_nul_in_next_is_refused_naming_the_field() {
+    let app = TestApp::spawn().await;
+    let mut signed_in = sign_up(&app, "nul@example.com").await;
+    for raw in ["\u{0}//evil.example", "/a\u{0}b", "/\u{0}"] {
+        let query = format!("/login?next={}", encode(raw));
+        let mut anonymous = app.browser();
+        for b in [&mut anonymous, &mut signed_in] {
+            let res = b.get(&query).await;
+            assert_eq!(res.status(), 422, "{raw:?}");
+            assert!(res.text().await.unwrap().contains("&#34;next&#34;"), "{raw:?}");
+        }
+        let res = app.browser().get(&format!("/login/google?next={}", encode(raw))).await;
+        assert_ne!(res.status().as_u16() / 100, 5, "{raw:?}");
+        assert_ne!(res.status(), 303, "{raw:?}: never redirected");
+    }
+}
+
+/// Every entry point that takes a `next` — the sign-in page (signed in and not), the sign-in
+/// form, the second-factor page and form — sends the browser only to a path on this site, in
+/// the form a browser would read it (Google's is in `google.rs`).
+#[tokio::test]
+async fn next_never_leads_off_the_site_from_any_entry_point() {
+    let app = TestApp::spawn().await;
+    let mut plain = sign_up(&app, "ned@example.com").await;
+    let mut owner = sign_up(&app, "two@example.com").await;
+    let (secret, _) = enable_totp(&app, &mut owner).await;
+    for (raw, expected) in next_values() {
+        let what = format!("{raw:?}");
+        let query = format!("/login?next={}", encode(&raw));
+        // The sign-in page, signed in: straight there.
+        let res = plain.get(&query).await;
+        assert_eq!((res.status().as_u16(), location(&res)), (303, expected.clone()), "GET /login signed in: {what}");
+        // Not signed in: the form carries it.
+        let mut b = app.browser();
+        let (status, html) = b.page(&query).await;
+        assert_eq!(status, 200, "GET /login: {what}");
+        assert_eq!(next_on_page(&html), expected, "GET /login: {what}");
+        // The sign-in form.
+        let fields = [("email", "ned@example.com"), ("password", PASSWORD), ("next", raw.as_str())];
+        let res = b.post_with("/login", &fields, Some(&b.token()), true).await;
+        assert_eq!((res.status().as_u16(), location(&res)), (303, expected.clone()), "POST /login: {what}");
+        // With a second factor: the page in between carries it on.
+        let mut c = app.browser();
+        c.page(&query).await;
+        let fields = [("email", "two@example.com"), ("password", PASSWORD), ("next", raw.as_str())];
+        let res = c.post_with("/login", &fields, Some(&c.token()), true).await;
+        let between = if expected == "/app" {
+            "/login/two-factor".to_string()
+        } else {
+            format!("/login/two-factor?next={}", encode(&expected))
+        };
+        assert_eq!((res.status().as_u16(), location(&res)), (303, between), "POST /login, two-factor: {what}");
+        let (status, html) = c.page(&format!("/login/two-factor?next={}", encode(&raw))).await;
+        assert_eq!(status, 200, "GET /login/two-factor: {what}");
+        assert_eq!(next_on_page(&html), expected, "GET /login/two-factor: {what}");
+        next_step(&app);
+        let fields = [("code", current_code(&app, &secret)), ("next", raw.clone())];
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let res = c.post_with("/login/two-factor", &fields, Some(&c.token()), true).await;
+        assert_eq!((res.status().as_u16(), location(&res)), (303, expected.clone()), "POST /login/two-factor: {what}");
+    }
+}
+
+/// A failed sign-in for an address with an account — a member of organizations, whose audit
+/// logs record it — does here what one for an unknown address does: the failure is counted and
+/// the request recorded; the worker writes the account's security and audit events. So a wrong
+/// password takes the same time whichever address it was tried for.
+#[tokio::test]
+async fn a_failed_sign_in_takes_the_same_time_for_known_and_unknown_addresses() {
+    let app = TestApp::spawn().await;
+    let mut owner = sign_up(&app, "kim@example.com").await;
+    crate::tenancy::create_org(&mut owner, "Kim One").await;
+    crate::tenancy::create_org(&mut owner, "Kim Two").await;
+    let failed = "SELECT count(*) FROM audit_events WHERE action = 'member.sign_in_failed'";
+    let mut b = app.browser();
+    b.page("/login").await;
+    let token = b.token();
+    let fields = [("email", "kim@example.com"), ("password", "not the password at all")];
+    let res = b.post_with("/login", &fields, Some(&token), true).await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(count(&app, failed).await, 0, "the account's audit events were written by the request");
+    assert_eq!(count(&app, "SELECT count(*) FROM account_requests WHERE kind = 'sign_in_failed'").await, 1);
+    app.process_requests().await;
+    assert_eq!(count(&app, failed).await, 2, "one event in each organization");
+
+    let (known, unknown) = interleaved_timings(60, async |known, round| {
+        let email = if known { "kim@example.com".to_string() } else { format!("nobody{round}@example.com") };
+        let fields = [("email", email.as_str()), ("password", "not the password at all")];
+        let start = std::time::Instant::now();
+        let res = b.post_with("/login", &fields, Some(&token), true).await;
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        assert_eq!(res.status(), 401);
+        // Fewer failures than lock an address within the window.
+        app.clock.advance(time::Duration::minutes(4));
+        ms
+    })
+    .await;
+    assert_same_timing("failed sign-in", &known, &unknown);
 }

@@ -142,7 +142,14 @@ async fn no_secret_reaches_the_logs() {
     secrets.push(("TOTP secret (hex)", hex::encode(&totp_secret)));
     let code = totp_code(&totp_secret);
     codes.push(("TOTP code", code.clone()));
-    let res = b.post_with("/account/two-factor/setup", &[("code", &code)], Some(&b.token()), true).await;
+    let res = b
+        .post_with(
+            "/account/two-factor/setup",
+            &[("code", &code), ("current_password", password)],
+            Some(&b.token()),
+            true,
+        )
+        .await;
     assert_eq!(res.status(), 200);
     let html = res.text().await.unwrap();
     let recovery: Vec<String> =

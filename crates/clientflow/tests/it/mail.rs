@@ -142,3 +142,63 @@ async fn the_operator_reads_the_mail_drop_from_the_command_line() {
     let out = run(&["mail", "show", "no-such-id"]);
     assert!(!out.status.success());
 }
+
+/// Sign-up and reset requests are decided by the mail worker (so the request takes the same
+/// time for every address): the worker loop the server runs decides them, at once when woken,
+/// and delivers the mail they queue; a request made while no worker runs waits, and loses
+/// nothing.
+#[tokio::test]
+async fn the_worker_decides_account_requests_and_delivers_their_mail() {
+    let app = TestApp::spawn().await;
+    crate::identity::sign_up(&app, "wendy@example.com").await;
+    let mut b = app.browser();
+    b.submit("/forgot-password", "/forgot-password", &[("email", "wendy@example.com")]).await;
+    b.submit("/forgot-password", "/forgot-password", &[("email", "nobody@example.com")]).await;
+    let mut db = app.db.admin_conn().await;
+    let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM account_requests").fetch_one(&mut db).await.unwrap();
+    assert_eq!(waiting, 2);
+
+    let transport = Transport::from_config(&app.config).unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(outbox::run_worker(
+        app.app_db.clone(),
+        transport,
+        app.state.clock.clone(),
+        app.state.mail_wake.clone(),
+        stopped,
+        app.request_settings(),
+    ));
+    let reset_mail = || {
+        clientflow::mail::transport::read_maildrop(&app.config.data_dir)
+            .into_iter()
+            .filter(|(_, raw)| raw.contains("/reset-password?token="))
+            .map(|(_, raw)| raw)
+            .collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while reset_mail().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mails = reset_mail();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert!(mails[0].contains("To: wendy@example.com") && mails[0].contains(&app.base_url), "{}", mails[0]);
+    let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM account_requests").fetch_one(&mut db).await.unwrap();
+    assert_eq!(waiting, 0);
+
+    // Woken by a new request, it answers at once (not on its next tick).
+    b.submit("/signup", "/signup", &[("email", "new@example.com"), ("password", crate::identity::PASSWORD)]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let created = || async {
+        let mut db = app.db.admin_conn().await;
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM users WHERE email = 'new@example.com'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+    };
+    while created().await == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(created().await, 1);
+    stop.send(true).unwrap();
+    worker.await.unwrap();
+}

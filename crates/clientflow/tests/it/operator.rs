@@ -778,3 +778,107 @@ async fn api_keys_made_with_the_command_line_act_for_a_member_and_work_as_their_
     let listed = cli.ok(&["api-key", "list", "--org", "acme"]).await;
     assert_eq!(listed["api_keys"].as_array().unwrap().len(), 5, "a refused key was written: {listed}");
 }
+
+/// An owner locked out by a second factor they don't have (lost, or enrolled by someone who
+/// had their session) gets back in through the operator: `user reset-two-factor` removes the
+/// factor and its recovery codes, ends every session, tells the account by critical mail, and
+/// is recorded as a security event and in each of the user's organizations' audit logs under
+/// the operator, where the chain still verifies.
+#[tokio::test]
+async fn the_operator_resets_a_second_factor_with_an_audit_trail() {
+    use crate::identity::{PASSWORD, critical_mail, enable_totp, sign_in, sign_up};
+    use clientflow_test_support::browser::location;
+
+    let app = clientflow_test_support::TestApp::spawn().await;
+    let cli = Cli::new(&app.db).await;
+    let mut owner = sign_up(&app, "rue@example.com").await;
+    let slug = crate::tenancy::create_org(&mut owner, "Rue Studio").await;
+    let (secret, _) = enable_totp(&app, &mut owner).await;
+    let mut other = app.browser();
+    assert_eq!(location(&sign_in(&app, &mut other, "rue@example.com", PASSWORD).await), "/login/two-factor");
+    crate::identity::next_step(&app);
+    let code = crate::identity::current_code(&app, &secret);
+    other.submit("/login/two-factor", "/login/two-factor", &[("code", &code)]).await;
+    assert_eq!(other.get("/app").await.status(), 200);
+
+    // Refusals write nothing.
+    let e = cli.refused(&["user", "reset-two-factor", "ghost@example.com"]).await;
+    assert_eq!(e["kind"], "not_found");
+    let e = cli.refused(&["user", "reset-two-factor", "rue@example.com", "--reason", " "]).await;
+    assert_eq!((e["kind"].as_str().unwrap(), field_of(&e).as_str()), ("invalid", "reason"));
+    let e = cli.refused(&["user", "reset-two-factor", "rue@example.com", "--reason", "two\nlines"]).await;
+    assert_eq!(field_of(&e), "reason");
+    assert_eq!(owner.get("/app").await.status(), 200);
+
+    let done = cli.ok(&["user", "reset-two-factor", "Rue@Example.com", "--reason", "ticket 4711"]).await;
+    assert_eq!(done["user"]["email"], "rue@example.com");
+    assert_eq!(done["user"]["two_factor"], false);
+    assert_eq!(done["sessions_ended"], 2);
+    assert_eq!(done["recovery_codes_removed"], 10);
+
+    // The factor, its codes and every session are gone; the password alone signs in.
+    assert_eq!(owner.get("/app").await.status(), 303);
+    assert_eq!(other.get("/app").await.status(), 303);
+    let mut db = app.db.admin_conn().await;
+    let (secret_left, codes_left): (bool, i64) = sqlx::query_as(
+        "SELECT totp_secret IS NOT NULL OR totp_enabled_at IS NOT NULL, \
+         (SELECT count(*) FROM recovery_codes r WHERE r.user_id = u.id) FROM users u WHERE email = 'rue@example.com'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!((secret_left, codes_left), (false, 0));
+    let mut b = app.browser();
+    assert_eq!(location(&sign_in(&app, &mut b, "rue@example.com", PASSWORD).await), "/app");
+
+    // Told by critical mail; a security event; the audit log under the operator.
+    let mail = critical_mail(&app, "rue@example.com", "Your two-factor authentication was reset").await;
+    assert!(mail.contains("administrator"), "{mail}");
+    let detail: Value = sqlx::query_scalar(
+        "SELECT e.detail FROM security_events e JOIN users u ON u.id = e.user_id \
+         WHERE u.email = 'rue@example.com' AND e.kind = 'two_factor_reset_by_operator'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(detail["actor"], "operator: user reset-two-factor");
+    assert_eq!(detail["reason"], "ticket 4711");
+    let org_id: String = sqlx::query_scalar("SELECT id::text FROM organizations WHERE slug = $1")
+        .bind(&slug)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    let trail = audit_trail(&app.db, &org_id).await;
+    let reset: Vec<_> = trail.iter().filter(|(a, _, _)| a == "member.two_factor_reset").collect();
+    assert_eq!(reset.len(), 1, "{trail:?}");
+    assert_eq!((reset[0].1.as_str(), reset[0].2.as_str()), ("system", "operator: user reset-two-factor"));
+    let mut conn = auditor(&app.db).await;
+    let after: Value = sqlx::query_scalar(
+        "SELECT after FROM audit_events WHERE organization_id = $1::uuid AND action = 'member.two_factor_reset'",
+    )
+    .bind(&org_id)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(after["reason"], "ticket 4711");
+    assert_eq!(after["two_factor"], false);
+    // The chain verifies: the server's events signed with its key, the operator's with the CLI's.
+    let out = cli
+        .run(&[
+            "audit",
+            "verify",
+            "--org",
+            &org_id,
+            "--public-key",
+            &base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                app.state.audit_signer.verifying_key().as_bytes(),
+            ),
+        ])
+        .await;
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+
+    // Nothing left to reset.
+    let e = cli.refused(&["user", "reset-two-factor", "rue@example.com"]).await;
+    assert_eq!(e["kind"], "conflict");
+}

@@ -597,6 +597,19 @@ pub async fn audit_account_event(
     event: &crate::audit::Entry,
     ctx: &crate::audit::Context,
 ) -> Result<(), sqlx::Error> {
+    audit_account_event_as(conn, user_id, &Actor::User(user_id), actor_label, event, ctx).await
+}
+
+/// Like [`audit_account_event`], for an event about the user's account done by someone else
+/// (the operator, `Actor::System`).
+pub async fn audit_account_event_as(
+    conn: &mut PgConnection,
+    user_id: UserId,
+    actor: &Actor,
+    actor_label: &str,
+    event: &crate::audit::Entry,
+    ctx: &crate::audit::Context,
+) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT set_config('app.user_id', $1, true)").bind(user_id.to_string()).execute(&mut *conn).await?;
     let orgs: Vec<(OrgId,)> =
         sqlx::query_as("SELECT organization_id FROM memberships WHERE user_id = $1 AND status = 'active'")
@@ -606,7 +619,7 @@ pub async fn audit_account_event(
     sqlx::query("SELECT set_config('app.user_id', '', true)").execute(&mut *conn).await?;
     for (org_id,) in orgs {
         set_tenant(&mut *conn, org_id).await?;
-        crate::audit::append(&mut *conn, org_id, &Actor::User(user_id), actor_label, event, ctx).await?;
+        crate::audit::append(&mut *conn, org_id, actor, actor_label, event, ctx).await?;
     }
     sqlx::query("SELECT set_config('app.org_id', '', true)").execute(&mut *conn).await?;
     Ok(())
