@@ -283,7 +283,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let grace = std::time::Duration::from_secs(config.server.shutdown_grace_secs);
+    let open_files = server::raise_open_file_limit();
     let transport = crate::mail::transport::Transport::from_config(&config).map_err(anyhow::Error::msg)?;
     let state = AppState::new(config, db.clone(), Arc::new(SystemClock)).await?;
     let (stop_worker, worker_stopped) = tokio::sync::watch::channel(false);
@@ -301,8 +301,16 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         state.clock.clone(),
         stop_worker.subscribe(),
     ));
+    let options = server::ServeOptions::from_config(&state.config).with_metrics(&state.metrics);
+    tracing::info!(
+        max_connections = options.max_connections,
+        open_file_limit = open_files,
+        header_timeout_secs = options.header_timeout.as_secs(),
+        idle_timeout_secs = options.idle_timeout.as_secs(),
+        "connection limits"
+    );
     let router = http::router(state);
-    server::serve(listener, tls.map(|t| t.0), router, server::shutdown_signal(), grace).await;
+    server::serve(listener, tls.map(|t| t.0), router, server::shutdown_signal(), options).await;
     if let Some(r) = redirect {
         r.abort();
     }

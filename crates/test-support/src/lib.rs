@@ -327,7 +327,7 @@ impl TestAppBuilder {
             None => http::router(state.clone()),
         };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+        let options = server::ServeOptions::from_config(&config).with_metrics(&state.metrics);
         let handle = tokio::spawn(server::serve(
             listener,
             tls.as_ref().map(|t| t.0.clone()),
@@ -335,7 +335,7 @@ impl TestAppBuilder {
             async move {
                 let _ = stop_rx.await;
             },
-            grace,
+            options,
         ));
         let scheme = if tls.is_some() { "https" } else { "http" };
         let base_url = format!("{scheme}://localhost:{}", addr.port());

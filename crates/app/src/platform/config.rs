@@ -148,6 +148,13 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     pub shutdown_grace_secs: u64,
     pub hsts_preload: bool,
+    /// Connections served at once. Unset: derived from the open-file limit (less a reserve for
+    /// the database pool and the rest of the process); a value above that is lowered to it.
+    pub max_connections: Option<usize>,
+    /// From the end of the TLS handshake to the first request's headers.
+    pub header_timeout_secs: u64,
+    /// A connection with no request in flight this long is closed (HTTP/1.1 and HTTP/2).
+    pub idle_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -218,6 +225,9 @@ impl Default for Config {
                 body_limit_bytes: 2 * 1024 * 1024,
                 shutdown_grace_secs: 30,
                 hsts_preload: false,
+                max_connections: None,
+                header_timeout_secs: 15,
+                idle_timeout_secs: 60,
             },
             database: DatabaseConfig {
                 url: None,
@@ -354,6 +364,24 @@ impl Config {
         if self.server.request_timeout_secs == 0 || self.server.request_timeout_secs > 3600 {
             return Err(ConfigError::Invalid {
                 setting: "server.request_timeout_secs",
+                message: "must be between 1 and 3600".into(),
+            });
+        }
+        if self.server.max_connections == Some(0) {
+            return Err(ConfigError::Invalid {
+                setting: "server.max_connections",
+                message: "must be at least 1 (or unset, to derive it from the open-file limit)".into(),
+            });
+        }
+        if self.server.header_timeout_secs == 0 || self.server.header_timeout_secs > 300 {
+            return Err(ConfigError::Invalid {
+                setting: "server.header_timeout_secs",
+                message: "must be between 1 and 300".into(),
+            });
+        }
+        if self.server.idle_timeout_secs == 0 || self.server.idle_timeout_secs > 3600 {
+            return Err(ConfigError::Invalid {
+                setting: "server.idle_timeout_secs",
                 message: "must be between 1 and 3600".into(),
             });
         }

@@ -9,6 +9,7 @@ mod botcheck;
 mod botcheck_forms;
 mod catalog;
 mod cli;
+mod connections;
 mod contact;
 mod door;
 mod google;
