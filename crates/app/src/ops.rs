@@ -42,7 +42,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let database = match tokio::time::timeout(std::time::Duration::from_secs(3), state.db.ping()).await {
         Ok(Ok(())) => "ok".to_string(),
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "readiness: database unreachable");
+            // Logged once per outage, however often the probe asks.
+            if !crate::platform::db::outage::note(&e) {
+                tracing::warn!(error = %e, "readiness: database check failed");
+            }
             "unreachable".to_string()
         }
         Err(_) => "timeout".to_string(),

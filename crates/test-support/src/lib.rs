@@ -8,6 +8,7 @@
 
 pub mod browser;
 pub mod oidc;
+pub mod proxy;
 pub mod redis;
 pub mod smtp;
 pub mod turnstile;

@@ -140,7 +140,9 @@ pub async fn run_worker(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
-        if let Err(e) = deliver_due(&db, &transport, clock.now(), 100).await {
+        if let Err(e) = deliver_due(&db, &transport, clock.now(), 100).await
+            && !crate::platform::db::outage::note(&e)
+        {
             tracing::warn!(error = %e, "outbox worker: database error");
         }
         tokio::select! {

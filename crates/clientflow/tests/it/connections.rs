@@ -32,7 +32,11 @@ fn tls_config(cert: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     Arc::new(config)
 }
 
-async fn connect_to(addr: std::net::SocketAddr, cert: &Path, alpn: &[&[u8]]) -> std::io::Result<TlsStream<TcpStream>> {
+pub(crate) async fn connect_to(
+    addr: std::net::SocketAddr,
+    cert: &Path,
+    alpn: &[&[u8]],
+) -> std::io::Result<TlsStream<TcpStream>> {
     let connector = tokio_rustls::TlsConnector::from(tls_config(cert, alpn));
     let tcp = TcpStream::connect(addr).await?;
     connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await
@@ -43,14 +47,14 @@ async fn connect(app: &TestApp, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
 }
 
 #[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(crate) struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 }
@@ -89,7 +93,7 @@ async fn read_answer<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<An
     Ok(Answer { status, headers, body })
 }
 
-async fn answer<S: AsyncRead + Unpin>(stream: &mut S) -> Answer {
+pub(crate) async fn answer<S: AsyncRead + Unpin>(stream: &mut S) -> Answer {
     tokio::time::timeout(Duration::from_secs(15), read_answer(stream))
         .await
         .expect("no answer within 15 s")
@@ -126,7 +130,7 @@ fn routes() -> Vec<RouteDef> {
 
 /// A request whose body follows its head a little later, as a client on a real network sends
 /// it: the server has its answer ready before the body is there.
-async fn post_late_body<S: AsyncWrite + Unpin>(stream: &mut S, path: &str, extra: &str, body_len: usize) {
+pub(crate) async fn post_late_body<S: AsyncWrite + Unpin>(stream: &mut S, path: &str, extra: &str, body_len: usize) {
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n\
          Content-Length: {body_len}\r\n{extra}\r\n"
@@ -140,7 +144,7 @@ async fn post_late_body<S: AsyncWrite + Unpin>(stream: &mut S, path: &str, extra
     stream.flush().await.unwrap();
 }
 
-async fn get_healthz<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> Answer {
+pub(crate) async fn get_healthz<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> Answer {
     stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
     answer(stream).await
 }

@@ -11,6 +11,7 @@ mod catalog;
 mod cli;
 mod connections;
 mod contact;
+mod database_outage;
 mod door;
 mod google;
 mod http;
