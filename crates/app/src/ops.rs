@@ -24,7 +24,8 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// How the rate limiter decides right now, for `/readyz`. A degraded limiter is reported but
+/// How the rate limiter decides right now, for `/readyz`: the probe makes a real decision on
+/// Redis, so a Redis that answers `PING` but refuses writes reads as degraded too. A degraded limiter is reported but
 /// does not make the instance unready: it still limits (with its in-process store), and taking
 /// every instance out of rotation because Redis failed would turn a Redis outage into an outage
 /// of the whole site.
@@ -33,7 +34,7 @@ async fn rate_limiter_check(state: &AppState) -> &'static str {
     match limiter.probe().await {
         None => "in-process",
         Some(true) => "redis",
-        Some(false) => "degraded: Redis unreachable, limiting in-process",
+        Some(false) => "degraded: Redis is failing (unreachable, or refusing writes), limiting in-process",
     }
 }
 
