@@ -257,6 +257,11 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             "generated a self-signed certificate for localhost; browsers will ask you to trust it \
              (or configure server.tls = \"files\" with your own certificate)"
         ),
+        Some((_, tls::CertificateSource::Renewed { cert, previous })) => tracing::info!(
+            certificate = %cert.display(),
+            previous = %previous,
+            "renewed the self-signed certificate for localhost; browsers will ask you to trust the new one"
+        ),
         Some((_, tls::CertificateSource::Existing { cert })) => {
             tracing::info!(certificate = %cert.display(), "using the self-signed certificate for localhost")
         }
@@ -797,20 +802,48 @@ async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
         },
     }
 
-    // Certificates.
+    // Certificates: they load and fit their key, and how long they have left.
     match config.server.tls {
         TlsMode::Proxy => report.ok("tls", "terminated by the trusted proxy"),
-        TlsMode::SelfSigned if !config.data_dir.join("tls/localhost.crt").exists() => {
-            report.ok("tls", "a self-signed certificate will be generated on first start")
-        }
-        _ => match tls::load(&config) {
-            Ok(_) => report.ok("tls", "certificate and key load and fit together (TLS 1.3 only)"),
+        _ => match tls::check(&config) {
+            Ok(None) => report.ok("tls", "a self-signed certificate will be generated on first start"),
+            Ok(Some((cert, validity))) => certificate_report(&mut report, &config, &cert, validity),
             Err(e) => report.fail("tls", &e.to_string()),
         },
     }
 
     report.print();
     Ok(if report.failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// One `tls` line about a certificate's validity: FAIL when expired or not yet valid, warn
+/// within `tls::RENEW_WITHIN_DAYS` of the end, ok otherwise.
+fn certificate_report(report: &mut Report, config: &Config, cert: &std::path::Path, validity: tls::Validity) {
+    let now = time::OffsetDateTime::now_utc();
+    let until = tls::format_date(validity.not_after);
+    let days_left = (validity.not_after - now).whole_days();
+    let self_signed = config.server.tls == TlsMode::SelfSigned;
+    let what = if self_signed { "the self-signed certificate" } else { "the certificate" };
+    let remedy = if self_signed {
+        "`clientflow serve` renews it at start"
+    } else {
+        "replace server.tls_cert_file and server.tls_key_file"
+    };
+    let path = cert.display();
+    match validity.standing(now) {
+        tls::Standing::Expired => report.fail("tls", &format!("{what} {path} expired on {until}: {remedy}")),
+        tls::Standing::NotYetValid => report.fail(
+            "tls",
+            &format!("{what} {path} is not valid before {} (check the clock)", tls::format_date(validity.not_before)),
+        ),
+        tls::Standing::ExpiresSoon => {
+            report.warn("tls", &format!("{what} {path} expires on {until} ({days_left} days left): {remedy}"))
+        }
+        tls::Standing::Valid => report.ok(
+            "tls",
+            &format!("{what} loads and fits its key (TLS 1.3 only); valid until {until} ({days_left} days)"),
+        ),
+    }
 }
 
 async fn redis_ping(url: &str) -> Result<(), String> {

@@ -299,9 +299,11 @@ impl Config {
                 }
             }
         }
+        // Settings whose own names end in `_file` are set directly, not read from a file.
+        let indirect = |k: &str| k.ends_with("_FILE") && !SETTINGS_NAMED_FILE.contains(&env_key_to_path(k).as_str());
         let env: Vec<(String, String)> = vars
             .iter()
-            .filter(|(k, _)| k.starts_with("CLIENTFLOW_") && !k.ends_with("_FILE"))
+            .filter(|(k, _)| k.starts_with("CLIENTFLOW_") && !indirect(k))
             .filter(|(k, _)| k != "CLIENTFLOW_CONFIG")
             .cloned()
             .collect();
@@ -316,7 +318,7 @@ impl Config {
                 }
             }
         }
-        for (key, file_path) in vars.iter().filter(|(k, _)| k.starts_with("CLIENTFLOW_") && k.ends_with("_FILE")) {
+        for (key, file_path) in vars.iter().filter(|(k, _)| k.starts_with("CLIENTFLOW_") && indirect(k)) {
             let setting_key = &key[..key.len() - "_FILE".len()];
             let content = std::fs::read_to_string(file_path)
                 .map_err(|e| ConfigError::Load(format!("{key}: cannot read {file_path}: {e}")))?;
@@ -434,6 +436,10 @@ impl Config {
     }
 }
 
+/// Settings that are paths to files themselves: `CLIENTFLOW_SERVER__TLS_CERT_FILE` sets
+/// `server.tls_cert_file` rather than reading `server.tls_cert` from a file.
+const SETTINGS_NAMED_FILE: &[&str] = &["server.tls_cert_file", "server.tls_key_file"];
+
 /// `CLIENTFLOW_SERVER__LISTEN` → `server.listen`.
 fn env_key_to_path(key: &str) -> String {
     key.trim_start_matches("CLIENTFLOW_").to_lowercase().split("__").collect::<Vec<_>>().join(".")
@@ -499,6 +505,18 @@ mod tests {
         std::fs::write(&p, "postgres://secret@localhost/db\n").unwrap();
         let c = Config::load_from(None, &vars(&[("CLIENTFLOW_DATABASE__URL_FILE", p.to_str().unwrap())])).unwrap();
         assert_eq!(c.database.url.as_ref().unwrap().expose(), "postgres://secret@localhost/db");
+        // Settings named `…_file` are set directly.
+        let c = Config::load_from(
+            None,
+            &vars(&[
+                ("CLIENTFLOW_SERVER__TLS", "files"),
+                ("CLIENTFLOW_SERVER__TLS_CERT_FILE", "/etc/cf/cert.pem"),
+                ("CLIENTFLOW_SERVER__TLS_KEY_FILE", "/etc/cf/key.pem"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.tls_cert_file.unwrap(), PathBuf::from("/etc/cf/cert.pem"));
+        assert_eq!(c.server.tls_key_file.unwrap(), PathBuf::from("/etc/cf/key.pem"));
     }
 
     #[test]
