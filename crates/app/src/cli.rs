@@ -251,21 +251,21 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (server.listen): {e}", config.server.listen))?;
     let bound = listener.local_addr()?;
-    match &tls {
-        Some((_, tls::CertificateSource::Generated { cert })) => tracing::info!(
+    match tls.as_ref().map(|t| &t.source) {
+        Some(tls::CertificateSource::Generated { cert }) => tracing::info!(
             certificate = %cert.display(),
             "generated a self-signed certificate for localhost; browsers will ask you to trust it \
              (or configure server.tls = \"files\" with your own certificate)"
         ),
-        Some((_, tls::CertificateSource::Renewed { cert, previous })) => tracing::info!(
+        Some(tls::CertificateSource::Renewed { cert, previous }) => tracing::info!(
             certificate = %cert.display(),
             previous = %previous,
             "renewed the self-signed certificate for localhost; browsers will ask you to trust the new one"
         ),
-        Some((_, tls::CertificateSource::Existing { cert })) => {
+        Some(tls::CertificateSource::Existing { cert }) => {
             tracing::info!(certificate = %cert.display(), "using the self-signed certificate for localhost")
         }
-        Some((_, tls::CertificateSource::Files { cert })) => {
+        Some(tls::CertificateSource::Files { cert }) => {
             tracing::info!(certificate = %cert.display(), "using certificate")
         }
         None => tracing::info!(
@@ -315,7 +315,13 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         "connection limits"
     );
     let router = http::router(state);
-    server::serve(listener, tls.map(|t| t.0), router, server::shutdown_signal(), options).await;
+    // A self-signed certificate is renewed while running, too: a server up for months never
+    // serves an expired one.
+    let renewal = tls.as_ref().and_then(|t| t.self_signed.clone()).map(|c| tokio::spawn(c.keep_renewed()));
+    server::serve(listener, tls.map(|t| t.server), router, server::shutdown_signal(), options).await;
+    if let Some(r) = renewal {
+        r.abort();
+    }
     if let Some(r) = redirect {
         r.abort();
     }

@@ -331,7 +331,7 @@ impl TestAppBuilder {
         let options = server::ServeOptions::from_config(&config).with_metrics(&state.metrics);
         let handle = tokio::spawn(server::serve(
             listener,
-            tls.as_ref().map(|t| t.0.clone()),
+            tls.as_ref().map(|t| t.server.clone()),
             router,
             async move {
                 let _ = stop_rx.await;

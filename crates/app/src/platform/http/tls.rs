@@ -9,7 +9,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::sync::RwLock;
+
 use rustls::ServerConfig;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -109,27 +113,110 @@ pub fn server_config(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_with(Arc::new(rustls::sign::SingleCertAndKey::from(certified_key(certs, key)?)))
+}
+
+/// [`server_config`] with the certificate chosen by `resolver` at each handshake.
+fn server_config_with(resolver: Arc<dyn ResolvesServerCert>) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Setup(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::Setup(format!("certificate and key do not fit together: {e}")))?;
+        .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
+/// A chain and its key, checked to fit together.
+fn certified_key(certs: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<CertifiedKey, TlsError> {
+    CertifiedKey::from_der(certs, key, &rustls::crypto::ring::default_provider())
+        .map_err(|e| TlsError::Setup(format!("certificate and key do not fit together: {e}")))
+}
+
+/// How often a running server looks at its self-signed certificate's end date.
+pub const RENEWAL_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+/// The self-signed certificate being served. A server that runs for months renews it in place
+/// (see [`SelfSignedCertificate::keep_renewed`]): the next handshake gets the new one.
+#[derive(Debug)]
+pub struct SelfSignedCertificate {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<(Arc<CertifiedKey>, Validity)>,
+}
+
+impl ResolvesServerCert for SelfSignedCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().unwrap_or_else(|e| e.into_inner()).0.clone())
+    }
+}
+
+impl SelfSignedCertificate {
+    fn read(cert: &Path, key: &Path) -> Result<(Arc<CertifiedKey>, Validity), TlsError> {
+        let certs = read_certs(cert)?;
+        let validity = certificate_validity(&certs[0]).ok_or_else(|| TlsError::Certificate {
+            path: cert.display().to_string(),
+            message: "cannot read its validity period".into(),
+        })?;
+        Ok((Arc::new(certified_key(certs, read_key(key)?)?), validity))
+    }
+
+    fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let current = Self::read(cert, key)?;
+        Ok(Self { cert: cert.to_path_buf(), key: key.to_path_buf(), current: RwLock::new(current) })
+    }
+
+    /// The validity of the certificate being served.
+    pub fn validity(&self) -> Validity {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).1
+    }
+
+    /// Replaces the certificate (files and the one served) when it is due at `now`; says why
+    /// when it did.
+    pub fn renew_if_due(&self, now: time::OffsetDateTime) -> Result<Option<String>, TlsError> {
+        let Some(reason) = self.validity().renewal_reason(now) else { return Ok(None) };
+        generate_self_signed(&self.cert, &self.key)?;
+        let renewed = Self::read(&self.cert, &self.key)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = renewed;
+        Ok(Some(reason))
+    }
+
+    /// Checks every [`RENEWAL_CHECK_EVERY`] and renews when due; runs until dropped.
+    pub async fn keep_renewed(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(RENEWAL_CHECK_EVERY).await;
+            match self.renew_if_due(time::OffsetDateTime::now_utc()) {
+                Ok(Some(previous)) => tracing::info!(
+                    certificate = %self.cert.display(),
+                    previous = %previous,
+                    "renewed the self-signed certificate for localhost; browsers will ask you to trust the new one"
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "could not renew the self-signed certificate"),
+            }
+        }
+    }
+}
+
+/// A loaded TLS configuration.
+pub struct Loaded {
+    pub server: Arc<ServerConfig>,
+    pub source: CertificateSource,
+    /// In self-signed mode: the certificate, for renewal while running.
+    pub self_signed: Option<Arc<SelfSignedCertificate>>,
+}
+
 /// The TLS configuration for `config`, generating a self-signed certificate for localhost
 /// under the data directory when that is the mode. `None` in proxy mode.
-pub fn load(config: &Config) -> Result<Option<(Arc<ServerConfig>, CertificateSource)>, TlsError> {
+pub fn load(config: &Config) -> Result<Option<Loaded>, TlsError> {
     match config.server.tls {
         TlsMode::Proxy => Ok(None),
         TlsMode::Files => {
             let cert = config.server.tls_cert_file.clone().unwrap_or_default();
             let key = config.server.tls_key_file.clone().unwrap_or_default();
-            let tls = server_config(read_certs(&cert)?, read_key(&key)?)?;
-            Ok(Some((tls, CertificateSource::Files { cert })))
+            let server = server_config(read_certs(&cert)?, read_key(&key)?)?;
+            Ok(Some(Loaded { server, source: CertificateSource::Files { cert }, self_signed: None }))
         }
         TlsMode::SelfSigned => {
             let (cert, key) = self_signed_paths(config);
@@ -151,8 +238,9 @@ pub fn load(config: &Config) -> Result<Option<(Arc<ServerConfig>, CertificateSou
                 generate_self_signed(&cert, &key)?;
                 CertificateSource::Generated { cert: cert.clone() }
             };
-            let tls = server_config(read_certs(&cert)?, read_key(&key)?)?;
-            Ok(Some((tls, source)))
+            let current = Arc::new(SelfSignedCertificate::load(&cert, &key)?);
+            let server = server_config_with(current.clone())?;
+            Ok(Some(Loaded { server, source, self_signed: Some(current) }))
         }
     }
 }
@@ -399,7 +487,7 @@ mod tests {
         for (from, to, renewed) in [(-80, 10, true), (-100, -10, true), (-30, 60, false)] {
             generate_self_signed_for(&cert, &key, t + time::Duration::days(from), t + time::Duration::days(to))
                 .unwrap();
-            let (_, source) = load(&config).unwrap().unwrap();
+            let source = load(&config).unwrap().unwrap().source;
             let v = validity_of(&cert);
             if renewed {
                 assert!(matches!(source, CertificateSource::Renewed { .. }), "{from}..{to}: {source:?}");
@@ -414,5 +502,45 @@ mod tests {
         let (_, v) = check(&config).unwrap().unwrap();
         assert_eq!(v.standing(now()), Standing::ExpiresSoon);
         assert_eq!(validity_of(&cert), v, "check changed the certificate");
+    }
+
+    /// The certificate a client is shown by `server`, over an in-memory connection.
+    async fn served_certificate(server: Arc<ServerConfig>, trusted: &Path) -> Vec<u8> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(read_certs(trusted).unwrap().remove(0)).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let accept = tokio::spawn(async move { tokio_rustls::TlsAcceptor::from(server).accept(b).await.map(|_| ()) });
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(client)).connect(name, a).await.unwrap();
+        accept.await.unwrap().unwrap();
+        stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_running_server_renews_its_certificate_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+        let (cert, key) = self_signed_paths(&config);
+        let loaded = load(&config).unwrap().unwrap();
+        assert!(matches!(loaded.source, CertificateSource::Generated { .. }));
+        let running = loaded.self_signed.unwrap();
+        let first = read_certs(&cert).unwrap()[0].to_vec();
+        assert_eq!(served_certificate(loaded.server.clone(), &cert).await, first);
+        // Not due: nothing changes.
+        assert_eq!(running.renew_if_due(now()).unwrap(), None);
+        // Seventy days on, it is due: the files and what the same server configuration serves
+        // both change, without a restart.
+        let later = now() + time::Duration::days(70);
+        assert!(running.renew_if_due(later).unwrap().unwrap().starts_with("expires on"));
+        let second = read_certs(&cert).unwrap()[0].to_vec();
+        assert_ne!(second, first);
+        assert_eq!(served_certificate(loaded.server, &cert).await, second);
+        assert!(read_key(&key).is_ok());
+        assert!(running.validity().not_after - now() > time::Duration::days(SELF_SIGNED_DAYS - 1));
     }
 }
