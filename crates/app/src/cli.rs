@@ -808,6 +808,17 @@ async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
         },
     }
 
+    // Connections: what the open-file limit allows (serve raises the soft limit to the hard one).
+    let open_files = server::open_file_limits().1.min(1 << 20);
+    let cap = server::connection_cap(open_files, config.database.max_connections);
+    let cap = config.server.max_connections.map_or(cap, |m| m.min(cap));
+    let detail = format!("at most {cap} at once (open-file limit {open_files})");
+    if cap < 256 {
+        report.warn("connections", &format!("{detail}: raise the open-file limit (ulimit -n, LimitNOFILE)"));
+    } else {
+        report.ok("connections", &detail);
+    }
+
     // Certificates: they load and fit their key, and how long they have left.
     match config.server.tls {
         TlsMode::Proxy => report.ok("tls", "terminated by the trusted proxy"),

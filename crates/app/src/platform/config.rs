@@ -564,5 +564,16 @@ mod tests {
         assert!(e.to_string().contains("server.listen"), "{e}");
         let e = Config::load_from(None, &vars(&[("CLIENTFLOW_SERVER__BOGUS", "1")])).unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
+        for (var, value, setting) in [
+            ("CLIENTFLOW_SERVER__MAX_CONNECTIONS", "0", "server.max_connections"),
+            ("CLIENTFLOW_SERVER__HEADER_TIMEOUT_SECS", "0", "server.header_timeout_secs"),
+            ("CLIENTFLOW_SERVER__IDLE_TIMEOUT_SECS", "0", "server.idle_timeout_secs"),
+            ("CLIENTFLOW_SERVER__IDLE_TIMEOUT_SECS", "86400", "server.idle_timeout_secs"),
+        ] {
+            let e = Config::load_from(None, &vars(&[(var, value)])).unwrap_err();
+            assert!(e.to_string().contains(setting), "{var}={value}: {e}");
+        }
+        let c = Config::load_from(None, &vars(&[("CLIENTFLOW_SERVER__MAX_CONNECTIONS", "500")])).unwrap();
+        assert_eq!(c.server.max_connections, Some(500));
     }
 }

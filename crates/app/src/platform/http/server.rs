@@ -125,7 +125,12 @@ impl ServeOptions {
 
 /// The soft `RLIMIT_NOFILE` of this process (1024, the usual default, when it can't be read).
 pub fn open_file_limit() -> u64 {
-    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft)
+    open_file_limits().0
+}
+
+/// The soft and hard `RLIMIT_NOFILE` of this process.
+pub fn open_file_limits() -> (u64, u64) {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap_or((1024, 1024))
 }
 
 /// Raises the soft open-file limit to the hard one (as far as 1,048,576), as servers do at
