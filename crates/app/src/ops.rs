@@ -25,10 +25,10 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// How the rate limiter decides right now, for `/readyz`: the probe makes a real decision on
-/// Redis, so a Redis that answers `PING` but refuses writes reads as degraded too. A degraded limiter is reported but
-/// does not make the instance unready: it still limits (with its in-process store), and taking
-/// every instance out of rotation because Redis failed would turn a Redis outage into an outage
-/// of the whole site.
+/// Redis, so a Redis that answers `PING` but refuses writes reads as degraded too. A degraded
+/// limiter is reported but does not make the instance unready: it still limits (with its
+/// in-process store), and taking every instance out of rotation because Redis failed would turn
+/// a Redis outage into an outage of the whole site.
 async fn rate_limiter_check(state: &AppState) -> &'static str {
     let limiter = state.rate_limits.limiter();
     match limiter.probe().await {

@@ -118,8 +118,7 @@ impl AppError {
             AppError::PayloadTooLarge => ("The request body is too large.".into(), vec![]),
             AppError::DatabaseUnavailable => (
                 format!(
-                    "The service can't reach its database right now. Nothing was changed; try again in \
-                     {DATABASE_RETRY_AFTER_SECS} seconds."
+                    "The service can't reach its database right now. Try again in {DATABASE_RETRY_AFTER_SECS} seconds."
                 ),
                 vec![],
             ),
@@ -183,7 +182,6 @@ impl IntoResponse for AppError {
         if let AppError::Internal(cause) = &this {
             tracing::error!(error = %format!("{cause:#}"), "internal error");
         }
-
         let problem = this.problem();
         let mut response = this.status().into_response();
         if let AppError::TooManyRequests { retry_after_secs } | AppError::Throttled { retry_after_secs, .. } = &this {
