@@ -229,7 +229,7 @@ pub fn main() -> ExitCode {
     let operator = crate::platform::db::tenant::OperatorAuthority::unsafe_assume_cli_operator();
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve => serve(config).await,
+            Command::Serve => Box::pin(serve(config)).await,
             Command::Migrate => migrate(config).await,
             Command::Doctor => doctor(config).await,
             Command::Mail { command } => mail(config, command),
@@ -329,16 +329,21 @@ async fn serve_with(
         }
     };
     let bound = listener.local_addr()?;
-    match &tls {
-        Some((_, tls::CertificateSource::Generated { cert })) => tracing::info!(
+    match tls.as_ref().map(|t| &t.source) {
+        Some(tls::CertificateSource::Generated { cert }) => tracing::info!(
             certificate = %cert.display(),
             "generated a self-signed certificate for localhost; browsers will ask you to trust it \
              (or configure server.tls = \"files\" with your own certificate)"
         ),
-        Some((_, tls::CertificateSource::Existing { cert })) => {
+        Some(tls::CertificateSource::Renewed { cert, previous }) => tracing::info!(
+            certificate = %cert.display(),
+            previous = %previous,
+            "renewed the self-signed certificate for localhost; browsers will ask you to trust the new one"
+        ),
+        Some(tls::CertificateSource::Existing { cert }) => {
             tracing::info!(certificate = %cert.display(), "using the self-signed certificate for localhost")
         }
-        Some((_, tls::CertificateSource::Files { cert })) => {
+        Some(tls::CertificateSource::Files { cert }) => {
             tracing::info!(certificate = %cert.display(), "using certificate")
         }
         None => tracing::info!(
@@ -355,11 +360,11 @@ async fn serve_with(
         tracing::info!(listen = ?l.local_addr().ok(), "plain HTTP redirects to HTTPS");
         tokio::spawn(server::serve_redirect(l, config.public_url(), server::stopped(stop.clone())))
     });
-    let grace = std::time::Duration::from_secs(config.server.shutdown_grace_secs);
     let requests = crate::identity::requests::Settings {
         public_url: config.public_url(),
         audit_signer: Some(state.audit_signer.clone()),
     };
+    let open_files = server::raise_open_file_limit();
     let (stop_worker, worker_stopped) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(crate::mail::outbox::run_worker(
         db.clone(),
@@ -376,8 +381,22 @@ async fn serve_with(
         state.clock.clone(),
         stop_worker.subscribe(),
     ));
+    let options = server::ServeOptions::from_config(&state.config).with_metrics(&state.metrics);
+    tracing::info!(
+        max_connections = options.max_connections,
+        open_file_limit = open_files,
+        header_timeout_secs = options.header_timeout.as_secs(),
+        idle_timeout_secs = options.idle_timeout.as_secs(),
+        "connection limits"
+    );
     let router = http::router(state);
-    server::serve(listener, tls.map(|t| t.0), router, server::stopped(stop), grace).await;
+    // A self-signed certificate is renewed while running, too: a server up for months never
+    // serves an expired one.
+    let renewal = tls.as_ref().and_then(|t| t.self_signed.clone()).map(|c| tokio::spawn(c.keep_renewed()));
+    server::serve(listener, tls.map(|t| t.server), router, server::stopped(stop), options).await;
+    if let Some(r) = renewal {
+        r.abort();
+    }
     if let Some(r) = redirect {
         r.abort();
     }
@@ -893,20 +912,59 @@ async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
         },
     }
 
-    // Certificates.
+    // Connections: what the open-file limit allows (serve raises the soft limit to the hard one).
+    let open_files = server::open_file_limits().1.min(1 << 20);
+    let cap = server::connection_cap(open_files, config.database.max_connections);
+    let cap = config.server.max_connections.map_or(cap, |m| m.min(cap));
+    let detail = format!("at most {cap} at once (open-file limit {open_files})");
+    if cap < 256 {
+        report.warn("connections", &format!("{detail}: raise the open-file limit (ulimit -n, LimitNOFILE)"));
+    } else {
+        report.ok("connections", &detail);
+    }
+
+    // Certificates: they load and fit their key, and how long they have left.
     match config.server.tls {
         TlsMode::Proxy => report.ok("tls", "terminated by the trusted proxy"),
-        TlsMode::SelfSigned if !config.data_dir.join("tls/localhost.crt").exists() => {
-            report.ok("tls", "a self-signed certificate will be generated on first start")
-        }
-        _ => match tls::load(&config) {
-            Ok(_) => report.ok("tls", "certificate and key load and fit together (TLS 1.3 only)"),
+        _ => match tls::check(&config) {
+            Ok(None) => report.ok("tls", "a self-signed certificate will be generated on first start"),
+            Ok(Some((cert, validity))) => certificate_report(&mut report, &config, &cert, validity),
             Err(e) => report.fail("tls", &e.to_string()),
         },
     }
 
     report.print();
     Ok(if report.failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// One `tls` line about a certificate's validity: FAIL when expired or not yet valid, warn
+/// within `tls::RENEW_WITHIN_DAYS` of the end, ok otherwise.
+fn certificate_report(report: &mut Report, config: &Config, cert: &std::path::Path, validity: tls::Validity) {
+    let now = time::OffsetDateTime::now_utc();
+    let until = tls::format_date(validity.not_after);
+    let days_left = (validity.not_after - now).whole_days();
+    let self_signed = config.server.tls == TlsMode::SelfSigned;
+    let what = if self_signed { "the self-signed certificate" } else { "the certificate" };
+    let remedy = if self_signed {
+        "`clientflow serve` renews it at start"
+    } else {
+        "replace server.tls_cert_file and server.tls_key_file"
+    };
+    let path = cert.display();
+    match validity.standing(now) {
+        tls::Standing::Expired => report.fail("tls", &format!("{what} {path} expired on {until}: {remedy}")),
+        tls::Standing::NotYetValid => report.fail(
+            "tls",
+            &format!("{what} {path} is not valid before {} (check the clock)", tls::format_date(validity.not_before)),
+        ),
+        tls::Standing::ExpiresSoon => {
+            report.warn("tls", &format!("{what} {path} expires on {until} ({days_left} days left): {remedy}"))
+        }
+        tls::Standing::Valid => report.ok(
+            "tls",
+            &format!("{what} loads and fits its key (TLS 1.3 only); valid until {until} ({days_left} days)"),
+        ),
+    }
 }
 
 async fn redis_ping(url: &str) -> Result<(), String> {

@@ -24,16 +24,17 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// How the rate limiter decides right now, for `/readyz`. A degraded limiter is reported but
-/// does not make the instance unready: it still limits (with its in-process store), and taking
-/// every instance out of rotation because Redis failed would turn a Redis outage into an outage
-/// of the whole site.
+/// How the rate limiter decides right now, for `/readyz`: the probe makes a real decision on
+/// Redis, so a Redis that answers `PING` but refuses writes reads as degraded too. A degraded
+/// limiter is reported but does not make the instance unready: it still limits (with its
+/// in-process store), and taking every instance out of rotation because Redis failed would turn
+/// a Redis outage into an outage of the whole site.
 async fn rate_limiter_check(state: &AppState) -> &'static str {
     let limiter = state.rate_limits.limiter();
     match limiter.probe().await {
         None => "in-process",
         Some(true) => "redis",
-        Some(false) => "degraded: Redis unreachable, limiting in-process",
+        Some(false) => "degraded: Redis is failing (unreachable, or refusing writes), limiting in-process",
     }
 }
 
@@ -42,7 +43,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let database = match tokio::time::timeout(std::time::Duration::from_secs(3), state.db.ping()).await {
         Ok(Ok(())) => "ok".to_string(),
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "readiness: database unreachable");
+            // Logged once per outage, however often the probe asks.
+            if !crate::platform::db::outage::note(&e) {
+                tracing::warn!(error = %e, "readiness: database check failed");
+            }
             "unreachable".to_string()
         }
         Err(_) => "timeout".to_string(),

@@ -8,6 +8,7 @@
 
 pub mod browser;
 pub mod oidc;
+pub mod proxy;
 pub mod redis;
 pub mod smtp;
 pub mod turnstile;
@@ -328,15 +329,15 @@ impl TestAppBuilder {
             None => http::router(state.clone()),
         };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+        let options = server::ServeOptions::from_config(&config).with_metrics(&state.metrics);
         let handle = tokio::spawn(server::serve(
             listener,
-            tls.as_ref().map(|t| t.0.clone()),
+            tls.as_ref().map(|t| t.server.clone()),
             router,
             async move {
                 let _ = stop_rx.await;
             },
-            grace,
+            options,
         ));
         let scheme = if tls.is_some() { "https" } else { "http" };
         let base_url = format!("{scheme}://localhost:{}", addr.port());

@@ -320,22 +320,33 @@ impl RateLimiter {
         }
     }
 
-    /// Asks Redis for a `PING` (within the decision timeout) and records the outcome the way a
-    /// decision would: readiness checks call this so that an outage is noticed even when no
-    /// request has needed a decision since. `None` without Redis.
+    /// Makes one decision on Redis for a key of its own (the same script, so the same write a
+    /// request's decision needs, within the decision timeout) and records the outcome the way a
+    /// decision would: readiness checks and metric scrapes call this so that a failing Redis is
+    /// noticed even when no request has needed a decision since. A `PING` would not do: a Redis
+    /// out of memory, read-only or refusing scripts still answers it while every decision falls
+    /// back. `None` without Redis.
     pub async fn probe(&self) -> Option<bool> {
         let redis = self.0.redis.as_ref()?;
-        let mut conn = redis.conn.clone();
-        let ping = async move { redis::cmd("PING").query_async::<String>(&mut conn).await };
-        let ok = matches!(tokio::time::timeout(redis.timeout, ping).await, Ok(Ok(_)));
-        if ok {
-            if redis.health.succeeded() {
-                tracing::warn!("rate limiter: Redis answers again; decisions are back on Redis");
+        let now = now_ms(&*self.0.clock);
+        let id = KeyId::new(&PROBE, "probe");
+        match redis.decide(&PROBE, &id, now, None).await {
+            Ok(_) => {
+                if redis.health.succeeded() {
+                    tracing::warn!("rate limiter: Redis answers again; decisions are back on Redis");
+                }
+                Some(true)
             }
-        } else if redis.health.failed() {
-            tracing::warn!("rate limiter: Redis does not answer; deciding with the in-process store until it does");
+            Err(error) => {
+                if redis.health.failed() {
+                    tracing::warn!(
+                        %error,
+                        "rate limiter: Redis failed; deciding with the in-process store until it answers again"
+                    );
+                }
+                Some(false)
+            }
         }
-        Some(ok)
     }
 
     /// True while the last attempt to reach Redis failed.
@@ -792,6 +803,10 @@ end
 redis.call('PEXPIRE', KEYS[1], ttl + 1000)
 return {allowed, t, last}
 ";
+
+/// The policy of [`RateLimiter::probe`]'s decisions: never limiting, one short-lived key.
+const PROBE: Policy =
+    Policy::sliding_window("readiness-probe", 1_000_000, Duration::from_secs(1), FailurePolicy::DegradeToLocal);
 
 static SLIDING_WINDOW: LazyLock<Script> = LazyLock::new(|| Script::new(SLIDING_WINDOW_LUA));
 static TOKEN_BUCKET: LazyLock<Script> = LazyLock::new(|| Script::new(TOKEN_BUCKET_LUA));

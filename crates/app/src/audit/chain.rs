@@ -274,6 +274,7 @@ pub async fn run_signer(
                 tracing::info!(organizations = signed.len(), "signed audit chain heads")
             }
             Ok(_) => {}
+            Err(e) if crate::platform::db::outage::note(&e) => {}
             Err(e) => tracing::warn!(error = %e, "audit signing sweep: database error"),
         }
         tokio::select! {

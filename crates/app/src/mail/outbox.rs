@@ -143,10 +143,14 @@ pub async fn run_worker(
     requests: crate::identity::requests::Settings,
 ) {
     loop {
-        if let Err(e) = crate::identity::requests::process_due(&db, &requests, clock.now(), 100).await {
+        if let Err(e) = crate::identity::requests::process_due(&db, &requests, clock.now(), 100).await
+            && !crate::platform::db::outage::note(&e)
+        {
             tracing::warn!(error = %e, "outbox worker: account requests: database error");
         }
-        if let Err(e) = deliver_due(&db, &transport, clock.now(), 100).await {
+        if let Err(e) = deliver_due(&db, &transport, clock.now(), 100).await
+            && !crate::platform::db::outage::note(&e)
+        {
             tracing::warn!(error = %e, "outbox worker: database error");
         }
         tokio::select! {

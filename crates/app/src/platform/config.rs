@@ -148,6 +148,13 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     pub shutdown_grace_secs: u64,
     pub hsts_preload: bool,
+    /// Connections served at once. Unset: derived from the open-file limit (less a reserve for
+    /// the database pool and the rest of the process); a value above that is lowered to it.
+    pub max_connections: Option<usize>,
+    /// From the end of the TLS handshake to the first request's headers.
+    pub header_timeout_secs: u64,
+    /// A connection with no request in flight this long is closed (HTTP/1.1 and HTTP/2).
+    pub idle_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -218,6 +225,9 @@ impl Default for Config {
                 body_limit_bytes: 2 * 1024 * 1024,
                 shutdown_grace_secs: 30,
                 hsts_preload: false,
+                max_connections: None,
+                header_timeout_secs: 15,
+                idle_timeout_secs: 60,
             },
             database: DatabaseConfig {
                 url: None,
@@ -289,9 +299,11 @@ impl Config {
                 }
             }
         }
+        // Settings whose own names end in `_file` are set directly, not read from a file.
+        let indirect = |k: &str| k.ends_with("_FILE") && !SETTINGS_NAMED_FILE.contains(&env_key_to_path(k).as_str());
         let env: Vec<(String, String)> = vars
             .iter()
-            .filter(|(k, _)| k.starts_with("CLIENTFLOW_") && !k.ends_with("_FILE"))
+            .filter(|(k, _)| k.starts_with("CLIENTFLOW_") && !indirect(k))
             .filter(|(k, _)| k != "CLIENTFLOW_CONFIG")
             .cloned()
             .collect();
@@ -306,7 +318,7 @@ impl Config {
                 }
             }
         }
-        for (key, file_path) in vars.iter().filter(|(k, _)| k.starts_with("CLIENTFLOW_") && k.ends_with("_FILE")) {
+        for (key, file_path) in vars.iter().filter(|(k, _)| k.starts_with("CLIENTFLOW_") && indirect(k)) {
             let setting_key = &key[..key.len() - "_FILE".len()];
             let content = std::fs::read_to_string(file_path)
                 .map_err(|e| ConfigError::Load(format!("{key}: cannot read {file_path}: {e}")))?;
@@ -354,6 +366,24 @@ impl Config {
         if self.server.request_timeout_secs == 0 || self.server.request_timeout_secs > 3600 {
             return Err(ConfigError::Invalid {
                 setting: "server.request_timeout_secs",
+                message: "must be between 1 and 3600".into(),
+            });
+        }
+        if self.server.max_connections == Some(0) {
+            return Err(ConfigError::Invalid {
+                setting: "server.max_connections",
+                message: "must be at least 1 (or unset, to derive it from the open-file limit)".into(),
+            });
+        }
+        if self.server.header_timeout_secs == 0 || self.server.header_timeout_secs > 300 {
+            return Err(ConfigError::Invalid {
+                setting: "server.header_timeout_secs",
+                message: "must be between 1 and 300".into(),
+            });
+        }
+        if self.server.idle_timeout_secs == 0 || self.server.idle_timeout_secs > 3600 {
+            return Err(ConfigError::Invalid {
+                setting: "server.idle_timeout_secs",
                 message: "must be between 1 and 3600".into(),
             });
         }
@@ -405,6 +435,10 @@ impl Config {
         }
     }
 }
+
+/// Settings that are paths to files themselves: `CLIENTFLOW_SERVER__TLS_CERT_FILE` sets
+/// `server.tls_cert_file` rather than reading `server.tls_cert` from a file.
+const SETTINGS_NAMED_FILE: &[&str] = &["server.tls_cert_file", "server.tls_key_file"];
 
 /// `CLIENTFLOW_SERVER__LISTEN` → `server.listen`.
 fn env_key_to_path(key: &str) -> String {
@@ -471,6 +505,18 @@ mod tests {
         std::fs::write(&p, "postgres://secret@localhost/db\n").unwrap();
         let c = Config::load_from(None, &vars(&[("CLIENTFLOW_DATABASE__URL_FILE", p.to_str().unwrap())])).unwrap();
         assert_eq!(c.database.url.as_ref().unwrap().expose(), "postgres://secret@localhost/db");
+        // Settings named `…_file` are set directly.
+        let c = Config::load_from(
+            None,
+            &vars(&[
+                ("CLIENTFLOW_SERVER__TLS", "files"),
+                ("CLIENTFLOW_SERVER__TLS_CERT_FILE", "/etc/cf/cert.pem"),
+                ("CLIENTFLOW_SERVER__TLS_KEY_FILE", "/etc/cf/key.pem"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.tls_cert_file.unwrap(), PathBuf::from("/etc/cf/cert.pem"));
+        assert_eq!(c.server.tls_key_file.unwrap(), PathBuf::from("/etc/cf/key.pem"));
     }
 
     #[test]
@@ -518,5 +564,16 @@ mod tests {
         assert!(e.to_string().contains("server.listen"), "{e}");
         let e = Config::load_from(None, &vars(&[("CLIENTFLOW_SERVER__BOGUS", "1")])).unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
+        for (var, value, setting) in [
+            ("CLIENTFLOW_SERVER__MAX_CONNECTIONS", "0", "server.max_connections"),
+            ("CLIENTFLOW_SERVER__HEADER_TIMEOUT_SECS", "0", "server.header_timeout_secs"),
+            ("CLIENTFLOW_SERVER__IDLE_TIMEOUT_SECS", "0", "server.idle_timeout_secs"),
+            ("CLIENTFLOW_SERVER__IDLE_TIMEOUT_SECS", "86400", "server.idle_timeout_secs"),
+        ] {
+            let e = Config::load_from(None, &vars(&[(var, value)])).unwrap_err();
+            assert!(e.to_string().contains(setting), "{var}={value}: {e}");
+        }
+        let c = Config::load_from(None, &vars(&[("CLIENTFLOW_SERVER__MAX_CONNECTIONS", "500")])).unwrap();
+        assert_eq!(c.server.max_connections, Some(500));
     }
 }

@@ -69,6 +69,8 @@ struct MetricsInner {
     pool_max: Gauge,
     rate_limit_decisions: Family<RateLimitLabels, Counter>,
     rate_limiter_degraded: Gauge,
+    http_connections: Gauge,
+    http_connections_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -104,6 +106,14 @@ impl Metrics {
             "1 while the configured Redis is failing and the in-process store decides",
             rate_limiter_degraded.clone(),
         );
+        let http_connections = Gauge::default();
+        let http_connections_refused = Counter::default();
+        registry.register("http_connections", "Open client connections", http_connections.clone());
+        registry.register(
+            "http_connections_refused",
+            "Connections closed at once because the connection cap was reached",
+            http_connections_refused.clone(),
+        );
         Self {
             inner: Arc::new(MetricsInner {
                 registry,
@@ -114,6 +124,8 @@ impl Metrics {
                 pool_max,
                 rate_limit_decisions,
                 rate_limiter_degraded,
+                http_connections,
+                http_connections_refused,
             }),
         }
     }
@@ -129,6 +141,11 @@ impl Metrics {
     pub fn observe_rate_limit(&self, policy: &str, allowed: bool) {
         let outcome = if allowed { "allowed" } else { "limited" };
         self.inner.rate_limit_decisions.get_or_create(&RateLimitLabels { policy: policy.to_string(), outcome }).inc();
+    }
+
+    /// The open-connection gauge and the refused-connection counter, for the accept loop.
+    pub fn connection_metrics(&self) -> (Gauge, Counter) {
+        (self.inner.http_connections.clone(), self.inner.http_connections_refused.clone())
     }
 
     /// Set at scrape time from the limiter's own state.

@@ -88,9 +88,9 @@ async fn a_nul_in_a_form_or_json_body_is_refused_and_nothing_is_written() {
     assert_eq!(count(&app, "SELECT count(*) FROM clients").await, clients_before + 1, "only the plain-text client");
 }
 
-/// Over the whole route table: a NUL in the query string, and in a form or JSON body, is a 4xx
-/// naming where it was, whatever the route and whoever asks (the refusal comes before routing,
-/// so no handler, guard or query sees it).
+/// Over the whole route table: a NUL in the query string is a 422 naming it, whatever the route
+/// and whoever asks (refused before the route's guard looks anything up); a NUL in a form or JSON
+/// body is a 4xx, never a 5xx (the route's access checks come first, then the NUL check).
 #[tokio::test]
 async fn no_route_answers_a_nul_with_a_server_error() {
     let app = TestApp::spawn().await;
@@ -100,6 +100,7 @@ async fn no_route_answers_a_nul_with_a_server_error() {
     let token = session_token(&mut owner).await;
     let id = uuid::Uuid::now_v7().to_string();
     let mut cases = 0;
+    let mut body_refusals = 0;
     for def in clientflow::routes::all() {
         let path = def
             .path
@@ -136,8 +137,15 @@ async fn no_route_answers_a_nul_with_a_server_error() {
         .send()
         .await
         .unwrap();
-        assert_eq!(res.status(), 422, "{} {path} with a NUL in its body", def.method);
+        // Refused or sent elsewhere by the route's own access checks (which come first, so an
+        // unauthenticated body is never parsed), or refused for the NUL.
+        let status = res.status().as_u16();
+        assert!((300..500).contains(&status), "{} {path} with a NUL in its body: {status}", def.method);
+        if status == 422 {
+            body_refusals += 1;
+        }
         cases += 1;
     }
     assert!(cases > 200, "the sweep covered {cases} cases");
+    assert!(body_refusals > 60, "only {body_refusals} bodies reached the NUL check");
 }

@@ -475,6 +475,51 @@ async fn redis_dying_keeps_authentication_limited_and_degrades_the_api_to_in_pro
     assert_eq!(statuses(&mut b, &mut n, 1).await, [429], "the restart reset nothing");
 }
 
+/// A Redis that answers `PING` but refuses writes (out of memory under `noeviction`) is a
+/// failing Redis: decisions fall back to the in-process store and keep limiting, and
+/// `/readyz` and the degraded gauge say so until Redis accepts writes again.
+#[tokio::test]
+async fn redis_refusing_writes_is_reported_as_degraded() {
+    let redis = RedisServer::start().await;
+    let app = redis_app(&redis, midnight(), |c| set(c, PolicyId::ApiKey, 3, 60)).await;
+    let seeded = crate::support::seed_org(&app.app_db, "oom").await;
+    let key = api_key(&app, seeded.id.to_string().parse().unwrap(), "oom").await;
+    let api = async || app.client.get(app.url("/api/v1/test/whoami")).bearer_auth(&key).send().await.expect("request");
+    assert_eq!(api().await.status(), 200);
+    let body: serde_json::Value = app.get("/readyz").await.json().await.unwrap();
+    assert_eq!(body["checks"]["rate_limiter"], "redis");
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let config_set = async |conn: &mut redis::aio::MultiplexedConnection, name: &str, value: &str| {
+        let () = redis::cmd("CONFIG").arg("SET").arg(name).arg(value).query_async(conn).await.unwrap();
+    };
+    config_set(&mut conn, "maxmemory-policy", "noeviction").await;
+    config_set(&mut conn, "maxmemory", "1").await;
+    let pong: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+    assert_eq!(pong, "PONG", "Redis still answers PING");
+
+    // Decisions fall back and still limit (the API key's budget starts afresh in process).
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(api().await.status().as_u16());
+    }
+    assert_eq!(codes, [200, 200, 200, 429]);
+    let res = app.get("/readyz").await;
+    assert_eq!(res.status(), 200, "a degraded limiter still limits: ready");
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert!(body["checks"]["rate_limiter"].as_str().unwrap().starts_with("degraded"), "{body}");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("clientflow_rate_limiter_degraded 1"), "{metrics}");
+
+    // Writes accepted again: the probe notices.
+    config_set(&mut conn, "maxmemory", "0").await;
+    let body: serde_json::Value = app.get("/readyz").await.json().await.unwrap();
+    assert_eq!(body["checks"]["rate_limiter"], "redis", "{body}");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("clientflow_rate_limiter_degraded 0"), "{metrics}");
+}
+
 /// The per-account sign-in budget gives a device of its own only to a device the account
 /// really signed in from: forged device cookies all share the address's budget, while the
 /// owner's own device keeps signing in.

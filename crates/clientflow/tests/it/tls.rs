@@ -73,3 +73,81 @@ async fn plain_http_only_redirects_to_the_configured_https_address() {
     let _ = tx.send(());
     tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
 }
+
+/// `clientflow doctor` reports how long the configured certificate has left, self-signed or
+/// from files: ok with the date, a warning within 30 days, a failure once expired.
+#[tokio::test]
+async fn doctor_reports_the_certificate_expiry() {
+    use clientflow::platform::http::tls::generate_self_signed_for;
+    let db = clientflow_test_support::TestDb::new().await;
+    let passwords = clientflow_test_support::role_passwords().await;
+    let app_url = crate::support::url_of(&db.app, Some(&passwords.app));
+    let owner_url = crate::support::url_of(&db.owner, Some(&passwords.owner));
+    let now = time::OffsetDateTime::now_utc();
+    let days = time::Duration::days;
+    let doctor = |dir: std::path::PathBuf, extra: Vec<(&'static str, String)>| {
+        let (app_url, owner_url) = (app_url.clone(), owner_url.clone());
+        async move {
+            let out = tokio::task::spawn_blocking(move || {
+                let mut c = crate::cli::bin();
+                c.arg("doctor")
+                    .env("CLIENTFLOW_DATA_DIR", &dir)
+                    .env("DATABASE_URL", app_url)
+                    .env("CLIENTFLOW_DATABASE__ADMIN_URL", owner_url);
+                for (k, v) in extra {
+                    c.env(k, v);
+                }
+                c.output().unwrap()
+            })
+            .await
+            .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            let tls_line = text.lines().find(|l| l.contains(" tls ")).unwrap_or_default().to_string();
+            (out.status.success(), tls_line, text)
+        }
+    };
+    let self_signed = |from: i64, to: i64| {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = dir.path().join("tls");
+        std::fs::create_dir_all(&tls).unwrap();
+        generate_self_signed_for(
+            &tls.join("localhost.crt"),
+            &tls.join("localhost.key"),
+            now + days(from),
+            now + days(to),
+        )
+        .unwrap();
+        dir
+    };
+
+    let fresh = self_signed(-1, 89);
+    let (ok, line, text) = doctor(fresh.path().to_path_buf(), vec![]).await;
+    assert!(ok, "{text}");
+    assert!(line.starts_with("ok") && line.contains("valid until") && line.contains("(88 days)"), "{line}");
+
+    let soon = self_signed(-80, 10);
+    let (ok, line, text) = doctor(soon.path().to_path_buf(), vec![]).await;
+    assert!(ok, "a warning is not a failure: {text}");
+    assert!(line.starts_with("warn") && line.contains("expires on") && line.contains("renews it at start"), "{line}");
+    // doctor only reports: the certificate is still the one about to expire.
+    let again = doctor(soon.path().to_path_buf(), vec![]).await.1;
+    assert!(again.starts_with("warn"), "{again}");
+
+    let expired = self_signed(-100, -3);
+    let (ok, line, _) = doctor(expired.path().to_path_buf(), vec![]).await;
+    assert!(!ok);
+    assert!(line.starts_with("FAIL") && line.contains("expired on"), "{line}");
+
+    // Files: the operator's own certificate, expired.
+    let files = self_signed(-400, -1);
+    let (cert, key) = (files.path().join("tls/localhost.crt"), files.path().join("tls/localhost.key"));
+    let data = tempfile::tempdir().unwrap();
+    let extra = vec![
+        ("CLIENTFLOW_SERVER__TLS", "files".to_string()),
+        ("CLIENTFLOW_SERVER__TLS_CERT_FILE", cert.display().to_string()),
+        ("CLIENTFLOW_SERVER__TLS_KEY_FILE", key.display().to_string()),
+    ];
+    let (ok, line, _) = doctor(data.path().to_path_buf(), extra).await;
+    assert!(!ok);
+    assert!(line.starts_with("FAIL") && line.contains("expired on") && line.contains("tls_cert_file"), "{line}");
+}

@@ -11,6 +11,7 @@
 
 pub mod catalog;
 pub mod cluster;
+pub mod outage;
 pub mod provision;
 pub mod tenant;
 
@@ -32,6 +33,9 @@ pub const OWNER_ROLE: &str = "clientflow_owner";
 /// A read-only role that bypasses row-level security, for operator commands that work across
 /// organizations (audit verification). Never what the server runs as.
 pub const AUDITOR_ROLE: &str = "clientflow_auditor";
+
+/// How long a transaction waits for a connection while the database is known to be away.
+pub const OUTAGE_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A handle to the application database, connected as the app role.
 #[derive(Clone)]
@@ -56,12 +60,30 @@ impl Db {
 
     /// A transaction for global tables (no tenant context).
     pub async fn global(&self) -> Result<GlobalTx, sqlx::Error> {
-        Ok(GlobalTx { tx: self.pool.begin().await? })
+        Ok(GlobalTx { tx: self.begin().await? })
+    }
+
+    /// Every transaction starts here, so the end of a database outage is noticed (and logged)
+    /// by the first request that gets a connection again.
+    /// While the database is known to be away, a request waits at most
+    /// [`OUTAGE_ACQUIRE_TIMEOUT`] to find out again instead of the whole acquire timeout.
+    pub(crate) async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        let tx = if outage::is_down() {
+            tokio::time::timeout(OUTAGE_ACQUIRE_TIMEOUT, self.pool.begin())
+                .await
+                .map_err(|_| sqlx::Error::PoolTimedOut)??
+        } else {
+            self.pool.begin().await?
+        };
+        outage::record_success();
+        Ok(tx)
     }
 
     /// Cheap liveness query.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        outage::record_success();
+        Ok(())
     }
 
     /// (connections open, of which idle, configured maximum)

@@ -261,7 +261,7 @@ pub async fn verify_member(
     user: &AuthenticatedUser,
     org_id: OrgId,
 ) -> Result<Option<OrgPrincipal>, sqlx::Error> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     set_tenant(&mut tx, org_id).await?;
     let row: Option<(Role, Option<ClientId>)> = sqlx::query_as(
         "SELECT m.role, m.client_id FROM memberships m \
@@ -321,7 +321,7 @@ pub async fn find_invitation(
     token: &str,
     now: time::OffsetDateTime,
 ) -> Result<Option<OpenInvitation>, sqlx::Error> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     sqlx::query("SELECT set_config('app.invitation_token', $1, true)")
         .bind(hex::encode(crate::platform::crypto::sha256(token.as_bytes())))
         .execute(&mut *tx)
@@ -399,7 +399,7 @@ pub async fn begin_invitation_decline(
 /// returned can write the submission and nothing else of consequence: no permissions, and the
 /// Client role without a client record, which scopes it to no project.
 pub async fn contact_form(db: &Db, slug: &str) -> Result<Option<(OrgPrincipal, String)>, sqlx::Error> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     sqlx::query("SELECT set_config('app.contact_form_slug', $1, true)").bind(slug).execute(&mut *tx).await?;
     let row: Option<(OrgId, String)> = sqlx::query_as(
         "SELECT id, name FROM organizations WHERE slug = $1 AND contact_form_enabled AND contact_email IS NOT NULL",
@@ -458,7 +458,7 @@ pub async fn verify_api_key_with_allowlist(
         return Ok(None);
     }
     let digest = crate::platform::crypto::sha256(presented.as_bytes());
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin().await?;
     sqlx::query("SELECT set_config('app.api_key_hash', $1, true)").bind(hex::encode(digest)).execute(&mut *tx).await?;
     type KeyRow = (
         OrgId,
@@ -762,7 +762,7 @@ impl OrgTx {
             // The tenant was set when the request transaction was opened.
             return Ok(Self { tx, principal: principal.clone(), request: Some(slot) });
         }
-        let mut tx = db.pool.begin().await?;
+        let mut tx = db.begin().await?;
         set_tenant(&mut tx, principal.org_id).await?;
         Ok(Self { tx, principal: principal.clone(), request: None })
     }
@@ -839,7 +839,7 @@ pub struct UserTx {
 
 impl UserTx {
     pub async fn begin(db: &Db, user: &AuthenticatedUser) -> Result<Self, sqlx::Error> {
-        let mut tx = db.pool.begin().await?;
+        let mut tx = db.begin().await?;
         sqlx::query("SELECT set_config('app.user_id', $1, true)").bind(user.id().to_string()).execute(&mut *tx).await?;
         Ok(Self { tx, user_id: user.id() })
     }

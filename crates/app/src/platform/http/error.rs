@@ -47,8 +47,29 @@ pub enum AppError {
     Throttled { message: String, retry_after_secs: u64 },
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The database can't be reached (see `platform::db::outage`): 503 with `Retry-After`,
+    /// logged once per outage rather than per request.
+    #[error("database unavailable")]
+    DatabaseUnavailable,
     #[error("internal error: {0:#}")]
-    Internal(#[from] anyhow::Error),
+    Internal(anyhow::Error),
+}
+
+/// Seconds a client is asked to wait when the database can't be reached.
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 5;
+
+impl From<anyhow::Error> for AppError {
+    /// An error whose chain holds a failure to reach the database is that, not an internal
+    /// error, however deep it was wrapped.
+    fn from(e: anyhow::Error) -> Self {
+        match crate::platform::db::outage::unavailable_in(&e) {
+            Some(cause) => {
+                crate::platform::db::outage::record_failure(cause);
+                AppError::DatabaseUnavailable
+            }
+            None => AppError::Internal(e),
+        }
+    }
 }
 
 impl AppError {
@@ -71,7 +92,7 @@ impl AppError {
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::TooManyRequests { .. } | AppError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unavailable(_) | AppError::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -95,6 +116,12 @@ impl AppError {
             ),
             AppError::NotFound => ("The requested resource does not exist.".into(), vec![]),
             AppError::PayloadTooLarge => ("The request body is too large.".into(), vec![]),
+            AppError::DatabaseUnavailable => (
+                format!(
+                    "The service can't reach its database right now. Try again in {DATABASE_RETRY_AFTER_SECS} seconds."
+                ),
+                vec![],
+            ),
             AppError::Throttled { message, .. } => (message.clone(), vec![]),
             AppError::TooManyRequests { retry_after_secs } => {
                 (format!("Too many requests. Try again in {retry_after_secs} seconds."), vec![])
@@ -147,13 +174,21 @@ pub struct RenderedByHandler;
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        if let AppError::Internal(cause) = &self {
+        // An internal error built by hand around a database outage is still the outage.
+        let this = match self {
+            AppError::Internal(cause) => AppError::from(cause),
+            other => other,
+        };
+        if let AppError::Internal(cause) = &this {
             tracing::error!(error = %format!("{cause:#}"), "internal error");
         }
-        let problem = self.problem();
-        let mut response = self.status().into_response();
-        if let AppError::TooManyRequests { retry_after_secs } | AppError::Throttled { retry_after_secs, .. } = &self {
+        let problem = this.problem();
+        let mut response = this.status().into_response();
+        if let AppError::TooManyRequests { retry_after_secs } | AppError::Throttled { retry_after_secs, .. } = &this {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, (*retry_after_secs).into());
+        }
+        if let AppError::DatabaseUnavailable = &this {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, DATABASE_RETRY_AFTER_SECS.into());
         }
         response.extensions_mut().insert(problem);
         response
@@ -170,9 +205,11 @@ impl From<sqlx::Error> for AppError {
 /// violation is a reference to something that doesn't exist *for this tenant*: 404, so a
 /// foreign id can't be told apart from a missing one.
 pub fn from_db(e: sqlx::Error) -> AppError {
+    if crate::platform::db::outage::note(&e) {
+        return AppError::DatabaseUnavailable;
+    }
     match &e {
         sqlx::Error::RowNotFound => AppError::NotFound,
-        sqlx::Error::PoolTimedOut => AppError::Unavailable("The database is busy. Try again.".into()),
         sqlx::Error::Database(db) => match db.code().as_deref() {
             Some("23505") => AppError::Conflict("A record with these values already exists.".into()),
             Some("23503") => AppError::NotFound,
@@ -200,6 +237,25 @@ mod tests {
         assert_eq!(p.status, 500);
         assert!(!p.detail.contains("hunter2"));
         assert!(!p.detail.contains("refused"));
+    }
+
+    #[test]
+    fn an_unreachable_database_is_a_503_with_retry_after_and_a_query_error_is_not() {
+        let refused = || sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        for e in [from_db(refused()), from_db(sqlx::Error::PoolTimedOut), AppError::from(anyhow::Error::new(refused()))]
+        {
+            assert!(matches!(e, AppError::DatabaseUnavailable), "{e:?}");
+        }
+        // Wrapped by hand as an internal error: still the outage.
+        let res = AppError::Internal(anyhow::Error::new(refused()).context("loading")).into_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()[axum::http::header::RETRY_AFTER], "5");
+        assert!(!res.extensions().get::<Problem>().unwrap().detail.contains("refused"));
+        assert!(matches!(from_db(sqlx::Error::RowNotFound), AppError::NotFound));
+        assert!(matches!(from_db(sqlx::Error::Protocol("x".into())), AppError::Internal(_)));
+        let res = AppError::from(anyhow::anyhow!("a bug")).into_response();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(res.headers().get(axum::http::header::RETRY_AFTER).is_none());
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! PostgreSQL's `text` can't hold U+0000: a NUL anywhere in a bound parameter fails the whole
 //! statement (`invalid byte sequence for encoding "UTF8": 0x00`), which would surface as a 500
 //! from whichever query happened to receive it: a search term, a slug in the path, a form field,
-//! a JSON string. Rather than trusting every handler to remember, this layer refuses such a
-//! request before routing, naming where the NUL was:
+//! a JSON string. Rather than trusting every handler to remember, the route guard
+//! (`route::guard`) refuses such a request before its handler runs, naming where the NUL was:
 //!
 //! - the path (a decoded segment): 400, field `path`;
 //! - a query-string parameter (name or value): 422, naming the parameter;
@@ -21,42 +21,42 @@
 //! the header is built.
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::{AppError, FieldError, Problem};
-use crate::state::AppState;
 
-/// Refuses requests carrying a NUL in their path, query string, urlencoded form or JSON body.
-pub async fn refuse_nul(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(problem) = nul_in_path(req.uri().path()) {
-        return rejection(problem);
-    }
-    if let Some(problem) = req.uri().query().and_then(|q| nul_in_pairs(q.as_bytes(), "query parameter")) {
-        return rejection(problem);
-    }
+/// A NUL in the request's path or query string: checked by the route guard before anything
+/// else (an organization's slug in the path is looked up before the handler runs).
+pub fn refuse_in_target(uri: &axum::http::Uri) -> Option<Response> {
+    nul_in_path(uri.path())
+        .or_else(|| uri.query().and_then(|q| nul_in_pairs(q.as_bytes(), "query parameter")))
+        .map(rejection)
+}
+
+/// A NUL in a urlencoded form or JSON body: checked by the route guard once the request has
+/// passed its access checks (an unauthenticated request is refused without its body being
+/// parsed), right before the handler. `limit` is the body limit every extractor applies.
+pub async fn refuse_in_body(req: Request, limit: usize) -> Result<Request, Box<Response>> {
     let kind = body_kind(req.headers());
     if kind == BodyKind::Other {
-        return next.run(req).await;
+        return Ok(req);
     }
     let (parts, body) = req.into_parts();
-    // Forms and JSON documents are held to the body limit every extractor applies; a larger one
-    // is a 413 here, as it would be there.
-    let bytes = match axum::body::to_bytes(body, state.config.server.body_limit_bytes).await {
+    let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
-        Err(e) => return read_failure(e),
+        Err(e) => return Err(Box::new(read_failure(e))),
     };
     let found = match kind {
         BodyKind::Form => nul_in_pairs(&bytes, "field"),
         BodyKind::Json => nul_in_json(&bytes),
         BodyKind::Other => None,
     };
-    if let Some(problem) = found {
-        return rejection(problem);
+    match found {
+        Some(problem) => Err(Box::new(rejection(problem))),
+        None => Ok(Request::from_parts(parts, Body::from(bytes))),
     }
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

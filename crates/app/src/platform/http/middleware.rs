@@ -1,6 +1,6 @@
 //! Middleware every request passes through, outermost first:
 //! request id → access log and metrics → security headers → error rendering → client IP →
-//! timeout → NUL refusal (`input::refuse_nul`) → body limit → router (→ per-route access guard → handler).
+//! timeout → body limit → router (→ per-route access guard → handler).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;

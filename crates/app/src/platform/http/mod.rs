@@ -60,7 +60,6 @@ pub fn router_from(state: AppState, defs: Vec<RouteDef>) -> Router {
                 .layer(from_fn(middleware::web_page_cookies))
                 .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
                 .layer(MapResponseBodyLayer::new(Body::new))
-                .layer(from_fn_with_state(state.clone(), input::refuse_nul))
                 .layer(RequestBodyLimitLayer::new(outer_limit))
                 .layer(DefaultBodyLimit::max(body_limit)),
         )

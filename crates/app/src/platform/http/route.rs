@@ -161,6 +161,10 @@ async fn guarded(
     rotated: &mut Option<identity_guard::RotatedSession>,
 ) -> Response {
     let (state, access, surface) = (&route.state, route.access, route.surface);
+    // Text PostgreSQL can't store, in the path or query, before anything looks them up.
+    if let Some(res) = super::input::refuse_in_target(req.uri()) {
+        return res;
+    }
     // Limits keyed on the address or the form come first: a flood is refused before it
     // costs a session lookup or a CSRF check.
     let req = match limits::enforce_before_access(state, &route.limits, req, applied).await {
@@ -193,6 +197,11 @@ async fn guarded(
     if let Err(res) = limits::enforce_after_access(state, keys, applied).await {
         return res;
     }
+    // And in the body, once the request may reach its handler.
+    let req = match super::input::refuse_in_body(req, state.config.server.body_limit_bytes).await {
+        Ok(req) => req,
+        Err(res) => return *res,
+    };
     match access {
         Access::Public | Access::SignedIn | Access::SecondFactor | Access::AnySession | Access::Org(_) => {
             next.run(req).await
