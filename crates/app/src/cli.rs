@@ -12,12 +12,12 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::audit::chain::{KnownHead, Verification};
+use crate::config::{Config, TlsMode};
 use crate::platform::clock::SystemClock;
-use crate::platform::config::{Config, TlsMode};
 use crate::platform::db::provision::{self, Mode};
 use crate::platform::db::tenant::OperatorAuthority;
 use crate::platform::db::{Db, MigrationStatus};
-use crate::platform::http::{self, server, tls};
+use crate::platform::http::{server, tls};
 use crate::platform::telemetry;
 use crate::state::AppState;
 
@@ -241,7 +241,7 @@ pub fn main() -> ExitCode {
             Command::Seed(args) => seed::run(config, cli.json, operator, args).await,
             Command::Audit { command } => audit(config, &operator, command).await,
             Command::Docs { command: DocsCommand::Permissions } => {
-                print!("{}", crate::tenancy::role::permissions_markdown());
+                print!("{}", crate::access::role::permissions_markdown());
                 Ok(ExitCode::SUCCESS)
             }
         }
@@ -389,7 +389,7 @@ async fn serve_with(
         idle_timeout_secs = options.idle_timeout.as_secs(),
         "connection limits"
     );
-    let router = http::router(state);
+    let router = crate::routes::router(state);
     // A self-signed certificate is renewed while running, too: a server up for months never
     // serves an expired one.
     let renewal = tls.as_ref().and_then(|t| t.self_signed.clone()).map(|c| tokio::spawn(c.keep_renewed()));

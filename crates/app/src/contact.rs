@@ -19,17 +19,17 @@ use uuid::Uuid;
 use crate::abuse::botcheck::Purpose;
 use crate::abuse::limits::CONTACT_PER_IP;
 use crate::abuse::web::{BotCheckView, SubmittedProof, verify_form, with_widget_policy};
+use crate::access::role::Permission;
+use crate::access::route::{Access, RouteDef, Surface};
 use crate::identity::guard::FormToken;
 use crate::identity::session::RequestMeta;
 use crate::mail::outbox::{self, Category, OutgoingMail};
 use crate::platform::db::{OrgPrincipal, OrgTx, tenant};
 use crate::platform::http::error::{AppError, AppResult, FieldError, RenderedByHandler};
-use crate::platform::http::route::{Access, RouteDef, Surface};
 use crate::platform::types::{Email, parse_name};
 use crate::route;
 use crate::state::AppState;
 use crate::tenancy::guard::OrgAccess;
-use crate::tenancy::role::Permission;
 use crate::tenancy::web::OrgNav;
 
 /// Longest message accepted (the column allows exactly this).

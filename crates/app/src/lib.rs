@@ -4,9 +4,11 @@
 //! the tenant door, HTTP, TLS, telemetry); each domain area owns its routes, SQL and types.
 
 pub mod abuse;
+pub mod access;
 pub mod api;
 pub mod audit;
 pub mod cli;
+pub mod config;
 pub mod contact;
 pub mod identity;
 pub mod mail;

@@ -6,8 +6,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::access::route::{Access, RouteDef, Surface};
 use crate::platform::db::MigrationStatus;
-use crate::platform::http::route::{Access, RouteDef, Surface};
 use crate::route;
 use crate::state::AppState;
 

@@ -1,6 +1,30 @@
-//! The whole route table: each area contributes its declared routes.
+//! The route table and how a request gets through it: each area contributes its declared
+//! routes; the router is assembled from them, with the platform's middleware around it and
+//! each route's guard (rate limits, then who is asking and whether they may, then the handler).
 
-use crate::platform::http::route::RouteDef;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use tower::ServiceBuilder;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::map_response_body::MapResponseBodyLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::abuse::limits::{self, Applied, Limit};
+use crate::access::route::{Access, RouteDef, Surface};
+use crate::identity::guard as identity_guard;
+use crate::identity::session::Stage;
+use crate::platform::config::PlatformSettings;
+use crate::platform::http::error::{self, AppError};
+use crate::platform::http::middleware::{self, ClientIp, HttpContext};
+use crate::platform::net;
+use crate::state::AppState;
 
 pub fn all() -> Vec<RouteDef> {
     let mut routes = Vec::new();
@@ -14,4 +38,176 @@ pub fn all() -> Vec<RouteDef> {
     routes.extend(crate::api::routes());
     routes.extend(crate::contact::routes());
     routes
+}
+
+/// Builds the application router from the route table.
+pub fn router(state: AppState) -> Router {
+    router_from(state, all())
+}
+
+/// What the platform's middleware needs, from the application's state.
+pub fn http_context(state: &AppState) -> HttpContext {
+    HttpContext {
+        metrics: state.metrics.clone(),
+        security_headers: state.security_headers.clone(),
+        trusted_proxies: state.config.server.trusted_proxies.clone().into(),
+        behind_proxy: state.config.server.tls == crate::config::TlsMode::Proxy,
+        public_url: state.config.public_url().into(),
+        error_page: crate::web::error_page,
+    }
+}
+
+/// Builds a router from an explicit table (the production table, or a test's).
+pub fn router_from(state: AppState, defs: Vec<RouteDef>) -> Router {
+    let mut router: Router<AppState> = Router::new();
+    for def in defs {
+        let guard =
+            RouteGuard { state: state.clone(), access: def.access, surface: def.surface, limits: def.limits.into() };
+        let handler = def
+            .handler
+            .route_layer(from_fn_with_state(guard, guard_route))
+            .route_layer(from_fn(middleware::mark_route));
+        router = router.route(def.path, handler);
+    }
+    let body_limit = state.config.server.body_limit_bytes;
+    // The outer limit admits a file upload; every extractor stays at `body_limit` through
+    // `DefaultBodyLimit`, except the upload route, which counts the file itself.
+    let outer_limit = state.config.largest_request_body();
+    let timeout = Duration::from_secs(state.config.server.request_timeout_secs);
+    let http = http_context(&state);
+    router
+        .fallback(|| async { error::AppError::NotFound })
+        .layer(
+            ServiceBuilder::new()
+                .layer(from_fn(middleware::request_id))
+                .layer(from_fn_with_state(http.clone(), middleware::access_log))
+                .layer(from_fn_with_state(http.clone(), middleware::security_headers))
+                .layer(from_fn_with_state(http.clone(), middleware::render_errors))
+                .layer(from_fn_with_state(http, middleware::client_ip))
+                .layer(from_fn(web_page_cookies))
+                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
+                .layer(MapResponseBodyLayer::new(Body::new))
+                .layer(RequestBodyLimitLayer::new(outer_limit))
+                .layer(DefaultBodyLimit::max(body_limit)),
+        )
+        .with_state(state)
+}
+
+/// Web pages (not the API, static files or operations endpoints) get the anonymous CSRF
+/// cookie that forms shown before sign-in rely on.
+async fn web_page_cookies(req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let is_page = req.method() == axum::http::Method::GET
+        && !path.starts_with("/api/")
+        && !path.starts_with("/static/")
+        && !matches!(path, "/healthz" | "/readyz" | "/metrics");
+    if is_page { identity_guard::anon_csrf_cookie(req, next).await } else { next.run(req).await }
+}
+
+/// What the per-route guard knows about its route.
+#[derive(Clone)]
+pub struct RouteGuard {
+    pub state: AppState,
+    pub access: Access,
+    pub surface: Surface,
+    pub limits: Arc<[Limit]>,
+}
+
+/// The per-route guard: runs before the handler, with the route's declared access and rate
+/// limits. Every response of a limited route carries its rate-limit headers.
+pub async fn guard_route(State(route): State<RouteGuard>, req: Request, next: Next) -> Response {
+    let mut applied = Applied::default();
+    let mut rotated = None;
+    let res = guarded(&route, req, next, &mut applied, &mut rotated).await;
+    let res = match rotated {
+        Some(rotated) => rotated.apply(res),
+        None => res,
+    };
+    let mut res = applied.decorate(res);
+    // The route's declared surface decides how an error is rendered.
+    res.extensions_mut().insert(route.surface);
+    // A response behind authentication is never stored, whatever its handler chose: the rule
+    // follows the route's declared access, so a new authenticated route can't slip past it.
+    // Only `Public` routes (static assets, signed links) pick their own caching.
+    if route.access != Access::Public {
+        res.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    }
+    res
+}
+
+async fn guarded(
+    route: &RouteGuard,
+    req: Request,
+    next: Next,
+    applied: &mut Applied,
+    rotated: &mut Option<identity_guard::RotatedSession>,
+) -> Response {
+    let (state, access, surface) = (&route.state, route.access, route.surface);
+    // Text PostgreSQL can't store, in the path or query, before anything looks them up.
+    if let Some(res) = crate::platform::http::input::refuse_in_target(req.uri()) {
+        return res;
+    }
+    // Limits keyed on the address or the form come first: a flood is refused before it
+    // costs a session lookup or a CSRF check.
+    let req = match limits::enforce_before_access(state, &route.limits, req, applied).await {
+        Ok(req) => req,
+        Err(res) => return res,
+    };
+    let resolved = match access {
+        Access::SignedIn => identity_guard::require_session(state, req, Stage::Complete, rotated).await,
+        Access::SecondFactor => identity_guard::require_session(state, req, Stage::Pending, rotated).await,
+        Access::AnySession => identity_guard::require_any_session(state, req).await,
+        Access::Org(permission) => crate::tenancy::guard::require_org(state, req, permission, rotated).await,
+        Access::Api(permission) => crate::api::guard::require_key(state, req, permission).await,
+        Access::Public | Access::Operator => Ok(identity_guard::Resolved::Ok(req)),
+    };
+    let req = match resolved {
+        Ok(identity_guard::Resolved::Ok(req)) => req,
+        Ok(identity_guard::Resolved::Respond(res)) => return res,
+        Err(e) => return e.into_response(),
+    };
+    // Public web forms are protected too (sign-in and sign-up CSRF).
+    let req = if access == Access::Public && surface == Surface::Web && identity_guard::is_unsafe(req.method()) {
+        match identity_guard::check_csrf(state, req, None).await {
+            Ok(req) => req,
+            Err(e) => return e.into_response(),
+        }
+    } else {
+        req
+    };
+    let keys = limits::principal_keys(&route.limits, &req);
+    if let Err(res) = limits::enforce_after_access(state, keys, applied).await {
+        return res;
+    }
+    // And in the body, once the request may reach its handler.
+    let req = match crate::platform::http::input::refuse_in_body(req, state.config.server.body_limit_bytes).await {
+        Ok(req) => req,
+        Err(res) => return *res,
+    };
+    match access {
+        Access::Public | Access::SignedIn | Access::SecondFactor | Access::AnySession | Access::Org(_) => {
+            next.run(req).await
+        }
+        Access::Api(_) => crate::api::idempotency::wrap(state, req, next).await,
+        Access::Operator => {
+            let ip = req.extensions().get::<ClientIp>().map(|c| c.0);
+            let from_allowed = ip.is_some_and(|ip| net::contains(&state.config.metrics.allow, ip));
+            let token_ok = match (&state.config.metrics.token, bearer(&req)) {
+                (Some(expected), Some(given)) => expected.ct_eq(given),
+                _ => false,
+            };
+            if from_allowed || token_ok {
+                next.run(req).await
+            } else {
+                AppError::Forbidden(
+                    "Operations endpoints are available from allowed addresses or with the metrics token.".into(),
+                )
+                .into_response()
+            }
+        }
+    }
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    req.headers().get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
 }

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::config::Config;
 use crate::identity::google::GoogleSignIn;
 use crate::identity::password::PasswordHasher;
 use crate::platform::clock::SharedClock;
-use crate::platform::config::Config;
 use crate::platform::db::Db;
 use crate::platform::http::middleware::SecurityHeaders;
 use crate::platform::seal::Sealer;

@@ -5,8 +5,8 @@ use axum::extract::Path;
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 
+use crate::access::route::{Access, RouteDef, Surface};
 use crate::platform::http::error::{AppError, FieldError, Problem};
-use crate::platform::http::route::{Access, RouteDef, Surface};
 use crate::route;
 
 pub fn routes() -> Vec<RouteDef> {

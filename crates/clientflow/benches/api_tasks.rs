@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::extract::Query;
 use axum::response::{IntoResponse, Response};
-use clientflow::platform::http::route::{Access, RouteDef, Surface};
+use clientflow::access::route::{Access, RouteDef, Surface};
 use clientflow::work::tasks::{Task, list_sql};
 use clientflow_test_support::TestApp;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

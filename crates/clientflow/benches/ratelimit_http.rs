@@ -23,7 +23,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
 use clientflow::abuse::limits::{API_PER_IP, AUTH_PER_IP, LimitConfig, PolicyId};
-use clientflow::platform::http::route::{Access, RouteDef, Surface};
+use clientflow::access::route::{Access, RouteDef, Surface};
 use clientflow::route;
 use clientflow_test_support::TestApp;
 use clientflow_test_support::redis::{self as test_redis, RedisServer};
@@ -143,7 +143,7 @@ async fn main() {
          router figure minus the reference)"
     );
     let local = app(None).await;
-    let router = clientflow::platform::http::router_from(local.state.clone(), routes());
+    let router = clientflow::routes::router_from(local.state.clone(), routes());
     let mut rows = vec![
         Row {
             name: "no limit (reference)",
@@ -163,7 +163,7 @@ async fn main() {
     }
     let server = RedisServer::start().await;
     let shared = app(Some(&server)).await;
-    let router = clientflow::platform::http::router_from(shared.state.clone(), routes());
+    let router = clientflow::routes::router_from(shared.state.clone(), routes());
     rows.push(Row {
         name: "redis, sliding window",
         router_us: through_router(&router, "/bench/limited", 3_000).await,

@@ -19,12 +19,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use clientflow::config::Config;
 use clientflow::platform::clock::{ManualClock, SharedClock, SystemClock};
-use clientflow::platform::config::Config;
 use clientflow::platform::db::cluster::PrivateCluster;
 use clientflow::platform::db::provision::{self, RolePasswords};
 use clientflow::platform::db::{APP_ROLE, AUDITOR_ROLE, Db, MIGRATOR, OWNER_ROLE};
-use clientflow::platform::http::{self, server, tls};
+use clientflow::platform::http::{server, tls};
 use clientflow::state::AppState;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
@@ -262,7 +262,7 @@ pub struct TestAppBuilder {
     tweak: Option<ConfigTweak>,
     clock: Option<SharedClock>,
     manual: Option<ManualClock>,
-    routes: Option<Box<dyn FnOnce() -> Vec<clientflow::platform::http::route::RouteDef>>>,
+    routes: Option<Box<dyn FnOnce() -> Vec<clientflow::access::route::RouteDef>>>,
     pool_size: u32,
 }
 
@@ -291,7 +291,7 @@ impl TestAppBuilder {
     }
 
     /// Serve an explicit route table instead of the application's (for middleware tests).
-    pub fn routes(mut self, f: impl FnOnce() -> Vec<clientflow::platform::http::route::RouteDef> + 'static) -> Self {
+    pub fn routes(mut self, f: impl FnOnce() -> Vec<clientflow::access::route::RouteDef> + 'static) -> Self {
         self.routes = Some(Box::new(f));
         self
     }
@@ -325,8 +325,8 @@ impl TestAppBuilder {
         };
         let state = AppState::new(config.clone(), app_db.clone(), clock).await.expect("app state");
         let router = match self.routes {
-            Some(f) => http::router_from(state.clone(), f()),
-            None => http::router(state.clone()),
+            Some(f) => clientflow::routes::router_from(state.clone(), f()),
+            None => clientflow::routes::router(state.clone()),
         };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let options = server::ServeOptions::from_config(&config).with_metrics(&state.metrics);

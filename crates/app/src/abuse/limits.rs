@@ -55,197 +55,48 @@ use crate::platform::clock::SharedClock;
 use crate::platform::crypto::sha256_hex;
 use crate::platform::http::error::AppError;
 use crate::platform::http::middleware::ClientIp;
-use crate::platform::http::route::{Access, Surface};
 use crate::platform::net;
 use crate::platform::types::Email;
 use crate::state::AppState;
 use crate::tenancy::guard::OrgAccess;
 
-/// The policies. Their limits come from configuration; their names, failure behaviour and
-/// messages are fixed here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PolicyId {
-    /// Every way of signing in or up (password, second factor, Google, email confirmation,
-    /// reset, invitation) from one client address, together.
-    AuthIp,
-    /// Authentication requests naming one account.
-    AuthAccount,
-    /// Second-factor attempts of one pending sign-in's user.
-    SecondFactor,
-    /// Sign-ups from one client address.
-    SignupIp,
-    /// Contact-form submissions from one client address.
-    ContactIp,
-    /// Unsubscribe requests from one client address (for the unsubscribe endpoint).
-    UnsubscribeIp,
-    /// Status-page subscriptions from one client address (for the status page's form).
-    StatusSubscribeIp,
-    /// API requests from one client address, whatever key they carry.
-    ApiIp,
-    /// API requests made with one API key.
-    ApiKey,
-    /// Billing actions of one organization (for the billing routes).
-    BillingOrg,
-}
+pub use crate::access::route::{
+    API_PER_IP, API_PER_KEY, AUTH_PER_IP, BILLING_PER_ORG, CONTACT_PER_IP, KeyBy, Limit, MAIL_PER_ACCOUNT, PolicyId,
+    SECOND_FACTOR_PER_USER, SIGN_IN_PER_ACCOUNT, SIGNUP_PER_IP, STATUS_SUBSCRIBE_PER_IP, TOKEN_PER_ACCOUNT,
+    UNSUBSCRIBE_PER_IP, default_limits,
+};
 
-impl PolicyId {
-    pub const ALL: [PolicyId; 10] = [
-        PolicyId::AuthIp,
-        PolicyId::AuthAccount,
-        PolicyId::SecondFactor,
-        PolicyId::SignupIp,
-        PolicyId::ContactIp,
-        PolicyId::UnsubscribeIp,
-        PolicyId::StatusSubscribeIp,
-        PolicyId::ApiIp,
-        PolicyId::ApiKey,
-        PolicyId::BillingOrg,
-    ];
-
-    /// The name in `RateLimit-Policy`, logs, metrics and Redis keys.
-    pub fn name(self) -> &'static str {
-        match self {
-            PolicyId::AuthIp => "auth-ip",
-            PolicyId::AuthAccount => "auth-account",
-            PolicyId::SecondFactor => "second-factor",
-            PolicyId::SignupIp => "signup-ip",
-            PolicyId::ContactIp => "contact-ip",
-            PolicyId::UnsubscribeIp => "unsubscribe-ip",
-            PolicyId::StatusSubscribeIp => "status-subscribe-ip",
-            PolicyId::ApiIp => "api-ip",
-            PolicyId::ApiKey => "api-key",
-            PolicyId::BillingOrg => "billing-org",
+/// What happens to a policy's decisions while Redis is failing. Authentication, second-factor
+/// and billing limits keep the budgets this process has seen (an outage must not reopen a
+/// guessing or card-testing window); the others start afresh per process, which only makes
+/// them looser for the length of the outage.
+pub fn on_backend_failure(id: PolicyId) -> FailurePolicy {
+    match id {
+        PolicyId::AuthIp | PolicyId::AuthAccount | PolicyId::SecondFactor | PolicyId::BillingOrg => {
+            FailurePolicy::FailClosedToLocal
         }
+        PolicyId::SignupIp
+        | PolicyId::ContactIp
+        | PolicyId::UnsubscribeIp
+        | PolicyId::StatusSubscribeIp
+        | PolicyId::ApiIp
+        | PolicyId::ApiKey => FailurePolicy::DegradeToLocal,
     }
+}
 
-    /// The configuration key under `[rate_limits]`.
-    pub fn setting(self) -> &'static str {
-        match self {
-            PolicyId::AuthIp => "rate_limits.auth_ip",
-            PolicyId::AuthAccount => "rate_limits.auth_account",
-            PolicyId::SecondFactor => "rate_limits.second_factor",
-            PolicyId::SignupIp => "rate_limits.signup_ip",
-            PolicyId::ContactIp => "rate_limits.contact_ip",
-            PolicyId::UnsubscribeIp => "rate_limits.unsubscribe_ip",
-            PolicyId::StatusSubscribeIp => "rate_limits.status_subscribe_ip",
-            PolicyId::ApiIp => "rate_limits.api_ip",
-            PolicyId::ApiKey => "rate_limits.api_key",
-            PolicyId::BillingOrg => "rate_limits.billing_org",
+/// The refusal shown to the user (`{t}` becomes the wait).
+fn refusal(id: PolicyId) -> &'static str {
+    match id {
+        PolicyId::AuthIp => "Too many sign-in attempts from your network. Try again in {t}.",
+        PolicyId::AuthAccount => "Too many attempts for this account. Try again in {t}.",
+        PolicyId::SecondFactor => "Too many attempts. Try again in {t}.",
+        PolicyId::SignupIp | PolicyId::ContactIp | PolicyId::UnsubscribeIp | PolicyId::StatusSubscribeIp => {
+            "Too many submissions from your network. Try again in {t}."
         }
+        PolicyId::ApiIp => "Too many requests from this address. Retry after {t}.",
+        PolicyId::ApiKey => "Too many requests with this API key. Retry after {t}.",
+        PolicyId::BillingOrg => "Too many billing changes for this organization. Try again in {t}.",
     }
-
-    /// What happens while Redis is failing. Authentication, second-factor and billing limits
-    /// keep the budgets this process has seen (an outage must not reopen a guessing or
-    /// card-testing window); the others start afresh per process, which only makes them
-    /// looser for the length of the outage.
-    pub fn on_backend_failure(self) -> FailurePolicy {
-        match self {
-            PolicyId::AuthIp | PolicyId::AuthAccount | PolicyId::SecondFactor | PolicyId::BillingOrg => {
-                FailurePolicy::FailClosedToLocal
-            }
-            PolicyId::SignupIp
-            | PolicyId::ContactIp
-            | PolicyId::UnsubscribeIp
-            | PolicyId::StatusSubscribeIp
-            | PolicyId::ApiIp
-            | PolicyId::ApiKey => FailurePolicy::DegradeToLocal,
-        }
-    }
-
-    /// The refusal shown to the user (`{t}` becomes the wait).
-    fn refusal(self) -> &'static str {
-        match self {
-            PolicyId::AuthIp => "Too many sign-in attempts from your network. Try again in {t}.",
-            PolicyId::AuthAccount => "Too many attempts for this account. Try again in {t}.",
-            PolicyId::SecondFactor => "Too many attempts. Try again in {t}.",
-            PolicyId::SignupIp | PolicyId::ContactIp | PolicyId::UnsubscribeIp | PolicyId::StatusSubscribeIp => {
-                "Too many submissions from your network. Try again in {t}."
-            }
-            PolicyId::ApiIp => "Too many requests from this address. Retry after {t}.",
-            PolicyId::ApiKey => "Too many requests with this API key. Retry after {t}.",
-            PolicyId::BillingOrg => "Too many billing changes for this organization. Try again in {t}.",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// What a limit counts requests by (see the module documentation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyBy {
-    ClientIp,
-    FormEmail(&'static str),
-    FormEmailPerDevice(&'static str),
-    FormSecret(&'static str),
-    SessionUser,
-    ApiKey,
-    Organization,
-}
-
-impl KeyBy {
-    /// Whether the key is known before the route's access guard runs.
-    pub fn before_authentication(self) -> bool {
-        matches!(self, KeyBy::ClientIp | KeyBy::FormEmail(_) | KeyBy::FormEmailPerDevice(_) | KeyBy::FormSecret(_))
-    }
-
-    fn form_field(self) -> Option<&'static str> {
-        match self {
-            KeyBy::FormEmail(f) | KeyBy::FormEmailPerDevice(f) | KeyBy::FormSecret(f) => Some(f),
-            _ => None,
-        }
-    }
-}
-
-/// One limit a route declares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limit {
-    pub policy: PolicyId,
-    pub key: KeyBy,
-}
-
-impl Limit {
-    pub const fn new(policy: PolicyId, key: KeyBy) -> Self {
-        Self { policy, key }
-    }
-}
-
-/// Authentication forms, per client address.
-pub const AUTH_PER_IP: Limit = Limit::new(PolicyId::AuthIp, KeyBy::ClientIp);
-/// Sign-in per account (and device, see the module documentation).
-pub const SIGN_IN_PER_ACCOUNT: Limit = Limit::new(PolicyId::AuthAccount, KeyBy::FormEmailPerDevice("email"));
-/// Forms that mail the address they name (sign-up, password reset), per account.
-pub const MAIL_PER_ACCOUNT: Limit = Limit::new(PolicyId::AuthAccount, KeyBy::FormEmail("email"));
-/// Forms whose token names exactly one account (password reset, invitation), per account.
-pub const TOKEN_PER_ACCOUNT: Limit = Limit::new(PolicyId::AuthAccount, KeyBy::FormSecret("token"));
-/// The second factor, per user.
-pub const SECOND_FACTOR_PER_USER: Limit = Limit::new(PolicyId::SecondFactor, KeyBy::SessionUser);
-/// Sign-up, per client address.
-pub const SIGNUP_PER_IP: Limit = Limit::new(PolicyId::SignupIp, KeyBy::ClientIp);
-/// Contact form, per client address.
-pub const CONTACT_PER_IP: Limit = Limit::new(PolicyId::ContactIp, KeyBy::ClientIp);
-/// Unsubscribe, per client address.
-pub const UNSUBSCRIBE_PER_IP: Limit = Limit::new(PolicyId::UnsubscribeIp, KeyBy::ClientIp);
-/// Status-page subscription, per client address.
-pub const STATUS_SUBSCRIBE_PER_IP: Limit = Limit::new(PolicyId::StatusSubscribeIp, KeyBy::ClientIp);
-/// Every API request, per client address.
-pub const API_PER_IP: Limit = Limit::new(PolicyId::ApiIp, KeyBy::ClientIp);
-/// Every API-key request, per key.
-pub const API_PER_KEY: Limit = Limit::new(PolicyId::ApiKey, KeyBy::ApiKey);
-/// Billing actions, per organization.
-pub const BILLING_PER_ORG: Limit = Limit::new(PolicyId::BillingOrg, KeyBy::Organization);
-
-/// The limits a route has from its surface and access alone.
-pub fn default_limits(surface: Surface, access: Access) -> Vec<Limit> {
-    let mut out = Vec::new();
-    if surface == Surface::Api {
-        out.push(API_PER_IP);
-    }
-    if matches!(access, Access::Api(_)) {
-        out.push(API_PER_KEY);
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -454,7 +305,7 @@ impl RateLimits {
             None => RateLimiter::in_process(clock),
         };
         let policies =
-            PolicyId::ALL.iter().map(|id| config.get(*id).policy(id.name(), id.on_backend_failure())).collect();
+            PolicyId::ALL.iter().map(|id| config.get(*id).policy(id.name(), on_backend_failure(*id))).collect();
         Ok(Self { limiter, policies })
     }
 
@@ -595,7 +446,7 @@ async fn decide(state: &AppState, id: PolicyId, key: &str, applied: &mut Applied
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     tracing::info!(policy = policy.name, retry_after_secs = secs, "rate limited");
     Err(AppError::Throttled {
-        message: id.refusal().replace("{t}", &describe_wait(secs)),
+        message: refusal(id).replace("{t}", &describe_wait(secs)),
         retry_after_secs: secs.max(1),
     }
     .into_response())
@@ -663,6 +514,7 @@ async fn read_form(state: &AppState, req: Request) -> Result<(Request, Vec<(Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::route::{Access, Surface};
 
     #[test]
     fn ipv6_clients_are_counted_by_their_64_and_mapped_v4_as_v4() {
@@ -713,7 +565,7 @@ mod tests {
 
     #[test]
     fn surfaces_give_api_routes_their_limits() {
-        use crate::tenancy::role::Permission;
+        use crate::access::role::Permission;
         assert_eq!(default_limits(Surface::Web, Access::Public), vec![]);
         assert_eq!(default_limits(Surface::Api, Access::Public), vec![API_PER_IP]);
         assert_eq!(default_limits(Surface::Api, Access::Api(Permission::ClientsRead)), vec![API_PER_IP, API_PER_KEY]);

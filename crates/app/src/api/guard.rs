@@ -7,12 +7,12 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
 use axum::response::IntoResponse;
 
+use crate::access::role::Permission;
 use crate::identity::guard::Resolved;
 use crate::platform::db::tenant::{self, OrgPrincipal};
 use crate::platform::http::error::AppError;
 use crate::platform::http::middleware::ClientIp;
 use crate::state::AppState;
-use crate::tenancy::role::Permission;
 
 /// The verified API key principal of this request.
 #[derive(Debug, Clone)]

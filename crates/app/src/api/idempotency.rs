@@ -152,7 +152,7 @@ async fn run(state: &AppState, req: Request, next: Next) -> Result<Response, Res
     // A file upload may be larger than other bodies (the global body limit still caps it, and
     // the upload handler counts the file itself); any other route refuses a multipart body.
     let limit = match boundary {
-        Some(_) => crate::platform::http::upload_body_limit(&state.config).max(state.config.server.body_limit_bytes),
+        Some(_) => crate::work::files::upload_body_limit(&state.config.files).max(state.config.server.body_limit_bytes),
         None => state.config.server.body_limit_bytes,
     };
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| AppError::PayloadTooLarge.into_response())?;

@@ -12,14 +12,14 @@ use axum::response::{IntoResponse, Redirect, Response};
 use uuid::Uuid;
 
 use super::keys::{self, ApiKey, NewKey};
+use crate::access::role::{Permission, Permission as P, Role};
+use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
 use crate::platform::http::error::{AppResult, FieldError};
-use crate::platform::http::route::{Access, RouteDef, Surface};
 use crate::route;
 use crate::state::AppState;
 use crate::tenancy::guard::OrgAccess;
-use crate::tenancy::role::{Permission, Permission as P, Role};
 use crate::tenancy::web::{OrgNav, failure, page, page_with_status};
 use crate::work::web::{FormFields, number, path_id};
 

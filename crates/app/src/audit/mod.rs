@@ -10,6 +10,8 @@
 pub mod chain;
 pub mod web;
 
+use crate::platform::secret::Secret;
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 use serde_json::{Map, Value};
@@ -19,6 +21,23 @@ use time::OffsetDateTime;
 use crate::platform::db::OrgTx;
 use crate::platform::db::tenant::Actor;
 use crate::platform::ids::OrgId;
+
+/// `[audit]`: retention and the key that signs chain heads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Audit events older than this are removed (a checkpoint keeps the chain verifiable).
+    pub retention_days: u32,
+    /// Ed25519 seed (32 bytes, base64) that signs chain heads. Unset: generated once into
+    /// `<data_dir>/secrets/audit-signing.key`. Keep a copy of the public key elsewhere.
+    pub signing_key: Option<Secret>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { retention_days: 365, signing_key: None }
+    }
+}
 
 /// Where an action came from (and the key that signs chain heads).
 #[derive(Debug, Clone)]

@@ -9,13 +9,13 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::{Context, Entry, STORED_COLUMNS, StoredEvent};
+use crate::access::role::Permission;
+use crate::access::route::{Access, RouteDef, Surface};
 use crate::platform::db::OrgTx;
 use crate::platform::http::error::{AppError, AppResult};
-use crate::platform::http::route::{Access, RouteDef, Surface};
 use crate::route;
 use crate::state::AppState;
 use crate::tenancy::guard::OrgAccess;
-use crate::tenancy::role::Permission;
 use crate::tenancy::web::{OrgNav, page};
 
 pub fn routes() -> Vec<RouteDef> {

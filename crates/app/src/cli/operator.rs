@@ -25,12 +25,13 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::UserCommand;
+use crate::access::role::Role;
 use crate::api::keys::{self, ApiKey, NewKey};
 use crate::audit::{self, Context, Entry};
+use crate::config::Config;
 use crate::identity::password::{PasswordHasher, check_policy};
 use crate::identity::repo as users;
 use crate::identity::session::RequestMeta;
-use crate::platform::config::Config;
 use crate::platform::db::provision::{self, Resolved};
 use crate::platform::db::tenant::{self, NewOrgCreator, OperatorAuthority, OrgPrincipal};
 use crate::platform::db::{Db, OrgTx};
@@ -39,7 +40,6 @@ use crate::platform::ids::{ClientId, OrgId, UserId};
 use crate::platform::secret::Secret;
 use crate::platform::types::{Email, Slug, parse_name};
 use crate::tenancy::repo as orgs;
-use crate::tenancy::role::Role;
 
 #[derive(Subcommand, Debug)]
 pub enum OrgCommand {

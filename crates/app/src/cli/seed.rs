@@ -36,7 +36,7 @@ use uuid::Uuid;
 
 use super::operator::{OpError, OpResult, Report, Session, audit_context, finish};
 use crate::audit::{self, Entry};
-use crate::platform::config::Config;
+use crate::config::Config;
 use crate::platform::db::provision;
 use crate::platform::db::tenant::{self, NewOrgCreator, OperatorAuthority};
 use crate::platform::db::{Db, OrgTx};

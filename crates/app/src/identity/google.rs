@@ -23,7 +23,7 @@ use tokio::sync::RwLock;
 use super::service::{SignedIn, establish_session};
 use super::session::{Method, RequestMeta};
 use super::{repo, return_to};
-use crate::platform::config::Config;
+use crate::config::Config;
 use crate::platform::crypto::{random_token, sha256};
 use crate::platform::http::error::{AppError, AppResult};
 use crate::platform::types::Email;

@@ -183,7 +183,7 @@ pub async fn check_csrf(state: &AppState, req: Request, session: Option<&Current
         // (the route's handler then enforces the file limit); before sign-in nothing needs
         // more than an ordinary form.
         let limit = match session {
-            Some(_) => limit.max(crate::platform::http::upload_body_limit(&state.config)),
+            Some(_) => limit.max(crate::work::files::upload_body_limit(&state.config.files)),
             None => limit,
         };
         let bytes = to_bytes(body, limit).await.map_err(|_| AppError::PayloadTooLarge)?;

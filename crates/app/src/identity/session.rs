@@ -13,7 +13,7 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use super::AuthenticatedUser;
-use crate::platform::config::IdentityConfig;
+use crate::identity::config::IdentityConfig;
 use crate::platform::crypto::{random_token, sha256};
 use crate::platform::ids::UserId;
 

@@ -8,7 +8,7 @@
 use sqlx::PgConnection;
 use time::{Duration, OffsetDateTime};
 
-use crate::platform::config::IdentityConfig;
+use crate::identity::config::IdentityConfig;
 use crate::platform::crypto::sha256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]

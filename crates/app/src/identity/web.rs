@@ -19,9 +19,9 @@ use crate::abuse::limits::{
     AUTH_PER_IP, MAIL_PER_ACCOUNT, SECOND_FACTOR_PER_USER, SIGN_IN_PER_ACCOUNT, SIGNUP_PER_IP, TOKEN_PER_ACCOUNT,
 };
 use crate::abuse::web::{BotCheckView, SubmittedProof};
+use crate::access::route::{Access, RouteDef, Surface};
 use crate::platform::db::UserTx;
 use crate::platform::http::error::{AppError, AppResult, FieldError, RenderedByHandler};
-use crate::platform::http::route::{Access, RouteDef, Surface};
 use crate::platform::secret::Secret;
 use crate::route;
 use crate::state::AppState;

@@ -4,6 +4,7 @@
 //! ([`outbox::enqueue`]); the worker delivers it, retrying with backoff, so a crash or a
 //! provider outage loses nothing. (Resend, suppression and bounce handling plug in here.)
 
+pub mod config;
 pub mod messages;
 pub mod outbox;
 pub mod transport;

@@ -6,8 +6,9 @@ use lettre::message::header::{ContentTransferEncoding, ContentType};
 use lettre::message::{Body, Mailbox, Message, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
+use super::config::MailTransport;
 use super::outbox::QueuedMail;
-use crate::platform::config::{Config, MailTransport};
+use crate::config::Config;
 
 #[derive(Debug, Clone)]
 pub struct SendError {

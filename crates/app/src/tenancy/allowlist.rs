@@ -23,7 +23,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde_json::json;
 
-use super::role::Permission;
+use crate::access::role::Permission;
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::{Db, OrgPrincipal, OrgTx};
 use crate::platform::http::error::{AppError, AppResult, FieldError};

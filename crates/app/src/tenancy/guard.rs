@@ -8,7 +8,7 @@ use axum::extract::{FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect};
 
-use super::role::Permission;
+use crate::access::role::Permission;
 use crate::identity::guard::{Resolved, RotatedSession, require_session};
 use crate::identity::session::{self, CurrentSession, Stage};
 use crate::platform::db::OrgTx;
@@ -73,7 +73,7 @@ pub async fn require_org(
     // portal from their own networks: see `super::allowlist`.)
     // No address at all (never the case behind the client-IP middleware) counts as outside.
     let ip = req.extensions().get::<ClientIp>().map(|c| c.0).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-    if principal.role() != super::role::Role::Client && !super::allowlist::permits(&allowlist, ip) {
+    if principal.role() != crate::access::role::Role::Client && !super::allowlist::permits(&allowlist, ip) {
         return Err(super::allowlist::refusal(&name, ip));
     }
 

@@ -3,6 +3,5 @@
 pub mod allowlist;
 pub mod guard;
 pub mod repo;
-pub mod role;
 pub mod service;
 pub mod web;

@@ -1,9 +1,9 @@
 //! Organizations and memberships.
 
+use crate::access::role::Role;
 use crate::platform::db::{OrgTx, UserTx};
 use crate::platform::ids::{OrgId, UserId};
 use crate::platform::types::Slug;
-use crate::tenancy::role::Role;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Organization {

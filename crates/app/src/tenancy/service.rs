@@ -11,7 +11,7 @@ use time::Duration;
 use uuid::Uuid;
 
 use super::repo::{self, Organization};
-use super::role::{Permission, PermissionSet, Role, admin_bound, customizable};
+use crate::access::role::{Permission, PermissionSet, Role, admin_bound, customizable};
 use crate::audit::{self, Context, Entry};
 use crate::identity::AuthenticatedUser;
 use crate::mail::outbox::{self, Category, OutgoingMail};
@@ -753,7 +753,7 @@ pub async fn set_role_permissions(
         return Err(forbidden("You can't change the permissions of a role above your own."));
     }
     check_bound(principal, wanted)?;
-    let defaults = super::role::default_permissions(role);
+    let defaults = crate::access::role::default_permissions(role);
     let mut tx = OrgTx::begin(db, principal).await?;
     let before = role_customization(&mut tx, role).await?;
     sqlx::query("DELETE FROM role_permissions WHERE organization_id = $1 AND role = $2")

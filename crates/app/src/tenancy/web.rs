@@ -9,15 +9,15 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::guard::OrgAccess;
-use super::role::{Permission, PermissionSet, Role, admin_bound, default_permissions};
 use super::service::{self, GeneralSettings};
 use crate::abuse::limits::{AUTH_PER_IP, TOKEN_PER_ACCOUNT};
+use crate::access::role::{Permission, PermissionSet, Role, admin_bound, default_permissions};
+use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
 use crate::identity::session::{CurrentSession, RequestMeta};
 use crate::platform::db::OrgTx;
 use crate::platform::http::error::{AppError, AppResult, FieldError, RenderedByHandler};
-use crate::platform::http::route::{Access, RouteDef, Surface};
 use crate::platform::ids::{ClientId, UserId};
 use crate::route;
 use crate::state::AppState;
@@ -497,7 +497,7 @@ async fn member_permissions_page(
     let member: UserId = parse_id(&member)?;
     let mut tx = OrgTx::begin(&state.db, &access.principal).await?;
     let row = service::members(&mut tx).await?.into_iter().find(|m| m.user_id == member).ok_or(AppError::NotFound)?;
-    if !super::role::customizable(row.role) {
+    if !crate::access::role::customizable(row.role) {
         return Err(AppError::Conflict(format!(
             "{} permissions are fixed; only Managers and Members have individual permissions.",
             row.role.label()
@@ -514,8 +514,8 @@ async fn member_permissions_page(
     tx.commit().await?;
     let overrides: Vec<(Permission, bool)> =
         overrides.into_iter().filter_map(|(p, g)| p.parse().ok().map(|p| (p, g))).collect();
-    let from_role = super::role::effective_permissions(row.role, &role_custom, &[]);
-    let effective = super::role::effective_permissions(row.role, &role_custom, &overrides);
+    let from_role = crate::access::role::effective_permissions(row.role, &role_custom, &[]);
+    let effective = crate::access::role::effective_permissions(row.role, &role_custom, &overrides);
     let permissions = admin_bound()
         .iter()
         .filter(|p| *p != P::OrgAccess)
@@ -869,7 +869,7 @@ async fn roles_view(
     // Only the roles the viewer may reshape (a Member with `roles.manage` sees the Member role).
     for role in [Role::Manager, Role::Member].into_iter().filter(|r| service::may_act_on(access.principal.role(), *r)) {
         let custom = service::role_customization(&mut tx, role).await?;
-        let effective = super::role::effective_permissions(role, &custom, &[]);
+        let effective = crate::access::role::effective_permissions(role, &custom, &[]);
         roles.push(RoleView {
             name: role.as_str(),
             label: role.label(),

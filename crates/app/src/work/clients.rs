@@ -61,7 +61,7 @@ fn clean_email(field: &str, v: Option<&str>) -> AppResult<Option<String>> {
     }
 }
 
-fn require_can(p: &OrgPrincipal, perm: crate::tenancy::role::Permission) -> AppResult<()> {
+fn require_can(p: &OrgPrincipal, perm: crate::access::role::Permission) -> AppResult<()> {
     if p.can(perm) { Ok(()) } else { Err(AppError::Forbidden(format!("Your role doesn't allow this ({perm})."))) }
 }
 
@@ -76,7 +76,7 @@ fn client_visible(alias: &str, param: usize) -> String {
 }
 
 pub async fn list(db: &Db, p: &OrgPrincipal, filter: &ClientFilter, page: Page) -> AppResult<(Vec<Client>, i64)> {
-    require_can(p, crate::tenancy::role::Permission::ClientsRead)?;
+    require_can(p, crate::access::role::Permission::ClientsRead)?;
     let member = super::member_filter(p)?;
     let status = match filter.status.as_deref().unwrap_or("active") {
         "active" => Some("active"),
@@ -116,7 +116,7 @@ pub fn like_escape(s: &str) -> String {
 }
 
 pub async fn get(db: &Db, p: &OrgPrincipal, id: ClientId) -> AppResult<Client> {
-    require_can(p, crate::tenancy::role::Permission::ClientsRead)?;
+    require_can(p, crate::access::role::Permission::ClientsRead)?;
     let member = super::member_filter(p)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let c =
@@ -139,7 +139,7 @@ async fn fetch(tx: &mut OrgTx, id: ClientId) -> AppResult<Client> {
 }
 
 pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ClientInput) -> AppResult<Client> {
-    require_can(p, crate::tenancy::role::Permission::ClientsCreate)?;
+    require_can(p, crate::access::role::Permission::ClientsCreate)?;
     let name = required("name", input.name.as_deref().unwrap_or(""), 200)?;
     let company = text("company", input.company.as_deref(), 200)?;
     let email = clean_email("email", input.email.as_deref())?;
@@ -170,7 +170,7 @@ fn snapshot(c: &Client) -> serde_json::Value {
 }
 
 pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ClientId, input: &ClientInput) -> AppResult<Client> {
-    require_can(p, crate::tenancy::role::Permission::ClientsUpdate)?;
+    require_can(p, crate::access::role::Permission::ClientsUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch(&mut tx, id).await?;
     let name = match &input.name {
@@ -217,7 +217,7 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ClientId, inpu
 }
 
 pub async fn set_archived(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ClientId, archived: bool) -> AppResult<Client> {
-    require_can(p, crate::tenancy::role::Permission::ClientsUpdate)?;
+    require_can(p, crate::access::role::Permission::ClientsUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch(&mut tx, id).await?;
     let status = if archived { "archived" } else { "active" };
@@ -240,7 +240,7 @@ pub async fn set_archived(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ClientId
 
 /// Deletes a client with no projects, invoices or portal users (archive it otherwise).
 pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ClientId) -> AppResult<()> {
-    require_can(p, crate::tenancy::role::Permission::ClientsDelete)?;
+    require_can(p, crate::access::role::Permission::ClientsDelete)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch(&mut tx, id).await?;
     let in_use: bool = sqlx::query_scalar(
@@ -282,7 +282,7 @@ pub struct ContactInput {
 }
 
 pub async fn contacts(db: &Db, p: &OrgPrincipal, client: ClientId) -> AppResult<Vec<Contact>> {
-    require_can(p, crate::tenancy::role::Permission::ClientsRead)?;
+    require_can(p, crate::access::role::Permission::ClientsRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch(&mut tx, client).await?;
     let rows = sqlx::query_as(
@@ -302,7 +302,7 @@ pub async fn add_contact(
     client: ClientId,
     input: &ContactInput,
 ) -> AppResult<Contact> {
-    require_can(p, crate::tenancy::role::Permission::ClientsUpdate)?;
+    require_can(p, crate::access::role::Permission::ClientsUpdate)?;
     let name = required("name", input.name.as_deref().unwrap_or(""), 200)?;
     let email = clean_email("email", input.email.as_deref())?;
     let phone = optional("phone", input.phone.as_deref(), 50)?;
@@ -340,7 +340,7 @@ pub async fn remove_contact(
     client: ClientId,
     contact: Uuid,
 ) -> AppResult<()> {
-    require_can(p, crate::tenancy::role::Permission::ClientsUpdate)?;
+    require_can(p, crate::access::role::Permission::ClientsUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let done = sqlx::query("DELETE FROM client_contacts WHERE id = $1 AND client_id = $2")
         .bind(contact)

@@ -14,13 +14,36 @@ use uuid::Uuid;
 
 use super::projects::{fetch_visible, require};
 use super::{member_filter, project_visible};
+use crate::access::role::Permission;
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::tenant::OrgPrincipal;
 use crate::platform::db::{Db, OrgTx};
 use crate::platform::http::error::{AppError, AppResult};
 use crate::platform::ids::{OrgId, ProjectId};
 use crate::platform::seal::Sealer;
-use crate::tenancy::role::Permission;
+
+/// `[files]`: upload size, where contents are kept, how long a download link works.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesConfig {
+    /// Largest accepted upload.
+    pub max_upload_bytes: usize,
+    /// Where encrypted file contents are kept (default `<data_dir>/files`).
+    pub dir: Option<PathBuf>,
+    /// How long a signed download link works.
+    pub link_minutes: u32,
+}
+
+/// The largest request body of a file upload: the file and its multipart framing.
+pub fn upload_body_limit(files: &FilesConfig) -> usize {
+    files.max_upload_bytes.saturating_add(crate::work::web::files::MULTIPART_OVERHEAD)
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self { max_upload_bytes: 25 * 1024 * 1024, dir: None, link_minutes: 5 }
+    }
+}
 
 /// Where file contents live. Local directory by default; object stores plug in here.
 #[derive(Debug, Clone)]

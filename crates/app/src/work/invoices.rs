@@ -9,12 +9,12 @@ use uuid::Uuid;
 
 use super::projects::require;
 use super::{Page, parse_date, required, text};
+use crate::access::role::Permission;
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::tenant::OrgPrincipal;
 use crate::platform::db::{Db, OrgTx};
 use crate::platform::http::error::{AppError, AppResult};
 use crate::platform::ids::ClientId;
-use crate::tenancy::role::Permission;
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Invoice {

@@ -12,12 +12,12 @@ use super::files::{self, FileMeta, Storage};
 use super::invoices::{self, Invoice, InvoiceDetail};
 use super::projects::{self, Project};
 use super::tasks::{self, Comment, Task};
+use crate::access::role::Permission;
 use crate::platform::db::tenant::{OrgPrincipal, ProjectScope};
 use crate::platform::db::{Db, OrgTx};
 use crate::platform::http::error::{AppError, AppResult};
 use crate::platform::ids::{ClientId, ProjectId};
 use crate::platform::seal::Sealer;
-use crate::tenancy::role::Permission;
 
 fn client_of(p: &OrgPrincipal) -> AppResult<ClientId> {
     if !p.can(Permission::PortalRead) {

@@ -5,10 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use axum::http::Method;
+use clientflow::access::role::{Permission, PermissionSet, Role, admin_bound, default_permissions};
+use clientflow::access::route::{Access, Surface};
 use clientflow::api::keys::{self, NewKey};
 use clientflow::audit::Context;
-use clientflow::platform::http::route::{Access, Surface};
-use clientflow::tenancy::role::{Permission, PermissionSet, Role, admin_bound, default_permissions};
 use clientflow_test_support::TestApp;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};

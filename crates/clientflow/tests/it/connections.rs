@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use clientflow::access::route::{Access, RouteDef, Surface};
 use clientflow::platform::http::error::AppError;
-use clientflow::platform::http::route::{Access, RouteDef, Surface};
 use clientflow::route;
 use clientflow_test_support::TestApp;
 use rustls::pki_types::ServerName;

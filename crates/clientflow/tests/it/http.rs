@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use axum::Extension;
+use clientflow::access::route::{Access, RouteDef, Surface};
 use clientflow::platform::config::TlsMode;
 use clientflow::platform::http::middleware::ClientIp;
-use clientflow::platform::http::route::{Access, RouteDef, Surface};
 use clientflow::route;
 use clientflow_test_support::TestApp;
 use reqwest::StatusCode;
@@ -365,7 +365,7 @@ async fn authenticated_routes_are_never_stored_whatever_the_handler_says() {
             routes.push(route!(
                 GET "/api/v1/test/cached",
                 Surface::Api,
-                Access::Api(clientflow::tenancy::role::Permission::ClientsRead),
+                Access::Api(clientflow::access::role::Permission::ClientsRead),
                 || async { cached() }
             ));
             routes.push(route!(GET "/test/public-cached", Surface::Web, Access::Public, || async { cached() }));

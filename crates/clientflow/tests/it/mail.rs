@@ -12,7 +12,7 @@ async fn smtp_app(sink: &SmtpSink) -> TestApp {
     let url = format!("smtp://{}", sink.addr());
     TestApp::builder()
         .config(move |c| {
-            c.mail.transport = clientflow::platform::config::MailTransport::Smtp;
+            c.mail.transport = clientflow::mail::config::MailTransport::Smtp;
             c.mail.smtp_url = Some(clientflow::platform::secret::Secret::new(url));
             c.mail.from = "ClientFlow <no-reply@clientflow.test>".into();
         })
@@ -109,8 +109,8 @@ async fn several_workers_deliver_each_message_exactly_once() {
 
 #[tokio::test]
 async fn plain_smtp_to_another_host_is_refused() {
-    let mut config = clientflow::platform::config::Config::default();
-    config.mail.transport = clientflow::platform::config::MailTransport::Smtp;
+    let mut config = clientflow::config::Config::default();
+    config.mail.transport = clientflow::mail::config::MailTransport::Smtp;
     config.mail.smtp_url = Some(clientflow::platform::secret::Secret::new("smtp://user:pw@mail.example.com:587"));
     let err = Transport::from_config(&config).err().unwrap();
     assert!(err.contains("must use TLS"), "{err}");

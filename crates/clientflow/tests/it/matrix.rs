@@ -6,8 +6,8 @@
 //! that failed validation. A route without an entry in [`BODIES`] fails the test.
 
 use axum::http::Method;
-use clientflow::platform::http::route::{Access, RouteDef, Surface};
-use clientflow::tenancy::role::{Permission, Role, default_permissions};
+use clientflow::access::role::{Permission, Role, default_permissions};
+use clientflow::access::route::{Access, RouteDef, Surface};
 use clientflow_test_support::TestApp;
 use clientflow_test_support::browser::{Browser, location};
 

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use clientflow::abuse::limits::{KeyBy, LimitConfig, PolicyId, RateLimitsConfig};
 use clientflow::abuse::ratelimit::FailurePolicy;
+use clientflow::access::route::{Access, Surface};
+use clientflow::config::Config;
 use clientflow::platform::clock::ManualClock;
-use clientflow::platform::config::Config;
-use clientflow::platform::http::route::{Access, Surface};
 use clientflow_test_support::TestApp;
 use clientflow_test_support::browser::Browser;
 use clientflow_test_support::redis::RedisServer;
@@ -44,7 +44,7 @@ async fn statuses(b: &mut Browser, n: &mut u32, count: usize) -> Vec<u16> {
 }
 
 /// The routes with limits, as `METHOD path` → policy names in order.
-fn limited_routes(routes: &[clientflow::platform::http::route::RouteDef]) -> BTreeMap<String, Vec<&'static str>> {
+fn limited_routes(routes: &[clientflow::access::route::RouteDef]) -> BTreeMap<String, Vec<&'static str>> {
     routes
         .iter()
         .filter(|r| !r.limits.is_empty())
@@ -110,7 +110,7 @@ fn the_route_table_says_which_routes_are_limited_and_how() {
         let closed =
             matches!(id, PolicyId::AuthIp | PolicyId::AuthAccount | PolicyId::SecondFactor | PolicyId::BillingOrg);
         let expected = if closed { FailurePolicy::FailClosedToLocal } else { FailurePolicy::DegradeToLocal };
-        assert_eq!(id.on_backend_failure(), expected, "{id:?}");
+        assert_eq!(clientflow::abuse::limits::on_backend_failure(id), expected, "{id:?}");
         assert!(config.get(id).limit > 0);
     }
     assert_eq!(config.api_key, LimitConfig::token_bucket(1000, 60), "1,000 requests a minute per API key");
@@ -308,7 +308,7 @@ async fn the_second_factor_is_limited_per_user() {
 #[tokio::test]
 async fn billing_actions_are_limited_per_organization() {
     use clientflow::abuse::limits::BILLING_PER_ORG;
-    use clientflow::tenancy::role::Permission;
+    use clientflow::access::role::Permission;
     let app = TestApp::builder()
         .manual_clock(midnight())
         .config(|c| set(c, PolicyId::BillingOrg, 2, 3600))

@@ -51,10 +51,10 @@ pub fn url_of(o: &PgConnectOptions, password: Option<&str>) -> String {
 /// The application's routes plus one API-key route (`GET /api/v1/test/whoami`, answering the
 /// client address it saw), for tests of what every API route gets from its guard and its
 /// surface: there are no API routes in the table of this branch's tests otherwise.
-pub fn routes_with_an_api_route() -> Vec<clientflow::platform::http::route::RouteDef> {
+pub fn routes_with_an_api_route() -> Vec<clientflow::access::route::RouteDef> {
+    use clientflow::access::role::Permission;
+    use clientflow::access::route::{Access, Surface};
     use clientflow::platform::http::middleware::ClientIp;
-    use clientflow::platform::http::route::{Access, Surface};
-    use clientflow::tenancy::role::Permission;
     let mut routes = clientflow::routes::all();
     routes.push(clientflow::route!(
         GET "/api/v1/test/whoami",

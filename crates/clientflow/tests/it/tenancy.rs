@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use clientflow::platform::http::route::Access;
-use clientflow::tenancy::role::{Permission, Role, default_permissions};
+use clientflow::access::role::{Permission, Role, default_permissions};
+use clientflow::access::route::Access;
 use clientflow_test_support::TestApp;
 use clientflow_test_support::browser::{Browser, location};
 
@@ -438,7 +438,7 @@ async fn the_permission_document_is_generated_from_the_matrix() {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/permissions.md")).unwrap();
     assert_eq!(
         doc,
-        clientflow::tenancy::role::permissions_markdown(),
+        clientflow::access::role::permissions_markdown(),
         "docs/permissions.md is stale: run `cargo run -p clientflow -- docs permissions > docs/permissions.md`"
     );
 }

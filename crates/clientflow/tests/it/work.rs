@@ -426,8 +426,8 @@ async fn api_keys_are_hashed_scoped_and_fail_identically() {
     .await
     .unwrap();
     let p = tenant::verify_api_key(db, &k.secret, now).await.unwrap().unwrap();
-    assert!(p.can(clientflow::tenancy::role::Permission::TasksRead));
-    assert!(!p.can(clientflow::tenancy::role::Permission::TasksCreate));
+    assert!(p.can(clientflow::access::role::Permission::TasksRead));
+    assert!(!p.can(clientflow::access::role::Permission::TasksCreate));
     // The organization's customization of a role binds its keys too.
     let full = keys::create_for(
         db,
@@ -439,12 +439,12 @@ async fn api_keys_are_hashed_scoped_and_fail_identically() {
     .await
     .unwrap();
     let p = tenant::verify_api_key(db, &full.secret, now).await.unwrap().unwrap();
-    assert!(p.can(clientflow::tenancy::role::Permission::ClientsDelete));
+    assert!(p.can(clientflow::access::role::Permission::ClientsDelete));
     sqlx::query("INSERT INTO role_permissions VALUES ($1, 'manager', 'clients.delete', false)")
         .bind(a.id)
         .execute(&mut admin)
         .await
         .unwrap();
     let p = tenant::verify_api_key(db, &full.secret, now).await.unwrap().unwrap();
-    assert!(!p.can(clientflow::tenancy::role::Permission::ClientsDelete));
+    assert!(!p.can(clientflow::access::role::Permission::ClientsDelete));
 }

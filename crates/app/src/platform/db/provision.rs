@@ -28,7 +28,7 @@ use sqlx::{ConnectOptions, Connection, PgConnection};
 
 use super::cluster::{ClusterError, ClusterUse, PrivateCluster};
 use super::{APP_ROLE, AUDITOR_ROLE, MIGRATOR, MigrationStatus, OWNER_ROLE};
-use crate::platform::config::Config;
+use crate::platform::config::PlatformSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -102,22 +102,22 @@ impl Mode {
 
 /// Works out the connections for `config`, starting the private cluster and provisioning
 /// roles when that is the mode. Doesn't migrate.
-pub async fn resolve(config: &Config) -> Result<Resolved, SetupError> {
+pub async fn resolve(config: &impl PlatformSettings) -> Result<Resolved, SetupError> {
     resolve_with(config, true).await
 }
 
 /// Like [`resolve`], for a check that must not change what runs (`doctor`): a private cluster
 /// that isn't running is an error rather than started, and this process takes no part in its
 /// lifecycle (it never stops it).
-pub async fn resolve_without_starting(config: &Config) -> Result<Resolved, SetupError> {
+pub async fn resolve_without_starting(config: &impl PlatformSettings) -> Result<Resolved, SetupError> {
     resolve_with(config, false).await
 }
 
-async fn resolve_with(config: &Config, start: bool) -> Result<Resolved, SetupError> {
-    let secrets_dir = config.data_dir.join("secrets");
-    match &config.database.url {
+async fn resolve_with(config: &impl PlatformSettings, start: bool) -> Result<Resolved, SetupError> {
+    let secrets_dir = config.data_dir().join("secrets");
+    match &config.database().url {
         None => {
-            let cluster = PrivateCluster::new(&config.data_dir, config.database.postgres_bin_dir.as_deref(), true)?;
+            let cluster = PrivateCluster::new(config.data_dir(), config.database().postgres_bin_dir.as_deref(), true)?;
             let (admin, in_use) = if start {
                 // Taken inside the blocking task: if this future is dropped (a stop requested
                 // during start-up), the use still ends, and stops what it started.
@@ -156,11 +156,11 @@ async fn resolve_with(config: &Config, start: bool) -> Result<Resolved, SetupErr
                     mode: Mode::Provisioned,
                 });
             }
-            let owner = match &config.database.admin_url {
+            let owner = match &config.database().admin_url {
                 Some(admin) => Some(parse_url(admin.expose(), "database.admin_url")?),
                 None => None,
             };
-            let auditor = match &config.database.auditor_url {
+            let auditor = match &config.database().auditor_url {
                 Some(url) => Some(parse_url(url.expose(), "database.auditor_url")?),
                 None => None,
             };

@@ -18,7 +18,7 @@
 //! ```compile_fail,E0451
 //! use clientflow::platform::db::tenant::{Actor, OrgPrincipal};
 //! use clientflow::platform::ids::OrgId;
-//! use clientflow::tenancy::role::{PermissionSet, Role};
+//! use clientflow::access::role::{PermissionSet, Role};
 //! let _p = OrgPrincipal {
 //!     org_id: OrgId::new(),
 //!     actor: Actor::System("made up".into()),
@@ -35,7 +35,7 @@
 //! ```no_run
 //! use clientflow::platform::db::tenant::{Actor, OrgPrincipal};
 //! use clientflow::platform::ids::{ClientId, OrgId, UserId};
-//! use clientflow::tenancy::role::{PermissionSet, Role};
+//! use clientflow::access::role::{PermissionSet, Role};
 //! let _values: (OrgId, Actor, Role, Option<ClientId>, PermissionSet, Option<UserId>) =
 //!     (OrgId::new(), Actor::System("made up".into()), Role::Owner, None, PermissionSet::default(), None);
 //! let _type: Option<OrgPrincipal> = None;
@@ -114,9 +114,9 @@ use std::ops::{Deref, DerefMut};
 use sqlx::{PgConnection, Postgres, Transaction};
 
 use super::Db;
+use crate::access::role::{Permission, PermissionSet, Role, default_permissions, effective_permissions};
 use crate::identity::AuthenticatedUser;
 use crate::platform::ids::{ClientId, OrgId, UserId};
-use crate::tenancy::role::{Permission, PermissionSet, Role, default_permissions, effective_permissions};
 
 /// Who is acting, for authorization and the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,7 +231,7 @@ async fn load_permissions(
     user_id: UserId,
     role: Role,
 ) -> Result<PermissionSet, sqlx::Error> {
-    if !crate::tenancy::role::customizable(role) {
+    if !crate::access::role::customizable(role) {
         return Ok(default_permissions(role));
     }
     let parse = |rows: Vec<(String, bool)>| -> Vec<(Permission, bool)> {
@@ -538,8 +538,8 @@ pub async fn verify_api_key_with_allowlist(
             .await?;
     }
     tx.commit().await?;
-    let mut permissions = effective_permissions(role, &parse_grants(&key_role_custom), &[])
-        .intersect(crate::tenancy::role::admin_bound());
+    let mut permissions =
+        effective_permissions(role, &parse_grants(&key_role_custom), &[]).intersect(crate::access::role::admin_bound());
     if let Some(bound) = creator_bound {
         permissions = permissions.intersect(bound);
     }

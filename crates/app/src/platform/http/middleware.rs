@@ -1,6 +1,7 @@
 //! Middleware every request passes through, outermost first:
 //! request id → access log and metrics → security headers → error rendering → client IP →
-//! timeout → body limit → router (→ per-route access guard → handler).
+//! (the application's own) → timeout → body limit → router (→ per-route guard → handler).
+//! The application assembles the stack (`crate::routes` in the app) from these pieces.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
@@ -13,9 +14,25 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use super::error::{Problem, RenderedByHandler};
-use crate::platform::config::TlsMode;
+use super::route::Surface;
 use crate::platform::net;
-use crate::state::AppState;
+use crate::platform::telemetry::Metrics;
+
+/// What the platform's middleware needs from the application, given once when the router is
+/// assembled.
+#[derive(Clone)]
+pub struct HttpContext {
+    pub metrics: Metrics,
+    pub security_headers: SecurityHeaders,
+    /// Peers whose forwarding headers are believed (`server.trusted_proxies`).
+    pub trusted_proxies: std::sync::Arc<[ipnet::IpNet]>,
+    /// Plain HTTP behind a TLS-terminating proxy: only the trusted proxies may connect.
+    pub behind_proxy: bool,
+    /// Where users reach the installation (the HTTPS redirect's target).
+    pub public_url: std::sync::Arc<str>,
+    /// Renders an error as the web surface's HTML page (the problem and the request id).
+    pub error_page: fn(&Problem, &str) -> String,
+}
 
 /// The request id of the current request (also in the `x-request-id` response header).
 #[derive(Debug, Clone)]
@@ -57,7 +74,7 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
 }
 
 /// One log line and one metrics observation per request.
-pub async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn access_log(State(state): State<HttpContext>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
@@ -138,25 +155,33 @@ impl SecurityHeaders {
     }
 }
 
-pub async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn security_headers(State(state): State<HttpContext>, req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     state.security_headers.apply(res.headers_mut());
     res
 }
 
 /// Whether the client gets problem+json (API, operations endpoints, JSON-preferring clients)
-/// or an HTML page.
-fn wants_json(path: &str, headers: &HeaderMap) -> bool {
-    if path.starts_with("/api/") || path == "/api" || matches!(path, "/healthz" | "/readyz" | "/metrics") {
-        return true;
+/// or an HTML page. The matched route's declared surface decides (the route guard records it
+/// on the response); a request no route matched is judged by its path.
+fn wants_json(surface: Option<Surface>, path: &str, headers: &HeaderMap) -> bool {
+    match surface {
+        Some(Surface::Api | Surface::Ops) => return true,
+        Some(Surface::Web) => {}
+        None => {
+            if path.starts_with("/api/") || path == "/api" || matches!(path, "/healthz" | "/readyz" | "/metrics") {
+                return true;
+            }
+        }
     }
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     accept.contains("json") && !accept.contains("text/html")
 }
 
 /// Gives every error response a body in the surface's format, with the request id.
-pub async fn render_errors(req: Request, next: Next) -> Response {
-    let json = wants_json(req.uri().path(), req.headers());
+pub async fn render_errors(State(state): State<HttpContext>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let request_headers = req.headers().clone();
     let is_head = req.method() == Method::HEAD;
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
     let res = next.run(req).await;
@@ -164,6 +189,7 @@ pub async fn render_errors(req: Request, next: Next) -> Response {
     if status.as_u16() < 400 || res.extensions().get::<RenderedByHandler>().is_some() {
         return res;
     }
+    let json = wants_json(res.extensions().get::<Surface>().copied(), &path, &request_headers);
     let given = res.extensions().get::<Problem>().cloned();
     let (mut parts, body) = res.into_parts();
     let problem = match given {
@@ -190,7 +216,7 @@ pub async fn render_errors(req: Request, next: Next) -> Response {
         }
         ("application/problem+json", doc.to_string())
     } else {
-        ("text/html; charset=utf-8", crate::web::error_page(&problem, &request_id))
+        ("text/html; charset=utf-8", (state.error_page)(&problem, &request_id))
     };
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if is_head {
@@ -242,16 +268,16 @@ fn form_rejection_problem(status: StatusCode, text: &str) -> Option<Problem> {
 /// Works out the client address. In proxy mode, only the configured proxies may talk to us
 /// (the health check excepted, for load balancers), and a request that reached the proxy over
 /// plain HTTP is redirected to HTTPS.
-pub async fn client_ip(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn client_ip(State(state): State<HttpContext>, mut req: Request, next: Next) -> Response {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    let trusted = &state.config.server.trusted_proxies;
+    let trusted = &state.trusted_proxies;
     let ip = net::client_ip(peer, req.headers(), trusted);
     req.extensions_mut().insert(ClientIp(ip));
-    if state.config.server.tls == TlsMode::Proxy && req.uri().path() != "/healthz" {
+    if state.behind_proxy && req.uri().path() != "/healthz" {
         if !net::contains(trusted, peer) {
             let mut res = crate::platform::http::error::AppError::Forbidden(
                 "This server only accepts requests through its configured proxy.".into(),
@@ -262,7 +288,7 @@ pub async fn client_ip(State(state): State<AppState>, mut req: Request, next: Ne
         }
         let proto = req.headers().get("x-forwarded-proto").and_then(|v| v.to_str().ok()).unwrap_or("https");
         if proto.eq_ignore_ascii_case("http") {
-            return https_redirect(&state.config.public_url(), &req);
+            return https_redirect(&state.public_url, &req);
         }
     }
     let mut res = next.run(req).await;
@@ -279,17 +305,6 @@ pub fn https_redirect<B>(public_url: &str, req: &axum::http::Request<B>) -> Resp
         Ok(v) => (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, v)]).into_response(),
         Err(_) => StatusCode::BAD_REQUEST.into_response(),
     }
-}
-
-/// Web pages (not the API, static files or operations endpoints) get the anonymous CSRF
-/// cookie that forms shown before sign-in rely on.
-pub async fn web_page_cookies(req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    let is_page = req.method() == Method::GET
-        && !path.starts_with("/api/")
-        && !path.starts_with("/static/")
-        && !matches!(path, "/healthz" | "/readyz" | "/metrics");
-    if is_page { crate::identity::guard::anon_csrf_cookie(req, next).await } else { next.run(req).await }
 }
 
 #[cfg(test)]
@@ -348,11 +363,14 @@ mod tests {
     #[test]
     fn surface_detection() {
         let h = HeaderMap::new();
-        assert!(wants_json("/api/v1/clients", &h));
-        assert!(wants_json("/readyz", &h));
-        assert!(!wants_json("/app", &h));
+        assert!(wants_json(None, "/api/v1/clients", &h));
+        assert!(wants_json(None, "/readyz", &h));
+        assert!(!wants_json(None, "/app", &h));
+        // The declared surface decides for a matched route, whatever its path.
+        assert!(wants_json(Some(Surface::Api), "/anything", &h));
+        assert!(!wants_json(Some(Surface::Web), "/api/v1/looks-like-api", &h));
         let mut h = HeaderMap::new();
         h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-        assert!(wants_json("/nope", &h));
+        assert!(wants_json(None, "/nope", &h));
     }
 }

@@ -45,7 +45,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use crate::platform::config::Config;
+use crate::platform::config::PlatformSettings;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for the rest of a request body that an early answer left unread.
@@ -84,17 +84,18 @@ pub struct ServeOptions {
 impl ServeOptions {
     /// The options `config` asks for, with the connection cap derived from this process's
     /// open-file limit (lowered further by `server.max_connections`).
-    pub fn from_config(config: &Config) -> Self {
-        let derived = connection_cap(open_file_limit(), config.database.max_connections);
-        let max_connections = config.server.max_connections.map_or(derived, |m| m.min(derived));
-        let drain_limit = config.server.body_limit_bytes.max(super::upload_body_limit(config)) as u64;
+    pub fn from_config(config: &impl PlatformSettings) -> Self {
+        let (server, database) = (config.server(), config.database());
+        let derived = connection_cap(open_file_limit(), database.max_connections);
+        let max_connections = server.max_connections.map_or(derived, |m| m.min(derived));
+        let drain_limit = config.largest_request_body() as u64;
         Self {
             max_connections,
-            header_timeout: Duration::from_secs(config.server.header_timeout_secs),
-            idle_timeout: Duration::from_secs(config.server.idle_timeout_secs),
+            header_timeout: Duration::from_secs(server.header_timeout_secs),
+            idle_timeout: Duration::from_secs(server.idle_timeout_secs),
             drain_limit,
             drain_timeout: DRAIN_TIMEOUT,
-            grace: Duration::from_secs(config.server.shutdown_grace_secs),
+            grace: Duration::from_secs(server.shutdown_grace_secs),
             connections: None,
             refused: None,
         }

@@ -17,7 +17,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::platform::config::{Config, TlsMode};
+use crate::platform::config::{PlatformSettings, TlsMode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -209,12 +209,12 @@ pub struct Loaded {
 
 /// The TLS configuration for `config`, generating a self-signed certificate for localhost
 /// under the data directory when that is the mode. `None` in proxy mode.
-pub fn load(config: &Config) -> Result<Option<Loaded>, TlsError> {
-    match config.server.tls {
+pub fn load(config: &impl PlatformSettings) -> Result<Option<Loaded>, TlsError> {
+    match config.server().tls {
         TlsMode::Proxy => Ok(None),
         TlsMode::Files => {
-            let cert = config.server.tls_cert_file.clone().unwrap_or_default();
-            let key = config.server.tls_key_file.clone().unwrap_or_default();
+            let cert = config.server().tls_cert_file.clone().unwrap_or_default();
+            let key = config.server().tls_key_file.clone().unwrap_or_default();
             let server = server_config(read_certs(&cert)?, read_key(&key)?)?;
             Ok(Some(Loaded { server, source: CertificateSource::Files { cert }, self_signed: None }))
         }
@@ -246,27 +246,27 @@ pub fn load(config: &Config) -> Result<Option<Loaded>, TlsError> {
 }
 
 /// Where the self-signed certificate and its key live.
-pub fn self_signed_paths(config: &Config) -> (PathBuf, PathBuf) {
-    let dir = config.data_dir.join("tls");
+pub fn self_signed_paths(config: &impl PlatformSettings) -> (PathBuf, PathBuf) {
+    let dir = config.data_dir().join("tls");
     (dir.join("localhost.crt"), dir.join("localhost.key"))
 }
 
 /// The configured certificate file, if one exists now (proxy mode has none; self-signed mode
 /// has none before the first start).
-pub fn configured_certificate(config: &Config) -> Option<PathBuf> {
-    match config.server.tls {
+pub fn configured_certificate(config: &impl PlatformSettings) -> Option<PathBuf> {
+    match config.server().tls {
         TlsMode::Proxy => None,
-        TlsMode::Files => config.server.tls_cert_file.clone(),
+        TlsMode::Files => config.server().tls_cert_file.clone(),
         TlsMode::SelfSigned => Some(self_signed_paths(config).0).filter(|p| p.exists()),
     }
 }
 
 /// Checks without changing anything (for `doctor`): the certificate and key load and fit
 /// together; the leaf certificate's validity.
-pub fn check(config: &Config) -> Result<Option<(PathBuf, Validity)>, TlsError> {
+pub fn check(config: &impl PlatformSettings) -> Result<Option<(PathBuf, Validity)>, TlsError> {
     let Some(cert) = configured_certificate(config) else { return Ok(None) };
-    let key = match config.server.tls {
-        TlsMode::Files => config.server.tls_key_file.clone().unwrap_or_default(),
+    let key = match config.server().tls {
+        TlsMode::Files => config.server().tls_key_file.clone().unwrap_or_default(),
         _ => self_signed_paths(config).1,
     };
     let certs = read_certs(&cert)?;
@@ -411,6 +411,39 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::config::{DatabaseConfig, ServerConfig as ServerSettings};
+
+    /// The settings of an installation in `data_dir` with everything else at its default.
+    struct Settings {
+        data_dir: PathBuf,
+        server: ServerSettings,
+        database: DatabaseConfig,
+    }
+
+    impl Settings {
+        fn in_dir(data_dir: &Path) -> Self {
+            Self {
+                data_dir: data_dir.to_path_buf(),
+                server: ServerSettings::default(),
+                database: DatabaseConfig::default(),
+            }
+        }
+    }
+
+    impl PlatformSettings for Settings {
+        fn data_dir(&self) -> &Path {
+            &self.data_dir
+        }
+        fn server(&self) -> &ServerSettings {
+            &self.server
+        }
+        fn database(&self) -> &DatabaseConfig {
+            &self.database
+        }
+        fn largest_request_body(&self) -> usize {
+            self.server.body_limit_bytes
+        }
+    }
 
     fn now() -> time::OffsetDateTime {
         time::OffsetDateTime::now_utc()
@@ -480,7 +513,7 @@ mod tests {
     #[test]
     fn start_renews_a_self_signed_certificate_near_its_end_and_keeps_a_fresh_one() {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+        let config = Settings::in_dir(dir.path());
         let (cert, key) = self_signed_paths(&config);
         std::fs::create_dir_all(cert.parent().unwrap()).unwrap();
         let t = now();
@@ -524,7 +557,7 @@ mod tests {
     #[tokio::test]
     async fn a_running_server_renews_its_certificate_in_place() {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+        let config = Settings::in_dir(dir.path());
         let (cert, key) = self_signed_paths(&config);
         let loaded = load(&config).unwrap().unwrap();
         assert!(matches!(loaded.source, CertificateSource::Generated { .. }));

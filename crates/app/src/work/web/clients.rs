@@ -9,15 +9,15 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{PAGE_SIZE, Pager, path_id};
+use crate::access::role::Permission as P;
+use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
 use crate::platform::http::error::{AppResult, FieldError};
-use crate::platform::http::route::{Access, RouteDef, Surface};
 use crate::platform::ids::ClientId;
 use crate::route;
 use crate::state::AppState;
 use crate::tenancy::guard::OrgAccess;
-use crate::tenancy::role::Permission as P;
 use crate::tenancy::web::{OrgNav, failure, page, page_with_status};
 use crate::work::Page;
 use crate::work::clients::{self, Client, ClientFilter, ClientInput, Contact, ContactInput};

@@ -18,18 +18,18 @@ use uuid::Uuid;
 
 use super::path_id;
 use super::projects::{ProjectForms, project_failure};
+use crate::access::role::Permission as P;
+use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
 use crate::platform::db::tenant;
 use crate::platform::http::error::{AppError, AppResult};
 use crate::platform::http::middleware::ClientIp;
-use crate::platform::http::route::{Access, RouteDef, Surface};
 use crate::platform::ids::{OrgId, ProjectId};
 use crate::route;
 use crate::state::AppState;
 use crate::tenancy::allowlist;
 use crate::tenancy::guard::OrgAccess;
-use crate::tenancy::role::Permission as P;
 use crate::tenancy::web::{OrgNav, failure, page};
 use crate::work::files::{self, FileMeta, Upload};
 

@@ -15,15 +15,15 @@ use uuid::Uuid;
 
 use super::projects::{client_names, client_options};
 use super::{Errors, FormFields, PAGE_SIZE, Pager, form_id, milli, path_id, percent};
+use crate::access::role::Permission as P;
+use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
 use crate::platform::http::error::{AppError, AppResult, FieldError};
-use crate::platform::http::route::{Access, RouteDef, Surface};
 use crate::platform::ids::ClientId;
 use crate::route;
 use crate::state::AppState;
 use crate::tenancy::guard::OrgAccess;
-use crate::tenancy::role::Permission as P;
 use crate::tenancy::web::{OrgNav, failure, page, page_with_status};
 use crate::work::Page;
 use crate::work::invoices::{self, InvoiceDetail, InvoiceFilter, InvoiceInput, LineInput, format_minor, parse_decimal};

@@ -10,12 +10,12 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{PAGE_SIZE, Pager, day, duration};
+use crate::access::role::Permission as P;
+use crate::access::route::{Access, RouteDef, Surface};
 use crate::platform::http::error::AppResult;
-use crate::platform::http::route::{Access, RouteDef, Surface};
 use crate::route;
 use crate::state::AppState;
 use crate::tenancy::guard::OrgAccess;
-use crate::tenancy::role::Permission as P;
 use crate::tenancy::web::{OrgNav, page};
 use crate::work::files::{self, FileFilter};
 use crate::work::tasks::{self, TaskFilter};

@@ -20,8 +20,8 @@ use std::str::FromStr;
 use axum::body::Bytes;
 use time::Date;
 
+use crate::access::route::RouteDef;
 use crate::platform::http::error::{AppError, AppResult, FieldError};
-use crate::platform::http::route::RouteDef;
 
 pub fn routes() -> Vec<RouteDef> {
     let mut routes = Vec::new();

@@ -12,16 +12,16 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{PAGE_SIZE, Pager, day, duration, form_id, path_id};
+use crate::access::role::{Permission as P, Role};
+use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
 use crate::platform::db::OrgTx;
 use crate::platform::http::error::{AppError, AppResult, FieldError};
-use crate::platform::http::route::{Access, RouteDef, Surface};
 use crate::platform::ids::{ClientId, ProjectId, UserId};
 use crate::route;
 use crate::state::AppState;
 use crate::tenancy::guard::OrgAccess;
-use crate::tenancy::role::{Permission as P, Role};
 use crate::tenancy::web::{OrgNav, failure, page, page_with_status};
 use crate::work::invoices::{format_minor, parse_decimal};
 use crate::work::projects::{self, Project, ProjectFilter, ProjectInput};

@@ -15,15 +15,15 @@ use uuid::Uuid;
 
 use super::projects::{ProjectForms, people, project_failure};
 use super::{Errors, FormFields, day, duration, form_id, number, path_id};
+use crate::access::role::{Permission as P, Role};
+use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
 use crate::platform::http::error::{AppError, AppResult, FieldError};
-use crate::platform::http::route::{Access, RouteDef, Surface};
 use crate::platform::ids::{ProjectId, UserId};
 use crate::route;
 use crate::state::AppState;
 use crate::tenancy::guard::OrgAccess;
-use crate::tenancy::role::{Permission as P, Role};
 use crate::tenancy::web::{OrgNav, failure, page, page_with_status};
 use crate::work::tasks::{self, CommentInput, Task, TaskInput};
 use crate::work::time_entries::{self, TimeFilter};
