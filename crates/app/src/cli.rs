@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use crate::access::OperatorAuthority;
 use crate::audit::chain::{KnownHead, Verification};
 use crate::config::{Config, TlsMode};
 use crate::platform::clock::SystemClock;
 use crate::platform::db::provision::{self, Mode};
-use crate::platform::db::tenant::OperatorAuthority;
 use crate::platform::db::{Db, MigrationStatus};
 use crate::platform::http::{server, tls};
 use crate::platform::telemetry;
@@ -226,7 +226,7 @@ pub fn main() -> ExitCode {
     // The one place the application assumes the operator's authority: whoever runs this binary
     // on the server with its credentials is the installation's operator. Commands that act
     // inside an organization take it from here; request handlers never see one.
-    let operator = crate::platform::db::tenant::OperatorAuthority::unsafe_assume_cli_operator();
+    let operator = crate::access::OperatorAuthority::unsafe_assume_cli_operator();
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve => Box::pin(serve(config)).await,
@@ -375,7 +375,7 @@ async fn serve_with(
         requests,
     ));
     // Chain heads are signed on append, and by this sweep for organizations that went quiet.
-    let signer_task = tokio::spawn(crate::audit::chain::run_signer(
+    let signer_task = tokio::spawn(crate::access::maintenance::run_signer(
         db.clone(),
         state.audit_signer.clone(),
         state.clock.clone(),
@@ -514,7 +514,7 @@ pub(crate) async fn org_allowlist(
         AllowlistCommand::Clear { org, reason } => (org.clone(), format!("cleared the IP allowlist ({reason})")),
     };
     let (id, label) = named_org(&resolved, &wanted).await?;
-    let Some(principal) = crate::platform::db::tenant::operator(&db, operator, id, &reason).await? else {
+    let Some(principal) = crate::access::operator(&db, operator, id, &reason).await? else {
         anyhow::bail!("no organization {wanted}");
     };
     match command {
@@ -654,12 +654,10 @@ async fn audit(config: Config, operator: &OperatorAuthority, command: AuditComma
         AuditCommand::Checkpoint { org } => {
             let signer = signer.ok_or_else(|| anyhow::anyhow!("audit checkpoint needs the signing key"))?;
             for (id, slug) in target_orgs(&resolved, org.as_deref()).await? {
-                let Some(principal) =
-                    crate::platform::db::tenant::operator(&db, operator, id, "audit checkpoint").await?
-                else {
+                let Some(principal) = crate::access::operator(&db, operator, id, "audit checkpoint").await? else {
                     continue;
                 };
-                let mut tx = crate::platform::db::OrgTx::begin(&db, &principal).await?;
+                let mut tx = crate::access::OrgTx::begin(&db, &principal).await?;
                 match crate::audit::chain::sign_head_now(&mut tx, &signer, id, now).await? {
                     Some(seq) => println!("signed  {slug}: head at event {seq} (key {})", signer.key_id()),
                     None => println!("empty   {slug}: no events yet"),
@@ -671,12 +669,10 @@ async fn audit(config: Config, operator: &OperatorAuthority, command: AuditComma
         AuditCommand::Retention => {
             let signer = signer.ok_or_else(|| anyhow::anyhow!("audit retention needs the signing key"))?;
             for (id, slug) in target_orgs(&resolved, None).await? {
-                let Some(principal) =
-                    crate::platform::db::tenant::operator(&db, operator, id, "audit retention").await?
-                else {
+                let Some(principal) = crate::access::operator(&db, operator, id, "audit retention").await? else {
                     continue;
                 };
-                let mut tx = crate::platform::db::OrgTx::begin(&db, &principal).await?;
+                let mut tx = crate::access::OrgTx::begin(&db, &principal).await?;
                 let deleted = crate::audit::chain::apply_retention(&mut tx, &signer, id, now).await?;
                 tx.commit().await?;
                 println!("{slug}: removed {deleted} events older than the retention horizon");
@@ -777,8 +773,12 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
         stopped,
         requests,
     ));
-    let signing =
-        tokio::spawn(crate::audit::chain::run_signer(db.clone(), signer, Arc::new(SystemClock), stop.subscribe()));
+    let signing = tokio::spawn(crate::access::maintenance::run_signer(
+        db.clone(),
+        signer,
+        Arc::new(SystemClock),
+        stop.subscribe(),
+    ));
     tracing::info!("delivering queued mail and signing audit chain heads; stop with Ctrl-C");
     server::stopped(stop_requests).await;
     let _ = stop.send(true);

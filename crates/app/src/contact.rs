@@ -21,10 +21,10 @@ use crate::abuse::limits::CONTACT_PER_IP;
 use crate::abuse::web::{BotCheckView, SubmittedProof, verify_form, with_widget_policy};
 use crate::access::role::Permission;
 use crate::access::route::{Access, RouteDef, Surface};
+use crate::access::{self, OrgPrincipal, OrgTx};
 use crate::identity::guard::FormToken;
 use crate::identity::session::RequestMeta;
 use crate::mail::outbox::{self, Category, OutgoingMail};
-use crate::platform::db::{OrgPrincipal, OrgTx, tenant};
 use crate::platform::http::error::{AppError, AppResult, FieldError, RenderedByHandler};
 use crate::platform::types::{Email, parse_name};
 use crate::route;
@@ -153,7 +153,7 @@ async fn form_page(
     FormToken(csrf): FormToken,
     Path(slug): Path<String>,
 ) -> AppResult<Response> {
-    let (_, organization) = tenant::contact_form(&state.db, &slug).await?.ok_or(AppError::NotFound)?;
+    let (_, organization) = access::contact_form(&state.db, &slug).await?.ok_or(AppError::NotFound)?;
     let bot = BotCheckView::new(&state.bot_check, Purpose::Contact);
     let page = FormPage {
         csrf,
@@ -188,7 +188,7 @@ async fn submit(
     Path(slug): Path<String>,
     Form(form): Form<ContactForm>,
 ) -> AppResult<Response> {
-    let (principal, organization) = tenant::contact_form(&state.db, &slug).await?.ok_or(AppError::NotFound)?;
+    let (principal, organization) = access::contact_form(&state.db, &slug).await?.ok_or(AppError::NotFound)?;
     let result = async {
         let submission = Submission::parse(&form.name, &form.email, &form.message)?;
         verify_form(&state, form.proof, meta.ip, Purpose::Contact).await?;
@@ -229,7 +229,7 @@ struct SentPage {
 }
 
 async fn sent_page(State(state): State<AppState>, Path(slug): Path<String>) -> AppResult<Response> {
-    let (_, organization) = tenant::contact_form(&state.db, &slug).await?.ok_or(AppError::NotFound)?;
+    let (_, organization) = access::contact_form(&state.db, &slug).await?.ok_or(AppError::NotFound)?;
     Ok(crate::web::render(&SentPage { organization })?.into_response())
 }
 

@@ -166,9 +166,9 @@ async fn main() {
     .await
     .expect("an organization");
     let org = clientflow::platform::ids::OrgId::from_uuid(org_id);
-    let principal = clientflow::platform::db::tenant::operator(
+    let principal = clientflow::access::operator(
         &app.app_db,
-        &clientflow::platform::db::tenant::OperatorAuthority::unsafe_assume_cli_operator(),
+        &clientflow::access::OperatorAuthority::unsafe_assume_cli_operator(),
         org,
         "bench",
     )

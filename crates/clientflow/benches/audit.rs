@@ -7,7 +7,7 @@
 //!    reads (which exist only to feed the audit entry) so the write itself can be told apart.
 //!    The kinds run sequentially, interleaved in blocks with a rotating order, so machine noise
 //!    and table growth fall on all of them alike. The actor is the operator (a principal from
-//!    `tenant::operator`); a signed-in user's action also looks up their email for the actor
+//!    `access::operator`); a signed-in user's action also looks up their email for the actor
 //!    label, one more primary-key read.
 //! 2. A chain of 100,000 events (override with `AUDIT_BENCH_EVENTS`) computed with the crate's
 //!    own canonical encoding and link hash, signed hourly as `append` would, bulk-inserted, then
@@ -23,10 +23,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clientflow::access::{self, NewOrgCreator, OperatorAuthority};
+use clientflow::access::{OrgPrincipal, OrgTx};
 use clientflow::audit::chain::{CheckpointKind, SIGN_EVERY, Signer, Verification, verify_org};
 use clientflow::audit::{self, Context};
-use clientflow::platform::db::tenant::{self, NewOrgCreator, OperatorAuthority};
-use clientflow::platform::db::{Db, OrgPrincipal, OrgTx};
+use clientflow::platform::db::Db;
 use clientflow::platform::ids::OrgId;
 use clientflow::platform::types::{Slug, parse_name};
 use clientflow::tenancy::{repo, service};
@@ -166,7 +167,7 @@ async fn mutate(kind: Kind, db: &Db, principal: &OrgPrincipal, signer: &Arc<Sign
 }
 
 async fn new_org(db: &Db, slug: &str) -> OrgPrincipal {
-    let mut tx = OrgTx::begin_new_organization(
+    let mut tx = access::begin_new_organization(
         db,
         NewOrgCreator::Operator(&OperatorAuthority::unsafe_assume_cli_operator(), "bench"),
     )
@@ -174,7 +175,7 @@ async fn new_org(db: &Db, slug: &str) -> OrgPrincipal {
     .expect("begin");
     let org = repo::insert_organization(&mut tx, &Slug::parse(slug).expect("slug"), "Bench Agency").await.expect("org");
     tx.commit().await.expect("commit");
-    tenant::operator(db, &OperatorAuthority::unsafe_assume_cli_operator(), org.id, "bench")
+    access::operator(db, &OperatorAuthority::unsafe_assume_cli_operator(), org.id, "bench")
         .await
         .expect("operator")
         .expect("organization exists")

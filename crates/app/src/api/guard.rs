@@ -8,8 +8,8 @@ use axum::http::{HeaderValue, header};
 use axum::response::IntoResponse;
 
 use crate::access::role::Permission;
+use crate::access::{self, OrgPrincipal};
 use crate::identity::guard::Resolved;
-use crate::platform::db::tenant::{self, OrgPrincipal};
 use crate::platform::http::error::AppError;
 use crate::platform::http::middleware::ClientIp;
 use crate::state::AppState;
@@ -40,7 +40,7 @@ pub async fn require_key(state: &AppState, mut req: Request, permission: Permiss
         .map(str::to_string);
     let Some(presented) = presented else { return Ok(invalid()) };
     let Some((principal, allowlist)) =
-        tenant::verify_api_key_with_allowlist(&state.db, &presented, state.clock.now()).await?
+        access::verify_api_key_with_allowlist(&state.db, &presented, state.clock.now()).await?
     else {
         return Ok(invalid());
     };

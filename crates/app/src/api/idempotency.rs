@@ -38,9 +38,9 @@ use tracing::Instrument;
 
 use super::extract::{Rejection, problem};
 use super::guard::ApiAccess;
+use crate::access::OrgPrincipal;
+use crate::access::OrgTx;
 use crate::platform::crypto::sha256;
-use crate::platform::db::OrgTx;
-use crate::platform::db::tenant::{self, OrgPrincipal};
 use crate::platform::http::error::{AppError, AppResult};
 use crate::state::AppState;
 
@@ -171,7 +171,7 @@ async fn run(state: &AppState, req: Request, next: Next) -> Result<Response, Res
             // the handler's log lines.
             let task = tokio::spawn(
                 async move {
-                    let (res, tx) = tenant::with_request_tx(tx, next.run(req)).await;
+                    let (res, tx) = crate::platform::db::tenant::with_request_tx(tx, next.run(req)).await;
                     settle(&principal, &key, res, tx).await
                 }
                 .instrument(tracing::Span::current()),

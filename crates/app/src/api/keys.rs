@@ -14,11 +14,12 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::access::OrgTx;
 use crate::access::role::{Permission, PermissionSet, Role, admin_bound, effective_permissions};
+use crate::access::{API_KEY_PREFIX, OrgPrincipal};
 use crate::audit::{self, Context, Entry};
 use crate::platform::crypto::{random_token, sha256};
-use crate::platform::db::tenant::{API_KEY_PREFIX, OrgPrincipal};
-use crate::platform::db::{Db, OrgTx};
+use crate::platform::db::Db;
 use crate::platform::http::error::{AppError, AppResult};
 use crate::platform::ids::UserId;
 

@@ -12,6 +12,7 @@ use time::{Duration, OffsetDateTime};
 
 use super::{STORED_COLUMNS, StoredEvent};
 use crate::platform::db::Db;
+use crate::platform::db::tenant::{OrgTx, TenantPrincipal};
 use crate::platform::ids::OrgId;
 use crate::platform::secret::Secret;
 
@@ -230,9 +231,20 @@ pub async fn sign_head_now(
 
 /// One sweep: signs the head of every organization that has events after its newest signed
 /// checkpoint while that checkpoint is older than [`SIGN_EVERY`] (an organization that went
-/// quiet right after an unsigned append), applying retention as signing does. Returns the
-/// organizations signed.
-pub async fn sign_due_heads(db: &Db, signer: &Signer, now: OffsetDateTime) -> Result<Vec<OrgId>, sqlx::Error> {
+/// quiet right after an unsigned append), applying retention as signing does. `open` gives the
+/// principal that opens an organization for it (the access layer's audit maintenance; `None`
+/// when the organization is gone). Returns the organizations signed.
+pub async fn sign_due_heads<P, F, Fut>(
+    db: &Db,
+    signer: &Signer,
+    now: OffsetDateTime,
+    open: F,
+) -> Result<Vec<OrgId>, sqlx::Error>
+where
+    P: TenantPrincipal,
+    F: Fn(OrgId) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<P>, sqlx::Error>>,
+{
     let due: Vec<OrgId> = {
         let mut g = db.global().await?;
         let due = sqlx::query_scalar("SELECT audit_heads_due_for_signing($1)")
@@ -244,10 +256,10 @@ pub async fn sign_due_heads(db: &Db, signer: &Signer, now: OffsetDateTime) -> Re
     };
     let mut signed = Vec::new();
     for org in due {
-        let Some(principal) = crate::platform::db::tenant::audit_maintenance(db, org).await? else {
+        let Some(principal) = open(org).await? else {
             continue;
         };
-        let mut tx = crate::platform::db::OrgTx::begin(db, &principal).await?;
+        let mut tx = OrgTx::begin(db, &principal).await?;
         if sign_head_now(&mut tx, signer, org, now).await?.is_some() {
             if signer.apply_retention {
                 apply_retention(&mut tx, signer, org, now).await?;
@@ -257,31 +269,6 @@ pub async fn sign_due_heads(db: &Db, signer: &Signer, now: OffsetDateTime) -> Re
         tx.commit().await?;
     }
     Ok(signed)
-}
-
-/// Runs [`sign_due_heads`] every [`SWEEP_EVERY`] until `shutdown` changes (in `serve` and
-/// `worker`), so a chain's unsigned tail never outlives [`SIGNED_HEAD_MAX_AGE`].
-pub async fn run_signer(
-    db: Db,
-    signer: Arc<Signer>,
-    clock: crate::platform::clock::SharedClock,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let every = std::time::Duration::from_secs(SWEEP_EVERY.whole_seconds().unsigned_abs());
-    loop {
-        match sign_due_heads(&db, &signer, clock.now()).await {
-            Ok(signed) if !signed.is_empty() => {
-                tracing::info!(organizations = signed.len(), "signed audit chain heads")
-            }
-            Ok(_) => {}
-            Err(e) if crate::platform::db::outage::note(&e) => {}
-            Err(e) => tracing::warn!(error = %e, "audit signing sweep: database error"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
 }
 
 /// A chain head seen by an earlier verification (`audit verify --state`, `--expect-head`):

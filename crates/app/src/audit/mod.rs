@@ -18,9 +18,9 @@ use serde_json::{Map, Value};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 
-use crate::platform::db::OrgTx;
-use crate::platform::db::tenant::Actor;
+use crate::platform::db::tenant::{OrgTx, TenantPrincipal};
 use crate::platform::ids::OrgId;
+use crate::platform::ids::UserId;
 
 /// `[audit]`: retention and the key that signs chain heads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -124,8 +124,27 @@ pub fn redact(v: Value) -> Value {
     }
 }
 
+/// Who is acting, for authorization and the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    User(UserId),
+    /// An organization API key (its id).
+    ApiKey(uuid::Uuid),
+    /// An operator running the `clientflow` CLI on the server, or the server's own work.
+    System(String),
+}
+
+/// A principal whose actions are recorded: the application's verified principal.
+pub trait Acting {
+    fn actor(&self) -> &Actor;
+}
+
 /// Writes `entry` for the principal of `tx`, in `tx`.
-pub async fn record(tx: &mut OrgTx, ctx: &Context, entry: Entry) -> Result<(), sqlx::Error> {
+pub async fn record<P: TenantPrincipal + Acting>(
+    tx: &mut OrgTx<P>,
+    ctx: &Context,
+    entry: Entry,
+) -> Result<(), sqlx::Error> {
     let org = tx.org_id();
     let actor = tx.principal().actor().clone();
     let label = actor_label(&mut *tx, &actor).await?;

@@ -9,9 +9,9 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::{Context, Entry, STORED_COLUMNS, StoredEvent};
+use crate::access::OrgTx;
 use crate::access::role::Permission;
 use crate::access::route::{Access, RouteDef, Surface};
-use crate::platform::db::OrgTx;
 use crate::platform::http::error::{AppError, AppResult};
 use crate::route;
 use crate::state::AppState;

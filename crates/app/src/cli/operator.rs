@@ -2,7 +2,7 @@
 //!
 //! The operator runs these on the server with the server's own database credentials, so they
 //! act as the installation itself: organization-scoped actions go through the tenant door with
-//! [`tenant::operator`] and the [`OperatorAuthority`] the CLI's entry point hands down (an
+//! [`access::operator`] and the [`OperatorAuthority`] the CLI's entry point hands down (an
 //! Owner-level principal whose actor is `System("operator: …")`) and
 //! write their audit event in the same transaction; creating an account, which belongs to no
 //! organization yet, is recorded as a security event on the account; resetting an account's
@@ -25,16 +25,17 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::UserCommand;
+use crate::access::OrgTx;
 use crate::access::role::Role;
+use crate::access::{self, NewOrgCreator, OperatorAuthority, OrgPrincipal};
 use crate::api::keys::{self, ApiKey, NewKey};
 use crate::audit::{self, Context, Entry};
 use crate::config::Config;
 use crate::identity::password::{PasswordHasher, check_policy};
 use crate::identity::repo as users;
 use crate::identity::session::RequestMeta;
+use crate::platform::db::Db;
 use crate::platform::db::provision::{self, Resolved};
-use crate::platform::db::tenant::{self, NewOrgCreator, OperatorAuthority, OrgPrincipal};
-use crate::platform::db::{Db, OrgTx};
 use crate::platform::http::error::{AppError, FieldError};
 use crate::platform::ids::{ClientId, OrgId, UserId};
 use crate::platform::secret::Secret;
@@ -356,7 +357,7 @@ async fn org_principal(s: &Session, wanted: &str, reason: &str) -> OpResult<(Org
             found.ok_or_else(not_found)?
         }
     };
-    let principal = tenant::operator(&s.db, &s.operator, id, reason).await?.ok_or_else(not_found)?;
+    let principal = access::operator(&s.db, &s.operator, id, reason).await?.ok_or_else(not_found)?;
     let mut tx = OrgTx::begin(&s.db, &principal).await?;
     let org: OrgOut = sqlx::query_as("SELECT id, slug, name, created_at FROM organizations WHERE id = $1")
         .bind(id)
@@ -620,7 +621,7 @@ async fn create_org(s: &Session, name: &str, slug: Option<&str>, owner: &str) ->
     let owner_email = parse_email("owner", owner)?;
     let now = OffsetDateTime::now_utc();
     let ctx = audit_context(s, now);
-    let mut tx = OrgTx::begin_new_organization(&s.db, NewOrgCreator::Operator(&s.operator, "org create")).await?;
+    let mut tx = access::begin_new_organization(&s.db, NewOrgCreator::Operator(&s.operator, "org create")).await?;
     // `users` is global: readable inside the new organization's transaction.
     let Some(owner) = users::find_by_email(&mut tx, &owner_email).await? else {
         return Err(OpError::NotFound(format!(

@@ -35,11 +35,12 @@ use time::{Date, Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use super::operator::{OpError, OpResult, Report, Session, audit_context, finish};
+use crate::access::OrgTx;
+use crate::access::{self, NewOrgCreator, OperatorAuthority};
 use crate::audit::{self, Entry};
 use crate::config::Config;
+use crate::platform::db::Db;
 use crate::platform::db::provision;
-use crate::platform::db::tenant::{self, NewOrgCreator, OperatorAuthority};
-use crate::platform::db::{Db, OrgTx};
 use crate::platform::ids::OrgId;
 use crate::platform::types::Slug;
 use crate::tenancy::repo as orgs;
@@ -347,7 +348,7 @@ struct ListPlan {
 }
 
 async fn list_plan(db: &Db, operator: &OperatorAuthority, org: OrgId) -> OpResult<ListPlan> {
-    let principal = tenant::operator(db, operator, org, "seed plan check")
+    let principal = access::operator(db, operator, org, "seed plan check")
         .await?
         .ok_or_else(|| OpError::Failed(anyhow::anyhow!("organization {org} vanished")))?;
     let mut tx = OrgTx::begin(db, &principal).await?;
@@ -740,7 +741,7 @@ fn spread_tasks(rng: &mut StdRng, projects: &mut [ProjectPlan], total: u64) {
 
 async fn write_org(s: &Session, plan: &OrgPlan, seed: u64, now: OffsetDateTime) -> OpResult<(OrgId, Counts)> {
     let db = &s.db;
-    let mut tx = OrgTx::begin_new_organization(db, NewOrgCreator::Operator(&s.operator, "seed")).await?;
+    let mut tx = access::begin_new_organization(db, NewOrgCreator::Operator(&s.operator, "seed")).await?;
     let org_id = tx.org_id();
     let slug =
         Slug::parse(&plan.slug).map_err(|m| OpError::Failed(anyhow::anyhow!("generated slug {}: {m}", plan.slug)))?;

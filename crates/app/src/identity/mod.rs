@@ -15,19 +15,4 @@ pub mod tokens;
 pub mod totp;
 pub mod web;
 
-use crate::platform::ids::UserId;
-
-/// A user whose identity has been verified for this request.
-///
-/// Only the identity module hands these out (from a verified session), so a function that
-/// takes `&AuthenticatedUser` can trust the id inside.
-#[derive(Debug, Clone)]
-pub struct AuthenticatedUser {
-    id: UserId,
-}
-
-impl AuthenticatedUser {
-    pub fn id(&self) -> UserId {
-        self.id
-    }
-}
+pub use crate::access::AuthenticatedUser;

@@ -224,5 +224,5 @@ async fn audit(
         signer: settings.audit_signer.clone(),
     };
     let entry = crate::audit::Entry::new(action, "user", user.id).after(detail);
-    crate::platform::db::tenant::audit_account_event(conn, user.id, &user.email, &entry, &ctx).await
+    crate::access::audit_account_event(conn, user.id, &user.email, &entry, &ctx).await
 }

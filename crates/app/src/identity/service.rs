@@ -62,7 +62,7 @@ async fn audit_account(
         signer: Some(state.audit_signer.clone()),
     };
     let entry = crate::audit::Entry::new(action, "user", user_id).after(detail);
-    crate::platform::db::tenant::audit_account_event(conn, user_id, email, &entry, &ctx).await?;
+    crate::access::audit_account_event(conn, user_id, email, &entry, &ctx).await?;
     Ok(())
 }
 
@@ -1052,10 +1052,10 @@ pub async fn reset_two_factor_by_operator(
     let entry = crate::audit::Entry::new("member.two_factor_reset", "user", user.id)
         .before(json!({ "two_factor": true }))
         .after(json!({ "two_factor": false, "reason": reason, "sessions_ended": sessions_ended }));
-    crate::platform::db::tenant::audit_account_event_as(
+    crate::access::audit_account_event_as(
         conn,
         user.id,
-        &crate::platform::db::tenant::Actor::System(actor.clone()),
+        &crate::access::Actor::System(actor.clone()),
         &actor,
         &entry,
         ctx,

@@ -179,7 +179,7 @@ pub async fn lookup(
     }
     Ok(Some(CurrentSession {
         id: row.id,
-        user: AuthenticatedUser { id: row.user_id },
+        user: AuthenticatedUser::from_verified_session(row.user_id),
         email: row.email,
         stage: row.stage,
         method: row.method,

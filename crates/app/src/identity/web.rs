@@ -984,7 +984,7 @@ pub async fn invitation_sign_in(
     password: &Secret,
     display_name: &str,
 ) -> AppResult<Response> {
-    let invitation = crate::platform::db::tenant::find_invitation(&state.db, token, meta.now)
+    let invitation = crate::access::find_invitation(&state.db, token, meta.now)
         .await?
         .ok_or_else(|| AppError::BadRequest("This invitation is invalid, expired or already answered.".into()))?;
     let (signed_in, user) = service::sign_in_for_invitation(

@@ -24,8 +24,9 @@ use ipnet::IpNet;
 use serde_json::json;
 
 use crate::access::role::Permission;
+use crate::access::{OrgPrincipal, OrgTx};
 use crate::audit::{self, Context, Entry};
-use crate::platform::db::{Db, OrgPrincipal, OrgTx};
+use crate::platform::db::Db;
 use crate::platform::http::error::{AppError, AppResult, FieldError};
 use crate::platform::net;
 

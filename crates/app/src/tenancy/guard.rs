@@ -8,11 +8,11 @@ use axum::extract::{FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect};
 
+use crate::access::OrgTx;
 use crate::access::role::Permission;
+use crate::access::{self, OrgPrincipal};
 use crate::identity::guard::{Resolved, RotatedSession, require_session};
 use crate::identity::session::{self, CurrentSession, Stage};
-use crate::platform::db::OrgTx;
-use crate::platform::db::tenant::{self, OrgPrincipal};
 use crate::platform::http::error::AppError;
 use crate::platform::http::middleware::{ClientIp, RequestId};
 use crate::state::AppState;
@@ -55,7 +55,7 @@ pub async fn require_org(
         .and_then(|p| p.iter().find(|(k, _)| *k == "org").map(|(_, v)| v.to_string()))
         .ok_or_else(|| AppError::internal("an organization route without an {org} segment"))?;
     req = Request::from_parts(parts, body);
-    let principal = tenant::verify_member_by_slug(&state.db, &session.user, &slug).await?.ok_or(AppError::NotFound)?;
+    let principal = access::verify_member_by_slug(&state.db, &session.user, &slug).await?.ok_or(AppError::NotFound)?;
 
     let mut tx = OrgTx::begin(&state.db, &principal).await?;
     type Row = (String, String, String, Option<i32>, bool, Vec<ipnet::IpNet>);

@@ -1,7 +1,8 @@
 //! Organizations and memberships.
 
+use crate::access::OrgTx;
 use crate::access::role::Role;
-use crate::platform::db::{OrgTx, UserTx};
+use crate::platform::db::tenant::UserTx;
 use crate::platform::ids::{OrgId, UserId};
 use crate::platform::types::Slug;
 

@@ -11,13 +11,14 @@ use time::Duration;
 use uuid::Uuid;
 
 use super::repo::{self, Organization};
+use crate::access::OrgTx;
 use crate::access::role::{Permission, PermissionSet, Role, admin_bound, customizable};
+use crate::access::{self, NewOrgCreator, OrgPrincipal};
 use crate::audit::{self, Context, Entry};
 use crate::identity::AuthenticatedUser;
 use crate::mail::outbox::{self, Category, OutgoingMail};
 use crate::platform::crypto::{random_token, sha256};
-use crate::platform::db::tenant::{self, NewOrgCreator, OrgPrincipal};
-use crate::platform::db::{Db, OrgTx};
+use crate::platform::db::Db;
 use crate::platform::http::error::{AppError, AppResult, FieldError};
 use crate::platform::ids::{ClientId, UserId};
 use crate::platform::types::{Email, Slug, parse_name};
@@ -57,7 +58,7 @@ pub async fn create_organization(
     let (Some(name), Some(slug)) = (name, slug) else {
         return Err(AppError::Validation(errors));
     };
-    let mut tx = OrgTx::begin_new_organization(db, NewOrgCreator::User(creator)).await?;
+    let mut tx = access::begin_new_organization(db, NewOrgCreator::User(creator)).await?;
     let org = match repo::insert_organization(&mut tx, &slug, &name).await {
         Ok(o) => o,
         Err(e) if is_unique(&e) => return Err(AppError::field("slug", "is already taken; choose another")),
@@ -323,7 +324,7 @@ pub async fn accept_invitation(
     user_email: &str,
     token: &str,
 ) -> AppResult<Organization> {
-    let Some((mut tx, invitation)) = tenant::begin_invitation_acceptance(db, user, user_email, token, ctx.now).await?
+    let Some((mut tx, invitation)) = access::begin_invitation_acceptance(db, user, user_email, token, ctx.now).await?
     else {
         return Err(AppError::BadRequest(
             "This invitation is invalid, expired, already used, or for another email address.".into(),
@@ -371,7 +372,7 @@ pub async fn accept_invitation(
 }
 
 pub async fn decline_invitation(db: &Db, ctx: &Context, token: &str) -> AppResult<()> {
-    let Some((mut tx, invitation)) = tenant::begin_invitation_decline(db, token, ctx.now).await? else {
+    let Some((mut tx, invitation)) = access::begin_invitation_decline(db, token, ctx.now).await? else {
         return Err(AppError::BadRequest("This invitation is invalid, expired or already answered.".into()));
     };
     sqlx::query(

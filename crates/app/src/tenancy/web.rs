@@ -11,12 +11,12 @@ use serde::Deserialize;
 use super::guard::OrgAccess;
 use super::service::{self, GeneralSettings};
 use crate::abuse::limits::{AUTH_PER_IP, TOKEN_PER_ACCOUNT};
+use crate::access::OrgTx;
 use crate::access::role::{Permission, PermissionSet, Role, admin_bound, default_permissions};
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
 use crate::identity::session::{CurrentSession, RequestMeta};
-use crate::platform::db::OrgTx;
 use crate::platform::http::error::{AppError, AppResult, FieldError, RenderedByHandler};
 use crate::platform::ids::{ClientId, UserId};
 use crate::route;
@@ -951,8 +951,7 @@ async fn invitation_view(
     csrf: String,
     token: String,
 ) -> AppResult<Option<InvitationPage>> {
-    let Some(invitation) = crate::platform::db::tenant::find_invitation(&state.db, &token, state.clock.now()).await?
-    else {
+    let Some(invitation) = crate::access::find_invitation(&state.db, &token, state.clock.now()).await? else {
         return Ok(None);
     };
     let session = crate::identity::guard::current_session(state, headers).await?;

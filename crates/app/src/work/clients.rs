@@ -7,9 +7,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Page, optional, required, text};
+use crate::access::OrgPrincipal;
+use crate::access::OrgTx;
 use crate::audit::{self, Context, Entry};
-use crate::platform::db::tenant::OrgPrincipal;
-use crate::platform::db::{Db, OrgTx};
+use crate::platform::db::Db;
 use crate::platform::http::error::{AppError, AppResult};
 use crate::platform::ids::{ClientId, OrgId};
 use crate::platform::types::Email;
@@ -363,7 +364,7 @@ pub async fn remove_contact(
 /// Minimal repository functions over an open `OrgTx` (used by seeding and tests).
 pub mod repo {
     use super::{COLUMNS, Client};
-    use crate::platform::db::OrgTx;
+    use crate::access::OrgTx;
     use crate::platform::ids::ClientId;
 
     pub async fn create(tx: &mut OrgTx, name: &str) -> Result<Client, sqlx::Error> {

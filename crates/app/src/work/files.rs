@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -14,10 +13,11 @@ use uuid::Uuid;
 
 use super::projects::{fetch_visible, require};
 use super::{member_filter, project_visible};
+use crate::access::OrgPrincipal;
+use crate::access::OrgTx;
 use crate::access::role::Permission;
 use crate::audit::{self, Context, Entry};
-use crate::platform::db::tenant::OrgPrincipal;
-use crate::platform::db::{Db, OrgTx};
+use crate::platform::db::Db;
 use crate::platform::http::error::{AppError, AppResult};
 use crate::platform::ids::{OrgId, ProjectId};
 use crate::platform::seal::Sealer;
@@ -425,26 +425,7 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &
     Ok(after)
 }
 
-/// A signed, short-lived download link's signature: HMAC over organization, file and expiry.
-pub fn link_signature(key: &[u8; 32], org: OrgId, file: Uuid, expires: i64) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
-    mac.update(format!("file-link v1\n{org}\n{file}\n{expires}").as_bytes());
-    hex::encode(mac.finalize().into_bytes())
-}
-
-/// `/files/{org}/{file}?expires=…&signature=…`, valid for `minutes`.
-pub fn signed_link(
-    base: &str,
-    key: &[u8; 32],
-    org: OrgId,
-    file: Uuid,
-    now: OffsetDateTime,
-    minutes: u32,
-) -> (String, OffsetDateTime) {
-    let expires = now + time::Duration::minutes(minutes.into());
-    let ts = expires.unix_timestamp();
-    (format!("{base}/files/{org}/{file}?expires={ts}&signature={}", link_signature(key, org, file, ts)), expires)
-}
+pub use crate::access::file_link::{link_signature, signed_link};
 
 /// Issues a signed link to a file the principal may download, and records who shared it.
 pub async fn issue_link(

@@ -17,8 +17,8 @@ pub mod web;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::platform::db::OrgTx;
-use crate::platform::db::tenant::{OrgPrincipal, ProjectScope};
+use crate::access::OrgTx;
+use crate::access::{OrgPrincipal, ProjectScope};
 use crate::platform::http::error::{AppError, AppResult};
 
 /// Limit/offset pagination with a server-side cap.

@@ -7,10 +7,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Page, member_filter, parse_date, project_visible, required, text};
+use crate::access::OrgPrincipal;
+use crate::access::OrgTx;
 use crate::access::role::Permission;
 use crate::audit::{self, Context, Entry};
-use crate::platform::db::tenant::OrgPrincipal;
-use crate::platform::db::{Db, OrgTx};
+use crate::platform::db::Db;
 use crate::platform::http::error::{AppError, AppResult};
 use crate::platform::ids::{ClientId, OrgId, ProjectId, UserId};
 
@@ -536,7 +537,7 @@ pub async fn delete_column(
 /// Minimal repository functions over an open `OrgTx` (used by seeding and tests).
 pub mod repo {
     use super::{COLUMNS, Project};
-    use crate::platform::db::OrgTx;
+    use crate::access::OrgTx;
     use crate::platform::ids::{ClientId, ProjectId};
 
     /// A client id of another organization fails here (composite foreign key), whatever the

@@ -8,10 +8,11 @@ use uuid::Uuid;
 
 use super::projects::{fetch_visible, require};
 use super::{Page, member_filter, parse_date, project_visible, text};
+use crate::access::OrgPrincipal;
+use crate::access::OrgTx;
 use crate::access::role::Permission;
 use crate::audit::{self, Context, Entry};
-use crate::platform::db::tenant::OrgPrincipal;
-use crate::platform::db::{Db, OrgTx};
+use crate::platform::db::Db;
 use crate::platform::http::error::{AppError, AppResult};
 use crate::platform::ids::{ProjectId, UserId};
 

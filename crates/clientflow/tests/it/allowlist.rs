@@ -299,7 +299,7 @@ async fn signed_file_links_are_held_to_the_list() {
     };
     let project = api(reqwest::Method::POST, "/api/v1/projects", Some(serde_json::json!({"name": "Site"}))).await;
     let project: clientflow::platform::ids::ProjectId = project["data"]["id"].as_str().unwrap().parse().unwrap();
-    let principal = clientflow::platform::db::tenant::operator(
+    let principal = clientflow::access::operator(
         &app.app_db,
         &crate::support::operator(),
         org.to_string().parse().unwrap(),

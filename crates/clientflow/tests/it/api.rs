@@ -420,7 +420,7 @@ async fn lists_filter_and_cap_their_pages() {
     let t = tenant(&app, "pages").await;
     let (_, key) = api_key(&app, &t, "manager", None).await;
     {
-        let mut tx = clientflow::platform::db::OrgTx::begin(&app.app_db, &t.org.principal).await.unwrap();
+        let mut tx = clientflow::access::OrgTx::begin(&app.app_db, &t.org.principal).await.unwrap();
         for i in 0..120 {
             clientflow::work::clients::repo::create(&mut tx, &format!("Bulk {i:03}")).await.unwrap();
         }

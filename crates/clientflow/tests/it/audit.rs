@@ -57,11 +57,9 @@ async fn verify_knowing(app: &TestApp, org: OrgId, known: Option<&KnownHead>) ->
 /// Records one event in `org` as the operator `who`, at `at`, the way a privileged action
 /// would (the server's signer included).
 async fn record_at(app: &TestApp, org: OrgId, who: &str, at: time::OffsetDateTime, entry: Entry) {
-    let principal = clientflow::platform::db::tenant::operator(&app.app_db, &crate::support::operator(), org, who)
-        .await
-        .unwrap()
-        .unwrap();
-    let mut tx = clientflow::platform::db::OrgTx::begin(&app.app_db, &principal).await.unwrap();
+    let principal =
+        clientflow::access::operator(&app.app_db, &crate::support::operator(), org, who).await.unwrap().unwrap();
+    let mut tx = clientflow::access::OrgTx::begin(&app.app_db, &principal).await.unwrap();
     let ctx = Context::system(at, Some(app.state.audit_signer.clone()));
     clientflow::audit::record(&mut tx, &ctx, entry).await.unwrap();
     tx.commit().await.unwrap();
@@ -644,9 +642,10 @@ async fn a_rewritten_chain_whose_signed_checkpoints_were_deleted_fails_verificat
         }
     }
     app.clock.advance(time::Duration::minutes(61));
-    let signed = clientflow::audit::chain::sign_due_heads(&app.app_db, &app.state.audit_signer, app.clock.now_utc())
-        .await
-        .unwrap();
+    let signed =
+        clientflow::access::maintenance::sign_due_heads(&app.app_db, &app.state.audit_signer, app.clock.now_utc())
+            .await
+            .unwrap();
     assert_eq!(signed.len(), 3, "{signed:?}");
     for org in [wiped, truncated, fine] {
         let r = verify(&app, org).await;
@@ -775,7 +774,8 @@ async fn quiet_chains_are_signed_by_the_sweep_and_on_demand_by_the_checkpoint_co
     assert!(head(quiet).await > 1);
     // Within the hour the sweep leaves it alone.
     app.clock.advance(time::Duration::minutes(20));
-    let sweep = || clientflow::audit::chain::sign_due_heads(&app.app_db, &app.state.audit_signer, app.clock.now_utc());
+    let sweep =
+        || clientflow::access::maintenance::sign_due_heads(&app.app_db, &app.state.audit_signer, app.clock.now_utc());
     assert!(sweep().await.unwrap().is_empty());
     // The on-demand command signs now.
     let (ok, text) = cli(&app, &["audit", "checkpoint", "--org", &slug]).await;

@@ -1,22 +1,79 @@
-//! The operator's bypass of the tenant door stays in the command line.
+//! The ways past the tenant door's types stay where they belong.
 //!
-//! `OperatorAuthority` opens any organization as its Owner. The type system stops code from
-//! making one up (its field is private), but not from calling its named constructor, so this
-//! test reads the application's sources: the constructor is called only in the CLI's entry point
-//! (`cli.rs`), and the type is named only by the tenant door that defines it and the CLI that
-//! uses it. A request handler, a job or a service that wanted one would have to show up here.
+//! The type system stops code from making up a principal, an operator's authority or a gate key
+//! (their fields are private), but not from calling a named constructor or implementing a public
+//! trait. So this test reads the application's sources and holds each such name to its place:
+//!
+//! - `OperatorAuthority` (opens any organization as its Owner): assumed only in the CLI's entry
+//!   point (`cli.rs`), named only by the access layer that defines it and the command line;
+//! - the platform's gate key (capability transactions, which verifying a principal needs before
+//!   one exists): assumed only by the access layer (`access/mod.rs`);
+//! - the door's principal traits (`TenantPrincipal` opens an organization's transaction,
+//!   `UserPrincipal` a user's): implemented only by the access layer's verified principal and
+//!   user;
+//! - a verified user is made only from a verified session (`identity/session.rs`).
+//!
+//! A request handler, a job or a service that wanted any of them would have to show up here.
 
 use std::path::{Path, PathBuf};
 
-const CONSTRUCTOR: &str = "unsafe_assume_cli_operator";
-const TYPE: &str = "OperatorAuthority";
-
-/// Where the constructor may be called (paths relative to the scanned `src`).
-const MAY_ASSUME: &[&str] = &["cli.rs"];
-/// Where the type may be named: its definition, and the command line.
-fn may_name_type(rel: &str) -> bool {
-    rel == "platform/db/tenant.rs" || rel == "cli.rs" || rel.starts_with("cli/")
+/// One rule: `needle` may appear in code only in the files `allowed` accepts (paths relative to
+/// the scanned `src`, with `/`).
+struct Rule {
+    needle: &'static str,
+    what: &'static str,
+    allowed: fn(&str, &str) -> bool,
 }
+
+const RULES: &[Rule] = &[
+    Rule {
+        needle: "unsafe_assume_cli_operator",
+        what: "assumes the operator's authority",
+        allowed: |rel, line| {
+            rel == "cli.rs" || (rel == "access/principal.rs" && line.contains("fn unsafe_assume_cli_operator("))
+        },
+    },
+    Rule {
+        needle: "OperatorAuthority",
+        what: "names OperatorAuthority outside the command line",
+        allowed: |rel, _| {
+            rel == "access/principal.rs" || rel == "access/mod.rs" || rel == "cli.rs" || rel.starts_with("cli/")
+        },
+    },
+    Rule {
+        needle: "_private: ()",
+        what: "builds the authority by hand",
+        allowed: |rel, line| {
+            (rel == "access/principal.rs" && matches!(line.trim(), "_private: ()," | "Self { _private: () }"))
+                || (rel == "platform/db/tenant.rs" && matches!(line.trim(), "_private: ()," | "Self { _private: () }"))
+        },
+    },
+    Rule {
+        needle: "unsafe_assume_access_layer",
+        what: "assumes the access layer's gate key",
+        allowed: |rel, line| {
+            rel == "access/mod.rs"
+                || (rel == "platform/db/tenant.rs" && line.contains("fn unsafe_assume_access_layer("))
+        },
+    },
+    Rule {
+        needle: "TenantPrincipal for",
+        what: "implements the door's principal trait",
+        allowed: |rel, _| rel == "access/principal.rs",
+    },
+    Rule {
+        needle: "UserPrincipal for",
+        what: "implements the door's user trait",
+        allowed: |rel, _| rel == "access/user.rs",
+    },
+    Rule {
+        needle: "from_verified_session(",
+        what: "makes a verified user without a verified session",
+        allowed: |rel, line| {
+            rel == "identity/session.rs" || (rel == "access/user.rs" && line.contains("fn from_verified_session("))
+        },
+    },
+];
 
 /// Every `.rs` file under `dir`, with its path relative to `dir` (with `/` separators).
 fn rust_files(dir: &Path) -> Vec<(String, PathBuf)> {
@@ -42,40 +99,26 @@ fn code_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
     text.lines().enumerate().map(|(i, l)| (i + 1, l)).filter(|(_, l)| !l.trim_start().starts_with("//"))
 }
 
-/// Every place in the sources under `src` that breaks the rules, as `file:line: why`, and how
-/// many allowed calls of the constructor were seen.
-fn violations(src: &Path) -> (Vec<String>, usize) {
+/// Every place in the sources under `src` that breaks a rule, as `file:line: why`, and how many
+/// allowed uses of each rule's name were seen.
+fn violations(src: &Path) -> (Vec<String>, Vec<usize>) {
     let mut out = Vec::new();
-    let mut allowed_calls = 0;
-    let mut literals = 0;
+    let mut seen = vec![0; RULES.len()];
     for (rel, path) in rust_files(src) {
         let text = std::fs::read_to_string(&path).unwrap();
         for (n, line) in code_lines(&text) {
-            if line.contains(CONSTRUCTOR) {
-                let definition = rel == "platform/db/tenant.rs" && line.contains(&format!("fn {CONSTRUCTOR}("));
-                if MAY_ASSUME.contains(&rel.as_str()) {
-                    allowed_calls += 1;
-                } else if !definition {
-                    out.push(format!("{rel}:{n}: assumes the operator's authority: {}", line.trim()));
-                }
-            }
-            if line.contains(TYPE) && !may_name_type(&rel) {
-                out.push(format!("{rel}:{n}: names {TYPE} outside the command line: {}", line.trim()));
-            }
-            // The only struct literal is the constructor's own `Self { _private: () }`.
-            if line.contains("_private: ()") {
-                let field = rel == "platform/db/tenant.rs" && line.trim() == "_private: (),";
-                let constructor = rel == "platform/db/tenant.rs" && line.trim() == "Self { _private: () }";
-                if constructor {
-                    literals += 1;
-                }
-                if !(field || constructor) || literals > 1 {
-                    out.push(format!("{rel}:{n}: builds the authority by hand: {}", line.trim()));
+            for (i, rule) in RULES.iter().enumerate() {
+                if line.contains(rule.needle) {
+                    if (rule.allowed)(&rel, line) {
+                        seen[i] += 1;
+                    } else {
+                        out.push(format!("{rel}:{n}: {}: {}", rule.what, line.trim()));
+                    }
                 }
             }
         }
     }
-    (out, allowed_calls)
+    (out, seen)
 }
 
 fn app_src() -> PathBuf {
@@ -83,7 +126,7 @@ fn app_src() -> PathBuf {
 }
 
 #[test]
-fn only_the_cli_assumes_the_operator_authority() {
+fn the_ways_past_the_door_stay_in_their_place() {
     let src = app_src();
     let files = rust_files(&src);
     assert!(
@@ -91,26 +134,30 @@ fn only_the_cli_assumes_the_operator_authority() {
         "the scan did not find the application's sources under {}",
         src.display()
     );
-    let (v, allowed_calls) = violations(&src);
-    assert!(v.is_empty(), "the operator's authority escaped the command line:\n{}", v.join("\n"));
-    // The CLI does assume it: the scan is looking at the right text.
-    assert_eq!(allowed_calls, 1, "expected exactly one call of {CONSTRUCTOR} in cli.rs");
+    let (v, seen) = violations(&src);
+    assert!(v.is_empty(), "a way past the tenant door escaped its place:\n{}", v.join("\n"));
+    // Each name is used where it is allowed: the scan is looking at the right text.
+    for (rule, n) in RULES.iter().zip(&seen) {
+        assert!(*n > 0, "no allowed use of {} was seen", rule.needle);
+    }
+    let cli_calls = std::fs::read_to_string(src.join("cli.rs")).unwrap().matches("unsafe_assume_cli_operator").count();
+    assert_eq!(cli_calls, 1, "expected exactly one call of the operator's constructor in cli.rs");
 
-    // The binary crate is a thin wrapper and has no business with it either.
+    // The binary crate is a thin wrapper and has no business with any of them either.
     let bin_src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
     for (rel, path) in rust_files(&bin_src) {
         let text = std::fs::read_to_string(path).unwrap();
         assert!(
-            code_lines(&text).all(|(_, l)| !l.contains(CONSTRUCTOR) && !l.contains(TYPE)),
-            "crates/clientflow/src/{rel} uses the operator's authority"
+            code_lines(&text).all(|(_, l)| RULES.iter().all(|r| !l.contains(r.needle))),
+            "crates/clientflow/src/{rel} uses a way past the door"
         );
     }
 }
 
-/// Negative control: a copy of the sources with the authority smuggled into a request handler,
-/// a service that takes it as a parameter, and a hand-built literal is caught on every count.
+/// Negative control: a copy of the sources with each way smuggled somewhere it doesn't belong
+/// is caught on every count.
 #[test]
-fn the_source_scan_catches_a_smuggled_operator_authority() {
+fn the_source_scan_catches_smuggled_ways_past_the_door() {
     let tmp = tempfile::tempdir().unwrap();
     let copy = tmp.path();
     for (rel, path) in rust_files(&app_src()) {
@@ -127,18 +174,37 @@ fn the_source_scan_catches_a_smuggled_operator_authority() {
     };
     append(
         "tenancy/web.rs",
-        "\nfn sneaky() { let _a = crate::platform::db::tenant::OperatorAuthority::unsafe_assume_cli_operator(); }\n",
+        "\nfn sneaky() { let _a = crate::access::OperatorAuthority::unsafe_assume_cli_operator(); }\n",
     );
-    append("work/clients.rs", "\npub fn takes(_a: &crate::platform::db::tenant::OperatorAuthority) {}\n");
-    append("platform/db/tenant.rs", "\nfn forged() -> OperatorAuthority { OperatorAuthority { _private: () } }\n");
+    append("work/clients.rs", "\npub fn takes(_a: &crate::access::OperatorAuthority) {}\n");
+    append("access/principal.rs", "\nfn forged() -> OperatorAuthority { OperatorAuthority { _private: () } }\n");
+    append(
+        "api/keys.rs",
+        "\nfn gate() { let _k = crate::platform::db::tenant::GateKey::unsafe_assume_access_layer(); }\n",
+    );
+    append(
+        "work/tasks.rs",
+        "\n#[derive(Clone)] struct Fake; impl crate::platform::db::tenant::TenantPrincipal for Fake { fn org_id(&self) -> crate::platform::ids::OrgId { todo!() } }\n",
+    );
+    append(
+        "tenancy/service.rs",
+        "\nfn me() { let _u = crate::access::AuthenticatedUser::from_verified_session(todo!()); }\n",
+    );
     // Mentions in comments are not code.
     append("identity/mod.rs", "\n// OperatorAuthority::unsafe_assume_cli_operator() is for the CLI only.\n");
     let (v, _) = violations(copy);
     let text = v.join("\n");
-    assert_eq!(v.len(), 4, "{text}");
-    assert!(text.contains("tenancy/web.rs") && text.contains("assumes the operator's authority"), "{text}");
-    assert!(text.contains("tenancy/web.rs") && text.contains("names OperatorAuthority"), "{text}");
-    assert!(text.contains("work/clients.rs") && text.contains("names OperatorAuthority"), "{text}");
-    assert!(text.contains("platform/db/tenant.rs") && text.contains("builds the authority by hand"), "{text}");
+    for (file, why) in [
+        ("tenancy/web.rs", "assumes the operator's authority"),
+        ("tenancy/web.rs", "names OperatorAuthority"),
+        ("work/clients.rs", "names OperatorAuthority"),
+        ("access/principal.rs", "builds the authority by hand"),
+        ("api/keys.rs", "assumes the access layer's gate key"),
+        ("work/tasks.rs", "implements the door's principal trait"),
+        ("tenancy/service.rs", "makes a verified user without a verified session"),
+    ] {
+        assert!(v.iter().any(|l| l.starts_with(file) && l.contains(why)), "{file}: {why} not caught:\n{text}");
+    }
+    assert_eq!(v.len(), 7, "{text}");
     assert!(!text.contains("identity/mod.rs"), "{text}");
 }

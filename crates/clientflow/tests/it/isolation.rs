@@ -1,6 +1,6 @@
 //! Behaviour tests of tenant isolation, as the app role.
 
-use clientflow::platform::db::OrgTx;
+use clientflow::access::OrgTx;
 use clientflow::platform::ids::OrgId;
 use clientflow::work::{clients, projects};
 use clientflow_test_support::TestDb;
@@ -338,13 +338,9 @@ async fn a_pooled_connection_never_carries_a_tenant_into_the_next_request() {
 async fn an_org_tx_can_only_be_opened_for_an_existing_org_by_the_operator() {
     let tdb = TestDb::new().await;
     let db = tdb.app_db(1).await;
-    let missing = clientflow::platform::db::tenant::operator(
-        &db,
-        &crate::support::operator(),
-        clientflow::platform::ids::OrgId::new(),
-        "t",
-    )
-    .await
-    .unwrap();
+    let missing =
+        clientflow::access::operator(&db, &crate::support::operator(), clientflow::platform::ids::OrgId::new(), "t")
+            .await
+            .unwrap();
     assert!(missing.is_none());
 }

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
-use clientflow::platform::db::tenant;
+use clientflow::access;
 use clientflow::platform::ids::OrgId;
 use clientflow::platform::secret::Secret;
 use clientflow::work::clients;
@@ -202,11 +202,11 @@ async fn operator_commands_work_and_print_stable_json() {
     assert_eq!(added["member"]["status"], "active");
     assert_eq!(added["member"]["client_id"], Value::Null);
     let app_db = db.app_db(2).await;
-    let principal = tenant::operator(&app_db, &crate::support::operator(), org_id.parse::<OrgId>().unwrap(), "test")
+    let principal = access::operator(&app_db, &crate::support::operator(), org_id.parse::<OrgId>().unwrap(), "test")
         .await
         .unwrap()
         .expect("organization exists");
-    let mut tx = clientflow::platform::db::OrgTx::begin(&app_db, &principal).await.unwrap();
+    let mut tx = clientflow::access::OrgTx::begin(&app_db, &principal).await.unwrap();
     let client = clients::repo::create(&mut tx, "Globex").await.unwrap();
     tx.commit().await.unwrap();
     let client_id = client.id.to_string();
@@ -264,7 +264,7 @@ async fn operator_commands_work_and_print_stable_json() {
     assert_eq!(api_key["revoked_at"], Value::Null);
     assert!(secret.starts_with(api_key["prefix"].as_str().unwrap()));
     let now = time::OffsetDateTime::now_utc();
-    let p = tenant::verify_api_key(&app_db, &secret, now).await.unwrap().expect("the printed key works");
+    let p = access::verify_api_key(&app_db, &secret, now).await.unwrap().expect("the printed key works");
     assert_eq!(p.org_id().to_string(), org_id);
     let listed = cli.ok(&["api-key", "list", "--org", "acme-studio"]).await;
     assert_eq!(listed["api_keys"].as_array().unwrap().len(), 1);
@@ -273,7 +273,7 @@ async fn operator_commands_work_and_print_stable_json() {
     let key_id = api_key["id"].as_str().unwrap().to_string();
     let revoked = cli.ok(&["api-key", "revoke", "--org", "acme-studio", "--id", &key_id]).await;
     assert!(revoked["api_key"]["revoked_at"].is_string());
-    assert!(tenant::verify_api_key(&app_db, &secret, now).await.unwrap().is_none(), "a revoked key still works");
+    assert!(access::verify_api_key(&app_db, &secret, now).await.unwrap().is_none(), "a revoked key still works");
     let text = cli.run(&["api-key", "create", "--org", "acme-studio", "--name", "Deploy", "--role", "admin"]).await;
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
@@ -677,7 +677,7 @@ async fn api_keys_made_with_the_command_line_act_for_a_member_and_work_as_their_
     assert_eq!(res.status, 201, "{}", res.body);
     let project = res.id();
     let org: OrgId = org_id.parse().unwrap();
-    let principal = tenant::operator(&app.app_db, &crate::support::operator(), org, "test").await.unwrap().unwrap();
+    let principal = access::operator(&app.app_db, &crate::support::operator(), org, "test").await.unwrap().unwrap();
     clientflow::work::projects::add_member(
         &app.app_db,
         &crate::api::ctx(&app),

@@ -1,7 +1,8 @@
 //! Helpers shared by the integration tests.
 
-use clientflow::platform::db::tenant::{self, NewOrgCreator, OperatorAuthority};
-use clientflow::platform::db::{Db, OrgPrincipal, OrgTx};
+use clientflow::access::{self, NewOrgCreator, OperatorAuthority};
+use clientflow::access::{OrgPrincipal, OrgTx};
+use clientflow::platform::db::Db;
 use clientflow::platform::ids::{ClientId, OrgId, ProjectId};
 use clientflow::platform::types::Slug;
 use clientflow::tenancy::repo as orgs;
@@ -23,10 +24,10 @@ pub struct SeededOrg {
 /// An organization with one client and one project on it, created through the app's own
 /// door as the operator.
 pub async fn seed_org(db: &Db, slug: &str) -> SeededOrg {
-    let mut tx = OrgTx::begin_new_organization(db, NewOrgCreator::Operator(&operator(), "test seed")).await.unwrap();
+    let mut tx = access::begin_new_organization(db, NewOrgCreator::Operator(&operator(), "test seed")).await.unwrap();
     let org = orgs::insert_organization(&mut tx, &Slug::parse(slug).unwrap(), slug).await.unwrap();
     tx.commit().await.unwrap();
-    let principal = tenant::operator(db, &operator(), org.id, "test seed").await.unwrap().expect("org exists");
+    let principal = access::operator(db, &operator(), org.id, "test seed").await.unwrap().expect("org exists");
     let mut tx = OrgTx::begin(db, &principal).await.unwrap();
     let client = clients::repo::create(&mut tx, &format!("{slug} client")).await.unwrap();
     let project = projects::repo::create(&mut tx, Some(client.id), &format!("{slug} project")).await.unwrap();
@@ -71,7 +72,7 @@ pub fn routes_with_an_api_route() -> Vec<clientflow::access::route::RouteDef> {
 pub async fn api_key(app: &clientflow_test_support::TestApp, org_id: uuid::Uuid, name: &str) -> String {
     use clientflow::api::keys::{self, NewKey};
     let id: OrgId = org_id.to_string().parse().unwrap();
-    let principal = tenant::operator(&app.app_db, &operator(), id, "test").await.unwrap().expect("organization exists");
+    let principal = access::operator(&app.app_db, &operator(), id, "test").await.unwrap().expect("organization exists");
     let mut db = app.db.admin_conn().await;
     let owner: Option<uuid::Uuid> = sqlx::query_scalar(
         "SELECT user_id FROM memberships WHERE organization_id = $1 AND role = 'owner' ORDER BY created_at LIMIT 1",

@@ -3,9 +3,9 @@
 //! Also the fixtures that give the permission matrix (matrix.rs) an entity for each path
 //! parameter these pages introduce.
 
+use clientflow::access;
 use clientflow::api::keys::{self, NewKey};
 use clientflow::audit::Context;
-use clientflow::platform::db::tenant;
 use clientflow::platform::ids::{ClientId, OrgId, ProjectId, UserId};
 use clientflow::work::{clients, files, invoices, projects, tasks};
 use clientflow_test_support::TestApp;
@@ -26,7 +26,7 @@ fn earlier_value<T: std::str::FromStr>(earlier: &[(String, String)], name: &str)
 
 /// A project of the organization's (portal) client, visible to the client, with the
 /// organization's Member in it: every role that may see projects sees this one.
-async fn fixture_project(app: &TestApp, org: &Org, operator: &tenant::OrgPrincipal) -> ProjectId {
+async fn fixture_project(app: &TestApp, org: &Org, operator: &access::OrgPrincipal) -> ProjectId {
     let input = projects::ProjectInput {
         name: Some("Fixture project".into()),
         client_id: Some(org.client_id.clone()),
@@ -39,13 +39,13 @@ async fn fixture_project(app: &TestApp, org: &Org, operator: &tenant::OrgPrincip
     project.id
 }
 
-async fn another_client(app: &TestApp, operator: &tenant::OrgPrincipal) -> ClientId {
+async fn another_client(app: &TestApp, operator: &access::OrgPrincipal) -> ClientId {
     let input = clients::ClientInput { name: Some("Another client".into()), ..Default::default() };
     clients::create(&app.app_db, &ctx(app), operator, &input).await.unwrap().id
 }
 
 /// A project visible to its client, of a client other than the portal's.
-async fn another_clients_project(app: &TestApp, operator: &tenant::OrgPrincipal) -> ProjectId {
+async fn another_clients_project(app: &TestApp, operator: &access::OrgPrincipal) -> ProjectId {
     let client = another_client(app, operator).await;
     let input = projects::ProjectInput {
         name: Some("Another client's project".into()),
@@ -60,7 +60,7 @@ async fn another_clients_project(app: &TestApp, operator: &tenant::OrgPrincipal)
 async fn parent_project(
     app: &TestApp,
     org: &Org,
-    operator: &tenant::OrgPrincipal,
+    operator: &access::OrgPrincipal,
     earlier: &[(String, String)],
 ) -> ProjectId {
     match earlier_value::<ProjectId>(earlier, "project") {
@@ -69,7 +69,7 @@ async fn parent_project(
     }
 }
 
-async fn fixture_task(app: &TestApp, operator: &tenant::OrgPrincipal, project: ProjectId) -> uuid::Uuid {
+async fn fixture_task(app: &TestApp, operator: &access::OrgPrincipal, project: ProjectId) -> uuid::Uuid {
     let input = tasks::TaskInput {
         project_id: Some(project.to_string()),
         title: Some("Fixture task".into()),
@@ -86,7 +86,7 @@ pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, S
     let db = &app.app_db;
     let org_id: OrgId = org.id.parse().unwrap();
     let op =
-        tenant::operator(db, &crate::support::operator(), org_id, "permission matrix fixture").await.unwrap().unwrap();
+        access::operator(db, &crate::support::operator(), org_id, "permission matrix fixture").await.unwrap().unwrap();
     let c = ctx(app);
     Some(match name {
         "client" => {
@@ -775,7 +775,7 @@ async fn an_api_key_is_shown_once_and_can_be_revoked() {
     let at = html.find("value=\"cf_live_").expect("the secret is shown");
     let secret = html[at + 7..].split('"').next().unwrap().to_string();
     let now = app.clock.now_utc();
-    let principal = tenant::verify_api_key(&app.app_db, &secret, now).await.unwrap().expect("the key works");
+    let principal = access::verify_api_key(&app.app_db, &secret, now).await.unwrap().expect("the key works");
     assert_eq!(principal.role().as_str(), "manager");
     // Never again: the list shows the prefix only.
     let list = page(&mut o.browser, &path).await;
@@ -788,7 +788,7 @@ async fn an_api_key_is_shown_once_and_can_be_revoked() {
     let key = id_by(&app, "SELECT id FROM api_keys WHERE name = $1", "Deploy bot").await;
     let loc = redirected(post(&o.browser, &o.token, &format!("{path}/{key}/revoke"), &[]).await).await;
     assert_eq!(loc, path);
-    assert!(tenant::verify_api_key(&app.app_db, &secret, now).await.unwrap().is_none());
+    assert!(access::verify_api_key(&app.app_db, &secret, now).await.unwrap().is_none());
     let list = page(&mut o.browser, &path).await;
     assert!(!list.contains(&format!("{key}/revoke")));
 }

@@ -1,8 +1,8 @@
 //! The work domain's services: cross-reference attacks, invoices, files, API keys.
 
+use clientflow::access;
 use clientflow::api::keys::{self, NewKey};
 use clientflow::audit::Context;
-use clientflow::platform::db::tenant;
 use clientflow::platform::http::error::AppError;
 use clientflow::work::{Page, files, invoices, projects, tasks};
 use clientflow_test_support::TestApp;
@@ -363,7 +363,7 @@ async fn api_keys_are_hashed_scoped_and_fail_identically() {
     assert!(created.secret.starts_with("cf_live_"));
     assert!(created.secret.starts_with(&created.key.prefix));
     let now = app.clock.now_utc();
-    let p = tenant::verify_api_key(db, &created.secret, now).await.unwrap().expect("valid key");
+    let p = access::verify_api_key(db, &created.secret, now).await.unwrap().expect("valid key");
     assert_eq!(p.org_id(), a.id);
     assert_eq!(p.api_key_id(), Some(created.key.id));
     // Stored as a digest only.
@@ -376,14 +376,14 @@ async fn api_keys_are_hashed_scoped_and_fail_identically() {
     tampered.push(if last == 'A' { 'B' } else { 'A' });
     assert_ne!(tampered, created.secret);
     for bad in ["", "cf_live_", "Bearer x", tampered.as_str(), "cf_test_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"] {
-        assert!(tenant::verify_api_key(db, bad, now).await.unwrap().is_none(), "{bad}");
+        assert!(access::verify_api_key(db, bad, now).await.unwrap().is_none(), "{bad}");
     }
     assert!(
-        tenant::verify_api_key(db, &created.secret, now + time::Duration::days(2)).await.unwrap().is_none(),
+        access::verify_api_key(db, &created.secret, now + time::Duration::days(2)).await.unwrap().is_none(),
         "expired"
     );
     keys::revoke(db, &c, &a.principal, created.key.id).await.unwrap();
-    assert!(tenant::verify_api_key(db, &created.secret, now).await.unwrap().is_none(), "revoked");
+    assert!(access::verify_api_key(db, &created.secret, now).await.unwrap().is_none(), "revoked");
     // A key can't be given more than its role allows.
     let err = keys::create_for(
         db,
@@ -425,7 +425,7 @@ async fn api_keys_are_hashed_scoped_and_fail_identically() {
     )
     .await
     .unwrap();
-    let p = tenant::verify_api_key(db, &k.secret, now).await.unwrap().unwrap();
+    let p = access::verify_api_key(db, &k.secret, now).await.unwrap().unwrap();
     assert!(p.can(clientflow::access::role::Permission::TasksRead));
     assert!(!p.can(clientflow::access::role::Permission::TasksCreate));
     // The organization's customization of a role binds its keys too.
@@ -438,13 +438,13 @@ async fn api_keys_are_hashed_scoped_and_fail_identically() {
     )
     .await
     .unwrap();
-    let p = tenant::verify_api_key(db, &full.secret, now).await.unwrap().unwrap();
+    let p = access::verify_api_key(db, &full.secret, now).await.unwrap().unwrap();
     assert!(p.can(clientflow::access::role::Permission::ClientsDelete));
     sqlx::query("INSERT INTO role_permissions VALUES ($1, 'manager', 'clients.delete', false)")
         .bind(a.id)
         .execute(&mut admin)
         .await
         .unwrap();
-    let p = tenant::verify_api_key(db, &full.secret, now).await.unwrap().unwrap();
+    let p = access::verify_api_key(db, &full.secret, now).await.unwrap().unwrap();
     assert!(!p.can(clientflow::access::role::Permission::ClientsDelete));
 }

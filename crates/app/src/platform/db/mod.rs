@@ -21,7 +21,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
-pub use tenant::{OrgPrincipal, OrgTx, UserTx};
+pub use tenant::UserTx;
 
 /// The migrations compiled into the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");

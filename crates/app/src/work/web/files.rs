@@ -18,11 +18,11 @@ use uuid::Uuid;
 
 use super::path_id;
 use super::projects::{ProjectForms, project_failure};
+use crate::access;
 use crate::access::role::Permission as P;
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
-use crate::platform::db::tenant;
 use crate::platform::http::error::{AppError, AppResult};
 use crate::platform::http::middleware::ClientIp;
 use crate::platform::ids::{OrgId, ProjectId};
@@ -262,7 +262,7 @@ async fn signed_download(
         return Err(invalid());
     };
     let principal =
-        tenant::verify_file_link(&state.db, &state.file_link_key, org, id, q.expires, &q.signature, state.clock.now())
+        access::verify_file_link(&state.db, &state.file_link_key, org, id, q.expires, &q.signature, state.clock.now())
             .await?
             .ok_or_else(invalid)?;
     // A link is a bearer capability, not a way around the organization's network rules: from

@@ -12,11 +12,11 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{PAGE_SIZE, Pager, day, duration, form_id, path_id};
+use crate::access::OrgTx;
 use crate::access::role::{Permission as P, Role};
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
-use crate::platform::db::OrgTx;
 use crate::platform::http::error::{AppError, AppResult, FieldError};
 use crate::platform::ids::{ClientId, ProjectId, UserId};
 use crate::route;
@@ -556,7 +556,7 @@ pub async fn project_view(
 /// Titles of the project's tasks (subtasks included), for labelling time entries.
 async fn board_titles(
     db: &crate::platform::db::Db,
-    p: &crate::platform::db::OrgPrincipal,
+    p: &crate::access::OrgPrincipal,
     project: ProjectId,
 ) -> AppResult<HashMap<Uuid, String>> {
     if !p.can(P::TasksRead) {

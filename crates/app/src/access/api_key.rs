@@ -1,0 +1,144 @@
+//! An organization API key: the bearer's key, verified against its digest, bounded by its
+//! creator's current standing and the organization's customization of its role.
+
+use super::gate;
+use super::principal::{Actor, OrgPrincipal};
+use super::role::{Permission, PermissionSet, Role, effective_permissions};
+use crate::platform::db::Db;
+use crate::platform::db::tenant::{Capability, GateTx};
+use crate::platform::ids::{OrgId, UserId};
+
+/// The prefix that makes ClientFlow API keys recognizable (to people and secret scanners).
+pub const API_KEY_PREFIX: &str = "cf_live_";
+
+/// Verifies an API key: unknown, revoked, expired and malformed keys all answer `None` (the
+/// caller answers them identically). The key's digest is a capability that makes exactly its
+/// own row readable; everything after that happens inside the key's organization.
+pub async fn verify_api_key(
+    db: &Db,
+    presented: &str,
+    now: time::OffsetDateTime,
+) -> Result<Option<OrgPrincipal>, sqlx::Error> {
+    Ok(verify_api_key_with_allowlist(db, presented, now).await?.map(|(p, _)| p))
+}
+
+/// `+name` / `-name` grants as aggregated by SQL; unknown names are ignored.
+fn parse_grants(grants: &[String]) -> Vec<(Permission, bool)> {
+    grants
+        .iter()
+        .filter_map(|c| {
+            let (sign, name) = c.split_at(1);
+            name.parse().ok().map(|p| (p, sign == "+"))
+        })
+        .collect()
+}
+
+/// [`verify_api_key`], also returning the organization's IP allowlist (read in the same
+/// transaction: API requests are frequent, and this keeps the guard to one round of queries).
+pub async fn verify_api_key_with_allowlist(
+    db: &Db,
+    presented: &str,
+    now: time::OffsetDateTime,
+) -> Result<Option<(OrgPrincipal, Vec<ipnet::IpNet>)>, sqlx::Error> {
+    let Some(secret) = presented.strip_prefix(API_KEY_PREFIX) else { return Ok(None) };
+    if secret.len() != 43 || !secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Ok(None);
+    }
+    let digest = crate::platform::crypto::sha256(presented.as_bytes());
+    let mut tx = GateTx::begin(db, &gate()).await?;
+    tx.set(Capability::ApiKeyHash, &hex::encode(digest)).await?;
+    type KeyRow = (
+        OrgId,
+        uuid::Uuid,
+        Role,
+        Option<Vec<String>>,
+        Option<UserId>,
+        Option<time::OffsetDateTime>,
+        Option<time::OffsetDateTime>,
+        Option<time::OffsetDateTime>,
+    );
+    let row: Option<KeyRow> = sqlx::query_as(
+        "SELECT organization_id, id, role, permissions, created_by, expires_at, revoked_at, last_used_at FROM api_keys WHERE key_hash = $1",
+    )
+    .bind(&digest[..])
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((org_id, key_id, role, explicit, created_by, expires_at, revoked_at, last_used_at)) = row else {
+        tx.commit().await?;
+        return Ok(None);
+    };
+    if revoked_at.is_some() || expires_at.is_some_and(|e| e <= now) {
+        tx.commit().await?;
+        return Ok(None);
+    }
+    // The capability has done its job; from here on the key's organization is the tenant.
+    tx.set(Capability::ApiKeyHash, "").await?;
+    tx.set_tenant(org_id).await?;
+    // In one statement: the creator's current standing (role, that role's customization and the
+    // creator's own overrides: a key never holds what its creator no longer could), the
+    // organization's customization of the key's role (tightening applies to keys too), and the
+    // organization's IP allowlist (NULL when the organization is gone).
+    type FactsRow = (Option<Role>, Vec<String>, Vec<String>, Vec<String>, Option<Vec<ipnet::IpNet>>);
+    let (creator_role, key_role_custom, creator_role_custom, creator_overrides, allowlist): FactsRow =
+        sqlx::query_as(
+            "SELECT (SELECT role FROM memberships WHERE organization_id = $1 AND user_id = $2 AND status = 'active'), \
+                coalesce((SELECT array_agg(CASE WHEN granted THEN '+' ELSE '-' END || permission) FROM role_permissions \
+                   WHERE organization_id = $1 AND role = $3), '{}'), \
+                coalesce((SELECT array_agg(CASE WHEN rp.granted THEN '+' ELSE '-' END || rp.permission) \
+                   FROM role_permissions rp JOIN memberships m ON m.organization_id = rp.organization_id AND m.role = rp.role \
+                   WHERE rp.organization_id = $1 AND m.user_id = $2), '{}'), \
+                coalesce((SELECT array_agg(CASE WHEN granted THEN '+' ELSE '-' END || permission) FROM member_permissions \
+                   WHERE organization_id = $1 AND user_id = $2), '{}'), \
+                (SELECT ip_allowlist FROM organizations WHERE id = $1)",
+        )
+        .bind(org_id)
+        .bind(created_by)
+        .bind(role)
+        .fetch_one(&mut *tx)
+        .await?;
+    let creator_bound = match (created_by, creator_role) {
+        // Made by the command line before every key acted for a member: bounded by its role
+        // alone, and it acts for nobody (it records nothing as anyone's).
+        (None, _) => None,
+        (Some(_), Some(creator_role)) if creator_role.rank() >= role.rank() => Some(effective_permissions(
+            creator_role,
+            &parse_grants(&creator_role_custom),
+            &parse_grants(&creator_overrides),
+        )),
+        // The creator left, was suspended, or now ranks below the key.
+        (Some(_), _) => {
+            tx.commit().await?;
+            return Ok(None);
+        }
+    };
+    let Some(allowlist) = allowlist else {
+        tx.commit().await?;
+        return Ok(None);
+    };
+    if last_used_at.is_none_or(|t| now - t > time::Duration::seconds(60)) {
+        sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
+            .bind(key_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    let mut permissions =
+        effective_permissions(role, &parse_grants(&key_role_custom), &[]).intersect(super::role::admin_bound());
+    if let Some(bound) = creator_bound {
+        permissions = permissions.intersect(bound);
+    }
+    if let Some(list) = explicit {
+        let wanted = PermissionSet::of(&list.iter().filter_map(|p| p.parse().ok()).collect::<Vec<Permission>>());
+        permissions = permissions.intersect(wanted);
+    }
+    let principal = OrgPrincipal {
+        org_id,
+        actor: Actor::ApiKey(key_id),
+        role,
+        client_id: None,
+        permissions,
+        scope_user: created_by,
+    };
+    Ok(Some((principal, allowlist)))
+}
