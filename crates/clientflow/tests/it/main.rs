@@ -4,6 +4,7 @@
 mod allowlist;
 mod api;
 mod api_edits;
+mod api_fields;
 mod audit;
 mod botcheck;
 mod botcheck_forms;
@@ -24,6 +25,7 @@ mod matrix;
 mod operator;
 mod ratelimit;
 mod ratelimit_http;
+mod schemathesis;
 mod support;
 mod task_tree;
 mod tenancy;
