@@ -272,7 +272,10 @@ pub async fn openapi_json() -> Response {
             organization API key (`Authorization: Bearer cf_live_…`). Each operation's security \
             requirement names the permission the key needs. Errors are RFC 9457 problem documents \
             (`application/problem+json`) whose `errors` name the offending fields. Lists take \
-            `limit` (at most 100) and `offset`. POST requests accept an `Idempotency-Key`."
+            `limit` (at least 1; a page holds at most 100) and `offset`. POST requests accept an \
+            `Idempotency-Key`. PATCH changes only the fields sent: `null` clears a field that may be \
+            empty and is refused for any other. Every request counts against rate limits (429 with \
+            `Retry-After`)."
     ),
     paths(
         openapi_json,
