@@ -171,7 +171,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 pub struct PathIds(Vec<(String, String)>);
 
 impl PathIds {
-    /// The named id; a malformed one is 404, like a missing one.
+    /// The named id; a malformed one is 404, like a missing one. Ids are UUIDs in their
+    /// hyphenated form only, as the document's `format: uuid` says: the other forms `Uuid`
+    /// reads (simple, braced, URN) name nothing here.
     pub fn get<T: FromStr>(&self, name: &str) -> Result<T, AppError> {
         let raw = self
             .0
@@ -179,6 +181,9 @@ impl PathIds {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
             .ok_or_else(|| AppError::internal(format!("route has no {{{name}}} segment")))?;
+        if !crate::work::fields::is_hyphenated_uuid(raw) {
+            return Err(AppError::NotFound);
+        }
         raw.parse().map_err(|_| AppError::NotFound)
     }
 }

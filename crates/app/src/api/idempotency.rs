@@ -61,15 +61,20 @@ pub async fn wrap(state: &AppState, req: Request, next: Next) -> Response {
     }
 }
 
-/// A key is 1–255 visible ASCII characters, optionally as a structured-field string
-/// (`"…"`, as the draft writes it).
+/// A key is 1–255 visible ASCII characters (the document's pattern,
+/// `openapi::IDEMPOTENCY_KEY_PATTERN`). The draft writes the header as a structured-field
+/// string, so a value in double quotes with something between them (`"abc"`) names the key
+/// inside (`abc`); `""` has nothing inside and is taken literally, as a two-character key.
 fn parse_key(value: &HeaderValue) -> Result<String, Rejection> {
     let bad = || problem(StatusCode::BAD_REQUEST, "Idempotency-Key", "must be 1 to 255 visible ASCII characters");
     let raw = value.to_str().map_err(|_| bad())?.trim();
-    let key = raw.strip_prefix('"').and_then(|k| k.strip_suffix('"')).unwrap_or(raw);
-    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+    if raw.is_empty() || raw.len() > 255 || !raw.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(bad());
     }
+    let key = match raw.strip_prefix('"').and_then(|k| k.strip_suffix('"')) {
+        Some(inner) if !inner.is_empty() => inner,
+        _ => raw,
+    };
     Ok(key.to_string())
 }
 
@@ -332,9 +337,14 @@ mod tests {
         assert_eq!(parse_key(&HeaderValue::from_static("abc-123")).unwrap(), "abc-123");
         assert_eq!(parse_key(&HeaderValue::from_static("\"8e03978e-40d5\"")).unwrap(), "8e03978e-40d5");
         assert!(parse_key(&HeaderValue::from_static("")).is_err());
-        assert!(parse_key(&HeaderValue::from_static("\"\"")).is_err());
+        // `""` quotes nothing: it is the two-character key `""`, as the document's pattern admits.
+        assert_eq!(parse_key(&HeaderValue::from_static("\"\"")).unwrap(), "\"\"");
+        assert_eq!(parse_key(&HeaderValue::from_static("\"a")).unwrap(), "\"a");
         assert!(parse_key(&HeaderValue::from_static("has space")).is_err());
         assert!(parse_key(&HeaderValue::from_str(&"k".repeat(256)).unwrap()).is_err());
+        // The length counts the quotes: the document's maxLength can't see inside them.
+        assert!(parse_key(&HeaderValue::from_str(&format!("\"{}\"", "k".repeat(254))).unwrap()).is_err());
+        assert_eq!(parse_key(&HeaderValue::from_str(&format!("\"{}\"", "k".repeat(253))).unwrap()).unwrap().len(), 253);
     }
 
     #[test]

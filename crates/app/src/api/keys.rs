@@ -166,7 +166,7 @@ pub async fn create_for(
     if !p.can(Permission::ApiKeysManage) {
         return Err(AppError::Forbidden("Your role doesn't allow this (api_keys.manage).".into()));
     }
-    let name = crate::work::required("name", &input.name, 100)?;
+    let name = crate::work::fields::nonblank("name", &input.name, 100)?;
     let role: Role = input.role.parse().map_err(|m: String| AppError::field("role", m))?;
     if !matches!(role, Role::Admin | Role::Manager | Role::Member) {
         return Err(AppError::field("role", "must be admin, manager or member"));

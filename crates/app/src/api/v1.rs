@@ -20,7 +20,6 @@ use uuid::Uuid;
 
 use super::extract::{ApiJson, ApiQuery, PathIds};
 use super::guard::ApiAccess;
-use super::openapi::Conventions;
 use crate::access::role::Permission as P;
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
@@ -28,13 +27,13 @@ use crate::platform::http::error::{AppError, AppResult};
 use crate::platform::ids::{ClientId, ProjectId};
 use crate::route;
 use crate::state::AppState;
-use crate::work::clients::{self, Client, ClientFilter, ClientInput};
+use crate::work::clients::{self, Client, ClientFilter, ClientInput, ClientUpdate};
 use crate::work::files::{self, FileFilter, FileMeta, FileUpdate};
-use crate::work::invoices::{self, InvoiceDetail, InvoiceFilter, InvoiceInput};
-use crate::work::projects::{self, Column, Project, ProjectFilter, ProjectInput};
-use crate::work::tasks::{self, Comment, CommentInput, TaskDetail, TaskFilter, TaskInput};
-use crate::work::time_entries::{self, TimeEntry, TimeFilter, TimeInput};
-use crate::work::{MAX_PAGE, Page};
+use crate::work::invoices::{self, InvoiceDetail, InvoiceFilter, InvoiceInput, InvoiceUpdate};
+use crate::work::projects::{self, Column, Project, ProjectFilter, ProjectInput, ProjectUpdate};
+use crate::work::tasks::{self, Comment, CommentInput, CommentUpdate, TaskDetail, TaskFilter, TaskInput, TaskUpdate};
+use crate::work::time_entries::{self, TimeEntry, TimeFilter, TimeInput, TimeUpdate};
+use crate::work::{MAX_PAGE, Page, fields};
 
 #[rustfmt::skip]
 pub fn routes() -> Vec<RouteDef> {
@@ -164,11 +163,96 @@ fn page(limit: Option<i64>, offset: Option<i64>) -> AppResult<Page> {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
-    /// Page size, 1–100 (default 50; larger values are capped at 100).
+    /// Page size, at least 1 (default 50; larger values are capped at 100).
+    #[serde(default, deserialize_with = "query_int")]
+    #[param(minimum = 1)]
     pub limit: Option<i64>,
     /// Items to skip (default 0).
+    #[serde(default, deserialize_with = "query_int")]
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
+
+/// An integer query parameter. Like a JSON Schema `integer`, a whole number may be written with
+/// a fraction of zero or an exponent (`5.0`, `1e2`).
+fn query_int<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error;
+    let raw = String::deserialize(d)?;
+    if let Ok(i) = raw.parse::<i64>() {
+        return Ok(Some(i));
+    }
+    // Digits, a sign, a point and an exponent only: `f64` would also read `inf` and `NaN`.
+    let numeric = raw.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'));
+    let whole = raw.parse::<f64>().ok().filter(|_| numeric).and_then(fields::whole_number);
+    whole.map(Some).ok_or_else(|| D::Error::custom("must be a whole number"))
+}
+
+/// An id in a query string: a UUID in its hyphenated form, as the document's `format: uuid`
+/// says (an empty or otherwise malformed id is refused, not read as "no filter").
+#[derive(Debug, Clone)]
+pub struct QueryId(String);
+
+impl<'de> Deserialize<'de> for QueryId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        if fields::is_hyphenated_uuid(&raw) {
+            Ok(QueryId(raw))
+        } else {
+            Err(serde::de::Error::custom("is not a valid id"))
+        }
+    }
+}
+
+fn query_id(id: Option<QueryId>) -> Option<String> {
+    id.map(|QueryId(s)| s)
+}
+
+/// A closed set of values of a query parameter (an `enum` in the document).
+macro_rules! closed_set {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Deserialize, ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($variant),+
+        }
+
+        impl $name {
+            /// Every value (a test checks that each reads back from its text).
+            pub const ALL: &[Self] = &[$(Self::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+        }
+    };
+}
+
+closed_set!(
+    /// Which clients a list shows.
+    ClientStatusFilter { Active = "active", Archived = "archived", All = "all" }
+);
+closed_set!(
+    /// Which projects a list shows: one status, or all of them.
+    ProjectStatusFilter {
+        Planned = "planned",
+        Active = "active",
+        OnHold = "on_hold",
+        Completed = "completed",
+        Archived = "archived",
+        All = "all",
+    }
+);
+closed_set!(
+    /// A task status to filter by.
+    TaskStatusFilter { Todo = "todo", InProgress = "in_progress", Blocked = "blocked", Done = "done" }
+);
+closed_set!(
+    /// An invoice status to filter by (`overdue`: sent and past its due date).
+    InvoiceStatusFilter { Draft = "draft", Sent = "sent", Paid = "paid", Void = "void", Overdue = "overdue" }
+);
 
 // ---------------------------------------------------------------------------------------------
 // OpenAPI
@@ -188,7 +272,10 @@ pub async fn openapi_json() -> Response {
             organization API key (`Authorization: Bearer cf_live_…`). Each operation's security \
             requirement names the permission the key needs. Errors are RFC 9457 problem documents \
             (`application/problem+json`) whose `errors` name the offending fields. Lists take \
-            `limit` (at most 100) and `offset`. POST requests accept an `Idempotency-Key`."
+            `limit` (at least 1; a page holds at most 100) and `offset`. POST requests accept an \
+            `Idempotency-Key`. PATCH changes only the fields sent: `null` clears a field that may be \
+            empty and is refused for any other. Every request counts against rate limits (429 with \
+            `Retry-After`)."
     ),
     paths(
         openapi_json,
@@ -202,7 +289,6 @@ pub async fn openapi_json() -> Response {
         void_invoice,
         list_files, upload_file, get_file, update_file, delete_file,
     ),
-    modifiers(&Conventions),
     tags(
         (name = "clients", description = "The organization's clients"),
         (name = "projects", description = "Projects (Member-role keys see the projects of the member who created the key)"),
@@ -224,11 +310,16 @@ pub struct ApiDoc;
 pub struct ClientQuery {
     /// Matches name, company or email (case-insensitive).
     pub q: Option<String>,
-    /// `active` (default), `archived` or `all`.
-    pub status: Option<String>,
-    /// Page size, 1–100 (default 50; larger values are capped at 100).
+    /// Default `active`.
+    #[param(inline)]
+    pub status: Option<ClientStatusFilter>,
+    /// Page size, at least 1 (default 50; larger values are capped at 100).
+    #[serde(default, deserialize_with = "query_int")]
+    #[param(minimum = 1)]
     pub limit: Option<i64>,
     /// Items to skip (default 0).
+    #[serde(default, deserialize_with = "query_int")]
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
@@ -241,7 +332,7 @@ pub async fn list_clients(
     ApiQuery(q): ApiQuery<ClientQuery>,
 ) -> AppResult<Response> {
     let page = page(q.limit, q.offset)?;
-    let filter = ClientFilter { q: q.q, status: q.status };
+    let filter = ClientFilter { q: q.q, status: q.status.map(|s| s.as_str().to_string()) };
     let (items, total) = clients::list(&s.db, &api.principal, &filter, page).await?;
     Ok(listed(items, page, Some(total)))
 }
@@ -267,7 +358,7 @@ pub async fn get_client(State(s): State<AppState>, api: ApiAccess, ids: PathIds)
     Ok(ok(clients::get(&s.db, &api.principal, ids.get::<ClientId>("client")?).await?))
 }
 
-#[utoipa::path(patch, path = "/api/v1/clients/{client}", tag = "clients", request_body = ClientInput,
+#[utoipa::path(patch, path = "/api/v1/clients/{client}", tag = "clients", request_body = ClientUpdate,
     params(("client" = Uuid, Path, description = "Client id")),
     responses((status = 200, description = "Updated (absent fields are unchanged)", body = Data<Client>)),
     security(("api_key" = ["clients.update"])))]
@@ -276,7 +367,7 @@ pub async fn update_client(
     api: ApiAccess,
     ctx: Context,
     ids: PathIds,
-    ApiJson(input): ApiJson<ClientInput>,
+    ApiJson(input): ApiJson<ClientUpdate>,
 ) -> AppResult<Response> {
     Ok(ok(clients::update(&s.db, &ctx, &api.principal, ids.get("client")?, &input).await?))
 }
@@ -330,14 +421,19 @@ pub async fn restore_client(
 pub struct ProjectQuery {
     /// Matches the name (case-insensitive).
     pub q: Option<String>,
-    /// A status (`planned`, `active`, `on_hold`, `completed`, `archived`) or `all`; default:
-    /// everything but archived.
-    pub status: Option<String>,
+    /// Default: every status but `archived`.
+    #[param(inline)]
+    pub status: Option<ProjectStatusFilter>,
     /// Only this client's projects.
-    pub client_id: Option<String>,
-    /// Page size, 1–100 (default 50; larger values are capped at 100).
+    #[param(value_type = Option<Uuid>)]
+    pub client_id: Option<QueryId>,
+    /// Page size, at least 1 (default 50; larger values are capped at 100).
+    #[serde(default, deserialize_with = "query_int")]
+    #[param(minimum = 1)]
     pub limit: Option<i64>,
     /// Items to skip (default 0).
+    #[serde(default, deserialize_with = "query_int")]
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
@@ -350,12 +446,14 @@ pub async fn list_projects(
     ApiQuery(q): ApiQuery<ProjectQuery>,
 ) -> AppResult<Response> {
     let page = page(q.limit, q.offset)?;
-    let filter = ProjectFilter { q: q.q, status: q.status, client_id: q.client_id };
+    let filter =
+        ProjectFilter { q: q.q, status: q.status.map(|s| s.as_str().to_string()), client_id: query_id(q.client_id) };
     let (items, total) = projects::list(&s.db, &api.principal, &filter, page).await?;
     Ok(listed(items, page, Some(total)))
 }
 
 #[utoipa::path(post, path = "/api/v1/projects", tag = "projects", request_body = ProjectInput,
+    description = "`client_id` must name a client of the organization, and `due_date` must not be before `start_date`; otherwise 422 naming the field.",
     responses((status = 201, description = "Created, with the default board columns", body = Data<Project>)),
     security(("api_key" = ["projects.create"])))]
 pub async fn create_project(
@@ -376,7 +474,8 @@ pub async fn get_project(State(s): State<AppState>, api: ApiAccess, ids: PathIds
     Ok(ok(projects::get(&s.db, &api.principal, ids.get::<ProjectId>("project")?).await?))
 }
 
-#[utoipa::path(patch, path = "/api/v1/projects/{project}", tag = "projects", request_body = ProjectInput,
+#[utoipa::path(patch, path = "/api/v1/projects/{project}", tag = "projects", request_body = ProjectUpdate,
+    description = "`client_id` must name a client of the organization, and the due date must not be before the start date (a date sent alone is compared with the project's other one); otherwise 422 naming the field.",
     params(("project" = Uuid, Path, description = "Project id")),
     responses((status = 200, description = "Updated (absent fields are unchanged)", body = Data<Project>)),
     security(("api_key" = ["projects.update"])))]
@@ -385,7 +484,7 @@ pub async fn update_project(
     api: ApiAccess,
     ctx: Context,
     ids: PathIds,
-    ApiJson(input): ApiJson<ProjectInput>,
+    ApiJson(input): ApiJson<ProjectUpdate>,
 ) -> AppResult<Response> {
     Ok(ok(projects::update(&s.db, &ctx, &api.principal, ids.get("project")?, &input).await?))
 }
@@ -427,16 +526,22 @@ pub async fn list_columns(
 #[into_params(parameter_in = Query)]
 pub struct TaskQuery {
     /// Only this project's tasks.
-    pub project_id: Option<String>,
-    /// `todo`, `in_progress`, `blocked` or `done`.
-    pub status: Option<String>,
+    #[param(value_type = Option<Uuid>)]
+    pub project_id: Option<QueryId>,
+    #[param(inline)]
+    pub status: Option<TaskStatusFilter>,
     /// Only tasks assigned to this user id.
-    pub assignee: Option<String>,
+    #[param(value_type = Option<Uuid>)]
+    pub assignee: Option<QueryId>,
     /// Matches the title (case-insensitive).
     pub q: Option<String>,
-    /// Page size, 1–100 (default 50; larger values are capped at 100).
+    /// Page size, at least 1 (default 50; larger values are capped at 100).
+    #[serde(default, deserialize_with = "query_int")]
+    #[param(minimum = 1)]
     pub limit: Option<i64>,
     /// Items to skip (default 0).
+    #[serde(default, deserialize_with = "query_int")]
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
@@ -449,12 +554,18 @@ pub async fn list_tasks(
     ApiQuery(q): ApiQuery<TaskQuery>,
 ) -> AppResult<Response> {
     let page = page(q.limit, q.offset)?;
-    let filter = TaskFilter { project_id: q.project_id, status: q.status, assignee: q.assignee, q: q.q };
+    let filter = TaskFilter {
+        project_id: query_id(q.project_id),
+        status: q.status.map(|s| s.as_str().to_string()),
+        assignee: query_id(q.assignee),
+        q: q.q,
+    };
     let items = tasks::list(&s.db, &api.principal, &filter, page).await?;
     Ok(listed(items, page, None))
 }
 
 #[utoipa::path(post, path = "/api/v1/tasks", tag = "tasks", request_body = TaskInput,
+    description = "`project_id` must name a project the key sees, `column_id` a board column of that project, `parent_id` a task of it, and `assignees` active members who may work in it (Owners, Admins, Managers and the project's members); otherwise 422 naming the field.",
     responses((status = 201, description = "Created", body = Data<TaskDetail>)),
     security(("api_key" = ["tasks.create"])))]
 pub async fn create_task(
@@ -484,7 +595,8 @@ pub async fn task_activity(State(s): State<AppState>, api: ApiAccess, ids: PathI
     Ok(ok(tasks::activity_log(&s.db, &api.principal, ids.get::<Uuid>("task")?).await?))
 }
 
-#[utoipa::path(patch, path = "/api/v1/tasks/{task}", tag = "tasks", request_body = TaskInput,
+#[utoipa::path(patch, path = "/api/v1/tasks/{task}", tag = "tasks", request_body = TaskUpdate,
+    description = "`project_id` must be the task's own project, `column_id` a board column of it, `parent_id` another task of it that is not one of this task's subtasks (at most five levels of subtasks), and `assignees` active members who may work in it; otherwise 422 naming the field.",
     params(("task" = Uuid, Path, description = "Task id")),
     responses((status = 200, description = "Updated (absent fields are unchanged; `assignees` replaces the list)", body = Data<TaskDetail>)),
     security(("api_key" = ["tasks.update"])))]
@@ -493,7 +605,7 @@ pub async fn update_task(
     api: ApiAccess,
     ctx: Context,
     ids: PathIds,
-    ApiJson(input): ApiJson<TaskInput>,
+    ApiJson(input): ApiJson<TaskUpdate>,
 ) -> AppResult<Response> {
     let id: Uuid = ids.get("task")?;
     tasks::update(&s.db, &ctx, &api.principal, id, &input).await?;
@@ -550,7 +662,7 @@ pub async fn get_comment(State(s): State<AppState>, api: ApiAccess, ids: PathIds
     all.into_iter().find(|c| c.id == id).map(ok).ok_or(AppError::NotFound)
 }
 
-#[utoipa::path(patch, path = "/api/v1/tasks/{task}/comments/{comment}", tag = "tasks", request_body = CommentInput,
+#[utoipa::path(patch, path = "/api/v1/tasks/{task}/comments/{comment}", tag = "tasks", request_body = CommentUpdate,
     params(("task" = Uuid, Path, description = "Task id"), ("comment" = Uuid, Path, description = "Comment id")),
     responses((status = 200, description = "Updated (absent fields are unchanged; 403 unless the key creator wrote it)", body = Data<Comment>)),
     security(("api_key" = ["comments.create"])))]
@@ -559,7 +671,7 @@ pub async fn update_comment(
     api: ApiAccess,
     ctx: Context,
     ids: PathIds,
-    ApiJson(input): ApiJson<CommentInput>,
+    ApiJson(input): ApiJson<CommentUpdate>,
 ) -> AppResult<Response> {
     let (task, comment) = (ids.get("task")?, ids.get("comment")?);
     Ok(ok(tasks::update_comment(&s.db, &ctx, &api.principal, task, comment, &input).await?))
@@ -587,12 +699,18 @@ pub async fn delete_comment(
 #[into_params(parameter_in = Query)]
 pub struct TimeQuery {
     /// Only this project's entries.
-    pub project_id: Option<String>,
+    #[param(value_type = Option<Uuid>)]
+    pub project_id: Option<QueryId>,
     /// Only this task's entries.
-    pub task_id: Option<String>,
-    /// Page size, 1–100 (default 50; larger values are capped at 100).
+    #[param(value_type = Option<Uuid>)]
+    pub task_id: Option<QueryId>,
+    /// Page size, at least 1 (default 50; larger values are capped at 100).
+    #[serde(default, deserialize_with = "query_int")]
+    #[param(minimum = 1)]
     pub limit: Option<i64>,
     /// Items to skip (default 0).
+    #[serde(default, deserialize_with = "query_int")]
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
@@ -605,12 +723,13 @@ pub async fn list_time_entries(
     ApiQuery(q): ApiQuery<TimeQuery>,
 ) -> AppResult<Response> {
     let page = page(q.limit, q.offset)?;
-    let filter = TimeFilter { project_id: q.project_id, task_id: q.task_id };
+    let filter = TimeFilter { project_id: query_id(q.project_id), task_id: query_id(q.task_id) };
     let items = time_entries::list(&s.db, &api.principal, &filter, page).await?;
     Ok(listed(items, page, None))
 }
 
 #[utoipa::path(post, path = "/api/v1/time-entries", tag = "time", request_body = TimeInput,
+    description = "`project_id` must name a project the key sees and `task_id` a task of it; otherwise 422 naming the field. A key that no member created records no time (403).",
     responses((status = 201, description = "Recorded for the member who created the API key", body = Data<TimeEntry>)),
     security(("api_key" = ["time.track"])))]
 pub async fn create_time_entry(
@@ -631,7 +750,8 @@ pub async fn get_time_entry(State(s): State<AppState>, api: ApiAccess, ids: Path
     Ok(ok(time_entries::get(&s.db, &api.principal, ids.get("time_entry")?).await?))
 }
 
-#[utoipa::path(patch, path = "/api/v1/time-entries/{time_entry}", tag = "time", request_body = TimeInput,
+#[utoipa::path(patch, path = "/api/v1/time-entries/{time_entry}", tag = "time", request_body = TimeUpdate,
+    description = "`project_id` must be the entry's own project and `task_id` a task of it; otherwise 422 naming the field.",
     params(("time_entry" = Uuid, Path, description = "Time entry id")),
     responses((status = 200, description = "Updated (absent fields are unchanged; an empty `task_id` detaches it from its task; \
         the key creator's own entries, anyone's with projects.update)", body = Data<TimeEntry>)),
@@ -641,7 +761,7 @@ pub async fn update_time_entry(
     api: ApiAccess,
     ctx: Context,
     ids: PathIds,
-    ApiJson(input): ApiJson<TimeInput>,
+    ApiJson(input): ApiJson<TimeUpdate>,
 ) -> AppResult<Response> {
     Ok(ok(time_entries::update(&s.db, &ctx, &api.principal, ids.get("time_entry")?, &input).await?))
 }
@@ -668,15 +788,21 @@ pub async fn delete_time_entry(
 #[into_params(parameter_in = Query)]
 pub struct InvoiceQuery {
     /// Only this client's invoices.
-    pub client_id: Option<String>,
-    /// `draft`, `sent`, `paid`, `void` or `overdue`.
-    pub status: Option<String>,
+    #[param(value_type = Option<Uuid>)]
+    pub client_id: Option<QueryId>,
+    #[param(inline)]
+    pub status: Option<InvoiceStatusFilter>,
     /// An invoice number (`42` or `#42`) or part of the client's name or company
     /// (case-insensitive).
+    #[param(max_length = 200)]
     pub q: Option<String>,
-    /// Page size, 1–100 (default 50; larger values are capped at 100).
+    /// Page size, at least 1 (default 50; larger values are capped at 100).
+    #[serde(default, deserialize_with = "query_int")]
+    #[param(minimum = 1)]
     pub limit: Option<i64>,
     /// Items to skip (default 0).
+    #[serde(default, deserialize_with = "query_int")]
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
@@ -689,12 +815,14 @@ pub async fn list_invoices(
     ApiQuery(q): ApiQuery<InvoiceQuery>,
 ) -> AppResult<Response> {
     let page = page(q.limit, q.offset)?;
-    let filter = InvoiceFilter { client_id: q.client_id, status: q.status, q: q.q };
+    let filter =
+        InvoiceFilter { client_id: query_id(q.client_id), status: q.status.map(|s| s.as_str().to_string()), q: q.q };
     let (items, total) = invoices::list(&s.db, s.clock.now(), &api.principal, &filter, page).await?;
     Ok(listed(items, page, Some(total)))
 }
 
 #[utoipa::path(post, path = "/api/v1/invoices", tag = "invoices", request_body = InvoiceInput,
+    description = "`client_id` must name a client of the organization, `due_date` must not be before `issue_date`, and the total (lines plus tax) must fit in 2^63 - 1 minor units; otherwise 422 naming the field.",
     responses((status = 201, description = "Created as a draft", body = Data<InvoiceDetail>)),
     security(("api_key" = ["invoices.create"])))]
 pub async fn create_invoice(
@@ -716,7 +844,8 @@ pub async fn get_invoice(State(s): State<AppState>, api: ApiAccess, ids: PathIds
     Ok(ok(invoices::get(&s.db, s.clock.now(), &api.principal, ids.get("invoice")?).await?))
 }
 
-#[utoipa::path(patch, path = "/api/v1/invoices/{invoice}", tag = "invoices", request_body = InvoiceInput,
+#[utoipa::path(patch, path = "/api/v1/invoices/{invoice}", tag = "invoices", request_body = InvoiceUpdate,
+    description = "Only drafts change (409 once sent). `client_id` must name a client of the organization, the due date must not be before the issue date (a date sent alone is compared with the invoice's other one), and the total must fit in 2^63 - 1 minor units; otherwise 422 naming the field.",
     params(("invoice" = Uuid, Path, description = "Invoice id")),
     responses((status = 200, description = "Updated draft (409 once sent; `lines` replaces the lines)", body = Data<InvoiceDetail>)),
     security(("api_key" = ["invoices.update"])))]
@@ -725,7 +854,7 @@ pub async fn update_invoice(
     api: ApiAccess,
     ctx: Context,
     ids: PathIds,
-    ApiJson(input): ApiJson<InvoiceInput>,
+    ApiJson(input): ApiJson<InvoiceUpdate>,
 ) -> AppResult<Response> {
     let id: Uuid = ids.get("invoice")?;
     invoices::update(&s.db, &ctx, &api.principal, id, &input).await?;
@@ -794,12 +923,18 @@ pub async fn void_invoice(
 #[into_params(parameter_in = Query)]
 pub struct FileQuery {
     /// Only this project's files.
-    pub project_id: Option<String>,
+    #[param(value_type = Option<Uuid>)]
+    pub project_id: Option<QueryId>,
     /// Only this task's files.
-    pub task_id: Option<String>,
-    /// Page size, 1–100 (default 50; larger values are capped at 100).
+    #[param(value_type = Option<Uuid>)]
+    pub task_id: Option<QueryId>,
+    /// Page size, at least 1 (default 50; larger values are capped at 100).
+    #[serde(default, deserialize_with = "query_int")]
+    #[param(minimum = 1)]
     pub limit: Option<i64>,
     /// Items to skip (default 0).
+    #[serde(default, deserialize_with = "query_int")]
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
@@ -824,7 +959,7 @@ pub async fn list_files(
     ApiQuery(q): ApiQuery<FileQuery>,
 ) -> AppResult<Response> {
     let page = page(q.limit, q.offset)?;
-    let filter = FileFilter { project_id: q.project_id, task_id: q.task_id };
+    let filter = FileFilter { project_id: query_id(q.project_id), task_id: query_id(q.task_id) };
     let items = files::list(&s.db, &api.principal, &filter, page).await?;
     Ok(listed(items, page, None))
 }
@@ -837,9 +972,10 @@ fn upload_route() -> RouteDef {
     r
 }
 
-/// The parts of `POST /api/v1/files` (`multipart/form-data`).
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
+/// The parts of `POST /api/v1/files` (`multipart/form-data`); any other part is refused.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // the document's description of the parts `receive_upload` reads
 pub struct FileUploadForm {
     /// The file (its name is the part's filename). PDF, images, Office documents, ZIP or text,
     /// decided from the bytes; at most `files.max_upload_bytes`.
@@ -848,10 +984,11 @@ pub struct FileUploadForm {
     /// The project the file belongs to.
     #[schema(value_type = String, format = Uuid)]
     pub project_id: String,
-    /// A task of that project.
-    #[schema(value_type = Option<String>, format = Uuid)]
+    /// A task of that project; empty for none.
+    #[schema(value_type = Option<String>, format = "uuid-or-empty", nullable = false)]
     pub task_id: Option<String>,
     /// `true` shows the file to the client in the portal (default `false`).
+    #[schema(nullable = false)]
     pub shared_with_client: Option<bool>,
 }
 
@@ -931,6 +1068,7 @@ async fn receive_upload(mut multipart: axum::extract::Multipart, max: usize) -> 
 }
 
 #[utoipa::path(post, path = "/api/v1/files", tag = "files",
+    description = "`project_id` must name a project the key sees and `task_id` a task of it (422 naming the part otherwise); the file's type is decided from its bytes (415) and its size is limited (413).",
     request_body(content = FileUploadForm, content_type = "multipart/form-data"),
     responses((status = 201, description = "Stored (encrypted); a GET of the Location issues a download link", body = Data<FileMeta>)),
     security(("api_key" = ["files.upload"])))]
@@ -999,6 +1137,7 @@ pub async fn get_file(State(s): State<AppState>, api: ApiAccess, ctx: Context, i
 }
 
 #[utoipa::path(patch, path = "/api/v1/files/{file}", tag = "files", request_body = FileUpdate,
+    description = "`task_id` must name a task of the file's project; otherwise 422 naming it.",
     params(("file" = Uuid, Path, description = "File id")),
     responses((status = 200, description = "Updated metadata (absent fields are unchanged)", body = Data<FileMeta>)),
     security(("api_key" = ["files.upload"])))]
@@ -1019,4 +1158,29 @@ pub async fn update_file(
 pub async fn delete_file(State(s): State<AppState>, api: ApiAccess, ctx: Context, ids: PathIds) -> AppResult<Response> {
     files::delete(&s.db, &s.storage, &ctx, &api.principal, ids.get("file")?).await?;
     Ok(no_content())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names the document lists (serde's, from the variants) are the texts the services get.
+    #[test]
+    fn closed_sets_read_back_their_own_texts() {
+        fn check<T: serde::de::DeserializeOwned + PartialEq + std::fmt::Debug + Copy>(
+            all: &[T],
+            text: fn(T) -> &'static str,
+        ) {
+            for v in all {
+                assert_eq!(serde_json::from_value::<T>(serde_json::json!(text(*v))).unwrap(), *v);
+            }
+        }
+        check(ClientStatusFilter::ALL, ClientStatusFilter::as_str);
+        check(ProjectStatusFilter::ALL, ProjectStatusFilter::as_str);
+        check(TaskStatusFilter::ALL, TaskStatusFilter::as_str);
+        check(InvoiceStatusFilter::ALL, InvoiceStatusFilter::as_str);
+        assert_eq!(ProjectStatusFilter::ALL.len(), projects::STATUSES.len() + 1);
+        assert_eq!(TaskStatusFilter::ALL.len(), tasks::STATUSES.len());
+        assert_eq!(InvoiceStatusFilter::ALL.len(), invoices::STATUSES.len());
+    }
 }

@@ -3,6 +3,7 @@
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod currency;
 pub mod db;
 pub mod fsutil;
 pub mod http;

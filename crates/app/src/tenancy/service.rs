@@ -595,8 +595,8 @@ pub async fn update_general(db: &Db, ctx: &Context, principal: &OrgPrincipal, in
         errors.push(FieldError::new("timezone", "must be an IANA time zone like Europe/Berlin or UTC"));
     }
     let currency = input.currency.trim().to_ascii_uppercase();
-    if !(currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase())) {
-        errors.push(FieldError::new("currency", "must be a three-letter ISO 4217 code like EUR"));
+    if !crate::platform::currency::is_active(&currency) {
+        errors.push(FieldError::new("currency", "must be an active ISO 4217 currency code like EUR"));
     }
     let (Some(name), Some(slug)) = (name, slug) else { return Err(AppError::Validation(errors)) };
     if !errors.is_empty() {

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{Page, optional, required, text};
+use super::{Page, fields};
 use crate::access::OrgPrincipal;
 use crate::access::OrgTx;
 use crate::audit::{self, Context, Entry};
@@ -36,14 +36,47 @@ pub struct Client {
 
 const COLUMNS: &str = "organization_id, id, name, company, email, phone, notes, status, created_at, updated_at";
 
-/// Fields of a client; on update, absent fields stay as they are.
+/// A new client.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientInput {
-    pub name: Option<String>,
+    #[schema(format = "nonblank-text", max_length = 200)]
+    pub name: String,
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = "text", max_length = 200, nullable = false)]
     pub company: Option<String>,
+    /// An email address; empty or null for none.
+    #[schema(format = "email-or-empty", max_length = 254)]
     pub email: Option<String>,
+    /// Empty or null for none.
+    #[schema(format = "text", max_length = 50)]
     pub phone: Option<String>,
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = "text", max_length = 20000, nullable = false)]
+    pub notes: Option<String>,
+}
+
+/// Changes to a client: fields left out stay as they are; `null` clears a field that may be
+/// empty (email, phone) and is refused for the others.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientUpdate {
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = "nonblank-text", max_length = 200, nullable = false)]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = "text", max_length = 200, nullable = false)]
+    pub company: Option<String>,
+    /// An email address; empty or null for none.
+    #[serde(default, deserialize_with = "fields::present")]
+    #[schema(value_type = Option<String>, format = "email-or-empty", max_length = 254)]
+    pub email: Option<Option<String>>,
+    /// Empty or null for none.
+    #[serde(default, deserialize_with = "fields::present")]
+    #[schema(value_type = Option<String>, format = "text", max_length = 50)]
+    pub phone: Option<Option<String>>,
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = "text", max_length = 20000, nullable = false)]
     pub notes: Option<String>,
 }
 
@@ -55,9 +88,15 @@ pub struct ClientFilter {
     pub status: Option<String>,
 }
 
+/// A client's or contact's email address, or none for an empty string. Only ASCII addresses, as
+/// written (`fields::EMAIL_OR_EMPTY_PATTERN`): the forms trim what people type before it gets
+/// here.
 fn clean_email(field: &str, v: Option<&str>) -> AppResult<Option<String>> {
-    match v.map(str::trim) {
+    match v {
         None | Some("") => Ok(None),
+        Some(e) if !e.is_ascii() || e.trim() != e => {
+            Err(AppError::field(field, "must be an email address like name@example.com"))
+        }
         Some(e) => Email::parse(e).map(|e| Some(e.as_str().to_string())).map_err(|m| AppError::field(field, m)),
     }
 }
@@ -141,11 +180,11 @@ async fn fetch(tx: &mut OrgTx, id: ClientId) -> AppResult<Client> {
 
 pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ClientInput) -> AppResult<Client> {
     require_can(p, crate::access::role::Permission::ClientsCreate)?;
-    let name = required("name", input.name.as_deref().unwrap_or(""), 200)?;
-    let company = text("company", input.company.as_deref(), 200)?;
+    let name = fields::nonblank("name", &input.name, 200)?;
+    let company = fields::text("company", input.company.as_deref().unwrap_or(""), 200)?;
     let email = clean_email("email", input.email.as_deref())?;
-    let phone = optional("phone", input.phone.as_deref(), 50)?;
-    let notes = text("notes", input.notes.as_deref(), 20000)?;
+    let phone = fields::optional_text("phone", input.phone.as_deref(), 50)?;
+    let notes = fields::text("notes", input.notes.as_deref().unwrap_or(""), 20000)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let c: Client = sqlx::query_as(&format!(
         "INSERT INTO clients (organization_id, id, name, company, email, phone, notes, created_at, updated_at) \
@@ -170,30 +209,20 @@ fn snapshot(c: &Client) -> serde_json::Value {
     json!({ "name": c.name, "company": c.company, "email": c.email, "phone": c.phone, "status": c.status })
 }
 
-pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ClientId, input: &ClientInput) -> AppResult<Client> {
+pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ClientId, input: &ClientUpdate) -> AppResult<Client> {
     require_can(p, crate::access::role::Permission::ClientsUpdate)?;
+    let name = input.name.as_deref().map(|n| fields::nonblank("name", n, 200)).transpose()?;
+    let company = input.company.as_deref().map(|c| fields::text("company", c, 200)).transpose()?;
+    let email = input.email.as_ref().map(|e| clean_email("email", e.as_deref())).transpose()?;
+    let phone = input.phone.as_ref().map(|ph| fields::optional_text("phone", ph.as_deref(), 50)).transpose()?;
+    let notes = input.notes.as_deref().map(|n| fields::text("notes", n, 20000)).transpose()?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch(&mut tx, id).await?;
-    let name = match &input.name {
-        Some(n) => required("name", n, 200)?,
-        None => before.name.clone(),
-    };
-    let company = match &input.company {
-        Some(c) => text("company", Some(c), 200)?,
-        None => before.company.clone(),
-    };
-    let email = match &input.email {
-        Some(e) => clean_email("email", Some(e))?,
-        None => before.email.clone(),
-    };
-    let phone = match &input.phone {
-        Some(ph) => optional("phone", Some(ph), 50)?,
-        None => before.phone.clone(),
-    };
-    let notes = match &input.notes {
-        Some(n) => text("notes", Some(n), 20000)?,
-        None => before.notes.clone(),
-    };
+    let name = name.unwrap_or_else(|| before.name.clone());
+    let company = company.unwrap_or_else(|| before.company.clone());
+    let email = email.unwrap_or_else(|| before.email.clone());
+    let phone = phone.unwrap_or_else(|| before.phone.clone());
+    let notes = notes.unwrap_or_else(|| before.notes.clone());
     let after: Client = sqlx::query_as(&format!(
         "UPDATE clients SET name = $2, company = $3, email = $4, phone = $5, notes = $6, updated_at = $7 \
          WHERE id = $1 RETURNING {COLUMNS}"
@@ -304,10 +333,10 @@ pub async fn add_contact(
     input: &ContactInput,
 ) -> AppResult<Contact> {
     require_can(p, crate::access::role::Permission::ClientsUpdate)?;
-    let name = required("name", input.name.as_deref().unwrap_or(""), 200)?;
+    let name = fields::nonblank("name", input.name.as_deref().unwrap_or(""), 200)?;
     let email = clean_email("email", input.email.as_deref())?;
-    let phone = optional("phone", input.phone.as_deref(), 50)?;
-    let title = text("title", input.title.as_deref(), 200)?;
+    let phone = fields::optional_text("phone", input.phone.as_deref(), 50)?;
+    let title = fields::text("title", input.title.as_deref().unwrap_or(""), 200)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let c: Contact = sqlx::query_as(
         "INSERT INTO client_contacts (organization_id, id, client_id, name, email, phone, title, created_at) \

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::projects::{fetch_visible, require};
-use super::{member_filter, project_visible};
+use super::{fields, member_filter, project_visible};
 use crate::access::OrgPrincipal;
 use crate::access::OrgTx;
 use crate::access::role::Permission;
@@ -245,18 +245,9 @@ pub struct FileFilter {
 pub async fn list(db: &Db, p: &OrgPrincipal, f: &FileFilter, page: super::Page) -> AppResult<Vec<FileMeta>> {
     require(p, Permission::FilesRead)?;
     let member = member_filter(p)?;
-    let project: Option<Uuid> = f
-        .project_id
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().map_err(|_| AppError::field("project_id", "is not a valid id")))
-        .transpose()?;
-    let task: Option<Uuid> = f
-        .task_id
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().map_err(|_| AppError::field("task_id", "is not a valid id")))
-        .transpose()?;
+    let project: Option<Uuid> =
+        f.project_id.as_deref().map(|s| fields::id_or_empty("project_id", s)).transpose()?.flatten();
+    let task: Option<Uuid> = f.task_id.as_deref().map(|s| fields::id_or_empty("task_id", s)).transpose()?.flatten();
     let mut tx = OrgTx::begin(db, p).await?;
     let rows = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM files f JOIN projects p ON p.organization_id = f.organization_id AND p.id = f.project_id \
@@ -360,37 +351,53 @@ pub async fn set_shared(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, shar
     Ok(meta)
 }
 
-/// Changes to a file's metadata (its contents never change: upload a new file instead).
+/// Changes to a file's metadata (its contents never change: upload a new file instead). Fields
+/// left out stay as they are; `name` and `shared_with_client` refuse `null`.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileUpdate {
-    /// A new name (cleaned like an upload's: no path, no control characters).
+    /// A new name: no path separators, double quotes or control characters, and more than dots
+    /// and spaces.
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = "file-name", max_length = 255, nullable = false)]
     pub name: Option<String>,
     /// Shown to the client in the portal.
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(nullable = false)]
     pub shared_with_client: Option<bool>,
     /// Attaches the file to a task of its project; null or empty detaches it from its task.
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, format = Uuid)]
+    #[serde(default, deserialize_with = "fields::present")]
+    #[schema(value_type = Option<String>, format = "uuid-or-empty")]
     pub task_id: Option<Option<String>>,
 }
 
-/// Tells an explicit `null` (`Some(None)`) from an absent field (`None`, by `default`).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
+/// A new name for a file, checked as the document's `file-name` says (`fields::FILE_NAME_PATTERN`)
+/// rather than cleaned like an upload's name: a name sent on its own is applied as given or
+/// refused. Surrounding white space is trimmed; a name of only dots and white space is none.
+pub fn new_name(name: &str) -> AppResult<String> {
+    if name.chars().count() > 255 {
+        return Err(AppError::field("name", "is too long (at most 255 characters)"));
+    }
+    if name.chars().any(|c| c.is_control() || matches!(c, '/' | '\\' | '"')) {
+        return Err(AppError::field(
+            "name",
+            "must not contain control characters, slashes, backslashes or double quotes",
+        ));
+    }
+    if name.chars().all(|c| c == '.' || c.is_whitespace()) {
+        return Err(AppError::field("name", "needs a file name"));
+    }
+    Ok(name.trim().to_string())
 }
 
 /// Renames a file, shares or unshares it, or moves it between the tasks of its project.
 pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &FileUpdate) -> AppResult<FileMeta> {
     require(p, Permission::FilesUpload)?;
-    let name = match input.name.as_deref() {
-        None => None,
-        Some(n) => Some(clean_name(n).map_err(|_| AppError::field("name", "needs a file name"))?),
-    };
+    let name = input.name.as_deref().map(new_name).transpose()?;
     let task: Option<Option<Uuid>> = match &input.task_id {
         None => None,
         Some(None) => Some(None),
-        Some(Some(v)) if v.trim().is_empty() => Some(None),
-        Some(Some(v)) => Some(Some(v.trim().parse().map_err(|_| AppError::field("task_id", "is not a valid id"))?)),
+        Some(Some(v)) => Some(fields::id_or_empty("task_id", v)?),
     };
     let mut tx = OrgTx::begin(db, p).await?;
     let (before, _) = fetch(&mut tx, p, id).await?;
@@ -472,6 +479,22 @@ mod tests {
         assert_eq!(clean_name("C:\\Users\\a\\report \"final\".pdf").unwrap(), "report final.pdf");
         assert!(clean_name("..").is_err());
         assert!(clean_name("  ").is_err());
+    }
+
+    #[test]
+    fn new_names_are_applied_as_given_or_refused_as_the_document_says() {
+        assert_eq!(new_name(" report.pdf ").unwrap(), "report.pdf");
+        assert_eq!(new_name("...x").unwrap(), "...x");
+        for bad in ["", " ", ".", "..", " ... ", ". .", "a/b", "a\\b", "a\"b", "a\tb", &"x".repeat(256)] {
+            assert!(new_name(bad).is_err(), "{bad:?}");
+        }
+        let pattern = regex::Regex::new(super::fields::FILE_NAME_PATTERN).unwrap();
+        for cp in (0u32..0x3100).chain([0xfeff, 0x1_f600]) {
+            let Some(c) = char::from_u32(cp) else { continue };
+            for s in [format!("a{c}b"), c.to_string(), format!(" {c}."), format!("{c}{c}")] {
+                assert_eq!(pattern.is_match(&s), new_name(&s).is_ok(), "{s:?}");
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::projects::require;
-use super::{Page, parse_date, required, text};
+use super::{Page, fields};
 use crate::access::OrgPrincipal;
 use crate::access::OrgTx;
 use crate::access::role::Permission;
@@ -24,9 +24,10 @@ pub struct Invoice {
     pub number: Option<i64>,
     #[schema(value_type = String, format = Uuid)]
     pub client_id: ClientId,
+    #[schema(value_type = Currency)]
     pub currency: String,
     pub tax_rate_bp: i32,
-    /// `draft`, `sent`, `paid`, `void`, or `overdue` (sent and past its due date).
+    #[schema(value_type = InvoiceStatus)]
     pub status: String,
     #[schema(value_type = String, format = Date)]
     #[serde(with = "super::iso_date")]
@@ -57,25 +58,129 @@ pub struct Line {
     pub amount_minor: i64,
 }
 
+/// A new draft invoice.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InvoiceInput {
-    pub client_id: Option<String>,
-    /// ISO 4217; default: the organization's currency.
+    #[schema(format = Uuid)]
+    pub client_id: String,
+    /// Default: the organization's currency.
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(value_type = Option<Currency>, nullable = false)]
     pub currency: Option<String>,
+    /// Basis points (19% is 1900; default 0).
+    #[serde(default, deserialize_with = "fields::int_non_null")]
+    #[schema(minimum = 0, maximum = 10000, nullable = false)]
     pub tax_rate_bp: Option<i32>,
+    /// YYYY-MM-DD (default: today in the organization's time zone).
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = Date, nullable = false)]
     pub issue_date: Option<String>,
+    /// YYYY-MM-DD, not before the issue date (default: 30 days after it).
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = Date, nullable = false)]
     pub due_date: Option<String>,
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = "text", max_length = 5000, nullable = false)]
     pub notes: Option<String>,
+    /// The total (lines and tax) must fit 64 bits of minor units.
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(nullable = false, max_items = 200)]
+    pub lines: Option<Vec<LineInput>>,
+}
+
+/// Changes to a draft invoice: fields left out stay as they are, and none may be `null`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvoiceUpdate {
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = Uuid, nullable = false)]
+    pub client_id: Option<String>,
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(value_type = Option<Currency>, nullable = false)]
+    pub currency: Option<String>,
+    /// Basis points (19% is 1900).
+    #[serde(default, deserialize_with = "fields::int_non_null")]
+    #[schema(minimum = 0, maximum = 10000, nullable = false)]
+    pub tax_rate_bp: Option<i32>,
+    /// YYYY-MM-DD, not after the due date.
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = Date, nullable = false)]
+    pub issue_date: Option<String>,
+    /// YYYY-MM-DD, not before the issue date.
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = Date, nullable = false)]
+    pub due_date: Option<String>,
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = "text", max_length = 5000, nullable = false)]
+    pub notes: Option<String>,
+    /// Replaces the lines. The total (lines and tax) must fit 64 bits of minor units.
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(nullable = false, max_items = 200)]
     pub lines: Option<Vec<LineInput>>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineInput {
+    #[schema(format = "nonblank-text", max_length = 500)]
     pub description: String,
+    /// Thousandths: 1.5 hours is 1500.
+    #[serde(deserialize_with = "fields::int")]
+    #[schema(minimum = 1, maximum = 1000000000)]
     pub quantity_milli: i64,
+    /// Minor units (cents).
+    #[serde(deserialize_with = "fields::int")]
+    #[schema(minimum = 0, maximum = 100000000000_i64)]
     pub unit_price_minor: i64,
+}
+
+/// An active ISO 4217 currency code (`platform::currency`).
+pub struct Currency;
+
+impl utoipa::PartialSchema for Currency {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("An active ISO 4217 currency code (List One, without XTS and XXX)."))
+            .enum_values(Some(crate::platform::currency::ACTIVE_CODES))
+            .into()
+    }
+}
+
+impl ToSchema for Currency {}
+
+/// An invoice's status as shown (`overdue` is a sent invoice past its due date).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // the document's enum; the services keep statuses as text
+pub enum InvoiceStatus {
+    Draft,
+    Sent,
+    Paid,
+    Void,
+    Overdue,
+}
+
+pub const STATUSES: [&str; 5] = ["draft", "sent", "paid", "void", "overdue"];
+
+fn check_currency(code: &str) -> AppResult<String> {
+    if crate::platform::currency::is_active(code) {
+        Ok(code.to_string())
+    } else {
+        Err(AppError::field("currency", "must be an active ISO 4217 currency code like EUR"))
+    }
+}
+
+fn check_tax(tax: i32) -> AppResult<i32> {
+    if !(0..=10_000).contains(&tax) {
+        return Err(AppError::field("tax_rate_bp", "must be between 0 and 10000 (basis points)"));
+    }
+    Ok(tax)
+}
+
+fn date_field(field: &str, v: Option<&str>) -> AppResult<Option<Date>> {
+    v.map(|d| fields::date(field, d)).transpose()
 }
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
@@ -130,22 +235,16 @@ pub async fn list(
     page: Page,
 ) -> AppResult<(Vec<Invoice>, i64)> {
     require(p, Permission::InvoicesRead)?;
-    let client: Option<ClientId> = f
-        .client_id
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().map_err(|_| AppError::field("client_id", "is not a valid id")))
-        .transpose()?;
+    let client: Option<ClientId> =
+        f.client_id.as_deref().map(|s| fields::id_or_empty("client_id", s)).transpose()?.flatten();
     let status = f.status.clone().filter(|s| !s.is_empty());
-    if let Some(s) = &status
-        && !["draft", "sent", "paid", "void", "overdue"].contains(&s.as_str())
-    {
-        return Err(AppError::field("status", "is not an invoice status"));
+    if let Some(s) = &status {
+        fields::one_of("status", s, &STATUSES)?;
     }
-    let q = f.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
-    if q.is_some_and(|q| q.chars().count() > 200) {
+    if f.q.as_deref().is_some_and(|q| q.chars().count() > 200) {
         return Err(AppError::field("q", "is too long (at most 200 characters)"));
     }
+    let q = f.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
     let pattern = q.map(|q| format!("%{}%", super::clients::like_escape(q)));
     let number: Option<i64> = q.and_then(|q| q.trim_start_matches('#').trim().parse().ok());
     let where_ = "($1::uuid IS NULL OR i.client_id = $1) AND (CASE WHEN $2::text IS NULL THEN true \
@@ -232,7 +331,7 @@ fn parse_lines(input: &[LineInput]) -> AppResult<Vec<Line>> {
         .enumerate()
         .map(|(i, l)| {
             Ok(Line {
-                description: required(&format!("lines[{i}].description"), &l.description, 500)?,
+                description: fields::nonblank(&format!("lines[{i}].description"), &l.description, 500)?,
                 quantity_milli: l.quantity_milli,
                 unit_price_minor: l.unit_price_minor,
                 amount_minor: 0,
@@ -268,20 +367,12 @@ fn snapshot(i: &Invoice) -> serde_json::Value {
 
 pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInput) -> AppResult<Invoice> {
     require(p, Permission::InvoicesCreate)?;
-    let client: ClientId = input
-        .client_id
-        .as_deref()
-        .ok_or_else(|| AppError::field("client_id", "is required"))?
-        .trim()
-        .parse()
-        .map_err(|_| AppError::field("client_id", "is not a valid id"))?;
-    let tax = input.tax_rate_bp.unwrap_or(0);
-    if !(0..=10_000).contains(&tax) {
-        return Err(AppError::field("tax_rate_bp", "must be between 0 and 10000 (basis points)"));
-    }
-    let issue = parse_date("issue_date", input.issue_date.as_deref())?;
-    let due = parse_date("due_date", input.due_date.as_deref())?;
-    let notes = text("notes", input.notes.as_deref(), 5000)?;
+    let client: ClientId = fields::id("client_id", &input.client_id)?;
+    let currency = input.currency.as_deref().map(check_currency).transpose()?;
+    let tax = check_tax(input.tax_rate_bp.unwrap_or(0))?;
+    let issue = date_field("issue_date", input.issue_date.as_deref())?;
+    let due = date_field("due_date", input.due_date.as_deref())?;
+    let notes = fields::text("notes", input.notes.as_deref().unwrap_or(""), 5000)?;
     let mut lines = parse_lines(input.lines.as_deref().unwrap_or(&[]))?;
     let (subtotal, tax_minor, total) = compute(&mut lines, tax)?;
     let mut tx = OrgTx::begin(db, p).await?;
@@ -290,7 +381,8 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInp
         Some(d) => d,
         None => super::org_today(&mut tx, ctx.now).await?,
     };
-    let due = due.unwrap_or(issue + Duration::days(30));
+    // Thirty days later, or the last day there is.
+    let due = due.unwrap_or_else(|| issue.checked_add(Duration::days(30)).unwrap_or(Date::MAX));
     if due < issue {
         return Err(AppError::field("due_date", "must not be before the issue date"));
     }
@@ -301,9 +393,8 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInp
     if !client_exists {
         return Err(AppError::field("client_id", "no such client"));
     }
-    let currency = match input.currency.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
-        Some(c) if c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()) => c.to_string(),
-        Some(_) => return Err(AppError::field("currency", "must be a three-letter ISO 4217 code like EUR")),
+    let currency = match currency {
+        Some(c) => c,
         None => {
             sqlx::query_scalar("SELECT currency FROM organizations WHERE id = $1")
                 .bind(tx.org_id())
@@ -336,24 +427,28 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInp
     Ok(inv)
 }
 
-/// Replaces a draft's fields and lines (sent invoices are immutable; void them instead).
-pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &InvoiceInput) -> AppResult<Invoice> {
+/// Changes a draft's fields, currency included, and replaces its lines when they are given (sent
+/// invoices are immutable; void them instead).
+pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &InvoiceUpdate) -> AppResult<Invoice> {
     require(p, Permission::InvoicesUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch(&mut tx, id).await?;
+    // Whatever the changes, a sent invoice says so first.
     if before.status != "draft" {
         return Err(AppError::Conflict(
             "Only draft invoices can be edited; void this one and create a new one.".into(),
         ));
     }
-    if input.client_id.as_deref().is_some_and(|c| c.trim() != before.client_id.to_string()) {
-        let c: ClientId = input
-            .client_id
-            .as_deref()
-            .unwrap_or("")
-            .trim()
-            .parse()
-            .map_err(|_| AppError::field("client_id", "is not a valid id"))?;
+    let client: Option<ClientId> = input.client_id.as_deref().map(|c| fields::id("client_id", c)).transpose()?;
+    let currency = input.currency.as_deref().map(check_currency).transpose()?;
+    let tax = input.tax_rate_bp.map(check_tax).transpose()?;
+    let issue = date_field("issue_date", input.issue_date.as_deref())?;
+    let due = date_field("due_date", input.due_date.as_deref())?;
+    let notes = input.notes.as_deref().map(|n| fields::text("notes", n, 5000)).transpose()?;
+    let new_lines = input.lines.as_deref().map(parse_lines).transpose()?;
+    if let Some(c) = client
+        && c != before.client_id
+    {
         let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)")
             .bind(c)
             .fetch_one(&mut *tx)
@@ -362,39 +457,23 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &
             return Err(AppError::field("client_id", "no such client"));
         }
     }
-    let client: ClientId = match &input.client_id {
-        Some(c) => c.trim().parse().map_err(|_| AppError::field("client_id", "is not a valid id"))?,
-        None => before.client_id,
-    };
-    let tax = input.tax_rate_bp.unwrap_or(before.tax_rate_bp);
-    if !(0..=10_000).contains(&tax) {
-        return Err(AppError::field("tax_rate_bp", "must be between 0 and 10000 (basis points)"));
-    }
-    let issue = if input.issue_date.is_some() {
-        parse_date("issue_date", input.issue_date.as_deref())?.unwrap_or(before.issue_date)
-    } else {
-        before.issue_date
-    };
-    let due = if input.due_date.is_some() {
-        parse_date("due_date", input.due_date.as_deref())?.unwrap_or(before.due_date)
-    } else {
-        before.due_date
-    };
+    let client = client.unwrap_or(before.client_id);
+    let currency = currency.unwrap_or_else(|| before.currency.clone());
+    let tax = tax.unwrap_or(before.tax_rate_bp);
+    let issue = issue.unwrap_or(before.issue_date);
+    let due = due.unwrap_or(before.due_date);
     if due < issue {
         return Err(AppError::field("due_date", "must not be before the issue date"));
     }
-    let notes = match &input.notes {
-        Some(n) => text("notes", Some(n), 5000)?,
-        None => before.notes.clone(),
-    };
-    let mut lines = match &input.lines {
-        Some(l) => parse_lines(l)?,
+    let notes = notes.unwrap_or_else(|| before.notes.clone());
+    let mut lines = match new_lines {
+        Some(l) => l,
         None => lines(&mut tx, id).await?,
     };
     let (subtotal, tax_minor, total) = compute(&mut lines, tax)?;
     let after: Invoice = sqlx::query_as(&format!(
         "UPDATE invoices AS i SET client_id = $2, tax_rate_bp = $3, issue_date = $4, due_date = $5, notes = $6, subtotal_minor = $7, \
-         tax_minor = $8, total_minor = $9 WHERE i.id = $1 RETURNING {COLUMNS}"
+         tax_minor = $8, total_minor = $9, currency = $10 WHERE i.id = $1 RETURNING {COLUMNS}"
     ))
     .bind(id)
     .bind(client)
@@ -405,6 +484,7 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &
     .bind(subtotal)
     .bind(tax_minor)
     .bind(total)
+    .bind(&currency)
     .fetch_one(&mut *tx)
     .await?;
     write_lines(&mut tx, id, &lines).await?;

@@ -6,6 +6,7 @@
 //! part of each query (`ProjectScope`), not a filter applied after fetching.
 
 pub mod clients;
+pub mod fields;
 pub mod files;
 pub mod invoices;
 pub mod portal;
@@ -64,34 +65,6 @@ pub fn project_visible(alias: &str, param: usize) -> String {
     )
 }
 
-/// Trims a required text field and checks its length.
-pub fn required(field: &str, value: &str, max: usize) -> AppResult<String> {
-    let v = value.trim();
-    if v.is_empty() {
-        return Err(AppError::field(field, "is required"));
-    }
-    if v.chars().count() > max {
-        return Err(AppError::field(field, format!("is too long (at most {max} characters)")));
-    }
-    if v.chars().any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t') {
-        return Err(AppError::field(field, "must not contain control characters"));
-    }
-    Ok(v.to_string())
-}
-
-/// An optional text field (empty means none).
-pub fn optional(field: &str, value: Option<&str>, max: usize) -> AppResult<Option<String>> {
-    match value.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(v) => required(field, v, max).map(Some),
-    }
-}
-
-/// A free text field that may be empty.
-pub fn text(field: &str, value: Option<&str>, max: usize) -> AppResult<String> {
-    Ok(optional(field, value, max)?.unwrap_or_default())
-}
-
 /// Refuses a task reference (`field`) that is not a task of `project`: subtasks, and the tasks
 /// that files and time entries are attached to, stay inside their project.
 pub async fn require_task_in_project(
@@ -122,13 +95,3 @@ pub async fn org_today(tx: &mut OrgTx, now: time::OffsetDateTime) -> Result<time
 // not `time`'s default `[year, ordinal]` pair. Use `#[serde(with = "crate::work::iso_date")]`,
 // or `crate::work::iso_date::option` for an `Option<Date>`.
 time::serde::format_description!(iso_date, Date, "[year]-[month]-[day]");
-
-pub fn parse_date(field: &str, value: Option<&str>) -> AppResult<Option<time::Date>> {
-    match value.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(v) => {
-            let fmt = time::macros::format_description!("[year]-[month]-[day]");
-            time::Date::parse(v, &fmt).map(Some).map_err(|_| AppError::field(field, "must be a date like 2026-01-31"))
-        }
-    }
-}

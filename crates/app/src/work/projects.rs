@@ -6,7 +6,7 @@ use time::{Date, OffsetDateTime};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{Page, member_filter, parse_date, project_visible, required, text};
+use super::{Page, fields, member_filter, project_visible};
 use crate::access::OrgPrincipal;
 use crate::access::OrgTx;
 use crate::access::role::Permission;
@@ -25,7 +25,7 @@ pub struct Project {
     pub client_id: Option<ClientId>,
     pub name: String,
     pub description: String,
-    /// `planned`, `active`, `on_hold`, `completed` or `archived`.
+    #[schema(value_type = ProjectStatus)]
     pub status: String,
     /// In minor units of the organization's currency.
     pub budget_minor: Option<i64>,
@@ -45,20 +45,87 @@ pub struct Project {
 pub const COLUMNS: &str = "p.organization_id, p.id, p.client_id, p.name, p.description, p.status, p.budget_minor, \
      p.start_date, p.due_date, p.visible_to_client, p.created_at, p.updated_at";
 
+/// A new project (with the default board columns).
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectInput {
-    pub name: Option<String>,
+    #[schema(format = "nonblank-text", max_length = 200)]
+    pub name: String,
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = "text", max_length = 20000, nullable = false)]
     pub description: Option<String>,
-    /// Client id, or an empty string for none.
+    /// A client of the organization; empty or null for none.
+    #[schema(format = "uuid-or-empty")]
     pub client_id: Option<String>,
+    /// Default `active`.
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(value_type = Option<ProjectStatus>, nullable = false)]
     pub status: Option<String>,
+    /// In minor units of the organization's currency; null for none.
+    #[serde(default, deserialize_with = "fields::int_or_null")]
+    #[schema(minimum = 0, maximum = 1000000000000000_i64)]
     pub budget_minor: Option<i64>,
-    /// YYYY-MM-DD, or empty for none.
+    /// YYYY-MM-DD; empty or null for none.
+    #[schema(format = "date-or-empty")]
     pub start_date: Option<String>,
+    /// YYYY-MM-DD, not before `start_date`; empty or null for none.
+    #[schema(format = "date-or-empty")]
     pub due_date: Option<String>,
+    /// Default `false`.
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(nullable = false)]
     pub visible_to_client: Option<bool>,
 }
+
+/// Changes to a project: fields left out stay as they are; `null` clears a field that may be
+/// empty (client, budget, dates) and is refused for the others.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectUpdate {
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = "nonblank-text", max_length = 200, nullable = false)]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = "text", max_length = 20000, nullable = false)]
+    pub description: Option<String>,
+    /// A client of the organization; empty or null for none.
+    #[serde(default, deserialize_with = "fields::present")]
+    #[schema(value_type = Option<String>, format = "uuid-or-empty")]
+    pub client_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(value_type = Option<ProjectStatus>, nullable = false)]
+    pub status: Option<String>,
+    /// In minor units of the organization's currency; null for none.
+    #[serde(default, deserialize_with = "fields::int_present")]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 1000000000000000_i64)]
+    pub budget_minor: Option<Option<i64>>,
+    /// YYYY-MM-DD; empty or null for none.
+    #[serde(default, deserialize_with = "fields::present")]
+    #[schema(value_type = Option<String>, format = "date-or-empty")]
+    pub start_date: Option<Option<String>>,
+    /// YYYY-MM-DD, not before the start date; empty or null for none.
+    #[serde(default, deserialize_with = "fields::present")]
+    #[schema(value_type = Option<String>, format = "date-or-empty")]
+    pub due_date: Option<Option<String>>,
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(nullable = false)]
+    pub visible_to_client: Option<bool>,
+}
+
+/// A project's status.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // the document's enum; the services keep statuses as text
+pub enum ProjectStatus {
+    Planned,
+    Active,
+    OnHold,
+    Completed,
+    Archived,
+}
+
+/// The largest budget (10^15 minor units).
+pub const MAX_BUDGET: i64 = 1_000_000_000_000_000;
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 pub struct ProjectFilter {
@@ -68,18 +135,30 @@ pub struct ProjectFilter {
     pub client_id: Option<String>,
 }
 
-const STATUSES: [&str; 5] = ["planned", "active", "on_hold", "completed", "archived"];
+pub const STATUSES: [&str; 5] = ["planned", "active", "on_hold", "completed", "archived"];
 
 pub(crate) fn require(p: &OrgPrincipal, perm: Permission) -> AppResult<()> {
     if p.can(perm) { Ok(()) } else { Err(AppError::Forbidden(format!("Your role doesn't allow this ({perm})."))) }
 }
 
-fn parse_client(v: Option<&str>) -> AppResult<Option<Option<ClientId>>> {
-    match v.map(str::trim) {
-        None => Ok(None),
-        Some("") => Ok(Some(None)),
-        Some(s) => s.parse().map(|c| Some(Some(c))).map_err(|_| AppError::field("client_id", "is not a client id")),
+fn parse_client(v: Option<&str>) -> AppResult<Option<ClientId>> {
+    v.map(|v| fields::id_or_empty("client_id", v)).transpose().map(Option::flatten)
+}
+
+/// A start date not after the due date.
+fn check_dates(start: Option<Date>, due: Option<Date>) -> AppResult<()> {
+    match (start, due) {
+        (Some(s), Some(d)) if d < s => Err(AppError::field("due_date", "must not be before the start date")),
+        _ => Ok(()),
     }
+}
+
+fn date_field(field: &str, v: Option<&str>) -> AppResult<Option<Date>> {
+    v.map(|v| fields::date_or_empty(field, v)).transpose().map(Option::flatten)
+}
+
+fn check_budget(budget: Option<i64>) -> AppResult<Option<i64>> {
+    budget.map(|b| fields::within("budget_minor", b, 0, MAX_BUDGET)).transpose()
 }
 
 pub async fn list(db: &Db, p: &OrgPrincipal, f: &ProjectFilter, page: Page) -> AppResult<(Vec<Project>, i64)> {
@@ -91,7 +170,7 @@ pub async fn list(db: &Db, p: &OrgPrincipal, f: &ProjectFilter, page: Page) -> A
         Some(s) if STATUSES.contains(&s) => Some(s.to_string()),
         Some(_) => return Err(AppError::field("status", "is not a project status")),
     };
-    let client = parse_client(f.client_id.as_deref())?.flatten();
+    let client = parse_client(f.client_id.as_deref())?;
     let q =
         f.q.as_deref()
             .map(str::trim)
@@ -170,23 +249,15 @@ pub const DEFAULT_COLUMNS: [&str; 3] = ["To do", "In progress", "Done"];
 
 pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ProjectInput) -> AppResult<Project> {
     require(p, Permission::ProjectsCreate)?;
-    let name = required("name", input.name.as_deref().unwrap_or(""), 200)?;
-    let description = text("description", input.description.as_deref(), 20000)?;
-    let client = parse_client(input.client_id.as_deref())?.flatten();
+    let name = fields::nonblank("name", &input.name, 200)?;
+    let description = fields::text("description", input.description.as_deref().unwrap_or(""), 20000)?;
+    let client = parse_client(input.client_id.as_deref())?;
     let status = input.status.clone().unwrap_or_else(|| "active".into());
-    if !STATUSES.contains(&status.as_str()) {
-        return Err(AppError::field("status", "is not a project status"));
-    }
-    if input.budget_minor.is_some_and(|b| b < 0) {
-        return Err(AppError::field("budget_minor", "must not be negative"));
-    }
-    let start = parse_date("start_date", input.start_date.as_deref())?;
-    let due = parse_date("due_date", input.due_date.as_deref())?;
-    if let (Some(s), Some(d)) = (start, due)
-        && d < s
-    {
-        return Err(AppError::field("due_date", "must not be before the start date"));
-    }
+    fields::one_of("status", &status, &STATUSES)?;
+    let budget = check_budget(input.budget_minor)?;
+    let start = date_field("start_date", input.start_date.as_deref())?;
+    let due = date_field("due_date", input.due_date.as_deref())?;
+    check_dates(start, due)?;
     let mut tx = OrgTx::begin(db, p).await?;
     check_client(&mut tx, client).await?;
     let id = ProjectId::new();
@@ -200,7 +271,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ProjectInp
     .bind(&name)
     .bind(&description)
     .bind(&status)
-    .bind(input.budget_minor)
+    .bind(budget)
     .bind(start)
     .bind(due)
     .bind(input.visible_to_client.unwrap_or(false))
@@ -242,43 +313,28 @@ pub async fn update(
     ctx: &Context,
     p: &OrgPrincipal,
     id: ProjectId,
-    input: &ProjectInput,
+    input: &ProjectUpdate,
 ) -> AppResult<Project> {
     require(p, Permission::ProjectsUpdate)?;
+    let name = input.name.as_deref().map(|n| fields::nonblank("name", n, 200)).transpose()?;
+    let description = input.description.as_deref().map(|d| fields::text("description", d, 20000)).transpose()?;
+    let client = input.client_id.as_ref().map(|c| parse_client(c.as_deref())).transpose()?;
+    if let Some(status) = &input.status {
+        fields::one_of("status", status, &STATUSES)?;
+    }
+    let budget = input.budget_minor.map(check_budget).transpose()?;
+    let start = input.start_date.as_ref().map(|d| date_field("start_date", d.as_deref())).transpose()?;
+    let due = input.due_date.as_ref().map(|d| date_field("due_date", d.as_deref())).transpose()?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch_visible(&mut tx, p, id).await?;
-    let name = match &input.name {
-        Some(n) => required("name", n, 200)?,
-        None => before.name.clone(),
-    };
-    let description = match &input.description {
-        Some(d) => text("description", Some(d), 20000)?,
-        None => before.description.clone(),
-    };
-    let client = match parse_client(input.client_id.as_deref())? {
-        Some(c) => c,
-        None => before.client_id,
-    };
+    let name = name.unwrap_or_else(|| before.name.clone());
+    let description = description.unwrap_or_else(|| before.description.clone());
+    let client = client.unwrap_or(before.client_id);
     let status = input.status.clone().unwrap_or_else(|| before.status.clone());
-    if !STATUSES.contains(&status.as_str()) {
-        return Err(AppError::field("status", "is not a project status"));
-    }
-    let budget = input.budget_minor.or(before.budget_minor);
-    if budget.is_some_and(|b| b < 0) {
-        return Err(AppError::field("budget_minor", "must not be negative"));
-    }
-    let start = if input.start_date.is_some() {
-        parse_date("start_date", input.start_date.as_deref())?
-    } else {
-        before.start_date
-    };
-    let due =
-        if input.due_date.is_some() { parse_date("due_date", input.due_date.as_deref())? } else { before.due_date };
-    if let (Some(s), Some(d)) = (start, due)
-        && d < s
-    {
-        return Err(AppError::field("due_date", "must not be before the start date"));
-    }
+    let budget = budget.unwrap_or(before.budget_minor);
+    let start = start.unwrap_or(before.start_date);
+    let due = due.unwrap_or(before.due_date);
+    check_dates(start, due)?;
     check_client(&mut tx, client).await?;
     let after: Project = sqlx::query_as(&format!(
         "UPDATE projects AS p SET name = $2, description = $3, client_id = $4, status = $5, budget_minor = $6, start_date = $7, \
@@ -434,7 +490,7 @@ pub async fn list_columns(db: &Db, p: &OrgPrincipal, project: ProjectId) -> AppR
 
 pub async fn add_column(db: &Db, ctx: &Context, p: &OrgPrincipal, project: ProjectId, name: &str) -> AppResult<Column> {
     require(p, Permission::ProjectsUpdate)?;
-    let name = required("name", name, 100)?;
+    let name = fields::nonblank("name", name, 100)?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible(&mut tx, p, project).await?;
     let next: i32 =

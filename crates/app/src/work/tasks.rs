@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::projects::{fetch_visible, require};
-use super::{Page, member_filter, parse_date, project_visible, required, text};
+use super::{Page, fields, member_filter, project_visible};
 use crate::access::OrgPrincipal;
 use crate::access::OrgTx;
 use crate::access::role::Permission;
@@ -27,9 +27,9 @@ pub struct Task {
     pub parent_id: Option<Uuid>,
     pub title: String,
     pub description: String,
-    /// `todo`, `in_progress`, `blocked` or `done`.
+    #[schema(value_type = TaskStatus)]
     pub status: String,
-    /// `low`, `normal`, `high` or `urgent`.
+    #[schema(value_type = TaskPriority)]
     pub priority: String,
     #[schema(value_type = Option<String>, format = Date)]
     #[serde(with = "super::iso_date::option")]
@@ -46,40 +46,120 @@ pub struct Task {
 pub const COLUMNS: &str = "t.organization_id, t.id, t.project_id, t.column_id, t.parent_id, t.title, t.description, t.status, \
      t.priority, t.due_date, t.estimate_minutes, t.visible_to_client, t.position, t.created_at, t.updated_at";
 
-const STATUSES: [&str; 4] = ["todo", "in_progress", "blocked", "done"];
-const PRIORITIES: [&str; 4] = ["low", "normal", "high", "urgent"];
+pub const STATUSES: [&str; 4] = ["todo", "in_progress", "blocked", "done"];
+pub const PRIORITIES: [&str; 4] = ["low", "normal", "high", "urgent"];
 
+/// A new task.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskInput {
-    /// Required on create; a task never changes project.
-    pub project_id: Option<String>,
+    /// The project (a task never changes project).
+    #[schema(format = Uuid)]
+    pub project_id: String,
+    /// A board column of the project (default: its first column).
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = Uuid, nullable = false)]
     pub column_id: Option<String>,
-    /// Makes this a subtask of a task in the same project.
+    /// Makes this a subtask of a task in the same project; empty or null for none.
+    #[schema(format = "uuid-or-empty")]
     pub parent_id: Option<String>,
-    pub title: Option<String>,
+    #[schema(format = "nonblank-text", max_length = 300)]
+    pub title: String,
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = "text", max_length = 50000, nullable = false)]
     pub description: Option<String>,
+    /// Default `todo`.
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(value_type = Option<TaskStatus>, nullable = false)]
     pub status: Option<String>,
+    /// Default `normal`.
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(value_type = Option<TaskPriority>, nullable = false)]
     pub priority: Option<String>,
-    /// YYYY-MM-DD, or empty for none.
+    /// YYYY-MM-DD; empty or null for none.
+    #[schema(format = "date-or-empty")]
     pub due_date: Option<String>,
-    /// Minutes, 0–1000000. On an update, `null` clears the estimate and leaving it out keeps it.
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i32>)]
-    pub estimate_minutes: Option<Option<i32>>,
+    /// Minutes; null for none.
+    #[serde(default, deserialize_with = "fields::int_or_null")]
+    #[schema(minimum = 0, maximum = 1000000)]
+    pub estimate_minutes: Option<i32>,
+    /// Default `false`.
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(nullable = false)]
     pub visible_to_client: Option<bool>,
-    /// Replaces the assignees (organization members with access to the project).
+    /// Organization members with access to the project (at most 20).
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(value_type = Option<Vec<uuid::Uuid>>, nullable = false, max_items = 20)]
     pub assignees: Option<Vec<String>>,
 }
 
-/// A field that was sent, `null` included (`Some(None)`), as opposed to one left out (`None`,
-/// by `#[serde(default)]`).
-fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
+/// Changes to a task: fields left out stay as they are; `null` clears a field that may be empty
+/// (parent, due date, estimate) and is refused for the others.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskUpdate {
+    /// The task's own project (a task can't move to another one).
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = Uuid, nullable = false)]
+    pub project_id: Option<String>,
+    /// A board column of the task's project.
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = Uuid, nullable = false)]
+    pub column_id: Option<String>,
+    /// Another task of the same project, not one of this task's own subtasks; empty or null
+    /// makes it a top-level task.
+    #[serde(default, deserialize_with = "fields::present")]
+    #[schema(value_type = Option<String>, format = "uuid-or-empty")]
+    pub parent_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = "nonblank-text", max_length = 300, nullable = false)]
+    pub title: Option<String>,
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = "text", max_length = 50000, nullable = false)]
+    pub description: Option<String>,
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(value_type = Option<TaskStatus>, nullable = false)]
+    pub status: Option<String>,
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(value_type = Option<TaskPriority>, nullable = false)]
+    pub priority: Option<String>,
+    /// YYYY-MM-DD; empty or null for none.
+    #[serde(default, deserialize_with = "fields::present")]
+    #[schema(value_type = Option<String>, format = "date-or-empty")]
+    pub due_date: Option<Option<String>>,
+    /// Minutes; null for none.
+    #[serde(default, deserialize_with = "fields::int_present")]
+    #[schema(value_type = Option<i32>, minimum = 0, maximum = 1000000)]
+    pub estimate_minutes: Option<Option<i32>>,
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(nullable = false)]
+    pub visible_to_client: Option<bool>,
+    /// Replaces the assignees: organization members with access to the project (at most 20).
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(value_type = Option<Vec<uuid::Uuid>>, nullable = false, max_items = 20)]
+    pub assignees: Option<Vec<String>>,
+}
+
+/// A task's status.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // the document's enum; the services keep statuses as text
+pub enum TaskStatus {
+    Todo,
+    InProgress,
+    Blocked,
+    Done,
+}
+
+/// A task's priority.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // the document's enum; the services keep priorities as text
+pub enum TaskPriority {
+    Low,
+    Normal,
+    High,
+    Urgent,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
@@ -90,8 +170,8 @@ pub struct TaskFilter {
     pub q: Option<String>,
 }
 
-fn parse_uuid(field: &str, v: &str) -> AppResult<Uuid> {
-    v.trim().parse().map_err(|_| AppError::field(field, "is not a valid id"))
+fn optional_id(field: &str, v: Option<&str>) -> AppResult<Option<Uuid>> {
+    v.map(|v| fields::id_or_empty(field, v)).transpose().map(Option::flatten)
 }
 
 /// The SQL that lists tasks (also used by the reference handler of the API benchmark, which
@@ -111,14 +191,14 @@ pub fn list_sql() -> String {
 pub async fn list(db: &Db, p: &OrgPrincipal, f: &TaskFilter, page: Page) -> AppResult<Vec<Task>> {
     require(p, Permission::TasksRead)?;
     let member = member_filter(p)?;
-    let project = f.project_id.as_deref().filter(|s| !s.is_empty()).map(|s| parse_uuid("project_id", s)).transpose()?;
+    let project = optional_id("project_id", f.project_id.as_deref())?;
     let status = f.status.clone().filter(|s| !s.is_empty());
     if let Some(s) = &status
         && !STATUSES.contains(&s.as_str())
     {
         return Err(AppError::field("status", "is not a task status"));
     }
-    let assignee = f.assignee.as_deref().filter(|s| !s.is_empty()).map(|s| parse_uuid("assignee", s)).transpose()?;
+    let assignee = optional_id("assignee", f.assignee.as_deref())?;
     let q =
         f.q.as_deref()
             .map(str::trim)
@@ -206,16 +286,17 @@ async fn check_assignees(tx: &mut OrgTx, project: ProjectId, users: &[UserId]) -
 }
 
 fn parse_users(v: &[String]) -> AppResult<Vec<UserId>> {
+    if v.len() > 20 {
+        return Err(AppError::field("assignees", "at most 20"));
+    }
     let mut out: Vec<UserId> = v
         .iter()
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().map_err(|_| AppError::field("assignees", "contains an invalid id")))
+        .map(|s| {
+            fields::id::<UserId>("assignees", s).map_err(|_| AppError::field("assignees", "contains an invalid id"))
+        })
         .collect::<AppResult<_>>()?;
     out.sort();
     out.dedup();
-    if out.len() > 20 {
-        return Err(AppError::field("assignees", "at most 20"));
-    }
     Ok(out)
 }
 
@@ -236,14 +317,6 @@ async fn column_of(tx: &mut OrgTx, project: ProjectId, column: Option<Uuid>) -> 
         }
     };
     found.ok_or_else(|| AppError::field("column_id", "is not a column of this project"))
-}
-
-fn validate_enum(field: &str, v: &str, allowed: &[&str]) -> AppResult<()> {
-    if allowed.contains(&v) {
-        Ok(())
-    } else {
-        Err(AppError::field(field, format!("must be one of {}", allowed.join(", "))))
-    }
 }
 
 async fn actor_label(tx: &mut OrgTx, p: &OrgPrincipal) -> Result<String, sqlx::Error> {
@@ -294,27 +367,17 @@ fn snapshot(t: &Task) -> serde_json::Value {
 
 pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput) -> AppResult<Task> {
     require(p, Permission::TasksCreate)?;
-    let project: ProjectId = input
-        .project_id
-        .as_deref()
-        .ok_or_else(|| AppError::field("project_id", "is required"))?
-        .trim()
-        .parse()
-        .map_err(|_| AppError::field("project_id", "is not a valid id"))?;
-    let title = required("title", input.title.as_deref().unwrap_or(""), 300)?;
-    let description = text("description", input.description.as_deref(), 50000)?;
+    let project: ProjectId = fields::id("project_id", &input.project_id)?;
+    let title = fields::nonblank("title", &input.title, 300)?;
+    let description = fields::text("description", input.description.as_deref().unwrap_or(""), 50000)?;
     let status = input.status.clone().unwrap_or_else(|| "todo".into());
-    validate_enum("status", &status, &STATUSES)?;
+    fields::one_of("status", &status, &STATUSES)?;
     let priority = input.priority.clone().unwrap_or_else(|| "normal".into());
-    validate_enum("priority", &priority, &PRIORITIES)?;
-    let due = parse_date("due_date", input.due_date.as_deref())?;
-    if input.estimate_minutes.flatten().is_some_and(|m| !(0..=1_000_000).contains(&m)) {
-        return Err(AppError::field("estimate_minutes", "must be between 0 and 1000000"));
-    }
-    let column =
-        input.column_id.as_deref().filter(|s| !s.is_empty()).map(|s| parse_uuid("column_id", s)).transpose()?;
-    let parent =
-        input.parent_id.as_deref().filter(|s| !s.is_empty()).map(|s| parse_uuid("parent_id", s)).transpose()?;
+    fields::one_of("priority", &priority, &PRIORITIES)?;
+    let due = input.due_date.as_deref().map(|d| fields::date_or_empty("due_date", d)).transpose()?.flatten();
+    let estimate = input.estimate_minutes.map(|m| fields::within("estimate_minutes", m, 0, 1_000_000)).transpose()?;
+    let column = input.column_id.as_deref().map(|c| fields::id::<Uuid>("column_id", c)).transpose()?;
+    let parent = optional_id("parent_id", input.parent_id.as_deref())?;
     let users = parse_users(input.assignees.as_deref().unwrap_or(&[]))?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible(&mut tx, p, project).await.map_err(|e| match e {
@@ -346,7 +409,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput)
     .bind(&status)
     .bind(&priority)
     .bind(due)
-    .bind(input.estimate_minutes.flatten())
+    .bind(estimate)
     .bind(input.visible_to_client.unwrap_or(false))
     .bind(position)
     .bind(p.user_id())
@@ -389,46 +452,49 @@ fn hierarchy_error(e: sqlx::Error) -> AppError {
     }
 }
 
-pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &TaskInput) -> AppResult<Task> {
+pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &TaskUpdate) -> AppResult<Task> {
     require(p, Permission::TasksUpdate)?;
+    let project: Option<ProjectId> = input.project_id.as_deref().map(|v| fields::id("project_id", v)).transpose()?;
+    let title = input.title.as_deref().map(|t| fields::nonblank("title", t, 300)).transpose()?;
+    let description = input.description.as_deref().map(|d| fields::text("description", d, 50000)).transpose()?;
+    if let Some(status) = &input.status {
+        fields::one_of("status", status, &STATUSES)?;
+    }
+    if let Some(priority) = &input.priority {
+        fields::one_of("priority", priority, &PRIORITIES)?;
+    }
+    let due = input
+        .due_date
+        .as_ref()
+        .map(|d| d.as_deref().map(|d| fields::date_or_empty("due_date", d)).transpose().map(Option::flatten))
+        .transpose()?;
+    let estimate = input
+        .estimate_minutes
+        .map(|m| m.map(|m| fields::within("estimate_minutes", m, 0, 1_000_000)).transpose())
+        .transpose()?;
+    let column = input.column_id.as_deref().map(|c| fields::id::<Uuid>("column_id", c)).transpose()?;
+    let parent = input.parent_id.as_ref().map(|v| optional_id("parent_id", v.as_deref())).transpose()?;
+    let users = input.assignees.as_deref().map(parse_users).transpose()?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch_visible_task(&mut tx, p, id).await?;
     let assignees_before = assignees(&mut tx, id).await?;
-    if let Some(project) = &input.project_id
-        && project.trim() != before.project_id.to_string()
-    {
+    if project.is_some_and(|project| project != before.project_id) {
         return Err(AppError::field("project_id", "a task can't move to another project"));
     }
-    let title = match &input.title {
-        Some(t) => required("title", t, 300)?,
-        None => before.title.clone(),
-    };
-    let description = match &input.description {
-        Some(d) => text("description", Some(d), 50000)?,
-        None => before.description.clone(),
-    };
+    let title = title.unwrap_or_else(|| before.title.clone());
+    let description = description.unwrap_or_else(|| before.description.clone());
     let status = input.status.clone().unwrap_or_else(|| before.status.clone());
-    validate_enum("status", &status, &STATUSES)?;
     let priority = input.priority.clone().unwrap_or_else(|| before.priority.clone());
-    validate_enum("priority", &priority, &PRIORITIES)?;
-    let due =
-        if input.due_date.is_some() { parse_date("due_date", input.due_date.as_deref())? } else { before.due_date };
-    let estimate = match input.estimate_minutes {
-        Some(sent) => sent,
-        None => before.estimate_minutes,
-    };
-    if estimate.is_some_and(|m| !(0..=1_000_000).contains(&m)) {
-        return Err(AppError::field("estimate_minutes", "must be between 0 and 1000000"));
-    }
-    let column = match input.column_id.as_deref().filter(|s| !s.is_empty()) {
-        Some(c) => column_of(&mut tx, before.project_id, Some(parse_uuid("column_id", c)?)).await?,
+    let due = due.unwrap_or(before.due_date);
+    let estimate = estimate.unwrap_or(before.estimate_minutes);
+    let column = match column {
+        Some(c) => column_of(&mut tx, before.project_id, Some(c)).await?,
         None => before.column_id,
     };
-    let parent = match input.parent_id.as_deref() {
+    let parent = match parent {
         None => before.parent_id,
-        Some("") => None,
-        Some(s) => {
-            let parent = parse_uuid("parent_id", s)?;
+        Some(None) => None,
+        Some(Some(parent)) => {
             let same: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND project_id = $2 AND id <> $3)",
             )
@@ -470,8 +536,7 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &
     .fetch_one(&mut *tx)
     .await
     .map_err(hierarchy_error)?;
-    if let Some(list) = &input.assignees {
-        let users = parse_users(list)?;
+    if let Some(users) = users {
         check_assignees(&mut tx, before.project_id, &users).await?;
         let old = assignees_before.clone();
         if old != users {
@@ -561,11 +626,28 @@ pub struct Comment {
     pub edited_at: Option<OffsetDateTime>,
 }
 
+/// A new comment.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommentInput {
+    #[schema(format = "nonblank-text", max_length = 20000)]
+    pub body: String,
+    /// Shown to the client in the portal (default `false`).
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(nullable = false)]
+    pub client_visible: Option<bool>,
+}
+
+/// Changes to a comment (fields left out stay as they are; neither may be `null`).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommentUpdate {
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = "nonblank-text", max_length = 20000, nullable = false)]
     pub body: Option<String>,
     /// Shown to the client in the portal.
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(nullable = false)]
     pub client_visible: Option<bool>,
 }
 
@@ -594,7 +676,7 @@ pub async fn add_comment(
     input: &CommentInput,
 ) -> AppResult<Comment> {
     require(p, Permission::CommentsCreate)?;
-    let body = required("body", input.body.as_deref().unwrap_or(""), 20000)?;
+    let body = fields::nonblank("body", &input.body, 20000)?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible_task(&mut tx, p, task).await?;
     let id = Uuid::now_v7();
@@ -662,10 +744,10 @@ pub async fn update_comment(
     p: &OrgPrincipal,
     task: Uuid,
     comment: Uuid,
-    input: &CommentInput,
+    input: &CommentUpdate,
 ) -> AppResult<Comment> {
     require(p, Permission::CommentsCreate)?;
-    let body = input.body.as_deref().map(|b| required("body", b, 20000)).transpose()?;
+    let body = input.body.as_deref().map(|b| fields::nonblank("body", b, 20000)).transpose()?;
     let mut tx = OrgTx::begin(db, p).await?;
     let (before, own) = fetch_comment(&mut tx, p, task, comment).await?;
     if !own {

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::projects::{fetch_visible, require};
-use super::{Page, member_filter, parse_date, project_visible, text};
+use super::{Page, fields, member_filter, project_visible};
 use crate::access::OrgPrincipal;
 use crate::access::OrgTx;
 use crate::access::role::Permission;
@@ -35,15 +35,50 @@ pub struct TimeEntry {
 
 const COLUMNS: &str = "e.id, e.project_id, e.task_id, e.user_id, e.minutes, e.spent_on, e.note, e.created_at";
 
+/// Time spent, recorded for a person.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimeInput {
-    pub project_id: Option<String>,
+    #[schema(format = Uuid)]
+    pub project_id: String,
+    /// A task of the project; empty or null for none.
+    #[schema(format = "uuid-or-empty")]
     pub task_id: Option<String>,
-    /// 1–1440.
-    pub minutes: Option<i32>,
+    #[serde(deserialize_with = "fields::int")]
+    #[schema(minimum = 1, maximum = 1440)]
+    pub minutes: i32,
     /// YYYY-MM-DD (default: today in the organization's time zone).
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = Date, nullable = false)]
     pub spent_on: Option<String>,
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = "text", max_length = 2000, nullable = false)]
+    pub note: Option<String>,
+}
+
+/// Changes to a time entry: fields left out stay as they are; `null` (or an empty string)
+/// detaches it from its task; other fields refuse `null`. An entry stays in its project and with
+/// its person.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimeUpdate {
+    /// The entry's own project (an entry can't move to another one).
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = Uuid, nullable = false)]
+    pub project_id: Option<String>,
+    /// A task of the entry's project; empty or null for none.
+    #[serde(default, deserialize_with = "fields::present")]
+    #[schema(value_type = Option<String>, format = "uuid-or-empty")]
+    pub task_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "fields::int_non_null")]
+    #[schema(minimum = 1, maximum = 1440, nullable = false)]
+    pub minutes: Option<i32>,
+    /// YYYY-MM-DD.
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = Date, nullable = false)]
+    pub spent_on: Option<String>,
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = "text", max_length = 2000, nullable = false)]
     pub note: Option<String>,
 }
 
@@ -56,18 +91,9 @@ pub struct TimeFilter {
 pub async fn list(db: &Db, p: &OrgPrincipal, f: &TimeFilter, page: Page) -> AppResult<Vec<TimeEntry>> {
     require(p, Permission::ProjectsRead)?;
     let member = member_filter(p)?;
-    let project: Option<Uuid> = f
-        .project_id
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().map_err(|_| AppError::field("project_id", "is not a valid id")))
-        .transpose()?;
-    let task: Option<Uuid> = f
-        .task_id
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().map_err(|_| AppError::field("task_id", "is not a valid id")))
-        .transpose()?;
+    let project: Option<Uuid> =
+        f.project_id.as_deref().map(|s| fields::id_or_empty("project_id", s)).transpose()?.flatten();
+    let task: Option<Uuid> = f.task_id.as_deref().map(|s| fields::id_or_empty("task_id", s)).transpose()?.flatten();
     let mut tx = OrgTx::begin(db, p).await?;
     let rows = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM time_entries e JOIN projects p ON p.organization_id = e.organization_id AND p.id = e.project_id \
@@ -92,25 +118,11 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TimeInput)
     let user = p.on_behalf_of().ok_or_else(|| {
         AppError::Forbidden("Time is recorded for a person; this key was not created by a member.".into())
     })?;
-    let project: ProjectId = input
-        .project_id
-        .as_deref()
-        .ok_or_else(|| AppError::field("project_id", "is required"))?
-        .trim()
-        .parse()
-        .map_err(|_| AppError::field("project_id", "is not a valid id"))?;
-    let task: Option<Uuid> = input
-        .task_id
-        .as_deref()
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().map_err(|_| AppError::field("task_id", "is not a valid id")))
-        .transpose()?;
-    let minutes = input.minutes.ok_or_else(|| AppError::field("minutes", "is required"))?;
-    if !(1..=1440).contains(&minutes) {
-        return Err(AppError::field("minutes", "must be between 1 and 1440"));
-    }
-    let spent_on = parse_date("spent_on", input.spent_on.as_deref())?;
-    let note = text("note", input.note.as_deref(), 2000)?;
+    let project: ProjectId = fields::id("project_id", &input.project_id)?;
+    let task: Option<Uuid> = input.task_id.as_deref().map(|s| fields::id_or_empty("task_id", s)).transpose()?.flatten();
+    let minutes = fields::within("minutes", input.minutes, 1, 1440)?;
+    let spent_on = input.spent_on.as_deref().map(|d| fields::date("spent_on", d)).transpose()?;
+    let note = fields::text("note", input.note.as_deref().unwrap_or(""), 2000)?;
     let mut tx = OrgTx::begin(db, p).await?;
     // Without a date, the time is booked on the organization's today.
     let spent_on = match spent_on {
@@ -177,30 +189,23 @@ pub async fn get(db: &Db, p: &OrgPrincipal, id: Uuid) -> AppResult<TimeEntry> {
 /// Changes an entry: one's own, or anyone's with `projects.update` (as for deleting). Absent
 /// fields are unchanged; an empty `task_id` detaches it from its task. An entry stays in its
 /// project and with its person.
-pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &TimeInput) -> AppResult<TimeEntry> {
+pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &TimeUpdate) -> AppResult<TimeEntry> {
     require(p, Permission::TimeTrack)?;
-    if input.minutes.is_some_and(|m| !(1..=1440).contains(&m)) {
-        return Err(AppError::field("minutes", "must be between 1 and 1440"));
-    }
-    let spent_on = match input.spent_on.as_deref().map(str::trim) {
-        None => None,
-        Some("") => return Err(AppError::field("spent_on", "is required (a date like 2026-01-31)")),
-        Some(v) => parse_date("spent_on", Some(v))?,
-    };
-    let note = input.note.as_deref().map(|n| text("note", Some(n), 2000)).transpose()?;
-    let task: Option<Option<Uuid>> = match input.task_id.as_deref().map(str::trim) {
-        None => None,
-        Some("") => Some(None),
-        Some(v) => Some(Some(v.parse().map_err(|_| AppError::field("task_id", "is not a valid id"))?)),
-    };
+    let minutes = input.minutes.map(|m| fields::within("minutes", m, 1, 1440)).transpose()?;
+    let spent_on = input.spent_on.as_deref().map(|d| fields::date("spent_on", d)).transpose()?;
+    let note = input.note.as_deref().map(|n| fields::text("note", n, 2000)).transpose()?;
+    let task: Option<Option<Uuid>> = input
+        .task_id
+        .as_ref()
+        .map(|t| t.as_deref().map(|v| fields::id_or_empty("task_id", v)).transpose().map(Option::flatten))
+        .transpose()?;
+    let project: Option<ProjectId> = input.project_id.as_deref().map(|v| fields::id("project_id", v)).transpose()?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch_visible_entry(&mut tx, p, id).await?;
     if Some(before.user_id) != p.on_behalf_of() && !p.can(Permission::ProjectsUpdate) {
         return Err(AppError::Forbidden("You can change only your own time entries.".into()));
     }
-    if let Some(project) = input.project_id.as_deref()
-        && project.trim() != before.project_id.to_string()
-    {
+    if project.is_some_and(|project| project != before.project_id) {
         return Err(AppError::field("project_id", "a time entry can't move to another project"));
     }
     if let Some(Some(t)) = task {
@@ -218,7 +223,7 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &
     ))
     .bind(id)
     .bind(task.unwrap_or(before.task_id))
-    .bind(input.minutes.unwrap_or(before.minutes))
+    .bind(minutes.unwrap_or(before.minutes))
     .bind(spent_on.unwrap_or(before.spent_on))
     .bind(note.as_deref().unwrap_or(&before.note))
     .fetch_one(&mut *tx)

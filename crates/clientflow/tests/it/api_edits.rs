@@ -314,9 +314,12 @@ async fn files_are_uploaded_with_the_web_limits_and_their_metadata_edited() {
     upload_with(&app, &admin_key, &parts, Some(("once.txt", b"twice")), "boundary-a", &idem).await.assert_problem(409);
     assert_eq!(files().await, 2);
 
-    // Metadata: rename, share, move between the project's tasks, detach.
+    // Metadata: rename, share, move between the project's tasks, detach. A name is applied as
+    // given or refused, never cut down to something else.
     let res =
         patch(&app, &location, &admin_key, json!({"name": "../Minutes \"Q1\".txt", "shared_with_client": true})).await;
+    res.assert_problem_field(422, "name");
+    let res = patch(&app, &location, &admin_key, json!({"name": " Minutes Q1.txt ", "shared_with_client": true})).await;
     assert_eq!(res.status, 200, "{}", res.body);
     assert_eq!(
         (res.body["data"]["name"].as_str(), res.body["data"]["shared_with_client"].as_bool()),

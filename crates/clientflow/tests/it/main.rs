@@ -4,6 +4,7 @@
 mod allowlist;
 mod api;
 mod api_edits;
+mod api_fields;
 mod audit;
 mod botcheck;
 mod botcheck_forms;
@@ -27,6 +28,7 @@ mod migrations;
 mod operator;
 mod ratelimit;
 mod ratelimit_http;
+mod schemathesis;
 mod support;
 mod task_tree;
 mod tenancy;

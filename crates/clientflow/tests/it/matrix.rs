@@ -184,6 +184,8 @@ pub const BODIES: &[Write] = &[
         "POST /o/{org}/invoices/{invoice}/edit",
         &[
             ("client_id", "{portal_client}"),
+            ("issue_date", "2026-01-01"),
+            ("due_date", "2026-01-31"),
             ("description_0", "Edited {unique}"),
             ("quantity_0", "2"),
             ("price_0", "10"),

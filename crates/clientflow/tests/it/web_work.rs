@@ -28,7 +28,7 @@ fn earlier_value<T: std::str::FromStr>(earlier: &[(String, String)], name: &str)
 /// organization's Member in it: every role that may see projects sees this one.
 async fn fixture_project(app: &TestApp, org: &Org, operator: &access::OrgPrincipal) -> ProjectId {
     let input = projects::ProjectInput {
-        name: Some("Fixture project".into()),
+        name: "Fixture project".into(),
         client_id: Some(org.client_id.clone()),
         visible_to_client: Some(true),
         ..Default::default()
@@ -40,7 +40,7 @@ async fn fixture_project(app: &TestApp, org: &Org, operator: &access::OrgPrincip
 }
 
 async fn another_client(app: &TestApp, operator: &access::OrgPrincipal) -> ClientId {
-    let input = clients::ClientInput { name: Some("Another client".into()), ..Default::default() };
+    let input = clients::ClientInput { name: "Another client".into(), ..Default::default() };
     clients::create(&app.app_db, &ctx(app), operator, &input).await.unwrap().id
 }
 
@@ -48,7 +48,7 @@ async fn another_client(app: &TestApp, operator: &access::OrgPrincipal) -> Clien
 async fn another_clients_project(app: &TestApp, operator: &access::OrgPrincipal) -> ProjectId {
     let client = another_client(app, operator).await;
     let input = projects::ProjectInput {
-        name: Some("Another client's project".into()),
+        name: "Another client's project".into(),
         client_id: Some(client.to_string()),
         visible_to_client: Some(true),
         ..Default::default()
@@ -71,8 +71,8 @@ async fn parent_project(
 
 async fn fixture_task(app: &TestApp, operator: &access::OrgPrincipal, project: ProjectId) -> uuid::Uuid {
     let input = tasks::TaskInput {
-        project_id: Some(project.to_string()),
-        title: Some("Fixture task".into()),
+        project_id: project.to_string(),
+        title: "Fixture task".into(),
         visible_to_client: Some(true),
         ..Default::default()
     };
@@ -92,10 +92,10 @@ pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, S
         "client" => {
             // With a project the organization's Member belongs to: Members see only the
             // clients of their projects.
-            let input = clients::ClientInput { name: Some("Fixture client".into()), ..Default::default() };
+            let input = clients::ClientInput { name: "Fixture client".into(), ..Default::default() };
             let client = clients::create(db, &c, &op, &input).await.unwrap().id;
             let input = projects::ProjectInput {
-                name: Some("Fixture client's project".into()),
+                name: "Fixture client's project".into(),
                 client_id: Some(client.to_string()),
                 ..Default::default()
             };
@@ -108,7 +108,7 @@ pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, S
             let client = match earlier_value::<ClientId>(earlier, "client") {
                 Some(client) => client,
                 None => {
-                    let input = clients::ClientInput { name: Some("Fixture client".into()), ..Default::default() };
+                    let input = clients::ClientInput { name: "Fixture client".into(), ..Default::default() };
                     clients::create(db, &c, &op, &input).await.unwrap().id
                 }
             };
@@ -148,7 +148,7 @@ pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, S
                 Some(t) => t,
                 None => fixture_task(app, &op, parent_project(app, org, &op, earlier).await).await,
             };
-            let input = tasks::CommentInput { body: Some("Fixture comment".into()), client_visible: Some(true) };
+            let input = tasks::CommentInput { body: "Fixture comment".into(), client_visible: Some(true) };
             let id = tasks::add_comment(db, &c, &op, task, &input).await.unwrap().id;
             // Written by the organization's Member, who may delete their own comments.
             let member: uuid::Uuid = org.people["member"].user_id.parse().unwrap();
@@ -183,7 +183,7 @@ pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, S
         "invoice" => {
             // Sent, to the portal's client: the portal shows it, and internal pages may act on it.
             let input = invoices::InvoiceInput {
-                client_id: Some(org.client_id.clone()),
+                client_id: org.client_id.clone(),
                 lines: Some(vec![invoices::LineInput {
                     description: "Fixture work".into(),
                     quantity_milli: 1000,
@@ -198,7 +198,7 @@ pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, S
         "draft_invoice" => {
             // A draft, to the portal's client: the only state that may still be edited, sent or deleted.
             let input = invoices::InvoiceInput {
-                client_id: Some(org.client_id.clone()),
+                client_id: org.client_id.clone(),
                 lines: Some(vec![invoices::LineInput {
                     description: "Fixture draft".into(),
                     quantity_milli: 1000,
@@ -226,7 +226,7 @@ pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, S
         "another_clients_invoice" => {
             let client = another_client(app, &op).await;
             let input = invoices::InvoiceInput {
-                client_id: Some(client.to_string()),
+                client_id: client.to_string(),
                 lines: Some(vec![invoices::LineInput {
                     description: "Another client's work".into(),
                     quantity_milli: 1000,
@@ -1092,4 +1092,83 @@ async fn task_edits_on_the_page_record_exact_old_and_new_values() {
     // The page shows the history.
     let html = page(&mut o.browser, &format!("/o/{slug}/tasks/{task}")).await;
     assert!(html.contains("Sketch") && html.contains("Blueprint") && html.contains("2030-04-02"), "{html}");
+}
+
+/// The value of the form field `name` in a page (`name="…" value="…"`).
+fn field_value(html: &str, name: &str) -> String {
+    let at = html.find(&format!("name=\"{name}\"")).unwrap_or_else(|| panic!("no field {name}"));
+    let rest = &html[at..];
+    let value = rest[..rest.find('>').unwrap()].split("value=\"").nth(1).unwrap_or("\"");
+    value.split('"').next().unwrap().to_string()
+}
+
+/// The edit pages apply every field they show: a draft's currency changes (to a real ISO 4217
+/// code only), and an emptied budget or date is cleared rather than kept.
+#[tokio::test]
+async fn edit_pages_apply_what_they_show() {
+    let app = TestApp::spawn().await;
+    let mut o = owner_with_org(&app, "edits").await;
+    let slug = o.slug.clone();
+    let acme = new_client(&o, "Acme").await;
+    let invoice = new_invoice(&o, &acme, &[("Design", "1", "100")], &[("currency", "USD")]).await;
+    let edit = format!("/o/{slug}/invoices/{invoice}/edit");
+    let form = page(&mut o.browser, &edit).await;
+    assert_eq!(field_value(&form, "currency"), "USD", "the currency is a field of the edit form");
+    let (issue, due) = (field_value(&form, "issue_date"), field_value(&form, "due_date"));
+    let fields = |currency: &'static str| {
+        vec![
+            ("client_id", acme.clone()),
+            ("currency", currency.to_string()),
+            ("tax_rate", "0".to_string()),
+            ("issue_date", issue.clone()),
+            ("due_date", due.clone()),
+            ("description_0", "Design".to_string()),
+            ("quantity_0", "1".to_string()),
+            ("price_0", "100".to_string()),
+        ]
+    };
+    async fn submit(o: &Owner, path: &str, fields: Vec<(&'static str, String)>) -> reqwest::Response {
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        post(&o.browser, &o.token, path, &fields).await
+    }
+    redirected(submit(&o, &edit, fields("gbp")).await).await;
+    let shown = page(&mut o.browser, &format!("/o/{slug}/invoices/{invoice}")).await;
+    assert!(shown.contains("100.00 GBP"), "{shown}");
+    for bad in ["XXX", "ABC", "EURO"] {
+        let res = submit(&o, &edit, fields(bad)).await;
+        assert_eq!(res.status(), 422, "{bad}");
+        assert!(res.text().await.unwrap().contains("ISO 4217"), "{bad}: the page says why");
+    }
+    let mut emptied = fields("GBP");
+    emptied.retain(|(k, _)| *k != "issue_date");
+    emptied.push(("issue_date", String::new()));
+    assert_eq!(submit(&o, &edit, emptied).await.status(), 422, "an emptied issue date is refused, not kept");
+    let currency = id_by(&app, "SELECT id FROM invoices WHERE currency = $1", "GBP").await;
+    assert_eq!(currency, invoice, "the refused edits changed nothing");
+
+    // A project's budget and dates: emptied fields are cleared.
+    let project = new_project(&o, "Site", &acme, false).await;
+    let path = format!("/o/{slug}/projects/{project}/edit");
+    let with = [
+        ("name", "Site"),
+        ("client_id", acme.as_str()),
+        ("status", "active"),
+        ("budget", "250.00"),
+        ("due_date", "2030-01-31"),
+    ];
+    redirected(post(&o.browser, &o.token, &path, &with).await).await;
+    let budget = || async {
+        let mut db = app.db.admin_conn().await;
+        let row: (Option<i64>, Option<time::Date>, Option<uuid::Uuid>) =
+            sqlx::query_as("SELECT budget_minor, due_date, client_id FROM projects WHERE id = $1::uuid")
+                .bind(&project)
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+        row
+    };
+    assert_eq!(budget().await.0, Some(25_000));
+    let without = [("name", "Site"), ("client_id", ""), ("status", "active"), ("budget", ""), ("due_date", "")];
+    redirected(post(&o.browser, &o.token, &path, &without).await).await;
+    assert_eq!(budget().await, (None, None, None), "budget, due date and client cleared");
 }

@@ -30,39 +30,30 @@ async fn references_never_cross_tenants_or_projects() {
 
     // A project on another tenant's client.
     let input =
-        projects::ProjectInput { name: Some("x".into()), client_id: Some(b.client.to_string()), ..Default::default() };
+        projects::ProjectInput { name: "x".into(), client_id: Some(b.client.to_string()), ..Default::default() };
     let err = projects::create(db, &c, &a.principal, &input).await.unwrap_err();
     assert_eq!(field_of(&err).as_deref(), Some("client_id"), "{err:?}");
 
     // A task in another tenant's project.
-    let input =
-        tasks::TaskInput { project_id: Some(b.project.to_string()), title: Some("x".into()), ..Default::default() };
+    let input = tasks::TaskInput { project_id: b.project.to_string(), title: "x".into(), ..Default::default() };
     let err = tasks::create(db, &c, &a.principal, &input).await.unwrap_err();
     assert_eq!(field_of(&err).as_deref(), Some("project_id"), "{err:?}");
 
     // Two projects in A with their boards.
-    let p1 = projects::create(
-        db,
-        &c,
-        &a.principal,
-        &projects::ProjectInput { name: Some("One".into()), ..Default::default() },
-    )
-    .await
-    .unwrap();
-    let p2 = projects::create(
-        db,
-        &c,
-        &a.principal,
-        &projects::ProjectInput { name: Some("Two".into()), ..Default::default() },
-    )
-    .await
-    .unwrap();
+    let p1 =
+        projects::create(db, &c, &a.principal, &projects::ProjectInput { name: "One".into(), ..Default::default() })
+            .await
+            .unwrap();
+    let p2 =
+        projects::create(db, &c, &a.principal, &projects::ProjectInput { name: "Two".into(), ..Default::default() })
+            .await
+            .unwrap();
     let cols2 = projects::list_columns(db, &a.principal, p2.id).await.unwrap();
     let task = tasks::create(
         db,
         &c,
         &a.principal,
-        &tasks::TaskInput { project_id: Some(p1.id.to_string()), title: Some("Write".into()), ..Default::default() },
+        &tasks::TaskInput { project_id: p1.id.to_string(), title: "Write".into(), ..Default::default() },
     )
     .await
     .unwrap();
@@ -72,7 +63,7 @@ async fn references_never_cross_tenants_or_projects() {
         &c,
         &a.principal,
         task.id,
-        &tasks::TaskInput { column_id: Some(cols2[1].id.to_string()), ..Default::default() },
+        &tasks::TaskUpdate { column_id: Some(cols2[1].id.to_string()), ..Default::default() },
     )
     .await
     .unwrap_err();
@@ -83,7 +74,7 @@ async fn references_never_cross_tenants_or_projects() {
         &c,
         &a.principal,
         task.id,
-        &tasks::TaskInput { project_id: Some(p2.id.to_string()), ..Default::default() },
+        &tasks::TaskUpdate { project_id: Some(p2.id.to_string()), ..Default::default() },
     )
     .await
     .unwrap_err();
@@ -93,7 +84,7 @@ async fn references_never_cross_tenants_or_projects() {
         db,
         &c,
         &a.principal,
-        &tasks::TaskInput { project_id: Some(p2.id.to_string()), title: Some("Other".into()), ..Default::default() },
+        &tasks::TaskInput { project_id: p2.id.to_string(), title: "Other".into(), ..Default::default() },
     )
     .await
     .unwrap();
@@ -102,9 +93,9 @@ async fn references_never_cross_tenants_or_projects() {
         &c,
         &a.principal,
         &tasks::TaskInput {
-            project_id: Some(p1.id.to_string()),
+            project_id: p1.id.to_string(),
             parent_id: Some(other.id.to_string()),
-            title: Some("Sub".into()),
+            title: "Sub".into(),
             ..Default::default()
         },
     )
@@ -130,7 +121,7 @@ async fn references_never_cross_tenants_or_projects() {
         &c,
         &a.principal,
         task.id,
-        &tasks::TaskInput { assignees: Some(vec![outsider.to_string()]), ..Default::default() },
+        &tasks::TaskUpdate { assignees: Some(vec![outsider.to_string()]), ..Default::default() },
     )
     .await
     .unwrap_err();
@@ -147,7 +138,7 @@ async fn references_never_cross_tenants_or_projects() {
         &c,
         &a.principal,
         task.id,
-        &tasks::TaskInput { assignees: Some(vec![outsider.to_string()]), ..Default::default() },
+        &tasks::TaskUpdate { assignees: Some(vec![outsider.to_string()]), ..Default::default() },
     )
     .await
     .unwrap_err();
@@ -160,7 +151,7 @@ async fn references_never_cross_tenants_or_projects() {
         &c,
         &a.principal,
         task.id,
-        &tasks::TaskInput { assignees: Some(vec![outsider.to_string()]), ..Default::default() },
+        &tasks::TaskUpdate { assignees: Some(vec![outsider.to_string()]), ..Default::default() },
     )
     .await
     .unwrap();
@@ -181,7 +172,7 @@ async fn invoices_number_gaplessly_and_freeze_once_sent() {
     let line =
         |q: i64, p: i64| invoices::LineInput { description: "Work".into(), quantity_milli: q, unit_price_minor: p };
     let input = invoices::InvoiceInput {
-        client_id: Some(a.client.to_string()),
+        client_id: a.client.to_string(),
         tax_rate_bp: Some(2000),
         lines: Some(vec![line(1500, 10_000), line(1000, 333)]),
         ..Default::default()
@@ -202,7 +193,7 @@ async fn invoices_number_gaplessly_and_freeze_once_sent() {
         &c,
         &a.principal,
         one.id,
-        &invoices::InvoiceInput { notes: Some("x".into()), ..Default::default() },
+        &invoices::InvoiceUpdate { notes: Some("x".into()), ..Default::default() },
     )
     .await
     .unwrap_err();
@@ -223,7 +214,7 @@ async fn invoices_number_gaplessly_and_freeze_once_sent() {
         db,
         &c,
         &a.principal,
-        &invoices::InvoiceInput { client_id: Some(b.client.to_string()), ..Default::default() },
+        &invoices::InvoiceInput { client_id: b.client.to_string(), ..Default::default() },
     )
     .await
     .unwrap_err();
@@ -252,7 +243,7 @@ async fn today_is_the_organizations_own_day() {
             .unwrap();
         let c = ctx(&app);
         let input = invoices::InvoiceInput {
-            client_id: Some(org.client.to_string()),
+            client_id: org.client.to_string(),
             issue_date: Some("2026-02-01".into()),
             due_date: Some("2026-03-01".into()),
             lines: Some(vec![invoices::LineInput {
@@ -265,7 +256,7 @@ async fn today_is_the_organizations_own_day() {
         let inv = invoices::create(db, &c, &org.principal, &input).await.unwrap();
         let sent = invoices::transition(db, &c, &org.principal, inv.id, "send").await.unwrap();
         let shown = invoices::get(db, app.clock.now_utc(), &org.principal, inv.id).await.unwrap();
-        let undated = invoices::InvoiceInput { client_id: Some(org.client.to_string()), ..Default::default() };
+        let undated = invoices::InvoiceInput { client_id: org.client.to_string(), ..Default::default() };
         let fresh = invoices::create(db, &c, &org.principal, &undated).await.unwrap();
         results.push((sent.status, shown.invoice.status, fresh.issue_date));
     }

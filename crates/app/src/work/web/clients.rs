@@ -20,7 +20,7 @@ use crate::state::AppState;
 use crate::tenancy::guard::OrgAccess;
 use crate::tenancy::web::{OrgNav, failure, page, page_with_status};
 use crate::work::Page;
-use crate::work::clients::{self, Client, ClientFilter, ClientInput, Contact, ContactInput};
+use crate::work::clients::{self, Client, ClientFilter, ClientInput, ClientUpdate, Contact, ContactInput};
 
 pub fn routes() -> Vec<RouteDef> {
     vec![
@@ -110,10 +110,21 @@ impl ClientForm {
 
     fn input(&self) -> ClientInput {
         ClientInput {
+            name: self.name.clone(),
+            company: Some(self.company.clone()),
+            email: Some(self.email.trim().to_string()),
+            phone: Some(self.phone.clone()),
+            notes: Some(self.notes.clone()),
+        }
+    }
+
+    /// The form sends every field: an empty one clears it.
+    fn update(&self) -> ClientUpdate {
+        ClientUpdate {
             name: Some(self.name.clone()),
             company: Some(self.company.clone()),
-            email: Some(self.email.clone()),
-            phone: Some(self.phone.clone()),
+            email: Some(Some(self.email.trim().to_string())),
+            phone: Some(Some(self.phone.clone())),
             notes: Some(self.notes.clone()),
         }
     }
@@ -187,7 +198,7 @@ async fn update(
     Form(form): Form<ClientForm>,
 ) -> AppResult<Response> {
     let id: ClientId = path_id(&id)?;
-    match clients::update(&state.db, &ctx, &access.principal, id, &form.input()).await {
+    match clients::update(&state.db, &ctx, &access.principal, id, &form.update()).await {
         Ok(c) => Ok(Redirect::to(&format!("/o/{}/clients/{}", access.slug, c.id)).into_response()),
         Err(e) => {
             let (status, message, errors) = failure(e)?;
@@ -335,7 +346,7 @@ async fn add_contact(
     let id: ClientId = path_id(&id)?;
     let input = ContactInput {
         name: Some(form.name.clone()),
-        email: Some(form.email.clone()),
+        email: Some(form.email.trim().to_string()),
         phone: Some(form.phone.clone()),
         title: Some(form.title.clone()),
     };

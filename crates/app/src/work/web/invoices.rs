@@ -26,7 +26,9 @@ use crate::state::AppState;
 use crate::tenancy::guard::OrgAccess;
 use crate::tenancy::web::{OrgNav, failure, page, page_with_status};
 use crate::work::Page;
-use crate::work::invoices::{self, InvoiceDetail, InvoiceFilter, InvoiceInput, LineInput, format_minor, parse_decimal};
+use crate::work::invoices::{
+    self, InvoiceDetail, InvoiceFilter, InvoiceInput, InvoiceUpdate, LineInput, format_minor, parse_decimal,
+};
 
 pub fn routes() -> Vec<RouteDef> {
     vec![
@@ -236,20 +238,49 @@ impl InvoiceForm {
         }
     }
 
-    fn input(&self) -> AppResult<(InvoiceInput, Vec<usize>)> {
+    /// The tax rate and the lines, parsed, with the form row of each line.
+    fn amounts(&self) -> AppResult<(i32, Vec<LineInput>, Vec<usize>)> {
         let mut errors = Errors::default();
         let tax = errors.check(self.tax_rate_bp());
         let lines = errors.check(self.lines());
         errors.into_result()?;
         let (lines, rows) = lines.unwrap_or_default();
+        Ok((tax.unwrap_or_default(), lines, rows))
+    }
+
+    /// The currency as typed (upper-cased), or none when left empty.
+    fn currency(&self) -> Option<String> {
+        Some(self.currency.trim().to_ascii_uppercase()).filter(|c| !c.is_empty())
+    }
+
+    /// A new invoice: empty dates take their defaults (today, and 30 days later).
+    fn input(&self) -> AppResult<(InvoiceInput, Vec<usize>)> {
+        let (tax, lines, rows) = self.amounts()?;
         let opt = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
         Ok((
             InvoiceInput {
-                client_id: opt(&self.client_id),
-                currency: opt(&self.currency),
-                tax_rate_bp: tax,
-                issue_date: Some(self.issue_date.clone()),
-                due_date: Some(self.due_date.clone()),
+                client_id: self.client_id.trim().to_string(),
+                currency: self.currency(),
+                tax_rate_bp: Some(tax),
+                issue_date: opt(&self.issue_date),
+                due_date: opt(&self.due_date),
+                notes: Some(self.notes.clone()),
+                lines: Some(lines),
+            },
+            rows,
+        ))
+    }
+
+    /// Changes to a draft: the form sends every field, and a date can't be emptied.
+    fn update(&self) -> AppResult<(InvoiceUpdate, Vec<usize>)> {
+        let (tax, lines, rows) = self.amounts()?;
+        Ok((
+            InvoiceUpdate {
+                client_id: Some(self.client_id.trim().to_string()),
+                currency: self.currency(),
+                tax_rate_bp: Some(tax),
+                issue_date: Some(self.issue_date.trim().to_string()),
+                due_date: Some(self.due_date.trim().to_string()),
                 notes: Some(self.notes.clone()),
                 lines: Some(lines),
             },
@@ -399,10 +430,8 @@ async fn update(
 ) -> AppResult<Response> {
     let id: Uuid = path_id(&id)?;
     let form = InvoiceForm::parse(&body)?;
-    let result = match form.input() {
-        Ok((mut input, rows)) => {
-            // The currency is fixed once the draft exists.
-            input.currency = None;
+    let result = match form.update() {
+        Ok((input, rows)) => {
             invoices::update(&state.db, &ctx, &access.principal, id, &input).await.map_err(|e| name_rows(e, &rows))
         }
         Err(e) => Err(e),

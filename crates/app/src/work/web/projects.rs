@@ -24,7 +24,7 @@ use crate::state::AppState;
 use crate::tenancy::guard::OrgAccess;
 use crate::tenancy::web::{OrgNav, failure, page, page_with_status};
 use crate::work::invoices::{format_minor, parse_decimal};
-use crate::work::projects::{self, Project, ProjectFilter, ProjectInput};
+use crate::work::projects::{self, Project, ProjectFilter, ProjectInput, ProjectUpdate};
 use crate::work::time_entries::{self, TimeFilter, TimeInput};
 use crate::work::{Page, clients, files, tasks};
 
@@ -206,19 +206,40 @@ impl ProjectForm {
         }
     }
 
+    fn budget(&self) -> AppResult<Option<i64>> {
+        match self.budget.trim() {
+            "" => Ok(None),
+            b => parse_decimal("budget", b, 2).map(Some),
+        }
+    }
+
+    fn status(&self) -> String {
+        if self.status.is_empty() { "active".into() } else { self.status.clone() }
+    }
+
     fn input(&self) -> AppResult<ProjectInput> {
-        let budget = match self.budget.trim() {
-            "" => None,
-            b => Some(parse_decimal("budget", b, 2)?),
-        };
         Ok(ProjectInput {
+            name: self.name.clone(),
+            description: Some(self.description.clone()),
+            client_id: Some(self.client_id.trim().to_string()),
+            status: Some(self.status()),
+            budget_minor: self.budget()?,
+            start_date: Some(self.start_date.trim().to_string()),
+            due_date: Some(self.due_date.trim().to_string()),
+            visible_to_client: Some(self.visible_to_client.is_some()),
+        })
+    }
+
+    /// The form sends every field: an empty one clears it.
+    fn update(&self) -> AppResult<ProjectUpdate> {
+        Ok(ProjectUpdate {
             name: Some(self.name.clone()),
             description: Some(self.description.clone()),
-            client_id: Some(self.client_id.clone()),
-            status: Some(if self.status.is_empty() { "active".into() } else { self.status.clone() }),
-            budget_minor: budget,
-            start_date: Some(self.start_date.clone()),
-            due_date: Some(self.due_date.clone()),
+            client_id: Some(Some(self.client_id.trim().to_string())),
+            status: Some(self.status()),
+            budget_minor: Some(self.budget()?),
+            start_date: Some(Some(self.start_date.trim().to_string())),
+            due_date: Some(Some(self.due_date.trim().to_string())),
             visible_to_client: Some(self.visible_to_client.is_some()),
         })
     }
@@ -315,7 +336,7 @@ async fn update(
     Form(form): Form<ProjectForm>,
 ) -> AppResult<Response> {
     let id: ProjectId = path_id(&id)?;
-    let result = match form.input() {
+    let result = match form.update() {
         Ok(input) => projects::update(&state.db, &ctx, &access.principal, id, &input).await,
         Err(e) => Err(e),
     };
@@ -754,12 +775,14 @@ async fn record_time(
 ) -> AppResult<Response> {
     let id: ProjectId = path_id(&id)?;
     let result = async {
-        let minutes = super::number::<i32>("minutes", &form.minutes)?;
+        let minutes =
+            super::number::<i32>("minutes", &form.minutes)?.ok_or_else(|| AppError::field("minutes", "is required"))?;
+        let spent_on = form.spent_on.trim();
         let input = TimeInput {
-            project_id: Some(id.to_string()),
-            task_id: Some(form.task_id.clone()),
+            project_id: id.to_string(),
+            task_id: Some(form.task_id.trim().to_string()),
             minutes,
-            spent_on: Some(form.spent_on.clone()),
+            spent_on: (!spent_on.is_empty()).then(|| spent_on.to_string()),
             note: Some(form.note.clone()),
         };
         time_entries::create(&state.db, &ctx, &access.principal, &input).await

@@ -25,7 +25,7 @@ use crate::route;
 use crate::state::AppState;
 use crate::tenancy::guard::OrgAccess;
 use crate::tenancy::web::{OrgNav, failure, page, page_with_status};
-use crate::work::tasks::{self, CommentInput, Task, TaskInput};
+use crate::work::tasks::{self, CommentInput, Task, TaskInput, TaskUpdate};
 use crate::work::time_entries::{self, TimeFilter};
 use crate::work::{Page, projects};
 
@@ -68,10 +68,11 @@ async fn create(
     Form(form): Form<NewTaskForm>,
 ) -> AppResult<Response> {
     let project: ProjectId = path_id(&project)?;
+    let column = form.column_id.trim();
     let input = TaskInput {
-        project_id: Some(project.to_string()),
-        column_id: Some(form.column_id.clone()),
-        title: Some(form.title.clone()),
+        project_id: project.to_string(),
+        column_id: (!column.is_empty()).then(|| column.to_string()),
+        title: form.title.clone(),
         visible_to_client: Some(form.visible_to_client.is_some()),
         ..TaskInput::default()
     };
@@ -114,7 +115,7 @@ async fn move_task(
     let result = async {
         let column: Uuid =
             form_id("column_id", &form.column_id)?.ok_or_else(|| AppError::field("column_id", "choose a column"))?;
-        let input = TaskInput { column_id: Some(column.to_string()), ..TaskInput::default() };
+        let input = TaskUpdate { column_id: Some(column.to_string()), ..TaskUpdate::default() };
         tasks::update(&state.db, &ctx, &access.principal, id, &input).await
     }
     .await;
@@ -463,19 +464,22 @@ async fn update(
         let mut errors = Errors::default();
         let estimate = errors.check(number::<i32>("estimate_minutes", &edit.estimate_minutes)).flatten();
         errors.into_result()?;
-        let input = TaskInput {
+        let column = edit.column_id.trim();
+        let input = TaskUpdate {
             project_id: None,
-            column_id: Some(edit.column_id.clone()),
-            parent_id: Some(edit.parent_id.clone()),
+            column_id: (!column.is_empty()).then(|| column.to_string()),
+            parent_id: Some(Some(edit.parent_id.trim().to_string())),
             title: Some(edit.title.clone()),
             description: Some(edit.description.clone()),
             status: Some(edit.status.clone()),
             priority: Some(edit.priority.clone()),
-            due_date: Some(edit.due_date.clone()),
+            due_date: Some(Some(edit.due_date.trim().to_string())),
             // The form always sends the field: empty clears the estimate.
             estimate_minutes: Some(estimate),
             visible_to_client: Some(edit.visible_to_client),
-            assignees: Some(edit.assignees.clone()),
+            assignees: Some(
+                edit.assignees.iter().map(|a| a.trim()).filter(|a| !a.is_empty()).map(str::to_string).collect(),
+            ),
         };
         tasks::update(&state.db, &ctx, &access.principal, id, &input).await.map(|_| ())
     }
@@ -502,10 +506,10 @@ async fn create_subtask(
     let id: Uuid = path_id(&id)?;
     let parent = tasks::get(&state.db, &access.principal, id).await?.task;
     let input = TaskInput {
-        project_id: Some(parent.project_id.to_string()),
+        project_id: parent.project_id.to_string(),
         parent_id: Some(id.to_string()),
         column_id: Some(parent.column_id.to_string()),
-        title: Some(form.title.clone()),
+        title: form.title.clone(),
         ..TaskInput::default()
     };
     let r = tasks::create(&state.db, &ctx, &access.principal, &input).await.map(|_| ());
@@ -531,7 +535,7 @@ async fn add_comment(
     Form(form): Form<CommentForm>,
 ) -> AppResult<Response> {
     let id: Uuid = path_id(&id)?;
-    let input = CommentInput { body: Some(form.body.clone()), client_visible: Some(form.client_visible.is_some()) };
+    let input = CommentInput { body: form.body.clone(), client_visible: Some(form.client_visible.is_some()) };
     let r = tasks::add_comment(&state.db, &ctx, &access.principal, id, &input).await.map(|_| ());
     let forms = TaskForms { comment: form.body, ..TaskForms::default() };
     task_result(&state, csrf, &access, id, "comments", forms, r).await
