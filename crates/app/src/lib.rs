@@ -3,6 +3,9 @@
 //! Layout (see docs/ARCHITECTURE.md): `platform` is what every area stands on (config, db and
 //! the tenant door, HTTP, TLS, telemetry); each domain area owns its routes, SQL and types.
 
+/// The ground floor, its own crate: it depends on nothing of the application.
+pub use clientflow_platform as platform;
+
 pub mod abuse;
 pub mod access;
 pub mod api;
@@ -13,7 +16,6 @@ pub mod contact;
 pub mod identity;
 pub mod mail;
 pub mod ops;
-pub mod platform;
 pub mod routes;
 pub mod state;
 pub mod tenancy;

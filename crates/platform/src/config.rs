@@ -18,7 +18,7 @@ use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::platform::secret::Secret;
+use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -368,5 +368,5 @@ pub fn cidr_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error
         Raw::One(s) => s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect(),
         Raw::Many(v) => v,
     };
-    items.iter().map(|s| crate::platform::net::parse_cidr(s).map_err(serde::de::Error::custom)).collect()
+    items.iter().map(|s| crate::net::parse_cidr(s).map_err(serde::de::Error::custom)).collect()
 }

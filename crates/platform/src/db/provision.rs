@@ -28,7 +28,7 @@ use sqlx::{ConnectOptions, Connection, PgConnection};
 
 use super::cluster::{ClusterError, ClusterUse, PrivateCluster};
 use super::{APP_ROLE, AUDITOR_ROLE, MIGRATOR, MigrationStatus, OWNER_ROLE};
-use crate::platform::config::PlatformSettings;
+use crate::config::PlatformSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -343,7 +343,7 @@ impl RolePasswords {
                 .map_err(|e| SetupError::Io(format!("{} is damaged ({e}); remove it to regenerate", path.display())))?;
             if !text.contains("\"auditor\"") {
                 // Written before the auditor role existed: keep its new password.
-                crate::platform::fsutil::write_private(
+                crate::fsutil::write_private(
                     &path,
                     serde_json::to_string_pretty(&loaded).unwrap_or_default().as_bytes(),
                 )
@@ -352,11 +352,8 @@ impl RolePasswords {
             return Ok(loaded);
         }
         let fresh = RolePasswords { owner: random_hex(32), app: random_hex(32), auditor: random_hex(32) };
-        crate::platform::fsutil::write_private(
-            &path,
-            serde_json::to_string_pretty(&fresh).unwrap_or_default().as_bytes(),
-        )
-        .map_err(SetupError::Io)?;
+        crate::fsutil::write_private(&path, serde_json::to_string_pretty(&fresh).unwrap_or_default().as_bytes())
+            .map_err(SetupError::Io)?;
         Ok(fresh)
     }
 }

@@ -15,8 +15,8 @@ use tracing::Instrument;
 
 use super::error::{Problem, RenderedByHandler};
 use super::route::Surface;
-use crate::platform::net;
-use crate::platform::telemetry::Metrics;
+use crate::net;
+use crate::telemetry::Metrics;
 
 /// What the platform's middleware needs from the application, given once when the router is
 /// assembled.
@@ -279,7 +279,7 @@ pub async fn client_ip(State(state): State<HttpContext>, mut req: Request, next:
     req.extensions_mut().insert(ClientIp(ip));
     if state.behind_proxy && req.uri().path() != "/healthz" {
         if !net::contains(trusted, peer) {
-            let mut res = crate::platform::http::error::AppError::Forbidden(
+            let mut res = crate::http::error::AppError::Forbidden(
                 "This server only accepts requests through its configured proxy.".into(),
             )
             .into_response();

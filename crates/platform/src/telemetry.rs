@@ -11,7 +11,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
-use crate::platform::config::{LogConfig, LogFormat};
+use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global `tracing` subscriber: JSON lines when standard output is not a
 /// terminal (or when asked), human-readable otherwise. Safe to call twice (the second call

@@ -173,7 +173,7 @@ impl RoleFacts {
     }
 }
 
-pub(crate) async fn role_facts(conn: &mut PgConnection) -> Result<RoleFacts, sqlx::Error> {
+pub async fn role_facts(conn: &mut PgConnection) -> Result<RoleFacts, sqlx::Error> {
     let (name, superuser, bypass_rls, create_role): (String, bool, bool, bool) = sqlx::query_as(
         "SELECT rolname::text, rolsuper, rolbypassrls, rolcreaterole FROM pg_roles WHERE rolname = current_user",
     )

@@ -15,8 +15,8 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use crate::platform::crypto::random_bytes;
-use crate::platform::secret::Secret;
+use crate::crypto::random_bytes;
+use crate::secret::Secret;
 
 const VERSION: u8 = 1;
 
@@ -68,8 +68,7 @@ impl Sealer {
                     Ok(text) => decode_key(text.trim())?,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         let key = random_bytes::<32>();
-                        crate::platform::fsutil::write_private(&path, B64.encode(key).as_bytes())
-                            .map_err(SealError::KeyFile)?;
+                        crate::fsutil::write_private(&path, B64.encode(key).as_bytes()).map_err(SealError::KeyFile)?;
                         key
                     }
                     Err(e) => return Err(SealError::KeyFile(format!("{}: {e}", path.display()))),

@@ -62,9 +62,9 @@ impl From<anyhow::Error> for AppError {
     /// An error whose chain holds a failure to reach the database is that, not an internal
     /// error, however deep it was wrapped.
     fn from(e: anyhow::Error) -> Self {
-        match crate::platform::db::outage::unavailable_in(&e) {
+        match crate::db::outage::unavailable_in(&e) {
             Some(cause) => {
-                crate::platform::db::outage::record_failure(cause);
+                crate::db::outage::record_failure(cause);
                 AppError::DatabaseUnavailable
             }
             None => AppError::Internal(e),
@@ -205,7 +205,7 @@ impl From<sqlx::Error> for AppError {
 /// violation is a reference to something that doesn't exist *for this tenant*: 404, so a
 /// foreign id can't be told apart from a missing one.
 pub fn from_db(e: sqlx::Error) -> AppError {
-    if crate::platform::db::outage::note(&e) {
+    if crate::db::outage::note(&e) {
         return AppError::DatabaseUnavailable;
     }
     match &e {

@@ -138,7 +138,7 @@ impl PrivateCluster {
         let mut socket_dir = root.join("run");
         // Unix socket paths are limited to ~107 bytes; fall back to a short private directory.
         if socket_dir.join(format!(".s.PGSQL.{PORT}")).as_os_str().len() > 100 {
-            let digest = crate::platform::crypto::sha256_hex(root.as_os_str().as_encoded_bytes());
+            let digest = crate::crypto::sha256_hex(root.as_os_str().as_encoded_bytes());
             socket_dir = PathBuf::from(format!("/tmp/clientflow-pg-{}", &digest[..16]));
         }
         Ok(Self { link, root, pgdata, socket_dir, bin_dir, run_as, durable })
@@ -472,7 +472,7 @@ fn is_leftover(dir: &Path) -> bool {
 
 /// Where a cluster whose data directory the postgres user can't reach is kept.
 fn relocated_root(data_dir: &Path) -> PathBuf {
-    let digest = crate::platform::crypto::sha256_hex(data_dir.as_os_str().as_encoded_bytes());
+    let digest = crate::crypto::sha256_hex(data_dir.as_os_str().as_encoded_bytes());
     Path::new(RELOCATED_BASE).join(&digest[..16])
 }
 

@@ -20,7 +20,7 @@
 //! The pool stays private to `platform::db` (E0616): no SQL runs on a raw pooled connection.
 //!
 //! ```compile_fail,E0616
-//! async fn f(db: &clientflow::platform::db::Db) {
+//! async fn f(db: &clientflow_platform::db::Db) {
 //!     let mut conn = db.pool.acquire().await.unwrap();
 //!     sqlx::query("SELECT * FROM clients").execute(&mut *conn).await.unwrap();
 //! }
@@ -30,7 +30,7 @@
 //! of `clients`, because it sets no tenant.
 //!
 //! ```no_run
-//! async fn f(db: &clientflow::platform::db::Db) {
+//! async fn f(db: &clientflow_platform::db::Db) {
 //!     let mut conn = db.global().await.unwrap();
 //!     sqlx::query("SELECT * FROM clients").execute(&mut *conn).await.unwrap();
 //! }
@@ -39,14 +39,14 @@
 //! A gate key can't be made up (E0451): its field is private.
 //!
 //! ```compile_fail,E0451
-//! use clientflow::platform::db::tenant::GateKey;
+//! use clientflow_platform::db::tenant::GateKey;
 //! let _key = GateKey { _private: () };
 //! ```
 //!
 //! The twin: assumed by name, as only the access layer does.
 //!
 //! ```no_run
-//! use clientflow::platform::db::tenant::GateKey;
+//! use clientflow_platform::db::tenant::GateKey;
 //! let _key = GateKey::unsafe_assume_access_layer();
 //! ```
 
@@ -55,7 +55,7 @@ use std::ops::{Deref, DerefMut};
 use sqlx::{PgConnection, Postgres, Transaction};
 
 use super::Db;
-use crate::platform::ids::{OrgId, UserId};
+use crate::ids::{OrgId, UserId};
 
 /// A value that may open its organization's transaction. Implemented by the application's
 /// verified principal, and by nothing else (its door test checks).

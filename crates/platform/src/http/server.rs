@@ -45,7 +45,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use crate::platform::config::PlatformSettings;
+use crate::config::PlatformSettings;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for the rest of a request body that an early answer left unread.
@@ -102,7 +102,7 @@ impl ServeOptions {
     }
 
     /// Reports open and refused connections through these metrics.
-    pub fn with_metrics(mut self, metrics: &crate::platform::telemetry::Metrics) -> Self {
+    pub fn with_metrics(mut self, metrics: &crate::telemetry::Metrics) -> Self {
         let (connections, refused) = metrics.connection_metrics();
         self.connections = Some(connections);
         self.refused = Some(refused);

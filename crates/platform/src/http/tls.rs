@@ -17,7 +17,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::platform::config::{PlatformSettings, TlsMode};
+use crate::config::{PlatformSettings, TlsMode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -318,8 +318,8 @@ pub fn generate_self_signed_for(
     if let Some(dir) = cert_path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| TlsError::Setup(format!("{}: {e}", dir.display())))?;
     }
-    crate::platform::fsutil::write_private(key_path, key.serialize_pem().as_bytes()).map_err(TlsError::Setup)?;
-    crate::platform::fsutil::write_private(cert_path, cert.pem().as_bytes()).map_err(TlsError::Setup)?;
+    crate::fsutil::write_private(key_path, key.serialize_pem().as_bytes()).map_err(TlsError::Setup)?;
+    crate::fsutil::write_private(cert_path, cert.pem().as_bytes()).map_err(TlsError::Setup)?;
     Ok(())
 }
 
@@ -411,7 +411,7 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::platform::config::{DatabaseConfig, ServerConfig as ServerSettings};
+    use crate::config::{DatabaseConfig, ServerConfig as ServerSettings};
 
     /// The settings of an installation in `data_dir` with everything else at its default.
     struct Settings {
