@@ -158,7 +158,8 @@ fn the_ways_past_the_door_stay_in_their_place() {
     for (rule, n) in RULES.iter().zip(&seen) {
         assert!(*n > 0, "no allowed use of {} was seen", rule.needle);
     }
-    let cli_calls = std::fs::read_to_string(app_src().join("cli.rs")).unwrap().matches("unsafe_assume_cli_operator").count();
+    let cli_calls =
+        std::fs::read_to_string(app_src().join("cli.rs")).unwrap().matches("unsafe_assume_cli_operator").count();
     assert_eq!(cli_calls, 1, "expected exactly one call of the operator's constructor in cli.rs");
 
     // The binary crate is a thin wrapper and has no business with any of them either.
