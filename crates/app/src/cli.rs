@@ -372,7 +372,13 @@ async fn serve_with(
         state.clock.clone(),
         state.mail_wake.clone(),
         worker_stopped,
-        requests,
+        {
+            let db = db.clone();
+            move |now| {
+                let (db, requests) = (db.clone(), requests.clone());
+                async move { crate::identity::requests::process_due(&db, &requests, now, 100).await }
+            }
+        },
     ));
     // Chain heads are signed on append, and by this sweep for organizations that went quiet.
     let signer_task = tokio::spawn(crate::access::maintenance::run_signer(
@@ -771,7 +777,13 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
         Arc::new(SystemClock),
         Arc::new(tokio::sync::Notify::new()),
         stopped,
-        requests,
+        {
+            let db = db.clone();
+            move |now| {
+                let (db, requests) = (db.clone(), requests.clone());
+                async move { crate::identity::requests::process_due(&db, &requests, now, 100).await }
+            }
+        },
     ));
     let signing = tokio::spawn(crate::access::maintenance::run_signer(
         db.clone(),

@@ -32,7 +32,7 @@ pub fn all() -> Vec<RouteDef> {
     routes.extend(crate::web::routes());
     routes.extend(crate::identity::web::routes());
     routes.extend(crate::tenancy::web::routes());
-    routes.extend(crate::audit::web::routes());
+    routes.extend(crate::tenancy::audit_log::routes());
     routes.extend(crate::work::web::routes());
     routes.extend(crate::api::web::routes());
     routes.extend(crate::api::routes());

@@ -49,8 +49,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::ratelimit::{Decision, FailurePolicy, Policy, RateLimitConfig, RateLimiter};
-use crate::api::guard::ApiAccess;
-use crate::identity::session::{self, CurrentSession, DEVICE_COOKIE};
+use crate::access::Asking;
+use crate::access::asking::{DEVICE_COOKIE, is_known_device_of_email, read_cookie};
 use crate::platform::clock::SharedClock;
 use crate::platform::crypto::sha256_hex;
 use crate::platform::http::error::AppError;
@@ -58,7 +58,6 @@ use crate::platform::http::middleware::ClientIp;
 use crate::platform::net;
 use crate::platform::types::Email;
 use crate::state::AppState;
-use crate::tenancy::guard::OrgAccess;
 
 pub use crate::access::route::{
     API_PER_IP, API_PER_KEY, AUTH_PER_IP, BILLING_PER_ORG, CONTACT_PER_IP, KeyBy, Limit, MAIL_PER_ACCOUNT, PolicyId,
@@ -370,7 +369,7 @@ pub async fn enforce_before_access(
             KeyBy::FormEmail(f) => format!("email:{}", normalized_email(field(f))),
             KeyBy::FormEmailPerDevice(f) => {
                 let email = normalized_email(field(f));
-                match session::read_cookie(req.headers(), DEVICE_COOKIE) {
+                match read_cookie(req.headers(), DEVICE_COOKIE) {
                     Some(device) if known_device(state, &email, &device).await => {
                         format!("email:{email}|device:{}", sha256_hex(device.as_bytes()))
                     }
@@ -412,21 +411,18 @@ pub async fn enforce_after_access(
 /// The keys of the limits taken after authentication (`None`: the request has no such
 /// principal).
 pub fn principal_keys(limits: &[Limit], req: &Request) -> Vec<(Limit, Option<String>)> {
-    let ext = req.extensions();
+    let asking = req.extensions().get::<Asking>();
     limits
         .iter()
         .filter(|l| !l.key.before_authentication())
         .map(|limit| {
             let key = match limit.key {
-                KeyBy::SessionUser => ext.get::<CurrentSession>().map(|s| format!("user:{}", s.user.id())),
-                KeyBy::ApiKey => {
-                    ext.get::<ApiAccess>().and_then(|a| a.principal.api_key_id()).map(|id| format!("api-key:{id}"))
-                }
-                KeyBy::Organization => ext
-                    .get::<OrgAccess>()
-                    .map(|o| o.principal.org_id())
-                    .or_else(|| ext.get::<ApiAccess>().map(|a| a.principal.org_id()))
-                    .map(|id| format!("org:{id}")),
+                KeyBy::SessionUser => asking.and_then(|a| a.user).map(|u| format!("user:{u}")),
+                KeyBy::ApiKey => asking
+                    .and_then(|a| a.principal.as_ref())
+                    .and_then(|p| p.api_key_id())
+                    .map(|id| format!("api-key:{id}")),
+                KeyBy::Organization => asking.and_then(|a| a.principal.as_ref()).map(|p| format!("org:{}", p.org_id())),
                 _ => None,
             };
             (*limit, key)
@@ -484,7 +480,7 @@ pub fn ip_key(ip: IpAddr) -> String {
 /// cookie (or a database error) counts as no device: the request shares the address's budget.
 async fn known_device(state: &AppState, email: &str, device: &str) -> bool {
     let Ok(mut conn) = state.db.global().await else { return false };
-    let known = session::is_known_device_of_email(&mut conn, email, device, state.clock.now()).await;
+    let known = is_known_device_of_email(&mut conn, email, device, state.clock.now()).await;
     let _ = conn.commit().await;
     known.unwrap_or(false)
 }

@@ -13,6 +13,7 @@
 
 pub mod account;
 pub mod api_key;
+pub mod asking;
 pub mod contact_form;
 pub mod file_link;
 pub mod invitation;
@@ -25,6 +26,7 @@ pub mod user;
 
 pub use account::{audit_account_event, audit_account_event_as};
 pub use api_key::{API_KEY_PREFIX, verify_api_key, verify_api_key_with_allowlist};
+pub use asking::Asking;
 pub use contact_form::contact_form;
 pub use file_link::verify_file_link;
 pub use invitation::{OpenInvitation, begin_invitation_acceptance, begin_invitation_decline, find_invitation};

@@ -57,6 +57,7 @@ pub async fn require_key(state: &AppState, mut req: Request, permission: Permiss
     if !principal.can(permission) {
         return Err(AppError::Forbidden(format!("This API key doesn't allow this ({}).", permission.as_str())));
     }
+    req.extensions_mut().insert(crate::access::Asking::api_key(principal.clone()));
     req.extensions_mut().insert(ApiAccess { principal });
     Ok(Resolved::Ok(req))
 }

@@ -8,7 +8,6 @@
 //! stored row.
 
 pub mod chain;
-pub mod web;
 
 use crate::platform::secret::Secret;
 use serde::{Deserialize, Serialize};

@@ -183,7 +183,7 @@ pub async fn check_csrf(state: &AppState, req: Request, session: Option<&Current
         // (the route's handler then enforces the file limit); before sign-in nothing needs
         // more than an ordinary form.
         let limit = match session {
-            Some(_) => limit.max(crate::work::files::upload_body_limit(&state.config.files)),
+            Some(_) => crate::platform::config::PlatformSettings::largest_request_body(&state.config),
             None => limit,
         };
         let bytes = to_bytes(body, limit).await.map_err(|_| AppError::PayloadTooLarge)?;
@@ -301,6 +301,7 @@ pub async fn require_session(
         }
         _ => session,
     };
+    req.extensions_mut().insert(crate::access::Asking::user(session.user.id()));
     req.extensions_mut().insert(session);
     Ok(Resolved::Ok(req))
 }
@@ -311,6 +312,7 @@ pub async fn require_any_session(state: &AppState, req: Request) -> Result<Resol
         return Ok(Resolved::Respond(Redirect::to("/login").into_response()));
     };
     let mut req = if is_unsafe(req.method()) { check_csrf(state, req, Some(&session)).await? } else { req };
+    req.extensions_mut().insert(crate::access::Asking::user(session.user.id()));
     req.extensions_mut().insert(session);
     Ok(Resolved::Ok(req))
 }

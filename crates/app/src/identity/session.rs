@@ -18,7 +18,7 @@ use crate::platform::crypto::{random_token, sha256};
 use crate::platform::ids::UserId;
 
 pub const SESSION_COOKIE: &str = "__Host-cf_session";
-pub const DEVICE_COOKIE: &str = "__Host-cf_device";
+pub use crate::access::asking::{DEVICE_COOKIE, read_cookie};
 pub const CSRF_COOKIE: &str = "__Host-cf_csrf";
 pub const OIDC_COOKIE: &str = "__Host-cf_oidc";
 
@@ -338,24 +338,7 @@ pub async fn is_known_device(
     Ok(found.is_some())
 }
 
-/// Whether `token` is a live known-device cookie of the account with this (normalized) email.
-pub async fn is_known_device_of_email(
-    conn: &mut PgConnection,
-    email: &str,
-    token: &str,
-    now: OffsetDateTime,
-) -> Result<bool, sqlx::Error> {
-    let found: Option<(i32,)> = sqlx::query_as(
-        "SELECT 1 FROM known_devices d JOIN users u ON u.id = d.user_id \
-         WHERE d.token_hash = $1 AND u.email = $2 AND d.expires_at > $3",
-    )
-    .bind(&sha256(token.as_bytes())[..])
-    .bind(email)
-    .bind(now)
-    .fetch_optional(conn)
-    .await?;
-    Ok(found.is_some())
-}
+pub use crate::access::asking::is_known_device_of_email;
 
 /// `Set-Cookie` for a `__Host-` cookie. `max_age: None` makes it a browser-session cookie.
 pub fn set_cookie(name: &str, value: &str, max_age: Option<Duration>) -> String {
@@ -372,16 +355,4 @@ pub fn set_cookie(name: &str, value: &str, max_age: Option<Duration>) -> String 
 
 pub fn clear_cookie(name: &str) -> String {
     set_cookie(name, "", Some(Duration::ZERO))
-}
-
-/// The value of cookie `name` in the request's `Cookie` headers.
-pub fn read_cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(axum::http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(cookie::Cookie::split_parse)
-        .filter_map(Result::ok)
-        .find(|c| c.name() == name)
-        .map(|c| c.value().to_string())
 }

@@ -20,12 +20,10 @@ use crate::abuse::limits::{
 };
 use crate::abuse::web::{BotCheckView, SubmittedProof};
 use crate::access::route::{Access, RouteDef, Surface};
-use crate::platform::db::UserTx;
 use crate::platform::http::error::{AppError, AppResult, FieldError, RenderedByHandler};
 use crate::platform::secret::Secret;
 use crate::route;
 use crate::state::AppState;
-use crate::tenancy::repo as orgs;
 
 pub fn routes() -> Vec<RouteDef> {
     vec![
@@ -55,7 +53,6 @@ pub fn routes() -> Vec<RouteDef> {
         route!(GET "/reset-password", Surface::Web, Access::Public, reset_page),
         route!(POST "/reset-password", Surface::Web, Access::Public, reset_submit)
             .limited(&[AUTH_PER_IP, TOKEN_PER_ACCOUNT]),
-        route!(GET "/app", Surface::Web, Access::SignedIn, app_home),
         route!(GET "/account/security", Surface::Web, Access::SignedIn, security_page),
         route!(POST "/account/password", Surface::Web, Access::SignedIn, change_password),
         route!(POST "/account/email", Surface::Web, Access::SignedIn, change_email),
@@ -576,28 +573,6 @@ async fn reset_submit(
 
 // ---- signed in ----
 
-#[derive(Template)]
-#[template(path = "identity/app_home.html")]
-struct AppHome {
-    csrf: String,
-    email: String,
-    display_name: String,
-    organizations: Vec<(String, String)>,
-}
-
-async fn app_home(
-    State(state): State<AppState>,
-    FormToken(csrf): FormToken,
-    current: CurrentSession,
-) -> AppResult<Response> {
-    let user = service::load_user(&state, current.user.id()).await?;
-    let mut tx = UserTx::begin(&state.db, &current.user).await?;
-    let organizations =
-        orgs::list_for_user(&mut tx).await?.into_iter().map(|(o, role)| (o.name, role.label().to_string())).collect();
-    tx.commit().await?;
-    page(&AppHome { csrf, email: user.email, display_name: user.display_name, organizations })
-}
-
 struct SessionRow {
     id: String,
     device: String,
@@ -972,43 +947,35 @@ async fn revoke_others(
     Ok(Redirect::to("/account/security?done=revoked-others").into_response())
 }
 
-/// Signs in (or signs up) the invitee of an invitation and, once fully signed in, accepts it.
-/// A user with two-factor authentication is sent to the second-factor page first, and comes
-/// back to the invitation afterwards: the invitation never skips the gate.
+/// Signs in (or signs up) the invitee of an invitation (`email`, the invitation's). Returns the
+/// user when the sign-in is complete, for the caller to accept the invitation with, and the
+/// response that finishes signing in, sending the browser to `then` (where the caller sends it
+/// next). A user with two-factor authentication gets no user yet: the response sends them to the
+/// second-factor page first, and on to `back` afterwards (the invitation never skips the gate).
 pub async fn invitation_sign_in(
     state: &AppState,
-    ctx: &crate::audit::Context,
     meta: &RequestMeta,
     headers: &HeaderMap,
-    token: &str,
+    email: &str,
     password: &Secret,
     display_name: &str,
-) -> AppResult<Response> {
-    let invitation = crate::access::find_invitation(&state.db, token, meta.now)
-        .await?
-        .ok_or_else(|| AppError::BadRequest("This invitation is invalid, expired or already answered.".into()))?;
-    let (signed_in, user) = service::sign_in_for_invitation(
-        state,
-        meta,
-        &invitation.email,
-        password,
-        display_name,
-        device(headers).as_deref(),
-    )
-    .await?;
-    match user {
-        Some(user) => {
-            let org =
-                crate::tenancy::service::accept_invitation(&state.db, ctx, &user, &invitation.email, token).await?;
-            Ok(signed_in_response(signed_in, &next_path(state, Some(&format!("/o/{}", org.slug)))))
-        }
-        // The second factor first; then back to the invitation.
-        None => {
-            let back = format!(
-                "/invitations/accept?token={}",
-                percent_encoding::utf8_percent_encode(token, percent_encoding::NON_ALPHANUMERIC)
-            );
-            Ok(signed_in_response(signed_in, &next_path(state, Some(&back))))
-        }
+) -> AppResult<InvitationSignIn> {
+    let (signed_in, user) =
+        service::sign_in_for_invitation(state, meta, email, password, display_name, device(headers).as_deref()).await?;
+    Ok(InvitationSignIn { signed_in, user })
+}
+
+/// A sign-in made for an invitation (see [`invitation_sign_in`]).
+pub struct InvitationSignIn {
+    signed_in: SignedIn,
+    /// The user, when no second factor stands between them and the invitation.
+    pub user: Option<crate::access::AuthenticatedUser>,
+}
+
+impl InvitationSignIn {
+    /// The response that sets the new session and sends the browser to `next` (a path on this
+    /// site; anything else goes to the default page).
+    pub fn respond(self, state: &AppState, next: &str) -> Response {
+        signed_in_response(self.signed_in, &next_path(state, Some(next)))
     }
 }

@@ -131,22 +131,25 @@ pub async fn deliver_due(
     Ok(delivered)
 }
 
-/// The worker loop: every few seconds, or at once when woken, decides the waiting sign-up and
-/// reset requests (which queue their mail: `identity::requests`), then delivers what is due.
-/// `requests` says where the links in that mail point and holds the audit key.
-pub async fn run_worker(
+/// The worker loop: every few seconds, or at once when woken, runs `first` (work that queues
+/// mail, such as deciding waiting sign-up and reset requests: the caller supplies it, so this
+/// area needs nothing of the areas above it), then delivers what is due.
+pub async fn run_worker<F, Fut>(
     db: Db,
     transport: Transport,
     clock: crate::platform::clock::SharedClock,
     wake: std::sync::Arc<tokio::sync::Notify>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
-    requests: crate::identity::requests::Settings,
-) {
+    first: F,
+) where
+    F: Fn(time::OffsetDateTime) -> Fut,
+    Fut: std::future::Future<Output = Result<usize, sqlx::Error>>,
+{
     loop {
-        if let Err(e) = crate::identity::requests::process_due(&db, &requests, clock.now(), 100).await
+        if let Err(e) = first(clock.now()).await
             && !crate::platform::db::outage::note(&e)
         {
-            tracing::warn!(error = %e, "outbox worker: account requests: database error");
+            tracing::warn!(error = %e, "outbox worker: queued work: database error");
         }
         if let Err(e) = deliver_due(&db, &transport, clock.now(), 100).await
             && !crate::platform::db::outage::note(&e)

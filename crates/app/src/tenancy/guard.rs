@@ -100,6 +100,7 @@ pub async fn require_org(
     if !principal.can(permission) {
         return Err(AppError::Forbidden(format!("Your role in {name} doesn't allow this ({}).", permission.as_str())));
     }
+    req.extensions_mut().insert(crate::access::Asking::member(session.user.id(), principal.clone()));
     req.extensions_mut().insert(OrgAccess { principal, slug, name, brand_color, timezone });
     Ok(Resolved::Ok(req))
 }

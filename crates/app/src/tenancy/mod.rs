@@ -1,6 +1,7 @@
 //! Organizations, memberships, invitations, roles and permissions.
 
 pub mod allowlist;
+pub mod audit_log;
 pub mod guard;
 pub mod repo;
 pub mod service;

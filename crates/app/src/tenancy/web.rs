@@ -51,6 +51,7 @@ pub fn routes() -> Vec<RouteDef> {
         route!(POST "/o/{org}/settings/allowlist", Surface::Web, Access::Org(P::IpAllowlistManage), save_allowlist),
         route!(GET "/o/{org}/settings/roles", Surface::Web, Access::Org(P::RolesManage), roles_page),
         route!(POST "/o/{org}/settings/roles", Surface::Web, Access::Org(P::RolesManage), save_roles),
+        route!(GET "/app", Surface::Web, Access::SignedIn, app_home),
         route!(GET "/invitations/accept", Surface::Web, Access::Public, invitation_page),
         route!(POST "/invitations/accept", Surface::Web, Access::Public, accept_invitation)
             .limited(&[AUTH_PER_IP, TOKEN_PER_ACCOUNT]),
@@ -1033,15 +1034,36 @@ async fn accept_invitation(
                 .map(|org| Redirect::to(&format!("/o/{}", org.slug)).into_response())
         }
         _ => {
-            crate::identity::web::invitation_sign_in(
-                &state,
-                &ctx,
-                &meta,
-                &headers,
-                &form.token,
-                &crate::platform::secret::Secret::new(form.password),
-                &form.display_name,
-            )
+            async {
+                let invitation =
+                    crate::access::find_invitation(&state.db, &form.token, meta.now).await?.ok_or_else(|| {
+                        AppError::BadRequest("This invitation is invalid, expired or already answered.".into())
+                    })?;
+                let signed_in = crate::identity::web::invitation_sign_in(
+                    &state,
+                    &meta,
+                    &headers,
+                    &invitation.email,
+                    &crate::platform::secret::Secret::new(form.password.clone()),
+                    &form.display_name,
+                )
+                .await?;
+                match signed_in.user.clone() {
+                    Some(user) => {
+                        let org =
+                            service::accept_invitation(&state.db, &ctx, &user, &invitation.email, &form.token).await?;
+                        Ok(signed_in.respond(&state, &format!("/o/{}", org.slug)))
+                    }
+                    // The second factor first; then back to the invitation.
+                    None => {
+                        let back = format!(
+                            "/invitations/accept?token={}",
+                            percent_encoding::utf8_percent_encode(&form.token, percent_encoding::NON_ALPHANUMERIC)
+                        );
+                        Ok(signed_in.respond(&state, &back))
+                    }
+                }
+            }
             .await
         }
     };
@@ -1081,4 +1103,31 @@ async fn decline_invitation(
         Err(AppError::BadRequest(_)) => invitation_gone(),
         Err(e) => Err(e),
     }
+}
+
+// ---- the signed-in home: one's organizations ----
+
+#[derive(Template)]
+#[template(path = "tenancy/app_home.html")]
+struct AppHome {
+    csrf: String,
+    email: String,
+    display_name: String,
+    organizations: Vec<(String, String)>,
+}
+
+async fn app_home(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    current: CurrentSession,
+) -> AppResult<Response> {
+    let user = crate::identity::service::load_user(&state, current.user.id()).await?;
+    let mut tx = crate::platform::db::UserTx::begin(&state.db, &current.user).await?;
+    let organizations = super::repo::list_for_user(&mut tx)
+        .await?
+        .into_iter()
+        .map(|(o, role)| (o.name, role.label().to_string()))
+        .collect();
+    tx.commit().await?;
+    page(&AppHome { csrf, email: user.email, display_name: user.display_name, organizations })
 }

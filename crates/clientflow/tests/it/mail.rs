@@ -166,7 +166,13 @@ async fn the_worker_decides_account_requests_and_delivers_their_mail() {
         app.state.clock.clone(),
         app.state.mail_wake.clone(),
         stopped,
-        app.request_settings(),
+        {
+            let (db, requests) = (app.app_db.clone(), app.request_settings());
+            move |now| {
+                let (db, requests) = (db.clone(), requests.clone());
+                async move { clientflow::identity::requests::process_due(&db, &requests, now, 100).await }
+            }
+        },
     ));
     let reset_mail = || {
         clientflow::mail::transport::read_maildrop(&app.config.data_dir)

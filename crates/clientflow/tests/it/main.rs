@@ -21,6 +21,7 @@ mod identity;
 mod input;
 mod isolation;
 mod keys;
+mod layers;
 mod logs;
 mod mail;
 mod matrix;

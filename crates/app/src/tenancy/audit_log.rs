@@ -8,15 +8,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::{Context, Entry, STORED_COLUMNS, StoredEvent};
+use super::guard::OrgAccess;
+use super::web::{OrgNav, page};
 use crate::access::OrgTx;
 use crate::access::role::Permission;
 use crate::access::route::{Access, RouteDef, Surface};
+use crate::audit::{Context, Entry, STORED_COLUMNS, StoredEvent};
 use crate::platform::http::error::{AppError, AppResult};
 use crate::route;
 use crate::state::AppState;
-use crate::tenancy::guard::OrgAccess;
-use crate::tenancy::web::{OrgNav, page};
 
 pub fn routes() -> Vec<RouteDef> {
     vec![
@@ -160,7 +160,7 @@ async fn export_csv(
     let mut tx = OrgTx::begin(&state.db, &access.principal).await?;
     let events = query(&mut tx, &f, EXPORT_CAP).await?;
     // The export is itself audited, in the same transaction that read it.
-    super::record(
+    crate::audit::record(
         &mut tx,
         &ctx,
         Entry::new("audit.exported", "audit_log", access.principal.org_id())

@@ -1,0 +1,177 @@
+//! The layering of the code, checked: the platform crate depends on nothing of the application,
+//! and within the application an area uses only the areas below it, in the order
+//! `docs/ARCHITECTURE.md` states (the test reads the order from there, so the two can't drift).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `layers: root > api > … > audit`, from the architecture document.
+fn documented_order() -> Vec<String> {
+    let doc = std::fs::read_to_string(root().join("docs/ARCHITECTURE.md")).unwrap();
+    let line = doc
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("layers:"))
+        .expect("docs/ARCHITECTURE.md states the layers on a line starting `layers:`");
+    line.split('>').map(|a| a.trim().trim_matches('`').to_string()).filter(|a| !a.is_empty()).collect()
+}
+
+/// The modules of the composition root: they assemble the areas and may use any of them.
+/// `state` (every handler's `AppState`) and `config` (the configuration tree) are the root's
+/// shared context, which every area may name.
+const ROOT: &[&str] = &["lib", "routes", "cli", "ops", "state", "config"];
+const SHARED_ROOT: &[&str] = &["state", "config"];
+
+fn rust_files(dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push((path.strip_prefix(dir).unwrap().to_string_lossy().replace('\\', "/"), path));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The area a file belongs to: its first path component (`work/web/tasks.rs` → `work`).
+fn area_of(rel: &str) -> String {
+    rel.split('/').next().unwrap().trim_end_matches(".rs").to_string()
+}
+
+/// The code of a file without comments and without its test module (tests may reach across).
+fn code(text: &str) -> String {
+    let text = text.split("#[cfg(test)]").next().unwrap_or(text);
+    text.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n")
+}
+
+/// The areas a piece of code names through `crate::…` (paths and `use crate::{a, b}` lists).
+fn named_areas(code: &str) -> BTreeSet<(usize, String)> {
+    let mut out = BTreeSet::new();
+    for (n, line) in code.lines().enumerate() {
+        let mut rest = line;
+        while let Some(at) = rest.find("crate::") {
+            let after = &rest[at + "crate::".len()..];
+            if let Some(list) = after.strip_prefix('{') {
+                let inner = list.split('}').next().unwrap_or("");
+                for item in inner.split(',') {
+                    let name: String = item.trim().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                    if !name.is_empty() {
+                        out.insert((n + 1, name));
+                    }
+                }
+            } else {
+                let name: String = after.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                if !name.is_empty() {
+                    out.insert((n + 1, name));
+                }
+            }
+            rest = &after[..];
+        }
+    }
+    out
+}
+
+/// Every use of an area above the user's, as `file:line: area uses area`.
+fn violations(src: &Path, order: &[String]) -> Vec<String> {
+    let rank = |area: &str| -> Option<usize> {
+        if ROOT.contains(&area) {
+            return Some(0);
+        }
+        // `crate::route!` is the access layer's macro.
+        let area = if area == "route" { "access" } else { area };
+        order.iter().position(|a| a == area).map(|i| i + 1)
+    };
+    let mut out = Vec::new();
+    for (rel, path) in rust_files(src) {
+        let from = area_of(&rel);
+        let Some(from_rank) = rank(&from) else {
+            out.push(format!("{rel}: the area `{from}` is not in the documented order"));
+            continue;
+        };
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (line, to) in named_areas(&code(&text)) {
+            if to == from || to == "platform" || SHARED_ROOT.contains(&to.as_str()) {
+                continue;
+            }
+            match rank(&to) {
+                Some(to_rank) if to_rank > from_rank || (from_rank == 0 && to_rank == 0) => {}
+                Some(_) => out.push(format!("{rel}:{line}: {from} uses {to}, which is above it")),
+                None => {}
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn an_area_uses_only_the_areas_below_it() {
+    let order = documented_order();
+    assert_eq!(order.first().map(String::as_str), Some("root"), "the order starts with the root: {order:?}");
+    let order: Vec<String> = order.into_iter().skip(1).collect();
+    assert!(order.len() >= 10, "{order:?}");
+    let src = root().join("crates/app/src");
+    // Every area of the application is placed in the order.
+    let areas: BTreeSet<String> = rust_files(&src).iter().map(|(rel, _)| area_of(rel)).collect();
+    for area in &areas {
+        assert!(
+            ROOT.contains(&area.as_str()) || order.contains(area),
+            "the area `{area}` is not in docs/ARCHITECTURE.md's order"
+        );
+    }
+    let v = violations(&src, &order);
+    assert!(v.is_empty(), "areas using areas above them:\n{}", v.join("\n"));
+}
+
+/// Negative control: an upward use smuggled into a copy is caught, a comment is not.
+#[test]
+fn the_layer_check_catches_an_upward_use() {
+    let order: Vec<String> = documented_order().into_iter().skip(1).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = root().join("crates/app/src");
+    for (rel, path) in rust_files(&src) {
+        let dst = tmp.path().join(&rel);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(path, dst).unwrap();
+    }
+    let append = |rel: &str, code: &str| {
+        let p = tmp.path().join(rel);
+        let mut text = std::fs::read_to_string(&p).unwrap();
+        text = format!("{code}\n{text}");
+        std::fs::write(p, text).unwrap();
+    };
+    append("audit/chain.rs", "use crate::work::clients::Client;");
+    append("access/role.rs", "use crate::{tenancy, identity::session};");
+    append("identity/mod.rs", "// crate::api is above, but this is a comment.");
+    let v = violations(tmp.path(), &order);
+    let text = v.join("\n");
+    assert!(v.iter().any(|l| l.starts_with("audit/chain.rs:1: audit uses work")), "{text}");
+    assert!(v.iter().any(|l| l.starts_with("access/role.rs:1: access uses tenancy")), "{text}");
+    assert!(v.iter().any(|l| l.starts_with("access/role.rs:1: access uses identity")), "{text}");
+    assert!(!text.contains("identity/mod.rs"), "{text}");
+}
+
+/// The platform is a crate of its own that depends on nothing of the application: the
+/// compiler enforces it; this says so where a reviewer looks, and catches a path dependency or
+/// a name of the application sneaking in.
+#[test]
+fn the_platform_crate_depends_on_nothing_of_the_application() {
+    let manifest = std::fs::read_to_string(root().join("crates/platform/Cargo.toml")).unwrap();
+    for name in ["clientflow-app", "clientflow =", "clientflow-test-support", "\"../app\""] {
+        assert!(!manifest.contains(name), "crates/platform/Cargo.toml names {name}");
+    }
+    for (rel, path) in rust_files(&root().join("crates/platform/src")) {
+        let text = code(&std::fs::read_to_string(path).unwrap());
+        // A path into the application (a log target string such as "clientflow::access" is not).
+        let names_app = text.match_indices("clientflow::").any(|(at, _)| !text[..at].ends_with('"'));
+        assert!(!names_app, "crates/platform/src/{rel} names the application");
+    }
+}
