@@ -74,7 +74,7 @@ fn named_areas(code: &str) -> BTreeSet<(usize, String)> {
                     out.insert((n + 1, name));
                 }
             }
-            rest = &after[..];
+            rest = after;
         }
     }
     out
