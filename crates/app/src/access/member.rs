@@ -5,57 +5,99 @@ use super::OrgPrincipal;
 use super::gate;
 use super::principal::{Actor, load_permissions};
 use super::role::Role;
-use super::user::AuthenticatedUser;
+use super::session::CurrentSession;
 use crate::platform::db::Db;
-use crate::platform::db::tenant::{GateTx, UserTx};
+use crate::platform::db::tenant::{Capability, GateTx};
 use crate::platform::ids::{ClientId, OrgId};
 
-/// Verifies that `user` is an active member of `org_id` and returns the principal, or `None`
-/// when they are not (unknown organization, no membership, suspended): callers answer 404
-/// so that a foreign organization can't be told apart from a missing one.
-pub async fn verify_member(
-    db: &Db,
-    user: &AuthenticatedUser,
-    org_id: OrgId,
-) -> Result<Option<OrgPrincipal>, sqlx::Error> {
-    let mut tx = GateTx::begin(db, &gate()).await?;
-    tx.set_tenant(org_id).await?;
-    let row: Option<(Role, Option<ClientId>)> = sqlx::query_as(
-        "SELECT m.role, m.client_id FROM memberships m \
-         WHERE m.organization_id = $1 AND m.user_id = $2 AND m.status = 'active'",
-    )
-    .bind(org_id)
-    .bind(user.id())
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((role, client_id)) = row else {
-        tx.commit().await?;
-        return Ok(None);
-    };
-    let permissions = load_permissions(&mut tx, org_id, user.id(), role).await?;
-    tx.commit().await?;
-    Ok(Some(OrgPrincipal { org_id, actor: Actor::User(user.id()), role, client_id, permissions, scope_user: None }))
+/// What an organization's security settings and pages need of it, read with the membership.
+#[derive(Debug, Clone)]
+pub struct OrgFacts {
+    pub slug: String,
+    pub name: String,
+    pub brand_color: String,
+    /// The organization's IANA time zone.
+    pub timezone: String,
+    /// A shorter idle timeout than the installation's, if the organization set one.
+    pub session_timeout_minutes: Option<i32>,
+    pub require_two_factor: bool,
+    pub ip_allowlist: Vec<ipnet::IpNet>,
 }
 
-/// Like [`verify_member`], finding the organization by its slug among the user's own
-/// organizations (a slug of an organization they don't belong to is simply not found).
-pub async fn verify_member_by_slug(
+/// Who asks for an organization's page, resolved in one transaction.
+#[derive(Debug, Clone)]
+pub enum MemberRequest {
+    /// No live session for the cookie.
+    NoSession,
+    /// A live session whose sign-in isn't complete, or whose user isn't an active member of an
+    /// organization with this slug (the two look the same to the caller: 404 or the next step).
+    Session(CurrentSession),
+    /// A member: the session, the principal and the organization's facts.
+    Member(CurrentSession, OrgPrincipal, Box<OrgFacts>),
+}
+
+/// Resolves an organization route's asker in **one** transaction: the session behind the
+/// cookie token (`session::lookup`, which also keeps its idle clock), the organization with
+/// this slug among the user's own, the membership, the role's permissions as the organization
+/// customized them and the member's overrides, and the organization's security settings. This
+/// is the one transaction the route guard opens for a page; the handler opens its own.
+pub async fn resolve_member_request(
     db: &Db,
-    user: &AuthenticatedUser,
+    token: &str,
     slug: &str,
-) -> Result<Option<OrgPrincipal>, sqlx::Error> {
-    let mut tx = UserTx::begin(db, user).await?;
-    let org: Option<(OrgId,)> = sqlx::query_as(
-        "SELECT o.id FROM organizations o JOIN memberships m ON m.organization_id = o.id \
+    now: time::OffsetDateTime,
+    idle: time::Duration,
+) -> Result<MemberRequest, sqlx::Error> {
+    let mut tx = GateTx::begin(db, &gate()).await?;
+    let Some(session) = super::session::lookup(&mut tx, token, now, idle).await? else {
+        tx.commit().await?;
+        return Ok(MemberRequest::NoSession);
+    };
+    if session.stage != super::session::Stage::Complete {
+        tx.commit().await?;
+        return Ok(MemberRequest::Session(session));
+    }
+    let user = session.user.id();
+    tx.set(Capability::User, &user.to_string()).await?;
+    type Row = (OrgId, String, String, String, Option<i32>, bool, Vec<ipnet::IpNet>, Role, Option<ClientId>);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT o.id, o.name, o.brand_color, o.timezone, o.session_timeout_minutes, o.require_two_factor, \
+                o.ip_allowlist, m.role, m.client_id \
+         FROM organizations o JOIN memberships m ON m.organization_id = o.id \
          WHERE o.slug = $1 AND m.user_id = $2 AND m.status = 'active'",
     )
     .bind(slug)
-    .bind(user.id())
+    .bind(user)
     .fetch_optional(&mut *tx)
     .await?;
+    tx.set(Capability::User, "").await?;
+    let Some((
+        org_id,
+        name,
+        brand_color,
+        timezone,
+        session_timeout_minutes,
+        require_two_factor,
+        ip_allowlist,
+        role,
+        client_id,
+    )) = row
+    else {
+        tx.commit().await?;
+        return Ok(MemberRequest::Session(session));
+    };
+    tx.set_tenant(org_id).await?;
+    let permissions = load_permissions(&mut tx, org_id, user, role).await?;
     tx.commit().await?;
-    match org {
-        Some((org_id,)) => verify_member(db, user, org_id).await,
-        None => Ok(None),
-    }
+    let principal = OrgPrincipal { org_id, actor: Actor::User(user), role, client_id, permissions, scope_user: None };
+    let facts = OrgFacts {
+        slug: slug.to_string(),
+        name,
+        brand_color,
+        timezone,
+        session_timeout_minutes,
+        require_two_factor,
+        ip_allowlist,
+    };
+    Ok(MemberRequest::Member(session, principal, Box::new(facts)))
 }

@@ -22,6 +22,7 @@ pub mod member;
 pub mod principal;
 pub mod role;
 pub mod route;
+pub mod session;
 pub mod user;
 
 pub use account::{audit_account_event, audit_account_event_as};
@@ -30,7 +31,6 @@ pub use asking::Asking;
 pub use contact_form::contact_form;
 pub use file_link::verify_file_link;
 pub use invitation::{OpenInvitation, begin_invitation_acceptance, begin_invitation_decline, find_invitation};
-pub use member::{verify_member, verify_member_by_slug};
 pub use principal::{
     Actor, NewOrgCreator, OperatorAuthority, OrgPrincipal, OrgTx, ProjectScope, audit_maintenance,
     begin_new_organization, operator,

@@ -5,7 +5,7 @@ use crate::platform::ids::UserId;
 
 /// A user whose identity has been verified for this request.
 ///
-/// Only a verified session hands these out (`identity::session`, the one caller of
+/// Only a verified session hands these out (`access::session`, the one caller of
 /// [`AuthenticatedUser::from_verified_session`]; the door test checks), so a function that takes
 /// `&AuthenticatedUser` can trust the id inside.
 #[derive(Debug, Clone)]

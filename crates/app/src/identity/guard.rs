@@ -262,26 +262,46 @@ pub async fn require_session(
     rotated: &mut Option<RotatedSession>,
 ) -> Result<Resolved, AppError> {
     let session = current_session(state, req.headers()).await?;
-    let session = match (session, stage) {
-        (Some(s), wanted) if s.stage == wanted => s,
-        (Some(s), Stage::Complete) if s.stage == Stage::Pending => {
-            return Ok(Resolved::Respond(if is_api(&req) {
-                AppError::Unauthorized("Finish signing in first.".into()).into_response()
-            } else {
-                Redirect::to("/login/two-factor").into_response()
-            }));
-        }
-        (Some(_), Stage::Pending) => {
-            return Ok(Resolved::Respond(Redirect::to("/app").into_response()));
-        }
-        (_, _) => {
-            return Ok(Resolved::Respond(if is_api(&req) {
-                AppError::Unauthorized("Sign in first.".into()).into_response()
-            } else {
-                to_login(&req)
-            }));
-        }
+    let session = match session_at_stage(session, stage, &req) {
+        Ok(s) => s,
+        Err(res) => return Ok(Resolved::Respond(*res)),
     };
+    let (req, _) = admit_session(state, req, session, rotated).await?;
+    Ok(Resolved::Ok(req))
+}
+
+/// The session if it is at the `wanted` stage; otherwise where to send the browser (or what to
+/// answer an API client): sign in, finish the second factor, or the app.
+pub fn session_at_stage(
+    session: Option<CurrentSession>,
+    wanted: Stage,
+    req: &Request,
+) -> Result<CurrentSession, Box<Response>> {
+    match (session, wanted) {
+        (Some(s), wanted) if s.stage == wanted => Ok(s),
+        (Some(s), Stage::Complete) if s.stage == Stage::Pending => Err(Box::new(if is_api(req) {
+            AppError::Unauthorized("Finish signing in first.".into()).into_response()
+        } else {
+            Redirect::to("/login/two-factor").into_response()
+        })),
+        (Some(_), Stage::Pending) => Err(Box::new(Redirect::to("/app").into_response())),
+        (_, _) => Err(Box::new(if is_api(req) {
+            AppError::Unauthorized("Sign in first.".into()).into_response()
+        } else {
+            to_login(req)
+        })),
+    }
+}
+
+/// Lets a verified session's request through: the CSRF checks on an unsafe method, a new token
+/// after a privilege change, and the session and its asker as request extensions. Returns the
+/// request and the session as admitted.
+pub async fn admit_session(
+    state: &AppState,
+    req: Request,
+    session: CurrentSession,
+    rotated: &mut Option<RotatedSession>,
+) -> Result<(Request, CurrentSession), AppError> {
     let mut req = if is_unsafe(req.method()) { check_csrf(state, req, Some(&session)).await? } else { req };
     // After a privilege change the token is replaced (the check above used the old one).
     let session = match read_cookie(req.headers(), SESSION_COOKIE) {
@@ -302,8 +322,8 @@ pub async fn require_session(
         _ => session,
     };
     req.extensions_mut().insert(crate::access::Asking::user(session.user.id()));
-    req.extensions_mut().insert(session);
-    Ok(Resolved::Ok(req))
+    req.extensions_mut().insert(session.clone());
+    Ok((req, session))
 }
 
 /// For signing out: any session, finished or not.

@@ -9,7 +9,9 @@ pub mod repo;
 pub mod requests;
 pub mod return_to;
 pub mod service;
-pub mod session;
+/// Sessions are stored and resolved by the access layer (they say who is asking); the sign-in
+/// flows here create and end them.
+pub use crate::access::session;
 pub mod throttle;
 pub mod tokens;
 pub mod totp;

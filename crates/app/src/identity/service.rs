@@ -86,7 +86,7 @@ pub async fn establish_session(
         return Err(AppError::Forbidden("This account is disabled.".into()));
     }
     let stage = if user.two_factor_enabled() { Stage::Pending } else { Stage::Complete };
-    let session = session::create(conn, user.id, stage, method, meta, &state.config.identity).await?;
+    let session = session::create(conn, user.id, stage, method, meta, session_lifetime(state)).await?;
     let device_token = match stage {
         Stage::Complete => Some(session::remember_device(conn, user.id, device, meta.now).await?),
         Stage::Pending => None,
@@ -314,7 +314,7 @@ pub async fn complete_second_factor(
         None => session::delete(&mut tx, pending.id).await?,
     }
     let session =
-        session::create(&mut tx, user.id, Stage::Complete, pending.method, meta, &state.config.identity).await?;
+        session::create(&mut tx, user.id, Stage::Complete, pending.method, meta, session_lifetime(state)).await?;
     let device_token = session::remember_device(&mut tx, user.id, device, meta.now).await?;
     events::record(
         &mut tx,
@@ -630,7 +630,7 @@ async fn rotate(
     } else {
         session::delete(conn, current.id).await?;
     }
-    Ok(session::create(conn, current.user.id(), Stage::Complete, current.method, meta, &state.config.identity).await?)
+    Ok(session::create(conn, current.user.id(), Stage::Complete, current.method, meta, session_lifetime(state)).await?)
 }
 
 pub async fn load_user(state: &AppState, id: UserId) -> AppResult<User> {
@@ -1154,4 +1154,9 @@ pub async fn sign_in_for_invitation(
         s.filter(|s| s.stage == Stage::Complete).map(|s| s.user)
     };
     Ok((signed_in, user))
+}
+
+/// How long a complete session lives, however active (`identity.session_absolute_hours`).
+fn session_lifetime(state: &AppState) -> time::Duration {
+    time::Duration::hours(state.config.identity.session_absolute_hours.into())
 }

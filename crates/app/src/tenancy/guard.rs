@@ -8,11 +8,11 @@ use axum::extract::{FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect};
 
-use crate::access::OrgTx;
+use crate::access::member::MemberRequest;
 use crate::access::role::Permission;
 use crate::access::{self, OrgPrincipal};
-use crate::identity::guard::{Resolved, RotatedSession, require_session};
-use crate::identity::session::{self, CurrentSession, Stage};
+use crate::identity::guard::{Resolved, RotatedSession, admit_session, session_at_stage};
+use crate::identity::session::{self, Stage};
 use crate::platform::http::error::AppError;
 use crate::platform::http::middleware::{ClientIp, RequestId};
 use crate::state::AppState;
@@ -43,30 +43,41 @@ pub async fn require_org(
     rotated: &mut Option<RotatedSession>,
 ) -> Result<Resolved, AppError> {
     let is_api = req.uri().path().starts_with("/api/");
-    let mut req = match require_session(state, req, Stage::Complete, rotated).await? {
-        Resolved::Ok(req) => req,
-        respond => return Ok(respond),
-    };
-    let session = req.extensions().get::<CurrentSession>().cloned().ok_or_else(|| AppError::internal("no session"))?;
     let (mut parts, body) = req.into_parts();
     let slug = RawPathParams::from_request_parts(&mut parts, state)
         .await
         .ok()
         .and_then(|p| p.iter().find(|(k, _)| *k == "org").map(|(_, v)| v.to_string()))
         .ok_or_else(|| AppError::internal("an organization route without an {org} segment"))?;
-    req = Request::from_parts(parts, body);
-    let principal = access::verify_member_by_slug(&state.db, &session.user, &slug).await?.ok_or(AppError::NotFound)?;
-
-    let mut tx = OrgTx::begin(&state.db, &principal).await?;
-    type Row = (String, String, String, Option<i32>, bool, Vec<ipnet::IpNet>);
-    let (name, brand_color, timezone, timeout, require_2fa, allowlist): Row = sqlx::query_as(
-        "SELECT name, brand_color, timezone, session_timeout_minutes, require_two_factor, ip_allowlist \
-         FROM organizations WHERE id = $1",
-    )
-    .bind(principal.org_id())
-    .fetch_one(&mut *tx)
-    .await?;
-    tx.commit().await?;
+    let req = Request::from_parts(parts, body);
+    // Session, membership, permissions and the organization's settings: one transaction.
+    let idle = time::Duration::minutes(state.config.identity.session_idle_minutes.into());
+    let resolved = match session::read_cookie(req.headers(), session::SESSION_COOKIE) {
+        Some(token) => {
+            access::member::resolve_member_request(&state.db, &token, &slug, state.clock.now(), idle).await?
+        }
+        None => MemberRequest::NoSession,
+    };
+    let (session, member) = match resolved {
+        MemberRequest::NoSession => (None, None),
+        MemberRequest::Session(s) => (Some(s), None),
+        MemberRequest::Member(s, principal, facts) => (Some(s), Some((principal, facts))),
+    };
+    let session = match session_at_stage(session, Stage::Complete, &req) {
+        Ok(s) => s,
+        Err(res) => return Ok(Resolved::Respond(*res)),
+    };
+    let (mut req, session) = admit_session(state, req, session, rotated).await?;
+    let (principal, facts) = member.ok_or(AppError::NotFound)?;
+    let access::member::OrgFacts {
+        slug,
+        name,
+        brand_color,
+        timezone,
+        session_timeout_minutes: timeout,
+        require_two_factor: require_2fa,
+        ip_allowlist: allowlist,
+    } = *facts;
 
     // The allowlist before anything else the organization's settings decide: from outside, a
     // member gets this refusal on every page and nothing more. (Client-role members use the

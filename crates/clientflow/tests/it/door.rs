@@ -11,7 +11,7 @@
 //! - the door's principal traits (`TenantPrincipal` opens an organization's transaction,
 //!   `UserPrincipal` a user's): implemented only by the access layer's verified principal and
 //!   user;
-//! - a verified user is made only from a verified session (`identity/session.rs`).
+//! - a verified user is made only from a verified session (`access/session.rs`).
 //!
 //! A request handler, a job or a service that wanted any of them would have to show up here.
 
@@ -70,7 +70,7 @@ const RULES: &[Rule] = &[
         needle: "from_verified_session(",
         what: "makes a verified user without a verified session",
         allowed: |rel, line| {
-            rel == "identity/session.rs" || (rel == "access/user.rs" && line.contains("fn from_verified_session("))
+            rel == "access/session.rs" || (rel == "access/user.rs" && line.contains("fn from_verified_session("))
         },
     },
 ];

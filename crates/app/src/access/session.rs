@@ -13,12 +13,11 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use super::AuthenticatedUser;
-use crate::identity::config::IdentityConfig;
 use crate::platform::crypto::{random_token, sha256};
 use crate::platform::ids::UserId;
 
 pub const SESSION_COOKIE: &str = "__Host-cf_session";
-pub use crate::access::asking::{DEVICE_COOKIE, read_cookie};
+pub use super::asking::{DEVICE_COOKIE, read_cookie};
 pub const CSRF_COOKIE: &str = "__Host-cf_csrf";
 pub const OIDC_COOKIE: &str = "__Host-cf_oidc";
 
@@ -100,13 +99,13 @@ pub async fn create(
     stage: Stage,
     method: Method,
     meta: &RequestMeta,
-    config: &IdentityConfig,
+    lifetime: Duration,
 ) -> Result<NewSession, sqlx::Error> {
     let token = random_token();
     let id = Uuid::now_v7();
     let expires_at = match stage {
         Stage::Pending => meta.now + PENDING_LIFETIME,
-        Stage::Complete => meta.now + Duration::hours(config.session_absolute_hours.into()),
+        Stage::Complete => meta.now + lifetime,
     };
     sqlx::query(
         "INSERT INTO sessions (id, token_hash, user_id, stage, method, csrf_token, created_at, last_seen_at, expires_at, ip, user_agent, \
@@ -338,7 +337,7 @@ pub async fn is_known_device(
     Ok(found.is_some())
 }
 
-pub use crate::access::asking::is_known_device_of_email;
+pub use super::asking::is_known_device_of_email;
 
 /// `Set-Cookie` for a `__Host-` cookie. `max_age: None` makes it a browser-session cookie.
 pub fn set_cookie(name: &str, value: &str, max_age: Option<Duration>) -> String {
