@@ -188,7 +188,7 @@ async fn guarded(
         Access::Public | Access::SignedIn | Access::SecondFactor | Access::AnySession | Access::Org(_) => {
             next.run(req).await
         }
-        Access::Api(_) => crate::api::idempotency::wrap(state, req, next).await,
+        Access::Api(_) => api_request(state, req, next).await,
         Access::Operator => {
             let ip = req.extensions().get::<ClientIp>().map(|c| c.0);
             let from_allowed = ip.is_some_and(|ip| net::contains(&state.config.metrics.allow, ip));
@@ -206,6 +206,43 @@ async fn guarded(
             }
         }
     }
+}
+
+/// Runs an API request's work in the transaction its key was verified in (the request
+/// transaction, which the handler's `OrgTx` joins), in a task of its own so that a client that
+/// goes away can't cancel work about to commit, and commits it once the work is done: an API
+/// request is one transaction, and an `Idempotency-Key`'s stored answer commits with the work
+/// it describes (`api::idempotency`).
+async fn api_request(state: &AppState, req: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    let verified = req.extensions().get::<crate::access::request_tx::VerifiedTx>().and_then(|v| v.take());
+    let principal = req.extensions().get::<crate::api::guard::ApiAccess>().map(|a| a.principal.clone());
+    let state = state.clone();
+    let task = tokio::spawn(
+        async move {
+            let tx = match (verified, principal) {
+                (Some(tx), _) => tx,
+                (None, Some(p)) => match crate::access::OrgTx::begin(&state.db, &p).await {
+                    Ok(tx) => tx,
+                    Err(e) => return AppError::from(e).into_response(),
+                },
+                (None, None) => return AppError::internal("an API request without its key").into_response(),
+            };
+            let work = crate::api::idempotency::wrap(&state, req, next);
+            let (res, tx) = crate::platform::db::tenant::with_request_tx(tx, work).await;
+            match tx {
+                Some(tx) => match tx.commit().await {
+                    Ok(()) => res,
+                    // Nothing of the work was saved: the answer would not be true.
+                    Err(e) => AppError::from(e).into_response(),
+                },
+                // The work gave the transaction up (an error rolled it back).
+                None => res,
+            }
+        }
+        .instrument(tracing::Span::current()),
+    );
+    task.await.unwrap_or_else(|e| AppError::internal(format!("request task failed: {e}")).into_response())
 }
 
 fn bearer(req: &Request) -> Option<&str> {

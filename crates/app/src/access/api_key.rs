@@ -2,7 +2,7 @@
 //! creator's current standing and the organization's customization of its role.
 
 use super::gate;
-use super::principal::{Actor, OrgPrincipal};
+use super::principal::{Actor, OrgPrincipal, OrgTx};
 use super::role::{Permission, PermissionSet, Role, effective_permissions};
 use crate::platform::db::Db;
 use crate::platform::db::tenant::{Capability, GateTx};
@@ -40,12 +40,40 @@ pub async fn verify_api_key_with_allowlist(
     presented: &str,
     now: time::OffsetDateTime,
 ) -> Result<Option<(OrgPrincipal, Vec<ipnet::IpNet>)>, sqlx::Error> {
+    let mut tx = GateTx::begin(db, &gate()).await?;
+    let verified = verify_in(&mut tx, presented, now).await?;
+    tx.commit().await?;
+    Ok(verified)
+}
+
+/// [`verify_api_key_with_allowlist`], keeping the transaction open as the key's organization
+/// transaction for the request's own work: an API request is one transaction.
+pub async fn open_api_key_request(
+    db: &Db,
+    presented: &str,
+    now: time::OffsetDateTime,
+) -> Result<Option<(OrgTx, Vec<ipnet::IpNet>)>, sqlx::Error> {
+    let mut tx = GateTx::begin(db, &gate()).await?;
+    match verify_in(&mut tx, presented, now).await? {
+        Some((principal, allowlist)) => Ok(Some((tx.into_org_tx(principal).await?, allowlist))),
+        None => {
+            tx.commit().await?;
+            Ok(None)
+        }
+    }
+}
+
+/// The verification itself, inside `tx` (which it leaves open).
+async fn verify_in(
+    tx: &mut GateTx,
+    presented: &str,
+    now: time::OffsetDateTime,
+) -> Result<Option<(OrgPrincipal, Vec<ipnet::IpNet>)>, sqlx::Error> {
     let Some(secret) = presented.strip_prefix(API_KEY_PREFIX) else { return Ok(None) };
     if secret.len() != 43 || !secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return Ok(None);
     }
     let digest = crate::platform::crypto::sha256(presented.as_bytes());
-    let mut tx = GateTx::begin(db, &gate()).await?;
     tx.set(Capability::ApiKeyHash, &hex::encode(digest)).await?;
     type KeyRow = (
         OrgId,
@@ -61,14 +89,12 @@ pub async fn verify_api_key_with_allowlist(
         "SELECT organization_id, id, role, permissions, created_by, expires_at, revoked_at, last_used_at FROM api_keys WHERE key_hash = $1",
     )
     .bind(&digest[..])
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?;
     let Some((org_id, key_id, role, explicit, created_by, expires_at, revoked_at, last_used_at)) = row else {
-        tx.commit().await?;
         return Ok(None);
     };
     if revoked_at.is_some() || expires_at.is_some_and(|e| e <= now) {
-        tx.commit().await?;
         return Ok(None);
     }
     // The capability has done its job; from here on the key's organization is the tenant.
@@ -94,7 +120,7 @@ pub async fn verify_api_key_with_allowlist(
         .bind(org_id)
         .bind(created_by)
         .bind(role)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?;
     let creator_bound = match (created_by, creator_role) {
         // Made by the command line before every key acted for a member: bounded by its role
@@ -107,22 +133,19 @@ pub async fn verify_api_key_with_allowlist(
         )),
         // The creator left, was suspended, or now ranks below the key.
         (Some(_), _) => {
-            tx.commit().await?;
             return Ok(None);
         }
     };
     let Some(allowlist) = allowlist else {
-        tx.commit().await?;
         return Ok(None);
     };
     if last_used_at.is_none_or(|t| now - t > time::Duration::seconds(60)) {
         sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
             .bind(key_id)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
     }
-    tx.commit().await?;
     let mut permissions =
         effective_permissions(role, &parse_grants(&key_role_custom), &[]).intersect(super::role::admin_bound());
     if let Some(bound) = creator_bound {

@@ -20,13 +20,14 @@ pub mod invitation;
 pub mod maintenance;
 pub mod member;
 pub mod principal;
+pub mod request_tx;
 pub mod role;
 pub mod route;
 pub mod session;
 pub mod user;
 
 pub use account::{audit_account_event, audit_account_event_as};
-pub use api_key::{API_KEY_PREFIX, verify_api_key, verify_api_key_with_allowlist};
+pub use api_key::{API_KEY_PREFIX, open_api_key_request, verify_api_key, verify_api_key_with_allowlist};
 pub use asking::Asking;
 pub use contact_form::contact_form;
 pub use file_link::verify_file_link;

@@ -39,11 +39,11 @@ pub async fn require_key(state: &AppState, mut req: Request, permission: Permiss
         .map(str::trim)
         .map(str::to_string);
     let Some(presented) = presented else { return Ok(invalid()) };
-    let Some((principal, allowlist)) =
-        access::verify_api_key_with_allowlist(&state.db, &presented, state.clock.now()).await?
-    else {
+    // Verified in the transaction the request's work then runs in (see `crate::routes`).
+    let Some((tx, allowlist)) = access::open_api_key_request(&state.db, &presented, state.clock.now()).await? else {
         return Ok(invalid());
     };
+    let principal = tx.principal().clone();
     // The organization's IP allowlist holds for its keys as for its members: a leaked key is
     // useless outside the listed networks.
     let ip = req.extensions().get::<ClientIp>().map(|c| c.0).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
@@ -59,6 +59,7 @@ pub async fn require_key(state: &AppState, mut req: Request, permission: Permiss
     }
     req.extensions_mut().insert(crate::access::Asking::api_key(principal.clone()));
     req.extensions_mut().insert(ApiAccess { principal });
+    req.extensions_mut().insert(crate::access::request_tx::VerifiedTx::new(tx));
     Ok(Resolved::Ok(req))
 }
 

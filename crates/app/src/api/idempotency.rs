@@ -8,8 +8,9 @@
 //!   attempt).
 //! - One request per key at a time: the key's lock (a transaction-scoped advisory lock) is taken
 //!   first; a concurrent duplicate that can't take it gets 409 "still being processed".
-//! - First use: the key's record is written in a transaction that the request then runs in
-//!   (`tenant::with_request_tx`: the handler's own `OrgTx` joins it, and its commit is deferred).
+//! - First use: the key's record is written in the request transaction, which the request then
+//!   runs in (the route guard runs every API request in the transaction its key was verified in,
+//!   `crate::routes`; the handler's own `OrgTx` joins it, and its commit is deferred).
 //!   A successful (2xx) response is added to the record and committed *with* the work, so the
 //!   work and its stored answer exist together or not at all. A crash, a kill or a lost
 //!   connection at any moment rolls both back: a retry with the same key either replays the
@@ -19,8 +20,8 @@
 //!   is 409.
 //! - An error response rolls back (the record with it): nothing was created, so trying again
 //!   (with the same key, after fixing the request) can't create a duplicate.
-//! - The handler runs in a task of its own, so a client that disconnects (or the request
-//!   timeout) doesn't cancel work that is about to commit.
+//! - The request runs in a task of its own (the route guard's), so a client that disconnects
+//!   (or the request timeout) doesn't cancel work that is about to commit.
 //! - Records expire after 24 hours; an expired key may be used again.
 //!
 //! The draft recommends 422 for a key reused with another payload; we answer 409 because 422
@@ -34,7 +35,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
-use tracing::Instrument;
 
 use super::extract::{Rejection, problem};
 use super::guard::ApiAccess;
@@ -171,17 +171,11 @@ async fn run(state: &AppState, req: Request, next: Next) -> Result<Response, Res
         Err(e) => Err(e.into_response()),
         Ok(Claim::Replay { status, stored }) => Ok(replay(status, stored)),
         Ok(Claim::New(tx)) => {
+            // The record goes back into the request transaction, and the work runs in it too.
+            tx.commit().await.map_err(|e| AppError::from(e).into_response())?;
             let req = Request::from_parts(parts, Body::from(bytes));
-            // Its own task: see the module documentation. The span keeps the request id on
-            // the handler's log lines.
-            let task = tokio::spawn(
-                async move {
-                    let (res, tx) = crate::platform::db::tenant::with_request_tx(tx, next.run(req)).await;
-                    settle(&principal, &key, res, tx).await
-                }
-                .instrument(tracing::Span::current()),
-            );
-            Ok(task.await.unwrap_or_else(|e| AppError::internal(format!("request task failed: {e}")).into_response()))
+            let res = next.run(req).await;
+            Ok(settle(state, &principal, &key, res).await)
         }
     }
 }
@@ -267,21 +261,17 @@ async fn claim(
     Ok(Claim::New(tx))
 }
 
-/// Finishes a request that ran in the key's transaction: a success stores its answer and
-/// commits with the work; anything else rolls back (the key's record with it, so the key may be
-/// used again: nothing happened).
-async fn settle(principal: &OrgPrincipal, key: &str, res: Response, tx: Option<OrgTx>) -> Response {
+/// Finishes a request that ran in the request transaction with the key's record: a success
+/// stores its answer there, to commit with the work; anything else rolls the transaction back
+/// (the key's record with it, so the key may be used again: nothing happened).
+async fn settle(state: &AppState, principal: &OrgPrincipal, key: &str, res: Response) -> Response {
     let Some(api_key) = principal.api_key_id() else { return res };
-    let Some(mut tx) = tx else {
-        if res.status().is_success() {
-            tracing::warn!(
-                "a request with an Idempotency-Key succeeded without its transaction; its answer is not stored"
-            );
-        }
-        return res;
-    };
     if !res.status().is_success() {
-        if let Err(e) = tx.rollback().await {
+        // An error that gave the transaction up already rolled it back; otherwise it is taken
+        // back here and rolled back.
+        if let Ok(tx) = OrgTx::begin(&state.db, principal).await
+            && let Err(e) = tx.rollback().await
+        {
             tracing::warn!(error = %e, "rolling back a refused idempotent request");
         }
         return res;
@@ -298,6 +288,7 @@ async fn settle(principal: &OrgPrincipal, key: &str, res: Response, tx: Option<O
         body: String::from_utf8_lossy(&bytes).into_owned(),
     };
     let saved = async {
+        let mut tx = OrgTx::begin(&state.db, principal).await?;
         sqlx::query("UPDATE idempotency_keys SET status = $3, response_body = $4 WHERE api_key_id = $1 AND key = $2")
             .bind(api_key)
             .bind(key)
@@ -309,7 +300,6 @@ async fn settle(principal: &OrgPrincipal, key: &str, res: Response, tx: Option<O
     };
     match saved.await {
         Ok(()) => Response::from_parts(parts, Body::from(bytes)),
-        // Neither the work nor its record was committed: the request didn't happen.
         Err(e) => AppError::from(e).into_response(),
     }
 }

@@ -291,6 +291,19 @@ impl GateTx {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         self.tx.commit().await
     }
+
+    /// Turns this transaction into `principal`'s organization transaction (the tenant set to
+    /// its organization, every capability cleared): a principal verified inside it goes on in
+    /// the same transaction, so a request's verification and its work can be one transaction.
+    pub async fn into_org_tx<P: TenantPrincipal>(mut self, principal: P) -> Result<OrgTx<P>, sqlx::Error> {
+        for capability in
+            [Capability::User, Capability::ApiKeyHash, Capability::InvitationToken, Capability::ContactFormSlug]
+        {
+            set_capability(&mut self.tx, capability, "").await?;
+        }
+        set_tenant(&mut self.tx, principal.org_id()).await?;
+        Ok(OrgTx { tx: self.tx, principal, request: None })
+    }
 }
 
 impl Deref for GateTx {
