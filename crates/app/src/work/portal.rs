@@ -60,15 +60,7 @@ pub async fn home(db: &Db, now: OffsetDateTime, p: &OrgPrincipal) -> AppResult<P
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let invoices = invoices
-        .into_iter()
-        .map(|mut i| {
-            if i.status == "sent" && i.due_date < today {
-                i.status = "overdue".into();
-            }
-            i
-        })
-        .collect();
+    let invoices = invoices.into_iter().map(|i| invoices::shown_status(i, today)).collect();
     Ok(PortalHome { client_name, projects, invoices })
 }
 

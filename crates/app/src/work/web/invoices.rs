@@ -122,7 +122,7 @@ async fn list(State(state): State<AppState>, access: OrgAccess, Query(q): Query<
                 issued: i.issue_date.to_string(),
                 due: i.due_date.to_string(),
                 total: format!("{} {}", format_minor(i.total_minor), i.currency),
-                status: i.status,
+                status: i.status.as_str().to_string(),
             })
             .collect(),
         q: q.q,
@@ -405,7 +405,7 @@ async fn edit_page(
 ) -> AppResult<Response> {
     let id: Uuid = path_id(&id)?;
     let d = invoices::get(&state.db, state.clock.now(), &access.principal, id).await?;
-    if d.invoice.status != "draft" {
+    if d.invoice.status != invoices::InvoiceStatus::Draft {
         // Sent invoices are immutable: the invoice's page says so and offers voiding.
         return detail_result(
             &state,
@@ -481,7 +481,7 @@ pub fn invoice_view(d: InvoiceDetail) -> InvoiceView {
         title: title(i.number),
         client: d.client_name,
         client_id: i.client_id.to_string(),
-        status: i.status,
+        status: i.status.as_str().to_string(),
         issued: i.issue_date.to_string(),
         due: i.due_date.to_string(),
         notes: i.notes,
@@ -569,7 +569,7 @@ async fn transition(
     ctx: Context,
     access: OrgAccess,
     id: String,
-    action: &str,
+    action: invoices::InvoiceAction,
 ) -> AppResult<Response> {
     let id: Uuid = path_id(&id)?;
     let r = invoices::transition(&state.db, &ctx, &access.principal, id, action).await.map(|_| ());
@@ -583,7 +583,7 @@ async fn send(
     access: OrgAccess,
     Path((_, id)): Path<(String, String)>,
 ) -> AppResult<Response> {
-    transition(state, csrf, ctx, access, id, "send").await
+    transition(state, csrf, ctx, access, id, invoices::InvoiceAction::Send).await
 }
 
 async fn pay(
@@ -593,7 +593,7 @@ async fn pay(
     access: OrgAccess,
     Path((_, id)): Path<(String, String)>,
 ) -> AppResult<Response> {
-    transition(state, csrf, ctx, access, id, "pay").await
+    transition(state, csrf, ctx, access, id, invoices::InvoiceAction::Pay).await
 }
 
 async fn void(
@@ -603,7 +603,7 @@ async fn void(
     access: OrgAccess,
     Path((_, id)): Path<(String, String)>,
 ) -> AppResult<Response> {
-    transition(state, csrf, ctx, access, id, "void").await
+    transition(state, csrf, ctx, access, id, invoices::InvoiceAction::Void).await
 }
 
 async fn delete(

@@ -77,7 +77,7 @@ async fn home(State(state): State<AppState>, access: OrgAccess) -> AppResult<Res
                 issued: i.issue_date.to_string(),
                 due: i.due_date.to_string(),
                 total: format!("{} {}", format_minor(i.total_minor), i.currency),
-                status: i.status,
+                status: i.status.as_str().to_string(),
             })
             .collect(),
     })
