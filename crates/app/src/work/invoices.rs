@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::{Date, Duration, OffsetDateTime};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use super::projects::require;
 use super::{Page, fields};
@@ -15,11 +14,12 @@ use crate::access::role::Permission;
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::Db;
 use crate::platform::http::error::{AppError, AppResult};
-use crate::platform::ids::ClientId;
+use crate::platform::ids::{ClientId, InvoiceId};
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Invoice {
-    pub id: Uuid,
+    #[schema(value_type = String, format = Uuid)]
+    pub id: InvoiceId,
     /// Assigned when sent.
     pub number: Option<i64>,
     #[schema(value_type = String, format = Uuid)]
@@ -360,7 +360,7 @@ pub struct InvoiceDetail {
     pub client_name: String,
 }
 
-async fn fetch(tx: &mut OrgTx, id: Uuid) -> AppResult<Invoice> {
+async fn fetch(tx: &mut OrgTx, id: InvoiceId) -> AppResult<Invoice> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM invoices i WHERE i.id = $1"))
         .bind(id)
         .fetch_optional(&mut **tx)
@@ -368,14 +368,14 @@ async fn fetch(tx: &mut OrgTx, id: Uuid) -> AppResult<Invoice> {
         .ok_or(AppError::NotFound)
 }
 
-pub async fn lines(tx: &mut OrgTx, id: Uuid) -> Result<Vec<Line>, sqlx::Error> {
+pub async fn lines(tx: &mut OrgTx, id: InvoiceId) -> Result<Vec<Line>, sqlx::Error> {
     sqlx::query_as("SELECT description, quantity_milli, unit_price_minor, amount_minor FROM invoice_lines WHERE invoice_id = $1 ORDER BY position")
         .bind(id)
         .fetch_all(&mut **tx)
         .await
 }
 
-pub async fn detail_in(tx: &mut OrgTx, id: Uuid, today: Date) -> AppResult<InvoiceDetail> {
+pub async fn detail_in(tx: &mut OrgTx, id: InvoiceId, today: Date) -> AppResult<InvoiceDetail> {
     let invoice = fetch(tx, id).await?;
     let lines = lines(tx, id).await?;
     let client_name: String = sqlx::query_scalar("SELECT name FROM clients WHERE id = $1")
@@ -385,7 +385,7 @@ pub async fn detail_in(tx: &mut OrgTx, id: Uuid, today: Date) -> AppResult<Invoi
     Ok(InvoiceDetail { invoice: shown_status(invoice, today), lines, client_name })
 }
 
-pub async fn get(db: &Db, now: OffsetDateTime, p: &OrgPrincipal, id: Uuid) -> AppResult<InvoiceDetail> {
+pub async fn get(db: &Db, now: OffsetDateTime, p: &OrgPrincipal, id: InvoiceId) -> AppResult<InvoiceDetail> {
     require(p, Permission::InvoicesRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let today = super::org_today(&mut tx, now).await?;
@@ -412,7 +412,7 @@ fn parse_lines(input: &[LineInput]) -> AppResult<Vec<Line>> {
         .collect()
 }
 
-async fn write_lines(tx: &mut OrgTx, id: Uuid, lines: &[Line]) -> Result<(), sqlx::Error> {
+async fn write_lines(tx: &mut OrgTx, id: InvoiceId, lines: &[Line]) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM invoice_lines WHERE invoice_id = $1").bind(id).execute(&mut **tx).await?;
     for (pos, l) in lines.iter().enumerate() {
         let org = tx.org_id();
@@ -474,7 +474,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInp
                 .await?
         }
     };
-    let id = Uuid::now_v7();
+    let id = InvoiceId::new();
     let inv: Invoice = sqlx::query_as(&format!(
         "INSERT INTO invoices AS i (organization_id, id, client_id, currency, tax_rate_bp, issue_date, due_date, notes, subtotal_minor, \
          tax_minor, total_minor, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}"
@@ -501,7 +501,13 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInp
 
 /// Changes a draft's fields, currency included, and replaces its lines when they are given (sent
 /// invoices are immutable; void them instead).
-pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &InvoiceUpdate) -> AppResult<Invoice> {
+pub async fn update(
+    db: &Db,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    id: InvoiceId,
+    input: &InvoiceUpdate,
+) -> AppResult<Invoice> {
     require(p, Permission::InvoicesUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch(&mut tx, id).await?;
@@ -576,7 +582,7 @@ pub async fn transition(
     db: &Db,
     ctx: &Context,
     p: &OrgPrincipal,
-    id: Uuid,
+    id: InvoiceId,
     action: InvoiceAction,
 ) -> AppResult<Invoice> {
     require(p, Permission::InvoicesUpdate)?;
@@ -654,7 +660,7 @@ pub async fn transition(
     Ok(shown_status(after, today))
 }
 
-pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid) -> AppResult<()> {
+pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: InvoiceId) -> AppResult<()> {
     require(p, Permission::InvoicesDelete)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch(&mut tx, id).await?;

@@ -386,7 +386,14 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput)
     })?;
     let column = column_of(&mut tx, project, column).await?;
     if let Some(parent) = parent {
-        super::require_task_in_project(&mut tx, parent, project, "parent_id", "is not a task of this project").await?;
+        super::require_task_in_project(
+            &mut tx,
+            crate::platform::ids::TaskId::from_uuid(parent),
+            project,
+            "parent_id",
+            "is not a task of this project",
+        )
+        .await?;
     }
     check_assignees(&mut tx, project, &users).await?;
     let position: i32 = sqlx::query_scalar("SELECT coalesce(max(position) + 1, 0) FROM tasks WHERE column_id = $1")

@@ -187,7 +187,7 @@ pub async fn upload_file(
     let Ok(project_id) = got.project_id.trim().parse::<ProjectId>() else {
         return AppError::field("project_id", "is not a valid id").into_response();
     };
-    let task_id = match got.task_id.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::parse::<Uuid>) {
+    let task_id = match got.task_id.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::parse::<TaskId>) {
         None => None,
         Some(Ok(t)) => Some(t),
         Some(Err(_)) => return AppError::field("task_id", "is not a valid id").into_response(),

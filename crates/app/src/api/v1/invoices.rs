@@ -76,7 +76,7 @@ pub async fn update_invoice(
     ids: PathIds,
     ApiJson(input): ApiJson<InvoiceUpdate>,
 ) -> AppResult<Response> {
-    let id: Uuid = ids.get("invoice")?;
+    let id: InvoiceId = ids.get("invoice")?;
     invoices::update(&s.db, &ctx, &api.principal, id, &input).await?;
     Ok(ok(invoices::get(&s.db, ctx.now, &api.principal, id).await?))
 }
@@ -102,7 +102,7 @@ pub(super) async fn transition(
     ids: &PathIds,
     action: invoices::InvoiceAction,
 ) -> AppResult<Response> {
-    let id: Uuid = ids.get("invoice")?;
+    let id: InvoiceId = ids.get("invoice")?;
     invoices::transition(&s.db, ctx, &api.principal, id, action).await?;
     Ok(ok(invoices::get(&s.db, ctx.now, &api.principal, id).await?))
 }

@@ -24,7 +24,7 @@ use crate::access::role::Permission as P;
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::platform::http::error::{AppError, AppResult};
-use crate::platform::ids::{ClientId, ProjectId};
+use crate::platform::ids::{ClientId, InvoiceId, ProjectId, TaskId};
 use crate::route;
 use crate::state::AppState;
 use crate::work::clients::{Client, ClientFilter, ClientInput, ClientUpdate};
