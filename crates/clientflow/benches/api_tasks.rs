@@ -190,12 +190,12 @@ async fn main() {
     .await
     .expect("the organization has an Owner");
     let ctx = clientflow::audit::Context::system(time::OffsetDateTime::now_utc(), None);
-    let key = clientflow::api::keys::create_for(
+    let key = clientflow::access::api_key::create_for(
         &app.app_db,
         &ctx,
         &principal,
         owner.to_string().parse().expect("a user id"),
-        &clientflow::api::keys::NewKey {
+        &clientflow::access::api_key::NewKey {
             name: "bench".into(),
             role: "manager".into(),
             permissions: None,

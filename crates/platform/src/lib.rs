@@ -5,6 +5,7 @@ pub mod config;
 pub mod crypto;
 pub mod currency;
 pub mod db;
+pub mod fields;
 pub mod fsutil;
 pub mod http;
 pub mod ids;

@@ -433,6 +433,20 @@ pub fn permissions_markdown() -> String {
     out
 }
 
+/// The organization's customization of a role, as (permission, granted) pairs.
+pub async fn role_customization(
+    tx: &mut crate::access::OrgTx,
+    role: Role,
+) -> Result<Vec<(Permission, bool)>, sqlx::Error> {
+    let rows: Vec<(String, bool)> =
+        sqlx::query_as("SELECT permission, granted FROM role_permissions WHERE organization_id = $1 AND role = $2")
+            .bind(tx.org_id())
+            .bind(role)
+            .fetch_all(&mut **tx)
+            .await?;
+    Ok(rows.into_iter().filter_map(|(p, g)| p.parse().ok().map(|p| (p, g))).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -181,7 +181,7 @@ impl PathIds {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
             .ok_or_else(|| AppError::internal(format!("route has no {{{name}}} segment")))?;
-        if !crate::work::fields::is_hyphenated_uuid(raw) {
+        if !crate::platform::fields::is_hyphenated_uuid(raw) {
             return Err(AppError::NotFound);
         }
         raw.parse().map_err(|_| AppError::NotFound)

@@ -4,7 +4,6 @@
 pub mod extract;
 pub mod guard;
 pub mod idempotency;
-pub mod keys;
 pub mod openapi;
 pub mod v1;
 pub mod web;

@@ -11,7 +11,7 @@
 //! - `Idempotency-Key` on POST, with the exact characters the server takes;
 //! - `links` from each creating operation (201) to the operations on what it created, for
 //!   clients and for stateful fuzzers;
-//! - the string rules: a field's custom `format` naming one of `work::fields`' rules becomes
+//! - the string rules: a field's custom `format` naming one of `platform::fields`' rules becomes
 //!   that rule's pattern or alternatives, and every other string without a pattern, format or
 //!   enum gets a pattern refusing U+0000, which `platform::http::input` refuses everywhere.
 //!
@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 use utoipa::{OpenApi, PartialSchema, ToSchema};
 
 use super::v1::ApiDoc;
-use crate::work::fields;
+use crate::platform::fields;
 
 /// The name of the bearer security scheme in the document.
 pub const SECURITY_SCHEME: &str = "api_key";

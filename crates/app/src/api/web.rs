@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use uuid::Uuid;
 
-use super::keys::{self, ApiKey, NewKey};
+use crate::access::api_key::{self as keys, ApiKey, NewKey};
 use crate::access::role::{Permission, Permission as P, Role};
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;

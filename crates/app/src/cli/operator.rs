@@ -26,9 +26,9 @@ use uuid::Uuid;
 
 use super::UserCommand;
 use crate::access::OrgTx;
+use crate::access::api_key::{self as keys, ApiKey, NewKey};
 use crate::access::role::Role;
 use crate::access::{self, NewOrgCreator, OperatorAuthority, OrgPrincipal};
-use crate::api::keys::{self, ApiKey, NewKey};
 use crate::audit::{self, Context, Entry};
 use crate::config::Config;
 use crate::identity::password::{PasswordHasher, check_policy};

@@ -718,16 +718,7 @@ pub async fn update_contact_form(
     Ok(())
 }
 
-/// The organization's customization of a role, as (permission, granted) pairs.
-pub async fn role_customization(tx: &mut OrgTx, role: Role) -> Result<Vec<(Permission, bool)>, sqlx::Error> {
-    let rows: Vec<(String, bool)> =
-        sqlx::query_as("SELECT permission, granted FROM role_permissions WHERE organization_id = $1 AND role = $2")
-            .bind(tx.org_id())
-            .bind(role)
-            .fetch_all(&mut **tx)
-            .await?;
-    Ok(rows.into_iter().filter_map(|(p, g)| p.parse().ok().map(|p| (p, g))).collect())
-}
+pub use crate::access::role::role_customization;
 
 /// Sets what `role` (Manager or Member) may do in this organization: `wanted` is the complete
 /// set. Anything beyond the Admin bound is refused, not silently dropped.

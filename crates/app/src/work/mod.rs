@@ -6,7 +6,8 @@
 //! part of each query (`ProjectScope`), not a filter applied after fetching.
 
 pub mod clients;
-pub mod fields;
+/// The field parsers of the boundary (text, ids, dates, closed sets), from the platform.
+pub use crate::platform::fields;
 pub mod files;
 pub mod invoices;
 pub mod portal;

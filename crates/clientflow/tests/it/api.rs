@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use axum::http::Method;
+use clientflow::access::api_key::{self as keys, NewKey};
 use clientflow::access::role::{Permission, PermissionSet, Role, admin_bound, default_permissions};
 use clientflow::access::route::{Access, Surface};
-use clientflow::api::keys::{self, NewKey};
 use clientflow_test_support::TestApp;
 use serde_json::{Value, json};
 use uuid::Uuid;

@@ -194,7 +194,7 @@ fn the_source_scan_catches_smuggled_ways_past_the_door() {
     append("work/clients.rs", "\npub fn takes(_a: &crate::access::OperatorAuthority) {}\n");
     append("access/principal.rs", "\nfn forged() -> OperatorAuthority { OperatorAuthority { _private: () } }\n");
     append(
-        "api/keys.rs",
+        "api/web.rs",
         "\nfn gate() { let _k = crate::platform::db::tenant::GateKey::unsafe_assume_access_layer(); }\n",
     );
     append(
@@ -214,7 +214,7 @@ fn the_source_scan_catches_smuggled_ways_past_the_door() {
         ("tenancy/web.rs", "names OperatorAuthority"),
         ("work/clients.rs", "names OperatorAuthority"),
         ("access/principal.rs", "builds the authority by hand"),
-        ("api/keys.rs", "assumes the access layer's gate key"),
+        ("api/web.rs", "assumes the access layer's gate key"),
         ("work/tasks.rs", "implements the door's principal trait"),
         ("tenancy/service.rs", "makes a verified user without a verified session"),
     ] {

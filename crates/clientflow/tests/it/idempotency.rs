@@ -262,7 +262,7 @@ async fn a_request_cut_off_by_a_killed_server_runs_once_on_retry() {
     let app_db = db.app_db(2).await;
     let org = crate::support::seed_org(&app_db, "killed").await;
     let ctx = clientflow::audit::Context::system(time::OffsetDateTime::now_utc(), None);
-    let new_key = clientflow::api::keys::NewKey {
+    let new_key = clientflow::access::api_key::NewKey {
         name: "k".into(),
         role: "admin".into(),
         permissions: None,
@@ -282,7 +282,8 @@ async fn a_request_cut_off_by_a_killed_server_runs_once_on_retry() {
         .await
         .unwrap();
     let owner: clientflow::platform::ids::UserId = owner.to_string().parse().unwrap();
-    let key = clientflow::api::keys::create_for(&app_db, &ctx, &org.principal, owner, &new_key).await.unwrap().secret;
+    let key =
+        clientflow::access::api_key::create_for(&app_db, &ctx, &org.principal, owner, &new_key).await.unwrap().secret;
     let dir = tempfile::tempdir().unwrap();
     let clients_named = |name: &'static str| {
         let admin = db.admin.clone();

@@ -1,7 +1,7 @@
 //! The work domain's services: cross-reference attacks, invoices, files, API keys.
 
 use clientflow::access;
-use clientflow::api::keys::{self, NewKey};
+use clientflow::access::api_key::{self as keys, NewKey};
 use clientflow::audit::Context;
 use clientflow::platform::http::error::AppError;
 use clientflow::work::{Page, files, invoices, projects, tasks};

@@ -380,8 +380,7 @@ impl GateTx {
 
     /// Clears the tenant.
     pub async fn clear_tenant(&mut self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT set_config('app.org_id', '', true)").execute(&mut *self.tx).await?;
-        Ok(())
+        tenant_setting(&mut self.tx, None).await
     }
 
     pub async fn commit(self) -> Result<(), sqlx::Error> {
@@ -415,24 +414,25 @@ impl DerefMut for GateTx {
     }
 }
 
-/// Sets the tenant on a connection inside a transaction. `true`: local to the transaction.
-/// Code outside the platform reaches this only through [`GateTx::set_tenant`] (access layer) or
-/// by writing account events with [`set_tenant_in`].
+/// Sets the tenant on a connection inside a transaction. Code outside the platform reaches this
+/// only through [`GateTx::set_tenant`] (access layer) or by writing account events with
+/// [`set_tenant_in`].
 async fn set_tenant(conn: &mut PgConnection, org_id: OrgId) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT set_config('app.org_id', $1, true)").bind(org_id.to_string()).execute(conn).await?;
+    tenant_setting(conn, Some(org_id)).await
+}
+
+/// The one statement that sets or clears `app.org_id`; `true`: local to the transaction, so a
+/// pooled connection never carries a tenant into its next transaction.
+async fn tenant_setting(conn: &mut PgConnection, org_id: Option<OrgId>) -> Result<(), sqlx::Error> {
+    let value = org_id.map(|o| o.to_string()).unwrap_or_default();
+    sqlx::query("SELECT set_config('app.org_id', $1, true)").bind(value).execute(conn).await?;
     Ok(())
 }
 
 /// The tenant of a connection the access layer holds inside its own transaction (an account
 /// event written to each of a user's organizations, in the caller's transaction).
 pub async fn set_tenant_in(_key: &GateKey, conn: &mut PgConnection, org_id: Option<OrgId>) -> Result<(), sqlx::Error> {
-    match org_id {
-        Some(org) => set_tenant(conn, org).await,
-        None => {
-            sqlx::query("SELECT set_config('app.org_id', '', true)").execute(conn).await?;
-            Ok(())
-        }
-    }
+    tenant_setting(conn, org_id).await
 }
 
 /// Sets a capability on a connection inside the access layer's own transaction.

@@ -2,7 +2,7 @@
 
 use crate::support::{SeededOrg, seed_org};
 use axum::http::Method;
-use clientflow::api::keys::{self, NewKey};
+use clientflow::access::api_key::{self as keys, NewKey};
 use clientflow::audit::Context;
 use clientflow_test_support::TestApp;
 use reqwest::header::HeaderMap;
@@ -165,7 +165,7 @@ pub(crate) async fn tenant(app: &TestApp, slug: &str) -> Tenant {
     Tenant { org, admin }
 }
 
-/// An API key made by the operator acting for the tenant's Admin (`api::keys::create_for`),
+/// An API key made by the operator acting for the tenant's Admin (`access::api_key::create_for`),
 /// as if the Admin had made it in the web app: the Admin bounds the key's role, is the person
 /// its time entries are recorded for, and gives a Member-role key its projects.
 pub(crate) async fn api_key(app: &TestApp, t: &Tenant, role: &str, permissions: Option<&[&str]>) -> (Uuid, String) {

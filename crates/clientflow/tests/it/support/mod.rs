@@ -78,7 +78,7 @@ pub fn routes_with_an_api_route() -> Vec<clientflow::access::route::RouteDef> {
 /// acting for the organization's first Owner (one is added if it has none, as seeded
 /// organizations don't).
 pub async fn api_key(app: &clientflow_test_support::TestApp, org_id: uuid::Uuid, name: &str) -> String {
-    use clientflow::api::keys::{self, NewKey};
+    use clientflow::access::api_key::{self as keys, NewKey};
     let id: OrgId = org_id.to_string().parse().unwrap();
     let principal = access::operator(&app.app_db, &operator(), id, "test").await.unwrap().expect("organization exists");
     let mut db = app.db.admin_conn().await;

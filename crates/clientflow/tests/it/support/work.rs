@@ -3,7 +3,7 @@
 use crate::support::api::ctx;
 use crate::support::orgs::Org;
 use clientflow::access;
-use clientflow::api::keys::{self, NewKey};
+use clientflow::access::api_key::{self as keys, NewKey};
 use clientflow::platform::ids::{ClientId, OrgId, ProjectId, UserId};
 use clientflow::work::{clients, files, invoices, projects, tasks};
 use clientflow_test_support::TestApp;

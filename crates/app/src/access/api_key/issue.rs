@@ -14,9 +14,10 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::API_KEY_PREFIX;
+use crate::access::OrgPrincipal;
 use crate::access::OrgTx;
 use crate::access::role::{Permission, PermissionSet, Role, admin_bound, effective_permissions};
-use crate::access::{API_KEY_PREFIX, OrgPrincipal};
 use crate::audit::{self, Context, Entry};
 use crate::platform::crypto::{random_token, sha256};
 use crate::platform::db::Db;
@@ -84,7 +85,7 @@ pub async fn list(db: &Db, p: &OrgPrincipal) -> AppResult<Vec<ApiKey>> {
 /// organization (its customization applies to keys, as when a key is verified) within the Admin
 /// bound and `p`'s own effective permissions.
 async fn bound_of(tx: &mut OrgTx, p: &OrgPrincipal, role: Role) -> AppResult<PermissionSet> {
-    let customization = crate::tenancy::service::role_customization(tx, role).await?;
+    let customization = crate::access::role::role_customization(tx, role).await?;
     Ok(effective_permissions(role, &customization, &[]).intersect(admin_bound()).intersect(p.permissions()))
 }
 
@@ -131,7 +132,7 @@ async fn holder(tx: &mut OrgTx, user: UserId) -> AppResult<Holder> {
     if role == Role::Client {
         return Err(AppError::field("as", "is a client (portal user): a key acts only for a member of the team"));
     }
-    let customization = crate::tenancy::service::role_customization(tx, role).await?;
+    let customization = crate::access::role::role_customization(tx, role).await?;
     let overrides: Vec<(String, bool)> = sqlx::query_as(
         "SELECT permission, granted FROM member_permissions WHERE organization_id = $1 AND user_id = $2",
     )
@@ -166,7 +167,7 @@ pub async fn create_for(
     if !p.can(Permission::ApiKeysManage) {
         return Err(AppError::Forbidden("Your role doesn't allow this (api_keys.manage).".into()));
     }
-    let name = crate::work::fields::nonblank("name", &input.name, 100)?;
+    let name = crate::platform::fields::nonblank("name", &input.name, 100)?;
     let role: Role = input.role.parse().map_err(|m: String| AppError::field("role", m))?;
     if !matches!(role, Role::Admin | Role::Manager | Role::Member) {
         return Err(AppError::field("role", "must be admin, manager or member"));

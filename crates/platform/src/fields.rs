@@ -23,7 +23,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 use time::Date;
 
-use crate::platform::http::error::{AppError, AppResult};
+use crate::http::error::{AppError, AppResult};
 
 /// Characters the text fields refuse: control characters other than tab, line feed and
 /// carriage return (C0, DEL and C1, Rust's `char::is_control`).

@@ -1,5 +1,10 @@
 //! An organization API key: the bearer's key, verified against its digest, bounded by its
-//! creator's current standing and the organization's customization of its role.
+//! creator's current standing and the organization's customization of its role. Keys are
+//! issued, listed and revoked in [`issue`], next to their verification here.
+
+mod issue;
+
+pub use issue::{ApiKey, CreatedKey, NewKey, create, create_for, grantable, list, revoke, subset_role};
 
 use super::gate;
 use super::principal::{Actor, OrgPrincipal, OrgTx};
