@@ -49,7 +49,7 @@ pub enum Command {
     Migrate,
     /// Check configuration, database, roles, row-level security, Redis and certificates.
     Doctor,
-    /// Read the local mail drop (where mail goes when no mail provider is configured).
+    /// Read the local mail drop, list and retry outbox messages, manage the suppression list.
     Mail {
         #[command(subcommand)]
         command: MailCommand,
@@ -162,6 +162,9 @@ pub enum AllowlistCommand {
 pub enum DocsCommand {
     /// The permission matrix (docs/permissions.md).
     Permissions,
+    /// The mail suppression policy: which categories each suppression reason stops
+    /// (docs/operations.md).
+    MailPolicy,
 }
 
 #[derive(Subcommand, Debug)]
@@ -201,10 +204,54 @@ pub enum UserCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum MailCommand {
-    /// List the messages in the mail drop, oldest first.
-    List,
-    /// Print one message (by the id `mail list` shows, or a unique prefix of it).
+    /// Without --state: the messages in the mail drop, oldest first. With --state: the outbox's
+    /// messages in that state (queued, sent, suppressed, dead), newest first.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Print one message of the mail drop (by the id `mail list` shows, or a unique prefix).
     Show { id: String },
+    /// Queue a dead or suppressed message again, due now, with its attempts reset (a suppressed
+    /// one meets the suppression list again when it is sent).
+    Retry { id: uuid::Uuid },
+    /// The suppression list: addresses mail is not sent to (critical mail excepted).
+    Suppressions {
+        #[command(subcommand)]
+        command: SuppressionCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SuppressionCommand {
+    /// The list, newest first; or every suppression and change of one address.
+    List {
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        address: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Stop mail to an address (recorded with your note in the suppression log).
+    Add {
+        address: String,
+        /// manual (default), hard_bounce, soft_bounce or complaint.
+        #[arg(long, default_value = "manual")]
+        reason: String,
+        #[arg(long)]
+        note: String,
+    },
+    /// Mail an address again: removes its suppressions (of one reason with --reason).
+    Remove {
+        address: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        note: String,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -233,7 +280,7 @@ pub fn main() -> ExitCode {
             Command::Serve => Box::pin(serve(config)).await,
             Command::Migrate => migrate(config).await,
             Command::Doctor => doctor(config).await,
-            Command::Mail { command } => mail(config, command),
+            Command::Mail { command } => mail(config, cli.json, command).await,
             Command::Worker => worker(config).await,
             Command::User { command } => operator::user(config, cli.json, operator, command).await,
             Command::Org { command } => operator::org(config, cli.json, operator, command).await,
@@ -243,6 +290,10 @@ pub fn main() -> ExitCode {
             Command::Audit { command } => audit(config, &operator, command).await,
             Command::Docs { command: DocsCommand::Permissions } => {
                 print!("{}", crate::access::role::permissions_markdown());
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Docs { command: DocsCommand::MailPolicy } => {
+                print!("{}", crate::mail::suppression::policy_markdown());
                 Ok(ExitCode::SUCCESS)
             }
         }
@@ -311,6 +362,7 @@ async fn serve_with(
             };
             let transport = crate::mail::transport::Transport::from_config(&config).map_err(anyhow::Error::msg)?;
             let state = AppState::new(config.clone(), db.clone(), Arc::new(SystemClock)).await?;
+            let transport = crate::mail::outbox::Delivery::new(transport, state.unsubscribe.clone(), &config.mail);
             anyhow::Ok((tls, listener, redirect, transport, state))
         }
         .await;
@@ -414,10 +466,19 @@ async fn serve_with(
     Ok(())
 }
 
-fn mail(config: Config, command: MailCommand) -> anyhow::Result<ExitCode> {
+async fn mail(config: Config, json: bool, command: MailCommand) -> anyhow::Result<ExitCode> {
+    let command = match command {
+        MailCommand::List { state: Some(state), limit } => return mail_outbox(&config, json, &state, limit).await,
+        MailCommand::Retry { id } => return mail_retry(&config, id).await,
+        MailCommand::Suppressions { command } => return suppressions(&config, json, command).await,
+        other => other,
+    };
     let messages = crate::mail::transport::read_maildrop(&config.data_dir);
     match command {
-        MailCommand::List => {
+        MailCommand::Retry { .. } | MailCommand::Suppressions { .. } | MailCommand::List { state: Some(_), .. } => {
+            unreachable!("handled above")
+        }
+        MailCommand::List { state: None, .. } => {
             if messages.is_empty() {
                 println!(
                     "The mail drop ({}) is empty.",
@@ -456,6 +517,173 @@ fn mail(config: Config, command: MailCommand) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// Runs `work` on a connection of the app role, in one transaction, and closes the pool.
+async fn with_app_tx<T>(
+    config: &Config,
+    work: impl AsyncFnOnce(&mut sqlx::PgConnection) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let (db, resolved) = connect_app(config).await?;
+    let result = async {
+        let mut tx = db.global().await?;
+        let out = work(&mut tx).await?;
+        tx.commit().await?;
+        anyhow::Ok(out)
+    }
+    .await;
+    db.close().await;
+    resolved.finish().await;
+    result
+}
+
+async fn mail_outbox(config: &Config, json: bool, state: &str, limit: i64) -> anyhow::Result<ExitCode> {
+    use crate::mail::outbox;
+    if !outbox::STATES.contains(&state) {
+        anyhow::bail!("--state must be one of {}", outbox::STATES.join(", "));
+    }
+    let rows = with_app_tx(config, async |tx| Ok(outbox::list(tx, state, limit.clamp(1, 10_000)).await?)).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!("No {state} messages.");
+    }
+    for m in rows {
+        let why = m.last_error.or(m.suppression).unwrap_or_default();
+        println!(
+            "{}  {}  {:<13}  attempts {:>2}  {:<32}  {}{}",
+            m.id,
+            m.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            m.category.as_str(),
+            m.attempts,
+            m.recipient,
+            m.subject,
+            if why.is_empty() { String::new() } else { format!("  ({why})") }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn mail_retry(config: &Config, id: uuid::Uuid) -> anyhow::Result<ExitCode> {
+    let now = time::OffsetDateTime::now_utc();
+    match with_app_tx(config, async |tx| Ok(crate::mail::outbox::retry(tx, id, now).await?)).await? {
+        Some(true) => {
+            println!("Message {id} is queued again; the worker sends it shortly.");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(false) => anyhow::bail!("message {id} is neither dead nor suppressed; nothing to retry"),
+        None => anyhow::bail!("no message {id} in the outbox (see `clientflow mail list --state dead`)"),
+    }
+}
+
+async fn suppressions(config: &Config, json: bool, command: SuppressionCommand) -> anyhow::Result<ExitCode> {
+    use crate::mail::suppression::{self, Reason};
+    let reason_of = |r: &str| {
+        Reason::parse(r)
+            .ok_or_else(|| anyhow::anyhow!("--reason must be one of {}", Reason::ALL.map(Reason::as_str).join(", ")))
+    };
+    let now = time::OffsetDateTime::now_utc();
+    match command {
+        SuppressionCommand::List { reason, address, limit } => {
+            let reason = reason.as_deref().map(reason_of).transpose()?;
+            if let Some(address) = address {
+                let (list, history) = with_app_tx(config, async |tx| {
+                    Ok((suppression::of_address(tx, &address).await?, suppression::history(tx, &address).await?))
+                })
+                .await?;
+                if json {
+                    println!("{}", serde_json::json!({ "suppressions": list, "history": history }));
+                    return Ok(ExitCode::SUCCESS);
+                }
+                if list.is_empty() {
+                    println!("{} is not suppressed.", suppression::normalise(&address));
+                }
+                for s in &list {
+                    println!("{}  {}  {}  {}", s.address, s.reason.as_str(), s.category, s.source);
+                }
+                for c in &history {
+                    println!(
+                        "  {}  {} {} ({})  by {}: {}",
+                        c.at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                        c.change,
+                        c.reason,
+                        c.category,
+                        c.actor,
+                        c.source
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let list = with_app_tx(config, async |tx| Ok(suppression::list(tx, reason, limit.clamp(1, 10_000)).await?))
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            if list.is_empty() {
+                println!("The suppression list is empty.");
+            }
+            for s in list {
+                println!(
+                    "{}  {:<32}  {:<11}  {:<13}  {}",
+                    s.created_at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                    s.address,
+                    s.reason.as_str(),
+                    s.category,
+                    s.source
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SuppressionCommand::Add { address, reason, note } => {
+            let reason = reason_of(&reason)?;
+            if reason == Reason::Unsubscribe {
+                anyhow::bail!("unsubscribes come from their recipients; use --reason manual");
+            }
+            let address =
+                crate::platform::types::Email::parse(&address).map_err(|m| anyhow::anyhow!("the address {m}"))?;
+            let note = operator_note(&note)?;
+            let added = with_app_tx(config, async |tx| {
+                Ok(suppression::add(tx, address.as_str(), reason, None, &note, "operator", now).await?)
+            })
+            .await?;
+            if added {
+                println!("Suppressed {} ({}).", address.as_str(), reason.as_str());
+            } else {
+                println!("{} was already suppressed ({}); nothing changed.", address.as_str(), reason.as_str());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SuppressionCommand::Remove { address, reason, note } => {
+            let reason = reason.as_deref().map(reason_of).transpose()?;
+            let note = operator_note(&note)?;
+            let removed = with_app_tx(config, async |tx| {
+                Ok(suppression::remove(tx, &address, reason, None, &note, "operator", now).await?)
+            })
+            .await?;
+            if removed.is_empty() {
+                anyhow::bail!(
+                    "{} has no such suppression (see `clientflow mail suppressions list --address`)",
+                    address
+                );
+            }
+            for s in removed {
+                println!("Removed {} ({}, {}).", s.address, s.reason.as_str(), s.category);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The operator's reason for a change, as the log records it.
+fn operator_note(note: &str) -> anyhow::Result<String> {
+    let note = note.trim();
+    if note.is_empty() || note.chars().count() > 500 || note.chars().any(char::is_control) {
+        anyhow::bail!("--note must say why, in at most 500 characters on one line");
+    }
+    Ok(format!("operator: {note}"))
 }
 
 /// Connects as the app role after the same checks `serve` makes. The resolution holds this
@@ -760,7 +988,7 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
         connected = connect_app(&config) => connected?,
         _ = server::stopped(stop_requests.clone()) => return Ok(ExitCode::SUCCESS),
     };
-    let transport = match crate::mail::transport::Transport::from_config(&config) {
+    let transport = match crate::state::mail_delivery(&config) {
         Ok(t) => t,
         Err(e) => {
             db.close().await;

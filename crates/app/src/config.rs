@@ -105,6 +105,7 @@ impl Config {
             return Err(ConfigError::Load(e.to_string()));
         }
         self.log.validate()?;
+        self.mail.validate()?;
         Ok(())
     }
 

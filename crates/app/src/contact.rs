@@ -129,6 +129,7 @@ fn notification(to: &str, org_name: &str, form_url: &str, s: &Submission) -> Out
             s.name, s.email, s.message
         ),
         category: Category::Transactional,
+        org_name: Some(org_name.to_string()),
     }
 }
 

@@ -85,6 +85,22 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let limiter = state.rate_limits.limiter();
     limiter.probe().await;
     state.metrics.set_rate_limiter_degraded(limiter.is_degraded());
+    // Dead and suppressed mail is visible to whoever watches the metrics.
+    let counts = async {
+        let mut tx = state.db.global().await?;
+        let counts = crate::mail::outbox::counts(&mut tx).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(counts)
+    }
+    .await;
+    match counts {
+        Ok(counts) => state.metrics.set_outbox_counts(&crate::mail::outbox::STATES, &counts),
+        Err(e) => {
+            if !crate::platform::db::outage::note(&e) {
+                tracing::warn!(error = %e, "metrics: cannot count the outbox");
+            }
+        }
+    }
     let body = state.metrics.render(state.db.pool_usage());
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
 }

@@ -42,6 +42,8 @@ pub struct AppStateInner {
     pub rate_limits: crate::abuse::limits::RateLimits,
     /// The bot check of the public forms: Turnstile when configured, proof of work otherwise.
     pub bot_check: crate::abuse::botcheck::BotCheck,
+    /// Unsubscribe links: made by the mail worker, opened by `/u/{token}`.
+    pub unsubscribe: crate::mail::unsubscribe::Links,
 }
 
 impl AppState {
@@ -69,6 +71,7 @@ impl AppState {
                 .await
                 .map_err(anyhow::Error::msg)?;
         let bot_check = bot_check(&config, &sealer, redis_url.as_deref(), clock.clone()).await?;
+        let unsubscribe = unsubscribe_links(&config, &sealer);
         Ok(Self {
             inner: Arc::new(AppStateInner {
                 config,
@@ -86,6 +89,7 @@ impl AppState {
                 file_link_key,
                 rate_limits,
                 bot_check,
+                unsubscribe,
             }),
         })
     }
@@ -123,6 +127,24 @@ async fn bot_check(
         .ok_or_else(|| anyhow::anyhow!("public_url: no host in {public_url}"))?;
     let pow_key = derive_key(sealer, "clientflow proof of work v1");
     Ok(BotCheck::from_config(&config.bot_check, pow_key, &hostname, clock, replay)?)
+}
+
+/// Unsubscribe links, sealed under a key derived from the master key (every process of an
+/// installation opens the others' links).
+pub fn unsubscribe_links(config: &Config, sealer: &Sealer) -> crate::mail::unsubscribe::Links {
+    crate::mail::unsubscribe::Links::new(
+        &derive_key(sealer, "clientflow unsubscribe v1"),
+        &config.public_url(),
+        time::Duration::days(config.mail.unsubscribe_days),
+        config.mail.unsubscribe_mailto.clone(),
+    )
+}
+
+/// What the mail worker needs, for a process that has no `AppState` (`clientflow worker`).
+pub fn mail_delivery(config: &Config) -> anyhow::Result<crate::mail::outbox::Delivery> {
+    let sealer = Sealer::load(config.secrets.master_key.as_ref(), &config.data_dir)?;
+    let transport = crate::mail::transport::Transport::from_config(config).map_err(anyhow::Error::msg)?;
+    Ok(crate::mail::outbox::Delivery::new(transport, unsubscribe_links(config, &sealer), &config.mail))
 }
 
 /// A purpose-specific key: HMAC of a label under the sealer's derivation key.

@@ -49,6 +49,11 @@ struct RateLimitLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 1 ms .. ~16 s
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
@@ -71,6 +76,7 @@ struct MetricsInner {
     rate_limiter_degraded: Gauge,
     http_connections: Gauge,
     http_connections_refused: Counter,
+    outbox: Family<StateLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -114,6 +120,12 @@ impl Metrics {
             "Connections closed at once because the connection cap was reached",
             http_connections_refused.clone(),
         );
+        let outbox = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "mail_outbox_messages",
+            "Outbox messages by state (queued, sent, suppressed, dead), read at scrape time",
+            outbox.clone(),
+        );
         Self {
             inner: Arc::new(MetricsInner {
                 registry,
@@ -126,6 +138,7 @@ impl Metrics {
                 rate_limiter_degraded,
                 http_connections,
                 http_connections_refused,
+                outbox,
             }),
         }
     }
@@ -146,6 +159,15 @@ impl Metrics {
     /// The open-connection gauge and the refused-connection counter, for the accept loop.
     pub fn connection_metrics(&self) -> (Gauge, Counter) {
         (self.inner.http_connections.clone(), self.inner.http_connections_refused.clone())
+    }
+
+    /// Set at scrape time from the outbox: message counts by state. States absent from
+    /// `counts` read 0.
+    pub fn set_outbox_counts(&self, states: &[&str], counts: &[(String, i64)]) {
+        for state in states {
+            let n = counts.iter().find(|(s, _)| s == state).map(|(_, n)| *n).unwrap_or(0);
+            self.inner.outbox.get_or_create(&StateLabels { state: state.to_string() }).set(n);
+        }
     }
 
     /// Set at scrape time from the limiter's own state.

@@ -10,6 +10,7 @@ pub mod browser;
 pub mod oidc;
 pub mod proxy;
 pub mod redis;
+pub mod resend;
 pub mod smtp;
 pub mod turnstile;
 
@@ -441,10 +442,15 @@ impl TestApp {
     /// account requests (`identity::requests`), then delivers what is due.
     pub async fn deliver_mail(&self) -> usize {
         self.process_requests().await;
-        let transport = clientflow::mail::transport::Transport::from_config(&self.config).expect("mail transport");
-        clientflow::mail::outbox::deliver_due(&self.app_db, &transport, self.state.clock.now(), 1000)
+        clientflow::mail::outbox::deliver_due(&self.app_db, &self.mail_delivery(), self.state.clock.now(), 1000)
             .await
             .expect("deliver mail")
+    }
+
+    /// What the app's worker delivers mail with (its configured transport).
+    pub fn mail_delivery(&self) -> clientflow::mail::outbox::Delivery {
+        let transport = clientflow::mail::transport::Transport::from_config(&self.config).expect("mail transport");
+        clientflow::mail::outbox::Delivery::new(transport, self.state.unsubscribe.clone(), &self.config.mail)
     }
 
     /// What the app's worker decides account requests with.

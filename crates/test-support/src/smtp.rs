@@ -4,7 +4,8 @@
 //! It speaks a minimal but correct subset of RFC 5321: greeting, `EHLO`/`HELO`, `MAIL FROM`,
 //! `RCPT TO`, `DATA` (with dot-unstuffing), `RSET`, `NOOP`, `QUIT`; anything else gets `502`.
 //! No `STARTTLS`, no `AUTH`. [`SmtpSink::fail_next`] makes the next transactions fail with a
-//! transient error at the end of `DATA`, for retry tests.
+//! transient error at the end of `DATA`, for retry tests; [`SmtpSink::refuse`] makes `RCPT TO`
+//! answer `550 5.1.1` for an address, as a server does for a mailbox that doesn't exist.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -49,6 +50,7 @@ struct Shared {
 struct Inner {
     messages: Vec<ReceivedMail>,
     fail_next: usize,
+    refused: Vec<String>,
 }
 
 impl Shared {
@@ -63,8 +65,10 @@ impl SmtpSink {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind SMTP sink");
         let addr = listener.local_addr().expect("local addr");
         let (count_tx, count) = watch::channel(0);
-        let state =
-            Arc::new(Shared { inner: Mutex::new(Inner { messages: Vec::new(), fail_next: 0 }), count: count_tx });
+        let state = Arc::new(Shared {
+            inner: Mutex::new(Inner { messages: Vec::new(), fail_next: 0, refused: Vec::new() }),
+            count: count_tx,
+        });
         let shared = state.clone();
         let task = tokio::spawn(async move {
             // Connections live in this set, so aborting the accept loop closes them too.
@@ -103,6 +107,11 @@ impl SmtpSink {
                 panic!("SMTP sink: expected at least {n} message(s) within {timeout:?}, got {}", self.messages().len())
             }
         }
+    }
+
+    /// `RCPT TO:<address>` gets `550 5.1.1` from now on (compared without case).
+    pub fn refuse(&self, address: &str) {
+        self.state.lock().refused.push(address.to_ascii_lowercase());
     }
 
     /// The next `n` transactions get `451 4.3.0 temporary failure` at the end of `DATA`.
@@ -248,6 +257,9 @@ async fn run_session(stream: TcpStream, state: &Shared) -> std::io::Result<()> {
                     reply(&mut w, "503 5.5.1 need MAIL before RCPT\r\n").await?;
                 } else {
                     match strip_keyword(arg, "TO").and_then(parse_path) {
+                        Some((path, _)) if state.lock().refused.contains(&path.to_ascii_lowercase()) => {
+                            reply(&mut w, "550 5.1.1 mailbox unavailable\r\n").await?;
+                        }
                         Some((path, _)) if !path.is_empty() => {
                             rcpt_to.push(path);
                             reply(&mut w, "250 2.1.5 OK\r\n").await?;

@@ -1160,3 +1160,41 @@ pub async fn sign_in_for_invitation(
 fn session_lifetime(state: &AppState) -> time::Duration {
     time::Duration::hours(state.config.identity.session_absolute_hours.into())
 }
+
+/// Removes the bounce suppressions of the signed-in person's address (recorded in the
+/// suppression log as theirs, and in their security events) and queues a message to it, in one
+/// transaction.
+pub async fn clear_bounce(state: &AppState, meta: &RequestMeta, current: &CurrentSession) -> AppResult<()> {
+    use crate::mail::suppression::{self, Reason};
+    let user = load_user(state, current.user.id()).await?;
+    let mut tx = state.db.global().await?;
+    let actor = format!("user:{}", user.id);
+    let mut removed = Vec::new();
+    for reason in [Reason::HardBounce, Reason::SoftBounce] {
+        removed.extend(
+            suppression::remove(&mut tx, &user.email, Some(reason), None, "account page", &actor, meta.now).await?,
+        );
+    }
+    if removed.is_empty() {
+        return Err(AppError::Conflict("Mail to your address is not stopped by a bounce.".into()));
+    }
+    events::record(
+        &mut tx,
+        Some(user.id),
+        "mail_bounce_cleared",
+        meta,
+        json!({ "reasons": removed.iter().map(|s| s.reason.as_str()).collect::<Vec<_>>() }),
+    )
+    .await?;
+    let mail = messages::deliverability_check(&user.email, &state.config.public_url());
+    outbox::enqueue(
+        &mut tx,
+        &mail,
+        &format!("bounce-cleared:{}:{}", user.id, meta.now.unix_timestamp_nanos()),
+        meta.now,
+    )
+    .await?;
+    tx.commit().await?;
+    state.mail_wake.notify_one();
+    Ok(())
+}

@@ -56,6 +56,7 @@ pub fn routes() -> Vec<RouteDef> {
         route!(GET "/account/security", Surface::Web, Access::SignedIn, security_page),
         route!(POST "/account/password", Surface::Web, Access::SignedIn, change_password),
         route!(POST "/account/email", Surface::Web, Access::SignedIn, change_email),
+        route!(POST "/account/email/deliverability", Surface::Web, Access::SignedIn, clear_bounce),
         route!(GET "/account/email/confirm", Surface::Web, Access::Public, email_confirm_page),
         route!(POST "/account/email/confirm", Surface::Web, Access::Public, email_confirm_submit)
             .limited(&[AUTH_PER_IP]),
@@ -592,6 +593,10 @@ struct SecurityPage {
     recent_minutes: i64,
     sessions: Vec<SessionRow>,
     events: Vec<(String, String, String)>,
+    /// Why mail to the account's address is stopped, in words (empty: it is not).
+    mail_stopped: Vec<String>,
+    /// Whether the address is suppressed for a bounce, which the person may clear.
+    bounced: bool,
     notice: Option<&'static str>,
     message: Option<String>,
     errors: Vec<FieldError>,
@@ -667,8 +672,14 @@ async fn security_view(
             (when(e.occurred_at), e.kind.replace('_', " "), e.ip.map(|i| i.addr().to_string()).unwrap_or_default())
         })
         .collect();
+    let suppressions = crate::mail::suppression::of_address(&mut conn, &user.email).await?;
     conn.commit().await?;
+    let bounced = suppressions.iter().any(|s| {
+        matches!(s.reason, crate::mail::suppression::Reason::HardBounce | crate::mail::suppression::Reason::SoftBounce)
+    });
     Ok(SecurityPage {
+        mail_stopped: crate::mail::web::describe(&suppressions),
+        bounced,
         csrf,
         email: user.email.clone(),
         two_factor: user.two_factor_enabled(),
@@ -694,6 +705,7 @@ async fn security_page(
         Some("2fa-off") => Some("Two-factor authentication is off."),
         Some("revoked") => Some("The session was signed out."),
         Some("revoked-others") => Some("All other sessions were signed out."),
+        Some("mail") => Some("Mail to your address is on again; a test message is on its way."),
         _ => None,
     };
     page(&security_view(&state, csrf, &current, notice, None, vec![]).await?)
@@ -936,6 +948,18 @@ async fn revoke_session(
     let id = uuid::Uuid::parse_str(&id).map_err(|_| AppError::NotFound)?;
     service::revoke_session(&state, &meta, &current, id).await?;
     Ok(Redirect::to("/account/security?done=revoked").into_response())
+}
+
+/// Clears a bounce of the account's own address (after the person fixed their mailbox) and
+/// sends a fresh message to it: if it bounces again, the provider's report suppresses the
+/// address again.
+async fn clear_bounce(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    current: CurrentSession,
+) -> AppResult<Response> {
+    service::clear_bounce(&state, &meta, &current).await?;
+    Ok(Redirect::to("/account/security?done=mail").into_response())
 }
 
 async fn revoke_others(

@@ -9,6 +9,7 @@ fn mail(to: &str, subject: &str, body: String) -> OutgoingMail {
         subject: subject.to_string(),
         body: format!("{body}\n\n-- \nClientFlow\n"),
         category: Category::Critical,
+        org_name: None,
     }
 }
 
@@ -177,6 +178,19 @@ pub fn email_changed(to: &str, new_email: &str) -> OutgoingMail {
         format!(
             "The email address of your ClientFlow account is now {new_email}, and all sessions were signed out.\n\n\
              If this wasn't you, contact your administrator."
+        ),
+    )
+}
+
+pub fn deliverability_check(to: &str, base: &str) -> OutgoingMail {
+    mail(
+        to,
+        "Mail to your address is on again",
+        format!(
+            "Mail to this address had been stopped because earlier messages bounced. You turned it on again\n\
+             from your account, and this message checks that mail arrives.\n\n\
+             Nothing else to do. If this message bounces, mail stops again; your account page at\n\
+             {base}/account/security says so."
         ),
     )
 }

@@ -1,20 +1,58 @@
-//! Where mail goes: the local mail drop (default) or SMTP.
+//! Where mail goes: the local mail drop (default), SMTP, or Resend's HTTP API.
+//!
+//! Every transport sends the same [`Envelope`]: a text and an HTML part, `Message-ID`, `Date`,
+//! and for mail that may be unsubscribed from, `List-Unsubscribe` with
+//! `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058). How a failure is classified
+//! decides what the worker does: retry later ([`SendError::transient`], honouring a provider's
+//! `Retry-After`), give up at once, or give up and suppress the address
+//! ([`SendError::hard_bounce`]: the receiving server refused the recipient for good).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration as StdDuration;
 
-use lettre::message::header::{ContentTransferEncoding, ContentType};
-use lettre::message::{Body, Mailbox, Message, SinglePart};
+use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
+use lettre::message::{Body, Mailbox, Message, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use time::OffsetDateTime;
+use uuid::Uuid;
 
 use super::config::MailTransport;
-use super::outbox::QueuedMail;
 use crate::config::Config;
+use crate::platform::secret::Secret;
 
 #[derive(Debug, Clone)]
 pub struct SendError {
-    /// Worth retrying (connection trouble, 4xx) as opposed to permanent (5xx, bad address).
+    /// Worth retrying (connection trouble, SMTP 4xx, HTTP 429 and 5xx) as opposed to permanent.
     pub transient: bool,
+    /// The provider said when to try again (`Retry-After`).
+    pub retry_after: Option<StdDuration>,
+    /// The receiving server refused the recipient for good (an SMTP 5xx about the mailbox):
+    /// the address is suppressed as a hard bounce.
+    pub hard_bounce: bool,
     pub message: String,
+}
+
+impl SendError {
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self { transient: false, retry_after: None, hard_bounce: false, message: message.into() }
+    }
+
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self { transient: true, retry_after: None, hard_bounce: false, message: message.into() }
+    }
+}
+
+/// One message, ready for any transport.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub id: Uuid,
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    pub date: OffsetDateTime,
+    /// `List-Unsubscribe`'s value; `None` for critical mail.
+    pub list_unsubscribe: Option<String>,
 }
 
 #[derive(Clone)]
@@ -26,6 +64,15 @@ pub enum Transport {
     },
     Smtp {
         smtp: AsyncSmtpTransport<Tokio1Executor>,
+        from: Mailbox,
+    },
+    /// `POST {base}/emails` with the API key as bearer token and the outbox id as
+    /// `Idempotency-Key`, so a retried send (after a timeout, or a worker killed before it
+    /// recorded the answer) is delivered once.
+    Resend {
+        client: reqwest::Client,
+        base: String,
+        key: Secret,
         from: Mailbox,
     },
 }
@@ -44,33 +91,70 @@ impl Transport {
                 require_tls(url.expose())?;
                 let smtp = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())
                     .map_err(|e| format!("mail.smtp_url: {e}"))?
-                    .timeout(Some(std::time::Duration::from_secs(20)))
+                    .timeout(Some(StdDuration::from_secs(20)))
                     .build();
                 Ok(Transport::Smtp { smtp, from })
+            }
+            MailTransport::Resend => {
+                let key = config.mail.resend_api_key.clone().ok_or("mail.resend_api_key is not set")?;
+                let client = reqwest::Client::builder()
+                    .timeout(StdDuration::from_secs(20))
+                    .user_agent(concat!("clientflow/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| format!("HTTP client: {e}"))?;
+                Ok(Transport::resend(client, &config.mail.resend_base_url, key, from))
             }
         }
     }
 
-    fn message(from: &Mailbox, mail: &QueuedMail) -> Result<Message, SendError> {
-        let to: Mailbox = mail
-            .recipient
-            .parse()
-            .map_err(|e| SendError { transient: false, message: format!("bad recipient: {e}") })?;
-        let domain = from.email.domain().to_string();
-        Message::builder()
+    /// The Resend transport with a given HTTP client (the benchmark compares it with posting
+    /// through the same client directly).
+    pub fn resend(client: reqwest::Client, base: &str, key: Secret, from: Mailbox) -> Self {
+        Transport::Resend { client, base: base.trim_end_matches('/').to_string(), key, from }
+    }
+
+    pub fn from_address(&self) -> &Mailbox {
+        match self {
+            Transport::Maildrop { from, .. } | Transport::Smtp { from, .. } | Transport::Resend { from, .. } => from,
+        }
+    }
+
+    /// `<outbox id@sender's domain>`.
+    pub fn message_id(&self, id: Uuid) -> String {
+        format!("<{id}@{}>", self.from_address().email.domain())
+    }
+
+    fn message(&self, mail: &Envelope) -> Result<Message, SendError> {
+        let from = self.from_address();
+        let to: Mailbox = mail.to.parse().map_err(|e| SendError::permanent(format!("bad recipient: {e}")))?;
+        let mut builder = Message::builder()
             .from(from.clone())
             .to(to)
             .subject(&mail.subject)
-            .message_id(Some(format!("<{}@{}>", mail.id, domain)))
-            .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(plain_body(&mail.body_text)))
-            .map_err(|e| SendError { transient: false, message: format!("cannot build message: {e}") })
+            .date(mail.date.into())
+            .message_id(Some(self.message_id(mail.id)));
+        if let Some(value) = &mail.list_unsubscribe {
+            builder = builder
+                .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("List-Unsubscribe"), value.clone()))
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                    super::unsubscribe::ONE_CLICK.to_string(),
+                ));
+        }
+        builder
+            .multipart(
+                MultiPart::alternative()
+                    .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(plain_body(&mail.text)))
+                    .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(plain_body(&mail.html))),
+            )
+            .map_err(|e| SendError::permanent(format!("cannot build message: {e}")))
     }
 
     /// Sends one message; returns the provider's message id when there is one.
-    pub async fn send(&self, mail: &QueuedMail) -> Result<Option<String>, SendError> {
+    pub async fn send(&self, mail: &Envelope) -> Result<Option<String>, SendError> {
         match self {
-            Transport::Maildrop { dir, from } => {
-                let message = Self::message(from, mail)?;
+            Transport::Maildrop { dir, .. } => {
+                let message = self.message(mail)?;
                 let name = format!("{}.eml", mail.id);
                 let write = || -> std::io::Result<()> {
                     std::fs::create_dir_all(dir)?;
@@ -78,23 +162,107 @@ impl Transport {
                     std::fs::write(&tmp, message.formatted())?;
                     std::fs::rename(&tmp, dir.join(&name))
                 };
-                write().map_err(|e| SendError { transient: true, message: format!("mail drop: {e}") })?;
+                write().map_err(|e| SendError::transient(format!("mail drop: {e}")))?;
                 Ok(Some(name))
             }
-            Transport::Smtp { smtp, from } => {
-                let message = Self::message(from, mail)?;
+            Transport::Smtp { smtp, .. } => {
+                let message = self.message(mail)?;
                 match smtp.send(message).await {
                     Ok(response) => Ok(response.message().next().map(str::to_string)),
-                    Err(e) => {
-                        Err(SendError { transient: e.is_transient() || !e.is_permanent(), message: e.to_string() })
-                    }
+                    Err(e) => Err(smtp_error(&e)),
                 }
             }
+            Transport::Resend { client, base, key, from } => resend_send(client, base, key, from, mail).await,
         }
     }
 }
 
-/// The text body. Links must arrive on one line: RFC 5322 allows 998-character lines, so a
+/// SMTP replies: 4xx and connection trouble are retried; a 5xx is permanent, and counts as a
+/// hard bounce unless it is about us rather than the recipient (authentication, message size).
+fn smtp_error(e: &lettre::transport::smtp::Error) -> SendError {
+    let code = e.status().map(u16::from);
+    if e.is_permanent() {
+        let about_us = matches!(code, Some(530 | 534 | 535 | 538 | 552));
+        SendError { transient: false, retry_after: None, hard_bounce: !about_us, message: e.to_string() }
+    } else {
+        SendError::transient(e.to_string())
+    }
+}
+
+/// Posts to Resend. 2xx: sent (its id returned). 429 and 5xx: retried, after `Retry-After`
+/// when given. Any other 4xx (a validation error, a refused key): permanent.
+async fn resend_send(
+    client: &reqwest::Client,
+    base: &str,
+    key: &Secret,
+    from: &Mailbox,
+    mail: &Envelope,
+) -> Result<Option<String>, SendError> {
+    let mut headers = serde_json::Map::new();
+    if let Some(value) = &mail.list_unsubscribe {
+        headers.insert("List-Unsubscribe".into(), value.clone().into());
+        headers.insert("List-Unsubscribe-Post".into(), super::unsubscribe::ONE_CLICK.into());
+    }
+    let domain = from.email.domain();
+    headers.insert("Message-ID".into(), format!("<{}@{domain}>", mail.id).into());
+    let body = serde_json::json!({
+        "from": from.to_string(),
+        "to": [mail.to],
+        "subject": mail.subject,
+        "text": mail.text,
+        "html": mail.html,
+        "headers": headers,
+    });
+    let res = client
+        .post(format!("{base}/emails"))
+        .bearer_auth(key.expose())
+        .header("Idempotency-Key", mail.id.to_string())
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| SendError::transient(format!("Resend: {}", without_url(&e))))?;
+    let status = res.status();
+    let retry_after = res
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(StdDuration::from_secs);
+    let text = res.text().await.unwrap_or_default();
+    if status.is_success() {
+        let id = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string));
+        return Ok(id);
+    }
+    let detail: String = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect();
+    let message = format!("Resend answered {}: {detail}", status.as_u16());
+    if status.as_u16() == 429 || status.is_server_error() {
+        Err(SendError { transient: true, retry_after, hard_bounce: false, message })
+    } else {
+        Err(SendError::permanent(message))
+    }
+}
+
+/// A request error's text without the URL (which could carry the base URL's credentials).
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    kind.to_string()
+}
+
+/// A part's body. Links must arrive on one line: RFC 5322 allows 998-character lines, so a
 /// body whose lines all fit goes as 8bit (lettre's chooser would pick quoted-printable past
 /// 76 characters and break long links with soft line breaks); anything else is left to
 /// lettre's encoder.

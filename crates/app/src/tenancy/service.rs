@@ -165,6 +165,7 @@ fn invitation_mail(to: &str, org: &str, role: Role, link: &str, inviter: &str) -
             role.label()
         ),
         category: Category::Transactional,
+        org_name: Some(org.to_string()),
     }
 }
 

@@ -28,6 +28,7 @@ async fn queue(app: &TestApp, n: usize) {
             subject: format!("Message {i}"),
             body: format!("Hello {i}"),
             category: Category::Transactional,
+            org_name: None,
         };
         outbox::enqueue(&mut tx, &mail, &format!("test:{i}"), app.clock.now_utc()).await.unwrap();
         // The same idempotency key twice queues once.
@@ -85,7 +86,7 @@ async fn several_workers_deliver_each_message_exactly_once() {
     let sink = SmtpSink::start().await;
     let app = smtp_app(&sink).await;
     queue(&app, 30).await;
-    let transport = Transport::from_config(&app.config).unwrap();
+    let transport = app.mail_delivery();
     let now = app.clock.now_utc();
     let mut workers = Vec::new();
     for _ in 0..3 {
@@ -160,7 +161,7 @@ async fn the_worker_decides_account_requests_and_delivers_their_mail() {
     let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM account_requests").fetch_one(&mut db).await.unwrap();
     assert_eq!(waiting, 2);
 
-    let transport = Transport::from_config(&app.config).unwrap();
+    let transport = app.mail_delivery();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(outbox::run_worker(
         app.app_db.clone(),

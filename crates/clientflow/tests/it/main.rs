@@ -25,6 +25,7 @@ mod keys;
 mod layers;
 mod logs;
 mod mail;
+mod mail_delivery;
 mod matrix;
 mod migrations;
 mod operator;

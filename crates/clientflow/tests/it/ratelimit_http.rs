@@ -67,6 +67,10 @@ fn the_route_table_says_which_routes_are_limited_and_how() {
         ("POST /reset-password", vec!["auth-ip", "auth-account"]),
         ("POST /invitations/accept", vec!["auth-ip", "auth-account"]),
         ("POST /contact/{slug}", vec!["contact-ip"]),
+        ("GET /u/{token}", vec!["unsubscribe-ip"]),
+        ("POST /u/{token}", vec!["unsubscribe-ip"]),
+        ("GET /u/{token}/preferences", vec!["unsubscribe-ip"]),
+        ("POST /u/{token}/resubscribe", vec!["unsubscribe-ip"]),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -378,6 +378,13 @@ const PUBLIC_ROUTES: &[&str] = &[
     "GET /contact/{slug}",
     "POST /contact/{slug}",
     "GET /contact/{slug}/sent",
+    // Unsubscribe links: the sealed token is the authorization (mail::unsubscribe).
+    "GET /u/{token}",
+    "POST /u/{token}",
+    "GET /u/{token}/preferences",
+    "POST /u/{token}/resubscribe",
+    // Resend's events: the Svix signature is the authorization (mail::webhook).
+    "POST /webhooks/resend",
 ];
 
 #[test]
