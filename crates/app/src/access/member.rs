@@ -70,7 +70,6 @@ pub async fn resolve_member_request(
     .bind(user)
     .fetch_optional(&mut *tx)
     .await?;
-    tx.set(Capability::User, "").await?;
     let Some((
         org_id,
         name,
@@ -86,7 +85,8 @@ pub async fn resolve_member_request(
         tx.commit().await?;
         return Ok(MemberRequest::Session(session));
     };
-    tx.set_tenant(org_id).await?;
+    // The user capability has found the membership; from here on only the organization counts.
+    tx.switch_to_tenant(org_id).await?;
     let permissions = load_permissions(&mut tx, org_id, user, role).await?;
     let principal = OrgPrincipal { org_id, actor: Actor::User(user), role, client_id, permissions, scope_user: None };
     let tx = tx.into_org_tx(principal).await?;

@@ -361,25 +361,42 @@ impl GateKey {
 /// before there is one (look up an API key by its digest, then read inside its organization).
 pub struct GateTx {
     tx: Transaction<'static, Postgres>,
+    /// The organization [`GateTx::switch_to_tenant`] left as the only setting, until another
+    /// setting changes: [`GateTx::into_org_tx`] then has nothing left to set. (The access layer
+    /// changes settings only through these methods, never by hand through the connection.)
+    switched: Option<OrgId>,
 }
 
 impl GateTx {
     pub async fn begin(db: &Db, _key: &GateKey) -> Result<Self, sqlx::Error> {
-        Ok(Self { tx: db.begin().await? })
+        Ok(Self { tx: db.begin().await?, switched: None })
     }
 
     /// Sets a capability for the rest of the transaction (an empty value clears it).
     pub async fn set(&mut self, capability: Capability, value: &str) -> Result<(), sqlx::Error> {
+        self.switched = None;
         set_capability(&mut self.tx, capability, value).await
     }
 
     /// Makes `org_id` the tenant for the rest of the transaction.
     pub async fn set_tenant(&mut self, org_id: OrgId) -> Result<(), sqlx::Error> {
+        self.switched = None;
         set_tenant(&mut self.tx, org_id).await
+    }
+
+    /// Clears every capability and makes `org_id` the tenant, in one statement: once a
+    /// capability has found what it was for (an API key's row), the rest happens inside that
+    /// key's organization and nothing else.
+    pub async fn switch_to_tenant(&mut self, org_id: OrgId) -> Result<(), sqlx::Error> {
+        self.switched = None;
+        only_tenant(&mut self.tx, org_id).await?;
+        self.switched = Some(org_id);
+        Ok(())
     }
 
     /// Clears the tenant.
     pub async fn clear_tenant(&mut self) -> Result<(), sqlx::Error> {
+        self.switched = None;
         tenant_setting(&mut self.tx, None).await
     }
 
@@ -391,12 +408,9 @@ impl GateTx {
     /// its organization, every capability cleared): a principal verified inside it goes on in
     /// the same transaction, so a request's verification and its work can be one transaction.
     pub async fn into_org_tx<P: TenantPrincipal>(mut self, principal: P) -> Result<OrgTx<P>, sqlx::Error> {
-        for capability in
-            [Capability::User, Capability::ApiKeyHash, Capability::InvitationToken, Capability::ContactFormSlug]
-        {
-            set_capability(&mut self.tx, capability, "").await?;
+        if self.switched != Some(principal.org_id()) {
+            only_tenant(&mut self.tx, principal.org_id()).await?;
         }
-        set_tenant(&mut self.tx, principal.org_id()).await?;
         Ok(OrgTx { tx: Some(self.tx), principal, request: None })
     }
 }
@@ -433,6 +447,18 @@ async fn tenant_setting(conn: &mut PgConnection, org_id: Option<OrgId>) -> Resul
 /// event written to each of a user's organizations, in the caller's transaction).
 pub async fn set_tenant_in(_key: &GateKey, conn: &mut PgConnection, org_id: Option<OrgId>) -> Result<(), sqlx::Error> {
     tenant_setting(conn, org_id).await
+}
+
+/// Every capability cleared and `org_id` the tenant, in one round trip.
+async fn only_tenant(conn: &mut PgConnection, org_id: OrgId) -> Result<(), sqlx::Error> {
+    const CLEARED: [Capability; 4] =
+        [Capability::User, Capability::ApiKeyHash, Capability::InvitationToken, Capability::ContactFormSlug];
+    let mut sql = String::from("SELECT set_config('app.org_id', $1, true)");
+    for capability in CLEARED {
+        sql.push_str(&format!(", set_config('{}', '', true)", capability.setting()));
+    }
+    sqlx::query(&sql).bind(org_id.to_string()).execute(conn).await?;
+    Ok(())
 }
 
 /// Sets a capability on a connection inside the access layer's own transaction.

@@ -103,8 +103,7 @@ async fn verify_in(
         return Ok(None);
     }
     // The capability has done its job; from here on the key's organization is the tenant.
-    tx.set(Capability::ApiKeyHash, "").await?;
-    tx.set_tenant(org_id).await?;
+    tx.switch_to_tenant(org_id).await?;
     // In one statement: the creator's current standing (role, that role's customization and the
     // creator's own overrides: a key never holds what its creator no longer could), the
     // organization's customization of the key's role (tightening applies to keys too), and the
