@@ -285,6 +285,18 @@ async fn two_factor_submit(
     }
 }
 
+#[derive(Template)]
+#[template(path = "identity/logout.html")]
+struct LogoutPage {
+    csrf: String,
+}
+
+/// Signing out is a POST (a link can't sign anyone out); the navigation's "Sign out" link
+/// leads here, where one click does it.
+async fn logout_page(FormToken(csrf): FormToken) -> AppResult<Response> {
+    Ok(crate::web::render(&LogoutPage { csrf })?.into_response())
+}
+
 async fn logout(State(state): State<AppState>, meta: RequestMeta, current: CurrentSession) -> AppResult<Response> {
     service::sign_out(&state, &meta, &current).await?;
     Ok(with_cookies(Redirect::to("/login").into_response(), &[session::clear_cookie(SESSION_COOKIE)]))

@@ -7,6 +7,7 @@ mod api_edits;
 mod api_fields;
 mod audit;
 mod botcheck;
+mod browser_journey;
 mod botcheck_forms;
 mod catalog;
 mod cli;

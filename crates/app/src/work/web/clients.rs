@@ -327,6 +327,7 @@ async fn delete(
     ctx: Context,
     access: OrgAccess,
     Path((_, id)): Path<(String, String)>,
+    _confirmed: crate::tenancy::confirm::Confirmed,
 ) -> AppResult<Response> {
     let id: ClientId = path_id(&id)?;
     match clients::delete(&state.db, &ctx, &access.principal, id).await {
@@ -360,6 +361,7 @@ async fn remove_contact(
     ctx: Context,
     access: OrgAccess,
     Path((_, id, contact)): Path<(String, String, String)>,
+    _confirmed: crate::tenancy::confirm::Confirmed,
 ) -> AppResult<Response> {
     let id: ClientId = path_id(&id)?;
     let contact: Uuid = path_id(&contact)?;
