@@ -189,14 +189,14 @@ try {
   const after = await page.locator('[data-count]').allTextContents();
   if (after.join(',') !== '1,1,1') problems.push(`column counts after reload: ${after}`);
   await check(page, 'board-moved');
-  await page.getByRole('link', { name: 'List' }).click();
+  await page.getByRole('link', { name: 'List', exact: true }).click();
   await page.waitForURL('**/list');
   await expectText(page, 'Done');
   await check(page, 'list-tab');
 
   // A comment on the task.
   await page.goto(projectUrl);
-  await page.getByRole('link', { name: 'Wireframes' }).click();
+  await page.getByRole('link', { name: 'Wireframes', exact: true }).click();
   await page.waitForURL(/\/tasks\//);
   await check(page, 'task');
   await page.locator('textarea[name=body]').click();

@@ -59,6 +59,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("app.css", "text/css; charset=utf-8", include_bytes!("../static/app.css")),
     ("print.css", "text/css; charset=utf-8", include_bytes!("../static/print.css")),
     ("app.js", "text/javascript; charset=utf-8", include_bytes!("../static/app.js")),
+    ("favicon.svg", "image/svg+xml", include_bytes!("../static/favicon.svg")),
     ("board.js", "text/javascript; charset=utf-8", include_bytes!("../static/board.js")),
     ("print.js", "text/javascript; charset=utf-8", include_bytes!("../static/print.js")),
     // The proof-of-work solver of the bot check (`abuse::botcheck`).
@@ -175,7 +176,7 @@ fn org_slug_of(path: &str) -> Option<&str> {
 /// An organization's page remembers the organization, where `/app` lands next time.
 pub async fn page_extras(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     use crate::access::asking::read_cookie;
-    use crate::access::session::{clear_cookie, set_cookie};
+    use crate::access::session::set_cookie;
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let waiting: Option<usize> =

@@ -35,6 +35,7 @@ pub fn routes() -> Vec<RouteDef> {
         // Starting Google sign-in stores a state row: anonymous writes are limited too.
         route!(GET "/login/google", Surface::Web, Access::Public, google_start).limited(&[AUTH_PER_IP]),
         route!(GET "/login/google/callback", Surface::Web, Access::Public, google_callback).limited(&[AUTH_PER_IP]),
+        route!(GET "/logout", Surface::Web, Access::AnySession, logout_page),
         route!(POST "/logout", Surface::Web, Access::AnySession, logout),
         route!(GET "/signup", Surface::Web, Access::Public, signup_page),
         route!(POST "/signup", Surface::Web, Access::Public, signup_submit).limited(&[

@@ -139,7 +139,6 @@ async fn move_task(
 pub struct TaskEdit {
     title: String,
     description: String,
-    status: String,
     priority: String,
     due_date: String,
     estimate_minutes: String,
@@ -154,7 +153,6 @@ impl TaskEdit {
         Self {
             title: t.title.clone(),
             description: t.description.clone(),
-            status: t.status.clone(),
             priority: t.priority.clone(),
             due_date: day(t.due_date),
             estimate_minutes: t.estimate_minutes.map(|m| m.to_string()).unwrap_or_default(),
@@ -453,7 +451,6 @@ async fn update(
     let edit = TaskEdit {
         title: fields.get("title").to_string(),
         description: fields.get("description").to_string(),
-        status: fields.get("status").to_string(),
         priority: fields.get("priority").to_string(),
         due_date: fields.get("due_date").to_string(),
         estimate_minutes: fields.get("estimate_minutes").to_string(),
