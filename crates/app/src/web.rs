@@ -167,8 +167,10 @@ fn flash_index(route: &str, own: Option<Flash>) -> usize {
 fn org_slug_of(path: &str) -> Option<&str> {
     let rest = path.strip_prefix("/o/").or_else(|| path.strip_prefix("/portal/"))?;
     let slug = rest.split('/').next()?;
-    (!slug.is_empty() && slug.len() <= 63 && slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
-        .then_some(slug)
+    (!slug.is_empty()
+        && slug.len() <= 63
+        && slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+    .then_some(slug)
 }
 
 /// After an action (a web form answered with a redirect), remembers its message for the next
@@ -204,8 +206,7 @@ pub async fn page_extras(req: axum::extract::Request, next: axum::middleware::Ne
     }
     if res.status() == axum::http::StatusCode::OK
         && let Some(slug) = org_slug_of(&path)
-        && let Ok(v) =
-            HeaderValue::from_str(&set_cookie(LAST_ORG_COOKIE, slug, Some(time::Duration::days(365))))
+        && let Ok(v) = HeaderValue::from_str(&set_cookie(LAST_ORG_COOKIE, slug, Some(time::Duration::days(365))))
     {
         res.headers_mut().append(header::SET_COOKIE, v);
     }

@@ -170,7 +170,11 @@ fn readable(v: Option<&serde_json::Value>, names: &HashMap<String, String>) -> S
 }
 
 /// Before and after as the fields that changed (or were set, or removed).
-fn diff(before: Option<&serde_json::Value>, after: Option<&serde_json::Value>, names: &HashMap<String, String>) -> Vec<Change> {
+fn diff(
+    before: Option<&serde_json::Value>,
+    after: Option<&serde_json::Value>,
+    names: &HashMap<String, String>,
+) -> Vec<Change> {
     let empty = serde_json::Map::new();
     let as_map = |v: Option<&serde_json::Value>| match v {
         Some(serde_json::Value::Object(m)) => Some(m.clone()),
@@ -223,9 +227,10 @@ async fn viewer(State(state): State<AppState>, access: OrgAccess, Query(f): Quer
         .map(|e| Row {
             seq: e.seq,
             time: access.when(e.occurred_at),
-            actor: names.get(&e.actor_id).cloned().unwrap_or_else(|| {
-                if e.actor_label.is_empty() { e.actor_id.clone() } else { e.actor_label.clone() }
-            }),
+            actor: names
+                .get(&e.actor_id)
+                .cloned()
+                .unwrap_or_else(|| if e.actor_label.is_empty() { e.actor_id.clone() } else { e.actor_label.clone() }),
             ip: e.ip.map(|i| i.addr().to_string()).unwrap_or_default(),
             target: match names.get(&e.target_id) {
                 Some(name) => format!("{} “{}”", e.target_type.replace('_', " "), name),

@@ -33,18 +33,32 @@ struct ConfirmPage {
 fn wording(route: &str) -> (&'static str, &'static str, &'static str) {
     let end = route.rsplit('/').nth(1).unwrap_or("");
     match (end, route.ends_with("/remove")) {
-        (_, true) if route.contains("/members/") && route.contains("/projects/") => {
-            ("Remove this person from the project?", "They will no longer see it unless their role shows every project.", "Remove from project")
-        }
+        (_, true) if route.contains("/members/") && route.contains("/projects/") => (
+            "Remove this person from the project?",
+            "They will no longer see it unless their role shows every project.",
+            "Remove from project",
+        ),
         (_, true) => ("Remove this member?", "They lose access to the organization at once.", "Remove member"),
-        ("{client}", _) => ("Delete this client?", "Its contacts go with it. This can't be undone; archiving keeps it instead.", "Delete client"),
+        ("{client}", _) => (
+            "Delete this client?",
+            "Its contacts go with it. This can't be undone; archiving keeps it instead.",
+            "Delete client",
+        ),
         ("{contact}", _) => ("Remove this contact?", "This can't be undone.", "Remove contact"),
-        ("{project}", _) => ("Delete this project?", "Its board, tasks, time and files go with it. This can't be undone.", "Delete project"),
+        ("{project}", _) => (
+            "Delete this project?",
+            "Its board, tasks, time and files go with it. This can't be undone.",
+            "Delete project",
+        ),
         ("{column}", _) => ("Delete this column?", "This can't be undone.", "Delete column"),
         ("{entry}", _) => ("Delete this time entry?", "This can't be undone.", "Delete time entry"),
         ("{comment}", _) => ("Delete this comment?", "This can't be undone.", "Delete comment"),
-        ("{task}", _) => ("Delete this task?", "Its subtasks and comments go with it. This can't be undone.", "Delete task"),
-        ("{file}", _) => ("Delete this file?", "Links already shared stop working. This can't be undone.", "Delete file"),
+        ("{task}", _) => {
+            ("Delete this task?", "Its subtasks and comments go with it. This can't be undone.", "Delete task")
+        }
+        ("{file}", _) => {
+            ("Delete this file?", "Links already shared stop working. This can't be undone.", "Delete file")
+        }
         ("{invoice}", _) => ("Delete this draft invoice?", "This can't be undone.", "Delete invoice"),
         _ => ("Are you sure?", "This can't be undone.", "Yes, go ahead"),
     }
@@ -55,7 +69,8 @@ impl<S: Send + Sync> FromRequest<S> for Confirmed {
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let (parts, body) = req.into_parts();
-        let bytes = axum::body::to_bytes(body, 64 * 1024).await.map_err(|_| AppError::PayloadTooLarge.into_response())?;
+        let bytes =
+            axum::body::to_bytes(body, 64 * 1024).await.map_err(|_| AppError::PayloadTooLarge.into_response())?;
         if form_urlencoded::parse(&bytes).any(|(k, v)| k == "confirm" && v == "yes") {
             return Ok(Confirmed);
         }

@@ -346,7 +346,9 @@ async fn invite(
                 return Err(AppError::field("client_id", "choose the client this person belongs to"));
             }
             "" => None,
-            raw => Some(raw.parse::<ClientId>().map_err(|_| AppError::field("client_id", "choose a client from the list"))?),
+            raw => Some(
+                raw.parse::<ClientId>().map_err(|_| AppError::field("client_id", "choose a client from the list"))?,
+            ),
         };
         service::invite(&state.db, &ctx, &access.principal, &state.config.public_url(), &form.email, role, client_id)
             .await

@@ -331,7 +331,9 @@ async fn column_for(tx: &mut OrgTx, project: ProjectId, column: Option<Uuid>, st
             .fetch_optional(&mut **tx)
             .await?;
             found.ok_or_else(|| match status {
-                Some(_) => AppError::field("status", "has no column on this project's board; add a column for it first"),
+                Some(_) => {
+                    AppError::field("status", "has no column on this project's board; add a column for it first")
+                }
                 None => AppError::field("column_id", "this project has no board column"),
             })
         }
@@ -405,10 +407,8 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput)
         other => other,
     })?;
     let column = column_for(&mut tx, project, column, input.status.as_deref()).await?;
-    let status: String = sqlx::query_scalar("SELECT status FROM board_columns WHERE id = $1")
-        .bind(column)
-        .fetch_one(&mut *tx)
-        .await?;
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM board_columns WHERE id = $1").bind(column).fetch_one(&mut *tx).await?;
     if let Some(parent) = parent {
         super::require_task_in_project(&mut tx, parent, project, "parent_id", "is not a task of this project").await?;
     }
@@ -514,7 +514,9 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &
     // A new status moves the card to that status's first column (unless it is in one already).
     let column = match (column, input.status.as_deref()) {
         (Some(c), asked) => column_for(&mut tx, before.project_id, Some(c), asked).await?,
-        (None, Some(asked)) if asked != before.status => column_for(&mut tx, before.project_id, None, Some(asked)).await?,
+        (None, Some(asked)) if asked != before.status => {
+            column_for(&mut tx, before.project_id, None, Some(asked)).await?
+        }
         (None, _) => before.column_id,
     };
     let parent = match parent {

@@ -27,7 +27,12 @@ fn chromium() -> Option<PathBuf> {
 }
 
 fn have(cmd: &str) -> bool {
-    std::process::Command::new(cmd).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    std::process::Command::new(cmd)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn skip(why: &str) {
@@ -88,5 +93,10 @@ async fn a_new_agency_gets_through_its_first_hour_in_a_real_browser() {
         child.wait().await.expect("suite exit")
     };
     let status = tokio::time::timeout(std::time::Duration::from_secs(600), run).await.expect("suite timed out");
-    assert!(status.success(), "the browser journey failed (screenshots in {}):\n{}", shots.display(), transcript.join("\n"));
+    assert!(
+        status.success(),
+        "the browser journey failed (screenshots in {}):\n{}",
+        shots.display(),
+        transcript.join("\n")
+    );
 }

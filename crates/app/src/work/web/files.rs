@@ -150,11 +150,31 @@ async fn upload(
                 AppError::UnsupportedMediaType(m) => m,
                 _ => format!("The file is too large (at most {}).", super::projects::size(max as i64)),
             });
-            project_failure(&state, csrf, &access, project, ProjectForms { tab: "files", ..ProjectForms::default() }, status, message, vec![]).await
+            project_failure(
+                &state,
+                csrf,
+                &access,
+                project,
+                ProjectForms { tab: "files", ..ProjectForms::default() },
+                status,
+                message,
+                vec![],
+            )
+            .await
         }
         Err(e) => {
             let (status, message, errors) = failure(e)?;
-            project_failure(&state, csrf, &access, project, ProjectForms { tab: "files", ..ProjectForms::default() }, status, message, errors).await
+            project_failure(
+                &state,
+                csrf,
+                &access,
+                project,
+                ProjectForms { tab: "files", ..ProjectForms::default() },
+                status,
+                message,
+                errors,
+            )
+            .await
         }
     }
 }
@@ -203,8 +223,17 @@ async fn delete(
         Ok(()) => Ok(Redirect::to(&format!("/o/{}/projects/{}/files", access.slug, meta.project_id)).into_response()),
         Err(e) => {
             let (status, message, errors) = failure(e)?;
-            project_failure(&state, csrf, &access, meta.project_id, ProjectForms { tab: "files", ..ProjectForms::default() }, status, message, errors)
-                .await
+            project_failure(
+                &state,
+                csrf,
+                &access,
+                meta.project_id,
+                ProjectForms { tab: "files", ..ProjectForms::default() },
+                status,
+                message,
+                errors,
+            )
+            .await
         }
     }
 }

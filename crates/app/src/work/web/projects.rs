@@ -514,7 +514,8 @@ pub fn name_of(m: &crate::tenancy::service::MemberRow) -> String {
 }
 
 fn initials(name: &str) -> String {
-    let words: Vec<&str> = name.split(|c: char| c.is_whitespace() || c == '@' || c == '.').filter(|w| !w.is_empty()).collect();
+    let words: Vec<&str> =
+        name.split(|c: char| c.is_whitespace() || c == '@' || c == '.').filter(|w| !w.is_empty()).collect();
     words.iter().take(2).filter_map(|w| w.chars().next()).flat_map(char::to_uppercase).collect()
 }
 
@@ -542,11 +543,8 @@ pub async fn project_view(
     } else {
         projects::list_columns(&state.db, p, id).await?.into_iter().map(|c| (c, vec![])).collect()
     };
-    let assigned = if on_board && p.can(P::TasksRead) {
-        tasks::board_assignees(&state.db, p, id).await?
-    } else {
-        HashMap::new()
-    };
+    let assigned =
+        if on_board && p.can(P::TasksRead) { tasks::board_assignees(&state.db, p, id).await? } else { HashMap::new() };
     let n = columns.len();
     let board: Vec<ColumnView> = columns
         .into_iter()
@@ -641,20 +639,25 @@ pub async fn project_view(
     };
     let invoices = match project.client_id {
         Some(c) if tab == "invoices" && p.can(P::InvoicesRead) => {
-            let filter =
-                crate::work::invoices::InvoiceFilter { client_id: Some(c.to_string()), status: None, q: None };
-            crate::work::invoices::list(&state.db, state.clock.now(), p, &filter, Page { limit: Some(50), offset: None })
-                .await?
-                .0
-                .into_iter()
-                .map(|i| InvoiceView {
-                    id: i.id.to_string(),
-                    number: i.number.map(|n| format!("#{n}")).unwrap_or_else(|| "Draft".into()),
-                    total: format!("{} {}", format_minor(i.total_minor), i.currency),
-                    issued: i.issue_date.to_string(),
-                    status: i.status,
-                })
-                .collect()
+            let filter = crate::work::invoices::InvoiceFilter { client_id: Some(c.to_string()), status: None, q: None };
+            crate::work::invoices::list(
+                &state.db,
+                state.clock.now(),
+                p,
+                &filter,
+                Page { limit: Some(50), offset: None },
+            )
+            .await?
+            .0
+            .into_iter()
+            .map(|i| InvoiceView {
+                id: i.id.to_string(),
+                number: i.number.map(|n| format!("#{n}")).unwrap_or_else(|| "Draft".into()),
+                total: format!("{} {}", format_minor(i.total_minor), i.currency),
+                issued: i.issue_date.to_string(),
+                status: i.status,
+            })
+            .collect()
         }
         _ => vec![],
     };
@@ -747,7 +750,13 @@ async fn board_titles(
     Ok(list.into_iter().map(|t| (t.id, t.title)).collect())
 }
 
-async fn show_tab(state: &AppState, csrf: String, access: &OrgAccess, id: &str, tab: &'static str) -> AppResult<Response> {
+async fn show_tab(
+    state: &AppState,
+    csrf: String,
+    access: &OrgAccess,
+    id: &str,
+    tab: &'static str,
+) -> AppResult<Response> {
     let forms = ProjectForms { tab, ..ProjectForms::default() };
     page(&project_view(state, csrf, access, path_id(id)?, forms, None, vec![]).await?)
 }
