@@ -208,6 +208,7 @@ pub enum MailCommand {
 }
 
 pub fn main() -> ExitCode {
+    crate::errors::register();
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,

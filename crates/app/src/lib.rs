@@ -13,6 +13,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod contact;
+pub mod errors;
 pub mod identity;
 pub mod mail;
 pub mod ops;

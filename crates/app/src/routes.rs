@@ -59,6 +59,7 @@ pub fn http_context(state: &AppState) -> HttpContext {
 
 /// Builds a router from an explicit table (the production table, or a test's).
 pub fn router_from(state: AppState, defs: Vec<RouteDef>) -> Router {
+    crate::errors::register();
     let mut router: Router<AppState> = Router::new();
     for def in defs {
         let guard =
@@ -144,6 +145,9 @@ async fn guarded(
     rotated: &mut Option<identity_guard::RotatedSession>,
 ) -> Response {
     let (state, access, surface) = (&route.state, route.access, route.surface);
+    let mut req = req;
+    // The guards below answer in the route's declared surface (`identity::guard::is_api`).
+    req.extensions_mut().insert(surface);
     // Text PostgreSQL can't store, in the path or query, before anything looks them up.
     if let Some(res) = crate::platform::http::input::refuse_in_target(req.uri()) {
         return res;
@@ -186,10 +190,9 @@ async fn guarded(
         Err(res) => return *res,
     };
     match access {
-        Access::Public | Access::SignedIn | Access::SecondFactor | Access::AnySession | Access::Org(_) => {
-            next.run(req).await
-        }
-        Access::Api(_) => api_request(state, req, next).await,
+        Access::Public | Access::SignedIn | Access::SecondFactor | Access::AnySession => next.run(req).await,
+        Access::Org(_) => in_request_tx(state, req, next, Work::Page).await,
+        Access::Api(_) => in_request_tx(state, req, next, Work::Api).await,
         Access::Operator => {
             let ip = req.extensions().get::<ClientIp>().map(|c| c.0);
             let from_allowed = ip.is_some_and(|ip| net::contains(&state.config.metrics.allow, ip));
@@ -209,35 +212,44 @@ async fn guarded(
     }
 }
 
-/// Runs an API request's work in the transaction its key was verified in (the request
-/// transaction, which the handler's `OrgTx` joins), in a task of its own so that a client that
-/// goes away can't cancel work about to commit, and commits it once the work is done: an API
-/// request is one transaction, and an `Idempotency-Key`'s stored answer commits with the work
-/// it describes (`api::idempotency`).
-async fn api_request(state: &AppState, req: Request, next: Next) -> Response {
+/// What runs in a request transaction.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Work {
+    /// An organization's page.
+    Page,
+    /// An API request (through `api::idempotency`).
+    Api,
+}
+
+/// Runs an organization page's or an API request's work in the transaction its asker was
+/// verified in (the request transaction: every `OrgTx` of the handler takes part in it, each as
+/// a savepoint), in a task of its own so that a client that goes away can't cancel work about to
+/// commit, and commits it once the work is done. A page or an API request is one transaction,
+/// verification included, and an `Idempotency-Key`'s stored answer commits with the work it
+/// describes (`api::idempotency`).
+async fn in_request_tx(state: &AppState, req: Request, next: Next, work: Work) -> Response {
     use tracing::Instrument;
     let verified = req.extensions().get::<crate::access::request_tx::VerifiedTx>().and_then(|v| v.take());
-    let principal = req.extensions().get::<crate::api::guard::ApiAccess>().map(|a| a.principal.clone());
     let state = state.clone();
     let task = tokio::spawn(
         async move {
-            let tx = match (verified, principal) {
-                (Some(tx), _) => tx,
-                (None, Some(p)) => match crate::access::OrgTx::begin(&state.db, &p).await {
-                    Ok(tx) => tx,
-                    Err(e) => return AppError::from(e).into_response(),
-                },
-                (None, None) => return AppError::internal("an API request without its key").into_response(),
+            let Some(tx) = verified else {
+                return AppError::internal("a request without the transaction it was verified in").into_response();
             };
-            let work = crate::api::idempotency::wrap(&state, req, next);
-            let (res, tx) = crate::platform::db::tenant::with_request_tx(tx, work).await;
+            let (res, tx) = match work {
+                Work::Page => crate::platform::db::tenant::with_request_tx(tx, next.run(req)).await,
+                Work::Api => {
+                    let run = crate::api::idempotency::wrap(&state, req, next);
+                    crate::platform::db::tenant::with_request_tx(tx, run).await
+                }
+            };
             match tx {
                 Some(tx) => match tx.commit().await {
                     Ok(()) => res,
                     // Nothing of the work was saved: the answer would not be true.
                     Err(e) => AppError::from(e).into_response(),
                 },
-                // The work gave the transaction up (an error rolled it back).
+                // The work gave the transaction up (abandoned it).
                 None => res,
             }
         }

@@ -5,8 +5,15 @@
 //! rows as JSON. Both go through the same server, TLS and middleware; the difference is what
 //! ClientFlow adds per request. Prints throughput and latency of both, and the ratio.
 //!
+//! Then the database's own limit: `pgbench` runs the same transaction (tenant set, the same
+//! SELECT with the same values, commit) with 16 clients against the same database, while the API
+//! is loaded with 64 connections; the script prints both and their ratio, and the committed
+//! transactions per API request (`pg_stat_database.xact_commit`).
+//!
 //! Run: `cargo bench --bench api_tasks` (PostgreSQL: `TEST_DATABASE_URL` as for the tests).
-//! `BENCH_ORGS`, `BENCH_TASKS`, `BENCH_SECONDS`, `BENCH_CONCURRENCY` change the size.
+//! `BENCH_ORGS`, `BENCH_TASKS`, `BENCH_SECONDS`, `BENCH_CONCURRENCY` (reference comparison,
+//! default 16), `BENCH_API_CONNECTIONS` (default 64) and `BENCH_PGBENCH_CLIENTS` (default 16)
+//! change the size; `PGBENCH` names the pgbench binary if it is not found.
 
 #![allow(clippy::print_stdout)] // a benchmark reports on standard output
 
@@ -228,4 +235,105 @@ async fn main() {
     let bare_rps = report("reference: same SQL, plain pooled connection", &bare_runs);
     let full_rps = report("GET /api/v1/tasks?limit=50 (full stack)", &full_runs);
     println!("ratio (full stack / reference throughput): {:.2}  (goal: at least 0.70)", full_rps / bare_rps);
+
+    // The database's limit for this transaction, measured by pgbench, against the API at 64
+    // connections; and how many transactions each API request commits.
+    let api_connections = env_num("BENCH_API_CONNECTIONS", 64) as usize;
+    let pgbench_clients = env_num("BENCH_PGBENCH_CLIENTS", 16);
+    let Some(pgbench) = pgbench_binary() else {
+        println!("pgbench not found (set PGBENCH): the database-limit comparison is skipped");
+        return;
+    };
+    let script = app.config.data_dir.join("bench-tasks.sql");
+    std::fs::write(&script, pgbench_script(org_id)).expect("pgbench script");
+    let pgbench_tps = run_pgbench(&pgbench, &script, &app.db.app, &passwords.app, pgbench_clients, seconds);
+    let api_client = clientflow_test_support::client_for(&app.cert_path(), app.addr)
+        .pool_max_idle_per_host(api_connections)
+        .build()
+        .expect("client");
+    load(&api_client, &full_url, Some(&key.secret), api_connections, 2).await;
+    let before = xact_commit(&mut admin).await;
+    let api_run = load(&api_client, &full_url, Some(&key.secret), api_connections, seconds).await;
+    let per_request = (xact_commit(&mut admin).await - before) as f64 / api_run.requests as f64;
+    let api_rps = report(&format!("GET /api/v1/tasks?limit=50, {api_connections} connections"), &[api_run]);
+    println!("{:<44} {pgbench_tps:>8.0} tps", format!("pgbench, same transaction, {pgbench_clients} clients"));
+    println!("committed transactions per API request: {per_request:.2}");
+    println!("ratio (API / pgbench): {:.2}  (goal: at least 0.60)", api_rps / pgbench_tps);
+}
+
+/// The committed transactions of the test database so far (the statistics are read in a fresh
+/// snapshot each time).
+async fn xact_commit(conn: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query("SELECT pg_stat_clear_snapshot()").execute(&mut *conn).await.expect("snapshot");
+    sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("xact_commit")
+}
+
+fn pgbench_binary() -> Option<std::path::PathBuf> {
+    if let Ok(p) = std::env::var("PGBENCH") {
+        return Some(p.into());
+    }
+    let candidates = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|d| d.path().join("bin/pgbench"))
+        .chain(
+            std::env::var_os("PATH")
+                .into_iter()
+                .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+                .map(|d| d.join("pgbench")),
+        );
+    candidates.filter(|p| p.is_file()).max()
+}
+
+/// The API's transaction as pgbench runs it: the tenant set, `list_sql` with the values the API
+/// binds for a Manager's key and `?limit=50` (no member filter, no project, status, assignee or
+/// search), commit.
+fn pgbench_script(org: uuid::Uuid) -> String {
+    let sql = list_sql()
+        .replace("$1::uuid", "NULL::uuid")
+        .replace("$1", "NULL::uuid")
+        .replace("$2::uuid", "NULL::uuid")
+        .replace("$2", "NULL::uuid")
+        .replace("$3::text", "NULL::text")
+        .replace("$3", "NULL::text")
+        .replace("$4::uuid", "NULL::uuid")
+        .replace("$4", "NULL::uuid")
+        .replace("$5::text", "NULL::text")
+        .replace("$5", "NULL::text")
+        .replace("$6", "50")
+        .replace("$7", "0");
+    assert!(!sql.contains('$'), "every parameter inlined: {sql}");
+    format!("BEGIN;\nSELECT set_config('app.org_id', '{org}', true);\n{sql};\nCOMMIT;\n")
+}
+
+fn run_pgbench(
+    pgbench: &std::path::Path,
+    script: &std::path::Path,
+    db: &PgConnectOptions,
+    password: &str,
+    clients: u64,
+    seconds: u64,
+) -> f64 {
+    let mut cmd = std::process::Command::new(pgbench);
+    cmd.args(["-n", "-M", "prepared", "-c", &clients.to_string(), "-j", "2", "-T", &seconds.to_string()])
+        .arg("-f")
+        .arg(script)
+        .args(["-U", db.get_username(), "-p", &db.get_port().to_string()])
+        .env("PGPASSWORD", password);
+    match db.get_socket() {
+        Some(dir) => cmd.arg("-h").arg(dir),
+        None => cmd.args(["-h", db.get_host()]),
+    };
+    cmd.arg(db.get_database().unwrap_or("postgres"));
+    let out = cmd.output().expect("pgbench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "pgbench failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = ").and_then(|r| r.split_whitespace().next()).and_then(|v| v.parse().ok()))
+        .unwrap_or_else(|| panic!("no tps in pgbench's output:\n{stdout}"))
 }

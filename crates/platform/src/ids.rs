@@ -72,3 +72,31 @@ id_type!(
     /// A project of an organization.
     ProjectId
 );
+id_type!(
+    /// A contact person of a client.
+    ContactId
+);
+id_type!(
+    /// A board column of a project.
+    ColumnId
+);
+id_type!(
+    /// A task of a project.
+    TaskId
+);
+id_type!(
+    /// A comment on a task.
+    CommentId
+);
+id_type!(
+    /// A time entry.
+    TimeEntryId
+);
+id_type!(
+    /// An invoice.
+    InvoiceId
+);
+id_type!(
+    /// A stored file.
+    FileId
+);

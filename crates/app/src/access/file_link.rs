@@ -8,9 +8,8 @@ use super::principal::{Actor, OrgPrincipal};
 use super::role::{Permission, PermissionSet, Role};
 use crate::platform::db::Db;
 use time::OffsetDateTime;
-use uuid::Uuid;
 
-use crate::platform::ids::OrgId;
+use crate::platform::ids::{FileId, OrgId};
 
 /// The principal behind a signed file download link: checks the signature and expiry, then
 /// acts inside that one organization with nothing but `files.read`.
@@ -18,7 +17,7 @@ pub async fn verify_file_link(
     db: &Db,
     key: &[u8; 32],
     org_id: OrgId,
-    file: uuid::Uuid,
+    file: FileId,
     expires: i64,
     signature: &str,
     now: time::OffsetDateTime,
@@ -41,7 +40,7 @@ pub async fn verify_file_link(
 }
 
 /// A signed, short-lived download link's signature: HMAC over organization, file and expiry.
-pub fn link_signature(key: &[u8; 32], org: OrgId, file: Uuid, expires: i64) -> String {
+pub fn link_signature(key: &[u8; 32], org: OrgId, file: FileId, expires: i64) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
     mac.update(format!("file-link v1\n{org}\n{file}\n{expires}").as_bytes());
     hex::encode(mac.finalize().into_bytes())
@@ -52,7 +51,7 @@ pub fn signed_link(
     base: &str,
     key: &[u8; 32],
     org: OrgId,
-    file: Uuid,
+    file: FileId,
     now: OffsetDateTime,
     minutes: u32,
 ) -> (String, OffsetDateTime) {

@@ -1,11 +1,11 @@
 //! A signed-in member of an organization: the membership, its role, the organization's
 //! customization of that role and the member's own overrides.
 
-use super::OrgPrincipal;
 use super::gate;
 use super::principal::{Actor, load_permissions};
 use super::role::Role;
 use super::session::CurrentSession;
+use super::{OrgPrincipal, OrgTx};
 use crate::platform::db::Db;
 use crate::platform::db::tenant::{Capability, GateTx};
 use crate::platform::ids::{ClientId, OrgId};
@@ -25,7 +25,6 @@ pub struct OrgFacts {
 }
 
 /// Who asks for an organization's page, resolved in one transaction.
-#[derive(Debug, Clone)]
 pub enum MemberRequest {
     /// No live session for the cookie.
     NoSession,
@@ -33,14 +32,15 @@ pub enum MemberRequest {
     /// organization with this slug (the two look the same to the caller: 404 or the next step).
     Session(CurrentSession),
     /// A member: the session, the principal and the organization's facts.
-    Member(CurrentSession, OrgPrincipal, Box<OrgFacts>),
+    Member(CurrentSession, OrgTx, Box<OrgFacts>),
 }
 
 /// Resolves an organization route's asker in **one** transaction: the session behind the
 /// cookie token (`session::lookup`, which also keeps its idle clock), the organization with
 /// this slug among the user's own, the membership, the role's permissions as the organization
-/// customized them and the member's overrides, and the organization's security settings. This
-/// is the one transaction the route guard opens for a page; the handler opens its own.
+/// customized them and the member's overrides, and the organization's security settings. For a
+/// member, the transaction stays open as the member's organization transaction: the route
+/// guard runs the page's work in it (`crate::routes`), so a page is one transaction.
 pub async fn resolve_member_request(
     db: &Db,
     token: &str,
@@ -88,8 +88,8 @@ pub async fn resolve_member_request(
     };
     tx.set_tenant(org_id).await?;
     let permissions = load_permissions(&mut tx, org_id, user, role).await?;
-    tx.commit().await?;
     let principal = OrgPrincipal { org_id, actor: Actor::User(user), role, client_id, permissions, scope_user: None };
+    let tx = tx.into_org_tx(principal).await?;
     let facts = OrgFacts {
         slug: slug.to_string(),
         name,
@@ -99,5 +99,5 @@ pub async fn resolve_member_request(
         require_two_factor,
         ip_allowlist,
     };
-    Ok(MemberRequest::Member(session, principal, Box::new(facts)))
+    Ok(MemberRequest::Member(session, tx, Box::new(facts)))
 }

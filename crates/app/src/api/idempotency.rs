@@ -18,8 +18,9 @@
 //! - A replay (same key and fingerprint) returns the stored status, `Location` and body with
 //!   `Idempotent-Replayed: true`; nothing runs again. The same key with a different fingerprint
 //!   is 409.
-//! - An error response rolls back (the record with it): nothing was created, so trying again
-//!   (with the same key, after fixing the request) can't create a duplicate.
+//! - An error response rolls the request transaction back (the record with it): nothing was
+//!   created, so trying again (with the same key, after fixing the request) can't create a
+//!   duplicate.
 //! - The request runs in a task of its own (the route guard's), so a client that disconnects
 //!   (or the request timeout) doesn't cancel work that is about to commit.
 //! - Records expire after 24 hours; an expired key may be used again.
@@ -267,13 +268,8 @@ async fn claim(
 async fn settle(state: &AppState, principal: &OrgPrincipal, key: &str, res: Response) -> Response {
     let Some(api_key) = principal.api_key_id() else { return res };
     if !res.status().is_success() {
-        // An error that gave the transaction up already rolled it back; otherwise it is taken
-        // back here and rolled back.
-        if let Ok(tx) = OrgTx::begin(&state.db, principal).await
-            && let Err(e) = tx.rollback().await
-        {
-            tracing::warn!(error = %e, "rolling back a refused idempotent request");
-        }
+        // Nothing of the request stays, the key's record included.
+        crate::platform::db::tenant::abandon_request_tx().await;
         return res;
     }
     let (parts, body) = res.into_parts();

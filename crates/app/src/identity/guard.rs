@@ -218,8 +218,10 @@ pub enum Resolved {
     Respond(Response),
 }
 
-fn is_api(req: &Request) -> bool {
-    req.uri().path().starts_with("/api/")
+/// Whether the route answers as the API does (problem+json, no redirects to pages): the
+/// route's declared surface decides, which its guard records on the request.
+pub fn is_api(req: &Request) -> bool {
+    req.extensions().get::<crate::platform::http::route::Surface>() == Some(&crate::platform::http::route::Surface::Api)
 }
 
 fn to_login(req: &Request) -> Response {
@@ -266,7 +268,7 @@ pub async fn require_session(
         Ok(s) => s,
         Err(res) => return Ok(Resolved::Respond(*res)),
     };
-    let (req, _) = admit_session(state, req, session, rotated).await?;
+    let (req, _) = admit_session(state, req, session, rotated, None).await?;
     Ok(Resolved::Ok(req))
 }
 
@@ -295,20 +297,29 @@ pub fn session_at_stage(
 
 /// Lets a verified session's request through: the CSRF checks on an unsafe method, a new token
 /// after a privilege change, and the session and its asker as request extensions. Returns the
-/// request and the session as admitted.
+/// request and the session as admitted. `conn`: the transaction the session was looked up in,
+/// if it is still open (the token is replaced in it; a second transaction would wait for the
+/// first's lock on the session's row).
 pub async fn admit_session(
     state: &AppState,
     req: Request,
     session: CurrentSession,
     rotated: &mut Option<RotatedSession>,
+    conn: Option<&mut sqlx::PgConnection>,
 ) -> Result<(Request, CurrentSession), AppError> {
     let mut req = if is_unsafe(req.method()) { check_csrf(state, req, Some(&session)).await? } else { req };
     // After a privilege change the token is replaced (the check above used the old one).
     let session = match read_cookie(req.headers(), SESSION_COOKIE) {
         Some(old) if session.stage == Stage::Complete && session.privileges_changed => {
-            let mut tx = state.db.global().await?;
-            let fresh = session::rotate_token(&mut tx, session.id, &old).await?;
-            tx.commit().await?;
+            let fresh = match conn {
+                Some(conn) => session::rotate_token(conn, session.id, &old).await?,
+                None => {
+                    let mut tx = state.db.global().await?;
+                    let fresh = session::rotate_token(&mut tx, session.id, &old).await?;
+                    tx.commit().await?;
+                    fresh
+                }
+            };
             match fresh {
                 Some((token, csrf_token)) => {
                     *rotated = Some(RotatedSession(token));

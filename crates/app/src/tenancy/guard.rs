@@ -42,7 +42,7 @@ pub async fn require_org(
     permission: Permission,
     rotated: &mut Option<RotatedSession>,
 ) -> Result<Resolved, AppError> {
-    let is_api = req.uri().path().starts_with("/api/");
+    let is_api = crate::identity::guard::is_api(&req);
     let (mut parts, body) = req.into_parts();
     let slug = RawPathParams::from_request_parts(&mut parts, state)
         .await
@@ -61,14 +61,18 @@ pub async fn require_org(
     let (session, member) = match resolved {
         MemberRequest::NoSession => (None, None),
         MemberRequest::Session(s) => (Some(s), None),
-        MemberRequest::Member(s, principal, facts) => (Some(s), Some((principal, facts))),
+        MemberRequest::Member(s, tx, facts) => (Some(s), Some((tx, facts))),
     };
     let session = match session_at_stage(session, Stage::Complete, &req) {
         Ok(s) => s,
         Err(res) => return Ok(Resolved::Respond(*res)),
     };
-    let (mut req, session) = admit_session(state, req, session, rotated).await?;
-    let (principal, facts) = member.ok_or(AppError::NotFound)?;
+    let Some((mut tx, facts)) = member else {
+        let (_, _) = admit_session(state, req, session, rotated, None).await?;
+        return Err(AppError::NotFound);
+    };
+    let (mut req, session) = admit_session(state, req, session, rotated, Some(&mut *tx)).await?;
+    let principal = tx.principal().clone();
     let access::member::OrgFacts {
         slug,
         name,
@@ -79,12 +83,14 @@ pub async fn require_org(
         ip_allowlist: allowlist,
     } = *facts;
 
+    // A refusal below still keeps what the resolution wrote (the session's idle clock).
     // The allowlist before anything else the organization's settings decide: from outside, a
     // member gets this refusal on every page and nothing more. (Client-role members use the
     // portal from their own networks: see `super::allowlist`.)
     // No address at all (never the case behind the client-IP middleware) counts as outside.
     let ip = req.extensions().get::<ClientIp>().map(|c| c.0).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     if principal.role() != crate::access::role::Role::Client && !super::allowlist::permits(&allowlist, ip) {
+        tx.commit().await?;
         return Err(super::allowlist::refusal(&name, ip));
     }
 
@@ -92,9 +98,8 @@ pub async fn require_org(
     if let Some(minutes) = timeout
         && session.idle_for >= time::Duration::minutes(minutes.into())
     {
-        let mut g = state.db.global().await?;
-        session::delete(&mut g, session.id).await?;
-        g.commit().await?;
+        session::delete(&mut tx, session.id).await?;
+        tx.commit().await?;
         return Ok(Resolved::Respond(if is_api {
             AppError::Unauthorized("Your session ended after inactivity. Sign in again.".into()).into_response()
         } else {
@@ -102,6 +107,7 @@ pub async fn require_org(
         }));
     }
     if require_2fa && !session.two_factor {
+        tx.commit().await?;
         return Ok(Resolved::Respond(if is_api {
             AppError::Forbidden(format!("{name} requires two-factor authentication. Turn it on first.")).into_response()
         } else {
@@ -109,10 +115,13 @@ pub async fn require_org(
         }));
     }
     if !principal.can(permission) {
+        tx.commit().await?;
         return Err(AppError::Forbidden(format!("Your role in {name} doesn't allow this ({}).", permission.as_str())));
     }
     req.extensions_mut().insert(crate::access::Asking::member(session.user.id(), principal.clone()));
     req.extensions_mut().insert(OrgAccess { principal, slug, name, brand_color, timezone });
+    // The page's work runs in the transaction the member was verified in (`crate::routes`).
+    req.extensions_mut().insert(crate::access::request_tx::VerifiedTx::new(tx));
     Ok(Resolved::Ok(req))
 }
 

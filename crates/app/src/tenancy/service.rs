@@ -59,11 +59,8 @@ pub async fn create_organization(
         return Err(AppError::Validation(errors));
     };
     let mut tx = access::begin_new_organization(db, NewOrgCreator::User(creator)).await?;
-    let org = match repo::insert_organization(&mut tx, &slug, &name).await {
-        Ok(o) => o,
-        Err(e) if is_unique(&e) => return Err(AppError::field("slug", "is already taken; choose another")),
-        Err(e) => return Err(e.into()),
-    };
+    // A taken slug is a field error on `slug` (`crate::errors`).
+    let org = repo::insert_organization(&mut tx, &slug, &name).await?;
     repo::add_member(&mut tx, creator.id(), Role::Owner).await?;
     audit::record(
         &mut tx,
@@ -617,11 +614,7 @@ pub async fn update_general(db: &Db, ctx: &Context, principal: &OrgPrincipal, in
     .bind(ctx.now)
     .execute(&mut *tx)
     .await;
-    match updated {
-        Err(e) if is_unique(&e) => return Err(AppError::field("slug", "is already taken; choose another")),
-        Err(e) => return Err(e.into()),
-        Ok(_) => {}
-    }
+    updated?;
     let after = settings(&mut tx).await?;
     audit::record(
         &mut tx,

@@ -4,7 +4,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use super::{Page, fields};
 use crate::access::OrgPrincipal;
@@ -12,7 +11,7 @@ use crate::access::OrgTx;
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::Db;
 use crate::platform::http::error::{AppError, AppResult};
-use crate::platform::ids::{ClientId, OrgId};
+use crate::platform::ids::{ClientId, ContactId, OrgId};
 use crate::platform::types::Email;
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -293,7 +292,8 @@ pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ClientId) -> A
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Contact {
-    pub id: Uuid,
+    #[schema(value_type = String, format = Uuid)]
+    pub id: ContactId,
     #[schema(value_type = String, format = Uuid)]
     pub client_id: ClientId,
     pub name: String,
@@ -343,7 +343,7 @@ pub async fn add_contact(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id, client_id, name, email, phone, title",
     )
     .bind(tx.org_id())
-    .bind(Uuid::now_v7())
+    .bind(ContactId::new())
     .bind(client)
     .bind(&name)
     .bind(&email)
@@ -368,7 +368,7 @@ pub async fn remove_contact(
     ctx: &Context,
     p: &OrgPrincipal,
     client: ClientId,
-    contact: Uuid,
+    contact: ContactId,
 ) -> AppResult<()> {
     require_can(p, crate::access::role::Permission::ClientsUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;

@@ -19,7 +19,7 @@ use crate::access::role::Permission;
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::Db;
 use crate::platform::http::error::{AppError, AppResult};
-use crate::platform::ids::{OrgId, ProjectId};
+use crate::platform::ids::{FileId, OrgId, ProjectId, TaskId};
 use crate::platform::seal::Sealer;
 
 /// `[files]`: upload size, where contents are kept, how long a download link works.
@@ -93,10 +93,12 @@ impl Storage {
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct FileMeta {
-    pub id: Uuid,
+    #[schema(value_type = String, format = Uuid)]
+    pub id: FileId,
     #[schema(value_type = String, format = Uuid)]
     pub project_id: ProjectId,
-    pub task_id: Option<Uuid>,
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub task_id: Option<TaskId>,
     pub name: String,
     pub content_type: String,
     pub size_bytes: i64,
@@ -149,13 +151,13 @@ pub fn clean_name(name: &str) -> AppResult<String> {
     Ok(cleaned.chars().take(255).collect())
 }
 
-fn context(org: OrgId, id: Uuid) -> String {
+fn context(org: OrgId, id: FileId) -> String {
     format!("file:{org}:{id}")
 }
 
 pub struct Upload<'a> {
     pub project_id: ProjectId,
-    pub task_id: Option<Uuid>,
+    pub task_id: Option<TaskId>,
     pub name: &'a str,
     pub bytes: Vec<u8>,
     pub shared_with_client: bool,
@@ -190,7 +192,7 @@ pub async fn upload(
         super::require_task_in_project(&mut tx, t, up.project_id, "task_id", "is not a task of this project").await?;
     }
     let org = tx.org_id();
-    let id = Uuid::now_v7();
+    let id = FileId::new();
     let key = format!("{org}/{id}");
     let digest: [u8; 32] = Sha256::digest(&up.bytes).into();
     let size = up.bytes.len() as i64;
@@ -247,7 +249,7 @@ pub async fn list(db: &Db, p: &OrgPrincipal, f: &FileFilter, page: super::Page) 
     let member = member_filter(p)?;
     let project: Option<Uuid> =
         f.project_id.as_deref().map(|s| fields::id_or_empty("project_id", s)).transpose()?.flatten();
-    let task: Option<Uuid> = f.task_id.as_deref().map(|s| fields::id_or_empty("task_id", s)).transpose()?.flatten();
+    let task: Option<TaskId> = f.task_id.as_deref().map(|s| fields::id_or_empty("task_id", s)).transpose()?.flatten();
     let mut tx = OrgTx::begin(db, p).await?;
     let rows = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM files f JOIN projects p ON p.organization_id = f.organization_id AND p.id = f.project_id \
@@ -266,9 +268,9 @@ pub async fn list(db: &Db, p: &OrgPrincipal, f: &FileFilter, page: super::Page) 
     Ok(rows)
 }
 
-async fn fetch(tx: &mut OrgTx, p: &OrgPrincipal, id: Uuid) -> AppResult<(FileMeta, String)> {
+async fn fetch(tx: &mut OrgTx, p: &OrgPrincipal, id: FileId) -> AppResult<(FileMeta, String)> {
     let member = member_filter(p)?;
-    let row: Option<(Uuid, String)> = sqlx::query_as(&format!(
+    let row: Option<(FileId, String)> = sqlx::query_as(&format!(
         "SELECT f.id, f.storage_key FROM files f JOIN projects p ON p.organization_id = f.organization_id AND p.id = f.project_id \
          WHERE f.id = $2 AND {}",
         project_visible("p", 1)
@@ -283,7 +285,7 @@ async fn fetch(tx: &mut OrgTx, p: &OrgPrincipal, id: Uuid) -> AppResult<(FileMet
     Ok((meta, key))
 }
 
-pub async fn get(db: &Db, p: &OrgPrincipal, id: Uuid) -> AppResult<FileMeta> {
+pub async fn get(db: &Db, p: &OrgPrincipal, id: FileId) -> AppResult<FileMeta> {
     require(p, Permission::FilesRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let (meta, _) = fetch(&mut tx, p, id).await?;
@@ -292,7 +294,13 @@ pub async fn get(db: &Db, p: &OrgPrincipal, id: Uuid) -> AppResult<FileMeta> {
 }
 
 /// Reads and opens a file's contents (the caller has checked access through `fetch`).
-pub async fn read_contents(storage: &Storage, sealer: &Sealer, org: OrgId, id: Uuid, key: &str) -> AppResult<Vec<u8>> {
+pub async fn read_contents(
+    storage: &Storage,
+    sealer: &Sealer,
+    org: OrgId,
+    id: FileId,
+    key: &str,
+) -> AppResult<Vec<u8>> {
     let sealed = storage.get(key).await.map_err(AppError::internal)?;
     sealer.open(&sealed, &context(org, id)).map_err(AppError::internal)
 }
@@ -302,7 +310,7 @@ pub async fn download(
     storage: &Storage,
     sealer: &Sealer,
     p: &OrgPrincipal,
-    id: Uuid,
+    id: FileId,
 ) -> AppResult<(FileMeta, Vec<u8>)> {
     require(p, Permission::FilesRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
@@ -312,7 +320,7 @@ pub async fn download(
     Ok((meta, bytes))
 }
 
-pub async fn delete(db: &Db, storage: &Storage, ctx: &Context, p: &OrgPrincipal, id: Uuid) -> AppResult<()> {
+pub async fn delete(db: &Db, storage: &Storage, ctx: &Context, p: &OrgPrincipal, id: FileId) -> AppResult<()> {
     require(p, Permission::FilesDelete)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let (meta, key) = fetch(&mut tx, p, id).await?;
@@ -331,7 +339,7 @@ pub async fn delete(db: &Db, storage: &Storage, ctx: &Context, p: &OrgPrincipal,
     Ok(())
 }
 
-pub async fn set_shared(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, shared: bool) -> AppResult<FileMeta> {
+pub async fn set_shared(db: &Db, ctx: &Context, p: &OrgPrincipal, id: FileId, shared: bool) -> AppResult<FileMeta> {
     require(p, Permission::FilesUpload)?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch(&mut tx, p, id).await?;
@@ -391,10 +399,10 @@ pub fn new_name(name: &str) -> AppResult<String> {
 }
 
 /// Renames a file, shares or unshares it, or moves it between the tasks of its project.
-pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &FileUpdate) -> AppResult<FileMeta> {
+pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: FileId, input: &FileUpdate) -> AppResult<FileMeta> {
     require(p, Permission::FilesUpload)?;
     let name = input.name.as_deref().map(new_name).transpose()?;
-    let task: Option<Option<Uuid>> = match &input.task_id {
+    let task: Option<Option<TaskId>> = match &input.task_id {
         None => None,
         Some(None) => Some(None),
         Some(Some(v)) => Some(fields::id_or_empty("task_id", v)?),
@@ -441,7 +449,7 @@ pub async fn issue_link(
     p: &OrgPrincipal,
     base: &str,
     key: &[u8; 32],
-    id: Uuid,
+    id: FileId,
     minutes: u32,
 ) -> AppResult<(FileMeta, String, OffsetDateTime)> {
     require(p, Permission::FilesRead)?;
@@ -501,11 +509,11 @@ mod tests {
     fn link_signatures_bind_everything() {
         let k = [3u8; 32];
         let org = OrgId::new();
-        let f = Uuid::now_v7();
+        let f = FileId::new();
         let s = link_signature(&k, org, f, 100);
         assert_ne!(s, link_signature(&k, org, f, 101));
         assert_ne!(s, link_signature(&k, OrgId::new(), f, 100));
-        assert_ne!(s, link_signature(&k, org, Uuid::now_v7(), 100));
+        assert_ne!(s, link_signature(&k, org, FileId::new(), 100));
         assert_ne!(s, link_signature(&[4u8; 32], org, f, 100));
     }
 }

@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::{Date, Duration, OffsetDateTime};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use super::projects::require;
 use super::{Page, fields};
@@ -15,11 +14,12 @@ use crate::access::role::Permission;
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::Db;
 use crate::platform::http::error::{AppError, AppResult};
-use crate::platform::ids::ClientId;
+use crate::platform::ids::{ClientId, InvoiceId};
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Invoice {
-    pub id: Uuid,
+    #[schema(value_type = String, format = Uuid)]
+    pub id: InvoiceId,
     /// Assigned when sent.
     pub number: Option<i64>,
     #[schema(value_type = String, format = Uuid)]
@@ -27,8 +27,7 @@ pub struct Invoice {
     #[schema(value_type = Currency)]
     pub currency: String,
     pub tax_rate_bp: i32,
-    #[schema(value_type = InvoiceStatus)]
-    pub status: String,
+    pub status: InvoiceStatus,
     #[schema(value_type = String, format = Date)]
     #[serde(with = "super::iso_date")]
     pub issue_date: Date,
@@ -150,10 +149,12 @@ impl utoipa::PartialSchema for Currency {
 
 impl ToSchema for Currency {}
 
-/// An invoice's status as shown (`overdue` is a sent invoice past its due date).
-#[derive(ToSchema)]
+/// An invoice's status as shown. The database stores `draft`, `sent`, `paid` or `void`;
+/// `overdue` is a sent invoice past its due date, decided when it is read ([`shown_status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
 #[schema(rename_all = "snake_case")]
-#[allow(dead_code)] // the document's enum; the services keep statuses as text
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum InvoiceStatus {
     Draft,
     Sent,
@@ -162,7 +163,74 @@ pub enum InvoiceStatus {
     Overdue,
 }
 
-pub const STATUSES: [&str; 5] = ["draft", "sent", "paid", "void", "overdue"];
+impl InvoiceStatus {
+    pub const ALL: [InvoiceStatus; 5] = [Self::Draft, Self::Sent, Self::Paid, Self::Void, Self::Overdue];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::Sent => "sent",
+            Self::Paid => "paid",
+            Self::Void => "void",
+            Self::Overdue => "overdue",
+        }
+    }
+
+    /// A status named in a filter or a form; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// Still owed: sent, whether or not past its due date.
+    pub fn is_open(self) -> bool {
+        matches!(self, Self::Sent | Self::Overdue)
+    }
+}
+
+impl std::fmt::Display for InvoiceStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What moves an invoice along ([`transition`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvoiceAction {
+    /// Draft → sent; assigns the number.
+    Send,
+    /// Sent → paid.
+    Pay,
+    /// Draft or sent → void.
+    Void,
+}
+
+impl InvoiceAction {
+    pub fn parse(field: &str, s: &str) -> AppResult<Self> {
+        match s {
+            "send" => Ok(Self::Send),
+            "pay" => Ok(Self::Pay),
+            "void" => Ok(Self::Void),
+            _ => Err(AppError::field(field, "must be send, pay or void")),
+        }
+    }
+
+    /// The audit action's verb and the phrase of a refusal.
+    fn past(self) -> &'static str {
+        match self {
+            Self::Send => "sent",
+            Self::Pay => "paid",
+            Self::Void => "voided",
+        }
+    }
+
+    fn refused(self) -> &'static str {
+        match self {
+            Self::Send => "sent",
+            Self::Pay => "marked paid",
+            Self::Void => "voided",
+        }
+    }
+}
 
 fn check_currency(code: &str) -> AppResult<String> {
     if crate::platform::currency::is_active(code) {
@@ -220,9 +288,9 @@ pub fn compute(lines: &mut [Line], tax_rate_bp: i32) -> AppResult<(i64, i64, i64
     Ok((subtotal, tax, total))
 }
 
-fn shown_status(mut inv: Invoice, today: Date) -> Invoice {
-    if inv.status == "sent" && inv.due_date < today {
-        inv.status = "overdue".into();
+pub(crate) fn shown_status(mut inv: Invoice, today: Date) -> Invoice {
+    if inv.status == InvoiceStatus::Sent && inv.due_date < today {
+        inv.status = InvoiceStatus::Overdue;
     }
     inv
 }
@@ -237,10 +305,14 @@ pub async fn list(
     require(p, Permission::InvoicesRead)?;
     let client: Option<ClientId> =
         f.client_id.as_deref().map(|s| fields::id_or_empty("client_id", s)).transpose()?.flatten();
-    let status = f.status.clone().filter(|s| !s.is_empty());
-    if let Some(s) = &status {
-        fields::one_of("status", s, &STATUSES)?;
-    }
+    let status = match f.status.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => Some(
+            InvoiceStatus::parse(s)
+                .ok_or_else(|| AppError::field("status", "must be draft, sent, paid, void or overdue"))?
+                .as_str(),
+        ),
+        None => None,
+    };
     if f.q.as_deref().is_some_and(|q| q.chars().count() > 200) {
         return Err(AppError::field("q", "is too long (at most 200 characters)"));
     }
@@ -258,7 +330,7 @@ pub async fn list(
     let ctx_today = super::org_today(&mut tx, now).await?;
     let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM invoices i WHERE {where_}"))
         .bind(client)
-        .bind(&status)
+        .bind(status)
         .bind(ctx_today)
         .bind(&pattern)
         .bind(number)
@@ -268,7 +340,7 @@ pub async fn list(
         "SELECT {COLUMNS} FROM invoices i WHERE {where_} ORDER BY i.issue_date DESC, i.created_at DESC, i.id DESC LIMIT $6 OFFSET $7"
     ))
     .bind(client)
-    .bind(&status)
+    .bind(status)
     .bind(ctx_today)
     .bind(&pattern)
     .bind(number)
@@ -288,7 +360,7 @@ pub struct InvoiceDetail {
     pub client_name: String,
 }
 
-async fn fetch(tx: &mut OrgTx, id: Uuid) -> AppResult<Invoice> {
+async fn fetch(tx: &mut OrgTx, id: InvoiceId) -> AppResult<Invoice> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM invoices i WHERE i.id = $1"))
         .bind(id)
         .fetch_optional(&mut **tx)
@@ -296,14 +368,14 @@ async fn fetch(tx: &mut OrgTx, id: Uuid) -> AppResult<Invoice> {
         .ok_or(AppError::NotFound)
 }
 
-pub async fn lines(tx: &mut OrgTx, id: Uuid) -> Result<Vec<Line>, sqlx::Error> {
+pub async fn lines(tx: &mut OrgTx, id: InvoiceId) -> Result<Vec<Line>, sqlx::Error> {
     sqlx::query_as("SELECT description, quantity_milli, unit_price_minor, amount_minor FROM invoice_lines WHERE invoice_id = $1 ORDER BY position")
         .bind(id)
         .fetch_all(&mut **tx)
         .await
 }
 
-pub async fn detail_in(tx: &mut OrgTx, id: Uuid, today: Date) -> AppResult<InvoiceDetail> {
+pub async fn detail_in(tx: &mut OrgTx, id: InvoiceId, today: Date) -> AppResult<InvoiceDetail> {
     let invoice = fetch(tx, id).await?;
     let lines = lines(tx, id).await?;
     let client_name: String = sqlx::query_scalar("SELECT name FROM clients WHERE id = $1")
@@ -313,7 +385,7 @@ pub async fn detail_in(tx: &mut OrgTx, id: Uuid, today: Date) -> AppResult<Invoi
     Ok(InvoiceDetail { invoice: shown_status(invoice, today), lines, client_name })
 }
 
-pub async fn get(db: &Db, now: OffsetDateTime, p: &OrgPrincipal, id: Uuid) -> AppResult<InvoiceDetail> {
+pub async fn get(db: &Db, now: OffsetDateTime, p: &OrgPrincipal, id: InvoiceId) -> AppResult<InvoiceDetail> {
     require(p, Permission::InvoicesRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let today = super::org_today(&mut tx, now).await?;
@@ -340,7 +412,7 @@ fn parse_lines(input: &[LineInput]) -> AppResult<Vec<Line>> {
         .collect()
 }
 
-async fn write_lines(tx: &mut OrgTx, id: Uuid, lines: &[Line]) -> Result<(), sqlx::Error> {
+async fn write_lines(tx: &mut OrgTx, id: InvoiceId, lines: &[Line]) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM invoice_lines WHERE invoice_id = $1").bind(id).execute(&mut **tx).await?;
     for (pos, l) in lines.iter().enumerate() {
         let org = tx.org_id();
@@ -402,7 +474,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInp
                 .await?
         }
     };
-    let id = Uuid::now_v7();
+    let id = InvoiceId::new();
     let inv: Invoice = sqlx::query_as(&format!(
         "INSERT INTO invoices AS i (organization_id, id, client_id, currency, tax_rate_bp, issue_date, due_date, notes, subtotal_minor, \
          tax_minor, total_minor, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}"
@@ -429,12 +501,18 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInp
 
 /// Changes a draft's fields, currency included, and replaces its lines when they are given (sent
 /// invoices are immutable; void them instead).
-pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &InvoiceUpdate) -> AppResult<Invoice> {
+pub async fn update(
+    db: &Db,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    id: InvoiceId,
+    input: &InvoiceUpdate,
+) -> AppResult<Invoice> {
     require(p, Permission::InvoicesUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch(&mut tx, id).await?;
     // Whatever the changes, a sent invoice says so first.
-    if before.status != "draft" {
+    if before.status != InvoiceStatus::Draft {
         return Err(AppError::Conflict(
             "Only draft invoices can be edited; void this one and create a new one.".into(),
         ));
@@ -500,7 +578,13 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &
 
 /// Moves an invoice along: `send` (draft → sent, assigns the number), `pay` (sent → paid),
 /// `void` (draft or sent → void).
-pub async fn transition(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, action: &str) -> AppResult<Invoice> {
+pub async fn transition(
+    db: &Db,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    id: InvoiceId,
+    action: InvoiceAction,
+) -> AppResult<Invoice> {
     require(p, Permission::InvoicesUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before: Invoice = sqlx::query_as(&format!("SELECT {COLUMNS} FROM invoices i WHERE i.id = $1 FOR UPDATE"))
@@ -508,8 +592,10 @@ pub async fn transition(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, acti
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(AppError::NotFound)?;
-    let after: Invoice = match (action, before.status.as_str()) {
-        ("send", "draft") => {
+    use InvoiceAction as A;
+    use InvoiceStatus as S;
+    let after: Invoice = match (action, before.status) {
+        (A::Send, S::Draft) => {
             let has_lines: bool =
                 sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM invoice_lines WHERE invoice_id = $1)")
                     .bind(id)
@@ -539,7 +625,7 @@ pub async fn transition(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, acti
                 .fetch_one(&mut *tx)
                 .await?
         }
-        ("pay", "sent") => {
+        (A::Pay, S::Sent) => {
             sqlx::query_as(&format!(
                 "UPDATE invoices AS i SET status = 'paid', paid_at = $2 WHERE i.id = $1 RETURNING {COLUMNS}"
             ))
@@ -548,7 +634,7 @@ pub async fn transition(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, acti
             .fetch_one(&mut *tx)
             .await?
         }
-        ("void", "draft" | "sent") => {
+        (A::Void, S::Draft | S::Sent) => {
             sqlx::query_as(&format!(
                 "UPDATE invoices AS i SET status = 'void', voided_at = $2 WHERE i.id = $1 RETURNING {COLUMNS}"
             ))
@@ -557,35 +643,16 @@ pub async fn transition(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, acti
             .fetch_one(&mut *tx)
             .await?
         }
-        ("send" | "pay" | "void", current) => {
-            return Err(AppError::Conflict(format!(
-                "A {current} invoice can't be {}.",
-                match action {
-                    "send" => "sent",
-                    "pay" => "marked paid",
-                    _ => "voided",
-                }
-            )));
+        (_, current) => {
+            return Err(AppError::Conflict(format!("A {current} invoice can't be {}.", action.refused())));
         }
-        _ => return Err(AppError::field("action", "must be send, pay or void")),
     };
     audit::record(
         &mut tx,
         ctx,
-        Entry::new(
-            &format!(
-                "invoice.{}",
-                match action {
-                    "send" => "sent",
-                    "pay" => "paid",
-                    _ => "voided",
-                }
-            ),
-            "invoice",
-            id,
-        )
-        .before(snapshot(&before))
-        .after(snapshot(&after)),
+        Entry::new(&format!("invoice.{}", action.past()), "invoice", id)
+            .before(snapshot(&before))
+            .after(snapshot(&after)),
     )
     .await?;
     let today = super::org_today(&mut tx, ctx.now).await?;
@@ -593,11 +660,11 @@ pub async fn transition(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, acti
     Ok(shown_status(after, today))
 }
 
-pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid) -> AppResult<()> {
+pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: InvoiceId) -> AppResult<()> {
     require(p, Permission::InvoicesDelete)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch(&mut tx, id).await?;
-    if before.status != "draft" {
+    if before.status != InvoiceStatus::Draft {
         return Err(AppError::Conflict("Only drafts can be deleted; void a sent invoice instead.".into()));
     }
     sqlx::query("DELETE FROM invoices WHERE id = $1").bind(id).execute(&mut *tx).await?;

@@ -69,7 +69,7 @@ pub fn project_visible(alias: &str, param: usize) -> String {
 /// that files and time entries are attached to, stay inside their project.
 pub async fn require_task_in_project(
     tx: &mut OrgTx,
-    task: Uuid,
+    task: crate::platform::ids::TaskId,
     project: crate::platform::ids::ProjectId,
     field: &str,
     message: &str,

@@ -6,7 +6,6 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use super::files::{self, FileMeta, Storage};
 use super::invoices::{self, Invoice, InvoiceDetail};
@@ -17,7 +16,7 @@ use crate::access::role::Permission;
 use crate::access::{OrgPrincipal, ProjectScope};
 use crate::platform::db::Db;
 use crate::platform::http::error::{AppError, AppResult};
-use crate::platform::ids::{ClientId, ProjectId};
+use crate::platform::ids::{ClientId, FileId, InvoiceId, ProjectId};
 use crate::platform::seal::Sealer;
 
 fn client_of(p: &OrgPrincipal) -> AppResult<ClientId> {
@@ -60,15 +59,7 @@ pub async fn home(db: &Db, now: OffsetDateTime, p: &OrgPrincipal) -> AppResult<P
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let invoices = invoices
-        .into_iter()
-        .map(|mut i| {
-            if i.status == "sent" && i.due_date < today {
-                i.status = "overdue".into();
-            }
-            i
-        })
-        .collect();
+    let invoices = invoices.into_iter().map(|i| invoices::shown_status(i, today)).collect();
     Ok(PortalHome { client_name, projects, invoices })
 }
 
@@ -122,7 +113,7 @@ pub async fn project(db: &Db, p: &OrgPrincipal, id: ProjectId) -> AppResult<Port
     Ok(PortalProject { project, tasks: tasks_out, files })
 }
 
-pub async fn invoice(db: &Db, now: OffsetDateTime, p: &OrgPrincipal, id: Uuid) -> AppResult<InvoiceDetail> {
+pub async fn invoice(db: &Db, now: OffsetDateTime, p: &OrgPrincipal, id: InvoiceId) -> AppResult<InvoiceDetail> {
     let client = client_of(p)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let today = super::org_today(&mut tx, now).await?;
@@ -147,7 +138,7 @@ pub async fn download(
     storage: &Storage,
     sealer: &Sealer,
     p: &OrgPrincipal,
-    id: Uuid,
+    id: FileId,
 ) -> AppResult<(FileMeta, Vec<u8>)> {
     let client = client_of(p)?;
     let mut tx = OrgTx::begin(db, p).await?;

@@ -410,7 +410,14 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput)
     let status: String =
         sqlx::query_scalar("SELECT status FROM board_columns WHERE id = $1").bind(column).fetch_one(&mut *tx).await?;
     if let Some(parent) = parent {
-        super::require_task_in_project(&mut tx, parent, project, "parent_id", "is not a task of this project").await?;
+        super::require_task_in_project(
+            &mut tx,
+            crate::platform::ids::TaskId::from_uuid(parent),
+            project,
+            "parent_id",
+            "is not a task of this project",
+        )
+        .await?;
     }
     check_assignees(&mut tx, project, &users).await?;
     let position: i32 = sqlx::query_scalar("SELECT coalesce(max(position) + 1, 0) FROM tasks WHERE column_id = $1")
@@ -439,8 +446,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput)
     .bind(p.user_id())
     .bind(ctx.now)
     .fetch_one(&mut *tx)
-    .await
-    .map_err(hierarchy_error)?;
+    .await?;
     for u in &users {
         sqlx::query("INSERT INTO task_assignees (organization_id, task_id, user_id) VALUES ($1, $2, $3)")
             .bind(tx.org_id())
@@ -459,22 +465,6 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput)
 /// How deep subtasks nest: a top-level task and four levels below it. The database enforces it
 /// (migration 0009, with loops); this is what messages quote.
 pub const MAX_LEVELS: usize = 5;
-
-/// The database's refusal of a parent that would close a loop or nest too deep, as a field
-/// error on `parent_id`.
-fn hierarchy_error(e: sqlx::Error) -> AppError {
-    let constraint = match &e {
-        sqlx::Error::Database(db) => db.constraint().map(str::to_string),
-        _ => None,
-    };
-    match constraint.as_deref() {
-        Some("tasks_parent_acyclic") => AppError::field("parent_id", "can't be this task's own subtask"),
-        Some("tasks_parent_depth") => {
-            AppError::field("parent_id", format!("would nest subtasks more than {MAX_LEVELS} levels deep"))
-        }
-        _ => e.into(),
-    }
-}
 
 pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &TaskUpdate) -> AppResult<Task> {
     require(p, Permission::TasksUpdate)?;
@@ -562,8 +552,7 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &
     .bind(position)
     .bind(ctx.now)
     .fetch_one(&mut *tx)
-    .await
-    .map_err(hierarchy_error)?;
+    .await?;
     if let Some(users) = users {
         check_assignees(&mut tx, before.project_id, &users).await?;
         let old = assignees_before.clone();

@@ -14,14 +14,16 @@ use crate::access::role::Permission;
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::Db;
 use crate::platform::http::error::{AppError, AppResult};
-use crate::platform::ids::{ProjectId, UserId};
+use crate::platform::ids::{ProjectId, TaskId, TimeEntryId, UserId};
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct TimeEntry {
-    pub id: Uuid,
+    #[schema(value_type = String, format = Uuid)]
+    pub id: TimeEntryId,
     #[schema(value_type = String, format = Uuid)]
     pub project_id: ProjectId,
-    pub task_id: Option<Uuid>,
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub task_id: Option<TaskId>,
     #[schema(value_type = String, format = Uuid)]
     pub user_id: UserId,
     pub minutes: i32,
@@ -93,7 +95,7 @@ pub async fn list(db: &Db, p: &OrgPrincipal, f: &TimeFilter, page: Page) -> AppR
     let member = member_filter(p)?;
     let project: Option<Uuid> =
         f.project_id.as_deref().map(|s| fields::id_or_empty("project_id", s)).transpose()?.flatten();
-    let task: Option<Uuid> = f.task_id.as_deref().map(|s| fields::id_or_empty("task_id", s)).transpose()?.flatten();
+    let task: Option<TaskId> = f.task_id.as_deref().map(|s| fields::id_or_empty("task_id", s)).transpose()?.flatten();
     let mut tx = OrgTx::begin(db, p).await?;
     let rows = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM time_entries e JOIN projects p ON p.organization_id = e.organization_id AND p.id = e.project_id \
@@ -119,7 +121,8 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TimeInput)
         AppError::Forbidden("Time is recorded for a person; this key was not created by a member.".into())
     })?;
     let project: ProjectId = fields::id("project_id", &input.project_id)?;
-    let task: Option<Uuid> = input.task_id.as_deref().map(|s| fields::id_or_empty("task_id", s)).transpose()?.flatten();
+    let task: Option<TaskId> =
+        input.task_id.as_deref().map(|s| fields::id_or_empty("task_id", s)).transpose()?.flatten();
     let minutes = fields::within("minutes", input.minutes, 1, 1440)?;
     let spent_on = input.spent_on.as_deref().map(|d| fields::date("spent_on", d)).transpose()?;
     let note = fields::text("note", input.note.as_deref().unwrap_or(""), 2000)?;
@@ -141,7 +144,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TimeInput)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
     ))
     .bind(tx.org_id())
-    .bind(Uuid::now_v7())
+    .bind(TimeEntryId::new())
     .bind(project)
     .bind(task)
     .bind(user)
@@ -164,7 +167,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TimeInput)
 }
 
 /// An entry in a project the principal may see (404 otherwise).
-async fn fetch_visible_entry(tx: &mut OrgTx, p: &OrgPrincipal, id: Uuid) -> AppResult<TimeEntry> {
+async fn fetch_visible_entry(tx: &mut OrgTx, p: &OrgPrincipal, id: TimeEntryId) -> AppResult<TimeEntry> {
     let member = member_filter(p)?;
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM time_entries e JOIN projects p ON p.organization_id = e.organization_id AND p.id = e.project_id \
@@ -178,7 +181,7 @@ async fn fetch_visible_entry(tx: &mut OrgTx, p: &OrgPrincipal, id: Uuid) -> AppR
     .ok_or(AppError::NotFound)
 }
 
-pub async fn get(db: &Db, p: &OrgPrincipal, id: Uuid) -> AppResult<TimeEntry> {
+pub async fn get(db: &Db, p: &OrgPrincipal, id: TimeEntryId) -> AppResult<TimeEntry> {
     require(p, Permission::ProjectsRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let entry = fetch_visible_entry(&mut tx, p, id).await?;
@@ -189,12 +192,18 @@ pub async fn get(db: &Db, p: &OrgPrincipal, id: Uuid) -> AppResult<TimeEntry> {
 /// Changes an entry: one's own, or anyone's with `projects.update` (as for deleting). Absent
 /// fields are unchanged; an empty `task_id` detaches it from its task. An entry stays in its
 /// project and with its person.
-pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &TimeUpdate) -> AppResult<TimeEntry> {
+pub async fn update(
+    db: &Db,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    id: TimeEntryId,
+    input: &TimeUpdate,
+) -> AppResult<TimeEntry> {
     require(p, Permission::TimeTrack)?;
     let minutes = input.minutes.map(|m| fields::within("minutes", m, 1, 1440)).transpose()?;
     let spent_on = input.spent_on.as_deref().map(|d| fields::date("spent_on", d)).transpose()?;
     let note = input.note.as_deref().map(|n| fields::text("note", n, 2000)).transpose()?;
-    let task: Option<Option<Uuid>> = input
+    let task: Option<Option<TaskId>> = input
         .task_id
         .as_ref()
         .map(|t| t.as_deref().map(|v| fields::id_or_empty("task_id", v)).transpose().map(Option::flatten))
@@ -240,7 +249,7 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &
 }
 
 /// Deletes an entry: one's own, or anyone's with `projects.update`.
-pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid) -> AppResult<()> {
+pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TimeEntryId) -> AppResult<()> {
     require(p, Permission::TimeTrack)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let entry = fetch_visible_entry(&mut tx, p, id).await?;

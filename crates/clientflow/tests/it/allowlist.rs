@@ -5,8 +5,8 @@
 use clientflow_test_support::TestApp;
 use clientflow_test_support::browser::Browser;
 
+use crate::support::orgs::{create_org, invite_and_join, session_token};
 use crate::support::{api_key, org_id, routes_with_an_api_route};
-use crate::tenancy::{create_org, invite_and_join, session_token};
 
 const OFFICE: &str = "203.0.113.10";
 
@@ -21,7 +21,8 @@ async fn proxied_app() -> TestApp {
 /// Signs up in a fresh browser that appears to come from `addr`.
 async fn person_at(app: &TestApp, email: &str, addr: &str) -> Browser {
     let mut b = app.browser().from_address(addr);
-    let res = b.submit("/signup", "/signup", &[("email", email), ("password", crate::identity::PASSWORD)]).await;
+    let res =
+        b.submit("/signup", "/signup", &[("email", email), ("password", crate::support::accounts::PASSWORD)]).await;
     assert_eq!(res.status(), 303);
     let link = app.link_in_mail(email, "/verify-email?token=").await;
     let token = link.split("token=").nth(1).unwrap().to_string();
@@ -88,7 +89,13 @@ async fn inside_and_outside_for_ipv4_ipv6_and_ipv4_mapped_addresses() {
     assert_eq!(status_from(&mut member, "192.0.2.1", "/account/security").await, 200);
     // Signing in from outside succeeds, but the organization stays closed.
     let mut traveller = app.browser().from_address("192.0.2.50");
-    let res = crate::identity::sign_in(&app, &mut traveller, "member@allow.test", crate::identity::PASSWORD).await;
+    let res = crate::support::accounts::sign_in(
+        &app,
+        &mut traveller,
+        "member@allow.test",
+        crate::support::accounts::PASSWORD,
+    )
+    .await;
     assert_eq!(res.status(), 303);
     assert_eq!(traveller.get(&home).await.status(), 403);
 }
@@ -126,7 +133,7 @@ async fn api_keys_from_outside_are_refused_with_a_problem_body() {
 #[tokio::test]
 async fn a_spoofed_forwarded_header_from_an_untrusted_peer_does_not_get_in() {
     let app = TestApp::builder().routes(routes_with_an_api_route).spawn().await;
-    let mut owner = crate::identity::sign_up(&app, "owner@spoof.test").await;
+    let mut owner = crate::support::accounts::sign_up(&app, "owner@spoof.test").await;
     let slug = create_org(&mut owner, "Spoof").await;
     let key = api_key(&app, org_id(&app, &slug).await, "k").await;
     // The owner (at 127.0.0.1) confirms a list without their own address: locked out.

@@ -8,7 +8,8 @@ use clientflow_test_support::TestApp;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::api::{Tenant, add_member, api_key, count, delete, get, patch, post, tenant, upload, upload_with};
+use crate::support::api::{Tenant, add_member, api_key, count, delete, get, patch, post, tenant, upload, upload_with};
+use crate::support::work::activity_of;
 
 /// A key of `role` that stands for `creator` (a member of `t`'s organization).
 async fn key_of(app: &TestApp, t: &Tenant, role: &str, creator: Uuid) -> String {
@@ -385,7 +386,7 @@ async fn bulk_time_and_files(app: &TestApp, t: &Tenant, project: &str, n: i32) {
     .unwrap();
 }
 
-fn ids_of(res: &crate::api::Res) -> Vec<String> {
+fn ids_of(res: &crate::support::api::Res) -> Vec<String> {
     res.body["data"].as_array().unwrap().iter().map(|x| x["id"].as_str().unwrap().to_string()).collect()
 }
 
@@ -447,18 +448,6 @@ async fn invoices_are_searched_and_long_lists_are_paged_to_the_end() {
         get(&app, &format!("/api/v1/{list}?offset=-1"), &key).await.assert_problem_field(422, "offset");
         get(&app, &format!("/api/v1/{list}?limit=0"), &key).await.assert_problem_field(422, "limit");
     }
-}
-
-/// A task's activity rows: (actor, field, old, new), in the order they were written.
-pub(crate) async fn activity_of(app: &TestApp, task: &str) -> Vec<(String, String, Option<String>, Option<String>)> {
-    let mut db = app.db.admin_conn().await;
-    sqlx::query_as(
-        "SELECT actor_label, field, old_value, new_value FROM task_activity WHERE task_id = $1::uuid ORDER BY occurred_at, id",
-    )
-    .bind(task)
-    .fetch_all(&mut db)
-    .await
-    .unwrap()
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use axum::http::Method;
 use clientflow_test_support::TestApp;
 use serde_json::{Value, json};
 
-use crate::api::{Res, api_key, get, patch, post, send_raw, tenant, upload};
+use crate::support::api::{Res, api_key, get, patch, post, send_raw, tenant, upload};
 
 /// A resource as a GET shows it, without what changes on every read (a download link).
 async fn shown(app: &TestApp, url: &str, key: &str) -> Value {

@@ -10,8 +10,8 @@ use clientflow::platform::ids::OrgId;
 use clientflow_test_support::TestApp;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 
-use crate::identity::sign_up;
-use crate::tenancy::{create_org, session_token};
+use crate::support::accounts::sign_up;
+use crate::support::orgs::{create_org, session_token};
 
 async fn org_id(app: &TestApp, slug: &str) -> OrgId {
     let mut db = app.db.admin_conn().await;
@@ -193,9 +193,12 @@ async fn actions_are_audited_with_actor_context_and_redacted_snapshots() {
         assert!(actions.iter().any(|x| x == a), "{a} missing from {actions:?}");
     }
     let mut b = app.browser();
-    crate::identity::sign_in(&app, &mut b, "owner@ctx.test", crate::identity::PASSWORD).await;
+    crate::support::accounts::sign_in(&app, &mut b, "owner@ctx.test", crate::support::accounts::PASSWORD).await;
     let mut c = app.browser();
-    assert_eq!(crate::identity::sign_in(&app, &mut c, "owner@ctx.test", "wrong wrong wrong").await.status(), 401);
+    assert_eq!(
+        crate::support::accounts::sign_in(&app, &mut c, "owner@ctx.test", "wrong wrong wrong").await.status(),
+        401
+    );
     // The failure's events are written by the worker (`identity::requests`).
     app.process_requests().await;
     let actions: Vec<String> =
@@ -215,7 +218,7 @@ async fn actions_are_audited_with_actor_context_and_redacted_snapshots() {
     let hashes: Vec<Vec<u8>> =
         sqlx::query_scalar("SELECT token_hash FROM invitations").fetch_all(&mut db).await.unwrap();
     for s in &snapshots {
-        assert!(!s.contains(crate::identity::PASSWORD) && !s.contains("token_hash"), "{s}");
+        assert!(!s.contains(crate::support::accounts::PASSWORD) && !s.contains("token_hash"), "{s}");
         for h in &hashes {
             assert!(!s.contains(&hex::encode(h)));
         }
@@ -1028,8 +1031,8 @@ async fn the_csv_export_neutralizes_formula_cells_and_is_itself_audited() {
 #[tokio::test]
 async fn only_owners_and_admins_read_the_log_and_other_organizations_get_not_found() {
     let app = TestApp::spawn().await;
-    let mut org = crate::tenancy::org_with_every_role(&app, "roles").await;
-    let mut other = crate::tenancy::org_with_every_role(&app, "other").await;
+    let mut org = crate::support::orgs::org_with_every_role(&app, "roles").await;
+    let mut other = crate::support::orgs::org_with_every_role(&app, "other").await;
     let id = OrgId::from_uuid(org.id.parse().unwrap());
     let slug = org.slug.clone();
     let exported = || {

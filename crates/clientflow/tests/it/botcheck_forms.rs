@@ -11,7 +11,7 @@ use clientflow_test_support::TestApp;
 use clientflow_test_support::browser::{Browser, hidden_value, location, pow_fields};
 use clientflow_test_support::turnstile::FakeTurnstile;
 
-use crate::identity::PASSWORD;
+use crate::support::accounts::PASSWORD;
 
 const SITE_KEY: &str = "0x4AAAAAAAtestsitekey";
 const SECRET: &str = "0x4AAAAAAAtest-secret-key";

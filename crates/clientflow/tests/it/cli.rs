@@ -1,18 +1,12 @@
 //! The binary itself: help, configuration errors, zero-configuration start with the private
 //! cluster, refusal of a privileged runtime role.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::support::process::{bin, free_port, nix_kill_term};
 use clientflow_test_support::TestDb;
 use sqlx::Connection;
-
-pub(crate) fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_clientflow"));
-    // A clean environment: nothing from the developer's shell leaks into these runs.
-    c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
-    c
-}
 
 #[test]
 fn help_lists_every_command() {
@@ -186,10 +180,6 @@ async fn migrate_applies_every_migration_to_a_fresh_database() {
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {fresh} WITH (FORCE)")).execute(&mut admin).await;
 }
 
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// `clientflow serve` with nothing configured, started in `dir` (so its data is `dir/data`).
 fn spawn_serve(dir: &std::path::Path, port: u16) -> std::process::Child {
     bin()
@@ -315,10 +305,6 @@ fn tcp_listening_sockets_of(pid: &str) -> Vec<String> {
     found
 }
 
-pub(crate) fn nix_kill_term(pid: u32) {
-    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
-}
-
 /// A runtime role that owns the tables (or is a superuser) would not be subject to row-level
 /// security: the server refuses to start with it.
 #[tokio::test]
@@ -415,7 +401,7 @@ async fn doctor_reports_a_healthy_app_role_setup() {
 #[tokio::test]
 async fn the_operator_can_disable_and_enable_a_user() {
     let app = clientflow_test_support::TestApp::spawn().await;
-    let mut b = crate::identity::sign_up(&app, "op@example.com").await;
+    let mut b = crate::support::accounts::sign_up(&app, "op@example.com").await;
     assert_eq!(b.get("/app").await.status(), 200);
     let passwords = clientflow_test_support::role_passwords().await;
     let app_url = crate::support::url_of(&app.db.app, Some(&passwords.app));
@@ -434,12 +420,14 @@ async fn the_operator_can_disable_and_enable_a_user() {
     let out = tokio::task::spawn_blocking(move || r(vec!["user", "disable", "OP@example.com"])).await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(b.get("/app").await.status(), 303, "session survived disabling");
-    let res = crate::identity::sign_in(&app, &mut b, "op@example.com", crate::identity::PASSWORD).await;
+    let res =
+        crate::support::accounts::sign_in(&app, &mut b, "op@example.com", crate::support::accounts::PASSWORD).await;
     assert_eq!(res.status(), 403);
     let r = run.clone();
     let out = tokio::task::spawn_blocking(move || r(vec!["user", "enable", "op@example.com"])).await.unwrap();
     assert!(out.status.success());
-    let res = crate::identity::sign_in(&app, &mut b, "op@example.com", crate::identity::PASSWORD).await;
+    let res =
+        crate::support::accounts::sign_in(&app, &mut b, "op@example.com", crate::support::accounts::PASSWORD).await;
     assert_eq!(res.status(), 303);
     let r = run.clone();
     let out = tokio::task::spawn_blocking(move || r(vec!["user", "disable", "nobody@example.com"])).await.unwrap();

@@ -6,8 +6,8 @@ use clientflow::abuse::limits::{LimitConfig, PolicyId};
 use clientflow_test_support::TestApp;
 use clientflow_test_support::browser::{location, pow_fields};
 
-use crate::identity::sign_up;
-use crate::tenancy::{create_org, session_token};
+use crate::support::accounts::sign_up;
+use crate::support::orgs::{create_org, session_token};
 
 /// Signs up an Owner, creates the organization and publishes its contact form; returns the slug.
 pub async fn organization_with_a_contact_form(app: &TestApp, name: &str, inbox: &str) -> String {
@@ -99,7 +99,7 @@ async fn a_submission_is_stored_in_the_organization_and_mailed_to_its_address() 
     assert!(mail[0].contains("grace@example.com") && mail[0].contains("Can you build us a site?"), "{}", mail[0]);
     // Members who manage settings read them; others can't.
     let mut owner = app.browser();
-    crate::identity::sign_in(&app, &mut owner, "owner@studio.test", crate::identity::PASSWORD).await;
+    crate::support::accounts::sign_in(&app, &mut owner, "owner@studio.test", crate::support::accounts::PASSWORD).await;
     let (status, page) = owner.page(&format!("/o/{slug}/contact-submissions")).await;
     assert_eq!(status, 200);
     assert!(page.contains("Grace") && page.contains("Can you build us a site?"), "{page}");
@@ -153,7 +153,7 @@ async fn contact_needs_a_valid_proof_and_is_limited_per_address() {
             "/signup",
             &[
                 ("email", "sneaky@example.com"),
-                ("password", crate::identity::PASSWORD),
+                ("password", crate::support::accounts::PASSWORD),
                 ("pow_challenge", &challenge),
                 ("pow_solution", &solution),
             ],

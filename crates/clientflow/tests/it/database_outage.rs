@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use clientflow_test_support::TestDb;
 use clientflow_test_support::proxy::{TcpProxy, Upstream};
 
-use crate::cli::{bin, free_port, nix_kill_term};
-use crate::connections::{answer, connect_to, get_healthz, post_late_body};
+use crate::support::net::{answer, connect_to, get_healthz, post_late_body};
+use crate::support::process::{bin, free_port, nix_kill_term};
 
 /// A well-formed API key that no organization has: checking it needs the database.
 const KEY: &str = "cf_live_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";

@@ -7,7 +7,7 @@ use clientflow_test_support::oidc::{FakeOidc, Misbehavior, OidcUser};
 
 use clientflow::identity::session::Method;
 
-use crate::identity::{PASSWORD, current_code, enable_totp, next_step, sign_in, sign_up};
+use crate::support::accounts::{PASSWORD, current_code, enable_totp, next_step, sign_in, sign_up};
 
 async fn app_with_google() -> (TestApp, FakeOidc) {
     let provider = FakeOidc::start("clientflow-test-client", "test client secret").await;
@@ -294,8 +294,8 @@ async fn every_sign_in_path_goes_through_the_second_factor() {
             Method::Invitation => {
                 // Accepting an invitation as an existing account.
                 let mut inviter = sign_up(&app, "inviter@example.com").await;
-                let slug = crate::tenancy::create_org(&mut inviter, "Gate Org").await;
-                let token = crate::tenancy::session_token(&mut inviter).await;
+                let slug = crate::support::orgs::create_org(&mut inviter, "Gate Org").await;
+                let token = crate::support::orgs::session_token(&mut inviter).await;
                 let res = inviter
                     .post_with(
                         &format!("/o/{slug}/invitations"),
@@ -401,7 +401,7 @@ async fn a_google_only_account_sets_a_password_only_soon_after_signing_in() {
 
 /// Runs a Google sign-in started with `next` (as the sign-in page's Google link would).
 async fn google_round_trip_to(b: &mut Browser, next: &str) -> reqwest::Response {
-    let res = b.get(&format!("/login/google?next={}", crate::identity::encode(next))).await;
+    let res = b.get(&format!("/login/google?next={}", crate::support::accounts::encode(next))).await;
     assert_eq!(res.status(), 303, "{next:?}");
     let res = b.client.get(location(&res)).send().await.unwrap();
     assert_eq!(res.status(), 302);
@@ -416,7 +416,7 @@ async fn a_google_sign_in_returns_only_to_a_path_on_this_site() {
     provider.set_user(user("sub-next", "nell@example.com", true));
     let (_, html) = app.browser().page("/login?next=%2Faccount%2Fsecurity").await;
     assert!(html.contains("href=\"/login/google?next=%2Faccount%2Fsecurity\""), "the Google link lost next");
-    for (raw, expected) in crate::identity::next_values() {
+    for (raw, expected) in crate::support::accounts::next_values() {
         let mut b = app.browser();
         let res = google_round_trip_to(&mut b, &raw).await;
         assert_eq!((res.status().as_u16(), location(&res)), (303, expected), "{raw:?}");
@@ -433,7 +433,7 @@ async fn a_google_sign_in_returns_only_to_a_path_on_this_site() {
     assert_eq!(location(&res), "/login/two-factor?next=%2Faccount%2Fsecurity");
     next_step(&app);
     let (_, html) = b.page(&location(&res)).await;
-    assert_eq!(crate::identity::next_on_page(&html), "/account/security");
+    assert_eq!(crate::support::accounts::next_on_page(&html), "/account/security");
     let res = b
         .post_with(
             "/login/two-factor",
@@ -447,7 +447,7 @@ async fn a_google_sign_in_returns_only_to_a_path_on_this_site() {
 
 /// `enable_totp` for an account whose password is `password`.
 async fn enable_totp_with(app: &TestApp, b: &mut Browser, password: &str) -> (Vec<u8>, Vec<String>) {
-    let secret = crate::identity::setup_secret(b).await;
+    let secret = crate::support::accounts::setup_secret(b).await;
     b.page("/account/security").await;
     let code = current_code(app, &secret);
     let res = b
@@ -477,7 +477,7 @@ async fn a_google_only_account_changes_its_second_factor_only_soon_after_signing
     app.clock.advance(time::Duration::minutes(minutes) / 2);
     b.page("/app").await; // active, so the session stays alive
     app.clock.advance(time::Duration::minutes(minutes) / 2 + time::Duration::minutes(1));
-    let secret = crate::identity::setup_secret(&mut b).await;
+    let secret = crate::support::accounts::setup_secret(&mut b).await;
     assert!(b.last_page.contains(&format!("signed in within the last {minutes} minutes")));
     let res = b
         .post_with("/account/two-factor/setup", &[("code", &current_code(&app, &secret))], Some(&b.token()), true)
@@ -491,7 +491,7 @@ async fn a_google_only_account_changes_its_second_factor_only_soon_after_signing
     // Signed in again: it turns on.
     let (_, res) = google_round_trip(&mut b).await;
     assert_eq!(location(&res), "/app");
-    let secret = crate::identity::setup_secret(&mut b).await;
+    let secret = crate::support::accounts::setup_secret(&mut b).await;
     let res = b
         .post_with("/account/two-factor/setup", &[("code", &current_code(&app, &secret))], Some(&b.token()), true)
         .await;

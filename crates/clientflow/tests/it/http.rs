@@ -328,8 +328,8 @@ async fn shutdown_lets_in_flight_requests_finish() {
 #[tokio::test]
 async fn the_organization_logo_is_never_stored() {
     let app = TestApp::spawn().await;
-    let mut owner = crate::identity::sign_up(&app, "owner@logo.test").await;
-    let slug = crate::tenancy::create_org(&mut owner, "Logo").await;
+    let mut owner = crate::support::accounts::sign_up(&app, "owner@logo.test").await;
+    let slug = crate::support::orgs::create_org(&mut owner, "Logo").await;
     let org_id = crate::support::org_id(&app, &slug).await;
     let mut db = app.db.admin_conn().await;
     sqlx::query("INSERT INTO organization_logos VALUES ($1, 'image/png', '\\x89504e470d0a1a0a', now())")
@@ -344,7 +344,7 @@ async fn the_organization_logo_is_never_stored() {
     assert_eq!(res.headers()["cache-control"], "no-store");
     assert_eq!(res.bytes().await.unwrap().as_ref(), b"\x89PNG\r\n\x1a\n");
 
-    let mut stranger = crate::identity::sign_up(&app, "stranger@logo.test").await;
+    let mut stranger = crate::support::accounts::sign_up(&app, "stranger@logo.test").await;
     let res = stranger.get(&format!("/o/{slug}/logo")).await;
     assert_eq!(res.status(), 404);
     assert_security_headers(&res, "foreign logo");
@@ -374,8 +374,8 @@ async fn authenticated_routes_are_never_stored_whatever_the_handler_says() {
         })
         .spawn()
         .await;
-    let mut owner = crate::identity::sign_up(&app, "owner@cache.test").await;
-    let slug = crate::tenancy::create_org(&mut owner, "Cache").await;
+    let mut owner = crate::support::accounts::sign_up(&app, "owner@cache.test").await;
+    let slug = crate::support::orgs::create_org(&mut owner, "Cache").await;
     let key = crate::support::api_key(&app, crate::support::org_id(&app, &slug).await, "k").await;
 
     let res = app.client.get(app.url("/api/v1/test/cached")).bearer_auth(&key).send().await.unwrap();

@@ -7,7 +7,7 @@ use axum::http::Method;
 use clientflow_test_support::TestApp;
 use serde_json::json;
 
-use crate::api::{Res, api_key, count, send_raw, tenant, upload_with};
+use crate::support::api::{Res, api_key, count, send_raw, tenant, upload_with};
 
 async fn post_client(app: &TestApp, key: &str, idem: &str, body: &str) -> Res {
     send_raw(
@@ -223,8 +223,8 @@ impl Drop for Server {
 #[allow(clippy::zombie_processes)]
 async fn serve(db: &clientflow_test_support::TestDb, data: &std::path::Path) -> Server {
     let passwords = clientflow_test_support::role_passwords().await;
-    let port = crate::cli::free_port();
-    let mut child = crate::cli::bin()
+    let port = crate::support::process::free_port();
+    let mut child = crate::support::process::bin()
         .arg("serve")
         .env("CLIENTFLOW_DATA_DIR", data)
         .env("CLIENTFLOW_SERVER__LISTEN", format!("127.0.0.1:{port}"))

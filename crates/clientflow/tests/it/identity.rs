@@ -1,94 +1,14 @@
 //! Accounts, sessions, CSRF, throttling, two-factor, reset, email change.
 
+use crate::support::accounts::secret_on_page;
+use crate::support::accounts::{
+    PASSWORD, critical_mail, current_code, enable_totp, encode, next_on_page, next_step, next_values, setup_secret,
+    sign_in, sign_up,
+};
 use clientflow::identity::totp;
 use clientflow_test_support::TestApp;
 use clientflow_test_support::browser::{Browser, location, set_cookies};
 use sqlx::Row;
-
-pub const PASSWORD: &str = "correct horse battery staple";
-
-/// Signs up `email` and follows the verification link: returns a signed-in browser. The sign-up
-/// form carries a proof-of-work challenge, which `Browser::submit` solves as `pow.js` would
-/// (cheaply: the test apps run at the lowest configurable difficulty).
-pub async fn sign_up(app: &TestApp, email: &str) -> Browser {
-    let mut b = app.browser();
-    let res = b
-        .submit("/signup", "/signup", &[("email", email), ("password", PASSWORD), ("display_name", "Test User")])
-        .await;
-    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap());
-    assert_eq!(location(&res), "/signup/check-email");
-    let link = app.link_in_mail(email, "/verify-email?token=").await;
-    let token = link.split("token=").nth(1).unwrap().to_string();
-    let res = b.submit(&link, "/verify-email", &[("token", &token)]).await;
-    assert_eq!(res.status(), 303);
-    assert_eq!(location(&res), "/app");
-    b
-}
-
-pub async fn sign_in(app: &TestApp, b: &mut Browser, email: &str, password: &str) -> reqwest::Response {
-    let _ = app;
-    b.submit("/login", "/login", &[("email", email), ("password", password)]).await
-}
-
-/// Turns on two-factor for the signed-in browser; returns (secret, recovery codes).
-pub async fn enable_totp(app: &TestApp, b: &mut Browser) -> (Vec<u8>, Vec<String>) {
-    let (status, html) = b.page("/account/two-factor/setup").await;
-    assert_eq!(status, 200);
-    assert!(html.contains("<svg"), "QR code missing");
-    let secret_b32 = html.split("<code>").nth(1).unwrap().split("</code>").next().unwrap().to_string();
-    let secret = data_encoding_decode(&secret_b32);
-    assert_eq!(secret.len(), 20, "160-bit secret");
-    let token = b.token();
-    // A wrong code doesn't turn it on.
-    let res = b
-        .post_with(
-            "/account/two-factor/setup",
-            &[("code", "000000"), ("current_password", PASSWORD)],
-            Some(&token),
-            true,
-        )
-        .await;
-    assert_eq!(res.status(), 422);
-    let code = current_code(app, &secret);
-    let res = b
-        .post_with("/account/two-factor/setup", &[("code", &code), ("current_password", PASSWORD)], Some(&token), true)
-        .await;
-    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap_or_default());
-    let html = res.text().await.unwrap();
-    let codes: Vec<String> =
-        html.split("<li><code>").skip(1).map(|s| s.split("</code>").next().unwrap().to_string()).collect();
-    assert_eq!(codes.len(), 10);
-    (secret, codes)
-}
-
-pub fn data_encoding_decode(b32: &str) -> Vec<u8> {
-    // RFC 4648 base32 without padding.
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut bits = 0u64;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in b32.bytes() {
-        let v = alphabet.iter().position(|a| *a == c).expect("base32") as u64;
-        bits = (bits << 5) | v;
-        n += 5;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-            bits &= (1 << n) - 1;
-        }
-    }
-    out
-}
-
-pub fn current_code(app: &TestApp, secret: &[u8]) -> String {
-    let step = totp::step_at(app.clock.now_utc().unix_timestamp() as u64);
-    totp::code_for_step(secret, step)
-}
-
-/// Moves the app's clock to the next TOTP step (so a fresh code is accepted).
-pub fn next_step(app: &TestApp) {
-    app.clock.advance(time::Duration::seconds(30));
-}
 
 async fn is_signed_in(b: &mut Browser) -> bool {
     let res = b.get("/app").await;
@@ -789,23 +709,6 @@ async fn session_count(app: &TestApp, email: &str) -> i64 {
         .unwrap()
 }
 
-/// The body of the newest message to `to` with `subject`, which must be queued as critical
-/// mail (it bypasses suppression).
-pub async fn critical_mail(app: &TestApp, to: &str, subject: &str) -> String {
-    let mut db = app.db.admin_conn().await;
-    let row: Option<(String, String)> = sqlx::query_as(
-        "SELECT category, body_text FROM outbox WHERE recipient = $1 AND subject = $2 ORDER BY created_at DESC, id DESC LIMIT 1",
-    )
-    .bind(to)
-    .bind(subject)
-    .fetch_optional(&mut db)
-    .await
-    .unwrap();
-    let (category, body) = row.unwrap_or_else(|| panic!("no mail \"{subject}\" to {to}"));
-    assert_eq!(category, "critical", "{subject}");
-    body
-}
-
 #[tokio::test]
 async fn password_reset_links_work_once_and_expire() {
     let app = TestApp::spawn().await;
@@ -915,7 +818,7 @@ fn session_cookie(res: &reqwest::Response) -> Option<String> {
 #[tokio::test]
 async fn a_privilege_change_rotates_the_session_token() {
     let app = TestApp::spawn().await;
-    let mut org = crate::tenancy::org_with_every_role(&app, "rot").await;
+    let mut org = crate::support::orgs::org_with_every_role(&app, "rot").await;
     let slug = org.slug.clone();
     let member_id = org.people["member"].user_id.clone();
     let mut b = app.browser();
@@ -939,7 +842,7 @@ async fn a_privilege_change_rotates_the_session_token() {
 
     // Promoted to Manager by the Owner.
     let owner = &mut org.people.get_mut("owner").unwrap().browser;
-    let token = crate::tenancy::session_token(owner).await;
+    let token = crate::support::orgs::session_token(owner).await;
     let path = format!("/o/{slug}/members/{member_id}/role");
     let res = owner.post_with(&path, &[("role", "manager"), ("client_id", "")], Some(&token), true).await;
     assert_eq!(res.status(), 303);
@@ -957,7 +860,7 @@ async fn a_privilege_change_rotates_the_session_token() {
 
     // A per-member override is a privilege change too.
     let owner = &mut org.people.get_mut("owner").unwrap().browser;
-    let token = crate::tenancy::session_token(owner).await;
+    let token = crate::support::orgs::session_token(owner).await;
     let path = format!("/o/{slug}/members/{member_id}/permissions");
     let res = owner.post_with(&path, &[("grant", "invoices.read")], Some(&token), true).await;
     assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
@@ -969,7 +872,7 @@ async fn a_privilege_change_rotates_the_session_token() {
     // Demoted back to Member: the next request is refused (no invoices for a Member), and the
     // refusal still carries the new token, so the browser stays signed in.
     let owner = &mut org.people.get_mut("owner").unwrap().browser;
-    let token = crate::tenancy::session_token(owner).await;
+    let token = crate::support::orgs::session_token(owner).await;
     let path = format!("/o/{slug}/members/{member_id}/role");
     let res = owner.post_with(&path, &[("role", "member"), ("client_id", "")], Some(&token), true).await;
     assert_eq!(res.status(), 303);
@@ -1187,17 +1090,6 @@ async fn an_email_change_to_a_taken_address_looks_like_any_other() {
     assert_same_timing("email change", &known, &unknown);
 }
 
-/// Opens the set-up page and returns the secret it shows.
-pub async fn setup_secret(b: &mut Browser) -> Vec<u8> {
-    let (status, html) = b.page("/account/two-factor/setup").await;
-    assert_eq!(status, 200, "{html}");
-    secret_on_page(&html)
-}
-
-fn secret_on_page(html: &str) -> Vec<u8> {
-    data_encoding_decode(html.split("<code>").nth(1).expect("a secret").split("</code>").next().unwrap())
-}
-
 async fn post_setup(b: &mut Browser, fields: &[(&str, &str)]) -> reqwest::Response {
     b.page("/account/security").await;
     b.post_with("/account/two-factor/setup", fields, Some(&b.token()), true).await
@@ -1370,50 +1262,6 @@ async fn a_password_change_discards_set_up_secrets() {
     assert!(!two_factor_on(&app, "quy@example.com").await);
 }
 
-/// `next` values and where each must lead: hostile ones to the default page, odd but local
-/// ones to their normalized form (what a browser makes of them), never elsewhere, never a 500.
-pub fn next_values() -> Vec<(String, String)> {
-    let mut values: Vec<(String, String)> = [
-        ("/\t/evil.example/a", "/app"),
-        ("/\n/evil.example", "/app"),
-        ("/\r\n/evil.example", "/app"),
-        ("\t//evil.example", "/app"),
-        ("/\\evil.example", "/app"),
-        ("\\\\evil.example", "/app"),
-        ("//evil.example", "/app"),
-        ("///evil.example", "/app"),
-        ("/.//evil.example", "/app"),
-        ("https://evil.example/", "/app"),
-        ("HTTPS:evil.example", "/evil.example"),
-        ("javascript:alert(1)", "/app"),
-        (" JavaScript:alert(1)", "/app"),
-        ("data:text/html,<script>alert(1)</script>", "/app"),
-        ("\u{b}//evil.example", "/app"),
-        ("/\u{b}/evil.example", "/%0B/evil.example"),
-        ("/%2F%2Fevil.example", "/%2F%2Fevil.example"),
-        ("/%09/evil.example", "/%09/evil.example"),
-        ("//ｅｖｉｌ.example", "/app"),
-        ("/ünïcode", "/%C3%BCn%C3%AFcode"),
-        ("", "/app"),
-        ("/account/security", "/account/security"),
-        ("/o/acme/projects?view=board#top", "/o/acme/projects?view=board"),
-    ]
-    .iter()
-    .map(|(raw, to)| (raw.to_string(), to.to_string()))
-    .collect();
-    values.push((format!("/{}", "a".repeat(3000)), "/app".into()));
-    values
-}
-
-pub fn encode(value: &str) -> String {
-    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-/// The hidden `next` of a page's form, as the browser will send it back.
-pub fn next_on_page(html: &str) -> String {
-    clientflow_test_support::browser::hidden_value(html, "next").expect("a next field").replace("&#x2f;", "/")
-}
-
 /// A NUL in `next` never reaches the return-address check (or anything else): like every NUL in
 /// a request, it is refused first, naming the field (`platform::http::input`).
 #[tokio::test]
@@ -1488,8 +1336,8 @@ async fn next_never_leads_off_the_site_from_any_entry_point() {
 async fn a_failed_sign_in_takes_the_same_time_for_known_and_unknown_addresses() {
     let app = TestApp::spawn().await;
     let mut owner = sign_up(&app, "kim@example.com").await;
-    crate::tenancy::create_org(&mut owner, "Kim One").await;
-    crate::tenancy::create_org(&mut owner, "Kim Two").await;
+    crate::support::orgs::create_org(&mut owner, "Kim One").await;
+    crate::support::orgs::create_org(&mut owner, "Kim Two").await;
     let failed = "SELECT count(*) FROM audit_events WHERE action = 'member.sign_in_failed'";
     let mut b = app.browser();
     b.page("/login").await;

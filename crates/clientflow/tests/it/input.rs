@@ -6,9 +6,9 @@ use axum::http::Method;
 use clientflow_test_support::TestApp;
 use serde_json::json;
 
-use crate::api::{send, send_raw};
+use crate::support::api::{send, send_raw};
+use crate::support::orgs::{create_org, session_token};
 use crate::support::{api_key, org_id};
-use crate::tenancy::{create_org, session_token};
 
 async fn count(app: &TestApp, sql: &str) -> i64 {
     let mut db = app.db.admin_conn().await;
@@ -18,7 +18,7 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
 #[tokio::test]
 async fn a_nul_in_a_search_term_is_refused_naming_the_parameter() {
     let app = TestApp::spawn().await;
-    let mut owner = crate::identity::sign_up(&app, "owner@nul.test").await;
+    let mut owner = crate::support::accounts::sign_up(&app, "owner@nul.test").await;
     let slug = create_org(&mut owner, "Nul Agency").await;
     let key = api_key(&app, org_id(&app, &slug).await, "nul").await;
 
@@ -53,7 +53,7 @@ async fn a_nul_in_a_search_term_is_refused_naming_the_parameter() {
 #[tokio::test]
 async fn a_nul_in_a_form_or_json_body_is_refused_and_nothing_is_written() {
     let app = TestApp::spawn().await;
-    let mut owner = crate::identity::sign_up(&app, "owner@nulbody.test").await;
+    let mut owner = crate::support::accounts::sign_up(&app, "owner@nulbody.test").await;
     let slug = create_org(&mut owner, "Nul Body").await;
     let key = api_key(&app, org_id(&app, &slug).await, "nul").await;
     let clients_before = count(&app, "SELECT count(*) FROM clients").await;
@@ -94,7 +94,7 @@ async fn a_nul_in_a_form_or_json_body_is_refused_and_nothing_is_written() {
 #[tokio::test]
 async fn no_route_answers_a_nul_with_a_server_error() {
     let app = TestApp::spawn().await;
-    let mut owner = crate::identity::sign_up(&app, "owner@nulsweep.test").await;
+    let mut owner = crate::support::accounts::sign_up(&app, "owner@nulsweep.test").await;
     let slug = create_org(&mut owner, "Nul Sweep").await;
     let key = api_key(&app, org_id(&app, &slug).await, "nul").await;
     let token = session_token(&mut owner).await;

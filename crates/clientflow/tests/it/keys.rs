@@ -3,7 +3,7 @@
 use clientflow_test_support::TestApp;
 use clientflow_test_support::browser::Browser;
 
-use crate::tenancy::{org_with_every_role, session_token};
+use crate::support::orgs::{org_with_every_role, session_token};
 
 async fn post(b: &mut Browser, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
     let token = session_token(b).await;

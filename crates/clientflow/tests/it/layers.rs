@@ -22,7 +22,7 @@ fn documented_order() -> Vec<String> {
 /// The modules of the composition root: they assemble the areas and may use any of them.
 /// `state` (every handler's `AppState`) and `config` (the configuration tree) are the root's
 /// shared context, which every area may name.
-const ROOT: &[&str] = &["lib", "routes", "cli", "ops", "state", "config"];
+const ROOT: &[&str] = &["lib", "routes", "cli", "ops", "state", "config", "errors"];
 const SHARED_ROOT: &[&str] = &["state", "config"];
 
 fn rust_files(dir: &Path) -> Vec<(String, PathBuf)> {
@@ -174,4 +174,35 @@ fn the_platform_crate_depends_on_nothing_of_the_application() {
         let names_app = text.match_indices("clientflow::").any(|(at, _)| !text[..at].ends_with('"'));
         assert!(!names_app, "crates/platform/src/{rel} names the application");
     }
+}
+
+/// Test modules share helpers through `support/` only: a test module that names another one
+/// (`crate::identity::sign_up`) couples two suites that should change independently.
+#[test]
+fn test_modules_use_support_not_one_another() {
+    let dir = root().join("crates/clientflow/tests/it");
+    let modules: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".rs").map(str::to_string))
+        .filter(|m| m != "main")
+        .collect();
+    assert!(modules.iter().any(|m| m == "identity"), "found the test modules: {modules:?}");
+    let mut found = Vec::new();
+    for m in &modules {
+        let text = std::fs::read_to_string(dir.join(format!("{m}.rs"))).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for other in &modules {
+                // Outside string literals (this file quotes application code as test data).
+                let named = code
+                    .match_indices(&format!("crate::{other}::"))
+                    .any(|(at, _)| code[..at].matches('"').count() % 2 == 0);
+                if other != m && named {
+                    found.push(format!("{m}.rs:{}: uses the test module `{other}`", n + 1));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "move shared helpers to tests/it/support/:\n{}", found.join("\n"));
 }

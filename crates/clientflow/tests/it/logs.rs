@@ -15,7 +15,7 @@ use clientflow::identity::totp;
 use clientflow_test_support::TestDb;
 use clientflow_test_support::browser::{Browser, location, set_cookies};
 
-use crate::cli::{bin, free_port, nix_kill_term};
+use crate::support::process::{bin, free_port, nix_kill_term};
 
 const EMAIL: &str = "quiet@example.com";
 
@@ -137,7 +137,7 @@ async fn no_secret_reaches_the_logs() {
     let (status, html) = b.page("/account/two-factor/setup").await;
     assert_eq!(status, 200);
     let secret_b32 = html.split("<code>").nth(1).unwrap().split("</code>").next().unwrap().to_string();
-    let totp_secret = crate::identity::data_encoding_decode(&secret_b32);
+    let totp_secret = crate::support::accounts::data_encoding_decode(&secret_b32);
     secrets.push(("TOTP secret", secret_b32.clone()));
     secrets.push(("TOTP secret (hex)", hex::encode(&totp_secret)));
     let code = totp_code(&totp_secret);
@@ -158,7 +158,7 @@ async fn no_secret_reaches_the_logs() {
     secrets.push(("recovery code", recovery[0].clone()));
 
     // An organization and an API key, used, and a forged one refused.
-    let slug = crate::tenancy::create_org(&mut b, "Quiet Studio").await;
+    let slug = crate::support::orgs::create_org(&mut b, "Quiet Studio").await;
     let (_, html) = b.page(&format!("/o/{slug}/settings/api-keys")).await;
     assert!(html.contains("csrf_token"));
     let res = b

@@ -41,7 +41,8 @@ async fn account_mail_goes_out_over_smtp() {
     let sink = SmtpSink::start().await;
     let app = smtp_app(&sink).await;
     let mut b = app.browser();
-    b.submit("/signup", "/signup", &[("email", "smtp@example.com"), ("password", crate::identity::PASSWORD)]).await;
+    b.submit("/signup", "/signup", &[("email", "smtp@example.com"), ("password", crate::support::accounts::PASSWORD)])
+        .await;
     assert_eq!(app.deliver_mail().await, 1);
     let got = sink.wait_for(1, Duration::from_secs(5)).await;
     assert_eq!(got[0].rcpt_to.len(), 1);
@@ -120,7 +121,8 @@ async fn plain_smtp_to_another_host_is_refused() {
 async fn the_operator_reads_the_mail_drop_from_the_command_line() {
     let app = TestApp::spawn().await;
     let mut b = app.browser();
-    b.submit("/signup", "/signup", &[("email", "drop@example.com"), ("password", crate::identity::PASSWORD)]).await;
+    b.submit("/signup", "/signup", &[("email", "drop@example.com"), ("password", crate::support::accounts::PASSWORD)])
+        .await;
     assert_eq!(app.deliver_mail().await, 1);
     let data_dir = app.config.data_dir.clone();
     let run = |args: &[&str]| {
@@ -150,7 +152,7 @@ async fn the_operator_reads_the_mail_drop_from_the_command_line() {
 #[tokio::test]
 async fn the_worker_decides_account_requests_and_delivers_their_mail() {
     let app = TestApp::spawn().await;
-    crate::identity::sign_up(&app, "wendy@example.com").await;
+    crate::support::accounts::sign_up(&app, "wendy@example.com").await;
     let mut b = app.browser();
     b.submit("/forgot-password", "/forgot-password", &[("email", "wendy@example.com")]).await;
     b.submit("/forgot-password", "/forgot-password", &[("email", "nobody@example.com")]).await;
@@ -192,7 +194,8 @@ async fn the_worker_decides_account_requests_and_delivers_their_mail() {
     assert_eq!(waiting, 0);
 
     // Woken by a new request, it answers at once (not on its next tick).
-    b.submit("/signup", "/signup", &[("email", "new@example.com"), ("password", crate::identity::PASSWORD)]).await;
+    b.submit("/signup", "/signup", &[("email", "new@example.com"), ("password", crate::support::accounts::PASSWORD)])
+        .await;
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
     let created = || async {
         let mut db = app.db.admin_conn().await;

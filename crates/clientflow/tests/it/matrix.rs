@@ -11,7 +11,7 @@ use clientflow::access::route::{Access, RouteDef, Surface};
 use clientflow_test_support::TestApp;
 use clientflow_test_support::browser::{Browser, location};
 
-use crate::tenancy::{Org, org_with_every_role, session_token};
+use crate::support::orgs::{Org, org_with_every_role, session_token};
 
 /// What a writing route is sent. Values may hold placeholders, filled per case by [`resolve`]:
 /// `{unique}` (a fresh word), `{slug}` (the organization's slug), `{portal_client}` (the
@@ -303,7 +303,7 @@ pub async fn fresh_param(app: &TestApp, org: &Org, fixture: &str, earlier: &[(St
                 .unwrap();
             id.to_string()
         }
-        other => crate::web_work::fixture(app, org, other, earlier)
+        other => crate::support::work::fixture(app, org, other, earlier)
             .await
             .unwrap_or_else(|| panic!("no fixture for path parameter {{{other}}}: add one to fresh_param")),
     }

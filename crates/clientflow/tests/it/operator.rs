@@ -624,7 +624,7 @@ async fn seed_refuses_impossible_arguments() {
 /// comments that are theirs to edit. A key that would hold more than its member is refused.
 #[tokio::test]
 async fn api_keys_made_with_the_command_line_act_for_a_member_and_work_as_their_role() {
-    use crate::api::{get, patch, post};
+    use crate::support::api::{get, patch, post};
     use serde_json::json;
     let app = clientflow_test_support::TestApp::spawn().await;
     let cli = Cli::new(&app.db).await;
@@ -680,7 +680,7 @@ async fn api_keys_made_with_the_command_line_act_for_a_member_and_work_as_their_
     let principal = access::operator(&app.app_db, &crate::support::operator(), org, "test").await.unwrap().unwrap();
     clientflow::work::projects::add_member(
         &app.app_db,
-        &crate::api::ctx(&app),
+        &crate::support::api::ctx(&app),
         &principal,
         project.parse().unwrap(),
         max.parse().unwrap(),
@@ -786,18 +786,18 @@ async fn api_keys_made_with_the_command_line_act_for_a_member_and_work_as_their_
 /// the operator, where the chain still verifies.
 #[tokio::test]
 async fn the_operator_resets_a_second_factor_with_an_audit_trail() {
-    use crate::identity::{PASSWORD, critical_mail, enable_totp, sign_in, sign_up};
+    use crate::support::accounts::{PASSWORD, critical_mail, enable_totp, sign_in, sign_up};
     use clientflow_test_support::browser::location;
 
     let app = clientflow_test_support::TestApp::spawn().await;
     let cli = Cli::new(&app.db).await;
     let mut owner = sign_up(&app, "rue@example.com").await;
-    let slug = crate::tenancy::create_org(&mut owner, "Rue Studio").await;
+    let slug = crate::support::orgs::create_org(&mut owner, "Rue Studio").await;
     let (secret, _) = enable_totp(&app, &mut owner).await;
     let mut other = app.browser();
     assert_eq!(location(&sign_in(&app, &mut other, "rue@example.com", PASSWORD).await), "/login/two-factor");
-    crate::identity::next_step(&app);
-    let code = crate::identity::current_code(&app, &secret);
+    crate::support::accounts::next_step(&app);
+    let code = crate::support::accounts::current_code(&app, &secret);
     other.submit("/login/two-factor", "/login/two-factor", &[("code", &code)]).await;
     assert_eq!(other.get("/app").await.status(), 200);
 

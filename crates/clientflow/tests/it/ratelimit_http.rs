@@ -292,10 +292,11 @@ async fn api_requests_are_limited_per_key_and_per_address_with_problem_json() {
 async fn the_second_factor_is_limited_per_user() {
     let app =
         TestApp::builder().manual_clock(midnight()).config(|c| set(c, PolicyId::SecondFactor, 2, 900)).spawn().await;
-    let mut a = crate::identity::sign_up(&app, "twofa@example.com").await;
-    crate::identity::enable_totp(&app, &mut a).await;
+    let mut a = crate::support::accounts::sign_up(&app, "twofa@example.com").await;
+    crate::support::accounts::enable_totp(&app, &mut a).await;
     let mut b = app.browser();
-    let res = crate::identity::sign_in(&app, &mut b, "twofa@example.com", crate::identity::PASSWORD).await;
+    let res =
+        crate::support::accounts::sign_in(&app, &mut b, "twofa@example.com", crate::support::accounts::PASSWORD).await;
     assert_eq!(clientflow_test_support::browser::location(&res), "/login/two-factor");
     let mut codes = Vec::new();
     for _ in 0..3 {
@@ -327,11 +328,11 @@ async fn billing_actions_are_limited_per_organization() {
         })
         .spawn()
         .await;
-    let mut owner = crate::identity::sign_up(&app, "payer@example.com").await;
-    let one = crate::tenancy::create_org(&mut owner, "Payer One").await;
-    let two = crate::tenancy::create_org(&mut owner, "Payer Two").await;
+    let mut owner = crate::support::accounts::sign_up(&app, "payer@example.com").await;
+    let one = crate::support::orgs::create_org(&mut owner, "Payer One").await;
+    let two = crate::support::orgs::create_org(&mut owner, "Payer Two").await;
     let mut post = async |slug: &str| {
-        let token = crate::tenancy::session_token(&mut owner).await;
+        let token = crate::support::orgs::session_token(&mut owner).await;
         owner.post_with(&format!("/o/{slug}/billing/test"), &[], Some(&token), true).await.status().as_u16()
     };
     assert_eq!([post(&one).await, post(&one).await, post(&one).await], [200, 200, 429]);
@@ -389,7 +390,7 @@ async fn two_server_processes_sharing_redis_enforce_one_budget() {
     let fields = |email: &'static str| {
         vec![
             ("email", email),
-            ("password", crate::identity::PASSWORD),
+            ("password", crate::support::accounts::PASSWORD),
             ("pow_challenge", challenge.as_str()),
             ("pow_solution", solution.as_str()),
         ]
@@ -407,7 +408,7 @@ async fn two_server_processes_sharing_redis_enforce_one_budget() {
     let (fresh, fresh_solution) = clientflow_test_support::browser::pow_fields(&page).expect("a challenge");
     let proof = [
         ("email", "third@example.com"),
-        ("password", crate::identity::PASSWORD),
+        ("password", crate::support::accounts::PASSWORD),
         ("pow_challenge", fresh.as_str()),
         ("pow_solution", fresh_solution.as_str()),
     ];
@@ -533,7 +534,7 @@ async fn forged_device_cookies_buy_no_sign_in_budget() {
         })
         .spawn()
         .await;
-    let mut owner = crate::identity::sign_up(&app, "dev@example.com").await;
+    let mut owner = crate::support::accounts::sign_up(&app, "dev@example.com").await;
     // Signed out, the browser keeps its device cookie.
     owner.page("/app").await;
     let t = owner.token();
@@ -557,7 +558,9 @@ async fn forged_device_cookies_buy_no_sign_in_budget() {
     // after the limiter), then nothing, whatever cookie comes along.
     assert_eq!(codes, [403, 403, 429, 429, 429]);
     // The owner's real device has its own budget.
-    let res = crate::identity::sign_in(&app, &mut owner, "dev@example.com", crate::identity::PASSWORD).await;
+    let res =
+        crate::support::accounts::sign_in(&app, &mut owner, "dev@example.com", crate::support::accounts::PASSWORD)
+            .await;
     assert_eq!(res.status(), 303);
 }
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use clientflow_test_support::TestApp;
 use serde_json::json;
 
-use crate::api::{Tenant, api_key, post, tenant, upload};
+use crate::support::api::{Tenant, api_key, post, tenant, upload};
 
 /// The version `scripts/test` installs; the test refuses another (a newer schemathesis adds
 /// checks, which should be a deliberate upgrade, not a surprise in someone's test run).
@@ -49,13 +49,13 @@ fn schemathesis() -> Option<PathBuf> {
 
 /// Records for the generated requests to refer to, and spares for them to delete.
 async fn fixtures(app: &TestApp, t: &Tenant, key: &str) -> serde_json::Value {
-    let id = |res: crate::api::Res| {
+    let id = |res: crate::support::api::Res| {
         assert!(matches!(res.status, 200 | 201), "{}", res.body);
         res.id()
     };
     let client = t.org.client.to_string();
     let project = id(post(app, "/api/v1/projects", key, json!({"name": "Fuzzed", "client_id": client})).await);
-    let columns = crate::api::get(app, &format!("/api/v1/projects/{project}/columns"), key).await;
+    let columns = crate::support::api::get(app, &format!("/api/v1/projects/{project}/columns"), key).await;
     let column = columns.body["data"][0]["id"].as_str().expect("a column").to_string();
     let task_of = |title: &'static str| post(app, "/api/v1/tasks", key, json!({"project_id": project, "title": title}));
     let parent_task = id(task_of("Parent").await);

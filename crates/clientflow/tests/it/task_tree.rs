@@ -4,7 +4,7 @@
 use clientflow_test_support::TestApp;
 use serde_json::json;
 
-use crate::api::{api_key, patch, post, tenant};
+use crate::support::api::{api_key, patch, post, tenant};
 
 /// A project made through the API (with its board columns).
 async fn project(app: &TestApp, key: &str) -> String {
@@ -61,7 +61,7 @@ async fn a_task_can_not_be_placed_under_its_own_subtree() {
     // A refused change in the same request as other fields changes none of them.
     let res = patch(&app, &format!("/api/v1/tasks/{top}"), &key, json!({"parent_id": sub, "title": "renamed"})).await;
     res.assert_problem_field(422, "parent_id");
-    let res = crate::api::get(&app, &format!("/api/v1/tasks/{top}"), &key).await;
+    let res = crate::support::api::get(&app, &format!("/api/v1/tasks/{top}"), &key).await;
     assert_eq!(res.body["data"]["title"], "T");
 
     // Moving within the tree the other way is fine: U becomes a sibling of S, then S goes under U.
@@ -73,9 +73,9 @@ async fn a_task_can_not_be_placed_under_its_own_subtree() {
 
     // Deleting a task deletes its own subtree and nothing else.
     let other = new_task(&app, &key, &p, "Other", None).await;
-    let res = crate::api::delete(&app, &format!("/api/v1/tasks/{subsub}"), &key).await;
+    let res = crate::support::api::delete(&app, &format!("/api/v1/tasks/{subsub}"), &key).await;
     assert_eq!(res.status, 204, "{}", res.body);
-    let remaining = crate::api::count(&app, "SELECT count(*) FROM tasks").await;
+    let remaining = crate::support::api::count(&app, "SELECT count(*) FROM tasks").await;
     assert_eq!(remaining, 2, "T and Other remain");
     let _ = other;
 }
@@ -136,8 +136,8 @@ async fn racing_parent_changes_never_make_a_loop() {
 #[tokio::test]
 async fn the_task_page_refuses_a_loop_naming_the_parent_field() {
     let app = TestApp::spawn().await;
-    let mut owner = crate::identity::sign_up(&app, "owner@treepage.test").await;
-    let slug = crate::tenancy::create_org(&mut owner, "Tree Page").await;
+    let mut owner = crate::support::accounts::sign_up(&app, "owner@treepage.test").await;
+    let slug = crate::support::orgs::create_org(&mut owner, "Tree Page").await;
     let key = crate::support::api_key(&app, crate::support::org_id(&app, &slug).await, "tree").await;
     let project = post(&app, "/api/v1/projects", &key, json!({"name": "Site"})).await.id();
     let task = |title: &'static str, parent: Option<String>| {

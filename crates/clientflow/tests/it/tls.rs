@@ -89,7 +89,7 @@ async fn doctor_reports_the_certificate_expiry() {
         let (app_url, owner_url) = (app_url.clone(), owner_url.clone());
         async move {
             let out = tokio::task::spawn_blocking(move || {
-                let mut c = crate::cli::bin();
+                let mut c = crate::support::process::bin();
                 c.arg("doctor")
                     .env("CLIENTFLOW_DATA_DIR", &dir)
                     .env("DATABASE_URL", app_url)

@@ -184,8 +184,8 @@ async fn invoices_number_gaplessly_and_freeze_once_sent() {
     assert_eq!(one.total_minor, one.subtotal_minor + one.tax_minor);
     let two = invoices::create(db, &c, &a.principal, &input).await.unwrap();
     let draft = invoices::create(db, &c, &a.principal, &input).await.unwrap();
-    let sent2 = invoices::transition(db, &c, &a.principal, two.id, "send").await.unwrap();
-    let sent1 = invoices::transition(db, &c, &a.principal, one.id, "send").await.unwrap();
+    let sent2 = invoices::transition(db, &c, &a.principal, two.id, invoices::InvoiceAction::Send).await.unwrap();
+    let sent1 = invoices::transition(db, &c, &a.principal, one.id, invoices::InvoiceAction::Send).await.unwrap();
     assert_eq!((sent2.number, sent1.number), (Some(1), Some(2)));
     // Sent invoices don't change and aren't deleted.
     let err = invoices::update(
@@ -199,7 +199,10 @@ async fn invoices_number_gaplessly_and_freeze_once_sent() {
     .unwrap_err();
     assert!(matches!(err, AppError::Conflict(_)));
     assert!(matches!(invoices::delete(db, &c, &a.principal, one.id).await, Err(AppError::Conflict(_))));
-    assert!(matches!(invoices::transition(db, &c, &a.principal, one.id, "send").await, Err(AppError::Conflict(_))));
+    assert!(matches!(
+        invoices::transition(db, &c, &a.principal, one.id, invoices::InvoiceAction::Send).await,
+        Err(AppError::Conflict(_))
+    ));
     invoices::delete(db, &c, &a.principal, draft.id).await.unwrap();
     // Overdue is computed from the due date.
     app.clock.advance(time::Duration::days(31));
@@ -207,7 +210,7 @@ async fn invoices_number_gaplessly_and_freeze_once_sent() {
         invoices::list(db, app.clock.now_utc(), &a.principal, &Default::default(), Page { limit: None, offset: None })
             .await
             .unwrap();
-    assert!(list.iter().all(|i| i.status == "overdue"), "{list:?}");
+    assert!(list.iter().all(|i| i.status == invoices::InvoiceStatus::Overdue), "{list:?}");
     // Another tenant's client can't be billed.
     let b = seed_org(db, "other").await;
     let err = invoices::create(
@@ -254,11 +257,11 @@ async fn today_is_the_organizations_own_day() {
             ..Default::default()
         };
         let inv = invoices::create(db, &c, &org.principal, &input).await.unwrap();
-        let sent = invoices::transition(db, &c, &org.principal, inv.id, "send").await.unwrap();
+        let sent = invoices::transition(db, &c, &org.principal, inv.id, invoices::InvoiceAction::Send).await.unwrap();
         let shown = invoices::get(db, app.clock.now_utc(), &org.principal, inv.id).await.unwrap();
         let undated = invoices::InvoiceInput { client_id: org.client.to_string(), ..Default::default() };
         let fresh = invoices::create(db, &c, &org.principal, &undated).await.unwrap();
-        results.push((sent.status, shown.invoice.status, fresh.issue_date));
+        results.push((sent.status.to_string(), shown.invoice.status.to_string(), fresh.issue_date));
     }
     assert_eq!(
         results,
@@ -341,7 +344,7 @@ async fn api_keys_are_hashed_scoped_and_fail_identically() {
     .unwrap_err();
     assert_eq!(field_of(&err).as_deref(), Some("as"));
     let owner: clientflow::platform::ids::UserId =
-        crate::api::add_member(&app, &a, "owner").await.to_string().parse().unwrap();
+        crate::support::api::add_member(&app, &a, "owner").await.to_string().parse().unwrap();
     let created = keys::create_for(
         db,
         &c,

@@ -71,11 +71,12 @@ pub trait UserPrincipal {
 
 /// A transaction inside one organization.
 pub struct OrgTx<P: TenantPrincipal> {
-    tx: Transaction<'static, Postgres>,
+    /// Always present until the transaction is committed or rolled back (moved out then).
+    tx: Option<Transaction<'static, Postgres>>,
     principal: P,
-    /// Set when this transaction is the request's own (see [`with_request_tx`]): committing
-    /// hands it back instead of committing.
-    request: Option<RequestSlot>,
+    /// Set when this transaction is a part of the request's own (see [`with_request_tx`]):
+    /// its slot, and the savepoint that began this part.
+    request: Option<(RequestSlot, String)>,
 }
 
 tokio::task_local! {
@@ -83,64 +84,131 @@ tokio::task_local! {
     static REQUEST_TX: RequestSlot;
 }
 
-/// Where the request transaction waits between the `OrgTx`s that join it.
+/// Where the request transaction waits between the `OrgTx`s that take part in it.
 #[derive(Clone)]
 struct RequestSlot {
     org_id: OrgId,
-    tx: std::sync::Arc<std::sync::Mutex<Option<Transaction<'static, Postgres>>>>,
+    state: std::sync::Arc<std::sync::Mutex<SlotState>>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    tx: Option<Transaction<'static, Postgres>>,
+    /// A part dropped without committing: its savepoint, to roll back to before the
+    /// transaction is used again (a `Drop` can't run SQL).
+    abandoned: Option<String>,
+    /// Names the savepoints.
+    parts: u32,
 }
 
 impl RequestSlot {
-    fn take(&self) -> Option<Transaction<'static, Postgres>> {
-        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take()
+    fn new(org_id: OrgId, tx: Transaction<'static, Postgres>) -> Self {
+        let state = SlotState { tx: Some(tx), ..Default::default() };
+        Self { org_id, state: std::sync::Arc::new(std::sync::Mutex::new(state)) }
     }
 
-    fn put(&self, tx: Transaction<'static, Postgres>) {
-        *self.tx.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The transaction (if it is here), what must be rolled back in it first, and the next
+    /// savepoint's name.
+    fn take(&self) -> Option<(Transaction<'static, Postgres>, Option<String>, String)> {
+        let mut state = self.lock();
+        let tx = state.tx.take()?;
+        state.parts += 1;
+        let name = format!("cf_part_{}", state.parts);
+        Some((tx, state.abandoned.take(), name))
+    }
+
+    fn put(&self, tx: Transaction<'static, Postgres>, abandoned: Option<String>) {
+        let mut state = self.lock();
+        state.tx = Some(tx);
+        state.abandoned = abandoned;
+    }
+}
+
+/// Runs one statement without parameters (savepoints can't take any).
+async fn statement(conn: &mut PgConnection, sql: String) -> Result<(), sqlx::Error> {
+    sqlx::query(&sql).execute(conn).await?;
+    Ok(())
+}
+
+/// Rolls a request transaction back to `savepoint` (a part that was dropped).
+async fn undo(tx: &mut Transaction<'static, Postgres>, savepoint: &str) -> Result<(), sqlx::Error> {
+    statement(tx, format!("ROLLBACK TO SAVEPOINT {savepoint}")).await?;
+    statement(tx, format!("RELEASE SAVEPOINT {savepoint}")).await
 }
 
 /// Runs `work` with `tx` as the request's transaction.
 ///
-/// Inside `work`, [`OrgTx::begin`] for the same organization joins `tx` instead of opening a
-/// transaction of its own, and [`OrgTx::commit`] hands it back instead of committing; an `OrgTx`
-/// dropped or rolled back takes it (and everything written in it, `tx`'s own rows included) down
-/// with it. When `work` is done, the caller gets back the transaction if the work left it
-/// committed, to add what it must and commit once: the request's effects and the caller's
-/// record of them become durable together or not at all. This is how an `Idempotency-Key`'s
-/// stored answer is written in the same transaction as the effect it describes
-/// (`api::idempotency`).
+/// Inside `work`, [`OrgTx::begin`] for the same organization takes part in `tx` instead of
+/// opening a transaction of its own: it begins a savepoint. Its [`OrgTx::commit`] releases the
+/// savepoint (the part's work stays, to commit with the request); its rollback, or dropping it
+/// (as `?` does on an error), undoes exactly its part. So each service call is as atomic as it
+/// was on its own, and when `work` is done the caller gets the transaction back to add what it
+/// must and commit once: the request's effects, and the caller's record of them, become durable
+/// together or not at all, in one database transaction. An `Idempotency-Key`'s stored answer is
+/// written this way (`api::idempotency`), and every organization page and API request is one
+/// transaction (the route guard's).
 ///
 /// An `OrgTx` opened while another holds the request transaction (nested), or for another
-/// organization, is an ordinary transaction of its own.
+/// organization, is an ordinary transaction of its own. [`abandon_request_tx`] rolls the whole
+/// request transaction back.
 pub async fn with_request_tx<P: TenantPrincipal, F: std::future::Future>(
     tx: OrgTx<P>,
     work: F,
 ) -> (F::Output, Option<OrgTx<P>>) {
-    let OrgTx { tx, principal, request } = tx;
-    debug_assert!(request.is_none(), "a request transaction can't be nested");
-    let slot = RequestSlot { org_id: principal.org_id(), tx: Default::default() };
-    slot.put(tx);
+    let (tx, principal) = tx.into_parts();
+    let slot = RequestSlot::new(principal.org_id(), tx);
     let output = REQUEST_TX.scope(slot.clone(), work).await;
-    let back = slot.take().map(|tx| OrgTx { tx, principal, request: None });
-    (output, back)
+    let back = match slot.take() {
+        Some((mut tx, abandoned, _)) => match abandoned {
+            Some(savepoint) => match undo(&mut tx, &savepoint).await {
+                Ok(()) => Some(tx),
+                Err(e) => {
+                    tracing::warn!(error = %e, "rolling back an abandoned part of a request");
+                    None
+                }
+            },
+            None => Some(tx),
+        },
+        None => None,
+    };
+    (output, back.map(|tx| OrgTx { tx: Some(tx), principal, request: None }))
+}
+
+/// Rolls back the whole transaction of the request this task runs, if there is one (every
+/// part of it, committed or not): the request must leave no trace.
+pub async fn abandon_request_tx() {
+    let taken = REQUEST_TX.try_with(|slot| slot.take()).ok().flatten();
+    if let Some((tx, _, _)) = taken
+        && let Err(e) = tx.rollback().await
+    {
+        tracing::warn!(error = %e, "rolling back an abandoned request");
+    }
 }
 
 impl<P: TenantPrincipal> OrgTx<P> {
     pub async fn begin(db: &Db, principal: &P) -> Result<Self, sqlx::Error> {
         let org_id = principal.org_id();
         let joined = REQUEST_TX
-            .try_with(|slot| (slot.org_id == org_id).then(|| slot.take().map(|tx| (slot.clone(), tx))))
+            .try_with(|slot| (slot.org_id == org_id).then(|| slot.take().map(|taken| (slot.clone(), taken))))
             .ok()
             .flatten()
             .flatten();
-        if let Some((slot, tx)) = joined {
+        if let Some((slot, (mut tx, abandoned, savepoint))) = joined {
             // The tenant was set when the request transaction was opened.
-            return Ok(Self { tx, principal: principal.clone(), request: Some(slot) });
+            // An error leaves the request transaction broken: it is gone (rolled back as it drops).
+            if let Some(earlier) = &abandoned {
+                undo(&mut tx, earlier).await?;
+            }
+            statement(&mut tx, format!("SAVEPOINT {savepoint}")).await?;
+            return Ok(Self { tx: Some(tx), principal: principal.clone(), request: Some((slot, savepoint)) });
         }
         let mut tx = db.begin().await?;
         set_tenant(&mut tx, org_id).await?;
-        Ok(Self { tx, principal: principal.clone(), request: None })
+        Ok(Self { tx: Some(tx), principal: principal.clone(), request: None })
     }
 
     pub fn org_id(&self) -> OrgId {
@@ -151,32 +219,60 @@ impl<P: TenantPrincipal> OrgTx<P> {
         &self.principal
     }
 
-    /// Commits; inside a request transaction, hands it back for the request to commit.
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        match self.request {
-            Some(slot) => {
-                slot.put(self.tx);
+    fn into_parts(mut self) -> (Transaction<'static, Postgres>, P) {
+        debug_assert!(self.request.is_none(), "a request transaction can't be nested");
+        let tx = self.tx.take().expect("an open transaction");
+        self.request = None;
+        (tx, self.principal.clone())
+    }
+
+    /// Commits; a part of a request transaction is kept for the request to commit.
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        let mut tx = self.tx.take().expect("an open transaction");
+        match self.request.take() {
+            Some((slot, savepoint)) => {
+                statement(&mut tx, format!("RELEASE SAVEPOINT {savepoint}")).await?;
+                slot.put(tx, None);
                 Ok(())
             }
-            None => self.tx.commit().await,
+            None => tx.commit().await,
         }
     }
 
-    pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
+    /// Rolls back; a part of a request transaction undoes only its own work.
+    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        let mut tx = self.tx.take().expect("an open transaction");
+        match self.request.take() {
+            Some((slot, savepoint)) => {
+                undo(&mut tx, &savepoint).await?;
+                slot.put(tx, None);
+                Ok(())
+            }
+            None => tx.rollback().await,
+        }
+    }
+}
+
+impl<P: TenantPrincipal> Drop for OrgTx<P> {
+    /// A part of a request transaction dropped without commit or rollback is undone before the
+    /// transaction is used again; an ordinary transaction rolls back as it drops.
+    fn drop(&mut self) {
+        if let (Some(tx), Some((slot, savepoint))) = (self.tx.take(), self.request.take()) {
+            slot.put(tx, Some(savepoint));
+        }
     }
 }
 
 impl<P: TenantPrincipal> Deref for OrgTx<P> {
     type Target = PgConnection;
     fn deref(&self) -> &PgConnection {
-        &self.tx
+        self.tx.as_ref().expect("an open transaction")
     }
 }
 
 impl<P: TenantPrincipal> DerefMut for OrgTx<P> {
     fn deref_mut(&mut self) -> &mut PgConnection {
-        &mut self.tx
+        self.tx.as_mut().expect("an open transaction")
     }
 }
 
@@ -302,7 +398,7 @@ impl GateTx {
             set_capability(&mut self.tx, capability, "").await?;
         }
         set_tenant(&mut self.tx, principal.org_id()).await?;
-        Ok(OrgTx { tx: self.tx, principal, request: None })
+        Ok(OrgTx { tx: Some(self.tx), principal, request: None })
     }
 }
 

@@ -218,12 +218,42 @@ impl From<sqlx::Error> for AppError {
     }
 }
 
+/// What a named database constraint means to the person whose input broke it: the field it
+/// names and the message they read. The application states its constraints in one table
+/// ([`name_constraints`]); a violation of one of them is a 422 naming that field instead of a
+/// generic conflict.
+#[derive(Debug)]
+pub struct ConstraintField {
+    pub constraint: &'static str,
+    pub field: &'static str,
+    pub message: &'static str,
+}
+
+static CONSTRAINTS: std::sync::OnceLock<&'static [ConstraintField]> = std::sync::OnceLock::new();
+
+/// Registers the application's table of constraint names (once; later calls keep the first).
+pub fn name_constraints(table: &'static [ConstraintField]) {
+    let _ = CONSTRAINTS.set(table);
+}
+
+/// The field a violated constraint names, if the application stated it.
+pub fn constraint_field(e: &sqlx::Error) -> Option<&'static ConstraintField> {
+    let name = e.as_database_error()?.constraint()?;
+    CONSTRAINTS.get()?.iter().find(|c| c.constraint == name)
+}
+
 /// Maps database errors to what a client may learn. A foreign-key or row-level-security
 /// violation is a reference to something that doesn't exist *for this tenant*: 404, so a
-/// foreign id can't be told apart from a missing one.
+/// foreign id can't be told apart from a missing one. A unique or check violation of a
+/// constraint the application named is a field error on the field it names.
 pub fn from_db(e: sqlx::Error) -> AppError {
     if crate::db::outage::note(&e) {
         return AppError::DatabaseUnavailable;
+    }
+    if let Some(c) = constraint_field(&e)
+        && matches!(e.as_database_error().and_then(|d| d.code()).as_deref(), Some("23505" | "23514" | "23P01"))
+    {
+        return AppError::field(c.field, c.message);
     }
     match &e {
         sqlx::Error::RowNotFound => AppError::NotFound,

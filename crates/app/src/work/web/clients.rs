@@ -6,7 +6,6 @@ use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use uuid::Uuid;
 
 use super::{PAGE_SIZE, Pager, path_id};
 use crate::access::role::Permission as P;
@@ -364,7 +363,7 @@ async fn remove_contact(
     _confirmed: crate::tenancy::confirm::Confirmed,
 ) -> AppResult<Response> {
     let id: ClientId = path_id(&id)?;
-    let contact: Uuid = path_id(&contact)?;
+    let contact = path_id(&contact)?;
     let r = clients::remove_contact(&state.db, &ctx, &access.principal, id, contact).await;
     detail_result(&state, csrf, &access, id, ContactForm::default(), r).await
 }

@@ -14,7 +14,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use serde::Deserialize;
-use uuid::Uuid;
 
 use super::path_id;
 use super::projects::{ProjectForms, project_failure};
@@ -25,7 +24,7 @@ use crate::audit::Context;
 use crate::identity::guard::FormToken;
 use crate::platform::http::error::{AppError, AppResult};
 use crate::platform::http::middleware::ClientIp;
-use crate::platform::ids::{OrgId, ProjectId};
+use crate::platform::ids::{FileId, OrgId, ProjectId, TaskId};
 use crate::route;
 use crate::state::AppState;
 use crate::tenancy::allowlist;
@@ -81,7 +80,7 @@ struct Received {
     name: String,
     bytes: Vec<u8>,
     shared: bool,
-    task_id: Option<Uuid>,
+    task_id: Option<TaskId>,
 }
 
 async fn receive(multipart: &mut Multipart, max: usize) -> AppResult<Received> {
@@ -184,7 +183,7 @@ async fn download(
     access: OrgAccess,
     Path((_, id)): Path<(String, String)>,
 ) -> AppResult<Response> {
-    let id: Uuid = path_id(&id)?;
+    let id = path_id(&id)?;
     let (meta, bytes) = files::download(&state.db, &state.storage, &state.sealer, &access.principal, id).await?;
     attachment(&meta, bytes)
 }
@@ -203,7 +202,7 @@ async fn share(
     Path((_, id)): Path<(String, String)>,
     Form(form): Form<ShareForm>,
 ) -> AppResult<Response> {
-    let id: Uuid = path_id(&id)?;
+    let id = path_id(&id)?;
     let shared = form.shared.as_deref() == Some("on");
     let meta = files::set_shared(&state.db, &ctx, &access.principal, id, shared).await?;
     Ok(Redirect::to(&format!("/o/{}/projects/{}/files", access.slug, meta.project_id)).into_response())
@@ -217,7 +216,7 @@ async fn delete(
     Path((_, id)): Path<(String, String)>,
     _confirmed: crate::tenancy::confirm::Confirmed,
 ) -> AppResult<Response> {
-    let id: Uuid = path_id(&id)?;
+    let id = path_id(&id)?;
     let meta = files::get(&state.db, &access.principal, id).await?;
     match files::delete(&state.db, &state.storage, &ctx, &access.principal, id).await {
         Ok(()) => Ok(Redirect::to(&format!("/o/{}/projects/{}/files", access.slug, meta.project_id)).into_response()),
@@ -256,7 +255,7 @@ async fn link(
     access: OrgAccess,
     Path((_, id)): Path<(String, String)>,
 ) -> AppResult<Response> {
-    let id: Uuid = path_id(&id)?;
+    let id = path_id(&id)?;
     let minutes = state.config.files.link_minutes;
     let (file, link, expires) = files::issue_link(
         &state.db,
@@ -288,7 +287,7 @@ async fn signed_download(
     client_ip: Option<Extension<ClientIp>>,
 ) -> AppResult<Response> {
     let invalid = || AppError::Forbidden("This download link has expired or is not valid. Ask for a new one.".into());
-    let (Ok(org), Ok(id)) = (org.parse::<OrgId>(), id.parse::<Uuid>()) else {
+    let (Ok(org), Ok(id)) = (org.parse::<OrgId>(), id.parse::<FileId>()) else {
         return Err(invalid());
     };
     let principal =
@@ -313,7 +312,7 @@ mod tests {
     #[test]
     fn attachments_are_never_rendered() {
         let meta = FileMeta {
-            id: Uuid::now_v7(),
+            id: FileId::new(),
             project_id: ProjectId::new(),
             task_id: None,
             name: "Über report.pdf".into(),

@@ -11,7 +11,6 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use uuid::Uuid;
 
 use super::projects::{client_names, client_options};
 use super::{Errors, FormFields, PAGE_SIZE, Pager, form_id, milli, path_id, percent};
@@ -20,7 +19,7 @@ use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
 use crate::platform::http::error::{AppError, AppResult, FieldError};
-use crate::platform::ids::ClientId;
+use crate::platform::ids::{ClientId, InvoiceId};
 use crate::route;
 use crate::state::AppState;
 use crate::tenancy::guard::OrgAccess;
@@ -122,7 +121,7 @@ async fn list(State(state): State<AppState>, access: OrgAccess, Query(q): Query<
                 issued: i.issue_date.to_string(),
                 due: i.due_date.to_string(),
                 total: format!("{} {}", format_minor(i.total_minor), i.currency),
-                status: i.status,
+                status: i.status.as_str().to_string(),
             })
             .collect(),
         q: q.q,
@@ -333,7 +332,7 @@ async fn form_page(
     state: &AppState,
     csrf: String,
     access: &OrgAccess,
-    invoice_id: Option<Uuid>,
+    invoice_id: Option<InvoiceId>,
     heading: String,
     form: InvoiceForm,
     message: Option<String>,
@@ -403,9 +402,9 @@ async fn edit_page(
     access: OrgAccess,
     Path((_, id)): Path<(String, String)>,
 ) -> AppResult<Response> {
-    let id: Uuid = path_id(&id)?;
+    let id = path_id(&id)?;
     let d = invoices::get(&state.db, state.clock.now(), &access.principal, id).await?;
-    if d.invoice.status != "draft" {
+    if d.invoice.status != invoices::InvoiceStatus::Draft {
         // Sent invoices are immutable: the invoice's page says so and offers voiding.
         return detail_result(
             &state,
@@ -428,7 +427,7 @@ async fn update(
     Path((_, id)): Path<(String, String)>,
     body: Bytes,
 ) -> AppResult<Response> {
-    let id: Uuid = path_id(&id)?;
+    let id = path_id(&id)?;
     let form = InvoiceForm::parse(&body)?;
     let result = match form.update() {
         Ok((input, rows)) => {
@@ -481,7 +480,7 @@ pub fn invoice_view(d: InvoiceDetail) -> InvoiceView {
         title: title(i.number),
         client: d.client_name,
         client_id: i.client_id.to_string(),
-        status: i.status,
+        status: i.status.as_str().to_string(),
         issued: i.issue_date.to_string(),
         due: i.due_date.to_string(),
         notes: i.notes,
@@ -520,7 +519,7 @@ async fn detail_view(
     state: &AppState,
     csrf: String,
     access: &OrgAccess,
-    id: Uuid,
+    id: InvoiceId,
     message: Option<String>,
     errors: Vec<FieldError>,
 ) -> AppResult<DetailPage> {
@@ -551,7 +550,7 @@ async fn detail_result(
     state: &AppState,
     csrf: String,
     access: &OrgAccess,
-    id: Uuid,
+    id: InvoiceId,
     result: AppResult<()>,
 ) -> AppResult<Response> {
     match result {
@@ -569,9 +568,9 @@ async fn transition(
     ctx: Context,
     access: OrgAccess,
     id: String,
-    action: &str,
+    action: invoices::InvoiceAction,
 ) -> AppResult<Response> {
-    let id: Uuid = path_id(&id)?;
+    let id = path_id(&id)?;
     let r = invoices::transition(&state.db, &ctx, &access.principal, id, action).await.map(|_| ());
     detail_result(&state, csrf, &access, id, r).await
 }
@@ -583,7 +582,7 @@ async fn send(
     access: OrgAccess,
     Path((_, id)): Path<(String, String)>,
 ) -> AppResult<Response> {
-    transition(state, csrf, ctx, access, id, "send").await
+    transition(state, csrf, ctx, access, id, invoices::InvoiceAction::Send).await
 }
 
 async fn pay(
@@ -593,7 +592,7 @@ async fn pay(
     access: OrgAccess,
     Path((_, id)): Path<(String, String)>,
 ) -> AppResult<Response> {
-    transition(state, csrf, ctx, access, id, "pay").await
+    transition(state, csrf, ctx, access, id, invoices::InvoiceAction::Pay).await
 }
 
 async fn void(
@@ -603,7 +602,7 @@ async fn void(
     access: OrgAccess,
     Path((_, id)): Path<(String, String)>,
 ) -> AppResult<Response> {
-    transition(state, csrf, ctx, access, id, "void").await
+    transition(state, csrf, ctx, access, id, invoices::InvoiceAction::Void).await
 }
 
 async fn delete(
@@ -614,7 +613,7 @@ async fn delete(
     Path((_, id)): Path<(String, String)>,
     _confirmed: crate::tenancy::confirm::Confirmed,
 ) -> AppResult<Response> {
-    let id: Uuid = path_id(&id)?;
+    let id = path_id(&id)?;
     match invoices::delete(&state.db, &ctx, &access.principal, id).await {
         Ok(()) => Ok(Redirect::to(&format!("/o/{}/invoices", access.slug)).into_response()),
         Err(e) => detail_result(&state, csrf, &access, id, Err(e)).await,
@@ -637,7 +636,7 @@ async fn print(
     access: OrgAccess,
     Path((_, id)): Path<(String, String)>,
 ) -> AppResult<Response> {
-    let id: Uuid = path_id(&id)?;
+    let id = path_id(&id)?;
     let d = invoices::get(&state.db, state.clock.now(), &access.principal, id).await?;
     page(&PrintPage {
         organization: access.name.clone(),

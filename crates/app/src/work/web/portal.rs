@@ -6,7 +6,6 @@
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use uuid::Uuid;
 
 use super::invoices::{InvoiceView, PrintPage, invoice_view};
 use super::projects::{FileView, file_view};
@@ -77,7 +76,7 @@ async fn home(State(state): State<AppState>, access: OrgAccess) -> AppResult<Res
                 issued: i.issue_date.to_string(),
                 due: i.due_date.to_string(),
                 total: format!("{} {}", format_minor(i.total_minor), i.currency),
-                status: i.status,
+                status: i.status.as_str().to_string(),
             })
             .collect(),
     })
@@ -145,7 +144,7 @@ async fn invoice(
     access: OrgAccess,
     Path((_, id)): Path<(String, String)>,
 ) -> AppResult<Response> {
-    let id: Uuid = path_id(&id)?;
+    let id = path_id(&id)?;
     let d = portal::invoice(&state.db, state.clock.now(), &access.principal, id).await?;
     let invoice: InvoiceView = invoice_view(d);
     page(&PrintPage { organization: access.name.clone(), invoice, back: format!("/portal/{}", access.slug) })
@@ -156,7 +155,7 @@ async fn download(
     access: OrgAccess,
     Path((_, id)): Path<(String, String)>,
 ) -> AppResult<Response> {
-    let id: Uuid = path_id(&id)?;
+    let id = path_id(&id)?;
     let (meta, bytes) = portal::download(&state.db, &state.storage, &state.sealer, &access.principal, id).await?;
     super::files::attachment(&meta, bytes)
 }

@@ -612,7 +612,7 @@ pub async fn project_view(
                 minutes: duration(e.minutes.into()),
                 spent_on: e.spent_on.to_string(),
                 who: names.get(&e.user_id).cloned().unwrap_or_else(|| "former member".into()),
-                task: e.task_id.map(|t| (t.to_string(), titles.get(&t).cloned().unwrap_or_default())),
+                task: e.task_id.map(|t| (t.to_string(), titles.get(&t.as_uuid()).cloned().unwrap_or_default())),
                 deletable: p.can(P::TimeTrack) && (may_delete_any || Some(e.user_id) == me),
                 note: e.note,
             })
@@ -1038,7 +1038,7 @@ async fn delete_time(
     _confirmed: crate::tenancy::confirm::Confirmed,
 ) -> AppResult<Response> {
     let id: ProjectId = path_id(&id)?;
-    let entry: Uuid = path_id(&entry)?;
+    let entry = path_id(&entry)?;
     // The entry must belong to the project in the address (its page is where we return).
     let found = time_entries::get(&state.db, &access.principal, entry).await?;
     if found.project_id != id {

@@ -1,11 +1,19 @@
-//! Helpers shared by the integration tests.
+//! Helpers and data builders shared by the integration tests: test modules use these and
+//! never one another.
+
+pub mod accounts;
+pub mod api;
+pub mod net;
+pub mod orgs;
+pub mod process;
+pub mod work;
 
 use clientflow::access::{self, NewOrgCreator, OperatorAuthority};
 use clientflow::access::{OrgPrincipal, OrgTx};
 use clientflow::platform::db::Db;
 use clientflow::platform::ids::{ClientId, OrgId, ProjectId};
 use clientflow::platform::types::Slug;
-use clientflow::tenancy::repo as orgs;
+use clientflow::tenancy::repo as org_repo;
 use clientflow::work::{clients, projects};
 use sqlx::postgres::PgConnectOptions;
 
@@ -25,7 +33,7 @@ pub struct SeededOrg {
 /// door as the operator.
 pub async fn seed_org(db: &Db, slug: &str) -> SeededOrg {
     let mut tx = access::begin_new_organization(db, NewOrgCreator::Operator(&operator(), "test seed")).await.unwrap();
-    let org = orgs::insert_organization(&mut tx, &Slug::parse(slug).unwrap(), slug).await.unwrap();
+    let org = org_repo::insert_organization(&mut tx, &Slug::parse(slug).unwrap(), slug).await.unwrap();
     tx.commit().await.unwrap();
     let principal = access::operator(db, &operator(), org.id, "test seed").await.unwrap().expect("org exists");
     let mut tx = OrgTx::begin(db, &principal).await.unwrap();

@@ -1,0 +1,112 @@
+//! Clients: list, create, read, update, archive, restore, delete.
+
+use super::*;
+use crate::work::clients;
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ClientQuery {
+    /// Matches name, company or email (case-insensitive).
+    pub q: Option<String>,
+    /// Default `active`.
+    #[param(inline)]
+    pub status: Option<ClientStatusFilter>,
+    /// Page size, at least 1 (default 50; larger values are capped at 100).
+    #[serde(default, deserialize_with = "query_int")]
+    #[param(minimum = 1)]
+    pub limit: Option<i64>,
+    /// Items to skip (default 0).
+    #[serde(default, deserialize_with = "query_int")]
+    #[param(minimum = 0)]
+    pub offset: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/clients", tag = "clients", params(ClientQuery),
+    responses((status = 200, description = "A page of clients", body = List<Client>)),
+    security(("api_key" = ["clients.read"])))]
+pub async fn list_clients(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ApiQuery(q): ApiQuery<ClientQuery>,
+) -> AppResult<Response> {
+    let page = page(q.limit, q.offset)?;
+    let filter = ClientFilter { q: q.q, status: q.status.map(|s| s.as_str().to_string()) };
+    let (items, total) = clients::list(&s.db, &api.principal, &filter, page).await?;
+    Ok(listed(items, page, Some(total)))
+}
+
+#[utoipa::path(post, path = "/api/v1/clients", tag = "clients", request_body = ClientInput,
+    responses((status = 201, description = "Created", body = Data<Client>)),
+    security(("api_key" = ["clients.create"])))]
+pub async fn create_client(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ApiJson(input): ApiJson<ClientInput>,
+) -> AppResult<Response> {
+    let c = clients::create(&s.db, &ctx, &api.principal, &input).await?;
+    Ok(created(format!("/api/v1/clients/{}", c.id), c))
+}
+
+#[utoipa::path(get, path = "/api/v1/clients/{client}", tag = "clients",
+    params(("client" = Uuid, Path, description = "Client id")),
+    responses((status = 200, description = "The client", body = Data<Client>)),
+    security(("api_key" = ["clients.read"])))]
+pub async fn get_client(State(s): State<AppState>, api: ApiAccess, ids: PathIds) -> AppResult<Response> {
+    Ok(ok(clients::get(&s.db, &api.principal, ids.get::<ClientId>("client")?).await?))
+}
+
+#[utoipa::path(patch, path = "/api/v1/clients/{client}", tag = "clients", request_body = ClientUpdate,
+    params(("client" = Uuid, Path, description = "Client id")),
+    responses((status = 200, description = "Updated (absent fields are unchanged)", body = Data<Client>)),
+    security(("api_key" = ["clients.update"])))]
+pub async fn update_client(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+    ApiJson(input): ApiJson<ClientUpdate>,
+) -> AppResult<Response> {
+    Ok(ok(clients::update(&s.db, &ctx, &api.principal, ids.get("client")?, &input).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/clients/{client}", tag = "clients",
+    params(("client" = Uuid, Path, description = "Client id")),
+    responses((status = 204, description = "Deleted (refused with 409 while it has projects, invoices or portal users)")),
+    security(("api_key" = ["clients.delete"])))]
+pub async fn delete_client(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+) -> AppResult<Response> {
+    clients::delete(&s.db, &ctx, &api.principal, ids.get("client")?).await?;
+    Ok(no_content())
+}
+
+#[utoipa::path(post, path = "/api/v1/clients/{client}/archive", tag = "clients",
+    params(("client" = Uuid, Path, description = "Client id")),
+    responses((status = 200, description = "Archived", body = Data<Client>)),
+    security(("api_key" = ["clients.update"])))]
+pub async fn archive_client(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+) -> AppResult<Response> {
+    Ok(ok(clients::set_archived(&s.db, &ctx, &api.principal, ids.get("client")?, true).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/clients/{client}/restore", tag = "clients",
+    params(("client" = Uuid, Path, description = "Client id")),
+    responses((status = 200, description = "Active again", body = Data<Client>)),
+    security(("api_key" = ["clients.update"])))]
+pub async fn restore_client(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+) -> AppResult<Response> {
+    Ok(ok(clients::set_archived(&s.db, &ctx, &api.principal, ids.get("client")?, false).await?))
+}

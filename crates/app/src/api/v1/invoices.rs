@@ -1,0 +1,142 @@
+//! Invoices: drafts, lines, and the moves send, pay and void.
+
+use super::*;
+use crate::work::invoices;
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct InvoiceQuery {
+    /// Only this client's invoices.
+    #[param(value_type = Option<Uuid>)]
+    pub client_id: Option<QueryId>,
+    #[param(inline)]
+    pub status: Option<InvoiceStatusFilter>,
+    /// An invoice number (`42` or `#42`) or part of the client's name or company
+    /// (case-insensitive).
+    #[param(max_length = 200)]
+    pub q: Option<String>,
+    /// Page size, at least 1 (default 50; larger values are capped at 100).
+    #[serde(default, deserialize_with = "query_int")]
+    #[param(minimum = 1)]
+    pub limit: Option<i64>,
+    /// Items to skip (default 0).
+    #[serde(default, deserialize_with = "query_int")]
+    #[param(minimum = 0)]
+    pub offset: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/invoices", tag = "invoices", params(InvoiceQuery),
+    responses((status = 200, description = "A page of invoices, newest first", body = List<crate::work::invoices::Invoice>)),
+    security(("api_key" = ["invoices.read"])))]
+pub async fn list_invoices(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ApiQuery(q): ApiQuery<InvoiceQuery>,
+) -> AppResult<Response> {
+    let page = page(q.limit, q.offset)?;
+    let filter =
+        InvoiceFilter { client_id: query_id(q.client_id), status: q.status.map(|s| s.as_str().to_string()), q: q.q };
+    let (items, total) = invoices::list(&s.db, s.clock.now(), &api.principal, &filter, page).await?;
+    Ok(listed(items, page, Some(total)))
+}
+
+#[utoipa::path(post, path = "/api/v1/invoices", tag = "invoices", request_body = InvoiceInput,
+    description = "`client_id` must name a client of the organization, `due_date` must not be before `issue_date`, and the total (lines plus tax) must fit in 2^63 - 1 minor units; otherwise 422 naming the field.",
+    responses((status = 201, description = "Created as a draft", body = Data<InvoiceDetail>)),
+    security(("api_key" = ["invoices.create"])))]
+pub async fn create_invoice(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ApiJson(input): ApiJson<InvoiceInput>,
+) -> AppResult<Response> {
+    let inv = invoices::create(&s.db, &ctx, &api.principal, &input).await?;
+    let detail = invoices::get(&s.db, ctx.now, &api.principal, inv.id).await?;
+    Ok(created(format!("/api/v1/invoices/{}", inv.id), detail))
+}
+
+#[utoipa::path(get, path = "/api/v1/invoices/{invoice}", tag = "invoices",
+    params(("invoice" = Uuid, Path, description = "Invoice id")),
+    responses((status = 200, description = "The invoice with its lines", body = Data<InvoiceDetail>)),
+    security(("api_key" = ["invoices.read"])))]
+pub async fn get_invoice(State(s): State<AppState>, api: ApiAccess, ids: PathIds) -> AppResult<Response> {
+    Ok(ok(invoices::get(&s.db, s.clock.now(), &api.principal, ids.get("invoice")?).await?))
+}
+
+#[utoipa::path(patch, path = "/api/v1/invoices/{invoice}", tag = "invoices", request_body = InvoiceUpdate,
+    description = "Only drafts change (409 once sent). `client_id` must name a client of the organization, the due date must not be before the issue date (a date sent alone is compared with the invoice's other one), and the total must fit in 2^63 - 1 minor units; otherwise 422 naming the field.",
+    params(("invoice" = Uuid, Path, description = "Invoice id")),
+    responses((status = 200, description = "Updated draft (409 once sent; `lines` replaces the lines)", body = Data<InvoiceDetail>)),
+    security(("api_key" = ["invoices.update"])))]
+pub async fn update_invoice(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+    ApiJson(input): ApiJson<InvoiceUpdate>,
+) -> AppResult<Response> {
+    let id: InvoiceId = ids.get("invoice")?;
+    invoices::update(&s.db, &ctx, &api.principal, id, &input).await?;
+    Ok(ok(invoices::get(&s.db, ctx.now, &api.principal, id).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/invoices/{invoice}", tag = "invoices",
+    params(("invoice" = Uuid, Path, description = "Invoice id")),
+    responses((status = 204, description = "Deleted draft (409 once sent: void it instead)")),
+    security(("api_key" = ["invoices.delete"])))]
+pub async fn delete_invoice(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+) -> AppResult<Response> {
+    invoices::delete(&s.db, &ctx, &api.principal, ids.get("invoice")?).await?;
+    Ok(no_content())
+}
+
+pub(super) async fn transition(
+    s: &AppState,
+    api: &ApiAccess,
+    ctx: &Context,
+    ids: &PathIds,
+    action: invoices::InvoiceAction,
+) -> AppResult<Response> {
+    let id: InvoiceId = ids.get("invoice")?;
+    invoices::transition(&s.db, ctx, &api.principal, id, action).await?;
+    Ok(ok(invoices::get(&s.db, ctx.now, &api.principal, id).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/invoices/{invoice}/send", tag = "invoices",
+    params(("invoice" = Uuid, Path, description = "Invoice id")),
+    responses((status = 200, description = "Sent: numbered and frozen (409 unless a draft with lines)", body = Data<InvoiceDetail>)),
+    security(("api_key" = ["invoices.update"])))]
+pub async fn send_invoice(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+) -> AppResult<Response> {
+    transition(&s, &api, &ctx, &ids, invoices::InvoiceAction::Send).await
+}
+
+#[utoipa::path(post, path = "/api/v1/invoices/{invoice}/pay", tag = "invoices",
+    params(("invoice" = Uuid, Path, description = "Invoice id")),
+    responses((status = 200, description = "Marked paid (409 unless sent)", body = Data<InvoiceDetail>)),
+    security(("api_key" = ["invoices.update"])))]
+pub async fn pay_invoice(State(s): State<AppState>, api: ApiAccess, ctx: Context, ids: PathIds) -> AppResult<Response> {
+    transition(&s, &api, &ctx, &ids, invoices::InvoiceAction::Pay).await
+}
+
+#[utoipa::path(post, path = "/api/v1/invoices/{invoice}/void", tag = "invoices",
+    params(("invoice" = Uuid, Path, description = "Invoice id")),
+    responses((status = 200, description = "Voided (409 once paid or void)", body = Data<InvoiceDetail>)),
+    security(("api_key" = ["invoices.update"])))]
+pub async fn void_invoice(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+) -> AppResult<Response> {
+    transition(&s, &api, &ctx, &ids, invoices::InvoiceAction::Void).await
+}

@@ -1,0 +1,334 @@
+//! `/api/v1`: the work domain over HTTP for API keys.
+//!
+//! Handlers are thin: parse (`ApiJson`, `ApiQuery`, `PathIds`), call the domain service with the
+//! key's verified principal (the service checks the permission again, opens the tenant door,
+//! applies the project scope and writes the audit event), and shape the response. Every
+//! successful body is `{"data": …}`; lists add `"pagination"`. Creating POSTs answer 201 with a
+//! `Location` header and the same representation a GET of that location returns.
+//!
+//! Each handler carries its `#[utoipa::path]`; [`ApiDoc`] collects them into the OpenAPI
+//! document, and a test checks it against the route table both ways.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use uuid::Uuid;
+
+use super::extract::{ApiJson, ApiQuery, PathIds};
+use super::guard::ApiAccess;
+use crate::access::role::Permission as P;
+use crate::access::route::{Access, RouteDef, Surface};
+use crate::audit::Context;
+use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::ids::{ClientId, InvoiceId, ProjectId, TaskId};
+use crate::route;
+use crate::state::AppState;
+use crate::work::clients::{Client, ClientFilter, ClientInput, ClientUpdate};
+use crate::work::files::{FileFilter, FileMeta, FileUpdate};
+use crate::work::invoices::{InvoiceDetail, InvoiceFilter, InvoiceInput, InvoiceUpdate};
+use crate::work::projects::{Column, Project, ProjectFilter, ProjectInput, ProjectUpdate};
+use crate::work::tasks::{Comment, CommentInput, CommentUpdate, TaskDetail, TaskFilter, TaskInput, TaskUpdate};
+use crate::work::time_entries::{TimeEntry, TimeFilter, TimeInput, TimeUpdate};
+use crate::work::{MAX_PAGE, Page, fields};
+
+mod clients;
+mod files;
+mod invoices;
+mod projects;
+mod tasks;
+mod time_entries;
+
+#[rustfmt::skip]
+pub fn routes() -> Vec<RouteDef> {
+    vec![
+        route!(GET "/api/v1/openapi.json", Surface::Api, Access::Public, openapi_json),
+
+        route!(GET "/api/v1/clients", Surface::Api, Access::Api(P::ClientsRead), clients::list_clients),
+        route!(POST "/api/v1/clients", Surface::Api, Access::Api(P::ClientsCreate), clients::create_client),
+        route!(GET "/api/v1/clients/{client}", Surface::Api, Access::Api(P::ClientsRead), clients::get_client),
+        route!(PATCH "/api/v1/clients/{client}", Surface::Api, Access::Api(P::ClientsUpdate), clients::update_client),
+        route!(DELETE "/api/v1/clients/{client}", Surface::Api, Access::Api(P::ClientsDelete), clients::delete_client),
+        route!(POST "/api/v1/clients/{client}/archive", Surface::Api, Access::Api(P::ClientsUpdate), clients::archive_client),
+        route!(POST "/api/v1/clients/{client}/restore", Surface::Api, Access::Api(P::ClientsUpdate), clients::restore_client),
+
+        route!(GET "/api/v1/projects", Surface::Api, Access::Api(P::ProjectsRead), projects::list_projects),
+        route!(POST "/api/v1/projects", Surface::Api, Access::Api(P::ProjectsCreate), projects::create_project),
+        route!(GET "/api/v1/projects/{project}", Surface::Api, Access::Api(P::ProjectsRead), projects::get_project),
+        route!(PATCH "/api/v1/projects/{project}", Surface::Api, Access::Api(P::ProjectsUpdate), projects::update_project),
+        route!(DELETE "/api/v1/projects/{project}", Surface::Api, Access::Api(P::ProjectsDelete), projects::delete_project),
+        route!(GET "/api/v1/projects/{project}/columns", Surface::Api, Access::Api(P::ProjectsRead), projects::list_columns),
+
+        route!(GET "/api/v1/tasks", Surface::Api, Access::Api(P::TasksRead), tasks::list_tasks),
+        route!(POST "/api/v1/tasks", Surface::Api, Access::Api(P::TasksCreate), tasks::create_task),
+        route!(GET "/api/v1/tasks/{task}", Surface::Api, Access::Api(P::TasksRead), tasks::get_task),
+        route!(GET "/api/v1/tasks/{task}/activity", Surface::Api, Access::Api(P::TasksRead), tasks::task_activity),
+        route!(PATCH "/api/v1/tasks/{task}", Surface::Api, Access::Api(P::TasksUpdate), tasks::update_task),
+        route!(DELETE "/api/v1/tasks/{task}", Surface::Api, Access::Api(P::TasksDelete), tasks::delete_task),
+        route!(GET "/api/v1/tasks/{task}/comments", Surface::Api, Access::Api(P::TasksRead), tasks::list_comments),
+        route!(POST "/api/v1/tasks/{task}/comments", Surface::Api, Access::Api(P::CommentsCreate), tasks::create_comment),
+        route!(GET "/api/v1/tasks/{task}/comments/{comment}", Surface::Api, Access::Api(P::TasksRead), tasks::get_comment),
+        route!(PATCH "/api/v1/tasks/{task}/comments/{comment}", Surface::Api, Access::Api(P::CommentsCreate), tasks::update_comment),
+        route!(DELETE "/api/v1/tasks/{task}/comments/{comment}", Surface::Api, Access::Api(P::CommentsCreate), tasks::delete_comment),
+
+        route!(GET "/api/v1/time-entries", Surface::Api, Access::Api(P::ProjectsRead), time_entries::list_time_entries),
+        route!(POST "/api/v1/time-entries", Surface::Api, Access::Api(P::TimeTrack), time_entries::create_time_entry),
+        route!(GET "/api/v1/time-entries/{time_entry}", Surface::Api, Access::Api(P::ProjectsRead), time_entries::get_time_entry),
+        route!(PATCH "/api/v1/time-entries/{time_entry}", Surface::Api, Access::Api(P::TimeTrack), time_entries::update_time_entry),
+        route!(DELETE "/api/v1/time-entries/{time_entry}", Surface::Api, Access::Api(P::TimeTrack), time_entries::delete_time_entry),
+
+        route!(GET "/api/v1/invoices", Surface::Api, Access::Api(P::InvoicesRead), invoices::list_invoices),
+        route!(POST "/api/v1/invoices", Surface::Api, Access::Api(P::InvoicesCreate), invoices::create_invoice),
+        route!(GET "/api/v1/invoices/{invoice}", Surface::Api, Access::Api(P::InvoicesRead), invoices::get_invoice),
+        route!(PATCH "/api/v1/invoices/{invoice}", Surface::Api, Access::Api(P::InvoicesUpdate), invoices::update_invoice),
+        route!(DELETE "/api/v1/invoices/{invoice}", Surface::Api, Access::Api(P::InvoicesDelete), invoices::delete_invoice),
+        route!(POST "/api/v1/invoices/{invoice}/send", Surface::Api, Access::Api(P::InvoicesUpdate), invoices::send_invoice),
+        route!(POST "/api/v1/invoices/{invoice}/pay", Surface::Api, Access::Api(P::InvoicesUpdate), invoices::pay_invoice),
+        route!(POST "/api/v1/invoices/{invoice}/void", Surface::Api, Access::Api(P::InvoicesUpdate), invoices::void_invoice),
+
+        route!(GET "/api/v1/files", Surface::Api, Access::Api(P::FilesRead), files::list_files),
+        files::upload_route(),
+        route!(GET "/api/v1/files/{file}", Surface::Api, Access::Api(P::FilesRead), files::get_file),
+        route!(PATCH "/api/v1/files/{file}", Surface::Api, Access::Api(P::FilesUpload), files::update_file),
+        route!(DELETE "/api/v1/files/{file}", Surface::Api, Access::Api(P::FilesDelete), files::delete_file),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Envelopes
+
+/// A single resource.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Data<T> {
+    pub data: T,
+}
+
+/// One page of a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct List<T> {
+    pub data: Vec<T>,
+    pub pagination: Pagination,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Pagination {
+    /// The page size used (requests above 100 are capped at 100).
+    pub limit: i64,
+    pub offset: i64,
+    /// Items matching the filters in all pages; null where the list is not counted (tasks,
+    /// time entries and files, which are read in pages only).
+    pub total: Option<i64>,
+    /// The offset of the next page, or null on the last page. Uncounted lists give one while a
+    /// page is full, so the last page may be empty.
+    pub next_offset: Option<i64>,
+}
+
+fn ok<T: Serialize>(data: T) -> Response {
+    Json(Data { data }).into_response()
+}
+
+fn created<T: Serialize>(location: String, data: T) -> Response {
+    (StatusCode::CREATED, [(header::LOCATION, location)], Json(Data { data })).into_response()
+}
+
+fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn listed<T: Serialize>(items: Vec<T>, page: Page, total: Option<i64>) -> Response {
+    let (limit, offset) = (page.limit(), page.offset());
+    let end = offset + items.len() as i64;
+    let next_offset = match total {
+        Some(total) => (end < total).then_some(end),
+        None => (items.len() as i64 == limit).then_some(end),
+    };
+    Json(List { data: items, pagination: Pagination { limit, offset, total, next_offset } }).into_response()
+}
+
+/// A page of a list the service returns whole (short, per-parent lists).
+fn listed_whole<T: Serialize>(items: Vec<T>, page: Page) -> Response {
+    let total = items.len() as i64;
+    let slice: Vec<T> = items.into_iter().skip(page.offset() as usize).take(page.limit() as usize).collect();
+    listed(slice, page, Some(total))
+}
+
+fn page(limit: Option<i64>, offset: Option<i64>) -> AppResult<Page> {
+    if limit.is_some_and(|l| l < 1) {
+        return Err(AppError::field("limit", format!("must be at least 1 (at most {MAX_PAGE} are returned)")));
+    }
+    if offset.is_some_and(|o| o < 0) {
+        return Err(AppError::field("offset", "must not be negative"));
+    }
+    Ok(Page { limit, offset })
+}
+
+/// Pagination only (lists of one parent).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Page size, at least 1 (default 50; larger values are capped at 100).
+    #[serde(default, deserialize_with = "query_int")]
+    #[param(minimum = 1)]
+    pub limit: Option<i64>,
+    /// Items to skip (default 0).
+    #[serde(default, deserialize_with = "query_int")]
+    #[param(minimum = 0)]
+    pub offset: Option<i64>,
+}
+
+/// An integer query parameter. Like a JSON Schema `integer`, a whole number may be written with
+/// a fraction of zero or an exponent (`5.0`, `1e2`).
+fn query_int<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error;
+    let raw = String::deserialize(d)?;
+    if let Ok(i) = raw.parse::<i64>() {
+        return Ok(Some(i));
+    }
+    // Digits, a sign, a point and an exponent only: `f64` would also read `inf` and `NaN`.
+    let numeric = raw.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'));
+    let whole = raw.parse::<f64>().ok().filter(|_| numeric).and_then(fields::whole_number);
+    whole.map(Some).ok_or_else(|| D::Error::custom("must be a whole number"))
+}
+
+/// An id in a query string: a UUID in its hyphenated form, as the document's `format: uuid`
+/// says (an empty or otherwise malformed id is refused, not read as "no filter").
+#[derive(Debug, Clone)]
+pub struct QueryId(String);
+
+impl<'de> Deserialize<'de> for QueryId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        if fields::is_hyphenated_uuid(&raw) {
+            Ok(QueryId(raw))
+        } else {
+            Err(serde::de::Error::custom("is not a valid id"))
+        }
+    }
+}
+
+fn query_id(id: Option<QueryId>) -> Option<String> {
+    id.map(|QueryId(s)| s)
+}
+
+/// A closed set of values of a query parameter (an `enum` in the document).
+macro_rules! closed_set {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Deserialize, ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($variant),+
+        }
+
+        impl $name {
+            /// Every value (a test checks that each reads back from its text).
+            pub const ALL: &[Self] = &[$(Self::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+        }
+    };
+}
+
+closed_set!(
+    /// Which clients a list shows.
+    ClientStatusFilter { Active = "active", Archived = "archived", All = "all" }
+);
+closed_set!(
+    /// Which projects a list shows: one status, or all of them.
+    ProjectStatusFilter {
+        Planned = "planned",
+        Active = "active",
+        OnHold = "on_hold",
+        Completed = "completed",
+        Archived = "archived",
+        All = "all",
+    }
+);
+closed_set!(
+    /// A task status to filter by.
+    TaskStatusFilter { Todo = "todo", InProgress = "in_progress", Blocked = "blocked", Done = "done" }
+);
+closed_set!(
+    /// An invoice status to filter by (`overdue`: sent and past its due date).
+    InvoiceStatusFilter { Draft = "draft", Sent = "sent", Paid = "paid", Void = "void", Overdue = "overdue" }
+);
+
+// ---------------------------------------------------------------------------------------------
+// OpenAPI
+
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", security(()),
+    responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json")))]
+pub async fn openapi_json() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], super::openapi::document()).into_response()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ClientFlow API",
+        version = "1",
+        description = "Clients, projects, tasks, time, invoices and files of one organization, for an \
+            organization API key (`Authorization: Bearer cf_live_…`). Each operation's security \
+            requirement names the permission the key needs. Errors are RFC 9457 problem documents \
+            (`application/problem+json`) whose `errors` name the offending fields. Lists take \
+            `limit` (at least 1; a page holds at most 100) and `offset`. POST requests accept an \
+            `Idempotency-Key`. PATCH changes only the fields sent: `null` clears a field that may be \
+            empty and is refused for any other. Every request counts against rate limits (429 with \
+            `Retry-After`)."
+    ),
+    paths(
+        openapi_json,
+        clients::list_clients, clients::create_client, clients::get_client, clients::update_client, clients::delete_client, clients::archive_client, clients::restore_client,
+        projects::list_projects, projects::create_project, projects::get_project, projects::update_project, projects::delete_project, projects::list_columns,
+        tasks::list_tasks, tasks::create_task, tasks::get_task, tasks::task_activity, tasks::update_task, tasks::delete_task, tasks::list_comments, tasks::create_comment,
+        tasks::get_comment,
+        tasks::update_comment, tasks::delete_comment,
+        time_entries::list_time_entries, time_entries::create_time_entry, time_entries::get_time_entry, time_entries::update_time_entry, time_entries::delete_time_entry,
+        invoices::list_invoices, invoices::create_invoice, invoices::get_invoice, invoices::update_invoice, invoices::delete_invoice, invoices::send_invoice, invoices::pay_invoice,
+        invoices::void_invoice,
+        files::list_files, files::upload_file, files::get_file, files::update_file, files::delete_file,
+    ),
+    tags(
+        (name = "clients", description = "The organization's clients"),
+        (name = "projects", description = "Projects (Member-role keys see the projects of the member who created the key)"),
+        (name = "tasks", description = "Tasks, their assignees, subtasks and comments"),
+        (name = "time", description = "Time entries"),
+        (name = "invoices", description = "Invoices: drafts are editable; send assigns the number"),
+        (name = "files", description = "Uploads, file metadata and short-lived download links"),
+        (name = "meta", description = "This document"),
+    )
+)]
+pub struct ApiDoc;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names the document lists (serde's, from the variants) are the texts the services get.
+    #[test]
+    fn closed_sets_read_back_their_own_texts() {
+        fn check<T: serde::de::DeserializeOwned + PartialEq + std::fmt::Debug + Copy>(
+            all: &[T],
+            text: fn(T) -> &'static str,
+        ) {
+            for v in all {
+                assert_eq!(serde_json::from_value::<T>(serde_json::json!(text(*v))).unwrap(), *v);
+            }
+        }
+        check(ClientStatusFilter::ALL, ClientStatusFilter::as_str);
+        check(ProjectStatusFilter::ALL, ProjectStatusFilter::as_str);
+        check(TaskStatusFilter::ALL, TaskStatusFilter::as_str);
+        check(InvoiceStatusFilter::ALL, InvoiceStatusFilter::as_str);
+        assert_eq!(ProjectStatusFilter::ALL.len(), crate::work::projects::STATUSES.len() + 1);
+        assert_eq!(TaskStatusFilter::ALL.len(), crate::work::tasks::STATUSES.len());
+        assert_eq!(InvoiceStatusFilter::ALL.len(), crate::work::invoices::InvoiceStatus::ALL.len());
+    }
+}

@@ -1,0 +1,107 @@
+//! Projects and their board columns.
+
+use super::*;
+use crate::work::projects;
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ProjectQuery {
+    /// Matches the name (case-insensitive).
+    pub q: Option<String>,
+    /// Default: every status but `archived`.
+    #[param(inline)]
+    pub status: Option<ProjectStatusFilter>,
+    /// Only this client's projects.
+    #[param(value_type = Option<Uuid>)]
+    pub client_id: Option<QueryId>,
+    /// Page size, at least 1 (default 50; larger values are capped at 100).
+    #[serde(default, deserialize_with = "query_int")]
+    #[param(minimum = 1)]
+    pub limit: Option<i64>,
+    /// Items to skip (default 0).
+    #[serde(default, deserialize_with = "query_int")]
+    #[param(minimum = 0)]
+    pub offset: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/projects", tag = "projects", params(ProjectQuery),
+    responses((status = 200, description = "A page of projects", body = List<Project>)),
+    security(("api_key" = ["projects.read"])))]
+pub async fn list_projects(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ApiQuery(q): ApiQuery<ProjectQuery>,
+) -> AppResult<Response> {
+    let page = page(q.limit, q.offset)?;
+    let filter =
+        ProjectFilter { q: q.q, status: q.status.map(|s| s.as_str().to_string()), client_id: query_id(q.client_id) };
+    let (items, total) = projects::list(&s.db, &api.principal, &filter, page).await?;
+    Ok(listed(items, page, Some(total)))
+}
+
+#[utoipa::path(post, path = "/api/v1/projects", tag = "projects", request_body = ProjectInput,
+    description = "`client_id` must name a client of the organization, and `due_date` must not be before `start_date`; otherwise 422 naming the field.",
+    responses((status = 201, description = "Created, with the default board columns", body = Data<Project>)),
+    security(("api_key" = ["projects.create"])))]
+pub async fn create_project(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ApiJson(input): ApiJson<ProjectInput>,
+) -> AppResult<Response> {
+    let p = projects::create(&s.db, &ctx, &api.principal, &input).await?;
+    Ok(created(format!("/api/v1/projects/{}", p.id), p))
+}
+
+#[utoipa::path(get, path = "/api/v1/projects/{project}", tag = "projects",
+    params(("project" = Uuid, Path, description = "Project id")),
+    responses((status = 200, description = "The project", body = Data<Project>)),
+    security(("api_key" = ["projects.read"])))]
+pub async fn get_project(State(s): State<AppState>, api: ApiAccess, ids: PathIds) -> AppResult<Response> {
+    Ok(ok(projects::get(&s.db, &api.principal, ids.get::<ProjectId>("project")?).await?))
+}
+
+#[utoipa::path(patch, path = "/api/v1/projects/{project}", tag = "projects", request_body = ProjectUpdate,
+    description = "`client_id` must name a client of the organization, and the due date must not be before the start date (a date sent alone is compared with the project's other one); otherwise 422 naming the field.",
+    params(("project" = Uuid, Path, description = "Project id")),
+    responses((status = 200, description = "Updated (absent fields are unchanged)", body = Data<Project>)),
+    security(("api_key" = ["projects.update"])))]
+pub async fn update_project(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+    ApiJson(input): ApiJson<ProjectUpdate>,
+) -> AppResult<Response> {
+    Ok(ok(projects::update(&s.db, &ctx, &api.principal, ids.get("project")?, &input).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/projects/{project}", tag = "projects",
+    params(("project" = Uuid, Path, description = "Project id")),
+    responses((status = 204, description = "Deleted with its tasks and time (refused with 409 while it has files)")),
+    security(("api_key" = ["projects.delete"])))]
+pub async fn delete_project(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+) -> AppResult<Response> {
+    projects::delete(&s.db, &ctx, &api.principal, ids.get("project")?).await?;
+    Ok(no_content())
+}
+
+#[utoipa::path(get, path = "/api/v1/projects/{project}/columns", tag = "projects",
+    params(("project" = Uuid, Path, description = "Project id"), PageQuery),
+    responses((status = 200, description = "The project's board columns in order (for a task's `column_id`)", body = List<Column>)),
+    security(("api_key" = ["projects.read"])))]
+pub async fn list_columns(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ids: PathIds,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> AppResult<Response> {
+    let page = page(q.limit, q.offset)?;
+    let cols = projects::list_columns(&s.db, &api.principal, ids.get("project")?).await?;
+    Ok(listed_whole(cols, page))
+}

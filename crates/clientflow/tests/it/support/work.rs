@@ -1,0 +1,260 @@
+//! The work domain: fixtures and activity.
+
+use crate::support::api::ctx;
+use crate::support::orgs::Org;
+use clientflow::access;
+use clientflow::api::keys::{self, NewKey};
+use clientflow::platform::ids::{ClientId, OrgId, ProjectId, UserId};
+use clientflow::work::{clients, files, invoices, projects, tasks};
+use clientflow_test_support::TestApp;
+
+/// An entity of `org` for the path parameter `name` (nested in the parent named earlier in
+/// the path, when there is one), created through the services as the operator; `None` for a
+/// parameter these pages don't introduce.
+pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, String)]) -> Option<String> {
+    let db = &app.app_db;
+    let org_id: OrgId = org.id.parse().unwrap();
+    let op =
+        access::operator(db, &crate::support::operator(), org_id, "permission matrix fixture").await.unwrap().unwrap();
+    let c = ctx(app);
+    Some(match name {
+        "client" => {
+            // With a project the organization's Member belongs to: Members see only the
+            // clients of their projects.
+            let input = clients::ClientInput { name: "Fixture client".into(), ..Default::default() };
+            let client = clients::create(db, &c, &op, &input).await.unwrap().id;
+            let input = projects::ProjectInput {
+                name: "Fixture client's project".into(),
+                client_id: Some(client.to_string()),
+                ..Default::default()
+            };
+            let project = projects::create(db, &c, &op, &input).await.unwrap();
+            let member: UserId = org.people["member"].user_id.parse().unwrap();
+            projects::add_member(db, &c, &op, project.id, member).await.unwrap();
+            client.to_string()
+        }
+        "contact" => {
+            let client = match earlier_value::<ClientId>(earlier, "client") {
+                Some(client) => client,
+                None => {
+                    let input = clients::ClientInput { name: "Fixture client".into(), ..Default::default() };
+                    clients::create(db, &c, &op, &input).await.unwrap().id
+                }
+            };
+            let input = clients::ContactInput { name: Some("Fixture contact".into()), ..Default::default() };
+            clients::add_contact(db, &c, &op, client, &input).await.unwrap().id.to_string()
+        }
+        "project" => fixture_project(app, org, &op).await.to_string(),
+        "user" => {
+            let project = parent_project(app, org, &op, earlier).await;
+            let user = uuid::Uuid::now_v7();
+            let mut admin = app.db.admin_conn().await;
+            sqlx::query("INSERT INTO users (id, email) VALUES ($1, $2)")
+                .bind(user)
+                .bind(format!("project-member-{user}@example.com"))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO memberships (organization_id, user_id, role) VALUES ($1, $2, 'member')")
+                .bind(org_id.as_uuid())
+                .bind(user)
+                .execute(&mut admin)
+                .await
+                .unwrap();
+            projects::add_member(db, &c, &op, project, UserId::from_uuid(user)).await.unwrap();
+            user.to_string()
+        }
+        "column" => {
+            let project = parent_project(app, org, &op, earlier).await;
+            projects::add_column(db, &c, &op, project, "Fixture column").await.unwrap().id.to_string()
+        }
+        "task" => {
+            let project = parent_project(app, org, &op, earlier).await;
+            fixture_task(app, &op, project).await.to_string()
+        }
+        "comment" => {
+            let task = match earlier_value::<uuid::Uuid>(earlier, "task") {
+                Some(t) => t,
+                None => fixture_task(app, &op, parent_project(app, org, &op, earlier).await).await,
+            };
+            let input = tasks::CommentInput { body: "Fixture comment".into(), client_visible: Some(true) };
+            let id = tasks::add_comment(db, &c, &op, task, &input).await.unwrap().id;
+            // Written by the organization's Member, who may delete their own comments.
+            let member: uuid::Uuid = org.people["member"].user_id.parse().unwrap();
+            let mut admin = app.db.admin_conn().await;
+            sqlx::query("UPDATE comments SET author_id = $2 WHERE id = $1")
+                .bind(id)
+                .bind(member)
+                .execute(&mut admin)
+                .await
+                .unwrap();
+            id.to_string()
+        }
+        "entry" => {
+            // Recorded by the organization's Member, who may delete their own entries.
+            let project = parent_project(app, org, &op, earlier).await;
+            let id = uuid::Uuid::now_v7();
+            let member: uuid::Uuid = org.people["member"].user_id.parse().unwrap();
+            let mut admin = app.db.admin_conn().await;
+            sqlx::query(
+                "INSERT INTO time_entries (organization_id, id, project_id, user_id, minutes, spent_on, created_at) \
+                 VALUES ($1, $2, $3, $4, 30, current_date, now())",
+            )
+            .bind(org_id.as_uuid())
+            .bind(id)
+            .bind(project.as_uuid())
+            .bind(member)
+            .execute(&mut admin)
+            .await
+            .unwrap();
+            id.to_string()
+        }
+        "invoice" => {
+            // Sent, to the portal's client: the portal shows it, and internal pages may act on it.
+            let input = invoices::InvoiceInput {
+                client_id: org.client_id.clone(),
+                lines: Some(vec![invoices::LineInput {
+                    description: "Fixture work".into(),
+                    quantity_milli: 1000,
+                    unit_price_minor: 10_000,
+                }]),
+                ..Default::default()
+            };
+            let inv = invoices::create(db, &c, &op, &input).await.unwrap();
+            invoices::transition(db, &c, &op, inv.id, invoices::InvoiceAction::Send).await.unwrap();
+            inv.id.to_string()
+        }
+        "draft_invoice" => {
+            // A draft, to the portal's client: the only state that may still be edited, sent or deleted.
+            let input = invoices::InvoiceInput {
+                client_id: org.client_id.clone(),
+                lines: Some(vec![invoices::LineInput {
+                    description: "Fixture draft".into(),
+                    quantity_milli: 1000,
+                    unit_price_minor: 5_000,
+                }]),
+                ..Default::default()
+            };
+            invoices::create(db, &c, &op, &input).await.unwrap().id.to_string()
+        }
+        "file" => {
+            let project = parent_project(app, org, &op, earlier).await;
+            let up = files::Upload {
+                project_id: project,
+                task_id: None,
+                name: "fixture.txt",
+                bytes: b"fixture contents\n".to_vec(),
+                shared_with_client: true,
+            };
+            let max = app.config.files.max_upload_bytes;
+            files::upload(db, &app.state.storage, &app.state.sealer, max, &c, &op, up).await.unwrap().id.to_string()
+        }
+        // The same records, but of another client of the organization: the portal's Client must
+        // not reach them.
+        "another_clients_project" => another_clients_project(app, &op).await.to_string(),
+        "another_clients_invoice" => {
+            let client = another_client(app, &op).await;
+            let input = invoices::InvoiceInput {
+                client_id: client.to_string(),
+                lines: Some(vec![invoices::LineInput {
+                    description: "Another client's work".into(),
+                    quantity_milli: 1000,
+                    unit_price_minor: 7_000,
+                }]),
+                ..Default::default()
+            };
+            let inv = invoices::create(db, &c, &op, &input).await.unwrap();
+            invoices::transition(db, &c, &op, inv.id, invoices::InvoiceAction::Send).await.unwrap();
+            inv.id.to_string()
+        }
+        "another_clients_file" => {
+            let up = files::Upload {
+                project_id: another_clients_project(app, &op).await,
+                task_id: None,
+                name: "another-clients.txt",
+                bytes: b"another client's file\n".to_vec(),
+                shared_with_client: true,
+            };
+            let max = app.config.files.max_upload_bytes;
+            files::upload(db, &app.state.storage, &app.state.sealer, max, &c, &op, up).await.unwrap().id.to_string()
+        }
+        "key" => {
+            let input =
+                NewKey { name: "Fixture key".into(), role: "member".into(), permissions: None, expires_in_days: None };
+            let member = org.people["member"].user_id.parse().unwrap();
+            keys::create_for(db, &c, &op, member, &input).await.unwrap().key.id.to_string()
+        }
+        _ => return None,
+    })
+}
+
+/// A task's activity rows: (actor, field, old, new), in the order they were written.
+pub(crate) async fn activity_of(app: &TestApp, task: &str) -> Vec<(String, String, Option<String>, Option<String>)> {
+    let mut db = app.db.admin_conn().await;
+    sqlx::query_as(
+        "SELECT actor_label, field, old_value, new_value FROM task_activity WHERE task_id = $1::uuid ORDER BY occurred_at, id",
+    )
+    .bind(task)
+    .fetch_all(&mut db)
+    .await
+    .unwrap()
+}
+
+pub fn earlier_value<T: std::str::FromStr>(earlier: &[(String, String)], name: &str) -> Option<T> {
+    earlier.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.parse().ok())
+}
+
+/// A project of the organization's (portal) client, visible to the client, with the
+/// organization's Member in it: every role that may see projects sees this one.
+pub async fn fixture_project(app: &TestApp, org: &Org, operator: &access::OrgPrincipal) -> ProjectId {
+    let input = projects::ProjectInput {
+        name: "Fixture project".into(),
+        client_id: Some(org.client_id.clone()),
+        visible_to_client: Some(true),
+        ..Default::default()
+    };
+    let project = projects::create(&app.app_db, &ctx(app), operator, &input).await.unwrap();
+    let member: UserId = org.people["member"].user_id.parse().unwrap();
+    projects::add_member(&app.app_db, &ctx(app), operator, project.id, member).await.unwrap();
+    project.id
+}
+
+pub async fn another_client(app: &TestApp, operator: &access::OrgPrincipal) -> ClientId {
+    let input = clients::ClientInput { name: "Another client".into(), ..Default::default() };
+    clients::create(&app.app_db, &ctx(app), operator, &input).await.unwrap().id
+}
+
+/// A project visible to its client, of a client other than the portal's.
+pub async fn another_clients_project(app: &TestApp, operator: &access::OrgPrincipal) -> ProjectId {
+    let client = another_client(app, operator).await;
+    let input = projects::ProjectInput {
+        name: "Another client's project".into(),
+        client_id: Some(client.to_string()),
+        visible_to_client: Some(true),
+        ..Default::default()
+    };
+    projects::create(&app.app_db, &ctx(app), operator, &input).await.unwrap().id
+}
+
+/// The project named earlier in the path, or a new one.
+pub async fn parent_project(
+    app: &TestApp,
+    org: &Org,
+    operator: &access::OrgPrincipal,
+    earlier: &[(String, String)],
+) -> ProjectId {
+    match earlier_value::<ProjectId>(earlier, "project") {
+        Some(p) => p,
+        None => fixture_project(app, org, operator).await,
+    }
+}
+
+pub async fn fixture_task(app: &TestApp, operator: &access::OrgPrincipal, project: ProjectId) -> uuid::Uuid {
+    let input = tasks::TaskInput {
+        project_id: project.to_string(),
+        title: "Fixture task".into(),
+        visible_to_client: Some(true),
+        ..Default::default()
+    };
+    tasks::create(&app.app_db, &ctx(app), operator, &input).await.unwrap().id
+}
