@@ -234,7 +234,9 @@ async fn viewer(State(state): State<AppState>, access: OrgAccess, Query(f): Quer
             ip: e.ip.map(|i| i.addr().to_string()).unwrap_or_default(),
             target: match names.get(&e.target_id) {
                 Some(name) => format!("{} “{}”", e.target_type.replace('_', " "), name),
-                None => e.target_type.replace('_', " "),
+                // Without a name (a record since deleted, or not one of ours) the id says which.
+                None if e.target_id.is_empty() => e.target_type.replace('_', " "),
+                None => format!("{} {}", e.target_type.replace('_', " "), e.target_id),
             },
             changes: diff(e.before.as_ref(), e.after.as_ref(), &names),
             action: e.action,

@@ -43,6 +43,7 @@ fn skip(why: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::print_stdout)] // the suite's page-by-page progress is the test's report
 async fn a_new_agency_gets_through_its_first_hour_in_a_real_browser() {
     let Some(browser) = chromium() else { return skip("no Chromium at /usr/bin/chromium (or $CHROMIUM)") };
     if !have("node") {

@@ -618,7 +618,7 @@ pub async fn project_view(
             })
             .collect();
         let mut options: Vec<(String, String)> = titles.into_iter().map(|(id, t)| (id.to_string(), t)).collect();
-        options.sort_by(|a, b| a.1.to_lowercase().cmp(&b.1.to_lowercase()));
+        options.sort_by_key(|o| o.1.to_lowercase());
         (time, duration(total), options)
     } else {
         (vec![], String::new(), vec![])
@@ -655,7 +655,7 @@ pub async fn project_view(
                 number: i.number.map(|n| format!("#{n}")).unwrap_or_else(|| "Draft".into()),
                 total: format!("{} {}", format_minor(i.total_minor), i.currency),
                 issued: i.issue_date.to_string(),
-                status: i.status,
+                status: i.status.to_string(),
             })
             .collect()
         }
