@@ -87,6 +87,7 @@ pub fn router_from(state: AppState, defs: Vec<RouteDef>) -> Router {
                 .layer(from_fn_with_state(http.clone(), middleware::render_errors))
                 .layer(from_fn_with_state(http, middleware::client_ip))
                 .layer(from_fn(web_page_cookies))
+                .layer(from_fn(crate::web::page_extras))
                 .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
                 .layer(MapResponseBodyLayer::new(Body::new))
                 .layer(RequestBodyLimitLayer::new(outer_limit))

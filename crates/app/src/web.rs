@@ -18,10 +18,14 @@ pub fn routes() -> Vec<RouteDef> {
 
 #[derive(Template)]
 #[template(path = "home.html")]
-struct HomePage;
+struct HomePage {
+    signed_in: bool,
+}
 
-async fn home() -> Result<Html<String>, AppError> {
-    render(&HomePage)
+/// The front door: what ClientFlow is, and the ways in (or back in, with a session cookie).
+async fn home(headers: axum::http::HeaderMap) -> Result<Html<String>, AppError> {
+    let signed_in = crate::access::asking::read_cookie(&headers, crate::access::session::SESSION_COOKIE).is_some();
+    render(&HomePage { signed_in })
 }
 
 pub fn render<T: Template>(t: &T) -> Result<Html<String>, AppError> {
@@ -54,6 +58,8 @@ pub fn error_page(problem: &Problem, request_id: &str) -> String {
 const ASSETS: &[(&str, &str, &[u8])] = &[
     ("app.css", "text/css; charset=utf-8", include_bytes!("../static/app.css")),
     ("print.css", "text/css; charset=utf-8", include_bytes!("../static/print.css")),
+    ("app.js", "text/javascript; charset=utf-8", include_bytes!("../static/app.js")),
+    ("favicon.svg", "image/svg+xml", include_bytes!("../static/favicon.svg")),
     ("board.js", "text/javascript; charset=utf-8", include_bytes!("../static/board.js")),
     ("print.js", "text/javascript; charset=utf-8", include_bytes!("../static/print.js")),
     // The proof-of-work solver of the bot check (`abuse::botcheck`).
@@ -70,4 +76,186 @@ async fn static_file(Path(file): Path<String>) -> Response {
         }
         None => AppError::NotFound.into_response(),
     }
+}
+
+// ---- what every page gets: the flash message of the last action, the last organization ----
+
+/// The cookie that carries the message of the action just done to the page it leads to.
+pub const FLASH_COOKIE: &str = "__Host-cf_flash";
+/// The organization a browser last worked in (a slug: not a secret, only where `/app` lands).
+pub const LAST_ORG_COOKIE: &str = "__Host-cf_org";
+
+/// A handler's own message for the page its redirect leads to (otherwise the route's entry in
+/// [`FLASH_MESSAGES`] is shown).
+#[derive(Debug, Clone, Copy)]
+pub struct Flash(pub &'static str);
+
+/// What the person is told after each action (a POST answered with a redirect), by route.
+/// The cookie carries an index into this table, never text, so a forged cookie shows nothing
+/// it could choose.
+pub const FLASH_MESSAGES: &[(&str, &str)] = &[
+    ("", "Done."),
+    ("POST /orgs", "Organization created. Welcome!"),
+    ("POST /o/{org}/clients", "Client added."),
+    ("POST /o/{org}/clients/{client}/edit", "Client saved."),
+    ("POST /o/{org}/clients/{client}/archive", "Client archived."),
+    ("POST /o/{org}/clients/{client}/restore", "Client restored."),
+    ("POST /o/{org}/clients/{client}/delete", "Client deleted."),
+    ("POST /o/{org}/clients/{client}/contacts", "Contact added."),
+    ("POST /o/{org}/clients/{client}/contacts/{contact}/delete", "Contact removed."),
+    ("POST /o/{org}/projects", "Project created."),
+    ("POST /o/{org}/projects/{project}/edit", "Project saved."),
+    ("POST /o/{org}/projects/{project}/delete", "Project deleted."),
+    ("POST /o/{org}/projects/{project}/members", "Added to the project."),
+    ("POST /o/{org}/projects/{project}/members/{user}/remove", "Removed from the project."),
+    ("POST /o/{org}/projects/{project}/columns", "Column added."),
+    ("POST /o/{org}/projects/{project}/columns/{column}/move", "Column moved."),
+    ("POST /o/{org}/projects/{project}/columns/{column}/delete", "Column deleted."),
+    ("POST /o/{org}/projects/{project}/time", "Time recorded."),
+    ("POST /o/{org}/projects/{project}/time/{entry}/delete", "Time entry deleted."),
+    ("POST /o/{org}/projects/{project}/tasks", "Task added."),
+    ("POST /o/{org}/projects/{project}/files", "File uploaded."),
+    ("POST /o/{org}/tasks/{task}/edit", "Task saved."),
+    ("POST /o/{org}/tasks/{task}/move", "Task moved."),
+    ("POST /o/{org}/tasks/{task}/subtasks", "Subtask added."),
+    ("POST /o/{org}/tasks/{task}/comments", "Comment posted."),
+    ("POST /o/{org}/tasks/{task}/comments/{comment}/delete", "Comment deleted."),
+    ("POST /o/{org}/tasks/{task}/delete", "Task deleted."),
+    ("POST /o/{org}/files/{file}/share", "Sharing updated."),
+    ("POST /o/{org}/files/{file}/delete", "File deleted."),
+    ("POST /o/{org}/invoices", "Invoice created."),
+    ("POST /o/{org}/invoices/{invoice}/edit", "Invoice saved."),
+    ("POST /o/{org}/invoices/{invoice}/send", "Invoice sent."),
+    ("POST /o/{org}/invoices/{invoice}/pay", "Invoice marked paid."),
+    ("POST /o/{org}/invoices/{invoice}/void", "Invoice voided."),
+    ("POST /o/{org}/invoices/{invoice}/delete", "Invoice deleted."),
+    ("POST /o/{org}/invitations", "Invitation sent."),
+    ("POST /o/{org}/invitations/{invitation}/revoke", "Invitation revoked."),
+    ("POST /o/{org}/invitations/{invitation}/resend", "Invitation sent again."),
+    ("POST /o/{org}/members/{member}/role", "Role changed."),
+    ("POST /o/{org}/members/{member}/suspend", "Member suspended."),
+    ("POST /o/{org}/members/{member}/reactivate", "Member reactivated."),
+    ("POST /o/{org}/members/{member}/remove", "Member removed."),
+    ("POST /o/{org}/members/{member}/permissions", "Permissions saved."),
+    ("POST /o/{org}/settings", "Settings saved."),
+    ("POST /o/{org}/settings/logo", "Logo saved."),
+    ("POST /o/{org}/settings/contact", "Contact form saved."),
+    ("POST /o/{org}/settings/security", "Security settings saved."),
+    ("POST /o/{org}/settings/allowlist", "Allowlist saved."),
+    ("POST /o/{org}/settings/roles", "Roles saved."),
+    ("POST /o/{org}/settings/api-keys/{key}/revoke", "API key revoked."),
+    ("POST /o/{org}/leave", "You left the organization."),
+    ("POST /invitations/accept", "Invitation accepted. Welcome!"),
+    ("POST /account/password", "Password changed."),
+    ("POST /account/two-factor/setup", "Two-factor authentication is on."),
+    ("POST /account/two-factor/disable", "Two-factor authentication is off."),
+    ("POST /account/sessions/{id}/revoke", "Session signed out."),
+    ("POST /account/sessions/revoke-others", "Other sessions signed out."),
+    ("POST /logout", "You are signed out."),
+];
+
+fn flash_index(route: &str, own: Option<Flash>) -> usize {
+    if let Some(Flash(text)) = own
+        && let Some(i) = FLASH_MESSAGES.iter().position(|(_, m)| *m == text)
+    {
+        return i;
+    }
+    FLASH_MESSAGES.iter().position(|(r, _)| *r == route).unwrap_or(0)
+}
+
+/// The organization slug of an organization page or portal page (`/o/acme/…`, `/portal/acme/…`).
+fn org_slug_of(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/o/").or_else(|| path.strip_prefix("/portal/"))?;
+    let slug = rest.split('/').next()?;
+    (!slug.is_empty()
+        && slug.len() <= 63
+        && slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+    .then_some(slug)
+}
+
+/// After an action (a web form answered with a redirect), remembers its message for the next
+/// page; a page shows the waiting message once, in a status region at the top of its content.
+/// An organization's page remembers the organization, where `/app` lands next time.
+pub async fn page_extras(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use crate::access::asking::read_cookie;
+    use crate::access::session::set_cookie;
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let waiting: Option<usize> =
+        read_cookie(req.headers(), FLASH_COOKIE).and_then(|v| v.parse().ok()).filter(|i| *i < FLASH_MESSAGES.len());
+    let res = next.run(req).await;
+    let route = res.extensions().get::<crate::platform::http::middleware::RouteName>().map(|r| r.0.clone());
+    let is_html = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    let mut res = res;
+    if method == axum::http::Method::POST && res.status() == axum::http::StatusCode::SEE_OTHER {
+        if let Some(route) = route {
+            let own = res.extensions().get::<Flash>().copied();
+            let index = flash_index(&format!("POST {route}"), own);
+            if let Ok(v) = HeaderValue::from_str(&set_cookie(FLASH_COOKIE, &index.to_string(), None)) {
+                res.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+        return res;
+    }
+    if method != axum::http::Method::GET || !is_html {
+        return res;
+    }
+    if res.status() == axum::http::StatusCode::OK
+        && let Some(slug) = org_slug_of(&path)
+        && let Ok(v) = HeaderValue::from_str(&set_cookie(LAST_ORG_COOKIE, slug, Some(time::Duration::days(365))))
+    {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    match waiting {
+        Some(index) => show_flash(res, FLASH_MESSAGES[index].1).await,
+        None => res,
+    }
+}
+
+/// Puts the message at the top of the page's content and clears the cookie.
+async fn show_flash(res: Response, message: &str) -> Response {
+    let (mut parts, body) = res.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
+        return AppError::internal("page body unreadable").into_response();
+    };
+    let html = String::from_utf8_lossy(&bytes);
+    let marker = "<main id=\"main\">";
+    let body = match html.find(marker) {
+        Some(at) => {
+            let escaped = escape_html(message);
+            let mut out = String::with_capacity(html.len() + 128);
+            out.push_str(&html[..at + marker.len()]);
+            out.push_str("\n<p class=\"flash\" role=\"status\">");
+            out.push_str(&escaped);
+            out.push_str("</p>");
+            out.push_str(&html[at + marker.len()..]);
+            out
+        }
+        None => html.into_owned(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if let Ok(v) = HeaderValue::from_str(&crate::access::session::clear_cookie(FLASH_COOKIE)) {
+        parts.headers.append(header::SET_COOKIE, v);
+    }
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+/// Text made safe to put into HTML.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }

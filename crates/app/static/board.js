@@ -1,82 +1,153 @@
-// Drag and drop on the task board, as an enhancement: every card has a "Move to" form that
-// works without JavaScript. Dropping a card on a column posts that same form with fetch, the
-// CSRF token in the X-CSRF-Token header (the server checks it and the Origin exactly as for
-// the form), and asks for JSON so the answer is 204 rather than a page. If the server refuses,
-// the page reloads to show the board as it really is.
+// The task board, enhanced. Without JavaScript every card has a "Move to" form that works on
+// its own. With it:
+// - drag a card to another column, with a mouse, a pen or a finger (pointer events);
+// - or, with the keyboard: focus a card, press Alt+ArrowRight / Alt+ArrowLeft;
+// a move posts the card's own Move form with fetch (the CSRF token in the X-CSRF-Token
+// header, checked with the Origin exactly as for the form), asking for JSON so the answer is
+// 204 rather than a page. The column counts follow at once; if the server refuses, the page
+// reloads to show the board as it really is.
 (function () {
   'use strict';
   var board = document.querySelector('[data-board]');
   if (!board || !window.fetch || !window.URLSearchParams) {
     return;
   }
-  var dragged = null;
+  var live = document.createElement('p');
+  live.className = 'sr-only';
+  live.setAttribute('role', 'status');
+  board.parentNode.insertBefore(live, board);
 
-  function columnOf(el) {
-    return el.closest('[data-column]');
+  function columns() {
+    return Array.prototype.slice.call(board.querySelectorAll('[data-column]'));
+  }
+
+  function recount() {
+    columns().forEach(function (column) {
+      var count = column.querySelector('[data-count]');
+      if (count) {
+        count.textContent = String(column.querySelectorAll('[data-card]').length);
+      }
+    });
+  }
+
+  function move(card, column) {
+    var from = card.closest('[data-column]');
+    if (!column || column === from) {
+      return;
+    }
+    var form = card.querySelector('form[data-move]');
+    var token = form.querySelector('input[name="csrf_token"]').value;
+    var target = column.getAttribute('data-column');
+    var body = new URLSearchParams();
+    body.set('column_id', target);
+    column.querySelector('[data-cards]').appendChild(card);
+    recount();
+    var select = form.querySelector('select[name="column_id"]');
+    if (select) {
+      select.value = target;
+    }
+    var name = column.querySelector('h2 span');
+    live.textContent = 'Moved to ' + (name ? name.textContent : 'another column') + '.';
+    fetch(form.action, {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: {
+        'Content-Type': 'application/x-www-form-urlencoded',
+        'Accept': 'application/json',
+        'X-CSRF-Token': token
+      },
+      body: body.toString()
+    }).then(function (res) {
+      if (!res.ok) {
+        throw new Error('move refused: ' + res.status);
+      }
+    }).catch(function () {
+      window.location.reload();
+    });
+  }
+
+  function interactive(el) {
+    return el.closest('a, button, select, input, textarea, label');
+  }
+
+  function columnAt(x, y) {
+    var el = document.elementFromPoint(x, y);
+    return el ? el.closest('[data-column]') : null;
+  }
+
+  var drag = null;
+
+  function clearTargets() {
+    columns().forEach(function (c) { c.classList.remove('drop-target'); });
   }
 
   board.querySelectorAll('[data-card]').forEach(function (card) {
     if (!card.querySelector('form[data-move]')) {
       return;
     }
-    card.setAttribute('draggable', 'true');
-    card.addEventListener('dragstart', function (e) {
-      dragged = card;
-      card.classList.add('dragging');
-      e.dataTransfer.effectAllowed = 'move';
-      e.dataTransfer.setData('text/plain', card.getAttribute('data-card'));
+    card.setAttribute('tabindex', '0');
+    card.setAttribute('aria-describedby', 'board-help');
+    card.addEventListener('pointerdown', function (e) {
+      if (e.button !== 0 || interactive(e.target)) {
+        return;
+      }
+      drag = { card: card, x: e.clientX, y: e.clientY, moving: false, id: e.pointerId };
     });
-    card.addEventListener('dragend', function () {
-      card.classList.remove('dragging');
-      dragged = null;
+    card.addEventListener('keydown', function (e) {
+      if (e.target !== card || !e.altKey || (e.key !== 'ArrowRight' && e.key !== 'ArrowLeft')) {
+        return;
+      }
+      e.preventDefault();
+      var all = columns();
+      var i = all.indexOf(card.closest('[data-column]'));
+      var next = all[i + (e.key === 'ArrowRight' ? 1 : -1)];
+      if (next) {
+        move(card, next);
+        card.focus();
+      }
     });
   });
 
-  board.querySelectorAll('[data-column]').forEach(function (column) {
-    column.addEventListener('dragover', function (e) {
-      if (dragged) {
-        e.preventDefault();
-        column.classList.add('drop-target');
-      }
-    });
-    column.addEventListener('dragleave', function (e) {
-      if (!column.contains(e.relatedTarget)) {
-        column.classList.remove('drop-target');
-      }
-    });
-    column.addEventListener('drop', function (e) {
-      e.preventDefault();
-      column.classList.remove('drop-target');
-      var card = dragged;
-      if (!card || columnOf(card) === column) {
+  document.addEventListener('pointermove', function (e) {
+    if (!drag || e.pointerId !== drag.id) {
+      return;
+    }
+    if (!drag.moving) {
+      if (Math.abs(e.clientX - drag.x) + Math.abs(e.clientY - drag.y) < 8) {
         return;
       }
-      var form = card.querySelector('form[data-move]');
-      var token = form.querySelector('input[name="csrf_token"]').value;
-      var target = column.getAttribute('data-column');
-      var body = new URLSearchParams();
-      body.set('column_id', target);
-      column.querySelector('[data-cards]').appendChild(card);
-      fetch(form.action, {
-        method: 'POST',
-        credentials: 'same-origin',
-        headers: {
-          'Content-Type': 'application/x-www-form-urlencoded',
-          'Accept': 'application/json',
-          'X-CSRF-Token': token
-        },
-        body: body.toString()
-      }).then(function (res) {
-        if (!res.ok) {
-          throw new Error('move refused: ' + res.status);
-        }
-        var select = form.querySelector('select[name="column_id"]');
-        if (select) {
-          select.value = target;
-        }
-      }).catch(function () {
-        window.location.reload();
-      });
-    });
+      drag.moving = true;
+      drag.card.classList.add('dragging');
+    }
+    e.preventDefault();
+    clearTargets();
+    var column = columnAt(e.clientX, e.clientY);
+    if (column) {
+      column.classList.add('drop-target');
+    }
   });
+
+  function end(e) {
+    if (!drag || e.pointerId !== drag.id) {
+      return;
+    }
+    var d = drag;
+    drag = null;
+    clearTargets();
+    if (!d.moving) {
+      return;
+    }
+    d.card.classList.remove('dragging');
+    if (e.type === 'pointerup') {
+      move(d.card, columnAt(e.clientX, e.clientY));
+    }
+  }
+  document.addEventListener('pointerup', end);
+  document.addEventListener('pointercancel', end);
+
+  var help = document.createElement('p');
+  help.id = 'board-help';
+  help.className = 'muted';
+  help.textContent = 'Drag a card to another column, or focus it and press Alt+Arrow Right or Left.';
+  board.parentNode.insertBefore(help, board);
 })();

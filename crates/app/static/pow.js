@@ -1,9 +1,11 @@
 // Proof-of-work bot check for forms that carry a `data-pow-challenge` attribute.
 //
 // The server signs a challenge and puts it on the form (and, ideally, in a hidden
-// `pow_challenge` input). On submit this script finds a counter such that
-// SHA-256(challenge + ":" + counter) starts with `difficulty` zero bits, writes it to the hidden
-// `pow_solution` input and submits the form again. The server format and the reasoning live in
+// `pow_challenge` input). As soon as the page is ready this script finds a counter such that
+// SHA-256(challenge + ":" + counter) starts with `difficulty` zero bits and writes it to the
+// hidden `pow_solution` input, so the person's first click or Enter submits the form; a
+// submission that comes before the solve is held ("Checking your browser…") and sent when it
+// is done, never asking for a second click. The server format and the reasoning live in
 // crates/app/src/abuse/botcheck.rs.
 //
 // Without JavaScript the form is posted with an empty `pow_solution` and the server refuses it,
@@ -55,9 +57,36 @@
     return d >= 1 && d <= MAX_DIFFICULTY ? d : null;
   }
 
+  // The solve runs while the person fills the form in, so it hands the main thread back in
+  // slices: Chromium may resolve small digests as microtasks, and a loop of awaits alone would
+  // then keep the page from responding (to typing, say) until the proof is done. A message to
+  // ourselves is a new task without setTimeout's clamping.
+  var SLICE_MS = 8;
+  var channel = new MessageChannel();
+  var waiting = [];
+  channel.port1.onmessage = function () {
+    var resume = waiting.shift();
+    if (resume) {
+      resume();
+    }
+  };
+  function nextTask() {
+    return new Promise(function (resolve) {
+      waiting.push(resolve);
+      channel.port2.postMessage(null);
+    });
+  }
+
   async function solve(challenge, difficulty) {
     var prefix = challenge + ":";
+    // Started from page load: the page finishes loading first.
+    await nextTask();
+    var slice = performance.now();
     for (var base = 0; base < Number.MAX_SAFE_INTEGER; base += BATCH) {
+      if (performance.now() - slice > SLICE_MS) {
+        await nextTask();
+        slice = performance.now();
+      }
       var pending = [];
       for (var i = 0; i < BATCH; i++) {
         pending.push(crypto.subtle.digest("SHA-256", encoder.encode(prefix + (base + i))));
@@ -103,48 +132,69 @@
     el.hidden = text === "";
   }
 
+  // One solve per form and challenge, started as soon as the page is ready, so that by the time
+  // a person has filled the form in the proof is usually done and their first click or Enter
+  // goes straight through.
+  var solving = new WeakMap();
+
+  function solution(form) {
+    var challenge = form.getAttribute("data-pow-challenge") || "";
+    var entry = solving.get(form);
+    if (entry && entry.challenge === challenge) {
+      return entry;
+    }
+    entry = { challenge: challenge, counter: null, promise: null };
+    var difficulty = difficultyOf(challenge);
+    if (difficulty === null || !window.crypto || !crypto.subtle) {
+      // crypto.subtle exists only in secure contexts (HTTPS, or localhost during development).
+      entry.promise = Promise.reject(new Error("cannot solve"));
+    } else {
+      entry.promise = solve(challenge, difficulty).then(function (counter) {
+        entry.counter = counter;
+        fill(form, entry);
+        return counter;
+      });
+    }
+    entry.promise.catch(function () {});
+    solving.set(form, entry);
+    return entry;
+  }
+
+  function fill(form, entry) {
+    hiddenInput(form, "pow_challenge").value = entry.challenge;
+    hiddenInput(form, "pow_solution").value = String(entry.counter);
+  }
+
   function onSubmit(event) {
     var form = event.target;
     if (!(form instanceof HTMLFormElement) || !form.hasAttribute("data-pow-challenge")) {
       return;
     }
-    var challenge = form.getAttribute("data-pow-challenge") || "";
-    var solution = hiddenInput(form, "pow_solution");
-    if (form.getAttribute("data-pow-solved") === challenge && solution.value !== "") {
-      // Second pass, after solving: let the browser submit.
+    var entry = solution(form);
+    if (entry.counter !== null) {
+      // Solved already (the usual case): the submission goes through as it is.
+      fill(form, entry);
       return;
     }
     event.preventDefault();
     if (form.getAttribute("aria-busy") === "true") {
-      // Already solving (double click): the first pass will submit.
-      return;
-    }
-    var difficulty = difficultyOf(challenge);
-    if (difficulty === null || !window.crypto || !crypto.subtle) {
-      // crypto.subtle exists only in secure contexts (HTTPS, or localhost during development).
-      setStatus(form, FAILED);
+      // Already waiting (double click): the first submission will go.
       return;
     }
     var submitter = event.submitter && event.submitter.form === form ? event.submitter : null;
     form.setAttribute("aria-busy", "true");
     setStatus(form, CHECKING);
-    solve(challenge, difficulty).then(
-      function (counter) {
-        hiddenInput(form, "pow_challenge").value = challenge;
-        solution.value = String(counter);
-        form.setAttribute("data-pow-solved", challenge);
+    entry.promise.then(
+      function () {
         form.removeAttribute("aria-busy");
-        // requestSubmit runs validation and submit handlers again and keeps the clicked button's
-        // name/value in the submission; submit() would skip both.
-        if (typeof form.requestSubmit === "function") {
-          if (submitter) {
-            form.requestSubmit(submitter);
-          } else {
-            form.requestSubmit();
-          }
-        } else {
-          form.submit();
+        fill(form, entry);
+        // The form was valid when it was submitted; send it as it is. submit() fires no second
+        // submit event (another round through this handler, or a page's own handlers, could
+        // cancel it), so the clicked button's name and value are carried in a hidden input.
+        if (submitter && submitter.name) {
+          hiddenInput(form, submitter.name).value = submitter.value;
         }
+        HTMLFormElement.prototype.submit.call(form);
       },
       function () {
         form.removeAttribute("aria-busy");
@@ -153,6 +203,17 @@
     );
   }
 
+  function startAll() {
+    document.querySelectorAll("form[data-pow-challenge]").forEach(function (form) {
+      solution(form);
+    });
+  }
+
   // Listening on the document covers forms rendered after this script ran.
   document.addEventListener("submit", onSubmit);
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", startAll);
+  } else {
+    startAll();
+  }
 })();

@@ -878,8 +878,9 @@ async fn write_org(s: &Session, plan: &OrgPlan, seed: u64, now: OffsetDateTime) 
     .rows_affected();
 
     counts.board_columns = sqlx::query(
-        "INSERT INTO board_columns (organization_id, id, project_id, name, position) \
-         SELECT $1, id, project_id, $4[1 + (n - 1) % 4], ((n - 1) % 4)::int \
+        "INSERT INTO board_columns (organization_id, id, project_id, name, position, status) \
+         SELECT $1, id, project_id, $4[1 + (n - 1) % 4], ((n - 1) % 4)::int, \
+                (ARRAY['todo', 'in_progress', 'in_progress', 'done'])[1 + (n - 1) % 4] \
          FROM unnest($2::uuid[], $3::uuid[]) WITH ORDINALITY AS c(id, project_id, n)",
     )
     .bind(org_id)

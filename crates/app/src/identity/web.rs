@@ -35,6 +35,7 @@ pub fn routes() -> Vec<RouteDef> {
         // Starting Google sign-in stores a state row: anonymous writes are limited too.
         route!(GET "/login/google", Surface::Web, Access::Public, google_start).limited(&[AUTH_PER_IP]),
         route!(GET "/login/google/callback", Surface::Web, Access::Public, google_callback).limited(&[AUTH_PER_IP]),
+        route!(GET "/logout", Surface::Web, Access::AnySession, logout_page),
         route!(POST "/logout", Surface::Web, Access::AnySession, logout),
         route!(GET "/signup", Surface::Web, Access::Public, signup_page),
         route!(POST "/signup", Surface::Web, Access::Public, signup_submit).limited(&[
@@ -284,6 +285,18 @@ async fn two_factor_submit(
             Ok(with_retry_after(res, retry))
         }
     }
+}
+
+#[derive(Template)]
+#[template(path = "identity/logout.html")]
+struct LogoutPage {
+    csrf: String,
+}
+
+/// Signing out is a POST (a link can't sign anyone out); the navigation's "Sign out" link
+/// leads here, where one click does it.
+async fn logout_page(FormToken(csrf): FormToken) -> AppResult<Response> {
+    Ok(crate::web::render(&LogoutPage { csrf })?.into_response())
 }
 
 async fn logout(State(state): State<AppState>, meta: RequestMeta, current: CurrentSession) -> AppResult<Response> {

@@ -1,5 +1,7 @@
 //! The audit viewer (Owner and Admin by default): filters, pagination, CSV export.
 
+use std::collections::HashMap;
+
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, header};
@@ -85,6 +87,12 @@ async fn query(tx: &mut OrgTx, f: &Filter, limit: i64) -> AppResult<Vec<StoredEv
         .await?)
 }
 
+struct Change {
+    field: String,
+    before: String,
+    after: String,
+}
+
 struct Row {
     seq: i64,
     time: String,
@@ -92,8 +100,7 @@ struct Row {
     ip: String,
     action: String,
     target: String,
-    before: String,
-    after: String,
+    changes: Vec<Change>,
 }
 
 #[derive(Template)]
@@ -111,12 +118,108 @@ fn qs(f: &Filter) -> String {
     serde_urlencoded::to_string(f).unwrap_or_default()
 }
 
+/// Names for the ids an audit page mentions (people, clients, projects, tasks, invoices, files,
+/// columns), read in the organization's own transaction: an id of another organization stays
+/// an id.
+async fn names_of(tx: &mut OrgTx, ids: &[uuid::Uuid]) -> AppResult<HashMap<String, String>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+        "SELECT u.id, CASE WHEN u.display_name = '' THEN u.email ELSE u.display_name END FROM memberships m \
+           JOIN users u ON u.id = m.user_id WHERE m.organization_id = $2 AND u.id = ANY($1) \
+         UNION ALL SELECT id, name FROM clients WHERE id = ANY($1) \
+         UNION ALL SELECT id, name FROM projects WHERE id = ANY($1) \
+         UNION ALL SELECT id, title FROM tasks WHERE id = ANY($1) \
+         UNION ALL SELECT id, name FROM board_columns WHERE id = ANY($1) \
+         UNION ALL SELECT id, name FROM files WHERE id = ANY($1) \
+         UNION ALL SELECT id, coalesce('invoice #' || number, 'draft invoice') FROM invoices WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .bind(tx.org_id())
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.into_iter().map(|(id, name)| (id.to_string(), name)).collect())
+}
+
+fn collect_ids(v: &serde_json::Value, out: &mut Vec<uuid::Uuid>) {
+    match v {
+        serde_json::Value::String(s) => {
+            if let Ok(id) = s.parse() {
+                out.push(id);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|i| collect_ids(i, out)),
+        serde_json::Value::Object(map) => map.values().for_each(|i| collect_ids(i, out)),
+        _ => {}
+    }
+}
+
+/// A value as a person reads it: ids as names, lists joined, nothing as a dash.
+fn readable(v: Option<&serde_json::Value>, names: &HashMap<String, String>) -> String {
+    match v {
+        None | Some(serde_json::Value::Null) => "—".into(),
+        Some(serde_json::Value::String(s)) => names.get(s).cloned().unwrap_or_else(|| s.clone()),
+        Some(serde_json::Value::Bool(b)) => if *b { "yes" } else { "no" }.into(),
+        Some(serde_json::Value::Array(items)) if items.is_empty() => "none".into(),
+        Some(serde_json::Value::Array(items)) => {
+            items.iter().map(|i| readable(Some(i), names)).collect::<Vec<_>>().join(", ")
+        }
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Before and after as the fields that changed (or were set, or removed).
+fn diff(
+    before: Option<&serde_json::Value>,
+    after: Option<&serde_json::Value>,
+    names: &HashMap<String, String>,
+) -> Vec<Change> {
+    let empty = serde_json::Map::new();
+    let as_map = |v: Option<&serde_json::Value>| match v {
+        Some(serde_json::Value::Object(m)) => Some(m.clone()),
+        _ => None,
+    };
+    match (as_map(before), as_map(after)) {
+        (b, a) if b.is_some() || a.is_some() => {
+            let (b, a) = (b.unwrap_or_else(|| empty.clone()), a.unwrap_or_else(|| empty.clone()));
+            let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter()
+                .filter(|k| b.get(*k) != a.get(*k))
+                .map(|k| Change {
+                    field: k.replace('_', " "),
+                    before: if before.is_some() { readable(b.get(k), names) } else { String::new() },
+                    after: if after.is_some() { readable(a.get(k), names) } else { String::new() },
+                })
+                .collect()
+        }
+        _ if before.is_none() && after.is_none() => vec![],
+        _ => vec![Change { field: "value".into(), before: readable(before, names), after: readable(after, names) }],
+    }
+}
+
 async fn viewer(State(state): State<AppState>, access: OrgAccess, Query(f): Query<Filter>) -> AppResult<Response> {
     let mut tx = OrgTx::begin(&state.db, &access.principal).await?;
     let events = query(&mut tx, &f, PAGE + 1).await?;
-    tx.commit().await?;
     let more = events.len() as i64 > PAGE;
     let events: Vec<StoredEvent> = events.into_iter().take(PAGE as usize).collect();
+    let mut ids = Vec::new();
+    for e in &events {
+        for v in [&e.before, &e.after].into_iter().flatten() {
+            collect_ids(v, &mut ids);
+        }
+        for s in [&e.target_id, &e.actor_id] {
+            if let Ok(id) = s.parse() {
+                ids.push(id);
+            }
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    let names = names_of(&mut tx, &ids).await?;
+    tx.commit().await?;
     let next_page = if more { events.last().map(|e| qs(&Filter { before: Some(e.seq), ..f.clone() })) } else { None };
     let prev_page = f.before.map(|_| qs(&Filter { before: None, ..f.clone() }));
     let rows = events
@@ -124,12 +227,19 @@ async fn viewer(State(state): State<AppState>, access: OrgAccess, Query(f): Quer
         .map(|e| Row {
             seq: e.seq,
             time: access.when(e.occurred_at),
-            actor: if e.actor_label.is_empty() { e.actor_id.clone() } else { e.actor_label.clone() },
+            actor: names
+                .get(&e.actor_id)
+                .cloned()
+                .unwrap_or_else(|| if e.actor_label.is_empty() { e.actor_id.clone() } else { e.actor_label.clone() }),
             ip: e.ip.map(|i| i.addr().to_string()).unwrap_or_default(),
+            target: match names.get(&e.target_id) {
+                Some(name) => format!("{} “{}”", e.target_type.replace('_', " "), name),
+                // Without a name (a record since deleted, or not one of ours) the id says which.
+                None if e.target_id.is_empty() => e.target_type.replace('_', " "),
+                None => format!("{} {}", e.target_type.replace('_', " "), e.target_id),
+            },
+            changes: diff(e.before.as_ref(), e.after.as_ref(), &names),
             action: e.action,
-            target: format!("{} {}", e.target_type, e.target_id),
-            before: e.before.map(|v| v.to_string()).unwrap_or_default(),
-            after: e.after.map(|v| v.to_string()).unwrap_or_default(),
         })
         .collect();
     page(&ViewerPage {

@@ -52,6 +52,7 @@ pub fn routes() -> Vec<RouteDef> {
         route!(GET "/o/{org}/settings/roles", Surface::Web, Access::Org(P::RolesManage), roles_page),
         route!(POST "/o/{org}/settings/roles", Surface::Web, Access::Org(P::RolesManage), save_roles),
         route!(GET "/app", Surface::Web, Access::SignedIn, app_home),
+        route!(GET "/orgs", Surface::Web, Access::SignedIn, orgs_page),
         route!(GET "/invitations/accept", Surface::Web, Access::Public, invitation_page),
         route!(POST "/invitations/accept", Surface::Web, Access::Public, accept_invitation)
             .limited(&[AUTH_PER_IP, TOKEN_PER_ACCOUNT]),
@@ -230,6 +231,8 @@ struct MembersPage {
     can_invite: bool,
     can_transfer: bool,
     can_roles: bool,
+    clients: Vec<(String, String)>,
+    typed: InviteForm,
     message: Option<String>,
     errors: Vec<FieldError>,
 }
@@ -245,6 +248,14 @@ async fn members_view(
     let mut tx = OrgTx::begin(&state.db, p).await?;
     let rows = service::members(&mut tx).await?;
     let invitations = service::open_invitations(&mut tx, state.clock.now()).await?;
+    // The client records a Client-role invitation can be for (a picker, not an id to paste).
+    let clients: Vec<(String, String)> = if p.can(P::MembersInvite) {
+        sqlx::query_as("SELECT id::text, name FROM clients ORDER BY lower(name), id LIMIT 1000")
+            .fetch_all(&mut *tx)
+            .await?
+    } else {
+        vec![]
+    };
     tx.commit().await?;
     let me = p.user_id();
     Ok(MembersPage {
@@ -280,6 +291,8 @@ async fn members_view(
         can_invite: p.can(P::MembersInvite),
         can_transfer: p.can(P::OrgTransfer),
         can_roles: p.can(P::RolesManage),
+        clients,
+        typed: InviteForm { email: String::new(), role: "member".into(), client_id: String::new() },
         message,
         errors,
     })
@@ -310,7 +323,7 @@ async fn members_result(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 struct InviteForm {
     email: String,
@@ -329,18 +342,33 @@ async fn invite(
     let result = async {
         let role: Role = form.role.parse().map_err(|m: String| AppError::field("role", m))?;
         let client_id = match form.client_id.trim() {
+            "" if role == Role::Client => {
+                return Err(AppError::field("client_id", "choose the client this person belongs to"));
+            }
             "" => None,
-            raw => Some(raw.parse::<ClientId>().map_err(|_| AppError::field("client_id", "is not a client id"))?),
+            raw => Some(
+                raw.parse::<ClientId>().map_err(|_| AppError::field("client_id", "choose a client from the list"))?,
+            ),
         };
         service::invite(&state.db, &ctx, &access.principal, &state.config.public_url(), &form.email, role, client_id)
             .await
             .map(|_| ())
     }
     .await;
-    if result.is_ok() {
-        state.mail_wake.notify_one();
+    match result {
+        Ok(()) => {
+            state.mail_wake.notify_one();
+            Ok(Redirect::to(&format!("/o/{}/members", access.slug)).into_response())
+        }
+        Err(AppError::NotFound) => Err(AppError::NotFound),
+        Err(e) => {
+            // The form comes back as it was typed, with the problem next to its field.
+            let (status, message, errors) = failure(e)?;
+            let mut view = members_view(&state, csrf, &access, message, errors).await?;
+            view.typed = form;
+            page_with_status(status, &view)
+        }
     }
-    members_result(&state, csrf, &access, result).await
 }
 
 async fn revoke_invitation(
@@ -427,6 +455,7 @@ async fn remove(
     ctx: Context,
     access: OrgAccess,
     Path((_, member)): Path<(String, String)>,
+    _confirmed: crate::tenancy::confirm::Confirmed,
 ) -> AppResult<Response> {
     let member: UserId = parse_id(&member)?;
     let r = service::remove_member(&state.db, &ctx, &access.principal, member).await;
@@ -1107,27 +1136,83 @@ async fn decline_invitation(
 
 // ---- the signed-in home: one's organizations ----
 
+pub struct OrgLink {
+    pub name: String,
+    pub role: String,
+    pub href: String,
+}
+
 #[derive(Template)]
 #[template(path = "tenancy/app_home.html")]
 struct AppHome {
     csrf: String,
     email: String,
     display_name: String,
-    organizations: Vec<(String, String)>,
+    organizations: Vec<OrgLink>,
+    name: String,
+    slug: String,
+    message: Option<String>,
+    errors: Vec<FieldError>,
 }
 
-async fn app_home(
-    State(state): State<AppState>,
-    FormToken(csrf): FormToken,
-    current: CurrentSession,
-) -> AppResult<Response> {
-    let user = crate::identity::service::load_user(&state, current.user.id()).await?;
+/// The user's organizations, each with where it opens (a Client's opens in the portal).
+async fn organizations_of(state: &AppState, current: &CurrentSession) -> AppResult<Vec<(String, OrgLink)>> {
     let mut tx = crate::platform::db::UserTx::begin(&state.db, &current.user).await?;
     let organizations = super::repo::list_for_user(&mut tx)
         .await?
         .into_iter()
-        .map(|(o, role)| (o.name, role.label().to_string()))
+        .map(|(o, role)| {
+            let href = if role == Role::Client { format!("/portal/{}", o.slug) } else { format!("/o/{}", o.slug) };
+            (o.slug, OrgLink { name: o.name, role: role.label().to_string(), href })
+        })
         .collect();
     tx.commit().await?;
-    page(&AppHome { csrf, email: user.email, display_name: user.display_name, organizations })
+    Ok(organizations)
+}
+
+/// Where a signed-in person lands: the organization they last worked in (or their only or
+/// first one; a Client in the portal), or, with none yet, getting started.
+async fn app_home(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    current: CurrentSession,
+    headers: HeaderMap,
+) -> AppResult<Response> {
+    let organizations = organizations_of(&state, &current).await?;
+    let last = crate::access::asking::read_cookie(&headers, crate::web::LAST_ORG_COOKIE);
+    let pick = organizations.iter().find(|(slug, _)| Some(slug) == last.as_ref()).or(organizations.first());
+    if let Some((_, link)) = pick {
+        return Ok(Redirect::to(&link.href).into_response());
+    }
+    let user = crate::identity::service::load_user(&state, current.user.id()).await?;
+    page(&AppHome {
+        csrf,
+        email: user.email,
+        display_name: user.display_name,
+        organizations: vec![],
+        name: String::new(),
+        slug: String::new(),
+        message: None,
+        errors: vec![],
+    })
+}
+
+/// The organization switcher: every organization of the user, and creating another.
+async fn orgs_page(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    current: CurrentSession,
+) -> AppResult<Response> {
+    let organizations = organizations_of(&state, &current).await?.into_iter().map(|(_, l)| l).collect();
+    let user = crate::identity::service::load_user(&state, current.user.id()).await?;
+    page(&AppHome {
+        csrf,
+        email: user.email,
+        display_name: user.display_name,
+        organizations,
+        name: String::new(),
+        slug: String::new(),
+        message: None,
+        errors: vec![],
+    })
 }

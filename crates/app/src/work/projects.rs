@@ -245,7 +245,9 @@ async fn check_client(tx: &mut OrgTx, client: Option<ClientId>) -> AppResult<()>
     Ok(())
 }
 
-pub const DEFAULT_COLUMNS: [&str; 3] = ["To do", "In progress", "Done"];
+/// A new project's board: each column with the status it stands for (a task's status is its
+/// column's).
+pub const DEFAULT_COLUMNS: [(&str, &str); 3] = [("To do", "todo"), ("In progress", "in_progress"), ("Done", "done")];
 
 pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ProjectInput) -> AppResult<Project> {
     require(p, Permission::ProjectsCreate)?;
@@ -278,15 +280,16 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ProjectInp
     .bind(ctx.now)
     .fetch_one(&mut *tx)
     .await?;
-    for (i, col) in DEFAULT_COLUMNS.iter().enumerate() {
+    for (i, (col, status)) in DEFAULT_COLUMNS.iter().enumerate() {
         sqlx::query(
-            "INSERT INTO board_columns (organization_id, id, project_id, name, position) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO board_columns (organization_id, id, project_id, name, position, status) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(tx.org_id())
         .bind(Uuid::now_v7())
         .bind(id)
         .bind(col)
         .bind(i as i32)
+        .bind(status)
         .execute(&mut *tx)
         .await?;
     }
@@ -468,11 +471,13 @@ pub struct Column {
     pub project_id: ProjectId,
     pub name: String,
     pub position: i32,
+    /// The status a task in this column has: todo, in_progress, blocked or done.
+    pub status: String,
 }
 
 pub async fn columns(tx: &mut OrgTx, project: ProjectId) -> Result<Vec<Column>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, project_id, name, position FROM board_columns WHERE project_id = $1 ORDER BY position, id",
+        "SELECT id, project_id, name, position, status FROM board_columns WHERE project_id = $1 ORDER BY position, id",
     )
     .bind(project)
     .fetch_all(&mut **tx)
@@ -489,8 +494,27 @@ pub async fn list_columns(db: &Db, p: &OrgPrincipal, project: ProjectId) -> AppR
 }
 
 pub async fn add_column(db: &Db, ctx: &Context, p: &OrgPrincipal, project: ProjectId, name: &str) -> AppResult<Column> {
+    add_column_with_status(db, ctx, p, project, name, None).await
+}
+
+/// Adds a column standing for `status` (by default: what its name says, else in progress).
+pub async fn add_column_with_status(
+    db: &Db,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    project: ProjectId,
+    name: &str,
+    status: Option<&str>,
+) -> AppResult<Column> {
     require(p, Permission::ProjectsUpdate)?;
     let name = fields::nonblank("name", name, 100)?;
+    let status = match status.filter(|s| !s.is_empty()) {
+        Some(s) => {
+            fields::one_of("status", s, &super::tasks::STATUSES)?;
+            s.to_string()
+        }
+        None => status_named(&name).to_string(),
+    };
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible(&mut tx, p, project).await?;
     let next: i32 =
@@ -499,24 +523,36 @@ pub async fn add_column(db: &Db, ctx: &Context, p: &OrgPrincipal, project: Proje
             .fetch_one(&mut *tx)
             .await?;
     let col: Column = sqlx::query_as(
-        "INSERT INTO board_columns (organization_id, id, project_id, name, position) VALUES ($1, $2, $3, $4, $5) \
-         RETURNING id, project_id, name, position",
+        "INSERT INTO board_columns (organization_id, id, project_id, name, position, status) VALUES ($1, $2, $3, $4, $5, $6) \
+         RETURNING id, project_id, name, position, status",
     )
     .bind(tx.org_id())
     .bind(Uuid::now_v7())
     .bind(project)
     .bind(&name)
     .bind(next)
+    .bind(&status)
     .fetch_one(&mut *tx)
     .await?;
     audit::record(
         &mut tx,
         ctx,
-        Entry::new("project.column_added", "project", project).after(json!({ "column": col.id, "name": name })),
+        Entry::new("project.column_added", "project", project)
+            .after(json!({ "column": col.id, "name": name, "status": status })),
     )
     .await?;
     tx.commit().await?;
     Ok(col)
+}
+
+/// The status a column's name says (as the migration that made status the column read names).
+pub fn status_named(name: &str) -> &'static str {
+    match name.trim().to_lowercase().as_str() {
+        "to do" | "todo" | "backlog" | "new" | "open" => "todo",
+        "done" | "complete" | "completed" | "finished" | "closed" | "shipped" => "done",
+        "blocked" | "on hold" | "waiting" => "blocked",
+        _ => "in_progress",
+    }
 }
 
 /// Moves a column one place left (`delta = -1`) or right (`+1`), keeping positions dense.

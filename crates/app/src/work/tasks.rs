@@ -300,23 +300,44 @@ fn parse_users(v: &[String]) -> AppResult<Vec<UserId>> {
     Ok(out)
 }
 
-async fn column_of(tx: &mut OrgTx, project: ProjectId, column: Option<Uuid>) -> AppResult<Uuid> {
-    let found: Option<Uuid> = match column {
+/// The column a task goes to: the one named, or the first column with the status asked for,
+/// or the project's first column. A task's status *is* its column's (a trigger keeps it so),
+/// so naming both a column and a different status is refused.
+async fn column_for(tx: &mut OrgTx, project: ProjectId, column: Option<Uuid>, status: Option<&str>) -> AppResult<Uuid> {
+    match column {
         Some(c) => {
-            sqlx::query_scalar("SELECT id FROM board_columns WHERE id = $1 AND project_id = $2")
-                .bind(c)
-                .bind(project)
-                .fetch_optional(&mut **tx)
-                .await?
+            let found: Option<String> =
+                sqlx::query_scalar("SELECT status FROM board_columns WHERE id = $1 AND project_id = $2")
+                    .bind(c)
+                    .bind(project)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            let column_status = found.ok_or_else(|| AppError::field("column_id", "is not a column of this project"))?;
+            match status {
+                Some(s) if s != column_status => Err(AppError::field(
+                    "status",
+                    format!("is the task's column: this column means \"{column_status}\""),
+                )),
+                _ => Ok(c),
+            }
         }
         None => {
-            sqlx::query_scalar("SELECT id FROM board_columns WHERE project_id = $1 ORDER BY position, id LIMIT 1")
-                .bind(project)
-                .fetch_optional(&mut **tx)
-                .await?
+            let found: Option<Uuid> = sqlx::query_scalar(
+                "SELECT id FROM board_columns WHERE project_id = $1 AND ($2::text IS NULL OR status = $2) \
+                 ORDER BY position, id LIMIT 1",
+            )
+            .bind(project)
+            .bind(status)
+            .fetch_optional(&mut **tx)
+            .await?;
+            found.ok_or_else(|| match status {
+                Some(_) => {
+                    AppError::field("status", "has no column on this project's board; add a column for it first")
+                }
+                None => AppError::field("column_id", "this project has no board column"),
+            })
         }
-    };
-    found.ok_or_else(|| AppError::field("column_id", "is not a column of this project"))
+    }
 }
 
 async fn actor_label(tx: &mut OrgTx, p: &OrgPrincipal) -> Result<String, sqlx::Error> {
@@ -370,8 +391,9 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput)
     let project: ProjectId = fields::id("project_id", &input.project_id)?;
     let title = fields::nonblank("title", &input.title, 300)?;
     let description = fields::text("description", input.description.as_deref().unwrap_or(""), 50000)?;
-    let status = input.status.clone().unwrap_or_else(|| "todo".into());
-    fields::one_of("status", &status, &STATUSES)?;
+    if let Some(status) = &input.status {
+        fields::one_of("status", status, &STATUSES)?;
+    }
     let priority = input.priority.clone().unwrap_or_else(|| "normal".into());
     fields::one_of("priority", &priority, &PRIORITIES)?;
     let due = input.due_date.as_deref().map(|d| fields::date_or_empty("due_date", d)).transpose()?.flatten();
@@ -384,7 +406,9 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput)
         AppError::NotFound => AppError::field("project_id", "no such project"),
         other => other,
     })?;
-    let column = column_of(&mut tx, project, column).await?;
+    let column = column_for(&mut tx, project, column, input.status.as_deref()).await?;
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM board_columns WHERE id = $1").bind(column).fetch_one(&mut *tx).await?;
     if let Some(parent) = parent {
         super::require_task_in_project(
             &mut tx,
@@ -477,9 +501,13 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &
     let priority = input.priority.clone().unwrap_or_else(|| before.priority.clone());
     let due = due.unwrap_or(before.due_date);
     let estimate = estimate.unwrap_or(before.estimate_minutes);
-    let column = match column {
-        Some(c) => column_of(&mut tx, before.project_id, Some(c)).await?,
-        None => before.column_id,
+    // A new status moves the card to that status's first column (unless it is in one already).
+    let column = match (column, input.status.as_deref()) {
+        (Some(c), asked) => column_for(&mut tx, before.project_id, Some(c), asked).await?,
+        (None, Some(asked)) if asked != before.status => {
+            column_for(&mut tx, before.project_id, None, Some(asked)).await?
+        }
+        (None, _) => before.column_id,
     };
     let parent = match parent {
         None => before.parent_id,
@@ -847,4 +875,62 @@ pub async fn board(
             (c, in_col)
         })
         .collect())
+}
+
+/// Who is assigned to each top-level task of a project (for the board's cards).
+pub async fn board_assignees(
+    db: &Db,
+    p: &OrgPrincipal,
+    project: ProjectId,
+) -> AppResult<std::collections::HashMap<Uuid, Vec<UserId>>> {
+    require(p, Permission::TasksRead)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    fetch_visible(&mut tx, p, project).await?;
+    let rows: Vec<(Uuid, UserId)> = sqlx::query_as(
+        "SELECT a.task_id, a.user_id FROM task_assignees a JOIN tasks t ON t.organization_id = a.organization_id \
+         AND t.id = a.task_id WHERE t.project_id = $1 AND t.parent_id IS NULL ORDER BY a.task_id, a.user_id",
+    )
+    .bind(project)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let mut map: std::collections::HashMap<Uuid, Vec<UserId>> = std::collections::HashMap::new();
+    for (task, user) in rows {
+        map.entry(task).or_default().push(user);
+    }
+    Ok(map)
+}
+
+/// One change to one of a project's tasks, newest first (the project's Activity tab).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProjectActivity {
+    pub task_id: Uuid,
+    pub title: String,
+    pub actor_label: String,
+    pub field: String,
+    pub old_value: Option<String>,
+    pub new_value: Option<String>,
+    pub occurred_at: OffsetDateTime,
+}
+
+pub async fn project_activity(
+    db: &Db,
+    p: &OrgPrincipal,
+    project: ProjectId,
+    limit: i64,
+) -> AppResult<Vec<ProjectActivity>> {
+    require(p, Permission::TasksRead)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    fetch_visible(&mut tx, p, project).await?;
+    let rows = sqlx::query_as(
+        "SELECT a.task_id, t.title, a.actor_label, a.field, a.old_value, a.new_value, a.occurred_at \
+         FROM task_activity a JOIN tasks t ON t.organization_id = a.organization_id AND t.id = a.task_id \
+         WHERE t.project_id = $1 ORDER BY a.occurred_at DESC, a.id DESC LIMIT $2",
+    )
+    .bind(project)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
 }

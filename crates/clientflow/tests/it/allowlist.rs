@@ -85,7 +85,7 @@ async fn inside_and_outside_for_ipv4_ipv6_and_ipv4_mapped_addresses() {
     let page = res.text().await.unwrap();
     assert!(page.contains("approved network addresses") && page.contains("192.0.2.1"), "{page}");
     // It is per organization: the rest of the account still works from anywhere.
-    assert_eq!(status_from(&mut member, "192.0.2.1", "/app").await, 200);
+    assert_eq!(status_from(&mut member, "192.0.2.1", "/orgs").await, 200);
     assert_eq!(status_from(&mut member, "192.0.2.1", "/account/security").await, 200);
     // Signing in from outside succeeds, but the organization stays closed.
     let mut traveller = app.browser().from_address("192.0.2.50");

@@ -484,10 +484,28 @@ async fn task_updates_record_exact_old_and_new_values() {
     changes.sort_by(|a, b| a.1.cmp(&b.1));
     let row =
         |field: &str, old: &str, new: &str| (actor.clone(), field.to_string(), Some(old.into()), Some(new.into()));
+    // A task's status is its board column: the new status moved the card, and both are recorded.
+    let column_of = |status: &'static str| {
+        let (app, project) = (&app, project.clone());
+        async move {
+            let mut db = app.db.admin_conn().await;
+            let id: uuid::Uuid = sqlx::query_scalar(
+                "SELECT id FROM board_columns WHERE project_id = $1::uuid AND status = $2 ORDER BY position LIMIT 1",
+            )
+            .bind(project)
+            .bind(status)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+            id.to_string()
+        }
+    };
+    let (todo, in_progress) = (column_of("todo").await, column_of("in_progress").await);
     assert_eq!(
         changes,
         vec![
             row("assignees", &first_assignee, &second_assignee),
+            row("column", &todo, &in_progress),
             row("due_date", "2030-01-31", "2030-02-15"),
             row("priority", "normal", "urgent"),
             row("status", "todo", "in_progress"),

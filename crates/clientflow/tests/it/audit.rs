@@ -806,15 +806,19 @@ async fn quiet_chains_are_signed_by_the_sweep_and_on_demand_by_the_checkpoint_co
     assert!(b.message.contains("not covered by a signed checkpoint"), "{b:?}");
 }
 
-/// (seq, action, target) of the rows of an audit viewer page, in page order.
+/// (seq, action, target) of the entries of an audit viewer page, in page order: each entry's
+/// header is `<strong>action</strong> <span>target</span> <span class="muted">by … · #seq</span>`.
 fn viewer_rows(html: &str) -> Vec<(i64, String, String)> {
-    let body = html.split("<tbody>").nth(1).and_then(|b| b.split("</tbody>").next()).expect("a table body");
-    body.split("<tr>")
+    html.split("<article class=\"audit-entry\">")
         .skip(1)
-        .map(|row| {
-            let cells: Vec<&str> =
-                row.split("<td>").skip(1).map(|c| c.split("</td>").next().unwrap_or_default()).collect();
-            (cells[0].parse().expect("seq"), cells[4].to_string(), cells[5].to_string())
+        .map(|entry| {
+            let header = entry.split("</header>").next().expect("an entry header");
+            let between = |from: &str, to: &str| {
+                let start = header.find(from).unwrap_or_else(|| panic!("{from} in {header}")) + from.len();
+                header[start..].split(to).next().unwrap().to_string()
+            };
+            let seq = header.rsplit(" · #").next().unwrap().split('<').next().unwrap();
+            (seq.parse().expect("seq"), between("<strong>", "</strong>"), between("<span>", "</span>"))
         })
         .collect()
 }

@@ -113,7 +113,7 @@ async fn a_submission_is_stored_in_the_organization_and_mailed_to_its_address() 
         .await;
     assert_eq!(res.status(), 422);
     let page = res.text().await.unwrap();
-    assert!(page.contains("<strong>name</strong>") && page.contains("<strong>email</strong>"), "{page}");
+    assert!(page.contains("<strong>Name</strong>") && page.contains("<strong>Email</strong>"), "{page}");
     assert_eq!(submissions(&app).await.len(), 1);
 }
 

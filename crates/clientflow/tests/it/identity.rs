@@ -164,11 +164,11 @@ async fn the_password_policy_explains_itself() {
         assert_eq!(res.status(), 422, "{password}");
         let html = res.text().await.unwrap();
         assert!(html.contains(expected), "{password}: {html}");
-        assert!(html.contains("<strong>password</strong>"), "names the field");
+        assert!(html.contains("<strong>Password</strong>"), "names the field");
     }
     let res = b.submit("/signup", "/signup", &[("email", "not-an-email"), ("password", PASSWORD)]).await;
     assert_eq!(res.status(), 422);
-    assert!(res.text().await.unwrap().contains("<strong>email</strong>"));
+    assert!(res.text().await.unwrap().contains("<strong>Email</strong>"));
     // 64+ characters are fine.
     let long = "the quick brown fox jumps over the lazy dog and keeps on running far away";
     let res = b.submit("/signup", "/signup", &[("email", "gus@example.com"), ("password", long)]).await;
@@ -1121,7 +1121,7 @@ async fn turning_two_factor_on_needs_the_password_not_just_a_session() {
         let res = post_setup(&mut stolen, &fields).await;
         assert_eq!(res.status(), 422, "{fields:?}");
         let html = res.text().await.unwrap();
-        assert!(html.contains("<strong>current_password</strong>"), "{html}");
+        assert!(html.contains("<strong>Current password</strong>"), "{html}");
         assert!(!html.contains("<li><code>"), "recovery codes were shown");
     }
     assert!(!two_factor_on(&app, "nia@example.com").await, "a session alone turned two-factor on");

@@ -8,6 +8,7 @@ mod api_fields;
 mod audit;
 mod botcheck;
 mod botcheck_forms;
+mod browser_journey;
 mod catalog;
 mod cli;
 mod connections;

@@ -51,6 +51,9 @@ const fn form_on(
     Write { route, body: Body::Form(fields), fixtures }
 }
 
+/// A destructive form says it was confirmed (without it the route answers with a page that asks).
+const CONFIRMED: &[(&str, &str)] = &[("confirm", "yes")];
+
 /// A valid body for every writing organization route. A new route needs an entry here (the
 /// matrix fails without one), and an entry for a route that no longer exists fails too.
 pub const BODIES: &[Write] = &[
@@ -62,7 +65,7 @@ pub const BODIES: &[Write] = &[
     form("POST /o/{org}/members/{member}/role", &[("role", "manager"), ("client_id", "")]),
     form("POST /o/{org}/members/{member}/suspend", &[]),
     form_on("POST /o/{org}/members/{member}/reactivate", &[], &[("member", "suspended_member")]),
-    form("POST /o/{org}/members/{member}/remove", &[]),
+    form("POST /o/{org}/members/{member}/remove", CONFIRMED),
     form("POST /o/{org}/members/{member}/permissions", &[("grant", "tasks.delete"), ("deny", "time.track")]),
     form("POST /o/{org}/transfer", &[("member", "{new_member}")]),
     // Settings.
@@ -119,12 +122,12 @@ pub const BODIES: &[Write] = &[
     form("POST /o/{org}/clients/{client}/archive", &[]),
     form("POST /o/{org}/clients/{client}/restore", &[]),
     // Only a client without projects, invoices or portal users can be deleted.
-    form_on("POST /o/{org}/clients/{client}/delete", &[], &[("client", "unused_client")]),
+    form_on("POST /o/{org}/clients/{client}/delete", CONFIRMED, &[("client", "unused_client")]),
     form(
         "POST /o/{org}/clients/{client}/contacts",
         &[("name", "Ada {unique}"), ("email", "{unique}@contact.test"), ("title", "Buyer")],
     ),
-    form("POST /o/{org}/clients/{client}/contacts/{contact}/delete", &[]),
+    form("POST /o/{org}/clients/{client}/contacts/{contact}/delete", CONFIRMED),
     // Projects, the board and time.
     form(
         "POST /o/{org}/projects",
@@ -134,14 +137,14 @@ pub const BODIES: &[Write] = &[
         "POST /o/{org}/projects/{project}/edit",
         &[("name", "Matrix {unique}"), ("status", "on_hold"), ("due_date", "2031-01-31")],
     ),
-    form("POST /o/{org}/projects/{project}/delete", &[]),
+    form("POST /o/{org}/projects/{project}/delete", CONFIRMED),
     form("POST /o/{org}/projects/{project}/members", &[("user_id", "{new_member}")]),
-    form("POST /o/{org}/projects/{project}/members/{user}/remove", &[]),
+    form("POST /o/{org}/projects/{project}/members/{user}/remove", CONFIRMED),
     form("POST /o/{org}/projects/{project}/columns", &[("name", "Column {unique}")]),
     form("POST /o/{org}/projects/{project}/columns/{column}/move", &[("direction", "left")]),
-    form("POST /o/{org}/projects/{project}/columns/{column}/delete", &[]),
+    form("POST /o/{org}/projects/{project}/columns/{column}/delete", CONFIRMED),
     form("POST /o/{org}/projects/{project}/time", &[("minutes", "45"), ("note", "Matrix {unique}")]),
-    form("POST /o/{org}/projects/{project}/time/{entry}/delete", &[]),
+    form("POST /o/{org}/projects/{project}/time/{entry}/delete", CONFIRMED),
     // Tasks and comments.
     form("POST /o/{org}/projects/{project}/tasks", &[("title", "Matrix {unique}"), ("visible_to_client", "on")]),
     form(
@@ -151,8 +154,8 @@ pub const BODIES: &[Write] = &[
     form("POST /o/{org}/tasks/{task}/move", &[("column_id", "{column_of_task}")]),
     form("POST /o/{org}/tasks/{task}/subtasks", &[("title", "Sub {unique}")]),
     form("POST /o/{org}/tasks/{task}/comments", &[("body", "Comment {unique}"), ("client_visible", "on")]),
-    form("POST /o/{org}/tasks/{task}/comments/{comment}/delete", &[]),
-    form("POST /o/{org}/tasks/{task}/delete", &[]),
+    form("POST /o/{org}/tasks/{task}/comments/{comment}/delete", CONFIRMED),
+    form("POST /o/{org}/tasks/{task}/delete", CONFIRMED),
     // Files.
     Write {
         route: "POST /o/{org}/projects/{project}/files",
@@ -166,7 +169,7 @@ pub const BODIES: &[Write] = &[
     },
     form("POST /o/{org}/files/{file}/share", &[("shared", "on")]),
     form("POST /o/{org}/files/{file}/link", &[]),
-    form("POST /o/{org}/files/{file}/delete", &[]),
+    form("POST /o/{org}/files/{file}/delete", CONFIRMED),
     // Invoices: drafts may be edited, sent and deleted; sent ones paid or voided.
     form_on(
         "POST /o/{org}/invoices",
@@ -195,7 +198,7 @@ pub const BODIES: &[Write] = &[
     form_on("POST /o/{org}/invoices/{invoice}/send", &[], &[("invoice", "draft_invoice")]),
     form("POST /o/{org}/invoices/{invoice}/pay", &[]),
     form("POST /o/{org}/invoices/{invoice}/void", &[]),
-    form_on("POST /o/{org}/invoices/{invoice}/delete", &[], &[("invoice", "draft_invoice")]),
+    form_on("POST /o/{org}/invoices/{invoice}/delete", CONFIRMED, &[("invoice", "draft_invoice")]),
 ];
 
 /// Reading routes whose path entity must be in a particular state.

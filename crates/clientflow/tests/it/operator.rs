@@ -799,7 +799,7 @@ async fn the_operator_resets_a_second_factor_with_an_audit_trail() {
     crate::support::accounts::next_step(&app);
     let code = crate::support::accounts::current_code(&app, &secret);
     other.submit("/login/two-factor", "/login/two-factor", &[("code", &code)]).await;
-    assert_eq!(other.get("/app").await.status(), 200);
+    assert_eq!(other.get("/account/security").await.status(), 200);
 
     // Refusals write nothing.
     let e = cli.refused(&["user", "reset-two-factor", "ghost@example.com"]).await;
@@ -808,7 +808,7 @@ async fn the_operator_resets_a_second_factor_with_an_audit_trail() {
     assert_eq!((e["kind"].as_str().unwrap(), field_of(&e).as_str()), ("invalid", "reason"));
     let e = cli.refused(&["user", "reset-two-factor", "rue@example.com", "--reason", "two\nlines"]).await;
     assert_eq!(field_of(&e), "reason");
-    assert_eq!(owner.get("/app").await.status(), 200);
+    assert_eq!(owner.get("/account/security").await.status(), 200);
 
     let done = cli.ok(&["user", "reset-two-factor", "Rue@Example.com", "--reason", "ticket 4711"]).await;
     assert_eq!(done["user"]["email"], "rue@example.com");
@@ -817,8 +817,14 @@ async fn the_operator_resets_a_second_factor_with_an_audit_trail() {
     assert_eq!(done["recovery_codes_removed"], 10);
 
     // The factor, its codes and every session are gone; the password alone signs in.
-    assert_eq!(owner.get("/app").await.status(), 303);
-    assert_eq!(other.get("/app").await.status(), 303);
+    for b in [&mut owner, &mut other] {
+        let res = b.get("/account/security").await;
+        assert_eq!(
+            (res.status().as_u16(), location(&res)),
+            (303, "/login?next=%2Faccount%2Fsecurity".to_string()),
+            "the session survived"
+        );
+    }
     let mut db = app.db.admin_conn().await;
     let (secret_left, codes_left): (bool, i64) = sqlx::query_as(
         "SELECT totp_secret IS NOT NULL OR totp_enabled_at IS NOT NULL, \

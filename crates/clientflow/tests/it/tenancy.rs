@@ -28,6 +28,11 @@ async fn post(b: &mut Browser, path: &str, fields: &[(&str, &str)]) -> reqwest::
     b.post_with(path, fields, Some(&token), true).await
 }
 
+/// The fields of a member action's form: removing is confirmed (else a page asks first).
+fn confirmed(action: &str) -> &'static [(&'static str, &'static str)] {
+    if action == "remove" { &[("confirm", "yes")] } else { &[] }
+}
+
 #[tokio::test]
 async fn create_an_organization_and_switch_between_them() {
     let app = TestApp::spawn().await;
@@ -35,8 +40,12 @@ async fn create_an_organization_and_switch_between_them() {
     let one = create_org(&mut a, "Acme & Co").await;
     assert_eq!(one, "acme-co");
     let two = create_org(&mut a, "Beta Studio").await;
-    let (_, home) = a.page("/app").await;
+    // The switcher lists both; /app takes the person to the first (or the last one used).
+    let (_, home) = a.page("/orgs").await;
     assert!(home.contains("Acme") && home.contains("Beta Studio"), "{home}");
+    assert_eq!(location(&a.get("/app").await), format!("/o/{one}"));
+    a.page(&format!("/o/{two}/members")).await;
+    assert_eq!(location(&a.get("/app").await), format!("/o/{two}"), "the last organization used");
     for slug in [&one, &two] {
         let (status, html) = a.page(&format!("/o/{slug}")).await;
         assert_eq!(status, 200);
@@ -70,7 +79,7 @@ async fn the_role_hierarchy_is_enforced() {
     .await;
     assert_eq!(res.status(), 403);
     for action in ["suspend", "remove"] {
-        let res = post(admin, &format!("/o/{slug}/members/{owner_id}/{action}"), &[]).await;
+        let res = post(admin, &format!("/o/{slug}/members/{owner_id}/{action}"), confirmed(action)).await;
         assert_eq!(res.status(), 403, "admin could {action} the owner");
     }
     let res =
@@ -184,7 +193,10 @@ async fn suspension_and_removal_end_access_at_once() {
     let member = &mut org.people.get_mut("member").unwrap().browser;
     assert_eq!(member.get(&format!("/o/{slug}/members")).await.status(), 200);
     let owner = &mut org.people.get_mut("owner").unwrap().browser;
-    assert_eq!(post(owner, &format!("/o/{slug}/members/{member_id}/remove"), &[]).await.status(), 303);
+    assert_eq!(
+        post(owner, &format!("/o/{slug}/members/{member_id}/remove"), &[("confirm", "yes")]).await.status(),
+        303
+    );
     let member = &mut org.people.get_mut("member").unwrap().browser;
     assert_eq!(member.get(&format!("/o/{slug}")).await.status(), 404);
 }
@@ -276,14 +288,19 @@ async fn an_organization_can_require_two_factor_and_a_shorter_session() {
     let member = &mut org.people.get_mut("member").unwrap().browser;
     let res = member.get(&format!("/o/{slug}/members")).await;
     assert_eq!(location(&res), "/account/two-factor/setup?required=1");
-    assert_eq!(member.get("/app").await.status(), 200, "only this organization requires it");
+    assert_eq!(member.get("/orgs").await.status(), 200, "only this organization requires it");
+    assert_eq!(member.get("/account/security").await.status(), 200, "only this organization requires it");
     // The shorter idle timeout ends the session.
     let owner = &mut org.people.get_mut("owner").unwrap().browser;
     assert_eq!(owner.get(&format!("/o/{slug}")).await.status(), 200);
     app.clock.advance(time::Duration::minutes(11));
     let res = owner.get(&format!("/o/{slug}")).await;
     assert_eq!(location(&res), "/login");
-    assert_eq!(owner.get("/app").await.status(), 303, "the session is gone everywhere");
+    assert_eq!(
+        location(&owner.get("/account/security").await),
+        "/login?next=%2Faccount%2Fsecurity",
+        "the session is gone everywhere"
+    );
 }
 
 #[tokio::test]
@@ -609,7 +626,7 @@ async fn nobody_invites_above_their_role_or_promotes_themselves() {
         assert_eq!(res.status(), 403, "a Member made someone else {role}");
     }
     for action in ["suspend", "remove"] {
-        let res = post(member, &format!("/o/{slug}/members/{manager_id}/{action}"), &[]).await;
+        let res = post(member, &format!("/o/{slug}/members/{manager_id}/{action}"), confirmed(action)).await;
         assert_eq!(res.status(), 403, "a Member could {action} a Manager");
     }
     let res =
@@ -764,7 +781,7 @@ async fn an_api_key_stops_working_when_its_creator_is_suspended_or_removed() {
     assert_eq!(post(owner, &format!("/o/{slug}/members/{admin_id}/reactivate"), &[]).await.status(), 303);
     assert_eq!(api_status(&app, &key, "/api/v1/clients").await, 200);
 
-    assert_eq!(post(owner, &format!("/o/{slug}/members/{admin_id}/remove"), &[]).await.status(), 303);
+    assert_eq!(post(owner, &format!("/o/{slug}/members/{admin_id}/remove"), &[("confirm", "yes")]).await.status(), 303);
     assert_eq!(api_status(&app, &key, "/api/v1/clients").await, 401, "the removed creator's key still works");
     assert_eq!(api_status(&app, &owners_key, "/api/v1/clients").await, 200);
 }
@@ -846,7 +863,7 @@ async fn the_last_active_owner_can_neither_leave_nor_be_demoted() {
     assert_eq!(post(owner, &format!("/o/{slug}/members/{admin_id}/suspend"), &[]).await.status(), 303);
 
     assert_eq!(post(owner, &format!("/o/{slug}/leave"), &[]).await.status(), 409);
-    assert_eq!(post(owner, &format!("/o/{slug}/members/{owner_id}/remove"), &[]).await.status(), 409);
+    assert_eq!(post(owner, &format!("/o/{slug}/members/{owner_id}/remove"), &[("confirm", "yes")]).await.status(), 409);
     for role in ["admin", "member"] {
         let res =
             post(owner, &format!("/o/{slug}/members/{owner_id}/role"), &[("role", role), ("client_id", "")]).await;

@@ -12,6 +12,9 @@ use crate::support::orgs::{create_org, org_with_every_role, session_token};
 
 // ---- helpers ----
 
+/// What a destructive form sends once confirmed.
+const CONFIRM: &[(&str, &str)] = &[("confirm", "yes")];
+
 async fn post(b: &Browser, token: &str, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
     b.post_with(path, fields, Some(token), true).await
 }
@@ -176,15 +179,22 @@ async fn clients_projects_board_comments_time_and_invoices_through_the_pages() {
 
     // The navigation leads to the new pages.
     let home = page(&mut o.browser, &format!("/o/{slug}")).await;
-    for link in ["clients", "projects", "invoices", "settings/api-keys"] {
+    for link in ["clients", "projects", "invoices", "settings"] {
         assert!(home.contains(&format!("href=\"/o/{slug}/{link}\"")), "{link} missing from the navigation");
+    }
+    // Each settings page leads to the others.
+    for at in ["settings", "settings/security", "settings/roles", "settings/api-keys"] {
+        let html = page(&mut o.browser, &format!("/o/{slug}/{at}")).await;
+        for link in ["settings", "settings/security", "settings/roles", "settings/api-keys"] {
+            assert!(html.contains(&format!("href=\"/o/{slug}/{link}\"")), "{link} missing from {at}");
+        }
     }
 
     // Clients: a form with a per-field message, then a client with a contact.
     let res = post(&o.browser, &o.token, &format!("/o/{slug}/clients"), &[("name", " "), ("email", "nope")]).await;
     assert_eq!(res.status(), 422);
     let html = res.text().await.unwrap();
-    assert!(html.contains("<strong>name</strong> is required"), "{html}");
+    assert!(html.contains("<strong>Name</strong>: is required"), "{html}");
     let acme = new_client(&o, "Acme Corp").await;
     let res = post(
         &o.browser,
@@ -198,7 +208,15 @@ async fn clients_projects_board_comments_time_and_invoices_through_the_pages() {
     assert!(detail.contains("Ada Buyer") && detail.contains("Purchasing"));
     let contact = id_by(&app, "SELECT id FROM client_contacts WHERE name = $1", "Ada Buyer").await;
     let path = format!("/o/{slug}/clients/{acme}/contacts/{contact}/delete");
-    redirected(post(&o.browser, &o.token, &path, &[]).await).await;
+    // Unconfirmed, the route asks first (naming what is lost) and changes nothing; its form
+    // repeats the request with the confirmation.
+    let res = post(&o.browser, &o.token, &path, &[]).await;
+    assert_eq!(res.status(), 200);
+    let asked = res.text().await.unwrap();
+    assert!(asked.contains("Remove this contact?") && asked.contains("name=\"confirm\" value=\"yes\""), "{asked}");
+    assert!(asked.contains(&format!("action=\"{path}\"")), "{asked}");
+    assert!(page(&mut o.browser, &format!("/o/{slug}/clients/{acme}")).await.contains("Ada Buyer"));
+    redirected(post(&o.browser, &o.token, &path, CONFIRM).await).await;
     assert!(!page(&mut o.browser, &format!("/o/{slug}/clients/{acme}")).await.contains("Ada Buyer"));
     // Edit with a bad email: 422 and the typed values come back.
     let path = format!("/o/{slug}/clients/{acme}/edit");
@@ -234,14 +252,15 @@ async fn clients_projects_board_comments_time_and_invoices_through_the_pages() {
     assert!(!page(&mut o.browser, &format!("/o/{slug}/clients?q=short")).await.contains("Short-lived"));
     assert!(page(&mut o.browser, &format!("/o/{slug}/clients?q=short&status=archived")).await.contains("Short-lived"));
     redirected(post(&o.browser, &o.token, &format!("/o/{slug}/clients/{throwaway}/restore"), &[]).await).await;
-    let loc = redirected(post(&o.browser, &o.token, &format!("/o/{slug}/clients/{throwaway}/delete"), &[]).await).await;
+    let loc =
+        redirected(post(&o.browser, &o.token, &format!("/o/{slug}/clients/{throwaway}/delete"), CONFIRM).await).await;
     assert_eq!(loc, format!("/o/{slug}/clients"));
 
     // A project with its board.
     let res =
         post(&o.browser, &o.token, &format!("/o/{slug}/projects"), &[("name", "Site"), ("due_date", "31/12")]).await;
     assert_eq!(res.status(), 422);
-    assert!(res.text().await.unwrap().contains("<strong>due_date</strong>"));
+    assert!(res.text().await.unwrap().contains("<strong>Due date</strong>"));
     let project = new_project(&o, "Website relaunch", &acme, true).await;
     let cols = columns_of(&app, &project).await;
     assert_eq!(cols.len(), 3);
@@ -255,7 +274,7 @@ async fn clients_projects_board_comments_time_and_invoices_through_the_pages() {
     // Moving a card without JavaScript: the card's own form.
     let move_path = format!("/o/{slug}/tasks/{task}/move");
     let loc = redirected(post(&o.browser, &o.token, &move_path, &[("column_id", &cols[1])]).await).await;
-    assert_eq!(loc, format!("/o/{slug}/projects/{project}#board"));
+    assert_eq!(loc, format!("/o/{slug}/projects/{project}"), "back to the board");
     let board = page(&mut o.browser, &format!("/o/{slug}/projects/{project}")).await;
     assert_eq!(column_holding(&board, "Design the homepage").as_deref(), Some(cols[1].as_str()));
     // What board.js sends: the token in a header, asking for JSON.
@@ -294,7 +313,7 @@ async fn clients_projects_board_comments_time_and_invoices_through_the_pages() {
     redirected(post(&o.browser, &o.token, &path, &[("direction", "left")]).await).await;
     assert_eq!(columns_of(&app, &project).await[2], review);
     let path = format!("/o/{slug}/projects/{project}/columns/{review}/delete");
-    redirected(post(&o.browser, &o.token, &path, &[]).await).await;
+    redirected(post(&o.browser, &o.token, &path, CONFIRM).await).await;
     assert_eq!(columns_of(&app, &project).await.len(), 3);
 
     // The task page: edit, subtask, comments, time, activity.
@@ -315,7 +334,7 @@ async fn clients_projects_board_comments_time_and_invoices_through_the_pages() {
     let res = post(&o.browser, &o.token, &edit, &fields).await;
     assert_eq!(res.status(), 422, "an impossible date is refused");
     let html = res.text().await.unwrap();
-    assert!(html.contains("<strong>due_date</strong>") && html.contains("Hero, navigation, footer"));
+    assert!(html.contains("<strong>Due date</strong>") && html.contains("Hero, navigation, footer"));
     fields[4] = ("due_date", "2030-02-28");
     redirected(post(&o.browser, &o.token, &edit, &fields).await).await;
     let res = post(&o.browser, &o.token, &edit, &[("title", "x"), ("project_id", &other)]).await;
@@ -347,15 +366,15 @@ async fn clients_projects_board_comments_time_and_invoices_through_the_pages() {
     assert!(activity.contains("owner@flow.test"), "assignees are shown by email: {activity}");
     let comment = id_by(&app, "SELECT id FROM comments WHERE body = $1", "Internal: budget is tight").await;
     let path = format!("/o/{slug}/tasks/{task}/comments/{comment}/delete");
-    redirected(post(&o.browser, &o.token, &path, &[]).await).await;
+    redirected(post(&o.browser, &o.token, &path, CONFIRM).await).await;
     assert!(!page(&mut o.browser, &format!("/o/{slug}/tasks/{task}")).await.contains("budget is tight"));
-    let project_page = page(&mut o.browser, &format!("/o/{slug}/projects/{project}")).await;
+    let project_page = page(&mut o.browser, &format!("/o/{slug}/projects/{project}/time")).await;
     assert!(project_page.contains("Wireframes") && project_page.contains("<th>1h 30m</th>"));
     let entry = id_by(&app, "SELECT id FROM time_entries WHERE note = $1", "Wireframes").await;
     let path = format!("/o/{slug}/projects/{other}/time/{entry}/delete");
-    assert_eq!(post(&o.browser, &o.token, &path, &[]).await.status(), 404, "the entry is not in that project");
+    assert_eq!(post(&o.browser, &o.token, &path, CONFIRM).await.status(), 404, "the entry is not in that project");
     let path = format!("/o/{slug}/projects/{project}/time/{entry}/delete");
-    redirected(post(&o.browser, &o.token, &path, &[]).await).await;
+    redirected(post(&o.browser, &o.token, &path, CONFIRM).await).await;
 
     // Invoices: lines typed as decimals, totals in integer minor units.
     let res = post(
@@ -367,7 +386,7 @@ async fn clients_projects_board_comments_time_and_invoices_through_the_pages() {
     .await;
     assert_eq!(res.status(), 422);
     let html = res.text().await.unwrap();
-    assert!(html.contains("line 1 quantity") && html.contains("value=\"1,5\""), "{html}");
+    assert!(html.contains("Line 1 quantity") && html.contains("value=\"1,5\""), "{html}");
     let form = page(&mut o.browser, &format!("/o/{slug}/invoices/new?client_id={acme}")).await;
     assert!(form.contains("name=\"description_2\"") && !form.contains("name=\"description_3\""), "three empty rows");
     let invoice = new_invoice(
@@ -404,9 +423,10 @@ async fn clients_projects_board_comments_time_and_invoices_through_the_pages() {
     redirected(post(&o.browser, &o.token, &format!("/o/{slug}/invoices/{invoice}/pay"), &[]).await).await;
     assert!(page(&mut o.browser, &format!("/o/{slug}/invoices?status=paid")).await.contains(&invoice));
     let draft = new_invoice(&o, &acme, &[("Maybe", "1", "1")], &[]).await;
-    let loc = redirected(post(&o.browser, &o.token, &format!("/o/{slug}/invoices/{draft}/delete"), &[]).await).await;
+    let loc =
+        redirected(post(&o.browser, &o.token, &format!("/o/{slug}/invoices/{draft}/delete"), CONFIRM).await).await;
     assert_eq!(loc, format!("/o/{slug}/invoices"));
-    let res = post(&o.browser, &o.token, &format!("/o/{slug}/invoices/{late}/delete"), &[]).await;
+    let res = post(&o.browser, &o.token, &format!("/o/{slug}/invoices/{late}/delete"), CONFIRM).await;
     assert_eq!(res.status(), 409, "only drafts are deleted");
 }
 
@@ -428,9 +448,9 @@ async fn files_upload_download_and_signed_links() {
     // Larger than an ordinary form may be, within the upload limit.
     let contents: Vec<u8> = b"quarterly report\n".iter().cycle().take(40 * 1024).copied().collect();
     let loc = redirected(upload(&o.browser, Some(&o.token), &path, "report.txt", &contents, false).await).await;
-    assert_eq!(loc, format!("/o/{slug}/projects/{project}#files"));
+    assert_eq!(loc, format!("/o/{slug}/projects/{project}/files"), "back to the project's files tab");
     let file = id_by(&app, "SELECT id FROM files WHERE name = $1", "report.txt").await;
-    let html = page(&mut o.browser, &format!("/o/{slug}/projects/{project}")).await;
+    let html = page(&mut o.browser, &loc).await;
     assert!(html.contains("report.txt") && html.contains("40.0 KiB"));
     // Other routes keep the ordinary limit.
     let big_form = "x".repeat(40 * 1024);
@@ -503,7 +523,7 @@ async fn files_upload_download_and_signed_links() {
     assert_eq!(stranger.client.get(&link).send().await.unwrap().status(), 403, "expired");
 
     // Deletion.
-    redirected(post(&o.browser, &o.token, &format!("/o/{slug}/files/{file}/delete"), &[]).await).await;
+    redirected(post(&o.browser, &o.token, &format!("/o/{slug}/files/{file}/delete"), CONFIRM).await).await;
     assert_eq!(o.browser.get(&format!("/o/{slug}/files/{file}/download")).await.status(), 404);
 }
 
@@ -598,7 +618,7 @@ async fn members_see_only_the_projects_they_belong_to() {
     }
     // Taken off the project: gone from the list and from direct addresses.
     let path = format!("/o/{slug}/projects/{mine}/members/{member_id}/remove");
-    redirected(post(&o.browser, &o.token, &path, &[]).await).await;
+    redirected(post(&o.browser, &o.token, &path, CONFIRM).await).await;
     let member = &mut org.people.get_mut("member").unwrap().browser;
     assert!(!page(member, &format!("/o/{slug}/projects?status=all")).await.contains("Member project"));
     assert_eq!(member.get(&format!("/o/{slug}/projects/{mine}")).await.status(), 404);
@@ -793,7 +813,8 @@ async fn task_edits_on_the_page_record_exact_old_and_new_values() {
     let project = new_project(&o, "Activity project", &client, false).await;
     let task = new_task(&app, &o, &project, "Sketch", false).await;
     let owner_id = id_by(&app, "SELECT id FROM users WHERE email = $1", "owner@webactivity.test").await;
-    let column = columns_of(&app, &project).await.remove(0);
+    // New boards: To do, In progress, Done. A task's status is its column.
+    let cols = columns_of(&app, &project).await;
     let edit = |fields: Vec<(&'static str, String)>| {
         let (o, path) = (&o, format!("/o/{slug}/tasks/{task}/edit"));
         async move {
@@ -801,15 +822,14 @@ async fn task_edits_on_the_page_record_exact_old_and_new_values() {
             post(&o.browser, &o.token, &path, &fields).await
         }
     };
-    let form = |title: &str, status: &str, priority: &str, due: &str, assignee: Option<&str>| {
+    let form = |title: &str, column: &str, priority: &str, due: &str, assignee: Option<&str>| {
         let mut f = vec![
             ("title", title.to_string()),
             ("description", String::new()),
-            ("status", status.to_string()),
             ("priority", priority.to_string()),
             ("due_date", due.to_string()),
             ("estimate_minutes", String::new()),
-            ("column_id", column.clone()),
+            ("column_id", column.to_string()),
             ("parent_id", String::new()),
         ];
         if let Some(a) = assignee {
@@ -817,8 +837,8 @@ async fn task_edits_on_the_page_record_exact_old_and_new_values() {
         }
         f
     };
-    redirected(edit(form("Sketch", "todo", "normal", "2030-03-01", None)).await).await;
-    redirected(edit(form("Blueprint", "blocked", "high", "2030-04-02", Some(&owner_id))).await).await;
+    redirected(edit(form("Sketch", &cols[0], "normal", "2030-03-01", None)).await).await;
+    redirected(edit(form("Blueprint", &cols[1], "high", "2030-04-02", Some(&owner_id))).await).await;
 
     let rows = crate::support::work::activity_of(&app, &task).await;
     let who = "owner@webactivity.test".to_string();
@@ -833,9 +853,10 @@ async fn task_edits_on_the_page_record_exact_old_and_new_values() {
             vec![row("created", None, Some("Sketch")), row("due_date", None, Some("2030-03-01"))],
             vec![
                 row("assignees", Some(""), Some(&owner_id)),
+                row("column", Some(&cols[0]), Some(&cols[1])),
                 row("due_date", Some("2030-03-01"), Some("2030-04-02")),
                 row("priority", Some("normal"), Some("high")),
-                row("status", Some("todo"), Some("blocked")),
+                row("status", Some("todo"), Some("in_progress")),
                 row("title", Some("Sketch"), Some("Blueprint")),
             ]
         )

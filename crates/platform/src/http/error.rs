@@ -21,6 +21,23 @@ impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self { field: field.into(), message: message.into() }
     }
+
+    /// The field as a person filling in the form knows it: "Client" for `client_id`, "Due
+    /// date" for `due_date` (pages speak in labels, the API in field names).
+    pub fn label(&self) -> String {
+        let name = self.field.strip_suffix("_id").unwrap_or(&self.field);
+        let name = match name {
+            "spent_on" => "date",
+            "user" => "person",
+            "minutes" => "time",
+            other => other,
+        };
+        let mut words = name.replace(['_', '.'], " ");
+        if let Some(first) = words.get_mut(0..1) {
+            first.make_ascii_uppercase();
+        }
+        words
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -46,7 +46,7 @@ pub struct ClientIp(pub IpAddr);
 /// The matched route template, passed outwards for the access log and metrics so that raw
 /// paths (which may carry tokens) never reach them.
 #[derive(Debug, Clone)]
-struct RouteName(String);
+pub struct RouteName(pub String);
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

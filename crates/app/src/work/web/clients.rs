@@ -326,6 +326,7 @@ async fn delete(
     ctx: Context,
     access: OrgAccess,
     Path((_, id)): Path<(String, String)>,
+    _confirmed: crate::tenancy::confirm::Confirmed,
 ) -> AppResult<Response> {
     let id: ClientId = path_id(&id)?;
     match clients::delete(&state.db, &ctx, &access.principal, id).await {
@@ -359,6 +360,7 @@ async fn remove_contact(
     ctx: Context,
     access: OrgAccess,
     Path((_, id, contact)): Path<(String, String, String)>,
+    _confirmed: crate::tenancy::confirm::Confirmed,
 ) -> AppResult<Response> {
     let id: ClientId = path_id(&id)?;
     let contact = path_id(&contact)?;

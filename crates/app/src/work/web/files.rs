@@ -141,7 +141,7 @@ async fn upload(
     }
     .await;
     match result {
-        Ok(_) => Ok(Redirect::to(&format!("/o/{}/projects/{project}#files", access.slug)).into_response()),
+        Ok(_) => Ok(Redirect::to(&format!("/o/{}/projects/{project}/files", access.slug)).into_response()),
         // Shown on the project page with their own status, like a field message.
         Err(e @ (AppError::PayloadTooLarge | AppError::UnsupportedMediaType(_))) => {
             let status = e.status();
@@ -149,11 +149,31 @@ async fn upload(
                 AppError::UnsupportedMediaType(m) => m,
                 _ => format!("The file is too large (at most {}).", super::projects::size(max as i64)),
             });
-            project_failure(&state, csrf, &access, project, ProjectForms::default(), status, message, vec![]).await
+            project_failure(
+                &state,
+                csrf,
+                &access,
+                project,
+                ProjectForms { tab: "files", ..ProjectForms::default() },
+                status,
+                message,
+                vec![],
+            )
+            .await
         }
         Err(e) => {
             let (status, message, errors) = failure(e)?;
-            project_failure(&state, csrf, &access, project, ProjectForms::default(), status, message, errors).await
+            project_failure(
+                &state,
+                csrf,
+                &access,
+                project,
+                ProjectForms { tab: "files", ..ProjectForms::default() },
+                status,
+                message,
+                errors,
+            )
+            .await
         }
     }
 }
@@ -185,7 +205,7 @@ async fn share(
     let id = path_id(&id)?;
     let shared = form.shared.as_deref() == Some("on");
     let meta = files::set_shared(&state.db, &ctx, &access.principal, id, shared).await?;
-    Ok(Redirect::to(&format!("/o/{}/projects/{}#files", access.slug, meta.project_id)).into_response())
+    Ok(Redirect::to(&format!("/o/{}/projects/{}/files", access.slug, meta.project_id)).into_response())
 }
 
 async fn delete(
@@ -194,15 +214,25 @@ async fn delete(
     ctx: Context,
     access: OrgAccess,
     Path((_, id)): Path<(String, String)>,
+    _confirmed: crate::tenancy::confirm::Confirmed,
 ) -> AppResult<Response> {
     let id = path_id(&id)?;
     let meta = files::get(&state.db, &access.principal, id).await?;
     match files::delete(&state.db, &state.storage, &ctx, &access.principal, id).await {
-        Ok(()) => Ok(Redirect::to(&format!("/o/{}/projects/{}#files", access.slug, meta.project_id)).into_response()),
+        Ok(()) => Ok(Redirect::to(&format!("/o/{}/projects/{}/files", access.slug, meta.project_id)).into_response()),
         Err(e) => {
             let (status, message, errors) = failure(e)?;
-            project_failure(&state, csrf, &access, meta.project_id, ProjectForms::default(), status, message, errors)
-                .await
+            project_failure(
+                &state,
+                csrf,
+                &access,
+                meta.project_id,
+                ProjectForms { tab: "files", ..ProjectForms::default() },
+                status,
+                message,
+                errors,
+            )
+            .await
         }
     }
 }

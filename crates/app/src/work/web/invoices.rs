@@ -611,6 +611,7 @@ async fn delete(
     ctx: Context,
     access: OrgAccess,
     Path((_, id)): Path<(String, String)>,
+    _confirmed: crate::tenancy::confirm::Confirmed,
 ) -> AppResult<Response> {
     let id = path_id(&id)?;
     match invoices::delete(&state.db, &ctx, &access.principal, id).await {

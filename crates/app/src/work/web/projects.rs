@@ -35,6 +35,12 @@ pub fn routes() -> Vec<RouteDef> {
         route!(POST "/o/{org}/projects", Surface::Web, Access::Org(P::ProjectsCreate), create),
         route!(GET "/o/{org}/projects/{project}", Surface::Web, Access::Org(P::ProjectsRead), detail),
         route!(GET "/o/{org}/projects/{project}/edit", Surface::Web, Access::Org(P::ProjectsUpdate), edit_page),
+        route!(GET "/o/{org}/projects/{project}/list", Surface::Web, Access::Org(P::ProjectsRead), list_tab),
+        route!(GET "/o/{org}/projects/{project}/time", Surface::Web, Access::Org(P::ProjectsRead), time_tab),
+        route!(GET "/o/{org}/projects/{project}/files", Surface::Web, Access::Org(P::ProjectsRead), files_tab),
+        route!(GET "/o/{org}/projects/{project}/invoices", Surface::Web, Access::Org(P::ProjectsRead), invoices_tab),
+        route!(GET "/o/{org}/projects/{project}/people", Surface::Web, Access::Org(P::ProjectsRead), people_tab),
+        route!(GET "/o/{org}/projects/{project}/activity", Surface::Web, Access::Org(P::ProjectsRead), activity_tab),
         route!(POST "/o/{org}/projects/{project}/edit", Surface::Web, Access::Org(P::ProjectsUpdate), update),
         route!(POST "/o/{org}/projects/{project}/delete", Surface::Web, Access::Org(P::ProjectsDelete), delete),
         route!(POST "/o/{org}/projects/{project}/members", Surface::Web, Access::Org(P::ProjectsUpdate), add_member),
@@ -357,19 +363,36 @@ async fn update(
 pub struct CardView {
     pub id: String,
     pub title: String,
-    pub status: String,
     pub priority: String,
     pub due: String,
     pub visible_to_client: bool,
     pub column_id: String,
+    /// Initials and full name of each assignee.
+    pub assignees: Vec<(String, String)>,
 }
 
 pub struct ColumnView {
     pub id: String,
     pub name: String,
+    pub status: String,
     pub first: bool,
     pub last: bool,
     pub cards: Vec<CardView>,
+}
+
+pub struct ActivityView {
+    pub when: String,
+    pub who: String,
+    pub task: (String, String),
+    pub what: String,
+}
+
+pub struct InvoiceView {
+    pub id: String,
+    pub number: String,
+    pub status: String,
+    pub total: String,
+    pub issued: String,
 }
 
 pub struct TimeView {
@@ -410,15 +433,30 @@ pub fn size(bytes: i64) -> String {
     }
 }
 
-/// Values typed into the project page's forms, shown again when one of them fails.
+/// Values typed into the project page's forms, shown again when one of them fails, and the tab
+/// the page opens on.
 #[derive(Default, Clone)]
 pub struct ProjectForms {
+    pub tab: &'static str,
     pub task_title: String,
+    pub task_column: String,
     pub column_name: String,
     pub minutes: String,
     pub spent_on: String,
     pub note: String,
+    pub task_id: String,
 }
+
+/// The project page's tabs: each its own address under the project's.
+pub const TABS: [(&str, &str, &str); 7] = [
+    ("board", "Board", ""),
+    ("list", "List", "/list"),
+    ("time", "Time", "/time"),
+    ("files", "Files", "/files"),
+    ("invoices", "Invoices", "/invoices"),
+    ("people", "People", "/people"),
+    ("activity", "Activity", "/activity"),
+];
 
 #[derive(Template)]
 #[template(path = "work/project.html")]
@@ -426,15 +464,22 @@ pub struct ProjectPage {
     csrf: String,
     org: OrgNav,
     project: Project,
+    tab: &'static str,
+    tabs: Vec<(&'static str, &'static str, &'static str)>,
     client: Option<(String, String)>,
     budget: String,
     board: Vec<ColumnView>,
+    task_count: usize,
     members: Vec<projects::ProjectMember>,
     candidates: Vec<(String, String)>,
     time: Vec<TimeView>,
     time_total: String,
+    task_options: Vec<(String, String)>,
     files: Vec<FileView>,
+    invoices: Vec<InvoiceView>,
+    activity: Vec<ActivityView>,
     forms: ProjectForms,
+    statuses: [(&'static str, &'static str); 4],
     can_tasks: bool,
     can_create_task: bool,
     can_move: bool,
@@ -444,10 +489,16 @@ pub struct ProjectPage {
     can_files: bool,
     can_upload: bool,
     can_delete_files: bool,
+    can_invoices: bool,
+    can_create_invoice: bool,
     max_upload: String,
     message: Option<String>,
     errors: Vec<FieldError>,
 }
+
+/// A task status in words.
+pub const STATUS_WORDS: [(&str, &str); 4] =
+    [("todo", "To do"), ("in_progress", "In progress"), ("blocked", "Blocked"), ("done", "Done")];
 
 /// Emails of the organization's people, for showing who did what.
 pub async fn people(state: &AppState, access: &OrgAccess) -> AppResult<Vec<crate::tenancy::service::MemberRow>> {
@@ -455,6 +506,17 @@ pub async fn people(state: &AppState, access: &OrgAccess) -> AppResult<Vec<crate
     let rows = crate::tenancy::service::members(&mut tx).await?;
     tx.commit().await?;
     Ok(rows)
+}
+
+/// A person's name as pages show it: their display name, else their email.
+pub fn name_of(m: &crate::tenancy::service::MemberRow) -> String {
+    if m.display_name.trim().is_empty() { m.email.clone() } else { m.display_name.clone() }
+}
+
+fn initials(name: &str) -> String {
+    let words: Vec<&str> =
+        name.split(|c: char| c.is_whitespace() || c == '@' || c == '.').filter(|w| !w.is_empty()).collect();
+    words.iter().take(2).filter_map(|w| w.chars().next()).flat_map(char::to_uppercase).collect()
 }
 
 pub async fn project_view(
@@ -467,31 +529,49 @@ pub async fn project_view(
     errors: Vec<FieldError>,
 ) -> AppResult<ProjectPage> {
     let p = &access.principal;
+    let tab = TABS.iter().find(|t| t.0 == forms.tab).map(|t| t.0).unwrap_or("board");
     let project = projects::get(&state.db, p, id).await?;
     let client = match project.client_id {
         Some(c) if p.can(P::ClientsRead) => Some((c.to_string(), clients::get(&state.db, p, c).await?.name)),
         _ => None,
     };
-    let columns: Vec<(projects::Column, Vec<tasks::Task>)> = if p.can(P::TasksRead) {
+    let everyone = people(state, access).await?;
+    let names: HashMap<UserId, String> = everyone.iter().map(|m| (m.user_id, name_of(m))).collect();
+    let on_board = matches!(tab, "board" | "list");
+    let columns: Vec<(projects::Column, Vec<tasks::Task>)> = if on_board && p.can(P::TasksRead) {
         tasks::board(&state.db, p, id).await?
     } else {
         projects::list_columns(&state.db, p, id).await?.into_iter().map(|c| (c, vec![])).collect()
     };
+    let assigned =
+        if on_board && p.can(P::TasksRead) { tasks::board_assignees(&state.db, p, id).await? } else { HashMap::new() };
     let n = columns.len();
-    let board = columns
+    let board: Vec<ColumnView> = columns
         .into_iter()
         .enumerate()
         .map(|(i, (c, cards))| ColumnView {
             id: c.id.to_string(),
             name: c.name,
+            status: c.status,
             first: i == 0,
             last: i + 1 == n,
             cards: cards
                 .into_iter()
                 .map(|t| CardView {
+                    assignees: assigned
+                        .get(&t.id)
+                        .map(|users| {
+                            users
+                                .iter()
+                                .map(|u| {
+                                    let name = names.get(u).cloned().unwrap_or_else(|| "former member".into());
+                                    (initials(&name), name)
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                     id: t.id.to_string(),
                     title: t.title,
-                    status: t.status,
                     priority: t.priority,
                     due: day(t.due_date),
                     visible_to_client: t.visible_to_client,
@@ -500,39 +580,50 @@ pub async fn project_view(
                 .collect(),
         })
         .collect();
-    let members = projects::members(&state.db, p, id).await?;
-    let everyone = people(state, access).await?;
-    let candidates = everyone
-        .iter()
-        .filter(|m| m.status == "active" && m.role != Role::Client)
-        .filter(|m| !members.iter().any(|pm| pm.user_id == m.user_id))
-        .map(|m| (m.user_id.to_string(), format!("{} ({})", m.email, m.role.label())))
-        .collect();
-    let email: HashMap<UserId, String> = everyone.iter().map(|m| (m.user_id, m.email.clone())).collect();
-    let entries = time_entries::list(
-        &state.db,
-        p,
-        &TimeFilter { project_id: Some(id.to_string()), task_id: None },
-        Page { limit: Some(crate::work::MAX_PAGE), offset: None },
-    )
-    .await?;
-    let titles: HashMap<Uuid, String> = board_titles(&state.db, p, id).await?;
-    let me = p.user_id();
-    let may_delete_any = p.can(P::ProjectsUpdate);
-    let total: i64 = entries.iter().map(|e| e.minutes as i64).sum();
-    let time = entries
-        .into_iter()
-        .map(|e| TimeView {
-            id: e.id.to_string(),
-            minutes: duration(e.minutes.into()),
-            spent_on: e.spent_on.to_string(),
-            who: email.get(&e.user_id).cloned().unwrap_or_else(|| e.user_id.to_string()),
-            task: e.task_id.map(|t| (t.to_string(), titles.get(&t.as_uuid()).cloned().unwrap_or_default())),
-            deletable: p.can(P::TimeTrack) && (may_delete_any || Some(e.user_id) == me),
-            note: e.note,
-        })
-        .collect();
-    let files = if p.can(P::FilesRead) {
+    let task_count = board.iter().map(|c| c.cards.len()).sum();
+    let (members, candidates) = if tab == "people" {
+        let members = projects::members(&state.db, p, id).await?;
+        let candidates = everyone
+            .iter()
+            .filter(|m| m.status == "active" && m.role != Role::Client)
+            .filter(|m| !members.iter().any(|pm| pm.user_id == m.user_id))
+            .map(|m| (m.user_id.to_string(), format!("{} ({})", name_of(m), m.role.label())))
+            .collect();
+        (members, candidates)
+    } else {
+        (vec![], vec![])
+    };
+    let (time, time_total, task_options) = if tab == "time" {
+        let entries = time_entries::list(
+            &state.db,
+            p,
+            &TimeFilter { project_id: Some(id.to_string()), task_id: None },
+            Page { limit: Some(crate::work::MAX_PAGE), offset: None },
+        )
+        .await?;
+        let titles: HashMap<Uuid, String> = board_titles(&state.db, p, id).await?;
+        let me = p.user_id();
+        let may_delete_any = p.can(P::ProjectsUpdate);
+        let total: i64 = entries.iter().map(|e| e.minutes as i64).sum();
+        let time = entries
+            .into_iter()
+            .map(|e| TimeView {
+                id: e.id.to_string(),
+                minutes: duration(e.minutes.into()),
+                spent_on: e.spent_on.to_string(),
+                who: names.get(&e.user_id).cloned().unwrap_or_else(|| "former member".into()),
+                task: e.task_id.map(|t| (t.to_string(), titles.get(&t.as_uuid()).cloned().unwrap_or_default())),
+                deletable: p.can(P::TimeTrack) && (may_delete_any || Some(e.user_id) == me),
+                note: e.note,
+            })
+            .collect();
+        let mut options: Vec<(String, String)> = titles.into_iter().map(|(id, t)| (id.to_string(), t)).collect();
+        options.sort_by_key(|o| o.1.to_lowercase());
+        (time, duration(total), options)
+    } else {
+        (vec![], String::new(), vec![])
+    };
+    let files = if tab == "files" && p.can(P::FilesRead) {
         files::list(
             &state.db,
             p,
@@ -546,19 +637,64 @@ pub async fn project_view(
     } else {
         vec![]
     };
+    let invoices = match project.client_id {
+        Some(c) if tab == "invoices" && p.can(P::InvoicesRead) => {
+            let filter = crate::work::invoices::InvoiceFilter { client_id: Some(c.to_string()), status: None, q: None };
+            crate::work::invoices::list(
+                &state.db,
+                state.clock.now(),
+                p,
+                &filter,
+                Page { limit: Some(50), offset: None },
+            )
+            .await?
+            .0
+            .into_iter()
+            .map(|i| InvoiceView {
+                id: i.id.to_string(),
+                number: i.number.map(|n| format!("#{n}")).unwrap_or_else(|| "Draft".into()),
+                total: format!("{} {}", format_minor(i.total_minor), i.currency),
+                issued: i.issue_date.to_string(),
+                status: i.status.to_string(),
+            })
+            .collect()
+        }
+        _ => vec![],
+    };
+    let activity = if tab == "activity" && p.can(P::TasksRead) {
+        tasks::project_activity(&state.db, p, id, 100)
+            .await?
+            .into_iter()
+            .map(|a| ActivityView {
+                when: access.when(a.occurred_at),
+                who: a.actor_label,
+                task: (a.task_id.to_string(), a.title),
+                what: describe_change(&a.field, a.old_value.as_deref(), a.new_value.as_deref(), &board_names(&board)),
+            })
+            .collect()
+    } else {
+        vec![]
+    };
     Ok(ProjectPage {
         csrf,
         org: OrgNav::of(access),
         client,
         budget: project.budget_minor.map(format_minor).unwrap_or_default(),
+        tabs: TABS.to_vec(),
+        tab,
         project,
         board,
+        task_count,
         members,
         candidates,
         time,
-        time_total: duration(total),
+        time_total,
+        task_options,
         files,
+        invoices,
+        activity,
         forms,
+        statuses: STATUS_WORDS,
         can_tasks: p.can(P::TasksRead),
         can_create_task: p.can(P::TasksCreate),
         can_move: p.can(P::TasksUpdate),
@@ -568,10 +704,36 @@ pub async fn project_view(
         can_files: p.can(P::FilesRead),
         can_upload: p.can(P::FilesUpload),
         can_delete_files: p.can(P::FilesDelete),
+        can_invoices: p.can(P::InvoicesRead),
+        can_create_invoice: p.can(P::InvoicesCreate),
         max_upload: size(state.config.files.max_upload_bytes as i64),
         message,
         errors,
     })
+}
+
+fn board_names(board: &[ColumnView]) -> HashMap<String, String> {
+    board.iter().map(|c| (c.id.clone(), c.name.clone())).collect()
+}
+
+/// A task change in words ("moved from To do to Done"), with column ids as column names.
+fn describe_change(field: &str, old: Option<&str>, new: Option<&str>, columns: &HashMap<String, String>) -> String {
+    let show = |v: Option<&str>| -> String {
+        match v {
+            None | Some("") => "nothing".into(),
+            Some(v) => columns.get(v).cloned().unwrap_or_else(|| {
+                STATUS_WORDS.iter().find(|s| s.0 == v).map(|s| s.1.to_string()).unwrap_or_else(|| v.to_string())
+            }),
+        }
+    };
+    match field {
+        "created" => "created the task".into(),
+        "column" => format!("moved it from {} to {}", show(old), show(new)),
+        "status" => format!("status {} → {}", show(old), show(new)),
+        "description" => "edited the description".into(),
+        "assignees" => "changed who is assigned".into(),
+        other => format!("{} {} → {}", other.replace('_', " "), show(old), show(new)),
+    }
 }
 
 /// Titles of the project's tasks (subtasks included), for labelling time entries.
@@ -588,29 +750,66 @@ async fn board_titles(
     Ok(list.into_iter().map(|t| (t.id, t.title)).collect())
 }
 
+async fn show_tab(
+    state: &AppState,
+    csrf: String,
+    access: &OrgAccess,
+    id: &str,
+    tab: &'static str,
+) -> AppResult<Response> {
+    let forms = ProjectForms { tab, ..ProjectForms::default() };
+    page(&project_view(state, csrf, access, path_id(id)?, forms, None, vec![]).await?)
+}
+
 async fn detail(
     State(state): State<AppState>,
     FormToken(csrf): FormToken,
     access: OrgAccess,
     Path((_, id)): Path<(String, String)>,
 ) -> AppResult<Response> {
-    page(&project_view(&state, csrf, &access, path_id(&id)?, ProjectForms::default(), None, vec![]).await?)
+    show_tab(&state, csrf, &access, &id, "board").await
 }
 
-/// After an action on the project page: back to it (at `anchor`), or it with the failure.
+macro_rules! tab_handler {
+    ($name:ident, $tab:literal) => {
+        async fn $name(
+            State(state): State<AppState>,
+            FormToken(csrf): FormToken,
+            access: OrgAccess,
+            Path((_, id)): Path<(String, String)>,
+        ) -> AppResult<Response> {
+            show_tab(&state, csrf, &access, &id, $tab).await
+        }
+    };
+}
+tab_handler!(list_tab, "list");
+tab_handler!(time_tab, "time");
+tab_handler!(files_tab, "files");
+tab_handler!(invoices_tab, "invoices");
+tab_handler!(people_tab, "people");
+tab_handler!(activity_tab, "activity");
+
+/// The address of a project's tab.
+pub fn tab_path(slug: &str, id: ProjectId, tab: &str) -> String {
+    let suffix = TABS.iter().find(|t| t.0 == tab).map(|t| t.2).unwrap_or("");
+    format!("/o/{slug}/projects/{id}{suffix}")
+}
+
+/// After an action on the project page: back to its tab, or the tab with the failure.
 pub async fn project_result(
     state: &AppState,
     csrf: String,
     access: &OrgAccess,
     id: ProjectId,
-    anchor: &str,
+    tab: &'static str,
     forms: ProjectForms,
     result: AppResult<()>,
 ) -> AppResult<Response> {
     match result {
-        Ok(()) => Ok(Redirect::to(&format!("/o/{}/projects/{id}#{anchor}", access.slug)).into_response()),
+        Ok(()) => Ok(Redirect::to(&tab_path(&access.slug, id, tab)).into_response()),
         Err(e) => {
             let (status, message, errors) = failure(e)?;
+            let forms = ProjectForms { tab, ..forms };
             project_failure(state, csrf, access, id, forms, status, message, errors).await
         }
     }
@@ -636,11 +835,12 @@ async fn delete(
     ctx: Context,
     access: OrgAccess,
     Path((_, id)): Path<(String, String)>,
+    _confirmed: crate::tenancy::confirm::Confirmed,
 ) -> AppResult<Response> {
     let id: ProjectId = path_id(&id)?;
     match projects::delete(&state.db, &ctx, &access.principal, id).await {
         Ok(()) => Ok(Redirect::to(&format!("/o/{}/projects", access.slug)).into_response()),
-        Err(e) => project_result(&state, csrf, &access, id, "", ProjectForms::default(), Err(e)).await,
+        Err(e) => project_result(&state, csrf, &access, id, "board", ProjectForms::default(), Err(e)).await,
     }
 }
 
@@ -668,7 +868,7 @@ async fn add_member(
         projects::add_member(&state.db, &ctx, &access.principal, id, user).await
     }
     .await;
-    project_result(&state, csrf, &access, id, "members", ProjectForms::default(), result).await
+    project_result(&state, csrf, &access, id, "people", ProjectForms::default(), result).await
 }
 
 async fn remove_member(
@@ -677,11 +877,12 @@ async fn remove_member(
     ctx: Context,
     access: OrgAccess,
     Path((_, id, user)): Path<(String, String, String)>,
+    _confirmed: crate::tenancy::confirm::Confirmed,
 ) -> AppResult<Response> {
     let id: ProjectId = path_id(&id)?;
     let user: UserId = path_id(&user)?;
     let r = projects::remove_member(&state.db, &ctx, &access.principal, id, user).await;
-    project_result(&state, csrf, &access, id, "members", ProjectForms::default(), r).await
+    project_result(&state, csrf, &access, id, "people", ProjectForms::default(), r).await
 }
 
 // ---- board columns ----
@@ -691,6 +892,8 @@ async fn remove_member(
 struct ColumnForm {
     #[serde(default)]
     name: String,
+    #[serde(default)]
+    status: String,
 }
 
 async fn add_column(
@@ -702,7 +905,9 @@ async fn add_column(
     Form(form): Form<ColumnForm>,
 ) -> AppResult<Response> {
     let id: ProjectId = path_id(&id)?;
-    let r = projects::add_column(&state.db, &ctx, &access.principal, id, &form.name).await.map(|_| ());
+    let r = projects::add_column_with_status(&state.db, &ctx, &access.principal, id, &form.name, Some(&form.status))
+        .await
+        .map(|_| ());
     let forms = ProjectForms { column_name: form.name, ..ProjectForms::default() };
     project_result(&state, csrf, &access, id, "board", forms, r).await
 }
@@ -742,6 +947,7 @@ async fn delete_column(
     ctx: Context,
     access: OrgAccess,
     Path((_, id, column)): Path<(String, String, String)>,
+    _confirmed: crate::tenancy::confirm::Confirmed,
 ) -> AppResult<Response> {
     let id: ProjectId = path_id(&id)?;
     let column: Uuid = path_id(&column)?;
@@ -760,9 +966,12 @@ pub struct TimeForm {
     pub spent_on: String,
     #[serde(default)]
     pub note: String,
-    /// Set by the form on a task's page.
+    /// Set by the form on a task's page, or picked on the project's Time tab.
     #[serde(default)]
     pub task_id: String,
+    /// `project` when sent from the project's Time tab (the answer goes back there).
+    #[serde(default)]
+    pub from: String,
 }
 
 async fn record_time(
@@ -794,7 +1003,7 @@ async fn record_time(
     {
         return Err(AppError::NotFound);
     }
-    let task: Option<Uuid> = form.task_id.trim().parse().ok();
+    let task: Option<Uuid> = if form.from == "project" { None } else { form.task_id.trim().parse().ok() };
     match (result, task) {
         (Ok(_), Some(task)) => Ok(Redirect::to(&format!("/o/{}/tasks/{task}#time", access.slug)).into_response()),
         (Err(e), Some(task)) if !matches!(e, AppError::NotFound) => {
@@ -812,6 +1021,7 @@ async fn record_time(
                 minutes: form.minutes,
                 spent_on: form.spent_on,
                 note: form.note,
+                task_id: form.task_id,
                 ..ProjectForms::default()
             };
             project_result(&state, csrf, &access, id, "time", forms, result.map(|_| ())).await
@@ -825,6 +1035,7 @@ async fn delete_time(
     ctx: Context,
     access: OrgAccess,
     Path((_, id, entry)): Path<(String, String, String)>,
+    _confirmed: crate::tenancy::confirm::Confirmed,
 ) -> AppResult<Response> {
     let id: ProjectId = path_id(&id)?;
     let entry = path_id(&entry)?;

@@ -77,12 +77,12 @@ async fn create(
         ..TaskInput::default()
     };
     match tasks::create(&state.db, &ctx, &access.principal, &input).await {
-        Ok(_) => Ok(Redirect::to(&format!("/o/{}/projects/{project}#board", access.slug)).into_response()),
+        Ok(_) => Ok(Redirect::to(&format!("/o/{}/projects/{project}", access.slug)).into_response()),
         // The project in the address is not one the caller may see.
         Err(AppError::Validation(v)) if v.iter().any(|f| f.field == "project_id") => Err(AppError::NotFound),
         Err(e) => {
             let (status, message, errors) = failure(e)?;
-            let forms = ProjectForms { task_title: form.title, ..ProjectForms::default() };
+            let forms = ProjectForms { task_title: form.title, task_column: form.column_id, ..ProjectForms::default() };
             project_failure(&state, csrf, &access, project, forms, status, message, errors).await
         }
     }
@@ -121,7 +121,7 @@ async fn move_task(
     .await;
     match result {
         Ok(_) if wants_json(&headers) => Ok(StatusCode::NO_CONTENT.into_response()),
-        Ok(task) => Ok(Redirect::to(&format!("/o/{}/projects/{}#board", access.slug, task.project_id)).into_response()),
+        Ok(task) => Ok(Redirect::to(&format!("/o/{}/projects/{}", access.slug, task.project_id)).into_response()),
         Err(e) if wants_json(&headers) => Err(e),
         Err(e) => {
             let (status, message, errors) = failure(e)?;
@@ -139,7 +139,6 @@ async fn move_task(
 pub struct TaskEdit {
     title: String,
     description: String,
-    status: String,
     priority: String,
     due_date: String,
     estimate_minutes: String,
@@ -154,7 +153,6 @@ impl TaskEdit {
         Self {
             title: t.title.clone(),
             description: t.description.clone(),
-            status: t.status.clone(),
             priority: t.priority.clone(),
             due_date: day(t.due_date),
             estimate_minutes: t.estimate_minutes.map(|m| m.to_string()).unwrap_or_default(),
@@ -210,6 +208,7 @@ struct TaskPage {
     csrf: String,
     org: OrgNav,
     task: Task,
+    column_now: String,
     project_name: String,
     edit: TaskEdit,
     statuses: [(&'static str, &'static str); 4],
@@ -359,6 +358,7 @@ async fn task_view(
         org: OrgNav::of(access),
         project_name,
         edit,
+        column_now: task.column_id.to_string(),
         statuses: STATUSES,
         priorities: PRIORITIES,
         columns,
@@ -451,7 +451,6 @@ async fn update(
     let edit = TaskEdit {
         title: fields.get("title").to_string(),
         description: fields.get("description").to_string(),
-        status: fields.get("status").to_string(),
         priority: fields.get("priority").to_string(),
         due_date: fields.get("due_date").to_string(),
         estimate_minutes: fields.get("estimate_minutes").to_string(),
@@ -471,7 +470,8 @@ async fn update(
             parent_id: Some(Some(edit.parent_id.trim().to_string())),
             title: Some(edit.title.clone()),
             description: Some(edit.description.clone()),
-            status: Some(edit.status.clone()),
+            // The status is the column (chosen above); a stray status field changes nothing.
+            status: None,
             priority: Some(edit.priority.clone()),
             due_date: Some(Some(edit.due_date.trim().to_string())),
             // The form always sends the field: empty clears the estimate.
@@ -547,6 +547,7 @@ async fn delete_comment(
     ctx: Context,
     access: OrgAccess,
     Path((_, id, comment)): Path<(String, String, String)>,
+    _confirmed: crate::tenancy::confirm::Confirmed,
 ) -> AppResult<Response> {
     let id: Uuid = path_id(&id)?;
     let comment: Uuid = path_id(&comment)?;
@@ -560,11 +561,12 @@ async fn delete(
     ctx: Context,
     access: OrgAccess,
     Path((_, id)): Path<(String, String)>,
+    _confirmed: crate::tenancy::confirm::Confirmed,
 ) -> AppResult<Response> {
     let id: Uuid = path_id(&id)?;
     let task = tasks::get(&state.db, &access.principal, id).await?.task;
     match tasks::delete(&state.db, &ctx, &access.principal, id).await {
-        Ok(()) => Ok(Redirect::to(&format!("/o/{}/projects/{}#board", access.slug, task.project_id)).into_response()),
+        Ok(()) => Ok(Redirect::to(&format!("/o/{}/projects/{}", access.slug, task.project_id)).into_response()),
         Err(e) => task_result(&state, csrf, &access, id, "", TaskForms::default(), Err(e)).await,
     }
 }

@@ -21,7 +21,7 @@ pub async fn user_id(app: &TestApp, email: &str) -> String {
 
 /// The token of the signed-in browser's session (any page of the app carries it).
 pub async fn session_token(b: &mut Browser) -> String {
-    b.page("/app").await;
+    b.page("/orgs/new").await;
     b.token()
 }
 

@@ -1,0 +1,295 @@
+// The first hour of a new agency, in a real Chromium, with real pointer and keyboard events.
+// Run by crates/clientflow/tests/it/browser_journey.rs, which starts the server and answers
+// `MAIL <address> <path prefix>` lines on stdin with the link from that mail.
+//
+// On every page: no console error, no CSP violation, no horizontal overflow at 1,280 px and
+// 390 px, no serious or critical axe-core violation; one screenshot per step.
+import { createInterface } from 'node:readline';
+import { createHmac } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createRequire } from 'node:module';
+import { chromium } from 'playwright-core';
+
+const require = createRequire(import.meta.url);
+const AXE = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+const BASE = process.env.BASE_URL;
+const SHOTS = process.env.SCREENSHOTS;
+const unique = Date.now().toString(36);
+const PASSWORD = 'correct horse battery staple';
+const problems = [];
+// A form refused on purpose answers 422: the browser logs that, and it is expected then.
+let expectRefusal = false;
+let step = 0;
+
+const input = createInterface({ input: process.stdin });
+const answers = [];
+const waiting = [];
+input.on('line', (l) => (waiting.length ? waiting.shift()(l) : answers.push(l)));
+function mailLink(to, prefix) {
+  console.log(`MAIL ${to} ${prefix}`);
+  return new Promise((resolve) => (answers.length ? resolve(answers.shift()) : waiting.push(resolve)));
+}
+
+function totp(base32) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const c of base32.replace(/[\s=]/g, '').toUpperCase()) bits += alphabet.indexOf(c).toString(2).padStart(5, '0');
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 1000 / 30)));
+  const h = createHmac('sha1', key).update(counter).digest();
+  const o = h[h.length - 1] & 0xf;
+  return String((h.readUInt32BE(o) & 0x7fffffff) % 1000000).padStart(6, '0');
+}
+
+async function watch(page, who) {
+  await page.addInitScript(() => {
+    window.__csp = [];
+    document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));
+  });
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !(expectRefusal && m.text().includes('status of 422'))) problems.push(`${who} console error on ${page.url()}: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => problems.push(`${who} script error on ${page.url()}: ${e.message}`));
+}
+
+// The checks every visited page gets, then its screenshot.
+async function check(page, name) {
+  step += 1;
+  const url = page.url();
+  await page.waitForLoadState('load');
+  const csp = await page.evaluate(() => window.__csp || []);
+  for (const v of csp) problems.push(`CSP violation on ${url}: ${v}`);
+  for (const [w, h] of [[390, 844], [1280, 800]]) {
+    await page.setViewportSize({ width: w, height: h });
+    const over = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    if (over > 0) {
+      const wide = await page.evaluate(() => [...document.querySelectorAll('body *')]
+        .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1)
+        .slice(0, 3).map((e) => `${e.tagName.toLowerCase()}.${e.className}`).join(', '));
+      problems.push(`horizontal overflow of ${over}px at ${w}px on ${url} (${wide})`);
+      await page.screenshot({ path: join(SHOTS, `${String(step).padStart(2, '0')}-${name}-overflow-${w}.png`), fullPage: true });
+    }
+  }
+  await page.evaluate(AXE);
+  const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
+  for (const v of result.violations.filter((v) => ['serious', 'critical'].includes(v.impact))) {
+    problems.push(`axe ${v.impact} ${v.id} on ${url}: ${v.help} — ${v.nodes.slice(0, 2).map((n) => n.target.join(' ')).join(' | ')}`);
+  }
+  await page.screenshot({ path: join(SHOTS, `${String(step).padStart(2, '0')}-${name}.png`), fullPage: true });
+  console.log(`step ${step} ${name}: ${url}`);
+}
+
+async function type(page, selector, text) {
+  await page.locator(selector).click();
+  await page.keyboard.type(text);
+}
+
+async function expectText(page, text) {
+  await page.getByText(text, { exact: false }).first().waitFor({ timeout: 10000 });
+}
+
+const browser = await chromium.launch({ executablePath: process.env.CHROMIUM, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
+try {
+  const ctx = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 800 } });
+  const page = await ctx.newPage();
+  await watch(page, 'owner');
+  page.on('dialog', (d) => d.accept());
+  const owner = `owner-${unique}@example.com`;
+
+  // The front door and sign-up: one click, one Enter.
+  await page.goto(BASE + '/');
+  await check(page, 'home');
+  await page.getByRole('link', { name: 'Sign up' }).first().click();
+  await page.waitForURL('**/signup');
+  await check(page, 'signup');
+  await type(page, 'input[name=email]', owner);
+  await type(page, 'input[name=display_name]', 'Olivia Owner');
+  await type(page, 'input[name=password]', PASSWORD);
+  await page.keyboard.press('Enter');
+  await page.waitForURL('**/signup/check-email', { timeout: 30000 });
+  await check(page, 'check-email');
+
+  // Verify from the mail; sign in lands on getting started.
+  await page.goto(await mailLink(owner, '/verify-email'));
+  await check(page, 'verify');
+  await page.getByRole('button').first().click();
+  await page.waitForURL('**/app', { timeout: 15000 });
+  await check(page, 'onboarding');
+  await type(page, '#org-name', `Studio ${unique}`);
+  await page.getByRole('button', { name: 'Create organization' }).click();
+  await page.waitForURL(/\/o\/[a-z0-9-]+$/);
+  const slug = new URL(page.url()).pathname.split('/')[2];
+  await expectText(page, 'Organization created');
+  await check(page, 'org-home');
+
+  // A client.
+  await page.getByRole('link', { name: 'Clients' }).first().click();
+  await check(page, 'clients-empty');
+  await page.goto(`${BASE}/o/${slug}/clients/new`);
+  await type(page, 'input[name=name]', 'Acme Corp');
+  await page.keyboard.press('Enter');
+  await page.waitForURL(/\/clients\/[0-9a-f-]{36}$/);
+  await expectText(page, 'Client added');
+  await check(page, 'client');
+
+  // Invite a Member; they create their account from the mail and land in the organization.
+  const member = `member-${unique}@example.com`;
+  await page.goto(`${BASE}/o/${slug}/members`);
+  await type(page, '#invite-email', member);
+  await page.getByRole('button', { name: 'Send invitation' }).click();
+  await expectText(page, 'Invitation sent');
+  await check(page, 'invited');
+  const mctx = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 800 } });
+  const mpage = await mctx.newPage();
+  await watch(mpage, 'member');
+  await mpage.goto(await mailLink(member, '/invitations/accept'));
+  await check(mpage, 'invitation');
+  await type(mpage, 'input[name=display_name]', 'Max Member');
+  await type(mpage, 'input[name=password]', PASSWORD);
+  await mpage.getByRole('button', { name: /accept/i }).first().click();
+  await mpage.waitForURL(new RegExp(`/o/${slug}`), { timeout: 15000 });
+  await check(mpage, 'member-home');
+
+  // A project for the client, with tasks added in place.
+  await page.goto(`${BASE}/o/${slug}/projects/new`);
+  await check(page, 'project-new');
+  await type(page, 'input[name=name]', 'Website relaunch');
+  await page.locator('select[name=client_id]').selectOption({ label: 'Acme Corp' });
+  await page.getByRole('button', { name: /create/i }).click();
+  await page.waitForURL(/\/projects\/[0-9a-f-]{36}$/);
+  const projectUrl = page.url();
+  await check(page, 'board-empty');
+  const firstColumn = page.locator('[data-column]').first();
+  for (const title of ['Wireframes', 'Copy deck', 'Launch checklist']) {
+    await firstColumn.locator('input[name=title]').click();
+    await page.keyboard.type(title);
+    await page.keyboard.press('Enter');
+    await expectText(page, 'Task added');
+  }
+  await check(page, 'board');
+
+  // Drag a card to Done with the mouse; the counts follow; the card stays there after reload.
+  const card = page.locator('[data-card]', { hasText: 'Wireframes' });
+  const done = page.locator('[data-column]').last();
+  const from = await card.boundingBox();
+  const to = await done.boundingBox();
+  await page.mouse.move(from.x + 10, from.y + from.height - 6);
+  await page.mouse.down();
+  await page.mouse.move(from.x + 40, from.y + 30, { steps: 5 });
+  await page.mouse.move(to.x + to.width / 2, to.y + 40, { steps: 10 });
+  await page.mouse.up();
+  await done.locator('[data-card]', { hasText: 'Wireframes' }).waitFor();
+  const counts = await page.locator('[data-count]').allTextContents();
+  if (counts.join(',') !== '2,0,1') problems.push(`column counts after the drag: ${counts}`);
+  // The keyboard: Alt+ArrowRight moves the focused card one column on.
+  await page.locator('[data-card]', { hasText: 'Copy deck' }).focus();
+  await page.keyboard.press('Alt+ArrowRight');
+  await page.waitForTimeout(500);
+  await page.reload();
+  const after = await page.locator('[data-count]').allTextContents();
+  if (after.join(',') !== '1,1,1') problems.push(`column counts after reload: ${after}`);
+  await check(page, 'board-moved');
+  await page.getByRole('link', { name: 'List', exact: true }).click();
+  await page.waitForURL('**/list');
+  await expectText(page, 'Done');
+  await check(page, 'list-tab');
+
+  // A comment on the task.
+  await page.goto(projectUrl);
+  await page.getByRole('link', { name: 'Wireframes', exact: true }).click();
+  await page.waitForURL(/\/tasks\//);
+  await check(page, 'task');
+  await page.locator('textarea[name=body]').click();
+  await page.keyboard.type('Approved by the client.');
+  await page.getByRole('button', { name: /comment/i }).click();
+  await expectText(page, 'Approved by the client.');
+  await check(page, 'commented');
+
+  // Time, on the project's Time tab, against a task picked by name.
+  await page.goto(projectUrl + '/time');
+  await check(page, 'time-empty');
+  await type(page, 'input[name=minutes]', '90');
+  await page.locator('select[name=task_id]').selectOption({ label: 'Wireframes' });
+  await page.getByRole('button', { name: 'Record time' }).click();
+  await expectText(page, 'Time recorded');
+  await check(page, 'time');
+
+  // A file, shared with the client.
+  await page.goto(projectUrl + '/files');
+  await page.locator('input[type=file]').setInputFiles({ name: 'brief.txt', mimeType: 'text/plain', buffer: Buffer.from('The brief.') });
+  await page.locator('input[name=shared_with_client]').check();
+  await page.getByRole('button', { name: 'Upload' }).click();
+  await expectText(page, 'brief.txt');
+  await check(page, 'files');
+
+  // An invoice for the client.
+  await page.goto(projectUrl + '/invoices');
+  await check(page, 'invoices-tab');
+  await page.getByRole('link', { name: /New invoice/ }).click();
+  await page.waitForURL(/\/invoices\/new/);
+  await check(page, 'invoice-new');
+  await page.getByRole('button', { name: /create|save/i }).first().click();
+  await page.waitForURL(/\/invoices\/[0-9a-f-]{36}/);
+  await check(page, 'invoice');
+
+  // A Client user, picked by the client's name; they land in the portal.
+  const clientUser = `client-${unique}@example.com`;
+  await page.goto(`${BASE}/o/${slug}/members`);
+  await type(page, '#invite-email', clientUser);
+  await page.locator('#invite-role').selectOption('client');
+  expectRefusal = true;
+  await page.getByRole('button', { name: 'Send invitation' }).click();
+  await expectText(page, 'choose the client');
+  if ((await page.locator('#invite-email').inputValue()) !== clientUser) problems.push('the refused invitation lost the email typed');
+  await check(page, 'invite-error');
+  expectRefusal = false;
+  await page.locator('#invite-client').selectOption({ label: 'Acme Corp' });
+  await page.getByRole('button', { name: 'Send invitation' }).click();
+  await expectText(page, 'Invitation sent');
+  const cctx = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 800 } });
+  const cpage = await cctx.newPage();
+  await watch(cpage, 'client');
+  await cpage.goto(await mailLink(clientUser, '/invitations/accept'));
+  await type(cpage, 'input[name=password]', PASSWORD);
+  await cpage.getByRole('button', { name: /accept/i }).first().click();
+  await cpage.waitForURL(new RegExp(`/portal/${slug}`), { timeout: 15000 });
+  await check(cpage, 'portal');
+  await cpage.goto(BASE + '/app');
+  await cpage.waitForURL(new RegExp(`/portal/${slug}`));
+
+  // Two-factor for the owner.
+  await page.goto(`${BASE}/account/security`);
+  await check(page, 'account');
+  await page.getByRole('link', { name: /Turn on two-factor/ }).click();
+  await check(page, 'two-factor-setup');
+  const secret = (await page.locator('code').first().textContent()).trim();
+  await type(page, 'input[name=code]', totp(secret));
+  await type(page, 'input[name=current_password]', PASSWORD);
+  await page.getByRole('button', { name: 'Turn on' }).click();
+  await page.waitForLoadState('load');
+  await check(page, 'two-factor-on');
+
+  // The audit log: names, not ids.
+  await page.goto(`${BASE}/o/${slug}/audit`);
+  await check(page, 'audit');
+  const audit = await page.locator('main').textContent();
+  if (!audit.includes('Olivia Owner') && !audit.includes(owner)) problems.push('the audit log does not name the owner');
+
+  // Where a returning person lands: the organization they last used.
+  await page.goto(BASE + '/app');
+  await page.waitForURL(new RegExp(`/o/${slug}$`));
+  await check(page, 'back-home');
+} catch (e) {
+  problems.push(`the journey stopped: ${e.stack || e}`);
+} finally {
+  await browser.close();
+}
+if (problems.length) {
+  console.log(`FAILED with ${problems.length} problem(s):`);
+  for (const p of problems) console.log(' - ' + p);
+  process.exit(1);
+}
+console.log(`journey passed: ${step} pages checked`);
+process.exit(0);
