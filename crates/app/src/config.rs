@@ -12,7 +12,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::platform::config::{
-    ConfigError, DatabaseConfig, LogConfig, LogFormat, MetricsConfig, RedisConfig, SecretsConfig, ServerConfig, TlsMode,
+    BackupConfig, ConfigError, DatabaseConfig, LogConfig, LogFormat, MetricsConfig, RedisConfig, SecretsConfig,
+    ServerConfig, TlsMode,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +39,8 @@ pub struct Config {
     pub rate_limits: crate::abuse::limits::RateLimitsConfig,
     /// `[bot_check]`: Turnstile keys, or the proof-of-work difficulty (`abuse::botcheck`).
     pub bot_check: crate::abuse::botcheck::BotCheckConfig,
+    /// `[backup]`: WAL archiving, scheduled backups and the restore drill of the private cluster.
+    pub backup: BackupConfig,
 }
 
 impl Default for Config {
@@ -58,6 +61,7 @@ impl Default for Config {
             files: Default::default(),
             rate_limits: Default::default(),
             bot_check: Default::default(),
+            backup: BackupConfig::default(),
         }
     }
 }
@@ -78,6 +82,10 @@ impl crate::platform::config::PlatformSettings for Config {
     fn largest_request_body(&self) -> usize {
         self.server.body_limit_bytes.max(crate::work::files::upload_body_limit(&self.files))
     }
+
+    fn backup(&self) -> Option<&BackupConfig> {
+        Some(&self.backup)
+    }
 }
 
 impl Config {
@@ -97,6 +105,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         self.database.validate()?;
+        self.backup.validate()?;
         crate::platform::config::validate_public_url(self.public_url.as_deref())?;
         if let Some((setting, message)) = self.rate_limits.invalid() {
             return Err(ConfigError::Invalid { setting, message });
