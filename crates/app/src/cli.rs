@@ -396,7 +396,7 @@ async fn serve_with(
         stop_worker.subscribe(),
     ));
     // Scheduled backups and the daily restore drill of the private cluster.
-    let backups = crate::backup::Live::from_resolved(resolved, &config).map(|live| {
+    let backups = crate::backup::Live::from_resolved(resolved, &config).filter(|_| config.backup.schedule).map(|live| {
         tokio::spawn(crate::backup::run_schedule(
             live,
             vec![state.audit_signer.verifying_key()],
@@ -814,7 +814,7 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
         Arc::new(SystemClock),
         stop.subscribe(),
     ));
-    let backups = crate::backup::Live::from_resolved(&resolved, &config).map(|live| {
+    let backups = crate::backup::Live::from_resolved(&resolved, &config).filter(|_| config.backup.schedule).map(|live| {
         tokio::spawn(crate::backup::run_schedule(
             live,
             keys,

@@ -373,6 +373,9 @@ pub struct BackupConfig {
     pub diff_interval_hours: u32,
     /// The restore drill runs when the last one is this old.
     pub drill_interval_hours: u32,
+    /// The server and the worker take the scheduled backups and run the drill. Off: only the
+    /// `clientflow backup` commands do (an external scheduler, a benchmark).
+    pub schedule: bool,
     /// The `pgbackrest` executable. Unset: found on the `PATH` (Debian: `apt install pgbackrest`).
     pub pgbackrest: Option<PathBuf>,
 }
@@ -407,6 +410,7 @@ impl Default for BackupConfig {
             full_interval_hours: 7 * 24,
             diff_interval_hours: 24,
             drill_interval_hours: 24,
+            schedule: true,
             pgbackrest: None,
         }
     }
