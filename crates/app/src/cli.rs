@@ -396,14 +396,15 @@ async fn serve_with(
         stop_worker.subscribe(),
     ));
     // Scheduled backups and the daily restore drill of the private cluster.
-    let backups = crate::backup::Live::from_resolved(resolved, &config).filter(|_| config.backup.schedule).map(|live| {
-        tokio::spawn(crate::backup::run_schedule(
-            live,
-            vec![state.audit_signer.verifying_key()],
-            config.database.postgres_bin_dir.clone(),
-            stop_worker.subscribe(),
-        ))
-    });
+    let backups =
+        crate::backup::Live::from_resolved(resolved, &config).filter(|_| config.backup.schedule).map(|live| {
+            tokio::spawn(crate::backup::run_schedule(
+                live,
+                vec![state.audit_signer.verifying_key()],
+                config.database.postgres_bin_dir.clone(),
+                stop_worker.subscribe(),
+            ))
+        });
     let options = server::ServeOptions::from_config(&state.config).with_metrics(&state.metrics);
     tracing::info!(
         max_connections = options.max_connections,
@@ -814,14 +815,15 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
         Arc::new(SystemClock),
         stop.subscribe(),
     ));
-    let backups = crate::backup::Live::from_resolved(&resolved, &config).filter(|_| config.backup.schedule).map(|live| {
-        tokio::spawn(crate::backup::run_schedule(
-            live,
-            keys,
-            config.database.postgres_bin_dir.clone(),
-            stop.subscribe(),
-        ))
-    });
+    let backups =
+        crate::backup::Live::from_resolved(&resolved, &config).filter(|_| config.backup.schedule).map(|live| {
+            tokio::spawn(crate::backup::run_schedule(
+                live,
+                keys,
+                config.database.postgres_bin_dir.clone(),
+                stop.subscribe(),
+            ))
+        });
     tracing::info!("delivering queued mail and signing audit chain heads; stop with Ctrl-C");
     server::stopped(stop_requests).await;
     let _ = stop.send(true);

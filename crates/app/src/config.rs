@@ -217,6 +217,37 @@ mod tests {
     }
 
     #[test]
+    fn backups_are_configured_in_their_section() {
+        let c = Config::load_from(None, &[]).unwrap();
+        assert!(c.backup.enabled && c.backup.schedule);
+        assert_eq!((c.backup.retention_days, c.backup.archive_timeout_secs), (7, 60));
+        let c = Config::load_from(
+            None,
+            &vars(&[
+                ("CLIENTFLOW_BACKUP__S3__BUCKET", "backups"),
+                ("CLIENTFLOW_BACKUP__S3__ENDPOINT", "minio.internal"),
+                ("CLIENTFLOW_BACKUP__S3__REGION", "eu-central-1"),
+                ("CLIENTFLOW_BACKUP__S3__KEY", "AKIA"),
+                ("CLIENTFLOW_BACKUP__S3__KEY_SECRET", "s3cr3t"),
+                ("CLIENTFLOW_BACKUP__RETENTION_DAYS", "14"),
+            ]),
+        )
+        .unwrap();
+        let s3 = c.backup.s3.as_ref().unwrap();
+        assert_eq!((s3.bucket.as_str(), s3.key_secret.as_ref().unwrap().expose()), ("backups", "s3cr3t"));
+        assert_eq!(c.backup.retention_days, 14);
+        for (var, value, setting) in [
+            ("CLIENTFLOW_BACKUP__S3__BUCKET", "only-a-bucket", "backup.s3"),
+            ("CLIENTFLOW_BACKUP__RETENTION_DAYS", "0", "backup.retention_days"),
+            ("CLIENTFLOW_BACKUP__ARCHIVE_TIMEOUT_SECS", "0", "backup.archive_timeout_secs"),
+            ("CLIENTFLOW_BACKUP__PASSPHRASE", "short", "backup.passphrase"),
+        ] {
+            let e = Config::load_from(None, &vars(&[(var, value)])).unwrap_err();
+            assert!(e.to_string().contains(setting), "{var}={value}: {e}");
+        }
+    }
+
+    #[test]
     fn invalid_settings_name_the_setting() {
         let e = Config::load_from(None, &vars(&[("CLIENTFLOW_SERVER__TLS", "proxy")])).unwrap_err();
         assert!(e.to_string().contains("server.trusted_proxies"), "{e}");

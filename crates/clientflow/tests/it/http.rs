@@ -432,7 +432,9 @@ async fn metrics_report_the_backups() {
     assert_eq!(value("clientflow_backup_wal_archive_failing"), 0.0, "{text}");
 
     let app = TestApp::builder()
-        .config(|c| c.database.url = Some(clientflow::platform::secret::Secret::new("postgres://managed.example.com/db")))
+        .config(|c| {
+            c.database.url = Some(clientflow::platform::secret::Secret::new("postgres://managed.example.com/db"))
+        })
         .spawn()
         .await;
     let text = app.get("/metrics").await.text().await.unwrap();
