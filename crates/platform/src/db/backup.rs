@@ -292,11 +292,31 @@ impl Repository {
         c
     }
 
-    fn run(&self, step: &str, mut command: Command) -> Result<String, BackupError> {
-        self.cluster.run_as_owner(step, &mut command).map_err(|e| match e {
-            ClusterError::Command { step, detail } => BackupError::Other(format!("{step} failed: {}", clean(&detail))),
-            other => BackupError::Cluster(other),
-        })
+    /// Runs a pgBackRest command; while another one holds the stanza's lock (a scheduled
+    /// backup, another process's stanza-create), waits for it, up to an hour.
+    fn run(&self, step: &str, command: Command) -> Result<String, BackupError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+        loop {
+            let mut attempt = Command::new(command.get_program());
+            attempt.args(command.get_args());
+            for (k, v) in command.get_envs() {
+                if let Some(v) = v {
+                    attempt.env(k, v);
+                }
+            }
+            match self.cluster.run_as_owner(step, &mut attempt) {
+                Ok(out) => return Ok(out),
+                Err(ClusterError::Command { detail, .. })
+                    if detail.contains("unable to acquire lock") && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+                Err(ClusterError::Command { step, detail }) => {
+                    return Err(BackupError::Other(format!("{step} failed: {}", clean(&detail))));
+                }
+                Err(other) => return Err(BackupError::Cluster(other)),
+            }
+        }
     }
 
     /// Creates the stanza (or checks that it matches the cluster); safe to repeat.
