@@ -351,7 +351,14 @@ pub async fn restore_in_place(
             .map_err(|e| anyhow::anyhow!("cannot move {} aside: {e}", cluster.pgdata().display()))?;
     }
     let copy = cluster.with_settings(vec![("archive_mode".into(), "off".into())], source.secret_env());
-    let (seconds, checks) = restore_and_check(&source, &copy, &target, keys, progress, "clientflow").await?;
+    let (seconds, checks) =
+        restore_and_check(&source, &copy, &target, keys, progress, "clientflow").await.map_err(|e| {
+            anyhow::anyhow!(
+                "{e:#}\nthe cluster it was to replace is kept in {}: to go back to it, remove {} and move it there",
+                kept.display(),
+                copy.pgdata().display()
+            )
+        })?;
     Ok((
         RestoreReport {
             into: config.data_dir.clone(),

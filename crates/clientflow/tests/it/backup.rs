@@ -130,10 +130,16 @@ impl Site {
         metrics.render((0, 0, 0))
     }
 
-    async fn finish(mut self) {
+    async fn finish(self) {
+        drop(self.stop().await);
+    }
+
+    /// Ends the test's use of the cluster (stopping it), keeping the data directory.
+    async fn stop(mut self) -> tempfile::TempDir {
         if let Some(r) = self.resolved.take() {
             r.finish().await;
         }
+        self.dir
     }
 }
 
@@ -429,4 +435,49 @@ fn with_an_external_database_the_provider_owns_backups() {
         .unwrap();
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["managed_by_provider"], true);
+}
+
+/// `--in-place` refuses while the cluster runs and without confirmation; stopped and confirmed,
+/// it restores over the data directory's cluster, keeps the one it replaced, and archiving goes
+/// on afterwards (a backup of the restored cluster succeeds).
+#[tokio::test]
+async fn an_in_place_restore_needs_the_server_stopped_and_a_confirmation() {
+    if !installed() {
+        return;
+    }
+    let site = Site::new().await;
+    let (code, _, all) = site.cli_json(&["backup", "run"]);
+    assert_eq!(code, Some(0), "{all}");
+    site.org("kept-org");
+    site.wait_archived().await;
+    let (code, _, all) = site.cli_json(&["backup", "restore", "--to", "latest", "--in-place", "--yes"]);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("is running"), "{all}");
+    let data = site.data().to_path_buf();
+    let root = site.resolved().backups.as_ref().unwrap().cluster().root().to_path_buf();
+    let _dir = site.stop().await;
+
+    let cli = |args: &[&str]| {
+        let mut c = crate::cli::bin();
+        c.args(args).env("CLIENTFLOW_DATA_DIR", &data).env("CLIENTFLOW_BACKUP__ARCHIVE_TIMEOUT_SECS", "2");
+        let out = c.output().unwrap();
+        (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    let (code, text) = cli(&["backup", "restore", "--to", "latest", "--in-place"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("confirm with --yes"), "{text}");
+    let (code, text) = cli(&["backup", "restore", "--to", "latest", "--in-place", "--yes"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("catalog checks: pass") && text.contains("all verify"), "{text}");
+    let kept: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("data.before-restore-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the replaced cluster is kept");
+    let (code, text) = cli(&["org", "list"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("kept-org"), "{text}");
+    let (code, text) = cli(&["backup", "run", "--type", "incr"]);
+    assert_eq!(code, Some(0), "{text}");
 }
