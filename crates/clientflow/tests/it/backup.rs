@@ -344,6 +344,29 @@ async fn a_point_in_time_restore_keeps_what_was_written_before_the_moment() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     conn.close().await.ok();
+
+    // The passphrase reached no log: pgBackRest's, PostgreSQL's, or a command's output at debug.
+    let out = {
+        let mut c = crate::cli::bin();
+        c.args(["backup", "list"]).env("CLIENTFLOW_LOG__FILTER", "debug");
+        for (k, v) in Site::vars_for(site.data()) {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let cluster_root = site.repo().parent().unwrap().to_path_buf();
+    let mut logs = files_under(&cluster_root.join("pgbackrest/log"));
+    logs.extend(files_under(&cluster_root.join("log")));
+    assert!(logs.len() >= 3, "{logs:?}");
+    let mut texts: Vec<(String, String)> =
+        logs.iter().map(|f| (f.display().to_string(), std::fs::read_to_string(f).unwrap_or_default())).collect();
+    texts.push((
+        "backup list".into(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    ));
+    for (name, text) in &texts {
+        assert!(!text.contains(right.trim()), "the passphrase is in {name}");
+    }
     site.finish().await;
 }
 
