@@ -2,6 +2,7 @@
 
 #![allow(clippy::print_stdout)] // a command line prints to standard output
 
+mod backup;
 mod operator;
 mod seed;
 
@@ -83,6 +84,12 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Backups of the private cluster (pgBackRest): take one, list them, restore to a moment, run
+    /// the restore drill.
+    Backup {
+        #[command(subcommand)]
+        command: backup::BackupCommand,
     },
     /// Print generated documentation.
     Docs {
@@ -288,6 +295,7 @@ pub fn main() -> ExitCode {
             Command::ApiKey { command } => operator::api_key(config, cli.json, operator, command).await,
             Command::Seed(args) => seed::run(config, cli.json, operator, args).await,
             Command::Audit { command } => audit(config, &operator, command).await,
+            Command::Backup { command } => backup::run(config, cli.json, command).await,
             Command::Docs { command: DocsCommand::Permissions } => {
                 print!("{}", crate::access::role::permissions_markdown());
                 Ok(ExitCode::SUCCESS)
@@ -440,6 +448,16 @@ async fn serve_with(
         state.clock.clone(),
         stop_worker.subscribe(),
     ));
+    // Scheduled backups and the daily restore drill of the private cluster.
+    let backups =
+        crate::backup::Live::from_resolved(resolved, &config).filter(|_| config.backup.schedule).map(|live| {
+            tokio::spawn(crate::backup::run_schedule(
+                live,
+                vec![state.audit_signer.verifying_key()],
+                config.database.postgres_bin_dir.clone(),
+                stop_worker.subscribe(),
+            ))
+        });
     let options = server::ServeOptions::from_config(&state.config).with_metrics(&state.metrics);
     tracing::info!(
         max_connections = options.max_connections,
@@ -462,6 +480,11 @@ async fn serve_with(
     let _ = stop_worker.send(true);
     let _ = worker.await;
     let _ = signer_task.await;
+    // A backup or drill under way is not waited for: stopping the cluster ends it, and the
+    // schedule takes it again.
+    if let Some(b) = backups {
+        b.abort();
+    }
     db.close().await;
     Ok(())
 }
@@ -996,6 +1019,7 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
             anyhow::bail!(e);
         }
     };
+    let keys = vec![signer.verifying_key()];
     let signer = Arc::new(signer);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let requests =
@@ -1020,11 +1044,23 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
         Arc::new(SystemClock),
         stop.subscribe(),
     ));
+    let backups =
+        crate::backup::Live::from_resolved(&resolved, &config).filter(|_| config.backup.schedule).map(|live| {
+            tokio::spawn(crate::backup::run_schedule(
+                live,
+                keys,
+                config.database.postgres_bin_dir.clone(),
+                stop.subscribe(),
+            ))
+        });
     tracing::info!("delivering queued mail and signing audit chain heads; stop with Ctrl-C");
     server::stopped(stop_requests).await;
     let _ = stop.send(true);
     let _ = task.await;
     let _ = signing.await;
+    if let Some(b) = backups {
+        b.abort();
+    }
     db.close().await;
     resolved.finish().await;
     Ok(ExitCode::SUCCESS)
@@ -1144,6 +1180,9 @@ async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
         }
     }
 
+    // Backups.
+    backup_report(&mut report, &config, resolved.as_ref()).await;
+
     // Redis.
     match &config.redis.url {
         None => report.ok("redis", "not configured: single-node mode (in-process limiter and cache)"),
@@ -1176,6 +1215,108 @@ async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
 
     report.print();
     Ok(if report.failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// The `backups` lines: archiving works, the newest backup is as recent as the schedule
+/// promises, the last drill passed.
+async fn backup_report(report: &mut Report, config: &Config, resolved: Option<&provision::Resolved>) {
+    const WHAT: &str = "backups";
+    if config.database.url.is_some() {
+        report.ok(
+            WHAT,
+            "owned by the database provider (DATABASE_URL): check there that point-in-time recovery is on and covers \
+             7 days",
+        );
+        return;
+    }
+    if !config.backup.enabled {
+        report.warn(WHAT, "off (backup.enabled = false): no WAL archiving, no backups");
+        return;
+    }
+    if let Err(e) = crate::platform::db::backup::installed(&config.backup) {
+        report.fail(WHAT, &e.to_string());
+        return;
+    }
+    if config.backup.retention_days < 7 {
+        report.warn(
+            WHAT,
+            &format!(
+                "backup.retention_days = {}: fewer than the 7 days of recovery promised",
+                config.backup.retention_days
+            ),
+        );
+    }
+    let Some(live) = resolved.and_then(|r| crate::backup::Live::from_resolved(r, config)) else {
+        report.warn(WHAT, "not checked: the private cluster is not running");
+        return;
+    };
+    match crate::backup::archive_status(&live.admin).await {
+        Ok(a) if a.mode == "off" => report.fail(
+            WHAT,
+            "the running cluster does not archive WAL (archive_mode off): restart `clientflow serve` to turn it on",
+        ),
+        Ok(a) if a.failing => report.fail(
+            WHAT,
+            &format!("WAL {}; see {}", a.describe(), live.repo.cluster().root().join("pgbackrest/log").display()),
+        ),
+        Ok(a) => report.ok(WHAT, &format!("WAL archiving works: {}", a.describe())),
+        Err(e) => report.fail(WHAT, &format!("cannot read the WAL archiver's state: {e}")),
+    }
+    let listing = crate::backup::list(&live.repo, None).await;
+    match listing {
+        Err(e) => report.fail(WHAT, &format!("cannot read the repository {}: {e:#}", live.repo.describe())),
+        Ok(l) => {
+            let allowed = f64::from(config.backup.diff_interval_hours.min(config.backup.full_interval_hours)) + 1.0;
+            match l.backups.last() {
+                None => report.fail(WHAT, "no backup in the repository yet: run `clientflow backup run`"),
+                Some(newest) => {
+                    let hours = (time::OffsetDateTime::now_utc() - newest.stopped_at).as_seconds_f64() / 3600.0;
+                    let detail = format!(
+                        "newest backup {} is {hours:.1} hours old; recoverable from {}",
+                        newest.label,
+                        l.earliest_recovery.map(crate::backup::rfc3339).unwrap_or_default()
+                    );
+                    if hours > allowed {
+                        report.fail(
+                            WHAT,
+                            &format!(
+                                "{detail}: older than the schedule allows ({allowed:.0} hours); is the worker running?"
+                            ),
+                        );
+                    } else {
+                        report.ok(WHAT, &detail);
+                    }
+                }
+            }
+        }
+    }
+    match last_drill(&live.admin).await {
+        Ok(None) => report.warn(WHAT, "no restore drill yet (`clientflow backup drill`; the worker runs one daily)"),
+        Ok(Some((ok, at, detail))) => {
+            let hours = (time::OffsetDateTime::now_utc() - at).as_seconds_f64() / 3600.0;
+            if !ok {
+                let why = detail.get("failure").and_then(|f| f.as_str()).unwrap_or("see backup_log").to_string();
+                report.fail(WHAT, &format!("the last restore drill ({hours:.1} hours ago) FAILED: {why}"));
+            } else if hours > 2.0 * f64::from(config.backup.drill_interval_hours) + 1.0 {
+                report.warn(
+                    WHAT,
+                    &format!("the last restore drill passed, {hours:.1} hours ago: the schedule is behind"),
+                );
+            } else {
+                report.ok(WHAT, &format!("the last restore drill passed {hours:.1} hours ago"));
+            }
+        }
+        Err(e) => report.fail(WHAT, &format!("cannot read backup_log: {e}")),
+    }
+}
+
+async fn last_drill(
+    admin: &sqlx::postgres::PgConnectOptions,
+) -> anyhow::Result<Option<(bool, time::OffsetDateTime, serde_json::Value)>> {
+    let mut conn = provision::connect(admin, "private cluster").await?;
+    Ok(sqlx::query_as("SELECT ok, finished_at, detail FROM backup_log WHERE kind = 'drill' ORDER BY finished_at DESC, id DESC LIMIT 1")
+        .fetch_optional(&mut conn)
+        .await?)
 }
 
 /// One `tls` line about a certificate's validity: FAIL when expired or not yet valid, warn

@@ -12,7 +12,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::platform::config::{
-    ConfigError, DatabaseConfig, LogConfig, LogFormat, MetricsConfig, RedisConfig, SecretsConfig, ServerConfig, TlsMode,
+    BackupConfig, ConfigError, DatabaseConfig, LogConfig, LogFormat, MetricsConfig, RedisConfig, SecretsConfig,
+    ServerConfig, TlsMode,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +39,8 @@ pub struct Config {
     pub rate_limits: crate::abuse::limits::RateLimitsConfig,
     /// `[bot_check]`: Turnstile keys, or the proof-of-work difficulty (`abuse::botcheck`).
     pub bot_check: crate::abuse::botcheck::BotCheckConfig,
+    /// `[backup]`: WAL archiving, scheduled backups and the restore drill of the private cluster.
+    pub backup: BackupConfig,
 }
 
 impl Default for Config {
@@ -58,6 +61,7 @@ impl Default for Config {
             files: Default::default(),
             rate_limits: Default::default(),
             bot_check: Default::default(),
+            backup: BackupConfig::default(),
         }
     }
 }
@@ -78,6 +82,10 @@ impl crate::platform::config::PlatformSettings for Config {
     fn largest_request_body(&self) -> usize {
         self.server.body_limit_bytes.max(crate::work::files::upload_body_limit(&self.files))
     }
+
+    fn backup(&self) -> Option<&BackupConfig> {
+        Some(&self.backup)
+    }
 }
 
 impl Config {
@@ -97,6 +105,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         self.database.validate()?;
+        self.backup.validate()?;
         crate::platform::config::validate_public_url(self.public_url.as_deref())?;
         if let Some((setting, message)) = self.rate_limits.invalid() {
             return Err(ConfigError::Invalid { setting, message });
@@ -206,6 +215,37 @@ mod tests {
         assert!(e.to_string().contains("rate_limits.contact_ip"), "{e}");
         let e = Config::load_from(None, &vars(&[("CLIENTFLOW_BOT_CHECK__TURNSTILE_SITE_KEY", "0x4AAA")])).unwrap_err();
         assert!(e.to_string().contains("bot_check.turnstile_secret_key"), "{e}");
+    }
+
+    #[test]
+    fn backups_are_configured_in_their_section() {
+        let c = Config::load_from(None, &[]).unwrap();
+        assert!(c.backup.enabled && c.backup.schedule);
+        assert_eq!((c.backup.retention_days, c.backup.archive_timeout_secs), (7, 60));
+        let c = Config::load_from(
+            None,
+            &vars(&[
+                ("CLIENTFLOW_BACKUP__S3__BUCKET", "backups"),
+                ("CLIENTFLOW_BACKUP__S3__ENDPOINT", "minio.internal"),
+                ("CLIENTFLOW_BACKUP__S3__REGION", "eu-central-1"),
+                ("CLIENTFLOW_BACKUP__S3__KEY", "AKIA"),
+                ("CLIENTFLOW_BACKUP__S3__KEY_SECRET", "s3cr3t"),
+                ("CLIENTFLOW_BACKUP__RETENTION_DAYS", "14"),
+            ]),
+        )
+        .unwrap();
+        let s3 = c.backup.s3.as_ref().unwrap();
+        assert_eq!((s3.bucket.as_str(), s3.key_secret.as_ref().unwrap().expose()), ("backups", "s3cr3t"));
+        assert_eq!(c.backup.retention_days, 14);
+        for (var, value, setting) in [
+            ("CLIENTFLOW_BACKUP__S3__BUCKET", "only-a-bucket", "backup.s3"),
+            ("CLIENTFLOW_BACKUP__RETENTION_DAYS", "0", "backup.retention_days"),
+            ("CLIENTFLOW_BACKUP__ARCHIVE_TIMEOUT_SECS", "0", "backup.archive_timeout_secs"),
+            ("CLIENTFLOW_BACKUP__PASSPHRASE", "short", "backup.passphrase"),
+        ] {
+            let e = Config::load_from(None, &vars(&[(var, value)])).unwrap_err();
+            assert!(e.to_string().contains(setting), "{var}={value}: {e}");
+        }
     }
 
     #[test]

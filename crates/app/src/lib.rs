@@ -10,6 +10,7 @@ pub mod abuse;
 pub mod access;
 pub mod api;
 pub mod audit;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod contact;

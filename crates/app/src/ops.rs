@@ -101,6 +101,18 @@ async fn metrics(State(state): State<AppState>) -> Response {
             }
         }
     }
+    // Backups are ours only on the private cluster (a managed database's are its provider's).
+    if state.config.database.url.is_none() && state.config.backup.enabled {
+        match state.db.backup_status().await {
+            Ok(status) => state.metrics.set_backup(Some(&status)),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: cannot read the backup status");
+                state.metrics.set_backup(Some(&Default::default()));
+            }
+        }
+    } else {
+        state.metrics.set_backup(None);
+    }
     let body = state.metrics.render(state.db.pool_usage());
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
 }

@@ -111,6 +111,11 @@ pub trait PlatformSettings {
     /// `server.body_limit_bytes`): the bound on what the server reads and discards after an
     /// early answer.
     fn largest_request_body(&self) -> usize;
+    /// Backups of the private cluster (`[backup]`); `None`: the private cluster runs without
+    /// WAL archiving.
+    fn backup(&self) -> Option<&BackupConfig> {
+        None
+    }
 }
 
 /// The address users reach the installation at: `public_url` without a trailing slash, or
@@ -338,6 +343,125 @@ impl Default for MetricsConfig {
             allow: vec!["127.0.0.0/8".parse().expect("valid literal"), "::1/128".parse().expect("valid literal")],
             token: None,
         }
+    }
+}
+
+/// `[backup]`: pgBackRest for the private cluster (see `db::backup`). Ignored when
+/// `database.url` is set: a managed database's provider owns its backups.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// WAL archiving and scheduled backups of the private cluster.
+    pub enabled: bool,
+    /// The repository's directory. Unset: `backups` in the cluster's own directory
+    /// (`<data_dir>/postgres/backups`); put it on another disk, or use `backup.s3`.
+    pub repo_path: Option<PathBuf>,
+    /// An S3-compatible object store for the repository instead of a directory.
+    pub s3: Option<S3RepoConfig>,
+    /// The repository's encryption passphrase. Unset: generated once into
+    /// `<data_dir>/secrets/backup-passphrase`. Without it the repository can't be read: keep a
+    /// copy away from the server.
+    pub passphrase: Option<Secret>,
+    /// A WAL segment is archived at least this often when anything was written, which bounds
+    /// the recovery point of a quiet system.
+    pub archive_timeout_secs: u32,
+    /// Recovery stays possible to any moment of the last this many days.
+    pub retention_days: u32,
+    /// A full backup when the newest full one is this old.
+    pub full_interval_hours: u32,
+    /// A differential backup when the newest backup is this old.
+    pub diff_interval_hours: u32,
+    /// The restore drill runs when the last one is this old.
+    pub drill_interval_hours: u32,
+    /// The server and the worker take the scheduled backups and run the drill. Off: only the
+    /// `clientflow backup` commands do (an external scheduler, a benchmark).
+    pub schedule: bool,
+    /// The `pgbackrest` executable. Unset: found on the `PATH` (Debian: `apt install pgbackrest`).
+    pub pgbackrest: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3RepoConfig {
+    pub bucket: String,
+    /// e.g. `s3.eu-central-1.amazonaws.com`, or a MinIO host.
+    pub endpoint: String,
+    pub region: String,
+    /// Path of the repository inside the bucket (default `/clientflow`).
+    pub path: Option<String>,
+    pub key: Option<Secret>,
+    pub key_secret: Option<Secret>,
+    /// `path` for most S3-compatible stores, `host` (virtual-hosted) for AWS.
+    pub uri_style: Option<String>,
+    pub port: Option<u16>,
+    /// Verify the store's TLS certificate (default true).
+    pub verify_tls: Option<bool>,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            repo_path: None,
+            s3: None,
+            passphrase: None,
+            archive_timeout_secs: 60,
+            retention_days: 7,
+            full_interval_hours: 7 * 24,
+            diff_interval_hours: 24,
+            drill_interval_hours: 24,
+            schedule: true,
+            pgbackrest: None,
+        }
+    }
+}
+
+impl BackupConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=86_400).contains(&self.archive_timeout_secs) {
+            return Err(ConfigError::invalid("backup.archive_timeout_secs", "must be between 1 and 86400"));
+        }
+        if !(1..=3650).contains(&self.retention_days) {
+            return Err(ConfigError::invalid("backup.retention_days", "must be between 1 and 3650"));
+        }
+        for (setting, hours) in [
+            ("backup.full_interval_hours", self.full_interval_hours),
+            ("backup.diff_interval_hours", self.diff_interval_hours),
+            ("backup.drill_interval_hours", self.drill_interval_hours),
+        ] {
+            if !(1..=24 * 366).contains(&hours) {
+                return Err(ConfigError::invalid(setting, "must be between 1 and 8784 hours"));
+            }
+        }
+        if let Some(s3) = &self.s3 {
+            if s3.bucket.is_empty() || s3.endpoint.is_empty() || s3.region.is_empty() {
+                return Err(ConfigError::invalid(
+                    "backup.s3",
+                    "an S3 repository needs backup.s3.bucket, backup.s3.endpoint and backup.s3.region",
+                ));
+            }
+            if s3.key.is_none() || s3.key_secret.is_none() {
+                return Err(ConfigError::invalid("backup.s3", "needs backup.s3.key and backup.s3.key_secret"));
+            }
+            if let Some(style) = &s3.uri_style
+                && style != "path"
+                && style != "host"
+            {
+                return Err(ConfigError::invalid("backup.s3.uri_style", "must be \"path\" or \"host\""));
+            }
+            if self.repo_path.is_some() {
+                return Err(ConfigError::invalid(
+                    "backup.repo_path",
+                    "set either backup.repo_path or backup.s3, not both",
+                ));
+            }
+        }
+        if let Some(p) = &self.passphrase
+            && p.expose().len() < 20
+        {
+            return Err(ConfigError::invalid("backup.passphrase", "must be at least 20 characters"));
+        }
+        Ok(())
     }
 }
 

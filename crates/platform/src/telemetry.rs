@@ -77,6 +77,69 @@ struct MetricsInner {
     http_connections: Gauge,
     http_connections_refused: Counter,
     outbox: Family<StateLabels, Gauge>,
+    backup: BackupGauges,
+}
+
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// The private cluster's backups, set at scrape time ([`Metrics::set_backup`]). NaN where
+/// there is nothing to say (no backup yet, no drill yet).
+#[derive(Default)]
+struct BackupGauges {
+    enabled: Gauge,
+    newest_age: FloatGauge,
+    archive_lag: FloatGauge,
+    archive_failing: Gauge,
+    drill_ok: FloatGauge,
+    drill_age: FloatGauge,
+    drill_rpo: FloatGauge,
+    drill_rto: FloatGauge,
+}
+
+impl BackupGauges {
+    fn register(&self, registry: &mut Registry) {
+        let g = self;
+        registry.register(
+            "backup_enabled",
+            "1 when ClientFlow backs up its private cluster (0: an external database, or backups off)",
+            g.enabled.clone(),
+        );
+        registry.register(
+            "backup_newest_age_seconds",
+            "Seconds since the newest successful backup finished (NaN: none yet)",
+            g.newest_age.clone(),
+        );
+        registry.register(
+            "backup_wal_archive_lag_seconds",
+            "Seconds completed WAL has waited to be archived (0: nothing waiting)",
+            g.archive_lag.clone(),
+        );
+        registry.register(
+            "backup_wal_archive_failing",
+            "1 while the newest WAL archiving attempt failed",
+            g.archive_failing.clone(),
+        );
+        registry.register(
+            "backup_drill_last_ok",
+            "1 when the last restore drill passed, 0 when it failed (NaN: none yet)",
+            g.drill_ok.clone(),
+        );
+        registry.register(
+            "backup_drill_last_age_seconds",
+            "Seconds since the last restore drill finished",
+            g.drill_age.clone(),
+        );
+        registry.register(
+            "backup_drill_rpo_seconds",
+            "Recovery point measured by the last restore drill",
+            g.drill_rpo.clone(),
+        );
+        registry.register(
+            "backup_drill_rto_seconds",
+            "Restore time measured by the last restore drill",
+            g.drill_rto.clone(),
+        );
+    }
 }
 
 impl Default for Metrics {
@@ -126,6 +189,8 @@ impl Metrics {
             "Outbox messages by state (queued, sent, suppressed, dead), read at scrape time",
             outbox.clone(),
         );
+        let backup = BackupGauges::default();
+        backup.register(&mut registry);
         Self {
             inner: Arc::new(MetricsInner {
                 registry,
@@ -139,6 +204,7 @@ impl Metrics {
                 http_connections,
                 http_connections_refused,
                 outbox,
+                backup,
             }),
         }
     }
@@ -173,6 +239,21 @@ impl Metrics {
     /// Set at scrape time from the limiter's own state.
     pub fn set_rate_limiter_degraded(&self, degraded: bool) {
         self.inner.rate_limiter_degraded.set(i64::from(degraded));
+    }
+
+    /// Set at scrape time: `None` when backups aren't ClientFlow's to take.
+    pub fn set_backup(&self, status: Option<&crate::db::backup::BackupStatus>) {
+        let g = &self.inner.backup;
+        let or_nan = |v: Option<f64>| v.unwrap_or(f64::NAN);
+        g.enabled.set(i64::from(status.is_some()));
+        let status = status.cloned().unwrap_or_default();
+        g.newest_age.set(or_nan(status.newest_backup_age));
+        g.archive_lag.set(status.archive.as_ref().map_or(0.0, |a| a.lag_seconds));
+        g.archive_failing.set(i64::from(status.archive.as_ref().is_some_and(|a| a.failing)));
+        g.drill_ok.set(or_nan(status.last_drill_ok.map(|ok| if ok { 1.0 } else { 0.0 })));
+        g.drill_age.set(or_nan(status.last_drill_age));
+        g.drill_rpo.set(or_nan(status.last_drill_rpo));
+        g.drill_rto.set(or_nan(status.last_drill_rto));
     }
 
     /// Renders all metrics; `pool` is (open, idle, max) read at scrape time.

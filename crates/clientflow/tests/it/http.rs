@@ -393,3 +393,50 @@ async fn authenticated_routes_are_never_stored_whatever_the_handler_says() {
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["cache-control"], "public, max-age=600");
 }
+
+/// `/metrics` reports the backups as `backup_log` records them, and only when they are
+/// ClientFlow's to take (the private cluster; a managed database's are its provider's).
+#[tokio::test]
+async fn metrics_report_the_backups() {
+    let app = TestApp::spawn().await;
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(text.contains("clientflow_backup_enabled 1"), "{text}");
+    assert!(text.contains("clientflow_backup_newest_age_seconds NaN"), "no backup yet: {text}");
+    assert!(text.contains("clientflow_backup_drill_last_ok NaN"), "{text}");
+    let mut admin = app.db.admin_conn().await;
+    sqlx::query(
+        "INSERT INTO backup_log (kind, backup_type, started_at, finished_at, ok) \
+         VALUES ('backup', 'full', now() - interval '2 hours', now() - interval '1 hour', true)",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO backup_log (kind, started_at, finished_at, ok, detail) \
+         VALUES ('drill', now(), now(), false, '{\"rpo_seconds\": 1.5, \"rto_seconds\": 7.25}')",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing: {text}"))
+            .parse()
+            .unwrap()
+    };
+    assert!((3590.0..3700.0).contains(&value("clientflow_backup_newest_age_seconds")), "{text}");
+    assert_eq!(value("clientflow_backup_drill_last_ok"), 0.0, "{text}");
+    assert_eq!(value("clientflow_backup_drill_rto_seconds"), 7.25, "{text}");
+    assert_eq!(value("clientflow_backup_wal_archive_failing"), 0.0, "{text}");
+
+    let app = TestApp::builder()
+        .config(|c| {
+            c.database.url = Some(clientflow::platform::secret::Secret::new("postgres://managed.example.com/db"))
+        })
+        .spawn()
+        .await;
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(text.contains("clientflow_backup_enabled 0"), "{text}");
+}

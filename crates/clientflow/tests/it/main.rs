@@ -6,6 +6,7 @@ mod api;
 mod api_edits;
 mod api_fields;
 mod audit;
+mod backup;
 mod botcheck;
 mod botcheck_forms;
 mod browser_journey;

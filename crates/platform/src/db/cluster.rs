@@ -29,7 +29,8 @@ use sqlx::postgres::PgConnectOptions;
 
 /// The superuser created by `initdb` inside the private cluster.
 pub const SUPERUSER: &str = "clientflow_admin";
-const PORT: u16 = 5432;
+/// The port in the socket's name (the cluster listens on no TCP port).
+pub const PORT: u16 = 5432;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -83,6 +84,14 @@ pub struct PrivateCluster {
     /// `Some((uid, gid, name))` when the cluster runs as another user than this process.
     run_as: Option<(u32, u32, String)>,
     durable: bool,
+    /// Server settings passed on the command line (`-c name=value`), so they live with the
+    /// process that starts the cluster and never in its files: a copy restored from a backup
+    /// doesn't inherit them (WAL archiving into the original's repository, above all).
+    settings: Vec<(String, String)>,
+    /// Environment of the cluster's processes and of the commands run for it (the backup
+    /// repository's passphrase reaches `archive_command` this way, never through a file
+    /// outside the secrets directory).
+    env: Vec<(String, crate::secret::Secret)>,
 }
 
 impl PrivateCluster {
@@ -141,7 +150,82 @@ impl PrivateCluster {
             let digest = crate::crypto::sha256_hex(root.as_os_str().as_encoded_bytes());
             socket_dir = PathBuf::from(format!("/tmp/clientflow-pg-{}", &digest[..16]));
         }
-        Ok(Self { link, root, pgdata, socket_dir, bin_dir, run_as, durable })
+        Ok(Self { link, root, pgdata, socket_dir, bin_dir, run_as, durable, settings: Vec::new(), env: Vec::new() })
+    }
+
+    /// The same cluster, started with these server settings and this environment (see the
+    /// fields' documentation). They apply when this process is the one that starts it.
+    pub fn with_settings(mut self, settings: Vec<(String, String)>, env: Vec<(String, crate::secret::Secret)>) -> Self {
+        self.settings = settings;
+        self.env = env;
+        self
+    }
+
+    /// The directory holding `initdb`, `pg_ctl` and `postgres`.
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
+    }
+
+    /// The name of the user the cluster's processes run as, when not this process's.
+    pub fn run_as_user(&self) -> Option<&str> {
+        self.run_as.as_ref().map(|(_, _, name)| name.as_str())
+    }
+
+    /// Creates the cluster's directory (and its link) with the ownership and modes a start
+    /// needs, without initializing or starting anything: where a restore writes a cluster.
+    pub fn prepare(&self) -> Result<(), ClusterError> {
+        if self.is_linked() {
+            self.prepare_linked()?;
+        } else {
+            fs::create_dir_all(&self.root).map_err(|e| io_err("create", &self.root, e))?;
+            if self.run_as.is_some()
+                && let Some(parent) = self.root.parent()
+            {
+                let mode = fs::metadata(parent).map(|m| m.permissions().mode()).unwrap_or(0o700);
+                if mode & 0o001 == 0 {
+                    set_mode(parent, (mode | 0o711) & 0o7777)?;
+                }
+            }
+        }
+        self.chown(&self.root)?;
+        set_mode(&self.root, 0o700)?;
+        if let Some((_, _, user)) = &self.run_as
+            && !reachable_by(user, &self.root)
+        {
+            return Err(ClusterError::Unreachable { user: user.clone(), path: self.root.display().to_string() });
+        }
+        Ok(())
+    }
+
+    /// Creates `dir` (and its parents) owned by the cluster's user, mode 0700.
+    pub fn make_owned_dir(&self, dir: &Path) -> Result<(), ClusterError> {
+        fs::create_dir_all(dir).map_err(|e| io_err("create", dir, e))?;
+        self.chown(dir)?;
+        set_mode(dir, 0o700)
+    }
+
+    /// Writes `contents` to `path` owned by the cluster's user, mode 0600.
+    pub fn write_owned_file(&self, path: &Path, contents: &[u8]) -> Result<(), ClusterError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let tmp = path.with_extension("tmp");
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| io_err("write", &tmp, e))?;
+        file.write_all(contents).map_err(|e| io_err("write", &tmp, e))?;
+        drop(file);
+        self.chown(&tmp)?;
+        fs::rename(&tmp, path).map_err(|e| io_err("write", path, e))
+    }
+
+    /// Runs `command` as the cluster's user, with the cluster's environment; its standard
+    /// output when it succeeds.
+    pub fn run_as_owner(&self, step: &str, command: &mut Command) -> Result<String, ClusterError> {
+        self.run_capturing(step, command)
     }
 
     /// The cluster's own directory: `<data_dir>/postgres`, or where that link points.
@@ -177,27 +261,7 @@ impl PrivateCluster {
     /// process as one of its users until the returned [`ClusterUse`] ends (or is dropped). Safe
     /// to call from several processes at once.
     pub fn ensure_running(&self) -> Result<ClusterUse, ClusterError> {
-        if self.is_linked() {
-            self.prepare_linked()?;
-        } else {
-            fs::create_dir_all(&self.root).map_err(|e| io_err("create", &self.root, e))?;
-            if self.run_as.is_some() {
-                // The postgres user must be able to reach its directory through ours.
-                if let Some(parent) = self.root.parent() {
-                    let mode = fs::metadata(parent).map(|m| m.permissions().mode()).unwrap_or(0o700);
-                    if mode & 0o001 == 0 {
-                        set_mode(parent, (mode | 0o711) & 0o7777)?;
-                    }
-                }
-            }
-        }
-        self.chown(&self.root)?;
-        set_mode(&self.root, 0o700)?;
-        if let Some((_, _, user)) = &self.run_as
-            && !reachable_by(user, &self.root)
-        {
-            return Err(ClusterError::Unreachable { user: user.clone(), path: self.root.display().to_string() });
-        }
+        self.prepare()?;
         let lock = self.lock()?;
         let in_use = self.root.join(".in-use");
         let users = fs::OpenOptions::new()
@@ -298,6 +362,10 @@ impl PrivateCluster {
         if !self.durable {
             options.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
         }
+        for (name, value) in &self.settings {
+            // pg_ctl hands the options to a shell: single-quote the value.
+            options.push_str(&format!(" -c {name}='{}'", value.replace('\'', "'\\''")));
+        }
         let pg_ctl = self.bin_dir.join("pg_ctl");
         self.run(
             "starting PostgreSQL",
@@ -361,6 +429,12 @@ impl PrivateCluster {
     }
 
     fn run(&self, step: &str, command: &mut Command) -> Result<(), ClusterError> {
+        self.run_capturing(step, command).map(|_| ())
+    }
+
+    fn run_capturing(&self, step: &str, command: &mut Command) -> Result<String, ClusterError> {
+        let envs: Vec<(std::ffi::OsString, Option<std::ffi::OsString>)> =
+            command.get_envs().map(|(k, v)| (k.to_os_string(), v.map(|v| v.to_os_string()))).collect();
         let mut command = match &self.run_as {
             None => std::mem::replace(command, Command::new("true")),
             Some((_, _, user)) => {
@@ -370,12 +444,21 @@ impl PrivateCluster {
                 wrapped
             }
         };
+        for (k, v) in envs {
+            match v {
+                Some(v) => command.env(k, v),
+                None => command.env_remove(k),
+            };
+        }
+        for (k, v) in &self.env {
+            command.env(k, v.expose());
+        }
         // Not inside our data directory's cwd: postgres as another user may not be able to read it.
         command.current_dir("/");
         let output =
             command.output().map_err(|e| ClusterError::Command { step: step.into(), detail: e.to_string() })?;
         if output.status.success() {
-            Ok(())
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
         } else {
             Err(ClusterError::Command {
                 step: step.into(),

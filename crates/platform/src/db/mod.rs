@@ -9,6 +9,7 @@
 //! * [`GlobalTx`]: global tables (users, sessions). No tenant is set on it, so row-level
 //!   security shows it zero rows of every tenant table.
 
+pub mod backup;
 pub mod catalog;
 pub mod cluster;
 pub mod outage;
@@ -103,6 +104,11 @@ impl Db {
     /// Facts about the role this pool connects as, for the start-up guard and `doctor`.
     pub async fn role_facts(&self) -> Result<RoleFacts, sqlx::Error> {
         role_facts(&mut *self.pool.acquire().await?).await
+    }
+
+    /// The private cluster's backups as recorded and its WAL archiver, for `/metrics`.
+    pub async fn backup_status(&self) -> Result<backup::BackupStatus, sqlx::Error> {
+        backup::backup_status(&mut *self.pool.acquire().await?).await
     }
 
     pub async fn close(&self) {

@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 
+use super::backup::{BackupError, Repository};
 use super::cluster::{ClusterError, ClusterUse, PrivateCluster};
 use super::{APP_ROLE, AUDITOR_ROLE, MIGRATOR, MigrationStatus, OWNER_ROLE};
 use crate::config::PlatformSettings;
@@ -34,6 +35,8 @@ use crate::config::PlatformSettings;
 pub enum SetupError {
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Backup(#[from] BackupError),
     #[error("cannot connect to PostgreSQL ({target}): {cause}. {hint}")]
     Connect { target: String, cause: String, hint: String },
     #[error("database setup: {0}")]
@@ -66,6 +69,8 @@ pub struct Resolved {
     /// This process's use of the private cluster, when that is what we use: dropping it (or
     /// [`Resolved::finish`]) stops the cluster unless another process still uses it.
     pub cluster: Option<ClusterUse>,
+    /// The private cluster's backups, when they are on (`backup.enabled`).
+    pub backups: Option<Repository>,
     pub mode: Mode,
 }
 
@@ -117,8 +122,25 @@ async fn resolve_with(config: &impl PlatformSettings, start: bool) -> Result<Res
     let secrets_dir = config.data_dir().join("secrets");
     match &config.database().url {
         None => {
-            let cluster = PrivateCluster::new(config.data_dir(), config.database().postgres_bin_dir.as_deref(), true)?;
+            let mut cluster =
+                PrivateCluster::new(config.data_dir(), config.database().postgres_bin_dir.as_deref(), true)?;
+            let backups = match config.backup() {
+                Some(b) if b.enabled => Some(Repository::new(&cluster, b, &secrets_dir)?),
+                _ => None,
+            };
+            if let Some(repo) = &backups {
+                let (settings, env) = repo.archiving();
+                cluster = cluster.with_settings(settings, env);
+            }
             let (admin, in_use) = if start {
+                if let Some(repo) = backups.clone() {
+                    // The archive command reads this file: it must exist before the cluster starts.
+                    let prepared = tokio::task::spawn_blocking(move || {
+                        repo.cluster().prepare()?;
+                        repo.write_config()
+                    });
+                    prepared.await.map_err(|e| SetupError::Io(e.to_string()))??;
+                }
                 // Taken inside the blocking task: if this future is dropped (a stop requested
                 // during start-up), the use still ends, and stops what it started.
                 let in_use = tokio::task::spawn_blocking(move || cluster.ensure_running())
@@ -127,17 +149,36 @@ async fn resolve_with(config: &impl PlatformSettings, start: bool) -> Result<Res
                 if in_use.cluster().is_linked() {
                     tracing::info!(cluster = %in_use.cluster().root().display(), "private PostgreSQL cluster");
                 }
+                if backups.is_some() && in_use.started() {
+                    // The checkpointer starts while the server is still in recovery and then
+                    // sleeps a whole checkpoint_timeout before it first looks at
+                    // archive_timeout; a checkpoint wakes it, so a quiet system's recovery
+                    // point is bounded by archive_timeout from the start.
+                    let mut conn = connect(&in_use.cluster().admin_options(), "private cluster").await?;
+                    sqlx::query("CHECKPOINT").execute(&mut conn).await?;
+                    conn.close().await.ok();
+                }
                 (in_use.cluster().admin_options(), Some(in_use))
             } else {
                 (cluster.admin_options(), None)
             };
             // On an error the use is dropped, which stops the cluster if nobody else uses it.
             let provisioned = provision(&admin, &secrets_dir, None).await?;
+            if start && let Some(repo) = backups.clone() {
+                // Creating the stanza is idempotent. A repository that can't be reached doesn't
+                // stop the start: archiving then fails, which `doctor` and `/metrics` report.
+                match tokio::task::spawn_blocking(move || repo.stanza_create()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "backups: cannot create the pgBackRest stanza"),
+                    Err(e) => tracing::error!(error = %e, "backups: cannot create the pgBackRest stanza"),
+                }
+            }
             Ok(Resolved {
                 app: provisioned.app,
                 owner: Some(provisioned.owner),
                 auditor: Some(provisioned.auditor),
                 cluster: in_use,
+                backups,
                 mode: Mode::PrivateCluster,
             })
         }
@@ -153,6 +194,7 @@ async fn resolve_with(config: &impl PlatformSettings, start: bool) -> Result<Res
                     owner: Some(provisioned.owner),
                     auditor: Some(provisioned.auditor),
                     cluster: None,
+                    backups: None,
                     mode: Mode::Provisioned,
                 });
             }
@@ -164,7 +206,7 @@ async fn resolve_with(config: &impl PlatformSettings, start: bool) -> Result<Res
                 Some(url) => Some(parse_url(url.expose(), "database.auditor_url")?),
                 None => None,
             };
-            Ok(Resolved { app: options, owner, auditor, cluster: None, mode: Mode::AppRole })
+            Ok(Resolved { app: options, owner, auditor, cluster: None, backups: None, mode: Mode::AppRole })
         }
     }
 }
