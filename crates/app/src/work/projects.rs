@@ -13,7 +13,7 @@ use crate::access::role::Permission;
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::Db;
 use crate::platform::http::error::{AppError, AppResult};
-use crate::platform::ids::{ClientId, OrgId, ProjectId, UserId};
+use crate::platform::ids::{ClientId, ColumnId, OrgId, ProjectId, UserId};
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Project {
@@ -466,7 +466,8 @@ pub async fn remove_member(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Project
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Column {
-    pub id: Uuid,
+    #[schema(value_type = String, format = Uuid)]
+    pub id: ColumnId,
     #[schema(value_type = String, format = Uuid)]
     pub project_id: ProjectId,
     pub name: String,
@@ -561,7 +562,7 @@ pub async fn move_column(
     ctx: &Context,
     p: &OrgPrincipal,
     project: ProjectId,
-    column: Uuid,
+    column: ColumnId,
     delta: i32,
 ) -> AppResult<()> {
     require(p, Permission::ProjectsUpdate)?;
@@ -596,7 +597,7 @@ pub async fn delete_column(
     ctx: &Context,
     p: &OrgPrincipal,
     project: ProjectId,
-    column: Uuid,
+    column: ColumnId,
 ) -> AppResult<()> {
     require(p, Permission::ProjectsUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;

@@ -14,17 +14,20 @@ use crate::access::role::Permission;
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::Db;
 use crate::platform::http::error::{AppError, AppResult};
-use crate::platform::ids::{OrgId, ProjectId, UserId};
+use crate::platform::ids::{ColumnId, CommentId, OrgId, ProjectId, TaskId, UserId};
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Task {
     #[schema(value_type = String, format = Uuid)]
     pub organization_id: OrgId,
-    pub id: Uuid,
+    #[schema(value_type = String, format = Uuid)]
+    pub id: TaskId,
     #[schema(value_type = String, format = Uuid)]
     pub project_id: ProjectId,
-    pub column_id: Uuid,
-    pub parent_id: Option<Uuid>,
+    #[schema(value_type = String, format = Uuid)]
+    pub column_id: ColumnId,
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub parent_id: Option<TaskId>,
     pub title: String,
     pub description: String,
     #[schema(value_type = TaskStatus)]
@@ -170,7 +173,7 @@ pub struct TaskFilter {
     pub q: Option<String>,
 }
 
-fn optional_id(field: &str, v: Option<&str>) -> AppResult<Option<Uuid>> {
+fn optional_id<T: std::str::FromStr>(field: &str, v: Option<&str>) -> AppResult<Option<T>> {
     v.map(|v| fields::id_or_empty(field, v)).transpose().map(Option::flatten)
 }
 
@@ -191,14 +194,14 @@ pub fn list_sql() -> String {
 pub async fn list(db: &Db, p: &OrgPrincipal, f: &TaskFilter, page: Page) -> AppResult<Vec<Task>> {
     require(p, Permission::TasksRead)?;
     let member = member_filter(p)?;
-    let project = optional_id("project_id", f.project_id.as_deref())?;
+    let project: Option<ProjectId> = optional_id("project_id", f.project_id.as_deref())?;
     let status = f.status.clone().filter(|s| !s.is_empty());
     if let Some(s) = &status
         && !STATUSES.contains(&s.as_str())
     {
         return Err(AppError::field("status", "is not a task status"));
     }
-    let assignee = optional_id("assignee", f.assignee.as_deref())?;
+    let assignee: Option<UserId> = optional_id("assignee", f.assignee.as_deref())?;
     let q =
         f.q.as_deref()
             .map(str::trim)
@@ -220,7 +223,7 @@ pub async fn list(db: &Db, p: &OrgPrincipal, f: &TaskFilter, page: Page) -> AppR
 }
 
 /// A task the principal may see (404 otherwise).
-pub async fn fetch_visible_task(tx: &mut OrgTx, p: &OrgPrincipal, id: Uuid) -> AppResult<Task> {
+pub async fn fetch_visible_task(tx: &mut OrgTx, p: &OrgPrincipal, id: TaskId) -> AppResult<Task> {
     let member = member_filter(p)?;
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM tasks t JOIN projects p ON p.organization_id = t.organization_id AND p.id = t.project_id \
@@ -243,7 +246,7 @@ pub struct TaskDetail {
     pub subtasks: Vec<Task>,
 }
 
-pub async fn get(db: &Db, p: &OrgPrincipal, id: Uuid) -> AppResult<TaskDetail> {
+pub async fn get(db: &Db, p: &OrgPrincipal, id: TaskId) -> AppResult<TaskDetail> {
     require(p, Permission::TasksRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let task = fetch_visible_task(&mut tx, p, id).await?;
@@ -258,7 +261,7 @@ pub async fn get(db: &Db, p: &OrgPrincipal, id: Uuid) -> AppResult<TaskDetail> {
     Ok(TaskDetail { task, assignees, subtasks })
 }
 
-pub async fn assignees(tx: &mut OrgTx, task: Uuid) -> Result<Vec<UserId>, sqlx::Error> {
+pub async fn assignees(tx: &mut OrgTx, task: TaskId) -> Result<Vec<UserId>, sqlx::Error> {
     sqlx::query_scalar("SELECT user_id FROM task_assignees WHERE task_id = $1 ORDER BY user_id")
         .bind(task)
         .fetch_all(&mut **tx)
@@ -303,7 +306,12 @@ fn parse_users(v: &[String]) -> AppResult<Vec<UserId>> {
 /// The column a task goes to: the one named, or the first column with the status asked for,
 /// or the project's first column. A task's status *is* its column's (a trigger keeps it so),
 /// so naming both a column and a different status is refused.
-async fn column_for(tx: &mut OrgTx, project: ProjectId, column: Option<Uuid>, status: Option<&str>) -> AppResult<Uuid> {
+async fn column_for(
+    tx: &mut OrgTx,
+    project: ProjectId,
+    column: Option<ColumnId>,
+    status: Option<&str>,
+) -> AppResult<ColumnId> {
     match column {
         Some(c) => {
             let found: Option<String> =
@@ -322,7 +330,7 @@ async fn column_for(tx: &mut OrgTx, project: ProjectId, column: Option<Uuid>, st
             }
         }
         None => {
-            let found: Option<Uuid> = sqlx::query_scalar(
+            let found: Option<ColumnId> = sqlx::query_scalar(
                 "SELECT id FROM board_columns WHERE project_id = $1 AND ($2::text IS NULL OR status = $2) \
                  ORDER BY position, id LIMIT 1",
             )
@@ -353,7 +361,7 @@ async fn actor_label(tx: &mut OrgTx, p: &OrgPrincipal) -> Result<String, sqlx::E
 
 async fn activity(
     tx: &mut OrgTx,
-    task: Uuid,
+    task: TaskId,
     actor: &str,
     field: &str,
     old: Option<String>,
@@ -398,8 +406,8 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput)
     fields::one_of("priority", &priority, &PRIORITIES)?;
     let due = input.due_date.as_deref().map(|d| fields::date_or_empty("due_date", d)).transpose()?.flatten();
     let estimate = input.estimate_minutes.map(|m| fields::within("estimate_minutes", m, 0, 1_000_000)).transpose()?;
-    let column = input.column_id.as_deref().map(|c| fields::id::<Uuid>("column_id", c)).transpose()?;
-    let parent = optional_id("parent_id", input.parent_id.as_deref())?;
+    let column = input.column_id.as_deref().map(|c| fields::id::<ColumnId>("column_id", c)).transpose()?;
+    let parent: Option<TaskId> = optional_id("parent_id", input.parent_id.as_deref())?;
     let users = parse_users(input.assignees.as_deref().unwrap_or(&[]))?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible(&mut tx, p, project).await.map_err(|e| match e {
@@ -410,21 +418,14 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput)
     let status: String =
         sqlx::query_scalar("SELECT status FROM board_columns WHERE id = $1").bind(column).fetch_one(&mut *tx).await?;
     if let Some(parent) = parent {
-        super::require_task_in_project(
-            &mut tx,
-            crate::platform::ids::TaskId::from_uuid(parent),
-            project,
-            "parent_id",
-            "is not a task of this project",
-        )
-        .await?;
+        super::require_task_in_project(&mut tx, parent, project, "parent_id", "is not a task of this project").await?;
     }
     check_assignees(&mut tx, project, &users).await?;
     let position: i32 = sqlx::query_scalar("SELECT coalesce(max(position) + 1, 0) FROM tasks WHERE column_id = $1")
         .bind(column)
         .fetch_one(&mut *tx)
         .await?;
-    let id = Uuid::now_v7();
+    let id = TaskId::new();
     let task: Task = sqlx::query_as(&format!(
         "INSERT INTO tasks AS t (organization_id, id, project_id, column_id, parent_id, title, description, status, priority, due_date, \
          estimate_minutes, visible_to_client, position, created_by, created_at, updated_at) \
@@ -466,7 +467,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput)
 /// (migration 0009, with loops); this is what messages quote.
 pub const MAX_LEVELS: usize = 5;
 
-pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &TaskUpdate) -> AppResult<Task> {
+pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TaskId, input: &TaskUpdate) -> AppResult<Task> {
     require(p, Permission::TasksUpdate)?;
     let project: Option<ProjectId> = input.project_id.as_deref().map(|v| fields::id("project_id", v)).transpose()?;
     let title = input.title.as_deref().map(|t| fields::nonblank("title", t, 300)).transpose()?;
@@ -486,8 +487,9 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &
         .estimate_minutes
         .map(|m| m.map(|m| fields::within("estimate_minutes", m, 0, 1_000_000)).transpose())
         .transpose()?;
-    let column = input.column_id.as_deref().map(|c| fields::id::<Uuid>("column_id", c)).transpose()?;
-    let parent = input.parent_id.as_ref().map(|v| optional_id("parent_id", v.as_deref())).transpose()?;
+    let column = input.column_id.as_deref().map(|c| fields::id::<ColumnId>("column_id", c)).transpose()?;
+    let parent: Option<Option<TaskId>> =
+        input.parent_id.as_ref().map(|v| optional_id("parent_id", v.as_deref())).transpose()?;
     let users = input.assignees.as_deref().map(parse_users).transpose()?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch_visible_task(&mut tx, p, id).await?;
@@ -609,7 +611,7 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid, input: &
     Ok(after)
 }
 
-pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid) -> AppResult<()> {
+pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TaskId) -> AppResult<()> {
     require(p, Permission::TasksDelete)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch_visible_task(&mut tx, p, id).await?;
@@ -628,8 +630,10 @@ pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid) -> AppRe
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Comment {
-    pub id: Uuid,
-    pub task_id: Uuid,
+    #[schema(value_type = String, format = Uuid)]
+    pub id: CommentId,
+    #[schema(value_type = String, format = Uuid)]
+    pub task_id: TaskId,
     pub author: String,
     /// The member who wrote it; null when an API key or the operator did.
     #[schema(value_type = Option<String>, format = Uuid)]
@@ -671,7 +675,7 @@ pub struct CommentUpdate {
 pub const COMMENT_COLUMNS: &str = "c.id, c.task_id, coalesce(u.display_name, u.email, 'API key') AS author, c.author_id, \
      c.body, c.client_visible, c.created_at, c.edited_at";
 
-pub async fn comments(db: &Db, p: &OrgPrincipal, task: Uuid) -> AppResult<Vec<Comment>> {
+pub async fn comments(db: &Db, p: &OrgPrincipal, task: TaskId) -> AppResult<Vec<Comment>> {
     require(p, Permission::TasksRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible_task(&mut tx, p, task).await?;
@@ -689,14 +693,14 @@ pub async fn add_comment(
     db: &Db,
     ctx: &Context,
     p: &OrgPrincipal,
-    task: Uuid,
+    task: TaskId,
     input: &CommentInput,
 ) -> AppResult<Comment> {
     require(p, Permission::CommentsCreate)?;
     let body = fields::nonblank("body", &input.body, 20000)?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible_task(&mut tx, p, task).await?;
-    let id = Uuid::now_v7();
+    let id = CommentId::new();
     sqlx::query(
         "INSERT INTO comments (organization_id, id, task_id, author_id, api_key_id, body, client_visible, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -730,7 +734,12 @@ pub async fn add_comment(
 
 /// A comment of a task the principal may see, with whether it is the principal's own: written
 /// by the person they act for, directly or through an API key that person created.
-async fn fetch_comment(tx: &mut OrgTx, p: &OrgPrincipal, task: Uuid, comment: Uuid) -> AppResult<(Comment, bool)> {
+async fn fetch_comment(
+    tx: &mut OrgTx,
+    p: &OrgPrincipal,
+    task: TaskId,
+    comment: CommentId,
+) -> AppResult<(Comment, bool)> {
     fetch_visible_task(tx, p, task).await?;
     let found: Option<(Option<UserId>, Option<UserId>)> = sqlx::query_as(
         "SELECT c.author_id, k.created_by FROM comments c \
@@ -759,8 +768,8 @@ pub async fn update_comment(
     db: &Db,
     ctx: &Context,
     p: &OrgPrincipal,
-    task: Uuid,
-    comment: Uuid,
+    task: TaskId,
+    comment: CommentId,
     input: &CommentUpdate,
 ) -> AppResult<Comment> {
     require(p, Permission::CommentsCreate)?;
@@ -803,7 +812,13 @@ pub async fn update_comment(
 
 /// Deletes a comment: one's own, or anyone's with `projects.update` (moderation, like others'
 /// time entries).
-pub async fn delete_comment(db: &Db, ctx: &Context, p: &OrgPrincipal, task: Uuid, comment: Uuid) -> AppResult<()> {
+pub async fn delete_comment(
+    db: &Db,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    task: TaskId,
+    comment: CommentId,
+) -> AppResult<()> {
     require(p, Permission::CommentsCreate)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let (before, own) = fetch_comment(&mut tx, p, task, comment).await?;
@@ -837,7 +852,7 @@ pub struct Activity {
     pub occurred_at: OffsetDateTime,
 }
 
-pub async fn activity_log(db: &Db, p: &OrgPrincipal, task: Uuid) -> AppResult<Vec<Activity>> {
+pub async fn activity_log(db: &Db, p: &OrgPrincipal, task: TaskId) -> AppResult<Vec<Activity>> {
     require(p, Permission::TasksRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible_task(&mut tx, p, task).await?;
@@ -882,11 +897,11 @@ pub async fn board_assignees(
     db: &Db,
     p: &OrgPrincipal,
     project: ProjectId,
-) -> AppResult<std::collections::HashMap<Uuid, Vec<UserId>>> {
+) -> AppResult<std::collections::HashMap<TaskId, Vec<UserId>>> {
     require(p, Permission::TasksRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible(&mut tx, p, project).await?;
-    let rows: Vec<(Uuid, UserId)> = sqlx::query_as(
+    let rows: Vec<(TaskId, UserId)> = sqlx::query_as(
         "SELECT a.task_id, a.user_id FROM task_assignees a JOIN tasks t ON t.organization_id = a.organization_id \
          AND t.id = a.task_id WHERE t.project_id = $1 AND t.parent_id IS NULL ORDER BY a.task_id, a.user_id",
     )
@@ -894,7 +909,7 @@ pub async fn board_assignees(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let mut map: std::collections::HashMap<Uuid, Vec<UserId>> = std::collections::HashMap::new();
+    let mut map: std::collections::HashMap<TaskId, Vec<UserId>> = std::collections::HashMap::new();
     for (task, user) in rows {
         map.entry(task).or_default().push(user);
     }
@@ -904,7 +919,7 @@ pub async fn board_assignees(
 /// One change to one of a project's tasks, newest first (the project's Activity tab).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ProjectActivity {
-    pub task_id: Uuid,
+    pub task_id: TaskId,
     pub title: String,
     pub actor_label: String,
     pub field: String,

@@ -16,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, OpenApi, ToSchema};
-use uuid::Uuid;
 
 use super::extract::{ApiJson, ApiQuery, PathIds};
 use super::guard::ApiAccess;
@@ -24,7 +23,7 @@ use crate::access::role::Permission as P;
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::platform::http::error::{AppError, AppResult};
-use crate::platform::ids::{ClientId, InvoiceId, ProjectId, TaskId};
+use crate::platform::ids::{ClientId, CommentId, InvoiceId, ProjectId, TaskId};
 use crate::route;
 use crate::state::AppState;
 use crate::work::clients::{Client, ClientFilter, ClientInput, ClientUpdate};

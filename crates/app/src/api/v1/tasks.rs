@@ -66,7 +66,7 @@ pub async fn create_task(
     responses((status = 200, description = "The task with its assignees and subtasks", body = Data<TaskDetail>)),
     security(("api_key" = ["tasks.read"])))]
 pub async fn get_task(State(s): State<AppState>, api: ApiAccess, ids: PathIds) -> AppResult<Response> {
-    Ok(ok(tasks::get(&s.db, &api.principal, ids.get::<Uuid>("task")?).await?))
+    Ok(ok(tasks::get(&s.db, &api.principal, ids.get::<TaskId>("task")?).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/tasks/{task}/activity", tag = "tasks",
@@ -74,7 +74,7 @@ pub async fn get_task(State(s): State<AppState>, api: ApiAccess, ids: PathIds) -
     responses((status = 200, description = "The task's history: one entry per changed field, with its old and new value, oldest first", body = Data<Vec<tasks::Activity>>)),
     security(("api_key" = ["tasks.read"])))]
 pub async fn task_activity(State(s): State<AppState>, api: ApiAccess, ids: PathIds) -> AppResult<Response> {
-    Ok(ok(tasks::activity_log(&s.db, &api.principal, ids.get::<Uuid>("task")?).await?))
+    Ok(ok(tasks::activity_log(&s.db, &api.principal, ids.get::<TaskId>("task")?).await?))
 }
 
 #[utoipa::path(patch, path = "/api/v1/tasks/{task}", tag = "tasks", request_body = TaskUpdate,
@@ -89,7 +89,7 @@ pub async fn update_task(
     ids: PathIds,
     ApiJson(input): ApiJson<TaskUpdate>,
 ) -> AppResult<Response> {
-    let id: Uuid = ids.get("task")?;
+    let id: TaskId = ids.get("task")?;
     tasks::update(&s.db, &ctx, &api.principal, id, &input).await?;
     Ok(ok(tasks::get(&s.db, &api.principal, id).await?))
 }
@@ -129,7 +129,7 @@ pub async fn create_comment(
     ids: PathIds,
     ApiJson(input): ApiJson<CommentInput>,
 ) -> AppResult<Response> {
-    let task: Uuid = ids.get("task")?;
+    let task: TaskId = ids.get("task")?;
     let c = tasks::add_comment(&s.db, &ctx, &api.principal, task, &input).await?;
     Ok(created(format!("/api/v1/tasks/{task}/comments/{}", c.id), c))
 }
@@ -139,7 +139,7 @@ pub async fn create_comment(
     responses((status = 200, description = "The comment", body = Data<Comment>)),
     security(("api_key" = ["tasks.read"])))]
 pub async fn get_comment(State(s): State<AppState>, api: ApiAccess, ids: PathIds) -> AppResult<Response> {
-    let id: Uuid = ids.get("comment")?;
+    let id: CommentId = ids.get("comment")?;
     let all = tasks::comments(&s.db, &api.principal, ids.get("task")?).await?;
     all.into_iter().find(|c| c.id == id).map(ok).ok_or(AppError::NotFound)
 }

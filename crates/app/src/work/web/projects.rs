@@ -9,7 +9,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use uuid::Uuid;
 
 use super::{PAGE_SIZE, Pager, day, duration, form_id, path_id};
 use crate::access::OrgTx;
@@ -18,7 +17,7 @@ use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
 use crate::platform::http::error::{AppError, AppResult, FieldError};
-use crate::platform::ids::{ClientId, ProjectId, UserId};
+use crate::platform::ids::{ClientId, ColumnId, ProjectId, TaskId, UserId};
 use crate::route;
 use crate::state::AppState;
 use crate::tenancy::guard::OrgAccess;
@@ -601,7 +600,7 @@ pub async fn project_view(
             Page { limit: Some(crate::work::MAX_PAGE), offset: None },
         )
         .await?;
-        let titles: HashMap<Uuid, String> = board_titles(&state.db, p, id).await?;
+        let titles: HashMap<TaskId, String> = board_titles(&state.db, p, id).await?;
         let me = p.user_id();
         let may_delete_any = p.can(P::ProjectsUpdate);
         let total: i64 = entries.iter().map(|e| e.minutes as i64).sum();
@@ -612,7 +611,7 @@ pub async fn project_view(
                 minutes: duration(e.minutes.into()),
                 spent_on: e.spent_on.to_string(),
                 who: names.get(&e.user_id).cloned().unwrap_or_else(|| "former member".into()),
-                task: e.task_id.map(|t| (t.to_string(), titles.get(&t.as_uuid()).cloned().unwrap_or_default())),
+                task: e.task_id.map(|t| (t.to_string(), titles.get(&t).cloned().unwrap_or_default())),
                 deletable: p.can(P::TimeTrack) && (may_delete_any || Some(e.user_id) == me),
                 note: e.note,
             })
@@ -741,7 +740,7 @@ async fn board_titles(
     db: &crate::platform::db::Db,
     p: &crate::access::OrgPrincipal,
     project: ProjectId,
-) -> AppResult<HashMap<Uuid, String>> {
+) -> AppResult<HashMap<TaskId, String>> {
     if !p.can(P::TasksRead) {
         return Ok(HashMap::new());
     }
@@ -928,7 +927,7 @@ async fn move_column(
     Form(form): Form<MoveColumnForm>,
 ) -> AppResult<Response> {
     let id: ProjectId = path_id(&id)?;
-    let column: Uuid = path_id(&column)?;
+    let column: ColumnId = path_id(&column)?;
     let result = async {
         let delta = match form.direction.as_str() {
             "left" => -1,
@@ -950,7 +949,7 @@ async fn delete_column(
     _confirmed: crate::tenancy::confirm::Confirmed,
 ) -> AppResult<Response> {
     let id: ProjectId = path_id(&id)?;
-    let column: Uuid = path_id(&column)?;
+    let column: ColumnId = path_id(&column)?;
     let r = projects::delete_column(&state.db, &ctx, &access.principal, id, column).await;
     project_result(&state, csrf, &access, id, "board", ProjectForms::default(), r).await
 }
@@ -1003,7 +1002,7 @@ async fn record_time(
     {
         return Err(AppError::NotFound);
     }
-    let task: Option<Uuid> = if form.from == "project" { None } else { form.task_id.trim().parse().ok() };
+    let task: Option<TaskId> = if form.from == "project" { None } else { form.task_id.trim().parse().ok() };
     match (result, task) {
         (Ok(_), Some(task)) => Ok(Redirect::to(&format!("/o/{}/tasks/{task}#time", access.slug)).into_response()),
         (Err(e), Some(task)) if !matches!(e, AppError::NotFound) => {

@@ -11,7 +11,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use uuid::Uuid;
 
 use super::projects::{ProjectForms, people, project_failure};
 use super::{Errors, FormFields, day, duration, form_id, number, path_id};
@@ -20,7 +19,7 @@ use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
 use crate::platform::http::error::{AppError, AppResult, FieldError};
-use crate::platform::ids::{ProjectId, UserId};
+use crate::platform::ids::{CommentId, ProjectId, TaskId, UserId};
 use crate::route;
 use crate::state::AppState;
 use crate::tenancy::guard::OrgAccess;
@@ -111,9 +110,9 @@ async fn move_task(
     Path((_, id)): Path<(String, String)>,
     Form(form): Form<MoveForm>,
 ) -> AppResult<Response> {
-    let id: Uuid = path_id(&id)?;
+    let id: TaskId = path_id(&id)?;
     let result = async {
-        let column: Uuid =
+        let column: crate::platform::ids::ColumnId =
             form_id("column_id", &form.column_id)?.ok_or_else(|| AppError::field("column_id", "choose a column"))?;
         let input = TaskUpdate { column_id: Some(column.to_string()), ..TaskUpdate::default() };
         tasks::update(&state.db, &ctx, &access.principal, id, &input).await
@@ -244,7 +243,7 @@ async fn task_view(
     state: &AppState,
     csrf: String,
     access: &OrgAccess,
-    id: Uuid,
+    id: TaskId,
     forms: TaskForms,
     message: Option<String>,
     errors: Vec<FieldError>,
@@ -396,7 +395,7 @@ pub async fn task_failure(
     state: &AppState,
     csrf: String,
     access: &OrgAccess,
-    id: Uuid,
+    id: TaskId,
     forms: TaskForms,
     status: StatusCode,
     message: Option<String>,
@@ -410,7 +409,7 @@ async fn task_result(
     state: &AppState,
     csrf: String,
     access: &OrgAccess,
-    id: Uuid,
+    id: TaskId,
     anchor: &str,
     forms: TaskForms,
     result: AppResult<()>,
@@ -445,7 +444,7 @@ async fn update(
     Path((_, id)): Path<(String, String)>,
     body: Bytes,
 ) -> AppResult<Response> {
-    let id: Uuid = path_id(&id)?;
+    let id: TaskId = path_id(&id)?;
     // Every field but the assignees takes one value.
     let fields = FormFields::parse(&body, |k| EDIT_FIELDS.contains(&k))?.only_once(&EDIT_FIELDS[..9])?;
     let edit = TaskEdit {
@@ -503,7 +502,7 @@ async fn create_subtask(
     Path((_, id)): Path<(String, String)>,
     Form(form): Form<SubtaskForm>,
 ) -> AppResult<Response> {
-    let id: Uuid = path_id(&id)?;
+    let id: TaskId = path_id(&id)?;
     let parent = tasks::get(&state.db, &access.principal, id).await?.task;
     let input = TaskInput {
         project_id: parent.project_id.to_string(),
@@ -534,7 +533,7 @@ async fn add_comment(
     Path((_, id)): Path<(String, String)>,
     Form(form): Form<CommentForm>,
 ) -> AppResult<Response> {
-    let id: Uuid = path_id(&id)?;
+    let id: TaskId = path_id(&id)?;
     let input = CommentInput { body: form.body.clone(), client_visible: Some(form.client_visible.is_some()) };
     let r = tasks::add_comment(&state.db, &ctx, &access.principal, id, &input).await.map(|_| ());
     let forms = TaskForms { comment: form.body, ..TaskForms::default() };
@@ -549,8 +548,8 @@ async fn delete_comment(
     Path((_, id, comment)): Path<(String, String, String)>,
     _confirmed: crate::tenancy::confirm::Confirmed,
 ) -> AppResult<Response> {
-    let id: Uuid = path_id(&id)?;
-    let comment: Uuid = path_id(&comment)?;
+    let id: TaskId = path_id(&id)?;
+    let comment: CommentId = path_id(&comment)?;
     let r = tasks::delete_comment(&state.db, &ctx, &access.principal, id, comment).await;
     task_result(&state, csrf, &access, id, "comments", TaskForms::default(), r).await
 }
@@ -563,7 +562,7 @@ async fn delete(
     Path((_, id)): Path<(String, String)>,
     _confirmed: crate::tenancy::confirm::Confirmed,
 ) -> AppResult<Response> {
-    let id: Uuid = path_id(&id)?;
+    let id: TaskId = path_id(&id)?;
     let task = tasks::get(&state.db, &access.principal, id).await?.task;
     match tasks::delete(&state.db, &ctx, &access.principal, id).await {
         Ok(()) => Ok(Redirect::to(&format!("/o/{}/projects/{}", access.slug, task.project_id)).into_response()),

@@ -73,7 +73,7 @@ pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, S
             fixture_task(app, &op, project).await.to_string()
         }
         "comment" => {
-            let task = match earlier_value::<uuid::Uuid>(earlier, "task") {
+            let task = match earlier_value::<clientflow::platform::ids::TaskId>(earlier, "task") {
                 Some(t) => t,
                 None => fixture_task(app, &op, parent_project(app, org, &op, earlier).await).await,
             };
@@ -249,7 +249,11 @@ pub async fn parent_project(
     }
 }
 
-pub async fn fixture_task(app: &TestApp, operator: &access::OrgPrincipal, project: ProjectId) -> uuid::Uuid {
+pub async fn fixture_task(
+    app: &TestApp,
+    operator: &access::OrgPrincipal,
+    project: ProjectId,
+) -> clientflow::platform::ids::TaskId {
     let input = tasks::TaskInput {
         project_id: project.to_string(),
         title: "Fixture task".into(),
