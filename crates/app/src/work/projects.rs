@@ -510,10 +510,7 @@ pub async fn add_column_with_status(
     require(p, Permission::ProjectsUpdate)?;
     let name = fields::nonblank("name", name, 100)?;
     let status = match status.filter(|s| !s.is_empty()) {
-        Some(s) => {
-            fields::one_of("status", s, &super::tasks::STATUSES)?;
-            s.to_string()
-        }
+        Some(s) => super::tasks::TaskStatus::parse("status", s)?.as_str().to_string(),
         None => status_named(&name).to_string(),
     };
     let mut tx = OrgTx::begin(db, p).await?;

@@ -30,8 +30,7 @@ pub struct Task {
     pub parent_id: Option<TaskId>,
     pub title: String,
     pub description: String,
-    #[schema(value_type = TaskStatus)]
-    pub status: String,
+    pub status: TaskStatus,
     #[schema(value_type = TaskPriority)]
     pub priority: String,
     #[schema(value_type = Option<String>, format = Date)]
@@ -49,7 +48,6 @@ pub struct Task {
 pub const COLUMNS: &str = "t.organization_id, t.id, t.project_id, t.column_id, t.parent_id, t.title, t.description, t.status, \
      t.priority, t.due_date, t.estimate_minutes, t.visible_to_client, t.position, t.created_at, t.updated_at";
 
-pub const STATUSES: [&str; 4] = ["todo", "in_progress", "blocked", "done"];
 pub const PRIORITIES: [&str; 4] = ["low", "normal", "high", "urgent"];
 
 /// A new task.
@@ -143,15 +141,43 @@ pub struct TaskUpdate {
     pub assignees: Option<Vec<String>>,
 }
 
-/// A task's status.
-#[derive(ToSchema)]
+/// A task's status: the status of the board column it is in (a trigger keeps the two equal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
 #[schema(rename_all = "snake_case")]
-#[allow(dead_code)] // the document's enum; the services keep statuses as text
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum TaskStatus {
     Todo,
     InProgress,
     Blocked,
     Done,
+}
+
+impl TaskStatus {
+    pub const ALL: [TaskStatus; 4] = [Self::Todo, Self::InProgress, Self::Blocked, Self::Done];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Todo => "todo",
+            Self::InProgress => "in_progress",
+            Self::Blocked => "blocked",
+            Self::Done => "done",
+        }
+    }
+
+    /// A status named in `field` of a form, a filter or a JSON body.
+    pub fn parse(field: &str, s: &str) -> AppResult<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| AppError::field(field, "must be todo, in_progress, blocked or done"))
+    }
+}
+
+impl std::fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A task's priority.
@@ -195,12 +221,7 @@ pub async fn list(db: &Db, p: &OrgPrincipal, f: &TaskFilter, page: Page) -> AppR
     require(p, Permission::TasksRead)?;
     let member = member_filter(p)?;
     let project: Option<ProjectId> = optional_id("project_id", f.project_id.as_deref())?;
-    let status = f.status.clone().filter(|s| !s.is_empty());
-    if let Some(s) = &status
-        && !STATUSES.contains(&s.as_str())
-    {
-        return Err(AppError::field("status", "is not a task status"));
-    }
+    let status = f.status.as_deref().filter(|s| !s.is_empty()).map(|s| TaskStatus::parse("status", s)).transpose()?;
     let assignee: Option<UserId> = optional_id("assignee", f.assignee.as_deref())?;
     let q =
         f.q.as_deref()
@@ -211,7 +232,7 @@ pub async fn list(db: &Db, p: &OrgPrincipal, f: &TaskFilter, page: Page) -> AppR
     let items = sqlx::query_as(&list_sql())
         .bind(member)
         .bind(project)
-        .bind(&status)
+        .bind(status)
         .bind(assignee)
         .bind(&q)
         .bind(page.limit())
@@ -310,11 +331,11 @@ async fn column_for(
     tx: &mut OrgTx,
     project: ProjectId,
     column: Option<ColumnId>,
-    status: Option<&str>,
+    status: Option<TaskStatus>,
 ) -> AppResult<ColumnId> {
     match column {
         Some(c) => {
-            let found: Option<String> =
+            let found: Option<TaskStatus> =
                 sqlx::query_scalar("SELECT status FROM board_columns WHERE id = $1 AND project_id = $2")
                     .bind(c)
                     .bind(project)
@@ -399,9 +420,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput)
     let project: ProjectId = fields::id("project_id", &input.project_id)?;
     let title = fields::nonblank("title", &input.title, 300)?;
     let description = fields::text("description", input.description.as_deref().unwrap_or(""), 50000)?;
-    if let Some(status) = &input.status {
-        fields::one_of("status", status, &STATUSES)?;
-    }
+    let asked = input.status.as_deref().map(|s| TaskStatus::parse("status", s)).transpose()?;
     let priority = input.priority.clone().unwrap_or_else(|| "normal".into());
     fields::one_of("priority", &priority, &PRIORITIES)?;
     let due = input.due_date.as_deref().map(|d| fields::date_or_empty("due_date", d)).transpose()?.flatten();
@@ -414,8 +433,8 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput)
         AppError::NotFound => AppError::field("project_id", "no such project"),
         other => other,
     })?;
-    let column = column_for(&mut tx, project, column, input.status.as_deref()).await?;
-    let status: String =
+    let column = column_for(&mut tx, project, column, asked).await?;
+    let status: TaskStatus =
         sqlx::query_scalar("SELECT status FROM board_columns WHERE id = $1").bind(column).fetch_one(&mut *tx).await?;
     if let Some(parent) = parent {
         super::require_task_in_project(&mut tx, parent, project, "parent_id", "is not a task of this project").await?;
@@ -438,7 +457,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput)
     .bind(parent)
     .bind(&title)
     .bind(&description)
-    .bind(&status)
+    .bind(status)
     .bind(&priority)
     .bind(due)
     .bind(estimate)
@@ -472,9 +491,7 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TaskId, input:
     let project: Option<ProjectId> = input.project_id.as_deref().map(|v| fields::id("project_id", v)).transpose()?;
     let title = input.title.as_deref().map(|t| fields::nonblank("title", t, 300)).transpose()?;
     let description = input.description.as_deref().map(|d| fields::text("description", d, 50000)).transpose()?;
-    if let Some(status) = &input.status {
-        fields::one_of("status", status, &STATUSES)?;
-    }
+    let asked = input.status.as_deref().map(|s| TaskStatus::parse("status", s)).transpose()?;
     if let Some(priority) = &input.priority {
         fields::one_of("priority", priority, &PRIORITIES)?;
     }
@@ -499,12 +516,12 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TaskId, input:
     }
     let title = title.unwrap_or_else(|| before.title.clone());
     let description = description.unwrap_or_else(|| before.description.clone());
-    let status = input.status.clone().unwrap_or_else(|| before.status.clone());
+    let status = asked.unwrap_or(before.status);
     let priority = input.priority.clone().unwrap_or_else(|| before.priority.clone());
     let due = due.unwrap_or(before.due_date);
     let estimate = estimate.unwrap_or(before.estimate_minutes);
     // A new status moves the card to that status's first column (unless it is in one already).
-    let column = match (column, input.status.as_deref()) {
+    let column = match (column, asked) {
         (Some(c), asked) => column_for(&mut tx, before.project_id, Some(c), asked).await?,
         (None, Some(asked)) if asked != before.status => {
             column_for(&mut tx, before.project_id, None, Some(asked)).await?
@@ -546,7 +563,7 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TaskId, input:
     .bind(parent)
     .bind(&title)
     .bind(&description)
-    .bind(&status)
+    .bind(status)
     .bind(&priority)
     .bind(due)
     .bind(estimate)
@@ -577,7 +594,7 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TaskId, input:
     let changes: [(&str, Option<String>, Option<String>); 9] = [
         ("title", Some(before.title.clone()), Some(after.title.clone())),
         ("description", Some(before.description.clone()), Some(after.description.clone())),
-        ("status", Some(before.status.clone()), Some(after.status.clone())),
+        ("status", Some(before.status.to_string()), Some(after.status.to_string())),
         ("priority", Some(before.priority.clone()), Some(after.priority.clone())),
         ("due_date", before.due_date.map(|d| d.to_string()), after.due_date.map(|d| d.to_string())),
         (

@@ -327,7 +327,7 @@ mod tests {
         check(TaskStatusFilter::ALL, TaskStatusFilter::as_str);
         check(InvoiceStatusFilter::ALL, InvoiceStatusFilter::as_str);
         assert_eq!(ProjectStatusFilter::ALL.len(), crate::work::projects::STATUSES.len() + 1);
-        assert_eq!(TaskStatusFilter::ALL.len(), crate::work::tasks::STATUSES.len());
+        assert_eq!(TaskStatusFilter::ALL.len(), crate::work::tasks::TaskStatus::ALL.len());
         assert_eq!(InvoiceStatusFilter::ALL.len(), crate::work::invoices::InvoiceStatus::ALL.len());
     }
 }

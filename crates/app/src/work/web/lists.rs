@@ -117,7 +117,7 @@ async fn task_list(
             id: t.id.to_string(),
             project: names.get(t.project_id.to_string().as_str()).map(|n| n.to_string()).unwrap_or_default(),
             title: t.title,
-            status: t.status,
+            status: t.status.to_string(),
             priority: t.priority,
             due: day(t.due_date),
         })

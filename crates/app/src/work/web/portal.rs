@@ -122,7 +122,7 @@ async fn project(
             .map(|(t, comments)| TaskView {
                 title: t.title,
                 description: t.description,
-                status: t.status,
+                status: t.status.to_string(),
                 due: day(t.due_date),
                 comments: comments
                     .into_iter()
