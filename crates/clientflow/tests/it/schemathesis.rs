@@ -57,6 +57,8 @@ async fn fixtures(app: &TestApp, t: &Tenant, key: &str) -> serde_json::Value {
     let project = id(post(app, "/api/v1/projects", key, json!({"name": "Fuzzed", "client_id": client})).await);
     let columns = crate::support::api::get(app, &format!("/api/v1/projects/{project}/columns"), key).await;
     let column = columns.body["data"][0]["id"].as_str().expect("a column").to_string();
+    // A task's status is its column's: a request naming both must name them alike.
+    let column_status = columns.body["data"][0]["status"].as_str().expect("a column's status").to_string();
     let task_of = |title: &'static str| post(app, "/api/v1/tasks", key, json!({"project_id": project, "title": title}));
     let parent_task = id(task_of("Parent").await);
     let task = id(task_of("Task").await);
@@ -84,7 +86,7 @@ async fn fixtures(app: &TestApp, t: &Tenant, key: &str) -> serde_json::Value {
     let spare_client = id(post(app, "/api/v1/clients", key, json!({"name": "Spare"})).await);
     let spare_project = id(post(app, "/api/v1/projects", key, json!({"name": "Spare"})).await);
     json!({
-        "client": client, "project": project, "column": column, "parent_task": parent_task, "task": task,
+        "client": client, "project": project, "column": column, "column_status": column_status, "parent_task": parent_task, "task": task,
         "comment": comment, "time_entry": time_entry, "invoice": invoice_id, "action_invoice": action_invoice,
         "file": file, "member": t.admin,
         "spare_client": spare_client, "spare_project": spare_project, "spare_task": spare_task,

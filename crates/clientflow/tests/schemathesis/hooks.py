@@ -2,8 +2,9 @@
 
 The OpenAPI document says everything a single field must be. What it can't say is how fields
 relate to each other and to records that exist: a project's client must be a client of the
-organization, a task's parent a task of the same project, a due date not before the start date,
-an invoice's total within 64 bits, an upload's bytes of an accepted type. These hooks keep
+organization, a task's parent a task of the same project, a task's status the one of the column
+it names, a due date not before the start date, an invoice's total within 64 bits, an upload's
+bytes of an accepted type. These hooks keep
 generated requests consistent in those ways, using the records of the organization the test
 seeded (their ids come in `CLIENTFLOW_FUZZ_FIXTURES`), and point requests for one record at a
 seeded one so that they reach more than a 404.
@@ -93,6 +94,9 @@ def _body(case, method, path):
             body["project_id"] = FIXTURES["project"]
         if "column_id" in body:
             body["column_id"] = FIXTURES["column"]
+            # A task's status is its column's: naming both, name them alike.
+            if _given(body.get("status")):
+                body["status"] = FIXTURES["column_status"]
         if _given(body.get("parent_id")):
             body["parent_id"] = FIXTURES["parent_task"]
         if isinstance(body.get("assignees"), list):
