@@ -245,13 +245,15 @@ async fn in_request_tx(state: &AppState, req: Request, next: Next, work: Work) -
                 }
             };
             match tx {
-                Some(tx) => match tx.commit().await {
+                Ok(Some(tx)) => match tx.commit().await {
                     Ok(()) => res,
                     // Nothing of the work was saved: the answer would not be true.
                     Err(e) => AppError::from(e).into_response(),
                 },
                 // The work gave the transaction up (abandoned it).
-                None => res,
+                Ok(None) => res,
+                // A failed part couldn't be undone: nothing was saved, so the answer would not be true.
+                Err(e) => AppError::from(e).into_response(),
             }
         }
         .instrument(tracing::Span::current()),

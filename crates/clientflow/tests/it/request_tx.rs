@@ -58,7 +58,7 @@ async fn parts_commit_with_the_request_and_a_failed_part_undoes_only_itself() {
         assert!(names(&db).await.is_empty(), "uncommitted parts are invisible to others");
     })
     .await;
-    back.expect("the request transaction comes back").commit().await.unwrap();
+    back.unwrap().expect("the request transaction comes back").commit().await.unwrap();
     assert_eq!(names(&db).await, ["part a", "part c"]);
 }
 
@@ -79,7 +79,7 @@ async fn an_abandoned_request_leaves_nothing() {
         e.commit().await.unwrap();
     })
     .await;
-    assert!(back.is_none(), "nothing to commit");
+    assert!(back.unwrap().is_none(), "nothing to commit");
     assert_eq!(names(&db).await, ["part on its own"]);
 }
 

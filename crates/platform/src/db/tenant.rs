@@ -154,28 +154,25 @@ async fn undo(tx: &mut Transaction<'static, Postgres>, savepoint: &str) -> Resul
 ///
 /// An `OrgTx` opened while another holds the request transaction (nested), or for another
 /// organization, is an ordinary transaction of its own. [`abandon_request_tx`] rolls the whole
-/// request transaction back.
+/// request transaction back (the caller then gets `Ok(None)`). An `Err` means the transaction
+/// can't be trusted any more (a dropped part could not be undone): nothing of it is committed,
+/// and the caller must not answer as if it were.
 pub async fn with_request_tx<P: TenantPrincipal, F: std::future::Future>(
     tx: OrgTx<P>,
     work: F,
-) -> (F::Output, Option<OrgTx<P>>) {
+) -> (F::Output, Result<Option<OrgTx<P>>, sqlx::Error>) {
     let (tx, principal) = tx.into_parts();
     let slot = RequestSlot::new(principal.org_id(), tx);
     let output = REQUEST_TX.scope(slot.clone(), work).await;
     let back = match slot.take() {
         Some((mut tx, abandoned, _)) => match abandoned {
-            Some(savepoint) => match undo(&mut tx, &savepoint).await {
-                Ok(()) => Some(tx),
-                Err(e) => {
-                    tracing::warn!(error = %e, "rolling back an abandoned part of a request");
-                    None
-                }
-            },
-            None => Some(tx),
+            // Dropping `tx` on failure rolls everything back.
+            Some(savepoint) => undo(&mut tx, &savepoint).await.map(|()| Some(tx)),
+            None => Ok(Some(tx)),
         },
-        None => None,
+        None => Ok(None),
     };
-    (output, back.map(|tx| OrgTx { tx: Some(tx), principal, request: None }))
+    (output, back.map(|tx| tx.map(|tx| OrgTx { tx: Some(tx), principal, request: None })))
 }
 
 /// Rolls back the whole transaction of the request this task runs, if there is one (every
