@@ -175,6 +175,9 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> TestDb {
+        // As every server and command does: the named constraints mean their fields, also for
+        // tests that call the services without a server.
+        clientflow::errors::register();
         let shared = shared().await;
         let name = format!("cf_test_{}_{}_{}", unix_now(), std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         let mut conn = provision::connect(&shared.admin, "test admin").await.expect("admin connection");
