@@ -448,13 +448,17 @@ pub async fn set_tenant_in(_key: &GateKey, conn: &mut PgConnection, org_id: Opti
 
 /// Every capability cleared and `org_id` the tenant, in one round trip.
 async fn only_tenant(conn: &mut PgConnection, org_id: OrgId) -> Result<(), sqlx::Error> {
-    const CLEARED: [Capability; 4] =
-        [Capability::User, Capability::ApiKeyHash, Capability::InvitationToken, Capability::ContactFormSlug];
-    let mut sql = String::from("SELECT set_config('app.org_id', $1, true)");
-    for capability in CLEARED {
-        sql.push_str(&format!(", set_config('{}', '', true)", capability.setting()));
-    }
-    sqlx::query(&sql).bind(org_id.to_string()).execute(conn).await?;
+    // Built once: this runs on every organization page and API request.
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        const CLEARED: [Capability; 4] =
+            [Capability::User, Capability::ApiKeyHash, Capability::InvitationToken, Capability::ContactFormSlug];
+        let mut sql = String::from("SELECT set_config('app.org_id', $1, true)");
+        for capability in CLEARED {
+            sql.push_str(&format!(", set_config('{}', '', true)", capability.setting()));
+        }
+        sql
+    });
+    sqlx::query(SQL.as_str()).bind(org_id.to_string()).execute(conn).await?;
     Ok(())
 }
 
