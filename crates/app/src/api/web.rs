@@ -16,7 +16,10 @@ use crate::access::role::{Permission, Permission as P, Role};
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
+use crate::identity::service::{ReauthPrompt, confirm_sensitive_change};
+use crate::identity::session::{CurrentSession, RequestMeta};
 use crate::platform::http::error::{AppResult, FieldError};
+use crate::platform::secret::Secret;
 use crate::route;
 use crate::state::AppState;
 use crate::tenancy::guard::OrgAccess;
@@ -53,9 +56,13 @@ struct KeyForm {
     mode: String,
     permissions: Vec<String>,
     expires_in_days: String,
+    /// Re-authentication, never shown again: a refused form comes back without it.
+    current_password: String,
+    code: String,
 }
 
-const KEY_FIELDS: [&str; 6] = ["csrf_token", "name", "role", "mode", "permissions", "expires_in_days"];
+const KEY_FIELDS: [&str; 8] =
+    ["csrf_token", "name", "role", "mode", "permissions", "expires_in_days", "current_password", "code"];
 
 impl KeyForm {
     fn fresh() -> Self {
@@ -68,6 +75,8 @@ impl KeyForm {
             "role",
             "mode",
             "expires_in_days",
+            "current_password",
+            "code",
         ])?;
         Ok(KeyForm {
             name: f.get("name").to_string(),
@@ -75,6 +84,8 @@ impl KeyForm {
             mode: if f.get("mode").is_empty() { "role".into() } else { f.get("mode").to_string() },
             permissions: f.all("permissions"),
             expires_in_days: f.get("expires_in_days").to_string(),
+            current_password: f.get("current_password").to_string(),
+            code: f.get("code").to_string(),
         })
     }
 }
@@ -102,6 +113,8 @@ struct KeysPage {
     created: Option<(String, String)>,
     message: Option<String>,
     errors: Vec<FieldError>,
+    /// What creating a key asks for to confirm it's the signed-in person.
+    reauth: ReauthPrompt,
 }
 
 async fn keys_view(
@@ -128,7 +141,9 @@ async fn keys_view(
         })
         .collect();
     let opt = |t: Option<time::OffsetDateTime>| t.map(|t| access.when(t)).unwrap_or_default();
+    let reauth = ReauthPrompt::for_user(state, p.user_id()).await?;
     Ok(KeysPage {
+        reauth,
         csrf,
         org: OrgNav::of(access),
         keys: list
@@ -172,10 +187,14 @@ async fn create(
     State(state): State<AppState>,
     FormToken(csrf): FormToken,
     ctx: Context,
+    meta: RequestMeta,
+    current: CurrentSession,
     access: OrgAccess,
     body: Bytes,
 ) -> AppResult<Response> {
-    let form = KeyForm::parse(&body)?;
+    let mut form = KeyForm::parse(&body)?;
+    let password = Secret::new(std::mem::take(&mut form.current_password));
+    let code = std::mem::take(&mut form.code);
     let result = async {
         let expires_in_days = number::<i64>("expires_in_days", &form.expires_in_days)?;
         let (role, permissions) = match form.mode.as_str() {
@@ -188,6 +207,7 @@ async fn create(
             _ => return Err(crate::platform::http::error::AppError::field("mode", "choose a role or permissions")),
         };
         let input = NewKey { name: form.name.clone(), role, permissions, expires_in_days };
+        confirm_sensitive_change(&state, &meta, &current, &password, &code).await?;
         keys::create(&state.db, &ctx, &access.principal, &input).await
     }
     .await;

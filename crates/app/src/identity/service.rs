@@ -532,6 +532,49 @@ pub async fn reauthenticate_every_factor(
     confirm_identity(state, meta, user, current, password, code, Factors::Every, code_field).await
 }
 
+/// What a form for a sensitive organization change asks for to confirm it's the signed-in
+/// person: the password when the account has one, else a current second-factor code, else
+/// nothing beyond a sign-in within [`RECENT_SIGN_IN`]; the same order as [`reauthenticate`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReauthPrompt {
+    pub has_password: bool,
+    pub two_factor: bool,
+    pub recent_minutes: i64,
+}
+
+impl ReauthPrompt {
+    /// The prompt for `user` (`None`, an API key or the system, never sees these forms: it
+    /// gets the password field, which it can't fill).
+    pub async fn for_user(state: &AppState, user: Option<UserId>) -> AppResult<Self> {
+        let recent_minutes = RECENT_SIGN_IN.whole_minutes();
+        let Some(id) = user else {
+            return Ok(ReauthPrompt { has_password: true, two_factor: false, recent_minutes });
+        };
+        let user = load_user(state, id).await?;
+        Ok(ReauthPrompt {
+            has_password: user.password_hash.is_some(),
+            two_factor: user.two_factor_enabled(),
+            recent_minutes,
+        })
+    }
+}
+
+/// Re-authentication for a security change to an organization: its IP allowlist, its session
+/// and two-factor policy, its ownership, a new API key. A stolen session cookie alone can't
+/// lock the owners out, lift the allowlist or mint a long-lived key; it needs the password
+/// (or a code, or a fresh sign-in) as [`reauthenticate`] asks, failures counting in the same
+/// per-user budget.
+pub async fn confirm_sensitive_change(
+    state: &AppState,
+    meta: &RequestMeta,
+    current: &CurrentSession,
+    password: &Secret,
+    code: &str,
+) -> AppResult<()> {
+    let user = load_user(state, current.user.id()).await?;
+    reauthenticate(state, meta, &user, current, password, code).await
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Factors {
     /// One proof: the password, else a code, else a recent sign-in.

@@ -16,9 +16,11 @@ use crate::access::role::{Permission, PermissionSet, Role, admin_bound, default_
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
+use crate::identity::service::{ReauthPrompt, confirm_sensitive_change};
 use crate::identity::session::{CurrentSession, RequestMeta};
 use crate::platform::http::error::{AppError, AppResult, FieldError, RenderedByHandler};
 use crate::platform::ids::{ClientId, UserId};
+use crate::platform::secret::Secret;
 use crate::route;
 use crate::state::AppState;
 
@@ -235,6 +237,8 @@ struct MembersPage {
     typed: InviteForm,
     message: Option<String>,
     errors: Vec<FieldError>,
+    /// What the ownership transfer asks for to confirm it's the Owner.
+    reauth: ReauthPrompt,
 }
 
 async fn members_view(
@@ -258,7 +262,9 @@ async fn members_view(
     };
     tx.commit().await?;
     let me = p.user_id();
+    let reauth = ReauthPrompt::for_user(state, me).await?;
     Ok(MembersPage {
+        reauth,
         csrf,
         org: OrgNav::of(access),
         members: rows
@@ -572,17 +578,24 @@ async fn member_permissions_page(
 #[serde(deny_unknown_fields)]
 struct TransferForm {
     member: String,
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    code: String,
 }
 
 async fn transfer(
     State(state): State<AppState>,
     FormToken(csrf): FormToken,
     ctx: Context,
+    meta: RequestMeta,
+    current: CurrentSession,
     access: OrgAccess,
     Form(form): Form<TransferForm>,
 ) -> AppResult<Response> {
     let result = async {
         let member: UserId = form.member.parse().map_err(|_| AppError::field("member", "choose a member"))?;
+        confirm_sensitive_change(&state, &meta, &current, &Secret::new(form.current_password), &form.code).await?;
         service::transfer_ownership(&state.db, &ctx, &access.principal, member).await
     }
     .await;
@@ -744,6 +757,8 @@ struct SecurityPage {
     client_ip: String,
     /// A save was refused because it would lock the saver out: show the confirmation box.
     confirm_lockout: bool,
+    /// What both forms ask for to confirm it's the signed-in person.
+    reauth: ReauthPrompt,
 }
 
 /// What the security page shows besides the settings.
@@ -770,7 +785,9 @@ async fn security_view(
         .await?;
     tx.commit().await?;
     let confirm_lockout = errors.iter().any(|e| e.field == "confirm_lockout");
+    let reauth = ReauthPrompt::for_user(state, access.principal.user_id()).await?;
     Ok(SecurityPage {
+        reauth,
         csrf,
         org: OrgNav::of(access),
         settings,
@@ -803,6 +820,10 @@ struct AllowlistForm {
     /// "I understand this locks me out": required to save a list without one's own address.
     #[serde(default)]
     confirm_lockout: Option<String>,
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    code: String,
 }
 
 async fn save_allowlist(
@@ -810,12 +831,15 @@ async fn save_allowlist(
     FormToken(csrf): FormToken,
     ctx: Context,
     meta: RequestMeta,
+    current: CurrentSession,
     access: OrgAccess,
     Form(form): Form<AllowlistForm>,
 ) -> AppResult<Response> {
     let confirmed = form.confirm_lockout.as_deref() == Some("on");
+    let password = Secret::new(form.current_password);
     let result = async {
         let list = super::allowlist::parse(&form.ip_allowlist)?;
+        confirm_sensitive_change(&state, &meta, &current, &password, &form.code).await?;
         super::allowlist::save(&state.db, &ctx, &access.principal, list, meta.ip, confirmed).await
     }
     .await;
@@ -836,6 +860,10 @@ struct SecurityForm {
     session_timeout_minutes: String,
     #[serde(default)]
     require_two_factor: Option<String>,
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    code: String,
 }
 
 async fn save_security(
@@ -856,6 +884,7 @@ async fn save_security(
             ),
         };
         let require = form.require_two_factor.as_deref() == Some("on");
+        confirm_sensitive_change(&state, &meta, &current, &Secret::new(form.current_password), &form.code).await?;
         service::update_security(&state.db, &ctx, &access.principal, current.two_factor, timeout, require).await
     }
     .await;

@@ -5,6 +5,7 @@
 use clientflow_test_support::TestApp;
 use clientflow_test_support::browser::Browser;
 
+use crate::support::accounts::PASSWORD;
 use crate::support::orgs::{create_org, invite_and_join, session_token};
 use crate::support::{api_key, org_id, routes_with_an_api_route};
 
@@ -33,7 +34,7 @@ async fn person_at(app: &TestApp, email: &str, addr: &str) -> Browser {
 
 async fn save(b: &mut Browser, slug: &str, list: &str, confirm: bool) -> reqwest::Response {
     let token = session_token(b).await;
-    let mut fields = vec![("ip_allowlist", list)];
+    let mut fields = vec![("ip_allowlist", list), ("current_password", PASSWORD)];
     if confirm {
         fields.push(("confirm_lockout", "on"));
     }

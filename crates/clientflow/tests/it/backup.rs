@@ -438,6 +438,48 @@ async fn the_restore_drill_proves_the_backups_and_fails_loudly_on_a_damaged_one(
     site.finish().await;
 }
 
+/// A copy that restores without a complaint from pgBackRest can still be wrong: the drill's own
+/// checks on the restored copy catch it. An audit event rewritten behind the chain's back (as a
+/// superuser, the trigger bypassed) and a tenant table stripped of row-level security are both
+/// faithfully backed up; the drill restores them, finds both, and fails loudly naming them.
+#[tokio::test]
+async fn the_drill_checks_the_restored_copy_not_only_the_restore() {
+    if !installed() {
+        return;
+    }
+    let site = Site::new().await;
+    site.org("tampered");
+    {
+        let mut conn = site.admin().await;
+        sqlx::query("SET session_replication_role = replica").execute(&mut conn).await.unwrap();
+        let changed = sqlx::query(
+            "UPDATE audit_events SET after = jsonb_build_object('name', 'rewritten')
+              WHERE seq = 1 AND organization_id = (SELECT id FROM organizations WHERE slug = 'tampered')",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap()
+        .rows_affected();
+        assert_eq!(changed, 1);
+        sqlx::query("RESET session_replication_role").execute(&mut conn).await.unwrap();
+        sqlx::query("ALTER TABLE projects NO FORCE ROW LEVEL SECURITY").execute(&mut conn).await.unwrap();
+    }
+    let (code, _, all) = site.cli_json(&["backup", "run", "--type", "full"]);
+    assert_eq!(code, Some(0), "{all}");
+
+    let (code, doc, all) = site.cli_json(&["backup", "drill"]);
+    assert_eq!(code, Some(1), "{all}");
+    let drill = &doc["drill"];
+    assert_eq!(drill["ok"], false, "{all}");
+    assert_eq!(drill["canary_found"], true, "the restore itself worked: {all}");
+    let failure = drill["failure"].as_str().unwrap_or_default();
+    assert!(failure.contains("audit chain of tampered broken"), "{failure}");
+    assert!(failure.contains("catalog:") && failure.contains("projects"), "{failure}");
+    let metrics = site.metrics().await;
+    assert!(metrics.contains("clientflow_backup_drill_last_ok 0"), "{metrics}");
+    site.finish().await;
+}
+
 /// With an external database the backup commands take nothing and say whose backups they are.
 #[test]
 fn with_an_external_database_the_provider_owns_backups() {

@@ -3,6 +3,7 @@
 use clientflow_test_support::TestApp;
 use clientflow_test_support::browser::Browser;
 
+use crate::support::accounts::PASSWORD;
 use crate::support::orgs::{org_with_every_role, session_token};
 
 async fn post(b: &mut Browser, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
@@ -15,7 +16,7 @@ async fn key_from_page(b: &mut Browser, slug: &str, role: &str) -> String {
     let res = post(
         b,
         &format!("/o/{slug}/settings/api-keys"),
-        &[("name", &format!("{role} key")), ("role", role), ("expires_in_days", "")],
+        &[("name", &format!("{role} key")), ("role", role), ("expires_in_days", ""), ("current_password", PASSWORD)],
     )
     .await;
     assert_eq!(res.status(), 200);
@@ -123,6 +124,7 @@ async fn the_key_page_offers_and_grants_only_the_creators_own_permissions() {
         ("permissions", "clients.read"),
         ("permissions", "projects.read"),
         ("expires_in_days", ""),
+        ("current_password", PASSWORD),
     ];
     let res = post(manager, &page_url, &fields).await;
     assert_eq!(res.status(), 200);
@@ -169,7 +171,7 @@ async fn the_key_page_offers_and_grants_only_the_creators_own_permissions() {
         (vec![("mode", "role"), ("role", "manager"), ("organization_id", "x")], 422, "organization_id"),
     ];
     for (extra, status, says) in forged {
-        let mut fields = vec![("name", "forged"), ("expires_in_days", "")];
+        let mut fields = vec![("name", "forged"), ("expires_in_days", ""), ("current_password", PASSWORD)];
         fields.extend(extra.iter().copied());
         let res = post(manager, &page_url, &fields).await;
         assert_eq!(res.status(), status, "{extra:?}");

@@ -164,7 +164,7 @@ async fn no_secret_reaches_the_logs() {
     let res = b
         .post_with(
             &format!("/o/{slug}/settings/api-keys"),
-            &[("name", "Deploy"), ("role", "manager"), ("expires_in_days", "")],
+            &[("name", "Deploy"), ("role", "manager"), ("expires_in_days", ""), ("current_password", password)],
             Some(&b.token()),
             true,
         )

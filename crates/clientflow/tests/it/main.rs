@@ -31,6 +31,7 @@ mod mail_delivery;
 mod matrix;
 mod migrations;
 mod operator;
+mod org_reauth;
 mod ratelimit;
 mod ratelimit_http;
 mod request_tx;

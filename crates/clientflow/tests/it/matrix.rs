@@ -11,6 +11,7 @@ use clientflow::access::route::{Access, RouteDef, Surface};
 use clientflow_test_support::TestApp;
 use clientflow_test_support::browser::{Browser, location};
 
+use crate::support::accounts::PASSWORD;
 use crate::support::orgs::{Org, org_with_every_role, session_token};
 
 /// What a writing route is sent. Values may hold placeholders, filled per case by [`resolve`]:
@@ -67,7 +68,7 @@ pub const BODIES: &[Write] = &[
     form_on("POST /o/{org}/members/{member}/reactivate", &[], &[("member", "suspended_member")]),
     form("POST /o/{org}/members/{member}/remove", CONFIRMED),
     form("POST /o/{org}/members/{member}/permissions", &[("grant", "tasks.delete"), ("deny", "time.track")]),
-    form("POST /o/{org}/transfer", &[("member", "{new_member}")]),
+    form("POST /o/{org}/transfer", &[("member", "{new_member}"), ("current_password", PASSWORD)]),
     // Settings.
     form(
         "POST /o/{org}/settings",
@@ -88,8 +89,8 @@ pub const BODIES: &[Write] = &[
         "POST /o/{org}/settings/contact",
         &[("contact_form_enabled", "on"), ("contact_email", "{unique}@contact.test")],
     ),
-    form("POST /o/{org}/settings/security", &[("session_timeout_minutes", "120")]),
-    form("POST /o/{org}/settings/allowlist", &[("ip_allowlist", "")]),
+    form("POST /o/{org}/settings/security", &[("session_timeout_minutes", "120"), ("current_password", PASSWORD)]),
+    form("POST /o/{org}/settings/allowlist", &[("ip_allowlist", ""), ("current_password", PASSWORD)]),
     form(
         "POST /o/{org}/settings/roles",
         &[
@@ -110,7 +111,7 @@ pub const BODIES: &[Write] = &[
     ),
     form(
         "POST /o/{org}/settings/api-keys",
-        &[("name", "Matrix {unique}"), ("role", "member"), ("expires_in_days", "30")],
+        &[("name", "Matrix {unique}"), ("role", "member"), ("expires_in_days", "30"), ("current_password", PASSWORD)],
     ),
     form("POST /o/{org}/settings/api-keys/{key}/revoke", &[]),
     // Clients.

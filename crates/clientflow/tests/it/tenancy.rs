@@ -115,7 +115,8 @@ async fn the_role_hierarchy_is_enforced() {
     assert_eq!(role_of(&app, &slug, "owner@hier.test").await.unwrap().0, "owner");
 
     // Explicit transfer: the Admin becomes Owner, the Owner becomes Admin.
-    let res = post(owner, &format!("/o/{slug}/transfer"), &[("member", &admin_id)]).await;
+    let res =
+        post(owner, &format!("/o/{slug}/transfer"), &[("member", &admin_id), ("current_password", PASSWORD)]).await;
     assert_eq!(res.status(), 303);
     assert_eq!(role_of(&app, &slug, "admin@hier.test").await.unwrap().0, "owner");
     assert_eq!(role_of(&app, &slug, "owner@hier.test").await.unwrap().0, "admin");
@@ -272,7 +273,7 @@ async fn an_organization_can_require_two_factor_and_a_shorter_session() {
     let res = post(
         owner,
         &format!("/o/{slug}/settings/security"),
-        &[("require_two_factor", "on"), ("session_timeout_minutes", "")],
+        &[("require_two_factor", "on"), ("session_timeout_minutes", ""), ("current_password", PASSWORD)],
     )
     .await;
     assert_eq!(res.status(), 422);
@@ -280,7 +281,7 @@ async fn an_organization_can_require_two_factor_and_a_shorter_session() {
     let res = post(
         owner,
         &format!("/o/{slug}/settings/security"),
-        &[("require_two_factor", "on"), ("session_timeout_minutes", "10")],
+        &[("require_two_factor", "on"), ("session_timeout_minutes", "10"), ("current_password", PASSWORD)],
     )
     .await;
     assert_eq!(res.status(), 303);
@@ -486,7 +487,10 @@ async fn mass_assignment_of_role_organization_and_owner_is_refused_on_every_form
     ];
     let forms: Vec<(String, Vec<(&str, &str)>)> = vec![
         (format!("/o/{slug}/settings"), settings.to_vec()),
-        (format!("/o/{slug}/settings/security"), vec![("session_timeout_minutes", "30")]),
+        (
+            format!("/o/{slug}/settings/security"),
+            vec![("session_timeout_minutes", "30"), ("current_password", PASSWORD)],
+        ),
         (format!("/o/{slug}/settings/contact"), vec![("contact_email", "c@smuggle.test")]),
         (format!("/o/{slug}/invitations"), vec![("email", "new@smuggle.test"), ("role", "member"), ("client_id", "")]),
         (format!("/o/{slug}/members/{member_id}/role"), vec![("role", "manager"), ("client_id", "")]),
@@ -494,7 +498,7 @@ async fn mass_assignment_of_role_organization_and_owner_is_refused_on_every_form
         (format!("/o/{slug}/settings/roles"), vec![("role", "member"), ("permission", "clients.read")]),
         (
             format!("/o/{slug}/settings/api-keys"),
-            vec![("name", "Smuggled key"), ("role", "member"), ("expires_in_days", "")],
+            vec![("name", "Smuggled key"), ("role", "member"), ("expires_in_days", ""), ("current_password", PASSWORD)],
         ),
     ];
     let before = org_state(&app, &org.id).await;
@@ -739,9 +743,12 @@ async fn a_manager_who_manages_roles_stays_within_bounds() {
 
 /// Creates an API key on the keys page as `b` and returns its secret (shown once).
 async fn key_from_the_page(b: &mut Browser, slug: &str, name: &str, role: &str) -> String {
-    let res =
-        post(b, &format!("/o/{slug}/settings/api-keys"), &[("name", name), ("role", role), ("expires_in_days", "")])
-            .await;
+    let res = post(
+        b,
+        &format!("/o/{slug}/settings/api-keys"),
+        &[("name", name), ("role", role), ("expires_in_days", ""), ("current_password", PASSWORD)],
+    )
+    .await;
     assert_eq!(res.status(), 200);
     let html = res.text().await.unwrap();
     let at = html.find("value=\"cf_live_").expect("the secret is shown");

@@ -7,7 +7,7 @@ use clientflow::access;
 use clientflow_test_support::TestApp;
 use clientflow_test_support::browser::{Browser, location};
 
-use crate::support::accounts::sign_up;
+use crate::support::accounts::{PASSWORD, sign_up};
 use crate::support::orgs::{create_org, org_with_every_role, session_token};
 
 // ---- helpers ----
@@ -533,14 +533,30 @@ async fn an_api_key_is_shown_once_and_can_be_revoked() {
     let mut o = owner_with_org(&app, "keys").await;
     let slug = o.slug.clone();
     let path = format!("/o/{slug}/settings/api-keys");
-    let res = post(&o.browser, &o.token, &path, &[("name", ""), ("role", "member"), ("expires_in_days", "")]).await;
+    let res = post(
+        &o.browser,
+        &o.token,
+        &path,
+        &[("name", ""), ("role", "member"), ("expires_in_days", ""), ("current_password", PASSWORD)],
+    )
+    .await;
     assert_eq!(res.status(), 422);
-    let res = post(&o.browser, &o.token, &path, &[("name", "CI"), ("role", "member"), ("expires_in_days", "0")]).await;
+    let res = post(
+        &o.browser,
+        &o.token,
+        &path,
+        &[("name", "CI"), ("role", "member"), ("expires_in_days", "0"), ("current_password", PASSWORD)],
+    )
+    .await;
     assert_eq!(res.status(), 422);
     assert!(res.text().await.unwrap().contains("expires_in_days"));
-    let res =
-        post(&o.browser, &o.token, &path, &[("name", "Deploy bot"), ("role", "manager"), ("expires_in_days", "30")])
-            .await;
+    let res = post(
+        &o.browser,
+        &o.token,
+        &path,
+        &[("name", "Deploy bot"), ("role", "manager"), ("expires_in_days", "30"), ("current_password", PASSWORD)],
+    )
+    .await;
     assert_eq!(res.status(), 200);
     let html = res.text().await.unwrap();
     let at = html.find("value=\"cf_live_").expect("the secret is shown");
