@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout)] // a command line prints to standard output
 
 mod backup;
+pub mod installation;
 mod operator;
 mod seed;
 
@@ -91,11 +92,25 @@ pub enum Command {
         #[command(subcommand)]
         command: backup::BackupCommand,
     },
+    /// The database roles: `reset-role-passwords` after the role password file was lost.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// Print generated documentation.
     Docs {
         #[command(subcommand)]
         command: DocsCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCommand {
+    /// Set the database roles' passwords to the ones in this data directory's
+    /// secrets/postgres-roles.json (creating it if missing). Every other process of the
+    /// installation then needs a copy of that file. Needs a superuser DATABASE_URL or the
+    /// private cluster.
+    ResetRolePasswords,
 }
 
 #[derive(Subcommand, Debug)]
@@ -296,6 +311,7 @@ pub fn main() -> ExitCode {
             Command::Seed(args) => seed::run(config, cli.json, operator, args).await,
             Command::Audit { command } => audit(config, &operator, command).await,
             Command::Backup { command } => backup::run(config, cli.json, command).await,
+            Command::Db { command: DbCommand::ResetRolePasswords } => reset_role_passwords(config).await,
             Command::Docs { command: DocsCommand::Permissions } => {
                 print!("{}", crate::access::role::permissions_markdown());
                 Ok(ExitCode::SUCCESS)
@@ -370,6 +386,8 @@ async fn serve_with(
             };
             let transport = crate::mail::transport::Transport::from_config(&config).map_err(anyhow::Error::msg)?;
             let state = AppState::new(config.clone(), db.clone(), Arc::new(SystemClock)).await?;
+            let mine = installation::Identity::of(&config, &state.sealer, &state.audit_signer.verifying_key())?;
+            installation::claim(&db, &mine, &config).await?;
             let transport = crate::mail::outbox::Delivery::new(transport, state.unsubscribe.clone(), &config.mail);
             anyhow::Ok((tls, listener, redirect, transport, state))
         }
@@ -1011,12 +1029,18 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
         connected = connect_app(&config) => connected?,
         _ = server::stopped(stop_requests.clone()) => return Ok(ExitCode::SUCCESS),
     };
-    let transport = match crate::state::mail_delivery(&config) {
+    let checked = async {
+        let sealer = crate::platform::seal::Sealer::load(config.secrets.master_key.as_ref(), &config.data_dir)?;
+        let mine = installation::Identity::of(&config, &sealer, &signer.verifying_key())?;
+        installation::claim(&db, &mine, &config).await?;
+        crate::state::mail_delivery(&config)
+    };
+    let transport = match checked.await {
         Ok(t) => t,
         Err(e) => {
             db.close().await;
             resolved.finish().await;
-            anyhow::bail!(e);
+            return Err(e);
         }
     };
     let keys = vec![signer.verifying_key()];
@@ -1083,6 +1107,62 @@ async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
 }
 
 /// Prints one line per check and exits non-zero when any check fails.
+async fn reset_role_passwords(config: Config) -> anyhow::Result<ExitCode> {
+    telemetry::init_tracing(&config.log);
+    let resolved = provision::resolve_resetting_role_passwords(&config).await?;
+    let mode = resolved.mode;
+    resolved.finish().await;
+    if mode == Mode::AppRole {
+        anyhow::bail!(
+            "DATABASE_URL is the app role's: its password is the database administrator's to set, not this \
+             command's (it needs a superuser DATABASE_URL or the private cluster)"
+        );
+    }
+    println!(
+        "The database roles now use the passwords in {}. Copy that file to every other process of this \
+         installation before restarting them.",
+        config.data_dir.join("secrets").join("postgres-roles.json").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `doctor`'s view of the installation identity (see `installation`): read, never written.
+async fn installation_report(report: &mut Report, config: &Config, app: &sqlx::postgres::PgConnectOptions) {
+    let mine = crate::platform::seal::Sealer::load(config.secrets.master_key.as_ref(), &config.data_dir)
+        .map_err(anyhow::Error::from)
+        .and_then(|sealer| {
+            let signer = crate::audit::chain::Signer::load(config.audit.signing_key.as_ref(), &config.data_dir)
+                .map_err(anyhow::Error::msg)?;
+            installation::Identity::peek(config, &sealer, &signer.verifying_key())
+        });
+    let mine = match mine {
+        Ok(m) => m,
+        Err(e) => return report.fail("installation", &format!("{e:#}")),
+    };
+    let recorded = match provision::connect(app, "app role").await {
+        Ok(mut conn) => installation::recorded(&mut conn).await,
+        Err(e) => return report.fail("installation", &e.to_string()),
+    };
+    match recorded {
+        Ok(None) => {
+            report.ok("installation", "no process has started yet (the first `serve` records its keys and file store)")
+        }
+        Ok(Some(recorded)) => {
+            let differences = mine.differences(&recorded, config);
+            if differences.is_empty() {
+                report.ok(
+                    "installation",
+                    "this process shares the installation's master key, audit signing key and file store",
+                );
+            }
+            for d in differences {
+                report.fail("installation", &d);
+            }
+        }
+        Err(e) => report.fail("installation", &e.to_string()),
+    }
+}
+
 async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
     let mut report = Report::default();
     report.ok("configuration", "loaded and valid");
@@ -1178,6 +1258,10 @@ async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
                 Err(e) => report.fail("owner role", &e.to_string()),
             }
         }
+    }
+
+    if let Some(resolved) = &resolved {
+        installation_report(&mut report, &config, &resolved.app).await;
     }
 
     // Backups.

@@ -148,7 +148,7 @@ pub fn mail_delivery(config: &Config) -> anyhow::Result<crate::mail::outbox::Del
 }
 
 /// A purpose-specific key: HMAC of a label under the sealer's derivation key.
-fn derive_key(sealer: &Sealer, label: &str) -> [u8; 32] {
+pub(crate) fn derive_key(sealer: &Sealer, label: &str) -> [u8; 32] {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&sealer.derivation_key()).expect("any key length");
     mac.update(label.as_bytes());
     mac.finalize().into_bytes().into()

@@ -67,9 +67,22 @@ async fn init_shared() -> anyhow::Result<Shared> {
             cluster.admin_options()
         }
     };
-    let passwords = RolePasswords::load_or_create(&dir.join("secrets"))?;
+    // One password file per database server, shared by every checkout on this machine, so
+    // test runs of two checkouts against the same server don't take the roles from each other.
+    let secrets = std::env::temp_dir().join("clientflow-test-roles").join(format!(
+        "{}-{}",
+        admin.get_host().replace(['/', '.'], "_"),
+        admin.get_port()
+    ));
+    std::fs::create_dir_all(&secrets)?;
+    let passwords = RolePasswords::load_or_create(&secrets)?;
     let mut conn = provision::connect(&admin, "test admin").await?;
-    provision::ensure_roles(&mut conn, &passwords).await?;
+    if let Err(e @ provision::SetupError::RolePasswords { .. }) = provision::ensure_roles(&mut conn, &passwords).await {
+        // Roles left by an older test run with other passwords: tests may take them over,
+        // as an operator would with `clientflow db reset-role-passwords`.
+        eprintln!("test setup: {e}; resetting them for the tests");
+        provision::reset_role_passwords(&mut conn, &passwords).await?;
+    }
 
     // The template is named after the migrations it holds, so a changed migration gets a
     // fresh template and concurrent test processes agree on the name.

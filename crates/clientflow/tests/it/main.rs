@@ -30,6 +30,7 @@ mod mail;
 mod mail_delivery;
 mod matrix;
 mod migrations;
+mod multinode;
 mod operator;
 mod org_reauth;
 mod ratelimit;

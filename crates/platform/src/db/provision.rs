@@ -47,6 +47,13 @@ pub enum SetupError {
         "refusing to serve: {0}. Point DATABASE_URL at the unprivileged clientflow_app role (docs/operations.md, \"Database roles\")"
     )]
     UnsafeRuntimeRole(String),
+    #[error(
+        "the database roles {roles} already exist with passwords other than those in {file}: another ClientFlow \
+         process of this installation (or an earlier data directory) created them. Every process of one installation \
+         shares that file: copy it from the first process's data directory (secrets/postgres-roles.json). If that file \
+         is lost, `clientflow db reset-role-passwords` makes this one the installation's (then copy it to every other process)"
+    )]
+    RolePasswords { roles: String, file: String },
     #[error("{0}")]
     Io(String),
 }
@@ -108,17 +115,32 @@ impl Mode {
 /// Works out the connections for `config`, starting the private cluster and provisioning
 /// roles when that is the mode. Doesn't migrate.
 pub async fn resolve(config: &impl PlatformSettings) -> Result<Resolved, SetupError> {
-    resolve_with(config, true).await
+    resolve_with(config, true, Roles::Keep).await
+}
+
+/// Like [`resolve`], making this process's role passwords the installation's
+/// (`clientflow db reset-role-passwords`, after the password file was lost).
+pub async fn resolve_resetting_role_passwords(config: &impl PlatformSettings) -> Result<Resolved, SetupError> {
+    resolve_with(config, true, Roles::Reset).await
+}
+
+/// What provisioning does to roles that already exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Roles {
+    /// Keep their passwords; refuse when this process's differ.
+    Keep,
+    /// Set them to this process's.
+    Reset,
 }
 
 /// Like [`resolve`], for a check that must not change what runs (`doctor`): a private cluster
 /// that isn't running is an error rather than started, and this process takes no part in its
 /// lifecycle (it never stops it).
 pub async fn resolve_without_starting(config: &impl PlatformSettings) -> Result<Resolved, SetupError> {
-    resolve_with(config, false).await
+    resolve_with(config, false, Roles::Keep).await
 }
 
-async fn resolve_with(config: &impl PlatformSettings, start: bool) -> Result<Resolved, SetupError> {
+async fn resolve_with(config: &impl PlatformSettings, start: bool, roles: Roles) -> Result<Resolved, SetupError> {
     let secrets_dir = config.data_dir().join("secrets");
     match &config.database().url {
         None => {
@@ -163,7 +185,7 @@ async fn resolve_with(config: &impl PlatformSettings, start: bool) -> Result<Res
                 (cluster.admin_options(), None)
             };
             // On an error the use is dropped, which stops the cluster if nobody else uses it.
-            let provisioned = provision(&admin, &secrets_dir, None).await?;
+            let provisioned = provision_with(&admin, &secrets_dir, None, roles).await?;
             if start && let Some(repo) = backups.clone() {
                 // Creating the stanza is idempotent. A repository that can't be reached doesn't
                 // stop the start: archiving then fails, which `doctor` and `/metrics` report.
@@ -188,7 +210,7 @@ async fn resolve_with(config: &impl PlatformSettings, start: bool) -> Result<Res
             let facts = super::role_facts(&mut conn).await?;
             conn.close().await.ok();
             if facts.superuser {
-                let provisioned = provision(&options, &secrets_dir, options.get_database()).await?;
+                let provisioned = provision_with(&options, &secrets_dir, options.get_database(), roles).await?;
                 return Ok(Resolved {
                     app: provisioned.app,
                     owner: Some(provisioned.owner),
@@ -275,13 +297,25 @@ pub async fn provision(
     secrets_dir: &Path,
     database: Option<&str>,
 ) -> Result<Provisioned, SetupError> {
+    provision_with(admin, secrets_dir, database, Roles::Keep).await
+}
+
+async fn provision_with(
+    admin: &PgConnectOptions,
+    secrets_dir: &Path,
+    database: Option<&str>,
+    roles: Roles,
+) -> Result<Provisioned, SetupError> {
     let database = match database {
         Some(db) if !matches!(db, "postgres" | "template0" | "template1") => db.to_string(),
         _ => "clientflow".to_string(),
     };
     let passwords = RolePasswords::load_or_create(secrets_dir)?;
     let mut conn = connect(admin, "admin").await?;
-    ensure_roles(&mut conn, &passwords).await?;
+    match roles {
+        Roles::Keep => ensure_roles(&mut conn, &passwords).await?,
+        Roles::Reset => reset_role_passwords(&mut conn, &passwords).await?,
+    }
     let exists: Option<(String,)> = sqlx::query_as("SELECT datname::text FROM pg_database WHERE datname = $1")
         .bind(&database)
         .fetch_optional(&mut conn)
@@ -328,34 +362,110 @@ pub async fn prepare_database(admin: &PgConnectOptions, database: &str) -> Resul
     Ok(())
 }
 
-/// Creates the two roles if missing and (re)sets their passwords, under an advisory lock so
-/// concurrent starts don't race.
+/// Creates the roles if missing, with this process's passwords, under an advisory lock so
+/// concurrent starts don't race. Roles that exist keep their passwords: every process of one
+/// installation shares `postgres-roles.json`, and a process whose file differs (another data
+/// directory, a lost file) is refused with a message saying what to share, instead of quietly
+/// resetting the passwords the running processes use. [`reset_role_passwords`] is the explicit
+/// way to make this file's passwords the installation's.
 pub async fn ensure_roles(conn: &mut PgConnection, passwords: &RolePasswords) -> Result<(), SetupError> {
-    sqlx::query("SELECT pg_advisory_lock(hashtext('clientflow:provision'))").execute(&mut *conn).await?;
-    let result = async {
-        for (role, password) in
-            [(OWNER_ROLE, &passwords.owner), (APP_ROLE, &passwords.app), (AUDITOR_ROLE, &passwords.auditor)]
-        {
-            let verifier = scram_verifier(password);
-            // The auditor reads across organizations (audit verification, retention): it
-            // bypasses row-level security but is granted SELECT only, on a few tables.
-            let attrs = if role == AUDITOR_ROLE {
-                "LOGIN NOSUPERUSER BYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION NOINHERIT"
-            } else {
-                "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION"
-            };
-            let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_roles WHERE rolname = $1")
-                .bind(role)
-                .fetch_optional(&mut *conn)
-                .await?;
-            let verb = if exists.is_some() { "ALTER" } else { "CREATE" };
-            sqlx::query(&format!("{verb} ROLE {role} {attrs} PASSWORD '{verifier}'")).execute(&mut *conn).await?;
+    with_provision_lock(conn, async |conn: &mut PgConnection| {
+        let mut differing = Vec::new();
+        for (role, password) in passwords.each() {
+            match stored_password(conn, role).await? {
+                None => {
+                    let verifier = scram_verifier(password);
+                    sqlx::query(&format!("CREATE ROLE {role} {} PASSWORD '{verifier}'", role_attributes(role)))
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Some(stored) => {
+                    sqlx::query(&format!("ALTER ROLE {role} {}", role_attributes(role))).execute(&mut *conn).await?;
+                    match stored {
+                        // A role someone created without a password: nobody can be using it.
+                        None => {
+                            let verifier = scram_verifier(password);
+                            sqlx::query(&format!("ALTER ROLE {role} PASSWORD '{verifier}'"))
+                                .execute(&mut *conn)
+                                .await?;
+                        }
+                        Some(verifier) if verifier_matches(&verifier, password) => {}
+                        Some(_) => differing.push(role),
+                    }
+                }
+            }
         }
-        Ok::<(), SetupError>(())
-    }
-    .await;
+        if differing.is_empty() {
+            Ok(())
+        } else {
+            Err(SetupError::RolePasswords { roles: differing.join(", "), file: passwords.source.display().to_string() })
+        }
+    })
+    .await
+}
+
+/// Sets the roles' passwords to this process's (`clientflow db reset-role-passwords`): for an
+/// installation whose password file was lost. Every other process must then get this file.
+pub async fn reset_role_passwords(conn: &mut PgConnection, passwords: &RolePasswords) -> Result<(), SetupError> {
+    with_provision_lock(conn, async |conn: &mut PgConnection| {
+        for (role, password) in passwords.each() {
+            let verifier = scram_verifier(password);
+            let verb = if stored_password(conn, role).await?.is_some() { "ALTER" } else { "CREATE" };
+            sqlx::query(&format!("{verb} ROLE {role} {} PASSWORD '{verifier}'", role_attributes(role)))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+async fn with_provision_lock<T>(
+    conn: &mut PgConnection,
+    f: impl AsyncFnOnce(&mut PgConnection) -> Result<T, SetupError>,
+) -> Result<T, SetupError> {
+    sqlx::query("SELECT pg_advisory_lock(hashtext('clientflow:provision'))").execute(&mut *conn).await?;
+    let result = f(&mut *conn).await;
     sqlx::query("SELECT pg_advisory_unlock(hashtext('clientflow:provision'))").execute(&mut *conn).await?;
     result
+}
+
+/// The auditor reads across organizations (audit verification, retention): it bypasses
+/// row-level security but is granted SELECT only, on a few tables.
+fn role_attributes(role: &str) -> &'static str {
+    if role == AUDITOR_ROLE {
+        "LOGIN NOSUPERUSER BYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION NOINHERIT"
+    } else {
+        "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION"
+    }
+}
+
+/// `None`: no such role; `Some(None)`: a role without a password; else its stored verifier
+/// (`pg_authid` is readable by the superuser that provisions).
+async fn stored_password(conn: &mut PgConnection, role: &str) -> Result<Option<Option<String>>, SetupError> {
+    let row: Option<(Option<String>,)> = sqlx::query_as("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
+        .bind(role)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.map(|(p,)| p))
+}
+
+/// Whether `password` is the one a stored SCRAM-SHA-256 verifier was made from (recomputed with
+/// its salt and iteration count; any other format counts as different).
+fn verifier_matches(stored: &str, password: &str) -> bool {
+    let parse = || {
+        let rest = stored.strip_prefix("SCRAM-SHA-256$")?;
+        let (params, _) = rest.split_once('$')?;
+        let (iterations, salt) = params.split_once(':')?;
+        Some((iterations.parse::<u32>().ok()?, B64.decode(salt).ok()?))
+    };
+    match parse() {
+        Some((iterations, salt)) if (1..=1_000_000).contains(&iterations) => {
+            let ours = scram_verifier_with(password, &salt, iterations);
+            bool::from(subtle::ConstantTimeEq::ct_eq(ours.as_bytes(), stored.as_bytes()))
+        }
+        _ => false,
+    }
 }
 
 /// The same server as `admin`, as `role` on `database`.
@@ -371,6 +481,15 @@ pub struct RolePasswords {
     /// The auditor role (read-only across tenants, for operator commands).
     #[serde(default = "fresh_password")]
     pub auditor: String,
+    /// Where they are kept (for messages).
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+impl RolePasswords {
+    fn each(&self) -> [(&'static str, &str); 3] {
+        [(OWNER_ROLE, &self.owner), (APP_ROLE, &self.app), (AUDITOR_ROLE, &self.auditor)]
+    }
 }
 
 fn fresh_password() -> String {
@@ -381,7 +500,7 @@ impl RolePasswords {
     pub fn load_or_create(secrets_dir: &Path) -> Result<Self, SetupError> {
         let path = secrets_dir.join("postgres-roles.json");
         if let Ok(text) = std::fs::read_to_string(&path) {
-            let loaded: RolePasswords = serde_json::from_str(&text)
+            let mut loaded: RolePasswords = serde_json::from_str(&text)
                 .map_err(|e| SetupError::Io(format!("{} is damaged ({e}); remove it to regenerate", path.display())))?;
             if !text.contains("\"auditor\"") {
                 // Written before the auditor role existed: keep its new password.
@@ -391,9 +510,11 @@ impl RolePasswords {
                 )
                 .map_err(SetupError::Io)?;
             }
+            loaded.source = path;
             return Ok(loaded);
         }
-        let fresh = RolePasswords { owner: random_hex(32), app: random_hex(32), auditor: random_hex(32) };
+        let fresh =
+            RolePasswords { owner: random_hex(32), app: random_hex(32), auditor: random_hex(32), source: path.clone() };
         crate::fsutil::write_private(&path, serde_json::to_string_pretty(&fresh).unwrap_or_default().as_bytes())
             .map_err(SetupError::Io)?;
         Ok(fresh)
