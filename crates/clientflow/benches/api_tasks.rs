@@ -8,7 +8,9 @@
 //! Then the database's own limit: `pgbench` runs the same transaction (tenant set, the same
 //! SELECT with the same values, commit) with 16 clients against the same database, while the API
 //! is loaded with 64 connections; the script prints both and their ratio, and the committed
-//! transactions per API request (`pg_stat_database.xact_commit`).
+//! transactions per API request (`pg_stat_database.xact_commit`). The API side of that comparison
+//! is loaded by `wrk` when it is installed (a separate process in C, like pgbench), else from
+//! this process.
 //!
 //! Run: `cargo bench --bench api_tasks` (PostgreSQL: `TEST_DATABASE_URL` as for the tests).
 //! `BENCH_ORGS`, `BENCH_TASKS`, `BENCH_SECONDS`, `BENCH_CONCURRENCY` (reference comparison,
@@ -247,15 +249,33 @@ async fn main() {
     let script = app.config.data_dir.join("bench-tasks.sql");
     std::fs::write(&script, pgbench_script(org_id)).expect("pgbench script");
     let pgbench_tps = run_pgbench(&pgbench, &script, &app.db.app, &passwords.app, pgbench_clients, seconds);
-    let api_client = clientflow_test_support::client_for(&app.cert_path(), app.addr)
-        .pool_max_idle_per_host(api_connections)
-        .build()
-        .expect("client");
-    load(&api_client, &full_url, Some(&key.secret), api_connections, 2).await;
-    let before = xact_commit(&mut admin).await;
-    let api_run = load(&api_client, &full_url, Some(&key.secret), api_connections, seconds).await;
-    let per_request = (xact_commit(&mut admin).await - before) as f64 / api_run.requests as f64;
-    let api_rps = report(&format!("GET /api/v1/tasks?limit=50, {api_connections} connections"), &[api_run]);
+    // The load generator: wrk when installed (a separate C process, as pgbench is, so the
+    // comparison isn't skewed by a Rust client sharing this process's runtime and cores), else
+    // this process's own reqwest client.
+    let (api_rps, requests, before) = if let Some(wrk) = wrk_binary() {
+        let url = format!("https://{}/api/v1/tasks?limit=50", app.addr);
+        wrk_run(&wrk, &url, &key.secret, api_connections, 2);
+        let before = xact_commit(&mut admin).await;
+        let (rps, requests, p50, p99) = wrk_run(&wrk, &url, &key.secret, api_connections, seconds);
+        println!(
+            "{:<44} {rps:>8.0} req/s   p50 {p50:>6.2} ms   p99 {p99:>6.2} ms   ({requests} requests, wrk)",
+            format!("GET /api/v1/tasks?limit=50, {api_connections} connections")
+        );
+        (rps, requests, before)
+    } else {
+        println!("wrk not found (apt install wrk): the API is loaded from this process");
+        let api_client = clientflow_test_support::client_for(&app.cert_path(), app.addr)
+            .pool_max_idle_per_host(api_connections)
+            .build()
+            .expect("client");
+        load(&api_client, &full_url, Some(&key.secret), api_connections, 2).await;
+        let before = xact_commit(&mut admin).await;
+        let api_run = load(&api_client, &full_url, Some(&key.secret), api_connections, seconds).await;
+        let requests = api_run.requests;
+        let rps = report(&format!("GET /api/v1/tasks?limit=50, {api_connections} connections"), &[api_run]);
+        (rps, requests, before)
+    };
+    let per_request = (xact_commit(&mut admin).await - before) as f64 / requests as f64;
     println!("{:<44} {pgbench_tps:>8.0} tps", format!("pgbench, same transaction, {pgbench_clients} clients"));
     println!("committed transactions per API request: {per_request:.2}");
     println!("ratio (API / pgbench): {:.2}  (goal: at least 0.60)", api_rps / pgbench_tps);
@@ -269,6 +289,49 @@ async fn xact_commit(conn: &mut sqlx::PgConnection) -> i64 {
         .fetch_one(&mut *conn)
         .await
         .expect("xact_commit")
+}
+
+fn wrk_binary() -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("wrk"))
+        .find(|p| p.is_file())
+}
+
+/// One wrk run: requests per second, requests, p50 and p99 in milliseconds. wrk's Lua-free
+/// defaults: keep-alive connections, two threads, every answer counted (a non-2xx fails the
+/// benchmark rather than inflating it).
+fn wrk_run(wrk: &std::path::Path, url: &str, key: &str, connections: usize, seconds: u64) -> (f64, u64, f64, f64) {
+    let out = std::process::Command::new(wrk)
+        .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s"), "--latency", "-H"])
+        .arg(format!("Authorization: Bearer {key}"))
+        .arg(url)
+        .output()
+        .expect("wrk runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success() && !text.contains("Non-2xx"), "wrk: {text}");
+    let after = |marker: &str| -> &str {
+        let at = text.find(marker).unwrap_or_else(|| panic!("no {marker:?} in wrk's output: {text}"));
+        text[at + marker.len()..].split_whitespace().next().unwrap_or("")
+    };
+    let ms = |v: &str| -> f64 {
+        let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+        let n: f64 = num.parse().unwrap_or(f64::NAN);
+        match unit {
+            "us" => n / 1000.0,
+            "s" => n * 1000.0,
+            _ => n,
+        }
+    };
+    let rps: f64 = after("Requests/sec:").parse().expect("requests/sec");
+    let requests: u64 = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("request count");
+    (rps, requests, ms(after(" 50%")), ms(after(" 99%")))
 }
 
 fn pgbench_binary() -> Option<std::path::PathBuf> {
