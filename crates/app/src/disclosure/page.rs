@@ -311,10 +311,8 @@ fn backups(config: &Config, live: &Live) -> Section {
                         format!("{} ago, {}", age(a), if ok { "passed" } else { "FAILED" }),
                     ));
                     if let (Some(rpo), Some(rto)) = (status.last_drill_rpo, status.last_drill_rto) {
-                        facts.push(fact(
-                            "Drill measured",
-                            format!("data loss {} , restore time {}", age(rpo), age(rto)),
-                        ));
+                        facts
+                            .push(fact("Drill measured", format!("data loss {}, restore time {}", age(rpo), age(rto))));
                     }
                 }
                 _ => {
