@@ -379,6 +379,28 @@ fn describe_target(target: &RestoreTarget) -> String {
     }
 }
 
+/// The backup repository's object store as a sub-processor, for the registry
+/// (`disclosure::subprocessors`): on when the private cluster's backups go to `backup.s3`.
+/// A repository on a local disk involves no one else.
+pub fn sub_processor(config: &Config) -> crate::platform::subprocessor::SubProcessor {
+    let s3 = config.backup.s3.as_ref().filter(|_| config.backup.enabled && config.database.url.is_none());
+    crate::platform::subprocessor::SubProcessor {
+        id: "backup-store",
+        name: "S3-compatible object store (backups)",
+        enabled: s3.is_some(),
+        setting: "backup.s3",
+        purpose: "Keeps the database's backups and WAL archive for point-in-time recovery.",
+        receives: &[
+            "the whole database and its write-ahead log, encrypted by pgBackRest (AES-256-CBC, the passphrase stays here) before upload",
+        ],
+        region: match s3 {
+            Some(s3) if !s3.region.is_empty() => format!("{} ({})", s3.region, s3.endpoint),
+            Some(s3) => s3.endpoint.clone(),
+            None => "—".into(),
+        },
+    }
+}
+
 pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
 }

@@ -5,6 +5,7 @@
 mod backup;
 pub mod installation;
 mod operator;
+mod security;
 mod seed;
 
 use std::path::PathBuf;
@@ -96,6 +97,11 @@ pub enum Command {
     Db {
         #[command(subcommand)]
         command: DbCommand,
+    },
+    /// Vulnerability disclosure: list, read and close the reports sent through /security/report.
+    Security {
+        #[command(subcommand)]
+        command: security::SecurityCommand,
     },
     /// Print generated documentation.
     Docs {
@@ -312,6 +318,7 @@ pub fn main() -> ExitCode {
             Command::Audit { command } => audit(config, &operator, command).await,
             Command::Backup { command } => backup::run(config, cli.json, command).await,
             Command::Db { command: DbCommand::ResetRolePasswords } => reset_role_passwords(config).await,
+            Command::Security { command } => security::run(config, cli.json, command).await,
             Command::Docs { command: DocsCommand::Permissions } => {
                 print!("{}", crate::access::role::permissions_markdown());
                 Ok(ExitCode::SUCCESS)
@@ -347,7 +354,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     tracing::info!(database = resolved.mode.describe(), "database");
     // Every way out after this point — an error, a stop during start-up, a clean shutdown —
     // goes through `finish`, which stops the private cluster unless another process uses it.
-    let outcome = serve_with(config, &resolved, stop).await;
+    let outcome = Box::pin(serve_with(config, &resolved, stop)).await;
     resolved.finish().await;
     if outcome.is_ok() {
         tracing::info!("stopped");
@@ -1285,6 +1292,19 @@ async fn doctor(config: Config) -> anyhow::Result<ExitCode> {
         report.warn("connections", &format!("{detail}: raise the open-file limit (ulimit -n, LimitNOFILE)"));
     } else {
         report.ok("connections", &detail);
+    }
+
+    // security.txt: a set Expires is reviewed before it passes.
+    match crate::disclosure::security_txt::doctor_check(&config, time::OffsetDateTime::now_utc()) {
+        Ok(detail) => report.ok("security.txt", &detail),
+        Err((true, detail)) => report.fail("security.txt", &detail),
+        Err((false, detail)) => report.warn("security.txt", &detail),
+    }
+    if config.disclosure.notify_addresses().is_empty() {
+        report.warn(
+            "security reports",
+            "nobody is told about new reports: set disclosure.notify (or a mailto: disclosure.contact);              `clientflow security reports list` shows them",
+        );
     }
 
     // Certificates: they load and fit their key, and how long they have left.

@@ -41,6 +41,9 @@ pub struct Config {
     pub bot_check: crate::abuse::botcheck::BotCheckConfig,
     /// `[backup]`: WAL archiving, scheduled backups and the restore drill of the private cluster.
     pub backup: BackupConfig,
+    /// `[disclosure]`: security.txt, the vulnerability report form, the security page's region
+    /// and source links (`disclosure`).
+    pub disclosure: crate::disclosure::DisclosureConfig,
 }
 
 impl Default for Config {
@@ -62,6 +65,7 @@ impl Default for Config {
             rate_limits: Default::default(),
             bot_check: Default::default(),
             backup: BackupConfig::default(),
+            disclosure: Default::default(),
         }
     }
 }
@@ -115,6 +119,7 @@ impl Config {
         }
         self.log.validate()?;
         self.mail.validate()?;
+        self.disclosure.validate()?;
         Ok(())
     }
 

@@ -14,6 +14,7 @@ pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod contact;
+pub mod disclosure;
 pub mod errors;
 pub mod identity;
 pub mod mail;

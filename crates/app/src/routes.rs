@@ -38,6 +38,7 @@ pub fn all() -> Vec<RouteDef> {
     routes.extend(crate::api::routes());
     routes.extend(crate::contact::routes());
     routes.extend(crate::mail::web::routes());
+    routes.extend(crate::disclosure::routes());
     routes
 }
 

@@ -211,9 +211,19 @@ pub async fn page_extras(req: axum::extract::Request, next: axum::middleware::Ne
         res.headers_mut().append(header::SET_COOKIE, v);
     }
     match waiting {
-        Some(index) => show_flash(res, FLASH_MESSAGES[index].1).await,
-        None => res,
+        // A page a shared cache may keep shows no one's flash message (it would be served to others).
+        Some(index) if !shared_cacheable(res.headers()) => show_flash(res, FLASH_MESSAGES[index].1).await,
+        _ => res,
     }
+}
+
+/// Whether a response says a shared cache may store it (`Cache-Control: public`): such a
+/// response carries nothing personal, neither a cookie nor a message meant for one person.
+pub fn shared_cacheable(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|d| d.trim().eq_ignore_ascii_case("public")))
 }
 
 /// Puts the message at the top of the page's content and clears the cookie.

@@ -12,6 +12,7 @@ pub mod ids;
 pub mod net;
 pub mod seal;
 pub mod secret;
+pub mod subprocessor;
 pub mod telemetry;
 pub mod types;
 pub mod tz;

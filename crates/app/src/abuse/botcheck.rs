@@ -122,10 +122,12 @@ const MAX_SOLUTION_LEN: usize = 20;
 pub enum Purpose {
     Signup,
     Contact,
+    /// The vulnerability report form (`/security/report`).
+    SecurityReport,
 }
 
 impl Purpose {
-    pub const ALL: [Purpose; 2] = [Purpose::Signup, Purpose::Contact];
+    pub const ALL: [Purpose; 3] = [Purpose::Signup, Purpose::Contact, Purpose::SecurityReport];
 
     /// Also the Turnstile action, so it keeps to Turnstile's alphabet (`[A-Za-z0-9_-]`, at most
     /// 32 characters) and contains no `.` (the challenge separator).
@@ -133,6 +135,7 @@ impl Purpose {
         match self {
             Purpose::Signup => "signup",
             Purpose::Contact => "contact",
+            Purpose::SecurityReport => "security_report",
         }
     }
 
@@ -615,6 +618,26 @@ impl fmt::Debug for RedisReplayGuard {
 
 /// Checks a configuration the way [`BotCheck::from_config`] will, without keys or a clock (for
 /// validating the configuration at start, before anything else is set up).
+/// Cloudflare Turnstile as a sub-processor, for the registry (`disclosure::subprocessors`):
+/// on when both Turnstile keys are set (as [`BotCheck::from_config`] decides). The built-in
+/// proof of work runs in the visitor's browser and on this server and involves no one else.
+pub fn sub_processor(config: &BotCheckConfig) -> crate::platform::subprocessor::SubProcessor {
+    let set = |k: Option<&str>| k.is_some_and(|k| !k.trim().is_empty());
+    crate::platform::subprocessor::SubProcessor {
+        id: "turnstile",
+        name: "Cloudflare Turnstile",
+        enabled: set(config.turnstile_site_key.as_deref())
+            && set(config.turnstile_secret_key.as_ref().map(|s| s.expose())),
+        setting: "bot_check.turnstile_site_key and bot_check.turnstile_secret_key",
+        purpose: "Tells people from bots on the public forms (sign-up, contact, vulnerability reports).",
+        receives: &[
+            "the visitor's browser loads Cloudflare's widget script, which sees the visitor's IP address and browser",
+            "the widget's one-time token, the visitor's IP address and the form's name, sent by this server to siteverify",
+        ],
+        region: "Cloudflare's global network".into(),
+    }
+}
+
 pub fn validate_config(config: &BotCheckConfig) -> Result<(), BotCheckConfigError> {
     let clock: SharedClock = Arc::new(crate::platform::clock::SystemClock);
     let guard: Arc<dyn ReplayGuard> = Arc::new(MemoryReplayGuard::new(clock.clone(), 1));

@@ -61,8 +61,8 @@ use crate::state::AppState;
 
 pub use crate::access::route::{
     API_PER_IP, API_PER_KEY, AUTH_PER_IP, BILLING_PER_ORG, CONTACT_PER_IP, KeyBy, Limit, MAIL_PER_ACCOUNT, PolicyId,
-    SECOND_FACTOR_PER_USER, SIGN_IN_PER_ACCOUNT, SIGNUP_PER_IP, STATUS_SUBSCRIBE_PER_IP, TOKEN_PER_ACCOUNT,
-    UNSUBSCRIBE_PER_IP, default_limits,
+    SECOND_FACTOR_PER_USER, SECURITY_REPORT_PER_IP, SIGN_IN_PER_ACCOUNT, SIGNUP_PER_IP, STATUS_SUBSCRIBE_PER_IP,
+    TOKEN_PER_ACCOUNT, UNSUBSCRIBE_PER_IP, default_limits,
 };
 
 /// What happens to a policy's decisions while Redis is failing. Authentication, second-factor
@@ -78,6 +78,7 @@ pub fn on_backend_failure(id: PolicyId) -> FailurePolicy {
         | PolicyId::ContactIp
         | PolicyId::UnsubscribeIp
         | PolicyId::StatusSubscribeIp
+        | PolicyId::SecurityReportIp
         | PolicyId::ApiIp
         | PolicyId::ApiKey => FailurePolicy::DegradeToLocal,
     }
@@ -89,9 +90,11 @@ fn refusal(id: PolicyId) -> &'static str {
         PolicyId::AuthIp => "Too many sign-in attempts from your network. Try again in {t}.",
         PolicyId::AuthAccount => "Too many attempts for this account. Try again in {t}.",
         PolicyId::SecondFactor => "Too many attempts. Try again in {t}.",
-        PolicyId::SignupIp | PolicyId::ContactIp | PolicyId::UnsubscribeIp | PolicyId::StatusSubscribeIp => {
-            "Too many submissions from your network. Try again in {t}."
-        }
+        PolicyId::SignupIp
+        | PolicyId::ContactIp
+        | PolicyId::UnsubscribeIp
+        | PolicyId::StatusSubscribeIp
+        | PolicyId::SecurityReportIp => "Too many submissions from your network. Try again in {t}.",
         PolicyId::ApiIp => "Too many requests from this address. Retry after {t}.",
         PolicyId::ApiKey => "Too many requests with this API key. Retry after {t}.",
         PolicyId::BillingOrg => "Too many billing changes for this organization. Try again in {t}.",
@@ -169,6 +172,7 @@ pub struct RateLimitsConfig {
     pub api_ip: LimitConfig,
     pub api_key: LimitConfig,
     pub billing_org: LimitConfig,
+    pub security_report_ip: LimitConfig,
 }
 
 impl Default for RateLimitsConfig {
@@ -189,6 +193,8 @@ impl Default for RateLimitsConfig {
     ///   to a minute. `api_ip` 2,000 per minute (sliding window), so that several keys used
     ///   from one address (a NAT, an integration server) are not limited by the address first.
     /// - `billing_org` 20 per hour: plan and payment changes are rare; card testing is not.
+    /// - `security_report_ip` 5 per hour: a researcher sends a report or two; more from one
+    ///   address is a flood aimed at the security contact's inbox.
     fn default() -> Self {
         let redis = RateLimitConfig::default();
         Self {
@@ -205,6 +211,7 @@ impl Default for RateLimitsConfig {
             api_ip: LimitConfig::new(2000, 60),
             api_key: LimitConfig::token_bucket(1000, 60),
             billing_org: LimitConfig::new(20, 3600),
+            security_report_ip: LimitConfig::new(5, 3600),
         }
     }
 }
@@ -225,6 +232,7 @@ impl RateLimitsConfig {
             PolicyId::ApiIp => self.api_ip,
             PolicyId::ApiKey => self.api_key,
             PolicyId::BillingOrg => self.billing_org,
+            PolicyId::SecurityReportIp => self.security_report_ip,
         }
     }
 
@@ -240,6 +248,7 @@ impl RateLimitsConfig {
             PolicyId::ApiIp => &mut self.api_ip,
             PolicyId::ApiKey => &mut self.api_key,
             PolicyId::BillingOrg => &mut self.billing_org,
+            PolicyId::SecurityReportIp => &mut self.security_report_ip,
         }
     }
 
@@ -276,6 +285,24 @@ impl RateLimitsConfig {
             redis_retry_ms: self.redis_retry_ms,
             redis_connect_timeout_ms: self.redis_connect_timeout_ms,
         }
+    }
+}
+
+/// Redis (Upstash or any Redis) as a sub-processor, for the registry
+/// (`disclosure::subprocessors`): on when `redis.url` is set. The rate limiter and the bot
+/// check's replay guard keep their state there; without it both stay in this process.
+pub fn sub_processor(config: &crate::config::Config) -> crate::platform::subprocessor::SubProcessor {
+    crate::platform::subprocessor::SubProcessor {
+        id: "redis",
+        name: "Redis (Upstash or self-hosted)",
+        enabled: config.redis.url.is_some(),
+        setting: "redis.url (REDIS_URL)",
+        purpose: "Shares rate-limit budgets and the bot check's used-proof list between server processes.",
+        receives: &[
+            "rate-limit counters under SHA-256 digests of the client address, form field or API key id (never the value itself)",
+            "digests of used bot-check proofs, until they expire",
+        ],
+        region: "Where the operator's Redis database runs (for Upstash, the region chosen for the database)".into(),
     }
 }
 

@@ -120,10 +120,12 @@ pub enum PolicyId {
     ApiKey,
     /// Billing actions of one organization (for the billing routes).
     BillingOrg,
+    /// Vulnerability reports from one client address (`/security/report`).
+    SecurityReportIp,
 }
 
 impl PolicyId {
-    pub const ALL: [PolicyId; 10] = [
+    pub const ALL: [PolicyId; 11] = [
         PolicyId::AuthIp,
         PolicyId::AuthAccount,
         PolicyId::SecondFactor,
@@ -134,6 +136,7 @@ impl PolicyId {
         PolicyId::ApiIp,
         PolicyId::ApiKey,
         PolicyId::BillingOrg,
+        PolicyId::SecurityReportIp,
     ];
 
     /// The name in `RateLimit-Policy`, logs, metrics and Redis keys.
@@ -149,6 +152,7 @@ impl PolicyId {
             PolicyId::ApiIp => "api-ip",
             PolicyId::ApiKey => "api-key",
             PolicyId::BillingOrg => "billing-org",
+            PolicyId::SecurityReportIp => "security-report-ip",
         }
     }
 
@@ -170,6 +174,7 @@ impl PolicyId {
             PolicyId::ApiIp => "rate_limits.api_ip",
             PolicyId::ApiKey => "rate_limits.api_key",
             PolicyId::BillingOrg => "rate_limits.billing_org",
+            PolicyId::SecurityReportIp => "rate_limits.security_report_ip",
         }
     }
 }
@@ -237,6 +242,8 @@ pub const API_PER_IP: Limit = Limit::new(PolicyId::ApiIp, KeyBy::ClientIp);
 pub const API_PER_KEY: Limit = Limit::new(PolicyId::ApiKey, KeyBy::ApiKey);
 /// Billing actions, per organization.
 pub const BILLING_PER_ORG: Limit = Limit::new(PolicyId::BillingOrg, KeyBy::Organization);
+/// Vulnerability reports per client address.
+pub const SECURITY_REPORT_PER_IP: Limit = Limit::new(PolicyId::SecurityReportIp, KeyBy::ClientIp);
 
 /// The limits a route has from its surface and access alone.
 pub fn default_limits(surface: Surface, access: Access) -> Vec<Limit> {

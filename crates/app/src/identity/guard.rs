@@ -58,7 +58,11 @@ pub async fn anon_csrf_cookie(mut req: Request, next: axum::middleware::Next) ->
     };
     req.extensions_mut().insert(AnonCsrf(value.clone()));
     let mut res = next.run(req).await;
-    if fresh && let Ok(v) = HeaderValue::from_str(&session::set_cookie(CSRF_COOKIE, &value, None)) {
+    // A page a shared cache may keep sets no cookie: the cache would hand the same one to everyone.
+    if fresh
+        && !crate::web::shared_cacheable(res.headers())
+        && let Ok(v) = HeaderValue::from_str(&session::set_cookie(CSRF_COOKIE, &value, None))
+    {
         res.headers_mut().append(header::SET_COOKIE, v);
     }
     res

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::config::MailTransport;
 use crate::config::Config;
 use crate::platform::secret::Secret;
+use crate::platform::subprocessor::SubProcessor;
 
 #[derive(Debug, Clone)]
 pub struct SendError {
@@ -302,6 +303,37 @@ fn require_tls(url: &str) -> Result<(), String> {
              (plain SMTP is allowed only to a relay on this machine)"
             .into())
     }
+}
+
+/// The sub-processors of the mail transports, for the registry (`disclosure::subprocessors`):
+/// Resend when `mail.transport = "resend"`, the operator's SMTP relay when `"smtp"`. The
+/// default mail drop keeps every message on this machine and hands nothing to anyone.
+pub fn sub_processors(config: &Config) -> [SubProcessor; 2] {
+    const MESSAGE: &[&str] = &[
+        "each recipient's email address and the message's sender, subject and text",
+        "the one-click unsubscribe link of non-critical mail (a sealed, expiring token)",
+        "the outbox id of each message, as its idempotency key",
+    ];
+    [
+        SubProcessor {
+            id: "resend",
+            name: "Resend",
+            enabled: config.mail.transport == MailTransport::Resend,
+            setting: "mail.transport = \"resend\" and mail.resend_api_key",
+            purpose: "Delivers email (sign-in links, invitations, notifications, invoices) and reports bounces and complaints back through a signed webhook.",
+            receives: MESSAGE,
+            region: "United States (Resend's default sending region)".into(),
+        },
+        SubProcessor {
+            id: "smtp",
+            name: "SMTP relay (configured by the operator)",
+            enabled: config.mail.transport == MailTransport::Smtp,
+            setting: "mail.transport = \"smtp\" and mail.smtp_url",
+            purpose: "Delivers email over SMTP with TLS.",
+            receives: MESSAGE,
+            region: "Where the operator's relay runs".into(),
+        },
+    ]
 }
 
 pub fn maildrop_dir(data_dir: &Path) -> PathBuf {

@@ -37,6 +37,7 @@ mod ratelimit;
 mod ratelimit_http;
 mod request_tx;
 mod schemathesis;
+mod security_page;
 mod support;
 mod task_tree;
 mod tenancy;

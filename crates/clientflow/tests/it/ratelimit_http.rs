@@ -67,6 +67,7 @@ fn the_route_table_says_which_routes_are_limited_and_how() {
         ("POST /reset-password", vec!["auth-ip", "auth-account"]),
         ("POST /invitations/accept", vec!["auth-ip", "auth-account"]),
         ("POST /contact/{slug}", vec!["contact-ip"]),
+        ("POST /security/report", vec!["security-report-ip"]),
         ("GET /u/{token}", vec!["unsubscribe-ip"]),
         ("POST /u/{token}", vec!["unsubscribe-ip"]),
         ("GET /u/{token}/preferences", vec!["unsubscribe-ip"]),
@@ -124,6 +125,7 @@ fn the_route_table_says_which_routes_are_limited_and_how() {
         (PolicyId::ContactIp, "contact-ip"),
         (PolicyId::UnsubscribeIp, "unsubscribe-ip"),
         (PolicyId::StatusSubscribeIp, "status-subscribe-ip"),
+        (PolicyId::SecurityReportIp, "security-report-ip"),
     ] {
         assert_eq!(id.name(), name);
         assert!(config.get(id).limit <= 30, "{name}: a public form allows at most a person's pace");
