@@ -331,7 +331,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     tracing::info!(database = resolved.mode.describe(), "database");
     // Every way out after this point — an error, a stop during start-up, a clean shutdown —
     // goes through `finish`, which stops the private cluster unless another process uses it.
-    let outcome = serve_with(config, &resolved, stop).await;
+    let outcome = Box::pin(serve_with(config, &resolved, stop)).await;
     resolved.finish().await;
     if outcome.is_ok() {
         tracing::info!("stopped");

@@ -188,6 +188,11 @@ async fn create(
             _ => return Err(crate::platform::http::error::AppError::field("mode", "choose a role or permissions")),
         };
         let input = NewKey { name: form.name.clone(), role, permissions, expires_in_days };
+        // The plan's API-key limit, in the request transaction the key is then created in
+        // (the access layer that issues keys sits below billing).
+        let mut tx = crate::access::OrgTx::begin(&state.db, &access.principal).await?;
+        crate::billing::limits::check(&mut tx, &ctx, crate::billing::limits::Resource::ApiKeys, 1).await?;
+        tx.commit().await?;
         keys::create(&state.db, &ctx, &access.principal, &input).await
     }
     .await;
