@@ -32,6 +32,8 @@ pub struct Config {
     pub identity: crate::identity::config::IdentityConfig,
     pub google: crate::identity::config::GoogleConfig,
     pub mail: crate::mail::config::MailConfig,
+    /// `[billing]`: Stripe, plans and their limits (`billing::config`). Off unless configured.
+    pub billing: crate::billing::config::BillingConfig,
     pub secrets: SecretsConfig,
     pub audit: crate::audit::AuditConfig,
     pub files: crate::work::files::FilesConfig,
@@ -59,6 +61,7 @@ impl Default for Config {
             identity: Default::default(),
             google: Default::default(),
             mail: Default::default(),
+            billing: Default::default(),
             secrets: SecretsConfig::default(),
             audit: Default::default(),
             files: Default::default(),
@@ -120,6 +123,7 @@ impl Config {
         self.log.validate()?;
         self.mail.validate()?;
         self.disclosure.validate()?;
+        self.billing.validate()?;
         Ok(())
     }
 

@@ -11,6 +11,7 @@ pub mod access;
 pub mod api;
 pub mod audit;
 pub mod backup;
+pub mod billing;
 pub mod cli;
 pub mod config;
 pub mod contact;

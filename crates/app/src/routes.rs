@@ -39,6 +39,8 @@ pub fn all() -> Vec<RouteDef> {
     routes.extend(crate::contact::routes());
     routes.extend(crate::mail::web::routes());
     routes.extend(crate::disclosure::routes());
+    routes.extend(crate::tenancy::billing::routes());
+    routes.extend(crate::billing::routes());
     routes
 }
 
@@ -232,19 +234,31 @@ enum Work {
 async fn in_request_tx(state: &AppState, req: Request, next: Next, work: Work) -> Response {
     use tracing::Instrument;
     let verified = req.extensions().get::<crate::access::request_tx::VerifiedTx>().and_then(|v| v.take());
+    // A read-only organization (billing: a payment overdue past the grace period) changes
+    // nothing until it pays; its billing pages stay usable so that it can.
+    let writes_of = (state.plans.is_some()
+        && identity_guard::is_unsafe(req.method())
+        && !req.uri().path().contains("/settings/billing"))
+    .then(|| req.extensions().get::<crate::access::Asking>().and_then(|a| a.principal.clone()))
+    .flatten();
     let state = state.clone();
     let task = tokio::spawn(
         async move {
             let Some(tx) = verified else {
                 return AppError::internal("a request without the transaction it was verified in").into_response();
             };
-            let (res, tx) = match work {
-                Work::Page => crate::platform::db::tenant::with_request_tx(tx, next.run(req)).await,
-                Work::Api => {
-                    let run = crate::api::idempotency::wrap(&state, req, next);
-                    crate::platform::db::tenant::with_request_tx(tx, run).await
+            let run = async {
+                if let Some(principal) = &writes_of
+                    && let Err(e) = refuse_if_read_only(&state, principal).await
+                {
+                    return e.into_response();
+                }
+                match work {
+                    Work::Page => next.run(req).await,
+                    Work::Api => crate::api::idempotency::wrap(&state, req, next).await,
                 }
             };
+            let (res, tx) = crate::platform::db::tenant::with_request_tx(tx, run).await;
             match tx {
                 Ok(Some(tx)) => match tx.commit().await {
                     Ok(()) => res,
@@ -260,6 +274,14 @@ async fn in_request_tx(state: &AppState, req: Request, next: Next, work: Work) -
         .instrument(tracing::Span::current()),
     );
     task.await.unwrap_or_else(|e| AppError::internal(format!("request task failed: {e}")).into_response())
+}
+
+async fn refuse_if_read_only(state: &AppState, principal: &crate::access::OrgPrincipal) -> Result<(), AppError> {
+    let Some(book) = state.plans.as_deref() else { return Ok(()) };
+    let mut tx = crate::access::OrgTx::begin(&state.db, principal).await?;
+    crate::billing::limits::refuse_if_read_only(&mut tx, book, state.clock.now()).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 fn bearer(req: &Request) -> Option<&str> {

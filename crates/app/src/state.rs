@@ -44,6 +44,10 @@ pub struct AppStateInner {
     pub bot_check: crate::abuse::botcheck::BotCheck,
     /// Unsubscribe links: made by the mail worker, opened by `/u/{token}`.
     pub unsubscribe: crate::mail::unsubscribe::Links,
+    /// The plans and their limits, when billing is on (`None`: billing off, unlimited).
+    pub plans: Option<Arc<crate::platform::plans::PlanBook>>,
+    /// The Stripe client (with its circuit breaker), when billing is on.
+    pub stripe: Option<Arc<crate::billing::stripe::StripeClient>>,
 }
 
 impl AppState {
@@ -72,6 +76,8 @@ impl AppState {
                 .map_err(anyhow::Error::msg)?;
         let bot_check = bot_check(&config, &sealer, redis_url.as_deref(), clock.clone()).await?;
         let unsubscribe = unsubscribe_links(&config, &sealer);
+        let plans = config.billing.plan_book().map(Arc::new);
+        let stripe = crate::billing::stripe::StripeClient::from_config(&config.billing).map(Arc::new);
         Ok(Self {
             inner: Arc::new(AppStateInner {
                 config,
@@ -90,6 +96,8 @@ impl AppState {
                 rate_limits,
                 bot_check,
                 unsubscribe,
+                plans,
+                stripe,
             }),
         })
     }

@@ -115,6 +115,7 @@ fn request_context(i: usize, signer: &Arc<Signer>) -> Context {
         request_id: format!("bench-{i:08}"),
         now: OffsetDateTime::now_utc(),
         signer: Some(signer.clone()),
+        plans: None,
     }
 }
 

@@ -10,6 +10,7 @@ pub mod fsutil;
 pub mod http;
 pub mod ids;
 pub mod net;
+pub mod plans;
 pub mod seal;
 pub mod secret;
 pub mod subprocessor;

@@ -12,6 +12,7 @@ pub mod proxy;
 pub mod redis;
 pub mod resend;
 pub mod smtp;
+pub mod stripe;
 pub mod turnstile;
 
 use std::net::SocketAddr;

@@ -2,7 +2,8 @@
 //!
 //! Each kind of principal has a module that verifies it: a signed-in member ([`member`]), an API
 //! key ([`api_key`]), a signed file link ([`file_link`]), an invitation's holder
-//! ([`invitation`]), a visitor of a public contact form ([`contact_form`]), the operator's
+//! ([`invitation`]), a visitor of a public contact form ([`contact_form`]), Stripe acting
+//! through a verified webhook event ([`stripe_event`]), the operator's
 //! command line and the server's own maintenance ([`principal`]). Each yields an
 //! [`OrgPrincipal`], the one type that opens the tenant door ([`OrgTx`]). Roles and permissions
 //! are in [`role`], what a route declares in [`route`].
@@ -24,6 +25,7 @@ pub mod request_tx;
 pub mod role;
 pub mod route;
 pub mod session;
+pub mod stripe_event;
 pub mod user;
 
 pub use account::{audit_account_event, audit_account_event_as};
@@ -36,6 +38,7 @@ pub use principal::{
     Actor, NewOrgCreator, OperatorAuthority, OrgPrincipal, OrgTx, ProjectScope, audit_maintenance,
     begin_new_organization, operator,
 };
+pub use stripe_event::stripe_event;
 pub use user::AuthenticatedUser;
 
 /// The access layer's key to the platform's capability transactions.

@@ -29,6 +29,7 @@ pub fn problem(status: StatusCode, field: &str, message: impl Into<String>) -> R
         title: status.canonical_reason().unwrap_or("Error").into(),
         detail: format!("{field}: {message}"),
         errors: vec![FieldError::new(field, message)],
+        ..Problem::default()
     })
 }
 

@@ -208,6 +208,11 @@ async fn create(
         };
         let input = NewKey { name: form.name.clone(), role, permissions, expires_in_days };
         confirm_sensitive_change(&state, &meta, &current, &password, &code).await?;
+        // The plan's API-key limit, checked before the key is created (the access layer that
+        // issues keys sits below billing).
+        let mut tx = crate::access::OrgTx::begin(&state.db, &access.principal).await?;
+        crate::billing::limits::check(&mut tx, &ctx, crate::billing::limits::Resource::ApiKeys, 1).await?;
+        tx.commit().await?;
         keys::create(&state.db, &ctx, &access.principal, &input).await
     }
     .await;

@@ -46,12 +46,15 @@ pub struct Context {
     pub request_id: String,
     pub now: OffsetDateTime,
     pub signer: Option<std::sync::Arc<chain::Signer>>,
+    /// The plans and their limits when billing is on (`billing::limits` consults them in the
+    /// services that create what a plan counts); `None`, billing off: unlimited.
+    pub plans: Option<std::sync::Arc<crate::platform::plans::PlanBook>>,
 }
 
 impl Context {
     /// For actions with no request behind them (the operator CLI, maintenance).
     pub fn system(now: OffsetDateTime, signer: Option<std::sync::Arc<chain::Signer>>) -> Self {
-        Self { ip: None, user_agent: String::new(), request_id: String::new(), now, signer }
+        Self { ip: None, user_agent: String::new(), request_id: String::new(), now, signer, plans: None }
     }
 }
 

@@ -222,6 +222,7 @@ async fn audit(
         // Appended now, in the chain's order (its times follow its sequence).
         now,
         signer: settings.audit_signer.clone(),
+        plans: None,
     };
     let entry = crate::audit::Entry::new(action, "user", user.id).after(detail);
     crate::access::audit_account_event(conn, user.id, &user.email, &entry, &ctx).await

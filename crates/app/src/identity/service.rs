@@ -60,6 +60,7 @@ async fn audit_account(
         request_id: meta.request_id.clone(),
         now: meta.now,
         signer: Some(state.audit_signer.clone()),
+        plans: None,
     };
     let entry = crate::audit::Entry::new(action, "user", user_id).after(detail);
     crate::access::audit_account_event(conn, user_id, email, &entry, &ctx).await?;

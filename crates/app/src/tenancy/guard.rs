@@ -154,6 +154,7 @@ impl FromRequestParts<AppState> for crate::audit::Context {
             request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default(),
             now: state.clock.now(),
             signer: Some(state.audit_signer.clone()),
+            plans: state.plans.clone(),
         })
     }
 }

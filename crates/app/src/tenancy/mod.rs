@@ -2,6 +2,7 @@
 
 pub mod allowlist;
 pub mod audit_log;
+pub mod billing;
 pub mod confirm;
 pub mod guard;
 pub mod repo;

@@ -189,6 +189,9 @@ pub async fn invite(
         ));
     }
     let mut tx = OrgTx::begin(db, principal).await?;
+    if role != Role::Client {
+        crate::billing::limits::check(&mut tx, ctx, crate::billing::limits::Resource::Seats, 1).await?;
+    }
     if let Some(cid) = client_id {
         let exists: Option<(Uuid,)> =
             sqlx::query_as("SELECT id FROM clients WHERE id = $1").bind(cid).fetch_optional(&mut *tx).await?;

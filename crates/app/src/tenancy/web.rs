@@ -77,6 +77,7 @@ pub struct OrgNav {
     pub can_api_keys: bool,
     pub can_tasks: bool,
     pub can_files: bool,
+    pub can_billing: bool,
 }
 
 impl OrgNav {
@@ -96,6 +97,7 @@ impl OrgNav {
             can_api_keys: p.can(P::ApiKeysManage),
             can_tasks: p.can(P::TasksRead),
             can_files: p.can(P::FilesRead),
+            can_billing: p.can(P::BillingManage),
         }
     }
 }

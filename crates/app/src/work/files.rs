@@ -187,6 +187,8 @@ pub async fn upload(
         )
     })?;
     let mut tx = OrgTx::begin(db, p).await?;
+    let size = up.bytes.len() as i64;
+    crate::billing::limits::check(&mut tx, ctx, crate::billing::limits::Resource::StorageBytes, size).await?;
     fetch_visible(&mut tx, p, up.project_id).await?;
     if let Some(t) = up.task_id {
         super::require_task_in_project(&mut tx, t, up.project_id, "task_id", "is not a task of this project").await?;
@@ -195,7 +197,6 @@ pub async fn upload(
     let id = FileId::new();
     let key = format!("{org}/{id}");
     let digest: [u8; 32] = Sha256::digest(&up.bytes).into();
-    let size = up.bytes.len() as i64;
     storage.put(&key, sealer.seal(&up.bytes, &context(org, id))).await.map_err(AppError::internal)?;
     let inserted = sqlx::query_as::<_, FileMeta>(&format!(
         "INSERT INTO files AS f (organization_id, id, project_id, task_id, name, content_type, size_bytes, sha256, storage_key, \

@@ -261,6 +261,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ProjectInp
     let due = date_field("due_date", input.due_date.as_deref())?;
     check_dates(start, due)?;
     let mut tx = OrgTx::begin(db, p).await?;
+    crate::billing::limits::check(&mut tx, ctx, crate::billing::limits::Resource::Projects, 1).await?;
     check_client(&mut tx, client).await?;
     let id = ProjectId::new();
     let project: Project = sqlx::query_as(&format!(

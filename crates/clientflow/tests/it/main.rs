@@ -7,6 +7,7 @@ mod api_edits;
 mod api_fields;
 mod audit;
 mod backup;
+mod billing;
 mod botcheck;
 mod botcheck_forms;
 mod browser_journey;

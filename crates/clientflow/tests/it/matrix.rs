@@ -114,6 +114,9 @@ pub const BODIES: &[Write] = &[
         &[("name", "Matrix {unique}"), ("role", "member"), ("expires_in_days", "30"), ("current_password", PASSWORD)],
     ),
     form("POST /o/{org}/settings/api-keys/{key}/revoke", &[]),
+    // Billing (off in the matrix's app: the Owner is sent back to the page that says so).
+    form("POST /o/{org}/settings/billing/checkout", &[("plan", "pro")]),
+    form("POST /o/{org}/settings/billing/portal", &[]),
     // Clients.
     form(
         "POST /o/{org}/clients",

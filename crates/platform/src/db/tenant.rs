@@ -322,6 +322,8 @@ pub enum Capability {
     InvitationToken,
     /// `app.contact_form_slug`: the one organization with this slug, while its form is on.
     ContactFormSlug,
+    /// `app.stripe_customer`: the one billing account of this Stripe customer (migration 0031).
+    StripeCustomer,
 }
 
 impl Capability {
@@ -331,6 +333,7 @@ impl Capability {
             Capability::ApiKeyHash => "app.api_key_hash",
             Capability::InvitationToken => "app.invitation_token",
             Capability::ContactFormSlug => "app.contact_form_slug",
+            Capability::StripeCustomer => "app.stripe_customer",
         }
     }
 }

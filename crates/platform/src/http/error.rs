@@ -64,6 +64,11 @@ pub enum AppError {
     Throttled { message: String, retry_after_secs: u64 },
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The organization's plan doesn't allow this (403): `limit` names the limit
+    /// (`projects`, `seats`…), `upgrade` where to raise it. Rendered as a problem of type
+    /// [`PLAN_LIMIT_TYPE`] carrying both.
+    #[error("plan limit: {limit}")]
+    PlanLimit { limit: &'static str, message: String, upgrade: String },
     /// The database can't be reached (see `platform::db::outage`): 503 with `Retry-After`,
     /// logged once per outage rather than per request.
     #[error("database unavailable")]
@@ -103,7 +108,7 @@ impl AppError {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::Forbidden(_) | AppError::PlanLimit { .. } => StatusCode::FORBIDDEN,
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -139,7 +144,7 @@ impl AppError {
                 ),
                 vec![],
             ),
-            AppError::Throttled { message, .. } => (message.clone(), vec![]),
+            AppError::Throttled { message, .. } | AppError::PlanLimit { message, .. } => (message.clone(), vec![]),
             AppError::TooManyRequests { retry_after_secs } => {
                 (format!("Too many requests. Try again in {retry_after_secs} seconds."), vec![])
             }
@@ -147,17 +152,31 @@ impl AppError {
                 ("Something went wrong on our side. Quote the request id if you contact support.".into(), vec![])
             }
         };
-        Problem { status: status.as_u16(), title: title_for(status).into(), detail, errors }
+        let mut problem =
+            Problem { status: status.as_u16(), title: title_for(status).into(), detail, errors, ..Problem::default() };
+        if let AppError::PlanLimit { limit, upgrade, .. } = self {
+            problem.kind = Some(PLAN_LIMIT_TYPE);
+            problem.extensions.insert("limit".into(), (*limit).into());
+            problem.extensions.insert("upgrade_url".into(), upgrade.clone().into());
+        }
+        problem
     }
 }
 
+/// The problem type of a refusal by the organization's plan.
+pub const PLAN_LIMIT_TYPE: &str = "https://clientflow.dev/problems/plan-limit";
+
 /// What went wrong, independent of how it is shown.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Problem {
     pub status: u16,
     pub title: String,
     pub detail: String,
     pub errors: Vec<FieldError>,
+    /// The problem's `type` URI; `about:blank` when `None`.
+    pub kind: Option<&'static str>,
+    /// RFC 9457 extension members (for a plan limit: `limit`, `upgrade_url`).
+    pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Problem {
@@ -176,7 +195,12 @@ impl Problem {
             s if s >= 500 => "Something went wrong on our side. Quote the request id if you contact support.",
             _ => "The request could not be processed.",
         };
-        Problem { status: status.as_u16(), title: title_for(status).into(), detail: detail.into(), errors: vec![] }
+        Problem {
+            status: status.as_u16(),
+            title: title_for(status).into(),
+            detail: detail.into(),
+            ..Problem::default()
+        }
     }
 }
 

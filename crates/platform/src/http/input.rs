@@ -105,6 +105,7 @@ fn problem(status: StatusCode, field: &str, what: &str) -> Problem {
         title: status.canonical_reason().unwrap_or("Error").into(),
         detail: format!("The {what} \"{field}\" {message}; nothing was changed."),
         errors: vec![FieldError::new(field, message)],
+        ..Problem::default()
     }
 }
 

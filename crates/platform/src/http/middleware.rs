@@ -205,7 +205,7 @@ pub async fn render_errors(State(state): State<HttpContext>, req: Request, next:
     parts.headers.remove(header::CONTENT_LENGTH);
     let (content_type, body) = if json {
         let mut doc = serde_json::json!({
-            "type": "about:blank",
+            "type": problem.kind.unwrap_or("about:blank"),
             "title": problem.title,
             "status": problem.status,
             "detail": problem.detail,
@@ -213,6 +213,9 @@ pub async fn render_errors(State(state): State<HttpContext>, req: Request, next:
         });
         if !problem.errors.is_empty() {
             doc["errors"] = serde_json::to_value(&problem.errors).unwrap_or_default();
+        }
+        for (name, value) in &problem.extensions {
+            doc[name] = value.clone();
         }
         ("application/problem+json", doc.to_string())
     } else {

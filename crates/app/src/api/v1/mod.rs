@@ -34,6 +34,7 @@ use crate::work::tasks::{Comment, CommentInput, CommentUpdate, TaskDetail, TaskF
 use crate::work::time_entries::{TimeEntry, TimeFilter, TimeInput, TimeUpdate};
 use crate::work::{MAX_PAGE, Page, fields};
 
+mod billing;
 mod clients;
 mod files;
 mod invoices;
@@ -45,6 +46,8 @@ mod time_entries;
 pub fn routes() -> Vec<RouteDef> {
     vec![
         route!(GET "/api/v1/openapi.json", Surface::Api, Access::Public, openapi_json),
+        route!(GET "/api/v1/billing", Surface::Api, Access::Api(P::BillingManage), billing::get_billing)
+            .limited(&[crate::abuse::limits::BILLING_PER_ORG]),
 
         route!(GET "/api/v1/clients", Surface::Api, Access::Api(P::ClientsRead), clients::list_clients),
         route!(POST "/api/v1/clients", Surface::Api, Access::Api(P::ClientsCreate), clients::create_client),
@@ -294,6 +297,7 @@ pub async fn openapi_json() -> Response {
         invoices::list_invoices, invoices::create_invoice, invoices::get_invoice, invoices::update_invoice, invoices::delete_invoice, invoices::send_invoice, invoices::pay_invoice,
         invoices::void_invoice,
         files::list_files, files::upload_file, files::get_file, files::update_file, files::delete_file,
+        billing::get_billing,
     ),
     tags(
         (name = "clients", description = "The organization's clients"),
@@ -302,6 +306,7 @@ pub async fn openapi_json() -> Response {
         (name = "time", description = "Time entries"),
         (name = "invoices", description = "Invoices: drafts are editable; send assigns the number"),
         (name = "files", description = "Uploads, file metadata and short-lived download links"),
+        (name = "billing", description = "The plan and its limits (Owners only: no API key can hold billing.manage)"),
         (name = "meta", description = "This document"),
     )
 )]

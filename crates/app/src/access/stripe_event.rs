@@ -1,0 +1,52 @@
+//! Stripe, acting on an organization's billing through a verified webhook event.
+
+use super::gate;
+use super::principal::{Actor, OrgPrincipal};
+use super::role::{PermissionSet, Role};
+use crate::platform::db::Db;
+use crate::platform::db::tenant::{Capability, GateTx};
+use crate::platform::ids::OrgId;
+
+/// The organization a verified Stripe event is about, as a principal that writes billing
+/// state and its audit events and nothing else of consequence (no permissions).
+///
+/// Call only after the event's signature verified (`billing::webhook`): the signature is the
+/// whole authorization. The customer id is looked up through its capability
+/// (`app.stripe_customer`, the `billing_by_stripe_customer` policy of migration 0031): only
+/// the one billing account of that customer is visible. Failing that, `org_hint` (the
+/// `client_reference_id` or subscription metadata ClientFlow itself gave Stripe) names the
+/// organization, which must exist. `None`: no organization of ours.
+pub async fn stripe_event(
+    db: &Db,
+    customer: Option<&str>,
+    org_hint: Option<OrgId>,
+) -> Result<Option<OrgPrincipal>, sqlx::Error> {
+    let mut tx = GateTx::begin(db, &gate()).await?;
+    let mut org = None;
+    if let Some(customer) = customer.filter(|c| !c.is_empty()) {
+        tx.set(Capability::StripeCustomer, customer).await?;
+        org = sqlx::query_scalar::<_, OrgId>(
+            "SELECT organization_id FROM billing_accounts WHERE stripe_customer_id = $1",
+        )
+        .bind(customer)
+        .fetch_optional(&mut *tx)
+        .await?;
+    }
+    if org.is_none()
+        && let Some(hint) = org_hint
+    {
+        tx.switch_to_tenant(hint).await?;
+        let exists: Option<(i32,)> =
+            sqlx::query_as("SELECT 1 FROM organizations WHERE id = $1").bind(hint).fetch_optional(&mut *tx).await?;
+        org = exists.map(|_| hint);
+    }
+    tx.commit().await?;
+    Ok(org.map(|org_id| OrgPrincipal {
+        org_id,
+        actor: Actor::System("Stripe".into()),
+        role: Role::Client,
+        client_id: None,
+        permissions: PermissionSet::default(),
+        scope_user: None,
+    }))
+}
