@@ -16,3 +16,20 @@ use crate::route;
 pub fn routes() -> Vec<RouteDef> {
     vec![route!(POST "/webhooks/stripe", Surface::Ops, Access::Public, webhook::stripe)]
 }
+
+/// Stripe's entry in the sub-processor registry (`disclosure::subprocessors`).
+pub fn sub_processor(config: &crate::config::Config) -> crate::platform::subprocessor::SubProcessor {
+    crate::platform::subprocessor::SubProcessor {
+        id: "stripe",
+        name: "Stripe",
+        enabled: config.billing.enabled(),
+        setting: "billing.stripe_secret_key",
+        purpose: "Takes payments for paid plans: Checkout, the customer portal, subscriptions and invoices.",
+        receives: &[
+            "the organization's name and id, and the paying Owner's email address",
+            "the chosen plan's price id",
+            "card and billing details, entered by the Owner on Stripe's own pages (never through ClientFlow)",
+        ],
+        region: "United States (Stripe, Inc.)".into(),
+    }
+}

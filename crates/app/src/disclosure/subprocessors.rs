@@ -17,6 +17,7 @@ pub fn registry(config: &Config) -> Vec<SubProcessor> {
         crate::abuse::limits::sub_processor(config),
         crate::abuse::botcheck::sub_processor(&config.bot_check),
         crate::backup::sub_processor(config),
+        crate::billing::sub_processor(config),
     ]
 }
 

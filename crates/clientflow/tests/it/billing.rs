@@ -406,7 +406,17 @@ async fn plan_limits_are_refused_alike_on_the_web_and_the_api() {
     // API keys: the one made above is the Free plan's one.
     let keys = format!("/o/{slug}/settings/api-keys");
     let res = owner
-        .submit(&keys, &keys, &[("name", "second"), ("mode", "role"), ("role", "member"), ("expires_in_days", "")])
+        .submit(
+            &keys,
+            &keys,
+            &[
+                ("name", "second"),
+                ("mode", "role"),
+                ("role", "member"),
+                ("expires_in_days", ""),
+                ("current_password", crate::support::accounts::PASSWORD),
+            ],
+        )
         .await;
     assert_eq!(res.status(), 403);
     assert!(res.text().await.unwrap().contains("api keys"));

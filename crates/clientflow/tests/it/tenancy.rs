@@ -403,6 +403,19 @@ const PUBLIC_ROUTES: &[&str] = &[
     "POST /u/{token}/resubscribe",
     // Resend's events: the Svix signature is the authorization (mail::webhook).
     "POST /webhooks/resend",
+    // Stripe's events: the Stripe-Signature is the authorization (billing::webhook).
+    "POST /webhooks/stripe",
+    // The security page, disclosure and the legal pages: public by design (disclosure/).
+    "GET /security",
+    "GET /.well-known/security.txt",
+    "GET /security.txt",
+    "GET /legal/subprocessors",
+    "GET /legal/dpa",
+    "GET /security/report",
+    "POST /security/report",
+    "GET /security/report/sent",
+    // The status token is the authorization (stored hashed; disclosure::reports).
+    "GET /security/report/status/{token}",
 ];
 
 #[test]
