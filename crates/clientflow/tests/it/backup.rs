@@ -30,7 +30,7 @@ fn installed() -> bool {
 /// A data directory with backups on, its private cluster held running by the test.
 struct Site {
     dir: tempfile::TempDir,
-    config: Config,
+    config: Box<Config>,
     resolved: Option<Resolved>,
 }
 
@@ -40,7 +40,7 @@ impl Site {
         let config = Config::load_from(None, &Self::vars_for(dir.path())).unwrap();
         let resolved = provision::resolve(&config).await.unwrap();
         provision::migrate(&resolved).await.unwrap();
-        Self { dir, config, resolved: Some(resolved) }
+        Self { dir, config: Box::new(config), resolved: Some(resolved) }
     }
 
     fn vars_for(dir: &Path) -> Vec<(String, String)> {
