@@ -466,6 +466,8 @@ async fn serve_with(
             }
         },
     ));
+    // With a multi-host DATABASE_URL, new connections follow the primary across a failover.
+    let follower = db.follow_primary(resolved.failover_hosts.clone(), stop_worker.subscribe());
     // Chain heads are signed on append, and by this sweep for organizations that went quiet.
     let signer_task = tokio::spawn(crate::access::maintenance::run_signer(
         db.clone(),
@@ -505,6 +507,9 @@ async fn serve_with(
     let _ = stop_worker.send(true);
     let _ = worker.await;
     let _ = signer_task.await;
+    if let Some(f) = follower {
+        let _ = f.await;
+    }
     // A backup or drill under way is not waited for: stopping the cluster ends it, and the
     // schedule takes it again.
     if let Some(b) = backups {
@@ -1084,11 +1089,15 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
                 stop.subscribe(),
             ))
         });
+    let follower = db.follow_primary(resolved.failover_hosts.clone(), stop.subscribe());
     tracing::info!("delivering queued mail and signing audit chain heads; stop with Ctrl-C");
     server::stopped(stop_requests).await;
     let _ = stop.send(true);
     let _ = task.await;
     let _ = signing.await;
+    if let Some(f) = follower {
+        let _ = f.await;
+    }
     if let Some(b) = backups {
         b.abort();
     }

@@ -18,6 +18,7 @@ mod constraints;
 mod contact;
 mod database_outage;
 mod door;
+mod failover;
 mod google;
 mod http;
 mod idempotency;

@@ -12,6 +12,7 @@
 pub mod backup;
 pub mod catalog;
 pub mod cluster;
+pub mod failover;
 pub mod outage;
 pub mod provision;
 pub mod tenant;

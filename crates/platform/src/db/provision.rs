@@ -79,6 +79,9 @@ pub struct Resolved {
     /// The private cluster's backups, when they are on (`backup.enabled`).
     pub backups: Option<Repository>,
     pub mode: Mode,
+    /// Every host of a multi-host `DATABASE_URL`, in order (empty for one host): the server
+    /// follows the primary among them (`db::failover`).
+    pub failover_hosts: Vec<super::failover::Host>,
 }
 
 impl Resolved {
@@ -202,10 +205,11 @@ async fn resolve_with(config: &impl PlatformSettings, start: bool, roles: Roles)
                 cluster: in_use,
                 backups,
                 mode: Mode::PrivateCluster,
+                failover_hosts: Vec::new(),
             })
         }
         Some(url) => {
-            let options = parse_url(url.expose(), "database.url (DATABASE_URL)")?;
+            let (options, failover_hosts) = parse_primary_url(url.expose(), "database.url (DATABASE_URL)").await?;
             let mut conn = connect(&options, "DATABASE_URL").await?;
             let facts = super::role_facts(&mut conn).await?;
             conn.close().await.ok();
@@ -218,17 +222,26 @@ async fn resolve_with(config: &impl PlatformSettings, start: bool, roles: Roles)
                     cluster: None,
                     backups: None,
                     mode: Mode::Provisioned,
+                    failover_hosts,
                 });
             }
             let owner = match &config.database().admin_url {
-                Some(admin) => Some(parse_url(admin.expose(), "database.admin_url")?),
+                Some(admin) => Some(parse_primary_url(admin.expose(), "database.admin_url").await?.0),
                 None => None,
             };
             let auditor = match &config.database().auditor_url {
-                Some(url) => Some(parse_url(url.expose(), "database.auditor_url")?),
+                Some(url) => Some(parse_primary_url(url.expose(), "database.auditor_url").await?.0),
                 None => None,
             };
-            Ok(Resolved { app: options, owner, auditor, cluster: None, backups: None, mode: Mode::AppRole })
+            Ok(Resolved {
+                app: options,
+                owner,
+                auditor,
+                cluster: None,
+                backups: None,
+                mode: Mode::AppRole,
+                failover_hosts,
+            })
         }
     }
 }
@@ -557,6 +570,30 @@ fn scram_verifier_with(password: &str, salt: &[u8], iterations: u32) -> String {
     let stored_key = Sha256::digest(client_key);
     let server_key = hmac(&salted, b"Server Key");
     format!("SCRAM-SHA-256${iterations}:{}${}:{}", B64.encode(salt), B64.encode(stored_key), B64.encode(server_key))
+}
+
+/// A URL that may name several hosts (libpq's `host1:port1,host2:port2`): the options pointed at
+/// the one that is a primary now, and every host (empty for a single-host URL).
+pub async fn parse_primary_url(
+    url: &str,
+    setting: &str,
+) -> Result<(PgConnectOptions, Vec<super::failover::Host>), SetupError> {
+    let Some((first, hosts)) = super::failover::split_hosts(url) else {
+        return Ok((parse_url(url, setting)?, Vec::new()));
+    };
+    let options = parse_url(&first, setting)?;
+    match super::failover::find_primary(&options, &hosts).await {
+        Some(primary) => Ok((primary, hosts)),
+        None => Err(SetupError::Connect {
+            target: setting.to_string(),
+            cause: format!(
+                "none of its {} hosts ({}) is a primary accepting writes",
+                hosts.len(),
+                hosts.iter().map(|(h, p)| format!("{h}:{p}")).collect::<Vec<_>>().join(", ")
+            ),
+            hint: "Check that one of them is running and promoted, and the URL's user and password".into(),
+        }),
+    }
 }
 
 pub fn parse_url(url: &str, setting: &str) -> Result<PgConnectOptions, SetupError> {
