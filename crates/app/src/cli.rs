@@ -331,7 +331,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     tracing::info!(database = resolved.mode.describe(), "database");
     // Every way out after this point — an error, a stop during start-up, a clean shutdown —
     // goes through `finish`, which stops the private cluster unless another process uses it.
-    let outcome = serve_with(config, &resolved, stop).await;
+    let outcome = Box::pin(serve_with(config, &resolved, stop)).await;
     resolved.finish().await;
     if outcome.is_ok() {
         tracing::info!("stopped");
@@ -390,6 +390,11 @@ async fn serve_with(
         }
     };
     let bound = listener.local_addr()?;
+    // Panics outside a request (the worker tasks, start-up) are reported too.
+    state.error_reporter.install_for_process();
+    if state.error_reporter.enabled() {
+        tracing::info!("error reports go to Sentry (scrubbed: no cookies, tokens, bodies, e-mail or IP addresses)");
+    }
     match tls.as_ref().map(|t| &t.source) {
         Some(tls::CertificateSource::Generated { cert }) => tracing::info!(
             certificate = %cert.display(),
@@ -1019,6 +1024,8 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
             anyhow::bail!(e);
         }
     };
+    let reporter = crate::platform::error_reports::ErrorReporter::from_config(&config.sentry)?;
+    reporter.install_for_process();
     let keys = vec![signer.verifying_key()];
     let signer = Arc::new(signer);
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -41,6 +41,8 @@ pub struct Config {
     pub bot_check: crate::abuse::botcheck::BotCheckConfig,
     /// `[backup]`: WAL archiving, scheduled backups and the restore drill of the private cluster.
     pub backup: BackupConfig,
+    /// `[sentry]`: error reports (panics and 5xx answers, scrubbed), off without a DSN.
+    pub sentry: crate::platform::error_reports::SentryConfig,
 }
 
 impl Default for Config {
@@ -62,6 +64,7 @@ impl Default for Config {
             rate_limits: Default::default(),
             bot_check: Default::default(),
             backup: BackupConfig::default(),
+            sentry: Default::default(),
         }
     }
 }
@@ -115,7 +118,20 @@ impl Config {
         }
         self.log.validate()?;
         self.mail.validate()?;
+        self.files.validate()?;
+        self.sentry.validate()?;
         Ok(())
+    }
+
+    /// Where file contents are kept: `Local` (this machine's disk) or `S3` (an S3-compatible
+    /// bucket, a sub-processor when it is someone else's service). For the security page.
+    pub fn object_storage(&self) -> crate::work::files::StorageKind {
+        self.files.storage
+    }
+
+    /// Whether errors are reported to Sentry (`sentry.dsn` set). For the security page.
+    pub fn sentry_enabled(&self) -> bool {
+        self.sentry.enabled()
     }
 
     pub fn request_timeout(&self) -> Duration {

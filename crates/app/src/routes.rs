@@ -82,9 +82,11 @@ pub fn router_from(state: AppState, defs: Vec<RouteDef>) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(from_fn(middleware::request_id))
+                .layer(from_fn_with_state(state.error_reporter.clone(), crate::platform::error_reports::report_errors))
                 .layer(from_fn_with_state(http.clone(), middleware::access_log))
                 .layer(from_fn_with_state(http.clone(), middleware::security_headers))
                 .layer(from_fn_with_state(http.clone(), middleware::render_errors))
+                .layer(from_fn(middleware::catch_panic))
                 .layer(from_fn_with_state(http, middleware::client_ip))
                 .layer(from_fn(web_page_cookies))
                 .layer(from_fn(crate::web::page_extras))
@@ -232,7 +234,8 @@ async fn in_request_tx(state: &AppState, req: Request, next: Next, work: Work) -
     use tracing::Instrument;
     let verified = req.extensions().get::<crate::access::request_tx::VerifiedTx>().and_then(|v| v.take());
     let state = state.clone();
-    let task = tokio::spawn(
+    // The task reports errors under the request's hub (its request id), panics included.
+    let task = tokio::spawn(crate::platform::error_reports::in_current_hub(
         async move {
             let Some(tx) = verified else {
                 return AppError::internal("a request without the transaction it was verified in").into_response();
@@ -257,7 +260,7 @@ async fn in_request_tx(state: &AppState, req: Request, next: Next, work: Work) -
             }
         }
         .instrument(tracing::Span::current()),
-    );
+    ));
     task.await.unwrap_or_else(|e| AppError::internal(format!("request task failed: {e}")).into_response())
 }
 
