@@ -1,8 +1,9 @@
 //! A real local S3 server for the tests: `moto_server` (PyPI `moto[server]`), which
 //! `scripts/test` installs into a virtualenv under `target/moto`. Each test starts its own on a
-//! free port (plain HTTP, or HTTPS with a self-signed certificate for pgBackRest, which speaks
-//! only HTTPS to S3) and reads the bucket behind the application's back: the listing and the
-//! raw bytes of each object.
+//! free port, plain HTTP, or behind a TLS terminator of ours with a self-signed certificate for
+//! pgBackRest, which speaks only HTTPS to S3 (moto's own `--ssl` ends connections without TLS's
+//! close_notify, which OpenSSL 3 clients take for a truncation attack). The test reads the
+//! bucket behind the application's back: the listing and the raw bytes of each object.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -23,9 +24,11 @@ fn moto_server() -> Option<PathBuf> {
 /// A running moto server; stopped when dropped.
 pub struct S3Server {
     child: Child,
+    /// Where clients connect: moto itself, or the TLS terminator in front of it.
     pub port: u16,
     pub tls: bool,
     http: reqwest::Client,
+    terminator: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl S3Server {
@@ -41,9 +44,6 @@ impl S3Server {
         let port = super::process::free_port();
         let mut cmd = Command::new(bin);
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-        if tls {
-            cmd.arg("--ssl");
-        }
         let child =
             cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("moto_server starts");
         let http = reqwest::Client::builder()
@@ -51,7 +51,7 @@ impl S3Server {
             .timeout(Duration::from_secs(10))
             .build()
             .expect("client");
-        let server = S3Server { child, port, tls, http };
+        let mut server = S3Server { child, port, tls: false, http, terminator: None };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if server.http.get(server.url("/")).send().await.is_ok() {
@@ -59,6 +59,12 @@ impl S3Server {
             }
             assert!(Instant::now() < deadline, "moto_server did not start on port {port}");
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if tls {
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            server.port = terminate_tls(port, stopped);
+            server.tls = true;
+            server.terminator = Some(stop);
         }
         Some(server)
     }
@@ -116,8 +122,53 @@ impl S3Server {
     }
 }
 
+/// A TLS terminator on a free port in front of `upstream`, on a thread of its own (the tests
+/// block their runtime while the binary runs). Closes each connection with close_notify.
+fn terminate_tls(upstream: u16, stopped: tokio::sync::oneshot::Receiver<()>) -> u16 {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let cert = rustls_pki_types::CertificateDer::from(certified.cert.der().to_vec());
+    let key = rustls_pki_types::PrivateKeyDer::try_from(certified.key_pair.serialize_der()).unwrap();
+    let config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let serve = async {
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else { continue };
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                        let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else { return };
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+                        let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+                    });
+                }
+            };
+            tokio::select! {
+                _ = serve => {}
+                _ = stopped => {}
+            }
+        });
+    });
+    port
+}
+
 impl Drop for S3Server {
     fn drop(&mut self) {
+        if let Some(stop) = self.terminator.take() {
+            let _ = stop.send(());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
