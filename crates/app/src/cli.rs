@@ -415,6 +415,11 @@ async fn serve_with(
         }
     };
     let bound = listener.local_addr()?;
+    // Panics outside a request (the worker tasks, start-up) are reported too.
+    state.error_reporter.install_for_process();
+    if state.error_reporter.enabled() {
+        tracing::info!("error reports go to Sentry (scrubbed: no cookies, tokens, bodies, e-mail or IP addresses)");
+    }
     match tls.as_ref().map(|t| &t.source) {
         Some(tls::CertificateSource::Generated { cert }) => tracing::info!(
             certificate = %cert.display(),
@@ -1055,6 +1060,8 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
             return Err(e);
         }
     };
+    let reporter = crate::platform::error_reports::ErrorReporter::from_config(&config.sentry)?;
+    reporter.install_for_process();
     let keys = vec![signer.verifying_key()];
     let signer = Arc::new(signer);
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -46,6 +46,8 @@ pub struct Config {
     /// `[disclosure]`: security.txt, the vulnerability report form, the security page's region
     /// and source links (`disclosure`).
     pub disclosure: crate::disclosure::DisclosureConfig,
+    /// `[sentry]`: error reports (panics and 5xx answers, scrubbed), off without a DSN.
+    pub sentry: crate::platform::error_reports::SentryConfig,
 }
 
 impl Default for Config {
@@ -69,6 +71,7 @@ impl Default for Config {
             bot_check: Default::default(),
             backup: BackupConfig::default(),
             disclosure: Default::default(),
+            sentry: Default::default(),
         }
     }
 }
@@ -124,7 +127,20 @@ impl Config {
         self.mail.validate()?;
         self.disclosure.validate()?;
         self.billing.validate()?;
+        self.files.validate()?;
+        self.sentry.validate()?;
         Ok(())
+    }
+
+    /// Where file contents are kept: `Local` (this machine's disk) or `S3` (an S3-compatible
+    /// bucket, a sub-processor when it is someone else's service). For the security page.
+    pub fn object_storage(&self) -> crate::work::files::StorageKind {
+        self.files.storage
+    }
+
+    /// Whether errors are reported to Sentry (`sentry.dsn` set). For the security page.
+    pub fn sentry_enabled(&self) -> bool {
+        self.sentry.enabled()
     }
 
     pub fn request_timeout(&self) -> Duration {

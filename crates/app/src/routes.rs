@@ -85,9 +85,11 @@ pub fn router_from(state: AppState, defs: Vec<RouteDef>) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(from_fn(middleware::request_id))
+                .layer(from_fn_with_state(state.error_reporter.clone(), crate::platform::error_reports::report_errors))
                 .layer(from_fn_with_state(http.clone(), middleware::access_log))
                 .layer(from_fn_with_state(http.clone(), middleware::security_headers))
                 .layer(from_fn_with_state(http.clone(), middleware::render_errors))
+                .layer(from_fn(middleware::catch_panic))
                 .layer(from_fn_with_state(http, middleware::client_ip))
                 .layer(from_fn(web_page_cookies))
                 .layer(from_fn(crate::web::page_extras))
@@ -242,7 +244,8 @@ async fn in_request_tx(state: &AppState, req: Request, next: Next, work: Work) -
     .then(|| req.extensions().get::<crate::access::Asking>().and_then(|a| a.principal.clone()))
     .flatten();
     let state = state.clone();
-    let task = tokio::spawn(
+    // The task reports errors under the request's hub (its request id), panics included.
+    let task = tokio::spawn(crate::platform::error_reports::in_current_hub(
         async move {
             let Some(tx) = verified else {
                 return AppError::internal("a request without the transaction it was verified in").into_response();
@@ -272,7 +275,7 @@ async fn in_request_tx(state: &AppState, req: Request, next: Next, work: Work) -
             }
         }
         .instrument(tracing::Span::current()),
-    );
+    ));
     task.await.unwrap_or_else(|e| AppError::internal(format!("request task failed: {e}")).into_response())
 }
 

@@ -36,6 +36,8 @@ pub struct AppStateInner {
     pub google: Option<GoogleSignIn>,
     pub audit_signer: Arc<crate::audit::chain::Signer>,
     pub storage: crate::work::files::Storage,
+    /// Error reports to Sentry when `sentry.dsn` is set (nothing otherwise).
+    pub error_reporter: crate::platform::error_reports::ErrorReporter,
     /// Key of signed file download links.
     pub file_link_key: [u8; 32],
     /// The rate limiter (shared through Redis when `redis.url` is set) and its policies.
@@ -59,9 +61,8 @@ impl AppState {
         let sealer = Sealer::load(config.secrets.master_key.as_ref(), &config.data_dir)?;
         let csrf_key = derive_key(&sealer, "clientflow csrf v1");
         let file_link_key = derive_key(&sealer, "clientflow file links v1");
-        let storage = crate::work::files::Storage::local(
-            &config.files.dir.clone().unwrap_or_else(|| config.data_dir.join("files")),
-        );
+        let storage = config.files.open_storage(&config.data_dir)?;
+        let error_reporter = crate::platform::error_reports::ErrorReporter::from_config(&config.sentry)?;
         let hasher = PasswordHasher::new(config.identity.hashing_concurrency, config.identity.hashing_queue);
         let google = GoogleSignIn::from_config(&config)?;
         let audit_signer = Arc::new(
@@ -92,6 +93,7 @@ impl AppState {
                 google,
                 audit_signer,
                 storage,
+                error_reporter,
                 file_link_key,
                 rate_limits,
                 bot_check,

@@ -2,7 +2,7 @@
 //! AES-256-GCM (bound to organization and file id) in a storage adapter, downloads only through
 //! an authorized request or a short-lived signed link.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -21,8 +21,10 @@ use crate::platform::db::Db;
 use crate::platform::http::error::{AppError, AppResult};
 use crate::platform::ids::{FileId, OrgId, ProjectId, TaskId};
 use crate::platform::seal::Sealer;
+pub use crate::platform::storage::{S3StorageConfig, Sealed, Storage, StorageKind};
 
-/// `[files]`: upload size, where contents are kept, how long a download link works.
+/// `[files]`: upload size, where contents are kept (the local disk, or an S3-compatible
+/// bucket: `platform::storage`), how long a download link works.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilesConfig {
@@ -32,6 +34,29 @@ pub struct FilesConfig {
     pub dir: Option<PathBuf>,
     /// How long a signed download link works.
     pub link_minutes: u32,
+    /// `local` (default: `dir`) or `s3` (`[files.s3]`).
+    pub storage: StorageKind,
+    /// The bucket, when `storage = "s3"`.
+    pub s3: Option<S3StorageConfig>,
+}
+
+impl FilesConfig {
+    /// The configured adapter (validated: an S3 store without its settings is refused here).
+    pub fn open_storage(&self, data_dir: &std::path::Path) -> Result<Storage, crate::config::ConfigError> {
+        let dir = self.dir.clone().unwrap_or_else(|| data_dir.join("files"));
+        Storage::from_config(self.storage, &dir, self.s3.as_ref())
+    }
+
+    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
+        match (self.storage, &self.s3) {
+            (StorageKind::S3, None) => Err(crate::config::ConfigError::invalid(
+                "files.s3",
+                "files.storage is s3: set files.s3.bucket and files.s3.region (and files.s3.endpoint for a store other than AWS)",
+            )),
+            (StorageKind::S3, Some(s3)) => s3.validate(),
+            (StorageKind::Local, _) => Ok(()),
+        }
+    }
 }
 
 /// The largest request body of a file upload: the file and its multipart framing.
@@ -41,53 +66,7 @@ pub fn upload_body_limit(files: &FilesConfig) -> usize {
 
 impl Default for FilesConfig {
     fn default() -> Self {
-        Self { max_upload_bytes: 25 * 1024 * 1024, dir: None, link_minutes: 5 }
-    }
-}
-
-/// Where file contents live. Local directory by default; object stores plug in here.
-#[derive(Debug, Clone)]
-pub enum Storage {
-    Local { dir: PathBuf },
-}
-
-impl Storage {
-    pub fn local(dir: &Path) -> Self {
-        Storage::Local { dir: dir.to_path_buf() }
-    }
-
-    fn path(dir: &Path, key: &str) -> PathBuf {
-        // Keys are generated here (`<org uuid>/<file uuid>`), never taken from a request.
-        dir.join(key)
-    }
-
-    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> std::io::Result<()> {
-        match self {
-            Storage::Local { dir } => {
-                let path = Self::path(dir, key);
-                if let Some(parent) = path.parent() {
-                    tokio::fs::create_dir_all(parent).await?;
-                }
-                let tmp = path.with_extension("tmp");
-                tokio::fs::write(&tmp, bytes).await?;
-                tokio::fs::rename(&tmp, &path).await
-            }
-        }
-    }
-
-    pub async fn get(&self, key: &str) -> std::io::Result<Vec<u8>> {
-        match self {
-            Storage::Local { dir } => tokio::fs::read(Self::path(dir, key)).await,
-        }
-    }
-
-    pub async fn delete(&self, key: &str) -> std::io::Result<()> {
-        match self {
-            Storage::Local { dir } => match tokio::fs::remove_file(Self::path(dir, key)).await {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            },
-        }
+        Self { max_upload_bytes: 25 * 1024 * 1024, dir: None, link_minutes: 5, storage: StorageKind::Local, s3: None }
     }
 }
 
@@ -197,7 +176,7 @@ pub async fn upload(
     let id = FileId::new();
     let key = format!("{org}/{id}");
     let digest: [u8; 32] = Sha256::digest(&up.bytes).into();
-    storage.put(&key, sealer.seal(&up.bytes, &context(org, id))).await.map_err(AppError::internal)?;
+    storage.put(&key, Sealed::seal(sealer, &up.bytes, &context(org, id))).await.map_err(AppError::internal)?;
     let inserted = sqlx::query_as::<_, FileMeta>(&format!(
         "INSERT INTO files AS f (organization_id, id, project_id, task_id, name, content_type, size_bytes, sha256, storage_key, \
          shared_with_client, uploaded_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}"
@@ -303,7 +282,7 @@ pub async fn read_contents(
     key: &str,
 ) -> AppResult<Vec<u8>> {
     let sealed = storage.get(key).await.map_err(AppError::internal)?;
-    sealer.open(&sealed, &context(org, id)).map_err(AppError::internal)
+    sealed.open(sealer, &context(org, id)).map_err(AppError::internal)
 }
 
 pub async fn download(
@@ -338,6 +317,12 @@ pub async fn delete(db: &Db, storage: &Storage, ctx: &Context, p: &OrgPrincipal,
         tracing::warn!(file = %id, error = %e, "could not remove file contents");
     }
     Ok(())
+}
+
+/// Removes every stored file of an organization (its objects are under `<organization id>/`);
+/// returns how many there were. Called when an organization is deleted, after its rows are gone.
+pub async fn remove_organization_contents(storage: &Storage, org: OrgId) -> std::io::Result<usize> {
+    storage.delete_all_under(&org.to_string()).await
 }
 
 pub async fn set_shared(db: &Db, ctx: &Context, p: &OrgPrincipal, id: FileId, shared: bool) -> AppResult<FileMeta> {

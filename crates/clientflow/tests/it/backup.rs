@@ -32,22 +32,30 @@ struct Site {
     dir: tempfile::TempDir,
     config: Box<Config>,
     resolved: Option<Resolved>,
+    /// Settings beyond the data directory's (the S3 repository's).
+    extra: Vec<(String, String)>,
 }
 
 impl Site {
     async fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Config::load_from(None, &Self::vars_for(dir.path())).unwrap();
-        let resolved = provision::resolve(&config).await.unwrap();
-        provision::migrate(&resolved).await.unwrap();
-        Self { dir, config: Box::new(config), resolved: Some(resolved) }
+        Self::with(Vec::new()).await
     }
 
-    fn vars_for(dir: &Path) -> Vec<(String, String)> {
-        vec![
+    async fn with(extra: Vec<(String, String)>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::load_from(None, &Self::vars_for(dir.path(), &extra)).unwrap();
+        let resolved = provision::resolve(&config).await.unwrap();
+        provision::migrate(&resolved).await.unwrap();
+        Self { dir, config: Box::new(config), resolved: Some(resolved), extra }
+    }
+
+    fn vars_for(dir: &Path, extra: &[(String, String)]) -> Vec<(String, String)> {
+        let mut vars = vec![
             ("CLIENTFLOW_DATA_DIR".into(), dir.display().to_string()),
             ("CLIENTFLOW_BACKUP__ARCHIVE_TIMEOUT_SECS".into(), ARCHIVE_TIMEOUT_SECS.to_string()),
-        ]
+        ];
+        vars.extend_from_slice(extra);
+        vars
     }
 
     fn data(&self) -> &Path {
@@ -70,7 +78,7 @@ impl Site {
     fn cli(&self, args: &[&str]) -> Output {
         let mut c = crate::support::process::bin();
         c.args(args);
-        for (k, v) in Self::vars_for(self.data()) {
+        for (k, v) in Self::vars_for(self.data(), &self.extra) {
             c.env(k, v);
         }
         // A damaged repository fails at once rather than after pgBackRest's retries.
@@ -349,7 +357,7 @@ async fn a_point_in_time_restore_keeps_what_was_written_before_the_moment() {
     let out = {
         let mut c = crate::support::process::bin();
         c.args(["backup", "list"]).env("CLIENTFLOW_LOG__FILTER", "debug");
-        for (k, v) in Site::vars_for(site.data()) {
+        for (k, v) in Site::vars_for(site.data(), &site.extra) {
             c.env(k, v);
         }
         c.output().unwrap()
@@ -477,6 +485,79 @@ async fn the_drill_checks_the_restored_copy_not_only_the_restore() {
     assert!(failure.contains("catalog:") && failure.contains("projects"), "{failure}");
     let metrics = site.metrics().await;
     assert!(metrics.contains("clientflow_backup_drill_last_ok 0"), "{metrics}");
+    site.finish().await;
+}
+
+/// The repository in an S3-compatible bucket (a real local S3 server, moto, over HTTPS with a
+/// self-signed certificate: pgBackRest speaks only HTTPS to S3): WAL archiving, `backup run`
+/// and `backup drill` work against it, nothing is kept on the machine, and every object in the
+/// bucket is encrypted (pgBackRest's `aes-256-cbc` files begin with OpenSSL's `Salted__`).
+#[tokio::test]
+async fn backups_to_an_s3_bucket_run_restore_and_are_encrypted() {
+    use crate::support::s3::{self, S3Server};
+    if !installed() {
+        return;
+    }
+    let Some(server) = S3Server::start(true).await else { return };
+    let bucket = "clientflow-backups";
+    server.create_bucket(bucket).await;
+    let setting = |k: &str, v: &str| (format!("CLIENTFLOW_BACKUP__S3__{k}"), v.to_string());
+    let site = Site::with(vec![
+        setting("BUCKET", bucket),
+        setting("ENDPOINT", "127.0.0.1"),
+        setting("PORT", &server.port.to_string()),
+        setting("REGION", s3::REGION),
+        setting("KEY", s3::ACCESS_KEY),
+        setting("KEY_SECRET", s3::SECRET_KEY),
+        setting("URI_STYLE", "path"),
+        setting("VERIFY_TLS", "false"),
+    ])
+    .await;
+    assert!(site.resolved().backups.as_ref().unwrap().repo_path().is_none(), "no local repository");
+    let repo = site.resolved().backups.clone().unwrap();
+    if let Err(e) = tokio::task::spawn_blocking(move || repo.stanza_create()).await.unwrap() {
+        let root = site.resolved().backups.as_ref().unwrap().cluster().root().to_path_buf();
+        for f in files_under(&root.join("pgbackrest/log")) {
+            eprintln!("==== {}\n{}", f.display(), std::fs::read_to_string(&f).unwrap_or_default());
+        }
+        panic!("the stanza in the bucket: {e}");
+    }
+    site.org("in-the-bucket");
+
+    let (code, doc, all) = site.cli_json(&["backup", "run", "--type", "full"]);
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(doc["backup"]["type"], "full", "{all}");
+    assert!(all.contains(&format!("s3://{bucket}/clientflow")), "the progress names the bucket: {all}");
+    site.org("after-the-backup");
+    site.wait_archived().await;
+
+    let (code, doc, all) = site.cli_json(&["backup", "drill"]);
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(doc["drill"]["ok"], true, "{all}");
+    assert_eq!(doc["drill"]["canary_found"], true, "{all}");
+    assert_eq!(doc["drill"]["checks"]["organizations"], 2, "WAL after the backup replayed from the bucket: {all}");
+
+    let (code, doc, all) = site.cli_json(&["backup", "list"]);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(doc.to_string().contains("full"), "{all}");
+
+    // What the bucket holds: the backup and the archived WAL, every object encrypted.
+    let keys = server.keys(bucket, "clientflow").await;
+    assert!(keys.iter().any(|k| k.starts_with("clientflow/backup/clientflow/") && k.contains("/pg_data/")), "{keys:?}");
+    assert!(keys.iter().any(|k| k.starts_with("clientflow/archive/clientflow/") && k.contains("/0000")), "{keys:?}");
+    let mut checked = 0;
+    for key in &keys {
+        let raw = server.raw(bucket, key).await;
+        if raw.is_empty() {
+            continue;
+        }
+        assert!(raw.starts_with(b"Salted__"), "{key} is not encrypted: {:?}", &raw[..raw.len().min(16)]);
+        assert!(!raw.windows(13).any(|w| w == b"in-the-bucket"), "{key} holds plaintext");
+        checked += 1;
+    }
+    assert!(checked > 10, "{checked} objects checked");
+    let cluster_root = site.resolved().backups.as_ref().unwrap().cluster().root().to_path_buf();
+    assert!(!cluster_root.join("backups").exists(), "nothing kept on the machine");
     site.finish().await;
 }
 

@@ -220,11 +220,20 @@ impl IntoResponse for AppError {
             AppError::Internal(cause) => AppError::from(cause),
             other => other,
         };
-        if let AppError::Internal(cause) = &this {
-            tracing::error!(error = %format!("{cause:#}"), "internal error");
-        }
+        let cause = match &this {
+            AppError::Internal(cause) => {
+                let text = format!("{cause:#}");
+                tracing::error!(error = %text, "internal error");
+                Some(text)
+            }
+            _ => None,
+        };
         let problem = this.problem();
         let mut response = this.status().into_response();
+        if let Some(text) = cause {
+            // For the error reporter (scrubbed there); the client sees only the request id.
+            response.extensions_mut().insert(crate::error_reports::InternalCause(text));
+        }
         if let AppError::TooManyRequests { retry_after_secs } | AppError::Throttled { retry_after_secs, .. } = &this {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, (*retry_after_secs).into());
         }

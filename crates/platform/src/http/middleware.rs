@@ -1,5 +1,6 @@
 //! Middleware every request passes through, outermost first:
-//! request id → access log and metrics → security headers → error rendering → client IP →
+//! request id → error reports → access log and metrics → security headers → error rendering →
+//! panics caught → client IP →
 //! (the application's own) → timeout → body limit → router (→ per-route guard → handler).
 //! The application assembles the stack (`crate::routes` in the app) from these pieces.
 
@@ -95,6 +96,16 @@ pub async fn access_log(State(state): State<HttpContext>, req: Request, next: Ne
         "request"
     );
     res
+}
+
+/// Turns a panic while answering into a 500 with the request id (instead of a dropped
+/// connection). The panic itself was reported by the panic hook, under the request's hub.
+pub async fn catch_panic(req: Request, next: Next) -> Response {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(res) => res,
+        Err(_) => crate::http::error::AppError::internal("the request's handler panicked").into_response(),
+    }
 }
 
 /// Records the matched route template on the response (installed as a route layer, where

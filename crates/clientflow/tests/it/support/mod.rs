@@ -6,6 +6,7 @@ pub mod api;
 pub mod net;
 pub mod orgs;
 pub mod process;
+pub mod s3;
 pub mod work;
 
 use clientflow::access::{self, NewOrgCreator, OperatorAuthority};
