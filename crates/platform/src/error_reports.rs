@@ -351,3 +351,19 @@ mod tests {
         assert_eq!(scrub_text("connection refused"), "connection refused");
     }
 }
+
+/// Sentry's entry in the sub-processor registry.
+pub fn sub_processor(config: &SentryConfig) -> crate::subprocessor::SubProcessor {
+    crate::subprocessor::SubProcessor {
+        id: "sentry",
+        name: "Sentry",
+        enabled: config.enabled(),
+        setting: "sentry.dsn",
+        purpose: "Receives reports of server errors (answers 500 and panics) so they can be fixed.",
+        receives: &[
+            "the error's message and stack trace, scrubbed of email and IP addresses, credentials, tokens and query strings",
+            "the request's id, method and route; never its body, cookies or headers",
+        ],
+        region: "Where the DSN's Sentry project is hosted (sentry.io: United States unless an EU organization)".into(),
+    }
+}

@@ -54,7 +54,15 @@ impl Identity {
         Ok(Identity {
             master_key: hex::encode(&master[..16]),
             audit_key: hex::encode(&sha256(audit_key.as_bytes())[..16]),
-            file_store: local_store_marker(&files_dir(config), create)?,
+            file_store: match (&config.files.storage, &config.files.s3) {
+                (crate::work::files::StorageKind::S3, Some(s3)) => format!(
+                    "s3:{}/{}/{}",
+                    s3.endpoint.as_deref().unwrap_or("aws"),
+                    s3.bucket,
+                    s3.prefix.as_deref().unwrap_or("")
+                ),
+                _ => local_store_marker(&files_dir(config), create)?,
+            },
         })
     }
 
@@ -80,13 +88,22 @@ impl Identity {
         }
         if self.file_store != recorded.file_store {
             out.push(format!(
-                "this process's file store ({}) is not the installation's: point files.dir \
+                "this process's file store ({}) is not the installation's ({}): point files.dir \
                  (CLIENTFLOW_FILES__DIR) at the directory every process shares (the one holding the \
-                 installation's {STORE_MARKER})",
-                files_dir(config).display()
+                 installation's {STORE_MARKER}), or files.storage = \"s3\" and files.s3 at the same bucket",
+                describe_store(&self.file_store, Some(config)),
+                describe_store(&recorded.file_store, None)
             ));
         }
         out
+    }
+}
+
+/// A store for a message: this process's with its directory, the installation's by its id.
+fn describe_store(id: &str, mine: Option<&Config>) -> String {
+    match (id.starts_with("local:"), mine) {
+        (true, Some(config)) => format!("{}, {id}", files_dir(config).display()),
+        _ => id.to_string(),
     }
 }
 

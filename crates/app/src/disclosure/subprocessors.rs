@@ -18,6 +18,8 @@ pub fn registry(config: &Config) -> Vec<SubProcessor> {
         crate::abuse::botcheck::sub_processor(&config.bot_check),
         crate::backup::sub_processor(config),
         crate::billing::sub_processor(config),
+        crate::platform::error_reports::sub_processor(&config.sentry),
+        crate::work::files::sub_processor(&config.files),
     ]
 }
 
