@@ -75,6 +75,9 @@ pub struct OrgNav {
     pub can_api_keys: bool,
     pub can_tasks: bool,
     pub can_files: bool,
+    /// The switcher: where each of the user's organizations opens, its name, and whether it
+    /// is this one.
+    pub switch: Vec<(String, String, bool)>,
 }
 
 impl OrgNav {
@@ -94,6 +97,15 @@ impl OrgNav {
             can_api_keys: p.can(P::ApiKeysManage),
             can_tasks: p.can(P::TasksRead),
             can_files: p.can(P::FilesRead),
+            switch: access
+                .memberships
+                .iter()
+                .map(|o| {
+                    let href =
+                        if o.role == Role::Client { format!("/portal/{}", o.slug) } else { format!("/o/{}", o.slug) };
+                    (href, o.name.clone(), o.slug == access.slug)
+                })
+                .collect(),
         }
     }
 }

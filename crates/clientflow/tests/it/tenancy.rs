@@ -51,6 +51,21 @@ async fn create_an_organization_and_switch_between_them() {
         assert_eq!(status, 200);
         assert!(html.contains("Owner"));
     }
+    // Every organization page's navigation holds the switcher: a menu (a <details>, which works
+    // without JavaScript) of the person's organizations, this one marked, and a way to create one.
+    let (_, html) = a.page(&format!("/o/{two}/members")).await;
+    let switcher = html
+        .split("<details class=\"menu switcher\" data-menu>")
+        .nth(1)
+        .expect("a switcher menu")
+        .split("</details>")
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(switcher.contains("<summary"), "{switcher}");
+    assert!(switcher.contains(&format!("href=\"/o/{one}\">Acme &#38; Co</a>")), "{switcher}");
+    assert!(switcher.contains(&format!("href=\"/o/{two}\" aria-current=\"true\">Beta Studio</a>")), "{switcher}");
+    assert!(switcher.contains("href=\"/orgs/new\"") && switcher.contains("href=\"/orgs\""));
     // A taken slug is refused with a field message.
     let res = a.submit("/orgs/new", "/orgs", &[("name", "Other"), ("slug", "acme-co")]).await;
     assert_eq!(res.status(), 422);
@@ -58,6 +73,11 @@ async fn create_an_organization_and_switch_between_them() {
     // Someone else can't see either.
     let mut b = sign_up(&app, "stranger@example.com").await;
     assert_eq!(b.get(&format!("/o/{one}")).await.status(), 404);
+    // Nor in their switcher, which lists only their own.
+    let three = create_org(&mut b, "Gamma").await;
+    let (_, html) = b.page(&format!("/o/{three}")).await;
+    assert!(html.contains(&format!("href=\"/o/{three}\" aria-current=\"true\">Gamma</a>")));
+    assert!(!html.contains("Acme") && !html.contains("Beta Studio") && !html.contains(&format!("/o/{one}\"")));
 }
 
 #[tokio::test]
