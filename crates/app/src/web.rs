@@ -146,6 +146,7 @@ pub const FLASH_MESSAGES: &[(&str, &str)] = &[
     ("POST /o/{org}/settings/api-keys/{key}/revoke", "API key revoked."),
     ("POST /o/{org}/leave", "You left the organization."),
     ("POST /invitations/accept", "Invitation accepted. Welcome!"),
+    ("POST /invitations/{invitation}/join", "Invitation accepted. Welcome!"),
     ("POST /account/password", "Password changed."),
     ("POST /account/two-factor/setup", "Two-factor authentication is on."),
     ("POST /account/two-factor/disable", "Two-factor authentication is off."),
