@@ -1009,3 +1009,75 @@ async fn a_long_board_column_shows_its_first_cards_and_links_to_every_one() {
     let list = page(&mut o.browser, &format!("/o/{}/projects/{project}/list?column={}", o.slug, foreign[0])).await;
     assert!(list.contains("1–100 of 253"));
 }
+
+/// The field-error part of a refused form: the field marked invalid and pointing at its own
+/// message, which sits next to it in plain words.
+fn assert_field_error(html: &str, id: &str, words: &str) {
+    assert!(
+        html.contains(&format!("aria-invalid=\"true\" aria-describedby=\"{id}-error\"")),
+        "{id} not marked: {html}"
+    );
+    let message = html
+        .split(&format!("<p class=\"field-error\" id=\"{id}-error\">"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no message next to {id}: {html}"))
+        .split("</p>")
+        .next()
+        .unwrap();
+    assert!(message.contains(words), "{id}: {message}");
+    assert!(!message.contains('_'), "the message names no internal field: {message}");
+}
+
+/// A refused form comes back with each refused field's message next to it (tied to it for
+/// screen readers), the summary at the top, and what was typed still in the fields.
+#[tokio::test]
+async fn refused_forms_say_what_is_wrong_next_to_each_field_and_keep_what_was_typed() {
+    let app = TestApp::spawn().await;
+    let mut o = owner_with_org(&app, "fieldwise").await;
+    let client = new_client(&o, "Typed Ltd").await;
+
+    // A project with a budget that isn't money.
+    let res = post(
+        &o.browser,
+        &o.token,
+        &format!("/o/{}/projects", o.slug),
+        &[("name", "Kept name"), ("budget", "lots"), ("client_id", &client), ("status", "active")],
+    )
+    .await;
+    assert_eq!(res.status(), 422);
+    let html = res.text().await.unwrap();
+    assert_csp_clean(&html);
+    assert_field_error(&html, "project-form-budget", "Budget");
+    assert!(html.contains("value=\"Kept name\"") && html.contains("value=\"lots\""), "what was typed is kept");
+    assert!(html.contains("class=\"errors\" role=\"alert\""), "the summary stays");
+    assert!(!html.contains("aria-describedby=\"project-form-name-error\""), "only the refused field is marked");
+
+    // A task edit with a due date that isn't a date.
+    let project = new_project(&o, "Fields", &client, false).await;
+    let task = new_task(&app, &o, &project, "Date me", false).await;
+    let res = post(
+        &o.browser,
+        &o.token,
+        &format!("/o/{}/tasks/{task}/edit", o.slug),
+        &[("title", "Date me later"), ("priority", "high"), ("due_date", "someday")],
+    )
+    .await;
+    assert_eq!(res.status(), 422);
+    let html = res.text().await.unwrap();
+    assert_field_error(&html, "task-due-date", "Due date");
+    assert!(html.contains("value=\"Date me later\"") && html.contains("value=\"someday\""), "{html}");
+
+    // Time on the project's Time tab that isn't a number of minutes.
+    let res = post(
+        &o.browser,
+        &o.token,
+        &format!("/o/{}/projects/{project}/time", o.slug),
+        &[("from", "project"), ("minutes", "forever"), ("note", "kept note"), ("spent_on", ""), ("task_id", "")],
+    )
+    .await;
+    assert_eq!(res.status(), 422);
+    let html = res.text().await.unwrap();
+    assert_field_error(&html, "project-minutes", "");
+    assert!(html.contains("value=\"forever\"") && html.contains("value=\"kept note\""));
+    let _ = o.browser.page("/").await;
+}
