@@ -3,7 +3,7 @@
 // `MAIL <address> <path prefix>` lines on stdin with the link from that mail.
 //
 // On every page: no console error, no CSP violation, no horizontal overflow at 1,280 px and
-// 390 px, no serious or critical axe-core violation; one screenshot per step.
+// 390 px, no serious or critical axe-core violation; one screenshot per step at each width.
 import { createInterface } from 'node:readline';
 import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -63,6 +63,7 @@ async function check(page, name) {
   for (const v of csp) problems.push(`CSP violation on ${url}: ${v}`);
   for (const [w, h] of [[390, 844], [1280, 800]]) {
     await page.setViewportSize({ width: w, height: h });
+    if (w === 390) await page.screenshot({ path: join(SHOTS, `${String(step).padStart(2, '0')}-${name}-390.png`), fullPage: true });
     const over = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     if (over > 0) {
       const wide = await page.evaluate(() => [...document.querySelectorAll('body *')]
