@@ -3,7 +3,7 @@
 // `MAIL <address> <path prefix>` lines on stdin with the link from that mail.
 //
 // On every page: no console error, no CSP violation, no horizontal overflow at 1,280 px and
-// 390 px, no serious or critical axe-core violation; one screenshot per step.
+// 390 px, no serious or critical axe-core violation; one screenshot per step at each width.
 import { createInterface } from 'node:readline';
 import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -63,6 +63,7 @@ async function check(page, name) {
   for (const v of csp) problems.push(`CSP violation on ${url}: ${v}`);
   for (const [w, h] of [[390, 844], [1280, 800]]) {
     await page.setViewportSize({ width: w, height: h });
+    if (w === 390) await page.screenshot({ path: join(SHOTS, `${String(step).padStart(2, '0')}-${name}-390.png`), fullPage: true });
     const over = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     if (over > 0) {
       const wide = await page.evaluate(() => [...document.querySelectorAll('body *')]
@@ -152,10 +153,83 @@ try {
   await mpage.waitForURL(new RegExp(`/o/${slug}`), { timeout: 15000 });
   await check(mpage, 'member-home');
 
+  // Someone invited who signs up on their own, not from the mail's link, finds the invitation
+  // waiting on getting started (next to "Create organization") and accepts it with one click.
+  const joiner = `joiner-${unique}@example.com`;
+  await page.goto(`${BASE}/o/${slug}/members`);
+  await type(page, '#invite-email', joiner);
+  await page.getByRole('button', { name: 'Send invitation' }).click();
+  await expectText(page, 'Invitation sent');
+  const jctx = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 390, height: 844 } });
+  const jpage = await jctx.newPage();
+  await watch(jpage, 'joiner');
+  await jpage.goto(BASE + '/signup');
+  await type(jpage, 'input[name=email]', joiner);
+  await type(jpage, 'input[name=display_name]', 'Jo Joiner');
+  await type(jpage, 'input[name=password]', PASSWORD);
+  await jpage.keyboard.press('Enter');
+  await jpage.waitForURL('**/signup/check-email', { timeout: 30000 });
+  await jpage.goto(await mailLink(joiner, '/verify-email'));
+  await jpage.getByRole('button').first().click();
+  await jpage.waitForURL('**/app', { timeout: 15000 });
+  await expectText(jpage, 'Invitations waiting for you');
+  await expectText(jpage, 'Create your organization');
+  await check(jpage, 'onboarding-invited');
+  await jpage.setViewportSize({ width: 390, height: 844 });
+  await jpage.getByRole('button', { name: `Accept the invitation to Studio ${unique}` }).click();
+  await jpage.waitForURL(new RegExp(`/o/${slug}$`), { timeout: 15000 });
+  await expectText(jpage, 'Invitation accepted');
+  await check(jpage, 'joined');
+  await jctx.close();
+
+  // The organization switcher: a menu in the navigation, by pointer and by keyboard.
+  await page.goto(`${BASE}/o/${slug}`);
+  const switcher = page.locator('details.switcher');
+  await switcher.locator('summary').click();
+  await switcher.getByRole('link', { name: 'Create organization' }).waitFor({ state: 'visible' });
+  if ((await switcher.locator('a[aria-current]').count()) !== 1) problems.push('the switcher does not mark the current organization');
+  await check(page, 'switcher-open');
+  await page.keyboard.press('Escape');
+  if ((await switcher.getAttribute('open')) !== null) problems.push('Escape does not close the switcher');
+  await switcher.locator('summary').focus();
+  await page.keyboard.press('Enter');
+  if ((await switcher.getAttribute('open')) === null) problems.push('Enter does not open the switcher');
+  await page.locator('main h1').first().click();
+  if ((await switcher.getAttribute('open')) !== null) problems.push('a click outside does not close the switcher');
+  // At 390 px the navigation collapses into a menu; the switcher stays.
+  await page.setViewportSize({ width: 390, height: 844 });
+  const menu = page.locator('details.menu.narrow');
+  if (!(await menu.isVisible())) problems.push('no navigation menu at 390 px');
+  if (await page.locator('ul.links.wide').isVisible()) problems.push('the wide navigation shows at 390 px');
+  if (!(await switcher.isVisible())) problems.push('no switcher at 390 px');
+  await menu.locator('summary').click();
+  await menu.getByRole('link', { name: 'Projects' }).waitFor({ state: 'visible' });
+  const navOver = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  if (navOver > 0) problems.push(`the open navigation menu overflows by ${navOver}px at 390 px`);
+  step += 1;
+  await page.screenshot({ path: join(SHOTS, `${String(step).padStart(2, '0')}-nav-menu-390.png`) });
+  await menu.getByRole('link', { name: 'Projects' }).click();
+  await page.waitForURL(/\/projects$/);
+  await page.setViewportSize({ width: 1280, height: 800 });
+
   // A project for the client, with tasks added in place.
   await page.goto(`${BASE}/o/${slug}/projects/new`);
   await check(page, 'project-new');
   await type(page, 'input[name=name]', 'Website relaunch');
+  // A refused form: the message next to the field, the field marked, what was typed kept.
+  await type(page, 'input[name=budget]', 'lots');
+  expectRefusal = true;
+  await page.getByRole('button', { name: /create/i }).click();
+  await page.locator('#project-form-budget-error').waitFor();
+  if ((await page.locator('input[name=budget]').getAttribute('aria-invalid')) !== 'true') problems.push('the refused budget is not marked invalid');
+  if ((await page.locator('input[name=budget]').getAttribute('aria-describedby')) !== 'project-form-budget-error') problems.push('the refused budget does not point at its message');
+  if ((await page.locator('input[name=name]').inputValue()) !== 'Website relaunch') problems.push('the refused project form lost the name typed');
+  if ((await page.locator('input[name=budget]').inputValue()) !== 'lots') problems.push('the refused project form lost the budget typed');
+  await check(page, 'project-refused');
+  expectRefusal = false;
+  await page.locator('input[name=budget]').click();
+  await page.keyboard.press('Control+A');
+  await page.keyboard.press('Backspace');
   await page.locator('select[name=client_id]').selectOption({ label: 'Acme Corp' });
   await page.getByRole('button', { name: /create/i }).click();
   await page.waitForURL(/\/projects\/[0-9a-f-]{36}$/);

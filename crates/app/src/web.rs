@@ -146,6 +146,7 @@ pub const FLASH_MESSAGES: &[(&str, &str)] = &[
     ("POST /o/{org}/settings/api-keys/{key}/revoke", "API key revoked."),
     ("POST /o/{org}/leave", "You left the organization."),
     ("POST /invitations/accept", "Invitation accepted. Welcome!"),
+    ("POST /invitations/{invitation}/join", "Invitation accepted. Welcome!"),
     ("POST /account/password", "Password changed."),
     ("POST /account/two-factor/setup", "Two-factor authentication is on."),
     ("POST /account/two-factor/disable", "Two-factor authentication is off."),
@@ -266,6 +267,73 @@ pub fn escape_html(text: &str) -> String {
             '\'' => out.push_str("&#39;"),
             c => out.push(c),
         }
+    }
+    out
+}
+
+// ---- a form field's error, next to the field ----
+//
+// Every form page renders its refused fields twice: a summary at the top (`identity/message.html`,
+// with `role="alert"`) and, next to each field, its own message, tied to the field with
+// `aria-describedby` and the field marked `aria-invalid`. Templates call these with the field's
+// name and an id unique on the page:
+//
+//   <input name="email" …{{ crate::web::invalid(errors, "email", "signup-email")|safe }}>
+//   {{ crate::web::field_error(errors, "email", "signup-email")|safe }}
+
+/// The first error about `field`, if any.
+fn error_for<'a>(errors: &'a [FieldError], field: &str) -> Option<&'a FieldError> {
+    errors.iter().find(|e| e.field == field)
+}
+
+/// The attributes that mark a refused field: ` aria-invalid="true" aria-describedby="{id}-error"`,
+/// or nothing when `field` has no error.
+pub fn invalid(errors: &[FieldError], field: &str, id: &str) -> String {
+    match error_for(errors, field) {
+        Some(_) => format!(" aria-invalid=\"true\" aria-describedby=\"{}-error\"", escape_html(id)),
+        None => String::new(),
+    }
+}
+
+/// As [`invalid`], for a field that also has a hint (`help`, the hint's element id): the hint
+/// stays described either way.
+pub fn invalid_help(errors: &[FieldError], field: &str, id: &str, help: &str) -> String {
+    match error_for(errors, field) {
+        Some(_) => {
+            format!(" aria-invalid=\"true\" aria-describedby=\"{}-error {}\"", escape_html(id), escape_html(help))
+        }
+        None => format!(" aria-describedby=\"{}\"", escape_html(help)),
+    }
+}
+
+/// The field's own message, in plain words, in an element the field points to (empty when
+/// the field has no error).
+pub fn field_error(errors: &[FieldError], field: &str, id: &str) -> String {
+    match error_for(errors, field) {
+        Some(e) => {
+            format!("<p class=\"field-error\" id=\"{}-error\">{}</p>", escape_html(id), escape_html(&sentence(e)))
+        }
+        None => String::new(),
+    }
+}
+
+/// An error as a sentence of its own. Service messages are written to follow the field's
+/// name ("is required", "must be a date"): those get the field's label in front ("Due date
+/// must be a date."); a message that is a sentence already is only capitalized.
+pub fn sentence(e: &FieldError) -> String {
+    const FOLLOWS_NAME: [&str; 14] = [
+        "is", "isn't", "must", "mustn't", "can't", "cannot", "should", "needs", "has", "was", "does", "doesn't", "are",
+        "may",
+    ];
+    let m = e.message.trim();
+    let first = m.split_whitespace().next().unwrap_or("");
+    let mut out = if FOLLOWS_NAME.contains(&first) {
+        format!("{} {m}", e.label())
+    } else {
+        m.chars().take(1).flat_map(char::to_uppercase).chain(m.chars().skip(1)).collect()
+    };
+    if !out.ends_with(['.', '!', '?']) {
+        out.push('.');
     }
     out
 }

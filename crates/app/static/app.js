@@ -4,6 +4,10 @@
 //   carries `confirm=yes`, so the server acts at once; without JavaScript the server answers the
 //   same form with a confirmation page instead.
 //
+// - A menu (`<details data-menu>`: the organization switcher, the narrow navigation) closes
+//   when a click lands outside it or on Escape (focus goes back to its summary); without
+//   JavaScript it opens and closes with its summary.
+//
 // Loaded as a file (CSP `script-src 'self'`): no inline script, no eval, no inline styles.
 (function () {
   'use strict';
@@ -25,5 +29,28 @@
     input.name = 'confirm';
     input.value = 'yes';
     form.appendChild(input);
+  });
+
+  function openMenus() {
+    return Array.prototype.slice.call(document.querySelectorAll('details[data-menu][open]'));
+  }
+  document.addEventListener('click', function (event) {
+    openMenus().forEach(function (menu) {
+      if (!menu.contains(event.target)) {
+        menu.removeAttribute('open');
+      }
+    });
+  });
+  document.addEventListener('keydown', function (event) {
+    if (event.key !== 'Escape') {
+      return;
+    }
+    openMenus().forEach(function (menu) {
+      var inside = menu.contains(document.activeElement);
+      menu.removeAttribute('open');
+      if (inside) {
+        menu.querySelector('summary').focus();
+      }
+    });
   });
 })();

@@ -21,13 +21,14 @@
     return Array.prototype.slice.call(board.querySelectorAll('[data-column]'));
   }
 
-  function recount() {
-    columns().forEach(function (column) {
-      var count = column.querySelector('[data-count]');
-      if (count) {
-        count.textContent = String(column.querySelectorAll('[data-card]').length);
-      }
-    });
+  // A column's count is every card it holds, shown or not (a long column shows its first
+  // cards only), so a move adds one to the target and takes one from the source.
+  function bump(column, by) {
+    var count = column.querySelector('[data-count]');
+    var n = count ? parseInt(count.textContent, 10) : NaN;
+    if (!isNaN(n)) {
+      count.textContent = String(Math.max(0, n + by));
+    }
   }
 
   function move(card, column) {
@@ -41,7 +42,8 @@
     var body = new URLSearchParams();
     body.set('column_id', target);
     column.querySelector('[data-cards]').appendChild(card);
-    recount();
+    bump(from, -1);
+    bump(column, 1);
     var select = form.querySelector('select[name="column_id"]');
     if (select) {
       select.value = target;

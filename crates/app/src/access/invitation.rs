@@ -93,3 +93,97 @@ pub async fn begin_invitation_decline(
     };
     Ok(Some((OrgTx::begin(db, &principal).await?, invitation)))
 }
+
+/// An open invitation to the signed-in person's own verified address, as the getting-started
+/// page lists it.
+#[derive(Debug, Clone)]
+pub struct PendingInvitation {
+    pub id: uuid::Uuid,
+    pub organization_name: String,
+    pub role: Role,
+    pub expires_at: time::OffsetDateTime,
+}
+
+/// Presents the user's own email address as the capability (`invitation_by_email`, migration
+/// 0026), only when that address is verified: an unverified address proves nothing about who
+/// reads its mailbox. Returns the address presented.
+async fn present_verified_email(tx: &mut GateTx, user: &AuthenticatedUser) -> Result<Option<String>, sqlx::Error> {
+    let email: Option<String> =
+        sqlx::query_scalar("SELECT email FROM users WHERE id = $1 AND email_verified_at IS NOT NULL")
+            .bind(user.id())
+            .fetch_optional(&mut **tx)
+            .await?;
+    if let Some(email) = &email {
+        tx.set(Capability::InviteeEmail, email).await?;
+    }
+    Ok(email)
+}
+
+/// The open, unexpired invitations to the user's verified email address, newest first.
+pub async fn pending_invitations(
+    db: &Db,
+    user: &AuthenticatedUser,
+    now: time::OffsetDateTime,
+) -> Result<Vec<PendingInvitation>, sqlx::Error> {
+    let mut tx = GateTx::begin(db, &gate()).await?;
+    let Some(email) = present_verified_email(&mut tx, user).await? else {
+        tx.commit().await?;
+        return Ok(vec![]);
+    };
+    let rows: Vec<(uuid::Uuid, String, Role, time::OffsetDateTime)> = sqlx::query_as(
+        "SELECT i.id, o.name, i.role, i.expires_at FROM invitations i \
+         JOIN organizations o ON o.id = i.organization_id \
+         WHERE lower(i.email) = lower($1) AND i.accepted_at IS NULL AND i.declined_at IS NULL \
+           AND i.revoked_at IS NULL AND i.expires_at > $2 \
+         ORDER BY i.created_at DESC LIMIT 50",
+    )
+    .bind(&email)
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, organization_name, role, expires_at)| PendingInvitation { id, organization_name, role, expires_at })
+        .collect())
+}
+
+/// The transaction that accepts invitation `id` for the signed-in user without its token: the
+/// invitation must be open, unexpired and to the user's own verified address (found through
+/// that address's capability, so any other invitation id finds nothing). Then as
+/// [`begin_invitation_acceptance`].
+pub async fn begin_invitation_acceptance_by_id(
+    db: &Db,
+    user: &AuthenticatedUser,
+    id: uuid::Uuid,
+    now: time::OffsetDateTime,
+) -> Result<Option<(OrgTx, OpenInvitation)>, sqlx::Error> {
+    let mut tx = GateTx::begin(db, &gate()).await?;
+    let Some(email) = present_verified_email(&mut tx, user).await? else {
+        tx.commit().await?;
+        return Ok(None);
+    };
+    let row: Option<(OrgId, String, Role, String)> = sqlx::query_as(
+        "SELECT i.organization_id, i.email, i.role, o.name FROM invitations i \
+         JOIN organizations o ON o.id = i.organization_id \
+         WHERE i.id = $1 AND lower(i.email) = lower($2) AND i.accepted_at IS NULL AND i.declined_at IS NULL \
+           AND i.revoked_at IS NULL AND i.expires_at > $3",
+    )
+    .bind(id)
+    .bind(&email)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let Some((organization_id, email, role, organization_name)) = row else { return Ok(None) };
+    let principal = OrgPrincipal {
+        org_id: organization_id,
+        actor: Actor::User(user.id()),
+        role,
+        client_id: None,
+        permissions: PermissionSet::default(),
+        scope_user: None,
+    };
+    let invitation = OpenInvitation { organization_id, id, email, role, organization_name };
+    Ok(Some((OrgTx::begin(db, &principal).await?, invitation)))
+}

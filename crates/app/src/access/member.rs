@@ -22,7 +22,21 @@ pub struct OrgFacts {
     pub session_timeout_minutes: Option<i32>,
     pub require_two_factor: bool,
     pub ip_allowlist: Vec<ipnet::IpNet>,
+    /// Every organization the user is an active member of (this one included), for the
+    /// organization switcher.
+    pub memberships: Vec<OrgChoice>,
 }
+
+/// One of the user's organizations, as the switcher lists it.
+#[derive(Debug, Clone)]
+pub struct OrgChoice {
+    pub slug: String,
+    pub name: String,
+    pub role: Role,
+}
+
+/// At most this many organizations in the switcher (the organizations page lists them all).
+pub const SWITCHER_LIMIT: i64 = 20;
 
 /// Who asks for an organization's page, resolved in one transaction.
 pub enum MemberRequest {
@@ -85,6 +99,15 @@ pub async fn resolve_member_request(
         tx.commit().await?;
         return Ok(MemberRequest::Session(session));
     };
+    let memberships: Vec<(String, String, Role)> = sqlx::query_as(
+        "SELECT o.slug, o.name, m.role FROM organizations o JOIN memberships m ON m.organization_id = o.id \
+         WHERE m.user_id = $1 AND m.status = 'active' ORDER BY lower(o.name), o.slug LIMIT $2",
+    )
+    .bind(user)
+    .bind(SWITCHER_LIMIT)
+    .fetch_all(&mut *tx)
+    .await?;
+    let memberships = memberships.into_iter().map(|(slug, name, role)| OrgChoice { slug, name, role }).collect();
     // The user capability has found the membership; from here on only the organization counts.
     tx.switch_to_tenant(org_id).await?;
     let permissions = load_permissions(&mut tx, org_id, user, role).await?;
@@ -98,6 +121,7 @@ pub async fn resolve_member_request(
         session_timeout_minutes,
         require_two_factor,
         ip_allowlist,
+        memberships,
     };
     Ok(MemberRequest::Member(session, tx, Box::new(facts)))
 }

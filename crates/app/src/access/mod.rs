@@ -33,7 +33,10 @@ pub use api_key::{API_KEY_PREFIX, open_api_key_request, verify_api_key, verify_a
 pub use asking::Asking;
 pub use contact_form::contact_form;
 pub use file_link::verify_file_link;
-pub use invitation::{OpenInvitation, begin_invitation_acceptance, begin_invitation_decline, find_invitation};
+pub use invitation::{
+    OpenInvitation, PendingInvitation, begin_invitation_acceptance, begin_invitation_acceptance_by_id,
+    begin_invitation_decline, find_invitation, pending_invitations,
+};
 pub use principal::{
     Actor, NewOrgCreator, OperatorAuthority, OrgPrincipal, OrgTx, ProjectScope, audit_maintenance,
     begin_new_organization, operator,

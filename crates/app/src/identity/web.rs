@@ -613,6 +613,16 @@ struct SecurityPage {
     notice: Option<&'static str>,
     message: Option<String>,
     errors: Vec<FieldError>,
+    /// The form whose fields `errors` are about (the page has several with the same fields):
+    /// "recovery", "2fa-off", "password", "email"; empty when none failed.
+    failed: &'static str,
+}
+
+impl SecurityPage {
+    /// The errors when `form` is the one that failed, else none.
+    fn errors_of(&self, form: &str) -> &[FieldError] {
+        if self.failed == form { &self.errors } else { &[] }
+    }
 }
 
 #[derive(Deserialize)]
@@ -703,6 +713,7 @@ async fn security_view(
         notice,
         message,
         errors,
+        failed: "",
     })
 }
 
@@ -729,10 +740,13 @@ async fn security_failure(
     state: &AppState,
     csrf: String,
     current: &CurrentSession,
+    form: &'static str,
     e: AppError,
 ) -> AppResult<Response> {
     let (status, message, errors) = form_failure(e)?;
-    page_with_status(status, &security_view(state, csrf, current, None, message, errors).await?)
+    let mut page = security_view(state, csrf, current, None, message, errors).await?;
+    page.failed = form;
+    page_with_status(status, &page)
 }
 
 fn rotated(new: &session::NewSession, target: &str) -> Response {
@@ -766,7 +780,7 @@ async fn change_password(
     .await;
     match result {
         Ok(new) => Ok(rotated(&new, "/account/security?done=password")),
-        Err(e) => security_failure(&state, csrf, &current, e).await,
+        Err(e) => security_failure(&state, csrf, &current, "password", e).await,
     }
 }
 
@@ -797,7 +811,7 @@ async fn change_email(
     .await;
     match result {
         Ok(()) => Ok(Redirect::to("/account/security?done=email").into_response()),
-        Err(e) => security_failure(&state, csrf, &current, e).await,
+        Err(e) => security_failure(&state, csrf, &current, "email", e).await,
     }
 }
 
@@ -930,7 +944,7 @@ async fn totp_disable(
 ) -> AppResult<Response> {
     match service::disable_totp(&state, &meta, &current, &Secret::new(form.current_password), &form.code).await {
         Ok(new) => Ok(rotated(&new, "/account/security?done=2fa-off")),
-        Err(e) => security_failure(&state, csrf, &current, e).await,
+        Err(e) => security_failure(&state, csrf, &current, "2fa-off", e).await,
     }
 }
 
@@ -948,7 +962,7 @@ async fn recovery_codes(
             let res = page(&RecoveryCodes { codes })?;
             Ok(with_cookies(res, &[session::set_cookie(SESSION_COOKIE, &new.token, None)]))
         }
-        Err(e) => security_failure(&state, csrf, &current, e).await,
+        Err(e) => security_failure(&state, csrf, &current, "recovery", e).await,
     }
 }
 

@@ -27,6 +27,8 @@ pub struct OrgAccess {
     pub brand_color: String,
     /// The organization's IANA time zone: its pages show times in it.
     pub timezone: String,
+    /// The user's organizations, for the navigation's switcher.
+    pub memberships: Vec<crate::access::member::OrgChoice>,
 }
 
 impl OrgAccess {
@@ -81,6 +83,7 @@ pub async fn require_org(
         session_timeout_minutes: timeout,
         require_two_factor: require_2fa,
         ip_allowlist: allowlist,
+        memberships,
     } = *facts;
 
     // A refusal below still keeps what the resolution wrote (the session's idle clock).
@@ -119,7 +122,7 @@ pub async fn require_org(
         return Err(AppError::Forbidden(format!("Your role in {name} doesn't allow this ({}).", permission.as_str())));
     }
     req.extensions_mut().insert(crate::access::Asking::member(session.user.id(), principal.clone()));
-    req.extensions_mut().insert(OrgAccess { principal, slug, name, brand_color, timezone });
+    req.extensions_mut().insert(OrgAccess { principal, slug, name, brand_color, timezone, memberships });
     // The page's work runs in the transaction the member was verified in (`crate::routes`).
     req.extensions_mut().insert(crate::access::request_tx::VerifiedTx::new(tx));
     Ok(Resolved::Ok(req))

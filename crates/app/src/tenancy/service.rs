@@ -325,12 +325,39 @@ pub async fn accept_invitation(
     user_email: &str,
     token: &str,
 ) -> AppResult<Organization> {
-    let Some((mut tx, invitation)) = access::begin_invitation_acceptance(db, user, user_email, token, ctx.now).await?
+    let Some((tx, invitation)) = access::begin_invitation_acceptance(db, user, user_email, token, ctx.now).await?
     else {
         return Err(AppError::BadRequest(
             "This invitation is invalid, expired, already used, or for another email address.".into(),
         ));
     };
+    accept_in(tx, ctx, user, invitation).await
+}
+
+/// Accepts invitation `id` for the signed-in `user` without its token (the getting-started
+/// page): only an open invitation to the user's own verified address is found.
+pub async fn accept_invitation_by_id(
+    db: &Db,
+    ctx: &Context,
+    user: &AuthenticatedUser,
+    id: uuid::Uuid,
+) -> AppResult<Organization> {
+    let Some((tx, invitation)) = access::begin_invitation_acceptance_by_id(db, user, id, ctx.now).await? else {
+        return Err(AppError::BadRequest(
+            "This invitation is no longer open, or it is for another email address.".into(),
+        ));
+    };
+    accept_in(tx, ctx, user, invitation).await
+}
+
+/// The membership an invitation grants, written with its audit events in the invitee's
+/// transaction on that one invitation.
+async fn accept_in(
+    mut tx: OrgTx,
+    ctx: &Context,
+    user: &AuthenticatedUser,
+    invitation: access::OpenInvitation,
+) -> AppResult<Organization> {
     let client_id: Option<ClientId> = sqlx::query_scalar("SELECT client_id FROM invitations WHERE id = $1 FOR UPDATE")
         .bind(invitation.id)
         .fetch_one(&mut *tx)

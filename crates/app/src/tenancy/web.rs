@@ -55,6 +55,7 @@ pub fn routes() -> Vec<RouteDef> {
         route!(POST "/o/{org}/settings/roles", Surface::Web, Access::Org(P::RolesManage), save_roles),
         route!(GET "/app", Surface::Web, Access::SignedIn, app_home),
         route!(GET "/orgs", Surface::Web, Access::SignedIn, orgs_page),
+        route!(POST "/invitations/{invitation}/join", Surface::Web, Access::SignedIn, join_invitation),
         route!(GET "/invitations/accept", Surface::Web, Access::Public, invitation_page),
         route!(POST "/invitations/accept", Surface::Web, Access::Public, accept_invitation)
             .limited(&[AUTH_PER_IP, TOKEN_PER_ACCOUNT]),
@@ -78,6 +79,9 @@ pub struct OrgNav {
     pub can_tasks: bool,
     pub can_files: bool,
     pub can_billing: bool,
+    /// The switcher: where each of the user's organizations opens, its name, and whether it
+    /// is this one.
+    pub switch: Vec<(String, String, bool)>,
 }
 
 impl OrgNav {
@@ -98,6 +102,15 @@ impl OrgNav {
             can_tasks: p.can(P::TasksRead),
             can_files: p.can(P::FilesRead),
             can_billing: p.can(P::BillingManage),
+            switch: access
+                .memberships
+                .iter()
+                .map(|o| {
+                    let href =
+                        if o.role == Role::Client { format!("/portal/{}", o.slug) } else { format!("/o/{}", o.slug) };
+                    (href, o.name.clone(), o.slug == access.slug)
+                })
+                .collect(),
         }
     }
 }
@@ -1180,10 +1193,78 @@ struct AppHome {
     email: String,
     display_name: String,
     organizations: Vec<OrgLink>,
+    /// Open invitations to the person's verified address, each accepted with one button.
+    invitations: Vec<InvitationChoice>,
+    /// Why accepting one of them failed.
+    join_error: Option<String>,
     name: String,
     slug: String,
     message: Option<String>,
     errors: Vec<FieldError>,
+}
+
+struct InvitationChoice {
+    id: String,
+    organization: String,
+    role: &'static str,
+    expires: String,
+}
+
+async fn invitations_for(state: &AppState, current: &CurrentSession) -> AppResult<Vec<InvitationChoice>> {
+    Ok(crate::access::pending_invitations(&state.db, &current.user, state.clock.now())
+        .await?
+        .into_iter()
+        .map(|i| InvitationChoice {
+            id: i.id.to_string(),
+            organization: i.organization_name,
+            role: i.role.label(),
+            expires: i.expires_at.date().to_string(),
+        })
+        .collect())
+}
+
+/// The getting-started page (or the organizations page), with `join_error` when accepting an
+/// invitation failed.
+async fn app_home_page(
+    state: &AppState,
+    csrf: String,
+    current: &CurrentSession,
+    organizations: Vec<OrgLink>,
+    join_error: Option<String>,
+) -> AppResult<AppHome> {
+    let user = crate::identity::service::load_user(state, current.user.id()).await?;
+    Ok(AppHome {
+        csrf,
+        email: user.email,
+        display_name: user.display_name,
+        organizations,
+        invitations: invitations_for(state, current).await?,
+        join_error,
+        name: String::new(),
+        slug: String::new(),
+        message: None,
+        errors: vec![],
+    })
+}
+
+/// Accepts an invitation from the getting-started page: one waiting for the person's own
+/// verified address, no token needed (the address is the proof, as it is for the emailed link).
+async fn join_invitation(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    current: CurrentSession,
+    Path(id): Path<String>,
+) -> AppResult<Response> {
+    let id: uuid::Uuid = id.parse().map_err(|_| AppError::NotFound)?;
+    match service::accept_invitation_by_id(&state.db, &ctx, &current.user, id).await {
+        Ok(org) => Ok(Redirect::to(&format!("/o/{}", org.slug)).into_response()),
+        Err(e) => {
+            let (status, message, _) = failure(e)?;
+            let organizations = organizations_of(&state, &current).await?.into_iter().map(|(_, l)| l).collect();
+            page_with_status(status, &app_home_page(&state, csrf, &current, organizations, message).await?)
+        }
+    }
 }
 
 /// The user's organizations, each with where it opens (a Client's opens in the portal).
@@ -1215,17 +1296,7 @@ async fn app_home(
     if let Some((_, link)) = pick {
         return Ok(Redirect::to(&link.href).into_response());
     }
-    let user = crate::identity::service::load_user(&state, current.user.id()).await?;
-    page(&AppHome {
-        csrf,
-        email: user.email,
-        display_name: user.display_name,
-        organizations: vec![],
-        name: String::new(),
-        slug: String::new(),
-        message: None,
-        errors: vec![],
-    })
+    page(&app_home_page(&state, csrf, &current, vec![], None).await?)
 }
 
 /// The organization switcher: every organization of the user, and creating another.
@@ -1235,15 +1306,5 @@ async fn orgs_page(
     current: CurrentSession,
 ) -> AppResult<Response> {
     let organizations = organizations_of(&state, &current).await?.into_iter().map(|(_, l)| l).collect();
-    let user = crate::identity::service::load_user(&state, current.user.id()).await?;
-    page(&AppHome {
-        csrf,
-        email: user.email,
-        display_name: user.display_name,
-        organizations,
-        name: String::new(),
-        slug: String::new(),
-        message: None,
-        errors: vec![],
-    })
+    page(&app_home_page(&state, csrf, &current, organizations, None).await?)
 }

@@ -51,6 +51,21 @@ async fn create_an_organization_and_switch_between_them() {
         assert_eq!(status, 200);
         assert!(html.contains("Owner"));
     }
+    // Every organization page's navigation holds the switcher: a menu (a <details>, which works
+    // without JavaScript) of the person's organizations, this one marked, and a way to create one.
+    let (_, html) = a.page(&format!("/o/{two}/members")).await;
+    let switcher = html
+        .split("<details class=\"menu switcher\" data-menu>")
+        .nth(1)
+        .expect("a switcher menu")
+        .split("</details>")
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(switcher.contains("<summary"), "{switcher}");
+    assert!(switcher.contains(&format!("href=\"/o/{one}\">Acme &#38; Co</a>")), "{switcher}");
+    assert!(switcher.contains(&format!("href=\"/o/{two}\" aria-current=\"true\">Beta Studio</a>")), "{switcher}");
+    assert!(switcher.contains("href=\"/orgs/new\"") && switcher.contains("href=\"/orgs\""));
     // A taken slug is refused with a field message.
     let res = a.submit("/orgs/new", "/orgs", &[("name", "Other"), ("slug", "acme-co")]).await;
     assert_eq!(res.status(), 422);
@@ -58,6 +73,11 @@ async fn create_an_organization_and_switch_between_them() {
     // Someone else can't see either.
     let mut b = sign_up(&app, "stranger@example.com").await;
     assert_eq!(b.get(&format!("/o/{one}")).await.status(), 404);
+    // Nor in their switcher, which lists only their own.
+    let three = create_org(&mut b, "Gamma").await;
+    let (_, html) = b.page(&format!("/o/{three}")).await;
+    assert!(html.contains(&format!("href=\"/o/{three}\" aria-current=\"true\">Gamma</a>")));
+    assert!(!html.contains("Acme") && !html.contains("Beta Studio") && !html.contains(&format!("/o/{one}\"")));
 }
 
 #[tokio::test]
@@ -908,4 +928,118 @@ async fn the_last_active_owner_can_neither_leave_nor_be_demoted() {
     let res =
         post(remaining, &format!("/o/{slug}/members/{admin_id}/role"), &[("role", "admin"), ("client_id", "")]).await;
     assert_eq!(res.status(), 409);
+}
+
+async fn invitation_id(app: &TestApp, email: &str) -> String {
+    let mut db = app.db.admin_conn().await;
+    let id: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM invitations WHERE email = $1 ORDER BY created_at DESC LIMIT 1")
+            .bind(email)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    id.to_string()
+}
+
+/// Someone who signs up without the invitation link finds the invitations to their verified
+/// address on the getting-started page and accepts one there. Nobody can list or accept an
+/// invitation to another address by its id, nor with an unverified address, nor a revoked or
+/// expired one.
+#[tokio::test]
+async fn pending_invitations_wait_on_getting_started_and_are_accepted_from_there() {
+    let app = TestApp::spawn().await;
+    let mut owner = sign_up(&app, "owner@inviters.test").await;
+    let slug = create_org(&mut owner, "Inviters").await;
+    let mut other = sign_up(&app, "owner@others.test").await;
+    let other_slug = create_org(&mut other, "Others Ltd").await;
+    let invite = |email: &'static str| [("email", email), ("role", "member"), ("client_id", "")];
+    for email in ["newbie@example.com", "gone@example.com", "late@example.com"] {
+        assert_eq!(post(&mut owner, &format!("/o/{slug}/invitations"), &invite(email)).await.status(), 303);
+    }
+    assert_eq!(
+        post(&mut other, &format!("/o/{other_slug}/invitations"), &invite("someone@example.com")).await.status(),
+        303
+    );
+    let mine = invitation_id(&app, "newbie@example.com").await;
+    let theirs = invitation_id(&app, "someone@example.com").await;
+    let revoked = invitation_id(&app, "gone@example.com").await;
+    let expired = invitation_id(&app, "late@example.com").await;
+    assert_eq!(post(&mut owner, &format!("/o/{slug}/invitations/{revoked}/revoke"), &[]).await.status(), 303);
+    // Invited under another spelling of the same address: still the same mailbox.
+    let mut db = app.db.admin_conn().await;
+    sqlx::query("UPDATE invitations SET email = 'NewBie@Example.com' WHERE id = $1::uuid")
+        .bind(&mine)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE invitations SET email = 'newbie@example.com', expires_at = now() - interval '1 minute' WHERE id = $1::uuid")
+        .bind(&expired)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE invitations SET email = 'newbie@example.com' WHERE id = $1::uuid")
+        .bind(&revoked)
+        .execute(&mut db)
+        .await
+        .unwrap();
+
+    // Signed up without the link: getting started lists exactly the open invitation.
+    let mut newbie = sign_up(&app, "newbie@example.com").await;
+    let (status, html) = newbie.page("/app").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("Invitations waiting for you")
+            && html.contains("<strong>Inviters</strong> invited you as Member")
+    );
+    assert!(html.contains(&format!("action=\"/invitations/{mine}/join\"")), "{html}");
+    assert!(html.contains("Create organization"), "creating one stays on offer");
+    for hidden in [&theirs, &revoked, &expired] {
+        assert!(!html.contains(hidden.as_str()), "{hidden} is not theirs to see");
+    }
+    assert!(!html.contains("Others Ltd"));
+
+    // Another address's invitation, a revoked one, an expired one, a made-up one: refused, nothing written.
+    for id in [&theirs, &revoked, &expired, &uuid::Uuid::now_v7().to_string()] {
+        let res = post(&mut newbie, &format!("/invitations/{id}/join"), &[]).await;
+        assert_eq!(res.status(), 400, "{id}");
+        assert!(res.text().await.unwrap().contains("no longer open, or it is for another email address"));
+    }
+    assert_eq!(post(&mut newbie, "/invitations/not-an-id/join", &[]).await.status(), 404);
+    assert_eq!(role_of(&app, &other_slug, "newbie@example.com").await, None);
+    assert_eq!(role_of(&app, &slug, "newbie@example.com").await, None);
+    // Without the session's CSRF token: refused.
+    assert_eq!(newbie.post_with(&format!("/invitations/{mine}/join"), &[], None, true).await.status(), 403);
+
+    // An unverified address proves nothing: no list, no accepting.
+    sqlx::query("UPDATE users SET email_verified_at = NULL WHERE email = 'newbie@example.com'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let (_, html) = newbie.page("/app").await;
+    assert!(!html.contains(&mine), "an unverified address sees no invitation");
+    assert_eq!(post(&mut newbie, &format!("/invitations/{mine}/join"), &[]).await.status(), 400);
+    sqlx::query("UPDATE users SET email_verified_at = now() WHERE email = 'newbie@example.com'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+
+    // Accepting: the membership, the invitation closed, both audited; then the organization opens.
+    let res = post(&mut newbie, &format!("/invitations/{mine}/join"), &[]).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), format!("/o/{slug}"));
+    assert_eq!(role_of(&app, &slug, "newbie@example.com").await, Some(("member".into(), "active".into())));
+    let events: Vec<String> = sqlx::query_scalar(
+        "SELECT e.action FROM audit_events e JOIN organizations o ON o.id = e.organization_id \
+         JOIN users u ON u.id::text = e.actor_id \
+         WHERE o.slug = $1 AND u.email = 'newbie@example.com' AND e.action IN ('invitation.accepted', 'member.added') \
+         ORDER BY e.action",
+    )
+    .bind(&slug)
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(events, ["invitation.accepted", "member.added"]);
+    assert_eq!(location(&newbie.get("/app").await), format!("/o/{slug}"));
+    // Once accepted it is no longer open.
+    assert_eq!(post(&mut newbie, &format!("/invitations/{mine}/join"), &[]).await.status(), 400);
 }

@@ -960,3 +960,140 @@ async fn edit_pages_apply_what_they_show() {
     redirected(post(&o.browser, &o.token, &path, &without).await).await;
     assert_eq!(budget().await, (None, None, None), "budget, due date and client cleared");
 }
+
+/// A board column of hundreds of cards shows its first ones by position, says how many it holds
+/// in all, and links to all of them: the List tab for that column, a page at a time.
+#[tokio::test]
+async fn a_long_board_column_shows_its_first_cards_and_links_to_every_one() {
+    let app = TestApp::spawn().await;
+    let mut o = owner_with_org(&app, "longboard").await;
+    let client = new_client(&o, "Bulk Ltd").await;
+    let project = new_project(&o, "Backlog", &client, false).await;
+    let cols = columns_of(&app, &project).await;
+    let mut db = app.db.admin_conn().await;
+    // 250 tasks in the first column (positions 1..250), 3 in the second.
+    sqlx::query(
+        "INSERT INTO tasks (organization_id, id, project_id, column_id, title, priority, position, created_by, \
+                            created_at, updated_at) \
+         SELECT p.organization_id, gen_random_uuid(), p.id, \
+                CASE WHEN n <= 250 THEN $2::uuid ELSE $3::uuid END, 'Bulk task ' || n, 'normal', n, \
+                (SELECT id FROM users WHERE email = 'owner@longboard.test'), now(), now() \
+         FROM projects p, generate_series(1, 253) AS n WHERE p.id = $1::uuid",
+    )
+    .bind(&project)
+    .bind(&cols[0])
+    .bind(&cols[1])
+    .execute(&mut db)
+    .await
+    .unwrap();
+
+    let board = page(&mut o.browser, &format!("/o/{}/projects/{project}", o.slug)).await;
+    let section = |id: &str| -> String {
+        let at = board.find(&format!("data-column=\"{id}\"")).unwrap();
+        board[at..].split("</section>").next().unwrap().to_string()
+    };
+    let first = section(&cols[0]);
+    assert!(first.contains("data-count>250</span>"), "the count is the column's total");
+    assert_eq!(first.matches("data-card=").count(), 100, "the board shows the first 100 cards");
+    assert!(first.contains(">Bulk task 100<") && !first.contains(">Bulk task 101<"), "by position");
+    let all = format!("/o/{}/projects/{project}/list?column={}", o.slug, cols[0]);
+    assert!(first.contains(&format!("href=\"{all}\"")) && first.contains("Show all 250"), "{first}");
+    let second = section(&cols[1]);
+    assert!(second.contains("data-count>3</span>"));
+    assert_eq!(second.matches("data-card=").count(), 3);
+    assert!(!second.contains("Show all"), "a short column shows every card");
+    // A full column can't be deleted from the board even though its cards aren't all shown.
+    assert!(!first.contains(&format!("columns/{}/delete", cols[0])));
+
+    // The column's link: its tasks a page at a time, in board order.
+    let list = page(&mut o.browser, &all).await;
+    assert_eq!(list.matches("<tr><td><a href=\"/o/").count(), 100);
+    assert!(list.contains(">Bulk task 1<") && list.contains(">Bulk task 100<") && !list.contains(">Bulk task 101<"));
+    assert!(list.contains("1–100 of 250"), "the pager counts the column");
+    assert!(!list.contains(">Bulk task 251<"), "only that column");
+    let next = format!("/o/{}/projects/{project}/list?column={}&#38;offset=100", o.slug, cols[0]);
+    assert!(list.contains(&next), "a next page: {}", list.split("class=\"pager\"").nth(1).unwrap_or_default());
+    let last = page(&mut o.browser, &format!("{all}&offset=200")).await;
+    assert_eq!(last.matches("<tr><td><a href=\"/o/").count(), 50);
+    assert!(last.contains("201–250 of 250") && last.contains(">Bulk task 250<"));
+    // Every column: the total is the project's.
+    let everything = page(&mut o.browser, &format!("/o/{}/projects/{project}/list?offset=200", o.slug)).await;
+    assert!(everything.contains("201–253 of 253") && everything.contains(">Bulk task 253<"));
+    // A column of another project is no filter at all.
+    let other = new_project(&o, "Other", &client, false).await;
+    let foreign = columns_of(&app, &other).await;
+    let list = page(&mut o.browser, &format!("/o/{}/projects/{project}/list?column={}", o.slug, foreign[0])).await;
+    assert!(list.contains("1–100 of 253"));
+}
+
+/// The field-error part of a refused form: the field marked invalid and pointing at its own
+/// message, which sits next to it in plain words.
+fn assert_field_error(html: &str, id: &str, words: &str) {
+    assert!(
+        html.contains(&format!("aria-invalid=\"true\" aria-describedby=\"{id}-error\"")),
+        "{id} not marked: {html}"
+    );
+    let message = html
+        .split(&format!("<p class=\"field-error\" id=\"{id}-error\">"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no message next to {id}: {html}"))
+        .split("</p>")
+        .next()
+        .unwrap();
+    assert!(message.contains(words), "{id}: {message}");
+    assert!(!message.contains('_'), "the message names no internal field: {message}");
+}
+
+/// A refused form comes back with each refused field's message next to it (tied to it for
+/// screen readers), the summary at the top, and what was typed still in the fields.
+#[tokio::test]
+async fn refused_forms_say_what_is_wrong_next_to_each_field_and_keep_what_was_typed() {
+    let app = TestApp::spawn().await;
+    let mut o = owner_with_org(&app, "fieldwise").await;
+    let client = new_client(&o, "Typed Ltd").await;
+
+    // A project with a budget that isn't money.
+    let res = post(
+        &o.browser,
+        &o.token,
+        &format!("/o/{}/projects", o.slug),
+        &[("name", "Kept name"), ("budget", "lots"), ("client_id", &client), ("status", "active")],
+    )
+    .await;
+    assert_eq!(res.status(), 422);
+    let html = res.text().await.unwrap();
+    assert_csp_clean(&html);
+    assert_field_error(&html, "project-form-budget", "Budget");
+    assert!(html.contains("value=\"Kept name\"") && html.contains("value=\"lots\""), "what was typed is kept");
+    assert!(html.contains("class=\"errors\" role=\"alert\""), "the summary stays");
+    assert!(!html.contains("aria-describedby=\"project-form-name-error\""), "only the refused field is marked");
+
+    // A task edit with a due date that isn't a date.
+    let project = new_project(&o, "Fields", &client, false).await;
+    let task = new_task(&app, &o, &project, "Date me", false).await;
+    let res = post(
+        &o.browser,
+        &o.token,
+        &format!("/o/{}/tasks/{task}/edit", o.slug),
+        &[("title", "Date me later"), ("priority", "high"), ("due_date", "someday")],
+    )
+    .await;
+    assert_eq!(res.status(), 422);
+    let html = res.text().await.unwrap();
+    assert_field_error(&html, "task-due-date", "Due date");
+    assert!(html.contains("value=\"Date me later\"") && html.contains("value=\"someday\""), "{html}");
+
+    // Time on the project's Time tab that isn't a number of minutes.
+    let res = post(
+        &o.browser,
+        &o.token,
+        &format!("/o/{}/projects/{project}/time", o.slug),
+        &[("from", "project"), ("minutes", "forever"), ("note", "kept note"), ("spent_on", ""), ("task_id", "")],
+    )
+    .await;
+    assert_eq!(res.status(), 422);
+    let html = res.text().await.unwrap();
+    assert_field_error(&html, "project-minutes", "");
+    assert!(html.contains("value=\"forever\"") && html.contains("value=\"kept note\""));
+    let _ = o.browser.page("/").await;
+}

@@ -324,6 +324,9 @@ pub enum Capability {
     ContactFormSlug,
     /// `app.stripe_customer`: the one billing account of this Stripe customer (migration 0031).
     StripeCustomer,
+    /// `app.invitee_email`: the open invitations to this (verified) email address, and the
+    /// names of their organizations (migration 0026).
+    InviteeEmail,
 }
 
 impl Capability {
@@ -334,6 +337,7 @@ impl Capability {
             Capability::InvitationToken => "app.invitation_token",
             Capability::ContactFormSlug => "app.contact_form_slug",
             Capability::StripeCustomer => "app.stripe_customer",
+            Capability::InviteeEmail => "app.invitee_email",
         }
     }
 }
@@ -453,8 +457,13 @@ pub async fn set_tenant_in(_key: &GateKey, conn: &mut PgConnection, org_id: Opti
 async fn only_tenant(conn: &mut PgConnection, org_id: OrgId) -> Result<(), sqlx::Error> {
     // Built once: this runs on every organization page and API request.
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        const CLEARED: [Capability; 4] =
-            [Capability::User, Capability::ApiKeyHash, Capability::InvitationToken, Capability::ContactFormSlug];
+        const CLEARED: [Capability; 5] = [
+            Capability::User,
+            Capability::ApiKeyHash,
+            Capability::InvitationToken,
+            Capability::ContactFormSlug,
+            Capability::InviteeEmail,
+        ];
         let mut sql = String::from("SELECT set_config('app.org_id', $1, true)");
         for capability in CLEARED {
             sql.push_str(&format!(", set_config('{}', '', true)", capability.setting()));

@@ -98,6 +98,11 @@ impl Pager {
     }
 
     pub fn new(base: &str, filters: &[(&str, &str)], offset: i64, shown: usize, total: i64) -> Self {
+        Self::sized(base, filters, offset, shown, total, PAGE_SIZE)
+    }
+
+    /// As [`Pager::new`], for a list whose pages hold `size` items.
+    pub fn sized(base: &str, filters: &[(&str, &str)], offset: i64, shown: usize, total: i64, size: i64) -> Self {
         let link = |offset: i64| {
             let mut q = form_urlencoded::Serializer::new(String::new());
             for (k, v) in filters {
@@ -117,8 +122,8 @@ impl Pager {
             last: offset + shown,
             total,
             counted: true,
-            prev: (offset > 0).then(|| link((offset - PAGE_SIZE).max(0))),
-            next: (offset + shown < total).then(|| link(offset + PAGE_SIZE)),
+            prev: (offset > 0).then(|| link((offset - size).max(0))),
+            next: (offset + shown < total).then(|| link(offset + size)),
         }
     }
 }

@@ -376,7 +376,23 @@ pub struct ColumnView {
     pub status: String,
     pub first: bool,
     pub last: bool,
+    /// The column's first cards (at most [`tasks::BOARD_COLUMN_CAP`]).
     pub cards: Vec<CardView>,
+    /// How many cards the column holds in all.
+    pub total: i64,
+}
+
+impl ColumnView {
+    /// Whether the column holds more cards than the board shows.
+    pub fn more(&self) -> bool {
+        self.total > self.cards.len() as i64
+    }
+}
+
+/// A row of the List tab.
+pub struct ListRow {
+    pub card: CardView,
+    pub column: String,
 }
 
 pub struct ActivityView {
@@ -444,6 +460,9 @@ pub struct ProjectForms {
     pub spent_on: String,
     pub note: String,
     pub task_id: String,
+    /// The List tab: one column only (a board column's "Show all"), and the page.
+    pub list_column: String,
+    pub list_offset: i64,
 }
 
 /// The project page's tabs: each its own address under the project's.
@@ -468,7 +487,10 @@ pub struct ProjectPage {
     client: Option<(String, String)>,
     budget: String,
     board: Vec<ColumnView>,
-    task_count: usize,
+    task_count: i64,
+    list: Vec<ListRow>,
+    list_pager: Option<Pager>,
+    list_column: Option<(String, String)>,
     members: Vec<projects::ProjectMember>,
     candidates: Vec<(String, String)>,
     time: Vec<TimeView>,
@@ -494,6 +516,9 @@ pub struct ProjectPage {
     message: Option<String>,
     errors: Vec<FieldError>,
 }
+
+/// Tasks per page on the List tab.
+const LIST_PAGE: i64 = 100;
 
 /// A task status in words.
 pub const STATUS_WORDS: [(&str, &str); 4] =
@@ -536,50 +561,87 @@ pub async fn project_view(
     };
     let everyone = people(state, access).await?;
     let names: HashMap<UserId, String> = everyone.iter().map(|m| (m.user_id, name_of(m))).collect();
-    let on_board = matches!(tab, "board" | "list");
-    let columns: Vec<(projects::Column, Vec<tasks::Task>)> = if on_board && p.can(P::TasksRead) {
-        tasks::board(&state.db, p, id).await?
+    let may_tasks = p.can(P::TasksRead);
+    let columns: Vec<tasks::BoardColumn> = if tab == "board" && may_tasks {
+        tasks::board(&state.db, p, id, tasks::BOARD_COLUMN_CAP).await?
     } else {
-        projects::list_columns(&state.db, p, id).await?.into_iter().map(|c| (c, vec![])).collect()
+        let columns = projects::list_columns(&state.db, p, id).await?;
+        columns.into_iter().map(|column| tasks::BoardColumn { column, total: 0, tasks: vec![] }).collect()
     };
-    let assigned =
-        if on_board && p.can(P::TasksRead) { tasks::board_assignees(&state.db, p, id).await? } else { HashMap::new() };
+    let column_names: HashMap<String, String> =
+        columns.iter().map(|c| (c.column.id.to_string(), c.column.name.clone())).collect();
+    // The List tab: a page of the project's tasks, of one column when a "Show all" asked.
+    let list_column = form_id::<ColumnId>("column", &forms.list_column)
+        .ok()
+        .flatten()
+        .filter(|c| column_names.contains_key(&c.to_string()));
+    let (listed, list_total) = if tab == "list" && may_tasks {
+        tasks::project_list(&state.db, p, id, list_column, LIST_PAGE, forms.list_offset.max(0)).await?
+    } else {
+        (vec![], 0)
+    };
+    let shown: Vec<TaskId> =
+        columns.iter().flat_map(|c| c.tasks.iter().map(|t| t.id)).chain(listed.iter().map(|t| t.id)).collect();
+    let assigned = if may_tasks && !shown.is_empty() {
+        tasks::assignees_of(&state.db, p, id, &shown).await?
+    } else {
+        HashMap::new()
+    };
+    let card = |t: tasks::Task| CardView {
+        assignees: assigned
+            .get(&t.id)
+            .map(|users| {
+                users
+                    .iter()
+                    .map(|u| {
+                        let name = names.get(u).cloned().unwrap_or_else(|| "former member".into());
+                        (initials(&name), name)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        id: t.id.to_string(),
+        title: t.title,
+        priority: t.priority,
+        due: day(t.due_date),
+        visible_to_client: t.visible_to_client,
+        column_id: t.column_id.to_string(),
+    };
+    let list: Vec<ListRow> = listed
+        .into_iter()
+        .map(|t| ListRow {
+            column: column_names.get(&t.column_id.to_string()).cloned().unwrap_or_default(),
+            card: card(t),
+        })
+        .collect();
+    let list_pager = (tab == "list").then(|| {
+        let column = list_column.map(|c| c.to_string()).unwrap_or_default();
+        Pager::sized(
+            &tab_path(&access.slug, id, "list"),
+            &[("column", &column)],
+            forms.list_offset.max(0),
+            list.len(),
+            list_total,
+            LIST_PAGE,
+        )
+    });
     let n = columns.len();
     let board: Vec<ColumnView> = columns
         .into_iter()
         .enumerate()
-        .map(|(i, (c, cards))| ColumnView {
-            id: c.id.to_string(),
-            name: c.name,
-            status: c.status,
+        .map(|(i, c)| ColumnView {
+            id: c.column.id.to_string(),
+            name: c.column.name,
+            status: c.column.status,
             first: i == 0,
             last: i + 1 == n,
-            cards: cards
-                .into_iter()
-                .map(|t| CardView {
-                    assignees: assigned
-                        .get(&t.id)
-                        .map(|users| {
-                            users
-                                .iter()
-                                .map(|u| {
-                                    let name = names.get(u).cloned().unwrap_or_else(|| "former member".into());
-                                    (initials(&name), name)
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                    id: t.id.to_string(),
-                    title: t.title,
-                    priority: t.priority,
-                    due: day(t.due_date),
-                    visible_to_client: t.visible_to_client,
-                    column_id: t.column_id.to_string(),
-                })
-                .collect(),
+            total: c.total,
+            cards: c.tasks.into_iter().map(card).collect(),
         })
         .collect();
-    let task_count = board.iter().map(|c| c.cards.len()).sum();
+    let task_count = if tab == "list" { list_total } else { board.iter().map(|c| c.total).sum() };
+    let list_column =
+        list_column.map(|c| (c.to_string(), column_names.get(&c.to_string()).cloned().unwrap_or_default()));
     let (members, candidates) = if tab == "people" {
         let members = projects::members(&state.db, p, id).await?;
         let candidates = everyone
@@ -684,6 +746,9 @@ pub async fn project_view(
         project,
         board,
         task_count,
+        list,
+        list_pager,
+        list_column,
         members,
         candidates,
         time,
@@ -781,12 +846,32 @@ macro_rules! tab_handler {
         }
     };
 }
-tab_handler!(list_tab, "list");
 tab_handler!(time_tab, "time");
 tab_handler!(files_tab, "files");
 tab_handler!(invoices_tab, "invoices");
 tab_handler!(people_tab, "people");
 tab_handler!(activity_tab, "activity");
+
+#[derive(Deserialize, Default)]
+struct ListTabQuery {
+    #[serde(default)]
+    column: String,
+    #[serde(default)]
+    offset: i64,
+}
+
+/// The List tab: every task of the project a page at a time, or one column's
+/// (`?column=`, where a board column's "Show all" leads).
+async fn list_tab(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+    Query(q): Query<ListTabQuery>,
+) -> AppResult<Response> {
+    let forms = ProjectForms { tab: "list", list_column: q.column, list_offset: q.offset, ..ProjectForms::default() };
+    page(&project_view(&state, csrf, &access, path_id(&id)?, forms, None, vec![]).await?)
+}
 
 /// The address of a project's tab.
 pub fn tab_path(slug: &str, id: ProjectId, tab: &str) -> String {

@@ -256,11 +256,13 @@ async fn task_view(
     let can_projects = p.can(P::ProjectsRead);
     let project_name =
         if can_projects { projects::get(&state.db, p, task.project_id).await?.name } else { "Project".to_string() };
-    let board = tasks::board(&state.db, p, task.project_id).await?;
-    let columns: Vec<(String, String)> = board.iter().map(|(c, _)| (c.id.to_string(), c.name.clone())).collect();
+    // The parent picker offers the tasks the board shows (the current parent is added below).
+    let board = tasks::board(&state.db, p, task.project_id, tasks::BOARD_COLUMN_CAP).await?;
+    let columns: Vec<(String, String)> =
+        board.iter().map(|c| (c.column.id.to_string(), c.column.name.clone())).collect();
     let mut parents: Vec<(String, String)> = board
         .iter()
-        .flat_map(|(_, ts)| ts.iter())
+        .flat_map(|c| c.tasks.iter())
         .filter(|t| t.id != id)
         .map(|t| (t.id.to_string(), t.title.clone()))
         .collect();
