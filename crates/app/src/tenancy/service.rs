@@ -866,19 +866,29 @@ pub async fn set_member_overrides(
     Ok(())
 }
 
+/// The largest side of a stored logo, in pixels: what the pages show, at twice their size.
+pub const LOGO_MAX_SIDE: u32 = 256;
+
 /// Stores the organization's logo: PNG or JPEG (checked by content, not by the declared type),
-/// at most 256 KiB.
+/// at most 256 KiB as uploaded. It is decoded, scaled to fit [`LOGO_MAX_SIDE`] and stored as a
+/// fresh PNG: what is served is never the uploaded file (no metadata such as a photo's location,
+/// no crafted chunk), and an image that doesn't decode, or claims enormous dimensions to exhaust
+/// memory, is refused.
 pub async fn set_logo(db: &Db, ctx: &Context, principal: &OrgPrincipal, bytes: &[u8]) -> AppResult<()> {
-    let content_type = if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        "image/png"
+    let format = if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        image::ImageFormat::Png
     } else if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
-        "image/jpeg"
+        image::ImageFormat::Jpeg
     } else {
         return Err(AppError::field("logo", "must be a PNG or JPEG image"));
     };
     if bytes.len() > 256 * 1024 {
         return Err(AppError::field("logo", "must be at most 256 KiB"));
     }
+    let owned = bytes.to_vec();
+    let png = tokio::task::spawn_blocking(move || resize_logo(&owned, format)).await.map_err(AppError::internal)??;
+    let bytes = png.as_slice();
+    let content_type = "image/png";
     let mut tx = OrgTx::begin(db, principal).await?;
     let org_id = tx.org_id();
     sqlx::query(
@@ -925,4 +935,26 @@ mod tests {
                 && !valid_timezone("a/../b c")
         );
     }
+}
+
+/// Decodes a logo within limits (at most 4096 × 4096 pixels and 64 MiB while decoding), scales
+/// it to fit [`LOGO_MAX_SIDE`] and encodes it as PNG.
+fn resize_logo(bytes: &[u8], format: image::ImageFormat) -> AppResult<Vec<u8>> {
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(4096);
+    limits.max_image_height = Some(4096);
+    limits.max_alloc = Some(64 * 1024 * 1024);
+    reader.limits(limits);
+    let decoded = reader
+        .decode()
+        .map_err(|_| AppError::field("logo", "could not be read as an image (at most 4096 × 4096 pixels)"))?;
+    let fitted = if decoded.width() > LOGO_MAX_SIDE || decoded.height() > LOGO_MAX_SIDE {
+        decoded.resize(LOGO_MAX_SIDE, LOGO_MAX_SIDE, image::imageops::FilterType::Lanczos3)
+    } else {
+        decoded
+    };
+    let mut out = std::io::Cursor::new(Vec::new());
+    fitted.write_to(&mut out, image::ImageFormat::Png).map_err(AppError::internal)?;
+    Ok(out.into_inner())
 }

@@ -1043,3 +1043,68 @@ async fn pending_invitations_wait_on_getting_started_and_are_accepted_from_there
     // Once accepted it is no longer open.
     assert_eq!(post(&mut newbie, &format!("/invitations/{mine}/join"), &[]).await.status(), 400);
 }
+
+/// A logo is decoded, scaled to fit 256 pixels and stored as a fresh PNG: never the uploaded
+/// bytes (no metadata, no crafted chunk). An image that doesn't decode, or whose header claims
+/// dimensions that would exhaust memory, is refused naming the field, never a 500.
+#[tokio::test]
+async fn a_logo_is_scaled_and_stored_as_a_fresh_png() {
+    use clientflow::platform::http::error::AppError;
+    let app = TestApp::spawn().await;
+    let org = crate::support::seed_org(&app.app_db, "logos").await;
+    let ctx = crate::support::api::ctx(&app);
+    let mut big = image::RgbImage::new(800, 400);
+    for (x, _, px) in big.enumerate_pixels_mut() {
+        *px = image::Rgb([(x % 256) as u8, 80, 160]);
+    }
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(big).write_to(&mut jpeg, image::ImageFormat::Jpeg).unwrap();
+    let jpeg = jpeg.into_inner();
+    clientflow::tenancy::service::set_logo(&app.app_db, &ctx, &org.principal, &jpeg).await.unwrap();
+    let mut db = app.db.admin_conn().await;
+    let (content_type, stored): (String, Vec<u8>) =
+        sqlx::query_as("SELECT content_type, bytes FROM organization_logos WHERE organization_id = $1")
+            .bind(org.id)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(content_type, "image/png");
+    assert_ne!(stored, jpeg);
+    let decoded = image::load_from_memory_with_format(&stored, image::ImageFormat::Png).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (256, 128), "scaled to fit, proportions kept");
+
+    // A PNG whose header claims 100,000 × 100,000 pixels, and one that is only a header.
+    let claims_huge = {
+        let mut png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+        let ihdr = [&100_000u32.to_be_bytes()[..], &100_000u32.to_be_bytes()[..], &[8, 2, 0, 0, 0]].concat();
+        png.extend_from_slice(&ihdr);
+        let mut crc_input = b"IHDR".to_vec();
+        crc_input.extend_from_slice(&ihdr);
+        png.extend_from_slice(&crc32(&crc_input).to_be_bytes());
+        png.extend_from_slice(b"\x00\x00\x00\x00IEND\xae\x42\x60\x82");
+        png
+    };
+    for bad in [claims_huge, b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec(), [0xff, 0xd8, 0xff, 0xe0, 1, 2, 3].to_vec()] {
+        match clientflow::tenancy::service::set_logo(&app.app_db, &ctx, &org.principal, &bad).await {
+            Err(AppError::Validation(fields)) => assert_eq!(fields[0].field, "logo"),
+            other => panic!("{other:?}"),
+        }
+    }
+    let after: Vec<u8> = sqlx::query_scalar("SELECT bytes FROM organization_logos WHERE organization_id = $1")
+        .bind(org.id)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(after, stored, "a refused logo changes nothing");
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
