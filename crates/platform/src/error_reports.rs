@@ -325,6 +325,22 @@ impl Transport for HttpTransport {
     }
 }
 
+/// Sentry's entry in the sub-processor registry.
+pub fn sub_processor(config: &SentryConfig) -> crate::subprocessor::SubProcessor {
+    crate::subprocessor::SubProcessor {
+        id: "sentry",
+        name: "Sentry",
+        enabled: config.enabled(),
+        setting: "sentry.dsn",
+        purpose: "Receives reports of server errors (answers 500 and panics) so they can be fixed.",
+        receives: &[
+            "the error's message and stack trace, scrubbed of email and IP addresses, credentials, tokens and query strings",
+            "the request's id, method and route; never its body, cookies or headers",
+        ],
+        region: "Where the DSN's Sentry project is hosted (sentry.io: United States unless an EU organization)".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,21 +365,5 @@ mod tests {
         let id = "0195f3c2-7a1b-7c3d-9e8f-0123456789ab";
         assert!(scrub_text(&format!("request {id} failed")).contains(id));
         assert_eq!(scrub_text("connection refused"), "connection refused");
-    }
-}
-
-/// Sentry's entry in the sub-processor registry.
-pub fn sub_processor(config: &SentryConfig) -> crate::subprocessor::SubProcessor {
-    crate::subprocessor::SubProcessor {
-        id: "sentry",
-        name: "Sentry",
-        enabled: config.enabled(),
-        setting: "sentry.dsn",
-        purpose: "Receives reports of server errors (answers 500 and panics) so they can be fixed.",
-        receives: &[
-            "the error's message and stack trace, scrubbed of email and IP addresses, credentials, tokens and query strings",
-            "the request's id, method and route; never its body, cookies or headers",
-        ],
-        region: "Where the DSN's Sentry project is hosted (sentry.io: United States unless an EU organization)".into(),
     }
 }

@@ -912,6 +912,28 @@ pub async fn set_logo(db: &Db, ctx: &Context, principal: &OrgPrincipal, bytes: &
     Ok(())
 }
 
+/// Decodes a logo within limits (at most 4096 × 4096 pixels and 64 MiB while decoding), scales
+/// it to fit [`LOGO_MAX_SIDE`] and encodes it as PNG.
+fn resize_logo(bytes: &[u8], format: image::ImageFormat) -> AppResult<Vec<u8>> {
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(4096);
+    limits.max_image_height = Some(4096);
+    limits.max_alloc = Some(64 * 1024 * 1024);
+    reader.limits(limits);
+    let decoded = reader
+        .decode()
+        .map_err(|_| AppError::field("logo", "could not be read as an image (at most 4096 × 4096 pixels)"))?;
+    let fitted = if decoded.width() > LOGO_MAX_SIDE || decoded.height() > LOGO_MAX_SIDE {
+        decoded.resize(LOGO_MAX_SIDE, LOGO_MAX_SIDE, image::imageops::FilterType::Lanczos3)
+    } else {
+        decoded
+    };
+    let mut out = std::io::Cursor::new(Vec::new());
+    fitted.write_to(&mut out, image::ImageFormat::Png).map_err(AppError::internal)?;
+    Ok(out.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -935,26 +957,4 @@ mod tests {
                 && !valid_timezone("a/../b c")
         );
     }
-}
-
-/// Decodes a logo within limits (at most 4096 × 4096 pixels and 64 MiB while decoding), scales
-/// it to fit [`LOGO_MAX_SIDE`] and encodes it as PNG.
-fn resize_logo(bytes: &[u8], format: image::ImageFormat) -> AppResult<Vec<u8>> {
-    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(4096);
-    limits.max_image_height = Some(4096);
-    limits.max_alloc = Some(64 * 1024 * 1024);
-    reader.limits(limits);
-    let decoded = reader
-        .decode()
-        .map_err(|_| AppError::field("logo", "could not be read as an image (at most 4096 × 4096 pixels)"))?;
-    let fitted = if decoded.width() > LOGO_MAX_SIDE || decoded.height() > LOGO_MAX_SIDE {
-        decoded.resize(LOGO_MAX_SIDE, LOGO_MAX_SIDE, image::imageops::FilterType::Lanczos3)
-    } else {
-        decoded
-    };
-    let mut out = std::io::Cursor::new(Vec::new());
-    fitted.write_to(&mut out, image::ImageFormat::Png).map_err(AppError::internal)?;
-    Ok(out.into_inner())
 }

@@ -454,6 +454,27 @@ pub async fn issue_link(
     Ok((meta, link, expires))
 }
 
+/// An S3-compatible object store's entry in the sub-processor registry (the local disk is not a
+/// third party).
+pub fn sub_processor(config: &FilesConfig) -> crate::platform::subprocessor::SubProcessor {
+    crate::platform::subprocessor::SubProcessor {
+        id: "object-storage",
+        name: "S3-compatible object storage (configured by the operator)",
+        enabled: config.storage == StorageKind::S3,
+        setting: "files.storage = \"s3\" and files.s3",
+        purpose: "Keeps uploaded files and images.",
+        receives: &[
+            "each file's contents sealed with AES-256-GCM before it leaves the process (the store never sees plaintext or the key)",
+            "an object name made of the organization's and the file's ids (no file names)",
+        ],
+        region: config
+            .s3
+            .as_ref()
+            .map(|s| format!("The bucket's region ({})", s.region))
+            .unwrap_or_else(|| "The bucket's region".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -501,26 +522,5 @@ mod tests {
         assert_ne!(s, link_signature(&k, OrgId::new(), f, 100));
         assert_ne!(s, link_signature(&k, org, FileId::new(), 100));
         assert_ne!(s, link_signature(&[4u8; 32], org, f, 100));
-    }
-}
-
-/// An S3-compatible object store's entry in the sub-processor registry (the local disk is not a
-/// third party).
-pub fn sub_processor(config: &FilesConfig) -> crate::platform::subprocessor::SubProcessor {
-    crate::platform::subprocessor::SubProcessor {
-        id: "object-storage",
-        name: "S3-compatible object storage (configured by the operator)",
-        enabled: config.storage == StorageKind::S3,
-        setting: "files.storage = \"s3\" and files.s3",
-        purpose: "Keeps uploaded files and images.",
-        receives: &[
-            "each file's contents sealed with AES-256-GCM before it leaves the process (the store never sees plaintext or the key)",
-            "an object name made of the organization's and the file's ids (no file names)",
-        ],
-        region: config
-            .s3
-            .as_ref()
-            .map(|s| format!("The bucket's region ({})", s.region))
-            .unwrap_or_else(|| "The bucket's region".into()),
     }
 }

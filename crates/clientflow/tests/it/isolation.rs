@@ -72,6 +72,8 @@ async fn seed_every_tenant_table(tdb: &TestDb, db: &clientflow::platform::db::Db
          SELECT organization_id, id, 'k', 'POST', '/x', '\\x00', now() FROM api_keys",
         "INSERT INTO contact_submissions (organization_id, id, name, email, message, created_at) \
          SELECT id, gen_random_uuid(), 'Visitor', 'v@example.com', 'Hello', now() FROM organizations",
+        "INSERT INTO billing_accounts (organization_id, plan, stripe_customer_id, updated_at) \
+         SELECT id, 'free', 'cus_' || md5(id::text), now() FROM organizations",
     ] {
         sqlx::query(stmt).execute(&mut admin).await.unwrap_or_else(|e| panic!("{e}\n{stmt}"));
     }
