@@ -193,8 +193,16 @@ async fn a_failover_under_load_loses_no_acknowledged_write() {
     .unwrap();
     let key = created["secret"].as_str().unwrap().to_string();
 
+    /// The server process, killed however the test ends.
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let port = free_port();
-    let mut server = {
+    let server = Server({
         let mut c = bin();
         env(&mut c);
         c.arg("serve")
@@ -203,7 +211,7 @@ async fn a_failover_under_load_loses_no_acknowledged_write() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap()
-    };
+    });
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let base = format!("https://localhost:{port}");
     let cert = data.join("tls/localhost.crt");
@@ -324,8 +332,7 @@ async fn a_failover_under_load_loses_no_acknowledged_write() {
             .unwrap();
         assert_eq!(n, 1, "{name}");
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     // The audit chain, written before and after the switch, verifies on the new primary.
     let out = cli(&["audit", "verify"]);
     assert!(out.contains("failover"), "{out}");
