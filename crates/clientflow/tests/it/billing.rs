@@ -393,6 +393,38 @@ async fn plan_limits_are_refused_alike_on_the_web_and_the_api() {
     assert_eq!(problem["upgrade_url"], format!("/o/{slug}/settings/billing"));
     assert!(problem["detail"].as_str().unwrap().contains("Free plan allows 1 projects"));
     assert_eq!(count(&app, "SELECT count(*) FROM projects").await, 1, "nothing was written");
+    // Storage: the Free plan's 1 MB, refused alike through the API and the project's page.
+    let mut db = app.db.admin_conn().await;
+    let project: uuid::Uuid = sqlx::query_scalar("SELECT id FROM projects").fetch_one(&mut db).await.unwrap();
+    let big = vec![b'a'; 1_200_000];
+    let res =
+        crate::support::api::upload(&app, &key, &[("project_id", &project.to_string())], Some(("big.txt", &big))).await;
+    res.assert_problem(403);
+    assert_eq!(res.body["limit"], "storage", "{:?}", res.body);
+    let page = format!("/o/{slug}/projects/{project}/files");
+    let (_, html) = owner.page(&page).await;
+    let token = clientflow_test_support::browser::csrf_token(&html).unwrap_or_else(|| owner.token());
+    let mut body = format!(
+        "--cf-limit\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{token}\r\n\
+         --cf-limit\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.txt\"\r\n\
+         Content-Type: text/plain\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&big);
+    body.extend_from_slice(b"\r\n--cf-limit--\r\n");
+    let res = owner
+        .client
+        .post(owner.url(&format!("/o/{slug}/projects/{project}/files")))
+        .header("content-type", "multipart/form-data; boundary=cf-limit")
+        .header("origin", owner.base_url.clone())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("Free plan allows") && html.contains("file storage"), "{html}");
+    assert_eq!(count(&app, "SELECT count(*) FROM files").await, 0, "nothing was stored");
     // Seats: the Owner and one invitation fill the Free plan's two.
     let members = format!("/o/{slug}/members");
     let invite = format!("/o/{slug}/invitations");
