@@ -434,3 +434,29 @@ async fn a_process_set_up_unlike_the_installation_refuses_to_start() {
     assert_eq!(one, 1);
     assert_eq!(client.get(format!("{}/readyz", a.base())).send().await.unwrap().status(), 200);
 }
+
+/// One rate-limit budget for the installation, not one per process: the sign-in forms' 30
+/// requests per address per 5 minutes, spent alternately on A and B, and the 31st refused
+/// whichever process gets it.
+#[tokio::test]
+async fn the_authentication_budget_is_the_installations_not_each_processes() {
+    let db = TestDb::new().await;
+    let shared = Shared::new().await;
+    let a = start(&db, &shared, None).await;
+    let b = start(&db, &shared, Some(&a)).await;
+    let addr = format!("127.0.0.1:{}", a.port).parse().unwrap();
+    let mut browser = Browser::new(&a.cert(), addr, &a.base());
+    let mut statuses = Vec::new();
+    for i in 0..31 {
+        browser.base_url = if i % 2 == 0 { a.base() } else { b.base() };
+        let email = format!("nobody{i}@example.com");
+        let res = browser.submit("/forgot-password", "/forgot-password", &[("email", &email)]).await;
+        statuses.push(res.status().as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 303).count(), 30, "{statuses:?}");
+    assert_eq!(statuses[30], 429, "{statuses:?}");
+    // And the other process refuses too.
+    browser.base_url = a.base();
+    let res = browser.submit("/forgot-password", "/forgot-password", &[("email", "late@example.com")]).await;
+    assert_eq!(res.status(), 429);
+}
