@@ -355,6 +355,33 @@ try {
   await page.goto(BASE + '/app');
   await page.waitForURL(new RegExp(`/o/${slug}$`));
   await check(page, 'back-home');
+
+  // An API key: a security change, confirmed with the password typed in.
+  await page.goto(`${BASE}/o/${slug}/settings/api-keys`);
+  await check(page, 'api-keys');
+  await type(page, 'input[name=name]', 'Reporting');
+  await type(page, 'input[name=current_password]', PASSWORD);
+  await page.getByRole('button', { name: 'Create key' }).click();
+  await page.waitForLoadState('load');
+  await expectText(page, 'cf_live_');
+  await check(page, 'api-key-created');
+
+  // Billing (off on a self-hosted installation: the page says so) and the security settings.
+  await page.goto(`${BASE}/o/${slug}/settings/billing`);
+  await check(page, 'billing');
+  await page.goto(`${BASE}/o/${slug}/settings/security`);
+  await check(page, 'security-settings');
+
+  // The trust pages, found from the footer of any page.
+  await page.locator('footer').getByRole('link', { name: 'Security' }).click();
+  await page.waitForURL(`${BASE}/security`);
+  await check(page, 'security-page');
+  await page.locator('footer').getByRole('link', { name: 'Sub-processors' }).click();
+  await page.waitForURL(`${BASE}/legal/subprocessors`);
+  await check(page, 'subprocessors');
+  await page.locator('footer').getByRole('link', { name: 'Report a vulnerability' }).click();
+  await page.waitForURL(`${BASE}/security/report`);
+  await check(page, 'report-form');
 } catch (e) {
   problems.push(`the journey stopped: ${e.stack || e}`);
 } finally {
