@@ -313,7 +313,7 @@ async fn members_view(
         can_transfer: p.can(P::OrgTransfer),
         can_roles: p.can(P::RolesManage),
         clients,
-        typed: InviteForm { email: String::new(), role: "member".into(), client_id: String::new() },
+        typed: InviteForm { role: "member".into(), ..InviteForm::default() },
         message,
         errors,
     })
@@ -344,22 +344,104 @@ async fn members_result(
     }
 }
 
-#[derive(Deserialize, Clone)]
+#[derive(Deserialize, Clone, Default)]
 #[serde(deny_unknown_fields)]
 struct InviteForm {
     email: String,
     role: String,
     #[serde(default)]
     client_id: String,
+    /// Re-authentication, asked for on a page of its own when the invitation is for an Admin.
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    confirming: Option<String>,
+}
+
+/// The page that asks an inviter or a role change for the password before someone becomes an
+/// Admin (lasting access to everything: it is a security change, like a new API key).
+#[derive(Template)]
+#[template(path = "tenancy/confirm_admin.html")]
+struct ConfirmAdminPage {
+    csrf: String,
+    org: OrgNav,
+    action: String,
+    who: String,
+    hidden: Vec<(&'static str, String)>,
+    reauth: ReauthPrompt,
+    message: Option<String>,
+    errors: Vec<FieldError>,
+}
+
+/// Making someone an Admin: `Ok(None)` when confirmed (go ahead), `Ok(Some(page))` when the
+/// page asking for the password must be shown first (or again, after a wrong password).
+#[allow(clippy::too_many_arguments)]
+async fn confirm_admin(
+    state: &AppState,
+    meta: &RequestMeta,
+    current: &CurrentSession,
+    access: &OrgAccess,
+    csrf: &str,
+    action: String,
+    who: String,
+    hidden: Vec<(&'static str, String)>,
+    password: &str,
+    code: &str,
+    confirming: bool,
+) -> AppResult<Option<Response>> {
+    let failure_page = |message, errors| async {
+        let reauth = ReauthPrompt::for_user(state, access.principal.user_id()).await?;
+        let view = ConfirmAdminPage {
+            csrf: csrf.to_string(),
+            org: OrgNav::of(access),
+            action: action.clone(),
+            who: who.clone(),
+            hidden: hidden.clone(),
+            reauth,
+            message,
+            errors,
+        };
+        AppResult::Ok(view)
+    };
+    if !confirming {
+        return Ok(Some(page(&failure_page(None, vec![]).await?)?));
+    }
+    match confirm_sensitive_change(state, meta, current, &Secret::new(password.to_string()), code).await {
+        Ok(()) => Ok(None),
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            Ok(Some(page_with_status(status, &failure_page(message, errors).await?)?))
+        }
+    }
 }
 
 async fn invite(
     State(state): State<AppState>,
     FormToken(csrf): FormToken,
     ctx: Context,
+    meta: RequestMeta,
+    current: CurrentSession,
     access: OrgAccess,
-    Form(form): Form<InviteForm>,
+    Form(mut form): Form<InviteForm>,
 ) -> AppResult<Response> {
+    let password = std::mem::take(&mut form.current_password);
+    // Asked only of who may make Admins at all; anyone else gets the service's refusal.
+    if form.role == "admin" && service::may_grant(access.principal.role(), Role::Admin) {
+        let hidden =
+            vec![("email", form.email.clone()), ("role", form.role.clone()), ("client_id", form.client_id.clone())];
+        let action = format!("/o/{}/invitations", access.slug);
+        let who = form.email.trim().to_string();
+        let confirming = form.confirming.is_some();
+        if let Some(page) = confirm_admin(
+            &state, &meta, &current, &access, &csrf, action, who, hidden, &password, &form.code, confirming,
+        )
+        .await?
+        {
+            return Ok(page);
+        }
+    }
     let result = async {
         let role: Role = form.role.parse().map_err(|m: String| AppError::field("role", m))?;
         let client_id = match form.client_id.trim() {
@@ -423,17 +505,60 @@ struct RoleForm {
     role: String,
     #[serde(default)]
     client_id: String,
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    confirming: Option<String>,
 }
 
+// An axum handler: each argument is an extractor.
+#[allow(clippy::too_many_arguments)]
 async fn change_role(
     State(state): State<AppState>,
     FormToken(csrf): FormToken,
     ctx: Context,
+    meta: RequestMeta,
+    current: CurrentSession,
     access: OrgAccess,
     Path((_, member)): Path<(String, String)>,
     Form(form): Form<RoleForm>,
 ) -> AppResult<Response> {
     let member: UserId = parse_id(&member)?;
+    if form.role == "admin" && service::may_grant(access.principal.role(), Role::Admin) {
+        let who = {
+            let mut tx = OrgTx::begin(&state.db, &access.principal).await?;
+            let email: Option<String> = sqlx::query_scalar(
+                "SELECT u.email FROM memberships m JOIN users u ON u.id = m.user_id WHERE m.user_id = $1",
+            )
+            .bind(member)
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            email.ok_or(AppError::NotFound)?
+        };
+        let hidden = vec![("role", form.role.clone()), ("client_id", form.client_id.clone())];
+        let action = format!("/o/{}/members/{member}/role", access.slug);
+        let confirming = form.confirming.is_some();
+        if let Some(page) = confirm_admin(
+            &state,
+            &meta,
+            &current,
+            &access,
+            &csrf,
+            action,
+            who,
+            hidden,
+            &form.current_password,
+            &form.code,
+            confirming,
+        )
+        .await?
+        {
+            return Ok(page);
+        }
+    }
     let result = async {
         let role: Role = form.role.parse().map_err(|m: String| AppError::field("role", m))?;
         let client_id = match form.client_id.trim() {

@@ -159,3 +159,64 @@ async fn an_owner_with_two_factor_confirms_with_the_password() {
     assert_eq!(res.status(), 303);
     assert!(security_state(&app, &org.id).await.0.contains("25"));
 }
+
+/// Making someone an Admin (an invitation or a role change) gives lasting access to everything:
+/// a page asks for the password first, and a stolen session without it makes nobody an Admin.
+#[tokio::test]
+async fn making_someone_an_admin_asks_for_the_password() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "elevate").await;
+    let slug = org.slug.clone();
+    let member_id = org.people["member"].user_id.clone();
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let role_path = format!("/o/{slug}/members/{member_id}/role");
+    let invite_path = format!("/o/{slug}/invitations");
+    let role = [("role", "admin"), ("client_id", "")];
+    let invite = [("email", "accomplice@evil.test"), ("role", "admin"), ("client_id", "")];
+
+    // The first answer is the page that asks, repeating the choice.
+    for (path, fields) in [(&role_path, &role[..]), (&invite_path, &invite[..])] {
+        let res = post(owner, path, fields).await;
+        assert_eq!(res.status(), 200, "{path}");
+        let html = res.text().await.unwrap();
+        assert!(html.contains("an Admin?") && html.contains(r#"name="current_password""#), "{html}");
+        assert!(html.contains(r#"name="confirming" value="1""#));
+        // Confirming without the password, or with a wrong one: refused, nothing changes.
+        for password in ["", "a guess at it"] {
+            let mut f = fields.to_vec();
+            f.extend([("confirming", "1"), ("current_password", password)]);
+            let res = post(owner, path, &f).await;
+            assert_eq!(res.status(), 422, "{path} {password:?}");
+            assert!(res.text().await.unwrap().contains("Current password"));
+        }
+        app.clock.advance(time::Duration::minutes(16));
+    }
+    let mut db = app.db.admin_conn().await;
+    let member: uuid::Uuid = member_id.parse().unwrap();
+    let role_now: String = sqlx::query_scalar("SELECT role FROM memberships WHERE user_id = $1")
+        .bind(member)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(role_now, "member");
+    let invited: i64 = sqlx::query_scalar("SELECT count(*) FROM invitations WHERE email = 'accomplice@evil.test'")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(invited, 0);
+
+    // With the password, both go through; other roles never ask.
+    for (path, fields) in [(&role_path, &role[..]), (&invite_path, &invite[..])] {
+        let mut f = fields.to_vec();
+        f.extend([("confirming", "1"), ("current_password", PASSWORD)]);
+        assert_eq!(post(owner, path, &f).await.status(), 303, "{path}");
+    }
+    let res = post(owner, &invite_path, &[("email", "helper@ok.test"), ("role", "member"), ("client_id", "")]).await;
+    assert_eq!(res.status(), 303);
+    let role_now: String = sqlx::query_scalar("SELECT role FROM memberships WHERE user_id = $1")
+        .bind(member)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(role_now, "admin");
+}

@@ -130,7 +130,12 @@ async fn the_role_hierarchy_is_enforced() {
     let owner = &mut org.people.get_mut("owner").unwrap().browser;
     let res = post(owner, &format!("/o/{slug}/leave"), &[]).await;
     assert_eq!(res.status(), 409);
-    let res = post(owner, &format!("/o/{slug}/members/{owner_id}/role"), &[("role", "admin"), ("client_id", "")]).await;
+    let res = post(
+        owner,
+        &format!("/o/{slug}/members/{owner_id}/role"),
+        &[("role", "admin"), ("client_id", ""), ("current_password", PASSWORD), ("confirming", "1")],
+    )
+    .await;
     assert_eq!(res.status(), 409);
     assert_eq!(role_of(&app, &slug, "owner@hier.test").await.unwrap().0, "owner");
 
@@ -905,8 +910,12 @@ async fn the_last_active_owner_can_neither_leave_nor_be_demoted() {
     assert_eq!(post(owner, &format!("/o/{slug}/leave"), &[]).await.status(), 409);
     assert_eq!(post(owner, &format!("/o/{slug}/members/{owner_id}/remove"), &[("confirm", "yes")]).await.status(), 409);
     for role in ["admin", "member"] {
-        let res =
-            post(owner, &format!("/o/{slug}/members/{owner_id}/role"), &[("role", role), ("client_id", "")]).await;
+        let res = post(
+            owner,
+            &format!("/o/{slug}/members/{owner_id}/role"),
+            &[("role", role), ("client_id", ""), ("current_password", PASSWORD), ("confirming", "1")],
+        )
+        .await;
         assert_eq!(res.status(), 409, "the last active Owner became {role}");
     }
     assert_eq!(post(owner, &format!("/o/{slug}/members/{owner_id}/suspend"), &[]).await.status(), 403);
@@ -925,8 +934,12 @@ async fn the_last_active_owner_can_neither_leave_nor_be_demoted() {
     // And now the former Admin is the last Owner.
     let remaining = &mut org.people.get_mut("admin").unwrap().browser;
     assert_eq!(post(remaining, &format!("/o/{slug}/leave"), &[]).await.status(), 409);
-    let res =
-        post(remaining, &format!("/o/{slug}/members/{admin_id}/role"), &[("role", "admin"), ("client_id", "")]).await;
+    let res = post(
+        remaining,
+        &format!("/o/{slug}/members/{admin_id}/role"),
+        &[("role", "admin"), ("client_id", ""), ("current_password", PASSWORD), ("confirming", "1")],
+    )
+    .await;
     assert_eq!(res.status(), 409);
 }
 

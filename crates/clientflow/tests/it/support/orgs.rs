@@ -45,7 +45,14 @@ pub async fn invite_and_join(
         .submit(
             &format!("/o/{slug}/members"),
             &format!("/o/{slug}/invitations"),
-            &[("email", email), ("role", role), ("client_id", client_id.unwrap_or(""))],
+            // The password confirms an Admin's invitation (a page asks for it); other roles ignore it.
+            &[
+                ("email", email),
+                ("role", role),
+                ("client_id", client_id.unwrap_or("")),
+                ("current_password", PASSWORD),
+                ("confirming", "1"),
+            ],
         )
         .await;
     assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
