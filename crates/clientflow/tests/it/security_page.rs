@@ -134,6 +134,23 @@ async fn the_pages_list_exactly_the_enabled_sub_processors() {
                 s3.key_secret = Some(Secret::new("s3-secret-value"));
             }),
         ),
+        ("stripe", Box::new(|c| c.billing.stripe_secret_key = Some(Secret::new("sk_test_stripe-secret-value")))),
+        ("sentry", Box::new(|c| c.sentry.dsn = Some(Secret::new("https://sentrykey@127.0.0.1:9/42")))),
+        (
+            "object-storage",
+            Box::new(|c| {
+                c.files.storage = clientflow::work::files::StorageKind::S3;
+                c.files.s3 = Some(clientflow::work::files::S3StorageConfig {
+                    bucket: "files".into(),
+                    region: "eu-central-1".into(),
+                    endpoint: Some("http://127.0.0.1:9".into()),
+                    access_key_id: Some(Secret::new("AKIAFILES")),
+                    secret_access_key: Some(Secret::new("files-secret-value")),
+                    allow_http: true,
+                    ..Default::default()
+                });
+            }),
+        ),
     ];
     let tweaks: Vec<(&str, std::rc::Rc<Tweak>)> = tweaks.into_iter().map(|(id, t)| (id, std::rc::Rc::new(t))).collect();
     // Each one alone: exactly it.
@@ -154,7 +171,10 @@ async fn the_pages_list_exactly_the_enabled_sub_processors() {
         })
         .spawn()
         .await;
-    assert_eq!(listed_everywhere(&app).await, set(&["redis", "resend", "turnstile", "backup-store"]));
+    assert_eq!(
+        listed_everywhere(&app).await,
+        set(&["redis", "resend", "turnstile", "backup-store", "stripe", "sentry", "object-storage"])
+    );
     let (_, security) = page(&app, "/security").await;
     assert!(
         security.contains("Cloudflare Turnstile") && security.contains("shared by every server process through Redis")
