@@ -19,7 +19,15 @@ mod index {
     include!(concat!(env!("OUT_DIR"), "/test_index.rs"));
 }
 
-const SECRETS: &[&str] = &["re_live_secret_key", "turnstile-secret-value", "smtp-password-value", "s3-secret-value"];
+const SECRETS: &[&str] = &[
+    "re_live_secret_key",
+    "turnstile-secret-value",
+    "smtp-password-value",
+    "s3-secret-value",
+    "stripe-secret-value",
+    "sentrykey",
+    "files-secret-value",
+];
 
 /// Every claim of the page names tests the build found in the sources; a made-up name is not.
 #[test]
