@@ -202,7 +202,7 @@ async fn a_failover_under_load_loses_no_acknowledged_write() {
         }
     }
     let port = free_port();
-    let server = Server({
+    let mut server = Server({
         let mut c = bin();
         env(&mut c);
         c.arg("serve")
@@ -212,20 +212,8 @@ async fn a_failover_under_load_loses_no_acknowledged_write() {
             .spawn()
             .unwrap()
     });
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let base = format!("https://localhost:{port}");
-    let cert = data.join("tls/localhost.crt");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let http = loop {
-        assert!(Instant::now() < deadline, "serve did not become ready");
-        if cert.exists() {
-            let client = clientflow_test_support::client_for(&cert, addr).build().unwrap();
-            if client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
-                break client;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let http = crate::support::process::wait_ready(&mut server.0, &data, port).await;
 
     // Writers: each write retried with its key until acknowledged. Every failed attempt's
     // duration is kept: during the switch requests must fail fast, not hang.

@@ -234,24 +234,9 @@ async fn serve(db: &clientflow_test_support::TestDb, data: &std::path::Path) -> 
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let base = format!("https://localhost:{port}");
-    let cert = data.join("tls/localhost.crt");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("serve did not become ready");
-        }
-        if cert.exists() {
-            let client = clientflow_test_support::client_for(&cert, addr).build().unwrap();
-            if client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
-                return Server { child, base, client };
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let client = crate::support::process::wait_ready(&mut child, data, port).await;
+    Server { child, base, client }
 }
 
 /// The server process is killed (SIGKILL) while a request with an `Idempotency-Key` is in the

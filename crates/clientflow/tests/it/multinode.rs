@@ -116,26 +116,11 @@ async fn start(db: &TestDb, shared: &Shared, like: Option<&Node>) -> Node {
         .spawn()
         .unwrap();
     let mut node = Node { child, data, port };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(Some(status)) = node.child.try_wait() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(node.child.stderr.as_mut().unwrap(), &mut err).ok();
-            panic!("serve exited with {status}:\n{err}");
-        }
-        assert!(Instant::now() < deadline, "serve did not become ready");
-        if node.cert().exists() {
-            let addr = format!("127.0.0.1:{port}").parse().unwrap();
-            let client = clientflow_test_support::client_for(&node.cert(), addr).build().unwrap();
-            if client.get(format!("{}/readyz", node.base())).send().await.is_ok_and(|r| r.status() == 200) {
-                // Its log is not read from here on: don't let a full pipe stop it.
-                let mut stderr = node.child.stderr.take().unwrap();
-                std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-                return node;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::support::process::wait_ready(&mut node.child, node.data.path(), port).await;
+    // Its log is not read from here on: don't let a full pipe stop it.
+    let mut stderr = node.child.stderr.take().unwrap();
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    node
 }
 
 /// Every message to `to` in either process's mail drop, waiting for at least one.
