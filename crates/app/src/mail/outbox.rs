@@ -306,7 +306,7 @@ pub fn compose(mail: &QueuedMail, links: &Links, now: OffsetDateTime) -> Envelop
         category: mail.category.describe(),
     }
     .render()
-    .unwrap_or_else(|_| format!("<pre>{}</pre>", escape(&mail.body_text)));
+    .unwrap_or_else(|_| format!("<pre>{}</pre>", crate::web::escape_html(&mail.body_text)));
     Envelope {
         id: mail.id,
         to: mail.recipient.clone(),
@@ -327,21 +327,6 @@ struct HtmlMessage<'a> {
     body: String,
     unsubscribe: Option<&'a str>,
     category: &'a str,
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Paragraphs (blank-line separated) with line breaks, every `https://` link clickable; the
@@ -370,10 +355,10 @@ fn linkify(line: &str) -> String {
         if word.starts_with("https://") || word.starts_with("http://") {
             let trimmed = word.trim_end_matches(['.', ',', ')', ';']);
             let rest = &word[trimmed.len()..];
-            let e = escape(trimmed);
-            out.push_str(&format!("<a href=\"{e}\">{e}</a>{}", escape(rest)));
+            let e = crate::web::escape_html(trimmed);
+            out.push_str(&format!("<a href=\"{e}\">{e}</a>{}", crate::web::escape_html(rest)));
         } else {
-            out.push_str(&escape(word));
+            out.push_str(&crate::web::escape_html(word));
         }
     }
     out
