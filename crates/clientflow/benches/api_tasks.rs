@@ -26,7 +26,7 @@ use axum::Json;
 use axum::extract::Query;
 use axum::response::{IntoResponse, Response};
 use clientflow::access::route::{Access, RouteDef, Surface};
-use clientflow::work::tasks::{Task, list_sql};
+use clientflow::work::tasks::{ListShape, Task, list_sql};
 use clientflow_test_support::TestApp;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
@@ -49,17 +49,8 @@ async fn bare(Query(q): Query<Limit>) -> Response {
         .execute(&mut *tx)
         .await
         .expect("tenant");
-    let rows: Vec<Task> = sqlx::query_as(&list_sql())
-        .bind(None::<uuid::Uuid>)
-        .bind(None::<uuid::Uuid>)
-        .bind(None::<String>)
-        .bind(None::<uuid::Uuid>)
-        .bind(None::<String>)
-        .bind(q.limit.unwrap_or(50).clamp(1, 100))
-        .bind(0i64)
-        .fetch_all(&mut *tx)
-        .await
-        .expect("query");
+    let rows: Vec<Task> =
+        sqlx::query_as(&list_sql(&ListShape::page(q.limit.unwrap_or(50), 0))).fetch_all(&mut *tx).await.expect("query");
     tx.commit().await.expect("commit");
     Json(serde_json::json!({ "data": rows })).into_response()
 }
@@ -352,24 +343,11 @@ fn pgbench_binary() -> Option<std::path::PathBuf> {
     candidates.filter(|p| p.is_file()).max()
 }
 
-/// The API's transaction as pgbench runs it: the tenant set, `list_sql` with the values the API
-/// binds for a Manager's key and `?limit=50` (no member filter, no project, status, assignee or
-/// search), commit.
+/// The API's transaction as pgbench runs it: the tenant set, then the statement the API runs
+/// for a Manager's key and `?limit=50` (`list_sql` with no filter: it has no parameters), commit.
 fn pgbench_script(org: uuid::Uuid) -> String {
-    let sql = list_sql()
-        .replace("$1::uuid", "NULL::uuid")
-        .replace("$1", "NULL::uuid")
-        .replace("$2::uuid", "NULL::uuid")
-        .replace("$2", "NULL::uuid")
-        .replace("$3::text", "NULL::text")
-        .replace("$3", "NULL::text")
-        .replace("$4::uuid", "NULL::uuid")
-        .replace("$4", "NULL::uuid")
-        .replace("$5::text", "NULL::text")
-        .replace("$5", "NULL::text")
-        .replace("$6", "50")
-        .replace("$7", "0");
-    assert!(!sql.contains('$'), "every parameter inlined: {sql}");
+    let sql = list_sql(&ListShape::page(50, 0));
+    assert!(!sql.contains('$'), "the first page without filters has no parameters: {sql}");
     format!("BEGIN;\nSELECT set_config('app.org_id', '{org}', true);\n{sql};\nCOMMIT;\n")
 }
 

@@ -352,16 +352,8 @@ async fn list_plan(db: &Db, operator: &OperatorAuthority, org: OrgId) -> OpResul
         .await?
         .ok_or_else(|| OpError::Failed(anyhow::anyhow!("organization {org} vanished")))?;
     let mut tx = OrgTx::begin(db, &principal).await?;
-    let plan: Value = sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {}", crate::work::tasks::list_sql()))
-        .bind(None::<Uuid>)
-        .bind(None::<Uuid>)
-        .bind(None::<String>)
-        .bind(None::<Uuid>)
-        .bind(None::<String>)
-        .bind(50_i64)
-        .bind(0_i64)
-        .fetch_one(&mut *tx)
-        .await?;
+    let list = crate::work::tasks::list_sql(&crate::work::tasks::ListShape::page(50, 0));
+    let plan: Value = sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {list}")).fetch_one(&mut *tx).await?;
     tx.rollback().await?;
     let text = plan.to_string();
     Ok(ListPlan {

@@ -66,6 +66,15 @@ pub fn project_visible(alias: &str, param: usize) -> String {
     )
 }
 
+/// [`project_visible`] for a principal known to be bounded by its project memberships (`$param`
+/// is the user): the same rule without the branch for everyone else.
+pub fn project_visible_to(alias: &str, param: usize) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM project_members pm WHERE pm.organization_id = {alias}.organization_id \
+         AND pm.project_id = {alias}.id AND pm.user_id = ${param})"
+    )
+}
+
 /// Refuses a task reference (`field`) that is not a task of `project`: subtasks, and the tasks
 /// that files and time entries are attached to, stay inside their project.
 pub async fn require_task_in_project(

@@ -203,18 +203,74 @@ fn optional_id<T: std::str::FromStr>(field: &str, v: Option<&str>) -> AppResult<
     v.map(|v| fields::id_or_empty(field, v)).transpose().map(Option::flatten)
 }
 
-/// The SQL that lists tasks (also used by the reference handler of the API benchmark, which
-/// runs exactly this statement on a plain connection).
-pub fn list_sql() -> String {
-    format!(
-        "SELECT {COLUMNS} FROM tasks t JOIN projects p ON p.organization_id = t.organization_id AND p.id = t.project_id \
-         WHERE {} AND ($2::uuid IS NULL OR t.project_id = $2) AND ($3::text IS NULL OR t.status = $3) \
-         AND ($4::uuid IS NULL OR EXISTS (SELECT 1 FROM task_assignees a WHERE a.organization_id = t.organization_id \
-              AND a.task_id = t.id AND a.user_id = $4)) \
-         AND ($5::text IS NULL OR t.title ILIKE $5) \
-         ORDER BY t.created_at DESC, t.id DESC LIMIT $6 OFFSET $7",
-        project_visible("p", 1)
-    )
+/// Which of the task list's optional filters a query uses, and its page: what its statement
+/// is made of ([`list_sql`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListShape {
+    pub member: bool,
+    pub project: bool,
+    pub status: bool,
+    pub assignee: bool,
+    pub title: bool,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl ListShape {
+    /// A page of every task the principal sees, no filter.
+    pub fn page(limit: i64, offset: i64) -> Self {
+        Self { limit, offset, ..Self::default() }
+    }
+}
+
+/// The SQL that lists tasks for `shape` (also used by the API benchmark's reference handler and
+/// its pgbench script, which run exactly this statement).
+///
+/// Only the filters in use are in it, their parameters numbered in the order member, project,
+/// status, assignee, title; the page size (1–100) is written in, and so is an offset of 0 (any
+/// other offset is the last parameter). A catch-all statement (`$n IS NULL OR …`, `LIMIT $n`)
+/// has a generic plan that can't know which filters are off or how small the page is, so
+/// PostgreSQL plans it afresh on every call, which costs more than running it; each statement
+/// here has one right plan, which PostgreSQL keeps.
+pub fn list_sql(shape: &ListShape) -> String {
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    let mut sql = format!(
+        "SELECT {COLUMNS} FROM tasks t JOIN projects p ON p.organization_id = t.organization_id AND p.id = t.project_id"
+    );
+    let mut filters = Vec::new();
+    if shape.member {
+        filters.push(super::project_visible_to("p", next()));
+    }
+    if shape.project {
+        filters.push(format!("t.project_id = ${}", next()));
+    }
+    if shape.status {
+        filters.push(format!("t.status = ${}", next()));
+    }
+    if shape.assignee {
+        filters.push(format!(
+            "EXISTS (SELECT 1 FROM task_assignees a WHERE a.organization_id = t.organization_id \
+             AND a.task_id = t.id AND a.user_id = ${})",
+            next()
+        ));
+    }
+    if shape.title {
+        filters.push(format!("t.title ILIKE ${}", next()));
+    }
+    if !filters.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&filters.join(" AND "));
+    }
+    let limit = shape.limit.clamp(1, super::MAX_PAGE);
+    sql.push_str(&format!(" ORDER BY t.created_at DESC, t.id DESC LIMIT {limit}"));
+    if shape.offset != 0 {
+        sql.push_str(&format!(" OFFSET ${}", next()));
+    }
+    sql
 }
 
 pub async fn list(db: &Db, p: &OrgPrincipal, f: &TaskFilter, page: Page) -> AppResult<Vec<Task>> {
@@ -228,17 +284,38 @@ pub async fn list(db: &Db, p: &OrgPrincipal, f: &TaskFilter, page: Page) -> AppR
             .map(str::trim)
             .filter(|q| !q.is_empty())
             .map(|q| format!("%{}%", super::clients::like_escape(q)));
+    let shape = ListShape {
+        member: member.is_some(),
+        project: project.is_some(),
+        status: status.is_some(),
+        assignee: assignee.is_some(),
+        title: q.is_some(),
+        limit: page.limit(),
+        offset: page.offset(),
+    };
+    let sql = list_sql(&shape);
+    // Bound in the order `list_sql` numbers them.
+    let mut query = sqlx::query_as(&sql);
+    if let Some(member) = member {
+        query = query.bind(member);
+    }
+    if let Some(project) = project {
+        query = query.bind(project);
+    }
+    if let Some(status) = status {
+        query = query.bind(status);
+    }
+    if let Some(assignee) = assignee {
+        query = query.bind(assignee);
+    }
+    if let Some(q) = q {
+        query = query.bind(q);
+    }
+    if shape.offset != 0 {
+        query = query.bind(shape.offset);
+    }
     let mut tx = OrgTx::begin(db, p).await?;
-    let items = sqlx::query_as(&list_sql())
-        .bind(member)
-        .bind(project)
-        .bind(status)
-        .bind(assignee)
-        .bind(&q)
-        .bind(page.limit())
-        .bind(page.offset())
-        .fetch_all(&mut *tx)
-        .await?;
+    let items = query.fetch_all(&mut *tx).await?;
     tx.commit().await?;
     Ok(items)
 }
@@ -1035,4 +1112,38 @@ pub async fn project_activity(
     .await?;
     tx.commit().await?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ListShape, list_sql};
+
+    /// Every combination of filters and offset numbers its parameters 1, 2, … in the order
+    /// `list` binds them, with no gap and no leftover catch-all.
+    #[test]
+    fn the_list_statement_numbers_exactly_the_filters_in_use() {
+        for bits in 0u32..64 {
+            let on = |i: u32| bits & (1 << i) != 0;
+            let shape = ListShape {
+                member: on(0),
+                project: on(1),
+                status: on(2),
+                assignee: on(3),
+                title: on(4),
+                limit: 50,
+                offset: if on(5) { 25 } else { 0 },
+            };
+            let sql = list_sql(&shape);
+            let used = bits.count_ones() as usize;
+            for n in 1..=used {
+                assert!(sql.contains(&format!("${n}")), "{bits:06b}: ${n} missing in {sql}");
+            }
+            assert!(!sql.contains(&format!("${}", used + 1)), "{bits:06b}: too many parameters in {sql}");
+            assert!(!sql.contains("IS NULL"), "{sql}");
+            let tail = if on(5) { format!("LIMIT 50 OFFSET ${used}") } else { "LIMIT 50".to_string() };
+            assert!(sql.ends_with(&tail), "{sql}");
+        }
+        assert!(list_sql(&ListShape::page(1000, 0)).ends_with("LIMIT 100"));
+        assert!(list_sql(&ListShape::page(-3, 0)).ends_with("LIMIT 1"));
+    }
 }

@@ -81,6 +81,33 @@ impl Db {
         Ok(tx)
     }
 
+    /// A transaction that starts with `setting` (a transaction-local `set_config`) already set,
+    /// in one round trip: `BEGIN` and the setting go as one simple query. Its value is written
+    /// into that query, so only values made of ASCII letters, digits and `-` (ids, digests) take
+    /// this way; any other value is bound as a parameter in a second round trip.
+    pub(crate) async fn begin_with_setting(
+        &self,
+        setting: &'static str,
+        value: &str,
+    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            let mut tx = self.begin().await?;
+            sqlx::query("SELECT set_config($1, $2, true)").bind(setting).bind(value).execute(&mut *tx).await?;
+            return Ok(tx);
+        }
+        debug_assert!(setting.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_'));
+        let statement = format!("BEGIN; SELECT set_config('{setting}', '{value}', true)");
+        let tx = if outage::is_down() {
+            tokio::time::timeout(OUTAGE_ACQUIRE_TIMEOUT, self.pool.begin_with(statement))
+                .await
+                .map_err(|_| sqlx::Error::PoolTimedOut)??
+        } else {
+            self.pool.begin_with(statement).await?
+        };
+        outage::record_success();
+        Ok(tx)
+    }
+
     /// Cheap liveness query.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

@@ -143,8 +143,8 @@ async fn undo(tx: &mut Transaction<'static, Postgres>, savepoint: &str) -> Resul
 /// Runs `work` with `tx` as the request's transaction.
 ///
 /// Inside `work`, [`OrgTx::begin`] for the same organization takes part in `tx` instead of
-/// opening a transaction of its own: it begins a savepoint. Its [`OrgTx::commit`] releases the
-/// savepoint (the part's work stays, to commit with the request); its rollback, or dropping it
+/// opening a transaction of its own: it begins a savepoint. Its [`OrgTx::commit`] keeps the
+/// part's work, to commit with the request; its rollback, or dropping it
 /// (as `?` does on an error), undoes exactly its part. So each service call is as atomic as it
 /// was on its own, and when `work` is done the caller gets the transaction back to add what it
 /// must and commit once: the request's effects, and the caller's record of them, become durable
@@ -203,8 +203,7 @@ impl<P: TenantPrincipal> OrgTx<P> {
             statement(&mut tx, format!("SAVEPOINT {savepoint}")).await?;
             return Ok(Self { tx: Some(tx), principal: principal.clone(), request: Some((slot, savepoint)) });
         }
-        let mut tx = db.begin().await?;
-        set_tenant(&mut tx, org_id).await?;
+        let tx = db.begin_with_setting(TENANT_SETTING, &org_id.to_string()).await?;
         Ok(Self { tx: Some(tx), principal: principal.clone(), request: None })
     }
 
@@ -224,11 +223,15 @@ impl<P: TenantPrincipal> OrgTx<P> {
     }
 
     /// Commits; a part of a request transaction is kept for the request to commit.
+    ///
+    /// The part's savepoint is left in place rather than released: the request's `COMMIT`
+    /// commits it with everything else, parts run one after another so only the latest
+    /// savepoint is ever rolled back to, and releasing it would cost a round trip per part
+    /// without freeing anything (its subtransaction id, if it wrote, stays either way).
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
-        let mut tx = self.tx.take().expect("an open transaction");
+        let tx = self.tx.take().expect("an open transaction");
         match self.request.take() {
-            Some((slot, savepoint)) => {
-                statement(&mut tx, format!("RELEASE SAVEPOINT {savepoint}")).await?;
+            Some((slot, _savepoint)) => {
                 slot.put(tx, None);
                 Ok(())
             }
@@ -282,9 +285,8 @@ pub struct UserTx {
 
 impl UserTx {
     pub async fn begin(db: &Db, user: &impl UserPrincipal) -> Result<Self, sqlx::Error> {
-        let mut tx = db.begin().await?;
         let user_id = user.user_id();
-        set_capability(&mut tx, Capability::User, &user_id.to_string()).await?;
+        let tx = db.begin_with_setting(Capability::User.setting(), &user_id.to_string()).await?;
         Ok(Self { tx, user_id })
     }
 
@@ -376,6 +378,11 @@ impl GateTx {
         Ok(Self { tx: db.begin().await?, switched: None })
     }
 
+    /// [`GateTx::begin`] with `capability` already set, in the same round trip.
+    pub async fn begin_with(db: &Db, _key: &GateKey, capability: Capability, value: &str) -> Result<Self, sqlx::Error> {
+        Ok(Self { tx: db.begin_with_setting(capability.setting(), value).await?, switched: None })
+    }
+
     /// Sets a capability for the rest of the transaction (an empty value clears it).
     pub async fn set(&mut self, capability: Capability, value: &str) -> Result<(), sqlx::Error> {
         self.switched = None;
@@ -439,7 +446,11 @@ async fn set_tenant(conn: &mut PgConnection, org_id: OrgId) -> Result<(), sqlx::
     tenant_setting(conn, Some(org_id)).await
 }
 
-/// The one statement that sets or clears `app.org_id`; `true`: local to the transaction, so a
+/// The setting row-level security reads the tenant from.
+const TENANT_SETTING: &str = "app.org_id";
+
+/// The one statement that sets or clears `app.org_id` (apart from the `BEGIN` that opens an
+/// [`OrgTx`] with it, [`Db::begin_with_setting`]); `true`: local to the transaction, so a
 /// pooled connection never carries a tenant into its next transaction.
 async fn tenant_setting(conn: &mut PgConnection, org_id: Option<OrgId>) -> Result<(), sqlx::Error> {
     let value = org_id.map(|o| o.to_string()).unwrap_or_default();

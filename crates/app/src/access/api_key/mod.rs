@@ -45,8 +45,9 @@ pub async fn verify_api_key_with_allowlist(
     presented: &str,
     now: time::OffsetDateTime,
 ) -> Result<Option<(OrgPrincipal, Vec<ipnet::IpNet>)>, sqlx::Error> {
-    let mut tx = GateTx::begin(db, &gate()).await?;
-    let verified = verify_in(&mut tx, presented, now).await?;
+    let Some(digest) = digest_of(presented) else { return Ok(None) };
+    let mut tx = GateTx::begin_with(db, &gate(), Capability::ApiKeyHash, &hex::encode(digest)).await?;
+    let verified = verify_in(&mut tx, &digest, now).await?;
     tx.commit().await?;
     Ok(verified)
 }
@@ -58,8 +59,9 @@ pub async fn open_api_key_request(
     presented: &str,
     now: time::OffsetDateTime,
 ) -> Result<Option<(OrgTx, Vec<ipnet::IpNet>)>, sqlx::Error> {
-    let mut tx = GateTx::begin(db, &gate()).await?;
-    match verify_in(&mut tx, presented, now).await? {
+    let Some(digest) = digest_of(presented) else { return Ok(None) };
+    let mut tx = GateTx::begin_with(db, &gate(), Capability::ApiKeyHash, &hex::encode(digest)).await?;
+    match verify_in(&mut tx, &digest, now).await? {
         Some((principal, allowlist)) => Ok(Some((tx.into_org_tx(principal).await?, allowlist))),
         None => {
             tx.commit().await?;
@@ -68,18 +70,23 @@ pub async fn open_api_key_request(
     }
 }
 
-/// The verification itself, inside `tx` (which it leaves open).
+/// The digest of a presented key, when it has a key's shape at all (anything else is refused
+/// without a database round trip).
+fn digest_of(presented: &str) -> Option<[u8; 32]> {
+    let secret = presented.strip_prefix(API_KEY_PREFIX)?;
+    if secret.len() != 43 || !secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return None;
+    }
+    Some(crate::platform::crypto::sha256(presented.as_bytes()))
+}
+
+/// The verification itself, inside `tx`, which has the key's digest as its capability (and
+/// which it leaves open).
 async fn verify_in(
     tx: &mut GateTx,
-    presented: &str,
+    digest: &[u8; 32],
     now: time::OffsetDateTime,
 ) -> Result<Option<(OrgPrincipal, Vec<ipnet::IpNet>)>, sqlx::Error> {
-    let Some(secret) = presented.strip_prefix(API_KEY_PREFIX) else { return Ok(None) };
-    if secret.len() != 43 || !secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        return Ok(None);
-    }
-    let digest = crate::platform::crypto::sha256(presented.as_bytes());
-    tx.set(Capability::ApiKeyHash, &hex::encode(digest)).await?;
     type KeyRow = (
         OrgId,
         uuid::Uuid,
