@@ -45,10 +45,17 @@ pub async fn verify_api_key_with_allowlist(
     presented: &str,
     now: time::OffsetDateTime,
 ) -> Result<Option<(OrgPrincipal, Vec<ipnet::IpNet>)>, sqlx::Error> {
-    let mut tx = GateTx::begin(db, &gate()).await?;
-    let verified = verify_in(&mut tx, presented, now).await?;
-    tx.commit().await?;
-    Ok(verified)
+    // A key is a row of its organization's region: each region is asked in turn, the default
+    // first (with one region, one transaction as ever).
+    for db in db.every_region() {
+        let mut tx = GateTx::begin(&db, &gate()).await?;
+        let verified = verify_in(&mut tx, presented, now).await?;
+        tx.commit().await?;
+        if verified.is_some() {
+            return Ok(verified);
+        }
+    }
+    Ok(None)
 }
 
 /// [`verify_api_key_with_allowlist`], keeping the transaction open as the key's organization
@@ -58,14 +65,14 @@ pub async fn open_api_key_request(
     presented: &str,
     now: time::OffsetDateTime,
 ) -> Result<Option<(OrgTx, Vec<ipnet::IpNet>)>, sqlx::Error> {
-    let mut tx = GateTx::begin(db, &gate()).await?;
-    match verify_in(&mut tx, presented, now).await? {
-        Some((principal, allowlist)) => Ok(Some((tx.into_org_tx(principal).await?, allowlist))),
-        None => {
-            tx.commit().await?;
-            Ok(None)
+    for db in db.every_region() {
+        let mut tx = GateTx::begin(&db, &gate()).await?;
+        match verify_in(&mut tx, presented, now).await? {
+            Some((principal, allowlist)) => return Ok(Some((tx.into_org_tx(principal).await?, allowlist))),
+            None => tx.commit().await?,
         }
     }
+    Ok(None)
 }
 
 /// The verification itself, inside `tx` (which it leaves open).
@@ -166,6 +173,7 @@ async fn verify_in(
         client_id: None,
         permissions,
         scope_user: created_by,
+        region: tx.region(),
     };
     Ok(Some((principal, allowlist)))
 }
