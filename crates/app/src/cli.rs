@@ -4,7 +4,9 @@
 
 mod backup;
 pub mod installation;
+pub mod moving;
 mod operator;
+pub mod residency;
 mod security;
 mod seed;
 
@@ -311,7 +313,7 @@ pub fn main() -> ExitCode {
             Command::Mail { command } => mail(config, cli.json, command).await,
             Command::Worker => worker(config).await,
             Command::User { command } => operator::user(config, cli.json, operator, command).await,
-            Command::Org { command } => operator::org(config, cli.json, operator, command).await,
+            Command::Org { command } => Box::pin(operator::org(config, cli.json, operator, command)).await,
             Command::Member { command } => operator::member(config, cli.json, operator, command).await,
             Command::ApiKey { command } => operator::api_key(config, cli.json, operator, command).await,
             Command::Seed(args) => seed::run(config, cli.json, operator, args).await,
@@ -378,6 +380,8 @@ async fn serve_with(
             std::time::Duration::from_secs(config.database.acquire_timeout_secs),
         )
         .await?;
+        // Every further region's database, provisioned and migrated like the default one.
+        let db = residency::connect_regions(&config, resolved, db, config.database.max_connections).await?;
         let listening = async {
             let tls = tls::load(&config)?;
             let listener = tokio::net::TcpListener::bind(config.server.listen)
@@ -752,6 +756,7 @@ async fn connect_app(config: &Config) -> anyhow::Result<(Db, provision::Resolved
     provision::guard_runtime_role(&resolved.app).await?;
     let db = Db::connect(resolved.app.clone(), 2, std::time::Duration::from_secs(config.database.acquire_timeout_secs))
         .await?;
+    let db = residency::connect_regions(config, &resolved, db, 2).await?;
     Ok((db, resolved))
 }
 

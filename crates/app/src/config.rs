@@ -15,6 +15,7 @@ pub use crate::platform::config::{
     BackupConfig, ConfigError, DatabaseConfig, LogConfig, LogFormat, MetricsConfig, RedisConfig, SecretsConfig,
     ServerConfig, TlsMode,
 };
+pub use crate::platform::config::{RegionConfig, ResidencyConfig};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +49,9 @@ pub struct Config {
     pub disclosure: crate::disclosure::DisclosureConfig,
     /// `[sentry]`: error reports (panics and 5xx answers, scrubbed), off without a DSN.
     pub sentry: crate::platform::error_reports::SentryConfig,
+    /// `[residency]`: the regions organizations' data may live in (one, `us`, unless
+    /// configured); `docs/security/residency.md`.
+    pub residency: ResidencyConfig,
 }
 
 impl Default for Config {
@@ -72,6 +76,7 @@ impl Default for Config {
             backup: BackupConfig::default(),
             disclosure: Default::default(),
             sentry: Default::default(),
+            residency: Default::default(),
         }
     }
 }
@@ -116,6 +121,7 @@ impl Config {
         self.server.validate()?;
         self.database.validate()?;
         self.backup.validate()?;
+        self.residency.validate()?;
         crate::platform::config::validate_public_url(self.public_url.as_deref())?;
         if let Some((setting, message)) = self.rate_limits.invalid() {
             return Err(ConfigError::Invalid { setting, message });

@@ -15,6 +15,11 @@ pub const CONSTRAINTS: &[ConstraintField] = &[
         message: "is already taken; choose another",
     },
     ConstraintField {
+        constraint: "organization_directory_slug_key",
+        field: "slug",
+        message: "is already taken; choose another",
+    },
+    ConstraintField {
         constraint: "invoices_organization_id_number_key",
         field: "number",
         message: "is already the number of another invoice",

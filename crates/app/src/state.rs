@@ -35,7 +35,8 @@ pub struct AppStateInner {
     pub mail_wake: Arc<tokio::sync::Notify>,
     pub google: Option<GoogleSignIn>,
     pub audit_signer: Arc<crate::audit::chain::Signer>,
-    pub storage: crate::work::files::Storage,
+    /// Every region's file store; the file functions pick their principal's region's.
+    pub storage: crate::work::files::RegionStores,
     /// Error reports to Sentry when `sentry.dsn` is set (nothing otherwise).
     pub error_reporter: crate::platform::error_reports::ErrorReporter,
     /// Key of signed file download links.
@@ -61,7 +62,7 @@ impl AppState {
         let sealer = Sealer::load(config.secrets.master_key.as_ref(), &config.data_dir)?;
         let csrf_key = derive_key(&sealer, "clientflow csrf v1");
         let file_link_key = derive_key(&sealer, "clientflow file links v1");
-        let storage = config.files.open_storage(&config.data_dir)?;
+        let storage = region_stores(&config, &db)?;
         let error_reporter = crate::platform::error_reports::ErrorReporter::from_config(&config.sentry)?;
         let hasher = PasswordHasher::new(config.identity.hashing_concurrency, config.identity.hashing_queue);
         let google = GoogleSignIn::from_config(&config)?;
@@ -103,6 +104,17 @@ impl AppState {
             }),
         })
     }
+}
+
+/// The file store of each region `db` has a database for: `[files]` for the default region, a
+/// directory of its own for each further one.
+pub fn region_stores(config: &Config, db: &Db) -> anyhow::Result<crate::work::files::RegionStores> {
+    let mut stores = vec![(db.home_region(), config.files.open_storage(&config.data_dir)?)];
+    for region in db.region_ids().into_iter().skip(1) {
+        let dir = config.residency.files_dir(region, &config.data_dir);
+        stores.push((region, crate::work::files::Storage::local(&dir)));
+    }
+    Ok(crate::work::files::RegionStores::new(stores))
 }
 
 /// The bot check: its proof-of-work key derived from the master key (every process of an

@@ -494,3 +494,156 @@ pub fn cidr_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error
     };
     items.iter().map(|s| crate::net::parse_cidr(s).map_err(serde::de::Error::custom)).collect()
 }
+
+/// `[residency]`: the regions organizations' data may live in. Unset: one region, `us`, which
+/// is the `[database]`, `[files]` and `[backup]` configured as usual.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResidencyConfig {
+    /// The default region's name: the `[database]` (which also holds the global directory),
+    /// `[files]` and `[backup]` sections are this region's.
+    pub default_region: crate::db::RegionId,
+    /// What the default region is called on the pages (e.g. "United States").
+    pub default_label: String,
+    /// The region a new organization gets unless its Owner chooses another (default: the
+    /// default region).
+    pub new_organizations: Option<crate::db::RegionId>,
+    /// Further regions, by name (`[residency.regions.eu]`).
+    pub regions: std::collections::BTreeMap<String, RegionConfig>,
+}
+
+impl Default for ResidencyConfig {
+    fn default() -> Self {
+        Self {
+            default_region: crate::db::RegionId::DEFAULT,
+            default_label: "United States".to_string(),
+            new_organizations: None,
+            regions: Default::default(),
+        }
+    }
+}
+
+/// One further region: its own database, file store, backup repository and optionally Redis.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegionConfig {
+    /// What the region is called on the pages (e.g. "European Union").
+    pub label: String,
+    /// The region's database: the app role, or a privileged role ClientFlow provisions from
+    /// (like `database.url`). Unset: `database_name` on the default region's server.
+    pub database_url: Option<Secret>,
+    /// With no `database_url`: a database of this name on the default region's server (the
+    /// private cluster of a single-machine install, or the server of a privileged
+    /// `database.url`). Default `clientflow_<region>`.
+    pub database_name: Option<String>,
+    /// Where this region's encrypted files are kept (default `<data_dir>/files-<region>`).
+    pub files_dir: Option<PathBuf>,
+    /// The name of this region's backup repository (pgBackRest stanza), default
+    /// `clientflow-<region>`.
+    pub backup_repo: Option<String>,
+    /// This region's Redis, if it has one of its own (rate limits stay global).
+    pub redis_url: Option<Secret>,
+}
+
+impl ResidencyConfig {
+    /// Every region's name, the default first.
+    pub fn region_ids(&self) -> Vec<crate::db::RegionId> {
+        let mut ids = vec![self.default_region];
+        ids.extend(self.regions.keys().filter_map(|k| crate::db::RegionId::parse(k)));
+        ids
+    }
+
+    /// The region new organizations get unless their Owner chooses.
+    pub fn new_organization_region(&self) -> crate::db::RegionId {
+        self.new_organizations.unwrap_or(self.default_region)
+    }
+
+    /// What a region is called on the pages.
+    pub fn label(&self, region: crate::db::RegionId) -> String {
+        if region == self.default_region {
+            return self.default_label.clone();
+        }
+        match self.regions.get(region.as_str()) {
+            Some(r) if !r.label.trim().is_empty() => r.label.clone(),
+            _ => region.as_str().to_uppercase(),
+        }
+    }
+
+    /// Where a further region's files are kept.
+    pub fn files_dir(&self, region: crate::db::RegionId, data_dir: &Path) -> PathBuf {
+        self.regions
+            .get(region.as_str())
+            .and_then(|r| r.files_dir.clone())
+            .unwrap_or_else(|| data_dir.join(format!("files-{region}")))
+    }
+
+    /// A further region's database name on the default region's server.
+    pub fn database_name(&self, region: crate::db::RegionId) -> String {
+        self.regions
+            .get(region.as_str())
+            .and_then(|r| r.database_name.clone())
+            .unwrap_or_else(|| format!("clientflow_{}", region.as_str().replace('-', "_")))
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut dirs = std::collections::BTreeSet::new();
+        let mut databases = std::collections::BTreeSet::new();
+        for (name, region) in &self.regions {
+            let Some(id) = crate::db::RegionId::parse(name) else {
+                return Err(ConfigError::invalid(
+                    "residency.regions",
+                    format!(
+                        "{name:?} is not a region name: use lower-case letters, digits and '-' (at most 16, starting \
+                         with a letter), e.g. [residency.regions.eu]"
+                    ),
+                ));
+            };
+            if id == self.default_region {
+                return Err(ConfigError::invalid(
+                    "residency.regions",
+                    format!(
+                        "{name} is the default region (residency.default_region), which is configured by [database], \
+                         [files] and [backup]: remove [residency.regions.{name}]"
+                    ),
+                ));
+            }
+            names.insert(id);
+            if let Some(db) = &region.database_name {
+                let ok = !db.is_empty()
+                    && db.len() <= 63
+                    && db.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                if !ok {
+                    return Err(ConfigError::invalid(
+                        "residency.regions.*.database_name",
+                        format!("{db:?}: use lower-case letters, digits and '_' (at most 63)"),
+                    ));
+                }
+            }
+            if region.database_url.is_none() && !databases.insert(self.database_name(id)) {
+                return Err(ConfigError::invalid(
+                    "residency.regions.*.database_name",
+                    format!("region {name} shares its database with another region: give each its own"),
+                ));
+            }
+            if let Some(dir) = &region.files_dir
+                && !dirs.insert(dir.clone())
+            {
+                return Err(ConfigError::invalid(
+                    "residency.regions.*.files_dir",
+                    format!("region {name} shares its files directory {} with another region", dir.display()),
+                ));
+            }
+        }
+        if let Some(new) = self.new_organizations
+            && new != self.default_region
+            && !names.contains(&new)
+        {
+            return Err(ConfigError::invalid(
+                "residency.new_organizations",
+                format!("{new} is not a configured region: add [residency.regions.{new}] or choose one of them"),
+            ));
+        }
+        Ok(())
+    }
+}

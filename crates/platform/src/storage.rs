@@ -117,6 +117,12 @@ impl Sealed {
         self.0.len()
     }
 
+    /// SHA-256 of the sealed bytes: two copies of an object compare equal without opening
+    /// either (moving an organization between regions verifies its files this way).
+    pub fn digest(&self) -> [u8; 32] {
+        crate::crypto::sha256(&self.0)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -282,11 +282,13 @@ pub struct TestAppBuilder {
     manual: Option<ManualClock>,
     routes: Option<Box<dyn FnOnce() -> Vec<clientflow::access::route::RouteDef>>>,
     pool_size: u32,
+    /// Further regions, each with a fresh database of its own.
+    regions: Vec<String>,
 }
 
 impl Default for TestAppBuilder {
     fn default() -> Self {
-        Self { tweak: None, clock: None, manual: None, routes: None, pool_size: 5 }
+        Self { tweak: None, clock: None, manual: None, routes: None, pool_size: 5, regions: Vec::new() }
     }
 }
 
@@ -319,6 +321,13 @@ impl TestAppBuilder {
         self
     }
 
+    /// A further region (`[residency.regions.<name>]`) with a fresh database of its own (from
+    /// the same template) and a files directory of its own; the default region is `us`.
+    pub fn region(mut self, name: &str) -> Self {
+        self.regions.push(name.to_string());
+        self
+    }
+
     pub async fn spawn(self) -> TestApp {
         let db = TestDb::new().await;
         let data_dir = tempfile::tempdir().expect("temp dir");
@@ -326,6 +335,20 @@ impl TestAppBuilder {
         config.server.listen = "127.0.0.1:0".parse().expect("literal");
         config.server.shutdown_grace_secs = 5;
         relax_abuse_controls(&mut config);
+        let mut region_dbs = Vec::new();
+        for name in &self.regions {
+            let region_db = TestDb::new().await;
+            config.residency.regions.insert(
+                name.clone(),
+                clientflow::config::RegionConfig {
+                    label: format!("Region {}", name.to_uppercase()),
+                    files_dir: Some(data_dir.path().join(format!("files-{name}"))),
+                    database_name: Some(region_db.name.clone()),
+                    ..Default::default()
+                },
+            );
+            region_dbs.push((clientflow::platform::db::RegionId::parse(name).expect("a region name"), region_db));
+        }
         if let Some(f) = self.tweak {
             f(&mut config);
         }
@@ -335,7 +358,14 @@ impl TestAppBuilder {
         if config.public_url.is_none() {
             config.public_url = Some(format!("https://localhost:{}", addr.port()));
         }
-        let app_db = db.app_db(self.pool_size).await;
+        let mut app_db = db.app_db(self.pool_size).await;
+        if !region_dbs.is_empty() {
+            let mut others = Vec::new();
+            for (region, region_db) in &region_dbs {
+                others.push((*region, region_db.app_db(self.pool_size).await.named(*region)));
+            }
+            app_db = app_db.with_regions(others);
+        }
         let manual = self.manual.unwrap_or_else(|| ManualClock::new(time::OffsetDateTime::now_utc()));
         let clock: SharedClock = match self.clock {
             Some(c) => c,
@@ -367,6 +397,7 @@ impl TestAppBuilder {
             client,
             clock: manual,
             db,
+            region_dbs,
             app_db,
             state,
             config,
@@ -410,7 +441,11 @@ pub struct TestApp {
     /// The app's clock (a manual one unless `system_clock()` was asked for): tests move time
     /// with it instead of sleeping.
     pub clock: ManualClock,
+    /// The default region's database (`us`), which also holds the global directory.
     pub db: TestDb,
+    /// The databases of further regions ([`TestAppBuilder::region`]).
+    pub region_dbs: Vec<(clientflow::platform::db::RegionId, TestDb)>,
+    /// Every region's pools (the default region's handle).
     pub app_db: Db,
     pub state: AppState,
     pub config: Config,
@@ -426,6 +461,14 @@ impl TestApp {
 
     pub async fn spawn() -> TestApp {
         TestAppBuilder::default().spawn().await
+    }
+
+    /// The database of region `name` (`us`: the default one).
+    pub fn region_db(&self, name: &str) -> &TestDb {
+        if name == "us" {
+            return &self.db;
+        }
+        &self.region_dbs.iter().find(|(r, _)| r.as_str() == name).expect("a configured region").1
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -15,7 +15,20 @@ use crate::platform::ids::OrgId;
 /// returned can write the submission and nothing else of consequence: no permissions, and the
 /// Client role without a client record, which scopes it to no project.
 pub async fn contact_form(db: &Db, slug: &str) -> Result<Option<(OrgPrincipal, String)>, sqlx::Error> {
-    let mut tx = GateTx::begin(db, &gate()).await?;
+    // The slug's region, from the directory (with one region: the one database).
+    let db = if db.is_multi_region() {
+        let mut tx = db.home().global().await?;
+        let placement = super::directory::by_slug(db, &mut tx, slug).await?;
+        tx.commit().await?;
+        match placement.and_then(|p| db.in_region(p.region)) {
+            Some(db) => db,
+            None => return Ok(None),
+        }
+    } else {
+        db.clone()
+    };
+    let mut tx = GateTx::begin(&db, &gate()).await?;
+    let region = tx.region();
     tx.set(Capability::ContactFormSlug, slug).await?;
     let row: Option<(OrgId, String)> = sqlx::query_as(
         "SELECT id, name FROM organizations WHERE slug = $1 AND contact_form_enabled AND contact_email IS NOT NULL",
@@ -32,6 +45,7 @@ pub async fn contact_form(db: &Db, slug: &str) -> Result<Option<(OrgPrincipal, S
             client_id: None,
             permissions: PermissionSet::default(),
             scope_user: None,
+            region,
         };
         (principal, name)
     }))

@@ -34,8 +34,8 @@ pub async fn verify_file_link(
         client_id: None,
         permissions: PermissionSet::of(&[Permission::FilesRead]),
         scope_user: None,
+        region: super::directory::region_of(db, org_id).await?,
     };
-    let _ = db;
     Ok(Some(principal))
 }
 

@@ -5,8 +5,8 @@ use super::gate;
 use super::principal::{Actor, OrgPrincipal, OrgTx};
 use super::role::{PermissionSet, Role};
 use super::user::AuthenticatedUser;
-use crate::platform::db::Db;
 use crate::platform::db::tenant::{Capability, GateTx};
+use crate::platform::db::{Db, RegionId};
 use crate::platform::ids::OrgId;
 
 /// An open invitation, found by its token (for someone who is not a member yet).
@@ -17,6 +17,8 @@ pub struct OpenInvitation {
     pub email: String,
     pub role: Role,
     pub organization_name: String,
+    /// The organization's region (where the invitation was found).
+    pub region: RegionId,
 }
 
 /// Looks up an open invitation by token. The invitee is not a member, so row-level security
@@ -27,7 +29,22 @@ pub async fn find_invitation(
     token: &str,
     now: time::OffsetDateTime,
 ) -> Result<Option<OpenInvitation>, sqlx::Error> {
+    // The invitation is a row of its organization's region: each region is asked in turn.
+    for db in db.every_region() {
+        if let Some(found) = find_invitation_in(&db, token, now).await? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
+async fn find_invitation_in(
+    db: &Db,
+    token: &str,
+    now: time::OffsetDateTime,
+) -> Result<Option<OpenInvitation>, sqlx::Error> {
     let mut tx = GateTx::begin(db, &gate()).await?;
+    let region = tx.region();
     tx.set(Capability::InvitationToken, &hex::encode(crate::platform::crypto::sha256(token.as_bytes()))).await?;
     let row: Option<(OrgId, uuid::Uuid, String, Role, String)> = sqlx::query_as(
         "SELECT i.organization_id, i.id, i.email, i.role, o.name FROM invitations i \
@@ -46,6 +63,7 @@ pub async fn find_invitation(
         email,
         role,
         organization_name,
+        region,
     }))
 }
 
@@ -71,7 +89,9 @@ pub async fn begin_invitation_acceptance(
         client_id: None,
         permissions: PermissionSet::default(),
         scope_user: None,
+        region: invitation.region,
     };
+    super::directory::project_user(db, invitation.region, user.id()).await?;
     Ok(Some((OrgTx::begin(db, &principal).await?, invitation)))
 }
 
@@ -90,6 +110,7 @@ pub async fn begin_invitation_decline(
         client_id: None,
         permissions: PermissionSet::default(),
         scope_user: None,
+        region: invitation.region,
     };
     Ok(Some((OrgTx::begin(db, &principal).await?, invitation)))
 }
@@ -107,15 +128,16 @@ pub struct PendingInvitation {
 /// Presents the user's own email address as the capability (`invitation_by_email`, migration
 /// 0026), only when that address is verified: an unverified address proves nothing about who
 /// reads its mailbox. Returns the address presented.
-async fn present_verified_email(tx: &mut GateTx, user: &AuthenticatedUser) -> Result<Option<String>, sqlx::Error> {
+/// (Accounts are global: the address is read in the directory's database, then presented in
+/// each region's.)
+async fn verified_email(db: &Db, user: &AuthenticatedUser) -> Result<Option<String>, sqlx::Error> {
+    let mut tx = db.home().global().await?;
     let email: Option<String> =
         sqlx::query_scalar("SELECT email FROM users WHERE id = $1 AND email_verified_at IS NOT NULL")
             .bind(user.id())
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *tx)
             .await?;
-    if let Some(email) = &email {
-        tx.set(Capability::InviteeEmail, email).await?;
-    }
+    tx.commit().await?;
     Ok(email)
 }
 
@@ -125,11 +147,26 @@ pub async fn pending_invitations(
     user: &AuthenticatedUser,
     now: time::OffsetDateTime,
 ) -> Result<Vec<PendingInvitation>, sqlx::Error> {
-    let mut tx = GateTx::begin(db, &gate()).await?;
-    let Some(email) = present_verified_email(&mut tx, user).await? else {
-        tx.commit().await?;
+    let Some(email) = verified_email(db, user).await? else {
         return Ok(vec![]);
     };
+    let mut found = Vec::new();
+    for db in db.every_region() {
+        let mut tx = GateTx::begin(&db, &gate()).await?;
+        tx.set(Capability::InviteeEmail, &email).await?;
+        found.extend(pending_in(&mut tx, &email, now).await?);
+        tx.commit().await?;
+    }
+    found.sort_by_key(|p: &PendingInvitation| std::cmp::Reverse(p.expires_at));
+    found.truncate(50);
+    Ok(found)
+}
+
+async fn pending_in(
+    tx: &mut GateTx,
+    email: &str,
+    now: time::OffsetDateTime,
+) -> Result<Vec<PendingInvitation>, sqlx::Error> {
     let rows: Vec<(uuid::Uuid, String, Role, time::OffsetDateTime)> = sqlx::query_as(
         "SELECT i.id, o.name, i.role, i.expires_at FROM invitations i \
          JOIN organizations o ON o.id = i.organization_id \
@@ -137,11 +174,10 @@ pub async fn pending_invitations(
            AND i.revoked_at IS NULL AND i.expires_at > $2 \
          ORDER BY i.created_at DESC LIMIT 50",
     )
-    .bind(&email)
+    .bind(email)
     .bind(now)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
-    tx.commit().await?;
     Ok(rows
         .into_iter()
         .map(|(id, organization_name, role, expires_at)| PendingInvitation { id, organization_name, role, expires_at })
@@ -158,11 +194,30 @@ pub async fn begin_invitation_acceptance_by_id(
     id: uuid::Uuid,
     now: time::OffsetDateTime,
 ) -> Result<Option<(OrgTx, OpenInvitation)>, sqlx::Error> {
-    let mut tx = GateTx::begin(db, &gate()).await?;
-    let Some(email) = present_verified_email(&mut tx, user).await? else {
-        tx.commit().await?;
+    let Some(email) = verified_email(db, user).await? else {
         return Ok(None);
     };
+    for db in db.every_region() {
+        let mut tx = GateTx::begin(&db, &gate()).await?;
+        tx.set(Capability::InviteeEmail, &email).await?;
+        let found = acceptance_by_id_in(&mut tx, user, id, &email, now).await?;
+        tx.commit().await?;
+        if let Some((principal, invitation)) = found {
+            super::directory::project_user(&db, invitation.region, user.id()).await?;
+            return Ok(Some((OrgTx::begin(&db, &principal).await?, invitation)));
+        }
+    }
+    Ok(None)
+}
+
+async fn acceptance_by_id_in(
+    tx: &mut GateTx,
+    user: &AuthenticatedUser,
+    id: uuid::Uuid,
+    email: &str,
+    now: time::OffsetDateTime,
+) -> Result<Option<(OrgPrincipal, OpenInvitation)>, sqlx::Error> {
+    let region = tx.region();
     let row: Option<(OrgId, String, Role, String)> = sqlx::query_as(
         "SELECT i.organization_id, i.email, i.role, o.name FROM invitations i \
          JOIN organizations o ON o.id = i.organization_id \
@@ -170,11 +225,10 @@ pub async fn begin_invitation_acceptance_by_id(
            AND i.revoked_at IS NULL AND i.expires_at > $3",
     )
     .bind(id)
-    .bind(&email)
+    .bind(email)
     .bind(now)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?;
-    tx.commit().await?;
     let Some((organization_id, email, role, organization_name)) = row else { return Ok(None) };
     let principal = OrgPrincipal {
         org_id: organization_id,
@@ -183,7 +237,8 @@ pub async fn begin_invitation_acceptance_by_id(
         client_id: None,
         permissions: PermissionSet::default(),
         scope_user: None,
+        region,
     };
-    let invitation = OpenInvitation { organization_id, id, email, role, organization_name };
-    Ok(Some((OrgTx::begin(db, &principal).await?, invitation)))
+    let invitation = OpenInvitation { organization_id, id, email, role, organization_name, region };
+    Ok(Some((principal, invitation)))
 }

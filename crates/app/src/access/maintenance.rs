@@ -13,7 +13,14 @@ use crate::platform::ids::OrgId;
 /// One sweep of `audit::chain::sign_due_heads`, opening each due organization as
 /// [`super::audit_maintenance`].
 pub async fn sign_due_heads(db: &Db, signer: &Signer, now: OffsetDateTime) -> Result<Vec<OrgId>, sqlx::Error> {
-    crate::audit::chain::sign_due_heads(db, signer, now, |org| super::audit_maintenance(db, org)).await
+    // Region by region: each region's heads are signed in its own database.
+    let mut signed = Vec::new();
+    for db in db.every_region() {
+        signed.extend(
+            crate::audit::chain::sign_due_heads(&db, signer, now, |org| super::audit_maintenance(&db, org)).await?,
+        );
+    }
+    Ok(signed)
 }
 
 /// Runs [`sign_due_heads`] every `audit::chain::SWEEP_EVERY` until `shutdown` changes (in

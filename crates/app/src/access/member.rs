@@ -23,8 +23,10 @@ pub struct OrgFacts {
     pub require_two_factor: bool,
     pub ip_allowlist: Vec<ipnet::IpNet>,
     /// Every organization the user is an active member of (this one included), for the
-    /// organization switcher.
+    /// organization switcher. With several regions: those in this organization's region.
     pub memberships: Vec<OrgChoice>,
+    /// The organization is being moved to another region: writes are refused meanwhile.
+    pub moving: bool,
 }
 
 /// One of the user's organizations, as the switcher lists it.
@@ -46,7 +48,7 @@ pub enum MemberRequest {
     /// organization with this slug (the two look the same to the caller: 404 or the next step).
     Session(CurrentSession),
     /// A member: the session, the principal and the organization's facts.
-    Member(CurrentSession, OrgTx, Box<OrgFacts>),
+    Member(CurrentSession, Box<OrgTx>, Box<OrgFacts>),
 }
 
 /// Resolves an organization route's asker in **one** transaction: the session behind the
@@ -63,7 +65,14 @@ pub async fn resolve_member_request(
     idle: time::Duration,
 ) -> Result<MemberRequest, sqlx::Error> {
     let mut tx = GateTx::begin(db, &gate()).await?;
-    let Some(session) = super::session::lookup(&mut tx, token, now, idle).await? else {
+    // With more than one region, the directory's entry for the slug comes with the session, in
+    // the same statement.
+    let found = if db.is_multi_region() {
+        super::session::lookup_routing(&mut tx, token, slug, now, idle).await?
+    } else {
+        super::session::lookup(&mut tx, token, now, idle).await?.map(|s| (s, None))
+    };
+    let Some((session, placement)) = found else {
         tx.commit().await?;
         return Ok(MemberRequest::NoSession);
     };
@@ -72,6 +81,34 @@ pub async fn resolve_member_request(
         return Ok(MemberRequest::Session(session));
     }
     let user = session.user.id();
+    // With more than one region, the directory says which database holds the organization
+    // (the session was read in the directory's own). An organization in the default region
+    // goes on in this transaction, as with one region; one elsewhere continues in its region's
+    // database, and the session's bookkeeping stays here (committed now).
+    let mut moving = false;
+    if db.is_multi_region() {
+        let Some((_, region, moving_to)) = placement else {
+            tx.commit().await?;
+            return Ok(MemberRequest::Session(session));
+        };
+        moving = moving_to.is_some();
+        let region = crate::platform::db::RegionId::parse(&region).unwrap_or(db.home_region());
+        if region != tx.region() {
+            let Some(region_db) = db.in_region(region) else {
+                tx.commit().await?;
+                return Err(crate::platform::db::region::unknown_region(region));
+            };
+            // The lookup wrote only when the session's idle clock was due (once a minute):
+            // otherwise there is nothing to commit, and dropping the transaction (rolled back
+            // as its connection goes back to the pool) costs this request no round trip.
+            if session.idle_for > time::Duration::seconds(60) {
+                tx.commit().await?;
+            } else {
+                drop(tx);
+            }
+            tx = GateTx::begin(&region_db, &gate()).await?;
+        }
+    }
     tx.set(Capability::User, &user.to_string()).await?;
     type Row = (OrgId, String, String, String, Option<i32>, bool, Vec<ipnet::IpNet>, Role, Option<ClientId>);
     let row: Option<Row> = sqlx::query_as(
@@ -111,7 +148,9 @@ pub async fn resolve_member_request(
     // The user capability has found the membership; from here on only the organization counts.
     tx.switch_to_tenant(org_id).await?;
     let permissions = load_permissions(&mut tx, org_id, user, role).await?;
-    let principal = OrgPrincipal { org_id, actor: Actor::User(user), role, client_id, permissions, scope_user: None };
+    let region = tx.region();
+    let principal =
+        OrgPrincipal { org_id, actor: Actor::User(user), role, client_id, permissions, scope_user: None, region };
     let tx = tx.into_org_tx(principal).await?;
     let facts = OrgFacts {
         slug: slug.to_string(),
@@ -122,6 +161,7 @@ pub async fn resolve_member_request(
         require_two_factor,
         ip_allowlist,
         memberships,
+        moving,
     };
-    Ok(MemberRequest::Member(session, tx, Box::new(facts)))
+    Ok(MemberRequest::Member(session, Box::new(tx), Box::new(facts)))
 }

@@ -16,6 +16,7 @@ pub mod account;
 pub mod api_key;
 pub mod asking;
 pub mod contact_form;
+pub mod directory;
 pub mod file_link;
 pub mod invitation;
 pub mod maintenance;
@@ -39,7 +40,7 @@ pub use invitation::{
 };
 pub use principal::{
     Actor, NewOrgCreator, OperatorAuthority, OrgPrincipal, OrgTx, ProjectScope, audit_maintenance,
-    begin_new_organization, operator,
+    begin_new_organization, operator, operator_in_region,
 };
 pub use stripe_event::stripe_event;
 pub use user::AuthenticatedUser;

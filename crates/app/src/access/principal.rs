@@ -86,8 +86,8 @@ use sqlx::PgConnection;
 use super::role::{Permission, PermissionSet, Role, default_permissions, effective_permissions};
 use super::user::AuthenticatedUser;
 pub use crate::audit::Actor;
-use crate::platform::db::Db;
 use crate::platform::db::tenant::TenantPrincipal;
+use crate::platform::db::{Db, RegionId};
 use crate::platform::ids::{ClientId, OrgId, UserId};
 
 /// The application's transaction inside one organization: the tenant door opened by a verified
@@ -106,6 +106,9 @@ pub struct OrgPrincipal {
     pub(super) permissions: PermissionSet,
     /// For API keys: the user who created the key (a Member-role key sees their projects).
     pub(super) scope_user: Option<UserId>,
+    /// The region whose database holds the organization (from the directory): the only one
+    /// its tenant door opens.
+    pub(super) region: RegionId,
 }
 
 /// The projects a principal may see and work in.
@@ -187,11 +190,20 @@ impl OrgPrincipal {
     pub fn permissions(&self) -> PermissionSet {
         self.permissions
     }
+
+    /// The region the organization's data lives in.
+    pub fn region(&self) -> RegionId {
+        self.region
+    }
 }
 
 impl TenantPrincipal for OrgPrincipal {
     fn org_id(&self) -> OrgId {
         self.org_id
+    }
+
+    fn region(&self) -> RegionId {
+        self.region
     }
 }
 
@@ -272,6 +284,30 @@ pub async fn operator(
         client_id: None,
         permissions: default_permissions(Role::Owner),
         scope_user: None,
+        region: super::directory::region_of(db, org_id).await?,
+    };
+    if_exists(db, principal).await
+}
+
+/// The operator acting on an organization's copy in a region the directory doesn't (yet, or
+/// any more) name for it: moving an organization between regions (`clientflow org move`)
+/// writes its "moved" event in the new region before the directory switches, and reads what is
+/// left in the old one. Returns `None` when the organization has no row in that region.
+pub async fn operator_in_region(
+    db: &Db,
+    _authority: &OperatorAuthority,
+    org_id: OrgId,
+    region: RegionId,
+    reason: &str,
+) -> Result<Option<OrgPrincipal>, sqlx::Error> {
+    let principal = OrgPrincipal {
+        org_id,
+        actor: Actor::System(format!("operator: {reason}")),
+        role: Role::Owner,
+        client_id: None,
+        permissions: default_permissions(Role::Owner),
+        scope_user: None,
+        region,
     };
     if_exists(db, principal).await
 }
@@ -299,6 +335,8 @@ pub async fn audit_maintenance(db: &Db, org_id: OrgId) -> Result<Option<OrgPrinc
         client_id: None,
         permissions: PermissionSet::of(&[]),
         scope_user: None,
+        // The sweep runs region by region: the heads it found are in `db`'s region.
+        region: db.region(),
     };
     if_exists(db, principal).await
 }
@@ -311,11 +349,15 @@ pub enum NewOrgCreator<'a> {
 }
 
 /// Opens the transaction that creates a new organization: its tenant is the fresh id,
-/// and the creator becomes its Owner in the same transaction.
+/// and the creator becomes its Owner in the same transaction. The organization lives in `db`'s
+/// region (`db.in_region(chosen)` for another one than the default).
 pub async fn begin_new_organization(db: &Db, creator: NewOrgCreator<'_>) -> Result<OrgTx, sqlx::Error> {
     let org_id = OrgId::new();
     let actor = match creator {
-        NewOrgCreator::User(u) => Actor::User(u.id()),
+        NewOrgCreator::User(u) => {
+            super::directory::project_user(db, db.region(), u.id()).await?;
+            Actor::User(u.id())
+        }
         NewOrgCreator::Operator(_authority, reason) => Actor::System(format!("operator: {reason}")),
     };
     let principal = OrgPrincipal {
@@ -325,6 +367,7 @@ pub async fn begin_new_organization(db: &Db, creator: NewOrgCreator<'_>) -> Resu
         client_id: None,
         permissions: default_permissions(Role::Owner),
         scope_user: None,
+        region: db.region(),
     };
     OrgTx::begin(db, &principal).await
 }

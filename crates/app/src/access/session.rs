@@ -140,6 +140,11 @@ struct Row {
     expires_at: OffsetDateTime,
     two_factor: bool,
     privileges_changed: bool,
+    /// With [`lookup_routing`]: the directory's entry for the slug (organization, region,
+    /// region it moves to).
+    dir_org: Option<crate::platform::ids::OrgId>,
+    dir_region: Option<String>,
+    dir_moving: Option<String>,
 }
 
 /// The live session for a cookie token: not expired (absolute), not idle too long (complete
@@ -150,20 +155,70 @@ pub async fn lookup(
     now: OffsetDateTime,
     idle: Duration,
 ) -> Result<Option<CurrentSession>, sqlx::Error> {
+    Ok(lookup_inner(conn, token, None, now, idle).await?.map(|(s, _)| s))
+}
+
+/// Where the directory places an organization, read with the session ([`lookup_routing`]).
+pub type DirectoryRow = (crate::platform::ids::OrgId, String, Option<String>);
+
+/// [`lookup`], also reading the directory's entry for `slug` in the same statement: with more
+/// than one region, routing an organization's request costs no extra round trip.
+pub async fn lookup_routing(
+    conn: &mut PgConnection,
+    token: &str,
+    slug: &str,
+    now: OffsetDateTime,
+    idle: Duration,
+) -> Result<Option<(CurrentSession, Option<DirectoryRow>)>, sqlx::Error> {
+    lookup_inner(conn, token, Some(slug), now, idle).await
+}
+
+async fn lookup_inner(
+    conn: &mut PgConnection,
+    token: &str,
+    slug: Option<&str>,
+    now: OffsetDateTime,
+    idle: Duration,
+) -> Result<Option<(CurrentSession, Option<DirectoryRow>)>, sqlx::Error> {
     if token.len() != 43 {
         return Ok(None);
     }
-    let row: Option<Row> = sqlx::query_as(
-        "SELECT s.id, s.user_id, u.email, s.stage, s.method, s.csrf_token, s.created_at, s.last_seen_at, s.expires_at, \
+    const COLUMNS: &str = "SELECT s.id, s.user_id, u.email, s.stage, s.method, s.csrf_token, s.created_at, \
+         s.last_seen_at, s.expires_at, \
          (u.totp_enabled_at IS NOT NULL AND u.totp_secret IS NOT NULL) AS two_factor, \
-         s.privilege_epoch < u.privilege_epoch AS privileges_changed \
-         FROM sessions s JOIN users u ON u.id = s.user_id \
-         WHERE s.token_hash = $1 AND u.disabled_at IS NULL",
-    )
-    .bind(&sha256(token.as_bytes())[..])
-    .fetch_optional(&mut *conn)
-    .await?;
+         s.privilege_epoch < u.privilege_epoch AS privileges_changed";
+    let row: Option<Row> = match slug {
+        None => {
+            static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                format!(
+                    "{COLUMNS}, NULL::uuid AS dir_org, NULL::text AS dir_region, NULL::text AS dir_moving \
+                     FROM sessions s JOIN users u ON u.id = s.user_id \
+                     WHERE s.token_hash = $1 AND u.disabled_at IS NULL"
+                )
+            });
+            sqlx::query_as(SQL.as_str()).bind(&sha256(token.as_bytes())[..]).fetch_optional(&mut *conn).await?
+        }
+        Some(slug) => {
+            static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                format!(
+                    "{COLUMNS}, d.org AS dir_org, d.region AS dir_region, d.moving_to AS dir_moving \
+                     FROM sessions s JOIN users u ON u.id = s.user_id \
+                     LEFT JOIN organization_directory d ON d.slug = $2 \
+                     WHERE s.token_hash = $1 AND u.disabled_at IS NULL"
+                )
+            });
+            sqlx::query_as(SQL.as_str())
+                .bind(&sha256(token.as_bytes())[..])
+                .bind(slug)
+                .fetch_optional(&mut *conn)
+                .await?
+        }
+    };
     let Some(row) = row else { return Ok(None) };
+    let placement = match (row.dir_org, &row.dir_region) {
+        (Some(org), Some(region)) => Some((org, region.clone(), row.dir_moving.clone())),
+        _ => None,
+    };
     let idle_expired = row.stage == Stage::Complete && row.last_seen_at + idle <= now;
     if row.expires_at <= now || idle_expired {
         sqlx::query("DELETE FROM sessions WHERE id = $1").bind(row.id).execute(&mut *conn).await?;
@@ -176,7 +231,7 @@ pub async fn lookup(
             .execute(&mut *conn)
             .await?;
     }
-    Ok(Some(CurrentSession {
+    let session = CurrentSession {
         id: row.id,
         user: AuthenticatedUser::from_verified_session(row.user_id),
         email: row.email,
@@ -187,7 +242,8 @@ pub async fn lookup(
         two_factor: row.two_factor,
         idle_for: now - row.last_seen_at,
         privileges_changed: row.privileges_changed,
-    }))
+    };
+    Ok(Some((session, placement)))
 }
 
 /// Gives a session a new token and synchronizer token, at the user's current privilege epoch;

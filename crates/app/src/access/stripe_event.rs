@@ -21,7 +21,22 @@ pub async fn stripe_event(
     customer: Option<&str>,
     org_hint: Option<OrgId>,
 ) -> Result<Option<OrgPrincipal>, sqlx::Error> {
+    // The customer's billing account is in its organization's region: each is asked in turn.
+    for db in db.every_region() {
+        if let Some(principal) = stripe_event_in(&db, customer, org_hint).await? {
+            return Ok(Some(principal));
+        }
+    }
+    Ok(None)
+}
+
+async fn stripe_event_in(
+    db: &Db,
+    customer: Option<&str>,
+    org_hint: Option<OrgId>,
+) -> Result<Option<OrgPrincipal>, sqlx::Error> {
     let mut tx = GateTx::begin(db, &gate()).await?;
+    let region = tx.region();
     let mut org = None;
     if let Some(customer) = customer.filter(|c| !c.is_empty()) {
         tx.set(Capability::StripeCustomer, customer).await?;
@@ -48,5 +63,6 @@ pub async fn stripe_event(
         client_id: None,
         permissions: PermissionSet::default(),
         scope_user: None,
+        region,
     }))
 }

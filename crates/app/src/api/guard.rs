@@ -57,6 +57,14 @@ pub async fn require_key(state: &AppState, mut req: Request, permission: Permiss
     if !principal.can(permission) {
         return Err(AppError::Forbidden(format!("This API key doesn't allow this ({}).", permission.as_str())));
     }
+    // While the organization moves to another region, its data is read-only (with one region
+    // there is nowhere to move, and nothing to ask).
+    if state.db.is_multi_region()
+        && crate::identity::guard::is_unsafe(req.method())
+        && access::directory::locate(&state.db, principal.org_id()).await?.is_some_and(|p| p.moving_to.is_some())
+    {
+        return Err(crate::tenancy::residency_refusal("This organization"));
+    }
     req.extensions_mut().insert(crate::access::Asking::api_key(principal.clone()));
     req.extensions_mut().insert(ApiAccess { principal });
     req.extensions_mut().insert(crate::access::request_tx::VerifiedTx::new(tx));

@@ -65,6 +65,20 @@ pub enum OrgCommand {
         #[command(subcommand)]
         command: super::AllowlistCommand,
     },
+    /// Move an organization's data (rows, files, audit log) to another region. Its data is
+    /// read-only while the move runs; an interrupted move continues when run again, or is undone
+    /// with --rollback (docs/security/residency.md).
+    Move {
+        /// Organization id or slug.
+        #[arg(long)]
+        org: String,
+        /// The region to move to (a configured one, e.g. eu).
+        #[arg(long)]
+        to: Option<String>,
+        /// Undo the move under way instead (possible until the directory has switched).
+        #[arg(long)]
+        rollback: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -285,6 +299,7 @@ impl Session {
             std::time::Duration::from_secs(config.database.acquire_timeout_secs),
         )
         .await?;
+        let db = super::residency::connect_regions(config, &resolved, db, pool_size).await.map_err(OpError::Failed)?;
         Ok(Self { resolved, db, operator, signer: std::sync::Arc::new(signer) })
     }
 
@@ -601,12 +616,15 @@ pub async fn org(
 ) -> anyhow::Result<ExitCode> {
     let command = match command {
         OrgCommand::Allowlist { command } => return super::org_allowlist(config, &operator, command).await,
+        OrgCommand::Move { org, to, rollback } => {
+            return super::moving::run(&config, json, operator, &org, to.as_deref(), rollback).await;
+        }
         other => other,
     };
     with_session(&config, json, operator, async move |s| match command {
         OrgCommand::Create { name, slug, owner } => create_org(s, &name, slug.as_deref(), &owner).await,
         OrgCommand::List => list_orgs(s).await,
-        OrgCommand::Allowlist { .. } => unreachable!("handled above"),
+        OrgCommand::Allowlist { .. } | OrgCommand::Move { .. } => unreachable!("handled above"),
     })
     .await
 }

@@ -151,7 +151,7 @@ pub fn sections(state: &AppState, live: &Live, now: OffsetDateTime) -> Vec<Secti
     vec![
         tls(config),
         encryption(state),
-        isolation(config),
+        isolation(state),
         backups(config, live),
         rate_limits(state),
         bot_check(state),
@@ -234,7 +234,24 @@ fn encryption(state: &AppState) -> Section {
     )
 }
 
-fn isolation(config: &Config) -> Section {
+fn isolation(state: &AppState) -> Section {
+    let config = &state.config;
+    let regions = state.db.region_ids();
+    let (region, where_) = if regions.len() == 1 {
+        (
+            config.disclosure.region.clone(),
+            "one PostgreSQL database for every organization of this installation".to_string(),
+        )
+    } else {
+        let named: Vec<String> = regions.iter().map(|r| format!("{} ({r})", config.residency.label(*r))).collect();
+        (
+            named.join(", "),
+            "one PostgreSQL database and file store per region: each organization's rows, files, audit log and mail \
+             queue live only in the region its Owner chose; accounts and sign-in live in the default region's \
+             directory"
+                .to_string(),
+        )
+    };
     section(
         "isolation",
         "Tenant isolation and region",
@@ -242,11 +259,7 @@ fn isolation(config: &Config) -> Section {
         "Every organization's rows are guarded by PostgreSQL row-level security (enabled and forced, with a policy \
          that checks writes too) and composite keys, and the server's database role can't bypass it."
             .into(),
-        vec![
-            fact("Regions", "1"),
-            fact("Region", config.disclosure.region.clone()),
-            fact("Where data lives", "one PostgreSQL database for every organization of this installation"),
-        ],
+        vec![fact("Regions", regions.len().to_string()), fact("Region", region), fact("Where data lives", where_)],
     )
 }
 

@@ -193,11 +193,15 @@ pub async fn deliver_due(
     limit: usize,
 ) -> Result<usize, sqlx::Error> {
     let mut sent = 0;
-    for _ in 0..limit {
-        match deliver_one(db, delivery, now).await? {
-            None => break,
-            Some(Outcome::Sent) => sent += 1,
-            Some(_) => {}
+    // Mail about an organization is queued in its region's database, with the organization's
+    // other rows: each region's outbox is delivered from where it is.
+    for db in db.every_region() {
+        for _ in 0..limit {
+            match deliver_one(&db, delivery, now).await? {
+                None => break,
+                Some(Outcome::Sent) => sent += 1,
+                Some(_) => {}
+            }
         }
     }
     Ok(sent)
@@ -218,7 +222,18 @@ pub async fn deliver_one(db: &Db, delivery: &Delivery, now: OffsetDateTime) -> R
 
     // At send time, not only at enqueue: an address suppressed since the message was queued
     // is not mailed.
-    if let Some(s) = suppression::blocking(&mut tx, &mail.recipient, mail.category).await? {
+    // The suppression list is global (the directory's database): a region's mail consults it
+    // there.
+    let in_directory = db.region() == db.home_region();
+    let blocking = if in_directory {
+        suppression::blocking(&mut tx, &mail.recipient, mail.category).await?
+    } else {
+        let mut global = db.home().global().await?;
+        let found = suppression::blocking(&mut global, &mail.recipient, mail.category).await?;
+        global.commit().await?;
+        found
+    };
+    if let Some(s) = blocking {
         let why = format!("{} ({})", s.reason.as_str(), s.source);
         sqlx::query("UPDATE outbox SET suppressed_at = $2, suppression = $3 WHERE id = $1")
             .bind(mail.id)
@@ -277,7 +292,15 @@ pub async fn deliver_one(db: &Db, delivery: &Delivery, now: OffsetDateTime) -> R
                     .execute(&mut *tx)
                     .await?;
                 let source: String = format!("SMTP at send: {}", e.message).chars().take(300).collect();
-                suppression::add(&mut tx, &mail.recipient, Reason::HardBounce, None, &source, "worker", now).await?;
+                if in_directory {
+                    suppression::add(&mut tx, &mail.recipient, Reason::HardBounce, None, &source, "worker", now)
+                        .await?;
+                } else {
+                    let mut global = db.home().global().await?;
+                    suppression::add(&mut global, &mail.recipient, Reason::HardBounce, None, &source, "worker", now)
+                        .await?;
+                    global.commit().await?;
+                }
             }
             Outcome::Dead
         }

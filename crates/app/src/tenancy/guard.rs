@@ -63,7 +63,7 @@ pub async fn require_org(
     let (session, member) = match resolved {
         MemberRequest::NoSession => (None, None),
         MemberRequest::Session(s) => (Some(s), None),
-        MemberRequest::Member(s, tx, facts) => (Some(s), Some((tx, facts))),
+        MemberRequest::Member(s, tx, facts) => (Some(s), Some((*tx, facts))),
     };
     let session = match session_at_stage(session, Stage::Complete, &req) {
         Ok(s) => s,
@@ -73,7 +73,14 @@ pub async fn require_org(
         let (_, _) = admit_session(state, req, session, rotated, None).await?;
         return Err(AppError::NotFound);
     };
-    let (mut req, session) = admit_session(state, req, session, rotated, Some(&mut *tx)).await?;
+    // The session lives in the directory's database: its bookkeeping joins the request's
+    // transaction only when the organization lives there too.
+    let in_directory = tx.region() == state.db.home_region();
+    let (mut req, session) = if in_directory {
+        admit_session(state, req, session, rotated, Some(&mut *tx)).await?
+    } else {
+        admit_session(state, req, session, rotated, None).await?
+    };
     let principal = tx.principal().clone();
     let access::member::OrgFacts {
         slug,
@@ -84,6 +91,7 @@ pub async fn require_org(
         require_two_factor: require_2fa,
         ip_allowlist: allowlist,
         memberships,
+        moving,
     } = *facts;
 
     // A refusal below still keeps what the resolution wrote (the session's idle clock).
@@ -101,7 +109,13 @@ pub async fn require_org(
     if let Some(minutes) = timeout
         && session.idle_for >= time::Duration::minutes(minutes.into())
     {
-        session::delete(&mut tx, session.id).await?;
+        if in_directory {
+            session::delete(&mut tx, session.id).await?;
+        } else {
+            let mut global = state.db.global().await?;
+            session::delete(&mut global, session.id).await?;
+            global.commit().await?;
+        }
         tx.commit().await?;
         return Ok(Resolved::Respond(if is_api {
             AppError::Unauthorized("Your session ended after inactivity. Sign in again.".into()).into_response()
@@ -116,6 +130,11 @@ pub async fn require_org(
         } else {
             Redirect::to("/account/two-factor/setup?required=1").into_response()
         }));
+    }
+    // While the organization moves to another region, its data is read-only.
+    if moving && crate::identity::guard::is_unsafe(req.method()) {
+        tx.commit().await?;
+        return Err(super::residency_refusal(&name));
     }
     if !principal.can(permission) {
         tx.commit().await?;

@@ -14,8 +14,14 @@ pub struct Organization {
 }
 
 /// Inserts the organization of a transaction opened with `OrgTx::begin_new_organization`.
+/// In the default region its directory entry is written in the same transaction; elsewhere the
+/// caller reserved it first (`access::directory::reserve`, as `service::create_organization`).
 pub async fn insert_organization(tx: &mut OrgTx, slug: &Slug, name: &str) -> Result<Organization, sqlx::Error> {
     let id = tx.org_id();
+    if tx.in_directory_region() {
+        let region = tx.region();
+        crate::access::directory::register_in(tx, id, slug.as_str(), region).await?;
+    }
     sqlx::query_as("INSERT INTO organizations (id, slug, name) VALUES ($1, $2, $3) RETURNING id, slug, name")
         .bind(id)
         .bind(slug.as_str())

@@ -45,6 +45,7 @@ pub async fn create_organization(
     creator: &AuthenticatedUser,
     name: &str,
     slug: &str,
+    region: Option<crate::platform::db::RegionId>,
 ) -> AppResult<Organization> {
     let mut errors = Vec::new();
     let name = parse_name(name).map_err(|m| errors.push(FieldError::new("name", m))).ok();
@@ -58,23 +59,60 @@ pub async fn create_organization(
     let (Some(name), Some(slug)) = (name, slug) else {
         return Err(AppError::Validation(errors));
     };
-    let mut tx = access::begin_new_organization(db, NewOrgCreator::User(creator)).await?;
+    // The region the Owner chose (only a configured one), or the installation's default for
+    // new organizations.
+    let region = match region {
+        Some(r) => match db.in_region(r) {
+            Some(db) => db,
+            None => return Err(AppError::field("region", "is not a region this installation offers")),
+        },
+        None => db.home(),
+    };
+    let mut tx = access::begin_new_organization(&region, NewOrgCreator::User(creator)).await?;
+    let org_id = tx.org_id();
+    // Outside the directory's region the slug is reserved there first (unique across regions).
+    let reserved = !tx.in_directory_region();
+    if reserved {
+        access::directory::reserve(db, org_id, slug.as_str(), tx.region()).await?;
+    }
+    let created = match create_in(&mut tx, ctx, creator, &slug, &name).await {
+        Ok(org) => tx.commit().await.map(|()| org).map_err(AppError::from),
+        Err(e) => {
+            drop(tx);
+            Err(e)
+        }
+    };
+    if created.is_err()
+        && reserved
+        && let Err(e) = access::directory::forget(db, org_id).await
+    {
+        tracing::warn!(error = %e, "could not release the directory entry of an organization not created");
+    }
+    created
+}
+
+async fn create_in(
+    tx: &mut OrgTx,
+    ctx: &Context,
+    creator: &AuthenticatedUser,
+    slug: &Slug,
+    name: &str,
+) -> AppResult<Organization> {
     // A taken slug is a field error on `slug` (`crate::errors`).
-    let org = repo::insert_organization(&mut tx, &slug, &name).await?;
-    repo::add_member(&mut tx, creator.id(), Role::Owner).await?;
+    let org = repo::insert_organization(tx, slug, name).await?;
+    repo::add_member(tx, creator.id(), Role::Owner).await?;
     audit::record(
-        &mut tx,
+        tx,
         ctx,
         Entry::new("organization.created", "organization", org.id).after(json!({ "name": org.name, "slug": org.slug })),
     )
     .await?;
     audit::record(
-        &mut tx,
+        tx,
         ctx,
         Entry::new("member.added", "member", creator.id()).after(json!({ "role": "owner", "status": "active" })),
     )
     .await?;
-    tx.commit().await?;
     Ok(org)
 }
 
@@ -630,9 +668,21 @@ pub async fn update_general(db: &Db, ctx: &Context, principal: &OrgPrincipal, in
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
     }
+    // The slug is also the directory's (unique across regions): for an organization in another
+    // region than the directory's, the directory changes first, so a slug taken elsewhere is
+    // refused before anything changes here.
+    let elsewhere = principal.region() != db.home_region();
+    if elsewhere {
+        let mut global = db.home().global().await?;
+        crate::access::directory::rename_in(&mut global, principal.org_id(), slug.as_str()).await?;
+        global.commit().await?;
+    }
     let mut tx = OrgTx::begin(db, principal).await?;
     let org_id = tx.org_id();
     let before = settings(&mut tx).await?;
+    if !elsewhere {
+        crate::access::directory::rename_in(&mut tx, org_id, slug.as_str()).await?;
+    }
     let updated = sqlx::query(
         "UPDATE organizations SET name = $2, slug = $3, brand_color = $4, timezone = $5, currency = $6, updated_at = $7 WHERE id = $1",
     )

@@ -151,10 +151,45 @@ struct NewOrgPage {
     slug: String,
     message: Option<String>,
     errors: Vec<FieldError>,
+    /// The regions a new organization may live in (the select shows with more than one).
+    regions: Vec<RegionChoice>,
 }
 
-async fn new_org_page(FormToken(csrf): FormToken) -> AppResult<Response> {
-    page(&NewOrgPage { csrf, name: String::new(), slug: String::new(), message: None, errors: vec![] })
+/// A region on the create-organization form.
+pub struct RegionChoice {
+    pub value: String,
+    pub label: String,
+    pub selected: bool,
+}
+
+/// The installation's regions, `chosen` (or the default for new organizations) selected.
+pub fn region_choices(state: &AppState, chosen: Option<&str>) -> Vec<RegionChoice> {
+    let residency = &state.config.residency;
+    let default = residency.new_organization_region();
+    state
+        .db
+        .region_ids()
+        .into_iter()
+        .map(|r| RegionChoice {
+            value: r.to_string(),
+            label: residency.label(r),
+            selected: match chosen {
+                Some(c) => c == r.as_str(),
+                None => r == default,
+            },
+        })
+        .collect()
+}
+
+async fn new_org_page(State(state): State<AppState>, FormToken(csrf): FormToken) -> AppResult<Response> {
+    page(&NewOrgPage {
+        csrf,
+        name: String::new(),
+        slug: String::new(),
+        message: None,
+        errors: vec![],
+        regions: region_choices(&state, None),
+    })
 }
 
 #[derive(Deserialize)]
@@ -163,6 +198,9 @@ struct NewOrgForm {
     name: String,
     #[serde(default)]
     slug: String,
+    /// The region's name; absent: the installation's default for new organizations.
+    #[serde(default)]
+    region: Option<String>,
 }
 
 async fn create_org(
@@ -172,11 +210,19 @@ async fn create_org(
     current: CurrentSession,
     Form(form): Form<NewOrgForm>,
 ) -> AppResult<Response> {
-    match service::create_organization(&state.db, &ctx, &current.user, &form.name, &form.slug).await {
+    let region = match form.region.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
+        None => Some(state.config.residency.new_organization_region()),
+        Some(name) => match crate::platform::db::RegionId::parse(name) {
+            Some(r) => Some(r),
+            None => return Err(AppError::field("region", "is not a region this installation offers")),
+        },
+    };
+    match service::create_organization(&state.db, &ctx, &current.user, &form.name, &form.slug, region).await {
         Ok(org) => Ok(Redirect::to(&format!("/o/{}", org.slug)).into_response()),
         Err(e) => {
             let (status, message, errors) = failure(e)?;
-            page_with_status(status, &NewOrgPage { csrf, name: form.name, slug: form.slug, message, errors })
+            let regions = region_choices(&state, form.region.as_deref());
+            page_with_status(status, &NewOrgPage { csrf, name: form.name, slug: form.slug, message, errors, regions })
         }
     }
 }
@@ -754,6 +800,9 @@ struct SettingsPage {
     saved: bool,
     message: Option<String>,
     errors: Vec<FieldError>,
+    /// Where the organization's data lives: the region's name and what it is called.
+    region: String,
+    region_label: String,
 }
 
 #[derive(Deserialize)]
@@ -777,7 +826,18 @@ async fn settings_view(
             .fetch_one(&mut *tx)
             .await?;
     tx.commit().await?;
-    Ok(SettingsPage { csrf, org: OrgNav::of(access), settings, has_logo, saved, message, errors })
+    let region = access.principal.region();
+    Ok(SettingsPage {
+        csrf,
+        org: OrgNav::of(access),
+        settings,
+        has_logo,
+        saved,
+        message,
+        errors,
+        region: region.to_string(),
+        region_label: state.config.residency.label(region),
+    })
 }
 
 async fn settings_page(
@@ -1326,6 +1386,7 @@ struct AppHome {
     slug: String,
     message: Option<String>,
     errors: Vec<FieldError>,
+    regions: Vec<RegionChoice>,
 }
 
 struct InvitationChoice {
@@ -1369,6 +1430,7 @@ async fn app_home_page(
         slug: String::new(),
         message: None,
         errors: vec![],
+        regions: region_choices(state, None),
     })
 }
 
@@ -1393,18 +1455,24 @@ async fn join_invitation(
 }
 
 /// The user's organizations, each with where it opens (a Client's opens in the portal).
+/// Every region is asked (memberships are rows of their organization's region).
 async fn organizations_of(state: &AppState, current: &CurrentSession) -> AppResult<Vec<(String, OrgLink)>> {
-    let mut tx = crate::platform::db::UserTx::begin(&state.db, &current.user).await?;
-    let organizations = super::repo::list_for_user(&mut tx)
-        .await?
+    let mut organizations = Vec::new();
+    for db in state.db.every_region() {
+        let mut tx = crate::platform::db::UserTx::begin(&db, &current.user).await?;
+        organizations.extend(super::repo::list_for_user(&mut tx).await?);
+        tx.commit().await?;
+    }
+    if state.db.is_multi_region() {
+        organizations.sort_by(|(a, _), (b, _)| a.name.cmp(&b.name));
+    }
+    Ok(organizations
         .into_iter()
         .map(|(o, role)| {
             let href = if role == Role::Client { format!("/portal/{}", o.slug) } else { format!("/o/{}", o.slug) };
             (o.slug, OrgLink { name: o.name, role: role.label().to_string(), href })
         })
-        .collect();
-    tx.commit().await?;
-    Ok(organizations)
+        .collect())
 }
 
 /// Where a signed-in person lands: the organization they last worked in (or their only or

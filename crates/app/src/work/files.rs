@@ -17,7 +17,7 @@ use crate::access::OrgPrincipal;
 use crate::access::OrgTx;
 use crate::access::role::Permission;
 use crate::audit::{self, Context, Entry};
-use crate::platform::db::Db;
+use crate::platform::db::{Db, RegionId};
 use crate::platform::http::error::{AppError, AppResult};
 use crate::platform::ids::{FileId, OrgId, ProjectId, TaskId};
 use crate::platform::seal::Sealer;
@@ -56,6 +56,44 @@ impl FilesConfig {
             (StorageKind::S3, Some(s3)) => s3.validate(),
             (StorageKind::Local, _) => Ok(()),
         }
+    }
+}
+
+/// Every region's file store (`[files]` is the default region's; further regions keep theirs
+/// in their own directory, `residency.regions.<name>.files_dir`). The file functions below pick
+/// the store of their principal's region, so an organization's files land where its rows are.
+/// Dereferences to the default region's store.
+#[derive(Clone, Debug)]
+pub struct RegionStores {
+    stores: std::sync::Arc<Vec<(RegionId, Storage)>>,
+}
+
+impl RegionStores {
+    /// The default region's store first.
+    pub fn new(stores: Vec<(RegionId, Storage)>) -> Self {
+        assert!(!stores.is_empty(), "at least the default region's store");
+        Self { stores: std::sync::Arc::new(stores) }
+    }
+
+    /// The store of `region`.
+    pub fn of(&self, region: RegionId) -> AppResult<&Storage> {
+        self.stores
+            .iter()
+            .find(|(r, _)| *r == region)
+            .map(|(_, s)| s)
+            .ok_or_else(|| AppError::internal(format!("no file store for region {region}")))
+    }
+
+    /// Every region with its store, the default first.
+    pub fn all(&self) -> impl Iterator<Item = (RegionId, &Storage)> {
+        self.stores.iter().map(|(r, s)| (*r, s))
+    }
+}
+
+impl std::ops::Deref for RegionStores {
+    type Target = Storage;
+    fn deref(&self) -> &Storage {
+        &self.stores[0].1
     }
 }
 
@@ -144,7 +182,7 @@ pub struct Upload<'a> {
 
 pub async fn upload(
     db: &Db,
-    storage: &Storage,
+    storage: &RegionStores,
     sealer: &Sealer,
     max_bytes: usize,
     ctx: &Context,
@@ -152,6 +190,7 @@ pub async fn upload(
     up: Upload<'_>,
 ) -> AppResult<FileMeta> {
     require(p, Permission::FilesUpload)?;
+    let storage = storage.of(p.region())?;
     if up.bytes.is_empty() {
         return Err(AppError::field("file", "is empty"));
     }
@@ -287,12 +326,13 @@ pub async fn read_contents(
 
 pub async fn download(
     db: &Db,
-    storage: &Storage,
+    storage: &RegionStores,
     sealer: &Sealer,
     p: &OrgPrincipal,
     id: FileId,
 ) -> AppResult<(FileMeta, Vec<u8>)> {
     require(p, Permission::FilesRead)?;
+    let storage = storage.of(p.region())?;
     let mut tx = OrgTx::begin(db, p).await?;
     let (meta, key) = fetch(&mut tx, p, id).await?;
     tx.commit().await?;
@@ -300,8 +340,9 @@ pub async fn download(
     Ok((meta, bytes))
 }
 
-pub async fn delete(db: &Db, storage: &Storage, ctx: &Context, p: &OrgPrincipal, id: FileId) -> AppResult<()> {
+pub async fn delete(db: &Db, storage: &RegionStores, ctx: &Context, p: &OrgPrincipal, id: FileId) -> AppResult<()> {
     require(p, Permission::FilesDelete)?;
+    let storage = storage.of(p.region())?;
     let mut tx = OrgTx::begin(db, p).await?;
     let (meta, key) = fetch(&mut tx, p, id).await?;
     sqlx::query("DELETE FROM files WHERE id = $1").bind(id).execute(&mut *tx).await?;

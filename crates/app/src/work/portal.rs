@@ -7,7 +7,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::files::{self, FileMeta, Storage};
+use super::files::{self, FileMeta, RegionStores};
 use super::invoices::{self, Invoice, InvoiceDetail};
 use super::projects::{self, Project};
 use super::tasks::{self, Comment, Task};
@@ -135,12 +135,13 @@ pub async fn invoice(db: &Db, now: OffsetDateTime, p: &OrgPrincipal, id: Invoice
 /// A file shared with the client, in one of the client's visible projects.
 pub async fn download(
     db: &Db,
-    storage: &Storage,
+    storage: &RegionStores,
     sealer: &Sealer,
     p: &OrgPrincipal,
     id: FileId,
 ) -> AppResult<(FileMeta, Vec<u8>)> {
     let client = client_of(p)?;
+    let storage = storage.of(p.region())?;
     let mut tx = OrgTx::begin(db, p).await?;
     let row: Option<(String,)> = sqlx::query_as(&format!(
         "SELECT f.storage_key FROM files f JOIN projects p ON p.organization_id = f.organization_id AND p.id = f.project_id \

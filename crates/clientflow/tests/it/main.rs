@@ -39,6 +39,7 @@ mod org_reauth;
 mod ratelimit;
 mod ratelimit_http;
 mod request_tx;
+mod residency;
 mod schemathesis;
 mod security_page;
 mod storage;

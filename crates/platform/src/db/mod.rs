@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod failover;
 pub mod outage;
 pub mod provision;
+pub mod region;
 pub mod tenant;
 
 use std::ops::{Deref, DerefMut};
@@ -23,6 +24,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
+pub use region::RegionId;
 pub use tenant::UserTx;
 
 /// The migrations compiled into the binary.
@@ -39,10 +41,15 @@ pub const AUDITOR_ROLE: &str = "clientflow_auditor";
 /// How long a transaction waits for a connection while the database is known to be away.
 pub const OUTAGE_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// A handle to the application database, connected as the app role.
+/// A handle to the application database, connected as the app role: the pool of this handle's
+/// region, and those of every region of the installation (see [`region`]).
 #[derive(Clone)]
 pub struct Db {
     pool: PgPool,
+    region: RegionId,
+    /// Every region's pool, this one's included; the first is the default region (the home of
+    /// the global directory).
+    regions: std::sync::Arc<Vec<(RegionId, PgPool)>>,
 }
 
 impl Db {
@@ -57,7 +64,67 @@ impl Db {
             .acquire_timeout(acquire_timeout)
             .connect_with(options.application_name("clientflow"))
             .await?;
-        Ok(Self { pool })
+        Ok(Self::single(pool, RegionId::DEFAULT))
+    }
+
+    fn single(pool: PgPool, region: RegionId) -> Self {
+        Self { regions: std::sync::Arc::new(vec![(region, pool.clone())]), pool, region }
+    }
+
+    /// The same database named as region `region` (an installation whose default region isn't
+    /// `us`). Only for a handle of one region.
+    pub fn named(self, region: RegionId) -> Self {
+        Self::single(self.pool, region)
+    }
+
+    /// Adds the databases of further regions to this (the default region's) handle.
+    pub fn with_regions(self, others: Vec<(RegionId, Db)>) -> Self {
+        let mut regions = (*self.regions).clone();
+        for (id, db) in others {
+            regions.retain(|(r, _)| *r != id);
+            regions.push((id, db.pool));
+        }
+        Self { regions: std::sync::Arc::new(regions), pool: self.pool, region: self.region }
+    }
+
+    /// This handle's region: where [`Db::global`] and the capability transactions run.
+    pub fn region(&self) -> RegionId {
+        self.region
+    }
+
+    /// The default region: the home of the global directory.
+    pub fn home_region(&self) -> RegionId {
+        self.regions[0].0
+    }
+
+    /// Whether the installation has more than one region (the directory must be consulted).
+    pub fn is_multi_region(&self) -> bool {
+        self.regions.len() > 1
+    }
+
+    /// Every configured region, the default first.
+    pub fn region_ids(&self) -> Vec<RegionId> {
+        self.regions.iter().map(|(r, _)| *r).collect()
+    }
+
+    /// The handle of `region`'s database (global tables there, and its capability
+    /// transactions); `None` when the region isn't configured.
+    pub fn in_region(&self, region: RegionId) -> Option<Db> {
+        if region == self.region {
+            return Some(self.clone());
+        }
+        let pool = self.regions.iter().find(|(r, _)| *r == region)?.1.clone();
+        Some(Self { pool, region, regions: self.regions.clone() })
+    }
+
+    /// The handle of the default region (the directory's database).
+    pub fn home(&self) -> Db {
+        self.in_region(self.home_region()).unwrap_or_else(|| self.clone())
+    }
+
+    /// One handle per region, the default first (workers and operator commands iterate them).
+    pub fn every_region(&self) -> Vec<Db> {
+        self.regions.iter().filter_map(|(r, _)| self.in_region(*r)).collect()
     }
 
     /// A transaction for global tables (no tenant context).
@@ -139,8 +206,11 @@ impl Db {
         backup::backup_status(&mut *self.pool.acquire().await?).await
     }
 
+    /// Closes every region's pool.
     pub async fn close(&self) {
-        self.pool.close().await;
+        for (_, pool) in self.regions.iter() {
+            pool.close().await;
+        }
     }
 }
 

@@ -55,12 +55,16 @@ use std::ops::{Deref, DerefMut};
 use sqlx::{PgConnection, Postgres, Transaction};
 
 use super::Db;
+use super::region::{RegionId, unknown_region};
 use crate::ids::{OrgId, UserId};
 
 /// A value that may open its organization's transaction. Implemented by the application's
 /// verified principal, and by nothing else (its door test checks).
 pub trait TenantPrincipal: Clone + Send + Sync + 'static {
     fn org_id(&self) -> OrgId;
+    /// The region whose database holds the organization's rows, as the directory said when the
+    /// principal was verified: the only database [`OrgTx::begin`] opens for it.
+    fn region(&self) -> RegionId;
 }
 
 /// A value that may open a transaction acting for one signed-in user across organizations
@@ -77,6 +81,9 @@ pub struct OrgTx<P: TenantPrincipal> {
     /// Set when this transaction is a part of the request's own (see [`with_request_tx`]):
     /// its slot, and the savepoint that began this part.
     request: Option<(RequestSlot, String)>,
+    /// The default region (the directory's): whether this transaction also reaches the
+    /// directory's tables is `region() == home_region()`.
+    home: RegionId,
 }
 
 tokio::task_local! {
@@ -161,6 +168,7 @@ pub async fn with_request_tx<P: TenantPrincipal, F: std::future::Future>(
     tx: OrgTx<P>,
     work: F,
 ) -> (F::Output, Result<Option<OrgTx<P>>, sqlx::Error>) {
+    let home = tx.home;
     let (tx, principal) = tx.into_parts();
     let slot = RequestSlot::new(principal.org_id(), tx);
     let output = REQUEST_TX.scope(slot.clone(), work).await;
@@ -172,7 +180,7 @@ pub async fn with_request_tx<P: TenantPrincipal, F: std::future::Future>(
         },
         None => Ok(None),
     };
-    (output, back.map(|tx| tx.map(|tx| OrgTx { tx: Some(tx), principal, request: None })))
+    (output, back.map(|tx| tx.map(|tx| OrgTx { tx: Some(tx), principal, request: None, home })))
 }
 
 /// Rolls back the whole transaction of the request this task runs, if there is one (every
@@ -201,10 +209,28 @@ impl<P: TenantPrincipal> OrgTx<P> {
                 undo(&mut tx, earlier).await?;
             }
             statement(&mut tx, format!("SAVEPOINT {savepoint}")).await?;
-            return Ok(Self { tx: Some(tx), principal: principal.clone(), request: Some((slot, savepoint)) });
+            return Ok(Self {
+                tx: Some(tx),
+                principal: principal.clone(),
+                request: Some((slot, savepoint)),
+                home: db.home_region(),
+            });
         }
+        // The organization's own region, whichever region's handle the caller holds.
+        let db = db.in_region(principal.region()).ok_or_else(|| unknown_region(principal.region()))?;
         let tx = db.begin_with_setting(TENANT_SETTING, &org_id.to_string()).await?;
-        Ok(Self { tx: Some(tx), principal: principal.clone(), request: None })
+        Ok(Self { tx: Some(tx), principal: principal.clone(), request: None, home: db.home_region() })
+    }
+
+    /// The region this transaction runs in (its principal's).
+    pub fn region(&self) -> RegionId {
+        self.principal.region()
+    }
+
+    /// Whether this transaction runs in the directory's database (the default region), where
+    /// the global directory can be written in the same transaction.
+    pub fn in_directory_region(&self) -> bool {
+        self.principal.region() == self.home
     }
 
     pub fn org_id(&self) -> OrgId {
@@ -371,16 +397,31 @@ pub struct GateTx {
     /// setting changes: [`GateTx::into_org_tx`] then has nothing left to set. (The access layer
     /// changes settings only through these methods, never by hand through the connection.)
     switched: Option<OrgId>,
+    /// The region whose database this transaction runs in: only a principal of that region
+    /// continues in it ([`GateTx::into_org_tx`]).
+    region: RegionId,
+    home: RegionId,
 }
 
 impl GateTx {
+    /// A capability transaction in `db`'s region.
     pub async fn begin(db: &Db, _key: &GateKey) -> Result<Self, sqlx::Error> {
-        Ok(Self { tx: db.begin().await?, switched: None })
+        Ok(Self { tx: db.begin().await?, switched: None, region: db.region(), home: db.home_region() })
+    }
+
+    /// The region this transaction runs in.
+    pub fn region(&self) -> RegionId {
+        self.region
     }
 
     /// [`GateTx::begin`] with `capability` already set, in the same round trip.
     pub async fn begin_with(db: &Db, _key: &GateKey, capability: Capability, value: &str) -> Result<Self, sqlx::Error> {
-        Ok(Self { tx: db.begin_with_setting(capability.setting(), value).await?, switched: None })
+        Ok(Self {
+            tx: db.begin_with_setting(capability.setting(), value).await?,
+            switched: None,
+            region: db.region(),
+            home: db.home_region(),
+        })
     }
 
     /// Sets a capability for the rest of the transaction (an empty value clears it).
@@ -418,11 +459,19 @@ impl GateTx {
     /// Turns this transaction into `principal`'s organization transaction (the tenant set to
     /// its organization, every capability cleared): a principal verified inside it goes on in
     /// the same transaction, so a request's verification and its work can be one transaction.
+    /// A principal of another region is refused: its rows aren't in this database.
     pub async fn into_org_tx<P: TenantPrincipal>(mut self, principal: P) -> Result<OrgTx<P>, sqlx::Error> {
+        if principal.region() != self.region {
+            return Err(sqlx::Error::Protocol(format!(
+                "a principal of region {} can't continue in a transaction of region {}",
+                principal.region(),
+                self.region
+            )));
+        }
         if self.switched != Some(principal.org_id()) {
             only_tenant(&mut self.tx, principal.org_id()).await?;
         }
-        Ok(OrgTx { tx: Some(self.tx), principal, request: None })
+        Ok(OrgTx { tx: Some(self.tx), principal, request: None, home: self.home })
     }
 }
 

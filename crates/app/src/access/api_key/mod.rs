@@ -46,10 +46,18 @@ pub async fn verify_api_key_with_allowlist(
     now: time::OffsetDateTime,
 ) -> Result<Option<(OrgPrincipal, Vec<ipnet::IpNet>)>, sqlx::Error> {
     let Some(digest) = digest_of(presented) else { return Ok(None) };
-    let mut tx = GateTx::begin_with(db, &gate(), Capability::ApiKeyHash, &hex::encode(digest)).await?;
-    let verified = verify_in(&mut tx, &digest, now).await?;
-    tx.commit().await?;
-    Ok(verified)
+    let capability = hex::encode(digest);
+    // A key is a row of its organization's region: each region is asked in turn, the default
+    // first (with one region, one transaction as ever).
+    for db in db.every_region() {
+        let mut tx = GateTx::begin_with(&db, &gate(), Capability::ApiKeyHash, &capability).await?;
+        let verified = verify_in(&mut tx, &digest, now).await?;
+        tx.commit().await?;
+        if verified.is_some() {
+            return Ok(verified);
+        }
+    }
+    Ok(None)
 }
 
 /// [`verify_api_key_with_allowlist`], keeping the transaction open as the key's organization
@@ -60,14 +68,15 @@ pub async fn open_api_key_request(
     now: time::OffsetDateTime,
 ) -> Result<Option<(OrgTx, Vec<ipnet::IpNet>)>, sqlx::Error> {
     let Some(digest) = digest_of(presented) else { return Ok(None) };
-    let mut tx = GateTx::begin_with(db, &gate(), Capability::ApiKeyHash, &hex::encode(digest)).await?;
-    match verify_in(&mut tx, &digest, now).await? {
-        Some((principal, allowlist)) => Ok(Some((tx.into_org_tx(principal).await?, allowlist))),
-        None => {
-            tx.commit().await?;
-            Ok(None)
+    let capability = hex::encode(digest);
+    for db in db.every_region() {
+        let mut tx = GateTx::begin_with(&db, &gate(), Capability::ApiKeyHash, &capability).await?;
+        match verify_in(&mut tx, &digest, now).await? {
+            Some((principal, allowlist)) => return Ok(Some((tx.into_org_tx(principal).await?, allowlist))),
+            None => tx.commit().await?,
         }
     }
+    Ok(None)
 }
 
 /// The digest of a presented key, when it has a key's shape at all (anything else is refused
@@ -173,6 +182,7 @@ async fn verify_in(
         client_id: None,
         permissions,
         scope_user: created_by,
+        region: tx.region(),
     };
     Ok(Some((principal, allowlist)))
 }

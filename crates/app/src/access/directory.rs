@@ -1,0 +1,153 @@
+//! The global directory: which region's database holds an organization
+//! (`organization_directory`, migration 0050; `docs/security/residency.md`).
+//!
+//! Every principal is verified with its organization's region, read here: the tenant door
+//! opens only that region's database (`platform::db::region`). With one region the directory
+//! is kept up to date but not consulted: every organization is in the one database.
+
+use sqlx::PgConnection;
+
+use crate::platform::db::{Db, RegionId};
+use crate::platform::ids::OrgId;
+
+/// Where an organization lives, as the directory says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    pub org_id: OrgId,
+    pub region: RegionId,
+    /// A move to this region is under way: writes are refused until it ends.
+    pub moving_to: Option<RegionId>,
+}
+
+type Row = (OrgId, String, Option<String>);
+
+fn placement(db: &Db, row: Row) -> Placement {
+    let (org_id, region, moving_to) = row;
+    Placement {
+        org_id,
+        // An entry naming a region this process doesn't know can't be opened: the door refuses
+        // it (`platform::db::region::unknown_region`), and the start-up check names it first.
+        region: RegionId::parse(&region).unwrap_or(db.home_region()),
+        moving_to: moving_to.as_deref().and_then(RegionId::parse),
+    }
+}
+
+/// The organization with this slug, read in a transaction of the directory's database.
+pub async fn by_slug(db: &Db, conn: &mut PgConnection, slug: &str) -> Result<Option<Placement>, sqlx::Error> {
+    let row: Option<Row> = sqlx::query_as("SELECT org, region, moving_to FROM organization_directory WHERE slug = $1")
+        .bind(slug)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(|r| placement(db, r)))
+}
+
+/// Where the organization lives: the default region with one region, otherwise the directory's
+/// entry (`None`: not in the directory). An organization created before the directory was
+/// filled is in the default region (migration 0050 records those).
+pub async fn locate(db: &Db, org_id: OrgId) -> Result<Option<Placement>, sqlx::Error> {
+    if !db.is_multi_region() {
+        return Ok(Some(Placement { org_id, region: db.home_region(), moving_to: None }));
+    }
+    let mut tx = db.home().global().await?;
+    let row: Option<Row> = sqlx::query_as("SELECT org, region, moving_to FROM organization_directory WHERE org = $1")
+        .bind(org_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(row.map(|r| placement(db, r)))
+}
+
+/// The region of an organization, for principals that name it by id: the directory's, or the
+/// default region's when it has no entry.
+pub async fn region_of(db: &Db, org_id: OrgId) -> Result<RegionId, sqlx::Error> {
+    Ok(locate(db, org_id).await?.map(|p| p.region).unwrap_or(db.home_region()))
+}
+
+/// Records a new organization, inside the transaction that creates it when that runs in the
+/// directory's database (the default region).
+pub async fn register_in(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    slug: &str,
+    region: RegionId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO organization_directory (org, slug, region) VALUES ($1, $2, $3)")
+        .bind(org_id)
+        .bind(slug)
+        .bind(region.as_str())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Reserves the slug of an organization about to be created in another region: committed in
+/// the directory first, so the slug is unique across regions. [`forget`] undoes it when the
+/// creation fails.
+pub async fn reserve(db: &Db, org_id: OrgId, slug: &str, region: RegionId) -> Result<(), sqlx::Error> {
+    let mut tx = db.home().global().await?;
+    register_in(&mut tx, org_id, slug, region).await?;
+    tx.commit().await
+}
+
+/// Removes an organization's entry (its creation failed, or it was deleted).
+pub async fn forget(db: &Db, org_id: OrgId) -> Result<(), sqlx::Error> {
+    let mut tx = db.home().global().await?;
+    sqlx::query("DELETE FROM organization_directory WHERE org = $1").bind(org_id).execute(&mut *tx).await?;
+    tx.commit().await
+}
+
+/// Follows a changed slug (committed before the organization's own change when the
+/// organization lives in another region, so a taken slug is refused before anything changes).
+pub async fn rename_in(conn: &mut PgConnection, org_id: OrgId, slug: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE organization_directory SET slug = $2 WHERE org = $1")
+        .bind(org_id)
+        .bind(slug)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The regions named in the directory that `db` has no database for: an installation must not
+/// serve with one missing (its organizations would be unreachable).
+pub async fn unconfigured_regions(db: &Db) -> Result<Vec<String>, sqlx::Error> {
+    let mut tx = db.home().global().await?;
+    let named: Vec<(String,)> =
+        sqlx::query_as("SELECT DISTINCT region FROM organization_directory UNION SELECT DISTINCT moving_to FROM organization_directory WHERE moving_to IS NOT NULL")
+            .fetch_all(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    let known = db.region_ids();
+    Ok(named.into_iter().map(|(r,)| r).filter(|r| !RegionId::parse(r).is_some_and(|id| known.contains(&id))).collect())
+}
+
+/// Copies what an organization's pages show of a person (id, email, display name, status) into
+/// the database of `region`, when that isn't the directory's: members, assignees and authors
+/// are shown next to the organization's data, and its rows refer to the person. Nothing that
+/// signs in (password hash, second factor, recovery codes, sessions) leaves the directory.
+pub async fn project_user(db: &Db, region: RegionId, user: crate::platform::ids::UserId) -> Result<(), sqlx::Error> {
+    if region == db.home_region() {
+        return Ok(());
+    }
+    let Some(target) = db.in_region(region) else { return Err(crate::platform::db::region::unknown_region(region)) };
+    let mut home = db.home().global().await?;
+    let row: Option<(String, String, String)> =
+        sqlx::query_as("SELECT email, display_name, status FROM users WHERE id = $1")
+            .bind(user)
+            .fetch_optional(&mut *home)
+            .await?;
+    home.commit().await?;
+    let Some((email, display_name, status)) = row else { return Ok(()) };
+    let mut tx = target.global().await?;
+    sqlx::query(
+        "INSERT INTO users (id, email, display_name, status) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email, display_name = EXCLUDED.display_name, \
+         status = EXCLUDED.status",
+    )
+    .bind(user)
+    .bind(&email)
+    .bind(&display_name)
+    .bind(&status)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}

@@ -1,0 +1,608 @@
+//! Data residency: with two regions (two databases, two file stores), an organization's rows and
+//! files are only ever in its own region's, whatever its people do on the pages and through the
+//! API; the directory (accounts, sessions, the organization → region map) is in the default
+//! region only. Scans are catalog-driven: every table with an `organization_id` column, so a
+//! table added later is scanned too. `docs/security/residency.md`.
+
+use std::path::Path;
+
+use clientflow::access::{self, OrgTx};
+use clientflow::platform::db::RegionId;
+use clientflow_test_support::TestApp;
+use clientflow_test_support::browser::{Browser, location};
+use serde_json::json;
+use sqlx::PgConnection;
+
+use crate::support::accounts::{PASSWORD, sign_up};
+use crate::support::api;
+use crate::support::orgs::{create_org, invite_and_join, session_token};
+
+async fn two_regions() -> TestApp {
+    TestApp::builder().region("eu").spawn().await
+}
+
+/// Every table of the schema with an `organization_id` column (the tenant tables).
+async fn tenant_tables(conn: &mut PgConnection) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'organization_id' AND NOT a.attisdropped \
+         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY 1",
+    )
+    .fetch_all(conn)
+    .await
+    .unwrap()
+}
+
+/// The tables of `conn`'s database holding rows of `org` (as the superuser: no row-level
+/// security), with their counts. `organizations` is keyed by `id`.
+async fn rows_of(conn: &mut PgConnection, org: uuid::Uuid) -> Vec<(String, i64)> {
+    let mut found = Vec::new();
+    let mut tables = tenant_tables(conn).await;
+    assert!(tables.len() > 20, "the catalog lists the tenant tables: {tables:?}");
+    tables.push("organizations".into());
+    for t in tables {
+        let key = if t == "organizations" { "id" } else { "organization_id" };
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {t} WHERE {key} = $1"))
+            .bind(org)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        if n > 0 {
+            found.push((t, n));
+        }
+    }
+    found
+}
+
+/// Every file under `dir` whose path mentions `org`.
+fn files_of(dir: &Path, org: uuid::Uuid) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.to_string_lossy().contains(&org.to_string()) {
+            out.push(path.display().to_string());
+        }
+        if path.is_dir() {
+            out.extend(files_of(&path, org));
+        }
+    }
+    out
+}
+
+async fn org_id(app: &TestApp, region: &str, slug: &str) -> uuid::Uuid {
+    let mut db = app.region_db(region).admin_conn().await;
+    sqlx::query_scalar("SELECT id FROM organizations WHERE slug = $1").bind(slug).fetch_one(&mut db).await.unwrap()
+}
+
+async fn post(b: &Browser, token: &str, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+    b.post_with(path, fields, Some(token), true).await
+}
+
+async fn redirected(res: reqwest::Response) -> String {
+    let status = res.status();
+    let loc = location(&res);
+    assert_eq!(status, 303, "{}", res.text().await.unwrap_or_default());
+    loc
+}
+
+fn id_in(loc: &str, kind: &str) -> String {
+    let at = loc.find(&format!("/{kind}/")).unwrap_or_else(|| panic!("{loc} has no /{kind}/"));
+    loc[at + kind.len() + 2..].split(['/', '#', '?']).next().unwrap().to_string()
+}
+
+/// Creates an organization from the form, in `region` (none: the form's default).
+async fn create_in(b: &mut Browser, name: &str, region: Option<&str>) -> reqwest::Response {
+    let mut fields = vec![("name", name)];
+    if let Some(r) = region {
+        fields.push(("region", r));
+    }
+    b.submit("/orgs/new", "/orgs", &fields).await
+}
+
+/// A multipart upload of a small text file on the project's files tab.
+async fn upload(b: &Browser, token: &str, path: &str, name: &str, bytes: &[u8]) -> reqwest::Response {
+    let boundary = "----clientflow-residency-1";
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{token}\r\n").as_bytes(),
+    );
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    b.client
+        .post(b.url(path))
+        .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+        .header("origin", b.base_url.clone())
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Every feature once, on the pages and through the API, as the organization's Owner: clients,
+/// projects, tasks, comments, time, invoices, files, an invitation accepted, an API key and the
+/// API, the audit log.
+async fn tour(app: &TestApp, owner: &mut Browser, slug: &str, tag: &str) {
+    let token = session_token(owner).await;
+    let o = |p: &str| format!("/o/{slug}{p}");
+    let client = id_in(
+        &redirected(post(owner, &token, &o("/clients"), &[("name", &format!("{tag} client"))]).await).await,
+        "clients",
+    );
+    let fields = [("name", "Website"), ("client_id", client.as_str()), ("status", "active")];
+    let project = id_in(&redirected(post(owner, &token, &o("/projects"), &fields).await).await, "projects");
+    redirected(
+        post(owner, &token, &o(&format!("/projects/{project}/tasks")), &[("title", &format!("{tag} task"))]).await,
+    )
+    .await;
+    let (status, html) = owner.page(&o(&format!("/projects/{project}"))).await;
+    assert_eq!(status, 200, "{html}");
+    let task = html
+        .split(&format!("/o/{slug}/tasks/"))
+        .nth(1)
+        .expect("a task link")
+        .split(['"', '/', '#'])
+        .next()
+        .unwrap()
+        .to_string();
+    redirected(post(owner, &token, &o(&format!("/tasks/{task}/comments")), &[("body", "Looks good")]).await).await;
+    redirected(
+        post(owner, &token, &o(&format!("/projects/{project}/time")), &[("minutes", "45"), ("task_id", &task)]).await,
+    )
+    .await;
+    let invoice =
+        [("client_id", client.as_str()), ("description_0", "Design"), ("quantity_0", "2"), ("price_0", "100")];
+    redirected(post(owner, &token, &o("/invoices"), &invoice).await).await;
+    let res = upload(owner, &token, &o(&format!("/projects/{project}/files")), "brief.txt", b"the brief").await;
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
+    // A colleague joins through the emailed invitation (mail queued in the region's outbox).
+    invite_and_join(app, owner, slug, &format!("member@{tag}.test"), "member", None).await;
+    // An API key from the settings page, then the API.
+    let res = post(
+        owner,
+        &token,
+        &o("/settings/api-keys"),
+        &[("name", "ci"), ("role", "manager"), ("expires_in_days", ""), ("current_password", PASSWORD)],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    let start = html.find("cf_live_").expect("the page shows the new key");
+    let key: String =
+        html[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').collect();
+    let res =
+        api::post(app, "/api/v1/tasks", &key, json!({"project_id": project, "title": format!("{tag} api task")})).await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    let api_task = res.id();
+    let res = api::post(app, &format!("/api/v1/tasks/{api_task}/comments"), &key, json!({"body": "via the API"})).await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    let res = api::post(app, "/api/v1/time-entries", &key, json!({"project_id": project, "minutes": 30})).await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    let res = api::post(app, "/api/v1/invoices", &key, json!({"client_id": client})).await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    let res = api::upload(app, &key, &[("project_id", &project)], Some(("api.txt", b"from the api"))).await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    assert_eq!(api::get(app, "/api/v1/tasks", &key).await.status, 200);
+    // The audit log shows what happened.
+    let (status, html) = owner.page(&o("/audit")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("file.uploaded") || html.contains("task.created"), "{html}");
+    app.deliver_mail().await;
+}
+
+#[tokio::test]
+async fn each_organization_lives_only_in_its_region() {
+    let app = two_regions().await;
+    let mut us_owner = sign_up(&app, "owner@usco.test").await;
+    let us_slug = create_org(&mut us_owner, "usco").await;
+    let mut eu_owner = sign_up(&app, "owner@euco.test").await;
+    let res = create_in(&mut eu_owner, "euco", Some("eu")).await;
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
+    let eu_slug = location(&res).trim_start_matches("/o/").to_string();
+
+    tour(&app, &mut us_owner, &us_slug, "usco").await;
+    tour(&app, &mut eu_owner, &eu_slug, "euco").await;
+
+    let us_org = org_id(&app, "us", &us_slug).await;
+    let eu_org = org_id(&app, "eu", &eu_slug).await;
+    let mut us = app.region_db("us").admin_conn().await;
+    let mut eu = app.region_db("eu").admin_conn().await;
+
+    // Each organization's rows are all in its own region, and at least one of each kind the
+    // tour made.
+    let eu_rows = rows_of(&mut eu, eu_org).await;
+    let us_rows = rows_of(&mut us, us_org).await;
+    for table in [
+        "organizations",
+        "memberships",
+        "clients",
+        "projects",
+        "tasks",
+        "task_comments",
+        "time_entries",
+        "invoices",
+        "files",
+        "invitations",
+        "api_keys",
+        "audit_events",
+    ] {
+        let present = |rows: &[(String, i64)]| rows.iter().any(|(t, _)| t == table);
+        assert!(
+            present(&eu_rows) || !present(&us_rows),
+            "{table}: the tour left rows in the US org but not the EU one"
+        );
+    }
+    assert!(eu_rows.len() >= 10, "the EU tour reached its region: {eu_rows:?}");
+    // And nothing of either is in the other's.
+    assert_eq!(rows_of(&mut us, eu_org).await, vec![], "the US database holds rows of the EU organization");
+    assert_eq!(rows_of(&mut eu, us_org).await, vec![], "the EU database holds rows of the US organization");
+
+    // The directory: in the default region only, naming each organization's region.
+    let entries: Vec<(uuid::Uuid, String)> =
+        sqlx::query_as("SELECT org, region FROM organization_directory ORDER BY region")
+            .fetch_all(&mut us)
+            .await
+            .unwrap();
+    assert_eq!(entries, vec![(eu_org, "eu".to_string()), (us_org, "us".to_string())]);
+    for table in ["organization_directory", "organization_moves", "sessions", "known_devices", "recovery_codes"] {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}")).fetch_one(&mut eu).await.unwrap();
+        assert_eq!(n, 0, "{table} is global: nothing of it in the EU database");
+    }
+    // Only what the organization's pages show of its people is copied to its region: nobody's
+    // password hash or second factor.
+    let secrets: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM users WHERE password_hash IS NOT NULL OR totp_secret IS NOT NULL")
+            .fetch_one(&mut eu)
+            .await
+            .unwrap();
+    assert_eq!(secrets, 0, "sign-in secrets stay in the directory");
+    let eu_people: Vec<String> =
+        sqlx::query_scalar("SELECT email FROM users ORDER BY email").fetch_all(&mut eu).await.unwrap();
+    assert_eq!(eu_people, vec!["member@euco.test".to_string(), "owner@euco.test".to_string()]);
+
+    // Files: each organization's in its region's store only.
+    let us_files = app.config.files.dir.clone().unwrap_or_else(|| app.config.data_dir.join("files"));
+    let eu_files = app.config.residency.files_dir(RegionId::parse("eu").unwrap(), &app.config.data_dir);
+    assert!(files_of(&us_files, eu_org).is_empty(), "{:?}", files_of(&us_files, eu_org));
+    assert!(files_of(&eu_files, us_org).is_empty(), "{:?}", files_of(&eu_files, us_org));
+    assert!(!files_of(&eu_files, eu_org).is_empty(), "the EU organization's files are in the EU store");
+    assert!(!files_of(&us_files, us_org).is_empty(), "the US organization's files are in the US store");
+
+    // The audit chain of the EU organization verifies in its region.
+    let principal =
+        access::operator(&app.app_db, &crate::support::operator(), eu_org.to_string().parse().unwrap(), "t")
+            .await
+            .unwrap()
+            .expect("the EU organization is found through the directory");
+    assert_eq!(principal.region().as_str(), "eu");
+    let mut tx = OrgTx::begin(&app.app_db, &principal).await.unwrap();
+    let database: String = sqlx::query_scalar("SELECT current_database()::text").fetch_one(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(database, app.region_db("eu").name, "the door opened the organization's own region");
+
+    // Pages show the region.
+    let (_, html) = eu_owner.page(&format!("/o/{eu_slug}/settings")).await;
+    assert!(html.contains("Region EU") && html.contains("<code>eu</code>"), "{html}");
+    let (_, html) = us_owner.page(&format!("/o/{us_slug}/settings")).await;
+    assert!(html.contains("<code>us</code>"), "{html}");
+    let (_, html) = app.browser().page("/security").await;
+    assert!(html.contains("Region EU (eu)") && html.contains("United States (us)"), "{html}");
+}
+
+#[tokio::test]
+async fn slugs_are_unique_across_regions_and_regions_must_be_offered() {
+    let app = two_regions().await;
+    let mut owner = sign_up(&app, "owner@slugs.test").await;
+    let (status, html) = owner.page("/orgs/new").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("name=\"region\"") && html.contains("value=\"eu\""), "the form offers the regions: {html}");
+    let res = create_in(&mut owner, "shared", Some("eu")).await;
+    assert_eq!(res.status(), 303);
+    // The same address in the other region is taken.
+    let res = create_in(&mut owner, "shared", Some("us")).await;
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("already taken"));
+    // A region the installation doesn't offer is a field error, and nothing is created.
+    let res = create_in(&mut owner, "nowhere", Some("mars")).await;
+    assert_eq!(res.status(), 422);
+    let mut us = app.region_db("us").admin_conn().await;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM organization_directory").fetch_one(&mut us).await.unwrap();
+    assert_eq!(n, 1, "only the one organization is in the directory");
+    // Both the EU organization's pages and the list of one's organizations work.
+    let (status, html) = owner.page("/orgs").await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("/o/shared"), "{html}");
+}
+
+#[tokio::test]
+async fn one_region_is_the_default_and_needs_no_directory_lookup() {
+    let app = TestApp::spawn().await;
+    assert!(!app.app_db.is_multi_region());
+    assert_eq!(app.app_db.region_ids(), vec![RegionId::DEFAULT]);
+    let mut owner = sign_up(&app, "owner@single.test").await;
+    let (_, html) = owner.page("/orgs/new").await;
+    assert!(!html.contains("name=\"region\""), "no region to choose with one region");
+    let slug = create_org(&mut owner, "single").await;
+    let mut us = app.db.admin_conn().await;
+    let region: String = sqlx::query_scalar("SELECT region FROM organization_directory WHERE slug = $1")
+        .bind(&slug)
+        .fetch_one(&mut us)
+        .await
+        .unwrap();
+    assert_eq!(region, "us", "the directory is kept, ready for a second region");
+}
+
+#[test]
+fn region_configuration_is_validated_with_messages_that_say_what_to_set() {
+    let load = |toml: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("clientflow.toml");
+        std::fs::write(&file, toml).unwrap();
+        clientflow::config::Config::load_from(Some(&file), &[]).map(|_| ()).map_err(|e| e.to_string())
+    };
+    assert_eq!(load(""), Ok(()));
+    assert_eq!(load("[residency.regions.eu]\nlabel = \"European Union\"\n"), Ok(()));
+    let err = load("[residency.regions.EU]\n").unwrap_err();
+    assert!(err.contains("residency.regions") && err.contains("lower-case"), "{err}");
+    let err = load("[residency.regions.us]\n").unwrap_err();
+    assert!(err.contains("default region"), "{err}");
+    let err = load("[residency]\nnew_organizations = \"eu\"\n").unwrap_err();
+    assert!(err.contains("residency.new_organizations") && err.contains("[residency.regions.eu]"), "{err}");
+    let err = load("[residency.regions.eu]\ndatabase_name = \"x\"\n[residency.regions.de]\ndatabase_name = \"x\"\n")
+        .unwrap_err();
+    assert!(err.contains("database_name"), "{err}");
+}
+
+// ---- moving an organization between regions ----
+
+use clientflow::cli::moving::{self, Mover, Step};
+
+fn mover(app: &TestApp) -> Mover {
+    Mover {
+        db: app.app_db.clone(),
+        owners: vec![
+            (RegionId::parse("us").unwrap(), app.region_db("us").owner.clone()),
+            (RegionId::parse("eu").unwrap(), app.region_db("eu").owner.clone()),
+        ],
+        stores: app.state.storage.clone(),
+        signer: app.state.audit_signer.clone(),
+        authority: crate::support::operator(),
+    }
+}
+
+/// An organization in the default region with a client, a project, a file and their audit
+/// events, made through the services as the operator.
+async fn seeded(app: &TestApp, slug: &str) -> (uuid::Uuid, clientflow::platform::ids::OrgId) {
+    let org = crate::support::seed_org(&app.app_db, slug).await;
+    let up = clientflow::work::files::Upload {
+        project_id: org.project,
+        task_id: None,
+        name: "notes.txt",
+        bytes: format!("notes of {slug}").into_bytes(),
+        shared_with_client: false,
+    };
+    clientflow::work::files::upload(
+        &app.app_db,
+        &app.state.storage,
+        &app.state.sealer,
+        1 << 20,
+        &api::ctx(app),
+        &org.principal,
+        up,
+    )
+    .await
+    .unwrap();
+    (org.id.to_string().parse().unwrap(), org.id)
+}
+
+fn eu() -> RegionId {
+    RegionId::parse("eu").unwrap()
+}
+
+/// Rows per table of `org` in a region, with the audit log's own bookkeeping set apart (a move
+/// adds its signed "organization moved" event).
+async fn snapshot(app: &TestApp, region: &str, org: uuid::Uuid) -> Vec<(String, i64)> {
+    let mut conn = app.region_db(region).admin_conn().await;
+    rows_of(&mut conn, org).await.into_iter().filter(|(t, _)| !t.starts_with("audit_")).collect()
+}
+
+async fn audit_events(app: &TestApp, region: &str, org: uuid::Uuid) -> i64 {
+    let mut conn = app.region_db(region).admin_conn().await;
+    sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE organization_id = $1")
+        .bind(org)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+async fn directory_region(app: &TestApp, org: uuid::Uuid) -> (String, Option<String>) {
+    let mut conn = app.db.admin_conn().await;
+    sqlx::query_as("SELECT region, moving_to FROM organization_directory WHERE org = $1")
+        .bind(org)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// The organization is whole in `region` and absent from `other`: rows (as before, plus
+/// `extra_events` audit events), files, and its chain verifies.
+async fn whole_in(
+    app: &TestApp,
+    uuid: uuid::Uuid,
+    region: &str,
+    other: &str,
+    before: &[(String, i64)],
+    events_before: i64,
+    extra_events: i64,
+) {
+    assert_eq!(snapshot(app, region, uuid).await, before, "every row, once, in {region}");
+    assert_eq!(audit_events(app, region, uuid).await, events_before + extra_events);
+    let mut conn = app.region_db(other).admin_conn().await;
+    assert_eq!(rows_of(&mut conn, uuid).await, vec![], "nothing left in {other}");
+    let dir = |r: &str| {
+        if r == "us" {
+            app.config.data_dir.join("files")
+        } else {
+            app.config.residency.files_dir(RegionId::parse(r).unwrap(), &app.config.data_dir)
+        }
+    };
+    assert!(!files_of(&dir(region), uuid).is_empty(), "the files are in {region}");
+    assert!(files_of(&dir(other), uuid).is_empty(), "no file left in {other}");
+    let org: clientflow::platform::ids::OrgId = uuid.to_string().parse().unwrap();
+    let p = access::operator(&app.app_db, &crate::support::operator(), org, "t").await.unwrap().unwrap();
+    assert_eq!(p.region().as_str(), region);
+    let mut tx = OrgTx::begin(&app.app_db, &p).await.unwrap();
+    let keys = [app.state.audit_signer.verifying_key()];
+    let v = clientflow::audit::chain::Verification::new(&keys, time::OffsetDateTime::now_utc());
+    let report = clientflow::audit::chain::verify_org(&mut tx, org, &v).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(report.first_break, None, "the chain verifies in {region}");
+    // The file opens in its new region.
+    let mut tx = OrgTx::begin(&app.app_db, &p).await.unwrap();
+    let file: uuid::Uuid = sqlx::query_scalar("SELECT id FROM files LIMIT 1").fetch_one(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    let (_, bytes) = clientflow::work::files::download(
+        &app.app_db,
+        &app.state.storage,
+        &app.state.sealer,
+        &p,
+        file.to_string().parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(String::from_utf8(bytes).unwrap().starts_with("notes of"));
+}
+
+#[tokio::test]
+async fn a_moved_organization_keeps_everything_and_leaves_nothing_behind() {
+    let app = two_regions().await;
+    let mut owner = sign_up(&app, "owner@mover.test").await;
+    let slug = create_org(&mut owner, "mover").await;
+    tour(&app, &mut owner, &slug, "mover").await;
+    let uuid = org_id(&app, "us", &slug).await;
+    let org: clientflow::platform::ids::OrgId = uuid.to_string().parse().unwrap();
+    let before = snapshot(&app, "us", uuid).await;
+    let events = audit_events(&app, "us", uuid).await;
+
+    let m = mover(&app);
+    let report = moving::move_organization(&m, org, eu(), app.clock.now_utc(), None).await.unwrap();
+    assert_eq!(report.done, vec![Step::Frozen, Step::Copied, Step::Verified, Step::Switched, Step::Purged]);
+    assert!(report.files >= 2);
+    assert_eq!(directory_region(&app, uuid).await, ("eu".to_string(), None));
+    assert_eq!(snapshot(&app, "eu", uuid).await, before);
+    assert_eq!(audit_events(&app, "eu", uuid).await, events + 1, "the chain continues with the move's event");
+    let mut us = app.db.admin_conn().await;
+    assert_eq!(rows_of(&mut us, uuid).await, vec![], "the old region holds nothing of it");
+    assert!(files_of(&app.config.data_dir.join("files"), uuid).is_empty());
+
+    // Its people go on working, now in the new region.
+    let (status, html) = owner.page(&format!("/o/{slug}/settings")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("<code>eu</code>"), "{html}");
+    let (status, html) = owner.page(&format!("/o/{slug}/audit")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("organization.moved"), "{html}");
+    let token = session_token(&mut owner).await;
+    redirected(post(&owner, &token, &format!("/o/{slug}/clients"), &[("name", "After the move")]).await).await;
+    let mut eu_conn = app.region_db("eu").admin_conn().await;
+    let n: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM clients WHERE organization_id = $1 AND name = 'After the move'")
+            .bind(uuid)
+            .fetch_one(&mut eu_conn)
+            .await
+            .unwrap();
+    assert_eq!(n, 1);
+    // Moving it where it is is refused.
+    let err = moving::move_organization(&m, org, eu(), app.clock.now_utc(), None).await.unwrap_err();
+    assert!(err.to_string().contains("already lives in region eu"), "{err}");
+}
+
+#[tokio::test]
+async fn writes_are_refused_while_an_organization_moves() {
+    let app = two_regions().await;
+    let mut owner = sign_up(&app, "owner@frozen.test").await;
+    let slug = create_org(&mut owner, "frozen").await;
+    let uuid = org_id(&app, "us", &slug).await;
+    let key = crate::support::api_key(&app, uuid, "ci").await;
+    let org = uuid.to_string().parse().unwrap();
+    let m = mover(&app);
+    let err = moving::move_organization(&m, org, eu(), app.clock.now_utc(), Some(Step::Frozen)).await.unwrap_err();
+    assert!(err.to_string().contains("interrupted after step frozen"), "{err}");
+    assert_eq!(directory_region(&app, uuid).await, ("us".to_string(), Some("eu".to_string())));
+    // Reads go on; writes are refused with a message, on the pages and through the API.
+    let (status, _) = owner.page(&format!("/o/{slug}/clients")).await;
+    assert_eq!(status, 200);
+    let token = session_token(&mut owner).await;
+    let res = post(&owner, &token, &format!("/o/{slug}/clients"), &[("name", "Too late")]).await;
+    assert_eq!(res.status(), 503);
+    assert!(res.text().await.unwrap().contains("being moved to another region"));
+    let res = api::post(&app, "/api/v1/clients", &key, json!({"name": "Too late"})).await;
+    assert_eq!(res.status, 503, "{}", res.body);
+    assert_eq!(api::get(&app, "/api/v1/clients", &key).await.status, 200);
+    // Rolled back: writable again, where it was.
+    assert_eq!(moving::roll_back(&m, org).await.unwrap(), Step::Frozen);
+    assert_eq!(directory_region(&app, uuid).await, ("us".to_string(), None));
+    redirected(post(&owner, &token, &format!("/o/{slug}/clients"), &[("name", "Now")]).await).await;
+}
+
+#[tokio::test]
+async fn a_move_interrupted_after_any_step_resumes_or_rolls_back_losing_and_duplicating_nothing() {
+    let app = two_regions().await;
+    let m = mover(&app);
+    for (i, step) in [Step::Frozen, Step::Copied, Step::Verified, Step::Switched].into_iter().enumerate() {
+        // Interrupted, then run again: it finishes from where it stopped.
+        let (uuid, org) = seeded(&app, &format!("resume{i}")).await;
+        let before = snapshot(&app, "us", uuid).await;
+        let events = audit_events(&app, "us", uuid).await;
+        let err = moving::move_organization(&m, org, eu(), app.clock.now_utc(), Some(step)).await.unwrap_err();
+        assert!(err.to_string().contains(step.as_str()), "{err}");
+        let report = moving::move_organization(&m, org, eu(), app.clock.now_utc(), None).await.unwrap();
+        assert_eq!(report.done.last(), Some(&Step::Purged));
+        assert!(!report.done.contains(&step), "resumed after {step:?}: {:?}", report.done);
+        whole_in(&app, uuid, "eu", "us", &before, events, 1).await;
+
+        // Interrupted, then rolled back: whole where it was (possible until the switch).
+        let (uuid, org) = seeded(&app, &format!("back{i}")).await;
+        let before = snapshot(&app, "us", uuid).await;
+        let events = audit_events(&app, "us", uuid).await;
+        moving::move_organization(&m, org, eu(), app.clock.now_utc(), Some(step)).await.unwrap_err();
+        if step < Step::Switched {
+            assert_eq!(moving::roll_back(&m, org).await.unwrap(), step);
+            assert_eq!(directory_region(&app, uuid).await, ("us".to_string(), None));
+            whole_in(&app, uuid, "us", "eu", &before, events, 0).await;
+        } else {
+            let err = moving::roll_back(&m, org).await.unwrap_err();
+            assert!(err.to_string().contains("run the move again"), "{err}");
+            moving::move_organization(&m, org, eu(), app.clock.now_utc(), None).await.unwrap();
+            whole_in(&app, uuid, "eu", "us", &before, events, 1).await;
+        }
+    }
+    // A copy interrupted half-way is replaced, never added to: a stray row in the new region
+    // from an earlier attempt is gone after the move.
+    let (uuid, org) = seeded(&app, "stray").await;
+    let before = snapshot(&app, "us", uuid).await;
+    let events = audit_events(&app, "us", uuid).await;
+    moving::move_organization(&m, org, eu(), app.clock.now_utc(), Some(Step::Frozen)).await.unwrap_err();
+    let mut eu_conn = app.region_db("eu").owner_conn().await;
+    sqlx::query("BEGIN").execute(&mut eu_conn).await.unwrap();
+    sqlx::query("SELECT set_config('app.org_id', $1, true)")
+        .bind(uuid.to_string())
+        .execute(&mut eu_conn)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO organizations (id, slug, name) VALUES ($1, 'stray', 'stray')")
+        .bind(uuid)
+        .execute(&mut eu_conn)
+        .await
+        .unwrap();
+    sqlx::query("COMMIT").execute(&mut eu_conn).await.unwrap();
+    moving::move_organization(&m, org, eu(), app.clock.now_utc(), None).await.unwrap();
+    whole_in(&app, uuid, "eu", "us", &before, events, 1).await;
+}
