@@ -39,7 +39,7 @@ pub use invitation::{
 };
 pub use principal::{
     Actor, NewOrgCreator, OperatorAuthority, OrgPrincipal, OrgTx, ProjectScope, audit_maintenance,
-    begin_new_organization, operator,
+    begin_new_organization, operator, scheduled_notifier,
 };
 pub use stripe_event::stripe_event;
 pub use user::AuthenticatedUser;

@@ -35,11 +35,12 @@ pub fn routes() -> Vec<RouteDef> {
 pub struct PortalNav {
     pub slug: String,
     pub name: String,
+    pub unread: i64,
 }
 
 impl PortalNav {
-    fn of(access: &OrgAccess) -> Self {
-        Self { slug: access.slug.clone(), name: access.name.clone() }
+    pub fn of(access: &OrgAccess) -> Self {
+        Self { slug: access.slug.clone(), name: access.name.clone(), unread: access.unread }
     }
 }
 
