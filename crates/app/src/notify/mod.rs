@@ -348,7 +348,7 @@ pub async fn send_pending(
                 category: Category::Transactional,
                 org_name: Some(n.org_name.clone()),
             };
-            outbox::enqueue(&mut **tx, &mail, &format!("notification:{}:{}", n.kind, n.id), now).await?;
+            outbox::enqueue(tx, &mail, &format!("notification:{}:{}", n.kind, n.id), now).await?;
             queued += 1;
             "sent"
         } else {

@@ -689,7 +689,7 @@ pub async fn send_digests(
             category: Category::Transactional,
             org_name: Some(org_name.clone()),
         };
-        outbox::enqueue(&mut **tx, &mail, &format!("digest:{org}:{user}:{today}"), now).await?;
+        outbox::enqueue(tx, &mail, &format!("digest:{org}:{user}:{today}"), now).await?;
         queued += 1;
     }
     sqlx::query(

@@ -35,12 +35,11 @@ pub fn routes() -> Vec<RouteDef> {
 pub struct PortalNav {
     pub slug: String,
     pub name: String,
-    pub unread: i64,
 }
 
 impl PortalNav {
     pub fn of(access: &OrgAccess) -> Self {
-        Self { slug: access.slug.clone(), name: access.name.clone(), unread: access.unread }
+        Self { slug: access.slug.clone(), name: access.name.clone() }
     }
 }
 
