@@ -27,7 +27,7 @@ use sqlx::postgres::PgPoolOptions;
 fn report(name: &str, goal_ms: f64, mut full: Vec<Duration>, mut bare: Vec<Duration>) {
     full.sort();
     bare.sort();
-    let (f50, f95, b50, b95) = (pct(&full, 50.0), pct(&full, 95.0), pct(&bare, 50.0), pct(&bare, 95.0));
+    let (f50, f95, b50, b95) = (pct(&full, 0.50), pct(&full, 0.95), pct(&bare, 0.50), pct(&bare, 0.95));
     println!(
         "{name:<12} page p50 {f50:>7.2} ms  p95 {f95:>7.2} ms | reference SQL p50 {b50:>7.2} ms  p95 {b95:>7.2} ms | \
          p95 ratio {:.1}x | goal p95 ≤ {goal_ms} ms: {}",
