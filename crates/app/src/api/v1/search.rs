@@ -8,7 +8,7 @@ use crate::work::daily::{self, Hit};
 #[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     /// Words to find (PostgreSQL `websearch_to_tsquery` syntax: words, "quoted phrases", `-word`,
-    /// `or`); at most 200 characters, no control characters. Empty finds nothing.
+    /// `or`); at most 200 characters (control characters count as spaces). Empty finds nothing.
     #[param(max_length = 200)]
     pub q: Option<String>,
 }
