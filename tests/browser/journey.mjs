@@ -382,6 +382,54 @@ try {
   await page.locator('footer').getByRole('link', { name: 'Report a vulnerability' }).click();
   await page.waitForURL(`${BASE}/security/report`);
   await check(page, 'report-form');
+
+  // ---- The daily work: search from the keyboard, My work, a notification read ----
+  // `/` focuses the header's search box from anywhere on a page; Enter searches.
+  await page.goto(`${BASE}/o/${slug}`);
+  await page.locator('body').click({ position: { x: 5, y: 300 } });
+  await page.keyboard.press('/');
+  if (!(await page.evaluate(() => document.activeElement && document.activeElement.hasAttribute('data-search-shortcut')))) {
+    problems.push('the / shortcut did not focus the search box');
+  }
+  await page.keyboard.type('Copy');
+  await page.keyboard.press('Enter');
+  await page.waitForURL(/\/search\?q=Copy/);
+  await expectText(page, 'Copy deck');
+  await check(page, 'search');
+  // Ctrl+K too, from the results page.
+  await page.locator('h1').click();
+  await page.keyboard.press('Control+K');
+  if (!(await page.evaluate(() => document.activeElement && document.activeElement.hasAttribute('data-search-shortcut')))) {
+    problems.push('Ctrl+K did not focus the search box');
+  }
+  await page.locator('main').getByRole('link', { name: 'Copy deck' }).click();
+  await page.waitForURL(/\/tasks\//);
+  // The owner takes the task on; it shows in My work.
+  await page.locator('fieldset', { hasText: 'Assignees' }).getByLabel(owner).check();
+  await page.locator('input[name=due_date]').fill(new Date().toISOString().slice(0, 10));
+  await page.getByRole('button', { name: 'Save' }).click();
+  await expectText(page, 'Task saved');
+  await page.getByRole('link', { name: 'My work' }).first().click();
+  await page.waitForURL('**/my-work');
+  await expectText(page, 'Copy deck');
+  await check(page, 'my-work');
+  // The client accepting the invitation told the owner: the count in the navigation, the inbox,
+  // and the count going down once read.
+  const unreadBefore = Number((await page.locator('[data-unread]').first().textContent()).replace(/\D/g, '') || '0');
+  if (unreadBefore < 1) problems.push(`no unread notification shown (${unreadBefore})`);
+  await page.locator('a.inbox-link').click();
+  await page.waitForURL('**/notifications');
+  await expectText(page, 'accepted your invitation');
+  await check(page, 'notifications');
+  await page.getByRole('button', { name: 'Mark read' }).first().click();
+  await expectText(page, 'Marked read');
+  const unreadAfter = Number(((await page.locator('[data-unread]').count()) ? await page.locator('[data-unread]').first().textContent() : '0').replace(/\D/g, '') || '0');
+  if (unreadAfter !== unreadBefore - 1) problems.push(`unread count after reading: ${unreadBefore} → ${unreadAfter}`);
+  await check(page, 'notification-read');
+  await page.getByRole('link', { name: 'Preferences' }).click();
+  await page.waitForURL('**/notifications/preferences');
+  await check(page, 'notification-preferences');
+  // ---- end of the daily work ----
 } catch (e) {
   problems.push(`the journey stopped: ${e.stack || e}`);
 } finally {

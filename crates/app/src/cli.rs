@@ -471,7 +471,11 @@ async fn serve_with(
             let db = db.clone();
             move |now| {
                 let (db, requests) = (db.clone(), requests.clone());
-                async move { crate::identity::requests::process_due(&db, &requests, now, 100).await }
+                async move {
+                    let decided = crate::identity::requests::process_due(&db, &requests, now, 100).await?;
+                    let notified = crate::work::daily::run_due(&db, &requests.public_url, now).await?;
+                    Ok(decided + notified)
+                }
             }
         },
     ));
@@ -1082,7 +1086,11 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
             let db = db.clone();
             move |now| {
                 let (db, requests) = (db.clone(), requests.clone());
-                async move { crate::identity::requests::process_due(&db, &requests, now, 100).await }
+                async move {
+                    let decided = crate::identity::requests::process_due(&db, &requests, now, 100).await?;
+                    let notified = crate::work::daily::run_due(&db, &requests.public_url, now).await?;
+                    Ok(decided + notified)
+                }
             }
         },
     ));

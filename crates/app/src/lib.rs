@@ -19,6 +19,7 @@ pub mod disclosure;
 pub mod errors;
 pub mod identity;
 pub mod mail;
+pub mod notify;
 pub mod ops;
 pub mod routes;
 pub mod state;

@@ -62,6 +62,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("favicon.svg", "image/svg+xml", include_bytes!("../static/favicon.svg")),
     ("board.js", "text/javascript; charset=utf-8", include_bytes!("../static/board.js")),
     ("print.js", "text/javascript; charset=utf-8", include_bytes!("../static/print.js")),
+    ("daily.js", "text/javascript; charset=utf-8", include_bytes!("../static/daily.js")),
     // The proof-of-work solver of the bot check (`abuse::botcheck`).
     ("pow.js", "text/javascript; charset=utf-8", crate::abuse::botcheck::POW_JS.as_bytes()),
 ];
@@ -153,6 +154,9 @@ pub const FLASH_MESSAGES: &[(&str, &str)] = &[
     ("POST /account/sessions/{id}/revoke", "Session signed out."),
     ("POST /account/sessions/revoke-others", "Other sessions signed out."),
     ("POST /logout", "You are signed out."),
+    ("POST /o/{org}/notifications/read", "Marked read."),
+    ("POST /o/{org}/notifications/preferences", "Notification preferences saved."),
+    ("POST /o/{org}/tasks/{task}/follow", "Following updated."),
 ];
 
 fn flash_index(route: &str, own: Option<Flash>) -> usize {

@@ -40,7 +40,7 @@ pub use invitation::{
 };
 pub use principal::{
     Actor, NewOrgCreator, OperatorAuthority, OrgPrincipal, OrgTx, ProjectScope, audit_maintenance,
-    begin_new_organization, operator, operator_in_region,
+    begin_new_organization, operator, operator_in_region, scheduled_notifier,
 };
 pub use stripe_event::stripe_event;
 pub use user::AuthenticatedUser;

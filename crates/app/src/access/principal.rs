@@ -341,6 +341,25 @@ pub async fn audit_maintenance(db: &Db, org_id: OrgId) -> Result<Option<OrgPrinc
     if_exists(db, principal).await
 }
 
+/// The server's own scheduled notification work (mailing waiting notifications with each
+/// person's preference as it is at send time, the daily digest): a system principal holding no
+/// permission at all. It opens the organization's transaction and reads and writes through it;
+/// who receives what is decided by the notification and digest code. Returns `None` when the
+/// organization doesn't exist.
+pub async fn scheduled_notifier(db: &Db, org_id: OrgId) -> Result<Option<OrgPrincipal>, sqlx::Error> {
+    let principal = OrgPrincipal {
+        org_id,
+        actor: Actor::System("scheduled notifications".into()),
+        role: Role::Member,
+        client_id: None,
+        permissions: PermissionSet::of(&[]),
+        scope_user: None,
+        // The rounds run region by region: the organizations they found are in `db`'s region.
+        region: db.region(),
+    };
+    if_exists(db, principal).await
+}
+
 /// Who creates a new organization.
 pub enum NewOrgCreator<'a> {
     User(&'a AuthenticatedUser),

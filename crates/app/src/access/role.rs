@@ -429,7 +429,10 @@ pub fn permissions_markdown() -> String {
     }
     out.push_str("\nOwner-only, never grantable: ");
     out.push_str(&OWNER_ONLY.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", "));
-    out.push_str(".\n");
+    out.push_str(".\n\n");
+    // Who sees what in search, My work and notifications: rules of the queries, not of the
+    // permission table, described next to it.
+    out.push_str(include_str!("visibility.md"));
     out
 }
 

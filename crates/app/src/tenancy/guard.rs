@@ -29,6 +29,8 @@ pub struct OrgAccess {
     pub timezone: String,
     /// The user's organizations, for the navigation's switcher.
     pub memberships: Vec<crate::access::member::OrgChoice>,
+    /// How many of the user's notifications here are unread (the navigation shows it).
+    pub unread: i64,
 }
 
 impl OrgAccess {
@@ -140,8 +142,9 @@ pub async fn require_org(
         tx.commit().await?;
         return Err(AppError::Forbidden(format!("Your role in {name} doesn't allow this ({}).", permission.as_str())));
     }
+    let unread = crate::notify::unread_count(&mut tx, session.user.id()).await?;
     req.extensions_mut().insert(crate::access::Asking::member(session.user.id(), principal.clone()));
-    req.extensions_mut().insert(OrgAccess { principal, slug, name, brand_color, timezone, memberships });
+    req.extensions_mut().insert(OrgAccess { principal, slug, name, brand_color, timezone, memberships, unread });
     // The page's work runs in the transaction the member was verified in (`crate::routes`).
     req.extensions_mut().insert(crate::access::request_tx::VerifiedTx::new(tx));
     Ok(Resolved::Ok(req))

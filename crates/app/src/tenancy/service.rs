@@ -433,6 +433,23 @@ async fn accept_in(
         .bind(invitation.organization_id)
         .fetch_one(&mut *tx)
         .await?;
+    // The inviter hears that the invitation was accepted.
+    let (inviter, email): (UserId, String) =
+        sqlx::query_as("SELECT i.invited_by, u.email FROM invitations i, users u WHERE i.id = $1 AND u.id = $2")
+            .bind(invitation.id)
+            .bind(user.id())
+            .fetch_one(&mut *tx)
+            .await?;
+    let link = format!("/o/{}/members", org.slug);
+    let title = format!("{email} accepted your invitation to {}", org.name);
+    let note = crate::notify::New {
+        kind: crate::notify::Kind::InvitationAccepted,
+        actor: Some(user.id()),
+        title: &title,
+        body: "",
+        link: &link,
+    };
+    crate::notify::record(&mut tx, &[inviter], &note, ctx.now).await?;
     tx.commit().await?;
     Ok(org)
 }

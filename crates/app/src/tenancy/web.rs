@@ -79,6 +79,10 @@ pub struct OrgNav {
     pub can_tasks: bool,
     pub can_files: bool,
     pub can_billing: bool,
+    /// Unread notifications.
+    pub unread: i64,
+    /// The organization's internal pages (every role but Client): the search box.
+    pub can_view: bool,
     /// The switcher: where each of the user's organizations opens, its name, and whether it
     /// is this one.
     pub switch: Vec<(String, String, bool)>,
@@ -102,6 +106,8 @@ impl OrgNav {
             can_tasks: p.can(P::TasksRead),
             can_files: p.can(P::FilesRead),
             can_billing: p.can(P::BillingManage),
+            unread: access.unread,
+            can_view: p.can(P::OrgView),
             switch: access
                 .memberships
                 .iter()

@@ -106,7 +106,7 @@ fn require_can(p: &OrgPrincipal, perm: crate::access::role::Permission) -> AppRe
 
 /// The SQL condition for "client `alias` is visible", with the member filter as `$n`: a
 /// Member sees the clients of the projects they belong to, and no others.
-fn client_visible(alias: &str, param: usize) -> String {
+pub(crate) fn client_visible(alias: &str, param: usize) -> String {
     format!(
         "(${param}::uuid IS NULL OR EXISTS (SELECT 1 FROM projects vp JOIN project_members vm \
          ON vm.organization_id = vp.organization_id AND vm.project_id = vp.id \

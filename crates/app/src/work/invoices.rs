@@ -655,6 +655,10 @@ pub async fn transition(
             .after(snapshot(&after)),
     )
     .await?;
+    if action == A::Pay {
+        super::daily::notify_invoice_event(&mut tx, id, super::daily::InvoiceEvent::Paid, p.on_behalf_of(), ctx.now)
+            .await?;
+    }
     let today = super::org_today(&mut tx, ctx.now).await?;
     tx.commit().await?;
     Ok(shown_status(after, today))

@@ -6,6 +6,7 @@
 //! part of each query (`ProjectScope`), not a filter applied after fetching.
 
 pub mod clients;
+pub mod daily;
 /// The field parsers of the boundary (text, ids, dates, closed sets), from the platform.
 pub use crate::platform::fields;
 pub mod files;

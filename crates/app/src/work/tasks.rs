@@ -554,6 +554,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput)
     }
     let actor = actor_label(&mut tx, p).await?;
     activity(&mut tx, id, &actor, "created", None, Some(title.clone()), ctx.now).await?;
+    super::daily::task_assigned(&mut tx, p, id, &title, &users, ctx.now).await?;
     audit::record(&mut tx, ctx, Entry::new("task.created", "task", id).after(snapshot(&task))).await?;
     tx.commit().await?;
     Ok(task)
@@ -689,6 +690,22 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TaskId, input:
         }
     }
     let assignees_after = assignees(&mut tx, id).await?;
+    let added: Vec<UserId> = assignees_after.iter().filter(|u| !assignees_before.contains(u)).copied().collect();
+    super::daily::task_assigned(&mut tx, p, id, &after.title, &added, ctx.now).await?;
+    if after.column_id != before.column_id {
+        let column: String = sqlx::query_scalar("SELECT name FROM board_columns WHERE id = $1")
+            .bind(after.column_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        super::daily::task_changed(&mut tx, p, id, &after.title, &format!("moved to {column}"), ctx.now).await?;
+    }
+    if after.due_date != before.due_date {
+        let what = match after.due_date {
+            Some(d) => format!("due date changed to {d}"),
+            None => "due date removed".to_string(),
+        };
+        super::daily::task_changed(&mut tx, p, id, &after.title, &what, ctx.now).await?;
+    }
     let with_assignees = |mut v: serde_json::Value, users: &[UserId]| {
         v["assignees"] = json!(users);
         v
@@ -822,6 +839,7 @@ pub async fn add_comment(
             .after(json!({ "comment": id, "client_visible": comment.client_visible })),
     )
     .await?;
+    super::daily::commented(&mut tx, p, task, &body, ctx.now).await?;
     tx.commit().await?;
     Ok(comment)
 }

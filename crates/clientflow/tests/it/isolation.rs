@@ -74,6 +74,12 @@ async fn seed_every_tenant_table(tdb: &TestDb, db: &clientflow::platform::db::Db
          SELECT id, gen_random_uuid(), 'Visitor', 'v@example.com', 'Hello', now() FROM organizations",
         "INSERT INTO billing_accounts (organization_id, plan, stripe_customer_id, updated_at) \
          SELECT id, 'free', 'cus_' || md5(id::text), now() FROM organizations",
+        "INSERT INTO notifications (organization_id, id, recipient_id, kind, title, link, created_at) \
+         SELECT organization_id, gen_random_uuid(), user_id, 'assigned', 'Task', '/o/x', now() FROM memberships",
+        "INSERT INTO notification_preferences SELECT organization_id, user_id, 'assigned', 'off' FROM memberships",
+        "INSERT INTO task_followers SELECT t.organization_id, t.id, m.user_id, true FROM tasks t \
+         JOIN memberships m ON m.organization_id = t.organization_id",
+        "INSERT INTO notification_digest_days SELECT id, current_date, now() FROM organizations",
     ] {
         sqlx::query(stmt).execute(&mut admin).await.unwrap_or_else(|e| panic!("{e}\n{stmt}"));
     }

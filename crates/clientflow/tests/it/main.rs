@@ -16,6 +16,7 @@ mod cli;
 mod connections;
 mod constraints;
 mod contact;
+mod daily_work;
 mod database_outage;
 mod door;
 mod error_reports;

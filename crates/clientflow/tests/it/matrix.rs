@@ -161,6 +161,10 @@ pub const BODIES: &[Write] = &[
     form("POST /o/{org}/tasks/{task}/comments", &[("body", "Comment {unique}"), ("client_visible", "on")]),
     form("POST /o/{org}/tasks/{task}/comments/{comment}/delete", CONFIRMED),
     form("POST /o/{org}/tasks/{task}/delete", CONFIRMED),
+    form("POST /o/{org}/tasks/{task}/follow", &[("following", "yes")]),
+    // Notifications (one's own).
+    form("POST /o/{org}/notifications/read", &[]),
+    form("POST /o/{org}/notifications/preferences", &[("assigned", "in_app"), ("digest", "off")]),
     // Files.
     Write {
         route: "POST /o/{org}/projects/{project}/files",

@@ -39,6 +39,7 @@ mod clients;
 mod files;
 mod invoices;
 mod projects;
+mod search;
 mod tasks;
 mod time_entries;
 
@@ -63,6 +64,8 @@ pub fn routes() -> Vec<RouteDef> {
         route!(PATCH "/api/v1/projects/{project}", Surface::Api, Access::Api(P::ProjectsUpdate), projects::update_project),
         route!(DELETE "/api/v1/projects/{project}", Surface::Api, Access::Api(P::ProjectsDelete), projects::delete_project),
         route!(GET "/api/v1/projects/{project}/columns", Surface::Api, Access::Api(P::ProjectsRead), projects::list_columns),
+
+        route!(GET "/api/v1/search", Surface::Api, Access::Api(P::OrgView), search::search),
 
         route!(GET "/api/v1/tasks", Surface::Api, Access::Api(P::TasksRead), tasks::list_tasks),
         route!(POST "/api/v1/tasks", Surface::Api, Access::Api(P::TasksCreate), tasks::create_task),
@@ -298,6 +301,7 @@ pub async fn openapi_json() -> Response {
         invoices::void_invoice,
         files::list_files, files::upload_file, files::get_file, files::update_file, files::delete_file,
         billing::get_billing,
+        search::search,
     ),
     tags(
         (name = "clients", description = "The organization's clients"),
@@ -307,6 +311,7 @@ pub async fn openapi_json() -> Response {
         (name = "invoices", description = "Invoices: drafts are editable; send assigns the number"),
         (name = "files", description = "Uploads, file metadata and short-lived download links"),
         (name = "billing", description = "The plan and its limits (Owners only: no API key can hold billing.manage)"),
+        (name = "search", description = "Full-text search over what the key may see"),
         (name = "meta", description = "This document"),
     )
 )]

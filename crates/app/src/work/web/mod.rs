@@ -8,6 +8,7 @@
 //! viewer lacks are left out rather than failing the whole page.
 
 pub mod clients;
+pub mod daily;
 pub mod files;
 pub mod invoices;
 pub mod lists;
@@ -32,6 +33,7 @@ pub fn routes() -> Vec<RouteDef> {
     routes.extend(files::routes());
     routes.extend(lists::routes());
     routes.extend(portal::routes());
+    routes.extend(daily::routes());
     routes
 }
 

@@ -38,7 +38,7 @@ pub struct PortalNav {
 }
 
 impl PortalNav {
-    fn of(access: &OrgAccess) -> Self {
+    pub fn of(access: &OrgAccess) -> Self {
         Self { slug: access.slug.clone(), name: access.name.clone() }
     }
 }

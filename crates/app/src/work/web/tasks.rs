@@ -227,6 +227,8 @@ struct TaskPage {
     can_comment: bool,
     can_delete: bool,
     can_track: bool,
+    /// Whether the viewer follows the task (its comments, moves and due date changes).
+    following: bool,
     message: Option<String>,
     errors: Vec<FieldError>,
 }
@@ -346,6 +348,7 @@ async fn task_view(
             deletable: p.can(P::TimeTrack) && (p.can(P::ProjectsUpdate) || Some(e.user_id) == me),
         })
         .collect();
+    let following = crate::work::daily::following(&state.db, p, id).await?;
     let edit = forms.edit.clone().unwrap_or_else(|| TaskEdit::of(&task, &detail.assignees));
     let candidates = candidates
         .into_iter()
@@ -377,6 +380,7 @@ async fn task_view(
         can_comment: p.can(P::CommentsCreate),
         can_delete: p.can(P::TasksDelete),
         can_track: p.can(P::TimeTrack),
+        following,
         task,
         message,
         errors,
