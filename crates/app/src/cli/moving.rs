@@ -404,10 +404,20 @@ async fn copy(m: &Mover, org: OrgId, from: RegionId, to: RegionId) -> anyhow::Re
     // Whatever an interrupted attempt left is replaced, never added to.
     delete_rows(&mut dst, org, &tables).await?;
     for (t, all) in &rows {
-        sqlx::query(&format!("INSERT INTO {t} SELECT * FROM jsonb_populate_recordset(NULL::{t}, $1)"))
-            .bind(all)
-            .execute(&mut dst)
-            .await?;
+        // Generated columns (search vectors) are computed again by the target, never written.
+        let columns: String = sqlx::query_scalar(
+            "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute \
+             WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = ''",
+        )
+        .bind(t)
+        .fetch_one(&mut dst)
+        .await?;
+        sqlx::query(&format!(
+            "INSERT INTO {t} ({columns}) SELECT {columns} FROM jsonb_populate_recordset(NULL::{t}, $1)"
+        ))
+        .bind(all)
+        .execute(&mut dst)
+        .await?;
     }
     commit(dst).await?;
     let (source, target) = (m.stores.of(from).map_err(anyhow_of)?, m.stores.of(to).map_err(anyhow_of)?);
