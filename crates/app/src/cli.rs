@@ -5,6 +5,7 @@
 mod backup;
 pub mod installation;
 mod operator;
+mod org_data;
 mod security;
 mod seed;
 
@@ -311,7 +312,7 @@ pub fn main() -> ExitCode {
             Command::Mail { command } => mail(config, cli.json, command).await,
             Command::Worker => worker(config).await,
             Command::User { command } => operator::user(config, cli.json, operator, command).await,
-            Command::Org { command } => operator::org(config, cli.json, operator, command).await,
+            Command::Org { command } => Box::pin(operator::org(config, cli.json, operator, command)).await,
             Command::Member { command } => operator::member(config, cli.json, operator, command).await,
             Command::ApiKey { command } => operator::api_key(config, cli.json, operator, command).await,
             Command::Seed(args) => seed::run(config, cli.json, operator, args).await,
@@ -480,6 +481,11 @@ async fn serve_with(
         state.clock.clone(),
         stop_worker.subscribe(),
     ));
+    // Organization exports asked for on the Data export page, and their expiry.
+    let exports = tokio::spawn(crate::privacy::export_jobs::run_worker(
+        crate::privacy::export_jobs::Runner::of(&state),
+        stop_worker.subscribe(),
+    ));
     // Scheduled backups and the daily restore drill of the private cluster.
     let backups =
         crate::backup::Live::from_resolved(resolved, &config).filter(|_| config.backup.schedule).map(|live| {
@@ -512,6 +518,7 @@ async fn serve_with(
     let _ = stop_worker.send(true);
     let _ = worker.await;
     let _ = signer_task.await;
+    let _ = exports.await;
     if let Some(f) = follower {
         let _ = f.await;
     }
@@ -1081,6 +1088,23 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
             }
         },
     ));
+    let exports = match (
+        config.files.open_storage(&config.data_dir),
+        crate::platform::seal::Sealer::load(config.secrets.master_key.as_ref(), &config.data_dir),
+    ) {
+        (Ok(storage), Ok(sealer)) => Some(tokio::spawn(crate::privacy::export_jobs::run_worker(
+            crate::privacy::export_jobs::Runner {
+                db: db.clone(),
+                storage,
+                sealer,
+                signer: signer.clone(),
+                clock: Arc::new(SystemClock),
+                data_dir: config.data_dir.clone(),
+            },
+            stop.subscribe(),
+        ))),
+        _ => None,
+    };
     let signing = tokio::spawn(crate::access::maintenance::run_signer(
         db.clone(),
         signer,
@@ -1102,6 +1126,9 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
     let _ = stop.send(true);
     let _ = task.await;
     let _ = signing.await;
+    if let Some(e) = exports {
+        let _ = e.await;
+    }
     if let Some(f) = follower {
         let _ = f.await;
     }

@@ -79,6 +79,7 @@ pub struct OrgNav {
     pub can_tasks: bool,
     pub can_files: bool,
     pub can_billing: bool,
+    pub can_export: bool,
     /// The switcher: where each of the user's organizations opens, its name, and whether it
     /// is this one.
     pub switch: Vec<(String, String, bool)>,
@@ -102,6 +103,7 @@ impl OrgNav {
             can_tasks: p.can(P::TasksRead),
             can_files: p.can(P::FilesRead),
             can_billing: p.can(P::BillingManage),
+            can_export: p.can(P::OrgExport),
             switch: access
                 .memberships
                 .iter()

@@ -19,6 +19,7 @@ mod contact;
 mod database_outage;
 mod door;
 mod error_reports;
+mod export;
 mod failover;
 mod google;
 mod http;

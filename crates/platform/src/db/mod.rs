@@ -65,6 +65,17 @@ impl Db {
         Ok(GlobalTx { tx: self.begin().await? })
     }
 
+    /// A transaction begun with `statement` (e.g. an isolation level), through the same
+    /// outage bookkeeping as [`Db::begin`].
+    pub(crate) async fn begin_with(
+        &self,
+        statement: &'static str,
+    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        let tx = self.pool.begin_with(statement).await?;
+        outage::record_success();
+        Ok(tx)
+    }
+
     /// Every transaction starts here, so the end of a database outage is noticed (and logged)
     /// by the first request that gets a connection again.
     /// While the database is known to be away, a request waits at most

@@ -208,6 +208,15 @@ impl<P: TenantPrincipal> OrgTx<P> {
         Ok(Self { tx: Some(tx), principal: principal.clone(), request: None })
     }
 
+    /// A read-only transaction that sees one snapshot of the organization from its first query
+    /// to its end (`REPEATABLE READ`): what a consistent export reads while others write.
+    /// Never a part of a request transaction.
+    pub async fn begin_snapshot(db: &Db, principal: &P) -> Result<Self, sqlx::Error> {
+        let mut tx = db.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?;
+        set_tenant(&mut tx, principal.org_id()).await?;
+        Ok(Self { tx: Some(tx), principal: principal.clone(), request: None })
+    }
+
     pub fn org_id(&self) -> OrgId {
         self.principal.org_id()
     }
