@@ -1,6 +1,6 @@
 //! The principals of an organization's data export (`privacy/export.rs`): the signed, expiring
-//! download link of one archive, the worker that writes archives, and the operator's import of
-//! an archive into an installation that does not have its organization yet.
+//! download link of one archive, and the worker that writes archives (the operator's import of
+//! an archive opens its transaction with `principal::begin_import`).
 //!
 //! A link is an HMAC over organization, export and expiry, under a key derived from the master
 //! key for this purpose only; it yields a principal that holds `org.export` in that one
@@ -11,8 +11,8 @@ use sha2::Sha256;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::principal::{Actor, OperatorAuthority, OrgPrincipal, OrgTx, if_exists};
-use super::role::{Permission, PermissionSet, Role, default_permissions};
+use super::principal::{Actor, OrgPrincipal, if_exists};
+use super::role::{Permission, PermissionSet, Role};
 use crate::platform::db::Db;
 use crate::platform::ids::OrgId;
 
@@ -87,19 +87,4 @@ pub async fn export_worker(db: &Db, org_id: OrgId) -> Result<Option<OrgPrincipal
         scope_user: None,
     };
     if_exists(db, principal).await
-}
-
-/// Opens the one transaction that imports an exported organization (`clientflow org import`):
-/// its tenant is the archive's organization id, which must not exist in this installation yet
-/// (the import refuses otherwise, before writing anything).
-pub async fn begin_import(db: &Db, _authority: &OperatorAuthority, org_id: OrgId) -> Result<OrgTx, sqlx::Error> {
-    let principal = OrgPrincipal {
-        org_id,
-        actor: Actor::System("operator: org import".into()),
-        role: Role::Owner,
-        client_id: None,
-        permissions: default_permissions(Role::Owner),
-        scope_user: None,
-    };
-    OrgTx::begin(db, &principal).await
 }

@@ -40,7 +40,7 @@ pub use invitation::{
     begin_invitation_decline, find_invitation, pending_invitations,
 };
 pub use principal::{
-    Actor, NewOrgCreator, OperatorAuthority, OrgPrincipal, OrgTx, ProjectScope, audit_maintenance,
+    Actor, NewOrgCreator, OperatorAuthority, OrgPrincipal, OrgTx, ProjectScope, audit_maintenance, begin_import,
     begin_new_organization, operator,
 };
 pub use stripe_event::stripe_event;

@@ -96,14 +96,10 @@ pub(crate) async fn export(s: &Session, config: &Config, org: &str, out: &Path, 
 /// Imports the archive at `file`.
 pub(crate) async fn import(s: &Session, config: &Config, file: &Path) -> OpResult<Report> {
     let (storage, sealer) = storage_and_sealer(config)?;
-    let job = import::Job {
-        db: &s.db,
-        authority: &s.operator,
-        storage: &storage,
-        sealer: &sealer,
-        local_key: s.signer.verifying_key(),
-    };
-    let done = Box::pin(import::import_archive(job, file)).await.map_err(|e| OpError::Refused(format!("{e:#}")))?;
+    let job = import::Job { db: &s.db, storage: &storage, sealer: &sealer, local_key: s.signer.verifying_key() };
+    let done = Box::pin(import::import_archive(job, file, |org| crate::access::begin_import(&s.db, &s.operator, org)))
+        .await
+        .map_err(|e| OpError::Refused(format!("{e:#}")))?;
     let m = &done.manifest;
     let text = format!(
         "imported {} ({}): {} rows, {} files, {} accounts created\n\

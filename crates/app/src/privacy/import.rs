@@ -25,7 +25,7 @@ use sqlx::PgConnection;
 use tokio::sync::mpsc;
 
 use super::export::{FORMAT, FORMAT_VERSION, MANIFEST, Manifest, README_NAME, checked_identifier, part_name};
-use crate::access::OperatorAuthority;
+use crate::access::OrgTx;
 use crate::audit::chain::Verification;
 use crate::platform::db::Db;
 use crate::platform::ids::{FileId, OrgId};
@@ -43,7 +43,6 @@ pub fn import_value(table: &str, column: &str, value: Value) -> anyhow::Result<V
 /// What an import needs.
 pub struct Job<'a> {
     pub db: &'a Db,
-    pub authority: &'a OperatorAuthority,
     pub storage: &'a Storage,
     pub sealer: &'a Sealer,
     /// This installation's audit key, trusted besides the keys the archive's chain lists.
@@ -291,14 +290,19 @@ fn insertion_order(tables: &[String], fks: &[ForeignKey]) -> anyhow::Result<Orde
     Ok((order, deferred))
 }
 
-/// Imports the archive at `path`. Checks it whole first; then one transaction.
-pub async fn import_archive(job: Job<'_>, path: &Path) -> anyhow::Result<Imported> {
+/// Imports the archive at `path`. Checks it whole first; then one transaction, which `open`
+/// begins for the archive's organization (the operator's: `access::begin_import`).
+pub async fn import_archive<F, Fut>(job: Job<'_>, path: &Path, open: F) -> anyhow::Result<Imported>
+where
+    F: FnOnce(OrgId) -> Fut,
+    Fut: std::future::Future<Output = Result<OrgTx, sqlx::Error>>,
+{
     let manifest = {
         let path = path.to_path_buf();
         tokio::task::spawn_blocking(move || verify_archive(&path)).await.map_err(|e| anyhow!("{e}"))??
     };
     let org = manifest.organization_id;
-    let mut tx = crate::access::export_link::begin_import(job.db, job.authority, org).await?;
+    let mut tx = open(org).await?;
     let exists: Option<OrgId> =
         sqlx::query_scalar("SELECT id FROM organizations WHERE id = $1").bind(org).fetch_optional(&mut *tx).await?;
     if exists.is_some() {

@@ -108,12 +108,12 @@ async fn export_of(app: &TestApp, org: OrgId, out: &Path) -> export::Written {
 async fn import_into(app: &TestApp, file: &Path) -> anyhow::Result<import::Imported> {
     let job = import::Job {
         db: &app.app_db,
-        authority: &support::operator(),
         storage: &app.state.storage,
         sealer: &app.state.sealer,
         local_key: app.state.audit_signer.verifying_key(),
     };
-    Box::pin(import::import_archive(job, file)).await
+    let authority = support::operator();
+    Box::pin(import::import_archive(job, file, |org| access::begin_import(&app.app_db, &authority, org))).await
 }
 
 /// An archive's entries by name.
