@@ -6,6 +6,7 @@ mod backup;
 pub mod installation;
 pub mod moving;
 mod operator;
+mod org_data;
 pub mod residency;
 mod security;
 mod seed;
@@ -488,6 +489,11 @@ async fn serve_with(
         state.clock.clone(),
         stop_worker.subscribe(),
     ));
+    // Organization exports asked for on the Data export page, and their expiry.
+    let exports = tokio::spawn(crate::privacy::export_jobs::run_worker(
+        crate::privacy::export_jobs::Runner::of(&state),
+        stop_worker.subscribe(),
+    ));
     // Scheduled backups and the daily restore drill of the private cluster.
     let backups =
         crate::backup::Live::from_resolved(resolved, &config).filter(|_| config.backup.schedule).map(|live| {
@@ -520,6 +526,7 @@ async fn serve_with(
     let _ = stop_worker.send(true);
     let _ = worker.await;
     let _ = signer_task.await;
+    let _ = exports.await;
     if let Some(f) = follower {
         let _ = f.await;
     }
@@ -1094,6 +1101,23 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
             }
         },
     ));
+    let exports = match (
+        crate::state::region_stores(&config, &db),
+        crate::platform::seal::Sealer::load(config.secrets.master_key.as_ref(), &config.data_dir),
+    ) {
+        (Ok(stores), Ok(sealer)) => Some(tokio::spawn(crate::privacy::export_jobs::run_worker(
+            crate::privacy::export_jobs::Runner {
+                db: db.clone(),
+                stores,
+                sealer,
+                signer: signer.clone(),
+                clock: Arc::new(SystemClock),
+                data_dir: config.data_dir.clone(),
+            },
+            stop.subscribe(),
+        ))),
+        _ => None,
+    };
     let signing = tokio::spawn(crate::access::maintenance::run_signer(
         db.clone(),
         signer,
@@ -1115,6 +1139,9 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
     let _ = stop.send(true);
     let _ = task.await;
     let _ = signing.await;
+    if let Some(e) = exports {
+        let _ = e.await;
+    }
     if let Some(f) = follower {
         let _ = f.await;
     }

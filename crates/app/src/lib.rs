@@ -21,6 +21,7 @@ pub mod identity;
 pub mod mail;
 pub mod notify;
 pub mod ops;
+pub mod privacy;
 pub mod routes;
 pub mod state;
 pub mod tenancy;

@@ -60,9 +60,9 @@ use crate::platform::types::Email;
 use crate::state::AppState;
 
 pub use crate::access::route::{
-    API_PER_IP, API_PER_KEY, AUTH_PER_IP, BILLING_PER_ORG, CONTACT_PER_IP, KeyBy, Limit, MAIL_PER_ACCOUNT, PolicyId,
-    SECOND_FACTOR_PER_USER, SECURITY_REPORT_PER_IP, SIGN_IN_PER_ACCOUNT, SIGNUP_PER_IP, STATUS_SUBSCRIBE_PER_IP,
-    TOKEN_PER_ACCOUNT, UNSUBSCRIBE_PER_IP, default_limits,
+    API_PER_IP, API_PER_KEY, AUTH_PER_IP, BILLING_PER_ORG, CONTACT_PER_IP, EXPORT_PER_IP, EXPORT_PER_ORG, KeyBy, Limit,
+    MAIL_PER_ACCOUNT, PolicyId, SECOND_FACTOR_PER_USER, SECURITY_REPORT_PER_IP, SIGN_IN_PER_ACCOUNT, SIGNUP_PER_IP,
+    STATUS_SUBSCRIBE_PER_IP, TOKEN_PER_ACCOUNT, UNSUBSCRIBE_PER_IP, default_limits,
 };
 
 /// What happens to a policy's decisions while Redis is failing. Authentication, second-factor
@@ -79,6 +79,7 @@ pub fn on_backend_failure(id: PolicyId) -> FailurePolicy {
         | PolicyId::UnsubscribeIp
         | PolicyId::StatusSubscribeIp
         | PolicyId::SecurityReportIp
+        | PolicyId::DataExport
         | PolicyId::ApiIp
         | PolicyId::ApiKey => FailurePolicy::DegradeToLocal,
     }
@@ -98,6 +99,7 @@ fn refusal(id: PolicyId) -> &'static str {
         PolicyId::ApiIp => "Too many requests from this address. Retry after {t}.",
         PolicyId::ApiKey => "Too many requests with this API key. Retry after {t}.",
         PolicyId::BillingOrg => "Too many billing changes for this organization. Try again in {t}.",
+        PolicyId::DataExport => "Too many data exports. Try again in {t}.",
     }
 }
 
@@ -173,6 +175,7 @@ pub struct RateLimitsConfig {
     pub api_key: LimitConfig,
     pub billing_org: LimitConfig,
     pub security_report_ip: LimitConfig,
+    pub data_export: LimitConfig,
 }
 
 impl Default for RateLimitsConfig {
@@ -195,6 +198,8 @@ impl Default for RateLimitsConfig {
     /// - `billing_org` 20 per hour: plan and payment changes are rare; card testing is not.
     /// - `security_report_ip` 5 per hour: a researcher sends a report or two; more from one
     ///   address is a flood aimed at the security contact's inbox.
+    /// - `data_export` 10 per hour (starts per organization, downloads per address): an export
+    ///   reads the whole organization; an Owner takes one or two, and retries a download.
     fn default() -> Self {
         let redis = RateLimitConfig::default();
         Self {
@@ -212,6 +217,7 @@ impl Default for RateLimitsConfig {
             api_key: LimitConfig::token_bucket(1000, 60),
             billing_org: LimitConfig::new(20, 3600),
             security_report_ip: LimitConfig::new(5, 3600),
+            data_export: LimitConfig::new(10, 3600),
         }
     }
 }
@@ -233,6 +239,7 @@ impl RateLimitsConfig {
             PolicyId::ApiKey => self.api_key,
             PolicyId::BillingOrg => self.billing_org,
             PolicyId::SecurityReportIp => self.security_report_ip,
+            PolicyId::DataExport => self.data_export,
         }
     }
 
@@ -249,6 +256,7 @@ impl RateLimitsConfig {
             PolicyId::ApiKey => &mut self.api_key,
             PolicyId::BillingOrg => &mut self.billing_org,
             PolicyId::SecurityReportIp => &mut self.security_report_ip,
+            PolicyId::DataExport => &mut self.data_export,
         }
     }
 

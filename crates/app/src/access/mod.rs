@@ -1,7 +1,8 @@
 //! Who is asking, and what may they do.
 //!
 //! Each kind of principal has a module that verifies it: a signed-in member ([`member`]), an API
-//! key ([`api_key`]), a signed file link ([`file_link`]), an invitation's holder
+//! key ([`api_key`]), a signed file link ([`file_link`]), a signed export link and the export
+//! worker ([`export_link`]), an invitation's holder
 //! ([`invitation`]), a visitor of a public contact form ([`contact_form`]), Stripe acting
 //! through a verified webhook event ([`stripe_event`]), the operator's
 //! command line and the server's own maintenance ([`principal`]). Each yields an
@@ -17,6 +18,7 @@ pub mod api_key;
 pub mod asking;
 pub mod contact_form;
 pub mod directory;
+pub mod export_link;
 pub mod file_link;
 pub mod invitation;
 pub mod maintenance;
@@ -39,7 +41,7 @@ pub use invitation::{
     begin_invitation_decline, find_invitation, pending_invitations,
 };
 pub use principal::{
-    Actor, NewOrgCreator, OperatorAuthority, OrgPrincipal, OrgTx, ProjectScope, audit_maintenance,
+    Actor, NewOrgCreator, OperatorAuthority, OrgPrincipal, OrgTx, ProjectScope, audit_maintenance, begin_import,
     begin_new_organization, operator, operator_in_region, scheduled_notifier,
 };
 pub use stripe_event::stripe_event;

@@ -360,6 +360,23 @@ pub async fn scheduled_notifier(db: &Db, org_id: OrgId) -> Result<Option<OrgPrin
     if_exists(db, principal).await
 }
 
+/// Opens the one transaction that imports an exported organization (`clientflow org import`):
+/// its tenant is the archive's organization id, which must not exist in this installation yet
+/// (the import refuses otherwise, before writing anything).
+pub async fn begin_import(db: &Db, _authority: &OperatorAuthority, org_id: OrgId) -> Result<OrgTx, sqlx::Error> {
+    let principal = OrgPrincipal {
+        org_id,
+        actor: Actor::System("operator: org import".into()),
+        role: Role::Owner,
+        client_id: None,
+        permissions: default_permissions(Role::Owner),
+        scope_user: None,
+        // Imported into `db`'s region (the default region from the command line).
+        region: db.region(),
+    };
+    OrgTx::begin(db, &principal).await
+}
+
 /// Who creates a new organization.
 pub enum NewOrgCreator<'a> {
     User(&'a AuthenticatedUser),

@@ -236,7 +236,7 @@ impl Permission {
             Permission::AuditRead => "Read and export the audit log",
             Permission::ApiKeysManage => "Create and revoke API keys",
             Permission::WebhooksManage => "Manage outbound webhooks",
-            Permission::OrgExport => "Export all organization data",
+            Permission::OrgExport => "Export all organization data and download the archive (Settings → Data export)",
             Permission::OrgDelete => "Delete the organization",
             Permission::OrgTransfer => "Transfer ownership",
             Permission::PortalRead => "Use the client portal (own client's records, read-only)",

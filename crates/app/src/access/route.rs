@@ -122,10 +122,13 @@ pub enum PolicyId {
     BillingOrg,
     /// Vulnerability reports from one client address (`/security/report`).
     SecurityReportIp,
+    /// Organization data exports: starting one (per organization) and downloading one (per
+    /// client address).
+    DataExport,
 }
 
 impl PolicyId {
-    pub const ALL: [PolicyId; 11] = [
+    pub const ALL: [PolicyId; 12] = [
         PolicyId::AuthIp,
         PolicyId::AuthAccount,
         PolicyId::SecondFactor,
@@ -137,6 +140,7 @@ impl PolicyId {
         PolicyId::ApiKey,
         PolicyId::BillingOrg,
         PolicyId::SecurityReportIp,
+        PolicyId::DataExport,
     ];
 
     /// The name in `RateLimit-Policy`, logs, metrics and Redis keys.
@@ -153,6 +157,7 @@ impl PolicyId {
             PolicyId::ApiKey => "api-key",
             PolicyId::BillingOrg => "billing-org",
             PolicyId::SecurityReportIp => "security-report-ip",
+            PolicyId::DataExport => "data-export",
         }
     }
 
@@ -175,6 +180,7 @@ impl PolicyId {
             PolicyId::ApiKey => "rate_limits.api_key",
             PolicyId::BillingOrg => "rate_limits.billing_org",
             PolicyId::SecurityReportIp => "rate_limits.security_report_ip",
+            PolicyId::DataExport => "rate_limits.data_export",
         }
     }
 }
@@ -244,6 +250,10 @@ pub const API_PER_KEY: Limit = Limit::new(PolicyId::ApiKey, KeyBy::ApiKey);
 pub const BILLING_PER_ORG: Limit = Limit::new(PolicyId::BillingOrg, KeyBy::Organization);
 /// Vulnerability reports per client address.
 pub const SECURITY_REPORT_PER_IP: Limit = Limit::new(PolicyId::SecurityReportIp, KeyBy::ClientIp);
+/// Starting an organization's data export, per organization.
+pub const EXPORT_PER_ORG: Limit = Limit::new(PolicyId::DataExport, KeyBy::Organization);
+/// Downloading an organization's data export through its signed link, per client address.
+pub const EXPORT_PER_IP: Limit = Limit::new(PolicyId::DataExport, KeyBy::ClientIp);
 
 /// The limits a route has from its surface and access alone.
 pub fn default_limits(surface: Surface, access: Access) -> Vec<Limit> {

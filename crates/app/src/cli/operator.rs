@@ -79,6 +79,22 @@ pub enum OrgCommand {
         #[arg(long)]
         rollback: bool,
     },
+    /// Export all of an organization's data to a ZIP archive (the Data export page's archive),
+    /// with a progress line on standard error.
+    Export {
+        /// Organization id or slug.
+        #[arg(long)]
+        org: String,
+        /// The archive to write (refused if it exists).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Import an organization's export into this installation, which must not have that
+    /// organization yet. Checks the whole archive and its audit chain first; all or nothing.
+    Import {
+        /// The archive made by `org export` or the Data export page.
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -163,7 +179,7 @@ pub(crate) enum OpError {
 }
 
 impl OpError {
-    fn invalid(field: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Self {
         OpError::Invalid(vec![FieldError::new(field, message)])
     }
 
@@ -348,7 +364,7 @@ pub(crate) struct OrgOut {
 
 /// Finds the organization `wanted` (an id, or a slug looked up with the auditor role, the only
 /// role that sees across organizations) and returns the operator's principal in it.
-async fn org_principal(s: &Session, wanted: &str, reason: &str) -> OpResult<(OrgPrincipal, OrgOut)> {
+pub(crate) async fn org_principal(s: &Session, wanted: &str, reason: &str) -> OpResult<(OrgPrincipal, OrgOut)> {
     let not_found = || OpError::NotFound(format!("no organization {wanted}"));
     let id = match wanted.trim().parse::<OrgId>() {
         Ok(id) => id,
@@ -621,9 +637,12 @@ pub async fn org(
         }
         other => other,
     };
+    let settings = config.clone();
     with_session(&config, json, operator, async move |s| match command {
         OrgCommand::Create { name, slug, owner } => create_org(s, &name, slug.as_deref(), &owner).await,
         OrgCommand::List => list_orgs(s).await,
+        OrgCommand::Export { org, out } => super::org_data::export(s, &settings, &org, &out, json).await,
+        OrgCommand::Import { file } => super::org_data::import(s, &settings, &file).await,
         OrgCommand::Allowlist { .. } | OrgCommand::Move { .. } => unreachable!("handled above"),
     })
     .await

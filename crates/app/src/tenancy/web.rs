@@ -83,6 +83,7 @@ pub struct OrgNav {
     pub unread: i64,
     /// The organization's internal pages (every role but Client): the search box.
     pub can_view: bool,
+    pub can_export: bool,
     /// The switcher: where each of the user's organizations opens, its name, and whether it
     /// is this one.
     pub switch: Vec<(String, String, bool)>,
@@ -108,6 +109,7 @@ impl OrgNav {
             can_billing: p.can(P::BillingManage),
             unread: access.unread,
             can_view: p.can(P::OrgView),
+            can_export: p.can(P::OrgExport),
             switch: access
                 .memberships
                 .iter()

@@ -324,6 +324,19 @@ pub async fn read_contents(
     sealed.open(sealer, &context(org, id)).map_err(AppError::internal)
 }
 
+/// Seals and stores a file's contents under `key` (an organization's import puts its files
+/// back this way: `privacy::import`).
+pub async fn store_contents(
+    storage: &Storage,
+    sealer: &Sealer,
+    org: OrgId,
+    id: FileId,
+    key: &str,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    storage.put(key, Sealed::seal(sealer, bytes, &context(org, id))).await
+}
+
 pub async fn download(
     db: &Db,
     storage: &RegionStores,

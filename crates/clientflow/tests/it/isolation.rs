@@ -80,6 +80,8 @@ async fn seed_every_tenant_table(tdb: &TestDb, db: &clientflow::platform::db::Db
         "INSERT INTO task_followers SELECT t.organization_id, t.id, m.user_id, true FROM tasks t \
          JOIN memberships m ON m.organization_id = t.organization_id",
         "INSERT INTO notification_digest_days SELECT id, current_date, now() FROM organizations",
+        "INSERT INTO org_exports (organization_id, id, requested_at) SELECT id, gen_random_uuid(), now() FROM organizations",
+        "INSERT INTO audit_signing_keys SELECT id, 'k', decode(repeat('00', 32), 'hex') FROM organizations",
     ] {
         sqlx::query(stmt).execute(&mut admin).await.unwrap_or_else(|e| panic!("{e}\n{stmt}"));
     }

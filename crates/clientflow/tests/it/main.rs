@@ -20,6 +20,7 @@ mod daily_work;
 mod database_outage;
 mod door;
 mod error_reports;
+mod export;
 mod failover;
 mod google;
 mod http;

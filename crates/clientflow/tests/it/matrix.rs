@@ -118,6 +118,8 @@ pub const BODIES: &[Write] = &[
     // Billing (off in the matrix's app: the Owner is sent back to the page that says so).
     form("POST /o/{org}/settings/billing/checkout", &[("plan", "pro")]),
     form("POST /o/{org}/settings/billing/portal", &[]),
+    // Starting a data export (the worker is not running in the matrix's app: it stays queued).
+    form("POST /o/{org}/settings/export", &[("current_password", PASSWORD)]),
     // Clients.
     form(
         "POST /o/{org}/clients",

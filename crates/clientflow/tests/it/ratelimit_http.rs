@@ -71,6 +71,8 @@ fn the_route_table_says_which_routes_are_limited_and_how() {
         ("GET /o/{org}/settings/billing", vec!["billing-org"]),
         ("POST /o/{org}/settings/billing/checkout", vec!["billing-org"]),
         ("POST /o/{org}/settings/billing/portal", vec!["billing-org"]),
+        ("POST /o/{org}/settings/export", vec!["data-export"]),
+        ("GET /exports/{org}/{export}", vec!["data-export"]),
         ("GET /u/{token}", vec!["unsubscribe-ip"]),
         ("POST /u/{token}", vec!["unsubscribe-ip"]),
         ("GET /u/{token}/preferences", vec!["unsubscribe-ip"]),

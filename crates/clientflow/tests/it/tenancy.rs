@@ -417,6 +417,7 @@ const PUBLIC_ROUTES: &[&str] = &[
     "POST /invitations/accept",
     "POST /invitations/decline",
     "GET /files/{org}/{file}",
+    "GET /exports/{org}/{export}",
     "GET /api/v1/openapi.json",
     "GET /contact/{slug}",
     "POST /contact/{slug}",

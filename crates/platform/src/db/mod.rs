@@ -132,6 +132,24 @@ impl Db {
         Ok(GlobalTx { tx: self.begin().await? })
     }
 
+    /// A transaction begun with `statement` (e.g. an isolation level, or `BEGIN` followed by a
+    /// setting), through the same outage bookkeeping as [`Db::begin`].
+    pub(crate) async fn begin_with(
+        &self,
+        statement: impl Into<std::borrow::Cow<'static, str>>,
+    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        let statement = statement.into();
+        let tx = if outage::is_down() {
+            tokio::time::timeout(OUTAGE_ACQUIRE_TIMEOUT, self.pool.begin_with(statement))
+                .await
+                .map_err(|_| sqlx::Error::PoolTimedOut)??
+        } else {
+            self.pool.begin_with(statement).await?
+        };
+        outage::record_success();
+        Ok(tx)
+    }
+
     /// Every transaction starts here, so the end of a database outage is noticed (and logged)
     /// by the first request that gets a connection again.
     /// While the database is known to be away, a request waits at most
@@ -163,16 +181,7 @@ impl Db {
             return Ok(tx);
         }
         debug_assert!(setting.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_'));
-        let statement = format!("BEGIN; SELECT set_config('{setting}', '{value}', true)");
-        let tx = if outage::is_down() {
-            tokio::time::timeout(OUTAGE_ACQUIRE_TIMEOUT, self.pool.begin_with(statement))
-                .await
-                .map_err(|_| sqlx::Error::PoolTimedOut)??
-        } else {
-            self.pool.begin_with(statement).await?
-        };
-        outage::record_success();
-        Ok(tx)
+        self.begin_with(format!("BEGIN; SELECT set_config('{setting}', '{value}', true)")).await
     }
 
     /// Cheap liveness query.

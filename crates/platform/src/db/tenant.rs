@@ -233,6 +233,20 @@ impl<P: TenantPrincipal> OrgTx<P> {
         self.principal.region() == self.home
     }
 
+    /// A read-only transaction that sees one snapshot of the organization from its first query
+    /// to its end (`REPEATABLE READ`): what a consistent export reads while others write.
+    /// Never a part of a request transaction.
+    pub async fn begin_snapshot(db: &Db, principal: &P) -> Result<Self, sqlx::Error> {
+        let db = db.in_region(principal.region()).ok_or_else(|| unknown_region(principal.region()))?;
+        let tx = db
+            .begin_with(format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SELECT set_config('{TENANT_SETTING}', '{}', true)",
+                principal.org_id()
+            ))
+            .await?;
+        Ok(Self { tx: Some(tx), principal: principal.clone(), request: None, home: db.home_region() })
+    }
+
     pub fn org_id(&self) -> OrgId {
         self.principal.org_id()
     }

@@ -1,0 +1,579 @@
+//! An organization's data export: one ZIP archive with every row of the organization (one
+//! NDJSON part per table), the accounts its rows refer to (without any credential), the
+//! contents of its files, the audit log with its heads and signed checkpoints, a
+//! `manifest.json` (format version, time, organization, rows and SHA-256 of every part) and a
+//! `README.md` describing the format ([`README`]).
+//!
+//! What is exported is read from the database's catalog, not listed by hand: every table with
+//! an `organization_id` column is a part unless [`EXCLUDED_TABLES`] names it with the reason,
+//! so a table added later is exported without touching this file (`tests/it/export.rs` fails
+//! when the catalog and the archive disagree).
+//!
+//! Memory stays flat whatever the organization's size: rows are streamed from one read-only
+//! `REPEATABLE READ` snapshot (`OrgTx::begin_snapshot`, so the parts agree with each other
+//! while others keep writing) into a ZIP writer on disk, in a thread of its own, through a
+//! bounded channel; no table is ever collected in memory. One file's contents at a time are in
+//! memory (uploads are bounded by `files.max_upload_bytes`).
+//!
+//! Every exported column value passes through [`export_value`], and every imported one
+//! through `import::import_value`: the one place where a sealed column is opened for the
+//! archive (and sealed again under the importing installation's keys).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, anyhow, bail};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, watch};
+
+use crate::access::role::Permission;
+use crate::access::{OrgPrincipal, OrgTx};
+use crate::audit::chain::Signer;
+use crate::platform::db::Db;
+use crate::platform::ids::{FileId, OrgId};
+use crate::platform::seal::Sealer;
+use crate::work::files::Storage;
+
+/// What the archive calls itself in its manifest.
+pub const FORMAT: &str = "clientflow-organization-export";
+/// Raised whenever a reader of version N could misread an archive (documented in [`README`]).
+pub const FORMAT_VERSION: u32 = 1;
+/// The manifest's name inside the archive.
+pub const MANIFEST: &str = "manifest.json";
+/// The format's description inside the archive.
+pub const README_NAME: &str = "README.md";
+
+/// Tenant tables that are not exported, each with the reason. Everything else with an
+/// `organization_id` column is.
+pub const EXCLUDED_TABLES: &[(&str, &str)] = &[
+    ("api_keys", "secrets: each key's SHA-256 digest is a credential; keys are issued again after an import"),
+    ("idempotency_keys", "API responses kept for a day to answer retries, keyed on API keys (not exported)"),
+    ("invitations", "secrets: each pending invitation's token digest; invitations are sent again after an import"),
+    ("org_exports", "the exports themselves (progress, expiry of their links), not the organization's data"),
+];
+
+/// Columns of exported tables that look like credentials by name but are not: each with why
+/// it is safe to export. A column named like a secret (`…hash…`, `…token…`, `…secret…`,
+/// `…password…`) in an exported table must be listed here or its table excluded; the export
+/// test checks it.
+pub const NOT_SECRET_COLUMNS: &[(&str, &str, &str)] = &[
+    ("audit_events", "hash", "the audit chain's link hash (public, verifiable)"),
+    ("audit_events", "prev_hash", "the audit chain's link hash (public, verifiable)"),
+    ("audit_heads", "hash", "the audit chain's head hash"),
+    ("audit_checkpoints", "hash", "the audit chain's checkpoint hash"),
+    ("audit_checkpoints", "key_id", "names the key that signed a checkpoint"),
+    ("audit_signing_keys", "key_id", "names a signing key"),
+    ("audit_signing_keys", "public_key", "an Ed25519 public key: it verifies signatures, it can't make them"),
+    ("files", "sha256", "the digest of the file's own contents, which are in the archive"),
+    ("files", "storage_key", "where the sealed contents are kept (`<organization>/<file>`), not a key to them"),
+];
+
+/// The accounts referenced by the organization's rows, without any credential: what an import
+/// recreates (as accounts without a password: they sign in by password reset or Google).
+const USER_COLUMNS: &str = "id, email, display_name, created_at";
+
+/// Where rows go in the archive.
+pub fn part_name(table: &str) -> String {
+    format!("data/{table}.ndjson")
+}
+
+/// Where a file's contents go in the archive.
+pub fn file_part_name(id: FileId) -> String {
+    format!("files/{id}")
+}
+
+/// The one function every exported column value passes through. Today no column of an
+/// exported table is sealed in the database, so values are written as PostgreSQL gives them
+/// (`row_to_json`); when a column becomes sealed under the organization's key, it is opened
+/// here so that the archive holds the value itself.
+pub fn export_value(table: &str, column: &str, value: Value) -> anyhow::Result<Value> {
+    let _ = (table, column);
+    Ok(value)
+}
+
+/// Progress of an export: rows written and rows in all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+}
+
+/// One part of the archive, as the manifest lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Part {
+    pub name: String,
+    /// The table whose rows it holds (`None` for a file's contents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// Rows (lines) in an NDJSON part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    pub bytes: u64,
+    /// SHA-256 of the part's bytes, in hex.
+    pub sha256: String,
+}
+
+/// A table left out, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Excluded {
+    pub table: String,
+    pub reason: String,
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Manifest {
+    pub format: String,
+    pub format_version: u32,
+    /// When the export's snapshot was taken (RFC 3339, UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub organization_id: OrgId,
+    pub organization_slug: String,
+    /// The newest database migration of the exporting installation.
+    pub schema_version: i64,
+    /// Rows per table (the same numbers as the parts').
+    pub counts: std::collections::BTreeMap<String, u64>,
+    pub parts: Vec<Part>,
+    pub excluded: Vec<Excluded>,
+}
+
+impl Manifest {
+    pub fn part(&self, name: &str) -> Option<&Part> {
+        self.parts.iter().find(|p| p.name == name)
+    }
+}
+
+/// What a finished export produced.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub manifest: Manifest,
+    pub size_bytes: u64,
+    pub sha256: [u8; 32],
+}
+
+/// What an export needs.
+pub struct Job<'a> {
+    pub db: &'a Db,
+    /// Holds `org.export` in the organization exported.
+    pub principal: &'a OrgPrincipal,
+    pub storage: &'a Storage,
+    pub sealer: &'a Sealer,
+    /// Signs the audit chain's head before the snapshot, so the archive's chain ends in a
+    /// signed checkpoint.
+    pub signer: &'a Signer,
+    pub now: OffsetDateTime,
+    pub progress: watch::Sender<Progress>,
+}
+
+/// Every table in `public` with an `organization_id` column (the catalog's tenant tables).
+pub async fn tenant_tables(conn: &mut PgConnection) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'organization_id' AND NOT a.attisdropped \
+         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY 1",
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// The tables exported, in name order: `organizations` and every tenant table not excluded.
+pub async fn exported_tables(conn: &mut PgConnection) -> anyhow::Result<Vec<String>> {
+    let mut tables = vec!["organizations".to_string()];
+    for t in tenant_tables(conn).await? {
+        if !EXCLUDED_TABLES.iter().any(|(x, _)| *x == t) {
+            tables.push(checked_identifier(&t)?.to_string());
+        }
+    }
+    tables.sort();
+    Ok(tables)
+}
+
+/// A table or column name from the catalog, used in SQL only when it is a plain identifier.
+pub fn checked_identifier(name: &str) -> anyhow::Result<&str> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok { Ok(name) } else { Err(anyhow!("unexpected identifier {name:?} in the catalog")) }
+}
+
+/// The primary key's columns of `table`, in key order.
+pub async fn primary_key(conn: &mut PgConnection, table: &str) -> anyhow::Result<Vec<String>> {
+    let cols: Vec<String> = sqlx::query_scalar(
+        "SELECT a.attname::text FROM pg_index i \
+         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey::int2[]) \
+         WHERE i.indrelid = ('public.' || quote_ident($1))::regclass AND i.indisprimary \
+         ORDER BY array_position(i.indkey::int2[], a.attnum)",
+    )
+    .bind(table)
+    .fetch_all(conn)
+    .await?;
+    if cols.is_empty() {
+        bail!("table {table} has no primary key");
+    }
+    cols.iter().map(|c| checked_identifier(c).map(str::to_string)).collect()
+}
+
+/// (table, column) of every foreign key from a tenant table to `users`.
+async fn user_references(conn: &mut PgConnection) -> anyhow::Result<Vec<(String, String)>> {
+    let refs: Vec<(String, String)> = sqlx::query_as(
+        "SELECT src.relname::text, a.attname::text FROM pg_constraint c \
+         JOIN pg_class src ON src.oid = c.conrelid JOIN pg_class dst ON dst.oid = c.confrelid \
+         JOIN pg_namespace n ON n.oid = src.relnamespace \
+         JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1] \
+         WHERE c.contype = 'f' AND n.nspname = 'public' AND dst.relname = 'users' AND cardinality(c.conkey) = 1 \
+           AND EXISTS (SELECT 1 FROM pg_attribute o WHERE o.attrelid = c.conrelid AND o.attname = 'organization_id') \
+         ORDER BY 1, 2",
+    )
+    .fetch_all(conn)
+    .await?;
+    let mut out = Vec::new();
+    for (t, c) in refs {
+        if EXCLUDED_TABLES.iter().any(|(x, _)| *x == t) {
+            continue;
+        }
+        out.push((checked_identifier(&t)?.to_string(), checked_identifier(&c)?.to_string()));
+    }
+    Ok(out)
+}
+
+/// The query streaming one table's rows as JSON text, in primary-key order: its stored
+/// columns, not the generated ones (search vectors), which the importing database computes.
+fn rows_query(table: &str, pk: &[String], columns: &[String]) -> String {
+    let key = if table == "organizations" { "id" } else { "organization_id" };
+    format!(
+        "SELECT row_to_json(t)::text FROM (SELECT {} FROM \"{table}\" WHERE {key} = $1) t ORDER BY {}",
+        columns.join(", "),
+        order_by(pk)
+    )
+}
+
+/// The columns of `table` that hold stored values (not generated ones), in table order.
+pub async fn stored_columns(conn: &mut PgConnection, table: &str) -> anyhow::Result<Vec<String>> {
+    let cols: Vec<String> = sqlx::query_scalar(
+        "SELECT attname::text FROM pg_attribute \
+         WHERE attrelid = ('public.' || quote_ident($1))::regclass AND attnum > 0 AND NOT attisdropped \
+           AND attgenerated = '' ORDER BY attnum",
+    )
+    .bind(table)
+    .fetch_all(conn)
+    .await?;
+    cols.iter().map(|c| checked_identifier(c).map(str::to_string)).collect()
+}
+
+fn order_by(pk: &[String]) -> String {
+    pk.iter().map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The query streaming the accounts the organization's rows refer to.
+fn users_query(refs: &[(String, String)]) -> String {
+    let ids = refs
+        .iter()
+        .map(|(t, c)| format!("SELECT {c} FROM \"{t}\" WHERE organization_id = $1 AND {c} IS NOT NULL"))
+        .collect::<Vec<_>>()
+        .join(" UNION ");
+    let ids = if ids.is_empty() { "SELECT NULL::uuid WHERE false".to_string() } else { ids };
+    format!("SELECT row_to_json(t)::text FROM (SELECT {USER_COLUMNS} FROM users WHERE id IN ({ids})) t ORDER BY t.id")
+}
+
+/// Where a piece of the archive goes: the writer thread's input.
+enum Piece {
+    Start(String),
+    Bytes(Vec<u8>),
+}
+
+/// Bytes and SHA-256 of each part, as the writer thread saw them.
+type Digests = Vec<(String, u64, String)>;
+
+/// Writes one NDJSON line per row into `buf` (sent on when it grows), each value through
+/// [`export_value`].
+fn encode_row(table: &str, line: &str, buf: &mut Vec<u8>) -> anyhow::Result<()> {
+    let mut row: Map<String, Value> =
+        serde_json::from_str(line).with_context(|| format!("a row of {table} is not a JSON object"))?;
+    for (column, value) in row.iter_mut() {
+        *value = export_value(table, column, std::mem::take(value))?;
+    }
+    serde_json::to_writer(&mut *buf, &row)?;
+    buf.push(b'\n');
+    Ok(())
+}
+
+const CHUNK: usize = 256 * 1024;
+
+/// Writes the organization's archive to `out` (through `out.partial`, renamed when complete),
+/// reporting progress on `job.progress`. Refuses a principal without `org.export`.
+pub async fn write_archive(job: Job<'_>, out: &Path) -> anyhow::Result<Written> {
+    if !job.principal.can(Permission::OrgExport) {
+        bail!("exporting an organization needs the org.export permission");
+    }
+    let org = job.principal.org_id();
+    // The chain's head is signed (and the signing key recorded) before the snapshot, so the
+    // archive's audit log ends in a signed checkpoint that an import can verify.
+    {
+        let mut tx = OrgTx::begin(job.db, job.principal).await?;
+        crate::audit::chain::sign_head_now(&mut tx, job.signer, org, job.now).await?;
+        record_signing_key(&mut tx, job.signer, org).await?;
+        tx.commit().await?;
+    }
+    let mut tx = OrgTx::begin_snapshot(job.db, job.principal).await?;
+    sqlx::query("SET LOCAL TimeZone = 'UTC'").execute(&mut *tx).await?;
+    let tables = exported_tables(&mut tx).await?;
+    let mut pks = Vec::new();
+    let mut total = 0u64;
+    let mut counts = std::collections::BTreeMap::new();
+    for t in &tables {
+        let key = if t == "organizations" { "id" } else { "organization_id" };
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM \"{t}\" WHERE {key} = $1"))
+            .bind(org)
+            .fetch_one(&mut *tx)
+            .await?;
+        total += n as u64;
+        counts.insert(t.clone(), n as u64);
+        pks.push((primary_key(&mut tx, t).await?, stored_columns(&mut tx, t).await?));
+    }
+    let slug: String =
+        sqlx::query_scalar("SELECT slug FROM organizations WHERE id = $1").bind(org).fetch_one(&mut *tx).await?;
+    let schema_version: i64 =
+        sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM _sqlx_migrations").fetch_one(&mut *tx).await?;
+    let user_refs = user_references(&mut tx).await?;
+    job.progress.send_replace(Progress { done: 0, total });
+
+    let partial = partial_path(out);
+    let (send, recv) = mpsc::channel::<Piece>(8);
+    let writer = {
+        let partial = partial.clone();
+        tokio::task::spawn_blocking(move || write_zip(&partial, recv))
+    };
+    let streamed = stream_parts(&mut tx, &job, &tables, &pks, &user_refs, send, total).await;
+    // The writer ends when the channel closes (`send` was moved into `stream_parts`).
+    let written = writer.await.map_err(|e| anyhow!("the archive writer stopped: {e}"))?;
+    let (mut zip, digests, rows) = match (streamed, written) {
+        (Ok(rows), Ok((zip, digests))) => (zip, digests, rows),
+        (Err(e), _) | (Ok(_), Err(e)) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    tx.commit().await?;
+    let mut parts: Vec<Part> = digests
+        .into_iter()
+        .map(|(name, bytes, sha256)| {
+            let table = name.strip_prefix("data/").and_then(|n| n.strip_suffix(".ndjson")).map(str::to_string);
+            let rows = table.as_ref().map(|t| rows.get(t).copied().unwrap_or(0));
+            Part { name, table, rows, bytes, sha256 }
+        })
+        .collect();
+    parts.sort_by(|a, b| a.name.cmp(&b.name));
+    counts.insert("users".into(), rows.get("users").copied().unwrap_or(0));
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        created_at: crate::audit::truncate_to_micros(job.now),
+        organization_id: org,
+        organization_slug: slug,
+        schema_version,
+        counts,
+        parts,
+        excluded: EXCLUDED_TABLES.iter().map(|(t, r)| Excluded { table: (*t).into(), reason: (*r).into() }).collect(),
+    };
+    let manifest_json = serde_json::to_vec_pretty(&manifest)?;
+    let (size_bytes, sha256) = tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, [u8; 32])> {
+        zip.start_file(MANIFEST, entry_options())?;
+        zip.write_all(&manifest_json)?;
+        let file = zip.finish()?;
+        file.sync_all()?;
+        drop(file);
+        digest_file(&partial).map(|d| (d.0, d.1)).and_then(|d| {
+            std::fs::rename(&partial, partial.with_extension(""))?;
+            Ok(d)
+        })
+    })
+    .await
+    .map_err(|e| anyhow!("the archive writer stopped: {e}"))??;
+    job.progress.send_replace(Progress { done: total, total });
+    Ok(Written { manifest, size_bytes, sha256 })
+}
+
+/// `out` with `.partial` added: where the archive is written until it is complete.
+fn partial_path(out: &Path) -> PathBuf {
+    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".partial");
+    out.with_file_name(name)
+}
+
+/// Streams every part into the writer; returns rows per table.
+async fn stream_parts(
+    tx: &mut OrgTx,
+    job: &Job<'_>,
+    tables: &[String],
+    pks: &[(Vec<String>, Vec<String>)],
+    user_refs: &[(String, String)],
+    send: mpsc::Sender<Piece>,
+    total: u64,
+) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    let org = job.principal.org_id();
+    let closed = || anyhow!("the archive writer stopped");
+    let mut rows_of = std::collections::BTreeMap::new();
+    send.send(Piece::Start(README_NAME.into())).await.map_err(|_| closed())?;
+    send.send(Piece::Bytes(README.as_bytes().to_vec())).await.map_err(|_| closed())?;
+    let mut done = 0u64;
+    let mut queries: Vec<(String, String)> =
+        tables.iter().zip(pks).map(|(t, (pk, columns))| (t.clone(), rows_query(t, pk, columns))).collect();
+    queries.push(("users".into(), users_query(user_refs)));
+    queries.sort();
+    for (table, sql) in &queries {
+        send.send(Piece::Start(part_name(table))).await.map_err(|_| closed())?;
+        let mut buf = Vec::with_capacity(CHUNK + 4096);
+        let mut n = 0u64;
+        let mut rows = sqlx::query_scalar::<_, String>(sql).bind(org).fetch(&mut **tx);
+        while let Some(line) = rows.try_next().await? {
+            encode_row(table, &line, &mut buf)?;
+            n += 1;
+            if buf.len() >= CHUNK {
+                let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK + 4096));
+                send.send(Piece::Bytes(full)).await.map_err(|_| closed())?;
+                if table != "users" {
+                    job.progress.send_replace(Progress { done: done + n, total });
+                }
+            }
+        }
+        drop(rows);
+        if !buf.is_empty() {
+            send.send(Piece::Bytes(buf)).await.map_err(|_| closed())?;
+        }
+        if table != "users" {
+            done += n;
+            job.progress.send_replace(Progress { done, total });
+        }
+        rows_of.insert(table.clone(), n);
+    }
+    // The files' contents, through the storage API (which opens them), one at a time.
+    let files: Vec<(FileId, String)> = {
+        // Ids and keys only: small, and the snapshot stays open for them.
+        sqlx::query_as("SELECT id, storage_key FROM files WHERE organization_id = $1 ORDER BY id")
+            .bind(org)
+            .fetch_all(&mut **tx)
+            .await?
+    };
+    for (id, key) in files {
+        let bytes = crate::work::files::read_contents(job.storage, job.sealer, org, id, &key)
+            .await
+            .map_err(|e| anyhow!("file {id} could not be read from storage: {e}"))?;
+        send.send(Piece::Start(file_part_name(id))).await.map_err(|_| closed())?;
+        send.send(Piece::Bytes(bytes)).await.map_err(|_| closed())?;
+    }
+    Ok(rows_of)
+}
+
+/// Records the installation's audit signing key for `org`, so the archive carries the public
+/// key its checkpoints are verified with (`audit_signing_keys`, migration 0044).
+async fn record_signing_key(conn: &mut PgConnection, signer: &Signer, org: OrgId) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_signing_keys (organization_id, key_id, public_key) \
+         SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM audit_checkpoints WHERE organization_id = $1 AND key_id = $2) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(org)
+    .bind(signer.key_id())
+    .bind(signer.verifying_key().as_bytes().as_slice())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn entry_options() -> zip::write::SimpleFileOptions {
+    zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .compression_level(Some(1))
+        .large_file(true)
+        .unix_permissions(0o600)
+        .last_modified_time(zip::DateTime::default())
+}
+
+/// The writer thread: every piece into the ZIP file, hashing each part as it goes.
+fn write_zip(path: &Path, mut recv: mpsc::Receiver<Piece>) -> anyhow::Result<(zip::ZipWriter<std::fs::File>, Digests)> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = open_private(path)?;
+    let mut zip = zip::ZipWriter::new(file);
+    let mut digests: Digests = Vec::new();
+    let mut current: Option<(String, u64, Sha256)> = None;
+    let finish = |current: &mut Option<(String, u64, Sha256)>, digests: &mut Digests| {
+        if let Some((name, bytes, hash)) = current.take() {
+            digests.push((name, bytes, hex::encode(hash.finalize())));
+        }
+    };
+    while let Some(piece) = recv.blocking_recv() {
+        match piece {
+            Piece::Start(name) => {
+                finish(&mut current, &mut digests);
+                zip.start_file(name.as_str(), entry_options())?;
+                current = Some((name, 0, Sha256::new()));
+            }
+            Piece::Bytes(bytes) => {
+                let Some((_, n, hash)) = current.as_mut() else { bail!("bytes before a part") };
+                zip.write_all(&bytes)?;
+                hash.update(&bytes);
+                *n += bytes.len() as u64;
+            }
+        }
+    }
+    finish(&mut current, &mut digests);
+    digests.retain(|(name, _, _)| name != README_NAME);
+    Ok((zip, digests))
+}
+
+/// Creates `path` readable by this user only (the archive holds the organization's data).
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().create(true).truncate(true).write(true).read(true).mode(0o600).open(path)
+}
+
+/// Size and SHA-256 of a file, streamed.
+pub fn digest_file(path: &Path) -> anyhow::Result<(u64, [u8; 32])> {
+    let mut f = std::fs::File::open(path)?;
+    let mut hash = Sha256::new();
+    let n = std::io::copy(&mut f, &mut hash)?;
+    Ok((n, hash.finalize().into()))
+}
+
+/// The archive's `README.md`: the format, for whoever opens it.
+pub const README: &str = include_str!("export_format.md");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_from_the_catalog_are_plain() {
+        assert!(checked_identifier("time_entries").is_ok());
+        assert!(checked_identifier("x\"; DROP TABLE users; --").is_err());
+        assert!(checked_identifier("").is_err());
+        assert!(checked_identifier("Tasks").is_err());
+    }
+
+    #[test]
+    fn rows_keep_their_values_and_end_in_a_newline() {
+        let mut buf = Vec::new();
+        encode_row("tasks", r#"{"organization_id":"o","title":"A \"b\"","n":3,"x":null}"#, &mut buf).unwrap();
+        let line = String::from_utf8(buf).unwrap();
+        assert!(line.ends_with('\n'));
+        let v: Value = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(v["title"], "A \"b\"");
+        assert_eq!(v["n"], 3);
+        assert!(v["x"].is_null());
+    }
+
+    #[test]
+    fn the_partial_archive_sits_next_to_the_final_one() {
+        assert_eq!(partial_path(Path::new("/d/e.zip")), PathBuf::from("/d/e.zip.partial"));
+        assert_eq!(partial_path(Path::new("/d/e.zip")).with_extension(""), PathBuf::from("/d/e.zip"));
+    }
+}
