@@ -62,6 +62,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("favicon.svg", "image/svg+xml", include_bytes!("../static/favicon.svg")),
     ("board.js", "text/javascript; charset=utf-8", include_bytes!("../static/board.js")),
     ("print.js", "text/javascript; charset=utf-8", include_bytes!("../static/print.js")),
+    ("timer.js", "text/javascript; charset=utf-8", include_bytes!("../static/timer.js")),
     // The proof-of-work solver of the bot check (`abuse::botcheck`).
     ("pow.js", "text/javascript; charset=utf-8", crate::abuse::botcheck::POW_JS.as_bytes()),
 ];

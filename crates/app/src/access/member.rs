@@ -25,6 +25,19 @@ pub struct OrgFacts {
     /// Every organization the user is an active member of (this one included), for the
     /// organization switcher.
     pub memberships: Vec<OrgChoice>,
+    /// The user's running timer here, for the navigation's indicator.
+    pub running_timer: Option<RunningTimer>,
+}
+
+/// A running timer as the navigation shows it on every page (`work::timers` owns timers).
+#[derive(Debug, Clone)]
+pub struct RunningTimer {
+    /// Seconds it had run when the request was resolved.
+    pub elapsed_seconds: i64,
+    /// The project's name, and the task's title when on a task.
+    pub label: String,
+    pub project_id: uuid::Uuid,
+    pub task_id: Option<uuid::Uuid>,
 }
 
 /// One of the user's organizations, as the switcher lists it.
@@ -111,6 +124,25 @@ pub async fn resolve_member_request(
     // The user capability has found the membership; from here on only the organization counts.
     tx.switch_to_tenant(org_id).await?;
     let permissions = load_permissions(&mut tx, org_id, user, role).await?;
+    type TimerRow = (time::OffsetDateTime, String, Option<String>, uuid::Uuid, Option<uuid::Uuid>);
+    let running: Option<TimerRow> = sqlx::query_as(
+        "SELECT t.started_at, p.name, k.title, t.project_id, t.task_id FROM timers t \
+         JOIN projects p ON p.organization_id = t.organization_id AND p.id = t.project_id \
+         LEFT JOIN tasks k ON k.organization_id = t.organization_id AND k.id = t.task_id \
+         WHERE t.user_id = $1 AND t.stopped_at IS NULL",
+    )
+    .bind(user)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let running_timer = running.map(|(started, project, task, project_id, task_id)| RunningTimer {
+        elapsed_seconds: (now - started).whole_seconds().max(0),
+        label: match task {
+            Some(t) => format!("{project} — {t}"),
+            None => project,
+        },
+        project_id,
+        task_id,
+    });
     let principal = OrgPrincipal { org_id, actor: Actor::User(user), role, client_id, permissions, scope_user: None };
     let tx = tx.into_org_tx(principal).await?;
     let facts = OrgFacts {
@@ -122,6 +154,7 @@ pub async fn resolve_member_request(
         require_two_factor,
         ip_allowlist,
         memberships,
+        running_timer,
     };
     Ok(MemberRequest::Member(session, tx, Box::new(facts)))
 }

@@ -29,6 +29,8 @@ pub struct OrgAccess {
     pub timezone: String,
     /// The user's organizations, for the navigation's switcher.
     pub memberships: Vec<crate::access::member::OrgChoice>,
+    /// The user's running timer, for the navigation's indicator.
+    pub running_timer: Option<crate::access::member::RunningTimer>,
 }
 
 impl OrgAccess {
@@ -84,6 +86,7 @@ pub async fn require_org(
         require_two_factor: require_2fa,
         ip_allowlist: allowlist,
         memberships,
+        running_timer,
     } = *facts;
 
     // A refusal below still keeps what the resolution wrote (the session's idle clock).
@@ -122,7 +125,7 @@ pub async fn require_org(
         return Err(AppError::Forbidden(format!("Your role in {name} doesn't allow this ({}).", permission.as_str())));
     }
     req.extensions_mut().insert(crate::access::Asking::member(session.user.id(), principal.clone()));
-    req.extensions_mut().insert(OrgAccess { principal, slug, name, brand_color, timezone, memberships });
+    req.extensions_mut().insert(OrgAccess { principal, slug, name, brand_color, timezone, memberships, running_timer });
     // The page's work runs in the transaction the member was verified in (`crate::routes`).
     req.extensions_mut().insert(crate::access::request_tx::VerifiedTx::new(tx));
     Ok(Resolved::Ok(req))

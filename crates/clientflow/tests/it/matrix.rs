@@ -16,7 +16,8 @@ use crate::support::orgs::{Org, org_with_every_role, session_token};
 
 /// What a writing route is sent. Values may hold placeholders, filled per case by [`resolve`]:
 /// `{unique}` (a fresh word), `{slug}` (the organization's slug), `{portal_client}` (the
-/// Client member's client record), `{new_member}` (a fresh member of the organization) and
+/// Client member's client record), `{new_member}` (a fresh member of the organization),
+/// `{fixture_project}` (a fresh project of the portal's client with the Member in it) and
 /// `{column_of_task}` (another column of the project of the path's `{task}`).
 #[derive(Clone, Copy)]
 pub enum Body {
@@ -204,6 +205,12 @@ pub const BODIES: &[Write] = &[
     form("POST /o/{org}/invoices/{invoice}/pay", &[]),
     form("POST /o/{org}/invoices/{invoice}/void", &[]),
     form_on("POST /o/{org}/invoices/{invoice}/delete", CONFIRMED, &[("invoice", "draft_invoice")]),
+    form_on("POST /o/{org}/invoices/{invoice}/time", &[("group", "task")], &[("invoice", "draft_invoice_with_time")]),
+    // Timers (stopping with none running goes to the week: nothing to do).
+    form("POST /o/{org}/timer/start", &[("project_id", "{fixture_project}"), ("note", "Matrix {unique}")]),
+    form("POST /o/{org}/timer/stop", &[]),
+    // The fixture's sent invoice goes to a client with a billing email; fresh, so never reminded.
+    form("POST /o/{org}/invoices/{invoice}/remind", &[]),
 ];
 
 /// Reading routes whose path entity must be in a particular state.
@@ -356,6 +363,10 @@ async fn resolve(app: &TestApp, org: &Org, value: &str, params: &[(String, Strin
     if out.contains("{new_member}") {
         let member = fresh_param(app, org, "member", &[]).await;
         out = out.replace("{new_member}", &member);
+    }
+    if out.contains("{fixture_project}") {
+        let project = fresh_param(app, org, "project", &[]).await;
+        out = out.replace("{fixture_project}", &project);
     }
     if out.contains("{column_of_task}") {
         let task = &params.iter().find(|(k, _)| k == "task").expect("{column_of_task} needs a {task}").1;

@@ -227,6 +227,10 @@ struct TaskPage {
     can_comment: bool,
     can_delete: bool,
     can_track: bool,
+    /// The viewer's running timer when it runs on this page's work: (shown, seconds).
+    timer_here: Option<(String, i64)>,
+    /// Whether the viewer has a timer running on something else (starting here stops it).
+    timer_elsewhere: bool,
     message: Option<String>,
     errors: Vec<FieldError>,
 }
@@ -377,6 +381,8 @@ async fn task_view(
         can_comment: p.can(P::CommentsCreate),
         can_delete: p.can(P::TasksDelete),
         can_track: p.can(P::TimeTrack),
+        timer_here: super::timesheet::timer_on(access, task.project_id.as_uuid(), Some(task.id.as_uuid())),
+        timer_elsewhere: access.running_timer.is_some(),
         task,
         message,
         errors,
