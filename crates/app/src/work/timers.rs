@@ -47,10 +47,8 @@ const FROM: &str = "timers t JOIN projects p ON p.organization_id = t.organizati
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimerStart {
-    /// The project; may be left out when `task_id` is given.
-    #[serde(default, deserialize_with = "fields::non_null")]
-    #[schema(format = Uuid, nullable = false)]
-    pub project_id: Option<String>,
+    #[schema(format = Uuid)]
+    pub project_id: String,
     #[serde(default, deserialize_with = "fields::non_null")]
     #[schema(format = "uuid-or-empty", nullable = false)]
     pub task_id: Option<String>,
@@ -97,21 +95,11 @@ pub async fn start(
 ) -> AppResult<(Timer, Option<Stopped>)> {
     require(p, Permission::TimeTrack)?;
     let user = person(p)?;
-    let project: Option<ProjectId> =
-        input.project_id.as_deref().map(|s| fields::id_or_empty("project_id", s)).transpose()?.flatten();
+    let project: ProjectId = fields::id("project_id", &input.project_id)?;
     let task: Option<TaskId> =
         input.task_id.as_deref().map(|s| fields::id_or_empty("task_id", s)).transpose()?.flatten();
     let note = fields::text("note", input.note.as_deref().unwrap_or(""), 2000)?;
     let mut tx = OrgTx::begin(db, p).await?;
-    let project = match (project, task) {
-        (Some(project), _) => project,
-        (None, Some(task)) => sqlx::query_scalar("SELECT project_id FROM tasks WHERE id = $1")
-            .bind(task)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| AppError::field("task_id", "no such task"))?,
-        (None, None) => return Err(AppError::field("project_id", "is required")),
-    };
     fetch_visible(&mut tx, p, project).await.map_err(|e| match e {
         AppError::NotFound => AppError::field("project_id", "no such project"),
         other => other,

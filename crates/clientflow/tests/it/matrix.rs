@@ -365,8 +365,29 @@ async fn resolve(app: &TestApp, org: &Org, value: &str, params: &[(String, Strin
         out = out.replace("{new_member}", &member);
     }
     if out.contains("{fixture_project}") {
-        let project = fresh_param(app, org, "project", &[]).await;
-        out = out.replace("{fixture_project}", &project);
+        // Made here rather than by `fresh_param`: the person sending may be out of `org.people`.
+        let project = uuid::Uuid::now_v7();
+        let org_id: uuid::Uuid = org.id.parse().unwrap();
+        let mut db = app.db.admin_conn().await;
+        sqlx::query(
+            "INSERT INTO projects (organization_id, id, client_id, name) VALUES ($1, $2, $3::uuid, 'Timer project')",
+        )
+        .bind(org_id)
+        .bind(project)
+        .bind(&org.client_id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO project_members (organization_id, project_id, user_id, added_at) \
+             SELECT organization_id, $2, user_id, now() FROM memberships WHERE organization_id = $1 AND role = 'member'",
+        )
+        .bind(org_id)
+        .bind(project)
+        .execute(&mut db)
+        .await
+        .unwrap();
+        out = out.replace("{fixture_project}", &project.to_string());
     }
     if out.contains("{column_of_task}") {
         let task = &params.iter().find(|(k, _)| k == "task").expect("{column_of_task} needs a {task}").1;

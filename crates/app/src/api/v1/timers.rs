@@ -14,7 +14,7 @@ pub async fn get_timer(State(s): State<AppState>, api: ApiAccess) -> AppResult<R
 #[utoipa::path(post, path = "/api/v1/timer/start", tag = "time", request_body = TimerStart,
     description = "Starts a timer on a project (or a task of it) for the member who created the key. A running timer is \
         stopped first and its time recorded; of two starts at the same moment one wins and the other gets 409.",
-    responses((status = 201, description = "Started", body = Data<Timer>)),
+    responses((status = 200, description = "Started (it is the key creator's timer: `GET /api/v1/timer`)", body = Data<Timer>)),
     security(("api_key" = ["time.track"])))]
 pub async fn start_timer(
     State(s): State<AppState>,
@@ -23,7 +23,7 @@ pub async fn start_timer(
     ApiJson(input): ApiJson<TimerStart>,
 ) -> AppResult<Response> {
     let (timer, _) = timers::start(&s.db, &ctx, &api.principal, &input).await?;
-    Ok(created("/api/v1/timer".to_string(), timer))
+    Ok(ok(timer))
 }
 
 #[utoipa::path(post, path = "/api/v1/timer/stop", tag = "time",

@@ -73,7 +73,7 @@ async fn start(
     Form(form): Form<StartForm>,
 ) -> AppResult<Response> {
     let input = TimerStart {
-        project_id: Some(form.project_id.trim().to_string()),
+        project_id: form.project_id.trim().to_string(),
         task_id: Some(form.task_id.trim().to_string()),
         note: Some(form.note),
     };
