@@ -430,6 +430,45 @@ try {
   await page.waitForURL('**/notifications/preferences');
   await check(page, 'notification-preferences');
   // ---- end of the daily work ----
+  // ==== Time tracking and invoices from time: a timer started and stopped on the project, the
+  // week and the totals, a draft invoice filled from the project's billable time, sent, and
+  // opened by the client in the portal. ====
+  {
+    await page.goto(projectUrl + '/time');
+    await page.getByRole('button', { name: 'Start timer' }).click();
+    await page.waitForURL(/\/time#timer$/);
+    await expectText(page, 'Timer running');
+    await check(page, 'timer-running');
+    await page.getByRole('button', { name: 'Stop timer' }).click();
+    await page.waitForURL(/\/time#timer$/);
+    await check(page, 'timer-stopped');
+    await page.goto(`${BASE}/o/${slug}/time`);
+    await page.getByRole('link', { name: 'Week', exact: true }).click();
+    await page.waitForURL(/\/time\/week/);
+    await expectText(page, 'Your week');
+    await check(page, 'time-week');
+    await page.getByRole('link', { name: 'Totals per project and client' }).click();
+    await page.waitForURL(/\/time\/report/);
+    await check(page, 'time-report');
+    await page.goto(projectUrl + '/invoices');
+    await page.getByRole('link', { name: /New invoice/ }).click();
+    await page.waitForURL(/\/invoices\/new/);
+    await page.getByRole('button', { name: /create|save/i }).first().click();
+    await page.waitForURL(/\/invoices\/[0-9a-f-]{36}$/);
+    await page.getByRole('button', { name: 'Add time to invoice' }).click();
+    await page.waitForLoadState('load');
+    await expectText(page, 'Wireframes');
+    await check(page, 'invoice-from-time');
+    await page.getByRole('button', { name: 'Send', exact: true }).click();
+    await page.waitForLoadState('load');
+    await expectText(page, 'INV-');
+    await check(page, 'invoice-sent');
+    const invoiceId = page.url().match(/invoices\/([0-9a-f-]{36})/)[1];
+    await cpage.goto(`${BASE}/portal/${slug}`);
+    await cpage.getByRole('link', { name: /INV-/ }).first().click();
+    await cpage.waitForURL(new RegExp(`/portal/${slug}/invoices/${invoiceId}`));
+    await check(cpage, 'portal-invoice');
+  }
 } catch (e) {
   problems.push(`the journey stopped: ${e.stack || e}`);
 } finally {

@@ -63,6 +63,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("board.js", "text/javascript; charset=utf-8", include_bytes!("../static/board.js")),
     ("print.js", "text/javascript; charset=utf-8", include_bytes!("../static/print.js")),
     ("daily.js", "text/javascript; charset=utf-8", include_bytes!("../static/daily.js")),
+    ("timer.js", "text/javascript; charset=utf-8", include_bytes!("../static/timer.js")),
     // The proof-of-work solver of the bot check (`abuse::botcheck`).
     ("pow.js", "text/javascript; charset=utf-8", crate::abuse::botcheck::POW_JS.as_bytes()),
 ];

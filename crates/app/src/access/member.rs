@@ -27,6 +27,19 @@ pub struct OrgFacts {
     pub memberships: Vec<OrgChoice>,
     /// The organization is being moved to another region: writes are refused meanwhile.
     pub moving: bool,
+    /// The user's running timer here, for the navigation's indicator.
+    pub running_timer: Option<RunningTimer>,
+}
+
+/// A running timer as the navigation shows it on every page (`work::timers` owns timers).
+#[derive(Debug, Clone)]
+pub struct RunningTimer {
+    /// Seconds it had run when the request was resolved.
+    pub elapsed_seconds: i64,
+    /// The project's name, and the task's title when on a task.
+    pub label: String,
+    pub project_id: uuid::Uuid,
+    pub task_id: Option<uuid::Uuid>,
 }
 
 /// One of the user's organizations, as the switcher lists it.
@@ -148,6 +161,25 @@ pub async fn resolve_member_request(
     // The user capability has found the membership; from here on only the organization counts.
     tx.switch_to_tenant(org_id).await?;
     let permissions = load_permissions(&mut tx, org_id, user, role).await?;
+    type TimerRow = (time::OffsetDateTime, String, Option<String>, uuid::Uuid, Option<uuid::Uuid>);
+    let running: Option<TimerRow> = sqlx::query_as(
+        "SELECT t.started_at, p.name, k.title, t.project_id, t.task_id FROM timers t \
+         JOIN projects p ON p.organization_id = t.organization_id AND p.id = t.project_id \
+         LEFT JOIN tasks k ON k.organization_id = t.organization_id AND k.id = t.task_id \
+         WHERE t.user_id = $1 AND t.stopped_at IS NULL",
+    )
+    .bind(user)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let running_timer = running.map(|(started, project, task, project_id, task_id)| RunningTimer {
+        elapsed_seconds: (now - started).whole_seconds().max(0),
+        label: match task {
+            Some(t) => format!("{project} — {t}"),
+            None => project,
+        },
+        project_id,
+        task_id,
+    });
     let region = tx.region();
     let principal =
         OrgPrincipal { org_id, actor: Actor::User(user), role, client_id, permissions, scope_user: None, region };
@@ -162,6 +194,7 @@ pub async fn resolve_member_request(
         ip_allowlist,
         memberships,
         moving,
+        running_timer,
     };
     Ok(MemberRequest::Member(session, Box::new(tx), Box::new(facts)))
 }

@@ -31,6 +31,8 @@ pub struct OrgAccess {
     pub memberships: Vec<crate::access::member::OrgChoice>,
     /// How many of the user's notifications here are unread (the navigation shows it).
     pub unread: i64,
+    /// The user's running timer, for the navigation's indicator.
+    pub running_timer: Option<crate::access::member::RunningTimer>,
 }
 
 impl OrgAccess {
@@ -94,6 +96,7 @@ pub async fn require_org(
         ip_allowlist: allowlist,
         memberships,
         moving,
+        running_timer,
     } = *facts;
 
     // A refusal below still keeps what the resolution wrote (the session's idle clock).
@@ -144,7 +147,16 @@ pub async fn require_org(
     }
     let unread = crate::notify::unread_count(&mut tx, session.user.id()).await?;
     req.extensions_mut().insert(crate::access::Asking::member(session.user.id(), principal.clone()));
-    req.extensions_mut().insert(OrgAccess { principal, slug, name, brand_color, timezone, memberships, unread });
+    req.extensions_mut().insert(OrgAccess {
+        principal,
+        slug,
+        name,
+        brand_color,
+        timezone,
+        memberships,
+        unread,
+        running_timer,
+    });
     // The page's work runs in the transaction the member was verified in (`crate::routes`).
     req.extensions_mut().insert(crate::access::request_tx::VerifiedTx::new(tx));
     Ok(Resolved::Ok(req))

@@ -87,6 +87,8 @@ pub struct OrgNav {
     /// The switcher: where each of the user's organizations opens, its name, and whether it
     /// is this one.
     pub switch: Vec<(String, String, bool)>,
+    /// The running timer: (where it runs, what, elapsed as shown, elapsed seconds).
+    pub timer: Option<(String, String, String, i64)>,
 }
 
 impl OrgNav {
@@ -119,6 +121,14 @@ impl OrgNav {
                     (href, o.name.clone(), o.slug == access.slug)
                 })
                 .collect(),
+            timer: access.running_timer.as_ref().map(|t| {
+                let href = match t.task_id {
+                    Some(task) => format!("/o/{}/tasks/{task}", access.slug),
+                    None => format!("/o/{}/projects/{}/time", access.slug, t.project_id),
+                };
+                let s = t.elapsed_seconds;
+                (href, t.label.clone(), format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60), s)
+            }),
         }
     }
 }

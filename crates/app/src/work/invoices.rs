@@ -1,5 +1,7 @@
 //! Invoices: line items in integer minor units, tax in basis points, a gapless number
-//! sequence per organization assigned when an invoice is sent.
+//! sequence per organization and year assigned when an invoice is sent (printed with the
+//! organization's prefix: `INV-2026-0007`), due dates from payment terms, and lines made from
+//! billable time ([`bill_time`]) that can't be billed twice.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -14,7 +16,7 @@ use crate::access::role::Permission;
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::Db;
 use crate::platform::http::error::{AppError, AppResult};
-use crate::platform::ids::{ClientId, InvoiceId};
+use crate::platform::ids::{ClientId, InvoiceId, ProjectId, TimeEntryId};
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Invoice {
@@ -40,10 +42,28 @@ pub struct Invoice {
     pub total_minor: i64,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// The number as printed, like `INV-2026-0007`; assigned when sent.
+    pub reference: Option<String>,
+    /// Days from issue to due date, when the due date came from payment terms.
+    pub payment_terms_days: Option<i32>,
+    /// When the client first opened it in the portal.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub viewed_at: Option<OffsetDateTime>,
 }
 
 pub const COLUMNS: &str = "i.id, i.number, i.client_id, i.currency, i.tax_rate_bp, i.status, i.issue_date, i.due_date, i.notes, \
-     i.subtotal_minor, i.tax_minor, i.total_minor, i.created_at";
+     i.subtotal_minor, i.tax_minor, i.total_minor, i.created_at, i.reference, i.payment_terms_days, i.viewed_at";
+
+impl Invoice {
+    /// What people call it: its printed number, or "Draft".
+    pub fn title(&self) -> String {
+        match (&self.reference, self.number) {
+            (Some(r), _) => r.clone(),
+            (None, Some(n)) => format!("#{n}"),
+            (None, None) => "Draft".into(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct Line {
@@ -75,10 +95,15 @@ pub struct InvoiceInput {
     #[serde(default, deserialize_with = "fields::non_null")]
     #[schema(format = Date, nullable = false)]
     pub issue_date: Option<String>,
-    /// YYYY-MM-DD, not before the issue date (default: 30 days after it).
+    /// YYYY-MM-DD, not before the issue date (default: the payment terms after it).
     #[serde(default, deserialize_with = "fields::non_null")]
     #[schema(format = Date, nullable = false)]
     pub due_date: Option<String>,
+    /// Payment terms in days (net 14 is 14): the due date is this long after the issue date
+    /// (default: the organization's terms, 30 unless set). Not together with `due_date`.
+    #[serde(default, deserialize_with = "fields::int_non_null")]
+    #[schema(minimum = 0, maximum = 365, nullable = false)]
+    pub payment_terms_days: Option<i32>,
     #[serde(default, deserialize_with = "fields::non_null")]
     #[schema(format = "text", max_length = 5000, nullable = false)]
     pub notes: Option<String>,
@@ -324,7 +349,7 @@ pub async fn list(
                   WHEN $2 = 'sent' THEN i.status = 'sent' AND i.due_date >= $3 ELSE i.status = $2 END) \
                   AND ($4::text IS NULL OR i.number = $5::bigint OR EXISTS (SELECT 1 FROM clients c \
                        WHERE c.organization_id = i.organization_id AND c.id = i.client_id \
-                       AND (c.name ILIKE $4 OR c.company ILIKE $4)))";
+                       AND (c.name ILIKE $4 OR c.company ILIKE $4)) OR i.reference ILIKE $4)";
     let mut tx = OrgTx::begin(db, p).await?;
     // Overdue is decided by the organization's own calendar.
     let ctx_today = super::org_today(&mut tx, now).await?;
@@ -412,13 +437,21 @@ fn parse_lines(input: &[LineInput]) -> AppResult<Vec<Line>> {
         .collect()
 }
 
+/// Writes the lines in place: a line at a position that stays keeps the time billed on it;
+/// positions beyond the new lines are deleted, which releases their time.
 async fn write_lines(tx: &mut OrgTx, id: InvoiceId, lines: &[Line]) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM invoice_lines WHERE invoice_id = $1").bind(id).execute(&mut **tx).await?;
+    sqlx::query("DELETE FROM invoice_lines WHERE invoice_id = $1 AND position >= $2")
+        .bind(id)
+        .bind(lines.len() as i32)
+        .execute(&mut **tx)
+        .await?;
     for (pos, l) in lines.iter().enumerate() {
         let org = tx.org_id();
         sqlx::query(
             "INSERT INTO invoice_lines (organization_id, invoice_id, position, description, quantity_milli, unit_price_minor, amount_minor) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (organization_id, invoice_id, position) DO UPDATE SET \
+             description = EXCLUDED.description, quantity_milli = EXCLUDED.quantity_milli, \
+             unit_price_minor = EXCLUDED.unit_price_minor, amount_minor = EXCLUDED.amount_minor",
         )
         .bind(org)
         .bind(id)
@@ -444,6 +477,10 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInp
     let tax = check_tax(input.tax_rate_bp.unwrap_or(0))?;
     let issue = date_field("issue_date", input.issue_date.as_deref())?;
     let due = date_field("due_date", input.due_date.as_deref())?;
+    let terms = input.payment_terms_days.map(|d| fields::within("payment_terms_days", d, 0, 365)).transpose()?;
+    if terms.is_some() && due.is_some() {
+        return Err(AppError::field("payment_terms_days", "give either payment terms or a due date, not both"));
+    }
     let notes = fields::text("notes", input.notes.as_deref().unwrap_or(""), 5000)?;
     let mut lines = parse_lines(input.lines.as_deref().unwrap_or(&[]))?;
     let (subtotal, tax_minor, total) = compute(&mut lines, tax)?;
@@ -453,8 +490,19 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInp
         Some(d) => d,
         None => super::org_today(&mut tx, ctx.now).await?,
     };
-    // Thirty days later, or the last day there is.
-    let due = due.unwrap_or_else(|| issue.checked_add(Duration::days(30)).unwrap_or(Date::MAX));
+    // Without a due date: the terms given, else the organization's.
+    let terms = match (terms, due) {
+        (Some(t), _) => Some(t),
+        (None, None) => Some(
+            sqlx::query_scalar("SELECT payment_terms_days FROM organizations WHERE id = $1")
+                .bind(tx.org_id())
+                .fetch_one(&mut *tx)
+                .await?,
+        ),
+        (None, Some(_)) => None,
+    };
+    // The terms' days later, or the last day there is.
+    let due = due.unwrap_or_else(|| issue.checked_add(Duration::days(terms.unwrap_or(30).into())).unwrap_or(Date::MAX));
     if due < issue {
         return Err(AppError::field("due_date", "must not be before the issue date"));
     }
@@ -477,7 +525,8 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInp
     let id = InvoiceId::new();
     let inv: Invoice = sqlx::query_as(&format!(
         "INSERT INTO invoices AS i (organization_id, id, client_id, currency, tax_rate_bp, issue_date, due_date, notes, subtotal_minor, \
-         tax_minor, total_minor, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}"
+         tax_minor, total_minor, created_at, payment_terms_days) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         RETURNING {COLUMNS}"
     ))
     .bind(tx.org_id())
     .bind(id)
@@ -491,6 +540,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInp
     .bind(tax_minor)
     .bind(total)
     .bind(ctx.now)
+    .bind(terms)
     .fetch_one(&mut *tx)
     .await?;
     write_lines(&mut tx, id, &lines).await?;
@@ -604,26 +654,20 @@ pub async fn transition(
             if !has_lines {
                 return Err(AppError::Conflict("An invoice needs at least one line before it is sent.".into()));
             }
-            let org = tx.org_id();
-            sqlx::query("INSERT INTO invoice_counters (organization_id) VALUES ($1) ON CONFLICT DO NOTHING")
-                .bind(org)
-                .execute(&mut *tx)
-                .await?;
-            let number: i64 =
-                sqlx::query_scalar("SELECT next_number FROM invoice_counters WHERE organization_id = $1 FOR UPDATE")
-                    .bind(org)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            sqlx::query("UPDATE invoice_counters SET next_number = next_number + 1 WHERE organization_id = $1")
-                .bind(org)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query_as(&format!("UPDATE invoices AS i SET status = 'sent', number = $2, sent_at = $3 WHERE i.id = $1 RETURNING {COLUMNS}"))
-                .bind(id)
-                .bind(number)
-                .bind(ctx.now)
-                .fetch_one(&mut *tx)
-                .await?
+            // The year of the sending, where the organization is.
+            let year = super::org_today(&mut tx, ctx.now).await?.year();
+            let (number, reference) = next_number(&mut tx, year).await?;
+            sqlx::query_as(&format!(
+                "UPDATE invoices AS i SET status = 'sent', number = $2, number_year = $3, reference = $4, sent_at = $5 \
+                 WHERE i.id = $1 RETURNING {COLUMNS}"
+            ))
+            .bind(id)
+            .bind(number)
+            .bind(year)
+            .bind(&reference)
+            .bind(ctx.now)
+            .fetch_one(&mut *tx)
+            .await?
         }
         (A::Pay, S::Sent) => {
             sqlx::query_as(&format!(
@@ -635,6 +679,11 @@ pub async fn transition(
             .await?
         }
         (A::Void, S::Draft | S::Sent) => {
+            // The time it billed can be billed again.
+            sqlx::query("UPDATE time_entries SET invoice_id = NULL, invoice_line = NULL WHERE invoice_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query_as(&format!(
                 "UPDATE invoices AS i SET status = 'void', voided_at = $2 WHERE i.id = $1 RETURNING {COLUMNS}"
             ))
@@ -662,6 +711,363 @@ pub async fn transition(
     let today = super::org_today(&mut tx, ctx.now).await?;
     tx.commit().await?;
     Ok(shown_status(after, today))
+}
+
+/// The next number of the organization's sequence for `year` and how it is printed. The
+/// counter row is locked until the transaction ends: concurrent sends queue here and get
+/// consecutive numbers, and a rolled-back send gives its number back (no gaps).
+pub async fn next_number(tx: &mut OrgTx, year: i32) -> Result<(i64, String), sqlx::Error> {
+    let org = tx.org_id();
+    let number: i64 = sqlx::query_scalar(
+        "INSERT INTO invoice_number_counters AS c (organization_id, year, next_number) VALUES ($1, $2, 2) \
+         ON CONFLICT (organization_id, year) DO UPDATE SET next_number = c.next_number + 1 RETURNING c.next_number - 1",
+    )
+    .bind(org)
+    .bind(year)
+    .fetch_one(&mut **tx)
+    .await?;
+    let prefix: String = sqlx::query_scalar("SELECT invoice_prefix FROM organizations WHERE id = $1")
+        .bind(org)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok((number, reference(&prefix, year, number)))
+}
+
+/// `INV`, 2026, 7 → `INV-2026-0007`.
+pub fn reference(prefix: &str, year: i32, number: i64) -> String {
+    format!("{prefix}-{year:04}-{number:04}")
+}
+
+/// Which time to bill and how ([`bill_time`]).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BillTime {
+    /// Exactly these entries (each must be unbilled, billable, of the invoice's client); or
+    /// leave out to take every one that matches the filters below.
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(nullable = false, max_items = 1000)]
+    pub entry_ids: Option<Vec<String>>,
+    /// Only this project (of the invoice's client).
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = "uuid-or-empty", nullable = false)]
+    pub project_id: Option<String>,
+    /// YYYY-MM-DD, inclusive.
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = "date-or-empty", nullable = false)]
+    pub from: Option<String>,
+    /// YYYY-MM-DD, inclusive.
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = "date-or-empty", nullable = false)]
+    pub to: Option<String>,
+    /// `task` (one line per task and rate, the default) or `entry` (one line per entry).
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = "text", nullable = false)]
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Unbilled {
+    pub id: TimeEntryId,
+    pub project_id: ProjectId,
+    pub project_name: String,
+    pub task_title: Option<String>,
+    pub minutes: i32,
+    pub spent_on: Date,
+    pub note: String,
+    pub rate_minor: Option<i64>,
+    pub person: String,
+}
+
+const UNBILLED: &str = "SELECT e.id, e.project_id, p.name AS project_name, k.title AS task_title, e.minutes, e.spent_on, e.note, \
+     e.rate_minor, coalesce(nullif(u.display_name, ''), u.email) AS person \
+     FROM time_entries e JOIN projects p ON p.organization_id = e.organization_id AND p.id = e.project_id \
+     LEFT JOIN tasks k ON k.organization_id = e.organization_id AND k.id = e.task_id \
+     JOIN users u ON u.id = e.user_id \
+     WHERE p.client_id = $1 AND e.billable AND e.invoice_id IS NULL \
+       AND ($2::uuid IS NULL OR e.project_id = $2) AND ($3::date IS NULL OR e.spent_on >= $3) \
+       AND ($4::date IS NULL OR e.spent_on <= $4) AND ($5::uuid[] IS NULL OR e.id = ANY($5))";
+
+struct TimeFilterParsed {
+    entries: Option<Vec<TimeEntryId>>,
+    project: Option<ProjectId>,
+    from: Option<Date>,
+    to: Option<Date>,
+    per_entry: bool,
+}
+
+fn parse_bill(input: &BillTime) -> AppResult<TimeFilterParsed> {
+    let entries = match &input.entry_ids {
+        None => None,
+        Some(ids) if ids.is_empty() => return Err(AppError::field("entry_ids", "pick at least one entry")),
+        Some(ids) if ids.len() > 1000 => return Err(AppError::field("entry_ids", "at most 1000 entries at once")),
+        Some(ids) => Some(
+            ids.iter()
+                .enumerate()
+                .map(|(i, s)| fields::id(&format!("entry_ids[{i}]"), s))
+                .collect::<AppResult<Vec<TimeEntryId>>>()?,
+        ),
+    };
+    let project = input.project_id.as_deref().map(|s| fields::id_or_empty("project_id", s)).transpose()?.flatten();
+    let from = input.from.as_deref().map(|s| fields::date_or_empty("from", s)).transpose()?.flatten();
+    let to = input.to.as_deref().map(|s| fields::date_or_empty("to", s)).transpose()?.flatten();
+    if let (Some(f), Some(t)) = (from, to)
+        && t < f
+    {
+        return Err(AppError::field("to", "must not be before from"));
+    }
+    let per_entry = match input.group.as_deref().unwrap_or("task") {
+        "task" | "" => false,
+        "entry" => true,
+        _ => return Err(AppError::field("group", "must be task or entry")),
+    };
+    Ok(TimeFilterParsed { entries, project, from, to, per_entry })
+}
+
+/// The invoice's client's billable time not yet billed (for picking), at most 500 entries.
+pub async fn unbilled(db: &Db, p: &OrgPrincipal, id: InvoiceId, input: &BillTime) -> AppResult<Vec<Unbilled>> {
+    require(p, Permission::InvoicesUpdate)?;
+    let f = parse_bill(input)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let inv = fetch(&mut tx, id).await?;
+    let rows = sqlx::query_as(&format!("{UNBILLED} ORDER BY e.spent_on, e.created_at, e.id LIMIT 500"))
+        .bind(inv.client_id)
+        .bind(f.project)
+        .bind(f.from)
+        .bind(f.to)
+        .bind(f.entries.as_deref().map(|v| v.iter().map(|e| e.as_uuid()).collect::<Vec<_>>()))
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// Turns billable, unbilled time of the draft invoice's client into invoice lines (hours ×
+/// the rate stored on each entry), grouped per task and rate or one line per entry, and marks
+/// the entries billed by those lines — all in one transaction.
+///
+/// Concurrency: the invoice row is locked (two requests on one invoice queue), and the entries
+/// are locked with `FOR UPDATE` and re-checked after any wait, so of two requests billing the
+/// same entry on different invoices one wins; the other gets a 409 naming why and writes
+/// nothing.
+pub async fn bill_time(
+    db: &Db,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    id: InvoiceId,
+    input: &BillTime,
+) -> AppResult<Invoice> {
+    require(p, Permission::InvoicesUpdate)?;
+    let f = parse_bill(input)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let before: Invoice = sqlx::query_as(&format!("SELECT {COLUMNS} FROM invoices i WHERE i.id = $1 FOR UPDATE"))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if before.status != InvoiceStatus::Draft {
+        return Err(AppError::Conflict("Time can be added only to a draft invoice.".into()));
+    }
+    let wanted = f.entries.as_ref().map(Vec::len);
+    let rows: Vec<Unbilled> =
+        sqlx::query_as(&format!("{UNBILLED} ORDER BY e.spent_on, e.created_at, e.id FOR UPDATE OF e"))
+            .bind(before.client_id)
+            .bind(f.project)
+            .bind(f.from)
+            .bind(f.to)
+            .bind(f.entries.as_deref().map(|v| v.iter().map(|e| e.as_uuid()).collect::<Vec<_>>()))
+            .fetch_all(&mut *tx)
+            .await?;
+    if let Some(n) = wanted
+        && rows.len() != n
+    {
+        return Err(AppError::Conflict(
+            "Some of this time is already billed (or is not billable time of this invoice's client); reload and pick again."
+                .into(),
+        ));
+    }
+    if rows.is_empty() {
+        return Err(AppError::Conflict("There is no unbilled billable time of this client to add.".into()));
+    }
+    // Lines: per entry, or per (project, task, rate) in the order first seen.
+    let mut groups: Vec<(String, i64, i64, Vec<TimeEntryId>)> = Vec::new(); // (description, minutes, rate, entries)
+    for r in &rows {
+        let rate = r.rate_minor.unwrap_or(0);
+        let what = match &r.task_title {
+            Some(t) => format!("{} — {t}", r.project_name),
+            None => r.project_name.clone(),
+        };
+        if f.per_entry {
+            let mut d = format!("{what} ({}, {})", r.spent_on, r.person);
+            if !r.note.is_empty() {
+                d.push_str(": ");
+                d.push_str(&r.note);
+            }
+            groups.push((d, r.minutes.into(), rate, vec![r.id]));
+        } else if let Some(g) = groups.iter_mut().find(|g| g.0 == what && g.2 == rate) {
+            g.1 += i64::from(r.minutes);
+            g.3.push(r.id);
+        } else {
+            groups.push((what, r.minutes.into(), rate, vec![r.id]));
+        }
+    }
+    let mut all = lines(&mut tx, id).await?;
+    let first = all.len();
+    if first + groups.len() > 200 {
+        return Err(AppError::field("entry_ids", "an invoice holds at most 200 lines; bill less at once"));
+    }
+    for (description, minutes, rate, _) in &groups {
+        let description: String = description.chars().take(500).collect();
+        all.push(Line {
+            description,
+            // Hours in thousandths, rounded half up (1 minute is 0.017 h).
+            quantity_milli: mul_div_round(*minutes, 1000, 60).unwrap_or(0).max(1),
+            unit_price_minor: *rate,
+            amount_minor: 0,
+        });
+    }
+    let (subtotal, tax_minor, total) = compute(&mut all, before.tax_rate_bp)?;
+    write_lines(&mut tx, id, &all).await?;
+    for (i, (_, _, _, entries)) in groups.iter().enumerate() {
+        let ids: Vec<uuid::Uuid> = entries.iter().map(|e| e.as_uuid()).collect();
+        sqlx::query("UPDATE time_entries SET invoice_id = $1, invoice_line = $2 WHERE id = ANY($3)")
+            .bind(id)
+            .bind((first + i) as i32)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let after: Invoice = sqlx::query_as(&format!(
+        "UPDATE invoices AS i SET subtotal_minor = $2, tax_minor = $3, total_minor = $4 WHERE i.id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(subtotal)
+    .bind(tax_minor)
+    .bind(total)
+    .fetch_one(&mut *tx)
+    .await?;
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new("invoice.time_billed", "invoice", id).before(snapshot(&before)).after(json!({
+            "total_minor": after.total_minor,
+            "entries": rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+            "lines": groups.len(),
+        })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// Why an invoice is mailed ([`email_invoice`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mailing {
+    /// Just sent: here is the invoice.
+    Sent,
+    /// A reminder of an open invoice (at most once a day per invoice).
+    Reminder,
+}
+
+/// Mails a sent invoice to its client's billing contact (the client's email, else its first
+/// contact with one) through the outbox, in the caller's request transaction, with a link to the
+/// invoice in the portal. `Ok(None)` when the client has no billing email. A reminder is refused
+/// (409) when the invoice isn't open or one went out less than a day ago, and is audited.
+pub async fn email_invoice(
+    db: &Db,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    id: InvoiceId,
+    public_url: &str,
+    why: Mailing,
+) -> AppResult<Option<String>> {
+    require(p, Permission::InvoicesUpdate)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let inv = fetch(&mut tx, id).await?;
+    if !matches!(inv.status, InvoiceStatus::Sent) {
+        return Err(AppError::Conflict(format!("A {} invoice isn't mailed to the client.", inv.status)));
+    }
+    let (slug, org_name, client_name, to): (String, String, String, Option<String>) = sqlx::query_as(
+        "SELECT o.slug, o.name, c.name, coalesce(nullif(c.email, ''), (SELECT k.email FROM client_contacts k \
+           WHERE k.organization_id = c.organization_id AND k.client_id = c.id AND coalesce(k.email, '') <> '' \
+           ORDER BY k.created_at, k.id LIMIT 1)) \
+         FROM clients c JOIN organizations o ON o.id = c.organization_id WHERE c.id = $1",
+    )
+    .bind(inv.client_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let Some(to) = to else {
+        tx.commit().await?;
+        return Ok(None);
+    };
+    if why == Mailing::Reminder {
+        let reminded = sqlx::query(
+            "UPDATE invoices SET reminded_at = $2 WHERE id = $1 AND (reminded_at IS NULL OR reminded_at <= $2 - interval '1 day')",
+        )
+        .bind(id)
+        .bind(ctx.now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if reminded == 0 {
+            return Err(AppError::Conflict("A reminder of this invoice went out less than a day ago.".into()));
+        }
+        audit::record(&mut tx, ctx, Entry::new("invoice.reminded", "invoice", id).after(json!({ "to": to }))).await?;
+    }
+    let today = super::org_today(&mut tx, ctx.now).await?;
+    let title = inv.title();
+    let link = format!("{public_url}/portal/{slug}/invoices/{id}");
+    let total = format!("{} {}", format_minor(inv.total_minor), inv.currency);
+    let (subject, opening) = match why {
+        Mailing::Sent => (format!("Invoice {title} from {org_name}"), format!("{org_name} sent you invoice {title}.")),
+        Mailing::Reminder => (
+            format!("Reminder: invoice {title} from {org_name}"),
+            if inv.due_date < today {
+                format!("Invoice {title} from {org_name} was due on {}.", inv.due_date)
+            } else {
+                format!("A reminder of invoice {title} from {org_name}, due on {}.", inv.due_date)
+            },
+        ),
+    };
+    let mail = crate::mail::outbox::OutgoingMail {
+        to: to.clone(),
+        subject,
+        body: format!(
+            "Hello {client_name},\n\n{opening}\n\nTotal: {total}\nDue: {}\n\nSee it and download the PDF in your portal:\n\n{link}\n\n-- \n{org_name} via ClientFlow\n",
+            inv.due_date
+        ),
+        category: crate::mail::outbox::Category::Transactional,
+        org_name: Some(org_name),
+    };
+    let key = match why {
+        Mailing::Sent => format!("invoice-sent:{id}"),
+        Mailing::Reminder => format!("invoice-reminder:{id}:{today}"),
+    };
+    crate::mail::outbox::enqueue(&mut tx, &mail, &key, ctx.now).await?;
+    tx.commit().await?;
+    Ok(Some(to))
+}
+
+/// Records that the invoice's client opened it (the first time only; an audit event and a
+/// notification then).
+pub async fn record_viewed(tx: &mut OrgTx, ctx: &Context, id: InvoiceId) -> AppResult<()> {
+    let first =
+        sqlx::query("UPDATE invoices SET viewed_at = $2 WHERE id = $1 AND viewed_at IS NULL AND status <> 'draft'")
+            .bind(id)
+            .bind(ctx.now)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+    if first == 1 {
+        audit::record(
+            tx,
+            ctx,
+            Entry::new("invoice.viewed", "invoice", id).after(json!({ "viewed_at": ctx.now.unix_timestamp() })),
+        )
+        .await?;
+        // The Owners and Admins hear of it (the client is no member to leave out).
+        super::daily::notify_invoice_event(tx, id, super::daily::InvoiceEvent::Viewed, None, ctx.now).await?;
+    }
+    Ok(())
 }
 
 pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: InvoiceId) -> AppResult<()> {

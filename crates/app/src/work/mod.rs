@@ -7,14 +7,17 @@
 
 pub mod clients;
 pub mod daily;
+pub mod duration;
 /// The field parsers of the boundary (text, ids, dates, closed sets), from the platform.
 pub use crate::platform::fields;
 pub mod files;
+pub mod invoice_pdf;
 pub mod invoices;
 pub mod portal;
 pub mod projects;
 pub mod tasks;
 pub mod time_entries;
+pub mod timers;
 pub mod web;
 
 use serde::{Deserialize, Serialize};

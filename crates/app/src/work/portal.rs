@@ -113,10 +113,17 @@ pub async fn project(db: &Db, p: &OrgPrincipal, id: ProjectId) -> AppResult<Port
     Ok(PortalProject { project, tasks: tasks_out, files })
 }
 
-pub async fn invoice(db: &Db, now: OffsetDateTime, p: &OrgPrincipal, id: InvoiceId) -> AppResult<InvoiceDetail> {
+/// One of the client's invoices (never a draft). Opening it records that the client viewed it
+/// (the first time: `viewed_at` and an audit event; staff opening it internally never do).
+pub async fn invoice(
+    db: &Db,
+    ctx: &crate::audit::Context,
+    p: &OrgPrincipal,
+    id: InvoiceId,
+) -> AppResult<InvoiceDetail> {
     let client = client_of(p)?;
     let mut tx = OrgTx::begin(db, p).await?;
-    let today = super::org_today(&mut tx, now).await?;
+    let today = super::org_today(&mut tx, ctx.now).await?;
     let mine: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM invoices WHERE id = $1 AND client_id = $2 AND status <> 'draft')",
     )
@@ -127,6 +134,7 @@ pub async fn invoice(db: &Db, now: OffsetDateTime, p: &OrgPrincipal, id: Invoice
     if !mine {
         return Err(AppError::NotFound);
     }
+    invoices::record_viewed(&mut tx, ctx, id).await?;
     let d = invoices::detail_in(&mut tx, id, today).await?;
     tx.commit().await?;
     Ok(d)

@@ -1,4 +1,6 @@
-//! Time entries per project (and optionally per task).
+//! Time entries per project (and optionally per task), billable or not, with the hourly rate
+//! they were worth when recorded; and the invoice line that billed them, after which they are
+//! fixed (un-bill them by deleting or voiding the draft invoice).
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -14,7 +16,7 @@ use crate::access::role::Permission;
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::Db;
 use crate::platform::http::error::{AppError, AppResult};
-use crate::platform::ids::{ProjectId, TaskId, TimeEntryId, UserId};
+use crate::platform::ids::{InvoiceId, ProjectId, TaskId, TimeEntryId, UserId};
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct TimeEntry {
@@ -33,9 +35,18 @@ pub struct TimeEntry {
     pub note: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// Billable to the project's client.
+    pub billable: bool,
+    /// The hourly rate in minor units when the time was recorded (person on the project,
+    /// project, client, organization: the first one set); null when none was.
+    pub rate_minor: Option<i64>,
+    /// The invoice that billed this time; billed time can't be changed or deleted.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub invoice_id: Option<InvoiceId>,
 }
 
-const COLUMNS: &str = "e.id, e.project_id, e.task_id, e.user_id, e.minutes, e.spent_on, e.note, e.created_at";
+pub const COLUMNS: &str = "e.id, e.project_id, e.task_id, e.user_id, e.minutes, e.spent_on, e.note, e.created_at, \
+     e.billable, e.rate_minor, e.invoice_id";
 
 /// Time spent, recorded for a person.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -46,9 +57,18 @@ pub struct TimeInput {
     /// A task of the project; empty or null for none.
     #[schema(format = "uuid-or-empty")]
     pub task_id: Option<String>,
-    #[serde(deserialize_with = "fields::int")]
-    #[schema(minimum = 1, maximum = 1440)]
-    pub minutes: i32,
+    /// Whole minutes; or give `duration` instead.
+    #[serde(default, deserialize_with = "fields::int_non_null")]
+    #[schema(minimum = 1, maximum = 1440, nullable = false)]
+    pub minutes: Option<i32>,
+    /// The time as typed: `1:30`, `1h30m`, `1h`, `90m`, `1.5h` or `1,5h` (instead of `minutes`).
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = "text", max_length = 32, nullable = false)]
+    pub duration: Option<String>,
+    /// Default: the project's setting (billable unless the project says otherwise).
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(nullable = false)]
+    pub billable: Option<bool>,
     /// YYYY-MM-DD (default: today in the organization's time zone).
     #[serde(default, deserialize_with = "fields::non_null")]
     #[schema(format = Date, nullable = false)]
@@ -75,6 +95,13 @@ pub struct TimeUpdate {
     #[serde(default, deserialize_with = "fields::int_non_null")]
     #[schema(minimum = 1, maximum = 1440, nullable = false)]
     pub minutes: Option<i32>,
+    /// The time as typed: `1:30`, `1h30m`, `1.5h`… (instead of `minutes`).
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = "text", max_length = 32, nullable = false)]
+    pub duration: Option<String>,
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(nullable = false)]
+    pub billable: Option<bool>,
     /// YYYY-MM-DD.
     #[serde(default, deserialize_with = "fields::non_null")]
     #[schema(format = Date, nullable = false)]
@@ -123,7 +150,8 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TimeInput)
     let project: ProjectId = fields::id("project_id", &input.project_id)?;
     let task: Option<TaskId> =
         input.task_id.as_deref().map(|s| fields::id_or_empty("task_id", s)).transpose()?.flatten();
-    let minutes = fields::within("minutes", input.minutes, 1, 1440)?;
+    let minutes = minutes_of(input.minutes, input.duration.as_deref())?
+        .ok_or_else(|| AppError::field("minutes", "is required (or give duration, like 1:30)"))?;
     let spent_on = input.spent_on.as_deref().map(|d| fields::date("spent_on", d)).transpose()?;
     let note = fields::text("note", input.note.as_deref().unwrap_or(""), 2000)?;
     let mut tx = OrgTx::begin(db, p).await?;
@@ -139,31 +167,223 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TimeInput)
     if let Some(t) = task {
         super::require_task_in_project(&mut tx, t, project, "task_id", "is not a task of this project").await?;
     }
-    let entry: TimeEntry = sqlx::query_as(&format!(
-        "INSERT INTO time_entries AS e (organization_id, id, project_id, task_id, user_id, minutes, spent_on, note, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
-    ))
-    .bind(tx.org_id())
-    .bind(TimeEntryId::new())
-    .bind(project)
-    .bind(task)
-    .bind(user)
-    .bind(minutes)
-    .bind(spent_on)
-    .bind(&note)
-    .bind(ctx.now)
-    .fetch_one(&mut *tx)
-    .await?;
-    audit::record(
+    let entry = insert(
         &mut tx,
         ctx,
-        Entry::new("time.recorded", "time_entry", entry.id).after(
-            json!({ "project_id": project, "task_id": task, "minutes": minutes, "spent_on": spent_on.to_string() }),
-        ),
+        NewEntry { project, task, user, minutes, spent_on, note: &note, billable: input.billable },
     )
     .await?;
     tx.commit().await?;
     Ok(entry)
+}
+
+/// Minutes from either `minutes` or `duration` (not both); `None` when neither was given.
+pub fn minutes_of(minutes: Option<i32>, duration: Option<&str>) -> AppResult<Option<i32>> {
+    match (minutes, duration) {
+        (Some(_), Some(_)) => Err(AppError::field("duration", "give either minutes or duration, not both")),
+        (Some(m), None) => Ok(Some(fields::within("minutes", m, 1, super::duration::MAX_MINUTES)?)),
+        (None, Some(d)) => Ok(Some(super::duration::parse("duration", d)?)),
+        (None, None) => Ok(None),
+    }
+}
+
+/// A checked entry to write ([`insert`]).
+pub struct NewEntry<'a> {
+    pub project: ProjectId,
+    pub task: Option<TaskId>,
+    pub user: UserId,
+    pub minutes: i32,
+    pub spent_on: Date,
+    pub note: &'a str,
+    /// `None`: the project's default.
+    pub billable: Option<bool>,
+}
+
+/// The hourly rate that applies to `user`'s time on `project` now: the person's rate on the
+/// project, else the project's, else its client's, else the organization's; `None` when none is
+/// set.
+pub async fn resolve_rate(tx: &mut OrgTx, project: ProjectId, user: UserId) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT coalesce(pm.hourly_rate_minor, p.hourly_rate_minor, c.hourly_rate_minor, o.hourly_rate_minor) \
+         FROM projects p JOIN organizations o ON o.id = p.organization_id \
+         LEFT JOIN clients c ON c.organization_id = p.organization_id AND c.id = p.client_id \
+         LEFT JOIN project_members pm ON pm.organization_id = p.organization_id AND pm.project_id = p.id AND pm.user_id = $2 \
+         WHERE p.id = $1",
+    )
+    .bind(project)
+    .bind(user)
+    .fetch_optional(&mut **tx)
+    .await
+    .map(Option::flatten)
+}
+
+/// Writes an entry whose project (visible to the caller) and task were checked, with its
+/// billable flag (the project's default unless given) and the rate that applies now, and audits
+/// it, in `tx`.
+pub async fn insert(tx: &mut OrgTx, ctx: &Context, e: NewEntry<'_>) -> AppResult<TimeEntry> {
+    let billable = match e.billable {
+        Some(b) => b,
+        None => {
+            sqlx::query_scalar("SELECT billable FROM projects WHERE id = $1")
+                .bind(e.project)
+                .fetch_one(&mut **tx)
+                .await?
+        }
+    };
+    let rate = resolve_rate(tx, e.project, e.user).await?;
+    let entry: TimeEntry = sqlx::query_as(&format!(
+        "INSERT INTO time_entries AS e (organization_id, id, project_id, task_id, user_id, minutes, spent_on, note, created_at, \
+         billable, rate_minor) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLUMNS}"
+    ))
+    .bind(tx.org_id())
+    .bind(TimeEntryId::new())
+    .bind(e.project)
+    .bind(e.task)
+    .bind(e.user)
+    .bind(e.minutes)
+    .bind(e.spent_on)
+    .bind(e.note)
+    .bind(ctx.now)
+    .bind(billable)
+    .bind(rate)
+    .fetch_one(&mut **tx)
+    .await?;
+    audit::record(
+        tx,
+        ctx,
+        Entry::new("time.recorded", "time_entry", entry.id).after(json!({
+            "project_id": e.project, "task_id": e.task, "minutes": e.minutes, "spent_on": e.spent_on.to_string(),
+            "billable": billable, "rate_minor": rate,
+        })),
+    )
+    .await?;
+    Ok(entry)
+}
+
+/// Billed time is fixed: it says what the client was charged.
+fn refuse_billed(e: &TimeEntry, doing: &str) -> AppResult<()> {
+    match e.invoice_id {
+        Some(_) => Err(AppError::Conflict(format!(
+            "This time is billed on an invoice and can't be {doing}; delete or void the draft invoice to release it."
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Time in a date range as reports, the week view and the export read it: with its person,
+/// project, client and task named.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReportRow {
+    pub id: TimeEntryId,
+    pub spent_on: Date,
+    pub minutes: i32,
+    pub note: String,
+    pub billable: bool,
+    pub rate_minor: Option<i64>,
+    pub invoice_id: Option<InvoiceId>,
+    pub user_id: UserId,
+    pub person: String,
+    pub project_id: ProjectId,
+    pub project_name: String,
+    pub client_id: Option<crate::platform::ids::ClientId>,
+    pub client_name: Option<String>,
+    pub task_title: Option<String>,
+}
+
+impl ReportRow {
+    /// Hours × rate in minor units, rounded half up (0 without a rate or when not billable).
+    pub fn amount_minor(&self) -> i64 {
+        match (self.billable, self.rate_minor) {
+            (true, Some(rate)) => (i64::from(self.minutes) * rate + 30) / 60,
+            _ => 0,
+        }
+    }
+}
+
+/// At most this many entries in one report or export.
+pub const REPORT_CAP: i64 = 20_000;
+
+/// The time the principal may see between `from` and `to` (inclusive), of one person when
+/// `user` is given, oldest first. Members see the time of their projects.
+pub async fn in_range(
+    db: &Db,
+    p: &OrgPrincipal,
+    from: Date,
+    to: Date,
+    user: Option<UserId>,
+) -> AppResult<Vec<ReportRow>> {
+    require(p, Permission::ProjectsRead)?;
+    let member = member_filter(p)?;
+    if to < from {
+        return Err(AppError::field("to", "must not be before from"));
+    }
+    if (to - from).whole_days() > 366 {
+        return Err(AppError::field("to", "a range covers at most a year"));
+    }
+    let mut tx = OrgTx::begin(db, p).await?;
+    let rows = sqlx::query_as(&format!(
+        "SELECT e.id, e.spent_on, e.minutes, e.note, e.billable, e.rate_minor, e.invoice_id, e.user_id, \
+         coalesce(nullif(u.display_name, ''), u.email) AS person, e.project_id, p.name AS project_name, p.client_id, \
+         c.name AS client_name, k.title AS task_title \
+         FROM time_entries e JOIN projects p ON p.organization_id = e.organization_id AND p.id = e.project_id \
+         JOIN users u ON u.id = e.user_id \
+         LEFT JOIN clients c ON c.organization_id = p.organization_id AND c.id = p.client_id \
+         LEFT JOIN tasks k ON k.organization_id = e.organization_id AND k.id = e.task_id \
+         WHERE {} AND e.spent_on BETWEEN $2 AND $3 AND ($4::uuid IS NULL OR e.user_id = $4) \
+         ORDER BY e.spent_on, e.created_at, e.id LIMIT $5",
+        project_visible("p", 1)
+    ))
+    .bind(member)
+    .bind(from)
+    .bind(to)
+    .bind(user)
+    .bind(REPORT_CAP)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// A CSV cell that a spreadsheet won't run: text starting with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return (what spreadsheets take for a formula) gets a leading apostrophe.
+pub fn csv_cell(v: &str) -> String {
+    if v.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{v}") } else { v.to_string() }
+}
+
+/// The rows as CSV (a header line, then one line per entry), every text cell neutralised.
+pub fn to_csv(rows: &[ReportRow]) -> Result<Vec<u8>, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "date",
+        "person",
+        "client",
+        "project",
+        "task",
+        "minutes",
+        "hours",
+        "billable",
+        "rate_minor",
+        "amount_minor",
+        "billed",
+        "note",
+    ])?;
+    for r in rows {
+        w.write_record([
+            r.spent_on.to_string(),
+            csv_cell(&r.person),
+            csv_cell(r.client_name.as_deref().unwrap_or("")),
+            csv_cell(&r.project_name),
+            csv_cell(r.task_title.as_deref().unwrap_or("")),
+            r.minutes.to_string(),
+            format!("{}.{:02}", r.minutes / 60, (r.minutes % 60) * 100 / 60),
+            if r.billable { "yes" } else { "no" }.to_string(),
+            r.rate_minor.map(|v| v.to_string()).unwrap_or_default(),
+            r.amount_minor().to_string(),
+            if r.invoice_id.is_some() { "yes" } else { "no" }.to_string(),
+            csv_cell(&r.note),
+        ])?;
+    }
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
 
 /// An entry in a project the principal may see (404 otherwise).
@@ -200,7 +420,7 @@ pub async fn update(
     input: &TimeUpdate,
 ) -> AppResult<TimeEntry> {
     require(p, Permission::TimeTrack)?;
-    let minutes = input.minutes.map(|m| fields::within("minutes", m, 1, 1440)).transpose()?;
+    let minutes = minutes_of(input.minutes, input.duration.as_deref())?;
     let spent_on = input.spent_on.as_deref().map(|d| fields::date("spent_on", d)).transpose()?;
     let note = input.note.as_deref().map(|n| fields::text("note", n, 2000)).transpose()?;
     let task: Option<Option<TaskId>> = input
@@ -214,6 +434,7 @@ pub async fn update(
     if Some(before.user_id) != p.on_behalf_of() && !p.can(Permission::ProjectsUpdate) {
         return Err(AppError::Forbidden("You can change only your own time entries.".into()));
     }
+    refuse_billed(&before, "changed")?;
     if project.is_some_and(|project| project != before.project_id) {
         return Err(AppError::field("project_id", "a time entry can't move to another project"));
     }
@@ -228,16 +449,27 @@ pub async fn update(
         .await?;
     }
     let after: TimeEntry = sqlx::query_as(&format!(
-        "UPDATE time_entries AS e SET task_id = $2, minutes = $3, spent_on = $4, note = $5 WHERE e.id = $1 RETURNING {COLUMNS}"
+        "UPDATE time_entries AS e SET task_id = $2, minutes = $3, spent_on = $4, note = $5, billable = $6 \
+         WHERE e.id = $1 AND e.invoice_id IS NULL RETURNING {COLUMNS}"
     ))
     .bind(id)
     .bind(task.unwrap_or(before.task_id))
     .bind(minutes.unwrap_or(before.minutes))
     .bind(spent_on.unwrap_or(before.spent_on))
     .bind(note.as_deref().unwrap_or(&before.note))
-    .fetch_one(&mut *tx)
-    .await?;
-    let snapshot = |e: &TimeEntry| json!({ "task_id": e.task_id, "minutes": e.minutes, "spent_on": e.spent_on.to_string(), "note": e.note });
+    .bind(input.billable.unwrap_or(before.billable))
+    .fetch_optional(&mut *tx)
+    .await?
+    // Billed meanwhile (the invoice's lock came first).
+    .ok_or_else(|| AppError::Conflict("This time was billed on an invoice meanwhile and can't be changed.".into()))?;
+    let snapshot = |e: &TimeEntry| {
+        let mut v =
+            json!({ "task_id": e.task_id, "minutes": e.minutes, "spent_on": e.spent_on.to_string(), "note": e.note });
+        if input.billable.is_some() {
+            v["billable"] = json!(e.billable);
+        }
+        v
+    };
     audit::record(
         &mut tx,
         ctx,
@@ -256,7 +488,15 @@ pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TimeEntryId) -
     if Some(entry.user_id) != p.on_behalf_of() && !p.can(Permission::ProjectsUpdate) {
         return Err(AppError::Forbidden("You can delete only your own time entries.".into()));
     }
-    sqlx::query("DELETE FROM time_entries WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    refuse_billed(&entry, "deleted")?;
+    let deleted = sqlx::query("DELETE FROM time_entries WHERE id = $1 AND invoice_id IS NULL")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if deleted == 0 {
+        return Err(AppError::Conflict("This time was billed on an invoice meanwhile and can't be deleted.".into()));
+    }
     audit::record(
         &mut tx,
         ctx,
@@ -265,4 +505,26 @@ pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TimeEntryId) -
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formula_cells_are_neutralised() {
+        for (v, shown) in [
+            ("=SUM(A1)", "'=SUM(A1)"),
+            ("+1", "'+1"),
+            ("-2", "'-2"),
+            ("@cmd", "'@cmd"),
+            ("\tx", "'\tx"),
+            ("\rx", "'\rx"),
+            ("Design", "Design"),
+            ("a=b", "a=b"),
+            ("", ""),
+        ] {
+            assert_eq!(csv_cell(v), shown);
+        }
+    }
 }

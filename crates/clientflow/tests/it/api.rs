@@ -794,6 +794,7 @@ async fn fresh_ids(app: &TestApp, t: &Tenant) -> BTreeMap<&'static str, String> 
     let (bare_client, client, project, column, task, comment, entry, invoice, file_project, file) =
         (id(), id(), id(), id(), id(), id(), id(), id(), id(), id());
     let sent_invoice = id();
+    let (timer, billable_entry, time_invoice) = (id(), id(), id());
     let statements: Vec<(&str, Vec<Uuid>)> = vec![
         ("INSERT INTO clients (organization_id, id, name) VALUES ($1, $2, 'Fixture')", vec![bare_client]),
         ("INSERT INTO clients (organization_id, id, name) VALUES ($1, $2, 'Fixture with work')", vec![client]),
@@ -856,6 +857,22 @@ async fn fresh_ids(app: &TestApp, t: &Tenant) -> BTreeMap<&'static str, String> 
              VALUES ($1, $2, 0, 'Fixture', 1000, 100, 100)",
             vec![sent_invoice],
         ),
+        (
+            // The key creator's running timer (one at most: a leftover one stays).
+            "INSERT INTO timers (organization_id, id, user_id, project_id, started_at) VALUES ($1, $2, $3, $4, now()) \
+             ON CONFLICT DO NOTHING",
+            vec![timer, t.admin, project],
+        ),
+        (
+            "INSERT INTO time_entries (organization_id, id, project_id, user_id, minutes, spent_on, created_at, billable, rate_minor) \
+             VALUES ($1, $2, $3, $4, 90, current_date, now(), true, 12000)",
+            vec![billable_entry, project, t.admin],
+        ),
+        (
+            "INSERT INTO invoices (organization_id, id, client_id, currency, issue_date, due_date, created_at) \
+             VALUES ($1, $2, $3, 'EUR', current_date, current_date + 30, now())",
+            vec![time_invoice, client],
+        ),
     ];
     for (sql, binds) in statements {
         let mut q = sqlx::query(sql).bind(org);
@@ -873,6 +890,7 @@ async fn fresh_ids(app: &TestApp, t: &Tenant) -> BTreeMap<&'static str, String> 
         ("time_entry", entry),
         ("invoice", invoice),
         ("sent_invoice", sent_invoice),
+        ("time_invoice", time_invoice),
         ("file", file),
     ]
     .into_iter()
@@ -929,6 +947,10 @@ const API_WRITES: &[ApiWrite] = &[
     ("PATCH /api/v1/tasks/{task}/comments/{comment}", r#"{"body": "Matrix, edited"}"#, &[]),
     ("DELETE /api/v1/tasks/{task}/comments/{comment}", "", &[]),
     ("PATCH /api/v1/time-entries/{time_entry}", r#"{"minutes": 45, "note": "Matrix"}"#, &[]),
+    ("POST /api/v1/timer/start", r#"{"project_id": "$project", "note": "Matrix"}"#, &[]),
+    // Every case has a running timer of the key's creator to stop (fresh_ids starts one).
+    ("POST /api/v1/timer/stop", "", &[]),
+    ("POST /api/v1/invoices/{invoice}/time", r#"{"group": "entry"}"#, &[("invoice", "time_invoice")]),
     // A multipart upload (the matrix sends one); no JSON body.
     ("POST /api/v1/files", "", &[]),
     ("PATCH /api/v1/files/{file}", r#"{"name": "matrix.txt", "shared_with_client": true}"#, &[]),

@@ -61,6 +61,10 @@ async fn seed_every_tenant_table(tdb: &TestDb, db: &clientflow::platform::db::Db
         "INSERT INTO time_entries SELECT t.organization_id, gen_random_uuid(), t.project_id, t.id, m.user_id, 30, current_date, '', now() \
          FROM tasks t JOIN memberships m ON m.organization_id = t.organization_id",
         "INSERT INTO invoice_counters SELECT id, 2 FROM organizations",
+        "INSERT INTO invoice_number_counters SELECT id, 2026, 2 FROM organizations",
+        "INSERT INTO timers (organization_id, id, user_id, project_id, started_at) \
+         SELECT DISTINCT ON (m.organization_id, m.user_id) p.organization_id, gen_random_uuid(), m.user_id, p.id, now() \
+         FROM projects p JOIN memberships m ON m.organization_id = p.organization_id",
         "INSERT INTO invoices (organization_id, id, number, client_id, currency, issue_date, due_date, created_at) \
          SELECT organization_id, gen_random_uuid(), 1, id, 'EUR', current_date, current_date, now() FROM clients",
         "INSERT INTO invoice_lines SELECT organization_id, id, 0, 'Work', 1000, 100, 100 FROM invoices",

@@ -48,6 +48,7 @@ mod storage;
 mod support;
 mod task_tree;
 mod tenancy;
+mod time_billing;
 mod tls;
 mod web_work;
 mod work;

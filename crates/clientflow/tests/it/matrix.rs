@@ -16,7 +16,8 @@ use crate::support::orgs::{Org, org_with_every_role, session_token};
 
 /// What a writing route is sent. Values may hold placeholders, filled per case by [`resolve`]:
 /// `{unique}` (a fresh word), `{slug}` (the organization's slug), `{portal_client}` (the
-/// Client member's client record), `{new_member}` (a fresh member of the organization) and
+/// Client member's client record), `{new_member}` (a fresh member of the organization),
+/// `{fixture_project}` (a fresh project of the portal's client with the Member in it) and
 /// `{column_of_task}` (another column of the project of the path's `{task}`).
 #[derive(Clone, Copy)]
 pub enum Body {
@@ -210,6 +211,12 @@ pub const BODIES: &[Write] = &[
     form("POST /o/{org}/invoices/{invoice}/pay", &[]),
     form("POST /o/{org}/invoices/{invoice}/void", &[]),
     form_on("POST /o/{org}/invoices/{invoice}/delete", CONFIRMED, &[("invoice", "draft_invoice")]),
+    form_on("POST /o/{org}/invoices/{invoice}/time", &[("group", "task")], &[("invoice", "draft_invoice_with_time")]),
+    // Timers (stopping with none running goes to the week: nothing to do).
+    form("POST /o/{org}/timer/start", &[("project_id", "{fixture_project}"), ("note", "Matrix {unique}")]),
+    form("POST /o/{org}/timer/stop", &[]),
+    // The fixture's sent invoice goes to a client with a billing email; fresh, so never reminded.
+    form("POST /o/{org}/invoices/{invoice}/remind", &[]),
 ];
 
 /// Reading routes whose path entity must be in a particular state.
@@ -362,6 +369,31 @@ async fn resolve(app: &TestApp, org: &Org, value: &str, params: &[(String, Strin
     if out.contains("{new_member}") {
         let member = fresh_param(app, org, "member", &[]).await;
         out = out.replace("{new_member}", &member);
+    }
+    if out.contains("{fixture_project}") {
+        // Made here rather than by `fresh_param`: the person sending may be out of `org.people`.
+        let project = uuid::Uuid::now_v7();
+        let org_id: uuid::Uuid = org.id.parse().unwrap();
+        let mut db = app.db.admin_conn().await;
+        sqlx::query(
+            "INSERT INTO projects (organization_id, id, client_id, name) VALUES ($1, $2, $3::uuid, 'Timer project')",
+        )
+        .bind(org_id)
+        .bind(project)
+        .bind(&org.client_id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO project_members (organization_id, project_id, user_id, added_at) \
+             SELECT organization_id, $2, user_id, now() FROM memberships WHERE organization_id = $1 AND role = 'member'",
+        )
+        .bind(org_id)
+        .bind(project)
+        .execute(&mut db)
+        .await
+        .unwrap();
+        out = out.replace("{fixture_project}", &project.to_string());
     }
     if out.contains("{column_of_task}") {
         let task = &params.iter().find(|(k, _)| k == "task").expect("{column_of_task} needs a {task}").1;

@@ -106,7 +106,31 @@ def _body(case, method, path):
             body["project_id"] = FIXTURES["project"]
         if _given(body.get("task_id")):
             body["task_id"] = FIXTURES["task"]
+        # Minutes or a duration as people type it, not both; a new entry needs one of them.
+        if "duration" in body:
+            if "minutes" in body:
+                del body["duration"]
+            else:
+                body["duration"] = "1:30"
+        elif method == "POST" and "minutes" not in body:
+            body["minutes"] = 30
+    elif path.startswith("/api/v1/timer"):
+        if "project_id" in body:
+            body["project_id"] = FIXTURES["project"]
+        if _given(body.get("task_id")):
+            body["task_id"] = FIXTURES["task"]
+    elif path.startswith("/api/v1/invoices/{invoice}/time"):
+        # Entries to bill are data: the filters pick them (a project of the client, dates in order).
+        body.pop("entry_ids", None)
+        if _given(body.get("project_id")):
+            body["project_id"] = FIXTURES["project"]
+        if _given(body.get("group")):
+            body["group"] = "entry"
+        _ordered(body, "from", "to", None)
     elif path.startswith("/api/v1/invoices"):
+        # Payment terms or a due date, not both.
+        if "payment_terms_days" in body and "due_date" in body:
+            del body["payment_terms_days"]
         if "client_id" in body:
             body["client_id"] = FIXTURES["client"]
         # An invoice's dates can't be emptied: a date sent alone brings the same date along.

@@ -109,7 +109,7 @@ pub(super) async fn transition(
 
 #[utoipa::path(post, path = "/api/v1/invoices/{invoice}/send", tag = "invoices",
     params(("invoice" = Uuid, Path, description = "Invoice id")),
-    responses((status = 200, description = "Sent: numbered and frozen (409 unless a draft with lines)", body = Data<InvoiceDetail>)),
+    responses((status = 200, description = "Sent: numbered (`INV-2026-0007`), frozen and mailed to the client's billing contact (409 unless a draft with lines)", body = Data<InvoiceDetail>)),
     security(("api_key" = ["invoices.update"])))]
 pub async fn send_invoice(
     State(s): State<AppState>,
@@ -117,7 +117,11 @@ pub async fn send_invoice(
     ctx: Context,
     ids: PathIds,
 ) -> AppResult<Response> {
-    transition(&s, &api, &ctx, &ids, invoices::InvoiceAction::Send).await
+    let id: InvoiceId = ids.get("invoice")?;
+    invoices::transition(&s.db, &ctx, &api.principal, id, invoices::InvoiceAction::Send).await?;
+    // Mailed to the client's billing contact (when it has one) through the outbox.
+    invoices::email_invoice(&s.db, &ctx, &api.principal, id, &s.config.public_url(), invoices::Mailing::Sent).await?;
+    Ok(ok(invoices::get(&s.db, ctx.now, &api.principal, id).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/invoices/{invoice}/pay", tag = "invoices",
@@ -139,4 +143,23 @@ pub async fn void_invoice(
     ids: PathIds,
 ) -> AppResult<Response> {
     transition(&s, &api, &ctx, &ids, invoices::InvoiceAction::Void).await
+}
+
+#[utoipa::path(post, path = "/api/v1/invoices/{invoice}/time", tag = "invoices", request_body = invoices::BillTime,
+    description = "Turns billable, unbilled time of the draft's client into lines (hours × the rate stored on each entry), \
+        one per task and rate or one per entry, and marks the entries billed. 409 when the invoice is not a draft, when \
+        nothing matches, or when any entry named in `entry_ids` is billed already (then nothing is written).",
+    params(("invoice" = Uuid, Path, description = "Invoice id")),
+    responses((status = 200, description = "The invoice with its new lines", body = Data<InvoiceDetail>)),
+    security(("api_key" = ["invoices.update"])))]
+pub async fn bill_time(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+    ApiJson(input): ApiJson<invoices::BillTime>,
+) -> AppResult<Response> {
+    let id: InvoiceId = ids.get("invoice")?;
+    invoices::bill_time(&s.db, &ctx, &api.principal, id, &input).await?;
+    Ok(ok(invoices::get(&s.db, ctx.now, &api.principal, id).await?))
 }

@@ -42,6 +42,7 @@ mod projects;
 mod search;
 mod tasks;
 mod time_entries;
+mod timers;
 
 #[rustfmt::skip]
 pub fn routes() -> Vec<RouteDef> {
@@ -84,6 +85,9 @@ pub fn routes() -> Vec<RouteDef> {
         route!(GET "/api/v1/time-entries/{time_entry}", Surface::Api, Access::Api(P::ProjectsRead), time_entries::get_time_entry),
         route!(PATCH "/api/v1/time-entries/{time_entry}", Surface::Api, Access::Api(P::TimeTrack), time_entries::update_time_entry),
         route!(DELETE "/api/v1/time-entries/{time_entry}", Surface::Api, Access::Api(P::TimeTrack), time_entries::delete_time_entry),
+        route!(GET "/api/v1/timer", Surface::Api, Access::Api(P::TimeTrack), timers::get_timer),
+        route!(POST "/api/v1/timer/start", Surface::Api, Access::Api(P::TimeTrack), timers::start_timer),
+        route!(POST "/api/v1/timer/stop", Surface::Api, Access::Api(P::TimeTrack), timers::stop_timer),
 
         route!(GET "/api/v1/invoices", Surface::Api, Access::Api(P::InvoicesRead), invoices::list_invoices),
         route!(POST "/api/v1/invoices", Surface::Api, Access::Api(P::InvoicesCreate), invoices::create_invoice),
@@ -93,6 +97,7 @@ pub fn routes() -> Vec<RouteDef> {
         route!(POST "/api/v1/invoices/{invoice}/send", Surface::Api, Access::Api(P::InvoicesUpdate), invoices::send_invoice),
         route!(POST "/api/v1/invoices/{invoice}/pay", Surface::Api, Access::Api(P::InvoicesUpdate), invoices::pay_invoice),
         route!(POST "/api/v1/invoices/{invoice}/void", Surface::Api, Access::Api(P::InvoicesUpdate), invoices::void_invoice),
+        route!(POST "/api/v1/invoices/{invoice}/time", Surface::Api, Access::Api(P::InvoicesUpdate), invoices::bill_time),
 
         route!(GET "/api/v1/files", Surface::Api, Access::Api(P::FilesRead), files::list_files),
         files::upload_route(),
@@ -297,8 +302,9 @@ pub async fn openapi_json() -> Response {
         tasks::get_comment,
         tasks::update_comment, tasks::delete_comment,
         time_entries::list_time_entries, time_entries::create_time_entry, time_entries::get_time_entry, time_entries::update_time_entry, time_entries::delete_time_entry,
+        timers::get_timer, timers::start_timer, timers::stop_timer,
         invoices::list_invoices, invoices::create_invoice, invoices::get_invoice, invoices::update_invoice, invoices::delete_invoice, invoices::send_invoice, invoices::pay_invoice,
-        invoices::void_invoice,
+        invoices::void_invoice, invoices::bill_time,
         files::list_files, files::upload_file, files::get_file, files::update_file, files::delete_file,
         billing::get_billing,
         search::search,
@@ -307,7 +313,7 @@ pub async fn openapi_json() -> Response {
         (name = "clients", description = "The organization's clients"),
         (name = "projects", description = "Projects (Member-role keys see the projects of the member who created the key)"),
         (name = "tasks", description = "Tasks, their assignees, subtasks and comments"),
-        (name = "time", description = "Time entries"),
+        (name = "time", description = "Time entries and the timer"),
         (name = "invoices", description = "Invoices: drafts are editable; send assigns the number"),
         (name = "files", description = "Uploads, file metadata and short-lived download links"),
         (name = "billing", description = "The plan and its limits (Owners only: no API key can hold billing.manage)"),

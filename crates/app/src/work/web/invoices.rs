@@ -42,6 +42,9 @@ pub fn routes() -> Vec<RouteDef> {
         route!(POST "/o/{org}/invoices/{invoice}/void", Surface::Web, Access::Org(P::InvoicesUpdate), void),
         route!(POST "/o/{org}/invoices/{invoice}/delete", Surface::Web, Access::Org(P::InvoicesDelete), delete),
         route!(GET "/o/{org}/invoices/{invoice}/print", Surface::Web, Access::Org(P::InvoicesRead), print),
+        route!(POST "/o/{org}/invoices/{invoice}/time", Surface::Web, Access::Org(P::InvoicesUpdate), bill_time),
+        route!(GET "/o/{org}/invoices/{invoice}/pdf", Surface::Web, Access::Org(P::InvoicesRead), pdf),
+        route!(POST "/o/{org}/invoices/{invoice}/remind", Surface::Web, Access::Org(P::InvoicesUpdate), remind),
     ]
 }
 
@@ -53,9 +56,9 @@ const EMPTY_ROWS: usize = 3;
 /// Row numbers beyond this are not accepted (the service allows 200 lines).
 const MAX_ROWS: usize = 250;
 
-fn title(number: Option<i64>) -> String {
-    match number {
-        Some(n) => format!("Invoice {n}"),
+fn title(i: &invoices::Invoice) -> String {
+    match i.number {
+        Some(_) => format!("Invoice {}", i.title()),
         None => "Draft invoice".into(),
     }
 }
@@ -116,7 +119,7 @@ async fn list(State(state): State<AppState>, access: OrgAccess, Query(q): Query<
             .into_iter()
             .map(|i| Row {
                 id: i.id.to_string(),
-                title: title(i.number),
+                title: title(&i),
                 client: names.get(&i.client_id).cloned().unwrap_or_default(),
                 issued: i.issue_date.to_string(),
                 due: i.due_date.to_string(),
@@ -148,6 +151,8 @@ pub struct InvoiceForm {
     tax_rate: String,
     issue_date: String,
     due_date: String,
+    /// Payment terms in days (new invoices; empty for the organization's).
+    terms: String,
     notes: String,
     rows: Vec<LineRow>,
 }
@@ -171,13 +176,14 @@ impl InvoiceForm {
             tax_rate: percent(i.tax_rate_bp),
             issue_date: i.issue_date.to_string(),
             due_date: i.due_date.to_string(),
+            terms: String::new(),
             notes: i.notes.clone(),
             rows,
         }
     }
 
     fn parse(body: &Bytes) -> AppResult<Self> {
-        const FIXED: [&str; 6] = ["client_id", "currency", "tax_rate", "issue_date", "due_date", "notes"];
+        const FIXED: [&str; 7] = ["client_id", "currency", "tax_rate", "issue_date", "due_date", "terms", "notes"];
         let row_of = |k: &str| -> Option<usize> {
             let (_, n) = k.split_once('_')?;
             let n: usize = n.parse().ok()?;
@@ -196,6 +202,7 @@ impl InvoiceForm {
             tax_rate: fields.get("tax_rate").to_string(),
             issue_date: fields.get("issue_date").to_string(),
             due_date: fields.get("due_date").to_string(),
+            terms: fields.get("terms").to_string(),
             notes: fields.get("notes").to_string(),
             rows: (0..rows_needed)
                 .map(|n| LineRow {
@@ -263,6 +270,7 @@ impl InvoiceForm {
                 tax_rate_bp: Some(tax),
                 issue_date: opt(&self.issue_date),
                 due_date: opt(&self.due_date),
+                payment_terms_days: super::number("payment_terms_days", &self.terms)?,
                 notes: Some(self.notes.clone()),
                 lines: Some(lines),
             },
@@ -415,7 +423,7 @@ async fn edit_page(
         )
         .await;
     }
-    let heading = format!("Edit {}", title(d.invoice.number));
+    let heading = format!("Edit {}", title(&d.invoice));
     page(&form_page(&state, csrf, &access, Some(id), heading, InvoiceForm::of(&d), None, vec![]).await?)
 }
 
@@ -471,13 +479,17 @@ pub struct InvoiceView {
     pub tax_rate: String,
     pub tax: String,
     pub total: String,
+    /// When the client first opened it in the portal (empty: not yet).
+    pub viewed: String,
+    /// "net 14" when the due date came from payment terms.
+    pub terms: String,
 }
 
 pub fn invoice_view(d: InvoiceDetail) -> InvoiceView {
     let i = d.invoice;
     InvoiceView {
         id: i.id.to_string(),
-        title: title(i.number),
+        title: title(&i),
         client: d.client_name,
         client_id: i.client_id.to_string(),
         status: i.status.as_str().to_string(),
@@ -498,8 +510,22 @@ pub fn invoice_view(d: InvoiceDetail) -> InvoiceView {
         tax_rate: percent(i.tax_rate_bp),
         tax: format_minor(i.tax_minor),
         total: format_minor(i.total_minor),
+        viewed: i.viewed_at.map(|t| t.date().to_string()).unwrap_or_default(),
+        terms: i.payment_terms_days.map(|d| format!("net {d}")).unwrap_or_default(),
         currency: i.currency,
     }
+}
+
+/// A billable entry not yet billed, offered on a draft.
+pub struct UnbilledView {
+    pub id: String,
+    pub spent_on: String,
+    pub project: String,
+    pub task: String,
+    pub person: String,
+    pub time: String,
+    pub rate: String,
+    pub note: String,
 }
 
 #[derive(Template)]
@@ -511,6 +537,9 @@ struct DetailPage {
     can_update: bool,
     can_delete: bool,
     can_clients: bool,
+    /// On a draft: the client's unbilled billable time, and its projects to filter by.
+    unbilled: Vec<UnbilledView>,
+    unbilled_projects: Vec<(String, String)>,
     message: Option<String>,
     errors: Vec<FieldError>,
 }
@@ -525,6 +554,15 @@ async fn detail_view(
 ) -> AppResult<DetailPage> {
     let p = &access.principal;
     let d = invoices::get(&state.db, state.clock.now(), p, id).await?;
+    let unbilled = if d.invoice.status == invoices::InvoiceStatus::Draft && p.can(P::InvoicesUpdate) {
+        invoices::unbilled(&state.db, p, id, &invoices::BillTime::default()).await?
+    } else {
+        vec![]
+    };
+    let mut unbilled_projects: Vec<(String, String)> =
+        unbilled.iter().map(|u| (u.project_id.to_string(), u.project_name.clone())).collect();
+    unbilled_projects.sort();
+    unbilled_projects.dedup();
     Ok(DetailPage {
         csrf,
         org: OrgNav::of(access),
@@ -532,6 +570,20 @@ async fn detail_view(
         can_update: p.can(P::InvoicesUpdate),
         can_delete: p.can(P::InvoicesDelete),
         can_clients: p.can(P::ClientsRead),
+        unbilled: unbilled
+            .into_iter()
+            .map(|u| UnbilledView {
+                id: u.id.to_string(),
+                spent_on: u.spent_on.to_string(),
+                project: u.project_name,
+                task: u.task_title.unwrap_or_default(),
+                person: u.person,
+                time: super::duration(u.minutes.into()),
+                rate: u.rate_minor.map(format_minor).unwrap_or_else(|| "no rate".into()),
+                note: u.note,
+            })
+            .collect(),
+        unbilled_projects,
         message,
         errors,
     })
@@ -582,7 +634,49 @@ async fn send(
     access: OrgAccess,
     Path((_, id)): Path<(String, String)>,
 ) -> AppResult<Response> {
-    transition(state, csrf, ctx, access, id, invoices::InvoiceAction::Send).await
+    let invoice: InvoiceId = path_id(&id)?;
+    // Sending mails it to the client's billing contact, in the same transaction.
+    let r = async {
+        invoices::transition(&state.db, &ctx, &access.principal, invoice, invoices::InvoiceAction::Send).await?;
+        invoices::email_invoice(
+            &state.db,
+            &ctx,
+            &access.principal,
+            invoice,
+            &state.config.public_url(),
+            invoices::Mailing::Sent,
+        )
+        .await
+        .map(|_| ())
+    }
+    .await;
+    detail_result(&state, csrf, &access, invoice, r).await
+}
+
+/// Mails the client's billing contact a reminder of an open invoice (at most once a day).
+async fn remind(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    let invoice: InvoiceId = path_id(&id)?;
+    let r = invoices::email_invoice(
+        &state.db,
+        &ctx,
+        &access.principal,
+        invoice,
+        &state.config.public_url(),
+        invoices::Mailing::Reminder,
+    )
+    .await
+    .and_then(|to| {
+        to.map(|_| ()).ok_or_else(|| {
+            AppError::Conflict("This client has no billing email: add one on the client's page first.".into())
+        })
+    });
+    detail_result(&state, csrf, &access, invoice, r).await
 }
 
 async fn pay(
@@ -620,6 +714,71 @@ async fn delete(
     }
 }
 
+/// Bills the ticked entries, or when none is ticked every entry matching the filters.
+async fn bill_time(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+    body: Bytes,
+) -> AppResult<Response> {
+    let id: InvoiceId = path_id(&id)?;
+    let result = async {
+        let f = FormFields::parse(&body, |k| matches!(k, "entry" | "project_id" | "from" | "to" | "group"))?
+            .only_once(&["project_id", "from", "to", "group"])?;
+        let entries = f.all("entry");
+        let input = if entries.is_empty() {
+            invoices::BillTime {
+                entry_ids: None,
+                project_id: Some(f.get("project_id").to_string()),
+                from: Some(f.get("from").to_string()),
+                to: Some(f.get("to").to_string()),
+                group: Some(f.get("group").to_string()),
+            }
+        } else {
+            invoices::BillTime {
+                entry_ids: Some(entries),
+                group: Some(f.get("group").to_string()),
+                ..Default::default()
+            }
+        };
+        invoices::bill_time(&state.db, &ctx, &access.principal, id, &input).await.map(|_| ())
+    }
+    .await;
+    detail_result(&state, csrf, &access, id, result).await
+}
+
+/// The invoice as a PDF download (the same document the portal gives the client).
+pub fn pdf_response(organization: &str, d: &InvoiceDetail) -> AppResult<Response> {
+    use axum::http::{HeaderValue, header};
+    let name = match &d.invoice.reference {
+        Some(r) => format!("invoice-{r}.pdf"),
+        None => "invoice-draft.pdf".to_string(),
+    };
+    let name: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')).collect();
+    let mut res = crate::work::invoice_pdf::render(organization, d).into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/pdf"));
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")).map_err(AppError::internal)?,
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    Ok(res)
+}
+
+async fn pdf(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    let id = path_id(&id)?;
+    let d = invoices::get(&state.db, state.clock.now(), &access.principal, id).await?;
+    pdf_response(&access.name, &d)
+}
+
 // ---- print ----
 
 #[derive(Template)]
@@ -629,6 +788,8 @@ pub struct PrintPage {
     pub invoice: InvoiceView,
     /// Where "back" leads (not printed).
     pub back: String,
+    /// The same invoice as a PDF.
+    pub pdf: String,
 }
 
 async fn print(
@@ -642,6 +803,7 @@ async fn print(
         organization: access.name.clone(),
         invoice: invoice_view(d),
         back: format!("/o/{}/invoices/{id}", access.slug),
+        pdf: format!("/o/{}/invoices/{id}/pdf", access.slug),
     })
 }
 

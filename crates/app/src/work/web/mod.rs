@@ -15,6 +15,7 @@ pub mod lists;
 pub mod portal;
 pub mod projects;
 pub mod tasks;
+pub mod timesheet;
 
 use std::str::FromStr;
 
@@ -32,6 +33,7 @@ pub fn routes() -> Vec<RouteDef> {
     routes.extend(invoices::routes());
     routes.extend(files::routes());
     routes.extend(lists::routes());
+    routes.extend(timesheet::routes());
     routes.extend(portal::routes());
     routes.extend(daily::routes());
     routes

@@ -12,6 +12,7 @@ use super::projects::{FileView, file_view};
 use super::{day, path_id};
 use crate::access::role::Permission as P;
 use crate::access::route::{Access, RouteDef, Surface};
+use crate::audit::Context;
 use crate::platform::http::error::AppResult;
 use crate::platform::ids::ProjectId;
 use crate::route;
@@ -27,6 +28,7 @@ pub fn routes() -> Vec<RouteDef> {
         route!(GET "/portal/{org}", Surface::Web, Access::Org(P::PortalRead), home),
         route!(GET "/portal/{org}/projects/{project}", Surface::Web, Access::Org(P::PortalRead), project),
         route!(GET "/portal/{org}/invoices/{invoice}", Surface::Web, Access::Org(P::PortalRead), invoice),
+        route!(GET "/portal/{org}/invoices/{invoice}/pdf", Surface::Web, Access::Org(P::PortalRead), invoice_pdf),
         route!(GET "/portal/{org}/files/{file}", Surface::Web, Access::Org(P::PortalRead), download),
     ]
 }
@@ -72,7 +74,7 @@ async fn home(State(state): State<AppState>, access: OrgAccess) -> AppResult<Res
             .into_iter()
             .map(|i| InvoiceRow {
                 id: i.id.to_string(),
-                title: i.number.map(|n| format!("Invoice {n}")).unwrap_or_else(|| "Invoice".into()),
+                title: format!("Invoice {}", i.title()),
                 issued: i.issue_date.to_string(),
                 due: i.due_date.to_string(),
                 total: format!("{} {}", format_minor(i.total_minor), i.currency),
@@ -141,13 +143,31 @@ async fn project(
 
 async fn invoice(
     State(state): State<AppState>,
+    ctx: Context,
     access: OrgAccess,
     Path((_, id)): Path<(String, String)>,
 ) -> AppResult<Response> {
     let id = path_id(&id)?;
-    let d = portal::invoice(&state.db, state.clock.now(), &access.principal, id).await?;
+    let d = portal::invoice(&state.db, &ctx, &access.principal, id).await?;
     let invoice: InvoiceView = invoice_view(d);
-    page(&PrintPage { organization: access.name.clone(), invoice, back: format!("/portal/{}", access.slug) })
+    page(&PrintPage {
+        organization: access.name.clone(),
+        pdf: format!("/portal/{}/invoices/{}/pdf", access.slug, invoice.id),
+        invoice,
+        back: format!("/portal/{}", access.slug),
+    })
+}
+
+/// The invoice as a PDF (opening it counts as the client viewing it, like the page).
+async fn invoice_pdf(
+    State(state): State<AppState>,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    let id = path_id(&id)?;
+    let d = portal::invoice(&state.db, &ctx, &access.principal, id).await?;
+    super::invoices::pdf_response(&access.name, &d)
 }
 
 async fn download(

@@ -507,6 +507,10 @@ pub struct ProjectPage {
     can_update: bool,
     can_delete: bool,
     can_track: bool,
+    /// The viewer's running timer when it runs on this page's work: (shown, seconds).
+    timer_here: Option<(String, i64)>,
+    /// Whether the viewer has a timer running on something else (starting here stops it).
+    timer_elsewhere: bool,
     can_files: bool,
     can_upload: bool,
     can_delete_files: bool,
@@ -713,7 +717,7 @@ pub async fn project_view(
             .into_iter()
             .map(|i| InvoiceView {
                 id: i.id.to_string(),
-                number: i.number.map(|n| format!("#{n}")).unwrap_or_else(|| "Draft".into()),
+                number: i.title(),
                 total: format!("{} {}", format_minor(i.total_minor), i.currency),
                 issued: i.issue_date.to_string(),
                 status: i.status.to_string(),
@@ -765,6 +769,8 @@ pub async fn project_view(
         can_update: p.can(P::ProjectsUpdate),
         can_delete: p.can(P::ProjectsDelete),
         can_track: p.can(P::TimeTrack),
+        timer_here: super::timesheet::timer_on(access, id.as_uuid(), None),
+        timer_elsewhere: access.running_timer.is_some(),
         can_files: p.can(P::FilesRead),
         can_upload: p.can(P::FilesUpload),
         can_delete_files: p.can(P::FilesDelete),
@@ -1056,6 +1062,19 @@ pub struct TimeForm {
     /// `project` when sent from the project's Time tab (the answer goes back there).
     #[serde(default)]
     pub from: String,
+    /// `yes`, `no`, or empty for the project's default.
+    #[serde(default)]
+    pub billable: String,
+}
+
+/// A billable choice from a form: `yes`, `no`, or empty for the project's default.
+pub fn billable_choice(raw: &str) -> AppResult<Option<bool>> {
+    match raw.trim() {
+        "" => Ok(None),
+        "yes" => Ok(Some(true)),
+        "no" => Ok(Some(false)),
+        _ => Err(AppError::field("billable", "must be yes or no")),
+    }
 }
 
 async fn record_time(
@@ -1068,13 +1087,16 @@ async fn record_time(
 ) -> AppResult<Response> {
     let id: ProjectId = path_id(&id)?;
     let result = async {
-        let minutes =
-            super::number::<i32>("minutes", &form.minutes)?.ok_or_else(|| AppError::field("minutes", "is required"))?;
+        // Typed as a duration: 1:30, 1h30m, 1.5h, 90m or minutes.
+        let minutes = crate::work::duration::parse("minutes", &form.minutes)?;
+        let billable = billable_choice(&form.billable)?;
         let spent_on = form.spent_on.trim();
         let input = TimeInput {
             project_id: id.to_string(),
             task_id: Some(form.task_id.trim().to_string()),
-            minutes,
+            minutes: Some(minutes),
+            duration: None,
+            billable,
             spent_on: (!spent_on.is_empty()).then(|| spent_on.to_string()),
             note: Some(form.note.clone()),
         };

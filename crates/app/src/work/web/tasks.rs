@@ -229,6 +229,10 @@ struct TaskPage {
     can_track: bool,
     /// Whether the viewer follows the task (its comments, moves and due date changes).
     following: bool,
+    /// The viewer's running timer when it runs on this page's work: (shown, seconds).
+    timer_here: Option<(String, i64)>,
+    /// Whether the viewer has a timer running on something else (starting here stops it).
+    timer_elsewhere: bool,
     message: Option<String>,
     errors: Vec<FieldError>,
 }
@@ -381,6 +385,8 @@ async fn task_view(
         can_delete: p.can(P::TasksDelete),
         can_track: p.can(P::TimeTrack),
         following,
+        timer_here: super::timesheet::timer_on(access, task.project_id.as_uuid(), Some(task.id.as_uuid())),
+        timer_elsewhere: access.running_timer.is_some(),
         task,
         message,
         errors,

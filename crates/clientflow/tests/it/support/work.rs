@@ -122,6 +122,13 @@ pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, S
             };
             let inv = invoices::create(db, &c, &op, &input).await.unwrap();
             invoices::transition(db, &c, &op, inv.id, invoices::InvoiceAction::Send).await.unwrap();
+            // The client's billing contact, whom sending and reminders mail.
+            let mut admin = app.db.admin_conn().await;
+            sqlx::query("UPDATE clients SET email = 'billing@fixture.test' WHERE id = $1::uuid AND email IS NULL")
+                .bind(&org.client_id)
+                .execute(&mut admin)
+                .await
+                .unwrap();
             inv.id.to_string()
         }
         "draft_invoice" => {
@@ -135,6 +142,25 @@ pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, S
                 }]),
                 ..Default::default()
             };
+            invoices::create(db, &c, &op, &input).await.unwrap().id.to_string()
+        }
+        "draft_invoice_with_time" => {
+            // A draft to the portal's client, whose project has an hour of billable, unbilled time.
+            let project = fixture_project(app, org, &op).await;
+            let member: uuid::Uuid = org.people["member"].user_id.parse().unwrap();
+            let mut admin = app.db.admin_conn().await;
+            sqlx::query(
+                "INSERT INTO time_entries (organization_id, id, project_id, user_id, minutes, spent_on, created_at, billable, rate_minor) \
+                 VALUES ($1, $2, $3, $4, 60, current_date, now(), true, 9000)",
+            )
+            .bind(org_id.as_uuid())
+            .bind(uuid::Uuid::now_v7())
+            .bind(project.as_uuid())
+            .bind(member)
+            .execute(&mut admin)
+            .await
+            .unwrap();
+            let input = invoices::InvoiceInput { client_id: org.client_id.clone(), ..Default::default() };
             invoices::create(db, &c, &op, &input).await.unwrap().id.to_string()
         }
         "file" => {

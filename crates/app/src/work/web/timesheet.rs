@@ -1,0 +1,323 @@
+//! Time pages beyond the lists: the timer's start and stop, a person's week (Monday to Sunday,
+//! totals per day and per project), totals per project and per client over a range, and the
+//! CSV export of a range.
+
+use std::collections::BTreeMap;
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use time::{Date, Duration};
+
+use super::duration;
+use crate::access::role::Permission as P;
+use crate::access::route::{Access, RouteDef, Surface};
+use crate::audit::Context;
+use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::ids::UserId;
+use crate::route;
+use crate::state::AppState;
+use crate::tenancy::guard::OrgAccess;
+use crate::tenancy::web::{OrgNav, page};
+use crate::work::invoices::format_minor;
+use crate::work::time_entries::{self, ReportRow};
+use crate::work::timers::{self, TimerStart};
+use crate::work::{fields, org_today};
+
+pub fn routes() -> Vec<RouteDef> {
+    vec![
+        route!(POST "/o/{org}/timer/start", Surface::Web, Access::Org(P::TimeTrack), start),
+        route!(POST "/o/{org}/timer/stop", Surface::Web, Access::Org(P::TimeTrack), stop),
+        route!(GET "/o/{org}/time/week", Surface::Web, Access::Org(P::ProjectsRead), week),
+        route!(GET "/o/{org}/time/report", Surface::Web, Access::Org(P::ProjectsRead), report),
+        route!(GET "/o/{org}/time/export.csv", Surface::Web, Access::Org(P::ProjectsRead), export),
+    ]
+}
+
+/// The viewer's running timer when it runs on `project` (and `task`, or no task when `None`
+/// on a project's page): (shown elapsed, seconds).
+pub fn timer_on(access: &OrgAccess, project: uuid::Uuid, task: Option<uuid::Uuid>) -> Option<(String, i64)> {
+    access
+        .running_timer
+        .as_ref()
+        .filter(|t| t.project_id == project && (task.is_none() || t.task_id == task))
+        .map(|t| (timers::clock(t.elapsed_seconds), t.elapsed_seconds))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StartForm {
+    #[serde(default)]
+    project_id: String,
+    #[serde(default)]
+    task_id: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// Where a timer's work is shown.
+fn timer_page(slug: &str, project: &str, task: Option<&str>) -> String {
+    match task {
+        Some(t) => format!("/o/{slug}/tasks/{t}#timer"),
+        None => format!("/o/{slug}/projects/{project}/time#timer"),
+    }
+}
+
+async fn start(
+    State(state): State<AppState>,
+    ctx: Context,
+    access: OrgAccess,
+    Form(form): Form<StartForm>,
+) -> AppResult<Response> {
+    let input = TimerStart {
+        project_id: form.project_id.trim().to_string(),
+        task_id: Some(form.task_id.trim().to_string()),
+        note: Some(form.note),
+    };
+    let (timer, _) = match timers::start(&state.db, &ctx, &access.principal, &input).await {
+        // A project or task the viewer can't see is simply not found.
+        Err(AppError::Validation(v)) if v.iter().any(|f| f.field == "project_id" || f.field == "task_id") => {
+            return Err(AppError::NotFound);
+        }
+        other => other?,
+    };
+    let task = timer.task_id.map(|t| t.to_string());
+    Ok(Redirect::to(&timer_page(&access.slug, &timer.project_id.to_string(), task.as_deref())).into_response())
+}
+
+async fn stop(State(state): State<AppState>, ctx: Context, access: OrgAccess) -> AppResult<Response> {
+    let stopped = match timers::stop(&state.db, &ctx, &access.principal).await {
+        Ok(s) => s,
+        // Stopped already (in another tab): the week shows what it recorded.
+        Err(AppError::Conflict(_)) => {
+            return Ok(Redirect::to(&format!("/o/{}/time/week", access.slug)).into_response());
+        }
+        Err(e) => return Err(e),
+    };
+    let task = stopped.timer.task_id.map(|t| t.to_string());
+    Ok(Redirect::to(&timer_page(&access.slug, &stopped.timer.project_id.to_string(), task.as_deref())).into_response())
+}
+
+// ---- week ----
+
+#[derive(Deserialize, Default)]
+struct WeekQuery {
+    /// Any day of the week (default: today).
+    #[serde(default)]
+    week: String,
+    /// Whose week (managers and up; default: one's own).
+    #[serde(default)]
+    person: String,
+}
+
+struct WeekRow {
+    project_id: String,
+    project: String,
+    days: Vec<String>,
+    total: String,
+}
+
+#[derive(Template)]
+#[template(path = "work/time_week.html")]
+struct WeekPage {
+    org: OrgNav,
+    days: Vec<(String, String)>,
+    rows: Vec<WeekRow>,
+    day_totals: Vec<String>,
+    total: String,
+    prev: String,
+    next: String,
+    this_week: String,
+    person: String,
+    people: Vec<(String, String)>,
+    whose: String,
+}
+
+/// Whether the viewer may look at other people's time (managers and up).
+fn sees_others(access: &OrgAccess) -> bool {
+    access.principal.can(P::ProjectsUpdate)
+}
+
+async fn week(State(state): State<AppState>, access: OrgAccess, Query(q): Query<WeekQuery>) -> AppResult<Response> {
+    let p = &access.principal;
+    let me = p.user_id().ok_or(AppError::NotFound)?;
+    let day = fields::date_or_empty("week", &q.week)?;
+    let person: UserId = match fields::id_or_empty::<UserId>("person", &q.person)? {
+        Some(u) if u != me && !sees_others(&access) => {
+            return Err(AppError::Forbidden("Your role shows only your own week.".into()));
+        }
+        Some(u) => u,
+        None => me,
+    };
+    let today = {
+        let mut tx = crate::access::OrgTx::begin(&state.db, p).await?;
+        let t = org_today(&mut tx, state.clock.now()).await?;
+        tx.commit().await?;
+        t
+    };
+    let day = day.unwrap_or(today);
+    let monday = day - Duration::days(day.weekday().number_days_from_monday().into());
+    let sunday = monday + Duration::days(6);
+    let rows = time_entries::in_range(&state.db, p, monday, sunday, Some(person)).await?;
+    let mut per_project: BTreeMap<(String, String), [i64; 7]> = BTreeMap::new();
+    let mut day_totals = [0i64; 7];
+    for r in &rows {
+        let i = (r.spent_on - monday).whole_days() as usize;
+        per_project.entry((r.project_name.clone(), r.project_id.to_string())).or_default()[i] += i64::from(r.minutes);
+        day_totals[i] += i64::from(r.minutes);
+    }
+    let show = |m: i64| if m == 0 { String::new() } else { duration(m) };
+    let people = if sees_others(&access) {
+        super::projects::people(&state, &access)
+            .await?
+            .into_iter()
+            .filter(|m| m.role != crate::access::role::Role::Client)
+            .map(|m| (m.user_id.to_string(), super::projects::name_of(&m)))
+            .collect()
+    } else {
+        vec![]
+    };
+    let whose = if person == me {
+        "Your week".to_string()
+    } else {
+        let name = people.iter().find(|(id, _)| *id == person.to_string()).map(|(_, n)| n.clone());
+        format!("Week of {}", name.unwrap_or_else(|| "a former member".into()))
+    };
+    let link = |d: Date| {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair("week", &d.to_string());
+        if person != me {
+            q.append_pair("person", &person.to_string());
+        }
+        format!("/o/{}/time/week?{}", access.slug, q.finish())
+    };
+    page(&WeekPage {
+        org: OrgNav::of(&access),
+        days: (0..7)
+            .map(|i| {
+                let d = monday + Duration::days(i);
+                (format!("{} {}", &d.weekday().to_string()[..3], d.day()), d.to_string())
+            })
+            .collect(),
+        rows: per_project
+            .into_iter()
+            .map(|((name, id), days)| WeekRow {
+                project_id: id,
+                project: name,
+                total: duration(days.iter().sum()),
+                days: days.iter().map(|m| show(*m)).collect(),
+            })
+            .collect(),
+        day_totals: day_totals.iter().map(|m| show(*m)).collect(),
+        total: duration(day_totals.iter().sum()),
+        prev: link(monday - Duration::days(7)),
+        next: link(monday + Duration::days(7)),
+        this_week: format!("{monday} – {sunday}"),
+        person: if person == me { String::new() } else { person.to_string() },
+        people,
+        whose,
+    })
+}
+
+// ---- report and export ----
+
+#[derive(Deserialize, Default)]
+struct RangeQuery {
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
+}
+
+/// The range asked for; by default the current month up to today.
+async fn range(state: &AppState, access: &OrgAccess, q: &RangeQuery) -> AppResult<(Date, Date)> {
+    let from = fields::date_or_empty("from", &q.from)?;
+    let to = fields::date_or_empty("to", &q.to)?;
+    let today = {
+        let mut tx = crate::access::OrgTx::begin(&state.db, &access.principal).await?;
+        let t = org_today(&mut tx, state.clock.now()).await?;
+        tx.commit().await?;
+        t
+    };
+    let to = to.unwrap_or(today);
+    let from = from.unwrap_or_else(|| to.replace_day(1).unwrap_or(to));
+    Ok((from, to))
+}
+
+struct TotalRow {
+    name: String,
+    href: String,
+    hours: String,
+    billable: String,
+    amount: String,
+}
+
+#[derive(Template)]
+#[template(path = "work/time_report.html")]
+struct ReportPage {
+    org: OrgNav,
+    from: String,
+    to: String,
+    projects: Vec<TotalRow>,
+    clients: Vec<TotalRow>,
+    total: String,
+    export: String,
+    capped: bool,
+}
+
+fn totals(rows: &[ReportRow], key: impl Fn(&ReportRow) -> (String, String)) -> Vec<TotalRow> {
+    let mut by: BTreeMap<(String, String), (i64, i64, i64)> = BTreeMap::new();
+    for r in rows {
+        let t = by.entry(key(r)).or_default();
+        t.0 += i64::from(r.minutes);
+        if r.billable {
+            t.1 += i64::from(r.minutes);
+        }
+        t.2 += r.amount_minor();
+    }
+    by.into_iter()
+        .map(|((name, href), (all, billable, amount))| TotalRow {
+            name,
+            href,
+            hours: duration(all),
+            billable: duration(billable),
+            amount: format_minor(amount),
+        })
+        .collect()
+}
+
+async fn report(State(state): State<AppState>, access: OrgAccess, Query(q): Query<RangeQuery>) -> AppResult<Response> {
+    let (from, to) = range(&state, &access, &q).await?;
+    let rows = time_entries::in_range(&state.db, &access.principal, from, to, None).await?;
+    let slug = &access.slug;
+    let projects = totals(&rows, |r| (r.project_name.clone(), format!("/o/{slug}/projects/{}/time", r.project_id)));
+    let clients = totals(&rows, |r| match (&r.client_name, r.client_id) {
+        (Some(n), Some(c)) => (n.clone(), format!("/o/{slug}/clients/{c}")),
+        _ => ("No client".into(), String::new()),
+    });
+    page(&ReportPage {
+        org: OrgNav::of(&access),
+        from: from.to_string(),
+        to: to.to_string(),
+        total: duration(rows.iter().map(|r| i64::from(r.minutes)).sum()),
+        capped: rows.len() as i64 >= time_entries::REPORT_CAP,
+        export: format!("/o/{slug}/time/export.csv?from={from}&to={to}"),
+        projects,
+        clients,
+    })
+}
+
+async fn export(State(state): State<AppState>, access: OrgAccess, Query(q): Query<RangeQuery>) -> AppResult<Response> {
+    let (from, to) = range(&state, &access, &q).await?;
+    let rows = time_entries::in_range(&state.db, &access.principal, from, to, None).await?;
+    let body = time_entries::to_csv(&rows).map_err(AppError::internal)?;
+    let mut res = body.into_response();
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    let disposition = format!("attachment; filename=\"time-{from}-{to}.csv\"");
+    res.headers_mut()
+        .insert(header::CONTENT_DISPOSITION, HeaderValue::from_str(&disposition).map_err(AppError::internal)?);
+    Ok(res)
+}

@@ -1,0 +1,571 @@
+//! Time that bills: durations as people type them, rates resolved and kept on the entry, the
+//! timer (one per person, under races too), time turned into invoice lines exactly once (two
+//! concurrent requests: one wins), yearly invoice numbers under concurrent sends, payment terms,
+//! the week and totals pages, the CSV export's formula neutralisation, and "viewed" recorded
+//! only when the client opens an invoice.
+
+use clientflow::access;
+use clientflow::work::invoices;
+use clientflow_test_support::TestApp;
+use clientflow_test_support::browser::location;
+use futures::future::join_all;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::support::api::{Tenant, api_key, count, ctx, delete, get, patch, post, tenant};
+use crate::support::orgs::{Org, org_with_every_role};
+
+async fn sql(app: &TestApp, statement: &str, binds: &[Uuid]) {
+    let mut db = app.db.admin_conn().await;
+    let mut q = sqlx::query(statement);
+    for b in binds {
+        q = q.bind(*b);
+    }
+    q.execute(&mut db).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
+}
+
+async fn manager_key(app: &TestApp, t: &Tenant) -> String {
+    api_key(app, t, "manager", None).await.1
+}
+
+/// A project of the tenant's client, named.
+async fn client_project(app: &TestApp, t: &Tenant, name: &str) -> Uuid {
+    let id = Uuid::now_v7();
+    let mut db = app.db.admin_conn().await;
+    sqlx::query("INSERT INTO projects (organization_id, id, client_id, name) VALUES ($1, $2, $3, $4)")
+        .bind(t.org.id)
+        .bind(id)
+        .bind(t.org.client)
+        .bind(name)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    id
+}
+
+async fn record(app: &TestApp, key: &str, project: Uuid, duration: &str) -> Value {
+    let res = post(app, "/api/v1/time-entries", key, json!({"project_id": project, "duration": duration})).await;
+    assert_eq!(res.status, 201, "{duration}: {}", res.body);
+    res.body["data"].clone()
+}
+
+#[tokio::test]
+async fn durations_parse_everywhere_and_rates_resolve_from_the_most_specific() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "rates").await;
+    let key = manager_key(&app, &t).await;
+    let project = t.org.project;
+    for (typed, minutes) in
+        [("1:30", 90), ("1h30m", 90), ("1h", 60), ("90m", 90), ("1.5h", 90), ("1,5h", 90), ("45", 45)]
+    {
+        assert_eq!(record(&app, &key, project.as_uuid(), typed).await["minutes"], minutes, "{typed}");
+    }
+    for bad in ["0", "0:00", "-1h", "25h", "24:01", "1441m", "abc", "1.5", "1h75m", "", "1\u{0}h"] {
+        let res = post(&app, "/api/v1/time-entries", &key, json!({"project_id": project, "duration": bad})).await;
+        res.assert_problem_field(422, "duration");
+    }
+    let res =
+        post(&app, "/api/v1/time-entries", &key, json!({"project_id": project, "minutes": 5, "duration": "1h"})).await;
+    res.assert_problem_field(422, "duration");
+    post(&app, "/api/v1/time-entries", &key, json!({"project_id": project})).await.assert_problem_field(422, "minutes");
+
+    // Rates: nothing set, then the organization's, the client's, the project's, the person's
+    // on the project; each entry keeps the rate of its moment.
+    let rate = |e: &Value| e["rate_minor"].as_i64();
+    assert_eq!(rate(&record(&app, &key, project.as_uuid(), "1h").await), None);
+    sql(&app, "UPDATE organizations SET hourly_rate_minor = 5000 WHERE id = $1", &[t.org.id.as_uuid()]).await;
+    let org_rate = record(&app, &key, project.as_uuid(), "1h").await;
+    assert_eq!(rate(&org_rate), Some(5000));
+    sql(&app, "UPDATE clients SET hourly_rate_minor = 8000 WHERE id = $1", &[t.org.client.as_uuid()]).await;
+    assert_eq!(rate(&record(&app, &key, project.as_uuid(), "1h").await), Some(8000));
+    sql(&app, "UPDATE projects SET hourly_rate_minor = 9000 WHERE id = $1", &[project.as_uuid()]).await;
+    assert_eq!(rate(&record(&app, &key, project.as_uuid(), "1h").await), Some(9000));
+    sql(
+        &app,
+        "INSERT INTO project_members (organization_id, project_id, user_id, added_at, hourly_rate_minor) \
+         VALUES ($1, $2, $3, now(), 9500)",
+        &[t.org.id.as_uuid(), project.as_uuid(), t.admin],
+    )
+    .await;
+    let personal = record(&app, &key, project.as_uuid(), "1h").await;
+    assert_eq!(rate(&personal), Some(9500));
+    // History stays: the entry at the organization's rate still says 5000.
+    assert_eq!(
+        get(&app, &format!("/api/v1/time-entries/{}", org_rate["id"].as_str().unwrap()), &key).await.body["data"]["rate_minor"],
+        5000
+    );
+    // Billable follows the project unless the entry says otherwise.
+    assert_eq!(personal["billable"], true);
+    sql(&app, "UPDATE projects SET billable = false WHERE id = $1", &[project.as_uuid()]).await;
+    assert_eq!(record(&app, &key, project.as_uuid(), "1h").await["billable"], false);
+    let res =
+        post(&app, "/api/v1/time-entries", &key, json!({"project_id": project, "duration": "1h", "billable": true}))
+            .await;
+    assert_eq!(res.body["data"]["billable"], true, "{}", res.body);
+    // Durations in edits too.
+    let id = res.body["data"]["id"].as_str().unwrap().to_string();
+    let res = patch(&app, &format!("/api/v1/time-entries/{id}"), &key, json!({"duration": "2:15"})).await;
+    assert_eq!(res.body["data"]["minutes"], 135, "{}", res.body);
+    patch(&app, &format!("/api/v1/time-entries/{id}"), &key, json!({"duration": "0m"}))
+        .await
+        .assert_problem_field(422, "duration");
+}
+
+#[tokio::test]
+async fn one_timer_per_person_and_stopping_records_the_time() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "timers").await;
+    let key = manager_key(&app, &t).await;
+    let project = t.org.project.as_uuid();
+    let other = client_project(&app, &t, "Other").await;
+    assert_eq!(get(&app, "/api/v1/timer", &key).await.body["data"], Value::Null);
+    let res = post(&app, "/api/v1/timer/start", &key, json!({"project_id": project, "note": "Design"})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(get(&app, "/api/v1/timer", &key).await.body["data"]["note"], "Design");
+    app.clock.advance(time::Duration::minutes(25));
+    // A second start stops the first, recording its 25 minutes.
+    let res = post(&app, "/api/v1/timer/start", &key, json!({"project_id": other})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let recorded: i64 = count(&app, "SELECT count(*) FROM time_entries WHERE minutes = 25 AND note = 'Design'").await;
+    assert_eq!(recorded, 1);
+    app.clock.advance(time::Duration::minutes(61));
+    let res = post(&app, "/api/v1/timer/stop", &key, json!({})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(res.body["data"]["entry"]["minutes"], 61);
+    assert_eq!(res.body["data"]["entry"]["project_id"], json!(other));
+    post(&app, "/api/v1/timer/stop", &key, json!({})).await.assert_problem(409);
+    // Unknown or foreign projects are the field's fault.
+    post(&app, "/api/v1/timer/start", &key, json!({"project_id": Uuid::now_v7()}))
+        .await
+        .assert_problem_field(422, "project_id");
+
+    // Racing starts: every answer is a start or a clear 409, and one timer runs.
+    let starts = (0..12).map(|_| post(&app, "/api/v1/timer/start", &key, json!({"project_id": project})));
+    let answers = join_all(starts).await;
+    for a in &answers {
+        assert!(a.status == 200 || a.status == 409, "{} {}", a.status, a.body);
+    }
+    assert!(answers.iter().any(|a| a.status == 200));
+    let running = count(&app, "SELECT count(*) FROM timers WHERE stopped_at IS NULL").await;
+    assert_eq!(running, 1);
+    // The index itself refuses a second running timer, whatever the code does.
+    let mut db = app.db.admin_conn().await;
+    let e = sqlx::query(
+        "INSERT INTO timers (organization_id, id, user_id, project_id, started_at) VALUES ($1, $2, $3, $4, now())",
+    )
+    .bind(t.org.id)
+    .bind(Uuid::now_v7())
+    .bind(t.admin)
+    .bind(project)
+    .execute(&mut db)
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("timers_one_running"), "{e}");
+}
+
+async fn draft(app: &TestApp, key: &str, t: &Tenant) -> String {
+    let res = post(app, "/api/v1/invoices", key, json!({"client_id": t.org.client})).await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    res.body["data"]["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn time_is_billed_once_even_by_concurrent_requests_and_released_by_voiding() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "billing-time").await;
+    let key = manager_key(&app, &t).await;
+    sql(&app, "UPDATE clients SET hourly_rate_minor = 10000 WHERE id = $1", &[t.org.client.as_uuid()]).await;
+    let project = t.org.project.as_uuid();
+
+    // Two requests, two drafts, the same entry: one wins, the other writes nothing.
+    for round in 0..4 {
+        let entry = record(&app, &key, project, "1h").await["id"].as_str().unwrap().to_string();
+        let (a, b) = (draft(&app, &key, &t).await, draft(&app, &key, &t).await);
+        let body = json!({"entry_ids": [entry], "group": "entry"});
+        let (path_a, path_b) = (format!("/api/v1/invoices/{a}/time"), format!("/api/v1/invoices/{b}/time"));
+        let (ra, rb) = futures::join!(post(&app, &path_a, &key, body.clone()), post(&app, &path_b, &key, body.clone()));
+        let mut statuses = [ra.status, rb.status];
+        statuses.sort();
+        assert_eq!(statuses, [200, 409], "round {round}: {} / {}", ra.body, rb.body);
+        let (winner, loser, won) = if ra.status == 200 { (&a, &b, &ra) } else { (&b, &a, &rb) };
+        assert_eq!(won.body["data"]["total_minor"], 10000, "{}", won.body);
+        assert_eq!(won.body["data"]["lines"].as_array().unwrap().len(), 1);
+        let lost = get(&app, &format!("/api/v1/invoices/{loser}"), &key).await;
+        assert_eq!(
+            (lost.body["data"]["total_minor"].as_i64(), lost.body["data"]["lines"].as_array().map(Vec::len)),
+            (Some(0), Some(0))
+        );
+        let billed = get(&app, &format!("/api/v1/time-entries/{entry}"), &key).await;
+        assert_eq!(billed.body["data"]["invoice_id"], json!(winner));
+        // Billed time is fixed.
+        patch(&app, &format!("/api/v1/time-entries/{entry}"), &key, json!({"note": "changed"}))
+            .await
+            .assert_problem(409);
+        delete(&app, &format!("/api/v1/time-entries/{entry}"), &key).await.assert_problem(409);
+        // Deleting the draft (round 0) or voiding it (the others) releases it.
+        if round == 0 {
+            assert_eq!(delete(&app, &format!("/api/v1/invoices/{winner}"), &key).await.status, 204);
+        } else {
+            assert_eq!(post(&app, &format!("/api/v1/invoices/{winner}/void"), &key, json!({})).await.status, 200);
+        }
+        let released = get(&app, &format!("/api/v1/time-entries/{entry}"), &key).await;
+        assert_eq!(released.body["data"]["invoice_id"], Value::Null, "round {round}");
+        assert_eq!(delete(&app, &format!("/api/v1/time-entries/{entry}"), &key).await.status, 204);
+        delete(&app, &format!("/api/v1/invoices/{loser}"), &key).await;
+    }
+
+    // Everything matching a filter, one line per task and rate: 30 + 45 minutes at 100.00.
+    let old = record(&app, &key, project, "2h").await;
+    sql(
+        &app,
+        "UPDATE time_entries SET spent_on = '2020-01-01' WHERE id = $1",
+        &[old["id"].as_str().unwrap().parse().unwrap()],
+    )
+    .await;
+    record(&app, &key, project, "30m").await;
+    record(&app, &key, project, "0:45").await;
+    let unbillable =
+        post(&app, "/api/v1/time-entries", &key, json!({"project_id": project, "duration": "3h", "billable": false}))
+            .await;
+    assert_eq!(unbillable.status, 201);
+    let inv = draft(&app, &key, &t).await;
+    let res = post(&app, &format!("/api/v1/invoices/{inv}/time"), &key, json!({"from": "2021-01-01"})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let lines = res.body["data"]["lines"].as_array().unwrap().clone();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!((lines[0]["quantity_milli"].as_i64(), lines[0]["amount_minor"].as_i64()), (Some(1250), Some(12500)));
+    // Nothing left in that range: a clear 409.
+    let res = post(&app, &format!("/api/v1/invoices/{inv}/time"), &key, json!({"from": "2021-01-01"})).await;
+    res.assert_problem(409);
+    // Editing the draft's notes keeps its lines and their time.
+    assert_eq!(patch(&app, &format!("/api/v1/invoices/{inv}"), &key, json!({"notes": "Thanks"})).await.status, 200);
+    assert_eq!(count(&app, "SELECT count(*) FROM time_entries WHERE invoice_id IS NOT NULL").await, 2);
+    // A sent invoice takes no more time.
+    assert_eq!(post(&app, &format!("/api/v1/invoices/{inv}/send"), &key, json!({})).await.status, 200);
+    post(&app, &format!("/api/v1/invoices/{inv}/time"), &key, json!({})).await.assert_problem(409);
+    // Bad filters name their field.
+    let other = draft(&app, &key, &t).await;
+    post(&app, &format!("/api/v1/invoices/{other}/time"), &key, json!({"group": "month"}))
+        .await
+        .assert_problem_field(422, "group");
+    post(&app, &format!("/api/v1/invoices/{other}/time"), &key, json!({"from": "2026-02-01", "to": "2026-01-01"}))
+        .await
+        .assert_problem_field(422, "to");
+    post(&app, &format!("/api/v1/invoices/{other}/time"), &key, json!({"entry_ids": ["nope"]}))
+        .await
+        .assert_problem_field(422, "entry_ids[0]");
+}
+
+#[tokio::test]
+async fn invoice_numbers_are_a_gapless_yearly_sequence_under_concurrent_sends() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "numbers").await;
+    let key = manager_key(&app, &t).await;
+    let year = app.clock.now_utc().year();
+    let line = json!([{"description": "Work", "quantity_milli": 1000, "unit_price_minor": 100}]);
+    let mut drafts = Vec::new();
+    for _ in 0..10 {
+        let res = post(&app, "/api/v1/invoices", &key, json!({"client_id": t.org.client, "lines": line})).await;
+        drafts.push(res.body["data"]["id"].as_str().unwrap().to_string());
+    }
+    let paths: Vec<String> = drafts.iter().map(|d| format!("/api/v1/invoices/{d}/send")).collect();
+    let sends = paths.iter().map(|p| post(&app, p, &key, json!({})));
+    let answers = join_all(sends).await;
+    let mut references: Vec<String> = answers
+        .iter()
+        .map(|a| {
+            assert_eq!(a.status, 200, "{}", a.body);
+            a.body["data"]["reference"].as_str().unwrap().to_string()
+        })
+        .collect();
+    references.sort();
+    let expected: Vec<String> = (1..=10).map(|n| format!("INV-{year}-{n:04}")).collect();
+    assert_eq!(references, expected);
+    // The prefix is the organization's; the sequence goes on.
+    sql(&app, "UPDATE organizations SET invoice_prefix = 'ACME' WHERE id = $1", &[t.org.id.as_uuid()]).await;
+    let res = post(&app, "/api/v1/invoices", &key, json!({"client_id": t.org.client, "lines": line})).await;
+    let id = res.body["data"]["id"].as_str().unwrap().to_string();
+    let sent = post(&app, &format!("/api/v1/invoices/{id}/send"), &key, json!({})).await;
+    assert_eq!(sent.body["data"]["reference"], format!("ACME-{year}-0011"));
+    // A new year starts again at 1.
+    app.clock.advance(time::Duration::days(366));
+    let res = post(&app, "/api/v1/invoices", &key, json!({"client_id": t.org.client, "lines": line})).await;
+    let id = res.body["data"]["id"].as_str().unwrap().to_string();
+    let sent = post(&app, &format!("/api/v1/invoices/{id}/send"), &key, json!({})).await;
+    assert_eq!(sent.body["data"]["reference"], format!("ACME-{}-0001", year + 1));
+
+    // Payment terms: given, the organization's, or a due date instead (not both).
+    let res = post(
+        &app,
+        "/api/v1/invoices",
+        &key,
+        json!({"client_id": t.org.client, "issue_date": "2026-03-01", "payment_terms_days": 14}),
+    )
+    .await;
+    assert_eq!(
+        (res.body["data"]["due_date"].as_str(), res.body["data"]["payment_terms_days"].as_i64()),
+        (Some("2026-03-15"), Some(14))
+    );
+    sql(&app, "UPDATE organizations SET payment_terms_days = 7 WHERE id = $1", &[t.org.id.as_uuid()]).await;
+    let res =
+        post(&app, "/api/v1/invoices", &key, json!({"client_id": t.org.client, "issue_date": "2026-03-01"})).await;
+    assert_eq!(res.body["data"]["due_date"], "2026-03-08");
+    post(
+        &app,
+        "/api/v1/invoices",
+        &key,
+        json!({"client_id": t.org.client, "due_date": "2026-04-01", "payment_terms_days": 14}),
+    )
+    .await
+    .assert_problem_field(422, "payment_terms_days");
+    post(&app, "/api/v1/invoices", &key, json!({"client_id": t.org.client, "payment_terms_days": 400}))
+        .await
+        .assert_problem_field(422, "payment_terms_days");
+}
+
+/// A project of the organization's client with the Member in it, and entries whose notes look
+/// like spreadsheet formulas.
+async fn web_fixture(app: &TestApp, org: &Org) -> Uuid {
+    let org_id: Uuid = org.id.parse().unwrap();
+    let client: Uuid = org.client_id.parse().unwrap();
+    let member: Uuid = org.people["member"].user_id.parse().unwrap();
+    let project = Uuid::now_v7();
+    sql(
+        app,
+        "INSERT INTO projects (organization_id, id, client_id, name) VALUES ($1, $2, $3, 'Formula project')",
+        &[org_id, project, client],
+    )
+    .await;
+    sql(
+        app,
+        "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())",
+        &[org_id, project, member],
+    )
+    .await;
+    let mut db = app.db.admin_conn().await;
+    for note in ["=HYPERLINK(\"http://evil\")", "+SUM(A1)", "-2+3", "@cmd", "\tTabbed", "\rReturn", "Plain note"] {
+        sqlx::query(
+            "INSERT INTO time_entries (organization_id, id, project_id, user_id, minutes, spent_on, note, created_at, billable, rate_minor) \
+             VALUES ($1, $2, $3, $4, 30, $5, $6, now(), true, 6000)",
+        )
+        .bind(org_id)
+        .bind(Uuid::now_v7())
+        .bind(project)
+        .bind(member)
+        .bind(app.clock.now_utc().date())
+        .bind(note)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    }
+    project
+}
+
+#[tokio::test]
+async fn csv_export_neutralises_formulas_and_time_pages_answer_by_role() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "csvco").await;
+    let project = web_fixture(&app, &org).await;
+    let slug = org.slug.clone();
+    let today = app.clock.now_utc().date();
+    let export = format!("/o/{slug}/time/export.csv?from={today}&to={today}");
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let res = owner.get(&export).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let body = res.text().await.unwrap();
+    for neutral in ["'=HYPERLINK", "'+SUM(A1)", "'-2+3", "'@cmd", "'\tTabbed", "'\rReturn", "Plain note"] {
+        assert!(body.contains(neutral), "{neutral:?} missing in {body}");
+    }
+    for cell in body.lines().flat_map(|l| l.split(',')) {
+        let cell = cell.trim_start_matches('"');
+        assert!(!cell.starts_with(['=', '+', '@']), "a formula cell: {cell:?}");
+    }
+    assert_eq!(body.lines().count(), 8, "{body}");
+    let (status, html) = owner.page(&format!("/o/{slug}/time/report?from={today}&to={today}")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Formula project") && html.contains("3h 30m") && html.contains("210.00"), "{html}");
+    let member_id = org.people["member"].user_id.clone();
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let (status, html) = owner.page(&format!("/o/{slug}/time/week?person={member_id}&week={today}")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Formula project") && html.contains("3h 30m"), "{html}");
+    // A Member sees their own week, not someone else's; a Client none of it.
+    let owner_id = org.people["owner"].user_id.clone();
+    let member = &mut org.people.get_mut("member").unwrap().browser;
+    assert_eq!(member.page(&format!("/o/{slug}/time/week")).await.0, 200);
+    assert_eq!(member.get(&format!("/o/{slug}/time/week?person={owner_id}")).await.status(), 403);
+    assert_eq!(member.get(&export).await.status(), 200);
+    let client = &mut org.people.get_mut("client").unwrap().browser;
+    assert_eq!(client.get(&export).await.status(), 403);
+    assert_eq!(client.get(&format!("/o/{slug}/time/week")).await.status(), 403);
+    // Another organization's member gets nothing of this one.
+    let mut other = org_with_every_role(&app, "othercsv").await;
+    let stranger = &mut other.people.get_mut("owner").unwrap().browser;
+    assert_eq!(stranger.get(&export).await.status(), 404);
+
+    // The timer from the web: start on the project, see it in the navigation, stop it.
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let res = owner
+        .submit(
+            &format!("/o/{slug}/projects/{project}/time"),
+            &format!("/o/{slug}/timer/start"),
+            &[("project_id", &project.to_string()), ("note", "From the web")],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), format!("/o/{slug}/projects/{project}/time#timer"));
+    app.clock.advance(time::Duration::minutes(20));
+    let (_, html) = owner.page(&format!("/o/{slug}/time")).await;
+    assert!(html.contains("timer-running") && html.contains("0:20:00"), "{html}");
+    let (_, html) = owner.page(&format!("/o/{slug}/projects/{project}/time")).await;
+    assert!(html.contains("Stop timer"), "{html}");
+    let res = owner.submit(&format!("/o/{slug}/projects/{project}/time"), &format!("/o/{slug}/timer/stop"), &[]).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(count(&app, "SELECT count(*) FROM time_entries WHERE note = 'From the web' AND minutes = 20").await, 1);
+    // Durations typed into the web form.
+    let res = owner
+        .submit(
+            &format!("/o/{slug}/projects/{project}/time"),
+            &format!("/o/{slug}/projects/{project}/time"),
+            &[("from", "project"), ("minutes", "1,5h"), ("note", "Typed")],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(count(&app, "SELECT count(*) FROM time_entries WHERE note = 'Typed' AND minutes = 90").await, 1);
+    let res = owner
+        .submit(
+            &format!("/o/{slug}/projects/{project}/time"),
+            &format!("/o/{slug}/projects/{project}/time"),
+            &[("from", "project"), ("minutes", "25h")],
+        )
+        .await;
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("at most 24 hours"));
+}
+
+/// Whether the invoice has `viewed_at`, and how many `invoice.viewed` audit events name it.
+async fn viewed(app: &TestApp, id: Uuid) -> (bool, i64) {
+    let mut db = app.db.admin_conn().await;
+    let (at, events): (Option<time::OffsetDateTime>, i64) = sqlx::query_as(
+        "SELECT viewed_at, (SELECT count(*) FROM audit_events WHERE action = 'invoice.viewed' AND target_id = $2) \
+         FROM invoices WHERE id = $1",
+    )
+    .bind(id)
+    .bind(id.to_string())
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    (at.is_some(), events)
+}
+
+#[tokio::test]
+async fn viewed_is_recorded_when_the_client_opens_the_invoice_and_not_when_staff_do() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "viewedco").await;
+    let org_id = org.id.parse().unwrap();
+    let op = access::operator(&app.app_db, &crate::support::operator(), org_id, "test").await.unwrap().unwrap();
+    let c = ctx(&app);
+    let input = invoices::InvoiceInput {
+        client_id: org.client_id.clone(),
+        lines: Some(vec![invoices::LineInput {
+            description: "Work".into(),
+            quantity_milli: 1000,
+            unit_price_minor: 100,
+        }]),
+        ..Default::default()
+    };
+    let draft = invoices::create(&app.app_db, &c, &op, &input).await.unwrap();
+    let sent = invoices::create(&app.app_db, &c, &op, &input).await.unwrap();
+    invoices::transition(&app.app_db, &c, &op, sent.id, invoices::InvoiceAction::Send).await.unwrap();
+    let slug = org.slug.clone();
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    assert_eq!(owner.page(&format!("/o/{slug}/invoices/{}", sent.id)).await.0, 200);
+    assert_eq!(owner.page(&format!("/o/{slug}/invoices/{}/print", sent.id)).await.0, 200);
+    assert_eq!(viewed(&app, sent.id.as_uuid()).await, (false, 0));
+    let client = &mut org.people.get_mut("client").unwrap().browser;
+    let (status, html) = client.page(&format!("/portal/{slug}/invoices/{}", sent.id)).await;
+    assert_eq!(status, 200);
+    assert!(html.contains(&format!("INV-{}-0001", app.clock.now_utc().year())), "{html}");
+    assert_eq!(viewed(&app, sent.id.as_uuid()).await, (true, 1));
+    client.page(&format!("/portal/{slug}/invoices/{}", sent.id)).await;
+    assert_eq!(viewed(&app, sent.id.as_uuid()).await, (true, 1), "recorded once");
+    // The Owners and Admins are told, once; nobody else.
+    let told: Vec<String> = sqlx::query_scalar(
+        "SELECT m.role FROM notifications n JOIN memberships m \
+           ON m.organization_id = n.organization_id AND m.user_id = n.recipient_id \
+         WHERE n.kind = 'invoice_viewed' ORDER BY m.role",
+    )
+    .fetch_all(&mut app.db.admin_conn().await)
+    .await
+    .unwrap();
+    assert_eq!(told, vec!["admin".to_string(), "owner".to_string()]);
+    // A draft is not the client's to open.
+    assert_eq!(client.get(&format!("/portal/{slug}/invoices/{}", draft.id)).await.status(), 404);
+    assert_eq!(viewed(&app, draft.id.as_uuid()).await, (false, 0));
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let (_, html) = owner.page(&format!("/o/{slug}/invoices/{}", sent.id)).await;
+    assert!(html.contains("Viewed by the client"), "{html}");
+
+    // The PDF: the same document for staff and for the client, never a draft for the client.
+    let reference = format!("INV-{}-0001", app.clock.now_utc().year());
+    let res = owner.get(&format!("/o/{slug}/invoices/{}/pdf", sent.id)).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/pdf");
+    let staff_pdf = res.bytes().await.unwrap().to_vec();
+    let client = &mut org.people.get_mut("client").unwrap().browser;
+    let res = client.get(&format!("/portal/{slug}/invoices/{}/pdf", sent.id)).await;
+    assert_eq!(res.status(), 200);
+    let pdf = res.bytes().await.unwrap().to_vec();
+    assert_eq!(pdf, staff_pdf);
+    assert!(pdf.starts_with(b"%PDF-") && pdf.ends_with(b"%%EOF\n"));
+    let text = String::from_utf8_lossy(&pdf);
+    assert!(text.contains(&format!("(Invoice {reference})")), "{text}");
+    assert!(text.contains("(Total)") && text.contains("(1.00 "), "{text}");
+    assert_eq!(client.get(&format!("/portal/{slug}/invoices/{}/pdf", draft.id)).await.status(), 404);
+    let member = &mut org.people.get_mut("member").unwrap().browser;
+    assert_eq!(member.get(&format!("/o/{slug}/invoices/{}/pdf", sent.id)).await.status(), 403);
+}
+
+#[tokio::test]
+async fn sending_mails_the_billing_contact_and_reminders_go_at_most_daily() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "mailing").await;
+    let key = manager_key(&app, &t).await;
+    let line = json!([{"description": "Work", "quantity_milli": 2000, "unit_price_minor": 4500}]);
+    // Without a billing email, sending still works and mails nobody.
+    let res = post(&app, "/api/v1/invoices", &key, json!({"client_id": t.org.client, "lines": line})).await;
+    let quiet = res.body["data"]["id"].as_str().unwrap().to_string();
+    assert_eq!(post(&app, &format!("/api/v1/invoices/{quiet}/send"), &key, json!({})).await.status, 200);
+    assert_eq!(count(&app, "SELECT count(*) FROM outbox").await, 0);
+    sql(&app, "UPDATE clients SET email = 'billing@client.test' WHERE id = $1", &[t.org.client.as_uuid()]).await;
+    let res = post(&app, "/api/v1/invoices", &key, json!({"client_id": t.org.client, "lines": line})).await;
+    let id = res.body["data"]["id"].as_str().unwrap().to_string();
+    let sent = post(&app, &format!("/api/v1/invoices/{id}/send"), &key, json!({})).await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let reference = sent.body["data"]["reference"].as_str().unwrap().to_string();
+    let mut db = app.db.admin_conn().await;
+    let (to, subject, body): (String, String, String) =
+        sqlx::query_as("SELECT recipient, subject, body_text FROM outbox").fetch_one(&mut db).await.unwrap();
+    assert_eq!(to, "billing@client.test");
+    assert!(subject.contains(&reference), "{subject}");
+    assert!(body.contains(&format!("/portal/mailing/invoices/{id}")), "{body}");
+    assert!(body.contains("90.00"), "{body}");
+    // Reminders: one a day.
+    let op = t.org.principal.clone();
+    let c = ctx(&app);
+    let inv: clientflow::platform::ids::InvoiceId = id.parse().unwrap();
+    let first =
+        invoices::email_invoice(&app.app_db, &c, &op, inv, "https://cf.test", invoices::Mailing::Reminder).await;
+    assert_eq!(first.unwrap().as_deref(), Some("billing@client.test"));
+    let again =
+        invoices::email_invoice(&app.app_db, &c, &op, inv, "https://cf.test", invoices::Mailing::Reminder).await;
+    assert!(matches!(again, Err(clientflow::platform::http::error::AppError::Conflict(_))), "{again:?}");
+    app.clock.advance(time::Duration::hours(25));
+    let later =
+        invoices::email_invoice(&app.app_db, &ctx(&app), &op, inv, "https://cf.test", invoices::Mailing::Reminder)
+            .await;
+    assert!(later.unwrap().is_some());
+    assert_eq!(count(&app, "SELECT count(*) FROM outbox WHERE subject LIKE 'Reminder:%'").await, 2);
+    assert_eq!(count(&app, "SELECT count(*) FROM audit_events WHERE action = 'invoice.reminded'").await, 2);
+}
