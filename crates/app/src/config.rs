@@ -48,6 +48,8 @@ pub struct Config {
     pub disclosure: crate::disclosure::DisclosureConfig,
     /// `[sentry]`: error reports (panics and 5xx answers, scrubbed), off without a DSN.
     pub sentry: crate::platform::error_reports::SentryConfig,
+    /// `[privacy]`: where the key store is, the grace periods of deletions (`privacy`).
+    pub privacy: crate::privacy::PrivacyConfig,
 }
 
 impl Default for Config {
@@ -72,6 +74,7 @@ impl Default for Config {
             backup: BackupConfig::default(),
             disclosure: Default::default(),
             sentry: Default::default(),
+            privacy: Default::default(),
         }
     }
 }
@@ -129,6 +132,7 @@ impl Config {
         self.billing.validate()?;
         self.files.validate()?;
         self.sentry.validate()?;
+        self.privacy.validate()?;
         Ok(())
     }
 

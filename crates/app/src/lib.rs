@@ -20,6 +20,7 @@ pub mod errors;
 pub mod identity;
 pub mod mail;
 pub mod ops;
+pub mod privacy;
 pub mod routes;
 pub mod state;
 pub mod tenancy;

@@ -41,6 +41,7 @@ pub fn all() -> Vec<RouteDef> {
     routes.extend(crate::disclosure::routes());
     routes.extend(crate::tenancy::billing::routes());
     routes.extend(crate::billing::routes());
+    routes.extend(crate::privacy::routes());
     routes
 }
 

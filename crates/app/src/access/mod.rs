@@ -26,6 +26,7 @@ pub mod role;
 pub mod route;
 pub mod session;
 pub mod stripe_event;
+pub mod suspension;
 pub mod user;
 
 pub use account::{audit_account_event, audit_account_event_as};
@@ -39,7 +40,7 @@ pub use invitation::{
 };
 pub use principal::{
     Actor, NewOrgCreator, OperatorAuthority, OrgPrincipal, OrgTx, ProjectScope, audit_maintenance,
-    begin_new_organization, operator,
+    begin_new_organization, key_maintenance, operator,
 };
 pub use stripe_event::stripe_event;
 pub use user::AuthenticatedUser;

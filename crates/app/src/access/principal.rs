@@ -303,6 +303,21 @@ pub async fn audit_maintenance(db: &Db, org_id: OrgId) -> Result<Option<OrgPrinc
     if_exists(db, principal).await
 }
 
+/// The server's own re-sealing of an organization's values under its newest data key
+/// (`privacy::keys`): a system principal holding no permission at all, like
+/// [`audit_maintenance`]. Returns `None` when the organization doesn't exist.
+pub async fn key_maintenance(db: &Db, org_id: OrgId) -> Result<Option<OrgPrincipal>, sqlx::Error> {
+    let principal = OrgPrincipal {
+        org_id,
+        actor: Actor::System("key maintenance".into()),
+        role: Role::Member,
+        client_id: None,
+        permissions: PermissionSet::of(&[]),
+        scope_user: None,
+    };
+    if_exists(db, principal).await
+}
+
 /// Who creates a new organization.
 pub enum NewOrgCreator<'a> {
     User(&'a AuthenticatedUser),

@@ -74,6 +74,8 @@ async fn seed_every_tenant_table(tdb: &TestDb, db: &clientflow::platform::db::Db
          SELECT id, gen_random_uuid(), 'Visitor', 'v@example.com', 'Hello', now() FROM organizations",
         "INSERT INTO billing_accounts (organization_id, plan, stripe_customer_id, updated_at) \
          SELECT id, 'free', 'cus_' || md5(id::text), now() FROM organizations",
+        "INSERT INTO organization_deletion_requests SELECT id, gen_random_uuid(), now(), now() + interval '30 days' \
+         FROM organizations",
     ] {
         sqlx::query(stmt).execute(&mut admin).await.unwrap_or_else(|e| panic!("{e}\n{stmt}"));
     }
