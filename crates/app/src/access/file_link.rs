@@ -35,8 +35,11 @@ pub async fn verify_file_link(
         permissions: PermissionSet::of(&[Permission::FilesRead]),
         scope_user: None,
     };
-    let _ = db;
-    Ok(Some(principal))
+    // An organization scheduled for deletion shares nothing more, links issued before included.
+    let mut tx = super::OrgTx::begin(db, &principal).await?;
+    let scheduled = super::suspension::deletion_scheduled(&mut tx).await?;
+    tx.commit().await?;
+    Ok(scheduled.is_none().then_some(principal))
 }
 
 /// A signed, short-lived download link's signature: HMAC over organization, file and expiry.

@@ -135,12 +135,14 @@ pub async fn request(
     Ok(Pending { requested_by: user.as_uuid(), requested_at: ctx.now, purge_after })
 }
 
-/// Cancels a pending deletion (any Owner); every Owner is told.
-pub async fn cancel(db: &Db, ctx: &Context, p: &OrgPrincipal) -> AppResult<()> {
+/// Cancels a pending deletion (any Owner); every Owner is told. Cancelling when nothing is
+/// pending (another Owner was quicker) changes nothing and says so: `false`.
+pub async fn cancel(db: &Db, ctx: &Context, p: &OrgPrincipal) -> AppResult<bool> {
     require_owner(p)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let Some(was) = pending(&mut tx).await? else {
-        return Err(AppError::Conflict("This organization is not scheduled for deletion.".into()));
+        tx.commit().await?;
+        return Ok(false);
     };
     sqlx::query("DELETE FROM organization_deletion_requests").execute(&mut *tx).await?;
     let name: String = sqlx::query_scalar("SELECT name FROM organizations WHERE id = $1")
@@ -165,7 +167,7 @@ pub async fn cancel(db: &Db, ctx: &Context, p: &OrgPrincipal) -> AppResult<()> {
     )
     .await?;
     tx.commit().await?;
-    Ok(())
+    Ok(true)
 }
 
 /// What remains of a purged organization.

@@ -88,6 +88,7 @@ async fn deletion_page(
     let notice = match q.done.as_deref() {
         Some("requested") => Some("The organization is scheduled for deletion. Every Owner was sent an email."),
         Some("cancelled") => Some("The deletion was cancelled. Everyone has access again."),
+        Some("nothing") => Some("The organization is not scheduled for deletion: there was nothing to cancel."),
         _ => None,
     };
     page(&view(&state, csrf, &access, None, notice, vec![]).await?)
@@ -141,9 +142,10 @@ async fn cancel_deletion(
     access: OrgAccess,
 ) -> AppResult<Response> {
     match deletion::cancel(&state.db, &ctx, &access.principal).await {
-        Ok(()) => {
+        Ok(cancelled) => {
             state.mail_wake.notify_one();
-            Ok(Redirect::to(&format!("/o/{}/settings/deletion?done=cancelled", access.slug)).into_response())
+            let done = if cancelled { "cancelled" } else { "nothing" };
+            Ok(Redirect::to(&format!("/o/{}/settings/deletion?done={done}", access.slug)).into_response())
         }
         Err(e) => {
             let (status, message, errors) = failure(e)?;
