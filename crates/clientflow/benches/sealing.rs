@@ -9,6 +9,9 @@
 //!    ratio. Also the bare `Keyring::seal` / `open` of one field.
 //!
 //! Run: `cargo bench --bench sealing` (PostgreSQL: `TEST_DATABASE_URL` as for the tests).
+//! `--profile dev` reuses the test build, but AES-GCM is then monomorphized into the
+//! unoptimized workspace crates and runs at a few MB/s: its file ratios say little about a
+//! release build; the per-field cost inside a contact list is the figure that carries over.
 //! `BENCH_ITERATIONS` (default 200) and `BENCH_CONTACTS` (default 50) change the size.
 
 #![allow(clippy::print_stdout)] // a benchmark reports on standard output
