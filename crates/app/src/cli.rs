@@ -4,6 +4,7 @@
 
 mod backup;
 pub mod installation;
+mod keys;
 pub mod moving;
 mod operator;
 mod org_data;
@@ -105,6 +106,12 @@ pub enum Command {
     Security {
         #[command(subcommand)]
         command: security::SecurityCommand,
+    },
+    /// Envelope encryption: key status, re-sealing, rotating an organization's data key or the
+    /// key-encryption key.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
     },
     /// Print generated documentation.
     Docs {
@@ -322,6 +329,7 @@ pub fn main() -> ExitCode {
             Command::Backup { command } => backup::run(config, cli.json, command).await,
             Command::Db { command: DbCommand::ResetRolePasswords } => reset_role_passwords(config).await,
             Command::Security { command } => security::run(config, cli.json, command).await,
+            Command::Keys { command } => keys::run(config, cli.json, command).await,
             Command::Docs { command: DocsCommand::Permissions } => {
                 print!("{}", crate::access::role::permissions_markdown());
                 Ok(ExitCode::SUCCESS)
@@ -494,6 +502,19 @@ async fn serve_with(
         crate::privacy::export_jobs::Runner::of(&state),
         stop_worker.subscribe(),
     ));
+    // Re-sealing under the newest data keys, and the purge of organizations whose deletion is due.
+    let privacy_task = tokio::spawn(crate::privacy::run_maintenance(
+        crate::privacy::Maintenance {
+            db: db.clone(),
+            keys: state.keys.clone(),
+            storage: state.storage.clone(),
+            owner: resolved.owner.clone(),
+            record_key: crate::privacy::record_key(&state.sealer),
+            clock: state.clock.clone(),
+            config: config.privacy.clone(),
+        },
+        stop_worker.subscribe(),
+    ));
     // Scheduled backups and the daily restore drill of the private cluster.
     let backups =
         crate::backup::Live::from_resolved(resolved, &config).filter(|_| config.backup.schedule).map(|live| {
@@ -527,6 +548,7 @@ async fn serve_with(
     let _ = worker.await;
     let _ = signer_task.await;
     let _ = exports.await;
+    let _ = privacy_task.await;
     if let Some(f) = follower {
         let _ = f.await;
     }
@@ -1124,6 +1146,21 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
         Arc::new(SystemClock),
         stop.subscribe(),
     ));
+    let privacy_task = {
+        let sealer = crate::platform::seal::Sealer::load(config.secrets.master_key.as_ref(), &config.data_dir)?;
+        tokio::spawn(crate::privacy::run_maintenance(
+            crate::privacy::Maintenance {
+                db: db.clone(),
+                keys: crate::privacy::keyring(&config, &sealer),
+                storage: config.files.open_storage(&config.data_dir)?,
+                owner: resolved.owner.clone(),
+                record_key: crate::privacy::record_key(&sealer),
+                clock: Arc::new(SystemClock),
+                config: config.privacy.clone(),
+            },
+            stop.subscribe(),
+        ))
+    };
     let backups =
         crate::backup::Live::from_resolved(&resolved, &config).filter(|_| config.backup.schedule).map(|live| {
             tokio::spawn(crate::backup::run_schedule(
@@ -1142,6 +1179,7 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
     if let Some(e) = exports {
         let _ = e.await;
     }
+    let _ = privacy_task.await;
     if let Some(f) = follower {
         let _ = f.await;
     }

@@ -52,6 +52,8 @@ pub struct Config {
     /// `[residency]`: the regions organizations' data may live in (one, `us`, unless
     /// configured); `docs/security/residency.md`.
     pub residency: ResidencyConfig,
+    /// `[privacy]`: where the key store is, the grace periods of deletions (`privacy`).
+    pub privacy: crate::privacy::PrivacyConfig,
 }
 
 impl Default for Config {
@@ -77,6 +79,7 @@ impl Default for Config {
             disclosure: Default::default(),
             sentry: Default::default(),
             residency: Default::default(),
+            privacy: Default::default(),
         }
     }
 }
@@ -135,6 +138,7 @@ impl Config {
         self.billing.validate()?;
         self.files.validate()?;
         self.sentry.validate()?;
+        self.privacy.validate()?;
         Ok(())
     }
 

@@ -42,6 +42,7 @@ pub fn all() -> Vec<RouteDef> {
     routes.extend(crate::tenancy::billing::routes());
     routes.extend(crate::billing::routes());
     routes.extend(crate::privacy::web::routes());
+    routes.extend(crate::privacy::deletion_web::routes());
     routes
 }
 

@@ -28,6 +28,9 @@ pub struct AppStateInner {
     pub security_headers: SecurityHeaders,
     pub hasher: PasswordHasher,
     pub sealer: Sealer,
+    /// Envelope encryption: organizations' and the installation's data keys
+    /// (`platform::keys`; the key store under `privacy.keys_dir`).
+    pub keys: crate::platform::keys::Keyring,
     /// Key for the anonymous CSRF tokens (derived from the master key, so every server
     /// process of an installation agrees).
     pub csrf_key: [u8; 32],
@@ -60,6 +63,7 @@ impl AppState {
     pub async fn new(config: Config, db: Db, clock: SharedClock) -> anyhow::Result<Self> {
         let security_headers = SecurityHeaders::new(config.server.hsts_preload);
         let sealer = Sealer::load(config.secrets.master_key.as_ref(), &config.data_dir)?;
+        let keys = crate::privacy::keyring(&config, &sealer);
         let csrf_key = derive_key(&sealer, "clientflow csrf v1");
         let file_link_key = derive_key(&sealer, "clientflow file links v1");
         let storage = region_stores(&config, &db)?;
@@ -89,6 +93,7 @@ impl AppState {
                 security_headers,
                 hasher,
                 sealer,
+                keys,
                 csrf_key,
                 mail_wake: Arc::new(tokio::sync::Notify::new()),
                 google,

@@ -10,6 +10,7 @@ pub mod fields;
 pub mod fsutil;
 pub mod http;
 pub mod ids;
+pub mod keys;
 pub mod net;
 pub mod plans;
 pub mod seal;

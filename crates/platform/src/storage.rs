@@ -20,6 +20,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
+use crate::keys::{At, KeyError, Keyring, Scope};
 use crate::seal::Sealer;
 use crate::secret::Secret;
 
@@ -111,6 +112,39 @@ impl Sealed {
     /// Opens the contents; fails when they were changed or belong to another context.
     pub fn open(&self, sealer: &Sealer, context: &str) -> anyhow::Result<Vec<u8>> {
         sealer.open(&self.0, context).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// Seals `plaintext` with `scope`'s current data key (envelope encryption, `keys.rs`).
+    pub fn seal_with(keys: &Keyring, scope: Scope, at: At<'_>, plaintext: &[u8]) -> Result<Sealed, KeyError> {
+        Ok(Sealed(keys.seal(scope, at, plaintext)?))
+    }
+
+    /// Seals with one given data-key version (re-sealing).
+    pub fn seal_with_version(
+        keys: &Keyring,
+        scope: Scope,
+        at: At<'_>,
+        plaintext: &[u8],
+        version: u32,
+    ) -> Result<Sealed, KeyError> {
+        Ok(Sealed(keys.seal_with_version(scope, at, plaintext, version)?))
+    }
+
+    /// Opens contents sealed by [`Sealed::seal_with`], or by [`Sealed::seal`] under
+    /// `legacy_context` (before envelope encryption).
+    pub fn open_with(
+        &self,
+        keys: &Keyring,
+        scope: Scope,
+        at: At<'_>,
+        legacy_context: &str,
+    ) -> Result<Vec<u8>, KeyError> {
+        keys.open(scope, at, &self.0, Some(legacy_context))
+    }
+
+    /// The data-key version, `None` for contents sealed with the master key (version 1).
+    pub fn key_version(&self) -> Option<u32> {
+        crate::keys::version_of(&self.0)
     }
 
     pub fn len(&self) -> usize {

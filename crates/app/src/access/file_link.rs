@@ -36,7 +36,11 @@ pub async fn verify_file_link(
         scope_user: None,
         region: super::directory::region_of(db, org_id).await?,
     };
-    Ok(Some(principal))
+    // An organization scheduled for deletion shares nothing more, links issued before included.
+    let mut tx = super::OrgTx::begin(db, &principal).await?;
+    let scheduled = super::suspension::deletion_scheduled(&mut tx).await?;
+    tx.commit().await?;
+    Ok(scheduled.is_none().then_some(principal))
 }
 
 /// A signed, short-lived download link's signature: HMAC over organization, file and expiry.

@@ -29,6 +29,7 @@ pub mod role;
 pub mod route;
 pub mod session;
 pub mod stripe_event;
+pub mod suspension;
 pub mod user;
 
 pub use account::{audit_account_event, audit_account_event_as};
@@ -42,7 +43,7 @@ pub use invitation::{
 };
 pub use principal::{
     Actor, NewOrgCreator, OperatorAuthority, OrgPrincipal, OrgTx, ProjectScope, audit_maintenance, begin_import,
-    begin_new_organization, operator, operator_in_region, scheduled_notifier,
+    begin_new_organization, key_maintenance, operator, operator_in_region, scheduled_notifier,
 };
 pub use stripe_event::stripe_event;
 pub use user::AuthenticatedUser;

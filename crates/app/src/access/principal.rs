@@ -360,6 +360,23 @@ pub async fn scheduled_notifier(db: &Db, org_id: OrgId) -> Result<Option<OrgPrin
     if_exists(db, principal).await
 }
 
+/// The server's own re-sealing of an organization's values under its newest data key
+/// (`privacy::keys`): a system principal holding no permission at all, like
+/// [`audit_maintenance`]. Returns `None` when the organization doesn't exist.
+pub async fn key_maintenance(db: &Db, org_id: OrgId) -> Result<Option<OrgPrincipal>, sqlx::Error> {
+    let principal = OrgPrincipal {
+        org_id,
+        actor: Actor::System("key maintenance".into()),
+        role: Role::Member,
+        client_id: None,
+        permissions: PermissionSet::of(&[]),
+        scope_user: None,
+        // The re-sealing runs region by region: the organization is in `db`'s region.
+        region: db.region(),
+    };
+    if_exists(db, principal).await
+}
+
 /// Opens the one transaction that imports an exported organization (`clientflow org import`):
 /// its tenant is the archive's organization id, which must not exist in this installation yet
 /// (the import refuses otherwise, before writing anything).

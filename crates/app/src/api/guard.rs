@@ -40,7 +40,8 @@ pub async fn require_key(state: &AppState, mut req: Request, permission: Permiss
         .map(str::to_string);
     let Some(presented) = presented else { return Ok(invalid()) };
     // Verified in the transaction the request's work then runs in (see `crate::routes`).
-    let Some((tx, allowlist)) = access::open_api_key_request(&state.db, &presented, state.clock.now()).await? else {
+    let Some((mut tx, allowlist)) = access::open_api_key_request(&state.db, &presented, state.clock.now()).await?
+    else {
         return Ok(invalid());
     };
     let principal = tx.principal().clone();
@@ -53,6 +54,14 @@ pub async fn require_key(state: &AppState, mut req: Request, permission: Permiss
              request came from {}. Call the API from an approved network, or ask an Owner to add this address.",
             crate::platform::net::normalize_ip(ip)
         )));
+    }
+    // Scheduled for deletion: the organization's keys stop working during the grace period.
+    if let Some(purge_after) = access::suspension::deletion_scheduled(&mut tx).await? {
+        let name: String = sqlx::query_scalar("SELECT name FROM organizations WHERE id = $1")
+            .bind(principal.org_id())
+            .fetch_one(&mut *tx)
+            .await?;
+        return Err(access::suspension::refusal(&name, purge_after));
     }
     if !principal.can(permission) {
         return Err(AppError::Forbidden(format!("This API key doesn't allow this ({}).", permission.as_str())));

@@ -19,6 +19,10 @@ pub const PROOFS: &[(&str, &[&str])] = &[
         "encryption",
         &[
             "platform/seal.rs::seals_and_binds_to_context",
+            "platform/keys.rs::values_are_bound_to_scope_table_column_row_and_version",
+            "it/privacy.rs::sealed_values_open_only_in_their_own_row_and_organization",
+            "it/privacy.rs::rotation_keeps_every_value_readable_and_leaves_nothing_on_the_old_version",
+            "it/privacy.rs::a_purged_organization_is_unreadable_in_a_backup_taken_before_the_purge",
             "it/work.rs::files_are_encrypted_at_rest_and_type_checked",
             "it/security_page.rs::reports_are_stored_sealed_and_the_reporter_is_acknowledged",
         ],

@@ -216,17 +216,31 @@ fn encryption(state: &AppState) -> Section {
         "encryption",
         "Encryption at rest",
         "on",
-        "Secrets and files are sealed with AES-256-GCM before they are stored; each sealed value is bound to what it \
-         belongs to, so a value copied into another row does not open."
+        "Files and sensitive fields are sealed with AES-256-GCM under each organization's own data key before they \
+         are stored; each sealed value is bound to its organization, table, column, row and key version, so a value \
+         copied into another row or organization does not open. The data keys live in a key store outside the \
+         database: deleting an organization destroys its keys, and with them what its backups hold sealed."
             .into(),
         vec![
-            fact("Key store", store),
-            fact("Keys", "one installation master key (seal format v1); per-organization data keys are not in use yet"),
+            fact("Master key", store),
             fact(
-                "Sealed",
-                "uploaded files, two-factor secrets, Google sign-in verifiers, unsubscribe tokens, the text of \
-                 vulnerability reports",
+                "Keys",
+                format!(
+                    "envelope encryption: a random 256-bit data key per organization (and one for the installation's \
+                     account secrets), versioned and rotatable, wrapped by a versioned key-encryption key in the {} key \
+                     store; the master key wraps only the key-encryption key",
+                    state.keys.store().kind()
+                ),
             ),
+            fact(
+                "Sealed with the organization's key",
+                "uploaded files, client contacts' email addresses and phone numbers",
+            ),
+            fact(
+                "Sealed with the installation's key",
+                "two-factor secrets, Google sign-in verifiers, the text of vulnerability reports",
+            ),
+            fact("Sealed with a key derived from the master key", "unsubscribe tokens (they travel in links)"),
             fact("Stored hashed, not sealed", "passwords (Argon2id), session tokens, API keys, link tokens"),
             fact("Audit checkpoints", format!("signed with Ed25519, key {}", state.audit_signer.key_id())),
             fact("Backups", backups),

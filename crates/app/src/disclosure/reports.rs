@@ -35,7 +35,7 @@ use crate::identity::session::RequestMeta;
 use crate::mail::outbox::{self, Category, OutgoingMail};
 use crate::platform::crypto::{random_bytes, random_token, sha256};
 use crate::platform::http::error::{AppError, AppResult, FieldError, RenderedByHandler};
-use crate::platform::seal::Sealer;
+use crate::platform::keys::{At, Keyring, Scope};
 use crate::platform::types::Email;
 use crate::route;
 use crate::state::AppState;
@@ -131,7 +131,16 @@ pub async fn record(state: &AppState, report: &NewReport, meta: &RequestMeta) ->
     .bind(report.email.as_str())
     .bind(&report.name)
     .bind(&report.summary)
-    .bind(state.sealer.seal(report.details.as_bytes(), &seal_context(id)))
+    .bind(
+        state
+            .keys
+            .seal(
+                Scope::Installation,
+                At::new("security_reports", "details", &id.to_string()),
+                report.details.as_bytes(),
+            )
+            .map_err(AppError::internal)?,
+    )
     .bind(sha256(status_token.as_bytes()).as_slice())
     .bind(meta.ip)
     .bind(meta.user_agent.chars().take(500).collect::<String>())
@@ -239,7 +248,7 @@ pub async fn list(conn: &mut PgConnection, status: Option<&str>, limit: i64) -> 
 }
 
 /// One report, its text opened with the installation's key.
-pub async fn show(conn: &mut PgConnection, sealer: &Sealer, reference: &str) -> anyhow::Result<Option<ReportDetail>> {
+pub async fn show(conn: &mut PgConnection, keys: &Keyring, reference: &str) -> anyhow::Result<Option<ReportDetail>> {
     type Full = (
         Uuid,
         String,
@@ -278,9 +287,16 @@ pub async fn show(conn: &mut PgConnection, sealer: &Sealer, reference: &str) -> 
     else {
         return Ok(None);
     };
-    let details = sealer
-        .open(&sealed, &seal_context(id))
-        .map_err(|e| anyhow::anyhow!("report {reference}: {e} (is this the installation's master key?)"))?;
+    let details = keys
+        .open(
+            Scope::Installation,
+            At::new("security_reports", "details", &id.to_string()),
+            &sealed,
+            Some(&seal_context(id)),
+        )
+        .map_err(|e| {
+            anyhow::anyhow!("report {reference}: {e} (are this installation's master key and key store in use?)")
+        })?;
     Ok(Some(ReportDetail {
         row: ReportRow { reference, status, created_at, reporter_email, summary },
         reporter_name,

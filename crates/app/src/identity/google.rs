@@ -26,6 +26,7 @@ use super::{repo, return_to};
 use crate::config::Config;
 use crate::platform::crypto::{random_token, sha256};
 use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::keys::{At, Scope as KeyScope};
 use crate::platform::types::Email;
 use crate::state::AppState;
 
@@ -160,6 +161,7 @@ pub async fn start(state: &AppState, meta: &RequestMeta, next: Option<&str>) -> 
     let g = google(state)?;
     let (url, oidc_state, nonce, verifier) = g.begin().await?;
     let browser = random_token();
+    let state_row = hex::encode(sha256(oidc_state.as_bytes()));
     let mut tx = state.db.global().await?;
     sqlx::query("DELETE FROM oidc_login_states WHERE expires_at < $1").bind(meta.now).execute(&mut *tx).await?;
     sqlx::query(
@@ -169,7 +171,12 @@ pub async fn start(state: &AppState, meta: &RequestMeta, next: Option<&str>) -> 
     .bind(&sha256(oidc_state.as_bytes())[..])
     .bind(&sha256(browser.as_bytes())[..])
     .bind(&nonce)
-    .bind(B64.encode(state.sealer.seal(verifier.as_bytes(), "oidc-pkce")))
+    .bind(B64.encode(
+        state
+            .keys
+            .seal(KeyScope::Installation, verifier_at(&state_row), verifier.as_bytes())
+            .map_err(AppError::internal)?,
+    ))
     .bind(meta.now)
     .bind(meta.now + FLOW_LIFETIME)
     .bind(return_to::local_path(&state.config.public_url(), next))
@@ -179,6 +186,11 @@ pub async fn start(state: &AppState, meta: &RequestMeta, next: Option<&str>) -> 
     Ok((url, browser))
 }
 
+/// Where a flow's PKCE verifier is bound: the installation's data key, the flow's row (the
+/// digest of its state).
+fn verifier_at(state_row: &str) -> At<'_> {
+    At::new("oidc_login_states", "pkce_verifier", state_row)
+}
 /// Finishes a sign-in from the provider's redirect. Returns the session and where the browser
 /// asked to go when it started (checked again: [`return_to::local_path`]).
 pub async fn callback(
@@ -214,7 +226,10 @@ pub async fn callback(
     let verifier = B64
         .decode(sealed_verifier)
         .ok()
-        .and_then(|s| state.sealer.open(&s, "oidc-pkce").ok())
+        .and_then(|s| {
+            let row = hex::encode(sha256(oidc_state.as_bytes()));
+            state.keys.open(KeyScope::Installation, verifier_at(&row), &s, Some("oidc-pkce")).ok()
+        })
         .and_then(|v| String::from_utf8(v).ok())
         .ok_or_else(stale)?;
     let identity = g.finish(code, &nonce, &verifier).await?;

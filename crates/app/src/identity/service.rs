@@ -21,6 +21,7 @@ use crate::mail::outbox::{self, OutgoingMail};
 use crate::platform::crypto::sha256;
 use crate::platform::http::error::{AppError, AppResult, FieldError};
 use crate::platform::ids::UserId;
+use crate::platform::keys::{At, Scope};
 use crate::platform::secret::Secret;
 use crate::platform::types::{Email, parse_name};
 use crate::state::AppState;
@@ -41,6 +42,22 @@ impl From<super::password::Busy> for AppError {
 
 fn totp_context(user: UserId) -> String {
     format!("totp:{user}")
+}
+
+/// A TOTP secret sealed with the installation's data key, bound to the user's row.
+pub fn seal_totp_secret(state: &AppState, user: UserId, secret: &[u8]) -> AppResult<Vec<u8>> {
+    let row = user.to_string();
+    state.keys.seal(Scope::Installation, At::new("users", "totp_secret", &row), secret).map_err(AppError::internal)
+}
+
+/// Opens a stored TOTP secret: envelope-sealed, or sealed with the master key before
+/// (`totp_context`) until `clientflow keys reseal` has converted it.
+pub fn open_totp_secret(state: &AppState, user: UserId, sealed: &[u8]) -> AppResult<Vec<u8>> {
+    let row = user.to_string();
+    state
+        .keys
+        .open(Scope::Installation, At::new("users", "totp_secret", &row), sealed, Some(&totp_context(user)))
+        .map_err(AppError::internal)
 }
 
 /// Records an account event in the audit log of each of the user's organizations, in the
@@ -354,7 +371,7 @@ async fn verify_second_factor(
     };
     let trimmed: String = code.chars().filter(|c| !c.is_whitespace()).collect();
     if trimmed.len() == totp::DIGITS && trimmed.bytes().all(|b| b.is_ascii_digit()) {
-        let secret = state.sealer.open(sealed, &totp_context(user.id)).map_err(AppError::internal)?;
+        let secret = open_totp_secret(state, user.id, sealed)?;
         let Some(step) = totp::matching_step(&secret, &trimmed, meta.now.unix_timestamp().max(0) as u64) else {
             return Ok(None);
         };
@@ -793,9 +810,14 @@ pub async fn confirm_email_change(
 /// How long a secret shown on the set-up page waits for its confirming code.
 pub const ENROLLMENT_LIFETIME: time::Duration = time::Duration::minutes(10);
 
-/// A set-up secret is sealed to the user and to the session it was shown to.
+/// A set-up secret is sealed to the user and to the session it was shown to (the legacy
+/// master-key binding; `enrollment_row` is the envelope one).
 fn enrollment_context(user: UserId, session: uuid::Uuid) -> String {
     format!("totp-enrollment:{user}:{session}")
+}
+
+fn enrollment_row(user: UserId, session: uuid::Uuid) -> String {
+    format!("{user}:{session}")
 }
 
 /// A set-up attempt as the page shows it.
@@ -839,7 +861,12 @@ pub async fn start_totp_enrollment(
     )
     .bind(current.id)
     .bind(user.id)
-    .bind(state.sealer.seal(&secret, &enrollment_context(user.id, current.id)))
+    .bind(
+        state
+            .keys
+            .seal(Scope::Installation, At::new("totp_enrollments", "secret", &enrollment_row(user.id, current.id)), &secret)
+            .map_err(AppError::internal)?,
+    )
     .bind(now)
     .bind(now + ENROLLMENT_LIFETIME)
     .execute(&mut *tx)
@@ -863,7 +890,12 @@ async fn enrollment_secret(
     .bind(now)
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(sealed.and_then(|s| state.sealer.open(&s, &enrollment_context(current.user.id(), current.id)).ok()))
+    let (user, session) = (current.user.id(), current.id);
+    Ok(sealed.and_then(|s| {
+        let row = enrollment_row(user, session);
+        let at = At::new("totp_enrollments", "secret", &row);
+        state.keys.open(Scope::Installation, at, &s, Some(&enrollment_context(user, session))).ok()
+    }))
 }
 
 /// The set-up page again after a refused confirmation: the same secret while it is good (the
@@ -960,7 +992,7 @@ pub async fn confirm_totp_enrollment(
     sqlx::query("DELETE FROM totp_enrollments WHERE user_id = $1").bind(user.id).execute(&mut *tx).await?;
     sqlx::query("UPDATE users SET totp_secret = $2, totp_enabled_at = $3, totp_last_step = $4 WHERE id = $1")
         .bind(user.id)
-        .bind(state.sealer.seal(&secret, &totp_context(user.id)))
+        .bind(seal_totp_secret(state, user.id, &secret)?)
         .bind(meta.now)
         .bind(step as i64)
         .execute(&mut *tx)

@@ -1,7 +1,152 @@
-//! Owners in control of their data: the organization's export (`export`, its page and worker
-//! in `web` and `export_jobs`) and the operator's import of an export (`import`).
+//! Owners in control of their data: the organizations' data keys (re-sealing, rotation),
+//! deletion (an organization's, with a grace period, reaching backups by crypto-shredding; its
+//! page in `deletion_web`), the organization's export (`export`, its page and worker in `web`
+//! and `export_jobs`) and the operator's import of an export (`import`).
+//!
+//! The keys themselves and the envelope format are the platform's (`platform::keys`); this area
+//! decides what is sealed with which key and moves existing values between versions
+//! ([`keys`]), and deletes organizations ([`deletion`]). docs/security/encryption.md and
+//! docs/security/deletion.md give the reasoning.
 
+pub mod deletion;
+pub mod deletion_web;
 pub mod export;
 pub mod export_jobs;
 pub mod import;
+pub mod keys;
 pub mod web;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, ConfigError};
+use crate::platform::keys::Keyring;
+use crate::platform::seal::Sealer;
+
+/// `[privacy]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// The local key store (default `<data_dir>/keys`). Every process of an installation must
+    /// share it, like `files.dir`; it must NOT be inside the database's backups' reach only:
+    /// back it up separately (docs/security/deletion.md says for how long).
+    pub keys_dir: Option<PathBuf>,
+    /// Days between an Owner's request to delete the organization and the purge (1 to 365).
+    pub deletion_grace_days: u32,
+    /// Values re-sealed per batch by the worker and `clientflow keys reseal` (1 to 10,000).
+    pub reseal_batch: u32,
+    /// Minutes a superseded data-key version is kept after the last value left it, so a request
+    /// that sealed with it just before a rotation still commits readable values (0 to 1,440).
+    pub retire_after_minutes: u32,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        Self { keys_dir: None, deletion_grace_days: 30, reseal_batch: 200, retire_after_minutes: 15 }
+    }
+}
+
+impl PrivacyConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=365).contains(&self.deletion_grace_days) {
+            return Err(ConfigError::invalid(
+                "privacy.deletion_grace_days",
+                "must be 1 to 365 days (the time Owners have to cancel a deletion)",
+            ));
+        }
+        if !(1..=10_000).contains(&self.reseal_batch) {
+            return Err(ConfigError::invalid("privacy.reseal_batch", "must be 1 to 10000"));
+        }
+        if self.retire_after_minutes > 1440 {
+            return Err(ConfigError::invalid("privacy.retire_after_minutes", "must be 0 to 1440 minutes"));
+        }
+        Ok(())
+    }
+
+    pub fn keys_dir(&self, data_dir: &std::path::Path) -> PathBuf {
+        self.keys_dir.clone().unwrap_or_else(|| data_dir.join("keys"))
+    }
+
+    pub fn grace(&self) -> time::Duration {
+        time::Duration::days(i64::from(self.deletion_grace_days))
+    }
+}
+
+/// The installation's keyring: the local key store, its KEKs wrapped by a key derived from the
+/// master key, version 1 values still opened with the master key itself.
+pub fn keyring(config: &Config, sealer: &Sealer) -> Keyring {
+    Keyring::local(&config.privacy.keys_dir(&config.data_dir), sealer)
+}
+
+/// The key of the deletion records' HMAC: derived from the master key for this purpose only.
+pub fn record_key(sealer: &Sealer) -> [u8; 32] {
+    use hmac::Mac;
+    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&sealer.derivation_key()).expect("any length");
+    mac.update(b"clientflow deletion records v1");
+    mac.finalize().into_bytes().into()
+}
+
+/// What the scheduled privacy work needs (in `serve` and `worker`).
+pub struct Maintenance {
+    pub db: crate::platform::db::Db,
+    pub keys: Keyring,
+    pub storage: crate::platform::storage::Storage,
+    /// The owner role, which alone may purge (without it, due deletions wait and are logged).
+    pub owner: Option<sqlx::postgres::PgConnectOptions>,
+    pub record_key: [u8; 32],
+    pub clock: crate::platform::clock::SharedClock,
+    pub config: PrivacyConfig,
+}
+
+/// Every minute until `shutdown` changes: one re-seal pass (`keys::reseal_pass`), then the
+/// purge of every organization whose grace period is over (`deletion::purge_due`).
+pub async fn run_maintenance(m: Maintenance, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    use sqlx::ConnectOptions;
+    let retire_after = std::time::Duration::from_secs(u64::from(m.config.retire_after_minutes) * 60);
+    loop {
+        match keys::reseal_pass(&m.db, &m.keys, &m.storage, i64::from(m.config.reseal_batch), retire_after).await {
+            Ok(p) if p != keys::Pass::default() => tracing::info!(
+                totp_secrets = p.totp_secrets,
+                contacts = p.contacts,
+                files = p.files,
+                retired_versions = p.retired_versions,
+                "re-sealed values under the newest data keys"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "re-seal pass failed"),
+        }
+        let now = m.clock.now();
+        let due = async {
+            let mut g = m.db.global().await?;
+            let due: Vec<uuid::Uuid> =
+                sqlx::query_scalar("SELECT organization_deletions_due($1)").bind(now).fetch_all(&mut *g).await?;
+            g.commit().await?;
+            anyhow::Ok(due)
+        }
+        .await;
+        match (due, &m.owner) {
+            (Ok(due), _) if due.is_empty() => {}
+            (Ok(due), None) => tracing::warn!(
+                organizations = due.len(),
+                "organization deletions are due but this process has no owner role (database.admin_url): \
+                 they run where it has one"
+            ),
+            (Ok(_), Some(owner)) => {
+                let purged = async {
+                    let mut conn = owner.connect().await?;
+                    deletion::purge_due(&mut conn, &m.keys, &m.storage, &m.record_key, now).await
+                }
+                .await;
+                if let Err(e) = purged {
+                    tracing::warn!(error = %e, "organization purge failed");
+                }
+            }
+            (Err(e), _) => tracing::warn!(error = %e, "could not look for due organization deletions"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

@@ -110,6 +110,14 @@ pub async fn require_org(
         return Err(super::allowlist::refusal(&name, ip));
     }
 
+    // Scheduled for deletion: only Owners get in during the grace period.
+    if principal.role() != crate::access::role::Role::Owner
+        && let Some(purge_after) = access::suspension::deletion_scheduled(&mut tx).await?
+    {
+        tx.commit().await?;
+        return Err(access::suspension::refusal(&name, purge_after));
+    }
+
     // The organization's shorter idle timeout ends the session, for every organization.
     if let Some(minutes) = timeout
         && session.idle_for >= time::Duration::minutes(minutes.into())

@@ -12,6 +12,7 @@ use crate::audit::{self, Context, Entry};
 use crate::platform::db::Db;
 use crate::platform::http::error::{AppError, AppResult};
 use crate::platform::ids::{ClientId, ContactId, OrgId};
+use crate::platform::keys::{At, Keyring, Scope};
 use crate::platform::types::Email;
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -311,22 +312,87 @@ pub struct ContactInput {
     pub title: Option<String>,
 }
 
-pub async fn contacts(db: &Db, p: &OrgPrincipal, client: ClientId) -> AppResult<Vec<Contact>> {
+/// Where a contact's sealed details are bound: its organization's data key, this table, the
+/// column and the contact's id (docs/security/encryption.md).
+pub fn contact_at<'a>(column: &'a str, id: &'a str) -> At<'a> {
+    At::new("client_contacts", column, id)
+}
+
+/// A contact row as stored: the email address and phone number sealed (or, until
+/// `clientflow keys reseal` has run, still in the plaintext columns).
+#[derive(sqlx::FromRow)]
+struct StoredContact {
+    id: ContactId,
+    client_id: ClientId,
+    name: String,
+    email: Option<String>,
+    phone: Option<String>,
+    title: String,
+    email_sealed: Option<Vec<u8>>,
+    phone_sealed: Option<Vec<u8>>,
+}
+
+const CONTACT_COLUMNS: &str = "id, client_id, name, email, phone, title, email_sealed, phone_sealed";
+
+/// Opens one sealed detail of a contact.
+pub fn open_contact_detail(
+    keys: &Keyring,
+    org: OrgId,
+    column: &str,
+    id: ContactId,
+    sealed: &[u8],
+) -> AppResult<String> {
+    let row = id.to_string();
+    let plain = keys.open(Scope::org(org), contact_at(column, &row), sealed, None).map_err(AppError::internal)?;
+    String::from_utf8(plain).map_err(AppError::internal)
+}
+
+/// Seals one detail of a contact with the organization's current data key.
+pub fn seal_contact_detail(
+    keys: &Keyring,
+    org: OrgId,
+    column: &str,
+    id: ContactId,
+    version: u32,
+    plain: Option<&str>,
+) -> AppResult<Option<Vec<u8>>> {
+    let row = id.to_string();
+    plain
+        .map(|v| keys.seal_with_version(Scope::org(org), contact_at(column, &row), v.as_bytes(), version))
+        .transpose()
+        .map_err(AppError::internal)
+}
+
+fn open_contact(keys: &Keyring, org: OrgId, c: StoredContact) -> AppResult<Contact> {
+    let email = match &c.email_sealed {
+        Some(s) => Some(open_contact_detail(keys, org, "email", c.id, s)?),
+        None => c.email,
+    };
+    let phone = match &c.phone_sealed {
+        Some(s) => Some(open_contact_detail(keys, org, "phone", c.id, s)?),
+        None => c.phone,
+    };
+    Ok(Contact { id: c.id, client_id: c.client_id, name: c.name, email, phone, title: c.title })
+}
+
+pub async fn contacts(db: &Db, keys: &Keyring, p: &OrgPrincipal, client: ClientId) -> AppResult<Vec<Contact>> {
     require_can(p, crate::access::role::Permission::ClientsRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch(&mut tx, client).await?;
-    let rows = sqlx::query_as(
-        "SELECT id, client_id, name, email, phone, title FROM client_contacts WHERE client_id = $1 ORDER BY name, id",
-    )
+    let rows: Vec<StoredContact> = sqlx::query_as(&format!(
+        "SELECT {CONTACT_COLUMNS} FROM client_contacts WHERE client_id = $1 ORDER BY name, id"
+    ))
     .bind(client)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(rows)
+    // Opened one row at a time: fine at a client's contact-list sizes.
+    rows.into_iter().map(|c| open_contact(keys, p.org_id(), c)).collect()
 }
 
 pub async fn add_contact(
     db: &Db,
+    keys: &Keyring,
     ctx: &Context,
     p: &OrgPrincipal,
     client: ClientId,
@@ -337,26 +403,34 @@ pub async fn add_contact(
     let email = clean_email("email", input.email.as_deref())?;
     let phone = fields::optional_text("phone", input.phone.as_deref(), 50)?;
     let title = fields::text("title", input.title.as_deref().unwrap_or(""), 200)?;
+    let org = p.org_id();
+    let id = ContactId::new();
+    let version = keys.current_version(Scope::org(org)).map_err(AppError::internal)?;
+    let email_sealed = seal_contact_detail(keys, org, "email", id, version, email.as_deref())?;
+    let phone_sealed = seal_contact_detail(keys, org, "phone", id, version, phone.as_deref())?;
     let mut tx = OrgTx::begin(db, p).await?;
-    let c: Contact = sqlx::query_as(
-        "INSERT INTO client_contacts (organization_id, id, client_id, name, email, phone, title, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id, client_id, name, email, phone, title",
-    )
+    let stored: StoredContact = sqlx::query_as(&format!(
+        "INSERT INTO client_contacts (organization_id, id, client_id, name, title, created_at, email_sealed, phone_sealed, \
+         key_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {CONTACT_COLUMNS}"
+    ))
     .bind(tx.org_id())
-    .bind(ContactId::new())
+    .bind(id)
     .bind(client)
     .bind(&name)
-    .bind(&email)
-    .bind(&phone)
     .bind(&title)
     .bind(ctx.now)
+    .bind(&email_sealed)
+    .bind(&phone_sealed)
+    .bind(version as i32)
     .fetch_one(&mut *tx)
     .await?;
+    let c = open_contact(keys, org, stored)?;
+    // The audit log keeps no copy of the sealed details (it is append-only and unsealed).
     audit::record(
         &mut tx,
         ctx,
         Entry::new("client.contact_added", "client", client)
-            .after(json!({ "contact": c.id, "name": c.name, "email": c.email })),
+            .after(json!({ "contact": c.id, "name": c.name, "email": c.email.is_some(), "phone": c.phone.is_some() })),
     )
     .await?;
     tx.commit().await?;

@@ -20,7 +20,7 @@ use crate::audit::{self, Context, Entry};
 use crate::platform::db::{Db, RegionId};
 use crate::platform::http::error::{AppError, AppResult};
 use crate::platform::ids::{FileId, OrgId, ProjectId, TaskId};
-use crate::platform::seal::Sealer;
+use crate::platform::keys::{At, Keyring, Scope};
 pub use crate::platform::storage::{S3StorageConfig, Sealed, Storage, StorageKind};
 
 /// `[files]`: upload size, where contents are kept (the local disk, or an S3-compatible
@@ -168,8 +168,14 @@ pub fn clean_name(name: &str) -> AppResult<String> {
     Ok(cleaned.chars().take(255).collect())
 }
 
-fn context(org: OrgId, id: FileId) -> String {
+/// What contents sealed with the master key (before envelope encryption) were bound to.
+pub fn legacy_context(org: OrgId, id: FileId) -> String {
     format!("file:{org}:{id}")
+}
+
+/// Where a file's contents are bound: its organization's data key, this file's id.
+pub fn contents_at(id: &str) -> At<'_> {
+    At::new("files", "contents", id)
 }
 
 pub struct Upload<'a> {
@@ -183,7 +189,7 @@ pub struct Upload<'a> {
 pub async fn upload(
     db: &Db,
     storage: &RegionStores,
-    sealer: &Sealer,
+    keys: &Keyring,
     max_bytes: usize,
     ctx: &Context,
     p: &OrgPrincipal,
@@ -215,10 +221,14 @@ pub async fn upload(
     let id = FileId::new();
     let key = format!("{org}/{id}");
     let digest: [u8; 32] = Sha256::digest(&up.bytes).into();
-    storage.put(&key, Sealed::seal(sealer, &up.bytes, &context(org, id))).await.map_err(AppError::internal)?;
+    let row = id.to_string();
+    let sealed = Sealed::seal_with(keys, Scope::org(org), contents_at(&row), &up.bytes).map_err(AppError::internal)?;
+    let key_version = sealed.key_version().map(|v| v as i32);
+    storage.put(&key, sealed).await.map_err(AppError::internal)?;
     let inserted = sqlx::query_as::<_, FileMeta>(&format!(
         "INSERT INTO files AS f (organization_id, id, project_id, task_id, name, content_type, size_bytes, sha256, storage_key, \
-         shared_with_client, uploaded_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {COLUMNS}"
+         shared_with_client, uploaded_by, created_at, key_version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {COLUMNS}"
     ))
     .bind(org)
     .bind(id)
@@ -232,6 +242,7 @@ pub async fn upload(
     .bind(up.shared_with_client)
     .bind(p.user_id())
     .bind(ctx.now)
+    .bind(key_version)
     .fetch_one(&mut *tx)
     .await;
     let meta = match inserted {
@@ -313,34 +324,31 @@ pub async fn get(db: &Db, p: &OrgPrincipal, id: FileId) -> AppResult<FileMeta> {
 }
 
 /// Reads and opens a file's contents (the caller has checked access through `fetch`).
-pub async fn read_contents(
-    storage: &Storage,
-    sealer: &Sealer,
-    org: OrgId,
-    id: FileId,
-    key: &str,
-) -> AppResult<Vec<u8>> {
+pub async fn read_contents(storage: &Storage, keys: &Keyring, org: OrgId, id: FileId, key: &str) -> AppResult<Vec<u8>> {
     let sealed = storage.get(key).await.map_err(AppError::internal)?;
-    sealed.open(sealer, &context(org, id)).map_err(AppError::internal)
+    let row = id.to_string();
+    sealed.open_with(keys, Scope::org(org), contents_at(&row), &legacy_context(org, id)).map_err(AppError::internal)
 }
 
 /// Seals and stores a file's contents under `key` (an organization's import puts its files
 /// back this way: `privacy::import`).
 pub async fn store_contents(
     storage: &Storage,
-    sealer: &Sealer,
+    keys: &Keyring,
     org: OrgId,
     id: FileId,
     key: &str,
     bytes: &[u8],
 ) -> std::io::Result<()> {
-    storage.put(key, Sealed::seal(sealer, bytes, &context(org, id))).await
+    let row = id.to_string();
+    let sealed = Sealed::seal_with(keys, Scope::org(org), contents_at(&row), bytes).map_err(std::io::Error::other)?;
+    storage.put(key, sealed).await
 }
 
 pub async fn download(
     db: &Db,
     storage: &RegionStores,
-    sealer: &Sealer,
+    keys: &Keyring,
     p: &OrgPrincipal,
     id: FileId,
 ) -> AppResult<(FileMeta, Vec<u8>)> {
@@ -349,7 +357,7 @@ pub async fn download(
     let mut tx = OrgTx::begin(db, p).await?;
     let (meta, key) = fetch(&mut tx, p, id).await?;
     tx.commit().await?;
-    let bytes = read_contents(storage, sealer, p.org_id(), id, &key).await?;
+    let bytes = read_contents(storage, keys, p.org_id(), id, &key).await?;
     Ok((meta, bytes))
 }
 

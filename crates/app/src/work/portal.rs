@@ -17,7 +17,7 @@ use crate::access::{OrgPrincipal, ProjectScope};
 use crate::platform::db::Db;
 use crate::platform::http::error::{AppError, AppResult};
 use crate::platform::ids::{ClientId, FileId, InvoiceId, ProjectId};
-use crate::platform::seal::Sealer;
+use crate::platform::keys::Keyring;
 
 fn client_of(p: &OrgPrincipal) -> AppResult<ClientId> {
     if !p.can(Permission::PortalRead) {
@@ -144,7 +144,7 @@ pub async fn invoice(
 pub async fn download(
     db: &Db,
     storage: &RegionStores,
-    sealer: &Sealer,
+    keys: &Keyring,
     p: &OrgPrincipal,
     id: FileId,
 ) -> AppResult<(FileMeta, Vec<u8>)> {
@@ -165,6 +165,6 @@ pub async fn download(
         .fetch_one(&mut *tx)
         .await?;
     tx.commit().await?;
-    let bytes = files::read_contents(storage, sealer, p.org_id(), id, &key).await?;
+    let bytes = files::read_contents(storage, keys, p.org_id(), id, &key).await?;
     Ok((meta, bytes))
 }

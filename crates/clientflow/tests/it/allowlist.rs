@@ -327,7 +327,7 @@ async fn signed_file_links_are_held_to_the_list() {
     let meta = clientflow::work::files::upload(
         &app.app_db,
         &app.state.storage,
-        &app.state.sealer,
+        &app.state.keys,
         1 << 20,
         &ctx,
         &principal,

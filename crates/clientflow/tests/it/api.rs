@@ -153,7 +153,7 @@ async fn crud_round_trips_over_http() {
     let meta = clientflow::work::files::upload(
         &app.app_db,
         &app.state.storage,
-        &app.state.sealer,
+        &app.state.keys,
         1 << 20,
         &ctx(&app),
         &t.org.principal,

@@ -38,6 +38,7 @@ mod migrations;
 mod multinode;
 mod operator;
 mod org_reauth;
+mod privacy;
 mod ratelimit;
 mod ratelimit_http;
 mod request_tx;

@@ -18,6 +18,9 @@ use crate::support::orgs::{Org, org_with_every_role, session_token};
 /// `{unique}` (a fresh word), `{slug}` (the organization's slug), `{portal_client}` (the
 /// Client member's client record), `{new_member}` (a fresh member of the organization),
 /// `{fixture_project}` (a fresh project of the portal's client with the Member in it) and
+/// `{unique}` (a fresh word), `{slug}` (the organization's slug), `{name}` (its name as it is
+/// now), `{portal_client}` (the
+/// Client member's client record), `{new_member}` (a fresh member of the organization) and
 /// `{column_of_task}` (another column of the project of the path's `{task}`).
 #[derive(Clone, Copy)]
 pub enum Body {
@@ -121,6 +124,9 @@ pub const BODIES: &[Write] = &[
     form("POST /o/{org}/settings/billing/portal", &[]),
     // Starting a data export (the worker is not running in the matrix's app: it stays queued).
     form("POST /o/{org}/settings/export", &[("current_password", PASSWORD)]),
+    // Deleting the organization (scheduled, then cancelled; the purge is the worker's).
+    form("POST /o/{org}/settings/deletion", &[("confirm_name", "{name}"), ("current_password", PASSWORD)]),
+    form("POST /o/{org}/settings/deletion/cancel", &[]),
     // Clients.
     form(
         "POST /o/{org}/clients",
@@ -366,6 +372,15 @@ pub async fn url_with(app: &TestApp, route: &RouteDef, org: &Org, ids_from: &Org
 async fn resolve(app: &TestApp, org: &Org, value: &str, params: &[(String, String)]) -> String {
     let mut out = value.replace("{unique}", &format!("m{}", uuid::Uuid::now_v7().simple()));
     out = out.replace("{slug}", &org.slug).replace("{portal_client}", &org.client_id);
+    if out.contains("{name}") {
+        let mut db = app.db.admin_conn().await;
+        let name: String = sqlx::query_scalar("SELECT name FROM organizations WHERE id = $1::uuid")
+            .bind(&org.id)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        out = out.replace("{name}", &name);
+    }
     if out.contains("{new_member}") {
         let member = fresh_param(app, org, "member", &[]).await;
         out = out.replace("{new_member}", &member);
@@ -530,6 +545,12 @@ pub async fn restore_membership(app: &TestApp, org: &Org, role: &str) {
         .await
         .unwrap();
     sqlx::query("DELETE FROM role_permissions WHERE organization_id = $1").bind(org_id).execute(&mut db).await.unwrap();
+    // A case that scheduled the organization's deletion must not shut the next one out.
+    sqlx::query("DELETE FROM organization_deletion_requests WHERE organization_id = $1")
+        .bind(org_id)
+        .execute(&mut db)
+        .await
+        .unwrap();
     sqlx::query(
         "UPDATE organizations SET require_two_factor = false, session_timeout_minutes = NULL, slug = $2, \
          ip_allowlist = '{}' WHERE id = $1",

@@ -25,6 +25,8 @@ struct Shared {
     master_key: String,
     signing_key: String,
     files: tempfile::TempDir,
+    /// The key store (privacy.keys_dir): shared like the files it opens.
+    keys: tempfile::TempDir,
     redis: RedisServer,
 }
 
@@ -39,6 +41,7 @@ impl Shared {
             master_key: key(),
             signing_key: key(),
             files: tempfile::tempdir().unwrap(),
+            keys: tempfile::tempdir().unwrap(),
             redis: RedisServer::start().await,
         }
     }
@@ -87,7 +90,8 @@ async fn command(db: &TestDb, shared: &Shared, setup: Setup, data: &Path, port: 
         .env("CLIENTFLOW_BOT_CHECK__POW_DIFFICULTY", "8");
     if setup != Setup::OwnKeys {
         c.env("CLIENTFLOW_SECRETS__MASTER_KEY", &shared.master_key)
-            .env("CLIENTFLOW_AUDIT__SIGNING_KEY", &shared.signing_key);
+            .env("CLIENTFLOW_AUDIT__SIGNING_KEY", &shared.signing_key)
+            .env("CLIENTFLOW_PRIVACY__KEYS_DIR", shared.keys.path());
     }
     if setup != Setup::OwnFiles {
         c.env("CLIENTFLOW_FILES__DIR", shared.files.path());

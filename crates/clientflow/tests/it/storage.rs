@@ -35,7 +35,7 @@ fn s3_config(server: &S3Server) -> S3StorageConfig {
 async fn upload(app: &TestApp, org: &crate::support::SeededOrg, name: &str, text: &[u8]) -> files::FileMeta {
     let up =
         files::Upload { project_id: org.project, task_id: None, name, bytes: text.to_vec(), shared_with_client: false };
-    files::upload(&app.app_db, &app.state.storage, &app.state.sealer, 1 << 20, &ctx(app), &org.principal, up)
+    files::upload(&app.app_db, &app.state.storage, &app.state.keys, 1 << 20, &ctx(app), &org.principal, up)
         .await
         .unwrap()
 }
@@ -84,7 +84,7 @@ async fn files_in_an_s3_bucket_are_sealed_served_signed_and_removed_with_their_o
     assert!(!raw.windows(7).any(|w| w == b"Hartley"));
 
     // Download through the service and through a signed link.
-    let (_, bytes) = files::download(db, &app.state.storage, &app.state.sealer, &a.principal, report.id).await.unwrap();
+    let (_, bytes) = files::download(db, &app.state.storage, &app.state.keys, &a.principal, report.id).await.unwrap();
     assert_eq!(bytes, secret);
     let (_, link, _) = files::issue_link(
         db,
@@ -105,7 +105,7 @@ async fn files_in_an_s3_bucket_are_sealed_served_signed_and_removed_with_their_o
     assert_eq!(app.client.get(&link).send().await.unwrap().status(), 403, "an expired link");
     // Another tenant can't read it.
     assert!(matches!(
-        files::download(db, &app.state.storage, &app.state.sealer, &b.principal, report.id).await,
+        files::download(db, &app.state.storage, &app.state.keys, &b.principal, report.id).await,
         Err(AppError::NotFound)
     ));
 
@@ -115,14 +115,14 @@ async fn files_in_an_s3_bucket_are_sealed_served_signed_and_removed_with_their_o
     damaged[last] ^= 1;
     server.overwrite(BUCKET, &key, damaged).await;
     assert!(matches!(
-        files::download(db, &app.state.storage, &app.state.sealer, &a.principal, report.id).await,
+        files::download(db, &app.state.storage, &app.state.keys, &a.principal, report.id).await,
         Err(AppError::Internal(_))
     ));
     // Another file's object put in its place is refused too (sealed to its own organization and id).
     let notes_raw = server.raw(BUCKET, &format!("{PREFIX}/{}/{}", a.id, notes.id)).await;
     server.overwrite(BUCKET, &key, notes_raw).await;
     assert!(matches!(
-        files::download(db, &app.state.storage, &app.state.sealer, &a.principal, report.id).await,
+        files::download(db, &app.state.storage, &app.state.keys, &a.principal, report.id).await,
         Err(AppError::Internal(_))
     ));
 
@@ -137,7 +137,7 @@ async fn files_in_an_s3_bucket_are_sealed_served_signed_and_removed_with_their_o
     assert_eq!(removed, 1);
     assert_eq!(server.keys(BUCKET, &format!("{PREFIX}/{}", a.id)).await, Vec::<String>::new());
     assert_eq!(server.keys(BUCKET, PREFIX).await, vec![format!("{PREFIX}/{}/{}", b.id, other.id)]);
-    let (_, bytes) = files::download(db, &app.state.storage, &app.state.sealer, &b.principal, other.id).await.unwrap();
+    let (_, bytes) = files::download(db, &app.state.storage, &app.state.keys, &b.principal, other.id).await.unwrap();
     assert_eq!(bytes, b"bravo's own file");
     // Twice is harmless.
     assert_eq!(files::remove_organization_contents(&app.state.storage, a.id).await.unwrap(), 0);

@@ -286,18 +286,18 @@ async fn files_are_encrypted_at_rest_and_type_checked() {
         bytes: secret_text.clone(),
         shared_with_client: false,
     };
-    let meta = files::upload(db, &app.state.storage, &app.state.sealer, 1 << 20, &c, &a.principal, up).await.unwrap();
+    let meta = files::upload(db, &app.state.storage, &app.state.keys, 1 << 20, &c, &a.principal, up).await.unwrap();
     assert_eq!(meta.name, "report.txt");
     assert_eq!(meta.content_type, "text/plain");
     // On disk: sealed, not the plaintext.
     let on_disk = std::fs::read(app.config.data_dir.join("files").join(format!("{}/{}", a.id, meta.id))).unwrap();
     assert!(!on_disk.windows(10).any(|w| w == &secret_text[..10]));
-    let (_, bytes) = files::download(db, &app.state.storage, &app.state.sealer, &a.principal, meta.id).await.unwrap();
+    let (_, bytes) = files::download(db, &app.state.storage, &app.state.keys, &a.principal, meta.id).await.unwrap();
     assert_eq!(bytes, secret_text);
     // Another tenant can't read it.
     let b = seed_org(db, "spy").await;
     assert!(matches!(
-        files::download(db, &app.state.storage, &app.state.sealer, &b.principal, meta.id).await,
+        files::download(db, &app.state.storage, &app.state.keys, &b.principal, meta.id).await,
         Err(AppError::NotFound)
     ));
     // Executables are refused whatever their name; oversized files too.
@@ -309,7 +309,7 @@ async fn files_are_encrypted_at_rest_and_type_checked() {
         shared_with_client: false,
     };
     assert!(matches!(
-        files::upload(db, &app.state.storage, &app.state.sealer, 1 << 20, &c, &a.principal, exe).await,
+        files::upload(db, &app.state.storage, &app.state.keys, 1 << 20, &c, &a.principal, exe).await,
         Err(AppError::UnsupportedMediaType(_))
     ));
     let big = files::Upload {
@@ -320,7 +320,7 @@ async fn files_are_encrypted_at_rest_and_type_checked() {
         shared_with_client: false,
     };
     assert!(matches!(
-        files::upload(db, &app.state.storage, &app.state.sealer, 1024, &c, &a.principal, big).await,
+        files::upload(db, &app.state.storage, &app.state.keys, 1024, &c, &a.principal, big).await,
         Err(AppError::PayloadTooLarge)
     ));
     files::delete(db, &app.state.storage, &c, &a.principal, meta.id).await.unwrap();

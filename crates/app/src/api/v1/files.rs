@@ -193,7 +193,7 @@ pub async fn upload_file(
         Some(Err(_)) => return AppError::field("task_id", "is not a valid id").into_response(),
     };
     let up = files::Upload { project_id, task_id, name: &got.name, bytes: got.bytes, shared_with_client: got.shared };
-    match files::upload(&s.db, &s.storage, &s.sealer, max, &ctx, &api.principal, up).await {
+    match files::upload(&s.db, &s.storage, &s.keys, max, &ctx, &api.principal, up).await {
         Ok(meta) => created(format!("/api/v1/files/{}", meta.id), meta),
         // The project is named in the body: one the key can't see is a field to fix.
         Err(AppError::NotFound) => AppError::field("project_id", "no such project").into_response(),

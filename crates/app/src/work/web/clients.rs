@@ -252,7 +252,7 @@ async fn detail_view(
 ) -> AppResult<DetailPage> {
     let p = &access.principal;
     let client = clients::get(&state.db, p, id).await?;
-    let contacts = clients::contacts(&state.db, p, id).await?;
+    let contacts = clients::contacts(&state.db, &state.keys, p, id).await?;
     Ok(DetailPage {
         csrf,
         org: OrgNav::of(access),
@@ -350,7 +350,7 @@ async fn add_contact(
         phone: Some(form.phone.clone()),
         title: Some(form.title.clone()),
     };
-    let r = clients::add_contact(&state.db, &ctx, &access.principal, id, &input).await.map(|_| ());
+    let r = clients::add_contact(&state.db, &state.keys, &ctx, &access.principal, id, &input).await.map(|_| ());
     detail_result(&state, csrf, &access, id, form, r).await
 }
 

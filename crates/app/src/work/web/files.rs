@@ -137,7 +137,7 @@ async fn upload(
             bytes: got.bytes,
             shared_with_client: got.shared,
         };
-        files::upload(&state.db, &state.storage, &state.sealer, max, &ctx, &access.principal, up).await
+        files::upload(&state.db, &state.storage, &state.keys, max, &ctx, &access.principal, up).await
     }
     .await;
     match result {
@@ -184,7 +184,7 @@ async fn download(
     Path((_, id)): Path<(String, String)>,
 ) -> AppResult<Response> {
     let id = path_id(&id)?;
-    let (meta, bytes) = files::download(&state.db, &state.storage, &state.sealer, &access.principal, id).await?;
+    let (meta, bytes) = files::download(&state.db, &state.storage, &state.keys, &access.principal, id).await?;
     attachment(&meta, bytes)
 }
 
@@ -301,7 +301,7 @@ async fn signed_download(
     if !allowlist::permits(&list, ip) {
         return Err(allowlist::refusal(&name, ip));
     }
-    let (meta, bytes) = files::download(&state.db, &state.storage, &state.sealer, &principal, id).await?;
+    let (meta, bytes) = files::download(&state.db, &state.storage, &state.keys, &principal, id).await?;
     attachment(&meta, bytes)
 }
 

@@ -176,6 +176,6 @@ async fn download(
     Path((_, id)): Path<(String, String)>,
 ) -> AppResult<Response> {
     let id = path_id(&id)?;
-    let (meta, bytes) = portal::download(&state.db, &state.storage, &state.sealer, &access.principal, id).await?;
+    let (meta, bytes) = portal::download(&state.db, &state.storage, &state.keys, &access.principal, id).await?;
     super::files::attachment(&meta, bytes)
 }

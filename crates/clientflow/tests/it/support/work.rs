@@ -42,7 +42,7 @@ pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, S
                 }
             };
             let input = clients::ContactInput { name: Some("Fixture contact".into()), ..Default::default() };
-            clients::add_contact(db, &c, &op, client, &input).await.unwrap().id.to_string()
+            clients::add_contact(db, &app.state.keys, &c, &op, client, &input).await.unwrap().id.to_string()
         }
         "project" => fixture_project(app, org, &op).await.to_string(),
         "user" => {
@@ -173,7 +173,7 @@ pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, S
                 shared_with_client: true,
             };
             let max = app.config.files.max_upload_bytes;
-            files::upload(db, &app.state.storage, &app.state.sealer, max, &c, &op, up).await.unwrap().id.to_string()
+            files::upload(db, &app.state.storage, &app.state.keys, max, &c, &op, up).await.unwrap().id.to_string()
         }
         // The same records, but of another client of the organization: the portal's Client must
         // not reach them.
@@ -202,7 +202,7 @@ pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, S
                 shared_with_client: true,
             };
             let max = app.config.files.max_upload_bytes;
-            files::upload(db, &app.state.storage, &app.state.sealer, max, &c, &op, up).await.unwrap().id.to_string()
+            files::upload(db, &app.state.storage, &app.state.keys, max, &c, &op, up).await.unwrap().id.to_string()
         }
         "key" => {
             let input =
