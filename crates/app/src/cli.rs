@@ -507,7 +507,8 @@ async fn serve_with(
         crate::privacy::Maintenance {
             db: db.clone(),
             keys: state.keys.clone(),
-            storage: state.storage.clone(),
+            // The default region's store (see docs/security/deletion.md for other regions).
+            storage: (*state.storage).clone(),
             owner: resolved.owner.clone(),
             record_key: crate::privacy::record_key(&state.sealer),
             clock: state.clock.clone(),
@@ -1131,7 +1132,7 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
             crate::privacy::export_jobs::Runner {
                 db: db.clone(),
                 stores,
-                sealer,
+                keys: crate::privacy::keyring(&config, &sealer),
                 signer: signer.clone(),
                 clock: Arc::new(SystemClock),
                 data_dir: config.data_dir.clone(),

@@ -19,11 +19,11 @@ use crate::audit::{self, Entry};
 use crate::config::Config;
 use crate::privacy::{export, import};
 
-fn storage_and_sealer(config: &Config) -> OpResult<(crate::work::files::Storage, crate::platform::seal::Sealer)> {
+fn storage_and_keys(config: &Config) -> OpResult<(crate::work::files::Storage, crate::platform::keys::Keyring)> {
     let storage = config.files.open_storage(&config.data_dir).map_err(|e| OpError::Failed(anyhow::anyhow!("{e}")))?;
     let sealer = crate::platform::seal::Sealer::load(config.secrets.master_key.as_ref(), &config.data_dir)
         .map_err(|e| OpError::Failed(anyhow::anyhow!("{e}")))?;
-    Ok((storage, sealer))
+    Ok((storage, crate::privacy::keyring(config, &sealer)))
 }
 
 /// Writes `org`'s archive to `out`.
@@ -32,14 +32,14 @@ pub(crate) async fn export(s: &Session, config: &Config, org: &str, out: &Path, 
         return Err(OpError::invalid("out", format!("{} already exists; choose another file", out.display())));
     }
     let (principal, org) = org_principal(s, org, "org export").await?;
-    let (storage, sealer) = storage_and_sealer(config)?;
+    let (storage, keys) = storage_and_keys(config)?;
     let now = OffsetDateTime::now_utc();
     let (progress, mut watch) = tokio::sync::watch::channel(export::Progress::default());
     let job = export::Job {
         db: &s.db,
         principal: &principal,
         storage: &storage,
-        sealer: &sealer,
+        keys: &keys,
         signer: &s.signer,
         now,
         progress,
@@ -95,8 +95,8 @@ pub(crate) async fn export(s: &Session, config: &Config, org: &str, out: &Path, 
 
 /// Imports the archive at `file`.
 pub(crate) async fn import(s: &Session, config: &Config, file: &Path) -> OpResult<Report> {
-    let (storage, sealer) = storage_and_sealer(config)?;
-    let job = import::Job { db: &s.db, storage: &storage, sealer: &sealer, local_key: s.signer.verifying_key() };
+    let (storage, keys) = storage_and_keys(config)?;
+    let job = import::Job { db: &s.db, storage: &storage, keys: &keys, local_key: s.signer.verifying_key() };
     let done = Box::pin(import::import_archive(job, file, |org| crate::access::begin_import(&s.db, &s.operator, org)))
         .await
         .map_err(|e| OpError::Refused(format!("{e:#}")))?;

@@ -36,7 +36,6 @@ use crate::access::{OrgPrincipal, OrgTx};
 use crate::audit::chain::Signer;
 use crate::platform::db::Db;
 use crate::platform::ids::{FileId, OrgId};
-use crate::platform::seal::Sealer;
 use crate::work::files::Storage;
 
 /// What the archive calls itself in its manifest.
@@ -163,7 +162,7 @@ pub struct Job<'a> {
     /// Holds `org.export` in the organization exported.
     pub principal: &'a OrgPrincipal,
     pub storage: &'a Storage,
-    pub sealer: &'a Sealer,
+    pub keys: &'a crate::platform::keys::Keyring,
     /// Signs the audit chain's head before the snapshot, so the archive's chain ends in a
     /// signed checkpoint.
     pub signer: &'a Signer,
@@ -462,7 +461,7 @@ async fn stream_parts(
             .await?
     };
     for (id, key) in files {
-        let bytes = crate::work::files::read_contents(job.storage, job.sealer, org, id, &key)
+        let bytes = crate::work::files::read_contents(job.storage, job.keys, org, id, &key)
             .await
             .map_err(|e| anyhow!("file {id} could not be read from storage: {e}"))?;
         send.send(Piece::Start(file_part_name(id))).await.map_err(|_| closed())?;

@@ -27,7 +27,6 @@ use crate::platform::clock::SharedClock;
 use crate::platform::db::Db;
 use crate::platform::http::error::{AppError, AppResult};
 use crate::platform::ids::OrgId;
-use crate::platform::seal::Sealer;
 
 /// How long a finished archive (and any link to it) exists.
 pub const KEEP_HOURS: i64 = 24;
@@ -148,7 +147,7 @@ pub struct Runner {
     pub db: Db,
     /// Each region's file store: an export reads the files of its organization's region.
     pub stores: crate::work::files::RegionStores,
-    pub sealer: Sealer,
+    pub keys: crate::platform::keys::Keyring,
     pub signer: Arc<Signer>,
     pub clock: SharedClock,
     pub data_dir: PathBuf,
@@ -160,7 +159,7 @@ impl Runner {
         Self {
             db: state.db.clone(),
             stores: state.storage.clone(),
-            sealer: state.sealer.clone(),
+            keys: state.keys.clone(),
             signer: state.audit_signer.clone(),
             clock: state.clock.clone(),
             data_dir: state.config.data_dir.clone(),
@@ -260,7 +259,7 @@ async fn handle(runner: &Runner, region_db: &Db, org: OrgId, id: Uuid) -> anyhow
         db: &runner.db,
         principal: &principal,
         storage,
-        sealer: &runner.sealer,
+        keys: &runner.keys,
         signer: &runner.signer,
         now,
         progress,

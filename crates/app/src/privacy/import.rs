@@ -29,7 +29,6 @@ use crate::access::OrgTx;
 use crate::audit::chain::Verification;
 use crate::platform::db::Db;
 use crate::platform::ids::{FileId, OrgId};
-use crate::platform::seal::Sealer;
 use crate::work::files::Storage;
 
 /// The one function every imported column value passes through: the inverse of
@@ -44,7 +43,7 @@ pub fn import_value(table: &str, column: &str, value: Value) -> anyhow::Result<V
 pub struct Job<'a> {
     pub db: &'a Db,
     pub storage: &'a Storage,
-    pub sealer: &'a Sealer,
+    pub keys: &'a crate::platform::keys::Keyring,
     /// This installation's audit key, trusted besides the keys the archive's chain lists.
     pub local_key: ed25519_dalek::VerifyingKey,
 }
@@ -393,7 +392,7 @@ where
                 .await
                 .map_err(|e| anyhow!("{e}"))??
             };
-            crate::work::files::store_contents(job.storage, job.sealer, org, *id, key, &bytes)
+            crate::work::files::store_contents(job.storage, job.keys, org, *id, key, &bytes)
                 .await
                 .with_context(|| format!("storing file {id}"))?;
             stored.push(key.clone());

@@ -79,7 +79,7 @@ async fn upload(
     Box::pin(clientflow::work::files::upload(
         &app.app_db,
         &app.state.storage,
-        &app.state.sealer,
+        &app.state.keys,
         1 << 20,
         &ctx,
         &org.principal,
@@ -97,7 +97,7 @@ async fn export_of(app: &TestApp, org: OrgId, out: &Path) -> export::Written {
         db: &app.app_db,
         principal: &principal,
         storage: &app.state.storage,
-        sealer: &app.state.sealer,
+        keys: &app.state.keys,
         signer: &app.state.audit_signer,
         now: app.clock.now_utc(),
         progress,
@@ -109,7 +109,7 @@ async fn import_into(app: &TestApp, file: &Path) -> anyhow::Result<import::Impor
     let job = import::Job {
         db: &app.app_db,
         storage: &app.state.storage,
-        sealer: &app.state.sealer,
+        keys: &app.state.keys,
         local_key: app.state.audit_signer.verifying_key(),
     };
     let authority = support::operator();

@@ -391,7 +391,7 @@ async fn seeded(app: &TestApp, slug: &str) -> (uuid::Uuid, clientflow::platform:
     clientflow::work::files::upload(
         &app.app_db,
         &app.state.storage,
-        &app.state.sealer,
+        &app.state.keys,
         1 << 20,
         &api::ctx(app),
         &org.principal,
@@ -471,7 +471,7 @@ async fn whole_in(
     let (_, bytes) = clientflow::work::files::download(
         &app.app_db,
         &app.state.storage,
-        &app.state.sealer,
+        &app.state.keys,
         &p,
         file.to_string().parse().unwrap(),
     )
