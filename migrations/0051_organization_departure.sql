@@ -3,7 +3,8 @@
 -- append-only for the server: only the owner role (which the server never runs as; the move
 -- command connects as it) may delete an organization's events and checkpoints, and only the
 -- one organization it names in `clientflow.org_departure` for its transaction, after the move
--- copied the chain to the new region and verified it there.
+-- copied the chain to the new region and verified it there. The purge of a deleted
+-- organization (migration 0042) keeps its own exception.
 
 CREATE OR REPLACE FUNCTION audit_refuse_change() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, public AS $$
@@ -11,6 +12,11 @@ BEGIN
     IF TG_OP = 'DELETE' AND current_user = 'clientflow_owner' THEN
         -- An organization leaving this region: every event of that one organization.
         IF current_setting('clientflow.org_departure', true) = OLD.organization_id::text THEN
+            RETURN OLD;
+        END IF;
+        -- An organization purged after its deletion request's grace period (migration 0042).
+        IF current_setting('clientflow.organization_purge', true) = OLD.organization_id::text
+           AND EXISTS (SELECT 1 FROM organization_deletion_requests r WHERE r.organization_id = OLD.organization_id) THEN
             RETURN OLD;
         END IF;
         -- Retention, as before (migration 0007).
@@ -29,7 +35,9 @@ CREATE OR REPLACE FUNCTION audit_refuse_checkpoint_change() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, public AS $$
 BEGIN
     IF TG_OP = 'DELETE' AND current_user = 'clientflow_owner'
-       AND current_setting('clientflow.org_departure', true) = OLD.organization_id::text THEN
+       AND (current_setting('clientflow.org_departure', true) = OLD.organization_id::text
+            OR (current_setting('clientflow.organization_purge', true) = OLD.organization_id::text
+                AND EXISTS (SELECT 1 FROM organization_deletion_requests r WHERE r.organization_id = OLD.organization_id))) THEN
         RETURN OLD;
     END IF;
     RAISE EXCEPTION 'audit checkpoints are append-only (% refused)', TG_OP

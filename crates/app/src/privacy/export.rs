@@ -69,6 +69,12 @@ pub const NOT_SECRET_COLUMNS: &[(&str, &str, &str)] = &[
     ("audit_signing_keys", "key_id", "names a signing key"),
     ("audit_signing_keys", "public_key", "an Ed25519 public key: it verifies signatures, it can't make them"),
     ("files", "sha256", "the digest of the file's own contents, which are in the archive"),
+    ("files", "key_version", "the version number of the data key the stored contents use, not a key"),
+    (
+        "client_contacts",
+        "key_version",
+        "the version number of the data key of the sealed details, not a key (the archive holds the details opened)",
+    ),
     ("files", "storage_key", "where the sealed contents are kept (`<organization>/<file>`), not a key to them"),
 ];
 
@@ -292,9 +298,38 @@ type Digests = Vec<(String, u64, String)>;
 
 /// Writes one NDJSON line per row into `buf` (sent on when it grows), each value through
 /// [`export_value`].
+#[cfg(test)]
 fn encode_row(table: &str, line: &str, buf: &mut Vec<u8>) -> anyhow::Result<()> {
+    encode_row_with(table, line, buf, None)
+}
+
+/// [`encode_row`], opening the organization's sealed columns with its data keys first: the
+/// archive holds what the owner sees (a contact's email and phone in their plain columns), never
+/// ciphertext only this installation could open. An import writes them in plain, and the
+/// re-seal pass seals them under the new installation's keys.
+fn encode_row_with(
+    table: &str,
+    line: &str,
+    buf: &mut Vec<u8>,
+    keys: Option<(&crate::platform::keys::Keyring, crate::platform::ids::OrgId)>,
+) -> anyhow::Result<()> {
     let mut row: Map<String, Value> =
         serde_json::from_str(line).with_context(|| format!("a row of {table} is not a JSON object"))?;
+    if table == "client_contacts" {
+        for column in ["email", "phone"] {
+            let sealed = row.remove(&format!("{column}_sealed")).unwrap_or(Value::Null);
+            let Some(hex_text) = sealed.as_str() else { continue };
+            let (keys, org) =
+                keys.ok_or_else(|| anyhow!("client_contacts has sealed values and no keys to open them"))?;
+            let bytes = hex::decode(hex_text.trim_start_matches("\\x")).context("a sealed contact detail")?;
+            let id: crate::platform::ids::ContactId =
+                row.get("id").and_then(Value::as_str).unwrap_or_default().parse().context("a contact's id")?;
+            let plain = crate::work::clients::open_contact_detail(keys, org, column, id, &bytes)
+                .map_err(|e| anyhow!("opening a contact's {column}: {e}"))?;
+            row.insert(column.to_string(), Value::String(plain));
+        }
+        row.remove("key_version");
+    }
     for (column, value) in row.iter_mut() {
         *value = export_value(table, column, std::mem::take(value))?;
     }
@@ -432,7 +467,7 @@ async fn stream_parts(
         let mut n = 0u64;
         let mut rows = sqlx::query_scalar::<_, String>(sql).bind(org).fetch(&mut **tx);
         while let Some(line) = rows.try_next().await? {
-            encode_row(table, &line, &mut buf)?;
+            encode_row_with(table, &line, &mut buf, Some((job.keys, org)))?;
             n += 1;
             if buf.len() >= CHUNK {
                 let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK + 4096));
