@@ -323,22 +323,29 @@ pub(super) async fn if_exists(db: &Db, principal: OrgPrincipal) -> Result<Option
     Ok(exists.map(|_| principal))
 }
 
+/// A system principal of the server's own scheduled work, holding no permission at all: it can
+/// open the organization's transaction and nothing a permission check guards. The rounds run
+/// region by region, so the organization is in `db`'s region. `None` when the organization
+/// doesn't exist.
+async fn system_without_permissions(db: &Db, org_id: OrgId, name: &str) -> Result<Option<OrgPrincipal>, sqlx::Error> {
+    let principal = OrgPrincipal {
+        org_id,
+        actor: Actor::System(name.into()),
+        role: Role::Member,
+        client_id: None,
+        permissions: PermissionSet::of(&[]),
+        scope_user: None,
+        region: db.region(),
+    };
+    if_exists(db, principal).await
+}
+
 /// The server's own scheduled audit maintenance (signing quiet chain heads,
 /// `audit::chain::sign_due_heads`): a system principal holding no permission at all. It can
 /// open the organization's transaction, which is all signing a head needs, and nothing a
 /// permission check guards. Returns `None` when the organization doesn't exist.
 pub async fn audit_maintenance(db: &Db, org_id: OrgId) -> Result<Option<OrgPrincipal>, sqlx::Error> {
-    let principal = OrgPrincipal {
-        org_id,
-        actor: Actor::System("audit maintenance".into()),
-        role: Role::Member,
-        client_id: None,
-        permissions: PermissionSet::of(&[]),
-        scope_user: None,
-        // The sweep runs region by region: the heads it found are in `db`'s region.
-        region: db.region(),
-    };
-    if_exists(db, principal).await
+    system_without_permissions(db, org_id, "audit maintenance").await
 }
 
 /// The server's own scheduled notification work (mailing waiting notifications with each
@@ -347,34 +354,14 @@ pub async fn audit_maintenance(db: &Db, org_id: OrgId) -> Result<Option<OrgPrinc
 /// who receives what is decided by the notification and digest code. Returns `None` when the
 /// organization doesn't exist.
 pub async fn scheduled_notifier(db: &Db, org_id: OrgId) -> Result<Option<OrgPrincipal>, sqlx::Error> {
-    let principal = OrgPrincipal {
-        org_id,
-        actor: Actor::System("scheduled notifications".into()),
-        role: Role::Member,
-        client_id: None,
-        permissions: PermissionSet::of(&[]),
-        scope_user: None,
-        // The rounds run region by region: the organizations they found are in `db`'s region.
-        region: db.region(),
-    };
-    if_exists(db, principal).await
+    system_without_permissions(db, org_id, "scheduled notifications").await
 }
 
 /// The server's own re-sealing of an organization's values under its newest data key
 /// (`privacy::keys`): a system principal holding no permission at all, like
 /// [`audit_maintenance`]. Returns `None` when the organization doesn't exist.
 pub async fn key_maintenance(db: &Db, org_id: OrgId) -> Result<Option<OrgPrincipal>, sqlx::Error> {
-    let principal = OrgPrincipal {
-        org_id,
-        actor: Actor::System("key maintenance".into()),
-        role: Role::Member,
-        client_id: None,
-        permissions: PermissionSet::of(&[]),
-        scope_user: None,
-        // The re-sealing runs region by region: the organization is in `db`'s region.
-        region: db.region(),
-    };
-    if_exists(db, principal).await
+    system_without_permissions(db, org_id, "key maintenance").await
 }
 
 /// Opens the one transaction that imports an exported organization (`clientflow org import`):
