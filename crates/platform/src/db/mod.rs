@@ -138,16 +138,7 @@ impl Db {
         &self,
         statement: impl Into<std::borrow::Cow<'static, str>>,
     ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        let statement = statement.into();
-        let tx = if outage::is_down() {
-            tokio::time::timeout(OUTAGE_ACQUIRE_TIMEOUT, self.pool.begin_with(statement))
-                .await
-                .map_err(|_| sqlx::Error::PoolTimedOut)??
-        } else {
-            self.pool.begin_with(statement).await?
-        };
-        outage::record_success();
-        Ok(tx)
+        Self::starting(self.pool.begin_with(statement.into())).await
     }
 
     /// Every transaction starts here, so the end of a database outage is noticed (and logged)
@@ -155,12 +146,17 @@ impl Db {
     /// While the database is known to be away, a request waits at most
     /// [`OUTAGE_ACQUIRE_TIMEOUT`] to find out again instead of the whole acquire timeout.
     pub(crate) async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        Self::starting(self.pool.begin()).await
+    }
+
+    /// A transaction being started, with the outage bookkeeping every start goes through.
+    async fn starting(
+        begin: impl std::future::Future<Output = Result<Transaction<'static, Postgres>, sqlx::Error>>,
+    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         let tx = if outage::is_down() {
-            tokio::time::timeout(OUTAGE_ACQUIRE_TIMEOUT, self.pool.begin())
-                .await
-                .map_err(|_| sqlx::Error::PoolTimedOut)??
+            tokio::time::timeout(OUTAGE_ACQUIRE_TIMEOUT, begin).await.map_err(|_| sqlx::Error::PoolTimedOut)??
         } else {
-            self.pool.begin().await?
+            begin.await?
         };
         outage::record_success();
         Ok(tx)
