@@ -398,11 +398,27 @@ impl PrivateCluster {
     /// Stops the cluster (fast shutdown: open transactions roll back), whoever uses it. Ending
     /// a [`ClusterUse`] is the way to stop it when done with it.
     pub fn stop(&self) -> Result<(), ClusterError> {
+        let postmaster = self.postmaster_pid();
         let pg_ctl = self.bin_dir.join("pg_ctl");
         self.run(
             "stopping PostgreSQL",
             Command::new(pg_ctl).arg("stop").args(["-m", "fast", "-w"]).arg("-D").arg(&self.pgdata),
-        )
+        )?;
+        // `pg_ctl -w` returns once `postmaster.pid` is gone, which the postmaster removes just
+        // before it exits: wait for the exit itself, so "stopped" means no process is left.
+        if let Some(pid) = postmaster {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while process_alive(pid) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+
+    /// The postmaster's process id, from the first line of `postmaster.pid`.
+    fn postmaster_pid(&self) -> Option<u32> {
+        let text = fs::read_to_string(self.pgdata.join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
     }
 
     fn initdb(&self) -> Result<(), ClusterError> {
@@ -627,4 +643,13 @@ fn tail(path: &Path, lines: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Whether a process runs (exists and is not a zombie waiting for its parent), from `/proc`.
+fn process_alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
 }
