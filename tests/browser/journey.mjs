@@ -468,6 +468,22 @@ try {
     await cpage.getByRole('link', { name: /INV-/ }).first().click();
     await cpage.waitForURL(new RegExp(`/portal/${slug}/invoices/${invoiceId}`));
     await check(cpage, 'portal-invoice');
+    // The client downloads the invoice as a PDF: a real download, and a PDF of this invoice.
+    const [download] = await Promise.all([
+      cpage.waitForEvent('download'),
+      cpage.getByRole('link', { name: 'Download PDF' }).click(),
+    ]);
+    const pdfPath = await download.path();
+    const pdf = (await import('node:fs')).readFileSync(pdfPath);
+    if (pdf.subarray(0, 5).toString('latin1') !== '%PDF-') {
+      problems.push(`the portal's "Download PDF" gave no PDF (${download.suggestedFilename()})`);
+    }
+    if (!/^invoice-INV-\d{4}-\d{4}\.pdf$/.test(download.suggestedFilename())) {
+      problems.push(`the portal's PDF is named ${download.suggestedFilename()}`);
+    }
+    if (!pdf.toString('latin1').includes('INV-')) {
+      problems.push('the portal\'s PDF does not show the invoice number');
+    }
   }
 } catch (e) {
   problems.push(`the journey stopped: ${e.stack || e}`);

@@ -99,6 +99,7 @@ pub async fn resolve_member_request(
     // goes on in this transaction, as with one region; one elsewhere continues in its region's
     // database, and the session's bookkeeping stays here (committed now).
     let mut moving = false;
+    let mut user_set = false;
     if db.is_multi_region() {
         let Some((_, region, moving_to)) = placement else {
             tx.commit().await?;
@@ -119,10 +120,14 @@ pub async fn resolve_member_request(
             } else {
                 drop(tx);
             }
-            tx = GateTx::begin(&region_db, &gate()).await?;
+            // The user capability comes with the region's BEGIN: one round trip, not two.
+            tx = GateTx::begin_with(&region_db, &gate(), Capability::User, &user.to_string()).await?;
+            user_set = true;
         }
     }
-    tx.set(Capability::User, &user.to_string()).await?;
+    if !user_set {
+        tx.set(Capability::User, &user.to_string()).await?;
+    }
     type Row = (OrgId, String, String, String, Option<i32>, bool, Vec<ipnet::IpNet>, Role, Option<ClientId>);
     let row: Option<Row> = sqlx::query_as(
         "SELECT o.id, o.name, o.brand_color, o.timezone, o.session_timeout_minutes, o.require_two_factor, \

@@ -177,6 +177,23 @@ async fn tour(app: &TestApp, owner: &mut Browser, slug: &str, tag: &str) {
     let start = html.find("cf_live_").expect("the page shows the new key");
     let key: String =
         html[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').collect();
+    // A key names its organization's region when that is not the default one (where it is
+    // looked for first); a key of the default region is as it always was.
+    let region: String = sqlx::query_scalar("SELECT region FROM organization_directory WHERE slug = $1")
+        .bind(slug)
+        .fetch_one(&mut app.db.admin_conn().await)
+        .await
+        .unwrap();
+    if region == "us" {
+        assert_eq!(key.len(), "cf_live_".len() + 43, "{key}");
+    } else {
+        assert!(key.starts_with(&format!("cf_live_{region}_")), "{key}");
+        // The region is part of the key: moved to another region's name, it is no key at all.
+        let forged = key.replacen(&format!("cf_live_{region}_"), "cf_live_us_", 1);
+        assert_eq!(api::get(app, "/api/v1/tasks", &forged).await.status, 401);
+        let bare = key.replacen(&format!("cf_live_{region}_"), "cf_live_", 1);
+        assert_eq!(api::get(app, "/api/v1/tasks", &bare).await.status, 401);
+    }
     let res =
         api::post(app, "/api/v1/tasks", &key, json!({"project_id": project, "title": format!("{tag} api task")})).await;
     assert_eq!(res.status, 201, "{}", res.body);

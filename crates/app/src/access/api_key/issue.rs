@@ -225,8 +225,15 @@ pub async fn create_for(
         Some(d) if (1..=3650).contains(&d) => Some(ctx.now + time::Duration::days(d)),
         Some(_) => return Err(AppError::field("expires_in_days", "must be between 1 and 3650")),
     };
-    let secret = format!("{API_KEY_PREFIX}{}", random_token());
-    let prefix: String = secret.chars().take(API_KEY_PREFIX.len() + 4).collect();
+    // A key of an organization outside the default region names its region, so that its
+    // verification asks that region first (`verify_api_key`).
+    let hint = if db.is_multi_region() && db.home_region() != p.region {
+        format!("{}_", p.region.as_str())
+    } else {
+        String::new()
+    };
+    let secret = format!("{API_KEY_PREFIX}{hint}{}", random_token());
+    let prefix: String = secret.chars().take(API_KEY_PREFIX.len() + hint.len() + 4).collect();
     let key: ApiKey = sqlx::query_as(&format!(
         "INSERT INTO api_keys (organization_id, id, name, prefix, key_hash, role, permissions, created_by, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"

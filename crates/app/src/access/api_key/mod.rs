@@ -9,8 +9,8 @@ pub use issue::{ApiKey, CreatedKey, NewKey, create, create_for, grantable, list,
 use super::gate;
 use super::principal::{Actor, OrgPrincipal, OrgTx};
 use super::role::{Permission, PermissionSet, Role, effective_permissions};
-use crate::platform::db::Db;
 use crate::platform::db::tenant::{Capability, GateTx};
+use crate::platform::db::{Db, RegionId};
 use crate::platform::ids::{OrgId, UserId};
 
 /// The prefix that makes ClientFlow API keys recognizable (to people and secret scanners).
@@ -45,11 +45,11 @@ pub async fn verify_api_key_with_allowlist(
     presented: &str,
     now: time::OffsetDateTime,
 ) -> Result<Option<(OrgPrincipal, Vec<ipnet::IpNet>)>, sqlx::Error> {
-    let Some(digest) = digest_of(presented) else { return Ok(None) };
+    let Some((digest, hint)) = digest_of(presented) else { return Ok(None) };
     let capability = hex::encode(digest);
-    // A key is a row of its organization's region: each region is asked in turn, the default
-    // first (with one region, one transaction as ever).
-    for db in db.every_region() {
+    // A key is a row of its organization's region: each region is asked in turn, the one the
+    // key names first, else the default (with one region, one transaction as ever).
+    for db in regions_to_ask(db, hint) {
         let mut tx = GateTx::begin_with(&db, &gate(), Capability::ApiKeyHash, &capability).await?;
         let verified = verify_in(&mut tx, &digest, now).await?;
         tx.commit().await?;
@@ -67,9 +67,9 @@ pub async fn open_api_key_request(
     presented: &str,
     now: time::OffsetDateTime,
 ) -> Result<Option<(OrgTx, Vec<ipnet::IpNet>)>, sqlx::Error> {
-    let Some(digest) = digest_of(presented) else { return Ok(None) };
+    let Some((digest, hint)) = digest_of(presented) else { return Ok(None) };
     let capability = hex::encode(digest);
-    for db in db.every_region() {
+    for db in regions_to_ask(db, hint) {
         let mut tx = GateTx::begin_with(&db, &gate(), Capability::ApiKeyHash, &capability).await?;
         match verify_in(&mut tx, &digest, now).await? {
             Some((principal, allowlist)) => return Ok(Some((tx.into_org_tx(principal).await?, allowlist))),
@@ -79,14 +79,38 @@ pub async fn open_api_key_request(
     Ok(None)
 }
 
-/// The digest of a presented key, when it has a key's shape at all (anything else is refused
-/// without a database round trip).
-fn digest_of(presented: &str) -> Option<[u8; 32]> {
-    let secret = presented.strip_prefix(API_KEY_PREFIX)?;
-    if secret.len() != 43 || !secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+/// The digest of a presented key and the region it names, when it has a key's shape at all
+/// (anything else is refused without a database round trip). A key is the prefix, optionally
+/// a region and `_`, and 43 random characters; the lengths keep the two forms apart. The
+/// region named is only where to ask first: the digest covers it, and a key is found only in
+/// the database that holds its row.
+fn digest_of(presented: &str) -> Option<([u8; 32], Option<RegionId>)> {
+    let rest = presented.strip_prefix(API_KEY_PREFIX)?;
+    let (hint, secret) = match rest.len() {
+        43 => (None, rest),
+        n if n > 44 => {
+            let (region, secret) = rest.split_at(n - 43);
+            (Some(RegionId::parse(region.strip_suffix('_')?)?), secret)
+        }
+        _ => return None,
+    };
+    if !secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return None;
     }
-    Some(crate::platform::crypto::sha256(presented.as_bytes()))
+    Some((crate::platform::crypto::sha256(presented.as_bytes()), hint))
+}
+
+/// The regions to look for a key in, in order: the one it names (when configured), then the
+/// others, the default first.
+fn regions_to_ask(db: &Db, hint: Option<RegionId>) -> Vec<Db> {
+    let mut all = db.every_region();
+    if let Some(hint) = hint
+        && let Some(at) = all.iter().position(|d| d.region() == hint)
+    {
+        let named = all.remove(at);
+        all.insert(0, named);
+    }
+    all
 }
 
 /// The verification itself, inside `tx`, which has the key's digest as its capability (and
@@ -185,4 +209,34 @@ async fn verify_in(
         region: tx.region(),
     };
     Ok(Some((principal, allowlist)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJK012345";
+
+    #[test]
+    fn a_key_may_name_its_region_and_nothing_else_passes() {
+        assert_eq!(SECRET.len(), 43);
+        let plain = format!("{API_KEY_PREFIX}{SECRET}");
+        assert_eq!(digest_of(&plain).map(|(_, hint)| hint), Some(None));
+        let eu = format!("{API_KEY_PREFIX}eu_{SECRET}");
+        let (digest, hint) = digest_of(&eu).expect("a key naming its region");
+        assert_eq!(hint, RegionId::parse("eu"));
+        // The region is part of what is hashed: the same secret elsewhere is another key.
+        assert_ne!(Some(digest), digest_of(&plain).map(|(d, _)| d));
+        for bad in [
+            format!("{API_KEY_PREFIX}{}", &SECRET[1..]),
+            format!("{API_KEY_PREFIX}{SECRET}x"),
+            format!("{API_KEY_PREFIX}EU_{SECRET}"),
+            format!("{API_KEY_PREFIX}eu-{SECRET}"),
+            format!("{API_KEY_PREFIX}_{SECRET}"),
+            format!("{API_KEY_PREFIX}eu_{}!", &SECRET[1..]),
+            format!("{API_KEY_PREFIX}{}_{SECRET}", "a".repeat(17)),
+        ] {
+            assert!(digest_of(&bad).is_none(), "{bad}");
+        }
+    }
 }
