@@ -443,6 +443,12 @@ async fn after_the_grace_period_nothing_personal_is_left_in_either_region() {
     assert!(body.contains("Looks good to me") && body.contains("Deleted user"), "{body}");
     assert!(!body.contains("zephyrine"), "{body}");
 
+    // The audit log keeps her events; the viewer names their actor "Deleted user".
+    let (status, html) = owner.page(&format!("/o/{us}/audit?actor={zeph_id}")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("member.account_deletion_requested") && html.contains("Deleted user"), "{html}");
+    assert!(!html.contains(email), "{html}");
+
     // The address is free: a new account, a new person.
     let _ = sign_up(&app, email).await;
     let new_id = user_id(&app, email).await;
