@@ -169,6 +169,7 @@ async fn guarded(
     let resolved = match access {
         Access::SignedIn => identity_guard::require_session(state, req, Stage::Complete, rotated).await,
         Access::SecondFactor => identity_guard::require_session(state, req, Stage::Pending, rotated).await,
+        Access::DeletionPending => identity_guard::require_session(state, req, Stage::Departing, rotated).await,
         Access::AnySession => identity_guard::require_any_session(state, req).await,
         Access::Org(permission) => crate::tenancy::guard::require_org(state, req, permission, rotated).await,
         Access::Api(permission) => crate::api::guard::require_key(state, req, permission).await,
@@ -198,7 +199,9 @@ async fn guarded(
         Err(res) => return *res,
     };
     match access {
-        Access::Public | Access::SignedIn | Access::SecondFactor | Access::AnySession => next.run(req).await,
+        Access::Public | Access::SignedIn | Access::SecondFactor | Access::AnySession | Access::DeletionPending => {
+            next.run(req).await
+        }
         Access::Org(_) => in_request_tx(state, req, next, Work::Page).await,
         Access::Api(_) => in_request_tx(state, req, next, Work::Api).await,
         Access::Operator => {

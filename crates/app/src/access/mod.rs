@@ -17,6 +17,7 @@ pub mod account;
 pub mod api_key;
 pub mod asking;
 pub mod contact_form;
+pub mod departure;
 pub mod directory;
 pub mod export_link;
 pub mod file_link;

@@ -25,6 +25,8 @@ pub enum Access {
     SecondFactor,
     /// Any session, finished or not (signing out).
     AnySession,
+    /// A sign-in to an account scheduled for deletion (the page offering to cancel it only).
+    DeletionPending,
     /// A member of the organization in the `{org}` path segment holding this permission.
     Org(Permission),
     /// An organization API key (bearer) holding this permission.

@@ -31,6 +31,9 @@ pub const DEVICE_LIFETIME: Duration = Duration::days(180);
 pub enum Stage {
     Pending,
     Complete,
+    /// Signed in to an account scheduled for deletion: only the page offering to cancel the
+    /// deletion accepts it (`identity::account_deletion`).
+    Departing,
 }
 
 /// How a session came to be (shown on the sessions page, recorded in security events).
@@ -104,7 +107,7 @@ pub async fn create(
     let token = random_token();
     let id = Uuid::now_v7();
     let expires_at = match stage {
-        Stage::Pending => meta.now + PENDING_LIFETIME,
+        Stage::Pending | Stage::Departing => meta.now + PENDING_LIFETIME,
         Stage::Complete => meta.now + lifetime,
     };
     sqlx::query(

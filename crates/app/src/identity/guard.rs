@@ -276,6 +276,9 @@ pub async fn require_session(
     Ok(Resolved::Ok(req))
 }
 
+/// Where a departing session (an account scheduled for deletion) is sent, whatever it asked for.
+pub const DEPARTING_PAGE: &str = "/account/deletion";
+
 /// The session if it is at the `wanted` stage; otherwise where to send the browser (or what to
 /// answer an API client): sign in, finish the second factor, or the app.
 pub fn session_at_stage(
@@ -285,12 +288,17 @@ pub fn session_at_stage(
 ) -> Result<CurrentSession, Box<Response>> {
     match (session, wanted) {
         (Some(s), wanted) if s.stage == wanted => Ok(s),
-        (Some(s), Stage::Complete) if s.stage == Stage::Pending => Err(Box::new(if is_api(req) {
+        (Some(s), Stage::Complete | Stage::Departing) if s.stage == Stage::Pending => Err(Box::new(if is_api(req) {
             AppError::Unauthorized("Finish signing in first.".into()).into_response()
         } else {
             Redirect::to("/login/two-factor").into_response()
         })),
-        (Some(_), Stage::Pending) => Err(Box::new(Redirect::to("/app").into_response())),
+        (Some(s), _) if s.stage == Stage::Departing => Err(Box::new(if is_api(req) {
+            AppError::Unauthorized("This account is scheduled for deletion.".into()).into_response()
+        } else {
+            Redirect::to(DEPARTING_PAGE).into_response()
+        })),
+        (Some(_), Stage::Pending | Stage::Departing) => Err(Box::new(Redirect::to("/app").into_response())),
         (_, _) => Err(Box::new(if is_api(req) {
             AppError::Unauthorized("Sign in first.".into()).into_response()
         } else {

@@ -1,5 +1,6 @@
 //! People: accounts, passwords, sessions, two-factor authentication, Google sign-in.
 
+pub mod account_deletion;
 pub mod config;
 pub mod events;
 pub mod google;

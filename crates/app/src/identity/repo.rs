@@ -17,6 +17,8 @@ pub struct User {
     pub totp_enabled_at: Option<OffsetDateTime>,
     pub totp_last_step: Option<i64>,
     pub disabled_at: Option<OffsetDateTime>,
+    /// 'active', or 'deleting' during an account deletion's grace period (migration 0052).
+    pub status: String,
     pub created_at: OffsetDateTime,
 }
 
@@ -27,7 +29,7 @@ impl User {
 }
 
 const COLUMNS: &str = "id, email, display_name, password_hash, email_verified_at, totp_secret, totp_enabled_at, \
-                       totp_last_step, disabled_at, created_at";
+                       totp_last_step, disabled_at, status, created_at";
 
 pub async fn find_by_email(conn: &mut PgConnection, email: &Email) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE email = $1"))

@@ -62,7 +62,7 @@ pub fn open_totp_secret(state: &AppState, user: UserId, sealed: &[u8]) -> AppRes
 
 /// Records an account event in the audit log of each of the user's organizations, in the
 /// caller's transaction.
-async fn audit_account(
+pub(super) async fn audit_account(
     conn: &mut PgConnection,
     state: &AppState,
     meta: &RequestMeta,
@@ -103,19 +103,29 @@ pub async fn establish_session(
     if user.disabled_at.is_some() {
         return Err(AppError::Forbidden("This account is disabled.".into()));
     }
-    let stage = if user.two_factor_enabled() { Stage::Pending } else { Stage::Complete };
+    let stage = if user.two_factor_enabled() { Stage::Pending } else { signed_in_stage(user) };
     let session = session::create(conn, user.id, stage, method, meta, session_lifetime(state)).await?;
     let device_token = match stage {
         Stage::Complete => Some(session::remember_device(conn, user.id, device, meta.now).await?),
-        Stage::Pending => None,
+        Stage::Pending | Stage::Departing => None,
     };
-    let kind = if stage == Stage::Pending { "sign_in_first_factor" } else { "sign_in" };
+    let kind = match stage {
+        Stage::Pending => "sign_in_first_factor",
+        Stage::Complete => "sign_in",
+        Stage::Departing => "sign_in_during_account_deletion",
+    };
     events::record(conn, Some(user.id), kind, meta, json!({ "method": method.label() })).await?;
     if stage == Stage::Complete {
         audit_account(conn, state, meta, user.id, &user.email, "member.signed_in", json!({ "method": method.label() }))
             .await?;
     }
     Ok(SignedIn { session, device_token })
+}
+
+/// The stage of a session once every factor is proven: complete, or departing when the account
+/// is scheduled for deletion (only the page offering to cancel it accepts such a session).
+fn signed_in_stage(user: &User) -> Stage {
+    if user.status == "deleting" { Stage::Departing } else { Stage::Complete }
 }
 
 pub async fn sign_up(
@@ -331,8 +341,20 @@ pub async fn complete_second_factor(
         Some(hash) => apply_reset_password(&mut tx, state, meta, &user, &hash).await?,
         None => session::delete(&mut tx, pending.id).await?,
     }
-    let session =
-        session::create(&mut tx, user.id, Stage::Complete, pending.method, meta, session_lifetime(state)).await?;
+    let stage = signed_in_stage(&user);
+    let session = session::create(&mut tx, user.id, stage, pending.method, meta, session_lifetime(state)).await?;
+    if stage == Stage::Departing {
+        events::record(
+            &mut tx,
+            Some(user.id),
+            "sign_in_during_account_deletion",
+            meta,
+            json!({ "second_factor": accepted }),
+        )
+        .await?;
+        tx.commit().await?;
+        return Ok(SignedIn { session, device_token: None });
+    }
     let device_token = session::remember_device(&mut tx, user.id, device, meta.now).await?;
     events::record(
         &mut tx,
@@ -1233,7 +1255,7 @@ pub async fn sign_in_for_invitation(
 }
 
 /// How long a complete session lives, however active (`identity.session_absolute_hours`).
-fn session_lifetime(state: &AppState) -> time::Duration {
+pub(super) fn session_lifetime(state: &AppState) -> time::Duration {
     time::Duration::hours(state.config.identity.session_absolute_hours.into())
 }
 

@@ -67,6 +67,10 @@ pub fn routes() -> Vec<RouteDef> {
         route!(POST "/account/two-factor/recovery-codes", Surface::Web, Access::SignedIn, recovery_codes),
         route!(POST "/account/sessions/{id}/revoke", Surface::Web, Access::SignedIn, revoke_session),
         route!(POST "/account/sessions/revoke-others", Surface::Web, Access::SignedIn, revoke_others),
+        route!(POST "/account/delete", Surface::Web, Access::SignedIn, request_account_deletion),
+        // A departing session (an account scheduled for deletion) gets only these two.
+        route!(GET "/account/deletion", Surface::Web, Access::DeletionPending, account_deletion_page),
+        route!(POST "/account/deletion/cancel", Surface::Web, Access::DeletionPending, cancel_account_deletion),
     ]
 }
 
@@ -152,8 +156,11 @@ fn signed_in_response(signed_in: SignedIn, next: &str) -> Response {
     if let Some(device) = &signed_in.device_token {
         cookies.push(session::set_cookie(DEVICE_COOKIE, device, Some(DEVICE_LIFETIME)));
     }
-    let target =
-        if signed_in.session.stage == Stage::Pending { with_next("/login/two-factor", next) } else { next.to_string() };
+    let target = match signed_in.session.stage {
+        Stage::Pending => with_next("/login/two-factor", next),
+        Stage::Departing => super::guard::DEPARTING_PAGE.to_string(),
+        Stage::Complete => next.to_string(),
+    };
     with_cookies(Redirect::to(&target).into_response(), &cookies)
 }
 
@@ -604,6 +611,8 @@ struct SecurityPage {
     two_factor: bool,
     has_password: bool,
     recent_minutes: i64,
+    /// Days between asking to delete the account and its purge (`privacy.deletion_grace_days`).
+    grace_days: u32,
     sessions: Vec<SessionRow>,
     events: Vec<(String, String, String)>,
     /// Why mail to the account's address is stopped, in words (empty: it is not).
@@ -614,7 +623,7 @@ struct SecurityPage {
     message: Option<String>,
     errors: Vec<FieldError>,
     /// The form whose fields `errors` are about (the page has several with the same fields):
-    /// "recovery", "2fa-off", "password", "email"; empty when none failed.
+    /// "recovery", "2fa-off", "password", "email", "delete"; empty when none failed.
     failed: &'static str,
 }
 
@@ -708,6 +717,7 @@ async fn security_view(
         two_factor: user.two_factor_enabled(),
         has_password: user.password_hash.is_some(),
         recent_minutes: service::RECENT_SIGN_IN.whole_minutes(),
+        grace_days: state.config.privacy.deletion_grace_days,
         sessions,
         events,
         notice,
@@ -730,6 +740,7 @@ async fn security_page(
         Some("revoked") => Some("The session was signed out."),
         Some("revoked-others") => Some("All other sessions were signed out."),
         Some("mail") => Some("Mail to your address is on again; a test message is on its way."),
+        Some("deletion-cancelled") => Some("The deletion of your account was cancelled. Welcome back."),
         _ => None,
     };
     page(&security_view(&state, csrf, &current, notice, None, vec![]).await?)
@@ -1029,4 +1040,87 @@ impl InvitationSignIn {
     pub fn respond(self, state: &AppState, next: &str) -> Response {
         signed_in_response(self.signed_in, &next_path(state, Some(next)))
     }
+}
+
+// ---- deleting one's own account ----
+
+#[derive(Deserialize)]
+struct DeleteAccountForm {
+    #[serde(default)]
+    confirm_email: String,
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    code: String,
+}
+
+/// Schedules the deletion of the signed-in person's account; every session ends (this one
+/// too), so the browser is sent to a page saying what happens next.
+async fn request_account_deletion(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    meta: RequestMeta,
+    current: CurrentSession,
+    Form(form): Form<DeleteAccountForm>,
+) -> AppResult<Response> {
+    let result = super::account_deletion::request(
+        &state,
+        &meta,
+        &current,
+        &Secret::new(form.current_password),
+        &form.code,
+        &form.confirm_email,
+    )
+    .await;
+    match result {
+        Ok(purge_after) => {
+            let res = page(&AccountDeletionPage {
+                csrf: String::new(),
+                purge_on: when(purge_after),
+                postponed: false,
+                just_requested: true,
+            })?;
+            Ok(with_cookies(res, &[session::clear_cookie(SESSION_COOKIE)]))
+        }
+        Err(e) => {
+            let retry = retry_after(&e);
+            let res = security_failure(&state, csrf, &current, "delete", e).await?;
+            Ok(with_retry_after(res, retry))
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "identity/account_deletion.html")]
+struct AccountDeletionPage {
+    csrf: String,
+    purge_on: String,
+    postponed: bool,
+    /// Just asked for (signed out now): no cancel form, a sign-in link.
+    just_requested: bool,
+}
+
+/// What a departing session sees, whatever it asked for: when the account goes, and a button
+/// to cancel.
+async fn account_deletion_page(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    current: CurrentSession,
+) -> AppResult<Response> {
+    let pending = super::account_deletion::pending(&state.db, current.user.id()).await?;
+    page(&AccountDeletionPage {
+        csrf,
+        purge_on: pending.as_ref().map(|p| when(p.purge_after)).unwrap_or_default(),
+        postponed: pending.as_ref().is_some_and(|p| p.postponed_at.is_some()),
+        just_requested: false,
+    })
+}
+
+async fn cancel_account_deletion(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    current: CurrentSession,
+) -> AppResult<Response> {
+    let new = super::account_deletion::cancel(&state, &meta, &current).await?;
+    Ok(rotated(&new, "/account/security?done=deletion-cancelled"))
 }

@@ -194,3 +194,43 @@ pub fn deliverability_check(to: &str, base: &str) -> OutgoingMail {
         ),
     )
 }
+
+pub fn account_deletion_requested(to: &str, purge_on: &str, base: &str) -> OutgoingMail {
+    mail(
+        to,
+        "Your account is scheduled for deletion",
+        format!(
+            "You asked to delete your ClientFlow account, and every session of it was signed out.\n\n\
+             Until {purge_on} (UTC) you can change your mind: sign in at {base}/login and cancel the deletion.\n\
+             After that date your account is deleted and can't be recovered: your sign-in details, second\n\
+             factor, sessions, API keys and memberships go. What you wrote in organizations stays, shown as\n\
+             written by \"Deleted user\".\n\n\
+             If this wasn't you, sign in now, cancel the deletion and change your password."
+        ),
+    )
+}
+
+pub fn account_deletion_cancelled(to: &str) -> OutgoingMail {
+    mail(
+        to,
+        "The deletion of your account was cancelled",
+        "The deletion of your ClientFlow account was cancelled: nothing was deleted, and you can use your\n\
+         account as before.\n\n\
+         If this wasn't you, change your password now."
+            .to_string(),
+    )
+}
+
+pub fn account_deletion_postponed(to: &str, organizations: &[String]) -> OutgoingMail {
+    mail(
+        to,
+        "The deletion of your account is postponed",
+        format!(
+            "Your ClientFlow account was due to be deleted, but you are now the last Owner of: {}.\n\n\
+             An organization can't be left without an Owner, so the deletion waits. Make someone else Owner\n\
+             of each of them (or delete them); we try again every day. You can still sign in and cancel the\n\
+             deletion.",
+            organizations.join(", ")
+        ),
+    )
+}

@@ -32,7 +32,8 @@ pub struct PrivacyConfig {
     /// share it, like `files.dir`; it must NOT be inside the database's backups' reach only:
     /// back it up separately (docs/security/deletion.md says for how long).
     pub keys_dir: Option<PathBuf>,
-    /// Days between an Owner's request to delete the organization and the purge (1 to 365).
+    /// Days between an Owner's request to delete the organization (or a person's request to
+    /// delete their own account) and the purge (1 to 365).
     pub deletion_grace_days: u32,
     /// Values re-sealed per batch by the worker and `clientflow keys reseal` (1 to 10,000).
     pub reseal_batch: u32,
@@ -100,7 +101,8 @@ pub struct Maintenance {
 }
 
 /// Every minute until `shutdown` changes: one re-seal pass (`keys::reseal_pass`), then the
-/// purge of every organization whose grace period is over (`deletion::purge_due`).
+/// purge of every organization whose grace period is over (`deletion::purge_due`), then of
+/// every account whose grace period is over (`identity::account_deletion::purge_due`).
 pub async fn run_maintenance(m: Maintenance, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     use sqlx::ConnectOptions;
     let retire_after = std::time::Duration::from_secs(u64::from(m.config.retire_after_minutes) * 60);
@@ -143,6 +145,15 @@ pub async fn run_maintenance(m: Maintenance, mut shutdown: tokio::sync::watch::R
                 }
             }
             (Err(e), _) => tracing::warn!(error = %e, "could not look for due organization deletions"),
+        }
+        // Accounts whose deletion's grace period is over (the app role suffices: nothing of the
+        // audit log is removed).
+        match crate::identity::account_deletion::purge_due(&m.db, now).await {
+            Ok(pass) if !pass.postponed.is_empty() => {
+                tracing::info!(purged = pass.purged.len(), postponed = pass.postponed.len(), "account deletions")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "account purge failed"),
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}

@@ -120,7 +120,8 @@ fn qs(f: &Filter) -> String {
 
 /// Names for the ids an audit page mentions (people, clients, projects, tasks, invoices, files,
 /// columns), read in the organization's own transaction: an id of another organization stays
-/// an id.
+/// an id. A deleted account's events show "Deleted user" (its tombstone's name), whatever label
+/// they were stored with.
 async fn names_of(tx: &mut OrgTx, ids: &[uuid::Uuid]) -> AppResult<HashMap<String, String>> {
     if ids.is_empty() {
         return Ok(HashMap::new());
@@ -128,6 +129,7 @@ async fn names_of(tx: &mut OrgTx, ids: &[uuid::Uuid]) -> AppResult<HashMap<Strin
     let rows: Vec<(uuid::Uuid, String)> = sqlx::query_as(
         "SELECT u.id, CASE WHEN u.display_name = '' THEN u.email ELSE u.display_name END FROM memberships m \
            JOIN users u ON u.id = m.user_id WHERE m.organization_id = $2 AND u.id = ANY($1) \
+         UNION ALL SELECT id, display_name FROM users WHERE id = ANY($1) AND status = 'deleted' \
          UNION ALL SELECT id, name FROM clients WHERE id = ANY($1) \
          UNION ALL SELECT id, name FROM projects WHERE id = ANY($1) \
          UNION ALL SELECT id, title FROM tasks WHERE id = ANY($1) \

@@ -1,6 +1,7 @@
 //! The integration test binary: every test gets its own database and (where it needs one) its
 //! own server on port 0. See `clientflow-test-support`.
 
+mod account_deletion;
 mod allowlist;
 mod api;
 mod api_edits;

@@ -151,7 +151,9 @@ async fn verify_in(
     type FactsRow = (Option<Role>, Vec<String>, Vec<String>, Vec<String>, Option<Vec<ipnet::IpNet>>);
     let (creator_role, key_role_custom, creator_role_custom, creator_overrides, allowlist): FactsRow =
         sqlx::query_as(
-            "SELECT (SELECT role FROM memberships WHERE organization_id = $1 AND user_id = $2 AND status = 'active'), \
+            "SELECT (SELECT m.role FROM memberships m JOIN users u ON u.id = m.user_id \
+                       WHERE m.organization_id = $1 AND m.user_id = $2 AND m.status = 'active' \
+                         AND u.status NOT IN ('deleting', 'deleted')), \
                 coalesce((SELECT array_agg(CASE WHEN granted THEN '+' ELSE '-' END || permission) FROM role_permissions \
                    WHERE organization_id = $1 AND role = $3), '{}'), \
                 coalesce((SELECT array_agg(CASE WHEN rp.granted THEN '+' ELSE '-' END || rp.permission) \
@@ -175,7 +177,7 @@ async fn verify_in(
             &parse_grants(&creator_role_custom),
             &parse_grants(&creator_overrides),
         )),
-        // The creator left, was suspended, or now ranks below the key.
+        // The creator left, was suspended, is deleting their account, or now ranks below the key.
         (Some(_), _) => {
             return Ok(None);
         }
