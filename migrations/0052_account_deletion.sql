@@ -29,7 +29,10 @@ CREATE TABLE account_deletion_requests (
     purge_after timestamptz NOT NULL CHECK (purge_after >= requested_at),
     -- The purge found the person the last Owner of an organization: postponed (they were told
     -- by mail); the worker tries again a day later.
-    postponed_at timestamptz
+    postponed_at timestamptz,
+    -- The worker began purging (memberships go first): from then on it can't be cancelled, so
+    -- a cancel can never leave an account that lost its memberships half-way.
+    purge_started_at timestamptz
 );
 CREATE INDEX account_deletion_requests_due_idx ON account_deletion_requests (purge_after);
 GRANT SELECT, INSERT, UPDATE, DELETE ON account_deletion_requests TO clientflow_app;

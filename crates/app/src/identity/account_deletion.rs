@@ -147,15 +147,26 @@ pub async fn request(
 pub async fn cancel(state: &AppState, meta: &RequestMeta, current: &CurrentSession) -> AppResult<NewSession> {
     let mut tx = state.db.global().await?;
     let user = repo::get_for_update(&mut tx, current.user.id()).await?.ok_or(AppError::NotFound)?;
-    let was: Option<Pending> = sqlx::query_as(
+    let started: Option<Option<OffsetDateTime>> =
+        sqlx::query_scalar("SELECT purge_started_at FROM account_deletion_requests WHERE user_id = $1 FOR UPDATE")
+            .bind(user.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    match started {
+        None => return Err(AppError::Conflict("This account is not scheduled for deletion.".into())),
+        Some(Some(_)) => {
+            return Err(AppError::Conflict(
+                "The deletion of this account is already under way and can no longer be cancelled.".into(),
+            ));
+        }
+        Some(None) => {}
+    }
+    let was: Pending = sqlx::query_as(
         "DELETE FROM account_deletion_requests WHERE user_id = $1 RETURNING requested_at, purge_after, postponed_at",
     )
     .bind(user.id)
-    .fetch_optional(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
-    let Some(was) = was else {
-        return Err(AppError::Conflict("This account is not scheduled for deletion.".into()));
-    };
     sqlx::query("UPDATE users SET status = 'active', updated_at = $2 WHERE id = $1")
         .bind(user.id)
         .bind(meta.now)
@@ -247,11 +258,14 @@ async fn postpone(db: &Db, user: UserId, orgs: &[String], now: OffsetDateTime) -
 
 /// Purges one account whose request is due. `false`: nothing to do (cancelled meanwhile).
 async fn purge_one(db: &Db, user: UserId, now: OffsetDateTime) -> anyhow::Result<bool> {
+    // Marked as started (under the request's row lock, which a cancel takes too) before
+    // anything is removed: from here on the deletion can't be cancelled.
     let row: Option<(String, String)> = {
         let mut tx = db.home().global().await?;
         let row = sqlx::query_as(
-            "SELECT u.email, u.display_name FROM account_deletion_requests r JOIN users u ON u.id = r.user_id \
-             WHERE r.user_id = $1 AND r.purge_after <= $2",
+            "UPDATE account_deletion_requests r SET purge_started_at = coalesce(r.purge_started_at, $2) \
+               FROM users u WHERE u.id = r.user_id AND r.user_id = $1 AND r.purge_after <= $2 \
+             RETURNING u.email, u.display_name",
         )
         .bind(user)
         .bind(now)
@@ -265,8 +279,8 @@ async fn purge_one(db: &Db, user: UserId, now: OffsetDateTime) -> anyhow::Result
     // pass finishes (each step finds nothing left to do the second time).
     departure::remove_from_organizations(db, user, &email, &name, now).await?;
     let mut tx = db.home().global().await?;
-    // Cancelled in the meantime? Then it stays cancelled, and the memberships removed above
-    // are what the person would get back by invitation.
+    // The request is still there (a cancel can't take it once the purge has started; this
+    // guards against anything else having removed it).
     let locked: Option<String> = sqlx::query_scalar(
         "SELECT u.status FROM users u JOIN account_deletion_requests r ON r.user_id = u.id \
                              WHERE u.id = $1 FOR UPDATE OF u",

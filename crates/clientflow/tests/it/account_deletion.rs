@@ -216,8 +216,26 @@ async fn the_grace_period_offers_only_cancelling_and_cancelling_restores_access(
     let res = dave.post_with("/account/deletion/cancel", &[], Some("forged-token"), true).await;
     assert_eq!(res.status(), 403);
     assert_eq!(standing(&app, &dave_id).await.1, 1);
-    // Cancelled: a normal session, the key works again, and the organization's log says so.
+    // Once the worker has started purging, the deletion can't be cancelled any more (else a
+    // cancel could leave an account that lost its memberships half-way).
     let token = dave.token();
+    let mut db = app.db.admin_conn().await;
+    let dave_uuid: uuid::Uuid = dave_id.parse().unwrap();
+    let mark = |started: bool| {
+        sqlx::query(
+            "UPDATE account_deletion_requests SET purge_started_at = CASE WHEN $2 THEN now() END WHERE user_id = $1",
+        )
+        .bind(dave_uuid)
+        .bind(started)
+    };
+    mark(true).execute(&mut db).await.unwrap();
+    let res = dave.post_with("/account/deletion/cancel", &[], Some(&token), true).await;
+    assert_eq!(res.status(), 409);
+    assert!(res.text().await.unwrap().contains("already under way"));
+    assert_eq!(standing(&app, &dave_id).await.1, 1);
+    mark(false).execute(&mut db).await.unwrap();
+    drop(db);
+    // Cancelled: a normal session, the key works again, and the organization's log says so.
     let res = dave.post_with("/account/deletion/cancel", &[], Some(&token), true).await;
     assert_eq!(location(&res), "/account/security?done=deletion-cancelled");
     assert_eq!(dave.page("/account/security").await.0, 200);
