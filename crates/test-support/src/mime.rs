@@ -74,7 +74,9 @@ impl Part {
             let bare = line.trim_end_matches('\r');
             if bare == open || bare == format!("{open}--") {
                 if let Some(lines) = current.take() {
-                    parts.push(Part::parse(&lines.join("\n")));
+                    // The line break before a delimiter belongs to the delimiter (RFC 2046).
+                    let joined = lines.join("\n");
+                    parts.push(Part::parse(joined.strip_suffix('\r').unwrap_or(&joined)));
                 }
                 if bare != open {
                     break;
