@@ -7,6 +7,7 @@
 //! connects as the unprivileged app role, so row-level security is really in force.
 
 pub mod browser;
+pub mod mime;
 pub mod oidc;
 pub mod proxy;
 pub mod redis;

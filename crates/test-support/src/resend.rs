@@ -10,6 +10,9 @@
 //! accepted (a provider is never instant; a worker can be killed after the provider accepted a
 //! message and before it heard so).
 //!
+//! Attachments are checked as Resend checks them (an array of `{filename, content}` with strict
+//! base64 content, or a `path`; 40 MB in all) and read back with [`attachments`].
+//!
 //! Webhooks are signed as Svix documents ([`sign`]): `svix-id`, `svix-timestamp`,
 //! `svix-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">` under the key after
 //! `whsec_`. The signing here is written independently of the application's verifier.
@@ -195,7 +198,59 @@ fn answer(shared: &Shared, headers: &HeaderMap, body: &Bytes) -> (Response, Dura
     (res, inner.latency)
 }
 
+/// A file of an accepted message, from Resend's `attachments: [{filename, content (base64),
+/// content_type?}]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub filename: String,
+    pub content_type: Option<String>,
+    pub content: Vec<u8>,
+}
+
+/// The attachments of an accepted message (`delivered()`'s bodies).
+pub fn attachments(message: &Value) -> Vec<Attachment> {
+    message
+        .get("attachments")
+        .and_then(Value::as_array)
+        .map(|all| {
+            all.iter()
+                .map(|a| Attachment {
+                    filename: a["filename"].as_str().unwrap_or_default().to_string(),
+                    content_type: a.get("content_type").and_then(Value::as_str).map(str::to_string),
+                    content: STANDARD.decode(a["content"].as_str().unwrap_or_default()).unwrap_or_default(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Resend's rules for attachments: an array of objects, each with a `filename` and either
+/// `content` (strict base64) or a `path` URL; 40 MB in all.
+fn valid_attachments(v: &Value) -> bool {
+    let Some(list) = v.get("attachments") else { return true };
+    let Some(list) = list.as_array() else { return false };
+    let mut total = 0usize;
+    list.iter().all(|a| {
+        let named = a.get("filename").and_then(Value::as_str).is_some_and(|f| !f.is_empty());
+        let content = match (a.get("content").and_then(Value::as_str), a.get("path").and_then(Value::as_str)) {
+            (Some(c), None) => match STANDARD.decode(c) {
+                Ok(bytes) => {
+                    total += bytes.len();
+                    !bytes.is_empty()
+                }
+                Err(_) => false,
+            },
+            (None, Some(p)) => p.starts_with("https://") || p.starts_with("http://"),
+            _ => false,
+        };
+        named && content
+    }) && total <= 40 * 1000 * 1000
+}
+
 fn valid(v: &Value) -> bool {
+    if !valid_attachments(v) {
+        return false;
+    }
     let s = |k: &str| v.get(k).and_then(Value::as_str).is_some_and(|s| !s.is_empty());
     let to = match v.get("to") {
         Some(Value::String(s)) => !s.is_empty(),

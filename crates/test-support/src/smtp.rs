@@ -34,6 +34,18 @@ pub struct ReceivedMail {
     pub data: String,
 }
 
+impl ReceivedMail {
+    /// The message's MIME structure.
+    pub fn mime(&self) -> crate::mime::Part {
+        crate::mime::Part::parse(&self.data)
+    }
+
+    /// The files the message carries (`Content-Disposition: attachment` parts, decoded).
+    pub fn attachments(&self) -> Vec<crate::mime::Attachment> {
+        self.mime().attachments()
+    }
+}
+
 /// A running SMTP sink; the server (and any open connection) stops when this is dropped.
 pub struct SmtpSink {
     addr: SocketAddr,

@@ -357,6 +357,13 @@ pub async fn scheduled_notifier(db: &Db, org_id: OrgId) -> Result<Option<OrgPrin
     system_without_permissions(db, org_id, "scheduled notifications").await
 }
 
+/// The mail worker reading (and, once sent, removing) the files attached to a queued message
+/// (`mail::outbox`, an invoice's PDF): a system principal holding no permission at all, like
+/// [`audit_maintenance`]. Returns `None` when the organization doesn't exist.
+pub async fn mail_delivery(db: &Db, org_id: OrgId) -> Result<Option<OrgPrincipal>, sqlx::Error> {
+    system_without_permissions(db, org_id, "mail delivery").await
+}
+
 /// The server's own re-sealing of an organization's values under its newest data key
 /// (`privacy::keys`): a system principal holding no permission at all, like
 /// [`audit_maintenance`]. Returns `None` when the organization doesn't exist.

@@ -230,7 +230,7 @@ impl Permission {
             Permission::MembersManage => "Change roles, suspend and remove members",
             Permission::RolesManage => "Customize Manager and Member permissions, set per-member overrides",
             Permission::SettingsManage => {
-                "Edit name, address, branding, timezone, currency and the public contact form"
+                "Edit name, address, branding, timezone, currency, the public contact form and the invoicing defaults (prefix, rate, terms, tax)"
             }
             Permission::SettingsSecurity => "Edit session timeout and the two-factor requirement",
             Permission::IpAllowlistManage => "Edit the IP allowlist",

@@ -23,9 +23,12 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use super::suppression::{self, Reason, SoftBouncePolicy};
+pub use super::transport::{Attachment, AttachmentRefused, MAX_ATTACHMENT_BYTES, MAX_ATTACHMENTS};
 use super::transport::{Envelope, SendError, Transport};
 use super::unsubscribe::Links;
+use crate::access::OrgTx;
 use crate::platform::db::Db;
+use crate::platform::ids::OrgId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
@@ -96,6 +99,90 @@ pub async fn enqueue(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Queues `mail` with files attached, in the caller's tenant transaction: the outbox row says
+/// whose the files are and how many; the files themselves go to `outbox_attachments`, a tenant
+/// table (so the organization's purge removes them and row-level security keeps them its own).
+/// The same `idempotency_key` twice queues once, files included. At most
+/// [`MAX_ATTACHMENTS`] files, each checked by [`Attachment::new`].
+pub async fn enqueue_with_attachments(
+    tx: &mut OrgTx,
+    mail: &OutgoingMail,
+    attachments: &[Attachment],
+    idempotency_key: &str,
+    now: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    if attachments.len() > MAX_ATTACHMENTS {
+        return Err(sqlx::Error::Protocol(format!("at most {MAX_ATTACHMENTS} attachments to a message")));
+    }
+    let org: OrgId = tx.org_id();
+    let id: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO outbox (id, idempotency_key, kind, category, recipient, subject, body_text, org_name, created_at, next_attempt_at, \
+         attachments_org, attachment_count) \
+         VALUES ($1, $2, 'email', $3, $4, $5, $6, $7, $8, $8, $9, $10) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(idempotency_key)
+    .bind(mail.category)
+    .bind(&mail.to)
+    .bind(&mail.subject)
+    .bind(&mail.body)
+    .bind(&mail.org_name)
+    .bind(now)
+    .bind((!attachments.is_empty()).then_some(org))
+    .bind(attachments.len() as i16)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(id) = id else { return Ok(()) };
+    for (position, a) in attachments.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO outbox_attachments (organization_id, outbox_id, position, filename, content_type, content, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(org)
+        .bind(id)
+        .bind(position as i16)
+        .bind(a.filename())
+        .bind(a.content_type())
+        .bind(a.content())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A queued message's attachments, read through the tenant door of the organization they
+/// belong to (as [`crate::access::mail_delivery`]): `None` when they are not all there any
+/// more (the organization was deleted, or moved to another region).
+async fn attachments_of(
+    db: &Db,
+    org: OrgId,
+    outbox_id: Uuid,
+    expected: usize,
+) -> Result<Option<Vec<Attachment>>, sqlx::Error> {
+    let Some(principal) = crate::access::mail_delivery(db, org).await? else { return Ok(None) };
+    let mut tx = OrgTx::begin(db, &principal).await?;
+    let rows: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
+        "SELECT filename, content_type, content FROM outbox_attachments WHERE outbox_id = $1 ORDER BY position",
+    )
+    .bind(outbox_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let files: Vec<Attachment> =
+        rows.into_iter().filter_map(|(name, kind, bytes)| Attachment::new(&name, &kind, bytes).ok()).collect();
+    Ok((files.len() == expected).then_some(files))
+}
+
+/// Removes a sent message's attachments: the organization's data is not kept in the queue
+/// longer than it takes to deliver it.
+async fn forget_attachments(db: &Db, org: OrgId, outbox_id: Uuid) -> Result<(), sqlx::Error> {
+    let Some(principal) = crate::access::mail_delivery(db, org).await? else { return Ok(()) };
+    let mut tx = OrgTx::begin(db, &principal).await?;
+    sqlx::query("DELETE FROM outbox_attachments WHERE outbox_id = $1").bind(outbox_id).execute(&mut *tx).await?;
+    tx.commit().await
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -246,10 +333,29 @@ pub async fn deliver_one(db: &Db, delivery: &Delivery, now: OffsetDateTime) -> R
         return Ok(Some(Outcome::Suppressed));
     }
 
-    let envelope = compose(&mail, &delivery.links, now);
-    let outcome = tokio::time::timeout(StdDuration::from_secs(30), delivery.transport.send(&envelope))
-        .await
-        .unwrap_or_else(|_| Err(SendError::transient("timed out")));
+    let mut envelope = compose(&mail, &delivery.links, now);
+    let (attachments_org, attachment_count): (Option<Uuid>, i16) =
+        sqlx::query_as("SELECT attachments_org, attachment_count FROM outbox WHERE id = $1")
+            .bind(mail.id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let attachments_org = attachments_org.map(OrgId::from_uuid);
+    let mut missing = false;
+    if let Some(org) = attachments_org {
+        match attachments_of(db, org, mail.id, attachment_count.max(0) as usize).await? {
+            Some(files) => envelope.attachments = files,
+            None => missing = true,
+        }
+    }
+    let outcome = if missing {
+        // Sent without them, the message would promise what it doesn't carry.
+        Err(SendError::permanent("its attachments are gone (the organization was deleted or moved)"))
+    } else {
+        tokio::time::timeout(StdDuration::from_secs(30), delivery.transport.send(&envelope))
+            .await
+            .unwrap_or_else(|_| Err(SendError::transient("timed out")))
+    };
+    let sent = outcome.is_ok();
     let attempts = mail.attempts + 1;
     let result = match outcome {
         Ok(provider_id) => {
@@ -306,6 +412,13 @@ pub async fn deliver_one(db: &Db, delivery: &Delivery, now: OffsetDateTime) -> R
         }
     };
     tx.commit().await?;
+    if sent && let Some(org) = attachments_org {
+        // After the commit: a failure here leaves the files for the organization's purge,
+        // never a message marked unsent that went out.
+        if let Err(e) = forget_attachments(db, org, mail.id).await {
+            tracing::warn!(outbox_id = %mail.id, error = %e, "could not remove a sent message's attachments");
+        }
+    }
     Ok(Some(result))
 }
 
@@ -338,6 +451,7 @@ pub fn compose(mail: &QueuedMail, links: &Links, now: OffsetDateTime) -> Envelop
         html,
         date: now,
         list_unsubscribe: unsubscribe.map(|(header, _)| header),
+        attachments: Vec::new(),
     }
 }
 

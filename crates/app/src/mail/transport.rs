@@ -54,6 +54,97 @@ pub struct Envelope {
     pub date: OffsetDateTime,
     /// `List-Unsubscribe`'s value; `None` for critical mail.
     pub list_unsubscribe: Option<String>,
+    /// Files sent along (an invoice's PDF): a `multipart/mixed` message over SMTP, Resend's
+    /// `attachments` over its API.
+    pub attachments: Vec<Attachment>,
+}
+
+/// The most one attachment may weigh. An invoice's PDF is a few kilobytes; the cap keeps a
+/// message well inside what relays accept (often 10 to 25 MiB, after base64's third more) and
+/// Resend's 40 MB.
+pub const MAX_ATTACHMENT_BYTES: usize = 5 * 1024 * 1024;
+/// The most attachments one message carries.
+pub const MAX_ATTACHMENTS: usize = 2;
+
+/// A file sent with a message. Built only through [`Attachment::new`], which checks it: a
+/// plain file name (it goes into a MIME header and a JSON field), a `type/subtype` content
+/// type, and 1 byte to [`MAX_ATTACHMENT_BYTES`].
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Attachment {
+    filename: String,
+    content_type: String,
+    content: Vec<u8>,
+}
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attachment")
+            .field("filename", &self.filename)
+            .field("content_type", &self.content_type)
+            .field("bytes", &self.content.len())
+            .finish()
+    }
+}
+
+/// Why a file can't be attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachmentRefused {
+    TooLarge { bytes: usize },
+    Empty,
+    BadName,
+    BadContentType,
+}
+
+impl std::fmt::Display for AttachmentRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooLarge { bytes } => {
+                write!(f, "{bytes} bytes is more than an attachment may weigh ({MAX_ATTACHMENT_BYTES})")
+            }
+            Self::Empty => f.write_str("an attachment can't be empty"),
+            Self::BadName => f.write_str("an attachment's name is letters, digits, '.', '-' and '_' (at most 100)"),
+            Self::BadContentType => f.write_str("an attachment's content type is type/subtype in lower case"),
+        }
+    }
+}
+
+impl Attachment {
+    pub fn new(filename: &str, content_type: &str, content: Vec<u8>) -> Result<Self, AttachmentRefused> {
+        let name_ok = (1..=100).contains(&filename.len())
+            && filename.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+            && filename.as_bytes()[0].is_ascii_alphanumeric();
+        if !name_ok {
+            return Err(AttachmentRefused::BadName);
+        }
+        let type_ok = content_type.split_once('/').is_some_and(|(t, s)| {
+            !t.is_empty()
+                && t.bytes().all(|b| b.is_ascii_lowercase())
+                && (1..=100).contains(&s.len())
+                && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'+' | b'-'))
+        });
+        if !type_ok {
+            return Err(AttachmentRefused::BadContentType);
+        }
+        if content.is_empty() {
+            return Err(AttachmentRefused::Empty);
+        }
+        if content.len() > MAX_ATTACHMENT_BYTES {
+            return Err(AttachmentRefused::TooLarge { bytes: content.len() });
+        }
+        Ok(Self { filename: filename.to_string(), content_type: content_type.to_string(), content })
+    }
+
+    pub fn filename(&self) -> &str {
+        &self.filename
+    }
+
+    pub fn content_type(&self) -> &str {
+        &self.content_type
+    }
+
+    pub fn content(&self) -> &[u8] {
+        &self.content
+    }
 }
 
 #[derive(Clone)]
@@ -142,13 +233,25 @@ impl Transport {
                     super::unsubscribe::ONE_CLICK.to_string(),
                 ));
         }
-        builder
-            .multipart(
-                MultiPart::alternative()
-                    .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(plain_body(&mail.text)))
-                    .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(plain_body(&mail.html))),
-            )
-            .map_err(|e| SendError::permanent(format!("cannot build message: {e}")))
+        let alternative = MultiPart::alternative()
+            .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(plain_body(&mail.text)))
+            .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(plain_body(&mail.html)));
+        let body = if mail.attachments.is_empty() {
+            alternative
+        } else {
+            // multipart/mixed: the readable message first, then each file (base64, named in
+            // Content-Disposition: attachment).
+            let mut mixed = MultiPart::mixed().multipart(alternative);
+            for a in &mail.attachments {
+                let content_type = ContentType::parse(&a.content_type)
+                    .map_err(|e| SendError::permanent(format!("attachment content type: {e}")))?;
+                mixed = mixed.singlepart(
+                    lettre::message::Attachment::new(a.filename.clone()).body(a.content.clone(), content_type),
+                );
+            }
+            mixed
+        };
+        builder.multipart(body).map_err(|e| SendError::permanent(format!("cannot build message: {e}")))
     }
 
     /// Sends one message; returns the provider's message id when there is one.
@@ -206,7 +309,7 @@ async fn resend_send(
     }
     let domain = from.email.domain();
     headers.insert("Message-ID".into(), format!("<{}@{domain}>", mail.id).into());
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "from": from.to_string(),
         "to": [mail.to],
         "subject": mail.subject,
@@ -214,6 +317,22 @@ async fn resend_send(
         "html": mail.html,
         "headers": headers,
     });
+    if !mail.attachments.is_empty() {
+        use base64::Engine as _;
+        // Resend's shape: `attachments: [{filename, content (base64), content_type}]`.
+        let attachments: Vec<serde_json::Value> = mail
+            .attachments
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "filename": a.filename,
+                    "content": base64::engine::general_purpose::STANDARD.encode(&a.content),
+                    "content_type": a.content_type,
+                })
+            })
+            .collect();
+        body["attachments"] = attachments.into();
+    }
     let res = client
         .post(format!("{base}/emails"))
         .bearer_auth(key.expose())
@@ -362,7 +481,28 @@ pub fn read_maildrop(data_dir: &Path) -> Vec<(String, String)> {
 
 #[cfg(test)]
 mod tests {
-    use super::require_tls;
+    use super::{Attachment, AttachmentRefused, MAX_ATTACHMENT_BYTES, require_tls};
+
+    #[test]
+    fn attachments_are_checked_when_made() {
+        assert!(Attachment::new("invoice-INV-2026-0001.pdf", "application/pdf", b"%PDF-1.4".to_vec()).is_ok());
+        for bad in ["", ".hidden", "a b.pdf", "a\r\nX: y.pdf", "\"q\".pdf", "../x.pdf", &"a".repeat(101)] {
+            assert_eq!(
+                Attachment::new(bad, "application/pdf", b"x".to_vec()),
+                Err(AttachmentRefused::BadName),
+                "{bad:?}"
+            );
+        }
+        for bad in ["pdf", "application/", "Application/PDF", "text/plain; charset=utf-8", "a/b\r\n"] {
+            assert_eq!(Attachment::new("a.pdf", bad, b"x".to_vec()), Err(AttachmentRefused::BadContentType), "{bad:?}");
+        }
+        assert_eq!(Attachment::new("a.pdf", "application/pdf", vec![]), Err(AttachmentRefused::Empty));
+        assert!(Attachment::new("a.pdf", "application/pdf", vec![0; MAX_ATTACHMENT_BYTES]).is_ok());
+        assert_eq!(
+            Attachment::new("a.pdf", "application/pdf", vec![0; MAX_ATTACHMENT_BYTES + 1]),
+            Err(AttachmentRefused::TooLarge { bytes: MAX_ATTACHMENT_BYTES + 1 })
+        );
+    }
 
     #[test]
     fn smtp_needs_tls_off_this_machine() {

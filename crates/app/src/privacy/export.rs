@@ -54,6 +54,10 @@ pub const EXCLUDED_TABLES: &[(&str, &str)] = &[
     ("idempotency_keys", "API responses kept for a day to answer retries, keyed on API keys (not exported)"),
     ("invitations", "secrets: each pending invitation's token digest; invitations are sent again after an import"),
     ("org_exports", "the exports themselves (progress, expiry of their links), not the organization's data"),
+    (
+        "outbox_attachments",
+        "mail in delivery: files attached to queued messages (invoice PDFs, made again from the invoices), removed once sent",
+    ),
 ];
 
 /// Columns of exported tables that look like credentials by name but are not: each with why

@@ -32,9 +32,13 @@ pub struct Client {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// Minor units per hour for time on this client's projects (unless the project or the
+    /// person on it has one); `null`: the organization's.
+    pub hourly_rate_minor: Option<i64>,
 }
 
-const COLUMNS: &str = "organization_id, id, name, company, email, phone, notes, status, created_at, updated_at";
+const COLUMNS: &str =
+    "organization_id, id, name, company, email, phone, notes, status, created_at, updated_at, hourly_rate_minor";
 
 /// A new client.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -54,6 +58,10 @@ pub struct ClientInput {
     #[serde(default, deserialize_with = "fields::non_null")]
     #[schema(format = "text", max_length = 20000, nullable = false)]
     pub notes: Option<String>,
+    /// Minor units per hour (120.50 is 12050); null for none (the organization's applies).
+    #[serde(default, deserialize_with = "fields::int_or_null")]
+    #[schema(minimum = 0, maximum = 100000000000_i64)]
+    pub hourly_rate_minor: Option<i64>,
 }
 
 /// Changes to a client: fields left out stay as they are; `null` clears a field that may be
@@ -78,6 +86,10 @@ pub struct ClientUpdate {
     #[serde(default, deserialize_with = "fields::non_null")]
     #[schema(format = "text", max_length = 20000, nullable = false)]
     pub notes: Option<String>,
+    /// Minor units per hour; null clears it (the organization's applies).
+    #[serde(default, deserialize_with = "fields::int_present")]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 100000000000_i64)]
+    pub hourly_rate_minor: Option<Option<i64>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
@@ -185,10 +197,11 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ClientInpu
     let email = clean_email("email", input.email.as_deref())?;
     let phone = fields::optional_text("phone", input.phone.as_deref(), 50)?;
     let notes = fields::text("notes", input.notes.as_deref().unwrap_or(""), 20000)?;
+    let rate = input.hourly_rate_minor.map(|r| super::invoicing::check_rate("hourly_rate_minor", r)).transpose()?;
     let mut tx = OrgTx::begin(db, p).await?;
     let c: Client = sqlx::query_as(&format!(
-        "INSERT INTO clients (organization_id, id, name, company, email, phone, notes, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING {COLUMNS}"
+        "INSERT INTO clients (organization_id, id, name, company, email, phone, notes, created_at, updated_at, hourly_rate_minor) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) RETURNING {COLUMNS}"
     ))
     .bind(tx.org_id())
     .bind(ClientId::new())
@@ -198,6 +211,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ClientInpu
     .bind(&phone)
     .bind(&notes)
     .bind(ctx.now)
+    .bind(rate)
     .fetch_one(&mut *tx)
     .await?;
     audit::record(&mut tx, ctx, Entry::new("client.created", "client", c.id).after(snapshot(&c))).await?;
@@ -206,7 +220,10 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ClientInpu
 }
 
 fn snapshot(c: &Client) -> serde_json::Value {
-    json!({ "name": c.name, "company": c.company, "email": c.email, "phone": c.phone, "status": c.status })
+    json!({
+        "name": c.name, "company": c.company, "email": c.email, "phone": c.phone, "status": c.status,
+        "hourly_rate_minor": c.hourly_rate_minor,
+    })
 }
 
 pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ClientId, input: &ClientUpdate) -> AppResult<Client> {
@@ -216,15 +233,20 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ClientId, inpu
     let email = input.email.as_ref().map(|e| clean_email("email", e.as_deref())).transpose()?;
     let phone = input.phone.as_ref().map(|ph| fields::optional_text("phone", ph.as_deref(), 50)).transpose()?;
     let notes = input.notes.as_deref().map(|n| fields::text("notes", n, 20000)).transpose()?;
+    let rate = match input.hourly_rate_minor {
+        Some(Some(r)) => Some(Some(super::invoicing::check_rate("hourly_rate_minor", r)?)),
+        other => other,
+    };
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch(&mut tx, id).await?;
+    let rate = rate.unwrap_or(before.hourly_rate_minor);
     let name = name.unwrap_or_else(|| before.name.clone());
     let company = company.unwrap_or_else(|| before.company.clone());
     let email = email.unwrap_or_else(|| before.email.clone());
     let phone = phone.unwrap_or_else(|| before.phone.clone());
     let notes = notes.unwrap_or_else(|| before.notes.clone());
     let after: Client = sqlx::query_as(&format!(
-        "UPDATE clients SET name = $2, company = $3, email = $4, phone = $5, notes = $6, updated_at = $7 \
+        "UPDATE clients SET name = $2, company = $3, email = $4, phone = $5, notes = $6, updated_at = $7, hourly_rate_minor = $8 \
          WHERE id = $1 RETURNING {COLUMNS}"
     ))
     .bind(id)
@@ -234,6 +256,7 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ClientId, inpu
     .bind(&phone)
     .bind(&notes)
     .bind(ctx.now)
+    .bind(rate)
     .fetch_one(&mut *tx)
     .await?;
     audit::record(

@@ -98,6 +98,16 @@ fn pdf_string(s: &str) -> String {
     out
 }
 
+/// The document's file name: `invoice-INV-2026-0007.pdf` (a draft: `invoice-draft.pdf`), only
+/// letters, digits, `-`, `.` and `_` whatever the prefix.
+pub fn file_name(d: &InvoiceDetail) -> String {
+    let name = match &d.invoice.reference {
+        Some(r) => format!("invoice-{r}.pdf"),
+        None => "invoice-draft.pdf".to_string(),
+    };
+    name.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')).collect()
+}
+
 /// The invoice as a PDF document.
 pub fn render(organization: &str, d: &InvoiceDetail) -> Vec<u8> {
     let rows = layout(organization, d);

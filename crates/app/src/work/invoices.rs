@@ -87,7 +87,7 @@ pub struct InvoiceInput {
     #[serde(default, deserialize_with = "fields::non_null")]
     #[schema(value_type = Option<Currency>, nullable = false)]
     pub currency: Option<String>,
-    /// Basis points (19% is 1900; default 0).
+    /// Basis points (19% is 1900; default: the organization's default tax rate, 0 unless set).
     #[serde(default, deserialize_with = "fields::int_non_null")]
     #[schema(minimum = 0, maximum = 10000, nullable = false)]
     pub tax_rate_bp: Option<i32>,
@@ -474,7 +474,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInp
     require(p, Permission::InvoicesCreate)?;
     let client: ClientId = fields::id("client_id", &input.client_id)?;
     let currency = input.currency.as_deref().map(check_currency).transpose()?;
-    let tax = check_tax(input.tax_rate_bp.unwrap_or(0))?;
+    let tax = input.tax_rate_bp.map(check_tax).transpose()?;
     let issue = date_field("issue_date", input.issue_date.as_deref())?;
     let due = date_field("due_date", input.due_date.as_deref())?;
     let terms = input.payment_terms_days.map(|d| fields::within("payment_terms_days", d, 0, 365)).transpose()?;
@@ -483,8 +483,20 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInp
     }
     let notes = fields::text("notes", input.notes.as_deref().unwrap_or(""), 5000)?;
     let mut lines = parse_lines(input.lines.as_deref().unwrap_or(&[]))?;
-    let (subtotal, tax_minor, total) = compute(&mut lines, tax)?;
+    let (subtotal, tax_minor, total) = compute(&mut lines, tax.unwrap_or(0))?;
     let mut tx = OrgTx::begin(db, p).await?;
+    // Without a tax rate, the organization's default (Settings → Invoicing).
+    let (tax, subtotal, tax_minor, total) = match tax {
+        Some(t) => (t, subtotal, tax_minor, total),
+        None => {
+            let t: i32 = sqlx::query_scalar("SELECT default_tax_rate_bp FROM organizations WHERE id = $1")
+                .bind(tx.org_id())
+                .fetch_one(&mut *tx)
+                .await?;
+            let (s, x, total) = compute(&mut lines, t)?;
+            (t, s, x, total)
+        }
+    };
     // Without a date, the invoice is issued today where the organization is.
     let issue = match issue {
         Some(d) => d,
@@ -547,6 +559,18 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInp
     audit::record(&mut tx, ctx, Entry::new("invoice.created", "invoice", id).after(snapshot(&inv))).await?;
     tx.commit().await?;
     Ok(inv)
+}
+
+/// The tax rate a new invoice starts with (Settings → Invoicing), for the new-invoice form.
+pub async fn default_tax_rate(db: &Db, p: &OrgPrincipal) -> AppResult<i32> {
+    require(p, Permission::InvoicesCreate)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let bp: i32 = sqlx::query_scalar("SELECT default_tax_rate_bp FROM organizations WHERE id = $1")
+        .bind(tx.org_id())
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(bp)
 }
 
 /// Changes a draft's fields, currency included, and replaces its lines when they are given (sent
@@ -970,7 +994,7 @@ pub enum Mailing {
 
 /// Mails a sent invoice to its client's billing contact (the client's email, else its first
 /// contact with one) through the outbox, in the caller's request transaction, with a link to the
-/// invoice in the portal. `Ok(None)` when the client has no billing email. A reminder is refused
+/// invoice in the portal and its PDF attached (the portal's document, byte for byte). `Ok(None)` when the client has no billing email. A reminder is refused
 /// (409) when the invoice isn't open or one went out less than a day ago, and is audited.
 pub async fn email_invoice(
     db: &Db,
@@ -1028,11 +1052,23 @@ pub async fn email_invoice(
             },
         ),
     };
+    // The same document the portal hands out, attached; one too large to attach (it would
+    // take thousands of lines) is left in the portal, and the message says so.
+    let detail = detail_in(&mut tx, id, today).await?;
+    let pdf = crate::mail::outbox::Attachment::new(
+        &super::invoice_pdf::file_name(&detail),
+        "application/pdf",
+        super::invoice_pdf::render(&org_name, &detail),
+    );
+    let attached = match &pdf {
+        Ok(_) => "The invoice is attached as a PDF. You can also see it and download it in your portal:",
+        Err(_) => "See it and download the PDF in your portal:",
+    };
     let mail = crate::mail::outbox::OutgoingMail {
         to: to.clone(),
         subject,
         body: format!(
-            "Hello {client_name},\n\n{opening}\n\nTotal: {total}\nDue: {}\n\nSee it and download the PDF in your portal:\n\n{link}\n\n-- \n{org_name} via ClientFlow\n",
+            "Hello {client_name},\n\n{opening}\n\nTotal: {total}\nDue: {}\n\n{attached}\n\n{link}\n\n-- \n{org_name} via ClientFlow\n",
             inv.due_date
         ),
         category: crate::mail::outbox::Category::Transactional,
@@ -1042,7 +1078,8 @@ pub async fn email_invoice(
         Mailing::Sent => format!("invoice-sent:{id}"),
         Mailing::Reminder => format!("invoice-reminder:{id}:{today}"),
     };
-    crate::mail::outbox::enqueue(&mut tx, &mail, &key, ctx.now).await?;
+    let attachments: Vec<_> = pdf.into_iter().collect();
+    crate::mail::outbox::enqueue_with_attachments(&mut tx, &mail, &attachments, &key, ctx.now).await?;
     tx.commit().await?;
     Ok(Some(to))
 }

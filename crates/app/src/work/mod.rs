@@ -13,6 +13,7 @@ pub use crate::platform::fields;
 pub mod files;
 pub mod invoice_pdf;
 pub mod invoices;
+pub mod invoicing;
 pub mod portal;
 pub mod projects;
 pub mod tasks;

@@ -40,10 +40,13 @@ pub struct Project {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// Minor units per hour for time on the project (unless the person on it has one); `null`:
+    /// the client's, else the organization's.
+    pub hourly_rate_minor: Option<i64>,
 }
 
 pub const COLUMNS: &str = "p.organization_id, p.id, p.client_id, p.name, p.description, p.status, p.budget_minor, \
-     p.start_date, p.due_date, p.visible_to_client, p.created_at, p.updated_at";
+     p.start_date, p.due_date, p.visible_to_client, p.created_at, p.updated_at, p.hourly_rate_minor";
 
 /// A new project (with the default board columns).
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -75,6 +78,10 @@ pub struct ProjectInput {
     #[serde(default, deserialize_with = "fields::non_null")]
     #[schema(nullable = false)]
     pub visible_to_client: Option<bool>,
+    /// Minor units per hour (120.50 is 12050); null for none (the client's or organization's applies).
+    #[serde(default, deserialize_with = "fields::int_or_null")]
+    #[schema(minimum = 0, maximum = 100000000000_i64)]
+    pub hourly_rate_minor: Option<i64>,
 }
 
 /// Changes to a project: fields left out stay as they are; `null` clears a field that may be
@@ -110,6 +117,10 @@ pub struct ProjectUpdate {
     #[serde(default, deserialize_with = "fields::non_null")]
     #[schema(nullable = false)]
     pub visible_to_client: Option<bool>,
+    /// Minor units per hour; null clears it.
+    #[serde(default, deserialize_with = "fields::int_present")]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 100000000000_i64)]
+    pub hourly_rate_minor: Option<Option<i64>>,
 }
 
 /// A project's status.
@@ -227,7 +238,7 @@ fn snapshot(p: &Project) -> serde_json::Value {
     json!({
         "name": p.name, "client_id": p.client_id, "status": p.status, "budget_minor": p.budget_minor,
         "start_date": p.start_date.map(|d| d.to_string()), "due_date": p.due_date.map(|d| d.to_string()),
-        "visible_to_client": p.visible_to_client,
+        "visible_to_client": p.visible_to_client, "hourly_rate_minor": p.hourly_rate_minor,
     })
 }
 
@@ -260,13 +271,15 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ProjectInp
     let start = date_field("start_date", input.start_date.as_deref())?;
     let due = date_field("due_date", input.due_date.as_deref())?;
     check_dates(start, due)?;
+    let rate = input.hourly_rate_minor.map(|r| super::invoicing::check_rate("hourly_rate_minor", r)).transpose()?;
     let mut tx = OrgTx::begin(db, p).await?;
     crate::billing::limits::check(&mut tx, ctx, crate::billing::limits::Resource::Projects, 1).await?;
     check_client(&mut tx, client).await?;
     let id = ProjectId::new();
     let project: Project = sqlx::query_as(&format!(
         "INSERT INTO projects AS p (organization_id, id, client_id, name, description, status, budget_minor, start_date, due_date, \
-         visible_to_client, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING {COLUMNS}"
+         visible_to_client, created_at, updated_at, hourly_rate_minor) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12) \
+         RETURNING {COLUMNS}"
     ))
     .bind(tx.org_id())
     .bind(id)
@@ -279,6 +292,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ProjectInp
     .bind(due)
     .bind(input.visible_to_client.unwrap_or(false))
     .bind(ctx.now)
+    .bind(rate)
     .fetch_one(&mut *tx)
     .await?;
     for (i, (col, status)) in DEFAULT_COLUMNS.iter().enumerate() {
@@ -329,8 +343,13 @@ pub async fn update(
     let budget = input.budget_minor.map(check_budget).transpose()?;
     let start = input.start_date.as_ref().map(|d| date_field("start_date", d.as_deref())).transpose()?;
     let due = input.due_date.as_ref().map(|d| date_field("due_date", d.as_deref())).transpose()?;
+    let rate = match input.hourly_rate_minor {
+        Some(Some(r)) => Some(Some(super::invoicing::check_rate("hourly_rate_minor", r)?)),
+        other => other,
+    };
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch_visible(&mut tx, p, id).await?;
+    let rate = rate.unwrap_or(before.hourly_rate_minor);
     let name = name.unwrap_or_else(|| before.name.clone());
     let description = description.unwrap_or_else(|| before.description.clone());
     let client = client.unwrap_or(before.client_id);
@@ -343,7 +362,7 @@ pub async fn update(
     let after: Project = sqlx::query_as(&format!(
         "UPDATE projects AS p SET name = $2, description = $3, client_id = $4, status = $5, budget_minor = $6, start_date = $7, \
          due_date = $8, visible_to_client = $9, archived_at = CASE WHEN $5 = 'archived' THEN coalesce(p.archived_at, $10) ELSE NULL END, \
-         updated_at = $10 WHERE p.id = $1 RETURNING {COLUMNS}"
+         updated_at = $10, hourly_rate_minor = $11 WHERE p.id = $1 RETURNING {COLUMNS}"
     ))
     .bind(id)
     .bind(&name)
@@ -355,6 +374,7 @@ pub async fn update(
     .bind(due)
     .bind(input.visible_to_client.unwrap_or(before.visible_to_client))
     .bind(ctx.now)
+    .bind(rate)
     .fetch_one(&mut *tx)
     .await?;
     audit::record(
@@ -392,6 +412,9 @@ pub struct ProjectMember {
     pub email: String,
     pub display_name: String,
     pub role: String,
+    /// Minor units per hour for this person's time on the project; `null`: the project's, the
+    /// client's, else the organization's.
+    pub hourly_rate_minor: Option<i64>,
 }
 
 pub async fn members(db: &Db, p: &OrgPrincipal, id: ProjectId) -> AppResult<Vec<ProjectMember>> {
@@ -399,7 +422,7 @@ pub async fn members(db: &Db, p: &OrgPrincipal, id: ProjectId) -> AppResult<Vec<
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible(&mut tx, p, id).await?;
     let rows = sqlx::query_as(
-        "SELECT pm.user_id, u.email, u.display_name, m.role FROM project_members pm \
+        "SELECT pm.user_id, u.email, u.display_name, m.role, pm.hourly_rate_minor FROM project_members pm \
          JOIN memberships m ON m.organization_id = pm.organization_id AND m.user_id = pm.user_id \
          JOIN users u ON u.id = pm.user_id WHERE pm.project_id = $1 ORDER BY u.email",
     )
@@ -435,6 +458,48 @@ pub async fn add_member(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ProjectId,
     .await?;
     audit::record(&mut tx, ctx, Entry::new("project.member_added", "project", id).after(json!({ "user_id": user })))
         .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Sets (or with `None` clears) a person's hourly rate on the project, the most specific rate
+/// there is; audited with the rate before and after.
+pub async fn set_member_rate(
+    db: &Db,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    id: ProjectId,
+    user: UserId,
+    rate: Option<i64>,
+) -> AppResult<()> {
+    require(p, Permission::ProjectsUpdate)?;
+    let rate = rate.map(|r| super::invoicing::check_rate("hourly_rate_minor", r)).transpose()?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    fetch_visible(&mut tx, p, id).await?;
+    let before: Option<Option<i64>> = sqlx::query_scalar(
+        "SELECT hourly_rate_minor FROM project_members WHERE project_id = $1 AND user_id = $2 FOR UPDATE",
+    )
+    .bind(id)
+    .bind(user)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(before) = before else {
+        return Err(AppError::field("user_id", "is not a member of this project"));
+    };
+    sqlx::query("UPDATE project_members SET hourly_rate_minor = $3 WHERE project_id = $1 AND user_id = $2")
+        .bind(id)
+        .bind(user)
+        .bind(rate)
+        .execute(&mut *tx)
+        .await?;
+    audit::record(
+        &mut tx,
+        ctx,
+        Entry::new("project.member_rate_changed", "project", id)
+            .before(json!({ "user_id": user, "hourly_rate_minor": before }))
+            .after(json!({ "user_id": user, "hourly_rate_minor": rate })),
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -955,6 +955,11 @@ const API_WRITES: &[ApiWrite] = &[
     ("POST /api/v1/files", "", &[]),
     ("PATCH /api/v1/files/{file}", r#"{"name": "matrix.txt", "shared_with_client": true}"#, &[]),
     ("DELETE /api/v1/files/{file}", "", &[]),
+    (
+        "PATCH /api/v1/settings/invoicing",
+        r#"{"invoice_prefix": "MTX", "hourly_rate_minor": 12050, "payment_terms_days": 14}"#,
+        &[],
+    ),
 ];
 
 /// The entry of a writing route (every route but GET must have one).

@@ -85,6 +85,7 @@ async fn seed_every_tenant_table(tdb: &TestDb, db: &clientflow::platform::db::Db
          JOIN memberships m ON m.organization_id = t.organization_id",
         "INSERT INTO notification_digest_days SELECT id, current_date, now() FROM organizations",
         "INSERT INTO org_exports (organization_id, id, requested_at) SELECT id, gen_random_uuid(), now() FROM organizations",
+        "INSERT INTO outbox_attachments SELECT id, gen_random_uuid(), 0, 'a.pdf', 'application/pdf', '\\x25', now() FROM organizations",
         "INSERT INTO audit_signing_keys SELECT id, 'k', decode(repeat('00', 32), 'hex') FROM organizations",
         "INSERT INTO organization_deletion_requests SELECT id, gen_random_uuid(), now(), now() + interval '30 days' \
          FROM organizations",

@@ -119,6 +119,16 @@ pub const BODIES: &[Write] = &[
         &[("name", "Matrix {unique}"), ("role", "member"), ("expires_in_days", "30"), ("current_password", PASSWORD)],
     ),
     form("POST /o/{org}/settings/api-keys/{key}/revoke", &[]),
+    form(
+        "POST /o/{org}/settings/invoicing",
+        &[
+            ("invoice_prefix", "MTX"),
+            ("hourly_rate", "120.50"),
+            ("payment_terms_days", "14"),
+            ("default_tax_rate", "19"),
+            ("currency", "EUR"),
+        ],
+    ),
     // Billing (off in the matrix's app: the Owner is sent back to the page that says so).
     form("POST /o/{org}/settings/billing/checkout", &[("plan", "pro")]),
     form("POST /o/{org}/settings/billing/portal", &[]),
@@ -154,6 +164,7 @@ pub const BODIES: &[Write] = &[
     form("POST /o/{org}/projects/{project}/delete", CONFIRMED),
     form("POST /o/{org}/projects/{project}/members", &[("user_id", "{new_member}")]),
     form("POST /o/{org}/projects/{project}/members/{user}/remove", CONFIRMED),
+    form("POST /o/{org}/projects/{project}/members/{user}/rate", &[("hourly_rate", "99.50")]),
     form("POST /o/{org}/projects/{project}/columns", &[("name", "Column {unique}")]),
     form("POST /o/{org}/projects/{project}/columns/{column}/move", &[("direction", "left")]),
     form("POST /o/{org}/projects/{project}/columns/{column}/delete", CONFIRMED),

@@ -569,3 +569,355 @@ async fn sending_mails_the_billing_contact_and_reminders_go_at_most_daily() {
     assert_eq!(count(&app, "SELECT count(*) FROM outbox WHERE subject LIKE 'Reminder:%'").await, 2);
     assert_eq!(count(&app, "SELECT count(*) FROM audit_events WHERE action = 'invoice.reminded'").await, 2);
 }
+
+// ---- invoices out: the PDF attached, over SMTP and over Resend ----
+
+/// An organization with every role whose client has a billing email; one invoice sent and
+/// mailed. Returns the organization, the invoice's id and reference, and the PDF the client
+/// downloads from the portal.
+async fn sent_and_mailed(app: &TestApp, name: &str) -> (Org, clientflow::platform::ids::InvoiceId, String, Vec<u8>) {
+    let mut org = org_with_every_role(app, name).await;
+    let client_id: Uuid = org.client_id.parse().unwrap();
+    sql(app, "UPDATE clients SET email = 'billing@client.test' WHERE id = $1", &[client_id]).await;
+    let op = access::operator(&app.app_db, &crate::support::operator(), org.id.parse().unwrap(), "test")
+        .await
+        .unwrap()
+        .unwrap();
+    let c = ctx(app);
+    let input = invoices::InvoiceInput {
+        client_id: org.client_id.clone(),
+        lines: Some(vec![invoices::LineInput {
+            description: "Design (a) \\ review".into(),
+            quantity_milli: 2500,
+            unit_price_minor: 12050,
+        }]),
+        ..Default::default()
+    };
+    let inv = invoices::create(&app.app_db, &c, &op, &input).await.unwrap();
+    invoices::transition(&app.app_db, &c, &op, inv.id, invoices::InvoiceAction::Send).await.unwrap();
+    let to = invoices::email_invoice(&app.app_db, &c, &op, inv.id, "https://cf.test", invoices::Mailing::Sent).await;
+    assert_eq!(to.unwrap().as_deref(), Some("billing@client.test"));
+    assert_eq!(count(app, "SELECT count(*) FROM outbox_attachments").await, 1, "the PDF waits with the message");
+    let reference = invoices::get(&app.app_db, c.now, &op, inv.id).await.unwrap().invoice.reference.unwrap();
+    let slug = org.slug.clone();
+    let client = &mut org.people.get_mut("client").unwrap().browser;
+    let res = client.get(&format!("/portal/{slug}/invoices/{}/pdf", inv.id)).await;
+    assert_eq!(res.status(), 200);
+    let pdf = res.bytes().await.unwrap().to_vec();
+    assert!(pdf.starts_with(b"%PDF-"));
+    (org, inv.id, reference, pdf)
+}
+
+/// Delivers what is queued through another transport than the app's (whose mail drop the
+/// sign-up and invitation links of the fixture are read from).
+async fn deliver_with(app: &TestApp, configure: impl FnOnce(&mut clientflow::config::Config)) {
+    let mut config = app.config.clone();
+    configure(&mut config);
+    let transport = clientflow::mail::transport::Transport::from_config(&config).unwrap();
+    let delivery = clientflow::mail::outbox::Delivery::new(transport, app.mail_delivery().links, &config.mail);
+    clientflow::mail::outbox::deliver_due(&app.app_db, &delivery, app.clock.now_utc(), 1000).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_sent_invoice_is_mailed_with_its_portal_pdf_attached_over_smtp() {
+    use clientflow_test_support::smtp::SmtpSink;
+    let sink = SmtpSink::start().await;
+    let url = format!("smtp://{}", sink.addr());
+    let app = TestApp::spawn().await;
+    let (org, id, reference, portal_pdf) = sent_and_mailed(&app, "pdfsmtp").await;
+    deliver_with(&app, move |c| {
+        c.mail.transport = clientflow::mail::config::MailTransport::Smtp;
+        c.mail.smtp_url = Some(clientflow::platform::secret::Secret::new(url));
+        c.mail.from = "ClientFlow <no-reply@clientflow.test>".into();
+    })
+    .await;
+    let all = sink.messages();
+    let mail = all
+        .iter()
+        .find(|m| m.rcpt_to == ["billing@client.test"])
+        .unwrap_or_else(|| panic!("no invoice mail among {:?}", all.iter().map(|m| &m.rcpt_to).collect::<Vec<_>>()));
+    let mime = mail.mime();
+    assert_eq!(mime.media_type(), "multipart/mixed", "{}", mail.data);
+    // The readable message first (text and HTML), then the file.
+    let leaves = mime.leaves();
+    assert_eq!(
+        leaves.iter().map(|p| p.media_type()).collect::<Vec<_>>(),
+        ["text/plain", "text/html", "application/pdf"]
+    );
+    let text = String::from_utf8(leaves[0].decoded()).unwrap();
+    assert!(text.contains(&format!("https://cf.test/portal/{}/invoices/{id}", org.slug)), "{text}");
+    assert!(text.contains("attached as a PDF"), "{text}");
+    let files = mail.attachments();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].filename, format!("invoice-{reference}.pdf"));
+    assert_eq!(files[0].content_type, "application/pdf");
+    assert_eq!(files[0].content, portal_pdf, "the attachment is the portal's document, byte for byte");
+    assert!(String::from_utf8_lossy(&files[0].content).contains(&format!("(Invoice {reference})")));
+    // Once sent, the organization's copy leaves the queue.
+    assert_eq!(count(&app, "SELECT count(*) FROM outbox_attachments").await, 0);
+}
+
+#[tokio::test]
+async fn a_sent_invoice_is_mailed_with_its_pdf_in_resends_format_and_never_without_it() {
+    use clientflow_test_support::resend::{self, FakeResend};
+    let fake = FakeResend::start("re_test_key").await;
+    let base = fake.base_url();
+    let resend = move |c: &mut clientflow::config::Config| {
+        c.mail.transport = clientflow::mail::config::MailTransport::Resend;
+        c.mail.resend_api_key = Some(clientflow::platform::secret::Secret::new("re_test_key"));
+        c.mail.resend_base_url = base.clone();
+        c.mail.from = "ClientFlow <no-reply@clientflow.test>".into();
+    };
+    let app = TestApp::spawn().await;
+    let (org, id, reference, portal_pdf) = sent_and_mailed(&app, "pdfresend").await;
+    deliver_with(&app, resend.clone()).await;
+    let delivered = fake.delivered();
+    let mail = delivered.iter().find(|m| m["to"] == json!(["billing@client.test"])).expect("the invoice mail");
+    // Resend's wire format: [{filename, content: base64}], plus the optional content_type.
+    let raw = mail["attachments"].as_array().expect("attachments");
+    assert_eq!(raw.len(), 1);
+    assert!(raw[0]["content"].is_string() && raw[0]["filename"].is_string(), "{}", raw[0]);
+    let files = resend::attachments(mail);
+    assert_eq!(files[0].filename, format!("invoice-{reference}.pdf"));
+    assert_eq!(files[0].content_type.as_deref(), Some("application/pdf"));
+    assert_eq!(files[0].content, portal_pdf);
+    assert!(mail["text"].as_str().unwrap().contains(&format!("/portal/{}/invoices/{id}", org.slug)));
+    assert_eq!(count(&app, "SELECT count(*) FROM outbox_attachments").await, 0);
+
+    // A reminder whose PDF is gone (as after the organization's purge) is given up, not sent
+    // without it.
+    let op = access::operator(&app.app_db, &crate::support::operator(), org.id.parse().unwrap(), "test")
+        .await
+        .unwrap()
+        .unwrap();
+    invoices::email_invoice(&app.app_db, &ctx(&app), &op, id, "https://cf.test", invoices::Mailing::Reminder)
+        .await
+        .unwrap();
+    sql(&app, "DELETE FROM outbox_attachments", &[]).await;
+    let before = fake.delivered().len();
+    deliver_with(&app, resend).await;
+    assert_eq!(fake.delivered().len(), before);
+    let mut db = app.db.admin_conn().await;
+    let (state, error): (String, Option<String>) =
+        sqlx::query_as("SELECT state, last_error FROM outbox WHERE subject LIKE 'Reminder:%'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(state, "dead");
+    assert!(error.unwrap_or_default().contains("attachments are gone"));
+}
+
+// ---- the invoicing settings ----
+
+#[tokio::test]
+async fn invoicing_settings_round_trip_refuse_bad_values_by_name_and_are_audited() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "settings").await;
+    let admin = api_key(&app, &t, "admin", None).await.1;
+    let res = get(&app, "/api/v1/settings/invoicing", &admin).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(res.body["data"]["invoice_prefix"], "INV");
+    assert_eq!(res.body["data"]["payment_terms_days"], 30);
+    assert_eq!(res.body["data"]["default_tax_rate_bp"], 0);
+    assert_eq!(res.body["data"]["hourly_rate_minor"], Value::Null);
+    let res = patch(
+        &app,
+        "/api/v1/settings/invoicing",
+        &admin,
+        json!({"invoice_prefix": "ACME7", "hourly_rate_minor": 12050, "payment_terms_days": 14, "default_tax_rate_bp": 1900, "currency": "usd"}),
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let data = get(&app, "/api/v1/settings/invoicing", &admin).await.body["data"].clone();
+    assert_eq!(
+        data,
+        json!({"invoice_prefix": "ACME7", "hourly_rate_minor": 12050, "payment_terms_days": 14, "default_tax_rate_bp": 1900, "currency": "USD"})
+    );
+    // null clears the rate; left out stays.
+    let res = patch(&app, "/api/v1/settings/invoicing", &admin, json!({"hourly_rate_minor": null})).await;
+    assert_eq!(res.body["data"]["hourly_rate_minor"], Value::Null);
+    assert_eq!(res.body["data"]["invoice_prefix"], "ACME7");
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM audit_events WHERE action = 'organization.invoicing_changed'").await,
+        2
+    );
+    // A new invoice starts with the defaults: 14 days, 19% tax.
+    let line = json!([{"description": "Work", "quantity_milli": 1000, "unit_price_minor": 10000}]);
+    let inv = post(&app, "/api/v1/invoices", &admin, json!({"client_id": t.org.client, "lines": line})).await;
+    assert_eq!(inv.body["data"]["tax_rate_bp"], 1900, "{}", inv.body);
+    assert_eq!(inv.body["data"]["tax_minor"], 1900);
+    assert_eq!(inv.body["data"]["payment_terms_days"], 14);
+
+    for (body, field) in [
+        (json!({"invoice_prefix": "IN-V"}), "invoice_prefix"),
+        (json!({"invoice_prefix": ""}), "invoice_prefix"),
+        (json!({"invoice_prefix": "ABCDEFGHIJK"}), "invoice_prefix"),
+        (json!({"invoice_prefix": "ÄBC"}), "invoice_prefix"),
+        (json!({"invoice_prefix": null}), "invoice_prefix"),
+        (json!({"hourly_rate_minor": -1}), "hourly_rate_minor"),
+        (json!({"hourly_rate_minor": 100000000001_i64}), "hourly_rate_minor"),
+        (json!({"hourly_rate_minor": "120.50"}), "hourly_rate_minor"),
+        (json!({"payment_terms_days": 366}), "payment_terms_days"),
+        (json!({"payment_terms_days": -1}), "payment_terms_days"),
+        (json!({"default_tax_rate_bp": 10001}), "default_tax_rate_bp"),
+        (json!({"currency": "XYZ"}), "currency"),
+        (json!({"surprise": 1}), "surprise"),
+    ] {
+        patch(&app, "/api/v1/settings/invoicing", &admin, body.clone()).await.assert_problem_field(422, field);
+    }
+    // Nothing of the refused changes was written.
+    assert_eq!(get(&app, "/api/v1/settings/invoicing", &admin).await.body["data"]["invoice_prefix"], "ACME7");
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM audit_events WHERE action = 'organization.invoicing_changed'").await,
+        2
+    );
+    // Managers and Members can't read or change them.
+    for role in ["manager", "member"] {
+        let key = api_key(&app, &t, role, None).await.1;
+        assert_eq!(get(&app, "/api/v1/settings/invoicing", &key).await.status, 403, "{role}");
+        patch(&app, "/api/v1/settings/invoicing", &key, json!({"invoice_prefix": "X"})).await.assert_problem(403);
+    }
+    assert_eq!(get(&app, "/api/v1/settings/invoicing", &admin).await.body["data"]["invoice_prefix"], "ACME7");
+}
+
+#[tokio::test]
+async fn the_invoicing_page_saves_shows_inline_errors_and_is_closed_to_members_and_clients() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "invpage").await;
+    let slug = org.slug.clone();
+    let page = format!("/o/{slug}/settings/invoicing");
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let (status, html) = owner.page(&page).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Invoice prefix") && html.contains("Default hourly rate"), "{html}");
+    let fields = |prefix: &'static str, rate: &'static str, terms: &'static str, tax: &'static str| {
+        vec![
+            ("invoice_prefix", prefix),
+            ("hourly_rate", rate),
+            ("payment_terms_days", terms),
+            ("default_tax_rate", tax),
+            ("currency", "EUR"),
+        ]
+    };
+    let res = owner.submit(&page, &page, &fields("Q", "120.50", "21", "7.5")).await;
+    assert_eq!(res.status(), 303);
+    let (_, html) = owner.page(&format!("{page}?saved=1")).await;
+    assert!(
+        html.contains("value=\"120.50\"") && html.contains("value=\"21\"") && html.contains("value=\"Q\""),
+        "{html}"
+    );
+    // Bad values: 422, each field's message next to it, nothing written.
+    let res = owner.submit(&page, &page, &fields("IN V", "12,50", "400", "101")).await;
+    assert_eq!(res.status(), 422);
+    let html = res.text().await.unwrap();
+    for id in ["invoicing-hourly-rate", "invoicing-payment-terms-days", "invoicing-default-tax-rate"] {
+        assert!(html.contains(&format!("id=\"{id}-error\"")), "{id}: {html}");
+    }
+    assert!(html.contains("value=\"12,50\""), "what was typed is kept: {html}");
+    let res = owner.submit(&page, &page, &fields("IN V", "1", "1", "1")).await;
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("id=\"invoicing-invoice-prefix-error\""));
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM audit_events WHERE action = 'organization.invoicing_changed'").await,
+        1
+    );
+    let (prefix, rate): (String, Option<i64>) =
+        sqlx::query_as("SELECT invoice_prefix, hourly_rate_minor FROM organizations WHERE slug = $1")
+            .bind(&slug)
+            .fetch_one(&mut app.db.admin_conn().await)
+            .await
+            .unwrap();
+    assert_eq!((prefix.as_str(), rate), ("Q", Some(12050)));
+    for role in ["manager", "member", "client"] {
+        let b = &mut org.people.get_mut(role).unwrap().browser;
+        assert_eq!(b.get(&page).await.status(), 403, "{role}");
+        let token = b.token();
+        let res = b.post_with(&page, &fields("HACK", "1", "1", "1"), Some(&token), true).await;
+        assert_eq!(res.status(), 403, "{role}");
+    }
+    assert_eq!(count(&app, "SELECT count(*) FROM organizations WHERE invoice_prefix = 'HACK'").await, 0);
+}
+
+#[tokio::test]
+async fn rates_set_through_the_api_and_pages_resolve_person_project_client_organization() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "precedence").await;
+    let admin = api_key(&app, &t, "admin", None).await.1;
+    let project = t.org.project.as_uuid();
+    let rate = |e: &Value| e["rate_minor"].as_i64();
+    assert_eq!(rate(&record(&app, &admin, project, "1h").await), None);
+    patch(&app, "/api/v1/settings/invoicing", &admin, json!({"hourly_rate_minor": 5000})).await;
+    assert_eq!(rate(&record(&app, &admin, project, "1h").await), Some(5000));
+    let res =
+        patch(&app, &format!("/api/v1/clients/{}", t.org.client), &admin, json!({"hourly_rate_minor": 8000})).await;
+    assert_eq!(res.body["data"]["hourly_rate_minor"], 8000, "{}", res.body);
+    assert_eq!(rate(&record(&app, &admin, project, "1h").await), Some(8000));
+    let res = patch(&app, &format!("/api/v1/projects/{project}"), &admin, json!({"hourly_rate_minor": 9000})).await;
+    assert_eq!(res.body["data"]["hourly_rate_minor"], 9000, "{}", res.body);
+    assert_eq!(rate(&record(&app, &admin, project, "1h").await), Some(9000));
+    // The person on the project (the key acts for the admin): the service the People tab uses.
+    sql(
+        &app,
+        "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now()) \
+         ON CONFLICT DO NOTHING",
+        &[t.org.id.as_uuid(), project, t.admin],
+    )
+    .await;
+    let user: clientflow::platform::ids::UserId = t.admin.to_string().parse().unwrap();
+    clientflow::work::projects::set_member_rate(
+        &app.app_db,
+        &ctx(&app),
+        &t.org.principal,
+        t.org.project,
+        user,
+        Some(9500),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rate(&record(&app, &admin, project, "1h").await), Some(9500));
+    // Clearing the most specific falls back to the next one.
+    clientflow::work::projects::set_member_rate(&app.app_db, &ctx(&app), &t.org.principal, t.org.project, user, None)
+        .await
+        .unwrap();
+    patch(&app, &format!("/api/v1/projects/{project}"), &admin, json!({"hourly_rate_minor": null})).await;
+    assert_eq!(rate(&record(&app, &admin, project, "1h").await), Some(8000));
+    // Bad rates name their field; a Member can't set any.
+    for path in [format!("/api/v1/clients/{}", t.org.client), format!("/api/v1/projects/{project}")] {
+        patch(&app, &path, &admin, json!({"hourly_rate_minor": -5}))
+            .await
+            .assert_problem_field(422, "hourly_rate_minor");
+        patch(&app, &path, &admin, json!({"hourly_rate_minor": 100000000001_i64}))
+            .await
+            .assert_problem_field(422, "hourly_rate_minor");
+    }
+    let member = api_key(&app, &t, "member", None).await.1;
+    let res = patch(&app, &format!("/api/v1/clients/{}", t.org.client), &member, json!({"hourly_rate_minor": 1})).await;
+    assert_eq!(res.status, 403, "{}", res.body);
+    let audited = count(&app, "SELECT count(*) FROM audit_events WHERE action = 'project.member_rate_changed'").await;
+    assert_eq!(audited, 2);
+}
+
+#[tokio::test]
+async fn a_new_prefix_numbers_the_next_invoice_sent_and_leaves_sent_ones_alone() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "prefix").await;
+    let admin = api_key(&app, &t, "admin", None).await.1;
+    let year = app.clock.now_utc().year();
+    let line = json!([{"description": "Work", "quantity_milli": 1000, "unit_price_minor": 100}]);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let res = post(&app, "/api/v1/invoices", &admin, json!({"client_id": t.org.client, "lines": line})).await;
+        ids.push(res.body["data"]["id"].as_str().unwrap().to_string());
+    }
+    let first = post(&app, &format!("/api/v1/invoices/{}/send", ids[0]), &admin, json!({})).await;
+    assert_eq!(first.body["data"]["reference"], format!("INV-{year}-0001"));
+    patch(&app, "/api/v1/settings/invoicing", &admin, json!({"invoice_prefix": "ACME"})).await;
+    let second = post(&app, &format!("/api/v1/invoices/{}/send", ids[1]), &admin, json!({})).await;
+    assert_eq!(second.body["data"]["reference"], format!("ACME-{year}-0002"), "{}", second.body);
+    // The one sent before keeps its number everywhere.
+    let again = get(&app, &format!("/api/v1/invoices/{}", ids[0]), &admin).await;
+    assert_eq!(again.body["data"]["reference"], format!("INV-{year}-0001"));
+    // A draft has no number until it is sent, under the prefix of that moment.
+    let draft = get(&app, &format!("/api/v1/invoices/{}", ids[2]), &admin).await;
+    assert_eq!(draft.body["data"]["reference"], Value::Null);
+}

@@ -40,6 +40,7 @@ mod files;
 mod invoices;
 mod projects;
 mod search;
+mod settings;
 mod tasks;
 mod time_entries;
 mod timers;
@@ -67,6 +68,9 @@ pub fn routes() -> Vec<RouteDef> {
         route!(GET "/api/v1/projects/{project}/columns", Surface::Api, Access::Api(P::ProjectsRead), projects::list_columns),
 
         route!(GET "/api/v1/search", Surface::Api, Access::Api(P::OrgView), search::search),
+
+        route!(GET "/api/v1/settings/invoicing", Surface::Api, Access::Api(P::SettingsManage), settings::get_invoicing),
+        route!(PATCH "/api/v1/settings/invoicing", Surface::Api, Access::Api(P::SettingsManage), settings::update_invoicing),
 
         route!(GET "/api/v1/tasks", Surface::Api, Access::Api(P::TasksRead), tasks::list_tasks),
         route!(POST "/api/v1/tasks", Surface::Api, Access::Api(P::TasksCreate), tasks::create_task),
@@ -308,6 +312,7 @@ pub async fn openapi_json() -> Response {
         files::list_files, files::upload_file, files::get_file, files::update_file, files::delete_file,
         billing::get_billing,
         search::search,
+        settings::get_invoicing, settings::update_invoicing,
     ),
     tags(
         (name = "clients", description = "The organization's clients"),
@@ -318,6 +323,7 @@ pub async fn openapi_json() -> Response {
         (name = "files", description = "Uploads, file metadata and short-lived download links"),
         (name = "billing", description = "The plan and its limits (Owners only: no API key can hold billing.manage)"),
         (name = "search", description = "Full-text search over what the key may see"),
+        (name = "settings", description = "The organization's invoicing defaults (settings.manage: Owner and Admin keys)"),
         (name = "meta", description = "This document"),
     )
 )]

@@ -94,6 +94,9 @@ struct ClientForm {
     phone: String,
     #[serde(default)]
     notes: String,
+    /// Money as typed (`120.50`); empty for none.
+    #[serde(default)]
+    hourly_rate: String,
 }
 
 impl ClientForm {
@@ -104,28 +107,31 @@ impl ClientForm {
             email: c.email.clone().unwrap_or_default(),
             phone: c.phone.clone().unwrap_or_default(),
             notes: c.notes.clone(),
+            hourly_rate: crate::work::invoicing::show_rate(c.hourly_rate_minor),
         }
     }
 
-    fn input(&self) -> ClientInput {
-        ClientInput {
+    fn input(&self) -> AppResult<ClientInput> {
+        Ok(ClientInput {
             name: self.name.clone(),
             company: Some(self.company.clone()),
             email: Some(self.email.trim().to_string()),
             phone: Some(self.phone.clone()),
             notes: Some(self.notes.clone()),
-        }
+            hourly_rate_minor: crate::work::invoicing::parse_rate("hourly_rate", &self.hourly_rate)?,
+        })
     }
 
     /// The form sends every field: an empty one clears it.
-    fn update(&self) -> ClientUpdate {
-        ClientUpdate {
+    fn update(&self) -> AppResult<ClientUpdate> {
+        Ok(ClientUpdate {
             name: Some(self.name.clone()),
             company: Some(self.company.clone()),
             email: Some(Some(self.email.trim().to_string())),
             phone: Some(Some(self.phone.clone())),
             notes: Some(self.notes.clone()),
-        }
+            hourly_rate_minor: Some(crate::work::invoicing::parse_rate("hourly_rate", &self.hourly_rate)?),
+        })
     }
 }
 
@@ -159,7 +165,8 @@ async fn create(
     access: OrgAccess,
     Form(form): Form<ClientForm>,
 ) -> AppResult<Response> {
-    match clients::create(&state.db, &ctx, &access.principal, &form.input()).await {
+    let created = async { clients::create(&state.db, &ctx, &access.principal, &form.input()?).await }.await;
+    match created {
         Ok(c) => Ok(Redirect::to(&format!("/o/{}/clients/{}", access.slug, c.id)).into_response()),
         Err(e) => {
             let (status, message, errors) = failure(e)?;
@@ -197,7 +204,8 @@ async fn update(
     Form(form): Form<ClientForm>,
 ) -> AppResult<Response> {
     let id: ClientId = path_id(&id)?;
-    match clients::update(&state.db, &ctx, &access.principal, id, &form.update()).await {
+    let updated = async { clients::update(&state.db, &ctx, &access.principal, id, &form.update()?).await }.await;
+    match updated {
         Ok(c) => Ok(Redirect::to(&format!("/o/{}/clients/{}", access.slug, c.id)).into_response()),
         Err(e) => {
             let (status, message, errors) = failure(e)?;

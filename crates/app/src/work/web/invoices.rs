@@ -371,9 +371,10 @@ async fn new_page(
     access: OrgAccess,
     Query(q): Query<NewQuery>,
 ) -> AppResult<Response> {
+    let tax = invoices::default_tax_rate(&state.db, &access.principal).await?;
     let form = InvoiceForm {
         client_id: q.client_id,
-        tax_rate: "0".into(),
+        tax_rate: percent(tax),
         rows: (0..EMPTY_ROWS).map(|_| LineRow::default()).collect(),
         ..InvoiceForm::default()
     };
@@ -752,11 +753,7 @@ async fn bill_time(
 /// The invoice as a PDF download (the same document the portal gives the client).
 pub fn pdf_response(organization: &str, d: &InvoiceDetail) -> AppResult<Response> {
     use axum::http::{HeaderValue, header};
-    let name = match &d.invoice.reference {
-        Some(r) => format!("invoice-{r}.pdf"),
-        None => "invoice-draft.pdf".to_string(),
-    };
-    let name: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')).collect();
+    let name = crate::work::invoice_pdf::file_name(d);
     let mut res = crate::work::invoice_pdf::render(organization, d).into_response();
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/pdf"));

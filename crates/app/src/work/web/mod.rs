@@ -11,6 +11,7 @@ pub mod clients;
 pub mod daily;
 pub mod files;
 pub mod invoices;
+pub mod invoicing;
 pub mod lists;
 pub mod portal;
 pub mod projects;
@@ -31,6 +32,7 @@ pub fn routes() -> Vec<RouteDef> {
     routes.extend(projects::routes());
     routes.extend(tasks::routes());
     routes.extend(invoices::routes());
+    routes.extend(invoicing::routes());
     routes.extend(files::routes());
     routes.extend(lists::routes());
     routes.extend(timesheet::routes());

@@ -44,6 +44,7 @@ pub fn routes() -> Vec<RouteDef> {
         route!(POST "/o/{org}/projects/{project}/delete", Surface::Web, Access::Org(P::ProjectsDelete), delete),
         route!(POST "/o/{org}/projects/{project}/members", Surface::Web, Access::Org(P::ProjectsUpdate), add_member),
         route!(POST "/o/{org}/projects/{project}/members/{user}/remove", Surface::Web, Access::Org(P::ProjectsUpdate), remove_member),
+        route!(POST "/o/{org}/projects/{project}/members/{user}/rate", Surface::Web, Access::Org(P::ProjectsUpdate), member_rate),
         route!(POST "/o/{org}/projects/{project}/columns", Surface::Web, Access::Org(P::ProjectsUpdate), add_column),
         route!(POST "/o/{org}/projects/{project}/columns/{column}/move", Surface::Web, Access::Org(P::ProjectsUpdate), move_column),
         route!(POST "/o/{org}/projects/{project}/columns/{column}/delete", Surface::Web, Access::Org(P::ProjectsUpdate), delete_column),
@@ -195,6 +196,9 @@ pub struct ProjectForm {
     due_date: String,
     #[serde(default)]
     visible_to_client: Option<String>,
+    /// Money as typed (`120.50`); empty for none.
+    #[serde(default)]
+    hourly_rate: String,
 }
 
 impl ProjectForm {
@@ -208,6 +212,7 @@ impl ProjectForm {
             start_date: day(p.start_date),
             due_date: day(p.due_date),
             visible_to_client: p.visible_to_client.then(|| "on".into()),
+            hourly_rate: crate::work::invoicing::show_rate(p.hourly_rate_minor),
         }
     }
 
@@ -232,6 +237,7 @@ impl ProjectForm {
             start_date: Some(self.start_date.trim().to_string()),
             due_date: Some(self.due_date.trim().to_string()),
             visible_to_client: Some(self.visible_to_client.is_some()),
+            hourly_rate_minor: crate::work::invoicing::parse_rate("hourly_rate", &self.hourly_rate)?,
         })
     }
 
@@ -246,6 +252,7 @@ impl ProjectForm {
             start_date: Some(Some(self.start_date.trim().to_string())),
             due_date: Some(Some(self.due_date.trim().to_string())),
             visible_to_client: Some(self.visible_to_client.is_some()),
+            hourly_rate_minor: Some(crate::work::invoicing::parse_rate("hourly_rate", &self.hourly_rate)?),
         })
     }
 }
@@ -956,6 +963,32 @@ async fn add_member(
         let user: UserId =
             form_id("user_id", &form.user_id)?.ok_or_else(|| AppError::field("user_id", "choose a person"))?;
         projects::add_member(&state.db, &ctx, &access.principal, id, user).await
+    }
+    .await;
+    project_result(&state, csrf, &access, id, "people", ProjectForms::default(), result).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberRateForm {
+    #[serde(default)]
+    hourly_rate: String,
+}
+
+/// Sets a person's hourly rate on the project (empty clears it).
+async fn member_rate(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id, user)): Path<(String, String, String)>,
+    Form(form): Form<MemberRateForm>,
+) -> AppResult<Response> {
+    let id: ProjectId = path_id(&id)?;
+    let user: UserId = path_id(&user)?;
+    let result = async {
+        let rate = crate::work::invoicing::parse_rate("hourly_rate", &form.hourly_rate)?;
+        projects::set_member_rate(&state.db, &ctx, &access.principal, id, user, rate).await
     }
     .await;
     project_result(&state, csrf, &access, id, "people", ProjectForms::default(), result).await
