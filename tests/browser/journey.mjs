@@ -31,6 +31,14 @@ function mailLink(to, prefix) {
   return new Promise((resolve) => (answers.length ? resolve(answers.shift()) : waiting.push(resolve)));
 }
 
+// A code of a time step not used before: the server refuses a replayed step.
+let lastTotpStep = -1;
+async function freshTotp(base32) {
+  while (Math.floor(Date.now() / 1000 / 30) === lastTotpStep) await new Promise((r) => setTimeout(r, 500));
+  lastTotpStep = Math.floor(Date.now() / 1000 / 30);
+  return totp(base32);
+}
+
 function totp(base32) {
   const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
   let bits = '';
@@ -339,7 +347,7 @@ try {
   await page.getByRole('link', { name: /Turn on two-factor/ }).click();
   await check(page, 'two-factor-setup');
   const secret = (await page.locator('code').first().textContent()).trim();
-  await type(page, 'input[name=code]', totp(secret));
+  await type(page, 'input[name=code]', await freshTotp(secret));
   await type(page, 'input[name=current_password]', PASSWORD);
   await page.getByRole('button', { name: 'Turn on' }).click();
   await page.waitForLoadState('load');
@@ -434,6 +442,16 @@ try {
   // week and the totals, a draft invoice filled from the project's billable time, sent, and
   // opened by the client in the portal. ====
   {
+    // The organization's invoicing settings, found from the settings tabs.
+    await page.goto(`${BASE}/o/${slug}/settings`);
+    await page.getByRole('link', { name: 'Invoicing', exact: true }).click();
+    await page.waitForURL(/\/settings\/invoicing$/);
+    await page.getByLabel('Default hourly rate').fill('120.50');
+    await page.getByLabel('Payment terms (days)').fill('14');
+    await page.getByRole('button', { name: 'Save invoicing settings' }).click();
+    await page.waitForLoadState('load');
+    await expectText(page, 'Saved.');
+    await check(page, 'invoicing-settings');
     await page.goto(projectUrl + '/time');
     await page.getByRole('button', { name: 'Start timer' }).click();
     await page.waitForURL(/\/time#timer$/);
@@ -484,6 +502,30 @@ try {
     if (!pdf.toString('latin1').includes('INV-')) {
       problems.push('the portal\'s PDF does not show the invoice number');
     }
+  }
+  // ==== The owners' control of their data: an export started from the settings tabs (with the
+  // password and a second-factor code), the organization's deletion page reached from billing,
+  // and the person's own account deletion on the account page. Nothing is deleted. ====
+  {
+    await page.goto(`${BASE}/o/${slug}/settings`);
+    await page.getByRole('link', { name: 'Data export', exact: true }).click();
+    await page.waitForURL(/\/settings\/export$/);
+    await check(page, 'export');
+    await type(page, 'input[name=current_password]', PASSWORD);
+    await type(page, 'input[name=code]', await freshTotp(secret));
+    await page.getByRole('button', { name: 'Export all data' }).click();
+    await page.waitForLoadState('load');
+    await expectText(page, 'Recent exports');
+    await check(page, 'export-started');
+    await page.getByRole('link', { name: 'Billing', exact: true }).click();
+    await page.waitForURL(/\/settings\/billing$/);
+    await page.getByRole('link', { name: /Delete this organization/ }).click();
+    await page.waitForURL(/\/settings\/deletion$/);
+    await expectText(page, 'Delete this organization');
+    await check(page, 'organization-deletion');
+    await page.goto(`${BASE}/account/security`);
+    await expectText(page, 'Delete my account');
+    await check(page, 'account-deletion');
   }
 } catch (e) {
   problems.push(`the journey stopped: ${e.stack || e}`);

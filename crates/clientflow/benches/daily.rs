@@ -7,8 +7,9 @@
 //! Goals: search p95 ≤ 100 ms, My work p95 ≤ 50 ms, 1,000 notifications ≤ 1 s.
 //!
 //! Run: `cargo bench --bench daily` (PostgreSQL: `TEST_DATABASE_URL` as for the tests).
-//! `BENCH_TASKS` (default 10,000, one organization) and `BENCH_REQUESTS` (per page, default 200)
-//! change the size.
+//! `BENCH_ORGS` (default 1) and `BENCH_TASKS` (in all, default 10,000) and `BENCH_REQUESTS`
+//! (per page, default 200) change the size; the data set is `BENCH_ORGS=100
+//! BENCH_TASKS=1000000` (10,000 tasks in each organization, the first one measured).
 
 #![allow(clippy::print_stdout)] // a benchmark reports on standard output
 
@@ -38,10 +39,11 @@ fn report(name: &str, goal_ms: f64, mut full: Vec<Duration>, mut bare: Vec<Durat
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
+    let orgs = env_num("BENCH_ORGS", 1);
     let tasks = env_num("BENCH_TASKS", 10_000);
     let requests = env_num("BENCH_REQUESTS", 200) as usize;
     let app = TestApp::builder().system_clock().pool_size(10).spawn().await;
-    seed(&app, 1, tasks).await;
+    seed(&app, orgs, tasks).await;
     let mut admin = app.db.admin_conn().await;
     let (org, slug): (uuid::Uuid, String) =
         sqlx::query_as("SELECT id, slug FROM organizations ORDER BY slug LIMIT 1").fetch_one(&mut admin).await.unwrap();
@@ -123,7 +125,8 @@ async fn main() {
     .await
     .unwrap();
     println!(
-        "{tasks} tasks in {slug}; searching \"{word}\" ({matches} tasks match); as a Member; {requests} requests each"
+        "{} tasks in {slug} ({tasks} in {orgs} organizations); searching \"{word}\" ({matches} tasks match); as a Member; {requests} requests each",
+        tasks / orgs.max(1)
     );
 
     let page = |path: String| {
