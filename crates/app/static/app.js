@@ -8,6 +8,11 @@
 //   when a click lands outside it or on Escape (focus goes back to its summary); without
 //   JavaScript it opens and closes with its summary.
 //
+// - A region marked `data-live="<seconds>"` (an export's progress) is fetched again from the
+//   same page every so many seconds and replaced in place, inside an `aria-live` region, until
+//   the new copy no longer asks for it; without JavaScript a link reloads the page. (Not a
+//   meta refresh: a page that reloads itself on a timer takes the reader's place away.)
+//
 // Loaded as a file (CSP `script-src 'self'`): no inline script, no eval, no inline styles.
 (function () {
   'use strict';
@@ -41,6 +46,35 @@
       }
     });
   });
+  function refreshLive(region) {
+    var seconds = parseInt(region.getAttribute('data-live'), 10);
+    if (!(seconds > 0) || !region.id) {
+      return;
+    }
+    window.setTimeout(function () {
+      fetch(window.location.href, { credentials: 'same-origin', headers: { Accept: 'text/html' } })
+        .then(function (res) {
+          return res.ok ? res.text() : Promise.reject(new Error('status ' + res.status));
+        })
+        .then(function (html) {
+          var fresh = new DOMParser().parseFromString(html, 'text/html').getElementById(region.id);
+          if (!fresh) {
+            return;
+          }
+          region.replaceChildren.apply(region, Array.prototype.slice.call(fresh.childNodes));
+          if (fresh.hasAttribute('data-live')) {
+            refreshLive(region);
+          } else {
+            region.removeAttribute('data-live');
+          }
+        })
+        .catch(function () {
+          // Offline or signed out: the reload link stays for the reader to use.
+        });
+    }, seconds * 1000);
+  }
+  document.querySelectorAll('[data-live]').forEach(refreshLive);
+
   document.addEventListener('keydown', function (event) {
     if (event.key !== 'Escape') {
       return;

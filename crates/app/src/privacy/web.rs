@@ -4,7 +4,8 @@
 //!
 //! Starting an export asks the person to confirm it's them (the password, and the second
 //! factor when enrolled), is audited and limited per organization. The page shows progress
-//! (it refreshes itself while an export runs, without JavaScript) and, once ready, a download
+//! (its list of exports updates itself in place while one runs, `app.js`; a link reloads it
+//! without JavaScript) and, once ready, a download
 //! link signed for [`export_jobs::LINK_MINUTES`] minutes. The download checks the signature,
 //! the expiry of the link and of the archive, and the organization's IP allowlist, is audited
 //! and limited per client address, and streams the archive from disk.
@@ -75,7 +76,7 @@ struct ExportPage {
     csrf: String,
     org: OrgNav,
     exports: Vec<ExportRow>,
-    /// An export is queued or running: the page refreshes itself.
+    /// An export is queued or running: the list of exports updates itself (`data-live`).
     refresh: bool,
     reauth: ReauthPrompt,
     link_minutes: u32,

@@ -435,7 +435,10 @@ async fn only_owners_start_and_download_exports_through_signed_expiring_links() 
     let res = owner.submit(&page, &page, &[("current_password", PASSWORD)]).await;
     assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
     let (_, html) = owner.page(&page).await;
-    assert!(html.contains("Waiting to start") && html.contains("http-equiv=\"refresh\""), "{html}");
+    assert!(
+        html.contains("Waiting to start") && html.contains("data-live=\"5\"") && !html.contains("http-equiv"),
+        "{html}"
+    );
 
     let runner = export_jobs::Runner::of(&app.state);
     assert_eq!(Box::pin(export_jobs::sweep(&runner)).await.unwrap(), 1);
