@@ -641,13 +641,22 @@ impl ResidencyConfig {
                     format!("region {region} shares the backup repository {} with another region", dir.display()),
                 ));
             }
+            if region != self.default_region
+                && let Err(e) = c.validate()
+            {
+                // The same rules as [backup]'s, named as the region's settings.
+                return Err(ConfigError::invalid(
+                    "residency.regions.*.backup_s3",
+                    format!(
+                        "region {region}: {}",
+                        e.to_string()
+                            .replace("backup.s3", "backup_s3")
+                            .replace("backup.repo_path", "backup_path")
+                            .replace("backup.passphrase", "backup_passphrase")
+                    ),
+                ));
+            }
             if let Some(s3) = &c.s3 {
-                if s3.bucket.is_empty() || s3.endpoint.is_empty() || s3.region.is_empty() {
-                    return Err(ConfigError::invalid(
-                        "residency.regions.*.backup_s3",
-                        format!("region {region}: an S3 repository needs bucket, endpoint and region"),
-                    ));
-                }
                 let path = s3.path.clone().unwrap_or_else(|| "/clientflow".into());
                 if !buckets.insert((s3.endpoint.clone(), s3.bucket.clone(), path.trim_end_matches('/').to_string())) {
                     return Err(ConfigError::invalid(

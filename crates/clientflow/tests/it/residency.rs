@@ -358,6 +358,25 @@ fn region_configuration_is_validated_with_messages_that_say_what_to_set() {
     let err = load("[residency.regions.eu]\ndatabase_name = \"x\"\n[residency.regions.de]\ndatabase_name = \"x\"\n")
         .unwrap_err();
     assert!(err.contains("database_name"), "{err}");
+    // No two regions' backups in one repository: a directory, a bucket's path, a stanza.
+    let err = load("[residency.regions.eu]\nbackup_path = \"/b\"\n[residency.regions.de]\nbackup_path = \"/b\"\n")
+        .unwrap_err();
+    assert!(err.contains("backup_path") && err.contains("shares the backup repository"), "{err}");
+    let s3 = "bucket = \"b\"\nendpoint = \"s3.example.com\"\nregion = \"r\"\npath = \"/x\"\nkey = \"k\"\nkey_secret = \"s\"\n";
+    let err = load(&format!("[backup.s3]\n{s3}[residency.regions.eu.backup_s3]\n{s3}")).unwrap_err();
+    assert!(err.contains("backup_s3") && err.contains("shares its backup bucket"), "{err}");
+    let err = load("[residency.regions.eu.backup_s3]\nbucket = \"b\"\nendpoint = \"e\"\nregion = \"r\"\n").unwrap_err();
+    assert!(err.contains("region eu") && err.contains("backup_s3.key"), "{err}");
+    let err = load("[residency.regions.eu]\nbackup_repo = \"clientflow\"\n").unwrap_err();
+    assert!(err.contains("backup_repo"), "{err}");
+    // A further region never inherits the default region's bucket.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("clientflow.toml");
+    std::fs::write(&file, format!("[backup.s3]\n{s3}[residency.regions.eu]\n")).unwrap();
+    let config = clientflow::config::Config::load_from(Some(&file), &[]).unwrap();
+    let eu_backup = config.residency.backup_config(eu(), &config.backup);
+    assert!(eu_backup.s3.is_none() && config.backup.s3.is_some());
+    assert_eq!(config.residency.backup_stanza(eu()), "clientflow-eu");
 }
 
 // ---- moving an organization between regions ----
