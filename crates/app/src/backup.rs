@@ -25,13 +25,16 @@ use sqlx::{Connection, PgConnection};
 use time::OffsetDateTime;
 
 use crate::config::{BackupConfig, Config};
+use crate::platform::db::RegionId;
 use crate::platform::db::backup::{self as pgbr, BackupEntry, BackupType, Repository, RestoreTarget};
 use crate::platform::db::cluster::{ClusterUse, PrivateCluster};
 use crate::platform::db::provision::{self, Resolved};
 
-/// What a command needs to take backups of the running private cluster.
+/// What a command needs to take backups of one region's running private cluster.
 #[derive(Clone)]
 pub struct Live {
+    /// Whose backups: each region's cluster has its own repository (`docs/security/residency.md`).
+    pub region: RegionId,
     pub repo: Repository,
     /// The cluster's superuser on ClientFlow's database (canaries, the log, WAL positions).
     pub admin: PgConnectOptions,
@@ -40,12 +43,67 @@ pub struct Live {
 
 impl Live {
     /// From a resolution of the private cluster with backups on.
+    /// The default region's.
     pub fn from_resolved(resolved: &Resolved, config: &Config) -> Option<Self> {
         let repo = resolved.backups.clone()?;
         let database = resolved.owner.as_ref().and_then(|o| o.get_database().map(str::to_string))?;
         let admin = repo.cluster().admin_options().database(&database);
-        Some(Self { repo, admin, config: config.backup.clone() })
+        Some(Self { region: config.residency.default_region, repo, admin, config: config.backup.clone() })
     }
+
+    /// Every region's whose database is a private cluster with backups on, the default first.
+    pub fn every_region(resolved: &Resolved, config: &Config) -> Vec<Self> {
+        let mut out: Vec<Self> = Self::from_resolved(resolved, config).into_iter().collect();
+        for r in &resolved.regions {
+            let (Some(repo), Some(database)) =
+                (r.backups.clone(), r.owner.as_ref().and_then(|o| o.get_database().map(str::to_string)))
+            else {
+                continue;
+            };
+            let admin = repo.cluster().admin_options().database(&database);
+            out.push(Self {
+                region: r.region,
+                repo,
+                admin,
+                config: config.residency.backup_config(r.region, &config.backup),
+            });
+        }
+        out
+    }
+}
+
+/// The regions a `--region` option names: the one given, or every region.
+pub fn regions_named(config: &Config, region: Option<&str>) -> anyhow::Result<Vec<RegionId>> {
+    let all = config.residency.region_ids();
+    match region {
+        None | Some("all") => Ok(all),
+        Some(name) => match RegionId::parse(name).filter(|r| all.contains(r)) {
+            Some(r) => Ok(vec![r]),
+            None => anyhow::bail!(
+                "--region {name}: not a configured region (configured: {})",
+                all.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        },
+    }
+}
+
+/// The repository of `region`'s private cluster, without starting anything; an error saying
+/// why when ClientFlow takes no backups of that region.
+pub fn region_repository(config: &Config, region: RegionId) -> anyhow::Result<Repository> {
+    if let Some(why) = not_ours(config) {
+        anyhow::bail!(why);
+    }
+    provision::region_repository(config, region)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "region {region}'s database is at residency.regions.{region}.database_url, a server of its own: its \
+             backups are that server's (its provider's, or pgBackRest run there), not ClientFlow's"
+        )
+    })
+}
+
+/// The database of `region` in its private cluster.
+pub fn region_database(config: &Config, region: RegionId) -> String {
+    if region == config.residency.default_region { "clientflow".into() } else { config.residency.database_name(region) }
 }
 
 /// Why backups are not ours to take, when they aren't (an external database, or backups off).
@@ -103,7 +161,7 @@ pub struct BackupReport {
 pub async fn take_backup(live: &Live, kind: BackupType, progress: &Progress) -> anyhow::Result<BackupReport> {
     let started_at = OffsetDateTime::now_utc();
     let clock = Instant::now();
-    progress.step(&format!("taking a {} backup into {}", kind.as_str(), live.repo.describe()));
+    progress.step(&format!("region {}: taking a {} backup into {}", live.region, kind.as_str(), live.repo.describe()));
     let repo = live.repo.clone();
     let result = blocking(move || {
         repo.backup(kind)?;
@@ -175,6 +233,7 @@ async fn record(
 /// The repository's backups and the window of time they can recover.
 #[derive(Debug, Serialize)]
 pub struct Listing {
+    pub region: Option<RegionId>,
     pub repository: String,
     pub status: String,
     pub backups: Vec<BackupEntry>,
@@ -198,6 +257,7 @@ pub async fn list(repo: &Repository, archiving: Option<pgbr::ArchiveStatus>) -> 
         (None, Some(stop)) => Some(stop),
     };
     Ok(Listing {
+        region: None,
         repository: repo.describe(),
         status: info.status.clone(),
         earliest_recovery: info.earliest_recovery(),
@@ -299,6 +359,7 @@ pub struct RestoreReport {
 /// stops it.
 pub async fn restore_into(
     config: &Config,
+    region: RegionId,
     target: RestoreTarget,
     into: &Path,
     keys: &[ed25519_dalek::VerifyingKey],
@@ -310,15 +371,22 @@ pub async fn restore_into(
             into.display()
         );
     }
-    let source = source_repository(config)?;
+    let source = region_repository(config, region)?;
     if std::fs::canonicalize(&config.data_dir).ok() == std::fs::canonicalize(into).ok() {
         anyhow::bail!("--into names the live data directory; use --in-place to restore over it");
     }
     std::fs::create_dir_all(into).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", into.display()))?;
     copy_secrets(&config.data_dir, into)?;
-    let copy = PrivateCluster::new(into, config.database.postgres_bin_dir.as_deref(), true)?
+    // Where the region's cluster sits in a data directory: the restored one is laid out alike.
+    let cluster_dir = if region == config.residency.default_region {
+        into.to_path_buf()
+    } else {
+        provision::region_data_dir(into, region)
+    };
+    let copy = PrivateCluster::new(&cluster_dir, config.database.postgres_bin_dir.as_deref(), true)?
         .with_settings(vec![("archive_mode".into(), "off".into())], source.secret_env());
-    let (seconds, checks) = restore_and_check(&source, &copy, &target, keys, progress, "clientflow").await?;
+    let database = region_database(config, region);
+    let (seconds, checks) = restore_and_check(&source, &copy, &target, keys, progress, &database).await?;
     Ok(RestoreReport {
         into: into.to_path_buf(),
         cluster: copy.root().to_path_buf(),
@@ -332,11 +400,12 @@ pub async fn restore_into(
 /// replaces is kept beside it (`data.before-restore-<time>`).
 pub async fn restore_in_place(
     config: &Config,
+    region: RegionId,
     target: RestoreTarget,
     keys: &[ed25519_dalek::VerifyingKey],
     progress: &Progress,
 ) -> anyhow::Result<(RestoreReport, PathBuf)> {
-    let source = source_repository(config)?;
+    let source = region_repository(config, region)?;
     let cluster = source.cluster().clone();
     if cluster.is_running() {
         anyhow::bail!(
@@ -351,8 +420,9 @@ pub async fn restore_in_place(
             .map_err(|e| anyhow::anyhow!("cannot move {} aside: {e}", cluster.pgdata().display()))?;
     }
     let copy = cluster.with_settings(vec![("archive_mode".into(), "off".into())], source.secret_env());
+    let database = region_database(config, region);
     let (seconds, checks) =
-        restore_and_check(&source, &copy, &target, keys, progress, "clientflow").await.map_err(|e| {
+        restore_and_check(&source, &copy, &target, keys, progress, &database).await.map_err(|e| {
             anyhow::anyhow!(
                 "{e:#}\nthe cluster it was to replace is kept in {}: to go back to it, remove {} and move it there",
                 kept.display(),
@@ -383,7 +453,10 @@ fn describe_target(target: &RestoreTarget) -> String {
 /// (`disclosure::subprocessors`): on when the private cluster's backups go to `backup.s3`.
 /// A repository on a local disk involves no one else.
 pub fn sub_processor(config: &Config) -> crate::platform::subprocessor::SubProcessor {
-    let s3 = config.backup.s3.as_ref().filter(|_| config.backup.enabled && config.database.url.is_none());
+    // The default region's bucket, else the first further region's (each region's is its own).
+    let regional =
+        config.residency.regions.values().filter(|r| r.database_url.is_none()).find_map(|r| r.backup_s3.as_ref());
+    let s3 = config.backup.s3.as_ref().or(regional).filter(|_| config.backup.enabled && config.database.url.is_none());
     crate::platform::subprocessor::SubProcessor {
         id: "backup-store",
         name: "S3-compatible object store (backups)",
@@ -403,15 +476,6 @@ pub fn sub_processor(config: &Config) -> crate::platform::subprocessor::SubProce
 
 pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
-}
-
-/// The repository of the data directory's cluster, without starting anything.
-fn source_repository(config: &Config) -> anyhow::Result<Repository> {
-    if let Some(why) = not_ours(config) {
-        anyhow::bail!(why);
-    }
-    let cluster = PrivateCluster::new(&config.data_dir, config.database.postgres_bin_dir.as_deref(), true)?;
-    Ok(Repository::new(&cluster, &config.backup, &provision::secrets_dir(&config.data_dir))?)
 }
 
 /// The keys and passwords a data directory's cluster goes with.

@@ -320,10 +320,10 @@ pub fn main() -> ExitCode {
             Command::Doctor => doctor(config).await,
             Command::Mail { command } => mail(config, cli.json, command).await,
             Command::Worker => worker(config).await,
-            Command::User { command } => operator::user(config, cli.json, operator, command).await,
+            Command::User { command } => Box::pin(operator::user(config, cli.json, operator, command)).await,
             Command::Org { command } => Box::pin(operator::org(config, cli.json, operator, command)).await,
-            Command::Member { command } => operator::member(config, cli.json, operator, command).await,
-            Command::ApiKey { command } => operator::api_key(config, cli.json, operator, command).await,
+            Command::Member { command } => Box::pin(operator::member(config, cli.json, operator, command)).await,
+            Command::ApiKey { command } => Box::pin(operator::api_key(config, cli.json, operator, command)).await,
             Command::Seed(args) => seed::run(config, cli.json, operator, args).await,
             Command::Audit { command } => audit(config, &operator, command).await,
             Command::Backup { command } => backup::run(config, cli.json, command).await,
@@ -390,7 +390,8 @@ async fn serve_with(
         )
         .await?;
         // Every further region's database, provisioned and migrated like the default one.
-        let db = residency::connect_regions(&config, resolved, db, config.database.max_connections).await?;
+        let (db, privileged) =
+            residency::connect_regions(&config, resolved, db, config.database.max_connections).await?;
         let listening = async {
             let tls = tls::load(&config)?;
             let listener = tokio::net::TcpListener::bind(config.server.listen)
@@ -413,14 +414,14 @@ async fn serve_with(
         }
         .await;
         match listening {
-            Ok(parts) => anyhow::Ok((db, parts)),
+            Ok(parts) => anyhow::Ok((db, privileged, parts)),
             Err(e) => {
                 db.close().await;
                 Err(e)
             }
         }
     };
-    let (db, (tls, listener, redirect, transport, state)) = tokio::select! {
+    let (db, privileged, (tls, listener, redirect, transport, state)) = tokio::select! {
         started = start => started?,
         _ = server::stopped(stop.clone()) => {
             tracing::info!("stopped during start-up");
@@ -507,9 +508,10 @@ async fn serve_with(
         crate::privacy::Maintenance {
             db: db.clone(),
             keys: state.keys.clone(),
-            // The default region's store (see docs/security/deletion.md for other regions).
-            storage: (*state.storage).clone(),
-            owner: resolved.owner.clone(),
+            // Every region's store and owner role: each organization is re-sealed and purged
+            // where it lives.
+            stores: state.storage.clone(),
+            owners: privileged.owners.clone(),
             record_key: crate::privacy::record_key(&state.sealer),
             clock: state.clock.clone(),
             config: config.privacy.clone(),
@@ -517,15 +519,19 @@ async fn serve_with(
         stop_worker.subscribe(),
     ));
     // Scheduled backups and the daily restore drill of the private cluster.
-    let backups =
-        crate::backup::Live::from_resolved(resolved, &config).filter(|_| config.backup.schedule).map(|live| {
+    // Each region's cluster on its own schedule, into its own repository.
+    let backups: Vec<_> = crate::backup::Live::every_region(resolved, &config)
+        .into_iter()
+        .filter(|_| config.backup.schedule)
+        .map(|live| {
             tokio::spawn(crate::backup::run_schedule(
                 live,
                 vec![state.audit_signer.verifying_key()],
                 config.database.postgres_bin_dir.clone(),
                 stop_worker.subscribe(),
             ))
-        });
+        })
+        .collect();
     let options = server::ServeOptions::from_config(&state.config).with_metrics(&state.metrics);
     tracing::info!(
         max_connections = options.max_connections,
@@ -555,7 +561,7 @@ async fn serve_with(
     }
     // A backup or drill under way is not waited for: stopping the cluster ends it, and the
     // schedule takes it again.
-    if let Some(b) = backups {
+    for b in backups {
         b.abort();
     }
     db.close().await;
@@ -785,35 +791,57 @@ fn operator_note(note: &str) -> anyhow::Result<String> {
 /// Connects as the app role after the same checks `serve` makes. The resolution holds this
 /// process's use of a private cluster: `finish` it after closing the pool.
 async fn connect_app(config: &Config) -> anyhow::Result<(Db, provision::Resolved)> {
+    let (db, resolved, _) = connect_app_privileged(config).await?;
+    Ok((db, resolved))
+}
+
+/// [`connect_app`], with every region's privileged roles where known.
+async fn connect_app_privileged(config: &Config) -> anyhow::Result<(Db, provision::Resolved, residency::Privileged)> {
     let resolved = provision::resolve(config).await?;
     provision::migrate(&resolved).await?;
     provision::guard_runtime_role(&resolved.app).await?;
     let db = Db::connect(resolved.app.clone(), 2, std::time::Duration::from_secs(config.database.acquire_timeout_secs))
         .await?;
-    let db = residency::connect_regions(config, &resolved, db, 2).await?;
-    Ok((db, resolved))
+    let (db, privileged) = residency::connect_regions(config, &resolved, db, 2).await?;
+    Ok((db, resolved, privileged))
 }
 
-/// Organizations to work on: the one named, or all of them (listed through the auditor role,
-/// the only role that sees across organizations).
-async fn target_orgs(
-    resolved: &provision::Resolved,
-    org: Option<&str>,
-) -> anyhow::Result<Vec<(crate::platform::ids::OrgId, String)>> {
-    let auditor = resolved.auditor.as_ref().ok_or_else(|| {
-        anyhow::anyhow!(
-            "working across organizations needs the auditor role: set CLIENTFLOW_DATABASE__AUDITOR_URL \
-             (docs/operations.md, \"Database roles\")"
-        )
-    })?;
-    let mut conn = provision::connect(auditor, "auditor role").await?;
-    let all: Vec<(crate::platform::ids::OrgId, String)> =
-        sqlx::query_as("SELECT id, slug FROM organizations ORDER BY created_at, id").fetch_all(&mut conn).await?;
+/// One organization an operator command works on, and the region its data lives in.
+#[derive(Debug, Clone)]
+struct TargetOrg {
+    id: crate::platform::ids::OrgId,
+    slug: String,
+    region: crate::platform::db::RegionId,
+}
+
+/// Organizations to work on, in every region: the one named, or all of them (listed through
+/// each region's auditor role, the only role that sees across organizations). An organization
+/// being moved is listed once, in the region the directory names.
+async fn target_orgs(db: &Db, privileged: &residency::Privileged, org: Option<&str>) -> anyhow::Result<Vec<TargetOrg>> {
+    let mut all = Vec::new();
+    for region in db.region_ids() {
+        let auditor = privileged.auditor(region).ok_or_else(|| {
+            anyhow::anyhow!(
+                "working across organizations needs the auditor role of every region (region {region} has none \
+                 here): set CLIENTFLOW_DATABASE__AUDITOR_URL, or a privileged residency.regions.{region}.database_url \
+                 (docs/operations.md, \"Database roles\")"
+            )
+        })?;
+        let mut conn = provision::connect(auditor, "auditor role").await?;
+        let rows: Vec<(crate::platform::ids::OrgId, String)> =
+            sqlx::query_as("SELECT id, slug FROM organizations ORDER BY created_at, id").fetch_all(&mut conn).await?;
+        sqlx::Connection::close(conn).await.ok();
+        for (id, slug) in rows {
+            if db.is_multi_region() && crate::access::directory::region_of(db, id).await? != region {
+                continue;
+            }
+            all.push(TargetOrg { id, slug, region });
+        }
+    }
     Ok(match org {
         None => all,
         Some(wanted) => {
-            let found: Vec<_> =
-                all.into_iter().filter(|(id, slug)| id.to_string() == wanted || slug == wanted).collect();
+            let found: Vec<_> = all.into_iter().filter(|o| o.id.to_string() == wanted || o.slug == wanted).collect();
             if found.is_empty() {
                 anyhow::bail!("no organization {wanted}");
             }
@@ -823,12 +851,27 @@ async fn target_orgs(
 }
 
 /// The organization an operator command names: an id works with the app role alone; a slug is
-/// looked up through the auditor role (the only one that reads across organizations).
-async fn named_org(resolved: &provision::Resolved, org: &str) -> anyhow::Result<(crate::platform::ids::OrgId, String)> {
+/// found in the directory (several regions) or through the auditor role.
+async fn named_org(
+    db: &Db,
+    privileged: &residency::Privileged,
+    org: &str,
+) -> anyhow::Result<(crate::platform::ids::OrgId, String)> {
     if let Ok(id) = org.parse::<crate::platform::ids::OrgId>() {
         return Ok((id, org.to_string()));
     }
-    target_orgs(resolved, Some(org)).await?.into_iter().next().ok_or_else(|| anyhow::anyhow!("no organization {org}"))
+    if db.is_multi_region() {
+        let mut tx = db.home().global().await?;
+        let found = crate::access::directory::by_slug(db, &mut tx, org).await?;
+        tx.commit().await?;
+        return found.map(|p| (p.org_id, org.to_string())).ok_or_else(|| anyhow::anyhow!("no organization {org}"));
+    }
+    target_orgs(db, privileged, Some(org))
+        .await?
+        .into_iter()
+        .next()
+        .map(|o| (o.id, o.slug))
+        .ok_or_else(|| anyhow::anyhow!("no organization {org}"))
 }
 
 /// `clientflow org allowlist …`: the operator's recovery for Owners who locked themselves out.
@@ -840,12 +883,12 @@ pub(crate) async fn org_allowlist(
     let signer = crate::audit::chain::Signer::load(config.audit.signing_key.as_ref(), &config.data_dir)
         .map_err(anyhow::Error::msg)?
         .applying_retention();
-    let (db, resolved) = connect_app(&config).await?;
+    let (db, resolved, privileged) = connect_app_privileged(&config).await?;
     let (wanted, reason) = match &command {
         AllowlistCommand::Show { org } => (org.clone(), "show the IP allowlist".to_string()),
         AllowlistCommand::Clear { org, reason } => (org.clone(), format!("cleared the IP allowlist ({reason})")),
     };
-    let (id, label) = named_org(&resolved, &wanted).await?;
+    let (id, label) = named_org(&db, &privileged, &wanted).await?;
     let Some(principal) = crate::access::operator(&db, operator, id, &reason).await? else {
         anyhow::bail!("no organization {wanted}");
     };
@@ -895,7 +938,7 @@ async fn audit(config: Config, operator: &OperatorAuthority, command: AuditComma
         AuditCommand::Verify { trust_only: true, .. } => None,
         _ => Some(load_signer()?),
     };
-    let (db, resolved) = connect_app(&config).await?;
+    let (db, resolved, privileged) = connect_app_privileged(&config).await?;
     let now = time::OffsetDateTime::now_utc();
     let code = match command {
         AuditCommand::Verify { org, public_keys, trust_only, state, expect_head } => {
@@ -932,16 +975,22 @@ async fn audit(config: Config, operator: &OperatorAuthority, command: AuditComma
                 Some(path) => read_state(path)?,
                 None => std::collections::BTreeMap::new(),
             };
-            let orgs = target_orgs(&resolved, org.as_deref()).await?;
-            let auditor = resolved.auditor.clone().ok_or_else(|| anyhow::anyhow!("auditor role needed"))?;
-            let mut conn = provision::connect(&auditor, "auditor role").await?;
+            let orgs = target_orgs(&db, &privileged, org.as_deref()).await?;
+            // One auditor connection per region: each organization's chain is read where it lives.
+            let mut conns: Vec<(crate::platform::db::RegionId, sqlx::PgConnection)> = Vec::new();
             let started = std::time::Instant::now();
             let (mut events, mut broken) = (0u64, 0usize);
-            for (id, slug) in &orgs {
+            for TargetOrg { id, slug, region } in &orgs {
+                if !conns.iter().any(|(r, _)| r == region) {
+                    let auditor = privileged.auditor(*region).ok_or_else(|| anyhow::anyhow!("auditor role needed"))?;
+                    conns.push((*region, provision::connect(auditor, "auditor role").await?));
+                }
+                let conn = &mut conns.iter_mut().find(|(r, _)| r == region).expect("connected above").1;
                 let remembered = known.get(&id.to_string()).cloned();
                 let expected = expect_head.as_ref().or(remembered.as_ref());
                 let verification = Verification::new(&keys, now).knowing(expected);
-                let report = crate::audit::chain::verify_org(&mut conn, *id, &verification).await?;
+                let report = crate::audit::chain::verify_org(conn, *id, &verification).await?;
+                let slug = if db.is_multi_region() { format!("{slug} [{region}]") } else { slug.clone() };
                 events += report.events;
                 match &report.first_break {
                     None => {
@@ -963,7 +1012,7 @@ async fn audit(config: Config, operator: &OperatorAuthority, command: AuditComma
             // A chain the state file knows that is no longer there at all.
             if org.is_none() {
                 for id in known.keys() {
-                    if !orgs.iter().any(|(o, _)| &o.to_string() == id) {
+                    if !orgs.iter().any(|o| &o.id.to_string() == id) {
                         broken += 1;
                         println!(
                             "BROKEN  {id}: an earlier verification saw this organization's chain and it is gone \
@@ -985,7 +1034,7 @@ async fn audit(config: Config, operator: &OperatorAuthority, command: AuditComma
         }
         AuditCommand::Checkpoint { org } => {
             let signer = signer.ok_or_else(|| anyhow::anyhow!("audit checkpoint needs the signing key"))?;
-            for (id, slug) in target_orgs(&resolved, org.as_deref()).await? {
+            for TargetOrg { id, slug, .. } in target_orgs(&db, &privileged, org.as_deref()).await? {
                 let Some(principal) = crate::access::operator(&db, operator, id, "audit checkpoint").await? else {
                     continue;
                 };
@@ -1000,7 +1049,7 @@ async fn audit(config: Config, operator: &OperatorAuthority, command: AuditComma
         }
         AuditCommand::Retention => {
             let signer = signer.ok_or_else(|| anyhow::anyhow!("audit retention needs the signing key"))?;
-            for (id, slug) in target_orgs(&resolved, None).await? {
+            for TargetOrg { id, slug, .. } in target_orgs(&db, &privileged, None).await? {
                 let Some(principal) = crate::access::operator(&db, operator, id, "audit retention").await? else {
                     continue;
                 };
@@ -1081,8 +1130,8 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
         .map_err(anyhow::Error::msg)?
         .applying_retention();
     let stop_requests = server::stop_requests()?;
-    let (db, resolved) = tokio::select! {
-        connected = connect_app(&config) => connected?,
+    let (db, resolved, privileged) = tokio::select! {
+        connected = connect_app_privileged(&config) => connected?,
         _ = server::stopped(stop_requests.clone()) => return Ok(ExitCode::SUCCESS),
     };
     let checked = async {
@@ -1153,8 +1202,8 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
             crate::privacy::Maintenance {
                 db: db.clone(),
                 keys: crate::privacy::keyring(&config, &sealer),
-                storage: config.files.open_storage(&config.data_dir)?,
-                owner: resolved.owner.clone(),
+                stores: crate::state::region_stores(&config, &db)?,
+                owners: privileged.owners.clone(),
                 record_key: crate::privacy::record_key(&sealer),
                 clock: Arc::new(SystemClock),
                 config: config.privacy.clone(),
@@ -1162,15 +1211,18 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
             stop.subscribe(),
         ))
     };
-    let backups =
-        crate::backup::Live::from_resolved(&resolved, &config).filter(|_| config.backup.schedule).map(|live| {
+    let backups: Vec<_> = crate::backup::Live::every_region(&resolved, &config)
+        .into_iter()
+        .filter(|_| config.backup.schedule)
+        .map(|live| {
             tokio::spawn(crate::backup::run_schedule(
                 live,
-                keys,
+                keys.clone(),
                 config.database.postgres_bin_dir.clone(),
                 stop.subscribe(),
             ))
-        });
+        })
+        .collect();
     let follower = db.follow_primary(resolved.failover_hosts.clone(), stop.subscribe());
     tracing::info!("delivering queued mail and signing audit chain heads; stop with Ctrl-C");
     server::stopped(stop_requests).await;
@@ -1184,7 +1236,7 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
     if let Some(f) = follower {
         let _ = f.await;
     }
-    if let Some(b) = backups {
+    for b in backups {
         b.abort();
     }
     db.close().await;
@@ -1445,67 +1497,79 @@ async fn backup_report(report: &mut Report, config: &Config, resolved: Option<&p
             ),
         );
     }
-    let Some(live) = resolved.and_then(|r| crate::backup::Live::from_resolved(r, config)) else {
+    let lives = resolved.map(|r| crate::backup::Live::every_region(r, config)).unwrap_or_default();
+    if lives.is_empty() {
         report.warn(WHAT, "not checked: the private cluster is not running");
         return;
-    };
-    match crate::backup::archive_status(&live.admin).await {
-        Ok(a) if a.mode == "off" => report.fail(
-            WHAT,
-            "the running cluster does not archive WAL (archive_mode off): restart `clientflow serve` to turn it on",
-        ),
-        Ok(a) if a.failing => report.fail(
-            WHAT,
-            &format!("WAL {}; see {}", a.describe(), live.repo.cluster().root().join("pgbackrest/log").display()),
-        ),
-        Ok(a) => report.ok(WHAT, &format!("WAL archiving works: {}", a.describe())),
-        Err(e) => report.fail(WHAT, &format!("cannot read the WAL archiver's state: {e}")),
     }
-    let listing = crate::backup::list(&live.repo, None).await;
-    match listing {
-        Err(e) => report.fail(WHAT, &format!("cannot read the repository {}: {e:#}", live.repo.describe())),
-        Ok(l) => {
-            let allowed = f64::from(config.backup.diff_interval_hours.min(config.backup.full_interval_hours)) + 1.0;
-            match l.backups.last() {
-                None => report.fail(WHAT, "no backup in the repository yet: run `clientflow backup run`"),
-                Some(newest) => {
-                    let hours = (time::OffsetDateTime::now_utc() - newest.stopped_at).as_seconds_f64() / 3600.0;
-                    let detail = format!(
-                        "newest backup {} is {hours:.1} hours old; recoverable from {}",
-                        newest.label,
-                        l.earliest_recovery.map(crate::backup::rfc3339).unwrap_or_default()
-                    );
-                    if hours > allowed {
-                        report.fail(
-                            WHAT,
-                            &format!(
-                                "{detail}: older than the schedule allows ({allowed:.0} hours); is the worker running?"
-                            ),
+    // Each region's cluster and repository (the default region's under the plain name).
+    for live in &lives {
+        let what = if live.region == config.residency.default_region {
+            WHAT.to_string()
+        } else {
+            format!("backups of region {}", live.region)
+        };
+        let what = what.as_str();
+        match crate::backup::archive_status(&live.admin).await {
+            Ok(a) if a.mode == "off" => report.fail(
+                what,
+                "the running cluster does not archive WAL (archive_mode off): restart `clientflow serve` to turn it on",
+            ),
+            Ok(a) if a.failing => report.fail(
+                what,
+                &format!("WAL {}; see {}", a.describe(), live.repo.cluster().root().join("pgbackrest/log").display()),
+            ),
+            Ok(a) => report.ok(what, &format!("WAL archiving works: {}", a.describe())),
+            Err(e) => report.fail(what, &format!("cannot read the WAL archiver's state: {e}")),
+        }
+        let listing = crate::backup::list(&live.repo, None).await;
+        match listing {
+            Err(e) => report.fail(what, &format!("cannot read the repository {}: {e:#}", live.repo.describe())),
+            Ok(l) => {
+                let allowed = f64::from(config.backup.diff_interval_hours.min(config.backup.full_interval_hours)) + 1.0;
+                match l.backups.last() {
+                    None => report.fail(what, "no backup in the repository yet: run `clientflow backup run`"),
+                    Some(newest) => {
+                        let hours = (time::OffsetDateTime::now_utc() - newest.stopped_at).as_seconds_f64() / 3600.0;
+                        let detail = format!(
+                            "newest backup {} is {hours:.1} hours old; recoverable from {}",
+                            newest.label,
+                            l.earliest_recovery.map(crate::backup::rfc3339).unwrap_or_default()
                         );
-                    } else {
-                        report.ok(WHAT, &detail);
+                        if hours > allowed {
+                            report.fail(
+                                what,
+                                &format!(
+                                    "{detail}: older than the schedule allows ({allowed:.0} hours); is the worker running?"
+                                ),
+                            );
+                        } else {
+                            report.ok(what, &detail);
+                        }
                     }
                 }
             }
         }
-    }
-    match last_drill(&live.admin).await {
-        Ok(None) => report.warn(WHAT, "no restore drill yet (`clientflow backup drill`; the worker runs one daily)"),
-        Ok(Some((ok, at, detail))) => {
-            let hours = (time::OffsetDateTime::now_utc() - at).as_seconds_f64() / 3600.0;
-            if !ok {
-                let why = detail.get("failure").and_then(|f| f.as_str()).unwrap_or("see backup_log").to_string();
-                report.fail(WHAT, &format!("the last restore drill ({hours:.1} hours ago) FAILED: {why}"));
-            } else if hours > 2.0 * f64::from(config.backup.drill_interval_hours) + 1.0 {
-                report.warn(
-                    WHAT,
-                    &format!("the last restore drill passed, {hours:.1} hours ago: the schedule is behind"),
-                );
-            } else {
-                report.ok(WHAT, &format!("the last restore drill passed {hours:.1} hours ago"));
+        match last_drill(&live.admin).await {
+            Ok(None) => {
+                report.warn(what, "no restore drill yet (`clientflow backup drill`; the worker runs one daily)")
             }
+            Ok(Some((ok, at, detail))) => {
+                let hours = (time::OffsetDateTime::now_utc() - at).as_seconds_f64() / 3600.0;
+                if !ok {
+                    let why = detail.get("failure").and_then(|f| f.as_str()).unwrap_or("see backup_log").to_string();
+                    report.fail(what, &format!("the last restore drill ({hours:.1} hours ago) FAILED: {why}"));
+                } else if hours > 2.0 * f64::from(config.backup.drill_interval_hours) + 1.0 {
+                    report.warn(
+                        what,
+                        &format!("the last restore drill passed, {hours:.1} hours ago: the schedule is behind"),
+                    );
+                } else {
+                    report.ok(what, &format!("the last restore drill passed {hours:.1} hours ago"));
+                }
+            }
+            Err(e) => report.fail(what, &format!("cannot read backup_log: {e}")),
         }
-        Err(e) => report.fail(WHAT, &format!("cannot read backup_log: {e}")),
     }
 }
 

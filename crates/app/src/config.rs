@@ -101,6 +101,10 @@ impl crate::platform::config::PlatformSettings for Config {
         self.server.body_limit_bytes.max(crate::work::files::upload_body_limit(&self.files))
     }
 
+    fn residency(&self) -> Option<&crate::platform::config::ResidencyConfig> {
+        Some(&self.residency)
+    }
+
     fn backup(&self) -> Option<&BackupConfig> {
         Some(&self.backup)
     }
@@ -125,6 +129,7 @@ impl Config {
         self.database.validate()?;
         self.backup.validate()?;
         self.residency.validate()?;
+        self.residency.validate_backups(&self.backup)?;
         crate::platform::config::validate_public_url(self.public_url.as_deref())?;
         if let Some((setting, message)) = self.rate_limits.invalid() {
             return Err(ConfigError::Invalid { setting, message });

@@ -116,6 +116,11 @@ pub trait PlatformSettings {
     fn backup(&self) -> Option<&BackupConfig> {
         None
     }
+    /// The regions (`[residency]`): with the private cluster, each further region without a
+    /// `database_url` gets a private cluster of its own (`db::provision`).
+    fn residency(&self) -> Option<&ResidencyConfig> {
+        None
+    }
 }
 
 /// The address users reach the installation at: `public_url` without a trailing slash, or
@@ -532,15 +537,32 @@ pub struct RegionConfig {
     /// The region's database: the app role, or a privileged role ClientFlow provisions from
     /// (like `database.url`). Unset: `database_name` on the default region's server.
     pub database_url: Option<Secret>,
+    /// With a `database_url` of the app role: the region's owner role (migrations, the purge of
+    /// deleted organizations, moves), like `database.admin_url`.
+    pub admin_url: Option<Secret>,
+    /// With a `database_url` of the app role: the region's auditor role (`org list`, `audit
+    /// verify` across organizations), like `database.auditor_url`.
+    pub auditor_url: Option<Secret>,
     /// With no `database_url`: a database of this name on the default region's server (the
     /// private cluster of a single-machine install, or the server of a privileged
     /// `database.url`). Default `clientflow_<region>`.
     pub database_name: Option<String>,
     /// Where this region's encrypted files are kept (default `<data_dir>/files-<region>`).
     pub files_dir: Option<PathBuf>,
-    /// The name of this region's backup repository (pgBackRest stanza), default
+    /// The name of this region's backups in its repository (the pgBackRest stanza), default
     /// `clientflow-<region>`.
     pub backup_repo: Option<String>,
+    /// This region's backup repository directory (its private cluster's backups). Unset:
+    /// `backups` in the region's own cluster directory (`<data_dir>/regions/<region>/postgres/backups`).
+    /// Never shared with another region: each region's backups hold only its own data.
+    pub backup_path: Option<PathBuf>,
+    /// An S3-compatible bucket for this region's backup repository instead of a directory (the
+    /// fields of `backup.s3`; the path defaults to `/clientflow-<region>`). Not inherited from
+    /// `backup.s3`: the default region's bucket never receives another region's backups.
+    pub backup_s3: Option<S3RepoConfig>,
+    /// This region's repository passphrase. Unset: generated once into
+    /// `<data_dir>/secrets/backup-passphrase-<region>`.
+    pub backup_passphrase: Option<Secret>,
     /// This region's Redis, if it has one of its own (rate limits stay global).
     pub redis_url: Option<Secret>,
 }
@@ -575,6 +597,82 @@ impl ResidencyConfig {
             .get(region.as_str())
             .and_then(|r| r.files_dir.clone())
             .unwrap_or_else(|| data_dir.join(format!("files-{region}")))
+    }
+
+    /// The pgBackRest stanza of a region's backups (the default region's is `clientflow`).
+    pub fn backup_stanza(&self, region: crate::db::RegionId) -> String {
+        if region == self.default_region {
+            return crate::db::backup::STANZA.to_string();
+        }
+        self.regions
+            .get(region.as_str())
+            .and_then(|r| r.backup_repo.clone())
+            .unwrap_or_else(|| format!("clientflow-{region}"))
+    }
+
+    /// A region's backup settings: `[backup]`'s schedule and retention with the region's own
+    /// repository and passphrase (never the default region's repository or bucket).
+    pub fn backup_config(&self, region: crate::db::RegionId, base: &BackupConfig) -> BackupConfig {
+        let Some(r) = self.regions.get(region.as_str()).filter(|_| region != self.default_region) else {
+            return base.clone();
+        };
+        let mut config = base.clone();
+        config.repo_path = r.backup_path.clone();
+        config.s3 = r.backup_s3.clone().map(|mut s3| {
+            s3.path.get_or_insert_with(|| format!("/clientflow-{region}"));
+            s3
+        });
+        config.passphrase = r.backup_passphrase.clone();
+        config
+    }
+
+    /// Checks that no two regions' backups share a repository (a directory, or a bucket's path).
+    pub fn validate_backups(&self, base: &BackupConfig) -> Result<(), ConfigError> {
+        let mut dirs = std::collections::BTreeSet::new();
+        let mut buckets = std::collections::BTreeSet::new();
+        let mut stanzas = std::collections::BTreeSet::new();
+        for region in self.region_ids() {
+            let c = self.backup_config(region, base);
+            if let Some(dir) = &c.repo_path
+                && !dirs.insert(dir.clone())
+            {
+                return Err(ConfigError::invalid(
+                    "residency.regions.*.backup_path",
+                    format!("region {region} shares the backup repository {} with another region", dir.display()),
+                ));
+            }
+            if region != self.default_region
+                && let Err(e) = c.validate()
+            {
+                // The same rules as [backup]'s, named as the region's settings.
+                return Err(ConfigError::invalid(
+                    "residency.regions.*.backup_s3",
+                    format!(
+                        "region {region}: {}",
+                        e.to_string()
+                            .replace("backup.s3", "backup_s3")
+                            .replace("backup.repo_path", "backup_path")
+                            .replace("backup.passphrase", "backup_passphrase")
+                    ),
+                ));
+            }
+            if let Some(s3) = &c.s3 {
+                let path = s3.path.clone().unwrap_or_else(|| "/clientflow".into());
+                if !buckets.insert((s3.endpoint.clone(), s3.bucket.clone(), path.trim_end_matches('/').to_string())) {
+                    return Err(ConfigError::invalid(
+                        "residency.regions.*.backup_s3",
+                        format!("region {region} shares its backup bucket and path with another region"),
+                    ));
+                }
+            }
+            if !stanzas.insert(self.backup_stanza(region)) {
+                return Err(ConfigError::invalid(
+                    "residency.regions.*.backup_repo",
+                    format!("region {region}'s backups are named like another region's: give each its own"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// A further region's database name on the default region's server.

@@ -23,9 +23,16 @@ pub enum BackupCommand {
         /// since the newest backup).
         #[arg(long = "type", default_value = "full", value_parser = ["full", "diff", "incr"])]
         kind: String,
+        /// The region whose cluster to back up (each region has its own repository); default: all.
+        #[arg(long)]
+        region: Option<String>,
     },
     /// List the backups in the repository and the earliest and latest moments a restore can reach.
-    List,
+    List {
+        /// The region whose repository to list; default: all.
+        #[arg(long)]
+        region: Option<String>,
+    },
     /// Restore the backups to a moment, into a new data directory (or, stopped, over this one).
     ///
     /// The new data directory gets the restored cluster and a copy of this one's secrets, so
@@ -45,12 +52,20 @@ pub enum BackupCommand {
         /// Confirm --in-place without asking.
         #[arg(long, requires = "in_place")]
         yes: bool,
+        /// The region whose backups to restore (default: the default region). A further
+        /// region's cluster is restored to `regions/<region>` under --into.
+        #[arg(long)]
+        region: Option<String>,
     },
     /// Prove the backups restore: write a canary, restore the newest recovery point into a
     /// scratch cluster, check it (canary, catalog, audit chains, row counts), print the
     /// recovery point (RPO) and restore time (RTO), remove the scratch cluster. Exits non-zero
     /// when any check fails; the outcome is recorded for /metrics.
-    Drill,
+    Drill {
+        /// The region whose backups to drill; default: all.
+        #[arg(long)]
+        region: Option<String>,
+    },
 }
 
 pub async fn run(config: Config, json: bool, command: BackupCommand) -> anyhow::Result<ExitCode> {
@@ -69,12 +84,19 @@ pub async fn run(config: Config, json: bool, command: BackupCommand) -> anyhow::
     }
     let progress = Progress::new(false);
     let result = match command {
-        BackupCommand::Run { kind } => run_backup(&config, &kind, &progress).await,
-        BackupCommand::List => list(&config).await,
-        BackupCommand::Restore { to, into, in_place, yes } => {
-            restore(&config, &to, into, in_place, yes, &progress).await
+        BackupCommand::Run { kind, region } => run_backup(&config, &kind, region.as_deref(), &progress).await,
+        BackupCommand::List { region } => list(&config, region.as_deref()).await,
+        BackupCommand::Restore { to, into, in_place, yes, region } => {
+            let region = match region.as_deref() {
+                Some(r) => b::regions_named(&config, Some(r)).map(|r| r[0]),
+                None => Ok(config.residency.default_region),
+            };
+            match region {
+                Ok(region) => restore(&config, region, &to, into, in_place, yes, &progress).await,
+                Err(e) => Err(e),
+            }
         }
-        BackupCommand::Drill => drill(&config, &progress).await,
+        BackupCommand::Drill { region } => drill(&config, region.as_deref(), &progress).await,
     };
     match result {
         Ok((doc, text, ok)) => {
@@ -96,13 +118,36 @@ pub async fn run(config: Config, json: bool, command: BackupCommand) -> anyhow::
 
 type Outcome = anyhow::Result<(serde_json::Value, String, bool)>;
 
-/// Starts (or joins) the private cluster with its backups set up.
-async fn live(config: &Config) -> anyhow::Result<(Live, provision::Resolved)> {
+/// Starts (or joins) every region's private cluster with its backups set up: the named
+/// region's (or every region's) backups.
+async fn live(config: &Config, region: Option<&str>) -> anyhow::Result<(Vec<Live>, provision::Resolved)> {
+    let regions = b::regions_named(config, region)?;
+    for r in &regions {
+        // A region on a server of its own has no backups of ours: say so rather than skip it.
+        if region.is_some() {
+            b::region_repository(config, *r)?;
+        }
+    }
     let resolved = provision::resolve(config).await?;
-    provision::migrate(&resolved).await?;
-    let live = Live::from_resolved(&resolved, config)
-        .ok_or_else(|| anyhow::anyhow!("backups are not set up for this database"))?;
-    Ok((live, resolved))
+    let lives = async {
+        provision::migrate(&resolved).await?;
+        let regional = super::residency::resolve_regions(config, &resolved).await?;
+        super::residency::migrate_regions(&regional).await?;
+        let lives: Vec<Live> =
+            Live::every_region(&resolved, config).into_iter().filter(|l| regions.contains(&l.region)).collect();
+        if lives.is_empty() {
+            anyhow::bail!("backups are not set up for this database");
+        }
+        anyhow::Ok(lives)
+    }
+    .await;
+    match lives {
+        Ok(lives) => Ok((lives, resolved)),
+        Err(e) => {
+            resolved.finish().await;
+            Err(e)
+        }
+    }
 }
 
 fn keys(config: &Config) -> anyhow::Result<Vec<ed25519_dalek::VerifyingKey>> {
@@ -111,21 +156,43 @@ fn keys(config: &Config) -> anyhow::Result<Vec<ed25519_dalek::VerifyingKey>> {
     Ok(vec![signer.verifying_key()])
 }
 
-async fn run_backup(config: &Config, kind: &str, progress: &Progress) -> Outcome {
+async fn run_backup(config: &Config, kind: &str, region: Option<&str>, progress: &Progress) -> Outcome {
     let kind = BackupType::parse(kind).ok_or_else(|| anyhow::anyhow!("--type: full, diff or incr"))?;
-    let (live, resolved) = live(config).await?;
-    let result = b::take_backup(&live, kind, progress).await;
+    let (lives, resolved) = live(config, region).await?;
+    let mut reports = Vec::new();
+    let mut failure = None;
+    for live in &lives {
+        match b::take_backup(live, kind, progress).await {
+            Ok(r) => reports.push((live.region, r)),
+            Err(e) => {
+                failure = Some(e.context(format!("region {}", live.region)));
+                break;
+            }
+        }
+    }
     resolved.finish().await;
-    let report = result?;
-    let text = format!(
-        "{} backup {} taken in {:.1} s ({} of database, {} added to the repository)",
-        kind.as_str(),
-        report.label.as_deref().unwrap_or("?"),
-        report.seconds,
-        bytes(report.database_bytes),
-        bytes(report.repository_bytes)
-    );
-    Ok((json!({ "backup": report }), text, true))
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let text: Vec<String> = reports
+        .iter()
+        .map(|(region, report)| {
+            format!(
+                "region {region}: {} backup {} taken in {:.1} s ({} of database, {} added to the repository)",
+                kind.as_str(),
+                report.label.as_deref().unwrap_or("?"),
+                report.seconds,
+                bytes(report.database_bytes),
+                bytes(report.repository_bytes)
+            )
+        })
+        .collect();
+    let doc = json!({
+        // The default region's (or the one named) as before; every region's under `regions`.
+        "backup": reports.first().map(|(_, r)| r),
+        "regions": reports.iter().map(|(region, r)| json!({ "region": region, "backup": r })).collect::<Vec<_>>(),
+    });
+    Ok((doc, text.join("\n"), true))
 }
 
 fn bytes(n: Option<u64>) -> String {
@@ -137,20 +204,38 @@ fn bytes(n: Option<u64>) -> String {
     }
 }
 
-async fn list(config: &Config) -> Outcome {
-    // Looks at the live cluster only when it runs: listing never starts or stops it.
-    let cluster = crate::platform::db::cluster::PrivateCluster::new(
-        &config.data_dir,
-        config.database.postgres_bin_dir.as_deref(),
-        true,
-    )?;
-    let repo = crate::platform::db::backup::Repository::new(
-        &cluster,
-        &config.backup,
-        &provision::secrets_dir(&config.data_dir),
-    )?;
+async fn list(config: &Config, region: Option<&str>) -> Outcome {
+    let mut listings = Vec::new();
+    for r in b::regions_named(config, region)? {
+        let repo = match b::region_repository(config, r) {
+            Ok(repo) => repo,
+            // Every region: those whose backups are their own server's are said so in the text.
+            Err(e) if region.is_none() && r != config.residency.default_region => {
+                listings.push((None, format!("region {r}: {e:#}")));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let (mut listing, text, ok) = list_one(&repo).await?;
+        listing.region = Some(r);
+        listings.push((Some((listing, ok)), format!("region {r}\n{text}")));
+    }
+    let ok = listings.iter().all(|(l, _)| l.as_ref().is_none_or(|(_, ok)| *ok));
+    let text = listings.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>().join("\n\n");
+    let mut all: Vec<b::Listing> = listings.into_iter().filter_map(|(l, _)| l.map(|(l, _)| l)).collect();
+    if all.len() == 1 {
+        // One region (or one named): the listing as it always was.
+        return Ok((serde_json::to_value(all.remove(0))?, text, ok));
+    }
+    Ok((json!({ "regions": all }), text, ok))
+}
+
+/// One repository's listing (looks at its live cluster only when it runs: listing never starts
+/// or stops a cluster).
+async fn list_one(repo: &crate::platform::db::backup::Repository) -> anyhow::Result<(b::Listing, String, bool)> {
+    let cluster = repo.cluster();
     let archiving = if cluster.is_running() { b::archive_status(&cluster.admin_options()).await.ok() } else { None };
-    let listing = b::list(&repo, archiving).await?;
+    let listing = b::list(repo, archiving).await?;
     let mut text = format!("repository: {} ({})\n", listing.repository, listing.status);
     if listing.backups.is_empty() {
         text.push_str("no backups yet (`clientflow backup run`, or wait for the worker's schedule)\n");
@@ -173,7 +258,8 @@ async fn list(config: &Config) -> Outcome {
         text.push_str(&format!("archiving: {}\n", a.describe()));
     }
     let ok = listing.archiving.as_ref().is_none_or(|a| !a.failing);
-    Ok((serde_json::to_value(&listing)?, text.trim_end().to_string(), ok))
+    let text = text.trim_end().to_string();
+    Ok((listing, text, ok))
 }
 
 fn parse_target(to: &str) -> anyhow::Result<RestoreTarget> {
@@ -187,6 +273,7 @@ fn parse_target(to: &str) -> anyhow::Result<RestoreTarget> {
 
 async fn restore(
     config: &Config,
+    region: crate::platform::db::RegionId,
     to: &str,
     into: Option<PathBuf>,
     in_place: bool,
@@ -196,12 +283,12 @@ async fn restore(
     let target = parse_target(to)?;
     let keys = keys(config)?;
     let (report, kept) = match into {
-        Some(into) if !in_place => (b::restore_into(config, target, &into, &keys, progress).await?, None),
+        Some(into) if !in_place => (b::restore_into(config, region, target, &into, &keys, progress).await?, None),
         _ => {
             if !yes && !confirm_in_place(config)? {
                 anyhow::bail!("not confirmed: nothing was changed");
             }
-            let (report, kept) = b::restore_in_place(config, target, &keys, progress).await?;
+            let (report, kept) = b::restore_in_place(config, region, target, &keys, progress).await?;
             (report, Some(kept))
         }
     };
@@ -252,13 +339,23 @@ fn confirm_in_place(config: &Config) -> anyhow::Result<bool> {
     Ok(line.trim() == expected)
 }
 
-async fn drill(config: &Config, progress: &Progress) -> Outcome {
+async fn drill(config: &Config, region: Option<&str>, progress: &Progress) -> Outcome {
     let keys = keys(config)?;
-    let (live, resolved) = live(config).await?;
-    let report = b::drill(&live, &keys, config.database.postgres_bin_dir.as_deref(), progress).await;
+    let (lives, resolved) = live(config, region).await?;
+    let mut reports = Vec::new();
+    for live in &lives {
+        progress.step(&format!("region {}: restore drill", live.region));
+        reports.push((live.region, b::drill(live, &keys, config.database.postgres_bin_dir.as_deref(), progress).await));
+    }
     resolved.finish().await;
-    let text = drill_text(&report);
-    Ok((json!({ "drill": report }), text, report.ok))
+    let ok = reports.iter().all(|(_, r)| r.ok);
+    let text: Vec<String> = reports.iter().map(|(region, r)| format!("region {region}: {}", drill_text(r))).collect();
+    let doc = json!({
+        "drill": reports.first().map(|(_, r)| r),
+        "regions": reports.iter().map(|(region, r)| json!({ "region": region, "drill": r })).collect::<Vec<_>>(),
+        "ok": ok,
+    });
+    Ok((doc, text.join("\n\n"), ok))
 }
 
 fn drill_text(r: &b::DrillReport) -> String {

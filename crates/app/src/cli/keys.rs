@@ -44,8 +44,8 @@ pub async fn run(config: Config, json: bool, command: KeysCommand) -> anyhow::Re
             return Ok(ExitCode::SUCCESS);
         }
         KeysCommand::Rotate { org } => {
-            let (db, resolved) = super::connect_app(&config).await?;
-            let named = super::named_org(&resolved, &org).await;
+            let (db, resolved, privileged) = super::connect_app_privileged(&config).await?;
+            let named = super::named_org(&db, &privileged, &org).await;
             db.close().await;
             resolved.finish().await;
             let (id, label) = named?;
@@ -80,7 +80,8 @@ pub async fn run(config: Config, json: bool, command: KeysCommand) -> anyhow::Re
                 }
             }
             KeysCommand::Reseal => {
-                let storage = config.files.open_storage(&config.data_dir)?;
+                // Each organization's files are re-sealed in its own region's store.
+                let storage = crate::state::region_stores(&config, &db)?;
                 let retire = std::time::Duration::from_secs(u64::from(config.privacy.retire_after_minutes) * 60);
                 let total = crate::privacy::keys::reseal_all(
                     &db,

@@ -34,8 +34,8 @@ use crate::config::Config;
 use crate::identity::password::{PasswordHasher, check_policy};
 use crate::identity::repo as users;
 use crate::identity::session::RequestMeta;
-use crate::platform::db::Db;
 use crate::platform::db::provision::{self, Resolved};
+use crate::platform::db::{Db, RegionId};
 use crate::platform::http::error::{AppError, FieldError};
 use crate::platform::ids::{ClientId, OrgId, UserId};
 use crate::platform::secret::Secret;
@@ -56,6 +56,9 @@ pub enum OrgCommand {
         /// Email of the existing account that becomes the Owner (see `clientflow user create`).
         #[arg(long)]
         owner: String,
+        /// The region its data lives in (a configured one, e.g. eu; default: the default region).
+        #[arg(long)]
+        region: Option<String>,
     },
     /// List every organization. Reads across organizations, so it needs the auditor role
     /// (CLIENTFLOW_DATABASE__AUDITOR_URL unless ClientFlow provisioned its own roles).
@@ -295,6 +298,8 @@ pub(crate) fn finish(json: bool, result: OpResult<Report>) -> ExitCode {
 pub(crate) struct Session {
     pub resolved: Resolved,
     pub db: Db,
+    /// Every region's owner and auditor roles, where known.
+    pub privileged: super::residency::Privileged,
     /// The operator's authority, handed down from the CLI's entry point.
     pub operator: OperatorAuthority,
     /// The audit key: operator actions sign chain heads like the server's do.
@@ -315,8 +320,9 @@ impl Session {
             std::time::Duration::from_secs(config.database.acquire_timeout_secs),
         )
         .await?;
-        let db = super::residency::connect_regions(config, &resolved, db, pool_size).await.map_err(OpError::Failed)?;
-        Ok(Self { resolved, db, operator, signer: std::sync::Arc::new(signer) })
+        let (db, privileged) =
+            super::residency::connect_regions(config, &resolved, db, pool_size).await.map_err(OpError::Failed)?;
+        Ok(Self { resolved, db, privileged, operator, signer: std::sync::Arc::new(signer) })
     }
 
     /// Closes the pool and ends this command's use of the private cluster, which stops it
@@ -332,9 +338,10 @@ async fn with_session<F>(config: &Config, json: bool, operator: OperatorAuthorit
 where
     F: AsyncFnOnce(&Session) -> OpResult<Report>,
 {
-    let result = match Session::open(config, 2, operator).await {
+    // Boxed: the commands' futures are large, and opening connects every region.
+    let result = match Box::pin(Session::open(config, 2, operator)).await {
         Ok(session) => {
-            let r = f(&session).await;
+            let r = Box::pin(f(&session)).await;
             session.close().await;
             r
         }
@@ -372,20 +379,28 @@ pub(crate) async fn org_principal(s: &Session, wanted: &str, reason: &str) -> Op
             if Slug::parse(wanted).is_err() {
                 return Err(not_found());
             }
-            let Some(auditor) = &s.resolved.auditor else {
-                return Err(OpError::invalid(
-                    "org",
-                    "is a slug, and finding an organization by slug needs the auditor role: pass the \
+            if s.db.is_multi_region() {
+                // The directory knows every region's slugs.
+                let mut tx = s.db.home().global().await?;
+                let found = access::directory::by_slug(&s.db, &mut tx, wanted.trim()).await?;
+                tx.commit().await?;
+                found.map(|p| p.org_id).ok_or_else(not_found)?
+            } else {
+                let Some(auditor) = &s.resolved.auditor else {
+                    return Err(OpError::invalid(
+                        "org",
+                        "is a slug, and finding an organization by slug needs the auditor role: pass the \
                      organization's id, or set CLIENTFLOW_DATABASE__AUDITOR_URL",
-                ));
-            };
-            let mut conn = provision::connect(auditor, "auditor role").await?;
-            let found: Option<OrgId> = sqlx::query_scalar("SELECT id FROM organizations WHERE slug = $1")
-                .bind(wanted.trim())
-                .fetch_optional(&mut conn)
-                .await?;
-            let _ = conn.close().await;
-            found.ok_or_else(not_found)?
+                    ));
+                };
+                let mut conn = provision::connect(auditor, "auditor role").await?;
+                let found: Option<OrgId> = sqlx::query_scalar("SELECT id FROM organizations WHERE slug = $1")
+                    .bind(wanted.trim())
+                    .fetch_optional(&mut conn)
+                    .await?;
+                let _ = conn.close().await;
+                found.ok_or_else(not_found)?
+            }
         }
     };
     let principal = access::operator(&s.db, &s.operator, id, reason).await?.ok_or_else(not_found)?;
@@ -639,7 +654,9 @@ pub async fn org(
     };
     let settings = config.clone();
     with_session(&config, json, operator, async move |s| match command {
-        OrgCommand::Create { name, slug, owner } => create_org(s, &name, slug.as_deref(), &owner).await,
+        OrgCommand::Create { name, slug, owner, region } => {
+            create_org(s, &name, slug.as_deref(), &owner, region.as_deref()).await
+        }
         OrgCommand::List => list_orgs(s).await,
         OrgCommand::Export { org, out } => super::org_data::export(s, &settings, &org, &out, json).await,
         OrgCommand::Import { file } => super::org_data::import(s, &settings, &file).await,
@@ -648,7 +665,13 @@ pub async fn org(
     .await
 }
 
-async fn create_org(s: &Session, name: &str, slug: Option<&str>, owner: &str) -> OpResult<Report> {
+async fn create_org(
+    s: &Session,
+    name: &str,
+    slug: Option<&str>,
+    owner: &str,
+    region: Option<&str>,
+) -> OpResult<Report> {
     let name = parse_name(name).map_err(|m| OpError::invalid("name", m))?;
     let slug = match slug {
         Some(v) => Slug::parse(v).map_err(|m| OpError::invalid("slug", m))?,
@@ -656,11 +679,23 @@ async fn create_org(s: &Session, name: &str, slug: Option<&str>, owner: &str) ->
             .ok_or_else(|| OpError::invalid("slug", "can't be made from this name; choose one with --slug"))?,
     };
     let owner_email = parse_email("owner", owner)?;
+    let region_db = match region {
+        None => s.db.home(),
+        Some(r) => RegionId::parse(r.trim())
+            .and_then(|id| s.db.in_region(id))
+            .ok_or_else(|| OpError::invalid("region", "is not a region this installation offers"))?,
+    };
     let now = OffsetDateTime::now_utc();
     let ctx = audit_context(s, now);
-    let mut tx = access::begin_new_organization(&s.db, NewOrgCreator::Operator(&s.operator, "org create")).await?;
-    // `users` is global: readable inside the new organization's transaction.
-    let Some(owner) = users::find_by_email(&mut tx, &owner_email).await? else {
+    // Accounts are global: the owner is found in the directory's database, and what the
+    // organization's pages show of them is copied to its region.
+    let owner = {
+        let mut g = s.db.home().global().await?;
+        let found = users::find_by_email(&mut g, &owner_email).await?;
+        g.commit().await?;
+        found
+    };
+    let Some(owner) = owner else {
         return Err(OpError::NotFound(format!(
             "no account with the email address {owner_email} (create it with `clientflow user create`)"
         )));
@@ -668,60 +703,115 @@ async fn create_org(s: &Session, name: &str, slug: Option<&str>, owner: &str) ->
     if owner.disabled_at.is_some() {
         return Err(OpError::invalid("owner", "is a disabled account; enable it first (`clientflow user enable`)"));
     }
-    let org = match orgs::insert_organization(&mut tx, &slug, &name).await {
-        Ok(o) => o,
-        Err(e) if is_unique_violation(&e) => {
-            return Err(OpError::Conflict(format!(
-                "the slug {} is already taken; choose another with --slug",
-                slug.as_str()
-            )));
+    access::directory::project_user(&s.db, region_db.region(), owner.id).await?;
+    let taken =
+        || OpError::Conflict(format!("the slug {} is already taken; choose another with --slug", slug.as_str()));
+    let mut tx = access::begin_new_organization(&region_db, NewOrgCreator::Operator(&s.operator, "org create")).await?;
+    // Outside the directory's region the slug is reserved there first (unique across regions).
+    let reserved = !tx.in_directory_region();
+    if reserved {
+        match access::directory::reserve(&s.db, tx.org_id(), slug.as_str(), tx.region()).await {
+            Ok(()) => {}
+            Err(e) if is_unique_violation(&e) => return Err(taken()),
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => return Err(e.into()),
-    };
-    orgs::add_member(&mut tx, owner.id, Role::Owner).await?;
-    audit::record(
-        &mut tx,
-        &ctx,
-        Entry::new("organization.created", "organization", org.id).after(json!({ "name": org.name, "slug": org.slug })),
-    )
-    .await?;
-    audit::record(
-        &mut tx,
-        &ctx,
-        Entry::new("member.added", "member", owner.id)
-            .after(json!({ "role": "owner", "status": "active", "email": owner.email })),
-    )
-    .await?;
-    let out: OrgOut = sqlx::query_as("SELECT id, slug, name, created_at FROM organizations WHERE id = $1")
-        .bind(org.id)
-        .fetch_one(&mut *tx)
+    }
+    let org_id = tx.org_id();
+    let created = async {
+        let org = match orgs::insert_organization(&mut tx, &slug, &name).await {
+            Ok(o) => o,
+            Err(e) if is_unique_violation(&e) => return Err(taken()),
+            Err(e) => return Err(e.into()),
+        };
+        orgs::add_member(&mut tx, owner.id, Role::Owner).await?;
+        audit::record(
+            &mut tx,
+            &ctx,
+            Entry::new("organization.created", "organization", org.id)
+                .after(json!({ "name": org.name, "slug": org.slug })),
+        )
         .await?;
-    tx.commit().await?;
-    let text = format!("created organization {} ({}, {}) with owner {}\n", out.slug, out.name, out.id, owner.email);
-    Ok(Report { json: json!({ "organization": out, "owner": { "id": owner.id, "email": owner.email } }), text })
+        audit::record(
+            &mut tx,
+            &ctx,
+            Entry::new("member.added", "member", owner.id)
+                .after(json!({ "role": "owner", "status": "active", "email": owner.email })),
+        )
+        .await?;
+        let out: OrgOut = sqlx::query_as("SELECT id, slug, name, created_at FROM organizations WHERE id = $1")
+            .bind(org.id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+    .await;
+    let out = match created {
+        Ok(out) => out,
+        Err(e) => {
+            if reserved && let Err(f) = access::directory::forget(&s.db, org_id).await {
+                tracing::warn!(error = %f, "could not release the directory entry of an organization not created");
+            }
+            return Err(e);
+        }
+    };
+    let text = format!(
+        "created organization {} ({}, {}) in region {} with owner {}\n",
+        out.slug,
+        out.name,
+        out.id,
+        region_db.region(),
+        owner.email
+    );
+    Ok(Report {
+        json: json!({ "organization": out, "region": region_db.region().as_str(),
+                      "owner": { "id": owner.id, "email": owner.email } }),
+        text,
+    })
 }
 
 async fn list_orgs(s: &Session) -> OpResult<Report> {
-    let Some(auditor) = &s.resolved.auditor else {
-        return Err(OpError::Failed(anyhow::anyhow!(
-            "listing organizations reads across them and needs the auditor role: set \
-             CLIENTFLOW_DATABASE__AUDITOR_URL (docs/operations.md, \"Database roles\")"
-        )));
-    };
-    let mut conn = provision::connect(auditor, "auditor role").await?;
-    let rows: Vec<OrgOut> =
-        sqlx::query_as("SELECT id, slug, name, created_at FROM organizations ORDER BY created_at, slug")
-            .fetch_all(&mut conn)
-            .await?;
-    let _ = conn.close().await;
+    // Every region's organizations, each read where it lives (through that region's auditor
+    // role); an organization being moved is listed once, in the region the directory names.
+    let mut rows: Vec<(OrgOut, RegionId)> = Vec::new();
+    for region in s.db.region_ids() {
+        let Some(auditor) = s.privileged.auditor(region) else {
+            return Err(OpError::Failed(anyhow::anyhow!(
+                "listing organizations reads across them and needs the auditor role of every region (region \
+                 {region} has none here): set CLIENTFLOW_DATABASE__AUDITOR_URL, or a privileged \
+                 residency.regions.{region}.database_url (docs/operations.md, \"Database roles\")"
+            )));
+        };
+        let mut conn = provision::connect(auditor, "auditor role").await?;
+        let found: Vec<OrgOut> =
+            sqlx::query_as("SELECT id, slug, name, created_at FROM organizations ORDER BY created_at, slug")
+                .fetch_all(&mut conn)
+                .await?;
+        let _ = conn.close().await;
+        for o in found {
+            if s.db.is_multi_region() && access::directory::region_of(&s.db, o.id).await? != region {
+                continue;
+            }
+            rows.push((o, region));
+        }
+    }
+    rows.sort_by(|(a, _), (b, _)| (a.created_at, &a.slug).cmp(&(b.created_at, &b.slug)));
     let text = table(
-        &["SLUG", "NAME", "CREATED", "ID"],
+        &["SLUG", "NAME", "REGION", "CREATED", "ID"],
         &rows
             .iter()
-            .map(|o| vec![o.slug.clone(), o.name.clone(), rfc3339(o.created_at), o.id.to_string()])
+            .map(|(o, r)| vec![o.slug.clone(), o.name.clone(), r.to_string(), rfc3339(o.created_at), o.id.to_string()])
             .collect::<Vec<_>>(),
     );
-    Ok(Report { json: json!({ "organizations": rows }), text })
+    let json_rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|(o, r)| {
+            let mut v = serde_json::to_value(o).unwrap_or_default();
+            v["region"] = json!(r.as_str());
+            v
+        })
+        .collect();
+    Ok(Report { json: json!({ "organizations": json_rows }), text })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -38,13 +38,29 @@ pub async fn resolve_regions(config: &Config, resolved: &Resolved) -> anyhow::Re
                     let p = provision::provision(&options, &secrets_dir, options.get_database()).await?;
                     RegionRoles { region: id, app: p.app, owner: Some(p.owner), auditor: Some(p.auditor) }
                 } else {
-                    RegionRoles { region: id, app: options, owner: None, auditor: None }
+                    let role = |url: &Option<crate::platform::secret::Secret>, what: &str| {
+                        url.as_ref()
+                            .map(|u| provision::parse_url(u.expose(), &format!("residency.regions.{name}.{what}")))
+                            .transpose()
+                    };
+                    RegionRoles {
+                        region: id,
+                        app: options,
+                        owner: role(&region.admin_url, "admin_url")?,
+                        auditor: role(&region.auditor_url, "auditor_url")?,
+                    }
                 }
             }
+            None if resolved.mode == Mode::PrivateCluster => {
+                // Its own private cluster, started with the default region's (`provision::resolve`).
+                let own = resolved.regions.iter().find(|r| r.region == id).ok_or_else(|| {
+                    anyhow::anyhow!("region {name}: its private cluster was not started with the default region's")
+                })?;
+                RegionRoles { region: id, app: own.app.clone(), owner: own.owner.clone(), auditor: own.auditor.clone() }
+            }
             None => {
-                let admin = match (resolved.mode, &resolved.cluster, &config.database.url) {
-                    (Mode::PrivateCluster, Some(cluster), _) => cluster.cluster().admin_options(),
-                    (Mode::Provisioned, _, Some(url)) => provision::parse_url(url.expose(), "database.url")?,
+                let admin = match (resolved.mode, &config.database.url) {
+                    (Mode::Provisioned, Some(url)) => provision::parse_url(url.expose(), "database.url")?,
                     _ => anyhow::bail!(
                         "residency.regions.{name}: set database_url (database.url is the app role, which can't create \
                          the region's database {})",
@@ -119,6 +135,32 @@ pub async fn join_regions(
     Ok(db)
 }
 
+/// Every region's privileged roles where this process knows them, the default region first:
+/// the owner role (the purge of deleted organizations, moves) and the auditor role (operator
+/// commands that read across organizations: `org list`, `audit verify`).
+#[derive(Debug, Clone, Default)]
+pub struct Privileged {
+    pub owners: Vec<(RegionId, PgConnectOptions)>,
+    pub auditors: Vec<(RegionId, PgConnectOptions)>,
+}
+
+impl Privileged {
+    fn from(home: RegionId, resolved: &Resolved, regions: &[RegionRoles]) -> Self {
+        let mut p = Privileged::default();
+        p.owners.extend(resolved.owner.clone().map(|o| (home, o)));
+        p.auditors.extend(resolved.auditor.clone().map(|o| (home, o)));
+        for r in regions {
+            p.owners.extend(r.owner.clone().map(|o| (r.region, o)));
+            p.auditors.extend(r.auditor.clone().map(|o| (r.region, o)));
+        }
+        p
+    }
+
+    pub fn auditor(&self, region: RegionId) -> Option<&PgConnectOptions> {
+        self.auditors.iter().find(|(r, _)| *r == region).map(|(_, o)| o)
+    }
+}
+
 /// [`resolve_regions`], [`migrate_regions`] and [`join_regions`] in one: what every process
 /// that opens organizations does after connecting the default region.
 pub async fn connect_regions(
@@ -126,11 +168,14 @@ pub async fn connect_regions(
     resolved: &Resolved,
     home: Db,
     max_connections: u32,
-) -> anyhow::Result<Db> {
+) -> anyhow::Result<(Db, Privileged)> {
     if config.residency.regions.is_empty() && config.residency.default_region == home.region() {
-        return Ok(home);
+        let privileged = Privileged::from(home.home_region(), resolved, &[]);
+        return Ok((home, privileged));
     }
-    let regions = resolve_regions(config, resolved).await?;
-    migrate_regions(&regions).await?;
-    join_regions(config, home, &regions, max_connections).await
+    let regions = Box::pin(resolve_regions(config, resolved)).await?;
+    Box::pin(migrate_regions(&regions)).await?;
+    let db = Box::pin(join_regions(config, home, &regions, max_connections)).await?;
+    let privileged = Privileged::from(db.home_region(), resolved, &regions);
+    Ok((db, privileged))
 }

@@ -363,6 +363,65 @@ pub async fn purge_due(
     Ok(out)
 }
 
+/// [`purge_due`] in every region: each region's due deletions are purged in its own database,
+/// as its owner role, with its own file store; a purged organization's directory entry goes
+/// last. A region whose owner role this process lacks is skipped, saying so when something is
+/// due there (the process that has it purges).
+pub async fn purge_due_everywhere(
+    db: &crate::platform::db::Db,
+    owners: &[(crate::platform::db::RegionId, sqlx::postgres::PgConnectOptions)],
+    keys: &Keyring,
+    stores: &crate::work::files::RegionStores,
+    record_key: &[u8; 32],
+    now: OffsetDateTime,
+) -> anyhow::Result<Vec<(crate::platform::db::RegionId, Purged)>> {
+    use sqlx::ConnectOptions;
+    let mut out = Vec::new();
+    let mut failures = Vec::new();
+    for region_db in db.every_region() {
+        let region = region_db.region();
+        let result = async {
+            let mut g = region_db.global().await?;
+            let due: Vec<Uuid> =
+                sqlx::query_scalar("SELECT organization_deletions_due($1)").bind(now).fetch_all(&mut *g).await?;
+            g.commit().await?;
+            let Some((_, owner)) = owners.iter().find(|(r, _)| *r == region) else {
+                if !due.is_empty() {
+                    tracing::warn!(
+                        %region,
+                        organizations = due.len(),
+                        "organization deletions are due but this process has no owner role for the region: they run \
+                         where it has one"
+                    );
+                }
+                return anyhow::Ok(Vec::new());
+            };
+            let mut conn = owner.connect().await?;
+            let storage = stores.of(region).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let purged = purge_due(&mut conn, keys, storage, record_key, now).await;
+            conn.close().await.ok();
+            purged
+        }
+        .await;
+        match result {
+            Ok(purged) => {
+                for p in purged {
+                    let org = OrgId::from_uuid(p.record.organization_id);
+                    if let Err(e) = crate::access::directory::forget(db, org).await {
+                        tracing::warn!(error = %e, organization = %org, "could not remove a purged organization's directory entry");
+                    }
+                    out.push((region, p));
+                }
+            }
+            Err(e) => failures.push(format!("region {region}: {e:#}")),
+        }
+    }
+    if !failures.is_empty() {
+        anyhow::bail!(failures.join("; "));
+    }
+    Ok(out)
+}
+
 /// Checks a deletion record's signature.
 pub async fn verify_record(conn: &mut PgConnection, org: OrgId, record_key: &[u8; 32]) -> anyhow::Result<bool> {
     type Row = (Uuid, Vec<u8>, Uuid, OffsetDateTime, OffsetDateTime, serde_json::Value, Vec<u8>);

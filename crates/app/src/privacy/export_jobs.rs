@@ -37,9 +37,13 @@ pub const STALE_AFTER: Duration = Duration::minutes(2);
 /// How often the worker looks for work.
 pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Where an export's archive is kept: made from the two ids, never from a row or a request.
-pub fn archive_path(data_dir: &Path, org: OrgId, id: Uuid) -> PathBuf {
-    data_dir.join("exports").join(org.to_string()).join(format!("{id}.zip"))
+/// Where an export's archive is kept: made from the two ids, never from a row or a request,
+/// in the directory of the organization's region (`exports` for the default region,
+/// `exports-<region>` for another: an archive holds the organization's data, which stays with
+/// its region's like its files).
+pub fn archive_path(data_dir: &Path, db: &Db, region: crate::platform::db::RegionId, org: OrgId, id: Uuid) -> PathBuf {
+    let dir = if region == db.home_region() { "exports".to_string() } else { format!("exports-{region}") };
+    data_dir.join(dir).join(org.to_string()).join(format!("{id}.zip"))
 }
 
 /// One export as the page shows it.
@@ -214,7 +218,7 @@ async fn handle(runner: &Runner, region_db: &Db, org: OrgId, id: Uuid) -> anyhow
     };
     let storage = runner.stores.of(principal.region()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let now = runner.clock.now();
-    let path = archive_path(&runner.data_dir, org, id);
+    let path = archive_path(&runner.data_dir, &runner.db, principal.region(), org, id);
     // Expired: the archive goes, the record stays.
     {
         let mut tx = OrgTx::begin(&runner.db, &principal).await?;

@@ -27,8 +27,9 @@ use crate::access::{OrgTx, key_maintenance};
 use crate::platform::db::Db;
 use crate::platform::ids::{ContactId, FileId, OrgId, UserId};
 use crate::platform::keys::{At, KeyError, Keyring, Scope};
-use crate::platform::storage::{Sealed, Storage};
+use crate::platform::storage::Sealed;
 use crate::work::clients::{open_contact_detail, seal_contact_detail};
+use crate::work::files::RegionStores;
 use crate::work::files::{contents_at, legacy_context};
 
 /// What one pass did.
@@ -75,15 +76,23 @@ fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }
 
+/// Sealed values per organization, source and key version, in every region: the key store is
+/// the installation's, so a version is in use when any region's rows use it (an organization
+/// being moved has rows in two regions; both count).
 async fn counts(db: &Db) -> anyhow::Result<Vec<(Uuid, String, Option<i32>, i64)>> {
-    let mut g = db.global().await?;
-    let rows = sqlx::query_as(
-        "SELECT organization_id, source, key_version, sealed_values FROM sealed_values_by_key_version() ORDER BY 1, 2, 3",
-    )
-    .fetch_all(&mut *g)
-    .await?;
-    g.commit().await?;
-    Ok(rows)
+    let mut all = Vec::new();
+    for region in db.every_region() {
+        let mut g = region.global().await?;
+        let rows: Vec<(Uuid, String, Option<i32>, i64)> = sqlx::query_as(
+            "SELECT organization_id, source, key_version, sealed_values FROM sealed_values_by_key_version() ORDER BY 1, 2, 3",
+        )
+        .fetch_all(&mut *g)
+        .await?;
+        g.commit().await?;
+        all.extend(rows);
+    }
+    all.sort();
+    Ok(all)
 }
 
 /// Where every organization's values stand (`clientflow keys status`).
@@ -239,12 +248,14 @@ pub async fn reseal_contacts(db: &Db, keys: &Keyring, org: OrgId, version: u32, 
 pub async fn reseal_files(
     db: &Db,
     keys: &Keyring,
-    storage: &Storage,
+    stores: &RegionStores,
     org: OrgId,
     version: u32,
     batch: i64,
 ) -> anyhow::Result<u64> {
     let Some(p) = key_maintenance(db, org).await? else { return Ok(0) };
+    // The organization's own region's store.
+    let storage = stores.of(p.region()).map_err(err)?;
     let mut tx = OrgTx::begin(db, &p).await?;
     let rows: Vec<(FileId, String)> = sqlx::query_as(
         "SELECT id, storage_key FROM files WHERE key_version IS DISTINCT FROM $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
@@ -278,7 +289,7 @@ pub async fn reseal_files(
 pub async fn reseal_pass(
     db: &Db,
     keys: &Keyring,
-    storage: &Storage,
+    storage: &RegionStores,
     batch: i64,
     retire_after: std::time::Duration,
 ) -> anyhow::Result<Pass> {
@@ -352,7 +363,7 @@ pub async fn retire_unused_versions(db: &Db, keys: &Keyring, retire_after: std::
 pub async fn reseal_all(
     db: &Db,
     keys: &Keyring,
-    storage: &Storage,
+    storage: &RegionStores,
     batch: i64,
     retire_after: std::time::Duration,
     mut progress: impl FnMut(&Pass),

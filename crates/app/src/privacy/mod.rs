@@ -92,9 +92,11 @@ pub fn record_key(sealer: &Sealer) -> [u8; 32] {
 pub struct Maintenance {
     pub db: crate::platform::db::Db,
     pub keys: Keyring,
-    pub storage: crate::platform::storage::Storage,
-    /// The owner role, which alone may purge (without it, due deletions wait and are logged).
-    pub owner: Option<sqlx::postgres::PgConnectOptions>,
+    /// Every region's file store.
+    pub stores: crate::work::files::RegionStores,
+    /// Each region's owner role, which alone may purge there (a region without one: its due
+    /// deletions wait and are logged).
+    pub owners: Vec<(crate::platform::db::RegionId, sqlx::postgres::PgConnectOptions)>,
     pub record_key: [u8; 32],
     pub clock: crate::platform::clock::SharedClock,
     pub config: PrivacyConfig,
@@ -104,10 +106,9 @@ pub struct Maintenance {
 /// purge of every organization whose grace period is over (`deletion::purge_due`), then of
 /// every account whose grace period is over (`identity::account_deletion::purge_due`).
 pub async fn run_maintenance(m: Maintenance, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    use sqlx::ConnectOptions;
     let retire_after = std::time::Duration::from_secs(u64::from(m.config.retire_after_minutes) * 60);
     loop {
-        match keys::reseal_pass(&m.db, &m.keys, &m.storage, i64::from(m.config.reseal_batch), retire_after).await {
+        match keys::reseal_pass(&m.db, &m.keys, &m.stores, i64::from(m.config.reseal_batch), retire_after).await {
             Ok(p) if p != keys::Pass::default() => tracing::info!(
                 totp_secrets = p.totp_secrets,
                 contacts = p.contacts,
@@ -118,33 +119,10 @@ pub async fn run_maintenance(m: Maintenance, mut shutdown: tokio::sync::watch::R
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "re-seal pass failed"),
         }
-        let now = m.clock.now();
-        let due = async {
-            let mut g = m.db.global().await?;
-            let due: Vec<uuid::Uuid> =
-                sqlx::query_scalar("SELECT organization_deletions_due($1)").bind(now).fetch_all(&mut *g).await?;
-            g.commit().await?;
-            anyhow::Ok(due)
-        }
-        .await;
-        match (due, &m.owner) {
-            (Ok(due), _) if due.is_empty() => {}
-            (Ok(due), None) => tracing::warn!(
-                organizations = due.len(),
-                "organization deletions are due but this process has no owner role (database.admin_url): \
-                 they run where it has one"
-            ),
-            (Ok(_), Some(owner)) => {
-                let purged = async {
-                    let mut conn = owner.connect().await?;
-                    deletion::purge_due(&mut conn, &m.keys, &m.storage, &m.record_key, now).await
-                }
-                .await;
-                if let Err(e) = purged {
-                    tracing::warn!(error = %e, "organization purge failed");
-                }
-            }
-            (Err(e), _) => tracing::warn!(error = %e, "could not look for due organization deletions"),
+        if let Err(e) =
+            deletion::purge_due_everywhere(&m.db, &m.owners, &m.keys, &m.stores, &m.record_key, m.clock.now()).await
+        {
+            tracing::warn!(error = %e, "organization purge failed");
         }
         // Accounts whose deletion's grace period is over (the app role suffices: nothing of the
         // audit log is removed).

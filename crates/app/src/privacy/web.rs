@@ -265,7 +265,7 @@ async fn download(
     }
     let slug: String =
         sqlx::query_scalar("SELECT slug FROM organizations WHERE id = $1").bind(org).fetch_one(&mut *tx).await?;
-    let path = export_jobs::archive_path(&state.config.data_dir, org, id);
+    let path = export_jobs::archive_path(&state.config.data_dir, &state.db, principal.region(), org, id);
     let file = tokio::fs::File::open(&path)
         .await
         .map_err(|e| AppError::internal(anyhow::anyhow!("export archive {} missing: {e}", path.display())))?;

@@ -627,3 +627,129 @@ async fn an_in_place_restore_needs_the_server_stopped_and_a_confirmation() {
     let (code, text) = cli(&["backup", "run", "--type", "incr"]);
     assert_eq!(code, Some(0), "{text}");
 }
+
+/// The stanzas (pgBackRest's names for one cluster's backups) a repository directory holds.
+fn stanzas_in(repo: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for kind in ["backup", "archive"] {
+        for e in std::fs::read_dir(repo.join(kind)).unwrap().flatten() {
+            out.push(format!("{kind}/{}", e.file_name().to_string_lossy()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Two regions on one machine: the further region runs a private cluster of its own, backed up
+/// into a repository of its own under a passphrase of its own (physical backups are of a whole
+/// cluster: a region sharing the default region's cluster would be in its backups). After
+/// `backup run` (every region), the US repository holds one stanza, the US cluster's, and what
+/// it restores has no EU database and no row of the EU organization in any table (only its
+/// directory entry, global by design: id, slug, region); the EU repository restores the EU
+/// organization.
+#[tokio::test]
+async fn each_region_is_backed_up_into_its_own_repository_and_the_us_one_holds_nothing_of_an_eu_org() {
+    if !installed() {
+        return;
+    }
+    let site = Site::with(vec![("CLIENTFLOW_RESIDENCY__REGIONS__EU__LABEL".into(), "European Union".into())]).await;
+    let (us_repo, eu_repo) = {
+        let r = site.resolved();
+        assert_eq!(r.regions.len(), 1, "the EU region got a private cluster of its own");
+        (r.backups.clone().unwrap(), r.regions[0].backups.clone().unwrap())
+    };
+    assert_ne!(us_repo.cluster().root(), eu_repo.cluster().root());
+    assert_eq!((us_repo.stanza(), eu_repo.stanza()), ("clientflow", "clientflow-eu"));
+    let (us_path, eu_path) = (us_repo.repo_path().unwrap().to_path_buf(), eu_repo.repo_path().unwrap().to_path_buf());
+    assert_eq!(eu_path, eu_repo.cluster().root().join("backups"));
+    let passphrase = |name: &str| std::fs::read_to_string(site.data().join("secrets").join(name)).unwrap();
+    assert_ne!(passphrase("backup-passphrase"), passphrase("backup-passphrase-eu"), "one key per repository");
+
+    site.org("usco");
+    let out = site.cli(&[
+        "org",
+        "create",
+        "--name",
+        "euco",
+        "--slug",
+        "euco",
+        "--owner",
+        "owner-usco@example.com",
+        "--region",
+        "eu",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let eu_db = eu_repo.cluster().admin_options().database("clientflow_eu");
+    assert_eq!(slugs_in(&eu_db).await, vec!["euco".to_string()]);
+    let mut conn = provision::connect(&eu_db, "eu").await.unwrap();
+    let eu_org: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM organizations WHERE slug = 'euco'").fetch_one(&mut conn).await.unwrap();
+    conn.close().await.ok();
+
+    let (code, doc, all) = site.cli_json(&["backup", "run"]);
+    assert_eq!(code, Some(0), "{all}");
+    let regions: Vec<&str> = doc["regions"].as_array().unwrap().iter().map(|r| r["region"].as_str().unwrap()).collect();
+    assert_eq!(regions, ["us", "eu"], "{all}");
+    let (code, doc, all) = site.cli_json(&["backup", "list", "--region", "eu"]);
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!((doc["region"].as_str(), doc["backups"].as_array().map(Vec::len)), (Some("eu"), Some(1)), "{all}");
+    let (code, _, all) = site.cli_json(&["backup", "list", "--region", "mars"]);
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("not a configured region"), "{all}");
+
+    // Each repository holds one cluster's backups and WAL: its own region's.
+    assert_eq!(stanzas_in(&us_path), ["archive/clientflow", "backup/clientflow"]);
+    assert_eq!(stanzas_in(&eu_path), ["archive/clientflow-eu", "backup/clientflow-eu"]);
+
+    // What the US repository restores.
+    let restored = site.data().join("restored-us");
+    let (code, doc, all) =
+        site.cli_json(&["backup", "restore", "--to", "latest", "--into", restored.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(doc["restore"]["checks"]["organizations"], 1, "{all}");
+    let copy = clientflow::platform::db::cluster::PrivateCluster::new(&restored, None, true).unwrap();
+    let copy_use = copy.ensure_running().unwrap();
+    let mut conn = provision::connect(&copy.admin_options(), "restored").await.unwrap();
+    let databases: Vec<String> =
+        sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE NOT datistemplate ORDER BY 1")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(databases, ["clientflow", "postgres"], "no EU database in the US backups");
+    conn.close().await.ok();
+    let mut conn = provision::connect(&copy.admin_options().database("clientflow"), "restored").await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'organization_id' AND NOT a.attisdropped \
+         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(tables.len() > 20, "{tables:?}");
+    for (table, key) in tables.iter().map(|t| (t.as_str(), "organization_id")).chain([("organizations", "id")]) {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE {key} = $1"))
+            .bind(eu_org)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{table} of the US backups holds rows of the EU organization");
+    }
+    let routed: String = sqlx::query_scalar("SELECT region FROM organization_directory WHERE org = $1")
+        .bind(eu_org)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(routed, "eu", "the directory (global) routes to it");
+    conn.close().await.ok();
+    copy_use.end().unwrap();
+
+    // The EU repository restores the EU organization (into regions/eu of the new directory).
+    let restored = site.data().join("restored-eu");
+    let (code, doc, all) =
+        site.cli_json(&["backup", "restore", "--region", "eu", "--to", "latest", "--into", restored.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(doc["restore"]["checks"]["organizations"], 1, "{all}");
+    assert_eq!(doc["restore"]["checks"]["audit_breaks"], serde_json::json!([]), "{all}");
+    site.finish().await;
+}

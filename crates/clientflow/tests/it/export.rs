@@ -499,7 +499,10 @@ async fn only_owners_start_and_download_exports_through_signed_expiring_links() 
     assert_eq!(Box::pin(export_jobs::sweep(&runner)).await.unwrap(), 1);
     let org_id: OrgId = org.id.parse().unwrap();
     let export_id: uuid::Uuid = path.split('/').nth(3).unwrap().split('?').next().unwrap().parse().unwrap();
-    assert!(!export_jobs::archive_path(&app.config.data_dir, org_id, export_id).exists());
+    assert!(
+        !export_jobs::archive_path(&app.config.data_dir, &app.app_db, app.app_db.home_region(), org_id, export_id)
+            .exists()
+    );
     let key = clientflow::privacy::web::link_key(&app.state);
     let (link, _) = access::export_link::signed_link("", &key, org_id, export_id, app.clock.now_utc(), 5);
     assert_eq!(fetch(&link, "192.0.2.1").await.status(), 410);

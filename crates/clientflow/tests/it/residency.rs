@@ -375,6 +375,25 @@ fn region_configuration_is_validated_with_messages_that_say_what_to_set() {
     let err = load("[residency.regions.eu]\ndatabase_name = \"x\"\n[residency.regions.de]\ndatabase_name = \"x\"\n")
         .unwrap_err();
     assert!(err.contains("database_name"), "{err}");
+    // No two regions' backups in one repository: a directory, a bucket's path, a stanza.
+    let err = load("[residency.regions.eu]\nbackup_path = \"/b\"\n[residency.regions.de]\nbackup_path = \"/b\"\n")
+        .unwrap_err();
+    assert!(err.contains("backup_path") && err.contains("shares the backup repository"), "{err}");
+    let s3 = "bucket = \"b\"\nendpoint = \"s3.example.com\"\nregion = \"r\"\npath = \"/x\"\nkey = \"k\"\nkey_secret = \"s\"\n";
+    let err = load(&format!("[backup.s3]\n{s3}[residency.regions.eu.backup_s3]\n{s3}")).unwrap_err();
+    assert!(err.contains("backup_s3") && err.contains("shares its backup bucket"), "{err}");
+    let err = load("[residency.regions.eu.backup_s3]\nbucket = \"b\"\nendpoint = \"e\"\nregion = \"r\"\n").unwrap_err();
+    assert!(err.contains("region eu") && err.contains("backup_s3.key"), "{err}");
+    let err = load("[residency.regions.eu]\nbackup_repo = \"clientflow\"\n").unwrap_err();
+    assert!(err.contains("backup_repo"), "{err}");
+    // A further region never inherits the default region's bucket.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("clientflow.toml");
+    std::fs::write(&file, format!("[backup.s3]\n{s3}[residency.regions.eu]\n")).unwrap();
+    let config = clientflow::config::Config::load_from(Some(&file), &[]).unwrap();
+    let eu_backup = config.residency.backup_config(eu(), &config.backup);
+    assert!(eu_backup.s3.is_none() && config.backup.s3.is_some());
+    assert_eq!(config.residency.backup_stanza(eu()), "clientflow-eu");
 }
 
 // ---- moving an organization between regions ----
@@ -622,4 +641,159 @@ async fn a_move_interrupted_after_any_step_resumes_or_rolls_back_losing_and_dupl
     sqlx::query("COMMIT").execute(&mut eu_conn).await.unwrap();
     moving::move_organization(&m, org, eu(), app.clock.now_utc(), None).await.unwrap();
     whole_in(&app, uuid, "eu", "us", &before, events, 1).await;
+}
+
+// ---- every region's operations: deletion, operator commands ----
+
+/// An organization of the second region, scheduled for deletion by its Owner, is purged by the
+/// worker's sweep in its own region (its database, its file store), its data keys destroyed and
+/// its directory entry removed: no row of it is left in either database, and the other region's
+/// organization is untouched.
+#[tokio::test]
+async fn an_organization_of_another_region_is_purged_there_leaving_nothing_in_either_database() {
+    use clientflow::platform::keys::Scope;
+    use clientflow::privacy::deletion;
+    let app = two_regions().await;
+    let mut us_owner = sign_up(&app, "owner@stays.test").await;
+    let us_slug = create_org(&mut us_owner, "stays").await;
+    let mut eu_owner = sign_up(&app, "owner@leaves.test").await;
+    let res = create_in(&mut eu_owner, "leaves", Some("eu")).await;
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
+    let eu_slug = location(&res).trim_start_matches("/o/").to_string();
+    tour(&app, &mut eu_owner, &eu_slug, "leaves").await;
+
+    let us_org = org_id(&app, "us", &us_slug).await;
+    let eu_org = org_id(&app, "eu", &eu_slug).await;
+    let mut us = app.region_db("us").admin_conn().await;
+    let mut eu_db = app.region_db("eu").admin_conn().await;
+    let us_before = rows_of(&mut us, us_org).await;
+    assert!(rows_of(&mut eu_db, eu_org).await.len() >= 10, "the tour reached the EU database");
+    let eu_files = app.config.residency.files_dir(eu(), &app.config.data_dir);
+    assert!(!files_of(&eu_files, eu_org).is_empty(), "the EU organization has files in its store");
+
+    let path = format!("/o/{eu_slug}/settings/deletion");
+    let res = eu_owner.submit(&path, &path, &[("confirm_name", "leaves"), ("current_password", PASSWORD)]).await;
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
+
+    let owners =
+        vec![(RegionId::DEFAULT, app.region_db("us").owner.clone()), (eu(), app.region_db("eu").owner.clone())];
+    let key = clientflow::privacy::record_key(&app.state.sealer);
+    let sweep = async |app: &TestApp| {
+        deletion::purge_due_everywhere(
+            &app.app_db,
+            &owners,
+            &app.state.keys,
+            &app.state.storage,
+            &key,
+            app.clock.now_utc(),
+        )
+        .await
+        .unwrap()
+    };
+    // Not before the grace period is over.
+    app.clock.advance(time::Duration::days(29));
+    assert!(sweep(&app).await.is_empty());
+    assert_eq!(rows_of(&mut eu_db, eu_org).await.iter().find(|(t, _)| t == "organizations").map(|(_, n)| *n), Some(1));
+    app.clock.advance(time::Duration::days(2));
+    let purged = sweep(&app).await;
+    assert_eq!(purged.len(), 1, "{purged:?}");
+    assert_eq!(purged[0].0, eu(), "purged in its own region");
+    assert_eq!(purged[0].1.record.organization_id, eu_org);
+    assert!(purged[0].1.files_removed > 0 && purged[0].1.keys_destroyed > 0, "{purged:?}");
+
+    // Zero rows of it in every tenant table of both databases; the US organization untouched.
+    assert_eq!(rows_of(&mut eu_db, eu_org).await, vec![], "rows of the purged organization left in the EU database");
+    assert_eq!(rows_of(&mut us, eu_org).await, vec![], "rows of the purged organization in the US database");
+    assert_eq!(rows_of(&mut us, us_org).await, us_before);
+    // Its files, keys and directory entry are gone; its signed deletion record stays in its region.
+    assert!(files_of(&eu_files, eu_org).is_empty(), "{:?}", files_of(&eu_files, eu_org));
+    assert!(app.state.keys.store().versions(Scope::Org(eu_org)).unwrap().is_empty());
+    let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM organization_directory WHERE org = $1")
+        .bind(eu_org)
+        .fetch_one(&mut us)
+        .await
+        .unwrap();
+    assert_eq!(entries, 0, "the directory no longer routes to the purged organization");
+    for (conn, expected) in [(&mut eu_db, 1i64), (&mut us, 0)] {
+        let records: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM organization_deletion_records WHERE deleted_organization_id = $1")
+                .bind(eu_org)
+                .fetch_one(conn)
+                .await
+                .unwrap();
+        assert_eq!(records, expected);
+    }
+    assert!(deletion::verify_record(&mut eu_db, eu_org.to_string().parse().unwrap(), &key).await.unwrap());
+}
+
+/// The real binary with both regions configured by URL: each region's app, owner and auditor
+/// roles, like a production installation with one database server per region.
+async fn region_cli(app: &TestApp, args: &[&str]) -> (bool, String) {
+    use crate::support::url_of;
+    let passwords = clientflow_test_support::role_passwords().await;
+    let (us, eu_db) = (app.region_db("us"), app.region_db("eu"));
+    let out = crate::support::process::bin()
+        .args(args)
+        .env("CLIENTFLOW_DATA_DIR", &app.config.data_dir)
+        .env("DATABASE_URL", url_of(&us.app, Some(&passwords.app)))
+        .env("CLIENTFLOW_DATABASE__ADMIN_URL", url_of(&us.owner, Some(&passwords.owner)))
+        .env("CLIENTFLOW_DATABASE__AUDITOR_URL", url_of(&us.auditor, Some(&passwords.auditor)))
+        .env("CLIENTFLOW_RESIDENCY__REGIONS__EU__LABEL", "European Union")
+        .env("CLIENTFLOW_RESIDENCY__REGIONS__EU__DATABASE_URL", url_of(&eu_db.app, Some(&passwords.app)))
+        .env("CLIENTFLOW_RESIDENCY__REGIONS__EU__ADMIN_URL", url_of(&eu_db.owner, Some(&passwords.owner)))
+        .env("CLIENTFLOW_RESIDENCY__REGIONS__EU__AUDITOR_URL", url_of(&eu_db.auditor, Some(&passwords.auditor)))
+        .env("CLIENTFLOW_RESIDENCY__REGIONS__EU__FILES_DIR", app.config.residency.files_dir(eu(), &app.config.data_dir))
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// `org list` and `audit verify` read every region's organizations, each in its own database:
+/// an edit to the EU organization's audit log is found by the command run on the default
+/// region's configuration.
+#[tokio::test]
+async fn org_list_and_audit_verify_cover_every_region() {
+    let app = two_regions().await;
+    let mut us_owner = sign_up(&app, "owner@listed-us.test").await;
+    let us_slug = create_org(&mut us_owner, "listed-us").await;
+    let mut eu_owner = sign_up(&app, "owner@listed-eu.test").await;
+    let res = create_in(&mut eu_owner, "listed-eu", Some("eu")).await;
+    assert_eq!(res.status(), 303);
+    let eu_slug = location(&res).trim_start_matches("/o/").to_string();
+    let eu_org = org_id(&app, "eu", &eu_slug).await;
+
+    let (ok, text) = region_cli(&app, &["--json", "org", "list"]).await;
+    assert!(ok, "{text}");
+    let doc: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_else(|_| panic!("{text}"));
+    let listed: Vec<(String, String)> = doc["organizations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["slug"].as_str().unwrap().to_string(), o["region"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(listed, vec![(us_slug.clone(), "us".to_string()), (eu_slug.clone(), "eu".to_string())]);
+
+    let (ok, text) = region_cli(&app, &["audit", "verify"]).await;
+    assert!(ok, "{text}");
+    assert!(text.contains(&format!("ok      {us_slug} [us] (")), "{text}");
+    assert!(text.contains(&format!("ok      {eu_slug} [eu] (")), "{text}");
+    assert!(text.contains("verified 2 organizations"), "{text}");
+
+    // An edit in the EU database is found.
+    {
+        let mut db = app.region_db("eu").admin_conn().await;
+        let mut tx = sqlx::Connection::begin(&mut db).await.unwrap();
+        sqlx::query("SET LOCAL session_replication_role = replica").execute(&mut *tx).await.unwrap();
+        sqlx::query("UPDATE audit_events SET actor_label = 'someone else' WHERE organization_id = $1 AND seq = 1")
+            .bind(eu_org)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let (ok, text) = region_cli(&app, &["audit", "verify"]).await;
+    assert!(!ok, "{text}");
+    assert!(text.contains(&format!("BROKEN  {eu_slug} [eu]")) && text.contains("1 broken"), "{text}");
+    assert!(text.contains(&format!("ok      {us_slug} [us] (")), "{text}");
 }

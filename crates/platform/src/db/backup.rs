@@ -151,16 +151,31 @@ pub struct Repository {
     repo_path: Option<PathBuf>,
     config: BackupConfig,
     passphrase: Secret,
+    /// The stanza: [`STANZA`] for the default region, `clientflow-<region>` for another one.
+    stanza: String,
 }
 
 impl Repository {
     /// The set-up for `cluster` under `config`, reading (or generating, on first use) the
     /// passphrase in `secrets_dir`. Nothing is written outside the secrets directory yet.
     pub fn new(cluster: &PrivateCluster, config: &BackupConfig, secrets_dir: &Path) -> Result<Self, BackupError> {
+        Self::named(cluster, config, secrets_dir, STANZA, PASSPHRASE_FILE)
+    }
+
+    /// The set-up of a region's own cluster: its stanza, and its passphrase in the secrets
+    /// directory's `passphrase_file` (unless configured), so that no two regions' repositories
+    /// share a key.
+    pub fn named(
+        cluster: &PrivateCluster,
+        config: &BackupConfig,
+        secrets_dir: &Path,
+        stanza: &str,
+        passphrase_file: &str,
+    ) -> Result<Self, BackupError> {
         let bin = find_pgbackrest(config.pgbackrest.as_deref())?;
         let passphrase = match &config.passphrase {
             Some(p) => p.clone(),
-            None => load_or_create_passphrase(secrets_dir)?,
+            None => load_or_create_passphrase(&secrets_dir.join(passphrase_file))?,
         };
         let repo_path = match (&config.s3, &config.repo_path) {
             (Some(_), _) => None,
@@ -174,7 +189,13 @@ impl Repository {
             repo_path,
             config: config.clone(),
             passphrase,
+            stanza: stanza.to_string(),
         })
+    }
+
+    /// The stanza these backups are kept under in the repository.
+    pub fn stanza(&self) -> &str {
+        &self.stanza
     }
 
     pub fn config_file(&self) -> PathBuf {
@@ -228,9 +249,10 @@ impl Repository {
     /// `pgbackrest --config=… --stanza=clientflow`, shell-quoted, as the cluster runs it.
     fn command_prefix(&self) -> String {
         format!(
-            "{} --config={} --stanza={STANZA}",
+            "{} --config={} --stanza={}",
             shell_quote(&self.bin.display().to_string()),
-            shell_quote(&self.config_file().display().to_string())
+            shell_quote(&self.config_file().display().to_string()),
+            shell_quote(&self.stanza)
         )
     }
 
@@ -274,7 +296,7 @@ impl Repository {
         conf.push_str("log-level-console=warn\nlog-level-stderr=error\nlog-level-file=info\n");
         conf.push_str("start-fast=y\ncompress-type=gz\ncompress-level=3\n");
         conf.push_str(&format!("archive-timeout={}\n", (self.config.archive_timeout_secs * 2).clamp(60, 3600)));
-        conf.push_str(&format!("\n[{STANZA}]\n"));
+        conf.push_str(&format!("\n[{}]\n", self.stanza));
         conf.push_str(&format!("pg1-path={}\n", self.cluster.pgdata().display()));
         conf.push_str(&format!("pg1-socket-path={}\n", self.cluster.socket_dir().display()));
         conf.push_str(&format!("pg1-port={}\n", super::cluster::PORT));
@@ -285,7 +307,9 @@ impl Repository {
 
     fn pgbackrest(&self, command: &str) -> Command {
         let mut c = Command::new(&self.bin);
-        c.arg(format!("--config={}", self.config_file().display())).arg(format!("--stanza={STANZA}")).arg(command);
+        c.arg(format!("--config={}", self.config_file().display()))
+            .arg(format!("--stanza={}", self.stanza))
+            .arg(command);
         for (k, v) in self.secret_env() {
             c.env(k, v.expose());
         }
@@ -423,8 +447,8 @@ pub fn installed(config: &BackupConfig) -> Result<PathBuf, BackupError> {
     find_pgbackrest(config.pgbackrest.as_deref())
 }
 
-fn load_or_create_passphrase(secrets_dir: &Path) -> Result<Secret, BackupError> {
-    let path = secrets_dir.join(PASSPHRASE_FILE);
+fn load_or_create_passphrase(path: &Path) -> Result<Secret, BackupError> {
+    let path = path.to_path_buf();
     match std::fs::read_to_string(&path) {
         Ok(text) if text.trim().len() >= 20 => return Ok(Secret::new(text.trim())),
         Ok(_) => {

@@ -26,10 +26,11 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 
+use super::RegionId;
 use super::backup::{BackupError, Repository};
 use super::cluster::{ClusterError, ClusterUse, PrivateCluster};
 use super::{APP_ROLE, AUDITOR_ROLE, MIGRATOR, MigrationStatus, OWNER_ROLE};
-use crate::config::PlatformSettings;
+use crate::config::{PlatformSettings, ResidencyConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -82,19 +83,207 @@ pub struct Resolved {
     /// Every host of a multi-host `DATABASE_URL`, in order (empty for one host): the server
     /// follows the primary among them (`db::failover`).
     pub failover_hosts: Vec<super::failover::Host>,
+    /// With the private cluster: every further region without a `database_url`, each in a
+    /// private cluster of its own with its own backups (physical backups are of a whole cluster,
+    /// so a region sharing the default region's cluster would be in its backups).
+    pub regions: Vec<RegionCluster>,
+}
+
+/// A further region's own private cluster: its roles, this process's use of it, its backups.
+#[derive(Debug)]
+pub struct RegionCluster {
+    pub region: RegionId,
+    pub app: PgConnectOptions,
+    pub owner: Option<PgConnectOptions>,
+    pub auditor: Option<PgConnectOptions>,
+    pub cluster: Option<ClusterUse>,
+    pub backups: Option<Repository>,
+}
+
+/// The further regions that get a private cluster of their own: those without a `database_url`.
+pub fn private_regions(residency: &ResidencyConfig) -> Vec<RegionId> {
+    residency
+        .regions
+        .iter()
+        .filter(|(_, r)| r.database_url.is_none())
+        .filter_map(|(name, _)| RegionId::parse(name))
+        .filter(|r| *r != residency.default_region)
+        .collect()
+}
+
+/// Where a further region's private cluster lives: `<data_dir>/regions/<region>` (the cluster
+/// itself in its `postgres` directory, like the default region's under the data directory).
+pub fn region_data_dir(data_dir: &Path, region: RegionId) -> PathBuf {
+    data_dir.join("regions").join(region.as_str())
+}
+
+/// The private cluster of `region` (the default one's under the data directory, a further
+/// one's under [`region_data_dir`]) and its backup repository, described without starting
+/// anything; `None` for a region whose database is not a private cluster (`database_url`).
+pub fn region_repository(config: &impl PlatformSettings, region: RegionId) -> Result<Option<Repository>, SetupError> {
+    let (Some(backup), None) = (config.backup(), &config.database().url) else { return Ok(None) };
+    let bin_dir = config.database().postgres_bin_dir.as_deref();
+    let secrets_dir = config.data_dir().join("secrets");
+    let residency = config.residency();
+    if residency.is_none_or(|r| r.default_region == region) {
+        let cluster = PrivateCluster::new(config.data_dir(), bin_dir, true)?;
+        let naming = Naming::home();
+        return Ok(Some(Repository::named(&cluster, backup, &secrets_dir, &naming.stanza, &naming.passphrase_file)?));
+    }
+    let residency = residency.expect("checked above");
+    if !private_regions(residency).contains(&region) {
+        return Ok(None);
+    }
+    let cluster = PrivateCluster::new(&region_data_dir(config.data_dir(), region), bin_dir, true)?;
+    let naming = Naming::region(residency, region);
+    Ok(Some(Repository::named(
+        &cluster,
+        &residency.backup_config(region, backup),
+        &secrets_dir,
+        &naming.stanza,
+        &naming.passphrase_file,
+    )?))
+}
+
+/// How a cluster's backups are named: stanza and generated passphrase file.
+struct Naming {
+    stanza: String,
+    passphrase_file: String,
+}
+
+impl Naming {
+    fn home() -> Self {
+        Self { stanza: super::backup::STANZA.into(), passphrase_file: super::backup::PASSPHRASE_FILE.into() }
+    }
+
+    fn region(residency: &ResidencyConfig, region: RegionId) -> Self {
+        Self {
+            stanza: residency.backup_stanza(region),
+            passphrase_file: format!("{}-{region}", super::backup::PASSPHRASE_FILE),
+        }
+    }
+}
+
+/// Starts (unless `start` is false) a private cluster with its backups and provisions its roles
+/// and `database`.
+async fn start_private_cluster(
+    mut cluster: PrivateCluster,
+    backup: Option<crate::config::BackupConfig>,
+    naming: Naming,
+    secrets_dir: &Path,
+    database: Option<&str>,
+    start: bool,
+    roles: Roles,
+) -> Result<RegionCluster, SetupError> {
+    let backups = match &backup {
+        Some(b) if b.enabled => {
+            Some(Repository::named(&cluster, b, secrets_dir, &naming.stanza, &naming.passphrase_file)?)
+        }
+        _ => None,
+    };
+    if let Some(repo) = &backups {
+        let (settings, env) = repo.archiving();
+        cluster = cluster.with_settings(settings, env);
+    }
+    let (admin, in_use) = if start {
+        if let Some(repo) = backups.clone() {
+            // The archive command reads this file: it must exist before the cluster starts.
+            let prepared = tokio::task::spawn_blocking(move || {
+                repo.cluster().prepare()?;
+                repo.write_config()
+            });
+            prepared.await.map_err(|e| SetupError::Io(e.to_string()))??;
+        }
+        // Taken inside the blocking task: if this future is dropped (a stop requested
+        // during start-up), the use still ends, and stops what it started.
+        let in_use = tokio::task::spawn_blocking(move || cluster.ensure_running())
+            .await
+            .map_err(|e| SetupError::Io(e.to_string()))??;
+        if in_use.cluster().is_linked() {
+            tracing::info!(cluster = %in_use.cluster().root().display(), "private PostgreSQL cluster");
+        }
+        if backups.is_some() && in_use.started() {
+            // The checkpointer starts while the server is still in recovery and then
+            // sleeps a whole checkpoint_timeout before it first looks at
+            // archive_timeout; a checkpoint wakes it, so a quiet system's recovery
+            // point is bounded by archive_timeout from the start.
+            let mut conn = connect(&in_use.cluster().admin_options(), "private cluster").await?;
+            sqlx::query("CHECKPOINT").execute(&mut conn).await?;
+            conn.close().await.ok();
+        }
+        (in_use.cluster().admin_options(), Some(in_use))
+    } else {
+        (cluster.admin_options(), None)
+    };
+    // On an error the use is dropped, which stops the cluster if nobody else uses it.
+    let provisioned = provision_with(&admin, secrets_dir, database, roles).await?;
+    if start && let Some(repo) = backups.clone() {
+        // Creating the stanza is idempotent. A repository that can't be reached doesn't
+        // stop the start: archiving then fails, which `doctor` and `/metrics` report.
+        match tokio::task::spawn_blocking(move || repo.stanza_create()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "backups: cannot create the pgBackRest stanza"),
+            Err(e) => tracing::error!(error = %e, "backups: cannot create the pgBackRest stanza"),
+        }
+    }
+    Ok(RegionCluster {
+        region: RegionId::DEFAULT,
+        app: provisioned.app,
+        owner: Some(provisioned.owner),
+        auditor: Some(provisioned.auditor),
+        cluster: in_use,
+        backups,
+    })
+}
+
+/// Refuses to start a region's own cluster while its database is still in the default
+/// region's cluster (the layout before regions had clusters of their own): it would be in the
+/// default region's backups, and the region's new cluster would start empty.
+async fn refuse_region_in_home_cluster(
+    home: &RegionCluster,
+    residency: &ResidencyConfig,
+    region: RegionId,
+) -> Result<(), SetupError> {
+    let Some(cluster) = home.cluster.as_ref().map(|u| u.cluster().clone()) else { return Ok(()) };
+    let name = residency.database_name(region);
+    let mut conn = connect(&cluster.admin_options(), "private cluster").await?;
+    let found: Option<String> = sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_optional(&mut conn)
+        .await?;
+    conn.close().await.ok();
+    if found.is_some() {
+        return Err(SetupError::Io(format!(
+            "region {region}'s database {name} is in the default region's private cluster ({}), whose backups \
+             would hold it: each further region has a cluster of its own ({}). Move it once: stop every clientflow \
+             process, `pg_dump --format=custom` it from the default cluster and drop it there, start ClientFlow \
+             (it creates the region's cluster and database), then `pg_restore --data-only` the dump into it as \
+             the owner role (docs/operations.md, \"Regions\")",
+            cluster.root().display(),
+            region_data_dir(Path::new("<data_dir>"), region).join("postgres").display()
+        )));
+    }
+    Ok(())
+}
+
+/// Ends the uses of the private clusters (the default region's and further regions').
+async fn finish_uses(home: Option<ClusterUse>, regions: Vec<ClusterUse>) {
+    for cluster in regions.into_iter().chain(home) {
+        match tokio::task::spawn_blocking(move || cluster.end()).await {
+            Ok(Ok(true)) => tracing::info!("stopped a private PostgreSQL cluster"),
+            Ok(Ok(false)) => tracing::debug!("a private PostgreSQL cluster is still in use by another process"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not stop a private PostgreSQL cluster"),
+            Err(e) => tracing::warn!(error = %e, "could not stop a private PostgreSQL cluster"),
+        }
+    }
 }
 
 impl Resolved {
     /// Ends this process's use of the private cluster (if any), stopping it when no other
     /// process uses it. Call it after closing the pools.
     pub async fn finish(mut self) {
-        let Some(cluster) = self.cluster.take() else { return };
-        match tokio::task::spawn_blocking(move || cluster.end()).await {
-            Ok(Ok(true)) => tracing::info!("stopped the private PostgreSQL cluster"),
-            Ok(Ok(false)) => tracing::debug!("the private PostgreSQL cluster is still in use by another process"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not stop the private PostgreSQL cluster"),
-            Err(e) => tracing::warn!(error = %e, "could not stop the private PostgreSQL cluster"),
-        }
+        let regions = self.regions.iter_mut().filter_map(|r| r.cluster.take()).collect();
+        finish_uses(self.cluster.take(), regions).await;
     }
 }
 
@@ -118,13 +307,14 @@ impl Mode {
 /// Works out the connections for `config`, starting the private cluster and provisioning
 /// roles when that is the mode. Doesn't migrate.
 pub async fn resolve(config: &impl PlatformSettings) -> Result<Resolved, SetupError> {
-    resolve_with(config, true, Roles::Keep).await
+    // Boxed: every process awaits it at start, starting one cluster per region.
+    Box::pin(resolve_with(config, true, Roles::Keep)).await
 }
 
 /// Like [`resolve`], making this process's role passwords the installation's
 /// (`clientflow db reset-role-passwords`, after the password file was lost).
 pub async fn resolve_resetting_role_passwords(config: &impl PlatformSettings) -> Result<Resolved, SetupError> {
-    resolve_with(config, true, Roles::Reset).await
+    Box::pin(resolve_with(config, true, Roles::Reset)).await
 }
 
 /// What provisioning does to roles that already exist.
@@ -140,72 +330,64 @@ enum Roles {
 /// that isn't running is an error rather than started, and this process takes no part in its
 /// lifecycle (it never stops it).
 pub async fn resolve_without_starting(config: &impl PlatformSettings) -> Result<Resolved, SetupError> {
-    resolve_with(config, false, Roles::Keep).await
+    Box::pin(resolve_with(config, false, Roles::Keep)).await
 }
 
 async fn resolve_with(config: &impl PlatformSettings, start: bool, roles: Roles) -> Result<Resolved, SetupError> {
     let secrets_dir = config.data_dir().join("secrets");
     match &config.database().url {
         None => {
-            let mut cluster =
-                PrivateCluster::new(config.data_dir(), config.database().postgres_bin_dir.as_deref(), true)?;
-            let backups = match config.backup() {
-                Some(b) if b.enabled => Some(Repository::new(&cluster, b, &secrets_dir)?),
-                _ => None,
-            };
-            if let Some(repo) = &backups {
-                let (settings, env) = repo.archiving();
-                cluster = cluster.with_settings(settings, env);
-            }
-            let (admin, in_use) = if start {
-                if let Some(repo) = backups.clone() {
-                    // The archive command reads this file: it must exist before the cluster starts.
-                    let prepared = tokio::task::spawn_blocking(move || {
-                        repo.cluster().prepare()?;
-                        repo.write_config()
-                    });
-                    prepared.await.map_err(|e| SetupError::Io(e.to_string()))??;
-                }
-                // Taken inside the blocking task: if this future is dropped (a stop requested
-                // during start-up), the use still ends, and stops what it started.
-                let in_use = tokio::task::spawn_blocking(move || cluster.ensure_running())
-                    .await
-                    .map_err(|e| SetupError::Io(e.to_string()))??;
-                if in_use.cluster().is_linked() {
-                    tracing::info!(cluster = %in_use.cluster().root().display(), "private PostgreSQL cluster");
-                }
-                if backups.is_some() && in_use.started() {
-                    // The checkpointer starts while the server is still in recovery and then
-                    // sleeps a whole checkpoint_timeout before it first looks at
-                    // archive_timeout; a checkpoint wakes it, so a quiet system's recovery
-                    // point is bounded by archive_timeout from the start.
-                    let mut conn = connect(&in_use.cluster().admin_options(), "private cluster").await?;
-                    sqlx::query("CHECKPOINT").execute(&mut conn).await?;
-                    conn.close().await.ok();
-                }
-                (in_use.cluster().admin_options(), Some(in_use))
-            } else {
-                (cluster.admin_options(), None)
-            };
-            // On an error the use is dropped, which stops the cluster if nobody else uses it.
-            let provisioned = provision_with(&admin, &secrets_dir, None, roles).await?;
-            if start && let Some(repo) = backups.clone() {
-                // Creating the stanza is idempotent. A repository that can't be reached doesn't
-                // stop the start: archiving then fails, which `doctor` and `/metrics` report.
-                match tokio::task::spawn_blocking(move || repo.stanza_create()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, "backups: cannot create the pgBackRest stanza"),
-                    Err(e) => tracing::error!(error = %e, "backups: cannot create the pgBackRest stanza"),
+            // Boxed: every command's start-up awaits this, once per region.
+            let home = Box::pin(start_private_cluster(
+                PrivateCluster::new(config.data_dir(), config.database().postgres_bin_dir.as_deref(), true)?,
+                config.backup().cloned(),
+                Naming::home(),
+                &secrets_dir,
+                None,
+                start,
+                roles,
+            ))
+            .await?;
+            let mut regions = Vec::new();
+            if let Some(residency) = config.residency() {
+                for region in private_regions(residency) {
+                    let started = async {
+                        refuse_region_in_home_cluster(&home, residency, region).await?;
+                        Box::pin(start_private_cluster(
+                            PrivateCluster::new(
+                                &region_data_dir(config.data_dir(), region),
+                                config.database().postgres_bin_dir.as_deref(),
+                                true,
+                            )?,
+                            config.backup().map(|b| residency.backup_config(region, b)),
+                            Naming::region(residency, region),
+                            &secrets_dir,
+                            Some(&residency.database_name(region)),
+                            start,
+                            roles,
+                        ))
+                        .await
+                    }
+                    .await;
+                    match started {
+                        Ok(c) => regions.push(RegionCluster { region, ..c }),
+                        Err(e) => {
+                            // What was started is stopped (when nobody else uses it).
+                            finish_uses(home.cluster, regions.into_iter().filter_map(|r| r.cluster).collect()).await;
+                            return Err(e);
+                        }
+                    }
                 }
             }
             Ok(Resolved {
-                app: provisioned.app,
-                owner: Some(provisioned.owner),
-                auditor: Some(provisioned.auditor),
-                cluster: in_use,
-                backups,
+                app: home.app,
+                owner: home.owner,
+                auditor: home.auditor,
+                cluster: home.cluster,
+                backups: home.backups,
                 mode: Mode::PrivateCluster,
                 failover_hosts: Vec::new(),
+                regions,
             })
         }
         Some(url) => {
@@ -223,6 +405,7 @@ async fn resolve_with(config: &impl PlatformSettings, start: bool, roles: Roles)
                     backups: None,
                     mode: Mode::Provisioned,
                     failover_hosts,
+                    regions: Vec::new(),
                 });
             }
             let owner = match &config.database().admin_url {
@@ -241,6 +424,7 @@ async fn resolve_with(config: &impl PlatformSettings, start: bool, roles: Roles)
                 backups: None,
                 mode: Mode::AppRole,
                 failover_hosts,
+                regions: Vec::new(),
             })
         }
     }
