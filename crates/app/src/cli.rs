@@ -515,6 +515,7 @@ async fn serve_with(
             record_key: crate::privacy::record_key(&state.sealer),
             clock: state.clock.clone(),
             config: config.privacy.clone(),
+            stripe: state.stripe.clone(),
         },
         stop_worker.subscribe(),
     ));
@@ -1207,6 +1208,7 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
                 record_key: crate::privacy::record_key(&sealer),
                 clock: Arc::new(SystemClock),
                 config: config.privacy.clone(),
+                stripe: crate::billing::stripe::StripeClient::from_config(&config.billing).map(Arc::new),
             },
             stop.subscribe(),
         ))

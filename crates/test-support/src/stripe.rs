@@ -3,7 +3,8 @@
 //! Requests are form-encoded (nested keys as `a[b][c]`), answers JSON, errors Stripe's error
 //! object (`{"error": {"type", "message"}}`), the secret key a bearer token (401 otherwise).
 //! Covered: `POST /v1/customers`, `POST /v1/checkout/sessions`,
-//! `POST /v1/billing_portal/sessions`, `GET /v1/subscriptions/{id}`, `GET /v1/invoices`.
+//! `POST /v1/billing_portal/sessions`, `GET /v1/subscriptions/{id}`, `DELETE /v1/subscriptions/{id}`
+//! (cancels at once: status `canceled`, `canceled_at`), `GET /v1/invoices`.
 //! `Idempotency-Key` is honoured as Stripe does: the same key with the same parameters answers
 //! the first answer again; with other parameters, `400 idempotency_error`. Every request is
 //! recorded. [`FakeStripe::set_failing`] makes every answer a 500 (Stripe in trouble);
@@ -213,13 +214,56 @@ async fn get(
     res
 }
 
+/// `DELETE /v1/subscriptions/{id}`: Stripe's immediate cancellation. It answers the
+/// subscription, now `canceled`; an unknown id (or one already deleted) is a 404
+/// `resource_missing`, as Stripe answers.
+async fn delete(State(shared): State<Shared>, Path(path): Path<String>, headers: HeaderMap) -> Response {
+    let res = {
+        let mut inner = shared.lock();
+        if inner.failing {
+            error(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "Something went wrong on Stripe's end.")
+        } else if !authorized(&shared, &headers) {
+            error(StatusCode::UNAUTHORIZED, "invalid_request_error", "Invalid API Key provided.")
+        } else if let Some(id) = path.strip_prefix("subscriptions/") {
+            match inner.subscriptions.get_mut(id) {
+                Some(s) if s["status"] != "canceled" => {
+                    s["status"] = json!("canceled");
+                    s["canceled_at"] = json!(time::OffsetDateTime::now_utc().unix_timestamp());
+                    axum::Json(s.clone()).into_response()
+                }
+                _ => (
+                    StatusCode::NOT_FOUND,
+                    axum::Json(json!({ "error": {
+                        "type": "invalid_request_error",
+                        "code": "resource_missing",
+                        "message": format!("No such subscription: '{id}'"),
+                    } })),
+                )
+                    .into_response(),
+            }
+        } else {
+            error(StatusCode::NOT_FOUND, "invalid_request_error", "Unrecognized request URL.")
+        }
+    };
+    let status = res.status().as_u16();
+    shared.lock().requests.push(Recorded {
+        method: "DELETE".into(),
+        path: format!("/v1/{path}"),
+        idempotency_key: headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string),
+        form: HashMap::new(),
+        status,
+    });
+    res
+}
+
 impl FakeStripe {
     pub async fn start(secret_key: &str) -> FakeStripe {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake Stripe");
         let addr = listener.local_addr().unwrap();
         let shared = Shared { key: secret_key.to_string(), inner: Arc::default() };
-        let app =
-            axum::Router::new().route("/v1/{*path}", axum::routing::post(post).get(get)).with_state(shared.clone());
+        let app = axum::Router::new()
+            .route("/v1/{*path}", axum::routing::post(post).get(get).delete(delete))
+            .with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

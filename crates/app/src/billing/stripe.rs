@@ -289,6 +289,23 @@ impl StripeClient {
         self.call(reqwest::Method::GET, &format!("/v1/subscriptions/{id}"), &[], None).await
     }
 
+    /// `DELETE /v1/subscriptions/{id}`: cancels the subscription at once (no further
+    /// invoices). `Ok(false)`: Stripe has no such subscription (any more), which is as good.
+    pub async fn cancel_subscription(&self, id: &str) -> Result<bool, StripeError> {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(StripeError::Api {
+                status: 400,
+                kind: "invalid_request_error".into(),
+                message: "bad id".into(),
+            });
+        }
+        match self.call(reqwest::Method::DELETE, &format!("/v1/subscriptions/{id}"), &[], None).await {
+            Ok(_) => Ok(true),
+            Err(StripeError::Api { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `GET /v1/invoices?customer=…`: the newest invoices and receipts.
     pub async fn invoices(&self, customer: &str) -> Result<Vec<Invoice>, StripeError> {
         let q = vec![("customer".to_string(), customer.to_string()), ("limit".to_string(), "12".to_string())];

@@ -30,6 +30,7 @@ use uuid::Uuid;
 use crate::access::role::{Permission, Role};
 use crate::access::{OrgPrincipal, OrgTx};
 use crate::audit::{self, Context, Entry};
+use crate::billing::stripe::StripeClient;
 use crate::mail::outbox::{self, Category, OutgoingMail};
 use crate::platform::db::Db;
 use crate::platform::http::error::{AppError, AppResult};
@@ -325,6 +326,47 @@ async fn finish(
     Ok((files, destroyed))
 }
 
+/// Cancels the organization's paid subscription before its rows go: Stripe would otherwise
+/// go on charging for an organization that no longer exists. `false`: Stripe could not be
+/// reached or refused, and the purge waits for the next pass (the request stays due). With
+/// billing not configured here, a subscription on record can't be cancelled from here: the
+/// purge goes ahead (the deletion is promised) and says so in the log.
+async fn end_subscription(conn: &mut PgConnection, stripe: Option<&StripeClient>, org: OrgId) -> anyhow::Result<bool> {
+    let mut tx = conn.begin().await?;
+    sqlx::query("SELECT set_config('app.org_id', $1, true)").bind(org.to_string()).execute(&mut *tx).await?;
+    let subscription: Option<String> = sqlx::query_scalar(
+        "SELECT stripe_subscription_id FROM billing_accounts \
+         WHERE organization_id = $1 AND stripe_subscription_id IS NOT NULL AND status <> 'canceled'",
+    )
+    .bind(org)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let Some(subscription) = subscription else { return Ok(true) };
+    let Some(stripe) = stripe else {
+        tracing::warn!(
+            organization = %org,
+            "a deleted organization has a Stripe subscription on record but billing is not configured here: \
+             cancel it in Stripe's dashboard"
+        );
+        return Ok(true);
+    };
+    match stripe.cancel_subscription(&subscription).await {
+        Ok(found) => {
+            tracing::info!(organization = %org, found, "cancelled a deleted organization's subscription");
+            Ok(true)
+        }
+        Err(e) => {
+            tracing::warn!(
+                organization = %org,
+                error = %e,
+                "could not cancel a deleted organization's subscription: its purge waits for the next pass"
+            );
+            Ok(false)
+        }
+    }
+}
+
 /// Purges every organization whose grace period is over, and finishes any purge a crash left
 /// half done. `conn` is the owner role's.
 pub async fn purge_due(
@@ -333,6 +375,7 @@ pub async fn purge_due(
     storage: &Storage,
     record_key: &[u8; 32],
     now: OffsetDateTime,
+    stripe: Option<&StripeClient>,
 ) -> anyhow::Result<Vec<Purged>> {
     let due: Vec<OrgId> = {
         let mut tx = conn.begin().await?;
@@ -347,6 +390,9 @@ pub async fn purge_due(
     };
     let mut out = Vec::new();
     for org in due {
+        if !end_subscription(conn, stripe, org).await? {
+            continue;
+        }
         let Some(record) = purge_rows(conn, org, record_key, now).await? else { continue };
         let (files_removed, keys_destroyed) = finish(conn, keys, storage, org, now).await?;
         tracing::info!(organization = %org, files_removed, keys_destroyed, "purged a deleted organization");
@@ -374,6 +420,7 @@ pub async fn purge_due_everywhere(
     stores: &crate::work::files::RegionStores,
     record_key: &[u8; 32],
     now: OffsetDateTime,
+    stripe: Option<&StripeClient>,
 ) -> anyhow::Result<Vec<(crate::platform::db::RegionId, Purged)>> {
     use sqlx::ConnectOptions;
     let mut out = Vec::new();
@@ -398,7 +445,7 @@ pub async fn purge_due_everywhere(
             };
             let mut conn = owner.connect().await?;
             let storage = stores.of(region).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let purged = purge_due(&mut conn, keys, storage, record_key, now).await;
+            let purged = purge_due(&mut conn, keys, storage, record_key, now, stripe).await;
             conn.close().await.ok();
             purged
         }

@@ -100,6 +100,9 @@ pub struct Maintenance {
     pub record_key: [u8; 32],
     pub clock: crate::platform::clock::SharedClock,
     pub config: PrivacyConfig,
+    /// Stripe, when billing is configured: a deleted organization's subscription is cancelled
+    /// before its purge.
+    pub stripe: Option<std::sync::Arc<crate::billing::stripe::StripeClient>>,
 }
 
 /// Every minute until `shutdown` changes: one re-seal pass (`keys::reseal_pass`), then the
@@ -119,14 +122,22 @@ pub async fn run_maintenance(m: Maintenance, mut shutdown: tokio::sync::watch::R
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "re-seal pass failed"),
         }
-        if let Err(e) =
-            deletion::purge_due_everywhere(&m.db, &m.owners, &m.keys, &m.stores, &m.record_key, m.clock.now()).await
+        if let Err(e) = deletion::purge_due_everywhere(
+            &m.db,
+            &m.owners,
+            &m.keys,
+            &m.stores,
+            &m.record_key,
+            m.clock.now(),
+            m.stripe.as_deref(),
+        )
+        .await
         {
             tracing::warn!(error = %e, "organization purge failed");
         }
         // Accounts whose deletion's grace period is over (the app role suffices: nothing of the
         // audit log is removed).
-        match crate::identity::account_deletion::purge_due(&m.db, now).await {
+        match crate::identity::account_deletion::purge_due(&m.db, m.clock.now()).await {
             Ok(pass) if !pass.postponed.is_empty() => {
                 tracing::info!(purged = pass.purged.len(), postponed = pass.postponed.len(), "account deletions")
             }

@@ -491,3 +491,53 @@ async fn overdue_past_the_grace_period_is_read_only_and_nothing_is_deleted() {
     assert_eq!(deliver(&app, &paid).await.0, 200);
     assert_eq!(owner.submit(&new, &create, &[("name", "After paying")]).await.status(), 303);
 }
+
+/// A deleted organization stops paying: its subscription is cancelled in Stripe (`DELETE
+/// /v1/subscriptions/{id}`) before its rows are purged, and while Stripe can't be reached the
+/// purge waits rather than leave a subscription charging for an organization that is gone.
+#[tokio::test]
+async fn a_deleted_organizations_subscription_is_cancelled_before_its_purge() {
+    use clientflow::privacy::deletion;
+    let fake = FakeStripe::start(SK).await;
+    let app = billed_app(&fake).await;
+    let (_owner, slug, sub) = subscribed(&app, &fake, "leaving").await;
+    let (_other_owner, other, other_sub) = subscribed(&app, &fake, "staying").await;
+    let org = crate::support::org_id(&app, &slug).await;
+    let mut db = app.db.admin_conn().await;
+    let t = app.clock.now_utc();
+    sqlx::query(
+        "INSERT INTO organization_deletion_requests (organization_id, requested_by, requested_at, purge_after) \
+         SELECT $1, user_id, $2, $2 FROM memberships WHERE organization_id = $1 AND role = 'owner' LIMIT 1",
+    )
+    .bind(org)
+    .bind(t - time::Duration::days(31))
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let purge = async || {
+        let mut owner = app.db.owner_conn().await;
+        let key = clientflow::privacy::record_key(&app.state.sealer);
+        deletion::purge_due(&mut owner, &app.state.keys, &app.state.storage, &key, t, app.state.stripe.as_deref())
+            .await
+            .unwrap()
+    };
+    let cancels =
+        || fake.requests().into_iter().filter(|r| r.method == "DELETE").map(|r| (r.path, r.status)).collect::<Vec<_>>();
+    // Stripe down: nothing is purged yet, and the request stays due.
+    fake.set_failing(true);
+    assert!(purge().await.is_empty());
+    let sql = format!("SELECT count(*) FROM organizations WHERE id = '{org}'");
+    assert_eq!(count(&app, &sql).await, 1, "purged while its subscription could not be cancelled");
+    // Stripe back: cancelled first, then purged; the other organization's subscription is untouched.
+    fake.set_failing(false);
+    let purged = purge().await;
+    assert_eq!(purged.len(), 1);
+    assert_eq!(count(&app, &sql).await, 0);
+    let done = cancels();
+    assert_eq!(done.last(), Some(&(format!("/v1/subscriptions/{sub}"), 200)), "{done:?}");
+    assert!(!done.iter().any(|(p, _)| p.ends_with(&other_sub)), "{done:?}");
+    assert_eq!(account(&app, &other).await, Some(("pro".into(), "active".into(), false)));
+    // Nothing is due any more: no second cancellation.
+    assert!(purge().await.is_empty());
+    assert_eq!(cancels().iter().filter(|(_, s)| *s == 200).count(), 1);
+}

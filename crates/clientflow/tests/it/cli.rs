@@ -438,16 +438,26 @@ async fn the_operator_can_disable_and_enable_a_user() {
 /// The postmasters running on `pgdata` (the process given `-D pgdata`), from /proc.
 fn postmasters_of(pgdata: &std::path::Path) -> Vec<String> {
     let wanted = pgdata.to_string_lossy().to_string();
-    let mut found = Vec::new();
+    // (pid, parent pid, command line) of every process running postgres on `pgdata`. A backend
+    // the postmaster has just forked shows the postmaster's command line until it renames
+    // itself, so only those whose parent is not one of them are postmasters.
+    let mut matched = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else { continue };
         let args: Vec<String> = raw.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).to_string()).collect();
         let is_postgres = args.first().is_some_and(|a| a.ends_with("/postgres") || a == "postgres");
         if is_postgres && args.windows(2).any(|w| w[0] == "-D" && w[1] == wanted) {
-            found.push(format!("{}: {}", entry.file_name().to_string_lossy(), args.join(" ")));
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let parent = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).unwrap_or("");
+            matched.push((entry.file_name().to_string_lossy().to_string(), parent.to_string(), args.join(" ")));
         }
     }
-    found
+    let pids: Vec<String> = matched.iter().map(|(pid, _, _)| pid.clone()).collect();
+    matched
+        .into_iter()
+        .filter(|(_, parent, _)| !pids.contains(parent))
+        .map(|(pid, _, command)| format!("{pid}: {command}"))
+        .collect()
 }
 
 /// Stops a private cluster a test left running (when it failed half-way) and removes the
@@ -525,7 +535,8 @@ async fn a_cluster_left_running_by_a_crash_is_stopped_by_the_next_shutdown() {
     let pgdata = std::fs::canonicalize(data.join("postgres/data")).unwrap();
     crashed.kill().unwrap();
     crashed.wait().unwrap();
-    assert_eq!(postmasters_of(&pgdata).len(), 1, "kill -9 of serve does not stop PostgreSQL");
+    let left = postmasters_of(&pgdata);
+    assert_eq!(left.len(), 1, "kill -9 of serve does not stop PostgreSQL: {left:?}");
 
     let port = free_port();
     let mut server = spawn_serve(dir.path(), port);

@@ -427,7 +427,16 @@ async fn rows_of(db: &mut sqlx::PgConnection, org: uuid::Uuid) -> std::collectio
 async fn purge(app: &TestApp) -> Vec<deletion::Purged> {
     let mut owner = app.db.owner_conn().await;
     let key = clientflow::privacy::record_key(&app.state.sealer);
-    deletion::purge_due(&mut owner, &app.state.keys, &app.state.storage, &key, app.clock.now_utc()).await.unwrap()
+    deletion::purge_due(
+        &mut owner,
+        &app.state.keys,
+        &app.state.storage,
+        &key,
+        app.clock.now_utc(),
+        app.state.stripe.as_deref(),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]

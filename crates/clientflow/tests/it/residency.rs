@@ -686,6 +686,7 @@ async fn an_organization_of_another_region_is_purged_there_leaving_nothing_in_ei
             &app.state.storage,
             &key,
             app.clock.now_utc(),
+            None,
         )
         .await
         .unwrap()

@@ -270,7 +270,7 @@ async fn refuse_region_in_home_cluster(
 async fn finish_uses(home: Option<ClusterUse>, regions: Vec<ClusterUse>) {
     for cluster in regions.into_iter().chain(home) {
         match tokio::task::spawn_blocking(move || cluster.end()).await {
-            Ok(Ok(true)) => tracing::info!("stopped a private PostgreSQL cluster"),
+            Ok(Ok(true)) => tracing::info!("stopped the private PostgreSQL cluster"),
             Ok(Ok(false)) => tracing::debug!("a private PostgreSQL cluster is still in use by another process"),
             Ok(Err(e)) => tracing::warn!(error = %e, "could not stop a private PostgreSQL cluster"),
             Err(e) => tracing::warn!(error = %e, "could not stop a private PostgreSQL cluster"),
