@@ -8,6 +8,11 @@
 //! per table and throws them away; the export also turns every row into a checked JSON line,
 //! hashes it and deflates it into the archive on disk.
 //!
+//! Then what sealing costs, against plaintext references in the same run: the archive the
+//! worker keeps for download, sealed at rest (`platform::sealed_stream`) and opened again for
+//! the download, against writing and reading the same bytes plain; one file upload sealed and
+//! stored against storing its plaintext; one sealed field sealed and opened.
+//!
 //! Run: `cargo bench --bench org_export` (PostgreSQL: `TEST_DATABASE_URL` as for the tests).
 //! `BENCH_TASKS` sets the size (default 20,000; the goal is 1,000,000 tasks at 100,000 rows
 //! per second or more, within 150 MB).
@@ -110,5 +115,125 @@ async fn main() {
         "goals: >= 100,000 rows/s ({}), <= 150 MB peak ({})",
         if export_rate >= 100_000.0 { "met" } else { "not met" },
         if peak_mb <= 150.0 { "met" } else { "not met" }
+    );
+    sealing(&app, org, &out, rows, seconds).await;
+}
+
+/// The cost of sealing: the archive at rest, one file upload, one field.
+async fn sealing(app: &TestApp, org: uuid::Uuid, archive: &std::path::Path, rows: u64, export_seconds: f64) {
+    use std::io::{Read, Write};
+
+    use clientflow::platform::keys::{At, Scope};
+    use clientflow::platform::sealed_stream::{OpeningReader, SealingWriter};
+    use clientflow::platform::storage::Sealed;
+
+    let keys = &app.state.keys;
+    let scope = Scope::Org(org);
+    let export = uuid::Uuid::now_v7();
+    let context = clientflow::privacy::export::archive_context(export);
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::metadata(archive).unwrap().len() as f64;
+    let mb = bytes / 1e6;
+
+    // The archive: written plain vs through the sealing stream, read plain vs opened.
+    let plain_path = dir.path().join("plain.zip");
+    let sealed_path = dir.path().join("sealed.zip.sealed");
+    let started = Instant::now();
+    {
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&plain_path).unwrap());
+        std::io::copy(&mut std::fs::File::open(archive).unwrap(), &mut out).unwrap();
+        out.into_inner().unwrap().sync_all().unwrap();
+    }
+    let write_plain = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    {
+        let out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&sealed_path).unwrap());
+        let mut sealing = SealingWriter::new(keys, scope, &context, out).unwrap();
+        std::io::copy(&mut std::fs::File::open(archive).unwrap(), &mut sealing).unwrap();
+        sealing.flush().unwrap();
+        sealing.finish().unwrap().into_inner().unwrap().sync_all().unwrap();
+    }
+    let write_sealed = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let n = std::io::copy(&mut std::fs::File::open(&plain_path).unwrap(), &mut std::io::sink()).unwrap();
+    let read_plain = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut opening = OpeningReader::new(keys, scope, &context, std::fs::File::open(&sealed_path).unwrap()).unwrap();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut m = 0u64;
+    loop {
+        let k = opening.read(&mut buf).unwrap();
+        if k == 0 {
+            break;
+        }
+        m += k as u64;
+    }
+    let read_sealed = started.elapsed().as_secs_f64();
+    assert_eq!(n, m);
+    let sealed_size = std::fs::metadata(&sealed_path).unwrap().len() as f64;
+    println!(
+        "archive at rest ({mb:.1} MB): write plain {:.0} MB/s, sealed {:.0} MB/s (+{:.3} s, {:.1}% of the export's \
+         {export_seconds:.2} s, {:.2} µs per row); size +{:.2}%",
+        mb / write_plain,
+        mb / write_sealed,
+        write_sealed - write_plain,
+        (write_sealed - write_plain) * 100.0 / export_seconds,
+        (write_sealed - write_plain) * 1e6 / rows as f64,
+        (sealed_size - bytes) * 100.0 / bytes
+    );
+    println!(
+        "archive download: read plain {:.0} MB/s, opened {:.0} MB/s (+{:.3} s per download; opened twice: checked, then sent)",
+        mb / read_plain,
+        mb / read_sealed,
+        read_sealed - read_plain
+    );
+
+    // One file upload: sealed with the organization's data key and stored vs the plaintext stored.
+    let iterations = common::env_num("BENCH_ITERATIONS", 50);
+    let plain_dir = dir.path().join("plain-files");
+    std::fs::create_dir_all(&plain_dir).unwrap();
+    for size in [64 * 1024usize, 1024 * 1024] {
+        let contents: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let started = Instant::now();
+        for i in 0..iterations {
+            tokio::fs::write(plain_dir.join(format!("{size}-{i}")), &contents).await.unwrap();
+        }
+        let plain = started.elapsed().as_secs_f64() / iterations as f64;
+        let started = Instant::now();
+        for i in 0..iterations {
+            let id = format!("bench-{size}-{i}");
+            let sealed = Sealed::seal_with(keys, scope, At::new("files", "contents", &id), &contents).unwrap();
+            app.state.storage.put(&format!("{org}/{id}"), sealed).await.unwrap();
+        }
+        let sealed = started.elapsed().as_secs_f64() / iterations as f64;
+        println!(
+            "file upload of {:>4} KiB: plaintext stored {:.1} µs, sealed and stored {:.1} µs (+{:.1} µs per upload)",
+            size / 1024,
+            plain * 1e6,
+            sealed * 1e6,
+            (sealed - plain) * 1e6
+        );
+    }
+
+    // One sealed field (a contact's email address), as the export opens them.
+    let n = iterations * 200;
+    let at = At::new("client_contacts", "email", "0190b2c4-0000-7000-8000-000000000000");
+    let email = b"ada.lovelace@example.test";
+    let started = Instant::now();
+    let mut sealed = Vec::new();
+    for _ in 0..n {
+        sealed = keys.seal(scope, at, email).unwrap();
+    }
+    let seal = started.elapsed().as_secs_f64() / n as f64;
+    let started = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(keys.open(scope, at, &sealed, None).unwrap());
+    }
+    let open = started.elapsed().as_secs_f64() / n as f64;
+    println!(
+        "one sealed field ({} bytes): seal {:.2} µs, open {:.2} µs (against 0 for a plaintext column)",
+        email.len(),
+        seal * 1e6,
+        open * 1e6
     );
 }

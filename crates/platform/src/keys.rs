@@ -504,6 +504,20 @@ impl Keyring {
         Ok(out)
     }
 
+    /// The cipher of one sealed stream (`sealed_stream.rs`): a key derived from `scope`'s data
+    /// key `version` and the stream's own random salt, so no two streams share a key (and so
+    /// never a key and nonce), however many are sealed under one data key. Fails like
+    /// [`Keyring::open`] once the version is destroyed.
+    pub fn stream_cipher(&self, scope: Scope, version: u32, salt: &[u8; 32]) -> Result<Aes256Gcm, KeyError> {
+        use hmac::Mac;
+        let key = self.store.data_key(scope, version)?;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&key).expect("any key length");
+        mac.update(format!("clientflow stream key v1|{}|v{version}|", scope.label()).as_bytes());
+        mac.update(salt);
+        let derived: [u8; 32] = mac.finalize().into_bytes().into();
+        Ok(Aes256Gcm::new((&derived).into()))
+    }
+
     /// Opens a value sealed by [`Keyring::seal`], or a version 1 value sealed with the master
     /// key under `legacy_context` (when the caller's data may still hold one).
     pub fn open(

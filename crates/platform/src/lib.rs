@@ -14,6 +14,7 @@ pub mod keys;
 pub mod net;
 pub mod plans;
 pub mod seal;
+pub mod sealed_stream;
 pub mod secret;
 pub mod storage;
 pub mod subprocessor;

@@ -43,6 +43,8 @@ pub(crate) async fn export(s: &Session, config: &Config, org: &str, out: &Path, 
         signer: &s.signer,
         now,
         progress,
+        // The operator's own file: the plain ZIP.
+        sealed_as: None,
     };
     // A progress line on standard error (not with --json, whose output is one document).
     let show = tokio::spawn(async move {

@@ -8,7 +8,10 @@
 //! organization through the tenant door as the export worker (`access::export_link`), claims
 //! the export with a conditional update (so two workers never write the same archive), writes
 //! the archive (`export::write_archive`) while recording progress and a heartbeat every
-//! second, and marks it ready for [`KEEP_HOURS`] hours. Expired archives are deleted from disk
+//! second, and marks it ready for [`KEEP_HOURS`] hours. The archive on disk is sealed with the
+//! organization's data key (`platform::sealed_stream`), bound to the organization and the
+//! export's id: it is never plaintext at rest, and once the organization's keys are destroyed
+//! (its deletion) a leftover copy opens for no one. Expired archives are deleted from disk
 //! and their records marked expired; the record stays (who asked, when) and its audit events
 //! stay in the chain.
 
@@ -37,13 +40,14 @@ pub const STALE_AFTER: Duration = Duration::minutes(2);
 /// How often the worker looks for work.
 pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Where an export's archive is kept: made from the two ids, never from a row or a request,
-/// in the directory of the organization's region (`exports` for the default region,
-/// `exports-<region>` for another: an archive holds the organization's data, which stays with
-/// its region's like its files).
+/// Where an export's archive is kept, sealed with the organization's data key
+/// (`export::Job::sealed_as`): made from the two ids, never from a row or a request, in the
+/// directory of the organization's region (`exports` for the default region, `exports-<region>`
+/// for another: an archive holds the organization's data, which stays with its region's like
+/// its files).
 pub fn archive_path(data_dir: &Path, db: &Db, region: crate::platform::db::RegionId, org: OrgId, id: Uuid) -> PathBuf {
     let dir = if region == db.home_region() { "exports".to_string() } else { format!("exports-{region}") };
-    data_dir.join(dir).join(org.to_string()).join(format!("{id}.zip"))
+    data_dir.join(dir).join(org.to_string()).join(format!("{id}.zip.sealed"))
 }
 
 /// One export as the page shows it.
@@ -267,6 +271,7 @@ async fn handle(runner: &Runner, region_db: &Db, org: OrgId, id: Uuid) -> anyhow
         signer: &runner.signer,
         now,
         progress,
+        sealed_as: Some(id),
     };
     let export = Box::pin(super::export::write_archive(job, &path));
     let result = heartbeat(runner, &principal, id, export, watch).await;
@@ -352,7 +357,10 @@ where
 }
 
 fn remove_archive(path: &Path) {
-    for p in [path.to_path_buf(), path.with_extension("zip.partial")] {
+    // The archive, a partial one, and one written before archives were sealed (`<id>.zip`).
+    let partial = path.with_extension("sealed.partial");
+    let unsealed = path.with_extension("");
+    for p in [path.to_path_buf(), partial, unsealed] {
         if let Err(e) = std::fs::remove_file(&p)
             && e.kind() != std::io::ErrorKind::NotFound
         {

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::export;
 use super::export_jobs::{self, ExportRecord};
 use crate::abuse::limits::{EXPORT_PER_IP, EXPORT_PER_ORG};
 use crate::access::OrgTx;
@@ -266,10 +267,21 @@ async fn download(
     let slug: String =
         sqlx::query_scalar("SELECT slug FROM organizations WHERE id = $1").bind(org).fetch_one(&mut *tx).await?;
     let path = export_jobs::archive_path(&state.config.data_dir, &state.db, principal.region(), org, id);
-    let file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|e| AppError::internal(anyhow::anyhow!("export archive {} missing: {e}", path.display())))?;
-    let len = file.metadata().await.map_err(AppError::internal)?.len();
+    // The archive is sealed at rest; it is opened through to the end and checked against the
+    // digest recorded when it was written before anything is sent, so a changed or damaged
+    // file (or one whose key is gone) is refused with a page that says so, not cut off halfway.
+    let expected = (record.sha256.clone().unwrap_or_default(), record.size_bytes.unwrap_or(-1));
+    let check = {
+        let (keys, path) = (state.keys.clone(), path.clone());
+        tokio::task::spawn_blocking(move || check_archive(&keys, org, id, &path, &expected))
+    };
+    let len = match check.await.map_err(AppError::internal)? {
+        Ok(len) => len,
+        Err(refusal) => {
+            tracing::warn!(organization = %org, export = %id, reason = %refusal.log, "export archive not sent");
+            return Ok(gone(refusal.detail));
+        }
+    };
     audit::record(
         &mut tx,
         &ctx,
@@ -277,18 +289,38 @@ async fn download(
     )
     .await?;
     tx.commit().await?;
-    let stream = futures::stream::unfold(file, |mut f| async move {
-        use tokio::io::AsyncReadExt;
-        let mut buf = vec![0u8; 256 * 1024];
-        match f.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok::<_, std::io::Error>(axum::body::Bytes::from(buf)), f))
+    // Opened again while it is sent, chunk by chunk, in a thread of its own (every chunk is
+    // authenticated before it leaves; memory stays at a few chunks whatever the size).
+    let (send, recv) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(4);
+    let keys = state.keys.clone();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut reader = match export::open_sealed_archive(&keys, org, id, &path) {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return drop(send.blocking_send(Err(std::io::Error::other(e)))),
+            Err(e) => return drop(send.blocking_send(Err(std::io::Error::other(e)))),
+        };
+        loop {
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut filled = 0;
+            // Fill the buffer (the reader returns at most one chunk at a time).
+            while filled < buf.len() {
+                match reader.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) => return drop(send.blocking_send(Err(e))),
+                }
             }
-            Err(e) => Some((Err(e), f)),
+            if filled == 0 {
+                return;
+            }
+            buf.truncate(filled);
+            if send.blocking_send(Ok(axum::body::Bytes::from(buf))).is_err() {
+                return; // the client went away
+            }
         }
     });
+    let stream = futures::stream::unfold(recv, |mut recv| async move { recv.recv().await.map(|item| (item, recv)) });
     let mut res = Response::new(Body::from_stream(stream));
     let date = record.finished_at.unwrap_or(record.requested_at).date();
     let h = res.headers_mut();
@@ -300,4 +332,58 @@ async fn download(
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(res)
+}
+
+/// Why an archive is not sent: the page's words, and the log's.
+struct Refusal {
+    detail: &'static str,
+    log: String,
+}
+
+/// Opens the sealed archive at `path` through to the end and checks its plain size and
+/// SHA-256 against `expected` (the record's); returns the size.
+fn check_archive(
+    keys: &crate::platform::keys::Keyring,
+    org: OrgId,
+    id: Uuid,
+    path: &std::path::Path,
+    expected: &(Vec<u8>, i64),
+) -> Result<u64, Refusal> {
+    use crate::platform::sealed_stream::StreamError;
+    use sha2::Digest;
+    let damaged = |log: String| Refusal {
+        detail: "This export's archive failed its integrity check on the server (it was changed or damaged) \
+                 and was not sent. Start a new export on the Data export page.",
+        log,
+    };
+    let unreadable = |e: StreamError| match e {
+        StreamError::Key(e) => Refusal {
+            detail: "This export's archive can no longer be opened: the organization's encryption key is gone. \
+                     Start a new export on the Data export page.",
+            log: e.to_string(),
+        },
+        e => damaged(e.to_string()),
+    };
+    let mut reader = match export::open_sealed_archive(keys, org, id, path) {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err(unreadable(e)),
+        Err(e) => {
+            return Err(Refusal {
+                detail: "This export's archive is no longer on the server. Start a new export on the Data export page.",
+                log: format!("{e:#}"),
+            });
+        }
+    };
+    let mut hash = sha2::Sha256::new();
+    let len = std::io::copy(&mut reader, &mut hash).map_err(|e| match StreamError::of(&e) {
+        Some(StreamError::Key(k)) => {
+            unreadable(StreamError::Key(crate::platform::keys::KeyError::Store(k.to_string())))
+        }
+        _ => damaged(e.to_string()),
+    })?;
+    let digest: [u8; 32] = hash.finalize().into();
+    if digest[..] != expected.0[..] || len as i64 != expected.1 {
+        return Err(damaged("the archive opened but its size or SHA-256 differs from the record".into()));
+    }
+    Ok(len)
 }

@@ -101,6 +101,7 @@ async fn export_of(app: &TestApp, org: OrgId, out: &Path) -> export::Written {
         signer: &app.state.audit_signer,
         now: app.clock.now_utc(),
         progress,
+        sealed_as: None,
     };
     Box::pin(export::write_archive(job, out)).await.unwrap()
 }
@@ -597,5 +598,165 @@ async fn the_command_line_exports_and_imports_an_organization() {
         };
         let m: i64 = sqlx::query_scalar(&format!("{q} WHERE {key} = 'alpha'")).fetch_one(&mut a).await.unwrap();
         assert_eq!(n, m, "{table}");
+    }
+}
+
+/// Queues an export of `org` (as if asked for on the Data export page) and runs the worker's
+/// sweep, which writes it; returns its id.
+async fn worker_export(app: &TestApp, org: OrgId) -> uuid::Uuid {
+    let id = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO org_exports (organization_id, id, requested_at) VALUES ($1, $2, $3)")
+        .bind(org)
+        .bind(id)
+        .bind(app.clock.now_utc())
+        .execute(&mut app.db.admin_conn().await)
+        .await
+        .unwrap();
+    let runner = export_jobs::Runner::of(&app.state);
+    assert_eq!(Box::pin(export_jobs::sweep(&runner)).await.unwrap(), 1);
+    let status: String = sqlx::query_scalar("SELECT status FROM org_exports WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut app.db.admin_conn().await)
+        .await
+        .unwrap();
+    assert_eq!(status, "ready");
+    id
+}
+
+/// GETs a freshly signed download link of export `id` of `org`.
+async fn download(app: &TestApp, org: OrgId, id: uuid::Uuid) -> reqwest::Response {
+    let key = clientflow::privacy::web::link_key(&app.state);
+    let (link, _) = access::export_link::signed_link("", &key, org, id, app.clock.now_utc(), 5);
+    app.client.get(app.url(&link)).send().await.unwrap()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn archives_are_sealed_at_rest_and_opened_only_for_their_download() {
+    let app = TestApp::spawn().await;
+    let alpha = seed_org(&app.app_db, "alpha").await;
+    fill(&mut app.db.admin_conn().await).await;
+    // A PDF is stored in the ZIP as it is (not deflated): in a plain archive its bytes would be
+    // on disk verbatim.
+    let marker = format!("%PDF-1.4 the signed contract {}", uuid::Uuid::now_v7());
+    upload(&app, &alpha, "contract.pdf", marker.as_bytes()).await;
+    let id = worker_export(&app, alpha.id).await;
+
+    // At rest: a sealed stream, not a ZIP; no entry name, no row value, no file contents.
+    let path = export_jobs::archive_path(&app.config.data_dir, &app.app_db, app.app_db.home_region(), alpha.id, id);
+    let at_rest = std::fs::read(&path).unwrap();
+    assert!(at_rest.starts_with(b"CFSTREAM"), "{:?}", &at_rest[..16]);
+    assert!(zip::ZipArchive::new(std::io::Cursor::new(&at_rest)).is_err(), "the file on disk opens as a ZIP");
+    for plain in [marker.as_bytes(), b"PK\x03\x04", b"PK\x01\x02", b"manifest.json", b"data/tasks.ndjson", b"README.md"]
+    {
+        assert!(!contains(&at_rest, plain), "{} is on disk in plain", String::from_utf8_lossy(plain));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // The download is the plain ZIP the record describes, and a complete, valid export.
+    let res = download(&app, alpha.id, id).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/zip");
+    let body = res.bytes().await.unwrap();
+    assert!(body.starts_with(b"PK\x03\x04") && contains(&body, marker.as_bytes()));
+    let mut admin = app.db.admin_conn().await;
+    let (size, sha256): (i64, Vec<u8>) = sqlx::query_as("SELECT size_bytes, sha256 FROM org_exports WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!((body.len() as i64, clientflow::platform::crypto::sha256(&body).to_vec()), (size, sha256));
+    let dir = tempfile::tempdir().unwrap();
+    let downloaded = dir.path().join("downloaded.zip");
+    std::fs::write(&downloaded, &body).unwrap();
+    let archive = entries(&downloaded);
+    let manifest = manifest_of(&archive);
+    assert_eq!(manifest.organization_id, alpha.id);
+    for part in &manifest.parts {
+        assert_eq!(clientflow::platform::crypto::sha256_hex(&archive[&part.name]), part.sha256, "{}", part.name);
+    }
+    let target = TestApp::spawn().await;
+    let imported = import_into(&target, &downloaded).await.unwrap();
+    assert_eq!(imported.manifest, manifest);
+    assert_eq!(imported.files, 1);
+
+    // Changed at rest, in any way: refused with a page that says why (410), never a 500, and
+    // not recorded as downloaded.
+    let another = worker_export(&app, alpha.id).await;
+    let other_archive = std::fs::read(export_jobs::archive_path(
+        &app.config.data_dir,
+        &app.app_db,
+        app.app_db.home_region(),
+        alpha.id,
+        another,
+    ))
+    .unwrap();
+    let mut flipped = at_rest.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x20;
+    let tampered: [(&str, Vec<u8>); 5] = [
+        ("a flipped bit", flipped),
+        ("cut short", at_rest[..at_rest.len() - 40].to_vec()),
+        ("a plain ZIP in its place", body.to_vec()),
+        ("empty", Vec::new()),
+        ("another export's archive in its place", other_archive),
+    ];
+    for (what, bytes) in tampered {
+        std::fs::write(&path, &bytes).unwrap();
+        let res = download(&app, alpha.id, id).await;
+        assert_eq!(res.status(), 410, "{what}");
+        let text = res.text().await.unwrap();
+        assert!(text.contains("failed its integrity check"), "{what}: {text}");
+        assert!(!text.contains("PK\u{3}\u{4}"), "{what}");
+    }
+    std::fs::write(&path, &at_rest).unwrap();
+    assert_eq!(download(&app, alpha.id, id).await.status(), 200, "the untouched archive downloads again");
+    let downloads: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE organization_id = $1 AND action = 'organization.export_downloaded'",
+    )
+    .bind(alpha.id)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(downloads, 2, "refused downloads are not recorded as downloads");
+
+    // The organization deleted (its purge destroys its data keys): a leftover copy of the
+    // archive opens for no one, this process or another.
+    let leftover = dir.path().join("leftover.sealed");
+    std::fs::copy(&path, &leftover).unwrap();
+    sqlx::query(
+        "INSERT INTO organization_deletion_requests (organization_id, requested_by, requested_at, purge_after) \
+         VALUES ($1, gen_random_uuid(), $2, $2)",
+    )
+    .bind(alpha.id)
+    .bind(app.clock.now_utc())
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let mut owner = app.db.owner_conn().await;
+    let record_key = clientflow::privacy::record_key(&app.state.sealer);
+    let purged = clientflow::privacy::deletion::purge_due(
+        &mut owner,
+        &app.state.keys,
+        &app.state.storage,
+        &record_key,
+        app.clock.now_utc(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(purged.len(), 1);
+    assert!(purged[0].keys_destroyed >= 1);
+    let fresh = clientflow::privacy::keyring(&app.config, &app.state.sealer);
+    for keys in [&app.state.keys, &fresh] {
+        match export::open_sealed_archive(keys, alpha.id, id, &leftover).unwrap() {
+            Err(clientflow::platform::sealed_stream::StreamError::Key(_)) => {}
+            Err(e) => panic!("refused, but not for its key: {e}"),
+            Ok(_) => panic!("a leftover archive opened after the organization's keys were destroyed"),
+        }
     }
 }
