@@ -54,8 +54,11 @@ CREATE FUNCTION account_purge_security_events(account uuid) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
 DECLARE n bigint;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM account_deletion_requests WHERE user_id = account) THEN
-        RAISE EXCEPTION 'no deletion was requested for this account' USING ERRCODE = 'insufficient_privilege';
+    -- Only for a request whose purge has begun (the worker marks it once the grace period,
+    -- by the application's clock, is over).
+    IF NOT EXISTS (SELECT 1 FROM account_deletion_requests WHERE user_id = account
+                   AND purge_started_at IS NOT NULL) THEN
+        RAISE EXCEPTION 'no due deletion is being purged for this account' USING ERRCODE = 'insufficient_privilege';
     END IF;
     DELETE FROM security_events WHERE user_id = account;
     GET DIAGNOSTICS n = ROW_COUNT;
