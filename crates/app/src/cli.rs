@@ -516,6 +516,7 @@ async fn serve_with(
             clock: state.clock.clone(),
             config: config.privacy.clone(),
             stripe: state.stripe.clone(),
+            data_dir: config.data_dir.clone(),
         },
         stop_worker.subscribe(),
     ));
@@ -1209,6 +1210,7 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
                 clock: Arc::new(SystemClock),
                 config: config.privacy.clone(),
                 stripe: crate::billing::stripe::StripeClient::from_config(&config.billing).map(Arc::new),
+                data_dir: config.data_dir.clone(),
             },
             stop.subscribe(),
         ))

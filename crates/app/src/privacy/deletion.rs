@@ -409,6 +409,14 @@ pub async fn purge_due(
     Ok(out)
 }
 
+/// What the purge reaches outside the databases: Stripe, to cancel a subscription (when
+/// billing is configured), and the data directory, to remove export archives.
+#[derive(Clone, Copy, Default)]
+pub struct Beyond<'a> {
+    pub stripe: Option<&'a StripeClient>,
+    pub data_dir: Option<&'a std::path::Path>,
+}
+
 /// [`purge_due`] in every region: each region's due deletions are purged in its own database,
 /// as its owner role, with its own file store; a purged organization's directory entry goes
 /// last. A region whose owner role this process lacks is skipped, saying so when something is
@@ -420,8 +428,9 @@ pub async fn purge_due_everywhere(
     stores: &crate::work::files::RegionStores,
     record_key: &[u8; 32],
     now: OffsetDateTime,
-    stripe: Option<&StripeClient>,
+    beyond: Beyond<'_>,
 ) -> anyhow::Result<Vec<(crate::platform::db::RegionId, Purged)>> {
+    let Beyond { stripe, data_dir } = beyond;
     use sqlx::ConnectOptions;
     let mut out = Vec::new();
     let mut failures = Vec::new();
@@ -454,6 +463,19 @@ pub async fn purge_due_everywhere(
             Ok(purged) => {
                 for p in purged {
                     let org = OrgId::from_uuid(p.record.organization_id);
+                    // Its export archives: sealed with keys now destroyed, so unreadable
+                    // already; removed so that nothing of it is left on disk.
+                    if let Some(data_dir) = data_dir {
+                        let dir = super::export_jobs::archive_dir(data_dir, db, region, org);
+                        match tokio::fs::remove_dir_all(&dir).await {
+                            Err(e) if e.kind() != std::io::ErrorKind::NotFound => tracing::warn!(
+                                error = %e,
+                                organization = %org,
+                                "could not remove a purged organization's export archives"
+                            ),
+                            _ => {}
+                        }
+                    }
                     if let Err(e) = crate::access::directory::forget(db, org).await {
                         tracing::warn!(error = %e, organization = %org, "could not remove a purged organization's directory entry");
                     }

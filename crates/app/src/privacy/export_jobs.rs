@@ -46,8 +46,13 @@ pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// for another: an archive holds the organization's data, which stays with its region's like
 /// its files).
 pub fn archive_path(data_dir: &Path, db: &Db, region: crate::platform::db::RegionId, org: OrgId, id: Uuid) -> PathBuf {
+    archive_dir(data_dir, db, region, org).join(format!("{id}.zip.sealed"))
+}
+
+/// The directory of an organization's archives (removed whole by its deletion's purge).
+pub fn archive_dir(data_dir: &Path, db: &Db, region: crate::platform::db::RegionId, org: OrgId) -> PathBuf {
     let dir = if region == db.home_region() { "exports".to_string() } else { format!("exports-{region}") };
-    data_dir.join(dir).join(org.to_string()).join(format!("{id}.zip.sealed"))
+    data_dir.join(dir).join(org.to_string())
 }
 
 /// One export as the page shows it.

@@ -103,6 +103,8 @@ pub struct Maintenance {
     /// Stripe, when billing is configured: a deleted organization's subscription is cancelled
     /// before its purge.
     pub stripe: Option<std::sync::Arc<crate::billing::stripe::StripeClient>>,
+    /// The data directory, where export archives are kept (removed with their organization).
+    pub data_dir: PathBuf,
 }
 
 /// Every minute until `shutdown` changes: one re-seal pass (`keys::reseal_pass`), then the
@@ -129,7 +131,7 @@ pub async fn run_maintenance(m: Maintenance, mut shutdown: tokio::sync::watch::R
             &m.stores,
             &m.record_key,
             m.clock.now(),
-            m.stripe.as_deref(),
+            deletion::Beyond { stripe: m.stripe.as_deref(), data_dir: Some(&m.data_dir) },
         )
         .await
         {

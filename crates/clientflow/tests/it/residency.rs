@@ -686,11 +686,21 @@ async fn an_organization_of_another_region_is_purged_there_leaving_nothing_in_ei
             &app.state.storage,
             &key,
             app.clock.now_utc(),
-            None,
+            deletion::Beyond { stripe: None, data_dir: Some(&app.config.data_dir) },
         )
         .await
         .unwrap()
     };
+    // An export archive left on disk (sealed, as the export worker leaves it).
+    let archives = clientflow::privacy::export_jobs::archive_dir(
+        &app.config.data_dir,
+        &app.app_db,
+        eu(),
+        eu_org.to_string().parse().unwrap(),
+    );
+    std::fs::create_dir_all(&archives).unwrap();
+    std::fs::write(archives.join("leftover.zip.sealed"), b"sealed bytes").unwrap();
+    assert!(archives.to_string_lossy().contains("exports-eu"), "{}", archives.display());
     // Not before the grace period is over.
     app.clock.advance(time::Duration::days(29));
     assert!(sweep(&app).await.is_empty());
@@ -708,6 +718,7 @@ async fn an_organization_of_another_region_is_purged_there_leaving_nothing_in_ei
     assert_eq!(rows_of(&mut us, us_org).await, us_before);
     // Its files, keys and directory entry are gone; its signed deletion record stays in its region.
     assert!(files_of(&eu_files, eu_org).is_empty(), "{:?}", files_of(&eu_files, eu_org));
+    assert!(!archives.exists(), "the purged organization's export archives are left in {}", archives.display());
     assert!(app.state.keys.store().versions(Scope::Org(eu_org)).unwrap().is_empty());
     let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM organization_directory WHERE org = $1")
         .bind(eu_org)
