@@ -661,9 +661,22 @@ pub async fn transition(
 ) -> AppResult<Invoice> {
     require(p, Permission::InvoicesUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;
+    let invoice = transition_in(&mut tx, ctx, p, id, action).await?;
+    tx.commit().await?;
+    Ok(invoice)
+}
+
+/// [`transition`] inside the caller's transaction.
+async fn transition_in(
+    tx: &mut OrgTx,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    id: InvoiceId,
+    action: InvoiceAction,
+) -> AppResult<Invoice> {
     let before: Invoice = sqlx::query_as(&format!("SELECT {COLUMNS} FROM invoices i WHERE i.id = $1 FOR UPDATE"))
         .bind(id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?
         .ok_or(AppError::NotFound)?;
     use InvoiceAction as A;
@@ -673,14 +686,14 @@ pub async fn transition(
             let has_lines: bool =
                 sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM invoice_lines WHERE invoice_id = $1)")
                     .bind(id)
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&mut **tx)
                     .await?;
             if !has_lines {
                 return Err(AppError::Conflict("An invoice needs at least one line before it is sent.".into()));
             }
             // The year of the sending, where the organization is.
-            let year = super::org_today(&mut tx, ctx.now).await?.year();
-            let (number, reference) = next_number(&mut tx, year).await?;
+            let year = super::org_today(tx, ctx.now).await?.year();
+            let (number, reference) = next_number(tx, year).await?;
             sqlx::query_as(&format!(
                 "UPDATE invoices AS i SET status = 'sent', number = $2, number_year = $3, reference = $4, sent_at = $5 \
                  WHERE i.id = $1 RETURNING {COLUMNS}"
@@ -690,7 +703,7 @@ pub async fn transition(
             .bind(year)
             .bind(&reference)
             .bind(ctx.now)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?
         }
         (A::Pay, S::Sent) => {
@@ -699,21 +712,21 @@ pub async fn transition(
             ))
             .bind(id)
             .bind(ctx.now)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?
         }
         (A::Void, S::Draft | S::Sent) => {
             // The time it billed can be billed again.
             sqlx::query("UPDATE time_entries SET invoice_id = NULL, invoice_line = NULL WHERE invoice_id = $1")
                 .bind(id)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
             sqlx::query_as(&format!(
                 "UPDATE invoices AS i SET status = 'void', voided_at = $2 WHERE i.id = $1 RETURNING {COLUMNS}"
             ))
             .bind(id)
             .bind(ctx.now)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?
         }
         (_, current) => {
@@ -721,7 +734,7 @@ pub async fn transition(
         }
     };
     audit::record(
-        &mut tx,
+        tx,
         ctx,
         Entry::new(&format!("invoice.{}", action.past()), "invoice", id)
             .before(snapshot(&before))
@@ -729,11 +742,9 @@ pub async fn transition(
     )
     .await?;
     if action == A::Pay {
-        super::daily::notify_invoice_event(&mut tx, id, super::daily::InvoiceEvent::Paid, p.on_behalf_of(), ctx.now)
-            .await?;
+        super::daily::notify_invoice_event(tx, id, super::daily::InvoiceEvent::Paid, p.on_behalf_of(), ctx.now).await?;
     }
-    let today = super::org_today(&mut tx, ctx.now).await?;
-    tx.commit().await?;
+    let today = super::org_today(tx, ctx.now).await?;
     Ok(shown_status(after, today))
 }
 
@@ -1006,7 +1017,38 @@ pub async fn email_invoice(
 ) -> AppResult<Option<String>> {
     require(p, Permission::InvoicesUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;
-    let inv = fetch(&mut tx, id).await?;
+    let to = email_invoice_in(&mut tx, ctx, id, public_url, why).await?;
+    tx.commit().await?;
+    Ok(to)
+}
+
+/// Sends a draft and mails it to the client's billing contact in **one** transaction: the
+/// number, the status, the audit event and the queued mail commit together or not at all.
+/// `None`: sent, but the client has no address to mail it to.
+pub async fn send_and_mail(
+    db: &Db,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    id: InvoiceId,
+    public_url: &str,
+) -> AppResult<Option<String>> {
+    require(p, Permission::InvoicesUpdate)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    transition_in(&mut tx, ctx, p, id, InvoiceAction::Send).await?;
+    let to = email_invoice_in(&mut tx, ctx, id, public_url, Mailing::Sent).await?;
+    tx.commit().await?;
+    Ok(to)
+}
+
+/// [`email_invoice`] inside the caller's transaction.
+async fn email_invoice_in(
+    tx: &mut OrgTx,
+    ctx: &Context,
+    id: InvoiceId,
+    public_url: &str,
+    why: Mailing,
+) -> AppResult<Option<String>> {
+    let inv = fetch(tx, id).await?;
     if !matches!(inv.status, InvoiceStatus::Sent) {
         return Err(AppError::Conflict(format!("A {} invoice isn't mailed to the client.", inv.status)));
     }
@@ -1017,27 +1059,24 @@ pub async fn email_invoice(
          FROM clients c JOIN organizations o ON o.id = c.organization_id WHERE c.id = $1",
     )
     .bind(inv.client_id)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await?;
-    let Some(to) = to else {
-        tx.commit().await?;
-        return Ok(None);
-    };
+    let Some(to) = to else { return Ok(None) };
     if why == Mailing::Reminder {
         let reminded = sqlx::query(
             "UPDATE invoices SET reminded_at = $2 WHERE id = $1 AND (reminded_at IS NULL OR reminded_at <= $2 - interval '1 day')",
         )
         .bind(id)
         .bind(ctx.now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected();
         if reminded == 0 {
             return Err(AppError::Conflict("A reminder of this invoice went out less than a day ago.".into()));
         }
-        audit::record(&mut tx, ctx, Entry::new("invoice.reminded", "invoice", id).after(json!({ "to": to }))).await?;
+        audit::record(tx, ctx, Entry::new("invoice.reminded", "invoice", id).after(json!({ "to": to }))).await?;
     }
-    let today = super::org_today(&mut tx, ctx.now).await?;
+    let today = super::org_today(tx, ctx.now).await?;
     let title = inv.title();
     let link = format!("{public_url}/portal/{slug}/invoices/{id}");
     let total = format!("{} {}", format_minor(inv.total_minor), inv.currency);
@@ -1054,7 +1093,7 @@ pub async fn email_invoice(
     };
     // The same document the portal hands out, attached; one too large to attach (it would
     // take thousands of lines) is left in the portal, and the message says so.
-    let detail = detail_in(&mut tx, id, today).await?;
+    let detail = detail_in(tx, id, today).await?;
     let pdf = crate::mail::outbox::Attachment::new(
         &super::invoice_pdf::file_name(&detail),
         "application/pdf",
@@ -1079,8 +1118,7 @@ pub async fn email_invoice(
         Mailing::Reminder => format!("invoice-reminder:{id}:{today}"),
     };
     let attachments: Vec<_> = pdf.into_iter().collect();
-    crate::mail::outbox::enqueue_with_attachments(&mut tx, &mail, &attachments, &key, ctx.now).await?;
-    tx.commit().await?;
+    crate::mail::outbox::enqueue_with_attachments(tx, &mail, &attachments, &key, ctx.now).await?;
     Ok(Some(to))
 }
 

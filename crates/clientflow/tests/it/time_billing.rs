@@ -921,3 +921,42 @@ async fn a_new_prefix_numbers_the_next_invoice_sent_and_leaves_sent_ones_alone()
     let draft = get(&app, &format!("/api/v1/invoices/{}", ids[2]), &admin).await;
     assert_eq!(draft.body["data"]["reference"], Value::Null);
 }
+
+/// Sending numbers the invoice and queues its mail in one transaction: when the mail can't be
+/// queued, the invoice stays a draft and its number is not used up; sent again, it takes the
+/// first number and its mail is queued once.
+#[tokio::test]
+async fn a_send_whose_mail_cannot_be_queued_leaves_the_invoice_a_draft() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "atomic").await;
+    let key = manager_key(&app, &t).await;
+    let org = t.org.id.as_uuid();
+    sql(&app, "UPDATE clients SET email = 'billing@atomic.test' WHERE organization_id = $1", &[org]).await;
+    let line = json!([{"description": "Work", "quantity_milli": 1000, "unit_price_minor": 100}]);
+    let res = post(&app, "/api/v1/invoices", &key, json!({"client_id": t.org.client, "lines": line})).await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    let id = res.body["data"]["id"].as_str().unwrap().to_string();
+    let mut admin = app.db.admin_conn().await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_mail() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no mail'; END $$; \
+         CREATE TRIGGER refuse_mail BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION refuse_mail();",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let failed = post(&app, &format!("/api/v1/invoices/{id}/send"), &key, json!({})).await;
+    assert_eq!(failed.status, 500, "{}", failed.body);
+    let shown = get(&app, &format!("/api/v1/invoices/{id}"), &key).await;
+    assert_eq!(shown.body["data"]["status"], "draft", "{}", shown.body);
+    assert!(shown.body["data"]["reference"].is_null(), "{}", shown.body);
+    sqlx::raw_sql("DROP TRIGGER refuse_mail ON outbox").execute(&mut admin).await.unwrap();
+    let sent = post(&app, &format!("/api/v1/invoices/{id}/send"), &key, json!({})).await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let year = app.clock.now_utc().year();
+    assert_eq!(sent.body["data"]["reference"], format!("INV-{year}-0001"), "the failed send used up a number");
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE recipient = 'billing@atomic.test'")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(queued, 1);
+}

@@ -118,9 +118,9 @@ pub async fn send_invoice(
     ids: PathIds,
 ) -> AppResult<Response> {
     let id: InvoiceId = ids.get("invoice")?;
-    invoices::transition(&s.db, &ctx, &api.principal, id, invoices::InvoiceAction::Send).await?;
-    // Mailed to the client's billing contact (when it has one) through the outbox.
-    invoices::email_invoice(&s.db, &ctx, &api.principal, id, &s.config.public_url(), invoices::Mailing::Sent).await?;
+    // Sent and mailed to the client's billing contact (when it has one) through the outbox,
+    // in one transaction.
+    invoices::send_and_mail(&s.db, &ctx, &api.principal, id, &s.config.public_url()).await?;
     Ok(ok(invoices::get(&s.db, ctx.now, &api.principal, id).await?))
 }
 

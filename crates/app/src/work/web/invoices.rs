@@ -637,20 +637,9 @@ async fn send(
 ) -> AppResult<Response> {
     let invoice: InvoiceId = path_id(&id)?;
     // Sending mails it to the client's billing contact, in the same transaction.
-    let r = async {
-        invoices::transition(&state.db, &ctx, &access.principal, invoice, invoices::InvoiceAction::Send).await?;
-        invoices::email_invoice(
-            &state.db,
-            &ctx,
-            &access.principal,
-            invoice,
-            &state.config.public_url(),
-            invoices::Mailing::Sent,
-        )
+    let r = invoices::send_and_mail(&state.db, &ctx, &access.principal, invoice, &state.config.public_url())
         .await
-        .map(|_| ())
-    }
-    .await;
+        .map(|_| ());
     detail_result(&state, csrf, &access, invoice, r).await
 }
 
