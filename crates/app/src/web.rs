@@ -145,6 +145,7 @@ pub const FLASH_MESSAGES: &[(&str, &str)] = &[
     ("POST /o/{org}/settings/security", "Security settings saved."),
     ("POST /o/{org}/settings/allowlist", "Allowlist saved."),
     ("POST /o/{org}/settings/roles", "Roles saved."),
+    ("POST /o/{org}/settings/invoicing", "Invoicing settings saved."),
     ("POST /o/{org}/settings/api-keys/{key}/revoke", "API key revoked."),
     ("POST /o/{org}/leave", "You left the organization."),
     ("POST /invitations/accept", "Invitation accepted. Welcome!"),

@@ -815,7 +815,6 @@ struct SettingsPage {
     org: OrgNav,
     settings: service::Settings,
     has_logo: bool,
-    saved: bool,
     message: Option<String>,
     errors: Vec<FieldError>,
     /// Where the organization's data lives: the region's name and what it is called.
@@ -823,16 +822,10 @@ struct SettingsPage {
     region_label: String,
 }
 
-#[derive(Deserialize)]
-struct SavedQuery {
-    saved: Option<String>,
-}
-
 async fn settings_view(
     state: &AppState,
     csrf: String,
     access: &OrgAccess,
-    saved: bool,
     message: Option<String>,
     errors: Vec<FieldError>,
 ) -> AppResult<SettingsPage> {
@@ -850,7 +843,6 @@ async fn settings_view(
         org: OrgNav::of(access),
         settings,
         has_logo,
-        saved,
         message,
         errors,
         region: region.to_string(),
@@ -862,9 +854,8 @@ async fn settings_page(
     State(state): State<AppState>,
     FormToken(csrf): FormToken,
     access: OrgAccess,
-    Query(q): Query<SavedQuery>,
 ) -> AppResult<Response> {
-    page(&settings_view(&state, csrf, &access, q.saved.is_some(), None, vec![]).await?)
+    page(&settings_view(&state, csrf, &access, None, vec![]).await?)
 }
 
 #[derive(Deserialize)]
@@ -896,11 +887,11 @@ async fn save_settings(
             let mut tx = OrgTx::begin(&state.db, &access.principal).await?;
             let slug = service::settings(&mut tx).await?.slug;
             tx.commit().await?;
-            Ok(Redirect::to(&format!("/o/{slug}/settings?saved=1")).into_response())
+            Ok(Redirect::to(&format!("/o/{slug}/settings")).into_response())
         }
         Err(e) => {
             let (status, message, errors) = failure(e)?;
-            page_with_status(status, &settings_view(&state, csrf, &access, false, message, errors).await?)
+            page_with_status(status, &settings_view(&state, csrf, &access, message, errors).await?)
         }
     }
 }
@@ -925,10 +916,10 @@ async fn upload_logo(
         None => Err(AppError::field("logo", "choose an image")),
     };
     match result {
-        Ok(()) => Ok(Redirect::to(&format!("/o/{}/settings?saved=1", access.slug)).into_response()),
+        Ok(()) => Ok(Redirect::to(&format!("/o/{}/settings", access.slug)).into_response()),
         Err(e) => {
             let (status, message, errors) = failure(e)?;
-            page_with_status(status, &settings_view(&state, csrf, &access, false, message, errors).await?)
+            page_with_status(status, &settings_view(&state, csrf, &access, message, errors).await?)
         }
     }
 }
@@ -951,10 +942,10 @@ async fn save_contact_form(
 ) -> AppResult<Response> {
     let enabled = form.contact_form_enabled.as_deref() == Some("on");
     match service::update_contact_form(&state.db, &ctx, &access.principal, enabled, &form.contact_email).await {
-        Ok(()) => Ok(Redirect::to(&format!("/o/{}/settings?saved=1", access.slug)).into_response()),
+        Ok(()) => Ok(Redirect::to(&format!("/o/{}/settings", access.slug)).into_response()),
         Err(e) => {
             let (status, message, errors) = failure(e)?;
-            page_with_status(status, &settings_view(&state, csrf, &access, false, message, errors).await?)
+            page_with_status(status, &settings_view(&state, csrf, &access, message, errors).await?)
         }
     }
 }
@@ -965,7 +956,6 @@ struct SecurityPage {
     csrf: String,
     org: OrgNav,
     settings: service::Settings,
-    saved: bool,
     message: Option<String>,
     errors: Vec<FieldError>,
     /// The allowlist as the textarea shows it (what was submitted, after a refused save).
@@ -990,7 +980,6 @@ async fn security_view(
     state: &AppState,
     csrf: String,
     access: &OrgAccess,
-    saved: bool,
     message: Option<String>,
     errors: Vec<FieldError>,
     allowlist: AllowlistView,
@@ -1009,7 +998,6 @@ async fn security_view(
         csrf,
         org: OrgNav::of(access),
         settings,
-        saved,
         message,
         errors,
         allowlist: allowlist.submitted.unwrap_or_else(|| super::allowlist::render(&stored)),
@@ -1024,10 +1012,9 @@ async fn security_page(
     FormToken(csrf): FormToken,
     meta: RequestMeta,
     access: OrgAccess,
-    Query(q): Query<SavedQuery>,
 ) -> AppResult<Response> {
     let allowlist = AllowlistView { submitted: None, client_ip: meta.ip };
-    page(&security_view(&state, csrf, &access, q.saved.is_some(), None, vec![], allowlist).await?)
+    page(&security_view(&state, csrf, &access, None, vec![], allowlist).await?)
 }
 
 #[derive(Deserialize)]
@@ -1062,11 +1049,11 @@ async fn save_allowlist(
     }
     .await;
     match result {
-        Ok(()) => Ok(Redirect::to(&format!("/o/{}/settings/security?saved=1", access.slug)).into_response()),
+        Ok(()) => Ok(Redirect::to(&format!("/o/{}/settings/security", access.slug)).into_response()),
         Err(e) => {
             let (status, message, errors) = failure(e)?;
             let allowlist = AllowlistView { submitted: Some(form.ip_allowlist), client_ip: meta.ip };
-            page_with_status(status, &security_view(&state, csrf, &access, false, message, errors, allowlist).await?)
+            page_with_status(status, &security_view(&state, csrf, &access, message, errors, allowlist).await?)
         }
     }
 }
@@ -1107,11 +1094,11 @@ async fn save_security(
     }
     .await;
     match result {
-        Ok(()) => Ok(Redirect::to(&format!("/o/{}/settings/security?saved=1", access.slug)).into_response()),
+        Ok(()) => Ok(Redirect::to(&format!("/o/{}/settings/security", access.slug)).into_response()),
         Err(e) => {
             let (status, message, errors) = failure(e)?;
             let allowlist = AllowlistView { submitted: None, client_ip: meta.ip };
-            page_with_status(status, &security_view(&state, csrf, &access, false, message, errors, allowlist).await?)
+            page_with_status(status, &security_view(&state, csrf, &access, message, errors, allowlist).await?)
         }
     }
 }
@@ -1128,7 +1115,6 @@ struct RolesPage {
     csrf: String,
     org: OrgNav,
     roles: Vec<RoleView>,
-    saved: bool,
     message: Option<String>,
     errors: Vec<FieldError>,
 }
@@ -1137,7 +1123,6 @@ async fn roles_view(
     state: &AppState,
     csrf: String,
     access: &OrgAccess,
-    saved: bool,
     message: Option<String>,
     errors: Vec<FieldError>,
 ) -> AppResult<RolesPage> {
@@ -1158,16 +1143,15 @@ async fn roles_view(
         });
     }
     tx.commit().await?;
-    Ok(RolesPage { csrf, org: OrgNav::of(access), roles, saved, message, errors })
+    Ok(RolesPage { csrf, org: OrgNav::of(access), roles, message, errors })
 }
 
 async fn roles_page(
     State(state): State<AppState>,
     FormToken(csrf): FormToken,
     access: OrgAccess,
-    Query(q): Query<SavedQuery>,
 ) -> AppResult<Response> {
-    page(&roles_view(&state, csrf, &access, q.saved.is_some(), None, vec![]).await?)
+    page(&roles_view(&state, csrf, &access, None, vec![]).await?)
 }
 
 async fn save_roles(
@@ -1193,10 +1177,10 @@ async fn save_roles(
     }
     .await;
     match result {
-        Ok(()) => Ok(Redirect::to(&format!("/o/{}/settings/roles?saved=1", access.slug)).into_response()),
+        Ok(()) => Ok(Redirect::to(&format!("/o/{}/settings/roles", access.slug)).into_response()),
         Err(e) => {
             let (status, message, errors) = failure(e)?;
-            page_with_status(status, &roles_view(&state, csrf, &access, false, message, errors).await?)
+            page_with_status(status, &roles_view(&state, csrf, &access, message, errors).await?)
         }
     }
 }

@@ -809,13 +809,24 @@ pub struct Unbilled {
     pub minutes: i32,
     pub spent_on: Date,
     pub note: String,
+    /// The rate it is billed at: the one recorded on it, else the one that applies now.
     pub rate_minor: Option<i64>,
+    /// Whether `rate_minor` was recorded on the entry (else it is today's).
+    pub recorded_rate: bool,
     pub person: String,
 }
 
+/// An entry keeps the rate it was recorded at; one recorded while no rate applied is billed at the
+/// rate that applies when it is billed (the person's on the project, the project's, the client's,
+/// the organization's: as `time_entries::resolve_rate`), and `rate_minor` is `None` only when
+/// none applies even now (`recorded_rate` tells which).
 const UNBILLED: &str = "SELECT e.id, e.project_id, p.name AS project_name, k.title AS task_title, e.minutes, e.spent_on, e.note, \
-     e.rate_minor, coalesce(nullif(u.display_name, ''), u.email) AS person \
+     coalesce(e.rate_minor, pm.hourly_rate_minor, p.hourly_rate_minor, c.hourly_rate_minor, o.hourly_rate_minor) AS rate_minor, \
+     e.rate_minor IS NOT NULL AS recorded_rate, coalesce(nullif(u.display_name, ''), u.email) AS person \
      FROM time_entries e JOIN projects p ON p.organization_id = e.organization_id AND p.id = e.project_id \
+     JOIN organizations o ON o.id = e.organization_id \
+     LEFT JOIN clients c ON c.organization_id = p.organization_id AND c.id = p.client_id \
+     LEFT JOIN project_members pm ON pm.organization_id = e.organization_id AND pm.project_id = e.project_id AND pm.user_id = e.user_id \
      LEFT JOIN tasks k ON k.organization_id = e.organization_id AND k.id = e.task_id \
      JOIN users u ON u.id = e.user_id \
      WHERE p.client_id = $1 AND e.billable AND e.invoice_id IS NULL \
@@ -964,12 +975,18 @@ pub async fn bill_time(
     write_lines(&mut tx, id, &all).await?;
     for (i, (_, _, _, entries)) in groups.iter().enumerate() {
         let ids: Vec<uuid::Uuid> = entries.iter().map(|e| e.as_uuid()).collect();
-        sqlx::query("UPDATE time_entries SET invoice_id = $1, invoice_line = $2 WHERE id = ANY($3)")
-            .bind(id)
-            .bind((first + i) as i32)
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
+        // An entry recorded without a rate keeps the rate it was billed at.
+        let billed_rate = rows.iter().find(|r| entries.contains(&r.id)).and_then(|r| r.rate_minor);
+        sqlx::query(
+            "UPDATE time_entries SET invoice_id = $1, invoice_line = $2, rate_minor = coalesce(rate_minor, $4) \
+             WHERE id = ANY($3)",
+        )
+        .bind(id)
+        .bind((first + i) as i32)
+        .bind(&ids)
+        .bind(billed_rate)
+        .execute(&mut *tx)
+        .await?;
     }
     let after: Invoice = sqlx::query_as(&format!(
         "UPDATE invoices AS i SET subtotal_minor = $2, tax_minor = $3, total_minor = $4 WHERE i.id = $1 RETURNING {COLUMNS}"

@@ -801,7 +801,10 @@ async fn the_invoicing_page_saves_shows_inline_errors_and_is_closed_to_members_a
     };
     let res = owner.submit(&page, &page, &fields("Q", "120.50", "21", "7.5")).await;
     assert_eq!(res.status(), 303);
-    let (_, html) = owner.page(&format!("{page}?saved=1")).await;
+    let (_, html) = owner.page(&page).await;
+    // One notice says so (the page once showed a second "Saved.").
+    assert_eq!(html.matches("Invoicing settings saved.").count(), 1, "{html}");
+    assert!(!html.contains(">Saved.<"), "{html}");
     assert!(
         html.contains("value=\"120.50\"") && html.contains("value=\"21\"") && html.contains("value=\"Q\""),
         "{html}"
@@ -959,4 +962,58 @@ async fn a_send_whose_mail_cannot_be_queued_leaves_the_invoice_a_draft() {
         .await
         .unwrap();
     assert_eq!(queued, 1);
+}
+
+#[tokio::test]
+async fn time_recorded_without_a_rate_is_flagged_and_billed_at_the_rate_that_applies_when_billed() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "unrated").await;
+    let org_id: Uuid = org.id.parse().unwrap();
+    let key = crate::support::api_key(&app, org_id, "billing").await;
+    let project = Uuid::now_v7();
+    sql(
+        &app,
+        "INSERT INTO projects (organization_id, id, client_id, name) VALUES ($1, $2, $3, 'Unrated project')",
+        &[org_id, project, org.client_id.parse().unwrap()],
+    )
+    .await;
+    // No rate anywhere: the entry records none.
+    let entry = record(&app, &key, project, "1h30m").await;
+    assert_eq!(entry["rate_minor"], Value::Null, "{entry}");
+    let invoice = {
+        let res = post(&app, "/api/v1/invoices", &key, json!({"client_id": org.client_id})).await;
+        assert_eq!(res.status, 201, "{}", res.body);
+        res.body["data"]["id"].as_str().unwrap().to_string()
+    };
+    let page = format!("/o/{}/invoices/{invoice}", org.slug);
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let (status, html) = owner.page(&page).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("id=\"unrated-time\"") && html.contains("1 entry has"), "{html}");
+    assert!(html.contains("no rate"), "{html}");
+
+    // A default rate set afterwards: the page shows it as today's rate, the warning goes, and
+    // billing uses it and keeps it on the entry.
+    sql(&app, "UPDATE organizations SET hourly_rate_minor = 9000 WHERE id = $1", &[org_id]).await;
+    let (_, html) = owner.page(&page).await;
+    assert!(!html.contains("id=\"unrated-time\""), "{html}");
+    assert!(html.contains("90.00 (today&#39;s rate)"), "{html}");
+    let res = post(&app, &format!("/api/v1/invoices/{invoice}/time"), &key, json!({})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(res.body["data"]["lines"][0]["unit_price_minor"], 9000, "{}", res.body);
+    assert_eq!(res.body["data"]["subtotal_minor"], 13500, "{}", res.body);
+    let billed = get(&app, &format!("/api/v1/time-entries/{}", entry["id"].as_str().unwrap()), &key).await;
+    assert_eq!(billed.body["data"]["rate_minor"], 9000, "{}", billed.body);
+    assert_eq!(billed.body["data"]["invoice_id"], json!(invoice));
+
+    // A rate recorded on an entry stays, whatever applies today.
+    let kept = record(&app, &key, project, "1h").await;
+    assert_eq!(kept["rate_minor"], 9000);
+    sql(&app, "UPDATE organizations SET hourly_rate_minor = 20000 WHERE id = $1", &[org_id]).await;
+    let second = post(&app, "/api/v1/invoices", &key, json!({"client_id": org.client_id})).await.body["data"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let res = post(&app, &format!("/api/v1/invoices/{second}/time"), &key, json!({})).await;
+    assert_eq!(res.body["data"]["lines"][0]["unit_price_minor"], 9000, "{}", res.body);
 }

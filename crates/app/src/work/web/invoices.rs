@@ -541,6 +541,8 @@ struct DetailPage {
     /// On a draft: the client's unbilled billable time, and its projects to filter by.
     unbilled: Vec<UnbilledView>,
     unbilled_projects: Vec<(String, String)>,
+    /// How many of those entries no rate applies to: they would be billed at zero.
+    unrated: usize,
     message: Option<String>,
     errors: Vec<FieldError>,
 }
@@ -564,6 +566,7 @@ async fn detail_view(
         unbilled.iter().map(|u| (u.project_id.to_string(), u.project_name.clone())).collect();
     unbilled_projects.sort();
     unbilled_projects.dedup();
+    let unrated = unbilled.iter().filter(|u| u.rate_minor.is_none()).count();
     Ok(DetailPage {
         csrf,
         org: OrgNav::of(access),
@@ -580,11 +583,16 @@ async fn detail_view(
                 task: u.task_title.unwrap_or_default(),
                 person: u.person,
                 time: super::duration(u.minutes.into()),
-                rate: u.rate_minor.map(format_minor).unwrap_or_else(|| "no rate".into()),
+                rate: match (u.rate_minor, u.recorded_rate) {
+                    (Some(r), true) => format_minor(r),
+                    (Some(r), false) => format!("{} (today's rate)", format_minor(r)),
+                    (None, _) => "no rate".into(),
+                },
                 note: u.note,
             })
             .collect(),
         unbilled_projects,
+        unrated,
         message,
         errors,
     })

@@ -5,9 +5,8 @@
 
 use askama::Template;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
-use serde::Deserialize;
 
 use super::{FormFields, percent};
 use crate::access::role::Permission as P;
@@ -45,21 +44,14 @@ struct InvoicingPage {
     csrf: String,
     org: OrgNav,
     form: InvoicingForm,
-    saved: bool,
     message: Option<String>,
     errors: Vec<FieldError>,
-}
-
-#[derive(Deserialize)]
-struct SavedQuery {
-    saved: Option<String>,
 }
 
 async fn settings_page(
     State(state): State<AppState>,
     FormToken(csrf): FormToken,
     access: OrgAccess,
-    Query(q): Query<SavedQuery>,
 ) -> AppResult<Response> {
     let s = invoicing::get(&state.db, &access.principal).await?;
     let form = InvoicingForm {
@@ -69,14 +61,7 @@ async fn settings_page(
         default_tax_rate: percent(s.default_tax_rate_bp),
         currency: s.currency,
     };
-    page(&InvoicingPage {
-        csrf,
-        org: OrgNav::of(&access),
-        form,
-        saved: q.saved.is_some(),
-        message: None,
-        errors: vec![],
-    })
+    page(&InvoicingPage { csrf, org: OrgNav::of(&access), form, message: None, errors: vec![] })
 }
 
 /// The typed form as the service's update; every field's fault at once.
@@ -145,13 +130,10 @@ async fn save(
         Err(e) => Err(e),
     };
     match result {
-        Ok(_) => Ok(Redirect::to(&format!("/o/{}/settings/invoicing?saved=1", access.slug)).into_response()),
+        Ok(_) => Ok(Redirect::to(&format!("/o/{}/settings/invoicing", access.slug)).into_response()),
         Err(e) => {
             let (status, message, errors) = failure(e)?;
-            page_with_status(
-                status,
-                &InvoicingPage { csrf, org: OrgNav::of(&access), form, saved: false, message, errors },
-            )
+            page_with_status(status, &InvoicingPage { csrf, org: OrgNav::of(&access), form, message, errors })
         }
     }
 }
