@@ -450,7 +450,7 @@ try {
     await page.getByLabel('Payment terms (days)').fill('14');
     await page.getByRole('button', { name: 'Save invoicing settings' }).click();
     await page.waitForLoadState('load');
-    await expectText(page, 'Saved.');
+    await expectText(page, 'Invoicing settings saved.');
     await check(page, 'invoicing-settings');
     await page.goto(projectUrl + '/time');
     await page.getByRole('button', { name: 'Start timer' }).click();
@@ -473,9 +473,12 @@ try {
     await page.waitForURL(/\/invoices\/new/);
     await page.getByRole('button', { name: /create|save/i }).first().click();
     await page.waitForURL(/\/invoices\/[0-9a-f-]{36}$/);
+    // Time recorded before the default rate was set is offered at today's rate.
+    await expectText(page, "120.50 (today's rate)");
     await page.getByRole('button', { name: 'Add time to invoice' }).click();
     await page.waitForLoadState('load');
     await expectText(page, 'Wireframes');
+    await expectText(page, '120.50');
     await check(page, 'invoice-from-time');
     await page.getByRole('button', { name: 'Send', exact: true }).click();
     await page.waitForLoadState('load');

@@ -159,6 +159,17 @@ pub const FLASH_MESSAGES: &[(&str, &str)] = &[
     ("POST /o/{org}/notifications/read", "Marked read."),
     ("POST /o/{org}/notifications/preferences", "Notification preferences saved."),
     ("POST /o/{org}/tasks/{task}/follow", "Following updated."),
+    ("POST /o/{org}/invoices/{invoice}/time", "Time added to the invoice."),
+    ("POST /o/{org}/invoices/{invoice}/remind", "Reminder sent."),
+    ("POST /o/{org}/projects/{project}/members/{user}/rate", "Rate saved."),
+    ("POST /o/{org}/timer/start", "Timer started."),
+    ("POST /o/{org}/timer/stop", "Timer stopped and the time recorded."),
+    ("POST /o/{org}/transfer", "Ownership transferred."),
+    ("POST /invitations/decline", "Invitation declined."),
+    ("POST /o/{org}/settings/export", "Export started."),
+    ("POST /o/{org}/settings/deletion", "Deletion requested."),
+    ("POST /o/{org}/settings/deletion/cancel", "Deletion cancelled."),
+    ("POST /account/deletion/cancel", "Account deletion cancelled."),
 ];
 
 fn flash_index(route: &str, own: Option<Flash>) -> usize {

@@ -440,3 +440,48 @@ async fn metrics_report_the_backups() {
     let text = app.get("/metrics").await.text().await.unwrap();
     assert!(text.contains("clientflow_backup_enabled 0"), "{text}");
 }
+
+/// Every form action of the web app tells the person what happened: its route has a message in
+/// `web::FLASH_MESSAGES` (shown on the page its redirect leads to), unless it answers with a page
+/// of its own (sign-in steps, a new key or link shown once, a hand-off to Stripe…), listed here.
+#[test]
+fn every_web_action_has_its_own_message_or_its_own_page() {
+    use clientflow::platform::http::route::Surface;
+    const OWN_PAGE: &[&str] = &[
+        "POST /login",
+        "POST /login/two-factor",
+        "POST /signup",
+        "POST /verify-email",
+        "POST /forgot-password",
+        "POST /reset-password",
+        "POST /account/email",
+        "POST /account/email/deliverability",
+        "POST /account/email/confirm",
+        "POST /account/two-factor/recovery-codes",
+        "POST /account/delete",
+        "POST /o/{org}/files/{file}/link",
+        "POST /o/{org}/settings/api-keys",
+        "POST /contact/{slug}",
+        "POST /security/report",
+        "POST /o/{org}/settings/billing/checkout",
+        "POST /o/{org}/settings/billing/portal",
+    ];
+    let mut missing = vec![];
+    for r in clientflow::routes::all() {
+        let key = format!("{} {}", r.method, r.path);
+        if r.method == axum::http::Method::POST
+            && r.surface == Surface::Web
+            && !OWN_PAGE.contains(&key.as_str())
+            && !clientflow::web::FLASH_MESSAGES.iter().any(|(k, _)| *k == key)
+        {
+            missing.push(key);
+        }
+    }
+    assert!(missing.is_empty(), "web actions that would only say \"Done.\": {missing:#?}");
+    for route in clientflow::web::FLASH_MESSAGES.iter().skip(1).map(|(r, _)| r).chain(OWN_PAGE) {
+        assert!(
+            clientflow::routes::all().iter().any(|r| format!("{} {}", r.method, r.path) == *route),
+            "{route} is listed but is no route"
+        );
+    }
+}
