@@ -101,17 +101,25 @@ async fn metrics(State(state): State<AppState>) -> Response {
             }
         }
     }
-    // Backups are ours only on the private cluster (a managed database's are its provider's).
-    if state.config.database.url.is_none() && state.config.backup.enabled {
-        match state.db.backup_status().await {
-            Ok(status) => state.metrics.set_backup(Some(&status)),
+    // Each region's backups, labelled with the region. They are ours only for a private
+    // cluster (the default region's when no `database.url` is set, a further region's when it
+    // has no `database_url`); a managed database's are its provider's.
+    let private = crate::platform::db::provision::private_regions(&state.config.residency);
+    let backups_ours = state.config.database.url.is_none() && state.config.backup.enabled;
+    for region_db in state.db.every_region() {
+        let region = region_db.region();
+        let ours = backups_ours && (region == state.db.home_region() || private.contains(&region));
+        if !ours {
+            state.metrics.set_backup(region.as_str(), None);
+            continue;
+        }
+        match region_db.backup_status().await {
+            Ok(status) => state.metrics.set_backup(region.as_str(), Some(&status)),
             Err(e) => {
-                tracing::warn!(error = %e, "metrics: cannot read the backup status");
-                state.metrics.set_backup(Some(&Default::default()));
+                tracing::warn!(error = %e, %region, "metrics: cannot read the backup status");
+                state.metrics.set_backup(region.as_str(), Some(&Default::default()));
             }
         }
-    } else {
-        state.metrics.set_backup(None);
     }
     let body = state.metrics.render(state.db.pool_usage());
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()

@@ -5,8 +5,13 @@
 //! that region's database). Prints requests per second of each and the ratios against one
 //! region, measured in the same run, the installations taking turns.
 //!
+//! Then the transactions each database counted per request (`pg_stat_database`: committed and
+//! rolled back, an autocommit statement counting as one committed transaction), over
+//! `BENCH_SEQUENTIAL` sequential requests of each page.
+//!
 //! Run: `cargo bench --bench regions` (PostgreSQL: `TEST_DATABASE_URL` as for the tests).
-//! `BENCH_SECONDS`, `BENCH_CONCURRENCY`, `BENCH_ROUNDS` change the size.
+//! `BENCH_SECONDS`, `BENCH_CONCURRENCY`, `BENCH_ROUNDS`, `BENCH_SEQUENTIAL` change the size
+//! (`BENCH_SEQUENTIAL=0` skips the transaction count, which waits a minute for the statistics).
 
 #![allow(clippy::print_stdout)] // a benchmark reports on standard output
 
@@ -17,7 +22,7 @@ use clientflow::access::role::Role;
 use clientflow::access::{self, NewOrgCreator, OperatorAuthority};
 use clientflow::platform::db::RegionId;
 use clientflow::platform::types::Slug;
-use clientflow_test_support::TestApp;
+use clientflow_test_support::{TestApp, TestDb};
 use common::{Run, env_num, load};
 
 /// An Owner's signed-in page of a new organization in `region`: (url, cookie header).
@@ -104,4 +109,62 @@ async fn main() {
         runs[1].rps() / base,
         runs[2].rps() / base
     );
+
+    let sequential = env_num("BENCH_SEQUENTIAL", 200);
+    if sequential == 0 {
+        return;
+    }
+    // Every database of both installations, counted together after each page's requests.
+    let dbs: [(&str, &TestDb); 3] =
+        [("one region", &one.db), ("two regions, us", two.region_db("us")), ("two regions, eu", two.region_db("eu"))];
+    let first = transactions(&dbs).await;
+    let second = transactions(&dbs).await;
+    // What reading the counts costs each database, taken off every measurement.
+    let overhead: Vec<(i64, i64)> = first.iter().zip(&second).map(|(a, b)| (b.0 - a.0, b.1 - a.1)).collect();
+    let mut before = second;
+    for (name, app, (url, headers)) in &pages {
+        let client = clientflow_test_support::client_for(&app.cert_path(), app.addr).build().expect("client");
+        for _ in 0..sequential {
+            let mut req = client.get(url);
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            assert_eq!(req.send().await.expect("request").status(), 200);
+        }
+        let after = transactions(&dbs).await;
+        let mut parts = Vec::new();
+        for (i, (db_name, _)) in dbs.iter().enumerate() {
+            let committed = after[i].0 - before[i].0 - overhead[i].0;
+            let rolled_back = after[i].1 - before[i].1 - overhead[i].1;
+            if committed != 0 || rolled_back != 0 {
+                parts.push(format!(
+                    "{db_name}: {:.2} committed, {:.2} rolled back",
+                    committed as f64 / sequential as f64,
+                    rolled_back as f64 / sequential as f64
+                ));
+            }
+        }
+        println!("GET /o/{{org}}/projects, {name}: transactions per request: {}", parts.join("; "));
+        before = after;
+    }
+}
+
+/// Transactions each database has committed and rolled back so far (`pg_stat_database`). A
+/// PostgreSQL backend reports its statistics once it has been idle for ten seconds, so this
+/// waits that long first.
+async fn transactions(dbs: &[(&str, &TestDb)]) -> Vec<(i64, i64)> {
+    tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+    let mut out = Vec::new();
+    for (_, db) in dbs {
+        let mut admin = db.admin_conn().await;
+        sqlx::query("SELECT pg_stat_force_next_flush()").execute(&mut admin).await.expect("flush");
+        let counts: (i64, i64) = sqlx::query_as(
+            "SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = current_database()",
+        )
+        .fetch_one(&mut admin)
+        .await
+        .expect("pg_stat_database");
+        out.push(counts);
+    }
+    out
 }

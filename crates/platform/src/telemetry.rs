@@ -54,6 +54,11 @@ struct StateLabels {
     state: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RegionLabels {
+    region: String,
+}
+
 fn latency_histogram() -> Histogram {
     // 1 ms .. ~16 s
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
@@ -82,18 +87,18 @@ struct MetricsInner {
 
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
-/// The private cluster's backups, set at scrape time ([`Metrics::set_backup`]). NaN where
-/// there is nothing to say (no backup yet, no drill yet).
+/// Each region's backups (its private cluster's), set at scrape time ([`Metrics::set_backup`]),
+/// labelled `region`. NaN where there is nothing to say (no backup yet, no drill yet).
 #[derive(Default)]
 struct BackupGauges {
-    enabled: Gauge,
-    newest_age: FloatGauge,
-    archive_lag: FloatGauge,
-    archive_failing: Gauge,
-    drill_ok: FloatGauge,
-    drill_age: FloatGauge,
-    drill_rpo: FloatGauge,
-    drill_rto: FloatGauge,
+    enabled: Family<RegionLabels, Gauge>,
+    newest_age: Family<RegionLabels, FloatGauge>,
+    archive_lag: Family<RegionLabels, FloatGauge>,
+    archive_failing: Family<RegionLabels, Gauge>,
+    drill_ok: Family<RegionLabels, FloatGauge>,
+    drill_age: Family<RegionLabels, FloatGauge>,
+    drill_rpo: Family<RegionLabels, FloatGauge>,
+    drill_rto: Family<RegionLabels, FloatGauge>,
 }
 
 impl BackupGauges {
@@ -101,7 +106,7 @@ impl BackupGauges {
         let g = self;
         registry.register(
             "backup_enabled",
-            "1 when ClientFlow backs up its private cluster (0: an external database, or backups off)",
+            "1 when ClientFlow backs up the region's private cluster (0: an external database, or backups off)",
             g.enabled.clone(),
         );
         registry.register(
@@ -241,19 +246,21 @@ impl Metrics {
         self.inner.rate_limiter_degraded.set(i64::from(degraded));
     }
 
-    /// Set at scrape time: `None` when backups aren't ClientFlow's to take.
-    pub fn set_backup(&self, status: Option<&crate::db::backup::BackupStatus>) {
+    /// Set at scrape time for each region: `None` when that region's backups aren't
+    /// ClientFlow's to take (a database of its own server, or backups off).
+    pub fn set_backup(&self, region: &str, status: Option<&crate::db::backup::BackupStatus>) {
         let g = &self.inner.backup;
+        let labels = RegionLabels { region: region.to_string() };
         let or_nan = |v: Option<f64>| v.unwrap_or(f64::NAN);
-        g.enabled.set(i64::from(status.is_some()));
+        g.enabled.get_or_create(&labels).set(i64::from(status.is_some()));
         let status = status.cloned().unwrap_or_default();
-        g.newest_age.set(or_nan(status.newest_backup_age));
-        g.archive_lag.set(status.archive.as_ref().map_or(0.0, |a| a.lag_seconds));
-        g.archive_failing.set(i64::from(status.archive.as_ref().is_some_and(|a| a.failing)));
-        g.drill_ok.set(or_nan(status.last_drill_ok.map(|ok| if ok { 1.0 } else { 0.0 })));
-        g.drill_age.set(or_nan(status.last_drill_age));
-        g.drill_rpo.set(or_nan(status.last_drill_rpo));
-        g.drill_rto.set(or_nan(status.last_drill_rto));
+        g.newest_age.get_or_create(&labels).set(or_nan(status.newest_backup_age));
+        g.archive_lag.get_or_create(&labels).set(status.archive.as_ref().map_or(0.0, |a| a.lag_seconds));
+        g.archive_failing.get_or_create(&labels).set(i64::from(status.archive.as_ref().is_some_and(|a| a.failing)));
+        g.drill_ok.get_or_create(&labels).set(or_nan(status.last_drill_ok.map(|ok| if ok { 1.0 } else { 0.0 })));
+        g.drill_age.get_or_create(&labels).set(or_nan(status.last_drill_age));
+        g.drill_rpo.get_or_create(&labels).set(or_nan(status.last_drill_rpo));
+        g.drill_rto.get_or_create(&labels).set(or_nan(status.last_drill_rto));
     }
 
     /// Renders all metrics; `pool` is (open, idle, max) read at scrape time.

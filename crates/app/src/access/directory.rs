@@ -151,3 +151,129 @@ pub async fn project_user(db: &Db, region: RegionId, user: crate::platform::ids:
     .await?;
     tx.commit().await
 }
+
+/// The columns that refer to a person: every column with a foreign key to `users` (memberships,
+/// authors, creators, requesters…), from the catalog, so a column added later counts too.
+/// `(table, column, tenant)`: `tenant` when the table has an `organization_id` (row-level
+/// security shows its rows one organization at a time).
+async fn person_columns(conn: &mut PgConnection) -> Result<Vec<(String, String, bool)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT cl.relname::text, a.attname::text, \
+                EXISTS (SELECT 1 FROM pg_attribute o WHERE o.attrelid = cl.oid AND o.attname = 'organization_id' \
+                        AND NOT o.attisdropped) \
+         FROM pg_constraint c \
+         JOIN pg_class cl ON cl.oid = c.conrelid \
+         JOIN pg_namespace n ON n.oid = cl.relnamespace AND n.nspname = 'public' \
+         JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey) AND a.attname <> 'organization_id' \
+         WHERE c.contype = 'f' AND c.confrelid = 'public.users'::regclass \
+         ORDER BY 1, 2",
+    )
+    .fetch_all(conn)
+    .await
+}
+
+fn quoted(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+/// The people `org`'s rows name (every column with a foreign key to `users`), read in `conn`'s
+/// transaction, whose tenant is `org`.
+pub async fn people_named(
+    conn: &mut PgConnection,
+    org: OrgId,
+) -> Result<std::collections::BTreeSet<uuid::Uuid>, sqlx::Error> {
+    let mut ids = std::collections::BTreeSet::new();
+    for (table, column, tenant) in person_columns(conn).await? {
+        if !tenant {
+            continue;
+        }
+        let found: Vec<uuid::Uuid> = sqlx::query_scalar(&format!(
+            "SELECT DISTINCT {c} FROM {t} WHERE organization_id = $1 AND {c} IS NOT NULL",
+            c = quoted(&column),
+            t = quoted(&table)
+        ))
+        .bind(org)
+        .fetch_all(&mut *conn)
+        .await?;
+        ids.extend(found);
+    }
+    Ok(ids)
+}
+
+/// After `departing`'s rows left the database of `region` (its purge after a deletion, or the
+/// source's purge after a move), removes the copies of `people` (its people, [`people_named`],
+/// read before) that nothing left there names: a person who is still a member of another
+/// organization of the region, or whom another organization's rows still name (a comment, a
+/// time entry, an export they asked for), keeps the copy; the others' id, email and name leave
+/// the region with the organization. In the directory's own region the people are the
+/// accounts themselves, and nothing is removed.
+///
+/// `conn` is the purge's transaction, as the region's owner role (row-level security applies
+/// to it too): each other organization of the region, as the directory lists them (those
+/// moving in or out included), is checked in turn as the tenant, so a row of any of them keeps
+/// the person, and a person is only removed when no organization's row would be changed by it
+/// (a foreign key that would set another organization's column to null never fires). A
+/// reference the directory doesn't know of still holds: the foreign keys refuse the removal,
+/// and that person is kept. Returns the ids removed; the tenant is `departing` again after.
+pub async fn forget_departed_people(
+    db: &Db,
+    conn: &mut PgConnection,
+    region: RegionId,
+    departing: OrgId,
+    people: &std::collections::BTreeSet<uuid::Uuid>,
+) -> Result<Vec<uuid::Uuid>, sqlx::Error> {
+    if region == db.home_region() || people.is_empty() {
+        return Ok(Vec::new());
+    }
+    let others: Vec<(OrgId,)> = {
+        let mut home = db.home().global().await?;
+        let others = sqlx::query_as(
+            "SELECT org FROM organization_directory WHERE org <> $2 AND (region = $1 OR moving_to = $1) \
+             UNION SELECT org FROM organization_moves WHERE org <> $2 AND (from_region = $1 OR to_region = $1)",
+        )
+        .bind(region.as_str())
+        .bind(departing)
+        .fetch_all(&mut *home)
+        .await?;
+        home.commit().await?;
+        others
+    };
+    let columns = person_columns(conn).await?;
+    let mut named = String::from("SELECT p.id FROM unnest($1::uuid[]) AS p(id) WHERE false");
+    for (table, column, _) in &columns {
+        named.push_str(&format!(" OR EXISTS (SELECT 1 FROM {} x WHERE x.{} = p.id)", quoted(table), quoted(column)));
+    }
+    let mut left: Vec<uuid::Uuid> = people.iter().copied().collect();
+    // No tenant first (tables without one), then each other organization of the region.
+    let tenants = std::iter::once(None).chain(others.into_iter().map(|(o,)| Some(o)));
+    for tenant in tenants {
+        if left.is_empty() {
+            break;
+        }
+        sqlx::query("SELECT set_config('app.org_id', $1, true)")
+            .bind(tenant.map(|o| o.to_string()).unwrap_or_default())
+            .execute(&mut *conn)
+            .await?;
+        let still: Vec<uuid::Uuid> = sqlx::query_scalar(&named).bind(&left).fetch_all(&mut *conn).await?;
+        left.retain(|id| !still.contains(id));
+    }
+    sqlx::query("SELECT set_config('app.org_id', $1, true)").bind(departing.to_string()).execute(&mut *conn).await?;
+    let mut removed = Vec::new();
+    for id in left {
+        sqlx::query("SAVEPOINT cf_departed_person").execute(&mut *conn).await?;
+        match sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *conn).await {
+            Ok(done) => {
+                sqlx::query("RELEASE SAVEPOINT cf_departed_person").execute(&mut *conn).await?;
+                if done.rows_affected() == 1 {
+                    removed.push(id);
+                }
+            }
+            // Named by a row the directory didn't lead to: kept.
+            Err(e) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("23503") => {
+                sqlx::query("ROLLBACK TO SAVEPOINT cf_departed_person").execute(&mut *conn).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
+}

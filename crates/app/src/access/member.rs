@@ -7,7 +7,7 @@ use super::role::Role;
 use super::session::CurrentSession;
 use super::{OrgPrincipal, OrgTx};
 use crate::platform::db::Db;
-use crate::platform::db::tenant::{Capability, GateTx};
+use crate::platform::db::tenant::{Capability, GateConn, GateTx};
 use crate::platform::ids::{ClientId, OrgId};
 
 /// What an organization's security settings and pages need of it, read with the membership.
@@ -70,6 +70,10 @@ pub enum MemberRequest {
 /// customized them and the member's overrides, and the organization's security settings. For a
 /// member, the transaction stays open as the member's organization transaction: the route
 /// guard runs the page's work in it (`crate::routes`), so a page is one transaction.
+///
+/// With more than one region, the session and the slug's directory entry are read first, as
+/// one autocommit statement in the directory's database ([`routed_session`]); the transaction
+/// is then the organization's region's, from the membership on.
 pub async fn resolve_member_request(
     db: &Db,
     token: &str,
@@ -77,57 +81,25 @@ pub async fn resolve_member_request(
     now: time::OffsetDateTime,
     idle: time::Duration,
 ) -> Result<MemberRequest, sqlx::Error> {
-    let mut tx = GateTx::begin(db, &gate()).await?;
-    // With more than one region, the directory's entry for the slug comes with the session, in
-    // the same statement.
-    let found = if db.is_multi_region() {
-        super::session::lookup_routing(&mut tx, token, slug, now, idle).await?
+    let (session, mut tx, moving) = if db.is_multi_region() {
+        match routed_session(db, token, slug, now, idle).await? {
+            Routed::Asker(found) => return Ok(found),
+            Routed::Member { session, tx, moving } => (session, tx, moving),
+        }
     } else {
-        super::session::lookup(&mut tx, token, now, idle).await?.map(|s| (s, None))
-    };
-    let Some((session, placement)) = found else {
-        tx.commit().await?;
-        return Ok(MemberRequest::NoSession);
-    };
-    if session.stage != super::session::Stage::Complete {
-        tx.commit().await?;
-        return Ok(MemberRequest::Session(session));
-    }
-    let user = session.user.id();
-    // With more than one region, the directory says which database holds the organization
-    // (the session was read in the directory's own). An organization in the default region
-    // goes on in this transaction, as with one region; one elsewhere continues in its region's
-    // database, and the session's bookkeeping stays here (committed now).
-    let mut moving = false;
-    let mut user_set = false;
-    if db.is_multi_region() {
-        let Some((_, region, moving_to)) = placement else {
+        let mut tx = GateTx::begin(db, &gate()).await?;
+        let Some(session) = super::session::lookup(&mut tx, token, now, idle).await? else {
+            tx.commit().await?;
+            return Ok(MemberRequest::NoSession);
+        };
+        if session.stage != super::session::Stage::Complete {
             tx.commit().await?;
             return Ok(MemberRequest::Session(session));
-        };
-        moving = moving_to.is_some();
-        let region = crate::platform::db::RegionId::parse(&region).unwrap_or(db.home_region());
-        if region != tx.region() {
-            let Some(region_db) = db.in_region(region) else {
-                tx.commit().await?;
-                return Err(crate::platform::db::region::unknown_region(region));
-            };
-            // The lookup wrote only when the session's idle clock was due (once a minute):
-            // otherwise there is nothing to commit, and dropping the transaction (rolled back
-            // as its connection goes back to the pool) costs this request no round trip.
-            if session.idle_for > time::Duration::seconds(60) {
-                tx.commit().await?;
-            } else {
-                drop(tx);
-            }
-            // The user capability comes with the region's BEGIN: one round trip, not two.
-            tx = GateTx::begin_with(&region_db, &gate(), Capability::User, &user.to_string()).await?;
-            user_set = true;
         }
-    }
-    if !user_set {
-        tx.set(Capability::User, &user.to_string()).await?;
-    }
+        tx.set(Capability::User, &session.user.id().to_string()).await?;
+        (session, tx, false)
+    };
+    let user = session.user.id();
     type Row = (OrgId, String, String, String, Option<i32>, bool, Vec<ipnet::IpNet>, Role, Option<ClientId>);
     let row: Option<Row> = sqlx::query_as(
         "SELECT o.id, o.name, o.brand_color, o.timezone, o.session_timeout_minutes, o.require_two_factor, \
@@ -202,4 +174,55 @@ pub async fn resolve_member_request(
         running_timer,
     };
     Ok(MemberRequest::Member(session, Box::new(tx), Box::new(facts)))
+}
+
+/// With more than one region: the session, or the transaction of the organization's region the
+/// membership is read in.
+enum Routed {
+    /// No live session, a sign-in not complete, or no organization with this slug.
+    Asker(MemberRequest),
+    /// A complete session and a transaction of the organization's region, the user capability
+    /// set; `moving`: the directory says the organization is being moved.
+    Member { session: CurrentSession, tx: GateTx, moving: bool },
+}
+
+/// The session behind the cookie and the directory's entry for the slug, read in the
+/// directory's database as **one autocommit statement** (`session::lookup_routing`): no
+/// transaction of the directory's database is begun, committed or rolled back for it. That is
+/// safe because the statement needs nothing a transaction would carry: `sessions`, `users` and
+/// `organization_directory` have no row-level security and the lookup sets no capability (it
+/// reads them as the app role, as it did in a transaction), and the session bookkeeping it may
+/// write (the idle clock once a minute, an expired session's removal) is a single statement
+/// that stands on its own, kept whatever the rest of the request does. The request then goes on
+/// in a transaction of the organization's region, begun with the user capability in the same
+/// round trip: on the same connection when that is the directory's region, on the region's own
+/// pool otherwise.
+async fn routed_session(
+    db: &Db,
+    token: &str,
+    slug: &str,
+    now: time::OffsetDateTime,
+    idle: time::Duration,
+) -> Result<Routed, sqlx::Error> {
+    let mut conn = GateConn::acquire(&db.home(), &gate()).await?;
+    let Some((session, placement)) = super::session::lookup_routing(&mut conn, token, slug, now, idle).await? else {
+        return Ok(Routed::Asker(MemberRequest::NoSession));
+    };
+    if session.stage != super::session::Stage::Complete {
+        return Ok(Routed::Asker(MemberRequest::Session(session)));
+    }
+    let Some((_, region, moving_to)) = placement else {
+        return Ok(Routed::Asker(MemberRequest::Session(session)));
+    };
+    let region = crate::platform::db::RegionId::parse(&region).unwrap_or(db.home_region());
+    let user = session.user.id().to_string();
+    let tx = if region == conn.region() {
+        conn.begin_with(Capability::User, &user).await?
+    } else {
+        let region_db = db.in_region(region).ok_or_else(|| crate::platform::db::region::unknown_region(region))?;
+        // The directory's connection goes back to its pool before the region's is taken.
+        drop(conn);
+        GateTx::begin_with(&region_db, &gate(), Capability::User, &user).await?
+    };
+    Ok(Routed::Member { session, tx, moving: moving_to.is_some() })
 }

@@ -349,33 +349,6 @@ async fn delete_rows(conn: &mut PgConnection, org: OrgId, tables: &[String]) -> 
     Ok(())
 }
 
-/// The people the organization's rows name (every single-column foreign key to `users`).
-async fn people(conn: &mut PgConnection, org: OrgId, tables: &[String]) -> anyhow::Result<BTreeSet<uuid::Uuid>> {
-    let refs: Vec<(String, String)> = sqlx::query_as(
-        "SELECT cl.relname::text, a.attname::text FROM pg_constraint c \
-         JOIN pg_class cl ON cl.oid = c.conrelid \
-         JOIN pg_attribute a ON a.attrelid = c.conrelid \
-           AND a.attnum = ANY (c.conkey) AND a.attname <> 'organization_id' \
-         WHERE c.contype = 'f' AND c.confrelid = 'users'::regclass",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut ids = BTreeSet::new();
-    for (table, column) in refs {
-        if !tables.contains(&table) {
-            continue;
-        }
-        let found: Vec<uuid::Uuid> = sqlx::query_scalar(&format!(
-            "SELECT DISTINCT {column} FROM {table} WHERE organization_id = $1 AND {column} IS NOT NULL"
-        ))
-        .bind(org)
-        .fetch_all(&mut *conn)
-        .await?;
-        ids.extend(found);
-    }
-    Ok(ids)
-}
-
 /// Copies every row and file of `org` from `from` to `to`; returns how many files.
 async fn copy(m: &Mover, org: OrgId, from: RegionId, to: RegionId) -> anyhow::Result<usize> {
     let mut src = owner_tx(m.owner(from)?, org, false).await?;
@@ -391,7 +364,7 @@ async fn copy(m: &Mover, org: OrgId, from: RegionId, to: RegionId) -> anyhow::Re
         .await?;
         rows.push((t.clone(), all));
     }
-    let people = people(&mut src, org, &tables).await?;
+    let people = access::directory::people_named(&mut src, org).await?;
     let keys: Vec<String> = sqlx::query_scalar("SELECT storage_key FROM files WHERE organization_id = $1")
         .bind(org)
         .fetch_all(&mut src)
@@ -487,23 +460,15 @@ async fn verify(
     Ok(Ok(counts))
 }
 
-/// Removes every row and file of `org` from `region`, and the people copied there for it that
-/// nothing else there names.
+/// Removes every row and file of `org` from `region`, and, in the same transaction, the people
+/// copied there for it that no other organization there names
+/// (`access::directory::forget_departed_people`).
 async fn purge(m: &Mover, org: OrgId, region: RegionId) -> anyhow::Result<()> {
     let mut conn = owner_tx(m.owner(region)?, org, true).await?;
     let tables = tables_in_order(&mut conn).await?;
-    let people = people(&mut conn, org, &tables).await?;
+    let people = access::directory::people_named(&mut conn, org).await?;
     delete_rows(&mut conn, org, &tables).await?;
-    if region != m.db.home_region() {
-        for user in people {
-            // Still named by another organization of the region: kept (the foreign key says so).
-            sqlx::query("SAVEPOINT cf_person").execute(&mut conn).await?;
-            match sqlx::query("DELETE FROM users WHERE id = $1").bind(user).execute(&mut conn).await {
-                Ok(_) => sqlx::query("RELEASE SAVEPOINT cf_person").execute(&mut conn).await?,
-                Err(_) => sqlx::query("ROLLBACK TO SAVEPOINT cf_person").execute(&mut conn).await?,
-            };
-        }
-    }
+    access::directory::forget_departed_people(&m.db, &mut conn, region, org, &people).await?;
     commit(conn).await?;
     m.stores.of(region).map_err(anyhow_of)?.delete_all_under(&org.to_string()).await?;
     Ok(())

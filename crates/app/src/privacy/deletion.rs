@@ -212,13 +212,26 @@ async fn tenant_tables(conn: &mut PgConnection) -> Result<Vec<String>, sqlx::Err
     .await
 }
 
+/// Where a purge runs, when that is a region other than the directory's: there, the people of
+/// the organization are copies (`access::directory::project_user`), removed with it when no
+/// other organization of the region names them.
+#[derive(Clone, Copy)]
+pub struct InRegion<'a> {
+    /// Every region's handle (the directory is read through it).
+    pub db: &'a crate::platform::db::Db,
+    pub region: crate::platform::db::RegionId,
+}
+
 /// Purges one organization whose request is due, in one transaction on `conn` (the owner
-/// role). Returns `None` when there is no due request for it (cancelled meanwhile).
+/// role). Returns `None` when there is no due request for it (cancelled meanwhile). With
+/// `in_region` (a region other than the directory's), the copies of its people that no other
+/// organization there names go in the same transaction (counted as `users` in the record).
 pub async fn purge_rows(
     conn: &mut PgConnection,
     org: OrgId,
     record_key: &[u8; 32],
     now: OffsetDateTime,
+    in_region: Option<InRegion<'_>>,
 ) -> anyhow::Result<Option<Record>> {
     let mut tx = conn.begin().await?;
     let org_text = org.to_string();
@@ -237,6 +250,11 @@ pub async fn purge_rows(
     let Some(due) = due else { return Ok(None) };
     let name: String =
         sqlx::query_scalar("SELECT name FROM organizations WHERE id = $1").bind(org).fetch_one(&mut *tx).await?;
+    // Read before its rows go: who they name.
+    let people = match in_region {
+        Some(_) => crate::access::directory::people_named(&mut tx, org).await?,
+        None => Default::default(),
+    };
     let mut pending_tables: Vec<String> =
         tenant_tables(&mut tx).await?.into_iter().filter(|t| t != "organization_deletion_requests").collect();
     let mut row_counts = BTreeMap::new();
@@ -274,6 +292,12 @@ pub async fn purge_rows(
     row_counts.insert("organization_deletion_requests".into(), requests.rows_affected() as i64);
     let orgs = sqlx::query("DELETE FROM organizations WHERE id = $1").bind(org).execute(&mut *tx).await?;
     row_counts.insert("organizations".into(), orgs.rows_affected() as i64);
+    if let Some(InRegion { db, region }) = in_region {
+        let gone = crate::access::directory::forget_departed_people(db, &mut tx, region, org, &people).await?;
+        if !gone.is_empty() {
+            row_counts.insert("users".into(), gone.len() as i64);
+        }
+    }
     let record = Record {
         organization_id: org.as_uuid(),
         name_sha256: crate::platform::crypto::sha256_hex(name.as_bytes()),
@@ -377,6 +401,20 @@ pub async fn purge_due(
     now: OffsetDateTime,
     stripe: Option<&StripeClient>,
 ) -> anyhow::Result<Vec<Purged>> {
+    purge_due_in(conn, keys, storage, record_key, now, stripe, None).await
+}
+
+/// [`purge_due`] in the database of `in_region` when that is not the directory's region
+/// ([`purge_rows`]).
+async fn purge_due_in(
+    conn: &mut PgConnection,
+    keys: &Keyring,
+    storage: &Storage,
+    record_key: &[u8; 32],
+    now: OffsetDateTime,
+    stripe: Option<&StripeClient>,
+    in_region: Option<InRegion<'_>>,
+) -> anyhow::Result<Vec<Purged>> {
     let due: Vec<OrgId> = {
         let mut tx = conn.begin().await?;
         let due = sqlx::query_scalar(
@@ -393,7 +431,7 @@ pub async fn purge_due(
         if !end_subscription(conn, stripe, org).await? {
             continue;
         }
-        let Some(record) = purge_rows(conn, org, record_key, now).await? else { continue };
+        let Some(record) = purge_rows(conn, org, record_key, now, in_region).await? else { continue };
         let (files_removed, keys_destroyed) = finish(conn, keys, storage, org, now).await?;
         tracing::info!(organization = %org, files_removed, keys_destroyed, "purged a deleted organization");
         out.push(Purged { record, files_removed, keys_destroyed });
@@ -454,7 +492,8 @@ pub async fn purge_due_everywhere(
             };
             let mut conn = owner.connect().await?;
             let storage = stores.of(region).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let purged = purge_due(&mut conn, keys, storage, record_key, now, stripe).await;
+            let in_region = (region != db.home_region()).then_some(InRegion { db, region });
+            let purged = purge_due_in(&mut conn, keys, storage, record_key, now, stripe, in_region).await;
             conn.close().await.ok();
             purged
         }

@@ -134,7 +134,7 @@ impl Site {
         let status = db.backup_status().await.unwrap();
         db.close().await;
         let metrics = clientflow::platform::telemetry::Metrics::new();
-        metrics.set_backup(Some(&status));
+        metrics.set_backup("us", Some(&status));
         metrics.render((0, 0, 0))
     }
 
@@ -336,8 +336,8 @@ async fn a_point_in_time_restore_keeps_what_was_written_before_the_moment() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.lines().any(|l| l.starts_with("FAIL") && l.contains("backups") && l.contains("failing")), "{text}");
     let metrics = site.metrics().await;
-    assert!(metrics.contains("clientflow_backup_wal_archive_failing 1"), "{metrics}");
-    assert!(metrics.contains("clientflow_backup_enabled 1"), "{metrics}");
+    assert!(metrics.contains("clientflow_backup_wal_archive_failing{region=\"us\"} 1"), "{metrics}");
+    assert!(metrics.contains("clientflow_backup_enabled{region=\"us\"} 1"), "{metrics}");
 
     // Writable again: the archiver catches up and the failure clears.
     set_mode(0o750);
@@ -412,8 +412,8 @@ async fn the_restore_drill_proves_the_backups_and_fails_loudly_on_a_damaged_one(
         .collect();
     assert!(left.is_empty(), "{left:?}");
     let metrics = site.metrics().await;
-    assert!(metrics.contains("clientflow_backup_drill_last_ok 1"), "{metrics}");
-    assert!(!metrics.contains("clientflow_backup_newest_age_seconds NaN"), "{metrics}");
+    assert!(metrics.contains("clientflow_backup_drill_last_ok{region=\"us\"} 1"), "{metrics}");
+    assert!(!metrics.contains("clientflow_backup_newest_age_seconds{region=\"us\"} NaN"), "{metrics}");
 
     // Damage the backup the drill restores: one encrypted file of the database's.
     let label = doc["drill"]["backup"].as_str().unwrap();
@@ -435,7 +435,7 @@ async fn the_restore_drill_proves_the_backups_and_fails_loudly_on_a_damaged_one(
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("restore drill FAILED"), "{text}");
     let metrics = site.metrics().await;
-    assert!(metrics.contains("clientflow_backup_drill_last_ok 0"), "{metrics}");
+    assert!(metrics.contains("clientflow_backup_drill_last_ok{region=\"us\"} 0"), "{metrics}");
     let out = site.cli(&["doctor"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(1), "{text}");
@@ -484,7 +484,7 @@ async fn the_drill_checks_the_restored_copy_not_only_the_restore() {
     assert!(failure.contains("audit chain of tampered broken"), "{failure}");
     assert!(failure.contains("catalog:") && failure.contains("projects"), "{failure}");
     let metrics = site.metrics().await;
-    assert!(metrics.contains("clientflow_backup_drill_last_ok 0"), "{metrics}");
+    assert!(metrics.contains("clientflow_backup_drill_last_ok{region=\"us\"} 0"), "{metrics}");
     site.finish().await;
 }
 

@@ -6,6 +6,9 @@
 //!
 //! - `OperatorAuthority` (opens any organization as its Owner): assumed only in the CLI's entry
 //!   point (`cli.rs`), named only by the access layer that defines it and the command line;
+//! - the gate's connection outside any transaction (`GateConn`, one autocommit statement on a
+//!   table no capability guards: the session lookup with several regions): named only by the
+//!   access layer and the door that defines it;
 //! - the platform's gate key (capability transactions, which verifying a principal needs before
 //!   one exists): assumed only by the access layer (`access/mod.rs`);
 //! - the door's principal traits (`TenantPrincipal` opens an organization's transaction,
@@ -55,6 +58,11 @@ const RULES: &[Rule] = &[
             rel == "access/mod.rs"
                 || (rel == "platform/db/tenant.rs" && line.contains("fn unsafe_assume_access_layer("))
         },
+    },
+    Rule {
+        needle: "GateConn",
+        what: "takes a gate connection outside any transaction",
+        allowed: |rel, _| rel.starts_with("access/") || rel == "platform/db/tenant.rs",
     },
     Rule {
         needle: "TenantPrincipal for",
@@ -205,6 +213,10 @@ fn the_source_scan_catches_smuggled_ways_past_the_door() {
         "tenancy/service.rs",
         "\nfn me() { let _u = crate::access::AuthenticatedUser::from_verified_session(todo!()); }\n",
     );
+    append(
+        "work/files.rs",
+        "\nasync fn raw(db: &crate::platform::db::Db, k: &crate::platform::db::tenant::GateKey) { let _c = crate::platform::db::tenant::GateConn::acquire(db, k).await; }\n",
+    );
     // Mentions in comments are not code.
     append("identity/mod.rs", "\n// OperatorAuthority::unsafe_assume_cli_operator() is for the CLI only.\n");
     let (v, _) = violations(copy);
@@ -217,9 +229,10 @@ fn the_source_scan_catches_smuggled_ways_past_the_door() {
         ("api/web.rs", "assumes the access layer's gate key"),
         ("work/tasks.rs", "implements the door's principal trait"),
         ("tenancy/service.rs", "makes a verified user without a verified session"),
+        ("work/files.rs", "takes a gate connection outside any transaction"),
     ] {
         assert!(v.iter().any(|l| l.starts_with(file) && l.contains(why)), "{file}: {why} not caught:\n{text}");
     }
-    assert_eq!(v.len(), 7, "{text}");
+    assert_eq!(v.len(), 8, "{text}");
     assert!(!text.contains("identity/mod.rs"), "{text}");
 }

@@ -400,9 +400,9 @@ async fn authenticated_routes_are_never_stored_whatever_the_handler_says() {
 async fn metrics_report_the_backups() {
     let app = TestApp::spawn().await;
     let text = app.get("/metrics").await.text().await.unwrap();
-    assert!(text.contains("clientflow_backup_enabled 1"), "{text}");
-    assert!(text.contains("clientflow_backup_newest_age_seconds NaN"), "no backup yet: {text}");
-    assert!(text.contains("clientflow_backup_drill_last_ok NaN"), "{text}");
+    assert!(text.contains("clientflow_backup_enabled{region=\"us\"} 1"), "{text}");
+    assert!(text.contains("clientflow_backup_newest_age_seconds{region=\"us\"} NaN"), "no backup yet: {text}");
+    assert!(text.contains("clientflow_backup_drill_last_ok{region=\"us\"} NaN"), "{text}");
     let mut admin = app.db.admin_conn().await;
     sqlx::query(
         "INSERT INTO backup_log (kind, backup_type, started_at, finished_at, ok) \
@@ -419,13 +419,7 @@ async fn metrics_report_the_backups() {
     .await
     .unwrap();
     let text = app.get("/metrics").await.text().await.unwrap();
-    let value = |name: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("{name} missing: {text}"))
-            .parse()
-            .unwrap()
-    };
+    let value = |name: &str| backup_gauge(&text, name, "us");
     assert!((3590.0..3700.0).contains(&value("clientflow_backup_newest_age_seconds")), "{text}");
     assert_eq!(value("clientflow_backup_drill_last_ok"), 0.0, "{text}");
     assert_eq!(value("clientflow_backup_drill_rto_seconds"), 7.25, "{text}");
@@ -438,7 +432,67 @@ async fn metrics_report_the_backups() {
         .spawn()
         .await;
     let text = app.get("/metrics").await.text().await.unwrap();
-    assert!(text.contains("clientflow_backup_enabled 0"), "{text}");
+    assert!(text.contains("clientflow_backup_enabled{region=\"us\"} 0"), "{text}");
+}
+
+/// The value of a backup gauge of `region` in a `/metrics` text.
+fn backup_gauge(text: &str, name: &str, region: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}{{region=\"{region}\"}} ")))
+        .unwrap_or_else(|| panic!("{name} of {region} missing: {text}"))
+        .parse()
+        .unwrap()
+}
+
+/// With two regions, `/metrics` reports each region's backups from that region's own
+/// database (its private cluster's `backup_log`), labelled with the region: a backup and a
+/// failed drill recorded in the EU database show under `region="eu"` only, and the default
+/// region's gauges stay as its own log says. A region whose database is a server of its own
+/// (`database_url`) has no backups of ClientFlow's: `enabled` 0 for it.
+#[tokio::test]
+async fn metrics_report_the_backups_of_every_region() {
+    let app = TestApp::builder().region("eu").spawn().await;
+    let text = app.get("/metrics").await.text().await.unwrap();
+    for region in ["us", "eu"] {
+        assert_eq!(backup_gauge(&text, "clientflow_backup_enabled", region), 1.0, "{text}");
+        assert!(backup_gauge(&text, "clientflow_backup_newest_age_seconds", region).is_nan(), "{text}");
+    }
+    let mut eu = app.region_db("eu").admin_conn().await;
+    sqlx::query(
+        "INSERT INTO backup_log (kind, backup_type, started_at, finished_at, ok) \
+         VALUES ('backup', 'full', now() - interval '3 hours', now() - interval '2 hours', true)",
+    )
+    .execute(&mut eu)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO backup_log (kind, started_at, finished_at, ok, detail) \
+         VALUES ('drill', now(), now(), false, '{\"rpo_seconds\": 2.5, \"rto_seconds\": 9.5}')",
+    )
+    .execute(&mut eu)
+    .await
+    .unwrap();
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let eu_age = backup_gauge(&text, "clientflow_backup_newest_age_seconds", "eu");
+    assert!((7190.0..7300.0).contains(&eu_age), "{text}");
+    assert_eq!(backup_gauge(&text, "clientflow_backup_drill_last_ok", "eu"), 0.0, "{text}");
+    assert_eq!(backup_gauge(&text, "clientflow_backup_drill_rto_seconds", "eu"), 9.5, "{text}");
+    assert!(backup_gauge(&text, "clientflow_backup_newest_age_seconds", "us").is_nan(), "{text}");
+    assert!(backup_gauge(&text, "clientflow_backup_drill_last_ok", "us").is_nan(), "{text}");
+
+    // A further region on a server of its own: its backups are that server's.
+    let app = TestApp::builder()
+        .region("eu")
+        .config(|c| {
+            for r in c.residency.regions.values_mut() {
+                r.database_url = Some(clientflow::platform::secret::Secret::new("postgres://eu-db.example.com/db"));
+            }
+        })
+        .spawn()
+        .await;
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert_eq!(backup_gauge(&text, "clientflow_backup_enabled", "us"), 1.0, "{text}");
+    assert_eq!(backup_gauge(&text, "clientflow_backup_enabled", "eu"), 0.0, "{text}");
 }
 
 /// Every form action of the web app tells the person what happened: its route has a message in

@@ -356,6 +356,91 @@ async fn one_region_is_the_default_and_needs_no_directory_lookup() {
     assert_eq!(region, "us", "the directory is kept, ready for a second region");
 }
 
+/// With two regions, a page of an organization in either region reads the session and the
+/// directory's entry as one autocommit statement in the directory's database, then goes on in
+/// the organization's region: the session's bookkeeping in that statement stands on its own
+/// (the idle clock, written when due, is kept; an idle session is removed and the page sends
+/// the browser to sign in), and nothing of it is left on the pooled connection.
+#[tokio::test]
+async fn a_page_in_either_region_reads_its_session_in_one_statement() {
+    let app = two_regions().await;
+    let mut owner = sign_up(&app, "owner@routed.test").await;
+    let home_slug = create_org(&mut owner, "routed home").await;
+    let res = create_in(&mut owner, "routed abroad", Some("eu")).await;
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
+    let abroad = location(&res).trim_start_matches("/o/").to_string();
+    let mut us = app.db.admin_conn().await;
+    let seen = async |us: &mut PgConnection| -> time::OffsetDateTime {
+        sqlx::query_scalar(
+            "SELECT s.last_seen_at FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE u.email = 'owner@routed.test' AND s.stage = 'complete'",
+        )
+        .fetch_one(us)
+        .await
+        .unwrap()
+    };
+    for slug in [&home_slug, &abroad] {
+        // Ten minutes idle: the page's read writes the idle clock, and it is kept.
+        app.clock.advance(time::Duration::minutes(10));
+        let (status, html) = owner.page(&format!("/o/{slug}/projects")).await;
+        assert_eq!(status, 200, "{slug}: {html}");
+        let last = seen(&mut us).await;
+        assert!((app.clock.now_utc() - last).abs() < time::Duration::seconds(2), "{slug}: idle clock at {last}");
+        // A second page within the minute: nothing to write, the same clock.
+        let (status, _) = owner.page(&format!("/o/{slug}/clients")).await;
+        assert_eq!(status, 200);
+        assert_eq!(seen(&mut us).await, last);
+    }
+    // Another person's session can't open the organization (not a member): 404, as before.
+    let mut stranger = sign_up(&app, "stranger@routed.test").await;
+    let (status, _) = stranger.page(&format!("/o/{abroad}/projects")).await;
+    assert_eq!(status, 404);
+    // Idle past the installation's limit: removed by the read, and the page asks to sign in.
+    app.clock.advance(time::Duration::minutes(31));
+    let res = owner.get(&format!("/o/{abroad}/projects")).await;
+    assert_eq!(res.status(), 303);
+    assert!(location(&res).starts_with("/login"), "{}", location(&res));
+    let sessions: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sessions s JOIN users u ON u.id = s.user_id WHERE u.email = 'owner@routed.test'",
+    )
+    .fetch_one(&mut us)
+    .await
+    .unwrap();
+    assert_eq!(sessions, 0, "the idle session was removed");
+
+    // The gate's connection: a setting made in one statement is gone by the next, so the
+    // connection goes back to its pool as it came; a transaction begun on it has its capability.
+    use clientflow::platform::db::tenant::{Capability, GateConn, GateKey};
+    let key = GateKey::unsafe_assume_access_layer();
+    let eu_org = org_id(&app, "eu", &abroad).await;
+    let eu_db = app.app_db.in_region(eu()).unwrap();
+    let mut conn = GateConn::acquire(&eu_db, &key).await.unwrap();
+    assert_eq!(conn.region(), eu());
+    sqlx::query("SELECT set_config('app.org_id', $1, true)")
+        .bind(eu_org.to_string())
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let (left, visible): (Option<String>, i64) =
+        sqlx::query_as("SELECT current_setting('app.org_id', true), (SELECT count(*) FROM organizations)")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    assert!(left.as_deref().unwrap_or("").is_empty(), "a setting outlived its statement: {left:?}");
+    assert_eq!(visible, 0, "the organization's row is visible after the statement that set its tenant");
+    let present: i64 = sqlx::query_scalar("SELECT count(*) FROM organizations WHERE id = $1")
+        .bind(eu_org)
+        .fetch_one(&mut app.region_db("eu").admin_conn().await)
+        .await
+        .unwrap();
+    assert_eq!(present, 1);
+    let user = uuid::Uuid::now_v7().to_string();
+    let mut tx = conn.begin_with(Capability::User, &user).await.unwrap();
+    let set: String = sqlx::query_scalar("SELECT current_setting('app.user_id')").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(set, user);
+    tx.commit().await.unwrap();
+}
+
 #[test]
 fn region_configuration_is_validated_with_messages_that_say_what_to_set() {
     let load = |toml: &str| {
@@ -662,11 +747,53 @@ async fn an_organization_of_another_region_is_purged_there_leaving_nothing_in_ei
     let eu_slug = location(&res).trim_start_matches("/o/").to_string();
     tour(&app, &mut eu_owner, &eu_slug, "leaves").await;
 
+    // A second EU organization of the same Owner: the Owner's copy in the EU database is shared
+    // with it. Someone who was only in the deleted organization but whom a row of the second
+    // one still names (a notification of their doing) keeps their copy too, and that row its
+    // reference: the purge changes nothing of another organization.
+    let res = create_in(&mut eu_owner, "also here", Some("eu")).await;
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
+    let also_slug = location(&res).trim_start_matches("/o/").to_string();
+    invite_and_join(&app, &mut eu_owner, &eu_slug, "named@leaves.test", "member", None).await;
+    let person = |email: &'static str| {
+        let app = &app;
+        async move {
+            let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+                .bind(email)
+                .fetch_one(&mut app.db.admin_conn().await)
+                .await
+                .unwrap();
+            id
+        }
+    };
+    let (owner_id, departed_id, named_id) =
+        (person("owner@leaves.test").await, person("member@leaves.test").await, person("named@leaves.test").await);
+    let also_org = org_id(&app, "eu", &also_slug).await;
+    let notification = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO notifications (organization_id, id, recipient_id, kind, actor_id, title, link, created_at) \
+         VALUES ($1, $2, $3, 'task_changed', $4, 'A task changed', '/tasks', now())",
+    )
+    .bind(also_org)
+    .bind(notification)
+    .bind(owner_id)
+    .bind(named_id)
+    .execute(&mut app.region_db("eu").admin_conn().await)
+    .await
+    .unwrap();
+
     let us_org = org_id(&app, "us", &us_slug).await;
     let eu_org = org_id(&app, "eu", &eu_slug).await;
     let mut us = app.region_db("us").admin_conn().await;
     let mut eu_db = app.region_db("eu").admin_conn().await;
     let us_before = rows_of(&mut us, us_org).await;
+    let copies = async |conn: &mut PgConnection| -> Vec<(uuid::Uuid, String)> {
+        sqlx::query_as("SELECT id, email FROM users ORDER BY email").fetch_all(conn).await.unwrap()
+    };
+    let eu_people = copies(&mut eu_db).await;
+    for id in [owner_id, departed_id, named_id] {
+        assert!(eu_people.iter().any(|(p, _)| *p == id), "{id} was copied into the EU database: {eu_people:?}");
+    }
     assert!(rows_of(&mut eu_db, eu_org).await.len() >= 10, "the tour reached the EU database");
     let eu_files = app.config.residency.files_dir(eu(), &app.config.data_dir);
     assert!(!files_of(&eu_files, eu_org).is_empty(), "the EU organization has files in its store");
@@ -736,6 +863,110 @@ async fn an_organization_of_another_region_is_purged_there_leaving_nothing_in_ei
         assert_eq!(records, expected);
     }
     assert!(deletion::verify_record(&mut eu_db, eu_org.to_string().parse().unwrap(), &key).await.unwrap());
+
+    // Its people's copies left the EU database with it: the member only it had is gone (id and
+    // email); the Owner, still in the other EU organization, stays, and so does the person that
+    // organization's notification names, the notification unchanged.
+    let eu_people = copies(&mut eu_db).await;
+    assert!(
+        !eu_people.iter().any(|(id, email)| *id == departed_id || email == "member@leaves.test"),
+        "the departed member's copy is left in the EU database: {eu_people:?}"
+    );
+    assert!(eu_people.iter().any(|(id, _)| *id == owner_id), "{eu_people:?}");
+    assert!(eu_people.iter().any(|(id, _)| *id == named_id), "{eu_people:?}");
+    let actor: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT actor_id FROM notifications WHERE organization_id = $1 AND id = $2")
+            .bind(also_org)
+            .bind(notification)
+            .fetch_one(&mut eu_db)
+            .await
+            .unwrap();
+    assert_eq!(actor, Some(named_id), "another organization's row was changed by the purge");
+    assert_eq!(purged[0].1.record.row_counts.get("users"), Some(&1), "{:?}", purged[0].1.record.row_counts);
+    // Their accounts are untouched in the directory.
+    let accounts: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE id = ANY($1)")
+        .bind(vec![owner_id, departed_id, named_id])
+        .fetch_one(&mut us)
+        .await
+        .unwrap();
+    assert_eq!(accounts, 3);
+}
+
+/// An organization moved out of a region takes its people's copies along: after the source's
+/// purge, the region's `users` table holds none of those only it had (id or email), while the
+/// Owner, a member of another organization there, keeps the copy that organization needs, and
+/// so does a person only a row of that other organization names (a notification of their
+/// doing), that row unchanged.
+#[tokio::test]
+async fn a_move_out_of_a_region_leaves_no_copy_of_its_people_behind() {
+    let app = two_regions().await;
+    let mut owner = sign_up(&app, "owner@departs.test").await;
+    let res = create_in(&mut owner, "departs", Some("eu")).await;
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
+    let slug = location(&res).trim_start_matches("/o/").to_string();
+    invite_and_join(&app, &mut owner, &slug, "member@departs.test", "member", None).await;
+    invite_and_join(&app, &mut owner, &slug, "named@departs.test", "member", None).await;
+    let res = create_in(&mut owner, "remains", Some("eu")).await;
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
+    let remains = location(&res).trim_start_matches("/o/").to_string();
+    let uuid = org_id(&app, "eu", &slug).await;
+    let org: clientflow::platform::ids::OrgId = uuid.to_string().parse().unwrap();
+    let mut us = app.db.admin_conn().await;
+    let ids: Vec<(uuid::Uuid, String)> =
+        sqlx::query_as("SELECT id, email FROM users WHERE email LIKE '%@departs.test' ORDER BY email")
+            .fetch_all(&mut us)
+            .await
+            .unwrap();
+    let (member_id, named_id, owner_id) = (ids[0].0, ids[1].0, ids[2].0);
+    let emails: Vec<&str> = ids.iter().map(|(_, e)| e.as_str()).collect();
+    assert_eq!(emails, ["member@departs.test", "named@departs.test", "owner@departs.test"]);
+    let mut eu_db = app.region_db("eu").admin_conn().await;
+    let remains_org = org_id(&app, "eu", &remains).await;
+    let notification = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO notifications (organization_id, id, recipient_id, kind, actor_id, title, link, created_at) \
+         VALUES ($1, $2, $3, 'task_changed', $4, 'A task changed', '/tasks', now())",
+    )
+    .bind(remains_org)
+    .bind(notification)
+    .bind(owner_id)
+    .bind(named_id)
+    .execute(&mut eu_db)
+    .await
+    .unwrap();
+    let copies = async |conn: &mut PgConnection| -> Vec<(uuid::Uuid, String)> {
+        sqlx::query_as("SELECT id, email FROM users ORDER BY email").fetch_all(conn).await.unwrap()
+    };
+    assert_eq!(copies(&mut eu_db).await.len(), 3, "all three were copied into the EU database");
+
+    let m = mover(&app);
+    let report = moving::move_organization(&m, org, RegionId::DEFAULT, app.clock.now_utc(), None).await.unwrap();
+    assert_eq!(report.done.last(), Some(&Step::Purged));
+    assert_eq!(directory_region(&app, uuid).await, ("us".to_string(), None));
+    assert_eq!(rows_of(&mut eu_db, uuid).await, vec![], "nothing of it left in the EU database");
+    let left = copies(&mut eu_db).await;
+    assert!(
+        !left.iter().any(|(id, email)| *id == member_id || email == "member@departs.test"),
+        "the moved organization's member is left in the EU database: {left:?}"
+    );
+    assert_eq!(
+        left,
+        vec![(named_id, "named@departs.test".to_string()), (owner_id, "owner@departs.test".to_string())],
+        "the other organization's people keep their copies"
+    );
+    let actor: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT actor_id FROM notifications WHERE organization_id = $1 AND id = $2")
+            .bind(remains_org)
+            .bind(notification)
+            .fetch_one(&mut eu_db)
+            .await
+            .unwrap();
+    assert_eq!(actor, Some(named_id), "another organization's row was changed by the move's purge");
+    // Both go on working: the moved organization in the default region, the other in the EU.
+    for path in [format!("/o/{slug}/projects"), format!("/o/{remains}/projects")] {
+        let (status, html) = owner.page(&path).await;
+        assert_eq!(status, 200, "{path}: {html}");
+    }
 }
 
 /// The real binary with both regions configured by URL: each region's app, owner and auditor

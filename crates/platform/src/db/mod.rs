@@ -21,6 +21,7 @@ pub mod tenant;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
@@ -149,10 +150,16 @@ impl Db {
         Self::starting(self.pool.begin()).await
     }
 
-    /// A transaction being started, with the outage bookkeeping every start goes through.
-    async fn starting(
-        begin: impl std::future::Future<Output = Result<Transaction<'static, Postgres>, sqlx::Error>>,
-    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    /// A connection outside any transaction (each statement on it is its own transaction),
+    /// through the same outage bookkeeping as [`Db::begin`]. Only the tenant door's
+    /// [`GateConn`](tenant::GateConn) hands one out.
+    pub(crate) async fn acquire(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        Self::starting(self.pool.acquire()).await
+    }
+
+    /// A transaction being started (or a connection taken), with the outage bookkeeping every
+    /// start goes through.
+    async fn starting<T>(begin: impl std::future::Future<Output = Result<T, sqlx::Error>>) -> Result<T, sqlx::Error> {
         let tx = if outage::is_down() {
             tokio::time::timeout(OUTAGE_ACQUIRE_TIMEOUT, begin).await.map_err(|_| sqlx::Error::PoolTimedOut)??
         } else {
@@ -171,13 +178,30 @@ impl Db {
         setting: &'static str,
         value: &str,
     ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            let mut tx = self.begin().await?;
-            sqlx::query("SELECT set_config($1, $2, true)").bind(setting).bind(value).execute(&mut *tx).await?;
-            return Ok(tx);
+        match setting_in_begin(setting, value) {
+            Some(statement) => self.begin_with(statement).await,
+            None => {
+                let mut tx = self.begin().await?;
+                sqlx::query("SELECT set_config($1, $2, true)").bind(setting).bind(value).execute(&mut *tx).await?;
+                Ok(tx)
+            }
         }
-        debug_assert!(setting.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_'));
-        self.begin_with(format!("BEGIN; SELECT set_config('{setting}', '{value}', true)")).await
+    }
+
+    /// [`Db::begin_with_setting`] on a connection already taken from the pool ([`Db::acquire`]).
+    pub(crate) async fn begin_on_with_setting(
+        conn: PoolConnection<Postgres>,
+        setting: &'static str,
+        value: &str,
+    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        match setting_in_begin(setting, value) {
+            Some(statement) => Transaction::begin(conn, Some(statement.into())).await,
+            None => {
+                let mut tx = Transaction::begin(conn, None).await?;
+                sqlx::query("SELECT set_config($1, $2, true)").bind(setting).bind(value).execute(&mut *tx).await?;
+                Ok(tx)
+            }
+        }
     }
 
     /// Cheap liveness query.
@@ -217,6 +241,16 @@ impl Db {
             pool.close().await;
         }
     }
+}
+
+/// `BEGIN` with `setting` set, as one simple query; `None` when `value` must be bound as a
+/// parameter instead (anything but ASCII letters, digits and `-`).
+fn setting_in_begin(setting: &'static str, value: &str) -> Option<String> {
+    if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return None;
+    }
+    debug_assert!(setting.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_'));
+    Some(format!("BEGIN; SELECT set_config('{setting}', '{value}', true)"))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -489,6 +489,54 @@ impl GateTx {
     }
 }
 
+/// A pooled connection outside any transaction, for the access layer's single statements on
+/// tables no row-level security guards and no capability opens (with more than one region, the
+/// session and its directory entry: `sessions`, `users`, `organization_directory`). Each
+/// statement on it is a transaction of its own (autocommit), so such a read costs no `BEGIN`
+/// and no `COMMIT`, and no transaction of the directory's database stays open while the request
+/// goes on in another region's. It reads as the same role a [`GateTx`] does (the app role), with
+/// no tenant and no capability set: a `set_config(…, true)` made in a statement on it lasts only
+/// for that statement, so nothing carries over to the connection's next user. Taken with the gate
+/// key, like a [`GateTx`]; [`GateConn::begin_with`] goes on in a transaction on the same
+/// connection.
+pub struct GateConn {
+    conn: sqlx::pool::PoolConnection<Postgres>,
+    region: RegionId,
+    home: RegionId,
+}
+
+impl GateConn {
+    /// A connection of `db`'s region.
+    pub async fn acquire(db: &Db, _key: &GateKey) -> Result<Self, sqlx::Error> {
+        Ok(Self { conn: db.acquire().await?, region: db.region(), home: db.home_region() })
+    }
+
+    /// The region this connection's database belongs to.
+    pub fn region(&self) -> RegionId {
+        self.region
+    }
+
+    /// A [`GateTx`] on this same connection, begun with `capability` set (one round trip, as
+    /// [`GateTx::begin_with`]).
+    pub async fn begin_with(self, capability: Capability, value: &str) -> Result<GateTx, sqlx::Error> {
+        let tx = Db::begin_on_with_setting(self.conn, capability.setting(), value).await?;
+        Ok(GateTx { tx, switched: None, region: self.region, home: self.home })
+    }
+}
+
+impl Deref for GateConn {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for GateConn {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+}
+
 impl Deref for GateTx {
     type Target = PgConnection;
     fn deref(&self) -> &PgConnection {
