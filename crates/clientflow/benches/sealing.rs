@@ -7,6 +7,10 @@
 //!    which opens each contact's sealed email address and phone number) against the same query
 //!    over contacts whose details are plaintext columns; printed per list, per field and as a
 //!    ratio. Also the bare `Keyring::seal` / `open` of one field.
+//! 3. Per file name: a project's file list through the service (`files::list`, which opens
+//!    each sealed name) against the same list over files whose names are plaintext (as before
+//!    migration 0054); per list, per name and as a ratio. An upload seals one name besides its
+//!    contents: the cost of one field in (2).
 //!
 //! Run: `cargo bench --bench sealing` (PostgreSQL: `TEST_DATABASE_URL` as for the tests).
 //! `--profile dev` reuses the test build, but AES-GCM is then monomorphized into the
@@ -23,6 +27,7 @@ use clientflow::platform::keys::{At, Scope};
 use clientflow::platform::storage::Sealed;
 use clientflow::platform::types::Slug;
 use clientflow::work::clients::{self, ContactInput};
+use clientflow::work::files;
 use clientflow_test_support::TestApp;
 
 fn env_num(name: &str, default: u64) -> u64 {
@@ -148,6 +153,67 @@ async fn main() {
         per_op(plain, iterations),
         per_op(sealed, iterations),
         (sealed.as_secs_f64() - plain.as_secs_f64()) * 1e6 / (iterations * fields) as f64,
+        sealed.as_secs_f64() / plain.as_secs_f64()
+    );
+
+    // 3. File names: a project's file list through the service (`files::list`, which opens
+    // each file's sealed name) against the same list over files whose names are in the plain
+    // column, as rows written before names were sealed are (the constraint that refuses them
+    // now is lifted for the moment it takes to write them).
+    let mut tx = OrgTx::begin(&app.app_db, &principal).await.unwrap();
+    let sealed_project = clientflow::work::projects::repo::create(&mut tx, None, "Sealed names").await.unwrap().id;
+    let plain_project = clientflow::work::projects::repo::create(&mut tx, None, "Plaintext names").await.unwrap().id;
+    tx.commit().await.unwrap();
+    sqlx::query("ALTER TABLE files DROP CONSTRAINT files_name_sealed_only").execute(&mut db).await.unwrap();
+    for i in 0..contacts {
+        let name = format!("Quarterly report {i:04} (final).pdf");
+        let id = uuid::Uuid::now_v7();
+        let sealed =
+            files::seal_name(keys, org.id, clientflow::platform::ids::FileId::from_uuid(id), &name, None).unwrap();
+        for (project, name, sealed) in [(sealed_project, None, Some(sealed)), (plain_project, Some(name), None)] {
+            sqlx::query(
+                "INSERT INTO files (organization_id, id, project_id, name, name_sealed, content_type, size_bytes, sha256, \
+                 storage_key, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'application/pdf', 1, decode(repeat('00', 32), 'hex'), 'nowhere', now())",
+            )
+            .bind(org.id)
+            .bind(if name.is_some() { uuid::Uuid::now_v7() } else { id })
+            .bind(project)
+            .bind(name)
+            .bind(sealed)
+            .execute(&mut db)
+            .await
+            .unwrap();
+        }
+    }
+    sqlx::query("ALTER TABLE files ADD CONSTRAINT files_name_sealed_only CHECK (name IS NULL) NOT VALID")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let (db_ref, principal_ref) = (&app.app_db, &principal);
+    let list = |project: clientflow::platform::ids::ProjectId| {
+        let filter = files::FileFilter { project_id: Some(project.to_string()), task_id: None };
+        let page = clientflow::work::Page { limit: Some(clientflow::work::MAX_PAGE), offset: None };
+        async move { files::list(db_ref, keys, principal_ref, &filter, page).await.unwrap() }
+    };
+    let shown = contacts.min(clientflow::work::MAX_PAGE as u64);
+    assert_eq!(list(sealed_project).await.len() as u64, shown);
+    assert_eq!(list(plain_project).await.len() as u64, shown);
+    let (mut plain, mut sealed) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..iterations {
+        let started = Instant::now();
+        std::hint::black_box(list(plain_project).await);
+        plain += started.elapsed();
+        let started = Instant::now();
+        std::hint::black_box(list(sealed_project).await);
+        sealed += started.elapsed();
+    }
+    println!(
+        "file list of {shown} (sealed names): plaintext {:.1} µs, sealed {:.1} µs per list; {:.2} µs per name; \
+         ratio {:.2}",
+        per_op(plain, iterations),
+        per_op(sealed, iterations),
+        (sealed.as_secs_f64() - plain.as_secs_f64()) * 1e6 / (iterations * shown) as f64,
         sealed.as_secs_f64() / plain.as_secs_f64()
     );
 }

@@ -24,6 +24,10 @@
 //! - The request runs in a task of its own (the route guard's), so a client that disconnects
 //!   (or the request timeout) doesn't cancel work that is about to commit.
 //! - Records expire after 24 hours; an expired key may be used again.
+//! - The kept answer is sealed with the organization's data key, bound to the API key and the
+//!   Idempotency-Key (`privacy::keys::seal_api_answer`): it repeats what the request created
+//!   (a file's name, say), which is sealed where it is stored, and must be no easier to read
+//!   here.
 //!
 //! The draft recommends 422 for a key reused with another payload; we answer 409 because 422
 //! means "a field of this body is invalid" everywhere else in this API, and the conflict is with
@@ -234,6 +238,8 @@ async fn claim(
         }
         return match (status, body) {
             (Some(status), Some(body)) => {
+                let body = crate::privacy::keys::open_api_answer(&state.keys, principal.org_id(), api_key, key, &body)
+                    .map_err(AppError::internal)?;
                 let stored: Stored = serde_json::from_slice(&body).map_err(AppError::internal)?;
                 Ok(Claim::Replay { status: status as u16, stored })
             }
@@ -283,13 +289,25 @@ async fn settle(state: &AppState, principal: &OrgPrincipal, key: &str, res: Resp
         content_type: header_text(&header::CONTENT_TYPE),
         body: String::from_utf8_lossy(&bytes).into_owned(),
     };
+    let sealed = crate::privacy::keys::seal_api_answer(
+        &state.keys,
+        principal.org_id(),
+        api_key,
+        key,
+        &serde_json::to_vec(&stored).unwrap_or_default(),
+        None,
+    );
+    let sealed = match sealed {
+        Ok(s) => s,
+        Err(e) => return AppError::internal(e).into_response(),
+    };
     let saved = async {
         let mut tx = OrgTx::begin(&state.db, principal).await?;
         sqlx::query("UPDATE idempotency_keys SET status = $3, response_body = $4 WHERE api_key_id = $1 AND key = $2")
             .bind(api_key)
             .bind(key)
             .bind(parts.status.as_u16() as i32)
-            .bind(serde_json::to_vec(&stored).unwrap_or_default())
+            .bind(&sealed)
             .execute(&mut *tx)
             .await?;
         tx.commit().await

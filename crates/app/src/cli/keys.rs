@@ -91,8 +91,8 @@ pub async fn run(config: Config, json: bool, command: KeysCommand) -> anyhow::Re
                     retire,
                     |p| {
                         println!(
-                            "batch: {} TOTP secrets, {} contacts, {} files re-sealed; {} key versions retired",
-                            p.totp_secrets, p.contacts, p.files, p.retired_versions
+                            "batch: {} TOTP secrets, {} contacts, {} files, {} API answers re-sealed; {} key versions retired",
+                            p.totp_secrets, p.contacts, p.files, p.api_answers, p.retired_versions
                         )
                     },
                 )

@@ -352,10 +352,11 @@ fn sealed_columns(columns: &[String]) -> Vec<&str> {
 }
 
 /// One row of a table with sealed columns, opening them with the organization's data keys
-/// first: the archive holds what the owner sees (a contact's email and phone in their plain
-/// columns), never ciphertext only this installation could open. An import writes them in
-/// plain, and the re-seal pass seals them under the new installation's keys. A sealed value in
-/// a table this function does not know how to open fails the export.
+/// first: the archive holds what the owner sees (a contact's email and phone, a file's name,
+/// in their plain columns), never ciphertext only this installation could open. An import
+/// writes contacts' details in plain, and the re-seal pass seals them under the new
+/// installation's keys; it seals files' names itself before writing their rows. A sealed value
+/// in a table this function does not know how to open fails the export.
 fn encode_row_with(
     table: &str,
     line: &str,
@@ -378,6 +379,20 @@ fn encode_row_with(
             row.insert(column.to_string(), Value::String(plain));
         }
         row.remove("key_version");
+    }
+    if table == "files" {
+        // The name opened into its plain column (a name from before names were sealed is
+        // there already); the sealed column does not go into the archive.
+        let sealed = row.remove("name_sealed").unwrap_or(Value::Null);
+        if let Some(hex_text) = sealed.as_str() {
+            let (keys, org) = keys.ok_or_else(|| anyhow!("files has sealed names and no keys to open them"))?;
+            let bytes = hex::decode(hex_text.trim_start_matches("\\x")).context("a sealed file name")?;
+            let id: FileId =
+                row.get("id").and_then(Value::as_str).unwrap_or_default().parse().context("a file's id")?;
+            let name = crate::work::files::open_name(keys, org, id, Some(&bytes), None)
+                .map_err(|e| anyhow!("opening the name of file {id}: {e}"))?;
+            row.insert("name".to_string(), Value::String(name));
+        }
     }
     if let Some((column, _)) = row.iter().find(|(c, v)| c.ends_with("_sealed") && !v.is_null()) {
         bail!("{table}.{column} holds sealed values the export does not know how to open");

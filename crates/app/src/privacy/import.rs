@@ -9,7 +9,9 @@
 //! them: they sign in by password reset or Google), every table in foreign-key order, and the
 //! audit chain, which is verified (`audit::chain::verify_org`) before the transaction commits.
 //! The files' contents are sealed and stored under this installation's keys before the commit
-//! and removed again when anything fails: an import lands whole or not at all.
+//! and removed again when anything fails: an import lands whole or not at all. Their names are
+//! sealed under this installation's keys as their rows are read from the archive, before the
+//! rows reach the database ([`seal_file_row`]).
 //!
 //! Every imported column value passes through [`import_value`], the inverse of
 //! `export::export_value`.
@@ -158,8 +160,46 @@ enum Pass {
     Update { key: Vec<String>, deferred: Vec<String> },
 }
 
-/// Streams one NDJSON part in batches, each value through [`import_value`].
-fn read_part(path: PathBuf, part: String, table: String, pass: Pass, send: mpsc::Sender<anyhow::Result<Batch>>) {
+/// What seals the names of imported files: this installation's keys, the organization, and
+/// the data-key version the import seals with.
+#[derive(Clone)]
+struct NameSealing {
+    keys: crate::platform::keys::Keyring,
+    org: OrgId,
+    version: u32,
+}
+
+/// A file's row as the archive has it (its name in the plain `name` column) made into the row
+/// this installation stores: the name sealed under this installation's key and the plain column
+/// empty, before the row reaches the database (not even the transaction's WAL holds the name in
+/// plaintext), and the version its contents will be sealed with.
+fn seal_file_row(row: &mut Map<String, Value>, sealing: &NameSealing) -> anyhow::Result<()> {
+    let id: FileId = row.get("id").and_then(Value::as_str).unwrap_or_default().parse().context("a file's id")?;
+    let name = match row.remove("name") {
+        Some(Value::String(name)) => name,
+        _ => bail!("file {id} has no name in the archive"),
+    };
+    if name.is_empty() || name.chars().count() > 255 {
+        bail!("file {id}'s name in the archive is empty or longer than 255 characters");
+    }
+    let sealed = crate::work::files::seal_name(&sealing.keys, sealing.org, id, &name, Some(sealing.version))
+        .map_err(|e| anyhow!("sealing the name of file {id}: {e}"))?;
+    row.insert("name".into(), Value::Null);
+    row.insert("name_sealed".into(), Value::String(format!("\\x{}", hex::encode(sealed))));
+    row.insert("key_version".into(), Value::from(sealing.version));
+    Ok(())
+}
+
+/// Streams one NDJSON part in batches, each value through [`import_value`] (and each file's row
+/// through [`seal_file_row`]).
+fn read_part(
+    path: PathBuf,
+    part: String,
+    table: String,
+    pass: Pass,
+    sealing: Option<NameSealing>,
+    send: mpsc::Sender<anyhow::Result<Batch>>,
+) {
     let run = || -> anyhow::Result<()> {
         let mut zip = open_zip(&path)?;
         let entry = zip.by_name(&part).map_err(|_| anyhow!("part {part} is missing"))?;
@@ -201,6 +241,11 @@ fn read_part(path: PathBuf, part: String, table: String, pass: Pass, send: mpsc:
                 && deferred.iter().all(|c| out.get(c).is_none_or(Value::is_null))
             {
                 continue;
+            }
+            if table == "files" && matches!(pass, Pass::Insert { .. }) {
+                let sealing =
+                    sealing.as_ref().ok_or_else(|| anyhow!("files are imported with no keys to seal their names"))?;
+                seal_file_row(&mut out, sealing)?;
             }
             rows.push(out);
             if rows.len() >= BATCH_ROWS {
@@ -330,10 +375,15 @@ where
 
     // Accounts first: every table may refer to them.
     let accounts_created = import_users(&mut tx, path, &manifest).await?;
+    let sealing = NameSealing {
+        keys: job.keys.clone(),
+        org,
+        version: job.keys.current_version(crate::platform::keys::Scope::org(org)).map_err(|e| anyhow!("{e}"))?,
+    };
     let mut rows = 0u64;
     for table in &order {
         let nulled = deferred.get(table).cloned().unwrap_or_default();
-        let inserted = run_part(&mut tx, path, table, Pass::Insert { nulled }).await?;
+        let inserted = run_part(&mut tx, path, table, Pass::Insert { nulled }, Some(&sealing)).await?;
         let expected = manifest.counts.get(table).copied().unwrap_or(0);
         if inserted != expected {
             bail!("{table}: {inserted} rows imported, the manifest says {expected}");
@@ -342,7 +392,7 @@ where
     }
     for (table, cols) in &deferred {
         let key = super::export::primary_key(&mut tx, table).await?;
-        run_part(&mut tx, path, table, Pass::Update { key, deferred: cols.clone() }).await?;
+        run_part(&mut tx, path, table, Pass::Update { key, deferred: cols.clone() }, None).await?;
     }
     // Files are kept under this installation's key scheme (`<organization>/<file>`).
     sqlx::query(
@@ -434,11 +484,18 @@ fn unique_violation_message(e: anyhow::Error) -> anyhow::Error {
 }
 
 /// Streams one part through a reader thread into INSERT (or, second pass, UPDATE) statements.
-async fn run_part(tx: &mut PgConnection, path: &Path, table: &str, pass: Pass) -> anyhow::Result<u64> {
+async fn run_part(
+    tx: &mut PgConnection,
+    path: &Path,
+    table: &str,
+    pass: Pass,
+    sealing: Option<&NameSealing>,
+) -> anyhow::Result<u64> {
     let (send, mut recv) = mpsc::channel(4);
     let reader = {
         let (path, part, table, pass) = (path.to_path_buf(), part_name(table), table.to_string(), pass.clone());
-        tokio::task::spawn_blocking(move || read_part(path, part, table, pass, send))
+        let sealing = sealing.cloned();
+        tokio::task::spawn_blocking(move || read_part(path, part, table, pass, sealing, send))
     };
     let mut done = 0u64;
     while let Some(batch) = recv.recv().await {
@@ -487,7 +544,7 @@ async fn import_users(tx: &mut PgConnection, path: &Path, manifest: &Manifest) -
     let reader = {
         let path = path.to_path_buf();
         tokio::task::spawn_blocking(move || {
-            read_part(path, part_name("users"), "users".into(), Pass::Insert { nulled: vec![] }, send)
+            read_part(path, part_name("users"), "users".into(), Pass::Insert { nulled: vec![] }, None, send)
         })
     };
     let mut created = 0u64;

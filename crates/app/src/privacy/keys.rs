@@ -12,6 +12,8 @@
 //! | value | key | bound to |
 //! |---|---|---|
 //! | file contents (storage) | organization | `files.contents`, file id |
+//! | file name (`files.name_sealed`) | organization | `files.name`, file id |
+//! | API answer kept for an Idempotency-Key replay | organization | `idempotency_keys.response_body`, API key and Idempotency-Key |
 //! | client contact email / phone | organization | `client_contacts.email`/`phone`, contact id |
 //! | TOTP secret | installation | `users.totp_secret`, user id |
 //! | TOTP set-up secret | installation | `totp_enrollments.secret`, user and session ids |
@@ -30,7 +32,7 @@ use crate::platform::keys::{At, KeyError, Keyring, Scope};
 use crate::platform::storage::Sealed;
 use crate::work::clients::{open_contact_detail, seal_contact_detail};
 use crate::work::files::RegionStores;
-use crate::work::files::{contents_at, legacy_context};
+use crate::work::files::{contents_at, legacy_context, open_name, seal_name};
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
@@ -40,13 +42,15 @@ pub struct Pass {
     pub reports: u64,
     pub contacts: u64,
     pub files: u64,
+    /// API answers kept for Idempotency-Key replays.
+    pub api_answers: u64,
     /// Data-key versions destroyed because nothing used them any more.
     pub retired_versions: u64,
 }
 
 impl Pass {
     pub fn resealed(&self) -> u64 {
-        self.totp_secrets + self.reports + self.contacts + self.files
+        self.totp_secrets + self.reports + self.contacts + self.files + self.api_answers
     }
 }
 
@@ -241,10 +245,21 @@ pub async fn reseal_contacts(db: &Db, keys: &Keyring, org: OrgId, version: u32, 
     Ok(rows.len() as u64)
 }
 
-/// Re-seals up to `batch` of `org`'s stored files not on `version`. Each object is replaced
-/// whole (readers see the old sealed object or the new one, never a partial one) before its
-/// row records the new version; a crash in between leaves a row naming the old version over
-/// contents on the new one, which still open (the contents name their own version).
+#[derive(sqlx::FromRow)]
+struct FileKeyRow {
+    id: FileId,
+    storage_key: String,
+    key_version: Option<i32>,
+    name: Option<String>,
+    name_sealed: Option<Vec<u8>>,
+}
+
+/// Re-seals up to `batch` of `org`'s stored files whose contents or name are not on `version`
+/// (names still in plaintext, from before migration 0054, included: their plaintext is
+/// cleared). Each object is replaced whole (readers see the old sealed object or the new one,
+/// never a partial one) before its row records the new version; a crash in between leaves a
+/// row naming the old version over contents on the new one, which still open (the contents
+/// name their own version). The name is re-sealed in the row's own update.
 pub async fn reseal_files(
     db: &Db,
     keys: &Keyring,
@@ -257,25 +272,106 @@ pub async fn reseal_files(
     // The organization's own region's store.
     let storage = stores.of(p.region()).map_err(err)?;
     let mut tx = OrgTx::begin(db, &p).await?;
-    let rows: Vec<(FileId, String)> = sqlx::query_as(
-        "SELECT id, storage_key FROM files WHERE key_version IS DISTINCT FROM $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+    let rows: Vec<FileKeyRow> = sqlx::query_as(
+        "SELECT id, storage_key, key_version, name, name_sealed FROM files \
+         WHERE key_version IS DISTINCT FROM $1 OR name IS NOT NULL OR sealed_key_version(name_sealed) IS DISTINCT FROM $1 \
+         ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
     )
     .bind(version as i32)
     .bind(batch)
     .fetch_all(&mut *tx)
     .await?;
     let scope = Scope::org(org);
-    for (id, key) in &rows {
+    for r in rows.iter() {
+        let (id, key) = (r.id, &r.storage_key);
         let row = id.to_string();
-        let stored = storage.get(key).await?;
-        if stored.key_version() != Some(version) {
-            let plain = stored.open_with(keys, scope, contents_at(&row), &legacy_context(org, *id)).map_err(err)?;
-            let resealed = Sealed::seal_with_version(keys, scope, contents_at(&row), &plain, version).map_err(err)?;
-            storage.put(key, resealed).await?;
+        if r.key_version != Some(version as i32) {
+            let stored = storage.get(key).await?;
+            if stored.key_version() != Some(version) {
+                let plain = stored.open_with(keys, scope, contents_at(&row), &legacy_context(org, id)).map_err(err)?;
+                let resealed =
+                    Sealed::seal_with_version(keys, scope, contents_at(&row), &plain, version).map_err(err)?;
+                storage.put(key, resealed).await?;
+            }
         }
-        sqlx::query("UPDATE files SET key_version = $2 WHERE id = $1")
+        let name_sealed = match &r.name_sealed {
+            Some(s) if crate::platform::keys::version_of(s) == Some(version) => s.clone(),
+            sealed => {
+                let name = open_name(keys, org, id, sealed.as_deref(), r.name.clone()).map_err(err)?;
+                seal_name(keys, org, id, &name, Some(version)).map_err(err)?
+            }
+        };
+        sqlx::query("UPDATE files SET key_version = $2, name = NULL, name_sealed = $3 WHERE id = $1")
             .bind(id)
             .bind(version as i32)
+            .bind(&name_sealed)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(rows.len() as u64)
+}
+
+/// Where an API answer kept for an Idempotency-Key replay is bound: its organization's data
+/// key, `idempotency_keys.response_body`, the API key and the Idempotency-Key.
+fn api_answer_row(api_key: Uuid, key: &str) -> String {
+    format!("{api_key}/{key}")
+}
+
+/// Seals the answer kept for a replay (`api::idempotency`) with the organization's newest data
+/// key, or the given version (re-sealing).
+pub fn seal_api_answer(
+    keys: &Keyring,
+    org: OrgId,
+    api_key: Uuid,
+    key: &str,
+    answer: &[u8],
+    version: Option<u32>,
+) -> Result<Vec<u8>, KeyError> {
+    let row = api_answer_row(api_key, key);
+    let at = At::new("idempotency_keys", "response_body", &row);
+    match version {
+        Some(v) => keys.seal_with_version(Scope::org(org), at, answer, v),
+        None => keys.seal(Scope::org(org), at, answer),
+    }
+}
+
+/// Opens a kept answer; one stored before answers were sealed (plain JSON, migration 0055) is
+/// returned as it is.
+pub fn open_api_answer(
+    keys: &Keyring,
+    org: OrgId,
+    api_key: Uuid,
+    key: &str,
+    stored: &[u8],
+) -> Result<Vec<u8>, KeyError> {
+    if crate::platform::keys::version_of(stored).is_none() && stored.first() == Some(&b'{') {
+        return Ok(stored.to_vec());
+    }
+    let row = api_answer_row(api_key, key);
+    keys.open(Scope::org(org), At::new("idempotency_keys", "response_body", &row), stored, None)
+}
+
+/// Re-seals up to `batch` of `org`'s kept API answers not on `version` (plaintext ones included).
+pub async fn reseal_api_answers(db: &Db, keys: &Keyring, org: OrgId, version: u32, batch: i64) -> anyhow::Result<u64> {
+    let Some(p) = key_maintenance(db, org).await? else { return Ok(0) };
+    let mut tx = OrgTx::begin(db, &p).await?;
+    let rows: Vec<(Uuid, String, Vec<u8>)> = sqlx::query_as(
+        "SELECT api_key_id, key, response_body FROM idempotency_keys \
+         WHERE response_body IS NOT NULL AND sealed_key_version(response_body) IS DISTINCT FROM $1 \
+         ORDER BY api_key_id, key LIMIT $2 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(version as i32)
+    .bind(batch)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (api_key, key, stored) in &rows {
+        let answer = open_api_answer(keys, org, *api_key, key, stored).map_err(err)?;
+        let resealed = seal_api_answer(keys, org, *api_key, key, &answer, Some(version)).map_err(err)?;
+        sqlx::query("UPDATE idempotency_keys SET response_body = $3 WHERE api_key_id = $1 AND key = $2")
+            .bind(api_key)
+            .bind(key)
+            .bind(resealed)
             .execute(&mut *tx)
             .await?;
     }
@@ -319,8 +415,11 @@ pub async fn reseal_pass(
             if behind("client_contacts", current) {
                 pass.contacts += reseal_contacts(db, keys, org, current, batch).await?;
             }
-            if behind("files", current) {
+            if behind("files", current) || behind("file_names", current) {
                 pass.files += reseal_files(db, keys, storage, org, current, batch).await?;
+            }
+            if behind("api_answers", current) {
+                pass.api_answers += reseal_api_answers(db, keys, org, current, batch).await?;
             }
         }
     }
@@ -379,6 +478,7 @@ pub async fn reseal_all(
         total.reports += pass.reports;
         total.contacts += pass.contacts;
         total.files += pass.files;
+        total.api_answers += pass.api_answers;
         total.retired_versions += pass.retired_versions;
     }
 }

@@ -17,6 +17,7 @@ use crate::access::role::Permission;
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::{Context, Entry, STORED_COLUMNS, StoredEvent};
 use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::keys::{At, Keyring, Scope};
 use crate::route;
 use crate::state::AppState;
 
@@ -121,8 +122,9 @@ fn qs(f: &Filter) -> String {
 /// Names for the ids an audit page mentions (people, clients, projects, tasks, invoices, files,
 /// columns), read in the organization's own transaction: an id of another organization stays
 /// an id. A deleted account's events show "Deleted user" (its tombstone's name), whatever label
-/// they were stored with.
-async fn names_of(tx: &mut OrgTx, ids: &[uuid::Uuid]) -> AppResult<HashMap<String, String>> {
+/// they were stored with. Files' names are sealed (the events record file ids only): they are
+/// opened here, for as long as the file and the organization's key exist.
+async fn names_of(tx: &mut OrgTx, keys: &Keyring, ids: &[uuid::Uuid]) -> AppResult<HashMap<String, String>> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
@@ -134,14 +136,33 @@ async fn names_of(tx: &mut OrgTx, ids: &[uuid::Uuid]) -> AppResult<HashMap<Strin
          UNION ALL SELECT id, name FROM projects WHERE id = ANY($1) \
          UNION ALL SELECT id, title FROM tasks WHERE id = ANY($1) \
          UNION ALL SELECT id, name FROM board_columns WHERE id = ANY($1) \
-         UNION ALL SELECT id, name FROM files WHERE id = ANY($1) \
          UNION ALL SELECT id, coalesce('invoice #' || number, 'draft invoice') FROM invoices WHERE id = ANY($1)",
     )
     .bind(ids)
     .bind(tx.org_id())
     .fetch_all(&mut **tx)
     .await?;
-    Ok(rows.into_iter().map(|(id, name)| (id.to_string(), name)).collect())
+    let mut names: HashMap<String, String> = rows.into_iter().map(|(id, name)| (id.to_string(), name)).collect();
+    let files: Vec<(uuid::Uuid, Option<String>, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT id, name, name_sealed FROM files WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&mut **tx)
+            .await?;
+    let scope = Scope::org(tx.org_id());
+    for (id, plain, sealed) in files {
+        let row = id.to_string();
+        // Bound as `work::files::name_at` seals it: the organization's key, `files.name`, the id.
+        let name = match sealed {
+            Some(s) => {
+                keys.open(scope, At::new("files", "name", &row), &s, None).ok().and_then(|b| String::from_utf8(b).ok())
+            }
+            None => plain,
+        };
+        if let Some(name) = name {
+            names.insert(row, name);
+        }
+    }
+    Ok(names)
 }
 
 fn collect_ids(v: &serde_json::Value, out: &mut Vec<uuid::Uuid>) {
@@ -220,7 +241,7 @@ async fn viewer(State(state): State<AppState>, access: OrgAccess, Query(f): Quer
     }
     ids.sort();
     ids.dedup();
-    let names = names_of(&mut tx, &ids).await?;
+    let names = names_of(&mut tx, &state.keys, &ids).await?;
     tx.commit().await?;
     let next_page = if more { events.last().map(|e| qs(&Filter { before: Some(e.seq), ..f.clone() })) } else { None };
     let prev_page = f.before.map(|_| qs(&Filter { before: None, ..f.clone() }));

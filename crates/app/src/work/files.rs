@@ -1,6 +1,11 @@
 //! Files on projects and tasks: type- and size-checked uploads, contents sealed with
 //! AES-256-GCM (bound to organization and file id) in a storage adapter, downloads only through
 //! an authorized request or a short-lived signed link.
+//!
+//! A file's name is sealed too, in its row (`files.name_sealed`, bound to the organization,
+//! `files.name` and the file's id): every read goes through [`FileRow::open`], and lists sort
+//! by upload time, never by name, so the database never needs to read one. Audit events name
+//! a file by its id only (docs/security/encryption.md).
 
 use std::path::PathBuf;
 
@@ -20,7 +25,7 @@ use crate::audit::{self, Context, Entry};
 use crate::platform::db::{Db, RegionId};
 use crate::platform::http::error::{AppError, AppResult};
 use crate::platform::ids::{FileId, OrgId, ProjectId, TaskId};
-use crate::platform::keys::{At, Keyring, Scope};
+use crate::platform::keys::{At, KeyError, Keyring, Scope};
 pub use crate::platform::storage::{S3StorageConfig, Sealed, Storage, StorageKind};
 
 /// `[files]`: upload size, where contents are kept (the local disk, or an S3-compatible
@@ -108,7 +113,8 @@ impl Default for FilesConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+/// A file's metadata as shown and sent: its name opened ([`FileRow::open`]).
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct FileMeta {
     #[schema(value_type = String, format = Uuid)]
     pub id: FileId,
@@ -124,8 +130,94 @@ pub struct FileMeta {
     pub created_at: OffsetDateTime,
 }
 
-pub const COLUMNS: &str =
-    "f.id, f.project_id, f.task_id, f.name, f.content_type, f.size_bytes, f.shared_with_client, f.created_at";
+/// A file's row as stored: its name sealed (`name_sealed`), or in plaintext (`name`) when it
+/// was written before names were sealed and the re-seal job has not reached it yet.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FileRow {
+    pub id: FileId,
+    pub project_id: ProjectId,
+    pub task_id: Option<TaskId>,
+    name: Option<String>,
+    name_sealed: Option<Vec<u8>>,
+    pub content_type: String,
+    pub size_bytes: i64,
+    pub shared_with_client: bool,
+    pub created_at: OffsetDateTime,
+}
+
+impl FileRow {
+    /// The metadata with the name opened with `org`'s data key. A sealed name that does not
+    /// open (moved from another row or organization, or its key destroyed) is an error, never
+    /// shown as something else.
+    pub fn open(self, keys: &Keyring, org: OrgId) -> AppResult<FileMeta> {
+        let name = open_name(keys, org, self.id, self.name_sealed.as_deref(), self.name).map_err(AppError::internal)?;
+        Ok(FileMeta {
+            id: self.id,
+            project_id: self.project_id,
+            task_id: self.task_id,
+            name,
+            content_type: self.content_type,
+            size_bytes: self.size_bytes,
+            shared_with_client: self.shared_with_client,
+            created_at: self.created_at,
+        })
+    }
+
+    /// Whether the name is still stored in plaintext (written before names were sealed).
+    pub fn name_in_plaintext(&self) -> bool {
+        self.name_sealed.is_none()
+    }
+}
+
+/// Opens every row's name (lists).
+pub fn open_all(rows: Vec<FileRow>, keys: &Keyring, org: OrgId) -> AppResult<Vec<FileMeta>> {
+    rows.into_iter().map(|r| r.open(keys, org)).collect()
+}
+
+/// The columns of a [`FileRow`].
+pub const COLUMNS: &str = "f.id, f.project_id, f.task_id, f.name, f.name_sealed, f.content_type, f.size_bytes, \
+     f.shared_with_client, f.created_at";
+
+/// Where a file's name is bound: its organization's data key, `files.name`, this file's id.
+pub fn name_at(id: &str) -> At<'_> {
+    At::new("files", "name", id)
+}
+
+/// Seals a file's name for its row, with the organization's newest data key or the given
+/// version (re-sealing).
+pub fn seal_name(
+    keys: &Keyring,
+    org: OrgId,
+    id: FileId,
+    name: &str,
+    version: Option<u32>,
+) -> Result<Vec<u8>, KeyError> {
+    let row = id.to_string();
+    match version {
+        Some(v) => keys.seal_with_version(Scope::org(org), name_at(&row), name.as_bytes(), v),
+        None => keys.seal(Scope::org(org), name_at(&row), name.as_bytes()),
+    }
+}
+
+/// A file's name: the sealed one opened, or the plaintext one of a row the re-seal job has not
+/// reached yet.
+pub fn open_name(
+    keys: &Keyring,
+    org: OrgId,
+    id: FileId,
+    sealed: Option<&[u8]>,
+    plain: Option<String>,
+) -> Result<String, KeyError> {
+    match (sealed, plain) {
+        (Some(sealed), _) => {
+            let row = id.to_string();
+            let bytes = keys.open(Scope::org(org), name_at(&row), sealed, None)?;
+            String::from_utf8(bytes).map_err(|_| KeyError::Open)
+        }
+        (None, Some(plain)) => Ok(plain),
+        (None, None) => Err(KeyError::Open),
+    }
+}
 
 /// The content type, from the bytes themselves (the declared type is ignored): PDF, PNG, JPEG,
 /// GIF, WebP, Office/ZIP, or plain text/CSV when the bytes are UTF-8.
@@ -223,18 +315,20 @@ pub async fn upload(
     let digest: [u8; 32] = Sha256::digest(&up.bytes).into();
     let row = id.to_string();
     let sealed = Sealed::seal_with(keys, Scope::org(org), contents_at(&row), &up.bytes).map_err(AppError::internal)?;
+    // The name with the same data-key version as the contents.
+    let name_sealed = seal_name(keys, org, id, &name, sealed.key_version()).map_err(AppError::internal)?;
     let key_version = sealed.key_version().map(|v| v as i32);
     storage.put(&key, sealed).await.map_err(AppError::internal)?;
-    let inserted = sqlx::query_as::<_, FileMeta>(&format!(
-        "INSERT INTO files AS f (organization_id, id, project_id, task_id, name, content_type, size_bytes, sha256, storage_key, \
-         shared_with_client, uploaded_by, created_at, key_version) \
+    let inserted = sqlx::query_as::<_, FileRow>(&format!(
+        "INSERT INTO files AS f (organization_id, id, project_id, task_id, name_sealed, content_type, size_bytes, sha256, \
+         storage_key, shared_with_client, uploaded_by, created_at, key_version) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {COLUMNS}"
     ))
     .bind(org)
     .bind(id)
     .bind(up.project_id)
     .bind(up.task_id)
-    .bind(&name)
+    .bind(&name_sealed)
     .bind(content_type)
     .bind(size)
     .bind(&digest[..])
@@ -245,19 +339,22 @@ pub async fn upload(
     .bind(key_version)
     .fetch_one(&mut *tx)
     .await;
-    let meta = match inserted {
+    let meta = match inserted.map_err(AppError::from).and_then(|row| row.open(keys, org)) {
         Ok(m) => m,
         Err(e) => {
             let _ = storage.delete(&key).await;
-            return Err(e.into());
+            return Err(e);
         }
     };
+    // The event names the file by its id: the audit log is kept whole for years and can't
+    // be re-sealed, so nothing in it may identify a document once the organization's key is
+    // destroyed (neither its name nor its contents' digest).
     audit::record(
         &mut tx,
         ctx,
         Entry::new("file.uploaded", "file", id).after(json!({
-            "name": name, "content_type": content_type, "size_bytes": size, "project_id": up.project_id, "task_id": up.task_id,
-            "shared_with_client": up.shared_with_client, "sha256": hex::encode(digest),
+            "content_type": content_type, "size_bytes": size, "project_id": up.project_id, "task_id": up.task_id,
+            "shared_with_client": up.shared_with_client,
         })),
     )
     .await?;
@@ -274,7 +371,13 @@ pub struct FileFilter {
     pub task_id: Option<String>,
 }
 
-pub async fn list(db: &Db, p: &OrgPrincipal, f: &FileFilter, page: super::Page) -> AppResult<Vec<FileMeta>> {
+pub async fn list(
+    db: &Db,
+    keys: &Keyring,
+    p: &OrgPrincipal,
+    f: &FileFilter,
+    page: super::Page,
+) -> AppResult<Vec<FileMeta>> {
     require(p, Permission::FilesRead)?;
     let member = member_filter(p)?;
     let project: Option<Uuid> =
@@ -295,10 +398,11 @@ pub async fn list(db: &Db, p: &OrgPrincipal, f: &FileFilter, page: super::Page) 
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(rows)
+    open_all(rows, keys, p.org_id())
 }
 
-async fn fetch(tx: &mut OrgTx, p: &OrgPrincipal, id: FileId) -> AppResult<(FileMeta, String)> {
+/// The file's row and storage key, when the principal may see it.
+async fn fetch(tx: &mut OrgTx, p: &OrgPrincipal, id: FileId) -> AppResult<(FileRow, String)> {
     let member = member_filter(p)?;
     let row: Option<(FileId, String)> = sqlx::query_as(&format!(
         "SELECT f.id, f.storage_key FROM files f JOIN projects p ON p.organization_id = f.organization_id AND p.id = f.project_id \
@@ -315,12 +419,12 @@ async fn fetch(tx: &mut OrgTx, p: &OrgPrincipal, id: FileId) -> AppResult<(FileM
     Ok((meta, key))
 }
 
-pub async fn get(db: &Db, p: &OrgPrincipal, id: FileId) -> AppResult<FileMeta> {
+pub async fn get(db: &Db, keys: &Keyring, p: &OrgPrincipal, id: FileId) -> AppResult<FileMeta> {
     require(p, Permission::FilesRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
-    let (meta, _) = fetch(&mut tx, p, id).await?;
+    let (row, _) = fetch(&mut tx, p, id).await?;
     tx.commit().await?;
-    Ok(meta)
+    row.open(keys, p.org_id())
 }
 
 /// Reads and opens a file's contents (the caller has checked access through `fetch`).
@@ -355,8 +459,9 @@ pub async fn download(
     require(p, Permission::FilesRead)?;
     let storage = storage.of(p.region())?;
     let mut tx = OrgTx::begin(db, p).await?;
-    let (meta, key) = fetch(&mut tx, p, id).await?;
+    let (row, key) = fetch(&mut tx, p, id).await?;
     tx.commit().await?;
+    let meta = row.open(keys, p.org_id())?;
     let bytes = read_contents(storage, keys, p.org_id(), id, &key).await?;
     Ok((meta, bytes))
 }
@@ -365,12 +470,13 @@ pub async fn delete(db: &Db, storage: &RegionStores, ctx: &Context, p: &OrgPrinc
     require(p, Permission::FilesDelete)?;
     let storage = storage.of(p.region())?;
     let mut tx = OrgTx::begin(db, p).await?;
-    let (meta, key) = fetch(&mut tx, p, id).await?;
+    let (row, key) = fetch(&mut tx, p, id).await?;
     sqlx::query("DELETE FROM files WHERE id = $1").bind(id).execute(&mut *tx).await?;
     audit::record(
         &mut tx,
         ctx,
-        Entry::new("file.deleted", "file", id).before(json!({ "name": meta.name, "size_bytes": meta.size_bytes })),
+        Entry::new("file.deleted", "file", id)
+            .before(json!({ "content_type": row.content_type, "size_bytes": row.size_bytes })),
     )
     .await?;
     tx.commit().await?;
@@ -387,16 +493,33 @@ pub async fn remove_organization_contents(storage: &Storage, org: OrgId) -> std:
     storage.delete_all_under(&org.to_string()).await
 }
 
-pub async fn set_shared(db: &Db, ctx: &Context, p: &OrgPrincipal, id: FileId, shared: bool) -> AppResult<FileMeta> {
+pub async fn set_shared(
+    db: &Db,
+    keys: &Keyring,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    id: FileId,
+    shared: bool,
+) -> AppResult<FileMeta> {
     require(p, Permission::FilesUpload)?;
     let mut tx = OrgTx::begin(db, p).await?;
-    fetch(&mut tx, p, id).await?;
-    let meta: FileMeta =
-        sqlx::query_as(&format!("UPDATE files AS f SET shared_with_client = $2 WHERE f.id = $1 RETURNING {COLUMNS}"))
-            .bind(id)
-            .bind(shared)
-            .fetch_one(&mut *tx)
-            .await?;
+    let (before, _) = fetch(&mut tx, p, id).await?;
+    // A row still holding its name in plaintext can only be written with it sealed
+    // (`files_name_sealed_only`, migration 0054).
+    let legacy = before.name_in_plaintext();
+    let name = before.open(keys, p.org_id())?.name;
+    let name_sealed =
+        if legacy { Some(seal_name(keys, p.org_id(), id, &name, None).map_err(AppError::internal)?) } else { None };
+    let row: FileRow = sqlx::query_as(&format!(
+        "UPDATE files AS f SET shared_with_client = $2, name = NULL, name_sealed = coalesce($3, f.name_sealed) \
+         WHERE f.id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(shared)
+    .bind(name_sealed)
+    .fetch_one(&mut *tx)
+    .await?;
+    let meta = row.open(keys, p.org_id())?;
     audit::record(
         &mut tx,
         ctx,
@@ -447,7 +570,14 @@ pub fn new_name(name: &str) -> AppResult<String> {
 }
 
 /// Renames a file, shares or unshares it, or moves it between the tasks of its project.
-pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: FileId, input: &FileUpdate) -> AppResult<FileMeta> {
+pub async fn update(
+    db: &Db,
+    keys: &Keyring,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    id: FileId,
+    input: &FileUpdate,
+) -> AppResult<FileMeta> {
     require(p, Permission::FilesUpload)?;
     let name = input.name.as_deref().map(new_name).transpose()?;
     let task: Option<Option<TaskId>> = match &input.task_id {
@@ -457,6 +587,7 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: FileId, input:
     };
     let mut tx = OrgTx::begin(db, p).await?;
     let (before, _) = fetch(&mut tx, p, id).await?;
+    let before = before.open(keys, p.org_id())?;
     if let Some(Some(t)) = task {
         super::require_task_in_project(
             &mut tx,
@@ -467,49 +598,63 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: FileId, input:
         )
         .await?;
     }
-    let after: FileMeta = sqlx::query_as(&format!(
-        "UPDATE files AS f SET name = $2, shared_with_client = $3, task_id = $4 WHERE f.id = $1 RETURNING {COLUMNS}"
+    // The name is sealed again whether or not it changed: a new nonce, the newest key, and no
+    // plaintext left in a row written before names were sealed.
+    let new_name = name.as_deref().unwrap_or(&before.name);
+    let name_sealed = seal_name(keys, p.org_id(), id, new_name, None).map_err(AppError::internal)?;
+    let after: FileRow = sqlx::query_as(&format!(
+        "UPDATE files AS f SET name = NULL, name_sealed = $2, shared_with_client = $3, task_id = $4 WHERE f.id = $1 \
+         RETURNING {COLUMNS}"
     ))
     .bind(id)
-    .bind(name.as_deref().unwrap_or(&before.name))
+    .bind(&name_sealed)
     .bind(input.shared_with_client.unwrap_or(before.shared_with_client))
     .bind(task.unwrap_or(before.task_id))
     .fetch_one(&mut *tx)
     .await?;
-    let snapshot =
-        |f: &FileMeta| json!({ "name": f.name, "shared_with_client": f.shared_with_client, "task_id": f.task_id });
-    audit::record(
-        &mut tx,
-        ctx,
-        Entry::new("file.updated", "file", id).before(snapshot(&before)).after(snapshot(&after)),
-    )
-    .await?;
+    let after = after.open(keys, p.org_id())?;
+    // Whether it was renamed, not the names (the audit log outlives the organization's key).
+    let snapshot = |f: &FileMeta| json!({ "shared_with_client": f.shared_with_client, "task_id": f.task_id });
+    let mut after_snapshot = snapshot(&after);
+    after_snapshot["renamed"] = json!(after.name != before.name);
+    audit::record(&mut tx, ctx, Entry::new("file.updated", "file", id).before(snapshot(&before)).after(after_snapshot))
+        .await?;
     tx.commit().await?;
     Ok(after)
 }
 
 pub use crate::access::file_link::{link_signature, signed_link};
 
+/// How a download link is made: the site's public URL, the key its signature is made with,
+/// and how long it works.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkSigning<'a> {
+    pub base: &'a str,
+    pub key: &'a [u8; 32],
+    pub minutes: u32,
+}
+
 /// Issues a signed link to a file the principal may download, and records who shared it.
 pub async fn issue_link(
     db: &Db,
+    keys: &Keyring,
     ctx: &Context,
     p: &OrgPrincipal,
-    base: &str,
-    key: &[u8; 32],
+    signing: LinkSigning<'_>,
     id: FileId,
-    minutes: u32,
 ) -> AppResult<(FileMeta, String, OffsetDateTime)> {
+    let LinkSigning { base, key, minutes } = signing;
     require(p, Permission::FilesRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
-    let (meta, _) = fetch(&mut tx, p, id).await?;
+    let (row, _) = fetch(&mut tx, p, id).await?;
+    let meta = row.open(keys, p.org_id())?;
     let (link, expires) = signed_link(base, key, p.org_id(), id, ctx.now, minutes);
-    // The link itself is a bearer credential: the log records that one was issued, not it.
+    // The link itself is a bearer credential: the log records that one was issued, not it
+    // (and the file by its id, not its name).
     audit::record(
         &mut tx,
         ctx,
-        Entry::new("file.link_issued", "file", id)
-            .after(json!({ "name": meta.name, "expires_at": expires.to_string() })),
+        Entry::new("file.link_issued", "file", id).after(json!({ "expires_at": expires.to_string() })),
     )
     .await?;
     tx.commit().await?;

@@ -79,7 +79,7 @@ async fn visible_project(tx: &mut OrgTx, client: ClientId, id: ProjectId) -> App
         .ok_or(AppError::NotFound)
 }
 
-pub async fn project(db: &Db, p: &OrgPrincipal, id: ProjectId) -> AppResult<PortalProject> {
+pub async fn project(db: &Db, keys: &Keyring, p: &OrgPrincipal, id: ProjectId) -> AppResult<PortalProject> {
     let client = client_of(p)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let project = visible_project(&mut tx, client, id).await?;
@@ -103,13 +103,14 @@ pub async fn project(db: &Db, p: &OrgPrincipal, id: ProjectId) -> AppResult<Port
         tasks_out.push((t, comments));
     }
     let files = sqlx::query_as(&format!(
-        "SELECT {} FROM files f WHERE f.project_id = $1 AND f.shared_with_client ORDER BY f.created_at DESC",
+        "SELECT {} FROM files f WHERE f.project_id = $1 AND f.shared_with_client ORDER BY f.created_at DESC, f.id DESC",
         files::COLUMNS
     ))
     .bind(id)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
+    let files = files::open_all(files, keys, p.org_id())?;
     Ok(PortalProject { project, tasks: tasks_out, files })
 }
 
@@ -160,11 +161,12 @@ pub async fn download(
     .fetch_optional(&mut *tx)
     .await?;
     let (key,) = row.ok_or(AppError::NotFound)?;
-    let meta: FileMeta = sqlx::query_as(&format!("SELECT {} FROM files f WHERE f.id = $1", files::COLUMNS))
+    let row: files::FileRow = sqlx::query_as(&format!("SELECT {} FROM files f WHERE f.id = $1", files::COLUMNS))
         .bind(id)
         .fetch_one(&mut *tx)
         .await?;
     tx.commit().await?;
+    let meta = row.open(keys, p.org_id())?;
     let bytes = files::read_contents(storage, keys, p.org_id(), id, &key).await?;
     Ok((meta, bytes))
 }

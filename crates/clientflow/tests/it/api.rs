@@ -842,11 +842,6 @@ async fn fresh_ids(app: &TestApp, t: &Tenant) -> BTreeMap<&'static str, String> 
             vec![invoice],
         ),
         (
-            "INSERT INTO files (organization_id, id, project_id, name, content_type, size_bytes, sha256, storage_key, created_at) \
-             VALUES ($1, $2, $3, 'fixture.txt', 'text/plain', 1, decode(repeat('00', 32), 'hex'), 'nowhere', now())",
-            vec![file, file_project],
-        ),
-        (
             "INSERT INTO invoices (organization_id, id, client_id, currency, issue_date, due_date, created_at, status, number, sent_at) \
              VALUES ($1, $2, $3, 'EUR', current_date, current_date + 30, now(), 'sent', \
                      (SELECT greatest(max(number), 1000000) + 1 FROM invoices WHERE organization_id = $1), now())",
@@ -881,6 +876,7 @@ async fn fresh_ids(app: &TestApp, t: &Tenant) -> BTreeMap<&'static str, String> 
         }
         q.execute(&mut db).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
+    crate::support::work::insert_files(app, org, file_project, &[(file, "fixture.txt".into())], None).await;
     [
         ("client", bare_client),
         ("work_client", client),

@@ -275,8 +275,13 @@ async fn an_export_holds_exactly_the_organizations_rows_and_covers_every_tenant_
     let all = archive.values().map(|b| String::from_utf8_lossy(b).to_string()).collect::<String>();
     assert!(!all.contains("cf_live_x") && !all.contains("password_hash") && !all.contains("totp"));
 
-    // The file's contents, opened; the audit log with its signed head and the key.
+    // The file's contents, opened; its name, opened, in the `name` column (never the sealed
+    // one); the audit log with its signed head and the key.
     assert_eq!(archive[&format!("files/{}", file.id)], b"the plan, in alpha");
+    let file_rows = lines(&archive["data/files.ndjson"]);
+    assert_eq!(file_rows.len(), 1);
+    assert_eq!(file_rows[0]["name"], "plan.txt");
+    assert!(!file_rows[0].contains_key("name_sealed"), "{:?}", file_rows[0]);
     assert_eq!(m.parts.iter().filter(|p| p.name.starts_with("files/")).count(), 1);
     assert!(m.counts["audit_events"] >= 1 && m.counts["audit_checkpoints"] >= 1, "{:?}", m.counts);
     assert_eq!(m.counts["audit_signing_keys"], 1);
@@ -319,8 +324,44 @@ async fn export_import_export_gives_the_same_manifest() {
             assert_eq!(bytes, &b[name], "{name} differs");
         }
     }
-    // Imported accounts have no password; the files open under the new installation's keys.
+    // Imported accounts have no password; the files open under the new installation's keys,
+    // their names sealed under them too (never stored in plaintext).
     let mut db = target.db.admin_conn().await;
+    type FileName = (uuid::Uuid, Option<String>, Vec<u8>, Option<i32>);
+    let names: Vec<FileName> = sqlx::query_as("SELECT id, name, name_sealed, key_version FROM files ORDER BY id")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    let mut opened = Vec::new();
+    for (id, plain, sealed, version) in names {
+        assert_eq!((plain, version), (None, Some(1)));
+        let row = id.to_string();
+        let name = target
+            .state
+            .keys
+            .open(
+                clientflow::platform::keys::Scope::org(alpha.id),
+                clientflow::work::files::name_at(&row),
+                &sealed,
+                None,
+            )
+            .unwrap();
+        assert!(
+            source
+                .state
+                .keys
+                .open(
+                    clientflow::platform::keys::Scope::org(alpha.id),
+                    clientflow::work::files::name_at(&row),
+                    &sealed,
+                    None
+                )
+                .is_err()
+        );
+        opened.push(String::from_utf8(name).unwrap());
+    }
+    opened.sort();
+    assert_eq!(opened, ["notes.csv", "plan.txt"]);
     let with_password: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE password_hash IS NOT NULL")
         .fetch_one(&mut db)
         .await

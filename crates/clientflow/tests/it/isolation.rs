@@ -68,8 +68,10 @@ async fn seed_every_tenant_table(tdb: &TestDb, db: &clientflow::platform::db::Db
         "INSERT INTO invoices (organization_id, id, number, client_id, currency, issue_date, due_date, created_at) \
          SELECT organization_id, gen_random_uuid(), 1, id, 'EUR', current_date, current_date, now() FROM clients",
         "INSERT INTO invoice_lines SELECT organization_id, id, 0, 'Work', 1000, 100, 100 FROM invoices",
-        "INSERT INTO files (organization_id, id, project_id, name, content_type, size_bytes, sha256, storage_key, created_at) \
-         SELECT organization_id, gen_random_uuid(), id, 'a.txt', 'text/plain', 1, decode(repeat('00', 32), 'hex'), 'k', now() FROM projects",
+        // A name sealed as the app stores them (only the rows' visibility is looked at here).
+        "INSERT INTO files (organization_id, id, project_id, name_sealed, content_type, size_bytes, sha256, storage_key, created_at) \
+         SELECT organization_id, gen_random_uuid(), id, decode(repeat('02', 40), 'hex'), 'text/plain', 1, \
+                decode(repeat('00', 32), 'hex'), 'k', now() FROM projects",
         "INSERT INTO api_keys (organization_id, id, name, prefix, key_hash, role, created_at) \
          SELECT id, gen_random_uuid(), 'k', 'cf_live_x', decode(md5(id::text) || md5(id::text), 'hex'), 'member', now() FROM organizations",
         "INSERT INTO idempotency_keys (organization_id, api_key_id, key, method, path, request_hash, created_at) \

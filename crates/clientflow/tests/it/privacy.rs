@@ -8,7 +8,7 @@ use clientflow::platform::keys::{KeyError, Scope};
 use clientflow::platform::storage::Sealed;
 use clientflow::privacy::{deletion, keys};
 use clientflow::work::clients::{self, ContactInput, contact_at};
-use clientflow::work::files::{self, contents_at, legacy_context};
+use clientflow::work::files::{self, contents_at, legacy_context, name_at};
 use clientflow_test_support::TestApp;
 use sqlx::Connection;
 
@@ -52,6 +52,28 @@ async fn emails(app: &TestApp, org: &SeededOrg) -> Result<Vec<String>, String> {
         .await
         .map(|cs| cs.into_iter().filter_map(|c| c.email).collect())
         .map_err(|e| e.to_string())
+}
+
+/// The names of `org`'s files, as its lists show them.
+async fn file_names(app: &TestApp, org: &SeededOrg) -> Result<Vec<String>, String> {
+    let filter = files::FileFilter::default();
+    let page = clientflow::work::Page { limit: Some(clientflow::work::MAX_PAGE), offset: None };
+    files::list(&app.app_db, &app.state.keys, &org.principal, &filter, page)
+        .await
+        .map(|fs| {
+            let mut names: Vec<String> = fs.into_iter().map(|f| f.name).collect();
+            names.sort();
+            names
+        })
+        .map_err(|e| e.to_string())
+}
+
+async fn sealed_name(db: &mut sqlx::PgConnection, id: FileId) -> (Option<String>, Option<Vec<u8>>) {
+    sqlx::query_as("SELECT name, name_sealed FROM files WHERE id = $1").bind(id).fetch_one(db).await.unwrap()
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
 async fn download(app: &TestApp, org: &SeededOrg, id: FileId) -> Result<Vec<u8>, String> {
@@ -111,9 +133,184 @@ async fn sealed_values_open_only_in_their_own_row_and_organization() {
     let object = app.state.storage.get(&format!("{}/{fa}", a.id)).await.unwrap();
     app.state.storage.put(&format!("{}/{fb}", b.id), object).await.unwrap();
     assert!(download(&app, &b, fb).await.is_err(), "another organization's file opened");
+
+    // File names too: a's sealed name moved into another of a's rows, or into b's row, does
+    // not open (the list and the file's page fail rather than show it).
+    let fa2 = upload(&app, &a, "a2.txt", b"more of alpha").await;
+    let (_, fa_name) = sealed_name(&mut db, fa).await;
+    let fa_name = fa_name.unwrap();
+    let (fa_row, fa2_row) = (fa.to_string(), fa2.to_string());
+    assert_eq!(app.state.keys.open(scope, name_at(&fa_row), &fa_name, None).unwrap(), b"a.txt");
+    assert_eq!(file_names(&app, &a).await.unwrap(), ["a.txt", "a2.txt"]);
+    sqlx::query("UPDATE files SET name_sealed = $2 WHERE id = $1")
+        .bind(fa2)
+        .bind(&fa_name)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    assert!(
+        files::get(&app.app_db, &app.state.keys, &a.principal, fa2).await.is_err(),
+        "a name moved to another row opened"
+    );
+    assert!(file_names(&app, &a).await.is_err());
+    assert!(app.state.keys.open(scope, name_at(&fa2_row), &fa_name, None).is_err());
+    sqlx::query("UPDATE files SET name_sealed = $2 WHERE id = $1")
+        .bind(fb)
+        .bind(&fa_name)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    assert!(
+        files::get(&app.app_db, &app.state.keys, &b.principal, fb).await.is_err(),
+        "a name moved to another organization opened"
+    );
+    assert!(app.state.keys.open(Scope::org(b.id), name_at(&fa_row), &fa_name, None).is_err());
+    // Nor as another column of its own row (the contents).
+    assert!(app.state.keys.open(scope, contents_at(&fa_row), &fa_name, None).is_err());
     // Each organization has its own data key.
     let store = app.state.keys.store();
     assert_ne!(store.data_key(Scope::org(a.id), 1).unwrap(), store.data_key(Scope::org(b.id), 1).unwrap());
+}
+
+/// Names no other value in the database could hold by chance.
+const SECRET_NAME: &str = "Zebrafish merger terms 7Q2X.txt";
+const RENAMED: &str = "Okapi settlement draft 9K4W.txt";
+const DELETED_NAME: &str = "Throwaway notes 3M8P.txt";
+
+#[tokio::test]
+async fn file_names_are_sealed_in_their_row_and_never_written_to_the_audit_log() {
+    use crate::support::api as http;
+    let app = TestApp::spawn().await;
+    let t = http::tenant(&app, "names").await;
+    let (_, key) = http::api_key(&app, &t, "admin", None).await;
+    let project = t.org.project.to_string();
+    // With an Idempotency-Key: the answer kept for a retry holds the name too.
+    let parts = [("project_id", project.as_str())];
+    let idem = [("idempotency-key", "names-1")];
+    let upload_once = async || {
+        http::upload_with(&app, &key, &parts, Some((SECRET_NAME, b"the terms")), "names-boundary", &idem).await
+    };
+    let res = upload_once().await;
+    assert_eq!((res.status, res.body["data"]["name"].as_str()), (201, Some(SECRET_NAME)), "{}", res.body);
+    let file = res.id();
+    let replayed = upload_once().await;
+    assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
+    assert_eq!((replayed.id(), replayed.body["data"]["name"].as_str()), (file.clone(), Some(SECRET_NAME)));
+    let other = http::upload(&app, &key, &[("project_id", &project)], Some((DELETED_NAME, b"scratch"))).await.id();
+    let file_id: FileId = file.parse().unwrap();
+
+    // Stored sealed: the plaintext column empty, and nothing of the name in the row's bytes.
+    let mut db = app.db.admin_conn().await;
+    let (plain, sealed) = sealed_name(&mut db, file_id).await;
+    let sealed = sealed.expect("a sealed name");
+    assert_eq!(plain, None);
+    assert_eq!(clientflow::platform::keys::version_of(&sealed), Some(1));
+    let row: String =
+        sqlx::query_scalar("SELECT f::text FROM files f WHERE id = $1").bind(file_id).fetch_one(&mut db).await.unwrap();
+    for needle in ["Zebrafish", &hex::encode("Zebrafish")] {
+        assert!(!row.contains(needle), "{needle} in {row}");
+    }
+    assert!(!contains(&sealed, "Zebrafish"));
+
+    // Shown opened: the API's list and file, and the download's file name.
+    let list = http::get(&app, &format!("/api/v1/files?project_id={project}"), &key).await;
+    let mut names: Vec<&str> =
+        list.body["data"].as_array().unwrap().iter().filter_map(|f| f["name"].as_str()).collect();
+    names.sort();
+    assert_eq!(names, [DELETED_NAME, SECRET_NAME]);
+    let one = http::get(&app, &format!("/api/v1/files/{file}"), &key).await;
+    assert_eq!(one.body["data"]["name"].as_str(), Some(SECRET_NAME), "{}", one.body);
+    let link = one.body["data"]["download_url"].as_str().unwrap();
+    let res = app.client.get(app.url(&link[link.find("/files/").unwrap()..])).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let disposition = res.headers()["content-disposition"].to_str().unwrap().to_string();
+    assert!(disposition.starts_with(&format!("attachment; filename=\"{SECRET_NAME}\"")), "{disposition}");
+    assert_eq!(&res.bytes().await.unwrap()[..], b"the terms");
+
+    // Renamed (sealed again), shared and unshared, linked again, the other one deleted.
+    let res = http::patch(&app, &format!("/api/v1/files/{file}"), &key, serde_json::json!({"name": RENAMED})).await;
+    assert_eq!(res.body["data"]["name"].as_str(), Some(RENAMED), "{}", res.body);
+    let (plain, resealed) = sealed_name(&mut db, file_id).await;
+    assert_eq!(plain, None);
+    assert_ne!(resealed.as_ref(), Some(&sealed));
+    files::set_shared(&app.app_db, &app.state.keys, &ctx(&app), &t.org.principal, file_id, true).await.unwrap();
+    let shared = files::set_shared(&app.app_db, &app.state.keys, &ctx(&app), &t.org.principal, file_id, false).await;
+    assert_eq!(shared.unwrap().name, RENAMED);
+    assert_eq!(
+        http::get(&app, &format!("/api/v1/files/{file}"), &key).await.body["data"]["name"].as_str(),
+        Some(RENAMED)
+    );
+    assert_eq!(http::delete(&app, &format!("/api/v1/files/{other}"), &key).await.status, 204);
+
+    // Every one of them audited, by the file's id, and no event holds a name.
+    let events: Vec<(String, Option<String>, String)> =
+        sqlx::query_as("SELECT action, target_id, e::text FROM audit_events e WHERE organization_id = $1 ORDER BY seq")
+            .bind(t.org.id)
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    for action in ["file.uploaded", "file.updated", "file.sharing_changed", "file.link_issued", "file.deleted"] {
+        assert!(
+            events
+                .iter()
+                .any(|(a, target, _)| a == action
+                    && (target.as_deref() == Some(&file) || target.as_deref() == Some(&other))),
+            "no {action} event about the files"
+        );
+    }
+    for (action, _, text) in &events {
+        for needle in ["Zebrafish", "Okapi", "Throwaway"] {
+            assert!(!text.contains(needle), "{action} holds a file's name: {text}");
+        }
+    }
+    let renamed: serde_json::Value = sqlx::query_scalar(
+        "SELECT after FROM audit_events WHERE organization_id = $1 AND action = 'file.updated' ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(t.org.id)
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(renamed["renamed"], true, "{renamed}");
+
+    // The kept API answer is sealed too; nowhere in the whole database is any of the names.
+    let answers: Vec<Vec<u8>> = sqlx::query_scalar("SELECT response_body FROM idempotency_keys WHERE key = 'names-1'")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(answers.len(), 1);
+    assert_eq!(clientflow::platform::keys::version_of(&answers[0]), Some(1));
+    let url = crate::support::url_of(&app.db.admin, None);
+    let dump =
+        std::process::Command::new("pg_dump").args(["--format=plain", "--data-only"]).arg(&url).output().unwrap();
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    assert!(contains(&dump.stdout, &file) && contains(&dump.stdout, "file.link_issued"));
+    for needle in ["Zebrafish", "Okapi", "Throwaway"] {
+        assert!(!contains(&dump.stdout, needle), "{needle} is in the database");
+    }
+
+    // After a rotation the answer moves to the new key like every sealed value, and replays.
+    assert_eq!(keys::rotate(&app.state.keys, t.org.id).unwrap(), 2);
+    let total =
+        keys::reseal_all(&app.app_db, &app.state.keys, &app.state.storage, 10, std::time::Duration::ZERO, |_| {})
+            .await
+            .unwrap();
+    assert_eq!((total.files, total.api_answers, total.retired_versions), (1, 1, 1));
+    let answer: Vec<u8> = sqlx::query_scalar("SELECT response_body FROM idempotency_keys WHERE key = 'names-1'")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(clientflow::platform::keys::version_of(&answer), Some(2));
+    let replayed = upload_once().await;
+    assert_eq!(
+        (replayed.status, replayed.body["data"]["name"].as_str()),
+        (201, Some(SECRET_NAME)),
+        "{}",
+        replayed.body
+    );
+    assert_eq!(
+        http::get(&app, &format!("/api/v1/files/{file}"), &key).await.body["data"]["name"].as_str(),
+        Some(RENAMED)
+    );
 }
 
 #[tokio::test]
@@ -138,6 +335,22 @@ async fn values_from_before_envelope_encryption_are_resealed_and_stay_readable()
     let legacy = Sealed::seal(&app.state.sealer, b"old contents", &legacy_context(a.id, file));
     app.state.storage.put(&format!("{}/{file}", a.id), legacy).await.unwrap();
     sqlx::query("UPDATE files SET key_version = NULL WHERE id = $1").bind(file).execute(&mut db).await.unwrap();
+    // Its name, and another file's, in plaintext as before migration 0054. The constraint that
+    // refuses a plaintext name now is lifted for the moment it takes to write them, and put
+    // back as the migration left it (not checked against old rows).
+    let older = upload(&app, &a, "older.txt", b"older contents").await;
+    sqlx::raw_sql(&format!(
+        "ALTER TABLE files DROP CONSTRAINT files_name_sealed_only; \
+         UPDATE files SET name = 'old.txt', name_sealed = NULL WHERE id = '{file}'; \
+         UPDATE files SET name = 'older.txt', name_sealed = NULL WHERE id = '{older}'; \
+         ALTER TABLE files ADD CONSTRAINT files_name_sealed_only CHECK (name IS NULL) NOT VALID"
+    ))
+    .execute(&mut db)
+    .await
+    .unwrap();
+    // A new plaintext name is refused by the database itself.
+    let refused = sqlx::query("UPDATE files SET name = 'again.txt' WHERE id = $1").bind(older).execute(&mut db).await;
+    assert!(refused.unwrap_err().to_string().contains("files_name_sealed_only"));
     // A TOTP secret sealed with the master key.
     let user = uuid::Uuid::now_v7();
     sqlx::query(
@@ -153,6 +366,7 @@ async fn values_from_before_envelope_encryption_are_resealed_and_stay_readable()
     // Readable before…
     assert_eq!(emails(&app, &a).await.unwrap(), ["old@legacy.test"]);
     assert_eq!(download(&app, &a, file).await.unwrap(), b"old contents");
+    assert_eq!(file_names(&app, &a).await.unwrap(), ["old.txt", "older.txt"]);
     let stored: Vec<u8> =
         sqlx::query_scalar("SELECT totp_secret FROM users WHERE id = $1").bind(user).fetch_one(&mut db).await.unwrap();
     let opened = clientflow::identity::service::open_totp_secret(&app.state, user_id, &stored).unwrap();
@@ -160,7 +374,20 @@ async fn values_from_before_envelope_encryption_are_resealed_and_stay_readable()
     let status = keys::status(&app.app_db, &app.state.keys).await.unwrap();
     assert_eq!(status.legacy_totp_secrets, 1);
     let org = status.organizations.iter().find(|o| o.organization_id == a.id.as_uuid()).unwrap();
-    assert_eq!(org.pending, 2, "{org:?}");
+    // The contact, the file's contents, the two names.
+    assert_eq!(org.pending, 4, "{org:?}");
+    // Changing a file whose name is in plaintext seals it in the same update.
+    files::set_shared(&app.app_db, &app.state.keys, &ctx(&app), &a.principal, older, true).await.unwrap();
+    let (plain, sealed) = sealed_name(&mut db, older).await;
+    assert_eq!(plain, None);
+    let older_row = older.to_string();
+    assert_eq!(
+        app.state.keys.open(Scope::org(a.id), name_at(&older_row), &sealed.unwrap(), None).unwrap(),
+        b"older.txt"
+    );
+    let status = keys::status(&app.app_db, &app.state.keys).await.unwrap();
+    let org = status.organizations.iter().find(|o| o.organization_id == a.id.as_uuid()).unwrap();
+    assert_eq!(org.pending, 3, "{org:?}");
 
     // … re-sealed (twice: idempotent) …
     let total =
@@ -191,6 +418,13 @@ async fn values_from_before_envelope_encryption_are_resealed_and_stay_readable()
     assert_eq!(opened, b"12345678901234567890");
     let object = app.state.storage.get(&format!("{}/{file}", a.id)).await.unwrap();
     assert_eq!(object.key_version(), Some(1));
+    let (plain, sealed) = sealed_name(&mut db, file).await;
+    let sealed = sealed.expect("the name is sealed");
+    assert_eq!((plain, clientflow::platform::keys::version_of(&sealed)), (None, Some(1)));
+    assert_eq!(file_names(&app, &a).await.unwrap(), ["old.txt", "older.txt"]);
+    let plaintext_names: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM files WHERE name IS NOT NULL").fetch_one(&mut db).await.unwrap();
+    assert_eq!(plaintext_names, 0);
     let status = keys::status(&app.app_db, &app.state.keys).await.unwrap();
     assert_eq!(status.legacy_totp_secrets, 0);
     assert!(status.organizations.iter().all(|o| o.pending == 0), "{:?}", status.organizations);
@@ -208,6 +442,7 @@ async fn rotation_keeps_every_value_readable_and_leaves_nothing_on_the_old_versi
         expected_emails.push(email);
     }
     let mut expected_files = Vec::new();
+    let expected_names: Vec<String> = (0..3).map(|i| format!("f{i}.txt")).collect();
     for i in 0..3 {
         let body = format!("file {i} of rotating").into_bytes();
         expected_files.push((upload(&app, &a, &format!("f{i}.txt"), &body).await, body));
@@ -238,6 +473,7 @@ async fn rotation_keeps_every_value_readable_and_leaves_nothing_on_the_old_versi
         for (id, body) in &expected_files {
             assert_eq!(&download(&app, &a, *id).await.unwrap(), body, "after {passes} passes");
         }
+        assert_eq!(file_names(&app, &a).await.unwrap(), expected_names, "after {passes} passes");
         let status = keys::status(&app.app_db, &app.state.keys).await.unwrap();
         let org = status.organizations.iter().find(|o| o.organization_id == a.id.as_uuid()).unwrap();
         eprintln!(
@@ -258,7 +494,9 @@ async fn rotation_keeps_every_value_readable_and_leaves_nothing_on_the_old_versi
     // Nothing on version 1 any more, and version 1 destroyed.
     let on_v1: i64 = sqlx::query_scalar(
         "SELECT (SELECT count(*) FROM client_contacts WHERE organization_id = $1 AND key_version IS DISTINCT FROM 2) \
-              + (SELECT count(*) FROM files WHERE organization_id = $1 AND key_version IS DISTINCT FROM 2)",
+              + (SELECT count(*) FROM files WHERE organization_id = $1 AND key_version IS DISTINCT FROM 2) \
+              + (SELECT count(*) FROM files WHERE organization_id = $1 \
+                 AND (name IS NOT NULL OR get_byte(name_sealed, 0) <> 2 OR substring(name_sealed FROM 2 FOR 4) <> '\\x00000002'::bytea))",
     )
     .bind(a.id)
     .fetch_one(&mut db)
@@ -267,7 +505,10 @@ async fn rotation_keeps_every_value_readable_and_leaves_nothing_on_the_old_versi
     assert_eq!(on_v1, 0);
     for (id, _) in &expected_files {
         assert_eq!(app.state.storage.get(&format!("{}/{id}", a.id)).await.unwrap().key_version(), Some(2));
+        let (_, name) = sealed_name(&mut db, *id).await;
+        assert_eq!(clientflow::platform::keys::version_of(&name.unwrap()), Some(2));
     }
+    assert_eq!(file_names(&app, &a).await.unwrap(), expected_names);
     assert_eq!(app.state.keys.store().versions(scope).unwrap(), [2]);
     assert!(matches!(app.state.keys.store().data_key(scope, 1), Err(KeyError::Missing { .. })));
     let mut got = emails(&app, &a).await.unwrap();
@@ -550,7 +791,7 @@ async fn a_purged_organization_is_unreadable_in_a_backup_taken_before_the_purge(
     let (a, b) = (seed_org(&app.app_db, "gone").await, seed_org(&app.app_db, "stays").await);
     let ada = add_contact(&app, &a, "Ada", "ada@gone.test").await;
     let bea = add_contact(&app, &b, "Bea", "bea@stays.test").await;
-    let file = upload(&app, &a, "secret.txt", b"the gone organization's secret").await;
+    let file = upload(&app, &a, SECRET_NAME, b"the gone organization's secret").await;
     // A file-store backup of the object, as it was before the purge.
     let object_backup = app.state.storage.get(&format!("{}/{file}", a.id)).await.unwrap();
     let mut db = app.db.admin_conn().await;
@@ -574,6 +815,12 @@ async fn a_purged_organization_is_unreadable_in_a_backup_taken_before_the_purge(
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The same backup as plain SQL: the file's row and its audit events are in it, its name
+    // nowhere (not in the row, not in an audit snapshot, not in any other table).
+    let out = std::process::Command::new("pg_dump").args(["--format=plain", "--data-only"]).arg(&url).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(contains(&out.stdout, &file.to_string()) && contains(&out.stdout, "file.uploaded"));
+    assert!(!contains(&out.stdout, "Zebrafish"), "a file's name is in the database backup");
 
     assert_eq!(purge(&app).await.len(), 1);
 
@@ -603,6 +850,11 @@ async fn a_purged_organization_is_unreadable_in_a_backup_taken_before_the_purge(
     assert!(fresh.open(Scope::org(a.id), contact_at("email", &ada_row), &ada_sealed, None).is_err());
     let file_row = file.to_string();
     let opened = object_backup.open_with(&app.state.keys, Scope::org(a.id), contents_at(&file_row), "unused");
+    assert!(matches!(opened, Err(KeyError::Missing { .. })), "{opened:?}");
+    // Nor the file's name, which the restored row holds sealed only.
+    let (plain, name) = sealed_name(&mut copy, file).await;
+    assert_eq!(plain, None);
+    let opened = app.state.keys.open(Scope::org(a.id), name_at(&file_row), &name.unwrap(), None);
     assert!(matches!(opened, Err(KeyError::Missing { .. })), "{opened:?}");
     // The same backup still opens what the other organization sealed: the restore is sound.
     let bea_row = bea.to_string();

@@ -86,17 +86,13 @@ async fn files_in_an_s3_bucket_are_sealed_served_signed_and_removed_with_their_o
     // Download through the service and through a signed link.
     let (_, bytes) = files::download(db, &app.state.storage, &app.state.keys, &a.principal, report.id).await.unwrap();
     assert_eq!(bytes, secret);
-    let (_, link, _) = files::issue_link(
-        db,
-        &ctx(&app),
-        &a.principal,
-        &app.base_url,
-        &app.state.file_link_key,
-        report.id,
-        app.config.files.link_minutes,
-    )
-    .await
-    .unwrap();
+    let signing = files::LinkSigning {
+        base: &app.base_url,
+        key: &app.state.file_link_key,
+        minutes: app.config.files.link_minutes,
+    };
+    let (_, link, _) =
+        files::issue_link(db, &app.state.keys, &ctx(&app), &a.principal, signing, report.id).await.unwrap();
     let res = app.client.get(&link).send().await.unwrap();
     assert_eq!(res.status(), 200, "{link}");
     assert_eq!(res.bytes().await.unwrap().as_ref(), secret.as_slice());

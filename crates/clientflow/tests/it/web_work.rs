@@ -57,6 +57,24 @@ async fn id_by(app: &TestApp, sql: &str, arg: &str) -> String {
     id.to_string()
 }
 
+/// The id of the file named `name` (names are sealed: each row's is opened to find it).
+async fn file_named(app: &TestApp, name: &str) -> String {
+    let mut db = app.db.admin_conn().await;
+    let rows: Vec<(uuid::Uuid, uuid::Uuid, Vec<u8>)> =
+        sqlx::query_as("SELECT organization_id, id, name_sealed FROM files").fetch_all(&mut db).await.unwrap();
+    let found: Vec<String> = rows
+        .into_iter()
+        .filter(|(org, id, sealed)| {
+            use clientflow::platform::ids::{FileId, OrgId};
+            let (org, id) = (OrgId::from_uuid(*org), FileId::from_uuid(*id));
+            clientflow::work::files::open_name(&app.state.keys, org, id, Some(sealed), None).unwrap() == name
+        })
+        .map(|(_, id, _)| id.to_string())
+        .collect();
+    assert_eq!(found.len(), 1, "files named {name}: {found:?}");
+    found.into_iter().next().unwrap()
+}
+
 async fn columns_of(app: &TestApp, project: &str) -> Vec<String> {
     let mut db = app.db.admin_conn().await;
     let ids: Vec<uuid::Uuid> =
@@ -450,7 +468,7 @@ async fn files_upload_download_and_signed_links() {
     let contents: Vec<u8> = b"quarterly report\n".iter().cycle().take(40 * 1024).copied().collect();
     let loc = redirected(upload(&o.browser, Some(&o.token), &path, "report.txt", &contents, false).await).await;
     assert_eq!(loc, format!("/o/{slug}/projects/{project}/files"), "back to the project's files tab");
-    let file = id_by(&app, "SELECT id FROM files WHERE name = $1", "report.txt").await;
+    let file = file_named(&app, "report.txt").await;
     let html = page(&mut o.browser, &loc).await;
     assert!(html.contains("report.txt") && html.contains("40.0 KiB"));
     // Other routes keep the ordinary limit.
@@ -600,7 +618,7 @@ async fn members_see_only_the_projects_they_belong_to() {
     let their_task = new_task(&app, &o, &theirs, "Hidden task", false).await;
     let upload_path = format!("/o/{slug}/projects/{theirs}/files");
     redirected(upload(&o.browser, Some(&o.token), &upload_path, "secret.txt", b"secret plans", false).await).await;
-    let their_file = id_by(&app, "SELECT id FROM files WHERE name = $1", "secret.txt").await;
+    let their_file = file_named(&app, "secret.txt").await;
     let other_client = new_client(&o, "Unrelated Holdings").await;
     new_project(&o, "Unrelated work", &other_client, false).await;
 
@@ -668,9 +686,9 @@ async fn the_portal_shows_a_client_exactly_its_own_visible_work() {
     redirected(upload(&o.browser, Some(&o.token), &files, "draft.txt", b"internal draft", false).await).await;
     let other_files = format!("/o/{slug}/projects/{others}/files");
     redirected(upload(&o.browser, Some(&o.token), &other_files, "theirs.txt", b"other client", true).await).await;
-    let deliverable = id_by(&app, "SELECT id FROM files WHERE name = $1", "deliverable.pdf").await;
-    let draft_file = id_by(&app, "SELECT id FROM files WHERE name = $1", "draft.txt").await;
-    let their_file = id_by(&app, "SELECT id FROM files WHERE name = $1", "theirs.txt").await;
+    let deliverable = file_named(&app, "deliverable.pdf").await;
+    let draft_file = file_named(&app, "draft.txt").await;
+    let their_file = file_named(&app, "theirs.txt").await;
     let sent = new_invoice(&o, &mine, &[("Work", "1", "100")], &[]).await;
     redirected(post(&o.browser, &o.token, &format!("/o/{slug}/invoices/{sent}/send"), &[]).await).await;
     let draft = new_invoice(&o, &mine, &[("Not yet", "1", "5")], &[]).await;
@@ -768,16 +786,10 @@ async fn lists_search_and_page_tasks_time_files_and_invoices() {
         .execute(&mut db)
         .await
         .unwrap();
-        sqlx::query(
-            "INSERT INTO files (organization_id, id, project_id, name, content_type, size_bytes, sha256, storage_key, created_at) \
-             SELECT $1::uuid, gen_random_uuid(), $2::uuid, 'bulk-' || i || '.txt', 'text/plain', 1, \
-                    decode(repeat('00', 32), 'hex'), 'nowhere', now() FROM generate_series(1, 32) i",
-        )
-        .bind(&org_id)
-        .bind(&project)
-        .execute(&mut db)
-        .await
-        .unwrap();
+        let bulk: Vec<(uuid::Uuid, String)> =
+            (1..=32).map(|i| (uuid::Uuid::now_v7(), format!("bulk-{i}.txt"))).collect();
+        let org: clientflow::platform::ids::OrgId = org_id.parse().unwrap();
+        crate::support::work::insert_files(&app, org, project.parse().unwrap(), &bulk, None).await;
     }
 
     // Tasks: searched by title, paged 25 at a time with the filters kept.

@@ -45,7 +45,7 @@ pub async fn list_files(
 ) -> AppResult<Response> {
     let page = page(q.limit, q.offset)?;
     let filter = FileFilter { project_id: query_id(q.project_id), task_id: query_id(q.task_id) };
-    let items = files::list(&s.db, &api.principal, &filter, page).await?;
+    let items = files::list(&s.db, &s.keys, &api.principal, &filter, page).await?;
     Ok(listed(items, page, None))
 }
 
@@ -211,16 +211,10 @@ pub async fn upload_file(
     security(("api_key" = ["files.read"])))]
 pub async fn get_file(State(s): State<AppState>, api: ApiAccess, ctx: Context, ids: PathIds) -> AppResult<Response> {
     // Issued like a link from the web page: checked, and recorded in the audit log.
-    let (file, download_url, download_url_expires_at) = files::issue_link(
-        &s.db,
-        &ctx,
-        &api.principal,
-        &s.config.public_url(),
-        &s.file_link_key,
-        ids.get("file")?,
-        s.config.files.link_minutes,
-    )
-    .await?;
+    let public_url = s.config.public_url();
+    let signing = files::LinkSigning { base: &public_url, key: &s.file_link_key, minutes: s.config.files.link_minutes };
+    let (file, download_url, download_url_expires_at) =
+        files::issue_link(&s.db, &s.keys, &ctx, &api.principal, signing, ids.get("file")?).await?;
     Ok(ok(FileWithLink { file, download_url, download_url_expires_at }))
 }
 
@@ -236,7 +230,7 @@ pub async fn update_file(
     ids: PathIds,
     ApiJson(input): ApiJson<FileUpdate>,
 ) -> AppResult<Response> {
-    Ok(ok(files::update(&s.db, &ctx, &api.principal, ids.get("file")?, &input).await?))
+    Ok(ok(files::update(&s.db, &s.keys, &ctx, &api.principal, ids.get("file")?, &input).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/files/{file}", tag = "files",

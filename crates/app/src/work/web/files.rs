@@ -204,7 +204,7 @@ async fn share(
 ) -> AppResult<Response> {
     let id = path_id(&id)?;
     let shared = form.shared.as_deref() == Some("on");
-    let meta = files::set_shared(&state.db, &ctx, &access.principal, id, shared).await?;
+    let meta = files::set_shared(&state.db, &state.keys, &ctx, &access.principal, id, shared).await?;
     Ok(Redirect::to(&format!("/o/{}/projects/{}/files", access.slug, meta.project_id)).into_response())
 }
 
@@ -217,7 +217,7 @@ async fn delete(
     _confirmed: crate::tenancy::confirm::Confirmed,
 ) -> AppResult<Response> {
     let id = path_id(&id)?;
-    let meta = files::get(&state.db, &access.principal, id).await?;
+    let meta = files::get(&state.db, &state.keys, &access.principal, id).await?;
     match files::delete(&state.db, &state.storage, &ctx, &access.principal, id).await {
         Ok(()) => Ok(Redirect::to(&format!("/o/{}/projects/{}/files", access.slug, meta.project_id)).into_response()),
         Err(e) => {
@@ -257,16 +257,9 @@ async fn link(
 ) -> AppResult<Response> {
     let id = path_id(&id)?;
     let minutes = state.config.files.link_minutes;
-    let (file, link, expires) = files::issue_link(
-        &state.db,
-        &ctx,
-        &access.principal,
-        &state.config.public_url(),
-        &state.file_link_key,
-        id,
-        minutes,
-    )
-    .await?;
+    let public_url = state.config.public_url();
+    let signing = files::LinkSigning { base: &public_url, key: &state.file_link_key, minutes };
+    let (file, link, expires) = files::issue_link(&state.db, &state.keys, &ctx, &access.principal, signing, id).await?;
     page(&LinkPage { org: OrgNav::of(&access), file, link, expires: access.when(expires), minutes })
 }
 

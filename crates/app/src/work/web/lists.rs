@@ -219,7 +219,7 @@ async fn file_list(
 ) -> AppResult<Response> {
     let filter = FileFilter { project_id: Some(q.project_id.clone()), task_id: None };
     let offset = q.offset.max(0);
-    let (items, more) = split(files::list(&state.db, &access.principal, &filter, one_more(offset)).await?);
+    let (items, more) = split(files::list(&state.db, &state.keys, &access.principal, &filter, one_more(offset)).await?);
     let projects = project_names(&state, &access).await?;
     let names: HashMap<&str, &str> = projects.iter().map(|(i, n)| (i.as_str(), n.as_str())).collect();
     let pager = Pager::uncounted(

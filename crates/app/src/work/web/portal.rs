@@ -114,7 +114,7 @@ async fn project(
     Path((_, id)): Path<(String, String)>,
 ) -> AppResult<Response> {
     let id: ProjectId = path_id(&id)?;
-    let p = portal::project(&state.db, &access.principal, id).await?;
+    let p = portal::project(&state.db, &state.keys, &access.principal, id).await?;
     page(&ProjectPage {
         nav: PortalNav::of(&access),
         project: p.project,

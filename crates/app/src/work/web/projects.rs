@@ -698,6 +698,7 @@ pub async fn project_view(
     let files = if tab == "files" && p.can(P::FilesRead) {
         files::list(
             &state.db,
+            &state.keys,
             p,
             &files::FileFilter { project_id: Some(id.to_string()), task_id: None },
             Page { limit: Some(crate::work::MAX_PAGE), offset: None },

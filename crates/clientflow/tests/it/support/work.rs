@@ -288,3 +288,38 @@ pub async fn fixture_task(
     };
     tasks::create(&app.app_db, &ctx(app), operator, &input).await.unwrap().id
 }
+
+/// Files written straight into the database (lists and pages over many rows), as the app
+/// stores them: each name sealed with the organization's key for its own row, the plaintext
+/// column empty (`files_name_sealed_only`). Their contents are not stored (`storage_key`
+/// "nowhere"); `created_at` defaults to now.
+pub async fn insert_files(
+    app: &TestApp,
+    org: OrgId,
+    project: uuid::Uuid,
+    rows: &[(uuid::Uuid, String)],
+    created_at: Option<time::OffsetDateTime>,
+) {
+    let ids: Vec<uuid::Uuid> = rows.iter().map(|(id, _)| *id).collect();
+    let sealed: Vec<Vec<u8>> = rows
+        .iter()
+        .map(|(id, name)| {
+            files::seal_name(&app.state.keys, org, clientflow::platform::ids::FileId::from_uuid(*id), name, None)
+                .unwrap()
+        })
+        .collect();
+    let mut db = app.db.admin_conn().await;
+    sqlx::query(
+        "INSERT INTO files (organization_id, id, project_id, name_sealed, content_type, size_bytes, sha256, storage_key, created_at) \
+         SELECT $1, f.id, $2, f.sealed, 'text/plain', 1, decode(repeat('00', 32), 'hex'), 'nowhere', coalesce($5, now()) \
+         FROM unnest($3::uuid[], $4::bytea[]) AS f(id, sealed)",
+    )
+    .bind(org)
+    .bind(project)
+    .bind(&ids)
+    .bind(&sealed)
+    .bind(created_at)
+    .execute(&mut db)
+    .await
+    .unwrap();
+}
