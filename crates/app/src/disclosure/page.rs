@@ -107,22 +107,44 @@ fn window(secs: u64) -> String {
 /// What the page shows of the installation's live state (read per request).
 #[derive(Default)]
 pub struct Live {
-    pub backup: Option<crate::platform::db::backup::BackupStatus>,
-    pub backup_error: bool,
+    /// Each region's backups, the default region first.
+    pub backups: Vec<RegionBackups>,
     /// The newest signed audit checkpoint: when, and the key id.
     pub newest_checkpoint: Option<(OffsetDateTime, String)>,
     pub checkpoint_error: bool,
 }
 
+/// One region's backups as the page shows them.
+pub struct RegionBackups {
+    /// What the region is called on the pages.
+    pub label: String,
+    /// `false`: the region's database is a server of the operator's (`database_url`), whose
+    /// provider owns its backups.
+    pub ours: bool,
+    /// `None` with `ours`: the status could not be read just now.
+    pub status: Option<crate::platform::db::backup::BackupStatus>,
+}
+
 async fn live(state: &AppState) -> Live {
     let mut live = Live::default();
     if state.config.database.url.is_none() && state.config.backup.enabled {
-        match state.db.backup_status().await {
-            Ok(s) => live.backup = Some(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "security page: cannot read the backup status");
-                live.backup_error = true;
+        // Every region's own cluster is backed up into its own repository: each is reported.
+        let private = crate::platform::db::provision::private_regions(&state.config.residency);
+        for region_db in state.db.every_region() {
+            let region = region_db.region();
+            let label = state.config.residency.label(region);
+            if region != state.db.home_region() && !private.contains(&region) {
+                live.backups.push(RegionBackups { label, ours: false, status: None });
+                continue;
             }
+            let status = match region_db.backup_status().await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, %region, "security page: cannot read the backup status");
+                    None
+                }
+            };
+            live.backups.push(RegionBackups { label, ours: true, status });
         }
     }
     let newest = async {
@@ -306,49 +328,60 @@ fn backups(config: &Config, live: &Live) -> Section {
         ),
         fact("Repository", if config.backup.s3.is_some() { "S3-compatible object store" } else { "local disk" }),
     ];
-    let mut attention = live.backup_error;
-    match &live.backup {
-        Some(status) => {
-            match status.newest_backup_age {
-                Some(a) => facts.push(fact("Newest backup", format!("{} old", age(a)))),
-                None => {
-                    attention = true;
-                    facts.push(fact("Newest backup", "none yet"));
-                }
-            }
-            facts.push(fact(
-                "WAL archiving",
-                match &status.archive {
-                    Some(a) if a.failing => {
-                        attention = true;
-                        "failing".to_string()
-                    }
-                    Some(_) => "working".to_string(),
-                    None => {
-                        attention = true;
-                        "not running on this database".to_string()
-                    }
-                },
-            ));
-            match (status.last_drill_ok, status.last_drill_age) {
-                (Some(ok), Some(a)) => {
-                    attention |= !ok;
-                    facts.push(fact(
-                        "Last restore drill",
-                        format!("{} ago, {}", age(a), if ok { "passed" } else { "FAILED" }),
-                    ));
-                    if let (Some(rpo), Some(rto)) = (status.last_drill_rpo, status.last_drill_rto) {
-                        facts
-                            .push(fact("Drill measured", format!("data loss {}, restore time {}", age(rpo), age(rto))));
-                    }
-                }
-                _ => {
-                    attention = true;
-                    facts.push(fact("Last restore drill", "none yet"));
-                }
+    let mut attention = false;
+    let several = live.backups.len() > 1;
+    for region in &live.backups {
+        // With several regions, each fact names its region.
+        let named = |label: &str| if several { format!("{label} — {}", region.label) } else { label.to_string() };
+        if !region.ours {
+            facts.push(fact(&named("Backups"), "managed by the region's database provider"));
+            continue;
+        }
+        let Some(status) = &region.status else {
+            attention = true;
+            facts.push(fact(&named("State"), "could not be read just now"));
+            continue;
+        };
+        match status.newest_backup_age {
+            Some(a) => facts.push(fact(&named("Newest backup"), format!("{} old", age(a)))),
+            None => {
+                attention = true;
+                facts.push(fact(&named("Newest backup"), "none yet"));
             }
         }
-        None => facts.push(fact("State", "could not be read just now")),
+        facts.push(fact(
+            &named("WAL archiving"),
+            match &status.archive {
+                Some(a) if a.failing => {
+                    attention = true;
+                    "failing".to_string()
+                }
+                Some(_) => "working".to_string(),
+                None => {
+                    attention = true;
+                    "not running on this database".to_string()
+                }
+            },
+        ));
+        match (status.last_drill_ok, status.last_drill_age) {
+            (Some(ok), Some(a)) => {
+                attention |= !ok;
+                facts.push(fact(
+                    &named("Last restore drill"),
+                    format!("{} ago, {}", age(a), if ok { "passed" } else { "FAILED" }),
+                ));
+                if let (Some(rpo), Some(rto)) = (status.last_drill_rpo, status.last_drill_rto) {
+                    facts.push(fact(
+                        &named("Drill measured"),
+                        format!("data loss {}, restore time {}", age(rpo), age(rto)),
+                    ));
+                }
+            }
+            _ => {
+                attention = true;
+                facts.push(fact(&named("Last restore drill"), "none yet"));
+            }
+        }
     }
     section(
         "backups",

@@ -479,6 +479,18 @@ async fn metrics_report_the_backups_of_every_region() {
     assert_eq!(backup_gauge(&text, "clientflow_backup_drill_rto_seconds", "eu"), 9.5, "{text}");
     assert!(backup_gauge(&text, "clientflow_backup_newest_age_seconds", "us").is_nan(), "{text}");
     assert!(backup_gauge(&text, "clientflow_backup_drill_last_ok", "us").is_nan(), "{text}");
+    // The security page reports the same, region by region.
+    let page = app.get("/security").await.text().await.unwrap();
+    assert_eq!(page.matches("Newest backup — ").count(), 2, "{page}");
+    let fact_of = |label: &str| {
+        let at = page.find(label).unwrap_or_else(|| panic!("{label}: {page}"));
+        page[at..].split("</dd>").next().unwrap().to_string()
+    };
+    let label = |r: &str| app.config.residency.label(clientflow::platform::db::RegionId::parse(r).unwrap());
+    let (us, eu) = (label("us"), label("eu"));
+    assert!(fact_of(&format!("Newest backup — {eu}")).contains("2.0 hours old"), "{page}");
+    assert!(fact_of(&format!("Last restore drill — {eu}")).contains("FAILED"), "{page}");
+    assert!(fact_of(&format!("Newest backup — {us}")).contains("none yet"), "{page}");
 
     // A further region on a server of its own: its backups are that server's.
     let app = TestApp::builder()
@@ -493,6 +505,10 @@ async fn metrics_report_the_backups_of_every_region() {
     let text = app.get("/metrics").await.text().await.unwrap();
     assert_eq!(backup_gauge(&text, "clientflow_backup_enabled", "us"), 1.0, "{text}");
     assert_eq!(backup_gauge(&text, "clientflow_backup_enabled", "eu"), 0.0, "{text}");
+    let page = app.get("/security").await.text().await.unwrap();
+    let eu = app.config.residency.label(clientflow::platform::db::RegionId::parse("eu").unwrap());
+    assert!(page.contains(&format!("Backups — {eu}")), "{page}");
+    assert!(page.contains("managed by the region&#39;s database provider"), "{page}");
 }
 
 /// Every form action of the web app tells the person what happened: its route has a message in
