@@ -24,10 +24,11 @@
 //! * **The worker** is `clientflow worker` as a child process, idle until the benchmark queues
 //!   an export (a row in `org_exports`, as the page does); it writes the archive sealed at rest,
 //!   as in production. Rows per second are the export's rows over its own `started_at` to
-//!   `finished_at`; the peak is the worker process's `VmHWM` (its memory before the export is
-//!   printed too: the mail, signing and maintenance loops it also runs). The organization's
-//!   daily digest is recorded as sent for today first: on a seeded organization it lists
-//!   hundreds of thousands of overdue tasks, a load of the worker's that is not the export's.
+//!   `finished_at`; the peak is the worker process's `VmHWM`, counted from its start (its
+//!   memory before the export is printed too: the mail, signing and maintenance loops it also
+//!   runs). The organization's daily digest is recorded as sent for today first: on a seeded
+//!   organization it lists hundreds of thousands of overdue tasks, a load of the worker's that
+//!   is not the export's.
 //!
 //! Then what sealing costs, against plaintext references in the same run: the archive the
 //! worker keeps for download, sealed at rest (`platform::sealed_stream`) and opened again for
