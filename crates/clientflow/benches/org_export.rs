@@ -1,12 +1,34 @@
-//! `clientflow org export` of one organization with many tasks: rows per second and the peak
-//! resident memory of the process, against PostgreSQL's own `COPY (SELECT row_to_json(t) …)
-//! TO STDOUT` of the same rows (the same queries, in the same order) as the reference.
+//! `clientflow org export` of one organization with many tasks, and the same export written by
+//! the export worker (`clientflow worker`, what the Data export page starts): rows per second
+//! and the peak resident memory of the process, against PostgreSQL's own `COPY (…) TO STDOUT`
+//! of the same rows (the same queries, in the same order) as the reference.
 //!
-//! The export runs as a child process (the real binary, on the seeded database and data
-//! directory), so its peak resident set is the child's own (`VmHWM` of `/proc/<pid>/status`,
-//! read while it runs): what an operator would see. The reference reads the same rows as one stream
-//! per table and throws them away; the export also turns every row into a checked JSON line,
-//! hashes it and deflates it into the archive on disk.
+//! What is measured, and what is not:
+//!
+//! * **Seeding** is `clientflow seed` in a process of its own (set-based: the rows are
+//!   generated inside PostgreSQL); its duration and that process's peak memory are printed on
+//!   their own line, and count in neither export figure. Then `VACUUM (ANALYZE)`: freshly
+//!   written rows carry no hint bits or visibility map yet, and whichever read came first
+//!   would pay for setting them (writing every page again); after the vacuum the reference
+//!   and both exports read the same settled tables, as an organization's data is in practice.
+//! * **The reference** reads each part's rows with the export's own query (`export::part_queries`:
+//!   `row_to_json` over the stored columns, primary-key order) through `COPY (…) TO STDOUT
+//!   (FORMAT binary)`, as a superuser (no row-level security), and throws the bytes away: what
+//!   PostgreSQL alone costs. It runs before and after the exports; the faster run is the one
+//!   compared against.
+//! * **`clientflow org export`** runs as a child process (the real binary): the rows it
+//!   reports over the seconds it reports (from the start of the export to the archive on disk,
+//!   the process's start-up excluded and printed apart), and its own peak resident set
+//!   (`VmHWM` of `/proc/<pid>/status`, the kernel's high-water mark, sampled every 10 ms while
+//!   it runs). It writes the plain ZIP the operator asked for.
+//! * **The worker** is `clientflow worker` as a child process, idle until the benchmark queues
+//!   an export (a row in `org_exports`, as the page does); it writes the archive sealed at rest,
+//!   as in production. Rows per second are the export's rows over its own `started_at` to
+//!   `finished_at`; the peak is the worker process's `VmHWM`, counted from its start (its
+//!   memory before the export is printed too: the mail, signing and maintenance loops it also
+//!   runs). The organization's daily digest is recorded as sent for today first: on a seeded
+//!   organization it lists hundreds of thousands of overdue tasks, a load of the worker's that
+//!   is not the export's.
 //!
 //! Then what sealing costs, against plaintext references in the same run: the archive the
 //! worker keeps for download, sealed at rest (`platform::sealed_stream`) and opened again for
@@ -21,7 +43,7 @@
 
 mod common;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clientflow_test_support::TestApp;
 use futures::TryStreamExt;
@@ -32,6 +54,9 @@ async fn main() {
     let app = TestApp::builder().system_clock().spawn().await;
     common::seed(&app, 1, tasks).await;
     let mut admin = app.db.admin_conn().await;
+    let started = Instant::now();
+    sqlx::query("VACUUM (ANALYZE)").execute(&mut admin).await.unwrap();
+    println!("VACUUM (ANALYZE) after seeding: {:.1} s", started.elapsed().as_secs_f64());
     let (org, slug): (uuid::Uuid, String) =
         sqlx::query_as("SELECT id, slug FROM organizations ORDER BY created_at LIMIT 1")
             .fetch_one(&mut admin)
@@ -44,38 +69,23 @@ async fn main() {
         .unwrap();
     println!("organization {slug}: {seeded} tasks");
 
+    let copy_before = reference(&mut admin, org).await;
+
     // The export, as the operator runs it.
-    let passwords = clientflow_test_support::role_passwords().await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("export.zip");
     let started = Instant::now();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_clientflow"))
+    let child = common::clientflow(&app)
+        .await
         .args(["--json", "org", "export", "--org", &org.to_string(), "--out", out.to_str().unwrap()])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("CLIENTFLOW_DATA_DIR", &app.config.data_dir)
-        .env("DATABASE_URL", common::url_of(&app.db.app, &passwords.app))
-        .env("CLIENTFLOW_DATABASE__ADMIN_URL", common::url_of(&app.db.owner, &passwords.owner))
-        .env("CLIENTFLOW_DATABASE__AUDITOR_URL", common::url_of(&app.db.auditor, &passwords.auditor))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("clientflow org export");
-    // The child's peak resident set (VmHWM, a high-water mark), read while it runs.
-    let pid = child.id();
-    let watcher = std::thread::spawn(move || {
-        let mut peak_kb = 0u64;
-        while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:")) else { break };
-            let kb: u64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
-            peak_kb = peak_kb.max(kb);
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        peak_kb
-    });
+    let peak = common::watch_peak(child.id());
     let output = child.wait_with_output().unwrap();
     let wall = started.elapsed().as_secs_f64();
-    let peak_mb = watcher.join().unwrap() as f64 / 1024.0;
+    let peak_mb = peak.join().unwrap() as f64 / 1024.0;
     assert!(output.status.success(), "export failed:\n{}", String::from_utf8_lossy(&output.stderr));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let rows = report["rows"].as_u64().unwrap();
@@ -83,40 +93,164 @@ async fn main() {
     let bytes = report["bytes"].as_u64().unwrap();
     let export_rate = rows as f64 / seconds;
     println!(
-        "export: {rows} rows in {seconds:.2} s ({wall:.2} s with start-up) = {export_rate:.0} rows/s; archive {:.1} MB",
+        "clientflow org export: {rows} rows in {seconds:.2} s ({wall:.2} s with start-up) = {export_rate:.0} rows/s; \
+         archive {:.1} MB",
         bytes as f64 / 1e6
     );
-    println!("peak resident memory of the export process (VmHWM): {peak_mb:.1} MB");
+    println!("  peak resident memory of the export process (VmHWM): {peak_mb:.1} MB");
 
-    // The reference: COPY of the same rows, one stream per table, discarded.
-    let manifest = &report["manifest"];
-    let tables: Vec<String> =
-        manifest["counts"].as_object().unwrap().keys().filter(|t| *t != "users").cloned().collect();
-    let mut copied = 0u64;
-    let started = Instant::now();
-    for t in &tables {
-        let key = if t == "organizations" { "id" } else { "organization_id" };
-        let pk = clientflow::privacy::export::primary_key(&mut admin, t).await.unwrap();
-        let order: Vec<String> = pk.iter().map(|c| format!("t.{c}")).collect();
-        let sql = format!(
-            "COPY (SELECT row_to_json(t) FROM \"{t}\" t WHERE t.{key} = '{org}' ORDER BY {}) TO STDOUT",
-            order.join(", ")
-        );
-        let mut stream = admin.copy_out_raw(&sql).await.unwrap();
-        while let Some(chunk) = stream.try_next().await.unwrap() {
-            copied += chunk.iter().filter(|b| **b == b'\n').count() as u64;
-        }
-    }
-    let copy_seconds = started.elapsed().as_secs_f64();
-    let copy_rate = copied as f64 / copy_seconds;
-    println!("reference COPY ... TO STDOUT: {copied} rows in {copy_seconds:.2} s = {copy_rate:.0} rows/s");
-    println!("ratio export / COPY: {:.2}", export_rate / copy_rate);
+    let worker = worker_export(&app, org).await;
     println!(
-        "goals: >= 100,000 rows/s ({}), <= 150 MB peak ({})",
-        if export_rate >= 100_000.0 { "met" } else { "not met" },
-        if peak_mb <= 150.0 { "met" } else { "not met" }
+        "export worker (sealed at rest): {} rows in {:.2} s = {:.0} rows/s; archive {:.1} MB",
+        worker.rows,
+        worker.seconds,
+        worker.rate(),
+        worker.bytes as f64 / 1e6
+    );
+    println!(
+        "  peak resident memory of the worker process (VmHWM): {:.1} MB ({:.1} MB before the export)",
+        worker.peak_mb, worker.idle_mb
+    );
+
+    let copy_after = reference(&mut admin, org).await;
+    let copy_rate = copy_before.max(copy_after);
+    println!("ratio export / COPY: org export {:.2}, worker {:.2}", export_rate / copy_rate, worker.rate() / copy_rate);
+    let verdict = |met: bool| if met { "met" } else { "not met" };
+    println!(
+        "goals: >= 100,000 rows/s (org export {}, worker {}), <= 150 MB peak (org export {}, worker {})",
+        verdict(export_rate >= 100_000.0),
+        verdict(worker.rate() >= 100_000.0),
+        verdict(peak_mb <= 150.0),
+        verdict(worker.peak_mb <= 150.0)
     );
     sealing(&app, org, &out, rows, seconds).await;
+}
+
+/// The reference: every part's rows read with the export's own queries through `COPY …
+/// TO STDOUT`, one stream per part, discarded. Returns rows per second.
+async fn reference(admin: &mut sqlx::PgConnection, org: uuid::Uuid) -> f64 {
+    use clientflow::privacy::export;
+    let org_id = clientflow::platform::ids::OrgId::from_uuid(org);
+    let tables = export::exported_tables(admin).await.unwrap();
+    let queries = export::part_queries(admin, org_id, &tables).await.unwrap();
+    let mut copied = 0u64;
+    let started = Instant::now();
+    for q in &queries {
+        let mut stream = admin.copy_out_raw(&format!("COPY ({}) TO STDOUT (FORMAT binary)", q.sql)).await.unwrap();
+        let mut tail = Vec::new();
+        while let Some(chunk) = stream.try_next().await.unwrap() {
+            // Counted from the framing (2-byte field count, 4-byte length, the bytes).
+            tail.extend_from_slice(&chunk);
+            copied += count_rows(&mut tail);
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let rate = copied as f64 / seconds;
+    println!(
+        "reference COPY (same queries) TO STDOUT: {copied} rows of {} parts in {seconds:.2} s = {rate:.0} rows/s",
+        queries.len()
+    );
+    rate
+}
+
+/// Counts and drops the complete rows at the front of a binary `COPY` stream (the 19-byte
+/// header on first sight); leaves an incomplete row in `buf`.
+fn count_rows(buf: &mut Vec<u8>) -> u64 {
+    let mut at = if buf.starts_with(b"PGCOPY\n\xff\r\n\0") && buf.len() >= 19 { 19 } else { 0 };
+    let mut rows = 0;
+    while buf.len() >= at + 2 {
+        let fields = i16::from_be_bytes([buf[at], buf[at + 1]]);
+        if fields == -1 {
+            at += 2;
+            continue;
+        }
+        let Some(len) = buf.get(at + 2..at + 6) else { break };
+        let len = i32::from_be_bytes(len.try_into().unwrap()) as usize;
+        if buf.len() < at + 6 + len {
+            break;
+        }
+        at += 6 + len;
+        rows += 1;
+    }
+    buf.drain(..at);
+    rows
+}
+
+struct WorkerRun {
+    rows: u64,
+    seconds: f64,
+    bytes: u64,
+    peak_mb: f64,
+    idle_mb: f64,
+}
+
+impl WorkerRun {
+    fn rate(&self) -> f64 {
+        self.rows as f64 / self.seconds
+    }
+}
+
+/// Starts `clientflow worker`, queues an export of `org` once it is idle, and waits for it.
+async fn worker_export(app: &TestApp, org: uuid::Uuid) -> WorkerRun {
+    // The worker also sends each organization's daily digest of overdue tasks, which for a
+    // seeded organization (hundreds of thousands of overdue tasks) is a load of its own, not
+    // the export's: today's digest is recorded as sent, so what is measured is the export.
+    let mut admin = app.db.admin_conn().await;
+    sqlx::query(
+        "INSERT INTO notification_digest_days (organization_id, day, done_at) \
+         SELECT id, (now() AT TIME ZONE timezone)::date, now() FROM organizations WHERE id = $1 ON CONFLICT DO NOTHING",
+    )
+    .bind(org)
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let mut child = common::clientflow(app)
+        .await
+        .arg("worker")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("clientflow worker");
+    let pid = child.id();
+    // Started and past its first sweeps: its memory now is what it holds idle.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the worker is running");
+    let idle_mb = common::status_kb(&status, "VmRSS:").unwrap_or(0) as f64 / 1024.0;
+    let peak = common::watch_peak(pid);
+    let id = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO org_exports (organization_id, id, requested_at) VALUES ($1, $2, now())")
+        .bind(org)
+        .bind(id)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    let (rows, seconds, bytes) = loop {
+        assert!(Instant::now() < deadline, "the worker did not finish the export within an hour");
+        assert!(child.try_wait().unwrap().is_none(), "the worker stopped");
+        // The rows of the archive's manifest, as the worker records them when it is ready.
+        let (status, rows, seconds, bytes): (String, Option<i64>, Option<f64>, Option<i64>) = sqlx::query_as(
+            "SELECT e.status, (SELECT (a.after ->> 'rows')::int8 FROM audit_events a WHERE a.organization_id = e.organization_id \
+                                 AND a.action = 'organization.export_ready' AND a.target_id = e.id::text), \
+                    extract(epoch FROM e.finished_at - e.started_at)::float8, e.size_bytes \
+             FROM org_exports e WHERE e.id = $1",
+        )
+        .bind(id)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        match status.as_str() {
+            "ready" => break (rows.unwrap_or(0) as u64, seconds.unwrap_or(f64::NAN), bytes.unwrap_or(0) as u64),
+            "queued" | "running" => tokio::time::sleep(Duration::from_millis(200)).await,
+            other => panic!("the worker's export ended {other}"),
+        }
+    };
+    // Read the high-water mark before stopping it (its samples end when the process does).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    child.kill().unwrap();
+    let _ = child.wait();
+    let peak_mb = peak.join().unwrap() as f64 / 1024.0;
+    WorkerRun { rows, seconds, bytes, peak_mb, idle_mb }
 }
 
 /// The cost of sealing: the archive at rest, one file upload, one field.

@@ -8,10 +8,11 @@
 //! * the small tables (people, memberships, clients, projects, columns, invoices) are planned
 //!   in Rust from a seeded random generator and sent as arrays, one `INSERT … SELECT FROM
 //!   unnest(…)` per table;
-//! * the large ones (tasks and their assignees, comments, activity and time entries) are one
-//!   statement per organization: `generate_series` over each project's task count, with every
-//!   attribute a function of `hashint8extended(task number, seed)`, feeding data-modifying CTEs
-//!   that insert into all five tables at once.
+//! * the large ones (tasks and their assignees, comments, activity and time entries) are two
+//!   statements per organization (its top-level tasks, then its subtasks: see [`tasks_sql`]):
+//!   `generate_series` over each project's task count, with every attribute a function of
+//!   `hashint8extended(task number, seed)`, feeding data-modifying CTEs that insert into all
+//!   five tables at once.
 //!
 //! So the same `--seed` gives the same names, statuses, priorities, dates (relative to the
 //! moment of the run) and counts; only the ids differ (organization ids come from the door).
@@ -993,6 +994,17 @@ fn day(ms: &str) -> String {
 /// The tasks statement: one row per task in `g`, inserted into tasks, task_assignees,
 /// comments, task_activity and time_entries by data-modifying CTEs.
 ///
+/// It runs twice, with the same parameters but `$22`: first for the top-level tasks (and all
+/// that hangs off them), then for the subtasks. Every task is computed both times (a subtask's
+/// position on the board counts the top-level tasks of its column), so the two halves are
+/// exactly what one statement would write. Why two: the `tasks_hierarchy` trigger looks up each
+/// subtask's ancestors, and PostgreSQL plans that lookup the first time a subtask is written in
+/// the session, from the table's size at that moment; a statement that interleaves both kinds
+/// plans it against a nearly empty table (a scan of the organization's tasks instead of a
+/// primary-key lookup), kept for every later row, which made one organization with a million
+/// tasks take hours (quadratic). Written after the top-level tasks, the subtasks find a table
+/// of the real size.
+///
 /// Every stage is `MATERIALIZED`: inlined, each reference to a computed column would repeat
 /// its whole expression (hashes within hashes), which made the statement several times slower.
 fn tasks_sql() -> String {
@@ -1054,7 +1066,7 @@ fn tasks_sql() -> String {
                      WHEN r_time < 0.92 THEN 2 ELSE 3 END AS n_time
             FROM t3
         ),
-        g AS MATERIALIZED (
+        g_all AS MATERIALIZED (
             SELECT t4.*,
                 {id} AS id,
                 CASE WHEN is_sub THEN {parent_id} END AS parent_id,
@@ -1069,6 +1081,8 @@ fn tasks_sql() -> String {
                 {created_ts} AS created_at, {updated_ts} AS updated_at
             FROM t4
         ),
+        -- This statement's half: the top-level tasks, or the subtasks (`$22`).
+        g AS NOT MATERIALIZED (SELECT * FROM g_all WHERE is_sub = $22),
         ins_tasks AS (
             INSERT INTO tasks (organization_id, id, project_id, column_id, parent_id, title, description, status, priority, \
                                due_date, estimate_minutes, visible_to_client, position, created_by, created_at, updated_at)
@@ -1182,31 +1196,41 @@ async fn write_tasks(tx: &mut OrgTx, plan: &OrgPlan, now: OffsetDateTime) -> OpR
     // hundred milliseconds of work.
     sqlx::query("SET LOCAL jit = off").execute(&mut **tx).await?;
     let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let row: (i64, i64, i64, i64, i64) = sqlx::query_as(&tasks_sql())
-        .bind(tx.org_id())
-        .bind(plan.stream)
-        .bind(unix_ms(now))
-        .bind(projects.iter().map(|p| p.id).collect::<Vec<_>>())
-        .bind(projects.iter().map(|p| p.tasks).collect::<Vec<_>>())
-        .bind(projects.iter().map(|p| p.top_level).collect::<Vec<_>>())
-        .bind(projects.iter().map(|p| p.window_ms.0).collect::<Vec<_>>())
-        .bind(projects.iter().map(|p| p.window_ms.1).collect::<Vec<_>>())
-        .bind(projects.iter().map(|p| matches!(p.status, "completed" | "archived")).collect::<Vec<_>>())
-        .bind(projects.iter().map(|p| p.visible_to_client).collect::<Vec<_>>())
-        .bind(e_off)
-        .bind(e_n)
-        .bind(projects.iter().flat_map(|p| p.columns).collect::<Vec<_>>())
-        .bind(eligible.iter().map(|&i| people[i].id).collect::<Vec<_>>())
-        .bind(eligible.iter().map(|&i| people[i].email.clone()).collect::<Vec<_>>())
-        .bind(strings(TASK_VERBS))
-        .bind(strings(TASK_OBJECTS))
-        .bind(strings(TASK_DETAILS))
-        .bind(strings(TASK_DESCRIPTIONS))
-        .bind(strings(COMMENTS))
-        .bind(strings(TIME_NOTES))
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok((row.0 as u64, row.1 as u64, row.2 as u64, row.3 as u64, row.4 as u64))
+    let sql = tasks_sql();
+    let mut written = (0, 0, 0, 0, 0);
+    for subtasks in [false, true] {
+        let row: (i64, i64, i64, i64, i64) = sqlx::query_as(&sql)
+            .bind(tx.org_id())
+            .bind(plan.stream)
+            .bind(unix_ms(now))
+            .bind(projects.iter().map(|p| p.id).collect::<Vec<_>>())
+            .bind(projects.iter().map(|p| p.tasks).collect::<Vec<_>>())
+            .bind(projects.iter().map(|p| p.top_level).collect::<Vec<_>>())
+            .bind(projects.iter().map(|p| p.window_ms.0).collect::<Vec<_>>())
+            .bind(projects.iter().map(|p| p.window_ms.1).collect::<Vec<_>>())
+            .bind(projects.iter().map(|p| matches!(p.status, "completed" | "archived")).collect::<Vec<_>>())
+            .bind(projects.iter().map(|p| p.visible_to_client).collect::<Vec<_>>())
+            .bind(e_off.clone())
+            .bind(e_n.clone())
+            .bind(projects.iter().flat_map(|p| p.columns).collect::<Vec<_>>())
+            .bind(eligible.iter().map(|&i| people[i].id).collect::<Vec<_>>())
+            .bind(eligible.iter().map(|&i| people[i].email.clone()).collect::<Vec<_>>())
+            .bind(strings(TASK_VERBS))
+            .bind(strings(TASK_OBJECTS))
+            .bind(strings(TASK_DETAILS))
+            .bind(strings(TASK_DESCRIPTIONS))
+            .bind(strings(COMMENTS))
+            .bind(strings(TIME_NOTES))
+            .bind(subtasks)
+            .fetch_one(&mut **tx)
+            .await?;
+        written.0 += row.0 as u64;
+        written.1 += row.1 as u64;
+        written.2 += row.2 as u64;
+        written.3 += row.3 as u64;
+        written.4 += row.4 as u64;
+    }
+    Ok(written)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -323,6 +323,37 @@ fn users_query(refs: &[(String, String)], org: OrgId) -> String {
     format!("SELECT row_to_json(t)::text FROM (SELECT {USER_COLUMNS} FROM users WHERE id IN ({ids})) t ORDER BY t.id")
 }
 
+/// How one data part of the archive is read.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PartQuery {
+    /// The table (or `users`, the accounts the rows refer to).
+    pub table: String,
+    /// A query whose rows are the part's lines, one JSON text each, in the part's order.
+    pub sql: String,
+    /// Whether its rows hold sealed values to open ([`encode_row_with`]); the others are
+    /// streamed with `COPY (sql) TO STDOUT (FORMAT binary)`.
+    pub sealed: bool,
+}
+
+/// The queries the data parts of `org`'s archive are read with, one per table of `tables`
+/// ([`exported_tables`]) plus `users`, in part order. Public so that a benchmark can read the
+/// same rows with the same queries as its reference.
+pub async fn part_queries(conn: &mut PgConnection, org: OrgId, tables: &[String]) -> anyhow::Result<Vec<PartQuery>> {
+    let mut queries = Vec::new();
+    for t in tables {
+        let (pk, columns) = (primary_key(conn, t).await?, stored_columns(conn, t).await?);
+        queries.push(PartQuery {
+            table: t.clone(),
+            sql: rows_query(t, &pk, &columns, org),
+            sealed: !sealed_columns(&columns).is_empty(),
+        });
+    }
+    let user_refs = user_references(conn).await?;
+    queries.push(PartQuery { table: "users".into(), sql: users_query(&user_refs, org), sealed: false });
+    queries.sort();
+    Ok(queries)
+}
+
 /// Where a piece of the archive goes: the writer thread's input.
 enum Piece {
     /// A new entry, deflated or stored as it is.
@@ -516,7 +547,6 @@ pub async fn write_archive(job: Job<'_>, out: &Path) -> anyhow::Result<Written> 
     let mut tx = OrgTx::begin_snapshot(job.db, job.principal).await?;
     sqlx::query("SET LOCAL TimeZone = 'UTC'").execute(&mut *tx).await?;
     let tables = exported_tables(&mut tx).await?;
-    let mut pks = Vec::new();
     let mut total = 0u64;
     let mut counts = std::collections::BTreeMap::new();
     for t in &tables {
@@ -527,13 +557,12 @@ pub async fn write_archive(job: Job<'_>, out: &Path) -> anyhow::Result<Written> 
             .await?;
         total += n as u64;
         counts.insert(t.clone(), n as u64);
-        pks.push((primary_key(&mut tx, t).await?, stored_columns(&mut tx, t).await?));
     }
+    let queries = part_queries(&mut tx, org, &tables).await?;
     let slug: String =
         sqlx::query_scalar("SELECT slug FROM organizations WHERE id = $1").bind(org).fetch_one(&mut *tx).await?;
     let schema_version: i64 =
         sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM _sqlx_migrations").fetch_one(&mut *tx).await?;
-    let user_refs = user_references(&mut tx).await?;
     job.progress.send_replace(Progress { done: 0, total });
 
     let partial = partial_path(out);
@@ -543,7 +572,7 @@ pub async fn write_archive(job: Job<'_>, out: &Path) -> anyhow::Result<Written> 
     };
     let (send, recv) = mpsc::channel::<Piece>(8);
     let writer = tokio::task::spawn_blocking(move || write_zip(sink, recv));
-    let streamed = stream_parts(&mut tx, &job, &tables, &pks, &user_refs, send, total).await;
+    let streamed = stream_parts(&mut tx, &job, &queries, send, total).await;
     // The writer ends when the channel closes (`send` was moved into `stream_parts`).
     let written = writer.await.map_err(|e| anyhow!("the archive writer stopped: {e}"))?;
     let (mut zip, digests, rows) = match (streamed, written) {
@@ -611,9 +640,7 @@ fn partial_path(out: &Path) -> PathBuf {
 async fn stream_parts(
     tx: &mut OrgTx,
     job: &Job<'_>,
-    tables: &[String],
-    pks: &[(Vec<String>, Vec<String>)],
-    user_refs: &[(String, String)],
+    queries: &[PartQuery],
     send: mpsc::Sender<Piece>,
     total: u64,
 ) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
@@ -623,15 +650,7 @@ async fn stream_parts(
     send.send(Piece::Start(README_NAME.into(), Compression::Deflate)).await.map_err(|_| closed())?;
     send.send(Piece::Bytes(README.as_bytes().to_vec())).await.map_err(|_| closed())?;
     let mut done = 0u64;
-    // (table, query, whether its rows hold sealed values to open)
-    let mut queries: Vec<(String, String, bool)> = tables
-        .iter()
-        .zip(pks)
-        .map(|(t, (pk, columns))| (t.clone(), rows_query(t, pk, columns, org), !sealed_columns(columns).is_empty()))
-        .collect();
-    queries.push(("users".into(), users_query(user_refs, org), false));
-    queries.sort();
-    for (table, sql, sealed) in &queries {
+    for PartQuery { table, sql, sealed } in queries {
         send.send(Piece::Start(part_name(table), Compression::Deflate)).await.map_err(|_| closed())?;
         let mut buf = Vec::with_capacity(CHUNK + 64 * 1024);
         let mut n = 0u64;

@@ -22,23 +22,61 @@ pub fn url_of(o: &PgConnectOptions, password: &str) -> String {
     }
 }
 
-/// Seeds `orgs` organizations with `tasks` tasks in all into the app's database.
-pub async fn seed(app: &TestApp, orgs: u64, tasks: u64) {
+/// The `clientflow` binary with the app's database and data directory, as an operator runs it.
+pub async fn clientflow(app: &TestApp) -> std::process::Command {
     let passwords = clientflow_test_support::role_passwords().await;
-    let started = Instant::now();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clientflow"))
-        .args(["seed", "--orgs", &orgs.to_string(), "--clients", "25", "--projects", "40"])
-        .args(["--tasks", &tasks.to_string(), "--users", "15", "--seed", "1"])
-        .env_clear()
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_clientflow"));
+    cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("CLIENTFLOW_DATA_DIR", &app.config.data_dir)
         .env("DATABASE_URL", url_of(&app.db.app, &passwords.app))
         .env("CLIENTFLOW_DATABASE__ADMIN_URL", url_of(&app.db.owner, &passwords.owner))
-        .env("CLIENTFLOW_DATABASE__AUDITOR_URL", url_of(&app.db.auditor, &passwords.auditor))
-        .output()
+        .env("CLIENTFLOW_DATABASE__AUDITOR_URL", url_of(&app.db.auditor, &passwords.auditor));
+    cmd
+}
+
+/// Samples the peak resident set (`VmHWM` of `/proc/<pid>/status`, a high-water mark kept by
+/// the kernel) of process `pid` every 10 ms until it exits; returns the last value read, in
+/// KiB. Being a high-water mark, a sample misses nothing but what happens in the last 10 ms.
+pub fn watch_peak(pid: u32) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut peak_kb = 0u64;
+        while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            // A process that has exited but not been reaped has no memory lines any more.
+            let Some(kb) = status_kb(&status, "VmHWM:") else { break };
+            peak_kb = peak_kb.max(kb);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        peak_kb
+    })
+}
+
+/// A `Vm…:` line of a `/proc/<pid>/status` text, in KiB.
+pub fn status_kb(status: &str, field: &str) -> Option<u64> {
+    status.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok())
+}
+
+/// Seeds `orgs` organizations with `tasks` tasks in all into the app's database, with the real
+/// `clientflow seed` in a process of its own; prints how long it took and the seeding
+/// process's own peak resident memory (most of the work happens in PostgreSQL).
+pub async fn seed(app: &TestApp, orgs: u64, tasks: u64) {
+    let started = Instant::now();
+    let child = clientflow(app)
+        .await
+        .args(["seed", "--orgs", &orgs.to_string(), "--clients", "25", "--projects", "40"])
+        .args(["--tasks", &tasks.to_string(), "--users", "15", "--seed", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("seed");
+    let peak = watch_peak(child.id());
+    let out = child.wait_with_output().expect("seed");
+    let peak_mb = peak.join().unwrap_or(0) as f64 / 1024.0;
     assert!(out.status.success(), "seed failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    println!("seeded {orgs} organizations with {tasks} tasks in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "seeded {orgs} organizations with {tasks} tasks in {:.1} s (the seeding process's peak resident memory: {peak_mb:.1} MB)",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 pub struct Run {

@@ -526,6 +526,25 @@ async fn seed_writes_what_it_reports_through_the_tenant_door() {
         .await
         .unwrap();
     assert!(subtasks > 0);
+    // Top-level tasks and subtasks are written by two statements: each column's positions are
+    // still one run 0..n-1 over both, and every subtask's parent is a top-level task.
+    let misplaced: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT count(*) AS n, min(position) AS lo, max(position) AS hi, \
+                count(DISTINCT position) AS d FROM tasks GROUP BY organization_id, column_id) c \
+         WHERE lo <> 0 OR hi <> n - 1 OR d <> n",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(misplaced, 0, "board positions with gaps or repeats");
+    let nested: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tasks s JOIN tasks p ON p.organization_id = s.organization_id AND p.id = s.parent_id \
+         WHERE p.parent_id IS NOT NULL OR p.project_id <> s.project_id",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(nested, 0, "subtasks under subtasks or in another project");
     let mismatched: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM tasks t JOIN board_columns c ON c.organization_id = t.organization_id AND c.id = t.column_id \
          WHERE (t.status = 'done') <> (c.name = 'Done') OR (t.status = 'todo') <> (c.name = 'To do')",
