@@ -15,7 +15,10 @@
 //! Run: `cargo bench --bench api_tasks` (PostgreSQL: `TEST_DATABASE_URL` as for the tests).
 //! `BENCH_ORGS`, `BENCH_TASKS`, `BENCH_SECONDS`, `BENCH_CONCURRENCY` (reference comparison,
 //! default 16), `BENCH_API_CONNECTIONS` (default 64) and `BENCH_PGBENCH_CLIENTS` (default 16)
-//! change the size; `PGBENCH` names the pgbench binary if it is not found.
+//! change the size; `PGBENCH` names the pgbench binary if it is not found. `BENCH_HOLD_SECONDS`
+//! skips the measurements: once the data set and the key exist, the server stays up that long
+//! and prints its URLs, the key and the pgbench script, for a profiler (`perf record -p`) and
+//! load generators pointed at it by hand.
 
 #![allow(clippy::print_stdout)] // a benchmark reports on standard output
 
@@ -215,6 +218,21 @@ async fn main() {
     assert_eq!(full["data"], bare_rows["data"], "the two endpoints must return the same tasks");
     assert_eq!(full["data"].as_array().map(Vec::len), Some(50));
 
+    // For profiling: the server stays up this long with its key and URLs printed, so that a
+    // profiler, wrk and pgbench can be pointed at it by hand.
+    let hold = env_num("BENCH_HOLD_SECONDS", 0);
+    if hold > 0 {
+        let script = app.config.data_dir.join("bench-tasks.sql");
+        std::fs::write(&script, pgbench_script(org_id)).expect("pgbench script");
+        println!("holding for {hold} s: pid {}", std::process::id());
+        println!("api url: https://{}/api/v1/tasks?limit=50", app.addr);
+        println!("bare url: https://{}/bench/bare-tasks?limit=50", app.addr);
+        println!("key: {}", key.secret);
+        println!("pgbench script: {}", script.display());
+        println!("database: {}", url_of(&app.db.app, &passwords.app));
+        tokio::time::sleep(Duration::from_secs(hold)).await;
+        return;
+    }
     println!(
         "organization {org_id}: {org_tasks} tasks; {concurrency} concurrent clients, {seconds} s per round, 3 rounds each"
     );

@@ -40,7 +40,8 @@ pub async fn require_key(state: &AppState, mut req: Request, permission: Permiss
         .map(str::to_string);
     let Some(presented) = presented else { return Ok(invalid()) };
     // Verified in the transaction the request's work then runs in (see `crate::routes`).
-    let Some((mut tx, allowlist)) = access::open_api_key_request(&state.db, &presented, state.clock.now()).await?
+    let Some(access::api_key::KeyRequest { mut tx, allowlist, deletion_scheduled }) =
+        access::open_api_key_request(&state.db, &presented, state.clock.now()).await?
     else {
         return Ok(invalid());
     };
@@ -56,7 +57,8 @@ pub async fn require_key(state: &AppState, mut req: Request, permission: Permiss
         )));
     }
     // Scheduled for deletion: the organization's keys stop working during the grace period.
-    if let Some(purge_after) = access::suspension::deletion_scheduled(&mut tx).await? {
+    // (Read with the key, in the same statement.)
+    if let Some(purge_after) = deletion_scheduled {
         let name: String = sqlx::query_scalar("SELECT name FROM organizations WHERE id = $1")
             .bind(principal.org_id())
             .fetch_one(&mut *tx)

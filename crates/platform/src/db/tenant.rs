@@ -407,20 +407,24 @@ impl GateKey {
 /// before there is one (look up an API key by its digest, then read inside its organization).
 pub struct GateTx {
     tx: Transaction<'static, Postgres>,
-    /// The organization [`GateTx::switch_to_tenant`] left as the only setting, until another
-    /// setting changes: [`GateTx::into_org_tx`] then has nothing left to set. (The access layer
+    /// The organization [`GateTx::switch_to_tenant`] (or [`GateTx::begin_in_tenant_of`], as
+    /// [`GateTx::tenant_reported`] confirmed) left as the only setting, until another setting
+    /// changes: [`GateTx::into_org_tx`] then has nothing left to set. (The access layer
     /// changes settings only through these methods, never by hand through the connection.)
     switched: Option<OrgId>,
     /// The region whose database this transaction runs in: only a principal of that region
     /// continues in it ([`GateTx::into_org_tx`]).
     region: RegionId,
     home: RegionId,
+    /// Begun by [`GateTx::begin_in_tenant_of`] with no setting changed since: the tenant is the
+    /// only setting, whichever organization it is ([`GateTx::tenant_reported`] learns which).
+    resolved: bool,
 }
 
 impl GateTx {
     /// A capability transaction in `db`'s region.
     pub async fn begin(db: &Db, _key: &GateKey) -> Result<Self, sqlx::Error> {
-        Ok(Self { tx: db.begin().await?, switched: None, region: db.region(), home: db.home_region() })
+        Ok(Self { tx: db.begin().await?, switched: None, region: db.region(), home: db.home_region(), resolved: false })
     }
 
     /// The region this transaction runs in.
@@ -435,18 +439,70 @@ impl GateTx {
             switched: None,
             region: db.region(),
             home: db.home_region(),
+            resolved: false,
         })
+    }
+
+    /// A transaction already inside the organization a capability leads to, in one round trip
+    /// (one simple query): `BEGIN`, `capability` set to `value`, the tenant set to the
+    /// organization that `tenant_of` names — a query of at most one `uuid`, run while the
+    /// capability is set, so it sees exactly what the capability makes visible — and the
+    /// capability cleared again, each a statement of its own in that order. No row is found: no
+    /// tenant (the empty setting), and the transaction sees nothing of any organization.
+    ///
+    /// Once the caller has read, in its first query, a row that only that organization's tenant
+    /// could see together with `current_setting('app.org_id', true)`, it tells
+    /// [`GateTx::tenant_reported`], and [`GateTx::into_org_tx`] has nothing left to set.
+    ///
+    /// The value is written into the query, so only values made of ASCII letters, digits and
+    /// `-` (ids, digests) take the single round trip; any other value is bound as a parameter,
+    /// in statements of their own.
+    pub async fn begin_in_tenant_of(
+        db: &Db,
+        key: &GateKey,
+        capability: Capability,
+        value: &str,
+        tenant_of: &'static str,
+    ) -> Result<Self, sqlx::Error> {
+        let setting = capability.setting();
+        let resolve = format!("SELECT set_config('{TENANT_SETTING}', coalesce(({tenant_of})::text, ''), true)");
+        let clear = format!("SELECT set_config('{setting}', '', true)");
+        let mut gate = if value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            let tx = db
+                .begin_with(format!("BEGIN; SELECT set_config('{setting}', '{value}', true); {resolve}; {clear}"))
+                .await?;
+            Self { tx, switched: None, region: db.region(), home: db.home_region(), resolved: true }
+        } else {
+            let mut gate = Self::begin_with(db, key, capability, value).await?;
+            statement(&mut gate.tx, resolve).await?;
+            statement(&mut gate.tx, clear).await?;
+            gate
+        };
+        gate.resolved = true;
+        Ok(gate)
+    }
+
+    /// The tenant [`GateTx::begin_in_tenant_of`] set, as the transaction reported it
+    /// (`current_setting('app.org_id', true)`) in the caller's first query: when that is
+    /// `org_id` and nothing was set since, `org_id` is the only setting of the transaction.
+    /// Anything else changes nothing ([`GateTx::into_org_tx`] then sets the tenant itself).
+    pub fn tenant_reported(&mut self, org_id: OrgId, reported: Option<&str>) {
+        if self.resolved && reported.is_some_and(|r| r == org_id.to_string()) {
+            self.switched = Some(org_id);
+        }
     }
 
     /// Sets a capability for the rest of the transaction (an empty value clears it).
     pub async fn set(&mut self, capability: Capability, value: &str) -> Result<(), sqlx::Error> {
         self.switched = None;
+        self.resolved = false;
         set_capability(&mut self.tx, capability, value).await
     }
 
     /// Makes `org_id` the tenant for the rest of the transaction.
     pub async fn set_tenant(&mut self, org_id: OrgId) -> Result<(), sqlx::Error> {
         self.switched = None;
+        self.resolved = false;
         set_tenant(&mut self.tx, org_id).await
     }
 
@@ -455,6 +511,7 @@ impl GateTx {
     /// key's organization and nothing else.
     pub async fn switch_to_tenant(&mut self, org_id: OrgId) -> Result<(), sqlx::Error> {
         self.switched = None;
+        self.resolved = false;
         only_tenant(&mut self.tx, org_id).await?;
         self.switched = Some(org_id);
         Ok(())
@@ -463,6 +520,7 @@ impl GateTx {
     /// Clears the tenant.
     pub async fn clear_tenant(&mut self) -> Result<(), sqlx::Error> {
         self.switched = None;
+        self.resolved = false;
         tenant_setting(&mut self.tx, None).await
     }
 

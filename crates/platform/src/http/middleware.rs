@@ -175,7 +175,7 @@ pub async fn security_headers(State(state): State<HttpContext>, req: Request, ne
 /// Whether the client gets problem+json (API, operations endpoints, JSON-preferring clients)
 /// or an HTML page. The matched route's declared surface decides (the route guard records it
 /// on the response); a request no route matched is judged by its path.
-fn wants_json(surface: Option<Surface>, path: &str, headers: &HeaderMap) -> bool {
+fn wants_json(surface: Option<Surface>, path: &str, accept: Option<&HeaderValue>) -> bool {
     match surface {
         Some(Surface::Api | Surface::Ops) => return true,
         Some(Surface::Web) => {}
@@ -185,14 +185,16 @@ fn wants_json(surface: Option<Surface>, path: &str, headers: &HeaderMap) -> bool
             }
         }
     }
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let accept = accept.and_then(|v| v.to_str().ok()).unwrap_or("");
     accept.contains("json") && !accept.contains("text/html")
 }
 
 /// Gives every error response a body in the surface's format, with the request id.
 pub async fn render_errors(State(state): State<HttpContext>, req: Request, next: Next) -> Response {
+    // Only what an error's rendering needs is kept (not the whole header map: this runs on
+    // every request).
     let path = req.uri().path().to_string();
-    let request_headers = req.headers().clone();
+    let accept = req.headers().get(header::ACCEPT).cloned();
     let is_head = req.method() == Method::HEAD;
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
     let res = next.run(req).await;
@@ -200,7 +202,7 @@ pub async fn render_errors(State(state): State<HttpContext>, req: Request, next:
     if status.as_u16() < 400 || res.extensions().get::<RenderedByHandler>().is_some() {
         return res;
     }
-    let json = wants_json(res.extensions().get::<Surface>().copied(), &path, &request_headers);
+    let json = wants_json(res.extensions().get::<Surface>().copied(), &path, accept.as_ref());
     let given = res.extensions().get::<Problem>().cloned();
     let (mut parts, body) = res.into_parts();
     let problem = match given {
@@ -376,15 +378,15 @@ mod tests {
 
     #[test]
     fn surface_detection() {
-        let h = HeaderMap::new();
-        assert!(wants_json(None, "/api/v1/clients", &h));
-        assert!(wants_json(None, "/readyz", &h));
-        assert!(!wants_json(None, "/app", &h));
+        assert!(wants_json(None, "/api/v1/clients", None));
+        assert!(wants_json(None, "/readyz", None));
+        assert!(!wants_json(None, "/app", None));
         // The declared surface decides for a matched route, whatever its path.
-        assert!(wants_json(Some(Surface::Api), "/anything", &h));
-        assert!(!wants_json(Some(Surface::Web), "/api/v1/looks-like-api", &h));
-        let mut h = HeaderMap::new();
-        h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-        assert!(wants_json(None, "/nope", &h));
+        assert!(wants_json(Some(Surface::Api), "/anything", None));
+        assert!(!wants_json(Some(Surface::Web), "/api/v1/looks-like-api", None));
+        let json = HeaderValue::from_static("application/json");
+        assert!(wants_json(None, "/nope", Some(&json)));
+        let html = HeaderValue::from_static("application/json, text/html");
+        assert!(!wants_json(None, "/nope", Some(&html)));
     }
 }

@@ -50,33 +50,62 @@ pub async fn verify_api_key_with_allowlist(
     // A key is a row of its organization's region: each region is asked in turn, the one the
     // key names first, else the default (with one region, one transaction as ever).
     for db in regions_to_ask(db, hint) {
-        let mut tx = GateTx::begin_with(&db, &gate(), Capability::ApiKeyHash, &capability).await?;
+        let mut tx = begin_for_key(&db, &capability).await?;
         let verified = verify_in(&mut tx, &digest, now).await?;
         tx.commit().await?;
-        if verified.is_some() {
-            return Ok(verified);
+        if let Some(key) = verified {
+            return Ok(Some((key.principal, key.allowlist)));
         }
     }
     Ok(None)
 }
 
+/// A verified key's request, in the transaction it was verified in.
+pub struct KeyRequest {
+    /// The key's organization transaction, for the request's own work.
+    pub tx: OrgTx,
+    /// The organization's IP allowlist.
+    pub allowlist: Vec<ipnet::IpNet>,
+    /// When the organization is to be purged, if it is scheduled for deletion (its keys are
+    /// refused meanwhile: `access::suspension`).
+    pub deletion_scheduled: Option<time::OffsetDateTime>,
+}
+
 /// [`verify_api_key_with_allowlist`], keeping the transaction open as the key's organization
-/// transaction for the request's own work: an API request is one transaction.
+/// transaction for the request's own work: an API request is one transaction, and its
+/// verification two round trips (see [`begin_for_key`] and [`verify_in`]).
 pub async fn open_api_key_request(
     db: &Db,
     presented: &str,
     now: time::OffsetDateTime,
-) -> Result<Option<(OrgTx, Vec<ipnet::IpNet>)>, sqlx::Error> {
+) -> Result<Option<KeyRequest>, sqlx::Error> {
     let Some((digest, hint)) = digest_of(presented) else { return Ok(None) };
     let capability = hex::encode(digest);
     for db in regions_to_ask(db, hint) {
-        let mut tx = GateTx::begin_with(&db, &gate(), Capability::ApiKeyHash, &capability).await?;
+        let mut tx = begin_for_key(&db, &capability).await?;
         match verify_in(&mut tx, &digest, now).await? {
-            Some((principal, allowlist)) => return Ok(Some((tx.into_org_tx(principal).await?, allowlist))),
+            Some(key) => {
+                return Ok(Some(KeyRequest {
+                    tx: tx.into_org_tx(key.principal).await?,
+                    allowlist: key.allowlist,
+                    deletion_scheduled: key.deletion_scheduled,
+                }));
+            }
             None => tx.commit().await?,
         }
     }
     Ok(None)
+}
+
+/// The organization of the key whose digest is the capability (the one row it makes visible).
+const KEY_ORGANIZATION: &str =
+    "SELECT organization_id FROM api_keys WHERE key_hash = decode(current_setting('app.api_key_hash'), 'hex')";
+
+/// The transaction a key is verified in: begun, in one round trip, inside the organization of
+/// the key whose digest is `capability` (if there is one), with the capability cleared again,
+/// so that everything after it reads inside that organization and nothing else.
+async fn begin_for_key(db: &Db, capability: &str) -> Result<GateTx, sqlx::Error> {
+    GateTx::begin_in_tenant_of(db, &gate(), Capability::ApiKeyHash, capability, KEY_ORGANIZATION).await
 }
 
 /// The digest of a presented key and the region it names, when it has a key's shape at all
@@ -113,13 +142,25 @@ fn regions_to_ask(db: &Db, hint: Option<RegionId>) -> Vec<Db> {
     all
 }
 
-/// The verification itself, inside `tx`, which has the key's digest as its capability (and
-/// which it leaves open).
+/// What the verification of a key found.
+struct VerifiedKey {
+    principal: OrgPrincipal,
+    allowlist: Vec<ipnet::IpNet>,
+    deletion_scheduled: Option<time::OffsetDateTime>,
+}
+
+/// The verification itself, inside `tx` ([`begin_for_key`], which it leaves open): one
+/// statement reads the key's row (visible only inside its own organization, now the tenant),
+/// the creator's current standing (role, that role's customization and the creator's own
+/// overrides: a key never holds what its creator no longer could), the organization's
+/// customization of the key's role (tightening applies to keys too), the organization's IP
+/// allowlist (NULL when the organization is gone), whether it is scheduled for deletion, and
+/// the tenant the transaction is in.
 async fn verify_in(
     tx: &mut GateTx,
     digest: &[u8; 32],
     now: time::OffsetDateTime,
-) -> Result<Option<(OrgPrincipal, Vec<ipnet::IpNet>)>, sqlx::Error> {
+) -> Result<Option<VerifiedKey>, sqlx::Error> {
     type KeyRow = (
         OrgId,
         uuid::Uuid,
@@ -129,45 +170,60 @@ async fn verify_in(
         Option<time::OffsetDateTime>,
         Option<time::OffsetDateTime>,
         Option<time::OffsetDateTime>,
+        Option<String>,
+        Option<Role>,
+        Vec<String>,
+        Vec<String>,
+        Vec<String>,
+        Option<Vec<ipnet::IpNet>>,
+        Option<time::OffsetDateTime>,
     );
     let row: Option<KeyRow> = sqlx::query_as(
-        "SELECT organization_id, id, role, permissions, created_by, expires_at, revoked_at, last_used_at FROM api_keys WHERE key_hash = $1",
+        "SELECT k.organization_id, k.id, k.role, k.permissions, k.created_by, k.expires_at, k.revoked_at, \
+                k.last_used_at, current_setting('app.org_id', true), \
+                (SELECT m.role FROM memberships m JOIN users u ON u.id = m.user_id \
+                   WHERE m.organization_id = k.organization_id AND m.user_id = k.created_by AND m.status = 'active' \
+                     AND u.status NOT IN ('deleting', 'deleted')), \
+                coalesce((SELECT array_agg(CASE WHEN rp.granted THEN '+' ELSE '-' END || rp.permission) \
+                   FROM role_permissions rp WHERE rp.organization_id = k.organization_id AND rp.role = k.role), '{}'), \
+                coalesce((SELECT array_agg(CASE WHEN rp.granted THEN '+' ELSE '-' END || rp.permission) \
+                   FROM role_permissions rp JOIN memberships m ON m.organization_id = rp.organization_id AND m.role = rp.role \
+                   WHERE rp.organization_id = k.organization_id AND m.user_id = k.created_by), '{}'), \
+                coalesce((SELECT array_agg(CASE WHEN mp.granted THEN '+' ELSE '-' END || mp.permission) \
+                   FROM member_permissions mp WHERE mp.organization_id = k.organization_id AND mp.user_id = k.created_by), '{}'), \
+                (SELECT o.ip_allowlist FROM organizations o WHERE o.id = k.organization_id), \
+                (SELECT d.purge_after FROM organization_deletion_requests d WHERE d.organization_id = k.organization_id) \
+         FROM api_keys k WHERE k.key_hash = $1",
     )
     .bind(&digest[..])
     .fetch_optional(&mut **tx)
     .await?;
-    let Some((org_id, key_id, role, explicit, created_by, expires_at, revoked_at, last_used_at)) = row else {
+    let Some((
+        org_id,
+        key_id,
+        role,
+        explicit,
+        created_by,
+        expires_at,
+        revoked_at,
+        last_used_at,
+        tenant,
+        creator_role,
+        key_role_custom,
+        creator_role_custom,
+        creator_overrides,
+        allowlist,
+        deletion_scheduled,
+    )) = row
+    else {
         return Ok(None);
     };
+    // The row was visible only through its organization's tenant: the transaction is inside
+    // that organization and nothing else, with nothing left to set.
+    tx.tenant_reported(org_id, tenant.as_deref());
     if revoked_at.is_some() || expires_at.is_some_and(|e| e <= now) {
         return Ok(None);
     }
-    // The capability has done its job; from here on the key's organization is the tenant.
-    tx.switch_to_tenant(org_id).await?;
-    // In one statement: the creator's current standing (role, that role's customization and the
-    // creator's own overrides: a key never holds what its creator no longer could), the
-    // organization's customization of the key's role (tightening applies to keys too), and the
-    // organization's IP allowlist (NULL when the organization is gone).
-    type FactsRow = (Option<Role>, Vec<String>, Vec<String>, Vec<String>, Option<Vec<ipnet::IpNet>>);
-    let (creator_role, key_role_custom, creator_role_custom, creator_overrides, allowlist): FactsRow =
-        sqlx::query_as(
-            "SELECT (SELECT m.role FROM memberships m JOIN users u ON u.id = m.user_id \
-                       WHERE m.organization_id = $1 AND m.user_id = $2 AND m.status = 'active' \
-                         AND u.status NOT IN ('deleting', 'deleted')), \
-                coalesce((SELECT array_agg(CASE WHEN granted THEN '+' ELSE '-' END || permission) FROM role_permissions \
-                   WHERE organization_id = $1 AND role = $3), '{}'), \
-                coalesce((SELECT array_agg(CASE WHEN rp.granted THEN '+' ELSE '-' END || rp.permission) \
-                   FROM role_permissions rp JOIN memberships m ON m.organization_id = rp.organization_id AND m.role = rp.role \
-                   WHERE rp.organization_id = $1 AND m.user_id = $2), '{}'), \
-                coalesce((SELECT array_agg(CASE WHEN granted THEN '+' ELSE '-' END || permission) FROM member_permissions \
-                   WHERE organization_id = $1 AND user_id = $2), '{}'), \
-                (SELECT ip_allowlist FROM organizations WHERE id = $1)",
-        )
-        .bind(org_id)
-        .bind(created_by)
-        .bind(role)
-        .fetch_one(&mut **tx)
-        .await?;
     let creator_bound = match (created_by, creator_role) {
         // Made by the command line before every key acted for a member: bounded by its role
         // alone, and it acts for nobody (it records nothing as anyone's).
@@ -210,7 +266,7 @@ async fn verify_in(
         scope_user: created_by,
         region: tx.region(),
     };
-    Ok(Some((principal, allowlist)))
+    Ok(Some(VerifiedKey { principal, allowlist, deletion_scheduled }))
 }
 
 #[cfg(test)]
