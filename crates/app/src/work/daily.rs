@@ -627,6 +627,9 @@ async fn run_due_in_region(db: &Db, public_url: &str, now: OffsetDateTime) -> Re
     Ok(queued)
 }
 
+/// At most this many tasks of each kind (overdue, due today) are listed in a person's digest.
+pub const DIGEST_LIST: i64 = 20;
+
 /// Queues the day's digest for every person of the organization with open tasks overdue or
 /// due today (in projects they may see) who has not turned the digest off or to in-app, and
 /// records the day as done. Each message's idempotency key names the person and the day, so a
@@ -646,20 +649,32 @@ pub async fn send_digests(
         title: String,
         due_date: Date,
         project: String,
+        /// The person's totals (over all their tasks, not only the rows listed).
+        overdue_total: i64,
+        today_total: i64,
     }
+    // Counted in the database, listed at most DIGEST_LIST of each kind per person: however many
+    // tasks an organization holds, the worker reads a bounded number of rows per person and the
+    // mail stays readable (the rest are a link to My work away).
     let rows: Vec<Row> = sqlx::query_as(&format!(
-        "SELECT m.user_id, u.email, t.id AS task_id, t.title, t.due_date, p.name AS project \
-           FROM memberships m JOIN users u ON u.id = m.user_id \
-           JOIN task_assignees a ON a.organization_id = m.organization_id AND a.user_id = m.user_id \
-           JOIN tasks t ON t.organization_id = a.organization_id AND t.id = a.task_id \
-           JOIN projects p ON p.organization_id = t.organization_id AND p.id = t.project_id \
-          WHERE u.status = 'active' AND t.status <> 'done' AND t.due_date <= $1 AND {} \
-            AND coalesce((SELECT np.channel FROM notification_preferences np WHERE np.organization_id = m.organization_id \
-                  AND np.user_id = m.user_id AND np.kind = 'digest'), 'email') = 'email' \
-          ORDER BY m.user_id, t.due_date, t.title, t.id",
+        "SELECT user_id, email, task_id, title, due_date, project, overdue_total, today_total FROM ( \
+           SELECT m.user_id, u.email, t.id AS task_id, t.title, t.due_date, p.name AS project, \
+                  count(*) FILTER (WHERE t.due_date < $1) OVER (PARTITION BY m.user_id) AS overdue_total, \
+                  count(*) FILTER (WHERE t.due_date >= $1) OVER (PARTITION BY m.user_id) AS today_total, \
+                  row_number() OVER (PARTITION BY m.user_id, t.due_date < $1 ORDER BY t.due_date, t.title, t.id) AS nth \
+             FROM memberships m JOIN users u ON u.id = m.user_id \
+             JOIN task_assignees a ON a.organization_id = m.organization_id AND a.user_id = m.user_id \
+             JOIN tasks t ON t.organization_id = a.organization_id AND t.id = a.task_id \
+             JOIN projects p ON p.organization_id = t.organization_id AND p.id = t.project_id \
+            WHERE u.status = 'active' AND t.status <> 'done' AND t.due_date <= $1 AND {} \
+              AND coalesce((SELECT np.channel FROM notification_preferences np WHERE np.organization_id = m.organization_id \
+                    AND np.user_id = m.user_id AND np.kind = 'digest'), 'email') = 'email' \
+         ) listed WHERE nth <= $2 \
+         ORDER BY user_id, due_date, title, task_id",
         sees_project("p.id")
     ))
     .bind(today)
+    .bind(DIGEST_LIST)
     .fetch_all(&mut **tx)
     .await?;
     let (slug, org_name): (String, String) =
@@ -670,20 +685,23 @@ pub async fn send_digests(
     }
     let mut queued = 0;
     for (user, (email, tasks)) in by_person {
-        let overdue = tasks.iter().filter(|t| t.due_date < today).count();
-        let mut body =
-            format!("Your tasks in {org_name} for {today}: {overdue} overdue, {} due today.\n", tasks.len() - overdue);
-        for (heading, overdue_part) in [("Overdue", true), ("Due today", false)] {
+        let (overdue, due_today) = (tasks[0].overdue_total, tasks[0].today_total);
+        let mut body = format!("Your tasks in {org_name} for {today}: {overdue} overdue, {due_today} due today.\n");
+        for (heading, overdue_part, total) in [("Overdue", true, overdue), ("Due today", false, due_today)] {
             let part: Vec<&Row> = tasks.iter().filter(|t| (t.due_date < today) == overdue_part).collect();
             if part.is_empty() {
                 continue;
             }
             body.push_str(&format!("\n{heading}:\n"));
-            for t in part {
+            for t in &part {
                 body.push_str(&format!(
                     "- {} ({}, due {}): {public_url}/o/{slug}/tasks/{}\n",
                     t.title, t.project, t.due_date, t.task_id
                 ));
+            }
+            let more = total - part.len() as i64;
+            if more > 0 {
+                body.push_str(&format!("And {more} more in My work: {public_url}/o/{slug}/my-work\n"));
             }
         }
         body.push_str(&format!(
@@ -692,7 +710,7 @@ pub async fn send_digests(
         ));
         let mail = OutgoingMail {
             to: email,
-            subject: format!("Your tasks for {today}: {overdue} overdue, {} due today", tasks.len() - overdue),
+            subject: format!("Your tasks for {today}: {overdue} overdue, {due_today} due today"),
             body,
             category: Category::Transactional,
             org_name: Some(org_name.clone()),

@@ -353,3 +353,42 @@ async fn the_digest_goes_out_once_a_day_per_person() {
 async fn digests(app: &TestApp, to: &str) -> Vec<String> {
     app.mail_to(to).await.into_iter().filter(|m| m.contains("Subject: Your tasks for")).collect()
 }
+
+#[tokio::test]
+async fn a_digest_lists_at_most_twenty_of_each_kind_and_counts_the_rest() {
+    let app = TestApp::spawn().await;
+    app.clock.set(time::macros::datetime!(2026-03-10 08:30 UTC));
+    let org = org_with_every_role(&app, "bigdigest").await;
+    let op = operator_of(&app, &org).await;
+    let project = fixture_project(&app, &org, &op).await;
+    let admin = person(&org, "admin");
+    let limit = clientflow::work::daily::DIGEST_LIST as usize;
+    for i in 0..limit + 3 {
+        let input = tasks::TaskInput {
+            title: format!("Overdue number {i:02}"),
+            due_date: Some("2026-03-02".into()),
+            assignees: Some(vec![admin.to_string()]),
+            ..Default::default()
+        };
+        task_in(&app, &op, project, "", input).await;
+    }
+    let input = tasks::TaskInput {
+        title: "The one due today".into(),
+        due_date: Some("2026-03-10".into()),
+        assignees: Some(vec![admin.to_string()]),
+        ..Default::default()
+    };
+    task_in(&app, &op, project, "", input).await;
+    run_worker(&app).await;
+    run_worker(&app).await;
+    let got = digests(&app, "admin@bigdigest.test").await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    // The plain-text part (the HTML part, from its first paragraph on, says the same).
+    let mail = got[0].split("<p>").next().unwrap();
+    assert!(mail.contains(&format!("{} overdue, 1 due today", limit + 3)), "{mail}");
+    assert_eq!(mail.matches("Overdue number").count(), limit, "{mail}");
+    assert!(mail.contains("Overdue number 00") && !mail.contains(&format!("Overdue number {:02}", limit)), "{mail}");
+    assert!(mail.contains("And 3 more in My work"), "{mail}");
+    assert!(mail.contains("The one due today"), "{mail}");
+    assert_eq!(mail.matches("more in My work").count(), 1, "{mail}");
+}

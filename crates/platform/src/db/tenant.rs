@@ -578,7 +578,7 @@ impl GateConn {
     /// [`GateTx::begin_with`]).
     pub async fn begin_with(self, capability: Capability, value: &str) -> Result<GateTx, sqlx::Error> {
         let tx = Db::begin_on_with_setting(self.conn, capability.setting(), value).await?;
-        Ok(GateTx { tx, switched: None, region: self.region, home: self.home })
+        Ok(GateTx { tx, switched: None, region: self.region, home: self.home, resolved: false })
     }
 }
 
