@@ -39,9 +39,6 @@ pub const OWNER_ROLE: &str = "clientflow_owner";
 /// organizations (audit verification). Never what the server runs as.
 pub const AUDITOR_ROLE: &str = "clientflow_auditor";
 
-/// A pooled connection idle for longer than this is checked (a round trip) before it is used.
-pub const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
-
 /// How long a transaction waits for a connection while the database is known to be away.
 pub const OUTAGE_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -66,20 +63,6 @@ impl Db {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(acquire_timeout)
-            // sqlx checks every connection it hands out with a round trip of its own (and again
-            // as it takes one back). Under load a connection comes back within milliseconds of
-            // its last statement, checked on its return, so only one that has been idle for a
-            // while is checked before it is handed out; one that fails is closed and another
-            // taken, as before.
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for < CHECK_IDLE_AFTER {
-                        return Ok(true);
-                    }
-                    Ok(sqlx::Connection::ping(conn).await.is_ok())
-                })
-            })
             .connect_with(options.application_name("clientflow"))
             .await?;
         Ok(Self::single(pool, RegionId::DEFAULT))
