@@ -769,18 +769,7 @@ async fn an_organization_of_another_region_is_purged_there_leaving_nothing_in_ei
     let (owner_id, departed_id, named_id) =
         (person("owner@leaves.test").await, person("member@leaves.test").await, person("named@leaves.test").await);
     let also_org = org_id(&app, "eu", &also_slug).await;
-    let notification = uuid::Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO notifications (organization_id, id, recipient_id, kind, actor_id, title, link, created_at) \
-         VALUES ($1, $2, $3, 'task_changed', $4, 'A task changed', '/tasks', now())",
-    )
-    .bind(also_org)
-    .bind(notification)
-    .bind(owner_id)
-    .bind(named_id)
-    .execute(&mut app.region_db("eu").admin_conn().await)
-    .await
-    .unwrap();
+    let notification = notification_by(&mut app.region_db("eu").admin_conn().await, also_org, owner_id, named_id).await;
 
     let us_org = org_id(&app, "us", &us_slug).await;
     let eu_org = org_id(&app, "eu", &eu_slug).await;
@@ -922,18 +911,7 @@ async fn a_move_out_of_a_region_leaves_no_copy_of_its_people_behind() {
     assert_eq!(emails, ["member@departs.test", "named@departs.test", "owner@departs.test"]);
     let mut eu_db = app.region_db("eu").admin_conn().await;
     let remains_org = org_id(&app, "eu", &remains).await;
-    let notification = uuid::Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO notifications (organization_id, id, recipient_id, kind, actor_id, title, link, created_at) \
-         VALUES ($1, $2, $3, 'task_changed', $4, 'A task changed', '/tasks', now())",
-    )
-    .bind(remains_org)
-    .bind(notification)
-    .bind(owner_id)
-    .bind(named_id)
-    .execute(&mut eu_db)
-    .await
-    .unwrap();
+    let notification = notification_by(&mut eu_db, remains_org, owner_id, named_id).await;
     let copies = async |conn: &mut PgConnection| -> Vec<(uuid::Uuid, String)> {
         sqlx::query_as("SELECT id, email FROM users ORDER BY email").fetch_all(conn).await.unwrap()
     };
@@ -1039,4 +1017,27 @@ async fn org_list_and_audit_verify_cover_every_region() {
     assert!(!ok, "{text}");
     assert!(text.contains(&format!("BROKEN  {eu_slug} [eu]")) && text.contains("1 broken"), "{text}");
     assert!(text.contains(&format!("ok      {us_slug} [us] (")), "{text}");
+}
+
+/// A notification to `recipient` of `actor`'s doing in `org` (a row of that organization that
+/// names the actor); its id.
+async fn notification_by(
+    conn: &mut PgConnection,
+    org: uuid::Uuid,
+    recipient: uuid::Uuid,
+    actor: uuid::Uuid,
+) -> uuid::Uuid {
+    let id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO notifications (organization_id, id, recipient_id, kind, actor_id, title, link, created_at) \
+         VALUES ($1, $2, $3, 'task_changed', $4, 'A task changed', '/tasks', now())",
+    )
+    .bind(org)
+    .bind(id)
+    .bind(recipient)
+    .bind(actor)
+    .execute(conn)
+    .await
+    .unwrap();
+    id
 }
