@@ -22,6 +22,10 @@
 
 #![allow(clippy::print_stdout)] // a benchmark reports on standard output
 
+/// The server runs with the binary's allocator (`src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 

@@ -275,6 +275,39 @@ async fn readiness_reports_database_and_migrations() {
     assert_eq!(body["checks"]["database"], "ok", "the pool reconnects");
 }
 
+/// A transaction takes its connection without the pool's check (its `BEGIN` is the check):
+/// when the database has cut every pooled connection, the next requests still get fresh ones
+/// instead of failing on the dead ones.
+#[tokio::test]
+async fn requests_after_the_database_cut_every_pooled_connection_get_fresh_ones() {
+    let app = TestApp::spawn().await;
+    let org = crate::support::seed_org(&app.app_db, "cut").await;
+    let key = crate::support::api_key(&app, org.id.as_uuid(), "cut").await;
+    let get = || app.client.get(app.url("/api/v1/clients")).bearer_auth(&key).send();
+    // Several requests at once, so that the pool holds several idle connections.
+    for res in futures::future::join_all((0..4).map(|_| get())).await {
+        assert_eq!(res.unwrap().status(), 200);
+    }
+    let mut admin = app.db.admin_conn().await;
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND usename = 'clientflow_app'",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(cut.len() >= 2, "the pool held {} connections", cut.len());
+    // Give the server processes time to go, so that every idle connection is dead.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..3 {
+        let res = get().await.unwrap();
+        assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    }
+    for res in futures::future::join_all((0..4).map(|_| get())).await {
+        assert_eq!(res.unwrap().status(), 200);
+    }
+}
+
 #[tokio::test]
 async fn metrics_count_requests_by_route_and_are_restricted() {
     let app = TestApp::spawn().await;

@@ -42,6 +42,19 @@ pub const AUDITOR_ROLE: &str = "clientflow_auditor";
 /// How long a transaction waits for a connection while the database is known to be away.
 pub const OUTAGE_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(500);
 
+tokio::task_local! {
+    /// Set while [`Db::begin_tested`] takes a connection: the pool skips its own check, the
+    /// transaction's `BEGIN` does it.
+    static BEGIN_CHECKS_CONNECTION: ();
+}
+
+/// Whether a statement failed because its connection is gone (dropped by the server, reset,
+/// terminated), not because of the statement: the errors of an unreachable database, except
+/// the pool's own (which no other connection would change).
+fn lost_connection(e: &sqlx::Error) -> bool {
+    outage::is_unavailable(e) && !matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+}
+
 /// A handle to the application database, connected as the app role: the pool of this handle's
 /// region, and those of every region of the installation (see [`region`]).
 #[derive(Clone)]
@@ -63,6 +76,17 @@ impl Db {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(acquire_timeout)
+            // An idle connection is checked (a round trip) before it is handed out, except to
+            // a transaction being begun: its `BEGIN` is the check (see `Db::begin_tested`).
+            .test_before_acquire(false)
+            .before_acquire(|conn, _| {
+                Box::pin(async move {
+                    if BEGIN_CHECKS_CONNECTION.try_with(|_| ()).is_err() {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options.application_name("clientflow"))
             .await?;
         Ok(Self::single(pool, RegionId::DEFAULT))
@@ -139,7 +163,30 @@ impl Db {
         &self,
         statement: impl Into<std::borrow::Cow<'static, str>>,
     ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        Self::starting(self.pool.begin_with(statement.into())).await
+        Self::starting(self.begin_tested(Some(statement.into()))).await
+    }
+
+    /// Takes a connection without the pool's check and begins a transaction on it: the
+    /// `BEGIN` is the check, one round trip instead of two. A connection the database has
+    /// dropped since it was last used (a restart, a failover, a terminated session) fails its
+    /// `BEGIN` with the connection's error; it is discarded (the pool's check on release fails
+    /// too) and the next one is tried, as the pool's own check would have done. Nothing ran on
+    /// the failed connection but the `BEGIN` (and the settings that go with it), so beginning
+    /// again changes nothing. It tries at most one connection more than the pool holds, so a
+    /// database that drops every new connection too gets an answer, the last error.
+    async fn begin_tested(
+        &self,
+        statement: Option<std::borrow::Cow<'static, str>>,
+    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        // Every idle connection may have been dropped at once: try each, then one more.
+        let mut retries = self.pool.options().get_max_connections();
+        loop {
+            let conn = BEGIN_CHECKS_CONNECTION.scope((), self.pool.acquire()).await?;
+            match Transaction::begin(conn, statement.clone()).await {
+                Err(e) if retries > 0 && lost_connection(&e) => retries -= 1,
+                begun => return begun,
+            }
+        }
     }
 
     /// Every transaction starts here, so the end of a database outage is noticed (and logged)
@@ -147,7 +194,7 @@ impl Db {
     /// While the database is known to be away, a request waits at most
     /// [`OUTAGE_ACQUIRE_TIMEOUT`] to find out again instead of the whole acquire timeout.
     pub(crate) async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        Self::starting(self.pool.begin()).await
+        Self::starting(self.begin_tested(None)).await
     }
 
     /// A connection outside any transaction (each statement on it is its own transaction),
