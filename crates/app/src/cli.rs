@@ -906,7 +906,7 @@ pub(crate) async fn org_allowlist(
             ctx.user_agent = "clientflow cli".into();
             let removed = crate::tenancy::allowlist::clear(&db, &ctx, &principal)
                 .await
-                .map_err(|e| anyhow::anyhow!("{}", e.problem().detail))?;
+                .map_err(|e| anyhow::anyhow!("{}", crate::platform::http::error::AppError::from(e).problem().detail))?;
             if removed.is_empty() {
                 println!("{label}: the IP allowlist was already empty");
             } else {

@@ -25,7 +25,7 @@ use crate::access::{self, OrgPrincipal, OrgTx};
 use crate::identity::guard::FormToken;
 use crate::identity::session::RequestMeta;
 use crate::mail::outbox::{self, Category, OutgoingMail};
-use crate::platform::http::error::{AppError, AppResult, FieldError, RenderedByHandler};
+use crate::platform::http::error::{AppError, AppResult, DomainError, FieldError, RenderedByHandler};
 use crate::platform::types::{Email, parse_name};
 use crate::route;
 use crate::state::AppState;
@@ -71,7 +71,7 @@ impl Submission {
         }
         match (name, email) {
             (Some(name), Some(email)) if errors.is_empty() => Ok(Self { name, email, message }),
-            _ => Err(AppError::Validation(errors)),
+            _ => Err(AppError::invalid(errors)),
         }
     }
 }
@@ -92,7 +92,7 @@ pub async fn record(
             .fetch_optional(&mut *tx)
             .await?;
     let Some((org_name, slug, true, Some(to))) = row else {
-        return Err(AppError::NotFound);
+        return Err(AppError::not_found());
     };
     let id = Uuid::now_v7();
     sqlx::query(
@@ -154,7 +154,7 @@ async fn form_page(
     FormToken(csrf): FormToken,
     Path(slug): Path<String>,
 ) -> AppResult<Response> {
-    let (_, organization) = access::contact_form(&state.db, &slug).await?.ok_or(AppError::NotFound)?;
+    let (_, organization) = access::contact_form(&state.db, &slug).await?.ok_or(AppError::not_found())?;
     let bot = BotCheckView::new(&state.bot_check, Purpose::Contact);
     let page = FormPage {
         csrf,
@@ -189,11 +189,11 @@ async fn submit(
     Path(slug): Path<String>,
     Form(form): Form<ContactForm>,
 ) -> AppResult<Response> {
-    let (principal, organization) = access::contact_form(&state.db, &slug).await?.ok_or(AppError::NotFound)?;
+    let (principal, organization) = access::contact_form(&state.db, &slug).await?.ok_or(AppError::not_found())?;
     let result = async {
         let submission = Submission::parse(&form.name, &form.email, &form.message)?;
-        verify_form(&state, form.proof, meta.ip, Purpose::Contact).await?;
-        record(&state, &principal, &submission, &meta).await
+        verify_form(&state, form.proof, meta.ip, Purpose::Contact).await.map_err(DomainError::from)?;
+        record(&state, &principal, &submission, &meta).await.map_err(AppError::from)
     }
     .await;
     match result {
@@ -201,8 +201,10 @@ async fn submit(
         Err(e) => {
             let status = e.status();
             let (message, errors) = match e {
-                AppError::Validation(errors) => (None, errors),
-                AppError::BadRequest(m) | AppError::Unavailable(m) => (Some(m), vec![]),
+                AppError::Domain(DomainError::Invalid(errors)) => (None, errors),
+                AppError::BadRequest(m) | AppError::Domain(DomainError::Malformed(m) | DomainError::Unavailable(m)) => {
+                    (Some(m), vec![])
+                }
                 other => return Err(other),
             };
             let page = FormPage {
@@ -230,7 +232,7 @@ struct SentPage {
 }
 
 async fn sent_page(State(state): State<AppState>, Path(slug): Path<String>) -> AppResult<Response> {
-    let (_, organization) = access::contact_form(&state.db, &slug).await?.ok_or(AppError::NotFound)?;
+    let (_, organization) = access::contact_form(&state.db, &slug).await?.ok_or(AppError::not_found())?;
     Ok(crate::web::render(&SentPage { organization })?.into_response())
 }
 
@@ -282,7 +284,7 @@ mod tests {
         assert_eq!(ok.name, "Ada");
         assert_eq!(ok.email.as_str(), "ada@example.com");
         assert_eq!(ok.message, "Hello\nthere");
-        let Err(AppError::Validation(errors)) = Submission::parse("", "nope", "") else { panic!("accepted") };
+        let Err(AppError::invalid(errors)) = Submission::parse("", "nope", "") else { panic!("accepted") };
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["name", "email", "message"]);
         let long = "x".repeat(MAX_MESSAGE_CHARS + 1);

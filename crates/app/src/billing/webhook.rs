@@ -182,8 +182,8 @@ pub async fn process(state: &AppState, event: &Value) -> Result<Processed, AppEr
         tx.commit().await?;
         if !known {
             let client =
-                state.stripe.as_ref().ok_or_else(|| AppError::Unavailable("Stripe is not configured".into()))?;
-            fresh = Some(client.subscription(sub).await.map_err(|e| AppError::Unavailable(e.to_string()))?);
+                state.stripe.as_ref().ok_or_else(|| AppError::unavailable("Stripe is not configured".into()))?;
+            fresh = Some(client.subscription(sub).await.map_err(|e| AppError::unavailable(e.to_string()))?);
         }
     }
     let ctx = Context { user_agent: "Stripe webhook".into(), ..Context::system(now, Some(state.audit_signer.clone())) };
@@ -231,7 +231,7 @@ async fn record_only(state: &AppState, id: &str, kind: &str, now: OffsetDateTime
 pub async fn stripe(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let secrets: Vec<&str> = state.config.billing.webhook_secrets.iter().map(|s| s.expose()).collect();
     if secrets.is_empty() || state.plans.is_none() {
-        return AppError::NotFound.into_response();
+        return AppError::not_found().into_response();
     }
     let header = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
     if let Err(refusal) = verify(&secrets, header, &body, state.clock.now()) {

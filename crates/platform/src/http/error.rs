@@ -244,7 +244,6 @@ fn title_for(status: StatusCode) -> &'static str {
 #[derive(Debug, Clone, Copy)]
 pub struct RenderedByHandler;
 
-
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         // An internal error built by hand around a database outage is still the outage.

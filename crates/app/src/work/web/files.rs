@@ -137,7 +137,9 @@ async fn upload(
             bytes: got.bytes,
             shared_with_client: got.shared,
         };
-        files::upload(&state.db, &state.storage, &state.keys, max, &ctx, &access.principal, up).await
+        files::upload(&state.db, &state.storage, &state.keys, max, &ctx, &access.principal, up)
+            .await
+            .map_err(AppError::from)
     }
     .await;
     match result {
@@ -279,7 +281,7 @@ async fn signed_download(
     Query(q): Query<LinkQuery>,
     client_ip: Option<Extension<ClientIp>>,
 ) -> AppResult<Response> {
-    let invalid = || AppError::Forbidden("This download link has expired or is not valid. Ask for a new one.".into());
+    let invalid = || AppError::forbidden("This download link has expired or is not valid. Ask for a new one.".into());
     let (Ok(org), Ok(id)) = (org.parse::<OrgId>(), id.parse::<FileId>()) else {
         return Err(invalid());
     };
@@ -292,7 +294,7 @@ async fn signed_download(
     let ip = client_ip.map(|Extension(ClientIp(ip))| ip).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     let (name, list) = allowlist::load_with_name(&state.db, &principal).await?;
     if !allowlist::permits(&list, ip) {
-        return Err(allowlist::refusal(&name, ip));
+        return Err(allowlist::refusal(&name, ip).into());
     }
     let (meta, bytes) = files::download(&state.db, &state.storage, &state.keys, &principal, id).await?;
     attachment(&meta, bytes)
