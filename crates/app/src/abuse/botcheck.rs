@@ -1057,7 +1057,7 @@ impl TurnstileVerifier {
             ("idempotency_key", idempotency_key.as_str()),
         ];
         let mut res = self.http.post(&self.siteverify_url).form(&form).send().await.map_err(transport_error)?;
-        if res.status() != reqwest::StatusCode::OK {
+        if res.status().as_u16() != 200 {
             return Err(BotCheckError::UpstreamStatus(res.status().as_u16()));
         }
         let mut body = Vec::new();

@@ -22,7 +22,7 @@ use crate::access::role::Permission as P;
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
-use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::http::error::{AppError, AppResult, DomainError};
 use crate::platform::http::middleware::ClientIp;
 use crate::platform::ids::{FileId, OrgId, ProjectId, TaskId};
 use crate::route;
@@ -145,10 +145,12 @@ async fn upload(
     match result {
         Ok(_) => Ok(Redirect::to(&format!("/o/{}/projects/{project}/files", access.slug)).into_response()),
         // Shown on the project page with their own status, like a field message.
-        Err(e @ (AppError::PayloadTooLarge | AppError::UnsupportedMediaType(_))) => {
+        Err(
+            e @ (AppError::PayloadTooLarge | AppError::Domain(DomainError::TooLarge | DomainError::UnsupportedType(_))),
+        ) => {
             let status = e.status();
             let message = Some(match e {
-                AppError::UnsupportedMediaType(m) => m,
+                AppError::Domain(DomainError::UnsupportedType(m)) => m,
                 _ => format!("The file is too large (at most {}).", super::projects::size(max as i64)),
             });
             project_failure(

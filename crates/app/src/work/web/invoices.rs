@@ -821,14 +821,14 @@ mod tests {
         assert_eq!(rows, vec![0, 2]);
         assert_eq!(input.tax_rate_bp, Some(1900));
         let renamed = name_rows(AppError::field("lines[1].description", "is required"), &rows);
-        let AppError::invalid(v) = renamed else { panic!() };
+        let AppError::Domain(DomainError::Invalid(v)) = renamed else { panic!() };
         assert_eq!(v[0].field, "line 3 description");
     }
 
     #[test]
     fn bad_amounts_and_unknown_fields_are_refused() {
         let form = InvoiceForm::parse(&Bytes::from_static(b"description_0=x&quantity_0=1,5&price_0=abc")).unwrap();
-        let AppError::invalid(v) = form.input().unwrap_err() else { panic!() };
+        let AppError::Domain(DomainError::Invalid(v)) = form.input().unwrap_err() else { panic!() };
         assert_eq!(v.len(), 2);
         assert_eq!(v[0].field, "line 1 quantity");
         assert!(InvoiceForm::parse(&Bytes::from_static(b"status=paid")).is_err());

@@ -231,9 +231,9 @@ mod tests {
         assert_eq!(f.all("assignee"), ["1", "2"]);
         let body = Bytes::from_static(b"title=a&role=member&role=owner");
         let e = FormFields::parse(&body, |_| true).unwrap().only_once(&["title", "role"]).err().unwrap();
-        assert!(matches!(e, AppError::invalid(ref v) if v[0].field == "role"), "{e:?}");
+        assert!(matches!(e, AppError::Domain(DomainError::Invalid(ref v)) if v[0].field == "role"), "{e:?}");
         let unknown = FormFields::parse(&body, |k| k != "role").err().unwrap();
-        assert!(matches!(unknown, AppError::invalid(_)));
+        assert!(matches!(unknown, AppError::Domain(DomainError::Invalid(_))));
     }
 
     #[test]
