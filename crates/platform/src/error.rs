@@ -207,6 +207,76 @@ mod tests {
         assert!(matches!(DomainError::internal("a bug").reclassified(), DomainError::Internal(_)));
     }
 
+    /// A database error as PostgreSQL would report it: its SQLSTATE and the constraint.
+    #[derive(Debug)]
+    struct Pg {
+        code: &'static str,
+        constraint: Option<&'static str>,
+    }
+
+    impl std::fmt::Display for Pg {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.code)
+        }
+    }
+
+    impl std::error::Error for Pg {}
+
+    impl sqlx::error::DatabaseError for Pg {
+        fn message(&self) -> &str {
+            "a database error"
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.code.into())
+        }
+        fn constraint(&self) -> Option<&str> {
+            self.constraint
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn pg(code: &'static str, constraint: Option<&'static str>) -> sqlx::Error {
+        sqlx::Error::Database(Box::new(Pg { code, constraint }))
+    }
+
+    #[test]
+    fn database_errors_are_classified_for_the_asker() {
+        static NAMED: &[ConstraintField] =
+            &[ConstraintField { constraint: "things_name_key", field: "name", message: "is already taken" }];
+        name_constraints(NAMED);
+        // A named constraint is its field, for unique, check and exclusion violations.
+        for code in ["23505", "23514", "23P01"] {
+            match from_db(pg(code, Some("things_name_key"))) {
+                DomainError::Invalid(f) => assert_eq!(f, vec![FieldError::new("name", "is already taken")], "{code}"),
+                other => panic!("{code}: {other:?}"),
+            }
+        }
+        // An unnamed one keeps its generic meaning.
+        assert!(matches!(from_db(pg("23505", Some("other_key"))), DomainError::Conflict(_)));
+        // A reference into another tenant (or to nothing) and a row-level-security refusal
+        // look exactly like a missing row.
+        assert!(matches!(from_db(pg("23503", Some("things_owner_fkey"))), DomainError::NotFound));
+        assert!(matches!(from_db(pg("42501", None)), DomainError::NotFound));
+        for code in ["23514", "22001", "23502"] {
+            assert!(matches!(from_db(pg(code, None)), DomainError::Malformed(ref m) if m.contains("range")), "{code}");
+        }
+        assert!(matches!(from_db(pg("22P02", None)), DomainError::Malformed(ref m) if m.contains("format")));
+        assert!(matches!(from_db(pg("42P01", None)), DomainError::Internal(_)));
+        // The server going away is an outage, not a bug.
+        assert!(matches!(from_db(pg("57P01", None)), DomainError::DatabaseUnavailable));
+    }
+
     #[test]
     fn a_field_error_names_its_field() {
         match DomainError::field("name", "must not be empty") {
