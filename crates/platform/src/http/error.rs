@@ -84,6 +84,7 @@ impl Outcome {
     }
 }
 
+/// Short constructors of domain outcomes, so handler code reads like the service's.
 impl AppError {
     pub fn field(field: &str, message: impl Into<String>) -> Self {
         DomainError::field(field, message).into()
@@ -112,15 +113,9 @@ impl AppError {
     pub fn unavailable(message: String) -> Self {
         DomainError::Unavailable(message).into()
     }
+}
 
-    /// The domain outcome, if this is one.
-    pub fn domain(&self) -> Option<&DomainError> {
-        match self {
-            AppError::Domain(d) => Some(d),
-            _ => None,
-        }
-    }
-
+impl AppError {
     /// The one place where an error gets its status, detail and `Retry-After`.
     fn outcome(&self) -> Outcome {
         use DomainError as D;
