@@ -904,9 +904,8 @@ pub(crate) async fn org_allowlist(
         AllowlistCommand::Clear { .. } => {
             let mut ctx = crate::audit::Context::system(time::OffsetDateTime::now_utc(), Some(Arc::new(signer)));
             ctx.user_agent = "clientflow cli".into();
-            let removed = crate::tenancy::allowlist::clear(&db, &ctx, &principal)
-                .await
-                .map_err(|e| anyhow::anyhow!("{}", e.problem().detail))?;
+            let removed =
+                crate::tenancy::allowlist::clear(&db, &ctx, &principal).await.map_err(|e| anyhow::anyhow!("{e}"))?;
             if removed.is_empty() {
                 println!("{label}: the IP allowlist was already empty");
             } else {

@@ -25,7 +25,8 @@ use crate::access::{self, OrgPrincipal, OrgTx};
 use crate::identity::guard::FormToken;
 use crate::identity::session::RequestMeta;
 use crate::mail::outbox::{self, Category, OutgoingMail};
-use crate::platform::http::error::{AppError, AppResult, FieldError, RenderedByHandler};
+use crate::platform::error::{DomainError, DomainResult, FieldError};
+use crate::platform::http::error::{AppError, AppResult, RenderedByHandler};
 use crate::platform::types::{Email, parse_name};
 use crate::route;
 use crate::state::AppState;
@@ -57,7 +58,7 @@ pub struct Submission {
 }
 
 impl Submission {
-    pub fn parse(name: &str, email: &str, message: &str) -> AppResult<Self> {
+    pub fn parse(name: &str, email: &str, message: &str) -> DomainResult<Self> {
         let mut errors = Vec::new();
         let name = parse_name(name).map_err(|m| errors.push(FieldError::new("name", m))).ok();
         let email = Email::parse(email).map_err(|m| errors.push(FieldError::new("email", m))).ok();
@@ -71,7 +72,7 @@ impl Submission {
         }
         match (name, email) {
             (Some(name), Some(email)) if errors.is_empty() => Ok(Self { name, email, message }),
-            _ => Err(AppError::Validation(errors)),
+            _ => Err(DomainError::Invalid(errors)),
         }
     }
 }
@@ -84,7 +85,7 @@ pub async fn record(
     principal: &OrgPrincipal,
     submission: &Submission,
     meta: &RequestMeta,
-) -> AppResult<()> {
+) -> DomainResult<()> {
     let mut tx = OrgTx::begin(&state.db, principal).await?;
     let row: Option<(String, String, bool, Option<String>)> =
         sqlx::query_as("SELECT name, slug, contact_form_enabled, contact_email FROM organizations WHERE id = $1")
@@ -92,7 +93,7 @@ pub async fn record(
             .fetch_optional(&mut *tx)
             .await?;
     let Some((org_name, slug, true, Some(to))) = row else {
-        return Err(AppError::NotFound);
+        return Err(DomainError::NotFound);
     };
     let id = Uuid::now_v7();
     sqlx::query(
@@ -154,7 +155,7 @@ async fn form_page(
     FormToken(csrf): FormToken,
     Path(slug): Path<String>,
 ) -> AppResult<Response> {
-    let (_, organization) = access::contact_form(&state.db, &slug).await?.ok_or(AppError::NotFound)?;
+    let (_, organization) = access::contact_form(&state.db, &slug).await?.ok_or(AppError::not_found())?;
     let bot = BotCheckView::new(&state.bot_check, Purpose::Contact);
     let page = FormPage {
         csrf,
@@ -189,11 +190,11 @@ async fn submit(
     Path(slug): Path<String>,
     Form(form): Form<ContactForm>,
 ) -> AppResult<Response> {
-    let (principal, organization) = access::contact_form(&state.db, &slug).await?.ok_or(AppError::NotFound)?;
+    let (principal, organization) = access::contact_form(&state.db, &slug).await?.ok_or(AppError::not_found())?;
     let result = async {
         let submission = Submission::parse(&form.name, &form.email, &form.message)?;
-        verify_form(&state, form.proof, meta.ip, Purpose::Contact).await?;
-        record(&state, &principal, &submission, &meta).await
+        verify_form(&state, form.proof, meta.ip, Purpose::Contact).await.map_err(DomainError::from)?;
+        record(&state, &principal, &submission, &meta).await.map_err(AppError::from)
     }
     .await;
     match result {
@@ -201,8 +202,10 @@ async fn submit(
         Err(e) => {
             let status = e.status();
             let (message, errors) = match e {
-                AppError::Validation(errors) => (None, errors),
-                AppError::BadRequest(m) | AppError::Unavailable(m) => (Some(m), vec![]),
+                AppError::Domain(DomainError::Invalid(errors)) => (None, errors),
+                AppError::BadRequest(m) | AppError::Domain(DomainError::Malformed(m) | DomainError::Unavailable(m)) => {
+                    (Some(m), vec![])
+                }
                 other => return Err(other),
             };
             let page = FormPage {
@@ -230,7 +233,7 @@ struct SentPage {
 }
 
 async fn sent_page(State(state): State<AppState>, Path(slug): Path<String>) -> AppResult<Response> {
-    let (_, organization) = access::contact_form(&state.db, &slug).await?.ok_or(AppError::NotFound)?;
+    let (_, organization) = access::contact_form(&state.db, &slug).await?.ok_or(AppError::not_found())?;
     Ok(crate::web::render(&SentPage { organization })?.into_response())
 }
 
@@ -278,11 +281,11 @@ mod tests {
 
     #[test]
     fn submissions_are_parsed_at_the_edge() {
-        let ok = Submission::parse(" Ada ", "ADA@example.com", "Hello\r\nthere").map_err(|e| e.problem()).unwrap();
+        let ok = Submission::parse(" Ada ", "ADA@example.com", "Hello\r\nthere").unwrap();
         assert_eq!(ok.name, "Ada");
         assert_eq!(ok.email.as_str(), "ada@example.com");
         assert_eq!(ok.message, "Hello\nthere");
-        let Err(AppError::Validation(errors)) = Submission::parse("", "nope", "") else { panic!("accepted") };
+        let Err(DomainError::Invalid(errors)) = Submission::parse("", "nope", "") else { panic!("accepted") };
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["name", "email", "message"]);
         let long = "x".repeat(MAX_MESSAGE_CHARS + 1);
@@ -293,7 +296,7 @@ mod tests {
     #[test]
     fn the_notification_keeps_visitor_input_out_of_the_headers() {
         let s = Submission::parse("Mallory", "m@example.com", "Subject: spoofed\nBcc: everyone").unwrap_or_else(|e| {
-            panic!("{:?}", e.problem());
+            panic!("{e:?}");
         });
         let mail = notification("team@acme.test", "Acme", "https://cf.test/contact/acme", &s);
         assert_eq!(mail.subject, "New message through the contact form of Acme");

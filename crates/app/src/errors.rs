@@ -1,11 +1,12 @@
 //! The one place where the database's named constraints get their meaning for people: the
 //! field each one names and the words they read when their input breaks it. Services let such
-//! a violation travel as a database error (`?`); `platform::http::error::from_db` turns it into
-//! a 422 on that field, the same on the web and the API. A constraint that is not here is a
-//! generic conflict (409) or bad request; `tests/it/constraints.rs` checks that every name here
+//! a violation travel as a database error (`?`); `platform::error::from_db` turns it into a
+//! `DomainError::Invalid` on that field, which the HTTP edge shows as a 422 naming it, the same
+//! on the web and the API. A constraint that is not here is a generic conflict (409) or a
+//! malformed value (400); `tests/it/constraints.rs` checks that every name here
 //! exists in the migrated schema, so a renamed constraint can't silently lose its field.
 
-use crate::platform::http::error::{ConstraintField, name_constraints};
+use crate::platform::error::{ConstraintField, name_constraints};
 
 pub const CONSTRAINTS: &[ConstraintField] = &[
     ConstraintField { constraint: "users_email_key", field: "email", message: "already has an account" },

@@ -83,7 +83,7 @@ pub fn router_from(state: AppState, defs: Vec<RouteDef>) -> Router {
     let timeout = Duration::from_secs(state.config.server.request_timeout_secs);
     let http = http_context(&state);
     router
-        .fallback(|| async { error::AppError::NotFound })
+        .fallback(|| async { error::AppError::not_found() })
         .layer(
             ServiceBuilder::new()
                 .layer(from_fn(middleware::request_id))
@@ -214,7 +214,7 @@ async fn guarded(
             if from_allowed || token_ok {
                 next.run(req).await
             } else {
-                AppError::Forbidden(
+                AppError::forbidden(
                     "Operations endpoints are available from allowed addresses or with the metrics token.".into(),
                 )
                 .into_response()

@@ -76,7 +76,7 @@ async fn static_file(Path(file): Path<String>) -> Response {
             res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
             res
         }
-        None => AppError::NotFound.into_response(),
+        None => AppError::not_found().into_response(),
     }
 }
 

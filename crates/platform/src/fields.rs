@@ -23,7 +23,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 use time::Date;
 
-use crate::http::error::{AppError, AppResult};
+use crate::error::{DomainError, DomainResult};
 
 /// Characters the text fields refuse: control characters other than tab, line feed and
 /// carriage return (C0, DEL and C1, Rust's `char::is_control`).
@@ -162,27 +162,27 @@ pub fn int_present<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<O
 /// Text that may be empty: refuses control characters other than tab and line breaks, and more
 /// than `max` characters (counted before trimming, as the document's `maxLength` counts them);
 /// the stored value is trimmed.
-pub fn text(field: &str, value: &str, max: usize) -> AppResult<String> {
+pub fn text(field: &str, value: &str, max: usize) -> DomainResult<String> {
     if value.chars().count() > max {
-        return Err(AppError::field(field, format!("is too long (at most {max} characters)")));
+        return Err(DomainError::field(field, format!("is too long (at most {max} characters)")));
     }
     if value.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
-        return Err(AppError::field(field, "must not contain control characters"));
+        return Err(DomainError::field(field, "must not contain control characters"));
     }
     Ok(value.trim().to_string())
 }
 
 /// Text with something in it besides white space ([`text`] otherwise).
-pub fn nonblank(field: &str, value: &str, max: usize) -> AppResult<String> {
+pub fn nonblank(field: &str, value: &str, max: usize) -> DomainResult<String> {
     let v = text(field, value, max)?;
     if v.is_empty() {
-        return Err(AppError::field(field, "is required"));
+        return Err(DomainError::field(field, "is required"));
     }
     Ok(v)
 }
 
 /// [`text`] where empty (or only white space) means none.
-pub fn optional_text(field: &str, value: Option<&str>, max: usize) -> AppResult<Option<String>> {
+pub fn optional_text(field: &str, value: Option<&str>, max: usize) -> DomainResult<Option<String>> {
     match value {
         None => Ok(None),
         Some(v) => text(field, v, max).map(|v| Some(v).filter(|v| !v.is_empty())),
@@ -200,24 +200,24 @@ pub fn is_hyphenated_uuid(v: &str) -> bool {
 }
 
 /// An id (`format: uuid`).
-pub fn id<T: FromStr>(field: &str, value: &str) -> AppResult<T> {
+pub fn id<T: FromStr>(field: &str, value: &str) -> DomainResult<T> {
     if value.is_empty() {
-        return Err(AppError::field(field, "is required"));
+        return Err(DomainError::field(field, "is required"));
     }
     if !is_hyphenated_uuid(value) {
-        return Err(AppError::field(field, "is not a valid id"));
+        return Err(DomainError::field(field, "is not a valid id"));
     }
-    value.parse().map_err(|_| AppError::field(field, "is not a valid id"))
+    value.parse().map_err(|_| DomainError::field(field, "is not a valid id"))
 }
 
 /// An id, or the empty string for none (`uuid-or-empty`).
-pub fn id_or_empty<T: FromStr>(field: &str, value: &str) -> AppResult<Option<T>> {
+pub fn id_or_empty<T: FromStr>(field: &str, value: &str) -> DomainResult<Option<T>> {
     if value.is_empty() { Ok(None) } else { id(field, value).map(Some) }
 }
 
 /// A calendar date `YYYY-MM-DD` (`format: date`, RFC 3339's `full-date`).
-pub fn date(field: &str, value: &str) -> AppResult<Date> {
-    let bad = || AppError::field(field, "must be a date like 2026-01-31");
+pub fn date(field: &str, value: &str) -> DomainResult<Date> {
+    let bad = || DomainError::field(field, "must be a date like 2026-01-31");
     let b = value.as_bytes();
     let shaped = b.len() == 10
         && b.iter().enumerate().all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() });
@@ -232,23 +232,23 @@ pub fn date(field: &str, value: &str) -> AppResult<Date> {
 }
 
 /// A date, or the empty string for none (`date-or-empty`).
-pub fn date_or_empty(field: &str, value: &str) -> AppResult<Option<Date>> {
+pub fn date_or_empty(field: &str, value: &str) -> DomainResult<Option<Date>> {
     if value.is_empty() { Ok(None) } else { date(field, value).map(Some) }
 }
 
 /// A value of a closed set (an `enum` in the document).
-pub fn one_of(field: &str, value: &str, allowed: &[&str]) -> AppResult<()> {
+pub fn one_of(field: &str, value: &str, allowed: &[&str]) -> DomainResult<()> {
     if allowed.contains(&value) {
         Ok(())
     } else {
-        Err(AppError::field(field, format!("must be one of {}", allowed.join(", "))))
+        Err(DomainError::field(field, format!("must be one of {}", allowed.join(", "))))
     }
 }
 
 /// A whole number within `min..=max`.
-pub fn within<T: PartialOrd + std::fmt::Display>(field: &str, value: T, min: T, max: T) -> AppResult<T> {
+pub fn within<T: PartialOrd + std::fmt::Display>(field: &str, value: T, min: T, max: T) -> DomainResult<T> {
     if value < min || value > max {
-        return Err(AppError::field(field, format!("must be between {min} and {max}")));
+        return Err(DomainError::field(field, format!("must be between {min} and {max}")));
     }
     Ok(value)
 }

@@ -5,6 +5,7 @@ pub mod config;
 pub mod crypto;
 pub mod currency;
 pub mod db;
+pub mod error;
 pub mod error_reports;
 pub mod fields;
 pub mod fsutil;

@@ -62,7 +62,7 @@ use time::OffsetDateTime;
 
 use crate::platform::clock::SharedClock;
 use crate::platform::crypto::{random_bytes, sha256_hex};
-use crate::platform::http::error::AppError;
+use crate::platform::error::DomainError;
 use crate::platform::secret::{Secret, ct_eq};
 
 /// Form field the Turnstile widget fills with its token.
@@ -214,12 +214,12 @@ impl BotCheckError {
     }
 }
 
-impl From<BotCheckError> for AppError {
+impl From<BotCheckError> for DomainError {
     fn from(e: BotCheckError) -> Self {
         if e.is_upstream_failure() {
-            AppError::Unavailable(UNAVAILABLE_MESSAGE.into())
+            DomainError::Unavailable(UNAVAILABLE_MESSAGE.into())
         } else {
-            AppError::BadRequest(USER_MESSAGE.into())
+            DomainError::Malformed(USER_MESSAGE.into())
         }
     }
 }
@@ -1057,7 +1057,7 @@ impl TurnstileVerifier {
             ("idempotency_key", idempotency_key.as_str()),
         ];
         let mut res = self.http.post(&self.siteverify_url).form(&form).send().await.map_err(transport_error)?;
-        if res.status() != reqwest::StatusCode::OK {
+        if res.status().as_u16() != 200 {
             return Err(BotCheckError::UpstreamStatus(res.status().as_u16()));
         }
         let mut body = Vec::new();
@@ -1379,7 +1379,7 @@ mod tests {
             BotCheckError::TurnstileRejected { codes: vec!["invalid-input-response".into()] },
         ] {
             assert_eq!(e.user_message(), USER_MESSAGE);
-            assert!(matches!(AppError::from(e), AppError::BadRequest(_)));
+            assert!(matches!(DomainError::from(e), DomainError::Malformed(_)));
         }
         for e in [
             BotCheckError::Timeout,
@@ -1387,7 +1387,7 @@ mod tests {
             BotCheckError::TurnstileSecretRejected { codes: vec![] },
         ] {
             assert_eq!(e.user_message(), UNAVAILABLE_MESSAGE);
-            assert!(matches!(AppError::from(e), AppError::Unavailable(_)));
+            assert!(matches!(DomainError::from(e), DomainError::Unavailable(_)));
         }
     }
 }

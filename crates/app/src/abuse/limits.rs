@@ -53,7 +53,7 @@ use crate::access::Asking;
 use crate::access::asking::{DEVICE_COOKIE, is_known_device_of_email, read_cookie};
 use crate::platform::clock::SharedClock;
 use crate::platform::crypto::sha256_hex;
-use crate::platform::http::error::AppError;
+use crate::platform::http::error::{AppError, DomainError};
 use crate::platform::http::middleware::ClientIp;
 use crate::platform::net;
 use crate::platform::types::Email;
@@ -476,10 +476,10 @@ async fn decide(state: &AppState, id: PolicyId, key: &str, applied: &mut Applied
     let wait = decision.retry_after.unwrap_or(decision.reset_after);
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     tracing::info!(policy = policy.name, retry_after_secs = secs, "rate limited");
-    Err(AppError::Throttled {
+    Err(AppError::from(DomainError::Throttled {
         message: refusal(id).replace("{t}", &describe_wait(secs)),
         retry_after_secs: secs.max(1),
-    }
+    })
     .into_response())
 }
 

@@ -5,7 +5,7 @@
 use time::OffsetDateTime;
 
 use super::OrgTx;
-use crate::platform::http::error::AppError;
+use crate::platform::error::DomainError;
 
 /// When the organization open in `tx` is to be purged, if it is scheduled for deletion.
 pub async fn deletion_scheduled(tx: &mut OrgTx) -> Result<Option<OffsetDateTime>, sqlx::Error> {
@@ -13,8 +13,8 @@ pub async fn deletion_scheduled(tx: &mut OrgTx) -> Result<Option<OffsetDateTime>
 }
 
 /// The refusal: 403 with the reason, for pages and the API alike.
-pub fn refusal(name: &str, purge_after: OffsetDateTime) -> AppError {
-    AppError::Forbidden(format!(
+pub fn refusal(name: &str, purge_after: OffsetDateTime) -> DomainError {
+    DomainError::Forbidden(format!(
         "{name} is scheduled for deletion on {} (UTC) and is closed to everyone but its Owners until then. \
          Ask an Owner if you think this is a mistake: they can cancel the deletion from the billing settings.",
         purge_after.date()

@@ -183,9 +183,9 @@ impl PathIds {
             .map(|(_, v)| v.as_str())
             .ok_or_else(|| AppError::internal(format!("route has no {{{name}}} segment")))?;
         if !crate::platform::fields::is_hyphenated_uuid(raw) {
-            return Err(AppError::NotFound);
+            return Err(AppError::not_found());
         }
-        raw.parse().map_err(|_| AppError::NotFound)
+        raw.parse().map_err(|_| AppError::not_found())
     }
 }
 
@@ -193,7 +193,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PathIds {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
-        let raw = RawPathParams::from_request_parts(parts, state).await.map_err(|_| AppError::NotFound)?;
+        let raw = RawPathParams::from_request_parts(parts, state).await.map_err(|_| AppError::not_found())?;
         Ok(PathIds(raw.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()))
     }
 }

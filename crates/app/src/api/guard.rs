@@ -50,7 +50,7 @@ pub async fn require_key(state: &AppState, mut req: Request, permission: Permiss
     // useless outside the listed networks.
     let ip = req.extensions().get::<ClientIp>().map(|c| c.0).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     if !crate::tenancy::allowlist::permits(&allowlist, ip) {
-        return Err(AppError::Forbidden(format!(
+        return Err(AppError::forbidden(format!(
             "This organization only accepts API requests from its approved network addresses, and this \
              request came from {}. Call the API from an approved network, or ask an Owner to add this address.",
             crate::platform::net::normalize_ip(ip)
@@ -63,10 +63,10 @@ pub async fn require_key(state: &AppState, mut req: Request, permission: Permiss
             .bind(principal.org_id())
             .fetch_one(&mut *tx)
             .await?;
-        return Err(access::suspension::refusal(&name, purge_after));
+        return Err(access::suspension::refusal(&name, purge_after).into());
     }
     if !principal.can(permission) {
-        return Err(AppError::Forbidden(format!("This API key doesn't allow this ({}).", permission.as_str())));
+        return Err(AppError::forbidden(format!("This API key doesn't allow this ({}).", permission.as_str())));
     }
     // While the organization moves to another region, its data is read-only (with one region
     // there is nowhere to move, and nothing to ask).
@@ -74,7 +74,7 @@ pub async fn require_key(state: &AppState, mut req: Request, permission: Permiss
         && crate::identity::guard::is_unsafe(req.method())
         && access::directory::locate(&state.db, principal.org_id()).await?.is_some_and(|p| p.moving_to.is_some())
     {
-        return Err(crate::tenancy::residency_refusal("This organization"));
+        return Err(crate::tenancy::residency_refusal("This organization").into());
     }
     req.extensions_mut().insert(crate::access::Asking::api_key(principal.clone()));
     req.extensions_mut().insert(ApiAccess { principal });

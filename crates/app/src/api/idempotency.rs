@@ -208,7 +208,7 @@ async fn claim(
     .fetch_one(&mut *tx)
     .await?;
     if !locked {
-        return Err(AppError::Conflict(
+        return Err(AppError::conflict(
             "A request with this Idempotency-Key is still being processed; retry later.".into(),
         ));
     }
@@ -231,7 +231,7 @@ async fn claim(
     if let Some((stored_hash, status, body)) = existing {
         tx.commit().await?;
         if stored_hash != hash[..] {
-            return Err(AppError::Conflict(
+            return Err(AppError::conflict(
                 "This Idempotency-Key was already used for a different request; use a new key for a new request."
                     .into(),
             ));
@@ -245,7 +245,7 @@ async fn claim(
             }
             // Only an older version of this server committed a record before its request's
             // work; whether that work happened can't be known.
-            _ => Err(AppError::Conflict(
+            _ => Err(AppError::conflict(
                 "The first request with this Idempotency-Key was interrupted and may or may not have taken effect; \
                  check, then retry with a new key."
                     .into(),

@@ -18,7 +18,7 @@ use crate::audit::Context;
 use crate::identity::guard::FormToken;
 use crate::identity::service::{ReauthPrompt, confirm_sensitive_change};
 use crate::identity::session::{CurrentSession, RequestMeta};
-use crate::platform::http::error::{AppResult, FieldError};
+use crate::platform::http::error::{AppError, AppResult, FieldError};
 use crate::platform::secret::Secret;
 use crate::route;
 use crate::state::AppState;
@@ -213,7 +213,7 @@ async fn create(
         let mut tx = crate::access::OrgTx::begin(&state.db, &access.principal).await?;
         crate::billing::limits::check(&mut tx, &ctx, crate::billing::limits::Resource::ApiKeys, 1).await?;
         tx.commit().await?;
-        keys::create(&state.db, &ctx, &access.principal, &input).await
+        keys::create(&state.db, &ctx, &access.principal, &input).await.map_err(AppError::from)
     }
     .await;
     match result {

@@ -2,7 +2,7 @@
 //! seat limit (`tenancy::service::invite`), creating a project past the project limit
 //! (`work::projects::create`), uploading past storage (`work::files::upload`), issuing an API
 //! key past the key limit (`api::web`). Each calls [`check`] in its own transaction, so the web
-//! page and the API refuse the same way: `AppError::PlanLimit`, a 403 problem naming the limit
+//! page and the API refuse the same way: `DomainError::PlanLimit`, a 403 problem naming the limit
 //! and where to upgrade.
 //!
 //! Billing off (`Context::plans` is `None`): every limit is unlimited and [`check`] returns at
@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use super::service::{self, Account};
 use crate::access::OrgTx;
 use crate::audit::Context;
-use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::error::{DomainError, DomainResult};
 use crate::platform::plans::{Plan, PlanBook};
 
 /// What a plan counts.
@@ -126,7 +126,7 @@ pub async fn usage(tx: &mut OrgTx, resource: Resource, now: OffsetDateTime) -> R
 /// the organization is read-only. Runs in the caller's transaction; with billing on, it first
 /// takes the organization's billing lock (until that transaction ends), so two creations at
 /// once can't both take the last place.
-pub async fn check(tx: &mut OrgTx, ctx: &Context, resource: Resource, adding: i64) -> AppResult<()> {
+pub async fn check(tx: &mut OrgTx, ctx: &Context, resource: Resource, adding: i64) -> DomainResult<()> {
     let Some(book) = ctx.plans.as_deref() else {
         return Ok(());
     };
@@ -146,7 +146,7 @@ pub async fn check(tx: &mut OrgTx, ctx: &Context, resource: Resource, adding: i6
     let used = usage(tx, resource, ctx.now).await?;
     if used.saturating_add(adding) > limit {
         let slug = slug(tx).await?;
-        return Err(AppError::PlanLimit {
+        return Err(DomainError::PlanLimit {
             limit: resource.as_str(),
             message: format!(
                 "The {} plan allows {} {} and this organization uses {}. An Owner can upgrade on the billing page ({}).",
@@ -162,8 +162,8 @@ pub async fn check(tx: &mut OrgTx, ctx: &Context, resource: Resource, adding: i6
     Ok(())
 }
 
-fn read_only_error(book: &PlanBook, slug: &str) -> AppError {
-    AppError::PlanLimit {
+fn read_only_error(book: &PlanBook, slug: &str) -> DomainError {
+    DomainError::PlanLimit {
         limit: "read_only",
         message: format!(
             "This organization is read-only: a payment is overdue past the grace period. Nothing was deleted; \
@@ -176,7 +176,7 @@ fn read_only_error(book: &PlanBook, slug: &str) -> AppError {
 
 /// Refuses any change while the organization is read-only (the route guard asks, for every
 /// unsafe request of an organization's page or API outside billing itself).
-pub async fn refuse_if_read_only(tx: &mut OrgTx, book: &PlanBook, now: OffsetDateTime) -> AppResult<()> {
+pub async fn refuse_if_read_only(tx: &mut OrgTx, book: &PlanBook, now: OffsetDateTime) -> DomainResult<()> {
     let account = service::account(tx).await?;
     if standing(book, account.as_ref(), now).read_only {
         let slug = slug(tx).await?;

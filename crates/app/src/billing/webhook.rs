@@ -26,6 +26,7 @@ use time::OffsetDateTime;
 use super::service;
 use crate::access::OrgTx;
 use crate::audit::Context;
+use crate::platform::error::{DomainError, DomainResult};
 use crate::platform::http::error::AppError;
 use crate::platform::ids::OrgId;
 use crate::state::AppState;
@@ -143,15 +144,15 @@ fn str_at<'a>(v: &'a Value, path: &str) -> Option<&'a str> {
 }
 
 /// A verified event's effect. Errors mean "not applied, ask Stripe to deliver again".
-pub async fn process(state: &AppState, event: &Value) -> Result<Processed, AppError> {
-    let id = str_at(event, "/id").ok_or_else(|| AppError::BadRequest("the event has no id".into()))?;
+pub async fn process(state: &AppState, event: &Value) -> DomainResult<Processed> {
+    let id = str_at(event, "/id").ok_or_else(|| DomainError::Malformed("the event has no id".into()))?;
     if id.len() > 255 {
-        return Err(AppError::BadRequest("the event id is too long".into()));
+        return Err(DomainError::Malformed("the event id is too long".into()));
     }
     let kind = str_at(event, "/type").unwrap_or("");
     let created = event.get("created").and_then(Value::as_i64).unwrap_or(0);
     let at = OffsetDateTime::from_unix_timestamp(created)
-        .map_err(|_| AppError::BadRequest("the event's created time is not a Unix time".into()))?;
+        .map_err(|_| DomainError::Malformed("the event's created time is not a Unix time".into()))?;
     let now = state.clock.now();
     let object = event.pointer("/data/object").cloned().unwrap_or(Value::Null);
     let Some(book) = state.plans.clone() else {
@@ -182,8 +183,8 @@ pub async fn process(state: &AppState, event: &Value) -> Result<Processed, AppEr
         tx.commit().await?;
         if !known {
             let client =
-                state.stripe.as_ref().ok_or_else(|| AppError::Unavailable("Stripe is not configured".into()))?;
-            fresh = Some(client.subscription(sub).await.map_err(|e| AppError::Unavailable(e.to_string()))?);
+                state.stripe.as_ref().ok_or_else(|| DomainError::Unavailable("Stripe is not configured".into()))?;
+            fresh = Some(client.subscription(sub).await.map_err(|e| DomainError::Unavailable(e.to_string()))?);
         }
     }
     let ctx = Context { user_agent: "Stripe webhook".into(), ..Context::system(now, Some(state.audit_signer.clone())) };
@@ -220,7 +221,7 @@ async fn first_delivery(
         == 1)
 }
 
-async fn record_only(state: &AppState, id: &str, kind: &str, now: OffsetDateTime) -> Result<Processed, AppError> {
+async fn record_only(state: &AppState, id: &str, kind: &str, now: OffsetDateTime) -> DomainResult<Processed> {
     let mut tx = state.db.global().await?;
     let first = first_delivery(&mut tx, id, kind, now).await?;
     tx.commit().await?;
@@ -231,7 +232,7 @@ async fn record_only(state: &AppState, id: &str, kind: &str, now: OffsetDateTime
 pub async fn stripe(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let secrets: Vec<&str> = state.config.billing.webhook_secrets.iter().map(|s| s.expose()).collect();
     if secrets.is_empty() || state.plans.is_none() {
-        return AppError::NotFound.into_response();
+        return AppError::not_found().into_response();
     }
     let header = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
     if let Err(refusal) = verify(&secrets, header, &body, state.clock.now()) {
@@ -243,7 +244,7 @@ pub async fn stripe(State(state): State<AppState>, headers: HeaderMap, body: Byt
     };
     match process(&state, &event).await {
         Ok(p) => axum::Json(json!({ "status": p.as_str() })).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => AppError::from(e).into_response(),
     }
 }
 

@@ -401,7 +401,7 @@ async fn copy(m: &Mover, org: OrgId, from: RegionId, to: RegionId) -> anyhow::Re
     Ok(keys.len())
 }
 
-fn anyhow_of(e: crate::platform::http::error::AppError) -> anyhow::Error {
+fn anyhow_of(e: crate::platform::error::DomainError) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }
 

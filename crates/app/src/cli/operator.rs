@@ -36,7 +36,7 @@ use crate::identity::repo as users;
 use crate::identity::session::RequestMeta;
 use crate::platform::db::provision::{self, Resolved};
 use crate::platform::db::{Db, RegionId};
-use crate::platform::http::error::{AppError, FieldError};
+use crate::platform::error::{DomainError, FieldError};
 use crate::platform::ids::{ClientId, OrgId, UserId};
 use crate::platform::secret::Secret;
 use crate::platform::types::{Email, Slug, parse_name};
@@ -225,18 +225,18 @@ impl OpError {
     }
 }
 
-impl From<AppError> for OpError {
-    fn from(e: AppError) -> Self {
+impl From<DomainError> for OpError {
+    fn from(e: DomainError) -> Self {
         match e {
             // The services name fields as the API does (expires_in_days); the CLI's options
             // are kebab-case.
-            AppError::Validation(fields) => OpError::Invalid(
+            DomainError::Invalid(fields) => OpError::Invalid(
                 fields.into_iter().map(|f| FieldError::new(f.field.replace('_', "-"), f.message)).collect(),
             ),
-            AppError::NotFound => OpError::NotFound("not found".into()),
-            AppError::Conflict(m) => OpError::Conflict(m),
-            AppError::BadRequest(m) | AppError::Forbidden(m) => OpError::Refused(m),
-            AppError::Internal(e) => OpError::Failed(e),
+            DomainError::NotFound => OpError::NotFound("not found".into()),
+            DomainError::Conflict(m) => OpError::Conflict(m),
+            DomainError::Malformed(m) | DomainError::Forbidden(m) => OpError::Refused(m),
+            DomainError::Internal(e) => OpError::Failed(e),
             other => OpError::Failed(anyhow::anyhow!("{other}")),
         }
     }
@@ -617,7 +617,7 @@ async fn reset_two_factor(s: &Session, email: &str, reason: &str) -> OpResult<Re
     let mut tx = s.db.global().await?;
     let done = crate::identity::service::reset_two_factor_by_operator(&mut tx, &email, reason, &ctx).await.map_err(
         |e| match e {
-            AppError::NotFound => OpError::NotFound(format!("no account with the email address {email}")),
+            DomainError::NotFound => OpError::NotFound(format!("no account with the email address {email}")),
             other => other.into(),
         },
     )?;
@@ -1009,7 +1009,7 @@ async fn create_key(s: &Session, org: &str, input: &NewKey, acting_for: Option<&
     let ctx = audit_context(s, OffsetDateTime::now_utc());
     let created = keys::create_for(&s.db, &ctx, &principal, holder.user_id, input).await.map_err(|e| match e {
         // The service names the member by the field; the operator knows them by email.
-        AppError::Validation(fields) => OpError::Invalid(
+        DomainError::Invalid(fields) => OpError::Invalid(
             fields
                 .into_iter()
                 .map(|f| {
@@ -1079,7 +1079,7 @@ async fn revoke_key(s: &Session, org: &str, id: &str) -> OpResult<Report> {
     let (principal, org) = org_principal(s, org, "api-key revoke").await?;
     let ctx = audit_context(s, OffsetDateTime::now_utc());
     let key = keys::revoke(&s.db, &ctx, &principal, id).await.map_err(|e| match e {
-        AppError::NotFound => OpError::NotFound(format!("no API key {id} in {}", org.slug)),
+        DomainError::NotFound => OpError::NotFound(format!("no API key {id} in {}", org.slug)),
         other => other.into(),
     })?;
     let text = format!("revoked API key {} in {}\n", describe_key(&key), org.slug);
@@ -1098,7 +1098,7 @@ mod tests {
 
     #[test]
     fn service_field_names_become_option_names() {
-        let e: OpError = AppError::field("expires_in_days", "must be between 1 and 3650").into();
+        let e: OpError = DomainError::field("expires_in_days", "must be between 1 and 3650").into();
         assert_eq!(e.kind(), "invalid");
         assert_eq!(e.message(), "--expires-in-days: must be between 1 and 3650");
     }

@@ -34,7 +34,8 @@ use crate::identity::guard::FormToken;
 use crate::identity::session::RequestMeta;
 use crate::mail::outbox::{self, Category, OutgoingMail};
 use crate::platform::crypto::{random_bytes, random_token, sha256};
-use crate::platform::http::error::{AppError, AppResult, FieldError, RenderedByHandler};
+use crate::platform::error::{DomainError, DomainResult, FieldError};
+use crate::platform::http::error::{AppError, AppResult, RenderedByHandler};
 use crate::platform::keys::{At, Keyring, Scope};
 use crate::platform::types::Email;
 use crate::route;
@@ -76,7 +77,7 @@ fn text_field(errors: &mut Vec<FieldError>, field: &str, value: &str, required: 
 }
 
 impl NewReport {
-    pub fn parse(email: &str, name: &str, summary: &str, details: &str, max_details: usize) -> AppResult<Self> {
+    pub fn parse(email: &str, name: &str, summary: &str, details: &str, max_details: usize) -> DomainResult<Self> {
         let mut errors = Vec::new();
         let email = Email::parse(email).map_err(|m| errors.push(FieldError::new("email", m))).ok();
         let name = text_field(&mut errors, "name", name, false, MAX_NAME_CHARS);
@@ -90,7 +91,7 @@ impl NewReport {
         let details = text_field(&mut errors, "details", details, true, max_details);
         match email {
             Some(email) if errors.is_empty() => Ok(Self { email, name, summary, details }),
-            _ => Err(AppError::Validation(errors)),
+            _ => Err(DomainError::Invalid(errors)),
         }
     }
 }
@@ -117,7 +118,7 @@ pub struct Stored {
 }
 
 /// Stores the report and queues the acknowledgement and the notifications, in one transaction.
-pub async fn record(state: &AppState, report: &NewReport, meta: &RequestMeta) -> AppResult<Stored> {
+pub async fn record(state: &AppState, report: &NewReport, meta: &RequestMeta) -> DomainResult<Stored> {
     let id = Uuid::now_v7();
     let reference = new_reference();
     let status_token = random_token();
@@ -139,7 +140,7 @@ pub async fn record(state: &AppState, report: &NewReport, meta: &RequestMeta) ->
                 At::new("security_reports", "details", &id.to_string()),
                 report.details.as_bytes(),
             )
-            .map_err(AppError::internal)?,
+            .map_err(DomainError::internal)?,
     )
     .bind(sha256(status_token.as_bytes()).as_slice())
     .bind(meta.ip)
@@ -411,8 +412,8 @@ async fn submit(
     let max_details = state.config.disclosure.report_max_chars;
     let result = async {
         let report = NewReport::parse(&form.email, &form.name, &form.summary, &form.details, max_details)?;
-        verify_form(&state, proof, meta.ip, Purpose::SecurityReport).await?;
-        record(&state, &report, &meta).await
+        verify_form(&state, proof, meta.ip, Purpose::SecurityReport).await.map_err(DomainError::from)?;
+        record(&state, &report, &meta).await.map_err(AppError::from)
     }
     .await;
     match result {
@@ -420,8 +421,10 @@ async fn submit(
         Err(e) => {
             let status = e.status();
             let (message, errors) = match e {
-                AppError::Validation(errors) => (None, errors),
-                AppError::BadRequest(m) | AppError::Unavailable(m) => (Some(m), vec![]),
+                AppError::Domain(DomainError::Invalid(errors)) => (None, errors),
+                AppError::BadRequest(m) | AppError::Domain(DomainError::Malformed(m) | DomainError::Unavailable(m)) => {
+                    (Some(m), vec![])
+                }
                 other => return Err(other),
             };
             let page = FormPage {
@@ -463,7 +466,7 @@ struct StatusPage {
 /// The reporter's view of their own report, found by the digest of the token in their link.
 async fn status_page(State(state): State<AppState>, Path(token): Path<String>) -> AppResult<Response> {
     if token.len() != 43 || !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        return Err(AppError::NotFound);
+        return Err(AppError::not_found());
     }
     let mut tx = state.db.global().await?;
     let row: Option<(String, OffsetDateTime, String, Option<OffsetDateTime>, String)> = sqlx::query_as(
@@ -473,7 +476,7 @@ async fn status_page(State(state): State<AppState>, Path(token): Path<String>) -
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
-    let (reference, created_at, status, closed_at, resolution) = row.ok_or(AppError::NotFound)?;
+    let (reference, created_at, status, closed_at, resolution) = row.ok_or(AppError::not_found())?;
     let day = |t: OffsetDateTime| crate::backup::rfc3339(t);
     let page = StatusPage { reference, received: day(created_at), status, closed: closed_at.map(day), resolution };
     let mut res = crate::web::render(&page)?.into_response();
@@ -489,14 +492,12 @@ mod tests {
 
     #[test]
     fn reports_are_parsed_at_the_edge() {
-        let ok = NewReport::parse("R@Example.com", " Eve ", "XSS in search", "Steps:\r\n1. …", 100)
-            .map_err(|e| e.problem())
-            .unwrap();
+        let ok = NewReport::parse("R@Example.com", " Eve ", "XSS in search", "Steps:\r\n1. …", 100).unwrap();
         assert_eq!(
             (ok.email.as_str(), ok.name.as_str(), ok.details.as_str()),
             ("r@example.com", "Eve", "Steps:\n1. …")
         );
-        let Err(AppError::Validation(errors)) = NewReport::parse("nope", "a\nb", "", "", 100) else { panic!() };
+        let Err(DomainError::Invalid(errors)) = NewReport::parse("nope", "a\nb", "", "", 100) else { panic!() };
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["email", "name", "summary", "details"]);
         assert!(NewReport::parse("r@example.com", "", "s", &"x".repeat(101), 100).is_err());

@@ -27,7 +27,7 @@ use crate::access::departure::{self, DELETED_USER, tombstone_email};
 use crate::mail::messages;
 use crate::mail::outbox;
 use crate::platform::db::Db;
-use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::error::{DomainError, DomainResult};
 use crate::platform::ids::UserId;
 use crate::platform::secret::Secret;
 use crate::platform::types::Email;
@@ -44,7 +44,7 @@ pub struct Pending {
     pub postponed_at: Option<OffsetDateTime>,
 }
 
-pub async fn pending(db: &Db, user: UserId) -> AppResult<Option<Pending>> {
+pub async fn pending(db: &Db, user: UserId) -> DomainResult<Option<Pending>> {
     let mut tx = db.global().await?;
     let p = sqlx::query_as(
         "SELECT requested_at, purge_after, postponed_at FROM account_deletion_requests WHERE user_id = $1",
@@ -57,8 +57,8 @@ pub async fn pending(db: &Db, user: UserId) -> AppResult<Option<Pending>> {
 }
 
 /// The refusal naming the organizations the person is the last Owner of.
-fn last_owner_refusal(orgs: &[String]) -> AppError {
-    AppError::Conflict(format!(
+fn last_owner_refusal(orgs: &[String]) -> DomainError {
+    DomainError::Conflict(format!(
         "You are the last Owner of {}: make someone else Owner of {} (or delete {}) before deleting your account.",
         orgs.iter().map(|o| format!("\"{o}\"")).collect::<Vec<_>>().join(", "),
         if orgs.len() == 1 { "it" } else { "each of them" },
@@ -76,15 +76,15 @@ pub async fn request(
     password: &Secret,
     code: &str,
     typed_email: &str,
-) -> AppResult<OffsetDateTime> {
+) -> DomainResult<OffsetDateTime> {
     let user = super::service::load_user(state, current.user.id()).await?;
     if typed_email.trim().is_empty() {
-        return Err(AppError::field("confirm_email", "type your email address to confirm"));
+        return Err(DomainError::field("confirm_email", "type your email address to confirm"));
     }
     let typed =
-        Email::parse(typed_email).map_err(|_| AppError::field("confirm_email", "must be your email address"))?;
+        Email::parse(typed_email).map_err(|_| DomainError::field("confirm_email", "must be your email address"))?;
     if typed.as_str() != user.email {
-        return Err(AppError::field("confirm_email", "must be your email address exactly as shown"));
+        return Err(DomainError::field("confirm_email", "must be your email address exactly as shown"));
     }
     let sole = departure::sole_owner_of(&state.db, user.id).await?;
     if !sole.is_empty() {
@@ -93,9 +93,9 @@ pub async fn request(
     reauthenticate_every_factor(state, meta, &user, current, password, code, "code").await?;
     let purge_after = meta.now + state.config.privacy.grace();
     let mut tx = state.db.global().await?;
-    let user: User = repo::get_for_update(&mut tx, user.id).await?.ok_or(AppError::NotFound)?;
+    let user: User = repo::get_for_update(&mut tx, user.id).await?.ok_or(DomainError::NotFound)?;
     if user.status != "active" {
-        return Err(AppError::Conflict("This account is already scheduled for deletion.".into()));
+        return Err(DomainError::Conflict("This account is already scheduled for deletion.".into()));
     }
     sqlx::query("INSERT INTO account_deletion_requests (user_id, requested_at, purge_after) VALUES ($1, $2, $3)")
         .bind(user.id)
@@ -144,18 +144,18 @@ pub async fn request(
 
 /// Cancels the pending deletion of the account of `current` (a departing session, the only kind
 /// its owner can have during the grace period). The session is replaced by a normal one.
-pub async fn cancel(state: &AppState, meta: &RequestMeta, current: &CurrentSession) -> AppResult<NewSession> {
+pub async fn cancel(state: &AppState, meta: &RequestMeta, current: &CurrentSession) -> DomainResult<NewSession> {
     let mut tx = state.db.global().await?;
-    let user = repo::get_for_update(&mut tx, current.user.id()).await?.ok_or(AppError::NotFound)?;
+    let user = repo::get_for_update(&mut tx, current.user.id()).await?.ok_or(DomainError::NotFound)?;
     let started: Option<Option<OffsetDateTime>> =
         sqlx::query_scalar("SELECT purge_started_at FROM account_deletion_requests WHERE user_id = $1 FOR UPDATE")
             .bind(user.id)
             .fetch_optional(&mut *tx)
             .await?;
     match started {
-        None => return Err(AppError::Conflict("This account is not scheduled for deletion.".into())),
+        None => return Err(DomainError::Conflict("This account is not scheduled for deletion.".into())),
         Some(Some(_)) => {
-            return Err(AppError::Conflict(
+            return Err(DomainError::Conflict(
                 "The deletion of this account is already under way and can no longer be cancelled.".into(),
             ));
         }

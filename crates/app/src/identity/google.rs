@@ -25,7 +25,7 @@ use super::session::{Method, RequestMeta};
 use super::{repo, return_to};
 use crate::config::Config;
 use crate::platform::crypto::{random_token, sha256};
-use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::error::{DomainError, DomainResult};
 use crate::platform::keys::{At, Scope as KeyScope};
 use crate::platform::types::Email;
 use crate::state::AppState;
@@ -74,7 +74,7 @@ impl GoogleSignIn {
         }))
     }
 
-    async fn metadata(&self, refresh: bool) -> AppResult<CoreProviderMetadata> {
+    async fn metadata(&self, refresh: bool) -> DomainResult<CoreProviderMetadata> {
         if !refresh
             && let Some((at, m)) = self.metadata.read().await.as_ref()
             && at.elapsed() < METADATA_TTL
@@ -83,7 +83,7 @@ impl GoogleSignIn {
         }
         let m = CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http).await.map_err(|e| {
             tracing::warn!(error = %e, "OpenID discovery failed");
-            AppError::Unavailable("Google sign-in is unavailable right now. Try again, or use your password.".into())
+            DomainError::Unavailable("Google sign-in is unavailable right now. Try again, or use your password.".into())
         })?;
         *self.metadata.write().await = Some((Instant::now(), m.clone()));
         Ok(m)
@@ -105,7 +105,7 @@ impl GoogleSignIn {
     }
 
     /// The authorization URL plus what must be remembered: (url, state, nonce, verifier).
-    pub async fn begin(&self) -> AppResult<(String, String, String, String)> {
+    pub async fn begin(&self) -> DomainResult<(String, String, String, String)> {
         let client = self.client(self.metadata(false).await?);
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let (url, state, nonce) = client
@@ -122,10 +122,10 @@ impl GoogleSignIn {
     }
 
     /// Exchanges the code (with the PKCE verifier) and verifies the ID token.
-    pub async fn finish(&self, code: &str, nonce: &str, verifier: &str) -> AppResult<VerifiedIdentity> {
+    pub async fn finish(&self, code: &str, nonce: &str, verifier: &str) -> DomainResult<VerifiedIdentity> {
         let refused = |what: &str, e: &dyn std::fmt::Display| {
             tracing::warn!(error = %e, "Google sign-in refused: {what}");
-            AppError::Forbidden("Google sign-in failed. Try again, or use your password.".into())
+            DomainError::Forbidden("Google sign-in failed. Try again, or use your password.".into())
         };
         let client = self.client(self.metadata(false).await?);
         let response = client
@@ -150,14 +150,14 @@ impl GoogleSignIn {
     }
 }
 
-fn google(state: &AppState) -> AppResult<&GoogleSignIn> {
-    state.google.as_ref().ok_or(AppError::NotFound)
+fn google(state: &AppState) -> DomainResult<&GoogleSignIn> {
+    state.google.as_ref().ok_or(DomainError::NotFound)
 }
 
 /// Starts a sign-in: returns the provider URL to redirect to and the browser-binding token
 /// to set as a cookie. `next` (where to go afterwards) is kept with the state, as a path on
 /// this site ([`return_to::local_path`]).
-pub async fn start(state: &AppState, meta: &RequestMeta, next: Option<&str>) -> AppResult<(String, String)> {
+pub async fn start(state: &AppState, meta: &RequestMeta, next: Option<&str>) -> DomainResult<(String, String)> {
     let g = google(state)?;
     let (url, oidc_state, nonce, verifier) = g.begin().await?;
     let browser = random_token();
@@ -175,7 +175,7 @@ pub async fn start(state: &AppState, meta: &RequestMeta, next: Option<&str>) -> 
         state
             .keys
             .seal(KeyScope::Installation, verifier_at(&state_row), verifier.as_bytes())
-            .map_err(AppError::internal)?,
+            .map_err(DomainError::internal)?,
     ))
     .bind(meta.now)
     .bind(meta.now + FLOW_LIFETIME)
@@ -200,10 +200,10 @@ pub async fn callback(
     oidc_state: &str,
     browser: Option<&str>,
     device: Option<&str>,
-) -> AppResult<(SignedIn, String)> {
+) -> DomainResult<(SignedIn, String)> {
     let g = google(state)?;
     let stale =
-        || AppError::BadRequest("This sign-in link is no longer valid. Start again from the sign-in page.".into());
+        || DomainError::Malformed("This sign-in link is no longer valid. Start again from the sign-in page.".into());
     let browser = browser.ok_or_else(stale)?;
     // Use the state up, whatever happens next: a state is good for one attempt.
     let row: Option<(String, String, String)> = {
@@ -249,16 +249,15 @@ pub async fn callback(
                 .bind(meta.now)
                 .execute(&mut *tx)
                 .await?;
-            repo::get(&mut tx, user_id).await?.ok_or(AppError::NotFound)?
+            repo::get(&mut tx, user_id).await?.ok_or(DomainError::NotFound)?
         }
         None => {
-            let email = identity
-                .email
-                .as_deref()
-                .and_then(|e| Email::parse(e).ok())
-                .ok_or_else(|| AppError::Forbidden("Your Google account did not share an email address.".into()))?;
+            let email =
+                identity.email.as_deref().and_then(|e| Email::parse(e).ok()).ok_or_else(|| {
+                    DomainError::Forbidden("Your Google account did not share an email address.".into())
+                })?;
             if !identity.email_verified {
-                return Err(AppError::Forbidden(
+                return Err(DomainError::Forbidden(
                     "Google has not verified the email address of this Google account, so it can't be used to sign in."
                         .into(),
                 ));

@@ -148,7 +148,7 @@ fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
 /// back.
 pub async fn check_csrf(state: &AppState, req: Request, session: Option<&CurrentSession>) -> Result<Request, AppError> {
     let refused = || {
-        AppError::Forbidden(
+        AppError::forbidden(
             "This form could not be accepted (it came from another site or the page was too old). \
              Go back, reload the page and try again."
                 .into(),

@@ -19,7 +19,7 @@ use super::{events, requests, totp};
 use crate::mail::messages;
 use crate::mail::outbox::{self, OutgoingMail};
 use crate::platform::crypto::sha256;
-use crate::platform::http::error::{AppError, AppResult, FieldError};
+use crate::platform::error::{DomainError, DomainResult, FieldError};
 use crate::platform::ids::UserId;
 use crate::platform::keys::{At, Scope};
 use crate::platform::secret::Secret;
@@ -34,9 +34,9 @@ pub struct SignedIn {
     pub device_token: Option<String>,
 }
 
-impl From<super::password::Busy> for AppError {
+impl From<super::password::Busy> for DomainError {
     fn from(e: super::password::Busy) -> Self {
-        AppError::Unavailable(e.to_string())
+        DomainError::Unavailable(e.to_string())
     }
 }
 
@@ -45,19 +45,19 @@ fn totp_context(user: UserId) -> String {
 }
 
 /// A TOTP secret sealed with the installation's data key, bound to the user's row.
-pub fn seal_totp_secret(state: &AppState, user: UserId, secret: &[u8]) -> AppResult<Vec<u8>> {
+pub fn seal_totp_secret(state: &AppState, user: UserId, secret: &[u8]) -> DomainResult<Vec<u8>> {
     let row = user.to_string();
-    state.keys.seal(Scope::Installation, At::new("users", "totp_secret", &row), secret).map_err(AppError::internal)
+    state.keys.seal(Scope::Installation, At::new("users", "totp_secret", &row), secret).map_err(DomainError::internal)
 }
 
 /// Opens a stored TOTP secret: envelope-sealed, or sealed with the master key before
 /// (`totp_context`) until `clientflow keys reseal` has converted it.
-pub fn open_totp_secret(state: &AppState, user: UserId, sealed: &[u8]) -> AppResult<Vec<u8>> {
+pub fn open_totp_secret(state: &AppState, user: UserId, sealed: &[u8]) -> DomainResult<Vec<u8>> {
     let row = user.to_string();
     state
         .keys
         .open(Scope::Installation, At::new("users", "totp_secret", &row), sealed, Some(&totp_context(user)))
-        .map_err(AppError::internal)
+        .map_err(DomainError::internal)
 }
 
 /// Records an account event in the audit log of each of the user's organizations, in the
@@ -70,7 +70,7 @@ pub(super) async fn audit_account(
     email: &str,
     action: &str,
     detail: serde_json::Value,
-) -> AppResult<()> {
+) -> DomainResult<()> {
     let ctx = crate::audit::Context {
         ip: Some(meta.ip),
         user_agent: meta.user_agent.clone(),
@@ -85,7 +85,7 @@ pub(super) async fn audit_account(
 }
 
 /// Queues a message and wakes the mail worker once the transaction commits.
-async fn send(conn: &mut PgConnection, mail: OutgoingMail, key: String, now: OffsetDateTime) -> AppResult<()> {
+async fn send(conn: &mut PgConnection, mail: OutgoingMail, key: String, now: OffsetDateTime) -> DomainResult<()> {
     outbox::enqueue(conn, &mail, &key, now).await?;
     Ok(())
 }
@@ -99,9 +99,9 @@ pub async fn establish_session(
     method: Method,
     meta: &RequestMeta,
     device: Option<&str>,
-) -> AppResult<SignedIn> {
+) -> DomainResult<SignedIn> {
     if user.disabled_at.is_some() {
-        return Err(AppError::Forbidden("This account is disabled.".into()));
+        return Err(DomainError::Forbidden("This account is disabled.".into()));
     }
     let stage = if user.two_factor_enabled() { Stage::Pending } else { signed_in_stage(user) };
     let session = session::create(conn, user.id, stage, method, meta, session_lifetime(state)).await?;
@@ -134,7 +134,7 @@ pub async fn sign_up(
     email: &str,
     password: &Secret,
     display_name: &str,
-) -> AppResult<()> {
+) -> DomainResult<()> {
     let mut errors = Vec::new();
     let email = Email::parse(email).map_err(|m| errors.push(FieldError::new("email", m))).ok();
     let display_name = if display_name.trim().is_empty() {
@@ -148,7 +148,7 @@ pub async fn sign_up(
         errors.push(FieldError::new("password", m));
     }
     let Some(email) = email.filter(|_| errors.is_empty()) else {
-        return Err(AppError::Validation(errors));
+        return Err(DomainError::Invalid(errors));
     };
     // Hash whether or not the account exists, and write one request row either way: the same
     // work for every address. The worker decides what the request means (`requests`).
@@ -166,8 +166,8 @@ pub async fn sign_up(
 }
 
 /// 429 with `Retry-After` and a message saying how long (`{m}` is replaced by minutes).
-fn locked_error(until: OffsetDateTime, now: OffsetDateTime, message: &str) -> AppError {
-    AppError::Throttled {
+fn locked_error(until: OffsetDateTime, now: OffsetDateTime, message: &str) -> DomainError {
+    DomainError::Throttled {
         message: message.replace("{m}", &throttle::minutes_left(until, now).to_string()),
         retry_after_secs: (until - now).whole_seconds().max(1) as u64,
     }
@@ -182,15 +182,15 @@ pub async fn verify_email(
     meta: &RequestMeta,
     token: &str,
     device: Option<&str>,
-) -> AppResult<SignedIn> {
+) -> DomainResult<SignedIn> {
     let mut tx = state.db.global().await?;
     let Some(redeemed) = tokens::consume(&mut tx, token, Purpose::VerifyEmail, meta.now).await? else {
-        return Err(AppError::BadRequest(
+        return Err(DomainError::Malformed(
             "This link is invalid, expired or already used. Sign in to get a new one.".into(),
         ));
     };
     repo::mark_email_verified(&mut tx, redeemed.user_id, meta.now).await?;
-    let user = repo::get(&mut tx, redeemed.user_id).await?.ok_or(AppError::NotFound)?;
+    let user = repo::get(&mut tx, redeemed.user_id).await?.ok_or(DomainError::NotFound)?;
     events::record(&mut tx, Some(user.id), "email_verified", meta, json!({})).await?;
     let signed_in = establish_session(&mut tx, state, &user, Method::EmailVerification, meta, device).await?;
     tx.commit().await?;
@@ -205,7 +205,7 @@ async fn password_gate(
     user: Option<&User>,
     device: Option<&str>,
     now: OffsetDateTime,
-) -> AppResult<Option<String>> {
+) -> DomainResult<Option<String>> {
     let known_device = match (user, device) {
         (Some(u), Some(d)) => session::is_known_device(conn, u.id, d, now).await?.then(|| d.to_string()),
         _ => None,
@@ -231,7 +231,7 @@ pub async fn sign_in(
     email: &str,
     password: &Secret,
     device: Option<&str>,
-) -> AppResult<SignedIn> {
+) -> DomainResult<SignedIn> {
     let email = Email::parse(email).ok();
     let key = throttle::key(Kind::Password, email.as_ref().map(Email::as_str).unwrap_or(""));
     let mut conn = state.db.global().await?;
@@ -275,9 +275,9 @@ pub async fn sign_in(
         }
         tx.commit().await?;
         state.mail_wake.notify_one();
-        return Err(AppError::Unauthorized(BAD_CREDENTIALS.into()));
+        return Err(DomainError::NotAuthenticated(BAD_CREDENTIALS.into()));
     }
-    let user = user.ok_or_else(|| AppError::Unauthorized(BAD_CREDENTIALS.into()))?;
+    let user = user.ok_or_else(|| DomainError::NotAuthenticated(BAD_CREDENTIALS.into()))?;
     throttle::clear(&mut tx, &key, Kind::Password).await?;
     if user.email_verified_at.is_none() {
         // Only someone who knows the password learns this.
@@ -286,7 +286,7 @@ pub async fn sign_in(
         send(&mut tx, messages::verify_email(&user.email, &link), format!("verify:{token}"), meta.now).await?;
         tx.commit().await?;
         state.mail_wake.notify_one();
-        return Err(AppError::Forbidden("Confirm your email address first: we just sent you a new link.".into()));
+        return Err(DomainError::Forbidden("Confirm your email address first: we just sent you a new link.".into()));
     }
     let signed_in = establish_session(&mut tx, state, &user, Method::Password, meta, device).await?;
     tx.commit().await?;
@@ -301,14 +301,14 @@ pub async fn complete_second_factor(
     pending: &CurrentSession,
     code: &str,
     device: Option<&str>,
-) -> AppResult<SignedIn> {
+) -> DomainResult<SignedIn> {
     let user_id = pending.user.id();
     let key = throttle::key(Kind::SecondFactor, &user_id.to_string());
     let mut tx = state.db.global().await?;
     if let Some(until) = throttle::locked_until(&mut tx, &key, Kind::SecondFactor, meta.now).await? {
         return Err(locked_error(until, meta.now, "Too many wrong codes. Try again in {m} minutes."));
     }
-    let user = repo::get_for_update(&mut tx, user_id).await?.ok_or(AppError::NotFound)?;
+    let user = repo::get_for_update(&mut tx, user_id).await?.ok_or(DomainError::NotFound)?;
     let accepted = match verify_second_factor(&mut tx, state, &user, code, meta).await? {
         Some(how) => how,
         None => {
@@ -330,7 +330,7 @@ pub async fn complete_second_factor(
             }
             tx.commit().await?;
             state.mail_wake.notify_one();
-            return Err(AppError::Unauthorized(
+            return Err(DomainError::NotAuthenticated(
                 "That code is not valid. Check your authenticator app and try again.".into(),
             ));
         }
@@ -387,7 +387,7 @@ async fn verify_second_factor(
     user: &User,
     code: &str,
     meta: &RequestMeta,
-) -> AppResult<Option<&'static str>> {
+) -> DomainResult<Option<&'static str>> {
     let Some(sealed) = user.totp_secret.as_deref().filter(|_| user.two_factor_enabled()) else {
         return Ok(None);
     };
@@ -450,9 +450,9 @@ async fn verify_second_factor(
 /// Asks for a reset link. The request is one row whatever the address (`requests`): whether
 /// it has an account, and so whether a link is sent, is decided by the worker, so the answer
 /// takes the same time for every address.
-pub async fn request_password_reset(state: &AppState, meta: &RequestMeta, email: &str) -> AppResult<()> {
+pub async fn request_password_reset(state: &AppState, meta: &RequestMeta, email: &str) -> DomainResult<()> {
     let Ok(email) = Email::parse(email) else {
-        return Err(AppError::field("email", "must be an email address like name@example.com"));
+        return Err(DomainError::field("email", "must be an email address like name@example.com"));
     };
     let mut tx = state.db.global().await?;
     let request = requests::Request::new(requests::Kind::PasswordReset, &email);
@@ -463,7 +463,7 @@ pub async fn request_password_reset(state: &AppState, meta: &RequestMeta, email:
 }
 
 /// Whether a reset link is still good (to show the form or say it isn't).
-pub async fn reset_token_valid(state: &AppState, token: &str, now: OffsetDateTime) -> AppResult<bool> {
+pub async fn reset_token_valid(state: &AppState, token: &str, now: OffsetDateTime) -> DomainResult<bool> {
     let mut conn = state.db.global().await?;
     Ok(tokens::peek(&mut conn, token, Purpose::ResetPassword, now).await?.is_some())
 }
@@ -474,16 +474,16 @@ pub async fn reset_password(
     token: &str,
     password: &Secret,
     device: Option<&str>,
-) -> AppResult<SignedIn> {
+) -> DomainResult<SignedIn> {
     let invalid =
-        || AppError::BadRequest("This reset link is invalid, expired or already used. Ask for a new one.".into());
+        || DomainError::Malformed("This reset link is invalid, expired or already used. Ask for a new one.".into());
     let user = {
         let mut conn = state.db.global().await?;
         let redeemed = tokens::peek(&mut conn, token, Purpose::ResetPassword, meta.now).await?.ok_or_else(invalid)?;
         repo::get(&mut conn, redeemed.user_id).await?.ok_or_else(invalid)?
     };
     super::password::check_policy(password.expose(), &user.email, &user.display_name)
-        .map_err(|m| AppError::field("password", m))?;
+        .map_err(|m| DomainError::field("password", m))?;
     let hash = state.hasher.hash(password).await?;
     let mut tx = state.db.global().await?;
     let redeemed = tokens::consume(&mut tx, token, Purpose::ResetPassword, meta.now).await?.ok_or_else(invalid)?;
@@ -513,7 +513,7 @@ async fn apply_reset_password(
     meta: &RequestMeta,
     user: &User,
     hash: &str,
-) -> AppResult<()> {
+) -> DomainResult<()> {
     repo::set_password(conn, user.id, hash, meta.now).await?;
     // Whoever held a session with the old password is out.
     session::revoke_all(conn, user.id, None).await?;
@@ -551,7 +551,7 @@ pub async fn reauthenticate(
     current: &CurrentSession,
     password: &Secret,
     code: &str,
-) -> AppResult<()> {
+) -> DomainResult<()> {
     confirm_identity(state, meta, user, current, password, code, Factors::One, "code").await
 }
 
@@ -568,7 +568,7 @@ pub async fn reauthenticate_every_factor(
     password: &Secret,
     code: &str,
     code_field: &'static str,
-) -> AppResult<()> {
+) -> DomainResult<()> {
     confirm_identity(state, meta, user, current, password, code, Factors::Every, code_field).await
 }
 
@@ -585,7 +585,7 @@ pub struct ReauthPrompt {
 impl ReauthPrompt {
     /// The prompt for `user` (`None`, an API key or the system, never sees these forms: it
     /// gets the password field, which it can't fill).
-    pub async fn for_user(state: &AppState, user: Option<UserId>) -> AppResult<Self> {
+    pub async fn for_user(state: &AppState, user: Option<UserId>) -> DomainResult<Self> {
         let recent_minutes = RECENT_SIGN_IN.whole_minutes();
         let Some(id) = user else {
             return Ok(ReauthPrompt { has_password: true, two_factor: false, recent_minutes });
@@ -610,7 +610,7 @@ pub async fn confirm_sensitive_change(
     current: &CurrentSession,
     password: &Secret,
     code: &str,
-) -> AppResult<()> {
+) -> DomainResult<()> {
     let user = load_user(state, current.user.id()).await?;
     reauthenticate(state, meta, &user, current, password, code).await
 }
@@ -633,10 +633,13 @@ async fn confirm_identity(
     code: &str,
     factors: Factors,
     code_field: &'static str,
-) -> AppResult<()> {
+) -> DomainResult<()> {
     let wants_code = factors == Factors::Every && user.two_factor_enabled();
     if wants_code && code.trim().is_empty() {
-        return Err(AppError::field(code_field, "is required: a code from your authenticator app, or a recovery code"));
+        return Err(DomainError::field(
+            code_field,
+            "is required: a code from your authenticator app, or a recovery code",
+        ));
     }
     let key = throttle::key(Kind::Reauth, &user.id.to_string());
     {
@@ -653,7 +656,7 @@ async fn confirm_identity(
         if meta.now - current.created_at <= RECENT_SIGN_IN {
             Ok(())
         } else {
-            Err(AppError::Forbidden(format!(
+            Err(DomainError::Forbidden(format!(
                 "To confirm it's you, sign out and sign in again, then make this change within {} minutes.",
                 RECENT_SIGN_IN.whole_minutes()
             )))
@@ -692,7 +695,7 @@ async fn confirm_identity(
             events::record(&mut tx, Some(user.id), "reauthentication_locked", meta, json!({})).await?;
         }
         tx.commit().await?;
-        return Err(AppError::field(field, "is not correct"));
+        return Err(DomainError::field(field, "is not correct"));
     }
     throttle::clear(&mut tx, &key, Kind::Reauth).await?;
     tx.commit().await?;
@@ -707,7 +710,7 @@ async fn rotate(
     current: &CurrentSession,
     meta: &RequestMeta,
     end_others: bool,
-) -> AppResult<NewSession> {
+) -> DomainResult<NewSession> {
     if end_others {
         session::revoke_all(conn, current.user.id(), None).await?;
     } else {
@@ -716,9 +719,9 @@ async fn rotate(
     Ok(session::create(conn, current.user.id(), Stage::Complete, current.method, meta, session_lifetime(state)).await?)
 }
 
-pub async fn load_user(state: &AppState, id: UserId) -> AppResult<User> {
+pub async fn load_user(state: &AppState, id: UserId) -> DomainResult<User> {
     let mut conn = state.db.global().await?;
-    repo::get(&mut conn, id).await?.ok_or(AppError::NotFound)
+    repo::get(&mut conn, id).await?.ok_or(DomainError::NotFound)
 }
 
 pub async fn change_password(
@@ -728,12 +731,12 @@ pub async fn change_password(
     current_password: &Secret,
     code: &str,
     new_password: &Secret,
-) -> AppResult<NewSession> {
+) -> DomainResult<NewSession> {
     let user = load_user(state, current.user.id()).await?;
     // Setting a first password (a Google-only account) is as sensitive as changing one.
     reauthenticate(state, meta, &user, current, current_password, code).await?;
     super::password::check_policy(new_password.expose(), &user.email, &user.display_name)
-        .map_err(|m| AppError::field("new_password", m))?;
+        .map_err(|m| DomainError::field("new_password", m))?;
     let hash = state.hasher.hash(new_password).await?;
     let mut tx = state.db.global().await?;
     repo::set_password(&mut tx, user.id, &hash, meta.now).await?;
@@ -759,11 +762,11 @@ pub async fn request_email_change(
     password: &Secret,
     code: &str,
     new_email: &str,
-) -> AppResult<()> {
-    let new_email = Email::parse(new_email).map_err(|m| AppError::field("new_email", m))?;
+) -> DomainResult<()> {
+    let new_email = Email::parse(new_email).map_err(|m| DomainError::field("new_email", m))?;
     let user = load_user(state, current.user.id()).await?;
     if new_email.as_str() == user.email {
-        return Err(AppError::field("new_email", "is already your email address"));
+        return Err(DomainError::field("new_email", "is already your email address"));
     }
     reauthenticate(state, meta, &user, current, password, code).await?;
     let mut tx = state.db.global().await?;
@@ -792,9 +795,9 @@ pub async fn confirm_email_change(
     meta: &RequestMeta,
     token: &str,
     device: Option<&str>,
-) -> AppResult<SignedIn> {
+) -> DomainResult<SignedIn> {
     let mut tx = state.db.global().await?;
-    let invalid = || AppError::BadRequest("This link is invalid, expired or already used.".into());
+    let invalid = || DomainError::Malformed("This link is invalid, expired or already used.".into());
     let redeemed = tokens::consume(&mut tx, token, Purpose::ChangeEmail, meta.now).await?.ok_or_else(invalid)?;
     let new_email = redeemed.new_email.ok_or_else(invalid)?;
     let user = repo::get_for_update(&mut tx, redeemed.user_id).await?.ok_or_else(invalid)?;
@@ -807,7 +810,7 @@ pub async fn confirm_email_change(
         .await;
     match updated {
         Err(e) if is_unique_violation(&e) => {
-            return Err(AppError::Conflict("Another account already uses this email address.".into()));
+            return Err(DomainError::Conflict("Another account already uses this email address.".into()));
         }
         Err(e) => return Err(e.into()),
         Ok(_) => {}
@@ -872,9 +875,9 @@ pub async fn start_totp_enrollment(
     state: &AppState,
     current: &CurrentSession,
     now: OffsetDateTime,
-) -> AppResult<Enrollment> {
+) -> DomainResult<Enrollment> {
     let mut tx = state.db.global().await?;
-    let user = repo::get(&mut tx, current.user.id()).await?.ok_or(AppError::NotFound)?;
+    let user = repo::get(&mut tx, current.user.id()).await?.ok_or(DomainError::NotFound)?;
     let secret = totp::new_secret();
     sqlx::query(
         "INSERT INTO totp_enrollments (session_id, user_id, secret, created_at, expires_at) VALUES ($1, $2, $3, $4, $5) \
@@ -887,7 +890,7 @@ pub async fn start_totp_enrollment(
         state
             .keys
             .seal(Scope::Installation, At::new("totp_enrollments", "secret", &enrollment_row(user.id, current.id)), &secret)
-            .map_err(AppError::internal)?,
+            .map_err(DomainError::internal)?,
     )
     .bind(now)
     .bind(now + ENROLLMENT_LIFETIME)
@@ -903,7 +906,7 @@ async fn enrollment_secret(
     state: &AppState,
     current: &CurrentSession,
     now: OffsetDateTime,
-) -> AppResult<Option<Vec<u8>>> {
+) -> DomainResult<Option<Vec<u8>>> {
     let sealed: Option<Vec<u8>> = sqlx::query_scalar(
         "SELECT secret FROM totp_enrollments WHERE session_id = $1 AND user_id = $2 AND expires_at > $3",
     )
@@ -926,10 +929,10 @@ pub async fn resume_totp_enrollment(
     state: &AppState,
     current: &CurrentSession,
     now: OffsetDateTime,
-) -> AppResult<Enrollment> {
+) -> DomainResult<Enrollment> {
     let mut conn = state.db.global().await?;
     let secret = enrollment_secret(&mut conn, state, current, now).await?;
-    let user = repo::get(&mut conn, current.user.id()).await?.ok_or(AppError::NotFound)?;
+    let user = repo::get(&mut conn, current.user.id()).await?.ok_or(DomainError::NotFound)?;
     conn.commit().await?;
     match secret {
         Some(secret) => Ok(enrollment_view(&user, &secret)),
@@ -941,7 +944,7 @@ async fn store_new_recovery_codes(
     conn: &mut PgConnection,
     user: UserId,
     now: OffsetDateTime,
-) -> AppResult<Vec<String>> {
+) -> DomainResult<Vec<String>> {
     sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1").bind(user).execute(&mut *conn).await?;
     let codes = totp::new_recovery_codes();
     for code in &codes {
@@ -975,9 +978,9 @@ pub async fn confirm_totp_enrollment(
     current: &CurrentSession,
     proof: &FactorProof<'_>,
     code: &str,
-) -> AppResult<(NewSession, Vec<String>)> {
+) -> DomainResult<(NewSession, Vec<String>)> {
     let expired = || {
-        AppError::Conflict(format!(
+        DomainError::Conflict(format!(
             "This set-up code has expired (they last {} minutes): scan the new one below and try again.",
             ENROLLMENT_LIFETIME.whole_minutes()
         ))
@@ -992,15 +995,15 @@ pub async fn confirm_totp_enrollment(
     // The new code first: it has no side effects, and a mistyped one shouldn't use up a code
     // of the factor being replaced.
     let Some(step) = totp::matching_step(&secret, code, meta.now.unix_timestamp().max(0) as u64) else {
-        return Err(AppError::field("code", "is not the current code of your authenticator app"));
+        return Err(DomainError::field("code", "is not the current code of your authenticator app"));
     };
     reauthenticate_every_factor(state, meta, &user, current, proof.password, proof.current_code, "current_code")
         .await?;
 
     let mut tx = state.db.global().await?;
-    let locked = repo::get_for_update(&mut tx, user.id).await?.ok_or(AppError::NotFound)?;
+    let locked = repo::get_for_update(&mut tx, user.id).await?.ok_or(DomainError::NotFound)?;
     if locked.two_factor_enabled() != user.two_factor_enabled() {
-        return Err(AppError::Conflict("Two-factor authentication changed meanwhile. Reload the page.".into()));
+        return Err(DomainError::Conflict("Two-factor authentication changed meanwhile. Reload the page.".into()));
     }
     // Used up: the secret is confirmed once, by this session.
     let taken = sqlx::query("DELETE FROM totp_enrollments WHERE session_id = $1 AND expires_at > $2")
@@ -1042,10 +1045,10 @@ pub async fn disable_totp(
     current: &CurrentSession,
     password: &Secret,
     code: &str,
-) -> AppResult<NewSession> {
+) -> DomainResult<NewSession> {
     let user = load_user(state, current.user.id()).await?;
     if !user.two_factor_enabled() {
-        return Err(AppError::Conflict("Two-factor authentication is not on.".into()));
+        return Err(DomainError::Conflict("Two-factor authentication is not on.".into()));
     }
     reauthenticate_every_factor(state, meta, &user, current, password, code, "code").await?;
     let mut tx = state.db.global().await?;
@@ -1084,10 +1087,10 @@ pub async fn regenerate_recovery_codes(
     current: &CurrentSession,
     password: &Secret,
     code: &str,
-) -> AppResult<(NewSession, Vec<String>)> {
+) -> DomainResult<(NewSession, Vec<String>)> {
     let user = load_user(state, current.user.id()).await?;
     if !user.two_factor_enabled() {
-        return Err(AppError::Conflict("Two-factor authentication is not on.".into()));
+        return Err(DomainError::Conflict("Two-factor authentication is not on.".into()));
     }
     reauthenticate_every_factor(state, meta, &user, current, password, code, "code").await?;
     let mut tx = state.db.global().await?;
@@ -1125,11 +1128,11 @@ pub async fn reset_two_factor_by_operator(
     email: &Email,
     reason: &str,
     ctx: &crate::audit::Context,
-) -> AppResult<OperatorReset> {
-    let user = repo::find_by_email(conn, email).await?.ok_or(AppError::NotFound)?;
-    let user = repo::get_for_update(conn, user.id).await?.ok_or(AppError::NotFound)?;
+) -> DomainResult<OperatorReset> {
+    let user = repo::find_by_email(conn, email).await?.ok_or(DomainError::NotFound)?;
+    let user = repo::get_for_update(conn, user.id).await?.ok_or(DomainError::NotFound)?;
     if !user.two_factor_enabled() {
-        return Err(AppError::Conflict(format!("{} has no two-factor authentication to reset", user.email)));
+        return Err(DomainError::Conflict(format!("{} has no two-factor authentication to reset", user.email)));
     }
     let (recovery_codes_removed,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL")
@@ -1169,7 +1172,7 @@ pub async fn reset_two_factor_by_operator(
     Ok(OperatorReset { user, sessions_ended, recovery_codes_removed: recovery_codes_removed as u64 })
 }
 
-pub async fn sign_out(state: &AppState, meta: &RequestMeta, current: &CurrentSession) -> AppResult<()> {
+pub async fn sign_out(state: &AppState, meta: &RequestMeta, current: &CurrentSession) -> DomainResult<()> {
     let mut tx = state.db.global().await?;
     session::delete(&mut tx, current.id).await?;
     events::record(&mut tx, Some(current.user.id()), "signed_out", meta, json!({})).await?;
@@ -1182,17 +1185,21 @@ pub async fn revoke_session(
     meta: &RequestMeta,
     current: &CurrentSession,
     id: uuid::Uuid,
-) -> AppResult<()> {
+) -> DomainResult<()> {
     let mut tx = state.db.global().await?;
     if !session::revoke(&mut tx, current.user.id(), id).await? {
-        return Err(AppError::NotFound);
+        return Err(DomainError::NotFound);
     }
     events::record(&mut tx, Some(current.user.id()), "session_revoked", meta, json!({ "session": id })).await?;
     tx.commit().await?;
     Ok(())
 }
 
-pub async fn revoke_other_sessions(state: &AppState, meta: &RequestMeta, current: &CurrentSession) -> AppResult<u64> {
+pub async fn revoke_other_sessions(
+    state: &AppState,
+    meta: &RequestMeta,
+    current: &CurrentSession,
+) -> DomainResult<u64> {
     let mut tx = state.db.global().await?;
     let n = session::revoke_all(&mut tx, current.user.id(), Some(current.id)).await?;
     events::record(&mut tx, Some(current.user.id()), "sessions_revoked", meta, json!({ "count": n })).await?;
@@ -1211,8 +1218,8 @@ pub async fn sign_in_for_invitation(
     password: &Secret,
     display_name: &str,
     device: Option<&str>,
-) -> AppResult<(SignedIn, Option<super::AuthenticatedUser>)> {
-    let parsed = Email::parse(email).map_err(AppError::internal)?;
+) -> DomainResult<(SignedIn, Option<super::AuthenticatedUser>)> {
+    let parsed = Email::parse(email).map_err(DomainError::internal)?;
     let existing = {
         let mut conn = state.db.global().await?;
         repo::find_by_email(&mut conn, &parsed).await?
@@ -1223,16 +1230,16 @@ pub async fn sign_in_for_invitation(
             let name = if display_name.trim().is_empty() {
                 String::new()
             } else {
-                parse_name(display_name).map_err(|m| AppError::field("display_name", m))?
+                parse_name(display_name).map_err(|m| DomainError::field("display_name", m))?
             };
             super::password::check_policy(password.expose(), parsed.as_str(), &name)
-                .map_err(|m| AppError::field("password", m))?;
+                .map_err(|m| DomainError::field("password", m))?;
             let hash = state.hasher.hash(password).await?;
             let mut tx = state.db.global().await?;
             let user = match repo::create(&mut tx, &parsed, &name, Some(&hash), Some(meta.now), meta.now).await {
                 Ok(u) => u,
                 Err(e) if is_unique_violation(&e) => {
-                    return Err(AppError::Conflict(
+                    return Err(DomainError::Conflict(
                         "An account with this address was just created; sign in instead.".into(),
                     ));
                 }
@@ -1262,7 +1269,7 @@ pub(super) fn session_lifetime(state: &AppState) -> time::Duration {
 /// Removes the bounce suppressions of the signed-in person's address (recorded in the
 /// suppression log as theirs, and in their security events) and queues a message to it, in one
 /// transaction.
-pub async fn clear_bounce(state: &AppState, meta: &RequestMeta, current: &CurrentSession) -> AppResult<()> {
+pub async fn clear_bounce(state: &AppState, meta: &RequestMeta, current: &CurrentSession) -> DomainResult<()> {
     use crate::mail::suppression::{self, Reason};
     let user = load_user(state, current.user.id()).await?;
     let mut tx = state.db.global().await?;
@@ -1274,7 +1281,7 @@ pub async fn clear_bounce(state: &AppState, meta: &RequestMeta, current: &Curren
         );
     }
     if removed.is_empty() {
-        return Err(AppError::Conflict("Mail to your address is not stopped by a bounce.".into()));
+        return Err(DomainError::Conflict("Mail to your address is not stopped by a bounce.".into()));
     }
     events::record(
         &mut tx,

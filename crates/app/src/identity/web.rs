@@ -20,7 +20,7 @@ use crate::abuse::limits::{
 };
 use crate::abuse::web::{BotCheckView, SubmittedProof};
 use crate::access::route::{Access, RouteDef, Surface};
-use crate::platform::http::error::{AppError, AppResult, FieldError, RenderedByHandler};
+use crate::platform::http::error::{AppError, AppResult, DomainError, FieldError, RenderedByHandler};
 use crate::platform::secret::Secret;
 use crate::route;
 use crate::state::AppState;
@@ -96,25 +96,29 @@ fn with_retry_after(mut res: Response, retry_after: Option<u64>) -> Response {
 
 fn retry_after(e: &AppError) -> Option<u64> {
     match e {
-        AppError::Throttled { retry_after_secs, .. } | AppError::TooManyRequests { retry_after_secs } => {
-            Some(*retry_after_secs)
-        }
+        AppError::Domain(DomainError::Throttled { retry_after_secs, .. })
+        | AppError::TooManyRequests { retry_after_secs } => Some(*retry_after_secs),
         _ => None,
     }
 }
 
 /// Expected failures shown on the form; anything else propagates (and is rendered as an
 /// error page).
-fn form_failure(e: AppError) -> Result<(StatusCode, Option<String>, Vec<FieldError>), AppError> {
+fn form_failure(e: impl Into<AppError>) -> Result<(StatusCode, Option<String>, Vec<FieldError>), AppError> {
+    let e = e.into();
     let status = e.status();
     match e {
-        AppError::Validation(errors) => Ok((status, None, errors)),
+        AppError::Domain(DomainError::Invalid(errors)) => Ok((status, None, errors)),
         AppError::Unauthorized(m)
-        | AppError::Forbidden(m)
         | AppError::BadRequest(m)
-        | AppError::Conflict(m)
-        | AppError::Unavailable(m)
-        | AppError::Throttled { message: m, .. } => Ok((status, Some(m), vec![])),
+        | AppError::Domain(
+            DomainError::NotAuthenticated(m)
+            | DomainError::Forbidden(m)
+            | DomainError::Malformed(m)
+            | DomainError::Conflict(m)
+            | DomainError::Unavailable(m)
+            | DomainError::Throttled { message: m, .. },
+        ) => Ok((status, Some(m), vec![])),
         other => Err(other),
     }
 }
@@ -234,6 +238,7 @@ async fn login_submit(
     match service::sign_in(&state, &meta, &form.email, &Secret::new(form.password), device(&headers).as_deref()).await {
         Ok(signed_in) => Ok(signed_in_response(signed_in, &next)),
         Err(e) => {
+            let e = AppError::from(e);
             let retry = retry_after(&e);
             let (status, message, errors) = form_failure(e)?;
             let res = page_with_status(
@@ -285,6 +290,7 @@ async fn two_factor_submit(
     match service::complete_second_factor(&state, &meta, &current, &form.code, device(&headers).as_deref()).await {
         Ok(signed_in) => Ok(signed_in_response(signed_in, &next)),
         Err(e) => {
+            let e = AppError::from(e);
             let retry = retry_after(&e);
             let (status, message, errors) = form_failure(e)?;
             let resetting = current.method == super::session::Method::Reset;
@@ -346,7 +352,7 @@ async fn google_callback(
             let browser = session::read_cookie(&headers, OIDC_COOKIE);
             google::callback(&state, &meta, code, oidc_state, browser.as_deref(), device(&headers).as_deref()).await
         }
-        _ => Err(AppError::Forbidden("Google sign-in was cancelled or refused.".into())),
+        _ => Err(DomainError::Forbidden("Google sign-in was cancelled or refused.".into())),
     };
     match result {
         Ok((signed_in, next)) => Ok(with_cookies(signed_in_response(signed_in, &next), &[clear])),
@@ -752,7 +758,7 @@ async fn security_failure(
     csrf: String,
     current: &CurrentSession,
     form: &'static str,
-    e: AppError,
+    e: impl Into<AppError>,
 ) -> AppResult<Response> {
     let (status, message, errors) = form_failure(e)?;
     let mut page = security_view(state, csrf, current, None, message, errors).await?;
@@ -929,6 +935,7 @@ async fn totp_setup_submit(
             Ok(with_cookies(res, &[session::set_cookie(SESSION_COOKIE, &new.token, None)]))
         }
         Err(e) => {
+            let e = AppError::from(e);
             let retry = retry_after(&e);
             let (status, message, errors) = form_failure(e)?;
             let enrollment = service::resume_totp_enrollment(&state, &current, meta.now).await?;
@@ -983,7 +990,7 @@ async fn revoke_session(
     current: CurrentSession,
     Path(id): Path<String>,
 ) -> AppResult<Response> {
-    let id = uuid::Uuid::parse_str(&id).map_err(|_| AppError::NotFound)?;
+    let id = uuid::Uuid::parse_str(&id).map_err(|_| AppError::not_found())?;
     service::revoke_session(&state, &meta, &current, id).await?;
     Ok(Redirect::to("/account/security?done=revoked").into_response())
 }
@@ -1083,6 +1090,7 @@ async fn request_account_deletion(
             Ok(with_cookies(res, &[session::clear_cookie(SESSION_COOKIE)]))
         }
         Err(e) => {
+            let e = AppError::from(e);
             let retry = retry_after(&e);
             let res = security_failure(&state, csrf, &current, "delete", e).await?;
             Ok(with_retry_after(res, retry))

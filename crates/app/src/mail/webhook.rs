@@ -193,7 +193,7 @@ pub async fn process(
 /// The route's handler.
 pub async fn resend(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(key) = state.config.mail.resend_webhook_secret.as_ref().and_then(|s| decode_secret(s.expose())) else {
-        return AppError::NotFound.into_response();
+        return AppError::not_found().into_response();
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let now = state.clock.now();

@@ -33,7 +33,7 @@ use crate::audit::{self, Context, Entry};
 use crate::billing::stripe::StripeClient;
 use crate::mail::outbox::{self, Category, OutgoingMail};
 use crate::platform::db::Db;
-use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::error::{DomainError, DomainResult};
 use crate::platform::ids::{OrgId, UserId};
 use crate::platform::keys::{Keyring, Scope};
 use crate::platform::storage::Storage;
@@ -53,8 +53,8 @@ pub async fn pending(tx: &mut OrgTx) -> Result<Option<Pending>, sqlx::Error> {
         .await
 }
 
-fn require_owner(p: &OrgPrincipal) -> AppResult<UserId> {
-    let refused = || AppError::Forbidden("Only an Owner can delete the organization or cancel its deletion.".into());
+fn require_owner(p: &OrgPrincipal) -> DomainResult<UserId> {
+    let refused = || DomainError::Forbidden("Only an Owner can delete the organization or cancel its deletion.".into());
     if p.role() != Role::Owner || !p.can(Permission::OrgDelete) {
         return Err(refused());
     }
@@ -88,7 +88,7 @@ pub async fn request(
     p: &OrgPrincipal,
     typed_name: &str,
     grace: time::Duration,
-) -> AppResult<Pending> {
+) -> DomainResult<Pending> {
     let user = require_owner(p)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let name: String = sqlx::query_scalar("SELECT name FROM organizations WHERE id = $1")
@@ -96,10 +96,10 @@ pub async fn request(
         .fetch_one(&mut *tx)
         .await?;
     if typed_name.trim() != name {
-        return Err(AppError::field("confirm_name", "must be the organization's name exactly as shown"));
+        return Err(DomainError::field("confirm_name", "must be the organization's name exactly as shown"));
     }
     if pending(&mut tx).await?.is_some() {
-        return Err(AppError::Conflict("This organization is already scheduled for deletion.".into()));
+        return Err(DomainError::Conflict("This organization is already scheduled for deletion.".into()));
     }
     let purge_after = ctx.now + grace;
     sqlx::query(
@@ -138,7 +138,7 @@ pub async fn request(
 
 /// Cancels a pending deletion (any Owner); every Owner is told. Cancelling when nothing is
 /// pending (another Owner was quicker) changes nothing and says so: `false`.
-pub async fn cancel(db: &Db, ctx: &Context, p: &OrgPrincipal) -> AppResult<bool> {
+pub async fn cancel(db: &Db, ctx: &Context, p: &OrgPrincipal) -> DomainResult<bool> {
     require_owner(p)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let Some(was) = pending(&mut tx).await? else {

@@ -120,7 +120,9 @@ async fn request_deletion(
             return Err(AppError::field("confirm_name", "type the organization's name to confirm"));
         }
         confirm_sensitive_change(&state, &meta, &current, &Secret::new(form.current_password), &form.code).await?;
-        deletion::request(&state.db, &ctx, &access.principal, &form.confirm_name, state.config.privacy.grace()).await
+        deletion::request(&state.db, &ctx, &access.principal, &form.confirm_name, state.config.privacy.grace())
+            .await
+            .map_err(AppError::from)
     }
     .await;
     match result {

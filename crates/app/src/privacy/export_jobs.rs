@@ -28,7 +28,7 @@ use crate::audit::chain::Signer;
 use crate::audit::{self, Context, Entry};
 use crate::platform::clock::SharedClock;
 use crate::platform::db::Db;
-use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::error::{DomainError, DomainResult};
 use crate::platform::ids::OrgId;
 
 /// How long a finished archive (and any link to it) exists.
@@ -90,17 +90,17 @@ impl ExportRecord {
 const RECORD_COLUMNS: &str = "id, requested_at, status, started_at, finished_at, rows_done, rows_total, size_bytes, \
                               sha256, error, expires_at";
 
-fn require(p: &OrgPrincipal) -> AppResult<()> {
+fn require(p: &OrgPrincipal) -> DomainResult<()> {
     if p.can(Permission::OrgExport) {
         Ok(())
     } else {
-        Err(AppError::Forbidden("Only the organization's Owners can export its data.".into()))
+        Err(DomainError::Forbidden("Only the organization's Owners can export its data.".into()))
     }
 }
 
 /// Queues an export and records who asked, in one transaction. One export at a time: while
 /// one is queued or running, asking again returns it.
-pub async fn request(db: &Db, ctx: &Context, p: &OrgPrincipal) -> AppResult<Uuid> {
+pub async fn request(db: &Db, ctx: &Context, p: &OrgPrincipal) -> DomainResult<Uuid> {
     require(p)?;
     let mut tx = OrgTx::begin(db, p).await?;
     // Serializes requests of one organization (two clicks can't queue two exports).
@@ -133,7 +133,7 @@ pub async fn request(db: &Db, ctx: &Context, p: &OrgPrincipal) -> AppResult<Uuid
 }
 
 /// The organization's most recent exports, newest first.
-pub async fn recent(db: &Db, p: &OrgPrincipal, limit: i64) -> AppResult<Vec<ExportRecord>> {
+pub async fn recent(db: &Db, p: &OrgPrincipal, limit: i64) -> DomainResult<Vec<ExportRecord>> {
     require(p)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let rows = sqlx::query_as(&format!(
@@ -147,7 +147,7 @@ pub async fn recent(db: &Db, p: &OrgPrincipal, limit: i64) -> AppResult<Vec<Expo
 }
 
 /// One export of the principal's organization.
-pub async fn find(tx: &mut OrgTx, id: Uuid) -> AppResult<Option<ExportRecord>> {
+pub async fn find(tx: &mut OrgTx, id: Uuid) -> DomainResult<Option<ExportRecord>> {
     Ok(sqlx::query_as(&format!("SELECT {RECORD_COLUMNS} FROM org_exports WHERE id = $1"))
         .bind(id)
         .fetch_optional(&mut **tx)

@@ -197,7 +197,7 @@ async fn start_export(
         } else {
             confirm_sensitive_change(&state, &meta, &current, &password, &form.code).await?;
         }
-        export_jobs::request(&state.db, &ctx, &access.principal).await
+        export_jobs::request(&state.db, &ctx, &access.principal).await.map_err(AppError::from)
     }
     .await;
     match result {
@@ -235,7 +235,7 @@ async fn download(
     client_ip: Option<Extension<ClientIp>>,
 ) -> AppResult<Response> {
     let invalid =
-        || AppError::Forbidden("This download link is not valid. Open the Data export page for a new one.".into());
+        || AppError::forbidden("This download link is not valid. Open the Data export page for a new one.".into());
     let (Ok(org), Ok(id)) = (org.parse::<OrgId>(), id.parse::<Uuid>()) else {
         return Err(invalid());
     };
@@ -255,11 +255,11 @@ async fn download(
     let ip = client_ip.map(|Extension(ClientIp(ip))| ip).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     let (name, list) = allowlist::load_with_name(&state.db, &principal).await?;
     if !allowlist::permits(&list, ip) {
-        return Err(allowlist::refusal(&name, ip));
+        return Err(allowlist::refusal(&name, ip).into());
     }
     let mut tx = OrgTx::begin(&state.db, &principal).await?;
     let Some(record) = export_jobs::find(&mut tx, id).await? else {
-        return Err(AppError::NotFound);
+        return Err(AppError::not_found());
     };
     if !record.downloadable(state.clock.now()) {
         return Ok(gone("This export has expired and was deleted. Start a new one on the Data export page."));

@@ -27,7 +27,7 @@ use crate::access::role::Permission;
 use crate::access::{OrgPrincipal, OrgTx};
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::Db;
-use crate::platform::http::error::{AppError, AppResult, FieldError};
+use crate::platform::error::{DomainError, DomainResult, FieldError};
 use crate::platform::net;
 
 /// Most entries a list may hold (the column's CHECK says the same).
@@ -35,7 +35,7 @@ pub const MAX_ENTRIES: usize = 200;
 
 /// Parses the list as typed: one address or CIDR range per line (commas and spaces separate
 /// too), `#` starts a comment. Duplicates are dropped; the order is kept.
-pub fn parse(text: &str) -> AppResult<Vec<IpNet>> {
+pub fn parse(text: &str) -> DomainResult<Vec<IpNet>> {
     let mut list: Vec<IpNet> = Vec::new();
     let mut errors = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -49,10 +49,10 @@ pub fn parse(text: &str) -> AppResult<Vec<IpNet>> {
         }
     }
     if !errors.is_empty() {
-        return Err(AppError::Validation(errors));
+        return Err(DomainError::Invalid(errors));
     }
     if list.len() > MAX_ENTRIES {
-        return Err(AppError::field("ip_allowlist", format!("has {} entries; at most {MAX_ENTRIES}", list.len())));
+        return Err(DomainError::field("ip_allowlist", format!("has {} entries; at most {MAX_ENTRIES}", list.len())));
     }
     Ok(list)
 }
@@ -78,8 +78,8 @@ pub fn permits(list: &[IpNet], ip: IpAddr) -> bool {
 
 /// The 403 for a request from outside the list: it says what happened and what to do, and
 /// which address we saw (the person may be on an unexpected network or VPN).
-pub fn refusal(org_name: &str, ip: IpAddr) -> AppError {
-    AppError::Forbidden(format!(
+pub fn refusal(org_name: &str, ip: IpAddr) -> DomainError {
+    DomainError::Forbidden(format!(
         "{org_name} only allows access from its approved network addresses, and your address ({}) is not \
          one of them. Connect from an approved network, or ask an Owner of {org_name} to add this address.",
         net::normalize_ip(ip)
@@ -111,12 +111,12 @@ pub async fn save(
     list: Vec<IpNet>,
     saver_ip: IpAddr,
     confirmed: bool,
-) -> AppResult<()> {
+) -> DomainResult<()> {
     if !principal.can(Permission::IpAllowlistManage) {
-        return Err(AppError::Forbidden("Only an Owner can change the IP allowlist (ip_allowlist.manage).".into()));
+        return Err(DomainError::Forbidden("Only an Owner can change the IP allowlist (ip_allowlist.manage).".into()));
     }
     if !permits(&list, saver_ip) && !confirmed {
-        return Err(AppError::Validation(vec![FieldError::new(
+        return Err(DomainError::Invalid(vec![FieldError::new(
             "confirm_lockout",
             format!(
                 "your current address ({}) is not in this list, so saving it would lock you out of this \
@@ -131,11 +131,11 @@ pub async fn save(
 /// Empties the list: the operator's recovery for an organization whose Owners are locked out
 /// (run from the command line, audited under the operator's system actor). Returns the list
 /// that was removed.
-pub async fn clear(db: &Db, ctx: &Context, principal: &OrgPrincipal) -> AppResult<Vec<IpNet>> {
+pub async fn clear(db: &Db, ctx: &Context, principal: &OrgPrincipal) -> DomainResult<Vec<IpNet>> {
     replace(db, ctx, principal, Vec::new()).await
 }
 
-async fn replace(db: &Db, ctx: &Context, principal: &OrgPrincipal, list: Vec<IpNet>) -> AppResult<Vec<IpNet>> {
+async fn replace(db: &Db, ctx: &Context, principal: &OrgPrincipal, list: Vec<IpNet>) -> DomainResult<Vec<IpNet>> {
     let mut tx = OrgTx::begin(db, principal).await?;
     let org_id = tx.org_id();
     // Locked, so two concurrent saves audit the before-list each of them actually replaced.
@@ -177,7 +177,7 @@ mod tests {
     fn lists_are_parsed_line_by_line_with_comments_and_normalized() {
         let list = parse("203.0.113.0/24  # office\n\n2001:db8::/48, ::ffff:198.51.100.7\n203.0.113.9/24\n").unwrap();
         assert_eq!(render(&list), "203.0.113.0/24\n2001:db8::/48\n198.51.100.7");
-        let Err(AppError::Validation(errors)) = parse("10.0.0.0/8\nexample.com\n10.0.0.0/33") else {
+        let Err(DomainError::Invalid(errors)) = parse("10.0.0.0/8\nexample.com\n10.0.0.0/33") else {
             panic!("accepted garbage")
         };
         assert_eq!(errors.len(), 2);

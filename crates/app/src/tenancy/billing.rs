@@ -285,7 +285,7 @@ async fn checkout(
     let customer = match customer(&state, &ctx, &access).await {
         Ok(c) => c,
         Err((StatusCode::INTERNAL_SERVER_ERROR, m)) => return Err(AppError::internal(m)),
-        Err((StatusCode::NOT_FOUND, _)) => return Err(AppError::NotFound),
+        Err((StatusCode::NOT_FOUND, _)) => return Err(AppError::not_found()),
         Err((status, m)) => return again(&state, csrf, &access, status, m).await,
     };
     let base = format!("{}/o/{}/settings/billing", state.config.public_url(), access.slug);

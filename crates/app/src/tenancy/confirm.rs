@@ -74,7 +74,7 @@ impl<S: Send + Sync> FromRequest<S> for Confirmed {
         if form_urlencoded::parse(&bytes).any(|(k, v)| k == "confirm" && v == "yes") {
             return Ok(Confirmed);
         }
-        let access = parts.extensions.get::<OrgAccess>().ok_or_else(|| AppError::NotFound.into_response())?;
+        let access = parts.extensions.get::<OrgAccess>().ok_or_else(|| AppError::not_found().into_response())?;
         let csrf = parts.extensions.get::<CurrentSession>().map(|s| s.csrf_token.clone()).unwrap_or_default();
         let route = parts.extensions.get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_default();
         let (question, consequence, button) = wording(&route);

@@ -75,7 +75,7 @@ pub async fn require_org(
     };
     let Some((mut tx, facts)) = member else {
         let (_, _) = admit_session(state, req, session, rotated, None).await?;
-        return Err(AppError::NotFound);
+        return Err(AppError::not_found());
     };
     // The session lives in the directory's database: its bookkeeping joins the request's
     // transaction only when the organization lives there too.
@@ -107,7 +107,7 @@ pub async fn require_org(
     let ip = req.extensions().get::<ClientIp>().map(|c| c.0).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     if principal.role() != crate::access::role::Role::Client && !super::allowlist::permits(&allowlist, ip) {
         tx.commit().await?;
-        return Err(super::allowlist::refusal(&name, ip));
+        return Err(super::allowlist::refusal(&name, ip).into());
     }
 
     // Scheduled for deletion: only Owners get in during the grace period.
@@ -115,7 +115,7 @@ pub async fn require_org(
         && let Some(purge_after) = access::suspension::deletion_scheduled(&mut tx).await?
     {
         tx.commit().await?;
-        return Err(access::suspension::refusal(&name, purge_after));
+        return Err(access::suspension::refusal(&name, purge_after).into());
     }
 
     // The organization's shorter idle timeout ends the session, for every organization.
@@ -139,7 +139,7 @@ pub async fn require_org(
     if require_2fa && !session.two_factor {
         tx.commit().await?;
         return Ok(Resolved::Respond(if is_api {
-            AppError::Forbidden(format!("{name} requires two-factor authentication. Turn it on first.")).into_response()
+            AppError::forbidden(format!("{name} requires two-factor authentication. Turn it on first.")).into_response()
         } else {
             Redirect::to("/account/two-factor/setup?required=1").into_response()
         }));
@@ -147,11 +147,11 @@ pub async fn require_org(
     // While the organization moves to another region, its data is read-only.
     if moving && crate::identity::guard::is_unsafe(req.method()) {
         tx.commit().await?;
-        return Err(super::residency_refusal(&name));
+        return Err(super::residency_refusal(&name).into());
     }
     if !principal.can(permission) {
         tx.commit().await?;
-        return Err(AppError::Forbidden(format!("Your role in {name} doesn't allow this ({}).", permission.as_str())));
+        return Err(AppError::forbidden(format!("Your role in {name} doesn't allow this ({}).", permission.as_str())));
     }
     let unread = crate::notify::unread_count(&mut tx, session.user.id()).await?;
     req.extensions_mut().insert(crate::access::Asking::member(session.user.id(), principal.clone()));

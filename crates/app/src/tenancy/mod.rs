@@ -11,8 +11,8 @@ pub mod web;
 
 /// The answer to a write while the organization moves to another region
 /// (`clientflow org move`): 503, its data is read-only until the move ends.
-pub fn residency_refusal(name: &str) -> crate::platform::http::error::AppError {
-    crate::platform::http::error::AppError::Unavailable(format!(
+pub fn residency_refusal(name: &str) -> crate::platform::error::DomainError {
+    crate::platform::error::DomainError::Unavailable(format!(
         "{name} is being moved to another region: its data is read-only until the move is done. Try again in a few minutes."
     ))
 }

@@ -19,14 +19,14 @@ use crate::identity::AuthenticatedUser;
 use crate::mail::outbox::{self, Category, OutgoingMail};
 use crate::platform::crypto::{random_token, sha256};
 use crate::platform::db::Db;
-use crate::platform::http::error::{AppError, AppResult, FieldError};
+use crate::platform::error::{DomainError, DomainResult, FieldError};
 use crate::platform::ids::{ClientId, UserId};
 use crate::platform::types::{Email, Slug, parse_name};
 
 pub const INVITATION_LIFETIME: Duration = Duration::days(7);
 
-fn forbidden(m: &str) -> AppError {
-    AppError::Forbidden(m.to_string())
+fn forbidden(m: &str) -> DomainError {
+    DomainError::Forbidden(m.to_string())
 }
 
 /// Whether `actor` may act on a member whose role is `target`.
@@ -46,7 +46,7 @@ pub async fn create_organization(
     name: &str,
     slug: &str,
     region: Option<crate::platform::db::RegionId>,
-) -> AppResult<Organization> {
+) -> DomainResult<Organization> {
     let mut errors = Vec::new();
     let name = parse_name(name).map_err(|m| errors.push(FieldError::new("name", m))).ok();
     let slug = if slug.trim().is_empty() {
@@ -57,14 +57,14 @@ pub async fn create_organization(
     .map_err(|m| errors.push(FieldError::new("slug", m)))
     .ok();
     let (Some(name), Some(slug)) = (name, slug) else {
-        return Err(AppError::Validation(errors));
+        return Err(DomainError::Invalid(errors));
     };
     // The region the Owner chose (only a configured one), or the installation's default for
     // new organizations.
     let region = match region {
         Some(r) => match db.in_region(r) {
             Some(db) => db,
-            None => return Err(AppError::field("region", "is not a region this installation offers")),
+            None => return Err(DomainError::field("region", "is not a region this installation offers")),
         },
         None => db.home(),
     };
@@ -76,7 +76,7 @@ pub async fn create_organization(
         access::directory::reserve(db, org_id, slug.as_str(), tx.region()).await?;
     }
     let created = match create_in(&mut tx, ctx, creator, &slug, &name).await {
-        Ok(org) => tx.commit().await.map(|()| org).map_err(AppError::from),
+        Ok(org) => tx.commit().await.map(|()| org).map_err(DomainError::from),
         Err(e) => {
             drop(tx);
             Err(e)
@@ -97,7 +97,7 @@ async fn create_in(
     creator: &AuthenticatedUser,
     slug: &Slug,
     name: &str,
-) -> AppResult<Organization> {
+) -> DomainResult<Organization> {
     // A taken slug is a field error on `slug` (`crate::errors`).
     let org = repo::insert_organization(tx, slug, name).await?;
     repo::add_member(tx, creator.id(), Role::Owner).await?;
@@ -140,7 +140,7 @@ pub async fn members(tx: &mut OrgTx) -> Result<Vec<MemberRow>, sqlx::Error> {
     .await
 }
 
-async fn member(tx: &mut OrgTx, user_id: UserId) -> AppResult<MemberRow> {
+async fn member(tx: &mut OrgTx, user_id: UserId) -> DomainResult<MemberRow> {
     sqlx::query_as(
         "SELECT m.user_id, u.email, u.display_name, m.role, m.status, m.client_id FROM memberships m \
          JOIN users u ON u.id = m.user_id WHERE m.organization_id = $1 AND m.user_id = $2 FOR UPDATE OF m",
@@ -149,12 +149,12 @@ async fn member(tx: &mut OrgTx, user_id: UserId) -> AppResult<MemberRow> {
     .bind(user_id)
     .fetch_optional(&mut **tx)
     .await?
-    .ok_or(AppError::NotFound)
+    .ok_or(DomainError::NotFound)
 }
 
 /// Refuses a change that would leave the organization without an active Owner. Locks the
 /// Owner rows first.
-async fn keep_an_owner(tx: &mut OrgTx, losing: UserId) -> AppResult<()> {
+async fn keep_an_owner(tx: &mut OrgTx, losing: UserId) -> DomainResult<()> {
     let owners: Vec<(UserId,)> = sqlx::query_as(
         "SELECT user_id FROM memberships WHERE organization_id = $1 AND role = 'owner' AND status = 'active' FOR UPDATE",
     )
@@ -162,7 +162,7 @@ async fn keep_an_owner(tx: &mut OrgTx, losing: UserId) -> AppResult<()> {
     .fetch_all(&mut **tx)
     .await?;
     if owners.iter().all(|(u,)| *u == losing) {
-        return Err(AppError::Conflict(
+        return Err(DomainError::Conflict(
             "An organization needs at least one active Owner: make someone else Owner first.".into(),
         ));
     }
@@ -215,13 +215,13 @@ pub async fn invite(
     email: &str,
     role: Role,
     client_id: Option<ClientId>,
-) -> AppResult<Uuid> {
-    let email = Email::parse(email).map_err(|m| AppError::field("email", m))?;
+) -> DomainResult<Uuid> {
+    let email = Email::parse(email).map_err(|m| DomainError::field("email", m))?;
     if !may_grant(principal.role(), role) {
         return Err(forbidden("You can't invite someone with a role above your own."));
     }
     if (role == Role::Client) != client_id.is_some() {
-        return Err(AppError::field(
+        return Err(DomainError::field(
             "client_id",
             "a Client invitation needs the client record it may see (and only then)",
         ));
@@ -234,7 +234,7 @@ pub async fn invite(
         let exists: Option<(Uuid,)> =
             sqlx::query_as("SELECT id FROM clients WHERE id = $1").bind(cid).fetch_optional(&mut *tx).await?;
         if exists.is_none() {
-            return Err(AppError::field("client_id", "is not a client of this organization"));
+            return Err(DomainError::field("client_id", "is not a client of this organization"));
         }
     }
     let already: Option<(i32,)> = sqlx::query_as(
@@ -245,7 +245,7 @@ pub async fn invite(
     .fetch_optional(&mut *tx)
     .await?;
     if already.is_some() {
-        return Err(AppError::Conflict(format!("{email} is already a member.")));
+        return Err(DomainError::Conflict(format!("{email} is already a member.")));
     }
     let token = random_token();
     let id = Uuid::now_v7();
@@ -267,7 +267,7 @@ pub async fn invite(
     .await;
     match inserted {
         Err(e) if is_unique(&e) => {
-            return Err(AppError::Conflict(format!("{email} already has an open invitation; resend or revoke it.")));
+            return Err(DomainError::Conflict(format!("{email} already has an open invitation; resend or revoke it.")));
         }
         Err(e) => return Err(e.into()),
         Ok(_) => {}
@@ -302,7 +302,7 @@ pub async fn revoke_or_resend(
     public_url: &str,
     id: Uuid,
     resend: bool,
-) -> AppResult<()> {
+) -> DomainResult<()> {
     let mut tx = OrgTx::begin(db, principal).await?;
     let row: Option<(String, Role)> = sqlx::query_as(
         "SELECT email, role FROM invitations WHERE id = $1 AND accepted_at IS NULL AND declined_at IS NULL AND revoked_at IS NULL FOR UPDATE",
@@ -310,7 +310,7 @@ pub async fn revoke_or_resend(
     .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
-    let (email, role) = row.ok_or(AppError::NotFound)?;
+    let (email, role) = row.ok_or(DomainError::NotFound)?;
     if !may_grant(principal.role(), role) {
         return Err(forbidden("This invitation is for a role above your own."));
     }
@@ -362,10 +362,10 @@ pub async fn accept_invitation(
     user: &AuthenticatedUser,
     user_email: &str,
     token: &str,
-) -> AppResult<Organization> {
+) -> DomainResult<Organization> {
     let Some((tx, invitation)) = access::begin_invitation_acceptance(db, user, user_email, token, ctx.now).await?
     else {
-        return Err(AppError::BadRequest(
+        return Err(DomainError::Malformed(
             "This invitation is invalid, expired, already used, or for another email address.".into(),
         ));
     };
@@ -379,9 +379,9 @@ pub async fn accept_invitation_by_id(
     ctx: &Context,
     user: &AuthenticatedUser,
     id: uuid::Uuid,
-) -> AppResult<Organization> {
+) -> DomainResult<Organization> {
     let Some((tx, invitation)) = access::begin_invitation_acceptance_by_id(db, user, id, ctx.now).await? else {
-        return Err(AppError::BadRequest(
+        return Err(DomainError::Malformed(
             "This invitation is no longer open, or it is for another email address.".into(),
         ));
     };
@@ -395,7 +395,7 @@ async fn accept_in(
     ctx: &Context,
     user: &AuthenticatedUser,
     invitation: access::OpenInvitation,
-) -> AppResult<Organization> {
+) -> DomainResult<Organization> {
     let client_id: Option<ClientId> = sqlx::query_scalar("SELECT client_id FROM invitations WHERE id = $1 FOR UPDATE")
         .bind(invitation.id)
         .fetch_one(&mut *tx)
@@ -410,7 +410,7 @@ async fn accept_in(
             .await;
     match inserted {
         Err(e) if is_unique(&e) => {
-            return Err(AppError::Conflict("You are already a member of this organization.".into()));
+            return Err(DomainError::Conflict("You are already a member of this organization.".into()));
         }
         Err(e) => return Err(e.into()),
         Ok(_) => {}
@@ -454,9 +454,9 @@ async fn accept_in(
     Ok(org)
 }
 
-pub async fn decline_invitation(db: &Db, ctx: &Context, token: &str) -> AppResult<()> {
+pub async fn decline_invitation(db: &Db, ctx: &Context, token: &str) -> DomainResult<()> {
     let Some((mut tx, invitation)) = access::begin_invitation_decline(db, token, ctx.now).await? else {
-        return Err(AppError::BadRequest("This invitation is invalid, expired or already answered.".into()));
+        return Err(DomainError::Malformed("This invitation is invalid, expired or already answered.".into()));
     };
     sqlx::query(
         "UPDATE invitations SET declined_at = $2 WHERE id = $1 AND accepted_at IS NULL AND declined_at IS NULL",
@@ -477,7 +477,7 @@ pub async fn change_role(
     target: UserId,
     new_role: Role,
     client_id: Option<ClientId>,
-) -> AppResult<()> {
+) -> DomainResult<()> {
     let mut tx = OrgTx::begin(db, principal).await?;
     let m = member(&mut tx, target).await?;
     if !may_act_on(principal.role(), m.role) {
@@ -495,7 +495,7 @@ pub async fn change_role(
         keep_an_owner(&mut tx, target).await?;
     }
     if (new_role == Role::Client) != client_id.is_some() {
-        return Err(AppError::field(
+        return Err(DomainError::field(
             "client_id",
             "the Client role needs the client record it may see (and only it does)",
         ));
@@ -535,7 +535,7 @@ pub async fn set_suspended(
     principal: &OrgPrincipal,
     target: UserId,
     suspended: bool,
-) -> AppResult<()> {
+) -> DomainResult<()> {
     let mut tx = OrgTx::begin(db, principal).await?;
     let m = member(&mut tx, target).await?;
     if Some(target) == principal.user_id() {
@@ -566,7 +566,7 @@ pub async fn set_suspended(
     Ok(())
 }
 
-pub async fn remove_member(db: &Db, ctx: &Context, principal: &OrgPrincipal, target: UserId) -> AppResult<()> {
+pub async fn remove_member(db: &Db, ctx: &Context, principal: &OrgPrincipal, target: UserId) -> DomainResult<()> {
     let mut tx = OrgTx::begin(db, principal).await?;
     let m = member(&mut tx, target).await?;
     if Some(target) != principal.user_id() && !may_act_on(principal.role(), m.role) {
@@ -592,18 +592,18 @@ pub async fn remove_member(db: &Db, ctx: &Context, principal: &OrgPrincipal, tar
 }
 
 /// Makes `target` an Owner and the acting Owner an Admin, in one transaction.
-pub async fn transfer_ownership(db: &Db, ctx: &Context, principal: &OrgPrincipal, target: UserId) -> AppResult<()> {
+pub async fn transfer_ownership(db: &Db, ctx: &Context, principal: &OrgPrincipal, target: UserId) -> DomainResult<()> {
     let me = principal.user_id().ok_or_else(|| forbidden("Only a person can transfer ownership."))?;
     if principal.role() != Role::Owner {
         return Err(forbidden("Only an Owner can transfer ownership."));
     }
     if me == target {
-        return Err(AppError::field("member", "choose someone else"));
+        return Err(DomainError::field("member", "choose someone else"));
     }
     let mut tx = OrgTx::begin(db, principal).await?;
     let m = member(&mut tx, target).await?;
     if m.status != "active" || m.role == Role::Client {
-        return Err(AppError::field("member", "must be an active, internal member"));
+        return Err(DomainError::field("member", "must be an active, internal member"));
     }
     sqlx::query("UPDATE memberships SET role = 'owner', client_id = NULL, updated_at = $3 WHERE organization_id = $1 AND user_id = $2")
         .bind(tx.org_id())
@@ -665,7 +665,12 @@ pub struct GeneralSettings {
     pub currency: String,
 }
 
-pub async fn update_general(db: &Db, ctx: &Context, principal: &OrgPrincipal, input: GeneralSettings) -> AppResult<()> {
+pub async fn update_general(
+    db: &Db,
+    ctx: &Context,
+    principal: &OrgPrincipal,
+    input: GeneralSettings,
+) -> DomainResult<()> {
     let mut errors = Vec::new();
     let name = parse_name(&input.name).map_err(|m| errors.push(FieldError::new("name", m))).ok();
     let slug = Slug::parse(&input.slug).map_err(|m| errors.push(FieldError::new("slug", m))).ok();
@@ -681,9 +686,9 @@ pub async fn update_general(db: &Db, ctx: &Context, principal: &OrgPrincipal, in
     if !crate::platform::currency::is_active(&currency) {
         errors.push(FieldError::new("currency", "must be an active ISO 4217 currency code like EUR"));
     }
-    let (Some(name), Some(slug)) = (name, slug) else { return Err(AppError::Validation(errors)) };
+    let (Some(name), Some(slug)) = (name, slug) else { return Err(DomainError::Invalid(errors)) };
     if !errors.is_empty() {
-        return Err(AppError::Validation(errors));
+        return Err(DomainError::Invalid(errors));
     }
     // The slug is also the directory's (unique across regions): for an organization in another
     // region than the directory's, the directory changes first, so a slug taken elsewhere is
@@ -738,14 +743,14 @@ pub async fn update_security(
     actor_has_two_factor: bool,
     session_timeout_minutes: Option<i32>,
     require_two_factor: bool,
-) -> AppResult<()> {
+) -> DomainResult<()> {
     if let Some(m) = session_timeout_minutes
         && !(5..=1440).contains(&m)
     {
-        return Err(AppError::field("session_timeout_minutes", "must be between 5 and 1440 minutes, or empty"));
+        return Err(DomainError::field("session_timeout_minutes", "must be between 5 and 1440 minutes, or empty"));
     }
     if require_two_factor && !actor_has_two_factor {
-        return Err(AppError::field(
+        return Err(DomainError::field(
             "require_two_factor",
             "turn on two-factor authentication for your own account first, or you would lock yourself out",
         ));
@@ -782,13 +787,13 @@ pub async fn update_contact_form(
     principal: &OrgPrincipal,
     enabled: bool,
     contact_email: &str,
-) -> AppResult<()> {
+) -> DomainResult<()> {
     let email = match contact_email.trim() {
         "" if enabled => {
-            return Err(AppError::field("contact_email", "is needed to turn the contact form on"));
+            return Err(DomainError::field("contact_email", "is needed to turn the contact form on"));
         }
         "" => None,
-        raw => Some(Email::parse(raw).map_err(|m| AppError::field("contact_email", m))?),
+        raw => Some(Email::parse(raw).map_err(|m| DomainError::field("contact_email", m))?),
     };
     let mut tx = OrgTx::begin(db, principal).await?;
     let org_id = tx.org_id();
@@ -826,9 +831,9 @@ pub async fn set_role_permissions(
     principal: &OrgPrincipal,
     role: Role,
     wanted: PermissionSet,
-) -> AppResult<()> {
+) -> DomainResult<()> {
     if !customizable(role) {
-        return Err(AppError::field("role", "only the Manager and Member roles can be customized"));
+        return Err(DomainError::field("role", "only the Manager and Member roles can be customized"));
     }
     // Like people, roles are shaped only from at or above them: a Member handed `roles.manage`
     // can't tighten the Managers.
@@ -870,10 +875,10 @@ pub async fn set_role_permissions(
     Ok(())
 }
 
-fn check_bound(principal: &OrgPrincipal, wanted: PermissionSet) -> AppResult<()> {
+fn check_bound(principal: &OrgPrincipal, wanted: PermissionSet) -> DomainResult<()> {
     if !wanted.is_subset(admin_bound()) {
         let beyond: Vec<&str> = wanted.iter().filter(|p| !admin_bound().contains(*p)).map(Permission::as_str).collect();
-        return Err(AppError::field("permissions", format!("can't be granted to this role: {}", beyond.join(", "))));
+        return Err(DomainError::field("permissions", format!("can't be granted to this role: {}", beyond.join(", "))));
     }
     // Nobody hands out what they don't hold themselves.
     if !wanted.is_subset(principal.permissions()) {
@@ -891,13 +896,13 @@ pub async fn set_member_overrides(
     principal: &OrgPrincipal,
     target: UserId,
     overrides: &[(Permission, bool)],
-) -> AppResult<()> {
+) -> DomainResult<()> {
     let granted = PermissionSet::of(&overrides.iter().filter(|(_, g)| *g).map(|(p, _)| *p).collect::<Vec<_>>());
     check_bound(principal, granted)?;
     let mut tx = OrgTx::begin(db, principal).await?;
     let m = member(&mut tx, target).await?;
     if !customizable(m.role) {
-        return Err(AppError::field("member", "only Managers and Members can have individual permissions"));
+        return Err(DomainError::field("member", "only Managers and Members can have individual permissions"));
     }
     if !may_act_on(principal.role(), m.role) {
         return Err(forbidden("You can't change the permissions of someone above your own role."));
@@ -941,19 +946,20 @@ pub const LOGO_MAX_SIDE: u32 = 256;
 /// fresh PNG: what is served is never the uploaded file (no metadata such as a photo's location,
 /// no crafted chunk), and an image that doesn't decode, or claims enormous dimensions to exhaust
 /// memory, is refused.
-pub async fn set_logo(db: &Db, ctx: &Context, principal: &OrgPrincipal, bytes: &[u8]) -> AppResult<()> {
+pub async fn set_logo(db: &Db, ctx: &Context, principal: &OrgPrincipal, bytes: &[u8]) -> DomainResult<()> {
     let format = if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
         image::ImageFormat::Png
     } else if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
         image::ImageFormat::Jpeg
     } else {
-        return Err(AppError::field("logo", "must be a PNG or JPEG image"));
+        return Err(DomainError::field("logo", "must be a PNG or JPEG image"));
     };
     if bytes.len() > 256 * 1024 {
-        return Err(AppError::field("logo", "must be at most 256 KiB"));
+        return Err(DomainError::field("logo", "must be at most 256 KiB"));
     }
     let owned = bytes.to_vec();
-    let png = tokio::task::spawn_blocking(move || resize_logo(&owned, format)).await.map_err(AppError::internal)??;
+    let png =
+        tokio::task::spawn_blocking(move || resize_logo(&owned, format)).await.map_err(DomainError::internal)??;
     let bytes = png.as_slice();
     let content_type = "image/png";
     let mut tx = OrgTx::begin(db, principal).await?;
@@ -981,7 +987,7 @@ pub async fn set_logo(db: &Db, ctx: &Context, principal: &OrgPrincipal, bytes: &
 
 /// Decodes a logo within limits (at most 4096 × 4096 pixels and 64 MiB while decoding), scales
 /// it to fit [`LOGO_MAX_SIDE`] and encodes it as PNG.
-fn resize_logo(bytes: &[u8], format: image::ImageFormat) -> AppResult<Vec<u8>> {
+fn resize_logo(bytes: &[u8], format: image::ImageFormat) -> DomainResult<Vec<u8>> {
     let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(4096);
@@ -990,14 +996,14 @@ fn resize_logo(bytes: &[u8], format: image::ImageFormat) -> AppResult<Vec<u8>> {
     reader.limits(limits);
     let decoded = reader
         .decode()
-        .map_err(|_| AppError::field("logo", "could not be read as an image (at most 4096 × 4096 pixels)"))?;
+        .map_err(|_| DomainError::field("logo", "could not be read as an image (at most 4096 × 4096 pixels)"))?;
     let fitted = if decoded.width() > LOGO_MAX_SIDE || decoded.height() > LOGO_MAX_SIDE {
         decoded.resize(LOGO_MAX_SIDE, LOGO_MAX_SIDE, image::imageops::FilterType::Lanczos3)
     } else {
         decoded
     };
     let mut out = std::io::Cursor::new(Vec::new());
-    fitted.write_to(&mut out, image::ImageFormat::Png).map_err(AppError::internal)?;
+    fitted.write_to(&mut out, image::ImageFormat::Png).map_err(DomainError::internal)?;
     Ok(out.into_inner())
 }
 

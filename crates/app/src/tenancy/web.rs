@@ -18,7 +18,7 @@ use crate::audit::Context;
 use crate::identity::guard::FormToken;
 use crate::identity::service::{ReauthPrompt, confirm_sensitive_change};
 use crate::identity::session::{CurrentSession, RequestMeta};
-use crate::platform::http::error::{AppError, AppResult, FieldError, RenderedByHandler};
+use crate::platform::http::error::{AppError, AppResult, DomainError, FieldError, RenderedByHandler};
 use crate::platform::ids::{ClientId, UserId};
 use crate::platform::secret::Secret;
 use crate::route;
@@ -144,19 +144,25 @@ pub fn page_with_status<T: Template>(status: StatusCode, t: &T) -> AppResult<Res
 }
 
 /// Expected failures shown on the page; anything else propagates.
-pub fn failure(e: AppError) -> Result<(StatusCode, Option<String>, Vec<FieldError>), AppError> {
+pub fn failure(e: impl Into<AppError>) -> Result<(StatusCode, Option<String>, Vec<FieldError>), AppError> {
+    let e = e.into();
     let status = e.status();
     match e {
-        AppError::Validation(errors) => Ok((status, None, errors)),
-        AppError::Forbidden(m) | AppError::BadRequest(m) | AppError::Conflict(m) | AppError::Unauthorized(m) => {
-            Ok((status, Some(m), vec![]))
-        }
+        AppError::Domain(DomainError::Invalid(errors)) => Ok((status, None, errors)),
+        AppError::BadRequest(m)
+        | AppError::Unauthorized(m)
+        | AppError::Domain(
+            DomainError::Forbidden(m)
+            | DomainError::Malformed(m)
+            | DomainError::Conflict(m)
+            | DomainError::NotAuthenticated(m),
+        ) => Ok((status, Some(m), vec![])),
         other => Err(other),
     }
 }
 
 fn parse_id<T: std::str::FromStr>(raw: &str) -> AppResult<T> {
-    raw.parse().map_err(|_| AppError::NotFound)
+    raw.parse().map_err(|_| AppError::not_found())
 }
 
 // ---- creating and leaving ----
@@ -269,14 +275,14 @@ async fn logo(State(state): State<AppState>, access: OrgAccess) -> AppResult<Res
             .fetch_optional(&mut *tx)
             .await?;
     tx.commit().await?;
-    let (content_type, bytes) = row.ok_or(AppError::NotFound)?;
+    let (content_type, bytes) = row.ok_or(AppError::not_found())?;
     let mut res = bytes.into_response();
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_str(&content_type).map_err(AppError::internal)?);
     Ok(res)
 }
 
 async fn leave(State(state): State<AppState>, ctx: Context, access: OrgAccess) -> AppResult<Response> {
-    let me = access.principal.user_id().ok_or(AppError::NotFound)?;
+    let me = access.principal.user_id().ok_or(AppError::not_found())?;
     service::remove_member(&state.db, &ctx, &access.principal, me).await?;
     Ok(Redirect::to("/app").into_response())
 }
@@ -396,11 +402,11 @@ async fn members_result(
     state: &AppState,
     csrf: String,
     access: &OrgAccess,
-    result: AppResult<()>,
+    result: Result<(), impl Into<AppError>>,
 ) -> AppResult<Response> {
-    match result {
+    match result.map_err(Into::into) {
         Ok(()) => Ok(Redirect::to(&format!("/o/{}/members", access.slug)).into_response()),
-        Err(AppError::NotFound) => Err(AppError::NotFound),
+        Err(AppError::Domain(DomainError::NotFound)) => Err(AppError::not_found()),
         Err(e) => {
             let (status, message, errors) = failure(e)?;
             page_with_status(status, &members_view(state, csrf, access, message, errors).await?)
@@ -519,6 +525,7 @@ async fn invite(
         };
         service::invite(&state.db, &ctx, &access.principal, &state.config.public_url(), &form.email, role, client_id)
             .await
+            .map_err(AppError::from)
             .map(|_| ())
     }
     .await;
@@ -527,7 +534,7 @@ async fn invite(
             state.mail_wake.notify_one();
             Ok(Redirect::to(&format!("/o/{}/members", access.slug)).into_response())
         }
-        Err(AppError::NotFound) => Err(AppError::NotFound),
+        Err(AppError::Domain(DomainError::NotFound)) => Err(AppError::not_found()),
         Err(e) => {
             // The form comes back as it was typed, with the problem next to its field.
             let (status, message, errors) = failure(e)?;
@@ -600,7 +607,7 @@ async fn change_role(
             .fetch_optional(&mut *tx)
             .await?;
             tx.commit().await?;
-            email.ok_or(AppError::NotFound)?
+            email.ok_or(AppError::not_found())?
         };
         let hidden = vec![("role", form.role.clone()), ("client_id", form.client_id.clone())];
         let action = format!("/o/{}/members/{member}/role", access.slug);
@@ -629,7 +636,7 @@ async fn change_role(
             "" => None,
             raw => Some(raw.parse::<ClientId>().map_err(|_| AppError::field("client_id", "is not a client id"))?),
         };
-        service::change_role(&state.db, &ctx, &access.principal, member, role, client_id).await
+        service::change_role(&state.db, &ctx, &access.principal, member, role, client_id).await.map_err(AppError::from)
     }
     .await;
     members_result(&state, csrf, &access, result).await
@@ -700,7 +707,9 @@ async fn member_permissions(
         only_fields(&body, &["grant", "deny"])?;
         let mut overrides: Vec<(Permission, bool)> = repeated(&body, "grant")?.into_iter().map(|p| (p, true)).collect();
         overrides.extend(repeated(&body, "deny")?.into_iter().map(|p| (p, false)));
-        service::set_member_overrides(&state.db, &ctx, &access.principal, member, &overrides).await
+        service::set_member_overrides(&state.db, &ctx, &access.principal, member, &overrides)
+            .await
+            .map_err(AppError::from)
     }
     .await;
     members_result(&state, csrf, &access, result).await
@@ -736,9 +745,9 @@ async fn member_permissions_page(
 ) -> AppResult<Response> {
     let member: UserId = parse_id(&member)?;
     let mut tx = OrgTx::begin(&state.db, &access.principal).await?;
-    let row = service::members(&mut tx).await?.into_iter().find(|m| m.user_id == member).ok_or(AppError::NotFound)?;
+    let row = service::members(&mut tx).await?.into_iter().find(|m| m.user_id == member).ok_or(AppError::not_found())?;
     if !crate::access::role::customizable(row.role) {
-        return Err(AppError::Conflict(format!(
+        return Err(AppError::conflict(format!(
             "{} permissions are fixed; only Managers and Members have individual permissions.",
             row.role.label()
         )));
@@ -800,7 +809,7 @@ async fn transfer(
     let result = async {
         let member: UserId = form.member.parse().map_err(|_| AppError::field("member", "choose a member"))?;
         confirm_sensitive_change(&state, &meta, &current, &Secret::new(form.current_password), &form.code).await?;
-        service::transfer_ownership(&state.db, &ctx, &access.principal, member).await
+        service::transfer_ownership(&state.db, &ctx, &access.principal, member).await.map_err(AppError::from)
     }
     .await;
     members_result(&state, csrf, &access, result).await
@@ -913,7 +922,7 @@ async fn upload_logo(
     }
     let result = match bytes {
         Some(b) => service::set_logo(&state.db, &ctx, &access.principal, &b).await,
-        None => Err(AppError::field("logo", "choose an image")),
+        None => Err(DomainError::field("logo", "choose an image")),
     };
     match result {
         Ok(()) => Ok(Redirect::to(&format!("/o/{}/settings", access.slug)).into_response()),
@@ -1090,7 +1099,9 @@ async fn save_security(
         };
         let require = form.require_two_factor.as_deref() == Some("on");
         confirm_sensitive_change(&state, &meta, &current, &Secret::new(form.current_password), &form.code).await?;
-        service::update_security(&state.db, &ctx, &access.principal, current.two_factor, timeout, require).await
+        service::update_security(&state.db, &ctx, &access.principal, current.two_factor, timeout, require)
+            .await
+            .map_err(AppError::from)
     }
     .await;
     match result {
@@ -1173,7 +1184,7 @@ async fn save_roles(
         let mut wanted = PermissionSet::of(&repeated(&body, "permission")?);
         wanted.insert(P::OrgAccess);
         let _ = default_permissions(role);
-        service::set_role_permissions(&state.db, &ctx, &access.principal, role, wanted).await
+        service::set_role_permissions(&state.db, &ctx, &access.principal, role, wanted).await.map_err(AppError::from)
     }
     .await;
     match result {
@@ -1292,6 +1303,7 @@ async fn accept_invitation(
             service::accept_invitation(&state.db, &ctx, &s.user, &s.email, &form.token)
                 .await
                 .map(|org| Redirect::to(&format!("/o/{}", org.slug)).into_response())
+                .map_err(AppError::from)
         }
         _ => {
             async {
@@ -1360,8 +1372,8 @@ async fn decline_invitation(
             paragraphs: vec!["Nothing else will happen; you can close this page."],
             link: None,
         }),
-        Err(AppError::BadRequest(_)) => invitation_gone(),
-        Err(e) => Err(e),
+        Err(DomainError::Malformed(_)) => invitation_gone(),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -1445,7 +1457,7 @@ async fn join_invitation(
     current: CurrentSession,
     Path(id): Path<String>,
 ) -> AppResult<Response> {
-    let id: uuid::Uuid = id.parse().map_err(|_| AppError::NotFound)?;
+    let id: uuid::Uuid = id.parse().map_err(|_| AppError::not_found())?;
     match service::accept_invitation_by_id(&state.db, &ctx, &current.user, id).await {
         Ok(org) => Ok(Redirect::to(&format!("/o/{}", org.slug)).into_response()),
         Err(e) => {

@@ -10,7 +10,7 @@ use crate::access::OrgPrincipal;
 use crate::access::OrgTx;
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::Db;
-use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::error::{DomainError, DomainResult};
 use crate::platform::ids::{ClientId, ContactId, OrgId};
 use crate::platform::keys::{At, Keyring, Scope};
 use crate::platform::types::Email;
@@ -103,18 +103,18 @@ pub struct ClientFilter {
 /// A client's or contact's email address, or none for an empty string. Only ASCII addresses, as
 /// written (`fields::EMAIL_OR_EMPTY_PATTERN`): the forms trim what people type before it gets
 /// here.
-fn clean_email(field: &str, v: Option<&str>) -> AppResult<Option<String>> {
+fn clean_email(field: &str, v: Option<&str>) -> DomainResult<Option<String>> {
     match v {
         None | Some("") => Ok(None),
         Some(e) if !e.is_ascii() || e.trim() != e => {
-            Err(AppError::field(field, "must be an email address like name@example.com"))
+            Err(DomainError::field(field, "must be an email address like name@example.com"))
         }
-        Some(e) => Email::parse(e).map(|e| Some(e.as_str().to_string())).map_err(|m| AppError::field(field, m)),
+        Some(e) => Email::parse(e).map(|e| Some(e.as_str().to_string())).map_err(|m| DomainError::field(field, m)),
     }
 }
 
-fn require_can(p: &OrgPrincipal, perm: crate::access::role::Permission) -> AppResult<()> {
-    if p.can(perm) { Ok(()) } else { Err(AppError::Forbidden(format!("Your role doesn't allow this ({perm})."))) }
+fn require_can(p: &OrgPrincipal, perm: crate::access::role::Permission) -> DomainResult<()> {
+    if p.can(perm) { Ok(()) } else { Err(DomainError::Forbidden(format!("Your role doesn't allow this ({perm})."))) }
 }
 
 /// The SQL condition for "client `alias` is visible", with the member filter as `$n`: a
@@ -127,14 +127,14 @@ pub(crate) fn client_visible(alias: &str, param: usize) -> String {
     )
 }
 
-pub async fn list(db: &Db, p: &OrgPrincipal, filter: &ClientFilter, page: Page) -> AppResult<(Vec<Client>, i64)> {
+pub async fn list(db: &Db, p: &OrgPrincipal, filter: &ClientFilter, page: Page) -> DomainResult<(Vec<Client>, i64)> {
     require_can(p, crate::access::role::Permission::ClientsRead)?;
     let member = super::member_filter(p)?;
     let status = match filter.status.as_deref().unwrap_or("active") {
         "active" => Some("active"),
         "archived" => Some("archived"),
         "all" => None,
-        _ => return Err(AppError::field("status", "must be active, archived or all")),
+        _ => return Err(DomainError::field("status", "must be active, archived or all")),
     };
     let q = filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty()).map(|q| format!("%{}%", like_escape(q)));
     let mut tx = OrgTx::begin(db, p).await?;
@@ -167,7 +167,7 @@ pub fn like_escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
-pub async fn get(db: &Db, p: &OrgPrincipal, id: ClientId) -> AppResult<Client> {
+pub async fn get(db: &Db, p: &OrgPrincipal, id: ClientId) -> DomainResult<Client> {
     require_can(p, crate::access::role::Permission::ClientsRead)?;
     let member = super::member_filter(p)?;
     let mut tx = OrgTx::begin(db, p).await?;
@@ -177,20 +177,20 @@ pub async fn get(db: &Db, p: &OrgPrincipal, id: ClientId) -> AppResult<Client> {
             .bind(member)
             .fetch_optional(&mut *tx)
             .await?
-            .ok_or(AppError::NotFound)?;
+            .ok_or(DomainError::NotFound)?;
     tx.commit().await?;
     Ok(c)
 }
 
-async fn fetch(tx: &mut OrgTx, id: ClientId) -> AppResult<Client> {
+async fn fetch(tx: &mut OrgTx, id: ClientId) -> DomainResult<Client> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM clients WHERE id = $1"))
         .bind(id)
         .fetch_optional(&mut **tx)
         .await?
-        .ok_or(AppError::NotFound)
+        .ok_or(DomainError::NotFound)
 }
 
-pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ClientInput) -> AppResult<Client> {
+pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ClientInput) -> DomainResult<Client> {
     require_can(p, crate::access::role::Permission::ClientsCreate)?;
     let name = fields::nonblank("name", &input.name, 200)?;
     let company = fields::text("company", input.company.as_deref().unwrap_or(""), 200)?;
@@ -226,7 +226,13 @@ fn snapshot(c: &Client) -> serde_json::Value {
     })
 }
 
-pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ClientId, input: &ClientUpdate) -> AppResult<Client> {
+pub async fn update(
+    db: &Db,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    id: ClientId,
+    input: &ClientUpdate,
+) -> DomainResult<Client> {
     require_can(p, crate::access::role::Permission::ClientsUpdate)?;
     let name = input.name.as_deref().map(|n| fields::nonblank("name", n, 200)).transpose()?;
     let company = input.company.as_deref().map(|c| fields::text("company", c, 200)).transpose()?;
@@ -269,7 +275,13 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ClientId, inpu
     Ok(after)
 }
 
-pub async fn set_archived(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ClientId, archived: bool) -> AppResult<Client> {
+pub async fn set_archived(
+    db: &Db,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    id: ClientId,
+    archived: bool,
+) -> DomainResult<Client> {
     require_can(p, crate::access::role::Permission::ClientsUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch(&mut tx, id).await?;
@@ -292,7 +304,7 @@ pub async fn set_archived(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ClientId
 }
 
 /// Deletes a client with no projects, invoices or portal users (archive it otherwise).
-pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ClientId) -> AppResult<()> {
+pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ClientId) -> DomainResult<()> {
     require_can(p, crate::access::role::Permission::ClientsDelete)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch(&mut tx, id).await?;
@@ -304,7 +316,7 @@ pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ClientId) -> A
     .fetch_one(&mut *tx)
     .await?;
     if in_use {
-        return Err(AppError::Conflict(
+        return Err(DomainError::Conflict(
             "This client has projects, invoices or portal users; archive it instead.".into(),
         ));
     }
@@ -364,10 +376,10 @@ pub fn open_contact_detail(
     column: &str,
     id: ContactId,
     sealed: &[u8],
-) -> AppResult<String> {
+) -> DomainResult<String> {
     let row = id.to_string();
-    let plain = keys.open(Scope::org(org), contact_at(column, &row), sealed, None).map_err(AppError::internal)?;
-    String::from_utf8(plain).map_err(AppError::internal)
+    let plain = keys.open(Scope::org(org), contact_at(column, &row), sealed, None).map_err(DomainError::internal)?;
+    String::from_utf8(plain).map_err(DomainError::internal)
 }
 
 /// Seals one detail of a contact with the organization's current data key.
@@ -378,15 +390,15 @@ pub fn seal_contact_detail(
     id: ContactId,
     version: u32,
     plain: Option<&str>,
-) -> AppResult<Option<Vec<u8>>> {
+) -> DomainResult<Option<Vec<u8>>> {
     let row = id.to_string();
     plain
         .map(|v| keys.seal_with_version(Scope::org(org), contact_at(column, &row), v.as_bytes(), version))
         .transpose()
-        .map_err(AppError::internal)
+        .map_err(DomainError::internal)
 }
 
-fn open_contact(keys: &Keyring, org: OrgId, c: StoredContact) -> AppResult<Contact> {
+fn open_contact(keys: &Keyring, org: OrgId, c: StoredContact) -> DomainResult<Contact> {
     let email = match &c.email_sealed {
         Some(s) => Some(open_contact_detail(keys, org, "email", c.id, s)?),
         None => c.email,
@@ -398,7 +410,7 @@ fn open_contact(keys: &Keyring, org: OrgId, c: StoredContact) -> AppResult<Conta
     Ok(Contact { id: c.id, client_id: c.client_id, name: c.name, email, phone, title: c.title })
 }
 
-pub async fn contacts(db: &Db, keys: &Keyring, p: &OrgPrincipal, client: ClientId) -> AppResult<Vec<Contact>> {
+pub async fn contacts(db: &Db, keys: &Keyring, p: &OrgPrincipal, client: ClientId) -> DomainResult<Vec<Contact>> {
     require_can(p, crate::access::role::Permission::ClientsRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch(&mut tx, client).await?;
@@ -420,7 +432,7 @@ pub async fn add_contact(
     p: &OrgPrincipal,
     client: ClientId,
     input: &ContactInput,
-) -> AppResult<Contact> {
+) -> DomainResult<Contact> {
     require_can(p, crate::access::role::Permission::ClientsUpdate)?;
     let name = fields::nonblank("name", input.name.as_deref().unwrap_or(""), 200)?;
     let email = clean_email("email", input.email.as_deref())?;
@@ -428,7 +440,7 @@ pub async fn add_contact(
     let title = fields::text("title", input.title.as_deref().unwrap_or(""), 200)?;
     let org = p.org_id();
     let id = ContactId::new();
-    let version = keys.current_version(Scope::org(org)).map_err(AppError::internal)?;
+    let version = keys.current_version(Scope::org(org)).map_err(DomainError::internal)?;
     let email_sealed = seal_contact_detail(keys, org, "email", id, version, email.as_deref())?;
     let phone_sealed = seal_contact_detail(keys, org, "phone", id, version, phone.as_deref())?;
     let mut tx = OrgTx::begin(db, p).await?;
@@ -466,7 +478,7 @@ pub async fn remove_contact(
     p: &OrgPrincipal,
     client: ClientId,
     contact: ContactId,
-) -> AppResult<()> {
+) -> DomainResult<()> {
     require_can(p, crate::access::role::Permission::ClientsUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let done = sqlx::query("DELETE FROM client_contacts WHERE id = $1 AND client_id = $2")
@@ -475,7 +487,7 @@ pub async fn remove_contact(
         .execute(&mut *tx)
         .await?;
     if done.rows_affected() == 0 {
-        return Err(AppError::NotFound);
+        return Err(DomainError::NotFound);
     }
     audit::record(
         &mut tx,

@@ -21,7 +21,7 @@ use crate::access::{OrgPrincipal, OrgTx, ProjectScope};
 use crate::mail::outbox::{self, Category, OutgoingMail};
 use crate::notify::{self, Kind};
 use crate::platform::db::Db;
-use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::error::{DomainError, DomainResult};
 use crate::platform::ids::{InvoiceId, OrgId, ProjectId, TaskId, UserId};
 
 // ---- My work ----
@@ -68,11 +68,11 @@ pub fn my_work_sql() -> String {
     )
 }
 
-pub async fn my_work(db: &Db, p: &OrgPrincipal, now: OffsetDateTime) -> AppResult<MyWork> {
+pub async fn my_work(db: &Db, p: &OrgPrincipal, now: OffsetDateTime) -> DomainResult<MyWork> {
     require(p, Permission::TasksRead)?;
     let member = member_filter(p)?;
     let Some(me) = p.on_behalf_of() else {
-        return Err(AppError::Forbidden("My work is a person's own list.".into()));
+        return Err(DomainError::Forbidden("My work is a person's own list.".into()));
     };
     let mut tx = OrgTx::begin(db, p).await?;
     let today = super::org_today(&mut tx, now).await?;
@@ -120,11 +120,11 @@ pub const PER_KIND: i64 = 20;
 /// The query as searched: control characters count as spaces (they separate words and mean
 /// nothing else), then trimmed; empty is no search (`None`); longer than `MAX_QUERY` is the
 /// field's fault. (NUL never gets here: the request is refused before routing.)
-pub fn parse_query(raw: &str) -> AppResult<Option<String>> {
+pub fn parse_query(raw: &str) -> DomainResult<Option<String>> {
     let q: String = raw.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     let q = q.trim();
     if q.chars().count() > MAX_QUERY {
-        return Err(AppError::field("q", format!("must be at most {MAX_QUERY} characters")));
+        return Err(DomainError::field("q", format!("must be at most {MAX_QUERY} characters")));
     }
     Ok((!q.is_empty()).then(|| q.to_string()))
 }
@@ -143,7 +143,7 @@ pub fn task_search_sql() -> String {
 /// Searches what the principal may see: the organization's clients, projects, tasks, comments
 /// and invoices inside, or the Client's own portal (shared projects, tasks and comments, sent
 /// invoices), each with the path of the page that shows it.
-pub async fn search(db: &Db, p: &OrgPrincipal, raw: &str) -> AppResult<Vec<Hit>> {
+pub async fn search(db: &Db, p: &OrgPrincipal, raw: &str) -> DomainResult<Vec<Hit>> {
     let Some(q) = parse_query(raw)? else { return Ok(Vec::new()) };
     let mut tx = OrgTx::begin(db, p).await?;
     let slug = org_slug(&mut tx).await?;
@@ -158,7 +158,7 @@ pub async fn search(db: &Db, p: &OrgPrincipal, raw: &str) -> AppResult<Vec<Hit>>
     Ok(hits)
 }
 
-async fn internal_search(tx: &mut OrgTx, p: &OrgPrincipal, slug: &str, q: &str) -> AppResult<Vec<Hit>> {
+async fn internal_search(tx: &mut OrgTx, p: &OrgPrincipal, slug: &str, q: &str) -> DomainResult<Vec<Hit>> {
     let member = member_filter(p)?;
     let mut hits: Vec<Hit> = Vec::new();
     let tsq = "websearch_to_tsquery('simple', $2)";
@@ -237,7 +237,7 @@ async fn portal_search(
     client: crate::platform::ids::ClientId,
     slug: &str,
     q: &str,
-) -> AppResult<Vec<Hit>> {
+) -> DomainResult<Vec<Hit>> {
     let tsq = "websearch_to_tsquery('simple', $2)";
     let shared = "p.client_id = $1 AND p.visible_to_client AND p.status <> 'archived'";
     let mut hits: Vec<Hit> = Vec::new();
@@ -341,7 +341,7 @@ pub async fn is_following(tx: &mut OrgTx, task: TaskId, user: UserId) -> Result<
 }
 
 /// Whether the person the principal acts for follows `task` (a task they may see).
-pub async fn following(db: &Db, p: &OrgPrincipal, task: TaskId) -> AppResult<bool> {
+pub async fn following(db: &Db, p: &OrgPrincipal, task: TaskId) -> DomainResult<bool> {
     let Some(me) = p.on_behalf_of() else { return Ok(false) };
     let mut tx = OrgTx::begin(db, p).await?;
     super::tasks::fetch_visible_task(&mut tx, p, task).await?;
@@ -351,10 +351,10 @@ pub async fn following(db: &Db, p: &OrgPrincipal, task: TaskId) -> AppResult<boo
 }
 
 /// Follows or unfollows a task the principal may see, for the person they act for.
-pub async fn set_following(db: &Db, p: &OrgPrincipal, task: TaskId, following: bool) -> AppResult<()> {
+pub async fn set_following(db: &Db, p: &OrgPrincipal, task: TaskId, following: bool) -> DomainResult<()> {
     require(p, Permission::TasksRead)?;
     let Some(me) = p.on_behalf_of() else {
-        return Err(AppError::Forbidden("Following is for people.".into()));
+        return Err(DomainError::Forbidden("Following is for people.".into()));
     };
     let mut tx = OrgTx::begin(db, p).await?;
     super::tasks::fetch_visible_task(&mut tx, p, task).await?;
@@ -484,7 +484,7 @@ async fn project_people(tx: &mut OrgTx, project: ProjectId, q: &str, limit: i64)
 }
 
 /// The people picker: who may be mentioned on the tasks of a project the principal may see.
-pub async fn mentionable(db: &Db, p: &OrgPrincipal, project: ProjectId, q: &str) -> AppResult<Vec<Person>> {
+pub async fn mentionable(db: &Db, p: &OrgPrincipal, project: ProjectId, q: &str) -> DomainResult<Vec<Person>> {
     require(p, Permission::CommentsCreate)?;
     let q: String = q.trim().chars().filter(|c| !c.is_control()).take(100).collect();
     let mut tx = OrgTx::begin(db, p).await?;

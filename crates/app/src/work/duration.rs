@@ -2,7 +2,7 @@
 //! bare whole number of minutes (`90`). The same parser serves the web forms and the API, so a
 //! duration that one accepts the other accepts too, with the same message when it doesn't.
 
-use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::error::{DomainError, DomainResult};
 
 /// The longest duration one time entry may hold: a day.
 pub const MAX_MINUTES: i32 = 24 * 60;
@@ -11,13 +11,13 @@ const HINT: &str = "must be a duration like 1:30, 1h30m, 1.5h or 90m";
 
 /// Parses `raw` into whole minutes, between 1 and 24 hours. Fractions of hours round to the
 /// nearest minute (`0.1h` is 6 minutes). Errors name `field`.
-pub fn parse(field: &str, raw: &str) -> AppResult<i32> {
-    let minutes = parse_minutes(raw).map_err(|e| AppError::field(field, e))?;
+pub fn parse(field: &str, raw: &str) -> DomainResult<i32> {
+    let minutes = parse_minutes(raw).map_err(|e| DomainError::field(field, e))?;
     if minutes <= 0 {
-        return Err(AppError::field(field, "must be more than zero"));
+        return Err(DomainError::field(field, "must be more than zero"));
     }
     if minutes > MAX_MINUTES as i64 {
-        return Err(AppError::field(field, "must be at most 24 hours"));
+        return Err(DomainError::field(field, "must be at most 24 hours"));
     }
     Ok(minutes as i32)
 }
@@ -117,7 +117,7 @@ mod tests {
 
     fn message(s: &str) -> String {
         match parse("duration", s) {
-            Err(AppError::Validation(v)) => {
+            Err(DomainError::Invalid(v)) => {
                 assert_eq!(v[0].field, "duration", "{s:?}");
                 v[0].message.clone()
             }
@@ -230,7 +230,7 @@ mod tests {
             let s: String = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
             match parse("d", &s) {
                 Ok(m) => assert!((1..=MAX_MINUTES).contains(&m), "{s:?} → {m}"),
-                Err(AppError::Validation(v)) => assert_eq!(v[0].field, "d"),
+                Err(DomainError::Invalid(v)) => assert_eq!(v[0].field, "d"),
                 Err(other) => panic!("{s:?}: {other:?}"),
             }
         }

@@ -23,7 +23,7 @@ use crate::access::OrgTx;
 use crate::access::role::Permission;
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::{Db, RegionId};
-use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::error::{DomainError, DomainResult};
 use crate::platform::ids::{FileId, OrgId, ProjectId, TaskId};
 use crate::platform::keys::{At, KeyError, Keyring, Scope};
 pub use crate::platform::storage::{S3StorageConfig, Sealed, Storage, StorageKind};
@@ -81,12 +81,12 @@ impl RegionStores {
     }
 
     /// The store of `region`.
-    pub fn of(&self, region: RegionId) -> AppResult<&Storage> {
+    pub fn of(&self, region: RegionId) -> DomainResult<&Storage> {
         self.stores
             .iter()
             .find(|(r, _)| *r == region)
             .map(|(_, s)| s)
-            .ok_or_else(|| AppError::internal(format!("no file store for region {region}")))
+            .ok_or_else(|| DomainError::internal(format!("no file store for region {region}")))
     }
 
     /// Every region with its store, the default first.
@@ -149,8 +149,9 @@ impl FileRow {
     /// The metadata with the name opened with `org`'s data key. A sealed name that does not
     /// open (moved from another row or organization, or its key destroyed) is an error, never
     /// shown as something else.
-    pub fn open(self, keys: &Keyring, org: OrgId) -> AppResult<FileMeta> {
-        let name = open_name(keys, org, self.id, self.name_sealed.as_deref(), self.name).map_err(AppError::internal)?;
+    pub fn open(self, keys: &Keyring, org: OrgId) -> DomainResult<FileMeta> {
+        let name =
+            open_name(keys, org, self.id, self.name_sealed.as_deref(), self.name).map_err(DomainError::internal)?;
         Ok(FileMeta {
             id: self.id,
             project_id: self.project_id,
@@ -170,7 +171,7 @@ impl FileRow {
 }
 
 /// Opens every row's name (lists).
-pub fn open_all(rows: Vec<FileRow>, keys: &Keyring, org: OrgId) -> AppResult<Vec<FileMeta>> {
+pub fn open_all(rows: Vec<FileRow>, keys: &Keyring, org: OrgId) -> DomainResult<Vec<FileMeta>> {
     rows.into_iter().map(|r| r.open(keys, org)).collect()
 }
 
@@ -251,11 +252,11 @@ pub fn detect_type(bytes: &[u8], name: &str) -> Option<&'static str> {
 }
 
 /// A file name safe to store and to put in a `Content-Disposition` header.
-pub fn clean_name(name: &str) -> AppResult<String> {
+pub fn clean_name(name: &str) -> DomainResult<String> {
     let base = name.rsplit(['/', '\\']).next().unwrap_or("");
     let cleaned: String = base.chars().filter(|c| !c.is_control() && *c != '"').collect::<String>().trim().to_string();
     if cleaned.is_empty() || cleaned == "." || cleaned == ".." {
-        return Err(AppError::field("file", "needs a file name"));
+        return Err(DomainError::field("file", "needs a file name"));
     }
     Ok(cleaned.chars().take(255).collect())
 }
@@ -286,18 +287,18 @@ pub async fn upload(
     ctx: &Context,
     p: &OrgPrincipal,
     up: Upload<'_>,
-) -> AppResult<FileMeta> {
+) -> DomainResult<FileMeta> {
     require(p, Permission::FilesUpload)?;
     let storage = storage.of(p.region())?;
     if up.bytes.is_empty() {
-        return Err(AppError::field("file", "is empty"));
+        return Err(DomainError::field("file", "is empty"));
     }
     if up.bytes.len() > max_bytes {
-        return Err(AppError::PayloadTooLarge);
+        return Err(DomainError::TooLarge);
     }
     let name = clean_name(up.name)?;
     let content_type = detect_type(&up.bytes, &name).ok_or_else(|| {
-        AppError::UnsupportedMediaType(
+        DomainError::UnsupportedType(
             "Only PDF, images (PNG, JPEG, GIF, WebP), Office documents, ZIP archives and text files can be uploaded."
                 .into(),
         )
@@ -314,11 +315,12 @@ pub async fn upload(
     let key = format!("{org}/{id}");
     let digest: [u8; 32] = Sha256::digest(&up.bytes).into();
     let row = id.to_string();
-    let sealed = Sealed::seal_with(keys, Scope::org(org), contents_at(&row), &up.bytes).map_err(AppError::internal)?;
+    let sealed =
+        Sealed::seal_with(keys, Scope::org(org), contents_at(&row), &up.bytes).map_err(DomainError::internal)?;
     // The name with the same data-key version as the contents.
-    let name_sealed = seal_name(keys, org, id, &name, sealed.key_version()).map_err(AppError::internal)?;
+    let name_sealed = seal_name(keys, org, id, &name, sealed.key_version()).map_err(DomainError::internal)?;
     let key_version = sealed.key_version().map(|v| v as i32);
-    storage.put(&key, sealed).await.map_err(AppError::internal)?;
+    storage.put(&key, sealed).await.map_err(DomainError::internal)?;
     let inserted = sqlx::query_as::<_, FileRow>(&format!(
         "INSERT INTO files AS f (organization_id, id, project_id, task_id, name_sealed, content_type, size_bytes, sha256, \
          storage_key, shared_with_client, uploaded_by, created_at, key_version) \
@@ -339,7 +341,7 @@ pub async fn upload(
     .bind(key_version)
     .fetch_one(&mut *tx)
     .await;
-    let meta = match inserted.map_err(AppError::from).and_then(|row| row.open(keys, org)) {
+    let meta = match inserted.map_err(DomainError::from).and_then(|row| row.open(keys, org)) {
         Ok(m) => m,
         Err(e) => {
             let _ = storage.delete(&key).await;
@@ -377,7 +379,7 @@ pub async fn list(
     p: &OrgPrincipal,
     f: &FileFilter,
     page: super::Page,
-) -> AppResult<Vec<FileMeta>> {
+) -> DomainResult<Vec<FileMeta>> {
     require(p, Permission::FilesRead)?;
     let member = member_filter(p)?;
     let project: Option<Uuid> =
@@ -402,7 +404,7 @@ pub async fn list(
 }
 
 /// The file's row and storage key, when the principal may see it.
-async fn fetch(tx: &mut OrgTx, p: &OrgPrincipal, id: FileId) -> AppResult<(FileRow, String)> {
+async fn fetch(tx: &mut OrgTx, p: &OrgPrincipal, id: FileId) -> DomainResult<(FileRow, String)> {
     let member = member_filter(p)?;
     let row: Option<(FileId, String)> = sqlx::query_as(&format!(
         "SELECT f.id, f.storage_key FROM files f JOIN projects p ON p.organization_id = f.organization_id AND p.id = f.project_id \
@@ -413,13 +415,13 @@ async fn fetch(tx: &mut OrgTx, p: &OrgPrincipal, id: FileId) -> AppResult<(FileR
     .bind(id)
     .fetch_optional(&mut **tx)
     .await?;
-    let (_, key) = row.ok_or(AppError::NotFound)?;
+    let (_, key) = row.ok_or(DomainError::NotFound)?;
     let meta =
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM files f WHERE f.id = $1")).bind(id).fetch_one(&mut **tx).await?;
     Ok((meta, key))
 }
 
-pub async fn get(db: &Db, keys: &Keyring, p: &OrgPrincipal, id: FileId) -> AppResult<FileMeta> {
+pub async fn get(db: &Db, keys: &Keyring, p: &OrgPrincipal, id: FileId) -> DomainResult<FileMeta> {
     require(p, Permission::FilesRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let (row, _) = fetch(&mut tx, p, id).await?;
@@ -428,10 +430,16 @@ pub async fn get(db: &Db, keys: &Keyring, p: &OrgPrincipal, id: FileId) -> AppRe
 }
 
 /// Reads and opens a file's contents (the caller has checked access through `fetch`).
-pub async fn read_contents(storage: &Storage, keys: &Keyring, org: OrgId, id: FileId, key: &str) -> AppResult<Vec<u8>> {
-    let sealed = storage.get(key).await.map_err(AppError::internal)?;
+pub async fn read_contents(
+    storage: &Storage,
+    keys: &Keyring,
+    org: OrgId,
+    id: FileId,
+    key: &str,
+) -> DomainResult<Vec<u8>> {
+    let sealed = storage.get(key).await.map_err(DomainError::internal)?;
     let row = id.to_string();
-    sealed.open_with(keys, Scope::org(org), contents_at(&row), &legacy_context(org, id)).map_err(AppError::internal)
+    sealed.open_with(keys, Scope::org(org), contents_at(&row), &legacy_context(org, id)).map_err(DomainError::internal)
 }
 
 /// Seals and stores a file's contents under `key` (an organization's import puts its files
@@ -455,7 +463,7 @@ pub async fn download(
     keys: &Keyring,
     p: &OrgPrincipal,
     id: FileId,
-) -> AppResult<(FileMeta, Vec<u8>)> {
+) -> DomainResult<(FileMeta, Vec<u8>)> {
     require(p, Permission::FilesRead)?;
     let storage = storage.of(p.region())?;
     let mut tx = OrgTx::begin(db, p).await?;
@@ -466,7 +474,7 @@ pub async fn download(
     Ok((meta, bytes))
 }
 
-pub async fn delete(db: &Db, storage: &RegionStores, ctx: &Context, p: &OrgPrincipal, id: FileId) -> AppResult<()> {
+pub async fn delete(db: &Db, storage: &RegionStores, ctx: &Context, p: &OrgPrincipal, id: FileId) -> DomainResult<()> {
     require(p, Permission::FilesDelete)?;
     let storage = storage.of(p.region())?;
     let mut tx = OrgTx::begin(db, p).await?;
@@ -500,7 +508,7 @@ pub async fn set_shared(
     p: &OrgPrincipal,
     id: FileId,
     shared: bool,
-) -> AppResult<FileMeta> {
+) -> DomainResult<FileMeta> {
     require(p, Permission::FilesUpload)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let (before, _) = fetch(&mut tx, p, id).await?;
@@ -509,7 +517,7 @@ pub async fn set_shared(
     let legacy = before.name_in_plaintext();
     let name = before.open(keys, p.org_id())?.name;
     let name_sealed =
-        if legacy { Some(seal_name(keys, p.org_id(), id, &name, None).map_err(AppError::internal)?) } else { None };
+        if legacy { Some(seal_name(keys, p.org_id(), id, &name, None).map_err(DomainError::internal)?) } else { None };
     let row: FileRow = sqlx::query_as(&format!(
         "UPDATE files AS f SET shared_with_client = $2, name = NULL, name_sealed = coalesce($3, f.name_sealed) \
          WHERE f.id = $1 RETURNING {COLUMNS}"
@@ -553,18 +561,18 @@ pub struct FileUpdate {
 /// A new name for a file, checked as the document's `file-name` says (`fields::FILE_NAME_PATTERN`)
 /// rather than cleaned like an upload's name: a name sent on its own is applied as given or
 /// refused. Surrounding white space is trimmed; a name of only dots and white space is none.
-pub fn new_name(name: &str) -> AppResult<String> {
+pub fn new_name(name: &str) -> DomainResult<String> {
     if name.chars().count() > 255 {
-        return Err(AppError::field("name", "is too long (at most 255 characters)"));
+        return Err(DomainError::field("name", "is too long (at most 255 characters)"));
     }
     if name.chars().any(|c| c.is_control() || matches!(c, '/' | '\\' | '"')) {
-        return Err(AppError::field(
+        return Err(DomainError::field(
             "name",
             "must not contain control characters, slashes, backslashes or double quotes",
         ));
     }
     if name.chars().all(|c| c == '.' || c.is_whitespace()) {
-        return Err(AppError::field("name", "needs a file name"));
+        return Err(DomainError::field("name", "needs a file name"));
     }
     Ok(name.trim().to_string())
 }
@@ -577,7 +585,7 @@ pub async fn update(
     p: &OrgPrincipal,
     id: FileId,
     input: &FileUpdate,
-) -> AppResult<FileMeta> {
+) -> DomainResult<FileMeta> {
     require(p, Permission::FilesUpload)?;
     let name = input.name.as_deref().map(new_name).transpose()?;
     let task: Option<Option<TaskId>> = match &input.task_id {
@@ -601,7 +609,7 @@ pub async fn update(
     // The name is sealed again whether or not it changed: a new nonce, the newest key, and no
     // plaintext left in a row written before names were sealed.
     let new_name = name.as_deref().unwrap_or(&before.name);
-    let name_sealed = seal_name(keys, p.org_id(), id, new_name, None).map_err(AppError::internal)?;
+    let name_sealed = seal_name(keys, p.org_id(), id, new_name, None).map_err(DomainError::internal)?;
     let after: FileRow = sqlx::query_as(&format!(
         "UPDATE files AS f SET name = NULL, name_sealed = $2, shared_with_client = $3, task_id = $4 WHERE f.id = $1 \
          RETURNING {COLUMNS}"
@@ -642,7 +650,7 @@ pub async fn issue_link(
     p: &OrgPrincipal,
     signing: LinkSigning<'_>,
     id: FileId,
-) -> AppResult<(FileMeta, String, OffsetDateTime)> {
+) -> DomainResult<(FileMeta, String, OffsetDateTime)> {
     let LinkSigning { base, key, minutes } = signing;
     require(p, Permission::FilesRead)?;
     let mut tx = OrgTx::begin(db, p).await?;

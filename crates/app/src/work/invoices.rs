@@ -15,7 +15,7 @@ use crate::access::OrgTx;
 use crate::access::role::Permission;
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::Db;
-use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::error::{DomainError, DomainResult};
 use crate::platform::ids::{ClientId, InvoiceId, ProjectId, TimeEntryId};
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -230,12 +230,12 @@ pub enum InvoiceAction {
 }
 
 impl InvoiceAction {
-    pub fn parse(field: &str, s: &str) -> AppResult<Self> {
+    pub fn parse(field: &str, s: &str) -> DomainResult<Self> {
         match s {
             "send" => Ok(Self::Send),
             "pay" => Ok(Self::Pay),
             "void" => Ok(Self::Void),
-            _ => Err(AppError::field(field, "must be send, pay or void")),
+            _ => Err(DomainError::field(field, "must be send, pay or void")),
         }
     }
 
@@ -257,22 +257,22 @@ impl InvoiceAction {
     }
 }
 
-fn check_currency(code: &str) -> AppResult<String> {
+fn check_currency(code: &str) -> DomainResult<String> {
     if crate::platform::currency::is_active(code) {
         Ok(code.to_string())
     } else {
-        Err(AppError::field("currency", "must be an active ISO 4217 currency code like EUR"))
+        Err(DomainError::field("currency", "must be an active ISO 4217 currency code like EUR"))
     }
 }
 
-fn check_tax(tax: i32) -> AppResult<i32> {
+fn check_tax(tax: i32) -> DomainResult<i32> {
     if !(0..=10_000).contains(&tax) {
-        return Err(AppError::field("tax_rate_bp", "must be between 0 and 10000 (basis points)"));
+        return Err(DomainError::field("tax_rate_bp", "must be between 0 and 10000 (basis points)"));
     }
     Ok(tax)
 }
 
-fn date_field(field: &str, v: Option<&str>) -> AppResult<Option<Date>> {
+fn date_field(field: &str, v: Option<&str>) -> DomainResult<Option<Date>> {
     v.map(|d| fields::date(field, d)).transpose()
 }
 
@@ -293,23 +293,26 @@ fn mul_div_round(a: i64, b: i64, d: i64) -> Option<i64> {
 }
 
 /// Computes line amounts and totals. Errors name the offending line.
-pub fn compute(lines: &mut [Line], tax_rate_bp: i32) -> AppResult<(i64, i64, i64)> {
+pub fn compute(lines: &mut [Line], tax_rate_bp: i32) -> DomainResult<(i64, i64, i64)> {
     let mut subtotal: i64 = 0;
     for (i, l) in lines.iter_mut().enumerate() {
         if l.quantity_milli <= 0 || l.quantity_milli > 1_000_000_000 {
-            return Err(AppError::field(&format!("lines[{i}].quantity_milli"), "must be between 1 and 1000000000"));
+            return Err(DomainError::field(&format!("lines[{i}].quantity_milli"), "must be between 1 and 1000000000"));
         }
         if l.unit_price_minor < 0 || l.unit_price_minor > 100_000_000_000 {
-            return Err(AppError::field(&format!("lines[{i}].unit_price_minor"), "must be between 0 and 100000000000"));
+            return Err(DomainError::field(
+                &format!("lines[{i}].unit_price_minor"),
+                "must be between 0 and 100000000000",
+            ));
         }
         l.amount_minor = mul_div_round(l.quantity_milli, l.unit_price_minor, 1000)
-            .ok_or_else(|| AppError::field(&format!("lines[{i}]"), "amount is too large"))?;
+            .ok_or_else(|| DomainError::field(&format!("lines[{i}]"), "amount is too large"))?;
         subtotal =
-            subtotal.checked_add(l.amount_minor).ok_or_else(|| AppError::field("lines", "total is too large"))?;
+            subtotal.checked_add(l.amount_minor).ok_or_else(|| DomainError::field("lines", "total is too large"))?;
     }
     let tax = mul_div_round(subtotal, tax_rate_bp as i64, 10_000)
-        .ok_or_else(|| AppError::field("lines", "total is too large"))?;
-    let total = subtotal.checked_add(tax).ok_or_else(|| AppError::field("lines", "total is too large"))?;
+        .ok_or_else(|| DomainError::field("lines", "total is too large"))?;
+    let total = subtotal.checked_add(tax).ok_or_else(|| DomainError::field("lines", "total is too large"))?;
     Ok((subtotal, tax, total))
 }
 
@@ -326,20 +329,20 @@ pub async fn list(
     p: &OrgPrincipal,
     f: &InvoiceFilter,
     page: Page,
-) -> AppResult<(Vec<Invoice>, i64)> {
+) -> DomainResult<(Vec<Invoice>, i64)> {
     require(p, Permission::InvoicesRead)?;
     let client: Option<ClientId> =
         f.client_id.as_deref().map(|s| fields::id_or_empty("client_id", s)).transpose()?.flatten();
     let status = match f.status.as_deref().filter(|s| !s.is_empty()) {
         Some(s) => Some(
             InvoiceStatus::parse(s)
-                .ok_or_else(|| AppError::field("status", "must be draft, sent, paid, void or overdue"))?
+                .ok_or_else(|| DomainError::field("status", "must be draft, sent, paid, void or overdue"))?
                 .as_str(),
         ),
         None => None,
     };
     if f.q.as_deref().is_some_and(|q| q.chars().count() > 200) {
-        return Err(AppError::field("q", "is too long (at most 200 characters)"));
+        return Err(DomainError::field("q", "is too long (at most 200 characters)"));
     }
     let q = f.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
     let pattern = q.map(|q| format!("%{}%", super::clients::like_escape(q)));
@@ -385,12 +388,12 @@ pub struct InvoiceDetail {
     pub client_name: String,
 }
 
-async fn fetch(tx: &mut OrgTx, id: InvoiceId) -> AppResult<Invoice> {
+async fn fetch(tx: &mut OrgTx, id: InvoiceId) -> DomainResult<Invoice> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM invoices i WHERE i.id = $1"))
         .bind(id)
         .fetch_optional(&mut **tx)
         .await?
-        .ok_or(AppError::NotFound)
+        .ok_or(DomainError::NotFound)
 }
 
 pub async fn lines(tx: &mut OrgTx, id: InvoiceId) -> Result<Vec<Line>, sqlx::Error> {
@@ -400,7 +403,7 @@ pub async fn lines(tx: &mut OrgTx, id: InvoiceId) -> Result<Vec<Line>, sqlx::Err
         .await
 }
 
-pub async fn detail_in(tx: &mut OrgTx, id: InvoiceId, today: Date) -> AppResult<InvoiceDetail> {
+pub async fn detail_in(tx: &mut OrgTx, id: InvoiceId, today: Date) -> DomainResult<InvoiceDetail> {
     let invoice = fetch(tx, id).await?;
     let lines = lines(tx, id).await?;
     let client_name: String = sqlx::query_scalar("SELECT name FROM clients WHERE id = $1")
@@ -410,7 +413,7 @@ pub async fn detail_in(tx: &mut OrgTx, id: InvoiceId, today: Date) -> AppResult<
     Ok(InvoiceDetail { invoice: shown_status(invoice, today), lines, client_name })
 }
 
-pub async fn get(db: &Db, now: OffsetDateTime, p: &OrgPrincipal, id: InvoiceId) -> AppResult<InvoiceDetail> {
+pub async fn get(db: &Db, now: OffsetDateTime, p: &OrgPrincipal, id: InvoiceId) -> DomainResult<InvoiceDetail> {
     require(p, Permission::InvoicesRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let today = super::org_today(&mut tx, now).await?;
@@ -419,9 +422,9 @@ pub async fn get(db: &Db, now: OffsetDateTime, p: &OrgPrincipal, id: InvoiceId) 
     Ok(d)
 }
 
-fn parse_lines(input: &[LineInput]) -> AppResult<Vec<Line>> {
+fn parse_lines(input: &[LineInput]) -> DomainResult<Vec<Line>> {
     if input.len() > 200 {
-        return Err(AppError::field("lines", "at most 200 lines"));
+        return Err(DomainError::field("lines", "at most 200 lines"));
     }
     input
         .iter()
@@ -470,7 +473,7 @@ fn snapshot(i: &Invoice) -> serde_json::Value {
     json!({ "number": i.number, "client_id": i.client_id, "status": i.status, "currency": i.currency, "total_minor": i.total_minor })
 }
 
-pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInput) -> AppResult<Invoice> {
+pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInput) -> DomainResult<Invoice> {
     require(p, Permission::InvoicesCreate)?;
     let client: ClientId = fields::id("client_id", &input.client_id)?;
     let currency = input.currency.as_deref().map(check_currency).transpose()?;
@@ -479,7 +482,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInp
     let due = date_field("due_date", input.due_date.as_deref())?;
     let terms = input.payment_terms_days.map(|d| fields::within("payment_terms_days", d, 0, 365)).transpose()?;
     if terms.is_some() && due.is_some() {
-        return Err(AppError::field("payment_terms_days", "give either payment terms or a due date, not both"));
+        return Err(DomainError::field("payment_terms_days", "give either payment terms or a due date, not both"));
     }
     let notes = fields::text("notes", input.notes.as_deref().unwrap_or(""), 5000)?;
     let mut lines = parse_lines(input.lines.as_deref().unwrap_or(&[]))?;
@@ -516,14 +519,14 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInp
     // The terms' days later, or the last day there is.
     let due = due.unwrap_or_else(|| issue.checked_add(Duration::days(terms.unwrap_or(30).into())).unwrap_or(Date::MAX));
     if due < issue {
-        return Err(AppError::field("due_date", "must not be before the issue date"));
+        return Err(DomainError::field("due_date", "must not be before the issue date"));
     }
     let client_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)")
         .bind(client)
         .fetch_one(&mut *tx)
         .await?;
     if !client_exists {
-        return Err(AppError::field("client_id", "no such client"));
+        return Err(DomainError::field("client_id", "no such client"));
     }
     let currency = match currency {
         Some(c) => c,
@@ -562,7 +565,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInp
 }
 
 /// The tax rate a new invoice starts with (Settings → Invoicing), for the new-invoice form.
-pub async fn default_tax_rate(db: &Db, p: &OrgPrincipal) -> AppResult<i32> {
+pub async fn default_tax_rate(db: &Db, p: &OrgPrincipal) -> DomainResult<i32> {
     require(p, Permission::InvoicesCreate)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let bp: i32 = sqlx::query_scalar("SELECT default_tax_rate_bp FROM organizations WHERE id = $1")
@@ -581,13 +584,13 @@ pub async fn update(
     p: &OrgPrincipal,
     id: InvoiceId,
     input: &InvoiceUpdate,
-) -> AppResult<Invoice> {
+) -> DomainResult<Invoice> {
     require(p, Permission::InvoicesUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch(&mut tx, id).await?;
     // Whatever the changes, a sent invoice says so first.
     if before.status != InvoiceStatus::Draft {
-        return Err(AppError::Conflict(
+        return Err(DomainError::Conflict(
             "Only draft invoices can be edited; void this one and create a new one.".into(),
         ));
     }
@@ -606,7 +609,7 @@ pub async fn update(
             .fetch_one(&mut *tx)
             .await?;
         if !exists {
-            return Err(AppError::field("client_id", "no such client"));
+            return Err(DomainError::field("client_id", "no such client"));
         }
     }
     let client = client.unwrap_or(before.client_id);
@@ -615,7 +618,7 @@ pub async fn update(
     let issue = issue.unwrap_or(before.issue_date);
     let due = due.unwrap_or(before.due_date);
     if due < issue {
-        return Err(AppError::field("due_date", "must not be before the issue date"));
+        return Err(DomainError::field("due_date", "must not be before the issue date"));
     }
     let notes = notes.unwrap_or_else(|| before.notes.clone());
     let mut lines = match new_lines {
@@ -658,7 +661,7 @@ pub async fn transition(
     p: &OrgPrincipal,
     id: InvoiceId,
     action: InvoiceAction,
-) -> AppResult<Invoice> {
+) -> DomainResult<Invoice> {
     require(p, Permission::InvoicesUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let invoice = transition_in(&mut tx, ctx, p, id, action).await?;
@@ -673,12 +676,12 @@ async fn transition_in(
     p: &OrgPrincipal,
     id: InvoiceId,
     action: InvoiceAction,
-) -> AppResult<Invoice> {
+) -> DomainResult<Invoice> {
     let before: Invoice = sqlx::query_as(&format!("SELECT {COLUMNS} FROM invoices i WHERE i.id = $1 FOR UPDATE"))
         .bind(id)
         .fetch_optional(&mut **tx)
         .await?
-        .ok_or(AppError::NotFound)?;
+        .ok_or(DomainError::NotFound)?;
     use InvoiceAction as A;
     use InvoiceStatus as S;
     let after: Invoice = match (action, before.status) {
@@ -689,7 +692,7 @@ async fn transition_in(
                     .fetch_one(&mut **tx)
                     .await?;
             if !has_lines {
-                return Err(AppError::Conflict("An invoice needs at least one line before it is sent.".into()));
+                return Err(DomainError::Conflict("An invoice needs at least one line before it is sent.".into()));
             }
             // The year of the sending, where the organization is.
             let year = super::org_today(tx, ctx.now).await?.year();
@@ -730,7 +733,7 @@ async fn transition_in(
             .await?
         }
         (_, current) => {
-            return Err(AppError::Conflict(format!("A {current} invoice can't be {}.", action.refused())));
+            return Err(DomainError::Conflict(format!("A {current} invoice can't be {}.", action.refused())));
         }
     };
     audit::record(
@@ -841,16 +844,16 @@ struct TimeFilterParsed {
     per_entry: bool,
 }
 
-fn parse_bill(input: &BillTime) -> AppResult<TimeFilterParsed> {
+fn parse_bill(input: &BillTime) -> DomainResult<TimeFilterParsed> {
     let entries = match &input.entry_ids {
         None => None,
-        Some(ids) if ids.is_empty() => return Err(AppError::field("entry_ids", "pick at least one entry")),
-        Some(ids) if ids.len() > 1000 => return Err(AppError::field("entry_ids", "at most 1000 entries at once")),
+        Some(ids) if ids.is_empty() => return Err(DomainError::field("entry_ids", "pick at least one entry")),
+        Some(ids) if ids.len() > 1000 => return Err(DomainError::field("entry_ids", "at most 1000 entries at once")),
         Some(ids) => Some(
             ids.iter()
                 .enumerate()
                 .map(|(i, s)| fields::id(&format!("entry_ids[{i}]"), s))
-                .collect::<AppResult<Vec<TimeEntryId>>>()?,
+                .collect::<DomainResult<Vec<TimeEntryId>>>()?,
         ),
     };
     let project = input.project_id.as_deref().map(|s| fields::id_or_empty("project_id", s)).transpose()?.flatten();
@@ -859,18 +862,18 @@ fn parse_bill(input: &BillTime) -> AppResult<TimeFilterParsed> {
     if let (Some(f), Some(t)) = (from, to)
         && t < f
     {
-        return Err(AppError::field("to", "must not be before from"));
+        return Err(DomainError::field("to", "must not be before from"));
     }
     let per_entry = match input.group.as_deref().unwrap_or("task") {
         "task" | "" => false,
         "entry" => true,
-        _ => return Err(AppError::field("group", "must be task or entry")),
+        _ => return Err(DomainError::field("group", "must be task or entry")),
     };
     Ok(TimeFilterParsed { entries, project, from, to, per_entry })
 }
 
 /// The invoice's client's billable time not yet billed (for picking), at most 500 entries.
-pub async fn unbilled(db: &Db, p: &OrgPrincipal, id: InvoiceId, input: &BillTime) -> AppResult<Vec<Unbilled>> {
+pub async fn unbilled(db: &Db, p: &OrgPrincipal, id: InvoiceId, input: &BillTime) -> DomainResult<Vec<Unbilled>> {
     require(p, Permission::InvoicesUpdate)?;
     let f = parse_bill(input)?;
     let mut tx = OrgTx::begin(db, p).await?;
@@ -901,7 +904,7 @@ pub async fn bill_time(
     p: &OrgPrincipal,
     id: InvoiceId,
     input: &BillTime,
-) -> AppResult<Invoice> {
+) -> DomainResult<Invoice> {
     require(p, Permission::InvoicesUpdate)?;
     let f = parse_bill(input)?;
     let mut tx = OrgTx::begin(db, p).await?;
@@ -909,9 +912,9 @@ pub async fn bill_time(
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?
-        .ok_or(AppError::NotFound)?;
+        .ok_or(DomainError::NotFound)?;
     if before.status != InvoiceStatus::Draft {
-        return Err(AppError::Conflict("Time can be added only to a draft invoice.".into()));
+        return Err(DomainError::Conflict("Time can be added only to a draft invoice.".into()));
     }
     let wanted = f.entries.as_ref().map(Vec::len);
     let rows: Vec<Unbilled> =
@@ -926,13 +929,13 @@ pub async fn bill_time(
     if let Some(n) = wanted
         && rows.len() != n
     {
-        return Err(AppError::Conflict(
+        return Err(DomainError::Conflict(
             "Some of this time is already billed (or is not billable time of this invoice's client); reload and pick again."
                 .into(),
         ));
     }
     if rows.is_empty() {
-        return Err(AppError::Conflict("There is no unbilled billable time of this client to add.".into()));
+        return Err(DomainError::Conflict("There is no unbilled billable time of this client to add.".into()));
     }
     // Lines: per entry, or per (project, task, rate) in the order first seen.
     let mut groups: Vec<(String, i64, i64, Vec<TimeEntryId>)> = Vec::new(); // (description, minutes, rate, entries)
@@ -959,7 +962,7 @@ pub async fn bill_time(
     let mut all = lines(&mut tx, id).await?;
     let first = all.len();
     if first + groups.len() > 200 {
-        return Err(AppError::field("entry_ids", "an invoice holds at most 200 lines; bill less at once"));
+        return Err(DomainError::field("entry_ids", "an invoice holds at most 200 lines; bill less at once"));
     }
     for (description, minutes, rate, _) in &groups {
         let description: String = description.chars().take(500).collect();
@@ -1031,7 +1034,7 @@ pub async fn email_invoice(
     id: InvoiceId,
     public_url: &str,
     why: Mailing,
-) -> AppResult<Option<String>> {
+) -> DomainResult<Option<String>> {
     require(p, Permission::InvoicesUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let to = email_invoice_in(&mut tx, ctx, id, public_url, why).await?;
@@ -1048,7 +1051,7 @@ pub async fn send_and_mail(
     p: &OrgPrincipal,
     id: InvoiceId,
     public_url: &str,
-) -> AppResult<Option<String>> {
+) -> DomainResult<Option<String>> {
     require(p, Permission::InvoicesUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;
     transition_in(&mut tx, ctx, p, id, InvoiceAction::Send).await?;
@@ -1064,10 +1067,10 @@ async fn email_invoice_in(
     id: InvoiceId,
     public_url: &str,
     why: Mailing,
-) -> AppResult<Option<String>> {
+) -> DomainResult<Option<String>> {
     let inv = fetch(tx, id).await?;
     if !matches!(inv.status, InvoiceStatus::Sent) {
-        return Err(AppError::Conflict(format!("A {} invoice isn't mailed to the client.", inv.status)));
+        return Err(DomainError::Conflict(format!("A {} invoice isn't mailed to the client.", inv.status)));
     }
     let (slug, org_name, client_name, to): (String, String, String, Option<String>) = sqlx::query_as(
         "SELECT o.slug, o.name, c.name, coalesce(nullif(c.email, ''), (SELECT k.email FROM client_contacts k \
@@ -1089,7 +1092,7 @@ async fn email_invoice_in(
         .await?
         .rows_affected();
         if reminded == 0 {
-            return Err(AppError::Conflict("A reminder of this invoice went out less than a day ago.".into()));
+            return Err(DomainError::Conflict("A reminder of this invoice went out less than a day ago.".into()));
         }
         audit::record(tx, ctx, Entry::new("invoice.reminded", "invoice", id).after(json!({ "to": to }))).await?;
     }
@@ -1141,7 +1144,7 @@ async fn email_invoice_in(
 
 /// Records that the invoice's client opened it (the first time only; an audit event and a
 /// notification then).
-pub async fn record_viewed(tx: &mut OrgTx, ctx: &Context, id: InvoiceId) -> AppResult<()> {
+pub async fn record_viewed(tx: &mut OrgTx, ctx: &Context, id: InvoiceId) -> DomainResult<()> {
     let first =
         sqlx::query("UPDATE invoices SET viewed_at = $2 WHERE id = $1 AND viewed_at IS NULL AND status <> 'draft'")
             .bind(id)
@@ -1162,12 +1165,12 @@ pub async fn record_viewed(tx: &mut OrgTx, ctx: &Context, id: InvoiceId) -> AppR
     Ok(())
 }
 
-pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: InvoiceId) -> AppResult<()> {
+pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: InvoiceId) -> DomainResult<()> {
     require(p, Permission::InvoicesDelete)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch(&mut tx, id).await?;
     if before.status != InvoiceStatus::Draft {
-        return Err(AppError::Conflict("Only drafts can be deleted; void a sent invoice instead.".into()));
+        return Err(DomainError::Conflict("Only drafts can be deleted; void a sent invoice instead.".into()));
     }
     sqlx::query("DELETE FROM invoices WHERE id = $1").bind(id).execute(&mut *tx).await?;
     audit::record(&mut tx, ctx, Entry::new("invoice.deleted", "invoice", id).before(snapshot(&before))).await?;
@@ -1176,9 +1179,9 @@ pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: InvoiceId) -> 
 }
 
 /// "12.5" → 12500 (thousandths); "12,50" is refused (use a dot).
-pub fn parse_decimal(field: &str, v: &str, scale: u32) -> AppResult<i64> {
+pub fn parse_decimal(field: &str, v: &str, scale: u32) -> DomainResult<i64> {
     let v = v.trim();
-    let err = || AppError::field(field, format!("must be a number with at most {scale} decimals, like 12.50"));
+    let err = || DomainError::field(field, format!("must be a number with at most {scale} decimals, like 12.50"));
     let (int, frac) = v.split_once('.').unwrap_or((v, ""));
     if int.is_empty() && frac.is_empty()
         || frac.len() > scale as usize

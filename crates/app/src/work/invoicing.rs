@@ -17,7 +17,7 @@ use crate::access::role::Permission;
 use crate::access::{OrgPrincipal, OrgTx};
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::Db;
-use crate::platform::http::error::{AppError, AppResult, FieldError};
+use crate::platform::error::{DomainError, DomainResult, FieldError};
 
 /// The highest hourly rate, in minor units (a billion in the major unit).
 pub const MAX_RATE_MINOR: i64 = 100_000_000_000;
@@ -62,21 +62,21 @@ pub struct InvoicingUpdate {
 }
 
 /// An hourly rate in minor units, within 0 to [`MAX_RATE_MINOR`].
-pub fn check_rate(field: &str, v: i64) -> AppResult<i64> {
+pub fn check_rate(field: &str, v: i64) -> DomainResult<i64> {
     if !(0..=MAX_RATE_MINOR).contains(&v) {
-        return Err(AppError::field(field, "must be between 0 and 1000000000.00 an hour"));
+        return Err(DomainError::field(field, "must be between 0 and 1000000000.00 an hour"));
     }
     Ok(v)
 }
 
 /// An hourly rate as people type it (`120.50`, `120`): minor units; empty for none.
-pub fn parse_rate(field: &str, typed: &str) -> AppResult<Option<i64>> {
+pub fn parse_rate(field: &str, typed: &str) -> DomainResult<Option<i64>> {
     let typed = typed.trim();
     if typed.is_empty() {
         return Ok(None);
     }
     let minor = parse_decimal(field, typed, 2)
-        .map_err(|_| AppError::field(field, "must be an amount like 120.50 (a dot before the cents)"))?;
+        .map_err(|_| DomainError::field(field, "must be an amount like 120.50 (a dot before the cents)"))?;
     check_rate(field, minor).map(Some)
 }
 
@@ -86,20 +86,20 @@ pub fn show_rate(minor: Option<i64>) -> String {
 }
 
 /// A tax rate as people type it (`19`, `7.5`): basis points, 0 to 10000.
-pub fn parse_percent(field: &str, typed: &str) -> AppResult<i32> {
+pub fn parse_percent(field: &str, typed: &str) -> DomainResult<i32> {
     let bp = parse_decimal(field, typed.trim(), 2)
-        .map_err(|_| AppError::field(field, "must be a percentage like 19 or 7.5"))?;
+        .map_err(|_| DomainError::field(field, "must be a percentage like 19 or 7.5"))?;
     if bp > 10_000 {
-        return Err(AppError::field(field, "must be between 0 and 100 percent"));
+        return Err(DomainError::field(field, "must be between 0 and 100 percent"));
     }
     Ok(bp as i32)
 }
 
-fn require(p: &OrgPrincipal) -> AppResult<()> {
+fn require(p: &OrgPrincipal) -> DomainResult<()> {
     if p.can(Permission::SettingsManage) {
         Ok(())
     } else {
-        Err(AppError::Forbidden("Only Owners and Admins change the invoicing settings.".into()))
+        Err(DomainError::Forbidden("Only Owners and Admins change the invoicing settings.".into()))
     }
 }
 
@@ -113,7 +113,7 @@ async fn read(tx: &mut OrgTx) -> Result<InvoicingSettings, sqlx::Error> {
     .await
 }
 
-pub async fn get(db: &Db, p: &OrgPrincipal) -> AppResult<InvoicingSettings> {
+pub async fn get(db: &Db, p: &OrgPrincipal) -> DomainResult<InvoicingSettings> {
     require(p)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let s = read(&mut tx).await?;
@@ -123,7 +123,12 @@ pub async fn get(db: &Db, p: &OrgPrincipal) -> AppResult<InvoicingSettings> {
 
 /// Checks every field given (all the faults at once, each naming its field), then writes them
 /// and the audit event (before and after) in one transaction.
-pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoicingUpdate) -> AppResult<InvoicingSettings> {
+pub async fn update(
+    db: &Db,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    input: &InvoicingUpdate,
+) -> DomainResult<InvoicingSettings> {
     require(p)?;
     let mut errors = Vec::new();
     let prefix = input.invoice_prefix.as_deref().map(str::trim);
@@ -154,7 +159,7 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoicingU
         errors.push(FieldError::new("currency", "must be an active ISO 4217 currency code like EUR"));
     }
     if !errors.is_empty() {
-        return Err(AppError::Validation(errors));
+        return Err(DomainError::Invalid(errors));
     }
     let mut tx = OrgTx::begin(db, p).await?;
     let before = read(&mut tx).await?;

@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use crate::access::OrgTx;
 use crate::access::{OrgPrincipal, ProjectScope};
-use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::error::{DomainError, DomainResult};
 
 /// Limit/offset pagination with a server-side cap.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, utoipa::IntoParams)]
@@ -52,13 +52,13 @@ impl Page {
 /// The query arguments that implement `ProjectScope` for internal (non-portal) queries: the
 /// user whose project memberships bound the result, and whether nothing is visible at all.
 /// Use with `($n::uuid IS NULL OR EXISTS (SELECT 1 FROM project_members …))`.
-pub fn member_filter(principal: &OrgPrincipal) -> AppResult<Option<Uuid>> {
+pub fn member_filter(principal: &OrgPrincipal) -> DomainResult<Option<Uuid>> {
     match principal.project_scope() {
         ProjectScope::All => Ok(None),
         ProjectScope::MemberOf(user) => Ok(Some(user.as_uuid())),
         // Internal pages and the API are not the portal.
         ProjectScope::Client(_) | ProjectScope::Nothing => {
-            Err(AppError::Forbidden("This is not available to your role.".into()))
+            Err(DomainError::Forbidden("This is not available to your role.".into()))
         }
     }
 }
@@ -88,13 +88,13 @@ pub async fn require_task_in_project(
     project: crate::platform::ids::ProjectId,
     field: &str,
     message: &str,
-) -> AppResult<()> {
+) -> DomainResult<()> {
     let same: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND project_id = $2)")
         .bind(task)
         .bind(project)
         .fetch_one(&mut **tx)
         .await?;
-    if same { Ok(()) } else { Err(AppError::field(field, message)) }
+    if same { Ok(()) } else { Err(DomainError::field(field, message)) }
 }
 
 /// The date it is for the transaction's organization (in its time zone) at `now`.

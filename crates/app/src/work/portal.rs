@@ -15,17 +15,17 @@ use crate::access::OrgTx;
 use crate::access::role::Permission;
 use crate::access::{OrgPrincipal, ProjectScope};
 use crate::platform::db::Db;
-use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::error::{DomainError, DomainResult};
 use crate::platform::ids::{ClientId, FileId, InvoiceId, ProjectId};
 use crate::platform::keys::Keyring;
 
-fn client_of(p: &OrgPrincipal) -> AppResult<ClientId> {
+fn client_of(p: &OrgPrincipal) -> DomainResult<ClientId> {
     if !p.can(Permission::PortalRead) {
-        return Err(AppError::Forbidden("The portal is for client users.".into()));
+        return Err(DomainError::Forbidden("The portal is for client users.".into()));
     }
     match p.project_scope() {
         ProjectScope::Client(c) => Ok(c),
-        _ => Err(AppError::Forbidden("The portal is for client users.".into())),
+        _ => Err(DomainError::Forbidden("The portal is for client users.".into())),
     }
 }
 
@@ -38,7 +38,7 @@ pub struct PortalHome {
 
 const VISIBLE_PROJECT: &str = "p.client_id = $1 AND p.visible_to_client AND p.status <> 'archived'";
 
-pub async fn home(db: &Db, now: OffsetDateTime, p: &OrgPrincipal) -> AppResult<PortalHome> {
+pub async fn home(db: &Db, now: OffsetDateTime, p: &OrgPrincipal) -> DomainResult<PortalHome> {
     let client = client_of(p)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let today = super::org_today(&mut tx, now).await?;
@@ -70,16 +70,16 @@ pub struct PortalProject {
     pub files: Vec<FileMeta>,
 }
 
-async fn visible_project(tx: &mut OrgTx, client: ClientId, id: ProjectId) -> AppResult<Project> {
+async fn visible_project(tx: &mut OrgTx, client: ClientId, id: ProjectId) -> DomainResult<Project> {
     sqlx::query_as(&format!("SELECT {} FROM projects p WHERE p.id = $2 AND {VISIBLE_PROJECT}", projects::COLUMNS))
         .bind(client)
         .bind(id)
         .fetch_optional(&mut **tx)
         .await?
-        .ok_or(AppError::NotFound)
+        .ok_or(DomainError::NotFound)
 }
 
-pub async fn project(db: &Db, keys: &Keyring, p: &OrgPrincipal, id: ProjectId) -> AppResult<PortalProject> {
+pub async fn project(db: &Db, keys: &Keyring, p: &OrgPrincipal, id: ProjectId) -> DomainResult<PortalProject> {
     let client = client_of(p)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let project = visible_project(&mut tx, client, id).await?;
@@ -121,7 +121,7 @@ pub async fn invoice(
     ctx: &crate::audit::Context,
     p: &OrgPrincipal,
     id: InvoiceId,
-) -> AppResult<InvoiceDetail> {
+) -> DomainResult<InvoiceDetail> {
     let client = client_of(p)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let today = super::org_today(&mut tx, ctx.now).await?;
@@ -133,7 +133,7 @@ pub async fn invoice(
     .fetch_one(&mut *tx)
     .await?;
     if !mine {
-        return Err(AppError::NotFound);
+        return Err(DomainError::NotFound);
     }
     invoices::record_viewed(&mut tx, ctx, id).await?;
     let d = invoices::detail_in(&mut tx, id, today).await?;
@@ -148,7 +148,7 @@ pub async fn download(
     keys: &Keyring,
     p: &OrgPrincipal,
     id: FileId,
-) -> AppResult<(FileMeta, Vec<u8>)> {
+) -> DomainResult<(FileMeta, Vec<u8>)> {
     let client = client_of(p)?;
     let storage = storage.of(p.region())?;
     let mut tx = OrgTx::begin(db, p).await?;
@@ -160,7 +160,7 @@ pub async fn download(
     .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
-    let (key,) = row.ok_or(AppError::NotFound)?;
+    let (key,) = row.ok_or(DomainError::NotFound)?;
     let row: files::FileRow = sqlx::query_as(&format!("SELECT {} FROM files f WHERE f.id = $1", files::COLUMNS))
         .bind(id)
         .fetch_one(&mut *tx)

@@ -12,7 +12,7 @@ use crate::access::OrgTx;
 use crate::access::role::Permission;
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::Db;
-use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::error::{DomainError, DomainResult};
 use crate::platform::ids::{ClientId, ColumnId, OrgId, ProjectId, UserId};
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -148,38 +148,38 @@ pub struct ProjectFilter {
 
 pub const STATUSES: [&str; 5] = ["planned", "active", "on_hold", "completed", "archived"];
 
-pub(crate) fn require(p: &OrgPrincipal, perm: Permission) -> AppResult<()> {
-    if p.can(perm) { Ok(()) } else { Err(AppError::Forbidden(format!("Your role doesn't allow this ({perm})."))) }
+pub(crate) fn require(p: &OrgPrincipal, perm: Permission) -> DomainResult<()> {
+    if p.can(perm) { Ok(()) } else { Err(DomainError::Forbidden(format!("Your role doesn't allow this ({perm})."))) }
 }
 
-fn parse_client(v: Option<&str>) -> AppResult<Option<ClientId>> {
+fn parse_client(v: Option<&str>) -> DomainResult<Option<ClientId>> {
     v.map(|v| fields::id_or_empty("client_id", v)).transpose().map(Option::flatten)
 }
 
 /// A start date not after the due date.
-fn check_dates(start: Option<Date>, due: Option<Date>) -> AppResult<()> {
+fn check_dates(start: Option<Date>, due: Option<Date>) -> DomainResult<()> {
     match (start, due) {
-        (Some(s), Some(d)) if d < s => Err(AppError::field("due_date", "must not be before the start date")),
+        (Some(s), Some(d)) if d < s => Err(DomainError::field("due_date", "must not be before the start date")),
         _ => Ok(()),
     }
 }
 
-fn date_field(field: &str, v: Option<&str>) -> AppResult<Option<Date>> {
+fn date_field(field: &str, v: Option<&str>) -> DomainResult<Option<Date>> {
     v.map(|v| fields::date_or_empty(field, v)).transpose().map(Option::flatten)
 }
 
-fn check_budget(budget: Option<i64>) -> AppResult<Option<i64>> {
+fn check_budget(budget: Option<i64>) -> DomainResult<Option<i64>> {
     budget.map(|b| fields::within("budget_minor", b, 0, MAX_BUDGET)).transpose()
 }
 
-pub async fn list(db: &Db, p: &OrgPrincipal, f: &ProjectFilter, page: Page) -> AppResult<(Vec<Project>, i64)> {
+pub async fn list(db: &Db, p: &OrgPrincipal, f: &ProjectFilter, page: Page) -> DomainResult<(Vec<Project>, i64)> {
     require(p, Permission::ProjectsRead)?;
     let member = member_filter(p)?;
     let status = match f.status.as_deref() {
         None | Some("") => None,
         Some("all") => Some("all".to_string()),
         Some(s) if STATUSES.contains(&s) => Some(s.to_string()),
-        Some(_) => return Err(AppError::field("status", "is not a project status")),
+        Some(_) => return Err(DomainError::field("status", "is not a project status")),
     };
     let client = parse_client(f.client_id.as_deref())?;
     let q =
@@ -216,17 +216,17 @@ pub async fn list(db: &Db, p: &OrgPrincipal, f: &ProjectFilter, page: Page) -> A
 }
 
 /// A project the principal may see (404 otherwise, including other organizations').
-pub async fn fetch_visible(tx: &mut OrgTx, p: &OrgPrincipal, id: ProjectId) -> AppResult<Project> {
+pub async fn fetch_visible(tx: &mut OrgTx, p: &OrgPrincipal, id: ProjectId) -> DomainResult<Project> {
     let member = member_filter(p)?;
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM projects p WHERE p.id = $2 AND {}", project_visible("p", 1)))
         .bind(member)
         .bind(id)
         .fetch_optional(&mut **tx)
         .await?
-        .ok_or(AppError::NotFound)
+        .ok_or(DomainError::NotFound)
 }
 
-pub async fn get(db: &Db, p: &OrgPrincipal, id: ProjectId) -> AppResult<Project> {
+pub async fn get(db: &Db, p: &OrgPrincipal, id: ProjectId) -> DomainResult<Project> {
     require(p, Permission::ProjectsRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let project = fetch_visible(&mut tx, p, id).await?;
@@ -242,7 +242,7 @@ fn snapshot(p: &Project) -> serde_json::Value {
     })
 }
 
-async fn check_client(tx: &mut OrgTx, client: Option<ClientId>) -> AppResult<()> {
+async fn check_client(tx: &mut OrgTx, client: Option<ClientId>) -> DomainResult<()> {
     if let Some(c) = client {
         let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)")
             .bind(c)
@@ -250,7 +250,7 @@ async fn check_client(tx: &mut OrgTx, client: Option<ClientId>) -> AppResult<()>
             .await?;
         if !exists {
             // A client of another organization looks exactly like a missing one.
-            return Err(AppError::field("client_id", "no such client"));
+            return Err(DomainError::field("client_id", "no such client"));
         }
     }
     Ok(())
@@ -260,7 +260,7 @@ async fn check_client(tx: &mut OrgTx, client: Option<ClientId>) -> AppResult<()>
 /// column's).
 pub const DEFAULT_COLUMNS: [(&str, &str); 3] = [("To do", "todo"), ("In progress", "in_progress"), ("Done", "done")];
 
-pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ProjectInput) -> AppResult<Project> {
+pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ProjectInput) -> DomainResult<Project> {
     require(p, Permission::ProjectsCreate)?;
     let name = fields::nonblank("name", &input.name, 200)?;
     let description = fields::text("description", input.description.as_deref().unwrap_or(""), 20000)?;
@@ -332,7 +332,7 @@ pub async fn update(
     p: &OrgPrincipal,
     id: ProjectId,
     input: &ProjectUpdate,
-) -> AppResult<Project> {
+) -> DomainResult<Project> {
     require(p, Permission::ProjectsUpdate)?;
     let name = input.name.as_deref().map(|n| fields::nonblank("name", n, 200)).transpose()?;
     let description = input.description.as_deref().map(|d| fields::text("description", d, 20000)).transpose()?;
@@ -388,7 +388,7 @@ pub async fn update(
 }
 
 /// Deletes a project with its tasks, board and time; refused while it still has files.
-pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ProjectId) -> AppResult<()> {
+pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ProjectId) -> DomainResult<()> {
     require(p, Permission::ProjectsDelete)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch_visible(&mut tx, p, id).await?;
@@ -397,7 +397,7 @@ pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ProjectId) -> 
         .fetch_one(&mut *tx)
         .await?;
     if files {
-        return Err(AppError::Conflict("Delete the project's files first, or archive the project.".into()));
+        return Err(DomainError::Conflict("Delete the project's files first, or archive the project.".into()));
     }
     sqlx::query("DELETE FROM projects WHERE id = $1").bind(id).execute(&mut *tx).await?;
     audit::record(&mut tx, ctx, Entry::new("project.deleted", "project", id).before(snapshot(&before))).await?;
@@ -417,7 +417,7 @@ pub struct ProjectMember {
     pub hourly_rate_minor: Option<i64>,
 }
 
-pub async fn members(db: &Db, p: &OrgPrincipal, id: ProjectId) -> AppResult<Vec<ProjectMember>> {
+pub async fn members(db: &Db, p: &OrgPrincipal, id: ProjectId) -> DomainResult<Vec<ProjectMember>> {
     require(p, Permission::ProjectsRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible(&mut tx, p, id).await?;
@@ -433,7 +433,7 @@ pub async fn members(db: &Db, p: &OrgPrincipal, id: ProjectId) -> AppResult<Vec<
     Ok(rows)
 }
 
-pub async fn add_member(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ProjectId, user: UserId) -> AppResult<()> {
+pub async fn add_member(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ProjectId, user: UserId) -> DomainResult<()> {
     require(p, Permission::ProjectsUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible(&mut tx, p, id).await?;
@@ -443,8 +443,8 @@ pub async fn add_member(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ProjectId,
             .fetch_optional(&mut *tx)
             .await?;
     match role.as_deref() {
-        None => return Err(AppError::field("user_id", "is not an active member of this organization")),
-        Some("client") => return Err(AppError::field("user_id", "Client users see projects through the portal")),
+        None => return Err(DomainError::field("user_id", "is not an active member of this organization")),
+        Some("client") => return Err(DomainError::field("user_id", "Client users see projects through the portal")),
         Some(_) => {}
     }
     sqlx::query(
@@ -471,7 +471,7 @@ pub async fn set_member_rate(
     id: ProjectId,
     user: UserId,
     rate: Option<i64>,
-) -> AppResult<()> {
+) -> DomainResult<()> {
     require(p, Permission::ProjectsUpdate)?;
     let rate = rate.map(|r| super::invoicing::check_rate("hourly_rate_minor", r)).transpose()?;
     let mut tx = OrgTx::begin(db, p).await?;
@@ -484,7 +484,7 @@ pub async fn set_member_rate(
     .fetch_optional(&mut *tx)
     .await?;
     let Some(before) = before else {
-        return Err(AppError::field("user_id", "is not a member of this project"));
+        return Err(DomainError::field("user_id", "is not a member of this project"));
     };
     sqlx::query("UPDATE project_members SET hourly_rate_minor = $3 WHERE project_id = $1 AND user_id = $2")
         .bind(id)
@@ -504,7 +504,7 @@ pub async fn set_member_rate(
     Ok(())
 }
 
-pub async fn remove_member(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ProjectId, user: UserId) -> AppResult<()> {
+pub async fn remove_member(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ProjectId, user: UserId) -> DomainResult<()> {
     require(p, Permission::ProjectsUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible(&mut tx, p, id).await?;
@@ -514,7 +514,7 @@ pub async fn remove_member(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Project
         .execute(&mut *tx)
         .await?;
     if done.rows_affected() == 0 {
-        return Err(AppError::NotFound);
+        return Err(DomainError::NotFound);
     }
     // Their task assignments in this project go with them.
     sqlx::query(
@@ -551,7 +551,7 @@ pub async fn columns(tx: &mut OrgTx, project: ProjectId) -> Result<Vec<Column>, 
     .await
 }
 
-pub async fn list_columns(db: &Db, p: &OrgPrincipal, project: ProjectId) -> AppResult<Vec<Column>> {
+pub async fn list_columns(db: &Db, p: &OrgPrincipal, project: ProjectId) -> DomainResult<Vec<Column>> {
     require(p, Permission::ProjectsRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible(&mut tx, p, project).await?;
@@ -560,7 +560,13 @@ pub async fn list_columns(db: &Db, p: &OrgPrincipal, project: ProjectId) -> AppR
     Ok(c)
 }
 
-pub async fn add_column(db: &Db, ctx: &Context, p: &OrgPrincipal, project: ProjectId, name: &str) -> AppResult<Column> {
+pub async fn add_column(
+    db: &Db,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    project: ProjectId,
+    name: &str,
+) -> DomainResult<Column> {
     add_column_with_status(db, ctx, p, project, name, None).await
 }
 
@@ -572,7 +578,7 @@ pub async fn add_column_with_status(
     project: ProjectId,
     name: &str,
     status: Option<&str>,
-) -> AppResult<Column> {
+) -> DomainResult<Column> {
     require(p, Permission::ProjectsUpdate)?;
     let name = fields::nonblank("name", name, 100)?;
     let status = match status.filter(|s| !s.is_empty()) {
@@ -627,12 +633,12 @@ pub async fn move_column(
     project: ProjectId,
     column: ColumnId,
     delta: i32,
-) -> AppResult<()> {
+) -> DomainResult<()> {
     require(p, Permission::ProjectsUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible(&mut tx, p, project).await?;
     let mut cols = columns(&mut tx, project).await?;
-    let i = cols.iter().position(|c| c.id == column).ok_or(AppError::NotFound)?;
+    let i = cols.iter().position(|c| c.id == column).ok_or(DomainError::NotFound)?;
     let j = i as i64 + delta.signum() as i64;
     if j < 0 || j >= cols.len() as i64 {
         return Ok(());
@@ -661,7 +667,7 @@ pub async fn delete_column(
     p: &OrgPrincipal,
     project: ProjectId,
     column: ColumnId,
-) -> AppResult<()> {
+) -> DomainResult<()> {
     require(p, Permission::ProjectsUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible(&mut tx, p, project).await?;
@@ -670,7 +676,7 @@ pub async fn delete_column(
         .fetch_one(&mut *tx)
         .await?;
     if used {
-        return Err(AppError::Conflict("Move this column's tasks elsewhere first.".into()));
+        return Err(DomainError::Conflict("Move this column's tasks elsewhere first.".into()));
     }
     let done = sqlx::query("DELETE FROM board_columns WHERE id = $1 AND project_id = $2")
         .bind(column)
@@ -678,7 +684,7 @@ pub async fn delete_column(
         .execute(&mut *tx)
         .await?;
     if done.rows_affected() == 0 {
-        return Err(AppError::NotFound);
+        return Err(DomainError::NotFound);
     }
     audit::record(
         &mut tx,

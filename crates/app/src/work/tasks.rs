@@ -13,7 +13,7 @@ use crate::access::OrgTx;
 use crate::access::role::Permission;
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::Db;
-use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::error::{DomainError, DomainResult};
 use crate::platform::ids::{ColumnId, CommentId, OrgId, ProjectId, TaskId, UserId};
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -166,11 +166,11 @@ impl TaskStatus {
     }
 
     /// A status named in `field` of a form, a filter or a JSON body.
-    pub fn parse(field: &str, s: &str) -> AppResult<Self> {
+    pub fn parse(field: &str, s: &str) -> DomainResult<Self> {
         Self::ALL
             .into_iter()
             .find(|v| v.as_str() == s)
-            .ok_or_else(|| AppError::field(field, "must be todo, in_progress, blocked or done"))
+            .ok_or_else(|| DomainError::field(field, "must be todo, in_progress, blocked or done"))
     }
 }
 
@@ -199,7 +199,7 @@ pub struct TaskFilter {
     pub q: Option<String>,
 }
 
-fn optional_id<T: std::str::FromStr>(field: &str, v: Option<&str>) -> AppResult<Option<T>> {
+fn optional_id<T: std::str::FromStr>(field: &str, v: Option<&str>) -> DomainResult<Option<T>> {
     v.map(|v| fields::id_or_empty(field, v)).transpose().map(Option::flatten)
 }
 
@@ -273,7 +273,7 @@ pub fn list_sql(shape: &ListShape) -> String {
     sql
 }
 
-pub async fn list(db: &Db, p: &OrgPrincipal, f: &TaskFilter, page: Page) -> AppResult<Vec<Task>> {
+pub async fn list(db: &Db, p: &OrgPrincipal, f: &TaskFilter, page: Page) -> DomainResult<Vec<Task>> {
     require(p, Permission::TasksRead)?;
     let member = member_filter(p)?;
     let project: Option<ProjectId> = optional_id("project_id", f.project_id.as_deref())?;
@@ -321,7 +321,7 @@ pub async fn list(db: &Db, p: &OrgPrincipal, f: &TaskFilter, page: Page) -> AppR
 }
 
 /// A task the principal may see (404 otherwise).
-pub async fn fetch_visible_task(tx: &mut OrgTx, p: &OrgPrincipal, id: TaskId) -> AppResult<Task> {
+pub async fn fetch_visible_task(tx: &mut OrgTx, p: &OrgPrincipal, id: TaskId) -> DomainResult<Task> {
     let member = member_filter(p)?;
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM tasks t JOIN projects p ON p.organization_id = t.organization_id AND p.id = t.project_id \
@@ -332,7 +332,7 @@ pub async fn fetch_visible_task(tx: &mut OrgTx, p: &OrgPrincipal, id: TaskId) ->
     .bind(id)
     .fetch_optional(&mut **tx)
     .await?
-    .ok_or(AppError::NotFound)
+    .ok_or(DomainError::NotFound)
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -344,7 +344,7 @@ pub struct TaskDetail {
     pub subtasks: Vec<Task>,
 }
 
-pub async fn get(db: &Db, p: &OrgPrincipal, id: TaskId) -> AppResult<TaskDetail> {
+pub async fn get(db: &Db, p: &OrgPrincipal, id: TaskId) -> DomainResult<TaskDetail> {
     require(p, Permission::TasksRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let task = fetch_visible_task(&mut tx, p, id).await?;
@@ -368,7 +368,7 @@ pub async fn assignees(tx: &mut OrgTx, task: TaskId) -> Result<Vec<UserId>, sqlx
 
 /// Checks that every user may be assigned in `project`: an active, non-Client member who sees
 /// every project (Owner, Admin, Manager) or belongs to this one.
-async fn check_assignees(tx: &mut OrgTx, project: ProjectId, users: &[UserId]) -> AppResult<()> {
+async fn check_assignees(tx: &mut OrgTx, project: ProjectId, users: &[UserId]) -> DomainResult<()> {
     for u in users {
         let ok: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM memberships m WHERE m.user_id = $1 AND m.status = 'active' AND m.role <> 'client' \
@@ -380,22 +380,22 @@ async fn check_assignees(tx: &mut OrgTx, project: ProjectId, users: &[UserId]) -
         .fetch_one(&mut **tx)
         .await?;
         if !ok {
-            return Err(AppError::field("assignees", format!("{u} is not a member with access to this project")));
+            return Err(DomainError::field("assignees", format!("{u} is not a member with access to this project")));
         }
     }
     Ok(())
 }
 
-fn parse_users(v: &[String]) -> AppResult<Vec<UserId>> {
+fn parse_users(v: &[String]) -> DomainResult<Vec<UserId>> {
     if v.len() > 20 {
-        return Err(AppError::field("assignees", "at most 20"));
+        return Err(DomainError::field("assignees", "at most 20"));
     }
     let mut out: Vec<UserId> = v
         .iter()
         .map(|s| {
-            fields::id::<UserId>("assignees", s).map_err(|_| AppError::field("assignees", "contains an invalid id"))
+            fields::id::<UserId>("assignees", s).map_err(|_| DomainError::field("assignees", "contains an invalid id"))
         })
-        .collect::<AppResult<_>>()?;
+        .collect::<DomainResult<_>>()?;
     out.sort();
     out.dedup();
     Ok(out)
@@ -409,7 +409,7 @@ async fn column_for(
     project: ProjectId,
     column: Option<ColumnId>,
     status: Option<TaskStatus>,
-) -> AppResult<ColumnId> {
+) -> DomainResult<ColumnId> {
     match column {
         Some(c) => {
             let found: Option<TaskStatus> =
@@ -418,9 +418,10 @@ async fn column_for(
                     .bind(project)
                     .fetch_optional(&mut **tx)
                     .await?;
-            let column_status = found.ok_or_else(|| AppError::field("column_id", "is not a column of this project"))?;
+            let column_status =
+                found.ok_or_else(|| DomainError::field("column_id", "is not a column of this project"))?;
             match status {
-                Some(s) if s != column_status => Err(AppError::field(
+                Some(s) if s != column_status => Err(DomainError::field(
                     "status",
                     format!("is the task's column: this column means \"{column_status}\""),
                 )),
@@ -438,9 +439,9 @@ async fn column_for(
             .await?;
             found.ok_or_else(|| match status {
                 Some(_) => {
-                    AppError::field("status", "has no column on this project's board; add a column for it first")
+                    DomainError::field("status", "has no column on this project's board; add a column for it first")
                 }
-                None => AppError::field("column_id", "this project has no board column"),
+                None => DomainError::field("column_id", "this project has no board column"),
             })
         }
     }
@@ -492,7 +493,7 @@ fn snapshot(t: &Task) -> serde_json::Value {
     })
 }
 
-pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput) -> AppResult<Task> {
+pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput) -> DomainResult<Task> {
     require(p, Permission::TasksCreate)?;
     let project: ProjectId = fields::id("project_id", &input.project_id)?;
     let title = fields::nonblank("title", &input.title, 300)?;
@@ -507,7 +508,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput)
     let users = parse_users(input.assignees.as_deref().unwrap_or(&[]))?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible(&mut tx, p, project).await.map_err(|e| match e {
-        AppError::NotFound => AppError::field("project_id", "no such project"),
+        DomainError::NotFound => DomainError::field("project_id", "no such project"),
         other => other,
     })?;
     let column = column_for(&mut tx, project, column, asked).await?;
@@ -564,7 +565,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput)
 /// (migration 0009, with loops); this is what messages quote.
 pub const MAX_LEVELS: usize = 5;
 
-pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TaskId, input: &TaskUpdate) -> AppResult<Task> {
+pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TaskId, input: &TaskUpdate) -> DomainResult<Task> {
     require(p, Permission::TasksUpdate)?;
     let project: Option<ProjectId> = input.project_id.as_deref().map(|v| fields::id("project_id", v)).transpose()?;
     let title = input.title.as_deref().map(|t| fields::nonblank("title", t, 300)).transpose()?;
@@ -590,7 +591,7 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TaskId, input:
     let before = fetch_visible_task(&mut tx, p, id).await?;
     let assignees_before = assignees(&mut tx, id).await?;
     if project.is_some_and(|project| project != before.project_id) {
-        return Err(AppError::field("project_id", "a task can't move to another project"));
+        return Err(DomainError::field("project_id", "a task can't move to another project"));
     }
     let title = title.unwrap_or_else(|| before.title.clone());
     let description = description.unwrap_or_else(|| before.description.clone());
@@ -619,7 +620,7 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TaskId, input:
             .fetch_one(&mut *tx)
             .await?;
             if !same {
-                return Err(AppError::field("parent_id", "is not another task of this project"));
+                return Err(DomainError::field("parent_id", "is not another task of this project"));
             }
             Some(parent)
         }
@@ -722,7 +723,7 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TaskId, input:
     Ok(after)
 }
 
-pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TaskId) -> AppResult<()> {
+pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TaskId) -> DomainResult<()> {
     require(p, Permission::TasksDelete)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch_visible_task(&mut tx, p, id).await?;
@@ -731,7 +732,7 @@ pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TaskId) -> App
         .fetch_one(&mut *tx)
         .await?;
     if files {
-        return Err(AppError::Conflict("Delete the task's files first.".into()));
+        return Err(DomainError::Conflict("Delete the task's files first.".into()));
     }
     sqlx::query("DELETE FROM tasks WHERE id = $1").bind(id).execute(&mut *tx).await?;
     audit::record(&mut tx, ctx, Entry::new("task.deleted", "task", id).before(snapshot(&before))).await?;
@@ -786,7 +787,7 @@ pub struct CommentUpdate {
 pub const COMMENT_COLUMNS: &str = "c.id, c.task_id, coalesce(u.display_name, u.email, 'API key') AS author, c.author_id, \
      c.body, c.client_visible, c.created_at, c.edited_at";
 
-pub async fn comments(db: &Db, p: &OrgPrincipal, task: TaskId) -> AppResult<Vec<Comment>> {
+pub async fn comments(db: &Db, p: &OrgPrincipal, task: TaskId) -> DomainResult<Vec<Comment>> {
     require(p, Permission::TasksRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible_task(&mut tx, p, task).await?;
@@ -806,7 +807,7 @@ pub async fn add_comment(
     p: &OrgPrincipal,
     task: TaskId,
     input: &CommentInput,
-) -> AppResult<Comment> {
+) -> DomainResult<Comment> {
     require(p, Permission::CommentsCreate)?;
     let body = fields::nonblank("body", &input.body, 20000)?;
     let mut tx = OrgTx::begin(db, p).await?;
@@ -851,7 +852,7 @@ async fn fetch_comment(
     p: &OrgPrincipal,
     task: TaskId,
     comment: CommentId,
-) -> AppResult<(Comment, bool)> {
+) -> DomainResult<(Comment, bool)> {
     fetch_visible_task(tx, p, task).await?;
     let found: Option<(Option<UserId>, Option<UserId>)> = sqlx::query_as(
         "SELECT c.author_id, k.created_by FROM comments c \
@@ -862,7 +863,7 @@ async fn fetch_comment(
     .bind(task)
     .fetch_optional(&mut **tx)
     .await?;
-    let (author, key_creator) = found.ok_or(AppError::NotFound)?;
+    let (author, key_creator) = found.ok_or(DomainError::NotFound)?;
     let me = p.on_behalf_of();
     let own = me.is_some() && (author == me || (author.is_none() && key_creator == me));
     let row: Comment = sqlx::query_as(&format!(
@@ -883,13 +884,13 @@ pub async fn update_comment(
     task: TaskId,
     comment: CommentId,
     input: &CommentUpdate,
-) -> AppResult<Comment> {
+) -> DomainResult<Comment> {
     require(p, Permission::CommentsCreate)?;
     let body = input.body.as_deref().map(|b| fields::nonblank("body", b, 20000)).transpose()?;
     let mut tx = OrgTx::begin(db, p).await?;
     let (before, own) = fetch_comment(&mut tx, p, task, comment).await?;
     if !own {
-        return Err(AppError::Forbidden("You can edit only your own comments.".into()));
+        return Err(DomainError::Forbidden("You can edit only your own comments.".into()));
     }
     let body = body.unwrap_or_else(|| before.body.clone());
     let client_visible = input.client_visible.unwrap_or(before.client_visible);
@@ -930,12 +931,12 @@ pub async fn delete_comment(
     p: &OrgPrincipal,
     task: TaskId,
     comment: CommentId,
-) -> AppResult<()> {
+) -> DomainResult<()> {
     require(p, Permission::CommentsCreate)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let (before, own) = fetch_comment(&mut tx, p, task, comment).await?;
     if !own && !p.can(Permission::ProjectsUpdate) {
-        return Err(AppError::Forbidden("You can delete only your own comments.".into()));
+        return Err(DomainError::Forbidden("You can delete only your own comments.".into()));
     }
     sqlx::query("DELETE FROM comments WHERE id = $1 AND task_id = $2")
         .bind(comment)
@@ -964,7 +965,7 @@ pub struct Activity {
     pub occurred_at: OffsetDateTime,
 }
 
-pub async fn activity_log(db: &Db, p: &OrgPrincipal, task: TaskId) -> AppResult<Vec<Activity>> {
+pub async fn activity_log(db: &Db, p: &OrgPrincipal, task: TaskId) -> DomainResult<Vec<Activity>> {
     require(p, Permission::TasksRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible_task(&mut tx, p, task).await?;
@@ -999,7 +1000,7 @@ pub struct BoardColumn {
 /// sort, and the counts are one aggregate over the same index: with 2,000 tasks on a board both
 /// run in about 1.5 ms (EXPLAIN ANALYZE), and the page renders `cap` cards per column whatever
 /// the project's size.
-pub async fn board(db: &Db, p: &OrgPrincipal, project: ProjectId, cap: i64) -> AppResult<Vec<BoardColumn>> {
+pub async fn board(db: &Db, p: &OrgPrincipal, project: ProjectId, cap: i64) -> DomainResult<Vec<BoardColumn>> {
     require(p, Permission::TasksRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible(&mut tx, p, project).await?;
@@ -1044,7 +1045,7 @@ pub async fn project_list(
     column: Option<ColumnId>,
     limit: i64,
     offset: i64,
-) -> AppResult<(Vec<Task>, i64)> {
+) -> DomainResult<(Vec<Task>, i64)> {
     require(p, Permission::TasksRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible(&mut tx, p, project).await?;
@@ -1077,7 +1078,7 @@ pub async fn assignees_of(
     p: &OrgPrincipal,
     project: ProjectId,
     tasks: &[TaskId],
-) -> AppResult<std::collections::HashMap<TaskId, Vec<UserId>>> {
+) -> DomainResult<std::collections::HashMap<TaskId, Vec<UserId>>> {
     require(p, Permission::TasksRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible(&mut tx, p, project).await?;
@@ -1115,7 +1116,7 @@ pub async fn project_activity(
     p: &OrgPrincipal,
     project: ProjectId,
     limit: i64,
-) -> AppResult<Vec<ProjectActivity>> {
+) -> DomainResult<Vec<ProjectActivity>> {
     require(p, Permission::TasksRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible(&mut tx, p, project).await?;

@@ -15,7 +15,7 @@ use crate::access::OrgTx;
 use crate::access::role::Permission;
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::Db;
-use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::error::{DomainError, DomainResult};
 use crate::platform::ids::{InvoiceId, ProjectId, TaskId, TimeEntryId, UserId};
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -117,7 +117,7 @@ pub struct TimeFilter {
     pub task_id: Option<String>,
 }
 
-pub async fn list(db: &Db, p: &OrgPrincipal, f: &TimeFilter, page: Page) -> AppResult<Vec<TimeEntry>> {
+pub async fn list(db: &Db, p: &OrgPrincipal, f: &TimeFilter, page: Page) -> DomainResult<Vec<TimeEntry>> {
     require(p, Permission::ProjectsRead)?;
     let member = member_filter(p)?;
     let project: Option<Uuid> =
@@ -141,17 +141,17 @@ pub async fn list(db: &Db, p: &OrgPrincipal, f: &TimeFilter, page: Page) -> AppR
     Ok(rows)
 }
 
-pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TimeInput) -> AppResult<TimeEntry> {
+pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TimeInput) -> DomainResult<TimeEntry> {
     require(p, Permission::TimeTrack)?;
     // Time belongs to a person: through an API key, to the member who created the key.
     let user = p.on_behalf_of().ok_or_else(|| {
-        AppError::Forbidden("Time is recorded for a person; this key was not created by a member.".into())
+        DomainError::Forbidden("Time is recorded for a person; this key was not created by a member.".into())
     })?;
     let project: ProjectId = fields::id("project_id", &input.project_id)?;
     let task: Option<TaskId> =
         input.task_id.as_deref().map(|s| fields::id_or_empty("task_id", s)).transpose()?.flatten();
     let minutes = minutes_of(input.minutes, input.duration.as_deref())?
-        .ok_or_else(|| AppError::field("minutes", "is required (or give duration, like 1:30)"))?;
+        .ok_or_else(|| DomainError::field("minutes", "is required (or give duration, like 1:30)"))?;
     let spent_on = input.spent_on.as_deref().map(|d| fields::date("spent_on", d)).transpose()?;
     let note = fields::text("note", input.note.as_deref().unwrap_or(""), 2000)?;
     let mut tx = OrgTx::begin(db, p).await?;
@@ -161,7 +161,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TimeInput)
         None => super::org_today(&mut tx, ctx.now).await?,
     };
     fetch_visible(&mut tx, p, project).await.map_err(|e| match e {
-        AppError::NotFound => AppError::field("project_id", "no such project"),
+        DomainError::NotFound => DomainError::field("project_id", "no such project"),
         other => other,
     })?;
     if let Some(t) = task {
@@ -178,9 +178,9 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TimeInput)
 }
 
 /// Minutes from either `minutes` or `duration` (not both); `None` when neither was given.
-pub fn minutes_of(minutes: Option<i32>, duration: Option<&str>) -> AppResult<Option<i32>> {
+pub fn minutes_of(minutes: Option<i32>, duration: Option<&str>) -> DomainResult<Option<i32>> {
     match (minutes, duration) {
-        (Some(_), Some(_)) => Err(AppError::field("duration", "give either minutes or duration, not both")),
+        (Some(_), Some(_)) => Err(DomainError::field("duration", "give either minutes or duration, not both")),
         (Some(m), None) => Ok(Some(fields::within("minutes", m, 1, super::duration::MAX_MINUTES)?)),
         (None, Some(d)) => Ok(Some(super::duration::parse("duration", d)?)),
         (None, None) => Ok(None),
@@ -220,7 +220,7 @@ pub async fn resolve_rate(tx: &mut OrgTx, project: ProjectId, user: UserId) -> R
 /// Writes an entry whose project (visible to the caller) and task were checked, with its
 /// billable flag (the project's default unless given) and the rate that applies now, and audits
 /// it, in `tx`.
-pub async fn insert(tx: &mut OrgTx, ctx: &Context, e: NewEntry<'_>) -> AppResult<TimeEntry> {
+pub async fn insert(tx: &mut OrgTx, ctx: &Context, e: NewEntry<'_>) -> DomainResult<TimeEntry> {
     let billable = match e.billable {
         Some(b) => b,
         None => {
@@ -261,9 +261,9 @@ pub async fn insert(tx: &mut OrgTx, ctx: &Context, e: NewEntry<'_>) -> AppResult
 }
 
 /// Billed time is fixed: it says what the client was charged.
-fn refuse_billed(e: &TimeEntry, doing: &str) -> AppResult<()> {
+fn refuse_billed(e: &TimeEntry, doing: &str) -> DomainResult<()> {
     match e.invoice_id {
-        Some(_) => Err(AppError::Conflict(format!(
+        Some(_) => Err(DomainError::Conflict(format!(
             "This time is billed on an invoice and can't be {doing}; delete or void the draft invoice to release it."
         ))),
         None => Ok(()),
@@ -311,14 +311,14 @@ pub async fn in_range(
     from: Date,
     to: Date,
     user: Option<UserId>,
-) -> AppResult<Vec<ReportRow>> {
+) -> DomainResult<Vec<ReportRow>> {
     require(p, Permission::ProjectsRead)?;
     let member = member_filter(p)?;
     if to < from {
-        return Err(AppError::field("to", "must not be before from"));
+        return Err(DomainError::field("to", "must not be before from"));
     }
     if (to - from).whole_days() > 366 {
-        return Err(AppError::field("to", "a range covers at most a year"));
+        return Err(DomainError::field("to", "a range covers at most a year"));
     }
     let mut tx = OrgTx::begin(db, p).await?;
     let rows = sqlx::query_as(&format!(
@@ -387,7 +387,7 @@ pub fn to_csv(rows: &[ReportRow]) -> Result<Vec<u8>, csv::Error> {
 }
 
 /// An entry in a project the principal may see (404 otherwise).
-async fn fetch_visible_entry(tx: &mut OrgTx, p: &OrgPrincipal, id: TimeEntryId) -> AppResult<TimeEntry> {
+async fn fetch_visible_entry(tx: &mut OrgTx, p: &OrgPrincipal, id: TimeEntryId) -> DomainResult<TimeEntry> {
     let member = member_filter(p)?;
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM time_entries e JOIN projects p ON p.organization_id = e.organization_id AND p.id = e.project_id \
@@ -398,10 +398,10 @@ async fn fetch_visible_entry(tx: &mut OrgTx, p: &OrgPrincipal, id: TimeEntryId) 
     .bind(id)
     .fetch_optional(&mut **tx)
     .await?
-    .ok_or(AppError::NotFound)
+    .ok_or(DomainError::NotFound)
 }
 
-pub async fn get(db: &Db, p: &OrgPrincipal, id: TimeEntryId) -> AppResult<TimeEntry> {
+pub async fn get(db: &Db, p: &OrgPrincipal, id: TimeEntryId) -> DomainResult<TimeEntry> {
     require(p, Permission::ProjectsRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let entry = fetch_visible_entry(&mut tx, p, id).await?;
@@ -418,7 +418,7 @@ pub async fn update(
     p: &OrgPrincipal,
     id: TimeEntryId,
     input: &TimeUpdate,
-) -> AppResult<TimeEntry> {
+) -> DomainResult<TimeEntry> {
     require(p, Permission::TimeTrack)?;
     let minutes = minutes_of(input.minutes, input.duration.as_deref())?;
     let spent_on = input.spent_on.as_deref().map(|d| fields::date("spent_on", d)).transpose()?;
@@ -432,11 +432,11 @@ pub async fn update(
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch_visible_entry(&mut tx, p, id).await?;
     if Some(before.user_id) != p.on_behalf_of() && !p.can(Permission::ProjectsUpdate) {
-        return Err(AppError::Forbidden("You can change only your own time entries.".into()));
+        return Err(DomainError::Forbidden("You can change only your own time entries.".into()));
     }
     refuse_billed(&before, "changed")?;
     if project.is_some_and(|project| project != before.project_id) {
-        return Err(AppError::field("project_id", "a time entry can't move to another project"));
+        return Err(DomainError::field("project_id", "a time entry can't move to another project"));
     }
     if let Some(Some(t)) = task {
         super::require_task_in_project(
@@ -461,7 +461,9 @@ pub async fn update(
     .fetch_optional(&mut *tx)
     .await?
     // Billed meanwhile (the invoice's lock came first).
-    .ok_or_else(|| AppError::Conflict("This time was billed on an invoice meanwhile and can't be changed.".into()))?;
+    .ok_or_else(|| {
+        DomainError::Conflict("This time was billed on an invoice meanwhile and can't be changed.".into())
+    })?;
     let snapshot = |e: &TimeEntry| {
         let mut v =
             json!({ "task_id": e.task_id, "minutes": e.minutes, "spent_on": e.spent_on.to_string(), "note": e.note });
@@ -481,12 +483,12 @@ pub async fn update(
 }
 
 /// Deletes an entry: one's own, or anyone's with `projects.update`.
-pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TimeEntryId) -> AppResult<()> {
+pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TimeEntryId) -> DomainResult<()> {
     require(p, Permission::TimeTrack)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let entry = fetch_visible_entry(&mut tx, p, id).await?;
     if Some(entry.user_id) != p.on_behalf_of() && !p.can(Permission::ProjectsUpdate) {
-        return Err(AppError::Forbidden("You can delete only your own time entries.".into()));
+        return Err(DomainError::Forbidden("You can delete only your own time entries.".into()));
     }
     refuse_billed(&entry, "deleted")?;
     let deleted = sqlx::query("DELETE FROM time_entries WHERE id = $1 AND invoice_id IS NULL")
@@ -495,7 +497,7 @@ pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TimeEntryId) -
         .await?
         .rows_affected();
     if deleted == 0 {
-        return Err(AppError::Conflict("This time was billed on an invoice meanwhile and can't be deleted.".into()));
+        return Err(DomainError::Conflict("This time was billed on an invoice meanwhile and can't be deleted.".into()));
     }
     audit::record(
         &mut tx,

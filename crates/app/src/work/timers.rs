@@ -19,7 +19,7 @@ use crate::access::OrgTx;
 use crate::access::role::Permission;
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::Db;
-use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::error::{DomainError, DomainResult};
 use crate::platform::ids::{ProjectId, TaskId, UserId};
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -64,13 +64,13 @@ pub struct Stopped {
     pub entry: Option<TimeEntry>,
 }
 
-fn person(p: &OrgPrincipal) -> AppResult<UserId> {
+fn person(p: &OrgPrincipal) -> DomainResult<UserId> {
     p.on_behalf_of()
-        .ok_or_else(|| AppError::Forbidden("Timers are a person's; this key was not created by a member.".into()))
+        .ok_or_else(|| DomainError::Forbidden("Timers are a person's; this key was not created by a member.".into()))
 }
 
 /// The caller's running timer, if any.
-pub async fn current(db: &Db, p: &OrgPrincipal) -> AppResult<Option<Timer>> {
+pub async fn current(db: &Db, p: &OrgPrincipal) -> DomainResult<Option<Timer>> {
     require(p, Permission::TimeTrack)?;
     let user = person(p)?;
     let mut tx = OrgTx::begin(db, p).await?;
@@ -92,7 +92,7 @@ pub async fn start(
     ctx: &Context,
     p: &OrgPrincipal,
     input: &TimerStart,
-) -> AppResult<(Timer, Option<Stopped>)> {
+) -> DomainResult<(Timer, Option<Stopped>)> {
     require(p, Permission::TimeTrack)?;
     let user = person(p)?;
     let project: ProjectId = fields::id("project_id", &input.project_id)?;
@@ -101,7 +101,7 @@ pub async fn start(
     let note = fields::text("note", input.note.as_deref().unwrap_or(""), 2000)?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible(&mut tx, p, project).await.map_err(|e| match e {
-        AppError::NotFound => AppError::field("project_id", "no such project"),
+        DomainError::NotFound => DomainError::field("project_id", "no such project"),
         other => other,
     })?;
     if let Some(t) = task {
@@ -125,7 +125,7 @@ pub async fn start(
     .rows_affected();
     if inserted == 0 {
         // Another request started one between our stop and our insert.
-        return Err(AppError::Conflict(
+        return Err(DomainError::Conflict(
             "A timer is already running for you (started just now elsewhere); stop it first.".into(),
         ));
     }
@@ -135,24 +135,25 @@ pub async fn start(
         Entry::new("timer.started", "timer", id).after(json!({ "project_id": project, "task_id": task })),
     )
     .await?;
-    let timer = running(&mut tx, user).await?.ok_or(AppError::NotFound)?;
+    let timer = running(&mut tx, user).await?.ok_or(DomainError::NotFound)?;
     tx.commit().await?;
     Ok((timer, stopped))
 }
 
 /// Stops the caller's running timer and records its time (rounded to the nearest minute, at
 /// most a day, on the organization's date of its start). 409 when none runs.
-pub async fn stop(db: &Db, ctx: &Context, p: &OrgPrincipal) -> AppResult<Stopped> {
+pub async fn stop(db: &Db, ctx: &Context, p: &OrgPrincipal) -> DomainResult<Stopped> {
     require(p, Permission::TimeTrack)?;
     let user = person(p)?;
     let mut tx = OrgTx::begin(db, p).await?;
-    let stopped =
-        stop_in(&mut tx, ctx, user).await?.ok_or_else(|| AppError::Conflict("No timer is running for you.".into()))?;
+    let stopped = stop_in(&mut tx, ctx, user)
+        .await?
+        .ok_or_else(|| DomainError::Conflict("No timer is running for you.".into()))?;
     tx.commit().await?;
     Ok(stopped)
 }
 
-async fn stop_in(tx: &mut OrgTx, ctx: &Context, user: UserId) -> AppResult<Option<Stopped>> {
+async fn stop_in(tx: &mut OrgTx, ctx: &Context, user: UserId) -> DomainResult<Option<Stopped>> {
     // The row lock makes a concurrent stop wait, then find nothing running.
     let Some(timer): Option<Timer> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM {FROM} WHERE t.user_id = $1 AND t.stopped_at IS NULL FOR UPDATE OF t"

@@ -41,7 +41,7 @@ fn routes() -> Vec<RouteDef> {
         format!("{} bytes", body.len())
     }));
     routes.push(route!(POST "/api/v1/test/boom", Surface::Api, Access::Public, || async {
-        Err::<String, _>(AppError::Internal(anyhow::anyhow!("a failure of our own")))
+        Err::<String, _>(AppError::Domain(clientflow::platform::error::DomainError::Internal(anyhow::anyhow!("a failure of our own"))))
     }));
     routes
 }

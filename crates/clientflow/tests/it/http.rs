@@ -123,9 +123,9 @@ fn test_routes() -> Vec<RouteDef> {
             ip.0.to_string()
         }),
         route!(GET "/api/v1/boom", Surface::Api, Access::Public, || async {
-            Err::<String, _>(clientflow::platform::http::error::AppError::Internal(anyhow::anyhow!(
+            Err::<String, _>(clientflow::platform::http::error::AppError::Domain(clientflow::platform::error::DomainError::Internal(anyhow::anyhow!(
                 "secret connection string postgres://u:hunter2@db"
-            )))
+            ))))
         }),
         route!(GET "/healthz", Surface::Ops, Access::Public, || async { "ok" }),
     ]

@@ -315,8 +315,9 @@ async fn a_project_cannot_reference_another_tenants_client() {
     .unwrap_err();
     assert!(err.to_string().contains("foreign key"), "{err}");
     // And the app maps it to "not found", not a 500.
-    let mapped = clientflow::platform::http::error::from_db(err);
-    assert_eq!(mapped.status().as_u16(), 404);
+    let mapped = clientflow::platform::error::from_db(err);
+    assert!(matches!(mapped, clientflow::platform::error::DomainError::NotFound), "{mapped:?}");
+    assert_eq!(clientflow::platform::http::error::AppError::from(mapped).status().as_u16(), 404);
 }
 
 #[tokio::test]

@@ -206,3 +206,121 @@ fn test_modules_use_support_not_one_another() {
     }
     assert!(found.is_empty(), "move shared helpers to tests/it/support/:\n{}", found.join("\n"));
 }
+
+/// Names that speak HTTP: the edge's error type and its result, status codes, the web framework.
+const HTTP_NAMES: &[&str] = &["AppError", "AppResult", "StatusCode", "axum"];
+
+/// The files that are not an HTTP edge by their name but are one by their job, each with it.
+/// Everything else that is not an edge is a service: it returns `DomainResult` and leaves the
+/// status, the problem and the page to the edge.
+const EDGE_FILES: &[(&str, &str)] = &[
+    ("ops.rs", "the operator endpoints: /healthz, /readyz, /metrics"),
+    ("abuse/limits.rs", "the rate-limit guard the route's guard runs before and after access"),
+    ("abuse/ratelimit.rs", "a decision's RateLimit response headers"),
+    ("access/asking.rs", "reads the session cookie from the request's headers"),
+    ("tenancy/audit_log.rs", "the audit-log viewer page and its CSV download"),
+    ("tenancy/billing.rs", "the billing settings page"),
+    ("tenancy/confirm.rs", "the page that confirms a sensitive request"),
+    ("contact.rs", "the contact form's pages (its parsing and recording return DomainResult)"),
+];
+
+/// An HTTP edge: a page or endpoint (`web.rs`, `*_web.rs`, anything under a `web/` folder), a
+/// surface of its own (`api/`, the JSON API; `disclosure/`, the public security pages and the
+/// report form), request plumbing by name (`guard.rs`, `routes.rs`, `route.rs`, `extract.rs`,
+/// `webhook.rs`, a third party's endpoint), or one of [`EDGE_FILES`].
+fn is_http_edge(rel: &str) -> bool {
+    let (dirs, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+    name == "web.rs"
+        || name.ends_with("_web.rs")
+        || dirs.split('/').any(|d| d == "web")
+        || rel.starts_with("api/")
+        || rel.starts_with("disclosure/")
+        || matches!(name, "guard.rs" | "routes.rs" | "route.rs" | "extract.rs" | "webhook.rs")
+        || EDGE_FILES.iter().any(|(f, _)| *f == rel)
+}
+
+/// Whether code names `token` as a whole identifier (`AppError`, not `MyAppErrorish`).
+fn names(code: &str, token: &str) -> bool {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    code.match_indices(token).any(|(at, _)| {
+        !code[..at].chars().next_back().is_some_and(ident)
+            && !code[at + token.len()..].chars().next().is_some_and(ident)
+    })
+}
+
+/// The application's files that speak HTTP without being an edge, with the names they use.
+fn http_outside_the_edge(src: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for (rel, path) in rust_files(src) {
+        let text = code(&std::fs::read_to_string(&path).unwrap());
+        let named: Vec<&str> = HTTP_NAMES.iter().copied().filter(|t| names(&text, t)).collect();
+        if !named.is_empty() && !is_http_edge(&rel) {
+            out.push(format!("{rel} names {}", named.join(", ")));
+        }
+    }
+    out
+}
+
+/// Services speak the domain's outcomes (`platform/error.rs`); only the edge knows HTTP.
+#[test]
+fn only_the_http_edge_speaks_http() {
+    let src = root().join("crates/app/src");
+    let v = http_outside_the_edge(&src);
+    assert!(
+        v.is_empty(),
+        "services return DomainResult and leave HTTP to the edge (or the file is an edge: see is_http_edge):\n{}",
+        v.join("\n")
+    );
+    // The list of edges by job stays true: each one exists and still speaks HTTP.
+    for (rel, job) in EDGE_FILES {
+        let text = code(&std::fs::read_to_string(src.join(rel)).unwrap_or_default());
+        assert!(
+            HTTP_NAMES.iter().any(|t| names(&text, t)),
+            "{rel} ({job}) no longer speaks HTTP: take it off EDGE_FILES"
+        );
+    }
+    // The error a service returns knows nothing of HTTP either.
+    let platform = root().join("crates/platform/src");
+    for rel in ["error.rs", "fields.rs"] {
+        let text = code(&std::fs::read_to_string(platform.join(rel)).unwrap());
+        for t in HTTP_NAMES {
+            assert!(!names(&text, t), "crates/platform/src/{rel} names {t}");
+        }
+    }
+}
+
+/// Negative control: a service that names `AppError` or `StatusCode` is caught; a comment, a
+/// test module and an edge are not.
+#[test]
+fn the_edge_check_catches_a_service_that_speaks_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = root().join("crates/app/src");
+    for (rel, path) in rust_files(&src) {
+        let dst = tmp.path().join(&rel);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(path, dst).unwrap();
+    }
+    let prepend = |rel: &str, code: &str| {
+        let p = tmp.path().join(rel);
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(p, format!("{code}\n{text}")).unwrap();
+    };
+    let append = |rel: &str, code: &str| {
+        let p = tmp.path().join(rel);
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(p, format!("{text}\n{code}")).unwrap();
+    };
+    prepend("work/tasks.rs", "use crate::platform::http::error::AppError;");
+    prepend("tenancy/service.rs", "fn refused() -> u16 { http::StatusCode::FORBIDDEN.as_u16() }");
+    prepend("identity/service.rs", "// An AppError is the edge's business.");
+    append("billing/limits.rs", "#[cfg(test)]\nmod more { fn f(_: axum::http::StatusCode) {} }");
+    prepend("work/web/tasks.rs", "use axum::http::StatusCode;");
+    let v = http_outside_the_edge(tmp.path());
+    let text = v.join("\n");
+    assert!(v.contains(&"work/tasks.rs names AppError".to_string()), "{text}");
+    assert!(v.contains(&"tenancy/service.rs names StatusCode".to_string()), "{text}");
+    for quiet in ["identity/service.rs", "billing/limits.rs", "work/web/tasks.rs"] {
+        assert!(!text.contains(quiet), "{quiet}: {text}");
+    }
+    assert_eq!(v.len(), 2, "{text}");
+}

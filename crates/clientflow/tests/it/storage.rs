@@ -5,7 +5,7 @@
 
 use clientflow::audit::Context;
 use clientflow::config::Config;
-use clientflow::platform::http::error::AppError;
+use clientflow::platform::error::DomainError;
 use clientflow::work::files::{self, S3StorageConfig, StorageKind};
 use clientflow_test_support::TestApp;
 
@@ -102,7 +102,7 @@ async fn files_in_an_s3_bucket_are_sealed_served_signed_and_removed_with_their_o
     // Another tenant can't read it.
     assert!(matches!(
         files::download(db, &app.state.storage, &app.state.keys, &b.principal, report.id).await,
-        Err(AppError::NotFound)
+        Err(DomainError::NotFound)
     ));
 
     // A changed object is refused, not served: the seal is checked on the way back.
@@ -112,14 +112,14 @@ async fn files_in_an_s3_bucket_are_sealed_served_signed_and_removed_with_their_o
     server.overwrite(BUCKET, &key, damaged).await;
     assert!(matches!(
         files::download(db, &app.state.storage, &app.state.keys, &a.principal, report.id).await,
-        Err(AppError::Internal(_))
+        Err(DomainError::Internal(_))
     ));
     // Another file's object put in its place is refused too (sealed to its own organization and id).
     let notes_raw = server.raw(BUCKET, &format!("{PREFIX}/{}/{}", a.id, notes.id)).await;
     server.overwrite(BUCKET, &key, notes_raw).await;
     assert!(matches!(
         files::download(db, &app.state.storage, &app.state.keys, &a.principal, report.id).await,
-        Err(AppError::Internal(_))
+        Err(DomainError::Internal(_))
     ));
 
     // Deleting a file removes its object.

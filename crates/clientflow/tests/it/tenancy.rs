@@ -1063,7 +1063,7 @@ async fn pending_invitations_wait_on_getting_started_and_are_accepted_from_there
 /// dimensions that would exhaust memory, is refused naming the field, never a 500.
 #[tokio::test]
 async fn a_logo_is_scaled_and_stored_as_a_fresh_png() {
-    use clientflow::platform::http::error::AppError;
+    use clientflow::platform::error::DomainError;
     let app = TestApp::spawn().await;
     let org = crate::support::seed_org(&app.app_db, "logos").await;
     let ctx = crate::support::api::ctx(&app);
@@ -1100,7 +1100,7 @@ async fn a_logo_is_scaled_and_stored_as_a_fresh_png() {
     };
     for bad in [claims_huge, b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec(), [0xff, 0xd8, 0xff, 0xe0, 1, 2, 3].to_vec()] {
         match clientflow::tenancy::service::set_logo(&app.app_db, &ctx, &org.principal, &bad).await {
-            Err(AppError::Validation(fields)) => assert_eq!(fields[0].field, "logo"),
+            Err(DomainError::Invalid(fields)) => assert_eq!(fields[0].field, "logo"),
             other => panic!("{other:?}"),
         }
     }

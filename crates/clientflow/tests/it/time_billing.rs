@@ -560,7 +560,7 @@ async fn sending_mails_the_billing_contact_and_reminders_go_at_most_daily() {
     assert_eq!(first.unwrap().as_deref(), Some("billing@client.test"));
     let again =
         invoices::email_invoice(&app.app_db, &c, &op, inv, "https://cf.test", invoices::Mailing::Reminder).await;
-    assert!(matches!(again, Err(clientflow::platform::http::error::AppError::Conflict(_))), "{again:?}");
+    assert!(matches!(again, Err(clientflow::platform::error::DomainError::Conflict(_))), "{again:?}");
     app.clock.advance(time::Duration::hours(25));
     let later =
         invoices::email_invoice(&app.app_db, &ctx(&app), &op, inv, "https://cf.test", invoices::Mailing::Reminder)

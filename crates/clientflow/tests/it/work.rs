@@ -3,7 +3,7 @@
 use clientflow::access;
 use clientflow::access::api_key::{self as keys, NewKey};
 use clientflow::audit::Context;
-use clientflow::platform::http::error::AppError;
+use clientflow::platform::error::DomainError;
 use clientflow::work::{Page, files, invoices, projects, tasks};
 use clientflow_test_support::TestApp;
 
@@ -13,9 +13,9 @@ fn ctx(app: &TestApp) -> Context {
     Context::system(app.clock.now_utc(), Some(app.state.audit_signer.clone()))
 }
 
-fn field_of(e: &AppError) -> Option<String> {
+fn field_of(e: &DomainError) -> Option<String> {
     match e {
-        AppError::Validation(v) => v.first().map(|f| f.field.clone()),
+        DomainError::Invalid(v) => v.first().map(|f| f.field.clone()),
         _ => None,
     }
 }
@@ -156,8 +156,8 @@ async fn references_never_cross_tenants_or_projects() {
     .await
     .unwrap();
     // B's ids are simply not found from A.
-    assert!(matches!(tasks::get(db, &b.principal, task.id).await, Err(AppError::NotFound)));
-    assert!(matches!(projects::get(db, &b.principal, p1.id).await, Err(AppError::NotFound)));
+    assert!(matches!(tasks::get(db, &b.principal, task.id).await, Err(DomainError::NotFound)));
+    assert!(matches!(projects::get(db, &b.principal, p1.id).await, Err(DomainError::NotFound)));
     // The activity log recorded the changes.
     let log = tasks::activity_log(db, &a.principal, task.id).await.unwrap();
     assert!(log.iter().any(|e| e.field == "assignees"));
@@ -197,11 +197,11 @@ async fn invoices_number_gaplessly_and_freeze_once_sent() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, AppError::Conflict(_)));
-    assert!(matches!(invoices::delete(db, &c, &a.principal, one.id).await, Err(AppError::Conflict(_))));
+    assert!(matches!(err, DomainError::Conflict(_)));
+    assert!(matches!(invoices::delete(db, &c, &a.principal, one.id).await, Err(DomainError::Conflict(_))));
     assert!(matches!(
         invoices::transition(db, &c, &a.principal, one.id, invoices::InvoiceAction::Send).await,
-        Err(AppError::Conflict(_))
+        Err(DomainError::Conflict(_))
     ));
     invoices::delete(db, &c, &a.principal, draft.id).await.unwrap();
     // Overdue is computed from the due date.
@@ -298,7 +298,7 @@ async fn files_are_encrypted_at_rest_and_type_checked() {
     let b = seed_org(db, "spy").await;
     assert!(matches!(
         files::download(db, &app.state.storage, &app.state.keys, &b.principal, meta.id).await,
-        Err(AppError::NotFound)
+        Err(DomainError::NotFound)
     ));
     // Executables are refused whatever their name; oversized files too.
     let exe = files::Upload {
@@ -310,7 +310,7 @@ async fn files_are_encrypted_at_rest_and_type_checked() {
     };
     assert!(matches!(
         files::upload(db, &app.state.storage, &app.state.keys, 1 << 20, &c, &a.principal, exe).await,
-        Err(AppError::UnsupportedMediaType(_))
+        Err(DomainError::UnsupportedType(_))
     ));
     let big = files::Upload {
         project_id: a.project,
@@ -321,7 +321,7 @@ async fn files_are_encrypted_at_rest_and_type_checked() {
     };
     assert!(matches!(
         files::upload(db, &app.state.storage, &app.state.keys, 1024, &c, &a.principal, big).await,
-        Err(AppError::PayloadTooLarge)
+        Err(DomainError::TooLarge)
     ));
     files::delete(db, &app.state.storage, &c, &a.principal, meta.id).await.unwrap();
     assert!(!app.config.data_dir.join("files").join(format!("{}/{}", a.id, meta.id)).exists());

@@ -1,160 +1,186 @@
-//! One error type for handlers, rendered as RFC 9457 problem+json on the API and as a plain
-//! error page on the web.
+//! The HTTP edge's error: how an outcome is shown, as RFC 9457 problem+json on the API and as
+//! a plain error page on the web.
 //!
-//! Handlers return [`AppError`]. Its `IntoResponse` only records *what* went wrong (a
-//! [`Problem`] in the response extensions); the `render_errors` middleware decides *how* to
-//! show it, so errors produced outside handlers (unknown route, wrong method, body too large,
-//! timeout) get exactly the same treatment. A 500 never shows its cause: the cause is logged
-//! with the request id, and the client gets the request id to quote.
+//! Services decide outcomes in the domain's words ([`DomainError`], `platform/error.rs`);
+//! handlers, guards and extractors return [`AppError`], which is a domain outcome or one of the
+//! few refusals that are about HTTP itself (an unreadable request, a missing credential, a body
+//! over the limit, the rate limiter). The status, the problem and `Retry-After` of every one of
+//! them are decided in one match (`AppError::outcome`).
+//!
+//! `IntoResponse` only records *what* went wrong (a [`Problem`] in the response extensions);
+//! the `render_errors` middleware decides *how* to show it, so errors produced outside handlers
+//! (unknown route, wrong method, body too large, timeout) get exactly the same treatment. A 500
+//! never shows its cause: the cause is logged with the request id, and the client gets the
+//! request id to quote.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
-    }
-
-    /// The field as a person filling in the form knows it: "Client" for `client_id`, "Due
-    /// date" for `due_date` (pages speak in labels, the API in field names).
-    pub fn label(&self) -> String {
-        let name = self.field.strip_suffix("_id").unwrap_or(&self.field);
-        let name = match name {
-            "spent_on" => "date",
-            "user" => "person",
-            "minutes" => "time",
-            other => other,
-        };
-        let mut words = name.replace(['_', '.'], " ");
-        if let Some(first) = words.get_mut(0..1) {
-            first.make_ascii_uppercase();
-        }
-        words
-    }
-}
+pub use crate::error::{DomainError, DomainResult, FieldError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    /// What a service decided.
+    #[error(transparent)]
+    Domain(DomainError),
+    /// The request itself can't be read (a form or body that doesn't parse).
     #[error("bad request: {0}")]
     BadRequest(String),
-    #[error("validation failed")]
-    Validation(Vec<FieldError>),
+    /// No accepted credential came with the request (session, bearer token, signature).
     #[error("authentication required")]
     Unauthorized(String),
-    #[error("forbidden: {0}")]
-    Forbidden(String),
-    #[error("not found")]
-    NotFound,
-    #[error("conflict: {0}")]
-    Conflict(String),
+    /// The request body is over the route's limit.
     #[error("payload too large")]
     PayloadTooLarge,
+    /// The request's content type is not one the route reads.
     #[error("unsupported media type: {0}")]
     UnsupportedMediaType(String),
+    /// The rate limiter's refusal.
     #[error("too many requests")]
     TooManyRequests { retry_after_secs: u64 },
-    #[error("throttled: {message}")]
-    Throttled { message: String, retry_after_secs: u64 },
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-    /// The organization's plan doesn't allow this (403): `limit` names the limit
-    /// (`projects`, `seats`…), `upgrade` where to raise it. Rendered as a problem of type
-    /// [`PLAN_LIMIT_TYPE`] carrying both.
-    #[error("plan limit: {limit}")]
-    PlanLimit { limit: &'static str, message: String, upgrade: String },
-    /// The database can't be reached (see `platform::db::outage`): 503 with `Retry-After`,
-    /// logged once per outage rather than per request.
-    #[error("database unavailable")]
-    DatabaseUnavailable,
-    #[error("internal error: {0:#}")]
-    Internal(anyhow::Error),
 }
+
+pub type AppResult<T> = Result<T, AppError>;
 
 /// Seconds a client is asked to wait when the database can't be reached.
 pub const DATABASE_RETRY_AFTER_SECS: u64 = 5;
 
+impl From<DomainError> for AppError {
+    fn from(e: DomainError) -> Self {
+        AppError::Domain(e)
+    }
+}
+
 impl From<anyhow::Error> for AppError {
-    /// An error whose chain holds a failure to reach the database is that, not an internal
-    /// error, however deep it was wrapped.
+    /// As `From<anyhow::Error> for DomainError`: an outage stays an outage.
     fn from(e: anyhow::Error) -> Self {
-        match crate::db::outage::unavailable_in(&e) {
-            Some(cause) => {
-                crate::db::outage::record_failure(cause);
-                AppError::DatabaseUnavailable
-            }
-            None => AppError::Internal(e),
-        }
+        AppError::Domain(DomainError::from(e))
+    }
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(e: sqlx::Error) -> Self {
+        AppError::Domain(crate::error::from_db(e))
+    }
+}
+
+/// How an error is shown: its status, the user-safe detail, the fields it names and how long
+/// the client is asked to wait.
+struct Outcome {
+    status: StatusCode,
+    detail: String,
+    errors: Vec<FieldError>,
+    retry_after_secs: Option<u64>,
+}
+
+impl Outcome {
+    fn plain(status: StatusCode, detail: String) -> Self {
+        Outcome { status, detail, errors: vec![], retry_after_secs: None }
+    }
+
+    fn retry_after(self, secs: u64) -> Self {
+        Outcome { retry_after_secs: Some(secs), ..self }
+    }
+}
+
+/// Short constructors of domain outcomes, so handler code reads like the service's.
+impl AppError {
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        DomainError::field(field, message).into()
+    }
+
+    pub fn invalid(errors: Vec<FieldError>) -> Self {
+        DomainError::Invalid(errors).into()
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        DomainError::internal(e).into()
+    }
+
+    pub fn not_found() -> Self {
+        DomainError::NotFound.into()
+    }
+
+    pub fn forbidden(message: String) -> Self {
+        DomainError::Forbidden(message).into()
+    }
+
+    pub fn conflict(message: String) -> Self {
+        DomainError::Conflict(message).into()
+    }
+
+    pub fn unavailable(message: String) -> Self {
+        DomainError::Unavailable(message).into()
     }
 }
 
 impl AppError {
-    pub fn field(field: &str, message: impl Into<String>) -> Self {
-        AppError::Validation(vec![FieldError::new(field, message)])
-    }
-
-    pub fn internal(e: impl std::fmt::Display) -> Self {
-        AppError::Internal(anyhow::anyhow!("{e}"))
+    /// The one place where an error gets its status, detail and `Retry-After`.
+    fn outcome(&self) -> Outcome {
+        use DomainError as D;
+        use Outcome as O;
+        match self {
+            AppError::BadRequest(m) | AppError::Domain(D::Malformed(m)) => O::plain(StatusCode::BAD_REQUEST, m.clone()),
+            AppError::Domain(D::Invalid(errs)) => Outcome {
+                errors: errs.clone(),
+                ..O::plain(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    match errs.as_slice() {
+                        [one] => format!("{}: {}", one.field, one.message),
+                        _ => "Some fields are not valid.".to_string(),
+                    },
+                )
+            },
+            AppError::Unauthorized(m) | AppError::Domain(D::NotAuthenticated(m)) => {
+                O::plain(StatusCode::UNAUTHORIZED, m.clone())
+            }
+            AppError::Domain(D::Forbidden(m) | D::PlanLimit { message: m, .. }) => {
+                O::plain(StatusCode::FORBIDDEN, m.clone())
+            }
+            AppError::Domain(D::NotFound) => {
+                O::plain(StatusCode::NOT_FOUND, "The requested resource does not exist.".into())
+            }
+            AppError::Domain(D::Conflict(m)) => O::plain(StatusCode::CONFLICT, m.clone()),
+            AppError::PayloadTooLarge | AppError::Domain(D::TooLarge) => {
+                O::plain(StatusCode::PAYLOAD_TOO_LARGE, "The request body is too large.".into())
+            }
+            AppError::UnsupportedMediaType(m) | AppError::Domain(D::UnsupportedType(m)) => {
+                O::plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, m.clone())
+            }
+            AppError::TooManyRequests { retry_after_secs } => O::plain(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("Too many requests. Try again in {retry_after_secs} seconds."),
+            )
+            .retry_after(*retry_after_secs),
+            AppError::Domain(D::Throttled { message, retry_after_secs }) => {
+                O::plain(StatusCode::TOO_MANY_REQUESTS, message.clone()).retry_after(*retry_after_secs)
+            }
+            AppError::Domain(D::Unavailable(m)) => O::plain(StatusCode::SERVICE_UNAVAILABLE, m.clone()),
+            AppError::Domain(D::DatabaseUnavailable) => O::plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "The service can't reach its database right now. Try again in {DATABASE_RETRY_AFTER_SECS} seconds."
+                ),
+            )
+            .retry_after(DATABASE_RETRY_AFTER_SECS),
+            AppError::Domain(D::Internal(_)) => O::plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong on our side. Quote the request id if you contact support.".into(),
+            ),
+        }
     }
 
     pub fn status(&self) -> StatusCode {
-        match self {
-            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AppError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            AppError::Forbidden(_) | AppError::PlanLimit { .. } => StatusCode::FORBIDDEN,
-            AppError::NotFound => StatusCode::NOT_FOUND,
-            AppError::Conflict(_) => StatusCode::CONFLICT,
-            AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AppError::TooManyRequests { .. } | AppError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Unavailable(_) | AppError::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.outcome().status
     }
 
     /// The user-safe description. Never includes the cause of an internal error.
     pub fn problem(&self) -> Problem {
-        let status = self.status();
-        let (detail, errors) = match self {
-            AppError::BadRequest(m)
-            | AppError::Unauthorized(m)
-            | AppError::Forbidden(m)
-            | AppError::Conflict(m)
-            | AppError::UnsupportedMediaType(m)
-            | AppError::Unavailable(m) => (m.clone(), vec![]),
-            AppError::Validation(errs) => (
-                match errs.as_slice() {
-                    [one] => format!("{}: {}", one.field, one.message),
-                    _ => "Some fields are not valid.".to_string(),
-                },
-                errs.clone(),
-            ),
-            AppError::NotFound => ("The requested resource does not exist.".into(), vec![]),
-            AppError::PayloadTooLarge => ("The request body is too large.".into(), vec![]),
-            AppError::DatabaseUnavailable => (
-                format!(
-                    "The service can't reach its database right now. Try again in {DATABASE_RETRY_AFTER_SECS} seconds."
-                ),
-                vec![],
-            ),
-            AppError::Throttled { message, .. } | AppError::PlanLimit { message, .. } => (message.clone(), vec![]),
-            AppError::TooManyRequests { retry_after_secs } => {
-                (format!("Too many requests. Try again in {retry_after_secs} seconds."), vec![])
-            }
-            AppError::Internal(_) => {
-                ("Something went wrong on our side. Quote the request id if you contact support.".into(), vec![])
-            }
-        };
+        let Outcome { status, detail, errors, .. } = self.outcome();
         let mut problem =
             Problem { status: status.as_u16(), title: title_for(status).into(), detail, errors, ..Problem::default() };
-        if let AppError::PlanLimit { limit, upgrade, .. } = self {
+        if let AppError::Domain(DomainError::PlanLimit { limit, upgrade, .. }) = self {
             problem.kind = Some(PLAN_LIMIT_TYPE);
             problem.extensions.insert("limit".into(), (*limit).into());
             problem.extensions.insert("upgrade_url".into(), upgrade.clone().into());
@@ -217,11 +243,11 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         // An internal error built by hand around a database outage is still the outage.
         let this = match self {
-            AppError::Internal(cause) => AppError::from(cause),
+            AppError::Domain(d) => AppError::Domain(d.reclassified()),
             other => other,
         };
         let cause = match &this {
-            AppError::Internal(cause) => {
+            AppError::Domain(DomainError::Internal(cause)) => {
                 let text = format!("{cause:#}");
                 tracing::error!(error = %text, "internal error");
                 Some(text)
@@ -229,120 +255,121 @@ impl IntoResponse for AppError {
             _ => None,
         };
         let problem = this.problem();
+        let retry_after_secs = this.outcome().retry_after_secs;
         let mut response = this.status().into_response();
         if let Some(text) = cause {
             // For the error reporter (scrubbed there); the client sees only the request id.
             response.extensions_mut().insert(crate::error_reports::InternalCause(text));
         }
-        if let AppError::TooManyRequests { retry_after_secs } | AppError::Throttled { retry_after_secs, .. } = &this {
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, (*retry_after_secs).into());
-        }
-        if let AppError::DatabaseUnavailable = &this {
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, DATABASE_RETRY_AFTER_SECS.into());
+        if let Some(secs) = retry_after_secs {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         response.extensions_mut().insert(problem);
         response
     }
 }
 
-impl From<sqlx::Error> for AppError {
-    fn from(e: sqlx::Error) -> Self {
-        from_db(e)
-    }
-}
-
-/// What a named database constraint means to the person whose input broke it: the field it
-/// names and the message they read. The application states its constraints in one table
-/// ([`name_constraints`]); a violation of one of them is a 422 naming that field instead of a
-/// generic conflict.
-#[derive(Debug)]
-pub struct ConstraintField {
-    pub constraint: &'static str,
-    pub field: &'static str,
-    pub message: &'static str,
-}
-
-static CONSTRAINTS: std::sync::OnceLock<&'static [ConstraintField]> = std::sync::OnceLock::new();
-
-/// Registers the application's table of constraint names (once; later calls keep the first).
-pub fn name_constraints(table: &'static [ConstraintField]) {
-    let _ = CONSTRAINTS.set(table);
-}
-
-/// The field a violated constraint names, if the application stated it.
-pub fn constraint_field(e: &sqlx::Error) -> Option<&'static ConstraintField> {
-    let name = e.as_database_error()?.constraint()?;
-    CONSTRAINTS.get()?.iter().find(|c| c.constraint == name)
-}
-
-/// Maps database errors to what a client may learn. A foreign-key or row-level-security
-/// violation is a reference to something that doesn't exist *for this tenant*: 404, so a
-/// foreign id can't be told apart from a missing one. A unique or check violation of a
-/// constraint the application named is a field error on the field it names.
-pub fn from_db(e: sqlx::Error) -> AppError {
-    if crate::db::outage::note(&e) {
-        return AppError::DatabaseUnavailable;
-    }
-    if let Some(c) = constraint_field(&e)
-        && matches!(e.as_database_error().and_then(|d| d.code()).as_deref(), Some("23505" | "23514" | "23P01"))
-    {
-        return AppError::field(c.field, c.message);
-    }
-    match &e {
-        sqlx::Error::RowNotFound => AppError::NotFound,
-        sqlx::Error::Database(db) => match db.code().as_deref() {
-            Some("23505") => AppError::Conflict("A record with these values already exists.".into()),
-            Some("23503") => AppError::NotFound,
-            Some("42501") => AppError::NotFound,
-            Some("23514") | Some("22001") | Some("23502") => {
-                AppError::BadRequest("A value is out of the allowed range.".into())
-            }
-            Some("22P02") => AppError::BadRequest("A value has the wrong format.".into()),
-            _ => AppError::Internal(anyhow::Error::new(e)),
-        },
-        _ => AppError::Internal(anyhow::Error::new(e)),
-    }
-}
-
-pub type AppResult<T> = Result<T, AppError>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn internal_errors_hide_their_cause() {
-        let e = AppError::Internal(anyhow::anyhow!("password=hunter2 connection refused"));
-        let p = e.problem();
-        assert_eq!(p.status, 500);
-        assert!(!p.detail.contains("hunter2"));
-        assert!(!p.detail.contains("refused"));
+    fn response_of(e: impl Into<AppError>) -> Response {
+        e.into().into_response()
     }
 
     #[test]
-    fn an_unreachable_database_is_a_503_with_retry_after_and_a_query_error_is_not() {
+    fn internal_errors_hide_their_cause_and_pass_it_to_the_reporter() {
+        let res = response_of(DomainError::Internal(anyhow::anyhow!("password=hunter2 bug")));
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let p = res.extensions().get::<Problem>().unwrap();
+        assert!(!p.detail.contains("hunter2"), "{}", p.detail);
+        assert!(!p.detail.contains("bug"), "{}", p.detail);
+        let cause = res.extensions().get::<crate::error_reports::InternalCause>().unwrap();
+        assert!(cause.0.contains("hunter2"));
+        assert!(res.headers().get(axum::http::header::RETRY_AFTER).is_none());
+    }
+
+    #[test]
+    fn an_unreachable_database_is_a_503_with_retry_after() {
         let refused = || sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        for e in [from_db(refused()), from_db(sqlx::Error::PoolTimedOut), AppError::from(anyhow::Error::new(refused()))]
-        {
-            assert!(matches!(e, AppError::DatabaseUnavailable), "{e:?}");
+        for e in [AppError::from(refused()), AppError::from(anyhow::Error::new(refused()))] {
+            assert!(matches!(e, AppError::Domain(DomainError::DatabaseUnavailable)), "{e:?}");
         }
         // Wrapped by hand as an internal error: still the outage.
-        let res = AppError::Internal(anyhow::Error::new(refused()).context("loading")).into_response();
+        let res = response_of(DomainError::Internal(anyhow::Error::new(refused()).context("loading")));
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(res.headers()[axum::http::header::RETRY_AFTER], "5");
         assert!(!res.extensions().get::<Problem>().unwrap().detail.contains("refused"));
-        assert!(matches!(from_db(sqlx::Error::RowNotFound), AppError::NotFound));
-        assert!(matches!(from_db(sqlx::Error::Protocol("x".into())), AppError::Internal(_)));
-        let res = AppError::from(anyhow::anyhow!("a bug")).into_response();
+        assert!(res.extensions().get::<crate::error_reports::InternalCause>().is_none());
+        let res = response_of(anyhow::anyhow!("a bug"));
         assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        assert!(res.headers().get(axum::http::header::RETRY_AFTER).is_none());
     }
 
     #[test]
     fn validation_names_the_field() {
         let p = AppError::field("name", "must not be empty").problem();
         assert_eq!(p.status, 422);
-        assert_eq!(p.errors[0].field, "name");
-        assert!(p.detail.contains("name"));
+        assert_eq!(p.errors, vec![FieldError::new("name", "must not be empty")]);
+        assert_eq!(p.detail, "name: must not be empty");
+        let p = AppError::invalid(vec![FieldError::new("a", "x"), FieldError::new("b", "y")]).problem();
+        assert_eq!((p.status, p.detail.as_str(), p.errors.len()), (422, "Some fields are not valid.", 2));
+    }
+
+    /// Every kind of outcome, its status and what the client reads.
+    #[test]
+    fn each_outcome_has_its_status_and_problem() {
+        let m = || "said so".to_string();
+        let cases: Vec<(AppError, u16, &str)> = vec![
+            (DomainError::Malformed(m()).into(), 400, "said so"),
+            (AppError::BadRequest(m()), 400, "said so"),
+            (DomainError::NotAuthenticated(m()).into(), 401, "said so"),
+            (AppError::Unauthorized(m()), 401, "said so"),
+            (DomainError::Forbidden(m()).into(), 403, "said so"),
+            (DomainError::NotFound.into(), 404, "The requested resource does not exist."),
+            (DomainError::Conflict(m()).into(), 409, "said so"),
+            (DomainError::TooLarge.into(), 413, "The request body is too large."),
+            (AppError::PayloadTooLarge, 413, "The request body is too large."),
+            (DomainError::UnsupportedType(m()).into(), 415, "said so"),
+            (AppError::UnsupportedMediaType(m()), 415, "said so"),
+            (DomainError::Throttled { message: m(), retry_after_secs: 30 }.into(), 429, "said so"),
+            (AppError::TooManyRequests { retry_after_secs: 7 }, 429, "Too many requests. Try again in 7 seconds."),
+            (DomainError::Unavailable(m()).into(), 503, "said so"),
+            (
+                DomainError::DatabaseUnavailable.into(),
+                503,
+                "The service can't reach its database right now. Try again in 5 seconds.",
+            ),
+        ];
+        for (e, status, detail) in cases {
+            let label = format!("{e:?}");
+            let res = e.into_response();
+            assert_eq!(res.status().as_u16(), status, "{label}");
+            let p = res.extensions().get::<Problem>().unwrap();
+            assert_eq!((p.status, p.detail.as_str()), (status, detail), "{label}");
+            assert_eq!(p.title, StatusCode::from_u16(status).unwrap().canonical_reason().unwrap(), "{label}");
+            assert!(p.kind.is_none() && p.extensions.is_empty(), "{label}");
+            let retry = res.headers().get(axum::http::header::RETRY_AFTER).map(|v| v.to_str().unwrap().to_string());
+            let expected = match status {
+                429 if label.contains("Throttled") => Some("30"),
+                429 => Some("7"),
+                503 if label.contains("Database") => Some("5"),
+                _ => None,
+            };
+            assert_eq!(retry.as_deref(), expected, "{label}");
+        }
+    }
+
+    #[test]
+    fn a_plan_limit_is_a_403_of_its_own_type_naming_the_limit_and_the_upgrade() {
+        let e = DomainError::PlanLimit {
+            limit: "projects",
+            message: "Your plan allows 3 projects.".into(),
+            upgrade: "/o/acme/settings/billing".into(),
+        };
+        let p = AppError::from(e).problem();
+        assert_eq!((p.status, p.detail.as_str()), (403, "Your plan allows 3 projects."));
+        assert_eq!(p.kind, Some(PLAN_LIMIT_TYPE));
+        assert_eq!(p.extensions["limit"], "projects");
+        assert_eq!(p.extensions["upgrade_url"], "/o/acme/settings/billing");
     }
 }

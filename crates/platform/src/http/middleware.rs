@@ -295,7 +295,7 @@ pub async fn client_ip(State(state): State<HttpContext>, mut req: Request, next:
     req.extensions_mut().insert(ClientIp(ip));
     if state.behind_proxy && req.uri().path() != "/healthz" {
         if !net::contains(trusted, peer) {
-            let mut res = crate::http::error::AppError::Forbidden(
+            let mut res = crate::http::error::AppError::forbidden(
                 "This server only accepts requests through its configured proxy.".into(),
             )
             .into_response();

@@ -21,7 +21,7 @@ use crate::access::role::{Permission, PermissionSet, Role, admin_bound, effectiv
 use crate::audit::{self, Context, Entry};
 use crate::platform::crypto::{random_token, sha256};
 use crate::platform::db::Db;
-use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::error::{DomainError, DomainResult};
 use crate::platform::ids::UserId;
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -70,9 +70,9 @@ pub struct CreatedKey {
     pub secret: String,
 }
 
-pub async fn list(db: &Db, p: &OrgPrincipal) -> AppResult<Vec<ApiKey>> {
+pub async fn list(db: &Db, p: &OrgPrincipal) -> DomainResult<Vec<ApiKey>> {
     if !p.can(Permission::ApiKeysManage) {
-        return Err(AppError::Forbidden("Your role doesn't allow this (api_keys.manage).".into()));
+        return Err(DomainError::Forbidden("Your role doesn't allow this (api_keys.manage).".into()));
     }
     let mut tx = OrgTx::begin(db, p).await?;
     let rows =
@@ -84,7 +84,7 @@ pub async fn list(db: &Db, p: &OrgPrincipal) -> AppResult<Vec<ApiKey>> {
 /// What a key of `role` made by `p` can hold at most: the role's permissions in this
 /// organization (its customization applies to keys, as when a key is verified) within the Admin
 /// bound and `p`'s own effective permissions.
-async fn bound_of(tx: &mut OrgTx, p: &OrgPrincipal, role: Role) -> AppResult<PermissionSet> {
+async fn bound_of(tx: &mut OrgTx, p: &OrgPrincipal, role: Role) -> DomainResult<PermissionSet> {
     let customization = crate::access::role::role_customization(tx, role).await?;
     Ok(effective_permissions(role, &customization, &[]).intersect(admin_bound()).intersect(p.permissions()))
 }
@@ -96,9 +96,9 @@ pub fn subset_role(p: &OrgPrincipal) -> Role {
 }
 
 /// The permissions `p` may put into a key's explicit subset, for the key page's checkboxes.
-pub async fn grantable(db: &Db, p: &OrgPrincipal) -> AppResult<PermissionSet> {
+pub async fn grantable(db: &Db, p: &OrgPrincipal) -> DomainResult<PermissionSet> {
     if !p.can(Permission::ApiKeysManage) {
-        return Err(AppError::Forbidden("Your role doesn't allow this (api_keys.manage).".into()));
+        return Err(DomainError::Forbidden("Your role doesn't allow this (api_keys.manage).".into()));
     }
     let mut tx = OrgTx::begin(db, p).await?;
     let set = bound_of(&mut tx, p, subset_role(p)).await?;
@@ -118,19 +118,19 @@ struct Holder {
 
 /// Reads `user`'s standing in the transaction's organization: an active member of the team
 /// (a Client is a portal user, whose role no key can hold). Refusals name the `as` field.
-async fn holder(tx: &mut OrgTx, user: UserId) -> AppResult<Holder> {
+async fn holder(tx: &mut OrgTx, user: UserId) -> DomainResult<Holder> {
     let row: Option<(Role, String)> =
         sqlx::query_as("SELECT role, status FROM memberships WHERE organization_id = $1 AND user_id = $2")
             .bind(tx.org_id())
             .bind(user)
             .fetch_optional(&mut **tx)
             .await?;
-    let (role, status) = row.ok_or_else(|| AppError::field("as", "is not a member of this organization"))?;
+    let (role, status) = row.ok_or_else(|| DomainError::field("as", "is not a member of this organization"))?;
     if status != "active" {
-        return Err(AppError::field("as", "is a suspended member: a key acts only for an active member"));
+        return Err(DomainError::field("as", "is a suspended member: a key acts only for an active member"));
     }
     if role == Role::Client {
-        return Err(AppError::field("as", "is a client (portal user): a key acts only for a member of the team"));
+        return Err(DomainError::field("as", "is a client (portal user): a key acts only for a member of the team"));
     }
     let customization = crate::access::role::role_customization(tx, role).await?;
     let overrides: Vec<(String, bool)> = sqlx::query_as(
@@ -147,9 +147,9 @@ async fn holder(tx: &mut OrgTx, user: UserId) -> AppResult<Holder> {
 
 /// Creates a key as `p`, acting for `p`'s own person (the web: the signed-in member). A
 /// principal that is no person (the operator) must name the member: [`create_for`].
-pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &NewKey) -> AppResult<CreatedKey> {
+pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &NewKey) -> DomainResult<CreatedKey> {
     let Some(member) = p.on_behalf_of() else {
-        return Err(AppError::field("as", "an API key acts for a member of the organization: name one"));
+        return Err(DomainError::field("as", "an API key acts for a member of the organization: name one"));
     };
     create_for(db, ctx, p, member, input).await
 }
@@ -163,27 +163,27 @@ pub async fn create_for(
     p: &OrgPrincipal,
     member: UserId,
     input: &NewKey,
-) -> AppResult<CreatedKey> {
+) -> DomainResult<CreatedKey> {
     if !p.can(Permission::ApiKeysManage) {
-        return Err(AppError::Forbidden("Your role doesn't allow this (api_keys.manage).".into()));
+        return Err(DomainError::Forbidden("Your role doesn't allow this (api_keys.manage).".into()));
     }
     let name = crate::platform::fields::nonblank("name", &input.name, 100)?;
-    let role: Role = input.role.parse().map_err(|m: String| AppError::field("role", m))?;
+    let role: Role = input.role.parse().map_err(|m: String| DomainError::field("role", m))?;
     if !matches!(role, Role::Admin | Role::Manager | Role::Member) {
-        return Err(AppError::field("role", "must be admin, manager or member"));
+        return Err(DomainError::field("role", "must be admin, manager or member"));
     }
     if role.rank() > p.role().rank() {
-        return Err(AppError::Forbidden("A key can't have a role above your own.".into()));
+        return Err(DomainError::Forbidden("A key can't have a role above your own.".into()));
     }
     let wanted = match &input.permissions {
         None => None,
         Some(list) => {
             let perms: Vec<Permission> = list
                 .iter()
-                .map(|s| s.parse::<Permission>().map_err(|m| AppError::field("permissions", m)))
-                .collect::<AppResult<_>>()?;
+                .map(|s| s.parse::<Permission>().map_err(|m| DomainError::field("permissions", m)))
+                .collect::<DomainResult<_>>()?;
             if perms.is_empty() {
-                return Err(AppError::field("permissions", "choose at least one permission"));
+                return Err(DomainError::field("permissions", "choose at least one permission"));
             }
             Some(PermissionSet::of(&perms))
         }
@@ -191,7 +191,7 @@ pub async fn create_for(
     let mut tx = OrgTx::begin(db, p).await?;
     let holder = holder(&mut tx, member).await?;
     if role.rank() > holder.role.rank() {
-        return Err(AppError::field(
+        return Err(DomainError::field(
             "as",
             format!(
                 "is {} {}, and a key never holds more than the member it acts for: {} {role} key can't act for them",
@@ -208,7 +208,7 @@ pub async fn create_for(
             if !wanted.is_subset(granted) {
                 let beyond: Vec<&str> =
                     wanted.iter().filter(|x| !granted.contains(*x)).map(Permission::as_str).collect();
-                return Err(AppError::field(
+                return Err(DomainError::field(
                     "permissions",
                     format!(
                         "not within the key's role, your own and those of the member it acts for: {}",
@@ -223,7 +223,7 @@ pub async fn create_for(
     let expires_at = match input.expires_in_days {
         None => None,
         Some(d) if (1..=3650).contains(&d) => Some(ctx.now + time::Duration::days(d)),
-        Some(_) => return Err(AppError::field("expires_in_days", "must be between 1 and 3650")),
+        Some(_) => return Err(DomainError::field("expires_in_days", "must be between 1 and 3650")),
     };
     // A key of an organization outside the default region names its region, so that its
     // verification asks that region first (`verify_api_key`).
@@ -263,9 +263,9 @@ pub async fn create_for(
     Ok(CreatedKey { key, secret })
 }
 
-pub async fn revoke(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid) -> AppResult<ApiKey> {
+pub async fn revoke(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid) -> DomainResult<ApiKey> {
     if !p.can(Permission::ApiKeysManage) {
-        return Err(AppError::Forbidden("Your role doesn't allow this (api_keys.manage).".into()));
+        return Err(DomainError::Forbidden("Your role doesn't allow this (api_keys.manage).".into()));
     }
     let mut tx = OrgTx::begin(db, p).await?;
     let key: ApiKey = sqlx::query_as(&format!(
@@ -275,7 +275,7 @@ pub async fn revoke(db: &Db, ctx: &Context, p: &OrgPrincipal, id: Uuid) -> AppRe
     .bind(ctx.now)
     .fetch_optional(&mut *tx)
     .await?
-    .ok_or(AppError::NotFound)?;
+    .ok_or(DomainError::NotFound)?;
     audit::record(
         &mut tx,
         ctx,

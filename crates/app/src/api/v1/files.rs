@@ -196,12 +196,16 @@ pub async fn upload_file(
     match files::upload(&s.db, &s.storage, &s.keys, max, &ctx, &api.principal, up).await {
         Ok(meta) => created(format!("/api/v1/files/{}", meta.id), meta),
         // The project is named in the body: one the key can't see is a field to fix.
-        Err(AppError::NotFound) => AppError::field("project_id", "no such project").into_response(),
-        Err(AppError::PayloadTooLarge) => {
+        Err(crate::platform::error::DomainError::NotFound) => {
+            AppError::field("project_id", "no such project").into_response()
+        }
+        Err(crate::platform::error::DomainError::TooLarge) => {
             upload_problem(StatusCode::PAYLOAD_TOO_LARGE, "file", format!("is larger than {max} bytes"))
         }
-        Err(AppError::UnsupportedMediaType(m)) => upload_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "file", m),
-        Err(e) => e.into_response(),
+        Err(crate::platform::error::DomainError::UnsupportedType(m)) => {
+            upload_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "file", m)
+        }
+        Err(e) => AppError::from(e).into_response(),
     }
 }
 

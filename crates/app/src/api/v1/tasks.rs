@@ -141,7 +141,7 @@ pub async fn create_comment(
 pub async fn get_comment(State(s): State<AppState>, api: ApiAccess, ids: PathIds) -> AppResult<Response> {
     let id: CommentId = ids.get("comment")?;
     let all = tasks::comments(&s.db, &api.principal, ids.get("task")?).await?;
-    all.into_iter().find(|c| c.id == id).map(ok).ok_or(AppError::NotFound)
+    all.into_iter().find(|c| c.id == id).map(ok).ok_or(AppError::not_found())
 }
 
 #[utoipa::path(patch, path = "/api/v1/tasks/{task}/comments/{comment}", tag = "tasks", request_body = CommentUpdate,

@@ -12,7 +12,7 @@ use crate::access::role::Permission as P;
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
-use crate::platform::http::error::{AppResult, FieldError};
+use crate::platform::http::error::{AppError, AppResult, FieldError};
 use crate::platform::ids::ClientId;
 use crate::route;
 use crate::state::AppState;
@@ -165,7 +165,9 @@ async fn create(
     access: OrgAccess,
     Form(form): Form<ClientForm>,
 ) -> AppResult<Response> {
-    let created = async { clients::create(&state.db, &ctx, &access.principal, &form.input()?).await }.await;
+    let created =
+        async { clients::create(&state.db, &ctx, &access.principal, &form.input()?).await.map_err(AppError::from) }
+            .await;
     match created {
         Ok(c) => Ok(Redirect::to(&format!("/o/{}/clients/{}", access.slug, c.id)).into_response()),
         Err(e) => {
@@ -204,7 +206,10 @@ async fn update(
     Form(form): Form<ClientForm>,
 ) -> AppResult<Response> {
     let id: ClientId = path_id(&id)?;
-    let updated = async { clients::update(&state.db, &ctx, &access.principal, id, &form.update()?).await }.await;
+    let updated = async {
+        clients::update(&state.db, &ctx, &access.principal, id, &form.update()?).await.map_err(AppError::from)
+    }
+    .await;
     match updated {
         Ok(c) => Ok(Redirect::to(&format!("/o/{}/clients/{}", access.slug, c.id)).into_response()),
         Err(e) => {
@@ -293,9 +298,9 @@ async fn detail_result(
     access: &OrgAccess,
     id: ClientId,
     contact: ContactForm,
-    result: AppResult<()>,
+    result: Result<(), impl Into<AppError>>,
 ) -> AppResult<Response> {
-    match result {
+    match result.map_err(Into::into) {
         Ok(()) => Ok(Redirect::to(&format!("/o/{}/clients/{id}", access.slug)).into_response()),
         Err(e) => {
             let (status, message, errors) = failure(e)?;

@@ -15,7 +15,7 @@ use crate::access::role::{Permission as P, Role};
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::identity::guard::FormToken;
 use crate::notify::{self, Channel, Kind};
-use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::http::error::{AppError, AppResult, DomainError};
 use crate::platform::ids::{ProjectId, TaskId, UserId};
 use crate::route;
 use crate::state::AppState;
@@ -101,10 +101,10 @@ async fn search_page(state: &AppState, access: &OrgAccess, raw: String, portal: 
     let action = if portal { format!("/portal/{}/search", access.slug) } else { format!("/o/{}/search", access.slug) };
     let (hits, error) = match daily::search(&state.db, &access.principal, &raw).await {
         Ok(hits) => (hits, None),
-        Err(AppError::Validation(errors)) => {
+        Err(DomainError::Invalid(errors)) => {
             (Vec::new(), Some(errors.first().map(|e| format!("The search {}.", e.message)).unwrap_or_default()))
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     let shown: String = raw.chars().filter(|c| !c.is_control()).take(daily::MAX_QUERY).collect();
     let t = SearchPage {
@@ -211,8 +211,8 @@ async fn mark_read(
         notify::mark_all_read(&mut tx, user, now).await?;
         format!("/o/{}/notifications", access.slug)
     } else {
-        let id: uuid::Uuid = form.id.trim().parse().map_err(|_| AppError::NotFound)?;
-        let n = notify::mark_read(&mut tx, user, id, now).await?.ok_or(AppError::NotFound)?;
+        let id: uuid::Uuid = form.id.trim().parse().map_err(|_| AppError::not_found())?;
+        let n = notify::mark_read(&mut tx, user, id, now).await?.ok_or(AppError::not_found())?;
         if form.then == "open" { n.link } else { format!("/o/{}/notifications", access.slug) }
     };
     tx.commit().await?;

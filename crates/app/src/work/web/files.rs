@@ -22,7 +22,7 @@ use crate::access::role::Permission as P;
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
-use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::http::error::{AppError, AppResult, DomainError};
 use crate::platform::http::middleware::ClientIp;
 use crate::platform::ids::{FileId, OrgId, ProjectId, TaskId};
 use crate::route;
@@ -137,16 +137,20 @@ async fn upload(
             bytes: got.bytes,
             shared_with_client: got.shared,
         };
-        files::upload(&state.db, &state.storage, &state.keys, max, &ctx, &access.principal, up).await
+        files::upload(&state.db, &state.storage, &state.keys, max, &ctx, &access.principal, up)
+            .await
+            .map_err(AppError::from)
     }
     .await;
     match result {
         Ok(_) => Ok(Redirect::to(&format!("/o/{}/projects/{project}/files", access.slug)).into_response()),
         // Shown on the project page with their own status, like a field message.
-        Err(e @ (AppError::PayloadTooLarge | AppError::UnsupportedMediaType(_))) => {
+        Err(
+            e @ (AppError::PayloadTooLarge | AppError::Domain(DomainError::TooLarge | DomainError::UnsupportedType(_))),
+        ) => {
             let status = e.status();
             let message = Some(match e {
-                AppError::UnsupportedMediaType(m) => m,
+                AppError::Domain(DomainError::UnsupportedType(m)) => m,
                 _ => format!("The file is too large (at most {}).", super::projects::size(max as i64)),
             });
             project_failure(
@@ -279,7 +283,7 @@ async fn signed_download(
     Query(q): Query<LinkQuery>,
     client_ip: Option<Extension<ClientIp>>,
 ) -> AppResult<Response> {
-    let invalid = || AppError::Forbidden("This download link has expired or is not valid. Ask for a new one.".into());
+    let invalid = || AppError::forbidden("This download link has expired or is not valid. Ask for a new one.".into());
     let (Ok(org), Ok(id)) = (org.parse::<OrgId>(), id.parse::<FileId>()) else {
         return Err(invalid());
     };
@@ -292,7 +296,7 @@ async fn signed_download(
     let ip = client_ip.map(|Extension(ClientIp(ip))| ip).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     let (name, list) = allowlist::load_with_name(&state.db, &principal).await?;
     if !allowlist::permits(&list, ip) {
-        return Err(allowlist::refusal(&name, ip));
+        return Err(allowlist::refusal(&name, ip).into());
     }
     let (meta, bytes) = files::download(&state.db, &state.storage, &state.keys, &principal, id).await?;
     attachment(&meta, bytes)

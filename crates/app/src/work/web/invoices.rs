@@ -18,7 +18,7 @@ use crate::access::role::Permission as P;
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
-use crate::platform::http::error::{AppError, AppResult, FieldError};
+use crate::platform::http::error::{AppError, AppResult, DomainError, FieldError};
 use crate::platform::ids::{ClientId, InvoiceId};
 use crate::route;
 use crate::state::AppState;
@@ -298,9 +298,9 @@ impl InvoiceForm {
 
 /// The service names lines by their position among the non-empty rows (`lines[0].…`); the
 /// person filling the form counts rows on the page.
-fn name_rows(e: AppError, rows: &[usize]) -> AppError {
-    match e {
-        AppError::Validation(list) => AppError::Validation(
+fn name_rows(e: impl Into<AppError>, rows: &[usize]) -> AppError {
+    match e.into() {
+        AppError::Domain(DomainError::Invalid(list)) => AppError::invalid(
             list.into_iter()
                 .map(|f| {
                     let renamed = f.field.strip_prefix("lines[").and_then(|rest| {
@@ -420,7 +420,7 @@ async fn edit_page(
             csrf,
             &access,
             id,
-            Err(AppError::Conflict("Only draft invoices can be edited; void this one and create a new one.".into())),
+            Err(AppError::conflict("Only draft invoices can be edited; void this one and create a new one.".into())),
         )
         .await;
     }
@@ -446,7 +446,9 @@ async fn update(
     };
     match result {
         Ok(inv) => Ok(Redirect::to(&format!("/o/{}/invoices/{}", access.slug, inv.id)).into_response()),
-        Err(AppError::Conflict(m)) => detail_result(&state, csrf, &access, id, Err(AppError::Conflict(m))).await,
+        Err(AppError::Domain(DomainError::Conflict(m))) => {
+            detail_result(&state, csrf, &access, id, Err(AppError::conflict(m))).await
+        }
         Err(e) => {
             let (status, message, errors) = failure(e)?;
             let heading = "Edit draft invoice".to_string();
@@ -612,9 +614,9 @@ async fn detail_result(
     csrf: String,
     access: &OrgAccess,
     id: InvoiceId,
-    result: AppResult<()>,
+    result: Result<(), impl Into<AppError>>,
 ) -> AppResult<Response> {
-    match result {
+    match result.map_err(Into::into) {
         Ok(()) => Ok(Redirect::to(&format!("/o/{}/invoices/{id}", access.slug)).into_response()),
         Err(e) => {
             let (status, message, errors) = failure(e)?;
@@ -671,7 +673,7 @@ async fn remind(
     .await
     .and_then(|to| {
         to.map(|_| ()).ok_or_else(|| {
-            AppError::Conflict("This client has no billing email: add one on the client's page first.".into())
+            DomainError::Conflict("This client has no billing email: add one on the client's page first.".into())
         })
     });
     detail_result(&state, csrf, &access, invoice, r).await
@@ -741,7 +743,7 @@ async fn bill_time(
                 ..Default::default()
             }
         };
-        invoices::bill_time(&state.db, &ctx, &access.principal, id, &input).await.map(|_| ())
+        invoices::bill_time(&state.db, &ctx, &access.principal, id, &input).await.map(|_| ()).map_err(AppError::from)
     }
     .await;
     detail_result(&state, csrf, &access, id, result).await
@@ -819,14 +821,14 @@ mod tests {
         assert_eq!(rows, vec![0, 2]);
         assert_eq!(input.tax_rate_bp, Some(1900));
         let renamed = name_rows(AppError::field("lines[1].description", "is required"), &rows);
-        let AppError::Validation(v) = renamed else { panic!() };
+        let AppError::Domain(DomainError::Invalid(v)) = renamed else { panic!() };
         assert_eq!(v[0].field, "line 3 description");
     }
 
     #[test]
     fn bad_amounts_and_unknown_fields_are_refused() {
         let form = InvoiceForm::parse(&Bytes::from_static(b"description_0=x&quantity_0=1,5&price_0=abc")).unwrap();
-        let AppError::Validation(v) = form.input().unwrap_err() else { panic!() };
+        let AppError::Domain(DomainError::Invalid(v)) = form.input().unwrap_err() else { panic!() };
         assert_eq!(v.len(), 2);
         assert_eq!(v[0].field, "line 1 quantity");
         assert!(InvoiceForm::parse(&Bytes::from_static(b"status=paid")).is_err());

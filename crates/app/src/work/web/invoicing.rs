@@ -13,7 +13,7 @@ use crate::access::role::Permission as P;
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
-use crate::platform::http::error::{AppError, AppResult, FieldError};
+use crate::platform::http::error::{AppError, AppResult, DomainError, FieldError};
 use crate::route;
 use crate::state::AppState;
 use crate::tenancy::guard::OrgAccess;
@@ -67,21 +67,21 @@ async fn settings_page(
 /// The typed form as the service's update; every field's fault at once.
 fn parse(form: &InvoicingForm) -> AppResult<InvoicingUpdate> {
     let mut errors = Vec::new();
-    let mut note = |e: AppError| match e {
-        AppError::Validation(mut fields) => errors.append(&mut fields),
+    let mut note = |e: DomainError| match e {
+        DomainError::Invalid(mut fields) => errors.append(&mut fields),
         other => errors.push(FieldError::new("form", other.to_string())),
     };
     let rate = parse_rate("hourly_rate", &form.hourly_rate).map_err(&mut note).ok();
     let terms = match form.payment_terms_days.trim().parse::<i32>() {
         Ok(d) if (0..=365).contains(&d) => Some(d),
         _ => {
-            note(AppError::field("payment_terms_days", "must be a whole number of days from 0 to 365"));
+            note(DomainError::field("payment_terms_days", "must be a whole number of days from 0 to 365"));
             None
         }
     };
     let tax = parse_percent("default_tax_rate", &form.default_tax_rate).map_err(&mut note).ok();
     if !errors.is_empty() {
-        return Err(AppError::Validation(errors));
+        return Err(AppError::invalid(errors));
     }
     Ok(InvoicingUpdate {
         invoice_prefix: Some(form.invoice_prefix.trim().to_string()),
@@ -93,9 +93,9 @@ fn parse(form: &InvoicingForm) -> AppResult<InvoicingUpdate> {
 }
 
 /// The service names the JSON fields; the form calls two of them differently.
-fn form_field(e: AppError) -> AppError {
+fn form_field(e: DomainError) -> AppError {
     match e {
-        AppError::Validation(fields) => AppError::Validation(
+        DomainError::Invalid(fields) => AppError::invalid(
             fields
                 .into_iter()
                 .map(|f| match f.field.as_str() {
@@ -105,7 +105,7 @@ fn form_field(e: AppError) -> AppError {
                 })
                 .collect(),
         ),
-        other => other,
+        other => other.into(),
     }
 }
 

@@ -24,7 +24,7 @@ use axum::body::Bytes;
 use time::Date;
 
 use crate::access::route::RouteDef;
-use crate::platform::http::error::{AppError, AppResult, FieldError};
+use crate::platform::http::error::{AppError, AppResult, DomainError, FieldError};
 
 pub fn routes() -> Vec<RouteDef> {
     let mut routes = Vec::new();
@@ -46,7 +46,7 @@ pub const PAGE_SIZE: i64 = 25;
 
 /// An id from the path: anything that doesn't parse is simply not found.
 pub fn path_id<T: FromStr>(raw: &str) -> AppResult<T> {
-    raw.parse().map_err(|_| AppError::NotFound)
+    raw.parse().map_err(|_| AppError::not_found())
 }
 
 /// An id from a form field: a bad one is the field's fault.
@@ -189,10 +189,10 @@ pub struct Errors {
 }
 
 impl Errors {
-    pub fn check<T>(&mut self, r: AppResult<T>) -> Option<T> {
-        match r {
+    pub fn check<T>(&mut self, r: Result<T, impl Into<AppError>>) -> Option<T> {
+        match r.map_err(Into::into) {
             Ok(v) => Some(v),
-            Err(AppError::Validation(mut e)) => {
+            Err(AppError::Domain(DomainError::Invalid(mut e))) => {
                 self.fields.append(&mut e);
                 None
             }
@@ -207,7 +207,7 @@ impl Errors {
         match (self.other, self.fields.is_empty()) {
             (Some(e), _) => Err(e),
             (None, true) => Ok(()),
-            (None, false) => Err(AppError::Validation(self.fields)),
+            (None, false) => Err(AppError::invalid(self.fields)),
         }
     }
 }
@@ -231,9 +231,9 @@ mod tests {
         assert_eq!(f.all("assignee"), ["1", "2"]);
         let body = Bytes::from_static(b"title=a&role=member&role=owner");
         let e = FormFields::parse(&body, |_| true).unwrap().only_once(&["title", "role"]).err().unwrap();
-        assert!(matches!(e, AppError::Validation(ref v) if v[0].field == "role"), "{e:?}");
+        assert!(matches!(e, AppError::Domain(DomainError::Invalid(ref v)) if v[0].field == "role"), "{e:?}");
         let unknown = FormFields::parse(&body, |k| k != "role").err().unwrap();
-        assert!(matches!(unknown, AppError::Validation(_)));
+        assert!(matches!(unknown, AppError::Domain(DomainError::Invalid(_))));
     }
 
     #[test]

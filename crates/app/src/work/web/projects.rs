@@ -16,7 +16,7 @@ use crate::access::role::{Permission as P, Role};
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
-use crate::platform::http::error::{AppError, AppResult, FieldError};
+use crate::platform::http::error::{AppError, AppResult, DomainError, FieldError};
 use crate::platform::ids::{ClientId, ColumnId, ProjectId, TaskId, UserId};
 use crate::route;
 use crate::state::AppState;
@@ -219,7 +219,7 @@ impl ProjectForm {
     fn budget(&self) -> AppResult<Option<i64>> {
         match self.budget.trim() {
             "" => Ok(None),
-            b => parse_decimal("budget", b, 2).map(Some),
+            b => Ok(parse_decimal("budget", b, 2).map(Some)?),
         }
     }
 
@@ -316,7 +316,7 @@ async fn create(
     Form(form): Form<ProjectForm>,
 ) -> AppResult<Response> {
     let result = match form.input() {
-        Ok(input) => projects::create(&state.db, &ctx, &access.principal, &input).await,
+        Ok(input) => projects::create(&state.db, &ctx, &access.principal, &input).await.map_err(AppError::from),
         Err(e) => Err(e),
     };
     match result {
@@ -349,7 +349,7 @@ async fn update(
 ) -> AppResult<Response> {
     let id: ProjectId = path_id(&id)?;
     let result = match form.update() {
-        Ok(input) => projects::update(&state.db, &ctx, &access.principal, id, &input).await,
+        Ok(input) => projects::update(&state.db, &ctx, &access.principal, id, &input).await.map_err(AppError::from),
         Err(e) => Err(e),
     };
     match result {
@@ -901,9 +901,9 @@ pub async fn project_result(
     id: ProjectId,
     tab: &'static str,
     forms: ProjectForms,
-    result: AppResult<()>,
+    result: Result<(), impl Into<AppError>>,
 ) -> AppResult<Response> {
-    match result {
+    match result.map_err(Into::into) {
         Ok(()) => Ok(Redirect::to(&tab_path(&access.slug, id, tab)).into_response()),
         Err(e) => {
             let (status, message, errors) = failure(e)?;
@@ -963,7 +963,7 @@ async fn add_member(
     let result = async {
         let user: UserId =
             form_id("user_id", &form.user_id)?.ok_or_else(|| AppError::field("user_id", "choose a person"))?;
-        projects::add_member(&state.db, &ctx, &access.principal, id, user).await
+        projects::add_member(&state.db, &ctx, &access.principal, id, user).await.map_err(AppError::from)
     }
     .await;
     project_result(&state, csrf, &access, id, "people", ProjectForms::default(), result).await
@@ -989,7 +989,7 @@ async fn member_rate(
     let user: UserId = path_id(&user)?;
     let result = async {
         let rate = crate::work::invoicing::parse_rate("hourly_rate", &form.hourly_rate)?;
-        projects::set_member_rate(&state.db, &ctx, &access.principal, id, user, rate).await
+        projects::set_member_rate(&state.db, &ctx, &access.principal, id, user, rate).await.map_err(AppError::from)
     }
     .await;
     project_result(&state, csrf, &access, id, "people", ProjectForms::default(), result).await
@@ -1059,7 +1059,7 @@ async fn move_column(
             "right" => 1,
             _ => return Err(AppError::field("direction", "must be left or right")),
         };
-        projects::move_column(&state.db, &ctx, &access.principal, id, column, delta).await
+        projects::move_column(&state.db, &ctx, &access.principal, id, column, delta).await.map_err(AppError::from)
     }
     .await;
     project_result(&state, csrf, &access, id, "board", ProjectForms::default(), result).await
@@ -1134,19 +1134,19 @@ async fn record_time(
             spent_on: (!spent_on.is_empty()).then(|| spent_on.to_string()),
             note: Some(form.note.clone()),
         };
-        time_entries::create(&state.db, &ctx, &access.principal, &input).await
+        time_entries::create(&state.db, &ctx, &access.principal, &input).await.map_err(AppError::from)
     }
     .await;
     // The project in the address is not one the caller may see.
-    if let Err(AppError::Validation(v)) = &result
+    if let Err(AppError::Domain(DomainError::Invalid(v))) = &result
         && v.iter().any(|f| f.field == "project_id")
     {
-        return Err(AppError::NotFound);
+        return Err(AppError::not_found());
     }
     let task: Option<TaskId> = if form.from == "project" { None } else { form.task_id.trim().parse().ok() };
     match (result, task) {
         (Ok(_), Some(task)) => Ok(Redirect::to(&format!("/o/{}/tasks/{task}#time", access.slug)).into_response()),
-        (Err(e), Some(task)) if !matches!(e, AppError::NotFound) => {
+        (Err(e), Some(task)) if !matches!(e, AppError::Domain(DomainError::NotFound)) => {
             let (status, message, errors) = failure(e)?;
             let forms = super::tasks::TaskForms {
                 minutes: form.minutes,
@@ -1182,7 +1182,7 @@ async fn delete_time(
     // The entry must belong to the project in the address (its page is where we return).
     let found = time_entries::get(&state.db, &access.principal, entry).await?;
     if found.project_id != id {
-        return Err(AppError::NotFound);
+        return Err(AppError::not_found());
     }
     let r = time_entries::delete(&state.db, &ctx, &access.principal, entry).await;
     project_result(&state, csrf, &access, id, "time", ProjectForms::default(), r).await

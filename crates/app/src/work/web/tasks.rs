@@ -18,7 +18,7 @@ use crate::access::role::{Permission as P, Role};
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
-use crate::platform::http::error::{AppError, AppResult, FieldError};
+use crate::platform::http::error::{AppError, AppResult, DomainError, FieldError};
 use crate::platform::ids::{CommentId, ProjectId, TaskId, UserId};
 use crate::route;
 use crate::state::AppState;
@@ -78,7 +78,7 @@ async fn create(
     match tasks::create(&state.db, &ctx, &access.principal, &input).await {
         Ok(_) => Ok(Redirect::to(&format!("/o/{}/projects/{project}", access.slug)).into_response()),
         // The project in the address is not one the caller may see.
-        Err(AppError::Validation(v)) if v.iter().any(|f| f.field == "project_id") => Err(AppError::NotFound),
+        Err(DomainError::Invalid(v)) if v.iter().any(|f| f.field == "project_id") => Err(AppError::not_found()),
         Err(e) => {
             let (status, message, errors) = failure(e)?;
             let forms = ProjectForms { task_title: form.title, task_column: form.column_id, ..ProjectForms::default() };
@@ -115,7 +115,7 @@ async fn move_task(
         let column: crate::platform::ids::ColumnId =
             form_id("column_id", &form.column_id)?.ok_or_else(|| AppError::field("column_id", "choose a column"))?;
         let input = TaskUpdate { column_id: Some(column.to_string()), ..TaskUpdate::default() };
-        tasks::update(&state.db, &ctx, &access.principal, id, &input).await
+        tasks::update(&state.db, &ctx, &access.principal, id, &input).await.map_err(AppError::from)
     }
     .await;
     match result {
@@ -424,9 +424,9 @@ async fn task_result(
     id: TaskId,
     anchor: &str,
     forms: TaskForms,
-    result: AppResult<()>,
+    result: Result<(), impl Into<AppError>>,
 ) -> AppResult<Response> {
-    match result {
+    match result.map_err(Into::into) {
         Ok(()) => Ok(Redirect::to(&format!("/o/{}/tasks/{id}#{anchor}", access.slug)).into_response()),
         Err(e) => {
             let (status, message, errors) = failure(e)?;
@@ -492,7 +492,7 @@ async fn update(
                 edit.assignees.iter().map(|a| a.trim()).filter(|a| !a.is_empty()).map(str::to_string).collect(),
             ),
         };
-        tasks::update(&state.db, &ctx, &access.principal, id, &input).await.map(|_| ())
+        tasks::update(&state.db, &ctx, &access.principal, id, &input).await.map(|_| ()).map_err(AppError::from)
     }
     .await;
     let forms = TaskForms { edit: Some(edit), ..TaskForms::default() };

@@ -16,7 +16,7 @@ use super::duration;
 use crate::access::role::Permission as P;
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
-use crate::platform::http::error::{AppError, AppResult};
+use crate::platform::http::error::{AppError, AppResult, DomainError};
 use crate::platform::ids::UserId;
 use crate::route;
 use crate::state::AppState;
@@ -79,8 +79,8 @@ async fn start(
     };
     let (timer, _) = match timers::start(&state.db, &ctx, &access.principal, &input).await {
         // A project or task the viewer can't see is simply not found.
-        Err(AppError::Validation(v)) if v.iter().any(|f| f.field == "project_id" || f.field == "task_id") => {
-            return Err(AppError::NotFound);
+        Err(DomainError::Invalid(v)) if v.iter().any(|f| f.field == "project_id" || f.field == "task_id") => {
+            return Err(AppError::not_found());
         }
         other => other?,
     };
@@ -92,10 +92,10 @@ async fn stop(State(state): State<AppState>, ctx: Context, access: OrgAccess) ->
     let stopped = match timers::stop(&state.db, &ctx, &access.principal).await {
         Ok(s) => s,
         // Stopped already (in another tab): the week shows what it recorded.
-        Err(AppError::Conflict(_)) => {
+        Err(DomainError::Conflict(_)) => {
             return Ok(Redirect::to(&format!("/o/{}/time/week", access.slug)).into_response());
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     let task = stopped.timer.task_id.map(|t| t.to_string());
     Ok(Redirect::to(&timer_page(&access.slug, &stopped.timer.project_id.to_string(), task.as_deref())).into_response())
@@ -143,11 +143,11 @@ fn sees_others(access: &OrgAccess) -> bool {
 
 async fn week(State(state): State<AppState>, access: OrgAccess, Query(q): Query<WeekQuery>) -> AppResult<Response> {
     let p = &access.principal;
-    let me = p.user_id().ok_or(AppError::NotFound)?;
+    let me = p.user_id().ok_or(AppError::not_found())?;
     let day = fields::date_or_empty("week", &q.week)?;
     let person: UserId = match fields::id_or_empty::<UserId>("person", &q.person)? {
         Some(u) if u != me && !sees_others(&access) => {
-            return Err(AppError::Forbidden("Your role shows only your own week.".into()));
+            return Err(AppError::forbidden("Your role shows only your own week.".into()));
         }
         Some(u) => u,
         None => me,
