@@ -10,7 +10,9 @@
 //! is loaded with 64 connections; the script prints both and their ratio, and the committed
 //! transactions per API request (`pg_stat_database.xact_commit`). The API side of that comparison
 //! is loaded by `wrk` when it is installed (a separate process in C, like pgbench), else from
-//! this process.
+//! this process. With wrk, the reference handler is loaded the same way, and each run prints the
+//! CPU time per request of the server and of PostgreSQL (from `/proc`, where the database runs on
+//! this machine): where the CPU is the limit, that says where a request's cost goes.
 //!
 //! Run: `cargo bench --bench api_tasks` (PostgreSQL: `TEST_DATABASE_URL` as for the tests).
 //! `BENCH_ORGS`, `BENCH_TASKS`, `BENCH_SECONDS`, `BENCH_CONCURRENCY` (reference comparison,
@@ -261,19 +263,35 @@ async fn main() {
     };
     let script = app.config.data_dir.join("bench-tasks.sql");
     std::fs::write(&script, pgbench_script(org_id)).expect("pgbench script");
+    let cpu_before = cpu_now(&mut admin).await;
     let pgbench_tps = run_pgbench(&pgbench, &script, &app.db.app, &passwords.app, pgbench_clients, seconds);
+    let pgbench_cpu = cpu_now(&mut admin).await.since(&cpu_before, pgbench_tps * seconds as f64);
     // The load generator: wrk when installed (a separate C process, as pgbench is, so the
     // comparison isn't skewed by a Rust client sharing this process's runtime and cores), else
     // this process's own reqwest client.
     let (api_rps, requests, before) = if let Some(wrk) = wrk_binary() {
         let url = format!("https://{}/api/v1/tasks?limit=50", app.addr);
+        let reference = format!("https://{}/bench/bare-tasks?limit=50", app.addr);
         wrk_run(&wrk, &url, &key.secret, api_connections, 2);
+        // The reference under the same load generator, for the CPU each costs.
+        let cpu_before = cpu_now(&mut admin).await;
+        let (ref_rps, ref_requests, _, _) = wrk_run(&wrk, &reference, &key.secret, api_connections, seconds);
+        let ref_cpu = cpu_now(&mut admin).await.since(&cpu_before, ref_requests as f64);
         let before = xact_commit(&mut admin).await;
+        let cpu_before = cpu_now(&mut admin).await;
         let (rps, requests, p50, p99) = wrk_run(&wrk, &url, &key.secret, api_connections, seconds);
+        let api_cpu = cpu_now(&mut admin).await.since(&cpu_before, requests as f64);
         println!(
-            "{:<44} {rps:>8.0} req/s   p50 {p50:>6.2} ms   p99 {p99:>6.2} ms   ({requests} requests, wrk)",
-            format!("GET /api/v1/tasks?limit=50, {api_connections} connections")
+            "{:<44} {ref_rps:>8.0} req/s   CPU per request: {}",
+            format!("reference, {api_connections} connections (wrk)"),
+            ref_cpu.describe()
         );
+        println!(
+            "{:<44} {rps:>8.0} req/s   CPU per request: {}   p50 {p50:>6.2} ms   p99 {p99:>6.2} ms",
+            format!("GET /api/v1/tasks?limit=50, {api_connections} connections (wrk)"),
+            api_cpu.describe()
+        );
+        println!("ratio (reference / pgbench, the ceiling of any handler): {:.2}", ref_rps / pgbench_tps);
         (rps, requests, before)
     } else {
         println!("wrk not found (apt install wrk): the API is loaded from this process");
@@ -289,9 +307,75 @@ async fn main() {
         (rps, requests, before)
     };
     let per_request = (xact_commit(&mut admin).await - before) as f64 / requests as f64;
-    println!("{:<44} {pgbench_tps:>8.0} tps", format!("pgbench, same transaction, {pgbench_clients} clients"));
+    println!(
+        "{:<44} {pgbench_tps:>8.0} tps     CPU per transaction: {}",
+        format!("pgbench, same transaction, {pgbench_clients} clients"),
+        pgbench_cpu.describe()
+    );
     println!("committed transactions per API request: {per_request:.2}");
     println!("ratio (API / pgbench): {:.2}  (goal: at least 0.60)", api_rps / pgbench_tps);
+}
+
+/// CPU time used so far, in seconds, by this process (the server: the load comes from wrk or
+/// pgbench, processes of their own) and by PostgreSQL: every live backend and background
+/// process, the postmaster, and what exited backends (pgbench's) left to the postmaster.
+/// `None` where `/proc` or the data directory can't be read (another machine's database).
+struct Cpu {
+    server: Option<f64>,
+    postgres: Option<f64>,
+}
+
+/// What two readings of [`Cpu`] say per unit of work (microseconds).
+struct CpuPer {
+    server: Option<f64>,
+    postgres: Option<f64>,
+}
+
+impl Cpu {
+    fn since(&self, earlier: &Cpu, units: f64) -> CpuPer {
+        let per = |now: Option<f64>, then: Option<f64>| Some((now? - then?) * 1e6 / units.max(1.0));
+        CpuPer { server: per(self.server, earlier.server), postgres: per(self.postgres, earlier.postgres) }
+    }
+}
+
+impl CpuPer {
+    fn describe(&self) -> String {
+        let us = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.0} µs"));
+        format!("server {} + PostgreSQL {}", us(self.server), us(self.postgres))
+    }
+}
+
+/// utime + stime (and, with `children`, cutime + cstime) of a process, in seconds. The kernel
+/// reports them in USER_HZ ticks, 100 a second on Linux.
+fn proc_cpu(pid: u32, children: bool) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces), from the state (field 3) on.
+    let fields: Vec<u64> =
+        stat.rsplit_once(')')?.1.split_whitespace().skip(1).map(|f| f.parse().unwrap_or(0)).collect();
+    let own = fields.get(10)? + fields.get(11)?;
+    let waited = if children { fields.get(12)? + fields.get(13)? } else { 0 };
+    Some((own + waited) as f64 / 100.0)
+}
+
+async fn cpu_now(admin: &mut sqlx::PgConnection) -> Cpu {
+    let server = proc_cpu(std::process::id(), false);
+    let pids: Vec<i32> = sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid()")
+        .fetch_all(&mut *admin)
+        .await
+        .unwrap_or_default();
+    let data_dir: Option<String> = sqlx::query_scalar("SELECT setting FROM pg_settings WHERE name = 'data_directory'")
+        .fetch_optional(&mut *admin)
+        .await
+        .ok()
+        .flatten();
+    let postmaster = data_dir
+        .and_then(|d| std::fs::read_to_string(std::path::Path::new(&d).join("postmaster.pid")).ok())
+        .and_then(|text| text.lines().next().and_then(|l| l.trim().parse::<u32>().ok()));
+    let postgres = postmaster.and_then(|pm| {
+        let live: f64 = pids.iter().filter_map(|p| proc_cpu(*p as u32, false)).sum();
+        Some(proc_cpu(pm, true)? + live)
+    });
+    Cpu { server, postgres }
 }
 
 /// The committed transactions of the test database so far (the statistics are read in a fresh
