@@ -131,26 +131,33 @@ fn an_area_uses_only_the_areas_below_it() {
     assert!(v.is_empty(), "areas using areas above them:\n{}", v.join("\n"));
 }
 
-/// Negative control: an upward use smuggled into a copy is caught, a comment is not.
-#[test]
-fn the_layer_check_catches_an_upward_use() {
-    let order: Vec<String> = documented_order().into_iter().skip(1).collect();
+/// A copy of the application's sources, for a negative control to smuggle code into.
+fn copy_of_the_app_sources() -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
-    let src = root().join("crates/app/src");
-    for (rel, path) in rust_files(&src) {
+    for (rel, path) in rust_files(&root().join("crates/app/src")) {
         let dst = tmp.path().join(&rel);
         std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
         std::fs::copy(path, dst).unwrap();
     }
-    let append = |rel: &str, code: &str| {
-        let p = tmp.path().join(rel);
-        let mut text = std::fs::read_to_string(&p).unwrap();
-        text = format!("{code}\n{text}");
-        std::fs::write(p, text).unwrap();
-    };
-    append("audit/chain.rs", "use crate::work::clients::Client;");
-    append("access/role.rs", "use crate::{tenancy, identity::session};");
-    append("identity/mod.rs", "// crate::api is above, but this is a comment.");
+    tmp
+}
+
+/// Adds `code` to the copy's file `rel`, before its first line or after its last.
+fn add_to(copy: &tempfile::TempDir, rel: &str, code: &str, before: bool) {
+    let p = copy.path().join(rel);
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(p, if before { format!("{code}\n{text}") } else { format!("{text}\n{code}") }).unwrap();
+}
+
+/// Negative control: an upward use smuggled into a copy is caught, a comment is not.
+#[test]
+fn the_layer_check_catches_an_upward_use() {
+    let order: Vec<String> = documented_order().into_iter().skip(1).collect();
+    let tmp = copy_of_the_app_sources();
+    let prepend = |rel: &str, code: &str| add_to(&tmp, rel, code, true);
+    prepend("audit/chain.rs", "use crate::work::clients::Client;");
+    prepend("access/role.rs", "use crate::{tenancy, identity::session};");
+    prepend("identity/mod.rs", "// crate::api is above, but this is a comment.");
     let v = violations(tmp.path(), &order);
     let text = v.join("\n");
     assert!(v.iter().any(|l| l.starts_with("audit/chain.rs:1: audit uses work")), "{text}");
@@ -293,23 +300,9 @@ fn only_the_http_edge_speaks_http() {
 /// test module and an edge are not.
 #[test]
 fn the_edge_check_catches_a_service_that_speaks_http() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = root().join("crates/app/src");
-    for (rel, path) in rust_files(&src) {
-        let dst = tmp.path().join(&rel);
-        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-        std::fs::copy(path, dst).unwrap();
-    }
-    let prepend = |rel: &str, code: &str| {
-        let p = tmp.path().join(rel);
-        let text = std::fs::read_to_string(&p).unwrap();
-        std::fs::write(p, format!("{code}\n{text}")).unwrap();
-    };
-    let append = |rel: &str, code: &str| {
-        let p = tmp.path().join(rel);
-        let text = std::fs::read_to_string(&p).unwrap();
-        std::fs::write(p, format!("{text}\n{code}")).unwrap();
-    };
+    let tmp = copy_of_the_app_sources();
+    let prepend = |rel: &str, code: &str| add_to(&tmp, rel, code, true);
+    let append = |rel: &str, code: &str| add_to(&tmp, rel, code, false);
     prepend("work/tasks.rs", "use crate::platform::http::error::AppError;");
     prepend("tenancy/service.rs", "fn refused() -> u16 { http::StatusCode::FORBIDDEN.as_u16() }");
     prepend("identity/service.rs", "// An AppError is the edge's business.");
