@@ -228,7 +228,6 @@ const EDGE_FILES: &[(&str, &str)] = &[
     ("tenancy/audit_log.rs", "the audit-log viewer page and its CSV download"),
     ("tenancy/billing.rs", "the billing settings page"),
     ("tenancy/confirm.rs", "the page that confirms a sensitive request"),
-    ("contact.rs", "the contact form's pages (its parsing and recording return DomainResult)"),
 ];
 
 /// An HTTP edge: a page or endpoint (`web.rs`, `*_web.rs`, anything under a `web/` folder), a
