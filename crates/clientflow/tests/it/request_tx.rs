@@ -62,6 +62,77 @@ async fn parts_commit_with_the_request_and_a_failed_part_undoes_only_itself() {
     assert_eq!(names(&db).await, ["part a", "part c"]);
 }
 
+/// The statement a backend ran last, as the database reports it.
+async fn last_statement(db: &TestDb, pid: i32) -> String {
+    let mut admin = db.admin_conn().await;
+    sqlx::query_scalar("SELECT query FROM pg_stat_activity WHERE pid = $1")
+        .bind(pid)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap()
+}
+
+/// A request transaction in which nothing has been written yet (an API request whose key's
+/// verification only read) begins its first part without a savepoint; undoing that part
+/// begins the transaction again with the same tenant, and later parts work as before.
+#[tokio::test]
+async fn a_first_part_with_nothing_written_before_it_needs_no_savepoint() {
+    let db = TestDb::new().await;
+    let app_db = db.app_db(4).await;
+    let org = seed_org(&app_db, "fresh").await;
+    let mut outer = OrgTx::begin(&app_db, &org.principal).await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *outer).await.unwrap();
+    let outer = outer.with_nothing_written().await.unwrap();
+    let (_, back) = with_request_tx(outer, async {
+        // The first part: no savepoint (the backend's last statement is still ours).
+        let mut a = OrgTx::begin(&app_db, &org.principal).await.unwrap();
+        assert_eq!(last_statement(&db, pid).await, "SELECT txid_current_if_assigned() IS NOT NULL");
+        insert(&mut a, "part a").await;
+        // It fails halfway and is dropped: undone by beginning again.
+        let refused = sqlx::query("INSERT INTO clients (organization_id, id, name) VALUES ($1, $2, '')")
+            .bind(a.org_id())
+            .bind(uuid::Uuid::now_v7())
+            .execute(&mut *a)
+            .await;
+        assert!(refused.is_err(), "an empty name violates the table's check");
+        drop(a);
+        // Still nothing written: the next part starts at the beginning too, after the undo,
+        // and the tenant is set again (the insert passes row-level security's check).
+        let mut b = OrgTx::begin(&app_db, &org.principal).await.unwrap();
+        assert!(last_statement(&db, pid).await.starts_with("ROLLBACK; BEGIN; SELECT set_config('app.org_id'"));
+        insert(&mut b, "part b").await;
+        b.rollback().await.unwrap();
+        let mut c = OrgTx::begin(&app_db, &org.principal).await.unwrap();
+        let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM clients WHERE name LIKE 'part %'")
+            .fetch_one(&mut *c)
+            .await
+            .unwrap();
+        assert_eq!(visible, 0, "the undone parts left nothing");
+        insert(&mut c, "part c").await;
+        c.commit().await.unwrap();
+        // Something is written now: the next part takes a savepoint, and undoing it keeps c.
+        let mut d = OrgTx::begin(&app_db, &org.principal).await.unwrap();
+        assert!(last_statement(&db, pid).await.starts_with("SAVEPOINT cf_part_"));
+        insert(&mut d, "part d").await;
+        drop(d);
+    })
+    .await;
+    back.unwrap().expect("the request transaction comes back").commit().await.unwrap();
+    assert_eq!(names(&db).await, ["part c"]);
+}
+
+/// The claim is checked in debug builds: a transaction that has written can't make it.
+#[tokio::test]
+#[should_panic(expected = "with_nothing_written on a transaction that has written")]
+async fn a_transaction_that_wrote_cant_claim_it_wrote_nothing() {
+    let db = TestDb::new().await;
+    let app_db = db.app_db(4).await;
+    let org = seed_org(&app_db, "claim").await;
+    let mut outer = OrgTx::begin(&app_db, &org.principal).await.unwrap();
+    insert(&mut outer, "part written").await;
+    let _ = outer.with_nothing_written().await;
+}
+
 #[tokio::test]
 async fn an_abandoned_request_leaves_nothing() {
     let db = TestDb::new().await;

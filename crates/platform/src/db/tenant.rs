@@ -79,11 +79,24 @@ pub struct OrgTx<P: TenantPrincipal> {
     tx: Option<Transaction<'static, Postgres>>,
     principal: P,
     /// Set when this transaction is a part of the request's own (see [`with_request_tx`]):
-    /// its slot, and the savepoint that began this part.
-    request: Option<(RequestSlot, String)>,
+    /// its slot, and where this part began.
+    request: Option<(RequestSlot, PartStart)>,
     /// The default region (the directory's): whether this transaction also reaches the
     /// directory's tables is `region() == home_region()`.
     home: RegionId,
+    /// Nothing has been written in this transaction since it began (see
+    /// [`OrgTx::with_nothing_written`]).
+    nothing_written: bool,
+}
+
+/// Where a part of a request transaction began, to undo it back to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PartStart {
+    /// A savepoint of that name.
+    Savepoint(String),
+    /// The beginning of the transaction, in which nothing had been written: undoing the part
+    /// is beginning the transaction again, with the same tenant.
+    TransactionStart,
 }
 
 tokio::task_local! {
@@ -101,16 +114,19 @@ struct RequestSlot {
 #[derive(Default)]
 struct SlotState {
     tx: Option<Transaction<'static, Postgres>>,
-    /// A part dropped without committing: its savepoint, to roll back to before the
+    /// A part dropped without committing: where it began, to roll back to before the
     /// transaction is used again (a `Drop` can't run SQL).
-    abandoned: Option<String>,
+    abandoned: Option<PartStart>,
     /// Names the savepoints.
     parts: u32,
+    /// Nothing has been written in the transaction yet: no part has committed, and its opener
+    /// wrote nothing. The next part then needs no savepoint (one round trip less).
+    nothing_written: bool,
 }
 
 impl RequestSlot {
-    fn new(org_id: OrgId, tx: Transaction<'static, Postgres>) -> Self {
-        let state = SlotState { tx: Some(tx), ..Default::default() };
+    fn new(org_id: OrgId, tx: Transaction<'static, Postgres>, nothing_written: bool) -> Self {
+        let state = SlotState { tx: Some(tx), nothing_written, ..Default::default() };
         Self { org_id, state: std::sync::Arc::new(std::sync::Mutex::new(state)) }
     }
 
@@ -118,20 +134,30 @@ impl RequestSlot {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The transaction (if it is here), what must be rolled back in it first, and the next
-    /// savepoint's name.
-    fn take(&self) -> Option<(Transaction<'static, Postgres>, Option<String>, String)> {
+    /// The transaction (if it is here), what must be rolled back in it first, and where the
+    /// next part begins: at the transaction's start while nothing has been written in it (an
+    /// abandoned part that began there leaves nothing written either, once undone), else at a
+    /// savepoint of its own.
+    fn take(&self) -> Option<(Transaction<'static, Postgres>, Option<PartStart>, PartStart)> {
         let mut state = self.lock();
         let tx = state.tx.take()?;
         state.parts += 1;
-        let name = format!("cf_part_{}", state.parts);
-        Some((tx, state.abandoned.take(), name))
+        let start = if state.nothing_written {
+            PartStart::TransactionStart
+        } else {
+            PartStart::Savepoint(format!("cf_part_{}", state.parts))
+        };
+        Some((tx, state.abandoned.take(), start))
     }
 
-    fn put(&self, tx: Transaction<'static, Postgres>, abandoned: Option<String>) {
+    /// The transaction back, after a part that `committed` (and may have written) or not.
+    fn put(&self, tx: Transaction<'static, Postgres>, abandoned: Option<PartStart>, committed: bool) {
         let mut state = self.lock();
         state.tx = Some(tx);
         state.abandoned = abandoned;
+        if committed {
+            state.nothing_written = false;
+        }
     }
 }
 
@@ -141,10 +167,28 @@ async fn statement(conn: &mut PgConnection, sql: String) -> Result<(), sqlx::Err
     Ok(())
 }
 
-/// Rolls a request transaction back to `savepoint` (a part that was dropped).
-async fn undo(tx: &mut Transaction<'static, Postgres>, savepoint: &str) -> Result<(), sqlx::Error> {
-    statement(tx, format!("ROLLBACK TO SAVEPOINT {savepoint}")).await?;
-    statement(tx, format!("RELEASE SAVEPOINT {savepoint}")).await
+/// Runs statements without parameters as one simple query (one round trip).
+async fn statements(conn: &mut PgConnection, sql: String) -> Result<(), sqlx::Error> {
+    // A `&str` with no arguments goes as a simple query, several statements at once (as the
+    // statement that begins a transaction with its settings does).
+    sqlx::Executor::execute(conn, sql.as_str()).await?;
+    Ok(())
+}
+
+/// Rolls a request transaction back to where a part began (a part that was dropped or rolled
+/// back). At the transaction's start, nothing had been written: the transaction is rolled back
+/// and begun again on the same connection, with the tenant set as it was (one simple query;
+/// the transaction stays open for what comes next, and the tenant is an id, written into it).
+async fn undo(tx: &mut Transaction<'static, Postgres>, start: &PartStart, org_id: OrgId) -> Result<(), sqlx::Error> {
+    match start {
+        PartStart::Savepoint(savepoint) => {
+            statement(tx, format!("ROLLBACK TO SAVEPOINT {savepoint}")).await?;
+            statement(tx, format!("RELEASE SAVEPOINT {savepoint}")).await
+        }
+        PartStart::TransactionStart => {
+            statements(tx, format!("ROLLBACK; BEGIN; SELECT set_config('{TENANT_SETTING}', '{org_id}', true)")).await
+        }
+    }
 }
 
 /// Runs `work` with `tx` as the request's transaction.
@@ -152,7 +196,10 @@ async fn undo(tx: &mut Transaction<'static, Postgres>, savepoint: &str) -> Resul
 /// Inside `work`, [`OrgTx::begin`] for the same organization takes part in `tx` instead of
 /// opening a transaction of its own: it begins a savepoint. Its [`OrgTx::commit`] keeps the
 /// part's work, to commit with the request; its rollback, or dropping it
-/// (as `?` does on an error), undoes exactly its part. So each service call is as atomic as it
+/// (as `?` does on an error), undoes exactly its part. While nothing has been written in `tx`
+/// (it was declared so with [`OrgTx::with_nothing_written`], and no part has committed yet), a
+/// part begins without a savepoint, one round trip less: undoing it is beginning the
+/// transaction again on the same connection with the same tenant, which loses nothing. So each service call is as atomic as it
 /// was on its own, and when `work` is done the caller gets the transaction back to add what it
 /// must and commit once: the request's effects, and the caller's record of them, become durable
 /// together or not at all, in one database transaction. An `Idempotency-Key`'s stored answer is
@@ -168,19 +215,21 @@ pub async fn with_request_tx<P: TenantPrincipal, F: std::future::Future>(
     tx: OrgTx<P>,
     work: F,
 ) -> (F::Output, Result<Option<OrgTx<P>>, sqlx::Error>) {
-    let home = tx.home;
+    let (home, nothing_written) = (tx.home, tx.nothing_written);
     let (tx, principal) = tx.into_parts();
-    let slot = RequestSlot::new(principal.org_id(), tx);
+    let org_id = principal.org_id();
+    let slot = RequestSlot::new(org_id, tx, nothing_written);
     let output = REQUEST_TX.scope(slot.clone(), work).await;
     let back = match slot.take() {
         Some((mut tx, abandoned, _)) => match abandoned {
             // Dropping `tx` on failure rolls everything back.
-            Some(savepoint) => undo(&mut tx, &savepoint).await.map(|()| Some(tx)),
+            Some(start) => undo(&mut tx, &start, org_id).await.map(|()| Some(tx)),
             None => Ok(Some(tx)),
         },
         None => Ok(None),
     };
-    (output, back.map(|tx| tx.map(|tx| OrgTx { tx: Some(tx), principal, request: None, home })))
+    let nothing_written = slot.lock().nothing_written;
+    (output, back.map(|tx| tx.map(|tx| OrgTx { tx: Some(tx), principal, request: None, home, nothing_written })))
 }
 
 /// Rolls back the whole transaction of the request this task runs, if there is one (every
@@ -202,24 +251,33 @@ impl<P: TenantPrincipal> OrgTx<P> {
             .ok()
             .flatten()
             .flatten();
-        if let Some((slot, (mut tx, abandoned, savepoint))) = joined {
+        if let Some((slot, (mut tx, abandoned, start))) = joined {
             // The tenant was set when the request transaction was opened.
             // An error leaves the request transaction broken: it is gone (rolled back as it drops).
             if let Some(earlier) = &abandoned {
-                undo(&mut tx, earlier).await?;
+                undo(&mut tx, earlier, org_id).await?;
             }
-            statement(&mut tx, format!("SAVEPOINT {savepoint}")).await?;
+            if let PartStart::Savepoint(savepoint) = &start {
+                statement(&mut tx, format!("SAVEPOINT {savepoint}")).await?;
+            }
             return Ok(Self {
                 tx: Some(tx),
                 principal: principal.clone(),
-                request: Some((slot, savepoint)),
+                request: Some((slot, start)),
                 home: db.home_region(),
+                nothing_written: false,
             });
         }
         // The organization's own region, whichever region's handle the caller holds.
         let db = db.in_region(principal.region()).ok_or_else(|| unknown_region(principal.region()))?;
         let tx = db.begin_with_setting(TENANT_SETTING, &org_id.to_string()).await?;
-        Ok(Self { tx: Some(tx), principal: principal.clone(), request: None, home: db.home_region() })
+        Ok(Self {
+            tx: Some(tx),
+            principal: principal.clone(),
+            request: None,
+            home: db.home_region(),
+            nothing_written: false,
+        })
     }
 
     /// The region this transaction runs in (its principal's).
@@ -244,7 +302,29 @@ impl<P: TenantPrincipal> OrgTx<P> {
                 principal.org_id()
             ))
             .await?;
-        Ok(Self { tx: Some(tx), principal: principal.clone(), request: None, home: db.home_region() })
+        Ok(Self {
+            tx: Some(tx),
+            principal: principal.clone(),
+            request: None,
+            home: db.home_region(),
+            nothing_written: false,
+        })
+    }
+
+    /// Declares that nothing has been written in this transaction since it began: it has only
+    /// read, and set its settings (the tenant). Made the request transaction, its first part
+    /// then needs no savepoint: undoing that part is beginning the transaction again with the
+    /// same tenant ([`with_request_tx`]). A wrong claim would let undoing a part take earlier
+    /// writes with it, so debug builds (every test) check it against the database.
+    pub async fn with_nothing_written(mut self) -> Result<Self, sqlx::Error> {
+        if cfg!(debug_assertions) {
+            let written: bool = sqlx::query_scalar("SELECT txid_current_if_assigned() IS NOT NULL")
+                .fetch_one(&mut **self.tx.as_mut().expect("an open transaction"))
+                .await?;
+            assert!(!written, "with_nothing_written on a transaction that has written");
+        }
+        self.nothing_written = true;
+        Ok(self)
     }
 
     pub fn org_id(&self) -> OrgId {
@@ -271,8 +351,8 @@ impl<P: TenantPrincipal> OrgTx<P> {
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
         let tx = self.tx.take().expect("an open transaction");
         match self.request.take() {
-            Some((slot, _savepoint)) => {
-                slot.put(tx, None);
+            Some((slot, _start)) => {
+                slot.put(tx, None, true);
                 Ok(())
             }
             None => tx.commit().await,
@@ -283,9 +363,9 @@ impl<P: TenantPrincipal> OrgTx<P> {
     pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
         let mut tx = self.tx.take().expect("an open transaction");
         match self.request.take() {
-            Some((slot, savepoint)) => {
-                undo(&mut tx, &savepoint).await?;
-                slot.put(tx, None);
+            Some((slot, start)) => {
+                undo(&mut tx, &start, self.principal.org_id()).await?;
+                slot.put(tx, None, false);
                 Ok(())
             }
             None => tx.rollback().await,
@@ -297,8 +377,8 @@ impl<P: TenantPrincipal> Drop for OrgTx<P> {
     /// A part of a request transaction dropped without commit or rollback is undone before the
     /// transaction is used again; an ordinary transaction rolls back as it drops.
     fn drop(&mut self) {
-        if let (Some(tx), Some((slot, savepoint))) = (self.tx.take(), self.request.take()) {
-            slot.put(tx, Some(savepoint));
+        if let (Some(tx), Some((slot, start))) = (self.tx.take(), self.request.take()) {
+            slot.put(tx, Some(start), false);
         }
     }
 }
@@ -543,7 +623,7 @@ impl GateTx {
         if self.switched != Some(principal.org_id()) {
             only_tenant(&mut self.tx, principal.org_id()).await?;
         }
-        Ok(OrgTx { tx: Some(self.tx), principal, request: None, home: self.home })
+        Ok(OrgTx { tx: Some(self.tx), principal, request: None, home: self.home, nothing_written: false })
     }
 }
 

@@ -85,8 +85,12 @@ pub async fn open_api_key_request(
         let mut tx = begin_for_key(&db, &capability).await?;
         match verify_in(&mut tx, &digest, now).await? {
             Some(key) => {
+                let tx = tx.into_org_tx(key.principal).await?;
+                // Verifying read and wrote nothing (most requests): the request's first part
+                // needs no savepoint.
+                let tx = if key.recorded_use { tx } else { tx.with_nothing_written().await? };
                 return Ok(Some(KeyRequest {
-                    tx: tx.into_org_tx(key.principal).await?,
+                    tx,
                     allowlist: key.allowlist,
                     deletion_scheduled: key.deletion_scheduled,
                 }));
@@ -147,6 +151,8 @@ struct VerifiedKey {
     principal: OrgPrincipal,
     allowlist: Vec<ipnet::IpNet>,
     deletion_scheduled: Option<time::OffsetDateTime>,
+    /// The key's `last_used_at` was written (at most once a minute).
+    recorded_use: bool,
 }
 
 /// The verification itself, inside `tx` ([`begin_for_key`], which it leaves open): one
@@ -241,7 +247,8 @@ async fn verify_in(
     let Some(allowlist) = allowlist else {
         return Ok(None);
     };
-    if last_used_at.is_none_or(|t| now - t > time::Duration::seconds(60)) {
+    let recorded_use = last_used_at.is_none_or(|t| now - t > time::Duration::seconds(60));
+    if recorded_use {
         sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
             .bind(key_id)
             .bind(now)
@@ -266,7 +273,7 @@ async fn verify_in(
         scope_user: created_by,
         region: tx.region(),
     };
-    Ok(Some(VerifiedKey { principal, allowlist, deletion_scheduled }))
+    Ok(Some(VerifiedKey { principal, allowlist, deletion_scheduled, recorded_use }))
 }
 
 #[cfg(test)]
