@@ -199,12 +199,12 @@ async fn undo(tx: &mut Transaction<'static, Postgres>, start: &PartStart, org_id
 /// (as `?` does on an error), undoes exactly its part. While nothing has been written in `tx`
 /// (it was declared so with [`OrgTx::with_nothing_written`], and no part has committed yet), a
 /// part begins without a savepoint, one round trip less: undoing it is beginning the
-/// transaction again on the same connection with the same tenant, which loses nothing. So each service call is as atomic as it
-/// was on its own, and when `work` is done the caller gets the transaction back to add what it
-/// must and commit once: the request's effects, and the caller's record of them, become durable
-/// together or not at all, in one database transaction. An `Idempotency-Key`'s stored answer is
-/// written this way (`api::idempotency`), and every organization page and API request is one
-/// transaction (the route guard's).
+/// transaction again on the same connection with the same tenant, which loses nothing. So
+/// each service call is as atomic as it was on its own, and when `work` is done the caller
+/// gets the transaction back to add what it must and commit once: the request's effects, and
+/// the caller's record of them, become durable together or not at all, in one database
+/// transaction. An `Idempotency-Key`'s stored answer is written this way (`api::idempotency`),
+/// and every organization page and API request is one transaction (the route guard's).
 ///
 /// An `OrgTx` opened while another holds the request transaction (nested), or for another
 /// organization, is an ordinary transaction of its own. [`abandon_request_tx`] rolls the whole
@@ -312,10 +312,12 @@ impl<P: TenantPrincipal> OrgTx<P> {
     }
 
     /// Declares that nothing has been written in this transaction since it began: it has only
-    /// read, and set its settings (the tenant). Made the request transaction, its first part
-    /// then needs no savepoint: undoing that part is beginning the transaction again with the
-    /// same tenant ([`with_request_tx`]). A wrong claim would let undoing a part take earlier
-    /// writes with it, so debug builds (every test) check it against the database.
+    /// read, and set its settings (the tenant), and holds no lock it must keep (a row lock
+    /// takes a transaction id, which the check below sees; an advisory lock doesn't). Made the
+    /// request transaction, its first part then needs no savepoint: undoing that part is
+    /// beginning the transaction again with the same tenant ([`with_request_tx`]). A wrong
+    /// claim would let undoing a part take earlier writes with it, so debug builds (every test)
+    /// check it against the database.
     pub async fn with_nothing_written(mut self) -> Result<Self, sqlx::Error> {
         if cfg!(debug_assertions) {
             let written: bool = sqlx::query_scalar("SELECT txid_current_if_assigned() IS NOT NULL")
