@@ -25,6 +25,17 @@ async fn insert(tx: &mut OrgTx, name: &str) {
         .unwrap();
 }
 
+/// An insert the table's check refuses (an empty name): the statement fails, and the
+/// transaction with it until it is undone.
+async fn insert_refused(tx: &mut OrgTx) {
+    let refused = sqlx::query("INSERT INTO clients (organization_id, id, name) VALUES ($1, $2, '')")
+        .bind(tx.org_id())
+        .bind(uuid::Uuid::now_v7())
+        .execute(&mut **tx)
+        .await;
+    assert!(refused.is_err(), "an empty name violates the table's check");
+}
+
 #[tokio::test]
 async fn parts_commit_with_the_request_and_a_failed_part_undoes_only_itself() {
     let db = TestDb::new().await;
@@ -39,12 +50,7 @@ async fn parts_commit_with_the_request_and_a_failed_part_undoes_only_itself() {
         // A part that fails halfway (a constraint violation) and is dropped, as `?` does.
         let mut b = OrgTx::begin(&app_db, &org.principal).await.unwrap();
         insert(&mut b, "part b").await;
-        let refused = sqlx::query("INSERT INTO clients (organization_id, id, name) VALUES ($1, $2, '')")
-            .bind(b.org_id())
-            .bind(uuid::Uuid::now_v7())
-            .execute(&mut *b)
-            .await;
-        assert!(refused.is_err(), "an empty name violates the table's check");
+        insert_refused(&mut b).await;
         drop(b);
         // The transaction goes on after the failed part: another part commits.
         let mut c = OrgTx::begin(&app_db, &org.principal).await.unwrap();
@@ -89,12 +95,7 @@ async fn a_first_part_with_nothing_written_before_it_needs_no_savepoint() {
         assert_eq!(last_statement(&db, pid).await, "SELECT txid_current_if_assigned() IS NOT NULL");
         insert(&mut a, "part a").await;
         // It fails halfway and is dropped: undone by beginning again.
-        let refused = sqlx::query("INSERT INTO clients (organization_id, id, name) VALUES ($1, $2, '')")
-            .bind(a.org_id())
-            .bind(uuid::Uuid::now_v7())
-            .execute(&mut *a)
-            .await;
-        assert!(refused.is_err(), "an empty name violates the table's check");
+        insert_refused(&mut a).await;
         drop(a);
         // Still nothing written: the next part starts at the beginning too, after the undo,
         // and the tenant is set again (the insert passes row-level security's check).

@@ -271,13 +271,12 @@ impl<P: TenantPrincipal> OrgTx<P> {
         // The organization's own region, whichever region's handle the caller holds.
         let db = db.in_region(principal.region()).ok_or_else(|| unknown_region(principal.region()))?;
         let tx = db.begin_with_setting(TENANT_SETTING, &org_id.to_string()).await?;
-        Ok(Self {
-            tx: Some(tx),
-            principal: principal.clone(),
-            request: None,
-            home: db.home_region(),
-            nothing_written: false,
-        })
+        Ok(Self::of_its_own(tx, principal.clone(), db.home_region()))
+    }
+
+    /// A transaction of its own (not a part of a request's), as just begun.
+    fn of_its_own(tx: Transaction<'static, Postgres>, principal: P, home: RegionId) -> Self {
+        Self { tx: Some(tx), principal, request: None, home, nothing_written: false }
     }
 
     /// The region this transaction runs in (its principal's).
@@ -302,13 +301,7 @@ impl<P: TenantPrincipal> OrgTx<P> {
                 principal.org_id()
             ))
             .await?;
-        Ok(Self {
-            tx: Some(tx),
-            principal: principal.clone(),
-            request: None,
-            home: db.home_region(),
-            nothing_written: false,
-        })
+        Ok(Self::of_its_own(tx, principal.clone(), db.home_region()))
     }
 
     /// Declares that nothing has been written in this transaction since it began: it has only
@@ -625,7 +618,7 @@ impl GateTx {
         if self.switched != Some(principal.org_id()) {
             only_tenant(&mut self.tx, principal.org_id()).await?;
         }
-        Ok(OrgTx { tx: Some(self.tx), principal, request: None, home: self.home, nothing_written: false })
+        Ok(OrgTx::of_its_own(self.tx, principal, self.home))
     }
 }
 
