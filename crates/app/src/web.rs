@@ -32,6 +32,14 @@ pub fn render<T: Template>(t: &T) -> Result<Html<String>, AppError> {
     t.render().map(Html).map_err(AppError::internal)
 }
 
+/// A page rendered with an error status (a form with its messages): the error renderer leaves
+/// it as it is.
+pub fn page_with_status<T: Template>(status: axum::http::StatusCode, t: &T) -> Result<Response, AppError> {
+    let mut res = (status, render(t)?).into_response();
+    res.extensions_mut().insert(crate::platform::http::error::RenderedByHandler);
+    Ok(res)
+}
+
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {

@@ -17,7 +17,7 @@ use crate::access::{self, OrgTx};
 use crate::identity::guard::FormToken;
 use crate::identity::session::RequestMeta;
 use crate::platform::error::{DomainError, FieldError};
-use crate::platform::http::error::{AppError, AppResult, RenderedByHandler};
+use crate::platform::http::error::{AppError, AppResult};
 use crate::route;
 use crate::state::AppState;
 use crate::tenancy::guard::OrgAccess;
@@ -120,9 +120,7 @@ async fn submit(
                 message,
                 errors,
             };
-            let mut res = (status, crate::web::render(&page)?).into_response();
-            res.extensions_mut().insert(RenderedByHandler);
-            Ok(with_widget_policy(&state, res))
+            Ok(with_widget_policy(&state, crate::web::page_with_status(status, &page)?))
         }
     }
 }

@@ -35,7 +35,7 @@ use crate::identity::session::RequestMeta;
 use crate::mail::outbox::{self, Category, OutgoingMail};
 use crate::platform::crypto::{random_bytes, random_token, sha256};
 use crate::platform::error::{DomainError, DomainResult, FieldError};
-use crate::platform::http::error::{AppError, AppResult, RenderedByHandler};
+use crate::platform::http::error::{AppError, AppResult};
 use crate::platform::keys::{At, Keyring, Scope};
 use crate::platform::types::Email;
 use crate::route;
@@ -438,9 +438,7 @@ async fn submit(
                 message,
                 errors,
             };
-            let mut res = (status, crate::web::render(&page)?).into_response();
-            res.extensions_mut().insert(RenderedByHandler);
-            Ok(with_widget_policy(&state, res))
+            Ok(with_widget_policy(&state, crate::web::page_with_status(status, &page)?))
         }
     }
 }

@@ -20,10 +20,11 @@ use crate::abuse::limits::{
 };
 use crate::abuse::web::{BotCheckView, SubmittedProof};
 use crate::access::route::{Access, RouteDef, Surface};
-use crate::platform::http::error::{AppError, AppResult, DomainError, FieldError, RenderedByHandler};
+use crate::platform::http::error::{AppError, AppResult, DomainError, FieldError};
 use crate::platform::secret::Secret;
 use crate::route;
 use crate::state::AppState;
+use crate::web::page_with_status;
 
 pub fn routes() -> Vec<RouteDef> {
     vec![
@@ -72,14 +73,6 @@ pub fn routes() -> Vec<RouteDef> {
         route!(GET "/account/deletion", Surface::Web, Access::DeletionPending, account_deletion_page),
         route!(POST "/account/deletion/cancel", Surface::Web, Access::DeletionPending, cancel_account_deletion),
     ]
-}
-
-/// A page rendered with an error status (a form with its messages).
-fn page_with_status<T: Template>(status: StatusCode, page: &T) -> AppResult<Response> {
-    let html = crate::web::render(page)?;
-    let mut res = (status, html).into_response();
-    res.extensions_mut().insert(RenderedByHandler);
-    Ok(res)
 }
 
 fn page<T: Template>(page: &T) -> AppResult<Response> {

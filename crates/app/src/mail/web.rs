@@ -19,7 +19,7 @@ use super::suppression::{self, Reason};
 use super::unsubscribe::{Subscription, TokenError};
 use crate::abuse::limits::UNSUBSCRIBE_PER_IP;
 use crate::access::route::{Access, RouteDef, Surface};
-use crate::platform::http::error::{AppResult, RenderedByHandler};
+use crate::platform::http::error::AppResult;
 use crate::route;
 use crate::state::AppState;
 
@@ -44,9 +44,7 @@ struct Page {
 }
 
 fn page(status: StatusCode, page: Page) -> AppResult<Response> {
-    let mut res = (status, crate::web::render(&page)?).into_response();
-    res.extensions_mut().insert(RenderedByHandler);
-    Ok(res)
+    crate::web::page_with_status(status, &page)
 }
 
 /// The token, or the page that says why it can't be used.

@@ -137,11 +137,7 @@ pub fn page<T: Template>(t: &T) -> AppResult<Response> {
     Ok(crate::web::render(t)?.into_response())
 }
 
-pub fn page_with_status<T: Template>(status: StatusCode, t: &T) -> AppResult<Response> {
-    let mut res = (status, crate::web::render(t)?).into_response();
-    res.extensions_mut().insert(RenderedByHandler);
-    Ok(res)
-}
+pub use crate::web::page_with_status;
 
 /// Expected failures shown on the page; anything else propagates.
 pub fn failure(e: impl Into<AppError>) -> Result<(StatusCode, Option<String>, Vec<FieldError>), AppError> {
