@@ -85,6 +85,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let limiter = state.rate_limits.limiter();
     limiter.probe().await;
     state.metrics.set_rate_limiter_degraded(limiter.is_degraded());
+    let (reused, verified) = state.api_keys.counts();
+    state.metrics.set_api_key_checks(reused, verified);
     // Dead and suppressed mail is visible to whoever watches the metrics.
     let counts = async {
         let mut tx = state.db.global().await?;

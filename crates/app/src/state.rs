@@ -54,6 +54,9 @@ pub struct AppStateInner {
     pub plans: Option<Arc<crate::platform::plans::PlanBook>>,
     /// The Stripe client (with its circuit breaker), when billing is on.
     pub stripe: Option<Arc<crate::billing::stripe::StripeClient>>,
+    /// API keys this process verified, reused while nothing they were verified against has
+    /// changed (`access::api_key::KeyCache`).
+    pub api_keys: crate::access::api_key::KeyCache,
 }
 
 impl AppState {
@@ -106,6 +109,7 @@ impl AppState {
                 unsubscribe,
                 plans,
                 stripe,
+                api_keys: Default::default(),
             }),
         })
     }

@@ -55,6 +55,11 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RegionLabels {
     region: String,
 }
@@ -82,6 +87,7 @@ struct MetricsInner {
     http_connections: Gauge,
     http_connections_refused: Counter,
     outbox: Family<StateLabels, Gauge>,
+    api_key_checks: Family<OutcomeLabels, Counter>,
     backup: BackupGauges,
 }
 
@@ -194,6 +200,12 @@ impl Metrics {
             "Outbox messages by state (queued, sent, suppressed, dead), read at scrape time",
             outbox.clone(),
         );
+        let api_key_checks = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "api_key_checks",
+            "API requests by how their key was checked: verified, or reused (verified before, nothing changed since)",
+            api_key_checks.clone(),
+        );
         let backup = BackupGauges::default();
         backup.register(&mut registry);
         Self {
@@ -209,6 +221,7 @@ impl Metrics {
                 http_connections,
                 http_connections_refused,
                 outbox,
+                api_key_checks,
                 backup,
             }),
         }
@@ -238,6 +251,14 @@ impl Metrics {
         for state in states {
             let n = counts.iter().find(|(s, _)| s == state).map(|(_, n)| *n).unwrap_or(0);
             self.inner.outbox.get_or_create(&StateLabels { state: state.to_string() }).set(n);
+        }
+    }
+
+    /// Set at scrape time from the API key cache's own counts (which only grow).
+    pub fn set_api_key_checks(&self, reused: u64, verified: u64) {
+        for (outcome, n) in [("reused", reused), ("verified", verified)] {
+            let counter = self.inner.api_key_checks.get_or_create(&OutcomeLabels { outcome });
+            counter.inc_by(n.saturating_sub(counter.get()));
         }
     }
 

@@ -41,7 +41,7 @@ pub async fn require_key(state: &AppState, mut req: Request, permission: Permiss
     let Some(presented) = presented else { return Ok(invalid()) };
     // Verified in the transaction the request's work then runs in (see `crate::routes`).
     let Some(access::api_key::KeyRequest { mut tx, allowlist, deletion_scheduled }) =
-        access::open_api_key_request(&state.db, &presented, state.clock.now()).await?
+        access::open_api_key_request(&state.db, &state.api_keys, &presented, state.clock.now()).await?
     else {
         return Ok(invalid());
     };

@@ -29,6 +29,7 @@ mod idempotency;
 mod identity;
 mod input;
 mod isolation;
+mod key_cache;
 mod keys;
 mod layers;
 mod logs;

@@ -281,6 +281,36 @@ async fn two_processes_serve_as_one_installation() {
     let left = files_under(shared.files.path());
     assert!(left.is_empty(), "the deleted file's content is still stored: {left:?}");
 
+    // A key A has verified and keeps (`access::api_key::KeyCache`) stops working on A at once
+    // when B revokes it.
+    browser.base_url = b.base();
+    let (_, _) = browser.page(&format!("/o/{slug}/settings/api-keys")).await;
+    let csrf = browser.token();
+    let res = browser
+        .post_with(
+            &format!("/o/{slug}/settings/api-keys"),
+            &[("name", "kept on A"), ("role", "member"), ("expires_in_days", ""), ("current_password", PASSWORD)],
+            Some(&csrf),
+            true,
+        )
+        .await;
+    let html = res.text().await.unwrap();
+    let start_at = html.find("cf_live_").expect("the second key");
+    let kept: String =
+        html[start_at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').collect();
+    for _ in 0..3 {
+        let (status, _) = api(&http, reqwest::Method::GET, &format!("{}/api/v1/clients", a.base()), &kept, None).await;
+        assert_eq!(status, 200);
+    }
+    let kept_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM api_keys WHERE name = 'kept on A'")
+        .fetch_one(&mut db.admin_conn().await)
+        .await
+        .unwrap();
+    let res = browser.post_with(&format!("/o/{slug}/settings/api-keys/{kept_id}/revoke"), &[], Some(&csrf), true).await;
+    assert_eq!(res.status(), 303, "revoked on B");
+    let (status, _) = api(&http, reqwest::Method::GET, &format!("{}/api/v1/clients", a.base()), &kept, None).await;
+    assert_eq!(status, 401, "a key revoked on B is refused by A on its next request");
+
     // B stops (SIGTERM) while writers use both; a request B didn't answer is retried on A with
     // the same Idempotency-Key. Every acknowledged write exists exactly once.
     let writers: Vec<_> = (0..4)

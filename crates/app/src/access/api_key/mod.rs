@@ -2,8 +2,10 @@
 //! creator's current standing and the organization's customization of its role. Keys are
 //! issued, listed and revoked in [`issue`], next to their verification here.
 
+mod cache;
 mod issue;
 
+pub use cache::KeyCache;
 pub use issue::{ApiKey, CreatedKey, NewKey, create, create_for, grantable, list, revoke, subset_role};
 
 use super::gate;
@@ -72,19 +74,40 @@ pub struct KeyRequest {
 }
 
 /// [`verify_api_key_with_allowlist`], keeping the transaction open as the key's organization
-/// transaction for the request's own work: an API request is one transaction, and its
-/// verification two round trips (see [`begin_for_key`] and [`verify_in`]).
+/// transaction for the request's own work: an API request is one transaction. A key this
+/// process verified before, against what is still current ([`cache`]), goes straight into
+/// its organization's transaction; any other is verified in two round trips (see
+/// [`begin_for_key`] and [`verify_in`]), and what that found is kept for its next request.
 pub async fn open_api_key_request(
     db: &Db,
+    kept: &KeyCache,
     presented: &str,
     now: time::OffsetDateTime,
 ) -> Result<Option<KeyRequest>, sqlx::Error> {
     let Some((digest, hint)) = digest_of(presented) else { return Ok(None) };
+    if let Some(request) = kept.reopen(db, &digest, now).await? {
+        return Ok(Some(request));
+    }
     let capability = hex::encode(digest);
     for db in regions_to_ask(db, hint) {
         let mut tx = begin_for_key(&db, &capability).await?;
         match verify_in(&mut tx, &digest, now).await? {
             Some(key) => {
+                // Kept once its use is on record (committed): a verification that records
+                // it is kept by the key's next request, which finds it recorded.
+                if let (false, Some(used_at)) = (key.recorded_use, key.used_at) {
+                    kept.keep(
+                        digest,
+                        cache::Kept {
+                            stamp: key.stamp,
+                            principal: key.principal.clone(),
+                            allowlist: key.allowlist.clone(),
+                            deletion_scheduled: key.deletion_scheduled,
+                            expires_at: key.expires_at,
+                            used_at,
+                        },
+                    );
+                }
                 let tx = tx.into_org_tx(key.principal).await?;
                 // Verifying read and wrote nothing (most requests): the request's first part
                 // needs no savepoint.
@@ -98,6 +121,7 @@ pub async fn open_api_key_request(
             None => tx.commit().await?,
         }
     }
+    kept.forget(&digest);
     Ok(None)
 }
 
@@ -153,6 +177,11 @@ struct VerifiedKey {
     deletion_scheduled: Option<time::OffsetDateTime>,
     /// The key's `last_used_at` was written (at most once a minute).
     recorded_use: bool,
+    /// The key's use as its row recorded it before this verification.
+    used_at: Option<time::OffsetDateTime>,
+    expires_at: Option<time::OffsetDateTime>,
+    /// The database's access epoch's stamp as the verifying statement saw it ([`cache`]).
+    stamp: uuid::Uuid,
 }
 
 /// The verification itself, inside `tx` ([`begin_for_key`], which it leaves open): one
@@ -160,8 +189,8 @@ struct VerifiedKey {
 /// the creator's current standing (role, that role's customization and the creator's own
 /// overrides: a key never holds what its creator no longer could), the organization's
 /// customization of the key's role (tightening applies to keys too), the organization's IP
-/// allowlist (NULL when the organization is gone), whether it is scheduled for deletion, and
-/// the tenant the transaction is in.
+/// allowlist (NULL when the organization is gone), whether it is scheduled for deletion, the
+/// tenant the transaction is in, and the access epoch (all of it in one snapshot).
 async fn verify_in(
     tx: &mut GateTx,
     digest: &[u8; 32],
@@ -183,6 +212,7 @@ async fn verify_in(
         Vec<String>,
         Option<Vec<ipnet::IpNet>>,
         Option<time::OffsetDateTime>,
+        uuid::Uuid,
     );
     let row: Option<KeyRow> = sqlx::query_as(
         "SELECT k.organization_id, k.id, k.role, k.permissions, k.created_by, k.expires_at, k.revoked_at, \
@@ -198,7 +228,8 @@ async fn verify_in(
                 coalesce((SELECT array_agg(CASE WHEN mp.granted THEN '+' ELSE '-' END || mp.permission) \
                    FROM member_permissions mp WHERE mp.organization_id = k.organization_id AND mp.user_id = k.created_by), '{}'), \
                 (SELECT o.ip_allowlist FROM organizations o WHERE o.id = k.organization_id), \
-                (SELECT d.purge_after FROM organization_deletion_requests d WHERE d.organization_id = k.organization_id) \
+                (SELECT d.purge_after FROM organization_deletion_requests d WHERE d.organization_id = k.organization_id), \
+                (SELECT e.stamp FROM access_epoch e) \
          FROM api_keys k WHERE k.key_hash = $1",
     )
     .bind(&digest[..])
@@ -220,6 +251,7 @@ async fn verify_in(
         creator_overrides,
         allowlist,
         deletion_scheduled,
+        stamp,
     )) = row
     else {
         return Ok(None);
@@ -247,7 +279,7 @@ async fn verify_in(
     let Some(allowlist) = allowlist else {
         return Ok(None);
     };
-    let recorded_use = last_used_at.is_none_or(|t| now - t > time::Duration::seconds(60));
+    let recorded_use = last_used_at.is_none_or(|t| now - t > cache::USE_RECORDED_EVERY);
     if recorded_use {
         sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
             .bind(key_id)
@@ -273,7 +305,15 @@ async fn verify_in(
         scope_user: created_by,
         region: tx.region(),
     };
-    Ok(Some(VerifiedKey { principal, allowlist, deletion_scheduled, recorded_use }))
+    Ok(Some(VerifiedKey {
+        principal,
+        allowlist,
+        deletion_scheduled,
+        recorded_use,
+        used_at: last_used_at,
+        expires_at,
+        stamp,
+    }))
 }
 
 #[cfg(test)]
