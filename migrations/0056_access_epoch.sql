@@ -39,6 +39,20 @@ END
 $$;
 REVOKE ALL ON FUNCTION raise_access_epoch() FROM PUBLIC;
 
+-- A process's check that nothing changed since it kept a key: raises SQLSTATE CFA01 when the
+-- stamp is not `kept`. Run before the request's `BEGIN` in the same round trip, so a moved
+-- epoch stops the transaction from beginning at all and leaves the connection as it was.
+CREATE FUNCTION access_epoch_is(kept uuid) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, public AS $$
+BEGIN
+    IF (SELECT e.stamp FROM public.access_epoch e) IS DISTINCT FROM kept THEN
+        RAISE EXCEPTION 'the access epoch moved' USING ERRCODE = 'CFA01';
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION access_epoch_is(uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION access_epoch_is(uuid) TO clientflow_app;
+
 CREATE CONSTRAINT TRIGGER raise_access_epoch AFTER DELETE
     OR UPDATE OF organization_id, id, key_hash, role, permissions, created_by, expires_at, revoked_at
     ON api_keys DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION raise_access_epoch();

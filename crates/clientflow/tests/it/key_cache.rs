@@ -380,3 +380,44 @@ async fn every_column_a_verification_reads_raises_the_epoch() {
     }
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+/// The backend a transaction runs on, and its tenant.
+async fn backend(tx: &mut clientflow::access::OrgTx) -> (i32, String) {
+    sqlx::query_as("SELECT pg_backend_pid(), current_setting('app.org_id', true)").fetch_one(&mut **tx).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_moved_epoch_begins_nothing_and_leaves_the_connection_as_it_was() {
+    use clientflow::access::OrgTx;
+    let app = TestApp::spawn().await;
+    let org = seed_org(&app.app_db, "kc-begin").await;
+    // One connection: every transaction below runs on the same one.
+    let db = app.db.app_db(1).await;
+    let mut tx = OrgTx::begin(&db, &org.principal).await.unwrap();
+    let (pid, _) = backend(&mut tx).await;
+    tx.commit().await.unwrap();
+
+    let moved = format!("SELECT access_epoch_is('{}')", uuid::Uuid::new_v4());
+    let e = OrgTx::begin_if(&db, &org.principal, &moved).await.err().expect("a moved epoch begins nothing");
+    let code = e.as_database_error().and_then(|d| d.code()).map(|c| c.to_string());
+    assert_eq!(code.as_deref(), Some("CFA01"), "{e}");
+
+    // The same connection begins again, not in a failed transaction, with the tenant set.
+    let mut tx = OrgTx::begin(&db, &org.principal).await.unwrap();
+    let (again, tenant) = backend(&mut tx).await;
+    assert_eq!(again, pid, "the connection was kept");
+    assert_eq!(tenant, org.id.to_string());
+    tx.commit().await.unwrap();
+
+    // The kept stamp begins the organization's transaction, the check inside it.
+    let stamp: uuid::Uuid =
+        sqlx::query_scalar("SELECT stamp FROM access_epoch").fetch_one(&mut app.db.admin_conn().await).await.unwrap();
+    let check = format!("SELECT access_epoch_is('{stamp}')");
+    let mut tx = OrgTx::begin_if(&db, &org.principal, &check).await.unwrap();
+    // The tenant is a transaction-local setting: set, it says the `BEGIN` ran.
+    let (same, tenant) = backend(&mut tx).await;
+    assert_eq!((same, tenant.as_str()), (pid, org.id.to_string().as_str()));
+    let clients: i64 = sqlx::query_scalar("SELECT count(*) FROM clients").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(clients, 1, "the organization's rows, through the tenant door");
+    tx.commit().await.unwrap();
+}

@@ -274,6 +274,26 @@ impl<P: TenantPrincipal> OrgTx<P> {
         Ok(Self::of_its_own(tx, principal.clone(), db.home_region()))
     }
 
+    /// A transaction of its own (never a part of a request's, unlike [`OrgTx::begin`]) that
+    /// begins only if `precondition`, one statement run just before its `BEGIN` in the same
+    /// round trip, succeeds. The precondition's error is returned as it is, and leaves the
+    /// connection outside any transaction: statements before a `BEGIN` in one simple query
+    /// are an implicit transaction, which the error rolls back, and the `BEGIN` never runs.
+    /// For a check that decides whether a kept principal still stands (an API key's access
+    /// epoch), at no round trip of its own. The precondition is written into the query: its
+    /// caller builds it from values it controls, never from request input.
+    pub async fn begin_if(db: &Db, principal: &P, precondition: &str) -> Result<Self, sqlx::Error> {
+        debug_assert!(!precondition.contains(';'), "one statement: {precondition}");
+        let db = db.in_region(principal.region()).ok_or_else(|| unknown_region(principal.region()))?;
+        let tx = db
+            .begin_with(format!(
+                "{precondition}; BEGIN; SELECT set_config('{TENANT_SETTING}', '{}', true)",
+                principal.org_id()
+            ))
+            .await?;
+        Ok(Self::of_its_own(tx, principal.clone(), db.home_region()))
+    }
+
     /// A transaction of its own (not a part of a request's), as just begun.
     fn of_its_own(tx: Transaction<'static, Postgres>, principal: P, home: RegionId) -> Self {
         Self { tx: Some(tx), principal, request: None, home, nothing_written: false }

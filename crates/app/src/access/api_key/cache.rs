@@ -6,11 +6,12 @@
 //! spends more on that statement than on a typical request's own query. What it found is kept
 //! here with the database's access epoch as that statement read it (`migrations/0056`): every
 //! committed change to any of those rows, in any process, raises the epoch, by a trigger in the
-//! changing transaction. A request with a kept key opens its organization's transaction and
-//! reads the epoch's stamp first (drawn anew with each raise, so that a failover or a restore
-//! that loses raises can't bring back one a process has seen): unchanged, the kept standing is
-//! what verifying again would find, and the request goes on in that transaction; changed, the
-//! key is verified again from scratch.
+//! changing transaction. A request with a kept key opens its organization's transaction only
+//! if the epoch's stamp (drawn anew with each raise, so that a failover or a restore that loses
+//! raises can't bring back one a process has seen) is still the kept one, checked in the round
+//! trip that begins it: unchanged, the kept standing is what verifying again would find, and
+//! the request goes on in that transaction; changed, nothing begins, and the key is verified
+//! again from scratch.
 //!
 //! What the epoch can't see is checked on every reuse instead: the key's expiry (a time, not a
 //! change), and its last use, written at most once a minute by a verification (so a key used
@@ -27,6 +28,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::KeyRequest;
 use crate::access::principal::{OrgPrincipal, OrgTx};
 use crate::platform::db::Db;
+
+/// The SQLSTATE of `access_epoch_is` when the stamp moved (`migrations/0056`).
+const EPOCH_MOVED: &str = "CFA01";
 
 /// At most this many keys are kept (a few hundred bytes each).
 const CAPACITY: usize = 10_000;
@@ -73,13 +77,17 @@ impl KeyCache {
         if kept.expires_at.is_some_and(|e| e <= now) || now - kept.used_at > USE_RECORDED_EVERY {
             return Ok(None);
         }
-        let mut tx = OrgTx::begin(db, &kept.principal).await?;
-        let stamp: uuid::Uuid = sqlx::query_scalar("SELECT stamp FROM access_epoch").fetch_one(&mut *tx).await?;
-        if stamp != kept.stamp {
-            tx.rollback().await?;
-            self.forget(digest);
-            return Ok(None);
-        }
+        // The stamp is checked in the round trip that begins the transaction: a moved epoch
+        // begins nothing.
+        let check = format!("SELECT access_epoch_is('{}')", kept.stamp);
+        let tx = match OrgTx::begin_if(db, &kept.principal, &check).await {
+            Ok(tx) => tx,
+            Err(e) if e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == EPOCH_MOVED) => {
+                self.forget(digest);
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
         self.reused.fetch_add(1, Ordering::Relaxed);
         Ok(Some(KeyRequest {
             tx: tx.with_nothing_written().await?,
