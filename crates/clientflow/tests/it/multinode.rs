@@ -167,6 +167,25 @@ async fn api(
     (status, res.json().await.unwrap_or(Value::Null))
 }
 
+/// Creates an API key on the organization's keys page (with the password: a security change)
+/// and returns the secret the page shows once.
+async fn key_from_page(browser: &mut Browser, slug: &str, name: &str, role: &str) -> String {
+    let (_, _) = browser.page(&format!("/o/{slug}/settings/api-keys")).await;
+    let csrf = browser.token();
+    let res = browser
+        .post_with(
+            &format!("/o/{slug}/settings/api-keys"),
+            &[("name", name), ("role", role), ("expires_in_days", ""), ("current_password", PASSWORD)],
+            Some(&csrf),
+            true,
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    let start_at = html.find("cf_live_").expect("the new key");
+    html[start_at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').collect()
+}
+
 #[tokio::test]
 async fn two_processes_serve_as_one_installation() {
     let db = TestDb::new().await;
@@ -205,21 +224,7 @@ async fn two_processes_serve_as_one_installation() {
 
     // An API key made on B (with the password: a security change) works on A.
     browser.base_url = b.base();
-    let (_, _) = browser.page(&format!("/o/{slug}/settings/api-keys")).await;
-    let csrf = browser.token();
-    let res = browser
-        .post_with(
-            &format!("/o/{slug}/settings/api-keys"),
-            &[("name", "nodes"), ("role", "admin"), ("expires_in_days", ""), ("current_password", PASSWORD)],
-            Some(&csrf),
-            true,
-        )
-        .await;
-    assert_eq!(res.status(), 200);
-    let html = res.text().await.unwrap();
-    let start_at = html.find("cf_live_").expect("the new key");
-    let key: String =
-        html[start_at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').collect();
+    let key = key_from_page(&mut browser, &slug, "nodes", "admin").await;
     let http = browser.client.clone();
     let (status, client) =
         api(&http, reqwest::Method::POST, &format!("{}/api/v1/clients", a.base()), &key, Some(json!({"name": "Acme"})))
@@ -284,20 +289,7 @@ async fn two_processes_serve_as_one_installation() {
     // A key A has verified and keeps (`access::api_key::KeyCache`) stops working on A at once
     // when B revokes it.
     browser.base_url = b.base();
-    let (_, _) = browser.page(&format!("/o/{slug}/settings/api-keys")).await;
-    let csrf = browser.token();
-    let res = browser
-        .post_with(
-            &format!("/o/{slug}/settings/api-keys"),
-            &[("name", "kept on A"), ("role", "member"), ("expires_in_days", ""), ("current_password", PASSWORD)],
-            Some(&csrf),
-            true,
-        )
-        .await;
-    let html = res.text().await.unwrap();
-    let start_at = html.find("cf_live_").expect("the second key");
-    let kept: String =
-        html[start_at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-').collect();
+    let kept = key_from_page(&mut browser, &slug, "kept on A", "member").await;
     for _ in 0..3 {
         let (status, _) = api(&http, reqwest::Method::GET, &format!("{}/api/v1/clients", a.base()), &kept, None).await;
         assert_eq!(status, 200);
@@ -306,6 +298,8 @@ async fn two_processes_serve_as_one_installation() {
         .fetch_one(&mut db.admin_conn().await)
         .await
         .unwrap();
+    let (_, _) = browser.page(&format!("/o/{slug}/settings/api-keys")).await;
+    let csrf = browser.token();
     let res = browser.post_with(&format!("/o/{slug}/settings/api-keys/{kept_id}/revoke"), &[], Some(&csrf), true).await;
     assert_eq!(res.status(), 303, "revoked on B");
     let (status, _) = api(&http, reqwest::Method::GET, &format!("{}/api/v1/clients", a.base()), &kept, None).await;

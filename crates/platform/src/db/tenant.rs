@@ -284,12 +284,15 @@ impl<P: TenantPrincipal> OrgTx<P> {
     /// caller builds it from values it controls, never from request input.
     pub async fn begin_if(db: &Db, principal: &P, precondition: &str) -> Result<Self, sqlx::Error> {
         debug_assert!(!precondition.contains(';'), "one statement: {precondition}");
+        Self::of_its_own_begun_by(db, principal, &format!("{precondition}; BEGIN")).await
+    }
+
+    /// A transaction of its own in its principal's region, begun by `begin` (the `BEGIN` and
+    /// what goes with it) and the tenant, in one simple query.
+    async fn of_its_own_begun_by(db: &Db, principal: &P, begin: &str) -> Result<Self, sqlx::Error> {
         let db = db.in_region(principal.region()).ok_or_else(|| unknown_region(principal.region()))?;
         let tx = db
-            .begin_with(format!(
-                "{precondition}; BEGIN; SELECT set_config('{TENANT_SETTING}', '{}', true)",
-                principal.org_id()
-            ))
+            .begin_with(format!("{begin}; SELECT set_config('{TENANT_SETTING}', '{}', true)", principal.org_id()))
             .await?;
         Ok(Self::of_its_own(tx, principal.clone(), db.home_region()))
     }
@@ -314,14 +317,7 @@ impl<P: TenantPrincipal> OrgTx<P> {
     /// to its end (`REPEATABLE READ`): what a consistent export reads while others write.
     /// Never a part of a request transaction.
     pub async fn begin_snapshot(db: &Db, principal: &P) -> Result<Self, sqlx::Error> {
-        let db = db.in_region(principal.region()).ok_or_else(|| unknown_region(principal.region()))?;
-        let tx = db
-            .begin_with(format!(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SELECT set_config('{TENANT_SETTING}', '{}', true)",
-                principal.org_id()
-            ))
-            .await?;
-        Ok(Self::of_its_own(tx, principal.clone(), db.home_region()))
+        Self::of_its_own_begun_by(db, principal, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await
     }
 
     /// Declares that nothing has been written in this transaction since it began: it has only
