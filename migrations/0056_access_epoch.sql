@@ -4,10 +4,10 @@
 -- every process sees the change on its next request with that key, whichever process made it.
 --
 -- What the verification reads (`access/api_key/mod.rs`): the key's row (all but its name,
--- prefix, creation time and last use), the creator's membership and account status, the
--- organization's customization of roles and the creator's own overrides, the organization's
--- IP allowlist and existence, and whether it is scheduled for deletion. Expiry is a time,
--- compared on every request, not a change.
+-- prefix, creation time and last use), the creator's membership and account (its status, and
+-- whether an operator disabled it), the organization's customization of roles and the
+-- creator's own overrides, the organization's IP allowlist and existence, and whether it is
+-- scheduled for deletion. Expiry is a time, compared on every request, not a change.
 --
 -- One row per database (each region has its own): changes to keys and memberships are rare
 -- beside their use, and one counter has no organization in it to isolate. The app role may
@@ -53,7 +53,11 @@ $$;
 REVOKE ALL ON FUNCTION access_epoch_is(uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION access_epoch_is(uuid) TO clientflow_app;
 
-CREATE CONSTRAINT TRIGGER raise_access_epoch AFTER DELETE
+-- One trigger per table, on every row inserted or deleted and every update of a column a
+-- verification reads (a key's creation counts too: a failover that loses it must not leave
+-- the stamp where a process kept the key). ALWAYS: they fire in replication mode too
+-- (`session_replication_role = replica`, which restores and replication apply use).
+CREATE CONSTRAINT TRIGGER raise_access_epoch AFTER INSERT OR DELETE
     OR UPDATE OF organization_id, id, key_hash, role, permissions, created_by, expires_at, revoked_at
     ON api_keys DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION raise_access_epoch();
 CREATE CONSTRAINT TRIGGER raise_access_epoch AFTER INSERT OR UPDATE OR DELETE
@@ -64,7 +68,23 @@ CREATE CONSTRAINT TRIGGER raise_access_epoch AFTER INSERT OR UPDATE OR DELETE
     ON member_permissions DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION raise_access_epoch();
 CREATE CONSTRAINT TRIGGER raise_access_epoch AFTER INSERT OR UPDATE OR DELETE
     ON organization_deletion_requests DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION raise_access_epoch();
-CREATE CONSTRAINT TRIGGER raise_access_epoch AFTER DELETE OR UPDATE OF id, ip_allowlist
+CREATE CONSTRAINT TRIGGER raise_access_epoch AFTER INSERT OR DELETE OR UPDATE OF id, ip_allowlist
     ON organizations DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION raise_access_epoch();
-CREATE CONSTRAINT TRIGGER raise_access_epoch AFTER DELETE OR UPDATE OF id, status
+CREATE CONSTRAINT TRIGGER raise_access_epoch AFTER INSERT OR DELETE OR UPDATE OF id, status, disabled_at
     ON users DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION raise_access_epoch();
+
+-- TRUNCATE fires no row trigger: a statement trigger raises for it (the owner role alone may
+-- truncate, and the app never does).
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['api_keys', 'memberships', 'role_permissions', 'member_permissions',
+                             'organization_deletion_requests', 'organizations', 'users'] LOOP
+        EXECUTE format('CREATE TRIGGER raise_access_epoch_on_truncate AFTER TRUNCATE ON %I '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION raise_access_epoch()', t);
+        EXECUTE format('ALTER TABLE %I ENABLE ALWAYS TRIGGER raise_access_epoch', t);
+        EXECUTE format('ALTER TABLE %I ENABLE ALWAYS TRIGGER raise_access_epoch_on_truncate', t);
+    END LOOP;
+END
+$$;

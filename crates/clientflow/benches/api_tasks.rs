@@ -315,7 +315,7 @@ async fn main() {
     println!("committed transactions per API request: {per_request:.2}");
     let (reused, verified) = app.state.api_keys.counts();
     println!(
-        "API requests that reused a kept key verification: {reused} (verified and kept: {verified}; \
+        "API requests that reused a kept key verification: {reused} (verified from scratch: {verified}; \
          access::api_key::KeyCache)"
     );
     println!("ratio (API / pgbench): {:.2}  (goal: at least 0.60)", api_rps / pgbench_tps);

@@ -88,6 +88,9 @@ struct MetricsInner {
     http_connections_refused: Counter,
     outbox: Family<StateLabels, Gauge>,
     api_key_checks: Family<OutcomeLabels, Counter>,
+    /// Scrapes bring `api_key_checks` up to the cache's counts one at a time (two at once
+    /// would both add the same difference).
+    api_key_checks_update: std::sync::Mutex<()>,
     backup: BackupGauges,
 }
 
@@ -222,6 +225,7 @@ impl Metrics {
                 http_connections_refused,
                 outbox,
                 api_key_checks,
+                api_key_checks_update: std::sync::Mutex::new(()),
                 backup,
             }),
         }
@@ -256,6 +260,7 @@ impl Metrics {
 
     /// Set at scrape time from the API key cache's own counts (which only grow).
     pub fn set_api_key_checks(&self, reused: u64, verified: u64) {
+        let _one_at_a_time = self.inner.api_key_checks_update.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for (outcome, n) in [("reused", reused), ("verified", verified)] {
             let counter = self.inner.api_key_checks.get_or_create(&OutcomeLabels { outcome });
             counter.inc_by(n.saturating_sub(counter.get()));

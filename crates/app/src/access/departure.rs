@@ -87,6 +87,25 @@ pub async fn copy_status(db: &Db, user: UserId, status: &str) -> Result<(), sqlx
     Ok(())
 }
 
+/// Copies whether an operator disabled the account into the other regions' `users` rows, as
+/// [`copy_status`] does: a key acting for a disabled account stops working with its sessions.
+pub async fn copy_disabled(
+    db: &Db,
+    user: UserId,
+    disabled_at: Option<time::OffsetDateTime>,
+) -> Result<(), sqlx::Error> {
+    for region in db.every_region().into_iter().skip(1) {
+        let mut tx = region.global().await?;
+        sqlx::query("UPDATE users SET disabled_at = $2, updated_at = now() WHERE id = $1 AND status <> 'deleted'")
+            .bind(user)
+            .bind(disabled_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
 /// What the purge removed from the organizations.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Removed {

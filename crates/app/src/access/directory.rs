@@ -130,23 +130,29 @@ pub async fn project_user(db: &Db, region: RegionId, user: crate::platform::ids:
     }
     let Some(target) = db.in_region(region) else { return Err(crate::platform::db::region::unknown_region(region)) };
     let mut home = db.home().global().await?;
-    let row: Option<(String, String, String)> =
-        sqlx::query_as("SELECT email, display_name, status FROM users WHERE id = $1")
+    type Person = (String, String, String, Option<time::OffsetDateTime>);
+    let row: Option<Person> =
+        sqlx::query_as("SELECT email, display_name, status, disabled_at FROM users WHERE id = $1")
             .bind(user)
             .fetch_optional(&mut *home)
             .await?;
     home.commit().await?;
-    let Some((email, display_name, status)) = row else { return Ok(()) };
+    let Some((email, display_name, status, disabled_at)) = row else { return Ok(()) };
     let mut tx = target.global().await?;
+    // Changed only where something differs: the access epoch rises with each change of a
+    // person's status (`migrations/0056`).
     sqlx::query(
-        "INSERT INTO users (id, email, display_name, status) VALUES ($1, $2, $3, $4) \
+        "INSERT INTO users (id, email, display_name, status, disabled_at) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email, display_name = EXCLUDED.display_name, \
-         status = EXCLUDED.status",
+         status = EXCLUDED.status, disabled_at = EXCLUDED.disabled_at \
+         WHERE (users.email, users.display_name, users.status, users.disabled_at) IS DISTINCT FROM \
+               (EXCLUDED.email, EXCLUDED.display_name, EXCLUDED.status, EXCLUDED.disabled_at)",
     )
     .bind(user)
     .bind(&email)
     .bind(&display_name)
     .bind(&status)
+    .bind(disabled_at)
     .execute(&mut *tx)
     .await?;
     tx.commit().await

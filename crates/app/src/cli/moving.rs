@@ -322,11 +322,26 @@ fn key_of(table: &str) -> &'static str {
     if table == "organizations" { "id" } else { "organization_id" }
 }
 
-/// An owner-role connection with a transaction whose tenant is `org` (and, for removing it,
-/// marked as the departing organization).
-async fn owner_tx(options: &PgConnectOptions, org: OrgId, departing: bool) -> anyhow::Result<PgConnection> {
+/// What an owner-role transaction of a move does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OwnerTx {
+    /// Reads the organization, in one snapshot from its first query to its end
+    /// (`REPEATABLE READ`): what is copied and compared is one consistent state.
+    Reads,
+    /// Writes (copies it in, or removes it), marked as the departing organization, in `READ
+    /// COMMITTED`: its commit raises the region's access epoch (`migrations/0056`), one row
+    /// every change to access raises, which a snapshot older than another organization's
+    /// change to it could not update (it would fail to serialize instead of waiting).
+    Writes,
+}
+
+/// An owner-role connection with a transaction whose tenant is `org`.
+async fn owner_tx(options: &PgConnectOptions, org: OrgId, does: OwnerTx) -> anyhow::Result<PgConnection> {
+    let departing = does == OwnerTx::Writes;
     let mut conn = provision::connect(options, "owner role").await?;
-    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ").execute(&mut conn).await?;
+    let begin =
+        if departing { "BEGIN ISOLATION LEVEL READ COMMITTED" } else { "BEGIN ISOLATION LEVEL REPEATABLE READ" };
+    sqlx::query(begin).execute(&mut conn).await?;
     sqlx::query("SELECT set_config('app.org_id', $1, true), set_config('clientflow.org_departure', $2, true)")
         .bind(org.to_string())
         .bind(if departing { org.to_string() } else { String::new() })
@@ -351,7 +366,7 @@ async fn delete_rows(conn: &mut PgConnection, org: OrgId, tables: &[String]) -> 
 
 /// Copies every row and file of `org` from `from` to `to`; returns how many files.
 async fn copy(m: &Mover, org: OrgId, from: RegionId, to: RegionId) -> anyhow::Result<usize> {
-    let mut src = owner_tx(m.owner(from)?, org, false).await?;
+    let mut src = owner_tx(m.owner(from)?, org, OwnerTx::Reads).await?;
     let tables = tables_in_order(&mut src).await?;
     let mut rows: Vec<(String, Value)> = Vec::new();
     for t in &tables {
@@ -373,7 +388,7 @@ async fn copy(m: &Mover, org: OrgId, from: RegionId, to: RegionId) -> anyhow::Re
     for user in people {
         access::directory::project_user(&m.db, to, user.to_string().parse()?).await?;
     }
-    let mut dst = owner_tx(m.owner(to)?, org, true).await?;
+    let mut dst = owner_tx(m.owner(to)?, org, OwnerTx::Writes).await?;
     // Whatever an interrupted attempt left is replaced, never added to.
     delete_rows(&mut dst, org, &tables).await?;
     for (t, all) in &rows {
@@ -413,8 +428,8 @@ async fn verify(
     from: RegionId,
     to: RegionId,
 ) -> anyhow::Result<Result<BTreeMap<String, i64>, String>> {
-    let mut src = owner_tx(m.owner(from)?, org, false).await?;
-    let mut dst = owner_tx(m.owner(to)?, org, false).await?;
+    let mut src = owner_tx(m.owner(from)?, org, OwnerTx::Reads).await?;
+    let mut dst = owner_tx(m.owner(to)?, org, OwnerTx::Reads).await?;
     let tables = tables_in_order(&mut src).await?;
     let mut counts = BTreeMap::new();
     for t in &tables {
@@ -464,7 +479,7 @@ async fn verify(
 /// copied there for it that no other organization there names
 /// (`access::directory::forget_departed_people`).
 async fn purge(m: &Mover, org: OrgId, region: RegionId) -> anyhow::Result<()> {
-    let mut conn = owner_tx(m.owner(region)?, org, true).await?;
+    let mut conn = owner_tx(m.owner(region)?, org, OwnerTx::Writes).await?;
     let tables = tables_in_order(&mut conn).await?;
     let people = access::directory::people_named(&mut conn, org).await?;
     delete_rows(&mut conn, org, &tables).await?;

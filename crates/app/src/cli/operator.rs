@@ -603,6 +603,7 @@ async fn set_disabled(s: &Session, email: &str, disable: bool) -> OpResult<Repor
     crate::identity::events::record(&mut tx, Some(user.id), kind, &cli_meta(now), json!({})).await?;
     let out = user_out(&mut tx, user.id).await?;
     tx.commit().await?;
+    crate::access::departure::copy_disabled(&s.db, user.id, disable.then_some(now)).await?;
     let text = format!("{} {}\n", if disable { "disabled" } else { "enabled" }, email);
     Ok(Report { json: json!({ "user": out }), text })
 }

@@ -84,6 +84,11 @@ async fn every_change_a_key_was_verified_against_refuses_it_on_the_next_request(
             401,
         ),
         (
+            "creator's account disabled by an operator",
+            "UPDATE users SET disabled_at = now() WHERE id = $2 AND $1::uuid IS NOT NULL",
+            401,
+        ),
+        (
             "the key's role loses the permission",
             "INSERT INTO role_permissions SELECT $1, 'manager', 'clients.read', false WHERE $2::uuid IS NOT NULL",
             403,
@@ -200,10 +205,10 @@ async fn a_kept_key_still_expires_and_still_records_its_use() {
     let now = app.clock.now_utc();
     assert!((last_use(&mut db, org).await - now).abs() < time::Duration::seconds(1), "the use was recorded");
     // Expiry is a time, not a change: a key kept with its expiry is refused once it passes,
-    // with nothing changed in the database.
+    // with nothing changed in the database, well within the minute its recorded use is good for.
     sqlx::query("UPDATE api_keys SET expires_at = $2 WHERE organization_id = $1")
         .bind(org)
-        .bind(now + time::Duration::hours(1))
+        .bind(now + time::Duration::seconds(30))
         .execute(&mut db)
         .await
         .unwrap();
@@ -212,7 +217,7 @@ async fn a_kept_key_still_expires_and_still_records_its_use() {
     assert_eq!(status(&app, &key).await, 200);
     assert_eq!(counts(&app).0, reused + 1, "reused");
     let at_expiry = epoch(&mut db).await;
-    app.clock.advance(time::Duration::hours(1));
+    app.clock.advance(time::Duration::seconds(30));
     assert_eq!(status(&app, &key).await, 401, "expired while kept");
     assert_eq!(counts(&app).0, reused + 1, "an expired key isn't reused");
     assert_eq!(epoch(&mut db).await, at_expiry, "nothing changed but the time");
@@ -233,8 +238,15 @@ async fn the_access_epoch_only_moves_forward_and_only_with_a_commit() {
         let e = sqlx::query(attempt).execute(&mut server).await.expect_err(attempt);
         assert!(e.to_string().contains("permission denied"), "{attempt}: {e}");
     }
-    let e = sqlx::query("SELECT raise_access_epoch()").execute(&mut server).await.unwrap_err();
-    assert!(e.to_string().contains("permission denied") || e.to_string().contains("trigger"), "{e}");
+    let (raise, check): (bool, bool) = sqlx::query_as(
+        "SELECT has_function_privilege('raise_access_epoch()', 'EXECUTE'), \
+                has_function_privilege('access_epoch_is(uuid)', 'EXECUTE')",
+    )
+    .fetch_one(&mut server)
+    .await
+    .unwrap();
+    assert!(!raise, "the server's role can't call the raise");
+    assert!(check, "the server's role checks the epoch");
     // A change rolled back, whole or to a savepoint, raises nothing; a committed one does, once
     // it commits.
     let mut tx = sqlx::Connection::begin(&mut admin).await.unwrap();
@@ -315,7 +327,6 @@ const NOT_READ_BY_VERIFICATION: &[(&str, &[&str])] = &[
             "totp_secret",
             "totp_enabled_at",
             "totp_last_step",
-            "disabled_at",
             "privilege_epoch",
             "deleted_at",
         ],
@@ -328,13 +339,24 @@ async fn every_column_a_verification_reads_raises_the_epoch() {
     let mut conn = db.admin_conn().await;
     let mut problems = Vec::new();
     for (table, not_read) in NOT_READ_BY_VERIFICATION {
-        // The trigger: a deferred constraint trigger on delete (and insert, where rows can be
-        // added that a verification reads) and on update of its columns (none listed: all).
+        // The trigger: a deferred constraint trigger on insert, delete and update of its
+        // columns (none listed: all), firing in replication mode too, and one on truncate.
+        let truncate: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = ('public.' || $1)::regclass \
+             AND tgname = 'raise_access_epoch_on_truncate' AND tgenabled = 'A' AND tgtype & 32 <> 0",
+        )
+        .bind(table)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if truncate != 1 {
+            problems.push(format!("{table}: no raise_access_epoch_on_truncate trigger that always fires"));
+        }
         let trigger: Option<(bool, bool, i16, Vec<String>)> = sqlx::query_as(
             "SELECT t.tgdeferrable AND t.tginitdeferred, t.tgconstraint <> 0, t.tgtype, \
                     coalesce(array_agg(a.attname::text) FILTER (WHERE a.attname IS NOT NULL), '{}') \
              FROM pg_trigger t LEFT JOIN pg_attribute a ON a.attrelid = t.tgrelid AND a.attnum = ANY (t.tgattr) \
-             WHERE t.tgrelid = ('public.' || $1)::regclass AND t.tgname = 'raise_access_epoch' AND t.tgenabled = 'O' \
+             WHERE t.tgrelid = ('public.' || $1)::regclass AND t.tgname = 'raise_access_epoch' AND t.tgenabled = 'A' \
              GROUP BY t.oid",
         )
         .bind(table)
@@ -342,15 +364,15 @@ async fn every_column_a_verification_reads_raises_the_epoch() {
         .await
         .unwrap();
         let Some((deferred, constraint, tgtype, watched)) = trigger else {
-            problems.push(format!("{table}: no enabled raise_access_epoch trigger"));
+            problems.push(format!("{table}: no raise_access_epoch trigger that always fires"));
             continue;
         };
         if !(deferred && constraint) {
             problems.push(format!("{table}: raise_access_epoch isn't a deferred constraint trigger"));
         }
         // pg_trigger.tgtype: 1 row, 4 insert, 8 delete, 16 update.
-        if tgtype & 1 == 0 || tgtype & 8 == 0 || tgtype & 16 == 0 {
-            problems.push(format!("{table}: raise_access_epoch must fire for each row on delete and update"));
+        if tgtype & 1 == 0 || tgtype & 4 == 0 || tgtype & 8 == 0 || tgtype & 16 == 0 {
+            problems.push(format!("{table}: raise_access_epoch must fire for each row on insert, delete and update"));
         }
         let columns: Vec<String> = sqlx::query_scalar(
             "SELECT attname::text FROM pg_attribute WHERE attrelid = ('public.' || $1)::regclass \
@@ -378,6 +400,20 @@ async fn every_column_a_verification_reads_raises_the_epoch() {
             }
         }
     }
+    // The tables above are every table the verification reads.
+    // (`access_epoch` is the epoch itself.)
+    let words: Vec<&str> = clientflow::access::api_key::VERIFICATION.split_whitespace().collect();
+    let read: Vec<&str> = words
+        .windows(2)
+        .filter(|w| w[0].eq_ignore_ascii_case("FROM") || w[0].eq_ignore_ascii_case("JOIN"))
+        .map(|w| w[1].trim_end_matches(')'))
+        .collect();
+    assert!(read.len() >= 8, "the verification's tables: {read:?}");
+    for t in read {
+        if t != "access_epoch" && !NOT_READ_BY_VERIFICATION.iter().any(|(table, _)| *table == t) {
+            problems.push(format!("{t}: read by the verification, not watched here"));
+        }
+    }
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
@@ -401,6 +437,14 @@ async fn a_moved_epoch_begins_nothing_and_leaves_the_connection_as_it_was() {
     let e = OrgTx::begin_if(&db, &org.principal, &moved).await.err().expect("a moved epoch begins nothing");
     let code = e.as_database_error().and_then(|d| d.code()).map(|c| c.to_string());
     assert_eq!(code.as_deref(), Some("CFA01"), "{e}");
+    // Outside any transaction, as the database sees it.
+    let (state, in_transaction): (String, bool) =
+        sqlx::query_as("SELECT state, xact_start IS NOT NULL FROM pg_stat_activity WHERE pid = $1")
+            .bind(pid)
+            .fetch_one(&mut app.db.admin_conn().await)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), in_transaction), ("idle", false));
 
     // The same connection begins again, not in a failed transaction, with the tenant set.
     let mut tx = OrgTx::begin(&db, &org.principal).await.unwrap();
@@ -419,5 +463,28 @@ async fn a_moved_epoch_begins_nothing_and_leaves_the_connection_as_it_was() {
     assert_eq!((same, tenant.as_str()), (pid, org.id.to_string().as_str()));
     let clients: i64 = sqlx::query_scalar("SELECT count(*) FROM clients").fetch_one(&mut *tx).await.unwrap();
     assert_eq!(clients, 1, "the organization's rows, through the tenant door");
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_caller_dropped_while_its_transaction_begins_leaves_no_transaction_behind() {
+    // A request dropped (its client gone, a timeout) while the round trip that begins its
+    // transaction and sets its tenant is under way: the next transaction on that connection
+    // must not find itself inside that one, with that tenant.
+    let app = TestApp::spawn().await;
+    let org = seed_org(&app.app_db, "kc-dropped").await;
+    let db = app.db.app_db(1).await;
+    let slow = clientflow::access::OrgTx::begin_if(&db, &org.principal, "SELECT pg_sleep(0.3)");
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(50), slow).await.is_err(), "dropped while beginning");
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let mut tx = db.global().await.unwrap();
+    let (tenant, fresh): (Option<String>, bool) = sqlx::query_as(
+        "SELECT nullif(current_setting('app.org_id', true), ''), clock_timestamp() - now() < interval '300 ms'",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(tenant, None, "the dropped transaction's tenant leaked into the next one");
+    assert!(fresh, "the next transaction is a new one, not the one begun 600 ms ago");
     tx.commit().await.unwrap();
 }

@@ -167,6 +167,16 @@ async fn api(
     (status, res.json().await.unwrap_or(Value::Null))
 }
 
+/// How many API requests a process answered with a key verification it kept
+/// (`clientflow_api_key_checks_total{outcome="reused"}` on its `/metrics`).
+async fn reused_keys(http: &reqwest::Client, base: &str) -> u64 {
+    let text = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("clientflow_api_key_checks_total{outcome=\"reused\"} "))
+        .map(|n| n.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
 /// Creates an API key on the organization's keys page (with the password: a security change)
 /// and returns the secret the page shows once.
 async fn key_from_page(browser: &mut Browser, slug: &str, name: &str, role: &str) -> String {
@@ -290,10 +300,12 @@ async fn two_processes_serve_as_one_installation() {
     // when B revokes it.
     browser.base_url = b.base();
     let kept = key_from_page(&mut browser, &slug, "kept on A", "member").await;
+    let reused_before = reused_keys(&http, &a.base()).await;
     for _ in 0..3 {
         let (status, _) = api(&http, reqwest::Method::GET, &format!("{}/api/v1/clients", a.base()), &kept, None).await;
         assert_eq!(status, 200);
     }
+    assert!(reused_keys(&http, &a.base()).await > reused_before, "A reused its verification of the key");
     let kept_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM api_keys WHERE name = 'kept on A'")
         .fetch_one(&mut db.admin_conn().await)
         .await

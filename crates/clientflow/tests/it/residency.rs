@@ -646,6 +646,49 @@ async fn a_moved_organization_keeps_everything_and_leaves_nothing_behind() {
 }
 
 #[tokio::test]
+async fn a_move_goes_through_while_access_changes_elsewhere_in_its_region() {
+    // Every change to who may do what raises the region's access epoch as it commits (one row,
+    // `migrations/0056`). The purge of the old region commits such changes (the organization's
+    // memberships and keys go): it must wait for another organization's change to the same
+    // row and go on, not fail to serialize with it. Here that change holds the row from before
+    // the move begins until the purge waits for it, then commits.
+    let app = two_regions().await;
+    let (uuid, org) = seeded(&app, "busy-region").await;
+    crate::support::api_key(&app, uuid, "going along").await;
+    let us = app.region_db("us");
+    let mut elsewhere = us.admin_conn().await;
+    sqlx::query("BEGIN").execute(&mut elsewhere).await.unwrap();
+    sqlx::query("UPDATE access_epoch SET epoch = epoch + 1, stamp = gen_random_uuid()")
+        .execute(&mut elsewhere)
+        .await
+        .unwrap();
+    let m = mover(&app);
+    let now = app.clock.now_utc();
+    let moving = tokio::spawn(async move { moving::move_organization(&m, org, eu(), now, None).await });
+    let mut watch = us.admin_conn().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut watch)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(!moving.is_finished(), "the move ended without waiting for the change: {:?}", moving.await);
+        assert!(std::time::Instant::now() < deadline, "the purge never waited for the change");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    sqlx::query("COMMIT").execute(&mut elsewhere).await.unwrap();
+    let report = moving.await.unwrap().unwrap();
+    assert_eq!(report.done, vec![Step::Frozen, Step::Copied, Step::Verified, Step::Switched, Step::Purged]);
+    assert_eq!(rows_of(&mut us.admin_conn().await, uuid).await, vec![], "the old region holds nothing of it");
+}
+
+#[tokio::test]
 async fn writes_are_refused_while_an_organization_moves() {
     let app = two_regions().await;
     let mut owner = sign_up(&app, "owner@frozen.test").await;

@@ -182,7 +182,14 @@ impl Db {
         let mut retries = self.pool.options().get_max_connections();
         loop {
             let conn = BEGIN_CHECKS_CONNECTION.scope((), self.pool.acquire()).await?;
-            match Transaction::begin(conn, statement.clone()).await {
+            // Begun in a task of its own, which finishes even when its caller is dropped (a
+            // client gone, a timeout) while the `BEGIN` is on its way: the transaction is then
+            // dropped whole, and rolled back. Dropped half-way instead, the connection would go
+            // back to the pool inside a transaction sqlx doesn't know it began, with whatever
+            // the statement had set (a tenant), for the next transaction to find.
+            let begin = tokio::spawn(Transaction::begin(conn, statement.clone()));
+            let begun = begin.await.map_err(|e| sqlx::Error::Protocol(format!("beginning a transaction: {e}")))?;
+            match begun {
                 Err(e) if retries > 0 && lost_connection(&e) => retries -= 1,
                 begun => return begun,
             }

@@ -60,7 +60,8 @@ pub(super) struct Kept {
 }
 
 impl KeyCache {
-    /// How many requests reused a kept verification, and how many verified their key.
+    /// How many requests reused a kept verification, and how many verified their key from
+    /// scratch (and found it good).
     pub fn counts(&self) -> (u64, u64) {
         (self.reused.load(Ordering::Relaxed), self.verified.load(Ordering::Relaxed))
     }
@@ -96,9 +97,13 @@ impl KeyCache {
         }))
     }
 
+    /// Counts a key verified from scratch and found good.
+    pub(super) fn note_verified(&self) {
+        self.verified.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Keeps what a verification found.
     pub(super) fn keep(&self, digest: [u8; 32], kept: Kept) {
-        self.verified.fetch_add(1, Ordering::Relaxed);
         let mut entries = self.lock();
         if entries.len() >= CAPACITY && !entries.contains_key(&digest) {
             entries.clear();

@@ -93,6 +93,7 @@ pub async fn open_api_key_request(
         let mut tx = begin_for_key(&db, &capability).await?;
         match verify_in(&mut tx, &digest, now).await? {
             Some(key) => {
+                kept.note_verified();
                 // Kept once its use is on record (committed): a verification that records
                 // it is kept by the key's next request, which finds it recorded.
                 if let (false, Some(used_at)) = (key.recorded_use, key.used_at) {
@@ -170,6 +171,28 @@ fn regions_to_ask(db: &Db, hint: Option<RegionId>) -> Vec<Db> {
     all
 }
 
+/// The statement [`verify_in`] runs: the key's row, its creator's standing, the organization's
+/// customization of the key's role, its allowlist, a pending deletion, the tenant and the access
+/// epoch's stamp. Every table it reads raises the access epoch when it changes
+/// (`migrations/0056_access_epoch.sql`; `key_cache::every_column_a_verification_reads_raises_the_epoch`
+/// reads the tables from here).
+pub const VERIFICATION: &str = "SELECT k.organization_id, k.id, k.role, k.permissions, k.created_by, k.expires_at, k.revoked_at, \
+                k.last_used_at, current_setting('app.org_id', true), \
+                (SELECT m.role FROM memberships m JOIN users u ON u.id = m.user_id \
+                   WHERE m.organization_id = k.organization_id AND m.user_id = k.created_by AND m.status = 'active' \
+                     AND u.status NOT IN ('deleting', 'deleted') AND u.disabled_at IS NULL), \
+                coalesce((SELECT array_agg(CASE WHEN rp.granted THEN '+' ELSE '-' END || rp.permission) \
+                   FROM role_permissions rp WHERE rp.organization_id = k.organization_id AND rp.role = k.role), '{}'), \
+                coalesce((SELECT array_agg(CASE WHEN rp.granted THEN '+' ELSE '-' END || rp.permission) \
+                   FROM role_permissions rp JOIN memberships m ON m.organization_id = rp.organization_id AND m.role = rp.role \
+                   WHERE rp.organization_id = k.organization_id AND m.user_id = k.created_by), '{}'), \
+                coalesce((SELECT array_agg(CASE WHEN mp.granted THEN '+' ELSE '-' END || mp.permission) \
+                   FROM member_permissions mp WHERE mp.organization_id = k.organization_id AND mp.user_id = k.created_by), '{}'), \
+                (SELECT o.ip_allowlist FROM organizations o WHERE o.id = k.organization_id), \
+                (SELECT d.purge_after FROM organization_deletion_requests d WHERE d.organization_id = k.organization_id), \
+                (SELECT e.stamp FROM access_epoch e) \
+         FROM api_keys k WHERE k.key_hash = $1";
+
 /// What the verification of a key found.
 struct VerifiedKey {
     principal: OrgPrincipal,
@@ -214,27 +237,7 @@ async fn verify_in(
         Option<time::OffsetDateTime>,
         uuid::Uuid,
     );
-    let row: Option<KeyRow> = sqlx::query_as(
-        "SELECT k.organization_id, k.id, k.role, k.permissions, k.created_by, k.expires_at, k.revoked_at, \
-                k.last_used_at, current_setting('app.org_id', true), \
-                (SELECT m.role FROM memberships m JOIN users u ON u.id = m.user_id \
-                   WHERE m.organization_id = k.organization_id AND m.user_id = k.created_by AND m.status = 'active' \
-                     AND u.status NOT IN ('deleting', 'deleted')), \
-                coalesce((SELECT array_agg(CASE WHEN rp.granted THEN '+' ELSE '-' END || rp.permission) \
-                   FROM role_permissions rp WHERE rp.organization_id = k.organization_id AND rp.role = k.role), '{}'), \
-                coalesce((SELECT array_agg(CASE WHEN rp.granted THEN '+' ELSE '-' END || rp.permission) \
-                   FROM role_permissions rp JOIN memberships m ON m.organization_id = rp.organization_id AND m.role = rp.role \
-                   WHERE rp.organization_id = k.organization_id AND m.user_id = k.created_by), '{}'), \
-                coalesce((SELECT array_agg(CASE WHEN mp.granted THEN '+' ELSE '-' END || mp.permission) \
-                   FROM member_permissions mp WHERE mp.organization_id = k.organization_id AND mp.user_id = k.created_by), '{}'), \
-                (SELECT o.ip_allowlist FROM organizations o WHERE o.id = k.organization_id), \
-                (SELECT d.purge_after FROM organization_deletion_requests d WHERE d.organization_id = k.organization_id), \
-                (SELECT e.stamp FROM access_epoch e) \
-         FROM api_keys k WHERE k.key_hash = $1",
-    )
-    .bind(&digest[..])
-    .fetch_optional(&mut **tx)
-    .await?;
+    let row: Option<KeyRow> = sqlx::query_as(VERIFICATION).bind(&digest[..]).fetch_optional(&mut **tx).await?;
     let Some((
         org_id,
         key_id,
@@ -271,7 +274,8 @@ async fn verify_in(
             &parse_grants(&creator_role_custom),
             &parse_grants(&creator_overrides),
         )),
-        // The creator left, was suspended, is deleting their account, or now ranks below the key.
+        // The creator left, was suspended, is deleting their account, had it disabled by an
+        // operator, or now ranks below the key.
         (Some(_), _) => {
             return Ok(None);
         }
