@@ -403,6 +403,16 @@ async fn the_operator_can_disable_and_enable_a_user() {
     let app = clientflow_test_support::TestApp::spawn().await;
     let mut b = crate::support::accounts::sign_up(&app, "op@example.com").await;
     assert_eq!(b.get("/app").await.status(), 200);
+    // A key acting for them, used (and kept by the server) before they are disabled.
+    let slug = crate::support::orgs::create_org(&mut b, "Disabled Later").await;
+    let key = crate::support::api_key(&app, crate::support::org_id(&app, &slug).await, "theirs").await;
+    let key_status = || {
+        let req = app.client.get(app.url("/api/v1/clients")).bearer_auth(&key);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    for _ in 0..3 {
+        assert_eq!(key_status().await, 200);
+    }
     let passwords = clientflow_test_support::role_passwords().await;
     let app_url = crate::support::url_of(&app.db.app, Some(&passwords.app));
     let owner_url = crate::support::url_of(&app.db.owner, Some(&passwords.owner));
@@ -420,12 +430,14 @@ async fn the_operator_can_disable_and_enable_a_user() {
     let out = tokio::task::spawn_blocking(move || r(vec!["user", "disable", "OP@example.com"])).await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(b.get("/app").await.status(), 303, "session survived disabling");
+    assert_eq!(key_status().await, 401, "a key acting for a disabled account still works");
     let res =
         crate::support::accounts::sign_in(&app, &mut b, "op@example.com", crate::support::accounts::PASSWORD).await;
     assert_eq!(res.status(), 403);
     let r = run.clone();
     let out = tokio::task::spawn_blocking(move || r(vec!["user", "enable", "op@example.com"])).await.unwrap();
     assert!(out.status.success());
+    assert_eq!(key_status().await, 200, "enabled again, the key works again");
     let res =
         crate::support::accounts::sign_in(&app, &mut b, "op@example.com", crate::support::accounts::PASSWORD).await;
     assert_eq!(res.status(), 303);
