@@ -75,32 +75,25 @@ pub async fn sole_owner_of(db: &Db, user: UserId) -> Result<Vec<String>, sqlx::E
 /// made them), where an API key's check reads it: a key acting for someone whose account is
 /// being deleted stops working with their sessions.
 pub async fn copy_status(db: &Db, user: UserId, status: &str) -> Result<(), sqlx::Error> {
-    for region in db.every_region().into_iter().skip(1) {
-        let mut tx = region.global().await?;
-        sqlx::query("UPDATE users SET status = $2, updated_at = now() WHERE id = $1 AND status <> 'deleted'")
-            .bind(user)
-            .bind(status)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-    }
-    Ok(())
+    set_in_other_regions(db, user, "status", status.to_string()).await
 }
 
 /// Copies whether an operator disabled the account into the other regions' `users` rows, as
 /// [`copy_status`] does: a key acting for a disabled account stops working with its sessions.
-pub async fn copy_disabled(
-    db: &Db,
-    user: UserId,
-    disabled_at: Option<time::OffsetDateTime>,
-) -> Result<(), sqlx::Error> {
+pub async fn copy_disabled(db: &Db, user: UserId, disabled_at: Option<OffsetDateTime>) -> Result<(), sqlx::Error> {
+    set_in_other_regions(db, user, "disabled_at", disabled_at).await
+}
+
+/// Sets `column` of the account's `users` row in every region but the directory's (a deleted
+/// account's row is left as it is).
+async fn set_in_other_regions<T>(db: &Db, user: UserId, column: &'static str, value: T) -> Result<(), sqlx::Error>
+where
+    T: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Clone + Send + 'static,
+{
+    let sql = format!("UPDATE users SET {column} = $2, updated_at = now() WHERE id = $1 AND status <> 'deleted'");
     for region in db.every_region().into_iter().skip(1) {
         let mut tx = region.global().await?;
-        sqlx::query("UPDATE users SET disabled_at = $2, updated_at = now() WHERE id = $1 AND status <> 'deleted'")
-            .bind(user)
-            .bind(disabled_at)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(&sql).bind(user).bind(value.clone()).execute(&mut *tx).await?;
         tx.commit().await?;
     }
     Ok(())

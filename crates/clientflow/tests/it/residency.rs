@@ -129,7 +129,8 @@ async fn upload(b: &Browser, token: &str, path: &str, name: &str, bytes: &[u8]) 
 /// Every feature once, on the pages and through the API, as the organization's Owner: clients,
 /// projects, tasks, comments, time, invoices, files, an invitation accepted, an API key and the
 /// API, the audit log.
-async fn tour(app: &TestApp, owner: &mut Browser, slug: &str, tag: &str) {
+/// Returns the API key it made.
+async fn tour(app: &TestApp, owner: &mut Browser, slug: &str, tag: &str) -> String {
     let token = session_token(owner).await;
     let o = |p: &str| format!("/o/{slug}{p}");
     let client = id_in(
@@ -212,6 +213,35 @@ async fn tour(app: &TestApp, owner: &mut Browser, slug: &str, tag: &str) {
     assert_eq!(status, 200);
     assert!(html.contains("file.uploaded") || html.contains("task.created"), "{html}");
     app.deliver_mail().await;
+    key
+}
+
+#[tokio::test]
+async fn an_account_disabled_by_the_operator_loses_its_keys_in_every_region() {
+    let app = two_regions().await;
+    let mut owner = sign_up(&app, "owner@disabled.test").await;
+    let res = create_in(&mut owner, "disabled", Some("eu")).await;
+    let slug = location(&res).trim_start_matches("/o/").to_string();
+    let key = tour(&app, &mut owner, &slug, "disabled").await;
+    for _ in 0..2 {
+        assert_eq!(api::get(&app, "/api/v1/tasks", &key).await.status, 200, "kept by the server");
+    }
+    // What `clientflow user disable` does: the account in the directory's region, then its
+    // copies in the others (where the key's check reads it).
+    let user: clientflow::platform::ids::UserId =
+        crate::support::orgs::user_id(&app, "owner@disabled.test").await.parse().unwrap();
+    let now = app.clock.now_utc();
+    let mut tx = app.app_db.global().await.unwrap();
+    clientflow::identity::repo::set_disabled(&mut tx, user, true, now).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(api::get(&app, "/api/v1/tasks", &key).await.status, 200, "the eu copy doesn't know yet");
+    clientflow::access::departure::copy_disabled(&app.app_db, user, Some(now)).await.unwrap();
+    assert_eq!(api::get(&app, "/api/v1/tasks", &key).await.status, 401, "disabled in the key's region too");
+    let mut tx = app.app_db.global().await.unwrap();
+    clientflow::identity::repo::set_disabled(&mut tx, user, false, now).await.unwrap();
+    tx.commit().await.unwrap();
+    clientflow::access::departure::copy_disabled(&app.app_db, user, None).await.unwrap();
+    assert_eq!(api::get(&app, "/api/v1/tasks", &key).await.status, 200, "enabled again");
 }
 
 #[tokio::test]
