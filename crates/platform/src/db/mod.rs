@@ -187,7 +187,8 @@ impl Db {
             // dropped whole, and rolled back. Dropped half-way instead, the connection would go
             // back to the pool inside a transaction sqlx doesn't know it began, with whatever
             // the statement had set (a tenant), for the next transaction to find.
-            let begin = tokio::spawn(Transaction::begin(conn, statement.clone()));
+            // (In the caller's span: what sqlx logs of it names the request.)
+            let begin = tokio::spawn(tracing::Instrument::in_current_span(Transaction::begin(conn, statement.clone())));
             let begun = begin.await.map_err(|e| sqlx::Error::Protocol(format!("beginning a transaction: {e}")))?;
             match begun {
                 Err(e) if retries > 0 && lost_connection(&e) => retries -= 1,
