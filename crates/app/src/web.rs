@@ -40,6 +40,21 @@ pub fn page_with_status<T: Template>(status: axum::http::StatusCode, t: &T) -> R
     Ok(res)
 }
 
+/// The failures a public form (the contact form, the security report form) shows on itself:
+/// field errors, and an unreadable or unavailable submission as a message; anything else
+/// propagates (and is rendered as an error page).
+pub fn public_form_failure(e: AppError) -> Result<(axum::http::StatusCode, Option<String>, Vec<FieldError>), AppError> {
+    let status = e.status();
+    match e {
+        AppError::Domain(crate::platform::error::DomainError::Invalid(errors)) => Ok((status, None, errors)),
+        AppError::BadRequest(m)
+        | AppError::Domain(
+            crate::platform::error::DomainError::Malformed(m) | crate::platform::error::DomainError::Unavailable(m),
+        ) => Ok((status, Some(m), vec![])),
+        other => Err(other),
+    }
+}
+
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {

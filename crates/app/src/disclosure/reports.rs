@@ -419,14 +419,7 @@ async fn submit(
     match result {
         Ok(_) => Ok(Redirect::to("/security/report/sent").into_response()),
         Err(e) => {
-            let status = e.status();
-            let (message, errors) = match e {
-                AppError::Domain(DomainError::Invalid(errors)) => (None, errors),
-                AppError::BadRequest(m) | AppError::Domain(DomainError::Malformed(m) | DomainError::Unavailable(m)) => {
-                    (Some(m), vec![])
-                }
-                other => return Err(other),
-            };
+            let (status, message, errors) = crate::web::public_form_failure(e)?;
             let page = FormPage {
                 csrf,
                 email: form.email,
