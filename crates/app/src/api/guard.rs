@@ -68,11 +68,14 @@ pub async fn require_key(state: &AppState, mut req: Request, permission: Permiss
     if !principal.can(permission) {
         return Err(AppError::forbidden(format!("This API key doesn't allow this ({}).", permission.as_str())));
     }
-    // While the organization moves to another region, its data is read-only (with one region
-    // there is nowhere to move, and nothing to ask).
+    // While the organization moves to another region, its data is read-only; once it has
+    // moved, a write verified in the old region (as the move switched) is refused too: that
+    // copy is about to be purged (with one region there is nowhere to move, and nothing to ask).
     if state.db.is_multi_region()
         && crate::identity::guard::is_unsafe(req.method())
-        && access::directory::locate(&state.db, principal.org_id()).await?.is_some_and(|p| p.moving_to.is_some())
+        && access::directory::locate(&state.db, principal.org_id())
+            .await?
+            .is_some_and(|p| p.moving_to.is_some() || p.region != principal.region())
     {
         return Err(crate::tenancy::residency_refusal("This organization").into());
     }

@@ -16,7 +16,9 @@
 //!    audit chain verifies in the new region; then the chain continues there with a signed
 //!    `organization.moved` event. A mismatch sends the move back to step 2.
 //! 4. **switched**: the directory names the new region (one transaction with the step), writes
-//!    are accepted again, in the new region.
+//!    are accepted again, in the new region. The old region's access epoch is raised, so that
+//!    API keys kept as verified there are verified again, in the new region; a key is never
+//!    accepted from a copy the directory no longer names, nor a write made with one.
 //! 5. **purged**: the old region's rows (audit log included: the owner role may delete one
 //!    departing organization's events, migration 0051) and files are removed.
 //!
@@ -237,6 +239,7 @@ pub async fn move_organization(
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
+                raise_access_epoch(m, from).await?;
                 step = Step::Switched;
                 report.done.push(step);
                 stop(&report, step)?;
@@ -473,6 +476,20 @@ async fn verify(
         }
     }
     Ok(Ok(counts))
+}
+
+/// Raises the region's access epoch (`migrations/0056`): once the directory names the new
+/// region, a process that kept one of the organization's keys as verified in the old one
+/// verifies it again on its next request, and finds it in the new region (`access::api_key`),
+/// not in the copy that waits there for the purge. (Interrupted before this, the purge that
+/// finishes the move raises it too, and until then the API refuses writes to that copy.)
+async fn raise_access_epoch(m: &Mover, region: RegionId) -> anyhow::Result<()> {
+    let mut conn = provision::connect(m.owner(region)?, "owner role").await?;
+    sqlx::query("UPDATE access_epoch SET epoch = epoch + 1, stamp = gen_random_uuid() WHERE only_row")
+        .execute(&mut conn)
+        .await?;
+    conn.close().await.ok();
+    Ok(())
 }
 
 /// Removes every row and file of `org` from `region`, and, in the same transaction, the people

@@ -746,6 +746,101 @@ async fn writes_are_refused_while_an_organization_moves() {
     redirected(post(&owner, &token, &format!("/o/{slug}/clients"), &[("name", "Now")]).await).await;
 }
 
+/// Clients of `org` named `name` in a region's database.
+async fn clients_named(app: &TestApp, region: &str, org: uuid::Uuid, name: &str) -> i64 {
+    let mut conn = app.region_db(region).admin_conn().await;
+    sqlx::query_scalar("SELECT count(*) FROM clients WHERE organization_id = $1 AND name = $2")
+        .bind(org)
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// Uses `key` until the server keeps its verification (the use is then on record) and reuses it.
+async fn kept_in_us(app: &TestApp, key: &str) {
+    let (reused, _) = app.state.api_keys.counts();
+    for _ in 0..3 {
+        assert_eq!(api::get(app, "/api/v1/clients", key).await.status, 200);
+    }
+    assert!(app.state.api_keys.counts().0 > reused, "the key's verification is kept");
+}
+
+#[tokio::test]
+async fn between_a_moves_switch_and_its_purge_keys_answer_from_the_new_region() {
+    // Until the purge, the old region still holds a copy of the organization, its keys
+    // included. Once the directory names the new region, no key may be accepted from that
+    // copy (it would read what the move left behind, write what the purge then deletes, and
+    // ignore a revocation made in the new region): neither a key this server kept as verified
+    // there before the move, nor one it verifies for the first time.
+    let app = two_regions().await;
+    let mut owner = sign_up(&app, "owner@switching.test").await;
+    let slug = create_org(&mut owner, "switching").await;
+    let uuid = org_id(&app, "us", &slug).await;
+    let kept = crate::support::api_key(&app, uuid, "kept").await;
+    let fresh = crate::support::api_key(&app, uuid, "fresh").await;
+    assert_eq!(api::post(&app, "/api/v1/clients", &kept, json!({"name": "Before"})).await.status, 201);
+    kept_in_us(&app, &kept).await;
+    let org = uuid.to_string().parse().unwrap();
+    let m = mover(&app);
+    let err = moving::move_organization(&m, org, eu(), app.clock.now_utc(), Some(Step::Switched)).await.unwrap_err();
+    assert!(err.to_string().contains("interrupted after step switched"), "{err}");
+    assert_eq!(directory_region(&app, uuid).await, ("eu".to_string(), None));
+    // What a key would read in the copy left behind, changed there behind the server's back.
+    let mut us = app.region_db("us").admin_conn().await;
+    sqlx::query("UPDATE clients SET name = 'Left behind' WHERE organization_id = $1")
+        .bind(uuid)
+        .execute(&mut us)
+        .await
+        .unwrap();
+    for (key, name) in [(&kept, "After, kept"), (&fresh, "After, fresh")] {
+        let res = api::get(&app, "/api/v1/clients", key).await;
+        assert_eq!(res.status, 200, "{}", res.body);
+        let names: Vec<&str> = res.body["data"].as_array().unwrap().iter().filter_map(|c| c["name"].as_str()).collect();
+        assert!(
+            names.contains(&"Before") && !names.contains(&"Left behind"),
+            "{name}: read in the new region: {names:?}"
+        );
+        let res = api::post(&app, "/api/v1/clients", key, json!({ "name": name })).await;
+        assert_eq!(res.status, 201, "{}", res.body);
+        assert_eq!(clients_named(&app, "eu", uuid, name).await, 1, "written in the new region");
+        assert_eq!(clients_named(&app, "us", uuid, name).await, 0, "not in the copy left behind");
+    }
+    // Revoked in the new region: refused, though its copy in the old one still stands.
+    let mut eu_conn = app.region_db("eu").admin_conn().await;
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE organization_id = $1 AND name = 'kept'")
+        .bind(uuid)
+        .execute(&mut eu_conn)
+        .await
+        .unwrap();
+    assert_eq!(api::get(&app, "/api/v1/clients", &kept).await.status, 401);
+    // A request verified in the old region as the directory switched (here: a switch whose
+    // move stopped before anything else, the epoch of the old region unmoved) may read what
+    // was frozen there, but its writes are refused: they would go to the copy the purge deletes.
+    let (uuid, org) = seeded(&app, "racing").await;
+    let key = crate::support::api_key(&app, uuid, "racing").await;
+    kept_in_us(&app, &key).await;
+    moving::move_organization(&m, org, eu(), app.clock.now_utc(), Some(Step::Verified)).await.unwrap_err();
+    let mut dir = app.db.admin_conn().await;
+    sqlx::query("UPDATE organization_directory SET region = 'eu', moving_to = NULL WHERE org = $1")
+        .bind(uuid)
+        .execute(&mut dir)
+        .await
+        .unwrap();
+    let res = api::post(&app, "/api/v1/clients", &key, json!({"name": "Into the void"})).await;
+    assert_eq!(res.status, 503, "{}", res.body);
+    assert_eq!(clients_named(&app, "us", uuid, "Into the void").await, 0);
+    // The move, run again, finishes: everything is in the new region, and the key works there.
+    sqlx::query("UPDATE organization_moves SET step = 'switched' WHERE org = $1")
+        .bind(uuid)
+        .execute(&mut dir)
+        .await
+        .unwrap();
+    moving::move_organization(&m, org, eu(), app.clock.now_utc(), None).await.unwrap();
+    assert_eq!(api::post(&app, "/api/v1/clients", &key, json!({"name": "Landed"})).await.status, 201);
+    assert_eq!(clients_named(&app, "eu", uuid, "Landed").await, 1);
+}
+
 #[tokio::test]
 async fn a_move_interrupted_after_any_step_resumes_or_rolls_back_losing_and_duplicating_nothing() {
     let app = two_regions().await;

@@ -40,26 +40,20 @@ fn parse_grants(grants: &[String]) -> Vec<(Permission, bool)> {
         .collect()
 }
 
-/// [`verify_api_key`], also returning the organization's IP allowlist (read in the same
-/// transaction: API requests are frequent, and this keeps the guard to one round of queries).
+/// [`verify_api_key`], also returning the organization's IP allowlist: [`open_api_key_request`]
+/// with nothing kept from earlier requests, its transaction committed.
 pub async fn verify_api_key_with_allowlist(
     db: &Db,
     presented: &str,
     now: time::OffsetDateTime,
 ) -> Result<Option<(OrgPrincipal, Vec<ipnet::IpNet>)>, sqlx::Error> {
-    let Some((digest, hint)) = digest_of(presented) else { return Ok(None) };
-    let capability = hex::encode(digest);
-    // A key is a row of its organization's region: each region is asked in turn, the one the
-    // key names first, else the default (with one region, one transaction as ever).
-    for db in regions_to_ask(db, hint) {
-        let mut tx = begin_for_key(&db, &capability).await?;
-        let verified = verify_in(&mut tx, &digest, now).await?;
-        tx.commit().await?;
-        if let Some(key) = verified {
-            return Ok(Some((key.principal, key.allowlist)));
-        }
-    }
-    Ok(None)
+    let Some(KeyRequest { tx, allowlist, .. }) = open_api_key_request(db, &KeyCache::default(), presented, now).await?
+    else {
+        return Ok(None);
+    };
+    let principal = tx.principal().clone();
+    tx.commit().await?;
+    Ok(Some((principal, allowlist)))
 }
 
 /// A verified key's request, in the transaction it was verified in.
@@ -89,9 +83,12 @@ pub async fn open_api_key_request(
         return Ok(Some(request));
     }
     let capability = hex::encode(digest);
-    for db in regions_to_ask(db, hint) {
-        let mut tx = begin_for_key(&db, &capability).await?;
+    for region in regions_to_ask(db, hint) {
+        let mut tx = begin_for_key(&region, &capability).await?;
         match verify_in(&mut tx, &digest, now).await? {
+            // The copy a move leaves in the old region until it is purged: the key is the
+            // new region's now (and a change to it there doesn't reach this copy).
+            Some(key) if left_behind(db, &key.principal).await? => tx.commit().await?,
             Some(key) => {
                 kept.note_verified();
                 // Kept once its use is on record (committed): a verification that records
@@ -124,6 +121,12 @@ pub async fn open_api_key_request(
     }
     kept.forget(&digest);
     Ok(None)
+}
+
+/// Whether the organization a key was found in has moved to another region since (it lives
+/// where the directory says; with one region there is nowhere else).
+async fn left_behind(db: &Db, principal: &OrgPrincipal) -> Result<bool, sqlx::Error> {
+    Ok(db.is_multi_region() && super::directory::region_of(db, principal.org_id).await? != principal.region)
 }
 
 /// The organization of the key whose digest is the capability (the one row it makes visible).
