@@ -284,6 +284,49 @@ async fn the_access_epoch_only_moves_forward_and_only_with_a_commit() {
     assert_eq!(epoch(&mut admin).await, start + 1);
 }
 
+/// Adds `n` accounts in one statement.
+async fn add_users(db: &mut PgConnection, n: i32) {
+    sqlx::query(
+        "INSERT INTO users (id, email) SELECT gen_random_uuid(), 'bulk-' || gen_random_uuid() || '@example.com' \
+         FROM generate_series(1, $1)",
+    )
+    .bind(n)
+    .execute(db)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_transaction_raises_the_epoch_once_however_many_rows_it_changes() {
+    // Raised once per row, a purge, a move or an import of many rows took seconds at commit
+    // (each raise scanned the earlier ones): one raise says as much to a kept key.
+    let app = TestApp::spawn().await;
+    let mut admin = app.db.admin_conn().await;
+    let start = epoch(&mut admin).await;
+    add_users(&mut admin, 5_000).await;
+    assert_eq!(epoch(&mut admin).await, start + 1, "five thousand rows, one transaction, one raise");
+    add_users(&mut admin, 1).await;
+    assert_eq!(epoch(&mut admin).await, start + 2, "the next transaction raises again");
+    // A raise undone with its savepoint doesn't count as made: a later change raises again.
+    let mut tx = sqlx::Connection::begin(&mut admin).await.unwrap();
+    sqlx::query("SAVEPOINT part").execute(&mut *tx).await.unwrap();
+    sqlx::query("SET CONSTRAINTS ALL IMMEDIATE").execute(&mut *tx).await.unwrap();
+    add_users(&mut tx, 1).await;
+    assert_eq!(epoch(&mut tx).await, start + 3, "raised at once, inside the savepoint");
+    sqlx::query("ROLLBACK TO SAVEPOINT part").execute(&mut *tx).await.unwrap();
+    assert_eq!(epoch(&mut tx).await, start + 2, "undone with the savepoint");
+    add_users(&mut tx, 2).await;
+    tx.commit().await.unwrap();
+    assert_eq!(epoch(&mut admin).await, start + 3, "raised by the change that stayed");
+    // Truncating raises at once, and the commit's row changes after it add nothing.
+    let mut tx = sqlx::Connection::begin(&mut admin).await.unwrap();
+    add_users(&mut tx, 3).await;
+    sqlx::query("TRUNCATE member_permissions").execute(&mut *tx).await.unwrap();
+    assert_eq!(epoch(&mut tx).await, start + 4);
+    tx.commit().await.unwrap();
+    assert_eq!(epoch(&mut admin).await, start + 4);
+}
+
 /// The columns of each watched table that a key's verification doesn't read: every other
 /// column must be watched by the table's `raise_access_epoch` trigger. A new column lands in
 /// neither list and fails the test until someone decides which it is.
