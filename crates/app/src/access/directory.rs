@@ -57,6 +57,26 @@ pub async fn locate(db: &Db, org_id: OrgId) -> Result<Option<Placement>, sqlx::E
     Ok(row.map(|r| placement(db, r)))
 }
 
+/// [`locate`], for a caller holding `conn`, a connection of `conn_region` in a transaction:
+/// read on that connection when it is the directory's database, so the caller doesn't take a
+/// second connection from the pool it holds one of (requests that each hold one and wait for
+/// another could wait on each other until they time out).
+pub async fn locate_from(
+    db: &Db,
+    conn: &mut PgConnection,
+    conn_region: RegionId,
+    org_id: OrgId,
+) -> Result<Option<Placement>, sqlx::Error> {
+    if !db.is_multi_region() || conn_region != db.home_region() {
+        return locate(db, org_id).await;
+    }
+    let row: Option<Row> = sqlx::query_as("SELECT org, region, moving_to FROM organization_directory WHERE org = $1")
+        .bind(org_id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(|r| placement(db, r)))
+}
+
 /// The region of an organization, for principals that name it by id: the directory's, or the
 /// default region's when it has no entry.
 pub async fn region_of(db: &Db, org_id: OrgId) -> Result<RegionId, sqlx::Error> {

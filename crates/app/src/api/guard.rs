@@ -73,7 +73,7 @@ pub async fn require_key(state: &AppState, mut req: Request, permission: Permiss
     // copy is about to be purged (with one region there is nowhere to move, and nothing to ask).
     if state.db.is_multi_region()
         && crate::identity::guard::is_unsafe(req.method())
-        && access::directory::locate(&state.db, principal.org_id())
+        && access::directory::locate_from(&state.db, &mut tx, principal.region(), principal.org_id())
             .await?
             .is_some_and(|p| p.moving_to.is_some() || p.region != principal.region())
     {

@@ -88,7 +88,7 @@ pub async fn open_api_key_request(
         match verify_in(&mut tx, &digest, now).await? {
             // The copy a move leaves in the old region until it is purged: the key is the
             // new region's now (and a change to it there doesn't reach this copy).
-            Some(key) if left_behind(db, &key.principal).await? => tx.commit().await?,
+            Some(key) if left_behind(db, &mut tx, &key.principal).await? => tx.commit().await?,
             Some(key) => {
                 kept.note_verified();
                 // Kept once its use is on record (committed): a verification that records
@@ -123,10 +123,14 @@ pub async fn open_api_key_request(
     Ok(None)
 }
 
-/// Whether the organization a key was found in has moved to another region since (it lives
-/// where the directory says; with one region there is nowhere else).
-async fn left_behind(db: &Db, principal: &OrgPrincipal) -> Result<bool, sqlx::Error> {
-    Ok(db.is_multi_region() && super::directory::region_of(db, principal.org_id).await? != principal.region)
+/// Whether the organization a key was found in (in `tx`) has moved to another region since:
+/// it lives where the directory says (with one region there is nowhere else).
+async fn left_behind(db: &Db, tx: &mut GateTx, principal: &OrgPrincipal) -> Result<bool, sqlx::Error> {
+    if !db.is_multi_region() {
+        return Ok(false);
+    }
+    let placed = super::directory::locate_from(db, tx, principal.region, principal.org_id).await?;
+    Ok(placed.map_or(db.home_region(), |p| p.region) != principal.region)
 }
 
 /// The organization of the key whose digest is the capability (the one row it makes visible).
