@@ -77,6 +77,17 @@ pub async fn locate_from(
     Ok(row.map(|r| placement(db, r)))
 }
 
+/// The organization's placement, when the copy of it found in `region`'s database is its own
+/// (`None`: pass it over). With several regions, a move makes a copy in the region it goes to
+/// before it switches the directory, and leaves one in the region it leaves until its purge:
+/// only the directory's region holds the organization. For lookups that ask region by region
+/// (an invitation, a Stripe customer); the placement's `moving_to` says whether its writes must
+/// wait for the move.
+pub async fn own_copy(db: &Db, org_id: OrgId, region: RegionId) -> Result<Option<Placement>, sqlx::Error> {
+    let placed = locate(db, org_id).await?.unwrap_or(Placement { org_id, region: db.home_region(), moving_to: None });
+    Ok((placed.region == region).then_some(placed))
+}
+
 /// The region of an organization, for principals that name it by id: the directory's, or the
 /// default region's when it has no entry.
 pub async fn region_of(db: &Db, org_id: OrgId) -> Result<RegionId, sqlx::Error> {

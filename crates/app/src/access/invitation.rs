@@ -19,6 +19,9 @@ pub struct OpenInvitation {
     pub organization_name: String,
     /// The organization's region (where the invitation was found).
     pub region: RegionId,
+    /// The organization is moving to another region: accepting or declining (a write) must
+    /// wait until the move is done.
+    pub moving: bool,
 }
 
 /// Looks up an open invitation by token. The invitee is not a member, so row-level security
@@ -29,10 +32,13 @@ pub async fn find_invitation(
     token: &str,
     now: time::OffsetDateTime,
 ) -> Result<Option<OpenInvitation>, sqlx::Error> {
-    // The invitation is a row of its organization's region: each region is asked in turn.
-    for db in db.every_region() {
-        if let Some(found) = find_invitation_in(&db, token, now).await? {
-            return Ok(Some(found));
+    // The invitation is a row of its organization's region: each region is asked in turn,
+    // passing over the copy a move makes or leaves behind.
+    for region in db.every_region() {
+        if let Some(found) = find_invitation_in(&region, token, now).await?
+            && let Some(placed) = super::directory::own_copy(db, found.organization_id, found.region).await?
+        {
+            return Ok(Some(OpenInvitation { moving: placed.moving_to.is_some(), ..found }));
         }
     }
     Ok(None)
@@ -64,6 +70,7 @@ async fn find_invitation_in(
         role,
         organization_name,
         region,
+        moving: false,
     }))
 }
 
@@ -120,6 +127,7 @@ pub async fn begin_invitation_decline(
 #[derive(Debug, Clone)]
 pub struct PendingInvitation {
     pub id: uuid::Uuid,
+    pub organization_id: OrgId,
     pub organization_name: String,
     pub role: Role,
     pub expires_at: time::OffsetDateTime,
@@ -151,11 +159,17 @@ pub async fn pending_invitations(
         return Ok(vec![]);
     };
     let mut found = Vec::new();
-    for db in db.every_region() {
-        let mut tx = GateTx::begin(&db, &gate()).await?;
+    for region in db.every_region() {
+        let mut tx = GateTx::begin(&region, &gate()).await?;
         tx.set(Capability::InviteeEmail, &email).await?;
-        found.extend(pending_in(&mut tx, &email, now).await?);
+        let pending = pending_in(&mut tx, &email, now).await?;
         tx.commit().await?;
+        // Listed once: not from the copy a move makes or leaves behind.
+        for invitation in pending {
+            if super::directory::own_copy(db, invitation.organization_id, region.region()).await?.is_some() {
+                found.push(invitation);
+            }
+        }
     }
     found.sort_by_key(|p: &PendingInvitation| std::cmp::Reverse(p.expires_at));
     found.truncate(50);
@@ -167,8 +181,8 @@ async fn pending_in(
     email: &str,
     now: time::OffsetDateTime,
 ) -> Result<Vec<PendingInvitation>, sqlx::Error> {
-    let rows: Vec<(uuid::Uuid, String, Role, time::OffsetDateTime)> = sqlx::query_as(
-        "SELECT i.id, o.name, i.role, i.expires_at FROM invitations i \
+    let rows: Vec<(uuid::Uuid, OrgId, String, Role, time::OffsetDateTime)> = sqlx::query_as(
+        "SELECT i.id, i.organization_id, o.name, i.role, i.expires_at FROM invitations i \
          JOIN organizations o ON o.id = i.organization_id \
          WHERE lower(i.email) = lower($1) AND i.accepted_at IS NULL AND i.declined_at IS NULL \
            AND i.revoked_at IS NULL AND i.expires_at > $2 \
@@ -180,7 +194,13 @@ async fn pending_in(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, organization_name, role, expires_at)| PendingInvitation { id, organization_name, role, expires_at })
+        .map(|(id, organization_id, organization_name, role, expires_at)| PendingInvitation {
+            id,
+            organization_id,
+            organization_name,
+            role,
+            expires_at,
+        })
         .collect())
 }
 
@@ -197,14 +217,17 @@ pub async fn begin_invitation_acceptance_by_id(
     let Some(email) = verified_email(db, user).await? else {
         return Ok(None);
     };
-    for db in db.every_region() {
-        let mut tx = GateTx::begin(&db, &gate()).await?;
+    for region in db.every_region() {
+        let mut tx = GateTx::begin(&region, &gate()).await?;
         tx.set(Capability::InviteeEmail, &email).await?;
         let found = acceptance_by_id_in(&mut tx, user, id, &email, now).await?;
         tx.commit().await?;
-        if let Some((principal, invitation)) = found {
-            super::directory::project_user(&db, invitation.region, user.id()).await?;
-            return Ok(Some((OrgTx::begin(&db, &principal).await?, invitation)));
+        if let Some((principal, invitation)) = found
+            && let Some(placed) = super::directory::own_copy(db, invitation.organization_id, invitation.region).await?
+        {
+            super::directory::project_user(db, invitation.region, user.id()).await?;
+            let invitation = OpenInvitation { moving: placed.moving_to.is_some(), ..invitation };
+            return Ok(Some((OrgTx::begin(db, &principal).await?, invitation)));
         }
     }
     Ok(None)
@@ -239,6 +262,6 @@ async fn acceptance_by_id_in(
         scope_user: None,
         region,
     };
-    let invitation = OpenInvitation { organization_id, id, email, role, organization_name, region };
+    let invitation = OpenInvitation { organization_id, id, email, role, organization_name, region, moving: false };
     Ok(Some((principal, invitation)))
 }

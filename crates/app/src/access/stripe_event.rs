@@ -21,9 +21,12 @@ pub async fn stripe_event(
     customer: Option<&str>,
     org_hint: Option<OrgId>,
 ) -> Result<Option<OrgPrincipal>, sqlx::Error> {
-    // The customer's billing account is in its organization's region: each is asked in turn.
-    for db in db.every_region() {
-        if let Some(principal) = stripe_event_in(&db, customer, org_hint).await? {
+    // The customer's billing account is in its organization's region: each is asked in turn,
+    // passing over the copy a move makes or leaves behind.
+    for region in db.every_region() {
+        if let Some(principal) = stripe_event_in(&region, customer, org_hint).await?
+            && super::directory::own_copy(db, principal.org_id, principal.region).await?.is_some()
+        {
             return Ok(Some(principal));
         }
     }

@@ -171,6 +171,14 @@ pub async fn process(state: &AppState, event: &Value) -> DomainResult<Processed>
     let Some(principal) = crate::access::stripe_event(&state.db, customer, hint).await? else {
         return record_only(state, id, kind, now).await;
     };
+    // Applied now, during a move to another region, the event would stay behind in the region
+    // the organization leaves: not applied, and Stripe delivers it again later.
+    if crate::access::directory::locate(&state.db, principal.org_id()).await?.is_some_and(|p| p.moving_to.is_some()) {
+        return Err(DomainError::Unavailable(
+            "The organization is being moved to another region: the event is applied when Stripe delivers it again."
+                .into(),
+        ));
+    }
     // A completed checkout whose subscription no event has described yet: ask Stripe (before
     // the transaction, so no lock waits on the network). Unreachable: not applied, Stripe
     // delivers again later.

@@ -388,6 +388,15 @@ pub async fn accept_invitation_by_id(
     accept_in(tx, ctx, user, invitation).await
 }
 
+/// An invitation is answered in its organization's region: while the organization moves to
+/// another, the answer waits (written now, it would stay behind in the region it leaves).
+fn refuse_while_moving(invitation: &access::OpenInvitation) -> DomainResult<()> {
+    if invitation.moving {
+        return Err(super::residency_refusal(&invitation.organization_name));
+    }
+    Ok(())
+}
+
 /// The membership an invitation grants, written with its audit events in the invitee's
 /// transaction on that one invitation.
 async fn accept_in(
@@ -396,6 +405,7 @@ async fn accept_in(
     user: &AuthenticatedUser,
     invitation: access::OpenInvitation,
 ) -> DomainResult<Organization> {
+    refuse_while_moving(&invitation)?;
     let client_id: Option<ClientId> = sqlx::query_scalar("SELECT client_id FROM invitations WHERE id = $1 FOR UPDATE")
         .bind(invitation.id)
         .fetch_one(&mut *tx)
@@ -458,6 +468,7 @@ pub async fn decline_invitation(db: &Db, ctx: &Context, token: &str) -> DomainRe
     let Some((mut tx, invitation)) = access::begin_invitation_decline(db, token, ctx.now).await? else {
         return Err(DomainError::Malformed("This invitation is invalid, expired or already answered.".into()));
     };
+    refuse_while_moving(&invitation)?;
     sqlx::query(
         "UPDATE invitations SET declined_at = $2 WHERE id = $1 AND accepted_at IS NULL AND declined_at IS NULL",
     )

@@ -1470,8 +1470,14 @@ async fn organizations_of(state: &AppState, current: &CurrentSession) -> AppResu
     let mut organizations = Vec::new();
     for db in state.db.every_region() {
         let mut tx = crate::platform::db::UserTx::begin(&db, &current.user).await?;
-        organizations.extend(super::repo::list_for_user(&mut tx).await?);
+        let listed = super::repo::list_for_user(&mut tx).await?;
         tx.commit().await?;
+        // Listed once: not from the copy a move makes or leaves behind.
+        for (org, role) in listed {
+            if crate::access::directory::own_copy(&state.db, org.id, db.region()).await?.is_some() {
+                organizations.push((org, role));
+            }
+        }
     }
     if state.db.is_multi_region() {
         organizations.sort_by(|(a, _), (b, _)| a.name.cmp(&b.name));

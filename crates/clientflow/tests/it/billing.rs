@@ -23,28 +23,28 @@ async fn billed_app(fake: &FakeStripe) -> TestApp {
 
 async fn billed_app_with_seats(fake: &FakeStripe, seats: i64) -> TestApp {
     let base = fake.base_url();
-    TestApp::builder()
-        .config(move |c| {
-            let b = &mut c.billing;
-            b.stripe_secret_key = Some(Secret::new(SK));
-            b.stripe_base_url = base;
-            b.webhook_secrets = vec![Secret::new(PREVIOUS), Secret::new(CURRENT)];
-            b.retry_base_ms = 1;
-            b.timeout_ms = 2_000;
-            b.grace_days = 7;
-            for p in &mut b.plans {
-                match p.id.as_str() {
-                    "free" => {
-                        (p.projects, p.seats, p.storage_mb, p.api_keys) = (Some(1), Some(seats), Some(1), Some(1));
-                    }
-                    "pro" => p.price_id = Some("price_pro".into()),
-                    "business" => p.price_id = Some("price_business".into()),
-                    _ => {}
-                }
+    TestApp::builder().config(move |c| bill(c, base, seats)).spawn().await
+}
+
+/// Billing on against the fake at `base`: Free allows 1 project, `seats` seats, 1 MiB and 1 API key.
+fn bill(c: &mut clientflow::config::Config, base: String, seats: i64) {
+    let b = &mut c.billing;
+    b.stripe_secret_key = Some(Secret::new(SK));
+    b.stripe_base_url = base;
+    b.webhook_secrets = vec![Secret::new(PREVIOUS), Secret::new(CURRENT)];
+    b.retry_base_ms = 1;
+    b.timeout_ms = 2_000;
+    b.grace_days = 7;
+    for p in &mut b.plans {
+        match p.id.as_str() {
+            "free" => {
+                (p.projects, p.seats, p.storage_mb, p.api_keys) = (Some(1), Some(seats), Some(1), Some(1));
             }
-        })
-        .spawn()
-        .await
+            "pro" => p.price_id = Some("price_pro".into()),
+            "business" => p.price_id = Some("price_business".into()),
+            _ => {}
+        }
+    }
 }
 
 async fn owner_org(app: &TestApp, name: &str) -> (Browser, String) {
@@ -251,6 +251,54 @@ async fn the_same_payment_failure_twice_changes_state_and_mails_once() {
     let paid = fake.invoice(&sub, true, 2900, now(&app) + 1);
     assert_eq!(deliver(&app, &paid).await.1, json!({"status": "processed"}));
     assert_eq!(account(&app, &slug).await, Some(("pro".into(), "active".into(), false)));
+}
+
+/// The billing account's status in a region's database.
+async fn status_in(app: &TestApp, region: &str, slug: &str) -> Option<String> {
+    let mut db = app.region_db(region).admin_conn().await;
+    sqlx::query_scalar(
+        "SELECT b.status FROM billing_accounts b JOIN organizations o ON o.id = b.organization_id WHERE o.slug = $1",
+    )
+    .bind(slug)
+    .fetch_optional(&mut db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_event_for_an_organization_on_the_move_waits_and_lands_in_its_new_region() {
+    // From a move's copy step to its purge, both regions hold the organization's billing
+    // account. Applied during the move, an event would stay in the region the organization
+    // leaves: it is refused (503), so Stripe delivers it again, and once the directory has
+    // switched it is applied in the new region, not in the copy the purge deletes.
+    use clientflow::cli::moving::{self, Step};
+    let fake = FakeStripe::start(SK).await;
+    let base = fake.base_url();
+    let app = TestApp::builder().region("eu").config(move |c| bill(c, base, 2)).spawn().await;
+    let (_owner, slug, sub) = subscribed(&app, &fake, "relocating").await;
+    let org: clientflow::platform::ids::OrgId = {
+        let mut db = app.db.admin_conn().await;
+        let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM organizations WHERE slug = $1")
+            .bind(&slug)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        id.to_string().parse().unwrap()
+    };
+    let eu = clientflow::platform::db::RegionId::parse("eu").unwrap();
+    let m = crate::support::mover(&app);
+    moving::move_organization(&m, org, eu, app.clock.now_utc(), Some(Step::Copied)).await.unwrap_err();
+    let failed = fake.invoice(&sub, false, 2900, now(&app));
+    let (status, body) = deliver(&app, &failed).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(status_in(&app, "us", &slug).await.as_deref(), Some("active"), "not applied where it is leaving");
+    moving::move_organization(&m, org, eu, app.clock.now_utc(), Some(Step::Switched)).await.unwrap_err();
+    // Stripe delivers it again.
+    assert_eq!(deliver(&app, &failed).await, (200, json!({"status": "processed"})));
+    assert_eq!(status_in(&app, "eu", &slug).await.as_deref(), Some("past_due"));
+    assert_eq!(status_in(&app, "us", &slug).await.as_deref(), Some("active"), "not in the copy left behind");
+    moving::move_organization(&m, org, eu, app.clock.now_utc(), None).await.unwrap();
+    assert_eq!(status_in(&app, "eu", &slug).await.as_deref(), Some("past_due"));
 }
 
 #[tokio::test]

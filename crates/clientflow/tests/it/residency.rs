@@ -513,20 +513,8 @@ fn region_configuration_is_validated_with_messages_that_say_what_to_set() {
 
 // ---- moving an organization between regions ----
 
-use clientflow::cli::moving::{self, Mover, Step};
-
-fn mover(app: &TestApp) -> Mover {
-    Mover {
-        db: app.app_db.clone(),
-        owners: vec![
-            (RegionId::parse("us").unwrap(), app.region_db("us").owner.clone()),
-            (RegionId::parse("eu").unwrap(), app.region_db("eu").owner.clone()),
-        ],
-        stores: app.state.storage.clone(),
-        signer: app.state.audit_signer.clone(),
-        authority: crate::support::operator(),
-    }
-}
+use crate::support::mover;
+use clientflow::cli::moving::{self, Step};
 
 /// An organization in the default region with a client, a project, a file and their audit
 /// events, made through the services as the operator.
@@ -839,6 +827,70 @@ async fn between_a_moves_switch_and_its_purge_keys_answer_from_the_new_region() 
     moving::move_organization(&m, org, eu(), app.clock.now_utc(), None).await.unwrap();
     assert_eq!(api::post(&app, "/api/v1/clients", &key, json!({"name": "Landed"})).await.status, 201);
     assert_eq!(clients_named(&app, "eu", uuid, "Landed").await, 1);
+}
+
+/// Memberships of the account `email` in `org`, in a region's database.
+async fn memberships_of(app: &TestApp, region: &str, org: uuid::Uuid, email: &str) -> i64 {
+    let mut conn = app.region_db(region).admin_conn().await;
+    sqlx::query_scalar(
+        "SELECT count(*) FROM memberships m JOIN users u ON u.id = m.user_id \
+         WHERE m.organization_id = $1 AND u.email = $2",
+    )
+    .bind(org)
+    .bind(email)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_invitation_is_listed_and_answered_in_its_organizations_region_only() {
+    // From a move's copy step to its purge, both regions hold the organization and its
+    // invitations. The invitee sees the invitation once, its answer waits while the
+    // organization moves (written now, it would stay in the region it leaves), and once the
+    // directory has switched the answer is written in the new region. The member's list of
+    // organizations shows each once, too.
+    let app = two_regions().await;
+    let mut owner = sign_up(&app, "owner@inviting.test").await;
+    let slug = create_org(&mut owner, "inviting").await;
+    let uuid = org_id(&app, "us", &slug).await;
+    let res = owner
+        .submit(
+            &format!("/o/{slug}/members"),
+            &format!("/o/{slug}/invitations"),
+            &[("email", "joiner@inviting.test"), ("role", "member"), ("client_id", ""), ("confirming", "1")],
+        )
+        .await;
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
+    let invitation: uuid::Uuid = sqlx::query_scalar("SELECT id FROM invitations WHERE organization_id = $1")
+        .bind(uuid)
+        .fetch_one(&mut app.region_db("us").admin_conn().await)
+        .await
+        .unwrap();
+    let join = format!("/invitations/{invitation}/join");
+    let mut joiner = sign_up(&app, "joiner@inviting.test").await;
+    let org = uuid.to_string().parse().unwrap();
+    let m = mover(&app);
+    moving::move_organization(&m, org, eu(), app.clock.now_utc(), Some(Step::Copied)).await.unwrap_err();
+    let (status, html) = joiner.page("/app").await;
+    assert_eq!(status, 200);
+    assert_eq!(html.matches(&format!("action=\"{join}\"")).count(), 1, "listed once: {html}");
+    let (_, html) = owner.page("/orgs").await;
+    assert_eq!(html.matches(&format!("href=\"/o/{slug}\"")).count(), 1, "the owner's organization once: {html}");
+    let token = session_token(&mut joiner).await;
+    let res = post(&joiner, &token, &join, &[]).await;
+    assert_eq!(res.status(), 503);
+    assert!(res.text().await.unwrap().contains("being moved to another region"));
+    assert_eq!(memberships_of(&app, "us", uuid, "joiner@inviting.test").await, 0);
+    // Switched (the old region's copy not purged yet): answered in the new region.
+    moving::move_organization(&m, org, eu(), app.clock.now_utc(), Some(Step::Switched)).await.unwrap_err();
+    assert_eq!(redirected(post(&joiner, &token, &join, &[]).await).await, format!("/o/{slug}"));
+    assert_eq!(memberships_of(&app, "eu", uuid, "joiner@inviting.test").await, 1);
+    assert_eq!(memberships_of(&app, "us", uuid, "joiner@inviting.test").await, 0, "not in the copy left behind");
+    let (_, html) = joiner.page("/orgs").await;
+    assert_eq!(html.matches(&format!("href=\"/o/{slug}\"")).count(), 1, "{html}");
+    moving::move_organization(&m, org, eu(), app.clock.now_utc(), None).await.unwrap();
+    assert_eq!(memberships_of(&app, "eu", uuid, "joiner@inviting.test").await, 1);
 }
 
 #[tokio::test]

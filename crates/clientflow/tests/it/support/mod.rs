@@ -131,3 +131,18 @@ pub fn header_list(res: &reqwest::Response, name: &str) -> Vec<String> {
         .filter(|m| !m.is_empty())
         .collect()
 }
+
+/// What `clientflow org move` needs, for an app of two regions (`us`, the default, and `eu`).
+pub fn mover(app: &clientflow_test_support::TestApp) -> clientflow::cli::moving::Mover {
+    use clientflow::platform::db::RegionId;
+    clientflow::cli::moving::Mover {
+        db: app.app_db.clone(),
+        owners: vec![
+            (RegionId::parse("us").unwrap(), app.region_db("us").owner.clone()),
+            (RegionId::parse("eu").unwrap(), app.region_db("eu").owner.clone()),
+        ],
+        stores: app.state.storage.clone(),
+        signer: app.state.audit_signer.clone(),
+        authority: operator(),
+    }
+}
