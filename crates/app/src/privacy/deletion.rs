@@ -401,11 +401,16 @@ pub async fn purge_due(
     now: OffsetDateTime,
     stripe: Option<&StripeClient>,
 ) -> anyhow::Result<Vec<Purged>> {
-    purge_due_in(conn, keys, storage, record_key, now, stripe, None).await
+    purge_due_in(conn, keys, storage, record_key, now, stripe, None, None).await
 }
 
 /// [`purge_due`] in the database of `in_region` when that is not the directory's region
-/// ([`purge_rows`]).
+/// ([`purge_rows`]). With `placed` (the directory, and the region `conn` is in), only the
+/// organizations the directory places there, and that are not moving, are purged: a move
+/// makes a copy in the region it goes to and leaves one in the region it leaves, and a purge
+/// of either copy in the middle of it would leave the other behind, with no directory entry to
+/// find it by. Their deletion waits for the end of the move, in the region it ends in.
+#[allow(clippy::too_many_arguments)]
 async fn purge_due_in(
     conn: &mut PgConnection,
     keys: &Keyring,
@@ -414,6 +419,7 @@ async fn purge_due_in(
     now: OffsetDateTime,
     stripe: Option<&StripeClient>,
     in_region: Option<InRegion<'_>>,
+    placed: Option<(&crate::platform::db::Db, crate::platform::db::RegionId)>,
 ) -> anyhow::Result<Vec<Purged>> {
     let due: Vec<OrgId> = {
         let mut tx = conn.begin().await?;
@@ -428,6 +434,13 @@ async fn purge_due_in(
     };
     let mut out = Vec::new();
     for org in due {
+        if let Some((db, region)) = placed {
+            let here = crate::access::directory::own_copy(db, org, region).await?;
+            if here.is_none_or(|p| p.moving_to.is_some()) {
+                tracing::info!(organization = %org, %region, "a deletion is due during a region move: it waits for the move");
+                continue;
+            }
+        }
         if !end_subscription(conn, stripe, org).await? {
             continue;
         }
@@ -493,7 +506,8 @@ pub async fn purge_due_everywhere(
             let mut conn = owner.connect().await?;
             let storage = stores.of(region).map_err(|e| anyhow::anyhow!("{e}"))?;
             let in_region = (region != db.home_region()).then_some(InRegion { db, region });
-            let purged = purge_due_in(&mut conn, keys, storage, record_key, now, stripe, in_region).await;
+            let purged =
+                purge_due_in(&mut conn, keys, storage, record_key, now, stripe, in_region, Some((db, region))).await;
             conn.close().await.ok();
             purged
         }

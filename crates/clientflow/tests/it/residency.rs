@@ -894,6 +894,61 @@ async fn an_invitation_is_listed_and_answered_in_its_organizations_region_only()
 }
 
 #[tokio::test]
+async fn a_deletion_due_during_a_move_waits_and_purges_the_organization_where_the_move_ends() {
+    // A move makes a copy in the region it goes to and leaves one in the region it leaves:
+    // purging either in the middle of it would leave the other behind, with no directory
+    // entry to find it by. The purge waits, then purges the organization where it ended up.
+    use clientflow::privacy::deletion;
+    let app = two_regions().await;
+    let mut owner = sign_up(&app, "owner@ending.test").await;
+    let slug = create_org(&mut owner, "ending").await;
+    let uuid = org_id(&app, "us", &slug).await;
+    let path = format!("/o/{slug}/settings/deletion");
+    let res = owner.submit(&path, &path, &[("confirm_name", "ending"), ("current_password", PASSWORD)]).await;
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
+    let org = uuid.to_string().parse().unwrap();
+    let m = mover(&app);
+    moving::move_organization(&m, org, eu(), app.clock.now_utc(), Some(Step::Copied)).await.unwrap_err();
+    let owners =
+        vec![(RegionId::DEFAULT, app.region_db("us").owner.clone()), (eu(), app.region_db("eu").owner.clone())];
+    let key = clientflow::privacy::record_key(&app.state.sealer);
+    let sweep = async |app: &TestApp| {
+        deletion::purge_due_everywhere(
+            &app.app_db,
+            &owners,
+            &app.state.keys,
+            &app.state.storage,
+            &key,
+            app.clock.now_utc(),
+            deletion::Beyond { stripe: None, data_dir: Some(&app.config.data_dir) },
+        )
+        .await
+        .unwrap()
+    };
+    app.clock.advance(time::Duration::days(31));
+    assert!(sweep(&app).await.is_empty(), "nothing purged while the organization moves");
+    for region in ["us", "eu"] {
+        let rows = rows_of(&mut app.region_db(region).admin_conn().await, uuid).await;
+        assert!(rows.iter().any(|(t, n)| t == "organizations" && *n == 1), "{region}: {rows:?}");
+    }
+    assert_eq!(directory_region(&app, uuid).await, ("us".to_string(), Some("eu".to_string())));
+    moving::move_organization(&m, org, eu(), app.clock.now_utc(), None).await.unwrap();
+    let purged = sweep(&app).await;
+    assert_eq!(purged.len(), 1, "{purged:?}");
+    assert_eq!(purged[0].0, eu(), "purged where the move ended");
+    for region in ["us", "eu"] {
+        assert_eq!(rows_of(&mut app.region_db(region).admin_conn().await, uuid).await, vec![], "{region}");
+    }
+    let mut dir = app.db.admin_conn().await;
+    let entries: i64 = sqlx::query_scalar("SELECT count(*) FROM organization_directory WHERE org = $1")
+        .bind(uuid)
+        .fetch_one(&mut dir)
+        .await
+        .unwrap();
+    assert_eq!(entries, 0, "its directory entry goes with it");
+}
+
+#[tokio::test]
 async fn a_move_interrupted_after_any_step_resumes_or_rolls_back_losing_and_duplicating_nothing() {
     let app = two_regions().await;
     let m = mover(&app);
