@@ -207,7 +207,14 @@ pub async fn sweep(runner: &Runner) -> anyhow::Result<usize> {
             .fetch_all(&mut *g)
             .await?;
         g.commit().await?;
-        due.extend(found.into_iter().map(|(org, id)| (db.clone(), org, id)));
+        for (org, id) in found {
+            // Not the copy a region move makes or leaves behind, and not while it moves: the
+            // archive and its record would stay in the region the organization leaves.
+            let placed = crate::access::directory::own_copy(&db, org, db.region()).await?;
+            if placed.is_some_and(|p| p.moving_to.is_none()) {
+                due.push((db.clone(), org, id));
+            }
+        }
     }
     let mut handled = 0;
     for (db, org, id) in due {

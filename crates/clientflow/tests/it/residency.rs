@@ -949,6 +949,69 @@ async fn a_deletion_due_during_a_move_waits_and_purges_the_organization_where_th
 }
 
 #[tokio::test]
+async fn notification_mail_waits_for_a_move_and_goes_out_once_from_where_it_ends() {
+    // The notification worker asks every region for mail waiting. Sent from a copy during a
+    // move, a notification would be marked sent there and sent again from the copy that stays.
+    let app = two_regions().await;
+    let mut owner = sign_up(&app, "owner@notified.test").await;
+    let slug = create_org(&mut owner, "notified").await;
+    invite_and_join(&app, &mut owner, &slug, "member@notified.test", "member", None).await;
+    let uuid = org_id(&app, "us", &slug).await;
+    let mut us = app.region_db("us").admin_conn().await;
+    let id_of = async |conn: &mut PgConnection, email: &str| -> uuid::Uuid {
+        sqlx::query_scalar("SELECT id FROM users WHERE email = $1").bind(email).fetch_one(conn).await.unwrap()
+    };
+    let (owner_id, member_id) =
+        (id_of(&mut us, "owner@notified.test").await, id_of(&mut us, "member@notified.test").await);
+    notification_by(&mut us, uuid, member_id, owner_id).await;
+    let org = uuid.to_string().parse().unwrap();
+    let m = mover(&app);
+    moving::move_organization(&m, org, eu(), app.clock.now_utc(), Some(Step::Copied)).await.unwrap_err();
+    let run = async || {
+        clientflow::work::daily::run_due(&app.app_db, &app.config.public_url(), app.clock.now_utc()).await.unwrap()
+    };
+    assert_eq!(run().await, 0, "nothing sent while the organization moves");
+    moving::move_organization(&m, org, eu(), app.clock.now_utc(), None).await.unwrap();
+    assert!(run().await >= 1, "sent once the move is done");
+    assert_eq!(run().await, 0, "and only once");
+}
+
+#[tokio::test]
+async fn an_export_requested_before_a_move_is_written_once_where_the_move_ends() {
+    // Written from a copy during a move, the archive and its record would stay in the region
+    // the organization leaves, and the copy that stays would write it again.
+    use clientflow::privacy::export_jobs;
+    let app = two_regions().await;
+    let mut owner = sign_up(&app, "owner@exporting.test").await;
+    let slug = create_org(&mut owner, "exporting").await;
+    let uuid = org_id(&app, "us", &slug).await;
+    let page = format!("/o/{slug}/settings/export");
+    let res = owner.submit(&page, &page, &[("current_password", PASSWORD)]).await;
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
+    let status_in = async |region: &str| -> Vec<String> {
+        let mut conn = app.region_db(region).admin_conn().await;
+        sqlx::query_scalar("SELECT status FROM org_exports WHERE organization_id = $1")
+            .bind(uuid)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+    };
+    let requested = status_in("us").await;
+    assert_eq!(requested.len(), 1);
+    let org = uuid.to_string().parse().unwrap();
+    let m = mover(&app);
+    moving::move_organization(&m, org, eu(), app.clock.now_utc(), Some(Step::Copied)).await.unwrap_err();
+    let runner = export_jobs::Runner::of(&app.state);
+    assert_eq!(Box::pin(export_jobs::sweep(&runner)).await.unwrap(), 0, "nothing written while it moves");
+    assert_eq!(status_in("us").await, requested);
+    assert_eq!(status_in("eu").await, requested);
+    moving::move_organization(&m, org, eu(), app.clock.now_utc(), None).await.unwrap();
+    assert_eq!(Box::pin(export_jobs::sweep(&runner)).await.unwrap(), 1, "written once the move is done");
+    assert_eq!(status_in("eu").await, vec!["ready".to_string()]);
+    assert_eq!(Box::pin(export_jobs::sweep(&runner)).await.unwrap(), 0);
+}
+
+#[tokio::test]
 async fn a_move_interrupted_after_any_step_resumes_or_rolls_back_losing_and_duplicating_nothing() {
     let app = two_regions().await;
     let m = mover(&app);
