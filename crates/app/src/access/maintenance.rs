@@ -13,12 +13,23 @@ use crate::platform::ids::OrgId;
 /// One sweep of `audit::chain::sign_due_heads`, opening each due organization as
 /// [`super::audit_maintenance`].
 pub async fn sign_due_heads(db: &Db, signer: &Signer, now: OffsetDateTime) -> Result<Vec<OrgId>, sqlx::Error> {
-    // Region by region: each region's heads are signed in its own database.
+    // Region by region: each region's heads are signed in its own database. Not a copy a
+    // region move makes or leaves behind, nor while it moves: the sweep writes one region's
+    // copy before the other's, and a move that verifies in between finds them different (it
+    // must then be run again); a signature in the copy left behind goes with its purge.
     let mut signed = Vec::new();
     for db in db.every_region() {
-        signed.extend(
-            crate::audit::chain::sign_due_heads(&db, signer, now, |org| super::audit_maintenance(&db, org)).await?,
-        );
+        let open = |org| {
+            let db = &db;
+            async move {
+                let placed = super::directory::own_copy(db, org, db.region()).await?;
+                if placed.is_none_or(|p| p.moving_to.is_some()) {
+                    return Ok(None);
+                }
+                super::audit_maintenance(db, org).await
+            }
+        };
+        signed.extend(crate::audit::chain::sign_due_heads(&db, signer, now, open).await?);
     }
     Ok(signed)
 }

@@ -1012,6 +1012,29 @@ async fn an_export_requested_before_a_move_is_written_once_where_the_move_ends()
 }
 
 #[tokio::test]
+async fn the_audit_signer_leaves_an_organization_alone_while_it_moves() {
+    // The signer asks every region for chain heads due for signing, one region after the
+    // other: a move that verifies between its signature of one copy and of the other finds
+    // them different. It leaves both copies alone while the organization moves (the move signs
+    // the head in the new region as it verifies).
+    let app = two_regions().await;
+    let mut owner = sign_up(&app, "owner@signed-later.test").await;
+    let slug = create_org(&mut owner, "signed-later").await;
+    let uuid = org_id(&app, "us", &slug).await;
+    let org = uuid.to_string().parse().unwrap();
+    let m = mover(&app);
+    moving::move_organization(&m, org, eu(), app.clock.now_utc(), Some(Step::Copied)).await.unwrap_err();
+    let later = app.clock.now_utc() + clientflow::audit::chain::SIGN_EVERY * 2;
+    let sign = async |at| {
+        clientflow::access::maintenance::sign_due_heads(&app.app_db, &app.state.audit_signer, at).await.unwrap()
+    };
+    assert!(!sign(later).await.contains(&org), "not signed while it moves");
+    let report = moving::move_organization(&m, org, eu(), app.clock.now_utc(), None).await.unwrap();
+    assert_eq!(report.done.last(), Some(&Step::Purged));
+    assert_eq!(rows_of(&mut app.region_db("us").admin_conn().await, uuid).await, vec![]);
+}
+
+#[tokio::test]
 async fn a_move_interrupted_after_any_step_resumes_or_rolls_back_losing_and_duplicating_nothing() {
     let app = two_regions().await;
     let m = mover(&app);
