@@ -893,12 +893,30 @@ async fn an_invitation_is_listed_and_answered_in_its_organizations_region_only()
     assert_eq!(memberships_of(&app, "eu", uuid, "joiner@inviting.test").await, 1);
 }
 
+/// One run of the deletion sweep over both regions, as the worker runs it (with each
+/// region's owner role).
+async fn purge_sweep(app: &TestApp) -> Vec<(RegionId, clientflow::privacy::deletion::Purged)> {
+    let owners =
+        vec![(RegionId::DEFAULT, app.region_db("us").owner.clone()), (eu(), app.region_db("eu").owner.clone())];
+    let key = clientflow::privacy::record_key(&app.state.sealer);
+    clientflow::privacy::deletion::purge_due_everywhere(
+        &app.app_db,
+        &owners,
+        &app.state.keys,
+        &app.state.storage,
+        &key,
+        app.clock.now_utc(),
+        clientflow::privacy::deletion::Beyond { stripe: None, data_dir: Some(&app.config.data_dir) },
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_deletion_due_during_a_move_waits_and_purges_the_organization_where_the_move_ends() {
     // A move makes a copy in the region it goes to and leaves one in the region it leaves:
     // purging either in the middle of it would leave the other behind, with no directory
     // entry to find it by. The purge waits, then purges the organization where it ended up.
-    use clientflow::privacy::deletion;
     let app = two_regions().await;
     let mut owner = sign_up(&app, "owner@ending.test").await;
     let slug = create_org(&mut owner, "ending").await;
@@ -909,31 +927,15 @@ async fn a_deletion_due_during_a_move_waits_and_purges_the_organization_where_th
     let org = uuid.to_string().parse().unwrap();
     let m = mover(&app);
     moving::move_organization(&m, org, eu(), app.clock.now_utc(), Some(Step::Copied)).await.unwrap_err();
-    let owners =
-        vec![(RegionId::DEFAULT, app.region_db("us").owner.clone()), (eu(), app.region_db("eu").owner.clone())];
-    let key = clientflow::privacy::record_key(&app.state.sealer);
-    let sweep = async |app: &TestApp| {
-        deletion::purge_due_everywhere(
-            &app.app_db,
-            &owners,
-            &app.state.keys,
-            &app.state.storage,
-            &key,
-            app.clock.now_utc(),
-            deletion::Beyond { stripe: None, data_dir: Some(&app.config.data_dir) },
-        )
-        .await
-        .unwrap()
-    };
     app.clock.advance(time::Duration::days(31));
-    assert!(sweep(&app).await.is_empty(), "nothing purged while the organization moves");
+    assert!(purge_sweep(&app).await.is_empty(), "nothing purged while the organization moves");
     for region in ["us", "eu"] {
         let rows = rows_of(&mut app.region_db(region).admin_conn().await, uuid).await;
         assert!(rows.iter().any(|(t, n)| t == "organizations" && *n == 1), "{region}: {rows:?}");
     }
     assert_eq!(directory_region(&app, uuid).await, ("us".to_string(), Some("eu".to_string())));
     moving::move_organization(&m, org, eu(), app.clock.now_utc(), None).await.unwrap();
-    let purged = sweep(&app).await;
+    let purged = purge_sweep(&app).await;
     assert_eq!(purged.len(), 1, "{purged:?}");
     assert_eq!(purged[0].0, eu(), "purged where the move ended");
     for region in ["us", "eu"] {
@@ -1152,22 +1154,6 @@ async fn an_organization_of_another_region_is_purged_there_leaving_nothing_in_ei
     let res = eu_owner.submit(&path, &path, &[("confirm_name", "leaves"), ("current_password", PASSWORD)]).await;
     assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
 
-    let owners =
-        vec![(RegionId::DEFAULT, app.region_db("us").owner.clone()), (eu(), app.region_db("eu").owner.clone())];
-    let key = clientflow::privacy::record_key(&app.state.sealer);
-    let sweep = async |app: &TestApp| {
-        deletion::purge_due_everywhere(
-            &app.app_db,
-            &owners,
-            &app.state.keys,
-            &app.state.storage,
-            &key,
-            app.clock.now_utc(),
-            deletion::Beyond { stripe: None, data_dir: Some(&app.config.data_dir) },
-        )
-        .await
-        .unwrap()
-    };
     // An export archive left on disk (sealed, as the export worker leaves it).
     let archives = clientflow::privacy::export_jobs::archive_dir(
         &app.config.data_dir,
@@ -1180,10 +1166,10 @@ async fn an_organization_of_another_region_is_purged_there_leaving_nothing_in_ei
     assert!(archives.to_string_lossy().contains("exports-eu"), "{}", archives.display());
     // Not before the grace period is over.
     app.clock.advance(time::Duration::days(29));
-    assert!(sweep(&app).await.is_empty());
+    assert!(purge_sweep(&app).await.is_empty());
     assert_eq!(rows_of(&mut eu_db, eu_org).await.iter().find(|(t, _)| t == "organizations").map(|(_, n)| *n), Some(1));
     app.clock.advance(time::Duration::days(2));
-    let purged = sweep(&app).await;
+    let purged = purge_sweep(&app).await;
     assert_eq!(purged.len(), 1, "{purged:?}");
     assert_eq!(purged[0].0, eu(), "purged in its own region");
     assert_eq!(purged[0].1.record.organization_id, eu_org);
@@ -1212,6 +1198,7 @@ async fn an_organization_of_another_region_is_purged_there_leaving_nothing_in_ei
                 .unwrap();
         assert_eq!(records, expected);
     }
+    let key = clientflow::privacy::record_key(&app.state.sealer);
     assert!(deletion::verify_record(&mut eu_db, eu_org.to_string().parse().unwrap(), &key).await.unwrap());
 
     // Its people's copies left the EU database with it: the member only it had is gone (id and
