@@ -80,9 +80,10 @@ pub async fn locate_from(
 /// The organization's placement, when the copy of it found in `region`'s database is its own
 /// (`None`: pass it over). With several regions, a move makes a copy in the region it goes to
 /// before it switches the directory, and leaves one in the region it leaves until its purge:
-/// only the directory's region holds the organization. For lookups that ask region by region
-/// (an invitation, a Stripe customer); the placement's `moving_to` says whether its writes must
-/// wait for the move.
+/// only the directory's region holds the organization. For lookups and workers that ask region
+/// by region (an invitation, a Stripe customer, a member's organizations, due deletions,
+/// notifications, exports and chain heads); the placement's `moving_to` says whether writes
+/// must wait for the move.
 pub async fn own_copy(db: &Db, org_id: OrgId, region: RegionId) -> Result<Option<Placement>, sqlx::Error> {
     let placed = locate(db, org_id).await?.unwrap_or(Placement { org_id, region: db.home_region(), moving_to: None });
     Ok((placed.region == region).then_some(placed))
