@@ -1037,6 +1037,43 @@ async fn the_audit_signer_leaves_an_organization_alone_while_it_moves() {
 }
 
 #[tokio::test]
+async fn a_key_rotation_reseals_an_organization_in_its_own_region() {
+    // The re-sealing pass opens each organization in the region the directory names: run from
+    // the default region, it must still reach an organization of another region, and leave one
+    // alone while it moves.
+    use clientflow::privacy::keys;
+    let app = two_regions().await;
+    let m = mover(&app);
+    let versions = async |org: uuid::Uuid| -> Vec<Option<i32>> {
+        let mut conn = app.region_db("eu").admin_conn().await;
+        sqlx::query_scalar("SELECT key_version FROM files WHERE organization_id = $1")
+            .bind(org)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+    };
+    let reseal = async || {
+        keys::reseal_all(&app.app_db, &app.state.keys, &app.state.storage, 10, std::time::Duration::ZERO, |_| {})
+            .await
+            .unwrap()
+    };
+    let (moved, moved_id) = seeded(&app, "rotating").await;
+    moving::move_organization(&m, moved_id, eu(), app.clock.now_utc(), None).await.unwrap();
+    assert_eq!(keys::rotate(&app.state.keys, moved_id).unwrap(), 2);
+    let total = reseal().await;
+    assert_eq!((total.files, total.retired_versions), (1, 1), "{total:?}");
+    assert_eq!(versions(moved).await, vec![Some(2)], "re-sealed in its region");
+
+    let (moving_now, moving_id) = seeded(&app, "rotating-later").await;
+    moving::move_organization(&m, moving_id, eu(), app.clock.now_utc(), Some(Step::Copied)).await.unwrap_err();
+    assert_eq!(keys::rotate(&app.state.keys, moving_id).unwrap(), 2);
+    assert_eq!(reseal().await.files, 0, "nothing re-sealed while it moves");
+    moving::move_organization(&m, moving_id, eu(), app.clock.now_utc(), None).await.unwrap();
+    assert_eq!(reseal().await.files, 1);
+    assert_eq!(versions(moving_now).await, vec![Some(2)]);
+}
+
+#[tokio::test]
 async fn a_move_interrupted_after_any_step_resumes_or_rolls_back_losing_and_duplicating_nothing() {
     let app = two_regions().await;
     let m = mover(&app);
