@@ -406,17 +406,20 @@ pub async fn reseal_pass(
     for (org_uuid, rows) in orgs {
         let org = OrgId::from_uuid(org_uuid);
         let scope = Scope::Org(org_uuid);
-        // In the organization's own region (the directory's), and not while it moves between
-        // regions: its values wait in both copies until the move ends.
-        let Some(placed) = crate::access::directory::locate(db, org).await? else { continue };
-        let Some(db) = db.in_region(placed.region).filter(|_| placed.moving_to.is_none()) else { continue };
-        let db = &db;
         let behind = |source: &str, current: u32| {
             rows.iter().any(|(s, v, n)| s == source && *n > 0 && *v != Some(current as i32))
         };
         let versions = keys.store().versions(scope).map_err(err)?;
         if rows.iter().any(|(_, _, n)| *n > 0) || !versions.is_empty() {
             let current = keys.current_version(scope).map_err(err)?;
+            if !["client_contacts", "files", "file_names", "api_answers"].iter().any(|s| behind(s, current)) {
+                continue;
+            }
+            // In the organization's own region (the directory's), and not while it moves
+            // between regions: its values wait in both copies until the move ends.
+            let Some(placed) = crate::access::directory::locate(db, org).await? else { continue };
+            let Some(db) = db.in_region(placed.region).filter(|_| placed.moving_to.is_none()) else { continue };
+            let db = &db;
             if behind("client_contacts", current) {
                 pass.contacts += reseal_contacts(db, keys, org, current, batch).await?;
             }
