@@ -223,6 +223,8 @@ impl TestDb {
             }
         }
         conn.close().await.ok();
+        // A database's own grants are not copied from its template: given as production's are.
+        provision::prepare_database(&shared.admin, &name).await.expect("test database grants");
         TestDb {
             admin: shared.admin.clone().database(&name),
             owner: provision::role_options(&shared.admin, OWNER_ROLE, &shared.passwords.owner, &name),

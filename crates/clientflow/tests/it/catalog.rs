@@ -284,3 +284,150 @@ async fn the_app_role_is_unprivileged_and_owns_nothing() {
             .unwrap();
     assert!(!superuser && !bypass);
 }
+
+/// The `SECURITY DEFINER` functions, each reviewed for what it lets its callers do with the
+/// owner's rights. A new one fails [`every_function_that_pins_its_search_path_names_pg_temp_last`]
+/// until it is added here with its reason.
+const REVIEWED_DEFINERS: &[(&str, &str)] = &[
+    ("account_purge_security_events", "deletes one account's security events, only while its due deletion is purged"),
+    ("audit_apply_retention", "deletes an organization's audit events older than the horizon, behind a signed cut"),
+    ("audit_heads_due_for_signing", "returns organization ids only"),
+    ("audit_newest_signed_checkpoint", "returns the newest checkpoint's time and key id"),
+    ("notify_organizations", "returns organization ids, time zones and flags only"),
+    ("org_exports_due", "returns organization and export ids only"),
+    ("organization_deletions_due", "returns organization ids only"),
+    ("raise_access_epoch", "trigger: raises the one access epoch row"),
+    ("sealed_values_by_key_version", "returns counts per organization and key version only"),
+];
+
+/// Everything wrong with the functions of `public`, as readable lines: a `SECURITY DEFINER`
+/// function nobody reviewed, one that doesn't pin its search_path, one that PUBLIC may run, and
+/// any function whose pinned path doesn't name pg_temp last (unnamed, the temporary schema is
+/// searched first for tables: `migrations/0058`).
+async fn function_violations(conn: &mut PgConnection) -> Vec<String> {
+    let rows: Vec<(String, bool, Option<String>, bool)> = sqlx::query_as(
+        "SELECT p.proname::text, p.prosecdef, \
+           (SELECT substr(c, length('search_path=') + 1) FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%'), \
+           p.proacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(p.proacl) a WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE') \
+         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public' ORDER BY 1",
+    )
+    .fetch_all(conn)
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    for (name, definer, path, public_runs) in rows {
+        if definer {
+            if !REVIEWED_DEFINERS.iter().any(|(n, _)| *n == name) {
+                out.push(format!("{name}: SECURITY DEFINER, not reviewed (REVIEWED_DEFINERS)"));
+            }
+            if path.is_none() {
+                out.push(format!("{name}: SECURITY DEFINER without a pinned search_path"));
+            }
+            if public_runs {
+                out.push(format!("{name}: SECURITY DEFINER that PUBLIC may execute"));
+            }
+        }
+        if let Some(path) = path {
+            let last = path.rsplit(',').next().unwrap_or("").trim();
+            if last != "pg_temp" {
+                out.push(format!("{name}: search_path {path:?} does not name pg_temp last"));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_function_that_pins_its_search_path_names_pg_temp_last() {
+    let db = TestDb::new().await;
+    let mut conn = db.owner_conn().await;
+    let v = function_violations(&mut conn).await;
+    assert!(v.is_empty(), "{}", v.join("\n"));
+    // The list names only functions that exist (a reviewed function dropped leaves no entry).
+    for (name, _) in REVIEWED_DEFINERS {
+        let definer: Option<bool> = sqlx::query_scalar(
+            "SELECT bool_and(prosecdef) FROM pg_proc WHERE proname = $1 AND pronamespace = 'public'::regnamespace",
+        )
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(definer, Some(true), "{name} is listed as a SECURITY DEFINER function");
+    }
+}
+
+#[tokio::test]
+async fn the_function_check_catches_a_careless_function() {
+    // Negative control: the check above must fail for functions that break the rules.
+    let db = TestDb::new().await;
+    let mut conn = db.owner_conn().await;
+    for stmt in [
+        "CREATE FUNCTION careless_definer() RETURNS bigint LANGUAGE sql SECURITY DEFINER \
+         AS $$ SELECT count(*) FROM security_events $$",
+        "CREATE FUNCTION careless_path() RETURNS bigint LANGUAGE sql SET search_path = pg_catalog, public \
+         AS $$ SELECT count(*) FROM security_events $$",
+        "CREATE FUNCTION careful() RETURNS bigint LANGUAGE sql SET search_path = pg_catalog, public, pg_temp \
+         AS $$ SELECT count(*) FROM security_events $$",
+    ] {
+        sqlx::query(stmt).execute(&mut conn).await.unwrap();
+    }
+    let v = function_violations(&mut conn).await.join("\n");
+    for needle in [
+        "careless_definer: SECURITY DEFINER, not reviewed",
+        "careless_definer: SECURITY DEFINER without a pinned search_path",
+        "careless_definer: SECURITY DEFINER that PUBLIC may execute",
+        "careless_path: search_path \"pg_catalog, public\" does not name pg_temp last",
+    ] {
+        assert!(v.contains(needle), "expected {needle:?} in:\n{v}");
+    }
+    assert!(!v.contains("careful"), "{v}");
+}
+
+#[tokio::test]
+async fn a_temporary_table_does_not_shadow_what_a_definer_function_reads() {
+    // The app role may not create temporary tables. Where it can all the same (a database an
+    // operator provisioned by hand, granted here as a superuser would), a temporary table named
+    // like one a SECURITY DEFINER function reads must not change what the function does: here,
+    // a deletion "being purged" for an account that asked for none, which would let the app
+    // role erase that account's security events with the owner's rights.
+    let db = TestDb::new().await;
+    let mut app = db.app_conn().await;
+    let err = sqlx::query("CREATE TEMP TABLE account_deletion_requests (user_id uuid, purge_started_at timestamptz)")
+        .execute(&mut app)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err}");
+    let mut admin = db.admin_conn().await;
+    let user = uuid::Uuid::new_v4();
+    sqlx::query("INSERT INTO users (id, email) VALUES ($1, 'kept@example.com')")
+        .bind(user)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO security_events (id, user_id, occurred_at, kind) VALUES (gen_random_uuid(), $1, now(), 'sign_in')",
+    )
+    .bind(user)
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    sqlx::query(&format!("GRANT TEMPORARY ON DATABASE {} TO clientflow_app", db.name))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let mut app = db.app_conn().await;
+    for stmt in [
+        "CREATE TEMP TABLE account_deletion_requests (user_id uuid, purge_started_at timestamptz)".to_string(),
+        format!("INSERT INTO pg_temp.account_deletion_requests VALUES ('{user}', now())"),
+    ] {
+        sqlx::query(&stmt).execute(&mut app).await.unwrap();
+    }
+    let err = sqlx::query("SELECT account_purge_security_events($1)").bind(user).execute(&mut app).await.unwrap_err();
+    assert!(err.to_string().contains("no due deletion is being purged"), "{err}");
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM security_events WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(kept, 1, "the account's security events are still there");
+}

@@ -542,13 +542,17 @@ async fn provision_with(
     })
 }
 
-/// Schema privileges and connect rights on a database the owner role will migrate.
+/// Schema privileges and connect rights on a database the owner role will migrate. The app
+/// role may not create temporary tables: it never needs one, and one named like a table a
+/// function reads could shadow it (`migrations/0058`).
 pub async fn prepare_database(admin: &PgConnectOptions, database: &str) -> Result<(), SetupError> {
     let mut conn = connect(&admin.clone().database(database), "admin").await?;
     let db = quote_ident(database);
     for stmt in [
         format!("REVOKE ALL ON DATABASE {db} FROM PUBLIC"),
-        format!("GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {OWNER_ROLE}, {APP_ROLE}"),
+        format!("REVOKE TEMPORARY ON DATABASE {db} FROM {APP_ROLE}"),
+        format!("GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {OWNER_ROLE}"),
+        format!("GRANT CONNECT ON DATABASE {db} TO {APP_ROLE}"),
         format!("GRANT CONNECT ON DATABASE {db} TO {AUDITOR_ROLE}"),
         format!("GRANT ALL ON SCHEMA public TO {OWNER_ROLE}"),
         "REVOKE CREATE ON SCHEMA public FROM PUBLIC".to_string(),
