@@ -85,8 +85,25 @@ pub async fn locate_from(
 /// notifications, exports and chain heads); the placement's `moving_to` says whether writes
 /// must wait for the move.
 pub async fn own_copy(db: &Db, org_id: OrgId, region: RegionId) -> Result<Option<Placement>, sqlx::Error> {
-    let placed = locate(db, org_id).await?.unwrap_or(Placement { org_id, region: db.home_region(), moving_to: None });
-    Ok((placed.region == region).then_some(placed))
+    Ok(own(db, locate(db, org_id).await?, org_id, region))
+}
+
+/// [`own_copy`], for a caller holding `conn`, a connection of `region` in a transaction (read
+/// on it when it is the directory's database, as [`locate_from`]).
+pub async fn own_copy_from(
+    db: &Db,
+    conn: &mut PgConnection,
+    region: RegionId,
+    org_id: OrgId,
+) -> Result<Option<Placement>, sqlx::Error> {
+    Ok(own(db, locate_from(db, conn, region, org_id).await?, org_id, region))
+}
+
+/// The placement when the directory puts the organization in `region` (no entry: the default
+/// region).
+fn own(db: &Db, placed: Option<Placement>, org_id: OrgId, region: RegionId) -> Option<Placement> {
+    let placed = placed.unwrap_or(Placement { org_id, region: db.home_region(), moving_to: None });
+    (placed.region == region).then_some(placed)
 }
 
 /// The region of an organization, for principals that name it by id: the directory's, or the

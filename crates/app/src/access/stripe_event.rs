@@ -1,5 +1,6 @@
 //! Stripe, acting on an organization's billing through a verified webhook event.
 
+use super::directory::Placement;
 use super::gate;
 use super::principal::{Actor, OrgPrincipal};
 use super::role::{PermissionSet, Role};
@@ -15,19 +16,20 @@ use crate::platform::ids::OrgId;
 /// (`app.stripe_customer`, the `billing_by_stripe_customer` policy of migration 0031): only
 /// the one billing account of that customer is visible. Failing that, `org_hint` (the
 /// `client_reference_id` or subscription metadata ClientFlow itself gave Stripe) names the
-/// organization, which must exist. `None`: no organization of ours.
+/// organization, which must exist. `None`: no organization of ours. With the principal comes
+/// where the directory places the organization (whether it is moving).
 pub async fn stripe_event(
     db: &Db,
     customer: Option<&str>,
     org_hint: Option<OrgId>,
-) -> Result<Option<OrgPrincipal>, sqlx::Error> {
+) -> Result<Option<(OrgPrincipal, Placement)>, sqlx::Error> {
     // The customer's billing account is in its organization's region: each is asked in turn,
     // passing over the copy a move makes or leaves behind.
     for region in db.every_region() {
         if let Some(principal) = stripe_event_in(&region, customer, org_hint).await?
-            && super::directory::own_copy(db, principal.org_id, principal.region).await?.is_some()
+            && let Some(placed) = super::directory::own_copy(db, principal.org_id, principal.region).await?
         {
-            return Ok(Some(principal));
+            return Ok(Some((principal, placed)));
         }
     }
     Ok(None)

@@ -168,12 +168,12 @@ pub async fn process(state: &AppState, event: &Value) -> DomainResult<Processed>
     let hint = str_at(&object, "/client_reference_id")
         .or_else(|| str_at(&object, "/metadata/organization_id"))
         .and_then(|s| s.parse::<OrgId>().ok());
-    let Some(principal) = crate::access::stripe_event(&state.db, customer, hint).await? else {
+    let Some((principal, placed)) = crate::access::stripe_event(&state.db, customer, hint).await? else {
         return record_only(state, id, kind, now).await;
     };
     // Applied now, during a move to another region, the event would stay behind in the region
     // the organization leaves: not applied, and Stripe delivers it again later.
-    if crate::access::directory::locate(&state.db, principal.org_id()).await?.is_some_and(|p| p.moving_to.is_some()) {
+    if placed.moving_to.is_some() {
         return Err(DomainError::Unavailable(
             "The organization is being moved to another region: the event is applied when Stripe delivers it again."
                 .into(),

@@ -14,11 +14,12 @@
 //!    sealed contents are copied to the new region's store.
 //! 3. **verified**: row counts per table match, every file's sealed bytes hash the same, the
 //!    audit chain verifies in the new region; then the chain continues there with a signed
-//!    `organization.moved` event. A mismatch sends the move back to step 2.
+//!    `organization.moved` event. A mismatch sends the move back to step 2. The old region's
+//!    access epoch is raised, so that API keys kept as verified there are verified again (and
+//!    none is kept while the organization moves).
 //! 4. **switched**: the directory names the new region (one transaction with the step), writes
-//!    are accepted again, in the new region. The old region's access epoch is raised, so that
-//!    API keys kept as verified there are verified again, in the new region; a key is never
-//!    accepted from a copy the directory no longer names, nor a write made with one.
+//!    are accepted again, in the new region; a key is never accepted from a copy the directory
+//!    no longer names, nor a write made with one.
 //! 5. **purged**: the old region's rows (audit log included: the owner role may delete one
 //!    departing organization's events, migration 0051) and files are removed.
 //!
@@ -215,6 +216,7 @@ pub async fn move_organization(
                     .await?;
                     crate::audit::chain::sign_head_now(&mut tx, &m.signer, org, now).await?;
                     tx.commit().await?;
+                    raise_access_epoch(m, from).await?;
                     set_step(&m.db, org, Step::Verified, Some(&counts)).await?;
                     report.counts = counts;
                     step = Step::Verified;
@@ -239,7 +241,6 @@ pub async fn move_organization(
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                raise_access_epoch(m, from).await?;
                 step = Step::Switched;
                 report.done.push(step);
                 stop(&report, step)?;
@@ -478,11 +479,12 @@ async fn verify(
     Ok(Ok(counts))
 }
 
-/// Raises the region's access epoch (`migrations/0056`): once the directory names the new
-/// region, a process that kept one of the organization's keys as verified in the old one
-/// verifies it again on its next request, and finds it in the new region (`access::api_key`),
-/// not in the copy that waits there for the purge. (Interrupted before this, the purge that
-/// finishes the move raises it too, and until then the API refuses writes to that copy.)
+/// Raises the region's access epoch (`migrations/0056`), once the copy is verified and before
+/// the directory switches: a process that kept one of the organization's keys as verified in
+/// the old region verifies it again on its next request. While the organization moves, a
+/// verification keeps nothing (`access::api_key`), so once the directory names the new region
+/// no kept key stands in the copy that waits in the old one for the purge, however the move
+/// is interrupted; a verification from scratch passes that copy over for the new region's.
 async fn raise_access_epoch(m: &Mover, region: RegionId) -> anyhow::Result<()> {
     let mut conn = provision::connect(m.owner(region)?, "owner role").await?;
     sqlx::query("UPDATE access_epoch SET epoch = epoch + 1, stamp = gen_random_uuid() WHERE only_row")

@@ -412,7 +412,10 @@ pub async fn reseal_pass(
         let versions = keys.store().versions(scope).map_err(err)?;
         if rows.iter().any(|(_, _, n)| *n > 0) || !versions.is_empty() {
             let current = keys.current_version(scope).map_err(err)?;
-            if !["client_contacts", "files", "file_names", "api_answers"].iter().any(|s| behind(s, current)) {
+            let contacts = behind("client_contacts", current);
+            let files = behind("files", current) || behind("file_names", current);
+            let api_answers = behind("api_answers", current);
+            if !(contacts || files || api_answers) {
                 continue;
             }
             // In the organization's own region (the directory's), and not while it moves
@@ -420,13 +423,13 @@ pub async fn reseal_pass(
             let Some(placed) = crate::access::directory::locate(db, org).await? else { continue };
             let Some(db) = db.in_region(placed.region).filter(|_| placed.moving_to.is_none()) else { continue };
             let db = &db;
-            if behind("client_contacts", current) {
+            if contacts {
                 pass.contacts += reseal_contacts(db, keys, org, current, batch).await?;
             }
-            if behind("files", current) || behind("file_names", current) {
+            if files {
                 pass.files += reseal_files(db, keys, storage, org, current, batch).await?;
             }
-            if behind("api_answers", current) {
+            if api_answers {
                 pass.api_answers += reseal_api_answers(db, keys, org, current, batch).await?;
             }
         }

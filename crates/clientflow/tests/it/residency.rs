@@ -802,13 +802,14 @@ async fn between_a_moves_switch_and_its_purge_keys_answer_from_the_new_region() 
         .await
         .unwrap();
     assert_eq!(api::get(&app, "/api/v1/clients", &kept).await.status, 401);
-    // A request verified in the old region as the directory switched (here: a switch whose
-    // move stopped before anything else, the epoch of the old region unmoved) may read what
-    // was frozen there, but its writes are refused: they would go to the copy the purge deletes.
+    // A request verified in the old region as the directory switched (here: a key kept before
+    // the move, the directory switched by hand after the copy, before the raise of the old
+    // region's epoch) may read what was frozen there, but its writes are refused: they would go
+    // to the copy the purge deletes.
     let (uuid, org) = seeded(&app, "racing").await;
     let key = crate::support::api_key(&app, uuid, "racing").await;
     kept_in_us(&app, &key).await;
-    moving::move_organization(&m, org, eu(), app.clock.now_utc(), Some(Step::Verified)).await.unwrap_err();
+    moving::move_organization(&m, org, eu(), app.clock.now_utc(), Some(Step::Copied)).await.unwrap_err();
     let mut dir = app.db.admin_conn().await;
     sqlx::query("UPDATE organization_directory SET region = 'eu', moving_to = NULL WHERE org = $1")
         .bind(uuid)
@@ -827,6 +828,49 @@ async fn between_a_moves_switch_and_its_purge_keys_answer_from_the_new_region() 
     moving::move_organization(&m, org, eu(), app.clock.now_utc(), None).await.unwrap();
     assert_eq!(api::post(&app, "/api/v1/clients", &key, json!({"name": "Landed"})).await.status, 201);
     assert_eq!(clients_named(&app, "eu", uuid, "Landed").await, 1);
+}
+
+#[tokio::test]
+async fn a_key_kept_before_a_move_is_verified_again_before_the_switch() {
+    // The move raises the old region's epoch once the copy is verified, before it switches the
+    // directory, and a verification during the move keeps nothing: a move that dies just after
+    // its switch commits leaves no server with a kept key standing in the copy left behind.
+    let app = two_regions().await;
+    let (uuid, org) = seeded(&app, "stopping").await;
+    let key = crate::support::api_key(&app, uuid, "stopping").await;
+    assert_eq!(api::post(&app, "/api/v1/clients", &key, json!({"name": "Before"})).await.status, 201);
+    kept_in_us(&app, &key).await;
+    let m = mover(&app);
+    moving::move_organization(&m, org, eu(), app.clock.now_utc(), Some(Step::Verified)).await.unwrap_err();
+    // During the move: read (in the old region, which the directory still names), verified
+    // anew each time, kept never.
+    let (_, verified) = app.state.api_keys.counts();
+    for _ in 0..3 {
+        assert_eq!(api::get(&app, "/api/v1/clients", &key).await.status, 200);
+    }
+    assert_eq!(app.state.api_keys.counts().1, verified + 3, "verified from scratch while the organization moves");
+    // The switch commits (by hand: the move dies right after it), and the copy left behind is
+    // changed behind the server's back.
+    let mut dir = app.db.admin_conn().await;
+    sqlx::query("UPDATE organization_directory SET region = 'eu', moving_to = NULL WHERE org = $1")
+        .bind(uuid)
+        .execute(&mut dir)
+        .await
+        .unwrap();
+    let mut us = app.region_db("us").admin_conn().await;
+    sqlx::query("UPDATE clients SET name = 'Left behind' WHERE organization_id = $1")
+        .bind(uuid)
+        .execute(&mut us)
+        .await
+        .unwrap();
+    let res = api::get(&app, "/api/v1/clients", &key).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let names: Vec<&str> = res.body["data"].as_array().unwrap().iter().filter_map(|c| c["name"].as_str()).collect();
+    assert!(names.contains(&"Before") && !names.contains(&"Left behind"), "read in the new region: {names:?}");
+    let res = api::post(&app, "/api/v1/clients", &key, json!({"name": "After"})).await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    assert_eq!(clients_named(&app, "eu", uuid, "After").await, 1);
+    assert_eq!(clients_named(&app, "us", uuid, "After").await, 0);
 }
 
 /// Memberships of the account `email` in `org`, in a region's database.

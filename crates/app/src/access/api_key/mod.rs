@@ -8,9 +8,9 @@ mod issue;
 pub use cache::KeyCache;
 pub use issue::{ApiKey, CreatedKey, NewKey, create, create_for, grantable, list, revoke, subset_role};
 
-use super::gate;
 use super::principal::{Actor, OrgPrincipal, OrgTx};
 use super::role::{Permission, PermissionSet, Role, effective_permissions};
+use super::{directory, gate};
 use crate::platform::db::tenant::{Capability, GateTx};
 use crate::platform::db::{Db, RegionId};
 use crate::platform::ids::{OrgId, UserId};
@@ -85,52 +85,45 @@ pub async fn open_api_key_request(
     let capability = hex::encode(digest);
     for region in regions_to_ask(db, hint) {
         let mut tx = begin_for_key(&region, &capability).await?;
-        match verify_in(&mut tx, &digest, now).await? {
-            // The copy a move leaves in the old region until it is purged: the key is the
-            // new region's now (and a change to it there doesn't reach this copy).
-            Some(key) if left_behind(db, &mut tx, &key.principal).await? => tx.commit().await?,
-            Some(key) => {
-                kept.note_verified();
-                // Kept once its use is on record (committed): a verification that records
-                // it is kept by the key's next request, which finds it recorded.
-                if let (false, Some(used_at)) = (key.recorded_use, key.used_at) {
-                    kept.keep(
-                        digest,
-                        cache::Kept {
-                            stamp: key.stamp,
-                            principal: key.principal.clone(),
-                            allowlist: key.allowlist.clone(),
-                            deletion_scheduled: key.deletion_scheduled,
-                            expires_at: key.expires_at,
-                            used_at,
-                        },
-                    );
-                }
-                let tx = tx.into_org_tx(key.principal).await?;
-                // Verifying read and wrote nothing (most requests): the request's first part
-                // needs no savepoint.
-                let tx = if key.recorded_use { tx } else { tx.with_nothing_written().await? };
-                return Ok(Some(KeyRequest {
-                    tx,
-                    allowlist: key.allowlist,
+        let Some(key) = verify_in(&mut tx, &digest, now).await? else {
+            tx.commit().await?;
+            continue;
+        };
+        // The copy a move leaves in the old region until it is purged (or makes in the new one
+        // before it switches): the key is the directory region's, and a change to it there
+        // doesn't reach this copy.
+        let Some(placed) = directory::own_copy_from(db, &mut tx, key.principal.region, key.principal.org_id).await?
+        else {
+            tx.commit().await?;
+            continue;
+        };
+        kept.note_verified();
+        // Kept once its use is on record (committed): a verification that records it is kept
+        // by the key's next request, which finds it recorded. Not while the organization moves:
+        // the move raises the epoch of the region it leaves before it switches the directory
+        // (`cli::moving`), and a key kept during the move, after that raise, would still stand
+        // in the copy left behind once the directory has switched.
+        if let (false, Some(used_at), None) = (key.recorded_use, key.used_at, placed.moving_to) {
+            kept.keep(
+                digest,
+                cache::Kept {
+                    stamp: key.stamp,
+                    principal: key.principal.clone(),
+                    allowlist: key.allowlist.clone(),
                     deletion_scheduled: key.deletion_scheduled,
-                }));
-            }
-            None => tx.commit().await?,
+                    expires_at: key.expires_at,
+                    used_at,
+                },
+            );
         }
+        let tx = tx.into_org_tx(key.principal).await?;
+        // Verifying read and wrote nothing (most requests): the request's first part needs no
+        // savepoint.
+        let tx = if key.recorded_use { tx } else { tx.with_nothing_written().await? };
+        return Ok(Some(KeyRequest { tx, allowlist: key.allowlist, deletion_scheduled: key.deletion_scheduled }));
     }
     kept.forget(&digest);
     Ok(None)
-}
-
-/// Whether the organization a key was found in (in `tx`) has moved to another region since:
-/// it lives where the directory says (with one region there is nowhere else).
-async fn left_behind(db: &Db, tx: &mut GateTx, principal: &OrgPrincipal) -> Result<bool, sqlx::Error> {
-    if !db.is_multi_region() {
-        return Ok(false);
-    }
-    let placed = super::directory::locate_from(db, tx, principal.region, principal.org_id).await?;
-    Ok(placed.map_or(db.home_region(), |p| p.region) != principal.region)
 }
 
 /// The organization of the key whose digest is the capability (the one row it makes visible).
