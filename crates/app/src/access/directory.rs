@@ -106,6 +106,36 @@ fn own(db: &Db, placed: Option<Placement>, org_id: OrgId, region: RegionId) -> O
     (placed.region == region).then_some(placed)
 }
 
+/// The advisory lock key of an organization's writes against its move (`$1`: the organization).
+/// A transaction that writes holds it shared from before it asks the directory to its end
+/// ([`hold_for_writing`]); a move takes it exclusively, in the region it leaves, once the
+/// directory marks the move and before it copies (`cli::moving`): so it waits for every
+/// write that found the organization not moving, and its copy holds them all.
+pub const MOVE_LOCK_KEY: &str = "hashtextextended('clientflow.org-move:' || $1::text, 0)";
+
+/// Whether `conn`, a transaction in `region`'s database, may write `org_id`'s data: the
+/// directory places it there and no move is under way. With several regions, the transaction
+/// first takes [`MOVE_LOCK_KEY`] shared (held to its end), then reads the directory in a
+/// statement of its own, after the lock: a move marked since is seen, and a move marked before
+/// waits for this transaction before it copies. With one region there is no move, nothing is
+/// asked, and the answer is yes. For every write made during a request or by a worker that
+/// must not land in a copy a move leaves behind.
+pub async fn hold_for_writing(
+    db: &Db,
+    conn: &mut PgConnection,
+    region: RegionId,
+    org_id: OrgId,
+) -> Result<bool, sqlx::Error> {
+    if !db.is_multi_region() {
+        return Ok(true);
+    }
+    sqlx::query(&format!("SELECT pg_advisory_xact_lock_shared({MOVE_LOCK_KEY})"))
+        .bind(org_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(own_copy_from(db, conn, region, org_id).await?.is_some_and(|p| p.moving_to.is_none()))
+}
+
 /// The region of an organization, for principals that name it by id: the directory's, or the
 /// default region's when it has no entry.
 pub async fn region_of(db: &Db, org_id: OrgId) -> Result<RegionId, sqlx::Error> {

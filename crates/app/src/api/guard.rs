@@ -70,12 +70,10 @@ pub async fn require_key(state: &AppState, mut req: Request, permission: Permiss
     }
     // While the organization moves to another region, its data is read-only; once it has
     // moved, a write verified in the old region (as the move switched) is refused too: that
-    // copy is about to be purged (with one region there is nowhere to move, and nothing to ask).
-    if state.db.is_multi_region()
-        && crate::identity::guard::is_unsafe(req.method())
-        && access::directory::locate_from(&state.db, &mut tx, principal.region(), principal.org_id())
-            .await?
-            .is_some_and(|p| p.moving_to.is_some() || p.region != principal.region())
+    // copy is about to be purged. A write let through holds the move's copy back until it
+    // commits, so the copy holds it (with one region there is nowhere to move, nothing to ask).
+    if crate::identity::guard::is_unsafe(req.method())
+        && !access::directory::hold_for_writing(&state.db, &mut tx, principal.region(), principal.org_id()).await?
     {
         return Err(crate::tenancy::residency_refusal("This organization").into());
     }

@@ -197,6 +197,14 @@ pub async fn process(state: &AppState, event: &Value) -> DomainResult<Processed>
     }
     let ctx = Context { user_agent: "Stripe webhook".into(), ..Context::system(now, Some(state.audit_signer.clone())) };
     let mut tx = OrgTx::begin(&state.db, &principal).await?;
+    // Asked again where the event is written, holding a move's copy back until it commits.
+    if !crate::access::directory::hold_for_writing(&state.db, &mut tx, principal.region(), principal.org_id()).await? {
+        tx.rollback().await?;
+        return Err(DomainError::Unavailable(
+            "The organization is being moved to another region: the event is applied when Stripe delivers it again."
+                .into(),
+        ));
+    }
     if !first_delivery(&mut tx, id, kind, now).await? {
         tx.commit().await?;
         return Ok(Processed::Duplicate);

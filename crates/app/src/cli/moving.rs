@@ -7,7 +7,9 @@
 //!
 //! 1. **frozen**: the directory entry is marked `moving_to`; the organization's pages and API
 //!    refuse writes (503) until the move ends.
-//! 2. **copied**: every tenant row (catalog-driven: each table with an `organization_id`, in
+//! 2. **copied**: once every write that found the organization not moving has ended (they hold
+//!    a lock the copy waits for: `access::directory::hold_for_writing`), every tenant row
+//!    (catalog-driven: each table with an `organization_id`, in
 //!    foreign-key order) is copied into the new region's database in one transaction, after
 //!    removing whatever an earlier attempt left there, so nothing is ever duplicated; the people
 //!    the rows name are copied as the directory's projection (no sign-in secrets); each file's
@@ -191,6 +193,7 @@ pub async fn move_organization(
     loop {
         match step {
             Step::Frozen => {
+                wait_for_writes(m, org, from).await?;
                 report.files = copy(m, org, from, to).await?;
                 set_step(&m.db, org, Step::Copied, None).await?;
                 step = Step::Copied;
@@ -477,6 +480,32 @@ async fn verify(
         }
     }
     Ok(Ok(counts))
+}
+
+/// How long the copy waits for writes that found the organization not moving.
+const WRITES_WAIT: &str = "60s";
+
+/// Waits, before the copy, for every write that found the organization not moving, in the
+/// region it leaves: each holds [`access::directory::MOVE_LOCK_KEY`] shared to its commit
+/// (`access::directory::hold_for_writing`), so taking it exclusively here returns once they
+/// have all committed or rolled back, and the copy's snapshot holds what they wrote. Writes
+/// that ask after the directory marked the move are refused, and take the lock only briefly.
+async fn wait_for_writes(m: &Mover, org: OrgId, region: RegionId) -> anyhow::Result<()> {
+    let mut conn = provision::connect(m.owner(region)?, "owner role").await?;
+    sqlx::query(&format!("SET lock_timeout = '{WRITES_WAIT}'")).execute(&mut conn).await?;
+    let lock = format!("SELECT pg_advisory_lock({})", access::directory::MOVE_LOCK_KEY);
+    if let Err(e) = sqlx::query(&lock).bind(org).execute(&mut conn).await {
+        conn.close().await.ok();
+        if e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "55P03") {
+            anyhow::bail!(
+                "writes to the organization in region {region} were still running after {WRITES_WAIT}: \
+                 run the move again to copy once they end"
+            );
+        }
+        return Err(e.into());
+    }
+    conn.close().await.ok();
+    Ok(())
 }
 
 /// Raises the region's access epoch (`migrations/0056`), once the copy is verified and before

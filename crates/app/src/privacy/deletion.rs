@@ -232,8 +232,16 @@ pub async fn purge_rows(
     record_key: &[u8; 32],
     now: OffsetDateTime,
     in_region: Option<InRegion<'_>>,
+    placed: Option<(&crate::platform::db::Db, crate::platform::db::RegionId)>,
 ) -> anyhow::Result<Option<Record>> {
     let mut tx = conn.begin().await?;
+    // Asked again in the purge's own transaction, which holds a move's copy back until it
+    // commits: a move marked since the sweep asked waits for it, or it waits for the move.
+    if let Some((db, region)) = placed
+        && !crate::access::directory::hold_for_writing(db, &mut tx, region, org).await?
+    {
+        return Ok(None);
+    }
     let org_text = org.to_string();
     sqlx::query("SELECT set_config('app.org_id', $1, true), set_config('clientflow.organization_purge', $1, true)")
         .bind(&org_text)
@@ -444,7 +452,7 @@ async fn purge_due_in(
         if !end_subscription(conn, stripe, org).await? {
             continue;
         }
-        let Some(record) = purge_rows(conn, org, record_key, now, in_region).await? else { continue };
+        let Some(record) = purge_rows(conn, org, record_key, now, in_region, placed).await? else { continue };
         let (files_removed, keys_destroyed) = finish(conn, keys, storage, org, now).await?;
         tracing::info!(organization = %org, files_removed, keys_destroyed, "purged a deleted organization");
         out.push(Purged { record, files_removed, keys_destroyed });

@@ -144,8 +144,14 @@ pub async fn require_org(
             Redirect::to("/account/two-factor/setup?required=1").into_response()
         }));
     }
-    // While the organization moves to another region, its data is read-only.
-    if moving && crate::identity::guard::is_unsafe(req.method()) {
+    // While the organization moves to another region, its data is read-only. The routing read
+    // the directory before this transaction began: a write asks again, holding the move's copy
+    // back until it commits (`access::directory::hold_for_writing`), so that a move marked in
+    // between neither misses the write nor leaves it in the copy it purges.
+    if crate::identity::guard::is_unsafe(req.method())
+        && (moving
+            || !access::directory::hold_for_writing(&state.db, &mut tx, principal.region(), principal.org_id()).await?)
+    {
         tx.commit().await?;
         return Err(super::residency_refusal(&name).into());
     }

@@ -369,7 +369,7 @@ pub async fn accept_invitation(
             "This invitation is invalid, expired, already used, or for another email address.".into(),
         ));
     };
-    accept_in(tx, ctx, user, invitation).await
+    accept_in(db, tx, ctx, user, invitation).await
 }
 
 /// Accepts invitation `id` for the signed-in `user` without its token (the getting-started
@@ -385,13 +385,17 @@ pub async fn accept_invitation_by_id(
             "This invitation is no longer open, or it is for another email address.".into(),
         ));
     };
-    accept_in(tx, ctx, user, invitation).await
+    accept_in(db, tx, ctx, user, invitation).await
 }
 
 /// An invitation is answered in its organization's region: while the organization moves to
-/// another, the answer waits (written now, it would stay behind in the region it leaves).
-fn refuse_while_moving(invitation: &access::OpenInvitation) -> DomainResult<()> {
-    if invitation.moving {
+/// another, the answer waits (written now, it would stay behind in the region it leaves). The
+/// answer's transaction asks the directory again, holding a move's copy back until it commits
+/// (`access::directory::hold_for_writing`).
+async fn refuse_while_moving(db: &Db, tx: &mut OrgTx, invitation: &access::OpenInvitation) -> DomainResult<()> {
+    if invitation.moving
+        || !access::directory::hold_for_writing(db, tx, invitation.region, invitation.organization_id).await?
+    {
         return Err(super::residency_refusal(&invitation.organization_name));
     }
     Ok(())
@@ -400,12 +404,13 @@ fn refuse_while_moving(invitation: &access::OpenInvitation) -> DomainResult<()> 
 /// The membership an invitation grants, written with its audit events in the invitee's
 /// transaction on that one invitation.
 async fn accept_in(
+    db: &Db,
     mut tx: OrgTx,
     ctx: &Context,
     user: &AuthenticatedUser,
     invitation: access::OpenInvitation,
 ) -> DomainResult<Organization> {
-    refuse_while_moving(&invitation)?;
+    refuse_while_moving(db, &mut tx, &invitation).await?;
     let client_id: Option<ClientId> = sqlx::query_scalar("SELECT client_id FROM invitations WHERE id = $1 FOR UPDATE")
         .bind(invitation.id)
         .fetch_one(&mut *tx)
@@ -468,7 +473,7 @@ pub async fn decline_invitation(db: &Db, ctx: &Context, token: &str) -> DomainRe
     let Some((mut tx, invitation)) = access::begin_invitation_decline(db, token, ctx.now).await? else {
         return Err(DomainError::Malformed("This invitation is invalid, expired or already answered.".into()));
     };
-    refuse_while_moving(&invitation)?;
+    refuse_while_moving(db, &mut tx, &invitation).await?;
     sqlx::query(
         "UPDATE invitations SET declined_at = $2 WHERE id = $1 AND accepted_at IS NULL AND declined_at IS NULL",
     )

@@ -614,14 +614,15 @@ async fn run_due_in_region(db: &Db, public_url: &str, now: OffsetDateTime) -> Re
         if !org.mail_waiting && !digest_due {
             continue;
         }
-        // Not the copy a region move makes or leaves behind, and not while it moves: what is
-        // marked sent there would be sent again from the copy that stays.
-        let placed = crate::access::directory::own_copy(db, org.id, db.region()).await?;
-        if placed.is_none_or(|p| p.moving_to.is_some()) {
-            continue;
-        }
         let Some(principal) = crate::access::scheduled_notifier(db, org.id).await? else { continue };
         let mut tx = OrgTx::begin(db, &principal).await?;
+        // Not the copy a region move makes or leaves behind, and not while it moves: what is
+        // marked sent there would be sent again from the copy that stays. Asked in the
+        // transaction that marks it, which holds a move's copy back until it commits.
+        if !crate::access::directory::hold_for_writing(db, &mut tx, db.region(), org.id).await? {
+            tx.rollback().await?;
+            continue;
+        }
         if org.mail_waiting {
             queued += notify::send_pending(&mut tx, public_url, now, 500).await?;
         }

@@ -873,6 +873,91 @@ async fn a_key_kept_before_a_move_is_verified_again_before_the_switch() {
     assert_eq!(clients_named(&app, "us", uuid, "After").await, 0);
 }
 
+#[tokio::test]
+async fn a_write_that_found_the_organization_settled_is_in_the_moves_copy() {
+    // A write asks the directory, then writes; the move marks the organization, then copies.
+    // A write that asked just before the mark and commits after the copy began would be in
+    // neither the copy nor, after the purge, anywhere. The write holds the move's lock from
+    // before it asks to its commit, and the copy waits for it.
+    let app = two_regions().await;
+    let org = crate::support::seed_org(&app.app_db, "inflight").await;
+    let uuid: uuid::Uuid = org.id.to_string().parse().unwrap();
+    let mut writing = OrgTx::begin(&app.app_db, &org.principal).await.unwrap();
+    assert!(
+        access::directory::hold_for_writing(&app.app_db, &mut writing, org.principal.region(), org.id).await.unwrap()
+    );
+    sqlx::query("INSERT INTO clients (organization_id, id, name) VALUES ($1, gen_random_uuid(), 'In flight')")
+        .bind(uuid)
+        .execute(&mut *writing)
+        .await
+        .unwrap();
+    let m = mover(&app);
+    let now = app.clock.now_utc();
+    let moving =
+        tokio::spawn(async move { moving::move_organization(&m, org.id, eu(), now, Some(Step::Copied)).await });
+    // Marked, and waiting for the write.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(directory_region(&app, uuid).await, ("us".to_string(), Some("eu".to_string())));
+    assert!(!moving.is_finished(), "the copy waits for the write that found the organization settled");
+    writing.commit().await.unwrap();
+    let err = moving.await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("interrupted after step copied"), "{err}");
+    // A write that asks now is refused (one that asks while the copy waits waits too, behind it).
+    let mut late = OrgTx::begin(&app.app_db, &org.principal).await.unwrap();
+    assert!(
+        !access::directory::hold_for_writing(&app.app_db, &mut late, org.principal.region(), org.id).await.unwrap()
+    );
+    late.rollback().await.unwrap();
+    assert_eq!(clients_named(&app, "eu", uuid, "In flight").await, 1, "the copy holds the write");
+}
+
+#[tokio::test]
+async fn a_write_request_routed_before_a_move_asks_again_once_the_copy_may_begin() {
+    // A page request reads the directory before its transaction begins, an API request as its
+    // key is verified. A move marked between that read and the write must still stop the
+    // write: the request takes the move's lock, which a move about to copy holds (here: held by
+    // hand), and asks the directory again once it has it.
+    let app = two_regions().await;
+    let mut owner = sign_up(&app, "owner@raced.test").await;
+    let slug = create_org(&mut owner, "raced").await;
+    let uuid = org_id(&app, "us", &slug).await;
+    let key = crate::support::api_key(&app, uuid, "raced").await;
+    let token = session_token(&mut owner).await;
+    let lock = format!("SELECT pg_advisory_lock({})", access::directory::MOVE_LOCK_KEY);
+    let mut copying = app.region_db("us").admin_conn().await;
+    sqlx::query(&lock).bind(uuid).execute(&mut copying).await.unwrap();
+    let path = format!("/o/{slug}/clients");
+    let (page, api, marked) = tokio::join!(
+        async {
+            let res = post(&owner, &token, &path, &[("name", "Raced")]).await;
+            (res, std::time::Instant::now())
+        },
+        async {
+            let res = api::post(&app, "/api/v1/clients", &key, json!({"name": "Raced"})).await;
+            (res, std::time::Instant::now())
+        },
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+            // The move marks the organization, then lets the writes through to the copy.
+            let mut dir = app.db.admin_conn().await;
+            sqlx::query("UPDATE organization_directory SET moving_to = 'eu' WHERE org = $1")
+                .bind(uuid)
+                .execute(&mut dir)
+                .await
+                .unwrap();
+            let marked = std::time::Instant::now();
+            sqlx::query("SELECT pg_advisory_unlock_all()").execute(&mut copying).await.unwrap();
+            marked
+        }
+    );
+    let ((page, page_done), (api, api_done)) = (page, api);
+    assert!(page_done > marked && api_done > marked, "both writes waited for the lock");
+    assert_eq!(page.status(), 503);
+    assert!(page.text().await.unwrap().contains("being moved to another region"));
+    assert_eq!(api.status, 503, "{}", api.body);
+    assert_eq!(clients_named(&app, "us", uuid, "Raced").await, 0);
+}
+
 /// Memberships of the account `email` in `org`, in a region's database.
 async fn memberships_of(app: &TestApp, region: &str, org: uuid::Uuid, email: &str) -> i64 {
     let mut conn = app.region_db(region).admin_conn().await;
