@@ -68,6 +68,14 @@ pub async fn record(
     let Some((org_name, slug, true, Some(to))) = row else {
         return Err(DomainError::NotFound);
     };
+    // Not while the organization moves to another region: stored now, the message would stay
+    // in the copy the move leaves behind (`access::directory::hold_for_writing`).
+    if !crate::access::directory::hold_for_writing(&state.db, &mut tx, principal.region(), principal.org_id()).await? {
+        return Err(DomainError::Unavailable(format!(
+            "{org_name} can't take messages for a few minutes while its data is moved. Your message is still \
+             below: send it again shortly."
+        )));
+    }
     let id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO contact_submissions (organization_id, id, name, email, message, ip, user_agent, created_at) \

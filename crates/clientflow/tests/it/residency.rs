@@ -958,6 +958,43 @@ async fn a_write_request_routed_before_a_move_asks_again_once_the_copy_may_begin
     assert_eq!(clients_named(&app, "us", uuid, "Raced").await, 0);
 }
 
+#[tokio::test]
+async fn the_contact_form_waits_while_its_organization_moves() {
+    // A visitor's message stored during a move would stay in the copy the move leaves behind:
+    // the form says to send it again shortly, keeps what was written, and takes it once the
+    // move is done, in the new region.
+    let app = two_regions().await;
+    let mut owner = sign_up(&app, "owner@contacting.test").await;
+    let slug = create_org(&mut owner, "contacting").await;
+    let uuid = org_id(&app, "us", &slug).await;
+    let token = session_token(&mut owner).await;
+    let settings = [("contact_form_enabled", "on"), ("contact_email", "inbox@contacting.test")];
+    assert_eq!(post(&owner, &token, &format!("/o/{slug}/settings/contact"), &settings).await.status(), 303);
+    let org = uuid.to_string().parse().unwrap();
+    let m = mover(&app);
+    moving::move_organization(&m, org, eu(), app.clock.now_utc(), Some(Step::Frozen)).await.unwrap_err();
+    let form = format!("/contact/{slug}");
+    let fields = [("name", "Grace"), ("email", "grace@example.com"), ("message", "Still taking clients?")];
+    let mut visitor = app.browser();
+    let res = visitor.submit(&form, &form, &fields).await;
+    assert_eq!(res.status(), 503);
+    let page = res.text().await.unwrap();
+    assert!(page.contains("take messages for a few minutes"), "{page}");
+    assert!(page.contains("Still taking clients?"), "what was written is kept: {page}");
+    let stored = async |region: &str| -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM contact_submissions WHERE organization_id = $1")
+            .bind(uuid)
+            .fetch_one(&mut app.region_db(region).admin_conn().await)
+            .await
+            .unwrap()
+    };
+    assert_eq!((stored("us").await, stored("eu").await), (0, 0));
+    moving::move_organization(&m, org, eu(), app.clock.now_utc(), None).await.unwrap();
+    let res = visitor.submit(&form, &form, &fields).await;
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
+    assert_eq!((stored("us").await, stored("eu").await), (0, 1));
+}
+
 /// Memberships of the account `email` in `org`, in a region's database.
 async fn memberships_of(app: &TestApp, region: &str, org: uuid::Uuid, email: &str) -> i64 {
     let mut conn = app.region_db(region).admin_conn().await;
