@@ -105,6 +105,9 @@ pub struct Removed {
     pub memberships: u64,
     pub invitations: u64,
     pub api_keys: u64,
+    /// An organization of theirs is moving to another region: the removal stopped there (what
+    /// it removed in the regions before stays removed), and is run again once the move ends.
+    pub waits_for_move: bool,
 }
 
 /// Removes the person from every organization in every region: their memberships (with what
@@ -113,7 +116,8 @@ pub struct Removed {
 /// name and address from task activity and from others' notifications about them, and mail
 /// queued to them. Each organization's audit log records the removal by id only. What they
 /// wrote (tasks, comments, time entries, files, audit events) stays and points at the
-/// tombstone. In the other regions the copied `users` row becomes the tombstone too.
+/// tombstone. In the other regions the copied `users` row becomes the tombstone too. Stops at
+/// an organization that is moving to another region (`Removed::waits_for_move`).
 pub async fn remove_from_organizations(
     db: &Db,
     user: UserId,
@@ -144,6 +148,15 @@ pub async fn remove_from_organizations(
             }
         }
         for org in orgs {
+            // Not while the organization moves: the person would come back with a copy the move
+            // took before this. The lock holds a move about to copy back until this commits.
+            let placed = super::directory::lock_against_move(db, &mut tx, region.region(), org).await?;
+            if placed.is_some_and(|p| p.moving_to.is_some()) {
+                // This region's changes are undone as the transaction drops.
+                drop(tx);
+                removed.waits_for_move = true;
+                return Ok(removed);
+            }
             set_tenant_in(&key, &mut tx, Some(org)).await?;
             removed.invitations +=
                 sqlx::query("DELETE FROM invitations WHERE organization_id = $1 AND lower(email) = $2")

@@ -126,14 +126,27 @@ pub async fn hold_for_writing(
     region: RegionId,
     org_id: OrgId,
 ) -> Result<bool, sqlx::Error> {
+    let placed = lock_against_move(db, conn, region, org_id).await?;
+    Ok(own(db, placed, org_id, region).is_some_and(|p| p.moving_to.is_none()))
+}
+
+/// What [`hold_for_writing`] decides on: [`MOVE_LOCK_KEY`] taken shared in `conn`'s transaction
+/// (a connection of `region`), then the directory's entry, read after it. With one region,
+/// nothing is taken or read: the default region, never moving.
+pub async fn lock_against_move(
+    db: &Db,
+    conn: &mut PgConnection,
+    region: RegionId,
+    org_id: OrgId,
+) -> Result<Option<Placement>, sqlx::Error> {
     if !db.is_multi_region() {
-        return Ok(true);
+        return Ok(Some(Placement { org_id, region: db.home_region(), moving_to: None }));
     }
     sqlx::query(&format!("SELECT pg_advisory_xact_lock_shared({MOVE_LOCK_KEY})"))
         .bind(org_id)
         .execute(&mut *conn)
         .await?;
-    Ok(own_copy_from(db, conn, region, org_id).await?.is_some_and(|p| p.moving_to.is_none()))
+    locate_from(db, conn, region, org_id).await
 }
 
 /// The region of an organization, for principals that name it by id: the directory's, or the

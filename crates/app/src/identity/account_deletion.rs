@@ -256,7 +256,8 @@ async fn postpone(db: &Db, user: UserId, orgs: &[String], now: OffsetDateTime) -
     Ok(())
 }
 
-/// Purges one account whose request is due. `false`: nothing to do (cancelled meanwhile).
+/// Purges one account whose request is due. `false`: nothing to do (cancelled meanwhile), or
+/// not yet (an organization of theirs is moving to another region; the next pass goes on).
 async fn purge_one(db: &Db, user: UserId, now: OffsetDateTime) -> anyhow::Result<bool> {
     // Marked as started (under the request's row lock, which a cancel takes too) before
     // anything is removed: from here on the deletion can't be cancelled.
@@ -277,7 +278,10 @@ async fn purge_one(db: &Db, user: UserId, now: OffsetDateTime) -> anyhow::Result
     let Some((email, name)) = row else { return Ok(false) };
     // The organizations first: a crash after this leaves the request in place, and the next
     // pass finishes (each step finds nothing left to do the second time).
-    departure::remove_from_organizations(db, user, &email, &name, now).await?;
+    if departure::remove_from_organizations(db, user, &email, &name, now).await?.waits_for_move {
+        tracing::info!(user = %user, "an account deletion waits for an organization's region move");
+        return Ok(false);
+    }
     let mut tx = db.home().global().await?;
     // The request is still there (a cancel can't take it once the purge has started; this
     // guards against anything else having removed it).

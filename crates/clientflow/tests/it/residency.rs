@@ -1010,6 +1010,38 @@ async fn memberships_of(app: &TestApp, region: &str, org: uuid::Uuid, email: &st
 }
 
 #[tokio::test]
+async fn an_account_deletion_waits_for_a_move_of_one_of_its_organizations() {
+    // The purge removes the person from each copy it finds; during a move, the copy the move
+    // is making could bring them back. It waits, and the next pass after the move purges them
+    // from where the organization ended up.
+    let app = two_regions().await;
+    let mut owner = sign_up(&app, "owner@leaving.test").await;
+    let slug = create_org(&mut owner, "leaving").await;
+    let uuid = org_id(&app, "us", &slug).await;
+    let email = "member@leaving.test";
+    let mut member = invite_and_join(&app, &mut owner, &slug, email, "member", None).await;
+    let fields = [("confirm_email", email), ("current_password", PASSWORD), ("code", "")];
+    let res = member.submit("/account/security", "/account/delete", &fields).await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap_or_default());
+    let org = uuid.to_string().parse().unwrap();
+    let m = mover(&app);
+    moving::move_organization(&m, org, eu(), app.clock.now_utc(), Some(Step::Copied)).await.unwrap_err();
+    app.clock.advance(time::Duration::days(31));
+    let pass = clientflow::identity::account_deletion::purge_due(&app.app_db, app.clock.now_utc()).await.unwrap();
+    assert!(pass.purged.is_empty(), "{pass:?}");
+    assert_eq!((memberships_of(&app, "us", uuid, email).await, memberships_of(&app, "eu", uuid, email).await), (1, 1));
+    moving::move_organization(&m, org, eu(), app.clock.now_utc(), None).await.unwrap();
+    let pass = clientflow::identity::account_deletion::purge_due(&app.app_db, app.clock.now_utc()).await.unwrap();
+    assert_eq!(pass.purged.len(), 1, "{pass:?}");
+    let members: i64 = sqlx::query_scalar("SELECT count(*) FROM memberships WHERE organization_id = $1")
+        .bind(uuid)
+        .fetch_one(&mut app.region_db("eu").admin_conn().await)
+        .await
+        .unwrap();
+    assert_eq!(members, 1, "only the Owner is left");
+}
+
+#[tokio::test]
 async fn an_invitation_is_listed_and_answered_in_its_organizations_region_only() {
     // From a move's copy step to its purge, both regions hold the organization and its
     // invitations. The invitee sees the invitation once, its answer waits while the
