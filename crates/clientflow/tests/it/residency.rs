@@ -75,6 +75,15 @@ async fn org_id(app: &TestApp, region: &str, slug: &str) -> uuid::Uuid {
     sqlx::query_scalar("SELECT id FROM organizations WHERE slug = $1").bind(slug).fetch_one(&mut db).await.unwrap()
 }
 
+/// An Owner signed up as `owner@<name>.test`, and their organization `name`, made in the
+/// default region: the Owner, the slug and the organization's id.
+async fn owned_in_us(app: &TestApp, name: &str) -> (Browser, String, uuid::Uuid) {
+    let mut owner = sign_up(app, &format!("owner@{name}.test")).await;
+    let slug = create_org(&mut owner, name).await;
+    let uuid = org_id(app, "us", &slug).await;
+    (owner, slug, uuid)
+}
+
 async fn post(b: &Browser, token: &str, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
     b.post_with(path, fields, Some(token), true).await
 }
@@ -709,9 +718,7 @@ async fn a_move_goes_through_while_access_changes_elsewhere_in_its_region() {
 #[tokio::test]
 async fn writes_are_refused_while_an_organization_moves() {
     let app = two_regions().await;
-    let mut owner = sign_up(&app, "owner@frozen.test").await;
-    let slug = create_org(&mut owner, "frozen").await;
-    let uuid = org_id(&app, "us", &slug).await;
+    let (mut owner, slug, uuid) = owned_in_us(&app, "frozen").await;
     let key = crate::support::api_key(&app, uuid, "ci").await;
     let org = uuid.to_string().parse().unwrap();
     let m = mover(&app);
@@ -762,9 +769,7 @@ async fn between_a_moves_switch_and_its_purge_keys_answer_from_the_new_region() 
     // ignore a revocation made in the new region): neither a key this server kept as verified
     // there before the move, nor one it verifies for the first time.
     let app = two_regions().await;
-    let mut owner = sign_up(&app, "owner@switching.test").await;
-    let slug = create_org(&mut owner, "switching").await;
-    let uuid = org_id(&app, "us", &slug).await;
+    let (_, _, uuid) = owned_in_us(&app, "switching").await;
     let kept = crate::support::api_key(&app, uuid, "kept").await;
     let fresh = crate::support::api_key(&app, uuid, "fresh").await;
     assert_eq!(api::post(&app, "/api/v1/clients", &kept, json!({"name": "Before"})).await.status, 201);
@@ -918,9 +923,7 @@ async fn a_write_request_routed_before_a_move_asks_again_once_the_copy_may_begin
     // write: the request takes the move's lock, which a move about to copy holds (here: held by
     // hand), and asks the directory again once it has it.
     let app = two_regions().await;
-    let mut owner = sign_up(&app, "owner@raced.test").await;
-    let slug = create_org(&mut owner, "raced").await;
-    let uuid = org_id(&app, "us", &slug).await;
+    let (mut owner, slug, uuid) = owned_in_us(&app, "raced").await;
     let key = crate::support::api_key(&app, uuid, "raced").await;
     let token = session_token(&mut owner).await;
     let lock = format!("SELECT pg_advisory_lock({})", access::directory::MOVE_LOCK_KEY);
@@ -964,9 +967,7 @@ async fn the_contact_form_waits_while_its_organization_moves() {
     // the form says to send it again shortly, keeps what was written, and takes it once the
     // move is done, in the new region.
     let app = two_regions().await;
-    let mut owner = sign_up(&app, "owner@contacting.test").await;
-    let slug = create_org(&mut owner, "contacting").await;
-    let uuid = org_id(&app, "us", &slug).await;
+    let (mut owner, slug, uuid) = owned_in_us(&app, "contacting").await;
     let token = session_token(&mut owner).await;
     let settings = [("contact_form_enabled", "on"), ("contact_email", "inbox@contacting.test")];
     assert_eq!(post(&owner, &token, &format!("/o/{slug}/settings/contact"), &settings).await.status(), 303);
@@ -1015,9 +1016,7 @@ async fn an_account_deletion_waits_for_a_move_of_one_of_its_organizations() {
     // is making could bring them back. It waits, and the next pass after the move purges them
     // from where the organization ended up.
     let app = two_regions().await;
-    let mut owner = sign_up(&app, "owner@leaving.test").await;
-    let slug = create_org(&mut owner, "leaving").await;
-    let uuid = org_id(&app, "us", &slug).await;
+    let (mut owner, slug, uuid) = owned_in_us(&app, "leaving").await;
     let email = "member@leaving.test";
     let mut member = invite_and_join(&app, &mut owner, &slug, email, "member", None).await;
     let fields = [("confirm_email", email), ("current_password", PASSWORD), ("code", "")];
@@ -1049,9 +1048,7 @@ async fn an_invitation_is_listed_and_answered_in_its_organizations_region_only()
     // directory has switched the answer is written in the new region. The member's list of
     // organizations shows each once, too.
     let app = two_regions().await;
-    let mut owner = sign_up(&app, "owner@inviting.test").await;
-    let slug = create_org(&mut owner, "inviting").await;
-    let uuid = org_id(&app, "us", &slug).await;
+    let (mut owner, slug, uuid) = owned_in_us(&app, "inviting").await;
     let res = owner
         .submit(
             &format!("/o/{slug}/members"),
@@ -1116,9 +1113,7 @@ async fn a_deletion_due_during_a_move_waits_and_purges_the_organization_where_th
     // purging either in the middle of it would leave the other behind, with no directory
     // entry to find it by. The purge waits, then purges the organization where it ended up.
     let app = two_regions().await;
-    let mut owner = sign_up(&app, "owner@ending.test").await;
-    let slug = create_org(&mut owner, "ending").await;
-    let uuid = org_id(&app, "us", &slug).await;
+    let (mut owner, slug, uuid) = owned_in_us(&app, "ending").await;
     let path = format!("/o/{slug}/settings/deletion");
     let res = owner.submit(&path, &path, &[("confirm_name", "ending"), ("current_password", PASSWORD)]).await;
     assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
@@ -1182,9 +1177,7 @@ async fn an_export_requested_before_a_move_is_written_once_where_the_move_ends()
     // the organization leaves, and the copy that stays would write it again.
     use clientflow::privacy::export_jobs;
     let app = two_regions().await;
-    let mut owner = sign_up(&app, "owner@exporting.test").await;
-    let slug = create_org(&mut owner, "exporting").await;
-    let uuid = org_id(&app, "us", &slug).await;
+    let (mut owner, slug, uuid) = owned_in_us(&app, "exporting").await;
     let page = format!("/o/{slug}/settings/export");
     let res = owner.submit(&page, &page, &[("current_password", PASSWORD)]).await;
     assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
@@ -1218,9 +1211,7 @@ async fn the_audit_signer_leaves_an_organization_alone_while_it_moves() {
     // them different. It leaves both copies alone while the organization moves (the move signs
     // the head in the new region as it verifies).
     let app = two_regions().await;
-    let mut owner = sign_up(&app, "owner@signed-later.test").await;
-    let slug = create_org(&mut owner, "signed-later").await;
-    let uuid = org_id(&app, "us", &slug).await;
+    let (_, _, uuid) = owned_in_us(&app, "signed-later").await;
     let org = uuid.to_string().parse().unwrap();
     let m = mover(&app);
     moving::move_organization(&m, org, eu(), app.clock.now_utc(), Some(Step::Copied)).await.unwrap_err();
