@@ -431,3 +431,122 @@ async fn a_temporary_table_does_not_shadow_what_a_definer_function_reads() {
         .unwrap();
     assert_eq!(kept, 1, "the account's security events are still there");
 }
+
+/// ClientFlow's three roles.
+const ROLES: [&str; 3] = ["clientflow_owner", "clientflow_app", "clientflow_auditor"];
+
+/// The tables the auditor role (`BYPASSRLS`: every organization's rows, for `clientflow audit
+/// verify` and operator lookups by slug) may read. It may write nothing.
+const AUDITOR_READS: &[&str] =
+    &["audit_checkpoints", "audit_events", "audit_heads", "audit_retention_policy", "organizations"];
+
+/// Everything wrong with what the three roles may do beyond their grants, as readable lines:
+/// the auditor reading a table not in [`AUDITOR_READS`] or writing any, a role that inherits
+/// another's privileges (of `roles`), and the app or auditor role creating temporary tables or
+/// schemas.
+async fn role_violations(conn: &mut PgConnection, roles: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    let rows: Vec<(String, bool, bool)> = sqlx::query_as(
+        "SELECT c.relname::text, \
+           has_any_column_privilege('clientflow_auditor', c.oid, 'SELECT'), \
+           has_table_privilege('clientflow_auditor', c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER') \
+             OR has_any_column_privilege('clientflow_auditor', c.oid, 'INSERT, UPDATE, REFERENCES') \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'f') ORDER BY 1",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    for (table, reads, writes) in rows {
+        if reads && !AUDITOR_READS.contains(&table.as_str()) {
+            out.push(format!("clientflow_auditor may read {table}"));
+        }
+        if writes {
+            out.push(format!("clientflow_auditor may write {table}"));
+        }
+    }
+    let sequences: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = 'public' \
+           AND CASE WHEN c.relkind = 'S' THEN has_sequence_privilege('clientflow_auditor', c.oid, 'USAGE, SELECT, UPDATE') END \
+         ORDER BY 1",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    out.extend(sequences.into_iter().map(|s| format!("clientflow_auditor may use sequence {s}")));
+    let inherited: Vec<(String, String)> = sqlx::query_as(
+        "SELECT m.rolname::text, r.rolname::text FROM pg_auth_members a \
+         JOIN pg_roles m ON m.oid = a.member JOIN pg_roles r ON r.oid = a.roleid \
+         WHERE m.rolname = ANY($1) ORDER BY 1, 2",
+    )
+    .bind(roles)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    out.extend(inherited.into_iter().map(|(member, role)| format!("{member} is a member of {role}")));
+    for role in ["clientflow_app", "clientflow_auditor"] {
+        let (temp, create): (bool, bool) = sqlx::query_as(
+            "SELECT has_database_privilege($1, current_database(), 'TEMPORARY'), \
+                    has_database_privilege($1, current_database(), 'CREATE')",
+        )
+        .bind(role)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        if temp {
+            out.push(format!("{role} may create temporary tables"));
+        }
+        if create {
+            out.push(format!("{role} may create schemas"));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_auditor_only_reads_the_audit_tables_and_no_role_has_more_than_its_grants() {
+    let db = TestDb::new().await;
+    let mut conn = db.admin_conn().await;
+    let v = role_violations(&mut conn, &ROLES).await;
+    assert!(v.is_empty(), "{}", v.join("\n"));
+    // The list names only what the auditor does read (a grant taken back leaves no entry).
+    for table in AUDITOR_READS {
+        let reads: bool = sqlx::query_scalar("SELECT has_table_privilege('clientflow_auditor', $1, 'SELECT')")
+            .bind(format!("public.{table}"))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert!(reads, "the auditor reads {table}");
+    }
+}
+
+#[tokio::test]
+async fn the_role_check_catches_a_careless_grant() {
+    // Negative control: the check above must fail for grants that break the rules.
+    let db = TestDb::new().await;
+    let mut conn = db.admin_conn().await;
+    let careless = format!("careless_{}", db.name);
+    for stmt in [
+        "GRANT SELECT (email, password_hash) ON users TO clientflow_auditor".to_string(),
+        "GRANT UPDATE ON audit_heads TO clientflow_auditor".to_string(),
+        format!("GRANT TEMPORARY, CREATE ON DATABASE {} TO clientflow_auditor", db.name),
+        // Roles are the cluster's, shared with tests running beside this one: a membership is
+        // shown on a role of this test's own.
+        format!("CREATE ROLE {careless} NOLOGIN IN ROLE pg_read_all_data"),
+    ] {
+        sqlx::query(&stmt).execute(&mut conn).await.unwrap();
+    }
+    let v = role_violations(&mut conn, &[ROLES.as_slice(), &[careless.as_str()]].concat()).await.join("\n");
+    sqlx::query(&format!("DROP ROLE {careless}")).execute(&mut conn).await.unwrap();
+    for needle in [
+        "clientflow_auditor may read users",
+        "clientflow_auditor may write audit_heads",
+        &format!("{careless} is a member of pg_read_all_data"),
+        "clientflow_auditor may create temporary tables",
+        "clientflow_auditor may create schemas",
+    ] {
+        assert!(v.contains(needle), "expected {needle:?} in:\n{v}");
+    }
+    assert!(!v.contains("may read organizations"), "{v}");
+}
