@@ -26,6 +26,11 @@ BEGIN
         JOIN pg_namespace n ON n.oid = p.pronamespace
         CROSS JOIN LATERAL unnest(p.proconfig) AS c
         WHERE n.nspname = 'public' AND c LIKE 'search_path=%'
+          -- Ours: not an extension's, nor a function another role put in the schema (its
+          -- owner alone may alter it; the catalog test names any such function).
+          AND p.proowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                          WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
     LOOP
         IF path !~ '(^|, *)pg_temp *$' THEN
             EXECUTE format('ALTER FUNCTION %s SET search_path = %s, pg_temp', f, path);
