@@ -561,9 +561,10 @@ async fn snapshot(app: &TestApp, region: &str, org: uuid::Uuid) -> Vec<(String, 
     rows_of(&mut conn, org).await.into_iter().filter(|(t, _)| !t.starts_with("audit_")).collect()
 }
 
-async fn audit_events(app: &TestApp, region: &str, org: uuid::Uuid) -> i64 {
+/// Rows of `org` in `table`, in a region's database.
+async fn rows_in(app: &TestApp, region: &str, table: &str, org: uuid::Uuid) -> i64 {
     let mut conn = app.region_db(region).admin_conn().await;
-    sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE organization_id = $1")
+    sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE organization_id = $1"))
         .bind(org)
         .fetch_one(&mut conn)
         .await
@@ -591,7 +592,7 @@ async fn whole_in(
     extra_events: i64,
 ) {
     assert_eq!(snapshot(app, region, uuid).await, before, "every row, once, in {region}");
-    assert_eq!(audit_events(app, region, uuid).await, events_before + extra_events);
+    assert_eq!(rows_in(app, region, "audit_events", uuid).await, events_before + extra_events);
     let mut conn = app.region_db(other).admin_conn().await;
     assert_eq!(rows_of(&mut conn, uuid).await, vec![], "nothing left in {other}");
     let dir = |r: &str| {
@@ -637,7 +638,7 @@ async fn a_moved_organization_keeps_everything_and_leaves_nothing_behind() {
     let uuid = org_id(&app, "us", &slug).await;
     let org: clientflow::platform::ids::OrgId = uuid.to_string().parse().unwrap();
     let before = snapshot(&app, "us", uuid).await;
-    let events = audit_events(&app, "us", uuid).await;
+    let events = rows_in(&app, "us", "audit_events", uuid).await;
 
     let m = mover(&app);
     let report = moving::move_organization(&m, org, eu(), app.clock.now_utc(), None).await.unwrap();
@@ -645,7 +646,11 @@ async fn a_moved_organization_keeps_everything_and_leaves_nothing_behind() {
     assert!(report.files >= 2);
     assert_eq!(directory_region(&app, uuid).await, ("eu".to_string(), None));
     assert_eq!(snapshot(&app, "eu", uuid).await, before);
-    assert_eq!(audit_events(&app, "eu", uuid).await, events + 1, "the chain continues with the move's event");
+    assert_eq!(
+        rows_in(&app, "eu", "audit_events", uuid).await,
+        events + 1,
+        "the chain continues with the move's event"
+    );
     let mut us = app.db.admin_conn().await;
     assert_eq!(rows_of(&mut us, uuid).await, vec![], "the old region holds nothing of it");
     assert!(files_of(&app.config.data_dir.join("files"), uuid).is_empty());
@@ -761,6 +766,39 @@ async fn kept_in_us(app: &TestApp, key: &str) {
     assert!(app.state.api_keys.counts().0 > reused, "the key's verification is kept");
 }
 
+/// The directory switched to the new region by hand, as a move does at its switch (a move
+/// that dies right after it, or a request verified just before it).
+async fn switch_by_hand(app: &TestApp, org: uuid::Uuid) {
+    sqlx::query("UPDATE organization_directory SET region = 'eu', moving_to = NULL WHERE org = $1")
+        .bind(org)
+        .execute(&mut app.db.admin_conn().await)
+        .await
+        .unwrap();
+}
+
+/// What a key would read in the copy left behind in the old region, changed there behind the
+/// server's back.
+async fn change_left_behind(app: &TestApp, org: uuid::Uuid) {
+    sqlx::query("UPDATE clients SET name = 'Left behind' WHERE organization_id = $1")
+        .bind(org)
+        .execute(&mut app.region_db("us").admin_conn().await)
+        .await
+        .unwrap();
+}
+
+/// `key` reads the new region's copy (its client "Before", not what [`change_left_behind`]
+/// wrote) and writes a client `name` there, and nothing into the copy left behind.
+async fn reads_and_writes_the_new_region(app: &TestApp, org: uuid::Uuid, key: &str, name: &str) {
+    let res = api::get(app, "/api/v1/clients", key).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let names: Vec<&str> = res.body["data"].as_array().unwrap().iter().filter_map(|c| c["name"].as_str()).collect();
+    assert!(names.contains(&"Before") && !names.contains(&"Left behind"), "{name}: read in the new region: {names:?}");
+    let res = api::post(app, "/api/v1/clients", key, json!({ "name": name })).await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    assert_eq!(clients_named(app, "eu", org, name).await, 1, "{name}: written in the new region");
+    assert_eq!(clients_named(app, "us", org, name).await, 0, "{name}: not in the copy left behind");
+}
+
 #[tokio::test]
 async fn between_a_moves_switch_and_its_purge_keys_answer_from_the_new_region() {
     // Until the purge, the old region still holds a copy of the organization, its keys
@@ -779,25 +817,9 @@ async fn between_a_moves_switch_and_its_purge_keys_answer_from_the_new_region() 
     let err = moving::move_organization(&m, org, eu(), app.clock.now_utc(), Some(Step::Switched)).await.unwrap_err();
     assert!(err.to_string().contains("interrupted after step switched"), "{err}");
     assert_eq!(directory_region(&app, uuid).await, ("eu".to_string(), None));
-    // What a key would read in the copy left behind, changed there behind the server's back.
-    let mut us = app.region_db("us").admin_conn().await;
-    sqlx::query("UPDATE clients SET name = 'Left behind' WHERE organization_id = $1")
-        .bind(uuid)
-        .execute(&mut us)
-        .await
-        .unwrap();
+    change_left_behind(&app, uuid).await;
     for (key, name) in [(&kept, "After, kept"), (&fresh, "After, fresh")] {
-        let res = api::get(&app, "/api/v1/clients", key).await;
-        assert_eq!(res.status, 200, "{}", res.body);
-        let names: Vec<&str> = res.body["data"].as_array().unwrap().iter().filter_map(|c| c["name"].as_str()).collect();
-        assert!(
-            names.contains(&"Before") && !names.contains(&"Left behind"),
-            "{name}: read in the new region: {names:?}"
-        );
-        let res = api::post(&app, "/api/v1/clients", key, json!({ "name": name })).await;
-        assert_eq!(res.status, 201, "{}", res.body);
-        assert_eq!(clients_named(&app, "eu", uuid, name).await, 1, "written in the new region");
-        assert_eq!(clients_named(&app, "us", uuid, name).await, 0, "not in the copy left behind");
+        reads_and_writes_the_new_region(&app, uuid, key, name).await;
     }
     // Revoked in the new region: refused, though its copy in the old one still stands.
     let mut eu_conn = app.region_db("eu").admin_conn().await;
@@ -815,19 +837,14 @@ async fn between_a_moves_switch_and_its_purge_keys_answer_from_the_new_region() 
     let key = crate::support::api_key(&app, uuid, "racing").await;
     kept_in_us(&app, &key).await;
     moving::move_organization(&m, org, eu(), app.clock.now_utc(), Some(Step::Copied)).await.unwrap_err();
-    let mut dir = app.db.admin_conn().await;
-    sqlx::query("UPDATE organization_directory SET region = 'eu', moving_to = NULL WHERE org = $1")
-        .bind(uuid)
-        .execute(&mut dir)
-        .await
-        .unwrap();
+    switch_by_hand(&app, uuid).await;
     let res = api::post(&app, "/api/v1/clients", &key, json!({"name": "Into the void"})).await;
     assert_eq!(res.status, 503, "{}", res.body);
     assert_eq!(clients_named(&app, "us", uuid, "Into the void").await, 0);
     // The move, run again, finishes: everything is in the new region, and the key works there.
     sqlx::query("UPDATE organization_moves SET step = 'switched' WHERE org = $1")
         .bind(uuid)
-        .execute(&mut dir)
+        .execute(&mut app.db.admin_conn().await)
         .await
         .unwrap();
     moving::move_organization(&m, org, eu(), app.clock.now_utc(), None).await.unwrap();
@@ -856,26 +873,9 @@ async fn a_key_kept_before_a_move_is_verified_again_before_the_switch() {
     assert_eq!(app.state.api_keys.counts().1, verified + 3, "verified from scratch while the organization moves");
     // The switch commits (by hand: the move dies right after it), and the copy left behind is
     // changed behind the server's back.
-    let mut dir = app.db.admin_conn().await;
-    sqlx::query("UPDATE organization_directory SET region = 'eu', moving_to = NULL WHERE org = $1")
-        .bind(uuid)
-        .execute(&mut dir)
-        .await
-        .unwrap();
-    let mut us = app.region_db("us").admin_conn().await;
-    sqlx::query("UPDATE clients SET name = 'Left behind' WHERE organization_id = $1")
-        .bind(uuid)
-        .execute(&mut us)
-        .await
-        .unwrap();
-    let res = api::get(&app, "/api/v1/clients", &key).await;
-    assert_eq!(res.status, 200, "{}", res.body);
-    let names: Vec<&str> = res.body["data"].as_array().unwrap().iter().filter_map(|c| c["name"].as_str()).collect();
-    assert!(names.contains(&"Before") && !names.contains(&"Left behind"), "read in the new region: {names:?}");
-    let res = api::post(&app, "/api/v1/clients", &key, json!({"name": "After"})).await;
-    assert_eq!(res.status, 201, "{}", res.body);
-    assert_eq!(clients_named(&app, "eu", uuid, "After").await, 1);
-    assert_eq!(clients_named(&app, "us", uuid, "After").await, 0);
+    switch_by_hand(&app, uuid).await;
+    change_left_behind(&app, uuid).await;
+    reads_and_writes_the_new_region(&app, uuid, &key, "After").await;
 }
 
 #[tokio::test]
@@ -982,13 +982,7 @@ async fn the_contact_form_waits_while_its_organization_moves() {
     let page = res.text().await.unwrap();
     assert!(page.contains("take messages for a few minutes"), "{page}");
     assert!(page.contains("Still taking clients?"), "what was written is kept: {page}");
-    let stored = async |region: &str| -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM contact_submissions WHERE organization_id = $1")
-            .bind(uuid)
-            .fetch_one(&mut app.region_db(region).admin_conn().await)
-            .await
-            .unwrap()
-    };
+    let stored = async |region: &str| rows_in(&app, region, "contact_submissions", uuid).await;
     assert_eq!((stored("us").await, stored("eu").await), (0, 0));
     moving::move_organization(&m, org, eu(), app.clock.now_utc(), None).await.unwrap();
     let res = visitor.submit(&form, &form, &fields).await;
@@ -1032,12 +1026,7 @@ async fn an_account_deletion_waits_for_a_move_of_one_of_its_organizations() {
     moving::move_organization(&m, org, eu(), app.clock.now_utc(), None).await.unwrap();
     let pass = clientflow::identity::account_deletion::purge_due(&app.app_db, app.clock.now_utc()).await.unwrap();
     assert_eq!(pass.purged.len(), 1, "{pass:?}");
-    let members: i64 = sqlx::query_scalar("SELECT count(*) FROM memberships WHERE organization_id = $1")
-        .bind(uuid)
-        .fetch_one(&mut app.region_db("eu").admin_conn().await)
-        .await
-        .unwrap();
-    assert_eq!(members, 1, "only the Owner is left");
+    assert_eq!(rows_in(&app, "eu", "memberships", uuid).await, 1, "only the Owner is left");
 }
 
 #[tokio::test]
@@ -1270,7 +1259,7 @@ async fn a_move_interrupted_after_any_step_resumes_or_rolls_back_losing_and_dupl
         // Interrupted, then run again: it finishes from where it stopped.
         let (uuid, org) = seeded(&app, &format!("resume{i}")).await;
         let before = snapshot(&app, "us", uuid).await;
-        let events = audit_events(&app, "us", uuid).await;
+        let events = rows_in(&app, "us", "audit_events", uuid).await;
         let err = moving::move_organization(&m, org, eu(), app.clock.now_utc(), Some(step)).await.unwrap_err();
         assert!(err.to_string().contains(step.as_str()), "{err}");
         let report = moving::move_organization(&m, org, eu(), app.clock.now_utc(), None).await.unwrap();
@@ -1281,7 +1270,7 @@ async fn a_move_interrupted_after_any_step_resumes_or_rolls_back_losing_and_dupl
         // Interrupted, then rolled back: whole where it was (possible until the switch).
         let (uuid, org) = seeded(&app, &format!("back{i}")).await;
         let before = snapshot(&app, "us", uuid).await;
-        let events = audit_events(&app, "us", uuid).await;
+        let events = rows_in(&app, "us", "audit_events", uuid).await;
         moving::move_organization(&m, org, eu(), app.clock.now_utc(), Some(step)).await.unwrap_err();
         if step < Step::Switched {
             assert_eq!(moving::roll_back(&m, org).await.unwrap(), step);
@@ -1298,7 +1287,7 @@ async fn a_move_interrupted_after_any_step_resumes_or_rolls_back_losing_and_dupl
     // from an earlier attempt is gone after the move.
     let (uuid, org) = seeded(&app, "stray").await;
     let before = snapshot(&app, "us", uuid).await;
-    let events = audit_events(&app, "us", uuid).await;
+    let events = rows_in(&app, "us", "audit_events", uuid).await;
     moving::move_organization(&m, org, eu(), app.clock.now_utc(), Some(Step::Frozen)).await.unwrap_err();
     let mut eu_conn = app.region_db("eu").owner_conn().await;
     sqlx::query("BEGIN").execute(&mut eu_conn).await.unwrap();
