@@ -21,6 +21,7 @@ use crate::access::route::{Access, RouteDef, Surface};
 use crate::identity::guard as identity_guard;
 use crate::identity::session::Stage;
 use crate::platform::config::PlatformSettings;
+use crate::platform::db::tenant::Writes;
 use crate::platform::http::error::{self, AppError};
 use crate::platform::http::middleware::{self, ClientIp, HttpContext};
 use crate::platform::net;
@@ -68,8 +69,13 @@ pub fn router_from(state: AppState, defs: Vec<RouteDef>) -> Router {
     crate::errors::register();
     let mut router: Router<AppState> = Router::new();
     for def in defs {
-        let guard =
-            RouteGuard { state: state.clone(), access: def.access, surface: def.surface, limits: def.limits.into() };
+        let guard = RouteGuard {
+            state: state.clone(),
+            access: def.access,
+            surface: def.surface,
+            limits: def.limits.into(),
+            writes_when_read: def.writes_when_read,
+        };
         let handler = def
             .handler
             .route_layer(from_fn_with_state(guard, guard_route))
@@ -121,6 +127,8 @@ pub struct RouteGuard {
     pub access: Access,
     pub surface: Surface,
     pub limits: Arc<[Limit]>,
+    /// A request of a safe method may write (`RouteDef::writes_when_read`).
+    pub writes_when_read: bool,
 }
 
 /// The per-route guard: runs before the handler, with the route's declared access and rate
@@ -172,7 +180,17 @@ async fn guarded(
         Access::DeletionPending => identity_guard::require_session(state, req, Stage::Departing, rotated).await,
         Access::AnySession => identity_guard::require_any_session(state, req).await,
         Access::Org(permission) => crate::tenancy::guard::require_org(state, req, permission, rotated).await,
-        Access::Api(permission) => crate::api::guard::require_key(state, req, permission).await,
+        Access::Api(permission) => {
+            // A request of a safe method reads: its transaction refuses writes (PostgreSQL
+            // enforces it), which lets it end without a commit of its own (`OrgTx::finish`),
+            // unless its route declares that it writes when read.
+            let writes = if identity_guard::is_unsafe(req.method()) || route.writes_when_read {
+                Writes::Allowed
+            } else {
+                Writes::Refused
+            };
+            crate::api::guard::require_key(state, req, permission, writes).await
+        }
         Access::Public | Access::Operator => Ok(identity_guard::Resolved::Ok(req)),
     };
     let req = match resolved {
@@ -268,7 +286,9 @@ async fn in_request_tx(state: &AppState, req: Request, next: Next, work: Work) -
             };
             let (res, tx) = crate::platform::db::tenant::with_request_tx(tx, run).await;
             match tx {
-                Ok(Some(tx)) => match tx.commit().await {
+                // Committed; a read-only transaction (a request of a safe method, verified with a
+                // kept key) ends without a round trip of its own (`OrgTx::finish`).
+                Ok(Some(tx)) => match tx.finish().await {
                     Ok(()) => res,
                     // Nothing of the work was saved: the answer would not be true.
                     Err(e) => AppError::from(e).into_response(),

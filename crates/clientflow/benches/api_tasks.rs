@@ -7,8 +7,8 @@
 //!
 //! Then the database's own limit: `pgbench` runs the same transaction (tenant set, the same
 //! SELECT with the same values, commit) with 16 clients against the same database, while the API
-//! is loaded with 64 connections; the script prints both and their ratio, and the committed
-//! transactions per API request (`pg_stat_database.xact_commit`). The API side of that comparison
+//! is loaded with 64 connections; the script prints both and their ratio, and the transactions
+//! per API request (`pg_stat_database.xact_commit + xact_rollback`). The API side of that comparison
 //! is loaded by `wrk` when it is installed (a separate process in C, like pgbench), else from
 //! this process. With wrk, the reference handler is loaded the same way, and each run prints the
 //! CPU time per request of the server and of PostgreSQL (from `/proc`, where the database runs on
@@ -277,7 +277,7 @@ async fn main() {
         let cpu_before = cpu_now(&mut admin).await;
         let (ref_rps, ref_requests, _, _) = wrk_run(&wrk, &reference, &key.secret, api_connections, seconds);
         let ref_cpu = cpu_now(&mut admin).await.since(&cpu_before, ref_requests as f64);
-        let before = xact_commit(&mut admin).await;
+        let before = xact_count(&mut admin).await;
         let cpu_before = cpu_now(&mut admin).await;
         let (rps, requests, p50, p99) = wrk_run(&wrk, &url, &key.secret, api_connections, seconds);
         let api_cpu = cpu_now(&mut admin).await.since(&cpu_before, requests as f64);
@@ -300,19 +300,19 @@ async fn main() {
             .build()
             .expect("client");
         load(&api_client, &full_url, Some(&key.secret), api_connections, 2).await;
-        let before = xact_commit(&mut admin).await;
+        let before = xact_count(&mut admin).await;
         let api_run = load(&api_client, &full_url, Some(&key.secret), api_connections, seconds).await;
         let requests = api_run.requests;
         let rps = report(&format!("GET /api/v1/tasks?limit=50, {api_connections} connections"), &[api_run]);
         (rps, requests, before)
     };
-    let per_request = (xact_commit(&mut admin).await - before) as f64 / requests as f64;
+    let per_request = (xact_count(&mut admin).await - before) as f64 / requests as f64;
     println!(
         "{:<44} {pgbench_tps:>8.0} tps     CPU per transaction: {}",
         format!("pgbench, same transaction, {pgbench_clients} clients"),
         pgbench_cpu.describe()
     );
-    println!("committed transactions per API request: {per_request:.2}");
+    println!("transactions per API request (committed or rolled back): {per_request:.2}");
     let (reused, verified) = app.state.api_keys.counts();
     println!(
         "API requests that reused a kept key verification: {reused} (verified from scratch: {verified}; \
@@ -383,11 +383,12 @@ async fn cpu_now(admin: &mut sqlx::PgConnection) -> Cpu {
     Cpu { server, postgres }
 }
 
-/// The committed transactions of the test database so far (the statistics are read in a fresh
-/// snapshot each time).
-async fn xact_commit(conn: &mut sqlx::PgConnection) -> i64 {
+/// The transactions of the test database so far, committed or rolled back (a read-only request
+/// ends its transaction by rolling it back: `OrgTx::finish`). The statistics are read in a
+/// fresh snapshot each time.
+async fn xact_count(conn: &mut sqlx::PgConnection) -> i64 {
     sqlx::query("SELECT pg_stat_clear_snapshot()").execute(&mut *conn).await.expect("snapshot");
-    sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+    sqlx::query_scalar("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()")
         .fetch_one(&mut *conn)
         .await
         .expect("xact_commit")

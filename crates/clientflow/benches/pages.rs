@@ -1,7 +1,7 @@
 //! An authenticated page on the seeded data set: `GET /o/{org}/projects` as a Member (session
 //! cookie, organization by slug, membership and permissions, the organization's settings, then
-//! the handler's own query). Prints the transactions the database committed per request (from
-//! `pg_stat_database.xact_commit`, sequential requests) and throughput and p50/p95 latency under
+//! the handler's own query). Prints the transactions the database ended per request (from
+//! `pg_stat_database.xact_commit + xact_rollback`, sequential requests) and throughput and p50/p95 latency under
 //! concurrent load; the route guard's budget is one transaction, the handler's one more.
 //!
 //! Run: `cargo bench --bench pages` (PostgreSQL: `TEST_DATABASE_URL` as for the tests).
@@ -69,9 +69,7 @@ async fn main() {
         }
     })
     .await;
-    println!(
-        "GET /o/{{org}}/projects as a Member: {per_request:.2} transactions committed per request ({sequential} requests)"
-    );
+    println!("GET /o/{{org}}/projects as a Member: {per_request:.2} transactions per request ({sequential} requests)");
 
     load(&client, &url, &cookie, concurrency, 2.0).await;
     let run = load(&client, &url, &cookie, concurrency, seconds).await;

@@ -10,6 +10,7 @@ use axum::response::IntoResponse;
 use crate::access::role::Permission;
 use crate::access::{self, OrgPrincipal};
 use crate::identity::guard::Resolved;
+use crate::platform::db::tenant::Writes;
 use crate::platform::http::error::AppError;
 use crate::platform::http::middleware::ClientIp;
 use crate::state::AppState;
@@ -29,7 +30,13 @@ fn invalid() -> Resolved {
     Resolved::Respond(res)
 }
 
-pub async fn require_key(state: &AppState, mut req: Request, permission: Permission) -> Result<Resolved, AppError> {
+/// `writes` says whether the request's transaction may write (see `routes::guarded`).
+pub async fn require_key(
+    state: &AppState,
+    mut req: Request,
+    permission: Permission,
+    writes: Writes,
+) -> Result<Resolved, AppError> {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -41,7 +48,7 @@ pub async fn require_key(state: &AppState, mut req: Request, permission: Permiss
     let Some(presented) = presented else { return Ok(invalid()) };
     // Verified in the transaction the request's work then runs in (see `crate::routes`).
     let Some(access::api_key::KeyRequest { mut tx, allowlist, deletion_scheduled }) =
-        access::open_api_key_request(&state.db, &state.api_keys, &presented, state.clock.now()).await?
+        access::open_api_key_request(&state.db, &state.api_keys, &presented, state.clock.now(), writes).await?
     else {
         return Ok(invalid());
     };

@@ -146,21 +146,22 @@ impl Run {
     }
 }
 
-/// Transactions committed in the app's database so far, as `pg_stat_database` reports them.
-/// A PostgreSQL backend reports its statistics once it has been idle for ten seconds (or at
+/// Transactions ended in the app's database so far, committed or rolled back (a read-only
+/// request ends its transaction by rolling it back: `OrgTx::finish`), as `pg_stat_database`
+/// reports them. A PostgreSQL backend reports its statistics once it has been idle for ten seconds (or at
 /// exit), so this waits that long first. The reading costs a transaction or two of its own:
 /// [`transactions_per_request`] measures that overhead and takes it off.
 pub async fn committed(app: &TestApp) -> i64 {
     tokio::time::sleep(Duration::from_secs(11)).await;
     let mut admin = app.db.admin_conn().await;
     sqlx::query("SELECT pg_stat_force_next_flush()").execute(&mut admin).await.expect("flush");
-    sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+    sqlx::query_scalar("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()")
         .fetch_one(&mut admin)
         .await
         .expect("pg_stat_database")
 }
 
-/// Transactions the database committed per request over `requests` requests made by `run`,
+/// Transactions the database ended per request over `requests` requests made by `run`,
 /// less what reading the count costs (measured over an idle period first).
 pub async fn transactions_per_request<F, Fut>(app: &TestApp, requests: u64, run: F) -> f64
 where

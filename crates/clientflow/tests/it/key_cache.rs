@@ -3,6 +3,7 @@
 //! tests make each kind of change behind the server's back, as the superuser, so that only the
 //! database's triggers can tell the server, and expect the very next request to be refused.
 
+use clientflow::platform::db::tenant::Writes;
 use clientflow_test_support::TestApp;
 use sqlx::PgConnection;
 
@@ -477,7 +478,10 @@ async fn a_moved_epoch_begins_nothing_and_leaves_the_connection_as_it_was() {
     tx.commit().await.unwrap();
 
     let moved = format!("SELECT access_epoch_is('{}')", uuid::Uuid::new_v4());
-    let e = OrgTx::begin_if(&db, &org.principal, &moved).await.err().expect("a moved epoch begins nothing");
+    let e = OrgTx::begin_if(&db, &org.principal, &moved, Writes::Allowed)
+        .await
+        .err()
+        .expect("a moved epoch begins nothing");
     let code = e.as_database_error().and_then(|d| d.code()).map(|c| c.to_string());
     assert_eq!(code.as_deref(), Some("CFA01"), "{e}");
     // Outside any transaction, as the database sees it.
@@ -500,7 +504,7 @@ async fn a_moved_epoch_begins_nothing_and_leaves_the_connection_as_it_was() {
     let stamp: uuid::Uuid =
         sqlx::query_scalar("SELECT stamp FROM access_epoch").fetch_one(&mut app.db.admin_conn().await).await.unwrap();
     let check = format!("SELECT access_epoch_is('{stamp}')");
-    let mut tx = OrgTx::begin_if(&db, &org.principal, &check).await.unwrap();
+    let mut tx = OrgTx::begin_if(&db, &org.principal, &check, Writes::Allowed).await.unwrap();
     // The tenant is a transaction-local setting: set, it says the `BEGIN` ran.
     let (same, tenant) = backend(&mut tx).await;
     assert_eq!((same, tenant.as_str()), (pid, org.id.to_string().as_str()));
@@ -517,7 +521,7 @@ async fn a_caller_dropped_while_its_transaction_begins_leaves_no_transaction_beh
     let app = TestApp::spawn().await;
     let org = seed_org(&app.app_db, "kc-dropped").await;
     let db = app.db.app_db(1).await;
-    let slow = clientflow::access::OrgTx::begin_if(&db, &org.principal, "SELECT pg_sleep(0.3)");
+    let slow = clientflow::access::OrgTx::begin_if(&db, &org.principal, "SELECT pg_sleep(0.3)", Writes::Allowed);
     assert!(tokio::time::timeout(std::time::Duration::from_millis(50), slow).await.is_err(), "dropped while beginning");
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     let mut tx = db.global().await.unwrap();
@@ -530,4 +534,128 @@ async fn a_caller_dropped_while_its_transaction_begins_leaves_no_transaction_beh
     assert_eq!(tenant, None, "the dropped transaction's tenant leaked into the next one");
     assert!(fresh, "the next transaction is a new one, not the one begun 600 ms ago");
     tx.commit().await.unwrap();
+}
+
+/// The application's routes, plus one API route that writes a client whatever its method:
+/// `GET` or `POST /api/v1/test/write-a-client`, with `?after_a_failed_part` first failing and
+/// dropping a part of the request transaction (which undoes it by beginning the transaction
+/// again, as it was begun).
+fn routes_with_a_writing_route() -> Vec<clientflow::access::route::RouteDef> {
+    use clientflow::access::role::Permission;
+    use clientflow::access::route::{Access, Surface};
+    let mut routes = clientflow::routes::all();
+    for route in [
+        clientflow::route!(GET "/api/v1/test/write-a-client", Surface::Api, Access::Api(Permission::ClientsRead), write_a_client),
+        clientflow::route!(POST "/api/v1/test/write-a-client", Surface::Api, Access::Api(Permission::ClientsRead), write_a_client),
+    ] {
+        routes.push(route);
+    }
+    routes
+}
+
+async fn write_a_client(
+    axum::extract::State(state): axum::extract::State<clientflow::state::AppState>,
+    api: clientflow::api::guard::ApiAccess,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<&'static str, clientflow::platform::http::error::AppError> {
+    use clientflow::access::OrgTx;
+    if query.as_deref() == Some("after_a_failed_part") {
+        let mut part = OrgTx::begin(&state.db, &api.principal).await?;
+        assert!(sqlx::query("SELECT 1 / 0").execute(&mut *part).await.is_err());
+        drop(part);
+    }
+    let mut tx = OrgTx::begin(&state.db, &api.principal).await?;
+    clientflow::work::clients::repo::create(&mut tx, "Written in a request").await?;
+    tx.commit().await?;
+    Ok("written")
+}
+
+#[tokio::test]
+async fn a_request_of_a_safe_method_runs_in_a_transaction_that_refuses_writes() {
+    // A GET with a kept key ends by rolling its transaction back (`OrgTx::finish`): that is
+    // only right if nothing in it could have been written, so PostgreSQL must refuse every
+    // write in it, also after a failed part began it again, and a POST must still write.
+    let app = TestApp::builder().routes(routes_with_a_writing_route).spawn().await;
+    let (org_id, _, key) = kept_key(&app, "kc-read-only").await;
+    let written = || async {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM clients WHERE organization_id = $1 AND name = $2")
+            .bind(org_id)
+            .bind("Written in a request")
+            .fetch_one(&mut app.db.admin_conn().await)
+            .await
+            .unwrap();
+        count
+    };
+    for path in ["/api/v1/test/write-a-client", "/api/v1/test/write-a-client?after_a_failed_part"] {
+        let reused = counts(&app).0;
+        let res = app.client.get(app.url(path)).bearer_auth(&key).send().await.unwrap();
+        let status = res.status();
+        let body = res.text().await.unwrap();
+        assert!(!status.is_success(), "{path}: a GET wrote ({status}: {body})");
+        assert_eq!(counts(&app).0, reused + 1, "{path}: the kept key was reused");
+        assert_eq!(written().await, 0, "{path}: nothing is written");
+    }
+    for (n, path) in
+        ["/api/v1/test/write-a-client", "/api/v1/test/write-a-client?after_a_failed_part"].iter().enumerate()
+    {
+        let res = app.client.post(app.url(path)).bearer_auth(&key).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}: {}", res.text().await.unwrap());
+        assert_eq!(written().await, n as i64 + 1, "{path}: a POST writes");
+    }
+    // And reading still works, on connections those requests gave back.
+    for _ in 0..3 {
+        assert_eq!(status(&app, &key).await, 200);
+    }
+}
+
+#[tokio::test]
+async fn a_read_only_transaction_finishes_without_leaving_anything_on_its_connection() {
+    use clientflow::access::OrgTx;
+    let app = TestApp::spawn().await;
+    let org = seed_org(&app.app_db, "kc-finish").await;
+    // One connection: every transaction below runs on the same one.
+    let db = app.db.app_db(1).await;
+    let stamp: uuid::Uuid =
+        sqlx::query_scalar("SELECT stamp FROM access_epoch").fetch_one(&mut app.db.admin_conn().await).await.unwrap();
+    let check = format!("SELECT access_epoch_is('{stamp}')");
+    let mut tx = OrgTx::begin_if(&db, &org.principal, &check, Writes::Refused).await.unwrap();
+    assert_eq!(tx.writes(), Writes::Refused);
+    let (pid, tenant) = backend(&mut tx).await;
+    assert_eq!(tenant, org.id.to_string());
+    let refused = sqlx::query("INSERT INTO clients (organization_id, id, name) VALUES ($1, gen_random_uuid(), 'x')")
+        .bind(org.id)
+        .execute(&mut *tx)
+        .await
+        .expect_err("a read-only transaction refuses a write");
+    let code = refused.as_database_error().and_then(|d| d.code()).map(|c| c.to_string());
+    assert_eq!(code.as_deref(), Some("25006"), "{refused}");
+    tx.finish().await.unwrap();
+
+    // The next transaction on the connection is a new one, outside the tenant.
+    let mut global = db.global().await.unwrap();
+    let (same, tenant, fresh): (i32, Option<String>, bool) = sqlx::query_as(
+        "SELECT pg_backend_pid(), nullif(current_setting('app.org_id', true), ''), \
+         clock_timestamp() - now() < interval '300 ms'",
+    )
+    .fetch_one(&mut *global)
+    .await
+    .unwrap();
+    assert_eq!(same, pid, "the connection was kept");
+    assert_eq!(tenant, None, "the finished transaction's tenant is gone");
+    assert!(fresh);
+    global.commit().await.unwrap();
+
+    // A read-only transaction that read, finished: the same, and a read-write one commits.
+    let mut tx = OrgTx::begin_if(&db, &org.principal, &check, Writes::Refused).await.unwrap();
+    let clients: i64 = sqlx::query_scalar("SELECT count(*) FROM clients").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(clients, 1);
+    tx.finish().await.unwrap();
+    let mut tx = OrgTx::begin_if(&db, &org.principal, &check, Writes::Allowed).await.unwrap();
+    clientflow::work::clients::repo::create(&mut tx, "Kept").await.unwrap();
+    tx.finish().await.unwrap();
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM clients WHERE name = 'Kept'")
+        .fetch_one(&mut app.db.admin_conn().await)
+        .await
+        .unwrap();
+    assert_eq!(kept, 1, "finishing a transaction that may write commits it");
 }

@@ -87,6 +87,30 @@ pub struct OrgTx<P: TenantPrincipal> {
     /// Nothing has been written in this transaction since it began (see
     /// [`OrgTx::with_nothing_written`]).
     nothing_written: bool,
+    /// Whether PostgreSQL lets this transaction write (see [`OrgTx::finish`]).
+    writes: Writes,
+}
+
+/// Whether a transaction may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Writes {
+    /// An ordinary transaction.
+    #[default]
+    Allowed,
+    /// Begun `READ ONLY`: PostgreSQL refuses every write in it (a table, a sequence, a lock on a
+    /// row), so it never holds anything to commit and ending it by rolling back loses nothing
+    /// ([`OrgTx::finish`]). What a request of a safe method runs in.
+    Refused,
+}
+
+impl Writes {
+    /// The statement that begins a transaction of this kind.
+    fn begin(self) -> &'static str {
+        match self {
+            Writes::Allowed => "BEGIN",
+            Writes::Refused => "BEGIN READ ONLY",
+        }
+    }
 }
 
 /// Where a part of a request transaction began, to undo it back to.
@@ -122,16 +146,23 @@ struct SlotState {
     /// Nothing has been written in the transaction yet: no part has committed, and its opener
     /// wrote nothing. The next part then needs no savepoint (one round trip less).
     nothing_written: bool,
+    /// Whether the transaction may write: undoing a part that began at its start begins it
+    /// again as it was begun (a read-only transaction must not come back able to write).
+    writes: Writes,
 }
 
 impl RequestSlot {
-    fn new(org_id: OrgId, tx: Transaction<'static, Postgres>, nothing_written: bool) -> Self {
-        let state = SlotState { tx: Some(tx), nothing_written, ..Default::default() };
+    fn new(org_id: OrgId, tx: Transaction<'static, Postgres>, nothing_written: bool, writes: Writes) -> Self {
+        let state = SlotState { tx: Some(tx), nothing_written, writes, ..Default::default() };
         Self { org_id, state: std::sync::Arc::new(std::sync::Mutex::new(state)) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn writes(&self) -> Writes {
+        self.lock().writes
     }
 
     /// The transaction (if it is here), what must be rolled back in it first, and where the
@@ -177,16 +208,23 @@ async fn statements(conn: &mut PgConnection, sql: String) -> Result<(), sqlx::Er
 
 /// Rolls a request transaction back to where a part began (a part that was dropped or rolled
 /// back). At the transaction's start, nothing had been written: the transaction is rolled back
-/// and begun again on the same connection, with the tenant set as it was (one simple query;
-/// the transaction stays open for what comes next, and the tenant is an id, written into it).
-async fn undo(tx: &mut Transaction<'static, Postgres>, start: &PartStart, org_id: OrgId) -> Result<(), sqlx::Error> {
+/// and begun again on the same connection, as it was begun (`writes`) and with the tenant set
+/// as it was (one simple query; the transaction stays open for what comes next, and the tenant
+/// is an id, written into it).
+async fn undo(
+    tx: &mut Transaction<'static, Postgres>,
+    start: &PartStart,
+    org_id: OrgId,
+    writes: Writes,
+) -> Result<(), sqlx::Error> {
     match start {
         PartStart::Savepoint(savepoint) => {
             statement(tx, format!("ROLLBACK TO SAVEPOINT {savepoint}")).await?;
             statement(tx, format!("RELEASE SAVEPOINT {savepoint}")).await
         }
         PartStart::TransactionStart => {
-            statements(tx, format!("ROLLBACK; BEGIN; SELECT set_config('{TENANT_SETTING}', '{org_id}', true)")).await
+            let begin = writes.begin();
+            statements(tx, format!("ROLLBACK; {begin}; SELECT set_config('{TENANT_SETTING}', '{org_id}', true)")).await
         }
     }
 }
@@ -215,21 +253,24 @@ pub async fn with_request_tx<P: TenantPrincipal, F: std::future::Future>(
     tx: OrgTx<P>,
     work: F,
 ) -> (F::Output, Result<Option<OrgTx<P>>, sqlx::Error>) {
-    let (home, nothing_written) = (tx.home, tx.nothing_written);
+    let (home, nothing_written, writes) = (tx.home, tx.nothing_written, tx.writes);
     let (tx, principal) = tx.into_parts();
     let org_id = principal.org_id();
-    let slot = RequestSlot::new(org_id, tx, nothing_written);
+    let slot = RequestSlot::new(org_id, tx, nothing_written, writes);
     let output = REQUEST_TX.scope(slot.clone(), work).await;
     let back = match slot.take() {
         Some((mut tx, abandoned, _)) => match abandoned {
             // Dropping `tx` on failure rolls everything back.
-            Some(start) => undo(&mut tx, &start, org_id).await.map(|()| Some(tx)),
+            Some(start) => undo(&mut tx, &start, org_id, writes).await.map(|()| Some(tx)),
             None => Ok(Some(tx)),
         },
         None => Ok(None),
     };
     let nothing_written = slot.lock().nothing_written;
-    (output, back.map(|tx| tx.map(|tx| OrgTx { tx: Some(tx), principal, request: None, home, nothing_written })))
+    (
+        output,
+        back.map(|tx| tx.map(|tx| OrgTx { tx: Some(tx), principal, request: None, home, nothing_written, writes })),
+    )
 }
 
 /// Rolls back the whole transaction of the request this task runs, if there is one (every
@@ -252,10 +293,12 @@ impl<P: TenantPrincipal> OrgTx<P> {
             .flatten()
             .flatten();
         if let Some((slot, (mut tx, abandoned, start))) = joined {
-            // The tenant was set when the request transaction was opened.
+            // The tenant was set when the request transaction was opened, and so was whether it
+            // may write.
+            let writes = slot.writes();
             // An error leaves the request transaction broken: it is gone (rolled back as it drops).
             if let Some(earlier) = &abandoned {
-                undo(&mut tx, earlier, org_id).await?;
+                undo(&mut tx, earlier, org_id, writes).await?;
             }
             if let PartStart::Savepoint(savepoint) = &start {
                 statement(&mut tx, format!("SAVEPOINT {savepoint}")).await?;
@@ -266,6 +309,7 @@ impl<P: TenantPrincipal> OrgTx<P> {
                 request: Some((slot, start)),
                 home: db.home_region(),
                 nothing_written: false,
+                writes,
             });
         }
         // The organization's own region, whichever region's handle the caller holds.
@@ -282,24 +326,27 @@ impl<P: TenantPrincipal> OrgTx<P> {
     /// For a check that decides whether a kept principal still stands (an API key's access
     /// epoch), at no round trip of its own. The precondition is written into the query: its
     /// caller builds it from values it controls, never from request input.
-    pub async fn begin_if(db: &Db, principal: &P, precondition: &str) -> Result<Self, sqlx::Error> {
+    /// `writes` says whether the transaction may write.
+    pub async fn begin_if(db: &Db, principal: &P, precondition: &str, writes: Writes) -> Result<Self, sqlx::Error> {
         debug_assert!(!precondition.contains(';'), "one statement: {precondition}");
-        Self::of_its_own_begun_by(db, principal, &format!("{precondition}; BEGIN")).await
+        Self::of_its_own_begun_by(db, principal, &format!("{precondition}; {}", writes.begin()), writes).await
     }
 
     /// A transaction of its own in its principal's region, begun by `begin` (the `BEGIN` and
-    /// what goes with it) and the tenant, in one simple query.
-    async fn of_its_own_begun_by(db: &Db, principal: &P, begin: &str) -> Result<Self, sqlx::Error> {
+    /// what goes with it, which `writes` describes) and the tenant, in one simple query.
+    async fn of_its_own_begun_by(db: &Db, principal: &P, begin: &str, writes: Writes) -> Result<Self, sqlx::Error> {
         let db = db.in_region(principal.region()).ok_or_else(|| unknown_region(principal.region()))?;
         let tx = db
             .begin_with(format!("{begin}; SELECT set_config('{TENANT_SETTING}', '{}', true)", principal.org_id()))
             .await?;
-        Ok(Self::of_its_own(tx, principal.clone(), db.home_region()))
+        let mut tx = Self::of_its_own(tx, principal.clone(), db.home_region());
+        tx.writes = writes;
+        Ok(tx)
     }
 
     /// A transaction of its own (not a part of a request's), as just begun.
     fn of_its_own(tx: Transaction<'static, Postgres>, principal: P, home: RegionId) -> Self {
-        Self { tx: Some(tx), principal, request: None, home, nothing_written: false }
+        Self { tx: Some(tx), principal, request: None, home, nothing_written: false, writes: Writes::Allowed }
     }
 
     /// The region this transaction runs in (its principal's).
@@ -317,7 +364,8 @@ impl<P: TenantPrincipal> OrgTx<P> {
     /// to its end (`REPEATABLE READ`): what a consistent export reads while others write.
     /// Never a part of a request transaction.
     pub async fn begin_snapshot(db: &Db, principal: &P) -> Result<Self, sqlx::Error> {
-        Self::of_its_own_begun_by(db, principal, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await
+        Self::of_its_own_begun_by(db, principal, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", Writes::Refused)
+            .await
     }
 
     /// Declares that nothing has been written in this transaction since it began: it has only
@@ -370,12 +418,32 @@ impl<P: TenantPrincipal> OrgTx<P> {
         }
     }
 
+    /// Ends the transaction as [`OrgTx::commit`] does, unless it was begun `READ ONLY`
+    /// ([`Writes::Refused`]) and is one of its own. Such a transaction holds nothing to commit,
+    /// so it is rolled back instead, without waiting for it: its `ROLLBACK` goes out with the
+    /// check the pool makes of a connection as it takes it back, in that check's round trip
+    /// rather than one of its own, and the pool hands the connection out again only once both
+    /// are answered. How a read-only request ends (`routes::in_request_tx`).
+    pub async fn finish(mut self) -> Result<(), sqlx::Error> {
+        if self.writes == Writes::Refused && self.request.is_none() {
+            // Dropping a sqlx transaction queues its `ROLLBACK` on the connection.
+            drop(self.tx.take());
+            return Ok(());
+        }
+        self.commit().await
+    }
+
+    /// Whether this transaction may write.
+    pub fn writes(&self) -> Writes {
+        self.writes
+    }
+
     /// Rolls back; a part of a request transaction undoes only its own work.
     pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
         let mut tx = self.tx.take().expect("an open transaction");
         match self.request.take() {
             Some((slot, start)) => {
-                undo(&mut tx, &start, self.principal.org_id()).await?;
+                undo(&mut tx, &start, self.principal.org_id(), self.writes).await?;
                 slot.put(tx, None, false);
                 Ok(())
             }

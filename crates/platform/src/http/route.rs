@@ -25,6 +25,10 @@ pub struct RouteDef<A, L, S> {
     /// Rate limits, checked by the route guard in this order.
     pub limits: Vec<L>,
     pub handler: MethodRouter<S>,
+    /// Whether a request of a safe method (`GET`, `HEAD`) may write. Such a request runs in a
+    /// transaction that refuses writes unless its route declares that reading it writes
+    /// something ([`RouteDef::writes_when_read`]).
+    pub writes_when_read: bool,
 }
 
 impl<A, L: Clone, S> RouteDef<A, L, S> {
@@ -36,7 +40,16 @@ impl<A, L: Clone, S> RouteDef<A, L, S> {
         limits: Vec<L>,
         handler: MethodRouter<S>,
     ) -> Self {
-        Self { method, path, access, surface, limits, handler }
+        Self { method, path, access, surface, limits, handler, writes_when_read: false }
+    }
+
+    /// Declares that a safe-method request of this route writes (issuing a file's download link
+    /// records it in the audit log), so its transaction must accept writes:
+    /// `route!(GET "/api/v1/files/{file}", …).writes_when_read()`. A route that writes without
+    /// saying so fails with a 500 rather than losing what it wrote.
+    pub fn writes_when_read(mut self) -> Self {
+        self.writes_when_read = true;
+        self
     }
 
     /// Declares rate limits on this route, checked in this order after those it has:

@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::KeyRequest;
 use crate::access::principal::{OrgPrincipal, OrgTx};
 use crate::platform::db::Db;
+use crate::platform::db::tenant::Writes;
 
 /// The SQLSTATE of `access_epoch_is` when the stamp moved (`migrations/0056`).
 const EPOCH_MOVED: &str = "CFA01";
@@ -73,6 +74,7 @@ impl KeyCache {
         db: &Db,
         digest: &[u8; 32],
         now: time::OffsetDateTime,
+        writes: Writes,
     ) -> Result<Option<KeyRequest>, sqlx::Error> {
         let Some(kept) = self.lock().get(digest).cloned() else { return Ok(None) };
         if kept.expires_at.is_some_and(|e| e <= now) || now - kept.used_at > USE_RECORDED_EVERY {
@@ -81,7 +83,7 @@ impl KeyCache {
         // The stamp is checked in the round trip that begins the transaction: a moved epoch
         // begins nothing.
         let check = format!("SELECT access_epoch_is('{}')", kept.stamp);
-        let tx = match OrgTx::begin_if(db, &kept.principal, &check).await {
+        let tx = match OrgTx::begin_if(db, &kept.principal, &check, writes).await {
             Ok(tx) => tx,
             Err(e) if e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == EPOCH_MOVED) => {
                 self.forget(digest);

@@ -11,7 +11,7 @@ pub use issue::{ApiKey, CreatedKey, NewKey, create, create_for, grantable, list,
 use super::principal::{Actor, OrgPrincipal, OrgTx};
 use super::role::{Permission, PermissionSet, Role, effective_permissions};
 use super::{directory, gate};
-use crate::platform::db::tenant::{Capability, GateTx};
+use crate::platform::db::tenant::{Capability, GateTx, Writes};
 use crate::platform::db::{Db, RegionId};
 use crate::platform::ids::{OrgId, UserId};
 
@@ -47,7 +47,8 @@ pub async fn verify_api_key_with_allowlist(
     presented: &str,
     now: time::OffsetDateTime,
 ) -> Result<Option<(OrgPrincipal, Vec<ipnet::IpNet>)>, sqlx::Error> {
-    let Some(KeyRequest { tx, allowlist, .. }) = open_api_key_request(db, &KeyCache::default(), presented, now).await?
+    let Some(KeyRequest { tx, allowlist, .. }) =
+        open_api_key_request(db, &KeyCache::default(), presented, now, Writes::Allowed).await?
     else {
         return Ok(None);
     };
@@ -72,14 +73,19 @@ pub struct KeyRequest {
 /// process verified before, against what is still current ([`cache`]), goes straight into
 /// its organization's transaction; any other is verified in two round trips (see
 /// [`begin_for_key`] and [`verify_in`]), and what that found is kept for its next request.
+///
+/// `writes` says whether the request may write: a kept key's transaction is begun read-only
+/// when it may not (a request of a safe method). A key verified from scratch may record its
+/// use, so its transaction may write whatever the request.
 pub async fn open_api_key_request(
     db: &Db,
     kept: &KeyCache,
     presented: &str,
     now: time::OffsetDateTime,
+    writes: Writes,
 ) -> Result<Option<KeyRequest>, sqlx::Error> {
     let Some((digest, hint)) = digest_of(presented) else { return Ok(None) };
-    if let Some(request) = kept.reopen(db, &digest, now).await? {
+    if let Some(request) = kept.reopen(db, &digest, now, writes).await? {
         return Ok(Some(request));
     }
     let capability = hex::encode(digest);

@@ -105,7 +105,8 @@ pub fn routes() -> Vec<RouteDef> {
 
         route!(GET "/api/v1/files", Surface::Api, Access::Api(P::FilesRead), files::list_files),
         files::upload_route(),
-        route!(GET "/api/v1/files/{file}", Surface::Api, Access::Api(P::FilesRead), files::get_file),
+        // Issuing the download link records it in the audit log.
+        route!(GET "/api/v1/files/{file}", Surface::Api, Access::Api(P::FilesRead), files::get_file).writes_when_read(),
         route!(PATCH "/api/v1/files/{file}", Surface::Api, Access::Api(P::FilesUpload), files::update_file),
         route!(DELETE "/api/v1/files/{file}", Surface::Api, Access::Api(P::FilesDelete), files::delete_file),
     ]
