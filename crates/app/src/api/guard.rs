@@ -79,7 +79,9 @@ pub async fn require_key(
     // moved, a write verified in the old region (as the move switched) is refused too: that
     // copy is about to be purged. A write let through holds the move's copy back until it
     // commits, so the copy holds it (with one region there is nowhere to move, nothing to ask).
-    if crate::identity::guard::is_unsafe(req.method())
+    // A request that may write is one: of an unsafe method, or of a route that writes when read
+    // (a file's download link records itself in the audit log).
+    if writes == Writes::Allowed
         && !access::directory::hold_for_writing(&state.db, &mut tx, principal.region(), principal.org_id()).await?
     {
         return Err(crate::tenancy::residency_refusal("This organization").into());

@@ -922,21 +922,33 @@ async fn a_write_request_routed_before_a_move_asks_again_once_the_copy_may_begin
     // key is verified. A move marked between that read and the write must still stop the
     // write: the request takes the move's lock, which a move about to copy holds (here: held by
     // hand), and asks the directory again once it has it.
+    // So must a read that writes: a file's download link, recorded in the audit log.
     let app = two_regions().await;
     let (mut owner, slug, uuid) = owned_in_us(&app, "raced").await;
     let key = crate::support::api_key(&app, uuid, "raced").await;
     let token = session_token(&mut owner).await;
+    let project = api::post(&app, "/api/v1/projects", &key, json!({"name": "Filed"})).await.id();
+    let file =
+        api::upload(&app, &key, &[("project_id", &project)], Some(("brief.txt", b"brief".as_slice()))).await.id();
+    let links = || rows_in_audit(&app, "us", uuid, "file.link_issued");
+    let linked = links().await;
+    assert_eq!(api::get(&app, &format!("/api/v1/files/{file}"), &key).await.status, 200);
+    assert_eq!(links().await, linked + 1, "issuing a link is recorded");
     let lock = format!("SELECT pg_advisory_lock({})", access::directory::MOVE_LOCK_KEY);
     let mut copying = app.region_db("us").admin_conn().await;
     sqlx::query(&lock).bind(uuid).execute(&mut copying).await.unwrap();
     let path = format!("/o/{slug}/clients");
-    let (page, api, marked) = tokio::join!(
+    let (page, api, link, marked) = tokio::join!(
         async {
             let res = post(&owner, &token, &path, &[("name", "Raced")]).await;
             (res, std::time::Instant::now())
         },
         async {
             let res = api::post(&app, "/api/v1/clients", &key, json!({"name": "Raced"})).await;
+            (res, std::time::Instant::now())
+        },
+        async {
+            let res = api::get(&app, &format!("/api/v1/files/{file}"), &key).await;
             (res, std::time::Instant::now())
         },
         async {
@@ -953,12 +965,25 @@ async fn a_write_request_routed_before_a_move_asks_again_once_the_copy_may_begin
             marked
         }
     );
-    let ((page, page_done), (api, api_done)) = (page, api);
-    assert!(page_done > marked && api_done > marked, "both writes waited for the lock");
+    let ((page, page_done), (api, api_done), (link, link_done)) = (page, api, link);
+    assert!(page_done > marked && api_done > marked && link_done > marked, "every write waited for the lock");
     assert_eq!(page.status(), 503);
     assert!(page.text().await.unwrap().contains("being moved to another region"));
     assert_eq!(api.status, 503, "{}", api.body);
+    assert_eq!(link.status, 503, "{}", link.body);
     assert_eq!(clients_named(&app, "us", uuid, "Raced").await, 0);
+    assert_eq!(links().await, linked + 1, "no link was issued during the move");
+}
+
+/// Audit events of one action of an organization, in a region's database.
+async fn rows_in_audit(app: &TestApp, region: &str, org: uuid::Uuid, action: &str) -> i64 {
+    let mut conn = app.region_db(region).admin_conn().await;
+    sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE organization_id = $1 AND action = $2")
+        .bind(org)
+        .bind(action)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
