@@ -748,10 +748,15 @@ async fn writes_are_refused_while_an_organization_moves() {
 
 /// Clients of `org` named `name` in a region's database.
 async fn clients_named(app: &TestApp, region: &str, org: uuid::Uuid, name: &str) -> i64 {
+    rows_with(app, region, "clients", org, ("name", name)).await
+}
+
+/// Rows of `org` in a region's database's `table` whose `column` holds `value`.
+async fn rows_with(app: &TestApp, region: &str, table: &str, org: uuid::Uuid, (column, value): (&str, &str)) -> i64 {
     let mut conn = app.region_db(region).admin_conn().await;
-    sqlx::query_scalar("SELECT count(*) FROM clients WHERE organization_id = $1 AND name = $2")
+    sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE organization_id = $1 AND {column} = $2"))
         .bind(org)
-        .bind(name)
+        .bind(value)
         .fetch_one(&mut conn)
         .await
         .unwrap()
@@ -930,7 +935,7 @@ async fn a_write_request_routed_before_a_move_asks_again_once_the_copy_may_begin
     let project = api::post(&app, "/api/v1/projects", &key, json!({"name": "Filed"})).await.id();
     let file =
         api::upload(&app, &key, &[("project_id", &project)], Some(("brief.txt", b"brief".as_slice()))).await.id();
-    let links = || rows_in_audit(&app, "us", uuid, "file.link_issued");
+    let links = || rows_with(&app, "us", "audit_events", uuid, ("action", "file.link_issued"));
     let linked = links().await;
     assert_eq!(api::get(&app, &format!("/api/v1/files/{file}"), &key).await.status, 200);
     assert_eq!(links().await, linked + 1, "issuing a link is recorded");
@@ -973,17 +978,6 @@ async fn a_write_request_routed_before_a_move_asks_again_once_the_copy_may_begin
     assert_eq!(link.status, 503, "{}", link.body);
     assert_eq!(clients_named(&app, "us", uuid, "Raced").await, 0);
     assert_eq!(links().await, linked + 1, "no link was issued during the move");
-}
-
-/// Audit events of one action of an organization, in a region's database.
-async fn rows_in_audit(app: &TestApp, region: &str, org: uuid::Uuid, action: &str) -> i64 {
-    let mut conn = app.region_db(region).admin_conn().await;
-    sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE organization_id = $1 AND action = $2")
-        .bind(org)
-        .bind(action)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
