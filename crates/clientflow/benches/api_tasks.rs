@@ -8,9 +8,9 @@
 //! Then the database's own limit: `pgbench` runs the same transaction (tenant set, the same
 //! SELECT with the same values, commit) with 16 clients against the same database, while the API
 //! is loaded with 64 connections; the script prints both and their ratio, and the transactions
-//! per API request (`pg_stat_database.xact_commit + xact_rollback`). The API side of that comparison
-//! is loaded by `wrk` when it is installed (a separate process in C, like pgbench), else from
-//! this process. With wrk, the reference handler is loaded the same way, and each run prints the
+//! per API request (`pg_stat_database.xact_commit + xact_rollback`). The API side of that
+//! comparison is loaded by `wrk` when it is installed (a separate process in C, like pgbench),
+//! else from this process. With wrk, the reference handler is loaded the same way, and each run prints the
 //! CPU time per request of the server and of PostgreSQL (from `/proc`, where the database runs on
 //! this machine): where the CPU is the limit, that says where a request's cost goes.
 //!

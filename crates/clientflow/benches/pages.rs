@@ -1,8 +1,9 @@
 //! An authenticated page on the seeded data set: `GET /o/{org}/projects` as a Member (session
 //! cookie, organization by slug, membership and permissions, the organization's settings, then
 //! the handler's own query). Prints the transactions the database ended per request (from
-//! `pg_stat_database.xact_commit + xact_rollback`, sequential requests) and throughput and p50/p95 latency under
-//! concurrent load; the route guard's budget is one transaction, the handler's one more.
+//! `pg_stat_database.xact_commit + xact_rollback`, sequential requests) and throughput and
+//! p50/p95 latency under concurrent load; the route guard's budget is one transaction, the
+//! handler's one more.
 //!
 //! Run: `cargo bench --bench pages` (PostgreSQL: `TEST_DATABASE_URL` as for the tests).
 //! `BENCH_ORGS`, `BENCH_TASKS`, `BENCH_SECONDS`, `BENCH_CONCURRENCY`, `BENCH_SEQUENTIAL`

@@ -148,8 +148,8 @@ impl Run {
 
 /// Transactions ended in the app's database so far, committed or rolled back (a read-only
 /// request ends its transaction by rolling it back: `OrgTx::finish`), as `pg_stat_database`
-/// reports them. A PostgreSQL backend reports its statistics once it has been idle for ten seconds (or at
-/// exit), so this waits that long first. The reading costs a transaction or two of its own:
+/// reports them. A PostgreSQL backend reports its statistics once it has been idle for ten
+/// seconds (or at exit), so this waits that long first. The reading costs a transaction or two of its own:
 /// [`transactions_per_request`] measures that overhead and takes it off.
 pub async fn committed(app: &TestApp) -> i64 {
     tokio::time::sleep(Duration::from_secs(11)).await;

@@ -544,12 +544,10 @@ fn routes_with_a_writing_route() -> Vec<clientflow::access::route::RouteDef> {
     use clientflow::access::role::Permission;
     use clientflow::access::route::{Access, Surface};
     let mut routes = clientflow::routes::all();
-    for route in [
+    routes.extend([
         clientflow::route!(GET "/api/v1/test/write-a-client", Surface::Api, Access::Api(Permission::ClientsRead), write_a_client),
         clientflow::route!(POST "/api/v1/test/write-a-client", Surface::Api, Access::Api(Permission::ClientsRead), write_a_client),
-    ] {
-        routes.push(route);
-    }
+    ]);
     routes
 }
 

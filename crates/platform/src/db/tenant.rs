@@ -315,7 +315,7 @@ impl<P: TenantPrincipal> OrgTx<P> {
         // The organization's own region, whichever region's handle the caller holds.
         let db = db.in_region(principal.region()).ok_or_else(|| unknown_region(principal.region()))?;
         let tx = db.begin_with_setting(TENANT_SETTING, &org_id.to_string()).await?;
-        Ok(Self::of_its_own(tx, principal.clone(), db.home_region()))
+        Ok(Self::of_its_own(tx, principal.clone(), db.home_region(), Writes::Allowed))
     }
 
     /// A transaction of its own (never a part of a request's, unlike [`OrgTx::begin`]) that
@@ -339,14 +339,12 @@ impl<P: TenantPrincipal> OrgTx<P> {
         let tx = db
             .begin_with(format!("{begin}; SELECT set_config('{TENANT_SETTING}', '{}', true)", principal.org_id()))
             .await?;
-        let mut tx = Self::of_its_own(tx, principal.clone(), db.home_region());
-        tx.writes = writes;
-        Ok(tx)
+        Ok(Self::of_its_own(tx, principal.clone(), db.home_region(), writes))
     }
 
-    /// A transaction of its own (not a part of a request's), as just begun.
-    fn of_its_own(tx: Transaction<'static, Postgres>, principal: P, home: RegionId) -> Self {
-        Self { tx: Some(tx), principal, request: None, home, nothing_written: false, writes: Writes::Allowed }
+    /// A transaction of its own (not a part of a request's), as just begun (`writes` as it was).
+    fn of_its_own(tx: Transaction<'static, Postgres>, principal: P, home: RegionId, writes: Writes) -> Self {
+        Self { tx: Some(tx), principal, request: None, home, nothing_written: false, writes }
     }
 
     /// The region this transaction runs in (its principal's).
@@ -702,7 +700,7 @@ impl GateTx {
         if self.switched != Some(principal.org_id()) {
             only_tenant(&mut self.tx, principal.org_id()).await?;
         }
-        Ok(OrgTx::of_its_own(self.tx, principal, self.home))
+        Ok(OrgTx::of_its_own(self.tx, principal, self.home, Writes::Allowed))
     }
 }
 

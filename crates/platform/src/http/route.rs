@@ -25,9 +25,10 @@ pub struct RouteDef<A, L, S> {
     /// Rate limits, checked by the route guard in this order.
     pub limits: Vec<L>,
     pub handler: MethodRouter<S>,
-    /// Whether a request of a safe method (`GET`, `HEAD`) may write. Such a request runs in a
-    /// transaction that refuses writes unless its route declares that reading it writes
-    /// something ([`RouteDef::writes_when_read`]).
+    /// Whether a request of a safe method (`GET`, `HEAD`) may write. An API request of a safe
+    /// method runs in a transaction that refuses writes unless its route declares that reading
+    /// it writes something ([`RouteDef::writes_when_read`]); an organization page's transaction
+    /// may always write (it keeps the session's idle clock).
     pub writes_when_read: bool,
 }
 
