@@ -87,7 +87,7 @@ pub fn router_from(state: AppState, defs: Vec<RouteDef>) -> Router {
     // `DefaultBodyLimit`, except the upload route, which counts the file itself.
     let outer_limit = state.config.largest_request_body();
     let timeout = Duration::from_secs(state.config.server.request_timeout_secs);
-    let http = http_context(&state);
+    let http = Arc::new(http_context(&state));
     router
         .fallback(|| async { error::AppError::not_found() })
         .layer(

@@ -5,6 +5,7 @@
 //! The application assembles the stack (`crate::routes` in the app) from these pieces.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -20,17 +21,16 @@ use crate::net;
 use crate::telemetry::Metrics;
 
 /// What the platform's middleware needs from the application, given once when the router is
-/// assembled.
-#[derive(Clone)]
+/// assembled. The layers share it behind one `Arc` (a layer's state is cloned for every request).
 pub struct HttpContext {
     pub metrics: Metrics,
     pub security_headers: SecurityHeaders,
     /// Peers whose forwarding headers are believed (`server.trusted_proxies`).
-    pub trusted_proxies: std::sync::Arc<[ipnet::IpNet]>,
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
     /// Plain HTTP behind a TLS-terminating proxy: only the trusted proxies may connect.
     pub behind_proxy: bool,
     /// Where users reach the installation (the HTTPS redirect's target).
-    pub public_url: std::sync::Arc<str>,
+    pub public_url: Arc<str>,
     /// Renders an error as the web surface's HTML page (the problem and the request id).
     pub error_page: fn(&Problem, &str) -> String,
 }
@@ -75,7 +75,7 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
 }
 
 /// One log line and one metrics observation per request.
-pub async fn access_log(State(state): State<HttpContext>, req: Request, next: Next) -> Response {
+pub async fn access_log(State(state): State<Arc<HttpContext>>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
@@ -166,7 +166,7 @@ impl SecurityHeaders {
     }
 }
 
-pub async fn security_headers(State(state): State<HttpContext>, req: Request, next: Next) -> Response {
+pub async fn security_headers(State(state): State<Arc<HttpContext>>, req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     state.security_headers.apply(res.headers_mut());
     res
@@ -190,7 +190,7 @@ fn wants_json(surface: Option<Surface>, path: &str, accept: Option<&HeaderValue>
 }
 
 /// Gives every error response a body in the surface's format, with the request id.
-pub async fn render_errors(State(state): State<HttpContext>, req: Request, next: Next) -> Response {
+pub async fn render_errors(State(state): State<Arc<HttpContext>>, req: Request, next: Next) -> Response {
     // Only what an error's rendering needs is kept (not the whole header map: this runs on
     // every request).
     let path = req.uri().path().to_string();
@@ -284,7 +284,7 @@ fn form_rejection_problem(status: StatusCode, text: &str) -> Option<Problem> {
 /// Works out the client address. In proxy mode, only the configured proxies may talk to us
 /// (the health check excepted, for load balancers), and a request that reached the proxy over
 /// plain HTTP is redirected to HTTPS.
-pub async fn client_ip(State(state): State<HttpContext>, mut req: Request, next: Next) -> Response {
+pub async fn client_ip(State(state): State<Arc<HttpContext>>, mut req: Request, next: Next) -> Response {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
