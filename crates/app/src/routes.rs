@@ -41,7 +41,7 @@ pub fn all() -> Vec<RouteDef> {
     routes.extend(crate::mail::web::routes());
     routes.extend(crate::disclosure::routes());
     routes.extend(crate::tenancy::billing::routes());
-    routes.extend(crate::billing::routes());
+    routes.extend(crate::billing::webhook::routes());
     routes.extend(crate::privacy::web::routes());
     routes.extend(crate::privacy::deletion_web::routes());
     routes

@@ -5,6 +5,9 @@ use axum::extract::Path;
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 
+/// Pages write a few bits of HTML by hand (messages, field errors) with the platform's escaping.
+pub use crate::platform::html::escape_html;
+
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::platform::http::error::{AppError, FieldError, Problem};
 use crate::route;
@@ -293,22 +296,6 @@ async fn show_flash(res: Response, message: &str) -> Response {
         parts.headers.append(header::SET_COOKIE, v);
     }
     Response::from_parts(parts, axum::body::Body::from(body))
-}
-
-/// Text made safe to put into HTML.
-pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 // ---- a form field's error, next to the field ----

@@ -9,6 +9,7 @@ pub mod error;
 pub mod error_reports;
 pub mod fields;
 pub mod fsutil;
+pub mod html;
 pub mod http;
 pub mod ids;
 pub mod keys;

@@ -50,7 +50,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ratelimit::{Decision, FailurePolicy, Policy, RateLimitConfig, RateLimiter};
 use crate::access::Asking;
-use crate::access::asking::{DEVICE_COOKIE, is_known_device_of_email, read_cookie};
+use crate::access::asking::read_cookie;
+use crate::access::session::{DEVICE_COOKIE, is_known_device_of_email};
 use crate::platform::clock::SharedClock;
 use crate::platform::crypto::sha256_hex;
 use crate::platform::http::error::{AppError, DomainError};

@@ -3,11 +3,7 @@
 //! on it; handlers get the richer views their guard also inserted (the session, the
 //! organization's display facts), all taken from this one resolution.
 
-use sqlx::PgConnection;
-use time::OffsetDateTime;
-
 use super::OrgPrincipal;
-use crate::platform::crypto::sha256;
 use crate::platform::ids::UserId;
 
 /// The request's verified asker (a request extension). Absent on public routes.
@@ -33,9 +29,6 @@ impl Asking {
     }
 }
 
-/// The cookie a browser keeps once it has signed in to an account: a known device.
-pub const DEVICE_COOKIE: &str = "__Host-cf_device";
-
 /// The value of cookie `name` in the request's `Cookie` headers.
 pub fn read_cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
     headers
@@ -46,25 +39,4 @@ pub fn read_cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String
         .filter_map(Result::ok)
         .find(|c| c.name() == name)
         .map(|c| c.value().to_string())
-}
-
-/// Whether `token` (a known-device cookie) is a live known device of the account with this
-/// email: a device that signed in to it before. Used to give that device a sign-in budget of its
-/// own (`abuse::limits`), so strangers sending the address can't lock its owner out.
-pub async fn is_known_device_of_email(
-    conn: &mut PgConnection,
-    email: &str,
-    token: &str,
-    now: OffsetDateTime,
-) -> Result<bool, sqlx::Error> {
-    let found: Option<(i32,)> = sqlx::query_as(
-        "SELECT 1 FROM known_devices d JOIN users u ON u.id = d.user_id \
-         WHERE d.token_hash = $1 AND u.email = $2 AND d.expires_at > $3",
-    )
-    .bind(&sha256(token.as_bytes())[..])
-    .bind(email)
-    .bind(now)
-    .fetch_optional(conn)
-    .await?;
-    Ok(found.is_some())
 }

@@ -17,7 +17,8 @@ use crate::platform::crypto::{random_token, sha256};
 use crate::platform::ids::UserId;
 
 pub const SESSION_COOKIE: &str = "__Host-cf_session";
-pub use super::asking::{DEVICE_COOKIE, read_cookie};
+/// The cookie a browser keeps once it has signed in to an account: a known device.
+pub const DEVICE_COOKIE: &str = "__Host-cf_device";
 pub const CSRF_COOKIE: &str = "__Host-cf_csrf";
 pub const OIDC_COOKIE: &str = "__Host-cf_oidc";
 
@@ -396,7 +397,26 @@ pub async fn is_known_device(
     Ok(found.is_some())
 }
 
-pub use super::asking::is_known_device_of_email;
+/// Whether `token` (a known-device cookie) is a live known device of the account with this
+/// email: a device that signed in to it before. Used to give that device a sign-in budget of its
+/// own (`abuse::limits`), so strangers sending the address can't lock its owner out.
+pub async fn is_known_device_of_email(
+    conn: &mut PgConnection,
+    email: &str,
+    token: &str,
+    now: OffsetDateTime,
+) -> Result<bool, sqlx::Error> {
+    let found: Option<(i32,)> = sqlx::query_as(
+        "SELECT 1 FROM known_devices d JOIN users u ON u.id = d.user_id \
+         WHERE d.token_hash = $1 AND u.email = $2 AND d.expires_at > $3",
+    )
+    .bind(&sha256(token.as_bytes())[..])
+    .bind(email)
+    .bind(now)
+    .fetch_optional(conn)
+    .await?;
+    Ok(found.is_some())
+}
 
 /// `Set-Cookie` for a `__Host-` cookie. `max_age: None` makes it a browser-session cookie.
 pub fn set_cookie(name: &str, value: &str, max_age: Option<Duration>) -> String {

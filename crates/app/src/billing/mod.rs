@@ -10,13 +10,6 @@ pub mod service;
 pub mod stripe;
 pub mod webhook;
 
-use crate::access::route::{Access, RouteDef, Surface};
-use crate::route;
-
-pub fn routes() -> Vec<RouteDef> {
-    vec![route!(POST "/webhooks/stripe", Surface::Ops, Access::Public, webhook::stripe)]
-}
-
 /// Stripe's entry in the sub-processor registry (`disclosure::subprocessors`).
 pub fn sub_processor(config: &crate::config::Config) -> crate::platform::subprocessor::SubProcessor {
     crate::platform::subprocessor::SubProcessor {

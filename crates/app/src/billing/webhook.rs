@@ -25,10 +25,12 @@ use time::OffsetDateTime;
 
 use super::service;
 use crate::access::OrgTx;
+use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::platform::error::{DomainError, DomainResult};
 use crate::platform::http::error::AppError;
 use crate::platform::ids::OrgId;
+use crate::route;
 use crate::state::AppState;
 
 /// How far a signature's timestamp may be from now, either way.
@@ -242,6 +244,11 @@ async fn record_only(state: &AppState, id: &str, kind: &str, now: OffsetDateTime
     let first = first_delivery(&mut tx, id, kind, now).await?;
     tx.commit().await?;
     Ok(if first { Processed::Ignored } else { Processed::Duplicate })
+}
+
+/// Stripe's webhook endpoint, signed by Stripe (checked before anything is read).
+pub fn routes() -> Vec<RouteDef> {
+    vec![route!(POST "/webhooks/stripe", Surface::Ops, Access::Public, stripe)]
 }
 
 /// The route's handler.

@@ -127,8 +127,7 @@ pub async fn request(
         json!({ "purge_after": purge_after.to_string() }),
     )
     .await?;
-    let mail =
-        messages::account_deletion_requested(&user.email, &super::web::when(purge_after), &state.config.public_url());
+    let mail = messages::account_deletion_requested(&user.email, &super::when(purge_after), &state.config.public_url());
     outbox::enqueue(
         &mut tx,
         &mail,

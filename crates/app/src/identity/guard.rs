@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::session::{self, CSRF_COOKIE, CurrentSession, RequestMeta, SESSION_COOKIE, Stage, read_cookie};
+use super::session::{self, CSRF_COOKIE, CurrentSession, RequestMeta, SESSION_COOKIE, Stage};
+use crate::access::asking::read_cookie;
 use crate::platform::http::error::AppError;
 use crate::platform::http::middleware::ClientIp;
 use crate::platform::secret::ct_eq;

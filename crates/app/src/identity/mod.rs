@@ -19,3 +19,9 @@ pub mod totp;
 pub mod web;
 
 pub use crate::access::AuthenticatedUser;
+
+/// A moment of an account's life as its pages and mail show it, in UTC to the minute.
+pub fn when(t: time::OffsetDateTime) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    t.format(&fmt).unwrap_or_default()
+}

@@ -13,7 +13,7 @@ use super::service::{self, SignedIn};
 use super::session::{
     self, CurrentSession, DEVICE_COOKIE, DEVICE_LIFETIME, OIDC_COOKIE, RequestMeta, SESSION_COOKIE, Stage,
 };
-use super::{events, google, return_to};
+use super::{events, google, return_to, when};
 use crate::abuse::botcheck::Purpose;
 use crate::abuse::limits::{
     AUTH_PER_IP, MAIL_PER_ACCOUNT, SECOND_FACTOR_PER_USER, SIGN_IN_PER_ACCOUNT, SIGNUP_PER_IP, TOKEN_PER_ACCOUNT,
@@ -162,7 +162,7 @@ fn signed_in_response(signed_in: SignedIn, next: &str) -> Response {
 }
 
 fn device(headers: &HeaderMap) -> Option<String> {
-    session::read_cookie(headers, DEVICE_COOKIE)
+    crate::access::asking::read_cookie(headers, DEVICE_COOKIE)
 }
 
 // ---- sign-in ----
@@ -342,7 +342,7 @@ async fn google_callback(
     let clear = session::clear_cookie(OIDC_COOKIE);
     let result = match (&q.code, &q.state, &q.error) {
         (Some(code), Some(oidc_state), None) => {
-            let browser = session::read_cookie(&headers, OIDC_COOKIE);
+            let browser = crate::access::asking::read_cookie(&headers, OIDC_COOKIE);
             google::callback(&state, &meta, code, oidc_state, browser.as_deref(), device(&headers).as_deref()).await
         }
         _ => Err(DomainError::Forbidden("Google sign-in was cancelled or refused.".into())),
@@ -636,11 +636,6 @@ impl SecurityPage {
 #[derive(Deserialize)]
 struct DoneQuery {
     done: Option<String>,
-}
-
-pub fn when(t: time::OffsetDateTime) -> String {
-    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
-    t.format(&fmt).unwrap_or_default()
 }
 
 /// "Firefox on Linux" from a user agent, roughly.

@@ -1,5 +1,7 @@
 //! The mail area's configuration section: `[mail]`.
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
 use crate::platform::config::ConfigError;
@@ -81,7 +83,7 @@ impl MailConfig {
             return Err(ConfigError::invalid("mail.resend_base_url", "must be an https:// URL"));
         }
         if let Some(secret) = &self.resend_webhook_secret
-            && super::webhook::decode_secret(secret.expose()).is_none()
+            && decode_secret(secret.expose()).is_none()
         {
             return Err(ConfigError::invalid(
                 "mail.resend_webhook_secret",
@@ -113,4 +115,10 @@ impl MailConfig {
         }
         Ok(())
     }
+}
+
+/// The key bytes of a `whsec_…` secret (the webhook's signing key: `mail::webhook`).
+pub fn decode_secret(secret: &str) -> Option<Vec<u8>> {
+    let b64 = secret.trim().strip_prefix("whsec_")?;
+    STANDARD.decode(b64).ok().filter(|k| !k.is_empty())
 }

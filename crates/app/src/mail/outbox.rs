@@ -442,7 +442,7 @@ pub fn compose(mail: &QueuedMail, links: &Links, now: OffsetDateTime) -> Envelop
         category: mail.category.describe(),
     }
     .render()
-    .unwrap_or_else(|_| format!("<pre>{}</pre>", crate::web::escape_html(&mail.body_text)));
+    .unwrap_or_else(|_| format!("<pre>{}</pre>", crate::platform::html::escape_html(&mail.body_text)));
     Envelope {
         id: mail.id,
         to: mail.recipient.clone(),
@@ -492,10 +492,10 @@ fn linkify(line: &str) -> String {
         if word.starts_with("https://") || word.starts_with("http://") {
             let trimmed = word.trim_end_matches(['.', ',', ')', ';']);
             let rest = &word[trimmed.len()..];
-            let e = crate::web::escape_html(trimmed);
-            out.push_str(&format!("<a href=\"{e}\">{e}</a>{}", crate::web::escape_html(rest)));
+            let e = crate::platform::html::escape_html(trimmed);
+            out.push_str(&format!("<a href=\"{e}\">{e}</a>{}", crate::platform::html::escape_html(rest)));
         } else {
-            out.push_str(&crate::web::escape_html(word));
+            out.push_str(&crate::platform::html::escape_html(word));
         }
     }
     out

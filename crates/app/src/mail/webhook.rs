@@ -24,6 +24,7 @@ use sha2::Sha256;
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 
+use super::config::decode_secret;
 use super::outbox::Category;
 use super::suppression::{self, Reason, SoftBouncePolicy};
 use crate::platform::http::error::AppError;
@@ -31,12 +32,6 @@ use crate::state::AppState;
 
 /// How far a signature's timestamp may be from now, either way.
 pub const TOLERANCE_SECS: i64 = 5 * 60;
-
-/// The key bytes of a `whsec_…` secret.
-pub fn decode_secret(secret: &str) -> Option<Vec<u8>> {
-    let b64 = secret.trim().strip_prefix("whsec_")?;
-    STANDARD.decode(b64).ok().filter(|k| !k.is_empty())
-}
 
 /// `v1,<base64>` for `id.timestamp.body` under `key` (what Svix sends; the test server signs
 /// with it too).

@@ -58,7 +58,7 @@ pub async fn require_org(
     let req = Request::from_parts(parts, body);
     // Session, membership, permissions and the organization's settings: one transaction.
     let idle = time::Duration::minutes(state.config.identity.session_idle_minutes.into());
-    let resolved = match session::read_cookie(req.headers(), session::SESSION_COOKIE) {
+    let resolved = match crate::access::asking::read_cookie(req.headers(), session::SESSION_COOKIE) {
         Some(token) => {
             access::member::resolve_member_request(&state.db, &token, &slug, state.clock.now(), idle).await?
         }

@@ -102,9 +102,13 @@ impl std::ops::Deref for RegionStores {
     }
 }
 
+/// Multipart framing and the small fields around the file (boundaries, part headers, the
+/// CSRF token, the sharing checkbox).
+pub const MULTIPART_OVERHEAD: usize = 64 * 1024;
+
 /// The largest request body of a file upload: the file and its multipart framing.
 pub fn upload_body_limit(files: &FilesConfig) -> usize {
-    files.max_upload_bytes.saturating_add(crate::work::web::files::MULTIPART_OVERHEAD)
+    files.max_upload_bytes.saturating_add(MULTIPART_OVERHEAD)
 }
 
 impl Default for FilesConfig {

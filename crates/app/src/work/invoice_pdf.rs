@@ -56,7 +56,7 @@ fn layout(organization: &str, d: &InvoiceDetail) -> Vec<Vec<Text>> {
         }
         rows.push(vec![
             text(false, 10, MARGIN, description),
-            text(false, 10, 330, crate::work::web::milli(l.quantity_milli)),
+            text(false, 10, 330, crate::work::invoicing::milli(l.quantity_milli)),
             text(false, 10, 390, format_minor(l.unit_price_minor)),
             text(false, 10, 480, format_minor(l.amount_minor)),
         ]);
@@ -64,7 +64,7 @@ fn layout(organization: &str, d: &InvoiceDetail) -> Vec<Vec<Text>> {
     rows.push(vec![]);
     rows.push(vec![text(false, 11, 330, "Subtotal"), text(false, 11, 450, money(i.subtotal_minor))]);
     rows.push(vec![
-        text(false, 11, 330, format!("Tax {}%", crate::work::web::percent(i.tax_rate_bp))),
+        text(false, 11, 330, format!("Tax {}%", crate::work::invoicing::percent(i.tax_rate_bp))),
         text(false, 11, 450, money(i.tax_minor)),
     ]);
     rows.push(vec![text(true, 12, 330, "Total"), text(true, 12, 450, money(i.total_minor))]);

@@ -85,6 +85,24 @@ pub fn show_rate(minor: Option<i64>) -> String {
     minor.map(super::invoices::format_minor).unwrap_or_default()
 }
 
+/// Thousandths → "1.5" (no trailing zeros): a quantity as invoices show it.
+pub fn milli(v: i64) -> String {
+    scaled(v, 1000, 3)
+}
+
+/// Basis points → "19" or "7.25" (percent): a tax rate as invoices show it.
+pub fn percent(bp: i32) -> String {
+    scaled(bp.into(), 100, 2)
+}
+
+/// `v / scale` with up to `digits` decimals and no trailing zeros, its sign kept (−0.5 too).
+fn scaled(v: i64, scale: u64, digits: usize) -> String {
+    let sign = if v < 0 { "-" } else { "" };
+    let (whole, part) = (v.unsigned_abs() / scale, v.unsigned_abs() % scale);
+    let s = format!("{sign}{whole}.{part:0digits$}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 /// A tax rate as people type it (`19`, `7.5`): basis points, 0 to 10000.
 pub fn parse_percent(field: &str, typed: &str) -> DomainResult<i32> {
     let bp = parse_decimal(field, typed.trim(), 2)
@@ -206,6 +224,20 @@ fn snapshot(s: &InvoicingSettings) -> serde_json::Value {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn quantities_and_rates_are_shown_without_noise() {
+        use super::{milli, percent};
+        assert_eq!(milli(1500), "1.5");
+        assert_eq!(milli(1000), "1");
+        assert_eq!(milli(10_000), "10");
+        assert_eq!(milli(333), "0.333");
+        assert_eq!(milli(-500), "-0.5");
+        assert_eq!(percent(1900), "19");
+        assert_eq!(percent(725), "7.25");
+        assert_eq!(percent(0), "0");
+        assert_eq!(percent(-50), "-0.5");
+    }
+
     use super::*;
 
     #[test]

@@ -316,3 +316,118 @@ fn the_edge_check_catches_a_service_that_speaks_http() {
     }
     assert_eq!(v.len(), 2, "{text}");
 }
+
+/// The module file a path names: the longest prefix of `segments` that is a file of `src`.
+fn module_file(src: &Path, segments: &[String]) -> Option<String> {
+    (1..=segments.len()).rev().find_map(|n| {
+        let base = segments[..n].join("/");
+        [format!("{base}.rs"), format!("{base}/mod.rs")].into_iter().find(|f| src.join(f).is_file())
+    })
+}
+
+/// The files of the application that the code of file `rel` names through `crate::…` and
+/// `super::…` paths (`use` lists included).
+fn named_files(src: &Path, rel: &str, code: &str) -> BTreeSet<String> {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut module: Vec<String> = rel.trim_end_matches(".rs").split('/').map(str::to_string).collect();
+    if module.last().is_some_and(|m| m == "mod") {
+        module.pop();
+    }
+    let mut out = BTreeSet::new();
+    for start in ["crate::", "super::"] {
+        for (at, _) in code.match_indices(start) {
+            if code[..at].chars().next_back().is_some_and(ident) {
+                continue;
+            }
+            let mut segments: Vec<String> =
+                if start == "crate::" { Vec::new() } else { module[..module.len() - 1].to_vec() };
+            let mut rest = &code[at + start.len()..];
+            while let Some(r) = rest.strip_prefix("super::") {
+                segments.pop();
+                rest = r;
+            }
+            loop {
+                if let Some(list) = rest.strip_prefix('{') {
+                    for item in list.split('}').next().unwrap_or("").split(',') {
+                        let name: String = item.trim().chars().take_while(|c| ident(*c)).collect();
+                        let mut path = segments.clone();
+                        if !name.is_empty() && name != "self" {
+                            path.push(name);
+                        }
+                        out.extend(module_file(src, &path));
+                    }
+                    break;
+                }
+                let name: String = rest.chars().take_while(|c| ident(*c)).collect();
+                if !name.is_empty() {
+                    rest = &rest[name.len()..];
+                    segments.push(name);
+                }
+                match rest.strip_prefix("::") {
+                    Some(r) if !r.starts_with('*') => rest = r,
+                    _ => {
+                        out.extend(module_file(src, &segments));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    out.remove(rel);
+    out
+}
+
+/// The application's files that are neither an HTTP edge nor the composition root and yet
+/// use an edge (a page, an endpoint, a guard), with the edge they use.
+fn edges_used_by_services(src: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for (rel, path) in rust_files(src) {
+        if ROOT.contains(&area_of(&rel).as_str()) || is_http_edge(&rel) {
+            continue;
+        }
+        let text = code(&std::fs::read_to_string(&path).unwrap());
+        for used in named_files(src, &rel, &text) {
+            if is_http_edge(&used) {
+                out.push(format!("{rel} uses {used}"));
+            }
+        }
+    }
+    out
+}
+
+/// Services stand beneath the edge: what the domain does never depends on how it is served,
+/// so a page's helper, an endpoint's constant or a route table can't tie a service to HTTP.
+#[test]
+fn services_use_no_http_edge() {
+    let v = edges_used_by_services(&root().join("crates/app/src"));
+    assert!(
+        v.is_empty(),
+        "a service uses an HTTP edge (move what it needs beneath the edge, or the file is an edge: see is_http_edge):\n{}",
+        v.join("\n")
+    );
+}
+
+/// Negative control: a service naming an edge's item, by a `crate::` path, a `super::` path or
+/// a `use` list, is caught; an edge using another edge, a comment and a test module are not.
+#[test]
+fn the_service_check_catches_a_service_that_uses_an_edge() {
+    let tmp = copy_of_the_app_sources();
+    let prepend = |rel: &str, code: &str| add_to(&tmp, rel, code, true);
+    let append = |rel: &str, code: &str| add_to(&tmp, rel, code, false);
+    prepend("work/invoicing.rs", "fn count() -> usize { crate::work::web::files::routes().len() }");
+    append("identity/account_deletion.rs", "fn device() -> String { super::web::describe_device(\"\") }");
+    prepend("mail/suppression.rs", "use crate::tenancy::{guard::OrgAccess, service};");
+    prepend("billing/limits.rs", "// crate::work::web::files is an edge, but this is a comment.");
+    append("privacy/keys.rs", "#[cfg(test)]\nmod more { use crate::privacy::web; }");
+    prepend("work/web/tasks.rs", "use crate::tenancy::web::OrgNav as _;");
+    let v = edges_used_by_services(tmp.path());
+    let text = v.join("\n");
+    for caught in [
+        "work/invoicing.rs uses work/web/files.rs",
+        "identity/account_deletion.rs uses identity/web.rs",
+        "mail/suppression.rs uses tenancy/guard.rs",
+    ] {
+        assert!(v.contains(&caught.to_string()), "{caught}: {text}");
+    }
+    assert_eq!(v.len(), 3, "{text}");
+}

@@ -32,10 +32,6 @@ use crate::tenancy::guard::OrgAccess;
 use crate::tenancy::web::{OrgNav, failure, page};
 use crate::work::files::{self, FileMeta, Upload};
 
-/// Multipart framing and the small fields around the file (boundaries, part headers, the
-/// CSRF token, the sharing checkbox).
-pub const MULTIPART_OVERHEAD: usize = 64 * 1024;
-
 pub fn routes() -> Vec<RouteDef> {
     let mut upload_route =
         route!(POST "/o/{org}/projects/{project}/files", Surface::Web, Access::Org(P::FilesUpload), upload);

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::projects::{client_names, client_options};
-use super::{Errors, FormFields, PAGE_SIZE, Pager, form_id, milli, path_id, percent};
+use super::{Errors, FormFields, PAGE_SIZE, Pager, form_id, path_id};
 use crate::access::role::Permission as P;
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
@@ -28,6 +28,7 @@ use crate::work::Page;
 use crate::work::invoices::{
     self, InvoiceDetail, InvoiceFilter, InvoiceInput, InvoiceUpdate, LineInput, format_minor, parse_decimal,
 };
+use crate::work::invoicing::{milli, percent};
 
 pub fn routes() -> Vec<RouteDef> {
     vec![

@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 
-use super::{FormFields, percent};
+use super::FormFields;
 use crate::access::role::Permission as P;
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
@@ -18,7 +18,7 @@ use crate::route;
 use crate::state::AppState;
 use crate::tenancy::guard::OrgAccess;
 use crate::tenancy::web::{OrgNav, failure, page, page_with_status};
-use crate::work::invoicing::{self, InvoicingUpdate, parse_percent, parse_rate, show_rate};
+use crate::work::invoicing::{self, InvoicingUpdate, parse_percent, parse_rate, percent, show_rate};
 
 #[rustfmt::skip]
 pub fn routes() -> Vec<RouteDef> {

@@ -70,18 +70,6 @@ pub fn duration(minutes: i64) -> String {
     }
 }
 
-/// Thousandths → "1.5" (no trailing zeros).
-pub fn milli(v: i64) -> String {
-    let s = format!("{}.{:03}", v / 1000, (v % 1000).abs());
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
-/// Basis points → "19" or "7.25" (percent).
-pub fn percent(bp: i32) -> String {
-    let s = format!("{}.{:02}", bp / 100, (bp % 100).abs());
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
 /// Prev/next links of a list page, keeping its filters.
 pub struct Pager {
     pub first: i64,
@@ -238,12 +226,6 @@ mod tests {
 
     #[test]
     fn numbers_are_shown_without_noise() {
-        assert_eq!(milli(1500), "1.5");
-        assert_eq!(milli(1000), "1");
-        assert_eq!(milli(333), "0.333");
-        assert_eq!(percent(1900), "19");
-        assert_eq!(percent(725), "7.25");
-        assert_eq!(percent(0), "0");
         assert_eq!(duration(90), "1h 30m");
         assert_eq!(duration(45), "45m");
         assert_eq!(duration(120), "2h");
