@@ -405,7 +405,8 @@ async fn serve_with(
                 ),
                 None => None,
             };
-            let transport = crate::mail::transport::Transport::from_config(&config).map_err(anyhow::Error::msg)?;
+            let transport = crate::mail::transport::Transport::from_config(&config.mail, &config.data_dir)
+                .map_err(anyhow::Error::msg)?;
             let state = AppState::new(config.clone(), db.clone(), Arc::new(SystemClock)).await?;
             let mine = installation::Identity::of(&config, &state.sealer, &state.audit_signer.verifying_key())?;
             installation::claim(&db, &mine, &config).await?;
@@ -1182,7 +1183,7 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
             crate::privacy::export_jobs::Runner {
                 db: db.clone(),
                 stores,
-                keys: crate::privacy::keyring(&config, &sealer),
+                keys: config.privacy.keyring(&config.data_dir, &sealer),
                 signer: signer.clone(),
                 clock: Arc::new(SystemClock),
                 data_dir: config.data_dir.clone(),
@@ -1202,7 +1203,7 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
         tokio::spawn(crate::privacy::run_maintenance(
             crate::privacy::Maintenance {
                 db: db.clone(),
-                keys: crate::privacy::keyring(&config, &sealer),
+                keys: config.privacy.keyring(&config.data_dir, &sealer),
                 stores: crate::state::region_stores(&config, &db)?,
                 owners: privileged.owners.clone(),
                 record_key: crate::privacy::record_key(&sealer),

@@ -46,14 +46,14 @@ pub struct Config {
     pub backup: BackupConfig,
     /// `[disclosure]`: security.txt, the vulnerability report form, the security page's region
     /// and source links (`disclosure`).
-    pub disclosure: crate::disclosure::DisclosureConfig,
+    pub disclosure: crate::disclosure::config::DisclosureConfig,
     /// `[sentry]`: error reports (panics and 5xx answers, scrubbed), off without a DSN.
     pub sentry: crate::platform::error_reports::SentryConfig,
     /// `[residency]`: the regions organizations' data may live in (one, `us`, unless
     /// configured); `docs/security/residency.md`.
     pub residency: ResidencyConfig,
     /// `[privacy]`: where the key store is, the grace periods of deletions (`privacy`).
-    pub privacy: crate::privacy::PrivacyConfig,
+    pub privacy: crate::privacy::config::PrivacyConfig,
 }
 
 impl Default for Config {

@@ -66,13 +66,13 @@ impl AppState {
     pub async fn new(config: Config, db: Db, clock: SharedClock) -> anyhow::Result<Self> {
         let security_headers = SecurityHeaders::new(config.server.hsts_preload);
         let sealer = Sealer::load(config.secrets.master_key.as_ref(), &config.data_dir)?;
-        let keys = crate::privacy::keyring(&config, &sealer);
+        let keys = config.privacy.keyring(&config.data_dir, &sealer);
         let csrf_key = derive_key(&sealer, "clientflow csrf v1");
         let file_link_key = derive_key(&sealer, "clientflow file links v1");
         let storage = region_stores(&config, &db)?;
         let error_reporter = crate::platform::error_reports::ErrorReporter::from_config(&config.sentry)?;
         let hasher = PasswordHasher::new(config.identity.hashing_concurrency, config.identity.hashing_queue);
-        let google = GoogleSignIn::from_config(&config)?;
+        let google = GoogleSignIn::from_config(&config.google, &config.public_url())?;
         let audit_signer = Arc::new(
             crate::audit::chain::Signer::load(config.audit.signing_key.as_ref(), &config.data_dir)
                 .map_err(anyhow::Error::msg)?
@@ -174,7 +174,8 @@ pub fn unsubscribe_links(config: &Config, sealer: &Sealer) -> crate::mail::unsub
 /// What the mail worker needs, for a process that has no `AppState` (`clientflow worker`).
 pub fn mail_delivery(config: &Config) -> anyhow::Result<crate::mail::outbox::Delivery> {
     let sealer = Sealer::load(config.secrets.master_key.as_ref(), &config.data_dir)?;
-    let transport = crate::mail::transport::Transport::from_config(config).map_err(anyhow::Error::msg)?;
+    let transport =
+        crate::mail::transport::Transport::from_config(&config.mail, &config.data_dir).map_err(anyhow::Error::msg)?;
     Ok(crate::mail::outbox::Delivery::new(transport, unsubscribe_links(config, &sealer), &config.mail))
 }
 

@@ -512,7 +512,8 @@ impl TestApp {
 
     /// What the app's worker delivers mail with (its configured transport).
     pub fn mail_delivery(&self) -> clientflow::mail::outbox::Delivery {
-        let transport = clientflow::mail::transport::Transport::from_config(&self.config).expect("mail transport");
+        let transport = clientflow::mail::transport::Transport::from_config(&self.config.mail, &self.config.data_dir)
+            .expect("mail transport");
         clientflow::mail::outbox::Delivery::new(transport, self.state.unsubscribe.clone(), &self.config.mail)
     }
 

@@ -300,11 +300,11 @@ impl RateLimitsConfig {
 /// Redis (Upstash or any Redis) as a sub-processor, for the registry
 /// (`disclosure::subprocessors`): on when `redis.url` is set. The rate limiter and the bot
 /// check's replay guard keep their state there; without it both stay in this process.
-pub fn sub_processor(config: &crate::config::Config) -> crate::platform::subprocessor::SubProcessor {
+pub fn sub_processor(redis: &crate::platform::config::RedisConfig) -> crate::platform::subprocessor::SubProcessor {
     crate::platform::subprocessor::SubProcessor {
         id: "redis",
         name: "Redis (Upstash or self-hosted)",
-        enabled: config.redis.url.is_some(),
+        enabled: redis.url.is_some(),
         setting: "redis.url (REDIS_URL)",
         purpose: "Shares rate-limit budgets and the bot check's used-proof list between server processes.",
         receives: &[

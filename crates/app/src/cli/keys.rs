@@ -32,7 +32,7 @@ pub enum KeysCommand {
 
 fn keyring(config: &Config) -> anyhow::Result<Keyring> {
     let sealer = Sealer::load(config.secrets.master_key.as_ref(), &config.data_dir)?;
-    Ok(crate::privacy::keyring(config, &sealer))
+    Ok(config.privacy.keyring(&config.data_dir, &sealer))
 }
 
 pub async fn run(config: Config, json: bool, command: KeysCommand) -> anyhow::Result<ExitCode> {

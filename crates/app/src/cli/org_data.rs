@@ -23,7 +23,7 @@ fn storage_and_keys(config: &Config) -> OpResult<(crate::work::files::Storage, c
     let storage = config.files.open_storage(&config.data_dir).map_err(|e| OpError::Failed(anyhow::anyhow!("{e}")))?;
     let sealer = crate::platform::seal::Sealer::load(config.secrets.master_key.as_ref(), &config.data_dir)
         .map_err(|e| OpError::Failed(anyhow::anyhow!("{e}")))?;
-    Ok((storage, crate::privacy::keyring(config, &sealer)))
+    Ok((storage, config.privacy.keyring(&config.data_dir, &sealer)))
 }
 
 /// Writes `org`'s archive to `out`.

@@ -72,7 +72,7 @@ pub async fn run(config: Config, json: bool, command: SecurityCommand) -> anyhow
         }
         ReportsCommand::Show { reference } => {
             let sealer = crate::platform::seal::Sealer::load(config.secrets.master_key.as_ref(), &config.data_dir)?;
-            let keys = crate::privacy::keyring(&config, &sealer);
+            let keys = config.privacy.keyring(&config.data_dir, &sealer);
             let report = super::with_app_tx(&config, async |tx| reports::show(tx, &keys, &reference).await).await?;
             let Some(r) = report else {
                 anyhow::bail!("no report {reference} (see `clientflow security reports list`)");

@@ -10,11 +10,11 @@ use crate::config::Config;
 
 /// Every sub-processor an installation can have, enabled or not, in the order pages show them.
 pub fn registry(config: &Config) -> Vec<SubProcessor> {
-    let [resend, smtp] = crate::mail::transport::sub_processors(config);
+    let [resend, smtp] = crate::mail::transport::sub_processors(&config.mail);
     vec![
         resend,
         smtp,
-        crate::abuse::limits::sub_processor(config),
+        crate::abuse::limits::sub_processor(&config.redis),
         crate::abuse::botcheck::sub_processor(&config.bot_check),
         crate::backup::sub_processor(config),
         crate::billing::sub_processor(config),

@@ -23,7 +23,6 @@ use tokio::sync::RwLock;
 use super::service::{SignedIn, establish_session};
 use super::session::{Method, RequestMeta};
 use super::{repo, return_to};
-use crate::config::Config;
 use crate::platform::crypto::{random_token, sha256};
 use crate::platform::error::{DomainError, DomainResult};
 use crate::platform::keys::{At, Scope as KeyScope};
@@ -54,11 +53,11 @@ pub struct VerifiedIdentity {
 }
 
 impl GoogleSignIn {
-    pub fn from_config(config: &Config) -> anyhow::Result<Option<Self>> {
-        let (Some(id), Some(secret)) = (&config.google.client_id, &config.google.client_secret) else {
+    pub fn from_config(google: &super::config::GoogleConfig, public_url: &str) -> anyhow::Result<Option<Self>> {
+        let (Some(id), Some(secret)) = (&google.client_id, &google.client_secret) else {
             return Ok(None);
         };
-        let issuer = config.google.issuer_url.clone().unwrap_or_else(|| DEFAULT_ISSUER.to_string());
+        let issuer = google.issuer_url.clone().unwrap_or_else(|| DEFAULT_ISSUER.to_string());
         let http = openidconnect::reqwest::Client::builder()
             // Following redirects would open the server to SSRF through a hostile provider.
             .redirect(openidconnect::reqwest::redirect::Policy::none())
@@ -68,7 +67,7 @@ impl GoogleSignIn {
             client_id: ClientId::new(id.clone()),
             client_secret: ClientSecret::new(secret.expose().to_string()),
             issuer: IssuerUrl::new(issuer)?,
-            redirect: RedirectUrl::new(format!("{}/login/google/callback", config.public_url()))?,
+            redirect: RedirectUrl::new(format!("{public_url}/login/google/callback"))?,
             http,
             metadata: RwLock::new(None),
         }))

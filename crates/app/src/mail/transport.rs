@@ -16,8 +16,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::config::MailTransport;
-use crate::config::Config;
+use super::config::{MailConfig, MailTransport};
 use crate::platform::secret::Secret;
 use crate::platform::subprocessor::SubProcessor;
 
@@ -170,16 +169,15 @@ pub enum Transport {
 }
 
 impl Transport {
-    pub fn from_config(config: &Config) -> Result<Self, String> {
-        let from: Mailbox = config
-            .mail
+    pub fn from_config(mail: &MailConfig, data_dir: &Path) -> Result<Self, String> {
+        let from: Mailbox = mail
             .from
             .parse()
             .map_err(|e| format!("mail.from is not a valid mailbox ({e}): use \"Name <address@example.com>\""))?;
-        match config.mail.transport {
-            MailTransport::Maildrop => Ok(Transport::Maildrop { dir: maildrop_dir(&config.data_dir), from }),
+        match mail.transport {
+            MailTransport::Maildrop => Ok(Transport::Maildrop { dir: maildrop_dir(data_dir), from }),
             MailTransport::Smtp => {
-                let url = config.mail.smtp_url.as_ref().ok_or("mail.smtp_url is not set")?;
+                let url = mail.smtp_url.as_ref().ok_or("mail.smtp_url is not set")?;
                 require_tls(url.expose())?;
                 let smtp = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())
                     .map_err(|e| format!("mail.smtp_url: {e}"))?
@@ -188,13 +186,13 @@ impl Transport {
                 Ok(Transport::Smtp { smtp, from })
             }
             MailTransport::Resend => {
-                let key = config.mail.resend_api_key.clone().ok_or("mail.resend_api_key is not set")?;
+                let key = mail.resend_api_key.clone().ok_or("mail.resend_api_key is not set")?;
                 let client = reqwest::Client::builder()
                     .timeout(StdDuration::from_secs(20))
                     .user_agent(concat!("clientflow/", env!("CARGO_PKG_VERSION")))
                     .build()
                     .map_err(|e| format!("HTTP client: {e}"))?;
-                Ok(Transport::resend(client, &config.mail.resend_base_url, key, from))
+                Ok(Transport::resend(client, &mail.resend_base_url, key, from))
             }
         }
     }
@@ -427,7 +425,7 @@ fn require_tls(url: &str) -> Result<(), String> {
 /// The sub-processors of the mail transports, for the registry (`disclosure::subprocessors`):
 /// Resend when `mail.transport = "resend"`, the operator's SMTP relay when `"smtp"`. The
 /// default mail drop keeps every message on this machine and hands nothing to anyone.
-pub fn sub_processors(config: &Config) -> [SubProcessor; 2] {
+pub fn sub_processors(mail: &MailConfig) -> [SubProcessor; 2] {
     const MESSAGE: &[&str] = &[
         "each recipient's email address and the message's sender, subject and text",
         "the one-click unsubscribe link of non-critical mail (a sealed, expiring token)",
@@ -437,7 +435,7 @@ pub fn sub_processors(config: &Config) -> [SubProcessor; 2] {
         SubProcessor {
             id: "resend",
             name: "Resend",
-            enabled: config.mail.transport == MailTransport::Resend,
+            enabled: mail.transport == MailTransport::Resend,
             setting: "mail.transport = \"resend\" and mail.resend_api_key",
             purpose: "Delivers email (sign-in links, invitations, notifications, invoices) and reports bounces and complaints back through a signed webhook.",
             receives: MESSAGE,
@@ -446,7 +444,7 @@ pub fn sub_processors(config: &Config) -> [SubProcessor; 2] {
         SubProcessor {
             id: "smtp",
             name: "SMTP relay (configured by the operator)",
-            enabled: config.mail.transport == MailTransport::Smtp,
+            enabled: mail.transport == MailTransport::Smtp,
             setting: "mail.transport = \"smtp\" and mail.smtp_url",
             purpose: "Delivers email over SMTP with TLS.",
             receives: MESSAGE,

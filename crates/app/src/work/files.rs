@@ -47,14 +47,14 @@ pub struct FilesConfig {
 
 impl FilesConfig {
     /// The configured adapter (validated: an S3 store without its settings is refused here).
-    pub fn open_storage(&self, data_dir: &std::path::Path) -> Result<Storage, crate::config::ConfigError> {
+    pub fn open_storage(&self, data_dir: &std::path::Path) -> Result<Storage, crate::platform::config::ConfigError> {
         let dir = self.dir.clone().unwrap_or_else(|| data_dir.join("files"));
         Storage::from_config(self.storage, &dir, self.s3.as_ref())
     }
 
-    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
+    pub fn validate(&self) -> Result<(), crate::platform::config::ConfigError> {
         match (self.storage, &self.s3) {
-            (StorageKind::S3, None) => Err(crate::config::ConfigError::invalid(
+            (StorageKind::S3, None) => Err(crate::platform::config::ConfigError::invalid(
                 "files.s3",
                 "files.storage is s3: set files.s3.bucket and files.s3.region (and files.s3.endpoint for a store other than AWS)",
             )),

@@ -792,7 +792,7 @@ async fn archives_are_sealed_at_rest_and_opened_only_for_their_download() {
     .unwrap();
     assert_eq!(purged.len(), 1);
     assert!(purged[0].keys_destroyed >= 1);
-    let fresh = clientflow::privacy::keyring(&app.config, &app.state.sealer);
+    let fresh = app.config.privacy.keyring(&app.config.data_dir, &app.state.sealer);
     for keys in [&app.state.keys, &fresh] {
         match export::open_sealed_archive(keys, alpha.id, id, &leftover).unwrap() {
             Err(clientflow::platform::sealed_stream::StreamError::Key(_)) => {}

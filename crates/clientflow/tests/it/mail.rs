@@ -114,7 +114,7 @@ async fn plain_smtp_to_another_host_is_refused() {
     let mut config = clientflow::config::Config::default();
     config.mail.transport = clientflow::mail::config::MailTransport::Smtp;
     config.mail.smtp_url = Some(clientflow::platform::secret::Secret::new("smtp://user:pw@mail.example.com:587"));
-    let err = Transport::from_config(&config).err().unwrap();
+    let err = Transport::from_config(&config.mail, &config.data_dir).err().unwrap();
     assert!(err.contains("must use TLS"), "{err}");
 }
 

@@ -521,7 +521,7 @@ async fn rotation_keeps_every_value_readable_and_leaves_nothing_on_the_old_versi
     // Rotating the key-encryption key re-wraps and keeps everything readable.
     let (kek, rewrapped) = app.state.keys.store().rotate_kek().unwrap();
     assert!(kek >= 2 && rewrapped >= 2, "{kek} {rewrapped}");
-    let fresh_ring = clientflow::privacy::keyring(&app.config, &app.state.sealer);
+    let fresh_ring = app.config.privacy.keyring(&app.config.data_dir, &app.state.sealer);
     let at = contact_at("email", "x");
     let sealed = fresh_ring.seal(scope, at, b"after kek rotation").unwrap();
     assert_eq!(app.state.keys.open(scope, at, &sealed, None).unwrap(), b"after kek rotation");
@@ -846,7 +846,7 @@ async fn a_purged_organization_is_unreadable_in_a_backup_taken_before_the_purge(
     let ada_row = ada.to_string();
     let opened = app.state.keys.open(Scope::org(a.id), contact_at("email", &ada_row), &ada_sealed, None);
     assert!(matches!(opened, Err(KeyError::Missing { .. })), "{opened:?}");
-    let fresh = clientflow::privacy::keyring(&app.config, &app.state.sealer);
+    let fresh = app.config.privacy.keyring(&app.config.data_dir, &app.state.sealer);
     assert!(fresh.open(Scope::org(a.id), contact_at("email", &ada_row), &ada_sealed, None).is_err());
     let file_row = file.to_string();
     let opened = object_backup.open_with(&app.state.keys, Scope::org(a.id), contents_at(&file_row), "unused");

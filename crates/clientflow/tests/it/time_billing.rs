@@ -613,7 +613,7 @@ async fn sent_and_mailed(app: &TestApp, name: &str) -> (Org, clientflow::platfor
 async fn deliver_with(app: &TestApp, configure: impl FnOnce(&mut clientflow::config::Config)) {
     let mut config = app.config.clone();
     configure(&mut config);
-    let transport = clientflow::mail::transport::Transport::from_config(&config).unwrap();
+    let transport = clientflow::mail::transport::Transport::from_config(&config.mail, &config.data_dir).unwrap();
     let delivery = clientflow::mail::outbox::Delivery::new(transport, app.mail_delivery().links, &config.mail);
     clientflow::mail::outbox::deliver_due(&app.app_db, &delivery, app.clock.now_utc(), 1000).await.unwrap();
 }
