@@ -16,7 +16,8 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::map_response_body::MapResponseBodyLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::abuse::limits::{self, Applied, Limit};
+use crate::abuse::guard::{self as limits, Applied};
+use crate::abuse::limits::Limit;
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::identity::guard as identity_guard;
 use crate::identity::session::Stage;

@@ -7,7 +7,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::config::Config;
-use crate::identity::google::GoogleSignIn;
+use crate::identity::oidc::GoogleSignIn;
 use crate::identity::password::PasswordHasher;
 use crate::platform::clock::SharedClock;
 use crate::platform::db::Db;

@@ -2,6 +2,7 @@
 //! proof of work) on the public forms.
 
 pub mod botcheck;
+pub mod guard;
 pub mod limits;
 pub mod ratelimit;
 pub mod web;

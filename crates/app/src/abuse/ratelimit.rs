@@ -98,7 +98,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderName, HeaderValue, header};
 use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
@@ -364,7 +363,8 @@ impl RateLimiter {
     }
 }
 
-/// `RateLimit-Policy`, `RateLimit` and, on a denial, `Retry-After` for a response.
+/// `RateLimit-Policy`, `RateLimit` and, on a denial, `Retry-After` for a response, as (field
+/// name, value) pairs: the route guard writes them as headers (`abuse::guard`).
 ///
 /// Syntax of draft-ietf-httpapi-ratelimit-headers-11 (23 May 2026): both fields are Structured
 /// Field Lists whose items are the policy name as an sf-string; `RateLimit-Policy` carries the
@@ -373,22 +373,17 @@ impl RateLimiter {
 /// `RateLimit: "auth-ip";r=3;t=42`. No partition key (`pk`) is sent: ours are digests of
 /// addresses, which the draft (§6.1) advises against returning. On a denial `t` equals
 /// `Retry-After`, as §6 requires that Retry-After not point before the effective window ends.
-pub fn headers(policy: &Policy, d: &Decision) -> Vec<(HeaderName, HeaderValue)> {
+pub fn headers(policy: &Policy, d: &Decision) -> Vec<(&'static str, String)> {
     let name = sf_string(policy.name);
     let window = ceil_secs(policy.window).max(1);
     let retry = (!d.allowed).then(|| ceil_secs(d.retry_after.unwrap_or(d.reset_after)).max(1));
     let effective = retry.unwrap_or_else(|| ceil_secs(d.reset_after));
-    let mut out = Vec::with_capacity(3);
-    let mut push = |name: HeaderName, value: String| {
-        // Every character is visible ASCII by construction; a failure would only drop a hint.
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            out.push((name, v));
-        }
-    };
-    push(HeaderName::from_static("ratelimit-policy"), format!("{name};q={};w={window}", sf_integer(policy.limit)));
-    push(HeaderName::from_static("ratelimit"), format!("{name};r={};t={effective}", sf_integer(d.remaining)));
+    let mut out = vec![
+        ("ratelimit-policy", format!("{name};q={};w={window}", sf_integer(policy.limit))),
+        ("ratelimit", format!("{name};r={};t={effective}", sf_integer(d.remaining))),
+    ];
     if let Some(secs) = retry {
-        push(header::RETRY_AFTER, secs.to_string());
+        out.push(("retry-after", secs.to_string()));
     }
     out
 }
@@ -1059,8 +1054,7 @@ mod tests {
             retry_after: None,
         };
         let h = headers(&policy, &allowed);
-        let text: Vec<(String, String)> =
-            h.iter().map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_string())).collect();
+        let text: Vec<(String, String)> = h.iter().map(|(n, v)| (n.to_string(), v.clone())).collect();
         assert_eq!(
             text,
             vec![
@@ -1073,7 +1067,7 @@ mod tests {
         let h = headers(&policy, &denied);
         assert_eq!(h.len(), 3);
         assert_eq!(h[1].1, "\"auth-ip\";r=0;t=1");
-        assert_eq!(h[2].0, header::RETRY_AFTER);
+        assert_eq!(h[2].0, "retry-after");
         assert_eq!(h[2].1, "1");
     }
 

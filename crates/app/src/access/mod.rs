@@ -26,6 +26,7 @@ pub mod maintenance;
 pub mod member;
 pub mod principal;
 pub mod request_tx;
+pub mod requirement;
 pub mod role;
 pub mod route;
 pub mod session;

@@ -5,6 +5,7 @@ pub mod config;
 pub mod events;
 pub mod google;
 pub mod guard;
+pub mod oidc;
 pub mod password;
 pub mod repo;
 pub mod requests;

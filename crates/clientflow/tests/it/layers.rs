@@ -222,8 +222,6 @@ const HTTP_NAMES: &[&str] = &["AppError", "AppResult", "StatusCode", "axum"];
 /// status, the problem and the page to the edge.
 const EDGE_FILES: &[(&str, &str)] = &[
     ("ops.rs", "the operator endpoints: /healthz, /readyz, /metrics"),
-    ("abuse/limits.rs", "the rate-limit guard the route's guard runs before and after access"),
-    ("abuse/ratelimit.rs", "a decision's RateLimit response headers"),
     ("access/asking.rs", "reads the session cookie from the request's headers"),
     ("tenancy/audit_log.rs", "the audit-log viewer page and its CSV download"),
     ("tenancy/billing.rs", "the billing settings page"),
@@ -430,4 +428,68 @@ fn the_service_check_catches_a_service_that_uses_an_edge() {
         assert!(v.contains(&caught.to_string()), "{caught}: {text}");
     }
     assert_eq!(v.len(), 3, "{text}");
+}
+
+/// The import cycles (files that use each other, directly or not) that cross areas, each as
+/// the sorted list of its files. A cycle within one area is the area's own business.
+fn cycles_across_areas(src: &Path) -> Vec<Vec<String>> {
+    let uses: std::collections::BTreeMap<String, BTreeSet<String>> = rust_files(src)
+        .into_iter()
+        .map(|(rel, path)| {
+            let text = code(&std::fs::read_to_string(&path).unwrap());
+            let used = named_files(src, &rel, &text);
+            (rel, used)
+        })
+        .collect();
+    let reach = |from: &str| {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![from.to_string()];
+        while let Some(f) = todo.pop() {
+            for g in uses.get(&f).into_iter().flatten() {
+                if seen.insert(g.clone()) {
+                    todo.push(g.clone());
+                }
+            }
+        }
+        seen
+    };
+    let reaches: std::collections::BTreeMap<&String, BTreeSet<String>> = uses.keys().map(|f| (f, reach(f))).collect();
+    let mut cycles = BTreeSet::new();
+    for (f, from_f) in &reaches {
+        let cycle: Vec<String> =
+            from_f.iter().filter(|g| reaches.get(g).is_some_and(|r| r.contains(*f))).cloned().collect();
+        if cycle.iter().any(|g| area_of(g) != area_of(f)) {
+            cycles.insert(cycle);
+        }
+    }
+    cycles.into_iter().collect()
+}
+
+/// No file imports, through any chain, a file of another area that imports it back: the order
+/// of areas holds file by file, and the root's shared context (`AppState`, `Config`) is named
+/// only by what stands above the parts it holds.
+#[test]
+fn no_import_cycle_crosses_areas() {
+    let cycles = cycles_across_areas(&root().join("crates/app/src"));
+    assert!(
+        cycles.is_empty(),
+        "import cycles across areas:\n{}",
+        cycles.iter().map(|c| c.join(" ⇄ ")).collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// Negative control: the state named by what it holds makes a cycle across areas; a cycle
+/// inside one area does not count.
+#[test]
+fn the_cycle_check_catches_a_cycle_across_areas() {
+    let tmp = copy_of_the_app_sources();
+    add_to(&tmp, "identity/oidc.rs", "fn f(_: &crate::state::AppState) {}", true);
+    add_to(&tmp, "billing/config.rs", "fn g() { crate::billing::stripe::f() }", true);
+    let cycles = cycles_across_areas(tmp.path());
+    let text = format!("{cycles:?}");
+    assert!(
+        cycles.iter().any(|c| c.contains(&"state.rs".to_string()) && c.contains(&"identity/oidc.rs".to_string())),
+        "{text}"
+    );
+    assert!(!text.contains("billing/config.rs"), "{text}");
 }
