@@ -16,7 +16,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::map_response_body::MapResponseBodyLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::abuse::guard::{self as limits, Applied};
+use crate::abuse::guard::{self as limit_guard, Applied};
 use crate::abuse::limits::Limit;
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::identity::guard as identity_guard;
@@ -171,7 +171,7 @@ async fn guarded(
     }
     // Limits keyed on the address or the form come first: a flood is refused before it
     // costs a session lookup or a CSRF check.
-    let req = match limits::enforce_before_access(state, &route.limits, req, applied).await {
+    let req = match limit_guard::enforce_before_access(state, &route.limits, req, applied).await {
         Ok(req) => req,
         Err(res) => return res,
     };
@@ -208,8 +208,8 @@ async fn guarded(
     } else {
         req
     };
-    let keys = limits::principal_keys(&route.limits, &req);
-    if let Err(res) = limits::enforce_after_access(state, keys, applied).await {
+    let keys = limit_guard::principal_keys(&route.limits, &req);
+    if let Err(res) = limit_guard::enforce_after_access(state, keys, applied).await {
         return res;
     }
     // And in the body, once the request may reach its handler.
