@@ -11,6 +11,7 @@ mod org_data;
 pub mod residency;
 mod security;
 mod seed;
+mod session;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

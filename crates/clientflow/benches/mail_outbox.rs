@@ -17,7 +17,8 @@
 
 use std::time::{Duration, Instant};
 
-use clientflow::mail::outbox::{self, Category, Delivery, OutgoingMail, QueuedMail};
+use clientflow::mail::category::Category;
+use clientflow::mail::outbox::{self, Delivery, OutgoingMail, QueuedMail};
 use clientflow::mail::suppression::{self, Reason};
 use clientflow::platform::secret::Secret;
 use clientflow_test_support::TestApp;

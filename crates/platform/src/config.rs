@@ -351,6 +351,10 @@ impl Default for MetricsConfig {
     }
 }
 
+/// The stanza (pgBackRest's name for one cluster's backups) of the private cluster: the
+/// default region's; another region's is [`ResidencyConfig::backup_stanza`].
+pub const STANZA: &str = "clientflow";
+
 /// `[backup]`: pgBackRest for the private cluster (see `db::backup`). Ignored when
 /// `database.url` is set: a managed database's provider owns its backups.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -507,12 +511,12 @@ pub fn cidr_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error
 pub struct ResidencyConfig {
     /// The default region's name: the `[database]` (which also holds the global directory),
     /// `[files]` and `[backup]` sections are this region's.
-    pub default_region: crate::db::RegionId,
+    pub default_region: crate::db::region::RegionId,
     /// What the default region is called on the pages (e.g. "United States").
     pub default_label: String,
     /// The region a new organization gets unless its Owner chooses another (default: the
     /// default region).
-    pub new_organizations: Option<crate::db::RegionId>,
+    pub new_organizations: Option<crate::db::region::RegionId>,
     /// Further regions, by name (`[residency.regions.eu]`).
     pub regions: std::collections::BTreeMap<String, RegionConfig>,
 }
@@ -520,7 +524,7 @@ pub struct ResidencyConfig {
 impl Default for ResidencyConfig {
     fn default() -> Self {
         Self {
-            default_region: crate::db::RegionId::DEFAULT,
+            default_region: crate::db::region::RegionId::DEFAULT,
             default_label: "United States".to_string(),
             new_organizations: None,
             regions: Default::default(),
@@ -569,19 +573,19 @@ pub struct RegionConfig {
 
 impl ResidencyConfig {
     /// Every region's name, the default first.
-    pub fn region_ids(&self) -> Vec<crate::db::RegionId> {
+    pub fn region_ids(&self) -> Vec<crate::db::region::RegionId> {
         let mut ids = vec![self.default_region];
-        ids.extend(self.regions.keys().filter_map(|k| crate::db::RegionId::parse(k)));
+        ids.extend(self.regions.keys().filter_map(|k| crate::db::region::RegionId::parse(k)));
         ids
     }
 
     /// The region new organizations get unless their Owner chooses.
-    pub fn new_organization_region(&self) -> crate::db::RegionId {
+    pub fn new_organization_region(&self) -> crate::db::region::RegionId {
         self.new_organizations.unwrap_or(self.default_region)
     }
 
     /// What a region is called on the pages.
-    pub fn label(&self, region: crate::db::RegionId) -> String {
+    pub fn label(&self, region: crate::db::region::RegionId) -> String {
         if region == self.default_region {
             return self.default_label.clone();
         }
@@ -592,7 +596,7 @@ impl ResidencyConfig {
     }
 
     /// Where a further region's files are kept.
-    pub fn files_dir(&self, region: crate::db::RegionId, data_dir: &Path) -> PathBuf {
+    pub fn files_dir(&self, region: crate::db::region::RegionId, data_dir: &Path) -> PathBuf {
         self.regions
             .get(region.as_str())
             .and_then(|r| r.files_dir.clone())
@@ -600,9 +604,9 @@ impl ResidencyConfig {
     }
 
     /// The pgBackRest stanza of a region's backups (the default region's is `clientflow`).
-    pub fn backup_stanza(&self, region: crate::db::RegionId) -> String {
+    pub fn backup_stanza(&self, region: crate::db::region::RegionId) -> String {
         if region == self.default_region {
-            return crate::db::backup::STANZA.to_string();
+            return STANZA.to_string();
         }
         self.regions
             .get(region.as_str())
@@ -612,7 +616,7 @@ impl ResidencyConfig {
 
     /// A region's backup settings: `[backup]`'s schedule and retention with the region's own
     /// repository and passphrase (never the default region's repository or bucket).
-    pub fn backup_config(&self, region: crate::db::RegionId, base: &BackupConfig) -> BackupConfig {
+    pub fn backup_config(&self, region: crate::db::region::RegionId, base: &BackupConfig) -> BackupConfig {
         let Some(r) = self.regions.get(region.as_str()).filter(|_| region != self.default_region) else {
             return base.clone();
         };
@@ -676,7 +680,7 @@ impl ResidencyConfig {
     }
 
     /// A further region's database name on the default region's server.
-    pub fn database_name(&self, region: crate::db::RegionId) -> String {
+    pub fn database_name(&self, region: crate::db::region::RegionId) -> String {
         self.regions
             .get(region.as_str())
             .and_then(|r| r.database_name.clone())
@@ -688,7 +692,7 @@ impl ResidencyConfig {
         let mut dirs = std::collections::BTreeSet::new();
         let mut databases = std::collections::BTreeSet::new();
         for (name, region) in &self.regions {
-            let Some(id) = crate::db::RegionId::parse(name) else {
+            let Some(id) = crate::db::region::RegionId::parse(name) else {
                 return Err(ConfigError::invalid(
                     "residency.regions",
                     format!(

@@ -28,6 +28,7 @@ use sentry::{ClientOptions, Envelope, Hub, Scope, SentryFutureExt, Transport, Tr
 use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
+use crate::http::error::InternalCause;
 use crate::http::middleware::{RequestId, RouteName};
 use crate::secret::Secret;
 
@@ -117,11 +118,6 @@ impl ErrorReporter {
         Some(Arc::new(Hub::new(Some(client), Arc::new(scope))))
     }
 }
-
-/// The cause of an internal error, put on the 500 response by `AppError` for the reporter
-/// (scrubbed before it is sent; never shown to the client).
-#[derive(Debug, Clone)]
-pub struct InternalCause(pub String);
 
 /// Runs `fut` with the current request's hub (for work a request hands to a task of its own).
 pub fn in_current_hub<F: std::future::Future>(fut: F) -> impl std::future::Future<Output = F::Output> {

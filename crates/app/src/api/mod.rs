@@ -8,4 +8,9 @@ pub mod openapi;
 pub mod v1;
 pub mod web;
 
-pub use v1::routes;
+/// The API's routes: the endpoints and the document that describes them.
+pub fn routes() -> Vec<crate::access::route::RouteDef> {
+    let mut routes = v1::routes();
+    routes.extend(openapi::routes());
+    routes
+}

@@ -19,12 +19,16 @@
 
 use std::sync::LazyLock;
 
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use utoipa::{OpenApi, PartialSchema, ToSchema};
 
 use super::v1::ApiDoc;
+use crate::access::route::{Access, RouteDef, Surface};
 use crate::platform::fields;
+use crate::route;
 
 /// The name of the bearer security scheme in the document.
 pub const SECURITY_SCHEME: &str = "api_key";
@@ -32,9 +36,28 @@ pub const SECURITY_SCHEME: &str = "api_key";
 /// What an `Idempotency-Key` may be: 1–255 visible ASCII characters (see `api::idempotency`).
 pub const IDEMPOTENCY_KEY_PATTERN: &str = r"^[\x21-\x7E]{1,255}$";
 
+/// `GET /api/v1/openapi.json`, public: served from here, above the endpoints it describes.
+pub fn routes() -> Vec<RouteDef> {
+    vec![route!(GET "/api/v1/openapi.json", Surface::Api, Access::Public, openapi_json)]
+}
+
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", security(()),
+    responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json")))]
+pub async fn openapi_json() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], document()).into_response()
+}
+
+/// The operation that serves the document, which the endpoints' own [`ApiDoc`] can't name
+/// without naming this module.
+#[derive(OpenApi)]
+#[openapi(paths(openapi_json))]
+struct ThisDocument;
+
 /// The document, completed with the conventions.
 pub fn spec() -> Value {
-    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|e| json!({ "error": e.to_string() }));
+    let mut api = ApiDoc::openapi();
+    api.merge(ThisDocument::openapi());
+    let mut doc = serde_json::to_value(api).unwrap_or_else(|e| json!({ "error": e.to_string() }));
     conventions(&mut doc);
     doc
 }

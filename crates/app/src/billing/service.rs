@@ -10,7 +10,8 @@ use time::OffsetDateTime;
 
 use crate::access::OrgTx;
 use crate::audit::{self, Context, Entry};
-use crate::mail::outbox::{self, Category, OutgoingMail};
+use crate::mail::category::Category;
+use crate::mail::outbox::{self, OutgoingMail};
 use crate::platform::plans::PlanBook;
 
 #[derive(Debug, Clone, sqlx::FromRow)]

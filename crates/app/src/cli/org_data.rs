@@ -13,7 +13,7 @@ use std::path::Path;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::operator::{OpError, OpResult, Report, Session, audit_context, org_principal};
+use super::session::{OpError, OpResult, Report, Session, audit_context, org_principal};
 use crate::access::OrgTx;
 use crate::audit::{self, Entry};
 use crate::config::Config;

@@ -35,7 +35,7 @@ use sqlx::Connection as _;
 use time::{Date, Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use super::operator::{OpError, OpResult, Report, Session, audit_context, finish};
+use super::session::{OpError, OpResult, Report, Session, audit_context, finish};
 use crate::access::OrgTx;
 use crate::access::{self, NewOrgCreator, OperatorAuthority};
 use crate::audit::{self, Entry};

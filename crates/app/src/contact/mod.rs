@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use crate::access::{OrgPrincipal, OrgTx};
 use crate::identity::session::RequestMeta;
-use crate::mail::outbox::{self, Category, OutgoingMail};
+use crate::mail::category::Category;
+use crate::mail::outbox::{self, OutgoingMail};
 use crate::platform::error::{DomainError, DomainResult, FieldError};
 use crate::platform::types::{Email, parse_name};
 use crate::state::AppState;

@@ -20,8 +20,8 @@ use crate::platform::error::{DomainError, FieldError};
 use crate::platform::http::error::{AppError, AppResult};
 use crate::route;
 use crate::state::AppState;
+use crate::tenancy::frame::OrgNav;
 use crate::tenancy::guard::OrgAccess;
-use crate::tenancy::web::OrgNav;
 
 pub fn routes() -> Vec<RouteDef> {
     vec![

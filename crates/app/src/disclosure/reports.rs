@@ -32,7 +32,8 @@ use crate::abuse::web::{BotCheckView, SubmittedProof, verify_form, with_widget_p
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::identity::guard::FormToken;
 use crate::identity::session::RequestMeta;
-use crate::mail::outbox::{self, Category, OutgoingMail};
+use crate::mail::category::Category;
+use crate::mail::outbox::{self, OutgoingMail};
 use crate::platform::crypto::{random_bytes, random_token, sha256};
 use crate::platform::error::{DomainError, DomainResult, FieldError};
 use crate::platform::http::error::{AppError, AppResult};

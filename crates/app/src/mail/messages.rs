@@ -1,7 +1,8 @@
 //! The text of every message ClientFlow sends. Plain text, no tracking, links to the
 //! configured public URL only.
 
-use super::outbox::{Category, OutgoingMail};
+use super::category::Category;
+use super::outbox::OutgoingMail;
 
 fn mail(to: &str, subject: &str, body: String) -> OutgoingMail {
     OutgoingMail {

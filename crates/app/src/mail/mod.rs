@@ -6,6 +6,7 @@
 //! ([`outbox::enqueue`]); the worker delivers it, checking the suppression list at send time
 //! and retrying with backoff, so a crash or a provider outage loses nothing.
 
+pub mod category;
 pub mod config;
 pub mod messages;
 pub mod outbox;

@@ -22,6 +22,7 @@ use sqlx::PgConnection;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
+use super::category::Category;
 use super::suppression::{self, Reason, SoftBouncePolicy};
 pub use super::transport::{Attachment, AttachmentRefused, MAX_ATTACHMENT_BYTES, MAX_ATTACHMENTS};
 use super::transport::{Envelope, SendError, Transport};
@@ -29,43 +30,6 @@ use super::unsubscribe::Links;
 use crate::access::OrgTx;
 use crate::platform::db::Db;
 use crate::platform::ids::OrgId;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
-#[sqlx(type_name = "text", rename_all = "lowercase")]
-#[serde(rename_all = "lowercase")]
-pub enum Category {
-    /// Authentication, security and billing mail: always sent (bypasses suppression), never
-    /// offered an unsubscribe.
-    Critical,
-    /// Notifications: invitations, contact-form messages, activity.
-    Transactional,
-    Marketing,
-}
-
-impl Category {
-    pub const ALL: [Category; 3] = [Category::Critical, Category::Transactional, Category::Marketing];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::Critical => "critical",
-            Category::Transactional => "transactional",
-            Category::Marketing => "marketing",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Category> {
-        Category::ALL.into_iter().find(|c| c.as_str() == s.trim())
-    }
-
-    /// For people, on the unsubscribe and account pages.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Category::Critical => "sign-in, security and billing messages",
-            Category::Transactional => "notifications (invitations, messages and activity in your organizations)",
-            Category::Marketing => "news and announcements",
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct OutgoingMail {

@@ -17,7 +17,7 @@ use sqlx::PgConnection;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use super::outbox::Category;
+use super::category::Category;
 use crate::platform::types::Email;
 
 /// Why an address is suppressed.

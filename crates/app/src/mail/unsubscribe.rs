@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use time::{Duration, OffsetDateTime};
 
-use super::outbox::Category;
+use super::category::Category;
 use crate::platform::seal::Sealer;
 
 const CONTEXT: &str = "clientflow unsubscribe v1";

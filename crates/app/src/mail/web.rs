@@ -14,7 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 
-use super::outbox::Category;
+use super::category::Category;
 use super::suppression::{self, Reason};
 use super::unsubscribe::{Subscription, TokenError};
 use crate::abuse::limits::UNSUBSCRIBE_PER_IP;

@@ -24,8 +24,8 @@ use sha2::Sha256;
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 
+use super::category::Category;
 use super::config::decode_secret;
-use super::outbox::Category;
 use super::suppression::{self, Reason, SoftBouncePolicy};
 use crate::platform::http::error::AppError;
 use crate::state::AppState;

@@ -19,7 +19,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::access::OrgTx;
-use crate::mail::outbox::{self, Category, OutgoingMail};
+use crate::mail::category::Category;
+use crate::mail::outbox::{self, OutgoingMail};
 use crate::platform::ids::UserId;
 
 /// What a notification is about.

@@ -22,8 +22,8 @@ use crate::platform::http::error::{AppError, AppResult, FieldError};
 use crate::platform::secret::Secret;
 use crate::route;
 use crate::state::AppState;
+use crate::tenancy::frame::{OrgNav, failure, page, page_with_status};
 use crate::tenancy::guard::OrgAccess;
-use crate::tenancy::web::{OrgNav, failure, page, page_with_status};
 
 pub fn routes() -> Vec<RouteDef> {
     let p = Permission::OrgDelete;

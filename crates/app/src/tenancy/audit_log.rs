@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 
+use super::frame::{OrgNav, page};
 use super::guard::OrgAccess;
-use super::web::{OrgNav, page};
 use crate::access::OrgTx;
 use crate::access::role::Permission;
 use crate::access::route::{Access, RouteDef, Surface};

@@ -16,8 +16,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::frame::{OrgNav, page, page_with_status};
 use super::guard::OrgAccess;
-use super::web::{OrgNav, page, page_with_status};
 use crate::abuse::limits::BILLING_PER_ORG;
 use crate::access::OrgTx;
 use crate::access::role::Permission;

@@ -9,8 +9,8 @@ use axum::extract::{FromRequest, MatchedPath, Request};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::frame::OrgNav;
 use super::guard::OrgAccess;
-use super::web::OrgNav;
 use crate::access::session::CurrentSession;
 use crate::platform::http::error::{AppError, RenderedByHandler};
 

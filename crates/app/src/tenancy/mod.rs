@@ -4,6 +4,7 @@ pub mod allowlist;
 pub mod audit_log;
 pub mod billing;
 pub mod confirm;
+pub mod frame;
 pub mod guard;
 pub mod repo;
 pub mod service;

@@ -16,7 +16,8 @@ use crate::access::role::{Permission, PermissionSet, Role, admin_bound, customiz
 use crate::access::{self, NewOrgCreator, OrgPrincipal};
 use crate::audit::{self, Context, Entry};
 use crate::identity::AuthenticatedUser;
-use crate::mail::outbox::{self, Category, OutgoingMail};
+use crate::mail::category::Category;
+use crate::mail::outbox::{self, OutgoingMail};
 use crate::platform::crypto::{random_token, sha256};
 use crate::platform::db::Db;
 use crate::platform::error::{DomainError, DomainResult, FieldError};

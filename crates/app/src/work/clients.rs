@@ -136,7 +136,8 @@ pub async fn list(db: &Db, p: &OrgPrincipal, filter: &ClientFilter, page: Page) 
         "all" => None,
         _ => return Err(DomainError::field("status", "must be active, archived or all")),
     };
-    let q = filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty()).map(|q| format!("%{}%", like_escape(q)));
+    let q =
+        filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty()).map(|q| format!("%{}%", super::like_escape(q)));
     let mut tx = OrgTx::begin(db, p).await?;
     let where_ = format!(
         "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR name ILIKE $2 OR company ILIKE $2 OR email ILIKE $2) \
@@ -161,10 +162,6 @@ pub async fn list(db: &Db, p: &OrgPrincipal, filter: &ClientFilter, page: Page) 
     .await?;
     tx.commit().await?;
     Ok((items, total))
-}
-
-pub fn like_escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
 pub async fn get(db: &Db, p: &OrgPrincipal, id: ClientId) -> DomainResult<Client> {

@@ -18,7 +18,8 @@ use super::projects::{fetch_visible, require};
 use super::{member_filter, project_visible};
 use crate::access::role::Permission;
 use crate::access::{OrgPrincipal, OrgTx, ProjectScope};
-use crate::mail::outbox::{self, Category, OutgoingMail};
+use crate::mail::category::Category;
+use crate::mail::outbox::{self, OutgoingMail};
 use crate::notify::{self, Kind};
 use crate::platform::db::Db;
 use crate::platform::error::{DomainError, DomainResult};
@@ -340,38 +341,6 @@ pub async fn is_following(tx: &mut OrgTx, task: TaskId, user: UserId) -> Result<
     Ok(followers(tx, task).await?.contains(&user))
 }
 
-/// Whether the person the principal acts for follows `task` (a task they may see).
-pub async fn following(db: &Db, p: &OrgPrincipal, task: TaskId) -> DomainResult<bool> {
-    let Some(me) = p.on_behalf_of() else { return Ok(false) };
-    let mut tx = OrgTx::begin(db, p).await?;
-    super::tasks::fetch_visible_task(&mut tx, p, task).await?;
-    let yes = is_following(&mut tx, task, me).await?;
-    tx.commit().await?;
-    Ok(yes)
-}
-
-/// Follows or unfollows a task the principal may see, for the person they act for.
-pub async fn set_following(db: &Db, p: &OrgPrincipal, task: TaskId, following: bool) -> DomainResult<()> {
-    require(p, Permission::TasksRead)?;
-    let Some(me) = p.on_behalf_of() else {
-        return Err(DomainError::Forbidden("Following is for people.".into()));
-    };
-    let mut tx = OrgTx::begin(db, p).await?;
-    super::tasks::fetch_visible_task(&mut tx, p, task).await?;
-    sqlx::query(
-        "INSERT INTO task_followers (organization_id, task_id, user_id, following) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (organization_id, task_id, user_id) DO UPDATE SET following = EXCLUDED.following",
-    )
-    .bind(tx.org_id())
-    .bind(task)
-    .bind(me)
-    .bind(following)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(())
-}
-
 /// Tells `users` (newly assigned) about `task`.
 pub async fn task_assigned(
     tx: &mut OrgTx,
@@ -467,7 +436,7 @@ impl Person {
 /// The people who work inside a project (those a comment on its tasks may mention, and the
 /// picker lists): active non-Client members who see every project or are on this one.
 async fn project_people(tx: &mut OrgTx, project: ProjectId, q: &str, limit: i64) -> Result<Vec<Person>, sqlx::Error> {
-    let like = format!("%{}%", super::clients::like_escape(q));
+    let like = format!("%{}%", super::like_escape(q));
     sqlx::query_as(&format!(
         "SELECT m.user_id AS id, coalesce(nullif(u.display_name, ''), u.email) AS name, u.email \
            FROM memberships m JOIN users u ON u.id = m.user_id \

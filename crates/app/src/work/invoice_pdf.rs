@@ -3,7 +3,8 @@
 //! small and plain on purpose: the content streams are uncompressed text, which keeps the
 //! writer short enough to read in one sitting and lets tests find the number and total in it.
 
-use super::invoices::{InvoiceDetail, format_minor};
+use super::invoices::InvoiceDetail;
+use super::money::{format_minor, milli, percent};
 
 const PAGE_WIDTH: i32 = 595;
 const PAGE_HEIGHT: i32 = 842;
@@ -56,7 +57,7 @@ fn layout(organization: &str, d: &InvoiceDetail) -> Vec<Vec<Text>> {
         }
         rows.push(vec![
             text(false, 10, MARGIN, description),
-            text(false, 10, 330, crate::work::invoicing::milli(l.quantity_milli)),
+            text(false, 10, 330, milli(l.quantity_milli)),
             text(false, 10, 390, format_minor(l.unit_price_minor)),
             text(false, 10, 480, format_minor(l.amount_minor)),
         ]);
@@ -64,7 +65,7 @@ fn layout(organization: &str, d: &InvoiceDetail) -> Vec<Vec<Text>> {
     rows.push(vec![]);
     rows.push(vec![text(false, 11, 330, "Subtotal"), text(false, 11, 450, money(i.subtotal_minor))]);
     rows.push(vec![
-        text(false, 11, 330, format!("Tax {}%", crate::work::invoicing::percent(i.tax_rate_bp))),
+        text(false, 11, 330, format!("Tax {}%", percent(i.tax_rate_bp))),
         text(false, 11, 450, money(i.tax_minor)),
     ]);
     rows.push(vec![text(true, 12, 330, "Total"), text(true, 12, 450, money(i.total_minor))]);

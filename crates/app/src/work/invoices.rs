@@ -8,6 +8,7 @@ use serde_json::json;
 use time::{Date, Duration, OffsetDateTime};
 use utoipa::ToSchema;
 
+use super::money::Currency;
 use super::projects::require;
 use super::{Page, fields};
 use crate::access::OrgPrincipal;
@@ -158,21 +159,6 @@ pub struct LineInput {
     #[schema(minimum = 0, maximum = 100000000000_i64)]
     pub unit_price_minor: i64,
 }
-
-/// An active ISO 4217 currency code (`platform::currency`).
-pub struct Currency;
-
-impl utoipa::PartialSchema for Currency {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .description(Some("An active ISO 4217 currency code (List One, without XTS and XXX)."))
-            .enum_values(Some(crate::platform::currency::ACTIVE_CODES))
-            .into()
-    }
-}
-
-impl ToSchema for Currency {}
 
 /// An invoice's status as shown. The database stores `draft`, `sent`, `paid` or `void`;
 /// `overdue` is a sent invoice past its due date, decided when it is read ([`shown_status`]).
@@ -345,7 +331,7 @@ pub async fn list(
         return Err(DomainError::field("q", "is too long (at most 200 characters)"));
     }
     let q = f.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
-    let pattern = q.map(|q| format!("%{}%", super::clients::like_escape(q)));
+    let pattern = q.map(|q| format!("%{}%", super::like_escape(q)));
     let number: Option<i64> = q.and_then(|q| q.trim_start_matches('#').trim().parse().ok());
     let where_ = "($1::uuid IS NULL OR i.client_id = $1) AND (CASE WHEN $2::text IS NULL THEN true \
                   WHEN $2 = 'overdue' THEN i.status = 'sent' AND i.due_date < $3 \
@@ -388,7 +374,7 @@ pub struct InvoiceDetail {
     pub client_name: String,
 }
 
-async fn fetch(tx: &mut OrgTx, id: InvoiceId) -> DomainResult<Invoice> {
+pub(super) async fn fetch(tx: &mut OrgTx, id: InvoiceId) -> DomainResult<Invoice> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM invoices i WHERE i.id = $1"))
         .bind(id)
         .fetch_optional(&mut **tx)
@@ -670,7 +656,7 @@ pub async fn transition(
 }
 
 /// [`transition`] inside the caller's transaction.
-async fn transition_in(
+pub(super) async fn transition_in(
     tx: &mut OrgTx,
     ctx: &Context,
     p: &OrgPrincipal,
@@ -1014,134 +1000,6 @@ pub async fn bill_time(
     Ok(after)
 }
 
-/// Why an invoice is mailed ([`email_invoice`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mailing {
-    /// Just sent: here is the invoice.
-    Sent,
-    /// A reminder of an open invoice (at most once a day per invoice).
-    Reminder,
-}
-
-/// Mails a sent invoice to its client's billing contact (the client's email, else its first
-/// contact with one) through the outbox, in the caller's request transaction, with a link to the
-/// invoice in the portal and its PDF attached (the portal's document, byte for byte). `Ok(None)` when the client has no billing email. A reminder is refused
-/// (409) when the invoice isn't open or one went out less than a day ago, and is audited.
-pub async fn email_invoice(
-    db: &Db,
-    ctx: &Context,
-    p: &OrgPrincipal,
-    id: InvoiceId,
-    public_url: &str,
-    why: Mailing,
-) -> DomainResult<Option<String>> {
-    require(p, Permission::InvoicesUpdate)?;
-    let mut tx = OrgTx::begin(db, p).await?;
-    let to = email_invoice_in(&mut tx, ctx, id, public_url, why).await?;
-    tx.commit().await?;
-    Ok(to)
-}
-
-/// Sends a draft and mails it to the client's billing contact in **one** transaction: the
-/// number, the status, the audit event and the queued mail commit together or not at all.
-/// `None`: sent, but the client has no address to mail it to.
-pub async fn send_and_mail(
-    db: &Db,
-    ctx: &Context,
-    p: &OrgPrincipal,
-    id: InvoiceId,
-    public_url: &str,
-) -> DomainResult<Option<String>> {
-    require(p, Permission::InvoicesUpdate)?;
-    let mut tx = OrgTx::begin(db, p).await?;
-    transition_in(&mut tx, ctx, p, id, InvoiceAction::Send).await?;
-    let to = email_invoice_in(&mut tx, ctx, id, public_url, Mailing::Sent).await?;
-    tx.commit().await?;
-    Ok(to)
-}
-
-/// [`email_invoice`] inside the caller's transaction.
-async fn email_invoice_in(
-    tx: &mut OrgTx,
-    ctx: &Context,
-    id: InvoiceId,
-    public_url: &str,
-    why: Mailing,
-) -> DomainResult<Option<String>> {
-    let inv = fetch(tx, id).await?;
-    if !matches!(inv.status, InvoiceStatus::Sent) {
-        return Err(DomainError::Conflict(format!("A {} invoice isn't mailed to the client.", inv.status)));
-    }
-    let (slug, org_name, client_name, to): (String, String, String, Option<String>) = sqlx::query_as(
-        "SELECT o.slug, o.name, c.name, coalesce(nullif(c.email, ''), (SELECT k.email FROM client_contacts k \
-           WHERE k.organization_id = c.organization_id AND k.client_id = c.id AND coalesce(k.email, '') <> '' \
-           ORDER BY k.created_at, k.id LIMIT 1)) \
-         FROM clients c JOIN organizations o ON o.id = c.organization_id WHERE c.id = $1",
-    )
-    .bind(inv.client_id)
-    .fetch_one(&mut **tx)
-    .await?;
-    let Some(to) = to else { return Ok(None) };
-    if why == Mailing::Reminder {
-        let reminded = sqlx::query(
-            "UPDATE invoices SET reminded_at = $2 WHERE id = $1 AND (reminded_at IS NULL OR reminded_at <= $2 - interval '1 day')",
-        )
-        .bind(id)
-        .bind(ctx.now)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        if reminded == 0 {
-            return Err(DomainError::Conflict("A reminder of this invoice went out less than a day ago.".into()));
-        }
-        audit::record(tx, ctx, Entry::new("invoice.reminded", "invoice", id).after(json!({ "to": to }))).await?;
-    }
-    let today = super::org_today(tx, ctx.now).await?;
-    let title = inv.title();
-    let link = format!("{public_url}/portal/{slug}/invoices/{id}");
-    let total = format!("{} {}", format_minor(inv.total_minor), inv.currency);
-    let (subject, opening) = match why {
-        Mailing::Sent => (format!("Invoice {title} from {org_name}"), format!("{org_name} sent you invoice {title}.")),
-        Mailing::Reminder => (
-            format!("Reminder: invoice {title} from {org_name}"),
-            if inv.due_date < today {
-                format!("Invoice {title} from {org_name} was due on {}.", inv.due_date)
-            } else {
-                format!("A reminder of invoice {title} from {org_name}, due on {}.", inv.due_date)
-            },
-        ),
-    };
-    // The same document the portal hands out, attached; one too large to attach (it would
-    // take thousands of lines) is left in the portal, and the message says so.
-    let detail = detail_in(tx, id, today).await?;
-    let pdf = crate::mail::outbox::Attachment::new(
-        &super::invoice_pdf::file_name(&detail),
-        "application/pdf",
-        super::invoice_pdf::render(&org_name, &detail),
-    );
-    let attached = match &pdf {
-        Ok(_) => "The invoice is attached as a PDF. You can also see it and download it in your portal:",
-        Err(_) => "See it and download the PDF in your portal:",
-    };
-    let mail = crate::mail::outbox::OutgoingMail {
-        to: to.clone(),
-        subject,
-        body: format!(
-            "Hello {client_name},\n\n{opening}\n\nTotal: {total}\nDue: {}\n\n{attached}\n\n{link}\n\n-- \n{org_name} via ClientFlow\n",
-            inv.due_date
-        ),
-        category: crate::mail::outbox::Category::Transactional,
-        org_name: Some(org_name),
-    };
-    let key = match why {
-        Mailing::Sent => format!("invoice-sent:{id}"),
-        Mailing::Reminder => format!("invoice-reminder:{id}:{today}"),
-    };
-    let attachments: Vec<_> = pdf.into_iter().collect();
-    crate::mail::outbox::enqueue_with_attachments(tx, &mail, &attachments, &key, ctx.now).await?;
-    Ok(Some(to))
-}
-
 /// Records that the invoice's client opened it (the first time only; an audit event and a
 /// notification then).
 pub async fn record_viewed(tx: &mut OrgTx, ctx: &Context, id: InvoiceId) -> DomainResult<()> {
@@ -1178,34 +1036,6 @@ pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: InvoiceId) -> 
     Ok(())
 }
 
-/// "12.5" → 12500 (thousandths); "12,50" is refused (use a dot).
-pub fn parse_decimal(field: &str, v: &str, scale: u32) -> DomainResult<i64> {
-    let v = v.trim();
-    let err = || DomainError::field(field, format!("must be a number with at most {scale} decimals, like 12.50"));
-    let (int, frac) = v.split_once('.').unwrap_or((v, ""));
-    if int.is_empty() && frac.is_empty()
-        || frac.len() > scale as usize
-        || !int.bytes().all(|b| b.is_ascii_digit())
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-    {
-        return Err(err());
-    }
-    let int: i64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| err())? };
-    let frac_val: i64 = if frac.is_empty() {
-        0
-    } else {
-        format!("{frac:0<width$}", width = scale as usize).parse().map_err(|_| err())?
-    };
-    int.checked_mul(10i64.pow(scale)).and_then(|x| x.checked_add(frac_val)).ok_or_else(err)
-}
-
-/// 123456 minor units → "1234.56".
-pub fn format_minor(v: i64) -> String {
-    let sign = if v < 0 { "-" } else { "" };
-    let a = v.unsigned_abs();
-    format!("{sign}{}.{:02}", a / 100, a % 100)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1235,17 +1065,5 @@ mod tests {
         assert!(compute(&mut many, 10_000).is_err(), "overflow is an error, not a wrap");
         let mut bad = vec![Line { description: "x".into(), quantity_milli: 0, unit_price_minor: 1, amount_minor: 0 }];
         assert!(compute(&mut bad, 0).is_err());
-    }
-
-    #[test]
-    fn decimals_parse_exactly() {
-        assert_eq!(parse_decimal("q", "12.5", 3).unwrap(), 12500);
-        assert_eq!(parse_decimal("p", "0.07", 2).unwrap(), 7);
-        assert_eq!(parse_decimal("p", "3", 2).unwrap(), 300);
-        for bad in ["", ".", "1.234", "-1", "1,5", "1e3", "abc"] {
-            assert!(parse_decimal("p", bad, 2).is_err(), "{bad}");
-        }
-        assert_eq!(format_minor(123456), "1234.56");
-        assert_eq!(format_minor(-5), "-0.05");
     }
 }

@@ -12,7 +12,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use super::fields;
-use super::invoices::{Currency, parse_decimal};
+use super::money::{Currency, parse_decimal};
 use crate::access::role::Permission;
 use crate::access::{OrgPrincipal, OrgTx};
 use crate::audit::{self, Context, Entry};
@@ -82,25 +82,7 @@ pub fn parse_rate(field: &str, typed: &str) -> DomainResult<Option<i64>> {
 
 /// An hourly rate in minor units as the forms show it (`120.50`); empty for none.
 pub fn show_rate(minor: Option<i64>) -> String {
-    minor.map(super::invoices::format_minor).unwrap_or_default()
-}
-
-/// Thousandths → "1.5" (no trailing zeros): a quantity as invoices show it.
-pub fn milli(v: i64) -> String {
-    scaled(v, 1000, 3)
-}
-
-/// Basis points → "19" or "7.25" (percent): a tax rate as invoices show it.
-pub fn percent(bp: i32) -> String {
-    scaled(bp.into(), 100, 2)
-}
-
-/// `v / scale` with up to `digits` decimals and no trailing zeros, its sign kept (−0.5 too).
-fn scaled(v: i64, scale: u64, digits: usize) -> String {
-    let sign = if v < 0 { "-" } else { "" };
-    let (whole, part) = (v.unsigned_abs() / scale, v.unsigned_abs() % scale);
-    let s = format!("{sign}{whole}.{part:0digits$}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
+    minor.map(super::money::format_minor).unwrap_or_default()
 }
 
 /// A tax rate as people type it (`19`, `7.5`): basis points, 0 to 10000.
@@ -224,20 +206,6 @@ fn snapshot(s: &InvoicingSettings) -> serde_json::Value {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn quantities_and_rates_are_shown_without_noise() {
-        use super::{milli, percent};
-        assert_eq!(milli(1500), "1.5");
-        assert_eq!(milli(1000), "1");
-        assert_eq!(milli(10_000), "10");
-        assert_eq!(milli(333), "0.333");
-        assert_eq!(milli(-500), "-0.5");
-        assert_eq!(percent(1900), "19");
-        assert_eq!(percent(725), "7.25");
-        assert_eq!(percent(0), "0");
-        assert_eq!(percent(-50), "-0.5");
-    }
-
     use super::*;
 
     #[test]

@@ -11,11 +11,14 @@ pub mod duration;
 /// The field parsers of the boundary (text, ids, dates, closed sets), from the platform.
 pub use crate::platform::fields;
 pub mod files;
+pub mod invoice_mail;
 pub mod invoice_pdf;
 pub mod invoices;
 pub mod invoicing;
+pub mod money;
 pub mod portal;
 pub mod projects;
+pub mod task_status;
 pub mod tasks;
 pub mod time_entries;
 pub mod timers;
@@ -78,6 +81,12 @@ pub fn project_visible_to(alias: &str, param: usize) -> String {
         "EXISTS (SELECT 1 FROM project_members pm WHERE pm.organization_id = {alias}.organization_id \
          AND pm.project_id = {alias}.id AND pm.user_id = ${param})"
     )
+}
+
+/// `s` as a literal inside a `LIKE` pattern (the default escape, a backslash): a search for
+/// "50%" or "a_b" finds those characters, not every string.
+pub fn like_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
 /// Refuses a task reference (`field`) that is not a task of `project`: subtasks, and the tasks

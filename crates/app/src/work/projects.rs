@@ -182,11 +182,7 @@ pub async fn list(db: &Db, p: &OrgPrincipal, f: &ProjectFilter, page: Page) -> D
         Some(_) => return Err(DomainError::field("status", "is not a project status")),
     };
     let client = parse_client(f.client_id.as_deref())?;
-    let q =
-        f.q.as_deref()
-            .map(str::trim)
-            .filter(|q| !q.is_empty())
-            .map(|q| format!("%{}%", super::clients::like_escape(q)));
+    let q = f.q.as_deref().map(str::trim).filter(|q| !q.is_empty()).map(|q| format!("%{}%", super::like_escape(q)));
     let where_ = format!(
         "{} AND (CASE WHEN $2::text IS NULL THEN p.status <> 'archived' WHEN $2 = 'all' THEN true ELSE p.status = $2 END) \
          AND ($3::uuid IS NULL OR p.client_id = $3) AND ($4::text IS NULL OR p.name ILIKE $4)",
@@ -582,7 +578,7 @@ pub async fn add_column_with_status(
     require(p, Permission::ProjectsUpdate)?;
     let name = fields::nonblank("name", name, 100)?;
     let status = match status.filter(|s| !s.is_empty()) {
-        Some(s) => super::tasks::TaskStatus::parse("status", s)?.as_str().to_string(),
+        Some(s) => super::task_status::TaskStatus::parse("status", s)?.as_str().to_string(),
         None => status_named(&name).to_string(),
     };
     let mut tx = OrgTx::begin(db, p).await?;

@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::projects::{fetch_visible, require};
+use super::task_status::TaskStatus;
 use super::{Page, fields, member_filter, project_visible};
 use crate::access::OrgPrincipal;
 use crate::access::OrgTx;
@@ -141,45 +142,6 @@ pub struct TaskUpdate {
     pub assignees: Option<Vec<String>>,
 }
 
-/// A task's status: the status of the board column it is in (a trigger keeps the two equal).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
-#[serde(rename_all = "snake_case")]
-#[schema(rename_all = "snake_case")]
-#[sqlx(type_name = "text", rename_all = "snake_case")]
-pub enum TaskStatus {
-    Todo,
-    InProgress,
-    Blocked,
-    Done,
-}
-
-impl TaskStatus {
-    pub const ALL: [TaskStatus; 4] = [Self::Todo, Self::InProgress, Self::Blocked, Self::Done];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Todo => "todo",
-            Self::InProgress => "in_progress",
-            Self::Blocked => "blocked",
-            Self::Done => "done",
-        }
-    }
-
-    /// A status named in `field` of a form, a filter or a JSON body.
-    pub fn parse(field: &str, s: &str) -> DomainResult<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| DomainError::field(field, "must be todo, in_progress, blocked or done"))
-    }
-}
-
-impl std::fmt::Display for TaskStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// A task's priority.
 #[derive(ToSchema)]
 #[schema(rename_all = "snake_case")]
@@ -279,11 +241,7 @@ pub async fn list(db: &Db, p: &OrgPrincipal, f: &TaskFilter, page: Page) -> Doma
     let project: Option<ProjectId> = optional_id("project_id", f.project_id.as_deref())?;
     let status = f.status.as_deref().filter(|s| !s.is_empty()).map(|s| TaskStatus::parse("status", s)).transpose()?;
     let assignee: Option<UserId> = optional_id("assignee", f.assignee.as_deref())?;
-    let q =
-        f.q.as_deref()
-            .map(str::trim)
-            .filter(|q| !q.is_empty())
-            .map(|q| format!("%{}%", super::clients::like_escape(q)));
+    let q = f.q.as_deref().map(str::trim).filter(|q| !q.is_empty()).map(|q| format!("%{}%", super::like_escape(q)));
     let shape = ListShape {
         member: member.is_some(),
         project: project.is_some(),
@@ -1131,6 +1089,38 @@ pub async fn project_activity(
     .await?;
     tx.commit().await?;
     Ok(rows)
+}
+
+/// Whether the person the principal acts for follows `task` (a task they may see).
+pub async fn following(db: &Db, p: &OrgPrincipal, task: TaskId) -> DomainResult<bool> {
+    let Some(me) = p.on_behalf_of() else { return Ok(false) };
+    let mut tx = OrgTx::begin(db, p).await?;
+    fetch_visible_task(&mut tx, p, task).await?;
+    let yes = super::daily::is_following(&mut tx, task, me).await?;
+    tx.commit().await?;
+    Ok(yes)
+}
+
+/// Follows or unfollows a task the principal may see, for the person they act for.
+pub async fn set_following(db: &Db, p: &OrgPrincipal, task: TaskId, following: bool) -> DomainResult<()> {
+    require(p, Permission::TasksRead)?;
+    let Some(me) = p.on_behalf_of() else {
+        return Err(DomainError::Forbidden("Following is for people.".into()));
+    };
+    let mut tx = OrgTx::begin(db, p).await?;
+    fetch_visible_task(&mut tx, p, task).await?;
+    sqlx::query(
+        "INSERT INTO task_followers (organization_id, task_id, user_id, following) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (organization_id, task_id, user_id) DO UPDATE SET following = EXCLUDED.following",
+    )
+    .bind(tx.org_id())
+    .bind(task)
+    .bind(me)
+    .bind(following)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 #[cfg(test)]

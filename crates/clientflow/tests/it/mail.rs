@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use clientflow::mail::outbox::{self, Category, OutgoingMail};
+use clientflow::mail::category::Category;
+use clientflow::mail::outbox::{self, OutgoingMail};
 use clientflow::mail::transport::Transport;
 use clientflow_test_support::TestApp;
 use clientflow_test_support::smtp::SmtpSink;

@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use clientflow::mail::outbox::{self, Category, OutgoingMail};
+use clientflow::mail::category::Category;
+use clientflow::mail::outbox::{self, OutgoingMail};
 use clientflow::platform::secret::Secret;
 use clientflow_test_support::TestApp;
 use clientflow_test_support::resend::{self, FakeResend, Planned, Webhook};

@@ -5,7 +5,7 @@
 //! only when the client opens an invoice.
 
 use clientflow::access;
-use clientflow::work::invoices;
+use clientflow::work::{invoice_mail, invoices};
 use clientflow_test_support::TestApp;
 use clientflow_test_support::browser::location;
 use futures::future::join_all;
@@ -556,15 +556,23 @@ async fn sending_mails_the_billing_contact_and_reminders_go_at_most_daily() {
     let c = ctx(&app);
     let inv: clientflow::platform::ids::InvoiceId = id.parse().unwrap();
     let first =
-        invoices::email_invoice(&app.app_db, &c, &op, inv, "https://cf.test", invoices::Mailing::Reminder).await;
+        invoice_mail::email_invoice(&app.app_db, &c, &op, inv, "https://cf.test", invoice_mail::Mailing::Reminder)
+            .await;
     assert_eq!(first.unwrap().as_deref(), Some("billing@client.test"));
     let again =
-        invoices::email_invoice(&app.app_db, &c, &op, inv, "https://cf.test", invoices::Mailing::Reminder).await;
+        invoice_mail::email_invoice(&app.app_db, &c, &op, inv, "https://cf.test", invoice_mail::Mailing::Reminder)
+            .await;
     assert!(matches!(again, Err(clientflow::platform::error::DomainError::Conflict(_))), "{again:?}");
     app.clock.advance(time::Duration::hours(25));
-    let later =
-        invoices::email_invoice(&app.app_db, &ctx(&app), &op, inv, "https://cf.test", invoices::Mailing::Reminder)
-            .await;
+    let later = invoice_mail::email_invoice(
+        &app.app_db,
+        &ctx(&app),
+        &op,
+        inv,
+        "https://cf.test",
+        invoice_mail::Mailing::Reminder,
+    )
+    .await;
     assert!(later.unwrap().is_some());
     assert_eq!(count(&app, "SELECT count(*) FROM outbox WHERE subject LIKE 'Reminder:%'").await, 2);
     assert_eq!(count(&app, "SELECT count(*) FROM audit_events WHERE action = 'invoice.reminded'").await, 2);
@@ -595,7 +603,8 @@ async fn sent_and_mailed(app: &TestApp, name: &str) -> (Org, clientflow::platfor
     };
     let inv = invoices::create(&app.app_db, &c, &op, &input).await.unwrap();
     invoices::transition(&app.app_db, &c, &op, inv.id, invoices::InvoiceAction::Send).await.unwrap();
-    let to = invoices::email_invoice(&app.app_db, &c, &op, inv.id, "https://cf.test", invoices::Mailing::Sent).await;
+    let to =
+        invoice_mail::email_invoice(&app.app_db, &c, &op, inv.id, "https://cf.test", invoice_mail::Mailing::Sent).await;
     assert_eq!(to.unwrap().as_deref(), Some("billing@client.test"));
     assert_eq!(count(app, "SELECT count(*) FROM outbox_attachments").await, 1, "the PDF waits with the message");
     let reference = invoices::get(&app.app_db, c.now, &op, inv.id).await.unwrap().invoice.reference.unwrap();
@@ -690,7 +699,7 @@ async fn a_sent_invoice_is_mailed_with_its_pdf_in_resends_format_and_never_witho
         .await
         .unwrap()
         .unwrap();
-    invoices::email_invoice(&app.app_db, &ctx(&app), &op, id, "https://cf.test", invoices::Mailing::Reminder)
+    invoice_mail::email_invoice(&app.app_db, &ctx(&app), &op, id, "https://cf.test", invoice_mail::Mailing::Reminder)
         .await
         .unwrap();
     sql(&app, "DELETE FROM outbox_attachments", &[]).await;

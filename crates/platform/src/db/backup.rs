@@ -29,11 +29,9 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::cluster::{ClusterError, PrivateCluster};
-use crate::config::BackupConfig;
+use crate::config::{BackupConfig, STANZA};
 use crate::secret::Secret;
 
-/// The stanza (pgBackRest's name for one cluster's backups) of the private cluster.
-pub const STANZA: &str = "clientflow";
 /// The generated passphrase, under the secrets directory.
 pub const PASSPHRASE_FILE: &str = "backup-passphrase";
 

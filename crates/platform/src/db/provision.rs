@@ -153,7 +153,7 @@ struct Naming {
 
 impl Naming {
     fn home() -> Self {
-        Self { stanza: super::backup::STANZA.into(), passphrase_file: super::backup::PASSPHRASE_FILE.into() }
+        Self { stanza: crate::config::STANZA.into(), passphrase_file: super::backup::PASSPHRASE_FILE.into() }
     }
 
     fn region(residency: &ResidencyConfig, region: RegionId) -> Self {

@@ -19,6 +19,11 @@ use serde::Serialize;
 
 pub use crate::error::{DomainError, DomainResult, FieldError};
 
+/// The cause of an internal error, put on the 500 response by `AppError` for the error reporter
+/// (`error_reports`; scrubbed before it is sent; never shown to the client).
+#[derive(Debug, Clone)]
+pub struct InternalCause(pub String);
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// What a service decided.
@@ -259,7 +264,7 @@ impl IntoResponse for AppError {
         let mut response = this.status().into_response();
         if let Some(text) = cause {
             // For the error reporter (scrubbed there); the client sees only the request id.
-            response.extensions_mut().insert(crate::error_reports::InternalCause(text));
+            response.extensions_mut().insert(InternalCause(text));
         }
         if let Some(secs) = retry_after_secs {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
@@ -284,7 +289,7 @@ mod tests {
         let p = res.extensions().get::<Problem>().unwrap();
         assert!(!p.detail.contains("hunter2"), "{}", p.detail);
         assert!(!p.detail.contains("bug"), "{}", p.detail);
-        let cause = res.extensions().get::<crate::error_reports::InternalCause>().unwrap();
+        let cause = res.extensions().get::<InternalCause>().unwrap();
         assert!(cause.0.contains("hunter2"));
         assert!(res.headers().get(axum::http::header::RETRY_AFTER).is_none());
     }
@@ -300,7 +305,7 @@ mod tests {
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(res.headers()[axum::http::header::RETRY_AFTER], "5");
         assert!(!res.extensions().get::<Problem>().unwrap().detail.contains("refused"));
-        assert!(res.extensions().get::<crate::error_reports::InternalCause>().is_none());
+        assert!(res.extensions().get::<InternalCause>().is_none());
         let res = response_of(anyhow::anyhow!("a bug"));
         assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }

@@ -1,7 +1,7 @@
 //! Invoices: drafts, lines, and the moves send, pay and void.
 
 use super::*;
-use crate::work::invoices;
+use crate::work::{invoice_mail, invoices};
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -120,7 +120,7 @@ pub async fn send_invoice(
     let id: InvoiceId = ids.get("invoice")?;
     // Sent and mailed to the client's billing contact (when it has one) through the outbox,
     // in one transaction.
-    invoices::send_and_mail(&s.db, &ctx, &api.principal, id, &s.config.public_url()).await?;
+    invoice_mail::send_and_mail(&s.db, &ctx, &api.principal, id, &s.config.public_url()).await?;
     Ok(ok(invoices::get(&s.db, ctx.now, &api.principal, id).await?))
 }
 

@@ -48,7 +48,6 @@ mod timers;
 #[rustfmt::skip]
 pub fn routes() -> Vec<RouteDef> {
     vec![
-        route!(GET "/api/v1/openapi.json", Surface::Api, Access::Public, openapi_json),
         route!(GET "/api/v1/billing", Surface::Api, Access::Api(P::BillingManage), billing::get_billing)
             .limited(&[crate::abuse::limits::BILLING_PER_ORG]),
 
@@ -279,12 +278,6 @@ closed_set!(
 // ---------------------------------------------------------------------------------------------
 // OpenAPI
 
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", security(()),
-    responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json")))]
-pub async fn openapi_json() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], super::openapi::document()).into_response()
-}
-
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -300,7 +293,6 @@ pub async fn openapi_json() -> Response {
             `Retry-After`)."
     ),
     paths(
-        openapi_json,
         clients::list_clients, clients::create_client, clients::get_client, clients::update_client, clients::delete_client, clients::archive_client, clients::restore_client,
         projects::list_projects, projects::create_project, projects::get_project, projects::update_project, projects::delete_project, projects::list_columns,
         tasks::list_tasks, tasks::create_task, tasks::get_task, tasks::task_activity, tasks::update_task, tasks::delete_task, tasks::list_comments, tasks::create_comment,
@@ -350,7 +342,7 @@ mod tests {
         check(TaskStatusFilter::ALL, TaskStatusFilter::as_str);
         check(InvoiceStatusFilter::ALL, InvoiceStatusFilter::as_str);
         assert_eq!(ProjectStatusFilter::ALL.len(), crate::work::projects::STATUSES.len() + 1);
-        assert_eq!(TaskStatusFilter::ALL.len(), crate::work::tasks::TaskStatus::ALL.len());
+        assert_eq!(TaskStatusFilter::ALL.len(), crate::work::task_status::TaskStatus::ALL.len());
         assert_eq!(InvoiceStatusFilter::ALL.len(), crate::work::invoices::InvoiceStatus::ALL.len());
     }
 }

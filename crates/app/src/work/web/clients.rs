@@ -16,8 +16,8 @@ use crate::platform::http::error::{AppError, AppResult, FieldError};
 use crate::platform::ids::ClientId;
 use crate::route;
 use crate::state::AppState;
+use crate::tenancy::frame::{OrgNav, failure, page, page_with_status};
 use crate::tenancy::guard::OrgAccess;
-use crate::tenancy::web::{OrgNav, failure, page, page_with_status};
 use crate::work::Page;
 use crate::work::clients::{self, Client, ClientFilter, ClientInput, ClientUpdate, Contact, ContactInput};
 

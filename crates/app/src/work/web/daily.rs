@@ -19,8 +19,8 @@ use crate::platform::http::error::{AppError, AppResult, DomainError};
 use crate::platform::ids::{ProjectId, TaskId, UserId};
 use crate::route;
 use crate::state::AppState;
+use crate::tenancy::frame::{OrgNav, page};
 use crate::tenancy::guard::OrgAccess;
-use crate::tenancy::web::{OrgNav, page};
 use crate::work::daily::{self, Hit, MyTask};
 
 pub fn routes() -> Vec<RouteDef> {
@@ -118,7 +118,7 @@ async fn search_page(state: &AppState, access: &OrgAccess, raw: String, portal: 
         error: error.clone(),
     };
     if error.is_some() {
-        crate::tenancy::web::page_with_status(axum::http::StatusCode::UNPROCESSABLE_ENTITY, &t)
+        crate::tenancy::frame::page_with_status(axum::http::StatusCode::UNPROCESSABLE_ENTITY, &t)
     } else {
         page(&t)
     }
@@ -296,7 +296,7 @@ async fn follow(
         "no" => false,
         _ => return Err(AppError::field("following", "must be yes or no")),
     };
-    daily::set_following(&state.db, &access.principal, task, following).await?;
+    crate::work::tasks::set_following(&state.db, &access.principal, task, following).await?;
     Ok(Redirect::to(&format!("/o/{}/tasks/{task}", access.slug)).into_response())
 }
 

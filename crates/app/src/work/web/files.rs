@@ -28,8 +28,8 @@ use crate::platform::ids::{FileId, OrgId, ProjectId, TaskId};
 use crate::route;
 use crate::state::AppState;
 use crate::tenancy::allowlist;
+use crate::tenancy::frame::{OrgNav, failure, page};
 use crate::tenancy::guard::OrgAccess;
-use crate::tenancy::web::{OrgNav, failure, page};
 use crate::work::files::{self, FileMeta, Upload};
 
 pub fn routes() -> Vec<RouteDef> {

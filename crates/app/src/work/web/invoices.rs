@@ -2,8 +2,8 @@
 //! items, sending, payment and voiding, and a print view.
 //!
 //! Amounts are typed as decimals ("12.50", quantity "1.5") and become integer minor units and
-//! thousandths with `invoices::parse_decimal` before the service sees them; totals are shown
-//! with `invoices::format_minor`. Without JavaScript the form shows the existing lines and
+//! thousandths with `money::parse_decimal` before the service sees them; totals are shown
+//! with `money::format_minor`. Without JavaScript the form shows the existing lines and
 //! three empty rows; empty rows are ignored.
 
 use askama::Template;
@@ -22,13 +22,12 @@ use crate::platform::http::error::{AppError, AppResult, DomainError, FieldError}
 use crate::platform::ids::{ClientId, InvoiceId};
 use crate::route;
 use crate::state::AppState;
+use crate::tenancy::frame::{OrgNav, failure, page, page_with_status};
 use crate::tenancy::guard::OrgAccess;
-use crate::tenancy::web::{OrgNav, failure, page, page_with_status};
 use crate::work::Page;
-use crate::work::invoices::{
-    self, InvoiceDetail, InvoiceFilter, InvoiceInput, InvoiceUpdate, LineInput, format_minor, parse_decimal,
-};
-use crate::work::invoicing::{milli, percent};
+use crate::work::invoice_mail;
+use crate::work::invoices::{self, InvoiceDetail, InvoiceFilter, InvoiceInput, InvoiceUpdate, LineInput};
+use crate::work::money::{format_minor, milli, parse_decimal, percent};
 
 pub fn routes() -> Vec<RouteDef> {
     vec![
@@ -648,7 +647,7 @@ async fn send(
 ) -> AppResult<Response> {
     let invoice: InvoiceId = path_id(&id)?;
     // Sending mails it to the client's billing contact, in the same transaction.
-    let r = invoices::send_and_mail(&state.db, &ctx, &access.principal, invoice, &state.config.public_url())
+    let r = invoice_mail::send_and_mail(&state.db, &ctx, &access.principal, invoice, &state.config.public_url())
         .await
         .map(|_| ());
     detail_result(&state, csrf, &access, invoice, r).await
@@ -663,13 +662,13 @@ async fn remind(
     Path((_, id)): Path<(String, String)>,
 ) -> AppResult<Response> {
     let invoice: InvoiceId = path_id(&id)?;
-    let r = invoices::email_invoice(
+    let r = invoice_mail::email_invoice(
         &state.db,
         &ctx,
         &access.principal,
         invoice,
         &state.config.public_url(),
-        invoices::Mailing::Reminder,
+        invoice_mail::Mailing::Reminder,
     )
     .await
     .and_then(|to| {

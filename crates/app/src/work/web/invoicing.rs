@@ -16,9 +16,10 @@ use crate::identity::guard::FormToken;
 use crate::platform::http::error::{AppError, AppResult, DomainError, FieldError};
 use crate::route;
 use crate::state::AppState;
+use crate::tenancy::frame::{OrgNav, failure, page, page_with_status};
 use crate::tenancy::guard::OrgAccess;
-use crate::tenancy::web::{OrgNav, failure, page, page_with_status};
-use crate::work::invoicing::{self, InvoicingUpdate, parse_percent, parse_rate, percent, show_rate};
+use crate::work::invoicing::{self, InvoicingUpdate, parse_percent, parse_rate, show_rate};
+use crate::work::money::percent;
 
 #[rustfmt::skip]
 pub fn routes() -> Vec<RouteDef> {

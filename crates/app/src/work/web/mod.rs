@@ -7,6 +7,7 @@
 //! field messages and its status (422, 409…). Sections of a page that need a permission the
 //! viewer lacks are left out rather than failing the whole page.
 
+pub mod board;
 pub mod clients;
 pub mod daily;
 pub mod files;
@@ -23,14 +24,18 @@ use std::str::FromStr;
 use axum::body::Bytes;
 use time::Date;
 
+use crate::access::OrgTx;
 use crate::access::route::RouteDef;
 use crate::platform::http::error::{AppError, AppResult, DomainError, FieldError};
+use crate::state::AppState;
+use crate::tenancy::guard::OrgAccess;
 
 pub fn routes() -> Vec<RouteDef> {
     let mut routes = Vec::new();
     routes.extend(clients::routes());
     routes.extend(projects::routes());
     routes.extend(tasks::routes());
+    routes.extend(board::routes());
     routes.extend(invoices::routes());
     routes.extend(invoicing::routes());
     routes.extend(files::routes());
@@ -206,6 +211,19 @@ pub fn number<T: FromStr>(field: &str, raw: &str) -> AppResult<Option<T>> {
         "" => Ok(None),
         v => v.parse().map(Some).map_err(|_| AppError::field(field, "must be a whole number")),
     }
+}
+
+/// Emails of the organization's people, for showing who did what.
+pub async fn people(state: &AppState, access: &OrgAccess) -> AppResult<Vec<crate::tenancy::service::MemberRow>> {
+    let mut tx = OrgTx::begin(&state.db, &access.principal).await?;
+    let rows = crate::tenancy::service::members(&mut tx).await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// A person's name as pages show it: their display name, else their email.
+pub fn name_of(m: &crate::tenancy::service::MemberRow) -> String {
+    if m.display_name.trim().is_empty() { m.email.clone() } else { m.display_name.clone() }
 }
 
 #[cfg(test)]

@@ -17,9 +17,9 @@ use crate::platform::http::error::AppResult;
 use crate::platform::ids::ProjectId;
 use crate::route;
 use crate::state::AppState;
+use crate::tenancy::frame::page;
 use crate::tenancy::guard::OrgAccess;
-use crate::tenancy::web::page;
-use crate::work::invoices::format_minor;
+use crate::work::money::format_minor;
 use crate::work::portal;
 use crate::work::projects::Project;
 

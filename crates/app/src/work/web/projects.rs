@@ -10,8 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::{PAGE_SIZE, Pager, day, duration, form_id, path_id};
-use crate::access::OrgTx;
+use super::{PAGE_SIZE, Pager, day, duration, form_id, name_of, path_id, people};
 use crate::access::role::{Permission as P, Role};
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
@@ -20,9 +19,9 @@ use crate::platform::http::error::{AppError, AppResult, DomainError, FieldError}
 use crate::platform::ids::{ClientId, ColumnId, ProjectId, TaskId, UserId};
 use crate::route;
 use crate::state::AppState;
+use crate::tenancy::frame::{OrgNav, failure, page, page_with_status};
 use crate::tenancy::guard::OrgAccess;
-use crate::tenancy::web::{OrgNav, failure, page, page_with_status};
-use crate::work::invoices::{format_minor, parse_decimal};
+use crate::work::money::{format_minor, parse_decimal};
 use crate::work::projects::{self, Project, ProjectFilter, ProjectInput, ProjectUpdate};
 use crate::work::time_entries::{self, TimeFilter, TimeInput};
 use crate::work::{Page, clients, files, tasks};
@@ -534,19 +533,6 @@ const LIST_PAGE: i64 = 100;
 /// A task status in words.
 pub const STATUS_WORDS: [(&str, &str); 4] =
     [("todo", "To do"), ("in_progress", "In progress"), ("blocked", "Blocked"), ("done", "Done")];
-
-/// Emails of the organization's people, for showing who did what.
-pub async fn people(state: &AppState, access: &OrgAccess) -> AppResult<Vec<crate::tenancy::service::MemberRow>> {
-    let mut tx = OrgTx::begin(&state.db, &access.principal).await?;
-    let rows = crate::tenancy::service::members(&mut tx).await?;
-    tx.commit().await?;
-    Ok(rows)
-}
-
-/// A person's name as pages show it: their display name, else their email.
-pub fn name_of(m: &crate::tenancy::service::MemberRow) -> String {
-    if m.display_name.trim().is_empty() { m.email.clone() } else { m.display_name.clone() }
-}
 
 fn initials(name: &str) -> String {
     let words: Vec<&str> =

@@ -1,6 +1,5 @@
-//! Task pages: creating tasks on a project's board, moving them between columns (a form per
-//! card; `board.js` posts the same form when a card is dragged), the task page with its
-//! editor, subtasks, comments, activity history and time.
+//! The task page: its editor, subtasks, comments, activity history and time (creating and
+//! moving tasks on a project's board is `board`).
 
 use std::collections::HashMap;
 
@@ -8,32 +7,29 @@ use askama::Template;
 use axum::Form;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::projects::{ProjectForms, people, project_failure};
-use super::{Errors, FormFields, day, duration, form_id, number, path_id};
+use super::{Errors, FormFields, day, duration, number, path_id, people};
 use crate::access::role::{Permission as P, Role};
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
-use crate::platform::http::error::{AppError, AppResult, DomainError, FieldError};
-use crate::platform::ids::{CommentId, ProjectId, TaskId, UserId};
+use crate::platform::http::error::{AppError, AppResult, FieldError};
+use crate::platform::ids::{CommentId, TaskId, UserId};
 use crate::route;
 use crate::state::AppState;
+use crate::tenancy::frame::{OrgNav, failure, page, page_with_status};
 use crate::tenancy::guard::OrgAccess;
-use crate::tenancy::web::{OrgNav, failure, page, page_with_status};
 use crate::work::tasks::{self, CommentInput, Task, TaskInput, TaskUpdate};
 use crate::work::time_entries::{self, TimeFilter};
 use crate::work::{Page, projects};
 
 pub fn routes() -> Vec<RouteDef> {
     vec![
-        route!(POST "/o/{org}/projects/{project}/tasks", Surface::Web, Access::Org(P::TasksCreate), create),
         route!(GET "/o/{org}/tasks/{task}", Surface::Web, Access::Org(P::TasksRead), detail),
         route!(POST "/o/{org}/tasks/{task}/edit", Surface::Web, Access::Org(P::TasksUpdate), update),
-        route!(POST "/o/{org}/tasks/{task}/move", Surface::Web, Access::Org(P::TasksUpdate), move_task),
         route!(POST "/o/{org}/tasks/{task}/subtasks", Surface::Web, Access::Org(P::TasksCreate), create_subtask),
         route!(POST "/o/{org}/tasks/{task}/comments", Surface::Web, Access::Org(P::CommentsCreate), add_comment),
         route!(POST "/o/{org}/tasks/{task}/comments/{comment}/delete", Surface::Web, Access::Org(P::CommentsCreate), delete_comment),
@@ -44,92 +40,6 @@ pub fn routes() -> Vec<RouteDef> {
 pub(super) const STATUSES: [(&str, &str); 4] =
     [("todo", "To do"), ("in_progress", "In progress"), ("blocked", "Blocked"), ("done", "Done")];
 const PRIORITIES: [(&str, &str); 4] = [("low", "Low"), ("normal", "Normal"), ("high", "High"), ("urgent", "Urgent")];
-
-// ---- creating from the board ----
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewTaskForm {
-    #[serde(default)]
-    title: String,
-    #[serde(default)]
-    column_id: String,
-    #[serde(default)]
-    visible_to_client: Option<String>,
-}
-
-async fn create(
-    State(state): State<AppState>,
-    FormToken(csrf): FormToken,
-    ctx: Context,
-    access: OrgAccess,
-    Path((_, project)): Path<(String, String)>,
-    Form(form): Form<NewTaskForm>,
-) -> AppResult<Response> {
-    let project: ProjectId = path_id(&project)?;
-    let column = form.column_id.trim();
-    let input = TaskInput {
-        project_id: project.to_string(),
-        column_id: (!column.is_empty()).then(|| column.to_string()),
-        title: form.title.clone(),
-        visible_to_client: Some(form.visible_to_client.is_some()),
-        ..TaskInput::default()
-    };
-    match tasks::create(&state.db, &ctx, &access.principal, &input).await {
-        Ok(_) => Ok(Redirect::to(&format!("/o/{}/projects/{project}", access.slug)).into_response()),
-        // The project in the address is not one the caller may see.
-        Err(DomainError::Invalid(v)) if v.iter().any(|f| f.field == "project_id") => Err(AppError::not_found()),
-        Err(e) => {
-            let (status, message, errors) = failure(e)?;
-            let forms = ProjectForms { task_title: form.title, task_column: form.column_id, ..ProjectForms::default() };
-            project_failure(&state, csrf, &access, project, forms, status, message, errors).await
-        }
-    }
-}
-
-// ---- moving on the board ----
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MoveForm {
-    #[serde(default)]
-    column_id: String,
-}
-
-/// `board.js` asks for JSON: it gets 204 (or a problem+json error) instead of the page.
-fn wants_json(headers: &HeaderMap) -> bool {
-    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("application/json"))
-}
-
-async fn move_task(
-    State(state): State<AppState>,
-    FormToken(csrf): FormToken,
-    ctx: Context,
-    access: OrgAccess,
-    headers: HeaderMap,
-    Path((_, id)): Path<(String, String)>,
-    Form(form): Form<MoveForm>,
-) -> AppResult<Response> {
-    let id: TaskId = path_id(&id)?;
-    let result = async {
-        let column: crate::platform::ids::ColumnId =
-            form_id("column_id", &form.column_id)?.ok_or_else(|| AppError::field("column_id", "choose a column"))?;
-        let input = TaskUpdate { column_id: Some(column.to_string()), ..TaskUpdate::default() };
-        tasks::update(&state.db, &ctx, &access.principal, id, &input).await.map_err(AppError::from)
-    }
-    .await;
-    match result {
-        Ok(_) if wants_json(&headers) => Ok(StatusCode::NO_CONTENT.into_response()),
-        Ok(task) => Ok(Redirect::to(&format!("/o/{}/projects/{}", access.slug, task.project_id)).into_response()),
-        Err(e) if wants_json(&headers) => Err(e),
-        Err(e) => {
-            let (status, message, errors) = failure(e)?;
-            let task = tasks::get(&state.db, &access.principal, id).await?.task;
-            project_failure(&state, csrf, &access, task.project_id, ProjectForms::default(), status, message, errors)
-                .await
-        }
-    }
-}
 
 // ---- the task page ----
 
@@ -352,7 +262,7 @@ async fn task_view(
             deletable: p.can(P::TimeTrack) && (p.can(P::ProjectsUpdate) || Some(e.user_id) == me),
         })
         .collect();
-    let following = crate::work::daily::following(&state.db, p, id).await?;
+    let following = crate::work::tasks::following(&state.db, p, id).await?;
     let edit = forms.edit.clone().unwrap_or_else(|| TaskEdit::of(&task, &detail.assignees));
     let candidates = candidates
         .into_iter()

@@ -20,9 +20,9 @@ use crate::platform::http::error::{AppError, AppResult, DomainError};
 use crate::platform::ids::UserId;
 use crate::route;
 use crate::state::AppState;
+use crate::tenancy::frame::{OrgNav, page};
 use crate::tenancy::guard::OrgAccess;
-use crate::tenancy::web::{OrgNav, page};
-use crate::work::invoices::format_minor;
+use crate::work::money::format_minor;
 use crate::work::time_entries::{self, ReportRow};
 use crate::work::timers::{self, TimerStart};
 use crate::work::{fields, org_today};
@@ -171,11 +171,11 @@ async fn week(State(state): State<AppState>, access: OrgAccess, Query(q): Query<
     }
     let show = |m: i64| if m == 0 { String::new() } else { duration(m) };
     let people = if sees_others(&access) {
-        super::projects::people(&state, &access)
+        super::people(&state, &access)
             .await?
             .into_iter()
             .filter(|m| m.role != crate::access::role::Role::Client)
-            .map(|m| (m.user_id.to_string(), super::projects::name_of(&m)))
+            .map(|m| (m.user_id.to_string(), super::name_of(&m)))
             .collect()
     } else {
         vec![]
