@@ -6,9 +6,11 @@
 //! ClientFlow adds per request. Prints throughput and latency of both, and the ratio.
 //!
 //! Then the database's own limit: `pgbench` runs the same transaction (tenant set, the same
-//! SELECT with the same values, commit) with 16 clients against the same database, while the API
-//! is loaded with 64 connections; the script prints both and their ratio, and the transactions
-//! per API request (`pg_stat_database.xact_commit + xact_rollback`). The API side of that
+//! SELECT with the same values, commit) with 16 clients against the same database, and the API
+//! is loaded with 64 connections, taking turns (`BENCH_ROUNDS`, default 3) on a database
+//! vacuumed and checkpointed after the seeding; the script prints each round, the totals and
+//! their ratio, and the transactions per API request (`pg_stat_database.xact_commit +
+//! xact_rollback`). The API side of that
 //! comparison is loaded by `wrk` when it is installed (a separate process in C, like pgbench),
 //! else from this process. With wrk, the reference handler is loaded the same way, and each run prints the
 //! CPU time per request of the server, of PostgreSQL (from `/proc`, where the database runs on
@@ -203,64 +205,127 @@ async fn main() {
     };
     let script = app.config.data_dir.join("bench-tasks.sql");
     std::fs::write(&script, pgbench_script(org_id)).expect("pgbench script");
-    let cpu_before = cpu_now(&mut admin).await;
-    let pgbench_tps = run_pgbench(&pgbench, &script, &app.db.app, &passwords.app, pgbench_clients, seconds);
-    let pgbench_cpu = cpu_now(&mut admin).await.since(&cpu_before, pgbench_tps * seconds as f64);
-    // The load generator: wrk when installed (a separate C process, as pgbench is, so the
-    // comparison isn't skewed by a Rust client sharing this process's runtime and cores), else
-    // this process's own reqwest client.
-    let (api_rps, requests, before, api_cpu) = if let Some(wrk) = wrk_binary() {
-        let url = format!("https://{}/api/v1/tasks?limit=50", app.addr);
-        let reference = format!("https://{}/bench/bare-tasks?limit=50", app.addr);
-        wrk_run(&wrk, &url, &key.secret, api_connections, 2);
+    // A quiet database for both sides: the seeding's dead tuples vacuumed and its dirty pages
+    // written now, not by autovacuum or the checkpointer in the middle of one side's run.
+    sqlx::raw_sql("VACUUM (ANALYZE)").execute(&mut admin).await.expect("vacuum");
+    sqlx::raw_sql("CHECKPOINT").execute(&mut admin).await.expect("checkpoint");
+    let wrk = wrk_binary();
+    let url = format!("https://{}/api/v1/tasks?limit=50", app.addr);
+    let mut reference_rps = None;
+    if let Some(wrk) = &wrk {
         // The reference under the same load generator, for the CPU each costs.
+        let reference = format!("https://{}/bench/bare-tasks?limit=50", app.addr);
+        wrk_run(wrk, &url, &key.secret, api_connections, 2);
         let cpu_before = cpu_now(&mut admin).await;
-        let (ref_rps, ref_requests, _, _) = wrk_run(&wrk, &reference, &key.secret, api_connections, seconds);
+        let (ref_rps, ref_requests, _, _) = wrk_run(wrk, &reference, &key.secret, api_connections, seconds);
         let ref_cpu = cpu_now(&mut admin).await.since(&cpu_before, ref_requests as f64);
-        let before = common::committed(&app).await;
-        let cpu_before = cpu_now(&mut admin).await;
-        let (rps, requests, p50, p99) = wrk_run(&wrk, &url, &key.secret, api_connections, seconds);
-        let api_cpu = cpu_now(&mut admin).await.since(&cpu_before, requests as f64);
         println!(
             "{:<44} {ref_rps:>8.0} req/s   CPU per request: {}",
             format!("reference, {api_connections} connections (wrk)"),
             ref_cpu.describe()
         );
-        println!(
-            "{:<44} {rps:>8.0} req/s   CPU per request: {}   p50 {p50:>6.2} ms   p99 {p99:>6.2} ms",
-            format!("GET /api/v1/tasks?limit=50, {api_connections} connections (wrk)"),
-            api_cpu.describe()
-        );
-        println!("ratio (reference / pgbench, the ceiling of any handler): {:.2}", ref_rps / pgbench_tps);
-        (rps, requests, before, Some(api_cpu))
+        reference_rps = Some(ref_rps);
     } else {
+        // The load generator: wrk when installed (a separate C process, as pgbench is, so the
+        // comparison isn't skewed by a Rust client sharing this process's runtime and cores),
+        // else this process's own reqwest client.
         println!("wrk not found (apt install wrk): the API is loaded from this process");
-        let api_client = clientflow_test_support::client_for(&app.cert_path(), app.addr)
-            .pool_max_idle_per_host(api_connections)
-            .build()
-            .expect("client");
+    }
+    let api_client = clientflow_test_support::client_for(&app.cert_path(), app.addr)
+        .pool_max_idle_per_host(api_connections)
+        .build()
+        .expect("client");
+    if wrk.is_none() {
         common::load(&api_client, &full_url, &auth, api_connections, 2.0).await;
-        let before = common::committed(&app).await;
-        let api_run = common::load(&api_client, &full_url, &auth, api_connections, seconds as f64).await;
-        let requests = api_run.requests;
-        let rps = report(&format!("GET /api/v1/tasks?limit=50, {api_connections} connections"), &[api_run]);
-        (rps, requests, before, None)
-    };
-    let per_request = (common::committed(&app).await - before) as f64 / requests as f64;
+    }
+    // pgbench and the API take turns, `BENCH_ROUNDS` times, so that what the machine does
+    // meanwhile falls on both sides alike; the ratio is of the totals.
+    let rounds = env_num("BENCH_ROUNDS", 3).max(1);
+    let (mut pg, mut api) = (Tally::default(), Tally::default());
+    let mut per_request = f64::NAN;
+    for round in 1..=rounds {
+        let cpu_before = cpu_now(&mut admin).await;
+        let tps = run_pgbench(&pgbench, &script, &app.db.app, &passwords.app, pgbench_clients, seconds);
+        pg.add(tps * seconds as f64, seconds as f64, &cpu_before, &cpu_now(&mut admin).await);
+        // How many transactions each API request commits, in the first round.
+        let before = if round == 1 { Some(common::committed(&app).await) } else { None };
+        let cpu_before = cpu_now(&mut admin).await;
+        let (rps, requests, p50, p99) = match &wrk {
+            Some(wrk) => wrk_run(wrk, &url, &key.secret, api_connections, seconds),
+            None => {
+                let run = common::load(&api_client, &full_url, &auth, api_connections, seconds as f64).await;
+                let mut lat = run.latencies.clone();
+                lat.sort();
+                (run.requests as f64 / run.seconds, run.requests, common::pct(&lat, 0.5), common::pct(&lat, 0.99))
+            }
+        };
+        api.add(requests as f64, requests as f64 / rps, &cpu_before, &cpu_now(&mut admin).await);
+        if let Some(before) = before {
+            per_request = (common::committed(&app).await - before) as f64 / requests as f64;
+        }
+        println!(
+            "round {round}: pgbench {tps:>6.0} tps   API {rps:>6.0} req/s (p50 {p50:>6.2} ms, p99 {p99:>6.2} ms)   ratio {:.2}",
+            rps / tps
+        );
+    }
+    let (pgbench_tps, api_rps) = (pg.rate(), api.rate());
+    let pgbench_cpu = pg.cpu_per();
+    let api_cpu = api.cpu_per();
     println!(
         "{:<44} {pgbench_tps:>8.0} tps     CPU per transaction: {}",
         format!("pgbench, same transaction, {pgbench_clients} clients"),
         pgbench_cpu.describe()
     );
+    println!(
+        "{:<44} {api_rps:>8.0} req/s   CPU per request: {}",
+        format!("GET /api/v1/tasks?limit=50, {api_connections} connections"),
+        api_cpu.describe()
+    );
+    if let Some(ref_rps) = reference_rps {
+        println!("ratio (reference / pgbench, the ceiling of any handler): {:.2}", ref_rps / pgbench_tps);
+    }
     println!("transactions per API request (committed or rolled back): {per_request:.2}");
     let (reused, verified) = app.state.api_keys.counts();
     println!(
         "API requests that reused a kept key verification: {reused} (verified from scratch: {verified}; \
          access::api_key::KeyCache)"
     );
-    println!("ratio (API / pgbench): {:.2}  (goal: at least 0.60)", api_rps / pgbench_tps);
-    if let Some(budget) = api_cpu.as_ref().and_then(|api| cpu_budget(&pgbench_cpu, api, 0.6)) {
+    println!("ratio (API / pgbench, {rounds} rounds each): {:.2}  (goal: at least 0.60)", api_rps / pgbench_tps);
+    if wrk.is_some()
+        && let Some(budget) = cpu_budget(&pgbench_cpu, &api_cpu, 0.6)
+    {
         println!("{budget}");
+    }
+}
+
+/// The work of one side over its rounds: units done (transactions, requests), the seconds
+/// they took, and the CPU each process group spent meanwhile.
+#[derive(Default)]
+struct Tally {
+    units: f64,
+    seconds: f64,
+    server: Option<f64>,
+    postgres: Option<f64>,
+    load: Option<f64>,
+}
+
+impl Tally {
+    fn add(&mut self, units: f64, seconds: f64, before: &Cpu, after: &Cpu) {
+        let more = |sum: Option<f64>, now: Option<f64>, then: Option<f64>| Some(sum.unwrap_or(0.0) + now? - then?);
+        self.server = more(self.server, after.server, before.server);
+        self.postgres = more(self.postgres, after.postgres, before.postgres);
+        self.load = more(self.load, after.load, before.load);
+        self.units += units;
+        self.seconds += seconds;
+    }
+
+    fn rate(&self) -> f64 {
+        self.units / self.seconds
+    }
+
+    fn cpu_per(&self) -> CpuPer {
+        let per = |v: Option<f64>| v.map(|v| v * 1e6 / self.units.max(1.0));
+        CpuPer { server: per(self.server), postgres: per(self.postgres), load: per(self.load) }
     }
 }
 
