@@ -10,21 +10,21 @@
 //! is loaded with 64 connections, taking turns (`BENCH_ROUNDS`, default 3) on a database
 //! vacuumed and checkpointed after the seeding; the script prints each round, the totals and
 //! their ratio, and the transactions per API request (`pg_stat_database.xact_commit +
-//! xact_rollback`). The API side of that
-//! comparison is loaded by `wrk` when it is installed (a separate process in C, like pgbench),
-//! else from this process. With wrk, the reference handler is loaded the same way, and each run prints the
-//! CPU time per request of the server, of PostgreSQL (from `/proc`, where the database runs on
-//! this machine) and of the load generator: where the CPU is the limit, that says where a
-//! request's cost goes, and how much server CPU per request the goal leaves (`cpu_budget`).
+//! xact_rollback`). The API side of that comparison is loaded by `wrk` when it is installed (a
+//! separate process in C, like pgbench), else from this process. With wrk, the reference handler
+//! is loaded the same way, and each run prints the CPU time per request of the server, of
+//! PostgreSQL (from `/proc`, where the database runs on this machine) and of the load generator:
+//! where the CPU is the limit, that says where a request's cost goes, and how much server CPU per
+//! request the goal leaves (`cpu_budget`).
 //!
 //! Run: `cargo bench --bench api_tasks` (PostgreSQL: `TEST_DATABASE_URL` as for the tests).
 //! `BENCH_ORGS`, `BENCH_TASKS`, `BENCH_SECONDS`, `BENCH_CONCURRENCY` (reference comparison,
 //! default 16), `BENCH_API_CONNECTIONS` (default 64), `BENCH_PGBENCH_CLIENTS` (default 16) and
 //! `BENCH_POOL_SIZE` (the server's and the reference's database connections, default 20, the
-//! server's default) change the size; `PGBENCH` names the pgbench binary if it is not found. `BENCH_HOLD_SECONDS`
-//! skips the measurements: once the data set and the key exist, the server stays up that long
-//! and prints its URLs, the key and the pgbench script, for a profiler (`perf record -p`) and
-//! load generators pointed at it by hand.
+//! server's default) change the size; `PGBENCH` names the pgbench binary if it is not found.
+//! `BENCH_HOLD_SECONDS` skips the measurements: once the data set and the key exist, the server
+//! stays up that long and prints its URLs, the key and the pgbench script, for a profiler (`perf
+//! record -p`) and load generators pointed at it by hand.
 
 #![allow(clippy::print_stdout)] // a benchmark reports on standard output
 
