@@ -300,21 +300,21 @@ async fn main() {
 
 /// The work of one side over its rounds: units done (transactions, requests), the seconds
 /// they took, and the CPU each process group spent meanwhile.
-#[derive(Default)]
 struct Tally {
     units: f64,
     seconds: f64,
-    server: Option<f64>,
-    postgres: Option<f64>,
-    load: Option<f64>,
+    spent: Cpu,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Self { units: 0.0, seconds: 0.0, spent: Cpu { server: Some(0.0), postgres: Some(0.0), load: Some(0.0) } }
+    }
 }
 
 impl Tally {
     fn add(&mut self, units: f64, seconds: f64, before: &Cpu, after: &Cpu) {
-        let more = |sum: Option<f64>, now: Option<f64>, then: Option<f64>| Some(sum.unwrap_or(0.0) + now? - then?);
-        self.server = more(self.server, after.server, before.server);
-        self.postgres = more(self.postgres, after.postgres, before.postgres);
-        self.load = more(self.load, after.load, before.load);
+        self.spent = self.spent.combine(&after.combine(before, |now, then| now - then), |sum, more| sum + more);
         self.units += units;
         self.seconds += seconds;
     }
@@ -324,8 +324,7 @@ impl Tally {
     }
 
     fn cpu_per(&self) -> CpuPer {
-        let per = |v: Option<f64>| v.map(|v| v * 1e6 / self.units.max(1.0));
-        CpuPer { server: per(self.server), postgres: per(self.postgres), load: per(self.load) }
+        self.spent.per(self.units)
     }
 }
 
@@ -348,13 +347,24 @@ struct CpuPer {
 }
 
 impl Cpu {
-    fn since(&self, earlier: &Cpu, units: f64) -> CpuPer {
-        let per = |now: Option<f64>, then: Option<f64>| Some((now? - then?) * 1e6 / units.max(1.0));
-        CpuPer {
-            server: per(self.server, earlier.server),
-            postgres: per(self.postgres, earlier.postgres),
-            load: per(self.load, earlier.load),
+    /// `f` of each process group's two figures (`None` where either is unknown).
+    fn combine(&self, other: &Cpu, f: impl Fn(f64, f64) -> f64) -> Cpu {
+        let both = |a: Option<f64>, b: Option<f64>| Some(f(a?, b?));
+        Cpu {
+            server: both(self.server, other.server),
+            postgres: both(self.postgres, other.postgres),
+            load: both(self.load, other.load),
         }
+    }
+
+    /// These seconds per unit of work, in microseconds.
+    fn per(&self, units: f64) -> CpuPer {
+        let per = |v: Option<f64>| v.map(|v| v * 1e6 / units.max(1.0));
+        CpuPer { server: per(self.server), postgres: per(self.postgres), load: per(self.load) }
+    }
+
+    fn since(&self, earlier: &Cpu, units: f64) -> CpuPer {
+        self.combine(earlier, |now, then| now - then).per(units)
     }
 }
 
