@@ -3,7 +3,8 @@
 // `MAIL <address> <path prefix>` lines on stdin with the link from that mail.
 //
 // On every page: no console error, no CSP violation, no horizontal overflow at 1,280 px and
-// 390 px, no serious or critical axe-core violation; one screenshot per step at each width.
+// 390 px, no word of a table's header or figure (or a permission's name) split across lines,
+// no serious or critical axe-core violation; one screenshot per step at each width.
 import { createInterface } from 'node:readline';
 import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -69,9 +70,34 @@ async function check(page, name) {
   await page.waitForLoadState('load');
   const csp = await page.evaluate(() => window.__csp || []);
   for (const v of csp) problems.push(`CSP violation on ${url}: ${v}`);
+  await page.evaluate(AXE);
   for (const [w, h] of [[390, 844], [1280, 800]]) {
     await page.setViewportSize({ width: w, height: h });
+    // Two frames: the page's own resize handlers (app.js's scrolling tables) have run.
+    await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
     if (w === 390) await page.screenshot({ path: join(SHOTS, `${String(step).padStart(2, '0')}-${name}-390.png`), fullPage: true });
+    // A table's headers and figures, and the names beside checkboxes (clients.read), keep their
+    // words whole: a column too narrow for "Date" or "1,250.00" is a table to scroll
+    // (.table-wrap), not "Dat" over "e".
+    const split = await page.evaluate(() => {
+      const found = [];
+      for (const cell of document.querySelectorAll('th, td.num, label > code')) {
+        const text = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+        for (let node = text.nextNode(); node; node = text.nextNode()) {
+          if (node.parentElement.closest('.sr-only')) continue;
+          // Pieces between places a line may break anyway: spaces, hyphens, dashes, slashes.
+          for (const word of node.data.matchAll(/[^\s\-\u2010-\u2014\/]+/g)) {
+            const range = document.createRange();
+            range.setStart(node, word.index);
+            range.setEnd(node, word.index + word[0].length);
+            const lines = new Set([...range.getClientRects()].filter((r) => r.width > 0).map((r) => Math.round(r.top)));
+            if (lines.size > 1) found.push(`${cell.tagName.toLowerCase()} "${word[0]}"`);
+          }
+        }
+      }
+      return found;
+    });
+    if (split.length) problems.push(`words split across lines at ${w}px on ${url}: ${split.slice(0, 5).join(', ')}`);
     const over = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     if (over > 0) {
       const wide = await page.evaluate(() => [...document.querySelectorAll('body *')]
@@ -80,11 +106,10 @@ async function check(page, name) {
       problems.push(`horizontal overflow of ${over}px at ${w}px on ${url} (${wide})`);
       await page.screenshot({ path: join(SHOTS, `${String(step).padStart(2, '0')}-${name}-overflow-${w}.png`), fullPage: true });
     }
-  }
-  await page.evaluate(AXE);
-  const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
-  for (const v of result.violations.filter((v) => ['serious', 'critical'].includes(v.impact))) {
-    problems.push(`axe ${v.impact} ${v.id} on ${url}: ${v.help} — ${v.nodes.slice(0, 2).map((n) => n.target.join(' ')).join(' | ')}`);
+    const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
+    for (const v of result.violations.filter((v) => ['serious', 'critical'].includes(v.impact))) {
+      problems.push(`axe ${v.impact} ${v.id} at ${w}px on ${url}: ${v.help} — ${v.nodes.slice(0, 2).map((n) => n.target.join(' ')).join(' | ')}`);
+    }
   }
   await page.screenshot({ path: join(SHOTS, `${String(step).padStart(2, '0')}-${name}.png`), fullPage: true });
   console.log(`step ${step} ${name}: ${url}`);
@@ -475,6 +500,33 @@ try {
     await page.waitForURL(/\/invoices\/[0-9a-f-]{36}$/);
     // Time recorded before the default rate was set is offered at today's rate.
     await expectText(page, "120.50 (today's rate)");
+    await check(page, 'invoice-add-time');
+    // On a phone the entries' table is wider than the screen: it scrolls sideways in its wrap,
+    // and the keyboard reaches that wrap (after the filters, before the first entry) and
+    // scrolls it with the arrow keys.
+    await page.setViewportSize({ width: 390, height: 844 });
+    const entries = page.locator('.table-wrap', { has: page.locator('input[name="entry"]') });
+    await page.waitForFunction(() => document.querySelector('.table-wrap[data-scrolls] input[name="entry"]') !== null, null, { timeout: 5000 })
+      .catch(() => problems.push('the time entries\' table does not scroll at 390 px (or is not marked as scrolling)'));
+    if ((await entries.getAttribute('tabindex')) === '0') {
+      await page.locator('select[name="group"]').focus();
+      await page.keyboard.press('Tab');
+      const focused = await entries.evaluate((wrap) => document.activeElement === wrap);
+      if (!focused) problems.push('Tab from the filters does not reach the scrolling table of time entries');
+      const label = await entries.getAttribute('aria-label');
+      if (label !== 'Add time (table)') problems.push(`the scrolling table of time entries is named ${JSON.stringify(label)}`);
+      for (let i = 0; i < 5; i += 1) await page.keyboard.press('ArrowRight');
+      // Keyboard scrolling is animated: the offset grows over a few frames.
+      await entries.evaluate((wrap) => new Promise((resolve, reject) => {
+        const until = performance.now() + 3000;
+        (function wait() {
+          if (wrap.scrollLeft > 0) resolve();
+          else if (performance.now() > until) reject(new Error('not scrolled'));
+          else requestAnimationFrame(wait);
+        })();
+      })).catch(() => problems.push('the arrow keys do not scroll the focused table of time entries'));
+    }
+    await page.setViewportSize({ width: 1280, height: 800 });
     await page.getByRole('button', { name: 'Add time to invoice' }).click();
     await page.waitForLoadState('load');
     await expectText(page, 'Wireframes');

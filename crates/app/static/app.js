@@ -13,6 +13,10 @@
 //   the new copy no longer asks for it; without JavaScript a link reloads the page. (Not a
 //   meta refresh: a page that reloads itself on a timer takes the reader's place away.)
 //
+// - A table too wide for the screen scrolls sideways in its `.table-wrap`; while it does, the
+//   wrap is a focusable region named after the table's heading, so a keyboard can scroll it
+//   too (arrow keys once focused). Without JavaScript it still scrolls by pointer and touch.
+//
 // Loaded as a file (CSP `script-src 'self'`): no inline script, no eval, no inline styles.
 (function () {
   'use strict';
@@ -74,6 +78,47 @@
     }, seconds * 1000);
   }
   document.querySelectorAll('[data-live]').forEach(refreshLive);
+
+  function tableName(wrap) {
+    var caption = wrap.querySelector('caption');
+    if (caption && caption.textContent.trim()) {
+      return caption.textContent.trim();
+    }
+    // The nearest heading before it: among its siblings, then its parents' (a table inside a
+    // form under its section's heading).
+    for (var node = wrap; node && node !== document.body; node = node.parentElement) {
+      for (var at = node.previousElementSibling; at; at = at.previousElementSibling) {
+        if (/^H[1-6]$/.test(at.tagName) && at.textContent.trim()) {
+          return at.textContent.trim() + ' (table)';
+        }
+      }
+    }
+    return 'Table';
+  }
+  function markScrollingTables() {
+    document.querySelectorAll('.table-wrap').forEach(function (wrap) {
+      var scrolls = wrap.scrollWidth > wrap.clientWidth + 1;
+      if (scrolls && !wrap.hasAttribute('data-scrolls')) {
+        wrap.setAttribute('data-scrolls', '');
+        wrap.setAttribute('tabindex', '0');
+        wrap.setAttribute('role', 'region');
+        wrap.setAttribute('aria-label', tableName(wrap));
+      } else if (!scrolls && wrap.hasAttribute('data-scrolls')) {
+        ['data-scrolls', 'tabindex', 'role', 'aria-label'].forEach(function (name) {
+          wrap.removeAttribute(name);
+        });
+      }
+    });
+  }
+  markScrollingTables();
+  if (window.ResizeObserver) {
+    var observer = new ResizeObserver(markScrollingTables);
+    document.querySelectorAll('.table-wrap').forEach(function (wrap) {
+      observer.observe(wrap);
+    });
+  } else {
+    window.addEventListener('resize', markScrollingTables);
+  }
 
   document.addEventListener('keydown', function (event) {
     if (event.key !== 'Escape') {

@@ -3,8 +3,9 @@
 //! Chromium, npm `axe-core` injected into every page): sign up, verify, create the
 //! organization, invite a Member, client, project, tasks, drag across columns, comment, time,
 //! invoice, a shared file, a Client user and their portal, two-factor, the audit log. On every
-//! page: no console error, no CSP violation, no horizontal overflow at 1,280 and 390 px, no
-//! serious or critical axe violation; a screenshot per step under `target/browser-journey/`.
+//! page, at 1,280 and 390 px: no console error, no CSP violation, no horizontal overflow, no word
+//! of a table's header or figure split across lines, no serious or critical axe violation; a
+//! screenshot per step under `target/browser-journey/`.
 //!
 //! The suite asks this test for what only the server side has (the mail a step sent) over its
 //! standard streams: a line `MAIL <address> <path prefix>` is answered with the link.
