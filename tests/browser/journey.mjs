@@ -517,14 +517,8 @@ try {
       if (label !== 'Add time (table)') problems.push(`the scrolling table of time entries is named ${JSON.stringify(label)}`);
       for (let i = 0; i < 5; i += 1) await page.keyboard.press('ArrowRight');
       // Keyboard scrolling is animated: the offset grows over a few frames.
-      await entries.evaluate((wrap) => new Promise((resolve, reject) => {
-        const until = performance.now() + 3000;
-        (function wait() {
-          if (wrap.scrollLeft > 0) resolve();
-          else if (performance.now() > until) reject(new Error('not scrolled'));
-          else requestAnimationFrame(wait);
-        })();
-      })).catch(() => problems.push('the arrow keys do not scroll the focused table of time entries'));
+      await page.waitForFunction((wrap) => wrap.scrollLeft > 0, await entries.elementHandle(), { timeout: 3000 })
+        .catch(() => problems.push('the arrow keys do not scroll the focused table of time entries'));
     }
     await page.setViewportSize({ width: 1280, height: 800 });
     await page.getByRole('button', { name: 'Add time to invoice' }).click();
