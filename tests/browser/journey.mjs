@@ -438,7 +438,7 @@ try {
   await page.locator('main').getByRole('link', { name: 'Copy deck' }).click();
   await page.waitForURL(/\/tasks\//);
   // The owner takes the task on; it shows in My work.
-  await page.locator('fieldset', { hasText: 'Assignees' }).getByLabel(owner).check();
+  await page.locator('fieldset', { hasText: 'Assignees' }).getByLabel('Olivia Owner', { exact: true }).check();
   await page.locator('input[name=due_date]').fill(new Date().toISOString().slice(0, 10));
   await page.getByRole('button', { name: 'Save' }).click();
   await expectText(page, 'Task saved');

@@ -95,7 +95,7 @@ pub async fn project(db: &Db, keys: &Keyring, p: &OrgPrincipal, id: ProjectId) -
         let comments: Vec<Comment> = sqlx::query_as(&format!(
             "SELECT {} FROM comments c LEFT JOIN users u ON u.id = c.author_id WHERE c.task_id = $1 AND c.client_visible \
              ORDER BY c.created_at",
-            tasks::COMMENT_COLUMNS
+            tasks::PORTAL_COMMENT_COLUMNS
         ))
         .bind(t.id)
         .fetch_all(&mut *tx)

@@ -742,8 +742,25 @@ pub struct CommentUpdate {
     pub client_visible: Option<bool>,
 }
 
-pub const COMMENT_COLUMNS: &str = "c.id, c.task_id, coalesce(u.display_name, u.email, 'API key') AS author, c.author_id, \
-     c.body, c.client_visible, c.created_at, c.edited_at";
+/// A comment's columns, its author named by `$unnamed` when they have no display name (SQL over
+/// `c`, the comment, and `u`, its author's user row, absent for a key's comment).
+macro_rules! comment_columns {
+    ($unnamed:literal) => {
+        concat!(
+            "c.id, c.task_id, coalesce(nullif(u.display_name, ''), ",
+            $unnamed,
+            ") AS author, c.author_id, c.body, c.client_visible, c.created_at, c.edited_at"
+        )
+    };
+}
+
+/// For the organization's own people: an author without a display name by their email.
+pub const COMMENT_COLUMNS: &str = comment_columns!("u.email, 'API key'");
+
+/// For the client portal, which shows no staff email address: an author without a display
+/// name is a team member.
+pub const PORTAL_COMMENT_COLUMNS: &str =
+    comment_columns!("CASE WHEN c.author_id IS NULL THEN 'API key' ELSE 'Team member' END");
 
 pub async fn comments(db: &Db, p: &OrgPrincipal, task: TaskId) -> DomainResult<Vec<Comment>> {
     require(p, Permission::TasksRead)?;

@@ -380,8 +380,11 @@ async fn clients_projects_board_comments_time_and_invoices_through_the_pages() {
         assert!(html.contains(expected), "{expected} missing from the task page");
     }
     let activity = html.split("id=\"activity\"").nth(1).unwrap();
-    assert!(activity.contains("<td>priority</td><td>normal</td><td>high</td>"), "{activity}");
-    assert!(activity.contains("owner@flow.test"), "assignees are shown by email: {activity}");
+    assert!(activity.contains("<td>Priority</td><td>Normal</td><td>High</td>"), "{activity}");
+    assert!(
+        activity.contains("<td>Assignees</td><td></td><td>Test User</td>") && !activity.contains("owner@flow.test"),
+        "assignees are shown by name: {activity}"
+    );
     let comment = id_by(&app, "SELECT id FROM comments WHERE body = $1", "Internal: budget is tight").await;
     let path = format!("/o/{slug}/tasks/{task}/comments/{comment}/delete");
     redirected(post(&o.browser, &o.token, &path, CONFIRM).await).await;
@@ -890,9 +893,110 @@ async fn task_edits_on_the_page_record_exact_old_and_new_values() {
             ]
         )
     );
-    // The page shows the history.
+    // A third edit: an estimate, a parent, and shown to the client.
+    let parent = new_task(&app, &o, &project, "Whole site", false).await;
+    let mut third = form("Blueprint", &cols[1], "high", "2030-04-02", Some(&owner_id));
+    third.retain(|f| f.0 != "estimate_minutes" && f.0 != "parent_id");
+    third.extend([
+        ("estimate_minutes", "90".to_string()),
+        ("parent_id", parent.clone()),
+        ("visible_to_client", "on".to_string()),
+    ]);
+    redirected(edit(third).await).await;
+    // The page shows the history in words: fields, statuses, columns, people, the estimate as a
+    // duration and the parent by its title, never a stored code or id.
     let html = page(&mut o.browser, &format!("/o/{slug}/tasks/{task}")).await;
-    assert!(html.contains("Sketch") && html.contains("Blueprint") && html.contains("2030-04-02"), "{html}");
+    let history = html.split("id=\"activity\"").nth(1).unwrap();
+    for change in [
+        "<td>Created</td><td></td><td>Sketch</td>",
+        "<td>Title</td><td>Sketch</td><td>Blueprint</td>",
+        "<td>Due date</td><td>2030-03-01</td><td>2030-04-02</td>",
+        "<td>Status</td><td>To do</td><td>In progress</td>",
+        "<td>Board column</td><td>To do</td><td>In progress</td>",
+        "<td>Priority</td><td>Normal</td><td>High</td>",
+        "<td>Assignees</td><td></td><td>Test User</td>",
+        "<td>Estimate</td><td></td><td>1h 30m</td>",
+        "<td>Parent task</td><td></td><td>Whole site</td>",
+        "<td>Visible to the client</td><td>No</td><td>Yes</td>",
+    ] {
+        assert!(history.contains(change), "no {change} in {history}");
+    }
+    for code in ["in_progress", "todo", "due_date", "normal", &owner_id, &parent, &cols[0], "true"] {
+        assert!(!history.contains(&format!(">{code}<")), "{code} shown as stored: {history}");
+    }
+}
+
+/// Pages call people by their names: the task page's assignees, assignee choices, time, activity
+/// and comments, and the project's activity, with the email only for someone who has no name or
+/// to tell two of the same name apart. The client portal never shows a staff email address.
+#[tokio::test]
+async fn pages_call_people_by_name_and_tell_namesakes_apart() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "webnames").await;
+    let slug = org.slug.clone();
+    let mut db = app.db.admin_conn().await;
+    // The owner signed up as "Test User"; the member goes by that name too, the admin by a name
+    // of their own, and the manager has none.
+    for (email, name) in [("member@webnames.test", "test user"), ("admin@webnames.test", "Grace Hopper")] {
+        sqlx::query("UPDATE users SET display_name = $2 WHERE email = $1")
+            .bind(email)
+            .bind(name)
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+    let owner_browser = org.people.remove("owner").unwrap().browser;
+    let mut o = Owner { token: String::new(), browser: owner_browser, slug: slug.clone() };
+    o.token = session_token(&mut o.browser).await;
+    let project = new_project(&o, "Named project", &org.client_id, true).await;
+    let task = new_task(&app, &o, &project, "Named task", true).await;
+    let admin_id = crate::support::orgs::user_id(&app, "admin@webnames.test").await;
+    let cols = columns_of(&app, &project).await;
+    let edit = [
+        ("title", "Named task"),
+        ("description", ""),
+        ("priority", "normal"),
+        ("due_date", ""),
+        ("estimate_minutes", ""),
+        ("column_id", &cols[0]),
+        ("parent_id", ""),
+        ("assignee", &admin_id),
+        ("visible_to_client", "on"),
+    ];
+    redirected(post(&o.browser, &o.token, &format!("/o/{slug}/tasks/{task}/edit"), &edit).await).await;
+    let time = [("minutes", "1:30"), ("task_id", task.as_str()), ("spent_on", "2030-01-02"), ("note", "")];
+    redirected(post(&o.browser, &o.token, &format!("/o/{slug}/projects/{project}/time"), &time).await).await;
+    let manager = &mut org.people.get_mut("manager").unwrap().browser;
+    let manager_token = session_token(manager).await;
+    let comments = format!("/o/{slug}/tasks/{task}/comments");
+    redirected(
+        post(manager, &manager_token, &comments, &[("body", "From the manager"), ("client_visible", "on")]).await,
+    )
+    .await;
+
+    let html = page(&mut o.browser, &format!("/o/{slug}/tasks/{task}")).await;
+    let owner = "Test User (owner@webnames.test)";
+    // Assignees, and the activity that assigned them, by name; the admin's email nowhere.
+    assert!(html.contains("<dd>Grace Hopper</dd>"), "{html}");
+    assert!(!html.contains("admin@webnames.test"), "{html}");
+    assert!(html.contains(&format!("<td>{owner}</td><td>Assignees</td><td></td><td>Grace Hopper</td>")), "{html}");
+    // The owner's time, by a name told apart from the member's.
+    assert!(html.contains(&format!("<td>2030-01-02</td><td>{owner}</td>")), "{html}");
+    // The assignee choices: each says whom it assigns.
+    for choice in [owner, "Grace Hopper", "manager@webnames.test"] {
+        assert!(html.contains(&format!("> {choice}</label>")), "no choice {choice}: {html}");
+    }
+    // A comment by someone without a name is theirs by email, not nobody's.
+    let comment = html.find("From the manager").unwrap();
+    assert!(html[..comment].rfind("manager@webnames.test").is_some_and(|at| comment - at < 400), "{html}");
+    let activity = page(&mut o.browser, &format!("/o/{slug}/projects/{project}/activity")).await;
+    assert!(activity.contains(&format!(" · {owner} · ")), "{activity}");
+    assert!(!activity.contains(" · owner@webnames.test · "), "{activity}");
+
+    let client = &mut org.people.get_mut("client").unwrap().browser;
+    let portal = page(client, &format!("/portal/{slug}/projects/{project}")).await;
+    assert!(portal.contains("From the manager") && portal.contains("Team member"), "{portal}");
+    assert!(!portal.contains("@webnames.test"), "{portal}");
 }
 
 /// The value of the form field `name` in a page (`name="…" value="…"`).

@@ -19,6 +19,7 @@ pub mod projects;
 pub mod tasks;
 pub mod timesheet;
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use axum::body::Bytes;
@@ -27,6 +28,7 @@ use time::Date;
 use crate::access::OrgTx;
 use crate::access::route::RouteDef;
 use crate::platform::http::error::{AppError, AppResult, DomainError, FieldError};
+use crate::platform::ids::UserId;
 use crate::state::AppState;
 use crate::tenancy::guard::OrgAccess;
 
@@ -224,6 +226,52 @@ pub async fn people(state: &AppState, access: &OrgAccess) -> AppResult<Vec<crate
 /// A person's name as pages show it: their display name, else their email.
 pub fn name_of(m: &crate::tenancy::service::MemberRow) -> String {
     if m.display_name.trim().is_empty() { m.email.clone() } else { m.display_name.clone() }
+}
+
+/// What pages call the organization's people: each one's name ([`name_of`]), followed by their
+/// email where two of them go by the same name, so that no two read alike (an assignee
+/// checkbox must say whom it assigns).
+pub struct People {
+    by_id: HashMap<UserId, (String, String)>,
+    by_email: HashMap<String, String>,
+}
+
+impl People {
+    pub fn of(everyone: &[crate::tenancy::service::MemberRow]) -> Self {
+        let mut count: HashMap<String, usize> = HashMap::new();
+        for m in everyone {
+            *count.entry(name_of(m).to_lowercase()).or_default() += 1;
+        }
+        let label = |m: &crate::tenancy::service::MemberRow| {
+            let name = name_of(m);
+            if count[&name.to_lowercase()] > 1 && name != m.email { format!("{name} ({})", m.email) } else { name }
+        };
+        Self {
+            by_id: everyone.iter().map(|m| (m.user_id, (name_of(m), label(m)))).collect(),
+            by_email: everyone.iter().map(|m| (m.email.to_lowercase(), label(m))).collect(),
+        }
+    }
+
+    /// The person `id`, or "former member" for one no longer in the organization.
+    pub fn name(&self, id: &UserId) -> String {
+        self.by_id.get(id).map(|n| n.1.clone()).unwrap_or_else(|| "former member".into())
+    }
+
+    /// The person `id`'s name alone, even where another goes by it too (for initials).
+    pub fn short_name(&self, id: &UserId) -> String {
+        self.by_id.get(id).map(|n| n.0.clone()).unwrap_or_else(|| "former member".into())
+    }
+
+    /// Whoever `id` (a user id as text) names, or the text as it is.
+    pub fn name_or_raw(&self, id: &str) -> String {
+        id.parse().ok().and_then(|u| self.by_id.get(&u)).map(|n| n.1.clone()).unwrap_or_else(|| id.to_string())
+    }
+
+    /// Who did something, as a record keeps them (the email they had then, or "API key …"):
+    /// their name when that email is still one of the organization's people's, else the record.
+    pub fn actor(&self, recorded: &str) -> String {
+        self.by_email.get(&recorded.to_lowercase()).cloned().unwrap_or_else(|| recorded.to_string())
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::{PAGE_SIZE, Pager, day, duration, form_id, name_of, path_id, people};
+use super::{PAGE_SIZE, Pager, People, day, duration, form_id, name_of, path_id, people};
 use crate::access::role::{Permission as P, Role};
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
@@ -557,7 +557,7 @@ pub async fn project_view(
         _ => None,
     };
     let everyone = people(state, access).await?;
-    let names: HashMap<UserId, String> = everyone.iter().map(|m| (m.user_id, name_of(m))).collect();
+    let names = People::of(&everyone);
     let may_tasks = p.can(P::TasksRead);
     let columns: Vec<tasks::BoardColumn> = if tab == "board" && may_tasks {
         tasks::board(&state.db, p, id, tasks::BOARD_COLUMN_CAP).await?
@@ -587,15 +587,7 @@ pub async fn project_view(
     let card = |t: tasks::Task| CardView {
         assignees: assigned
             .get(&t.id)
-            .map(|users| {
-                users
-                    .iter()
-                    .map(|u| {
-                        let name = names.get(u).cloned().unwrap_or_else(|| "former member".into());
-                        (initials(&name), name)
-                    })
-                    .collect()
-            })
+            .map(|users| users.iter().map(|u| (initials(&names.short_name(u)), names.name(u))).collect())
             .unwrap_or_default(),
         id: t.id.to_string(),
         title: t.title,
@@ -669,7 +661,7 @@ pub async fn project_view(
                 id: e.id.to_string(),
                 minutes: duration(e.minutes.into()),
                 spent_on: e.spent_on.to_string(),
-                who: names.get(&e.user_id).cloned().unwrap_or_else(|| "former member".into()),
+                who: names.name(&e.user_id),
                 task: e.task_id.map(|t| (t.to_string(), titles.get(&t).cloned().unwrap_or_default())),
                 deletable: p.can(P::TimeTrack) && (may_delete_any || Some(e.user_id) == me),
                 note: e.note,
@@ -726,7 +718,7 @@ pub async fn project_view(
             .into_iter()
             .map(|a| ActivityView {
                 when: access.when(a.occurred_at),
-                who: a.actor_label,
+                who: names.actor(&a.actor_label),
                 task: (a.task_id.to_string(), a.title),
                 what: describe_change(&a.field, a.old_value.as_deref(), a.new_value.as_deref(), &board_names(&board)),
             })

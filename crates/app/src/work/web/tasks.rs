@@ -11,7 +11,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::{Errors, FormFields, day, duration, number, path_id, people};
+use super::projects::STATUS_WORDS;
+use super::{Errors, FormFields, People, day, duration, number, path_id, people};
 use crate::access::role::{Permission as P, Role};
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
@@ -40,6 +41,21 @@ pub fn routes() -> Vec<RouteDef> {
 pub(super) const STATUSES: [(&str, &str); 4] =
     [("todo", "To do"), ("in_progress", "In progress"), ("blocked", "Blocked"), ("done", "Done")];
 const PRIORITIES: [(&str, &str); 4] = [("low", "Low"), ("normal", "Normal"), ("high", "High"), ("urgent", "Urgent")];
+
+/// What a recorded change of a task changed, in words (the task page's history).
+const CHANGE_WORDS: [(&str, &str); 11] = [
+    ("created", "Created"),
+    ("title", "Title"),
+    ("description", "Description"),
+    ("status", "Status"),
+    ("priority", "Priority"),
+    ("due_date", "Due date"),
+    ("estimate_minutes", "Estimate"),
+    ("column", "Board column"),
+    ("parent", "Parent task"),
+    ("visible_to_client", "Visible to the client"),
+    ("assignees", "Assignees"),
+];
 
 // ---- the task page ----
 
@@ -190,7 +206,7 @@ async fn task_view(
     }
     let members = if can_projects { projects::members(&state.db, p, task.project_id).await? } else { vec![] };
     let everyone = people(state, access).await?;
-    let email: HashMap<String, String> = everyone.iter().map(|m| (m.user_id.to_string(), m.email.clone())).collect();
+    let names = People::of(&everyone);
     let candidates: Vec<(String, String)> = everyone
         .iter()
         .filter(|m| m.status == "active" && m.role != Role::Client)
@@ -199,23 +215,27 @@ async fn task_view(
                 || members.iter().any(|pm| pm.user_id == m.user_id)
                 || detail.assignees.contains(&m.user_id)
         })
-        .map(|m| (m.user_id.to_string(), m.email.clone()))
+        .map(|m| (m.user_id.to_string(), names.name(&m.user_id)))
         .collect();
-    let assignee_names =
-        detail.assignees.iter().map(|u| email.get(&u.to_string()).cloned().unwrap_or_else(|| u.to_string())).collect();
+    let assignee_names = detail.assignees.iter().map(|u| names.name(u)).collect();
     let column_name: HashMap<String, String> = columns.iter().cloned().collect();
+    let task_title: HashMap<&str, &str> = parents.iter().map(|(id, title)| (id.as_str(), title.as_str())).collect();
+    let words = |v: &str, table: &[(&str, &'static str)]| table.iter().find(|w| w.0 == v).map(|w| w.1.to_string());
     let show = |field: &str, v: Option<String>| -> String {
         let v = v.unwrap_or_default();
-        match field {
-            "column" => column_name.get(&v).cloned().unwrap_or(v),
-            "assignees" => v
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(|u| email.get(u).cloned().unwrap_or_else(|| u.to_string()))
-                .collect::<Vec<_>>()
-                .join(", "),
-            _ => shorten(&v),
-        }
+        let shown = match field {
+            "column" => column_name.get(&v).cloned(),
+            "assignees" => Some(
+                v.split(',').filter(|s| !s.is_empty()).map(|u| names.name_or_raw(u)).collect::<Vec<_>>().join(", "),
+            ),
+            "status" => words(&v, &STATUS_WORDS),
+            "priority" => words(&v, &PRIORITIES),
+            "visible_to_client" => words(&v, &[("true", "Yes"), ("false", "No")]),
+            "estimate_minutes" => v.parse().ok().map(duration),
+            "parent" => task_title.get(v.as_str()).map(|t| shorten(t)),
+            _ => None,
+        };
+        shown.unwrap_or_else(|| shorten(&v))
     };
     let activity = tasks::activity_log(&state.db, p, id)
         .await?
@@ -223,8 +243,8 @@ async fn task_view(
         .map(|a| ActivityView {
             old: show(&a.field, a.old_value),
             new: show(&a.field, a.new_value),
-            who: a.actor_label,
-            field: a.field,
+            who: names.actor(&a.actor_label),
+            field: words(&a.field, &CHANGE_WORDS).unwrap_or_else(|| a.field.replace('_', " ")),
             at: access.when(a.occurred_at),
         })
         .collect();
@@ -255,7 +275,7 @@ async fn task_view(
         .into_iter()
         .map(|e| TimeRow {
             id: e.id.to_string(),
-            who: email.get(&e.user_id.to_string()).cloned().unwrap_or_else(|| e.user_id.to_string()),
+            who: names.name(&e.user_id),
             minutes: duration(e.minutes.into()),
             spent_on: e.spent_on.to_string(),
             note: e.note,
