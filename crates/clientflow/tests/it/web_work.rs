@@ -924,6 +924,26 @@ async fn task_edits_on_the_page_record_exact_old_and_new_values() {
     for code in ["in_progress", "todo", "due_date", "normal", &owner_id, &parent, &cols[0], "true"] {
         assert!(!history.contains(&format!(">{code}<")), "{code} shown as stored: {history}");
     }
+    // And the task itself in words: its priority, estimate, assignee and parent by title.
+    let facts = html.split("id=\"activity\"").next().unwrap();
+    for fact in [
+        "<span class=\"badge\">High priority</span>",
+        "<dt>Due</dt><dd>2030-04-02</dd>",
+        "<dt>Estimate</dt><dd>1h 30m</dd>",
+        "<dt>Assignees</dt><dd>Test User</dd>",
+        &format!("<a href=\"/o/{slug}/tasks/{parent}\">Whole site</a>"),
+    ] {
+        assert!(facts.contains(fact), "no {fact} in {facts}");
+    }
+    // A task with nothing set says so.
+    let bare = page(&mut o.browser, &format!("/o/{slug}/tasks/{parent}")).await;
+    for fact in [
+        "<dt>Due</dt><dd><span class=\"muted\">No due date</span></dd>",
+        "<dt>Estimate</dt><dd><span class=\"muted\">None</span></dd>",
+        "<dt>Assignees</dt><dd><span class=\"muted\">Nobody</span></dd>",
+    ] {
+        assert!(bare.contains(fact), "no {fact} in {bare}");
+    }
 }
 
 /// Pages call people by their names: the task page's assignees, assignee choices, time, activity

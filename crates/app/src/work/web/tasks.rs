@@ -135,6 +135,12 @@ struct TaskPage {
     task: Task,
     column_now: String,
     project_name: String,
+    /// The parent task's title, when the task is a subtask.
+    parent_title: Option<String>,
+    /// The priority in words.
+    priority: &'static str,
+    /// The estimate as a duration ("1h 30m").
+    estimate: Option<String>,
     edit: TaskEdit,
     statuses: [(&'static str, &'static str); 4],
     priorities: [(&'static str, &'static str); 4],
@@ -291,10 +297,15 @@ async fn task_view(
             (id, label, checked)
         })
         .collect();
+    let parent_title =
+        task.parent_id.and_then(|u| parents.iter().find(|(pid, _)| *pid == u.to_string())).map(|(_, t)| t.clone());
     Ok(TaskPage {
         csrf,
         org: OrgNav::of(access),
         project_name,
+        parent_title,
+        priority: PRIORITIES.iter().find(|w| w.0 == task.priority).map(|w| w.1).unwrap_or("Normal"),
+        estimate: task.estimate_minutes.map(|m| duration(m.into())),
         edit,
         column_now: task.column_id.to_string(),
         statuses: STATUSES,
