@@ -21,12 +21,22 @@ pub enum TaskStatus {
 impl TaskStatus {
     pub const ALL: [TaskStatus; 4] = [Self::Todo, Self::InProgress, Self::Blocked, Self::Done];
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Todo => "todo",
             Self::InProgress => "in_progress",
             Self::Blocked => "blocked",
             Self::Done => "done",
+        }
+    }
+
+    /// The status in words, as pages show it.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Todo => "To do",
+            Self::InProgress => "In progress",
+            Self::Blocked => "Blocked",
+            Self::Done => "Done",
         }
     }
 

@@ -86,8 +86,14 @@ async fn a_member_sees_only_projects_they_are_on_in_my_work_search_and_notificat
     let mine = fixture_project(&app, &org, &op).await;
     let hidden = hidden_project(&app, &op).await;
     let member = person(&org, "member");
-    let assigned = tasks::TaskInput { assignees: Some(vec![member.to_string()]), ..Default::default() };
+    let assigned = tasks::TaskInput {
+        assignees: Some(vec![member.to_string()]),
+        priority: Some("urgent".into()),
+        ..Default::default()
+    };
     let visible_task = task_in(&app, &op, mine, "Quarterly zephyr review", assigned).await;
+    let assigned = tasks::TaskInput { assignees: Some(vec![member.to_string()]), ..Default::default() };
+    task_in(&app, &op, mine, "Routine zephyr check", assigned).await;
     let hidden_task = task_in(&app, &op, hidden, "Secret zephyr plans", tasks::TaskInput::default()).await;
     // Assigned behind the app's back to a task of a project the Member is not on: My work
     // still doesn't show it (the lists' own visibility rule decides, not the assignment).
@@ -105,6 +111,9 @@ async fn a_member_sees_only_projects_they_are_on_in_my_work_search_and_notificat
     let (status, html) = b.page(&format!("/o/{slug}/my-work")).await;
     assert_eq!(status, 200, "{html}");
     assert!(html.contains("Quarterly zephyr review") && !html.contains("Secret zephyr plans"), "{html}");
+    // A priority in words, and only where it is not the usual one.
+    assert!(html.contains(" · Urgent priority</span>") && !html.contains("normal"), "{html}");
+    assert!(html.contains("Routine zephyr check"), "{html}");
     let (status, html) = b.page(&format!("/o/{slug}/search?q=zephyr")).await;
     assert_eq!(status, 200, "{html}");
     assert!(html.contains("Quarterly zephyr review") && !html.contains("Secret zephyr plans"), "{html}");

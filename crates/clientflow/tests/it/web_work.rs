@@ -708,6 +708,7 @@ async fn the_portal_shows_a_client_exactly_its_own_visible_work() {
     }
     let project = page(client, &format!("/portal/{slug}/projects/{shown}")).await;
     assert!(project.contains("Client-facing task") && project.contains("Hello client"));
+    assert!(project.contains("Client-facing task <span class=\"badge\">To do</span>"), "{project}");
     assert!(project.contains(&format!("/portal/{slug}/files/{deliverable}")));
     for hidden in ["Behind the scenes", "Team-only remark", "draft.txt", &draft_file] {
         assert!(!project.contains(hidden), "{hidden} shown on the portal project page");
@@ -799,6 +800,8 @@ async fn lists_search_and_page_tasks_time_files_and_invoices() {
     let html = page(&mut o.browser, &format!("/o/{slug}/tasks?q=widget")).await;
     assert_eq!(links_to(&html, &slug, "tasks"), 2, "{html}");
     assert!(html.contains("Special widget 1") && !html.contains("Routine chore"));
+    // Status and priority in words.
+    assert!(html.contains("<td>To do</td><td>Normal</td>") && !html.contains("<td>todo</td>"), "{html}");
     let html = page(&mut o.browser, &format!("/o/{slug}/tasks?q=chore&project_id={project}")).await;
     assert_eq!(links_to(&html, &slug, "tasks"), 25);
     let next = format!("/o/{slug}/tasks?q=chore&#38;project_id={project}&#38;offset=25");

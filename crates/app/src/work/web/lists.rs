@@ -117,8 +117,8 @@ async fn task_list(
             id: t.id.to_string(),
             project: names.get(t.project_id.to_string().as_str()).map(|n| n.to_string()).unwrap_or_default(),
             title: t.title,
-            status: t.status.to_string(),
-            priority: t.priority,
+            status: t.status.label().to_string(),
+            priority: super::priority_word(&t.priority).to_string(),
             due: day(t.due_date),
         })
         .collect();

@@ -223,6 +223,15 @@ pub async fn people(state: &AppState, access: &OrgAccess) -> AppResult<Vec<crate
     Ok(rows)
 }
 
+/// Task priorities and their words.
+pub const PRIORITIES: [(&str, &str); 4] =
+    [("low", "Low"), ("normal", "Normal"), ("high", "High"), ("urgent", "Urgent")];
+
+/// A task priority in words ("High"), as pages show it.
+pub fn priority_word(priority: &str) -> &'static str {
+    PRIORITIES.iter().find(|w| w.0 == priority).map(|w| w.1).unwrap_or("Normal")
+}
+
 /// A person's name as pages show it: their display name, else their email.
 pub fn name_of(m: &crate::tenancy::service::MemberRow) -> String {
     if m.display_name.trim().is_empty() { m.email.clone() } else { m.display_name.clone() }

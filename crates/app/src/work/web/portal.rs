@@ -124,7 +124,7 @@ async fn project(
             .map(|(t, comments)| TaskView {
                 title: t.title,
                 description: t.description,
-                status: t.status.to_string(),
+                status: t.status.label().to_string(),
                 due: day(t.due_date),
                 comments: comments
                     .into_iter()

@@ -531,8 +531,13 @@ pub struct ProjectPage {
 const LIST_PAGE: i64 = 100;
 
 /// A task status in words.
-pub const STATUS_WORDS: [(&str, &str); 4] =
-    [("todo", "To do"), ("in_progress", "In progress"), ("blocked", "Blocked"), ("done", "Done")];
+pub const STATUS_WORDS: [(&str, &str); 4] = {
+    use crate::work::task_status::TaskStatus as S;
+    const fn word(s: S) -> (&'static str, &'static str) {
+        (s.as_str(), s.label())
+    }
+    [word(S::Todo), word(S::InProgress), word(S::Blocked), word(S::Done)]
+};
 
 fn initials(name: &str) -> String {
     let words: Vec<&str> =

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::projects::STATUS_WORDS;
-use super::{Errors, FormFields, People, day, duration, number, path_id, people};
+use super::{Errors, FormFields, PRIORITIES, People, day, duration, number, path_id, people};
 use crate::access::role::{Permission as P, Role};
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
@@ -40,7 +40,6 @@ pub fn routes() -> Vec<RouteDef> {
 
 pub(super) const STATUSES: [(&str, &str); 4] =
     [("todo", "To do"), ("in_progress", "In progress"), ("blocked", "Blocked"), ("done", "Done")];
-const PRIORITIES: [(&str, &str); 4] = [("low", "Low"), ("normal", "Normal"), ("high", "High"), ("urgent", "Urgent")];
 
 /// What a recorded change of a task changed, in words (the task page's history).
 const CHANGE_WORDS: [(&str, &str); 11] = [
@@ -304,7 +303,7 @@ async fn task_view(
         org: OrgNav::of(access),
         project_name,
         parent_title,
-        priority: PRIORITIES.iter().find(|w| w.0 == task.priority).map(|w| w.1).unwrap_or("Normal"),
+        priority: super::priority_word(&task.priority),
         estimate: task.estimate_minutes.map(|m| duration(m.into())),
         edit,
         column_now: task.column_id.to_string(),
