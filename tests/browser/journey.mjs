@@ -158,8 +158,9 @@ try {
   await expectText(page, 'Organization created');
   await check(page, 'org-home');
 
-  // A client.
-  await page.getByRole('link', { name: 'Clients' }).first().click();
+  // A client, the overview's first step.
+  await page.getByRole('region', { name: 'Get started' }).getByRole('link', { name: 'Add your first client' }).click();
+  await page.waitForURL(/\/clients$/);
   await check(page, 'clients-empty');
   await page.goto(`${BASE}/o/${slug}/clients/new`);
   await type(page, 'input[name=name]', 'Acme Corp');
@@ -388,6 +389,11 @@ try {
   await page.goto(BASE + '/app');
   await page.waitForURL(new RegExp(`/o/${slug}$`));
   await check(page, 'back-home');
+  // The overview: the first steps are taken, and the project is there with its open tasks.
+  if (await page.getByRole('heading', { name: 'Get started' }).count()) problems.push('the overview still shows its first steps');
+  const active = page.getByRole('region', { name: 'Active projects' });
+  if (!(await active.getByRole('link', { name: 'Website relaunch' }).count())) problems.push('the overview does not list the project');
+  if (!/\d+ open/.test(await active.textContent())) problems.push('the overview does not count the open tasks');
 
   // An API key: a security change, confirmed with the password typed in.
   await page.goto(`${BASE}/o/${slug}/settings/api-keys`);

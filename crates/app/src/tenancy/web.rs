@@ -31,7 +31,6 @@ pub fn routes() -> Vec<RouteDef> {
     vec![
         route!(GET "/orgs/new", Surface::Web, Access::SignedIn, new_org_page),
         route!(POST "/orgs", Surface::Web, Access::SignedIn, create_org),
-        route!(GET "/o/{org}", Surface::Web, Access::Org(P::OrgAccess), org_home),
         route!(GET "/o/{org}/logo", Surface::Web, Access::Org(P::OrgAccess), logo),
         route!(POST "/o/{org}/leave", Surface::Web, Access::Org(P::OrgAccess), leave),
         route!(GET "/o/{org}/members", Surface::Web, Access::Org(P::MembersRead), members_page),
@@ -152,22 +151,6 @@ async fn create_org(
             page_with_status(status, &NewOrgPage { csrf, name: form.name, slug: form.slug, message, errors, regions })
         }
     }
-}
-
-#[derive(Template)]
-#[template(path = "tenancy/org_home.html")]
-struct OrgHome {
-    csrf: String,
-    org: OrgNav,
-    role: &'static str,
-}
-
-async fn org_home(FormToken(csrf): FormToken, access: OrgAccess) -> AppResult<Response> {
-    if access.principal.role() == Role::Client {
-        // Clients have the portal, nothing else.
-        return Ok(Redirect::to(&format!("/portal/{}", access.slug)).into_response());
-    }
-    page(&OrgHome { csrf, role: access.principal.role().label(), org: OrgNav::of(&access) })
 }
 
 async fn logo(State(state): State<AppState>, access: OrgAccess) -> AppResult<Response> {

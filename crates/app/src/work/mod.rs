@@ -16,6 +16,7 @@ pub mod invoice_pdf;
 pub mod invoices;
 pub mod invoicing;
 pub mod money;
+pub mod overview;
 pub mod portal;
 pub mod projects;
 pub mod task_status;

@@ -401,3 +401,136 @@ async fn a_digest_lists_at_most_twenty_of_each_kind_and_counts_the_rest() {
     assert!(mail.contains("The one due today"), "{mail}");
     assert_eq!(mail.matches("more in My work").count(), 1, "{mail}");
 }
+
+/// The text of a page's section headed `heading` (up to the next section).
+fn section<'a>(html: &'a str, heading: &str) -> &'a str {
+    let at = html.find(&format!(">{heading}</h2>")).unwrap_or_else(|| panic!("no section {heading}: {html}"));
+    let rest = &html[at..];
+    &rest[..rest.find("</section>").unwrap_or(rest.len())]
+}
+
+/// The overview is where people land: each sees their own tasks, the projects they may see with
+/// open and late counts, money owed (those who read invoices), their week's time, and, while the
+/// organization is new, its first steps for those who may take them.
+#[tokio::test]
+async fn the_overview_shows_each_person_what_needs_them_and_nothing_they_may_not_see() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "overview").await;
+    let slug = org.slug.clone();
+    let today = app.state.clock.now().date();
+
+    // A new organization (one client, a full team, no project yet): the first steps, one to go.
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let (status, html) = owner.page(&format!("/o/{slug}")).await;
+    assert_eq!(status, 200, "{html}");
+    let steps = section(&html, "Get started");
+    assert!(steps.contains(&format!("<li><a href=\"/o/{slug}/projects/new\">Create a project</a>")), "{steps}");
+    for done in ["clients\">Add your first client", "members\">Invite your team"] {
+        assert!(steps.contains(&format!("<span class=\"sr-only\">Done: </span><a href=\"/o/{slug}/{done}")), "{steps}");
+    }
+    let tasks = section(&html, "Your tasks");
+    assert!(tasks.contains("Nothing assigned to you is open.") && tasks.contains(">My work</a>"), "{tasks}");
+    let projects = section(&html, "Active projects");
+    assert!(projects.contains("No active projects.") && projects.contains(">Projects</a>"), "{projects}");
+
+    let op = operator_of(&app, &org).await;
+    let mine = fixture_project(&app, &org, &op).await;
+    let hidden = hidden_project(&app, &op).await;
+    let member = person(&org, "member");
+    let owner_id = person(&org, "owner");
+    let due = |days: i64, who: UserId| tasks::TaskInput {
+        assignees: Some(vec![who.to_string()]),
+        due_date: Some((today + time::Duration::days(days)).to_string()),
+        ..Default::default()
+    };
+    task_in(&app, &op, mine, "Late zephyr copy", due(-2, member)).await;
+    task_in(&app, &op, mine, "Zephyr copy for today", due(0, member)).await;
+    task_in(&app, &op, mine, "Zephyr copy for Friday", due(3, member)).await;
+    task_in(&app, &op, mine, "Zephyr copy next month", due(30, member)).await;
+    task_in(&app, &op, hidden, "Secret zephyr plans", due(-1, owner_id)).await;
+    let mut db = app.db.admin_conn().await;
+    for (number, currency, status, total, due_in) in [
+        (1, "EUR", "sent", 123_450, -1),
+        (2, "EUR", "sent", 10_000, 10),
+        (3, "USD", "sent", 5_000, 10),
+        (4, "EUR", "paid", 999, 0),
+    ] {
+        sqlx::query(
+            "INSERT INTO invoices (organization_id, id, number, client_id, currency, status, issue_date, due_date, \
+             subtotal_minor, total_minor, created_at) VALUES ($1::uuid, $2, $3, $4::uuid, $5, $6, $7, $8, $9, $9, now())",
+        )
+        .bind(&org.id)
+        .bind(uuid::Uuid::now_v7())
+        .bind(number as i64)
+        .bind(&org.client_id)
+        .bind(currency)
+        .bind(status)
+        .bind(today - time::Duration::days(20))
+        .bind(today + time::Duration::days(due_in))
+        .bind(total as i64)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO invoices (organization_id, id, client_id, currency, issue_date, due_date, created_at) \
+         VALUES ($1::uuid, $2, $3::uuid, 'EUR', $4, $4, now())",
+    )
+    .bind(&org.id)
+    .bind(uuid::Uuid::now_v7())
+    .bind(&org.client_id)
+    .bind(today)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    // The Member's time this week: today's, and last week's, which doesn't count.
+    let b = &mut org.people.get_mut("member").unwrap().browser;
+    let token = session_token(b).await;
+    let monday = today - time::Duration::days(today.weekday().number_days_from_monday().into());
+    for (minutes, day) in [("1:30", today), ("0:45", monday), ("2:00", monday - time::Duration::days(1))] {
+        let fields = [("minutes", minutes), ("spent_on", &day.to_string()), ("note", ""), ("task_id", "")];
+        let res = b.post_with(&format!("/o/{slug}/projects/{mine}/time"), &fields, Some(&token), true).await;
+        assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
+    }
+
+    // The Member: their own tasks, their project only, no invoices, no first steps.
+    let (status, html) = b.page(&format!("/o/{slug}")).await;
+    assert_eq!(status, 200, "{html}");
+    let tasks = section(&html, "Your tasks");
+    for tally in ["<strong>1</strong> overdue", "<strong>1</strong> due today", "<strong>1</strong> due this week"] {
+        assert!(tasks.contains(tally), "no {tally} in {tasks}");
+    }
+    assert!(tasks.contains("Late zephyr copy") && tasks.contains("<strong class=\"late\">late, </strong>"), "{tasks}");
+    assert!(tasks.contains("All 4 open tasks in My work"), "{tasks}");
+    let projects = section(&html, "Active projects");
+    assert!(
+        projects.contains("Fixture project") && projects.contains("4 open, </span><strong class=\"late\">1 overdue")
+    );
+    assert!(projects.contains(">All 1 active project<"), "{projects}");
+    assert!(!html.contains("Hidden project") && !html.contains("Secret zephyr"), "{html}");
+    assert!(!html.contains(">Invoices</h2>") && !html.contains(">Get started</h2>"), "{html}");
+    let week = (90 + 45) / 60;
+    assert!(section(&html, "Your time this week").contains(&format!("<strong>{week}h 15m</strong>")), "{html}");
+
+    // The Owner: every project, money owed per currency and what is late or unsent.
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let (_, html) = owner.page(&format!("/o/{slug}")).await;
+    assert!(!html.contains(">Get started</h2>"), "the first steps are taken: {html}");
+    let tasks = section(&html, "Your tasks");
+    assert!(tasks.contains("Secret zephyr plans") && tasks.contains("<strong>1</strong> overdue"), "{tasks}");
+    let projects = section(&html, "Active projects");
+    assert!(projects.contains("Hidden project") && projects.contains(">All 2 active projects<"), "{projects}");
+    let invoices = section(&html, "Invoices");
+    assert!(
+        invoices.contains("EUR 1334.50 in 2 invoices") && invoices.contains("USD 50.00 in 1 invoice<"),
+        "{invoices}"
+    );
+    assert!(invoices.contains("status=overdue\">1 overdue</a>"), "{invoices}");
+    assert!(invoices.contains("status=draft\">1 draft not sent yet</a>"), "{invoices}");
+    assert!(section(&html, "Your time this week").contains("<strong>0m</strong>"), "{html}");
+
+    // The Client has the portal instead.
+    let client = &mut org.people.get_mut("client").unwrap().browser;
+    let res = client.get(&format!("/o/{slug}")).await;
+    assert_eq!(clientflow_test_support::browser::location(&res), format!("/portal/{slug}"));
+}

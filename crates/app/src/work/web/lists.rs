@@ -129,7 +129,7 @@ async fn task_list(
         status: q.status,
         project_id: q.project_id,
         projects,
-        statuses: super::tasks::STATUSES,
+        statuses: super::STATUS_WORDS,
         pager,
     })
 }

@@ -14,6 +14,7 @@ pub mod files;
 pub mod invoices;
 pub mod invoicing;
 pub mod lists;
+pub mod overview;
 pub mod portal;
 pub mod projects;
 pub mod tasks;
@@ -34,6 +35,7 @@ use crate::tenancy::guard::OrgAccess;
 
 pub fn routes() -> Vec<RouteDef> {
     let mut routes = Vec::new();
+    routes.extend(overview::routes());
     routes.extend(clients::routes());
     routes.extend(projects::routes());
     routes.extend(tasks::routes());
@@ -222,6 +224,15 @@ pub async fn people(state: &AppState, access: &OrgAccess) -> AppResult<Vec<crate
     tx.commit().await?;
     Ok(rows)
 }
+
+/// Task statuses and their words ([`TaskStatus::label`](crate::work::task_status::TaskStatus::label)).
+pub const STATUS_WORDS: [(&str, &str); 4] = {
+    use crate::work::task_status::TaskStatus as S;
+    const fn word(s: S) -> (&'static str, &'static str) {
+        (s.as_str(), s.label())
+    }
+    [word(S::Todo), word(S::InProgress), word(S::Blocked), word(S::Done)]
+};
 
 /// Task priorities and their words.
 pub const PRIORITIES: [(&str, &str); 4] =

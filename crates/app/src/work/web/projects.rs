@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::{PAGE_SIZE, Pager, People, day, duration, form_id, name_of, path_id, people};
+use super::{PAGE_SIZE, Pager, People, STATUS_WORDS, day, duration, form_id, name_of, path_id, people};
 use crate::access::role::{Permission as P, Role};
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
@@ -529,15 +529,6 @@ pub struct ProjectPage {
 
 /// Tasks per page on the List tab.
 const LIST_PAGE: i64 = 100;
-
-/// A task status in words.
-pub const STATUS_WORDS: [(&str, &str); 4] = {
-    use crate::work::task_status::TaskStatus as S;
-    const fn word(s: S) -> (&'static str, &'static str) {
-        (s.as_str(), s.label())
-    }
-    [word(S::Todo), word(S::InProgress), word(S::Blocked), word(S::Done)]
-};
 
 fn initials(name: &str) -> String {
     let words: Vec<&str> =

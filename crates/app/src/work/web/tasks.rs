@@ -11,8 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::projects::STATUS_WORDS;
-use super::{Errors, FormFields, PRIORITIES, People, day, duration, number, path_id, people};
+use super::{Errors, FormFields, PRIORITIES, People, STATUS_WORDS, day, duration, number, path_id, people};
 use crate::access::role::{Permission as P, Role};
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
@@ -37,9 +36,6 @@ pub fn routes() -> Vec<RouteDef> {
         route!(POST "/o/{org}/tasks/{task}/delete", Surface::Web, Access::Org(P::TasksDelete), delete),
     ]
 }
-
-pub(super) const STATUSES: [(&str, &str); 4] =
-    [("todo", "To do"), ("in_progress", "In progress"), ("blocked", "Blocked"), ("done", "Done")];
 
 /// What a recorded change of a task changed, in words (the task page's history).
 const CHANGE_WORDS: [(&str, &str); 11] = [
@@ -307,7 +303,7 @@ async fn task_view(
         estimate: task.estimate_minutes.map(|m| duration(m.into())),
         edit,
         column_now: task.column_id.to_string(),
-        statuses: STATUSES,
+        statuses: STATUS_WORDS,
         priorities: PRIORITIES,
         columns,
         parents,

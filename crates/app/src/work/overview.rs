@@ -1,0 +1,203 @@
+//! The organization's overview: what needs the person's attention today, in one transaction.
+//!
+//! Each part is there only when the person's role allows what it summarizes (a Member's
+//! projects are the ones they are on, as everywhere), and counts what the pages it links to
+//! would list.
+
+use time::{Date, Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use super::daily::{MyTask, my_work_sql};
+use super::{member_filter, project_visible};
+use crate::access::role::Permission;
+use crate::access::{OrgPrincipal, OrgTx};
+use crate::platform::db::Db;
+use crate::platform::error::DomainResult;
+
+/// The most of the person's tasks, and of the active projects, the overview lists.
+pub const LISTED: usize = 6;
+
+pub struct Overview {
+    /// The organization's today.
+    pub today: Date,
+    pub my_tasks: Option<MyTasks>,
+    pub projects: Option<Projects>,
+    pub invoices: Option<Invoices>,
+    /// Minutes the person recorded this week (from Monday), when they track time.
+    pub week_minutes: Option<i64>,
+    pub setup: Option<Setup>,
+}
+
+/// The person's open tasks: how many are late, due today and due this week, and the first few.
+pub struct MyTasks {
+    pub overdue: usize,
+    pub due_today: usize,
+    pub this_week: usize,
+    pub open: usize,
+    pub next: Vec<MyTask>,
+}
+
+/// The active projects the person sees, most recently changed first.
+pub struct Projects {
+    pub active: i64,
+    pub listed: Vec<ProjectSummary>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProjectSummary {
+    pub id: Uuid,
+    pub name: String,
+    pub client: Option<String>,
+    /// Open tasks, and of them those past their due date (only when the role shows tasks).
+    pub open_tasks: i64,
+    pub overdue_tasks: i64,
+}
+
+/// Sent invoices not yet paid, per currency, and drafts.
+pub struct Invoices {
+    /// (currency, how many, total in minor units), by currency.
+    pub outstanding: Vec<(String, i64, i64)>,
+    pub overdue: i64,
+    pub drafts: i64,
+}
+
+/// A new organization's first steps, for someone who may take them.
+pub struct Setup {
+    pub clients: Option<i64>,
+    pub projects: Option<i64>,
+    /// People other than Clients, pending invitations included.
+    pub team: Option<i64>,
+}
+
+impl Setup {
+    /// Whether every step this person may take is taken.
+    pub fn done(&self) -> bool {
+        self.clients.is_none_or(|n| n > 0) && self.projects.is_none_or(|n| n > 0) && self.team.is_none_or(|n| n > 1)
+    }
+}
+
+pub async fn overview(db: &Db, p: &OrgPrincipal, now: OffsetDateTime) -> DomainResult<Overview> {
+    let member = member_filter(p)?;
+    let me = p.on_behalf_of();
+    let mut tx = OrgTx::begin(db, p).await?;
+    let today = super::org_today(&mut tx, now).await?;
+    let my_tasks = match me {
+        Some(me) if p.can(Permission::TasksRead) => Some(my_tasks(&mut tx, member, me.as_uuid(), today).await?),
+        _ => None,
+    };
+    let projects = if p.can(Permission::ProjectsRead) {
+        Some(projects(&mut tx, member, p.can(Permission::TasksRead), today).await?)
+    } else {
+        None
+    };
+    let invoices = if p.can(Permission::InvoicesRead) { Some(invoices(&mut tx, today).await?) } else { None };
+    let week_minutes = match me {
+        Some(me) if p.can(Permission::TimeTrack) => {
+            let monday = today - Duration::days(today.weekday().number_days_from_monday().into());
+            let minutes: i64 = sqlx::query_scalar(
+                "SELECT coalesce(sum(minutes), 0)::bigint FROM time_entries WHERE user_id = $1 AND spent_on BETWEEN $2 AND $3",
+            )
+            .bind(me)
+            .bind(monday)
+            .bind(today)
+            .fetch_one(&mut *tx)
+            .await?;
+            Some(minutes)
+        }
+        _ => None,
+    };
+    let setup = setup(&mut tx, p, member, now).await?;
+    tx.commit().await?;
+    Ok(Overview { today, my_tasks, projects, invoices, week_minutes, setup })
+}
+
+async fn my_tasks(tx: &mut OrgTx, member: Option<Uuid>, me: Uuid, today: Date) -> DomainResult<MyTasks> {
+    let rows: Vec<MyTask> = sqlx::query_as(&my_work_sql())
+        .bind(member)
+        .bind(me)
+        .bind(super::daily::MY_WORK_CAP)
+        .fetch_all(&mut **tx)
+        .await?;
+    let week_end = today + Duration::days(7);
+    let due = |f: &dyn Fn(Date) -> bool| rows.iter().filter(|t| t.due_date.is_some_and(f)).count();
+    Ok(MyTasks {
+        overdue: due(&|d| d < today),
+        due_today: due(&|d| d == today),
+        this_week: due(&|d| d > today && d <= week_end),
+        open: rows.len(),
+        next: rows.iter().take(LISTED).cloned().collect(),
+    })
+}
+
+async fn projects(tx: &mut OrgTx, member: Option<Uuid>, with_tasks: bool, today: Date) -> DomainResult<Projects> {
+    let visible = project_visible("p", 1);
+    let active: i64 =
+        sqlx::query_scalar(&format!("SELECT count(*) FROM projects p WHERE p.status = 'active' AND {visible}"))
+            .bind(member)
+            .fetch_one(&mut **tx)
+            .await?;
+    let listed = sqlx::query_as(&format!(
+        "SELECT p.id, p.name, c.name AS client, \
+                coalesce(t.open, 0) AS open_tasks, coalesce(t.overdue, 0) AS overdue_tasks \
+           FROM projects p \
+           LEFT JOIN clients c ON c.organization_id = p.organization_id AND c.id = p.client_id \
+           LEFT JOIN LATERAL (SELECT count(*) AS open, count(*) FILTER (WHERE t.due_date < $2) AS overdue \
+                                FROM tasks t WHERE $3 AND t.organization_id = p.organization_id \
+                                 AND t.project_id = p.id AND t.status <> 'done') t ON true \
+          WHERE p.status = 'active' AND {visible} \
+          ORDER BY p.updated_at DESC, p.id LIMIT $4"
+    ))
+    .bind(member)
+    .bind(today)
+    .bind(with_tasks)
+    .bind(LISTED as i64)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(Projects { active, listed })
+}
+
+async fn invoices(tx: &mut OrgTx, today: Date) -> DomainResult<Invoices> {
+    let outstanding: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT currency, count(*), coalesce(sum(total_minor), 0)::bigint FROM invoices \
+          WHERE status = 'sent' GROUP BY currency ORDER BY currency",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let (overdue, drafts): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'sent' AND due_date < $1), count(*) FILTER (WHERE status = 'draft') \
+           FROM invoices",
+    )
+    .bind(today)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(Invoices { outstanding, overdue, drafts })
+}
+
+async fn setup(
+    tx: &mut OrgTx,
+    p: &OrgPrincipal,
+    member: Option<Uuid>,
+    now: OffsetDateTime,
+) -> DomainResult<Option<Setup>> {
+    let may = |perm| p.can(perm);
+    if !may(Permission::ClientsCreate) && !may(Permission::ProjectsCreate) && !may(Permission::MembersInvite) {
+        return Ok(None);
+    }
+    // Projects as the person sees them (a Member's are those they are on).
+    let (clients, projects, team): (i64, i64, i64) = sqlx::query_as(&format!(
+        "SELECT (SELECT count(*) FROM clients), (SELECT count(*) FROM projects p WHERE {}), \
+                (SELECT count(*) FROM memberships WHERE role <> 'client') \
+                + (SELECT count(*) FROM invitations WHERE role <> 'client' AND accepted_at IS NULL \
+                      AND revoked_at IS NULL AND expires_at > $2)",
+        project_visible("p", 1)
+    ))
+    .bind(member)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(Some(Setup {
+        clients: may(Permission::ClientsCreate).then_some(clients),
+        projects: may(Permission::ProjectsCreate).then_some(projects),
+        team: may(Permission::MembersInvite).then_some(team),
+    }))
+}
