@@ -3,7 +3,7 @@
 // `MAIL <address> <path prefix>` lines on stdin with the link from that mail.
 //
 // On every page: no console error, no CSP violation, no horizontal overflow at 1,280 px and
-// 390 px, no word of a table's header or figure (or a permission's name) split across lines,
+// 390 px, no word of a table's header (or a permission's name) split across lines nor a figure over two,
 // no serious or critical axe-core violation; one screenshot per step at each width.
 import { createInterface } from 'node:readline';
 import { createHmac } from 'node:crypto';
@@ -85,8 +85,10 @@ async function check(page, name) {
         const text = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
         for (let node = text.nextNode(); node; node = text.nextNode()) {
           if (node.parentElement.closest('.sr-only')) continue;
-          // Pieces between places a line may break anyway: spaces, hyphens, dashes, slashes.
-          for (const word of node.data.matchAll(/[^\s\-\u2010-\u2014\/]+/g)) {
+          // Pieces between places a line may break anyway: spaces, hyphens, dashes, slashes; a
+          // figure ("1h 30m", "1,250.00 EUR") is one piece.
+          const pieces = cell.matches('td.num') ? /\S(?:[^]*\S)?/g : /[^\s\-\u2010-\u2014\/]+/g;
+          for (const word of node.data.matchAll(pieces)) {
             const range = document.createRange();
             range.setStart(node, word.index);
             range.setEnd(node, word.index + word[0].length);
