@@ -1108,10 +1108,13 @@ fn tasks_sql() -> String {
             RETURNING 1
         ),
         ins_activity AS (
-            INSERT INTO task_activity (organization_id, id, task_id, actor_label, field, old_value, new_value, occurred_at)
-            SELECT $1, {created_activity_id}, g.id, $15[g.ci::int], 'created', NULL, g.title, g.created_at FROM g
+            INSERT INTO task_activity (organization_id, id, task_id, actor_id, actor_label, field, old_value, new_value,
+                                       occurred_at)
+            SELECT $1, {created_activity_id}, g.id, $14[g.ci::int], $15[g.ci::int], 'created', NULL, g.title, g.created_at
+            FROM g
             UNION ALL
-            SELECT $1, {status_activity_id}, g.id, $15[g.a1::int], 'status', 'todo', g.status, g.updated_at FROM g
+            SELECT $1, {status_activity_id}, g.id, $14[g.a1::int], $15[g.a1::int], 'status', 'todo', g.status, g.updated_at
+            FROM g
             WHERE g.status <> 'todo'
             RETURNING 1
         ),

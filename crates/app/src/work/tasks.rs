@@ -405,21 +405,28 @@ async fn column_for(
     }
 }
 
-async fn actor_label(tx: &mut OrgTx, p: &OrgPrincipal) -> Result<String, sqlx::Error> {
-    Ok(match p.user_id() {
+/// Who a task change is recorded as made by: their account (a person's), and a label.
+struct ChangedBy {
+    id: Option<UserId>,
+    label: String,
+}
+
+async fn actor_label(tx: &mut OrgTx, p: &OrgPrincipal) -> Result<ChangedBy, sqlx::Error> {
+    let label = match p.user_id() {
         Some(u) => sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
             .bind(u)
             .fetch_optional(&mut **tx)
             .await?
             .unwrap_or_default(),
         None => p.api_key_id().map(|k| format!("API key {k}")).unwrap_or_else(|| "system".into()),
-    })
+    };
+    Ok(ChangedBy { id: p.user_id(), label })
 }
 
 async fn activity(
     tx: &mut OrgTx,
     task: TaskId,
-    actor: &str,
+    actor: &ChangedBy,
     field: &str,
     old: Option<String>,
     new: Option<String>,
@@ -427,13 +434,14 @@ async fn activity(
 ) -> Result<(), sqlx::Error> {
     let org = tx.org_id();
     sqlx::query(
-        "INSERT INTO task_activity (organization_id, id, task_id, actor_label, field, old_value, new_value, occurred_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO task_activity (organization_id, id, task_id, actor_id, actor_label, field, old_value, new_value, \
+         occurred_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(org)
     .bind(Uuid::now_v7())
     .bind(task)
-    .bind(actor)
+    .bind(actor.id)
+    .bind(&actor.label)
     .bind(field)
     .bind(old)
     .bind(new)
@@ -932,6 +940,11 @@ pub async fn delete_comment(
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Activity {
+    /// The member who made the change; null when an API key or the system did (or for changes
+    /// recorded before members were).
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub actor_id: Option<UserId>,
+    /// Who made it as recorded then: their email, or "API key …".
     pub actor_label: String,
     pub field: String,
     pub old_value: Option<String>,
@@ -945,7 +958,8 @@ pub async fn activity_log(db: &Db, p: &OrgPrincipal, task: TaskId) -> DomainResu
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible_task(&mut tx, p, task).await?;
     let rows = sqlx::query_as(
-        "SELECT actor_label, field, old_value, new_value, occurred_at FROM task_activity WHERE task_id = $1 ORDER BY occurred_at, id",
+        "SELECT actor_id, actor_label, field, old_value, new_value, occurred_at FROM task_activity WHERE task_id = $1 \
+         ORDER BY occurred_at, id",
     )
     .bind(task)
     .fetch_all(&mut *tx)
@@ -1079,6 +1093,7 @@ pub async fn assignees_of(
 pub struct ProjectActivity {
     pub task_id: TaskId,
     pub title: String,
+    pub actor_id: Option<UserId>,
     pub actor_label: String,
     pub field: String,
     pub old_value: Option<String>,
@@ -1096,7 +1111,7 @@ pub async fn project_activity(
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible(&mut tx, p, project).await?;
     let rows = sqlx::query_as(
-        "SELECT a.task_id, t.title, a.actor_label, a.field, a.old_value, a.new_value, a.occurred_at \
+        "SELECT a.task_id, t.title, a.actor_id, a.actor_label, a.field, a.old_value, a.new_value, a.occurred_at \
          FROM task_activity a JOIN tasks t ON t.organization_id = a.organization_id AND t.id = a.task_id \
          WHERE t.project_id = $1 ORDER BY a.occurred_at DESC, a.id DESC LIMIT $2",
     )

@@ -997,8 +997,13 @@ async fn pages_call_people_by_name_and_tell_namesakes_apart() {
     )
     .await;
 
+    // The owner's address changes, and the member takes the old one: the history still names
+    // who made each change (by account, not by the address it was recorded with).
+    for (from, to) in [("owner@webnames.test", "owner-new@webnames.test"), ("member@webnames.test", "owner@webnames.test")] {
+        sqlx::query("UPDATE users SET email = $2 WHERE email = $1").bind(from).bind(to).execute(&mut db).await.unwrap();
+    }
     let html = page(&mut o.browser, &format!("/o/{slug}/tasks/{task}")).await;
-    let owner = "Test User (owner@webnames.test)";
+    let owner = "Test User (owner-new@webnames.test)";
     // Assignees, and the activity that assigned them, by name; the admin's email nowhere.
     assert!(html.contains("<dd>Grace Hopper</dd>"), "{html}");
     assert!(!html.contains("admin@webnames.test"), "{html}");

@@ -253,7 +253,6 @@ pub fn name_of(m: &crate::tenancy::service::MemberRow) -> String {
 /// checkbox must say whom it assigns).
 pub struct People {
     by_id: HashMap<UserId, (String, String)>,
-    by_email: HashMap<String, String>,
 }
 
 impl People {
@@ -266,10 +265,7 @@ impl People {
             let name = name_of(m);
             if count[&name.to_lowercase()] > 1 && name != m.email { format!("{name} ({})", m.email) } else { name }
         };
-        Self {
-            by_id: everyone.iter().map(|m| (m.user_id, (name_of(m), label(m)))).collect(),
-            by_email: everyone.iter().map(|m| (m.email.to_lowercase(), label(m))).collect(),
-        }
+        Self { by_id: everyone.iter().map(|m| (m.user_id, (name_of(m), label(m)))).collect() }
     }
 
     /// The person `id`, or "former member" for one no longer in the organization.
@@ -287,10 +283,11 @@ impl People {
         id.parse().ok().and_then(|u| self.by_id.get(&u)).map(|n| n.1.clone()).unwrap_or_else(|| id.to_string())
     }
 
-    /// Who did something, as a record keeps them (the email they had then, or "API key …"):
-    /// their name when that email is still one of the organization's people's, else the record.
-    pub fn actor(&self, recorded: &str) -> String {
-        self.by_email.get(&recorded.to_lowercase()).cloned().unwrap_or_else(|| recorded.to_string())
+    /// Who did something, as a record keeps them (their account, and a label: the email they
+    /// had then, or "API key …"): their name while they are one of the organization's people,
+    /// else the label as recorded.
+    pub fn actor(&self, id: Option<UserId>, recorded: &str) -> String {
+        id.and_then(|u| self.by_id.get(&u)).map(|n| n.1.clone()).unwrap_or_else(|| recorded.to_string())
     }
 }
 

@@ -714,7 +714,7 @@ pub async fn project_view(
             .into_iter()
             .map(|a| ActivityView {
                 when: access.when(a.occurred_at),
-                who: names.actor(&a.actor_label),
+                who: names.actor(a.actor_id, &a.actor_label),
                 task: (a.task_id.to_string(), a.title),
                 what: describe_change(&a.field, a.old_value.as_deref(), a.new_value.as_deref(), &board_names(&board)),
             })

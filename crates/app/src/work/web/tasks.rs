@@ -244,7 +244,7 @@ async fn task_view(
         .map(|a| ActivityView {
             old: show(&a.field, a.old_value),
             new: show(&a.field, a.new_value),
-            who: names.actor(&a.actor_label),
+            who: names.actor(a.actor_id, &a.actor_label),
             field: words(&a.field, &CHANGE_WORDS).unwrap_or_else(|| a.field.replace('_', " ")),
             at: access.when(a.occurred_at),
         })
