@@ -129,8 +129,14 @@ pub struct New<'a> {
     pub link: &'a str,
 }
 
+/// `s` without control characters (line breaks kept), at most `max` characters.
 fn clip(s: &str, max: usize) -> String {
-    let s: String = s.chars().filter(|c| !c.is_control() || *c == '\n').take(max).collect();
+    s.chars().filter(|c| !c.is_control() || *c == '\n').take(max).collect()
+}
+
+/// A title, which is never empty.
+fn title(s: &str) -> String {
+    let s = clip(s, 300);
     if s.trim().is_empty() { "Notification".into() } else { s }
 }
 
@@ -159,7 +165,7 @@ pub async fn record(
     .bind(tx.org_id())
     .bind(n.kind.as_str())
     .bind(n.actor)
-    .bind(clip(n.title, 300))
+    .bind(title(n.title))
     .bind(clip(n.body, 2000))
     .bind(n.link)
     .bind(now)
@@ -389,5 +395,9 @@ mod tests {
         assert_eq!(preferences_link("/o/acme/tasks/1"), "/o/acme/notifications/preferences");
         assert_eq!(preferences_link("/portal/acme/projects/1"), "/o/acme/notifications/preferences");
         assert_eq!(clip("a\u{0}b", 10), "ab");
+        // An empty body stays empty (the page shows none); a title never is.
+        assert_eq!(clip(" \u{7}", 10).trim(), "");
+        assert_eq!(title("\u{0}"), "Notification");
+        assert_eq!(title("Done"), "Done");
     }
 }

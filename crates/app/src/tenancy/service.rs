@@ -450,14 +450,17 @@ async fn accept_in(
         .fetch_one(&mut *tx)
         .await?;
     // The inviter hears that the invitation was accepted.
-    let (inviter, email): (UserId, String) =
-        sqlx::query_as("SELECT i.invited_by, u.email FROM invitations i, users u WHERE i.id = $1 AND u.id = $2")
-            .bind(invitation.id)
-            .bind(user.id())
-            .fetch_one(&mut *tx)
-            .await?;
+    // Named as pages name people: by display name, else by email.
+    let (inviter, who): (UserId, String) = sqlx::query_as(
+        "SELECT i.invited_by, coalesce(nullif(btrim(u.display_name), ''), u.email) FROM invitations i, users u \
+          WHERE i.id = $1 AND u.id = $2",
+    )
+    .bind(invitation.id)
+    .bind(user.id())
+    .fetch_one(&mut *tx)
+    .await?;
     let link = format!("/o/{}/members", org.slug);
-    let title = format!("{email} accepted your invitation to {}", org.name);
+    let title = format!("{who} accepted your invitation to {}", org.name);
     let note = crate::notify::New {
         kind: crate::notify::Kind::InvitationAccepted,
         actor: Some(user.id()),

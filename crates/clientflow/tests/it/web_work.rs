@@ -999,7 +999,9 @@ async fn pages_call_people_by_name_and_tell_namesakes_apart() {
 
     // The owner's address changes, and the member takes the old one: the history still names
     // who made each change (by account, not by the address it was recorded with).
-    for (from, to) in [("owner@webnames.test", "owner-new@webnames.test"), ("member@webnames.test", "owner@webnames.test")] {
+    for (from, to) in
+        [("owner@webnames.test", "owner-new@webnames.test"), ("member@webnames.test", "owner@webnames.test")]
+    {
         sqlx::query("UPDATE users SET email = $2 WHERE email = $1").bind(from).bind(to).execute(&mut db).await.unwrap();
     }
     let html = page(&mut o.browser, &format!("/o/{slug}/tasks/{task}")).await;
