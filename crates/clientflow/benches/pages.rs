@@ -1,6 +1,6 @@
-//! An authenticated page on the seeded data set: `GET /o/{org}/projects` as a Member (session
-//! cookie, organization by slug, membership and permissions, the organization's settings, then
-//! the handler's own query). Prints the transactions the database ended per request (from
+//! Authenticated pages on the seeded data set as a Member: `GET /o/{org}/projects` and the
+//! overview, `GET /o/{org}` (session cookie, organization by slug, membership and permissions,
+//! the organization's settings, then the handler's own queries). Prints the transactions the database ended per request (from
 //! `pg_stat_database.xact_commit + xact_rollback`, sequential requests) and throughput and
 //! p50/p95 latency under concurrent load; the route guard's budget is one transaction, the
 //! handler's one more.
@@ -61,18 +61,22 @@ async fn main() {
     assert_eq!(page.status(), 200, "the member sees the projects page");
     println!("organization {slug}: a Member on {projects} projects");
 
-    // Transactions per request, sequentially (so nothing else is counted).
-    let per_request = transactions_per_request(&app, sequential, || async {
-        for _ in 0..sequential {
-            let res = client.get(&url).header("cookie", &cookie[0].1).send().await.expect("page");
-            assert_eq!(res.status(), 200);
-            res.bytes().await.expect("body");
-        }
-    })
-    .await;
-    println!("GET /o/{{org}}/projects as a Member: {per_request:.2} transactions per request ({sequential} requests)");
-
-    load(&client, &url, &cookie, concurrency, 2.0).await;
-    let run = load(&client, &url, &cookie, concurrency, seconds).await;
-    run.print(&format!("GET /o/{{org}}/projects, {concurrency} clients"));
+    // Each page: transactions per request, sequentially (so nothing else is counted), then load.
+    for (name, path) in
+        [("/o/{org}/projects", format!("/o/{slug}/projects")), ("/o/{org} (overview)", format!("/o/{slug}"))]
+    {
+        let url = app.url(&path);
+        let per_request = transactions_per_request(&app, sequential, || async {
+            for _ in 0..sequential {
+                let res = client.get(&url).header("cookie", &cookie[0].1).send().await.expect("page");
+                assert_eq!(res.status(), 200, "GET {path}");
+                res.bytes().await.expect("body");
+            }
+        })
+        .await;
+        println!("GET {name} as a Member: {per_request:.2} transactions per request ({sequential} requests)");
+        load(&client, &url, &cookie, concurrency, 2.0).await;
+        let run = load(&client, &url, &cookie, concurrency, seconds).await;
+        run.print(&format!("GET {name}, {concurrency} clients"));
+    }
 }
