@@ -509,6 +509,8 @@ async fn the_overview_shows_each_person_what_needs_them_and_nothing_they_may_not
     assert!(projects.contains(">All 1 active project<"), "{projects}");
     assert!(!html.contains("Hidden project") && !html.contains("Secret zephyr"), "{html}");
     assert!(!html.contains(">Invoices</h2>") && !html.contains(">Get started</h2>"), "{html}");
+    // Leaving is there, and asks first.
+    assert!(html.contains(&format!("action=\"/o/{slug}/leave\" data-confirm=\"Leave ")), "{html}");
     let week = (90 + 45) / 60;
     assert!(section(&html, "Your time this week").contains(&format!("<strong>{week}h 15m</strong>")), "{html}");
 
