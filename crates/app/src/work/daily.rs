@@ -83,7 +83,8 @@ pub async fn my_work(db: &Db, p: &OrgPrincipal, now: OffsetDateTime) -> DomainRe
     Ok(group(rows, today))
 }
 
-fn group(rows: Vec<MyTask>, today: Date) -> MyWork {
+/// `rows` (My work's, by due date) in My work's groups, by the organization's `today`.
+pub(super) fn group(rows: Vec<MyTask>, today: Date) -> MyWork {
     let week_end = today + Duration::days(7);
     let mut out =
         MyWork { today, overdue: Vec::new(), due_today: Vec::new(), this_week: Vec::new(), later: Vec::new() };

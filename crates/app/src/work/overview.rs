@@ -7,7 +7,7 @@
 use time::{Date, Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use super::daily::{MyTask, my_work_sql};
+use super::daily::{MyTask, group, my_work_sql};
 use super::{member_filter, project_visible};
 use crate::access::role::Permission;
 use crate::access::{OrgPrincipal, OrgTx};
@@ -61,18 +61,20 @@ pub struct Invoices {
     pub drafts: i64,
 }
 
-/// A new organization's first steps, for someone who may take them.
+/// A new organization's first steps, each `Some(taken)` for someone who may take it.
 pub struct Setup {
-    pub clients: Option<i64>,
-    pub projects: Option<i64>,
-    /// People other than Clients, pending invitations included.
-    pub team: Option<i64>,
+    /// A client exists.
+    pub add_client: Option<bool>,
+    /// A project the person sees exists.
+    pub create_project: Option<bool>,
+    /// Someone besides the person who is not a Client belongs or is invited.
+    pub invite_team: Option<bool>,
 }
 
 impl Setup {
     /// Whether every step this person may take is taken.
     pub fn done(&self) -> bool {
-        self.clients.is_none_or(|n| n > 0) && self.projects.is_none_or(|n| n > 0) && self.team.is_none_or(|n| n > 1)
+        [self.add_client, self.create_project, self.invite_team].iter().all(|s| s.is_none_or(|taken| taken))
     }
 }
 
@@ -118,15 +120,12 @@ async fn my_tasks(tx: &mut OrgTx, member: Option<Uuid>, me: Uuid, today: Date) -
         .bind(super::daily::MY_WORK_CAP)
         .fetch_all(&mut **tx)
         .await?;
-    let week_end = today + Duration::days(7);
-    let due = |f: &dyn Fn(Date) -> bool| rows.iter().filter(|t| t.due_date.is_some_and(f)).count();
-    Ok(MyTasks {
-        overdue: due(&|d| d < today),
-        due_today: due(&|d| d == today),
-        this_week: due(&|d| d > today && d <= week_end),
-        open: rows.len(),
-        next: rows.iter().take(LISTED).cloned().collect(),
-    })
+    let open = rows.len();
+    let groups = group(rows, today);
+    let (overdue, due_today, this_week) = (groups.overdue.len(), groups.due_today.len(), groups.this_week.len());
+    // The groups follow each other in due-date order: together they are the list as read.
+    let next = [groups.overdue, groups.due_today, groups.this_week, groups.later].into_iter().flatten().take(LISTED);
+    Ok(MyTasks { overdue, due_today, this_week, open, next: next.collect() })
 }
 
 async fn projects(tx: &mut OrgTx, member: Option<Uuid>, with_tasks: bool, today: Date) -> DomainResult<Projects> {
@@ -136,16 +135,17 @@ async fn projects(tx: &mut OrgTx, member: Option<Uuid>, with_tasks: bool, today:
             .bind(member)
             .fetch_one(&mut **tx)
             .await?;
+    // The projects listed are chosen first; only their tasks are counted.
     let listed = sqlx::query_as(&format!(
         "SELECT p.id, p.name, c.name AS client, \
                 coalesce(t.open, 0) AS open_tasks, coalesce(t.overdue, 0) AS overdue_tasks \
-           FROM projects p \
+           FROM (SELECT p.* FROM projects p WHERE p.status = 'active' AND {visible} \
+                  ORDER BY p.updated_at DESC, p.id LIMIT $4) p \
            LEFT JOIN clients c ON c.organization_id = p.organization_id AND c.id = p.client_id \
            LEFT JOIN LATERAL (SELECT count(*) AS open, count(*) FILTER (WHERE t.due_date < $2) AS overdue \
                                 FROM tasks t WHERE $3 AND t.organization_id = p.organization_id \
                                  AND t.project_id = p.id AND t.status <> 'done') t ON true \
-          WHERE p.status = 'active' AND {visible} \
-          ORDER BY p.updated_at DESC, p.id LIMIT $4"
+          ORDER BY p.updated_at DESC, p.id"
     ))
     .bind(member)
     .bind(today)
@@ -157,20 +157,21 @@ async fn projects(tx: &mut OrgTx, member: Option<Uuid>, with_tasks: bool, today:
 }
 
 async fn invoices(tx: &mut OrgTx, today: Date) -> DomainResult<Invoices> {
-    let outstanding: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT currency, count(*), coalesce(sum(total_minor), 0)::bigint FROM invoices \
-          WHERE status = 'sent' GROUP BY currency ORDER BY currency",
-    )
-    .fetch_all(&mut **tx)
-    .await?;
-    let (overdue, drafts): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE status = 'sent' AND due_date < $1), count(*) FILTER (WHERE status = 'draft') \
-           FROM invoices",
+    // One pass over the organization's invoices, per currency.
+    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT currency, count(*) FILTER (WHERE status = 'sent'), \
+                coalesce(sum(total_minor) FILTER (WHERE status = 'sent'), 0)::bigint, \
+                count(*) FILTER (WHERE status = 'sent' AND due_date < $1), count(*) FILTER (WHERE status = 'draft') \
+           FROM invoices WHERE status IN ('sent', 'draft') GROUP BY currency ORDER BY currency",
     )
     .bind(today)
-    .fetch_one(&mut **tx)
+    .fetch_all(&mut **tx)
     .await?;
-    Ok(Invoices { outstanding, overdue, drafts })
+    Ok(Invoices {
+        outstanding: rows.iter().filter(|r| r.1 > 0).map(|r| (r.0.clone(), r.1, r.2)).collect(),
+        overdue: rows.iter().map(|r| r.3).sum(),
+        drafts: rows.iter().map(|r| r.4).sum(),
+    })
 }
 
 async fn setup(
@@ -196,8 +197,8 @@ async fn setup(
     .fetch_one(&mut **tx)
     .await?;
     Ok(Some(Setup {
-        clients: may(Permission::ClientsCreate).then_some(clients),
-        projects: may(Permission::ProjectsCreate).then_some(projects),
-        team: may(Permission::MembersInvite).then_some(team),
+        add_client: may(Permission::ClientsCreate).then_some(clients > 0),
+        create_project: may(Permission::ProjectsCreate).then_some(projects > 0),
+        invite_team: may(Permission::MembersInvite).then_some(team > 1),
     }))
 }

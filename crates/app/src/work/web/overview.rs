@@ -99,27 +99,24 @@ async fn overview_page(
     let slug = &access.slug;
     let steps = match setup {
         Some(s) if !s.done() => {
-            let step = |count: Option<i64>, enough: i64, path: &str, label, hint| {
-                count.map(|n| Step { href: format!("/o/{slug}/{path}"), label, hint, done: n >= enough })
+            let step = |taken: Option<bool>, path: &str, label, hint| {
+                taken.map(|done| Step { href: format!("/o/{slug}/{path}"), label, hint, done })
             };
             [
                 step(
-                    s.clients,
-                    1,
+                    s.add_client,
                     "clients",
                     "Add your first client",
                     "Projects, invoices and the client's portal belong to a client.",
                 ),
                 step(
-                    s.projects,
-                    1,
+                    s.create_project,
                     "projects/new",
                     "Create a project",
                     "A board of tasks, with time, files and invoices.",
                 ),
                 step(
-                    s.team,
-                    2,
+                    s.invite_team,
                     "members",
                     "Invite your team",
                     "Each with the role that fits: Admin, Manager or Member.",
