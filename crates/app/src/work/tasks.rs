@@ -411,7 +411,7 @@ struct ChangedBy {
     label: String,
 }
 
-async fn actor_label(tx: &mut OrgTx, p: &OrgPrincipal) -> Result<ChangedBy, sqlx::Error> {
+async fn changed_by(tx: &mut OrgTx, p: &OrgPrincipal) -> Result<ChangedBy, sqlx::Error> {
     let label = match p.user_id() {
         Some(u) => sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
             .bind(u)
@@ -519,7 +519,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput)
             .execute(&mut *tx)
             .await?;
     }
-    let actor = actor_label(&mut tx, p).await?;
+    let actor = changed_by(&mut tx, p).await?;
     activity(&mut tx, id, &actor, "created", None, Some(title.clone()), ctx.now).await?;
     super::daily::task_assigned(&mut tx, p, id, &title, &users, ctx.now).await?;
     audit::record(&mut tx, ctx, Entry::new("task.created", "task", id).after(snapshot(&task))).await?;
@@ -631,11 +631,11 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TaskId, input:
                     .await?;
             }
             let join = |v: &[UserId]| v.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(",");
-            let actor = actor_label(&mut tx, p).await?;
+            let actor = changed_by(&mut tx, p).await?;
             activity(&mut tx, id, &actor, "assignees", Some(join(&old)), Some(join(&users)), ctx.now).await?;
         }
     }
-    let actor = actor_label(&mut tx, p).await?;
+    let actor = changed_by(&mut tx, p).await?;
     let changes: [(&str, Option<String>, Option<String>); 9] = [
         ("title", Some(before.title.clone()), Some(after.title.clone())),
         ("description", Some(before.description.clone()), Some(after.description.clone())),

@@ -238,9 +238,14 @@ pub const STATUS_WORDS: [(&str, &str); 4] = {
 pub const PRIORITIES: [(&str, &str); 4] =
     [("low", "Low"), ("normal", "Normal"), ("high", "High"), ("urgent", "Urgent")];
 
+/// The words for `stored` in a table of (stored value, words), if it has them.
+pub fn word(table: &[(&str, &'static str)], stored: &str) -> Option<&'static str> {
+    table.iter().find(|w| w.0 == stored).map(|w| w.1)
+}
+
 /// A task priority in words ("High"), as pages show it.
 pub fn priority_word(priority: &str) -> &'static str {
-    PRIORITIES.iter().find(|w| w.0 == priority).map(|w| w.1).unwrap_or("Normal")
+    word(&PRIORITIES, priority).unwrap_or("Normal")
 }
 
 /// A person's name as pages show it: their display name, else their email.

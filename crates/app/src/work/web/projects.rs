@@ -773,9 +773,9 @@ fn describe_change(field: &str, old: Option<&str>, new: Option<&str>, columns: &
     let show = |v: Option<&str>| -> String {
         match v {
             None | Some("") => "nothing".into(),
-            Some(v) => columns.get(v).cloned().unwrap_or_else(|| {
-                STATUS_WORDS.iter().find(|s| s.0 == v).map(|s| s.1.to_string()).unwrap_or_else(|| v.to_string())
-            }),
+            Some(v) => {
+                columns.get(v).cloned().unwrap_or_else(|| super::word(&STATUS_WORDS, v).unwrap_or(v).to_string())
+            }
         }
     };
     match field {

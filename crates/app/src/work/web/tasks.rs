@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::{Errors, FormFields, PRIORITIES, People, STATUS_WORDS, day, duration, number, path_id, people};
+use super::{Errors, FormFields, PRIORITIES, People, STATUS_WORDS, day, duration, number, path_id, people, word};
 use crate::access::role::{Permission as P, Role};
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
@@ -221,7 +221,7 @@ async fn task_view(
     let assignee_names = detail.assignees.iter().map(|u| names.name(u)).collect();
     let column_name: HashMap<String, String> = columns.iter().cloned().collect();
     let task_title: HashMap<&str, &str> = parents.iter().map(|(id, title)| (id.as_str(), title.as_str())).collect();
-    let words = |v: &str, table: &[(&str, &'static str)]| table.iter().find(|w| w.0 == v).map(|w| w.1.to_string());
+    let parent_title = task.parent_id.and_then(|u| task_title.get(u.to_string().as_str()).map(|t| t.to_string()));
     let show = |field: &str, v: Option<String>| -> String {
         let v = v.unwrap_or_default();
         let shown = match field {
@@ -229,9 +229,9 @@ async fn task_view(
             "assignees" => Some(
                 v.split(',').filter(|s| !s.is_empty()).map(|u| names.name_or_raw(u)).collect::<Vec<_>>().join(", "),
             ),
-            "status" => words(&v, &STATUS_WORDS),
-            "priority" => words(&v, &PRIORITIES),
-            "visible_to_client" => words(&v, &[("true", "Yes"), ("false", "No")]),
+            "status" => word(&STATUS_WORDS, &v).map(str::to_string),
+            "priority" => word(&PRIORITIES, &v).map(str::to_string),
+            "visible_to_client" => word(&[("true", "Yes"), ("false", "No")], &v).map(str::to_string),
             "estimate_minutes" => v.parse().ok().map(duration),
             "parent" => task_title.get(v.as_str()).map(|t| shorten(t)),
             _ => None,
@@ -245,7 +245,7 @@ async fn task_view(
             old: show(&a.field, a.old_value),
             new: show(&a.field, a.new_value),
             who: names.actor(a.actor_id, &a.actor_label),
-            field: words(&a.field, &CHANGE_WORDS).unwrap_or_else(|| a.field.replace('_', " ")),
+            field: word(&CHANGE_WORDS, &a.field).map(str::to_string).unwrap_or_else(|| a.field.replace('_', " ")),
             at: access.when(a.occurred_at),
         })
         .collect();
@@ -292,8 +292,6 @@ async fn task_view(
             (id, label, checked)
         })
         .collect();
-    let parent_title =
-        task.parent_id.and_then(|u| parents.iter().find(|(pid, _)| *pid == u.to_string())).map(|(_, t)| t.clone());
     Ok(TaskPage {
         csrf,
         org: OrgNav::of(access),
