@@ -265,7 +265,7 @@ try {
   expectRefusal = false;
   await page.locator('input[name=budget]').click();
   await page.keyboard.press('Control+A');
-  await page.keyboard.press('Backspace');
+  await page.keyboard.type('2000');
   await page.locator('select[name=client_id]').selectOption({ label: 'Acme Corp' });
   await page.getByRole('button', { name: /create/i }).click();
   await page.waitForURL(/\/projects\/[0-9a-f-]{36}$/);
@@ -541,6 +541,17 @@ try {
     await expectText(page, 'INV-');
     await check(page, 'invoice-sent');
     const invoiceId = page.url().match(/invoices\/([0-9a-f-]{36})/)[1];
+    // The project's budget shows what its billable time has used, from the projects list too.
+    await page.goto(`${BASE}/o/${slug}/projects`);
+    await expectText(page, '% used');
+    await check(page, 'projects');
+    await page.getByRole('link', { name: 'Website relaunch' }).click();
+    await page.waitForURL(/\/projects\/[0-9a-f-]{36}$/);
+    const budget = (await page.locator('#budget').innerText()).replace(/\s+/g, ' ');
+    if (!/^Budget [A-Z]{3} 2000\.00: \d+\.\d\d used \(\d+ %\), \d+\.\d\d left\./.test(budget)) {
+      problems.push(`the project's budget reads ${JSON.stringify(budget)}`);
+    }
+    await check(page, 'project-budget');
     await cpage.goto(`${BASE}/portal/${slug}`);
     await cpage.getByRole('link', { name: /INV-/ }).first().click();
     await cpage.waitForURL(new RegExp(`/portal/${slug}/invoices/${invoiceId}`));

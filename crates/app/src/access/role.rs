@@ -50,6 +50,15 @@ impl Role {
             Role::Client => "Client",
         }
     }
+
+    /// The words for a role kept as text ("manager" → "Manager"); the text itself when it
+    /// names no role.
+    pub fn label_of(stored: &str) -> &str {
+        match stored.parse::<Role>() {
+            Ok(role) => role.label(),
+            Err(_) => stored,
+        }
+    }
 }
 
 impl fmt::Display for Role {

@@ -33,6 +33,16 @@ struct ConfirmPage {
 fn wording(route: &str) -> (&'static str, &'static str, &'static str) {
     let end = route.rsplit('/').nth(1).unwrap_or("");
     match (end, route.ends_with("/remove")) {
+        ("{invoice}", _) if route.ends_with("/pay") => (
+            "Mark this invoice paid?",
+            "It leaves the list of what is owed and can't be sent, reminded or voided afterwards.",
+            "Mark paid",
+        ),
+        ("{invoice}", _) if route.ends_with("/void") => (
+            "Void this invoice?",
+            "The client no longer owes it; it keeps its number and stays on record as void. This can't be undone.",
+            "Void invoice",
+        ),
         (_, true) if route.contains("/members/") && route.contains("/projects/") => (
             "Remove this person from the project?",
             "They will no longer see it unless their role shows every project.",

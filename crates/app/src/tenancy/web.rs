@@ -179,7 +179,7 @@ struct MemberView {
     user_id: String,
     email: String,
     display_name: String,
-    role: String,
+    role: Role,
     status: String,
     manageable: bool,
     transferable: bool,
@@ -188,7 +188,7 @@ struct MemberView {
 struct InvitationView {
     id: String,
     email: String,
-    role: &'static str,
+    role: Role,
     expires: String,
 }
 
@@ -199,7 +199,7 @@ struct MembersPage {
     org: OrgNav,
     members: Vec<MemberView>,
     invitations: Vec<InvitationView>,
-    grantable: Vec<String>,
+    grantable: Vec<Role>,
     can_manage: bool,
     can_invite: bool,
     can_transfer: bool,
@@ -246,7 +246,7 @@ async fn members_view(
                 user_id: m.user_id.to_string(),
                 email: m.email,
                 display_name: m.display_name,
-                role: m.role.as_str().to_string(),
+                role: m.role,
                 status: m.status,
             })
             .collect(),
@@ -255,15 +255,11 @@ async fn members_view(
             .map(|i| InvitationView {
                 id: i.id.to_string(),
                 email: i.email,
-                role: i.role.as_str(),
+                role: i.role,
                 expires: access.when(i.expires_at),
             })
             .collect(),
-        grantable: Role::ALL
-            .into_iter()
-            .filter(|r| service::may_grant(p.role(), *r))
-            .map(|r| r.as_str().to_string())
-            .collect(),
+        grantable: Role::ALL.into_iter().filter(|r| service::may_grant(p.role(), *r)).collect(),
         can_manage: p.can(P::MembersManage),
         can_invite: p.can(P::MembersInvite),
         can_transfer: p.can(P::OrgTransfer),

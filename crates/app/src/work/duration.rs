@@ -12,12 +12,18 @@ const HINT: &str = "must be a duration like 1:30, 1h30m, 1.5h or 90m";
 /// Parses `raw` into whole minutes, between 1 and 24 hours. Fractions of hours round to the
 /// nearest minute (`0.1h` is 6 minutes). Errors name `field`.
 pub fn parse(field: &str, raw: &str) -> DomainResult<i32> {
+    parse_up_to(field, raw, MAX_MINUTES)
+}
+
+/// Parses `raw` like [`parse`] into whole minutes, between 1 and `max` (a task's estimate may
+/// be longer than a day).
+pub fn parse_up_to(field: &str, raw: &str, max: i32) -> DomainResult<i32> {
     let minutes = parse_minutes(raw).map_err(|e| DomainError::field(field, e))?;
     if minutes <= 0 {
         return Err(DomainError::field(field, "must be more than zero"));
     }
-    if minutes > MAX_MINUTES as i64 {
-        return Err(DomainError::field(field, "must be at most 24 hours"));
+    if minutes > i64::from(max) {
+        return Err(DomainError::field(field, format!("must be at most {} hours", max / 60)));
     }
     Ok(minutes as i32)
 }

@@ -177,13 +177,24 @@ pub enum InvoiceStatus {
 impl InvoiceStatus {
     pub const ALL: [InvoiceStatus; 5] = [Self::Draft, Self::Sent, Self::Paid, Self::Void, Self::Overdue];
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Draft => "draft",
             Self::Sent => "sent",
             Self::Paid => "paid",
             Self::Void => "void",
             Self::Overdue => "overdue",
+        }
+    }
+
+    /// The status in words, as pages show it.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Draft => "Draft",
+            Self::Sent => "Sent",
+            Self::Paid => "Paid",
+            Self::Void => "Void",
+            Self::Overdue => "Overdue",
         }
     }
 

@@ -123,16 +123,48 @@ pub struct ProjectUpdate {
     pub hourly_rate_minor: Option<Option<i64>>,
 }
 
-/// A project's status.
-#[derive(ToSchema)]
+/// A project's status. The services keep it as text (the `projects.status` check constraint
+/// names the same five); this is the one list of them and of their words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
 #[schema(rename_all = "snake_case")]
-#[allow(dead_code)] // the document's enum; the services keep statuses as text
 pub enum ProjectStatus {
     Planned,
     Active,
     OnHold,
     Completed,
     Archived,
+}
+
+impl ProjectStatus {
+    pub const ALL: [ProjectStatus; 5] = [Self::Planned, Self::Active, Self::OnHold, Self::Completed, Self::Archived];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Planned => "planned",
+            Self::Active => "active",
+            Self::OnHold => "on_hold",
+            Self::Completed => "completed",
+            Self::Archived => "archived",
+        }
+    }
+
+    /// The status in words, as pages show it.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Planned => "Planned",
+            Self::Active => "Active",
+            Self::OnHold => "On hold",
+            Self::Completed => "Completed",
+            Self::Archived => "Archived",
+        }
+    }
+}
+
+impl Project {
+    /// The project's status in words ("On hold").
+    pub fn status_label(&self) -> &'static str {
+        ProjectStatus::ALL.into_iter().find(|s| s.as_str() == self.status).map_or("Active", ProjectStatus::label)
+    }
 }
 
 /// The largest budget (10^15 minor units).
@@ -146,7 +178,10 @@ pub struct ProjectFilter {
     pub client_id: Option<String>,
 }
 
-pub const STATUSES: [&str; 5] = ["planned", "active", "on_hold", "completed", "archived"];
+pub const STATUSES: [&str; 5] = {
+    let [a, b, c, d, e] = ProjectStatus::ALL;
+    [a.as_str(), b.as_str(), c.as_str(), d.as_str(), e.as_str()]
+};
 
 pub(crate) fn require(p: &OrgPrincipal, perm: Permission) -> DomainResult<()> {
     if p.can(perm) { Ok(()) } else { Err(DomainError::Forbidden(format!("Your role doesn't allow this ({perm})."))) }
@@ -228,6 +263,73 @@ pub async fn get(db: &Db, p: &OrgPrincipal, id: ProjectId) -> DomainResult<Proje
     let project = fetch_visible(&mut tx, p, id).await?;
     tx.commit().await?;
     Ok(project)
+}
+
+/// How much of a project's budget its billable time has used.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct BudgetUse {
+    pub budget_minor: i64,
+    /// The value of the project's billable time at the rates it was recorded with, each entry
+    /// rounded to the minor unit as the time report and invoices round it.
+    pub used_minor: i64,
+    /// Billable entries recorded without a rate: they count as nothing, which the page says.
+    pub unrated: i64,
+    /// The organization's currency, which budgets and rates are kept in.
+    pub currency: String,
+}
+
+impl BudgetUse {
+    /// The share used, in whole percent (rounded down; more than 100 when over budget); none
+    /// for a budget of zero.
+    pub fn percent(&self) -> Option<i64> {
+        (self.budget_minor > 0).then(|| {
+            i64::try_from(i128::from(self.used_minor) * 100 / i128::from(self.budget_minor)).unwrap_or(i64::MAX)
+        })
+    }
+
+    /// What is left (negative: by how much the budget is exceeded).
+    pub fn left_minor(&self) -> i64 {
+        self.budget_minor.saturating_sub(self.used_minor)
+    }
+}
+
+/// The budget use of those of `ids` that have a budget and that the principal may see (the
+/// others are left out, as a project not found would be).
+pub async fn budgets(
+    db: &Db,
+    p: &OrgPrincipal,
+    ids: &[ProjectId],
+) -> DomainResult<std::collections::HashMap<ProjectId, BudgetUse>> {
+    require(p, Permission::ProjectsRead)?;
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let member = member_filter(p)?;
+    let ids: Vec<Uuid> = ids.iter().map(|i| i.as_uuid()).collect();
+    let mut tx = OrgTx::begin(db, p).await?;
+    // The sum can't exceed what a bigint holds for any real project, but a stored rate at its
+    // bound over many entries could: it is capped rather than allowed to fail the page.
+    let rows: Vec<(ProjectId, i64, String, i64, i64)> = sqlx::query_as(&format!(
+        "SELECT p.id, p.budget_minor, o.currency, \
+         least(coalesce(t.used, 0), 9223372036854775807)::bigint, t.unrated \
+         FROM projects p JOIN organizations o ON o.id = p.organization_id \
+         CROSS JOIN LATERAL (SELECT sum((e.minutes::bigint * e.rate_minor + 30) / 60) FILTER (WHERE e.rate_minor IS NOT NULL) AS used, \
+           count(*) FILTER (WHERE e.rate_minor IS NULL) AS unrated \
+           FROM time_entries e WHERE e.organization_id = p.organization_id AND e.project_id = p.id AND e.billable) t \
+         WHERE p.id = ANY($2) AND p.budget_minor IS NOT NULL AND {}",
+        project_visible("p", 1)
+    ))
+    .bind(member)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, budget_minor, currency, used_minor, unrated)| {
+            (id, BudgetUse { budget_minor, used_minor, unrated, currency })
+        })
+        .collect())
 }
 
 fn snapshot(p: &Project) -> serde_json::Value {

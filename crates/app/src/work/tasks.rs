@@ -51,6 +51,9 @@ pub const COLUMNS: &str = "t.organization_id, t.id, t.project_id, t.column_id, t
 
 pub const PRIORITIES: [&str; 4] = ["low", "normal", "high", "urgent"];
 
+/// The longest estimate a task may carry, in minutes (about two working years).
+pub const MAX_ESTIMATE_MINUTES: i32 = 1_000_000;
+
 /// A new task.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -468,7 +471,8 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &TaskInput)
     let priority = input.priority.clone().unwrap_or_else(|| "normal".into());
     fields::one_of("priority", &priority, &PRIORITIES)?;
     let due = input.due_date.as_deref().map(|d| fields::date_or_empty("due_date", d)).transpose()?.flatten();
-    let estimate = input.estimate_minutes.map(|m| fields::within("estimate_minutes", m, 0, 1_000_000)).transpose()?;
+    let estimate =
+        input.estimate_minutes.map(|m| fields::within("estimate_minutes", m, 0, MAX_ESTIMATE_MINUTES)).transpose()?;
     let column = input.column_id.as_deref().map(|c| fields::id::<ColumnId>("column_id", c)).transpose()?;
     let parent: Option<TaskId> = optional_id("parent_id", input.parent_id.as_deref())?;
     let users = parse_users(input.assignees.as_deref().unwrap_or(&[]))?;
@@ -547,7 +551,7 @@ pub async fn update(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TaskId, input:
         .transpose()?;
     let estimate = input
         .estimate_minutes
-        .map(|m| m.map(|m| fields::within("estimate_minutes", m, 0, 1_000_000)).transpose())
+        .map(|m| m.map(|m| fields::within("estimate_minutes", m, 0, MAX_ESTIMATE_MINUTES)).transpose())
         .transpose()?;
     let column = input.column_id.as_deref().map(|c| fields::id::<ColumnId>("column_id", c)).transpose()?;
     let parent: Option<Option<TaskId>> =

@@ -225,8 +225,8 @@ pub const BODIES: &[Write] = &[
         &[("invoice", "draft_invoice")],
     ),
     form_on("POST /o/{org}/invoices/{invoice}/send", &[], &[("invoice", "draft_invoice")]),
-    form("POST /o/{org}/invoices/{invoice}/pay", &[]),
-    form("POST /o/{org}/invoices/{invoice}/void", &[]),
+    form("POST /o/{org}/invoices/{invoice}/pay", CONFIRMED),
+    form("POST /o/{org}/invoices/{invoice}/void", CONFIRMED),
     form_on("POST /o/{org}/invoices/{invoice}/delete", CONFIRMED, &[("invoice", "draft_invoice")]),
     form_on("POST /o/{org}/invoices/{invoice}/time", &[("group", "task")], &[("invoice", "draft_invoice_with_time")]),
     // Timers (stopping with none running goes to the week: nothing to do).

@@ -1026,3 +1026,90 @@ async fn time_recorded_without_a_rate_is_flagged_and_billed_at_the_rate_that_app
     let res = post(&app, &format!("/api/v1/invoices/{second}/time"), &key, json!({})).await;
     assert_eq!(res.body["data"]["lines"][0]["unit_price_minor"], 9000, "{}", res.body);
 }
+
+/// Inserts one time entry of `minutes` on `project` by `user`.
+async fn entry(app: &TestApp, org: Uuid, project: Uuid, user: Uuid, minutes: i32, billable: bool, rate: Option<i64>) {
+    let mut db = app.db.admin_conn().await;
+    sqlx::query(
+        "INSERT INTO time_entries (organization_id, id, project_id, user_id, minutes, spent_on, note, created_at, billable, rate_minor) \
+         VALUES ($1, $2, $3, $4, $5, $6, '', now(), $7, $8)",
+    )
+    .bind(org)
+    .bind(Uuid::now_v7())
+    .bind(project)
+    .bind(user)
+    .bind(minutes)
+    .bind(app.clock.now_utc().date())
+    .bind(billable)
+    .bind(rate)
+    .execute(&mut db)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_project_budget_shows_what_its_billable_time_used_to_the_team_and_never_to_the_client() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "budgetco").await;
+    // Seven billable half hours at 60.00 an hour: 210.00.
+    let project = web_fixture(&app, &org).await;
+    let slug = org.slug.clone();
+    let org_id: Uuid = org.id.parse().unwrap();
+    let member: Uuid = org.people["member"].user_id.parse().unwrap();
+    sql(&app, "UPDATE projects SET budget_minor = 50000, visible_to_client = true WHERE id = $1", &[project]).await;
+    // Each entry is rounded as the report and invoices round it: 7 minutes at 10.00 an hour is
+    // 1.17, twice 2.34 (the sum of the minutes, rounded once, would be 2.33).
+    entry(&app, org_id, project, member, 7, true, Some(1000)).await;
+    entry(&app, org_id, project, member, 7, true, Some(1000)).await;
+    // Time not billable, and billable time without a rate, count for nothing; the page says
+    // how many entries had no rate.
+    entry(&app, org_id, project, member, 600, false, Some(6000)).await;
+    entry(&app, org_id, project, member, 60, true, None).await;
+    let page = format!("/o/{slug}/projects/{project}");
+    for who in ["owner", "member"] {
+        let b = &mut org.people.get_mut(who).unwrap().browser;
+        let (status, html) = b.page(&page).await;
+        assert_eq!(status, 200);
+        assert!(html.contains("Budget USD 500.00:</strong> 212.34 used (42 %), 287.66 left."), "{who}: {html}");
+        assert!(html.contains("value=\"42\"") && html.contains("1 billable entry has no rate"), "{who}: {html}");
+        assert!(!html.contains("budget caution"), "{who}: not over yet");
+        let (_, list) = b.page(&format!("/o/{slug}/projects")).await;
+        assert!(list.contains("<td>42 % used</td>"), "{who}: {list}");
+    }
+    // A project without a budget shows none.
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let plain = {
+        let id = Uuid::now_v7();
+        sql(&app, "INSERT INTO projects (organization_id, id, name) VALUES ($1, $2, 'No budget')", &[org_id, id]).await;
+        id
+    };
+    let (_, html) = owner.page(&format!("/o/{slug}/projects/{plain}")).await;
+    assert!(!html.contains("id=\"budget\"") && !html.contains("<meter"), "{html}");
+    // A budget with no time recorded against it yet has used nothing.
+    sql(&app, "UPDATE projects SET budget_minor = 75000 WHERE id = $1", &[plain]).await;
+    let (_, html) = owner.page(&format!("/o/{slug}/projects/{plain}")).await;
+    assert!(html.contains("Budget USD 750.00:</strong> 0.00 used (0 %), 750.00 left."), "{html}");
+
+    // A full day at 60.00 takes it over: by 1152.34, 330 % of it.
+    entry(&app, org_id, project, member, 1440, true, Some(6000)).await;
+    let (_, html) = owner.page(&page).await;
+    assert!(html.contains("budget caution"), "{html}");
+    assert!(html.contains("1652.34 used (330 %), <strong>over by 1152.34</strong>."), "{html}");
+    assert!(html.contains("value=\"100\""), "the meter stops at its end: {html}");
+    let (_, list) = owner.page(&format!("/o/{slug}/projects")).await;
+    assert!(list.contains("<td class=\"over-budget\">Over by 1152.34</td>"), "{list}");
+    // A budget of zero: anything used is over it, with no percentage.
+    sql(&app, "UPDATE projects SET budget_minor = 0 WHERE id = $1", &[project]).await;
+    let (_, html) = owner.page(&page).await;
+    assert!(html.contains("Budget USD 0.00:</strong> 1652.34 used, <strong>over by 1652.34</strong>."), "{html}");
+
+    // The client's portal shows the project, and nothing of its money.
+    let client = &mut org.people.get_mut("client").unwrap().browser;
+    let (status, portal) = client.page(&format!("/portal/{slug}/projects/{project}")).await;
+    assert_eq!(status, 200, "{portal}");
+    assert!(portal.contains("Formula project"), "{portal}");
+    for money in ["Budget", "1652.34", "0.00", "<meter"] {
+        assert!(!portal.contains(money), "{money} on the portal: {portal}");
+    }
+    assert_eq!(client.get(&page).await.status(), 403, "the staff page is closed to a client");
+}

@@ -8,6 +8,7 @@ use clientflow_test_support::TestApp;
 use clientflow_test_support::browser::{Browser, location};
 
 use crate::support::accounts::{PASSWORD, sign_up};
+use crate::support::api::count;
 use crate::support::orgs::{create_org, org_with_every_role, session_token};
 
 // ---- helpers ----
@@ -427,7 +428,7 @@ async fn clients_projects_board_comments_time_and_invoices_through_the_pages() {
     redirected(post(&o.browser, &o.token, &format!("/o/{slug}/invoices/{invoice}/send"), &[]).await).await;
     let html = page(&mut o.browser, &format!("/o/{slug}/invoices/{invoice}")).await;
     let year = app.clock.now_utc().year();
-    assert!(html.contains(&format!("Invoice INV-{year}-0001")) && html.contains(">sent<"), "{html}");
+    assert!(html.contains(&format!("Invoice INV-{year}-0001")) && html.contains(">Sent<"), "{html}");
     let res = post(&o.browser, &o.token, &format!("/o/{slug}/invoices/{invoice}/edit"), &[("notes", "x")]).await;
     assert_eq!(res.status(), 409, "a sent invoice is immutable");
     let print = page(&mut o.browser, &format!("/o/{slug}/invoices/{invoice}/print")).await;
@@ -442,8 +443,25 @@ async fn clients_projects_board_comments_time_and_invoices_through_the_pages() {
     assert!(overdue.contains(&late) && !overdue.contains(&invoice));
     let sent = page(&mut o.browser, &format!("/o/{slug}/invoices?status=sent&client_id={acme}")).await;
     assert!(sent.contains(&invoice) && !sent.contains(&late));
-    redirected(post(&o.browser, &o.token, &format!("/o/{slug}/invoices/{invoice}/pay"), &[]).await).await;
+    // Statuses read as words, in the list as on the invoice.
+    assert!(overdue.contains(">Overdue</span>") && !overdue.contains(">overdue<"), "{overdue}");
+    // Marking paid and voiding can't be undone: the buttons ask first, and without the
+    // confirmation the route asks on a page of its own and changes nothing.
+    let html = page(&mut o.browser, &format!("/o/{slug}/invoices/{late}")).await;
+    assert!(
+        html.contains("data-confirm=\"Mark this invoice paid?") && html.contains("data-confirm=\"Void this invoice?")
+    );
+    for (action, question) in [("pay", "Mark this invoice paid?"), ("void", "Void this invoice?")] {
+        let res = post(&o.browser, &o.token, &format!("/o/{slug}/invoices/{late}/{action}"), &[]).await;
+        assert_eq!(res.status(), 200, "{action}");
+        let asked = res.text().await.unwrap();
+        assert!(asked.contains(question) && asked.contains("name=\"confirm\" value=\"yes\""), "{asked}");
+    }
+    assert!(page(&mut o.browser, &format!("/o/{slug}/invoices/{late}")).await.contains(">Overdue</span>"));
+    redirected(post(&o.browser, &o.token, &format!("/o/{slug}/invoices/{invoice}/pay"), CONFIRM).await).await;
     assert!(page(&mut o.browser, &format!("/o/{slug}/invoices?status=paid")).await.contains(&invoice));
+    redirected(post(&o.browser, &o.token, &format!("/o/{slug}/invoices/{late}/void"), CONFIRM).await).await;
+    assert!(page(&mut o.browser, &format!("/o/{slug}/invoices/{late}")).await.contains(">Void</span>"));
     let draft = new_invoice(&o, &acme, &[("Maybe", "1", "1")], &[]).await;
     let loc =
         redirected(post(&o.browser, &o.token, &format!("/o/{slug}/invoices/{draft}/delete"), CONFIRM).await).await;
@@ -589,7 +607,7 @@ async fn an_api_key_is_shown_once_and_can_be_revoked() {
     // Never again: the list shows the prefix only.
     let list = page(&mut o.browser, &path).await;
     assert!(!list.contains(&secret));
-    assert!(list.contains("Deploy bot") && list.contains(&secret[..12]) && list.contains(">manager<"));
+    assert!(list.contains("Deploy bot") && list.contains(&secret[..12]) && list.contains(">Manager<"));
     let mut db = app.db.admin_conn().await;
     let stored: Vec<u8> = sqlx::query_scalar("SELECT key_hash FROM api_keys").fetch_one(&mut db).await.unwrap();
     assert!(!String::from_utf8_lossy(&stored).contains(&secret[8..]), "stored hashed");
@@ -901,7 +919,8 @@ async fn task_edits_on_the_page_record_exact_old_and_new_values() {
     let mut third = form("Blueprint", &cols[1], "high", "2030-04-02", Some(&owner_id));
     third.retain(|f| f.0 != "estimate_minutes" && f.0 != "parent_id");
     third.extend([
-        ("estimate_minutes", "90".to_string()),
+        // The estimate typed as a duration, as time is.
+        ("estimate_minutes", "1h 30m".to_string()),
         ("parent_id", parent.clone()),
         ("visible_to_client", "on".to_string()),
     ]);
@@ -938,6 +957,41 @@ async fn task_edits_on_the_page_record_exact_old_and_new_values() {
     ] {
         assert!(facts.contains(fact), "no {fact} in {facts}");
     }
+    assert_eq!(
+        count(&app, &format!("SELECT count(*) FROM tasks WHERE id = '{task}' AND estimate_minutes = 90")).await,
+        1
+    );
+    // The edit form gives the estimate back in a form it reads ("1:30"); longer than a day is
+    // fine for an estimate, and what isn't a duration is refused by name, keeping what was typed.
+    assert!(html.contains("name=\"estimate_minutes\" value=\"1:30\""), "{html}");
+    let path = format!("/o/{slug}/tasks/{task}/edit");
+    let with_estimate = |typed: &str| {
+        let mut f = form("Blueprint", &cols[1], "high", "2030-04-02", Some(&owner_id));
+        f.retain(|f| f.0 != "estimate_minutes");
+        f.push(("estimate_minutes", typed.to_string()));
+        f
+    };
+    for (typed, minutes) in [("40h", 2400), ("90", 90)] {
+        let fields = with_estimate(typed);
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        redirected(post(&o.browser, &o.token, &path, &fields).await).await;
+        let stored = format!("SELECT count(*) FROM tasks WHERE id = '{task}' AND estimate_minutes = {minutes}");
+        assert_eq!(count(&app, &stored).await, 1, "{typed}");
+    }
+    for (typed, message) in
+        [("soon", "must be a duration like"), ("0", "must be more than zero"), ("20000h", "at most 16666 hours")]
+    {
+        let fields = with_estimate(typed);
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let res = post(&o.browser, &o.token, &path, &fields).await;
+        assert_eq!(res.status(), 422, "{typed}");
+        let html = res.text().await.unwrap();
+        assert!(html.contains(message) && html.contains(&format!("value=\"{typed}\"")), "{typed}: {html}");
+    }
+    assert_eq!(
+        count(&app, &format!("SELECT count(*) FROM tasks WHERE id = '{task}' AND estimate_minutes = 90")).await,
+        1
+    );
     // A task with nothing set says so.
     let bare = page(&mut o.browser, &format!("/o/{slug}/tasks/{parent}")).await;
     for fact in [

@@ -48,8 +48,14 @@ pub fn routes() -> Vec<RouteDef> {
     ]
 }
 
-const STATUSES: [(&str, &str); 5] =
-    [("draft", "Draft"), ("sent", "Sent"), ("overdue", "Overdue"), ("paid", "Paid"), ("void", "Void")];
+/// The statuses to filter by, in words ([`InvoiceStatus::label`](invoices::InvoiceStatus::label)).
+const STATUSES: [(&str, &str); 5] = {
+    use invoices::InvoiceStatus as S;
+    const fn word(s: S) -> (&'static str, &'static str) {
+        (s.as_str(), s.label())
+    }
+    [word(S::Draft), word(S::Sent), word(S::Overdue), word(S::Paid), word(S::Void)]
+};
 
 /// Empty rows offered below the existing lines.
 const EMPTY_ROWS: usize = 3;
@@ -83,7 +89,7 @@ struct Row {
     client: String,
     issued: String,
     due: String,
-    status: String,
+    status: invoices::InvoiceStatus,
     total: String,
 }
 
@@ -124,7 +130,7 @@ async fn list(State(state): State<AppState>, access: OrgAccess, Query(q): Query<
                 issued: i.issue_date.to_string(),
                 due: i.due_date.to_string(),
                 total: format!("{} {}", format_minor(i.total_minor), i.currency),
-                status: i.status.as_str().to_string(),
+                status: i.status,
             })
             .collect(),
         q: q.q,
@@ -472,7 +478,7 @@ pub struct InvoiceView {
     pub title: String,
     pub client: String,
     pub client_id: String,
-    pub status: String,
+    pub status: invoices::InvoiceStatus,
     pub issued: String,
     pub due: String,
     pub currency: String,
@@ -495,7 +501,7 @@ pub fn invoice_view(d: InvoiceDetail) -> InvoiceView {
         title: title(&i),
         client: d.client_name,
         client_id: i.client_id.to_string(),
-        status: i.status.as_str().to_string(),
+        status: i.status,
         issued: i.issue_date.to_string(),
         due: i.due_date.to_string(),
         notes: i.notes,
@@ -685,6 +691,7 @@ async fn pay(
     ctx: Context,
     access: OrgAccess,
     Path((_, id)): Path<(String, String)>,
+    _confirmed: crate::tenancy::confirm::Confirmed,
 ) -> AppResult<Response> {
     transition(state, csrf, ctx, access, id, invoices::InvoiceAction::Pay).await
 }
@@ -695,6 +702,7 @@ async fn void(
     ctx: Context,
     access: OrgAccess,
     Path((_, id)): Path<(String, String)>,
+    _confirmed: crate::tenancy::confirm::Confirmed,
 ) -> AppResult<Response> {
     transition(state, csrf, ctx, access, id, invoices::InvoiceAction::Void).await
 }

@@ -50,7 +50,7 @@ struct InvoiceRow {
     title: String,
     issued: String,
     due: String,
-    status: String,
+    status: crate::work::invoices::InvoiceStatus,
     total: String,
 }
 
@@ -78,7 +78,7 @@ async fn home(State(state): State<AppState>, access: OrgAccess) -> AppResult<Res
                 issued: i.issue_date.to_string(),
                 due: i.due_date.to_string(),
                 total: format!("{} {}", format_minor(i.total_minor), i.currency),
-                status: i.status.as_str().to_string(),
+                status: i.status,
             })
             .collect(),
     })

@@ -52,13 +52,14 @@ pub fn routes() -> Vec<RouteDef> {
     ]
 }
 
-const STATUSES: [(&str, &str); 5] = [
-    ("planned", "Planned"),
-    ("active", "Active"),
-    ("on_hold", "On hold"),
-    ("completed", "Completed"),
-    ("archived", "Archived"),
-];
+/// The statuses to choose from, in words ([`ProjectStatus::label`](projects::ProjectStatus::label)).
+const STATUSES: [(&str, &str); 5] = {
+    const fn word(s: projects::ProjectStatus) -> (&'static str, &'static str) {
+        (s.as_str(), s.label())
+    }
+    let [a, b, c, d, e] = projects::ProjectStatus::ALL;
+    [word(a), word(b), word(c), word(d), word(e)]
+};
 
 /// Clients to choose from: `None` when the viewer may not read clients (the form then takes
 /// a client id). At most one page of active clients, plus the currently chosen one.
@@ -119,8 +120,52 @@ struct Row {
     id: String,
     name: String,
     client: String,
-    status: String,
+    status: &'static str,
     due: String,
+    /// How much of its budget is used ("68 % used", "Over by 120.00"); empty without one.
+    budget: String,
+    over_budget: bool,
+}
+
+/// A project's budget and what its billable time has used of it, as pages show it.
+pub struct BudgetView {
+    /// "USD 1500.00"
+    pub total: String,
+    pub used: String,
+    /// What is left, or by how much the budget is exceeded.
+    pub left: String,
+    pub over: bool,
+    /// Whole percent used; none for a budget of zero.
+    pub percent: Option<i64>,
+    /// The meter's value: the percent, at most 100.
+    pub meter: i64,
+    /// Billable entries without a rate (they count as nothing).
+    pub unrated: i64,
+}
+
+impl BudgetView {
+    pub fn of(b: &projects::BudgetUse) -> Self {
+        let left = b.left_minor();
+        let percent = b.percent();
+        Self {
+            total: format!("{} {}", b.currency, format_minor(b.budget_minor)),
+            used: format_minor(b.used_minor),
+            left: format_minor(left.saturating_abs()),
+            over: left < 0,
+            percent,
+            meter: percent.unwrap_or(if left < 0 { 100 } else { 0 }).min(100),
+            unrated: b.unrated,
+        }
+    }
+
+    /// The short form of the projects list.
+    fn brief(&self) -> String {
+        match (self.over, self.percent) {
+            (true, _) => format!("Over by {}", self.left),
+            (false, Some(p)) => format!("{p} % used"),
+            (false, None) => "Nothing used".into(),
+        }
+    }
 }
 
 #[derive(Template)]
@@ -143,6 +188,8 @@ async fn list(State(state): State<AppState>, access: OrgAccess, Query(q): Query<
     let page_req = Page { limit: Some(PAGE_SIZE), offset: Some(q.offset) };
     let (items, total) = projects::list(&state.db, &access.principal, &filter, page_req).await?;
     let names = client_names(&state, &access, items.iter().filter_map(|p| p.client_id).collect()).await?;
+    let with_budget: Vec<ProjectId> = items.iter().filter(|p| p.budget_minor.is_some()).map(|p| p.id).collect();
+    let budgets = projects::budgets(&state.db, &access.principal, &with_budget).await?;
     let base = format!("/o/{}/projects", access.slug);
     let pager = Pager::new(
         &base,
@@ -158,12 +205,17 @@ async fn list(State(state): State<AppState>, access: OrgAccess, Query(q): Query<
         org: OrgNav::of(&access),
         rows: items
             .into_iter()
-            .map(|p| Row {
-                id: p.id.to_string(),
-                client: p.client_id.and_then(|c| names.get(&c).cloned()).unwrap_or_default(),
-                name: p.name,
-                status: p.status,
-                due: day(p.due_date),
+            .map(|p| {
+                let budget = budgets.get(&p.id).map(BudgetView::of);
+                Row {
+                    id: p.id.to_string(),
+                    client: p.client_id.and_then(|c| names.get(&c).cloned()).unwrap_or_default(),
+                    status: p.status_label(),
+                    budget: budget.as_ref().map(BudgetView::brief).unwrap_or_default(),
+                    over_budget: budget.is_some_and(|b| b.over),
+                    name: p.name,
+                    due: day(p.due_date),
+                }
             })
             .collect(),
         q: q.q,
@@ -411,7 +463,7 @@ pub struct ActivityView {
 pub struct InvoiceView {
     pub id: String,
     pub number: String,
-    pub status: String,
+    pub status: crate::work::invoices::InvoiceStatus,
     pub total: String,
     pub issued: String,
 }
@@ -491,7 +543,7 @@ pub struct ProjectPage {
     tab: &'static str,
     tabs: Vec<(&'static str, &'static str, &'static str)>,
     client: Option<(String, String)>,
-    budget: String,
+    budget: Option<BudgetView>,
     board: Vec<ColumnView>,
     task_count: i64,
     list: Vec<ListRow>,
@@ -548,6 +600,10 @@ pub async fn project_view(
     let p = &access.principal;
     let tab = TABS.iter().find(|t| t.0 == forms.tab).map(|t| t.0).unwrap_or("board");
     let project = projects::get(&state.db, p, id).await?;
+    let budget = match project.budget_minor {
+        Some(_) => projects::budgets(&state.db, p, &[id]).await?.remove(&id).as_ref().map(BudgetView::of),
+        None => None,
+    };
     let client = match project.client_id {
         Some(c) if p.can(P::ClientsRead) => Some((c.to_string(), clients::get(&state.db, p, c).await?.name)),
         _ => None,
@@ -702,7 +758,7 @@ pub async fn project_view(
                 number: i.title(),
                 total: format!("{} {}", format_minor(i.total_minor), i.currency),
                 issued: i.issue_date.to_string(),
-                status: i.status.to_string(),
+                status: i.status,
             })
             .collect()
         }
@@ -726,7 +782,7 @@ pub async fn project_view(
         csrf,
         org: OrgNav::of(access),
         client,
-        budget: project.budget_minor.map(format_minor).unwrap_or_default(),
+        budget,
         tabs: TABS.to_vec(),
         tab,
         project,

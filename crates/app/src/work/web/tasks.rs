@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::{Errors, FormFields, PRIORITIES, People, STATUS_WORDS, day, duration, number, path_id, people, word};
+use super::{Errors, FormFields, PRIORITIES, People, STATUS_WORDS, day, duration, path_id, people, word};
 use crate::access::role::{Permission as P, Role};
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
@@ -75,7 +75,10 @@ impl TaskEdit {
             description: t.description.clone(),
             priority: t.priority.clone(),
             due_date: day(t.due_date),
-            estimate_minutes: t.estimate_minutes.map(|m| m.to_string()).unwrap_or_default(),
+            estimate_minutes: t
+                .estimate_minutes
+                .map(|m| crate::work::duration::format_hm(m.into()))
+                .unwrap_or_default(),
             column_id: t.column_id.to_string(),
             parent_id: t.parent_id.map(|p| p.to_string()).unwrap_or_default(),
             visible_to_client: t.visible_to_client,
@@ -406,7 +409,11 @@ async fn update(
     };
     let result = async {
         let mut errors = Errors::default();
-        let estimate = errors.check(number::<i32>("estimate_minutes", &edit.estimate_minutes)).flatten();
+        // A duration as people type it ("2h", "1:30", "1h 30m"; a bare number is minutes).
+        let estimate = match edit.estimate_minutes.trim() {
+            "" => None,
+            e => errors.check(crate::work::duration::parse_up_to("estimate_minutes", e, tasks::MAX_ESTIMATE_MINUTES)),
+        };
         errors.into_result()?;
         let column = edit.column_id.trim();
         let input = TaskUpdate {
