@@ -548,7 +548,7 @@ try {
     await page.getByRole('link', { name: 'Website relaunch' }).click();
     await page.waitForURL(/\/projects\/[0-9a-f-]{36}$/);
     const budget = (await page.locator('#budget').innerText()).replace(/\s+/g, ' ');
-    if (!/^Budget [A-Z]{3} 2000\.00: \d+\.\d\d used \(\d+ %\), \d+\.\d\d left\./.test(budget)) {
+    if (!/^Budget [A-Z]{3} 2000\.00: \d+\.\d\d used \(\d+%\), \d+\.\d\d left\./.test(budget)) {
       problems.push(`the project's budget reads ${JSON.stringify(budget)}`);
     }
     await check(page, 'project-budget');

@@ -1070,11 +1070,11 @@ async fn a_project_budget_shows_what_its_billable_time_used_to_the_team_and_neve
         let b = &mut org.people.get_mut(who).unwrap().browser;
         let (status, html) = b.page(&page).await;
         assert_eq!(status, 200);
-        assert!(html.contains("Budget USD 500.00:</strong> 212.34 used (42 %), 287.66 left."), "{who}: {html}");
+        assert!(html.contains("Budget USD 500.00:</strong> 212.34 used (42%), 287.66 left."), "{who}: {html}");
         assert!(html.contains("value=\"42\"") && html.contains("1 billable entry has no rate"), "{who}: {html}");
         assert!(!html.contains("budget caution"), "{who}: not over yet");
         let (_, list) = b.page(&format!("/o/{slug}/projects")).await;
-        assert!(list.contains("<td>42 % used</td>"), "{who}: {list}");
+        assert!(list.contains("<td>42% used</td>"), "{who}: {list}");
     }
     // A project without a budget shows none.
     let owner = &mut org.people.get_mut("owner").unwrap().browser;
@@ -1088,13 +1088,13 @@ async fn a_project_budget_shows_what_its_billable_time_used_to_the_team_and_neve
     // A budget with no time recorded against it yet has used nothing.
     sql(&app, "UPDATE projects SET budget_minor = 75000 WHERE id = $1", &[plain]).await;
     let (_, html) = owner.page(&format!("/o/{slug}/projects/{plain}")).await;
-    assert!(html.contains("Budget USD 750.00:</strong> 0.00 used (0 %), 750.00 left."), "{html}");
+    assert!(html.contains("Budget USD 750.00:</strong> 0.00 used (0%), 750.00 left."), "{html}");
 
     // A full day at 60.00 takes it over: by 1152.34, 330 % of it.
     entry(&app, org_id, project, member, 1440, true, Some(6000)).await;
     let (_, html) = owner.page(&page).await;
     assert!(html.contains("budget caution"), "{html}");
-    assert!(html.contains("1652.34 used (330 %), <strong>over by 1152.34</strong>."), "{html}");
+    assert!(html.contains("1652.34 used (330%), <strong>over by 1152.34</strong>."), "{html}");
     assert!(html.contains("value=\"100\""), "the meter stops at its end: {html}");
     let (_, list) = owner.page(&format!("/o/{slug}/projects")).await;
     assert!(list.contains("<td class=\"over-budget\">Over by 1152.34</td>"), "{list}");

@@ -122,7 +122,7 @@ struct Row {
     client: String,
     status: &'static str,
     due: String,
-    /// How much of its budget is used ("68 % used", "Over by 120.00"); empty without one.
+    /// How much of its budget is used ("68% used", "Over by 120.00"); empty without one.
     budget: String,
     over_budget: bool,
 }
@@ -162,7 +162,7 @@ impl BudgetView {
     fn brief(&self) -> String {
         match (self.over, self.percent) {
             (true, _) => format!("Over by {}", self.left),
-            (false, Some(p)) => format!("{p} % used"),
+            (false, Some(p)) => format!("{p}% used"),
             (false, None) => "Nothing used".into(),
         }
     }
