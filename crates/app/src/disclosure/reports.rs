@@ -470,6 +470,7 @@ async fn status_page(State(state): State<AppState>, Path(token): Path<String>) -
     tx.commit().await?;
     let (reference, created_at, status, closed_at, resolution) = row.ok_or(AppError::not_found())?;
     let day = |t: OffsetDateTime| crate::backup::rfc3339(t);
+    let status = if status == "closed" { "Closed" } else { "Open: we are looking into it" }.to_string();
     let page = StatusPage { reference, received: day(created_at), status, closed: closed_at.map(day), resolution };
     let mut res = crate::web::render(&page)?.into_response();
     // The link is the reporter's alone: no cache keeps it, no page it links to learns it.

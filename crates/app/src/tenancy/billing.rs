@@ -194,7 +194,16 @@ fn invoice_row(i: crate::billing::stripe::Invoice) -> InvoiceRow {
         number: i.number.unwrap_or(i.id),
         date,
         amount: format!("{}.{:02} {}", cents / 100, cents % 100, i.currency.to_uppercase()),
-        status: i.status.unwrap_or_default(),
+        // Stripe's invoice statuses, in words.
+        status: match i.status.as_deref() {
+            Some("draft") => "Draft",
+            Some("open") => "Due",
+            Some("paid") => "Paid",
+            Some("uncollectible") => "Uncollectible",
+            Some("void") => "Void",
+            _ => "",
+        }
+        .to_string(),
         url: i
             .hosted_invoice_url
             .or(i.invoice_pdf)

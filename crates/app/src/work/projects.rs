@@ -265,41 +265,45 @@ pub async fn get(db: &Db, p: &OrgPrincipal, id: ProjectId) -> DomainResult<Proje
     Ok(project)
 }
 
-/// How much of a project's budget its billable time has used.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct BudgetUse {
-    pub budget_minor: i64,
+/// What a project's billable time has used of its budget.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ProjectBudget {
+    /// The budget, in minor units of `currency`; null when the project has none.
+    pub budget_minor: Option<i64>,
     /// The value of the project's billable time at the rates it was recorded with, each entry
     /// rounded to the minor unit as the time report and invoices round it.
     pub used_minor: i64,
-    /// Billable entries recorded without a rate: they count as nothing, which the page says.
-    pub unrated: i64,
-    /// The organization's currency, which budgets and rates are kept in.
+    /// `budget_minor - used_minor`: negative by as much as the budget is exceeded; null without
+    /// a budget.
+    pub remaining_minor: Option<i64>,
+    /// Billable entries recorded without a rate: they count as nothing.
+    pub unrated_entries: i64,
+    /// The organization's currency (ISO 4217), which budgets and rates are kept in.
     pub currency: String,
 }
 
-impl BudgetUse {
-    /// The share used, in whole percent (rounded down; more than 100 when over budget); none
-    /// for a budget of zero.
-    pub fn percent(&self) -> Option<i64> {
-        (self.budget_minor > 0).then(|| {
-            i64::try_from(i128::from(self.used_minor) * 100 / i128::from(self.budget_minor)).unwrap_or(i64::MAX)
-        })
+impl ProjectBudget {
+    fn new(budget_minor: Option<i64>, used_minor: i64, unrated_entries: i64, currency: String) -> Self {
+        // Neither is negative, so the difference can't overflow; saturating all the same.
+        let remaining_minor = budget_minor.map(|b| b.saturating_sub(used_minor));
+        Self { budget_minor, used_minor, remaining_minor, unrated_entries, currency }
     }
 
-    /// What is left (negative: by how much the budget is exceeded).
-    pub fn left_minor(&self) -> i64 {
-        self.budget_minor.saturating_sub(self.used_minor)
+    /// The share used, in whole percent (rounded down; more than 100 when over budget); none
+    /// without a budget or for a budget of zero.
+    pub fn percent(&self) -> Option<i64> {
+        let budget = self.budget_minor.filter(|b| *b > 0)?;
+        Some(i64::try_from(i128::from(self.used_minor) * 100 / i128::from(budget)).unwrap_or(i64::MAX))
     }
 }
 
-/// The budget use of those of `ids` that have a budget and that the principal may see (the
-/// others are left out, as a project not found would be).
+/// The budgets of those of `ids` that the principal may see (the others are left out, as a
+/// project not found would be), with what each project's billable time has used.
 pub async fn budgets(
     db: &Db,
     p: &OrgPrincipal,
     ids: &[ProjectId],
-) -> DomainResult<std::collections::HashMap<ProjectId, BudgetUse>> {
+) -> DomainResult<std::collections::HashMap<ProjectId, ProjectBudget>> {
     require(p, Permission::ProjectsRead)?;
     if ids.is_empty() {
         return Ok(Default::default());
@@ -309,14 +313,14 @@ pub async fn budgets(
     let mut tx = OrgTx::begin(db, p).await?;
     // The sum can't exceed what a bigint holds for any real project, but a stored rate at its
     // bound over many entries could: it is capped rather than allowed to fail the page.
-    let rows: Vec<(ProjectId, i64, String, i64, i64)> = sqlx::query_as(&format!(
+    let rows: Vec<(ProjectId, Option<i64>, String, i64, i64)> = sqlx::query_as(&format!(
         "SELECT p.id, p.budget_minor, o.currency, \
          least(coalesce(t.used, 0), 9223372036854775807)::bigint, t.unrated \
          FROM projects p JOIN organizations o ON o.id = p.organization_id \
          CROSS JOIN LATERAL (SELECT sum((e.minutes::bigint * e.rate_minor + 30) / 60) FILTER (WHERE e.rate_minor IS NOT NULL) AS used, \
            count(*) FILTER (WHERE e.rate_minor IS NULL) AS unrated \
            FROM time_entries e WHERE e.organization_id = p.organization_id AND e.project_id = p.id AND e.billable) t \
-         WHERE p.id = ANY($2) AND p.budget_minor IS NOT NULL AND {}",
+         WHERE p.id = ANY($2) AND {}",
         project_visible("p", 1)
     ))
     .bind(member)
@@ -326,10 +330,13 @@ pub async fn budgets(
     tx.commit().await?;
     Ok(rows
         .into_iter()
-        .map(|(id, budget_minor, currency, used_minor, unrated)| {
-            (id, BudgetUse { budget_minor, used_minor, unrated, currency })
-        })
+        .map(|(id, budget, currency, used, unrated)| (id, ProjectBudget::new(budget, used, unrated, currency)))
         .collect())
+}
+
+/// One project's budget ([`budgets`]); not found when the principal may not see the project.
+pub async fn budget(db: &Db, p: &OrgPrincipal, id: ProjectId) -> DomainResult<ProjectBudget> {
+    budgets(db, p, &[id]).await?.remove(&id).ok_or(DomainError::NotFound)
 }
 
 fn snapshot(p: &Project) -> serde_json::Value {

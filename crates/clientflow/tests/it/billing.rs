@@ -350,6 +350,7 @@ async fn stripe_down_leaves_other_pages_working_and_billing_pages_say_so() {
     let page = format!("/o/{slug}/settings/billing");
     let (_, html) = owner.page(&page).await;
     assert!(html.contains("invoice.stripe.test"), "invoices listed while Stripe is up");
+    assert!(html.contains("<td>29.00 EUR</td><td>Paid</td>"), "Stripe's status in words: {html}");
     for failure in ["500", "down"] {
         if failure == "500" {
             fake.set_failing(true);

@@ -447,7 +447,7 @@ async fn reports_are_stored_sealed_and_the_reporter_is_acknowledged() {
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["cache-control"], "no-store");
     let status = res.text().await.unwrap();
-    assert!(status.contains(reference.as_str()) && status.contains("open"));
+    assert!(status.contains(reference.as_str()) && status.contains("<dd>Open: we are looking into it</dd>"));
     assert!(!status.contains("onerror") && !status.contains("finder@research.test"));
     // A second reporter gets their own; neither link nor reference opens the other's.
     let mut second = app.browser();
@@ -478,5 +478,5 @@ async fn reports_are_stored_sealed_and_the_reporter_is_acknowledged() {
     let (ok, out) = cli(&app, &["security", "reports", "show", "SR-NOSUCHREFX"]).await;
     assert!(!ok && out.contains("no report"), "{out}");
     let (_, status) = other.page(&link).await;
-    assert!(status.contains("closed") && status.contains("Fixed in 1.4.2, thank you."), "{status}");
+    assert!(status.contains("<dd>Closed</dd>") && status.contains("Fixed in 1.4.2, thank you."), "{status}");
 }

@@ -1113,3 +1113,49 @@ async fn a_project_budget_shows_what_its_billable_time_used_to_the_team_and_neve
     }
     assert_eq!(client.get(&page).await.status(), 403, "the staff page is closed to a client");
 }
+
+#[tokio::test]
+async fn the_api_reports_a_project_budget_to_whoever_may_see_the_project() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "apibudget").await;
+    let key = manager_key(&app, &t).await;
+    let project = t.org.project;
+    let path = format!("/api/v1/projects/{project}/budget");
+    // No budget and no time yet.
+    let res = get(&app, &path, &key).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(
+        res.body["data"],
+        json!({"budget_minor": null, "used_minor": 0, "remaining_minor": null, "unrated_entries": 0, "currency": "USD"})
+    );
+    // An hour without a rate, then two at 60.00: 120.00 used of a 100.00 budget.
+    record(&app, &key, project.as_uuid(), "1h").await;
+    sql(&app, "UPDATE organizations SET hourly_rate_minor = 6000 WHERE id = $1", &[t.org.id.as_uuid()]).await;
+    record(&app, &key, project.as_uuid(), "1h").await;
+    record(&app, &key, project.as_uuid(), "1:00").await;
+    let res = patch(&app, &format!("/api/v1/projects/{project}"), &key, json!({"budget_minor": 10000})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let res = get(&app, &path, &key).await;
+    assert_eq!(
+        res.body["data"],
+        json!({"budget_minor": 10000, "used_minor": 12000, "remaining_minor": -2000, "unrated_entries": 1, "currency": "USD"})
+    );
+    // A Member-role key sees it only once its person is on the project; another organization's
+    // key never does, and neither learns whether the project exists.
+    let member_key = api_key(&app, &t, "member", None).await.1;
+    assert_eq!(get(&app, &path, &member_key).await.status, 404);
+    sql(
+        &app,
+        "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())",
+        &[t.org.id.as_uuid(), project.as_uuid(), t.admin],
+    )
+    .await;
+    assert_eq!(get(&app, &path, &member_key).await.body["data"]["used_minor"], 12000);
+    let other = tenant(&app, "apibudget-other").await;
+    let other_key = manager_key(&app, &other).await;
+    assert_eq!(get(&app, &path, &other_key).await.status, 404);
+    assert_eq!(get(&app, &format!("/api/v1/projects/{}/budget", Uuid::now_v7()), &key).await.status, 404);
+    // A key without projects.read is refused.
+    let narrow = api_key(&app, &t, "manager", Some(&["tasks.read"])).await.1;
+    assert_eq!(get(&app, &path, &narrow).await.status, 403);
+}

@@ -62,6 +62,15 @@ pub async fn get_project(State(s): State<AppState>, api: ApiAccess, ids: PathIds
     Ok(ok(projects::get(&s.db, &api.principal, ids.get::<ProjectId>("project")?).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/projects/{project}/budget", tag = "projects",
+    description = "What the project's billable time has used of its budget: every billable time entry at the rate it was recorded with, each rounded to the minor unit (as the time report and invoices round it). Billable entries without a rate count as nothing and are counted in `unrated_entries`. A project without a budget answers with `budget_minor` and `remaining_minor` null.",
+    params(("project" = Uuid, Path, description = "Project id")),
+    responses((status = 200, description = "The budget and what is used of it", body = Data<projects::ProjectBudget>)),
+    security(("api_key" = ["projects.read"])))]
+pub async fn get_project_budget(State(s): State<AppState>, api: ApiAccess, ids: PathIds) -> AppResult<Response> {
+    Ok(ok(projects::budget(&s.db, &api.principal, ids.get::<ProjectId>("project")?).await?))
+}
+
 #[utoipa::path(patch, path = "/api/v1/projects/{project}", tag = "projects", request_body = ProjectUpdate,
     description = "`client_id` must name a client of the organization, and the due date must not be before the start date (a date sent alone is compared with the project's other one); otherwise 422 naming the field.",
     params(("project" = Uuid, Path, description = "Project id")),

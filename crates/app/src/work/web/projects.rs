@@ -144,18 +144,19 @@ pub struct BudgetView {
 }
 
 impl BudgetView {
-    pub fn of(b: &projects::BudgetUse) -> Self {
-        let left = b.left_minor();
+    /// The view of a project that has a budget.
+    pub fn of(b: &projects::ProjectBudget) -> Option<Self> {
+        let (budget, left) = (b.budget_minor?, b.remaining_minor?);
         let percent = b.percent();
-        Self {
-            total: format!("{} {}", b.currency, format_minor(b.budget_minor)),
+        Some(Self {
+            total: format!("{} {}", b.currency, format_minor(budget)),
             used: format_minor(b.used_minor),
             left: format_minor(left.saturating_abs()),
             over: left < 0,
             percent,
             meter: percent.unwrap_or(if left < 0 { 100 } else { 0 }).min(100),
-            unrated: b.unrated,
-        }
+            unrated: b.unrated_entries,
+        })
     }
 
     /// The short form of the projects list.
@@ -206,7 +207,7 @@ async fn list(State(state): State<AppState>, access: OrgAccess, Query(q): Query<
         rows: items
             .into_iter()
             .map(|p| {
-                let budget = budgets.get(&p.id).map(BudgetView::of);
+                let budget = budgets.get(&p.id).and_then(BudgetView::of);
                 Row {
                     id: p.id.to_string(),
                     client: p.client_id.and_then(|c| names.get(&c).cloned()).unwrap_or_default(),
@@ -601,7 +602,7 @@ pub async fn project_view(
     let tab = TABS.iter().find(|t| t.0 == forms.tab).map(|t| t.0).unwrap_or("board");
     let project = projects::get(&state.db, p, id).await?;
     let budget = match project.budget_minor {
-        Some(_) => projects::budgets(&state.db, p, &[id]).await?.remove(&id).as_ref().map(BudgetView::of),
+        Some(_) => BudgetView::of(&projects::budget(&state.db, p, id).await?),
         None => None,
     };
     let client = match project.client_id {
