@@ -51,6 +51,8 @@ pub struct ProjectSummary {
     /// Open tasks, and of them those past their due date (only when the role shows tasks).
     pub open_tasks: i64,
     pub overdue_tasks: i64,
+    /// Its billable time has used more than its budget.
+    pub over_budget: bool,
 }
 
 /// Sent invoices not yet paid, per currency, and drafts.
@@ -138,14 +140,17 @@ async fn projects(tx: &mut OrgTx, member: Option<Uuid>, with_tasks: bool, today:
     // The projects listed are chosen first; only their tasks are counted.
     let listed = sqlx::query_as(&format!(
         "SELECT p.id, p.name, c.name AS client, \
-                coalesce(t.open, 0) AS open_tasks, coalesce(t.overdue, 0) AS overdue_tasks \
+                coalesce(t.open, 0) AS open_tasks, coalesce(t.overdue, 0) AS overdue_tasks, \
+                coalesce(p.budget_minor < b.used, false) AS over_budget \
            FROM (SELECT p.* FROM projects p WHERE p.status = 'active' AND {visible} \
                   ORDER BY p.updated_at DESC, p.id LIMIT $4) p \
            LEFT JOIN clients c ON c.organization_id = p.organization_id AND c.id = p.client_id \
+           LEFT JOIN LATERAL {budget} b ON p.budget_minor IS NOT NULL \
            LEFT JOIN LATERAL (SELECT count(*) AS open, count(*) FILTER (WHERE t.due_date < $2) AS overdue \
                                 FROM tasks t WHERE $3 AND t.organization_id = p.organization_id \
                                  AND t.project_id = p.id AND t.status <> 'done') t ON true \
-          ORDER BY p.updated_at DESC, p.id"
+          ORDER BY p.updated_at DESC, p.id",
+        budget = super::projects::billable_use("p")
     ))
     .bind(member)
     .bind(today)

@@ -297,6 +297,18 @@ impl ProjectBudget {
     }
 }
 
+/// SQL for what the billable time of project `alias` has used, as one row of `used` (in minor
+/// units; null when nothing) and `unrated` (billable entries without a rate), for a lateral join:
+/// each entry at the rate it was recorded with, rounded to the minor unit as the time report and
+/// invoices round it.
+pub fn billable_use(alias: &str) -> String {
+    format!(
+        "(SELECT sum((e.minutes::bigint * e.rate_minor + 30) / 60) FILTER (WHERE e.rate_minor IS NOT NULL) AS used, \
+           count(*) FILTER (WHERE e.rate_minor IS NULL) AS unrated \
+           FROM time_entries e WHERE e.organization_id = {alias}.organization_id AND e.project_id = {alias}.id AND e.billable)"
+    )
+}
+
 /// The budgets of those of `ids` that the principal may see (the others are left out, as a
 /// project not found would be), with what each project's billable time has used.
 pub async fn budgets(
@@ -317,10 +329,8 @@ pub async fn budgets(
         "SELECT p.id, p.budget_minor, o.currency, \
          least(coalesce(t.used, 0), 9223372036854775807)::bigint, t.unrated \
          FROM projects p JOIN organizations o ON o.id = p.organization_id \
-         CROSS JOIN LATERAL (SELECT sum((e.minutes::bigint * e.rate_minor + 30) / 60) FILTER (WHERE e.rate_minor IS NOT NULL) AS used, \
-           count(*) FILTER (WHERE e.rate_minor IS NULL) AS unrated \
-           FROM time_entries e WHERE e.organization_id = p.organization_id AND e.project_id = p.id AND e.billable) t \
-         WHERE p.id = ANY($2) AND {}",
+         CROSS JOIN LATERAL {} t WHERE p.id = ANY($2) AND {}",
+        billable_use("p"),
         project_visible("p", 1)
     ))
     .bind(member)

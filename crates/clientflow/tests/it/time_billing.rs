@@ -1075,6 +1075,8 @@ async fn a_project_budget_shows_what_its_billable_time_used_to_the_team_and_neve
         assert!(!html.contains("budget caution"), "{who}: not over yet");
         let (_, list) = b.page(&format!("/o/{slug}/projects")).await;
         assert!(list.contains("<td>42% used</td>"), "{who}: {list}");
+        let (_, home) = b.page(&format!("/o/{slug}")).await;
+        assert!(home.contains("Formula project") && !home.contains("over budget"), "{who}: {home}");
     }
     // A project without a budget shows none.
     let owner = &mut org.people.get_mut("owner").unwrap().browser;
@@ -1098,6 +1100,10 @@ async fn a_project_budget_shows_what_its_billable_time_used_to_the_team_and_neve
     assert!(html.contains("value=\"100\""), "the meter stops at its end: {html}");
     let (_, list) = owner.page(&format!("/o/{slug}/projects")).await;
     assert!(list.contains("<td class=\"over-budget\">Over by 1152.34</td>"), "{list}");
+    // The overview, where people land, says so beside the project.
+    let (_, home) = owner.page(&format!("/o/{slug}")).await;
+    assert!(home.contains("Formula project</a> <span class=\"muted\">· "), "{home}");
+    assert!(home.contains("<strong class=\"late\">· over budget</strong>"), "{home}");
     // A budget of zero: anything used is over it, with no percentage.
     sql(&app, "UPDATE projects SET budget_minor = 0 WHERE id = $1", &[project]).await;
     let (_, html) = owner.page(&page).await;

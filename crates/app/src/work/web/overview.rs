@@ -53,6 +53,7 @@ struct ProjectLine {
     client: String,
     open: i64,
     overdue: i64,
+    over_budget: bool,
 }
 
 struct InvoicesView {
@@ -157,6 +158,7 @@ async fn overview_page(
                 client: s.client.unwrap_or_default(),
                 open: s.open_tasks,
                 overdue: s.overdue_tasks,
+                over_budget: s.over_budget,
             })
             .collect();
         (plural(ps.active, "active project", "active projects"), lines)
