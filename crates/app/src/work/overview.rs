@@ -145,12 +145,12 @@ async fn projects(tx: &mut OrgTx, member: Option<Uuid>, with_tasks: bool, today:
            FROM (SELECT p.* FROM projects p WHERE p.status = 'active' AND {visible} \
                   ORDER BY p.updated_at DESC, p.id LIMIT $4) p \
            LEFT JOIN clients c ON c.organization_id = p.organization_id AND c.id = p.client_id \
-           LEFT JOIN LATERAL {budget} b ON p.budget_minor IS NOT NULL \
+           LEFT JOIN LATERAL {budget} b ON true \
            LEFT JOIN LATERAL (SELECT count(*) AS open, count(*) FILTER (WHERE t.due_date < $2) AS overdue \
                                 FROM tasks t WHERE $3 AND t.organization_id = p.organization_id \
                                  AND t.project_id = p.id AND t.status <> 'done') t ON true \
           ORDER BY p.updated_at DESC, p.id",
-        budget = super::projects::billable_use("p")
+        budget = super::projects::billable_use("p", true)
     ))
     .bind(member)
     .bind(today)

@@ -300,12 +300,15 @@ impl ProjectBudget {
 /// SQL for what the billable time of project `alias` has used, as one row of `used` (in minor
 /// units; null when nothing) and `unrated` (billable entries without a rate), for a lateral join:
 /// each entry at the rate it was recorded with, rounded to the minor unit as the time report and
-/// invoices round it.
-pub fn billable_use(alias: &str) -> String {
+/// invoices round it. With `only_with_budget`, a project without a budget reads no entry at all
+/// (the condition inside the scan becomes a one-time filter; outside, as a join condition, the
+/// sum would run first).
+pub fn billable_use(alias: &str, only_with_budget: bool) -> String {
+    let gate = if only_with_budget { format!(" AND {alias}.budget_minor IS NOT NULL") } else { String::new() };
     format!(
         "(SELECT sum((e.minutes::bigint * e.rate_minor + 30) / 60) FILTER (WHERE e.rate_minor IS NOT NULL) AS used, \
            count(*) FILTER (WHERE e.rate_minor IS NULL) AS unrated \
-           FROM time_entries e WHERE e.organization_id = {alias}.organization_id AND e.project_id = {alias}.id AND e.billable)"
+           FROM time_entries e WHERE e.organization_id = {alias}.organization_id AND e.project_id = {alias}.id AND e.billable{gate})"
     )
 }
 
@@ -330,7 +333,7 @@ pub async fn budgets(
          least(coalesce(t.used, 0), 9223372036854775807)::bigint, t.unrated \
          FROM projects p JOIN organizations o ON o.id = p.organization_id \
          CROSS JOIN LATERAL {} t WHERE p.id = ANY($2) AND {}",
-        billable_use("p"),
+        billable_use("p", false),
         project_visible("p", 1)
     ))
     .bind(member)
