@@ -40,7 +40,7 @@ fn wording(route: &str) -> (&'static str, &'static str, &'static str) {
         ),
         ("{invoice}", _) if route.ends_with("/void") => (
             "Void this invoice?",
-            "The client no longer owes it; it keeps its number and stays on record as void. This can't be undone.",
+            "It stays on record as void: nothing is owed on it, its time can be billed again, and it can't be sent or changed afterwards.",
             "Void invoice",
         ),
         (_, true) if route.contains("/members/") && route.contains("/projects/") => (

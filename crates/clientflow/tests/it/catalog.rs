@@ -550,3 +550,50 @@ async fn the_role_check_catches_a_careless_grant() {
     }
     assert!(!v.contains("may read organizations"), "{v}");
 }
+
+/// The values a check constraint on `table.column` allows (`status IN ('a', 'b')`), sorted.
+async fn allowed_values(conn: &mut PgConnection, table: &str, column: &str) -> Vec<String> {
+    let defs: Vec<String> = sqlx::query_scalar(
+        "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c WHERE c.conrelid = $1::regclass AND c.contype = 'c' \
+         AND pg_get_constraintdef(c.oid) LIKE '%' || $2 || '%ANY%'",
+    )
+    .bind(format!("public.{table}"))
+    .bind(column)
+    .fetch_all(conn)
+    .await
+    .unwrap();
+    assert_eq!(defs.len(), 1, "one list of values for {table}.{column}: {defs:?}");
+    // CHECK ((status = ANY (ARRAY['a'::text, 'b'::text]))): the quoted parts.
+    let mut values: Vec<String> = defs[0].split('\'').skip(1).step_by(2).map(str::to_string).collect();
+    values.sort();
+    values
+}
+
+#[tokio::test]
+async fn the_statuses_pages_put_in_words_are_the_ones_the_database_allows() {
+    use clientflow::work::invoices::InvoiceStatus;
+    use clientflow::work::projects::ProjectStatus;
+    use clientflow::work::task_status::TaskStatus;
+    let db = TestDb::new().await;
+    let mut conn = db.owner_conn().await;
+    let sorted = |mut v: Vec<&str>| {
+        v.sort();
+        v.into_iter().map(str::to_string).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        allowed_values(&mut conn, "projects", "status").await,
+        sorted(ProjectStatus::ALL.iter().map(|s| s.as_str()).collect())
+    );
+    assert_eq!(
+        allowed_values(&mut conn, "tasks", "status").await,
+        sorted(TaskStatus::ALL.iter().map(|s| s.as_str()).collect())
+    );
+    // Overdue is a sent invoice past its due date, decided when read; it is never stored.
+    let stored = InvoiceStatus::ALL.iter().filter(|s| **s != InvoiceStatus::Overdue).map(|s| s.as_str()).collect();
+    assert_eq!(allowed_values(&mut conn, "invoices", "status").await, sorted(stored));
+    // Every one of them has words of its own.
+    let labels: Vec<&str> = ProjectStatus::ALL.iter().map(|s| s.label()).collect();
+    assert!(labels.iter().all(|l| !l.contains('_') && l.chars().next().is_some_and(char::is_uppercase)), "{labels:?}");
+    let labels: Vec<&str> = InvoiceStatus::ALL.iter().map(|s| s.label()).collect();
+    assert!(labels.iter().all(|l| l.chars().next().is_some_and(char::is_uppercase)), "{labels:?}");
+}
