@@ -1080,6 +1080,9 @@ async fn a_project_budget_shows_what_its_billable_time_used_to_the_team_and_neve
     }
     // A project without a budget shows none.
     let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    // The form says which currency a budget is in.
+    let (_, form) = owner.page(&format!("/o/{slug}/projects/{project}/edit")).await;
+    assert!(form.contains("Budget in USD (optional, like 1500.00)") && form.contains("value=\"500.00\""), "{form}");
     let plain = {
         let id = Uuid::now_v7();
         sql(&app, "INSERT INTO projects (organization_id, id, name) VALUES ($1, $2, 'No budget')", &[org_id, id]).await;

@@ -964,6 +964,8 @@ async fn task_edits_on_the_page_record_exact_old_and_new_values() {
     // The edit form gives the estimate back in a form it reads ("1:30"); longer than a day is
     // fine for an estimate, and what isn't a duration is refused by name, keeping what was typed.
     assert!(html.contains("name=\"estimate_minutes\" value=\"1:30\""), "{html}");
+    // The time recorded on the task reads against its estimate.
+    assert!(html.contains("<th>0m <span class=\"muted\">of 1h 30m estimated</span></th>"), "{html}");
     let path = format!("/o/{slug}/tasks/{task}/edit");
     let with_estimate = |typed: &str| {
         let mut f = form("Blueprint", &cols[1], "high", "2030-04-02", Some(&owner_id));

@@ -318,6 +318,8 @@ struct FormPage {
     form: ProjectForm,
     clients: Option<Vec<(String, String)>>,
     statuses: [(&'static str, &'static str); 5],
+    /// The organization's currency, which budgets are kept in.
+    currency: String,
     message: Option<String>,
     errors: Vec<FieldError>,
 }
@@ -338,10 +340,17 @@ async fn form_page(
     errors: Vec<FieldError>,
 ) -> AppResult<FormPage> {
     let current = form_id::<ClientId>("client_id", &form.client_id).ok().flatten();
+    let currency = {
+        let mut tx = crate::access::OrgTx::begin(&state.db, &access.principal).await?;
+        let settings = crate::tenancy::service::settings(&mut tx).await?;
+        tx.commit().await?;
+        settings.currency
+    };
     Ok(FormPage {
         csrf,
         org: OrgNav::of(access),
         project_id,
+        currency,
         clients: client_options(state, access, current).await?,
         form,
         statuses: STATUSES,
