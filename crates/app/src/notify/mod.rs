@@ -34,12 +34,14 @@ pub enum Kind {
     InvoiceViewed,
     InvoicePaid,
     InvitationAccepted,
+    /// A project's billable time reached 80% of its budget, or went over it.
+    BudgetUsed,
     /// The daily mail of overdue and due-today tasks (mail only, no inbox entry).
     Digest,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Assigned,
         Kind::Mentioned,
         Kind::Commented,
@@ -47,6 +49,7 @@ impl Kind {
         Kind::InvoiceViewed,
         Kind::InvoicePaid,
         Kind::InvitationAccepted,
+        Kind::BudgetUsed,
         Kind::Digest,
     ];
 
@@ -59,6 +62,7 @@ impl Kind {
             Kind::InvoiceViewed => "invoice_viewed",
             Kind::InvoicePaid => "invoice_paid",
             Kind::InvitationAccepted => "invitation_accepted",
+            Kind::BudgetUsed => "budget_used",
             Kind::Digest => "digest",
         }
     }
@@ -77,6 +81,7 @@ impl Kind {
             Kind::InvoiceViewed => "An invoice is viewed by its client",
             Kind::InvoicePaid => "An invoice is paid",
             Kind::InvitationAccepted => "Someone I invited joins",
+            Kind::BudgetUsed => "A project I answer for uses 80% of its budget, or goes over it",
             Kind::Digest => "Daily mail of my overdue and due-today tasks",
         }
     }

@@ -15,7 +15,7 @@ use time::{Date, Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use super::projects::{fetch_visible, require};
-use super::{member_filter, project_visible};
+use super::{member_filter, org_slug, project_visible};
 use crate::access::role::Permission;
 use crate::access::{OrgPrincipal, OrgTx, ProjectScope};
 use crate::mail::category::Category;
@@ -302,10 +302,6 @@ async fn portal_search(
 }
 
 // ---- Who is told ----
-
-async fn org_slug(tx: &mut OrgTx) -> Result<String, sqlx::Error> {
-    sqlx::query_scalar("SELECT slug FROM organizations WHERE id = $1").bind(tx.org_id()).fetch_one(&mut **tx).await
-}
 
 /// The condition "member `m` works inside and may see the project `project` (an SQL
 /// expression)"; Clients never: the internal side of a task is not theirs.

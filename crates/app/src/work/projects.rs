@@ -347,6 +347,89 @@ pub async fn budgets(
         .collect())
 }
 
+/// Tells the people who answer for a project (its organization's Owners and Admins, and the
+/// Managers on it) when its billable time reaches 80% of its budget, and again when it goes over
+/// it (a budget of zero: as soon as anything is used), once each: the level told is kept on
+/// the project. When the time used falls back (an entry deleted or shortened, the budget
+/// raised) the level comes down with it, silently, and a later crossing is told again. Runs in
+/// the transaction that changed the time or the budget, holding the project's row from the
+/// start: a second transaction recording time on the project at the same moment waits, then
+/// counts this one's entry too, so two entries that cross together are told, and told once.
+/// `actor` is not told about their own doing.
+pub async fn check_budget_alert(
+    tx: &mut OrgTx,
+    project: ProjectId,
+    actor: Option<UserId>,
+    now: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    // The lock (not one a new time entry's foreign key check waits for).
+    let budgeted: Option<i64> = sqlx::query_scalar(
+        "SELECT budget_minor FROM projects WHERE id = $1 AND budget_minor IS NOT NULL FOR NO KEY UPDATE",
+    )
+    .bind(project)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if budgeted.is_none() {
+        sqlx::query("UPDATE projects SET budget_alerted = NULL WHERE id = $1 AND budget_alerted IS NOT NULL")
+            .bind(project)
+            .execute(&mut **tx)
+            .await?;
+        return Ok(());
+    }
+    let row: Option<(String, Option<i64>, i64, String)> = sqlx::query_as(&format!(
+        "SELECT p.name, p.budget_minor, least(coalesce(t.used, 0), 9223372036854775807)::bigint, o.currency \
+         FROM projects p JOIN organizations o ON o.id = p.organization_id CROSS JOIN LATERAL {} t WHERE p.id = $1",
+        billable_use("p", true)
+    ))
+    .bind(project)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((name, budget, used, currency)) = row else { return Ok(()) };
+    let level: Option<i16> = match budget {
+        None => None,
+        Some(b) if used > b => Some(100),
+        Some(b) if b > 0 && i128::from(used) * 100 >= i128::from(b) * 80 => Some(80),
+        Some(_) => None,
+    };
+    // Down (silently) when less is used than what was told.
+    sqlx::query("UPDATE projects SET budget_alerted = $2 WHERE id = $1 AND budget_alerted > coalesce($2, 0)")
+        .bind(project)
+        .bind(level)
+        .execute(&mut **tx)
+        .await?;
+    let Some(level) = level else { return Ok(()) };
+    let raised =
+        sqlx::query("UPDATE projects SET budget_alerted = $2 WHERE id = $1 AND coalesce(budget_alerted, 0) < $2")
+            .bind(project)
+            .bind(level)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+    if raised == 0 {
+        return Ok(());
+    }
+    let people: Vec<UserId> = sqlx::query_scalar(
+        "SELECT m.user_id FROM memberships m WHERE m.status = 'active' AND (m.role IN ('owner', 'admin') \
+         OR (m.role = 'manager' AND EXISTS (SELECT 1 FROM project_members pm WHERE pm.organization_id = m.organization_id \
+             AND pm.project_id = $1 AND pm.user_id = m.user_id))) ORDER BY m.user_id",
+    )
+    .bind(project)
+    .fetch_all(&mut **tx)
+    .await?;
+    let budget = budget.unwrap_or_default();
+    let title =
+        if level == 100 { format!("{name} is over its budget") } else { format!("{name} has used 80% of its budget") };
+    let body = format!(
+        "{currency} {} of {} used by billable time.",
+        super::money::format_minor(used),
+        super::money::format_minor(budget)
+    );
+    let link = format!("/o/{}/projects/{project}", super::org_slug(tx).await?);
+    let new =
+        crate::notify::New { kind: crate::notify::Kind::BudgetUsed, actor, title: &title, body: &body, link: &link };
+    crate::notify::record(tx, &people, &new, now).await.map(|_| ())
+}
+
 /// One project's budget ([`budgets`]); not found when the principal may not see the project.
 pub async fn budget(db: &Db, p: &OrgPrincipal, id: ProjectId) -> DomainResult<ProjectBudget> {
     budgets(db, p, &[id]).await?.remove(&id).ok_or(DomainError::NotFound)
@@ -501,6 +584,9 @@ pub async fn update(
         Entry::new("project.updated", "project", id).before(snapshot(&before)).after(snapshot(&after)),
     )
     .await?;
+    if after.budget_minor != before.budget_minor {
+        check_budget_alert(&mut tx, id, p.on_behalf_of(), ctx.now).await?;
+    }
     tx.commit().await?;
     Ok(after)
 }

@@ -257,6 +257,9 @@ pub async fn insert(tx: &mut OrgTx, ctx: &Context, e: NewEntry<'_>) -> DomainRes
         })),
     )
     .await?;
+    if billable {
+        super::projects::check_budget_alert(tx, e.project, Some(e.user), ctx.now).await?;
+    }
     Ok(entry)
 }
 
@@ -478,6 +481,9 @@ pub async fn update(
         Entry::new("time.updated", "time_entry", id).before(snapshot(&before)).after(snapshot(&after)),
     )
     .await?;
+    if before.billable || after.billable {
+        super::projects::check_budget_alert(&mut tx, after.project_id, p.on_behalf_of(), ctx.now).await?;
+    }
     tx.commit().await?;
     Ok(after)
 }
@@ -505,6 +511,9 @@ pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TimeEntryId) -
         Entry::new("time.deleted", "time_entry", id).before(json!({ "minutes": entry.minutes })),
     )
     .await?;
+    if entry.billable {
+        super::projects::check_budget_alert(&mut tx, entry.project_id, p.on_behalf_of(), ctx.now).await?;
+    }
     tx.commit().await?;
     Ok(())
 }

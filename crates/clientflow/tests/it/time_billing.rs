@@ -12,7 +12,7 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::api::{Tenant, api_key, count, ctx, delete, get, patch, post, tenant};
+use crate::support::api::{Tenant, add_member, api_key, count, ctx, delete, get, patch, post, tenant};
 use crate::support::orgs::{Org, org_with_every_role};
 
 async fn sql(app: &TestApp, statement: &str, binds: &[Uuid]) {
@@ -1167,4 +1167,140 @@ async fn the_api_reports_a_project_budget_to_whoever_may_see_the_project() {
     // A key without projects.read is refused.
     let narrow = api_key(&app, &t, "manager", Some(&["tasks.read"])).await.1;
     assert_eq!(get(&app, &path, &narrow).await.status, 403);
+}
+
+/// The budget alerts a person has, oldest first: (title, body, link).
+async fn budget_alerts(app: &TestApp, person: Uuid) -> Vec<(String, String, String)> {
+    let mut db = app.db.admin_conn().await;
+    sqlx::query_as(
+        "SELECT title, body, link FROM notifications WHERE recipient_id = $1 AND kind = 'budget_used' \
+         ORDER BY created_at, title",
+    )
+    .bind(person)
+    .fetch_all(&mut db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn budget_alerts_tell_who_answers_for_the_project_once_at_80_percent_and_once_over() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "alerts").await;
+    // The Admin stands behind the key: it records the time, and is never told of its own doing.
+    let key = manager_key(&app, &t).await;
+    let project = t.org.project.as_uuid();
+    let org = t.org.id.as_uuid();
+    let join = |project: Uuid, user: Uuid| {
+        let app = &app;
+        async move {
+            let add = "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())";
+            sql(app, add, &[org, project, user]).await
+        }
+    };
+    // Each entry a second after the one before: alerts are listed in the order they were made.
+    let rec = |project: Uuid, duration: &'static str| {
+        let (app, key) = (&app, &key);
+        async move {
+            app.clock.advance(time::Duration::seconds(1));
+            record(app, key, project, duration).await
+        }
+    };
+    let manager = add_member(&app, &t.org, "manager").await;
+    join(project, manager).await;
+    let elsewhere = add_member(&app, &t.org, "manager").await;
+    let member = add_member(&app, &t.org, "member").await;
+    join(project, member).await;
+    sql(&app, "UPDATE organizations SET hourly_rate_minor = 6000 WHERE id = $1", &[org]).await;
+    let res = patch(&app, &format!("/api/v1/projects/{project}"), &key, json!({"budget_minor": 10000})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+
+    rec(project, "1h").await;
+    assert!(budget_alerts(&app, manager).await.is_empty(), "60% tells nobody");
+    let thirty = rec(project, "30m").await;
+    let link = format!("/o/alerts/projects/{project}");
+    let told = |title: &str, body: &str| (title.to_string(), body.to_string(), link.clone());
+    let eighty = told("alerts project has used 80% of its budget", "USD 90.00 of 100.00 used by billable time.");
+    assert_eq!(budget_alerts(&app, manager).await, vec![eighty.clone()]);
+    rec(project, "5m").await;
+    assert_eq!(budget_alerts(&app, manager).await.len(), 1, "told once");
+    // Time not billable doesn't count.
+    let res =
+        post(&app, "/api/v1/time-entries", &key, json!({"project_id": project, "duration": "5h", "billable": false}))
+            .await;
+    assert_eq!(res.status, 201);
+    assert_eq!(budget_alerts(&app, manager).await.len(), 1);
+    let fifteen = rec(project, "15m").await;
+    let over = told("alerts project is over its budget", "USD 110.00 of 100.00 used by billable time.");
+    assert_eq!(budget_alerts(&app, manager).await, vec![eighty.clone(), over.clone()]);
+    let hour = rec(project, "1h").await;
+    assert_eq!(budget_alerts(&app, manager).await.len(), 2, "over once");
+    // Nobody else: not the actor, not a Manager of other projects, not a Member.
+    for (who, person) in [("the actor", t.admin), ("a manager elsewhere", elsewhere), ("a member", member)] {
+        assert!(budget_alerts(&app, person).await.is_empty(), "{who} was told");
+    }
+
+    // Back under 80% (entries deleted: 65.00 used), the next crossing is told again.
+    for e in [&fifteen, &thirty, &hour] {
+        let res = delete(&app, &format!("/api/v1/time-entries/{}", e["id"].as_str().unwrap()), &key).await;
+        assert_eq!(res.status, 204);
+    }
+    rec(project, "1m").await;
+    assert_eq!(budget_alerts(&app, manager).await.len(), 2, "66% tells nobody");
+    rec(project, "30m").await;
+    let again = budget_alerts(&app, manager).await;
+    assert_eq!(again.len(), 3, "96% is told again");
+    assert_eq!(again[2].1, "USD 96.00 of 100.00 used by billable time.");
+    // A budget lowered under what is used tells it at once; raised, nothing is said.
+    app.clock.advance(time::Duration::seconds(1));
+    let res = patch(&app, &format!("/api/v1/projects/{project}"), &key, json!({"budget_minor": 5000})).await;
+    assert_eq!(res.status, 200);
+    let alerts = budget_alerts(&app, manager).await;
+    assert_eq!(alerts.len(), 4);
+    assert_eq!(alerts[3].0, "alerts project is over its budget");
+    patch(&app, &format!("/api/v1/projects/{project}"), &key, json!({"budget_minor": 100000})).await;
+    assert_eq!(budget_alerts(&app, manager).await.len(), 4);
+
+    // Two entries that cross together, recorded at the same moment: 45.00 each on a budget of
+    // 100.00. The first transaction records its entry and checks (45%: nothing), holding the
+    // project; the second, an API request, records its own and waits at its check until the
+    // first commits, then counts both (90%) and tells it. Without the wait each would count only
+    // its own entry and nobody would be told.
+    let res = post(&app, "/api/v1/projects", &key, json!({"name": "Rush", "budget_minor": 10000})).await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    let rush: Uuid = res.body["data"]["id"].as_str().unwrap().parse().unwrap();
+    join(rush, manager).await;
+    let mut first = clientflow::access::OrgTx::begin(&app.app_db, &t.org.principal).await.unwrap();
+    sqlx::query(
+        "INSERT INTO time_entries (organization_id, id, project_id, user_id, minutes, spent_on, note, created_at, billable, rate_minor) \
+         VALUES ($1, $2, $3, $4, 45, $5, '', now(), true, 6000)",
+    )
+    .bind(org)
+    .bind(Uuid::now_v7())
+    .bind(rush)
+    .bind(t.admin)
+    .bind(app.clock.now_utc().date())
+    .execute(&mut *first)
+    .await
+    .unwrap();
+    let rush_id = rush.to_string().parse().unwrap();
+    clientflow::work::projects::check_budget_alert(&mut first, rush_id, None, app.clock.now_utc()).await.unwrap();
+    let second = async {
+        record(&app, &key, rush, "45m").await;
+        std::time::Instant::now()
+    };
+    let commit = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let at = std::time::Instant::now();
+        first.commit().await.unwrap();
+        at
+    };
+    let (second_done, committed) = tokio::join!(second, commit);
+    assert!(second_done > committed, "the second check waited for the first transaction");
+    let rush_link = format!("/o/alerts/projects/{rush}");
+    let rush_alerts: Vec<_> =
+        budget_alerts(&app, manager).await.into_iter().filter(|a| a.2 == rush_link).map(|a| (a.0, a.1)).collect();
+    assert_eq!(
+        rush_alerts,
+        vec![("Rush has used 80% of its budget".to_string(), "USD 90.00 of 100.00 used by billable time.".to_string())]
+    );
 }
