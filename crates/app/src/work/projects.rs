@@ -369,27 +369,27 @@ pub async fn check_budget_alert(
     .bind(project)
     .fetch_optional(&mut **tx)
     .await?;
-    if budgeted.is_none() {
+    let Some(budget) = budgeted else {
         sqlx::query("UPDATE projects SET budget_alerted = NULL WHERE id = $1 AND budget_alerted IS NOT NULL")
             .bind(project)
             .execute(&mut **tx)
             .await?;
         return Ok(());
-    }
-    let row: Option<(String, Option<i64>, i64, String)> = sqlx::query_as(&format!(
-        "SELECT p.name, p.budget_minor, least(coalesce(t.used, 0), 9223372036854775807)::bigint, o.currency \
+    };
+    let (name, used, currency): (String, i64, String) = sqlx::query_as(&format!(
+        "SELECT p.name, least(coalesce(t.used, 0), 9223372036854775807)::bigint, o.currency \
          FROM projects p JOIN organizations o ON o.id = p.organization_id CROSS JOIN LATERAL {} t WHERE p.id = $1",
-        billable_use("p", true)
+        billable_use("p", false)
     ))
     .bind(project)
-    .fetch_optional(&mut **tx)
+    .fetch_one(&mut **tx)
     .await?;
-    let Some((name, budget, used, currency)) = row else { return Ok(()) };
-    let level: Option<i16> = match budget {
-        None => None,
-        Some(b) if used > b => Some(100),
-        Some(b) if b > 0 && i128::from(used) * 100 >= i128::from(b) * 80 => Some(80),
-        Some(_) => None,
+    let level: Option<i16> = if used > budget {
+        Some(100)
+    } else if budget > 0 && i128::from(used) * 100 >= i128::from(budget) * 80 {
+        Some(80)
+    } else {
+        None
     };
     // Down (silently) when less is used than what was told.
     sqlx::query("UPDATE projects SET budget_alerted = $2 WHERE id = $1 AND budget_alerted > coalesce($2, 0)")
@@ -416,7 +416,6 @@ pub async fn check_budget_alert(
     .bind(project)
     .fetch_all(&mut **tx)
     .await?;
-    let budget = budget.unwrap_or_default();
     let title =
         if level == 100 { format!("{name} is over its budget") } else { format!("{name} has used 80% of its budget") };
     let body = format!(
