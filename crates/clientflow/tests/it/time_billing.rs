@@ -342,21 +342,8 @@ async fn web_fixture(app: &TestApp, org: &Org) -> Uuid {
         &[org_id, project, member],
     )
     .await;
-    let mut db = app.db.admin_conn().await;
     for note in ["=HYPERLINK(\"http://evil\")", "+SUM(A1)", "-2+3", "@cmd", "\tTabbed", "\rReturn", "Plain note"] {
-        sqlx::query(
-            "INSERT INTO time_entries (organization_id, id, project_id, user_id, minutes, spent_on, note, created_at, billable, rate_minor) \
-             VALUES ($1, $2, $3, $4, 30, $5, $6, now(), true, 6000)",
-        )
-        .bind(org_id)
-        .bind(Uuid::now_v7())
-        .bind(project)
-        .bind(member)
-        .bind(app.clock.now_utc().date())
-        .bind(note)
-        .execute(&mut db)
-        .await
-        .unwrap();
+        entry(app, org_id, project, member, Entry { minutes: 30, billable: true, rate: Some(6000), note }).await;
     }
     project
 }
@@ -1027,21 +1014,30 @@ async fn time_recorded_without_a_rate_is_flagged_and_billed_at_the_rate_that_app
     assert_eq!(res.body["data"]["lines"][0]["unit_price_minor"], 9000, "{}", res.body);
 }
 
-/// Inserts one time entry of `minutes` on `project` by `user`.
-async fn entry(app: &TestApp, org: Uuid, project: Uuid, user: Uuid, minutes: i32, billable: bool, rate: Option<i64>) {
+/// One time entry for [`entry`].
+struct Entry<'a> {
+    minutes: i32,
+    billable: bool,
+    rate: Option<i64>,
+    note: &'a str,
+}
+
+/// Inserts one time entry on `project` by `user`, today.
+async fn entry(app: &TestApp, org: Uuid, project: Uuid, user: Uuid, e: Entry<'_>) {
     let mut db = app.db.admin_conn().await;
     sqlx::query(
         "INSERT INTO time_entries (organization_id, id, project_id, user_id, minutes, spent_on, note, created_at, billable, rate_minor) \
-         VALUES ($1, $2, $3, $4, $5, $6, '', now(), $7, $8)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8, $9)",
     )
     .bind(org)
     .bind(Uuid::now_v7())
     .bind(project)
     .bind(user)
-    .bind(minutes)
+    .bind(e.minutes)
     .bind(app.clock.now_utc().date())
-    .bind(billable)
-    .bind(rate)
+    .bind(e.note)
+    .bind(e.billable)
+    .bind(e.rate)
     .execute(&mut db)
     .await
     .unwrap();
@@ -1059,12 +1055,12 @@ async fn a_project_budget_shows_what_its_billable_time_used_to_the_team_and_neve
     sql(&app, "UPDATE projects SET budget_minor = 50000, visible_to_client = true WHERE id = $1", &[project]).await;
     // Each entry is rounded as the report and invoices round it: 7 minutes at 10.00 an hour is
     // 1.17, twice 2.34 (the sum of the minutes, rounded once, would be 2.33).
-    entry(&app, org_id, project, member, 7, true, Some(1000)).await;
-    entry(&app, org_id, project, member, 7, true, Some(1000)).await;
+    entry(&app, org_id, project, member, Entry { minutes: 7, billable: true, rate: Some(1000), note: "" }).await;
+    entry(&app, org_id, project, member, Entry { minutes: 7, billable: true, rate: Some(1000), note: "" }).await;
     // Time not billable, and billable time without a rate, count for nothing; the page says
     // how many entries had no rate.
-    entry(&app, org_id, project, member, 600, false, Some(6000)).await;
-    entry(&app, org_id, project, member, 60, true, None).await;
+    entry(&app, org_id, project, member, Entry { minutes: 600, billable: false, rate: Some(6000), note: "" }).await;
+    entry(&app, org_id, project, member, Entry { minutes: 60, billable: true, rate: None, note: "" }).await;
     let page = format!("/o/{slug}/projects/{project}");
     for who in ["owner", "member"] {
         let b = &mut org.people.get_mut(who).unwrap().browser;
@@ -1096,7 +1092,7 @@ async fn a_project_budget_shows_what_its_billable_time_used_to_the_team_and_neve
     assert!(html.contains("Budget USD 750.00:</strong> 0.00 used (0%), 750.00 left."), "{html}");
 
     // A full day at 60.00 takes it over: by 1152.34, 330 % of it.
-    entry(&app, org_id, project, member, 1440, true, Some(6000)).await;
+    entry(&app, org_id, project, member, Entry { minutes: 1440, billable: true, rate: Some(6000), note: "" }).await;
     let (_, html) = owner.page(&page).await;
     assert!(html.contains("budget caution"), "{html}");
     assert!(html.contains("1652.34 used (330%), <strong>over by 1152.34</strong>."), "{html}");
