@@ -67,12 +67,12 @@ pub fn member_filter(principal: &OrgPrincipal) -> DomainResult<Option<Uuid>> {
     }
 }
 
-/// The SQL condition for "project `alias` is visible", with the member filter as `$n`.
 /// The organization's slug, for links in what is sent to people.
 pub(crate) async fn org_slug(tx: &mut OrgTx) -> Result<String, sqlx::Error> {
     sqlx::query_scalar("SELECT slug FROM organizations WHERE id = $1").bind(tx.org_id()).fetch_one(&mut **tx).await
 }
 
+/// The SQL condition for "project `alias` is visible", with the member filter as `$n`.
 pub fn project_visible(alias: &str, param: usize) -> String {
     format!(
         "(${param}::uuid IS NULL OR EXISTS (SELECT 1 FROM project_members pm WHERE pm.organization_id = {alias}.organization_id \
