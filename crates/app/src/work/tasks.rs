@@ -51,7 +51,7 @@ pub const COLUMNS: &str = "t.organization_id, t.id, t.project_id, t.column_id, t
 
 pub const PRIORITIES: [&str; 4] = ["low", "normal", "high", "urgent"];
 
-/// The longest estimate a task may carry, in minutes (about two working years).
+/// The longest estimate a task may carry, in minutes (16,666 hours).
 pub const MAX_ESTIMATE_MINUTES: i32 = 1_000_000;
 
 /// A new task.
