@@ -292,9 +292,13 @@ impl ProjectBudget {
     /// The share used, in whole percent (rounded down; more than 100 when over budget); none
     /// without a budget or for a budget of zero.
     pub fn percent(&self) -> Option<i64> {
-        let budget = self.budget_minor.filter(|b| *b > 0)?;
-        Some(i64::try_from(i128::from(self.used_minor) * 100 / i128::from(budget)).unwrap_or(i64::MAX))
+        share_used(self.budget_minor?, self.used_minor)
     }
+}
+
+/// How much of `budget` `used` is, in whole percent (rounded down); none for a budget of zero.
+fn share_used(budget: i64, used: i64) -> Option<i64> {
+    (budget > 0).then(|| i64::try_from(i128::from(used) * 100 / i128::from(budget)).unwrap_or(i64::MAX))
 }
 
 /// SQL for what the billable time of project `alias` has used, as one row of `used` (in minor
@@ -384,9 +388,10 @@ pub async fn check_budget_alert(
     .bind(project)
     .fetch_one(&mut **tx)
     .await?;
+    // Over, and the share used, as pages show them.
     let level: Option<i16> = if used > budget {
         Some(100)
-    } else if budget > 0 && i128::from(used) * 100 >= i128::from(budget) * 80 {
+    } else if share_used(budget, used).is_some_and(|p| p >= 80) {
         Some(80)
     } else {
         None

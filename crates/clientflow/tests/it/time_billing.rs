@@ -24,6 +24,12 @@ async fn sql(app: &TestApp, statement: &str, binds: &[Uuid]) {
     q.execute(&mut db).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
 }
 
+/// Puts `user` on `project`.
+async fn join_project(app: &TestApp, org: Uuid, project: Uuid, user: Uuid) {
+    let add = "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())";
+    sql(app, add, &[org, project, user]).await
+}
+
 async fn manager_key(app: &TestApp, t: &Tenant) -> String {
     api_key(app, t, "manager", None).await.1
 }
@@ -336,12 +342,7 @@ async fn web_fixture(app: &TestApp, org: &Org) -> Uuid {
         &[org_id, project, client],
     )
     .await;
-    sql(
-        app,
-        "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())",
-        &[org_id, project, member],
-    )
-    .await;
+    join_project(app, org_id, project, member).await;
     for note in ["=HYPERLINK(\"http://evil\")", "+SUM(A1)", "-2+3", "@cmd", "\tTabbed", "\rReturn", "Plain note"] {
         entry(app, org_id, project, member, Entry { minutes: 30, billable: true, rate: Some(6000), note }).await;
     }
@@ -1149,12 +1150,7 @@ async fn the_api_reports_a_project_budget_to_whoever_may_see_the_project() {
     // key never does, and neither learns whether the project exists.
     let member_key = api_key(&app, &t, "member", None).await.1;
     assert_eq!(get(&app, &path, &member_key).await.status, 404);
-    sql(
-        &app,
-        "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())",
-        &[t.org.id.as_uuid(), project.as_uuid(), t.admin],
-    )
-    .await;
+    join_project(&app, t.org.id.as_uuid(), project.as_uuid(), t.admin).await;
     assert_eq!(get(&app, &path, &member_key).await.body["data"]["used_minor"], 12000);
     let other = tenant(&app, "apibudget-other").await;
     let other_key = manager_key(&app, &other).await;
@@ -1186,13 +1182,6 @@ async fn budget_alerts_tell_who_answers_for_the_project_once_at_80_percent_and_o
     let key = manager_key(&app, &t).await;
     let project = t.org.project.as_uuid();
     let org = t.org.id.as_uuid();
-    let join = |project: Uuid, user: Uuid| {
-        let app = &app;
-        async move {
-            let add = "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())";
-            sql(app, add, &[org, project, user]).await
-        }
-    };
     // Each entry a second after the one before: alerts are listed in the order they were made.
     let rec = |project: Uuid, duration: &'static str| {
         let (app, key) = (&app, &key);
@@ -1202,10 +1191,10 @@ async fn budget_alerts_tell_who_answers_for_the_project_once_at_80_percent_and_o
         }
     };
     let manager = add_member(&app, &t.org, "manager").await;
-    join(project, manager).await;
+    join_project(&app, org, project, manager).await;
     let elsewhere = add_member(&app, &t.org, "manager").await;
     let member = add_member(&app, &t.org, "member").await;
-    join(project, member).await;
+    join_project(&app, org, project, member).await;
     sql(&app, "UPDATE organizations SET hourly_rate_minor = 6000 WHERE id = $1", &[org]).await;
     let res = patch(&app, &format!("/api/v1/projects/{project}"), &key, json!({"budget_minor": 10000})).await;
     assert_eq!(res.status, 200, "{}", res.body);
@@ -1264,7 +1253,7 @@ async fn budget_alerts_tell_who_answers_for_the_project_once_at_80_percent_and_o
     let res = post(&app, "/api/v1/projects", &key, json!({"name": "Rush", "budget_minor": 10000})).await;
     assert_eq!(res.status, 201, "{}", res.body);
     let rush: Uuid = res.body["data"]["id"].as_str().unwrap().parse().unwrap();
-    join(rush, manager).await;
+    join_project(&app, org, rush, manager).await;
     let mut first = clientflow::access::OrgTx::begin(&app.app_db, &t.org.principal).await.unwrap();
     sqlx::query(
         "INSERT INTO time_entries (organization_id, id, project_id, user_id, minutes, spent_on, note, created_at, billable, rate_minor) \
