@@ -552,6 +552,19 @@ try {
       problems.push(`the project's budget reads ${JSON.stringify(budget)}`);
     }
     await check(page, 'project-budget');
+    // The next engagement starts as a copy of this one: the board and its tasks, dates moved.
+    await page.getByRole('link', { name: 'Copy project', exact: true }).click();
+    await page.waitForURL(/\/copy$/);
+    await expectText(page, 'stay with this project');
+    await check(page, 'project-copy');
+    await page.getByLabel('Name').fill('Spring campaign');
+    await page.getByLabel('Start date').fill('2027-03-01');
+    await page.getByRole('button', { name: 'Copy project' }).press('Enter');
+    await page.waitForURL(/\/projects\/[0-9a-f-]{36}$/);
+    await expectText(page, 'Project copied.');
+    await expectText(page, 'Starts 2027-03-01');
+    await expectText(page, 'Wireframes');
+    await check(page, 'project-copied');
     await cpage.goto(`${BASE}/portal/${slug}`);
     await cpage.getByRole('link', { name: /INV-/ }).first().click();
     await cpage.waitForURL(new RegExp(`/portal/${slug}/invoices/${invoiceId}`));

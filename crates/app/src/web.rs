@@ -133,6 +133,7 @@ pub const FLASH_MESSAGES: &[(&str, &str)] = &[
     ("POST /o/{org}/clients/{client}/contacts/{contact}/delete", "Contact removed."),
     ("POST /o/{org}/projects", "Project created."),
     ("POST /o/{org}/projects/{project}/edit", "Project saved."),
+    ("POST /o/{org}/projects/{project}/copy", "Project copied. Its tasks are in the first column, ready to plan."),
     ("POST /o/{org}/projects/{project}/delete", "Project deleted."),
     ("POST /o/{org}/projects/{project}/members", "Added to the project."),
     ("POST /o/{org}/projects/{project}/members/{user}/remove", "Removed from the project."),

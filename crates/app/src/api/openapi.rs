@@ -253,8 +253,13 @@ fn operation(path: &str, method: &str, op: &mut Value, links: Option<&Map<String
     }
 }
 
-/// For each creating operation (a POST answering 201 at `P`), links to every operation at
-/// `P/{id}` and below: the new id from the response body, the parent ids from the request path.
+/// Creating operations whose record lives in another collection than their own path: a copy
+/// of a project is a project (`Location: /api/v1/projects/{id}`).
+const CREATED_ELSEWHERE: [(&str, &str); 1] = [("/api/v1/projects/{project}/copy", "/api/v1/projects")];
+
+/// For each creating operation (a POST answering 201 at `P`, or creating in the collection
+/// [`CREATED_ELSEWHERE`] names), links to every operation at `P/{id}` and below: the new id from
+/// the response body, the parent ids from the request path.
 fn creation_links(doc: &Value) -> std::collections::HashMap<(String, String), Map<String, Value>> {
     let mut out = std::collections::HashMap::new();
     let Some(paths) = doc["paths"].as_object() else { return out };
@@ -262,7 +267,8 @@ fn creation_links(doc: &Value) -> std::collections::HashMap<(String, String), Ma
         if item["post"]["responses"]["201"].is_null() {
             continue;
         }
-        let prefix = format!("{path}/{{");
+        let collection = CREATED_ELSEWHERE.iter().find(|(p, _)| p == path).map_or(path.as_str(), |(_, c)| c);
+        let prefix = format!("{collection}/{{");
         let mut links = Map::new();
         for (target, target_item) in paths.iter().filter(|(p, _)| p.starts_with(&prefix)) {
             let created =

@@ -18,6 +18,7 @@ pub mod invoicing;
 pub mod money;
 pub mod overview;
 pub mod portal;
+pub mod project_copy;
 pub mod projects;
 pub mod task_status;
 pub mod tasks;

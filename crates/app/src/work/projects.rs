@@ -439,7 +439,7 @@ pub async fn budget(db: &Db, p: &OrgPrincipal, id: ProjectId) -> DomainResult<Pr
     budgets(db, p, &[id]).await?.remove(&id).ok_or(DomainError::NotFound)
 }
 
-fn snapshot(p: &Project) -> serde_json::Value {
+pub(super) fn snapshot(p: &Project) -> serde_json::Value {
     json!({
         "name": p.name, "client_id": p.client_id, "status": p.status, "budget_minor": p.budget_minor,
         "start_date": p.start_date.map(|d| d.to_string()), "due_date": p.due_date.map(|d| d.to_string()),
@@ -447,7 +447,7 @@ fn snapshot(p: &Project) -> serde_json::Value {
     })
 }
 
-async fn check_client(tx: &mut OrgTx, client: Option<ClientId>) -> DomainResult<()> {
+pub(super) async fn check_client(tx: &mut OrgTx, client: Option<ClientId>) -> DomainResult<()> {
     if let Some(c) = client {
         let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM clients WHERE id = $1)")
             .bind(c)

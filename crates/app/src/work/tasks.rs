@@ -409,12 +409,12 @@ async fn column_for(
 }
 
 /// Who a task change is recorded as made by: their account (a person's), and a label.
-struct ChangedBy {
+pub(super) struct ChangedBy {
     id: Option<UserId>,
-    label: String,
+    pub(super) label: String,
 }
 
-async fn changed_by(tx: &mut OrgTx, p: &OrgPrincipal) -> Result<ChangedBy, sqlx::Error> {
+pub(super) async fn changed_by(tx: &mut OrgTx, p: &OrgPrincipal) -> Result<ChangedBy, sqlx::Error> {
     let label = match p.user_id() {
         Some(u) => sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
             .bind(u)

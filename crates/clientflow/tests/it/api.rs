@@ -924,6 +924,7 @@ const API_WRITES: &[ApiWrite] = &[
     ("POST /api/v1/projects", r#"{"name": "Matrix", "client_id": "$client", "budget_minor": 120000}"#, &[]),
     ("PATCH /api/v1/projects/{project}", r#"{"name": "Matrix renamed", "status": "on_hold"}"#, &[]),
     ("DELETE /api/v1/projects/{project}", "", &[]),
+    ("POST /api/v1/projects/{project}/copy", r#"{"name": "Matrix copy", "start_date": "2031-01-06"}"#, &[]),
     ("POST /api/v1/tasks", r#"{"project_id": "$project", "title": "Matrix", "priority": "high"}"#, &[]),
     ("PATCH /api/v1/tasks/{task}", r#"{"title": "Matrix renamed", "status": "in_progress"}"#, &[]),
     ("DELETE /api/v1/tasks/{task}", "", &[]),

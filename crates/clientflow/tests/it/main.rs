@@ -41,6 +41,7 @@ mod multinode;
 mod operator;
 mod org_reauth;
 mod privacy;
+mod project_copy;
 mod ratelimit;
 mod ratelimit_http;
 mod request_tx;

@@ -162,6 +162,7 @@ pub const BODIES: &[Write] = &[
         &[("name", "Matrix {unique}"), ("status", "on_hold"), ("due_date", "2031-01-31")],
     ),
     form("POST /o/{org}/projects/{project}/delete", CONFIRMED),
+    form("POST /o/{org}/projects/{project}/copy", &[("name", "Matrix copy {unique}"), ("start_date", "2031-01-06")]),
     form("POST /o/{org}/projects/{project}/members", &[("user_id", "{new_member}")]),
     form("POST /o/{org}/projects/{project}/members/{user}/remove", CONFIRMED),
     form("POST /o/{org}/projects/{project}/members/{user}/rate", &[("hourly_rate", "99.50")]),

@@ -85,13 +85,16 @@ async fn fixtures(app: &TestApp, t: &Tenant, key: &str) -> serde_json::Value {
     let spare_file = id(upload(app, key, &[("project_id", &project)], Some(("spare.txt", b"spare"))).await);
     let spare_client = id(post(app, "/api/v1/clients", key, json!({"name": "Spare"})).await);
     let spare_project = id(post(app, "/api/v1/projects", key, json!({"name": "Spare"})).await);
+    // What copies are made of: a board without tasks, so that every task stays in `project`.
+    let copy_source =
+        id(post(app, "/api/v1/projects", key, json!({"name": "Template", "start_date": "2026-01-05"})).await);
     json!({
         "client": client, "project": project, "column": column, "column_status": column_status, "parent_task": parent_task, "task": task,
         "comment": comment, "time_entry": time_entry, "invoice": invoice_id, "action_invoice": action_invoice,
         "file": file, "member": t.admin,
         "spare_client": spare_client, "spare_project": spare_project, "spare_task": spare_task,
         "spare_comment": spare_comment, "spare_time_entry": spare_time_entry, "spare_invoice": spare_invoice,
-        "spare_file": spare_file,
+        "spare_file": spare_file, "copy_source": copy_source,
     })
 }
 

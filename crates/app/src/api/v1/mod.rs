@@ -66,6 +66,7 @@ pub fn routes() -> Vec<RouteDef> {
         route!(DELETE "/api/v1/projects/{project}", Surface::Api, Access::Api(P::ProjectsDelete), projects::delete_project),
         route!(GET "/api/v1/projects/{project}/columns", Surface::Api, Access::Api(P::ProjectsRead), projects::list_columns),
         route!(GET "/api/v1/projects/{project}/budget", Surface::Api, Access::Api(P::ProjectsRead), projects::get_project_budget),
+        route!(POST "/api/v1/projects/{project}/copy", Surface::Api, Access::Api(P::ProjectsCreate), projects::copy_project),
 
         route!(GET "/api/v1/search", Surface::Api, Access::Api(P::OrgView), search::search),
 
@@ -296,7 +297,7 @@ closed_set!(
     paths(
         clients::list_clients, clients::create_client, clients::get_client, clients::update_client, clients::delete_client, clients::archive_client, clients::restore_client,
         projects::list_projects, projects::create_project, projects::get_project, projects::update_project, projects::delete_project, projects::list_columns,
-        projects::get_project_budget,
+        projects::get_project_budget, projects::copy_project,
         tasks::list_tasks, tasks::create_task, tasks::get_task, tasks::task_activity, tasks::update_task, tasks::delete_task, tasks::list_comments, tasks::create_comment,
         tasks::get_comment,
         tasks::update_comment, tasks::delete_comment,

@@ -1,6 +1,7 @@
 //! Projects and their board columns.
 
 use super::*;
+use crate::work::project_copy::{self, ProjectCopy};
 use crate::work::projects;
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -69,6 +70,22 @@ pub async fn get_project(State(s): State<AppState>, api: ApiAccess, ids: PathIds
     security(("api_key" = ["projects.read"])))]
 pub async fn get_project_budget(State(s): State<AppState>, api: ApiAccess, ids: PathIds) -> AppResult<Response> {
     Ok(ok(projects::budget(&s.db, &api.principal, ids.get::<ProjectId>("project")?).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/projects/{project}/copy", tag = "projects", request_body = ProjectCopy,
+    description = "A new project made from this one: its description, budget, rate and billable default, its board's columns, and every task and subtask (title, description, priority, estimate, place, whether the client sees it), each task in the board's first `todo` column. Time, comments, files, invoices, assignees and followers are not copied, and the copy is not visible to the client until changed. Due dates keep their distance from the start when both projects have a `start_date` (a date that would leave the years 1 to 9999 is left empty), and are empty otherwise. Needs `tasks.create` too, and `projects.update` with `with_people`. A project of more than 5,000 tasks is refused with 409, and `client_id` must name a client of the organization (422 naming the field).",
+    params(("project" = Uuid, Path, description = "The project to copy")),
+    responses((status = 201, description = "The copy", body = Data<Project>)),
+    security(("api_key" = ["projects.create"])))]
+pub async fn copy_project(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+    ApiJson(input): ApiJson<ProjectCopy>,
+) -> AppResult<Response> {
+    let copied = project_copy::copy(&s.db, &ctx, &api.principal, ids.get("project")?, &input).await?;
+    Ok(created(format!("/api/v1/projects/{}", copied.project.id), copied.project))
 }
 
 #[utoipa::path(patch, path = "/api/v1/projects/{project}", tag = "projects", request_body = ProjectUpdate,

@@ -16,6 +16,7 @@ pub mod invoicing;
 pub mod lists;
 pub mod overview;
 pub mod portal;
+pub mod project_copy;
 pub mod projects;
 pub mod tasks;
 pub mod timesheet;
@@ -38,6 +39,7 @@ pub fn routes() -> Vec<RouteDef> {
     routes.extend(overview::routes());
     routes.extend(clients::routes());
     routes.extend(projects::routes());
+    routes.extend(project_copy::routes());
     routes.extend(tasks::routes());
     routes.extend(board::routes());
     routes.extend(invoices::routes());

@@ -573,6 +573,8 @@ pub struct ProjectPage {
     can_create_task: bool,
     can_move: bool,
     can_update: bool,
+    /// May start a new project from this one (creating projects and tasks).
+    can_copy: bool,
     can_delete: bool,
     can_track: bool,
     /// The viewer's running timer when it runs on this page's work: (shown, seconds).
@@ -815,6 +817,7 @@ pub async fn project_view(
         can_create_task: p.can(P::TasksCreate),
         can_move: p.can(P::TasksUpdate),
         can_update: p.can(P::ProjectsUpdate),
+        can_copy: p.can(P::ProjectsCreate) && p.can(P::TasksCreate),
         can_delete: p.can(P::ProjectsDelete),
         can_track: p.can(P::TimeTrack),
         timer_here: super::timesheet::timer_on(access, id.as_uuid(), None),
