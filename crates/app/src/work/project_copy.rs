@@ -219,19 +219,8 @@ pub async fn copy(
     } else {
         0
     };
-    // The one copying works in the copy, as in a project they create.
-    if let Some(user) = p.on_behalf_of() {
-        sqlx::query(
-            "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(tx.org_id())
-        .bind(id)
-        .bind(user)
-        .bind(ctx.now)
-        .execute(&mut *tx)
-        .await?;
-    }
+    // The one copying works in the copy (after the people copied, whose rates it keeps).
+    projects::join_creator(&mut tx, p, id, ctx.now).await?;
     let mut after = projects::snapshot(&project);
     after["copied_from"] = json!(source);
     after["tasks"] = json!(copied);

@@ -513,22 +513,33 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ProjectInp
         .execute(&mut *tx)
         .await?;
     }
-    // The creator works in the project they created (for an API key: the member who created
-    // the key, or a Member-role key could not see the project it just made).
+    join_creator(&mut tx, p, id, ctx.now).await?;
+    audit::record(&mut tx, ctx, Entry::new("project.created", "project", id).after(snapshot(&project))).await?;
+    tx.commit().await?;
+    Ok(project)
+}
+
+/// The creator works in the project they created (for an API key: the member who created the
+/// key, or a Member-role key could not see the project it just made).
+pub(super) async fn join_creator(
+    tx: &mut OrgTx,
+    p: &OrgPrincipal,
+    id: ProjectId,
+    now: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
     if let Some(user) = p.on_behalf_of() {
         sqlx::query(
-            "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
         )
         .bind(tx.org_id())
         .bind(id)
         .bind(user)
-        .bind(ctx.now)
-        .execute(&mut *tx)
+        .bind(now)
+        .execute(&mut **tx)
         .await?;
     }
-    audit::record(&mut tx, ctx, Entry::new("project.created", "project", id).after(snapshot(&project))).await?;
-    tx.commit().await?;
-    Ok(project)
+    Ok(())
 }
 
 pub async fn update(
