@@ -68,6 +68,22 @@ impl Resource {
             _ => n.to_string(),
         }
     }
+
+    /// `n` of the resource in words, as a refusal says it ("1 project", "3 API keys", "1.0 MiB
+    /// of file storage").
+    pub fn amount(self, n: i64) -> String {
+        let (one, many) = match self {
+            Resource::Seats => ("seat", "seats"),
+            Resource::Projects => ("project", "projects"),
+            Resource::ApiKeys => ("API key", "API keys"),
+            Resource::StorageBytes => return format!("{} of file storage", self.show(n)),
+        };
+        let counted = format!("{} {}", self.show(n), if n == 1 { one } else { many });
+        match self {
+            Resource::Seats => format!("{counted} (active members and open invitations)"),
+            _ => counted,
+        }
+    }
 }
 
 /// An organization's standing under billing: its effective plan and whether it may write.
@@ -149,10 +165,9 @@ pub async fn check(tx: &mut OrgTx, ctx: &Context, resource: Resource, adding: i6
         return Err(DomainError::PlanLimit {
             limit: resource.as_str(),
             message: format!(
-                "The {} plan allows {} {} and this organization uses {}. An Owner can upgrade on the billing page ({}).",
+                "The {} plan allows {} and this organization uses {}. An Owner can upgrade on the billing page ({}).",
                 standing.plan.name,
-                resource.show(limit),
-                resource.label().to_lowercase(),
+                resource.amount(limit),
                 resource.show(used),
                 upgrade_url(book, &slug),
             ),
@@ -183,4 +198,18 @@ pub async fn refuse_if_read_only(tx: &mut OrgTx, book: &PlanBook, now: OffsetDat
         return Err(read_only_error(book, &slug));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Resource;
+
+    #[test]
+    fn a_refusal_says_the_amount_in_words() {
+        assert_eq!(Resource::Projects.amount(1), "1 project");
+        assert_eq!(Resource::Projects.amount(3), "3 projects");
+        assert_eq!(Resource::Seats.amount(1), "1 seat (active members and open invitations)");
+        assert_eq!(Resource::ApiKeys.amount(2), "2 API keys");
+        assert_eq!(Resource::StorageBytes.amount(1024 * 1024), "1.0 MiB of file storage");
+    }
 }

@@ -422,7 +422,11 @@ async fn plan_limits_are_refused_alike_on_the_web_and_the_api() {
     let res = owner.submit(&new, &create, &[("name", "Second")]).await;
     assert_eq!(res.status(), 403);
     let html = res.text().await.unwrap();
-    assert!(html.contains("allows 1 projects") && html.contains(&format!("/o/{slug}/settings/billing")), "{html}");
+    assert!(
+        html.contains("Free plan allows 1 project and this organization uses 1.")
+            && html.contains(&format!("/o/{slug}/settings/billing")),
+        "{html}"
+    );
     // The API: the same refusal as problem+json naming the limit.
     let org_id = crate::support::org_id(&app, &slug).await;
     let key = crate::support::api_key(&app, org_id, "limits").await;
@@ -440,11 +444,23 @@ async fn plan_limits_are_refused_alike_on_the_web_and_the_api() {
     assert_eq!(problem["type"], "https://clientflow.dev/problems/plan-limit");
     assert_eq!(problem["limit"], "projects");
     assert_eq!(problem["upgrade_url"], format!("/o/{slug}/settings/billing"));
-    assert!(problem["detail"].as_str().unwrap().contains("Free plan allows 1 projects"));
+    assert!(problem["detail"].as_str().unwrap().contains("Free plan allows 1 project and"), "{problem}");
     assert_eq!(count(&app, "SELECT count(*) FROM projects").await, 1, "nothing was written");
-    // Storage: the Free plan's 1 MB, refused alike through the API and the project's page.
     let mut db = app.db.admin_conn().await;
     let project: uuid::Uuid = sqlx::query_scalar("SELECT id FROM projects").fetch_one(&mut db).await.unwrap();
+    // A copy is a project like any other, on the web and through the API.
+    let copy = format!("/o/{slug}/projects/{project}/copy");
+    let res = owner.submit(&copy, &copy, &[("name", "Copy"), ("client_id", ""), ("start_date", "")]).await;
+    assert_eq!(res.status(), 403);
+    assert!(res.text().await.unwrap().contains("allows 1 project and"));
+    let res =
+        crate::support::api::post(&app, &format!("/api/v1/projects/{project}/copy"), &key, json!({"name": "Copy"}))
+            .await;
+    res.assert_problem(403);
+    assert_eq!(res.body["limit"], "projects");
+    assert_eq!(count(&app, "SELECT count(*) FROM projects").await, 1, "nothing was written");
+    assert_eq!(count(&app, "SELECT count(*) FROM board_columns").await, 3, "nothing was written");
+    // Storage: the Free plan's 1 MB, refused alike through the API and the project's page.
     let big = vec![b'a'; 1_200_000];
     let res =
         crate::support::api::upload(&app, &key, &[("project_id", &project.to_string())], Some(("big.txt", &big))).await;
@@ -472,7 +488,7 @@ async fn plan_limits_are_refused_alike_on_the_web_and_the_api() {
         .unwrap();
     assert_eq!(res.status(), 403);
     let html = res.text().await.unwrap();
-    assert!(html.contains("Free plan allows") && html.contains("file storage"), "{html}");
+    assert!(html.contains("Free plan allows 1.0 MiB of file storage and"), "{html}");
     assert_eq!(count(&app, "SELECT count(*) FROM files").await, 0, "nothing was stored");
     // Seats: the Owner and one invitation fill the Free plan's two.
     let members = format!("/o/{slug}/members");
@@ -500,7 +516,7 @@ async fn plan_limits_are_refused_alike_on_the_web_and_the_api() {
         )
         .await;
     assert_eq!(res.status(), 403);
-    assert!(res.text().await.unwrap().contains("api keys"));
+    assert!(res.text().await.unwrap().contains("Free plan allows 1 API key and"));
     // Upgrading lifts the limit at once.
     let session = start_checkout(&mut owner, &slug, "pro").await;
     let event = fake.complete_checkout(&session, "active", now(&app));
