@@ -421,6 +421,9 @@ async fn the_project_page_offers_the_copy_to_those_who_may_make_it() {
     let mut org = org_with_every_role(&app, "copyweb").await;
     let slug = org.slug.clone();
     let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    // The new-project page says where copies come from.
+    let (_, new_page) = owner.page(&format!("/o/{slug}/projects/new")).await;
+    assert!(new_page.contains("choose “Copy project”"), "{new_page}");
     let res = owner
         .submit(
             &format!("/o/{slug}/projects/new"),
