@@ -454,6 +454,12 @@ try {
   await page.waitForURL('**/my-work');
   await expectText(page, 'Copy deck');
   await check(page, 'my-work');
+  // The team's schedule, from My work: the same task on its day, with who is on it.
+  await page.getByRole('link', { name: "The team's schedule" }).click();
+  await page.waitForURL('**/schedule');
+  const day = await page.locator('.schedule-day', { hasText: 'Copy deck' }).innerText().catch(() => '');
+  if (!day.includes('Olivia Owner')) problems.push(`the schedule shows the task due today as ${JSON.stringify(day)}`);
+  await check(page, 'schedule');
   // The client accepting the invitation told the owner: the count in the navigation, the inbox,
   // and the count going down once read.
   const unreadBefore = Number((await page.locator('[data-unread]').first().textContent()).replace(/\D/g, '') || '0');

@@ -20,6 +20,7 @@ pub mod overview;
 pub mod portal;
 pub mod project_copy;
 pub mod projects;
+pub mod schedule;
 pub mod task_status;
 pub mod tasks;
 pub mod time_entries;

@@ -46,6 +46,7 @@ mod ratelimit;
 mod ratelimit_http;
 mod request_tx;
 mod residency;
+mod schedule;
 mod schemathesis;
 mod security_page;
 mod storage;

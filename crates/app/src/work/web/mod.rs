@@ -18,6 +18,7 @@ pub mod overview;
 pub mod portal;
 pub mod project_copy;
 pub mod projects;
+pub mod schedule;
 pub mod tasks;
 pub mod timesheet;
 
@@ -40,6 +41,7 @@ pub fn routes() -> Vec<RouteDef> {
     routes.extend(clients::routes());
     routes.extend(projects::routes());
     routes.extend(project_copy::routes());
+    routes.extend(schedule::routes());
     routes.extend(tasks::routes());
     routes.extend(board::routes());
     routes.extend(invoices::routes());

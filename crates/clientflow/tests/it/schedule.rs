@@ -1,0 +1,153 @@
+//! The schedule: a month of deadlines, day by day, only in the projects one may see.
+
+use clientflow_test_support::TestApp;
+use uuid::Uuid;
+
+use crate::support::orgs::org_with_every_role;
+
+/// A project of `org` with a "To do" and a "Done" column; returns it and the two columns.
+async fn project(db: &mut sqlx::PgConnection, org: Uuid, name: &str, due: Option<&str>) -> (Uuid, Uuid, Uuid) {
+    let (id, todo, done) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    sqlx::query("INSERT INTO projects (organization_id, id, name, due_date) VALUES ($1, $2, $3, $4::date)")
+        .bind(org)
+        .bind(id)
+        .bind(name)
+        .bind(due)
+        .execute(&mut *db)
+        .await
+        .unwrap();
+    for (column, status, position) in [(todo, "todo", 0), (done, "done", 1)] {
+        sqlx::query("INSERT INTO board_columns (organization_id, id, project_id, name, position, status) VALUES ($1, $2, $3, $4, $5, $4)")
+            .bind(org)
+            .bind(column)
+            .bind(id)
+            .bind(status)
+            .bind(position)
+            .execute(&mut *db)
+            .await
+            .unwrap();
+    }
+    (id, todo, done)
+}
+
+async fn task(db: &mut sqlx::PgConnection, org: Uuid, project: Uuid, column: Uuid, title: &str, due: &str) -> Uuid {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO tasks (organization_id, id, project_id, column_id, title, due_date, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6::date, now(), now())",
+    )
+    .bind(org)
+    .bind(id)
+    .bind(project)
+    .bind(column)
+    .bind(title)
+    .bind(due)
+    .execute(&mut *db)
+    .await
+    .unwrap();
+    id
+}
+
+#[tokio::test]
+async fn the_schedule_shows_a_months_deadlines_day_by_day_in_the_projects_one_may_see() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "schedule").await;
+    let org_id: Uuid = org.id.parse().unwrap();
+    let member: Uuid = org.people["member"].user_id.parse().unwrap();
+    let mut db = app.db.admin_conn().await;
+    let (launch, todo, done) = project(&mut db, org_id, "Launch", Some("2031-05-20")).await;
+    let (secret, secret_todo, _) = project(&mut db, org_id, "Secret merger", None).await;
+    sqlx::query(
+        "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())",
+    )
+    .bind(org_id)
+    .bind(launch)
+    .bind(member)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let copy = task(&mut db, org_id, launch, todo, "Write the copy", "2031-05-07").await;
+    sqlx::query("INSERT INTO task_assignees (organization_id, task_id, user_id) VALUES ($1, $2, $3)")
+        .bind(org_id)
+        .bind(copy)
+        .bind(member)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE users SET display_name = 'Mia Member' WHERE id = $1")
+        .bind(member)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    task(&mut db, org_id, launch, todo, "Book the venue", "2031-05-01").await;
+    task(&mut db, org_id, launch, done, "Already done", "2031-05-07").await;
+    task(&mut db, org_id, launch, todo, "Next month", "2031-06-01").await;
+    task(&mut db, org_id, launch, todo, "Last month", "2031-04-30").await;
+    task(&mut db, org_id, secret, secret_todo, "Sign the merger", "2031-05-07").await;
+    task(&mut db, org_id, launch, todo, "Old deadline", "2020-01-15").await;
+
+    let slug = org.slug.clone();
+    let path = format!("/o/{slug}/schedule?month=2031-05");
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let (status, html) = owner.page(&path).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("<h1>Schedule: May 2031</h1>"), "{html}");
+    assert!(html.contains(&format!("href=\"/o/{slug}/schedule\">Schedule</a>")), "the navigation leads here");
+    assert!(
+        html.contains("month=2031-04\" rel=\"prev\">← April 2031")
+            && html.contains("month=2031-06\" rel=\"next\">June 2031 →")
+    );
+    assert!(html.contains(&format!("href=\"/o/{slug}/schedule\">This month</a>")));
+    // Day by day, in order: only this month's open tasks, and the project's due date.
+    let order: Vec<usize> = [
+        "datetime=\"2031-05-01\"",
+        "Book the venue",
+        "datetime=\"2031-05-07\"",
+        "Write the copy",
+        "Sign the merger",
+        "datetime=\"2031-05-20\"",
+        "Launch</a> <span class=\"muted\">is due",
+    ]
+    .iter()
+    .map(|s| html.find(s).unwrap_or_else(|| panic!("{s} missing: {html}")))
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+    assert!(html.contains("Write the copy</a> <span class=\"muted\">· Launch · Mia Member</span>"), "{html}");
+    for absent in ["Already done", "Next month", "Last month"] {
+        assert!(!html.contains(absent), "{absent}");
+    }
+    assert!(!html.contains("overdue"), "May 2031 is still ahead");
+
+    // A Member sees the projects they are on, and nothing of the others.
+    let member_browser = &mut org.people.get_mut("member").unwrap().browser;
+    let (status, html) = member_browser.page(&path).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Write the copy") && html.contains("Book the venue"));
+    assert!(!html.contains("Sign the merger") && !html.contains("Secret merger"), "{html}");
+    // A Client has no schedule, and no link to one.
+    let client = &mut org.people.get_mut("client").unwrap().browser;
+    assert_eq!(client.page(&path).await.0, 403);
+
+    // A month that isn't one is named; an empty month says so.
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    for bad in ["2031-13", "2031-5", "2031-05-01", "0000-01", "%E2%80%AE2031-05", "x".repeat(5000).as_str()] {
+        let (status, html) = owner.page(&format!("/o/{slug}/schedule?month={bad}")).await;
+        assert_eq!(status, 422, "{bad}: {html}");
+        assert!(html.contains("must be a month like 2026-12"), "{bad}: {html}");
+    }
+    // An open task of a day gone by is overdue.
+    let (_, html) = owner.page(&format!("/o/{slug}/schedule?month=2020-01")).await;
+    assert!(html.contains("Old deadline</a>") && html.contains("<strong class=\"late\">overdue</strong>"), "{html}");
+    let (status, html) = owner.page(&format!("/o/{slug}/schedule?month=2031-05%00")).await;
+    assert!(status == 422 && html.contains("NUL character"), "{html}");
+    let (status, html) = owner.page(&format!("/o/{slug}/schedule?month=2031-07")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Nothing falls due in July 2031."), "{html}");
+    // The calendar's ends have no step beyond them.
+    let (_, html) = owner.page(&format!("/o/{slug}/schedule?month=9999-12")).await;
+    assert!(html.contains("← November 9999") && !html.contains("rel=\"next\""), "{html}");
+    // Today's month is the default.
+    let (status, html) = owner.page(&format!("/o/{slug}/schedule")).await;
+    assert_eq!(status, 200);
+    assert!(!html.contains(">This month</a>"), "already on it: {html}");
+}
