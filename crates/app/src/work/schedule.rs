@@ -83,7 +83,8 @@ pub async fn schedule(db: &Db, p: &OrgPrincipal, raw: Option<&str>, now: OffsetD
         Some(m) => m,
         None => today.replace_day(1).map_err(|_| DomainError::Conflict("No such month.".into()))?,
     };
-    // The end as a count of days from the start, so December 9999 has one too.
+    // The end as a count of days from the start: December 9999 has one too (the date after it
+    // is only compared with, in the query, never read back).
     let days = next_month(month).map_or(31, |next| (next - month).whole_days()) as i32;
     let sql = format!(
         "SELECT * FROM ( \
@@ -92,13 +93,13 @@ pub async fn schedule(db: &Db, p: &OrgPrincipal, raw: Option<&str>, now: OffsetD
                ORDER BY coalesce(nullif(u.display_name, ''), u.email)) FROM task_assignees a JOIN users u ON u.id = a.user_id \
                WHERE a.organization_id = t.organization_id AND a.task_id = t.id), '') AS people \
            FROM tasks t JOIN projects p ON p.organization_id = t.organization_id AND p.id = t.project_id \
-           WHERE $5 AND t.due_date >= $2 AND t.due_date - $2 < $3 AND t.status <> 'done' AND p.status <> 'archived' AND {visible} \
+           WHERE $5 AND t.due_date >= $2 AND t.due_date < $2 + $3 AND t.status <> 'done' AND p.status <> 'archived' AND {visible} \
            UNION ALL \
            SELECT p.start_date, 'project_start', NULL, p.name, 'normal', p.id, p.name, '' FROM projects p \
-           WHERE p.start_date >= $2 AND p.start_date - $2 < $3 AND p.status IN ('planned', 'active', 'on_hold') AND {visible} \
+           WHERE p.start_date >= $2 AND p.start_date < $2 + $3 AND p.status IN ('planned', 'active', 'on_hold') AND {visible} \
            UNION ALL \
            SELECT p.due_date, 'project_due', NULL, p.name, 'normal', p.id, p.name, '' FROM projects p \
-           WHERE p.due_date >= $2 AND p.due_date - $2 < $3 AND p.status IN ('planned', 'active', 'on_hold') AND {visible} \
+           WHERE p.due_date >= $2 AND p.due_date < $2 + $3 AND p.status IN ('planned', 'active', 'on_hold') AND {visible} \
          ) e ORDER BY day, kind <> 'project_due', kind <> 'project_start', project, title, task_id LIMIT $4",
         visible = project_visible("p", 1)
     );
