@@ -1,4 +1,5 @@
-//! The schedule: a month of deadlines, day by day, only in the projects one may see.
+//! The schedule: a month of deadlines, day by day, only in the projects one may see; and the
+//! board's overdue mark.
 
 use clientflow_test_support::TestApp;
 use uuid::Uuid;
@@ -138,6 +139,15 @@ async fn the_schedule_shows_a_months_deadlines_day_by_day_in_the_projects_one_ma
     // An open task of a day gone by is overdue.
     let (_, html) = owner.page(&format!("/o/{slug}/schedule?month=2020-01")).await;
     assert!(html.contains("Old deadline</a>") && html.contains("<strong class=\"late\">overdue</strong>"), "{html}");
+    // The board marks the same task overdue, and only that one.
+    let (_, board) = owner.page(&format!("/o/{slug}/projects/{launch}")).await;
+    assert!(board.contains("<span class=\"late\">Due 2020-01-15 (overdue)</span>"), "{board}");
+    assert!(board.contains("<span>Due 2031-05-07</span>") && board.matches("(overdue)").count() == 1, "{board}");
+    let (_, list) = owner.page(&format!("/o/{slug}/projects/{launch}/list")).await;
+    assert!(
+        list.contains("<td class=\"late\">2020-01-15 (overdue)</td>") && list.matches("(overdue)").count() == 1,
+        "{list}"
+    );
     let (status, html) = owner.page(&format!("/o/{slug}/schedule?month=2031-05%00")).await;
     assert!(status == 422 && html.contains("NUL character"), "{html}");
     let (status, html) = owner.page(&format!("/o/{slug}/schedule?month=2031-07")).await;

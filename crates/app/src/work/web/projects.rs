@@ -432,6 +432,8 @@ pub struct CardView {
     pub title: String,
     pub priority: String,
     pub due: String,
+    /// Open and due before the organization's today.
+    pub late: bool,
     pub visible_to_client: bool,
     pub column_id: String,
     /// Initials and full name of each assignee.
@@ -648,7 +650,18 @@ pub async fn project_view(
     } else {
         HashMap::new()
     };
+    // Cards due before the organization's today are marked (a board or list shows tasks only).
+    let today = if shown.is_empty() {
+        None
+    } else {
+        let mut tx = crate::access::OrgTx::begin(&state.db, p).await?;
+        let today = crate::work::org_today(&mut tx, state.clock.now()).await?;
+        tx.commit().await?;
+        Some(today)
+    };
     let card = |t: tasks::Task| CardView {
+        late: t.status != crate::work::task_status::TaskStatus::Done
+            && t.due_date.zip(today).is_some_and(|(due, today)| due < today),
         assignees: assigned
             .get(&t.id)
             .map(|users| users.iter().map(|u| (initials(&names.short_name(u)), names.name(u))).collect())
