@@ -460,6 +460,9 @@ try {
   const day = await page.locator('.schedule-day', { hasText: 'Copy deck' }).innerText().catch(() => '');
   if (!day.includes('Olivia Owner')) problems.push(`the schedule shows the task due today as ${JSON.stringify(day)}`);
   await check(page, 'schedule');
+  await page.getByRole('link', { name: 'Only mine', exact: true }).click();
+  await page.waitForURL(/mine=1$/);
+  await expectText(page, 'Copy deck');
   // The client accepting the invitation told the owner: the count in the navigation, the inbox,
   // and the count going down once read.
   const unreadBefore = Number((await page.locator('[data-unread]').first().textContent()).replace(/\D/g, '') || '0');

@@ -70,11 +70,23 @@ pub fn previous_month(first: Date) -> Option<Date> {
     Date::from_calendar_date(year, month, 1).ok().filter(|d| d.year() >= 1)
 }
 
-/// The month `raw` names, or the organization's current month when it names none.
-pub async fn schedule(db: &Db, p: &OrgPrincipal, raw: Option<&str>, now: OffsetDateTime) -> DomainResult<Schedule> {
+/// The month `raw` names, or the organization's current month when it names none; with
+/// `mine`, only the tasks assigned to the one asking and the projects they are on.
+pub async fn schedule(
+    db: &Db,
+    p: &OrgPrincipal,
+    raw: Option<&str>,
+    mine: bool,
+    now: OffsetDateTime,
+) -> DomainResult<Schedule> {
     if !p.can(Permission::ProjectsRead) {
         return Err(DomainError::Forbidden("Your role doesn't allow this (projects.read).".into()));
     }
+    let me = match (mine, p.on_behalf_of()) {
+        (false, _) => None,
+        (true, Some(me)) => Some(me),
+        (true, None) => return Err(DomainError::field("mine", "is a person's own schedule")),
+    };
     let asked = raw.filter(|r| !r.is_empty()).map(parse_month).transpose()?;
     let member = member_filter(p)?;
     let mut tx = OrgTx::begin(db, p).await?;
@@ -94,14 +106,19 @@ pub async fn schedule(db: &Db, p: &OrgPrincipal, raw: Option<&str>, now: OffsetD
                WHERE a.organization_id = t.organization_id AND a.task_id = t.id), '') AS people \
            FROM tasks t JOIN projects p ON p.organization_id = t.organization_id AND p.id = t.project_id \
            WHERE $5 AND t.due_date >= $2 AND t.due_date < $2 + $3 AND t.status <> 'done' AND p.status <> 'archived' AND {visible} \
+             AND ($6::uuid IS NULL OR EXISTS (SELECT 1 FROM task_assignees m WHERE m.organization_id = t.organization_id \
+               AND m.task_id = t.id AND m.user_id = $6)) \
            UNION ALL \
            SELECT p.start_date, 'project_start', NULL, p.name, 'normal', p.id, p.name, '' FROM projects p \
            WHERE p.start_date >= $2 AND p.start_date < $2 + $3 AND p.status IN ('planned', 'active', 'on_hold') AND {visible} \
+             AND {on_it} \
            UNION ALL \
            SELECT p.due_date, 'project_due', NULL, p.name, 'normal', p.id, p.name, '' FROM projects p \
            WHERE p.due_date >= $2 AND p.due_date < $2 + $3 AND p.status IN ('planned', 'active', 'on_hold') AND {visible} \
+             AND {on_it} \
          ) e ORDER BY day, kind <> 'project_due', kind <> 'project_start', project, title, task_id LIMIT $4",
-        visible = project_visible("p", 1)
+        visible = project_visible("p", 1),
+        on_it = project_visible("p", 6)
     );
     let mut entries: Vec<Entry> = sqlx::query_as(&sql)
         .bind(member)
@@ -109,6 +126,7 @@ pub async fn schedule(db: &Db, p: &OrgPrincipal, raw: Option<&str>, now: OffsetD
         .bind(days)
         .bind(SCHEDULE_CAP + 1)
         .bind(p.can(Permission::TasksRead))
+        .bind(me)
         .fetch_all(&mut *tx)
         .await?;
     tx.commit().await?;

@@ -119,12 +119,25 @@ async fn the_schedule_shows_a_months_deadlines_day_by_day_in_the_projects_one_ma
     }
     assert!(!html.contains("overdue"), "May 2031 is still ahead");
 
+    // Only mine: the tasks assigned to me and the projects I am on. The Owner is on no task and
+    // no project here; the Member is on "Write the copy" and on Launch.
+    let (_, mine) = owner.page(&format!("{path}&mine=1")).await;
+    assert!(
+        mine.contains("Nothing falls due in May 2031.") && mine.contains("aria-current=\"page\">Only mine"),
+        "{mine}"
+    );
+    assert!(mine.contains("month=2031-06&#38;mine=1\" rel=\"next\""), "{mine}");
+    let (status, html) = owner.page(&format!("{path}&mine=yes")).await;
+    assert!(status == 422 && html.contains("must be 1 or left out"), "{html}");
     // A Member sees the projects they are on, and nothing of the others.
     let member_browser = &mut org.people.get_mut("member").unwrap().browser;
     let (status, html) = member_browser.page(&path).await;
     assert_eq!(status, 200);
     assert!(html.contains("Write the copy") && html.contains("Book the venue"));
     assert!(!html.contains("Sign the merger") && !html.contains("Secret merger"), "{html}");
+    let (_, mine) = member_browser.page(&format!("{path}&mine=1")).await;
+    assert!(mine.contains("Write the copy") && mine.contains("Launch</a> <span class=\"muted\">is due"), "{mine}");
+    assert!(!mine.contains("Book the venue"), "not assigned to the Member: {mine}");
     // A Client has no schedule, and no link to one.
     let client = &mut org.people.get_mut("client").unwrap().browser;
     assert_eq!(client.page(&path).await.0, 403);

@@ -8,7 +8,7 @@ use time::Date;
 
 use crate::access::role::Permission as P;
 use crate::access::route::{Access, RouteDef, Surface};
-use crate::platform::http::error::AppResult;
+use crate::platform::http::error::{AppResult, DomainError};
 use crate::route;
 use crate::state::AppState;
 use crate::tenancy::frame::{OrgNav, page};
@@ -25,6 +25,9 @@ struct MonthQuery {
     /// `YYYY-MM` (default: this month).
     #[serde(default)]
     month: String,
+    /// `1`: only my tasks and the projects I am on.
+    #[serde(default)]
+    mine: String,
 }
 
 struct Day {
@@ -45,6 +48,10 @@ struct SchedulePage {
     previous: Option<(String, String)>,
     next: Option<(String, String)>,
     this_month: bool,
+    /// The same month, everyone's and only mine.
+    everyone_link: String,
+    mine_link: String,
+    mine: bool,
     days: Vec<Day>,
     capped: bool,
     can_tasks: bool,
@@ -54,8 +61,9 @@ fn month_name(d: Date) -> String {
     format!("{} {}", d.month(), d.year())
 }
 
-fn link(access: &OrgAccess, d: Date) -> (String, String) {
-    (format!("/o/{}/schedule?month={:04}-{:02}", access.slug, d.year(), u8::from(d.month())), month_name(d))
+fn link(access: &OrgAccess, d: Date, mine: bool) -> String {
+    let mine = if mine { "&mine=1" } else { "" };
+    format!("/o/{}/schedule?month={:04}-{:02}{mine}", access.slug, d.year(), u8::from(d.month()))
 }
 
 async fn schedule_page(
@@ -63,7 +71,12 @@ async fn schedule_page(
     access: OrgAccess,
     Query(q): Query<MonthQuery>,
 ) -> AppResult<Response> {
-    let s = schedule::schedule(&state.db, &access.principal, Some(q.month.trim()), state.clock.now()).await?;
+    let mine = match q.mine.as_str() {
+        "" => false,
+        "1" => true,
+        _ => return Err(DomainError::field("mine", "must be 1 or left out").into()),
+    };
+    let s = schedule::schedule(&state.db, &access.principal, Some(q.month.trim()), mine, state.clock.now()).await?;
     let mut days: Vec<Day> = Vec::new();
     for e in s.entries {
         match days.last_mut() {
@@ -79,8 +92,11 @@ async fn schedule_page(
     }
     page(&SchedulePage {
         title: month_name(s.month),
-        previous: schedule::previous_month(s.month).map(|d| link(&access, d)),
-        next: schedule::next_month(s.month).map(|d| link(&access, d)),
+        previous: schedule::previous_month(s.month).map(|d| (link(&access, d, mine), month_name(d))),
+        next: schedule::next_month(s.month).map(|d| (link(&access, d, mine), month_name(d))),
+        everyone_link: link(&access, s.month, false),
+        mine_link: link(&access, s.month, true),
+        mine,
         this_month: s.today.year() == s.month.year() && s.today.month() == s.month.month(),
         days,
         capped: s.capped,
