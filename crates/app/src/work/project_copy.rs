@@ -66,15 +66,30 @@ fn shifted(d: Option<Date>, days: i64) -> Option<Date> {
     d?.checked_add(time::Duration::days(days)).filter(|d| (1..=9999).contains(&d.year()))
 }
 
-/// The project to copy and how many tasks it has (the form says what the copy takes).
-pub async fn original(db: &Db, p: &OrgPrincipal, id: ProjectId) -> DomainResult<(Project, i64)> {
+/// The project a copy would be made of, and what the copy would take (the form says so).
+pub struct Original {
+    pub project: Project,
+    /// Its tasks, subtasks included.
+    pub tasks: i64,
+    /// The people "with people" would put on the copy: its active members other than Clients.
+    pub people: i64,
+}
+
+pub async fn original(db: &Db, p: &OrgPrincipal, id: ProjectId) -> DomainResult<Original> {
     require(p, Permission::ProjectsRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let project = projects::fetch_visible(&mut tx, p, id).await?;
-    let tasks: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM tasks WHERE project_id = $1").bind(id).fetch_one(&mut *tx).await?;
+    let (tasks, people): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM tasks WHERE project_id = $1), \
+           (SELECT count(*) FROM project_members pm JOIN memberships m \
+              ON m.organization_id = pm.organization_id AND m.user_id = pm.user_id \
+            WHERE pm.project_id = $1 AND m.status = 'active' AND m.role <> 'client')",
+    )
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
     tx.commit().await?;
-    Ok((project, tasks))
+    Ok(Original { project, tasks, people })
 }
 
 pub async fn copy(

@@ -9,7 +9,8 @@ use crate::access::role::Permission;
 use crate::access::{OrgPrincipal, OrgTx};
 use crate::platform::db::Db;
 use crate::platform::error::{DomainError, DomainResult};
-use crate::platform::ids::{ProjectId, TaskId};
+use crate::platform::fields;
+use crate::platform::ids::{ProjectId, TaskId, UserId};
 
 /// The most entries a month shows.
 pub const SCHEDULE_CAP: i64 = 500;
@@ -25,8 +26,8 @@ pub struct Entry {
     pub priority: String,
     pub project_id: ProjectId,
     pub project: String,
-    /// The people on a task, by name (or email where they gave none).
-    pub people: String,
+    /// The people on a task (pages name them as they name the organization's people).
+    pub people: Vec<UserId>,
 }
 
 pub struct Schedule {
@@ -41,13 +42,11 @@ pub struct Schedule {
 /// The month `raw` names (`YYYY-MM`, years 1 to 9999), as its first day.
 pub fn parse_month(raw: &str) -> DomainResult<Date> {
     let bad = || DomainError::field("month", "must be a month like 2026-12");
-    let (year, month) = raw.split_once('-').ok_or_else(bad)?;
-    if year.len() != 4 || month.len() != 2 || !(year.bytes().chain(month.bytes())).all(|b| b.is_ascii_digit()) {
+    // `YYYY-MM` is a date without its day; the date's own check does the rest.
+    if raw.len() != 7 {
         return Err(bad());
     }
-    let year: i32 = year.parse().map_err(|_| bad())?;
-    let month = month.parse::<u8>().ok().and_then(|m| Month::try_from(m).ok()).ok_or_else(bad)?;
-    Date::from_calendar_date(year, month, 1).ok().filter(|d| d.year() >= 1).ok_or_else(bad)
+    fields::date("month", &format!("{raw}-01")).ok().filter(|d| d.year() >= 1).ok_or_else(bad)
 }
 
 /// The first day of the month after `first` (`None` after December 9999).
@@ -101,19 +100,18 @@ pub async fn schedule(
     let sql = format!(
         "SELECT * FROM ( \
            SELECT t.due_date AS day, 'task' AS kind, t.id AS task_id, t.title, t.priority, p.id AS project_id, \
-             p.name AS project, coalesce((SELECT string_agg(coalesce(nullif(u.display_name, ''), u.email), ', ' \
-               ORDER BY coalesce(nullif(u.display_name, ''), u.email)) FROM task_assignees a JOIN users u ON u.id = a.user_id \
-               WHERE a.organization_id = t.organization_id AND a.task_id = t.id), '') AS people \
+             p.name AS project, coalesce((SELECT array_agg(a.user_id ORDER BY a.user_id) FROM task_assignees a \
+               WHERE a.organization_id = t.organization_id AND a.task_id = t.id), '{{}}') AS people \
            FROM tasks t JOIN projects p ON p.organization_id = t.organization_id AND p.id = t.project_id \
            WHERE $5 AND t.due_date >= $2 AND t.due_date < $2 + $3 AND t.status <> 'done' AND p.status <> 'archived' AND {visible} \
              AND ($6::uuid IS NULL OR EXISTS (SELECT 1 FROM task_assignees m WHERE m.organization_id = t.organization_id \
                AND m.task_id = t.id AND m.user_id = $6)) \
            UNION ALL \
-           SELECT p.start_date, 'project_start', NULL, p.name, 'normal', p.id, p.name, '' FROM projects p \
+           SELECT p.start_date, 'project_start', NULL, p.name, 'normal', p.id, p.name, '{{}}'::uuid[] FROM projects p \
            WHERE p.start_date >= $2 AND p.start_date < $2 + $3 AND p.status IN ('planned', 'active', 'on_hold') AND {visible} \
              AND {on_it} \
            UNION ALL \
-           SELECT p.due_date, 'project_due', NULL, p.name, 'normal', p.id, p.name, '' FROM projects p \
+           SELECT p.due_date, 'project_due', NULL, p.name, 'normal', p.id, p.name, '{{}}'::uuid[] FROM projects p \
            WHERE p.due_date >= $2 AND p.due_date < $2 + $3 AND p.status IN ('planned', 'active', 'on_hold') AND {visible} \
              AND {on_it} \
          ) e ORDER BY day, kind <> 'project_due', kind <> 'project_start', project, title, task_id LIMIT $4",
@@ -155,6 +153,9 @@ mod tests {
             "２０２６-12",
             "",
             "-",
+            "2026-1-",
+            "2026-1x",
+            "2026-02-",
         ] {
             assert!(parse_month(bad).is_err(), "{bad}");
         }

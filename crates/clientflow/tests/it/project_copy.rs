@@ -420,6 +420,7 @@ async fn the_project_page_offers_the_copy_to_those_who_may_make_it() {
     let app = TestApp::spawn().await;
     let mut org = org_with_every_role(&app, "copyweb").await;
     let slug = org.slug.clone();
+    let (org_id, manager) = (org.id.clone(), org.people["manager"].user_id.clone());
     let owner = &mut org.people.get_mut("owner").unwrap().browser;
     // The new-project page says where copies come from.
     let (_, new_page) = owner.page(&format!("/o/{slug}/projects/new")).await;
@@ -451,6 +452,27 @@ async fn the_project_page_offers_the_copy_to_those_who_may_make_it() {
     assert!(form.contains("its 1 task (subtasks included)"), "{form}");
     assert!(form.contains("This project started 2026-05-04"), "{form}");
     assert!(form.contains("1 person"), "only the owner is on it: {form}");
+    // The count is whom "the same people" would take along: the active members on it.
+    sqlx::query(
+        "INSERT INTO project_members (organization_id, project_id, user_id, added_at) \
+         VALUES ($1::uuid, $2::uuid, $3::uuid, now())",
+    )
+    .bind(&org_id)
+    .bind(project.rsplit('/').next().unwrap())
+    .bind(&manager)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    for (status, people) in [("active", "2 people"), ("suspended", "1 person"), ("active", "2 people")] {
+        sqlx::query("UPDATE memberships SET status = $1 WHERE user_id = $2::uuid")
+            .bind(status)
+            .bind(&manager)
+            .execute(&mut db)
+            .await
+            .unwrap();
+        let (_, form) = owner.page(&format!("{project}/copy")).await;
+        assert!(form.contains(&format!("same people on it ({people},")), "{status}: {form}");
+    }
 
     // A bad date is named, what was typed is kept, nothing is made.
     let before = count(&app, "SELECT count(*) FROM projects").await;

@@ -19,7 +19,7 @@ use crate::state::AppState;
 use crate::tenancy::frame::{OrgNav, failure, page, page_with_status};
 use crate::tenancy::guard::OrgAccess;
 use crate::work::project_copy::{self, ProjectCopy};
-use crate::work::projects::{self, Project};
+use crate::work::projects::Project;
 
 pub fn routes() -> Vec<RouteDef> {
     vec![
@@ -60,8 +60,8 @@ struct CopyPage {
     original: Project,
     form: CopyForm,
     clients: Option<Vec<(String, String)>>,
-    /// How many people are on the original (offered only to those who may put people on it).
-    people: Option<usize>,
+    /// How many people the copy would take along (offered only to those who may put people on it).
+    people: Option<i64>,
     tasks: i64,
     message: Option<String>,
     errors: Vec<FieldError>,
@@ -77,12 +77,9 @@ async fn copy_view(
     errors: Vec<FieldError>,
 ) -> AppResult<CopyPage> {
     let p = &access.principal;
-    let (original, tasks) = project_copy::original(&state.db, p, id).await?;
-    let people = if p.can(P::ProjectsUpdate) {
-        Some(projects::members(&state.db, p, id).await?.iter().filter(|m| m.role != "client").count())
-    } else {
-        None
-    };
+    let project_copy::Original { project: original, tasks, people } = project_copy::original(&state.db, p, id).await?;
+    // Offered only to those who may put people on it.
+    let people = p.can(P::ProjectsUpdate).then_some(people);
     let form = form.unwrap_or_else(|| CopyForm {
         name: format!("{} (copy)", original.name).chars().take(200).collect(),
         client_id: original.client_id.map(|c| c.to_string()).unwrap_or_default(),

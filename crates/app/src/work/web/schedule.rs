@@ -14,6 +14,7 @@ use crate::state::AppState;
 use crate::tenancy::frame::{OrgNav, page};
 use crate::tenancy::guard::OrgAccess;
 use crate::work::schedule::{self, Entry};
+use crate::work::web::{People, people};
 
 pub fn routes() -> Vec<RouteDef> {
     vec![route!(GET "/o/{org}/schedule", Surface::Web, Access::Org(P::ProjectsRead), schedule_page)]
@@ -33,10 +34,17 @@ struct MonthQuery {
 struct Day {
     /// "Monday 7 December".
     heading: String,
-    iso: String,
+    /// Shown as `YYYY-MM-DD`, the page's anchors and `datetime`.
+    date: Date,
     today: bool,
     past: bool,
-    entries: Vec<Entry>,
+    entries: Vec<Item>,
+}
+
+struct Item {
+    entry: Entry,
+    /// The people on a task by name, told apart where two go by the same one.
+    people: String,
 }
 
 #[derive(Template)]
@@ -77,15 +85,19 @@ async fn schedule_page(
         _ => return Err(DomainError::field("mine", "must be 1 or left out").into()),
     };
     let s = schedule::schedule(&state.db, &access.principal, Some(q.month.trim()), mine, state.clock.now()).await?;
+    let names = People::of(&people(&state, &access).await?);
     let mut days: Vec<Day> = Vec::new();
     for e in s.entries {
+        let mut people: Vec<String> = e.people.iter().map(|u| names.name(u)).collect();
+        people.sort_by_key(|n| n.to_lowercase());
+        let e = Item { people: people.join(", "), entry: e };
         match days.last_mut() {
-            Some(d) if d.iso == e.day.to_string() => d.entries.push(e),
+            Some(d) if d.date == e.entry.day => d.entries.push(e),
             _ => days.push(Day {
-                heading: format!("{} {} {}", e.day.weekday(), e.day.day(), e.day.month()),
-                iso: e.day.to_string(),
-                today: e.day == s.today,
-                past: e.day < s.today,
+                heading: format!("{} {} {}", e.entry.day.weekday(), e.entry.day.day(), e.entry.day.month()),
+                date: e.entry.day,
+                today: e.entry.day == s.today,
+                past: e.entry.day < s.today,
                 entries: vec![e],
             }),
         }
