@@ -305,6 +305,13 @@ try {
   await page.waitForURL('**/list');
   await expectText(page, 'Done');
   await check(page, 'list-tab');
+  // Narrowed to the open tasks, with the pointer and the keyboard: the one in Done goes.
+  await page.getByLabel('Only open tasks').check();
+  await page.getByRole('button', { name: 'Filter', exact: true }).press('Enter');
+  await page.waitForURL(/\/list\?(.*&)?open=1$/);
+  await expectText(page, 'Copy deck');
+  if (await page.getByRole('link', { name: 'Wireframes', exact: true }).count() !== 0) problems.push('the open tasks still list the done "Wireframes"');
+  await check(page, 'list-open');
 
   // A comment on the task.
   await page.goto(projectUrl);

@@ -351,6 +351,47 @@ pub async fn budgets(
         .collect())
 }
 
+/// How far along a project's tasks are (subtasks counted as tasks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    pub total: i64,
+    pub done: i64,
+    /// Open tasks due before the organization's today.
+    pub overdue: i64,
+}
+
+/// The task counts of those of `ids` the principal may see, for those who may read tasks (for
+/// others: none, as the tasks themselves). A project without tasks is left out.
+pub async fn progress(
+    db: &Db,
+    p: &OrgPrincipal,
+    ids: &[ProjectId],
+    now: OffsetDateTime,
+) -> DomainResult<std::collections::HashMap<ProjectId, Progress>> {
+    require(p, Permission::ProjectsRead)?;
+    if ids.is_empty() || !p.can(Permission::TasksRead) {
+        return Ok(Default::default());
+    }
+    let member = member_filter(p)?;
+    let ids: Vec<Uuid> = ids.iter().map(|i| i.as_uuid()).collect();
+    let mut tx = OrgTx::begin(db, p).await?;
+    let today = super::org_today(&mut tx, now).await?;
+    let rows: Vec<(ProjectId, i64, i64, i64)> = sqlx::query_as(&format!(
+        "SELECT p.id, count(*), count(*) FILTER (WHERE t.status = 'done'), \
+                count(*) FILTER (WHERE t.status <> 'done' AND t.due_date < $3) \
+           FROM projects p JOIN tasks t ON t.organization_id = p.organization_id AND t.project_id = p.id \
+          WHERE p.id = ANY($2) AND {} GROUP BY p.id",
+        project_visible("p", 1)
+    ))
+    .bind(member)
+    .bind(&ids)
+    .bind(today)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows.into_iter().map(|(id, total, done, overdue)| (id, Progress { total, done, overdue })).collect())
+}
+
 /// Tells the people who answer for a project (its organization's Owners and Admins, and the
 /// Managers on it) when its billable time reaches 80% of its budget, and again when it goes over
 /// it (a budget of zero: as soon as anything is used), once each: the level told is kept on

@@ -1029,34 +1029,56 @@ pub async fn board(db: &Db, p: &OrgPrincipal, project: ProjectId, cap: i64) -> D
         .collect())
 }
 
+/// Which of a project's top-level tasks the List tab shows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProjectListFilter {
+    /// One column only (where a board column's "Show all" leads).
+    pub column: Option<ColumnId>,
+    /// Only the tasks this person is assigned to.
+    pub assignee: Option<UserId>,
+    /// Only the tasks no one is assigned to.
+    pub unassigned: bool,
+    /// Only the tasks not done.
+    pub open: bool,
+}
+
 /// A page of a project's top-level tasks in board order (column by column, then by position),
-/// optionally of one column only, with the number of such tasks in all (the List tab).
+/// narrowed by `f`, with the number of such tasks in all (the List tab).
 pub async fn project_list(
     db: &Db,
     p: &OrgPrincipal,
     project: ProjectId,
-    column: Option<ColumnId>,
+    f: &ProjectListFilter,
     limit: i64,
     offset: i64,
 ) -> DomainResult<(Vec<Task>, i64)> {
     require(p, Permission::TasksRead)?;
+    const NARROWED: &str = "t.project_id = $1 AND t.parent_id IS NULL AND ($2::uuid IS NULL OR t.column_id = $2) \
+        AND ($3::uuid IS NULL OR EXISTS (SELECT 1 FROM task_assignees a \
+              WHERE a.organization_id = t.organization_id AND a.task_id = t.id AND a.user_id = $3)) \
+        AND (NOT $4 OR NOT EXISTS (SELECT 1 FROM task_assignees a \
+              WHERE a.organization_id = t.organization_id AND a.task_id = t.id)) \
+        AND (NOT $5 OR t.status <> 'done')";
     let mut tx = OrgTx::begin(db, p).await?;
     fetch_visible(&mut tx, p, project).await?;
-    let total: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM tasks WHERE project_id = $1 AND parent_id IS NULL AND ($2::uuid IS NULL OR column_id = $2)",
-    )
-    .bind(project)
-    .bind(column)
-    .fetch_one(&mut *tx)
-    .await?;
+    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM tasks t WHERE {NARROWED}"))
+        .bind(project)
+        .bind(f.column)
+        .bind(f.assignee)
+        .bind(f.unassigned)
+        .bind(f.open)
+        .fetch_one(&mut *tx)
+        .await?;
     let tasks: Vec<Task> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM tasks t JOIN board_columns c ON c.organization_id = t.organization_id \
            AND c.id = t.column_id \
-         WHERE t.project_id = $1 AND t.parent_id IS NULL AND ($2::uuid IS NULL OR t.column_id = $2) \
-         ORDER BY c.position, c.id, t.position, t.created_at, t.id LIMIT $3 OFFSET $4"
+         WHERE {NARROWED} ORDER BY c.position, c.id, t.position, t.created_at, t.id LIMIT $6 OFFSET $7"
     ))
     .bind(project)
-    .bind(column)
+    .bind(f.column)
+    .bind(f.assignee)
+    .bind(f.unassigned)
+    .bind(f.open)
     .bind(limit.clamp(1, super::MAX_PAGE))
     .bind(offset.max(0))
     .fetch_all(&mut *tx)

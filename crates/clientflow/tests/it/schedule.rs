@@ -1,5 +1,5 @@
 //! The schedule: a month of deadlines, day by day, only in the projects one may see; and the
-//! board's overdue mark.
+//! overdue marks of the board and the projects list.
 
 use clientflow_test_support::TestApp;
 use uuid::Uuid;
@@ -58,6 +58,7 @@ async fn the_schedule_shows_a_months_deadlines_day_by_day_in_the_projects_one_ma
     let mut db = app.db.admin_conn().await;
     let (launch, todo, done) = project(&mut db, org_id, "Launch", Some("2031-05-20")).await;
     let (secret, secret_todo, _) = project(&mut db, org_id, "Secret merger", None).await;
+    project(&mut db, org_id, "Not started", None).await;
     sqlx::query(
         "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())",
     )
@@ -75,8 +76,10 @@ async fn the_schedule_shows_a_months_deadlines_day_by_day_in_the_projects_one_ma
         .execute(&mut db)
         .await
         .unwrap();
-    sqlx::query("UPDATE users SET display_name = 'Mia Member' WHERE id = $1")
-        .bind(member)
+    // The Admin goes by the same name: the schedule tells the two apart, as the task page does.
+    let admin: Uuid = org.people["admin"].user_id.parse().unwrap();
+    sqlx::query("UPDATE users SET display_name = 'Mia Member' WHERE id = ANY($1)")
+        .bind([member, admin])
         .execute(&mut db)
         .await
         .unwrap();
@@ -113,7 +116,10 @@ async fn the_schedule_shows_a_months_deadlines_day_by_day_in_the_projects_one_ma
     .map(|s| html.find(s).unwrap_or_else(|| panic!("{s} missing: {html}")))
     .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
-    assert!(html.contains("Write the copy</a> <span class=\"muted\">· Launch · Mia Member</span>"), "{html}");
+    assert!(
+        html.contains("Write the copy</a> <span class=\"muted\">· Launch · Mia Member (member@schedule.test)</span>"),
+        "{html}"
+    );
     for absent in ["Already done", "Next month", "Last month"] {
         assert!(!html.contains(absent), "{absent}");
     }
@@ -173,4 +179,113 @@ async fn the_schedule_shows_a_months_deadlines_day_by_day_in_the_projects_one_ma
     let (status, html) = owner.page(&format!("/o/{slug}/schedule")).await;
     assert_eq!(status, 200);
     assert!(!html.contains(">This month</a>"), "already on it: {html}");
+
+    // The projects list counts each project's tasks: done of all, and the open ones overdue.
+    let (_, projects) = owner.page(&format!("/o/{slug}/projects")).await;
+    let launch_row = "1 of 6 done, <span class=\"late\">1 overdue</span>\
+                      <progress max=\"6\" value=\"1\" aria-hidden=\"true\"></progress>";
+    assert!(projects.contains("<th>Tasks</th>") && projects.contains(launch_row), "{projects}");
+    assert!(
+        projects.contains("<td class=\"progress\">0 of 1 done<progress max=\"1\" value=\"0\""),
+        "the merger's one task: {projects}"
+    );
+    assert!(projects.contains("<td class=\"progress\"><span class=\"muted\">None yet</span></td>"), "{projects}");
+    // A Member counts the tasks of the projects they are on, and sees nothing of the others.
+    let member_browser = &mut org.people.get_mut("member").unwrap().browser;
+    let (_, projects) = member_browser.page(&format!("/o/{slug}/projects")).await;
+    assert!(projects.contains(launch_row) && !projects.contains("of 1 done"), "{projects}");
+}
+
+#[tokio::test]
+async fn the_list_tab_narrows_to_ones_own_tasks_to_no_ones_and_to_the_open_ones() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "listfilter").await;
+    let org_id: Uuid = org.id.parse().unwrap();
+    let person = |role: &str| -> Uuid { org.people[role].user_id.parse().unwrap() };
+    let (owner_id, member, admin) = (person("owner"), person("member"), person("admin"));
+    let mut db = app.db.admin_conn().await;
+    let (launch, todo, done) = project(&mut db, org_id, "Launch", None).await;
+    sqlx::query(
+        "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())",
+    )
+    .bind(org_id)
+    .bind(launch)
+    .bind(member)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let mut assign = async |title: &str, column: Uuid, who: Option<Uuid>| {
+        let id = task(&mut db, org_id, launch, column, title, "2031-05-07").await;
+        if let Some(user) = who {
+            sqlx::query("INSERT INTO task_assignees (organization_id, task_id, user_id) VALUES ($1, $2, $3)")
+                .bind(org_id)
+                .bind(id)
+                .bind(user)
+                .execute(&mut db)
+                .await
+                .unwrap();
+        }
+    };
+    assign("Write the copy", todo, Some(member)).await;
+    assign("Proofread the copy", done, Some(member)).await;
+    assign("Book the venue", todo, None).await;
+    assign("Approve the budget", todo, Some(owner_id)).await;
+    let titles = ["Write the copy", "Proofread the copy", "Book the venue", "Approve the budget"];
+
+    let slug = org.slug.clone();
+    let list = format!("/o/{slug}/projects/{launch}/list");
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let shows = async |b: &mut clientflow_test_support::browser::Browser, query: &str, expected: &[&str]| {
+        let (status, html) = b.page(&format!("{list}{query}")).await;
+        assert_eq!(status, 200, "{query}: {html}");
+        for t in titles {
+            assert_eq!(html.contains(&format!(">{t}</a>")), expected.contains(&t), "{query}: {t}: {html}");
+        }
+        html
+    };
+    let html = shows(owner, "", &titles).await;
+    assert!(
+        html.contains("<option value=\"me\">Me</option>") && html.contains(&format!("<option value=\"{member}\">"))
+    );
+    assert!(!html.contains(&format!("<option value=\"{owner_id}\">")), "the Owner is \"Me\" here");
+    shows(owner, "?assignee=me", &["Approve the budget"]).await;
+    shows(owner, "?assignee=nobody", &["Book the venue"]).await;
+    shows(owner, &format!("?assignee={member}"), &["Write the copy", "Proofread the copy"]).await;
+    let html = shows(owner, &format!("?assignee={member}&open=1"), &["Write the copy"]).await;
+    assert!(
+        html.contains(&format!("<option value=\"{member}\" selected>")) && html.contains("value=\"1\" checked"),
+        "the form keeps the choice: {html}"
+    );
+    shows(owner, "?open=1", &["Write the copy", "Book the venue", "Approve the budget"]).await;
+    let html = shows(owner, &format!("?assignee={admin}"), &[]).await;
+    assert!(html.contains("No task matches."), "{html}");
+    // One column's tasks, narrowed too (the "Show all" of a board column keeps its column).
+    let html = shows(owner, &format!("?column={done}&assignee={member}"), &["Proofread the copy"]).await;
+    assert!(html.contains(&format!("<input type=\"hidden\" name=\"column\" value=\"{done}\">")), "{html}");
+    // What isn't a choice is named.
+    for (query, field, message) in
+        [("?assignee=someone", "assignee", "is not a valid choice"), ("?open=yes", "open", "must be 1 or left out")]
+    {
+        let (status, html) = owner.page(&format!("{list}{query}")).await;
+        assert!(status == 422 && html.contains(message), "{field}: {status} {html}");
+    }
+    // The pages of a narrowed list keep it narrowed.
+    sqlx::query(
+        "INSERT INTO tasks (organization_id, id, project_id, column_id, title, created_at, updated_at) \
+         SELECT $1, gen_random_uuid(), $2, $3, 'Unassigned ' || n, now(), now() FROM generate_series(1, 100) n",
+    )
+    .bind(org_id)
+    .bind(launch)
+    .bind(todo)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let (_, html) = owner.page(&format!("{list}?assignee=nobody")).await;
+    assert!(html.contains("list?assignee=nobody&#38;offset=100"), "{html}");
+    let (_, html) = owner.page(&format!("{list}?assignee=nobody&offset=100")).await;
+    assert_eq!(html.matches("<tr><td><a href=").count(), 1, "101 unassigned tasks, the last one on page two: {html}");
+
+    // A Member's "Me" is their own.
+    let member_browser = &mut org.people.get_mut("member").unwrap().browser;
+    shows(member_browser, "?assignee=me", &["Write the copy", "Proofread the copy"]).await;
 }

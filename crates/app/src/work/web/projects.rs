@@ -125,6 +125,8 @@ struct Row {
     /// How much of its budget is used ("68% used", "Over by 120.00"); empty without one.
     budget: String,
     over_budget: bool,
+    /// Its tasks, done and overdue (zeros without tasks, or for those who may not read them).
+    progress: projects::Progress,
 }
 
 /// A project's budget and what its billable time has used of it, as pages show it.
@@ -181,6 +183,8 @@ struct ListPage {
     statuses: [(&'static str, &'static str); 5],
     pager: Pager,
     can_create: bool,
+    /// The progress column (for those who may read tasks).
+    with_tasks: bool,
 }
 
 async fn list(State(state): State<AppState>, access: OrgAccess, Query(q): Query<ListQuery>) -> AppResult<Response> {
@@ -191,6 +195,8 @@ async fn list(State(state): State<AppState>, access: OrgAccess, Query(q): Query<
     let names = client_names(&state, &access, items.iter().filter_map(|p| p.client_id).collect()).await?;
     let with_budget: Vec<ProjectId> = items.iter().filter(|p| p.budget_minor.is_some()).map(|p| p.id).collect();
     let budgets = projects::budgets(&state.db, &access.principal, &with_budget).await?;
+    let ids: Vec<ProjectId> = items.iter().map(|p| p.id).collect();
+    let progress = projects::progress(&state.db, &access.principal, &ids, state.clock.now()).await?;
     let base = format!("/o/{}/projects", access.slug);
     let pager = Pager::new(
         &base,
@@ -203,6 +209,7 @@ async fn list(State(state): State<AppState>, access: OrgAccess, Query(q): Query<
     page(&ListPage {
         clients: client_options(&state, &access, current_client).await?,
         can_create: access.principal.can(P::ProjectsCreate),
+        with_tasks: access.principal.can(P::TasksRead),
         org: OrgNav::of(&access),
         rows: items
             .into_iter()
@@ -214,6 +221,7 @@ async fn list(State(state): State<AppState>, access: OrgAccess, Query(q): Query<
                     status: p.status_label(),
                     budget: budget.as_ref().map(BudgetView::brief).unwrap_or_default(),
                     over_budget: budget.is_some_and(|b| b.over),
+                    progress: progress.get(&p.id).copied().unwrap_or_default(),
                     name: p.name,
                     due: day(p.due_date),
                 }
@@ -533,6 +541,9 @@ pub struct ProjectForms {
     /// The List tab: one column only (a board column's "Show all"), and the page.
     pub list_column: String,
     pub list_offset: i64,
+    /// The List tab: whose tasks (`me`, `nobody`, or a person's id), and only the open ones (`1`).
+    pub list_assignee: String,
+    pub list_open: String,
 }
 
 /// The project page's tabs: each its own address under the project's.
@@ -561,6 +572,10 @@ pub struct ProjectPage {
     list: Vec<ListRow>,
     list_pager: Option<Pager>,
     list_column: Option<(String, String)>,
+    /// The List tab's "Assigned to" choices beyond "Me" and "Nobody": (id, name).
+    assignee_options: Vec<(String, String)>,
+    /// The List tab shows only some of the tasks (by person or open).
+    list_narrowed: bool,
     members: Vec<projects::ProjectMember>,
     candidates: Vec<(String, String)>,
     time: Vec<TimeView>,
@@ -638,8 +653,22 @@ pub async fn project_view(
         .ok()
         .flatten()
         .filter(|c| column_names.contains_key(&c.to_string()));
+    let list_filter = tasks::ProjectListFilter {
+        column: list_column,
+        assignee: match forms.list_assignee.trim() {
+            "" | "nobody" => None,
+            "me" => p.user_id(),
+            other => form_id::<UserId>("assignee", other)?,
+        },
+        unassigned: forms.list_assignee.trim() == "nobody",
+        open: match forms.list_open.as_str() {
+            "" => false,
+            "1" => true,
+            _ => return Err(AppError::field("open", "must be 1 or left out")),
+        },
+    };
     let (listed, list_total) = if tab == "list" && may_tasks {
-        tasks::project_list(&state.db, p, id, list_column, LIST_PAGE, forms.list_offset.max(0)).await?
+        tasks::project_list(&state.db, p, id, &list_filter, LIST_PAGE, forms.list_offset.max(0)).await?
     } else {
         (vec![], 0)
     };
@@ -684,7 +713,7 @@ pub async fn project_view(
         let column = list_column.map(|c| c.to_string()).unwrap_or_default();
         Pager::sized(
             &tab_path(&access.slug, id, "list"),
-            &[("column", &column)],
+            &[("column", &column), ("assignee", forms.list_assignee.trim()), ("open", &forms.list_open)],
             forms.list_offset.max(0),
             list.len(),
             list_total,
@@ -708,6 +737,16 @@ pub async fn project_view(
     let task_count = if tab == "list" { list_total } else { board.iter().map(|c| c.total).sum() };
     let list_column =
         list_column.map(|c| (c.to_string(), column_names.get(&c.to_string()).cloned().unwrap_or_default()));
+    let assignee_options = if tab == "list" {
+        everyone
+            .iter()
+            .filter(|m| m.status == "active" && m.role != Role::Client && Some(m.user_id) != p.user_id())
+            .map(|m| (m.user_id.to_string(), names.name(&m.user_id)))
+            .collect()
+    } else {
+        vec![]
+    };
+    let list_narrowed = list_filter.assignee.is_some() || list_filter.unassigned || list_filter.open;
     let (members, candidates) = if tab == "people" {
         let members = projects::members(&state.db, p, id).await?;
         let candidates = everyone
@@ -816,6 +855,8 @@ pub async fn project_view(
         list,
         list_pager,
         list_column,
+        assignee_options,
+        list_narrowed,
         members,
         candidates,
         time,
@@ -928,10 +969,15 @@ struct ListTabQuery {
     column: String,
     #[serde(default)]
     offset: i64,
+    #[serde(default)]
+    assignee: String,
+    #[serde(default)]
+    open: String,
 }
 
 /// The List tab: every task of the project a page at a time, or one column's
-/// (`?column=`, where a board column's "Show all" leads).
+/// (`?column=`, where a board column's "Show all" leads), narrowed to one person's tasks or no
+/// one's (`?assignee=me|nobody|<id>`) and to the open ones (`?open=1`).
 async fn list_tab(
     State(state): State<AppState>,
     FormToken(csrf): FormToken,
@@ -939,7 +985,14 @@ async fn list_tab(
     Path((_, id)): Path<(String, String)>,
     Query(q): Query<ListTabQuery>,
 ) -> AppResult<Response> {
-    let forms = ProjectForms { tab: "list", list_column: q.column, list_offset: q.offset, ..ProjectForms::default() };
+    let forms = ProjectForms {
+        tab: "list",
+        list_column: q.column,
+        list_offset: q.offset,
+        list_assignee: q.assignee,
+        list_open: q.open,
+        ..ProjectForms::default()
+    };
     page(&project_view(&state, csrf, &access, path_id(&id)?, forms, None, vec![]).await?)
 }
 
