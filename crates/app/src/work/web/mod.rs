@@ -300,9 +300,51 @@ impl People {
     }
 }
 
+/// A move on the board is recorded as two changes at the same instant by the same person: the
+/// task's board column and its status (the API lists both). Pages show the column alone, which
+/// says where the task went; a status change without a column change stays. `key` gives a
+/// change's task (where a list mixes tasks), field, instant and who made it.
+pub fn moves_once<T>(
+    changes: Vec<T>,
+    key: impl Fn(&T) -> (Option<crate::platform::ids::TaskId>, String, time::OffsetDateTime, String),
+) -> Vec<T> {
+    let moves: std::collections::HashSet<_> = changes
+        .iter()
+        .map(&key)
+        .filter(|(_, field, _, _)| field == "column")
+        .map(|(task, _, at, who)| (task, at, who))
+        .collect();
+    changes
+        .into_iter()
+        .filter(|c| {
+            let (task, field, at, who) = key(c);
+            field != "status" || !moves.contains(&(task, at, who))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_move_shows_as_its_column_alone() {
+        let at = time::macros::datetime!(2026-12-07 10:00 UTC);
+        let later = at + time::Duration::seconds(1);
+        let changes = vec![
+            ("column", at, "ann"),
+            ("status", at, "ann"),
+            // Another instant, or another person: a status change of its own.
+            ("status", later, "ann"),
+            ("status", at, "bob"),
+            ("title", at, "ann"),
+        ];
+        let kept = moves_once(changes, |c| (None, c.0.to_string(), c.1, c.2.to_string()));
+        assert_eq!(
+            kept,
+            vec![("column", at, "ann"), ("status", later, "ann"), ("status", at, "bob"), ("title", at, "ann")]
+        );
+    }
 
     #[test]
     fn single_fields_may_not_repeat() {

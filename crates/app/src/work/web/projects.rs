@@ -829,8 +829,8 @@ pub async fn project_view(
         _ => vec![],
     };
     let activity = if tab == "activity" && p.can(P::TasksRead) {
-        tasks::project_activity(&state.db, p, id, 100)
-            .await?
+        let log = tasks::project_activity(&state.db, p, id, 100).await?;
+        super::moves_once(log, |a| (Some(a.task_id), a.field.clone(), a.occurred_at, a.actor_label.clone()))
             .into_iter()
             .map(|a| ActivityView {
                 when: access.when(a.occurred_at),

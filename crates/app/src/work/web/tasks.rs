@@ -241,8 +241,8 @@ async fn task_view(
         };
         shown.unwrap_or_else(|| shorten(&v))
     };
-    let activity = tasks::activity_log(&state.db, p, id)
-        .await?
+    let log = tasks::activity_log(&state.db, p, id).await?;
+    let activity = super::moves_once(log, |a| (None, a.field.clone(), a.occurred_at, a.actor_label.clone()))
         .into_iter()
         .map(|a| ActivityView {
             old: show(&a.field, a.old_value),
