@@ -354,6 +354,10 @@ async fn csv_export_neutralises_formulas_and_time_pages_answer_by_role() {
     let app = TestApp::spawn().await;
     let mut org = org_with_every_role(&app, "csvco").await;
     let project = web_fixture(&app, &org).await;
+    // The Owner's hour on the same project, not billable.
+    let (owner_id, member_id) = (org.people["owner"].user_id.clone(), org.people["member"].user_id.clone());
+    let review = Entry { minutes: 60, billable: false, rate: None, note: "Review" };
+    entry(&app, org.id.parse().unwrap(), project, owner_id.parse().unwrap(), review).await;
     let slug = org.slug.clone();
     let today = app.clock.now_utc().date();
     let export = format!("/o/{slug}/time/export.csv?from={today}&to={today}");
@@ -369,21 +373,39 @@ async fn csv_export_neutralises_formulas_and_time_pages_answer_by_role() {
         let cell = cell.trim_start_matches('"');
         assert!(!cell.starts_with(['=', '+', '@']), "a formula cell: {cell:?}");
     }
-    assert_eq!(body.lines().count(), 8, "{body}");
-    let (status, html) = owner.page(&format!("/o/{slug}/time/report?from={today}&to={today}")).await;
+    assert_eq!(body.lines().count(), 9, "{body}");
+    let report = format!("/o/{slug}/time/report?from={today}&to={today}");
+    let (status, html) = owner.page(&report).await;
     assert_eq!(status, 200);
-    assert!(html.contains("Formula project") && html.contains("3h 30m") && html.contains("210.00"), "{html}");
-    let member_id = org.people["member"].user_id.clone();
+    assert!(html.contains("Formula project") && html.contains("4h 30m") && html.contains("210.00"), "{html}");
+    // Per person: each one's hours, billable hours and amount, leading to their week.
+    let per_person = |html: &str, id: &str| -> Option<String> {
+        let section = html.split("<h2>Per person</h2>").nth(1)?;
+        let row = section.split("<tr>").find(|r| r.contains(&format!("person={id}\">")))?;
+        Some(row.split("</tr>").next()?.to_string())
+    };
+    let row = per_person(&html, &member_id).unwrap_or_else(|| panic!("no row for the member: {html}"));
+    assert!(row.contains(&format!("/time/week?week={today}&#38;person={member_id}\"")), "{row}");
+    assert!(
+        row.ends_with("<td class=\"num\">3h 30m</td><td class=\"num\">3h 30m</td><td class=\"num\">210.00</td>"),
+        "{row}"
+    );
+    let row = per_person(&html, &owner_id).unwrap_or_else(|| panic!("no row for the owner: {html}"));
+    assert!(row.ends_with("<td class=\"num\">1h</td><td class=\"num\">0m</td><td class=\"num\">0.00</td>"), "{row}");
     let owner = &mut org.people.get_mut("owner").unwrap().browser;
     let (status, html) = owner.page(&format!("/o/{slug}/time/week?person={member_id}&week={today}")).await;
     assert_eq!(status, 200);
     assert!(html.contains("Formula project") && html.contains("3h 30m"), "{html}");
     // A Member sees their own week, not someone else's; a Client none of it.
-    let owner_id = org.people["owner"].user_id.clone();
     let member = &mut org.people.get_mut("member").unwrap().browser;
     assert_eq!(member.page(&format!("/o/{slug}/time/week")).await.0, 200);
     assert_eq!(member.get(&format!("/o/{slug}/time/week?person={owner_id}")).await.status(), 403);
     assert_eq!(member.get(&export).await.status(), 200);
+    // The Member's report has both people of their project; only their own week is a link.
+    let (_, html) = member.page(&report).await;
+    assert!(per_person(&html, &member_id).is_some() && per_person(&html, &owner_id).is_none(), "{html}");
+    let people = html.split("<h2>Per person</h2>").nth(1).unwrap();
+    assert_eq!(people.matches("<th scope=\"row\">").count(), 2, "{people}");
     let client = &mut org.people.get_mut("client").unwrap().browser;
     assert_eq!(client.get(&export).await.status(), 403);
     assert_eq!(client.get(&format!("/o/{slug}/time/week")).await.status(), 403);

@@ -263,6 +263,7 @@ struct ReportPage {
     to: String,
     projects: Vec<TotalRow>,
     clients: Vec<TotalRow>,
+    people: Vec<TotalRow>,
     total: String,
     export: String,
     capped: bool,
@@ -298,6 +299,18 @@ async fn report(State(state): State<AppState>, access: OrgAccess, Query(q): Quer
         (Some(n), Some(c)) => (n.clone(), format!("/o/{slug}/clients/{c}")),
         _ => ("No client".into(), String::new()),
     });
+    // Each person by the name pages give them (namesakes told apart), leading to their week
+    // where the viewer may see it.
+    let names = super::People::of(&super::people(&state, &access).await?);
+    let me = access.principal.user_id();
+    let people = totals(&rows, |r| {
+        let href = if sees_others(&access) || Some(r.user_id) == me {
+            format!("/o/{slug}/time/week?week={to}&person={}", r.user_id)
+        } else {
+            String::new()
+        };
+        (names.actor(Some(r.user_id), &r.person), href)
+    });
     page(&ReportPage {
         org: OrgNav::of(&access),
         from: from.to_string(),
@@ -307,6 +320,7 @@ async fn report(State(state): State<AppState>, access: OrgAccess, Query(q): Quer
         export: format!("/o/{slug}/time/export.csv?from={from}&to={to}"),
         projects,
         clients,
+        people,
     })
 }
 
