@@ -1,5 +1,6 @@
-//! The schedule: a month of deadlines, day by day, only in the projects one may see; and the
-//! overdue marks of the board and the projects list.
+//! Deadlines and who is on what: the schedule (a month, day by day, only in the projects one
+//! may see); the overdue marks and progress of the board and the projects list; and the task
+//! lists narrowed to a person's tasks, no one's, or the open ones.
 
 use clientflow_test_support::TestApp;
 use uuid::Uuid;
@@ -162,6 +163,8 @@ async fn the_schedule_shows_a_months_deadlines_day_by_day_in_the_projects_one_ma
     let (_, board) = owner.page(&format!("/o/{slug}/projects/{launch}")).await;
     assert!(board.contains("<span class=\"late\">Due 2020-01-15 (overdue)</span>"), "{board}");
     assert!(board.contains("<span>Due 2031-05-07</span>") && board.matches("(overdue)").count() == 1, "{board}");
+    // Its header says how far along the project is.
+    assert!(board.contains("<span>1 of 6 tasks done, <strong class=\"late\">1 overdue</strong></span>"), "{board}");
     let (_, list) = owner.page(&format!("/o/{slug}/projects/{launch}/list")).await;
     assert!(
         list.contains("<td class=\"late\">2020-01-15 (overdue)</td>") && list.matches("(overdue)").count() == 1,
@@ -197,7 +200,7 @@ async fn the_schedule_shows_a_months_deadlines_day_by_day_in_the_projects_one_ma
 }
 
 #[tokio::test]
-async fn the_list_tab_narrows_to_ones_own_tasks_to_no_ones_and_to_the_open_ones() {
+async fn task_lists_narrow_to_ones_own_tasks_to_no_ones_and_to_the_open_ones() {
     let app = TestApp::spawn().await;
     let mut org = org_with_every_role(&app, "listfilter").await;
     let org_id: Uuid = org.id.parse().unwrap();
@@ -269,6 +272,26 @@ async fn the_list_tab_narrows_to_ones_own_tasks_to_no_ones_and_to_the_open_ones(
         let (status, html) = owner.page(&format!("{list}{query}")).await;
         assert!(status == 422 && html.contains(message), "{field}: {status} {html}");
     }
+    // The organization's task list narrows the same way, across projects.
+    for (query, expected) in [
+        ("?assignee=me".to_string(), vec!["Approve the budget"]),
+        (format!("?assignee={member}"), vec!["Write the copy", "Proofread the copy"]),
+        (format!("?assignee={member}&status=todo"), vec!["Write the copy"]),
+        (String::new(), titles.to_vec()),
+    ] {
+        let (status, html) = owner.page(&format!("/o/{slug}/tasks{query}")).await;
+        assert_eq!(status, 200, "{query}: {html}");
+        for t in titles {
+            assert_eq!(html.contains(&format!(">{t}</a>")), expected.contains(&t), "{query}: {t}: {html}");
+        }
+    }
+    let (status, html) = owner.page(&format!("/o/{slug}/tasks?assignee=nobody%00")).await;
+    assert_eq!(status, 422, "{html}");
+    let (status, html) = owner.page(&format!("/o/{slug}/tasks?assignee=someone")).await;
+    assert!(status == 422 && html.contains("is not a valid choice"), "{html}");
+    let (_, html) = owner.page(&format!("/o/{slug}/tasks?assignee={member}&q=copy")).await;
+    assert!(html.contains(&format!("<option value=\"{member}\" selected>")), "{html}");
+
     // The pages of a narrowed list keep it narrowed.
     sqlx::query(
         "INSERT INTO tasks (organization_id, id, project_id, column_id, title, created_at, updated_at) \

@@ -10,9 +10,10 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{PAGE_SIZE, Pager, day, duration};
-use crate::access::role::Permission as P;
+use crate::access::role::{Permission as P, Role};
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::platform::http::error::AppResult;
+use crate::platform::ids::UserId;
 use crate::route;
 use crate::state::AppState;
 use crate::tenancy::frame::{OrgNav, page};
@@ -68,6 +69,9 @@ struct ListQuery {
     status: String,
     #[serde(default)]
     project_id: String,
+    /// `me` or a person's id.
+    #[serde(default)]
+    assignee: String,
     #[serde(default)]
     offset: i64,
 }
@@ -90,6 +94,9 @@ struct TaskListPage {
     status: String,
     project_id: String,
     projects: Vec<(String, String)>,
+    assignee: String,
+    /// The "Assigned to" choices beyond "Me": (id, name).
+    people: Vec<(String, String)>,
     statuses: [(&'static str, &'static str); 4],
     pager: Pager,
 }
@@ -99,17 +106,30 @@ async fn task_list(
     access: OrgAccess,
     Query(q): Query<ListQuery>,
 ) -> AppResult<Response> {
+    let me = access.principal.user_id();
+    let assignee = match q.assignee.trim() {
+        "me" => me,
+        other => super::form_id::<UserId>("assignee", other)?,
+    };
     let filter = TaskFilter {
         project_id: Some(q.project_id.clone()),
         status: Some(q.status.clone()),
-        assignee: None,
+        assignee: assignee.map(|u| u.to_string()),
         q: Some(q.q.clone()),
     };
     let offset = q.offset.max(0);
     let (items, more) = split(tasks::list(&state.db, &access.principal, &filter, one_more(offset)).await?);
     let projects = project_names(&state, &access).await?;
     let names: HashMap<&str, &str> = projects.iter().map(|(i, n)| (i.as_str(), n.as_str())).collect();
-    let filters = [("q", q.q.as_str()), ("status", &q.status), ("project_id", &q.project_id)];
+    let everyone = super::people(&state, &access).await?;
+    let names_of = super::People::of(&everyone);
+    let people = everyone
+        .iter()
+        .filter(|m| m.status == "active" && m.role != Role::Client && Some(m.user_id) != me)
+        .map(|m| (m.user_id.to_string(), names_of.name(&m.user_id)))
+        .collect();
+    let filters =
+        [("q", q.q.as_str()), ("status", &q.status), ("project_id", &q.project_id), ("assignee", q.assignee.trim())];
     let pager = Pager::uncounted(&format!("/o/{}/tasks", access.slug), &filters, offset, items.len(), more);
     let rows = items
         .into_iter()
@@ -129,6 +149,8 @@ async fn task_list(
         status: q.status,
         project_id: q.project_id,
         projects,
+        assignee: q.assignee.trim().to_string(),
+        people,
         statuses: super::STATUS_WORDS,
         pager,
     })

@@ -567,6 +567,8 @@ pub struct ProjectPage {
     tabs: Vec<(&'static str, &'static str, &'static str)>,
     client: Option<(String, String)>,
     budget: Option<BudgetView>,
+    /// Its tasks done and overdue, subtasks included (for those who may read tasks).
+    progress: projects::Progress,
     board: Vec<ColumnView>,
     task_count: i64,
     list: Vec<ListRow>,
@@ -637,6 +639,7 @@ pub async fn project_view(
         Some(c) if p.can(P::ClientsRead) => Some((c.to_string(), clients::get(&state.db, p, c).await?.name)),
         _ => None,
     };
+    let progress = projects::progress(&state.db, p, &[id], state.clock.now()).await?.remove(&id).unwrap_or_default();
     let everyone = people(state, access).await?;
     let names = People::of(&everyone);
     let may_tasks = p.can(P::TasksRead);
@@ -847,6 +850,7 @@ pub async fn project_view(
         org: OrgNav::of(access),
         client,
         budget,
+        progress,
         tabs: TABS.to_vec(),
         tab,
         project,
