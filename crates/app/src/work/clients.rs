@@ -166,17 +166,21 @@ pub async fn list(db: &Db, p: &OrgPrincipal, filter: &ClientFilter, page: Page) 
 
 pub async fn get(db: &Db, p: &OrgPrincipal, id: ClientId) -> DomainResult<Client> {
     require_can(p, crate::access::role::Permission::ClientsRead)?;
-    let member = super::member_filter(p)?;
     let mut tx = OrgTx::begin(db, p).await?;
-    let c =
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM clients WHERE id = $1 AND {}", client_visible("clients", 2)))
-            .bind(id)
-            .bind(member)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(DomainError::NotFound)?;
+    let c = fetch_visible(&mut tx, p, id).await?;
     tx.commit().await?;
     Ok(c)
+}
+
+/// A client the principal may see (404 otherwise, including other organizations').
+pub async fn fetch_visible(tx: &mut OrgTx, p: &OrgPrincipal, id: ClientId) -> DomainResult<Client> {
+    let member = super::member_filter(p)?;
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM clients WHERE id = $1 AND {}", client_visible("clients", 2)))
+        .bind(id)
+        .bind(member)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(DomainError::NotFound)
 }
 
 async fn fetch(tx: &mut OrgTx, id: ClientId) -> DomainResult<Client> {

@@ -869,6 +869,101 @@ fn parse_bill(input: &BillTime) -> DomainResult<TimeFilterParsed> {
     Ok(TimeFilterParsed { entries, project, from, to, per_entry })
 }
 
+/// Sent invoices a client hasn't paid, in one currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Owed {
+    /// ISO 4217.
+    pub currency: String,
+    /// How many sent invoices are unpaid.
+    pub invoices: i64,
+    /// Their totals, in minor units of `currency`.
+    pub total_minor: i64,
+    /// Of those, the ones past their due date in the organization's time zone.
+    pub overdue: i64,
+    pub overdue_minor: i64,
+}
+
+/// What a client owes, and what is still to bill.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ClientBalance {
+    /// Sent, unpaid invoices per currency, in currency order (empty when nothing is owed).
+    pub owed: Vec<Owed>,
+    /// Billable time on the client's projects (those the key may see) not yet on an invoice.
+    pub unbilled_minutes: i64,
+    /// Its worth at the rate each entry would be billed at now (the rate it was recorded at,
+    /// else the person's on the project, the project's, the client's, the organization's), each
+    /// entry rounded to the minor unit, in `currency`.
+    pub unbilled_minor: i64,
+    /// Unbilled entries no rate applies to: they count as nothing.
+    pub unrated_entries: i64,
+    /// The organization's currency (ISO 4217), which rates are kept in.
+    pub currency: String,
+}
+
+/// A client's balance, for those who may read invoices (404 for a client one may not see).
+pub async fn client_balance(
+    db: &Db,
+    p: &OrgPrincipal,
+    client: ClientId,
+    now: OffsetDateTime,
+) -> DomainResult<ClientBalance> {
+    require(p, Permission::InvoicesRead)?;
+    let member = super::member_filter(p)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    super::clients::fetch_visible(&mut tx, p, client).await?;
+    let today = super::org_today(&mut tx, now).await?;
+    // Sums of bigints are numeric: a total beyond 64 bits is capped rather than failing the page.
+    let owed: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT currency, count(*), least(sum(total_minor), 9223372036854775807)::bigint, \
+                count(*) FILTER (WHERE due_date < $2), \
+                least(coalesce(sum(total_minor) FILTER (WHERE due_date < $2), 0), 9223372036854775807)::bigint \
+           FROM invoices WHERE client_id = $1 AND status = 'sent' GROUP BY currency ORDER BY currency",
+    )
+    .bind(client)
+    .bind(today)
+    .fetch_all(&mut *tx)
+    .await?;
+    let (unbilled_minutes, unbilled_minor, unrated_entries, currency): (i64, i64, i64, String) =
+        sqlx::query_as(&format!(
+            "SELECT coalesce(sum(e.minutes), 0)::bigint, \
+                    least(coalesce(sum(floor((e.minutes::numeric * r.rate + 30) / 60)), 0), 9223372036854775807)::bigint, \
+                    count(e.id) FILTER (WHERE r.rate IS NULL), min(o.currency) \
+               FROM organizations o \
+               LEFT JOIN (time_entries e JOIN projects p ON p.organization_id = e.organization_id AND p.id = e.project_id \
+                 AND p.client_id = $2 AND {visible} \
+                 LEFT JOIN clients c ON c.organization_id = p.organization_id AND c.id = p.client_id \
+                 LEFT JOIN project_members pm ON pm.organization_id = e.organization_id \
+                   AND pm.project_id = e.project_id AND pm.user_id = e.user_id) \
+                 ON e.organization_id = o.id AND e.billable AND e.invoice_id IS NULL \
+               LEFT JOIN LATERAL (SELECT coalesce(e.rate_minor, pm.hourly_rate_minor, p.hourly_rate_minor, \
+                 c.hourly_rate_minor, o.hourly_rate_minor) AS rate) r ON true \
+              WHERE o.id = $3",
+            visible = super::project_visible("p", 1)
+        ))
+        .bind(member)
+        .bind(client)
+        .bind(tx.org_id())
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(ClientBalance {
+        owed: owed
+            .into_iter()
+            .map(|(currency, invoices, total_minor, overdue, overdue_minor)| Owed {
+                currency,
+                invoices,
+                total_minor,
+                overdue,
+                overdue_minor,
+            })
+            .collect(),
+        unbilled_minutes,
+        unbilled_minor,
+        unrated_entries,
+        currency,
+    })
+}
+
 /// The invoice's client's billable time not yet billed (for picking), at most 500 entries.
 pub async fn unbilled(db: &Db, p: &OrgPrincipal, id: InvoiceId, input: &BillTime) -> DomainResult<Vec<Unbilled>> {
     require(p, Permission::InvoicesUpdate)?;

@@ -1183,6 +1183,52 @@ async fn the_api_reports_a_project_budget_to_whoever_may_see_the_project() {
     assert_eq!(get(&app, &path, &narrow).await.status, 403);
 }
 
+#[tokio::test]
+async fn the_api_reports_what_a_client_owes_and_what_is_left_to_bill() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "apibalance").await;
+    let key = api_key(&app, &t, "admin", None).await.1;
+    let project = client_project(&app, &t, "Retainer").await;
+    let path = format!("/api/v1/clients/{}/balance", t.org.client);
+    let res = get(&app, &path, &key).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(
+        res.body["data"],
+        json!({"owed": [], "unbilled_minutes": 0, "unbilled_minor": 0, "unrated_entries": 0, "currency": "USD"})
+    );
+    // An hour no rate applies to; once the organization has a rate, it would be billed at it.
+    record(&app, &key, project, "1h").await;
+    let res = get(&app, &path, &key).await;
+    assert_eq!(
+        (res.body["data"]["unbilled_minutes"].as_i64(), res.body["data"]["unrated_entries"].as_i64()),
+        (Some(60), Some(1))
+    );
+    sql(&app, "UPDATE organizations SET hourly_rate_minor = 6000 WHERE id = $1", &[t.org.id.as_uuid()]).await;
+    record(&app, &key, project, "0:30").await;
+    sql(
+        &app,
+        "INSERT INTO invoices (organization_id, id, number, client_id, currency, status, issue_date, due_date, \
+         subtotal_minor, total_minor, created_at) VALUES ($1, $2, 1, $3, 'EUR', 'sent', '2020-01-01', '2020-01-31', 5000, 5000, now())",
+        &[t.org.id.as_uuid(), Uuid::now_v7(), t.org.client.as_uuid()],
+    )
+    .await;
+    let res = get(&app, &path, &key).await;
+    assert_eq!(
+        res.body["data"],
+        json!({
+            "owed": [{"currency": "EUR", "invoices": 1, "total_minor": 5000, "overdue": 1, "overdue_minor": 5000}],
+            "unbilled_minutes": 90, "unbilled_minor": 9000, "unrated_entries": 0, "currency": "USD"
+        })
+    );
+    // A key without invoices.read is refused; another organization's key learns nothing.
+    let narrow = api_key(&app, &t, "admin", Some(&["clients.read", "projects.read"])).await.1;
+    assert_eq!(get(&app, &path, &narrow).await.status, 403);
+    let other = tenant(&app, "apibalance-other").await;
+    let other_key = api_key(&app, &other, "admin", None).await.1;
+    assert_eq!(get(&app, &path, &other_key).await.status, 404);
+    assert_eq!(get(&app, &format!("/api/v1/clients/{}/balance", Uuid::now_v7()), &key).await.status, 404);
+}
+
 /// The budget alerts a person has, oldest first: (title, body, link).
 async fn budget_alerts(app: &TestApp, person: Uuid) -> Vec<(String, String, String)> {
     let mut db = app.db.admin_conn().await;
@@ -1310,4 +1356,109 @@ async fn budget_alerts_tell_who_answers_for_the_project_once_at_80_percent_and_o
         rush_alerts,
         vec![("Rush has used 80% of its budget".to_string(), "USD 90.00 of 100.00 used by billable time.".to_string())]
     );
+}
+
+#[tokio::test]
+async fn a_clients_page_says_what_it_owes_and_what_is_left_to_bill() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "balance").await;
+    // 3h 30m of billable time at 60.00 an hour: 210.00.
+    let project = web_fixture(&app, &org).await;
+    let org_id: Uuid = org.id.parse().unwrap();
+    let member: Uuid = org.people["member"].user_id.parse().unwrap();
+    // Billable time no rate applies to counts as time, not money; time not billable not at all.
+    entry(&app, org_id, project, member, Entry { minutes: 15, billable: true, rate: None, note: "No rate" }).await;
+    entry(&app, org_id, project, member, Entry { minutes: 45, billable: false, rate: Some(6000), note: "Internal" })
+        .await;
+    let other = Uuid::now_v7();
+    sql(&app, "INSERT INTO clients (organization_id, id, name) VALUES ($1, $2, 'Quiet client')", &[org_id, other])
+        .await;
+    let today = app.clock.now_utc().date();
+    let mut db = app.db.admin_conn().await;
+    let currency: String = sqlx::query_scalar("SELECT currency FROM organizations WHERE id = $1")
+        .bind(org_id)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    let client: Uuid = org.client_id.parse().unwrap();
+    for (number, client, currency, status, total, due_in) in [
+        (1, client, "EUR", "sent", 123_450_i64, -1),
+        (2, client, "EUR", "sent", 12_400, 10),
+        (3, client, "USD", "sent", 5_000, 10),
+        (4, client, "EUR", "paid", 999, 0),
+        (5, client, "EUR", "void", 777, -5),
+        (6, other, "EUR", "paid", 4_000, -5),
+    ] {
+        sqlx::query(
+            "INSERT INTO invoices (organization_id, id, number, client_id, currency, status, issue_date, due_date, \
+             subtotal_minor, total_minor, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, now())",
+        )
+        .bind(org_id)
+        .bind(Uuid::now_v7())
+        .bind(number as i64)
+        .bind(client)
+        .bind(currency)
+        .bind(status)
+        .bind(today - time::Duration::days(20))
+        .bind(today + time::Duration::days(due_in))
+        .bind(total)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO invoices (organization_id, id, client_id, currency, issue_date, due_date, total_minor, created_at) \
+         VALUES ($1, $2, $3, 'EUR', $4, $4, 50000, now())",
+    )
+    .bind(org_id)
+    .bind(Uuid::now_v7())
+    .bind(client)
+    .bind(today)
+    .execute(&mut db)
+    .await
+    .unwrap();
+
+    let slug = org.slug.clone();
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let (status, html) = owner.page(&format!("/o/{slug}/clients/{client}")).await;
+    assert_eq!(status, 200, "{html}");
+    let money = html.split("<h2 id=\"money\">Money</h2>").nth(1).unwrap_or_else(|| panic!("{html}"));
+    let money = money.split("</section>").next().unwrap();
+    assert!(
+        money.contains(
+            "<p>1358.50 EUR owed on 2 sent invoices, <strong class=\"late\">1234.50 EUR overdue</strong>.</p>"
+        ),
+        "the draft, the paid and the void invoices are not owed: {money}"
+    );
+    assert!(money.contains("<p>50.00 USD owed on 1 sent invoice.</p>"), "{money}");
+    assert!(
+        money.contains(&format!(
+            "<p>3h 45m of billable time not yet billed, worth 210.00 {currency} at the rates that apply \
+             (1 entry without a rate counts as nothing).</p>"
+        )),
+        "{money}"
+    );
+    // Billed time is no longer waiting.
+    sqlx::query("UPDATE time_entries SET billable = false WHERE note = 'No rate'").execute(&mut db).await.unwrap();
+    let (_, html) = owner.page(&format!("/o/{slug}/clients/{client}")).await;
+    assert!(
+        html.contains(&format!(
+            "<p>3h 30m of billable time not yet billed, worth 210.00 {currency} at the rates that apply.</p>"
+        )),
+        "{html}"
+    );
+    let (_, html) = owner.page(&format!("/o/{slug}/clients/{other}")).await;
+    assert!(
+        html.contains("<p>Nothing owed: no sent invoice waits to be paid.</p>")
+            && html.contains("<p>No billable time waits to be billed.</p>"),
+        "{html}"
+    );
+    assert!(html.contains("<dt>Email</dt><dd><span class=\"muted\">Not given</span></dd>"), "{html}");
+    // Who may not read invoices sees no money; a foreign organization gets nothing.
+    let member_browser = &mut org.people.get_mut("member").unwrap().browser;
+    let (status, html) = member_browser.page(&format!("/o/{slug}/clients/{client}")).await;
+    assert!(status == 200 && !html.contains("id=\"money\"") && !html.contains("owed"), "{status} {html}");
+    let mut stranger = org_with_every_role(&app, "balancestranger").await;
+    let stranger = &mut stranger.people.get_mut("owner").unwrap().browser;
+    assert_eq!(stranger.page(&format!("/o/{slug}/clients/{client}")).await.0, 404);
 }

@@ -49,6 +49,16 @@ pub async fn create_client(
     Ok(created(format!("/api/v1/clients/{}", c.id), c))
 }
 
+#[utoipa::path(get, path = "/api/v1/clients/{client}/balance", tag = "clients",
+    description = "What the client owes (its sent, unpaid invoices per currency, and the part past due) and its billable time not yet on an invoice, with that time's worth at the rates that would bill it now. Entries no rate applies to count as nothing and are counted in `unrated_entries`.",
+    params(("client" = Uuid, Path, description = "Client id")),
+    responses((status = 200, description = "What the client owes and what is left to bill", body = Data<crate::work::invoices::ClientBalance>)),
+    security(("api_key" = ["invoices.read"])))]
+pub async fn get_client_balance(State(s): State<AppState>, api: ApiAccess, ids: PathIds) -> AppResult<Response> {
+    let client = ids.get::<ClientId>("client")?;
+    Ok(ok(crate::work::invoices::client_balance(&s.db, &api.principal, client, s.clock.now()).await?))
+}
+
 #[utoipa::path(get, path = "/api/v1/clients/{client}", tag = "clients",
     params(("client" = Uuid, Path, description = "Client id")),
     responses((status = 200, description = "The client", body = Data<Client>)),

@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::{PAGE_SIZE, Pager, path_id};
+use super::{PAGE_SIZE, Pager, duration, path_id};
 use crate::access::role::Permission as P;
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
@@ -18,8 +18,9 @@ use crate::route;
 use crate::state::AppState;
 use crate::tenancy::frame::{OrgNav, failure, page, page_with_status};
 use crate::tenancy::guard::OrgAccess;
-use crate::work::Page;
 use crate::work::clients::{self, Client, ClientFilter, ClientInput, ClientUpdate, Contact, ContactInput};
+use crate::work::money::format_minor;
+use crate::work::{Page, invoices};
 
 pub fn routes() -> Vec<RouteDef> {
     vec![
@@ -250,8 +251,61 @@ struct DetailPage {
     can_projects: bool,
     can_invoices: bool,
     can_invoice: bool,
+    /// What the client owes and what is still to bill (for those who may read invoices).
+    money: Option<MoneyView>,
     message: Option<String>,
     errors: Vec<FieldError>,
+}
+
+struct MoneyView {
+    /// Per currency: what is owed, and the overdue part of it (empty when none is).
+    owed: Vec<(String, String)>,
+    unbilled: String,
+}
+
+/// "1 sent invoice", "2 entries".
+fn count(n: i64, one: &str, many: &str) -> String {
+    if n == 1 { format!("1 {one}") } else { format!("{n} {many}") }
+}
+
+impl MoneyView {
+    fn of(b: &invoices::ClientBalance) -> Self {
+        let owed = b
+            .owed
+            .iter()
+            .map(|o| {
+                let overdue = if o.overdue > 0 {
+                    format!("{} {} overdue", format_minor(o.overdue_minor), o.currency)
+                } else {
+                    String::new()
+                };
+                let owed = format!(
+                    "{} {} owed on {}",
+                    format_minor(o.total_minor),
+                    o.currency,
+                    count(o.invoices, "sent invoice", "sent invoices")
+                );
+                (owed, overdue)
+            })
+            .collect();
+        let unbilled = if b.unbilled_minutes == 0 {
+            "No billable time waits to be billed.".to_string()
+        } else {
+            let unrated = if b.unrated_entries > 0 {
+                let verb = if b.unrated_entries == 1 { "counts" } else { "count" };
+                format!(" ({} without a rate {verb} as nothing)", count(b.unrated_entries, "entry", "entries"))
+            } else {
+                String::new()
+            };
+            format!(
+                "{} of billable time not yet billed, worth {} {} at the rates that apply{unrated}.",
+                duration(b.unbilled_minutes),
+                format_minor(b.unbilled_minor),
+                b.currency
+            )
+        };
+        Self { owed, unbilled }
+    }
 }
 
 async fn detail_view(
@@ -266,6 +320,11 @@ async fn detail_view(
     let p = &access.principal;
     let client = clients::get(&state.db, p, id).await?;
     let contacts = clients::contacts(&state.db, &state.keys, p, id).await?;
+    let money = if p.can(P::InvoicesRead) {
+        Some(MoneyView::of(&invoices::client_balance(&state.db, p, id, state.clock.now()).await?))
+    } else {
+        None
+    };
     Ok(DetailPage {
         csrf,
         org: OrgNav::of(access),
@@ -277,6 +336,7 @@ async fn detail_view(
         can_projects: p.can(P::ProjectsRead),
         can_invoices: p.can(P::InvoicesRead),
         can_invoice: p.can(P::InvoicesCreate),
+        money,
         message,
         errors,
     })
