@@ -557,6 +557,12 @@ try {
     await expectText(page, 'INV-');
     await check(page, 'invoice-sent');
     const invoiceId = page.url().match(/invoices\/([0-9a-f-]{36})/)[1];
+    // The client's page says what it owes now.
+    await page.goto(`${BASE}/o/${slug}/clients`);
+    await page.getByRole('link', { name: 'Acme Corp', exact: true }).click();
+    await page.waitForURL(/\/clients\/[0-9a-f-]{36}$/);
+    await expectText(page, 'owed on 1 sent invoice');
+    await check(page, 'client-money');
     // The project's budget shows what its billable time has used, from the projects list too.
     await page.goto(`${BASE}/o/${slug}/projects`);
     await expectText(page, '% used');
