@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::{Date, Duration, OffsetDateTime};
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 use super::money::Currency;
 use super::projects::require;
@@ -900,6 +901,50 @@ pub struct ClientBalance {
     pub currency: String,
 }
 
+/// What each of `clients` owes, per currency, in client and currency order.
+async fn owed_by(tx: &mut OrgTx, clients: &[Uuid], today: Date) -> DomainResult<Vec<(ClientId, Owed)>> {
+    // Sums of bigints are numeric: a total beyond 64 bits is capped rather than failing the page.
+    let rows: Vec<(ClientId, String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT client_id, currency, count(*), least(sum(total_minor), 9223372036854775807)::bigint, \
+                count(*) FILTER (WHERE due_date < $2), \
+                least(coalesce(sum(total_minor) FILTER (WHERE due_date < $2), 0), 9223372036854775807)::bigint \
+           FROM invoices WHERE client_id = ANY($1) AND status = 'sent' \
+          GROUP BY client_id, currency ORDER BY client_id, currency",
+    )
+    .bind(clients)
+    .bind(today)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(client, currency, invoices, total_minor, overdue, overdue_minor)| {
+            (client, Owed { currency, invoices, total_minor, overdue, overdue_minor })
+        })
+        .collect())
+}
+
+/// What each of `clients` owes (those with sent, unpaid invoices), for those who may read
+/// invoices (for others: nothing, as the invoices themselves).
+pub async fn owed(
+    db: &Db,
+    p: &OrgPrincipal,
+    clients: &[ClientId],
+    now: OffsetDateTime,
+) -> DomainResult<std::collections::HashMap<ClientId, Vec<Owed>>> {
+    let mut by_client: std::collections::HashMap<ClientId, Vec<Owed>> = Default::default();
+    if clients.is_empty() || !p.can(Permission::InvoicesRead) {
+        return Ok(by_client);
+    }
+    let ids: Vec<Uuid> = clients.iter().map(|c| c.as_uuid()).collect();
+    let mut tx = OrgTx::begin(db, p).await?;
+    let today = super::org_today(&mut tx, now).await?;
+    for (client, o) in owed_by(&mut tx, &ids, today).await? {
+        by_client.entry(client).or_default().push(o);
+    }
+    tx.commit().await?;
+    Ok(by_client)
+}
+
 /// A client's balance, for those who may read invoices (404 for a client one may not see).
 pub async fn client_balance(
     db: &Db,
@@ -912,17 +957,7 @@ pub async fn client_balance(
     let mut tx = OrgTx::begin(db, p).await?;
     super::clients::fetch_visible(&mut tx, p, client).await?;
     let today = super::org_today(&mut tx, now).await?;
-    // Sums of bigints are numeric: a total beyond 64 bits is capped rather than failing the page.
-    let owed: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
-        "SELECT currency, count(*), least(sum(total_minor), 9223372036854775807)::bigint, \
-                count(*) FILTER (WHERE due_date < $2), \
-                least(coalesce(sum(total_minor) FILTER (WHERE due_date < $2), 0), 9223372036854775807)::bigint \
-           FROM invoices WHERE client_id = $1 AND status = 'sent' GROUP BY currency ORDER BY currency",
-    )
-    .bind(client)
-    .bind(today)
-    .fetch_all(&mut *tx)
-    .await?;
+    let owed = owed_by(&mut tx, &[client.as_uuid()], today).await?.into_iter().map(|(_, o)| o).collect();
     let (unbilled_minutes, unbilled_minor, unrated_entries, currency): (i64, i64, i64, String) =
         sqlx::query_as(&format!(
             "SELECT coalesce(sum(e.minutes), 0)::bigint, \
@@ -946,22 +981,7 @@ pub async fn client_balance(
         .fetch_one(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(ClientBalance {
-        owed: owed
-            .into_iter()
-            .map(|(currency, invoices, total_minor, overdue, overdue_minor)| Owed {
-                currency,
-                invoices,
-                total_minor,
-                overdue,
-                overdue_minor,
-            })
-            .collect(),
-        unbilled_minutes,
-        unbilled_minor,
-        unrated_entries,
-        currency,
-    })
+    Ok(ClientBalance { owed, unbilled_minutes, unbilled_minor, unrated_entries, currency })
 }
 
 /// The invoice's client's billable time not yet billed (for picking), at most 500 entries.
@@ -1069,7 +1089,7 @@ pub async fn bill_time(
     let (subtotal, tax_minor, total) = compute(&mut all, before.tax_rate_bp)?;
     write_lines(&mut tx, id, &all).await?;
     for (i, (_, _, _, entries)) in groups.iter().enumerate() {
-        let ids: Vec<uuid::Uuid> = entries.iter().map(|e| e.as_uuid()).collect();
+        let ids: Vec<Uuid> = entries.iter().map(|e| e.as_uuid()).collect();
         // An entry recorded without a rate keeps the rate it was billed at.
         let billed_rate = rows.iter().find(|r| entries.contains(&r.id)).and_then(|r| r.rate_minor);
         sqlx::query(

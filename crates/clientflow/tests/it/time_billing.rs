@@ -1454,10 +1454,19 @@ async fn a_clients_page_says_what_it_owes_and_what_is_left_to_bill() {
         "{html}"
     );
     assert!(html.contains("<dt>Email</dt><dd><span class=\"muted\">Not given</span></dd>"), "{html}");
+    // The list says it too, client by client.
+    let (_, list) = owner.page(&format!("/o/{slug}/clients")).await;
+    assert!(
+        list.contains("<td class=\"num\">1358.50 EUR <span class=\"late\">(1234.50 overdue)</span><br>50.00 USD</td>"),
+        "{list}"
+    );
+    assert!(list.contains("<td class=\"num\"><span class=\"muted\">Nothing</span></td>"), "the quiet client: {list}");
     // Who may not read invoices sees no money; a foreign organization gets nothing.
     let member_browser = &mut org.people.get_mut("member").unwrap().browser;
     let (status, html) = member_browser.page(&format!("/o/{slug}/clients/{client}")).await;
     assert!(status == 200 && !html.contains("id=\"money\"") && !html.contains("owed"), "{status} {html}");
+    let (_, list) = member_browser.page(&format!("/o/{slug}/clients")).await;
+    assert!(!list.contains("Owed") && !list.contains("1358.50"), "{list}");
     let mut stranger = org_with_every_role(&app, "balancestranger").await;
     let stranger = &mut stranger.people.get_mut("owner").unwrap().browser;
     assert_eq!(stranger.page(&format!("/o/{slug}/clients/{client}")).await.0, 404);

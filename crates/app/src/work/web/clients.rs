@@ -54,11 +54,20 @@ struct ListQuery {
 #[template(path = "work/clients.html")]
 struct ListPage {
     org: OrgNav,
-    clients: Vec<Client>,
+    clients: Vec<Row>,
     q: String,
     status: String,
     pager: Pager,
     can_create: bool,
+    /// The "Owed" column (for those who may read invoices).
+    with_money: bool,
+}
+
+struct Row {
+    client: Client,
+    /// What it owes on sent invoices, per currency ("1358.50 EUR"), with the part past due
+    /// ("1234.50", empty when none is); empty when nothing is owed.
+    owed: Vec<(String, String)>,
 }
 
 async fn list(State(state): State<AppState>, access: OrgAccess, Query(q): Query<ListQuery>) -> AppResult<Response> {
@@ -68,12 +77,25 @@ async fn list(State(state): State<AppState>, access: OrgAccess, Query(q): Query<
     };
     let page_req = Page { limit: Some(PAGE_SIZE), offset: Some(q.offset) };
     let (items, total) = clients::list(&state.db, &access.principal, &filter, page_req).await?;
+    let ids: Vec<ClientId> = items.iter().map(|c| c.id).collect();
+    let mut owed = invoices::owed(&state.db, &access.principal, &ids, state.clock.now()).await?;
     let base = format!("/o/{}/clients", access.slug);
     let pager = Pager::new(&base, &[("q", &q.q), ("status", &q.status)], page_req.offset(), items.len(), total);
     page(&ListPage {
         can_create: access.principal.can(P::ClientsCreate),
+        with_money: access.principal.can(P::InvoicesRead),
         org: OrgNav::of(&access),
-        clients: items,
+        clients: items
+            .into_iter()
+            .map(|c| {
+                let owed = owed.remove(&c.id).unwrap_or_default();
+                let shown = |o: &invoices::Owed| {
+                    let overdue = if o.overdue > 0 { format_minor(o.overdue_minor) } else { String::new() };
+                    (format!("{} {}", format_minor(o.total_minor), o.currency), overdue)
+                };
+                Row { owed: owed.iter().map(shown).collect(), client: c }
+            })
+            .collect(),
         q: q.q,
         status: q.status,
         pager,
