@@ -10,7 +10,7 @@ use clientflow_test_support::browser::Browser;
 use crate::support::api::ctx;
 use crate::support::operator;
 use crate::support::orgs::{Org, org_with_every_role, session_token};
-use crate::support::work::fixture_project;
+use crate::support::work::{StoredInvoice, fixture_project, insert_invoice};
 
 async fn operator_of(app: &TestApp, org: &Org) -> OrgPrincipal {
     let id: OrgId = org.id.parse().unwrap();
@@ -449,28 +449,15 @@ async fn the_overview_shows_each_person_what_needs_them_and_nothing_they_may_not
     task_in(&app, &op, mine, "Zephyr copy next month", due(30, member)).await;
     task_in(&app, &op, hidden, "Secret zephyr plans", due(-1, owner_id)).await;
     let mut db = app.db.admin_conn().await;
+    let (org_id, client) = (org.id.parse().unwrap(), org.client_id.parse().unwrap());
     for (number, currency, status, total, due_in) in [
         (1, "EUR", "sent", 123_450, -1),
         (2, "EUR", "sent", 10_000, 10),
         (3, "USD", "sent", 5_000, 10),
         (4, "EUR", "paid", 999, 0),
     ] {
-        sqlx::query(
-            "INSERT INTO invoices (organization_id, id, number, client_id, currency, status, issue_date, due_date, \
-             subtotal_minor, total_minor, created_at) VALUES ($1::uuid, $2, $3, $4::uuid, $5, $6, $7, $8, $9, $9, now())",
-        )
-        .bind(&org.id)
-        .bind(uuid::Uuid::now_v7())
-        .bind(number as i64)
-        .bind(&org.client_id)
-        .bind(currency)
-        .bind(status)
-        .bind(today - time::Duration::days(20))
-        .bind(today + time::Duration::days(due_in))
-        .bind(total as i64)
-        .execute(&mut db)
-        .await
-        .unwrap();
+        let invoice = StoredInvoice { number, currency, status, total, due_in };
+        insert_invoice(&mut db, org_id, client, today, invoice).await;
     }
     sqlx::query(
         "INSERT INTO invoices (organization_id, id, client_id, currency, issue_date, due_date, created_at) \

@@ -50,6 +50,28 @@ async fn task(db: &mut sqlx::PgConnection, org: Uuid, project: Uuid, column: Uui
     id
 }
 
+async fn join(db: &mut sqlx::PgConnection, org: Uuid, project: Uuid, user: Uuid) {
+    sqlx::query(
+        "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())",
+    )
+    .bind(org)
+    .bind(project)
+    .bind(user)
+    .execute(db)
+    .await
+    .unwrap();
+}
+
+async fn assign(db: &mut sqlx::PgConnection, org: Uuid, task: Uuid, user: Uuid) {
+    sqlx::query("INSERT INTO task_assignees (organization_id, task_id, user_id) VALUES ($1, $2, $3)")
+        .bind(org)
+        .bind(task)
+        .bind(user)
+        .execute(db)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn the_schedule_shows_a_months_deadlines_day_by_day_in_the_projects_one_may_see() {
     let app = TestApp::spawn().await;
@@ -60,23 +82,9 @@ async fn the_schedule_shows_a_months_deadlines_day_by_day_in_the_projects_one_ma
     let (launch, todo, done) = project(&mut db, org_id, "Launch", Some("2031-05-20")).await;
     let (secret, secret_todo, _) = project(&mut db, org_id, "Secret merger", None).await;
     project(&mut db, org_id, "Not started", None).await;
-    sqlx::query(
-        "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())",
-    )
-    .bind(org_id)
-    .bind(launch)
-    .bind(member)
-    .execute(&mut db)
-    .await
-    .unwrap();
+    join(&mut db, org_id, launch, member).await;
     let copy = task(&mut db, org_id, launch, todo, "Write the copy", "2031-05-07").await;
-    sqlx::query("INSERT INTO task_assignees (organization_id, task_id, user_id) VALUES ($1, $2, $3)")
-        .bind(org_id)
-        .bind(copy)
-        .bind(member)
-        .execute(&mut db)
-        .await
-        .unwrap();
+    assign(&mut db, org_id, copy, member).await;
     // The Admin goes by the same name: the schedule tells the two apart, as the task page does.
     let admin: Uuid = org.people["admin"].user_id.parse().unwrap();
     sqlx::query("UPDATE users SET display_name = 'Mia Member' WHERE id = ANY($1)")
@@ -208,31 +216,17 @@ async fn task_lists_narrow_to_ones_own_tasks_to_no_ones_and_to_the_open_ones() {
     let (owner_id, member, admin) = (person("owner"), person("member"), person("admin"));
     let mut db = app.db.admin_conn().await;
     let (launch, todo, done) = project(&mut db, org_id, "Launch", None).await;
-    sqlx::query(
-        "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())",
-    )
-    .bind(org_id)
-    .bind(launch)
-    .bind(member)
-    .execute(&mut db)
-    .await
-    .unwrap();
-    let mut assign = async |title: &str, column: Uuid, who: Option<Uuid>| {
+    join(&mut db, org_id, launch, member).await;
+    let mut add = async |title: &str, column: Uuid, who: Option<Uuid>| {
         let id = task(&mut db, org_id, launch, column, title, "2031-05-07").await;
         if let Some(user) = who {
-            sqlx::query("INSERT INTO task_assignees (organization_id, task_id, user_id) VALUES ($1, $2, $3)")
-                .bind(org_id)
-                .bind(id)
-                .bind(user)
-                .execute(&mut db)
-                .await
-                .unwrap();
+            assign(&mut db, org_id, id, user).await;
         }
     };
-    assign("Write the copy", todo, Some(member)).await;
-    assign("Proofread the copy", done, Some(member)).await;
-    assign("Book the venue", todo, None).await;
-    assign("Approve the budget", todo, Some(owner_id)).await;
+    add("Write the copy", todo, Some(member)).await;
+    add("Proofread the copy", done, Some(member)).await;
+    add("Book the venue", todo, None).await;
+    add("Approve the budget", todo, Some(owner_id)).await;
     let titles = ["Write the copy", "Proofread the copy", "Book the venue", "Approve the budget"];
 
     let slug = org.slug.clone();

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::support::api::{Tenant, add_member, api_key, count, ctx, delete, get, patch, post, tenant};
 use crate::support::orgs::{Org, org_with_every_role};
+use crate::support::work::{StoredInvoice, insert_invoice};
 
 async fn sql(app: &TestApp, statement: &str, binds: &[Uuid]) {
     let mut db = app.db.admin_conn().await;
@@ -1382,29 +1383,15 @@ async fn a_clients_page_says_what_it_owes_and_what_is_left_to_bill() {
         .unwrap();
     let client: Uuid = org.client_id.parse().unwrap();
     for (number, client, currency, status, total, due_in) in [
-        (1, client, "EUR", "sent", 123_450_i64, -1),
+        (1, client, "EUR", "sent", 123_450, -1),
         (2, client, "EUR", "sent", 12_400, 10),
         (3, client, "USD", "sent", 5_000, 10),
         (4, client, "EUR", "paid", 999, 0),
         (5, client, "EUR", "void", 777, -5),
         (6, other, "EUR", "paid", 4_000, -5),
     ] {
-        sqlx::query(
-            "INSERT INTO invoices (organization_id, id, number, client_id, currency, status, issue_date, due_date, \
-             subtotal_minor, total_minor, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, now())",
-        )
-        .bind(org_id)
-        .bind(Uuid::now_v7())
-        .bind(number as i64)
-        .bind(client)
-        .bind(currency)
-        .bind(status)
-        .bind(today - time::Duration::days(20))
-        .bind(today + time::Duration::days(due_in))
-        .bind(total)
-        .execute(&mut db)
-        .await
-        .unwrap();
+        let invoice = StoredInvoice { number, currency, status, total, due_in };
+        insert_invoice(&mut db, org_id, client, today, invoice).await;
     }
     sqlx::query(
         "INSERT INTO invoices (organization_id, id, client_id, currency, issue_date, due_date, total_minor, created_at) \

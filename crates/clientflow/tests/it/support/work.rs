@@ -323,3 +323,38 @@ pub async fn insert_files(
     .await
     .unwrap();
 }
+
+/// A numbered invoice of `client` inserted as it stands (`sent`, `paid`, `void`), issued 20
+/// days before `today` and due `due_in` days after it, for `total` minor units of `currency`.
+pub struct StoredInvoice<'a> {
+    pub number: i64,
+    pub currency: &'a str,
+    pub status: &'a str,
+    pub total: i64,
+    pub due_in: i64,
+}
+
+pub async fn insert_invoice(
+    db: &mut sqlx::PgConnection,
+    org: uuid::Uuid,
+    client: uuid::Uuid,
+    today: time::Date,
+    i: StoredInvoice<'_>,
+) {
+    sqlx::query(
+        "INSERT INTO invoices (organization_id, id, number, client_id, currency, status, issue_date, due_date, \
+         subtotal_minor, total_minor, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, now())",
+    )
+    .bind(org)
+    .bind(uuid::Uuid::now_v7())
+    .bind(i.number)
+    .bind(client)
+    .bind(i.currency)
+    .bind(i.status)
+    .bind(today - time::Duration::days(20))
+    .bind(today + time::Duration::days(i.due_in))
+    .bind(i.total)
+    .execute(db)
+    .await
+    .unwrap();
+}
