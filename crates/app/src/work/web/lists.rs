@@ -10,7 +10,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{PAGE_SIZE, Pager, day, duration};
-use crate::access::role::{Permission as P, Role};
+use crate::access::role::Permission as P;
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::platform::http::error::AppResult;
 use crate::platform::ids::UserId;
@@ -122,12 +122,7 @@ async fn task_list(
     let projects = project_names(&state, &access).await?;
     let names: HashMap<&str, &str> = projects.iter().map(|(i, n)| (i.as_str(), n.as_str())).collect();
     let everyone = super::people(&state, &access).await?;
-    let names_of = super::People::of(&everyone);
-    let people = everyone
-        .iter()
-        .filter(|m| m.status == "active" && m.role != Role::Client && Some(m.user_id) != me)
-        .map(|m| (m.user_id.to_string(), names_of.name(&m.user_id)))
-        .collect();
+    let people = super::assignee_choices(&everyone, &super::People::of(&everyone), me);
     let filters =
         [("q", q.q.as_str()), ("status", &q.status), ("project_id", &q.project_id), ("assignee", q.assignee.trim())];
     let pager = Pager::uncounted(&format!("/o/{}/tasks", access.slug), &filters, offset, items.len(), more);

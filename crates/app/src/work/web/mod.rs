@@ -300,6 +300,20 @@ impl People {
     }
 }
 
+/// Whom a list can be narrowed to beside "Me": the organization's active people other than
+/// Clients and the viewer, as (id, name).
+pub fn assignee_choices(
+    everyone: &[crate::tenancy::service::MemberRow],
+    names: &People,
+    me: Option<UserId>,
+) -> Vec<(String, String)> {
+    everyone
+        .iter()
+        .filter(|m| m.status == "active" && m.role != crate::access::role::Role::Client && Some(m.user_id) != me)
+        .map(|m| (m.user_id.to_string(), names.name(&m.user_id)))
+        .collect()
+}
+
 /// A move on the board is recorded as two changes at the same instant by the same person: the
 /// task's board column and its status (the API lists both). Pages show the column alone, which
 /// says where the task went; a status change without a column change stays. `key` gives a

@@ -740,15 +740,7 @@ pub async fn project_view(
     let task_count = if tab == "list" { list_total } else { board.iter().map(|c| c.total).sum() };
     let list_column =
         list_column.map(|c| (c.to_string(), column_names.get(&c.to_string()).cloned().unwrap_or_default()));
-    let assignee_options = if tab == "list" {
-        everyone
-            .iter()
-            .filter(|m| m.status == "active" && m.role != Role::Client && Some(m.user_id) != p.user_id())
-            .map(|m| (m.user_id.to_string(), names.name(&m.user_id)))
-            .collect()
-    } else {
-        vec![]
-    };
+    let assignee_options = if tab == "list" { super::assignee_choices(&everyone, &names, p.user_id()) } else { vec![] };
     let list_narrowed = list_filter.assignee.is_some() || list_filter.unassigned || list_filter.open;
     let (members, candidates) = if tab == "people" {
         let members = projects::members(&state.db, p, id).await?;
