@@ -236,6 +236,15 @@ pub fn date_or_empty(field: &str, value: &str) -> DomainResult<Option<Date>> {
     if value.is_empty() { Ok(None) } else { date(field, value).map(Some) }
 }
 
+/// A checkbox-style flag in a query: `1` for on, empty or left out for off.
+pub fn flag(field: &str, value: &str) -> DomainResult<bool> {
+    match value {
+        "" => Ok(false),
+        "1" => Ok(true),
+        _ => Err(DomainError::field(field, "must be 1 or left out")),
+    }
+}
+
 /// A value of a closed set (an `enum` in the document).
 pub fn one_of(field: &str, value: &str, allowed: &[&str]) -> DomainResult<()> {
     if allowed.contains(&value) {
@@ -318,6 +327,16 @@ mod tests {
             assert!(date("d", bad).is_err(), "{bad}");
         }
         assert_eq!(date_or_empty("d", "").unwrap(), None);
+    }
+
+    #[test]
+    fn a_flag_is_one_or_nothing() {
+        assert!(!flag("open", "").unwrap());
+        assert!(flag("open", "1").unwrap());
+        for bad in ["0", "true", "on", " 1", "1\0", "11"] {
+            let e = flag("open", bad).unwrap_err();
+            assert!(format!("{e:?}").contains("open"), "{bad}: {e:?}");
+        }
     }
 
     #[test]

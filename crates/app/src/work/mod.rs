@@ -123,6 +123,19 @@ pub async fn org_today(tx: &mut OrgTx, now: time::OffsetDateTime) -> Result<time
     Ok(crate::platform::tz::today(now, &zone))
 }
 
+/// The date it is for `p`'s organization at `now`, read in a transaction of its own (a
+/// savepoint of the request's): for pages that need the day before they read anything else.
+pub async fn today(
+    db: &crate::platform::db::Db,
+    p: &OrgPrincipal,
+    now: time::OffsetDateTime,
+) -> DomainResult<time::Date> {
+    let mut tx = OrgTx::begin(db, p).await?;
+    let today = org_today(&mut tx, now).await?;
+    tx.commit().await?;
+    Ok(today)
+}
+
 // Calendar dates in JSON as `YYYY-MM-DD` (what the OpenAPI document says, `format: date`),
 // not `time`'s default `[year, ordinal]` pair. Use `#[serde(with = "crate::work::iso_date")]`,
 // or `crate::work::iso_date::option` for an `Option<Date>`.

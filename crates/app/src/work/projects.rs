@@ -366,7 +366,7 @@ pub async fn progress(
     db: &Db,
     p: &OrgPrincipal,
     ids: &[ProjectId],
-    now: OffsetDateTime,
+    today: Date,
 ) -> DomainResult<std::collections::HashMap<ProjectId, Progress>> {
     require(p, Permission::ProjectsRead)?;
     if ids.is_empty() || !p.can(Permission::TasksRead) {
@@ -375,7 +375,6 @@ pub async fn progress(
     let member = member_filter(p)?;
     let ids: Vec<Uuid> = ids.iter().map(|i| i.as_uuid()).collect();
     let mut tx = OrgTx::begin(db, p).await?;
-    let today = super::org_today(&mut tx, now).await?;
     let rows: Vec<(ProjectId, i64, i64, i64)> = sqlx::query_as(&format!(
         "SELECT p.id, count(*), count(*) FILTER (WHERE t.status = 'done'), \
                 count(*) FILTER (WHERE t.status <> 'done' AND t.due_date < $3) \

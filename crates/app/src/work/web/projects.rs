@@ -15,6 +15,7 @@ use crate::access::role::{Permission as P, Role};
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
+use crate::platform::fields;
 use crate::platform::http::error::{AppError, AppResult, DomainError, FieldError};
 use crate::platform::ids::{ClientId, ColumnId, ProjectId, TaskId, UserId};
 use crate::route;
@@ -196,7 +197,8 @@ async fn list(State(state): State<AppState>, access: OrgAccess, Query(q): Query<
     let with_budget: Vec<ProjectId> = items.iter().filter(|p| p.budget_minor.is_some()).map(|p| p.id).collect();
     let budgets = projects::budgets(&state.db, &access.principal, &with_budget).await?;
     let ids: Vec<ProjectId> = items.iter().map(|p| p.id).collect();
-    let progress = projects::progress(&state.db, &access.principal, &ids, state.clock.now()).await?;
+    let today = crate::work::today(&state.db, &access.principal, state.clock.now()).await?;
+    let progress = projects::progress(&state.db, &access.principal, &ids, today).await?;
     let base = format!("/o/{}/projects", access.slug);
     let pager = Pager::new(
         &base,
@@ -639,7 +641,9 @@ pub async fn project_view(
         Some(c) if p.can(P::ClientsRead) => Some((c.to_string(), clients::get(&state.db, p, c).await?.name)),
         _ => None,
     };
-    let progress = projects::progress(&state.db, p, &[id], state.clock.now()).await?.remove(&id).unwrap_or_default();
+    // The organization's today: the progress's overdue count and the cards marked late.
+    let today = crate::work::today(&state.db, p, state.clock.now()).await?;
+    let progress = projects::progress(&state.db, p, &[id], today).await?.remove(&id).unwrap_or_default();
     let everyone = people(state, access).await?;
     let names = People::of(&everyone);
     let may_tasks = p.can(P::TasksRead);
@@ -664,11 +668,7 @@ pub async fn project_view(
             other => form_id::<UserId>("assignee", other)?,
         },
         unassigned: forms.list_assignee.trim() == "nobody",
-        open: match forms.list_open.as_str() {
-            "" => false,
-            "1" => true,
-            _ => return Err(AppError::field("open", "must be 1 or left out")),
-        },
+        open: fields::flag("open", &forms.list_open)?,
     };
     let (listed, list_total) = if tab == "list" && may_tasks {
         tasks::project_list(&state.db, p, id, &list_filter, LIST_PAGE, forms.list_offset.max(0)).await?
@@ -682,18 +682,8 @@ pub async fn project_view(
     } else {
         HashMap::new()
     };
-    // Cards due before the organization's today are marked (a board or list shows tasks only).
-    let today = if shown.is_empty() {
-        None
-    } else {
-        let mut tx = crate::access::OrgTx::begin(&state.db, p).await?;
-        let today = crate::work::org_today(&mut tx, state.clock.now()).await?;
-        tx.commit().await?;
-        Some(today)
-    };
     let card = |t: tasks::Task| CardView {
-        late: t.status != crate::work::task_status::TaskStatus::Done
-            && t.due_date.zip(today).is_some_and(|(due, today)| due < today),
+        late: t.status != crate::work::task_status::TaskStatus::Done && t.due_date.is_some_and(|due| due < today),
         assignees: assigned
             .get(&t.id)
             .map(|users| users.iter().map(|u| (initials(&names.short_name(u)), names.name(u))).collect())

@@ -8,7 +8,8 @@ use time::Date;
 
 use crate::access::role::Permission as P;
 use crate::access::route::{Access, RouteDef, Surface};
-use crate::platform::http::error::{AppResult, DomainError};
+use crate::platform::fields;
+use crate::platform::http::error::AppResult;
 use crate::route;
 use crate::state::AppState;
 use crate::tenancy::frame::{OrgNav, page};
@@ -79,11 +80,7 @@ async fn schedule_page(
     access: OrgAccess,
     Query(q): Query<MonthQuery>,
 ) -> AppResult<Response> {
-    let mine = match q.mine.as_str() {
-        "" => false,
-        "1" => true,
-        _ => return Err(DomainError::field("mine", "must be 1 or left out").into()),
-    };
+    let mine = fields::flag("mine", &q.mine)?;
     let s = schedule::schedule(&state.db, &access.principal, Some(q.month.trim()), mine, state.clock.now()).await?;
     let names = People::of(&people(&state, &access).await?);
     let mut days: Vec<Day> = Vec::new();

@@ -22,10 +22,10 @@ use crate::route;
 use crate::state::AppState;
 use crate::tenancy::frame::{OrgNav, page};
 use crate::tenancy::guard::OrgAccess;
+use crate::work::fields;
 use crate::work::money::format_minor;
 use crate::work::time_entries::{self, ReportRow};
 use crate::work::timers::{self, TimerStart};
-use crate::work::{fields, org_today};
 
 pub fn routes() -> Vec<RouteDef> {
     vec![
@@ -152,12 +152,7 @@ async fn week(State(state): State<AppState>, access: OrgAccess, Query(q): Query<
         Some(u) => u,
         None => me,
     };
-    let today = {
-        let mut tx = crate::access::OrgTx::begin(&state.db, p).await?;
-        let t = org_today(&mut tx, state.clock.now()).await?;
-        tx.commit().await?;
-        t
-    };
+    let today = crate::work::today(&state.db, p, state.clock.now()).await?;
     let day = day.unwrap_or(today);
     let monday = day - Duration::days(day.weekday().number_days_from_monday().into());
     let sunday = monday + Duration::days(6);
@@ -236,12 +231,7 @@ struct RangeQuery {
 async fn range(state: &AppState, access: &OrgAccess, q: &RangeQuery) -> AppResult<(Date, Date)> {
     let from = fields::date_or_empty("from", &q.from)?;
     let to = fields::date_or_empty("to", &q.to)?;
-    let today = {
-        let mut tx = crate::access::OrgTx::begin(&state.db, &access.principal).await?;
-        let t = org_today(&mut tx, state.clock.now()).await?;
-        tx.commit().await?;
-        t
-    };
+    let today = crate::work::today(&state.db, &access.principal, state.clock.now()).await?;
     let to = to.unwrap_or(today);
     let from = from.unwrap_or_else(|| to.replace_day(1).unwrap_or(to));
     Ok((from, to))
