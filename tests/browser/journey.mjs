@@ -293,6 +293,9 @@ try {
   await done.locator('[data-card]', { hasText: 'Wireframes' }).waitFor();
   const counts = await page.locator('[data-count]').allTextContents();
   if (counts.join(',') !== '2,0,1') problems.push(`column counts after the drag: ${counts}`);
+  // The header's progress follows the move without a reload.
+  await page.locator('[data-progress]', { hasText: '1 of 3 tasks done' }).waitFor({ timeout: 5000 })
+    .catch(() => problems.push('the header did not say "1 of 3 tasks done" after the drag'));
   // The keyboard: Alt+ArrowRight moves the focused card one column on.
   await page.locator('[data-card]', { hasText: 'Copy deck' }).focus();
   await page.keyboard.press('Alt+ArrowRight');

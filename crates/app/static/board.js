@@ -4,8 +4,9 @@
 // - or, with the keyboard: focus a card, press Alt+ArrowRight / Alt+ArrowLeft;
 // a move posts the card's own Move form with fetch (the CSRF token in the X-CSRF-Token
 // header, checked with the Origin exactly as for the form), asking for JSON so the answer is
-// 204 rather than a page. The column counts follow at once; if the server refuses, the page
-// reloads to show the board as it really is.
+// the project's new task counts rather than a page. The column counts follow at once, the
+// header's "N of M tasks done" when the answer comes; if the server refuses, the page reloads
+// to show the board as it really is.
 (function () {
   'use strict';
   var board = document.querySelector('[data-board]');
@@ -28,6 +29,22 @@
     var n = count ? parseInt(count.textContent, 10) : NaN;
     if (!isNaN(n)) {
       count.textContent = String(Math.max(0, n + by));
+    }
+  }
+
+  // The header's "N of M tasks done, K overdue", from the counts the move answered with.
+  function progress(counts) {
+    var line = document.querySelector('[data-progress]');
+    if (!line || !counts || typeof counts.total !== 'number') {
+      return;
+    }
+    line.textContent = counts.done + ' of ' + counts.total + ' tasks done';
+    if (counts.overdue > 0) {
+      line.appendChild(document.createTextNode(', '));
+      var late = document.createElement('strong');
+      late.className = 'late';
+      late.textContent = counts.overdue + ' overdue';
+      line.appendChild(late);
     }
   }
 
@@ -63,6 +80,9 @@
       if (!res.ok) {
         throw new Error('move refused: ' + res.status);
       }
+      return res.json();
+    }).then(function (answer) {
+      progress(answer && answer.progress);
     }).catch(function () {
       window.location.reload();
     });

@@ -172,7 +172,10 @@ async fn the_schedule_shows_a_months_deadlines_day_by_day_in_the_projects_one_ma
     assert!(board.contains("<span class=\"late\">Due 2020-01-15 (overdue)</span>"), "{board}");
     assert!(board.contains("<span>Due 2031-05-07</span>") && board.matches("(overdue)").count() == 1, "{board}");
     // Its header says how far along the project is.
-    assert!(board.contains("<span>1 of 6 tasks done, <strong class=\"late\">1 overdue</strong></span>"), "{board}");
+    assert!(
+        board.contains("<span data-progress>1 of 6 tasks done, <strong class=\"late\">1 overdue</strong></span>"),
+        "{board}"
+    );
     let (_, list) = owner.page(&format!("/o/{slug}/projects/{launch}/list")).await;
     assert!(
         list.contains("<td class=\"late\">2020-01-15 (overdue)</td>") && list.matches("(overdue)").count() == 1,

@@ -312,7 +312,11 @@ async fn clients_projects_board_comments_time_and_invoices_through_the_pages() {
         req.send()
     };
     assert_eq!(js_move(None).await.unwrap().status(), 403, "no token, no move");
-    assert_eq!(js_move(Some(&o.token)).await.unwrap().status(), 204);
+    // The answer is the project's counts, for the header's "N of M tasks done".
+    let res = js_move(Some(&o.token)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let answer: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(answer["progress"], serde_json::json!({"done": 1, "total": 1, "overdue": 0}), "moved into Done");
     let board = page(&mut o.browser, &format!("/o/{slug}/projects/{project}")).await;
     assert_eq!(column_holding(&board, "Design the homepage").as_deref(), Some(cols[2].as_str()));
     // A column of another project is refused with a field message.

@@ -4,7 +4,7 @@
 
 use axum::Form;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
@@ -20,6 +20,7 @@ use crate::route;
 use crate::state::AppState;
 use crate::tenancy::frame::failure;
 use crate::tenancy::guard::OrgAccess;
+use crate::work::projects;
 use crate::work::tasks::{self, TaskInput, TaskUpdate};
 
 pub fn routes() -> Vec<RouteDef> {
@@ -78,7 +79,8 @@ struct MoveForm {
     column_id: String,
 }
 
-/// `board.js` asks for JSON: it gets 204 (or a problem+json error) instead of the page.
+/// `board.js` asks for JSON: it gets the project's new task counts (or a problem+json error)
+/// instead of the page, to update the header's "N of M tasks done" with the move.
 fn wants_json(headers: &HeaderMap) -> bool {
     headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("application/json"))
 }
@@ -101,7 +103,20 @@ async fn move_task(
     }
     .await;
     match result {
-        Ok(_) if wants_json(&headers) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Ok(task) if wants_json(&headers) => {
+            let p = &access.principal;
+            let progress = if p.can(P::ProjectsRead) {
+                let today = crate::work::today(&state.db, p, state.clock.now()).await?;
+                projects::progress(&state.db, p, &[task.project_id], today).await?.remove(&task.project_id)
+            } else {
+                None
+            }
+            .unwrap_or_default();
+            let body = serde_json::json!({
+                "progress": { "done": progress.done, "total": progress.total, "overdue": progress.overdue }
+            });
+            Ok(axum::Json(body).into_response())
+        }
         Ok(task) => Ok(Redirect::to(&format!("/o/{}/projects/{}", access.slug, task.project_id)).into_response()),
         Err(e) if wants_json(&headers) => Err(e),
         Err(e) => {
