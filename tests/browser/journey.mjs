@@ -560,6 +560,15 @@ try {
     await expectText(page, 'INV-');
     await check(page, 'invoice-sent');
     const invoiceId = page.url().match(/invoices\/([0-9a-f-]{36})/)[1];
+    // The client pays part of it: recorded with the keyboard, and what is left follows.
+    await page.getByLabel(/^Amount/).click();
+    await page.keyboard.press('Control+A');
+    await page.keyboard.type('20');
+    await page.keyboard.press('Enter');
+    await page.waitForURL(/#payments$/);
+    await expectText(page, 'still owed');
+    await expectText(page, 'Balance due');
+    await check(page, 'invoice-part-paid');
     // The client's page says what it owes now.
     await page.goto(`${BASE}/o/${slug}/clients`);
     await page.getByRole('link', { name: 'Acme Corp', exact: true }).click();
@@ -593,6 +602,7 @@ try {
     await cpage.goto(`${BASE}/portal/${slug}`);
     await cpage.getByRole('link', { name: /INV-/ }).first().click();
     await cpage.waitForURL(new RegExp(`/portal/${slug}/invoices/${invoiceId}`));
+    await expectText(cpage, 'Balance due');
     await check(cpage, 'portal-invoice');
     // The client downloads the invoice as a PDF: a real download, and a PDF of this invoice.
     const [download] = await Promise.all([

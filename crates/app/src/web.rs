@@ -157,6 +157,8 @@ pub const FLASH_MESSAGES: &[(&str, &str)] = &[
     ("POST /o/{org}/invoices/{invoice}/send", "Invoice sent."),
     ("POST /o/{org}/invoices/{invoice}/pay", "Invoice marked paid."),
     ("POST /o/{org}/invoices/{invoice}/void", "Invoice voided."),
+    ("POST /o/{org}/invoices/{invoice}/payments", "Payment recorded."),
+    ("POST /o/{org}/invoices/{invoice}/payments/{payment}/delete", "Payment deleted."),
     ("POST /o/{org}/invoices/{invoice}/delete", "Invoice deleted."),
     ("POST /o/{org}/invitations", "Invitation sent."),
     ("POST /o/{org}/invitations/{invitation}/revoke", "Invitation revoked."),

@@ -97,6 +97,10 @@ id_type!(
     InvoiceId
 );
 id_type!(
+    /// A payment against an invoice.
+    PaymentId
+);
+id_type!(
     /// A stored file.
     FileId
 );

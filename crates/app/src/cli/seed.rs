@@ -132,6 +132,7 @@ pub struct Counts {
     pub time_entries: u64,
     pub invoices: u64,
     pub invoice_lines: u64,
+    pub invoice_payments: u64,
 }
 
 impl Counts {
@@ -150,6 +151,7 @@ impl Counts {
         self.time_entries += o.time_entries;
         self.invoices += o.invoices;
         self.invoice_lines += o.invoice_lines;
+        self.invoice_payments += o.invoice_payments;
     }
 
     fn rows(&self) -> u64 {
@@ -167,6 +169,7 @@ impl Counts {
             + self.time_entries
             + self.invoices
             + self.invoice_lines
+            + self.invoice_payments
     }
 }
 
@@ -333,7 +336,7 @@ async fn analyze(s: &Session) -> Result<bool, anyhow::Error> {
     let mut conn = provision::connect(owner, "owner role").await?;
     sqlx::query(
         "ANALYZE users, organizations, memberships, clients, client_contacts, projects, project_members, board_columns, \
-         tasks, task_assignees, comments, task_activity, time_entries, invoices, invoice_lines, audit_events",
+         tasks, task_assignees, comments, task_activity, time_entries, invoices, invoice_lines, invoice_payments, audit_events",
     )
     .execute(&mut conn)
     .await?;
@@ -937,6 +940,17 @@ async fn write_org(s: &Session, plan: &OrgPlan, seed: u64, now: OffsetDateTime) 
     .bind(lines.iter().map(|l| l.2.quantity_milli).collect::<Vec<_>>())
     .bind(lines.iter().map(|l| l.2.unit_price_minor).collect::<Vec<_>>())
     .bind(lines.iter().map(|l| l.2.amount_minor).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    // A paid invoice was paid in full, the day it was marked paid.
+    counts.invoice_payments = sqlx::query(
+        "INSERT INTO invoice_payments (organization_id, id, invoice_id, amount_minor, paid_on, note, created_at) \
+         SELECT organization_id, gen_random_uuid(), id, total_minor, coalesce(paid_at, created_at)::date, '', \
+                coalesce(paid_at, created_at) \
+           FROM invoices WHERE organization_id = $1 AND status = 'paid' AND total_minor > 0",
+    )
+    .bind(org_id)
     .execute(&mut *tx)
     .await?
     .rows_affected();

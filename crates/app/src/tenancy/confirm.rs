@@ -34,9 +34,14 @@ fn wording(route: &str) -> (&'static str, &'static str, &'static str) {
     let end = route.rsplit('/').nth(1).unwrap_or("");
     match (end, route.ends_with("/remove")) {
         ("{invoice}", _) if route.ends_with("/pay") => (
-            "Mark this invoice paid?",
-            "It leaves the list of what is owed and can't be sent, reminded or voided afterwards.",
+            "Mark this invoice paid in full?",
+            "What it still owes is recorded as a payment today, and it leaves the list of what is owed. Deleting that payment makes it owed again.",
             "Mark paid",
+        ),
+        ("{payment}", _) => (
+            "Delete this payment?",
+            "What it paid is owed again, and a paid invoice is sent (owed) again. This can't be undone.",
+            "Delete payment",
         ),
         ("{invoice}", _) if route.ends_with("/void") => (
             "Void this invoice?",

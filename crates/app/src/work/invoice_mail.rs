@@ -99,7 +99,19 @@ async fn email_invoice_in(
     let today = super::org_today(tx, ctx.now).await?;
     let title = inv.title();
     let link = format!("{public_url}/portal/{slug}/invoices/{id}");
-    let total = format!("{} {}", format_minor(inv.total_minor), inv.currency);
+    // A reminder of an invoice paid in part says what is left.
+    let total = if inv.paid_minor > 0 {
+        format!(
+            "{} {}\nPaid so far: {}\nBalance due: {} {}",
+            format_minor(inv.total_minor),
+            inv.currency,
+            format_minor(inv.paid_minor),
+            format_minor(inv.balance_minor),
+            inv.currency
+        )
+    } else {
+        format!("{} {}", format_minor(inv.total_minor), inv.currency)
+    };
     let (subject, opening) = match why {
         Mailing::Sent => (format!("Invoice {title} from {org_name}"), format!("{org_name} sent you invoice {title}.")),
         Mailing::Reminder => (

@@ -69,6 +69,10 @@ fn layout(organization: &str, d: &InvoiceDetail) -> Vec<Vec<Text>> {
         text(false, 11, 450, money(i.tax_minor)),
     ]);
     rows.push(vec![text(true, 12, 330, "Total"), text(true, 12, 450, money(i.total_minor))]);
+    if i.paid_minor > 0 {
+        rows.push(vec![text(false, 11, 330, "Paid"), text(false, 11, 450, money(i.paid_minor))]);
+        rows.push(vec![text(true, 12, 330, "Balance due"), text(true, 12, 450, money(i.balance_minor))]);
+    }
     if !i.notes.is_empty() {
         rows.push(vec![]);
         for note in i.notes.lines().take(20) {

@@ -51,12 +51,45 @@ pub struct Invoice {
     /// When the client first opened it in the portal.
     #[serde(with = "time::serde::rfc3339::option")]
     pub viewed_at: Option<OffsetDateTime>,
+    /// What its payments add up to (minor units).
+    pub paid_minor: i64,
+    /// What it still owes: the total less the payments (0 once paid or void; a draft's total).
+    pub balance_minor: i64,
 }
 
-pub const COLUMNS: &str = "i.id, i.number, i.client_id, i.currency, i.tax_rate_bp, i.status, i.issue_date, i.due_date, i.notes, \
-     i.subtotal_minor, i.tax_minor, i.total_minor, i.created_at, i.reference, i.payment_terms_days, i.viewed_at";
+/// What the invoice `i` has been paid: the sum of its payments (never beyond its total, which
+/// is a bigint, so the sum fits one).
+macro_rules! paid_sql {
+    () => {
+        "coalesce((SELECT sum(pm.amount_minor) FROM invoice_payments pm \
+         WHERE pm.organization_id = i.organization_id AND pm.invoice_id = i.id), 0)::bigint"
+    };
+}
+
+/// [`paid_sql`] for other queries over `invoices i`.
+pub const PAID_SQL: &str = paid_sql!();
+
+pub const COLUMNS: &str = concat!(
+    "i.id, i.number, i.client_id, i.currency, i.tax_rate_bp, i.status, i.issue_date, i.due_date, i.notes, \
+     i.subtotal_minor, i.tax_minor, i.total_minor, i.created_at, i.reference, i.payment_terms_days, i.viewed_at, ",
+    paid_sql!(),
+    " AS paid_minor, CASE WHEN i.status IN ('paid', 'void') THEN 0 ELSE i.total_minor - ",
+    paid_sql!(),
+    " END AS balance_minor"
+);
 
 impl Invoice {
+    /// Its total as lists show it: "1358.50 EUR", and what is still due once part is paid
+    /// ("1358.50 EUR, 858.50 due").
+    pub fn total_shown(&self) -> String {
+        let total = format!("{} {}", super::money::format_minor(self.total_minor), self.currency);
+        if self.status.is_open() && self.paid_minor > 0 {
+            format!("{total}, {} due", super::money::format_minor(self.balance_minor))
+        } else {
+            total
+        }
+    }
+
     /// What people call it: its printed number, or "Draft".
     pub fn title(&self) -> String {
         match (&self.reference, self.number) {
@@ -467,8 +500,9 @@ async fn write_lines(tx: &mut OrgTx, id: InvoiceId, lines: &[Line]) -> Result<()
     Ok(())
 }
 
-fn snapshot(i: &Invoice) -> serde_json::Value {
-    json!({ "number": i.number, "client_id": i.client_id, "status": i.status, "currency": i.currency, "total_minor": i.total_minor })
+pub(super) fn snapshot(i: &Invoice) -> serde_json::Value {
+    json!({ "number": i.number, "client_id": i.client_id, "status": i.status, "currency": i.currency,
+            "total_minor": i.total_minor, "paid_minor": i.paid_minor })
 }
 
 pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInput) -> DomainResult<Invoice> {
@@ -675,11 +709,7 @@ pub(super) async fn transition_in(
     id: InvoiceId,
     action: InvoiceAction,
 ) -> DomainResult<Invoice> {
-    let before: Invoice = sqlx::query_as(&format!("SELECT {COLUMNS} FROM invoices i WHERE i.id = $1 FOR UPDATE"))
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or(DomainError::NotFound)?;
+    let before = lock(tx, id).await?;
     use InvoiceAction as A;
     use InvoiceStatus as S;
     let after: Invoice = match (action, before.status) {
@@ -708,13 +738,28 @@ pub(super) async fn transition_in(
             .await?
         }
         (A::Pay, S::Sent) => {
-            sqlx::query_as(&format!(
-                "UPDATE invoices AS i SET status = 'paid', paid_at = $2 WHERE i.id = $1 RETURNING {COLUMNS}"
-            ))
-            .bind(id)
-            .bind(ctx.now)
-            .fetch_one(&mut **tx)
-            .await?
+            // Paid in full today: what was still owed is one more payment (work::invoice_payments).
+            if before.balance_minor > 0 {
+                let today = super::org_today(tx, ctx.now).await?;
+                sqlx::query(
+                    "INSERT INTO invoice_payments (organization_id, id, invoice_id, amount_minor, paid_on, note, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, '', $6)",
+                )
+                .bind(tx.org_id())
+                .bind(crate::platform::ids::PaymentId::new())
+                .bind(id)
+                .bind(before.balance_minor)
+                .bind(today)
+                .bind(ctx.now)
+                .execute(&mut **tx)
+                .await?;
+            }
+            mark_paid(tx, ctx, p, id).await?
+        }
+        (A::Void, S::Sent) if before.paid_minor > 0 => {
+            return Err(DomainError::Conflict(
+                "This invoice has payments recorded; delete them before voiding it.".into(),
+            ));
         }
         (A::Void, S::Draft | S::Sent) => {
             // The time it billed can be billed again.
@@ -742,11 +787,33 @@ pub(super) async fn transition_in(
             .after(snapshot(&after)),
     )
     .await?;
-    if action == A::Pay {
-        super::daily::notify_invoice_event(tx, id, super::daily::InvoiceEvent::Paid, p.on_behalf_of(), ctx.now).await?;
-    }
     let today = super::org_today(tx, ctx.now).await?;
     Ok(shown_status(after, today))
+}
+
+/// The invoice, its row held until the transaction ends. The lock comes first, in a statement
+/// of its own: a statement that waited for the lock still sees what its snapshot saw, so the
+/// payments are added up by the next statement, which sees those of whoever held the row.
+pub(super) async fn lock(tx: &mut OrgTx, id: InvoiceId) -> DomainResult<Invoice> {
+    sqlx::query("SELECT 1 FROM invoices WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(DomainError::NotFound)?;
+    fetch(tx, id).await
+}
+
+/// Sent → paid, and the people who follow invoices are told.
+pub(super) async fn mark_paid(tx: &mut OrgTx, ctx: &Context, p: &OrgPrincipal, id: InvoiceId) -> DomainResult<Invoice> {
+    let after: Invoice = sqlx::query_as(&format!(
+        "UPDATE invoices AS i SET status = 'paid', paid_at = $2 WHERE i.id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(ctx.now)
+    .fetch_one(&mut **tx)
+    .await?;
+    super::daily::notify_invoice_event(tx, id, super::daily::InvoiceEvent::Paid, p.on_behalf_of(), ctx.now).await?;
+    Ok(after)
 }
 
 /// The next number of the organization's sequence for `year` and how it is printed. The
@@ -904,13 +971,15 @@ pub struct ClientBalance {
 /// What each of `clients` owes, per currency, in client and currency order.
 async fn owed_by(tx: &mut OrgTx, clients: &[Uuid], today: Date) -> DomainResult<Vec<(ClientId, Owed)>> {
     // Sums of bigints are numeric: a total beyond 64 bits is capped rather than failing the page.
-    let rows: Vec<(ClientId, String, i64, i64, i64, i64)> = sqlx::query_as(
-        "SELECT client_id, currency, count(*), least(sum(total_minor), 9223372036854775807)::bigint, \
+    // What is owed is what the invoices still owe, their payments taken off.
+    let rows: Vec<(ClientId, String, i64, i64, i64, i64)> = sqlx::query_as(&format!(
+        "SELECT client_id, currency, count(*), least(sum(balance), 9223372036854775807)::bigint, \
                 count(*) FILTER (WHERE due_date < $2), \
-                least(coalesce(sum(total_minor) FILTER (WHERE due_date < $2), 0), 9223372036854775807)::bigint \
-           FROM invoices WHERE client_id = ANY($1) AND status = 'sent' \
-          GROUP BY client_id, currency ORDER BY client_id, currency",
-    )
+                least(coalesce(sum(balance) FILTER (WHERE due_date < $2), 0), 9223372036854775807)::bigint \
+           FROM (SELECT i.client_id, i.currency, i.due_date, i.total_minor - {PAID_SQL} AS balance \
+                   FROM invoices i WHERE i.client_id = ANY($1) AND i.status = 'sent') i \
+          GROUP BY client_id, currency ORDER BY client_id, currency"
+    ))
     .bind(clients)
     .bind(today)
     .fetch_all(&mut **tx)

@@ -12,6 +12,7 @@ pub mod duration;
 pub use crate::platform::fields;
 pub mod files;
 pub mod invoice_mail;
+pub mod invoice_payments;
 pub mod invoice_pdf;
 pub mod invoices;
 pub mod invoicing;

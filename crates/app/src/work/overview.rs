@@ -163,12 +163,16 @@ async fn projects(tx: &mut OrgTx, member: Option<Uuid>, with_tasks: bool, today:
 
 async fn invoices(tx: &mut OrgTx, today: Date) -> DomainResult<Invoices> {
     // One pass over the organization's invoices, per currency.
-    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+    // What is outstanding is what the sent invoices still owe, their payments taken off.
+    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(&format!(
         "SELECT currency, count(*) FILTER (WHERE status = 'sent'), \
-                coalesce(sum(total_minor) FILTER (WHERE status = 'sent'), 0)::bigint, \
+                least(coalesce(sum(balance) FILTER (WHERE status = 'sent'), 0), 9223372036854775807)::bigint, \
                 count(*) FILTER (WHERE status = 'sent' AND due_date < $1), count(*) FILTER (WHERE status = 'draft') \
-           FROM invoices WHERE status IN ('sent', 'draft') GROUP BY currency ORDER BY currency",
-    )
+           FROM (SELECT i.currency, i.status, i.due_date, i.total_minor - {paid} AS balance \
+                   FROM invoices i WHERE i.status IN ('sent', 'draft')) i \
+          GROUP BY currency ORDER BY currency",
+        paid = super::invoices::PAID_SQL
+    ))
     .bind(today)
     .fetch_all(&mut **tx)
     .await?;

@@ -793,7 +793,7 @@ async fn fresh_ids(app: &TestApp, t: &Tenant) -> BTreeMap<&'static str, String> 
     let id = || Uuid::now_v7();
     let (bare_client, client, project, column, task, comment, entry, invoice, file_project, file) =
         (id(), id(), id(), id(), id(), id(), id(), id(), id(), id());
-    let sent_invoice = id();
+    let (sent_invoice, part_paid_invoice, payment) = (id(), id(), id());
     let (timer, billable_entry, time_invoice) = (id(), id(), id());
     let statements: Vec<(&str, Vec<Uuid>)> = vec![
         ("INSERT INTO clients (organization_id, id, name) VALUES ($1, $2, 'Fixture')", vec![bare_client]),
@@ -842,15 +842,29 @@ async fn fresh_ids(app: &TestApp, t: &Tenant) -> BTreeMap<&'static str, String> 
             vec![invoice],
         ),
         (
-            "INSERT INTO invoices (organization_id, id, client_id, currency, issue_date, due_date, created_at, status, number, sent_at) \
+            "INSERT INTO invoices (organization_id, id, client_id, currency, issue_date, due_date, created_at, status, number, sent_at, \
+                                   subtotal_minor, total_minor) \
              VALUES ($1, $2, $3, 'EUR', current_date, current_date + 30, now(), 'sent', \
-                     (SELECT greatest(max(number), 1000000) + 1 FROM invoices WHERE organization_id = $1), now())",
+                     (SELECT greatest(max(number), 1000000) + 1 FROM invoices WHERE organization_id = $1), now(), 100, 100)",
             vec![sent_invoice, client],
         ),
         (
             "INSERT INTO invoice_lines (organization_id, invoice_id, position, description, quantity_milli, unit_price_minor, amount_minor) \
              VALUES ($1, $2, 0, 'Fixture', 1000, 100, 100)",
             vec![sent_invoice],
+        ),
+        (
+            // Sent, 1.00 EUR, 0.40 of it paid.
+            "INSERT INTO invoices (organization_id, id, client_id, currency, issue_date, due_date, created_at, status, number, sent_at, \
+                                   subtotal_minor, total_minor) \
+             VALUES ($1, $2, $3, 'EUR', current_date, current_date + 30, now(), 'sent', \
+                     (SELECT greatest(max(number), 1000000) + 1 FROM invoices WHERE organization_id = $1), now(), 100, 100)",
+            vec![part_paid_invoice, client],
+        ),
+        (
+            "INSERT INTO invoice_payments (organization_id, id, invoice_id, amount_minor, paid_on, created_at) \
+             VALUES ($1, $2, $3, 40, current_date, now())",
+            vec![payment, part_paid_invoice],
         ),
         (
             // The key creator's running timer (one at most: a leftover one stays).
@@ -886,6 +900,8 @@ async fn fresh_ids(app: &TestApp, t: &Tenant) -> BTreeMap<&'static str, String> 
         ("time_entry", entry),
         ("invoice", invoice),
         ("sent_invoice", sent_invoice),
+        ("part_paid_invoice", part_paid_invoice),
+        ("payment", payment),
         ("time_invoice", time_invoice),
         ("file", file),
     ]
@@ -941,6 +957,12 @@ const API_WRITES: &[ApiWrite] = &[
     ("POST /api/v1/invoices/{invoice}/send", "", &[]),
     ("POST /api/v1/invoices/{invoice}/pay", "", &[("invoice", "sent_invoice")]),
     ("POST /api/v1/invoices/{invoice}/void", "", &[("invoice", "sent_invoice")]),
+    (
+        "POST /api/v1/invoices/{invoice}/payments",
+        r#"{"amount_minor": 10, "note": "Matrix"}"#,
+        &[("invoice", "sent_invoice")],
+    ),
+    ("DELETE /api/v1/invoices/{invoice}/payments/{payment}", "", &[("invoice", "part_paid_invoice")]),
     ("PATCH /api/v1/tasks/{task}/comments/{comment}", r#"{"body": "Matrix, edited"}"#, &[]),
     ("DELETE /api/v1/tasks/{task}/comments/{comment}", "", &[]),
     ("PATCH /api/v1/time-entries/{time_entry}", r#"{"minutes": 45, "note": "Matrix"}"#, &[]),

@@ -215,6 +215,7 @@ async fn an_export_holds_exactly_the_organizations_rows_and_covers_every_tenant_
         "time_entries",
         "invoices",
         "invoice_lines",
+        "invoice_payments",
         "files",
         "audit_events",
         "audit_heads",

@@ -40,6 +40,7 @@ mod migrations;
 mod multinode;
 mod operator;
 mod org_reauth;
+mod payments;
 mod privacy;
 mod project_copy;
 mod ratelimit;

@@ -228,6 +228,11 @@ pub const BODIES: &[Write] = &[
     form_on("POST /o/{org}/invoices/{invoice}/send", &[], &[("invoice", "draft_invoice")]),
     form("POST /o/{org}/invoices/{invoice}/pay", CONFIRMED),
     form("POST /o/{org}/invoices/{invoice}/void", CONFIRMED),
+    form(
+        "POST /o/{org}/invoices/{invoice}/payments",
+        &[("amount", "1.00"), ("paid_on", "2024-01-15"), ("note", "Matrix {unique}")],
+    ),
+    form("POST /o/{org}/invoices/{invoice}/payments/{payment}/delete", CONFIRMED),
     form_on("POST /o/{org}/invoices/{invoice}/delete", CONFIRMED, &[("invoice", "draft_invoice")]),
     form_on("POST /o/{org}/invoices/{invoice}/time", &[("group", "task")], &[("invoice", "draft_invoice_with_time")]),
     // Timers (stopping with none running goes to the week: nothing to do).

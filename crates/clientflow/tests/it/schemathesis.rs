@@ -79,6 +79,10 @@ async fn fixtures(app: &TestApp, t: &Tenant, key: &str) -> serde_json::Value {
         )
     };
     let (invoice_id, action_invoice, spare_invoice) = (id(invoice().await), id(invoice().await), id(invoice().await));
+    // Sent, for payments to be recorded against.
+    let payment_invoice = id(invoice().await);
+    let sent = post(app, &format!("/api/v1/invoices/{payment_invoice}/send"), key, json!({})).await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
     // A file on the project and its task keeps both from being deleted under the other requests.
     let file =
         id(upload(app, key, &[("project_id", &project), ("task_id", &task)], Some(("notes.txt", b"notes"))).await);
@@ -91,6 +95,7 @@ async fn fixtures(app: &TestApp, t: &Tenant, key: &str) -> serde_json::Value {
     json!({
         "client": client, "project": project, "column": column, "column_status": column_status, "parent_task": parent_task, "task": task,
         "comment": comment, "time_entry": time_entry, "invoice": invoice_id, "action_invoice": action_invoice,
+        "payment_invoice": payment_invoice,
         "file": file, "member": t.admin,
         "spare_client": spare_client, "spare_project": spare_project, "spare_task": spare_task,
         "spare_comment": spare_comment, "spare_time_entry": spare_time_entry, "spare_invoice": spare_invoice,

@@ -453,9 +453,10 @@ async fn clients_projects_board_comments_time_and_invoices_through_the_pages() {
     // confirmation the route asks on a page of its own and changes nothing.
     let html = page(&mut o.browser, &format!("/o/{slug}/invoices/{late}")).await;
     assert!(
-        html.contains("data-confirm=\"Mark this invoice paid?") && html.contains("data-confirm=\"Void this invoice?")
+        html.contains("data-confirm=\"Mark this invoice paid in full?")
+            && html.contains("data-confirm=\"Void this invoice?")
     );
-    for (action, question) in [("pay", "Mark this invoice paid?"), ("void", "Void this invoice?")] {
+    for (action, question) in [("pay", "Mark this invoice paid in full?"), ("void", "Void this invoice?")] {
         let res = post(&o.browser, &o.token, &format!("/o/{slug}/invoices/{late}/{action}"), &[]).await;
         assert_eq!(res.status(), 200, "{action}");
         let asked = res.text().await.unwrap();

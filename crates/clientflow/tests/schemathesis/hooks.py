@@ -132,6 +132,12 @@ def _body(case, method, path):
         if _given(body.get("group")):
             body["group"] = "entry"
         _ordered(body, "from", "to", None)
+    elif path.startswith("/api/v1/invoices/{invoice}/payments"):
+        # What the invoice still owes bounds the amount, and the day can't be after today.
+        if "amount_minor" in body:
+            body["amount_minor"] = 1
+        if "paid_on" in body:
+            body["paid_on"] = "2024-01-31"
     elif path.startswith("/api/v1/invoices"):
         # Payment terms or a due date, not both.
         if "payment_terms_days" in body and "due_date" in body:
@@ -163,6 +169,8 @@ def _spares(method, path):
         return {"comment": FIXTURES["spare_comment"]}
     if method == "DELETE":
         return DELETE
+    if method == "POST" and path == "/api/v1/invoices/{invoice}/payments":
+        return {"invoice": FIXTURES["payment_invoice"]}
     if method == "POST" and path.startswith("/api/v1/invoices/{invoice}/"):
         return {"invoice": FIXTURES["action_invoice"]}
     return {}

@@ -1,6 +1,7 @@
 //! Invoices: drafts, lines, and the moves send, pay and void.
 
 use super::*;
+use crate::work::invoice_payments::{self, NewPayment, Payment, PaymentInput};
 use crate::work::{invoice_mail, invoices};
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -126,7 +127,7 @@ pub async fn send_invoice(
 
 #[utoipa::path(post, path = "/api/v1/invoices/{invoice}/pay", tag = "invoices",
     params(("invoice" = Uuid, Path, description = "Invoice id")),
-    responses((status = 200, description = "Marked paid (409 unless sent)", body = Data<InvoiceDetail>)),
+    responses((status = 200, description = "Paid in full: what it still owed is recorded as a payment today (409 unless sent)", body = Data<InvoiceDetail>)),
     security(("api_key" = ["invoices.update"])))]
 pub async fn pay_invoice(State(s): State<AppState>, api: ApiAccess, ctx: Context, ids: PathIds) -> AppResult<Response> {
     transition(&s, &api, &ctx, &ids, invoices::InvoiceAction::Pay).await
@@ -162,4 +163,58 @@ pub async fn bill_time(
     let id: InvoiceId = ids.get("invoice")?;
     invoices::bill_time(&s.db, &ctx, &api.principal, id, &input).await?;
     Ok(ok(invoices::get(&s.db, ctx.now, &api.principal, id).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/invoices/{invoice}/payments", tag = "invoices",
+    params(("invoice" = Uuid, Path, description = "Invoice id"), PageQuery),
+    responses((status = 200, description = "The invoice's payments, oldest first (at most 100)", body = List<Payment>)),
+    security(("api_key" = ["invoices.read"])))]
+pub async fn list_payments(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ids: PathIds,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> AppResult<Response> {
+    let page = page(q.limit, q.offset)?;
+    let payments = invoice_payments::list(&s.db, &api.principal, ids.get("invoice")?).await?;
+    Ok(listed_whole(payments, page))
+}
+
+#[utoipa::path(post, path = "/api/v1/invoices/{invoice}/payments", tag = "invoices", request_body = PaymentInput,
+    description = "Records money received against a sent invoice. `amount_minor` (default: all it still owes) must not be more than it still owes and `paid_on` (default: today) must not be after today; otherwise 422 naming the field. 409 unless the invoice is sent and owes something, or once it has 100 payments. The payment that reaches the total makes the invoice paid.",
+    params(("invoice" = Uuid, Path, description = "Invoice id")),
+    responses((status = 201, description = "Recorded; the invoice as it is now", body = Data<PaymentRecorded>)),
+    security(("api_key" = ["invoices.update"])))]
+pub async fn record_payment(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+    ApiJson(input): ApiJson<PaymentInput>,
+) -> AppResult<Response> {
+    let id: InvoiceId = ids.get("invoice")?;
+    let new = NewPayment::parse(&input)?;
+    let (payment, invoice) = invoice_payments::record(&s.db, &ctx, &api.principal, id, &new, "amount_minor").await?;
+    Ok(created(format!("/api/v1/invoices/{id}/payments/{}", payment.id), PaymentRecorded { payment, invoice }))
+}
+
+/// A payment just recorded, with the invoice it was recorded against.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentRecorded {
+    pub payment: Payment,
+    pub invoice: invoices::Invoice,
+}
+
+#[utoipa::path(delete, path = "/api/v1/invoices/{invoice}/payments/{payment}", tag = "invoices",
+    params(("invoice" = Uuid, Path, description = "Invoice id"), ("payment" = Uuid, Path, description = "Payment id")),
+    responses((status = 204, description = "Deleted (a payment recorded by mistake); a paid invoice is owed again")),
+    security(("api_key" = ["invoices.update"])))]
+pub async fn delete_payment(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+) -> AppResult<Response> {
+    invoice_payments::delete(&s.db, &ctx, &api.principal, ids.get("invoice")?, ids.get("payment")?).await?;
+    Ok(no_content())
 }

@@ -104,6 +104,9 @@ pub fn routes() -> Vec<RouteDef> {
         route!(POST "/api/v1/invoices/{invoice}/pay", Surface::Api, Access::Api(P::InvoicesUpdate), invoices::pay_invoice),
         route!(POST "/api/v1/invoices/{invoice}/void", Surface::Api, Access::Api(P::InvoicesUpdate), invoices::void_invoice),
         route!(POST "/api/v1/invoices/{invoice}/time", Surface::Api, Access::Api(P::InvoicesUpdate), invoices::bill_time),
+        route!(GET "/api/v1/invoices/{invoice}/payments", Surface::Api, Access::Api(P::InvoicesRead), invoices::list_payments),
+        route!(POST "/api/v1/invoices/{invoice}/payments", Surface::Api, Access::Api(P::InvoicesUpdate), invoices::record_payment),
+        route!(DELETE "/api/v1/invoices/{invoice}/payments/{payment}", Surface::Api, Access::Api(P::InvoicesUpdate), invoices::delete_payment),
 
         route!(GET "/api/v1/files", Surface::Api, Access::Api(P::FilesRead), files::list_files),
         files::upload_route(),
@@ -305,7 +308,7 @@ closed_set!(
         time_entries::list_time_entries, time_entries::create_time_entry, time_entries::get_time_entry, time_entries::update_time_entry, time_entries::delete_time_entry,
         timers::get_timer, timers::start_timer, timers::stop_timer,
         invoices::list_invoices, invoices::create_invoice, invoices::get_invoice, invoices::update_invoice, invoices::delete_invoice, invoices::send_invoice, invoices::pay_invoice,
-        invoices::void_invoice, invoices::bill_time,
+        invoices::void_invoice, invoices::bill_time, invoices::list_payments, invoices::record_payment, invoices::delete_payment,
         files::list_files, files::upload_file, files::get_file, files::update_file, files::delete_file,
         billing::get_billing,
         search::search,

@@ -19,13 +19,14 @@ use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
 use crate::platform::http::error::{AppError, AppResult, DomainError, FieldError};
-use crate::platform::ids::{ClientId, InvoiceId};
+use crate::platform::ids::{ClientId, InvoiceId, PaymentId};
 use crate::route;
 use crate::state::AppState;
 use crate::tenancy::frame::{OrgNav, failure, page, page_with_status};
 use crate::tenancy::guard::OrgAccess;
 use crate::work::Page;
 use crate::work::invoice_mail;
+use crate::work::invoice_payments::{self, NewPayment};
 use crate::work::invoices::{self, InvoiceDetail, InvoiceFilter, InvoiceInput, InvoiceUpdate, LineInput};
 use crate::work::money::{format_minor, milli, parse_decimal, percent};
 
@@ -45,6 +46,8 @@ pub fn routes() -> Vec<RouteDef> {
         route!(POST "/o/{org}/invoices/{invoice}/time", Surface::Web, Access::Org(P::InvoicesUpdate), bill_time),
         route!(GET "/o/{org}/invoices/{invoice}/pdf", Surface::Web, Access::Org(P::InvoicesRead), pdf),
         route!(POST "/o/{org}/invoices/{invoice}/remind", Surface::Web, Access::Org(P::InvoicesUpdate), remind),
+        route!(POST "/o/{org}/invoices/{invoice}/payments", Surface::Web, Access::Org(P::InvoicesUpdate), record_payment),
+        route!(POST "/o/{org}/invoices/{invoice}/payments/{payment}/delete", Surface::Web, Access::Org(P::InvoicesUpdate), delete_payment),
     ]
 }
 
@@ -129,7 +132,7 @@ async fn list(State(state): State<AppState>, access: OrgAccess, Query(q): Query<
                 client: names.get(&i.client_id).cloned().unwrap_or_default(),
                 issued: i.issue_date.to_string(),
                 due: i.due_date.to_string(),
-                total: format!("{} {}", format_minor(i.total_minor), i.currency),
+                total: i.total_shown(),
                 status: i.status,
             })
             .collect(),
@@ -492,6 +495,9 @@ pub struct InvoiceView {
     pub viewed: String,
     /// "net 14" when the due date came from payment terms.
     pub terms: String,
+    /// What its payments add up to, and what it still owes (both empty: nothing paid yet).
+    pub paid: String,
+    pub balance: String,
 }
 
 pub fn invoice_view(d: InvoiceDetail) -> InvoiceView {
@@ -521,6 +527,8 @@ pub fn invoice_view(d: InvoiceDetail) -> InvoiceView {
         total: format_minor(i.total_minor),
         viewed: i.viewed_at.map(|t| t.date().to_string()).unwrap_or_default(),
         terms: i.payment_terms_days.map(|d| format!("net {d}")).unwrap_or_default(),
+        paid: if i.paid_minor > 0 { format_minor(i.paid_minor) } else { String::new() },
+        balance: if i.paid_minor > 0 { format_minor(i.balance_minor) } else { String::new() },
         currency: i.currency,
     }
 }
@@ -551,8 +559,30 @@ struct DetailPage {
     unbilled_projects: Vec<(String, String)>,
     /// How many of those entries no rate applies to: they would be billed at zero.
     unrated: usize,
+    /// On a sent or paid invoice: its payments, and the form that records one.
+    payments: Vec<PaymentView>,
+    payment: PaymentForm,
     message: Option<String>,
     errors: Vec<FieldError>,
+}
+
+pub struct PaymentView {
+    pub id: String,
+    pub paid_on: String,
+    pub amount: String,
+    pub note: String,
+}
+
+/// The "Record a payment" form as typed (amount as a decimal).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PaymentForm {
+    #[serde(default)]
+    amount: String,
+    #[serde(default)]
+    paid_on: String,
+    #[serde(default)]
+    note: String,
 }
 
 async fn detail_view(
@@ -575,6 +605,22 @@ async fn detail_view(
     unbilled_projects.sort();
     unbilled_projects.dedup();
     let unrated = unbilled.iter().filter(|u| u.rate_minor.is_none()).count();
+    let status = d.invoice.status;
+    let payments = if status.is_open() || status == invoices::InvoiceStatus::Paid {
+        invoice_payments::list(&state.db, p, id).await?
+    } else {
+        vec![]
+    };
+    // The form starts with what is still owed, paid today.
+    let payment = if status.is_open() && p.can(P::InvoicesUpdate) {
+        PaymentForm {
+            amount: format_minor(d.invoice.balance_minor),
+            paid_on: crate::work::today(&state.db, p, state.clock.now()).await?.to_string(),
+            note: String::new(),
+        }
+    } else {
+        PaymentForm::default()
+    };
     Ok(DetailPage {
         csrf,
         org: OrgNav::of(access),
@@ -601,6 +647,16 @@ async fn detail_view(
             .collect(),
         unbilled_projects,
         unrated,
+        payments: payments
+            .into_iter()
+            .map(|pm| PaymentView {
+                id: pm.id.to_string(),
+                paid_on: pm.paid_on.to_string(),
+                amount: format_minor(pm.amount_minor),
+                note: pm.note,
+            })
+            .collect(),
+        payment,
         message,
         errors,
     })
@@ -694,6 +750,50 @@ async fn pay(
     _confirmed: crate::tenancy::confirm::Confirmed,
 ) -> AppResult<Response> {
     transition(state, csrf, ctx, access, id, invoices::InvoiceAction::Pay).await
+}
+
+/// Records a payment; a failure shows the page again with what was typed.
+async fn record_payment(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+    axum::Form(form): axum::Form<PaymentForm>,
+) -> AppResult<Response> {
+    let id: InvoiceId = path_id(&id)?;
+    let result = async {
+        let new = NewPayment {
+            amount: Some(parse_decimal("amount", &form.amount, 2)?),
+            paid_on: Some(crate::work::fields::date("paid_on", form.paid_on.trim())?),
+            note: crate::work::fields::text("note", &form.note, 500)?,
+        };
+        invoice_payments::record(&state.db, &ctx, &access.principal, id, &new, "amount").await
+    }
+    .await;
+    match result {
+        Ok(_) => Ok(Redirect::to(&format!("/o/{}/invoices/{id}#payments", access.slug)).into_response()),
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            let mut view = detail_view(&state, csrf, &access, id, message, errors).await?;
+            view.payment = form;
+            page_with_status(status, &view)
+        }
+    }
+}
+
+async fn delete_payment(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id, payment)): Path<(String, String, String)>,
+    _confirmed: crate::tenancy::confirm::Confirmed,
+) -> AppResult<Response> {
+    let id: InvoiceId = path_id(&id)?;
+    let payment: PaymentId = path_id(&payment)?;
+    let r = invoice_payments::delete(&state.db, &ctx, &access.principal, id, payment).await.map(|_| ());
+    detail_result(&state, csrf, &access, id, r).await
 }
 
 async fn void(

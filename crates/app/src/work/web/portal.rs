@@ -19,7 +19,6 @@ use crate::route;
 use crate::state::AppState;
 use crate::tenancy::frame::page;
 use crate::tenancy::guard::OrgAccess;
-use crate::work::money::format_minor;
 use crate::work::portal;
 use crate::work::projects::Project;
 
@@ -77,7 +76,7 @@ async fn home(State(state): State<AppState>, access: OrgAccess) -> AppResult<Res
                 title: format!("Invoice {}", i.title()),
                 issued: i.issue_date.to_string(),
                 due: i.due_date.to_string(),
-                total: format!("{} {}", format_minor(i.total_minor), i.currency),
+                total: i.total_shown(),
                 status: i.status,
             })
             .collect(),

@@ -805,7 +805,7 @@ pub async fn project_view(
             .map(|i| InvoiceView {
                 id: i.id.to_string(),
                 number: i.title(),
-                total: format!("{} {}", format_minor(i.total_minor), i.currency),
+                total: i.total_shown(),
                 issued: i.issue_date.to_string(),
                 status: i.status,
             })

@@ -131,6 +131,21 @@ pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, S
                 .unwrap();
             inv.id.to_string()
         }
+        "payment" => {
+            // 10.00 paid on the sent invoice (the route's own, else a new one).
+            let invoice = match earlier_value::<clientflow::platform::ids::InvoiceId>(earlier, "invoice") {
+                Some(i) => i,
+                None => Box::pin(fixture(app, org, "invoice", earlier)).await.unwrap().parse().unwrap(),
+            };
+            let new = clientflow::work::invoice_payments::NewPayment {
+                amount: Some(1_000),
+                paid_on: None,
+                note: "Fixture payment".into(),
+            };
+            let (payment, _) =
+                clientflow::work::invoice_payments::record(db, &c, &op, invoice, &new, "amount").await.unwrap();
+            payment.id.to_string()
+        }
         "draft_invoice" => {
             // A draft, to the portal's client: the only state that may still be edited, sent or deleted.
             let input = invoices::InvoiceInput {

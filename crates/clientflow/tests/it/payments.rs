@@ -1,0 +1,269 @@
+//! Payments against invoices: an invoice paid in parts, what it still owes everywhere that
+//! says what is owed, the amounts and dates refused, payments recorded at once that together
+//! would pay too much, and deleting a payment recorded by mistake.
+
+use clientflow_test_support::TestApp;
+use clientflow_test_support::browser::location;
+use futures::future::join_all;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::support::api::{api_key, delete, get, post, tenant};
+use crate::support::orgs::org_with_every_role;
+
+/// A sent invoice of 100.00 EUR to the tenant's client, by the API; its id.
+async fn sent_invoice(app: &TestApp, key: &str, client: &str) -> String {
+    let res = post(
+        app,
+        "/api/v1/invoices",
+        key,
+        json!({"client_id": client, "currency": "EUR",
+               "lines": [{"description": "Design", "quantity_milli": 1000, "unit_price_minor": 10_000}]}),
+    )
+    .await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    let id = res.body["data"]["id"].as_str().unwrap().to_string();
+    let res = post(app, &format!("/api/v1/invoices/{id}/send"), key, json!({})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    id
+}
+
+fn field_error(body: &Value, field: &str) -> String {
+    body["errors"]
+        .as_array()
+        .and_then(|errors| errors.iter().find(|e| e["field"] == field))
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_else(|| panic!("no error on {field}: {body}"))
+}
+
+async fn audit_count(app: &TestApp, action: &str) -> i64 {
+    let mut db = app.db.admin_conn().await;
+    sqlx::query_scalar("SELECT count(*) FROM audit_events WHERE action = $1")
+        .bind(action)
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_invoice_is_paid_in_parts_never_beyond_what_it_owes() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "payments").await;
+    let key = api_key(&app, &t, "admin", None).await.1;
+    let client = t.org.client.to_string();
+    let invoice = sent_invoice(&app, &key, &client).await;
+    let payments = format!("/api/v1/invoices/{invoice}/payments");
+    let today = app.clock.now_utc().date();
+
+    // A part, on an earlier day.
+    let earlier = (today - time::Duration::days(3)).to_string();
+    let res =
+        post(&app, &payments, &key, json!({"amount_minor": 2500, "paid_on": earlier, "note": "Transfer 118"})).await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    let data = &res.body["data"];
+    assert_eq!(
+        (data["payment"]["amount_minor"].as_i64(), data["payment"]["paid_on"].as_str()),
+        (Some(2500), Some(earlier.as_str()))
+    );
+    assert_eq!(
+        (
+            data["invoice"]["status"].as_str(),
+            data["invoice"]["paid_minor"].as_i64(),
+            data["invoice"]["balance_minor"].as_i64()
+        ),
+        (Some("sent"), Some(2500), Some(7500))
+    );
+    let res = get(&app, &format!("/api/v1/invoices/{invoice}"), &key).await;
+    assert_eq!(
+        (res.body["data"]["paid_minor"].as_i64(), res.body["data"]["balance_minor"].as_i64()),
+        (Some(2500), Some(7500))
+    );
+    // What the client owes is what is left.
+    let balance = get(&app, &format!("/api/v1/clients/{client}/balance"), &key).await;
+    assert_eq!(balance.body["data"]["owed"][0]["total_minor"].as_i64(), Some(7500), "{}", balance.body);
+
+    // Refused, each naming its field, and nothing written.
+    let tomorrow = (today + time::Duration::days(1)).to_string();
+    for (body, field, says) in [
+        (json!({"amount_minor": 7501}), "amount_minor", "at most 75.00 EUR"),
+        (json!({"amount_minor": 0}), "amount_minor", "more than 0"),
+        (json!({"amount_minor": -5}), "amount_minor", ""),
+        (json!({"amount_minor": "5"}), "amount_minor", ""),
+        (json!({"amount_minor": 100, "paid_on": tomorrow}), "paid_on", "after today"),
+        (json!({"amount_minor": 100, "paid_on": "2026-02-30"}), "paid_on", ""),
+        (json!({"amount_minor": 100, "note": "nul\u{0}byte"}), "note", "NUL"),
+        (json!({"amount_minor": 100, "note": "bell\u{7}"}), "note", "control characters"),
+        (json!({"amount_minor": 100, "note": "x".repeat(501)}), "note", "too long"),
+    ] {
+        let res = post(&app, &payments, &key, body.clone()).await;
+        assert_eq!(res.status, 422, "{body}: {}", res.body);
+        assert!(field_error(&res.body, field).contains(says), "{body}: {}", res.body);
+    }
+    let res = post(&app, &payments, &key, json!({"amount_minor": 100, "paid_by": "me"})).await;
+    assert!(matches!(res.status, 400 | 422), "unknown fields are refused: {}", res.body);
+    let list = get(&app, &payments, &key).await;
+    assert_eq!(list.body["data"].as_array().unwrap().len(), 1, "{}", list.body);
+
+    // Ten payments of 10.00 at once against 75.00 owed: seven go through, three are refused,
+    // and the invoice never owes less than nothing.
+    let tries = join_all((0..10).map(|_| post(&app, &payments, &key, json!({"amount_minor": 1000})))).await;
+    let mut statuses: Vec<u16> = tries.iter().map(|r| r.status).collect();
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [201, 201, 201, 201, 201, 201, 201, 422, 422, 422],
+        "{:?}",
+        tries.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    let res = get(&app, &format!("/api/v1/invoices/{invoice}"), &key).await;
+    assert_eq!(
+        (res.body["data"]["paid_minor"].as_i64(), res.body["data"]["balance_minor"].as_i64()),
+        (Some(9500), Some(500))
+    );
+
+    // Without an amount: all that is left. The invoice is paid.
+    let res = post(&app, &payments, &key, json!({})).await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    assert_eq!(res.body["data"]["payment"]["amount_minor"].as_i64(), Some(500));
+    assert_eq!(res.body["data"]["payment"]["paid_on"].as_str(), Some(today.to_string().as_str()));
+    assert_eq!(res.body["data"]["invoice"]["status"].as_str(), Some("paid"));
+    assert_eq!(res.body["data"]["invoice"]["balance_minor"].as_i64(), Some(0));
+    let list = get(&app, &payments, &key).await;
+    let amounts: Vec<i64> =
+        list.body["data"].as_array().unwrap().iter().map(|p| p["amount_minor"].as_i64().unwrap()).collect();
+    assert_eq!(amounts.iter().sum::<i64>(), 10_000);
+    assert_eq!(amounts[0], 2500, "oldest first: {amounts:?}");
+    let balance = get(&app, &format!("/api/v1/clients/{client}/balance"), &key).await;
+    assert_eq!(balance.body["data"]["owed"], json!([]), "a paid invoice is not owed");
+    post(&app, &payments, &key, json!({"amount_minor": 1})).await.assert_problem(409);
+    post(&app, &format!("/api/v1/invoices/{invoice}/void"), &key, json!({})).await.assert_problem(409);
+
+    // A payment recorded by mistake is deleted: the invoice is owed again.
+    let last = list.body["data"][8]["id"].as_str().unwrap().to_string();
+    let res = delete(&app, &format!("{payments}/{last}"), &key).await;
+    assert_eq!(res.status, 204, "{}", res.body);
+    let res = get(&app, &format!("/api/v1/invoices/{invoice}"), &key).await;
+    assert_eq!(
+        (res.body["data"]["status"].as_str(), res.body["data"]["balance_minor"].as_i64()),
+        (Some("sent"), Some(500))
+    );
+    assert_eq!(delete(&app, &format!("{payments}/{last}"), &key).await.status, 404, "gone once");
+    // A sent invoice that has payments can't be voided: they would be lost from what was paid.
+    let res = post(&app, &format!("/api/v1/invoices/{invoice}/void"), &key, json!({})).await;
+    res.assert_problem(409);
+    assert!(res.body.to_string().contains("delete them before voiding"), "{}", res.body);
+
+    // A payment is reached through its own invoice only.
+    let other_invoice = sent_invoice(&app, &key, &client).await;
+    let first = list.body["data"][0]["id"].as_str().unwrap();
+    assert_eq!(delete(&app, &format!("/api/v1/invoices/{other_invoice}/payments/{first}"), &key).await.status, 404);
+    // "Mark paid" on a part-paid invoice records what is left, today.
+    let other_payments = format!("/api/v1/invoices/{other_invoice}/payments");
+    assert_eq!(post(&app, &other_payments, &key, json!({"amount_minor": 3000})).await.status, 201);
+    let res = post(&app, &format!("/api/v1/invoices/{other_invoice}/pay"), &key, json!({})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(
+        (res.body["data"]["status"].as_str(), res.body["data"]["paid_minor"].as_i64()),
+        (Some("paid"), Some(10_000))
+    );
+    let list = get(&app, &other_payments, &key).await;
+    let amounts: Vec<i64> =
+        list.body["data"].as_array().unwrap().iter().map(|p| p["amount_minor"].as_i64().unwrap()).collect();
+    assert_eq!(amounts, [3000, 7000]);
+    // A draft can't be paid.
+    let draft = post(
+        &app,
+        "/api/v1/invoices",
+        &key,
+        json!({"client_id": client, "lines": [{"description": "x", "quantity_milli": 1000, "unit_price_minor": 100}]}),
+    )
+    .await;
+    let draft = draft.body["data"]["id"].as_str().unwrap().to_string();
+    post(&app, &format!("/api/v1/invoices/{draft}/payments"), &key, json!({"amount_minor": 1}))
+        .await
+        .assert_problem(409);
+
+    // Who may: a key that only reads invoices lists them but records nothing; another
+    // organization's key finds nothing.
+    let reader = api_key(&app, &t, "admin", Some(&["invoices.read"])).await.1;
+    assert_eq!(get(&app, &payments, &reader).await.status, 200);
+    assert_eq!(post(&app, &payments, &reader, json!({"amount_minor": 1})).await.status, 403);
+    assert_eq!(delete(&app, &format!("{payments}/{first}"), &reader).await.status, 403);
+    let other = tenant(&app, "payments-other").await;
+    let other_key = api_key(&app, &other, "admin", None).await.1;
+    assert_eq!(get(&app, &payments, &other_key).await.status, 404);
+    assert_eq!(post(&app, &payments, &other_key, json!({"amount_minor": 1})).await.status, 404);
+    assert_eq!(delete(&app, &format!("{payments}/{first}"), &other_key).await.status, 404);
+    assert_eq!(get(&app, &format!("/api/v1/invoices/{}/payments", Uuid::now_v7()), &key).await.status, 404);
+
+    // Each recorded and deleted payment is in the audit log.
+    assert_eq!(audit_count(&app, "invoice.payment_recorded").await, 10);
+    assert_eq!(audit_count(&app, "invoice.payment_deleted").await, 1);
+}
+
+#[tokio::test]
+async fn the_invoice_page_records_payments_and_shows_what_is_left() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "paypage").await;
+    let slug = org.slug.clone();
+    let invoice = crate::support::work::fixture(&app, &org, "invoice", &[]).await.unwrap();
+    let page = format!("/o/{slug}/invoices/{invoice}");
+    let action = format!("{page}/payments");
+    let today = app.clock.now_utc().date().to_string();
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+
+    // The form starts with all that is owed, today.
+    let (status, html) = owner.page(&page).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("No payment recorded yet."), "{html}");
+    assert!(html.contains("name=\"amount\" value=\"100.00\""), "{html}");
+    assert!(html.contains(&format!("name=\"paid_on\" value=\"{today}\"")), "{html}");
+
+    // Too much: the page again, with what was typed and the field named.
+    let res = owner.submit(&page, &action, &[("amount", "100.01"), ("paid_on", &today), ("note", "Wire")]).await;
+    assert_eq!(res.status(), 422);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("<strong>Amount</strong>: must be at most 100.00"), "{html}");
+    assert!(html.contains("name=\"amount\" value=\"100.01\""), "{html}");
+    assert!(html.contains("value=\"Wire\""), "{html}");
+    let res = owner.submit(&page, &action, &[("amount", "12,50"), ("paid_on", &today), ("note", "")]).await;
+    assert_eq!(res.status(), 422);
+
+    // 40.00 paid: the page, the list and the portal say 60.00 is left.
+    let res = owner.submit(&page, &action, &[("amount", "40"), ("paid_on", &today), ("note", "Wire 7")]).await;
+    assert_eq!(location(&res), format!("{page}#payments"));
+    let (_, html) = owner.page(&page).await;
+    assert!(html.contains("Payment recorded."), "{html}");
+    assert!(html.contains("<td class=\"num\">40.00</td><td>Wire 7</td>"), "{html}");
+    assert!(html.contains("Balance due</th><td class=\"num\"><strong>60.00"), "{html}");
+    assert!(html.contains("name=\"amount\" value=\"60.00\""), "the form offers what is left: {html}");
+    let (_, list) = owner.page(&format!("/o/{slug}/invoices")).await;
+    assert!(list.contains(", 60.00 due"), "{list}");
+    let pdf = owner.get(&format!("{page}/pdf")).await;
+    assert_eq!(pdf.status(), 200);
+
+    // Deleting it asks first, then the invoice owes all again.
+    let payment_id = html.split(&format!("{page}/payments/")).nth(1).unwrap().split('/').next().unwrap().to_string();
+    let delete_path = format!("{page}/payments/{payment_id}/delete");
+    let res = owner.submit(&page, &delete_path, &[]).await;
+    assert!(res.text().await.unwrap().contains("Delete this payment?"), "asked first");
+    let res = owner.submit(&page, &delete_path, &[("confirm", "yes")]).await;
+    assert_eq!(location(&res), page);
+    let (_, html) = owner.page(&page).await;
+    assert!(html.contains("No payment recorded yet."), "{html}");
+
+    // A Member sees no money; the invoice's Client sees what is left in the portal.
+    let res = owner.submit(&page, &action, &[("amount", "25.50"), ("paid_on", &today), ("note", "")]).await;
+    assert_eq!(res.status(), 303);
+    let member = &mut org.people.get_mut("member").unwrap().browser;
+    member.page(&format!("/o/{slug}")).await;
+    let token = member.token();
+    assert!(!token.is_empty());
+    let res = member.post_with(&action, &[("amount", "1"), ("paid_on", &today)], Some(&token), true).await;
+    assert_eq!(res.status(), 403, "a Member may not record payments");
+    let portal = &mut org.people.get_mut("client").unwrap().browser;
+    let (status, html) = portal.page(&format!("/portal/{slug}/invoices/{invoice}")).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Balance due</th><td class=\"num\"><strong>74.50"), "{html}");
+    assert!(!html.contains("Record a payment"), "{html}");
+}
