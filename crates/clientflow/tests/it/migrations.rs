@@ -208,3 +208,71 @@ async fn migration_11_binds_unbound_keys_to_the_earliest_owner() {
     assert!(forced.iter().all(|(_, f)| *f), "{forced:?}");
     m.drop().await;
 }
+
+/// 0061: each invoice marked paid before payments were kept is paid in full by one payment,
+/// on the day it was marked paid where its organization is (UTC for a zone PostgreSQL doesn't
+/// know); nothing else gets a payment.
+#[tokio::test]
+async fn migration_61_pays_the_invoices_marked_paid_by_one_payment_each() {
+    let db = TestDb::new().await;
+    let mut m = Partial::new(&db, 61).await;
+    let mut invoices = Vec::new();
+    for (slug, zone) in [("auckland", "Pacific/Auckland"), ("nowhere", "Mars/Olympus_Mons")] {
+        let o = org(&mut m.admin, slug).await;
+        sqlx::query("UPDATE organizations SET timezone = $2 WHERE id = $1")
+            .bind(o.0)
+            .bind(zone)
+            .execute(&mut m.admin)
+            .await
+            .unwrap();
+        let client = uuid::Uuid::now_v7();
+        sqlx::query("INSERT INTO clients (organization_id, id, name) VALUES ($1, $2, 'C')")
+            .bind(o.0)
+            .bind(client)
+            .execute(&mut m.admin)
+            .await
+            .unwrap();
+        // Marked paid at 20:00 UTC on 1 March: 2 March in Auckland.
+        for (number, status, total) in [(1, "paid", 12_345), (2, "paid", 0), (3, "sent", 500), (4, "void", 700)] {
+            let id = uuid::Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO invoices (organization_id, id, number, client_id, currency, status, issue_date, due_date, \
+                 subtotal_minor, total_minor, created_at, paid_at) \
+                 VALUES ($1, $2, $3, $4, 'EUR', $5, '2026-02-01', '2026-02-28', $6, $6, '2026-02-01T09:00:00Z', \
+                         CASE WHEN $5 = 'paid' THEN '2026-03-01T20:00:00Z'::timestamptz END)",
+            )
+            .bind(o.0)
+            .bind(id)
+            .bind(number)
+            .bind(client)
+            .bind(status)
+            .bind(total)
+            .execute(&mut m.admin)
+            .await
+            .unwrap();
+            invoices.push((slug, number, id));
+        }
+    }
+    m.migrate().await;
+    let payments: Vec<(uuid::Uuid, i64, time::Date)> =
+        sqlx::query_as("SELECT invoice_id, amount_minor, paid_on FROM invoice_payments ORDER BY paid_on DESC")
+            .fetch_all(&mut m.admin)
+            .await
+            .unwrap();
+    let id_of = |slug: &str, number: i64| invoices.iter().find(|i| i.0 == slug && i.1 == number).unwrap().2;
+    let date = |s: &str| time::Date::parse(s, &time::format_description::well_known::Iso8601::DATE).unwrap();
+    assert_eq!(
+        payments,
+        [(id_of("auckland", 1), 12_345, date("2026-03-02")), (id_of("nowhere", 1), 12_345, date("2026-03-01"))],
+        "one payment per paid invoice with something to pay"
+    );
+    let forced: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT relname::text, relforcerowsecurity FROM pg_class \
+         WHERE relname IN ('invoices', 'invoice_payments', 'organizations')",
+    )
+    .fetch_all(&mut m.admin)
+    .await
+    .unwrap();
+    assert!(forced.len() == 3 && forced.iter().all(|(_, f)| *f), "{forced:?}");
+    m.drop().await;
+}
