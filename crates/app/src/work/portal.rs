@@ -3,9 +3,7 @@
 //! client (never drafts), and the files shared with the client — read-only. Every query is
 //! bounded by the principal's client id; nothing here works for any other scope.
 
-use serde::Serialize;
 use time::OffsetDateTime;
-use utoipa::ToSchema;
 
 use super::files::{self, FileMeta, RegionStores};
 use super::invoices::{self, Invoice, InvoiceDetail};
@@ -16,7 +14,7 @@ use crate::access::role::Permission;
 use crate::access::{OrgPrincipal, ProjectScope};
 use crate::platform::db::Db;
 use crate::platform::error::{DomainError, DomainResult};
-use crate::platform::ids::{ClientId, FileId, InvoiceId, ProjectId};
+use crate::platform::ids::{ClientId, FileId, InvoiceId, ProjectId, TaskId};
 use crate::platform::keys::Keyring;
 
 fn client_of(p: &OrgPrincipal) -> DomainResult<ClientId> {
@@ -29,11 +27,19 @@ fn client_of(p: &OrgPrincipal) -> DomainResult<ClientId> {
     }
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct PortalHome {
     pub client_name: String,
-    pub projects: Vec<Project>,
+    /// Each project with how far along the tasks the client is shown are (done of all).
+    pub projects: Vec<(Project, Shown)>,
     pub invoices: Vec<Invoice>,
+}
+
+/// How many of the tasks a client is shown there are, and how many of them are done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shown {
+    pub total: i64,
+    pub done: i64,
 }
 
 const VISIBLE_PROJECT: &str = "p.client_id = $1 AND p.visible_to_client AND p.status <> 'archived'";
@@ -44,13 +50,29 @@ pub async fn home(db: &Db, now: OffsetDateTime, p: &OrgPrincipal) -> DomainResul
     let today = super::org_today(&mut tx, now).await?;
     let client_name: String =
         sqlx::query_scalar("SELECT name FROM clients WHERE id = $1").bind(client).fetch_one(&mut *tx).await?;
-    let projects = sqlx::query_as(&format!(
+    let projects: Vec<Project> = sqlx::query_as(&format!(
         "SELECT {} FROM projects p WHERE {VISIBLE_PROJECT} ORDER BY lower(p.name), p.id",
         projects::COLUMNS
     ))
     .bind(client)
     .fetch_all(&mut *tx)
     .await?;
+    // The client's tasks only: those marked visible, in the projects they are shown.
+    let counts: Vec<(ProjectId, i64, i64)> = sqlx::query_as(&format!(
+        "SELECT t.project_id, count(*), count(*) FILTER (WHERE t.status = 'done') \
+           FROM projects p JOIN tasks t ON t.organization_id = p.organization_id AND t.project_id = p.id \
+          WHERE {VISIBLE_PROJECT} AND t.visible_to_client GROUP BY t.project_id"
+    ))
+    .bind(client)
+    .fetch_all(&mut *tx)
+    .await?;
+    let projects = projects
+        .into_iter()
+        .map(|p| {
+            let shown = counts.iter().find(|c| c.0 == p.id).map(|c| Shown { total: c.1, done: c.2 });
+            (p, shown.unwrap_or_default())
+        })
+        .collect();
     let invoices: Vec<Invoice> = sqlx::query_as(&format!(
         "SELECT {} FROM invoices i WHERE i.client_id = $1 AND i.status <> 'draft' ORDER BY i.issue_date DESC",
         invoices::COLUMNS
@@ -63,11 +85,19 @@ pub async fn home(db: &Db, now: OffsetDateTime, p: &OrgPrincipal) -> DomainResul
     Ok(PortalHome { client_name, projects, invoices })
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct PortalProject {
     pub project: Project,
     pub tasks: Vec<(Task, Vec<Comment>)>,
     pub files: Vec<FileMeta>,
+}
+
+impl PortalProject {
+    /// How far along the tasks shown are.
+    pub fn shown(&self) -> Shown {
+        let done = self.tasks.iter().filter(|(t, _)| t.status == super::task_status::TaskStatus::Done).count();
+        Shown { total: self.tasks.len() as i64, done: done as i64 }
+    }
 }
 
 async fn visible_project(tx: &mut OrgTx, client: ClientId, id: ProjectId) -> DomainResult<Project> {
@@ -90,18 +120,27 @@ pub async fn project(db: &Db, keys: &Keyring, p: &OrgPrincipal, id: ProjectId) -
     .bind(id)
     .fetch_all(&mut *tx)
     .await?;
-    let mut tasks_out = Vec::new();
-    for t in task_rows {
-        let comments: Vec<Comment> = sqlx::query_as(&format!(
-            "SELECT {} FROM comments c LEFT JOIN users u ON u.id = c.author_id WHERE c.task_id = $1 AND c.client_visible \
-             ORDER BY c.created_at",
-            tasks::PORTAL_COMMENT_COLUMNS
-        ))
-        .bind(t.id)
-        .fetch_all(&mut *tx)
-        .await?;
-        tasks_out.push((t, comments));
+    // The shown comments of all those tasks in one query, then each task's in order.
+    let ids: Vec<uuid::Uuid> = task_rows.iter().map(|t| t.id.as_uuid()).collect();
+    let comments: Vec<Comment> = sqlx::query_as(&format!(
+        "SELECT {} FROM comments c LEFT JOIN users u ON u.id = c.author_id WHERE c.task_id = ANY($1) AND c.client_visible \
+         ORDER BY c.created_at, c.id",
+        tasks::PORTAL_COMMENT_COLUMNS
+    ))
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut by_task: std::collections::HashMap<TaskId, Vec<Comment>> = Default::default();
+    for c in comments {
+        by_task.entry(c.task_id).or_default().push(c);
     }
+    let tasks_out: Vec<(Task, Vec<Comment>)> = task_rows
+        .into_iter()
+        .map(|t| {
+            let its = by_task.remove(&t.id).unwrap_or_default();
+            (t, its)
+        })
+        .collect();
     let files = sqlx::query_as(&format!(
         "SELECT {} FROM files f WHERE f.project_id = $1 AND f.shared_with_client ORDER BY f.created_at DESC, f.id DESC",
         files::COLUMNS

@@ -706,6 +706,16 @@ async fn the_portal_shows_a_client_exactly_its_own_visible_work() {
     let comments = format!("/o/{slug}/tasks/{visible_task}/comments");
     redirected(post(&o.browser, &o.token, &comments, &[("body", "Hello client"), ("client_visible", "on")]).await)
         .await;
+    // A second task shown to the client, done, with a comment of its own.
+    let finished = new_task(&app, &o, &shown, "Finished task", true).await;
+    let done_column = columns_of(&app, &shown).await.pop().unwrap();
+    let move_path = format!("/o/{slug}/tasks/{finished}/move");
+    redirected(post(&o.browser, &o.token, &move_path, &[("column_id", &done_column)]).await).await;
+    let finished_comments = format!("/o/{slug}/tasks/{finished}/comments");
+    redirected(
+        post(&o.browser, &o.token, &finished_comments, &[("body", "Done and dusted"), ("client_visible", "on")]).await,
+    )
+    .await;
     redirected(post(&o.browser, &o.token, &comments, &[("body", "Team-only remark")]).await).await;
     let files = format!("/o/{slug}/projects/{shown}/files");
     redirected(upload(&o.browser, Some(&o.token), &files, "deliverable.pdf", b"%PDF-1.7 final", true).await).await;
@@ -726,12 +736,19 @@ async fn the_portal_shows_a_client_exactly_its_own_visible_work() {
     assert_eq!(location(&res), format!("/portal/{slug}"));
     let home = page(client, &format!("/portal/{slug}")).await;
     assert!(home.contains("Shown project") && home.contains(&sent));
+    // How far along: the two tasks shown, not the one behind the scenes.
+    assert!(home.contains("<span class=\"muted\">· 1 of 2 tasks done</span>"), "{home}");
     for hidden in ["Internal project", "Other client", &draft, &theirs, "href=\"/o/"] {
         assert!(!home.contains(hidden), "{hidden} shown on the portal home");
     }
     let project = page(client, &format!("/portal/{slug}/projects/{shown}")).await;
     assert!(project.contains("Client-facing task") && project.contains("Hello client"));
     assert!(project.contains("Client-facing task <span class=\"badge\">To do</span>"), "{project}");
+    assert!(project.contains("<p class=\"muted\">1 of 2 tasks done"), "{project}");
+    // Each comment under its own task.
+    let at = |text: &str| project.find(text).unwrap_or_else(|| panic!("{text}: {project}"));
+    assert!(at("Client-facing task") < at("Hello client") && at("Hello client") < at("Finished task"), "{project}");
+    assert!(at("Finished task") < at("Done and dusted"), "{project}");
     assert!(project.contains(&format!("/portal/{slug}/files/{deliverable}")));
     for hidden in ["Behind the scenes", "Team-only remark", "draft.txt", &draft_file] {
         assert!(!project.contains(hidden), "{hidden} shown on the portal project page");

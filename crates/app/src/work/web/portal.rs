@@ -58,7 +58,7 @@ struct InvoiceRow {
 struct HomePage {
     nav: PortalNav,
     client_name: String,
-    projects: Vec<Project>,
+    projects: Vec<(Project, portal::Shown)>,
     invoices: Vec<InvoiceRow>,
 }
 
@@ -103,6 +103,7 @@ struct TaskView {
 struct ProjectPage {
     nav: PortalNav,
     project: Project,
+    shown: portal::Shown,
     tasks: Vec<TaskView>,
     files: Vec<FileView>,
 }
@@ -116,6 +117,7 @@ async fn project(
     let p = portal::project(&state.db, &state.keys, &access.principal, id).await?;
     page(&ProjectPage {
         nav: PortalNav::of(&access),
+        shown: p.shown(),
         project: p.project,
         tasks: p
             .tasks
