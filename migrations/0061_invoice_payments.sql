@@ -18,7 +18,10 @@ CREATE TABLE invoice_payments (
     PRIMARY KEY (organization_id, id),
     FOREIGN KEY (organization_id, invoice_id) REFERENCES invoices (organization_id, id) ON DELETE CASCADE
 );
+-- An invoice's payments (added up wherever an invoice is read), and the money received in a
+-- range of days ("Payments received").
 CREATE INDEX invoice_payments_invoice_idx ON invoice_payments (organization_id, invoice_id, paid_on);
+CREATE INDEX invoice_payments_paid_on_idx ON invoice_payments (organization_id, paid_on);
 
 ALTER TABLE invoice_payments ENABLE ROW LEVEL SECURITY;
 ALTER TABLE invoice_payments FORCE ROW LEVEL SECURITY;

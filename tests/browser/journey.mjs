@@ -569,6 +569,12 @@ try {
     await expectText(page, 'still owed');
     await expectText(page, 'Balance due');
     await check(page, 'invoice-part-paid');
+    // The money received this month, found from the invoices list.
+    await page.goto(`${BASE}/o/${slug}/invoices`);
+    await page.getByRole('link', { name: 'Payments received', exact: true }).click();
+    await page.waitForURL(/\/invoices\/payments$/);
+    await expectText(page, 'in 1 payment from');
+    await check(page, 'payments-received');
     // The client's page says what it owes now.
     await page.goto(`${BASE}/o/${slug}/clients`);
     await page.getByRole('link', { name: 'Acme Corp', exact: true }).click();

@@ -241,3 +241,109 @@ fn with_payment(invoice: &Invoice, payment: &Payment) -> serde_json::Value {
         json!({ "id": payment.id, "amount_minor": payment.amount_minor, "paid_on": payment.paid_on.to_string() });
     v
 }
+
+/// A payment as the "Payments received" page and its CSV show it: with its invoice and client.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReceivedRow {
+    pub id: PaymentId,
+    pub paid_on: Date,
+    pub amount_minor: i64,
+    pub note: String,
+    pub invoice_id: InvoiceId,
+    pub reference: Option<String>,
+    pub number: Option<i64>,
+    pub currency: String,
+    pub client_id: crate::platform::ids::ClientId,
+    pub client_name: String,
+}
+
+impl ReceivedRow {
+    /// The invoice as people call it.
+    pub fn invoice(&self) -> String {
+        match (&self.reference, self.number) {
+            (Some(r), _) => r.clone(),
+            (None, Some(n)) => format!("#{n}"),
+            (None, None) => "Invoice".into(),
+        }
+    }
+}
+
+/// The money received from `from` to `to` (both included, days of the organization).
+pub struct Received {
+    /// The page asked for, newest first.
+    pub rows: Vec<ReceivedRow>,
+    /// How many payments the range holds.
+    pub count: i64,
+    /// What they add up to, per currency (capped at 64 bits rather than failing).
+    pub sums: Vec<(String, i64)>,
+}
+
+/// Payments a CSV export holds at most (a longer range is cut, and the page says so).
+pub const EXPORT_CAP: i64 = 20_000;
+
+/// The payments received in a range, for those who may read invoices: `limit` and `offset`
+/// pick the rows (the counts and sums are the whole range's). A range whose start is after its
+/// end is refused, naming `from`.
+pub async fn received(
+    db: &Db,
+    p: &OrgPrincipal,
+    from: Date,
+    to: Date,
+    limit: i64,
+    offset: i64,
+) -> DomainResult<Received> {
+    require(p, Permission::InvoicesRead)?;
+    if from > to {
+        return Err(DomainError::field("from", "must not be after To"));
+    }
+    let mut tx = OrgTx::begin(db, p).await?;
+    let rows: Vec<ReceivedRow> = sqlx::query_as(
+        "SELECT pm.id, pm.paid_on, pm.amount_minor, pm.note, i.id AS invoice_id, i.reference, i.number, i.currency, \
+                c.id AS client_id, c.name AS client_name \
+           FROM invoice_payments pm \
+           JOIN invoices i ON i.organization_id = pm.organization_id AND i.id = pm.invoice_id \
+           JOIN clients c ON c.organization_id = i.organization_id AND c.id = i.client_id \
+          WHERE pm.paid_on BETWEEN $1 AND $2 \
+          ORDER BY pm.paid_on DESC, pm.created_at DESC, pm.id DESC LIMIT $3 OFFSET $4",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut *tx)
+    .await?;
+    let sums: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT i.currency, count(*), least(sum(pm.amount_minor), 9223372036854775807)::bigint \
+           FROM invoice_payments pm JOIN invoices i ON i.organization_id = pm.organization_id AND i.id = pm.invoice_id \
+          WHERE pm.paid_on BETWEEN $1 AND $2 GROUP BY i.currency ORDER BY i.currency",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Received {
+        rows,
+        count: sums.iter().map(|s| s.1).sum(),
+        sums: sums.into_iter().map(|(currency, _, sum)| (currency, sum)).collect(),
+    })
+}
+
+/// The rows as CSV (a header line, then one line per payment), every text cell neutralised.
+pub fn to_csv(rows: &[ReceivedRow]) -> Result<Vec<u8>, csv::Error> {
+    use super::time_entries::csv_cell;
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(["paid_on", "invoice", "client", "currency", "amount_minor", "amount", "note"])?;
+    for r in rows {
+        w.write_record([
+            r.paid_on.to_string(),
+            csv_cell(&r.invoice()),
+            csv_cell(&r.client_name),
+            r.currency.clone(),
+            r.amount_minor.to_string(),
+            format_minor(r.amount_minor),
+            csv_cell(&r.note),
+        ])?;
+    }
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+}

@@ -261,9 +261,90 @@ async fn the_invoice_page_records_payments_and_shows_what_is_left() {
     assert!(!token.is_empty());
     let res = member.post_with(&action, &[("amount", "1"), ("paid_on", &today)], Some(&token), true).await;
     assert_eq!(res.status(), 403, "a Member may not record payments");
+    let received = format!("/o/{slug}/invoices/payments");
+    let (status, html) = member.page(&received).await;
+    assert_eq!(status, 403, "{html}");
+    assert_eq!(member.get(&format!("{received}.csv")).await.status(), 403);
     let portal = &mut org.people.get_mut("client").unwrap().browser;
     let (status, html) = portal.page(&format!("/portal/{slug}/invoices/{invoice}")).await;
     assert_eq!(status, 200, "{html}");
     assert!(html.contains("Balance due</th><td class=\"num\"><strong>74.50"), "{html}");
     assert!(!html.contains("Record a payment"), "{html}");
+}
+
+#[tokio::test]
+async fn payments_received_are_listed_by_day_summed_per_currency_and_exported() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "received").await;
+    let slug = org.slug.clone();
+    let received = format!("/o/{slug}/invoices/payments");
+    let today = app.clock.now_utc().date();
+    let first = crate::support::work::fixture(&app, &org, "invoice", &[]).await.unwrap();
+    let second = crate::support::work::fixture(&app, &org, "invoice", &[]).await.unwrap();
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let (status, html) = owner.page(&received).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Nothing received from"), "{html}");
+    // Reached from the invoices list.
+    let (_, list) = owner.page(&format!("/o/{slug}/invoices")).await;
+    assert!(list.contains(&format!("href=\"{received}\"")), "{list}");
+
+    // On two invoices: 30.00 today (with a note a spreadsheet would run), 12.00 forty days ago.
+    let long_ago = (today - time::Duration::days(40)).to_string();
+    for (invoice, amount, day, note) in
+        [(&first, "30", today.to_string(), "=SUM(A1:A9)"), (&second, "12", long_ago.clone(), "Cheque")]
+    {
+        let page = format!("/o/{slug}/invoices/{invoice}");
+        let res = owner
+            .submit(&page, &format!("{page}/payments"), &[("amount", amount), ("paid_on", &day), ("note", note)])
+            .await;
+        assert_eq!(res.status(), 303, "{}", res.text().await.unwrap());
+    }
+    let currency = {
+        let mut db = app.db.admin_conn().await;
+        let c: String = sqlx::query_scalar("SELECT currency FROM invoices WHERE id = $1::uuid")
+            .bind(&first)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        c
+    };
+    // By default this month: today's payment only (forty days ago is always an earlier month).
+    let month_start = today.replace_day(1).unwrap();
+    let (_, html) = owner.page(&received).await;
+    assert!(
+        html.contains(&format!(
+            "Received <strong>30.00 {currency}</strong> in 1 payment from {month_start} to {today}."
+        )),
+        "{html}"
+    );
+    // A range holding both: summed, newest first.
+    let range = format!("{received}?from={long_ago}&to={today}");
+    let (_, html) = owner.page(&range).await;
+    assert!(html.contains(&format!("Received <strong>42.00 {currency}</strong> in 2 payments")), "{html}");
+    assert!(html.find("30.00").unwrap() < html.find("12.00").unwrap(), "newest first: {html}");
+    assert!(html.contains(&format!("/o/{slug}/invoices/{first}#payments")), "{html}");
+    // Refused: a range backwards, a day that doesn't exist, a field the page doesn't take.
+    for bad in [format!("from={today}&to={long_ago}"), "from=2026-02-30".into(), "to=soon".into(), "sort=amount".into()]
+    {
+        let res = owner.get(&format!("{received}?{bad}")).await;
+        assert!(matches!(res.status().as_u16(), 400 | 422), "{bad}: {}", res.status());
+    }
+    let res = owner.get(&format!("{received}?from={today}&to={long_ago}")).await;
+    assert!(res.text().await.unwrap().contains("must not be after To"));
+
+    // The CSV: the same rows, the note neutralised for spreadsheets.
+    let res = owner.get(&format!("{received}.csv?from={long_ago}&to={today}")).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/csv; charset=utf-8");
+    let csv = res.text().await.unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "paid_on,invoice,client,currency,amount_minor,amount,note");
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(
+        lines[1].starts_with(&format!("{today},INV-"))
+            && lines[1].ends_with(&format!("{currency},3000,30.00,'=SUM(A1:A9)")),
+        "{csv}"
+    );
+    assert!(lines[2].starts_with(&format!("{long_ago},")) && lines[2].ends_with("1200,12.00,Cheque"), "{csv}");
 }

@@ -9,6 +9,7 @@
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
@@ -34,6 +35,8 @@ pub fn routes() -> Vec<RouteDef> {
     vec![
         route!(GET "/o/{org}/invoices", Surface::Web, Access::Org(P::InvoicesRead), list),
         route!(GET "/o/{org}/invoices/new", Surface::Web, Access::Org(P::InvoicesCreate), new_page),
+        route!(GET "/o/{org}/invoices/payments", Surface::Web, Access::Org(P::InvoicesRead), received),
+        route!(GET "/o/{org}/invoices/payments.csv", Surface::Web, Access::Org(P::InvoicesRead), received_csv),
         route!(POST "/o/{org}/invoices", Surface::Web, Access::Org(P::InvoicesCreate), create),
         route!(GET "/o/{org}/invoices/{invoice}", Surface::Web, Access::Org(P::InvoicesRead), detail),
         route!(GET "/o/{org}/invoices/{invoice}/edit", Surface::Web, Access::Org(P::InvoicesUpdate), edit_page),
@@ -942,4 +945,97 @@ mod tests {
         assert!(InvoiceForm::parse(&Bytes::from_static(b"status=paid")).is_err());
         assert!(InvoiceForm::parse(&Bytes::from_static(b"description_9999=x")).is_err());
     }
+}
+
+// ---- payments received ----
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReceivedQuery {
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    offset: i64,
+}
+
+struct ReceivedView {
+    paid_on: String,
+    invoice_id: String,
+    invoice: String,
+    client_id: String,
+    client: String,
+    amount: String,
+    note: String,
+}
+
+#[derive(Template)]
+#[template(path = "work/payments_received.html")]
+struct ReceivedPage {
+    org: OrgNav,
+    from: String,
+    to: String,
+    /// "1234.50 EUR and 50.00 USD", or empty for nothing received.
+    sums: String,
+    count: i64,
+    rows: Vec<ReceivedView>,
+    can_clients: bool,
+    export: String,
+    pager: Pager,
+}
+
+/// The money received in a range of days (by default this month), newest first, with the sum
+/// per currency and a CSV export.
+async fn received(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Query(q): Query<ReceivedQuery>,
+) -> AppResult<Response> {
+    let (from, to) = super::timesheet::range(&state, &access, &q.from, &q.to).await?;
+    let offset = q.offset.max(0);
+    let r = invoice_payments::received(&state.db, &access.principal, from, to, PAGE_SIZE, offset).await?;
+    let base = format!("/o/{}/invoices/payments", access.slug);
+    let (from_s, to_s) = (from.to_string(), to.to_string());
+    let pager = Pager::new(&base, &[("from", &from_s), ("to", &to_s)], offset, r.rows.len(), r.count);
+    let sums: Vec<String> = r.sums.iter().map(|(c, m)| format!("{} {c}", format_minor(*m))).collect();
+    page(&ReceivedPage {
+        org: OrgNav::of(&access),
+        export: format!("{base}.csv?from={from}&to={to}"),
+        from: from_s,
+        to: to_s,
+        sums: sums.join(" and "),
+        count: r.count,
+        rows: r
+            .rows
+            .into_iter()
+            .map(|row| ReceivedView {
+                paid_on: row.paid_on.to_string(),
+                invoice: row.invoice(),
+                invoice_id: row.invoice_id.to_string(),
+                client_id: row.client_id.to_string(),
+                client: row.client_name,
+                amount: format!("{} {}", format_minor(row.amount_minor), row.currency),
+                note: row.note,
+            })
+            .collect(),
+        can_clients: access.principal.can(P::ClientsRead),
+        pager,
+    })
+}
+
+async fn received_csv(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Query(q): Query<ReceivedQuery>,
+) -> AppResult<Response> {
+    let (from, to) = super::timesheet::range(&state, &access, &q.from, &q.to).await?;
+    let r = invoice_payments::received(&state.db, &access.principal, from, to, invoice_payments::EXPORT_CAP, 0).await?;
+    let body = invoice_payments::to_csv(&r.rows).map_err(AppError::internal)?;
+    let mut res = body.into_response();
+    let headers = res.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    let disposition = format!("attachment; filename=\"payments-{from}-{to}.csv\"");
+    headers.insert(header::CONTENT_DISPOSITION, HeaderValue::from_str(&disposition).map_err(AppError::internal)?);
+    Ok(res)
 }

@@ -227,10 +227,11 @@ struct RangeQuery {
     to: String,
 }
 
-/// The range asked for; by default the current month up to today.
-async fn range(state: &AppState, access: &OrgAccess, q: &RangeQuery) -> AppResult<(Date, Date)> {
-    let from = fields::date_or_empty("from", &q.from)?;
-    let to = fields::date_or_empty("to", &q.to)?;
+/// The range of days asked for (`from`, `to`, each empty for its default): by default the
+/// current month up to today, where the organization is.
+pub(super) async fn range(state: &AppState, access: &OrgAccess, from: &str, to: &str) -> AppResult<(Date, Date)> {
+    let from = fields::date_or_empty("from", from)?;
+    let to = fields::date_or_empty("to", to)?;
     let today = crate::work::today(&state.db, &access.principal, state.clock.now()).await?;
     let to = to.unwrap_or(today);
     let from = from.unwrap_or_else(|| to.replace_day(1).unwrap_or(to));
@@ -281,7 +282,7 @@ fn totals(rows: &[ReportRow], key: impl Fn(&ReportRow) -> (String, String)) -> V
 }
 
 async fn report(State(state): State<AppState>, access: OrgAccess, Query(q): Query<RangeQuery>) -> AppResult<Response> {
-    let (from, to) = range(&state, &access, &q).await?;
+    let (from, to) = range(&state, &access, &q.from, &q.to).await?;
     let rows = time_entries::in_range(&state.db, &access.principal, from, to, None).await?;
     let slug = &access.slug;
     let projects = totals(&rows, |r| (r.project_name.clone(), format!("/o/{slug}/projects/{}/time", r.project_id)));
@@ -315,7 +316,7 @@ async fn report(State(state): State<AppState>, access: OrgAccess, Query(q): Quer
 }
 
 async fn export(State(state): State<AppState>, access: OrgAccess, Query(q): Query<RangeQuery>) -> AppResult<Response> {
-    let (from, to) = range(&state, &access, &q).await?;
+    let (from, to) = range(&state, &access, &q.from, &q.to).await?;
     let rows = time_entries::in_range(&state.db, &access.principal, from, to, None).await?;
     let body = time_entries::to_csv(&rows).map_err(AppError::internal)?;
     let mut res = body.into_response();
