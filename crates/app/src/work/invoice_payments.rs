@@ -278,7 +278,7 @@ pub struct Received {
     pub sums: Vec<(String, i64)>,
 }
 
-/// Payments a CSV export holds at most (a longer range is cut, and the page says so).
+/// Payments a CSV export holds at most: the newest of a longer range (the page says so).
 pub const EXPORT_CAP: i64 = 20_000;
 
 /// The payments received in a range, for those who may read invoices: `limit` and `offset`

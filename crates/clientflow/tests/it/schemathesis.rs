@@ -83,6 +83,11 @@ async fn fixtures(app: &TestApp, t: &Tenant, key: &str) -> serde_json::Value {
     let payment_invoice = id(invoice().await);
     let sent = post(app, &format!("/api/v1/invoices/{payment_invoice}/send"), key, json!({})).await;
     assert_eq!(sent.status, 200, "{}", sent.body);
+    // A payment on it, for the deletion to find (once).
+    let recorded =
+        post(app, &format!("/api/v1/invoices/{payment_invoice}/payments"), key, json!({"amount_minor": 1})).await;
+    assert_eq!(recorded.status, 201, "{}", recorded.body);
+    let spare_payment = recorded.body["data"]["payment"]["id"].as_str().expect("a payment id").to_string();
     // A file on the project and its task keeps both from being deleted under the other requests.
     let file =
         id(upload(app, key, &[("project_id", &project), ("task_id", &task)], Some(("notes.txt", b"notes"))).await);
@@ -95,7 +100,7 @@ async fn fixtures(app: &TestApp, t: &Tenant, key: &str) -> serde_json::Value {
     json!({
         "client": client, "project": project, "column": column, "column_status": column_status, "parent_task": parent_task, "task": task,
         "comment": comment, "time_entry": time_entry, "invoice": invoice_id, "action_invoice": action_invoice,
-        "payment_invoice": payment_invoice,
+        "payment_invoice": payment_invoice, "spare_payment": spare_payment,
         "file": file, "member": t.admin,
         "spare_client": spare_client, "spare_project": spare_project, "spare_task": spare_task,
         "spare_comment": spare_comment, "spare_time_entry": spare_time_entry, "spare_invoice": spare_invoice,

@@ -165,6 +165,8 @@ def _spares(method, path):
     project, which a copy of it would break)."""
     if method == "POST" and path == "/api/v1/projects/{project}/copy":
         return {"project": FIXTURES["copy_source"]}
+    if method == "DELETE" and path.endswith("/payments/{payment}"):
+        return {"invoice": FIXTURES["payment_invoice"], "payment": FIXTURES["spare_payment"]}
     if method == "DELETE" and path.endswith("/comments/{comment}"):
         return {"comment": FIXTURES["spare_comment"]}
     if method == "DELETE":

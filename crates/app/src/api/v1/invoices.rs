@@ -167,7 +167,7 @@ pub async fn bill_time(
 
 #[utoipa::path(get, path = "/api/v1/invoices/{invoice}/payments", tag = "invoices",
     params(("invoice" = Uuid, Path, description = "Invoice id"), PageQuery),
-    responses((status = 200, description = "The invoice's payments, oldest first (at most 100)", body = List<Payment>)),
+    responses((status = 200, description = "The invoice's payments, oldest first", body = List<Payment>)),
     security(("api_key" = ["invoices.read"])))]
 pub async fn list_payments(
     State(s): State<AppState>,

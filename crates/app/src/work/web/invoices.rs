@@ -982,6 +982,8 @@ struct ReceivedPage {
     rows: Vec<ReceivedView>,
     can_clients: bool,
     export: String,
+    /// The range holds more payments than a CSV export does.
+    capped: bool,
     pager: Pager,
 }
 
@@ -1002,6 +1004,7 @@ async fn received(
     page(&ReceivedPage {
         org: OrgNav::of(&access),
         export: format!("{base}.csv?from={from}&to={to}"),
+        capped: r.count > invoice_payments::EXPORT_CAP,
         from: from_s,
         to: to_s,
         sums: sums.join(" and "),
