@@ -8,11 +8,12 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use time::{Date, OffsetDateTime};
+use time::Date;
 use utoipa::ToSchema;
 
 use super::fields;
-use super::invoices::{self, Invoice, InvoiceStatus};
+pub use super::invoices::Payment;
+use super::invoices::{self, Invoice, InvoiceStatus, PAYMENT_COLUMNS};
 use super::money::format_minor;
 use super::projects::require;
 use crate::access::role::Permission;
@@ -22,27 +23,8 @@ use crate::platform::db::Db;
 use crate::platform::error::{DomainError, DomainResult};
 use crate::platform::ids::{InvoiceId, PaymentId};
 
-#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
-pub struct Payment {
-    #[schema(value_type = String, format = Uuid)]
-    pub id: PaymentId,
-    #[schema(value_type = String, format = Uuid)]
-    pub invoice_id: InvoiceId,
-    /// Minor units, in the invoice's currency.
-    pub amount_minor: i64,
-    /// The day the money came.
-    #[schema(value_type = String, format = Date)]
-    #[serde(with = "super::iso_date")]
-    pub paid_on: Date,
-    pub note: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-}
-
 /// Payments one invoice takes (its pages list them all).
 pub const MAX_PAYMENTS: i64 = 100;
-
-const PAYMENT_COLUMNS: &str = "id, invoice_id, amount_minor, paid_on, note, created_at";
 
 /// A payment to record.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -153,7 +135,7 @@ pub async fn record(
     if paid_on > today {
         return Err(DomainError::field("paid_on", "can't be after today"));
     }
-    let payment = insert(&mut tx, ctx, id, amount, paid_on, &new.note).await?;
+    let payment = invoices::insert_payment(&mut tx, ctx, id, amount, paid_on, &new.note).await?;
     let after = if amount == before.balance_minor {
         invoices::mark_paid(&mut tx, ctx, p, id).await?
     } else {
@@ -211,30 +193,6 @@ pub async fn delete(
     Ok(invoices::shown_status(after, today))
 }
 
-/// Writes a payment (the caller holds the invoice's row and has checked the amount).
-async fn insert(
-    tx: &mut OrgTx,
-    ctx: &Context,
-    id: InvoiceId,
-    amount: i64,
-    paid_on: Date,
-    note: &str,
-) -> Result<Payment, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "INSERT INTO invoice_payments (organization_id, id, invoice_id, amount_minor, paid_on, note, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {PAYMENT_COLUMNS}"
-    ))
-    .bind(tx.org_id())
-    .bind(PaymentId::new())
-    .bind(id)
-    .bind(amount)
-    .bind(paid_on)
-    .bind(note)
-    .bind(ctx.now)
-    .fetch_one(&mut **tx)
-    .await
-}
-
 fn with_payment(invoice: &Invoice, payment: &Payment) -> serde_json::Value {
     let mut v = invoices::snapshot(invoice);
     v["payment"] =
@@ -242,17 +200,27 @@ fn with_payment(invoice: &Invoice, payment: &Payment) -> serde_json::Value {
     v
 }
 
-/// A payment as the "Payments received" page and its CSV show it: with its invoice and client.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A payment as the "Payments received" page, its CSV and `GET /api/v1/payments` show it: with
+/// its invoice and client.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct ReceivedRow {
+    #[schema(value_type = String, format = Uuid)]
     pub id: PaymentId,
+    /// The day the money came.
+    #[schema(value_type = String, format = Date)]
+    #[serde(with = "super::iso_date")]
     pub paid_on: Date,
+    /// Minor units, in `currency`.
     pub amount_minor: i64,
     pub note: String,
+    #[schema(value_type = String, format = Uuid)]
     pub invoice_id: InvoiceId,
+    /// The invoice's reference (`INV-2026-0007`).
     pub reference: Option<String>,
     pub number: Option<i64>,
+    /// The invoice's currency.
     pub currency: String,
+    #[schema(value_type = String, format = Uuid)]
     pub client_id: crate::platform::ids::ClientId,
     pub client_name: String,
 }

@@ -18,7 +18,7 @@ use crate::access::role::Permission;
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::Db;
 use crate::platform::error::{DomainError, DomainResult};
-use crate::platform::ids::{ClientId, InvoiceId, ProjectId, TimeEntryId};
+use crate::platform::ids::{ClientId, InvoiceId, PaymentId, ProjectId, TimeEntryId};
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Invoice {
@@ -417,6 +417,9 @@ pub struct InvoiceDetail {
     pub invoice: Invoice,
     pub lines: Vec<Line>,
     pub client_name: String,
+    /// The organization's today, as the invoice was read (what "overdue" was judged by).
+    #[serde(skip)]
+    pub today: Date,
 }
 
 pub(super) async fn fetch(tx: &mut OrgTx, id: InvoiceId) -> DomainResult<Invoice> {
@@ -441,7 +444,7 @@ pub async fn detail_in(tx: &mut OrgTx, id: InvoiceId, today: Date) -> DomainResu
         .bind(invoice.client_id)
         .fetch_one(&mut **tx)
         .await?;
-    Ok(InvoiceDetail { invoice: shown_status(invoice, today), lines, client_name })
+    Ok(InvoiceDetail { invoice: shown_status(invoice, today), lines, client_name, today })
 }
 
 pub async fn get(db: &Db, now: OffsetDateTime, p: &OrgPrincipal, id: InvoiceId) -> DomainResult<InvoiceDetail> {
@@ -738,21 +741,10 @@ pub(super) async fn transition_in(
             .await?
         }
         (A::Pay, S::Sent) => {
-            // Paid in full today: what was still owed is one more payment (work::invoice_payments).
+            // Paid in full today: what was still owed is one more payment.
             if before.balance_minor > 0 {
                 let today = super::org_today(tx, ctx.now).await?;
-                sqlx::query(
-                    "INSERT INTO invoice_payments (organization_id, id, invoice_id, amount_minor, paid_on, note, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, '', $6)",
-                )
-                .bind(tx.org_id())
-                .bind(crate::platform::ids::PaymentId::new())
-                .bind(id)
-                .bind(before.balance_minor)
-                .bind(today)
-                .bind(ctx.now)
-                .execute(&mut **tx)
-                .await?;
+                insert_payment(tx, ctx, id, before.balance_minor, today, "").await?;
             }
             mark_paid(tx, ctx, p, id).await?
         }
@@ -801,6 +793,52 @@ pub(super) async fn lock(tx: &mut OrgTx, id: InvoiceId) -> DomainResult<Invoice>
         .await?
         .ok_or(DomainError::NotFound)?;
     fetch(tx, id).await
+}
+
+/// A payment against an invoice (`work::invoice_payments` records and deletes them; "Mark paid"
+/// records the last one). It lives here, with the invoice it pays, so that both write it with
+/// one statement.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Payment {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: PaymentId,
+    #[schema(value_type = String, format = Uuid)]
+    pub invoice_id: InvoiceId,
+    /// Minor units, in the invoice's currency.
+    pub amount_minor: i64,
+    /// The day the money came.
+    #[schema(value_type = String, format = Date)]
+    #[serde(with = "super::iso_date")]
+    pub paid_on: Date,
+    pub note: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+pub(super) const PAYMENT_COLUMNS: &str = "id, invoice_id, amount_minor, paid_on, note, created_at";
+
+/// Adds a payment; the caller holds the invoice's row ([`lock`]) and has checked the amount.
+pub(super) async fn insert_payment(
+    tx: &mut OrgTx,
+    ctx: &Context,
+    id: InvoiceId,
+    amount: i64,
+    paid_on: Date,
+    note: &str,
+) -> Result<Payment, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO invoice_payments (organization_id, id, invoice_id, amount_minor, paid_on, note, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {PAYMENT_COLUMNS}"
+    ))
+    .bind(tx.org_id())
+    .bind(PaymentId::new())
+    .bind(id)
+    .bind(amount)
+    .bind(paid_on)
+    .bind(note)
+    .bind(ctx.now)
+    .fetch_one(&mut **tx)
+    .await
 }
 
 /// Sent → paid, and the people who follow invoices are told.

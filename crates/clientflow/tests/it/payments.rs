@@ -270,6 +270,27 @@ async fn the_invoice_page_records_payments_and_shows_what_is_left() {
     assert_eq!(status, 200, "{html}");
     assert!(html.contains("Balance due</th><td class=\"num\"><strong>74.50"), "{html}");
     assert!(!html.contains("Record a payment"), "{html}");
+
+    // An invoice of 0.00 marked paid took no payment, and its page says why rather than
+    // waiting for one.
+    let key = crate::support::api_key(&app, org.id.parse().unwrap(), "zero").await;
+    let res = post(
+        &app,
+        "/api/v1/invoices",
+        &key,
+        json!({"client_id": org.client_id, "lines": [{"description": "Goodwill", "quantity_milli": 1000, "unit_price_minor": 0}]}),
+    )
+    .await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    let zero = res.body["data"]["id"].as_str().unwrap().to_string();
+    for step in ["send", "pay"] {
+        let res = post(&app, &format!("/api/v1/invoices/{zero}/{step}"), &key, json!({})).await;
+        assert_eq!(res.status, 200, "{step}: {}", res.body);
+    }
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let (_, html) = owner.page(&format!("/o/{slug}/invoices/{zero}")).await;
+    assert!(html.contains("Marked paid with nothing to pay; no payment was recorded."), "{html}");
+    assert!(!html.contains("No payment recorded yet."), "{html}");
 }
 
 #[tokio::test]
@@ -347,4 +368,89 @@ async fn payments_received_are_listed_by_day_summed_per_currency_and_exported() 
         "{csv}"
     );
     assert!(lines[2].starts_with(&format!("{long_ago},")) && lines[2].ends_with("1200,12.00,Cheque"), "{csv}");
+}
+
+#[tokio::test]
+async fn the_api_lists_payments_received_over_a_range_with_the_ranges_sums() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "received-api").await;
+    let key = api_key(&app, &t, "admin", None).await.1;
+    let client = t.org.client.to_string();
+    let today = app.clock.now_utc().date();
+    let long_ago = today - time::Duration::days(40);
+    let (first, second) = (sent_invoice(&app, &key, &client).await, sent_invoice(&app, &key, &client).await);
+    for (invoice, amount, day, note) in [(&first, 2500, today, "Transfer 118"), (&second, 1000, long_ago, "Cheque")] {
+        let res = post(
+            &app,
+            &format!("/api/v1/invoices/{invoice}/payments"),
+            &key,
+            json!({"amount_minor": amount, "paid_on": day.to_string(), "note": note}),
+        )
+        .await;
+        assert_eq!(res.status, 201, "{}", res.body);
+    }
+
+    // By default this month up to today: only today's payment (forty days ago is an earlier month).
+    let res = get(&app, "/api/v1/payments", &key).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let b = &res.body;
+    assert_eq!(
+        (b["from"].as_str(), b["to"].as_str()),
+        (Some(&*today.replace_day(1).unwrap().to_string()), Some(&*today.to_string()))
+    );
+    assert_eq!(b["data"].as_array().unwrap().len(), 1, "{b}");
+    assert_eq!(b["data"][0]["invoice_id"], first.as_str());
+    assert_eq!(b["received"], json!([{"currency": "EUR", "amount_minor": 2500}]));
+    assert_eq!(b["pagination"]["total"], 1);
+
+    // A range holding both, a page at a time: newest first, sums over the whole range.
+    let range = format!("/api/v1/payments?from={long_ago}&to={today}&limit=1");
+    let res = get(&app, &range, &key).await;
+    let b = &res.body;
+    assert_eq!(
+        (
+            b["data"].as_array().unwrap().len(),
+            b["pagination"]["total"].as_i64(),
+            b["pagination"]["next_offset"].as_i64()
+        ),
+        (1, Some(2), Some(1)),
+        "{b}"
+    );
+    assert_eq!(b["data"][0]["amount_minor"], 2500);
+    assert_eq!(b["received"], json!([{"currency": "EUR", "amount_minor": 3500}]));
+    let res = get(&app, &format!("{range}&offset=1"), &key).await;
+    let row = &res.body["data"][0];
+    assert_eq!(
+        (row["invoice_id"].as_str(), row["paid_on"].as_str(), row["note"].as_str(), row["currency"].as_str()),
+        (Some(second.as_str()), Some(&*long_ago.to_string()), Some("Cheque"), Some("EUR")),
+        "{row}"
+    );
+    assert_eq!(row["client_id"], client.as_str());
+    assert!(row["reference"].as_str().is_some_and(|r| r.starts_with("INV-")), "{row}");
+    assert!(res.body["pagination"]["next_offset"].is_null(), "{}", res.body);
+
+    // Refused, naming the field: a range backwards, a day that doesn't exist, a word, a NUL
+    // byte, a field the list doesn't take, a page of none.
+    for (query, field) in [
+        (format!("from={today}&to={long_ago}"), "from"),
+        ("from=2026-02-30".to_string(), "from"),
+        ("to=soon".to_string(), "to"),
+        ("to=2026-01-01%00".to_string(), "to"),
+        ("limit=0".to_string(), "limit"),
+    ] {
+        let res = get(&app, &format!("/api/v1/payments?{query}"), &key).await;
+        assert_eq!(res.status, 422, "{query}: {}", res.body);
+        assert!(!field_error(&res.body, field).is_empty(), "{query}");
+    }
+    assert!(matches!(get(&app, "/api/v1/payments?sort=amount", &key).await.status, 400 | 422));
+
+    // Who may: a key without invoices.read is refused; another organization's key sees none of
+    // these payments.
+    let tasks_only = api_key(&app, &t, "admin", Some(&["projects.read"])).await.1;
+    assert_eq!(get(&app, "/api/v1/payments", &tasks_only).await.status, 403);
+    let other = tenant(&app, "received-api-other").await;
+    let other_key = api_key(&app, &other, "admin", None).await.1;
+    let res = get(&app, &format!("/api/v1/payments?from={long_ago}&to={today}"), &other_key).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!((res.body["data"].as_array().unwrap().len(), &res.body["received"]), (0, &json!([])));
 }

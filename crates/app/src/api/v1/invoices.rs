@@ -1,7 +1,7 @@
 //! Invoices: drafts, lines, and the moves send, pay and void.
 
 use super::*;
-use crate::work::invoice_payments::{self, NewPayment, Payment, PaymentInput};
+use crate::work::invoice_payments::{self, NewPayment, Payment, PaymentInput, ReceivedRow};
 use crate::work::{invoice_mail, invoices};
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -217,4 +217,76 @@ pub async fn delete_payment(
 ) -> AppResult<Response> {
     invoice_payments::delete(&s.db, &ctx, &api.principal, ids.get("invoice")?, ids.get("payment")?).await?;
     Ok(no_content())
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReceivedQuery {
+    /// The first day, YYYY-MM-DD (default: the first of `to`'s month).
+    #[param(format = Date)]
+    pub from: Option<String>,
+    /// The last day, YYYY-MM-DD (default: today in the organization's time zone).
+    #[param(format = Date)]
+    pub to: Option<String>,
+    /// Page size, at least 1 (default 50; larger values are capped at 100).
+    #[serde(default, deserialize_with = "query_int")]
+    #[param(minimum = 1)]
+    pub limit: Option<i64>,
+    /// Items to skip (default 0).
+    #[serde(default, deserialize_with = "query_int")]
+    #[param(minimum = 0)]
+    pub offset: Option<i64>,
+}
+
+/// The payments received over a range of days: a page of them, and the whole range's sums.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentsReceived {
+    /// The page asked for, newest first.
+    pub data: Vec<ReceivedRow>,
+    pub pagination: Pagination,
+    /// The range's first day, YYYY-MM-DD (both days are included).
+    #[schema(format = Date)]
+    pub from: String,
+    /// The range's last day.
+    #[schema(format = Date)]
+    pub to: String,
+    /// What the range's payments add up to, one entry per currency.
+    pub received: Vec<CurrencySum>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CurrencySum {
+    pub currency: String,
+    /// Minor units (capped at 2^63 - 1).
+    pub amount_minor: i64,
+}
+
+#[utoipa::path(get, path = "/api/v1/payments", tag = "invoices", params(ReceivedQuery),
+    description = "Money received against every invoice, by the day it came. `from` after `to` gets 422 naming `from`.",
+    responses((status = 200, description = "A page of payments, newest first, and what the range adds up to per currency", body = PaymentsReceived)),
+    security(("api_key" = ["invoices.read"])))]
+pub async fn list_received(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ApiQuery(q): ApiQuery<ReceivedQuery>,
+) -> AppResult<Response> {
+    let page = page(q.limit, q.offset)?;
+    let from = q.from.as_deref().map(|d| crate::platform::fields::date("from", d)).transpose()?;
+    let to = q.to.as_deref().map(|d| crate::platform::fields::date("to", d)).transpose()?;
+    let to = match to {
+        Some(to) => to,
+        None => crate::work::today(&s.db, &api.principal, s.clock.now()).await?,
+    };
+    let from = from.unwrap_or_else(|| to.replace_day(1).unwrap_or(to));
+    if from > to {
+        return Err(AppError::field("from", "must not be after `to`"));
+    }
+    let (limit, offset) = (page.limit(), page.offset());
+    let r = invoice_payments::received(&s.db, &api.principal, from, to, limit, offset).await?;
+    let end = offset + r.rows.len() as i64;
+    let pagination = Pagination { limit, offset, total: Some(r.count), next_offset: (end < r.count).then_some(end) };
+    let received = r.sums.into_iter().map(|(currency, amount_minor)| CurrencySum { currency, amount_minor }).collect();
+    Ok(Json(PaymentsReceived { data: r.rows, pagination, from: from.to_string(), to: to.to_string(), received })
+        .into_response())
 }

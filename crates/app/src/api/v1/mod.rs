@@ -107,6 +107,7 @@ pub fn routes() -> Vec<RouteDef> {
         route!(GET "/api/v1/invoices/{invoice}/payments", Surface::Api, Access::Api(P::InvoicesRead), invoices::list_payments),
         route!(POST "/api/v1/invoices/{invoice}/payments", Surface::Api, Access::Api(P::InvoicesUpdate), invoices::record_payment),
         route!(DELETE "/api/v1/invoices/{invoice}/payments/{payment}", Surface::Api, Access::Api(P::InvoicesUpdate), invoices::delete_payment),
+        route!(GET "/api/v1/payments", Surface::Api, Access::Api(P::InvoicesRead), invoices::list_received),
 
         route!(GET "/api/v1/files", Surface::Api, Access::Api(P::FilesRead), files::list_files),
         files::upload_route(),
@@ -309,6 +310,7 @@ closed_set!(
         timers::get_timer, timers::start_timer, timers::stop_timer,
         invoices::list_invoices, invoices::create_invoice, invoices::get_invoice, invoices::update_invoice, invoices::delete_invoice, invoices::send_invoice, invoices::pay_invoice,
         invoices::void_invoice, invoices::bill_time, invoices::list_payments, invoices::record_payment, invoices::delete_payment,
+        invoices::list_received,
         files::list_files, files::upload_file, files::get_file, files::update_file, files::delete_file,
         billing::get_billing,
         search::search,

@@ -616,11 +616,7 @@ async fn detail_view(
     };
     // The form starts with what is still owed, paid today.
     let payment = if status.is_open() && p.can(P::InvoicesUpdate) {
-        PaymentForm {
-            amount: format_minor(d.invoice.balance_minor),
-            paid_on: crate::work::today(&state.db, p, state.clock.now()).await?.to_string(),
-            note: String::new(),
-        }
+        PaymentForm { amount: format_minor(d.invoice.balance_minor), paid_on: d.today.to_string(), note: String::new() }
     } else {
         PaymentForm::default()
     };
