@@ -156,6 +156,7 @@ pub const FLASH_MESSAGES: &[(&str, &str)] = &[
     ("POST /o/{org}/invoices/{invoice}/edit", "Invoice saved."),
     ("POST /o/{org}/invoices/{invoice}/send", "Invoice sent."),
     ("POST /o/{org}/invoices/{invoice}/pay", "Invoice marked paid."),
+    ("POST /o/{org}/invoices/{invoice}/duplicate", "Copied as a new draft, issued today: check it, then send it."),
     ("POST /o/{org}/invoices/{invoice}/void", "Invoice voided."),
     ("POST /o/{org}/invoices/{invoice}/payments", "Payment recorded."),
     ("POST /o/{org}/invoices/{invoice}/payments/{payment}/delete", "Payment deleted."),

@@ -572,6 +572,28 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInp
                 .await?
         }
     };
+    let draft = Draft { client, currency, tax, issue, due, terms, notes, subtotal, tax_minor, total };
+    let inv = insert_draft(&mut tx, ctx, &draft, &lines).await?;
+    audit::record(&mut tx, ctx, Entry::new("invoice.created", "invoice", inv.id).after(snapshot(&inv))).await?;
+    tx.commit().await?;
+    Ok(inv)
+}
+
+/// A draft as it is written: every field decided and checked, the sums computed.
+struct Draft {
+    client: ClientId,
+    currency: String,
+    tax: i32,
+    issue: Date,
+    due: Date,
+    terms: Option<i32>,
+    notes: String,
+    subtotal: i64,
+    tax_minor: i64,
+    total: i64,
+}
+
+async fn insert_draft(tx: &mut OrgTx, ctx: &Context, d: &Draft, lines: &[Line]) -> DomainResult<Invoice> {
     let id = InvoiceId::new();
     let inv: Invoice = sqlx::query_as(&format!(
         "INSERT INTO invoices AS i (organization_id, id, client_id, currency, tax_rate_bp, issue_date, due_date, notes, subtotal_minor, \
@@ -580,21 +602,55 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInp
     ))
     .bind(tx.org_id())
     .bind(id)
-    .bind(client)
-    .bind(&currency)
-    .bind(tax)
-    .bind(issue)
-    .bind(due)
-    .bind(&notes)
-    .bind(subtotal)
-    .bind(tax_minor)
-    .bind(total)
+    .bind(d.client)
+    .bind(&d.currency)
+    .bind(d.tax)
+    .bind(d.issue)
+    .bind(d.due)
+    .bind(&d.notes)
+    .bind(d.subtotal)
+    .bind(d.tax_minor)
+    .bind(d.total)
     .bind(ctx.now)
-    .bind(terms)
-    .fetch_one(&mut *tx)
+    .bind(d.terms)
+    .fetch_one(&mut **tx)
     .await?;
-    write_lines(&mut tx, id, &lines).await?;
-    audit::record(&mut tx, ctx, Entry::new("invoice.created", "invoice", id).after(snapshot(&inv))).await?;
+    write_lines(tx, id, lines).await?;
+    Ok(inv)
+}
+
+/// A new draft with another invoice's client, currency, tax rate, notes and lines, issued today
+/// with the same payment terms: next month's invoice of a retainer, or a void one made again.
+/// Any invoice can be copied, whatever its status; the copy bills no time (the time stays with
+/// the invoice that billed it), and its lines are plain lines that can be edited.
+pub async fn duplicate(db: &Db, ctx: &Context, p: &OrgPrincipal, id: InvoiceId) -> DomainResult<Invoice> {
+    require(p, Permission::InvoicesCreate)?;
+    let mut tx = OrgTx::begin(db, p).await?;
+    let source = fetch(&mut tx, id).await?;
+    let mut copied = lines(&mut tx, id).await?;
+    let issue = super::org_today(&mut tx, ctx.now).await?;
+    // Its terms, or for an invoice given a due date, as many days as it gave.
+    let terms = source
+        .payment_terms_days
+        .unwrap_or_else(|| (source.due_date - source.issue_date).whole_days().clamp(0, 365) as i32);
+    let due = issue.checked_add(Duration::days(terms.into())).unwrap_or(Date::MAX);
+    let (subtotal, tax_minor, total) = compute(&mut copied, source.tax_rate_bp)?;
+    let draft = Draft {
+        client: source.client_id,
+        currency: source.currency.clone(),
+        tax: source.tax_rate_bp,
+        issue,
+        due,
+        terms: Some(terms),
+        notes: source.notes.clone(),
+        subtotal,
+        tax_minor,
+        total,
+    };
+    let inv = insert_draft(&mut tx, ctx, &draft, &copied).await?;
+    let mut after = snapshot(&inv);
+    after["copied_from"] = json!(source.id);
+    audit::record(&mut tx, ctx, Entry::new("invoice.created", "invoice", inv.id).after(after)).await?;
     tx.commit().await?;
     Ok(inv)
 }

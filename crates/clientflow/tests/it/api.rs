@@ -957,6 +957,7 @@ const API_WRITES: &[ApiWrite] = &[
     ("POST /api/v1/invoices/{invoice}/send", "", &[]),
     ("POST /api/v1/invoices/{invoice}/pay", "", &[("invoice", "sent_invoice")]),
     ("POST /api/v1/invoices/{invoice}/void", "", &[("invoice", "sent_invoice")]),
+    ("POST /api/v1/invoices/{invoice}/duplicate", "", &[("invoice", "sent_invoice")]),
     (
         "POST /api/v1/invoices/{invoice}/payments",
         r#"{"amount_minor": 10, "note": "Matrix"}"#,

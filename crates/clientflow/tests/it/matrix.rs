@@ -228,6 +228,7 @@ pub const BODIES: &[Write] = &[
     form_on("POST /o/{org}/invoices/{invoice}/send", &[], &[("invoice", "draft_invoice")]),
     form("POST /o/{org}/invoices/{invoice}/pay", CONFIRMED),
     form("POST /o/{org}/invoices/{invoice}/void", CONFIRMED),
+    form("POST /o/{org}/invoices/{invoice}/duplicate", &[]),
     form(
         "POST /o/{org}/invoices/{invoice}/payments",
         &[("amount", "1.00"), ("paid_on", "2024-01-15"), ("note", "Matrix {unique}")],

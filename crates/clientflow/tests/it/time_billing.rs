@@ -1458,3 +1458,112 @@ async fn a_clients_page_says_what_it_owes_and_what_is_left_to_bill() {
     let stranger = &mut stranger.people.get_mut("owner").unwrap().browser;
     assert_eq!(stranger.page(&format!("/o/{slug}/clients/{client}")).await.0, 404);
 }
+
+#[tokio::test]
+async fn an_invoice_is_duplicated_as_a_draft_issued_today_that_bills_no_time() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "duplicate").await;
+    let key = manager_key(&app, &t).await;
+    sql(&app, "UPDATE clients SET hourly_rate_minor = 10000 WHERE id = $1", &[t.org.client.as_uuid()]).await;
+    let project = t.org.project.as_uuid();
+    let today = app.clock.now_utc().date();
+
+    // The source: time billed into it, a line typed by hand, a tax rate, notes, 14 days' terms,
+    // sent and part-paid, issued long ago.
+    record(&app, &key, project, "1h30m").await;
+    let res = post(
+        &app,
+        "/api/v1/invoices",
+        &key,
+        json!({"client_id": t.org.client, "currency": "EUR", "tax_rate_bp": 1900, "notes": "Retainer, monthly",
+               "issue_date": "2026-01-05", "payment_terms_days": 14,
+               "lines": [{"description": "Hosting", "quantity_milli": 1000, "unit_price_minor": 5000}]}),
+    )
+    .await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    let source = res.body["data"]["id"].as_str().unwrap().to_string();
+    let res = post(&app, &format!("/api/v1/invoices/{source}/time"), &key, json!({"group": "entry"})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(post(&app, &format!("/api/v1/invoices/{source}/send"), &key, json!({})).await.status, 200);
+    let res = post(&app, &format!("/api/v1/invoices/{source}/payments"), &key, json!({"amount_minor": 100})).await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    let billed_before = count(&app, "SELECT count(*) FROM time_entries WHERE invoice_id IS NOT NULL").await;
+    assert_eq!(billed_before, 1);
+
+    // The copy: a draft of the same client, currency, tax, notes and lines, issued today with
+    // the same terms, unnumbered, owing its whole total and billing no time.
+    let res = post(&app, &format!("/api/v1/invoices/{source}/duplicate"), &key, json!({})).await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    let copy = &res.body["data"];
+    let copy_id = copy["id"].as_str().unwrap().to_string();
+    assert_ne!(copy_id, source);
+    assert_eq!(res.headers["location"], format!("/api/v1/invoices/{copy_id}"));
+    let original = get(&app, &format!("/api/v1/invoices/{source}"), &key).await.body["data"].clone();
+    for field in
+        ["client_id", "currency", "tax_rate_bp", "notes", "lines", "subtotal_minor", "tax_minor", "total_minor"]
+    {
+        assert_eq!(copy[field], original[field], "{field}");
+    }
+    assert_eq!(copy["lines"].as_array().unwrap().len(), 2, "{copy}");
+    assert_eq!(
+        (copy["status"].as_str(), copy["number"].as_i64(), copy["paid_minor"].as_i64()),
+        (Some("draft"), None, Some(0))
+    );
+    assert_eq!(copy["balance_minor"], copy["total_minor"]);
+    assert_eq!(copy["issue_date"], today.to_string());
+    assert_eq!(copy["due_date"], (today + time::Duration::days(14)).to_string());
+    assert_eq!(copy["payment_terms_days"], 14);
+    assert_eq!(count(&app, "SELECT count(*) FROM time_entries WHERE invoice_id IS NOT NULL").await, billed_before);
+    assert_eq!(
+        (original["status"].as_str(), original["paid_minor"].as_i64()),
+        (Some("overdue"), Some(100)),
+        "the source is left as it was: sent long ago, part-paid"
+    );
+    // Audited as a creation that names its source.
+    let mut db = app.db.admin_conn().await;
+    let copied_from: Option<String> = sqlx::query_scalar(
+        "SELECT after ->> 'copied_from' FROM audit_events WHERE action = 'invoice.created' AND target_id = $1",
+    )
+    .bind(&copy_id)
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(copied_from.as_deref(), Some(source.as_str()));
+
+    // Who may: a key that only reads invoices can't; another organization's key finds nothing;
+    // an invoice that isn't there is a 404.
+    let reader = api_key(&app, &t, "admin", Some(&["invoices.read"])).await.1;
+    assert_eq!(post(&app, &format!("/api/v1/invoices/{source}/duplicate"), &reader, json!({})).await.status, 403);
+    let other = tenant(&app, "duplicate-other").await;
+    let other_key = api_key(&app, &other, "admin", None).await.1;
+    assert_eq!(post(&app, &format!("/api/v1/invoices/{source}/duplicate"), &other_key, json!({})).await.status, 404);
+    let nowhere = format!("/api/v1/invoices/{}/duplicate", Uuid::now_v7());
+    assert_eq!(post(&app, &nowhere, &key, json!({})).await.status, 404);
+    assert_eq!(count(&app, "SELECT count(*) FROM invoices").await, 2, "nothing else was created");
+}
+
+#[tokio::test]
+async fn the_invoice_page_duplicates_an_invoice_and_opens_the_copy() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "dup-page").await;
+    let slug = org.slug.clone();
+    let invoice = crate::support::work::fixture(&app, &org, "invoice", &[]).await.unwrap();
+    let page = format!("/o/{slug}/invoices/{invoice}");
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let (_, html) = owner.page(&page).await;
+    assert!(html.contains(&format!("action=\"{page}/duplicate\"")), "{html}");
+    let res = owner.submit(&page, &format!("{page}/duplicate"), &[]).await;
+    assert_eq!(res.status(), 303);
+    let copy = location(&res);
+    assert!(copy.starts_with(&format!("/o/{slug}/invoices/")) && copy != page, "{copy}");
+    let (status, html) = owner.page(&copy).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Copied as a new draft, issued today: check it, then send it."), "{html}");
+    assert!(html.contains(&format!("href=\"{copy}/edit\"")), "the copy is a draft: {html}");
+    // A Member may not create invoices: no button, and the action is refused.
+    let member = &mut org.people.get_mut("member").unwrap().browser;
+    member.page(&format!("/o/{slug}")).await;
+    let token = member.token();
+    let res = member.post_with(&format!("{page}/duplicate"), &[], Some(&token), true).await;
+    assert_eq!(res.status(), 403);
+}

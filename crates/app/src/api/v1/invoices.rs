@@ -133,6 +133,22 @@ pub async fn pay_invoice(State(s): State<AppState>, api: ApiAccess, ctx: Context
     transition(&s, &api, &ctx, &ids, invoices::InvoiceAction::Pay).await
 }
 
+#[utoipa::path(post, path = "/api/v1/invoices/{invoice}/duplicate", tag = "invoices",
+    description = "Copies any invoice (whatever its status) as a new draft: the same client, currency, tax rate, notes and lines, issued today with the same payment terms. The copy bills no time.",
+    params(("invoice" = Uuid, Path, description = "The invoice to copy")),
+    responses((status = 201, description = "The new draft", body = Data<InvoiceDetail>)),
+    security(("api_key" = ["invoices.create"])))]
+pub async fn duplicate_invoice(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+) -> AppResult<Response> {
+    let copy = invoices::duplicate(&s.db, &ctx, &api.principal, ids.get("invoice")?).await?;
+    let detail = invoices::get(&s.db, ctx.now, &api.principal, copy.id).await?;
+    Ok(created(format!("/api/v1/invoices/{}", copy.id), detail))
+}
+
 #[utoipa::path(post, path = "/api/v1/invoices/{invoice}/void", tag = "invoices",
     params(("invoice" = Uuid, Path, description = "Invoice id")),
     responses((status = 200, description = "Voided (409 once paid or void)", body = Data<InvoiceDetail>)),

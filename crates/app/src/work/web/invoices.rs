@@ -44,6 +44,7 @@ pub fn routes() -> Vec<RouteDef> {
         route!(POST "/o/{org}/invoices/{invoice}/send", Surface::Web, Access::Org(P::InvoicesUpdate), send),
         route!(POST "/o/{org}/invoices/{invoice}/pay", Surface::Web, Access::Org(P::InvoicesUpdate), pay),
         route!(POST "/o/{org}/invoices/{invoice}/void", Surface::Web, Access::Org(P::InvoicesUpdate), void),
+        route!(POST "/o/{org}/invoices/{invoice}/duplicate", Surface::Web, Access::Org(P::InvoicesCreate), duplicate),
         route!(POST "/o/{org}/invoices/{invoice}/delete", Surface::Web, Access::Org(P::InvoicesDelete), delete),
         route!(GET "/o/{org}/invoices/{invoice}/print", Surface::Web, Access::Org(P::InvoicesRead), print),
         route!(POST "/o/{org}/invoices/{invoice}/time", Surface::Web, Access::Org(P::InvoicesUpdate), bill_time),
@@ -556,6 +557,7 @@ struct DetailPage {
     invoice: InvoiceView,
     can_update: bool,
     can_delete: bool,
+    can_create: bool,
     can_clients: bool,
     /// On a draft: the client's unbilled billable time, and its projects to filter by.
     unbilled: Vec<UnbilledView>,
@@ -626,6 +628,7 @@ async fn detail_view(
         invoice: invoice_view(d),
         can_update: p.can(P::InvoicesUpdate),
         can_delete: p.can(P::InvoicesDelete),
+        can_create: p.can(P::InvoicesCreate),
         can_clients: p.can(P::ClientsRead),
         unbilled: unbilled
             .into_iter()
@@ -697,6 +700,21 @@ async fn transition(
     let id = path_id(&id)?;
     let r = invoices::transition(&state.db, &ctx, &access.principal, id, action).await.map(|_| ());
     detail_result(&state, csrf, &access, id, r).await
+}
+
+/// Copies the invoice as a new draft and opens the copy; a failure shows the invoice again.
+async fn duplicate(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+) -> AppResult<Response> {
+    let id = path_id(&id)?;
+    match invoices::duplicate(&state.db, &ctx, &access.principal, id).await {
+        Ok(copy) => Ok(Redirect::to(&format!("/o/{}/invoices/{}", access.slug, copy.id)).into_response()),
+        Err(e) => detail_result(&state, csrf, &access, id, Err(e)).await,
+    }
 }
 
 async fn send(
