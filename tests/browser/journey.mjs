@@ -575,6 +575,13 @@ try {
     await page.waitForURL(/\/invoices\/payments$/);
     await expectText(page, 'in 1 payment from');
     await check(page, 'payments-received');
+    // Next month's invoice starts as a copy of this one: a draft issued today, opened at once.
+    await page.goto(`${BASE}/o/${slug}/invoices/${invoiceId}`);
+    await page.getByRole('button', { name: 'Duplicate', exact: true }).click();
+    await page.waitForURL((url) => /\/invoices\/[0-9a-f-]{36}$/.test(url.pathname) && !url.pathname.endsWith(invoiceId));
+    await expectText(page, 'Copied as a new draft');
+    await expectText(page, 'Wireframes');
+    await check(page, 'invoice-duplicated');
     // The client's page says what it owes now.
     await page.goto(`${BASE}/o/${slug}/clients`);
     await page.getByRole('link', { name: 'Acme Corp', exact: true }).click();
