@@ -22,6 +22,7 @@ pub mod portal;
 pub mod project_copy;
 pub mod projects;
 pub mod schedule;
+pub mod statement;
 pub mod task_status;
 pub mod tasks;
 pub mod time_entries;

@@ -43,8 +43,9 @@ pub fn parse_decimal(field: &str, v: &str, scale: u32) -> DomainResult<i64> {
     int.checked_mul(10i64.pow(scale)).and_then(|x| x.checked_add(frac_val)).ok_or_else(err)
 }
 
-/// 123456 minor units → "1234.56".
-pub fn format_minor(v: i64) -> String {
+/// 123456 minor units → "1234.56" (sums beyond 64 bits too).
+pub fn format_minor(v: impl Into<i128>) -> String {
+    let v: i128 = v.into();
     let sign = if v < 0 { "-" } else { "" };
     let a = v.unsigned_abs();
     format!("{sign}{}.{:02}", a / 100, a % 100)

@@ -454,3 +454,117 @@ async fn the_api_lists_payments_received_over_a_range_with_the_ranges_sums() {
     assert_eq!(res.status, 200, "{}", res.body);
     assert_eq!((res.body["data"].as_array().unwrap().len(), &res.body["received"]), (0, &json!([])));
 }
+
+/// An invoice of `price` minor units issued on `issue` to `client` in `currency`, sent unless
+/// `status` says otherwise (`draft`, or `void`: voided as a draft); its id.
+async fn issued(
+    app: &TestApp,
+    key: &str,
+    client: &str,
+    currency: &str,
+    issue: &str,
+    price: i64,
+    status: &str,
+) -> String {
+    let res = post(
+        app,
+        "/api/v1/invoices",
+        key,
+        json!({"client_id": client, "currency": currency, "issue_date": issue,
+               "lines": [{"description": format!("Work of {issue}"), "quantity_milli": 1000, "unit_price_minor": price}]}),
+    )
+    .await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    let id = res.body["data"]["id"].as_str().unwrap().to_string();
+    let step = match status {
+        "draft" => return id,
+        "void" => "void",
+        _ => "send",
+    };
+    let res = post(app, &format!("/api/v1/invoices/{id}/{step}"), key, json!({})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    id
+}
+
+#[tokio::test]
+async fn a_clients_statement_carries_its_balance_through_invoices_and_payments() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "statement").await;
+    let slug = org.slug.clone();
+    let client = org.client_id.clone();
+    let key = crate::support::api_key(&app, org.id.parse().unwrap(), "statement").await;
+    // January: 100.00 EUR invoiced, 30.00 paid. February: 50.00 EUR invoiced and paid, 10.00 USD
+    // invoiced, a draft and a void invoice that owe nothing. March: 20.00 EUR invoiced.
+    let a = issued(&app, &key, &client, "EUR", "2025-01-10", 10_000, "sent").await;
+    let b = issued(&app, &key, &client, "EUR", "2025-02-05", 5_000, "sent").await;
+    let f = issued(&app, &key, &client, "USD", "2025-02-01", 1_000, "sent").await;
+    issued(&app, &key, &client, "EUR", "2025-02-07", 7_777, "draft").await;
+    issued(&app, &key, &client, "EUR", "2025-02-08", 8_888, "void").await;
+    issued(&app, &key, &client, "EUR", "2025-03-01", 2_000, "sent").await;
+    for (invoice, amount, day, note) in [(&a, 3_000, "2025-01-20", "Deposit"), (&b, 5_000, "2025-02-10", "Wire 55")] {
+        let res = post(
+            &app,
+            &format!("/api/v1/invoices/{invoice}/payments"),
+            &key,
+            json!({"amount_minor": amount, "paid_on": day, "note": note}),
+        )
+        .await;
+        assert_eq!(res.status, 201, "{}", res.body);
+    }
+    let statement = format!("/o/{slug}/clients/{client}/statement");
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let (_, page) = owner.page(&format!("/o/{slug}/clients/{client}")).await;
+    assert!(page.contains(&format!("href=\"{statement}\"")), "the client's page links to it: {page}");
+
+    // February: 70.00 EUR brought forward, the invoice and its payment in order, each with the
+    // balance after it; the USD invoice on a statement of its own.
+    let (status, html) = owner.page(&format!("{statement}?from=2025-02-01&to=2025-02-28")).await;
+    assert_eq!(status, 200, "{html}");
+    let text = html.replace('\n', "");
+    assert!(
+        text.contains("Owed on 2025-02-01: <strong>70.00 EUR</strong>. Invoiced 50.00, paid 50.00. Owed at the end of 2025-02-28: <strong>70.00 EUR</strong>."),
+        "{html}"
+    );
+    assert!(
+        text.contains("Owed on 2025-02-01: <strong>0.00 USD</strong>. Invoiced 10.00, paid 0.00. Owed at the end of 2025-02-28: <strong>10.00 USD</strong>."),
+        "{html}"
+    );
+    let invoice_row = text.find(&format!("/invoices/{b}\"")).expect("the February invoice");
+    let payment_row = text.find(&format!("/invoices/{b}#payments\"")).expect("its payment");
+    assert!(invoice_row < payment_row, "in order of day: {html}");
+    assert!(
+        text.contains("<td class=\"num\">50.00</td><td class=\"num\"></td><td class=\"num\">120.00</td>"),
+        "{html}"
+    );
+    assert!(text.contains("<td class=\"num\"></td><td class=\"num\">50.00</td><td class=\"num\">70.00</td>"), "{html}");
+    assert!(text.contains(" · Wire 55"), "{html}");
+    assert!(text.contains(&format!("/invoices/{f}\"")), "{html}");
+    for absent in ["77.77", "88.88", "Work of 2025-03-01", "Deposit"] {
+        assert!(!text.contains(absent), "{absent} is not on February's statement: {html}");
+    }
+
+    // By default this month: everything before it brought forward, nothing in it.
+    let month_start = app.clock.now_utc().date().replace_day(1).unwrap();
+    let (_, html) = owner.page(&statement).await;
+    let text = html.replace('\n', "");
+    assert!(text.contains(&format!("Owed on {month_start}: <strong>90.00 EUR</strong>")), "{html}");
+    assert!(text.contains(&format!("Owed on {month_start}: <strong>10.00 USD</strong>")), "{html}");
+
+    // Refused: a range backwards, a day that doesn't exist, a field the page doesn't take.
+    let res = owner.get(&format!("{statement}?from=2025-03-01&to=2025-02-01")).await;
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("must not be after To"));
+    for bad in ["from=2025-02-30", "to=soon", "to=2025-01-01%00", "sort=day"] {
+        let res = owner.get(&format!("{statement}?{bad}")).await;
+        assert!(matches!(res.status().as_u16(), 400 | 422), "{bad}: {}", res.status());
+    }
+    // A client that isn't this organization's is not found; a Member may not read money.
+    let other = org_with_every_role(&app, "statement-other").await;
+    let res = owner.get(&format!("/o/{slug}/clients/{}/statement", other.client_id)).await;
+    assert_eq!(res.status(), 404);
+    let res = owner.get(&format!("/o/{slug}/clients/{}/statement", Uuid::now_v7())).await;
+    assert_eq!(res.status(), 404);
+    let member = &mut org.people.get_mut("member").unwrap().browser;
+    let (status, _) = member.page(&statement).await;
+    assert_eq!(status, 403);
+}

@@ -20,6 +20,7 @@ use crate::tenancy::frame::{OrgNav, failure, page, page_with_status};
 use crate::tenancy::guard::OrgAccess;
 use crate::work::clients::{self, Client, ClientFilter, ClientInput, ClientUpdate, Contact, ContactInput};
 use crate::work::money::format_minor;
+use crate::work::statement::{self as statements, EntryKind};
 use crate::work::{Page, invoices};
 
 pub fn routes() -> Vec<RouteDef> {
@@ -28,6 +29,7 @@ pub fn routes() -> Vec<RouteDef> {
         route!(GET "/o/{org}/clients/new", Surface::Web, Access::Org(P::ClientsCreate), new_page),
         route!(POST "/o/{org}/clients", Surface::Web, Access::Org(P::ClientsCreate), create),
         route!(GET "/o/{org}/clients/{client}", Surface::Web, Access::Org(P::ClientsRead), detail),
+        route!(GET "/o/{org}/clients/{client}/statement", Surface::Web, Access::Org(P::InvoicesRead), statement),
         route!(GET "/o/{org}/clients/{client}/edit", Surface::Web, Access::Org(P::ClientsUpdate), edit_page),
         route!(POST "/o/{org}/clients/{client}/edit", Surface::Web, Access::Org(P::ClientsUpdate), update),
         route!(POST "/o/{org}/clients/{client}/archive", Surface::Web, Access::Org(P::ClientsUpdate), archive),
@@ -461,4 +463,99 @@ async fn remove_contact(
     let contact = path_id(&contact)?;
     let r = clients::remove_contact(&state.db, &ctx, &access.principal, id, contact).await;
     detail_result(&state, csrf, &access, id, ContactForm::default(), r).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StatementQuery {
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
+}
+
+struct StatementRow {
+    day: String,
+    invoice: String,
+    invoice_id: String,
+    /// A payment (else an invoice).
+    payment: bool,
+    note: String,
+    invoiced: String,
+    paid: String,
+    balance: String,
+}
+
+struct CurrencyView {
+    currency: String,
+    opening: String,
+    invoiced: String,
+    paid: String,
+    closing: String,
+    rows: Vec<StatementRow>,
+}
+
+#[derive(Template)]
+#[template(path = "work/statement.html")]
+struct StatementPage {
+    org: OrgNav,
+    client_id: String,
+    client: String,
+    from: String,
+    to: String,
+    currencies: Vec<CurrencyView>,
+    capped: bool,
+    max_entries: usize,
+}
+
+/// A client's statement over a range of days (by default this month): what it owed before,
+/// each invoice and payment with the balance after it, and what it owed at the end.
+async fn statement(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+    Query(q): Query<StatementQuery>,
+) -> AppResult<Response> {
+    let client: ClientId = path_id(&id)?;
+    let (from, to) = super::timesheet::range(&state, &access, &q.from, &q.to).await?;
+    let s = statements::statement(&state.db, &access.principal, client, from, to).await?;
+    let currencies = s
+        .currencies
+        .into_iter()
+        .map(|c| CurrencyView {
+            opening: format_minor(c.opening),
+            invoiced: format_minor(c.invoiced),
+            paid: format_minor(c.paid),
+            closing: format_minor(c.closing),
+            rows: c
+                .entries
+                .into_iter()
+                .map(|e| {
+                    let amount = format_minor(e.amount);
+                    let payment = e.kind == EntryKind::Payment;
+                    StatementRow {
+                        day: e.day.to_string(),
+                        invoice: e.invoice(),
+                        invoice_id: e.invoice_id.to_string(),
+                        payment,
+                        note: e.note,
+                        invoiced: if payment { String::new() } else { amount.clone() },
+                        paid: if payment { amount } else { String::new() },
+                        balance: format_minor(e.balance),
+                    }
+                })
+                .collect(),
+            currency: c.currency,
+        })
+        .collect();
+    page(&StatementPage {
+        org: OrgNav::of(&access),
+        client_id: client.to_string(),
+        client: s.client_name,
+        from: from.to_string(),
+        to: to.to_string(),
+        currencies,
+        capped: s.capped,
+        max_entries: statements::MAX_ENTRIES,
+    })
 }
