@@ -588,6 +588,12 @@ try {
     await page.waitForURL(/\/clients\/[0-9a-f-]{36}$/);
     await expectText(page, 'owed on 1 sent invoice');
     await check(page, 'client-money');
+    // Its statement: this month's invoice and part payment, each with the balance after it.
+    await page.getByRole('link', { name: 'Statement', exact: true }).click();
+    await page.waitForURL(/\/clients\/[0-9a-f-]{36}\/statement$/);
+    await expectText(page, 'Balance brought forward');
+    await expectText(page, 'Payment for INV-');
+    await check(page, 'client-statement');
     // The project's budget shows what its billable time has used, from the projects list too.
     await page.goto(`${BASE}/o/${slug}/projects`);
     await expectText(page, '% used');
