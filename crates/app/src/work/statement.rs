@@ -4,7 +4,9 @@
 //! in: amounts in different currencies are never added up. Drafts and void invoices owe nothing
 //! and are left out.
 
+use serde::Serialize;
 use time::Date;
+use utoipa::ToSchema;
 
 use super::projects::require;
 use crate::access::role::Permission;
@@ -27,23 +29,33 @@ const ENTRIES: &str = "\
       FROM invoice_payments pm JOIN invoices i ON i.organization_id = pm.organization_id AND i.id = pm.invoice_id \
      WHERE i.client_id = $1";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum EntryKind {
     Invoice,
     Payment,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct StatementEntry {
+    /// An invoice's issue date, or the day a payment came.
+    #[schema(value_type = String, format = Date)]
+    #[serde(rename = "date", with = "super::iso_date")]
     pub day: Date,
     pub kind: EntryKind,
+    /// The invoice, or the invoice the payment was for.
+    #[schema(value_type = String, format = Uuid)]
     pub invoice_id: InvoiceId,
     pub reference: Option<String>,
     pub number: Option<i64>,
     /// Minor units: an invoice's total, or a payment's amount.
+    #[serde(rename = "amount_minor")]
     pub amount: i64,
+    /// A payment's note (empty for an invoice).
     pub note: String,
     /// What the client owed after this entry (minor units).
+    #[serde(rename = "balance_minor")]
+    #[schema(value_type = i64)]
     pub balance: i128,
 }
 
@@ -58,23 +70,43 @@ impl StatementEntry {
     }
 }
 
-/// One currency's statement (minor units throughout).
-#[derive(Debug, Clone)]
+/// One currency's statement (minor units throughout; sums may exceed 64 bits only in theory).
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CurrencyStatement {
     pub currency: String,
     /// Owed before the range's first day.
+    #[serde(rename = "opening_minor")]
+    #[schema(value_type = i64)]
     pub opening: i128,
+    /// Oldest first; a payment after the invoices of its day.
     pub entries: Vec<StatementEntry>,
-    /// Invoiced and paid within the range.
+    /// Invoiced within the range.
+    #[serde(rename = "invoiced_minor")]
+    #[schema(value_type = i64)]
     pub invoiced: i128,
+    /// Paid within the range.
+    #[serde(rename = "paid_minor")]
+    #[schema(value_type = i64)]
     pub paid: i128,
     /// Owed at the end of the range's last day.
+    #[serde(rename = "closing_minor")]
+    #[schema(value_type = i64)]
     pub closing: i128,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Statement {
+    #[schema(value_type = String, format = Uuid)]
+    pub client_id: ClientId,
     pub client_name: String,
+    /// The range, both days included.
+    #[schema(value_type = String, format = Date)]
+    #[serde(with = "super::iso_date")]
+    pub from: Date,
+    #[schema(value_type = String, format = Date)]
+    #[serde(with = "super::iso_date")]
+    pub to: Date,
+    /// One per currency the client was invoiced in up to the range's end.
     pub currencies: Vec<CurrencyStatement>,
     /// More entries than [`MAX_ENTRIES`]: the first ones are shown.
     pub capped: bool,
@@ -156,5 +188,5 @@ pub async fn statement(db: &Db, p: &OrgPrincipal, client: ClientId, from: Date, 
             closing: opening + invoiced - paid,
         });
     }
-    Ok(Statement { client_name, currencies, capped })
+    Ok(Statement { client_id: client, client_name, from, to, currencies, capped })
 }

@@ -571,4 +571,45 @@ async fn a_clients_statement_carries_its_balance_through_invoices_and_payments()
     let member = &mut org.people.get_mut("member").unwrap().browser;
     let (status, _) = member.page(&statement).await;
     assert_eq!(status, 403);
+
+    // The API's statement is the same one.
+    let api = format!("/api/v1/clients/{client}/statement");
+    let res = get(&app, &format!("{api}?from=2025-02-01&to=2025-02-28"), &key).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let d = &res.body["data"];
+    assert_eq!(
+        (d["from"].as_str(), d["to"].as_str(), d["capped"].as_bool()),
+        (Some("2025-02-01"), Some("2025-02-28"), Some(false))
+    );
+    let eur = &d["currencies"][0];
+    assert_eq!(
+        (
+            eur["currency"].as_str(),
+            eur["opening_minor"].as_i64(),
+            eur["invoiced_minor"].as_i64(),
+            eur["paid_minor"].as_i64(),
+            eur["closing_minor"].as_i64()
+        ),
+        (Some("EUR"), Some(7_000), Some(5_000), Some(5_000), Some(7_000)),
+        "{d}"
+    );
+    assert_eq!(
+        eur["entries"],
+        json!([
+            {"date": "2025-02-05", "kind": "invoice", "invoice_id": b, "reference": eur["entries"][0]["reference"], "number": eur["entries"][0]["number"],
+             "amount_minor": 5_000, "note": "", "balance_minor": 12_000},
+            {"date": "2025-02-10", "kind": "payment", "invoice_id": b, "reference": eur["entries"][0]["reference"], "number": eur["entries"][0]["number"],
+             "amount_minor": 5_000, "note": "Wire 55", "balance_minor": 7_000},
+        ])
+    );
+    assert!(eur["entries"][0]["reference"].as_str().is_some_and(|r| r.starts_with("INV-")), "{eur}");
+    let usd = &d["currencies"][1];
+    assert_eq!((usd["currency"].as_str(), usd["closing_minor"].as_i64()), (Some("USD"), Some(1_000)));
+    for (query, field) in [("from=2025-03-01&to=2025-02-01", "from"), ("from=2025-02-30", "from"), ("to=soon", "to")] {
+        let res = get(&app, &format!("{api}?{query}"), &key).await;
+        assert_eq!(res.status, 422, "{query}: {}", res.body);
+        assert!(!field_error(&res.body, field).is_empty(), "{query}");
+    }
+    let reader = crate::support::api_key(&app, other.id.parse().unwrap(), "other").await;
+    assert_eq!(get(&app, &api, &reader).await.status, 404, "another organization's key finds no such client");
 }

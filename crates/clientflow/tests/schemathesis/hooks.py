@@ -224,7 +224,8 @@ def filter_case(context, case):
 def _query(case, method, path):
     """A range of days runs forwards; a first day alone brings its last (whose default, today,
     may come before a generated day)."""
-    if method == "GET" and path == "/api/v1/payments" and isinstance(case.query, dict):
+    ranged = ("/api/v1/payments", "/api/v1/clients/{client}/statement")
+    if method == "GET" and path in ranged and isinstance(case.query, dict):
         _ordered(case.query, "from", "to", lambda day: day)
 
 

@@ -59,6 +59,34 @@ pub async fn get_client_balance(State(s): State<AppState>, api: ApiAccess, ids: 
     Ok(ok(crate::work::invoices::client_balance(&s.db, &api.principal, client, s.clock.now()).await?))
 }
 
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StatementQuery {
+    /// The first day, YYYY-MM-DD (default: the first of `to`'s month).
+    #[param(format = Date)]
+    pub from: Option<String>,
+    /// The last day, YYYY-MM-DD (default: today in the organization's time zone).
+    #[param(format = Date)]
+    pub to: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/clients/{client}/statement", tag = "clients",
+    description = "The client's statement over a range of days, per currency: what it owed before the range, each invoice it was sent (by issue date) and each payment it made in the range with the balance after it, and what it owed at the end. Drafts and void invoices owe nothing and are left out; at most 2,000 entries are listed (`capped`), the balances are always the whole range's. `from` after `to` gets 422 naming `from`.",
+    params(("client" = Uuid, Path, description = "Client id"), StatementQuery),
+    responses((status = 200, description = "The statement", body = Data<crate::work::statement::Statement>)),
+    security(("api_key" = ["invoices.read"])))]
+pub async fn get_client_statement(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ids: PathIds,
+    ApiQuery(q): ApiQuery<StatementQuery>,
+) -> AppResult<Response> {
+    let client = ids.get::<ClientId>("client")?;
+    let (from, to) = super::range(&s, &api, q.from.as_deref(), q.to.as_deref()).await?;
+    Ok(ok(crate::work::statement::statement(&s.db, &api.principal, client, from, to).await?))
+}
+
 #[utoipa::path(get, path = "/api/v1/clients/{client}", tag = "clients",
     params(("client" = Uuid, Path, description = "Client id")),
     responses((status = 200, description = "The client", body = Data<Client>)),

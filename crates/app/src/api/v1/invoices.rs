@@ -288,16 +288,7 @@ pub async fn list_received(
     ApiQuery(q): ApiQuery<ReceivedQuery>,
 ) -> AppResult<Response> {
     let page = page(q.limit, q.offset)?;
-    let from = q.from.as_deref().map(|d| crate::platform::fields::date("from", d)).transpose()?;
-    let to = q.to.as_deref().map(|d| crate::platform::fields::date("to", d)).transpose()?;
-    let to = match to {
-        Some(to) => to,
-        None => crate::work::today(&s.db, &api.principal, s.clock.now()).await?,
-    };
-    let from = from.unwrap_or_else(|| to.replace_day(1).unwrap_or(to));
-    if from > to {
-        return Err(AppError::field("from", "must not be after `to`"));
-    }
+    let (from, to) = super::range(&s, &api, q.from.as_deref(), q.to.as_deref()).await?;
     let (limit, offset) = (page.limit(), page.offset());
     let r = invoice_payments::received(&s.db, &api.principal, from, to, limit, offset).await?;
     let end = offset + r.rows.len() as i64;

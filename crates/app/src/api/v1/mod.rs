@@ -55,6 +55,7 @@ pub fn routes() -> Vec<RouteDef> {
         route!(POST "/api/v1/clients", Surface::Api, Access::Api(P::ClientsCreate), clients::create_client),
         route!(GET "/api/v1/clients/{client}", Surface::Api, Access::Api(P::ClientsRead), clients::get_client),
         route!(GET "/api/v1/clients/{client}/balance", Surface::Api, Access::Api(P::InvoicesRead), clients::get_client_balance),
+        route!(GET "/api/v1/clients/{client}/statement", Surface::Api, Access::Api(P::InvoicesRead), clients::get_client_statement),
         route!(PATCH "/api/v1/clients/{client}", Surface::Api, Access::Api(P::ClientsUpdate), clients::update_client),
         route!(DELETE "/api/v1/clients/{client}", Surface::Api, Access::Api(P::ClientsDelete), clients::delete_client),
         route!(POST "/api/v1/clients/{client}/archive", Surface::Api, Access::Api(P::ClientsUpdate), clients::archive_client),
@@ -175,6 +176,28 @@ fn listed_whole<T: Serialize>(items: Vec<T>, page: Page) -> Response {
     let total = items.len() as i64;
     let slice: Vec<T> = items.into_iter().skip(page.offset() as usize).take(page.limit() as usize).collect();
     listed(slice, page, Some(total))
+}
+
+/// A range of days from `from` and `to` (YYYY-MM-DD, both optional): by default from the first
+/// of `to`'s month to today in the organization's time zone. `from` after `to` is refused,
+/// naming `from`.
+async fn range(
+    s: &AppState,
+    api: &ApiAccess,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> AppResult<(time::Date, time::Date)> {
+    let from = from.map(|d| crate::platform::fields::date("from", d)).transpose()?;
+    let to = to.map(|d| crate::platform::fields::date("to", d)).transpose()?;
+    let to = match to {
+        Some(to) => to,
+        None => crate::work::today(&s.db, &api.principal, s.clock.now()).await?,
+    };
+    let from = from.unwrap_or_else(|| to.replace_day(1).unwrap_or(to));
+    if from > to {
+        return Err(AppError::field("from", "must not be after `to`"));
+    }
+    Ok((from, to))
 }
 
 fn page(limit: Option<i64>, offset: Option<i64>) -> AppResult<Page> {
@@ -301,7 +324,7 @@ closed_set!(
             `Retry-After`)."
     ),
     paths(
-        clients::list_clients, clients::create_client, clients::get_client, clients::get_client_balance, clients::update_client, clients::delete_client, clients::archive_client, clients::restore_client,
+        clients::list_clients, clients::create_client, clients::get_client, clients::get_client_balance, clients::get_client_statement, clients::update_client, clients::delete_client, clients::archive_client, clients::restore_client,
         projects::list_projects, projects::create_project, projects::get_project, projects::update_project, projects::delete_project, projects::list_columns,
         projects::get_project_budget, projects::copy_project,
         tasks::list_tasks, tasks::create_task, tasks::get_task, tasks::task_activity, tasks::update_task, tasks::delete_task, tasks::list_comments, tasks::create_comment,
