@@ -623,6 +623,13 @@ try {
     await cpage.waitForURL(new RegExp(`/portal/${slug}/invoices/${invoiceId}`));
     await expectText(cpage, 'Balance due');
     await check(cpage, 'portal-invoice');
+    // The client's statement, from the portal's home: what it owes after each invoice and payment.
+    await cpage.goto(`${BASE}/portal/${slug}`);
+    await cpage.getByRole('link', { name: 'Statement', exact: true }).click();
+    await cpage.waitForURL(new RegExp(`/portal/${slug}/statement$`));
+    await expectText(cpage, 'Balance brought forward');
+    await check(cpage, 'portal-statement');
+    await cpage.goto(`${BASE}/portal/${slug}/invoices/${invoiceId}`);
     // The client downloads the invoice as a PDF: a real download, and a PDF of this invoice.
     const [download] = await Promise.all([
       cpage.waitForEvent('download'),

@@ -3,11 +3,12 @@
 //! client (never drafts), and the files shared with the client — read-only. Every query is
 //! bounded by the principal's client id; nothing here works for any other scope.
 
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 
 use super::files::{self, FileMeta, RegionStores};
 use super::invoices::{self, Invoice, InvoiceDetail};
 use super::projects::{self, Project};
+use super::statement::Statement;
 use super::tasks::{self, Comment, Task};
 use crate::access::OrgTx;
 use crate::access::role::Permission;
@@ -178,6 +179,17 @@ pub async fn invoice(
     let d = invoices::detail_in(&mut tx, id, today).await?;
     tx.commit().await?;
     Ok(d)
+}
+
+/// The client's own statement from `from` to `to` (see `work::statement`). Payment notes are
+/// the organization's own records and are left out.
+pub async fn statement(db: &Db, p: &OrgPrincipal, from: Date, to: Date) -> DomainResult<Statement> {
+    let client = client_of(p)?;
+    let mut s = super::statement::statement_of(db, p, client, from, to).await?;
+    for entry in s.currencies.iter_mut().flat_map(|c| c.entries.iter_mut()) {
+        entry.note.clear();
+    }
+    Ok(s)
 }
 
 /// A file shared with the client, in one of the client's visible projects.

@@ -119,6 +119,18 @@ type EntryRow = (String, Date, String, i64, InvoiceId, Option<String>, Option<i6
 /// isn't the organization's is not found.
 pub async fn statement(db: &Db, p: &OrgPrincipal, client: ClientId, from: Date, to: Date) -> DomainResult<Statement> {
     require(p, Permission::InvoicesRead)?;
+    statement_of(db, p, client, from, to).await
+}
+
+/// [`statement`] for a caller that has decided `p` may read `client`'s (the portal, for a
+/// client's own).
+pub(super) async fn statement_of(
+    db: &Db,
+    p: &OrgPrincipal,
+    client: ClientId,
+    from: Date,
+    to: Date,
+) -> DomainResult<Statement> {
     if from > to {
         return Err(DomainError::field("from", "must not be after To"));
     }

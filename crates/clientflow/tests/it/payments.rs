@@ -612,4 +612,39 @@ async fn a_clients_statement_carries_its_balance_through_invoices_and_payments()
     }
     let reader = crate::support::api_key(&app, other.id.parse().unwrap(), "other").await;
     assert_eq!(get(&app, &api, &reader).await.status, 404, "another organization's key finds no such client");
+
+    // The client reads its own statement in the portal: the same figures, without the
+    // organization's payment notes, and nothing of another client of the organization.
+    let res = post(&app, "/api/v1/clients", &key, json!({"name": "Other Co"})).await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    let other_client = res.body["data"]["id"].as_str().unwrap().to_string();
+    issued(&app, &key, &other_client, "EUR", "2025-02-03", 9_999, "sent").await;
+    let portal = &mut org.people.get_mut("client").unwrap().browser;
+    let (_, home) = portal.page(&format!("/portal/{slug}")).await;
+    assert!(home.contains(&format!("href=\"/portal/{slug}/statement\"")), "{home}");
+    let (status, html) = portal.page(&format!("/portal/{slug}/statement?from=2025-02-01&to=2025-02-28")).await;
+    assert_eq!(status, 200, "{html}");
+    let text = html.replace('\n', "");
+    assert!(
+        text.contains("Owed on 2025-02-01: <strong>70.00 EUR</strong>. Invoiced 50.00, paid 50.00. Owed at the end of 2025-02-28: <strong>70.00 EUR</strong>."),
+        "{html}"
+    );
+    assert!(text.contains(&row("", "50.00", "70.00")), "{html}");
+    assert!(text.contains(&format!("href=\"/portal/{slug}/invoices/{b}\"")), "{html}");
+    for absent in ["Wire 55", "99.99", "/o/"] {
+        assert!(!text.contains(absent), "{absent} is not in the client's statement: {html}");
+    }
+    let (_, html) = owner_again(&mut org)
+        .page(&format!("/o/{slug}/clients/{other_client}/statement?from=2025-02-01&to=2025-02-28"))
+        .await;
+    assert!(html.contains("99.99"), "the other client's statement has its invoice: {html}");
+    assert_eq!(
+        owner_again(&mut org).get(&format!("/portal/{slug}/statement")).await.status(),
+        403,
+        "the portal is for clients"
+    );
+}
+
+fn owner_again(org: &mut crate::support::orgs::Org) -> &mut clientflow_test_support::browser::Browser {
+    &mut org.people.get_mut("owner").unwrap().browser
 }

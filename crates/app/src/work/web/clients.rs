@@ -465,34 +465,86 @@ async fn remove_contact(
     detail_result(&state, csrf, &access, id, ContactForm::default(), r).await
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct StatementQuery {
-    #[serde(default)]
-    from: String,
-    #[serde(default)]
-    to: String,
-}
-
-struct StatementRow {
-    day: String,
-    invoice: String,
-    invoice_id: String,
+pub(super) struct StatementRow {
+    pub(super) day: String,
+    pub(super) invoice: String,
+    pub(super) invoice_id: String,
     /// A payment (else an invoice).
-    payment: bool,
-    note: String,
-    invoiced: String,
-    paid: String,
-    balance: String,
+    pub(super) payment: bool,
+    pub(super) note: String,
+    pub(super) invoiced: String,
+    pub(super) paid: String,
+    pub(super) balance: String,
 }
 
-struct CurrencyView {
-    currency: String,
-    opening: String,
-    invoiced: String,
-    paid: String,
-    closing: String,
-    rows: Vec<StatementRow>,
+pub(super) struct CurrencyView {
+    pub(super) currency: String,
+    pub(super) opening: String,
+    pub(super) invoiced: String,
+    pub(super) paid: String,
+    pub(super) closing: String,
+    pub(super) rows: Vec<StatementRow>,
+}
+
+/// A statement as `work/statement_body.html` shows it, on the internal page and in the portal.
+pub(super) struct StatementView {
+    pub(super) client: String,
+    pub(super) from: String,
+    pub(super) to: String,
+    pub(super) currencies: Vec<CurrencyView>,
+    pub(super) capped: bool,
+    pub(super) max_entries: usize,
+    /// The page's own address (the range form's action).
+    pub(super) action: String,
+    /// Where the statement's invoices are (`/o/{org}/invoices` or `/portal/{org}/invoices`).
+    pub(super) invoices: String,
+    /// Read by the client, in the portal.
+    pub(super) portal: bool,
+}
+
+impl StatementView {
+    pub(super) fn new(s: statements::Statement, action: String, invoices: String, portal: bool) -> Self {
+        let currencies = s
+            .currencies
+            .into_iter()
+            .map(|c| CurrencyView {
+                opening: format_minor(c.opening),
+                invoiced: format_minor(c.invoiced),
+                paid: format_minor(c.paid),
+                closing: format_minor(c.closing),
+                rows: c
+                    .entries
+                    .into_iter()
+                    .map(|e| {
+                        let amount = format_minor(e.amount);
+                        let payment = e.kind == EntryKind::Payment;
+                        StatementRow {
+                            day: e.day.to_string(),
+                            invoice: e.invoice(),
+                            invoice_id: e.invoice_id.to_string(),
+                            payment,
+                            note: e.note,
+                            invoiced: if payment { String::new() } else { amount.clone() },
+                            paid: if payment { amount } else { String::new() },
+                            balance: format_minor(e.balance),
+                        }
+                    })
+                    .collect(),
+                currency: c.currency,
+            })
+            .collect();
+        Self {
+            client: s.client_name,
+            from: s.from.to_string(),
+            to: s.to.to_string(),
+            currencies,
+            capped: s.capped,
+            max_entries: statements::MAX_ENTRIES,
+            action,
+            invoices,
+            portal,
+        }
+    }
 }
 
 #[derive(Template)]
@@ -500,12 +552,16 @@ struct CurrencyView {
 struct StatementPage {
     org: OrgNav,
     client_id: String,
-    client: String,
-    from: String,
-    to: String,
-    currencies: Vec<CurrencyView>,
-    capped: bool,
-    max_entries: usize,
+    s: StatementView,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StatementQuery {
+    #[serde(default)]
+    pub(super) from: String,
+    #[serde(default)]
+    pub(super) to: String,
 }
 
 /// A client's statement over a range of days (by default this month): what it owed before,
@@ -519,43 +575,8 @@ async fn statement(
     let client: ClientId = path_id(&id)?;
     let (from, to) = super::timesheet::range(&state, &access, &q.from, &q.to).await?;
     let s = statements::statement(&state.db, &access.principal, client, from, to).await?;
-    let currencies = s
-        .currencies
-        .into_iter()
-        .map(|c| CurrencyView {
-            opening: format_minor(c.opening),
-            invoiced: format_minor(c.invoiced),
-            paid: format_minor(c.paid),
-            closing: format_minor(c.closing),
-            rows: c
-                .entries
-                .into_iter()
-                .map(|e| {
-                    let amount = format_minor(e.amount);
-                    let payment = e.kind == EntryKind::Payment;
-                    StatementRow {
-                        day: e.day.to_string(),
-                        invoice: e.invoice(),
-                        invoice_id: e.invoice_id.to_string(),
-                        payment,
-                        note: e.note,
-                        invoiced: if payment { String::new() } else { amount.clone() },
-                        paid: if payment { amount } else { String::new() },
-                        balance: format_minor(e.balance),
-                    }
-                })
-                .collect(),
-            currency: c.currency,
-        })
-        .collect();
-    page(&StatementPage {
-        org: OrgNav::of(&access),
-        client_id: client.to_string(),
-        client: s.client_name,
-        from: from.to_string(),
-        to: to.to_string(),
-        currencies,
-        capped: s.capped,
-        max_entries: statements::MAX_ENTRIES,
-    })
+    let slug = &access.slug;
+    let s =
+        StatementView::new(s, format!("/o/{slug}/clients/{client}/statement"), format!("/o/{slug}/invoices"), false);
+    page(&StatementPage { org: OrgNav::of(&access), client_id: client.to_string(), s })
 }

@@ -4,7 +4,7 @@
 //! client; nothing here reads anything else.
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::Response;
 
 use super::invoices::{InvoiceView, PrintPage, invoice_view};
@@ -29,6 +29,7 @@ pub fn routes() -> Vec<RouteDef> {
         route!(GET "/portal/{org}/invoices/{invoice}", Surface::Web, Access::Org(P::PortalRead), invoice),
         route!(GET "/portal/{org}/invoices/{invoice}/pdf", Surface::Web, Access::Org(P::PortalRead), invoice_pdf),
         route!(GET "/portal/{org}/files/{file}", Surface::Web, Access::Org(P::PortalRead), download),
+        route!(GET "/portal/{org}/statement", Surface::Web, Access::Org(P::PortalRead), statement),
     ]
 }
 
@@ -179,4 +180,29 @@ async fn download(
     let id = path_id(&id)?;
     let (meta, bytes) = portal::download(&state.db, &state.storage, &state.keys, &access.principal, id).await?;
     super::files::attachment(&meta, bytes)
+}
+
+#[derive(Template)]
+#[template(path = "portal/statement.html")]
+struct StatementPage {
+    nav: PortalNav,
+    s: super::clients::StatementView,
+}
+
+/// The client's own statement over a range of days (by default this month).
+async fn statement(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Query(q): Query<super::clients::StatementQuery>,
+) -> AppResult<Response> {
+    let (from, to) = super::timesheet::range(&state, &access, &q.from, &q.to).await?;
+    let s = portal::statement(&state.db, &access.principal, from, to).await?;
+    let slug = &access.slug;
+    let s = super::clients::StatementView::new(
+        s,
+        format!("/portal/{slug}/statement"),
+        format!("/portal/{slug}/invoices"),
+        true,
+    );
+    page(&StatementPage { nav: PortalNav::of(&access), s })
 }
