@@ -594,6 +594,13 @@ try {
     await expectText(page, 'Balance brought forward');
     await expectText(page, 'Payment for INV-');
     await check(page, 'client-statement');
+    // Printed, it is the statement alone: no navigation, no range form, no buttons.
+    await page.emulateMedia({ media: 'print' });
+    for (const hidden of ['header.top', 'form.filters', '[data-print]', 'footer.bottom']) {
+      if (await page.locator(hidden).first().isVisible()) problems.push(`printing the statement shows ${hidden}`);
+    }
+    if (!(await page.getByText('Balance brought forward').isVisible())) problems.push('printing the statement hides the statement');
+    await page.emulateMedia({ media: 'screen' });
     // The project's budget shows what its billable time has used, from the projects list too.
     await page.goto(`${BASE}/o/${slug}/projects`);
     await expectText(page, '% used');

@@ -254,8 +254,12 @@ fn operation(path: &str, method: &str, op: &mut Value, links: Option<&Map<String
 }
 
 /// Creating operations whose record lives in another collection than their own path: a copy
-/// of a project is a project (`Location: /api/v1/projects/{id}`).
-const CREATED_ELSEWHERE: [(&str, &str); 1] = [("/api/v1/projects/{project}/copy", "/api/v1/projects")];
+/// of a project is a project (`Location: /api/v1/projects/{id}`), a duplicate of an invoice an
+/// invoice.
+const CREATED_ELSEWHERE: [(&str, &str); 2] = [
+    ("/api/v1/projects/{project}/copy", "/api/v1/projects"),
+    ("/api/v1/invoices/{invoice}/duplicate", "/api/v1/invoices"),
+];
 
 /// For each creating operation (a POST answering 201 at `P`, or creating in the collection
 /// [`CREATED_ELSEWHERE`] names), links to every operation at `P/{id}` and below: the new id from
