@@ -596,7 +596,7 @@ try {
     await check(page, 'client-statement');
     // Printed, it is the statement alone: no navigation, no range form, no buttons.
     await page.emulateMedia({ media: 'print' });
-    for (const hidden of ['header.top', 'form.filters', '[data-print]', 'footer.bottom']) {
+    for (const hidden of ['header.top', 'form.filters', '[data-print]', 'text=browser\'s Print command', 'footer.bottom']) {
       if (await page.locator(hidden).first().isVisible()) problems.push(`printing the statement shows ${hidden}`);
     }
     if (!(await page.getByText('Balance brought forward').isVisible())) problems.push('printing the statement hides the statement');
