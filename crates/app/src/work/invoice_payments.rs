@@ -228,11 +228,7 @@ pub struct ReceivedRow {
 impl ReceivedRow {
     /// The invoice as people call it.
     pub fn invoice(&self) -> String {
-        match (&self.reference, self.number) {
-            (Some(r), _) => r.clone(),
-            (None, Some(n)) => format!("#{n}"),
-            (None, None) => "Invoice".into(),
-        }
+        super::invoices::name(self.reference.as_deref(), self.number, "Invoice")
     }
 }
 

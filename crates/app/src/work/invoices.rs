@@ -92,11 +92,17 @@ impl Invoice {
 
     /// What people call it: its printed number, or "Draft".
     pub fn title(&self) -> String {
-        match (&self.reference, self.number) {
-            (Some(r), _) => r.clone(),
-            (None, Some(n)) => format!("#{n}"),
-            (None, None) => "Draft".into(),
-        }
+        name(self.reference.as_deref(), self.number, "Draft")
+    }
+}
+
+/// An invoice as people call it: its reference (`INV-2026-0007`), else its number (`#7`), else
+/// `unnumbered` (a draft has neither).
+pub fn name(reference: Option<&str>, number: Option<i64>, unnumbered: &str) -> String {
+    match (reference, number) {
+        (Some(r), _) => r.to_string(),
+        (None, Some(n)) => format!("#{n}"),
+        (None, None) => unnumbered.into(),
     }
 }
 

@@ -62,11 +62,7 @@ pub struct StatementEntry {
 impl StatementEntry {
     /// The invoice as people call it.
     pub fn invoice(&self) -> String {
-        match (&self.reference, self.number) {
-            (Some(r), _) => r.clone(),
-            (None, Some(n)) => format!("#{n}"),
-            (None, None) => "Invoice".into(),
-        }
+        super::invoices::name(self.reference.as_deref(), self.number, "Invoice")
     }
 }
 
