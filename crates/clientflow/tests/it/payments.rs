@@ -515,6 +515,8 @@ async fn a_clients_statement_carries_its_balance_through_invoices_and_payments()
     let owner = &mut org.people.get_mut("owner").unwrap().browser;
     let (_, page) = owner.page(&format!("/o/{slug}/clients/{client}")).await;
     assert!(page.contains(&format!("href=\"{statement}\"")), "the client's page links to it: {page}");
+    let (_, list) = owner.page(&format!("/o/{slug}/clients")).await;
+    assert!(list.contains(&format!("<a href=\"{statement}\" title=\"")), "what a client owes links to it: {list}");
 
     // February: 70.00 EUR brought forward, the invoice and its payment in order, each with the
     // balance after it; the USD invoice on a statement of its own.
