@@ -1443,8 +1443,20 @@ async fn a_clients_page_says_what_it_owes_and_what_is_left_to_bill() {
     assert!(html.contains("<dt>Email</dt><dd><span class=\"muted\">Not given</span></dd>"), "{html}");
     // The list says it too, client by client.
     let (_, list) = owner.page(&format!("/o/{slug}/clients")).await;
+    // Each amount owed links to the client's statement.
+    let name: String = {
+        let mut db = app.db.admin_conn().await;
+        sqlx::query_scalar("SELECT name FROM clients WHERE id = $1").bind(client).fetch_one(&mut db).await.unwrap()
+    };
+    let owed = |amount: &str| {
+        format!("<a href=\"/o/{slug}/clients/{client}/statement\" title=\"{name}: statement\">{amount}</a>")
+    };
     assert!(
-        list.contains("<td class=\"num\">1358.50 EUR <span class=\"late\">(1234.50 overdue)</span><br>50.00 USD</td>"),
+        list.contains(&format!(
+            "<td class=\"num\">{} <span class=\"late\">(1234.50 overdue)</span><br>{}</td>",
+            owed("1358.50 EUR"),
+            owed("50.00 USD")
+        )),
         "{list}"
     );
     assert!(list.contains("<td class=\"num\"><span class=\"muted\">Nothing</span></td>"), "the quiet client: {list}");
