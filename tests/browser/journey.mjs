@@ -569,6 +569,11 @@ try {
     await expectText(page, 'still owed');
     await expectText(page, 'Balance due');
     await check(page, 'invoice-part-paid');
+    // On a phone the invoice's lines fit the screen: each line a block, its figures labelled.
+    await page.setViewportSize({ width: 390, height: 844 });
+    const linesFit = await page.locator('table.lines').evaluate((t) => t.parentElement.scrollWidth <= t.parentElement.clientWidth);
+    if (!linesFit) problems.push("the invoice's lines are wider than a phone's screen");
+    await page.setViewportSize({ width: 1280, height: 800 });
     // The money received this month, found from the invoices list.
     await page.goto(`${BASE}/o/${slug}/invoices`);
     await page.getByRole('link', { name: 'Payments received', exact: true }).click();
