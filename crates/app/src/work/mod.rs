@@ -138,6 +138,22 @@ pub async fn today(
     Ok(today)
 }
 
+/// A range of days as reports read it: `to` by default the organization's today, `from` by
+/// default the first of `to`'s month. The organization's day is read only when `to` is left out.
+pub async fn range(
+    db: &crate::platform::db::Db,
+    p: &OrgPrincipal,
+    now: time::OffsetDateTime,
+    from: Option<time::Date>,
+    to: Option<time::Date>,
+) -> DomainResult<(time::Date, time::Date)> {
+    let to = match to {
+        Some(to) => to,
+        None => today(db, p, now).await?,
+    };
+    Ok((from.unwrap_or_else(|| to.replace_day(1).unwrap_or(to)), to))
+}
+
 // Calendar dates in JSON as `YYYY-MM-DD` (what the OpenAPI document says, `format: date`),
 // not `time`'s default `[year, ordinal]` pair. Use `#[serde(with = "crate::work::iso_date")]`,
 // or `crate::work::iso_date::option` for an `Option<Date>`.

@@ -189,11 +189,7 @@ async fn range(
 ) -> AppResult<(time::Date, time::Date)> {
     let from = from.map(|d| crate::platform::fields::date("from", d)).transpose()?;
     let to = to.map(|d| crate::platform::fields::date("to", d)).transpose()?;
-    let to = match to {
-        Some(to) => to,
-        None => crate::work::today(&s.db, &api.principal, s.clock.now()).await?,
-    };
-    let from = from.unwrap_or_else(|| to.replace_day(1).unwrap_or(to));
+    let (from, to) = crate::work::range(&s.db, &api.principal, s.clock.now(), from, to).await?;
     if from > to {
         return Err(AppError::field("from", "must not be after `to`"));
     }

@@ -232,10 +232,7 @@ struct RangeQuery {
 pub(super) async fn range(state: &AppState, access: &OrgAccess, from: &str, to: &str) -> AppResult<(Date, Date)> {
     let from = fields::date_or_empty("from", from)?;
     let to = fields::date_or_empty("to", to)?;
-    let today = crate::work::today(&state.db, &access.principal, state.clock.now()).await?;
-    let to = to.unwrap_or(today);
-    let from = from.unwrap_or_else(|| to.replace_day(1).unwrap_or(to));
-    Ok((from, to))
+    Ok(crate::work::range(&state.db, &access.principal, state.clock.now(), from, to).await?)
 }
 
 struct TotalRow {
