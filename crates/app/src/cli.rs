@@ -481,14 +481,7 @@ async fn serve_with(
         worker_stopped,
         {
             let db = db.clone();
-            move |now| {
-                let (db, requests) = (db.clone(), requests.clone());
-                async move {
-                    let decided = crate::identity::requests::process_due(&db, &requests, now, 100).await?;
-                    let notified = crate::work::daily::run_due(&db, &requests.public_url, now).await?;
-                    Ok(decided + notified)
-                }
-            }
+            move |now| scheduled_work(db.clone(), requests.clone(), now)
         },
     ));
     // With a multi-host DATABASE_URL, new connections follow the primary across a failover.
@@ -1166,14 +1159,7 @@ async fn worker(config: Config) -> anyhow::Result<ExitCode> {
         stopped,
         {
             let db = db.clone();
-            move |now| {
-                let (db, requests) = (db.clone(), requests.clone());
-                async move {
-                    let decided = crate::identity::requests::process_due(&db, &requests, now, 100).await?;
-                    let notified = crate::work::daily::run_due(&db, &requests.public_url, now).await?;
-                    Ok(decided + notified)
-                }
-            }
+            move |now| scheduled_work(db.clone(), requests.clone(), now)
         },
     ));
     let exports = match (
@@ -1650,4 +1636,27 @@ impl Report {
             println!("{status}  {what:<20} {detail}");
         }
     }
+}
+
+/// The worker's scheduled work, each round before the outbox is delivered: account requests,
+/// notification mail and digests, and the copies of repeating invoices. Returns how many
+/// things it did; a database error ends the round (the next one tries again).
+async fn scheduled_work(
+    db: crate::platform::db::Db,
+    requests: crate::identity::requests::Settings,
+    now: time::OffsetDateTime,
+) -> Result<usize, sqlx::Error> {
+    let decided = crate::identity::requests::process_due(&db, &requests, now, 100).await?;
+    let notified = crate::work::daily::run_due(&db, &requests.public_url, now).await?;
+    let repeated =
+        match crate::work::repeats::run_due(&db, &requests.public_url, requests.audit_signer.clone(), now).await {
+            Ok(n) => n,
+            // An outage is logged once, where it was noticed.
+            Err(crate::platform::error::DomainError::DatabaseUnavailable) => 0,
+            Err(e) => {
+                tracing::warn!(error = %e, "repeating invoices: the round stopped");
+                0
+            }
+        };
+    Ok(decided + notified + repeated)
 }

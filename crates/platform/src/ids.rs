@@ -101,6 +101,10 @@ id_type!(
     PaymentId
 );
 id_type!(
+    /// An invoice's repeat: the schedule it is copied on.
+    RepeatId
+);
+id_type!(
     /// A stored file.
     FileId
 );

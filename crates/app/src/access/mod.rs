@@ -45,7 +45,8 @@ pub use invitation::{
 };
 pub use principal::{
     Actor, NewOrgCreator, OperatorAuthority, OrgPrincipal, OrgTx, ProjectScope, audit_maintenance, begin_import,
-    begin_new_organization, key_maintenance, mail_delivery, operator, operator_in_region, scheduled_notifier,
+    begin_new_organization, key_maintenance, mail_delivery, operator, operator_in_region, scheduled_invoicing,
+    scheduled_notifier,
 };
 pub use stripe_event::stripe_event;
 pub use user::AuthenticatedUser;

@@ -357,6 +357,28 @@ pub async fn scheduled_notifier(db: &Db, org_id: OrgId) -> Result<Option<OrgPrin
     system_without_permissions(db, org_id, "scheduled notifications").await
 }
 
+/// The server's own repeating of invoices (`work::repeats`): on a repeat's day it copies the
+/// repeated invoice, sends the copy and mails it when the repeat says so. A system principal
+/// holding the invoice permissions that takes and nothing else; what is copied, and when, was
+/// decided by the person who set the repeat up (who needed those permissions to do it).
+/// Returns `None` when the organization doesn't exist.
+pub async fn scheduled_invoicing(db: &Db, org_id: OrgId) -> Result<Option<OrgPrincipal>, sqlx::Error> {
+    let principal = OrgPrincipal {
+        org_id,
+        actor: Actor::System("repeating invoices".into()),
+        role: Role::Member,
+        client_id: None,
+        permissions: PermissionSet::of(&[
+            Permission::InvoicesRead,
+            Permission::InvoicesCreate,
+            Permission::InvoicesUpdate,
+        ]),
+        scope_user: None,
+        region: db.region(),
+    };
+    if_exists(db, principal).await
+}
+
 /// The mail worker reading (and, once sent, removing) the files attached to a queued message
 /// (`mail::outbox`, an invoice's PDF): a system principal holding no permission at all, like
 /// [`audit_maintenance`]. Returns `None` when the organization doesn't exist.

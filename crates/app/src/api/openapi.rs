@@ -261,6 +261,11 @@ const CREATED_ELSEWHERE: [(&str, &str); 2] = [
     ("/api/v1/invoices/{invoice}/duplicate", "/api/v1/invoices"),
 ];
 
+/// Creating operations whose record is the one at their own path (an invoice has at most one
+/// repeat, at `/api/v1/invoices/{invoice}/repeat`): their links go to the other operations at
+/// that path, every id from the request's path.
+const CREATED_IN_PLACE: [&str; 1] = ["/api/v1/invoices/{invoice}/repeat"];
+
 /// For each creating operation (a POST answering 201 at `P`, or creating in the collection
 /// [`CREATED_ELSEWHERE`] names), links to every operation at `P/{id}` and below: the new id from
 /// the response body, the parent ids from the request path.
@@ -269,6 +274,22 @@ fn creation_links(doc: &Value) -> std::collections::HashMap<(String, String), Ma
     let Some(paths) = doc["paths"].as_object() else { return out };
     for (path, item) in paths {
         if item["post"]["responses"]["201"].is_null() {
+            continue;
+        }
+        if CREATED_IN_PLACE.contains(&path.as_str()) {
+            let mut links = Map::new();
+            for method in METHODS.iter().filter(|m| **m != "post") {
+                let Some(op_id) = item[method]["operationId"].as_str() else { continue };
+                let parameters: Map<String, Value> = placeholders(path)
+                    .into_iter()
+                    .map(|name| {
+                        let value = Value::String(format!("$request.path.{name}"));
+                        (name, value)
+                    })
+                    .collect();
+                links.insert(op_id.to_string(), link(op_id, parameters, method, path));
+            }
+            out.insert((path.clone(), "post".to_string()), links);
             continue;
         }
         let collection = CREATED_ELSEWHERE.iter().find(|(p, _)| p == path).map_or(path.as_str(), |(_, c)| c);
@@ -294,15 +315,17 @@ fn creation_links(doc: &Value) -> std::collections::HashMap<(String, String), Ma
                     };
                     parameters.insert(name, Value::String(value));
                 }
-                links.insert(
-                    op_id.to_string(),
-                    json!({"operationId": op_id, "parameters": parameters, "description": format!("{} {target} on what was created", method.to_uppercase())}),
-                );
+                links.insert(op_id.to_string(), link(op_id, parameters, method, target));
             }
         }
         out.insert((path.clone(), "post".to_string()), links);
     }
     out
+}
+
+/// An OpenAPI link from a creating operation to `method target`.
+fn link(op_id: &str, parameters: Map<String, Value>, method: &str, target: &str) -> Value {
+    json!({"operationId": op_id, "parameters": parameters, "description": format!("{} {target} on what was created", method.to_uppercase())})
 }
 
 fn placeholders(path: &str) -> Vec<String> {

@@ -38,6 +38,11 @@ fn wording(route: &str) -> (&'static str, &'static str, &'static str) {
             "What it still owes is recorded as a payment today, and it leaves the list of what is owed. Deleting that payment makes it owed again.",
             "Mark paid",
         ),
+        ("repeat", _) => (
+            "Stop repeating this invoice?",
+            "No more copies of it are made; the copies made so far stay. To go on later, set up a new repeat.",
+            "Stop repeating",
+        ),
         ("{payment}", _) => (
             "Delete this payment?",
             "What it paid is owed again, and a paid invoice is sent (owed) again. This can't be undone.",

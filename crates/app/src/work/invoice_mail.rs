@@ -54,10 +54,21 @@ pub async fn send_and_mail(
 ) -> DomainResult<Option<String>> {
     require(p, Permission::InvoicesUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;
-    transition_in(&mut tx, ctx, p, id, InvoiceAction::Send).await?;
-    let to = email_invoice_in(&mut tx, ctx, id, public_url, Mailing::Sent).await?;
+    let to = send_and_mail_in(&mut tx, ctx, p, id, public_url).await?;
     tx.commit().await?;
     Ok(to)
+}
+
+/// [`send_and_mail`] inside the caller's transaction.
+pub(super) async fn send_and_mail_in(
+    tx: &mut OrgTx,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    id: InvoiceId,
+    public_url: &str,
+) -> DomainResult<Option<String>> {
+    transition_in(tx, ctx, p, id, InvoiceAction::Send).await?;
+    email_invoice_in(tx, ctx, id, public_url, Mailing::Sent).await
 }
 
 /// [`email_invoice`] inside the caller's transaction.

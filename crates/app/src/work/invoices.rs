@@ -18,7 +18,7 @@ use crate::access::role::Permission;
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::Db;
 use crate::platform::error::{DomainError, DomainResult};
-use crate::platform::ids::{ClientId, InvoiceId, PaymentId, ProjectId, TimeEntryId};
+use crate::platform::ids::{ClientId, InvoiceId, PaymentId, ProjectId, RepeatId, TimeEntryId};
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Invoice {
@@ -632,9 +632,23 @@ async fn insert_draft(tx: &mut OrgTx, ctx: &Context, d: &Draft, lines: &[Line]) 
 pub async fn duplicate(db: &Db, ctx: &Context, p: &OrgPrincipal, id: InvoiceId) -> DomainResult<Invoice> {
     require(p, Permission::InvoicesCreate)?;
     let mut tx = OrgTx::begin(db, p).await?;
-    let source = fetch(&mut tx, id).await?;
-    let mut copied = lines(&mut tx, id).await?;
     let issue = super::org_today(&mut tx, ctx.now).await?;
+    let inv = copy_in(&mut tx, ctx, id, issue, None).await?;
+    tx.commit().await?;
+    Ok(inv)
+}
+
+/// [`duplicate`] inside the caller's transaction, issued on `issue`; `repeat` names the repeat
+/// that made the copy (`work::repeats`), in its audit event.
+pub(super) async fn copy_in(
+    tx: &mut OrgTx,
+    ctx: &Context,
+    id: InvoiceId,
+    issue: Date,
+    repeat: Option<RepeatId>,
+) -> DomainResult<Invoice> {
+    let source = fetch(tx, id).await?;
+    let mut copied = lines(tx, id).await?;
     // Its terms, or for an invoice given a due date, as many days as it gave.
     let terms = source
         .payment_terms_days
@@ -653,11 +667,13 @@ pub async fn duplicate(db: &Db, ctx: &Context, p: &OrgPrincipal, id: InvoiceId) 
         tax_minor,
         total,
     };
-    let inv = insert_draft(&mut tx, ctx, &draft, &copied).await?;
+    let inv = insert_draft(tx, ctx, &draft, &copied).await?;
     let mut after = snapshot(&inv);
     after["copied_from"] = json!(source.id);
-    audit::record(&mut tx, ctx, Entry::new("invoice.created", "invoice", inv.id).after(after)).await?;
-    tx.commit().await?;
+    if let Some(r) = repeat {
+        after["repeat"] = json!(r);
+    }
+    audit::record(tx, ctx, Entry::new("invoice.created", "invoice", inv.id).after(after)).await?;
     Ok(inv)
 }
 

@@ -21,6 +21,7 @@ pub mod overview;
 pub mod portal;
 pub mod project_copy;
 pub mod projects;
+pub mod repeats;
 pub mod schedule;
 pub mod statement;
 pub mod task_status;

@@ -795,6 +795,7 @@ async fn fresh_ids(app: &TestApp, t: &Tenant) -> BTreeMap<&'static str, String> 
         (id(), id(), id(), id(), id(), id(), id(), id(), id(), id());
     let (sent_invoice, part_paid_invoice, payment) = (id(), id(), id());
     let (timer, billable_entry, time_invoice) = (id(), id(), id());
+    let repeat = id();
     let statements: Vec<(&str, Vec<Uuid>)> = vec![
         ("INSERT INTO clients (organization_id, id, name) VALUES ($1, $2, 'Fixture')", vec![bare_client]),
         ("INSERT INTO clients (organization_id, id, name) VALUES ($1, $2, 'Fixture with work')", vec![client]),
@@ -852,6 +853,12 @@ async fn fresh_ids(app: &TestApp, t: &Tenant) -> BTreeMap<&'static str, String> 
             "INSERT INTO invoice_lines (organization_id, invoice_id, position, description, quantity_milli, unit_price_minor, amount_minor) \
              VALUES ($1, $2, 0, 'Fixture', 1000, 100, 100)",
             vec![sent_invoice],
+        ),
+        (
+            // The draft repeats every month from tomorrow.
+            "INSERT INTO invoice_repeats (organization_id, id, invoice_id, every, unit, starts_on, send, next_on, created_at) \
+             VALUES ($1, $2, $3, 1, 'month', current_date + 1, false, current_date + 1, now())",
+            vec![repeat, invoice],
         ),
         (
             // Sent, 1.00 EUR, 0.40 of it paid.
@@ -958,6 +965,14 @@ const API_WRITES: &[ApiWrite] = &[
     ("POST /api/v1/invoices/{invoice}/pay", "", &[("invoice", "sent_invoice")]),
     ("POST /api/v1/invoices/{invoice}/void", "", &[("invoice", "sent_invoice")]),
     ("POST /api/v1/invoices/{invoice}/duplicate", "", &[("invoice", "sent_invoice")]),
+    // `invoice` repeats already; the sent one doesn't.
+    (
+        "POST /api/v1/invoices/{invoice}/repeat",
+        r#"{"every": 2, "unit": "week", "ends_on": "2099-12-31"}"#,
+        &[("invoice", "sent_invoice")],
+    ),
+    ("PATCH /api/v1/invoices/{invoice}/repeat", r#"{"paused": true, "ends_on": null}"#, &[]),
+    ("DELETE /api/v1/invoices/{invoice}/repeat", "", &[]),
     (
         "POST /api/v1/invoices/{invoice}/payments",
         r#"{"amount_minor": 10, "note": "Matrix"}"#,

@@ -293,6 +293,7 @@ const REVIEWED_DEFINERS: &[(&str, &str)] = &[
     ("audit_apply_retention", "deletes an organization's audit events older than the horizon, behind a signed cut"),
     ("audit_heads_due_for_signing", "returns organization ids only"),
     ("audit_newest_signed_checkpoint", "returns the newest checkpoint's time and key id"),
+    ("invoice_repeat_organizations", "returns organization ids, time zones and dates only"),
     ("notify_organizations", "returns organization ids, time zones and flags only"),
     ("org_exports_due", "returns organization and export ids only"),
     ("organization_deletions_due", "returns organization ids only"),

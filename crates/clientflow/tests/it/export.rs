@@ -216,6 +216,7 @@ async fn an_export_holds_exactly_the_organizations_rows_and_covers_every_tenant_
         "invoices",
         "invoice_lines",
         "invoice_payments",
+        "invoice_repeats",
         "files",
         "audit_events",
         "audit_heads",

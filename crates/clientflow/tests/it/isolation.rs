@@ -70,6 +70,8 @@ async fn seed_every_tenant_table(tdb: &TestDb, db: &clientflow::platform::db::Db
         "INSERT INTO invoice_lines SELECT organization_id, id, 0, 'Work', 1000, 100, 100 FROM invoices",
         "INSERT INTO invoice_payments (organization_id, id, invoice_id, amount_minor, paid_on, created_at) \
          SELECT organization_id, gen_random_uuid(), id, 50, current_date, now() FROM invoices",
+        "INSERT INTO invoice_repeats (organization_id, id, invoice_id, every, unit, starts_on, send, next_on, last_invoice_id, created_at) \
+         SELECT organization_id, gen_random_uuid(), id, 1, 'month', current_date, false, current_date, id, now() FROM invoices",
         // A name sealed as the app stores them (only the rows' visibility is looked at here).
         "INSERT INTO files (organization_id, id, project_id, name_sealed, content_type, size_bytes, sha256, storage_key, created_at) \
          SELECT organization_id, gen_random_uuid(), id, decode(repeat('02', 40), 'hex'), 'text/plain', 1, \

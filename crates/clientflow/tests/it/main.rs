@@ -45,6 +45,7 @@ mod privacy;
 mod project_copy;
 mod ratelimit;
 mod ratelimit_http;
+mod repeats;
 mod request_tx;
 mod residency;
 mod schedule;

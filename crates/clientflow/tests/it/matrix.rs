@@ -230,6 +230,13 @@ pub const BODIES: &[Write] = &[
     form("POST /o/{org}/invoices/{invoice}/void", CONFIRMED),
     form("POST /o/{org}/invoices/{invoice}/duplicate", &[]),
     form(
+        "POST /o/{org}/invoices/{invoice}/repeat",
+        &[("every", "1"), ("unit", "month"), ("starts_on", ""), ("ends_on", "")],
+    ),
+    form_on("POST /o/{org}/invoices/{invoice}/repeat/pause", &[], &[("invoice", "repeated_invoice")]),
+    form_on("POST /o/{org}/invoices/{invoice}/repeat/resume", &[], &[("invoice", "repeated_invoice")]),
+    form_on("POST /o/{org}/invoices/{invoice}/repeat/delete", CONFIRMED, &[("invoice", "repeated_invoice")]),
+    form(
         "POST /o/{org}/invoices/{invoice}/payments",
         &[("amount", "1.00"), ("paid_on", "2024-01-15"), ("note", "Matrix {unique}")],
     ),

@@ -79,6 +79,12 @@ async fn fixtures(app: &TestApp, t: &Tenant, key: &str) -> serde_json::Value {
         )
     };
     let (invoice_id, action_invoice, spare_invoice) = (id(invoice().await), id(invoice().await), id(invoice().await));
+    // The invoice read and changed repeats, and so does the one deleted (once).
+    for repeated in [&invoice_id, &spare_invoice] {
+        let res =
+            post(app, &format!("/api/v1/invoices/{repeated}/repeat"), key, json!({"starts_on": "2990-01-01"})).await;
+        assert_eq!(res.status, 201, "{}", res.body);
+    }
     // Sent, for payments to be recorded against.
     let payment_invoice = id(invoice().await);
     let sent = post(app, &format!("/api/v1/invoices/{payment_invoice}/send"), key, json!({})).await;

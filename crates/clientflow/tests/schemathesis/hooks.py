@@ -132,6 +132,15 @@ def _body(case, method, path):
         if _given(body.get("group")):
             body["group"] = "entry"
         _ordered(body, "from", "to", None)
+    elif path == "/api/v1/invoices/{invoice}/repeat":
+        # At most 12 months between copies (52 weeks is the document's bound); the first day not
+        # in the past and the last not before the first (the seeded repeats start in 2990).
+        if body.get("unit", "month") == "month" and isinstance(body.get("every"), int) and body["every"] > 12:
+            body["every"] = 12
+        if _given(body.get("starts_on")):
+            body["starts_on"] = "2990-01-01"
+        if _given(body.get("ends_on")):
+            body["ends_on"] = "2999-12-31"
     elif path.startswith("/api/v1/invoices/{invoice}/payments"):
         # What the invoice still owes bounds the amount, and the day can't be after today.
         if "amount_minor" in body:

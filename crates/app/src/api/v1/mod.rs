@@ -39,6 +39,7 @@ mod clients;
 mod files;
 mod invoices;
 mod projects;
+mod repeats;
 mod search;
 mod settings;
 mod tasks;
@@ -110,6 +111,11 @@ pub fn routes() -> Vec<RouteDef> {
         route!(POST "/api/v1/invoices/{invoice}/payments", Surface::Api, Access::Api(P::InvoicesUpdate), invoices::record_payment),
         route!(DELETE "/api/v1/invoices/{invoice}/payments/{payment}", Surface::Api, Access::Api(P::InvoicesUpdate), invoices::delete_payment),
         route!(GET "/api/v1/payments", Surface::Api, Access::Api(P::InvoicesRead), invoices::list_received),
+        route!(GET "/api/v1/invoice-repeats", Surface::Api, Access::Api(P::InvoicesRead), repeats::list_repeats),
+        route!(GET "/api/v1/invoices/{invoice}/repeat", Surface::Api, Access::Api(P::InvoicesRead), repeats::get_repeat),
+        route!(POST "/api/v1/invoices/{invoice}/repeat", Surface::Api, Access::Api(P::InvoicesCreate), repeats::create_repeat),
+        route!(PATCH "/api/v1/invoices/{invoice}/repeat", Surface::Api, Access::Api(P::InvoicesCreate), repeats::update_repeat),
+        route!(DELETE "/api/v1/invoices/{invoice}/repeat", Surface::Api, Access::Api(P::InvoicesCreate), repeats::delete_repeat),
 
         route!(GET "/api/v1/files", Surface::Api, Access::Api(P::FilesRead), files::list_files),
         files::upload_route(),
@@ -331,6 +337,7 @@ closed_set!(
         invoices::list_invoices, invoices::create_invoice, invoices::get_invoice, invoices::update_invoice, invoices::delete_invoice, invoices::send_invoice, invoices::pay_invoice,
         invoices::void_invoice, invoices::bill_time, invoices::list_payments, invoices::record_payment, invoices::delete_payment,
         invoices::list_received, invoices::duplicate_invoice,
+        repeats::list_repeats, repeats::get_repeat, repeats::create_repeat, repeats::update_repeat, repeats::delete_repeat,
         files::list_files, files::upload_file, files::get_file, files::update_file, files::delete_file,
         billing::get_billing,
         search::search,

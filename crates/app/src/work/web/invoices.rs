@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::projects::{client_names, client_options};
+use super::repeat_view::{RepeatForm, RepeatView};
 use super::{Errors, FormFields, PAGE_SIZE, Pager, form_id, path_id};
 use crate::access::role::Permission as P;
 use crate::access::route::{Access, RouteDef, Surface};
@@ -30,6 +31,7 @@ use crate::work::invoice_mail;
 use crate::work::invoice_payments::{self, NewPayment};
 use crate::work::invoices::{self, InvoiceDetail, InvoiceFilter, InvoiceInput, InvoiceUpdate, LineInput};
 use crate::work::money::{format_minor, milli, parse_decimal, percent};
+use crate::work::repeats;
 
 pub fn routes() -> Vec<RouteDef> {
     vec![
@@ -551,7 +553,7 @@ pub struct UnbilledView {
 
 #[derive(Template)]
 #[template(path = "work/invoice.html")]
-struct DetailPage {
+pub(super) struct DetailPage {
     csrf: String,
     org: OrgNav,
     invoice: InvoiceView,
@@ -567,6 +569,9 @@ struct DetailPage {
     /// On a sent or paid invoice: its payments, and the form that records one.
     payments: Vec<PaymentView>,
     payment: PaymentForm,
+    /// Its repeat, or (to those who may set one up) the form that does.
+    repeat: Option<RepeatView>,
+    pub(super) repeat_form: RepeatForm,
     message: Option<String>,
     errors: Vec<FieldError>,
 }
@@ -590,7 +595,7 @@ struct PaymentForm {
     note: String,
 }
 
-async fn detail_view(
+pub(super) async fn detail_view(
     state: &AppState,
     csrf: String,
     access: &OrgAccess,
@@ -622,9 +627,14 @@ async fn detail_view(
     } else {
         PaymentForm::default()
     };
+    let repeat = repeats::of_invoice(&state.db, p, id).await?;
+    // The form suggests a month after the invoice's issue date (or the next such day to come).
+    let repeat_form = RepeatForm::suggested(repeats::suggested_start(d.invoice.issue_date, d.today));
     Ok(DetailPage {
         csrf,
         org: OrgNav::of(access),
+        repeat: repeat.as_ref().map(RepeatView::of),
+        repeat_form,
         invoice: invoice_view(d),
         can_update: p.can(P::InvoicesUpdate),
         can_delete: p.can(P::InvoicesDelete),

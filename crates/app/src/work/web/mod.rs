@@ -18,6 +18,8 @@ pub mod overview;
 pub mod portal;
 pub mod project_copy;
 pub mod projects;
+pub mod repeat_view;
+pub mod repeats;
 pub mod schedule;
 pub mod tasks;
 pub mod timesheet;
@@ -45,6 +47,7 @@ pub fn routes() -> Vec<RouteDef> {
     routes.extend(tasks::routes());
     routes.extend(board::routes());
     routes.extend(invoices::routes());
+    routes.extend(repeats::routes());
     routes.extend(invoicing::routes());
     routes.extend(files::routes());
     routes.extend(lists::routes());

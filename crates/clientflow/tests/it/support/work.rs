@@ -159,6 +159,21 @@ pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, S
             };
             invoices::create(db, &c, &op, &input).await.unwrap().id.to_string()
         }
+        "repeated_invoice" => {
+            // A draft to the portal's client that repeats every month from its default day.
+            let input = invoices::InvoiceInput {
+                client_id: org.client_id.clone(),
+                lines: Some(vec![invoices::LineInput {
+                    description: "Fixture retainer".into(),
+                    quantity_milli: 1000,
+                    unit_price_minor: 7_000,
+                }]),
+                ..Default::default()
+            };
+            let inv = invoices::create(db, &c, &op, &input).await.unwrap();
+            clientflow::work::repeats::create(db, &c, &op, inv.id, &Default::default()).await.unwrap();
+            inv.id.to_string()
+        }
         "draft_invoice_with_time" => {
             // A draft to the portal's client, whose project has an hour of billable, unbilled time.
             let project = fixture_project(app, org, &op).await;
