@@ -587,6 +587,22 @@ try {
     await expectText(page, 'Copied as a new draft');
     await expectText(page, 'Wireframes');
     await check(page, 'invoice-duplicated');
+    // The copy becomes the retainer's monthly invoice: repeated from next month, each copy
+    // sent to the client. Set up with the keyboard; the list of repeats, found from the invoices.
+    await page.getByLabel('Every', { exact: true }).fill('1');
+    await page.getByRole('checkbox', { name: /Send each copy to the client/ }).focus();
+    await page.keyboard.press('Space');
+    await page.getByRole('button', { name: 'Repeat this invoice' }).press('Enter');
+    await page.waitForURL(/#repeat$/);
+    await expectText(page, 'Repeat set up');
+    await expectText(page, 'A copy every month from');
+    await expectText(page, 'sent to the client by email');
+    await check(page, 'invoice-repeating');
+    await page.goto(`${BASE}/o/${slug}/invoices`);
+    await page.getByRole('link', { name: 'Repeating invoices', exact: true }).click();
+    await page.waitForURL(/\/invoices\/repeating$/);
+    await expectText(page, 'Running');
+    await check(page, 'repeating-invoices');
     // The client's page says what it owes now.
     await page.goto(`${BASE}/o/${slug}/clients`);
     await page.getByRole('link', { name: 'Acme Corp', exact: true }).click();

@@ -495,6 +495,14 @@ async fn make_next(
         return Ok(None);
     };
     let copied = async {
+        // Voided since the repeat was set up: whatever was wrong with it would be copied too.
+        let status: InvoiceStatus = sqlx::query_scalar("SELECT status FROM invoices WHERE id = $1")
+            .bind(due.invoice_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if status == InvoiceStatus::Void {
+            return Err(DomainError::Conflict("The repeated invoice was voided; repeat a new one instead.".into()));
+        }
         let copy = invoices::copy_in(&mut tx, ctx, due.invoice_id, due.next_on, Some(due.id)).await?;
         let note = if due.send {
             let to = super::invoice_mail::send_and_mail_in(&mut tx, ctx, p, copy.id, public_url).await?;

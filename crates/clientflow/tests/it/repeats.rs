@@ -299,6 +299,15 @@ async fn a_copy_that_cannot_be_made_pauses_its_repeat_and_resuming_skips_the_day
     round(&app).await;
     let made = copies(&app, &t, &template).await;
     assert_eq!(made.iter().map(|c| (c.issue_date, c.status.as_str())).collect::<Vec<_>>(), [(next, "sent")]);
+    // A repeated invoice that is voided is not copied any more: its repeat pauses, saying so.
+    assert_eq!(post(&app, &format!("/api/v1/invoices/{template}/void"), &key, json!({})).await.status, 200);
+    let n = (0..).find(|n| repeats::day(today, 1, Unit::Month, *n) == Some(next)).unwrap();
+    move_to(&app, at(repeats::day(today, 1, Unit::Month, n + 1).unwrap(), 12));
+    assert_eq!(round(&app).await, 0);
+    let repeat = get(&app, &path, &key).await.body["data"].clone();
+    assert_eq!(repeat["paused"], true, "{repeat}");
+    assert!(repeat["problem"].as_str().unwrap().contains("The repeated invoice was voided"), "{repeat}");
+    assert_eq!(copies(&app, &t, &template).await.len(), 1);
     // The creator may pause one, and stop it.
     assert_eq!(patch(&app, &path, &creator, json!({"paused": true})).await.status, 200);
     assert_eq!(delete(&app, &path, &creator).await.status, 204);
