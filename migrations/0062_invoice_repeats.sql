@@ -61,3 +61,13 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_te
 $$;
 REVOKE ALL ON FUNCTION invoice_repeat_organizations() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION invoice_repeat_organizations() TO clientflow_app;
+
+-- A repeat that pauses itself tells the organization's Owners and Admins: a notification kind,
+-- and its preference.
+ALTER TABLE notifications DROP CONSTRAINT notifications_kind_check,
+    ADD CONSTRAINT notifications_kind_check CHECK (kind IN ('assigned', 'mentioned', 'commented', 'task_changed',
+        'invoice_viewed', 'invoice_paid', 'invoice_repeat_paused', 'invitation_accepted', 'budget_used'));
+ALTER TABLE notification_preferences DROP CONSTRAINT notification_preferences_kind_check,
+    ADD CONSTRAINT notification_preferences_kind_check CHECK (kind IN ('assigned', 'mentioned', 'commented',
+        'task_changed', 'invoice_viewed', 'invoice_paid', 'invoice_repeat_paused', 'invitation_accepted', 'digest',
+        'budget_used'));

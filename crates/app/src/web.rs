@@ -152,6 +152,7 @@ pub const FLASH_MESSAGES: &[(&str, &str)] = &[
     ("POST /o/{org}/tasks/{task}/delete", "Task deleted."),
     ("POST /o/{org}/files/{file}/share", "Sharing updated."),
     ("POST /o/{org}/files/{file}/delete", "File deleted."),
+    ("POST /o/{org}/clients/{client}/statement/email", "Statement mailed to the client's billing email."),
     ("POST /o/{org}/invoices", "Invoice created."),
     ("POST /o/{org}/invoices/{invoice}/edit", "Invoice saved."),
     ("POST /o/{org}/invoices/{invoice}/send", "Invoice sent."),

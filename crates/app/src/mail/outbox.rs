@@ -68,15 +68,15 @@ pub async fn enqueue(
 /// Queues `mail` with files attached, in the caller's tenant transaction: the outbox row says
 /// whose the files are and how many; the files themselves go to `outbox_attachments`, a tenant
 /// table (so the organization's purge removes them and row-level security keeps them its own).
-/// The same `idempotency_key` twice queues once, files included. At most
-/// [`MAX_ATTACHMENTS`] files, each checked by [`Attachment::new`].
+/// The same `idempotency_key` twice queues once, files included: `false` when it was queued
+/// already. At most [`MAX_ATTACHMENTS`] files, each checked by [`Attachment::new`].
 pub async fn enqueue_with_attachments(
     tx: &mut OrgTx,
     mail: &OutgoingMail,
     attachments: &[Attachment],
     idempotency_key: &str,
     now: OffsetDateTime,
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     if attachments.len() > MAX_ATTACHMENTS {
         return Err(sqlx::Error::Protocol(format!("at most {MAX_ATTACHMENTS} attachments to a message")));
     }
@@ -98,7 +98,7 @@ pub async fn enqueue_with_attachments(
     .bind(attachments.len() as i16)
     .fetch_optional(&mut **tx)
     .await?;
-    let Some(id) = id else { return Ok(()) };
+    let Some(id) = id else { return Ok(false) };
     for (position, a) in attachments.iter().enumerate() {
         sqlx::query(
             "INSERT INTO outbox_attachments (organization_id, outbox_id, position, filename, content_type, content, created_at) \
@@ -114,7 +114,7 @@ pub async fn enqueue_with_attachments(
         .execute(&mut **tx)
         .await?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// A queued message's attachments, read through the tenant door of the organization they

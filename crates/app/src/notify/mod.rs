@@ -33,6 +33,8 @@ pub enum Kind {
     TaskChanged,
     InvoiceViewed,
     InvoicePaid,
+    /// A repeating invoice paused itself: a copy could not be made.
+    InvoiceRepeatPaused,
     InvitationAccepted,
     /// A project's billable time reached 80% of its budget, or went over it.
     BudgetUsed,
@@ -41,13 +43,14 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Assigned,
         Kind::Mentioned,
         Kind::Commented,
         Kind::TaskChanged,
         Kind::InvoiceViewed,
         Kind::InvoicePaid,
+        Kind::InvoiceRepeatPaused,
         Kind::InvitationAccepted,
         Kind::BudgetUsed,
         Kind::Digest,
@@ -61,6 +64,7 @@ impl Kind {
             Kind::TaskChanged => "task_changed",
             Kind::InvoiceViewed => "invoice_viewed",
             Kind::InvoicePaid => "invoice_paid",
+            Kind::InvoiceRepeatPaused => "invoice_repeat_paused",
             Kind::InvitationAccepted => "invitation_accepted",
             Kind::BudgetUsed => "budget_used",
             Kind::Digest => "digest",
@@ -80,6 +84,7 @@ impl Kind {
             Kind::TaskChanged => "A task I follow moves to another column or its due date changes",
             Kind::InvoiceViewed => "An invoice is viewed by its client",
             Kind::InvoicePaid => "An invoice is paid",
+            Kind::InvoiceRepeatPaused => "A repeating invoice pauses because a copy could not be made",
             Kind::InvitationAccepted => "Someone I invited joins",
             Kind::BudgetUsed => "A project I answer for uses 80% of its budget, or goes over it",
             Kind::Digest => "Daily mail of my overdue and due-today tasks",

@@ -518,10 +518,13 @@ pub async fn commented(
 pub enum InvoiceEvent {
     Viewed,
     Paid,
+    /// Its repeat paused itself: a copy could not be made (`work::repeats`).
+    RepeatPaused,
 }
 
 /// Tells the organization's Owners and Admins (who see every invoice) that an invoice was
-/// viewed or paid, in the caller's transaction; `actor` is not told.
+/// viewed or paid, or stopped repeating by itself, in the caller's transaction; `actor` is not
+/// told.
 pub async fn notify_invoice_event(
     tx: &mut OrgTx,
     invoice: InvoiceId,
@@ -547,6 +550,9 @@ pub async fn notify_invoice_event(
     let (kind, title) = match event {
         InvoiceEvent::Viewed => (Kind::InvoiceViewed, format!("{name} for {client} was viewed")),
         InvoiceEvent::Paid => (Kind::InvoicePaid, format!("{name} for {client} was paid")),
+        InvoiceEvent::RepeatPaused => {
+            (Kind::InvoiceRepeatPaused, format!("{name} for {client} stopped repeating: a copy could not be made"))
+        }
     };
     let link = format!("/o/{slug}/invoices/{invoice}");
     notify::record(tx, &people, &notify::New { kind, actor, title: &title, body: "", link: &link }, now).await?;

@@ -12,7 +12,7 @@ use crate::access::{OrgPrincipal, OrgTx};
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::Db;
 use crate::platform::error::{DomainError, DomainResult};
-use crate::platform::ids::InvoiceId;
+use crate::platform::ids::{ClientId, InvoiceId};
 
 /// Why an invoice is mailed ([`email_invoice`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,15 +83,7 @@ async fn email_invoice_in(
     if !matches!(inv.status, InvoiceStatus::Sent) {
         return Err(DomainError::Conflict(format!("A {} invoice isn't mailed to the client.", inv.status)));
     }
-    let (slug, org_name, client_name, to): (String, String, String, Option<String>) = sqlx::query_as(
-        "SELECT o.slug, o.name, c.name, coalesce(nullif(c.email, ''), (SELECT k.email FROM client_contacts k \
-           WHERE k.organization_id = c.organization_id AND k.client_id = c.id AND coalesce(k.email, '') <> '' \
-           ORDER BY k.created_at, k.id LIMIT 1)) \
-         FROM clients c JOIN organizations o ON o.id = c.organization_id WHERE c.id = $1",
-    )
-    .bind(inv.client_id)
-    .fetch_one(&mut **tx)
-    .await?;
+    let BillingContact { slug, org_name, client_name, to } = billing_contact(tx, inv.client_id).await?;
     let Some(to) = to else { return Ok(None) };
     if why == Mailing::Reminder {
         let reminded = sqlx::query(
@@ -163,4 +155,28 @@ async fn email_invoice_in(
     let attachments: Vec<_> = pdf.into_iter().collect();
     crate::mail::outbox::enqueue_with_attachments(tx, &mail, &attachments, &key, ctx.now).await?;
     Ok(Some(to))
+}
+
+/// Whom a client's invoices and statements are mailed to, and what they are signed with.
+pub(super) struct BillingContact {
+    pub slug: String,
+    pub org_name: String,
+    pub client_name: String,
+    /// The client's email, else its first contact's with one; `None`: nobody to mail.
+    pub to: Option<String>,
+}
+
+/// The client's [`BillingContact`]; not found when the client isn't the organization's.
+pub(super) async fn billing_contact(tx: &mut OrgTx, client: ClientId) -> DomainResult<BillingContact> {
+    let (slug, org_name, client_name, to): (String, String, String, Option<String>) = sqlx::query_as(
+        "SELECT o.slug, o.name, c.name, coalesce(nullif(c.email, ''), (SELECT k.email FROM client_contacts k \
+           WHERE k.organization_id = c.organization_id AND k.client_id = c.id AND coalesce(k.email, '') <> '' \
+           ORDER BY k.created_at, k.id LIMIT 1)) \
+         FROM clients c JOIN organizations o ON o.id = c.organization_id WHERE c.id = $1",
+    )
+    .bind(client)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(DomainError::NotFound)?;
+    Ok(BillingContact { slug, org_name, client_name, to })
 }

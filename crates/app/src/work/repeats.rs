@@ -441,15 +441,28 @@ pub async fn run_due(
             if org.next_on > today {
                 continue;
             }
-            let Some(principal) = crate::access::scheduled_invoicing(&db, org.id).await? else { continue };
             let ctx = Context::system(now, signer.clone());
-            for _ in 0..COPIES_PER_ROUND {
-                match make_next(&db, &ctx, &principal, today, public_url).await? {
-                    Some(true) => made += 1,
-                    Some(false) => {}
-                    None => break,
-                }
+            match copies_of(&db, &ctx, org.id, today, public_url).await {
+                Ok(n) => made += n,
+                // An outage stops the round (and is logged once, where it was noticed).
+                Err(DomainError::DatabaseUnavailable) => return Err(DomainError::DatabaseUnavailable),
+                // Anything else stays with its organization: the others' copies are made.
+                Err(e) => tracing::warn!(org = %org.id, error = %e, "repeating invoices: copies not made"),
             }
+        }
+    }
+    Ok(made)
+}
+
+/// The organization's due copies, at most [`COPIES_PER_ROUND`]; how many were made.
+async fn copies_of(db: &Db, ctx: &Context, org: OrgId, today: Date, public_url: &str) -> DomainResult<usize> {
+    let Some(principal) = crate::access::scheduled_invoicing(db, org).await? else { return Ok(0) };
+    let mut made = 0;
+    for _ in 0..COPIES_PER_ROUND {
+        match make_next(db, ctx, &principal, today, public_url).await? {
+            Some(true) => made += 1,
+            Some(false) => {}
+            None => break,
         }
     }
     Ok(made)
@@ -553,6 +566,15 @@ async fn make_next(
                     &mut tx,
                     ctx,
                     Entry::new("invoice.repeat_paused", "invoice", due.invoice_id).after(json!({ "problem": why })),
+                )
+                .await?;
+                // Nobody may be looking at the invoice: its Owners and Admins are told.
+                super::daily::notify_invoice_event(
+                    &mut tx,
+                    due.invoice_id,
+                    super::daily::InvoiceEvent::RepeatPaused,
+                    None,
+                    ctx.now,
                 )
                 .await?;
             }

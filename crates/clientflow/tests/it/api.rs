@@ -798,7 +798,10 @@ async fn fresh_ids(app: &TestApp, t: &Tenant) -> BTreeMap<&'static str, String> 
     let repeat = id();
     let statements: Vec<(&str, Vec<Uuid>)> = vec![
         ("INSERT INTO clients (organization_id, id, name) VALUES ($1, $2, 'Fixture')", vec![bare_client]),
-        ("INSERT INTO clients (organization_id, id, name) VALUES ($1, $2, 'Fixture with work')", vec![client]),
+        (
+            "INSERT INTO clients (organization_id, id, name, email) VALUES ($1, $2, 'Fixture with work', 'billing@work.test')",
+            vec![client],
+        ),
         (
             "INSERT INTO projects (organization_id, id, client_id, name) VALUES ($1, $2, $3, 'Fixture')",
             vec![project, client],
@@ -965,6 +968,11 @@ const API_WRITES: &[ApiWrite] = &[
     ("POST /api/v1/invoices/{invoice}/pay", "", &[("invoice", "sent_invoice")]),
     ("POST /api/v1/invoices/{invoice}/void", "", &[("invoice", "sent_invoice")]),
     ("POST /api/v1/invoices/{invoice}/duplicate", "", &[("invoice", "sent_invoice")]),
+    (
+        "POST /api/v1/clients/{client}/statement/email",
+        r#"{"from": "2026-01-01", "to": "2026-01-31"}"#,
+        &[("client", "work_client")],
+    ),
     // `invoice` repeats already; the sent one doesn't.
     (
         "POST /api/v1/invoices/{invoice}/repeat",

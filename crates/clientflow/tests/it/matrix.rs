@@ -228,6 +228,11 @@ pub const BODIES: &[Write] = &[
     form_on("POST /o/{org}/invoices/{invoice}/send", &[], &[("invoice", "draft_invoice")]),
     form("POST /o/{org}/invoices/{invoice}/pay", CONFIRMED),
     form("POST /o/{org}/invoices/{invoice}/void", CONFIRMED),
+    form_on(
+        "POST /o/{org}/clients/{client}/statement/email",
+        &[("from", "2026-01-01"), ("to", "2026-01-31")],
+        &[("client", "billed_client")],
+    ),
     form("POST /o/{org}/invoices/{invoice}/duplicate", &[]),
     form(
         "POST /o/{org}/invoices/{invoice}/repeat",

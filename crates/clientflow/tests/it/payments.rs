@@ -8,7 +8,7 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::api::{api_key, delete, get, post, tenant};
+use crate::support::api::{api_key, delete, get, patch, post, tenant};
 use crate::support::orgs::org_with_every_role;
 
 /// A sent invoice of 100.00 EUR to the tenant's client, by the API; its id.
@@ -649,4 +649,110 @@ async fn a_clients_statement_carries_its_balance_through_invoices_and_payments()
 
 fn owner_again(org: &mut crate::support::orgs::Org) -> &mut clientflow_test_support::browser::Browser {
     &mut org.people.get_mut("owner").unwrap().browser
+}
+
+#[tokio::test]
+async fn a_statement_is_mailed_to_the_clients_billing_email_once_a_day_per_range() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "mailed").await;
+    let client = t.org.client.to_string();
+    let key = api_key(&app, &t, "admin", None).await.1;
+    let res = patch(&app, &format!("/api/v1/clients/{client}"), &key, json!({"email": "billing@mailed.test"})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    // 100.00 EUR invoiced in January, 30.00 of it paid with an internal note.
+    let invoice = issued(&app, &key, &client, "EUR", "2025-01-10", 10_000, "sent").await;
+    let res = post(
+        &app,
+        &format!("/api/v1/invoices/{invoice}/payments"),
+        &key,
+        json!({"amount_minor": 3_000, "paid_on": "2025-01-20", "note": "Wire 77, internal"}),
+    )
+    .await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    let reference = get(&app, &format!("/api/v1/invoices/{invoice}"), &key).await.body["data"]["reference"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let mail = format!("/api/v1/clients/{client}/statement/email");
+    let range = json!({"from": "2025-01-01", "to": "2025-01-31"});
+    let res = post(&app, &mail, &key, range.clone()).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(res.body["data"], json!({"to": "billing@mailed.test", "from": "2025-01-01", "until": "2025-01-31"}));
+    let (subject, body): (String, String) = {
+        let mut db = app.db.admin_conn().await;
+        sqlx::query_as(
+            "SELECT subject, body_text FROM outbox WHERE recipient = 'billing@mailed.test' AND subject LIKE 'Statement from %'",
+        )
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+    };
+    assert!(subject.starts_with("Statement from ") && subject.ends_with(" for 2025-01-01 to 2025-01-31"), "{subject}");
+    for line in [
+        "Owed before 2025-01-01: 0.00".to_string(),
+        format!("2025-01-10  Invoice {reference}  100.00  (owed 100.00)"),
+        format!("2025-01-20  Payment for {reference}  -30.00  (owed 70.00)"),
+        "Owed at the end of 2025-01-31: 70.00 EUR".to_string(),
+        "/portal/mailed/statement?from=2025-01-01&to=2025-01-31".to_string(),
+    ] {
+        assert!(body.contains(&line), "{line:?} is not in:\n{body}");
+    }
+    assert!(!body.contains("Wire 77"), "the organization's payment notes stay out of the mail:\n{body}");
+
+    // Once a day per range: the same range again is refused; another range goes.
+    let res = post(&app, &mail, &key, range.clone()).await;
+    res.assert_problem(409);
+    assert!(res.body["detail"].as_str().unwrap().contains("today already"), "{}", res.body);
+    assert_eq!(post(&app, &mail, &key, json!({"from": "2025-01-01", "to": "2025-02-28"})).await.status, 200);
+    let audited: i64 = crate::support::api::count(
+        &app,
+        &format!(
+            "SELECT count(*) FROM audit_events WHERE action = 'client.statement_mailed' AND target_id = '{client}'"
+        ),
+    )
+    .await;
+    assert_eq!(audited, 2);
+
+    // Refused: a backwards range, a client with no billing email, a key that may only read, another
+    // organization's key.
+    let res = post(&app, &mail, &key, json!({"from": "2025-02-01", "to": "2025-01-31"})).await;
+    assert_eq!((res.status, res.fields()), (422, vec!["from".to_string()]), "{}", res.body);
+    let res = post(&app, &mail, &key, json!({"from": "2025-01-01\u{0}"})).await;
+    assert!(matches!(res.status, 400 | 422), "{}", res.body);
+    let bare = post(&app, "/api/v1/clients", &key, json!({"name": "No address"})).await.id();
+    let res = post(&app, &format!("/api/v1/clients/{bare}/statement/email"), &key, range.clone()).await;
+    res.assert_problem(409);
+    assert!(res.body["detail"].as_str().unwrap().contains("no billing email"), "{}", res.body);
+    let reader = api_key(&app, &t, "admin", Some(&["invoices.read"])).await.1;
+    post(&app, &mail, &reader, json!({"from": "2025-03-01", "to": "2025-03-31"})).await.assert_problem(403);
+    let other = tenant(&app, "mailed-other").await;
+    let other_key = api_key(&app, &other, "admin", None).await.1;
+    post(&app, &mail, &other_key, json!({"from": "2025-03-01", "to": "2025-03-31"})).await.assert_problem(404);
+    let mailed: i64 =
+        crate::support::api::count(&app, "SELECT count(*) FROM outbox WHERE subject LIKE 'Statement from %'").await;
+    assert_eq!(mailed, 2, "only the two statements that went were queued");
+
+    // On the page: the button, the mail, and the statement again saying so.
+    let mut org = org_with_every_role(&app, "mailed-page").await;
+    let (slug, client) = (org.slug.clone(), org.client_id.clone());
+    let mut db = app.db.admin_conn().await;
+    sqlx::query("UPDATE clients SET email = 'billing@page.test' WHERE id = $1::uuid")
+        .bind(&client)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let page = format!("/o/{slug}/clients/{client}/statement?from=2025-03-01&to=2025-03-31");
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let (_, html) = owner.page(&page).await;
+    assert!(html.contains("Email this statement to the client"), "{html}");
+    let action = format!("/o/{slug}/clients/{client}/statement/email");
+    let res = owner.submit(&page, &action, &[("from", "2025-03-01"), ("to", "2025-03-31")]).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), page);
+    let (_, html) = owner.page(&page).await;
+    assert!(html.contains("Statement mailed to the client&#39;s billing email."), "{html}");
+    let res = owner.submit(&page, &action, &[("from", "2025-03-01"), ("to", "2025-03-31")]).await;
+    assert_eq!(res.status(), 409);
+    assert!(res.text().await.unwrap().contains("today already"));
 }

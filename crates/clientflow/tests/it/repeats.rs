@@ -270,6 +270,22 @@ async fn a_copy_that_cannot_be_made_pauses_its_repeat_and_resuming_skips_the_day
     )
     .await;
     assert_eq!(paused_events, 1);
+    // Its Owners and Admins are told, each once, with a link to the invoice.
+    let (told, people): (i64, i64) = {
+        let mut db = app.db.admin_conn().await;
+        sqlx::query_as(
+            "SELECT (SELECT count(*) FROM notifications WHERE organization_id = $1 AND kind = 'invoice_repeat_paused' \
+                       AND title LIKE '%stopped repeating: a copy could not be made' AND link LIKE '%/invoices/' || $2), \
+                    (SELECT count(*) FROM memberships WHERE organization_id = $1 AND role IN ('owner', 'admin'))",
+        )
+        .bind(t.org.id.as_uuid())
+        .bind(&template)
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+    };
+    assert!(people >= 1);
+    assert_eq!(told, people);
     // Paused, it stays so: later rounds make nothing and say nothing more.
     assert_eq!(round(&app).await, 0);
 

@@ -54,6 +54,15 @@ async fn fixtures(app: &TestApp, t: &Tenant, key: &str) -> serde_json::Value {
         res.id()
     };
     let client = t.org.client.to_string();
+    // A billing email, for its statement to be mailed to (once a day per range).
+    let billed = crate::support::api::patch(
+        app,
+        &format!("/api/v1/clients/{client}"),
+        key,
+        json!({"email": "billing@fuzzed.test"}),
+    )
+    .await;
+    assert_eq!(billed.status, 200, "{}", billed.body);
     let project = id(post(app, "/api/v1/projects", key, json!({"name": "Fuzzed", "client_id": client})).await);
     let columns = crate::support::api::get(app, &format!("/api/v1/projects/{project}/columns"), key).await;
     let column = columns.body["data"][0]["id"].as_str().expect("a column").to_string();

@@ -132,10 +132,14 @@ def _body(case, method, path):
         if _given(body.get("group")):
             body["group"] = "entry"
         _ordered(body, "from", "to", None)
+    elif path == "/api/v1/clients/{client}/statement/email":
+        # A range of days runs forwards; a first day alone brings its last.
+        _ordered(body, "from", "to", lambda day: day)
     elif path == "/api/v1/invoices/{invoice}/repeat":
         # At most 12 months between copies (52 weeks is the document's bound); the first day not
         # in the past and the last not before the first (the seeded repeats start in 2990).
-        if body.get("unit", "month") == "month" and isinstance(body.get("every"), int) and body["every"] > 12:
+        every = body.get("every")
+        if body.get("unit", "month") == "month" and isinstance(every, (int, float)) and every > 12:
             body["every"] = 12
         if _given(body.get("starts_on")):
             body["starts_on"] = "2990-01-01"

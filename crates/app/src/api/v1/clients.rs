@@ -87,6 +87,50 @@ pub async fn get_client_statement(
     Ok(ok(crate::work::statement::statement(&s.db, &api.principal, client, from, to).await?))
 }
 
+/// The range of a statement to mail.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatementRange {
+    /// The first day, YYYY-MM-DD (default: the first of the month `to` is in).
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = Date, nullable = false)]
+    pub from: Option<String>,
+    /// The last day, YYYY-MM-DD (default: today in the organization's time zone).
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = Date, nullable = false)]
+    pub to: Option<String>,
+}
+
+/// Where a statement was mailed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatementMailed {
+    /// The client's billing email.
+    pub to: String,
+    #[schema(format = Date)]
+    pub from: String,
+    #[schema(format = Date)]
+    pub until: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/clients/{client}/statement/email", tag = "clients", request_body = StatementRange,
+    description = "Mails the client's statement over a range of days (as `GET /api/v1/clients/{client}/statement` gives it, without payment notes) to its billing email (the client's, else its first contact's), with a link to it in the client's portal. The same range goes out at most once a day: 409 when it went today already, or when the client has no billing email. `from` after `to` gets 422 naming `from`.",
+    params(("client" = Uuid, Path, description = "Client id")),
+    responses((status = 200, description = "Queued for the client's billing email", body = Data<StatementMailed>)),
+    security(("api_key" = ["invoices.update"])))]
+pub async fn email_client_statement(
+    State(s): State<AppState>,
+    api: ApiAccess,
+    ctx: Context,
+    ids: PathIds,
+    ApiJson(input): ApiJson<StatementRange>,
+) -> AppResult<Response> {
+    let client = ids.get::<ClientId>("client")?;
+    let (from, to) = super::range(&s, &api, input.from.as_deref(), input.to.as_deref()).await?;
+    let public_url = s.config.public_url();
+    let address = crate::work::statement::email(&s.db, &ctx, &api.principal, client, from, to, &public_url).await?;
+    Ok(ok(StatementMailed { to: address, from: from.to_string(), until: to.to_string() }))
+}
+
 #[utoipa::path(get, path = "/api/v1/clients/{client}", tag = "clients",
     params(("client" = Uuid, Path, description = "Client id")),
     responses((status = 200, description = "The client", body = Data<Client>)),

@@ -57,6 +57,7 @@ pub fn routes() -> Vec<RouteDef> {
         route!(GET "/api/v1/clients/{client}", Surface::Api, Access::Api(P::ClientsRead), clients::get_client),
         route!(GET "/api/v1/clients/{client}/balance", Surface::Api, Access::Api(P::InvoicesRead), clients::get_client_balance),
         route!(GET "/api/v1/clients/{client}/statement", Surface::Api, Access::Api(P::InvoicesRead), clients::get_client_statement),
+        route!(POST "/api/v1/clients/{client}/statement/email", Surface::Api, Access::Api(P::InvoicesUpdate), clients::email_client_statement),
         route!(PATCH "/api/v1/clients/{client}", Surface::Api, Access::Api(P::ClientsUpdate), clients::update_client),
         route!(DELETE "/api/v1/clients/{client}", Surface::Api, Access::Api(P::ClientsDelete), clients::delete_client),
         route!(POST "/api/v1/clients/{client}/archive", Surface::Api, Access::Api(P::ClientsUpdate), clients::archive_client),
@@ -326,7 +327,7 @@ closed_set!(
             `Retry-After`)."
     ),
     paths(
-        clients::list_clients, clients::create_client, clients::get_client, clients::get_client_balance, clients::get_client_statement, clients::update_client, clients::delete_client, clients::archive_client, clients::restore_client,
+        clients::list_clients, clients::create_client, clients::get_client, clients::get_client_balance, clients::get_client_statement, clients::email_client_statement, clients::update_client, clients::delete_client, clients::archive_client, clients::restore_client,
         projects::list_projects, projects::create_project, projects::get_project, projects::update_project, projects::delete_project, projects::list_columns,
         projects::get_project_budget, projects::copy_project,
         tasks::list_tasks, tasks::create_task, tasks::get_task, tasks::task_activity, tasks::update_task, tasks::delete_task, tasks::list_comments, tasks::create_comment,

@@ -30,6 +30,7 @@ pub fn routes() -> Vec<RouteDef> {
         route!(POST "/o/{org}/clients", Surface::Web, Access::Org(P::ClientsCreate), create),
         route!(GET "/o/{org}/clients/{client}", Surface::Web, Access::Org(P::ClientsRead), detail),
         route!(GET "/o/{org}/clients/{client}/statement", Surface::Web, Access::Org(P::InvoicesRead), statement),
+        route!(POST "/o/{org}/clients/{client}/statement/email", Surface::Web, Access::Org(P::InvoicesUpdate), email_statement),
         route!(GET "/o/{org}/clients/{client}/edit", Surface::Web, Access::Org(P::ClientsUpdate), edit_page),
         route!(POST "/o/{org}/clients/{client}/edit", Surface::Web, Access::Org(P::ClientsUpdate), update),
         route!(POST "/o/{org}/clients/{client}/archive", Surface::Web, Access::Org(P::ClientsUpdate), archive),
@@ -550,9 +551,14 @@ impl StatementView {
 #[derive(Template)]
 #[template(path = "work/statement.html")]
 struct StatementPage {
+    csrf: String,
     org: OrgNav,
     client_id: String,
     s: StatementView,
+    /// May mail it to the client (`invoices.update`).
+    can_mail: bool,
+    message: Option<String>,
+    errors: Vec<FieldError>,
 }
 
 #[derive(Deserialize, Default)]
@@ -568,15 +574,60 @@ pub(super) struct StatementQuery {
 /// each invoice and payment with the balance after it, and what it owed at the end.
 async fn statement(
     State(state): State<AppState>,
+    FormToken(csrf): FormToken,
     access: OrgAccess,
     Path((_, id)): Path<(String, String)>,
     Query(q): Query<StatementQuery>,
 ) -> AppResult<Response> {
     let client: ClientId = path_id(&id)?;
     let (from, to) = super::timesheet::range(&state, &access, &q.from, &q.to).await?;
+    page(&statement_view(&state, csrf, &access, client, (from, to), None, vec![]).await?)
+}
+
+async fn statement_view(
+    state: &AppState,
+    csrf: String,
+    access: &OrgAccess,
+    client: ClientId,
+    (from, to): (time::Date, time::Date),
+    message: Option<String>,
+    errors: Vec<FieldError>,
+) -> AppResult<StatementPage> {
     let s = statements::statement(&state.db, &access.principal, client, from, to).await?;
     let slug = &access.slug;
     let s =
         StatementView::new(s, format!("/o/{slug}/clients/{client}/statement"), format!("/o/{slug}/invoices"), false);
-    page(&StatementPage { org: OrgNav::of(&access), client_id: client.to_string(), s })
+    Ok(StatementPage {
+        csrf,
+        org: OrgNav::of(access),
+        client_id: client.to_string(),
+        s,
+        can_mail: access.principal.can(P::InvoicesUpdate),
+        message,
+        errors,
+    })
+}
+
+/// Mails the statement of the range shown to the client's billing contact, and shows it again.
+async fn email_statement(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+    axum::Form(q): axum::Form<StatementQuery>,
+) -> AppResult<Response> {
+    let client: ClientId = path_id(&id)?;
+    let (from, to) = super::timesheet::range(&state, &access, &q.from, &q.to).await?;
+    let public_url = state.config.public_url();
+    match statements::email(&state.db, &ctx, &access.principal, client, from, to, &public_url).await {
+        Ok(_) => {
+            Ok(Redirect::to(&format!("/o/{}/clients/{client}/statement?from={from}&to={to}", access.slug))
+                .into_response())
+        }
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            page_with_status(status, &statement_view(&state, csrf, &access, client, (from, to), message, errors).await?)
+        }
+    }
 }

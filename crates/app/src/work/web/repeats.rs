@@ -13,6 +13,7 @@ use crate::access::role::Permission as P;
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
+use crate::platform::error::DomainResult;
 use crate::platform::http::error::AppResult;
 use crate::platform::ids::InvoiceId;
 use crate::route;
@@ -55,15 +56,30 @@ async fn create(
             ends_on: Some(form.ends_on.trim().to_string()).filter(|d| !d.is_empty()),
             send: Some(crate::work::fields::flag("send", &form.send)?),
         };
-        repeats::create(&state.db, &ctx, &access.principal, id, &input).await
+        repeats::create(&state.db, &ctx, &access.principal, id, &input).await.map(|_| ())
     }
     .await;
+    back(&state, csrf, &access, id, result, Some(form)).await
+}
+
+/// Back to the invoice's Repeat section; a refusal shows the invoice's page saying why, with
+/// the form as it was typed (when one was).
+async fn back(
+    state: &AppState,
+    csrf: String,
+    access: &OrgAccess,
+    id: InvoiceId,
+    result: DomainResult<()>,
+    typed: Option<RepeatForm>,
+) -> AppResult<Response> {
     match result {
-        Ok(_) => Ok(Redirect::to(&format!("/o/{}/invoices/{id}#repeat", access.slug)).into_response()),
+        Ok(()) => Ok(Redirect::to(&format!("/o/{}/invoices/{id}#repeat", access.slug)).into_response()),
         Err(e) => {
             let (status, message, errors) = failure(e)?;
-            let mut view = detail_view(&state, csrf, &access, id, message, errors).await?;
-            view.repeat_form = form;
+            let mut view = detail_view(state, csrf, access, id, message, errors).await?;
+            if let Some(form) = typed {
+                view.repeat_form = form;
+            }
             page_with_status(status, &view)
         }
     }
@@ -79,13 +95,8 @@ async fn change(
 ) -> AppResult<Response> {
     let id: InvoiceId = path_id(&id)?;
     let update = RepeatUpdate { paused: Some(paused), ..RepeatUpdate::default() };
-    match repeats::update(&state.db, &ctx, &access.principal, id, &update).await {
-        Ok(_) => Ok(Redirect::to(&format!("/o/{}/invoices/{id}#repeat", access.slug)).into_response()),
-        Err(e) => {
-            let (status, message, errors) = failure(e)?;
-            page_with_status(status, &detail_view(&state, csrf, &access, id, message, errors).await?)
-        }
-    }
+    let result = repeats::update(&state.db, &ctx, &access.principal, id, &update).await.map(|_| ());
+    back(&state, csrf, &access, id, result, None).await
 }
 
 async fn pause(
@@ -117,13 +128,8 @@ async fn delete(
     _confirmed: crate::tenancy::confirm::Confirmed,
 ) -> AppResult<Response> {
     let id: InvoiceId = path_id(&id)?;
-    match repeats::delete(&state.db, &ctx, &access.principal, id).await {
-        Ok(()) => Ok(Redirect::to(&format!("/o/{}/invoices/{id}#repeat", access.slug)).into_response()),
-        Err(e) => {
-            let (status, message, errors) = failure(e)?;
-            page_with_status(status, &detail_view(&state, csrf, &access, id, message, errors).await?)
-        }
-    }
+    let result = repeats::delete(&state.db, &ctx, &access.principal, id).await;
+    back(&state, csrf, &access, id, result, None).await
 }
 
 #[derive(Deserialize, Default)]

@@ -33,6 +33,15 @@ pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, S
             projects::add_member(db, &c, &op, project.id, member).await.unwrap();
             client.to_string()
         }
+        "billed_client" => {
+            // A client with a billing email, whom statements are mailed to.
+            let input = clients::ClientInput {
+                name: "Billed client".into(),
+                email: Some("billing@billed.test".into()),
+                ..Default::default()
+            };
+            clients::create(db, &c, &op, &input).await.unwrap().id.to_string()
+        }
         "contact" => {
             let client = match earlier_value::<ClientId>(earlier, "client") {
                 Some(client) => client,
