@@ -19,7 +19,7 @@ const SHOTS = process.env.SCREENSHOTS;
 const unique = Date.now().toString(36);
 const PASSWORD = 'correct horse battery staple';
 const problems = [];
-// A form refused on purpose answers 422: the browser logs that, and it is expected then.
+// A form refused on purpose answers 422 (or 409): the browser logs that, and it is expected then.
 let expectRefusal = false;
 let step = 0;
 
@@ -58,7 +58,7 @@ async function watch(page, who) {
     document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));
   });
   page.on('console', (m) => {
-    if (m.type() === 'error' && !(expectRefusal && m.text().includes('status of 422'))) problems.push(`${who} console error on ${page.url()}: ${m.text()}`);
+    if (m.type() === 'error' && !(expectRefusal && /status of (409|422)/.test(m.text()))) problems.push(`${who} console error on ${page.url()}: ${m.text()}`);
   });
   page.on('pageerror', (e) => problems.push(`${who} script error on ${page.url()}: ${e.message}`));
 }
@@ -615,9 +615,16 @@ try {
     await expectText(page, 'Balance brought forward');
     await expectText(page, 'Payment for INV-');
     await check(page, 'client-statement');
+    // Mailing it needs the client's billing email, which Acme Corp has not given: the page says so.
+    expectRefusal = true;
+    await page.getByRole('button', { name: 'Email this statement to the client' }).click();
+    await page.waitForLoadState('load');
+    await expectText(page, "This client has no billing email: add one on the client's page first.");
+    expectRefusal = false;
+    await check(page, 'statement-not-mailed');
     // Printed, it is the statement alone: no navigation, no range form, no buttons.
     await page.emulateMedia({ media: 'print' });
-    for (const hidden of ['header.top', 'form.filters', '[data-print]', 'text=browser\'s Print command', 'footer.bottom']) {
+    for (const hidden of ['header.top', 'form.filters', '[data-print]', 'text=browser\'s Print command', 'text=Email this statement', 'footer.bottom']) {
       if (await page.locator(hidden).first().isVisible()) problems.push(`printing the statement shows ${hidden}`);
     }
     if (!(await page.getByText('Balance brought forward').isVisible())) problems.push('printing the statement hides the statement');
