@@ -756,3 +756,42 @@ async fn a_statement_is_mailed_to_the_clients_billing_email_once_a_day_per_range
     assert_eq!(res.status(), 409);
     assert!(res.text().await.unwrap().contains("today already"));
 }
+
+/// A statement lists at most `MAX_ENTRIES` entries, says so, and keeps the whole range's
+/// balances: 2,001 sent invoices of one client in one month.
+#[tokio::test]
+async fn a_statement_of_more_entries_than_it_lists_says_so_and_keeps_the_whole_balance() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "long-statement").await;
+    let key = api_key(&app, &t, "admin", None).await.1;
+    let many = clientflow::work::statement::MAX_ENTRIES as i64 + 1;
+    let mut db = app.db.admin_conn().await;
+    sqlx::query(
+        "INSERT INTO invoices (organization_id, id, client_id, currency, issue_date, due_date, created_at, status, number, \
+                               number_year, sent_at, subtotal_minor, total_minor) \
+         SELECT $1, gen_random_uuid(), $2, 'EUR', date '2025-05-01' + (n % 28)::int, date '2025-06-30', now(), 'sent', n, 2025, now(), \
+                n, n \
+           FROM generate_series(1, $3) AS n",
+    )
+    .bind(t.org.id.as_uuid())
+    .bind(t.org.client.as_uuid())
+    .bind(many)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let res =
+        get(&app, &format!("/api/v1/clients/{}/statement?from=2025-05-01&to=2025-05-31", t.org.client), &key).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let eur = &res.body["data"]["currencies"][0];
+    assert_eq!(res.body["data"]["capped"], true);
+    let entries = eur["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), clientflow::work::statement::MAX_ENTRIES);
+    // 1 + 2 + … + 2,001 minor units, all of them, at both ends.
+    let whole = many * (many + 1) / 2;
+    assert_eq!((&eur["invoiced_minor"], &eur["closing_minor"]), (&json!(whole), &json!(whole)));
+    // The entries listed are the oldest, each with the balance after it.
+    assert_eq!(entries[0]["date"], "2025-05-01");
+    let listed: i64 = entries.iter().map(|e| e["amount_minor"].as_i64().unwrap()).sum();
+    assert_eq!(entries.last().unwrap()["balance_minor"], json!(listed));
+    assert!(listed < whole);
+}
