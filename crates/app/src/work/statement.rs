@@ -205,11 +205,15 @@ pub(super) async fn statement_of(
 /// Entries a mailed statement lists at most; the rest are in the portal.
 pub const MAILED_ENTRIES: usize = 200;
 
+/// Statements one client is mailed in 24 hours at most, whatever their ranges: a bound on what
+/// a mistake (or anyone who may mail clients) can put in a client's inbox.
+pub const MAILED_PER_DAY: i64 = 5;
+
 /// Mails the client's statement from `from` to `to` to its billing contact (the client's email,
 /// else its first contact's) through the outbox, with a link to the same statement in the
 /// portal; payment notes, being the organization's, are left out as the portal leaves them out.
-/// The same range goes out at most once a day: 409 when it went today already, or when the
-/// client has no billing email. Needs `invoices.update` (mailing a client, as a reminder does);
+/// The same range goes out at most once a day, and [`MAILED_PER_DAY`] statements a day in all:
+/// 409 beyond those, or when the client has no billing email. Needs `invoices.update` (mailing a client, as a reminder does);
 /// audited. Returns the address.
 pub async fn email(
     db: &Db,
@@ -229,6 +233,19 @@ pub async fn email(
             "This client has no billing email: add one on the client's page first.".into(),
         ));
     };
+    let mailed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE occurred_at > $2 - interval '1 day' \
+           AND action = 'client.statement_mailed' AND target_id = $1",
+    )
+    .bind(client.to_string())
+    .bind(ctx.now)
+    .fetch_one(&mut *tx)
+    .await?;
+    if mailed >= MAILED_PER_DAY {
+        return Err(DomainError::Conflict(format!(
+            "This client was mailed {MAILED_PER_DAY} statements in the last 24 hours; the next can go tomorrow."
+        )));
+    }
     let today = super::org_today(&mut tx, ctx.now).await?;
     let link = format!("{public_url}/portal/{}/statement?from={from}&to={to}", contact.slug);
     let mail = crate::mail::outbox::OutgoingMail {

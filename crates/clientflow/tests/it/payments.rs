@@ -732,6 +732,14 @@ async fn a_statement_is_mailed_to_the_clients_billing_email_once_a_day_per_range
     let mailed: i64 =
         crate::support::api::count(&app, "SELECT count(*) FROM outbox WHERE subject LIKE 'Statement from %'").await;
     assert_eq!(mailed, 2, "only the two statements that went were queued");
+    // At most five a day to one client, whatever the ranges.
+    for month in ["03", "04", "05"] {
+        let range = json!({"from": format!("2025-{month}-01"), "to": format!("2025-{month}-28")});
+        assert_eq!(post(&app, &mail, &key, range).await.status, 200);
+    }
+    let res = post(&app, &mail, &key, json!({"from": "2025-06-01", "to": "2025-06-30"})).await;
+    res.assert_problem(409);
+    assert!(res.body["detail"].as_str().unwrap().contains("5 statements in the last 24 hours"), "{}", res.body);
 
     // On the page: the button, the mail, and the statement again saying so.
     let mut org = org_with_every_role(&app, "mailed-page").await;

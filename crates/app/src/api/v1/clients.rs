@@ -113,7 +113,7 @@ pub struct StatementMailed {
 }
 
 #[utoipa::path(post, path = "/api/v1/clients/{client}/statement/email", tag = "clients", request_body = StatementRange,
-    description = "Mails the client's statement over a range of days (as `GET /api/v1/clients/{client}/statement` gives it, without payment notes) to its billing email (the client's, else its first contact's), with a link to it in the client's portal. The same range goes out at most once a day: 409 when it went today already, or when the client has no billing email. `from` after `to` gets 422 naming `from`.",
+    description = "Mails the client's statement over a range of days (as `GET /api/v1/clients/{client}/statement` gives it, without payment notes) to its billing email (the client's, else its first contact's), with a link to it in the client's portal. The same range goes out at most once a day, and at most 5 statements go to one client in 24 hours: 409 beyond those, or when the client has no billing email. `from` after `to` gets 422 naming `from`.",
     params(("client" = Uuid, Path, description = "Client id")),
     responses((status = 200, description = "Queued for the client's billing email", body = Data<StatementMailed>)),
     security(("api_key" = ["invoices.update"])))]
