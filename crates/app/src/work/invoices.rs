@@ -55,6 +55,8 @@ pub struct Invoice {
     pub paid_minor: i64,
     /// What it still owes: the total less the payments (0 once paid or void; a draft's total).
     pub balance_minor: i64,
+    /// It is copied on a schedule (`/api/v1/invoices/{id}/repeat`).
+    pub repeats: bool,
 }
 
 /// What the invoice `i` has been paid: the sum of its payments (never beyond its total, which
@@ -75,7 +77,8 @@ pub const COLUMNS: &str = concat!(
     paid_sql!(),
     " AS paid_minor, CASE WHEN i.status IN ('paid', 'void') THEN 0 ELSE i.total_minor - ",
     paid_sql!(),
-    " END AS balance_minor"
+    " END AS balance_minor, EXISTS (SELECT 1 FROM invoice_repeats r \
+     WHERE r.organization_id = i.organization_id AND r.invoice_id = i.id) AS repeats"
 );
 
 impl Invoice {

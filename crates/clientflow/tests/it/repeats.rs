@@ -167,8 +167,10 @@ async fn a_repeat_copies_the_invoice_on_each_of_its_days_sends_it_and_never_twic
         (&res.body["data"]["made"], &res.body["data"]["next_on"], &res.body["data"]["last_invoice_id"]),
         (&json!(1), &json!(next.to_string()), &json!(first.id))
     );
-    // The template is untouched: still a draft.
-    assert_eq!(get(&app, &format!("/api/v1/invoices/{template}"), &key).await.body["data"]["status"], "draft");
+    // The template is untouched: still a draft, and said to repeat; its copies don't.
+    let shown = get(&app, &format!("/api/v1/invoices/{template}"), &key).await.body["data"].clone();
+    assert_eq!((&shown["status"], &shown["repeats"]), (&json!("draft"), &json!(true)));
+    assert_eq!(get(&app, &format!("/api/v1/invoices/{}", first.id), &key).await.body["data"]["repeats"], false);
 
     // Three months on (the worker was down): each missed day gets its copy, issued on its day.
     let third = repeats::day(today, 1, Unit::Month, 3).unwrap();
@@ -194,6 +196,7 @@ async fn a_repeat_copies_the_invoice_on_each_of_its_days_sends_it_and_never_twic
     // Stopped: no more copies; the copies stay.
     assert_eq!(delete(&app, &path, &key).await.status, 204);
     get(&app, &path, &key).await.assert_problem(404);
+    assert_eq!(get(&app, &format!("/api/v1/invoices/{template}"), &key).await.body["data"]["repeats"], false);
     move_to(&app, at(repeats::day(today, 1, Unit::Month, 5).unwrap(), 12));
     assert_eq!(round(&app).await, 0);
     assert_eq!(copies(&app, &t, &template).await.len(), 4);
@@ -430,6 +433,11 @@ async fn the_invoice_page_sets_up_pauses_resumes_and_stops_a_repeat() {
     let (status, list) = owner.page(&format!("/o/{slug}/invoices/repeating")).await;
     assert_eq!(status, 200, "{list}");
     assert!(list.contains(&format!("href=\"{page}#repeat\"")) && list.contains("every month"), "{list}");
+    let (_, invoices) = owner.page(&format!("/o/{slug}/invoices")).await;
+    assert!(
+        invoices.contains(&format!("href=\"{page}#repeat\" title=\"Copied on a schedule\">Repeats</a>")),
+        "{invoices}"
+    );
 
     let res = owner.submit(&page, &format!("{page}/repeat/pause"), &[]).await;
     assert_eq!(res.status(), 303);

@@ -95,6 +95,7 @@ struct ListQuery {
 struct Row {
     id: String,
     title: String,
+    repeats: bool,
     client: String,
     issued: String,
     due: String,
@@ -135,6 +136,7 @@ async fn list(State(state): State<AppState>, access: OrgAccess, Query(q): Query<
             .map(|i| Row {
                 id: i.id.to_string(),
                 title: title(&i),
+                repeats: i.repeats,
                 client: names.get(&i.client_id).cloned().unwrap_or_default(),
                 issued: i.issue_date.to_string(),
                 due: i.due_date.to_string(),
