@@ -8,18 +8,18 @@ use super::money::{format_minor, milli, percent};
 
 const PAGE_WIDTH: i32 = 595;
 const PAGE_HEIGHT: i32 = 842;
-const MARGIN: i32 = 56;
+pub(super) const MARGIN: i32 = 56;
 const LINE: i32 = 16;
 
 /// One line of text: its font (`F1` regular, `F2` bold), size and x position.
-struct Text {
+pub(super) struct Text {
     bold: bool,
     size: i32,
     x: i32,
     text: String,
 }
 
-fn text(bold: bool, size: i32, x: i32, t: impl Into<String>) -> Text {
+pub(super) fn text(bold: bool, size: i32, x: i32, t: impl Into<String>) -> Text {
     Text { bold, size, x, text: t.into() }
 }
 
@@ -115,7 +115,12 @@ pub fn file_name(d: &InvoiceDetail) -> String {
 
 /// The invoice as a PDF document.
 pub fn render(organization: &str, d: &InvoiceDetail) -> Vec<u8> {
-    let rows = layout(organization, d);
+    document(&layout(organization, d))
+}
+
+/// A PDF document of `rows` of text, top to bottom, on as many A4 pages as they take (each
+/// empty row an empty line).
+pub(super) fn document(rows: &[Vec<Text>]) -> Vec<u8> {
     let per_page = ((PAGE_HEIGHT - 2 * MARGIN) / LINE) as usize;
     let pages: Vec<&[Vec<Text>]> = rows.chunks(per_page.max(1)).collect();
     // Objects: 1 catalog, 2 page tree, 3 and 4 fonts, then a page and its content per page.

@@ -210,8 +210,8 @@ pub const MAILED_ENTRIES: usize = 200;
 pub const MAILED_PER_DAY: i64 = 5;
 
 /// Mails the client's statement from `from` to `to` to its billing contact (the client's email,
-/// else its first contact's) through the outbox, with a link to the same statement in the
-/// portal; payment notes, being the organization's, are left out as the portal leaves them out.
+/// else its first contact's) through the outbox, as text and as the PDF the pages hand out, with
+/// a link to the same statement in the portal; payment notes, being the organization's, are left out as the portal leaves them out.
 /// The same range goes out at most once a day, and [`MAILED_PER_DAY`] statements a day in all:
 /// 409 beyond those, or when the client has no billing email. Needs `invoices.update` (mailing a client, as a reminder does);
 /// audited. Returns the address.
@@ -256,7 +256,15 @@ pub async fn email(
         org_name: Some(contact.org_name.clone()),
     };
     let key = format!("statement:{client}:{from}:{to}:{today}");
-    if !crate::mail::outbox::enqueue_with_attachments(&mut tx, &mail, &[], &key, ctx.now).await? {
+    // The same document the pages hand out, attached (unless too large to attach: the portal
+    // has it then).
+    let pdf = crate::mail::outbox::Attachment::new(
+        &super::statement_pdf::file_name(&s),
+        "application/pdf",
+        super::statement_pdf::render(&contact.org_name, &s),
+    );
+    let attachments: Vec<_> = pdf.into_iter().collect();
+    if !crate::mail::outbox::enqueue_with_attachments(&mut tx, &mail, &attachments, &key, ctx.now).await? {
         return Err(DomainError::Conflict(format!("This statement went to {address} today already.")));
     }
     audit::record(

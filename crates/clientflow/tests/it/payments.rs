@@ -636,6 +636,28 @@ async fn a_clients_statement_carries_its_balance_through_invoices_and_payments()
     for absent in ["Wire 55", "99.99", "/o/"] {
         assert!(!text.contains(absent), "{absent} is not in the client's statement: {html}");
     }
+    // Its PDF: the same entries, without the note or the other client's invoice.
+    let pdf_link = format!("/portal/{slug}/statement.pdf?from=2025-02-01&amp;to=2025-02-28");
+    assert!(html.contains(&format!("href=\"{pdf_link}\" download")), "{html}");
+    let res = portal.get(&pdf_link.replace("&amp;", "&")).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/pdf");
+    assert_eq!(res.headers()["content-disposition"], "attachment; filename=\"statement-2025-02-01-2025-02-28.pdf\"");
+    let pdf = String::from_utf8_lossy(&res.bytes().await.unwrap()).to_string();
+    assert!(pdf.starts_with("%PDF-1.4"), "{pdf}");
+    for present in [
+        "(Statement)",
+        "(Balance brought forward)",
+        "(70.00)",
+        "(120.00)",
+        "(Owed at the end of 2025-02-28)",
+        "(70.00 EUR)",
+    ] {
+        assert!(pdf.contains(present), "{present} is not in the PDF:\n{pdf}");
+    }
+    for absent in ["Wire 55", "99.99"] {
+        assert!(!pdf.contains(absent), "{absent} is in the client's PDF:\n{pdf}");
+    }
     let (_, html) = owner_again(&mut org)
         .page(&format!("/o/{slug}/clients/{other_client}/statement?from=2025-02-01&to=2025-02-28"))
         .await;
@@ -699,6 +721,21 @@ async fn a_statement_is_mailed_to_the_clients_billing_email_once_a_day_per_range
         assert!(body.contains(&line), "{line:?} is not in:\n{body}");
     }
     assert!(!body.contains("Wire 77"), "the organization's payment notes stay out of the mail:\n{body}");
+    // The statement's PDF is attached.
+    let (name, pdf): (String, Vec<u8>) = {
+        let mut db = app.db.admin_conn().await;
+        sqlx::query_as(
+            "SELECT a.filename, a.content FROM outbox_attachments a JOIN outbox o ON o.id = a.outbox_id \
+             WHERE o.recipient = 'billing@mailed.test' AND o.subject LIKE 'Statement from %'",
+        )
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+    };
+    assert_eq!(name, "statement-2025-01-01-2025-01-31.pdf");
+    let pdf = String::from_utf8_lossy(&pdf).to_string();
+    assert!(pdf.contains(&format!("(Payment for {reference})")) && pdf.contains("(70.00 EUR)"), "{pdf}");
+    assert!(!pdf.contains("Wire 77"), "{pdf}");
 
     // Once a day per range: the same range again is refused; another range goes.
     let res = post(&app, &mail, &key, range.clone()).await;
@@ -754,6 +791,10 @@ async fn a_statement_is_mailed_to_the_clients_billing_email_once_a_day_per_range
     let owner = &mut org.people.get_mut("owner").unwrap().browser;
     let (_, html) = owner.page(&page).await;
     assert!(html.contains("Email this statement to the client"), "{html}");
+    let res = owner.get(&format!("/o/{slug}/clients/{client}/statement.pdf?from=2025-03-01&to=2025-03-31")).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["cache-control"].to_str().unwrap().contains("no-store"));
+    assert!(String::from_utf8_lossy(&res.bytes().await.unwrap()).contains("(From 2025-03-01 to 2025-03-31)"));
     let action = format!("/o/{slug}/clients/{client}/statement/email");
     let res = owner.submit(&page, &action, &[("from", "2025-03-01"), ("to", "2025-03-31")]).await;
     assert_eq!(res.status(), 303);

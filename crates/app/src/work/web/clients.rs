@@ -31,6 +31,7 @@ pub fn routes() -> Vec<RouteDef> {
         route!(GET "/o/{org}/clients/{client}", Surface::Web, Access::Org(P::ClientsRead), detail),
         route!(GET "/o/{org}/clients/{client}/statement", Surface::Web, Access::Org(P::InvoicesRead), statement),
         route!(POST "/o/{org}/clients/{client}/statement/email", Surface::Web, Access::Org(P::InvoicesUpdate), email_statement),
+        route!(GET "/o/{org}/clients/{client}/statement.pdf", Surface::Web, Access::Org(P::InvoicesRead), statement_pdf),
         route!(GET "/o/{org}/clients/{client}/edit", Surface::Web, Access::Org(P::ClientsUpdate), edit_page),
         route!(POST "/o/{org}/clients/{client}/edit", Surface::Web, Access::Org(P::ClientsUpdate), update),
         route!(POST "/o/{org}/clients/{client}/archive", Surface::Web, Access::Org(P::ClientsUpdate), archive),
@@ -606,6 +607,20 @@ async fn statement_view(
         message,
         errors,
     })
+}
+
+/// The statement as a PDF (the range as on the page).
+async fn statement_pdf(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+    Query(q): Query<StatementQuery>,
+) -> AppResult<Response> {
+    let client: ClientId = path_id(&id)?;
+    let (from, to) = super::timesheet::range(&state, &access, &q.from, &q.to).await?;
+    let s = statements::statement(&state.db, &access.principal, client, from, to).await?;
+    let pdf = crate::work::statement_pdf::render(&access.name, &s);
+    super::pdf_download(&crate::work::statement_pdf::file_name(&s), pdf)
 }
 
 /// Mails the statement of the range shown to the client's billing contact, and shows it again.

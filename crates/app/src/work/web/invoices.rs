@@ -888,18 +888,7 @@ async fn bill_time(
 
 /// The invoice as a PDF download (the same document the portal gives the client).
 pub fn pdf_response(organization: &str, d: &InvoiceDetail) -> AppResult<Response> {
-    use axum::http::{HeaderValue, header};
-    let name = crate::work::invoice_pdf::file_name(d);
-    let mut res = crate::work::invoice_pdf::render(organization, d).into_response();
-    let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/pdf"));
-    h.insert(
-        header::CONTENT_DISPOSITION,
-        HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")).map_err(AppError::internal)?,
-    );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
-    Ok(res)
+    super::pdf_download(&crate::work::invoice_pdf::file_name(d), crate::work::invoice_pdf::render(organization, d))
 }
 
 async fn pdf(

@@ -57,6 +57,23 @@ pub fn routes() -> Vec<RouteDef> {
     routes
 }
 
+/// A PDF to download as `name` (letters, digits, `-`, `.` and `_` only): never sniffed as
+/// anything else, never stored by a cache.
+pub fn pdf_download(name: &str, bytes: Vec<u8>) -> AppResult<axum::response::Response> {
+    use axum::http::{HeaderValue, header};
+    use axum::response::IntoResponse;
+    let mut res = bytes.into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/pdf"));
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")).map_err(AppError::internal)?,
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    Ok(res)
+}
+
 /// Items per page on the list pages.
 pub const PAGE_SIZE: i64 = 25;
 

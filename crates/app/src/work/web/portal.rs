@@ -30,6 +30,7 @@ pub fn routes() -> Vec<RouteDef> {
         route!(GET "/portal/{org}/invoices/{invoice}/pdf", Surface::Web, Access::Org(P::PortalRead), invoice_pdf),
         route!(GET "/portal/{org}/files/{file}", Surface::Web, Access::Org(P::PortalRead), download),
         route!(GET "/portal/{org}/statement", Surface::Web, Access::Org(P::PortalRead), statement),
+        route!(GET "/portal/{org}/statement.pdf", Surface::Web, Access::Org(P::PortalRead), statement_pdf),
     ]
 }
 
@@ -205,4 +206,16 @@ async fn statement(
         true,
     );
     page(&StatementPage { nav: PortalNav::of(&access), s })
+}
+
+/// The client's own statement as a PDF (the range as on the page).
+async fn statement_pdf(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Query(q): Query<super::clients::StatementQuery>,
+) -> AppResult<Response> {
+    let (from, to) = super::timesheet::range(&state, &access, &q.from, &q.to).await?;
+    let s = portal::statement(&state.db, &access.principal, from, to).await?;
+    let pdf = crate::work::statement_pdf::render(&access.name, &s);
+    super::pdf_download(&crate::work::statement_pdf::file_name(&s), pdf)
 }
