@@ -595,7 +595,7 @@ try {
     await page.getByRole('button', { name: 'Repeat this invoice' }).press('Enter');
     await page.waitForURL(/#repeat$/);
     await expectText(page, 'Repeat set up');
-    await expectText(page, 'A copy every month from');
+    await expectText(page, 'A copy every month, counted from');
     await expectText(page, 'sent to the client by email');
     await check(page, 'invoice-repeating');
     await page.goto(`${BASE}/o/${slug}/invoices`);

@@ -90,7 +90,8 @@ pub struct Repeat {
     /// Units between copies.
     pub every: i16,
     pub unit: Unit,
-    /// The first copy's day.
+    /// The day the schedule counts from: the first copy's day when one was given, else the
+    /// repeated invoice's issue date (whose copy is the invoice itself).
     #[schema(value_type = String, format = Date)]
     #[serde(with = "super::iso_date")]
     pub starts_on: Date,
@@ -163,13 +164,13 @@ pub struct RepeatInput {
     #[schema(value_type = Option<Unit>, nullable = false)]
     pub unit: Option<String>,
     /// The first copy's day, YYYY-MM-DD, not before today in the organization's time zone
-    /// (default: the first day after today that is a whole number of intervals after the
-    /// invoice's issue date).
+    /// (default: the schedule counts from the invoice's issue date, and the first copy is on
+    /// the first of its days after the issue date that is today or later).
     #[serde(default, deserialize_with = "fields::non_null")]
     #[schema(format = Date, nullable = false)]
     pub starts_on: Option<String>,
-    /// The last day a copy may be issued on, YYYY-MM-DD, not before the first (default: none,
-    /// until stopped).
+    /// The last day a copy may be issued on, YYYY-MM-DD, not before the first copy's (default:
+    /// none, until stopped).
     #[serde(default, deserialize_with = "fields::non_null")]
     #[schema(format = Date, nullable = false)]
     pub ends_on: Option<String>,
@@ -298,22 +299,26 @@ pub async fn create(
         return Err(DomainError::Conflict("This invoice repeats already: change or stop its repeat.".into()));
     }
     let today = super::org_today(&mut tx, ctx.now).await?;
-    let starts = match starts {
+    // The day the schedule counts from, and its first copy: the day given, or the invoice's
+    // issue date (its copy is the invoice itself) and the first day after it still to come, so
+    // that an invoice of the 31st is repeated on the last day of shorter months and on the 31st
+    // after them.
+    let (starts, nth, first) = match starts {
         Some(d) if d < today => return Err(DomainError::field("starts_on", "must not be before today")),
-        Some(d) => d,
-        // One interval after the issue date at least: the invoice itself is the first.
+        Some(d) => (d, 0, d),
         None => {
             let after = today.max(source.issue_date.next_day().unwrap_or(Date::MAX));
-            first_from(source.issue_date, every, unit, after).1
+            let (nth, first) = first_from(source.issue_date, every, unit, after);
+            (source.issue_date, nth, first)
         }
     };
-    if ends.is_some_and(|e| e < starts) {
+    if ends.is_some_and(|e| e < first) {
         return Err(DomainError::field("ends_on", "must not be before the first copy's day"));
     }
     let id = RepeatId::new();
     sqlx::query(
-        "INSERT INTO invoice_repeats (organization_id, id, invoice_id, every, unit, starts_on, ends_on, send, next_on, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $6, $9)",
+        "INSERT INTO invoice_repeats (organization_id, id, invoice_id, every, unit, starts_on, ends_on, send, nth, next_on, \
+         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(tx.org_id())
     .bind(id)
@@ -323,6 +328,8 @@ pub async fn create(
     .bind(starts)
     .bind(ends)
     .bind(send)
+    .bind(nth)
+    .bind(first)
     .bind(ctx.now)
     .execute(&mut *tx)
     .await?;
@@ -363,7 +370,7 @@ pub async fn update(
     }
     let ends_on = ends.unwrap_or(before.ends_on);
     if ends_on.is_some_and(|e| e < before.starts_on) {
-        return Err(DomainError::field("ends_on", "must not be before the first copy's day"));
+        return Err(DomainError::field("ends_on", "must not be before the day the schedule counts from"));
     }
     // Resuming goes on from the next of its days still to come, and forgets why it paused.
     let resumed = if resuming {

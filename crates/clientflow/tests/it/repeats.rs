@@ -245,6 +245,43 @@ async fn month_ends_and_the_organizations_time_zone_decide_the_day() {
 }
 
 #[tokio::test]
+async fn a_repeat_left_to_count_from_the_issue_date_keeps_its_day_of_the_month() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "repeat-anchor").await;
+    set_up(&app, &t, "UTC").await;
+    let key = api_key(&app, &t, "admin", None).await.1;
+    let year = app.clock.now_utc().year() + 1;
+    let issued = Date::from_calendar_date(year, Month::January, 31).unwrap();
+    let res = post(
+        &app,
+        "/api/v1/invoices",
+        &key,
+        json!({"client_id": t.org.client, "issue_date": issued.to_string(),
+               "lines": [{"description": "Licence", "quantity_milli": 1000, "unit_price_minor": 9_900}]}),
+    )
+    .await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    let template = res.id();
+    let path = format!("/api/v1/invoices/{template}/repeat");
+    // An end before the first copy (February's) is refused.
+    let res = post(&app, &path, &key, json!({"ends_on": issued.to_string()})).await;
+    assert_eq!((res.status, field(&res)), (422, "ends_on".to_string()), "{}", res.body);
+    let res = post(&app, &path, &key, json!({})).await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    let feb_end = repeats::day(issued, 1, Unit::Month, 1).unwrap();
+    assert_eq!(
+        (&res.body["data"]["starts_on"], &res.body["data"]["next_on"]),
+        (&json!(issued.to_string()), &json!(feb_end.to_string()))
+    );
+    move_to(&app, at(feb_end, 12));
+    assert_eq!(round(&app).await, 1);
+    let res = get(&app, &path, &key).await;
+    assert_eq!(res.body["data"]["next_on"], json!(format!("{year}-03-31")), "{}", res.body);
+    let days: Vec<Date> = copies(&app, &t, &template).await.iter().map(|c| c.issue_date).collect();
+    assert_eq!(days, [feb_end]);
+}
+
+#[tokio::test]
 async fn a_copy_that_cannot_be_made_pauses_its_repeat_and_resuming_skips_the_days_missed() {
     let app = TestApp::spawn().await;
     let t = tenant(&app, "repeat-pause").await;
@@ -427,7 +464,7 @@ async fn the_invoice_page_sets_up_pauses_resumes_and_stops_a_repeat() {
     assert_eq!(location(&res), format!("{page}#repeat"));
     let (_, html) = owner.page(&page).await;
     assert!(html.contains("Repeat set up: a copy of this invoice is made on each of its days."), "{html}");
-    assert!(html.contains(">Running</span> A copy every month from "), "{html}");
+    assert!(html.contains(">Running</span> A copy every month, counted from "), "{html}");
     assert!(html.contains("sent to the client by email"), "{html}");
     assert!(html.contains("Next copy"), "{html}");
     let (status, list) = owner.page(&format!("/o/{slug}/invoices/repeating")).await;

@@ -574,6 +574,8 @@ pub(super) struct DetailPage {
     /// Its repeat, or (to those who may set one up) the form that does.
     repeat: Option<RepeatView>,
     pub(super) repeat_form: RepeatForm,
+    /// The first copy's day of a monthly repeat counted from the issue date.
+    repeat_first: String,
     message: Option<String>,
     errors: Vec<FieldError>,
 }
@@ -630,13 +632,14 @@ pub(super) async fn detail_view(
         PaymentForm::default()
     };
     let repeat = repeats::of_invoice(&state.db, p, id).await?;
-    // The form suggests a month after the invoice's issue date (or the next such day to come).
-    let repeat_form = RepeatForm::suggested(repeats::suggested_start(d.invoice.issue_date, d.today));
+    // Left to count from the issue date, a monthly repeat's first copy would be on this day.
+    let repeat_first = repeats::suggested_start(d.invoice.issue_date, d.today).to_string();
     Ok(DetailPage {
         csrf,
         org: OrgNav::of(access),
         repeat: repeat.as_ref().map(RepeatView::of),
-        repeat_form,
+        repeat_form: RepeatForm::suggested(),
+        repeat_first,
         invoice: invoice_view(d),
         can_update: p.can(P::InvoicesUpdate),
         can_delete: p.can(P::InvoicesDelete),

@@ -12,7 +12,7 @@ pub struct RepeatView {
     pub invoice: String,
     pub client: String,
     pub amount: String,
-    /// "A copy every month from 2027-01-01 until 2027-12-31, sent to the client".
+    /// "A copy every month, counted from 2027-01-01 until 2027-12-31, sent to the client".
     pub schedule: String,
     /// "Running", "Paused" or "Ended".
     pub state: &'static str,
@@ -34,7 +34,7 @@ impl RepeatView {
             invoice: r.invoice_name(),
             client: r.client.clone(),
             amount: format!("{} {}", format_minor(r.total_minor), r.currency),
-            schedule: format!("A copy {} from {}{until}, {sending}", r.interval(), r.starts_on),
+            schedule: format!("A copy {}, counted from {}{until}, {sending}", r.interval(), r.starts_on),
             state: if r.ended {
                 "Ended"
             } else if r.paused {
@@ -69,8 +69,9 @@ pub struct RepeatForm {
 }
 
 impl RepeatForm {
-    /// The form as it starts on an invoice's page: every month, from `starts_on`.
-    pub fn suggested(starts_on: time::Date) -> Self {
-        Self { every: "1".into(), unit: "month".into(), starts_on: starts_on.to_string(), ..Self::default() }
+    /// The form as it starts on an invoice's page: every month, counted from the invoice's
+    /// issue date.
+    pub fn suggested() -> Self {
+        Self { every: "1".into(), unit: "month".into(), ..Self::default() }
     }
 }
