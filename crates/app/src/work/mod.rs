@@ -24,6 +24,7 @@ pub mod projects;
 pub mod repeats;
 pub mod schedule;
 pub mod statement;
+pub mod statement_mail;
 pub mod statement_pdf;
 pub mod task_status;
 pub mod tasks;

@@ -127,7 +127,8 @@ pub async fn email_client_statement(
     let client = ids.get::<ClientId>("client")?;
     let (from, to) = super::range(&s, &api, input.from.as_deref(), input.to.as_deref()).await?;
     let public_url = s.config.public_url();
-    let address = crate::work::statement::email(&s.db, &ctx, &api.principal, client, from, to, &public_url).await?;
+    let address =
+        crate::work::statement_mail::email(&s.db, &ctx, &api.principal, client, from, to, &public_url).await?;
     Ok(ok(StatementMailed { to: address, from: from.to_string(), until: to.to_string() }))
 }
 

@@ -635,7 +635,7 @@ async fn email_statement(
     let client: ClientId = path_id(&id)?;
     let (from, to) = super::timesheet::range(&state, &access, &q.from, &q.to).await?;
     let public_url = state.config.public_url();
-    match statements::email(&state.db, &ctx, &access.principal, client, from, to, &public_url).await {
+    match crate::work::statement_mail::email(&state.db, &ctx, &access.principal, client, from, to, &public_url).await {
         Ok(_) => {
             Ok(Redirect::to(&format!("/o/{}/clients/{client}/statement?from={from}&to={to}", access.slug))
                 .into_response())
