@@ -619,8 +619,12 @@ async fn statement_pdf(
     let client: ClientId = path_id(&id)?;
     let (from, to) = super::timesheet::range(&state, &access, &q.from, &q.to).await?;
     let s = statements::statement(&state.db, &access.principal, client, from, to).await?;
-    let pdf = crate::work::statement_pdf::render(&access.name, &s);
-    super::pdf_download(&crate::work::statement_pdf::file_name(&s), pdf)
+    statement_pdf_download(&access.name, &s)
+}
+
+/// A statement as the PDF to download (the internal page's and the portal's).
+pub(super) fn statement_pdf_download(organization: &str, s: &statements::Statement) -> AppResult<Response> {
+    super::pdf_download(&crate::work::statement_pdf::file_name(s), crate::work::statement_pdf::render(organization, s))
 }
 
 /// Mails the statement of the range shown to the client's billing contact, and shows it again.

@@ -216,6 +216,5 @@ async fn statement_pdf(
 ) -> AppResult<Response> {
     let (from, to) = super::timesheet::range(&state, &access, &q.from, &q.to).await?;
     let s = portal::statement(&state.db, &access.principal, from, to).await?;
-    let pdf = crate::work::statement_pdf::render(&access.name, &s);
-    super::pdf_download(&crate::work::statement_pdf::file_name(&s), pdf)
+    super::clients::statement_pdf_download(&access.name, &s)
 }
