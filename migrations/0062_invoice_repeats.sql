@@ -62,12 +62,19 @@ $$;
 REVOKE ALL ON FUNCTION invoice_repeat_organizations() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION invoice_repeat_organizations() TO clientflow_app;
 
--- A repeat that pauses itself tells the organization's Owners and Admins: a notification kind,
--- and its preference.
+-- A copy says which invoice's repeat made it (the invoice's page links to it); the link goes
+-- when that invoice is deleted.
+ALTER TABLE invoices ADD COLUMN repeated_from uuid,
+    ADD FOREIGN KEY (organization_id, repeated_from) REFERENCES invoices (organization_id, id)
+        ON DELETE SET NULL (repeated_from);
+
+-- The organization's Owners and Admins are told when a repeat pauses itself, and when a copy
+-- waits as a draft to be checked and sent: two notification kinds, and their preferences.
 ALTER TABLE notifications DROP CONSTRAINT notifications_kind_check,
     ADD CONSTRAINT notifications_kind_check CHECK (kind IN ('assigned', 'mentioned', 'commented', 'task_changed',
-        'invoice_viewed', 'invoice_paid', 'invoice_repeat_paused', 'invitation_accepted', 'budget_used'));
+        'invoice_viewed', 'invoice_paid', 'invoice_repeat_made', 'invoice_repeat_paused', 'invitation_accepted',
+        'budget_used'));
 ALTER TABLE notification_preferences DROP CONSTRAINT notification_preferences_kind_check,
     ADD CONSTRAINT notification_preferences_kind_check CHECK (kind IN ('assigned', 'mentioned', 'commented',
-        'task_changed', 'invoice_viewed', 'invoice_paid', 'invoice_repeat_paused', 'invitation_accepted', 'digest',
-        'budget_used'));
+        'task_changed', 'invoice_viewed', 'invoice_paid', 'invoice_repeat_made', 'invoice_repeat_paused',
+        'invitation_accepted', 'digest', 'budget_used'));

@@ -33,6 +33,8 @@ pub enum Kind {
     TaskChanged,
     InvoiceViewed,
     InvoicePaid,
+    /// A repeating invoice's copy waits as a draft, to be checked and sent.
+    InvoiceRepeatMade,
     /// A repeating invoice paused itself: a copy could not be made.
     InvoiceRepeatPaused,
     InvitationAccepted,
@@ -43,13 +45,14 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Assigned,
         Kind::Mentioned,
         Kind::Commented,
         Kind::TaskChanged,
         Kind::InvoiceViewed,
         Kind::InvoicePaid,
+        Kind::InvoiceRepeatMade,
         Kind::InvoiceRepeatPaused,
         Kind::InvitationAccepted,
         Kind::BudgetUsed,
@@ -64,6 +67,7 @@ impl Kind {
             Kind::TaskChanged => "task_changed",
             Kind::InvoiceViewed => "invoice_viewed",
             Kind::InvoicePaid => "invoice_paid",
+            Kind::InvoiceRepeatMade => "invoice_repeat_made",
             Kind::InvoiceRepeatPaused => "invoice_repeat_paused",
             Kind::InvitationAccepted => "invitation_accepted",
             Kind::BudgetUsed => "budget_used",
@@ -84,6 +88,7 @@ impl Kind {
             Kind::TaskChanged => "A task I follow moves to another column or its due date changes",
             Kind::InvoiceViewed => "An invoice is viewed by its client",
             Kind::InvoicePaid => "An invoice is paid",
+            Kind::InvoiceRepeatMade => "A repeating invoice's copy waits as a draft to check and send",
             Kind::InvoiceRepeatPaused => "A repeating invoice pauses because a copy could not be made",
             Kind::InvitationAccepted => "Someone I invited joins",
             Kind::BudgetUsed => "A project I answer for uses 80% of its budget, or goes over it",

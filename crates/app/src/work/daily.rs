@@ -518,13 +518,15 @@ pub async fn commented(
 pub enum InvoiceEvent {
     Viewed,
     Paid,
+    /// It is a repeating invoice's copy, made as a draft to check and send (`work::repeats`).
+    RepeatMade,
     /// Its repeat paused itself: a copy could not be made (`work::repeats`).
     RepeatPaused,
 }
 
 /// Tells the organization's Owners and Admins (who see every invoice) that an invoice was
-/// viewed or paid, or stopped repeating by itself, in the caller's transaction; `actor` is not
-/// told.
+/// viewed or paid, was made by a repeat as a draft, or stopped repeating by itself, in the
+/// caller's transaction; `actor` is not told.
 pub async fn notify_invoice_event(
     tx: &mut OrgTx,
     invoice: InvoiceId,
@@ -550,6 +552,10 @@ pub async fn notify_invoice_event(
     let (kind, title) = match event {
         InvoiceEvent::Viewed => (Kind::InvoiceViewed, format!("{name} for {client} was viewed")),
         InvoiceEvent::Paid => (Kind::InvoicePaid, format!("{name} for {client} was paid")),
+        InvoiceEvent::RepeatMade => (
+            Kind::InvoiceRepeatMade,
+            format!("A repeating invoice's copy for {client} waits as a draft: check it, then send it"),
+        ),
         InvoiceEvent::RepeatPaused => {
             (Kind::InvoiceRepeatPaused, format!("{name} for {client} stopped repeating: a copy could not be made"))
         }

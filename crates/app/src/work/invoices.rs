@@ -57,6 +57,9 @@ pub struct Invoice {
     pub balance_minor: i64,
     /// It is copied on a schedule (`/api/v1/invoices/{id}/repeat`).
     pub repeats: bool,
+    /// The invoice whose repeat made it (`null`: made otherwise, or that invoice is deleted).
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub repeated_from: Option<InvoiceId>,
 }
 
 /// What the invoice `i` has been paid: the sum of its payments (never beyond its total, which
@@ -78,7 +81,7 @@ pub const COLUMNS: &str = concat!(
     " AS paid_minor, CASE WHEN i.status IN ('paid', 'void') THEN 0 ELSE i.total_minor - ",
     paid_sql!(),
     " END AS balance_minor, EXISTS (SELECT 1 FROM invoice_repeats r \
-     WHERE r.organization_id = i.organization_id AND r.invoice_id = i.id) AS repeats"
+     WHERE r.organization_id = i.organization_id AND r.invoice_id = i.id) AS repeats, i.repeated_from"
 );
 
 impl Invoice {
@@ -670,10 +673,16 @@ pub(super) async fn copy_in(
         tax_minor,
         total,
     };
-    let inv = insert_draft(tx, ctx, &draft, &copied).await?;
+    let mut inv = insert_draft(tx, ctx, &draft, &copied).await?;
     let mut after = snapshot(&inv);
     after["copied_from"] = json!(source.id);
     if let Some(r) = repeat {
+        sqlx::query("UPDATE invoices SET repeated_from = $2 WHERE id = $1")
+            .bind(inv.id)
+            .bind(source.id)
+            .execute(&mut **tx)
+            .await?;
+        inv.repeated_from = Some(source.id);
         after["repeat"] = json!(r);
     }
     audit::record(tx, ctx, Entry::new("invoice.created", "invoice", inv.id).after(after)).await?;

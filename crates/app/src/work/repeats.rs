@@ -528,6 +528,9 @@ async fn make_next(
             let to = super::invoice_mail::send_and_mail_in(&mut tx, ctx, p, copy.id, public_url).await?;
             to.is_none().then(|| "The last copy was sent but not mailed: the client has no billing email.".to_string())
         } else {
+            // A draft nobody knows of would never go out: the Owners and Admins are told.
+            let made = super::daily::InvoiceEvent::RepeatMade;
+            super::daily::notify_invoice_event(&mut tx, copy.id, made, None, ctx.now).await?;
             None
         };
         DomainResult::Ok((copy.id, note))

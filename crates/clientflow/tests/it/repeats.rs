@@ -161,6 +161,13 @@ async fn a_repeat_copies_the_invoice_on_each_of_its_days_sends_it_and_never_twic
         .unwrap()
     };
     assert_eq!(audited, (Some(template.clone()), Some(repeat_id.to_string())));
+    let told: i64 = scalar(
+        &app,
+        "SELECT count(*) FROM notifications WHERE organization_id = $1 AND kind = 'invoice_repeat_made'",
+        t.org.id.as_uuid(),
+    )
+    .await;
+    assert_eq!(told, 0, "a copy that was sent needs nobody to send it");
     let res = get(&app, &path, &key).await;
     let next = repeats::day(today, 1, Unit::Month, 1).unwrap();
     assert_eq!(
@@ -223,9 +230,26 @@ async fn month_ends_and_the_organizations_time_zone_decide_the_day() {
     assert_eq!(round(&app).await, 0);
     move_to(&app, at(eve, 11));
     assert_eq!(round(&app).await, 1);
-    // Not sent: a draft to check.
+    // Not sent: a draft to check, which says where it came from; the Owners and Admins are told.
     let made = copies(&app, &t, &template).await;
     assert_eq!((made[0].issue_date, made[0].status.as_str()), (start, "draft"));
+    let copy = get(&app, &format!("/api/v1/invoices/{}", made[0].id), &key).await;
+    assert_eq!(copy.body["data"]["repeated_from"], json!(template), "{}", copy.body);
+    let (told, people): (i64, i64) = {
+        let mut db = app.db.admin_conn().await;
+        sqlx::query_as(
+            "SELECT (SELECT count(*) FROM notifications WHERE organization_id = $1 AND kind = 'invoice_repeat_made' \
+                       AND link LIKE '%/invoices/' || $2::text), \
+                    (SELECT count(*) FROM memberships WHERE organization_id = $1 AND role IN ('owner', 'admin'))",
+        )
+        .bind(t.org.id.as_uuid())
+        .bind(made[0].id)
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+    };
+    assert!(people >= 1);
+    assert_eq!(told, people);
     let feb_end = repeats::day(start, 1, Unit::Month, 1).unwrap();
     assert_eq!(feb_end.month(), Month::February);
     assert_eq!(feb_end.day(), time::util::days_in_month(Month::February, year));
@@ -453,11 +477,12 @@ async fn the_invoice_page_sets_up_pauses_resumes_and_stops_a_repeat() {
     assert!(html.contains("Every must be a whole number from 1 to 52."), "{html}");
     assert!(html.contains("<option value=\"week\" selected>"), "{html}");
 
+    let today = app.clock.now_utc().date().to_string();
     let res = owner
         .submit(
             &page,
             &format!("{page}/repeat"),
-            &[("every", "1"), ("unit", "month"), ("starts_on", ""), ("send", "1")],
+            &[("every", "1"), ("unit", "month"), ("starts_on", &today), ("send", "1")],
         )
         .await;
     assert_eq!(res.status(), 303);
@@ -467,6 +492,18 @@ async fn the_invoice_page_sets_up_pauses_resumes_and_stops_a_repeat() {
     assert!(html.contains(">Running</span> A copy every month, counted from "), "{html}");
     assert!(html.contains("sent to the client by email"), "{html}");
     assert!(html.contains("Next copy"), "{html}");
+    // Today's copy, made by the worker, says where it came from.
+    assert_eq!(round(&app).await, 1);
+    let copy: Uuid = {
+        let mut db = app.db.admin_conn().await;
+        sqlx::query_scalar("SELECT id FROM invoices WHERE repeated_from = $1::uuid")
+            .bind(&invoice)
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+    };
+    let (_, html) = owner.page(&format!("/o/{slug}/invoices/{copy}")).await;
+    assert!(html.contains(&format!("<a href=\"{page}#repeat\">the repeat of another invoice</a>")), "{html}");
     let (status, list) = owner.page(&format!("/o/{slug}/invoices/repeating")).await;
     assert_eq!(status, 200, "{list}");
     assert!(list.contains(&format!("href=\"{page}#repeat\"")) && list.contains("every month"), "{list}");

@@ -506,6 +506,8 @@ pub struct InvoiceView {
     /// What its payments add up to, and what it still owes (both empty: nothing paid yet).
     pub paid: String,
     pub balance: String,
+    /// The invoice whose repeat made it (empty: none).
+    pub repeated_from: String,
 }
 
 pub fn invoice_view(d: InvoiceDetail) -> InvoiceView {
@@ -537,6 +539,7 @@ pub fn invoice_view(d: InvoiceDetail) -> InvoiceView {
         terms: i.payment_terms_days.map(|d| format!("net {d}")).unwrap_or_default(),
         paid: if i.paid_minor > 0 { format_minor(i.paid_minor) } else { String::new() },
         balance: if i.paid_minor > 0 { format_minor(i.balance_minor) } else { String::new() },
+        repeated_from: i.repeated_from.map(|r| r.to_string()).unwrap_or_default(),
         currency: i.currency,
     }
 }
