@@ -23,10 +23,11 @@ pub const MAILED_PER_DAY: i64 = 5;
 
 /// Mails the client's statement from `from` to `to` to its billing contact (the client's email,
 /// else its first contact's) through the outbox, as text and as the PDF the pages hand out, with
-/// a link to the same statement in the portal; payment notes, being the organization's, are left out as the portal leaves them out.
-/// The same range goes out at most once a day, and [`MAILED_PER_DAY`] statements a day in all:
-/// 409 beyond those, or when the client has no billing email. Needs `invoices.update` (mailing a client, as a reminder does);
-/// audited. Returns the address.
+/// a link to the same statement in the portal. Payment notes, being the organization's, are
+/// left out, as the portal leaves them out. The same range goes out at most once a day, and
+/// [`MAILED_PER_DAY`] statements a day in all: 409 beyond those, or when the client has no
+/// billing email. Needs `invoices.update` (mailing a client, as a reminder does); audited.
+/// Returns the address.
 pub async fn email(
     db: &Db,
     ctx: &Context,
@@ -45,6 +46,8 @@ pub async fn email(
             "This client has no billing email: add one on the client's page first.".into(),
         ));
     };
+    // The client's row, held: two mailings at once count each other.
+    sqlx::query("SELECT 1 FROM clients WHERE id = $1 FOR UPDATE").bind(client).execute(&mut *tx).await?;
     let mailed: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM audit_events WHERE occurred_at > $2 - interval '1 day' \
            AND action = 'client.statement_mailed' AND target_id = $1",
