@@ -50,6 +50,15 @@ async fn fill(conn: &mut PgConnection) {
         "INSERT INTO invoices (organization_id, id, number, client_id, currency, issue_date, due_date, created_at) \
          SELECT organization_id, gen_random_uuid(), 1, id, 'EUR', current_date, current_date, now() FROM clients",
         "INSERT INTO invoice_lines SELECT organization_id, id, 0, 'Work', 1000, 100, 100 FROM invoices",
+        // A repeated invoice and its copy, which refers back to it (random ids: the copy may
+        // come first in the archive), and the repeat, which refers to both.
+        "INSERT INTO invoices (organization_id, id, number, client_id, currency, issue_date, due_date, created_at, repeated_from) \
+         SELECT organization_id, gen_random_uuid(), 2, client_id, 'EUR', current_date, current_date, now(), id \
+         FROM invoices WHERE number = 1",
+        "INSERT INTO invoice_repeats (organization_id, id, invoice_id, every, unit, starts_on, send, made, nth, next_on, \
+                                      last_invoice_id, created_at) \
+         SELECT t.organization_id, gen_random_uuid(), t.id, 1, 'month', current_date, true, 1, 1, current_date + 30, c.id, now() \
+         FROM invoices t JOIN invoices c ON c.organization_id = t.organization_id AND c.repeated_from = t.id",
         "INSERT INTO api_keys (organization_id, id, name, prefix, key_hash, role, created_at) \
          SELECT id, gen_random_uuid(), 'k', 'cf_live_x', decode(md5(id::text) || md5(id::text), 'hex'), 'member', now() FROM organizations",
         "INSERT INTO contact_submissions (organization_id, id, name, email, message, created_at) \
