@@ -522,6 +522,27 @@ try {
     await page.getByRole('link', { name: 'Totals per project and client' }).click();
     await page.waitForURL(/\/time\/report/);
     await check(page, 'time-report');
+    // What the project cost beyond time: an expense from the project's Expenses tab, typed with
+    // the keyboard; a comma as the decimal mark is refused, naming the field, and kept.
+    await page.goto(projectUrl);
+    await page.getByRole('link', { name: 'Expenses', exact: true }).click();
+    await page.waitForURL(/\/expenses$/);
+    await check(page, 'expenses-empty');
+    await type(page, 'input[name=category]', 'Printing');
+    await type(page, 'input[name=amount]', '120,50');
+    await type(page, 'input[name=note]', 'Proofs of the brochure');
+    expectRefusal = true;
+    await page.keyboard.press('Enter');
+    await page.waitForLoadState('load');
+    await expectText(page, 'must be a number with at most 2 decimals');
+    await check(page, 'expense-refused');
+    expectRefusal = false;
+    await page.locator('input[name=amount]').fill('120.50');
+    await page.getByRole('button', { name: 'Record expense' }).click();
+    await page.waitForURL(/\/expenses$/);
+    await expectText(page, 'Expense recorded.');
+    await expectText(page, 'Proofs of the brochure');
+    await check(page, 'expenses');
     await page.goto(projectUrl + '/invoices');
     await page.getByRole('link', { name: /New invoice/ }).click();
     await page.waitForURL(/\/invoices\/new/);
@@ -555,6 +576,13 @@ try {
     await expectText(page, 'Wireframes');
     await expectText(page, '120.50');
     await check(page, 'invoice-from-time');
+    // The expense goes on the same draft, a line of its own.
+    await page.getByRole('checkbox', { name: /^Bill Printing/ }).check();
+    await page.getByRole('button', { name: 'Add expenses to invoice' }).click();
+    await page.waitForLoadState('load');
+    await expectText(page, 'Expenses added to the invoice.');
+    await expectText(page, 'Printing — ');
+    await check(page, 'invoice-with-expense');
     await page.getByRole('button', { name: 'Send', exact: true }).click();
     await page.waitForLoadState('load');
     await expectText(page, 'INV-');

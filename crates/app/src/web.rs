@@ -205,6 +205,9 @@ pub const FLASH_MESSAGES: &[(&str, &str)] = &[
     ("POST /o/{org}/settings/deletion", "Deletion requested."),
     ("POST /o/{org}/settings/deletion/cancel", "Deletion cancelled."),
     ("POST /account/deletion/cancel", "Account deletion cancelled."),
+    ("POST /o/{org}/projects/{project}/expenses", "Expense recorded."),
+    ("POST /o/{org}/projects/{project}/expenses/{expense}/delete", "Expense deleted."),
+    ("POST /o/{org}/invoices/{invoice}/expenses", "Expenses added to the invoice."),
 ];
 
 fn flash_index(route: &str, own: Option<Flash>) -> usize {

@@ -93,6 +93,10 @@ id_type!(
     TimeEntryId
 );
 id_type!(
+    /// An expense recorded on a project.
+    ExpenseId
+);
+id_type!(
     /// An invoice.
     InvoiceId
 );

@@ -50,7 +50,7 @@ fn wording(route: &str) -> (&'static str, &'static str, &'static str) {
         ),
         ("{invoice}", _) if route.ends_with("/void") => (
             "Void this invoice?",
-            "It stays on record as void: nothing is owed on it, its time can be billed again, and it can't be sent or changed afterwards.",
+            "It stays on record as void: nothing is owed on it, its time and expenses can be billed again, and it can't be sent or changed afterwards.",
             "Void invoice",
         ),
         (_, true) if route.contains("/members/") && route.contains("/projects/") => (
@@ -67,11 +67,12 @@ fn wording(route: &str) -> (&'static str, &'static str, &'static str) {
         ("{contact}", _) => ("Remove this contact?", "This can't be undone.", "Remove contact"),
         ("{project}", _) => (
             "Delete this project?",
-            "Its board, tasks, time and files go with it. This can't be undone.",
+            "Its board, tasks, time, expenses and files go with it. This can't be undone.",
             "Delete project",
         ),
         ("{column}", _) => ("Delete this column?", "This can't be undone.", "Delete column"),
         ("{entry}", _) => ("Delete this time entry?", "This can't be undone.", "Delete time entry"),
+        ("{expense}", _) => ("Delete this expense?", "This can't be undone.", "Delete expense"),
         ("{comment}", _) => ("Delete this comment?", "This can't be undone.", "Delete comment"),
         ("{task}", _) => {
             ("Delete this task?", "Its subtasks and comments go with it. This can't be undone.", "Delete task")

@@ -844,11 +844,15 @@ pub(super) async fn transition_in(
             ));
         }
         (A::Void, S::Draft | S::Sent) => {
-            // The time it billed can be billed again.
-            sqlx::query("UPDATE time_entries SET invoice_id = NULL, invoice_line = NULL WHERE invoice_id = $1")
+            // The time and the expenses it billed can be billed again.
+            for table in ["time_entries", "expenses"] {
+                sqlx::query(&format!(
+                    "UPDATE {table} SET invoice_id = NULL, invoice_line = NULL WHERE invoice_id = $1"
+                ))
                 .bind(id)
                 .execute(&mut **tx)
                 .await?;
+            }
             sqlx::query_as(&format!(
                 "UPDATE invoices AS i SET status = 'void', voided_at = $2 WHERE i.id = $1 RETURNING {COLUMNS}"
             ))
@@ -1094,6 +1098,20 @@ pub struct ClientBalance {
     pub unrated_entries: i64,
     /// The organization's currency (ISO 4217), which rates are kept in.
     pub currency: String,
+    /// Billable expenses on the client's projects (those the key may see) not yet on an
+    /// invoice, per currency, in currency order (empty when there are none).
+    pub unbilled_expenses: Vec<UnbilledExpenses>,
+}
+
+/// A client's billable, unbilled expenses in one currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
+pub struct UnbilledExpenses {
+    /// ISO 4217.
+    pub currency: String,
+    /// How many expenses.
+    pub expenses: i64,
+    /// What they add up to, in minor units of `currency`.
+    pub amount_minor: i64,
 }
 
 /// What each of `clients` owes, per currency, in client and currency order.
@@ -1177,8 +1195,19 @@ pub async fn client_balance(
         .bind(tx.org_id())
         .fetch_one(&mut *tx)
         .await?;
+    let unbilled_expenses = sqlx::query_as(&format!(
+        "SELECT x.currency, count(*) AS expenses, least(sum(x.amount_minor), 9223372036854775807)::bigint AS amount_minor \
+           FROM expenses x JOIN projects p ON p.organization_id = x.organization_id AND p.id = x.project_id \
+          WHERE p.client_id = $2 AND {visible} AND x.billable AND x.invoice_id IS NULL \
+          GROUP BY x.currency ORDER BY x.currency",
+        visible = super::project_visible("p", 1)
+    ))
+    .bind(member)
+    .bind(client)
+    .fetch_all(&mut *tx)
+    .await?;
     tx.commit().await?;
-    Ok(ClientBalance { owed, unbilled_minutes, unbilled_minor, unrated_entries, currency })
+    Ok(ClientBalance { owed, unbilled_minutes, unbilled_minor, unrated_entries, currency, unbilled_expenses })
 }
 
 /// The invoice's client's billable time not yet billed (for picking), at most 500 entries.
@@ -1217,11 +1246,7 @@ pub async fn bill_time(
     require(p, Permission::InvoicesUpdate)?;
     let f = parse_bill(input)?;
     let mut tx = OrgTx::begin(db, p).await?;
-    let before: Invoice = sqlx::query_as(&format!("SELECT {COLUMNS} FROM invoices i WHERE i.id = $1 FOR UPDATE"))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(DomainError::NotFound)?;
+    let before = fetch_for_update(&mut tx, id).await?;
     if before.status != InvoiceStatus::Draft {
         return Err(DomainError::Conflict("Time can be added only to a draft invoice.".into()));
     }
@@ -1283,8 +1308,7 @@ pub async fn bill_time(
             amount_minor: 0,
         });
     }
-    let (subtotal, tax_minor, total) = compute(&mut all, before.tax_rate_bp)?;
-    write_lines(&mut tx, id, &all).await?;
+    let after = rewrite_lines(&mut tx, &before, &mut all).await?;
     for (i, (_, _, _, entries)) in groups.iter().enumerate() {
         let ids: Vec<Uuid> = entries.iter().map(|e| e.as_uuid()).collect();
         // An entry recorded without a rate keeps the rate it was billed at.
@@ -1300,15 +1324,6 @@ pub async fn bill_time(
         .execute(&mut *tx)
         .await?;
     }
-    let after: Invoice = sqlx::query_as(&format!(
-        "UPDATE invoices AS i SET subtotal_minor = $2, tax_minor = $3, total_minor = $4 WHERE i.id = $1 RETURNING {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(subtotal)
-    .bind(tax_minor)
-    .bind(total)
-    .fetch_one(&mut *tx)
-    .await?;
     audit::record(
         &mut tx,
         ctx,
@@ -1321,6 +1336,30 @@ pub async fn bill_time(
     .await?;
     tx.commit().await?;
     Ok(after)
+}
+
+/// The invoice, its row locked for the rest of the transaction (404 when there is none).
+pub(super) async fn fetch_for_update(tx: &mut OrgTx, id: InvoiceId) -> DomainResult<Invoice> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM invoices i WHERE i.id = $1 FOR UPDATE"))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(DomainError::NotFound)
+}
+
+/// Writes a draft's lines (each line's amount computed) and its totals; the draft as it is then.
+pub(super) async fn rewrite_lines(tx: &mut OrgTx, before: &Invoice, all: &mut [Line]) -> DomainResult<Invoice> {
+    let (subtotal, tax_minor, total) = compute(all, before.tax_rate_bp)?;
+    write_lines(tx, before.id, all).await?;
+    Ok(sqlx::query_as(&format!(
+        "UPDATE invoices AS i SET subtotal_minor = $2, tax_minor = $3, total_minor = $4 WHERE i.id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(before.id)
+    .bind(subtotal)
+    .bind(tax_minor)
+    .bind(total)
+    .fetch_one(&mut **tx)
+    .await?)
 }
 
 /// Records that the invoice's client opened it (the first time only; an audit event and a

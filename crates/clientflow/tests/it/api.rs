@@ -795,7 +795,7 @@ async fn fresh_ids(app: &TestApp, t: &Tenant) -> BTreeMap<&'static str, String> 
         (id(), id(), id(), id(), id(), id(), id(), id(), id(), id());
     let (sent_invoice, part_paid_invoice, payment) = (id(), id(), id());
     let (timer, billable_entry, time_invoice) = (id(), id(), id());
-    let repeat = id();
+    let (repeat, expense) = (id(), id());
     let statements: Vec<(&str, Vec<Uuid>)> = vec![
         ("INSERT INTO clients (organization_id, id, name) VALUES ($1, $2, 'Fixture')", vec![bare_client]),
         (
@@ -892,6 +892,12 @@ async fn fresh_ids(app: &TestApp, t: &Tenant) -> BTreeMap<&'static str, String> 
              VALUES ($1, $2, $3, 'EUR', current_date, current_date + 30, now())",
             vec![time_invoice, client],
         ),
+        (
+            // The key creator's, billable, in the currency of `time_invoice`.
+            "INSERT INTO expenses (organization_id, id, project_id, user_id, spent_on, category, amount_minor, currency, \
+             billable, created_at) VALUES ($1, $2, $3, $4, current_date, 'Travel', 4250, 'EUR', true, now())",
+            vec![expense, project, t.admin],
+        ),
     ];
     for (sql, binds) in statements {
         let mut q = sqlx::query(sql).bind(org);
@@ -908,6 +914,7 @@ async fn fresh_ids(app: &TestApp, t: &Tenant) -> BTreeMap<&'static str, String> 
         ("task", task),
         ("comment", comment),
         ("time_entry", entry),
+        ("expense", expense),
         ("invoice", invoice),
         ("sent_invoice", sent_invoice),
         ("part_paid_invoice", part_paid_invoice),
@@ -957,6 +964,14 @@ const API_WRITES: &[ApiWrite] = &[
     ("POST /api/v1/tasks/{task}/comments", r#"{"body": "Matrix", "client_visible": true}"#, &[]),
     ("POST /api/v1/time-entries", r#"{"project_id": "$project", "minutes": 15, "note": "Matrix"}"#, &[]),
     ("DELETE /api/v1/time-entries/{time_entry}", "", &[]),
+    (
+        "POST /api/v1/expenses",
+        r#"{"project_id": "$project", "category": "Travel", "amount_minor": 4250, "billable": true, "note": "Matrix"}"#,
+        &[],
+    ),
+    ("PATCH /api/v1/expenses/{expense}", r#"{"amount_minor": 5000, "note": "Matrix"}"#, &[]),
+    ("DELETE /api/v1/expenses/{expense}", "", &[]),
+    ("POST /api/v1/invoices/{invoice}/expenses", "{}", &[("invoice", "time_invoice")]),
     (
         "POST /api/v1/invoices",
         r#"{"client_id": "$client", "currency": "EUR", "lines": [{"description": "Matrix", "quantity_milli": 1500, "unit_price_minor": 9999}]}"#,

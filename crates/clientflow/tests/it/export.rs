@@ -50,6 +50,17 @@ async fn fill(conn: &mut PgConnection) {
         "INSERT INTO invoices (organization_id, id, number, client_id, currency, issue_date, due_date, created_at) \
          SELECT organization_id, gen_random_uuid(), 1, id, 'EUR', current_date, current_date, now() FROM clients",
         "INSERT INTO invoice_lines SELECT organization_id, id, 0, 'Work', 1000, 100, 100 FROM invoices",
+        // Expenses: one unbilled per person and project, and one billed by an invoice's line.
+        "INSERT INTO expenses (organization_id, id, project_id, user_id, spent_on, category, note, amount_minor, currency, \
+                               billable, created_at) \
+         SELECT p.organization_id, gen_random_uuid(), p.id, m.user_id, current_date, 'Travel', 'Train\nback', 4250, 'EUR', \
+                true, now() FROM projects p JOIN memberships m ON m.organization_id = p.organization_id",
+        "INSERT INTO expenses (organization_id, id, project_id, user_id, spent_on, category, amount_minor, currency, billable, \
+                               invoice_id, invoice_line, created_at) \
+         SELECT DISTINCT ON (i.id) p.organization_id, gen_random_uuid(), p.id, m.user_id, current_date, 'Printing', 100, 'EUR', \
+                true, i.id, 0, now() \
+         FROM invoices i JOIN projects p ON p.organization_id = i.organization_id \
+         JOIN memberships m ON m.organization_id = p.organization_id WHERE i.number = 1",
         // A repeated invoice and its copy, which refers back to it (random ids: the copy may
         // come first in the archive), and the repeat, which refers to both.
         "INSERT INTO invoices (organization_id, id, number, client_id, currency, issue_date, due_date, created_at, repeated_from) \
@@ -222,6 +233,7 @@ async fn an_export_holds_exactly_the_organizations_rows_and_covers_every_tenant_
         "tasks",
         "comments",
         "time_entries",
+        "expenses",
         "invoices",
         "invoice_lines",
         "invoice_payments",
@@ -640,7 +652,7 @@ async fn the_command_line_exports_and_imports_an_organization() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("imported alpha") && text.contains("audit log verified"), "{text}");
     let mut a = source.admin_conn().await;
-    for table in ["organizations", "tasks", "comments", "time_entries", "invoice_lines", "memberships"] {
+    for table in ["organizations", "tasks", "comments", "time_entries", "expenses", "invoice_lines", "memberships"] {
         let q = format!("SELECT count(*) FROM {table}");
         let n: i64 = sqlx::query_scalar(&q).fetch_one(&mut b).await.unwrap();
         let key = if table == "organizations" {

@@ -68,6 +68,12 @@ async fn seed_every_tenant_table(tdb: &TestDb, db: &clientflow::platform::db::Db
         "INSERT INTO invoices (organization_id, id, number, client_id, currency, issue_date, due_date, created_at) \
          SELECT organization_id, gen_random_uuid(), 1, id, 'EUR', current_date, current_date, now() FROM clients",
         "INSERT INTO invoice_lines SELECT organization_id, id, 0, 'Work', 1000, 100, 100 FROM invoices",
+        "INSERT INTO expenses (organization_id, id, project_id, user_id, spent_on, category, amount_minor, currency, billable, \
+                               invoice_id, invoice_line, created_at) \
+         SELECT DISTINCT ON (i.id) p.organization_id, gen_random_uuid(), p.id, m.user_id, current_date, 'Travel', 100, 'EUR', \
+                true, i.id, 0, now() \
+         FROM invoices i JOIN projects p ON p.organization_id = i.organization_id \
+         JOIN memberships m ON m.organization_id = p.organization_id",
         "INSERT INTO invoice_payments (organization_id, id, invoice_id, amount_minor, paid_on, created_at) \
          SELECT organization_id, gen_random_uuid(), id, 50, current_date, now() FROM invoices",
         "INSERT INTO invoice_repeats (organization_id, id, invoice_id, every, unit, starts_on, send, next_on, last_invoice_id, created_at) \

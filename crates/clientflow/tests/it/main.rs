@@ -21,6 +21,7 @@ mod daily_work;
 mod database_outage;
 mod door;
 mod error_reports;
+mod expenses;
 mod export;
 mod failover;
 mod google;

@@ -171,6 +171,11 @@ pub const BODIES: &[Write] = &[
     form("POST /o/{org}/projects/{project}/columns/{column}/delete", CONFIRMED),
     form("POST /o/{org}/projects/{project}/time", &[("minutes", "45"), ("note", "Matrix {unique}")]),
     form("POST /o/{org}/projects/{project}/time/{entry}/delete", CONFIRMED),
+    form(
+        "POST /o/{org}/projects/{project}/expenses",
+        &[("category", "Travel"), ("amount", "42.50"), ("billable", "yes"), ("note", "Matrix {unique}")],
+    ),
+    form("POST /o/{org}/projects/{project}/expenses/{expense}/delete", CONFIRMED),
     // Tasks and comments.
     form("POST /o/{org}/projects/{project}/tasks", &[("title", "Matrix {unique}"), ("visible_to_client", "on")]),
     form(
@@ -248,6 +253,7 @@ pub const BODIES: &[Write] = &[
     form("POST /o/{org}/invoices/{invoice}/payments/{payment}/delete", CONFIRMED),
     form_on("POST /o/{org}/invoices/{invoice}/delete", CONFIRMED, &[("invoice", "draft_invoice")]),
     form_on("POST /o/{org}/invoices/{invoice}/time", &[("group", "task")], &[("invoice", "draft_invoice_with_time")]),
+    form_on("POST /o/{org}/invoices/{invoice}/expenses", &[], &[("invoice", "draft_invoice_with_expense")]),
     // Timers (stopping with none running goes to the week: nothing to do).
     form("POST /o/{org}/timer/start", &[("project_id", "{fixture_project}"), ("note", "Matrix {unique}")]),
     form("POST /o/{org}/timer/stop", &[]),

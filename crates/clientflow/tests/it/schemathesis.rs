@@ -79,6 +79,10 @@ async fn fixtures(app: &TestApp, t: &Tenant, key: &str) -> serde_json::Value {
         || post(app, "/api/v1/time-entries", key, json!({"project_id": project, "task_id": task, "minutes": 30}));
     let time_entry = id(entry().await);
     let spare_time_entry = id(entry().await);
+    let expense = || {
+        post(app, "/api/v1/expenses", key, json!({"project_id": project, "category": "Travel", "amount_minor": 4250}))
+    };
+    let (expense_id, spare_expense) = (id(expense().await), id(expense().await));
     let invoice = || {
         post(
             app,
@@ -114,11 +118,11 @@ async fn fixtures(app: &TestApp, t: &Tenant, key: &str) -> serde_json::Value {
         id(post(app, "/api/v1/projects", key, json!({"name": "Template", "start_date": "2026-01-05"})).await);
     json!({
         "client": client, "project": project, "column": column, "column_status": column_status, "parent_task": parent_task, "task": task,
-        "comment": comment, "time_entry": time_entry, "invoice": invoice_id, "action_invoice": action_invoice,
+        "comment": comment, "time_entry": time_entry, "expense": expense_id, "invoice": invoice_id, "action_invoice": action_invoice,
         "payment_invoice": payment_invoice, "spare_payment": spare_payment,
         "file": file, "member": t.admin,
         "spare_client": spare_client, "spare_project": spare_project, "spare_task": spare_task,
-        "spare_comment": spare_comment, "spare_time_entry": spare_time_entry, "spare_invoice": spare_invoice,
+        "spare_comment": spare_comment, "spare_time_entry": spare_time_entry, "spare_expense": spare_expense, "spare_invoice": spare_invoice,
         "spare_file": spare_file, "copy_source": copy_source,
     })
 }

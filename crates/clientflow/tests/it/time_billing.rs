@@ -1195,7 +1195,7 @@ async fn the_api_reports_what_a_client_owes_and_what_is_left_to_bill() {
     assert_eq!(res.status, 200, "{}", res.body);
     assert_eq!(
         res.body["data"],
-        json!({"owed": [], "unbilled_minutes": 0, "unbilled_minor": 0, "unrated_entries": 0, "currency": "USD"})
+        json!({"owed": [], "unbilled_minutes": 0, "unbilled_minor": 0, "unrated_entries": 0, "currency": "USD", "unbilled_expenses": []})
     );
     // An hour no rate applies to; once the organization has a rate, it would be billed at it.
     record(&app, &key, project, "1h").await;
@@ -1218,7 +1218,8 @@ async fn the_api_reports_what_a_client_owes_and_what_is_left_to_bill() {
         res.body["data"],
         json!({
             "owed": [{"currency": "EUR", "invoices": 1, "total_minor": 5000, "overdue": 1, "overdue_minor": 5000}],
-            "unbilled_minutes": 90, "unbilled_minor": 9000, "unrated_entries": 0, "currency": "USD"
+            "unbilled_minutes": 90, "unbilled_minor": 9000, "unrated_entries": 0, "currency": "USD",
+            "unbilled_expenses": []
         })
     );
     // A key without invoices.read is refused; another organization's key learns nothing.

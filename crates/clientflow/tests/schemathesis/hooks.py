@@ -31,6 +31,7 @@ READ = {
     "task": FIXTURES["task"],
     "comment": FIXTURES["comment"],
     "time_entry": FIXTURES["time_entry"],
+    "expense": FIXTURES["expense"],
     "invoice": FIXTURES["invoice"],
     "file": FIXTURES["file"],
 }
@@ -39,6 +40,7 @@ DELETE = {
     "project": FIXTURES["spare_project"],
     "task": FIXTURES["spare_task"],
     "time_entry": FIXTURES["spare_time_entry"],
+    "expense": FIXTURES["spare_expense"],
     "invoice": FIXTURES["spare_invoice"],
     "file": FIXTURES["spare_file"],
 }
@@ -119,6 +121,15 @@ def _body(case, method, path):
                 body["duration"] = "1:30"
         elif method == "POST" and "minutes" not in body:
             body["minutes"] = 30
+    elif path.startswith("/api/v1/expenses"):
+        if "project_id" in body:
+            body["project_id"] = FIXTURES["project"]
+    elif path.startswith("/api/v1/invoices/{invoice}/expenses"):
+        # Expenses to bill are data: the filters pick them (a project of the client, dates in order).
+        body.pop("expense_ids", None)
+        if _given(body.get("project_id")):
+            body["project_id"] = FIXTURES["project"]
+        _ordered(body, "from", "to", None)
     elif path.startswith("/api/v1/timer"):
         if "project_id" in body:
             body["project_id"] = FIXTURES["project"]

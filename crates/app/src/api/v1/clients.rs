@@ -50,7 +50,7 @@ pub async fn create_client(
 }
 
 #[utoipa::path(get, path = "/api/v1/clients/{client}/balance", tag = "clients",
-    description = "What the client owes (its sent, unpaid invoices per currency, and the part past due) and its billable time not yet on an invoice, with that time's worth at the rates that would bill it now. Entries no rate applies to count as nothing and are counted in `unrated_entries`.",
+    description = "What the client owes (its sent, unpaid invoices per currency, and the part past due) and its billable time not yet on an invoice, with that time's worth at the rates that would bill it now. Entries no rate applies to count as nothing and are counted in `unrated_entries`. Billable expenses not yet on an invoice are summed per currency in `unbilled_expenses`.",
     params(("client" = Uuid, Path, description = "Client id")),
     responses((status = 200, description = "What the client owes and what is left to bill", body = Data<crate::work::invoices::ClientBalance>)),
     security(("api_key" = ["invoices.read"])))]

@@ -36,6 +36,7 @@ use crate::work::{MAX_PAGE, Page, fields};
 
 mod billing;
 mod clients;
+mod expenses;
 mod files;
 mod invoices;
 mod projects;
@@ -94,6 +95,11 @@ pub fn routes() -> Vec<RouteDef> {
         route!(GET "/api/v1/time-entries/{time_entry}", Surface::Api, Access::Api(P::ProjectsRead), time_entries::get_time_entry),
         route!(PATCH "/api/v1/time-entries/{time_entry}", Surface::Api, Access::Api(P::TimeTrack), time_entries::update_time_entry),
         route!(DELETE "/api/v1/time-entries/{time_entry}", Surface::Api, Access::Api(P::TimeTrack), time_entries::delete_time_entry),
+        route!(GET "/api/v1/expenses", Surface::Api, Access::Api(P::ProjectsRead), expenses::list_expenses),
+        route!(POST "/api/v1/expenses", Surface::Api, Access::Api(P::TimeTrack), expenses::create_expense),
+        route!(GET "/api/v1/expenses/{expense}", Surface::Api, Access::Api(P::ProjectsRead), expenses::get_expense),
+        route!(PATCH "/api/v1/expenses/{expense}", Surface::Api, Access::Api(P::TimeTrack), expenses::update_expense),
+        route!(DELETE "/api/v1/expenses/{expense}", Surface::Api, Access::Api(P::TimeTrack), expenses::delete_expense),
         route!(GET "/api/v1/timer", Surface::Api, Access::Api(P::TimeTrack), timers::get_timer),
         route!(POST "/api/v1/timer/start", Surface::Api, Access::Api(P::TimeTrack), timers::start_timer),
         route!(POST "/api/v1/timer/stop", Surface::Api, Access::Api(P::TimeTrack), timers::stop_timer),
@@ -108,6 +114,7 @@ pub fn routes() -> Vec<RouteDef> {
         route!(POST "/api/v1/invoices/{invoice}/duplicate", Surface::Api, Access::Api(P::InvoicesCreate), invoices::duplicate_invoice),
         route!(POST "/api/v1/invoices/{invoice}/void", Surface::Api, Access::Api(P::InvoicesUpdate), invoices::void_invoice),
         route!(POST "/api/v1/invoices/{invoice}/time", Surface::Api, Access::Api(P::InvoicesUpdate), invoices::bill_time),
+        route!(POST "/api/v1/invoices/{invoice}/expenses", Surface::Api, Access::Api(P::InvoicesUpdate), expenses::bill_expenses),
         route!(GET "/api/v1/invoices/{invoice}/payments", Surface::Api, Access::Api(P::InvoicesRead), invoices::list_payments),
         route!(POST "/api/v1/invoices/{invoice}/payments", Surface::Api, Access::Api(P::InvoicesUpdate), invoices::record_payment),
         route!(DELETE "/api/v1/invoices/{invoice}/payments/{payment}", Surface::Api, Access::Api(P::InvoicesUpdate), invoices::delete_payment),
@@ -335,6 +342,8 @@ closed_set!(
         tasks::update_comment, tasks::delete_comment,
         time_entries::list_time_entries, time_entries::create_time_entry, time_entries::get_time_entry, time_entries::update_time_entry, time_entries::delete_time_entry,
         timers::get_timer, timers::start_timer, timers::stop_timer,
+        expenses::list_expenses, expenses::create_expense, expenses::get_expense, expenses::update_expense, expenses::delete_expense,
+        expenses::bill_expenses,
         invoices::list_invoices, invoices::create_invoice, invoices::get_invoice, invoices::update_invoice, invoices::delete_invoice, invoices::send_invoice, invoices::pay_invoice,
         invoices::void_invoice, invoices::bill_time, invoices::list_payments, invoices::record_payment, invoices::delete_payment,
         invoices::list_received, invoices::duplicate_invoice,
@@ -348,7 +357,7 @@ closed_set!(
         (name = "clients", description = "The organization's clients"),
         (name = "projects", description = "Projects (Member-role keys see the projects of the member who created the key)"),
         (name = "tasks", description = "Tasks, their assignees, subtasks and comments"),
-        (name = "time", description = "Time entries and the timer"),
+        (name = "time", description = "Time entries, the timer and expenses"),
         (name = "invoices", description = "Invoices: drafts are editable; send assigns the number"),
         (name = "files", description = "Uploads, file metadata and short-lived download links"),
         (name = "billing", description = "The plan and its limits (Owners only: no API key can hold billing.manage)"),

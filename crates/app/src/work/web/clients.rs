@@ -287,6 +287,8 @@ struct MoneyView {
     /// Per currency: what is owed, and the overdue part of it (empty when none is).
     owed: Vec<(String, String)>,
     unbilled: String,
+    /// Per currency: the billable expenses not yet billed (none when there are none).
+    expenses: Vec<String>,
 }
 
 /// "1 sent invoice", "2 entries".
@@ -330,7 +332,19 @@ impl MoneyView {
                 b.currency
             )
         };
-        Self { owed, unbilled }
+        let expenses = b
+            .unbilled_expenses
+            .iter()
+            .map(|x| {
+                format!(
+                    "{} {} of billable expenses not yet billed ({}).",
+                    format_minor(x.amount_minor),
+                    x.currency,
+                    count(x.expenses, "expense", "expenses")
+                )
+            })
+            .collect();
+        Self { owed, unbilled, expenses }
     }
 }
 

@@ -50,6 +50,7 @@ pub fn routes() -> Vec<RouteDef> {
         route!(POST "/o/{org}/invoices/{invoice}/delete", Surface::Web, Access::Org(P::InvoicesDelete), delete),
         route!(GET "/o/{org}/invoices/{invoice}/print", Surface::Web, Access::Org(P::InvoicesRead), print),
         route!(POST "/o/{org}/invoices/{invoice}/time", Surface::Web, Access::Org(P::InvoicesUpdate), bill_time),
+        route!(POST "/o/{org}/invoices/{invoice}/expenses", Surface::Web, Access::Org(P::InvoicesUpdate), bill_expenses),
         route!(GET "/o/{org}/invoices/{invoice}/pdf", Surface::Web, Access::Org(P::InvoicesRead), pdf),
         route!(POST "/o/{org}/invoices/{invoice}/remind", Surface::Web, Access::Org(P::InvoicesUpdate), remind),
         route!(POST "/o/{org}/invoices/{invoice}/payments", Surface::Web, Access::Org(P::InvoicesUpdate), record_payment),
@@ -544,6 +545,17 @@ pub fn invoice_view(d: InvoiceDetail) -> InvoiceView {
     }
 }
 
+/// A billable expense not yet billed, offered on a draft.
+pub struct UnbilledExpenseView {
+    pub id: String,
+    pub spent_on: String,
+    pub project: String,
+    pub category: String,
+    pub person: String,
+    pub amount: String,
+    pub note: String,
+}
+
 /// A billable entry not yet billed, offered on a draft.
 pub struct UnbilledView {
     pub id: String,
@@ -571,6 +583,10 @@ pub(super) struct DetailPage {
     unbilled_projects: Vec<(String, String)>,
     /// How many of those entries no rate applies to: they would be billed at zero.
     unrated: usize,
+    /// On a draft: the client's unbilled billable expenses in the invoice's currency, and how
+    /// many wait in other currencies.
+    unbilled_expenses: Vec<UnbilledExpenseView>,
+    expenses_elsewhere: i64,
     /// On a sent or paid invoice: its payments, and the form that records one.
     payments: Vec<PaymentView>,
     payment: PaymentForm,
@@ -622,6 +638,12 @@ pub(super) async fn detail_view(
     unbilled_projects.sort();
     unbilled_projects.dedup();
     let unrated = unbilled.iter().filter(|u| u.rate_minor.is_none()).count();
+    let (unbilled_expenses, expenses_elsewhere) =
+        if d.invoice.status == invoices::InvoiceStatus::Draft && p.can(P::InvoicesUpdate) {
+            crate::work::expenses::unbilled(&state.db, p, id).await?
+        } else {
+            (vec![], 0)
+        };
     let status = d.invoice.status;
     let payments = if status.is_open() || status == invoices::InvoiceStatus::Paid {
         invoice_payments::list(&state.db, p, id).await?
@@ -667,6 +689,19 @@ pub(super) async fn detail_view(
             .collect(),
         unbilled_projects,
         unrated,
+        unbilled_expenses: unbilled_expenses
+            .into_iter()
+            .map(|x| UnbilledExpenseView {
+                id: x.id.to_string(),
+                spent_on: x.spent_on.to_string(),
+                project: x.project_name,
+                category: x.category,
+                person: x.person,
+                amount: format_minor(x.amount_minor),
+                note: x.note,
+            })
+            .collect(),
+        expenses_elsewhere,
         payments: payments
             .into_iter()
             .map(|pm| PaymentView {
@@ -887,6 +922,33 @@ async fn bill_time(
             }
         };
         invoices::bill_time(&state.db, &ctx, &access.principal, id, &input).await.map(|_| ()).map_err(AppError::from)
+    }
+    .await;
+    detail_result(&state, csrf, &access, id, result).await
+}
+
+/// Bills the ticked expenses, or when none is ticked every one of the client's in the invoice's
+/// currency.
+async fn bill_expenses(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+    body: Bytes,
+) -> AppResult<Response> {
+    let id: InvoiceId = path_id(&id)?;
+    let result = async {
+        let f = FormFields::parse(&body, |k| k == "expense")?;
+        let ticked = f.all("expense");
+        let input = crate::work::expenses::BillExpenses {
+            expense_ids: (!ticked.is_empty()).then_some(ticked),
+            ..Default::default()
+        };
+        crate::work::expenses::bill(&state.db, &ctx, &access.principal, id, &input)
+            .await
+            .map(|_| ())
+            .map_err(AppError::from)
     }
     .await;
     detail_result(&state, csrf, &access, id, result).await

@@ -10,6 +10,8 @@
 pub mod board;
 pub mod clients;
 pub mod daily;
+pub mod expense_view;
+pub mod expenses;
 pub mod files;
 pub mod invoices;
 pub mod invoicing;
@@ -42,6 +44,7 @@ pub fn routes() -> Vec<RouteDef> {
     routes.extend(overview::routes());
     routes.extend(clients::routes());
     routes.extend(projects::routes());
+    routes.extend(expenses::routes());
     routes.extend(project_copy::routes());
     routes.extend(schedule::routes());
     routes.extend(tasks::routes());

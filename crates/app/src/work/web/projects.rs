@@ -36,6 +36,7 @@ pub fn routes() -> Vec<RouteDef> {
         route!(GET "/o/{org}/projects/{project}/edit", Surface::Web, Access::Org(P::ProjectsUpdate), edit_page),
         route!(GET "/o/{org}/projects/{project}/list", Surface::Web, Access::Org(P::ProjectsRead), list_tab),
         route!(GET "/o/{org}/projects/{project}/time", Surface::Web, Access::Org(P::ProjectsRead), time_tab),
+        route!(GET "/o/{org}/projects/{project}/expenses", Surface::Web, Access::Org(P::ProjectsRead), expenses_tab),
         route!(GET "/o/{org}/projects/{project}/files", Surface::Web, Access::Org(P::ProjectsRead), files_tab),
         route!(GET "/o/{org}/projects/{project}/invoices", Surface::Web, Access::Org(P::ProjectsRead), invoices_tab),
         route!(GET "/o/{org}/projects/{project}/people", Surface::Web, Access::Org(P::ProjectsRead), people_tab),
@@ -546,13 +547,19 @@ pub struct ProjectForms {
     /// The List tab: whose tasks (`me`, `nobody`, or a person's id), and only the open ones (`1`).
     pub list_assignee: String,
     pub list_open: String,
+    /// The Expenses tab's form (with `spent_on` and `note` above): the amount as typed, and the
+    /// billable choice (`yes`, `no`, or empty for the project's default).
+    pub category: String,
+    pub amount: String,
+    pub billable: String,
 }
 
 /// The project page's tabs: each its own address under the project's.
-pub const TABS: [(&str, &str, &str); 7] = [
+pub const TABS: [(&str, &str, &str); 8] = [
     ("board", "Board", ""),
     ("list", "List", "/list"),
     ("time", "Time", "/time"),
+    ("expenses", "Expenses", "/expenses"),
     ("files", "Files", "/files"),
     ("invoices", "Invoices", "/invoices"),
     ("people", "People", "/people"),
@@ -585,6 +592,8 @@ pub struct ProjectPage {
     time: Vec<TimeView>,
     time_total: String,
     task_options: Vec<(String, String)>,
+    /// The Expenses tab (empty on the others).
+    expenses: Option<super::expense_view::ExpensesTab>,
     files: Vec<FileView>,
     invoices: Vec<InvoiceView>,
     activity: Vec<ActivityView>,
@@ -774,6 +783,10 @@ pub async fn project_view(
     } else {
         (vec![], String::new(), vec![])
     };
+    let expenses = match tab {
+        "expenses" => Some(super::expense_view::tab(&state.db, p, id, &names).await?),
+        _ => None,
+    };
     let files = if tab == "files" && p.can(P::FilesRead) {
         files::list(
             &state.db,
@@ -848,6 +861,7 @@ pub async fn project_view(
         time,
         time_total,
         task_options,
+        expenses,
         files,
         invoices,
         activity,
@@ -944,6 +958,7 @@ macro_rules! tab_handler {
     };
 }
 tab_handler!(time_tab, "time");
+tab_handler!(expenses_tab, "expenses");
 tab_handler!(files_tab, "files");
 tab_handler!(invoices_tab, "invoices");
 tab_handler!(people_tab, "people");

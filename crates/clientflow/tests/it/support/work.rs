@@ -118,6 +118,12 @@ pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, S
             .unwrap();
             id.to_string()
         }
+        "expense" => {
+            // Recorded by the organization's Member, who may delete their own expenses.
+            let project = parent_project(app, org, &op, earlier).await;
+            let member: uuid::Uuid = org.people["member"].user_id.parse().unwrap();
+            insert_expense(app, org_id, project, member).await.to_string()
+        }
         "invoice" => {
             // Sent, to the portal's client: the portal shows it, and internal pages may act on it.
             let input = invoices::InvoiceInput {
@@ -199,6 +205,14 @@ pub async fn fixture(app: &TestApp, org: &Org, name: &str, earlier: &[(String, S
             .execute(&mut admin)
             .await
             .unwrap();
+            let input = invoices::InvoiceInput { client_id: org.client_id.clone(), ..Default::default() };
+            invoices::create(db, &c, &op, &input).await.unwrap().id.to_string()
+        }
+        "draft_invoice_with_expense" => {
+            // A draft to the portal's client, whose project has a billable, unbilled expense.
+            let project = fixture_project(app, org, &op).await;
+            let member: uuid::Uuid = org.people["member"].user_id.parse().unwrap();
+            insert_expense(app, org_id, project, member).await;
             let input = invoices::InvoiceInput { client_id: org.client_id.clone(), ..Default::default() };
             invoices::create(db, &c, &op, &input).await.unwrap().id.to_string()
         }
@@ -396,4 +410,24 @@ pub async fn insert_invoice(
     .execute(db)
     .await
     .unwrap();
+}
+
+/// A billable, unbilled expense of 42.50 in the organization's currency on `project`, recorded
+/// by `user` today.
+pub async fn insert_expense(app: &TestApp, org: OrgId, project: ProjectId, user: uuid::Uuid) -> uuid::Uuid {
+    let id = uuid::Uuid::now_v7();
+    let mut admin = app.db.admin_conn().await;
+    sqlx::query(
+        "INSERT INTO expenses (organization_id, id, project_id, user_id, spent_on, category, amount_minor, currency, \
+         billable, created_at) SELECT $1, $2, $3, $4, current_date, 'Travel', 4250, currency, true, now() \
+         FROM organizations WHERE id = $1",
+    )
+    .bind(org.as_uuid())
+    .bind(id)
+    .bind(project.as_uuid())
+    .bind(user)
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    id
 }

@@ -1,0 +1,311 @@
+//! Expenses: recorded on a project in the organization's currency, refused when malformed,
+//! changed only by their author or someone who manages projects, billed onto a draft of the
+//! project's client in the same currency exactly once (two concurrent requests: one wins),
+//! fixed once billed and released by voiding or deleting the draft; the Expenses tab and the
+//! invoice's "Add expenses" by role.
+
+use clientflow_test_support::TestApp;
+use clientflow_test_support::browser::location;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::support::api::{Tenant, api_key, count, delete, get, patch, post, tenant};
+use crate::support::orgs::org_with_every_role;
+
+async fn sql(app: &TestApp, statement: &str, binds: &[Uuid]) {
+    let mut db = app.db.admin_conn().await;
+    let mut q = sqlx::query(statement);
+    for b in binds {
+        q = q.bind(*b);
+    }
+    q.execute(&mut db).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
+}
+
+async fn record(app: &TestApp, key: &str, t: &Tenant, body: Value) -> Value {
+    let mut body = body;
+    body["project_id"] = json!(t.org.project);
+    let res = post(app, "/api/v1/expenses", key, body).await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    res.body["data"].clone()
+}
+
+/// A draft to the tenant's client in `currency`; its id.
+async fn draft(app: &TestApp, key: &str, t: &Tenant, currency: &str) -> String {
+    let res = post(app, "/api/v1/invoices", key, json!({"client_id": t.org.client, "currency": currency})).await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    res.id()
+}
+
+#[tokio::test]
+async fn expenses_are_checked_billed_once_in_their_currency_and_released_by_voiding() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "expenses").await;
+    let key = api_key(&app, &t, "manager", None).await.1;
+    let today = app.clock.now_utc().date();
+
+    // Recorded in the organization's currency, for the key's member, billable by the project's default.
+    let train = record(&app, &key, &t, json!({"category": " Travel ", "amount_minor": 4250, "note": "Train"})).await;
+    assert_eq!(
+        (&train["category"], &train["amount_minor"], &train["currency"], &train["billable"], &train["spent_on"]),
+        (&json!("Travel"), &json!(4250), &json!("USD"), &json!(true), &json!(today.to_string()))
+    );
+    assert_eq!(train["user_id"], json!(t.admin));
+    let id = train["id"].as_str().unwrap().to_string();
+    assert_eq!(get(&app, &format!("/api/v1/expenses/{id}"), &key).await.body["data"], train);
+    let listed = get(&app, &format!("/api/v1/expenses?project_id={}", t.org.project), &key).await;
+    assert_eq!(listed.body["data"].as_array().map(Vec::len), Some(1), "{}", listed.body);
+    let lunch = record(&app, &key, &t, json!({"category": "Meals", "amount_minor": 1800, "billable": false})).await;
+
+    // Malformed input names its field and writes nothing.
+    let project = t.org.project.to_string();
+    for (body, field) in [
+        (json!({"project_id": project, "category": "Travel", "amount_minor": 0}), "amount_minor"),
+        (json!({"project_id": project, "category": "Travel", "amount_minor": -5}), "amount_minor"),
+        (json!({"project_id": project, "category": "Travel", "amount_minor": 100_000_000_001_i64}), "amount_minor"),
+        (json!({"project_id": project, "category": "  ", "amount_minor": 100}), "category"),
+        (json!({"project_id": project, "category": "Tra\u{0}vel", "amount_minor": 100}), "category"),
+        (json!({"project_id": project, "category": "x".repeat(101), "amount_minor": 100}), "category"),
+        (json!({"project_id": project, "category": "Travel", "amount_minor": 100, "note": "n".repeat(2001)}), "note"),
+        (
+            json!({"project_id": project, "category": "Travel", "amount_minor": 100, "spent_on": "2026-02-30"}),
+            "spent_on",
+        ),
+        (json!({"project_id": Uuid::now_v7(), "category": "Travel", "amount_minor": 100}), "project_id"),
+    ] {
+        post(&app, "/api/v1/expenses", &key, body.clone()).await.assert_problem_field(422, field);
+    }
+    let unknown = post(
+        &app,
+        "/api/v1/expenses",
+        &key,
+        json!({"project_id": project, "category": "T", "amount_minor": 1, "x": 1}),
+    )
+    .await;
+    assert!(matches!(unknown.status, 400 | 422), "{}", unknown.body);
+    let read_only = api_key(&app, &t, "manager", Some(&["projects.read"])).await.1;
+    post(&app, "/api/v1/expenses", &read_only, json!({"project_id": project, "category": "T", "amount_minor": 1}))
+        .await
+        .assert_problem(403);
+    patch(&app, &format!("/api/v1/expenses/{id}"), &key, json!({"amount_minor": 0}))
+        .await
+        .assert_problem_field(422, "amount_minor");
+    patch(&app, &format!("/api/v1/expenses/{id}"), &key, json!({"category": null})).await.assert_problem(422);
+    assert_eq!(count(&app, "SELECT count(*) FROM expenses").await, 2);
+    let changed =
+        patch(&app, &format!("/api/v1/expenses/{id}"), &key, json!({"amount_minor": 4500, "note": "Train back"})).await;
+    assert_eq!((changed.status, &changed.body["data"]["amount_minor"]), (200, &json!(4500)), "{}", changed.body);
+
+    // Two drafts, the same expense: one wins, the other writes nothing.
+    let (a, b) = (draft(&app, &key, &t, "USD").await, draft(&app, &key, &t, "USD").await);
+    let body = json!({"expense_ids": [id]});
+    let (path_a, path_b) = (format!("/api/v1/invoices/{a}/expenses"), format!("/api/v1/invoices/{b}/expenses"));
+    let (ra, rb) = futures::join!(post(&app, &path_a, &key, body.clone()), post(&app, &path_b, &key, body.clone()));
+    let mut statuses = [ra.status, rb.status];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409], "{} / {}", ra.body, rb.body);
+    let (winner, loser, won) = if ra.status == 200 { (&a, &b, &ra) } else { (&b, &a, &rb) };
+    let lines = won.body["data"]["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["description"], json!(format!("Travel — expenses project: Train back ({today})")), "{lines:?}");
+    assert_eq!((&lines[0]["quantity_milli"], &lines[0]["amount_minor"]), (&json!(1000), &json!(4500)));
+    assert_eq!(won.body["data"]["total_minor"], json!(4500));
+    let lost = get(&app, &format!("/api/v1/invoices/{loser}"), &key).await;
+    assert_eq!(lost.body["data"]["lines"], json!([]));
+    assert_eq!(get(&app, &format!("/api/v1/expenses/{id}"), &key).await.body["data"]["invoice_id"], json!(winner));
+    assert_eq!(count(&app, "SELECT count(*) FROM audit_events WHERE action = 'invoice.expenses_billed'").await, 1);
+    // Billed is fixed.
+    patch(&app, &format!("/api/v1/expenses/{id}"), &key, json!({"note": "changed"})).await.assert_problem(409);
+    delete(&app, &format!("/api/v1/expenses/{id}"), &key).await.assert_problem(409);
+    // Nothing billable is left (lunch is not billable): a clear 409; an invoice in another
+    // currency never takes a USD expense.
+    post(&app, &path_a, &key, json!({})).await.assert_problem(409);
+    let taxi = record(&app, &key, &t, json!({"category": "Travel", "amount_minor": 900})).await;
+    let euros = draft(&app, &key, &t, "EUR").await;
+    let refused = post(&app, &format!("/api/v1/invoices/{euros}/expenses"), &key, json!({})).await;
+    refused.assert_problem(409);
+    assert!(refused.body["detail"].as_str().unwrap_or_default().contains("EUR"), "{}", refused.body);
+    post(&app, &format!("/api/v1/invoices/{euros}/expenses"), &key, json!({"expense_ids": [taxi["id"]]}))
+        .await
+        .assert_problem(409);
+    post(&app, &format!("/api/v1/invoices/{euros}/expenses"), &key, json!({"expense_ids": [lunch["id"]]}))
+        .await
+        .assert_problem(409);
+    // Bad filters name their field.
+    post(&app, &format!("/api/v1/invoices/{euros}/expenses"), &key, json!({"expense_ids": []}))
+        .await
+        .assert_problem_field(422, "expense_ids");
+    post(&app, &format!("/api/v1/invoices/{euros}/expenses"), &key, json!({"expense_ids": ["nope"]}))
+        .await
+        .assert_problem_field(422, "expense_ids[0]");
+    post(&app, &format!("/api/v1/invoices/{euros}/expenses"), &key, json!({"from": "2026-02-01", "to": "2026-01-01"}))
+        .await
+        .assert_problem_field(422, "to");
+
+    // Editing the draft's notes keeps the line's expense; voiding releases it.
+    assert_eq!(patch(&app, &format!("/api/v1/invoices/{winner}"), &key, json!({"notes": "Thanks"})).await.status, 200);
+    assert_eq!(get(&app, &format!("/api/v1/expenses/{id}"), &key).await.body["data"]["invoice_id"], json!(winner));
+    assert_eq!(post(&app, &format!("/api/v1/invoices/{winner}/void"), &key, json!({})).await.status, 200);
+    assert_eq!(get(&app, &format!("/api/v1/expenses/{id}"), &key).await.body["data"]["invoice_id"], Value::Null);
+    // Billed again, everything at once, then the draft deleted: released again.
+    let res = post(&app, &format!("/api/v1/invoices/{loser}/expenses"), &key, json!({})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(res.body["data"]["total_minor"], json!(5400));
+    assert_eq!(delete(&app, &format!("/api/v1/invoices/{loser}"), &key).await.status, 204);
+    assert_eq!(count(&app, "SELECT count(*) FROM expenses WHERE invoice_id IS NOT NULL").await, 0);
+    assert_eq!(delete(&app, &format!("/api/v1/expenses/{id}"), &key).await.status, 204);
+    get(&app, &format!("/api/v1/expenses/{id}"), &key).await.assert_problem(404);
+    assert_eq!(count(&app, "SELECT count(*) FROM audit_events WHERE action LIKE 'expense.%'").await, 5);
+
+    // Another organization's key finds none of it.
+    let other = tenant(&app, "expenses-other").await;
+    let stranger = api_key(&app, &other, "admin", None).await.1;
+    let taxi_path = format!("/api/v1/expenses/{}", taxi["id"].as_str().unwrap());
+    get(&app, &taxi_path, &stranger).await.assert_problem(404);
+    patch(&app, &taxi_path, &stranger, json!({"note": "mine"})).await.assert_problem(404);
+    delete(&app, &taxi_path, &stranger).await.assert_problem(404);
+    post(&app, &format!("/api/v1/invoices/{euros}/expenses"), &stranger, json!({})).await.assert_problem(404);
+    assert_eq!(get(&app, "/api/v1/expenses", &stranger).await.body["data"], json!([]));
+    post(&app, "/api/v1/expenses", &stranger, json!({"project_id": project, "category": "T", "amount_minor": 1}))
+        .await
+        .assert_problem_field(422, "project_id");
+}
+
+#[tokio::test]
+async fn a_recorded_expense_keeps_its_currency_when_the_organization_changes_its_own() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "expense-currency").await;
+    let key = api_key(&app, &t, "manager", None).await.1;
+    let usd = record(&app, &key, &t, json!({"category": "Stock photos", "amount_minor": 2999})).await;
+    sql(&app, "UPDATE organizations SET currency = 'EUR' WHERE id = $1", &[t.org.id.as_uuid()]).await;
+    let eur = record(&app, &key, &t, json!({"category": "Stock photos", "amount_minor": 1999})).await;
+    assert_eq!((&usd["currency"], &eur["currency"]), (&json!("USD"), &json!("EUR")));
+    // The client's balance counts them per currency.
+    let balance = format!("/api/v1/clients/{}/balance", t.org.client);
+    assert_eq!(
+        get(&app, &balance, &key).await.body["data"]["unbilled_expenses"],
+        json!([{"currency": "EUR", "expenses": 1, "amount_minor": 1999},
+               {"currency": "USD", "expenses": 1, "amount_minor": 2999}])
+    );
+    // Each goes only on an invoice in its own currency.
+    let euros = draft(&app, &key, &t, "EUR").await;
+    let res = post(&app, &format!("/api/v1/invoices/{euros}/expenses"), &key, json!({})).await;
+    assert_eq!((res.status, &res.body["data"]["total_minor"]), (200, &json!(1999)), "{}", res.body);
+    let dollars = draft(&app, &key, &t, "USD").await;
+    let res = post(&app, &format!("/api/v1/invoices/{dollars}/expenses"), &key, json!({})).await;
+    assert_eq!((res.status, &res.body["data"]["total_minor"]), (200, &json!(2999)), "{}", res.body);
+    assert_eq!(get(&app, &balance, &key).await.body["data"]["unbilled_expenses"], json!([]));
+}
+
+#[tokio::test]
+async fn the_expenses_tab_records_refuses_and_deletes_by_role_and_the_invoice_bills_them() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "expenseweb").await;
+    let (org_id, client): (Uuid, Uuid) = (org.id.parse().unwrap(), org.client_id.parse().unwrap());
+    let member: Uuid = org.people["member"].user_id.parse().unwrap();
+    let project = Uuid::now_v7();
+    sql(
+        &app,
+        "INSERT INTO projects (organization_id, id, client_id, name) VALUES ($1, $2, $3, 'Brochure')",
+        &[org_id, project, client],
+    )
+    .await;
+    sql(
+        &app,
+        "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())",
+        &[org_id, project, member],
+    )
+    .await;
+    let slug = org.slug.clone();
+    let tab = format!("/o/{slug}/projects/{project}/expenses");
+
+    // The Member records one from the tab: back to the tab, which shows it and its total.
+    let m = &mut org.people.get_mut("member").unwrap().browser;
+    let (status, html) = m.page(&format!("/o/{slug}/projects/{project}")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains(&format!("href=\"/o/{slug}/projects/{project}/expenses\"")), "no Expenses tab: {html}");
+    let res = m
+        .submit(&tab, &tab, &[("category", "Printing"), ("amount", "120.5"), ("note", "Proofs"), ("billable", "")])
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), tab);
+    let (_, html) = m.page(&tab).await;
+    assert!(html.contains("Expense recorded."), "{html}");
+    assert!(html.contains("Printing") && html.contains("Proofs") && html.contains("120.50 USD"), "{html}");
+    assert!(html.contains("Billable") && html.contains("Delete"), "{html}");
+    // The category is offered again.
+    assert!(html.contains("<option value=\"Printing\">"), "{html}");
+    // Typed wrong: 422, the field named, what was typed kept, nothing written.
+    for (amount, category, says) in [
+        ("12,50", "Printing", "must be a number with at most 2 decimals"),
+        ("0", "Printing", "must be more than 0"),
+        ("1.234", "Printing", "must be a number with at most 2 decimals"),
+        ("12", "", "is required"),
+    ] {
+        let res = m.submit(&tab, &tab, &[("category", category), ("amount", amount), ("note", "Typed")]).await;
+        assert_eq!(res.status(), 422, "{amount} {category}");
+        let html = res.text().await.unwrap();
+        assert!(html.contains(says) && html.contains("aria-invalid=\"true\""), "{amount}: {html}");
+        assert!(html.contains(&format!("value=\"{amount}\"")), "{amount}: {html}");
+    }
+    assert_eq!(count(&app, "SELECT count(*) FROM expenses").await, 1);
+
+    // The Owner's expense: the Member can't delete it, a Manager can delete the Member's.
+    let o = &mut org.people.get_mut("owner").unwrap().browser;
+    let res = o.submit(&tab, &tab, &[("category", "Travel"), ("amount", "30"), ("billable", "no")]).await;
+    assert_eq!(res.status(), 303);
+    let mut db = app.db.admin_conn().await;
+    let ids: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT id, category FROM expenses ORDER BY created_at").fetch_all(&mut db).await.unwrap();
+    let (printing, travel) = (ids[0].0, ids[1].0);
+    let m = &mut org.people.get_mut("member").unwrap().browser;
+    let (_, html) = m.page(&tab).await;
+    assert_eq!(html.matches("Delete this expense?").count(), 1, "only their own is deletable: {html}");
+    assert!(html.contains("Not billable"), "{html}");
+    let res = m.submit(&tab, &format!("{tab}/{travel}/delete"), &[("confirm", "yes")]).await;
+    assert_eq!(res.status(), 403);
+    // The Client sees no tab; another organization's member finds nothing.
+    let c = &mut org.people.get_mut("client").unwrap().browser;
+    assert_eq!(c.get(&tab).await.status(), 403);
+    let mut other = org_with_every_role(&app, "expenseother").await;
+    let stranger = &mut other.people.get_mut("owner").unwrap().browser;
+    assert_eq!(stranger.get(&tab).await.status(), 404);
+    let res = stranger.submit("/orgs/new", &format!("{tab}/{printing}/delete"), &[("confirm", "yes")]).await;
+    assert_eq!(res.status(), 404);
+
+    // The client's page says what waits to be billed; on a draft of the client's, the Owner
+    // adds the billable one; the unbillable one isn't offered.
+    let o = &mut org.people.get_mut("owner").unwrap().browser;
+    let (_, html) = o.page(&format!("/o/{slug}/clients/{client}")).await;
+    assert!(html.contains("120.50 USD of billable expenses not yet billed (1 expense)."), "{html}");
+    let res = o
+        .submit(
+            &format!("/o/{slug}/invoices/new"),
+            &format!("/o/{slug}/invoices"),
+            &[("client_id", &client.to_string()), ("currency", "USD")],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let invoice = location(&res);
+    let (_, html) = o.page(&invoice).await;
+    assert!(html.contains("Add expenses") && html.contains("Proofs"), "{html}");
+    assert!(
+        html.contains(&format!("value=\"{printing}\"")) && !html.contains(&format!("value=\"{travel}\"")),
+        "{html}"
+    );
+    let res = o.submit(&invoice, &format!("{invoice}/expenses"), &[]).await;
+    assert_eq!(res.status(), 303);
+    let (_, html) = o.page(&invoice).await;
+    assert!(html.contains("Expenses added to the invoice."), "{html}");
+    assert!(html.contains("Printing — Brochure: Proofs") && html.contains("120.50"), "{html}");
+    assert!(html.contains("This client has no unbilled billable expenses in USD."), "{html}");
+    // Billed: the tab links to the invoice and offers no Delete.
+    let (_, html) = o.page(&tab).await;
+    assert!(html.contains(&format!("<a href=\"{invoice}\">Billed</a>")), "{html}");
+    let res = o.submit(&tab, &format!("{tab}/{printing}/delete"), &[("confirm", "yes")]).await;
+    assert_eq!(res.status(), 409);
+    // A Manager deletes the Owner's unbilled one.
+    let g = &mut org.people.get_mut("manager").unwrap().browser;
+    let res = g.submit(&tab, &format!("{tab}/{travel}/delete"), &[("confirm", "yes")]).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(count(&app, "SELECT count(*) FROM expenses").await, 1);
+}
