@@ -543,6 +543,13 @@ try {
     await expectText(page, 'Expense recorded.');
     await expectText(page, 'Proofs of the brochure');
     await check(page, 'expenses');
+    // The month's expenses across projects, found from the Time page.
+    await page.goto(`${BASE}/o/${slug}/time`);
+    await page.getByRole('link', { name: 'Expenses', exact: true }).click();
+    await page.waitForURL(/\/time\/expenses$/);
+    await expectText(page, 'Per category');
+    await expectText(page, 'Proofs of the brochure');
+    await check(page, 'expense-report');
     await page.goto(projectUrl + '/invoices');
     await page.getByRole('link', { name: /New invoice/ }).click();
     await page.waitForURL(/\/invoices\/new/);

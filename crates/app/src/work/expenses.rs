@@ -70,6 +70,7 @@ pub struct ExpenseInput {
     #[schema(format = "nonblank-text", min_length = 1, max_length = 100)]
     pub category: String,
     /// In minor units of the organization's currency (1 to 100,000,000,000).
+    #[serde(deserialize_with = "fields::int")]
     #[schema(minimum = 1, maximum = 100_000_000_000_i64)]
     pub amount_minor: i64,
     /// YYYY-MM-DD (default: today in the organization's time zone).
@@ -502,6 +503,98 @@ pub async fn bill(
     .await?;
     tx.commit().await?;
     Ok(after)
+}
+
+// ---- the report ----
+
+/// At most this many expenses in one report or export.
+pub const REPORT_CAP: i64 = 20_000;
+
+/// An expense as the report and its export read it: with its person, project and client named.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ExpenseRow {
+    pub id: ExpenseId,
+    pub spent_on: Date,
+    pub user_id: UserId,
+    pub person: String,
+    pub project_id: ProjectId,
+    pub project_name: String,
+    pub client_name: Option<String>,
+    pub category: String,
+    pub note: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub billable: bool,
+    pub invoice_id: Option<InvoiceId>,
+}
+
+/// The expenses of the projects the principal may see between `from` and `to` (inclusive),
+/// oldest first, at most [`REPORT_CAP`].
+pub async fn in_range(db: &Db, p: &OrgPrincipal, from: Date, to: Date) -> DomainResult<Vec<ExpenseRow>> {
+    require(p, Permission::ProjectsRead)?;
+    let member = member_filter(p)?;
+    if to < from {
+        return Err(DomainError::field("to", "must not be before from"));
+    }
+    if (to - from).whole_days() > 366 {
+        return Err(DomainError::field("to", "a range covers at most a year"));
+    }
+    let mut tx = OrgTx::begin(db, p).await?;
+    let rows = sqlx::query_as(&format!(
+        "SELECT x.id, x.spent_on, x.user_id, coalesce(nullif(u.display_name, ''), u.email) AS person, x.project_id, \
+         p.name AS project_name, c.name AS client_name, x.category, x.note, x.amount_minor, x.currency, x.billable, \
+         x.invoice_id \
+         FROM expenses x JOIN projects p ON p.organization_id = x.organization_id AND p.id = x.project_id \
+         JOIN users u ON u.id = x.user_id \
+         LEFT JOIN clients c ON c.organization_id = p.organization_id AND c.id = p.client_id \
+         WHERE {} AND x.spent_on BETWEEN $2 AND $3 \
+         ORDER BY x.spent_on, x.created_at, x.id LIMIT $4",
+        project_visible("p", 1)
+    ))
+    .bind(member)
+    .bind(from)
+    .bind(to)
+    .bind(REPORT_CAP)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// The rows as CSV (a header line, then one line per expense), every text cell neutralised as
+/// the time export's are.
+pub fn to_csv(rows: &[ExpenseRow]) -> Result<Vec<u8>, csv::Error> {
+    use super::time_entries::csv_cell;
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "date",
+        "person",
+        "client",
+        "project",
+        "category",
+        "amount_minor",
+        "amount",
+        "currency",
+        "billable",
+        "billed",
+        "note",
+    ])?;
+    for r in rows {
+        w.write_record([
+            r.spent_on.to_string(),
+            csv_cell(&r.person),
+            csv_cell(r.client_name.as_deref().unwrap_or("")),
+            csv_cell(&r.project_name),
+            csv_cell(&r.category),
+            r.amount_minor.to_string(),
+            super::money::format_minor(r.amount_minor),
+            r.currency.clone(),
+            if r.billable { "yes" } else { "no" }.to_string(),
+            if r.invoice_id.is_some() { "yes" } else { "no" }.to_string(),
+            csv_cell(&r.note),
+        ])?;
+    }
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
 
 #[cfg(test)]

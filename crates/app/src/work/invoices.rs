@@ -515,6 +515,71 @@ async fn write_lines(tx: &mut OrgTx, id: InvoiceId, lines: &[Line]) -> Result<()
     Ok(())
 }
 
+/// Where each of a draft's lines went when its lines were replaced, so that what it billed stays
+/// billed by the line that says so: a line kept as it was (at its place, else moved), then an
+/// edited line at its own place when no kept line took that place; `None` for a line that is
+/// gone, whose time and expenses are released. Billing follows the line, not the place: removing
+/// a line before a billed one must not leave the billed text on the invoice with its time or
+/// expense free to be billed again.
+fn relink(old: &[Line], new: &[Line]) -> Vec<Option<usize>> {
+    let same = |a: &Line, b: &Line| {
+        a.description == b.description
+            && a.quantity_milli == b.quantity_milli
+            && a.unit_price_minor == b.unit_price_minor
+    };
+    let mut taken = vec![false; new.len()];
+    let mut to = vec![None; old.len()];
+    for (i, o) in old.iter().enumerate() {
+        if i < new.len() && same(o, &new[i]) {
+            to[i] = Some(i);
+            taken[i] = true;
+        }
+    }
+    for (i, o) in old.iter().enumerate() {
+        if to[i].is_none()
+            && let Some(j) = (0..new.len()).find(|&j| !taken[j] && same(o, &new[j]))
+        {
+            to[i] = Some(j);
+            taken[j] = true;
+        }
+    }
+    for i in 0..old.len().min(new.len()) {
+        if to[i].is_none() && !taken[i] {
+            to[i] = Some(i);
+            taken[i] = true;
+        }
+    }
+    to
+}
+
+/// [`write_lines`], with what the old lines billed moved along with them ([`relink`]): the links
+/// are lifted first (the old places may be deleted or hold other lines), then set again.
+async fn write_lines_relinked(tx: &mut OrgTx, id: InvoiceId, lines: &[Line], to: &[Option<usize>]) -> DomainResult<()> {
+    let mut billed: Vec<(&str, Uuid, i32)> = Vec::new();
+    for table in ["time_entries", "expenses"] {
+        let rows: Vec<(Uuid, i32)> = sqlx::query_as(&format!(
+            "UPDATE {table} t SET invoice_id = NULL, invoice_line = NULL FROM {table} o \
+             WHERE o.organization_id = t.organization_id AND o.id = t.id AND o.invoice_id = $1 \
+             RETURNING t.id, o.invoice_line"
+        ))
+        .bind(id)
+        .fetch_all(&mut **tx)
+        .await?;
+        billed.extend(rows.into_iter().map(|(item, line)| (table, item, line)));
+    }
+    write_lines(tx, id, lines).await?;
+    for (table, item, line) in billed {
+        let Some(Some(place)) = usize::try_from(line).ok().and_then(|l| to.get(l).copied()) else { continue };
+        sqlx::query(&format!("UPDATE {table} SET invoice_id = $1, invoice_line = $2 WHERE id = $3"))
+            .bind(id)
+            .bind(place as i32)
+            .bind(item)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 pub(super) fn snapshot(i: &Invoice) -> serde_json::Value {
     json!({ "number": i.number, "client_id": i.client_id, "status": i.status, "currency": i.currency,
             "total_minor": i.total_minor, "paid_minor": i.paid_minor })
@@ -712,7 +777,9 @@ pub async fn update(
 ) -> DomainResult<Invoice> {
     require(p, Permission::InvoicesUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;
-    let before = fetch(&mut tx, id).await?;
+    // Locked, as billing time or expenses onto it locks it: the lines and what they bill are
+    // rewritten together below.
+    let before = fetch_for_update(&mut tx, id).await?;
     // Whatever the changes, a sent invoice says so first.
     if before.status != InvoiceStatus::Draft {
         return Err(DomainError::Conflict(
@@ -739,6 +806,25 @@ pub async fn update(
     }
     let client = client.unwrap_or(before.client_id);
     let currency = currency.unwrap_or_else(|| before.currency.clone());
+    // What the draft bills belongs to its client, and an expense to its currency.
+    let (billed_time, billed_expenses): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM time_entries WHERE invoice_id = $1), (SELECT count(*) FROM expenses WHERE invoice_id = $1)",
+    )
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if client != before.client_id && billed_time + billed_expenses > 0 {
+        return Err(DomainError::Conflict(
+            "This draft bills its client's time or expenses; delete those lines before giving it another client."
+                .into(),
+        ));
+    }
+    if currency != before.currency && billed_expenses > 0 {
+        return Err(DomainError::Conflict(format!(
+            "This draft bills expenses in {}; delete those lines before changing its currency.",
+            before.currency
+        )));
+    }
     let tax = tax.unwrap_or(before.tax_rate_bp);
     let issue = issue.unwrap_or(before.issue_date);
     let due = due.unwrap_or(before.due_date);
@@ -746,10 +832,9 @@ pub async fn update(
         return Err(DomainError::field("due_date", "must not be before the issue date"));
     }
     let notes = notes.unwrap_or_else(|| before.notes.clone());
-    let mut lines = match new_lines {
-        Some(l) => l,
-        None => lines(&mut tx, id).await?,
-    };
+    let old_lines = lines(&mut tx, id).await?;
+    let relinked = new_lines.as_ref().map(|new| relink(&old_lines, new));
+    let mut lines = new_lines.unwrap_or(old_lines);
     let (subtotal, tax_minor, total) = compute(&mut lines, tax)?;
     let after: Invoice = sqlx::query_as(&format!(
         "UPDATE invoices AS i SET client_id = $2, tax_rate_bp = $3, issue_date = $4, due_date = $5, notes = $6, subtotal_minor = $7, \
@@ -767,7 +852,10 @@ pub async fn update(
     .bind(&currency)
     .fetch_one(&mut *tx)
     .await?;
-    write_lines(&mut tx, id, &lines).await?;
+    match relinked {
+        Some(to) => write_lines_relinked(&mut tx, id, &lines, &to).await?,
+        None => write_lines(&mut tx, id, &lines).await?,
+    }
     audit::record(
         &mut tx,
         ctx,
@@ -1401,6 +1489,26 @@ pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: InvoiceId) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn line(d: &str, price: i64) -> Line {
+        Line { description: d.into(), quantity_milli: 1000, unit_price_minor: price, amount_minor: 0 }
+    }
+
+    #[test]
+    fn billing_follows_a_line_when_others_are_removed_moved_or_edited() {
+        let (a, e, b) = (line("Design", 100), line("Travel", 4250), line("Hosting", 900));
+        // The line before the billed one removed: the billed one moves up with its link.
+        assert_eq!(relink(&[a.clone(), e.clone()], std::slice::from_ref(&e)), [None, Some(0)]);
+        // The billed line removed: released; the one after it moves up.
+        assert_eq!(relink(&[a.clone(), e.clone(), b.clone()], &[a.clone(), b.clone()]), [Some(0), None, Some(1)]);
+        // Reordered: each follows its text.
+        assert_eq!(relink(&[a.clone(), e.clone()], &[e.clone(), a.clone()]), [Some(1), Some(0)]);
+        // Edited in place (a price changed): still billed by its place.
+        assert_eq!(relink(&[a.clone(), e.clone()], &[a.clone(), line("Travel", 5000)]), [Some(0), Some(1)]);
+        // Two equal lines keep one place each; everything removed releases everything.
+        assert_eq!(relink(&[e.clone(), e.clone()], &[e.clone(), e.clone()]), [Some(0), Some(1)]);
+        assert_eq!(relink(&[a, e], &[]), [None, None]);
+    }
 
     #[test]
     fn totals_use_integer_minor_units_with_half_up_rounding() {

@@ -309,3 +309,181 @@ async fn the_expenses_tab_records_refuses_and_deletes_by_role_and_the_invoice_bi
     assert_eq!(res.status(), 303);
     assert_eq!(count(&app, "SELECT count(*) FROM expenses").await, 1);
 }
+
+/// An expense recorded by `user` on `project` (today unless `on` names a day): (category,
+/// amount in minor units, currency, note).
+async fn spent(app: &TestApp, ids: [Uuid; 3], what: (&str, i64, &str, &str), on: Option<&str>) {
+    let [org, project, user] = ids;
+    let mut db = app.db.admin_conn().await;
+    sqlx::query(
+        "INSERT INTO expenses (organization_id, id, project_id, user_id, spent_on, category, note, amount_minor, currency, \
+         billable, created_at) VALUES ($1, $2, $3, $4, coalesce($9::date, current_date), $5, $6, $7, $8, true, now())",
+    )
+    .bind(org)
+    .bind(Uuid::now_v7())
+    .bind(project)
+    .bind(user)
+    .bind(what.0)
+    .bind(what.3)
+    .bind(what.1)
+    .bind(what.2)
+    .bind(on)
+    .execute(&mut db)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_expenses_report_totals_per_category_and_project_by_role_and_exports_neutralised_csv() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "expensereport").await;
+    let (org_id, client): (Uuid, Uuid) = (org.id.parse().unwrap(), org.client_id.parse().unwrap());
+    let member: Uuid = org.people["member"].user_id.parse().unwrap();
+    let owner: Uuid = org.people["owner"].user_id.parse().unwrap();
+    let (brochure, launch) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut db = app.db.admin_conn().await;
+    for (id, name) in [(brochure, "Brochure"), (launch, "Launch")] {
+        sqlx::query("INSERT INTO projects (organization_id, id, client_id, name) VALUES ($1, $2, $3, $4)")
+            .bind(org_id)
+            .bind(id)
+            .bind(client)
+            .bind(name)
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+    sql(
+        &app,
+        "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())",
+        &[org_id, brochure, member],
+    )
+    .await;
+    spent(&app, [org_id, brochure, member], ("Travel", 1000, "USD", "=HYPERLINK(\"http://evil\")"), None).await;
+    spent(&app, [org_id, brochure, member], ("Printing", 550, "USD", "Proofs"), None).await;
+    spent(&app, [org_id, launch, owner], ("Travel", 2000, "EUR", "Flight"), None).await;
+    spent(&app, [org_id, launch, owner], ("Travel", 99_999, "USD", "Long ago"), Some("2020-01-01")).await;
+    let slug = org.slug.clone();
+    let today = app.clock.now_utc().date();
+    let report = format!("/o/{slug}/time/expenses?from={today}&to={today}");
+    let export = format!("/o/{slug}/time/expenses.csv?from={today}&to={today}");
+
+    // Found from the Time page; totals per currency, per category and per project.
+    let o = &mut org.people.get_mut("owner").unwrap().browser;
+    let (_, html) = o.page(&format!("/o/{slug}/time")).await;
+    assert!(html.contains(&format!("href=\"/o/{slug}/time/expenses\"")), "{html}");
+    let (status, html) = o.page(&report).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("<strong>20.00 EUR</strong>, <strong>15.50 USD</strong>"), "{html}");
+    let category = |html: &str, name: &str| -> String {
+        let section = html.split("<h2>Per category</h2>").nth(1).unwrap().split("</table>").next().unwrap();
+        let row = section.split("<tr>").find(|r| r.contains(&format!(">{name}</th>"))).unwrap_or_default();
+        row.split("</tr>").next().unwrap().to_string()
+    };
+    assert!(
+        category(&html, "Travel").ends_with("<td class=\"num\">2</td><td class=\"num\">20.00 EUR<br>10.00 USD</td>"),
+        "{html}"
+    );
+    assert!(category(&html, "Printing").ends_with("<td class=\"num\">1</td><td class=\"num\">5.50 USD</td>"), "{html}");
+    assert!(html.contains("Launch") && html.contains("Flight") && !html.contains("Long ago"), "{html}");
+    let res = o.get(&export).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let csv = res.text().await.unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert!(csv.contains("'=HYPERLINK") && csv.contains(",2000,20.00,EUR,yes,no,Flight"), "{csv}");
+    for cell in csv.lines().flat_map(|l| l.split(',')) {
+        assert!(!cell.trim_start_matches('"').starts_with(['=', '+', '@']), "a formula cell: {cell:?}");
+    }
+    // A range that runs backwards is refused, naming its end.
+    let res = o.get(&format!("/o/{slug}/time/expenses?from={today}&to=2020-01-01")).await;
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("must not be before from"));
+
+    // A Member sees the projects they are on; a Client none of it; another organization nothing.
+    let m = &mut org.people.get_mut("member").unwrap().browser;
+    let (status, html) = m.page(&report).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("<strong>15.50 USD</strong>") && !html.contains("Launch") && !html.contains("EUR"), "{html}");
+    assert_eq!(m.get(&export).await.text().await.unwrap().lines().count(), 3);
+    let c = &mut org.people.get_mut("client").unwrap().browser;
+    assert_eq!(c.get(&report).await.status(), 403);
+    assert_eq!(c.get(&export).await.status(), 403);
+    let mut other = org_with_every_role(&app, "expensereportother").await;
+    let stranger = &mut other.people.get_mut("owner").unwrap().browser;
+    assert_eq!(stranger.get(&report).await.status(), 404);
+}
+
+/// The lines of an invoice as the API gives them, each as a line to send back.
+async fn lines_of(app: &TestApp, key: &str, invoice: &str) -> Vec<Value> {
+    let res = get(app, &format!("/api/v1/invoices/{invoice}"), key).await;
+    res.body["data"]["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| json!({"description": l["description"], "quantity_milli": l["quantity_milli"], "unit_price_minor": l["unit_price_minor"]}))
+        .collect()
+}
+
+async fn billed_line(app: &TestApp, table: &str, id: &Value) -> (Option<Uuid>, Option<i32>) {
+    let mut db = app.db.admin_conn().await;
+    sqlx::query_as(&format!("SELECT invoice_id, invoice_line FROM {table} WHERE id = $1::uuid"))
+        .bind(id.as_str().unwrap())
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn what_a_line_bills_follows_it_when_other_lines_go_and_is_released_when_it_goes() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "relink").await;
+    let key = api_key(&app, &t, "admin", None).await.1;
+    let expense = record(&app, &key, &t, json!({"category": "Travel", "amount_minor": 4250})).await["id"].clone();
+    let entry = post(&app, "/api/v1/time-entries", &key, json!({"project_id": t.org.project, "minutes": 60})).await;
+    assert_eq!(entry.status, 201, "{}", entry.body);
+    let entry = entry.body["data"]["id"].clone();
+    let res = post(
+        &app,
+        "/api/v1/invoices",
+        &key,
+        json!({"client_id": t.org.client, "currency": "USD",
+               "lines": [{"description": "Design", "quantity_milli": 1000, "unit_price_minor": 10_000}]}),
+    )
+    .await;
+    let invoice = res.id();
+    let invoice_id: Uuid = invoice.parse().unwrap();
+    assert_eq!(post(&app, &format!("/api/v1/invoices/{invoice}/time"), &key, json!({})).await.status, 200);
+    assert_eq!(post(&app, &format!("/api/v1/invoices/{invoice}/expenses"), &key, json!({})).await.status, 200);
+    assert_eq!(billed_line(&app, "time_entries", &entry).await, (Some(invoice_id), Some(1)));
+    assert_eq!(billed_line(&app, "expenses", &expense).await, (Some(invoice_id), Some(2)));
+
+    // The first line removed: the others move up, and so do the links.
+    let lines = lines_of(&app, &key, &invoice).await;
+    let path = format!("/api/v1/invoices/{invoice}");
+    let res = patch(&app, &path, &key, json!({"lines": [lines[1], lines[2]]})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(billed_line(&app, "time_entries", &entry).await, (Some(invoice_id), Some(0)));
+    assert_eq!(billed_line(&app, "expenses", &expense).await, (Some(invoice_id), Some(1)));
+    // Reordered: each follows its text; nothing is left to bill twice.
+    let res = patch(&app, &path, &key, json!({"lines": [lines[2], lines[1]]})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(billed_line(&app, "time_entries", &entry).await, (Some(invoice_id), Some(1)));
+    assert_eq!(billed_line(&app, "expenses", &expense).await, (Some(invoice_id), Some(0)));
+    post(&app, &format!("/api/v1/invoices/{invoice}/expenses"), &key, json!({})).await.assert_problem(409);
+    post(&app, &format!("/api/v1/invoices/{invoice}/time"), &key, json!({})).await.assert_problem(409);
+
+    // What it bills ties the draft to its client, and its expenses to its currency.
+    let other = post(&app, "/api/v1/clients", &key, json!({"name": "Someone else"})).await.id();
+    patch(&app, &path, &key, json!({"client_id": other})).await.assert_problem(409);
+    patch(&app, &path, &key, json!({"currency": "EUR"})).await.assert_problem(409);
+    assert_eq!(get(&app, &path, &key).await.body["data"]["currency"], json!("USD"));
+
+    // The expense's line removed: released (and billable again); the time stays with its line.
+    let res = patch(&app, &path, &key, json!({"lines": [lines[1]]})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(billed_line(&app, "expenses", &expense).await, (None, None));
+    assert_eq!(billed_line(&app, "time_entries", &entry).await, (Some(invoice_id), Some(0)));
+    let res = post(&app, &format!("/api/v1/invoices/{invoice}/expenses"), &key, json!({})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(billed_line(&app, "expenses", &expense).await, (Some(invoice_id), Some(1)));
+}

@@ -10,6 +10,7 @@
 pub mod board;
 pub mod clients;
 pub mod daily;
+pub mod expense_report;
 pub mod expense_view;
 pub mod expenses;
 pub mod files;
@@ -55,6 +56,7 @@ pub fn routes() -> Vec<RouteDef> {
     routes.extend(files::routes());
     routes.extend(lists::routes());
     routes.extend(timesheet::routes());
+    routes.extend(expense_report::routes());
     routes.extend(portal::routes());
     routes.extend(daily::routes());
     routes
