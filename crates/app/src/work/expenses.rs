@@ -350,14 +350,8 @@ fn parse_bill(input: &BillExpenses) -> DomainResult<BillFilter> {
                 .collect::<DomainResult<Vec<Uuid>>>()?,
         ),
     };
-    let project = input.project_id.as_deref().map(|s| fields::id_or_empty("project_id", s)).transpose()?.flatten();
-    let from = input.from.as_deref().map(|s| fields::date_or_empty("from", s)).transpose()?.flatten();
-    let to = input.to.as_deref().map(|s| fields::date_or_empty("to", s)).transpose()?.flatten();
-    if let (Some(f), Some(t)) = (from, to)
-        && t < f
-    {
-        return Err(DomainError::field("to", "must not be before from"));
-    }
+    let (project, from, to) =
+        super::bill_filters(input.project_id.as_deref(), input.from.as_deref(), input.to.as_deref())?;
     Ok(BillFilter { expenses, project, from, to })
 }
 
@@ -533,12 +527,7 @@ pub struct ExpenseRow {
 pub async fn in_range(db: &Db, p: &OrgPrincipal, from: Date, to: Date) -> DomainResult<Vec<ExpenseRow>> {
     require(p, Permission::ProjectsRead)?;
     let member = member_filter(p)?;
-    if to < from {
-        return Err(DomainError::field("to", "must not be before from"));
-    }
-    if (to - from).whole_days() > 366 {
-        return Err(DomainError::field("to", "a range covers at most a year"));
-    }
+    super::report_range(from, to)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let rows = sqlx::query_as(&format!(
         "SELECT x.id, x.spent_on, x.user_id, coalesce(nullif(u.display_name, ''), u.email) AS person, x.project_id, \

@@ -1141,14 +1141,8 @@ fn parse_bill(input: &BillTime) -> DomainResult<TimeFilterParsed> {
                 .collect::<DomainResult<Vec<TimeEntryId>>>()?,
         ),
     };
-    let project = input.project_id.as_deref().map(|s| fields::id_or_empty("project_id", s)).transpose()?.flatten();
-    let from = input.from.as_deref().map(|s| fields::date_or_empty("from", s)).transpose()?.flatten();
-    let to = input.to.as_deref().map(|s| fields::date_or_empty("to", s)).transpose()?.flatten();
-    if let (Some(f), Some(t)) = (from, to)
-        && t < f
-    {
-        return Err(DomainError::field("to", "must not be before from"));
-    }
+    let (project, from, to) =
+        super::bill_filters(input.project_id.as_deref(), input.from.as_deref(), input.to.as_deref())?;
     let per_entry = match input.group.as_deref().unwrap_or("task") {
         "task" | "" => false,
         "entry" => true,

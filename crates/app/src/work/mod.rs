@@ -120,6 +120,35 @@ pub async fn require_task_in_project(
     if same { Ok(()) } else { Err(DomainError::field(field, message)) }
 }
 
+/// The optional filters of billing time or expenses onto a draft: one project, and days from
+/// `from` to `to` (each inclusive, each may be empty), `to` not before `from`.
+pub fn bill_filters(
+    project: Option<&str>,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> DomainResult<(Option<crate::platform::ids::ProjectId>, Option<time::Date>, Option<time::Date>)> {
+    let project = project.map(|s| fields::id_or_empty("project_id", s)).transpose()?.flatten();
+    let from = from.map(|s| fields::date_or_empty("from", s)).transpose()?.flatten();
+    let to = to.map(|s| fields::date_or_empty("to", s)).transpose()?.flatten();
+    if let (Some(f), Some(t)) = (from, to)
+        && t < f
+    {
+        return Err(DomainError::field("to", "must not be before from"));
+    }
+    Ok((project, from, to))
+}
+
+/// A report's range of days: `to` not before `from`, and at most a year.
+pub fn report_range(from: time::Date, to: time::Date) -> DomainResult<()> {
+    if to < from {
+        return Err(DomainError::field("to", "must not be before from"));
+    }
+    if (to - from).whole_days() > 366 {
+        return Err(DomainError::field("to", "a range covers at most a year"));
+    }
+    Ok(())
+}
+
 /// The date it is for the transaction's organization (in its time zone) at `now`.
 pub async fn org_today(tx: &mut OrgTx, now: time::OffsetDateTime) -> Result<time::Date, sqlx::Error> {
     let zone: String = sqlx::query_scalar("SELECT timezone FROM organizations WHERE id = $1")

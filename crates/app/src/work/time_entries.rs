@@ -317,12 +317,7 @@ pub async fn in_range(
 ) -> DomainResult<Vec<ReportRow>> {
     require(p, Permission::ProjectsRead)?;
     let member = member_filter(p)?;
-    if to < from {
-        return Err(DomainError::field("to", "must not be before from"));
-    }
-    if (to - from).whole_days() > 366 {
-        return Err(DomainError::field("to", "a range covers at most a year"));
-    }
+    super::report_range(from, to)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let rows = sqlx::query_as(&format!(
         "SELECT e.id, e.spent_on, e.minutes, e.note, e.billable, e.rate_minor, e.invoice_id, e.user_id, \
