@@ -543,6 +543,13 @@ try {
     await expectText(page, 'Expense recorded.');
     await expectText(page, 'Proofs of the brochure');
     await check(page, 'expenses');
+    // Its receipt, a file of the project (the brief stands in for it), attached from its row.
+    await page.getByRole('combobox', { name: /^Receipt for Printing/ }).selectOption({ label: 'brief.txt' });
+    await page.getByRole('button', { name: 'Attach receipt' }).click();
+    await page.waitForURL(/\/expenses$/);
+    await expectText(page, 'Receipt saved.');
+    await page.getByRole('link', { name: 'Receipt', exact: true }).waitFor();
+    await check(page, 'expense-receipt');
     // The month's expenses across projects, found from the Time page.
     await page.goto(`${BASE}/o/${slug}/time`);
     await page.getByRole('link', { name: 'Expenses', exact: true }).click();

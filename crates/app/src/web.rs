@@ -208,6 +208,7 @@ pub const FLASH_MESSAGES: &[(&str, &str)] = &[
     ("POST /o/{org}/projects/{project}/expenses", "Expense recorded."),
     ("POST /o/{org}/projects/{project}/expenses/{expense}/delete", "Expense deleted."),
     ("POST /o/{org}/invoices/{invoice}/expenses", "Expenses added to the invoice."),
+    ("POST /o/{org}/projects/{project}/expenses/{expense}/receipt", "Receipt saved."),
 ];
 
 fn flash_index(route: &str, own: Option<Flash>) -> usize {

@@ -22,7 +22,7 @@ use crate::access::role::Permission;
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::Db;
 use crate::platform::error::{DomainError, DomainResult};
-use crate::platform::ids::{ExpenseId, InvoiceId, ProjectId, UserId};
+use crate::platform::ids::{ExpenseId, FileId, InvoiceId, ProjectId, UserId};
 
 /// The most one expense may be, in minor units (a billion in the currency).
 pub const MAX_AMOUNT_MINOR: i64 = 100_000_000_000;
@@ -55,10 +55,13 @@ pub struct Expense {
     pub invoice_id: Option<InvoiceId>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// Its receipt: a file of its project (`/api/v1/files/{file}`), or null.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub receipt_file_id: Option<FileId>,
 }
 
 const COLUMNS: &str = "x.id, x.project_id, x.user_id, x.spent_on, x.category, x.note, x.amount_minor, x.currency, \
-     x.billable, x.invoice_id, x.created_at";
+     x.billable, x.invoice_id, x.created_at, x.receipt_file_id";
 
 /// An expense to record, for the person asking (through an API key: the member who created it).
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -84,6 +87,11 @@ pub struct ExpenseInput {
     #[serde(default, deserialize_with = "fields::non_null")]
     #[schema(format = "text", max_length = 2000, nullable = false)]
     pub note: Option<String>,
+    /// Its receipt: a file of the same project (upload it first); empty for none. Needs
+    /// `files.read`.
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = "uuid-or-empty", nullable = false)]
+    pub receipt_file_id: Option<String>,
 }
 
 /// Changes to an expense: fields left out stay as they are. An expense stays in its project,
@@ -107,6 +115,11 @@ pub struct ExpenseUpdate {
     #[serde(default, deserialize_with = "fields::non_null")]
     #[schema(format = "text", max_length = 2000, nullable = false)]
     pub note: Option<String>,
+    /// A file of the expense's project as its receipt; `null` or empty removes it. Needs
+    /// `files.read`.
+    #[serde(default, deserialize_with = "fields::present")]
+    #[schema(value_type = Option<String>, format = "uuid-or-empty")]
+    pub receipt_file_id: Option<Option<String>>,
 }
 
 fn category(v: &str) -> DomainResult<String> {
@@ -118,6 +131,24 @@ fn amount(field: &str, v: i64) -> DomainResult<i64> {
         return Err(DomainError::field(field, "must be more than 0 and at most 1000000000.00"));
     }
     Ok(v)
+}
+
+/// A receipt as given (an id, or empty for none), checked: a file of `project`, named by someone
+/// who may read files.
+async fn receipt(tx: &mut OrgTx, p: &OrgPrincipal, project: ProjectId, raw: &str) -> DomainResult<Option<FileId>> {
+    let Some(file) = fields::id_or_empty::<FileId>("receipt_file_id", raw)? else { return Ok(None) };
+    if !p.can(Permission::FilesRead) {
+        return Err(DomainError::Forbidden("A receipt is a file, and your role doesn't show files.".into()));
+    }
+    let found: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM files WHERE id = $1 AND project_id = $2)")
+        .bind(file)
+        .bind(project)
+        .fetch_one(&mut **tx)
+        .await?;
+    if !found {
+        return Err(DomainError::field("receipt_file_id", "is not a file of this expense's project"));
+    }
+    Ok(Some(file))
 }
 
 /// The expenses of the projects the principal may see (of one project when given), most
@@ -179,10 +210,11 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ExpenseInp
         DomainError::NotFound => DomainError::field("project_id", "no such project"),
         other => other,
     })?;
+    let receipt = receipt(&mut tx, p, project.id, input.receipt_file_id.as_deref().unwrap_or("")).await?;
     let expense: Expense = sqlx::query_as(&format!(
         "INSERT INTO expenses AS x (organization_id, id, project_id, user_id, spent_on, category, note, amount_minor, \
-         currency, billable, created_at) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, o.currency, coalesce($9, p.billable), $10 \
+         currency, billable, created_at, receipt_file_id) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, o.currency, coalesce($9, p.billable), $10, $11 \
          FROM organizations o JOIN projects p ON p.organization_id = o.id AND p.id = $3 WHERE o.id = $1 \
          RETURNING {COLUMNS}"
     ))
@@ -196,6 +228,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ExpenseInp
     .bind(amount_minor)
     .bind(input.billable)
     .bind(ctx.now)
+    .bind(receipt)
     .fetch_one(&mut *tx)
     .await?;
     audit::record(&mut tx, ctx, Entry::new("expense.recorded", "expense", expense.id).after(snapshot(&expense)))
@@ -206,7 +239,8 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ExpenseInp
 
 fn snapshot(x: &Expense) -> serde_json::Value {
     json!({ "project_id": x.project_id, "spent_on": x.spent_on.to_string(), "category": x.category, "note": x.note,
-            "amount_minor": x.amount_minor, "currency": x.currency, "billable": x.billable })
+            "amount_minor": x.amount_minor, "currency": x.currency, "billable": x.billable,
+            "receipt_file_id": x.receipt_file_id })
 }
 
 /// An expense of a project the principal may see (404 otherwise).
@@ -260,9 +294,13 @@ pub async fn update(
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch_visible_expense(&mut tx, p, id).await?;
     may_change(p, &before, "change")?;
+    let receipt = match &input.receipt_file_id {
+        None => before.receipt_file_id,
+        Some(raw) => receipt(&mut tx, p, before.project_id, raw.as_deref().unwrap_or("")).await?,
+    };
     let after: Expense = sqlx::query_as(&format!(
-        "UPDATE expenses AS x SET category = $2, amount_minor = $3, spent_on = $4, note = $5, billable = $6 \
-         WHERE x.id = $1 AND x.invoice_id IS NULL RETURNING {COLUMNS}"
+        "UPDATE expenses AS x SET category = $2, amount_minor = $3, spent_on = $4, note = $5, billable = $6, \
+         receipt_file_id = $7 WHERE x.id = $1 AND x.invoice_id IS NULL RETURNING {COLUMNS}"
     ))
     .bind(id)
     .bind(category.as_deref().unwrap_or(&before.category))
@@ -270,6 +308,7 @@ pub async fn update(
     .bind(spent_on.unwrap_or(before.spent_on))
     .bind(note.as_deref().unwrap_or(&before.note))
     .bind(input.billable.unwrap_or(before.billable))
+    .bind(receipt)
     .fetch_optional(&mut *tx)
     .await?
     // Billed meanwhile (the invoice's lock came first).

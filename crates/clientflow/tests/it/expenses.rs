@@ -249,6 +249,33 @@ async fn the_expenses_tab_records_refuses_and_deletes_by_role_and_the_invoice_bi
     }
     assert_eq!(count(&app, "SELECT count(*) FROM expenses").await, 1);
 
+    // A receipt uploaded on the Files tab is attached from the row, and leads to the file.
+    let receipt = Uuid::now_v7();
+    crate::support::work::insert_files(
+        &app,
+        org_id.to_string().parse().unwrap(),
+        project,
+        &[(receipt, "proofs.pdf".into())],
+        None,
+    )
+    .await;
+    let m = &mut org.people.get_mut("member").unwrap().browser;
+    let (_, html) = m.page(&tab).await;
+    assert!(html.contains("Attach receipt") && html.contains(">proofs.pdf</option>"), "{html}");
+    let only: Uuid =
+        sqlx::query_scalar("SELECT id FROM expenses").fetch_one(&mut app.db.admin_conn().await).await.unwrap();
+    let res = m.submit(&tab, &format!("{tab}/{only}/receipt"), &[("receipt", &receipt.to_string())]).await;
+    assert_eq!(res.status(), 303);
+    let (_, html) = m.page(&tab).await;
+    assert!(
+        html.contains("Receipt saved.")
+            && html.contains(&format!("href=\"/o/{slug}/files/{receipt}/download\">Receipt</a>")),
+        "{html}"
+    );
+    let res = m.submit(&tab, &format!("{tab}/{only}/receipt"), &[("receipt", &Uuid::now_v7().to_string())]).await;
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("is not a file of this expense"));
+
     // The Owner's expense: the Member can't delete it, a Manager can delete the Member's.
     let o = &mut org.people.get_mut("owner").unwrap().browser;
     let res = o.submit(&tab, &tab, &[("category", "Travel"), ("amount", "30"), ("billable", "no")]).await;
@@ -486,4 +513,46 @@ async fn what_a_line_bills_follows_it_when_other_lines_go_and_is_released_when_i
     let res = post(&app, &format!("/api/v1/invoices/{invoice}/expenses"), &key, json!({})).await;
     assert_eq!(res.status, 200, "{}", res.body);
     assert_eq!(billed_line(&app, "expenses", &expense).await, (Some(invoice_id), Some(1)));
+}
+
+#[tokio::test]
+async fn a_receipt_is_a_file_of_the_expenses_own_project_and_goes_when_the_file_goes() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "receipts").await;
+    let key = api_key(&app, &t, "admin", None).await.1;
+    let (receipt, elsewhere) = (Uuid::now_v7(), Uuid::now_v7());
+    crate::support::work::insert_files(&app, t.org.id, t.org.project.as_uuid(), &[(receipt, "taxi.pdf".into())], None)
+        .await;
+    let other_project = post(&app, "/api/v1/projects", &key, json!({"name": "Other"})).await.id();
+    crate::support::work::insert_files(
+        &app,
+        t.org.id,
+        other_project.parse().unwrap(),
+        &[(elsewhere, "x.pdf".into())],
+        None,
+    )
+    .await;
+
+    let x = record(&app, &key, &t, json!({"category": "Taxi", "amount_minor": 1500, "receipt_file_id": receipt})).await;
+    assert_eq!(x["receipt_file_id"], json!(receipt));
+    let path = format!("/api/v1/expenses/{}", x["id"].as_str().unwrap());
+    // Another project's file, an unknown one, or a malformed id: refused by name.
+    for bad in [json!(elsewhere), json!(Uuid::now_v7())] {
+        patch(&app, &path, &key, json!({"receipt_file_id": bad})).await.assert_problem_field(422, "receipt_file_id");
+        let mut body = json!({"category": "Taxi", "amount_minor": 1, "receipt_file_id": bad});
+        body["project_id"] = json!(t.org.project);
+        post(&app, "/api/v1/expenses", &key, body).await.assert_problem_field(422, "receipt_file_id");
+    }
+    patch(&app, &path, &key, json!({"receipt_file_id": "nope"})).await.assert_problem_field(422, "receipt_file_id");
+    // A key that can't read files can't name one.
+    let blind = api_key(&app, &t, "admin", Some(&["projects.read", "time.track"])).await.1;
+    patch(&app, &path, &blind, json!({"receipt_file_id": receipt})).await.assert_problem(403);
+    // Cleared with null, set again; the file deleted takes the receipt with it, not the expense.
+    let res = patch(&app, &path, &key, json!({"receipt_file_id": null})).await;
+    assert_eq!((res.status, &res.body["data"]["receipt_file_id"]), (200, &Value::Null), "{}", res.body);
+    let res = patch(&app, &path, &key, json!({"receipt_file_id": receipt})).await;
+    assert_eq!(res.body["data"]["receipt_file_id"], json!(receipt), "{}", res.body);
+    assert_eq!(delete(&app, &format!("/api/v1/files/{receipt}"), &key).await.status, 204);
+    let res = get(&app, &path, &key).await;
+    assert_eq!((res.status, &res.body["data"]["receipt_file_id"]), (200, &Value::Null), "{}", res.body);
 }

@@ -176,6 +176,7 @@ pub const BODIES: &[Write] = &[
         &[("category", "Travel"), ("amount", "42.50"), ("billable", "yes"), ("note", "Matrix {unique}")],
     ),
     form("POST /o/{org}/projects/{project}/expenses/{expense}/delete", CONFIRMED),
+    form("POST /o/{org}/projects/{project}/expenses/{expense}/receipt", &[("receipt", "")]),
     // Tasks and comments.
     form("POST /o/{org}/projects/{project}/tasks", &[("title", "Matrix {unique}"), ("visible_to_client", "on")]),
     form(

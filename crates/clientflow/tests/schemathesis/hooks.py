@@ -124,6 +124,9 @@ def _body(case, method, path):
     elif path.startswith("/api/v1/expenses"):
         if "project_id" in body:
             body["project_id"] = FIXTURES["project"]
+        # A receipt is a file of the expense's project (every generated expense is on `project`).
+        if _given(body.get("receipt_file_id")):
+            body["receipt_file_id"] = FIXTURES["file"]
     elif path.startswith("/api/v1/invoices/{invoice}/expenses"):
         # Expenses to bill are data: the filters pick them (a project of the client, dates in order).
         body.pop("expense_ids", None)

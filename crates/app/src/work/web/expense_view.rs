@@ -4,11 +4,11 @@
 use super::People;
 use crate::access::OrgPrincipal;
 use crate::access::role::Permission as P;
-use crate::platform::db::Db;
 use crate::platform::http::error::AppResult;
 use crate::platform::ids::ProjectId;
-use crate::work::expenses;
+use crate::state::AppState;
 use crate::work::money::format_minor;
+use crate::work::{expenses, files};
 
 pub struct ExpenseView {
     pub id: String,
@@ -21,8 +21,11 @@ pub struct ExpenseView {
     pub billable: bool,
     /// The invoice that billed it.
     pub invoice: Option<String>,
-    /// The viewer may delete it (their own, or anyone's with projects.update; never a billed one).
+    /// The viewer may delete it (their own, or anyone's with projects.update; never a billed one),
+    /// and so attach a receipt to it.
     pub deletable: bool,
+    /// Its receipt's file id (for those who may read files).
+    pub receipt: Option<String>,
 }
 
 /// What the tab shows: the expenses (the latest 100), their totals ("42.50 EUR", one per
@@ -33,12 +36,23 @@ pub struct ExpensesTab {
     pub categories: Vec<String>,
     /// The organization's currency, which new expenses are recorded in.
     pub currency: String,
+    /// The project's files a receipt may be picked from, newest first: (id, name). Empty for
+    /// those who may not read files.
+    pub files: Vec<(String, String)>,
 }
 
-pub async fn tab(db: &Db, p: &OrgPrincipal, project: ProjectId, names: &People) -> AppResult<ExpensesTab> {
+pub async fn tab(state: &AppState, p: &OrgPrincipal, project: ProjectId, names: &People) -> AppResult<ExpensesTab> {
+    let db = &state.db;
     let page = crate::work::Page { limit: Some(crate::work::MAX_PAGE), offset: None };
     let list = expenses::list(db, p, Some(&project.to_string()), page).await?;
     let (currency, categories) = expenses::choices(db, p).await?;
+    let may_files = p.can(P::FilesRead);
+    let files = if may_files {
+        let filter = files::FileFilter { project_id: Some(project.to_string()), task_id: None };
+        files::list(db, &state.keys, p, &filter, page).await?.into_iter().map(|f| (f.id.to_string(), f.name)).collect()
+    } else {
+        vec![]
+    };
     let mut totals: Vec<(String, i128)> = Vec::new();
     for x in &list {
         match totals.iter_mut().find(|t| t.0 == x.currency) {
@@ -59,6 +73,7 @@ pub async fn tab(db: &Db, p: &OrgPrincipal, project: ProjectId, names: &People) 
             billable: x.billable,
             deletable: p.can(P::TimeTrack) && x.invoice_id.is_none() && (may_any || Some(x.user_id) == me),
             invoice: x.invoice_id.map(|i| i.to_string()),
+            receipt: x.receipt_file_id.filter(|_| may_files).map(|f| f.to_string()),
             category: x.category,
             note: x.note,
         })
@@ -68,5 +83,6 @@ pub async fn tab(db: &Db, p: &OrgPrincipal, project: ProjectId, names: &People) 
         totals: totals.into_iter().map(|(c, v)| format!("{} {c}", format_minor(v))).collect(),
         categories,
         currency,
+        files,
     })
 }

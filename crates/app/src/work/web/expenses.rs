@@ -23,6 +23,7 @@ pub fn routes() -> Vec<RouteDef> {
     vec![
         route!(POST "/o/{org}/projects/{project}/expenses", Surface::Web, Access::Org(P::TimeTrack), record),
         route!(POST "/o/{org}/projects/{project}/expenses/{expense}/delete", Surface::Web, Access::Org(P::TimeTrack), delete),
+        route!(POST "/o/{org}/projects/{project}/expenses/{expense}/receipt", Surface::Web, Access::Org(P::TimeTrack), attach_receipt),
     ]
 }
 
@@ -39,15 +40,21 @@ struct ExpenseForm {
     billable: String,
     #[serde(default)]
     note: String,
+    /// A file of the project (its id), or empty for none.
+    #[serde(default)]
+    receipt: String,
 }
 
-/// The service names the amount in minor units; the form's field is `amount`.
+/// The service names the amount in minor units and the receipt by its id; the form's fields are
+/// `amount` and `receipt`.
 fn as_typed(e: AppError) -> AppError {
     match e {
         AppError::Domain(DomainError::Invalid(mut v)) => {
             for f in &mut v {
                 if f.field == "amount_minor" {
                     f.field = "amount".into();
+                } else if f.field == "receipt_file_id" {
+                    f.field = "receipt".into();
                 }
             }
             AppError::Domain(DomainError::Invalid(v))
@@ -75,6 +82,7 @@ async fn record(
             spent_on: (!spent_on.is_empty()).then(|| spent_on.to_string()),
             billable: billable_choice(&form.billable)?,
             note: Some(form.note.clone()),
+            receipt_file_id: Some(form.receipt.clone()),
         };
         expenses::create(&state.db, &ctx, &access.principal, &input).await.map(|_| ()).map_err(AppError::from)
     }
@@ -92,6 +100,7 @@ async fn record(
         category: form.category,
         amount: form.amount,
         billable: form.billable,
+        receipt: form.receipt,
         ..ProjectForms::default()
     };
     project_result(&state, csrf, &access, id, "expenses", forms, result).await
@@ -113,4 +122,32 @@ async fn delete(
     }
     let r = expenses::delete(&state.db, &ctx, &access.principal, expense).await.map(|_| ());
     project_result(&state, csrf, &access, id, "expenses", ProjectForms::default(), r).await
+}
+
+#[derive(Deserialize, Default)]
+struct ReceiptForm {
+    #[serde(default)]
+    receipt: String,
+}
+
+/// Attaches one of the project's files to an expense as its receipt (or, empty, removes it).
+async fn attach_receipt(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id, expense)): Path<(String, String, String)>,
+    Form(form): Form<ReceiptForm>,
+) -> AppResult<Response> {
+    let id: ProjectId = path_id(&id)?;
+    let expense: ExpenseId = path_id(&expense)?;
+    if expenses::get(&state.db, &access.principal, expense).await?.project_id != id {
+        return Err(AppError::not_found());
+    }
+    let change = expenses::ExpenseUpdate { receipt_file_id: Some(Some(form.receipt)), ..Default::default() };
+    let r = expenses::update(&state.db, &ctx, &access.principal, expense, &change)
+        .await
+        .map(|_| ())
+        .map_err(AppError::from);
+    project_result(&state, csrf, &access, id, "expenses", ProjectForms::default(), r.map_err(as_typed)).await
 }

@@ -552,6 +552,7 @@ pub struct ProjectForms {
     pub category: String,
     pub amount: String,
     pub billable: String,
+    pub receipt: String,
 }
 
 /// The project page's tabs: each its own address under the project's.
@@ -784,7 +785,7 @@ pub async fn project_view(
         (vec![], String::new(), vec![])
     };
     let expenses = match tab {
-        "expenses" => Some(super::expense_view::tab(&state.db, p, id, &names).await?),
+        "expenses" => Some(super::expense_view::tab(state, p, id, &names).await?),
         _ => None,
     };
     let files = if tab == "files" && p.can(P::FilesRead) {
