@@ -140,12 +140,13 @@ async fn receipt(tx: &mut OrgTx, p: &OrgPrincipal, project: ProjectId, raw: &str
     if !p.can(Permission::FilesRead) {
         return Err(DomainError::Forbidden("A receipt is a file, and your role doesn't show files.".into()));
     }
-    let found: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM files WHERE id = $1 AND project_id = $2)")
+    // Held until the expense is written: a deletion of the file waits, then empties the receipt.
+    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM files WHERE id = $1 AND project_id = $2 FOR KEY SHARE")
         .bind(file)
         .bind(project)
-        .fetch_one(&mut **tx)
+        .fetch_optional(&mut **tx)
         .await?;
-    if !found {
+    if found.is_none() {
         return Err(DomainError::field("receipt_file_id", "is not a file of this expense's project"));
     }
     Ok(Some(file))
@@ -175,18 +176,24 @@ pub async fn list(db: &Db, p: &OrgPrincipal, project: Option<&str>, page: Page) 
 }
 
 /// What the form offers: the organization's currency (new expenses are in it), and the
-/// categories used so far, most used first (at most 50).
+/// categories used so far in the projects the principal may see, most used first (at most 50):
+/// a Member learns nothing of the projects they are not on.
 pub async fn choices(db: &Db, p: &OrgPrincipal) -> DomainResult<(String, Vec<String>)> {
     require(p, Permission::ProjectsRead)?;
+    let member = member_filter(p)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let currency = sqlx::query_scalar("SELECT currency FROM organizations WHERE id = $1")
         .bind(tx.org_id())
         .fetch_one(&mut *tx)
         .await?;
-    let categories =
-        sqlx::query_scalar("SELECT category FROM expenses GROUP BY category ORDER BY count(*) DESC, category LIMIT 50")
-            .fetch_all(&mut *tx)
-            .await?;
+    let categories = sqlx::query_scalar(&format!(
+        "SELECT x.category FROM expenses x JOIN projects p ON p.organization_id = x.organization_id AND p.id = x.project_id \
+         WHERE {} GROUP BY x.category ORDER BY count(*) DESC, x.category LIMIT 50",
+        project_visible("p", 1)
+    ))
+    .bind(member)
+    .fetch_all(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok((currency, categories))
 }

@@ -389,6 +389,7 @@ async fn the_expenses_report_totals_per_category_and_project_by_role_and_exports
     spent(&app, [org_id, brochure, member], ("Printing", 550, "USD", "Proofs"), None).await;
     spent(&app, [org_id, launch, owner], ("Travel", 2000, "EUR", "Flight"), None).await;
     spent(&app, [org_id, launch, owner], ("Travel", 99_999, "USD", "Long ago"), Some("2020-01-01")).await;
+    spent(&app, [org_id, launch, owner], ("Legal", 50_000, "USD", "Settlement"), Some("2020-01-01")).await;
     let slug = org.slug.clone();
     let today = app.clock.now_utc().date();
     let report = format!("/o/{slug}/time/expenses?from={today}&to={today}");
@@ -432,6 +433,12 @@ async fn the_expenses_report_totals_per_category_and_project_by_role_and_exports
     assert_eq!(status, 200);
     assert!(html.contains("<strong>15.50 USD</strong>") && !html.contains("Launch") && !html.contains("EUR"), "{html}");
     assert_eq!(m.get(&export).await.text().await.unwrap().lines().count(), 3);
+    // The categories offered come from the projects one sees only.
+    let (_, html) = m.page(&format!("/o/{slug}/projects/{brochure}/expenses")).await;
+    assert!(html.contains("<option value=\"Printing\">") && !html.contains("Legal"), "{html}");
+    let o = &mut org.people.get_mut("owner").unwrap().browser;
+    let (_, html) = o.page(&format!("/o/{slug}/projects/{brochure}/expenses")).await;
+    assert!(html.contains("<option value=\"Legal\">"), "{html}");
     let c = &mut org.people.get_mut("client").unwrap().browser;
     assert_eq!(c.get(&report).await.status(), 403);
     assert_eq!(c.get(&export).await.status(), 403);
