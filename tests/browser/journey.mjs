@@ -514,6 +514,19 @@ try {
     await page.getByRole('button', { name: 'Stop timer' }).click();
     await page.waitForURL(/\/time#timer$/);
     await check(page, 'timer-stopped');
+    // The Wireframes entry took longer than typed: corrected on its own page, reached from its
+    // row, with the keyboard; the tab says so and shows the new time.
+    await page.getByRole('link', { name: /^Edit 1h 30m on / }).click();
+    await page.waitForURL(/\/time\/[0-9a-f-]{36}\/edit$/);
+    await expectText(page, 'Edit time entry');
+    await page.locator('input[name=minutes]').fill('');
+    await type(page, 'input[name=minutes]', '1:45');
+    await type(page, 'input[name=note]', 'Second round of wireframes');
+    await check(page, 'time-edit');
+    await page.keyboard.press('Enter');
+    await page.waitForURL(/\/time$/);
+    await expectText(page, 'Time entry saved.');
+    await expectText(page, '1h 45m');
     await page.goto(`${BASE}/o/${slug}/time`);
     await page.getByRole('link', { name: 'Week', exact: true }).click();
     await page.waitForURL(/\/time\/week/);
@@ -550,6 +563,17 @@ try {
     await expectText(page, 'Receipt saved.');
     await page.getByRole('link', { name: 'Receipt', exact: true }).waitFor();
     await check(page, 'expense-receipt');
+    // A mistyped amount is corrected on the expense's own page, reached from its row.
+    await page.getByRole('link', { name: /^Edit Printing/ }).click();
+    await page.waitForURL(/\/expenses\/[0-9a-f-]{36}\/edit$/);
+    await expectText(page, 'Edit expense');
+    await page.locator('input[name=amount]').fill('');
+    await type(page, 'input[name=amount]', '125.00');
+    await check(page, 'expense-edit');
+    await page.getByRole('button', { name: 'Save' }).click();
+    await page.waitForURL(/\/expenses$/);
+    await expectText(page, 'Expense saved.');
+    await expectText(page, '125.00 USD');
     // The month's expenses across projects, found from the Time page.
     await page.goto(`${BASE}/o/${slug}/time`);
     await page.getByRole('link', { name: 'Expenses', exact: true }).click();

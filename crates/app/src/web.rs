@@ -209,6 +209,8 @@ pub const FLASH_MESSAGES: &[(&str, &str)] = &[
     ("POST /o/{org}/projects/{project}/expenses/{expense}/delete", "Expense deleted."),
     ("POST /o/{org}/invoices/{invoice}/expenses", "Expenses added to the invoice."),
     ("POST /o/{org}/projects/{project}/expenses/{expense}/receipt", "Receipt saved."),
+    ("POST /o/{org}/projects/{project}/time/{entry}/edit", "Time entry saved."),
+    ("POST /o/{org}/projects/{project}/expenses/{expense}/edit", "Expense saved."),
 ];
 
 fn flash_index(route: &str, own: Option<Flash>) -> usize {

@@ -274,7 +274,9 @@ pub async fn get(db: &Db, p: &OrgPrincipal, id: ExpenseId) -> DomainResult<Expen
 }
 
 /// One's own expense, or anyone's with `projects.update`; never a billed one.
-fn may_change(p: &OrgPrincipal, x: &Expense, doing: &str) -> DomainResult<()> {
+/// Whether `p` may `doing` ("change" or "delete") `x` now: their own, or anyone's with
+/// `projects.update`, and never once billed.
+pub fn may_change(p: &OrgPrincipal, x: &Expense, doing: &str) -> DomainResult<()> {
     if Some(x.user_id) != p.on_behalf_of() && !p.can(Permission::ProjectsUpdate) {
         return Err(DomainError::Forbidden(format!("You can {doing} only your own expenses.")));
     }

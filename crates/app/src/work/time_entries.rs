@@ -264,7 +264,13 @@ pub async fn insert(tx: &mut OrgTx, ctx: &Context, e: NewEntry<'_>) -> DomainRes
 }
 
 /// Billed time is fixed: it says what the client was charged.
-fn refuse_billed(e: &TimeEntry, doing: &str) -> DomainResult<()> {
+/// Whether `p` may change or delete `e` now (`doing`: "changed" or "deleted"): their own, or
+/// anyone's with `projects.update`, and never once billed.
+pub fn may_change(p: &OrgPrincipal, e: &TimeEntry, doing: &str) -> DomainResult<()> {
+    if Some(e.user_id) != p.on_behalf_of() && !p.can(Permission::ProjectsUpdate) {
+        let verb = doing.strip_suffix('d').unwrap_or(doing);
+        return Err(DomainError::Forbidden(format!("You can {verb} only your own time entries.")));
+    }
     match e.invoice_id {
         Some(_) => Err(DomainError::Conflict(format!(
             "This time is billed on an invoice and can't be {doing}; delete or void the draft invoice to release it."
@@ -429,10 +435,7 @@ pub async fn update(
     let project: Option<ProjectId> = input.project_id.as_deref().map(|v| fields::id("project_id", v)).transpose()?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch_visible_entry(&mut tx, p, id).await?;
-    if Some(before.user_id) != p.on_behalf_of() && !p.can(Permission::ProjectsUpdate) {
-        return Err(DomainError::Forbidden("You can change only your own time entries.".into()));
-    }
-    refuse_billed(&before, "changed")?;
+    may_change(p, &before, "changed")?;
     if project.is_some_and(|project| project != before.project_id) {
         return Err(DomainError::field("project_id", "a time entry can't move to another project"));
     }
@@ -488,10 +491,7 @@ pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TimeEntryId) -
     require(p, Permission::TimeTrack)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let entry = fetch_visible_entry(&mut tx, p, id).await?;
-    if Some(entry.user_id) != p.on_behalf_of() && !p.can(Permission::ProjectsUpdate) {
-        return Err(DomainError::Forbidden("You can delete only your own time entries.".into()));
-    }
-    refuse_billed(&entry, "deleted")?;
+    may_change(p, &entry, "deleted")?;
     let deleted = sqlx::query("DELETE FROM time_entries WHERE id = $1 AND invoice_id IS NULL")
         .bind(id)
         .execute(&mut *tx)

@@ -20,6 +20,7 @@ mod contact;
 mod daily_work;
 mod database_outage;
 mod door;
+mod entry_edit;
 mod error_reports;
 mod expenses;
 mod export;

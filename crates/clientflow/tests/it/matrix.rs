@@ -172,11 +172,19 @@ pub const BODIES: &[Write] = &[
     form("POST /o/{org}/projects/{project}/time", &[("minutes", "45"), ("note", "Matrix {unique}")]),
     form("POST /o/{org}/projects/{project}/time/{entry}/delete", CONFIRMED),
     form(
+        "POST /o/{org}/projects/{project}/time/{entry}/edit",
+        &[("minutes", "1:15"), ("spent_on", "2026-12-01"), ("note", "Matrix {unique}"), ("billable", "no")],
+    ),
+    form(
         "POST /o/{org}/projects/{project}/expenses",
         &[("category", "Travel"), ("amount", "42.50"), ("billable", "yes"), ("note", "Matrix {unique}")],
     ),
     form("POST /o/{org}/projects/{project}/expenses/{expense}/delete", CONFIRMED),
     form("POST /o/{org}/projects/{project}/expenses/{expense}/receipt", &[("receipt", "")]),
+    form(
+        "POST /o/{org}/projects/{project}/expenses/{expense}/edit",
+        &[("category", "Travel"), ("amount", "12.00"), ("spent_on", "2026-12-01"), ("billable", "no")],
+    ),
     // Tasks and comments.
     form("POST /o/{org}/projects/{project}/tasks", &[("title", "Matrix {unique}"), ("visible_to_client", "on")]),
     form(

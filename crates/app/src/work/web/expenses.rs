@@ -47,7 +47,7 @@ struct ExpenseForm {
 
 /// The service names the amount in minor units and the receipt by its id; the form's fields are
 /// `amount` and `receipt`.
-fn as_typed(e: AppError) -> AppError {
+pub(super) fn as_typed(e: AppError) -> AppError {
     match e {
         AppError::Domain(DomainError::Invalid(mut v)) => {
             for f in &mut v {

@@ -10,6 +10,7 @@
 pub mod board;
 pub mod clients;
 pub mod daily;
+pub mod entry_edit;
 pub mod expense_report;
 pub mod expense_view;
 pub mod expenses;
@@ -46,6 +47,7 @@ pub fn routes() -> Vec<RouteDef> {
     routes.extend(clients::routes());
     routes.extend(projects::routes());
     routes.extend(expenses::routes());
+    routes.extend(entry_edit::routes());
     routes.extend(project_copy::routes());
     routes.extend(schedule::routes());
     routes.extend(tasks::routes());

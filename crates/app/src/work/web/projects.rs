@@ -498,7 +498,10 @@ pub struct TimeView {
     pub note: String,
     pub who: String,
     pub task: Option<(String, String)>,
+    /// The viewer may change or delete it (their own, or anyone's with projects.update).
     pub deletable: bool,
+    /// The invoice that billed it (it can then be neither changed nor deleted).
+    pub invoice: Option<String>,
 }
 
 pub struct FileView {
@@ -775,6 +778,7 @@ pub async fn project_view(
                 who: names.name(&e.user_id),
                 task: e.task_id.map(|t| (t.to_string(), titles.get(&t).cloned().unwrap_or_default())),
                 deletable: p.can(P::TimeTrack) && (may_delete_any || Some(e.user_id) == me),
+                invoice: e.invoice_id.map(|i| i.to_string()),
                 note: e.note,
             })
             .collect();
@@ -913,7 +917,7 @@ fn describe_change(field: &str, old: Option<&str>, new: Option<&str>, columns: &
 }
 
 /// Titles of the project's tasks (subtasks included), for labelling time entries.
-async fn board_titles(
+pub(super) async fn board_titles(
     db: &crate::platform::db::Db,
     p: &crate::access::OrgPrincipal,
     project: ProjectId,

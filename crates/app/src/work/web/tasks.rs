@@ -122,7 +122,9 @@ struct TimeRow {
     minutes: String,
     spent_on: String,
     note: String,
+    /// The viewer may change or delete it: theirs (or anyone's with projects.update), unbilled.
     deletable: bool,
+    billed: bool,
 }
 
 #[derive(Template)]
@@ -283,7 +285,10 @@ async fn task_view(
             minutes: duration(e.minutes.into()),
             spent_on: e.spent_on.to_string(),
             note: e.note,
-            deletable: p.can(P::TimeTrack) && (p.can(P::ProjectsUpdate) || Some(e.user_id) == me),
+            deletable: p.can(P::TimeTrack)
+                && e.invoice_id.is_none()
+                && (p.can(P::ProjectsUpdate) || Some(e.user_id) == me),
+            billed: e.invoice_id.is_some(),
         })
         .collect();
     let following = crate::work::tasks::following(&state.db, p, id).await?;
