@@ -574,6 +574,14 @@ try {
     await page.waitForURL(/\/expenses$/);
     await expectText(page, 'Expense saved.');
     await expectText(page, '125.00 USD');
+    // The budget counts the billable expenses too once the project says so, on its edit page.
+    await page.getByRole('link', { name: 'Edit project' }).click();
+    await page.waitForURL(/\/edit$/);
+    await page.getByRole('checkbox', { name: /^Count billable expenses against the budget/ }).check();
+    await page.getByRole('button', { name: 'Save' }).click();
+    await page.waitForLoadState('load');
+    await expectText(page, 'and its billable expenses (125.00 of it)');
+    await check(page, 'budget-with-expenses');
     // The month's expenses across projects, found from the Time page.
     await page.goto(`${BASE}/o/${slug}/time`);
     await page.getByRole('link', { name: 'Expenses', exact: true }).click();

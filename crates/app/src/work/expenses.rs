@@ -240,6 +240,9 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ExpenseInp
     .await?;
     audit::record(&mut tx, ctx, Entry::new("expense.recorded", "expense", expense.id).after(snapshot(&expense)))
         .await?;
+    if expense.billable {
+        super::projects::check_budget_alert(&mut tx, expense.project_id, p.on_behalf_of(), ctx.now).await?;
+    }
     tx.commit().await?;
     Ok(expense)
 }
@@ -330,6 +333,9 @@ pub async fn update(
         Entry::new("expense.updated", "expense", id).before(snapshot(&before)).after(snapshot(&after)),
     )
     .await?;
+    if before.billable || after.billable {
+        super::projects::check_budget_alert(&mut tx, after.project_id, p.on_behalf_of(), ctx.now).await?;
+    }
     tx.commit().await?;
     Ok(after)
 }
@@ -350,6 +356,9 @@ pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ExpenseId) -> 
         ));
     }
     audit::record(&mut tx, ctx, Entry::new("expense.deleted", "expense", id).before(snapshot(&x))).await?;
+    if x.billable {
+        super::projects::check_budget_alert(&mut tx, x.project_id, p.on_behalf_of(), ctx.now).await?;
+    }
     tx.commit().await?;
     Ok(x)
 }

@@ -140,9 +140,9 @@ pub async fn copy(
     let id = ProjectId::new();
     let project: Project = sqlx::query_as(&format!(
         "INSERT INTO projects AS p (organization_id, id, client_id, name, description, status, budget_minor, start_date, \
-         due_date, visible_to_client, created_at, updated_at, hourly_rate_minor, billable) \
+         due_date, visible_to_client, created_at, updated_at, hourly_rate_minor, billable, budget_counts_expenses) \
          SELECT o.organization_id, $2, $3, $4, o.description, 'active', o.budget_minor, $5, $6, false, $7, $7, \
-         o.hourly_rate_minor, o.billable FROM projects o WHERE o.id = $1 RETURNING {COLUMNS}"
+         o.hourly_rate_minor, o.billable, o.budget_counts_expenses FROM projects o WHERE o.id = $1 RETURNING {COLUMNS}"
     ))
     .bind(source)
     .bind(id)

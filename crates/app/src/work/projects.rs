@@ -43,10 +43,14 @@ pub struct Project {
     /// Minor units per hour for time on the project (unless the person on it has one); `null`:
     /// the client's, else the organization's.
     pub hourly_rate_minor: Option<i64>,
+    /// The budget counts the project's billable expenses (in the organization's currency) as
+    /// well as its billable time.
+    pub budget_counts_expenses: bool,
 }
 
 pub const COLUMNS: &str = "p.organization_id, p.id, p.client_id, p.name, p.description, p.status, p.budget_minor, \
-     p.start_date, p.due_date, p.visible_to_client, p.created_at, p.updated_at, p.hourly_rate_minor";
+     p.start_date, p.due_date, p.visible_to_client, p.created_at, p.updated_at, p.hourly_rate_minor, \
+     p.budget_counts_expenses";
 
 /// A new project (with the default board columns).
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -82,6 +86,11 @@ pub struct ProjectInput {
     #[serde(default, deserialize_with = "fields::int_or_null")]
     #[schema(minimum = 0, maximum = 100000000000_i64)]
     pub hourly_rate_minor: Option<i64>,
+    /// Count billable expenses (in the organization's currency) against the budget as well as
+    /// billable time. Default `false`.
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(nullable = false)]
+    pub budget_counts_expenses: Option<bool>,
 }
 
 /// Changes to a project: fields left out stay as they are; `null` clears a field that may be
@@ -121,6 +130,11 @@ pub struct ProjectUpdate {
     #[serde(default, deserialize_with = "fields::int_present")]
     #[schema(value_type = Option<i64>, minimum = 0, maximum = 100000000000_i64)]
     pub hourly_rate_minor: Option<Option<i64>>,
+    /// Count billable expenses (in the organization's currency) against the budget as well as
+    /// billable time.
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(nullable = false)]
+    pub budget_counts_expenses: Option<bool>,
 }
 
 /// A project's status. The services keep it as text (the `projects.status` check constraint
@@ -265,14 +279,24 @@ pub async fn get(db: &Db, p: &OrgPrincipal, id: ProjectId) -> DomainResult<Proje
     Ok(project)
 }
 
-/// What a project's billable time has used of its budget.
+/// What a project's billable time (and, where the project says so, its billable expenses) has
+/// used of its budget.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ProjectBudget {
     /// The budget, in minor units of `currency`; null when the project has none.
     pub budget_minor: Option<i64>,
     /// The value of the project's billable time at the rates it was recorded with, each entry
-    /// rounded to the minor unit as the time report and invoices round it.
+    /// rounded to the minor unit as the time report and invoices round it, plus
+    /// `expenses_minor`.
     pub used_minor: i64,
+    /// The project's billable expenses in `currency`, counted in `used_minor`: 0 unless the
+    /// project counts expenses against its budget (`counts_expenses`).
+    pub expenses_minor: i64,
+    /// The project counts its billable expenses against its budget.
+    pub counts_expenses: bool,
+    /// Billable expenses recorded in another currency (before the organization changed its
+    /// own): they count as nothing. 0 unless the project counts expenses.
+    pub uncounted_expenses: i64,
     /// `budget_minor - used_minor`: negative by as much as the budget is exceeded; null without
     /// a budget.
     pub remaining_minor: Option<i64>,
@@ -283,10 +307,28 @@ pub struct ProjectBudget {
 }
 
 impl ProjectBudget {
-    fn new(budget_minor: Option<i64>, used_minor: i64, unrated_entries: i64, currency: String) -> Self {
+    fn new(row: BudgetRow) -> Self {
+        let BudgetRow {
+            budget_minor,
+            currency,
+            used_minor,
+            unrated_entries,
+            expenses_minor,
+            counts_expenses,
+            uncounted,
+        } = row;
         // Neither is negative, so the difference can't overflow; saturating all the same.
         let remaining_minor = budget_minor.map(|b| b.saturating_sub(used_minor));
-        Self { budget_minor, used_minor, remaining_minor, unrated_entries, currency }
+        Self {
+            budget_minor,
+            used_minor,
+            expenses_minor,
+            counts_expenses,
+            uncounted_expenses: uncounted,
+            remaining_minor,
+            unrated_entries,
+            currency,
+        }
     }
 
     /// The share used, in whole percent (rounded down; more than 100 when over budget); none
@@ -301,19 +343,48 @@ fn share_used(budget: i64, used: i64) -> Option<i64> {
     (budget > 0).then(|| i64::try_from(i128::from(used) * 100 / i128::from(budget)).unwrap_or(i64::MAX))
 }
 
-/// SQL for what the billable time of project `alias` has used, as one row of `used` (in minor
-/// units; null when nothing) and `unrated` (billable entries without a rate), for a lateral join:
-/// each entry at the rate it was recorded with, rounded to the minor unit as the time report and
-/// invoices round it. With `only_with_budget`, a project without a budget reads no entry at all
-/// (the condition inside the scan becomes a one-time filter; outside, as a join condition, the
-/// sum would run first).
+/// SQL for what project `alias` has used of its budget, as one row for a lateral join: `used`
+/// (in minor units, a numeric: the time's and the expenses' sum), `unrated` (billable entries
+/// without a rate), `expenses` (the billable expenses in the organization's currency, counted in
+/// `used`) and `uncounted` (billable expenses in another currency). Each time entry counts at
+/// the rate it was recorded with, rounded to the minor unit as the time report and invoices
+/// round it; expenses count only for a project that counts them against its budget. With
+/// `only_with_budget`, a project without a budget reads no entry at all (the condition inside the
+/// scan becomes a one-time filter; outside, as a join condition, the sum would run first).
 pub fn billable_use(alias: &str, only_with_budget: bool) -> String {
     let gate = if only_with_budget { format!(" AND {alias}.budget_minor IS NOT NULL") } else { String::new() };
     format!(
-        "(SELECT sum((e.minutes::bigint * e.rate_minor + 30) / 60) FILTER (WHERE e.rate_minor IS NOT NULL) AS used, \
-           count(*) FILTER (WHERE e.rate_minor IS NULL) AS unrated \
-           FROM time_entries e WHERE e.organization_id = {alias}.organization_id AND e.project_id = {alias}.id AND e.billable{gate})"
+        "(SELECT coalesce(bt.used, 0) + coalesce(bx.spent, 0) AS used, bt.unrated, \
+                coalesce(bx.spent, 0) AS expenses, bx.uncounted \
+           FROM (SELECT sum((e.minutes::bigint * e.rate_minor + 30) / 60) FILTER (WHERE e.rate_minor IS NOT NULL) AS used, \
+                        count(*) FILTER (WHERE e.rate_minor IS NULL) AS unrated \
+                   FROM time_entries e WHERE e.organization_id = {alias}.organization_id AND e.project_id = {alias}.id \
+                    AND e.billable{gate}) bt, \
+                (SELECT sum(x.amount_minor) FILTER (WHERE x.currency = bo.currency) AS spent, \
+                        count(*) FILTER (WHERE x.currency <> bo.currency) AS uncounted \
+                   FROM expenses x JOIN organizations bo ON bo.id = x.organization_id \
+                  WHERE x.organization_id = {alias}.organization_id AND x.project_id = {alias}.id AND x.billable \
+                    AND {alias}.budget_counts_expenses{gate}) bx)"
     )
+}
+
+/// One project's budget as [`budgets`] reads it.
+#[derive(sqlx::FromRow)]
+struct BudgetRow {
+    budget_minor: Option<i64>,
+    currency: String,
+    used_minor: i64,
+    unrated_entries: i64,
+    expenses_minor: i64,
+    counts_expenses: bool,
+    uncounted: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct BudgetRowWithId {
+    id: ProjectId,
+    #[sqlx(flatten)]
+    row: BudgetRow,
 }
 
 /// The budgets of those of `ids` that the principal may see (the others are left out, as a
@@ -332,9 +403,11 @@ pub async fn budgets(
     let mut tx = OrgTx::begin(db, p).await?;
     // The sum can't exceed what a bigint holds for any real project, but a stored rate at its
     // bound over many entries could: it is capped rather than allowed to fail the page.
-    let rows: Vec<(ProjectId, Option<i64>, String, i64, i64)> = sqlx::query_as(&format!(
+    let rows: Vec<BudgetRowWithId> = sqlx::query_as(&format!(
         "SELECT p.id, p.budget_minor, o.currency, \
-         least(coalesce(t.used, 0), 9223372036854775807)::bigint, t.unrated \
+         least(t.used, 9223372036854775807)::bigint AS used_minor, t.unrated AS unrated_entries, \
+         least(t.expenses, 9223372036854775807)::bigint AS expenses_minor, \
+         p.budget_counts_expenses AS counts_expenses, t.uncounted \
          FROM projects p JOIN organizations o ON o.id = p.organization_id \
          CROSS JOIN LATERAL {} t WHERE p.id = ANY($2) AND {}",
         billable_use("p", false),
@@ -345,10 +418,7 @@ pub async fn budgets(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, budget, currency, used, unrated)| (id, ProjectBudget::new(budget, used, unrated, currency)))
-        .collect())
+    Ok(rows.into_iter().map(|r| (r.id, ProjectBudget::new(r.row))).collect())
 }
 
 /// How far along a project's tasks are (subtasks counted as tasks).
@@ -392,14 +462,15 @@ pub async fn progress(
 }
 
 /// Tells the people who answer for a project (its organization's Owners and Admins, and the
-/// Managers on it) when its billable time reaches 80% of its budget, and again when it goes over
-/// it (a budget of zero: as soon as anything is used), once each: the level told is kept on
-/// the project. When the time used falls back (an entry deleted or shortened, the budget
-/// raised) the level comes down with it, silently, and a later crossing is told again. Runs in
-/// the transaction that changed the time or the budget, holding the project's row from the
-/// start: a second transaction recording time on the project at the same moment waits, then
-/// counts this one's entry too, so two entries that cross together are told, and told once.
-/// `actor` is not told about their own doing.
+/// Managers on it) when what it used ([`billable_use`]: its billable time, and its billable
+/// expenses where it counts them) reaches 80% of its budget, and again when it goes over it (a
+/// budget of zero: as soon as anything is used), once each: the level told is kept on the
+/// project. When the use falls back (an entry or expense deleted or lowered, the budget raised)
+/// the level comes down with it, silently, and a later crossing is told again. Runs in the
+/// transaction that changed the time, an expense or the budget, holding the project's row from
+/// the start: a second transaction recording time on the project at the same moment waits,
+/// then counts this one's entry too, so two entries that cross together are told, and told
+/// once. `actor` is not told about their own doing.
 pub async fn check_budget_alert(
     tx: &mut OrgTx,
     project: ProjectId,
@@ -420,8 +491,8 @@ pub async fn check_budget_alert(
             .await?;
         return Ok(());
     };
-    let (name, used, currency): (String, i64, String) = sqlx::query_as(&format!(
-        "SELECT p.name, least(coalesce(t.used, 0), 9223372036854775807)::bigint, o.currency \
+    let (name, used, currency, with_expenses): (String, i64, String, bool) = sqlx::query_as(&format!(
+        "SELECT p.name, least(t.used, 9223372036854775807)::bigint, o.currency, p.budget_counts_expenses \
          FROM projects p JOIN organizations o ON o.id = p.organization_id CROSS JOIN LATERAL {} t WHERE p.id = $1",
         billable_use("p", false)
     ))
@@ -464,9 +535,10 @@ pub async fn check_budget_alert(
     let title =
         if level == 100 { format!("{name} is over its budget") } else { format!("{name} has used 80% of its budget") };
     let body = format!(
-        "{currency} {} of {} used by billable time.",
+        "{currency} {} of {} used by billable time{}.",
         super::money::format_minor(used),
-        super::money::format_minor(budget)
+        super::money::format_minor(budget),
+        if with_expenses { " and expenses" } else { "" }
     );
     let link = format!("/o/{}/projects/{project}", super::org_slug(tx).await?);
     let new =
@@ -484,6 +556,7 @@ pub(super) fn snapshot(p: &Project) -> serde_json::Value {
         "name": p.name, "client_id": p.client_id, "status": p.status, "budget_minor": p.budget_minor,
         "start_date": p.start_date.map(|d| d.to_string()), "due_date": p.due_date.map(|d| d.to_string()),
         "visible_to_client": p.visible_to_client, "hourly_rate_minor": p.hourly_rate_minor,
+        "budget_counts_expenses": p.budget_counts_expenses,
     })
 }
 
@@ -523,8 +596,8 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ProjectInp
     let id = ProjectId::new();
     let project: Project = sqlx::query_as(&format!(
         "INSERT INTO projects AS p (organization_id, id, client_id, name, description, status, budget_minor, start_date, due_date, \
-         visible_to_client, created_at, updated_at, hourly_rate_minor) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12) \
-         RETURNING {COLUMNS}"
+         visible_to_client, created_at, updated_at, hourly_rate_minor, budget_counts_expenses) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13) RETURNING {COLUMNS}"
     ))
     .bind(tx.org_id())
     .bind(id)
@@ -538,6 +611,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ProjectInp
     .bind(input.visible_to_client.unwrap_or(false))
     .bind(ctx.now)
     .bind(rate)
+    .bind(input.budget_counts_expenses.unwrap_or(false))
     .fetch_one(&mut *tx)
     .await?;
     for (i, (col, status)) in DEFAULT_COLUMNS.iter().enumerate() {
@@ -618,7 +692,7 @@ pub async fn update(
     let after: Project = sqlx::query_as(&format!(
         "UPDATE projects AS p SET name = $2, description = $3, client_id = $4, status = $5, budget_minor = $6, start_date = $7, \
          due_date = $8, visible_to_client = $9, archived_at = CASE WHEN $5 = 'archived' THEN coalesce(p.archived_at, $10) ELSE NULL END, \
-         updated_at = $10, hourly_rate_minor = $11 WHERE p.id = $1 RETURNING {COLUMNS}"
+         updated_at = $10, hourly_rate_minor = $11, budget_counts_expenses = $12 WHERE p.id = $1 RETURNING {COLUMNS}"
     ))
     .bind(id)
     .bind(&name)
@@ -631,6 +705,7 @@ pub async fn update(
     .bind(input.visible_to_client.unwrap_or(before.visible_to_client))
     .bind(ctx.now)
     .bind(rate)
+    .bind(input.budget_counts_expenses.unwrap_or(before.budget_counts_expenses))
     .fetch_one(&mut *tx)
     .await?;
     audit::record(
@@ -639,7 +714,7 @@ pub async fn update(
         Entry::new("project.updated", "project", id).before(snapshot(&before)).after(snapshot(&after)),
     )
     .await?;
-    if after.budget_minor != before.budget_minor {
+    if after.budget_minor != before.budget_minor || after.budget_counts_expenses != before.budget_counts_expenses {
         check_budget_alert(&mut tx, id, p.on_behalf_of(), ctx.now).await?;
     }
     tx.commit().await?;

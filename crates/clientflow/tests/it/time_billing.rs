@@ -1155,7 +1155,8 @@ async fn the_api_reports_a_project_budget_to_whoever_may_see_the_project() {
     assert_eq!(res.status, 200, "{}", res.body);
     assert_eq!(
         res.body["data"],
-        json!({"budget_minor": null, "used_minor": 0, "remaining_minor": null, "unrated_entries": 0, "currency": "USD"})
+        json!({"budget_minor": null, "used_minor": 0, "remaining_minor": null, "unrated_entries": 0, "currency": "USD",
+               "expenses_minor": 0, "counts_expenses": false, "uncounted_expenses": 0})
     );
     // An hour without a rate, then two at 60.00: 120.00 used of a 100.00 budget.
     record(&app, &key, project.as_uuid(), "1h").await;
@@ -1167,7 +1168,8 @@ async fn the_api_reports_a_project_budget_to_whoever_may_see_the_project() {
     let res = get(&app, &path, &key).await;
     assert_eq!(
         res.body["data"],
-        json!({"budget_minor": 10000, "used_minor": 12000, "remaining_minor": -2000, "unrated_entries": 1, "currency": "USD"})
+        json!({"budget_minor": 10000, "used_minor": 12000, "remaining_minor": -2000, "unrated_entries": 1, "currency": "USD",
+               "expenses_minor": 0, "counts_expenses": false, "uncounted_expenses": 0})
     );
     // A Member-role key sees it only once its person is on the project; another organization's
     // key never does, and neither learns whether the project exists.
@@ -1229,6 +1231,154 @@ async fn the_api_reports_what_a_client_owes_and_what_is_left_to_bill() {
     let other_key = api_key(&app, &other, "admin", None).await.1;
     assert_eq!(get(&app, &path, &other_key).await.status, 404);
     assert_eq!(get(&app, &format!("/api/v1/clients/{}/balance", Uuid::now_v7()), &key).await.status, 404);
+}
+
+#[tokio::test]
+async fn a_budget_counts_billable_expenses_in_its_currency_once_the_project_says_so_and_alerts_on_them() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "xbudget").await;
+    let key = manager_key(&app, &t).await;
+    let (project, org) = (t.org.project.as_uuid(), t.org.id.as_uuid());
+    let manager = add_member(&app, &t.org, "manager").await;
+    join_project(&app, org, project, manager).await;
+    sql(&app, "UPDATE organizations SET hourly_rate_minor = 6000 WHERE id = $1", &[org]).await;
+    let res = patch(&app, &format!("/api/v1/projects/{project}"), &key, json!({"budget_minor": 10000})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(res.body["data"]["budget_counts_expenses"], false, "off until chosen");
+    let path = format!("/api/v1/projects/{project}/budget");
+    let spend = |amount: i64, billable: bool| {
+        let (app, key) = (&app, &key);
+        async move {
+            app.clock.advance(time::Duration::seconds(1));
+            let body =
+                json!({"project_id": project, "category": "Travel", "amount_minor": amount, "billable": billable});
+            let res = post(app, "/api/v1/expenses", key, body).await;
+            assert_eq!(res.status, 201, "{}", res.body);
+            res.id()
+        }
+    };
+
+    // An hour at 60.00 and a billable 30.00 expense: the budget counts only the time.
+    record(&app, &key, project, "1h").await;
+    let travel = spend(3000, true).await;
+    let budget = get(&app, &path, &key).await.body["data"].clone();
+    assert_eq!((budget["used_minor"].as_i64(), budget["expenses_minor"].as_i64()), (Some(6000), Some(0)));
+    assert!(budget_alerts(&app, manager).await.is_empty());
+
+    // Counted from now on: 90.00 of 100.00, told at once, saying what counted.
+    app.clock.advance(time::Duration::seconds(1));
+    let res = patch(&app, &format!("/api/v1/projects/{project}"), &key, json!({"budget_counts_expenses": true})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(
+        get(&app, &path, &key).await.body["data"],
+        json!({"budget_minor": 10000, "used_minor": 9000, "remaining_minor": 1000, "unrated_entries": 0, "currency": "USD",
+               "expenses_minor": 3000, "counts_expenses": true, "uncounted_expenses": 0})
+    );
+    let alerts = budget_alerts(&app, manager).await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].1, "USD 90.00 of 100.00 used by billable time and expenses.");
+    // An unbillable expense counts for nothing; a billable one in another currency neither (the
+    // organization changed its own), and the budget says how many there are.
+    spend(50000, false).await;
+    sql(&app, "UPDATE organizations SET currency = 'EUR' WHERE id = $1", &[org]).await;
+    let budget = get(&app, &path, &key).await.body["data"].clone();
+    assert_eq!(
+        (budget["used_minor"].as_i64(), budget["expenses_minor"].as_i64(), budget["uncounted_expenses"].as_i64()),
+        (Some(6000), Some(0), Some(1))
+    );
+    sql(&app, "UPDATE organizations SET currency = 'USD' WHERE id = $1", &[org]).await;
+    // Raised past the budget by changing the expense: over, told once.
+    app.clock.advance(time::Duration::seconds(1));
+    let res = patch(&app, &format!("/api/v1/expenses/{travel}"), &key, json!({"amount_minor": 4500})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let alerts = budget_alerts(&app, manager).await;
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    assert_eq!(alerts[1].1, "USD 105.00 of 100.00 used by billable time and expenses.");
+    spend(100, true).await;
+    assert_eq!(budget_alerts(&app, manager).await.len(), 2, "over once");
+    // Deleting the expenses brings it back under 80% (silently); a new one crossing is told again.
+    let listed = get(&app, &format!("/api/v1/expenses?project_id={project}"), &key).await;
+    for x in listed.body["data"].as_array().unwrap() {
+        let res = delete(&app, &format!("/api/v1/expenses/{}", x["id"].as_str().unwrap()), &key).await;
+        assert_eq!(res.status, 204, "{}", res.body);
+    }
+    assert_eq!(get(&app, &path, &key).await.body["data"]["used_minor"], 6000);
+    spend(2500, true).await;
+    let alerts = budget_alerts(&app, manager).await;
+    assert_eq!(alerts.len(), 3, "{alerts:?}");
+    assert_eq!(alerts[2].1, "USD 85.00 of 100.00 used by billable time and expenses.");
+    // Stopped counting them: back to the time alone.
+    let res = patch(&app, &format!("/api/v1/projects/{project}"), &key, json!({"budget_counts_expenses": false})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(get(&app, &path, &key).await.body["data"]["used_minor"], 6000);
+    // null is refused, by name.
+    let res = patch(&app, &format!("/api/v1/projects/{project}"), &key, json!({"budget_counts_expenses": null})).await;
+    res.assert_problem_field(422, "budget_counts_expenses");
+}
+
+#[tokio::test]
+async fn the_project_form_chooses_whether_the_budget_counts_expenses_and_the_page_says_what_counted() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "xbudgetweb").await;
+    let project = web_fixture(&app, &org).await;
+    let slug = org.slug.clone();
+    sql(&app, "UPDATE projects SET budget_minor = 50000 WHERE id = $1", &[project]).await;
+    // The fixture's seven billable half hours at 60.00: 210.00.
+    let page = format!("/o/{slug}/projects/{project}");
+    let expenses = format!("{page}/expenses");
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let res =
+        owner.submit(&expenses, &expenses, &[("category", "Printing"), ("amount", "40"), ("billable", "yes")]).await;
+    assert_eq!(res.status(), 303);
+    let (_, html) = owner.page(&page).await;
+    assert!(html.contains("Budget USD 500.00:</strong> 210.00 used (42%), 290.00 left."), "{html}");
+    assert!(!html.contains("billable expenses ("), "{html}");
+    // The form offers the choice, unticked; ticked and saved, the page counts the expense.
+    let edit = format!("{page}/edit");
+    let (_, form) = owner.page(&edit).await;
+    assert!(
+        form.contains("<input type=\"checkbox\" name=\"budget_counts_expenses\" value=\"on\"> Count billable expenses"),
+        "{form}"
+    );
+    let res = owner
+        .submit(
+            &edit,
+            &edit,
+            &[
+                ("name", "Formula project"),
+                ("status", "active"),
+                ("budget", "500.00"),
+                ("budget_counts_expenses", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
+    let (_, html) = owner.page(&page).await;
+    assert!(html.contains("Budget USD 500.00:</strong> 250.00 used (50%), 250.00 left."), "{html}");
+    assert!(html.contains("and its billable expenses (40.00 of it)."), "{html}");
+    let (_, form) = owner.page(&edit).await;
+    assert!(form.contains("name=\"budget_counts_expenses\" value=\"on\" checked"), "{form}");
+    // Saved without it (a checkbox left unticked sends nothing): the time alone again.
+    let res =
+        owner.submit(&edit, &edit, &[("name", "Formula project"), ("status", "active"), ("budget", "500.00")]).await;
+    assert_eq!(res.status(), 303);
+    let (_, html) = owner.page(&page).await;
+    assert!(html.contains("210.00 used (42%)"), "{html}");
+    // A copy of the project keeps the choice.
+    sql(&app, "UPDATE projects SET budget_counts_expenses = true WHERE id = $1", &[project]).await;
+    let res = owner
+        .submit(
+            &format!("{page}/copy"),
+            &format!("{page}/copy"),
+            &[("name", "Formula again"), ("start_date", "2031-01-06")],
+        )
+        .await;
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
+    let copied: bool = sqlx::query_scalar("SELECT budget_counts_expenses FROM projects WHERE name = 'Formula again'")
+        .fetch_one(&mut app.db.admin_conn().await)
+        .await
+        .unwrap();
+    assert!(copied);
 }
 
 /// The budget alerts a person has, oldest first: (title, body, link).

@@ -64,7 +64,7 @@ pub async fn get_project(State(s): State<AppState>, api: ApiAccess, ids: PathIds
 }
 
 #[utoipa::path(get, path = "/api/v1/projects/{project}/budget", tag = "projects",
-    description = "What the project's billable time has used of its budget: every billable time entry at the rate it was recorded with, each rounded to the minor unit (as the time report and invoices round it). Billable entries without a rate count as nothing and are counted in `unrated_entries`. A project without a budget answers with `budget_minor` and `remaining_minor` null.",
+    description = "What the project has used of its budget: every billable time entry at the rate it was recorded with, each rounded to the minor unit (as the time report and invoices round it), and, when the project has `budget_counts_expenses`, its billable expenses in the organization's currency (`expenses_minor`). Billable entries without a rate count as nothing and are counted in `unrated_entries`; billable expenses in another currency likewise, in `uncounted_expenses`. A project without a budget answers with `budget_minor` and `remaining_minor` null.",
     params(("project" = Uuid, Path, description = "Project id")),
     responses((status = 200, description = "The budget and what is used of it", body = Data<projects::ProjectBudget>)),
     security(("api_key" = ["projects.read"])))]

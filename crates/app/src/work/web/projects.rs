@@ -145,6 +145,10 @@ pub struct BudgetView {
     pub meter: i64,
     /// Billable entries without a rate (they count as nothing).
     pub unrated: i64,
+    /// What the expenses counted add to the time ("120.50"), when the budget counts them.
+    pub expenses: Option<String>,
+    /// Billable expenses in another currency (they count as nothing).
+    pub uncounted: i64,
 }
 
 impl BudgetView {
@@ -160,6 +164,8 @@ impl BudgetView {
             percent,
             meter: percent.unwrap_or(if left < 0 { 100 } else { 0 }).min(100),
             unrated: b.unrated_entries,
+            expenses: b.counts_expenses.then(|| format_minor(b.expenses_minor)),
+            uncounted: b.uncounted_expenses,
         })
     }
 
@@ -262,6 +268,9 @@ pub struct ProjectForm {
     /// Money as typed (`120.50`); empty for none.
     #[serde(default)]
     hourly_rate: String,
+    /// `on` when the budget counts billable expenses too.
+    #[serde(default)]
+    budget_counts_expenses: Option<String>,
 }
 
 impl ProjectForm {
@@ -276,6 +285,7 @@ impl ProjectForm {
             due_date: day(p.due_date),
             visible_to_client: p.visible_to_client.then(|| "on".into()),
             hourly_rate: crate::work::invoicing::show_rate(p.hourly_rate_minor),
+            budget_counts_expenses: p.budget_counts_expenses.then(|| "on".into()),
         }
     }
 
@@ -301,6 +311,7 @@ impl ProjectForm {
             due_date: Some(self.due_date.trim().to_string()),
             visible_to_client: Some(self.visible_to_client.is_some()),
             hourly_rate_minor: crate::work::invoicing::parse_rate("hourly_rate", &self.hourly_rate)?,
+            budget_counts_expenses: Some(self.budget_counts_expenses.is_some()),
         })
     }
 
@@ -316,6 +327,7 @@ impl ProjectForm {
             due_date: Some(Some(self.due_date.trim().to_string())),
             visible_to_client: Some(self.visible_to_client.is_some()),
             hourly_rate_minor: Some(crate::work::invoicing::parse_rate("hourly_rate", &self.hourly_rate)?),
+            budget_counts_expenses: Some(self.budget_counts_expenses.is_some()),
         })
     }
 }
