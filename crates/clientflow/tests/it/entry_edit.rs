@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::support::api::count;
 use crate::support::orgs::org_with_every_role;
+use crate::support::work::{project_with_member, web_draft};
 
 async fn sql(app: &TestApp, statement: &str, binds: &[Uuid]) {
     let mut db = app.db.admin_conn().await;
@@ -33,21 +34,9 @@ async fn a_time_entry_is_corrected_on_its_page_by_its_author_or_a_manager_and_no
     let mut org = org_with_every_role(&app, "timeedit").await;
     let (org_id, client): (Uuid, Uuid) = (org.id.parse().unwrap(), org.client_id.parse().unwrap());
     let member: Uuid = org.people["member"].user_id.parse().unwrap();
-    let (project, other_project, task, column) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-    for (id, name) in [(project, "Relaunch"), (other_project, "Other")] {
-        sql(
-            &app,
-            &format!("INSERT INTO projects (organization_id, id, client_id, name) VALUES ($1, $2, $3, '{name}')"),
-            &[org_id, id, client],
-        )
-        .await;
-        sql(
-            &app,
-            "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())",
-            &[org_id, id, member],
-        )
-        .await;
-    }
+    let project = project_with_member(&app, org_id, client, "Relaunch", member).await;
+    let other_project = project_with_member(&app, org_id, client, "Other", member).await;
+    let (task, column) = (Uuid::now_v7(), Uuid::now_v7());
     sql(
         &app,
         "INSERT INTO board_columns (organization_id, id, project_id, name, position) VALUES ($1, $2, $3, 'To do', 0)",
@@ -150,6 +139,27 @@ async fn a_time_entry_is_corrected_on_its_page_by_its_author_or_a_manager_and_no
         assert_eq!(entry_row(&app, entry).await.0, 135, "{field}={value:?} wrote something");
     }
 
+    // Someone who may not read tasks is offered no task, and saving keeps the entry's own.
+    sql(
+        &app,
+        "INSERT INTO member_permissions (organization_id, user_id, permission, granted) VALUES ($1, $2, 'tasks.read', false)",
+        &[org_id, member],
+    )
+    .await;
+    let (status, html) = m.page(&edit).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(!html.contains("name=\"task_id\"") && !html.contains("Homepage copy</option>"), "{html}");
+    let res = m
+        .submit(
+            &edit,
+            &edit,
+            &[("minutes", "2:15"), ("spent_on", "2026-11-30"), ("note", "No tasks"), ("billable", "no")],
+        )
+        .await;
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
+    assert_eq!(entry_row(&app, entry).await, (135, "2026-11-30".into(), "No tasks".into(), false, Some(task)));
+    sql(&app, "DELETE FROM member_permissions WHERE user_id = $1", &[member]).await;
+
     // A NUL byte is refused before the form is read, naming the field.
     let res = m.submit(&edit, &edit, &[("minutes", "1:00"), ("spent_on", "2026-12-01"), ("note", "a\u{0}b")]).await;
     assert_eq!(res.status(), 422);
@@ -222,15 +232,7 @@ async fn a_time_entry_is_corrected_on_its_page_by_its_author_or_a_manager_and_no
         .await;
     assert_eq!(res.status(), 303);
     let o = &mut org.people.get_mut("owner").unwrap().browser;
-    let res = o
-        .submit(
-            &format!("/o/{slug}/invoices/new"),
-            &format!("/o/{slug}/invoices"),
-            &[("client_id", &client.to_string()), ("currency", "USD")],
-        )
-        .await;
-    assert_eq!(res.status(), 303);
-    let invoice = location(&res);
+    let invoice = web_draft(o, &slug, client).await;
     let res = o.submit(&invoice, &format!("{invoice}/time"), &[]).await;
     assert_eq!(res.status(), 303);
     let billed: Option<Uuid> = sqlx::query_scalar("SELECT invoice_id FROM time_entries WHERE id = $1")
@@ -257,21 +259,8 @@ async fn an_expense_is_corrected_on_its_page_its_receipt_kept_to_its_project_and
     let mut org = org_with_every_role(&app, "expenseedit").await;
     let (org_id, client): (Uuid, Uuid) = (org.id.parse().unwrap(), org.client_id.parse().unwrap());
     let member: Uuid = org.people["member"].user_id.parse().unwrap();
-    let (project, other_project) = (Uuid::now_v7(), Uuid::now_v7());
-    for (id, name) in [(project, "Brochure"), (other_project, "Other")] {
-        sql(
-            &app,
-            &format!("INSERT INTO projects (organization_id, id, client_id, name) VALUES ($1, $2, $3, '{name}')"),
-            &[org_id, id, client],
-        )
-        .await;
-        sql(
-            &app,
-            "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())",
-            &[org_id, id, member],
-        )
-        .await;
-    }
+    let project = project_with_member(&app, org_id, client, "Brochure", member).await;
+    let other_project = project_with_member(&app, org_id, client, "Other", member).await;
     let (receipt, elsewhere) = (Uuid::now_v7(), Uuid::now_v7());
     crate::support::work::insert_files(
         &app,
@@ -400,15 +389,7 @@ async fn an_expense_is_corrected_on_its_page_its_receipt_kept_to_its_project_and
 
     // Billed: no Edit on the row; the page and the save give 409 and change nothing.
     let o = &mut org.people.get_mut("owner").unwrap().browser;
-    let res = o
-        .submit(
-            &format!("/o/{slug}/invoices/new"),
-            &format!("/o/{slug}/invoices"),
-            &[("client_id", &client.to_string()), ("currency", "USD")],
-        )
-        .await;
-    assert_eq!(res.status(), 303);
-    let invoice = location(&res);
+    let invoice = web_draft(o, &slug, client).await;
     let res = o.submit(&invoice, &format!("{invoice}/expenses"), &[("expense", &owners.to_string())]).await;
     assert_eq!(res.status(), 303);
     let (_, html) = o.page(&tab).await;

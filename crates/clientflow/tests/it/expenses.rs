@@ -202,19 +202,7 @@ async fn the_expenses_tab_records_refuses_and_deletes_by_role_and_the_invoice_bi
     let mut org = org_with_every_role(&app, "expenseweb").await;
     let (org_id, client): (Uuid, Uuid) = (org.id.parse().unwrap(), org.client_id.parse().unwrap());
     let member: Uuid = org.people["member"].user_id.parse().unwrap();
-    let project = Uuid::now_v7();
-    sql(
-        &app,
-        "INSERT INTO projects (organization_id, id, client_id, name) VALUES ($1, $2, $3, 'Brochure')",
-        &[org_id, project, client],
-    )
-    .await;
-    sql(
-        &app,
-        "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())",
-        &[org_id, project, member],
-    )
-    .await;
+    let project = crate::support::work::project_with_member(&app, org_id, client, "Brochure", member).await;
     let slug = org.slug.clone();
     let tab = format!("/o/{slug}/projects/{project}/expenses");
 
@@ -304,15 +292,7 @@ async fn the_expenses_tab_records_refuses_and_deletes_by_role_and_the_invoice_bi
     let o = &mut org.people.get_mut("owner").unwrap().browser;
     let (_, html) = o.page(&format!("/o/{slug}/clients/{client}")).await;
     assert!(html.contains("120.50 USD of billable expenses not yet billed (1 expense)."), "{html}");
-    let res = o
-        .submit(
-            &format!("/o/{slug}/invoices/new"),
-            &format!("/o/{slug}/invoices"),
-            &[("client_id", &client.to_string()), ("currency", "USD")],
-        )
-        .await;
-    assert_eq!(res.status(), 303);
-    let invoice = location(&res);
+    let invoice = crate::support::work::web_draft(o, &slug, client).await;
     let (_, html) = o.page(&invoice).await;
     assert!(html.contains("Add expenses") && html.contains("Proofs"), "{html}");
     assert!(

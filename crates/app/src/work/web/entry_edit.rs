@@ -19,7 +19,7 @@ use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
 use crate::identity::guard::FormToken;
 use crate::platform::http::error::{AppError, AppResult, FieldError};
-use crate::platform::ids::{ExpenseId, ProjectId, TimeEntryId};
+use crate::platform::ids::{ExpenseId, ProjectId, TimeEntryId, UserId};
 use crate::route;
 use crate::state::AppState;
 use crate::tenancy::frame::{OrgNav, failure, page_with_status};
@@ -56,8 +56,9 @@ struct TimeForm {
     minutes: String,
     #[serde(default)]
     spent_on: String,
-    #[serde(default)]
-    task_id: String,
+    /// A task of the project, or empty for none; absent (for those who may not read tasks, who
+    /// are offered none) leaves the entry's task as it is.
+    task_id: Option<String>,
     #[serde(default)]
     note: String,
     /// `yes` or `no`.
@@ -72,7 +73,7 @@ impl TimeForm {
         Self {
             minutes: format_hm(e.minutes.into()),
             spent_on: e.spent_on.to_string(),
-            task_id: e.task_id.map(|t| t.to_string()).unwrap_or_default(),
+            task_id: Some(e.task_id.map(|t| t.to_string()).unwrap_or_default()),
             note: e.note.clone(),
             billable: if e.billable { "yes" } else { "no" }.into(),
             from,
@@ -91,8 +92,8 @@ struct TimePage {
     /// Who recorded it, when someone else did.
     recorded_by: Option<String>,
     form: TimeForm,
-    /// The project's tasks: (id, title).
-    tasks: Vec<(String, String)>,
+    /// The project's tasks: (id, title); none (and no field) for those who may not read tasks.
+    tasks: Option<Vec<(String, String)>>,
     back: String,
     message: Option<String>,
     errors: Vec<FieldError>,
@@ -118,6 +119,14 @@ fn time_back(slug: &str, e: &TimeEntry, from: &str) -> String {
     }
 }
 
+/// Who recorded an entry, named for a viewer who isn't that person.
+async fn recorded_by(state: &AppState, access: &OrgAccess, author: UserId) -> AppResult<Option<String>> {
+    if access.principal.user_id() == Some(author) {
+        return Ok(None);
+    }
+    Ok(Some(People::of(&people(state, access).await?).name(&author)))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn render_time(
     state: &AppState,
@@ -131,20 +140,21 @@ async fn render_time(
 ) -> AppResult<Response> {
     let p = &access.principal;
     let project = projects::get(&state.db, p, e.project_id).await?;
-    let mut titles = board_titles(&state.db, p, e.project_id).await?;
-    // Its own task stays offered when the project has more tasks than one list holds.
-    if let Some(t) = e.task_id
-        && !titles.contains_key(&t)
-        && p.can(P::TasksRead)
-    {
-        titles.insert(t, tasks::get(&state.db, p, t).await?.task.title);
-    }
-    let mut options: Vec<(String, String)> = titles.into_iter().map(|(id, t)| (id.to_string(), t)).collect();
-    options.sort_by_key(|o| o.1.to_lowercase());
-    let recorded_by = match p.user_id() {
-        Some(me) if me == e.user_id => None,
-        _ => Some(People::of(&people(state, access).await?).name(&e.user_id)),
+    let options = if p.can(P::TasksRead) {
+        let mut titles = board_titles(&state.db, p, e.project_id).await?;
+        // Its own task stays offered when the project has more tasks than one list holds.
+        if let Some(t) = e.task_id
+            && !titles.contains_key(&t)
+        {
+            titles.insert(t, tasks::get(&state.db, p, t).await?.task.title);
+        }
+        let mut options: Vec<(String, String)> = titles.into_iter().map(|(id, t)| (id.to_string(), t)).collect();
+        options.sort_by_key(|o| o.1.to_lowercase());
+        Some(options)
+    } else {
+        None
     };
+    let recorded_by = recorded_by(state, access, e.user_id).await?;
     page_with_status(
         status,
         &TimePage {
@@ -187,7 +197,7 @@ async fn save_time(
     let saved = async {
         let minutes = crate::work::duration::parse("minutes", &form.minutes)?;
         let change = TimeUpdate {
-            task_id: Some(Some(form.task_id.trim().to_string())),
+            task_id: form.task_id.as_deref().map(|t| Some(t.trim().to_string())),
             minutes: Some(minutes),
             billable: billable_choice(&form.billable)?,
             spent_on: Some(form.spent_on.trim().to_string()),
@@ -303,10 +313,7 @@ async fn render_expense(
     } else {
         vec![]
     };
-    let recorded_by = match p.user_id() {
-        Some(me) if me == x.user_id => None,
-        _ => Some(People::of(&people(state, access).await?).name(&x.user_id)),
-    };
+    let recorded_by = recorded_by(state, access, x.user_id).await?;
     page_with_status(
         status,
         &ExpensePage {

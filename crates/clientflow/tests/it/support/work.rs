@@ -431,3 +431,47 @@ pub async fn insert_expense(app: &TestApp, org: OrgId, project: ProjectId, user:
     .unwrap();
     id
 }
+
+/// A project of `client` named `name`, written straight into the database, with `member` on it
+/// (a Member sees only the projects they are on); its id.
+pub async fn project_with_member(
+    app: &TestApp,
+    org: uuid::Uuid,
+    client: uuid::Uuid,
+    name: &str,
+    member: uuid::Uuid,
+) -> uuid::Uuid {
+    let id = uuid::Uuid::now_v7();
+    let mut admin = app.db.admin_conn().await;
+    sqlx::query("INSERT INTO projects (organization_id, id, client_id, name) VALUES ($1, $2, $3, $4)")
+        .bind(org)
+        .bind(id)
+        .bind(client)
+        .bind(name)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())",
+    )
+    .bind(org)
+    .bind(id)
+    .bind(member)
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    id
+}
+
+/// A new USD draft to `client`, made from the organization's New invoice page; its address.
+pub async fn web_draft(b: &mut clientflow_test_support::browser::Browser, slug: &str, client: uuid::Uuid) -> String {
+    let res = b
+        .submit(
+            &format!("/o/{slug}/invoices/new"),
+            &format!("/o/{slug}/invoices"),
+            &[("client_id", &client.to_string()), ("currency", "USD")],
+        )
+        .await;
+    assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
+    clientflow_test_support::browser::location(&res)
+}
