@@ -672,6 +672,16 @@ try {
     await expectText(page, 'A copy every month, counted from');
     await expectText(page, 'sent to the client by email');
     await check(page, 'invoice-repeating');
+    // The client asks for fortnightly invoices instead: the schedule is changed in place, from
+    // its next copy on.
+    await page.getByText('Change the schedule', { exact: true }).click();
+    await page.locator('details.repeat-change input[name=every]').fill('2');
+    await page.locator('details.repeat-change select[name=unit]').selectOption('week');
+    await page.getByRole('button', { name: 'Save the schedule' }).click();
+    await page.waitForURL(/#repeat$/);
+    await expectText(page, 'Schedule saved.');
+    await expectText(page, 'A copy every 2 weeks, counted from');
+    await check(page, 'repeat-changed');
     await page.goto(`${BASE}/o/${slug}/invoices`);
     await page.getByRole('link', { name: 'Repeating invoices', exact: true }).click();
     await page.waitForURL(/\/invoices\/repeating$/);

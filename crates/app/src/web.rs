@@ -211,6 +211,7 @@ pub const FLASH_MESSAGES: &[(&str, &str)] = &[
     ("POST /o/{org}/projects/{project}/expenses/{expense}/receipt", "Receipt saved."),
     ("POST /o/{org}/projects/{project}/time/{entry}/edit", "Time entry saved."),
     ("POST /o/{org}/projects/{project}/expenses/{expense}/edit", "Expense saved."),
+    ("POST /o/{org}/invoices/{invoice}/repeat/edit", "Schedule saved."),
 ];
 
 fn flash_index(route: &str, own: Option<Flash>) -> usize {

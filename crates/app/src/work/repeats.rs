@@ -194,10 +194,24 @@ pub struct RepeatUpdate {
     #[serde(default, deserialize_with = "fields::non_null")]
     #[schema(nullable = false)]
     pub send: Option<bool>,
-    /// YYYY-MM-DD, not before the first day; `null`: until stopped.
+    /// YYYY-MM-DD, not before the first day (the next copy's, when the schedule changes);
+    /// `null`: until stopped.
     #[serde(default, deserialize_with = "fields::present")]
     #[schema(format = Date, nullable = true)]
     pub ends_on: Option<Option<String>>,
+    /// A new interval (with `unit`, or the repeat's own): 1 to 12 months or 1 to 52 weeks. Any of
+    /// `every`, `unit` and `next_on` changes the schedule: it counts from the next copy's day on.
+    #[serde(default, deserialize_with = "fields::int_non_null")]
+    #[schema(minimum = 1, maximum = 52, nullable = false)]
+    pub every: Option<i16>,
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(value_type = Option<Unit>, nullable = false)]
+    pub unit: Option<String>,
+    /// The next copy's day, YYYY-MM-DD: today or later, and after the last copy's day (default,
+    /// when the interval changes: the next copy's day as it was, or today if that has passed).
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(format = Date, nullable = false)]
+    pub next_on: Option<String>,
 }
 
 async fn fetch(tx: &mut OrgTx, invoice: InvoiceId) -> DomainResult<Option<Repeat>> {
@@ -339,8 +353,9 @@ pub async fn create(
     Ok(r)
 }
 
-/// Pauses, resumes, turns sending on or off, or moves the last day. Resuming (and turning
-/// sending on) needs what creating with sending needs.
+/// Pauses, resumes, turns sending on or off, moves the last day, or changes the schedule (its
+/// interval, and the next copy's day, which it counts from then on: a copy is never made twice
+/// on one day). Resuming (and turning sending on) needs what creating with sending needs.
 pub async fn update(
     db: &Db,
     ctx: &Context,
@@ -354,6 +369,8 @@ pub async fn update(
         Some(None) => Some(None),
         None => None,
     };
+    let unit = input.unit.as_deref().map(|u| Unit::parse("unit", u)).transpose()?;
+    let next_on = input.next_on.as_deref().map(|d| fields::date("next_on", d)).transpose()?;
     let mut tx = OrgTx::begin(db, p).await?;
     // The repeat's row, held: the worker making a copy of it waits, or is waited for.
     sqlx::query("SELECT 1 FROM invoice_repeats WHERE invoice_id = $1 FOR UPDATE")
@@ -368,29 +385,69 @@ pub async fn update(
     if send && (resuming || !before.send) {
         require(p, Permission::InvoicesUpdate)?;
     }
+    let today = super::org_today(&mut tx, ctx.now).await?;
+    // Only a change counts: a form that sends the schedule as it is leaves it be (a schedule
+    // counted from the 31st keeps the 31st after shorter months).
+    let rescheduling = input.every.is_some_and(|e| e != before.every)
+        || unit.is_some_and(|u| u != before.unit)
+        || next_on.is_some_and(|d| d != before.next_on);
+    let unit = unit.unwrap_or(before.unit);
+    let every = fields::within("every", input.every.unwrap_or(before.every), 1, unit.most())?;
+    // A new schedule counts from the next copy's day: today or later, and never the day of a
+    // copy already made (the last copy's issue date).
+    let starts_on = if rescheduling {
+        let next = next_on.unwrap_or(before.next_on.max(today));
+        if next < today {
+            return Err(DomainError::field("next_on", "must not be before today"));
+        }
+        let last: Option<Date> = sqlx::query_scalar("SELECT issue_date FROM invoices WHERE id = $1")
+            .bind(before.last_invoice_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(last) = last.filter(|l| next <= *l) {
+            return Err(DomainError::field(
+                "next_on",
+                format!("must be after the day of the last copy ({last}): a copy is made once a day at most"),
+            ));
+        }
+        next
+    } else {
+        before.starts_on
+    };
     let ends_on = ends.unwrap_or(before.ends_on);
-    if ends_on.is_some_and(|e| e < before.starts_on) {
-        return Err(DomainError::field("ends_on", "must not be before the day the schedule counts from"));
+    if ends_on.is_some_and(|e| e < starts_on) {
+        let message = if rescheduling {
+            "must not be before the next copy's day"
+        } else {
+            "must not be before the day the schedule counts from"
+        };
+        return Err(DomainError::field("ends_on", message));
     }
-    // Resuming goes on from the next of its days still to come, and forgets why it paused.
-    let resumed = if resuming {
-        let today = super::org_today(&mut tx, ctx.now).await?;
+    // Resuming goes on from the next of its days still to come, and forgets why it paused; a new
+    // schedule starts at its first day.
+    let next = if rescheduling {
+        Some((0, starts_on))
+    } else if resuming {
         Some(first_from(before.starts_on, before.every, before.unit, today.max(before.next_on)))
     } else {
         None
     };
     sqlx::query(
         "UPDATE invoice_repeats SET send = $2, paused = $3, ends_on = $4, \
-           nth = coalesce($5, nth), next_on = coalesce($6, next_on), problem = CASE WHEN $7 THEN NULL ELSE problem END \
+           nth = coalesce($5, nth), next_on = coalesce($6, next_on), problem = CASE WHEN $7 THEN NULL ELSE problem END, \
+           every = $8, unit = $9, starts_on = $10 \
          WHERE invoice_id = $1",
     )
     .bind(invoice)
     .bind(send)
     .bind(paused)
     .bind(ends_on)
-    .bind(resumed.map(|(n, _)| n))
-    .bind(resumed.map(|(_, d)| d))
+    .bind(next.map(|(n, _)| n))
+    .bind(next.map(|(_, d)| d))
     .bind(resuming)
+    .bind(every)
+    .bind(unit)
+    .bind(starts_on)
     .execute(&mut *tx)
     .await?;
     let after = fetch(&mut tx, invoice).await?.ok_or(DomainError::NotFound)?;

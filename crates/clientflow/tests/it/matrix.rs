@@ -252,6 +252,11 @@ pub const BODIES: &[Write] = &[
         "POST /o/{org}/invoices/{invoice}/repeat",
         &[("every", "1"), ("unit", "month"), ("starts_on", ""), ("ends_on", "")],
     ),
+    form_on(
+        "POST /o/{org}/invoices/{invoice}/repeat/edit",
+        &[("every", "2"), ("unit", "week"), ("next_on", "2031-01-06"), ("ends_on", "")],
+        &[("invoice", "repeated_invoice")],
+    ),
     form_on("POST /o/{org}/invoices/{invoice}/repeat/pause", &[], &[("invoice", "repeated_invoice")]),
     form_on("POST /o/{org}/invoices/{invoice}/repeat/resume", &[], &[("invoice", "repeated_invoice")]),
     form_on("POST /o/{org}/invoices/{invoice}/repeat/delete", CONFIRMED, &[("invoice", "repeated_invoice")]),

@@ -491,7 +491,7 @@ async fn the_invoice_page_sets_up_pauses_resumes_and_stops_a_repeat() {
     assert!(html.contains("Repeat set up: a copy of this invoice is made on each of its days."), "{html}");
     assert!(html.contains(">Running</span> A copy every month, counted from "), "{html}");
     assert!(html.contains("sent to the client by email"), "{html}");
-    assert!(html.contains("Next copy"), "{html}");
+    assert!(html.contains("<dt>Next copy</dt>"), "{html}");
     // Today's copy, made by the worker, says where it came from.
     assert_eq!(round(&app).await, 1);
     let copy: Uuid = {
@@ -517,7 +517,7 @@ async fn the_invoice_page_sets_up_pauses_resumes_and_stops_a_repeat() {
     assert_eq!(res.status(), 303);
     let (_, html) = owner.page(&page).await;
     assert!(html.contains(">Paused</span>") && html.contains(&format!("action=\"{page}/repeat/resume\"")), "{html}");
-    assert!(!html.contains("Next copy"), "{html}");
+    assert!(!html.contains("<dt>Next copy</dt>"), "{html}");
     let res = owner.submit(&page, &format!("{page}/repeat/resume"), &[]).await;
     assert_eq!(res.status(), 303);
     let (_, html) = owner.page(&page).await;
@@ -538,4 +538,138 @@ async fn the_invoice_page_sets_up_pauses_resumes_and_stops_a_repeat() {
     let token = member.token();
     let res = member.post_with(&format!("{page}/repeat"), &[("every", "1")], Some(&token), true).await;
     assert_eq!(res.status(), 403);
+}
+
+#[tokio::test]
+async fn a_repeats_schedule_changes_from_its_next_copy_on_and_never_makes_two_copies_on_one_day() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "repeat-change").await;
+    set_up(&app, &t, "UTC").await;
+    let key = api_key(&app, &t, "admin", None).await.1;
+    let template = draft(&app, &key, &t).await;
+    let path = format!("/api/v1/invoices/{template}/repeat");
+    let today = app.clock.now_utc().date();
+    let res = post(&app, &path, &key, json!({"starts_on": today.to_string()})).await;
+    assert_eq!(res.status, 201, "{}", res.body);
+    // Today's copy is made; the next would be a month on.
+    assert_eq!(round(&app).await, 1);
+    let month_on = repeats::day(today, 1, Unit::Month, 1).unwrap();
+    assert_eq!(get(&app, &path, &key).await.body["data"]["next_on"], json!(month_on.to_string()));
+
+    // The same schedule sent back changes nothing (not even what it counts from).
+    let res = patch(&app, &path, &key, json!({"every": 1, "unit": "month", "next_on": month_on.to_string()})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(res.body["data"]["starts_on"], json!(today.to_string()));
+
+    // Refused by name, nothing changed: today again (a copy was made today), a day gone by, an
+    // interval out of bounds for its unit, a last day before the next copy.
+    let yesterday = today - time::Duration::days(1);
+    for (body, field_name, says) in [
+        (json!({"next_on": today.to_string()}), "next_on", "must be after the day of the last copy"),
+        (json!({"next_on": yesterday.to_string()}), "next_on", "must not be before today"),
+        (json!({"every": 13}), "every", ""),
+        (json!({"every": 0, "unit": "week"}), "every", ""),
+        (json!({"unit": "fortnight"}), "unit", ""),
+        (json!({"next_on": "2031-02-30"}), "next_on", ""),
+        (
+            json!({"next_on": (today + time::Duration::days(10)).to_string(), "ends_on": (today + time::Duration::days(9)).to_string()}),
+            "ends_on",
+            "must not be before the next copy's day",
+        ),
+    ] {
+        let res = patch(&app, &path, &key, body.clone()).await;
+        assert_eq!((res.status, field(&res)), (422, field_name.to_string()), "{body}: {}", res.body);
+        assert!(res.body.to_string().contains(says), "{body}: {}", res.body);
+    }
+    assert_eq!(get(&app, &path, &key).await.body["data"]["next_on"], json!(month_on.to_string()));
+
+    // Every two weeks from tomorrow: tomorrow's copy, then a fortnight later, and no other.
+    let tomorrow = today + time::Duration::days(1);
+    let res = patch(&app, &path, &key, json!({"every": 2, "unit": "week", "next_on": tomorrow.to_string()})).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let r = &res.body["data"];
+    assert_eq!(
+        (&r["every"], &r["unit"], &r["next_on"], &r["starts_on"], &r["made"]),
+        (&json!(2), &json!("week"), &json!(tomorrow.to_string()), &json!(tomorrow.to_string()), &json!(1))
+    );
+    let changed: i64 = scalar(
+        &app,
+        "SELECT count(*) FROM audit_events WHERE organization_id = $1 AND action = 'invoice.repeat_updated' \
+         AND before->>'unit' = 'month' AND after->>'unit' = 'week'",
+        t.org.id.as_uuid(),
+    )
+    .await;
+    assert_eq!(changed, 1);
+    assert_eq!(round(&app).await, 0, "nothing more today");
+    move_to(&app, at(tomorrow, 12));
+    assert_eq!(round(&app).await, 1);
+    move_to(&app, at(tomorrow + time::Duration::days(13), 12));
+    assert_eq!(round(&app).await, 0);
+    move_to(&app, at(tomorrow + time::Duration::days(14), 12));
+    assert_eq!(round(&app).await, 1);
+    let days: Vec<Date> = copies(&app, &t, &template).await.iter().map(|c| c.issue_date).collect();
+    assert_eq!(days, [today, tomorrow, tomorrow + time::Duration::days(14)]);
+    // A key that may only read invoices changes nothing.
+    let reader = api_key(&app, &t, "admin", Some(&["invoices.read"])).await.1;
+    patch(&app, &path, &reader, json!({"every": 1})).await.assert_problem(403);
+}
+
+#[tokio::test]
+async fn the_invoice_page_changes_a_repeats_schedule_and_says_what_is_wrong() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "repeat-change-page").await;
+    let slug = org.slug.clone();
+    let invoice = crate::support::work::fixture(&app, &org, "repeated_invoice", &[]).await.unwrap();
+    let page = format!("/o/{slug}/invoices/{invoice}");
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    let (_, html) = owner.page(&page).await;
+    assert!(html.contains("<summary>Change the schedule</summary>"), "{html}");
+    assert!(html.contains(&format!("action=\"{page}/repeat/edit\"")), "{html}");
+    let next: String = {
+        let mut db = app.db.admin_conn().await;
+        sqlx::query_scalar("SELECT next_on::text FROM invoice_repeats WHERE invoice_id = $1::uuid")
+            .bind(&invoice)
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+    };
+    assert!(html.contains(&format!("name=\"next_on\" value=\"{next}\"")), "filled with the next copy's day: {html}");
+
+    // A day gone by: the page again, the field named and marked, the form open with what was
+    // typed.
+    let yesterday = (app.clock.now_utc().date() - time::Duration::days(1)).to_string();
+    let res = owner
+        .submit(&page, &format!("{page}/repeat/edit"), &[("every", "3"), ("unit", "week"), ("next_on", &yesterday)])
+        .await;
+    assert_eq!(res.status(), 422);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("must not be before today") && html.contains("aria-invalid=\"true\""), "{html}");
+    assert!(html.contains("<details class=\"repeat-change\" open>"), "{html}");
+    assert!(html.contains(&format!("value=\"{yesterday}\"")) && html.contains("value=\"3\""), "{html}");
+
+    let later = (app.clock.now_utc().date() + time::Duration::days(3)).to_string();
+    let res = owner
+        .submit(
+            &page,
+            &format!("{page}/repeat/edit"),
+            &[("every", "3"), ("unit", "week"), ("next_on", &later), ("ends_on", ""), ("send", "1")],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), format!("{page}#repeat"));
+    let (_, html) = owner.page(&page).await;
+    assert!(html.contains("Schedule saved."), "{html}");
+    assert!(html.contains(&format!("A copy every 3 weeks, counted from {later}")), "{html}");
+    assert!(html.contains("sent to the client by email"), "{html}");
+    // A Member may not change it; another organization finds nothing.
+    let member = &mut org.people.get_mut("member").unwrap().browser;
+    member.page(&format!("/o/{slug}")).await;
+    let token = member.token();
+    let res = member.post_with(&format!("{page}/repeat/edit"), &[("every", "1")], Some(&token), true).await;
+    assert_eq!(res.status(), 403);
+    let mut other = org_with_every_role(&app, "repeat-change-other").await;
+    let stranger = &mut other.people.get_mut("owner").unwrap().browser;
+    let res =
+        stranger.submit("/orgs/new", &format!("{page}/repeat/edit"), &[("every", "1"), ("next_on", &later)]).await;
+    assert_eq!(res.status(), 404);
 }

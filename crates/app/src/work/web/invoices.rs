@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::projects::{client_names, client_options};
-use super::repeat_view::{RepeatForm, RepeatView};
+use super::repeat_view::{RepeatChangeForm, RepeatForm, RepeatView};
 use super::{Errors, FormFields, PAGE_SIZE, Pager, form_id, path_id};
 use crate::access::role::Permission as P;
 use crate::access::route::{Access, RouteDef, Surface};
@@ -593,6 +593,9 @@ pub(super) struct DetailPage {
     /// Its repeat, or (to those who may set one up) the form that does.
     repeat: Option<RepeatView>,
     pub(super) repeat_form: RepeatForm,
+    /// The form that changes an existing repeat, and whether it shows open (after a refusal).
+    pub(super) repeat_change: RepeatChangeForm,
+    pub(super) repeat_changing: bool,
     /// The first copy's day of a monthly repeat counted from the issue date.
     repeat_first: String,
     message: Option<String>,
@@ -664,6 +667,8 @@ pub(super) async fn detail_view(
         org: OrgNav::of(access),
         repeat: repeat.as_ref().map(RepeatView::of),
         repeat_form: RepeatForm::suggested(),
+        repeat_change: repeat.as_ref().map(RepeatChangeForm::of).unwrap_or_default(),
+        repeat_changing: false,
         repeat_first,
         invoice: invoice_view(d),
         can_update: p.can(P::InvoicesUpdate),

@@ -68,6 +68,34 @@ pub struct RepeatForm {
     pub send: String,
 }
 
+/// The form that changes a repeat, as the repeat is or as typed.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RepeatChangeForm {
+    #[serde(default)]
+    pub every: String,
+    #[serde(default)]
+    pub unit: String,
+    #[serde(default)]
+    pub next_on: String,
+    #[serde(default)]
+    pub ends_on: String,
+    #[serde(default)]
+    pub send: String,
+}
+
+impl RepeatChangeForm {
+    pub fn of(r: &Repeat) -> Self {
+        Self {
+            every: r.every.to_string(),
+            unit: r.unit.as_str().into(),
+            next_on: r.next_on.to_string(),
+            ends_on: r.ends_on.map(|d| d.to_string()).unwrap_or_default(),
+            send: if r.send { "1" } else { "" }.into(),
+        }
+    }
+}
+
 impl RepeatForm {
     /// The form as it starts on an invoice's page: every month, counted from the invoice's
     /// issue date.

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::invoices::detail_view;
-use super::repeat_view::{RepeatForm, RepeatView};
+use super::repeat_view::{RepeatChangeForm, RepeatForm, RepeatView};
 use super::{PAGE_SIZE, Pager, path_id};
 use crate::access::role::Permission as P;
 use crate::access::route::{Access, RouteDef, Surface};
@@ -27,6 +27,7 @@ pub fn routes() -> Vec<RouteDef> {
     vec![
         route!(GET "/o/{org}/invoices/repeating", Surface::Web, Access::Org(P::InvoicesRead), list),
         route!(POST "/o/{org}/invoices/{invoice}/repeat", Surface::Web, Access::Org(P::InvoicesCreate), create),
+        route!(POST "/o/{org}/invoices/{invoice}/repeat/edit", Surface::Web, Access::Org(P::InvoicesCreate), edit),
         route!(POST "/o/{org}/invoices/{invoice}/repeat/pause", Surface::Web, Access::Org(P::InvoicesCreate), pause),
         route!(POST "/o/{org}/invoices/{invoice}/repeat/resume", Surface::Web, Access::Org(P::InvoicesCreate), resume),
         route!(POST "/o/{org}/invoices/{invoice}/repeat/delete", Surface::Web, Access::Org(P::InvoicesCreate), delete),
@@ -43,14 +44,8 @@ async fn create(
 ) -> AppResult<Response> {
     let id: InvoiceId = path_id(&id)?;
     let result = async {
-        let every = match form.every.trim() {
-            "" => None,
-            n => Some(n.parse::<i16>().map_err(|_| {
-                crate::platform::error::DomainError::field("every", "must be a whole number from 1 to 52")
-            })?),
-        };
         let input = RepeatInput {
-            every,
+            every: every(&form.every)?,
             unit: Some(form.unit.clone()).filter(|u| !u.is_empty()),
             starts_on: Some(form.starts_on.trim().to_string()).filter(|d| !d.is_empty()),
             ends_on: Some(form.ends_on.trim().to_string()).filter(|d| !d.is_empty()),
@@ -60,6 +55,56 @@ async fn create(
     }
     .await;
     back(&state, csrf, &access, id, result, Some(form)).await
+}
+
+/// The interval as typed; empty for the default (or the repeat's own).
+fn every(typed: &str) -> DomainResult<Option<i16>> {
+    match typed.trim() {
+        "" => Ok(None),
+        n => n
+            .parse::<i16>()
+            .map(Some)
+            .map_err(|_| crate::platform::error::DomainError::field("every", "must be a whole number from 1 to 52")),
+    }
+}
+
+/// Changes a repeat's schedule, its last day and whether copies are sent (the latter only for
+/// those who may send, who alone are shown the choice).
+async fn edit(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Path((_, id)): Path<(String, String)>,
+    axum::Form(form): axum::Form<RepeatChangeForm>,
+) -> AppResult<Response> {
+    let id: InvoiceId = path_id(&id)?;
+    let result = async {
+        let send = match access.principal.can(P::InvoicesUpdate) {
+            true => Some(crate::work::fields::flag("send", &form.send)?),
+            false => None,
+        };
+        let update = RepeatUpdate {
+            every: every(&form.every)?,
+            unit: Some(form.unit.clone()).filter(|u| !u.is_empty()),
+            next_on: Some(form.next_on.trim().to_string()),
+            ends_on: Some(Some(form.ends_on.trim().to_string()).filter(|d| !d.is_empty())),
+            send,
+            paused: None,
+        };
+        repeats::update(&state.db, &ctx, &access.principal, id, &update).await.map(|_| ())
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(Redirect::to(&format!("/o/{}/invoices/{id}#repeat", access.slug)).into_response()),
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            let mut view = detail_view(&state, csrf, &access, id, message, errors).await?;
+            view.repeat_change = form;
+            view.repeat_changing = true;
+            page_with_status(status, &view)
+        }
+    }
 }
 
 /// Back to the invoice's Repeat section; a refusal shows the invoice's page saying why, with
