@@ -151,12 +151,16 @@ def _body(case, method, path):
         _ordered(body, "from", "to", lambda day: day)
     elif path == "/api/v1/invoices/{invoice}/repeat":
         # At most 12 months between copies (52 weeks is the document's bound); the first day not
-        # in the past and the last not before the first (the seeded repeats start in 2990).
+        # in the past and the last not before the first (the seeded repeats start in 2990), for a
+        # new repeat and a changed one.
         every = body.get("every")
         if body.get("unit", "month") == "month" and isinstance(every, (int, float)) and every > 12:
             body["every"] = 12
         if _given(body.get("starts_on")):
             body["starts_on"] = "2990-01-01"
+        # A changed schedule's next copy: not in the past, not after the last day.
+        if _given(body.get("next_on")):
+            body["next_on"] = "2990-02-01"
         if _given(body.get("ends_on")):
             body["ends_on"] = "2999-12-31"
     elif path.startswith("/api/v1/invoices/{invoice}/payments"):
