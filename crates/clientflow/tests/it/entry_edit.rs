@@ -104,6 +104,7 @@ async fn a_time_entry_is_corrected_on_its_page_by_its_author_or_a_manager_and_no
     assert_eq!(location(&res), tab);
     let (_, html) = m.page(&tab).await;
     assert!(html.contains("Time entry saved.") && html.contains("2h 15m"), "{html}");
+    assert!(html.contains("<th>Billing</th>") && html.contains("<td>Not billable</td>"), "{html}");
     assert_eq!(
         entry_row(&app, entry).await,
         (135, "2026-11-30".into(), "Homepage copy, second round".into(), false, Some(task))

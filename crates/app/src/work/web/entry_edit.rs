@@ -42,7 +42,7 @@ pub fn routes() -> Vec<RouteDef> {
 /// Where the page was opened from: `task` for a task's time list (the answer goes back there);
 /// anything else is the project's tab.
 #[derive(Deserialize, Default)]
-struct From {
+struct Origin {
     #[serde(default)]
     from: String,
 }
@@ -178,7 +178,7 @@ async fn time_page(
     FormToken(csrf): FormToken,
     access: OrgAccess,
     Path((_, project, entry)): Path<(String, String, String)>,
-    Query(from): Query<From>,
+    Query(from): Query<Origin>,
 ) -> AppResult<Response> {
     let e = changeable_entry(&state, &access, &project, &entry).await?;
     let form = TimeForm::of(&e, from.from);

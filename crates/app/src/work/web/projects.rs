@@ -514,6 +514,7 @@ pub struct TimeView {
     pub deletable: bool,
     /// The invoice that billed it (it can then be neither changed nor deleted).
     pub invoice: Option<String>,
+    pub billable: bool,
 }
 
 pub struct FileView {
@@ -791,6 +792,7 @@ pub async fn project_view(
                 task: e.task_id.map(|t| (t.to_string(), titles.get(&t).cloned().unwrap_or_default())),
                 deletable: p.can(P::TimeTrack) && (may_delete_any || Some(e.user_id) == me),
                 invoice: e.invoice_id.map(|i| i.to_string()),
+                billable: e.billable,
                 note: e.note,
             })
             .collect();
