@@ -589,6 +589,13 @@ try {
     await expectText(page, 'Per category');
     await expectText(page, 'Proofs of the brochure');
     await check(page, 'expense-report');
+    // What waits to be billed, per client, found from the invoices page.
+    await page.goto(`${BASE}/o/${slug}/invoices`);
+    await page.getByRole('link', { name: 'To invoice', exact: true }).click();
+    await page.waitForURL(/\/invoices\/uninvoiced$/);
+    await expectText(page, '125.00 USD (1 expense)');
+    await page.getByRole('link', { name: 'Acme Corp', exact: true }).waitFor();
+    await check(page, 'to-invoice');
     await page.goto(projectUrl + '/invoices');
     await page.getByRole('link', { name: /New invoice/ }).click();
     await page.waitForURL(/\/invoices\/new/);

@@ -1185,16 +1185,7 @@ pub struct ClientBalance {
     pub unbilled_expenses: Vec<UnbilledExpenses>,
 }
 
-/// A client's billable, unbilled expenses in one currency.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
-pub struct UnbilledExpenses {
-    /// ISO 4217.
-    pub currency: String,
-    /// How many expenses.
-    pub expenses: i64,
-    /// What they add up to, in minor units of `currency`.
-    pub amount_minor: i64,
-}
+pub use super::uninvoiced::UnbilledExpenses;
 
 /// What each of `clients` owes, per currency, in client and currency order.
 async fn owed_by(tx: &mut OrgTx, clients: &[Uuid], today: Date) -> DomainResult<Vec<(ClientId, Owed)>> {
@@ -1255,39 +1246,15 @@ pub async fn client_balance(
     super::clients::fetch_visible(&mut tx, p, client).await?;
     let today = super::org_today(&mut tx, now).await?;
     let owed = owed_by(&mut tx, &[client.as_uuid()], today).await?.into_iter().map(|(_, o)| o).collect();
-    let (unbilled_minutes, unbilled_minor, unrated_entries, currency): (i64, i64, i64, String) =
-        sqlx::query_as(&format!(
-            "SELECT coalesce(sum(e.minutes), 0)::bigint, \
-                    least(coalesce(sum(floor((e.minutes::numeric * r.rate + 30) / 60)), 0), 9223372036854775807)::bigint, \
-                    count(e.id) FILTER (WHERE r.rate IS NULL), min(o.currency) \
-               FROM organizations o \
-               LEFT JOIN (time_entries e JOIN projects p ON p.organization_id = e.organization_id AND p.id = e.project_id \
-                 AND p.client_id = $2 AND {visible} \
-                 LEFT JOIN clients c ON c.organization_id = p.organization_id AND c.id = p.client_id \
-                 LEFT JOIN project_members pm ON pm.organization_id = e.organization_id \
-                   AND pm.project_id = e.project_id AND pm.user_id = e.user_id) \
-                 ON e.organization_id = o.id AND e.billable AND e.invoice_id IS NULL \
-               LEFT JOIN LATERAL (SELECT coalesce(e.rate_minor, pm.hourly_rate_minor, p.hourly_rate_minor, \
-                 c.hourly_rate_minor, o.hourly_rate_minor) AS rate) r ON true \
-              WHERE o.id = $3",
-            visible = super::project_visible("p", 1)
-        ))
-        .bind(member)
-        .bind(client)
+    let time = super::uninvoiced::time(&mut tx, member, Some(client)).await?.pop();
+    let unbilled_expenses =
+        super::uninvoiced::expenses(&mut tx, member, Some(client)).await?.into_iter().map(|(_, x)| x).collect();
+    let currency: String = sqlx::query_scalar("SELECT currency FROM organizations WHERE id = $1")
         .bind(tx.org_id())
         .fetch_one(&mut *tx)
         .await?;
-    let unbilled_expenses = sqlx::query_as(&format!(
-        "SELECT x.currency, count(*) AS expenses, least(sum(x.amount_minor), 9223372036854775807)::bigint AS amount_minor \
-           FROM expenses x JOIN projects p ON p.organization_id = x.organization_id AND p.id = x.project_id \
-          WHERE p.client_id = $2 AND {visible} AND x.billable AND x.invoice_id IS NULL \
-          GROUP BY x.currency ORDER BY x.currency",
-        visible = super::project_visible("p", 1)
-    ))
-    .bind(member)
-    .bind(client)
-    .fetch_all(&mut *tx)
-    .await?;
+    let (unbilled_minutes, unbilled_minor, unrated_entries) =
+        time.map_or((0, 0, 0), |t| (t.minutes, t.amount_minor, t.unrated_entries));
     tx.commit().await?;
     Ok(ClientBalance { owed, unbilled_minutes, unbilled_minor, unrated_entries, currency, unbilled_expenses })
 }

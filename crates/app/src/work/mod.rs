@@ -31,6 +31,7 @@ pub mod task_status;
 pub mod tasks;
 pub mod time_entries;
 pub mod timers;
+pub mod uninvoiced;
 pub mod web;
 
 use serde::{Deserialize, Serialize};

@@ -51,6 +51,20 @@ pub fn format_minor(v: impl Into<i128>) -> String {
     format!("{sign}{}.{:02}", a / 100, a % 100)
 }
 
+/// Amounts summed per currency, in currency order, as pages show them ("42.50 EUR"); sums
+/// beyond 64 bits too.
+pub fn per_currency<'a>(amounts: impl IntoIterator<Item = (&'a str, i64)>) -> Vec<String> {
+    let mut totals: Vec<(&str, i128)> = Vec::new();
+    for (currency, amount) in amounts {
+        match totals.iter_mut().find(|t| t.0 == currency) {
+            Some(t) => t.1 += i128::from(amount),
+            None => totals.push((currency, amount.into())),
+        }
+    }
+    totals.sort();
+    totals.into_iter().map(|(c, v)| format!("{} {c}", format_minor(v))).collect()
+}
+
 /// Thousandths → "1.5" (no trailing zeros): a quantity as invoices show it.
 pub fn milli(v: i64) -> String {
     scaled(v, 1000, 3)
@@ -96,5 +110,12 @@ mod tests {
         }
         assert_eq!(format_minor(123456), "1234.56");
         assert_eq!(format_minor(-5), "-0.05");
+    }
+
+    #[test]
+    fn amounts_sum_per_currency_in_currency_order_past_64_bits() {
+        let totals = per_currency([("USD", 1050), ("EUR", 5), ("USD", 50), ("EUR", i64::MAX), ("EUR", i64::MAX)]);
+        assert_eq!(totals, ["184467440737095516.19 EUR", "11.00 USD"]);
+        assert!(per_currency([]).is_empty());
     }
 }

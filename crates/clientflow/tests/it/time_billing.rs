@@ -1381,6 +1381,70 @@ async fn the_project_form_chooses_whether_the_budget_counts_expenses_and_the_pag
     assert!(copied);
 }
 
+#[tokio::test]
+async fn the_to_invoice_page_lists_what_each_client_has_left_to_bill_and_starts_its_invoice() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "toinvoice").await;
+    let slug = org.slug.clone();
+    let org_id: Uuid = org.id.parse().unwrap();
+    let client: Uuid = org.client_id.parse().unwrap();
+    let member: Uuid = org.people["member"].user_id.parse().unwrap();
+    // The fixture's seven billable half hours at 60.00 (210.00); an hour not billable; an hour
+    // with no rate; a billable expense, and one that isn't.
+    let project = web_fixture(&app, &org).await;
+    entry(&app, org_id, project, member, Entry { minutes: 60, billable: false, rate: Some(6000), note: "" }).await;
+    entry(&app, org_id, project, member, Entry { minutes: 60, billable: true, rate: None, note: "" }).await;
+    let expenses = format!("/o/{slug}/projects/{project}/expenses");
+    let owner = &mut org.people.get_mut("owner").unwrap().browser;
+    for (amount, billable) in [("40", "yes"), ("99", "no")] {
+        let res = owner
+            .submit(&expenses, &expenses, &[("category", "Printing"), ("amount", amount), ("billable", billable)])
+            .await;
+        assert_eq!(res.status(), 303);
+    }
+    // A second client, with nothing to bill, isn't listed.
+    sql(
+        &app,
+        "INSERT INTO clients (organization_id, id, name) VALUES ($1, $2, 'Quiet client')",
+        &[org_id, Uuid::now_v7()],
+    )
+    .await;
+
+    // Found from the invoices page.
+    let (_, list) = owner.page(&format!("/o/{slug}/invoices")).await;
+    let page = format!("/o/{slug}/invoices/uninvoiced");
+    assert!(list.contains(&format!("<a href=\"{page}\">To invoice</a>")), "{list}");
+    let (status, html) = owner.page(&page).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains(&format!("<a href=\"/o/{slug}/clients/{client}\">toinvoice client</a>")), "{html}");
+    assert!(
+        html.contains(">4h 30m</td>") && html.contains("210.00 USD<br><span class=\"muted\">1 entry has no rate"),
+        "{html}"
+    );
+    assert!(html.contains("40.00 USD (1 expense)") && !html.contains("99.00"), "{html}");
+    assert!(!html.contains("Quiet client"), "{html}");
+    assert!(html.contains(&format!("href=\"/o/{slug}/invoices/new?client_id={client}\"")), "{html}");
+    // The client's balance reads the same sums.
+    let (_, client_page) = owner.page(&format!("/o/{slug}/clients/{client}")).await;
+    assert!(client_page.contains("40.00 USD of billable expenses not yet billed (1 expense)."), "{client_page}");
+
+    // Billed, the client leaves the page.
+    let invoice = crate::support::work::web_draft(owner, &slug, client).await;
+    assert_eq!(owner.submit(&invoice, &format!("{invoice}/time"), &[]).await.status(), 303);
+    assert_eq!(owner.submit(&invoice, &format!("{invoice}/expenses"), &[]).await.status(), 303);
+    let (_, html) = owner.page(&page).await;
+    assert!(html.contains("Nothing waits to be billed"), "{html}");
+
+    // Those who may not read invoices are refused; another organization finds nothing.
+    let m = &mut org.people.get_mut("member").unwrap().browser;
+    assert_eq!(m.get(&page).await.status(), 403);
+    let c = &mut org.people.get_mut("client").unwrap().browser;
+    assert_eq!(c.get(&page).await.status(), 403);
+    let mut other = org_with_every_role(&app, "toinvoice-other").await;
+    let stranger = &mut other.people.get_mut("owner").unwrap().browser;
+    assert_eq!(stranger.get(&page).await.status(), 404);
+}
+
 /// The budget alerts a person has, oldest first: (title, body, link).
 async fn budget_alerts(app: &TestApp, person: Uuid) -> Vec<(String, String, String)> {
     let mut db = app.db.admin_conn().await;

@@ -7,7 +7,7 @@ use crate::access::role::Permission as P;
 use crate::platform::http::error::AppResult;
 use crate::platform::ids::ProjectId;
 use crate::state::AppState;
-use crate::work::money::format_minor;
+use crate::work::money::{format_minor, per_currency};
 use crate::work::{expenses, files};
 
 pub struct ExpenseView {
@@ -53,14 +53,7 @@ pub async fn tab(state: &AppState, p: &OrgPrincipal, project: ProjectId, names: 
     } else {
         vec![]
     };
-    let mut totals: Vec<(String, i128)> = Vec::new();
-    for x in &list {
-        match totals.iter_mut().find(|t| t.0 == x.currency) {
-            Some(t) => t.1 += i128::from(x.amount_minor),
-            None => totals.push((x.currency.clone(), x.amount_minor.into())),
-        }
-    }
-    totals.sort();
+    let totals = per_currency(list.iter().map(|x| (x.currency.as_str(), x.amount_minor)));
     let me = p.user_id();
     let may_any = p.can(P::ProjectsUpdate);
     let expenses = list
@@ -78,11 +71,5 @@ pub async fn tab(state: &AppState, p: &OrgPrincipal, project: ProjectId, names: 
             note: x.note,
         })
         .collect();
-    Ok(ExpensesTab {
-        expenses,
-        totals: totals.into_iter().map(|(c, v)| format!("{} {c}", format_minor(v))).collect(),
-        categories,
-        currency,
-        files,
-    })
+    Ok(ExpensesTab { expenses, totals, categories, currency, files })
 }

@@ -27,6 +27,7 @@ pub mod repeats;
 pub mod schedule;
 pub mod tasks;
 pub mod timesheet;
+pub mod uninvoiced;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -48,6 +49,7 @@ pub fn routes() -> Vec<RouteDef> {
     routes.extend(projects::routes());
     routes.extend(expenses::routes());
     routes.extend(entry_edit::routes());
+    routes.extend(uninvoiced::routes());
     routes.extend(project_copy::routes());
     routes.extend(schedule::routes());
     routes.extend(tasks::routes());
