@@ -9,16 +9,8 @@ use uuid::Uuid;
 
 use crate::support::api::count;
 use crate::support::orgs::org_with_every_role;
+use crate::support::sql;
 use crate::support::work::{project_with_member, web_draft};
-
-async fn sql(app: &TestApp, statement: &str, binds: &[Uuid]) {
-    let mut db = app.db.admin_conn().await;
-    let mut q = sqlx::query(statement);
-    for b in binds {
-        q = q.bind(*b);
-    }
-    q.execute(&mut db).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
-}
 
 async fn entry_row(app: &TestApp, id: Uuid) -> (i32, String, String, bool, Option<Uuid>) {
     sqlx::query_as("SELECT minutes, spent_on::text, note, billable, task_id FROM time_entries WHERE id = $1")

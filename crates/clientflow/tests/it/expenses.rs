@@ -11,15 +11,7 @@ use uuid::Uuid;
 
 use crate::support::api::{Tenant, api_key, count, delete, get, patch, post, tenant};
 use crate::support::orgs::org_with_every_role;
-
-async fn sql(app: &TestApp, statement: &str, binds: &[Uuid]) {
-    let mut db = app.db.admin_conn().await;
-    let mut q = sqlx::query(statement);
-    for b in binds {
-        q = q.bind(*b);
-    }
-    q.execute(&mut db).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
-}
+use crate::support::sql;
 
 async fn record(app: &TestApp, key: &str, t: &Tenant, body: Value) -> Value {
     let mut body = body;

@@ -14,16 +14,8 @@ use uuid::Uuid;
 
 use crate::support::api::{Tenant, add_member, api_key, count, ctx, delete, get, patch, post, tenant};
 use crate::support::orgs::{Org, org_with_every_role};
+use crate::support::sql;
 use crate::support::work::{StoredInvoice, insert_invoice};
-
-async fn sql(app: &TestApp, statement: &str, binds: &[Uuid]) {
-    let mut db = app.db.admin_conn().await;
-    let mut q = sqlx::query(statement);
-    for b in binds {
-        q = q.bind(*b);
-    }
-    q.execute(&mut db).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
-}
 
 /// Puts `user` on `project`.
 async fn join_project(app: &TestApp, org: Uuid, project: Uuid, user: Uuid) {

@@ -18,6 +18,17 @@ use clientflow::tenancy::repo as org_repo;
 use clientflow::work::{clients, projects};
 use sqlx::postgres::PgConnectOptions;
 
+/// Runs one statement as the database's owner (data set up past the services), its binds ids;
+/// panics naming the statement when it fails.
+pub async fn sql(app: &clientflow_test_support::TestApp, statement: &str, binds: &[uuid::Uuid]) {
+    let mut db = app.db.admin_conn().await;
+    let mut q = sqlx::query(statement);
+    for b in binds {
+        q = q.bind(*b);
+    }
+    q.execute(&mut db).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
+}
+
 /// The operator's authority, as the CLI's entry point holds it: tests seed data as the operator.
 pub fn operator() -> OperatorAuthority {
     OperatorAuthority::unsafe_assume_cli_operator()
