@@ -535,6 +535,37 @@ try {
     await page.getByRole('link', { name: 'Totals per project and client' }).click();
     await page.waitForURL(/\/time\/report/);
     await check(page, 'time-report');
+    // Weekly approval: Max joins the project and records time (not billable); the owner finds
+    // Max's week awaiting approval from the Time page and approves it as it is shown; Max's
+    // entry then says Approved and offers no Edit.
+    await page.goto(projectUrl + '/people');
+    await page.getByLabel('Person').selectOption({ label: 'Max Member (Member)' });
+    await page.getByRole('button', { name: 'Add to project' }).click();
+    await page.waitForLoadState('load');
+    await mpage.goto(projectUrl + '/time');
+    await mpage.getByRole('textbox', { name: 'Time', exact: true }).click();
+    await mpage.keyboard.type('2:00');
+    await mpage.getByRole('textbox', { name: 'Note', exact: true }).click();
+    await mpage.keyboard.type('Design review');
+    await mpage.locator('select[name=billable]').selectOption('no');
+    await mpage.getByRole('button', { name: 'Record time' }).click();
+    await mpage.waitForURL(/\/time$/);
+    await page.goto(`${BASE}/o/${slug}/time`);
+    await page.getByRole('link', { name: 'Approvals', exact: true }).click();
+    await page.waitForURL(/\/time\/approvals$/);
+    await expectText(page, 'Max Member');
+    await check(page, 'time-approvals');
+    await page.getByRole('link', { name: 'Max Member', exact: true }).click();
+    await page.waitForURL(/\/time\/week\?/);
+    await expectText(page, 'Awaiting approval: 1 entry (2h).');
+    await page.getByRole('button', { name: 'Approve this week' }).click();
+    await page.waitForURL(/#approval$/);
+    await expectText(page, 'Week approved.');
+    await expectText(page, 'Approved: 1 entry (2h), last by Olivia Owner');
+    await check(page, 'time-approved');
+    await mpage.goto(projectUrl + '/time');
+    await expectText(mpage, 'Approved');
+    if (await mpage.getByRole('link', { name: /^Edit 2h on / }).count()) problems.push('approved time still offers Edit');
     // What the project cost beyond time: an expense from the project's Expenses tab, typed with
     // the keyboard; a comma as the decimal mark is refused, naming the field, and kept.
     await page.goto(projectUrl);

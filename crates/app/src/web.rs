@@ -212,6 +212,8 @@ pub const FLASH_MESSAGES: &[(&str, &str)] = &[
     ("POST /o/{org}/projects/{project}/time/{entry}/edit", "Time entry saved."),
     ("POST /o/{org}/projects/{project}/expenses/{expense}/edit", "Expense saved."),
     ("POST /o/{org}/invoices/{invoice}/repeat/edit", "Schedule saved."),
+    ("POST /o/{org}/time/week/approve", "Week approved. Its time is fixed until the week is reopened."),
+    ("POST /o/{org}/time/week/reopen", "Week reopened. Its time can be changed again."),
 ];
 
 fn flash_index(route: &str, own: Option<Flash>) -> usize {

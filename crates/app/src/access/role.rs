@@ -219,7 +219,9 @@ impl Permission {
                 "See projects, their time, time totals and the CSV export (Members: only projects they belong to)"
             }
             Permission::ProjectsCreate => "Create projects",
-            Permission::ProjectsUpdate => "Edit projects and their members; see anyone's week of time",
+            Permission::ProjectsUpdate => {
+                "Edit projects and their members; see anyone's week of time and approve it (never one's own)"
+            }
             Permission::ProjectsDelete => "Delete projects",
             Permission::TasksRead => "See tasks",
             Permission::TasksCreate => "Create tasks",

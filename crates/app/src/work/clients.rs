@@ -113,10 +113,6 @@ fn clean_email(field: &str, v: Option<&str>) -> DomainResult<Option<String>> {
     }
 }
 
-fn require_can(p: &OrgPrincipal, perm: crate::access::role::Permission) -> DomainResult<()> {
-    if p.can(perm) { Ok(()) } else { Err(DomainError::Forbidden(format!("Your role doesn't allow this ({perm})."))) }
-}
-
 /// The SQL condition for "client `alias` is visible", with the member filter as `$n`: a
 /// Member sees the clients of the projects they belong to, and no others.
 pub(crate) fn client_visible(alias: &str, param: usize) -> String {
@@ -128,7 +124,7 @@ pub(crate) fn client_visible(alias: &str, param: usize) -> String {
 }
 
 pub async fn list(db: &Db, p: &OrgPrincipal, filter: &ClientFilter, page: Page) -> DomainResult<(Vec<Client>, i64)> {
-    require_can(p, crate::access::role::Permission::ClientsRead)?;
+    super::require(p, crate::access::role::Permission::ClientsRead)?;
     let member = super::member_filter(p)?;
     let status = match filter.status.as_deref().unwrap_or("active") {
         "active" => Some("active"),
@@ -165,7 +161,7 @@ pub async fn list(db: &Db, p: &OrgPrincipal, filter: &ClientFilter, page: Page) 
 }
 
 pub async fn get(db: &Db, p: &OrgPrincipal, id: ClientId) -> DomainResult<Client> {
-    require_can(p, crate::access::role::Permission::ClientsRead)?;
+    super::require(p, crate::access::role::Permission::ClientsRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let c = fetch_visible(&mut tx, p, id).await?;
     tx.commit().await?;
@@ -192,7 +188,7 @@ async fn fetch(tx: &mut OrgTx, id: ClientId) -> DomainResult<Client> {
 }
 
 pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &ClientInput) -> DomainResult<Client> {
-    require_can(p, crate::access::role::Permission::ClientsCreate)?;
+    super::require(p, crate::access::role::Permission::ClientsCreate)?;
     let name = fields::nonblank("name", &input.name, 200)?;
     let company = fields::text("company", input.company.as_deref().unwrap_or(""), 200)?;
     let email = clean_email("email", input.email.as_deref())?;
@@ -234,7 +230,7 @@ pub async fn update(
     id: ClientId,
     input: &ClientUpdate,
 ) -> DomainResult<Client> {
-    require_can(p, crate::access::role::Permission::ClientsUpdate)?;
+    super::require(p, crate::access::role::Permission::ClientsUpdate)?;
     let name = input.name.as_deref().map(|n| fields::nonblank("name", n, 200)).transpose()?;
     let company = input.company.as_deref().map(|c| fields::text("company", c, 200)).transpose()?;
     let email = input.email.as_ref().map(|e| clean_email("email", e.as_deref())).transpose()?;
@@ -283,7 +279,7 @@ pub async fn set_archived(
     id: ClientId,
     archived: bool,
 ) -> DomainResult<Client> {
-    require_can(p, crate::access::role::Permission::ClientsUpdate)?;
+    super::require(p, crate::access::role::Permission::ClientsUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch(&mut tx, id).await?;
     let status = if archived { "archived" } else { "active" };
@@ -306,7 +302,7 @@ pub async fn set_archived(
 
 /// Deletes a client with no projects, invoices or portal users (archive it otherwise).
 pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ClientId) -> DomainResult<()> {
-    require_can(p, crate::access::role::Permission::ClientsDelete)?;
+    super::require(p, crate::access::role::Permission::ClientsDelete)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let before = fetch(&mut tx, id).await?;
     let in_use: bool = sqlx::query_scalar(
@@ -412,7 +408,7 @@ fn open_contact(keys: &Keyring, org: OrgId, c: StoredContact) -> DomainResult<Co
 }
 
 pub async fn contacts(db: &Db, keys: &Keyring, p: &OrgPrincipal, client: ClientId) -> DomainResult<Vec<Contact>> {
-    require_can(p, crate::access::role::Permission::ClientsRead)?;
+    super::require(p, crate::access::role::Permission::ClientsRead)?;
     let mut tx = OrgTx::begin(db, p).await?;
     fetch(&mut tx, client).await?;
     let rows: Vec<StoredContact> = sqlx::query_as(&format!(
@@ -434,7 +430,7 @@ pub async fn add_contact(
     client: ClientId,
     input: &ContactInput,
 ) -> DomainResult<Contact> {
-    require_can(p, crate::access::role::Permission::ClientsUpdate)?;
+    super::require(p, crate::access::role::Permission::ClientsUpdate)?;
     let name = fields::nonblank("name", input.name.as_deref().unwrap_or(""), 200)?;
     let email = clean_email("email", input.email.as_deref())?;
     let phone = fields::optional_text("phone", input.phone.as_deref(), 50)?;
@@ -480,7 +476,7 @@ pub async fn remove_contact(
     client: ClientId,
     contact: ContactId,
 ) -> DomainResult<()> {
-    require_can(p, crate::access::role::Permission::ClientsUpdate)?;
+    super::require(p, crate::access::role::Permission::ClientsUpdate)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let done = sqlx::query("DELETE FROM client_contacts WHERE id = $1 AND client_id = $2")
         .bind(contact)

@@ -5,6 +5,7 @@
 //! foreign keys (a foreign id is "not found", never a 500); and what a principal may see is
 //! part of each query (`ProjectScope`), not a filter applied after fetching.
 
+pub mod approvals;
 pub mod clients;
 pub mod daily;
 pub mod duration;
@@ -74,6 +75,11 @@ pub fn member_filter(principal: &OrgPrincipal) -> DomainResult<Option<Uuid>> {
             Err(DomainError::Forbidden("This is not available to your role.".into()))
         }
     }
+}
+
+/// Refuses (403) what the principal's role doesn't allow.
+pub(crate) fn require(p: &OrgPrincipal, perm: crate::access::role::Permission) -> DomainResult<()> {
+    if p.can(perm) { Ok(()) } else { Err(DomainError::Forbidden(format!("Your role doesn't allow this ({perm})."))) }
 }
 
 /// The organization's slug, for links in what is sent to people.

@@ -197,9 +197,7 @@ pub const STATUSES: [&str; 5] = {
     [a.as_str(), b.as_str(), c.as_str(), d.as_str(), e.as_str()]
 };
 
-pub(crate) fn require(p: &OrgPrincipal, perm: Permission) -> DomainResult<()> {
-    if p.can(perm) { Ok(()) } else { Err(DomainError::Forbidden(format!("Your role doesn't allow this ({perm})."))) }
-}
+pub(crate) use super::require;
 
 fn parse_client(v: Option<&str>) -> DomainResult<Option<ClientId>> {
     v.map(|v| fields::id_or_empty("client_id", v)).transpose().map(Option::flatten)
@@ -721,7 +719,8 @@ pub async fn update(
     Ok(after)
 }
 
-/// Deletes a project with its tasks, board and time; refused while it still has files.
+/// Deletes a project with its tasks, board and time; refused while it still has files or
+/// approved time.
 pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ProjectId) -> DomainResult<()> {
     require(p, Permission::ProjectsDelete)?;
     let mut tx = OrgTx::begin(db, p).await?;
@@ -733,6 +732,7 @@ pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: ProjectId) -> 
     if files {
         return Err(DomainError::Conflict("Delete the project's files first, or archive the project.".into()));
     }
+    super::approvals::refuse_to_delete_approved(&mut tx, super::approvals::Holding::Project(id)).await?;
     sqlx::query("DELETE FROM projects WHERE id = $1").bind(id).execute(&mut *tx).await?;
     audit::record(&mut tx, ctx, Entry::new("project.deleted", "project", id).before(snapshot(&before))).await?;
     tx.commit().await?;

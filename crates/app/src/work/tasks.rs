@@ -704,6 +704,7 @@ pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TaskId) -> Dom
     if files {
         return Err(DomainError::Conflict("Delete the task's files first.".into()));
     }
+    super::approvals::refuse_to_delete_approved(&mut tx, super::approvals::Holding::Task(id)).await?;
     sqlx::query("DELETE FROM tasks WHERE id = $1").bind(id).execute(&mut *tx).await?;
     audit::record(&mut tx, ctx, Entry::new("task.deleted", "task", id).before(snapshot(&before))).await?;
     tx.commit().await?;

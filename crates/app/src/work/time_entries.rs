@@ -43,10 +43,15 @@ pub struct TimeEntry {
     /// The invoice that billed this time; billed time can't be changed or deleted.
     #[schema(value_type = Option<String>, format = Uuid)]
     pub invoice_id: Option<InvoiceId>,
+    /// When the week holding this time was approved; approved time can't be changed or
+    /// deleted until someone who approves time reopens the week.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub approved_at: Option<OffsetDateTime>,
 }
 
 pub const COLUMNS: &str = "e.id, e.project_id, e.task_id, e.user_id, e.minutes, e.spent_on, e.note, e.created_at, \
-     e.billable, e.rate_minor, e.invoice_id";
+     e.billable, e.rate_minor, e.invoice_id, e.approved_at";
 
 /// Time spent, recorded for a person.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -271,12 +276,17 @@ pub fn may_change(p: &OrgPrincipal, e: &TimeEntry, doing: &str) -> DomainResult<
         let verb = doing.strip_suffix('d').unwrap_or(doing);
         return Err(DomainError::Forbidden(format!("You can {verb} only your own time entries.")));
     }
-    match e.invoice_id {
-        Some(_) => Err(DomainError::Conflict(format!(
+    if e.invoice_id.is_some() {
+        return Err(DomainError::Conflict(format!(
             "This time is billed on an invoice and can't be {doing}; delete or void the draft invoice to release it."
-        ))),
-        None => Ok(()),
+        )));
     }
+    if e.approved_at.is_some() {
+        return Err(DomainError::Conflict(format!(
+            "This time is approved and can't be {doing}; someone who approves time must reopen its week first."
+        )));
+    }
+    Ok(())
 }
 
 /// Time in a date range as reports, the week view and the export read it: with its person,
@@ -290,6 +300,7 @@ pub struct ReportRow {
     pub billable: bool,
     pub rate_minor: Option<i64>,
     pub invoice_id: Option<InvoiceId>,
+    pub approved: bool,
     pub user_id: UserId,
     pub person: String,
     pub project_id: ProjectId,
@@ -326,8 +337,8 @@ pub async fn in_range(
     super::report_range(from, to)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let rows = sqlx::query_as(&format!(
-        "SELECT e.id, e.spent_on, e.minutes, e.note, e.billable, e.rate_minor, e.invoice_id, e.user_id, \
-         coalesce(nullif(u.display_name, ''), u.email) AS person, e.project_id, p.name AS project_name, p.client_id, \
+        "SELECT e.id, e.spent_on, e.minutes, e.note, e.billable, e.rate_minor, e.invoice_id, \
+         e.approved_at IS NOT NULL AS approved, e.user_id, coalesce(nullif(u.display_name, ''), u.email) AS person, e.project_id, p.name AS project_name, p.client_id, \
          c.name AS client_name, k.title AS task_title \
          FROM time_entries e JOIN projects p ON p.organization_id = e.organization_id AND p.id = e.project_id \
          JOIN users u ON u.id = e.user_id \
@@ -370,6 +381,7 @@ pub fn to_csv(rows: &[ReportRow]) -> Result<Vec<u8>, csv::Error> {
         "amount_minor",
         "billed",
         "note",
+        "approved",
     ])?;
     for r in rows {
         w.write_record([
@@ -385,6 +397,7 @@ pub fn to_csv(rows: &[ReportRow]) -> Result<Vec<u8>, csv::Error> {
             r.amount_minor().to_string(),
             if r.invoice_id.is_some() { "yes" } else { "no" }.to_string(),
             csv_cell(&r.note),
+            if r.approved { "yes" } else { "no" }.to_string(),
         ])?;
     }
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
@@ -451,7 +464,7 @@ pub async fn update(
     }
     let after: TimeEntry = sqlx::query_as(&format!(
         "UPDATE time_entries AS e SET task_id = $2, minutes = $3, spent_on = $4, note = $5, billable = $6 \
-         WHERE e.id = $1 AND e.invoice_id IS NULL RETURNING {COLUMNS}"
+         WHERE e.id = $1 AND e.invoice_id IS NULL AND e.approved_at IS NULL RETURNING {COLUMNS}"
     ))
     .bind(id)
     .bind(task.unwrap_or(before.task_id))
@@ -461,9 +474,9 @@ pub async fn update(
     .bind(input.billable.unwrap_or(before.billable))
     .fetch_optional(&mut *tx)
     .await?
-    // Billed meanwhile (the invoice's lock came first).
+    // Billed or approved meanwhile (the invoice's or the approval's lock came first).
     .ok_or_else(|| {
-        DomainError::Conflict("This time was billed on an invoice meanwhile and can't be changed.".into())
+        DomainError::Conflict("This time was billed on an invoice or approved meanwhile and can't be changed.".into())
     })?;
     let snapshot = |e: &TimeEntry| {
         let mut v =
@@ -492,13 +505,15 @@ pub async fn delete(db: &Db, ctx: &Context, p: &OrgPrincipal, id: TimeEntryId) -
     let mut tx = OrgTx::begin(db, p).await?;
     let entry = fetch_visible_entry(&mut tx, p, id).await?;
     may_change(p, &entry, "deleted")?;
-    let deleted = sqlx::query("DELETE FROM time_entries WHERE id = $1 AND invoice_id IS NULL")
+    let deleted = sqlx::query("DELETE FROM time_entries WHERE id = $1 AND invoice_id IS NULL AND approved_at IS NULL")
         .bind(id)
         .execute(&mut *tx)
         .await?
         .rows_affected();
     if deleted == 0 {
-        return Err(DomainError::Conflict("This time was billed on an invoice meanwhile and can't be deleted.".into()));
+        return Err(DomainError::Conflict(
+            "This time was billed on an invoice or approved meanwhile and can't be deleted.".into(),
+        ));
     }
     audit::record(
         &mut tx,

@@ -907,7 +907,9 @@ async fn fresh_ids(app: &TestApp, t: &Tenant) -> BTreeMap<&'static str, String> 
         q.execute(&mut db).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
     crate::support::work::insert_files(app, org, file_project, &[(file, "fixture.txt".into())], None).await;
+    let (colleague, colleague_seen) = colleague_with_weeks(app, t).await;
     [
+        ("colleague", colleague),
         ("client", bare_client),
         ("work_client", client),
         ("project", project),
@@ -924,7 +926,44 @@ async fn fresh_ids(app: &TestApp, t: &Tenant) -> BTreeMap<&'static str, String> 
     ]
     .into_iter()
     .map(|(k, v)| (k, v.to_string()))
+    .chain([("colleague_seen", colleague_seen)])
     .collect()
+}
+
+/// A fresh member of `t` other than the key creator, with 30 minutes awaiting approval in the
+/// week of 2024-01-01 and 45 approved in the week of 2024-02-05 (in a fresh project): the
+/// member, and what
+/// `GET /api/v1/time-approvals` says of the first week (its `seen`).
+async fn colleague_with_weeks(app: &TestApp, t: &Tenant) -> (Uuid, String) {
+    // In a project of their own, which no other case deletes.
+    let (colleague, project) = (Uuid::now_v7(), Uuid::now_v7());
+    let statements = [
+        "INSERT INTO users (id, email) VALUES ($2, 'colleague-' || $2::text || '@example.com')",
+        "INSERT INTO projects (organization_id, id, name) VALUES ($1, $3, 'Colleague')",
+        "INSERT INTO memberships (organization_id, user_id, role) VALUES ($1, $2, 'member')",
+        "INSERT INTO time_entries (organization_id, id, project_id, user_id, minutes, spent_on, created_at) \
+         VALUES ($1, gen_random_uuid(), $3, $2, 30, '2024-01-03', now())",
+        "INSERT INTO time_entries (organization_id, id, project_id, user_id, minutes, spent_on, created_at, approved_at, approved_by) \
+         VALUES ($1, gen_random_uuid(), $3, $2, 45, '2024-02-06', now(), now(), $4)",
+    ];
+    let mut db = app.db.admin_conn().await;
+    for sql in statements {
+        sqlx::query(sql).bind(t.org.id).bind(colleague).bind(project).bind(t.admin).execute(&mut db).await.unwrap();
+    }
+    let org: clientflow::platform::ids::OrgId = t.org.id.to_string().parse().unwrap();
+    let op = clientflow::access::operator(&app.app_db, &crate::support::operator(), org, "API matrix approval")
+        .await
+        .unwrap()
+        .unwrap();
+    let week = clientflow::work::approvals::week(
+        &app.app_db,
+        &op,
+        colleague.to_string().parse().unwrap(),
+        time::macros::date!(2024 - 01 - 01),
+    )
+    .await
+    .unwrap();
+    (colleague, week.digest)
 }
 
 /// The route's path with fresh ids of one organization; `fixtures` picks the record for a
@@ -1008,6 +1047,9 @@ const API_WRITES: &[ApiWrite] = &[
     ("POST /api/v1/timer/start", r#"{"project_id": "$project", "note": "Matrix"}"#, &[]),
     // Every case has a running timer of the key's creator to stop (fresh_ids starts one).
     ("POST /api/v1/timer/stop", "", &[]),
+    // A fresh colleague of the key's creator, with a week awaiting approval and one approved.
+    ("POST /api/v1/time-approvals/approve", r#"{"user_id": "$colleague", "week": "2024-01-01", "seen": "$seen"}"#, &[]),
+    ("POST /api/v1/time-approvals/reopen", r#"{"user_id": "$colleague", "week": "2024-02-07"}"#, &[]),
     ("POST /api/v1/invoices/{invoice}/time", r#"{"group": "entry"}"#, &[("invoice", "time_invoice")]),
     // A multipart upload (the matrix sends one); no JSON body.
     ("POST /api/v1/files", "", &[]),
@@ -1037,7 +1079,11 @@ fn body_for(method: &Method, path: &str, own: &BTreeMap<&'static str, String>) -
     if body.is_empty() {
         return None;
     }
-    let filled = body.replace("$client", &own["work_client"]).replace("$project", &own["project"]);
+    let filled = body
+        .replace("$client", &own["work_client"])
+        .replace("$project", &own["project"])
+        .replace("$colleague", &own["colleague"])
+        .replace("$seen", &own["colleague_seen"]);
     Some(serde_json::from_str(&filled).unwrap_or_else(|e| panic!("{method} {path}: bad body: {e}")))
 }
 

@@ -6,6 +6,7 @@ mod allowlist;
 mod api;
 mod api_edits;
 mod api_fields;
+mod approvals;
 mod audit;
 mod backup;
 mod billing;

@@ -6,8 +6,11 @@
 //! that failed validation. A route without an entry in [`BODIES`] fails the test.
 
 use axum::http::Method;
+use clientflow::access;
 use clientflow::access::role::{Permission, Role, default_permissions};
 use clientflow::access::route::{Access, RouteDef, Surface};
+use clientflow::platform::ids::{OrgId, UserId};
+use clientflow::work::approvals;
 use clientflow_test_support::TestApp;
 use clientflow_test_support::browser::{Browser, location};
 
@@ -15,13 +18,13 @@ use crate::support::accounts::PASSWORD;
 use crate::support::orgs::{Org, org_with_every_role, session_token};
 
 /// What a writing route is sent. Values may hold placeholders, filled per case by [`resolve`]:
-/// `{unique}` (a fresh word), `{slug}` (the organization's slug), `{portal_client}` (the
-/// Client member's client record), `{new_member}` (a fresh member of the organization),
-/// `{fixture_project}` (a fresh project of the portal's client with the Member in it) and
 /// `{unique}` (a fresh word), `{slug}` (the organization's slug), `{name}` (its name as it is
-/// now), `{portal_client}` (the
-/// Client member's client record), `{new_member}` (a fresh member of the organization) and
-/// `{column_of_task}` (another column of the project of the path's `{task}`).
+/// now), `{portal_client}` (the Client member's client record), `{new_member}` (a fresh member
+/// of the organization), `{fixture_project}` (a fresh project of the portal's client with the
+/// Member in it), `{column_of_task}` (another column of the project of the path's `{task}`),
+/// `{member_user}` (the organization's Member), `{member_week_seen}` (a fresh entry of the
+/// Member's in the week of [`APPROVABLE_WEEK`], then what that week's page shows awaiting
+/// approval) and `{approved_member_week}` (a week of the Member's with approved time).
 #[derive(Clone, Copy)]
 pub enum Body {
     Form(&'static [(&'static str, &'static str)]),
@@ -271,9 +274,63 @@ pub const BODIES: &[Write] = &[
     // Timers (stopping with none running goes to the week: nothing to do).
     form("POST /o/{org}/timer/start", &[("project_id", "{fixture_project}"), ("note", "Matrix {unique}")]),
     form("POST /o/{org}/timer/stop", &[]),
+    // Approving another's week as its page showed it, and reopening an approved one.
+    form(
+        "POST /o/{org}/time/week/approve",
+        &[("person", "{member_user}"), ("week", APPROVABLE_WEEK), ("seen", "{member_week_seen}")],
+    ),
+    form("POST /o/{org}/time/week/reopen", &[("person", "{member_user}"), ("week", "{approved_member_week}")]),
     // The fixture's sent invoice goes to a client with a billing email; fresh, so never reminded.
     form("POST /o/{org}/invoices/{invoice}/remind", &[]),
 ];
+
+/// The week the matrix approves the Member's time in (its Monday).
+const APPROVABLE_WEEK: &str = "2024-01-01";
+
+/// The organization's first member of `role` (read from the database: the person sending a case
+/// is out of `org.people` meanwhile).
+async fn first_of_role(app: &TestApp, org: &Org, role: &str) -> uuid::Uuid {
+    sqlx::query_scalar(
+        "SELECT user_id FROM memberships WHERE organization_id = $1::uuid AND role = $2 ORDER BY created_at, user_id LIMIT 1",
+    )
+    .bind(&org.id)
+    .bind(role)
+    .fetch_one(&mut app.db.admin_conn().await)
+    .await
+    .unwrap()
+}
+
+/// Records `minutes` of the Member's on `day` in a project of its own (approved by the Owner
+/// when `approved`).
+async fn member_time(app: &TestApp, org: &Org, day: &str, minutes: i32, approved: bool) {
+    let org_id: uuid::Uuid = org.id.parse().unwrap();
+    let member = first_of_role(app, org, "member").await;
+    let owner = first_of_role(app, org, "owner").await;
+    let project = uuid::Uuid::now_v7();
+    let mut db = app.db.admin_conn().await;
+    sqlx::query("INSERT INTO projects (organization_id, id, name) VALUES ($1, $2, 'Approval project')")
+        .bind(org_id)
+        .bind(project)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO time_entries (organization_id, id, project_id, user_id, minutes, spent_on, created_at, \
+         approved_at, approved_by) VALUES ($1, $2, $3, $4, $5, $6::date, now(), \
+         CASE WHEN $7 THEN now() END, CASE WHEN $7 THEN $8::uuid END)",
+    )
+    .bind(org_id)
+    .bind(uuid::Uuid::now_v7())
+    .bind(project)
+    .bind(member)
+    .bind(minutes)
+    .bind(day)
+    .bind(approved)
+    .bind(owner)
+    .execute(&mut db)
+    .await
+    .unwrap();
+}
 
 /// Reading routes whose path entity must be in a particular state.
 const READ_FIXTURES: &[(&str, &[(&str, &str)])] =
@@ -472,6 +529,25 @@ async fn resolve(app: &TestApp, org: &Org, value: &str, params: &[(String, Strin
         .await
         .unwrap();
         out = out.replace("{column_of_task}", &column.to_string());
+    }
+    if out.contains("{member_user}") {
+        out = out.replace("{member_user}", &first_of_role(app, org, "member").await.to_string());
+    }
+    if out.contains("{member_week_seen}") {
+        member_time(app, org, APPROVABLE_WEEK, 30, false).await;
+        let org_id: OrgId = org.id.parse().unwrap();
+        let op = access::operator(&app.app_db, &crate::support::operator(), org_id, "permission matrix approval")
+            .await
+            .unwrap()
+            .unwrap();
+        let member = UserId::from_uuid(first_of_role(app, org, "member").await);
+        let day = time::Date::parse(APPROVABLE_WEEK, &time::format_description::well_known::Iso8601::DATE).unwrap();
+        let week = approvals::week(&app.app_db, &op, member, day).await.unwrap();
+        out = out.replace("{member_week_seen}", &week.digest);
+    }
+    if out.contains("{approved_member_week}") {
+        member_time(app, org, "2024-02-05", 45, true).await;
+        out = out.replace("{approved_member_week}", "2024-02-05");
     }
     assert!(!out.contains('{'), "unknown placeholder in {value}");
     out

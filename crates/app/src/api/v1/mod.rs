@@ -34,6 +34,7 @@ use crate::work::tasks::{Comment, CommentInput, CommentUpdate, TaskDetail, TaskF
 use crate::work::time_entries::{TimeEntry, TimeFilter, TimeInput, TimeUpdate};
 use crate::work::{MAX_PAGE, Page, fields};
 
+mod approvals;
 mod billing;
 mod clients;
 mod expenses;
@@ -100,6 +101,9 @@ pub fn routes() -> Vec<RouteDef> {
         route!(GET "/api/v1/expenses/{expense}", Surface::Api, Access::Api(P::ProjectsRead), expenses::get_expense),
         route!(PATCH "/api/v1/expenses/{expense}", Surface::Api, Access::Api(P::TimeTrack), expenses::update_expense),
         route!(DELETE "/api/v1/expenses/{expense}", Surface::Api, Access::Api(P::TimeTrack), expenses::delete_expense),
+        route!(GET "/api/v1/time-approvals", Surface::Api, Access::Api(P::ProjectsRead), approvals::get_week),
+        route!(POST "/api/v1/time-approvals/approve", Surface::Api, Access::Api(P::ProjectsUpdate), approvals::approve_week),
+        route!(POST "/api/v1/time-approvals/reopen", Surface::Api, Access::Api(P::ProjectsUpdate), approvals::reopen_week),
         route!(GET "/api/v1/timer", Surface::Api, Access::Api(P::TimeTrack), timers::get_timer),
         route!(POST "/api/v1/timer/start", Surface::Api, Access::Api(P::TimeTrack), timers::start_timer),
         route!(POST "/api/v1/timer/stop", Surface::Api, Access::Api(P::TimeTrack), timers::stop_timer),
@@ -342,6 +346,7 @@ closed_set!(
         tasks::update_comment, tasks::delete_comment,
         time_entries::list_time_entries, time_entries::create_time_entry, time_entries::get_time_entry, time_entries::update_time_entry, time_entries::delete_time_entry,
         timers::get_timer, timers::start_timer, timers::stop_timer,
+        approvals::get_week, approvals::approve_week, approvals::reopen_week,
         expenses::list_expenses, expenses::create_expense, expenses::get_expense, expenses::update_expense, expenses::delete_expense,
         expenses::bill_expenses,
         invoices::list_invoices, invoices::create_invoice, invoices::get_invoice, invoices::update_invoice, invoices::delete_invoice, invoices::send_invoice, invoices::pay_invoice,

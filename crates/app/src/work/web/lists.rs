@@ -176,6 +176,8 @@ struct TimeListPage {
     project_id: String,
     projects: Vec<(String, String)>,
     pager: Pager,
+    /// The viewer approves time (the approvals page is offered).
+    approves: bool,
 }
 
 async fn time_list(
@@ -206,7 +208,8 @@ async fn time_list(
             note: e.note,
         })
         .collect();
-    page(&TimeListPage { org: OrgNav::of(&access), rows, project_id: q.project_id, projects, pager })
+    let approves = access.principal.can(P::ProjectsUpdate);
+    page(&TimeListPage { org: OrgNav::of(&access), rows, project_id: q.project_id, projects, pager, approves })
 }
 
 struct FileRow {

@@ -510,11 +510,14 @@ pub struct TimeView {
     pub note: String,
     pub who: String,
     pub task: Option<(String, String)>,
-    /// The viewer may change or delete it (their own, or anyone's with projects.update).
+    /// The viewer may change or delete it (their own, or anyone's with projects.update; not
+    /// billed, not approved).
     pub deletable: bool,
     /// The invoice that billed it (it can then be neither changed nor deleted).
     pub invoice: Option<String>,
     pub billable: bool,
+    /// Its week is approved (it can then be neither changed nor deleted).
+    pub approved: bool,
 }
 
 pub struct FileView {
@@ -779,8 +782,6 @@ pub async fn project_view(
         )
         .await?;
         let titles: HashMap<TaskId, String> = board_titles(&state.db, p, id).await?;
-        let me = p.user_id();
-        let may_delete_any = p.can(P::ProjectsUpdate);
         let total: i64 = entries.iter().map(|e| e.minutes as i64).sum();
         let time = entries
             .into_iter()
@@ -790,9 +791,10 @@ pub async fn project_view(
                 spent_on: e.spent_on.to_string(),
                 who: names.name(&e.user_id),
                 task: e.task_id.map(|t| (t.to_string(), titles.get(&t).cloned().unwrap_or_default())),
-                deletable: p.can(P::TimeTrack) && (may_delete_any || Some(e.user_id) == me),
+                deletable: p.can(P::TimeTrack) && time_entries::may_change(p, &e, "changed").is_ok(),
                 invoice: e.invoice_id.map(|i| i.to_string()),
                 billable: e.billable,
+                approved: e.approved_at.is_some(),
                 note: e.note,
             })
             .collect();

@@ -122,9 +122,11 @@ struct TimeRow {
     minutes: String,
     spent_on: String,
     note: String,
-    /// The viewer may change or delete it: theirs (or anyone's with projects.update), unbilled.
+    /// The viewer may change or delete it: theirs (or anyone's with projects.update), neither
+    /// billed nor approved.
     deletable: bool,
     billed: bool,
+    approved: bool,
 }
 
 #[derive(Template)]
@@ -276,7 +278,6 @@ async fn task_view(
     )
     .await?;
     let total: i64 = entries.iter().map(|e| e.minutes as i64).sum();
-    let me = p.user_id();
     let time = entries
         .into_iter()
         .map(|e| TimeRow {
@@ -284,11 +285,10 @@ async fn task_view(
             who: names.name(&e.user_id),
             minutes: duration(e.minutes.into()),
             spent_on: e.spent_on.to_string(),
-            note: e.note,
-            deletable: p.can(P::TimeTrack)
-                && e.invoice_id.is_none()
-                && (p.can(P::ProjectsUpdate) || Some(e.user_id) == me),
+            deletable: p.can(P::TimeTrack) && time_entries::may_change(p, &e, "changed").is_ok(),
             billed: e.invoice_id.is_some(),
+            approved: e.approved_at.is_some(),
+            note: e.note,
         })
         .collect();
     let following = crate::work::tasks::following(&state.db, p, id).await?;

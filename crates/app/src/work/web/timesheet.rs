@@ -16,12 +16,14 @@ use super::duration;
 use crate::access::role::Permission as P;
 use crate::access::route::{Access, RouteDef, Surface};
 use crate::audit::Context;
-use crate::platform::http::error::{AppError, AppResult, DomainError};
+use crate::identity::guard::FormToken;
+use crate::platform::http::error::{AppError, AppResult, DomainError, FieldError};
 use crate::platform::ids::UserId;
 use crate::route;
 use crate::state::AppState;
-use crate::tenancy::frame::{OrgNav, page};
+use crate::tenancy::frame::{OrgNav, failure, page, page_with_status};
 use crate::tenancy::guard::OrgAccess;
+use crate::work::approvals::{self, WeekApproval};
 use crate::work::fields;
 use crate::work::money::format_minor;
 use crate::work::time_entries::{self, ReportRow};
@@ -32,6 +34,9 @@ pub fn routes() -> Vec<RouteDef> {
         route!(POST "/o/{org}/timer/start", Surface::Web, Access::Org(P::TimeTrack), start),
         route!(POST "/o/{org}/timer/stop", Surface::Web, Access::Org(P::TimeTrack), stop),
         route!(GET "/o/{org}/time/week", Surface::Web, Access::Org(P::ProjectsRead), week),
+        route!(POST "/o/{org}/time/week/approve", Surface::Web, Access::Org(P::ProjectsUpdate), approve),
+        route!(POST "/o/{org}/time/week/reopen", Surface::Web, Access::Org(P::ProjectsUpdate), reopen),
+        route!(GET "/o/{org}/time/approvals", Surface::Web, Access::Org(P::ProjectsUpdate), approvals_page),
         route!(GET "/o/{org}/time/report", Surface::Web, Access::Org(P::ProjectsRead), report),
         route!(GET "/o/{org}/time/export.csv", Surface::Web, Access::Org(P::ProjectsRead), export),
     ]
@@ -124,6 +129,9 @@ struct WeekRow {
 #[template(path = "work/time_week.html")]
 struct WeekPage {
     org: OrgNav,
+    csrf: String,
+    message: Option<String>,
+    errors: Vec<FieldError>,
     days: Vec<(String, String)>,
     rows: Vec<WeekRow>,
     day_totals: Vec<String>,
@@ -134,29 +142,98 @@ struct WeekPage {
     person: String,
     people: Vec<(String, String)>,
     whose: String,
+    approval: ApprovalView,
 }
 
-/// Whether the viewer may look at other people's time (managers and up).
+/// The week's approval as its page says it.
+struct ApprovalView {
+    /// What is approved and what awaits approval, in words.
+    status: Vec<String>,
+    /// The viewer may approve what awaits (someone else's week, with something awaiting).
+    may_approve: bool,
+    /// The viewer may reopen what is approved.
+    may_reopen: bool,
+    digest: String,
+    /// The approvals page, for those who approve time.
+    approvals: Option<String>,
+}
+
+/// "3 entries (4h 30m)".
+fn entries_of(n: usize, minutes: i64) -> String {
+    format!("{n} {} ({})", if n == 1 { "entry" } else { "entries" }, duration(minutes))
+}
+
+impl ApprovalView {
+    fn of(w: &WeekApproval, mine: bool, approver: bool, approvals: String) -> Self {
+        let mut status = Vec::new();
+        if w.approved_entries > 0 {
+            let by = match &w.last_approval {
+                Some((who, _, day)) => format!(", last by {who} on {day}"),
+                None => String::new(),
+            };
+            status.push(format!("Approved: {}{by}.", entries_of(w.approved_entries, w.approved_minutes)));
+        }
+        if w.pending_entries > 0 {
+            status.push(format!("Awaiting approval: {}.", entries_of(w.pending_entries, w.pending_minutes)));
+        }
+        Self {
+            status,
+            may_approve: approver && !mine && w.pending_entries > 0,
+            may_reopen: approver && !mine && w.approved_entries > 0,
+            digest: w.digest.clone(),
+            approvals: approver.then_some(approvals),
+        }
+    }
+}
+
+/// Whether the viewer may look at other people's time and approve it (managers and up).
 fn sees_others(access: &OrgAccess) -> bool {
     access.principal.can(P::ProjectsUpdate)
 }
 
-async fn week(State(state): State<AppState>, access: OrgAccess, Query(q): Query<WeekQuery>) -> AppResult<Response> {
+/// The person and day a week's page or form names: `person` empty for oneself, `week` empty
+/// for today.
+async fn whose_week(state: &AppState, access: &OrgAccess, person: &str, week: &str) -> AppResult<(UserId, Date)> {
     let p = &access.principal;
     let me = p.user_id().ok_or(AppError::not_found())?;
-    let day = fields::date_or_empty("week", &q.week)?;
-    let person: UserId = match fields::id_or_empty::<UserId>("person", &q.person)? {
-        Some(u) if u != me && !sees_others(&access) => {
+    let day = fields::date_or_empty("week", week)?;
+    let person: UserId = match fields::id_or_empty::<UserId>("person", person)? {
+        Some(u) if u != me && !sees_others(access) => {
             return Err(AppError::forbidden("Your role shows only your own week.".into()));
         }
         Some(u) => u,
         None => me,
     };
-    let today = crate::work::today(&state.db, p, state.clock.now()).await?;
-    let day = day.unwrap_or(today);
-    let monday = day - Duration::days(day.weekday().number_days_from_monday().into());
-    let sunday = monday + Duration::days(6);
+    let day = match day {
+        Some(d) => d,
+        None => crate::work::today(&state.db, p, state.clock.now()).await?,
+    };
+    Ok((person, day))
+}
+
+async fn week(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    access: OrgAccess,
+    Query(q): Query<WeekQuery>,
+) -> AppResult<Response> {
+    let (person, day) = whose_week(&state, &access, &q.person, &q.week).await?;
+    let view = week_view(&state, csrf, &access, person, day).await?;
+    page(&view)
+}
+
+async fn week_view(
+    state: &AppState,
+    csrf: String,
+    access: &OrgAccess,
+    person: UserId,
+    day: Date,
+) -> AppResult<WeekPage> {
+    let p = &access.principal;
+    let me = p.user_id().ok_or(AppError::not_found())?;
+    let (monday, sunday) = approvals::week_of("week", day)?;
     let rows = time_entries::in_range(&state.db, p, monday, sunday, Some(person)).await?;
+    let approval = approvals::week(&state.db, p, person, monday).await?;
     let mut per_project: BTreeMap<(String, String), [i64; 7]> = BTreeMap::new();
     let mut day_totals = [0i64; 7];
     for r in &rows {
@@ -165,8 +242,8 @@ async fn week(State(state): State<AppState>, access: OrgAccess, Query(q): Query<
         day_totals[i] += i64::from(r.minutes);
     }
     let show = |m: i64| if m == 0 { String::new() } else { duration(m) };
-    let people = if sees_others(&access) {
-        super::people(&state, &access)
+    let people = if sees_others(access) {
+        super::people(state, access)
             .await?
             .into_iter()
             .filter(|m| m.role != crate::access::role::Role::Client)
@@ -181,7 +258,9 @@ async fn week(State(state): State<AppState>, access: OrgAccess, Query(q): Query<
         let name = people.iter().find(|(id, _)| *id == person.to_string()).map(|(_, n)| n.clone());
         format!("Week of {}", name.unwrap_or_else(|| "a former member".into()))
     };
-    let link = |d: Date| {
+    // The weeks before and after, where the calendar has them.
+    let link = |d: Option<Date>| {
+        let Some(d) = d.filter(|d| approvals::week_of("week", *d).is_ok()) else { return String::new() };
         let mut q = form_urlencoded::Serializer::new(String::new());
         q.append_pair("week", &d.to_string());
         if person != me {
@@ -189,8 +268,11 @@ async fn week(State(state): State<AppState>, access: OrgAccess, Query(q): Query<
         }
         format!("/o/{}/time/week?{}", access.slug, q.finish())
     };
-    page(&WeekPage {
-        org: OrgNav::of(&access),
+    Ok(WeekPage {
+        org: OrgNav::of(access),
+        csrf,
+        message: None,
+        errors: vec![],
         days: (0..7)
             .map(|i| {
                 let d = monday + Duration::days(i);
@@ -208,12 +290,150 @@ async fn week(State(state): State<AppState>, access: OrgAccess, Query(q): Query<
             .collect(),
         day_totals: day_totals.iter().map(|m| show(*m)).collect(),
         total: duration(day_totals.iter().sum()),
-        prev: link(monday - Duration::days(7)),
-        next: link(monday + Duration::days(7)),
+        prev: link(monday.checked_sub(Duration::days(7))),
+        next: link(monday.checked_add(Duration::days(7))),
         this_week: format!("{monday} – {sunday}"),
         person: if person == me { String::new() } else { person.to_string() },
         people,
         whose,
+        approval: ApprovalView::of(
+            &approval,
+            person == me,
+            sees_others(access),
+            format!("/o/{}/time/approvals?week={monday}", access.slug),
+        ),
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ApprovalForm {
+    #[serde(default)]
+    person: String,
+    #[serde(default)]
+    week: String,
+    /// What the page showed awaiting approval (`WeekApproval::digest`).
+    #[serde(default)]
+    seen: String,
+}
+
+/// Approves the week the form names, as its page showed it.
+async fn approve(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Form(form): Form<ApprovalForm>,
+) -> AppResult<Response> {
+    let (person, day) = whose_week(&state, &access, &form.person, &form.week).await?;
+    let result = approvals::approve_week(&state.db, &ctx, &access.principal, person, day, &form.seen).await.map(|_| ());
+    after_approval(&state, csrf, &access, person, day, result).await
+}
+
+/// Reopens the week the form names.
+async fn reopen(
+    State(state): State<AppState>,
+    FormToken(csrf): FormToken,
+    ctx: Context,
+    access: OrgAccess,
+    Form(form): Form<ApprovalForm>,
+) -> AppResult<Response> {
+    let (person, day) = whose_week(&state, &access, &form.person, &form.week).await?;
+    let result = approvals::reopen_week(&state.db, &ctx, &access.principal, person, day).await.map(|_| ());
+    after_approval(&state, csrf, &access, person, day, result).await
+}
+
+/// Back to the week's page; a refusal shows the week as it is now, saying why.
+async fn after_approval(
+    state: &AppState,
+    csrf: String,
+    access: &OrgAccess,
+    person: UserId,
+    day: Date,
+    result: Result<(), DomainError>,
+) -> AppResult<Response> {
+    match result {
+        Ok(()) => {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            q.append_pair("week", &approvals::monday_of(day).to_string());
+            q.append_pair("person", &person.to_string());
+            Ok(Redirect::to(&format!("/o/{}/time/week?{}#approval", access.slug, q.finish())).into_response())
+        }
+        Err(e) => {
+            let (status, message, errors) = failure(e)?;
+            let mut view = week_view(state, csrf, access, person, day).await?;
+            view.message = message;
+            view.errors = errors;
+            page_with_status(status, &view)
+        }
+    }
+}
+
+struct PersonWeekRow {
+    person: String,
+    href: String,
+    hours: String,
+    approved: String,
+    awaiting: String,
+}
+
+#[derive(Template)]
+#[template(path = "work/time_approvals.html")]
+struct ApprovalsPage {
+    org: OrgNav,
+    this_week: String,
+    prev: String,
+    next: String,
+    rows: Vec<PersonWeekRow>,
+    awaiting: usize,
+}
+
+#[derive(Deserialize, Default)]
+struct ApprovalsQuery {
+    /// Any day of the week (default: this week).
+    #[serde(default)]
+    week: String,
+}
+
+/// Everyone's week: who has time awaiting approval and who is approved.
+async fn approvals_page(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Query(q): Query<ApprovalsQuery>,
+) -> AppResult<Response> {
+    let p = &access.principal;
+    let day = match fields::date_or_empty("week", &q.week)? {
+        Some(d) => d,
+        None => crate::work::today(&state.db, p, state.clock.now()).await?,
+    };
+    let (monday, sunday) = approvals::week_of("week", day)?;
+    let people = approvals::people_of_week(&state.db, p, monday).await?;
+    let me = p.user_id();
+    let link = |d: Option<Date>| match d.filter(|d| approvals::week_of("week", *d).is_ok()) {
+        Some(d) => format!("/o/{}/time/approvals?week={d}", access.slug),
+        None => String::new(),
+    };
+    let rows: Vec<PersonWeekRow> = people
+        .into_iter()
+        .map(|w| {
+            let pending = w.entries - w.approved_entries;
+            let shown = |n: i64, m: i64| if n == 0 { String::new() } else { entries_of(n as usize, m) };
+            PersonWeekRow {
+                person: if Some(w.user_id) == me { format!("{} (you)", w.person) } else { w.person },
+                href: format!("/o/{}/time/week?week={monday}&person={}", access.slug, w.user_id),
+                hours: duration(w.minutes),
+                approved: shown(w.approved_entries, w.approved_minutes),
+                awaiting: shown(pending, w.minutes - w.approved_minutes),
+            }
+        })
+        .collect();
+    page(&ApprovalsPage {
+        org: OrgNav::of(&access),
+        this_week: format!("{monday} – {sunday}"),
+        prev: link(monday.checked_sub(Duration::days(7))),
+        next: link(monday.checked_add(Duration::days(7))),
+        awaiting: rows.iter().filter(|r| !r.awaiting.is_empty()).count(),
+        rows,
     })
 }
 
