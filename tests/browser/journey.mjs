@@ -643,7 +643,7 @@ try {
     await page.waitForFunction(() => document.querySelector('.table-wrap[data-scrolls] input[name="entry"]') !== null, null, { timeout: 5000 })
       .catch(() => problems.push('the time entries\' table does not scroll at 390 px (or is not marked as scrolling)'));
     if ((await entries.getAttribute('tabindex')) === '0') {
-      await page.locator('select[name="group"]').focus();
+      await page.locator('input[name="approved_only"]').focus();
       await page.keyboard.press('Tab');
       const focused = await entries.evaluate((wrap) => document.activeElement === wrap);
       if (!focused) problems.push('Tab from the filters does not reach the scrolling table of time entries');

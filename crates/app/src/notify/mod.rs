@@ -40,12 +40,14 @@ pub enum Kind {
     InvitationAccepted,
     /// A project's billable time reached 80% of its budget, or went over it.
     BudgetUsed,
+    /// One's week of time was approved, or reopened.
+    TimeApproved,
     /// The daily mail of overdue and due-today tasks (mail only, no inbox entry).
     Digest,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Assigned,
         Kind::Mentioned,
         Kind::Commented,
@@ -56,6 +58,7 @@ impl Kind {
         Kind::InvoiceRepeatPaused,
         Kind::InvitationAccepted,
         Kind::BudgetUsed,
+        Kind::TimeApproved,
         Kind::Digest,
     ];
 
@@ -71,6 +74,7 @@ impl Kind {
             Kind::InvoiceRepeatPaused => "invoice_repeat_paused",
             Kind::InvitationAccepted => "invitation_accepted",
             Kind::BudgetUsed => "budget_used",
+            Kind::TimeApproved => "time_approved",
             Kind::Digest => "digest",
         }
     }
@@ -92,6 +96,7 @@ impl Kind {
             Kind::InvoiceRepeatPaused => "A repeating invoice pauses because a copy could not be made",
             Kind::InvitationAccepted => "Someone I invited joins",
             Kind::BudgetUsed => "A project I answer for uses 80% of its budget, or goes over it",
+            Kind::TimeApproved => "My week's time is approved, or reopened",
             Kind::Digest => "Daily mail of my overdue and due-today tasks",
         }
     }

@@ -36,19 +36,23 @@ pub fn week_of(field: &str, day: Date) -> DomainResult<(Date, Date)> {
         .ok_or_else(|| DomainError::field(field, "must be in a week that ends by 9999-12-31"))
 }
 
-/// One entry of a person's week, as approving weighs it.
+/// One entry of a person's week, as its page shows it and approving weighs it.
 #[derive(Debug, Clone, sqlx::FromRow)]
-struct WeekEntry {
-    id: TimeEntryId,
-    minutes: i32,
-    spent_on: Date,
-    billable: bool,
-    task_id: Option<TaskId>,
-    note: String,
-    approved_at: Option<OffsetDateTime>,
+pub struct WeekEntry {
+    pub id: TimeEntryId,
+    pub minutes: i32,
+    pub spent_on: Date,
+    pub billable: bool,
+    pub billed: bool,
+    pub project_id: ProjectId,
+    pub project_name: String,
+    pub task_id: Option<TaskId>,
+    pub task_title: Option<String>,
+    pub note: String,
+    pub approved_at: Option<OffsetDateTime>,
     /// The day it was approved, where the organization is.
-    approved_on: Option<Date>,
-    approver: Option<String>,
+    pub approved_on: Option<Date>,
+    pub approver: Option<String>,
 }
 
 /// Where a person's week stands: what awaits approval and what was approved, of the entries
@@ -63,6 +67,9 @@ pub struct WeekApproval {
     pub last_approval: Option<(String, OffsetDateTime, Date)>,
     /// What approving must be shown to have seen ([`approve_week`]'s `seen`).
     pub digest: String,
+    /// The entries, by day, from the same read as the digest: what a page shows is what its
+    /// digest stands for.
+    pub entries: Vec<WeekEntry>,
 }
 
 /// The digest of the entries awaiting approval: each one's id and every fact approving fixes,
@@ -72,7 +79,7 @@ fn digest(pending: &[&WeekEntry]) -> String {
     ids.sort_by_key(|e| e.id.as_uuid());
     let mut h = Sha256::new();
     for e in ids {
-        let line = json!([e.id, e.minutes, e.spent_on.to_string(), e.billable, e.task_id, e.note]);
+        let line = json!([e.id, e.minutes, e.spent_on.to_string(), e.billable, e.project_id, e.task_id, e.note]);
         h.update(line.to_string().as_bytes());
         h.update(b"\n");
     }
@@ -80,7 +87,9 @@ fn digest(pending: &[&WeekEntry]) -> String {
 }
 
 impl WeekApproval {
-    fn of(entries: &[WeekEntry]) -> Self {
+    fn of(mut entries: Vec<WeekEntry>) -> Self {
+        entries.sort_by_key(|e| (e.spent_on, e.id));
+        let entries = entries;
         let pending: Vec<&WeekEntry> = entries.iter().filter(|e| e.approved_at.is_none()).collect();
         let approved = entries.iter().filter(|e| e.approved_at.is_some());
         Self {
@@ -92,6 +101,7 @@ impl WeekApproval {
                 .filter_map(|e| Some((e.approver.clone()?, e.approved_at?, e.approved_on?)))
                 .max_by_key(|(_, at, _)| *at),
             digest: digest(&pending),
+            entries,
         }
     }
 }
@@ -107,11 +117,13 @@ async fn week_entries(
 ) -> DomainResult<Vec<WeekEntry>> {
     let member = member_filter(p)?;
     Ok(sqlx::query_as(&format!(
-        "SELECT e.id, e.minutes, e.spent_on, e.billable, e.task_id, e.note, e.approved_at, \
+        "SELECT e.id, e.minutes, e.spent_on, e.billable, e.invoice_id IS NOT NULL AS billed, e.project_id, \
+         p.name AS project_name, e.task_id, k.title AS task_title, e.note, e.approved_at, \
          (e.approved_at AT TIME ZONE o.timezone)::date AS approved_on, \
          coalesce(nullif(a.display_name, ''), a.email) AS approver \
          FROM time_entries e JOIN projects p ON p.organization_id = e.organization_id AND p.id = e.project_id \
          JOIN organizations o ON o.id = e.organization_id \
+         LEFT JOIN tasks k ON k.organization_id = e.organization_id AND k.id = e.task_id \
          LEFT JOIN users a ON a.id = e.approved_by \
          WHERE {} AND e.user_id = $2 AND e.spent_on BETWEEN $3 AND $4 ORDER BY e.id{}",
         project_visible("p", 1),
@@ -136,7 +148,7 @@ pub async fn week(db: &Db, p: &OrgPrincipal, person: UserId, day: Date) -> Domai
     let mut tx = OrgTx::begin(db, p).await?;
     let entries = week_entries(&mut tx, p, person, week, false).await?;
     tx.commit().await?;
-    Ok(WeekApproval::of(&entries))
+    Ok(WeekApproval::of(entries))
 }
 
 /// Whom the principal may approve (or reopen) for: anyone but themselves.
@@ -149,6 +161,28 @@ fn approver_of(p: &OrgPrincipal, person: UserId, doing: &str) -> DomainResult<Us
         )));
     }
     Ok(me)
+}
+
+/// "1 entry", "3 entries".
+fn entries_of(n: usize) -> String {
+    format!("{n} {}", if n == 1 { "entry" } else { "entries" })
+}
+
+/// Tells `person` (unless they turned it off) what happened to their week, linking to it.
+async fn tell(
+    tx: &mut OrgTx,
+    ctx: &Context,
+    actor: UserId,
+    person: UserId,
+    monday: Date,
+    title: &str,
+    body: &str,
+) -> DomainResult<()> {
+    let link = format!("/o/{}/time/week?week={monday}", super::org_slug(tx).await?);
+    let n =
+        crate::notify::New { kind: crate::notify::Kind::TimeApproved, actor: Some(actor), title, body, link: &link };
+    crate::notify::record(tx, &[person], &n, ctx.now).await?;
+    Ok(())
 }
 
 /// What approving did: how many entries and minutes it approved.
@@ -171,8 +205,7 @@ pub async fn approve_week(
     let me = approver_of(p, person, "approve")?;
     let (monday, sunday) = week_of("week", day)?;
     let mut tx = OrgTx::begin(db, p).await?;
-    let entries = week_entries(&mut tx, p, person, (monday, sunday), true).await?;
-    let week = WeekApproval::of(&entries);
+    let week = WeekApproval::of(week_entries(&mut tx, p, person, (monday, sunday), true).await?);
     if week.pending_entries == 0 {
         return Err(DomainError::Conflict(format!(
             "Nothing in the week of {monday} awaits approval: {}.",
@@ -186,7 +219,7 @@ pub async fn approve_week(
                 .into(),
         ));
     }
-    let ids: Vec<TimeEntryId> = entries.iter().filter(|e| e.approved_at.is_none()).map(|e| e.id).collect();
+    let ids: Vec<TimeEntryId> = week.entries.iter().filter(|e| e.approved_at.is_none()).map(|e| e.id).collect();
     sqlx::query(
         "UPDATE time_entries SET approved_at = $2, approved_by = $3 WHERE id = ANY($1) AND approved_at IS NULL",
     )
@@ -205,6 +238,12 @@ pub async fn approve_week(
         })),
     )
     .await?;
+    let body = format!(
+        "{} {} approved; it can't be changed until the week is reopened.",
+        entries_of(week.pending_entries),
+        if week.pending_entries == 1 { "is" } else { "are" }
+    );
+    tell(&mut tx, ctx, me, person, monday, &format!("Your week of {monday} is approved"), &body).await?;
     tx.commit().await?;
     Ok(Approved { entries: week.pending_entries, minutes: week.pending_minutes })
 }
@@ -212,7 +251,7 @@ pub async fn approve_week(
 /// Reopens `person`'s week holding `day`: its approved entries (those the principal sees) may
 /// be changed again, and wait for approval again. Returns how many were reopened.
 pub async fn reopen_week(db: &Db, ctx: &Context, p: &OrgPrincipal, person: UserId, day: Date) -> DomainResult<usize> {
-    approver_of(p, person, "reopen")?;
+    let me = approver_of(p, person, "reopen")?;
     let (monday, sunday) = week_of("week", day)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let entries = week_entries(&mut tx, p, person, (monday, sunday), true).await?;
@@ -232,6 +271,12 @@ pub async fn reopen_week(db: &Db, ctx: &Context, p: &OrgPrincipal, person: UserI
         Entry::new("time.reopened", "user", person).after(json!({ "week": monday.to_string(), "entries": ids.len() })),
     )
     .await?;
+    let body = format!(
+        "{} can be changed again, and {} approval again.",
+        entries_of(ids.len()),
+        if ids.len() == 1 { "waits for" } else { "wait for" }
+    );
+    tell(&mut tx, ctx, me, person, monday, &format!("Your week of {monday} is reopened"), &body).await?;
     tx.commit().await?;
     Ok(ids.len())
 }
@@ -326,7 +371,11 @@ mod tests {
             minutes,
             spent_on: time::macros::date!(2026 - 12 - 07),
             billable: true,
+            billed: false,
+            project_id: ProjectId::from_uuid(uuid::Uuid::from_u128(1)),
+            project_name: "Relaunch".into(),
             task_id: None,
+            task_title: None,
             note: note.into(),
             approved_at: None,
             approved_on: None,

@@ -1086,6 +1086,10 @@ pub struct BillTime {
     #[serde(default, deserialize_with = "fields::non_null")]
     #[schema(format = "text", nullable = false)]
     pub group: Option<String>,
+    /// Only time whose week is approved (default `false`: approved or not).
+    #[serde(default, deserialize_with = "fields::non_null")]
+    #[schema(nullable = false)]
+    pub approved_only: Option<bool>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -1102,6 +1106,8 @@ pub struct Unbilled {
     /// Whether `rate_minor` was recorded on the entry (else it is today's).
     pub recorded_rate: bool,
     pub person: String,
+    /// Its week is approved.
+    pub approved: bool,
 }
 
 /// An entry keeps the rate it was recorded at; one recorded while no rate applied is billed at the
@@ -1110,7 +1116,8 @@ pub struct Unbilled {
 /// none applies even now (`recorded_rate` tells which).
 const UNBILLED: &str = "SELECT e.id, e.project_id, p.name AS project_name, k.title AS task_title, e.minutes, e.spent_on, e.note, \
      coalesce(e.rate_minor, pm.hourly_rate_minor, p.hourly_rate_minor, c.hourly_rate_minor, o.hourly_rate_minor) AS rate_minor, \
-     e.rate_minor IS NOT NULL AS recorded_rate, coalesce(nullif(u.display_name, ''), u.email) AS person \
+     e.rate_minor IS NOT NULL AS recorded_rate, coalesce(nullif(u.display_name, ''), u.email) AS person, \
+     e.approved_at IS NOT NULL AS approved \
      FROM time_entries e JOIN projects p ON p.organization_id = e.organization_id AND p.id = e.project_id \
      JOIN organizations o ON o.id = e.organization_id \
      LEFT JOIN clients c ON c.organization_id = p.organization_id AND c.id = p.client_id \
@@ -1119,7 +1126,8 @@ const UNBILLED: &str = "SELECT e.id, e.project_id, p.name AS project_name, k.tit
      JOIN users u ON u.id = e.user_id \
      WHERE p.client_id = $1 AND e.billable AND e.invoice_id IS NULL \
        AND ($2::uuid IS NULL OR e.project_id = $2) AND ($3::date IS NULL OR e.spent_on >= $3) \
-       AND ($4::date IS NULL OR e.spent_on <= $4) AND ($5::uuid[] IS NULL OR e.id = ANY($5))";
+       AND ($4::date IS NULL OR e.spent_on <= $4) AND ($5::uuid[] IS NULL OR e.id = ANY($5)) \
+       AND (NOT $6 OR e.approved_at IS NOT NULL)";
 
 struct TimeFilterParsed {
     entries: Option<Vec<TimeEntryId>>,
@@ -1127,6 +1135,7 @@ struct TimeFilterParsed {
     from: Option<Date>,
     to: Option<Date>,
     per_entry: bool,
+    approved_only: bool,
 }
 
 fn parse_bill(input: &BillTime) -> DomainResult<TimeFilterParsed> {
@@ -1148,7 +1157,7 @@ fn parse_bill(input: &BillTime) -> DomainResult<TimeFilterParsed> {
         "entry" => true,
         _ => return Err(DomainError::field("group", "must be task or entry")),
     };
-    Ok(TimeFilterParsed { entries, project, from, to, per_entry })
+    Ok(TimeFilterParsed { entries, project, from, to, per_entry, approved_only: input.approved_only.unwrap_or(false) })
 }
 
 /// Sent invoices a client hasn't paid, in one currency.
@@ -1271,6 +1280,7 @@ pub async fn unbilled(db: &Db, p: &OrgPrincipal, id: InvoiceId, input: &BillTime
         .bind(f.from)
         .bind(f.to)
         .bind(f.entries.as_deref().map(|v| v.iter().map(|e| e.as_uuid()).collect::<Vec<_>>()))
+        .bind(f.approved_only)
         .fetch_all(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -1307,18 +1317,22 @@ pub async fn bill_time(
             .bind(f.from)
             .bind(f.to)
             .bind(f.entries.as_deref().map(|v| v.iter().map(|e| e.as_uuid()).collect::<Vec<_>>()))
+            .bind(f.approved_only)
             .fetch_all(&mut *tx)
             .await?;
     if let Some(n) = wanted
         && rows.len() != n
     {
-        return Err(DomainError::Conflict(
-            "Some of this time is already billed (or is not billable time of this invoice's client); reload and pick again."
-                .into(),
-        ));
+        return Err(DomainError::Conflict(format!(
+            "Some of this time is already billed (or is not billable time of this invoice's client{}); reload and pick again.",
+            if f.approved_only { ", or not approved" } else { "" }
+        )));
     }
     if rows.is_empty() {
-        return Err(DomainError::Conflict("There is no unbilled billable time of this client to add.".into()));
+        return Err(DomainError::Conflict(format!(
+            "There is no unbilled billable{} time of this client to add.",
+            if f.approved_only { ", approved" } else { "" }
+        )));
     }
     // Lines: per entry, or per (project, task, rate) in the order first seen.
     let mut groups: Vec<(String, i64, i64, Vec<TimeEntryId>)> = Vec::new(); // (description, minutes, rate, entries)

@@ -33,6 +33,17 @@ async fn time(app: &TestApp, org: Uuid, project: Uuid, user: Uuid, day: &str, mi
     id
 }
 
+/// What `user` was told about their weeks: (title, body, link), oldest first.
+async fn told(app: &TestApp, user: Uuid) -> Vec<(String, String, String)> {
+    sqlx::query_as(
+        "SELECT title, body, link FROM notifications WHERE recipient_id = $1 AND kind = 'time_approved'          ORDER BY created_at, title",
+    )
+    .bind(user)
+    .fetch_all(&mut app.db.admin_conn().await)
+    .await
+    .unwrap()
+}
+
 async fn approved(app: &TestApp) -> i64 {
     count(app, "SELECT count(*) FROM time_entries WHERE approved_at IS NOT NULL").await
 }
@@ -78,6 +89,12 @@ async fn a_week_is_approved_as_seen_by_someone_else_and_stays_fixed_until_reopen
     assert_eq!(status, 200, "{html}");
     assert!(html.contains("Week of") && html.contains("Awaiting approval: 2 entries (2h 30m)."), "{html}");
     let seen = hidden_value(&html, "seen").expect("the approve form");
+    // Each entry the approval would fix is on the page: its note, day and standing; another
+    // week's and another person's are not.
+    assert!(html.contains("<td>Mon 30</td>") && html.contains("<td>Wireframes</td>"), "{html}");
+    assert!(html.contains("<td>Wed 2</td>") && html.contains("<td>Review</td>"), "{html}");
+    assert_eq!(html.matches("Awaiting approval</span>").count(), 2, "{html}");
+    assert!(!html.contains("<td>Next week</td>") && !html.contains("s own</td>"), "{html}");
     assert!(html.contains(&format!("href=\"/o/{slug}/time/approvals?week=2026-11-30\"")), "{html}");
 
     // Their own week can't be approved by them (nor reopened).
@@ -151,6 +168,24 @@ async fn a_week_is_approved_as_seen_by_someone_else_and_stays_fixed_until_reopen
             .await
             .unwrap();
     assert_eq!(after, json!({"week": "2026-11-30", "entries": 3, "minutes": 180}));
+    // The Member is told, with a link to the week.
+    assert_eq!(
+        told(&app, member).await,
+        vec![(
+            "Your week of 2026-11-30 is approved".to_string(),
+            "3 entries are approved; it can't be changed until the week is reopened.".to_string(),
+            format!("/o/{slug}/time/week?week=2026-11-30"),
+        )]
+    );
+    // A link with a query is a path of this site still: one naming another host is refused.
+    for forged in ["//evil.test/x", "/o/x?next=https://evil.test", "/o/x?a=<b>"] {
+        let refused = sqlx::query("UPDATE notifications SET link = $2 WHERE recipient_id = $1")
+            .bind(member)
+            .bind(forged)
+            .execute(&mut app.db.admin_conn().await)
+            .await;
+        assert!(refused.is_err(), "{forged} stored as a link");
+    }
     // Approving again has nothing to approve.
     let res =
         g.submit(&week, &approve, &[("person", &member.to_string()), ("week", "2026-12-02"), ("seen", &seen)]).await;
@@ -209,6 +244,13 @@ async fn a_week_is_approved_as_seen_by_someone_else_and_stays_fixed_until_reopen
     assert!(html.contains("Awaiting approval: 3 entries (3h)."), "{html}");
     assert_eq!(approved(&app).await, 0);
     assert_eq!(count(&app, "SELECT count(*) FROM audit_events WHERE action = 'time.reopened'").await, 1);
+    assert_eq!(
+        told(&app, member).await.last().map(|(title, body, _)| (title.clone(), body.clone())),
+        Some((
+            "Your week of 2026-11-30 is reopened".to_string(),
+            "3 entries can be changed again, and wait for approval again.".to_string()
+        ))
+    );
     let res = g.submit(&week, &reopen, &[("person", &member.to_string()), ("week", "2026-12-02")]).await;
     assert_eq!(res.status(), 409, "reopened twice");
     patch(&app, &entry, &key, json!({"minutes": 95})).await;
@@ -357,4 +399,66 @@ async fn the_api_approves_a_week_as_read_and_nothing_deletes_approved_time() {
     post(&app, reopen, &key, json!({"user_id": member, "week": "2026-11-30"})).await.assert_problem(409);
     assert_eq!(delete(&app, &format!("/api/v1/tasks/{parent}"), &key).await.status, 204);
     assert_eq!(count(&app, "SELECT count(*) FROM time_entries").await, 0);
+}
+
+#[tokio::test]
+async fn a_draft_invoice_can_bill_only_approved_time() {
+    let app = TestApp::spawn().await;
+    let mut org = org_with_every_role(&app, "billapproved").await;
+    let (org_id, client): (Uuid, Uuid) = (org.id.parse().unwrap(), org.client_id.parse().unwrap());
+    let member: Uuid = org.people["member"].user_id.parse().unwrap();
+    let project = project_with_member(&app, org_id, client, "Retainer", member).await;
+    let approved_entry = time(&app, org_id, project, member, "2026-11-30", 60, "Approved week").await;
+    let open_entry = time(&app, org_id, project, member, "2026-12-07", 30, "Open week").await;
+    let owner: Uuid = org.people["owner"].user_id.parse().unwrap();
+    sql(
+        &app,
+        "UPDATE time_entries SET billable = true, approved_at = now(), approved_by = $2 WHERE id = $1",
+        &[approved_entry, owner],
+    )
+    .await;
+    sql(&app, "UPDATE time_entries SET billable = true WHERE id = $1", &[open_entry]).await;
+    let invoice = Uuid::now_v7();
+    sql(
+        &app,
+        "INSERT INTO invoices (organization_id, id, client_id, currency, issue_date, due_date, created_at) \
+         VALUES ($1, $2, $3, 'USD', current_date, current_date + 30, now())",
+        &[org_id, invoice, client],
+    )
+    .await;
+    let slug = org.slug.clone();
+    let page = format!("/o/{slug}/invoices/{invoice}");
+    let billed = |id: Uuid| format!("SELECT count(*) FROM time_entries WHERE id = '{id}' AND invoice_id IS NOT NULL");
+
+    // The picker says which time is approved and offers to bill only that.
+    let o = &mut org.people.get_mut("owner").unwrap().browser;
+    let (status, html) = o.page(&page).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Only approved time") && html.contains("<th scope=\"col\">Approval</th>"), "{html}");
+    assert!(html.contains("<td>Approved</td>") && html.contains("<span class=\"muted\">Not yet</span>"), "{html}");
+
+    // Ticking the open week's entry with "only approved" bills nothing, and says why.
+    let res =
+        o.submit(&page, &format!("{page}/time"), &[("entry", &open_entry.to_string()), ("approved_only", "1")]).await;
+    assert_eq!(res.status(), 409);
+    assert!(res.text().await.unwrap().contains("or not approved"));
+    // A malformed flag is refused by name.
+    let res = o.submit(&page, &format!("{page}/time"), &[("approved_only", "yes")]).await;
+    assert_eq!(res.status(), 422);
+    assert_eq!((count(&app, &billed(approved_entry)).await, count(&app, &billed(open_entry)).await), (0, 0));
+
+    // Every approved entry matching the filters: the approved one alone.
+    let res = o.submit(&page, &format!("{page}/time"), &[("approved_only", "1"), ("group", "entry")]).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!((count(&app, &billed(approved_entry)).await, count(&app, &billed(open_entry)).await), (1, 0));
+
+    // Through the API: no approved time is left to bill; without the flag, the rest is billed.
+    let key = api_key(&app, org_id, "billing").await;
+    let bill = format!("/api/v1/invoices/{invoice}/time");
+    let res = post(&app, &bill, &key, json!({"approved_only": true})).await;
+    res.assert_problem(409);
+    assert!(res.body["detail"].as_str().unwrap().contains("no unbilled billable, approved time"), "{:?}", res.body);
+    post(&app, &bill, &key, json!({"approved_only": null})).await.assert_problem_field(422, "approved_only");
+    assert_eq!(post(&app, &bill, &key, json!({"approved_only": false})).await.status, 200);
+    assert_eq!(count(&app, &billed(open_entry)).await, 1);
 }

@@ -164,8 +164,9 @@ pub async fn void_invoice(
 
 #[utoipa::path(post, path = "/api/v1/invoices/{invoice}/time", tag = "invoices", request_body = invoices::BillTime,
     description = "Turns billable, unbilled time of the draft's client into lines (hours × the rate stored on each entry), \
-        one per task and rate or one per entry, and marks the entries billed. 409 when the invoice is not a draft, when \
-        nothing matches, or when any entry named in `entry_ids` is billed already (then nothing is written).",
+        one per task and rate or one per entry, and marks the entries billed (with `approved_only`, only time whose week \
+        is approved). 409 when the invoice is not a draft, when nothing matches, or when any entry named in `entry_ids` \
+        is billed already, or not approved with `approved_only` (then nothing is written).",
     params(("invoice" = Uuid, Path, description = "Invoice id")),
     responses((status = 200, description = "The invoice with its new lines", body = Data<InvoiceDetail>)),
     security(("api_key" = ["invoices.update"])))]

@@ -566,6 +566,7 @@ pub struct UnbilledView {
     pub time: String,
     pub rate: String,
     pub note: String,
+    pub approved: bool,
 }
 
 #[derive(Template)]
@@ -690,6 +691,7 @@ pub(super) async fn detail_view(
                     (None, _) => "no rate".into(),
                 },
                 note: u.note,
+                approved: u.approved,
             })
             .collect(),
         unbilled_projects,
@@ -908,9 +910,12 @@ async fn bill_time(
 ) -> AppResult<Response> {
     let id: InvoiceId = path_id(&id)?;
     let result = async {
-        let f = FormFields::parse(&body, |k| matches!(k, "entry" | "project_id" | "from" | "to" | "group"))?
-            .only_once(&["project_id", "from", "to", "group"])?;
+        let f = FormFields::parse(&body, |k| {
+            matches!(k, "entry" | "project_id" | "from" | "to" | "group" | "approved_only")
+        })?
+        .only_once(&["project_id", "from", "to", "group", "approved_only"])?;
         let entries = f.all("entry");
+        let approved_only = Some(crate::work::fields::flag("approved_only", f.get("approved_only"))?);
         let input = if entries.is_empty() {
             invoices::BillTime {
                 entry_ids: None,
@@ -918,11 +923,13 @@ async fn bill_time(
                 from: Some(f.get("from").to_string()),
                 to: Some(f.get("to").to_string()),
                 group: Some(f.get("group").to_string()),
+                approved_only,
             }
         } else {
             invoices::BillTime {
                 entry_ids: Some(entries),
                 group: Some(f.get("group").to_string()),
+                approved_only,
                 ..Default::default()
             }
         };

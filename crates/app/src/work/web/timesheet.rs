@@ -125,6 +125,18 @@ struct WeekRow {
     total: String,
 }
 
+/// One entry of the week, as approving it fixes it.
+struct WeekEntryRow {
+    day: String,
+    project_id: String,
+    project: String,
+    task: String,
+    time: String,
+    note: String,
+    billing: &'static str,
+    approved: bool,
+}
+
 #[derive(Template)]
 #[template(path = "work/time_week.html")]
 struct WeekPage {
@@ -134,6 +146,7 @@ struct WeekPage {
     errors: Vec<FieldError>,
     days: Vec<(String, String)>,
     rows: Vec<WeekRow>,
+    entries: Vec<WeekEntryRow>,
     day_totals: Vec<String>,
     total: String,
     prev: String,
@@ -232,11 +245,11 @@ async fn week_view(
     let p = &access.principal;
     let me = p.user_id().ok_or(AppError::not_found())?;
     let (monday, sunday) = approvals::week_of("week", day)?;
-    let rows = time_entries::in_range(&state.db, p, monday, sunday, Some(person)).await?;
+    // One read: the totals, the entries and the approval's digest are of the same time.
     let approval = approvals::week(&state.db, p, person, monday).await?;
     let mut per_project: BTreeMap<(String, String), [i64; 7]> = BTreeMap::new();
     let mut day_totals = [0i64; 7];
-    for r in &rows {
+    for r in &approval.entries {
         let i = (r.spent_on - monday).whole_days() as usize;
         per_project.entry((r.project_name.clone(), r.project_id.to_string())).or_default()[i] += i64::from(r.minutes);
         day_totals[i] += i64::from(r.minutes);
@@ -286,6 +299,24 @@ async fn week_view(
                 project: name,
                 total: duration(days.iter().sum()),
                 days: days.iter().map(|m| show(*m)).collect(),
+            })
+            .collect(),
+        entries: approval
+            .entries
+            .iter()
+            .map(|e| WeekEntryRow {
+                day: format!("{} {}", &e.spent_on.weekday().to_string()[..3], e.spent_on.day()),
+                project_id: e.project_id.to_string(),
+                project: e.project_name.clone(),
+                task: e.task_title.clone().unwrap_or_default(),
+                time: duration(e.minutes.into()),
+                note: e.note.clone(),
+                billing: match (e.billed, e.billable) {
+                    (true, _) => "Billed",
+                    (false, true) => "Billable",
+                    (false, false) => "Not billable",
+                },
+                approved: e.approved_at.is_some(),
             })
             .collect(),
         day_totals: day_totals.iter().map(|m| show(*m)).collect(),
