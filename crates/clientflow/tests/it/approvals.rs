@@ -9,7 +9,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::support::api::{count, delete, get, patch, post};
-use crate::support::orgs::org_with_every_role;
+use crate::support::orgs::{Org, org_with_every_role};
 use crate::support::work::project_with_member;
 use crate::support::{api_key, sql};
 
@@ -44,6 +44,23 @@ async fn told(app: &TestApp, user: Uuid) -> Vec<(String, String, String)> {
     .unwrap()
 }
 
+/// An organization with every role, and a project of its client with the Member in it.
+struct Setup {
+    org: Org,
+    org_id: Uuid,
+    client: Uuid,
+    member: Uuid,
+    project: Uuid,
+}
+
+async fn setup(app: &TestApp, slug: &str) -> Setup {
+    let org = org_with_every_role(app, slug).await;
+    let (org_id, client): (Uuid, Uuid) = (org.id.parse().unwrap(), org.client_id.parse().unwrap());
+    let member: Uuid = org.people["member"].user_id.parse().unwrap();
+    let project = project_with_member(app, org_id, client, "Relaunch", member).await;
+    Setup { org, org_id, client, member, project }
+}
+
 async fn approved(app: &TestApp) -> i64 {
     count(app, "SELECT count(*) FROM time_entries WHERE approved_at IS NOT NULL").await
 }
@@ -51,11 +68,8 @@ async fn approved(app: &TestApp) -> i64 {
 #[tokio::test]
 async fn a_week_is_approved_as_seen_by_someone_else_and_stays_fixed_until_reopened() {
     let app = TestApp::spawn().await;
-    let mut org = org_with_every_role(&app, "approve").await;
-    let (org_id, client): (Uuid, Uuid) = (org.id.parse().unwrap(), org.client_id.parse().unwrap());
-    let member: Uuid = org.people["member"].user_id.parse().unwrap();
+    let Setup { mut org, org_id, member, project, .. } = setup(&app, "approve").await;
     let manager: Uuid = org.people["manager"].user_id.parse().unwrap();
-    let project = project_with_member(&app, org_id, client, "Relaunch", member).await;
     let slug = org.slug.clone();
     let wireframes = time(&app, org_id, project, member, "2026-11-30", 90, "Wireframes").await;
     time(&app, org_id, project, member, "2026-12-02", 60, "Review").await;
@@ -263,11 +277,8 @@ async fn a_week_is_approved_as_seen_by_someone_else_and_stays_fixed_until_reopen
 #[tokio::test]
 async fn the_approvals_page_lists_whose_weeks_await_approval() {
     let app = TestApp::spawn().await;
-    let mut org = org_with_every_role(&app, "approvals").await;
-    let (org_id, client): (Uuid, Uuid) = (org.id.parse().unwrap(), org.client_id.parse().unwrap());
-    let member: Uuid = org.people["member"].user_id.parse().unwrap();
+    let Setup { mut org, org_id, member, project, .. } = setup(&app, "approvals").await;
     let manager: Uuid = org.people["manager"].user_id.parse().unwrap();
-    let project = project_with_member(&app, org_id, client, "Retainer", member).await;
     let slug = org.slug.clone();
     time(&app, org_id, project, member, "2026-11-30", 90, "Design").await;
     let approved_one = time(&app, org_id, project, manager, "2026-12-01", 45, "Calls").await;
@@ -311,11 +322,8 @@ async fn the_approvals_page_lists_whose_weeks_await_approval() {
 #[tokio::test]
 async fn the_api_approves_a_week_as_read_and_nothing_deletes_approved_time() {
     let app = TestApp::spawn().await;
-    let org = org_with_every_role(&app, "apiapprove").await;
-    let (org_id, client): (Uuid, Uuid) = (org.id.parse().unwrap(), org.client_id.parse().unwrap());
-    let member: Uuid = org.people["member"].user_id.parse().unwrap();
+    let Setup { org, org_id, member, project, .. } = setup(&app, "apiapprove").await;
     let owner: Uuid = org.people["owner"].user_id.parse().unwrap();
-    let project = project_with_member(&app, org_id, client, "Retainer", member).await;
     let (column, parent, subtask) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     sql(
         &app,
@@ -404,10 +412,7 @@ async fn the_api_approves_a_week_as_read_and_nothing_deletes_approved_time() {
 #[tokio::test]
 async fn a_draft_invoice_can_bill_only_approved_time() {
     let app = TestApp::spawn().await;
-    let mut org = org_with_every_role(&app, "billapproved").await;
-    let (org_id, client): (Uuid, Uuid) = (org.id.parse().unwrap(), org.client_id.parse().unwrap());
-    let member: Uuid = org.people["member"].user_id.parse().unwrap();
-    let project = project_with_member(&app, org_id, client, "Retainer", member).await;
+    let Setup { mut org, org_id, client, member, project } = setup(&app, "billapproved").await;
     let approved_entry = time(&app, org_id, project, member, "2026-11-30", 60, "Approved week").await;
     let open_entry = time(&app, org_id, project, member, "2026-12-07", 30, "Open week").await;
     let owner: Uuid = org.people["owner"].user_id.parse().unwrap();
