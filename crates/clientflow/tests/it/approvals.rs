@@ -312,6 +312,16 @@ async fn the_approvals_page_lists_whose_weeks_await_approval() {
     assert!(html.contains("Nobody recorded time this week."), "{html}");
     let (status, _) = g.page(&format!("/o/{slug}/time/approvals?week=yesterday")).await;
     assert!(matches!(status, 400 | 422), "{status}");
+    // The calendar's last week is shown without a next one; a day whose week would end past
+    // the calendar is refused by name, on both pages.
+    for path in ["approvals", "week"] {
+        let (status, html) = g.page(&format!("/o/{slug}/time/{path}?week=9999-12-26")).await;
+        assert_eq!(status, 200, "{html}");
+        assert!(html.contains("9999-12-20 – 9999-12-26") && !html.contains("rel=\"next\""), "{html}");
+        let (status, html) = g.page(&format!("/o/{slug}/time/{path}?week=9999-12-31")).await;
+        assert_eq!(status, 422, "{html}");
+        assert!(html.contains("must be in a week that ends by 9999-12-31"), "{html}");
+    }
 
     let m = &mut org.people.get_mut("member").unwrap().browser;
     let (_, html) = m.page(&format!("/o/{slug}/time")).await;
