@@ -289,7 +289,7 @@ pub fn may_change(p: &OrgPrincipal, e: &TimeEntry, doing: &str) -> DomainResult<
     Ok(())
 }
 
-/// Time in a date range as reports, the week view and the export read it: with its person,
+/// Time in a date range as the reports and the export read it: with its person,
 /// project, client and task named.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ReportRow {
