@@ -182,10 +182,7 @@ pub async fn choices(db: &Db, p: &OrgPrincipal) -> DomainResult<(String, Vec<Str
     require(p, Permission::ProjectsRead)?;
     let member = member_filter(p)?;
     let mut tx = OrgTx::begin(db, p).await?;
-    let currency = sqlx::query_scalar("SELECT currency FROM organizations WHERE id = $1")
-        .bind(tx.org_id())
-        .fetch_one(&mut *tx)
-        .await?;
+    let currency = super::org_currency(&mut tx).await?;
     let categories = sqlx::query_scalar(&format!(
         "SELECT x.category FROM expenses x JOIN projects p ON p.organization_id = x.organization_id AND p.id = x.project_id \
          WHERE {} GROUP BY x.category ORDER BY count(*) DESC, x.category LIMIT 50",

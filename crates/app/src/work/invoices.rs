@@ -642,12 +642,7 @@ pub async fn create(db: &Db, ctx: &Context, p: &OrgPrincipal, input: &InvoiceInp
     }
     let currency = match currency {
         Some(c) => c,
-        None => {
-            sqlx::query_scalar("SELECT currency FROM organizations WHERE id = $1")
-                .bind(tx.org_id())
-                .fetch_one(&mut *tx)
-                .await?
-        }
+        None => super::org_currency(&mut tx).await?,
     };
     let draft = Draft { client, currency, tax, issue, due, terms, notes, subtotal, tax_minor, total };
     let inv = insert_draft(&mut tx, ctx, &draft, &lines).await?;
@@ -1113,21 +1108,24 @@ pub struct Unbilled {
 /// An entry keeps the rate it was recorded at; one recorded while no rate applied is billed at the
 /// rate that applies when it is billed (the person's on the project, the project's, the client's,
 /// the organization's: as `time_entries::resolve_rate`), and `rate_minor` is `None` only when
-/// none applies even now (`recorded_rate` tells which).
-const UNBILLED: &str = "SELECT e.id, e.project_id, p.name AS project_name, k.title AS task_title, e.minutes, e.spent_on, e.note, \
-     coalesce(e.rate_minor, pm.hourly_rate_minor, p.hourly_rate_minor, c.hourly_rate_minor, o.hourly_rate_minor) AS rate_minor, \
-     e.rate_minor IS NOT NULL AS recorded_rate, coalesce(nullif(u.display_name, ''), u.email) AS person, \
-     e.approved_at IS NOT NULL AS approved \
-     FROM time_entries e JOIN projects p ON p.organization_id = e.organization_id AND p.id = e.project_id \
-     JOIN organizations o ON o.id = e.organization_id \
-     LEFT JOIN clients c ON c.organization_id = p.organization_id AND c.id = p.client_id \
-     LEFT JOIN project_members pm ON pm.organization_id = e.organization_id AND pm.project_id = e.project_id AND pm.user_id = e.user_id \
-     LEFT JOIN tasks k ON k.organization_id = e.organization_id AND k.id = e.task_id \
-     JOIN users u ON u.id = e.user_id \
-     WHERE p.client_id = $1 AND e.billable AND e.invoice_id IS NULL \
-       AND ($2::uuid IS NULL OR e.project_id = $2) AND ($3::date IS NULL OR e.spent_on >= $3) \
-       AND ($4::date IS NULL OR e.spent_on <= $4) AND ($5::uuid[] IS NULL OR e.id = ANY($5)) \
-       AND (NOT $6 OR e.approved_at IS NOT NULL)";
+/// none applies even now (`recorded_rate` tells which). The draft's client's unbilled billable
+/// time, then `order`.
+fn unbilled_sql(order: &str) -> String {
+    use super::time_entries::{BILLED_RATE, RATE_JOINS};
+    format!(
+        "SELECT e.id, e.project_id, p.name AS project_name, k.title AS task_title, e.minutes, e.spent_on, e.note, \
+         {BILLED_RATE} AS rate_minor, e.rate_minor IS NOT NULL AS recorded_rate, \
+         coalesce(nullif(u.display_name, ''), u.email) AS person, e.approved_at IS NOT NULL AS approved \
+         FROM time_entries e JOIN projects p ON p.organization_id = e.organization_id AND p.id = e.project_id \
+         {RATE_JOINS} \
+         LEFT JOIN tasks k ON k.organization_id = e.organization_id AND k.id = e.task_id \
+         JOIN users u ON u.id = e.user_id \
+         WHERE p.client_id = $1 AND e.billable AND e.invoice_id IS NULL \
+           AND ($2::uuid IS NULL OR e.project_id = $2) AND ($3::date IS NULL OR e.spent_on >= $3) \
+           AND ($4::date IS NULL OR e.spent_on <= $4) AND ($5::uuid[] IS NULL OR e.id = ANY($5)) \
+           AND (NOT $6 OR e.approved_at IS NOT NULL) {order}"
+    )
+}
 
 struct TimeFilterParsed {
     entries: Option<Vec<TimeEntryId>>,
@@ -1258,10 +1256,7 @@ pub async fn client_balance(
     let time = super::uninvoiced::time(&mut tx, member, Some(client)).await?.pop();
     let unbilled_expenses =
         super::uninvoiced::expenses(&mut tx, member, Some(client)).await?.into_iter().map(|(_, x)| x).collect();
-    let currency: String = sqlx::query_scalar("SELECT currency FROM organizations WHERE id = $1")
-        .bind(tx.org_id())
-        .fetch_one(&mut *tx)
-        .await?;
+    let currency = super::org_currency(&mut tx).await?;
     let (unbilled_minutes, unbilled_minor, unrated_entries) =
         time.map_or((0, 0, 0), |t| (t.minutes, t.amount_minor, t.unrated_entries));
     tx.commit().await?;
@@ -1274,7 +1269,7 @@ pub async fn unbilled(db: &Db, p: &OrgPrincipal, id: InvoiceId, input: &BillTime
     let f = parse_bill(input)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let inv = fetch(&mut tx, id).await?;
-    let rows = sqlx::query_as(&format!("{UNBILLED} ORDER BY e.spent_on, e.created_at, e.id LIMIT 500"))
+    let rows = sqlx::query_as(&unbilled_sql("ORDER BY e.spent_on, e.created_at, e.id LIMIT 500"))
         .bind(inv.client_id)
         .bind(f.project)
         .bind(f.from)
@@ -1310,16 +1305,15 @@ pub async fn bill_time(
         return Err(DomainError::Conflict("Time can be added only to a draft invoice.".into()));
     }
     let wanted = f.entries.as_ref().map(Vec::len);
-    let rows: Vec<Unbilled> =
-        sqlx::query_as(&format!("{UNBILLED} ORDER BY e.spent_on, e.created_at, e.id FOR UPDATE OF e"))
-            .bind(before.client_id)
-            .bind(f.project)
-            .bind(f.from)
-            .bind(f.to)
-            .bind(f.entries.as_deref().map(|v| v.iter().map(|e| e.as_uuid()).collect::<Vec<_>>()))
-            .bind(f.approved_only)
-            .fetch_all(&mut *tx)
-            .await?;
+    let rows: Vec<Unbilled> = sqlx::query_as(&unbilled_sql("ORDER BY e.spent_on, e.created_at, e.id FOR UPDATE OF e"))
+        .bind(before.client_id)
+        .bind(f.project)
+        .bind(f.from)
+        .bind(f.to)
+        .bind(f.entries.as_deref().map(|v| v.iter().map(|e| e.as_uuid()).collect::<Vec<_>>()))
+        .bind(f.approved_only)
+        .fetch_all(&mut *tx)
+        .await?;
     if let Some(n) = wanted
         && rows.len() != n
     {

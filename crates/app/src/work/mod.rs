@@ -87,6 +87,11 @@ pub(crate) async fn org_slug(tx: &mut OrgTx) -> Result<String, sqlx::Error> {
     sqlx::query_scalar("SELECT slug FROM organizations WHERE id = $1").bind(tx.org_id()).fetch_one(&mut **tx).await
 }
 
+/// The organization's currency (ISO 4217), which its time and new invoices are valued in.
+pub(crate) async fn org_currency(tx: &mut OrgTx) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar("SELECT currency FROM organizations WHERE id = $1").bind(tx.org_id()).fetch_one(&mut **tx).await
+}
+
 /// The SQL condition for "project `alias` is visible", with the member filter as `$n`.
 pub fn project_visible(alias: &str, param: usize) -> String {
     format!(

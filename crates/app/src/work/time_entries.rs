@@ -222,6 +222,19 @@ pub async fn resolve_rate(tx: &mut OrgTx, project: ProjectId, user: UserId) -> R
     .map(Option::flatten)
 }
 
+/// For a query over `time_entries e JOIN projects p`: the joins [`BILLED_RATE`] reads.
+pub(crate) const RATE_JOINS: &str = "JOIN organizations o ON o.id = e.organization_id \
+     LEFT JOIN clients c ON c.organization_id = p.organization_id AND c.id = p.client_id \
+     LEFT JOIN project_members pm ON pm.organization_id = e.organization_id AND pm.project_id = e.project_id \
+       AND pm.user_id = e.user_id";
+
+/// The hourly rate entry `e` is billed at: the one recorded on it, else the one that applies now
+/// (as [`resolve_rate`]: the person's on the project, the project's, the client's, the
+/// organization's); NULL when none does. The To invoice page, a client's balance and a draft's
+/// time picker all value time by it, so they can't disagree.
+pub(crate) const BILLED_RATE: &str =
+    "coalesce(e.rate_minor, pm.hourly_rate_minor, p.hourly_rate_minor, c.hourly_rate_minor, o.hourly_rate_minor)";
+
 /// Writes an entry whose project (visible to the caller) and task were checked, with its
 /// billable flag (the project's default unless given) and the rate that applies now, and audits
 /// it, in `tx`.

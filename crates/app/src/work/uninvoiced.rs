@@ -51,15 +51,13 @@ pub(super) async fn time(
                 count(*) FILTER (WHERE r.rate IS NULL) AS unrated_entries \
            FROM time_entries e \
            JOIN projects p ON p.organization_id = e.organization_id AND p.id = e.project_id \
-           JOIN organizations o ON o.id = e.organization_id \
-           LEFT JOIN clients c ON c.organization_id = p.organization_id AND c.id = p.client_id \
-           LEFT JOIN project_members pm ON pm.organization_id = e.organization_id \
-             AND pm.project_id = e.project_id AND pm.user_id = e.user_id \
-           CROSS JOIN LATERAL (SELECT coalesce(e.rate_minor, pm.hourly_rate_minor, p.hourly_rate_minor, \
-             c.hourly_rate_minor, o.hourly_rate_minor) AS rate) r \
+           {joins} \
+           CROSS JOIN LATERAL (SELECT {rate} AS rate) r \
           WHERE e.billable AND e.invoice_id IS NULL AND p.client_id IS NOT NULL \
             AND ($2::uuid IS NULL OR p.client_id = $2) AND {visible} \
           GROUP BY p.client_id",
+        joins = super::time_entries::RATE_JOINS,
+        rate = super::time_entries::BILLED_RATE,
         visible = super::project_visible("p", 1)
     ))
     .bind(member)
@@ -121,10 +119,7 @@ pub async fn by_client(db: &Db, p: &OrgPrincipal) -> DomainResult<(Vec<ToInvoice
     ids.dedup();
     let names: Vec<(ClientId, String)> =
         sqlx::query_as("SELECT id, name FROM clients WHERE id = ANY($1)").bind(&ids).fetch_all(&mut *tx).await?;
-    let currency: String = sqlx::query_scalar("SELECT currency FROM organizations WHERE id = $1")
-        .bind(tx.org_id())
-        .fetch_one(&mut *tx)
-        .await?;
+    let currency = super::org_currency(&mut tx).await?;
     tx.commit().await?;
     let mut rows: Vec<ToInvoice> = names
         .into_iter()
