@@ -164,7 +164,7 @@ fn approver_of(p: &OrgPrincipal, person: UserId, doing: &str) -> DomainResult<Us
 }
 
 /// "1 entry", "3 entries".
-fn entries_of(n: usize) -> String {
+pub fn entries_of(n: usize) -> String {
     format!("{n} {}", if n == 1 { "entry" } else { "entries" })
 }
 

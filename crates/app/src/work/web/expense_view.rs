@@ -54,17 +54,15 @@ pub async fn tab(state: &AppState, p: &OrgPrincipal, project: ProjectId, names: 
         vec![]
     };
     let totals = per_currency(list.iter().map(|x| (x.currency.as_str(), x.amount_minor)));
-    let me = p.user_id();
-    let may_any = p.can(P::ProjectsUpdate);
     let expenses = list
         .into_iter()
         .map(|x| ExpenseView {
+            deletable: p.can(P::TimeTrack) && expenses::may_change(p, &x, "change").is_ok(),
             id: x.id.to_string(),
             spent_on: x.spent_on.to_string(),
             who: names.name(&x.user_id),
             amount: format!("{} {}", format_minor(x.amount_minor), x.currency),
             billable: x.billable,
-            deletable: p.can(P::TimeTrack) && x.invoice_id.is_none() && (may_any || Some(x.user_id) == me),
             invoice: x.invoice_id.map(|i| i.to_string()),
             receipt: x.receipt_file_id.filter(|_| may_files).map(|f| f.to_string()),
             category: x.category,

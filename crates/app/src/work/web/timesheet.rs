@@ -173,7 +173,7 @@ struct ApprovalView {
 
 /// "3 entries (4h 30m)".
 fn entries_of(n: usize, minutes: i64) -> String {
-    format!("{n} {} ({})", if n == 1 { "entry" } else { "entries" }, duration(minutes))
+    format!("{} ({})", approvals::entries_of(n), duration(minutes))
 }
 
 impl ApprovalView {
