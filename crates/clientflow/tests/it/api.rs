@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::support::api::{
     Res, Tenant, add_member, api_key, count, ctx, delete, get, patch, post, send, send_raw, tenant, upload,
 };
+use crate::support::work::{approve_entry, insert_time, week_seen};
 
 #[tokio::test]
 async fn crud_round_trips_over_http() {
@@ -937,33 +938,19 @@ async fn fresh_ids(app: &TestApp, t: &Tenant) -> BTreeMap<&'static str, String> 
 async fn colleague_with_weeks(app: &TestApp, t: &Tenant) -> (Uuid, String) {
     // In a project of their own, which no other case deletes.
     let (colleague, project) = (Uuid::now_v7(), Uuid::now_v7());
-    let statements = [
+    let mut db = app.db.admin_conn().await;
+    for sql in [
         "INSERT INTO users (id, email) VALUES ($2, 'colleague-' || $2::text || '@example.com')",
         "INSERT INTO projects (organization_id, id, name) VALUES ($1, $3, 'Colleague')",
         "INSERT INTO memberships (organization_id, user_id, role) VALUES ($1, $2, 'member')",
-        "INSERT INTO time_entries (organization_id, id, project_id, user_id, minutes, spent_on, created_at) \
-         VALUES ($1, gen_random_uuid(), $3, $2, 30, '2024-01-03', now())",
-        "INSERT INTO time_entries (organization_id, id, project_id, user_id, minutes, spent_on, created_at, approved_at, approved_by) \
-         VALUES ($1, gen_random_uuid(), $3, $2, 45, '2024-02-06', now(), now(), $4)",
-    ];
-    let mut db = app.db.admin_conn().await;
-    for sql in statements {
-        sqlx::query(sql).bind(t.org.id).bind(colleague).bind(project).bind(t.admin).execute(&mut db).await.unwrap();
+    ] {
+        sqlx::query(sql).bind(t.org.id).bind(colleague).bind(project).execute(&mut db).await.unwrap();
     }
-    let org: clientflow::platform::ids::OrgId = t.org.id.to_string().parse().unwrap();
-    let op = clientflow::access::operator(&app.app_db, &crate::support::operator(), org, "API matrix approval")
-        .await
-        .unwrap()
-        .unwrap();
-    let week = clientflow::work::approvals::week(
-        &app.app_db,
-        &op,
-        colleague.to_string().parse().unwrap(),
-        time::macros::date!(2024 - 01 - 01),
-    )
-    .await
-    .unwrap();
-    (colleague, week.digest)
+    let org = t.org.id.as_uuid();
+    insert_time(app, org, project, colleague, "2024-01-03", 30, "").await;
+    let approved = insert_time(app, org, project, colleague, "2024-02-06", 45, "").await;
+    approve_entry(app, approved, t.admin).await;
+    (colleague, week_seen(app, org, colleague, time::macros::date!(2024 - 01 - 01)).await)
 }
 
 /// The route's path with fresh ids of one organization; `fixtures` picks the record for a

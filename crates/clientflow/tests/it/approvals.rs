@@ -10,28 +10,8 @@ use uuid::Uuid;
 
 use crate::support::api::{count, delete, get, patch, post};
 use crate::support::orgs::{Org, org_with_every_role};
-use crate::support::work::project_with_member;
+use crate::support::work::{insert_time, project_with_member};
 use crate::support::{api_key, sql};
-
-/// Records `minutes` of `user`'s on `day` in `project`; its id.
-async fn time(app: &TestApp, org: Uuid, project: Uuid, user: Uuid, day: &str, minutes: i32, note: &str) -> Uuid {
-    let id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO time_entries (organization_id, id, project_id, user_id, minutes, spent_on, note, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6::date, $7, now())",
-    )
-    .bind(org)
-    .bind(id)
-    .bind(project)
-    .bind(user)
-    .bind(minutes)
-    .bind(day)
-    .bind(note)
-    .execute(&mut app.db.admin_conn().await)
-    .await
-    .unwrap();
-    id
-}
 
 /// What `user` was told about their weeks: (title, body, link), oldest first.
 async fn told(app: &TestApp, user: Uuid) -> Vec<(String, String, String)> {
@@ -71,11 +51,11 @@ async fn a_week_is_approved_as_seen_by_someone_else_and_stays_fixed_until_reopen
     let Setup { mut org, org_id, member, project, .. } = setup(&app, "approve").await;
     let manager: Uuid = org.people["manager"].user_id.parse().unwrap();
     let slug = org.slug.clone();
-    let wireframes = time(&app, org_id, project, member, "2026-11-30", 90, "Wireframes").await;
-    time(&app, org_id, project, member, "2026-12-02", 60, "Review").await;
+    let wireframes = insert_time(&app, org_id, project, member, "2026-11-30", 90, "Wireframes").await;
+    insert_time(&app, org_id, project, member, "2026-12-02", 60, "Review").await;
     // Another week's time and another person's stay out of it.
-    time(&app, org_id, project, member, "2026-12-07", 15, "Next week").await;
-    time(&app, org_id, project, manager, "2026-12-01", 120, "Manager's own").await;
+    insert_time(&app, org_id, project, member, "2026-12-07", 15, "Next week").await;
+    insert_time(&app, org_id, project, manager, "2026-12-01", 120, "Manager's own").await;
     // Fourteen hours ahead of UTC: the day an approval is shown on is the organization's.
     sql(&app, "UPDATE organizations SET timezone = 'Pacific/Kiritimati' WHERE id = $1", &[org_id]).await;
     let week = format!("/o/{slug}/time/week?week=2026-12-02&person={member}");
@@ -124,7 +104,7 @@ async fn a_week_is_approved_as_seen_by_someone_else_and_stays_fixed_until_reopen
 
     // The Member records more time meanwhile: what the page showed is no longer the week, so
     // nothing is approved and the Manager is told to look again.
-    let late = time(&app, org_id, project, member, "2026-12-03", 30, "Late addition").await;
+    let late = insert_time(&app, org_id, project, member, "2026-12-03", 30, "Late addition").await;
     let res =
         g.submit(&week, &approve, &[("person", &member.to_string()), ("week", "2026-12-02"), ("seen", &seen)]).await;
     assert_eq!(res.status(), 409);
@@ -280,8 +260,8 @@ async fn the_approvals_page_lists_whose_weeks_await_approval() {
     let Setup { mut org, org_id, member, project, .. } = setup(&app, "approvals").await;
     let manager: Uuid = org.people["manager"].user_id.parse().unwrap();
     let slug = org.slug.clone();
-    time(&app, org_id, project, member, "2026-11-30", 90, "Design").await;
-    let approved_one = time(&app, org_id, project, manager, "2026-12-01", 45, "Calls").await;
+    insert_time(&app, org_id, project, member, "2026-11-30", 90, "Design").await;
+    let approved_one = insert_time(&app, org_id, project, manager, "2026-12-01", 45, "Calls").await;
     sql(
         &app,
         "UPDATE time_entries SET approved_at = now(), approved_by = (SELECT user_id FROM memberships \
@@ -355,7 +335,7 @@ async fn the_api_approves_a_week_as_read_and_nothing_deletes_approved_time() {
         .await
         .unwrap();
     }
-    let entry = time(&app, org_id, project, member, "2026-12-01", 50, "On the subtask").await;
+    let entry = insert_time(&app, org_id, project, member, "2026-12-01", 50, "On the subtask").await;
     sql(&app, "UPDATE time_entries SET task_id = $2 WHERE id = $1", &[entry, subtask]).await;
     // The key acts for the Owner.
     let key = api_key(&app, org_id, "approvals").await;
@@ -423,8 +403,8 @@ async fn the_api_approves_a_week_as_read_and_nothing_deletes_approved_time() {
 async fn a_draft_invoice_can_bill_only_approved_time() {
     let app = TestApp::spawn().await;
     let Setup { mut org, org_id, client, member, project } = setup(&app, "billapproved").await;
-    let approved_entry = time(&app, org_id, project, member, "2026-11-30", 60, "Approved week").await;
-    let open_entry = time(&app, org_id, project, member, "2026-12-07", 30, "Open week").await;
+    let approved_entry = insert_time(&app, org_id, project, member, "2026-11-30", 60, "Approved week").await;
+    let open_entry = insert_time(&app, org_id, project, member, "2026-12-07", 30, "Open week").await;
     let owner: Uuid = org.people["owner"].user_id.parse().unwrap();
     sql(
         &app,

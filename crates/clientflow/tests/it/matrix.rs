@@ -6,16 +6,14 @@
 //! that failed validation. A route without an entry in [`BODIES`] fails the test.
 
 use axum::http::Method;
-use clientflow::access;
 use clientflow::access::role::{Permission, Role, default_permissions};
 use clientflow::access::route::{Access, RouteDef, Surface};
-use clientflow::platform::ids::{OrgId, UserId};
-use clientflow::work::approvals;
 use clientflow_test_support::TestApp;
 use clientflow_test_support::browser::{Browser, location};
 
 use crate::support::accounts::PASSWORD;
 use crate::support::orgs::{Org, org_with_every_role, session_token};
+use crate::support::work::{approve_entry, insert_time, week_seen};
 
 /// What a writing route is sent. Values may hold placeholders, filled per case by [`resolve`]:
 /// `{unique}` (a fresh word), `{slug}` (the organization's slug), `{name}` (its name as it is
@@ -305,31 +303,17 @@ async fn first_of_role(app: &TestApp, org: &Org, role: &str) -> uuid::Uuid {
 async fn member_time(app: &TestApp, org: &Org, day: &str, minutes: i32, approved: bool) {
     let org_id: uuid::Uuid = org.id.parse().unwrap();
     let member = first_of_role(app, org, "member").await;
-    let owner = first_of_role(app, org, "owner").await;
     let project = uuid::Uuid::now_v7();
-    let mut db = app.db.admin_conn().await;
-    sqlx::query("INSERT INTO projects (organization_id, id, name) VALUES ($1, $2, 'Approval project')")
-        .bind(org_id)
-        .bind(project)
-        .execute(&mut db)
-        .await
-        .unwrap();
-    sqlx::query(
-        "INSERT INTO time_entries (organization_id, id, project_id, user_id, minutes, spent_on, created_at, \
-         approved_at, approved_by) VALUES ($1, $2, $3, $4, $5, $6::date, now(), \
-         CASE WHEN $7 THEN now() END, CASE WHEN $7 THEN $8::uuid END)",
+    crate::support::sql(
+        app,
+        "INSERT INTO projects (organization_id, id, name) VALUES ($1, $2, 'Approval project')",
+        &[org_id, project],
     )
-    .bind(org_id)
-    .bind(uuid::Uuid::now_v7())
-    .bind(project)
-    .bind(member)
-    .bind(minutes)
-    .bind(day)
-    .bind(approved)
-    .bind(owner)
-    .execute(&mut db)
-    .await
-    .unwrap();
+    .await;
+    let entry = insert_time(app, org_id, project, member, day, minutes, "").await;
+    if approved {
+        approve_entry(app, entry, first_of_role(app, org, "owner").await).await;
+    }
 }
 
 /// Reading routes whose path entity must be in a particular state.
@@ -535,15 +519,10 @@ async fn resolve(app: &TestApp, org: &Org, value: &str, params: &[(String, Strin
     }
     if out.contains("{member_week_seen}") {
         member_time(app, org, APPROVABLE_WEEK, 30, false).await;
-        let org_id: OrgId = org.id.parse().unwrap();
-        let op = access::operator(&app.app_db, &crate::support::operator(), org_id, "permission matrix approval")
-            .await
-            .unwrap()
-            .unwrap();
-        let member = UserId::from_uuid(first_of_role(app, org, "member").await);
+        let member = first_of_role(app, org, "member").await;
         let day = time::Date::parse(APPROVABLE_WEEK, &time::format_description::well_known::Iso8601::DATE).unwrap();
-        let week = approvals::week(&app.app_db, &op, member, day).await.unwrap();
-        out = out.replace("{member_week_seen}", &week.digest);
+        let seen = week_seen(app, org.id.parse().unwrap(), member, day).await;
+        out = out.replace("{member_week_seen}", &seen);
     }
     if out.contains("{approved_member_week}") {
         member_time(app, org, "2024-02-05", 45, true).await;

@@ -475,3 +475,51 @@ pub async fn web_draft(b: &mut clientflow_test_support::browser::Browser, slug: 
     assert_eq!(res.status(), 303, "{}", res.text().await.unwrap_or_default());
     clientflow_test_support::browser::location(&res)
 }
+
+/// Records `minutes` of `user`'s on `day` (YYYY-MM-DD) in `project`, as the database's owner;
+/// its id.
+pub async fn insert_time(
+    app: &TestApp,
+    org: uuid::Uuid,
+    project: uuid::Uuid,
+    user: uuid::Uuid,
+    day: &str,
+    minutes: i32,
+    note: &str,
+) -> uuid::Uuid {
+    let id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO time_entries (organization_id, id, project_id, user_id, minutes, spent_on, note, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6::date, $7, now())",
+    )
+    .bind(org)
+    .bind(id)
+    .bind(project)
+    .bind(user)
+    .bind(minutes)
+    .bind(day)
+    .bind(note)
+    .execute(&mut app.db.admin_conn().await)
+    .await
+    .unwrap();
+    id
+}
+
+/// Marks `entry` approved by `approver` now.
+pub async fn approve_entry(app: &TestApp, entry: uuid::Uuid, approver: uuid::Uuid) {
+    crate::support::sql(
+        app,
+        "UPDATE time_entries SET approved_at = now(), approved_by = $2 WHERE id = $1",
+        &[entry, approver],
+    )
+    .await;
+}
+
+/// What the page of `user`'s week holding `day` shows awaiting approval (the `seen` approving
+/// sends back), read as the operator, who sees every project.
+pub async fn week_seen(app: &TestApp, org: uuid::Uuid, user: uuid::Uuid, day: time::Date) -> String {
+    let org: OrgId = org.to_string().parse().unwrap();
+    let op =
+        access::operator(&app.app_db, &crate::support::operator(), org, "approval fixture").await.unwrap().unwrap();
+    clientflow::work::approvals::week(&app.app_db, &op, UserId::from_uuid(user), day).await.unwrap().digest
+}
