@@ -185,15 +185,9 @@ async fn tell(
     Ok(())
 }
 
-/// What approving did: how many entries and minutes it approved.
-#[derive(Debug, Clone, Copy)]
-pub struct Approved {
-    pub entries: usize,
-    pub minutes: i64,
-}
-
 /// Approves the entries of `person`'s week holding `day` that await approval, provided they
-/// are still exactly those `seen` describes ([`WeekApproval::digest`]).
+/// are still exactly those `seen` describes ([`WeekApproval::digest`]). Returns how many it
+/// approved.
 pub async fn approve_week(
     db: &Db,
     ctx: &Context,
@@ -201,7 +195,7 @@ pub async fn approve_week(
     person: UserId,
     day: Date,
     seen: &str,
-) -> DomainResult<Approved> {
+) -> DomainResult<usize> {
     let me = approver_of(p, person, "approve")?;
     let (monday, sunday) = week_of("week", day)?;
     let mut tx = OrgTx::begin(db, p).await?;
@@ -245,7 +239,7 @@ pub async fn approve_week(
     );
     tell(&mut tx, ctx, me, person, monday, &format!("Your week of {monday} is approved"), &body).await?;
     tx.commit().await?;
-    Ok(Approved { entries: week.pending_entries, minutes: week.pending_minutes })
+    Ok(week.pending_entries)
 }
 
 /// Reopens `person`'s week holding `day`: its approved entries (those the principal sees) may

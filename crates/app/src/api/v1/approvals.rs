@@ -134,12 +134,8 @@ pub async fn approve_week(
     if input.seen.trim().is_empty() {
         return Err(AppError::field("seen", "is required: send the `seen` of GET /api/v1/time-approvals"));
     }
-    let done = approvals::approve_week(&s.db, &ctx, &api.principal, user, day, &input.seen).await?;
-    Ok(ok(WeekChanged {
-        user_id: user.to_string(),
-        week: approvals::monday_of(day).to_string(),
-        entries: done.entries,
-    }))
+    let entries = approvals::approve_week(&s.db, &ctx, &api.principal, user, day, &input.seen).await?;
+    Ok(ok(WeekChanged { user_id: user.to_string(), week: approvals::monday_of(day).to_string(), entries }))
 }
 
 #[utoipa::path(post, path = "/api/v1/time-approvals/reopen", tag = "time", request_body = ReopenWeek,
