@@ -287,31 +287,26 @@ pub enum Holding {
 /// the transaction, so an approval racing the deletion finds it gone (and approves nothing)
 /// rather than approved time disappearing.
 pub async fn refuse_to_delete_approved(tx: &mut OrgTx, holding: Holding) -> DomainResult<()> {
-    let (what, approved): (&str, Vec<bool>) = match holding {
-        Holding::Project(project) => (
-            "project",
-            sqlx::query_scalar("SELECT approved_at IS NOT NULL FROM time_entries WHERE project_id = $1 FOR UPDATE")
-                .bind(project)
-                .fetch_all(&mut **tx)
-                .await?,
-        ),
+    let (what, id, entries) = match holding {
+        Holding::Project(project) => ("project", project.as_uuid(), "e.project_id = $1"),
         Holding::Task(task) => (
             "task",
-            sqlx::query_scalar(
-                "WITH RECURSIVE subtree AS (SELECT id FROM tasks WHERE id = $1 \
-                 UNION SELECT t.id FROM tasks t JOIN subtree s ON t.parent_id = s.id) \
-                 SELECT approved_at IS NOT NULL FROM time_entries WHERE task_id IN (SELECT id FROM subtree) FOR UPDATE",
-            )
-            .bind(task)
-            .fetch_all(&mut **tx)
-            .await?,
+            task.as_uuid(),
+            "e.task_id IN (WITH RECURSIVE subtree AS (SELECT id FROM tasks WHERE id = $1 \
+             UNION SELECT t.id FROM tasks t JOIN subtree s ON t.parent_id = s.id) SELECT id FROM subtree)",
         ),
     };
-    match approved.iter().filter(|a| **a).count() {
+    let approved: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(approved_at) FROM (SELECT e.approved_at FROM time_entries e WHERE {entries} FOR UPDATE) locked"
+    ))
+    .bind(id)
+    .fetch_one(&mut **tx)
+    .await?;
+    match usize::try_from(approved).unwrap_or(usize::MAX) {
         0 => Ok(()),
         n => Err(DomainError::Conflict(format!(
-            "This {what} holds approved time ({n} {}), which deleting it would delete; reopen those weeks first{}.",
-            if n == 1 { "entry" } else { "entries" },
+            "This {what} holds approved time ({}), which deleting it would delete; reopen those weeks first{}.",
+            entries_of(n),
             if what == "project" { ", or archive the project" } else { "" }
         ))),
     }
