@@ -87,9 +87,7 @@ fn digest(pending: &[&WeekEntry]) -> String {
 }
 
 impl WeekApproval {
-    fn of(mut entries: Vec<WeekEntry>) -> Self {
-        entries.sort_by_key(|e| (e.spent_on, e.id));
-        let entries = entries;
+    fn of(entries: Vec<WeekEntry>) -> Self {
         let pending: Vec<&WeekEntry> = entries.iter().filter(|e| e.approved_at.is_none()).collect();
         let approved = entries.iter().filter(|e| e.approved_at.is_some());
         Self {
@@ -125,7 +123,7 @@ async fn week_entries(
          JOIN organizations o ON o.id = e.organization_id \
          LEFT JOIN tasks k ON k.organization_id = e.organization_id AND k.id = e.task_id \
          LEFT JOIN users a ON a.id = e.approved_by \
-         WHERE {} AND e.user_id = $2 AND e.spent_on BETWEEN $3 AND $4 ORDER BY e.id{}",
+         WHERE {} AND e.user_id = $2 AND e.spent_on BETWEEN $3 AND $4 ORDER BY e.spent_on, e.id{}",
         project_visible("p", 1),
         if lock { " FOR UPDATE OF e" } else { "" }
     ))
