@@ -458,6 +458,7 @@ try {
   // The owner takes the task on; it shows in My work.
   await page.locator('fieldset', { hasText: 'Assignees' }).getByLabel('Olivia Owner', { exact: true }).check();
   await page.locator('input[name=due_date]').fill(new Date().toISOString().slice(0, 10));
+  await page.locator('input[name=estimate_minutes]').fill('45h');
   await page.getByRole('button', { name: 'Save' }).click();
   await expectText(page, 'Task saved');
   await page.getByRole('link', { name: 'My work' }).first().click();
@@ -473,6 +474,23 @@ try {
   await page.getByRole('link', { name: 'Only mine', exact: true }).click();
   await page.waitForURL(/mine=1$/);
   await expectText(page, 'Copy deck');
+  // Who has room, from the schedule: the owner's 45-hour task due this week is more than her 40
+  // hours; she gives herself 50, typed with the keyboard, and nobody is over any more.
+  await page.getByRole('link', { name: 'Workload: who has room in the coming weeks' }).click();
+  await page.waitForURL(/\/workload$/);
+  await expectText(page, 'Over by 5h');
+  await check(page, 'workload');
+  await page.locator('summary', { hasText: 'the hours of Olivia Owner' }).click();
+  await page.getByRole('textbox', { name: 'Hours a week' }).click();
+  await page.keyboard.press('ControlOrMeta+A');
+  await page.keyboard.type('50');
+  await page.keyboard.press('Enter');
+  await page.waitForURL(/\/workload\?week=/);
+  await expectText(page, 'Hours a week saved.');
+  await expectText(page, '50h');
+  await expectText(page, 'Nobody is over their hours in these weeks.');
+  await check(page, 'workload-hours');
+  await page.goto(`${BASE}/o/${slug}/schedule?mine=1`);
   // The client accepting the invitation told the owner: the count in the navigation, the inbox,
   // and the count going down once read.
   const unreadBefore = Number((await page.locator('[data-unread]').first().textContent()).replace(/\D/g, '') || '0');

@@ -214,6 +214,7 @@ pub const FLASH_MESSAGES: &[(&str, &str)] = &[
     ("POST /o/{org}/invoices/{invoice}/repeat/edit", "Schedule saved."),
     ("POST /o/{org}/time/week/approve", "Week approved. Its time is fixed until the week is reopened."),
     ("POST /o/{org}/time/week/reopen", "Week reopened. Its time can be changed again."),
+    ("POST /o/{org}/workload/capacity", "Hours a week saved."),
 ];
 
 fn flash_index(route: &str, own: Option<Flash>) -> usize {

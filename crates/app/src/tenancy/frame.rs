@@ -28,6 +28,8 @@ pub struct OrgNav {
     pub can_tasks: bool,
     pub can_files: bool,
     pub can_billing: bool,
+    /// Plans the team's work (`projects.update`): the workload page is offered.
+    pub can_plan: bool,
     /// Unread notifications.
     pub unread: i64,
     /// The organization's internal pages (every role but Client): the search box.
@@ -58,6 +60,7 @@ impl OrgNav {
             can_tasks: p.can(P::TasksRead),
             can_files: p.can(P::FilesRead),
             can_billing: p.can(P::BillingManage),
+            can_plan: p.can(P::ProjectsUpdate),
             unread: access.unread,
             can_view: p.can(P::OrgView),
             can_export: p.can(P::OrgExport),

@@ -22,6 +22,23 @@ pub fn parse_up_to(field: &str, raw: &str, max: i32) -> DomainResult<i32> {
     if minutes <= 0 {
         return Err(DomainError::field(field, "must be more than zero"));
     }
+    at_most(field, minutes, max)
+}
+
+/// Hours a week as people type them: a bare number is hours here (`40`, `37.5`), anything else
+/// is read as a duration (`37:30`, `37h 30m`); from 0 to `max` minutes.
+pub fn parse_hours(field: &str, raw: &str, max: i32) -> DomainResult<i32> {
+    let s = raw.trim();
+    let bare = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b',');
+    let minutes = if bare { parse_minutes(&format!("{s}h")) } else { parse_minutes(s) };
+    let minutes = minutes.map_err(|e| DomainError::field(field, e))?;
+    if minutes < 0 {
+        return Err(DomainError::field(field, "must not be negative"));
+    }
+    at_most(field, minutes, max)
+}
+
+fn at_most(field: &str, minutes: i64, max: i32) -> DomainResult<i32> {
     if minutes > i64::from(max) {
         return Err(DomainError::field(field, format!("must be at most {} hours", max / 60)));
     }
@@ -255,6 +272,30 @@ mod tests {
             let dec = format!("{}.{:02}h", quarters / 4, (quarters % 4) * 25);
             assert_eq!(ok(&dec) as i64, quarters * 15, "{dec}");
             assert_eq!(ok(&dec.replace('.', ",")) as i64, quarters * 15);
+        }
+    }
+
+    #[test]
+    fn hours_a_week_read_a_bare_number_as_hours_and_allow_none() {
+        let hours = |s: &str| parse_hours("hours", s, 168 * 60);
+        assert_eq!(hours("40").unwrap(), 2400);
+        assert_eq!(hours(" 37.5 ").unwrap(), 2250);
+        assert_eq!(hours("37,5").unwrap(), 2250);
+        assert_eq!(hours("37:30").unwrap(), 2250);
+        assert_eq!(hours("37h 30m").unwrap(), 2250);
+        assert_eq!(hours("90m").unwrap(), 90);
+        assert_eq!(hours("0").unwrap(), 0);
+        assert_eq!(hours("168").unwrap(), 10080);
+        for (raw, says) in [
+            ("168.1", "must be at most 168 hours"),
+            ("-1", "must not be negative"),
+            ("", "is required"),
+            ("forty", "must be a duration"),
+            ("4\u{0}", "must be a duration"),
+            ("1.", "must be a duration"),
+        ] {
+            let e = format!("{:?}", hours(raw).unwrap_err());
+            assert!(e.contains(says), "{raw:?}: {e}");
         }
     }
 }

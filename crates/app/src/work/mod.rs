@@ -10,6 +10,7 @@ pub mod clients;
 pub mod daily;
 pub mod duration;
 pub mod expenses;
+pub mod workload;
 /// The field parsers of the boundary (text, ids, dates, closed sets), from the platform.
 pub use crate::platform::fields;
 pub mod files;

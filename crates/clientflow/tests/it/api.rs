@@ -911,6 +911,8 @@ async fn fresh_ids(app: &TestApp, t: &Tenant) -> BTreeMap<&'static str, String> 
     let (colleague, colleague_seen) = colleague_with_weeks(app, t).await;
     [
         ("colleague", colleague),
+        // `{user}`: a person of the organization (the colleague).
+        ("user", colleague),
         ("client", bare_client),
         ("work_client", client),
         ("project", project),
@@ -1037,6 +1039,7 @@ const API_WRITES: &[ApiWrite] = &[
     // A fresh colleague of the key's creator, with a week awaiting approval and one approved.
     ("POST /api/v1/time-approvals/approve", r#"{"user_id": "$colleague", "week": "2024-01-01", "seen": "$seen"}"#, &[]),
     ("POST /api/v1/time-approvals/reopen", r#"{"user_id": "$colleague", "week": "2024-02-07"}"#, &[]),
+    ("PUT /api/v1/workload/{user}/capacity", r#"{"weekly_capacity_minutes": 1920}"#, &[]),
     ("POST /api/v1/invoices/{invoice}/time", r#"{"group": "entry"}"#, &[("invoice", "time_invoice")]),
     // A multipart upload (the matrix sends one); no JSON body.
     ("POST /api/v1/files", "", &[]),

@@ -99,6 +99,7 @@ async fn seed_every_tenant_table(tdb: &TestDb, db: &clientflow::platform::db::Db
         "INSERT INTO org_exports (organization_id, id, requested_at) SELECT id, gen_random_uuid(), now() FROM organizations",
         "INSERT INTO outbox_attachments SELECT id, gen_random_uuid(), 0, 'a.pdf', 'application/pdf', '\\x25', now() FROM organizations",
         "INSERT INTO audit_signing_keys SELECT id, 'k', decode(repeat('00', 32), 'hex') FROM organizations",
+        "INSERT INTO member_capacities SELECT organization_id, user_id, 1200, now() FROM memberships",
         "INSERT INTO organization_deletion_requests SELECT id, gen_random_uuid(), now(), now() + interval '30 days' \
          FROM organizations",
     ] {

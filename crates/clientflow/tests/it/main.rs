@@ -62,3 +62,4 @@ mod time_billing;
 mod tls;
 mod web_work;
 mod work;
+mod workload;

@@ -278,6 +278,8 @@ pub const BODIES: &[Write] = &[
         &[("person", "{member_user}"), ("week", APPROVABLE_WEEK), ("seen", "{member_week_seen}")],
     ),
     form("POST /o/{org}/time/week/reopen", &[("person", "{member_user}"), ("week", "{approved_member_week}")]),
+    // A person's hours a week, on the workload page.
+    form("POST /o/{org}/workload/capacity", &[("person", "{member_user}"), ("hours", "32"), ("week", "")]),
     // The fixture's sent invoice goes to a client with a billing email; fresh, so never reminded.
     form("POST /o/{org}/invoices/{invoice}/remind", &[]),
 ];

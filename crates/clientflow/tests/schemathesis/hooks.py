@@ -34,6 +34,8 @@ READ = {
     "expense": FIXTURES["expense"],
     "invoice": FIXTURES["invoice"],
     "file": FIXTURES["file"],
+    # A person of the organization (the key's creator): whose hours a week are set.
+    "user": FIXTURES["member"],
 }
 DELETE = {
     "client": FIXTURES["spare_client"],

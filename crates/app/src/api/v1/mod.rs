@@ -47,6 +47,7 @@ mod settings;
 mod tasks;
 mod time_entries;
 mod timers;
+mod workload;
 
 #[rustfmt::skip]
 pub fn routes() -> Vec<RouteDef> {
@@ -104,6 +105,8 @@ pub fn routes() -> Vec<RouteDef> {
         route!(GET "/api/v1/time-approvals", Surface::Api, Access::Api(P::ProjectsRead), approvals::get_week),
         route!(POST "/api/v1/time-approvals/approve", Surface::Api, Access::Api(P::ProjectsUpdate), approvals::approve_week),
         route!(POST "/api/v1/time-approvals/reopen", Surface::Api, Access::Api(P::ProjectsUpdate), approvals::reopen_week),
+        route!(GET "/api/v1/workload", Surface::Api, Access::Api(P::ProjectsUpdate), workload::get_workload),
+        route!(PUT "/api/v1/workload/{user}/capacity", Surface::Api, Access::Api(P::ProjectsUpdate), workload::set_capacity),
         route!(GET "/api/v1/timer", Surface::Api, Access::Api(P::TimeTrack), timers::get_timer),
         route!(POST "/api/v1/timer/start", Surface::Api, Access::Api(P::TimeTrack), timers::start_timer),
         route!(POST "/api/v1/timer/stop", Surface::Api, Access::Api(P::TimeTrack), timers::stop_timer),
@@ -347,6 +350,7 @@ closed_set!(
         time_entries::list_time_entries, time_entries::create_time_entry, time_entries::get_time_entry, time_entries::update_time_entry, time_entries::delete_time_entry,
         timers::get_timer, timers::start_timer, timers::stop_timer,
         approvals::get_week, approvals::approve_week, approvals::reopen_week,
+        workload::get_workload, workload::set_capacity,
         expenses::list_expenses, expenses::create_expense, expenses::get_expense, expenses::update_expense, expenses::delete_expense,
         expenses::bill_expenses,
         invoices::list_invoices, invoices::create_invoice, invoices::get_invoice, invoices::update_invoice, invoices::delete_invoice, invoices::send_invoice, invoices::pay_invoice,

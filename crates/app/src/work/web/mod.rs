@@ -28,6 +28,7 @@ pub mod schedule;
 pub mod tasks;
 pub mod timesheet;
 pub mod uninvoiced;
+pub mod workload;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -60,6 +61,7 @@ pub fn routes() -> Vec<RouteDef> {
     routes.extend(files::routes());
     routes.extend(lists::routes());
     routes.extend(timesheet::routes());
+    routes.extend(workload::routes());
     routes.extend(expense_report::routes());
     routes.extend(portal::routes());
     routes.extend(daily::routes());

@@ -1,0 +1,255 @@
+//! Workload: what each person's open tasks still need, week by week, against the hours a week
+//! they have for planned work (their capacity). A manager sees who is over and who has room
+//! before promising a date.
+//!
+//! What a task still needs is its estimate less the time logged on it (by anyone, never below
+//! zero), shared equally among its assignees, and it falls in the week of its due date. Open
+//! tasks due before the first week shown are counted as earlier (overdue, for this week), those
+//! without a due date on their own; tasks without an estimate are counted, as they need time no
+//! figure shows. Done tasks and archived projects are left out, and so are the projects the
+//! viewer doesn't see.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+use time::{Date, Duration};
+
+use super::{member_filter, project_visible, require};
+use crate::access::OrgPrincipal;
+use crate::access::OrgTx;
+use crate::access::role::Permission;
+use crate::audit::{self, Context, Entry};
+use crate::platform::db::Db;
+use crate::platform::error::{DomainError, DomainResult};
+use crate::platform::ids::UserId;
+
+/// A person's capacity until someone sets it: a 40-hour week.
+pub const DEFAULT_WEEKLY_MINUTES: i32 = 40 * 60;
+/// The most a week holds.
+pub const MAX_WEEKLY_MINUTES: i32 = 7 * 24 * 60;
+/// How many weeks the workload shows, from the first one asked for.
+pub const WEEKS: usize = 4;
+
+/// What falls in one span (a week, earlier, no due date) for one person.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Minutes the estimated tasks still need (their share of them).
+    pub planned_minutes: i64,
+    /// The open tasks counted, estimated or not.
+    pub tasks: i64,
+    /// Of those, the tasks without an estimate.
+    pub unestimated_tasks: i64,
+}
+
+/// One person's workload.
+#[derive(Debug, Clone)]
+pub struct PersonLoad {
+    pub user_id: UserId,
+    pub person: String,
+    /// Minutes a week for planned work.
+    pub capacity_minutes: i32,
+    /// Open tasks due before the first week.
+    pub earlier: Load,
+    /// One per week, from the first.
+    pub weeks: Vec<Load>,
+    /// Open tasks without a due date.
+    pub undated: Load,
+}
+
+impl PersonLoad {
+    /// By how many minutes `load` exceeds a week's capacity (0 when it fits).
+    pub fn over_by(&self, load: &Load) -> i64 {
+        (load.planned_minutes - i64::from(self.capacity_minutes)).max(0)
+    }
+}
+
+/// The workload of everyone inside the organization (every role but Client), by name.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// The Monday of each week shown.
+    pub weeks: Vec<Date>,
+    pub people: Vec<PersonLoad>,
+}
+
+/// The Mondays of the [`WEEKS`] weeks from the week holding `day`; refused by `field`'s name
+/// when the last would end past the calendar.
+pub fn weeks_from(field: &str, day: Date) -> DomainResult<Vec<Date>> {
+    let (monday, _) = super::approvals::week_of(field, day)?;
+    let last_day = monday.checked_add(Duration::days(WEEKS as i64 * 7 - 1));
+    if last_day.is_none() {
+        return Err(DomainError::field(field, "must be at least four weeks before 9999-12-31"));
+    }
+    Ok((0..WEEKS as i64).map(|w| monday + Duration::days(w * 7)).collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct PersonRow {
+    user_id: UserId,
+    person: String,
+    capacity: i32,
+}
+
+#[derive(sqlx::FromRow)]
+struct BucketRow {
+    user_id: UserId,
+    /// -2: no due date; -1: earlier; 0..: the week's index.
+    bucket: i32,
+    tasks: i64,
+    unestimated: i64,
+    planned: i64,
+}
+
+/// The workload of the [`WEEKS`] weeks from the week holding `day`, read in one transaction.
+pub async fn workload(db: &Db, p: &OrgPrincipal, day: Date) -> DomainResult<Workload> {
+    require(p, Permission::ProjectsUpdate)?;
+    let member = member_filter(p)?;
+    let weeks = weeks_from("week", day)?;
+    let (first, last) = (weeks[0], weeks[WEEKS - 1] + Duration::days(6));
+    let mut tx = OrgTx::begin(db, p).await?;
+    let people: Vec<PersonRow> = sqlx::query_as(
+        "SELECT m.user_id, coalesce(nullif(u.display_name, ''), u.email) AS person, \
+         coalesce(c.weekly_minutes, $1) AS capacity \
+         FROM memberships m JOIN users u ON u.id = m.user_id \
+         LEFT JOIN member_capacities c ON c.organization_id = m.organization_id AND c.user_id = m.user_id \
+         WHERE m.role <> 'client' AND m.status = 'active' AND u.status = 'active' \
+         ORDER BY lower(coalesce(nullif(u.display_name, ''), u.email)), m.user_id",
+    )
+    .bind(DEFAULT_WEEKLY_MINUTES)
+    .fetch_all(&mut *tx)
+    .await?;
+    // Each open assigned task once (what it still needs, how many share it), then its share
+    // per assignee and span.
+    let buckets: Vec<BucketRow> = sqlx::query_as(&format!(
+        "WITH open_tasks AS ( \
+           SELECT t.organization_id, t.id, t.due_date, t.estimate_minutes, \
+             greatest(t.estimate_minutes - coalesce((SELECT sum(e.minutes) FROM time_entries e \
+               WHERE e.organization_id = t.organization_id AND e.task_id = t.id), 0), 0) AS remaining, \
+             (SELECT count(*) FROM task_assignees x WHERE x.organization_id = t.organization_id AND x.task_id = t.id) AS sharing \
+           FROM tasks t JOIN projects p ON p.organization_id = t.organization_id AND p.id = t.project_id \
+           WHERE t.status <> 'done' AND p.status <> 'archived' AND {} \
+             AND (t.due_date IS NULL OR t.due_date <= $3) \
+             AND EXISTS (SELECT 1 FROM task_assignees x WHERE x.organization_id = t.organization_id AND x.task_id = t.id)) \
+         SELECT a.user_id, \
+           (CASE WHEN o.due_date IS NULL THEN -2 WHEN o.due_date < $2 THEN -1 ELSE (o.due_date - $2) / 7 END)::int AS bucket, \
+           count(*) AS tasks, count(*) FILTER (WHERE o.estimate_minutes IS NULL) AS unestimated, \
+           coalesce(round(sum(o.remaining::numeric / o.sharing)), 0)::bigint AS planned \
+         FROM open_tasks o JOIN task_assignees a ON a.organization_id = o.organization_id AND a.task_id = o.id \
+         GROUP BY 1, 2",
+        project_visible("p", 1)
+    ))
+    .bind(member)
+    .bind(first)
+    .bind(last)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let mut loads: HashMap<(UserId, i32), Load> = HashMap::new();
+    for b in buckets {
+        loads.insert(
+            (b.user_id, b.bucket),
+            Load { planned_minutes: b.planned, tasks: b.tasks, unestimated_tasks: b.unestimated },
+        );
+    }
+    let people = people
+        .into_iter()
+        .map(|r| {
+            let at = |bucket: i32| loads.get(&(r.user_id, bucket)).copied().unwrap_or_default();
+            PersonLoad {
+                user_id: r.user_id,
+                person: r.person,
+                capacity_minutes: r.capacity,
+                earlier: at(-1),
+                weeks: (0..WEEKS as i32).map(at).collect(),
+                undated: at(-2),
+            }
+        })
+        .collect();
+    Ok(Workload { weeks, people })
+}
+
+/// Sets `person`'s hours a week for planned work (0 to a whole week), recorded in the audit log
+/// with what it was. Returns the capacity before. Refused for someone who is not inside the
+/// organization (404) or a Client user (409).
+pub async fn set_capacity(
+    db: &Db,
+    ctx: &Context,
+    p: &OrgPrincipal,
+    person: UserId,
+    weekly_minutes: i32,
+) -> DomainResult<i32> {
+    require(p, Permission::ProjectsUpdate)?;
+    if !(0..=MAX_WEEKLY_MINUTES).contains(&weekly_minutes) {
+        return Err(DomainError::field("weekly_capacity_minutes", "must be between 0 and 168 hours"));
+    }
+    let mut tx = OrgTx::begin(db, p).await?;
+    let standing: Option<(String, Option<i32>)> = sqlx::query_as(
+        "SELECT m.role, c.weekly_minutes FROM memberships m \
+         LEFT JOIN member_capacities c ON c.organization_id = m.organization_id AND c.user_id = m.user_id \
+         WHERE m.user_id = $1 FOR UPDATE OF m",
+    )
+    .bind(person)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((role, before)) = standing else {
+        return Err(DomainError::NotFound);
+    };
+    if role == "client" {
+        return Err(DomainError::Conflict("Client users have no workload: they are not assigned work.".into()));
+    }
+    let before = before.unwrap_or(DEFAULT_WEEKLY_MINUTES);
+    if before != weekly_minutes {
+        sqlx::query(
+            "INSERT INTO member_capacities (organization_id, user_id, weekly_minutes, updated_at) \
+             VALUES (current_setting('app.org_id')::uuid, $1, $2, $3) \
+             ON CONFLICT (organization_id, user_id) DO UPDATE SET weekly_minutes = $2, updated_at = $3",
+        )
+        .bind(person)
+        .bind(weekly_minutes)
+        .bind(ctx.now)
+        .execute(&mut *tx)
+        .await?;
+        audit::record(
+            &mut tx,
+            ctx,
+            Entry::new("member.capacity_changed", "user", person)
+                .before(json!({ "weekly_minutes": before }))
+                .after(json!({ "weekly_minutes": weekly_minutes })),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(before)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::date;
+
+    #[test]
+    fn the_weeks_start_on_the_monday_and_stop_before_the_calendar_ends() {
+        let weeks = weeks_from("week", date!(2026 - 12 - 10)).unwrap();
+        assert_eq!(
+            weeks,
+            vec![date!(2026 - 12 - 07), date!(2026 - 12 - 14), date!(2026 - 12 - 21), date!(2026 - 12 - 28)]
+        );
+        // 9999-12-31 is a Friday: the four weeks from 9999-11-29 end on 9999-12-26.
+        assert!(weeks_from("week", date!(9999 - 12 - 05)).is_ok());
+        let refused = weeks_from("week", date!(9999 - 12 - 06)).unwrap_err();
+        assert!(format!("{refused:?}").contains("9999-12-31"), "{refused:?}");
+    }
+
+    #[test]
+    fn over_by_is_what_exceeds_the_capacity() {
+        let p = PersonLoad {
+            user_id: UserId::from_uuid(uuid::Uuid::nil()),
+            person: "Ann".into(),
+            capacity_minutes: 600,
+            earlier: Load::default(),
+            weeks: vec![],
+            undated: Load::default(),
+        };
+        assert_eq!(p.over_by(&Load { planned_minutes: 600, tasks: 2, unestimated_tasks: 0 }), 0);
+        assert_eq!(p.over_by(&Load { planned_minutes: 690, tasks: 3, unestimated_tasks: 1 }), 90);
+    }
+}
