@@ -479,6 +479,9 @@ try {
   await page.getByRole('link', { name: 'Workload: who has room in the coming weeks' }).click();
   await page.waitForURL(/\/workload$/);
   await expectText(page, 'Over by 5h');
+  // What makes it up: the cell opens on its tasks.
+  await page.locator('summary', { hasText: /^1 task/ }).click();
+  await page.getByRole('link', { name: 'Copy deck', exact: true }).waitFor();
   await check(page, 'workload');
   await page.locator('summary', { hasText: 'the hours of Olivia Owner' }).click();
   await page.getByRole('textbox', { name: 'Hours a week' }).click();

@@ -21,7 +21,7 @@ use crate::access::role::Permission;
 use crate::audit::{self, Context, Entry};
 use crate::platform::db::Db;
 use crate::platform::error::{DomainError, DomainResult};
-use crate::platform::ids::UserId;
+use crate::platform::ids::{TaskId, UserId};
 
 /// A person's capacity until someone sets it: a 40-hour week.
 pub const DEFAULT_WEEKLY_MINUTES: i32 = 40 * 60;
@@ -31,14 +31,27 @@ pub const MAX_WEEKLY_MINUTES: i32 = 7 * 24 * 60;
 pub const WEEKS: usize = 4;
 
 /// What falls in one span (a week, earlier, no due date) for one person.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Load {
-    /// Minutes the estimated tasks still need (their share of them).
+    /// Minutes the estimated tasks still need (the sum of the person's shares below).
     pub planned_minutes: i64,
     /// The open tasks counted, estimated or not.
     pub tasks: i64,
     /// Of those, the tasks without an estimate.
     pub unestimated_tasks: i64,
+    /// The tasks themselves, by due date and title.
+    pub items: Vec<LoadTask>,
+}
+
+/// One task in a person's load.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct LoadTask {
+    pub id: TaskId,
+    pub title: String,
+    pub project: String,
+    pub due_date: Option<Date>,
+    /// The person's share of what it still needs, in minutes; `None` without an estimate.
+    pub share_minutes: Option<i64>,
 }
 
 /// One person's workload.
@@ -90,13 +103,12 @@ struct PersonRow {
 }
 
 #[derive(sqlx::FromRow)]
-struct BucketRow {
+struct ShareRow {
     user_id: UserId,
     /// -2: no due date; -1: earlier; 0..: the week's index.
     bucket: i32,
-    tasks: i64,
-    unestimated: i64,
-    planned: i64,
+    #[sqlx(flatten)]
+    task: LoadTask,
 }
 
 /// The workload of the [`WEEKS`] weeks from the week holding `day`, read in one transaction.
@@ -117,13 +129,14 @@ pub async fn workload(db: &Db, p: &OrgPrincipal, day: Date) -> DomainResult<Work
     .bind(DEFAULT_WEEKLY_MINUTES)
     .fetch_all(&mut *tx)
     .await?;
-    // Each open assigned task once (what it still needs, how many share it), then its share
-    // per assignee and span.
-    let buckets: Vec<BucketRow> = sqlx::query_as(&format!(
+    // Each open assigned task once (what it still needs, how many share it), then each
+    // assignee's share of it and the span it falls in.
+    let shares: Vec<ShareRow> = sqlx::query_as(&format!(
         "WITH open_tasks AS ( \
-           SELECT t.organization_id, t.id, t.due_date, t.estimate_minutes, \
-             greatest(t.estimate_minutes - coalesce((SELECT sum(e.minutes) FROM time_entries e \
-               WHERE e.organization_id = t.organization_id AND e.task_id = t.id), 0), 0) AS remaining, \
+           SELECT t.organization_id, t.id, t.title, p.name AS project, t.due_date, \
+             CASE WHEN t.estimate_minutes IS NOT NULL THEN \
+               greatest(t.estimate_minutes - coalesce((SELECT sum(e.minutes) FROM time_entries e \
+                 WHERE e.organization_id = t.organization_id AND e.task_id = t.id), 0), 0) END AS remaining, \
              (SELECT count(*) FROM task_assignees x WHERE x.organization_id = t.organization_id AND x.task_id = t.id) AS sharing \
            FROM tasks t JOIN projects p ON p.organization_id = t.organization_id AND p.id = t.project_id \
            WHERE t.status <> 'done' AND p.status <> 'archived' AND {} \
@@ -131,10 +144,9 @@ pub async fn workload(db: &Db, p: &OrgPrincipal, day: Date) -> DomainResult<Work
              AND EXISTS (SELECT 1 FROM task_assignees x WHERE x.organization_id = t.organization_id AND x.task_id = t.id)) \
          SELECT a.user_id, \
            (CASE WHEN o.due_date IS NULL THEN -2 WHEN o.due_date < $2 THEN -1 ELSE (o.due_date - $2) / 7 END)::int AS bucket, \
-           count(*) AS tasks, count(*) FILTER (WHERE o.estimate_minutes IS NULL) AS unestimated, \
-           coalesce(round(sum(o.remaining::numeric / o.sharing)), 0)::bigint AS planned \
+           o.id, o.title, o.project, o.due_date, round(o.remaining::numeric / o.sharing)::bigint AS share_minutes \
          FROM open_tasks o JOIN task_assignees a ON a.organization_id = o.organization_id AND a.task_id = o.id \
-         GROUP BY 1, 2",
+         ORDER BY o.due_date NULLS LAST, lower(o.title), o.id",
         project_visible("p", 1)
     ))
     .bind(member)
@@ -144,22 +156,25 @@ pub async fn workload(db: &Db, p: &OrgPrincipal, day: Date) -> DomainResult<Work
     .await?;
     tx.commit().await?;
     let mut loads: HashMap<(UserId, i32), Load> = HashMap::new();
-    for b in buckets {
-        loads.insert(
-            (b.user_id, b.bucket),
-            Load { planned_minutes: b.planned, tasks: b.tasks, unestimated_tasks: b.unestimated },
-        );
+    for share in shares {
+        let load = loads.entry((share.user_id, share.bucket)).or_default();
+        load.tasks += 1;
+        match share.task.share_minutes {
+            Some(m) => load.planned_minutes += m,
+            None => load.unestimated_tasks += 1,
+        }
+        load.items.push(share.task);
     }
     let people = people
         .into_iter()
         .map(|r| {
-            let at = |bucket: i32| loads.get(&(r.user_id, bucket)).copied().unwrap_or_default();
+            let mut at = |bucket: i32| loads.remove(&(r.user_id, bucket)).unwrap_or_default();
             PersonLoad {
                 user_id: r.user_id,
                 person: r.person,
                 capacity_minutes: r.capacity,
                 earlier: at(-1),
-                weeks: (0..WEEKS as i32).map(at).collect(),
+                weeks: (0..WEEKS as i32).map(&mut at).collect(),
                 undated: at(-2),
             }
         })
@@ -249,7 +264,8 @@ mod tests {
             weeks: vec![],
             undated: Load::default(),
         };
-        assert_eq!(p.over_by(&Load { planned_minutes: 600, tasks: 2, unestimated_tasks: 0 }), 0);
-        assert_eq!(p.over_by(&Load { planned_minutes: 690, tasks: 3, unestimated_tasks: 1 }), 90);
+        let load = |planned_minutes| Load { planned_minutes, tasks: 2, unestimated_tasks: 0, items: vec![] };
+        assert_eq!(p.over_by(&load(600)), 0);
+        assert_eq!(p.over_by(&load(690)), 90);
     }
 }

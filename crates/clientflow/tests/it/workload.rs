@@ -133,6 +133,12 @@ async fn the_workload_counts_what_open_tasks_still_need_per_week_against_each_pe
     assert_eq!(load(&mp["weeks"][1]), (0, 1, 1));
     assert_eq!(mp["weeks"][1]["over_by_minutes"], 0);
     assert_eq!(load(&mp["weeks"][2]), (0, 0, 0));
+    let items = &mp["weeks"][0]["items"];
+    assert_eq!(items[0]["task_id"], wireframes.as_str(), "{items}");
+    assert_eq!(items[0]["share_minutes"], 480);
+    assert_eq!(items[1]["title"], "Copy");
+    assert_eq!(items[1]["share_minutes"], 150);
+    assert_eq!(mp["weeks"][1]["items"][0]["share_minutes"], Value::Null);
     assert_eq!(load(&mp["earlier"]), (60, 1, 0));
     assert_eq!(load(&mp["undated"]), (90, 1, 0));
     let gp = person(&w.body, g);
@@ -151,12 +157,25 @@ async fn the_workload_counts_what_open_tasks_still_need_per_week_against_each_pe
     assert!(html.contains("This week<br><span class=\"nowrap\">2026-12-07</span></th>"), "{html}");
     assert!(html.contains("Week of<br><span class=\"nowrap\">2026-12-14</span></th>"), "{html}");
     assert!(html.contains("data-label=\"This week, 2026-12-07:\""), "{html}");
-    assert!(html.contains("<span class=\"planned\">10h 30m</span><br><span class=\"muted\">2 tasks</span><br><strong class=\"over-budget\">Over by 4h 30m</strong>"), "{html}");
+    assert!(
+        html.contains("<span class=\"planned\">10h 30m</span> <strong class=\"over-budget\">Over by 4h 30m</strong>"),
+        "{html}"
+    );
+    // Which tasks make it up, each with the person's share of what it still needs.
+    let cell = html
+        .split("<summary>2 tasks<span class=\"sr-only\"> of member@load.test, This week, 2026-12-07</span>")
+        .nth(1)
+        .expect(&html);
+    let cell = &cell[..cell.find("</details>").unwrap()];
+    assert!(cell.contains(&format!("<a href=\"/o/{slug}/tasks/{wireframes}\">Wireframes</a> <span class=\"muted\">Relaunch · <span class=\"nowrap\">due 2026-12-09</span> · 8h to go</span>")), "{cell}");
+    assert!(cell.contains("Copy</a> <span class=\"muted\">Relaunch · <span class=\"nowrap\">due 2026-12-13</span> · 2h 30m to go</span>"), "{cell}");
+    assert!(cell.find("Wireframes").unwrap() < cell.find("Copy").unwrap(), "by due date: {cell}");
     assert!(
         html.contains("<td data-label=\"Hours a week:\">6h") && html.contains("name=\"hours\" value=\"6\""),
         "{html}"
     );
-    assert!(html.contains("<span class=\"muted\">1 task, none estimated</span>"), "{html}");
+    assert!(html.contains("<summary>1 task, none estimated<span class=\"sr-only\">"), "{html}");
+    assert!(html.contains("Launch</a> <span class=\"muted\">Relaunch · <span class=\"nowrap\">due 2026-12-14</span> · no estimate</span>"), "{html}");
     assert!(html.contains(&format!("href=\"/o/{slug}/tasks?assignee={m}\">member@load.test</a>")), "{html}");
     assert!(html.contains("manager@load.test (you)"), "{html}");
     assert!(!html.contains("client@load.test"), "{html}");

@@ -25,11 +25,41 @@ pub struct LoadView {
     pub tasks: i64,
     /// Of those, the tasks without an estimate.
     pub unestimated_tasks: i64,
+    /// The tasks counted, by due date and title.
+    pub items: Vec<LoadTaskView>,
+}
+
+/// One task in a person's load.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoadTaskView {
+    #[schema(format = Uuid)]
+    pub task_id: String,
+    pub title: String,
+    pub project: String,
+    #[schema(format = Date)]
+    pub due_date: Option<String>,
+    /// The person's share of what it still needs, in minutes; null without an estimate.
+    pub share_minutes: Option<i64>,
 }
 
 impl From<&Load> for LoadView {
     fn from(l: &Load) -> Self {
-        Self { planned_minutes: l.planned_minutes, tasks: l.tasks, unestimated_tasks: l.unestimated_tasks }
+        Self {
+            planned_minutes: l.planned_minutes,
+            tasks: l.tasks,
+            unestimated_tasks: l.unestimated_tasks,
+            items: l
+                .items
+                .iter()
+                .map(|t| LoadTaskView {
+                    task_id: t.id.to_string(),
+                    title: t.title.clone(),
+                    project: t.project.clone(),
+                    due_date: t.due_date.map(|d| d.to_string()),
+                    share_minutes: t.share_minutes,
+                })
+                .collect(),
+        }
     }
 }
 

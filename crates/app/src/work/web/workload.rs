@@ -31,6 +31,9 @@ pub fn routes() -> Vec<RouteDef> {
     ]
 }
 
+/// The most tasks one cell lists; the rest are on the person's task list.
+const LISTED: usize = 50;
+
 /// One cell: what a span holds for a person, in words.
 struct Cell {
     /// The span's heading, which labels the cell on a phone.
@@ -41,23 +44,55 @@ struct Cell {
     tasks: String,
     /// "Over by 2h" against the week's capacity, or empty.
     over: String,
+    /// The tasks, at most [`LISTED`].
+    items: Vec<Item>,
+    /// Tasks beyond those listed.
+    more: i64,
 }
 
 impl Cell {
-    fn of(label: &str, load: &Load, over_by: i64) -> Self {
+    fn of(slug: &str, label: &str, load: &Load, over_by: i64) -> Self {
         let tasks = match (load.tasks, load.unestimated_tasks) {
             (0, _) => String::new(),
             (n, 0) => tasks_of(n),
             (n, u) if u == n => format!("{}, none estimated", tasks_of(n)),
             (n, u) => format!("{}, {u} without an estimate", tasks_of(n)),
         };
+        let items = load
+            .items
+            .iter()
+            .take(LISTED)
+            .map(|t| Item {
+                href: format!("/o/{slug}/tasks/{}", t.id),
+                title: t.title.clone(),
+                project: t.project.clone(),
+                due: t.due_date.map(|d| d.to_string()).unwrap_or_default(),
+                share: match t.share_minutes {
+                    Some(m) => format!("{} to go", duration(m)),
+                    None => "no estimate".into(),
+                },
+            })
+            .collect();
         Self {
             label: label.to_string(),
             planned: if load.tasks == 0 { String::new() } else { duration(load.planned_minutes) },
             tasks,
             over: if over_by > 0 { format!("Over by {}", duration(over_by)) } else { String::new() },
+            items,
+            more: load.tasks - LISTED.min(load.items.len()) as i64,
         }
     }
+}
+
+/// A task in a cell.
+struct Item {
+    href: String,
+    title: String,
+    project: String,
+    /// Its due date, or empty.
+    due: String,
+    /// "4h to go", or "no estimate".
+    share: String,
 }
 
 fn tasks_of(n: i64) -> String {
@@ -146,9 +181,10 @@ async fn view(state: &AppState, csrf: String, access: &OrgAccess, day: Option<Da
 }
 
 fn row(access: &OrgAccess, person: &PersonLoad, me: Option<UserId>, headings: &[String]) -> Row {
-    let mut cells = vec![Cell::of("Due earlier", &person.earlier, 0)];
-    cells.extend(person.weeks.iter().zip(headings).map(|(l, h)| Cell::of(h, l, person.over_by(l))));
-    cells.push(Cell::of("No due date", &person.undated, 0));
+    let slug = access.slug.as_str();
+    let mut cells = vec![Cell::of(slug, "Due earlier", &person.earlier, 0)];
+    cells.extend(person.weeks.iter().zip(headings).map(|(l, h)| Cell::of(slug, h, l, person.over_by(l))));
+    cells.push(Cell::of(slug, "No due date", &person.undated, 0));
     let capacity = i64::from(person.capacity_minutes);
     Row {
         user_id: person.user_id.to_string(),
