@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use serde_json::json;
-use time::{Date, Duration};
+use time::{Date, Duration, OffsetDateTime};
 
 use super::{member_filter, project_visible, require};
 use crate::access::OrgPrincipal;
@@ -79,6 +79,8 @@ impl PersonLoad {
 /// The workload of everyone inside the organization (every role but Client), by name.
 #[derive(Debug, Clone)]
 pub struct Workload {
+    /// The organization's today, as the workload was read.
+    pub today: Date,
     /// The Monday of each week shown.
     pub weeks: Vec<Date>,
     pub people: Vec<PersonLoad>,
@@ -111,13 +113,18 @@ struct ShareRow {
     task: LoadTask,
 }
 
-/// The workload of the [`WEEKS`] weeks from the week holding `day`, read in one transaction.
-pub async fn workload(db: &Db, p: &OrgPrincipal, day: Date) -> DomainResult<Workload> {
+/// The workload of the [`WEEKS`] weeks from the week holding `day` (by default the
+/// organization's today at `now`), read in one transaction.
+pub async fn workload(db: &Db, p: &OrgPrincipal, day: Option<Date>, now: OffsetDateTime) -> DomainResult<Workload> {
     require(p, Permission::ProjectsUpdate)?;
     let member = member_filter(p)?;
-    let weeks = weeks_from("week", day)?;
-    let (first, last) = (weeks[0], weeks[WEEKS - 1] + Duration::days(6));
+    if let Some(day) = day {
+        weeks_from("week", day)?;
+    }
     let mut tx = OrgTx::begin(db, p).await?;
+    let today = super::org_today(&mut tx, now).await?;
+    let weeks = weeks_from("week", day.unwrap_or(today))?;
+    let (first, last) = (weeks[0], weeks[WEEKS - 1] + Duration::days(6));
     let people: Vec<PersonRow> = sqlx::query_as(
         "SELECT m.user_id, coalesce(nullif(u.display_name, ''), u.email) AS person, \
          coalesce(c.weekly_minutes, $1) AS capacity \
@@ -179,7 +186,7 @@ pub async fn workload(db: &Db, p: &OrgPrincipal, day: Date) -> DomainResult<Work
             }
         })
         .collect();
-    Ok(Workload { weeks, people })
+    Ok(Workload { today, weeks, people })
 }
 
 /// Sets `person`'s hours a week for planned work (0 to a whole week), recorded in the audit log

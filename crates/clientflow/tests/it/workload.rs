@@ -157,6 +157,7 @@ async fn the_workload_counts_what_open_tasks_still_need_per_week_against_each_pe
     assert!(html.contains("This week<br><span class=\"nowrap\">2026-12-07</span></th>"), "{html}");
     assert!(html.contains("Week of<br><span class=\"nowrap\">2026-12-14</span></th>"), "{html}");
     assert!(html.contains("data-label=\"This week, 2026-12-07:\""), "{html}");
+    assert!(html.contains("data-label=\"Week of 2026-12-14:\""), "{html}");
     assert!(
         html.contains("<span class=\"planned\">10h 30m</span> <strong class=\"over-budget\">Over by 4h 30m</strong>"),
         "{html}"
@@ -189,6 +190,58 @@ async fn the_workload_counts_what_open_tasks_still_need_per_week_against_each_pe
     assert!(refused.contains("9999-12-31"), "{refused}");
     let res = get(&app, "/api/v1/workload?week=9999-12-30", &key).await;
     res.assert_problem_field(422, "week");
+
+    // Someone who plans only the projects they are on (a Member given projects.update) sees
+    // only those: not the Manager's task in a project the Member is not on.
+    let res = post(&app, "/api/v1/projects", &key, json!({"name": "Hidden", "client_id": org.client_id})).await;
+    let hidden = res.id();
+    sql(
+        &app,
+        "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())",
+        &[org.id.parse().unwrap(), hidden.parse().unwrap(), g.parse().unwrap()],
+    )
+    .await;
+    task(&app, &key, &hidden, "Hidden errand", &[g], Some("2026-12-08"), Some(60)).await;
+    let w = get(&app, "/api/v1/workload", &key).await;
+    assert_eq!(load(&person(&w.body, g)["weeks"][0]), (210, 3, 0), "the Owner sees every project");
+    sql(
+        &app,
+        "INSERT INTO role_permissions VALUES ($1, 'member', 'projects.update', true)",
+        &[org.id.parse().unwrap()],
+    )
+    .await;
+    let b = &mut org.people.get_mut("member").unwrap().browser;
+    let (status, html) = b.page(&format!("/o/{slug}/workload")).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(!html.contains("Hidden errand"), "{html}");
+    let manager_row = html.split("manager@load.test</a></th>").nth(1).expect(&html);
+    let manager_row = &manager_row[..manager_row.find("</tr>").unwrap()];
+    assert!(manager_row.contains("<span class=\"planned\">2h 30m</span>"), "{manager_row}");
+
+    // A cell lists at most 50 tasks; the rest are a link away.
+    let bulk = [org.id.parse().unwrap(), project.parse().unwrap(), m.parse().unwrap()];
+    sql(
+        &app,
+        "WITH made AS (INSERT INTO tasks (organization_id, id, project_id, column_id, title, due_date, created_at, updated_at) \
+         SELECT $1, gen_random_uuid(), $2, (SELECT id FROM board_columns WHERE project_id = $2 ORDER BY position LIMIT 1), \
+         'Bulk ' || n, '2026-12-22', now(), now() FROM generate_series(1, 51) n RETURNING id) \
+         INSERT INTO task_assignees SELECT $1, id, $3 FROM made",
+        &bulk,
+    )
+    .await;
+    let (_, html) = b.page(&format!("/o/{slug}/workload")).await;
+    let cell = html
+        .split("<summary>51 tasks, none estimated<span class=\"sr-only\"> of member@load.test (you), Week of 2026-12-21</span>")
+        .nth(1)
+        .expect(&html);
+    let cell = &cell[..cell.find("</details>").unwrap()];
+    assert_eq!(cell.matches("<li>").count(), 51, "{cell}");
+    assert!(
+        cell.contains(&format!(
+            "<li><a href=\"/o/{slug}/tasks?assignee={m}\">and 1 more</a> <span class=\"muted\">on the task list</span></li>"
+        )),
+        "{cell}"
+    );
 }
 
 #[tokio::test]

@@ -147,12 +147,8 @@ pub async fn get_workload(
     api: ApiAccess,
     ApiQuery(q): ApiQuery<WorkloadQuery>,
 ) -> AppResult<Response> {
-    let p = &api.principal;
-    let day = match q.week.as_deref() {
-        Some(d) => fields::date("week", d)?,
-        None => crate::work::today(&s.db, p, s.clock.now()).await?,
-    };
-    let w = workload::workload(&s.db, p, day).await?;
+    let day = q.week.as_deref().map(|d| fields::date("week", d)).transpose()?;
+    let w = workload::workload(&s.db, &api.principal, day, s.clock.now()).await?;
     Ok(ok(WorkloadView {
         weeks: w.weeks.iter().map(ToString::to_string).collect(),
         people: w.people.iter().map(|person| PersonLoadView::of(person, &w.weeks)).collect(),

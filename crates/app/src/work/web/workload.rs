@@ -102,10 +102,11 @@ fn tasks_of(n: i64) -> String {
 struct Row {
     user_id: String,
     person: String,
-    /// The person's open tasks, on the task list.
+    /// The person's tasks, on the task list.
     href: String,
     capacity: String,
-    /// The capacity as the form shows it ("40", "37.5" would read back as "37:30").
+    /// The capacity as the form shows it: whole hours as a number ("40"), otherwise hours and
+    /// minutes ("37:30"), which the form reads back the same.
     capacity_field: String,
     /// Due earlier, each week, no due date.
     cells: Vec<Cell>,
@@ -151,10 +152,8 @@ async fn workload_page(
 
 async fn view(state: &AppState, csrf: String, access: &OrgAccess, day: Option<Date>) -> AppResult<WorkloadPage> {
     let p = &access.principal;
-    let today = crate::work::today(&state.db, p, state.clock.now()).await?;
-    let day = day.unwrap_or(today);
-    let w = workload::workload(&state.db, p, day).await?;
-    let first = w.weeks[0];
+    let w = workload::workload(&state.db, p, day, state.clock.now()).await?;
+    let (first, today) = (w.weeks[0], w.today);
     let me = p.user_id();
     let link = |d: Option<Date>| match d.filter(|d| workload::weeks_from("week", *d).is_ok()) {
         Some(d) => format!("/o/{}/workload?week={d}", access.slug),
@@ -163,7 +162,10 @@ async fn view(state: &AppState, csrf: String, access: &OrgAccess, day: Option<Da
     let this_monday = approvals::monday_of(today);
     let weeks: Vec<(&'static str, String)> =
         w.weeks.iter().map(|m| (if *m == this_monday { "This week" } else { "Week of" }, m.to_string())).collect();
-    let labels: Vec<String> = weeks.iter().map(|(what, m)| format!("{what}, {m}")).collect();
+    let labels: Vec<String> = weeks
+        .iter()
+        .map(|(what, m)| if *what == "This week" { format!("{what}, {m}") } else { format!("{what} {m}") })
+        .collect();
     let rows: Vec<Row> = w.people.iter().map(|person| row(access, person, me, &labels)).collect();
     Ok(WorkloadPage {
         org: OrgNav::of(access),
