@@ -25,6 +25,8 @@ pub struct Overview {
     pub invoices: Option<Invoices>,
     /// Minutes the person recorded this week (from Monday), when they track time.
     pub week_minutes: Option<i64>,
+    /// What the person's open tasks due this week still need, against their hours a week.
+    pub planned: Option<super::workload::MyWeek>,
     pub setup: Option<Setup>,
 }
 
@@ -110,9 +112,13 @@ pub async fn overview(db: &Db, p: &OrgPrincipal, now: OffsetDateTime) -> DomainR
         }
         _ => None,
     };
+    let planned = match me {
+        Some(me) if p.can(Permission::TasksRead) => Some(super::workload::my_week(&mut tx, member, me, today).await?),
+        _ => None,
+    };
     let setup = setup(&mut tx, p, member, now).await?;
     tx.commit().await?;
-    Ok(Overview { today, my_tasks, projects, invoices, week_minutes, setup })
+    Ok(Overview { today, my_tasks, projects, invoices, week_minutes, planned, setup })
 }
 
 async fn my_tasks(tx: &mut OrgTx, member: Option<Uuid>, me: Uuid, today: Date) -> DomainResult<MyTasks> {

@@ -136,31 +136,7 @@ pub async fn workload(db: &Db, p: &OrgPrincipal, day: Option<Date>, now: OffsetD
     .bind(DEFAULT_WEEKLY_MINUTES)
     .fetch_all(&mut *tx)
     .await?;
-    // Each open assigned task once (what it still needs, how many share it), then each
-    // assignee's share of it and the span it falls in.
-    let shares: Vec<ShareRow> = sqlx::query_as(&format!(
-        "WITH open_tasks AS ( \
-           SELECT t.organization_id, t.id, t.title, p.name AS project, t.due_date, \
-             CASE WHEN t.estimate_minutes IS NOT NULL THEN \
-               greatest(t.estimate_minutes - coalesce((SELECT sum(e.minutes) FROM time_entries e \
-                 WHERE e.organization_id = t.organization_id AND e.task_id = t.id), 0), 0) END AS remaining, \
-             (SELECT count(*) FROM task_assignees x WHERE x.organization_id = t.organization_id AND x.task_id = t.id) AS sharing \
-           FROM tasks t JOIN projects p ON p.organization_id = t.organization_id AND p.id = t.project_id \
-           WHERE t.status <> 'done' AND p.status <> 'archived' AND {} \
-             AND (t.due_date IS NULL OR t.due_date <= $3) \
-             AND EXISTS (SELECT 1 FROM task_assignees x WHERE x.organization_id = t.organization_id AND x.task_id = t.id)) \
-         SELECT a.user_id, \
-           (CASE WHEN o.due_date IS NULL THEN -2 WHEN o.due_date < $2 THEN -1 ELSE (o.due_date - $2) / 7 END)::int AS bucket, \
-           o.id, o.title, o.project, o.due_date, round(o.remaining::numeric / o.sharing)::bigint AS share_minutes \
-         FROM open_tasks o JOIN task_assignees a ON a.organization_id = o.organization_id AND a.task_id = o.id \
-         ORDER BY o.due_date NULLS LAST, lower(o.title), o.id",
-        project_visible("p", 1)
-    ))
-    .bind(member)
-    .bind(first)
-    .bind(last)
-    .fetch_all(&mut *tx)
-    .await?;
+    let shares = shares(&mut tx, member, (first, last), None).await?;
     tx.commit().await?;
     let mut loads: HashMap<(UserId, i32), Load> = HashMap::new();
     for share in shares {
@@ -187,6 +163,71 @@ pub async fn workload(db: &Db, p: &OrgPrincipal, day: Option<Date>, now: OffsetD
         })
         .collect();
     Ok(Workload { today, weeks, people })
+}
+
+/// Each open, assigned task visible to `member` (the member filter) that is due by the end of
+/// `span` or has no due date, once per assignee (only `only`'s, when given): the assignee's
+/// share of what it still needs and where it falls (before `span`, its week, or undated).
+async fn shares(
+    tx: &mut OrgTx,
+    member: Option<uuid::Uuid>,
+    (first, last): (Date, Date),
+    only: Option<UserId>,
+) -> Result<Vec<ShareRow>, sqlx::Error> {
+    // Each open assigned task once (what it still needs, how many share it), then each
+    // assignee's share of it and the span it falls in.
+    sqlx::query_as(&format!(
+        "WITH open_tasks AS ( \
+           SELECT t.organization_id, t.id, t.title, p.name AS project, t.due_date, \
+             CASE WHEN t.estimate_minutes IS NOT NULL THEN \
+               greatest(t.estimate_minutes - coalesce((SELECT sum(e.minutes) FROM time_entries e \
+                 WHERE e.organization_id = t.organization_id AND e.task_id = t.id), 0), 0) END AS remaining, \
+             (SELECT count(*) FROM task_assignees x WHERE x.organization_id = t.organization_id AND x.task_id = t.id) AS sharing \
+           FROM tasks t JOIN projects p ON p.organization_id = t.organization_id AND p.id = t.project_id \
+           WHERE t.status <> 'done' AND p.status <> 'archived' AND {} \
+             AND (t.due_date IS NULL OR t.due_date <= $3) \
+             AND EXISTS (SELECT 1 FROM task_assignees x WHERE x.organization_id = t.organization_id AND x.task_id = t.id \
+               AND ($4::uuid IS NULL OR x.user_id = $4))) \
+         SELECT a.user_id, \
+           (CASE WHEN o.due_date IS NULL THEN -2 WHEN o.due_date < $2 THEN -1 ELSE (o.due_date - $2) / 7 END)::int AS bucket, \
+           o.id, o.title, o.project, o.due_date, round(o.remaining::numeric / o.sharing)::bigint AS share_minutes \
+         FROM open_tasks o JOIN task_assignees a ON a.organization_id = o.organization_id AND a.task_id = o.id \
+         WHERE $4::uuid IS NULL OR a.user_id = $4 \
+         ORDER BY o.due_date NULLS LAST, lower(o.title), o.id",
+        project_visible("p", 1)
+    ))
+    .bind(member)
+    .bind(first)
+    .bind(last)
+    .bind(only)
+    .fetch_all(&mut **tx)
+    .await
+}
+
+/// A person's own week, for their overview: what their open tasks due this week still need
+/// (their share), how many there are, and their hours a week.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MyWeek {
+    pub planned_minutes: i64,
+    pub tasks: i64,
+    pub capacity_minutes: i32,
+}
+
+/// [`MyWeek`] of `me` for the week holding `today`, of the projects `member` (the member filter)
+/// sees, in the caller's transaction.
+pub async fn my_week(tx: &mut OrgTx, member: Option<uuid::Uuid>, me: UserId, today: Date) -> DomainResult<MyWeek> {
+    let (monday, sunday) = super::approvals::week_of("week", today)?;
+    let mine = shares(tx, member, (monday, sunday), Some(me)).await?;
+    let this_week: Vec<&ShareRow> = mine.iter().filter(|s| s.bucket == 0).collect();
+    let capacity: Option<i32> = sqlx::query_scalar("SELECT weekly_minutes FROM member_capacities WHERE user_id = $1")
+        .bind(me)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(MyWeek {
+        planned_minutes: this_week.iter().filter_map(|s| s.task.share_minutes).sum(),
+        tasks: this_week.len() as i64,
+        capacity_minutes: capacity.unwrap_or(DEFAULT_WEEKLY_MINUTES),
+    })
 }
 
 /// Sets `person`'s hours a week for planned work (0 to a whole week), recorded in the audit log

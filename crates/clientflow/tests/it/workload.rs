@@ -146,8 +146,19 @@ async fn the_workload_counts_what_open_tasks_still_need_per_week_against_each_pe
     assert_eq!(load(&gp["weeks"][0]), (150, 2, 0));
     assert_eq!(gp["weeks"][0]["over_by_minutes"], 0);
 
-    // The page says the same, found from the schedule.
+    // Each person's overview says what their own week holds.
     let slug = org.slug.clone();
+    let (_, overview) = org.people.get_mut("member").unwrap().browser.page(&format!("/o/{slug}")).await;
+    assert!(
+        overview.contains("<p>Planned: 10h 30m of your 6h, for 2 open tasks due this week; over by 4h 30m.</p>"),
+        "{overview}"
+    );
+    let (_, overview) = org.people.get_mut("manager").unwrap().browser.page(&format!("/o/{slug}")).await;
+    assert!(overview.contains("<p>Planned: 2h 30m of your 40h, for 2 open tasks due this week.</p>"), "{overview}");
+    let (_, overview) = org.people.get_mut("admin").unwrap().browser.page(&format!("/o/{slug}")).await;
+    assert!(overview.contains("<p>None of your open tasks is due this week.</p>"), "{overview}");
+
+    // The page says the same, found from the schedule.
     let b = &mut org.people.get_mut("manager").unwrap().browser;
     let (_, schedule) = b.page(&format!("/o/{slug}/schedule")).await;
     assert!(schedule.contains(&format!("<a href=\"/o/{slug}/workload\">")), "{schedule}");

@@ -79,6 +79,8 @@ struct OverviewPage {
     with_tasks: bool,
     invoices: Option<InvoicesView>,
     week: Option<String>,
+    /// What the person's open tasks due this week still need, in words.
+    planned: Option<String>,
 }
 
 fn plural(n: i64, one: &str, many: &str) -> String {
@@ -95,7 +97,7 @@ async fn overview_page(
         // Clients have the portal, nothing else.
         return Ok(Redirect::to(&format!("/portal/{}", access.slug)).into_response());
     }
-    let Overview { today, my_tasks, projects, invoices, week_minutes, setup } =
+    let Overview { today, my_tasks, projects, invoices, week_minutes, planned, setup } =
         overview::overview(&state.db, p, state.clock.now()).await?;
     let slug = &access.slug;
     let steps = match setup {
@@ -186,5 +188,18 @@ async fn overview_page(
         with_tasks,
         invoices,
         week: week_minutes.map(duration),
+        planned: planned.map(planned_words),
     })
+}
+
+/// "Planned: 10h 30m of your 40h, for 2 open tasks due this week; over by 30m."
+fn planned_words(w: crate::work::workload::MyWeek) -> String {
+    if w.tasks == 0 {
+        return "None of your open tasks is due this week.".into();
+    }
+    let capacity = if w.capacity_minutes == 0 { "0h".to_string() } else { duration(i64::from(w.capacity_minutes)) };
+    let tasks = plural(w.tasks, "open task", "open tasks");
+    let over = w.planned_minutes - i64::from(w.capacity_minutes);
+    let over = if over > 0 { format!("; over by {}", duration(over)) } else { String::new() };
+    format!("Planned: {} of your {capacity}, for {tasks} due this week{over}.", duration(w.planned_minutes))
 }
