@@ -175,8 +175,10 @@ async fn shares(
     only: Option<UserId>,
 ) -> Result<Vec<ShareRow>, sqlx::Error> {
     // Each open assigned task once (what it still needs, how many share it), then each
-    // assignee's share of it and the span it falls in.
-    sqlx::query_as(&format!(
+    // assignee's share of it and the span it falls in. One person's is a statement of its own
+    // (not `$4 IS NULL OR …`), so that its plan starts from that person's assignments.
+    let whose = if only.is_some() { "AND x.user_id = $4" } else { "" };
+    let sql = format!(
         "WITH open_tasks AS ( \
            SELECT t.organization_id, t.id, t.title, p.name AS project, t.due_date, \
              CASE WHEN t.estimate_minutes IS NOT NULL THEN \
@@ -184,22 +186,23 @@ async fn shares(
                  WHERE e.organization_id = t.organization_id AND e.task_id = t.id), 0), 0) END AS remaining, \
              (SELECT count(*) FROM task_assignees x WHERE x.organization_id = t.organization_id AND x.task_id = t.id) AS sharing \
            FROM tasks t JOIN projects p ON p.organization_id = t.organization_id AND p.id = t.project_id \
-           WHERE t.status <> 'done' AND p.status <> 'archived' AND {} \
+           WHERE t.status <> 'done' AND p.status <> 'archived' AND {visible} \
              AND (t.due_date IS NULL OR t.due_date <= $3) \
-             AND EXISTS (SELECT 1 FROM task_assignees x WHERE x.organization_id = t.organization_id AND x.task_id = t.id \
-               AND ($4::uuid IS NULL OR x.user_id = $4))) \
+             AND EXISTS (SELECT 1 FROM task_assignees x WHERE x.organization_id = t.organization_id AND x.task_id = t.id {whose})) \
          SELECT a.user_id, \
            (CASE WHEN o.due_date IS NULL THEN -2 WHEN o.due_date < $2 THEN -1 ELSE (o.due_date - $2) / 7 END)::int AS bucket, \
            o.id, o.title, o.project, o.due_date, round(o.remaining::numeric / o.sharing)::bigint AS share_minutes \
          FROM open_tasks o JOIN task_assignees a ON a.organization_id = o.organization_id AND a.task_id = o.id \
-         WHERE $4::uuid IS NULL OR a.user_id = $4 \
+         WHERE true {whose_a} \
          ORDER BY o.due_date NULLS LAST, lower(o.title), o.id",
-        project_visible("p", 1)
-    ))
-    .bind(member)
-    .bind(first)
-    .bind(last)
-    .bind(only)
+        visible = project_visible("p", 1),
+        whose_a = whose.replace("x.", "a."),
+    );
+    let query = sqlx::query_as(&sql).bind(member).bind(first).bind(last);
+    match only {
+        Some(person) => query.bind(person),
+        None => query,
+    }
     .fetch_all(&mut **tx)
     .await
 }
