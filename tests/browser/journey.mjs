@@ -486,6 +486,17 @@ try {
   await page.locator('summary', { hasText: 'the hours of Olivia Owner' }).click();
   await page.getByRole('textbox', { name: 'Hours a week' }).click();
   await page.keyboard.press('ControlOrMeta+A');
+  // A word is refused, naming the field; her form stays open on what she typed.
+  await page.keyboard.type('fifty');
+  expectRefusal = true;
+  await page.keyboard.press('Enter');
+  await page.waitForLoadState('load');
+  await expectText(page, 'must be a duration like 1:30');
+  if ((await page.getByRole('textbox', { name: 'Hours a week' }).inputValue()) !== 'fifty') problems.push('the refused hours were not kept');
+  await check(page, 'workload-refused');
+  expectRefusal = false;
+  await page.getByRole('textbox', { name: 'Hours a week' }).click();
+  await page.keyboard.press('ControlOrMeta+A');
   await page.keyboard.type('50');
   await page.keyboard.press('Enter');
   await page.waitForURL(/\/workload\?week=/);

@@ -279,7 +279,7 @@ pub const BODIES: &[Write] = &[
     ),
     form("POST /o/{org}/time/week/reopen", &[("person", "{member_user}"), ("week", "{approved_member_week}")]),
     // A person's hours a week, on the workload page.
-    form("POST /o/{org}/workload/capacity", &[("person", "{member_user}"), ("hours", "32"), ("week", "")]),
+    form("POST /o/{org}/workload/capacity", &[("person", "{member_user}"), ("hours_a_week", "32"), ("week", "")]),
     // The fixture's sent invoice goes to a client with a billing email; fresh, so never reminded.
     form("POST /o/{org}/invoices/{invoice}/remind", &[]),
 ];

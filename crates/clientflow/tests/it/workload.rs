@@ -183,7 +183,7 @@ async fn the_workload_counts_what_open_tasks_still_need_per_week_against_each_pe
     assert!(cell.contains("Copy</a> <span class=\"muted\">Relaunch · <span class=\"nowrap\">due 2026-12-13</span> · 2h 30m to go</span>"), "{cell}");
     assert!(cell.find("Wireframes").unwrap() < cell.find("Copy").unwrap(), "by due date: {cell}");
     assert!(
-        html.contains("<td data-label=\"Hours a week:\">6h") && html.contains("name=\"hours\" value=\"6\""),
+        html.contains("<td data-label=\"Hours a week:\">6h") && html.contains("name=\"hours_a_week\" value=\"6\""),
         "{html}"
     );
     assert!(html.contains("<summary>1 task, none estimated<span class=\"sr-only\">"), "{html}");
@@ -270,8 +270,9 @@ async fn hours_a_week_are_set_by_those_who_plan_with_every_bad_value_refused() {
     assert_eq!(b.page(&page).await.0, 403);
     let (_, schedule) = b.page(&format!("/o/{slug}/schedule")).await;
     assert!(!schedule.contains("/workload"), "{schedule}");
-    let res =
-        b.submit(&format!("/o/{slug}/schedule"), &save, &[("person", &member), ("hours", "1"), ("week", "")]).await;
+    let res = b
+        .submit(&format!("/o/{slug}/schedule"), &save, &[("person", &member), ("hours_a_week", "1"), ("week", "")])
+        .await;
     assert_eq!(res.status(), 403);
 
     let b = &mut org.people.get_mut("manager").unwrap().browser;
@@ -284,23 +285,31 @@ async fn hours_a_week_are_set_by_those_who_plan_with_every_bad_value_refused() {
         ("", "is required"),
         ("99999999999999999999", "must be a duration like 1:30"),
     ] {
-        let res = b.submit(&page, &save, &[("person", &member), ("hours", hours), ("week", "2026-12-07")]).await;
+        let res = b.submit(&page, &save, &[("person", &member), ("hours_a_week", hours), ("week", "2026-12-07")]).await;
         assert_eq!(res.status(), 422, "{hours:?}");
         let body = res.text().await.unwrap();
-        assert!(body.contains("<strong>Hours</strong>: ") && body.contains(message), "{hours:?}: {body}");
+        assert!(body.contains("<strong>Hours a week</strong>: ") && body.contains(message), "{hours:?}: {body}");
         assert!(body.contains("<h1>Workload</h1>"), "the page again: {body}");
+        // The person's form is open again on what was typed; the others are not.
+        let typed = hours.replace('&', "&#38;");
+        let open = "<details class=\"capacity\" open>";
+        assert_eq!(body.matches(open).count(), 1, "{body}");
+        let form = &body[body.find(open).unwrap()..];
+        let form = &form[..form.find("</details>").unwrap()];
+        assert!(form.contains(&format!("value=\"{member}\"")), "{form}");
+        assert!(form.contains(&format!("name=\"hours_a_week\" value=\"{typed}\"")), "{form}");
     }
-    let res = b.submit(&page, &save, &[("person", &member), ("hours", "4\u{0}0"), ("week", "")]).await;
+    let res = b.submit(&page, &save, &[("person", &member), ("hours_a_week", "4\u{0}0"), ("week", "")]).await;
     assert!(matches!(res.status().as_u16(), 400 | 422), "a NUL: {}", res.status());
-    let res = b.submit(&page, &save, &[("person", "not-an-id"), ("hours", "8"), ("week", "")]).await;
+    let res = b.submit(&page, &save, &[("person", "not-an-id"), ("hours_a_week", "8"), ("week", "")]).await;
     assert_eq!(res.status(), 422);
-    let res = b.submit(&page, &save, &[("person", &client), ("hours", "8"), ("week", "")]).await;
+    let res = b.submit(&page, &save, &[("person", &client), ("hours_a_week", "8"), ("week", "")]).await;
     assert_eq!(res.status(), 409);
     assert!(res.text().await.unwrap().contains("Client users have no workload"));
     // Nobody of this organization: another organization's person, or no one at all.
     let other = org_with_every_role(&app, "elsewhere").await;
     for stranger in [other.people["member"].user_id.clone(), Uuid::now_v7().to_string()] {
-        let res = b.submit(&page, &save, &[("person", &stranger), ("hours", "8"), ("week", "")]).await;
+        let res = b.submit(&page, &save, &[("person", &stranger), ("hours_a_week", "8"), ("week", "")]).await;
         assert_eq!(res.status(), 404, "{stranger}");
     }
     let events = || async {
@@ -314,18 +323,18 @@ async fn hours_a_week_are_set_by_those_who_plan_with_every_bad_value_refused() {
     assert!(events().await.is_empty(), "a refusal recorded a change");
 
     // Saved as typed, back on the same weeks, audited with what it was.
-    let res = b.submit(&page, &save, &[("person", &member), ("hours", "37.5"), ("week", "2026-12-07")]).await;
+    let res = b.submit(&page, &save, &[("person", &member), ("hours_a_week", "37.5"), ("week", "2026-12-07")]).await;
     assert_eq!(res.status(), 303);
     assert_eq!(location(&res), format!("/o/{slug}/workload?week=2026-12-07"));
     let (_, html) = b.page(&location(&res)).await;
     assert!(html.contains("Hours a week saved.") && html.contains(">37h 30m\n"), "{html}");
-    assert!(html.contains("name=\"hours\" value=\"37:30\""), "{html}");
+    assert!(html.contains("name=\"hours_a_week\" value=\"37:30\""), "{html}");
     assert_eq!(events().await, vec![(json!({"weekly_minutes": 2400}), json!({"weekly_minutes": 2250}))]);
     // The same again changes nothing and records nothing.
-    let res = b.submit(&page, &save, &[("person", &member), ("hours", "37:30"), ("week", "")]).await;
+    let res = b.submit(&page, &save, &[("person", &member), ("hours_a_week", "37:30"), ("week", "")]).await;
     assert_eq!(res.status(), 303);
     assert_eq!(events().await.len(), 1);
-    let res = b.submit(&page, &save, &[("person", &member), ("hours", "0"), ("week", "")]).await;
+    let res = b.submit(&page, &save, &[("person", &member), ("hours_a_week", "0"), ("week", "")]).await;
     assert_eq!(res.status(), 303);
     let (_, html) = b.page(&page).await;
     assert!(html.contains("<td data-label=\"Hours a week:\">0h\n"), "{html}");

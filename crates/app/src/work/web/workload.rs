@@ -108,6 +108,8 @@ struct Row {
     /// The capacity as the form shows it: whole hours as a number ("40"), otherwise hours and
     /// minutes ("37:30"), which the form reads back the same.
     capacity_field: String,
+    /// The form to change the hours is open (a change that was refused).
+    changing: bool,
     /// Due earlier, each week, no due date.
     cells: Vec<Cell>,
     /// Weeks over capacity.
@@ -195,6 +197,7 @@ fn row(access: &OrgAccess, person: &PersonLoad, me: Option<UserId>, headings: &[
         capacity: if capacity == 0 { "0h".into() } else { duration(capacity) },
         capacity_field: if capacity % 60 == 0 { (capacity / 60).to_string() } else { durations::format_hm(capacity) },
         over_weeks: cells.iter().filter(|c| !c.over.is_empty()).count(),
+        changing: false,
         cells,
     }
 }
@@ -205,7 +208,7 @@ struct CapacityForm {
     #[serde(default)]
     person: String,
     #[serde(default)]
-    hours: String,
+    hours_a_week: String,
     /// The first week of the page the form was on, to return to it.
     #[serde(default)]
     week: String,
@@ -222,7 +225,7 @@ async fn set_capacity(
     let day = fields::date_or_empty("week", &form.week)?;
     let result = async {
         let person: UserId = fields::id("person", &form.person)?;
-        let minutes = durations::parse_hours("hours", &form.hours, MAX_WEEKLY_MINUTES)?;
+        let minutes = durations::parse_hours("hours_a_week", &form.hours_a_week, MAX_WEEKLY_MINUTES)?;
         workload::set_capacity(&state.db, &ctx, &access.principal, person, minutes).await
     }
     .await;
@@ -231,20 +234,26 @@ async fn set_capacity(
             let week = day.map(|d| format!("?week={d}")).unwrap_or_default();
             Ok(Redirect::to(&format!("/o/{}/workload{week}", access.slug)).into_response())
         }
-        Err(e) => refused(&state, csrf, &access, day, e).await,
+        Err(e) => refused(&state, csrf, &access, day, (&form.person, &form.hours_a_week), e).await,
     }
 }
 
-/// The page again, saying why the change was refused.
+/// The page again, saying why the change was refused, with the person's form open on what was
+/// typed.
 async fn refused(
     state: &AppState,
     csrf: String,
     access: &OrgAccess,
     day: Option<Date>,
+    (person, typed): (&str, &str),
     e: DomainError,
 ) -> AppResult<Response> {
     let (status, message, errors) = failure(e)?;
     let mut view = view(state, csrf, access, day).await?;
+    if let Some(row) = view.rows.iter_mut().find(|r| r.user_id == person.trim()) {
+        row.changing = true;
+        row.capacity_field = typed.to_string();
+    }
     view.message = message;
     view.errors = errors;
     page_with_status(status, &view)
