@@ -1108,11 +1108,16 @@ pub struct Unbilled {
 /// An entry keeps the rate it was recorded at; one recorded while no rate applied is billed at the
 /// rate that applies when it is billed (the person's on the project, the project's, the client's,
 /// the organization's: as `time_entries::resolve_rate`), and `rate_minor` is `None` only when
-/// none applies even now (`recorded_rate` tells which). The draft's client's unbilled billable
-/// time, then `order`.
-fn unbilled_sql(order: &str) -> String {
+/// none applies even now (`recorded_rate` tells which). The client's unbilled billable time that
+/// `f` picks, then `order` (a limit, or the row locks of billing).
+async fn unbilled_rows(
+    tx: &mut OrgTx,
+    client: ClientId,
+    f: &TimeFilterParsed,
+    order: &str,
+) -> Result<Vec<Unbilled>, sqlx::Error> {
     use super::time_entries::{BILLED_RATE, RATE_JOINS};
-    format!(
+    let sql = format!(
         "SELECT e.id, e.project_id, p.name AS project_name, k.title AS task_title, e.minutes, e.spent_on, e.note, \
          {BILLED_RATE} AS rate_minor, e.rate_minor IS NOT NULL AS recorded_rate, \
          coalesce(nullif(u.display_name, ''), u.email) AS person, e.approved_at IS NOT NULL AS approved \
@@ -1124,7 +1129,16 @@ fn unbilled_sql(order: &str) -> String {
            AND ($2::uuid IS NULL OR e.project_id = $2) AND ($3::date IS NULL OR e.spent_on >= $3) \
            AND ($4::date IS NULL OR e.spent_on <= $4) AND ($5::uuid[] IS NULL OR e.id = ANY($5)) \
            AND (NOT $6 OR e.approved_at IS NOT NULL) {order}"
-    )
+    );
+    sqlx::query_as(&sql)
+        .bind(client)
+        .bind(f.project)
+        .bind(f.from)
+        .bind(f.to)
+        .bind(f.entries.as_deref().map(|v| v.iter().map(|e| e.as_uuid()).collect::<Vec<_>>()))
+        .bind(f.approved_only)
+        .fetch_all(&mut **tx)
+        .await
 }
 
 struct TimeFilterParsed {
@@ -1269,15 +1283,7 @@ pub async fn unbilled(db: &Db, p: &OrgPrincipal, id: InvoiceId, input: &BillTime
     let f = parse_bill(input)?;
     let mut tx = OrgTx::begin(db, p).await?;
     let inv = fetch(&mut tx, id).await?;
-    let rows = sqlx::query_as(&unbilled_sql("ORDER BY e.spent_on, e.created_at, e.id LIMIT 500"))
-        .bind(inv.client_id)
-        .bind(f.project)
-        .bind(f.from)
-        .bind(f.to)
-        .bind(f.entries.as_deref().map(|v| v.iter().map(|e| e.as_uuid()).collect::<Vec<_>>()))
-        .bind(f.approved_only)
-        .fetch_all(&mut *tx)
-        .await?;
+    let rows = unbilled_rows(&mut tx, inv.client_id, &f, "ORDER BY e.spent_on, e.created_at, e.id LIMIT 500").await?;
     tx.commit().await?;
     Ok(rows)
 }
@@ -1305,15 +1311,8 @@ pub async fn bill_time(
         return Err(DomainError::Conflict("Time can be added only to a draft invoice.".into()));
     }
     let wanted = f.entries.as_ref().map(Vec::len);
-    let rows: Vec<Unbilled> = sqlx::query_as(&unbilled_sql("ORDER BY e.spent_on, e.created_at, e.id FOR UPDATE OF e"))
-        .bind(before.client_id)
-        .bind(f.project)
-        .bind(f.from)
-        .bind(f.to)
-        .bind(f.entries.as_deref().map(|v| v.iter().map(|e| e.as_uuid()).collect::<Vec<_>>()))
-        .bind(f.approved_only)
-        .fetch_all(&mut *tx)
-        .await?;
+    let rows =
+        unbilled_rows(&mut tx, before.client_id, &f, "ORDER BY e.spent_on, e.created_at, e.id FOR UPDATE OF e").await?;
     if let Some(n) = wanted
         && rows.len() != n
     {
