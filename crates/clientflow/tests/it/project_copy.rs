@@ -11,6 +11,7 @@ use clientflow::access::api_key as keys;
 
 use crate::support::api::{Tenant, add_member, api_key, count, ctx, get, post, tenant};
 use crate::support::orgs::org_with_every_role;
+use crate::support::work::add_to_project;
 
 async fn made(app: &TestApp, key: &str, path: &str, body: Value) -> Value {
     let res = post(app, path, key, body.clone()).await;
@@ -333,15 +334,7 @@ async fn a_copy_is_refused_with_nothing_written_to_whoever_may_not_make_it_and_f
     .secret;
     let seen_path = format!("/api/v1/projects/{unseen}/copy");
     post(&app, &seen_path, &member_key, json!({"name": "Peek"})).await.assert_problem(404);
-    sqlx::query(
-        "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())",
-    )
-    .bind(t.org.id.as_uuid())
-    .bind(unseen.as_uuid())
-    .bind(member)
-    .execute(&mut db)
-    .await
-    .unwrap();
+    add_to_project(&app, t.org.id.as_uuid(), unseen.as_uuid(), member).await;
     let copy = made(&app, &member_key, &seen_path, json!({"name": "Mine"})).await;
     let members = format!(
         "SELECT count(*) FROM project_members WHERE project_id = '{}' AND user_id = '{member}'",

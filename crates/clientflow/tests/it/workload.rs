@@ -8,8 +8,9 @@ use clientflow_test_support::browser::location;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::api::{Res, get, patch, post, send};
+use crate::support::api::{Res, count, get, patch, post, send};
 use crate::support::orgs::{Org, org_with_every_role};
+use crate::support::work::add_to_project;
 use crate::support::{api_key, sql};
 
 struct Setup {
@@ -23,20 +24,21 @@ async fn setup(app: &TestApp, slug: &str) -> Setup {
     let org = org_with_every_role(app, slug).await;
     let org_id: Uuid = org.id.parse().unwrap();
     let key = api_key(app, org_id, "planning").await;
-    let res = post(app, "/api/v1/projects", &key, json!({"name": "Relaunch", "client_id": org.client_id})).await;
+    // The Member and the Manager work on it.
+    let people = [org.people["member"].user_id.as_str(), org.people["manager"].user_id.as_str()];
+    let project = project_of(app, &key, &org, "Relaunch", &people).await;
+    Setup { org, org_id, key, project }
+}
+
+/// A project of the organization's client made through the API, with `people` on it; its id.
+async fn project_of(app: &TestApp, key: &str, org: &Org, name: &str, people: &[&str]) -> String {
+    let res = post(app, "/api/v1/projects", key, json!({"name": name, "client_id": org.client_id})).await;
     assert_eq!(res.status, 201, "{}", res.body);
     let project = res.id();
-    // The Member and the Manager work on it (a task's assignees are the project's people).
-    for role in ["member", "manager"] {
-        let person: Uuid = org.people[role].user_id.parse().unwrap();
-        sql(
-            app,
-            "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())",
-            &[org_id, project.parse().unwrap(), person],
-        )
-        .await;
+    for person in people {
+        add_to_project(app, org.id.parse().unwrap(), project.parse().unwrap(), person.parse().unwrap()).await;
     }
-    Setup { org, org_id, key, project }
+    project
 }
 
 /// A task of `project` for `assignees`, due `due` with `estimate` minutes; its id.
@@ -101,14 +103,7 @@ async fn the_workload_counts_what_open_tasks_still_need_per_week_against_each_pe
     assert_eq!(res.status, 200, "{}", res.body);
     task(&app, &key, &project, "Far off", &[m], Some("2027-01-04"), Some(600)).await;
     task(&app, &key, &project, "Unassigned", &[], Some("2026-12-08"), Some(600)).await;
-    let res = post(&app, "/api/v1/projects", &key, json!({"name": "Old", "client_id": org.client_id})).await;
-    let old = res.id();
-    sql(
-        &app,
-        "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())",
-        &[org.id.parse().unwrap(), old.parse().unwrap(), m.parse().unwrap()],
-    )
-    .await;
+    let old = project_of(&app, &key, &org, "Old", &[m]).await;
     task(&app, &key, &old, "Forgotten", &[m], Some("2026-12-08"), Some(600)).await;
     let res = patch(&app, &format!("/api/v1/projects/{old}"), &key, json!({"status": "archived"})).await;
     assert_eq!(res.status, 200, "{}", res.body);
@@ -204,14 +199,7 @@ async fn the_workload_counts_what_open_tasks_still_need_per_week_against_each_pe
 
     // Someone who plans only the projects they are on (a Member given projects.update) sees
     // only those: not the Manager's task in a project the Member is not on.
-    let res = post(&app, "/api/v1/projects", &key, json!({"name": "Hidden", "client_id": org.client_id})).await;
-    let hidden = res.id();
-    sql(
-        &app,
-        "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())",
-        &[org.id.parse().unwrap(), hidden.parse().unwrap(), g.parse().unwrap()],
-    )
-    .await;
+    let hidden = project_of(&app, &key, &org, "Hidden", &[g]).await;
     task(&app, &key, &hidden, "Hidden errand", &[g], Some("2026-12-08"), Some(60)).await;
     let w = get(&app, "/api/v1/workload", &key).await;
     assert_eq!(load(&person(&w.body, g)["weeks"][0]), (210, 3, 0), "the Owner sees every project");
@@ -366,22 +354,13 @@ async fn hours_a_week_are_set_by_those_who_plan_with_every_bad_value_refused() {
     put(&app, &path, &other_key, json!({"weekly_capacity_minutes": 60})).await.assert_problem(404);
     // Leaving the organization takes the hours along.
     sql(&app, "DELETE FROM task_assignees WHERE user_id = $1", &[member.parse().unwrap()]).await;
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM member_capacities WHERE organization_id = $1")
-        .bind(org_id)
-        .fetch_one(&mut app.db.admin_conn().await)
-        .await
-        .unwrap();
-    assert_eq!(left, 1);
+    let capacities = format!("SELECT count(*) FROM member_capacities WHERE organization_id = '{org_id}'");
+    assert_eq!(count(&app, &capacities).await, 1);
     sql(
         &app,
         "DELETE FROM memberships WHERE user_id = $1 AND organization_id = $2",
         &[member.parse().unwrap(), org_id],
     )
     .await;
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM member_capacities WHERE organization_id = $1")
-        .bind(org_id)
-        .fetch_one(&mut app.db.admin_conn().await)
-        .await
-        .unwrap();
-    assert_eq!(left, 0);
+    assert_eq!(count(&app, &capacities).await, 0);
 }

@@ -451,16 +451,19 @@ pub async fn project_with_member(
         .execute(&mut admin)
         .await
         .unwrap();
-    sqlx::query(
-        "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())",
-    )
-    .bind(org)
-    .bind(id)
-    .bind(member)
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    add_to_project(app, org, id, member).await;
     id
+}
+
+/// Puts `user` on `project` (a Member sees only the projects they are on; a task's assignees are
+/// the project's people), as the database's owner.
+pub async fn add_to_project(app: &TestApp, org: uuid::Uuid, project: uuid::Uuid, user: uuid::Uuid) {
+    crate::support::sql(
+        app,
+        "INSERT INTO project_members (organization_id, project_id, user_id, added_at) VALUES ($1, $2, $3, now())",
+        &[org, project, user],
+    )
+    .await;
 }
 
 /// A new USD draft to `client`, made from the organization's New invoice page; its address.
