@@ -27,6 +27,8 @@ use crate::platform::ids::{TaskId, UserId};
 pub const DEFAULT_WEEKLY_MINUTES: i32 = 40 * 60;
 /// The most a week holds.
 pub const MAX_WEEKLY_MINUTES: i32 = 7 * 24 * 60;
+/// Why hours a week given in minutes (the API's) are refused.
+pub const MINUTES_BOUNDS: &str = "must be between 0 and 10080 minutes (168 hours)";
 /// How many weeks the workload shows, from the first one asked for.
 pub const WEEKS: usize = 4;
 
@@ -118,9 +120,6 @@ struct ShareRow {
 pub async fn workload(db: &Db, p: &OrgPrincipal, day: Option<Date>, now: OffsetDateTime) -> DomainResult<Workload> {
     require(p, Permission::ProjectsUpdate)?;
     let member = member_filter(p)?;
-    if let Some(day) = day {
-        weeks_from("week", day)?;
-    }
     let mut tx = OrgTx::begin(db, p).await?;
     let today = super::org_today(&mut tx, now).await?;
     let weeks = weeks_from("week", day.unwrap_or(today))?;
@@ -165,9 +164,10 @@ pub async fn workload(db: &Db, p: &OrgPrincipal, day: Option<Date>, now: OffsetD
     Ok(Workload { today, weeks, people })
 }
 
-/// Each open, assigned task visible to `member` (the member filter) that is due by the end of
-/// `span` or has no due date, once per assignee (only `only`'s, when given): the assignee's
-/// share of what it still needs and where it falls (before `span`, its week, or undated).
+/// Each open, assigned task visible to `member` (the member filter), once per assignee: the
+/// assignee's share of what it still needs and where it falls (before `span`, its week, or
+/// undated). For everyone (`only` is `None`), the tasks due by the end of `span` or undated;
+/// for one person, only theirs due within `span`.
 async fn shares(
     tx: &mut OrgTx,
     member: Option<uuid::Uuid>,
@@ -177,7 +177,10 @@ async fn shares(
     // Each open assigned task once (what it still needs, how many share it), then each
     // assignee's share of it and the span it falls in. One person's is a statement of its own
     // (not `$4 IS NULL OR …`), so that its plan starts from that person's assignments.
-    let whose = if only.is_some() { "AND x.user_id = $4" } else { "" };
+    let (whose, due) = match only {
+        Some(_) => ("AND x.user_id = $4", "t.due_date BETWEEN $2 AND $3"),
+        None => ("", "(t.due_date IS NULL OR t.due_date <= $3)"),
+    };
     let sql = format!(
         "WITH open_tasks AS ( \
            SELECT t.organization_id, t.id, t.title, p.name AS project, t.due_date, \
@@ -187,7 +190,7 @@ async fn shares(
              (SELECT count(*) FROM task_assignees x WHERE x.organization_id = t.organization_id AND x.task_id = t.id) AS sharing \
            FROM tasks t JOIN projects p ON p.organization_id = t.organization_id AND p.id = t.project_id \
            WHERE t.status <> 'done' AND p.status <> 'archived' AND {visible} \
-             AND (t.due_date IS NULL OR t.due_date <= $3) \
+             AND {due} \
              AND EXISTS (SELECT 1 FROM task_assignees x WHERE x.organization_id = t.organization_id AND x.task_id = t.id {whose})) \
          SELECT a.user_id, \
            (CASE WHEN o.due_date IS NULL THEN -2 WHEN o.due_date < $2 THEN -1 ELSE (o.due_date - $2) / 7 END)::int AS bucket, \
@@ -220,8 +223,7 @@ pub struct MyWeek {
 /// sees, in the caller's transaction.
 pub async fn my_week(tx: &mut OrgTx, member: Option<uuid::Uuid>, me: UserId, today: Date) -> DomainResult<MyWeek> {
     let (monday, sunday) = super::approvals::week_of("week", today)?;
-    let mine = shares(tx, member, (monday, sunday), Some(me)).await?;
-    let this_week: Vec<&ShareRow> = mine.iter().filter(|s| s.bucket == 0).collect();
+    let this_week = shares(tx, member, (monday, sunday), Some(me)).await?;
     let capacity: Option<i32> = sqlx::query_scalar("SELECT weekly_minutes FROM member_capacities WHERE user_id = $1")
         .bind(me)
         .fetch_optional(&mut **tx)
@@ -245,7 +247,7 @@ pub async fn set_capacity(
 ) -> DomainResult<i32> {
     require(p, Permission::ProjectsUpdate)?;
     if !(0..=MAX_WEEKLY_MINUTES).contains(&weekly_minutes) {
-        return Err(DomainError::field("weekly_capacity_minutes", "must be between 0 and 168 hours"));
+        return Err(DomainError::field("weekly_capacity_minutes", MINUTES_BOUNDS));
     }
     let mut tx = OrgTx::begin(db, p).await?;
     let standing: Option<(String, Option<i32>)> = sqlx::query_as(

@@ -169,10 +169,9 @@ pub async fn set_capacity(
     ApiJson(input): ApiJson<CapacityUpdate>,
 ) -> AppResult<Response> {
     let user: UserId = ids.get("user")?;
+    // The service bounds it; only what an i32 can't hold is refused here, for the same reason.
     let minutes = i32::try_from(input.weekly_capacity_minutes)
-        .ok()
-        .filter(|m| (0..=workload::MAX_WEEKLY_MINUTES).contains(m))
-        .ok_or_else(|| AppError::field("weekly_capacity_minutes", "must be between 0 and 10080 minutes"))?;
+        .map_err(|_| AppError::field("weekly_capacity_minutes", workload::MINUTES_BOUNDS))?;
     workload::set_capacity(&s.db, &ctx, &api.principal, user, minutes).await?;
     Ok(ok(CapacityView { user_id: user.to_string(), weekly_capacity_minutes: minutes }))
 }

@@ -162,12 +162,15 @@ async fn view(state: &AppState, csrf: String, access: &OrgAccess, day: Option<Da
         None => String::new(),
     };
     let this_monday = approvals::monday_of(today);
-    let weeks: Vec<(&'static str, String)> =
-        w.weeks.iter().map(|m| (if *m == this_monday { "This week" } else { "Week of" }, m.to_string())).collect();
-    let labels: Vec<String> = weeks
+    // Each week's heading, and the same in one line for a cell's label on a phone.
+    let (weeks, labels): (Vec<(&'static str, String)>, Vec<String>) = w
+        .weeks
         .iter()
-        .map(|(what, m)| if *what == "This week" { format!("{what}, {m}") } else { format!("{what} {m}") })
-        .collect();
+        .map(|m| match *m == this_monday {
+            true => (("This week", m.to_string()), format!("This week, {m}")),
+            false => (("Week of", m.to_string()), format!("Week of {m}")),
+        })
+        .unzip();
     let rows: Vec<Row> = w.people.iter().map(|person| row(access, person, me, &labels)).collect();
     Ok(WorkloadPage {
         org: OrgNav::of(access),
